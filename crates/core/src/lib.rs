@@ -1,0 +1,24 @@
+//! The core of fedpace: protocol types, the traits every part implements, and the one
+//! round loop [`run`].
+//!
+//! No threads, no async runtime, no network here. A [`Grid`] (in-memory simulation or
+//! network) runs clients; a [`Strategy`] decides who trains with which [`RatePlan`] and
+//! how replies are combined; [`run`] drives rounds and reports every round to an
+//! [`Observer`]. See `docs/arch/0001-architecture.md` for the shape and why.
+
+pub mod data;
+pub mod error;
+pub mod model;
+pub mod protocol;
+pub mod rng;
+pub mod round;
+pub mod traits;
+
+pub use data::{Batch, ClientData, Dataset, FederatedDataset, Inputs};
+pub use error::{ClientFailure, Error, Result};
+pub use model::{EvalStats, Model, ModelFactory};
+pub use protocol::*;
+pub use round::{run, Observer, RoundRecord, RunOptions, RunOutcome};
+pub use traits::{
+    AggregateSummary, Client, ClientAggregate, ClientFactory, Grid, Progress, RatePolicy, Strategy,
+};

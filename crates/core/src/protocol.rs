@@ -1,0 +1,227 @@
+//! What travels between server and client: typed instructions and replies.
+//!
+//! The server half and the client half of an algorithm agree through these types (an
+//! enum variant, a field), never through string keys.
+
+use crate::{ClientFailure, EvalStats};
+use fedpace_optim::Schedule;
+use fedpace_params::ParamTree;
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
+/// A client's identifier: its index in the federation.
+pub type ClientId = u64;
+
+/// How much local work a client does in one round.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LocalWork {
+    /// Full passes over the local training split.
+    Epochs(u32),
+    /// A fixed number of mini-batch steps.
+    Steps(u32),
+}
+
+/// The local optimiser a client builds from its plan.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LocalOptimizer {
+    /// Plain mini-batch SGD.
+    #[default]
+    Sgd,
+}
+
+/// The rate plan of one client for one round: everything that sets how far and how
+/// fast it trains. Typed, validated, logged and checkpointed.
+///
+/// The rate of group `g` at local step `s` is
+/// `base_lr · group_multipliers[g] · schedule.factor(step_offset + s)`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RatePlan {
+    /// Base learning rate η_k.
+    pub base_lr: f32,
+    /// Multiplier per parameter group (same order as the spec's groups); empty = all 1.
+    pub group_multipliers: Vec<f32>,
+    /// Schedule over the client's cumulative steps.
+    pub schedule: Schedule,
+    /// Local work this round.
+    pub work: LocalWork,
+    /// Upper bound on local steps (e.g. a straggler's budget); `None` = no bound.
+    pub max_steps: Option<u32>,
+    /// Mini-batch size.
+    pub batch_size: u32,
+    /// Local optimiser.
+    pub optimizer: LocalOptimizer,
+}
+
+impl RatePlan {
+    /// The rate of every group at cumulative step `step`.
+    pub fn group_rates(&self, num_groups: usize, step: u64, out: &mut Vec<f32>) {
+        let f = self.schedule.factor(step);
+        out.clear();
+        for g in 0..num_groups {
+            let m = self.group_multipliers.get(g).copied().unwrap_or(1.0);
+            out.push(self.base_lr * m * f);
+        }
+    }
+
+    /// Number of local steps for a training split of `n` samples.
+    pub fn steps_for(&self, n: usize) -> u32 {
+        let per_epoch = n.div_ceil(self.batch_size.max(1) as usize) as u32;
+        let s = match self.work {
+            LocalWork::Epochs(e) => e.saturating_mul(per_epoch),
+            LocalWork::Steps(s) => s,
+        };
+        match self.max_steps {
+            Some(m) => s.min(m),
+            None => s,
+        }
+    }
+
+    /// Checks ranges; the error names the field.
+    pub fn validate(&self, num_groups: usize) -> crate::Result<()> {
+        use crate::Error;
+        if !(self.base_lr.is_finite() && self.base_lr >= 0.0) {
+            return Err(Error::invalid("plan.base_lr", self.base_lr, "a finite rate >= 0"));
+        }
+        if !self.group_multipliers.is_empty() && self.group_multipliers.len() != num_groups {
+            return Err(Error::invalid(
+                "plan.group_multipliers",
+                format!("{} values", self.group_multipliers.len()),
+                format!("one per parameter group ({num_groups})"),
+            ));
+        }
+        if let Some(m) = self
+            .group_multipliers
+            .iter()
+            .find(|m| !(m.is_finite() && **m >= 0.0))
+        {
+            return Err(Error::invalid("plan.group_multipliers", m, "finite values >= 0"));
+        }
+        if self.batch_size == 0 {
+            return Err(Error::invalid("plan.batch_size", 0, "at least 1"));
+        }
+        Ok(())
+    }
+}
+
+/// What the server knows about a client before sampling it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClientInfo {
+    /// Identifier.
+    pub id: ClientId,
+    /// Training samples.
+    pub num_train: u64,
+    /// Test samples.
+    pub num_test: u64,
+    /// Label histogram of the training split.
+    pub label_histogram: Vec<u64>,
+    /// Device class from metadata, if any.
+    pub device: Option<String>,
+}
+
+impl ClientInfo {
+    /// Shannon entropy (nats) of the training label distribution.
+    pub fn label_entropy(&self) -> f64 {
+        let n: u64 = self.label_histogram.iter().sum();
+        if n == 0 {
+            return 0.0;
+        }
+        self.label_histogram
+            .iter()
+            .filter(|&&c| c > 0)
+            .map(|&c| {
+                let p = c as f64 / n as f64;
+                -p * p.ln()
+            })
+            .sum()
+    }
+}
+
+/// A client's state that survives between rounds (and checkpoints). Typed fields, one
+/// per kind of state an algorithm may keep; the server never sees it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct LocalState {
+    /// Rounds this client has trained in.
+    pub rounds_trained: u32,
+    /// Cumulative local steps (round-aware schedules continue from here).
+    pub steps_done: u64,
+    /// Optimiser state kept across rounds, when the plan says to keep it.
+    pub optimizer: Option<fedpace_optim::State>,
+}
+
+/// Instruction to train.
+#[derive(Debug, Clone)]
+pub struct TrainIns {
+    /// Round index (1-based).
+    pub round: u32,
+    /// Global parameters to start from.
+    pub params: Arc<ParamTree>,
+    /// This client's rate plan.
+    pub plan: RatePlan,
+    /// The run seed (clients derive their own streams from it).
+    pub seed: u64,
+}
+
+/// What a client reports about its local training, beside the update itself.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TrainReport {
+    /// Local steps actually run, τ_k.
+    pub steps: u32,
+    /// Σ_s η_{k,g,s}: sum of the rates used, per parameter group (Λ_{k,g} for SGD).
+    pub rate_sum: Vec<f64>,
+    /// Loss of the first mini-batch at the global model.
+    pub loss_before: f32,
+    /// Mean mini-batch loss over the last epoch's worth of steps.
+    pub loss_after: f32,
+    /// Mean mini-batch loss over all local steps.
+    pub train_loss: f32,
+    /// ‖Δ_k‖.
+    pub update_norm: f64,
+    /// ‖g‖ of the first mini-batch gradient at the global model.
+    pub grad_norm: f64,
+}
+
+/// A client's reply to [`TrainIns`].
+#[derive(Debug, Clone)]
+pub struct TrainRes {
+    /// `Δ_k = y_k − x`: the change of the shared parameters.
+    pub delta: ParamTree,
+    /// Training samples n_k.
+    pub num_examples: u64,
+    /// Report.
+    pub report: TrainReport,
+}
+
+/// One client's outcome in a round, in client-id order.
+#[derive(Debug, Clone)]
+pub struct Reply<T> {
+    /// Who.
+    pub client: ClientId,
+    /// What came back.
+    pub result: Result<T, ClientFailure>,
+}
+
+/// Instruction to evaluate.
+#[derive(Debug, Clone)]
+pub struct EvalIns {
+    /// Round index.
+    pub round: u32,
+    /// Global parameters.
+    pub params: Arc<ParamTree>,
+    /// Local fine-tuning steps before the personalised evaluation (0 = none).
+    pub finetune_steps: u32,
+    /// Plan for fine-tuning.
+    pub plan: RatePlan,
+    /// The run seed.
+    pub seed: u64,
+}
+
+/// A client's evaluation on its own test split.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct EvalRes {
+    /// The global model.
+    pub global: EvalStats,
+    /// The personalised model (after fine-tuning), if one was evaluated.
+    pub personalized: Option<EvalStats>,
+}

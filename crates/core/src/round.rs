@@ -1,0 +1,341 @@
+//! The one round loop. Every synchronous algorithm runs through [`run`].
+
+use crate::protocol::*;
+use crate::traits::{AggregateSummary, Grid, Progress, Strategy};
+use crate::{EvalStats, Result};
+use fedpace_params::ParamTree;
+use serde::Serialize;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Settings of the round loop itself.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunOptions {
+    /// Number of rounds.
+    pub rounds: u32,
+    /// Run seed.
+    pub seed: u64,
+    /// Evaluate every this many rounds (0 = only after the last round).
+    pub eval_every: u32,
+    /// Local fine-tuning steps before personalised evaluation.
+    pub finetune_steps: u32,
+}
+
+/// One client's line in a round record.
+#[derive(Debug, Clone, Serialize)]
+pub struct ClientRoundRecord {
+    /// Client.
+    pub client: ClientId,
+    /// Its plan.
+    pub plan: RatePlan,
+    /// Its report, when it succeeded.
+    pub report: Option<TrainReport>,
+    /// Its failure, when it failed.
+    pub failure: Option<String>,
+    /// Aggregation weight p̃_k (0 when failed).
+    pub weight: f64,
+    /// Cosine between its update and the aggregate.
+    pub cosine_to_aggregate: f64,
+    /// Training samples.
+    pub num_examples: u64,
+}
+
+/// Evaluation results of one round.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct EvalSummary {
+    /// Global model, all clients' test splits pooled (sample-weighted).
+    pub global_loss: f64,
+    /// Global model accuracy, pooled (sample-weighted).
+    pub global_accuracy: f64,
+    /// Global model accuracy, unweighted mean over clients.
+    pub global_mean_accuracy: f64,
+    /// Personalised accuracy, unweighted mean over clients.
+    pub personalized_mean_accuracy: f64,
+    /// Personalised accuracy, sample-weighted.
+    pub personalized_weighted_accuracy: f64,
+    /// Mean personalised accuracy over the worst 10 % of clients (at least one).
+    pub personalized_worst10_accuracy: f64,
+    /// Mean personalised accuracy over the best 10 % of clients (at least one).
+    pub personalized_best10_accuracy: f64,
+    /// Standard deviation of personalised accuracy across clients.
+    pub personalized_std_accuracy: f64,
+    /// Per-client personalised accuracy, by client id.
+    #[serde(skip)]
+    pub per_client: Vec<(ClientId, f64)>,
+    /// Clients whose evaluation failed.
+    pub failures: usize,
+}
+
+/// Everything that happened in one round.
+#[derive(Debug, Clone, Serialize)]
+pub struct RoundRecord {
+    /// Round index (1-based).
+    pub round: u32,
+    /// Clients sampled.
+    pub sampled: Vec<ClientId>,
+    /// Sample-weighted mean training loss of the successful clients.
+    pub train_loss: f64,
+    /// Per-client details.
+    pub clients: Vec<ClientRoundRecord>,
+    /// Aggregation summary.
+    pub aggregate: AggregateSummary,
+    /// Evaluation, when this round was evaluated.
+    pub eval: Option<EvalSummary>,
+    /// Wall-clock seconds since the run started.
+    pub wall_seconds: f64,
+}
+
+/// Receives progress and results; the CLI writes files and draws the progress bar.
+pub trait Observer {
+    /// A phase of a round starts with `clients` clients (`phase` is "train" or "eval").
+    fn phase_started(&mut self, _round: u32, _phase: &'static str, _clients: usize) {}
+    /// Counter of finished clients, shared with the grid.
+    fn progress(&self) -> &dyn Progress;
+    /// Whether the observer wants the full per-round trace.
+    fn wants_trace(&self) -> bool {
+        false
+    }
+    /// The full trace of a round (only called when [`Observer::wants_trace`]).
+    fn trace(
+        &mut self,
+        _round: u32,
+        _global_in: &ParamTree,
+        _ins: &[(ClientId, TrainIns)],
+        _replies: &[Reply<TrainRes>],
+        _summary: &AggregateSummary,
+        _global_out: &ParamTree,
+    ) -> Result<()> {
+        Ok(())
+    }
+    /// A round finished.
+    fn round_finished(&mut self, record: &RoundRecord, global: &ParamTree) -> Result<()>;
+}
+
+/// What a run ends with.
+#[derive(Debug, Clone)]
+pub struct RunOutcome {
+    /// Final global parameters.
+    pub global: ParamTree,
+    /// The last evaluation.
+    pub final_eval: EvalSummary,
+    /// Every round.
+    pub rounds: Vec<RoundRecord>,
+}
+
+/// Runs `opts.rounds` rounds of `strategy` on `grid`, starting from `init`.
+pub fn run(
+    strategy: &mut dyn Strategy,
+    grid: &mut dyn Grid,
+    init: ParamTree,
+    opts: &RunOptions,
+    observer: &mut dyn Observer,
+) -> Result<RunOutcome> {
+    let start = Instant::now();
+    let mut global = init;
+    let mut records = Vec::with_capacity(opts.rounds as usize);
+    let mut final_eval = None;
+    for round in 1..=opts.rounds {
+        let shared = Arc::new(global.clone());
+        let ins = strategy.configure_train(round, &shared, grid.clients(), opts.seed)?;
+        let plans: Vec<(ClientId, RatePlan)> =
+            ins.iter().map(|(c, i)| (*c, i.plan.clone())).collect();
+        observer.phase_started(round, "train", ins.len());
+        let trace = observer.wants_trace();
+        let ins_for_trace = if trace { ins.clone() } else { Vec::new() };
+        let replies = grid.train(ins, observer.progress());
+        let summary = strategy.aggregate_train(round, &mut global, &replies, grid.clients())?;
+        if trace {
+            observer.trace(round, &shared, &ins_for_trace, &replies, &summary, &global)?;
+        }
+        let record_clients = client_records(&plans, &replies, &summary);
+        let (mut loss, mut n) = (0.0, 0.0);
+        for r in &replies {
+            if let Ok(res) = &r.result {
+                loss += res.report.train_loss as f64 * res.num_examples as f64;
+                n += res.num_examples as f64;
+            }
+        }
+        let evaluate = round == opts.rounds || (opts.eval_every > 0 && round % opts.eval_every == 0);
+        let eval = if evaluate {
+            let e = evaluate_all(strategy, grid, &global, round, opts, observer)?;
+            final_eval = Some(e.clone());
+            Some(e)
+        } else {
+            None
+        };
+        let record = RoundRecord {
+            round,
+            sampled: plans.iter().map(|p| p.0).collect(),
+            train_loss: if n > 0.0 { loss / n } else { f64::NAN },
+            clients: record_clients,
+            aggregate: summary,
+            eval,
+            wall_seconds: start.elapsed().as_secs_f64(),
+        };
+        observer.round_finished(&record, &global)?;
+        records.push(record);
+    }
+    Ok(RunOutcome {
+        global,
+        final_eval: final_eval.unwrap_or_default(),
+        rounds: records,
+    })
+}
+
+fn client_records(
+    plans: &[(ClientId, RatePlan)],
+    replies: &[Reply<TrainRes>],
+    summary: &AggregateSummary,
+) -> Vec<ClientRoundRecord> {
+    plans
+        .iter()
+        .map(|(id, plan)| {
+            let reply = replies.iter().find(|r| r.client == *id);
+            let agg = summary.clients.iter().find(|c| c.client == *id);
+            let (report, failure, n) = match reply.map(|r| &r.result) {
+                Some(Ok(res)) => (Some(res.report.clone()), None, res.num_examples),
+                Some(Err(f)) => (None, Some(f.to_string()), 0),
+                None => (None, Some("no reply".to_string()), 0),
+            };
+            ClientRoundRecord {
+                client: *id,
+                plan: plan.clone(),
+                report,
+                failure,
+                weight: agg.map_or(0.0, |a| a.weight),
+                cosine_to_aggregate: agg.map_or(0.0, |a| a.cosine_to_aggregate),
+                num_examples: n,
+            }
+        })
+        .collect()
+}
+
+/// Evaluates the global model (and personalised models) on every client's test split.
+pub fn evaluate_all(
+    strategy: &dyn Strategy,
+    grid: &mut dyn Grid,
+    global: &ParamTree,
+    round: u32,
+    opts: &RunOptions,
+    observer: &mut dyn Observer,
+) -> Result<EvalSummary> {
+    let params = Arc::new(global.clone());
+    let plan = strategy.eval_plan();
+    let ins: Vec<(ClientId, EvalIns)> = grid
+        .clients()
+        .iter()
+        .filter(|c| c.num_test > 0)
+        .map(|c| {
+            (
+                c.id,
+                EvalIns {
+                    round,
+                    params: params.clone(),
+                    finetune_steps: opts.finetune_steps,
+                    plan: plan.clone(),
+                    seed: opts.seed,
+                },
+            )
+        })
+        .collect();
+    observer.phase_started(round, "eval", ins.len());
+    let replies = grid.evaluate(ins, observer.progress());
+    Ok(summarize_eval(&replies))
+}
+
+/// Combines per-client evaluations into the summary statistics.
+pub fn summarize_eval(replies: &[Reply<EvalRes>]) -> EvalSummary {
+    let mut pooled = EvalStats::default();
+    let mut pooled_p = EvalStats::default();
+    let mut global_accs = Vec::new();
+    let mut per_client = Vec::new();
+    let mut failures = 0;
+    for r in replies {
+        match &r.result {
+            Ok(e) => {
+                pooled.merge(&e.global);
+                global_accs.push(e.global.accuracy());
+                let p = e.personalized.unwrap_or(e.global);
+                pooled_p.merge(&p);
+                per_client.push((r.client, p.accuracy()));
+            }
+            Err(_) => failures += 1,
+        }
+    }
+    let accs: Vec<f64> = per_client.iter().map(|p| p.1).collect();
+    let (mean, std) = mean_std(&accs);
+    let mut sorted = accs.clone();
+    sorted.sort_by(|a, b| a.total_cmp(b));
+    let k = (sorted.len() as f64 * 0.1).ceil().max(1.0) as usize;
+    let worst = if sorted.is_empty() {
+        0.0
+    } else {
+        mean_std(&sorted[..k.min(sorted.len())]).0
+    };
+    let best = if sorted.is_empty() {
+        0.0
+    } else {
+        mean_std(&sorted[sorted.len() - k.min(sorted.len())..]).0
+    };
+    EvalSummary {
+        global_loss: pooled.loss(),
+        global_accuracy: pooled.accuracy(),
+        global_mean_accuracy: mean_std(&global_accs).0,
+        personalized_mean_accuracy: mean,
+        personalized_weighted_accuracy: pooled_p.accuracy(),
+        personalized_worst10_accuracy: worst,
+        personalized_best10_accuracy: best,
+        personalized_std_accuracy: std,
+        per_client,
+        failures,
+    }
+}
+
+fn mean_std(x: &[f64]) -> (f64, f64) {
+    if x.is_empty() {
+        return (0.0, 0.0);
+    }
+    let m = x.iter().sum::<f64>() / x.len() as f64;
+    let v = x.iter().map(|v| (v - m) * (v - m)).sum::<f64>() / x.len() as f64;
+    (m, v.sqrt())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stats(correct: u64, count: u64) -> EvalStats {
+        EvalStats {
+            loss_sum: 0.0,
+            correct,
+            count,
+        }
+    }
+
+    #[test]
+    fn eval_summary_statistics_by_hand() {
+        // 10 clients with accuracies 0.0, 0.1, ..., 0.9 on 10 samples each, the last with
+        // 30 samples (accuracy 0.9 → 27 correct).
+        let replies: Vec<Reply<EvalRes>> = (0..10u64)
+            .map(|i| {
+                let n = if i == 9 { 30 } else { 10 };
+                let s = stats(i * n / 10, n);
+                Reply {
+                    client: i,
+                    result: Ok(EvalRes {
+                        global: s,
+                        personalized: Some(s),
+                    }),
+                }
+            })
+            .collect();
+        let e = summarize_eval(&replies);
+        assert!((e.personalized_mean_accuracy - 0.45).abs() < 1e-12);
+        // weighted: (0+1+...+8 + 27) / (90 + 30) = 63/120
+        assert!((e.personalized_weighted_accuracy - 63.0 / 120.0).abs() < 1e-12);
+        assert_eq!(e.personalized_worst10_accuracy, 0.0);
+        assert!((e.personalized_best10_accuracy - 0.9).abs() < 1e-12);
+        // population std of 0..0.9 step 0.1 = sqrt(0.0825)
+        assert!((e.personalized_std_accuracy - 0.0825f64.sqrt()).abs() < 1e-12);
+    }
+}
