@@ -225,3 +225,31 @@ pub struct EvalRes {
     /// The personalised model (after fine-tuning), if one was evaluated.
     pub personalized: Option<EvalStats>,
 }
+
+/// Checks a reply at the boundary: the update has the spec's length and only finite
+/// values, and the report's rate sums match the number of groups. Grids call this on
+/// everything a client returns before the strategy sees it.
+pub fn validate_train_res(
+    res: &TrainRes,
+    spec: &fedpace_params::ParamSpec,
+) -> Result<(), ClientFailure> {
+    if res.delta.as_slice().len() != spec.total_len() {
+        return Err(ClientFailure::WrongShape {
+            expected: spec.total_len(),
+            got: res.delta.as_slice().len(),
+        });
+    }
+    if !res.delta.all_finite() {
+        return Err(ClientFailure::NonFinite);
+    }
+    if res.report.rate_sum.len() != spec.num_groups()
+        || res.report.rate_sum.iter().any(|r| !r.is_finite() || *r < 0.0)
+    {
+        return Err(ClientFailure::Error(format!(
+            "report.rate_sum must hold {} finite values >= 0, got {:?}",
+            spec.num_groups(),
+            res.report.rate_sum
+        )));
+    }
+    Ok(())
+}

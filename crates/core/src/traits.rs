@@ -22,6 +22,10 @@ pub type ClientFactory = Arc<dyn Fn(ClientId) -> Result<Box<dyn Client>> + Send 
 pub trait RatePolicy: Send {
     /// A short description for logs.
     fn describe(&self) -> String;
+    /// Called once with the whole pool before the first plan (e.g. to compute means).
+    fn start(&mut self, _pool: &[ClientInfo]) -> Result<()> {
+        Ok(())
+    }
     /// The plan for `client` in `round`, derived from the strategy's `base` plan.
     fn plan(&mut self, round: u32, client: &ClientInfo, base: &RatePlan) -> Result<RatePlan>;
     /// Sees every successful report after aggregation (adaptive policies learn here).

@@ -1,1 +1,185 @@
-//! placeholder
+//! The in-memory simulation [`Grid`]: sampled clients train in parallel on a thread
+//! pool; clients are created on demand from a factory; each client's [`LocalState`]
+//! is kept in a store between rounds; a failing or panicking client becomes a reported
+//! failure, not a crash.
+//!
+//! Determinism: every client computes from its own inputs and its own random streams,
+//! and replies are returned in client-id order, so the thread count changes nothing.
+//! Each client's model call should itself be single-threaded (the models do this).
+
+use fedpace_core::protocol::validate_train_res;
+use fedpace_core::{
+    ClientFactory, ClientFailure, ClientId, ClientInfo, EvalIns, EvalRes, Grid, LocalState,
+    Progress, Reply, TrainIns, TrainRes,
+};
+use rayon::prelude::*;
+use std::collections::HashMap;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+/// Where clients' local states live between rounds.
+pub trait StateStore: Send {
+    /// Takes client `id`'s state out (a fresh default if it has none).
+    fn take(&mut self, id: ClientId) -> LocalState;
+    /// Puts client `id`'s state back.
+    fn put(&mut self, id: ClientId, state: LocalState);
+    /// Number of clients with stored state.
+    fn len(&self) -> usize;
+    /// Whether no client has stored state.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Keeps every state in memory.
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    states: HashMap<ClientId, LocalState>,
+}
+
+impl StateStore for MemoryStore {
+    fn take(&mut self, id: ClientId) -> LocalState {
+        self.states.remove(&id).unwrap_or_default()
+    }
+    fn put(&mut self, id: ClientId, state: LocalState) {
+        if state != LocalState::default() {
+            self.states.insert(id, state);
+        }
+    }
+    fn len(&self) -> usize {
+        self.states.len()
+    }
+}
+
+/// The in-memory grid.
+pub struct SimGrid {
+    clients: Vec<ClientInfo>,
+    factory: ClientFactory,
+    store: Box<dyn StateStore>,
+    pool: rayon::ThreadPool,
+}
+
+impl SimGrid {
+    /// A grid over `clients` made by `factory`, running `threads` clients at once
+    /// (0 = one per core).
+    pub fn new(
+        clients: Vec<ClientInfo>,
+        factory: ClientFactory,
+        threads: usize,
+    ) -> fedpace_core::Result<Self> {
+        let threads = if threads == 0 {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        } else {
+            threads
+        };
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(|i| format!("fedpace-client-{i}"))
+            .build()
+            .map_err(|e| fedpace_core::Error::Backend(format!("thread pool: {e}")))?;
+        Ok(Self {
+            clients,
+            factory,
+            store: Box::new(MemoryStore::default()),
+            pool,
+        })
+    }
+
+    /// Replaces the state store.
+    pub fn with_store(mut self, store: Box<dyn StateStore>) -> Self {
+        self.store = store;
+        self
+    }
+
+    /// Threads in the pool.
+    pub fn threads(&self) -> usize {
+        self.pool.current_num_threads()
+    }
+
+    /// Client `id`'s stored state (a clone), for inspection and checkpoints.
+    pub fn state_of(&mut self, id: ClientId) -> LocalState {
+        let s = self.store.take(id);
+        self.store.put(id, s.clone());
+        s
+    }
+
+    fn run_all<I, O>(
+        &mut self,
+        ins: Vec<(ClientId, I)>,
+        progress: &dyn Progress,
+        job: impl Fn(&mut dyn fedpace_core::Client, &I, &mut LocalState) -> fedpace_core::Result<O>
+            + Sync,
+    ) -> Vec<Reply<O>>
+    where
+        I: Send + Sync,
+        O: Send,
+    {
+        let mut work: Vec<(ClientId, I, LocalState)> = ins
+            .into_iter()
+            .map(|(id, i)| {
+                let s = self.store.take(id);
+                (id, i, s)
+            })
+            .collect();
+        work.sort_by_key(|w| w.0);
+        let factory = &self.factory;
+        let done: Vec<(ClientId, Result<O, ClientFailure>, LocalState)> = self.pool.install(|| {
+            work.into_par_iter()
+                .map(|(id, i, state)| {
+                    let mut local = state.clone();
+                    let out = catch_unwind(AssertUnwindSafe(|| {
+                        let mut client = factory(id)?;
+                        job(client.as_mut(), &i, &mut local)
+                    }));
+                    progress.client_done();
+                    match out {
+                        Ok(Ok(o)) => (id, Ok(o), local),
+                        // On failure the state from before the round is kept: no lost work.
+                        Ok(Err(e)) => (id, Err(ClientFailure::Error(e.to_string())), state),
+                        Err(p) => (id, Err(ClientFailure::Panicked(panic_message(&p))), state),
+                    }
+                })
+                .collect()
+        });
+        done.into_iter()
+            .map(|(id, result, state)| {
+                self.store.put(id, state);
+                Reply { client: id, result }
+            })
+            .collect()
+    }
+}
+
+fn panic_message(p: &Box<dyn std::any::Any + Send>) -> String {
+    if let Some(s) = p.downcast_ref::<&str>() {
+        s.to_string()
+    } else if let Some(s) = p.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "unknown panic".to_string()
+    }
+}
+
+impl Grid for SimGrid {
+    fn clients(&self) -> &[ClientInfo] {
+        &self.clients
+    }
+
+    fn train(&mut self, ins: Vec<(ClientId, TrainIns)>, progress: &dyn Progress) -> Vec<Reply<TrainRes>> {
+        let spec = ins.first().map(|i| i.1.params.spec().clone());
+        let mut replies = self.run_all(ins, progress, |c, i, s| c.train(i, s));
+        if let Some(spec) = spec {
+            for r in &mut replies {
+                if let Ok(res) = &r.result {
+                    if let Err(f) = validate_train_res(res, &spec) {
+                        r.result = Err(f);
+                    }
+                }
+            }
+        }
+        replies
+    }
+
+    fn evaluate(&mut self, ins: Vec<(ClientId, EvalIns)>, progress: &dyn Progress) -> Vec<Reply<EvalRes>> {
+        self.run_all(ins, progress, |c, i, s| c.evaluate(i, s))
+    }
+}

@@ -1,0 +1,214 @@
+//! Weighted averaging of client updates, with the objective-consistency normalisation
+//! of ALGORITHMS.md §1.1 (FedNova generalised to per-client and per-group rates).
+//!
+//! Plain: `Δ̄ = Σ_k p̃_k Δ_k`. Normalised, per parameter group g:
+//! `Δ̄_g = τ_eff,g · Σ_k p̃_k Δ_{k,g} / Λ_{k,g}` with `Λ_{k,g} = Σ_s η_{k,g,s}` (the
+//! client's reported rate sum) and `τ_eff,g = Σ_k p̃_k Λ_{k,g}`. When every client has
+//! the same Λ the two coincide, so normalising costs nothing where it is not needed.
+
+use fedpace_core::{ClientAggregate, ClientId, TrainRes};
+use fedpace_params::{dot, l2_norm, ParamSpec};
+use serde::{Deserialize, Serialize};
+
+/// When to normalise updates by each client's sum of rates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Normalize {
+    /// Whenever clients' rate sums differ (the default).
+    #[default]
+    Auto,
+    /// Always.
+    On,
+    /// Never (plain FedAvg, which re-weights the objective when rates differ).
+    Off,
+}
+
+/// Result of [`aggregate`].
+#[derive(Debug, Clone)]
+pub struct Aggregated {
+    /// The aggregate update Δ̄ (flat).
+    pub delta: Vec<f32>,
+    /// Whether normalisation was applied.
+    pub normalized: bool,
+    /// Per-client weight and cosine to Δ̄.
+    pub clients: Vec<ClientAggregate>,
+}
+
+/// Whether the clients' rate sums differ (relative tolerance 1e-9).
+pub fn rate_sums_differ(replies: &[(ClientId, &TrainRes)]) -> bool {
+    let Some((_, first)) = replies.first() else {
+        return false;
+    };
+    replies.iter().any(|(_, r)| {
+        r.report
+            .rate_sum
+            .iter()
+            .zip(&first.report.rate_sum)
+            .any(|(a, b)| (a - b).abs() > 1e-9 * a.abs().max(b.abs()))
+    })
+}
+
+/// Averages `replies` (client-id order) weighted by `weights` (not necessarily
+/// normalised; must be ≥ 0 with a positive sum).
+pub fn aggregate(
+    spec: &ParamSpec,
+    replies: &[(ClientId, &TrainRes)],
+    weights: &[f64],
+    normalize: Normalize,
+) -> Aggregated {
+    let total: f64 = weights.iter().sum();
+    let p: Vec<f64> = weights.iter().map(|w| w / total).collect();
+    let normalized = match normalize {
+        Normalize::On => true,
+        Normalize::Off => false,
+        Normalize::Auto => rate_sums_differ(replies),
+    };
+    let groups = spec.num_groups();
+    // Coefficient of client k on group g.
+    let coef: Vec<Vec<f32>> = if normalized {
+        let tau_eff: Vec<f64> = (0..groups)
+            .map(|g| {
+                replies
+                    .iter()
+                    .zip(&p)
+                    .map(|((_, r), pk)| pk * r.report.rate_sum[g])
+                    .sum()
+            })
+            .collect();
+        replies
+            .iter()
+            .zip(&p)
+            .map(|((_, r), pk)| {
+                (0..groups)
+                    .map(|g| {
+                        let lam = r.report.rate_sum[g];
+                        if lam > 0.0 {
+                            (pk * tau_eff[g] / lam) as f32
+                        } else {
+                            0.0
+                        }
+                    })
+                    .collect()
+            })
+            .collect()
+    } else {
+        p.iter().map(|pk| vec![*pk as f32; groups]).collect()
+    };
+    let mut delta = vec![0f32; spec.total_len()];
+    for ((_, r), c) in replies.iter().zip(&coef) {
+        let d = r.delta.as_slice();
+        for e in spec.entries() {
+            let ck = c[e.group];
+            let range = e.range();
+            for (a, x) in delta[range.clone()].iter_mut().zip(&d[range]) {
+                *a += ck * x;
+            }
+        }
+    }
+    let agg_norm = l2_norm(&delta);
+    let clients = replies
+        .iter()
+        .zip(&p)
+        .map(|((id, r), pk)| {
+            let n = r.report.update_norm.max(l2_norm(r.delta.as_slice()));
+            let cos = if n > 0.0 && agg_norm > 0.0 {
+                dot(r.delta.as_slice(), &delta) / (n * agg_norm)
+            } else {
+                0.0
+            };
+            ClientAggregate {
+                client: *id,
+                weight: *pk,
+                cosine_to_aggregate: cos,
+            }
+        })
+        .collect();
+    Aggregated {
+        delta,
+        normalized,
+        clients,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fedpace_core::TrainReport;
+    use fedpace_params::ParamTree;
+    use proptest::prelude::*;
+    use std::sync::Arc;
+
+    fn spec() -> Arc<ParamSpec> {
+        Arc::new(
+            ParamSpec::builder()
+                .add("w", &[2], "body")
+                .add("b", &[1], "head")
+                .build()
+                .unwrap(),
+        )
+    }
+
+    fn res(delta: Vec<f32>, rate_sum: Vec<f64>) -> TrainRes {
+        TrainRes {
+            delta: ParamTree::from_vec(spec(), delta).unwrap(),
+            num_examples: 1,
+            report: TrainReport {
+                rate_sum,
+                ..Default::default()
+            },
+        }
+    }
+
+    #[test]
+    fn plain_weighted_mean_by_hand() {
+        let a = res(vec![1.0, 0.0, 2.0], vec![1.0, 1.0]);
+        let b = res(vec![4.0, 3.0, -1.0], vec![1.0, 1.0]);
+        let out = aggregate(&spec(), &[(0, &a), (1, &b)], &[1.0, 2.0], Normalize::Auto);
+        assert!(!out.normalized);
+        // (1·a + 2·b) / 3
+        assert_eq!(out.delta, vec![3.0, 2.0, 0.0]);
+    }
+
+    #[test]
+    fn normalisation_by_hand() {
+        // Client a: Λ = 0.1 (body), 0.2 (head); b: Λ = 0.3, 0.2. Equal weights.
+        let a = res(vec![1.0, 2.0, 4.0], vec![0.1, 0.2]);
+        let b = res(vec![3.0, 0.0, 8.0], vec![0.3, 0.2]);
+        let out = aggregate(&spec(), &[(0, &a), (1, &b)], &[1.0, 1.0], Normalize::Auto);
+        assert!(out.normalized);
+        // body: τ_eff = 0.2; d_a = [10, 20], d_b = [10, 0]; Δ̄ = 0.2 · ½(d_a + d_b) = [2, 2]
+        // head: τ_eff = 0.2; d_a = 20, d_b = 40 → 0.2 · 30 = 6 (equals the plain mean here)
+        let expect = [2.0f32, 2.0, 6.0];
+        for (x, e) in out.delta.iter().zip(expect) {
+            assert!((x - e).abs() < 1e-5, "{:?}", out.delta);
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn single_client_is_the_identity(d in prop::collection::vec(-10f32..10.0, 3), l in 0.01f64..5.0, w in 0.1f64..10.0) {
+            let a = res(d.clone(), vec![l, l * 2.0]);
+            for n in [Normalize::On, Normalize::Off, Normalize::Auto] {
+                let out = aggregate(&spec(), &[(0, &a)], &[w], n);
+                for (x, y) in out.delta.iter().zip(&d) {
+                    prop_assert!((x - y).abs() <= 1e-5 * y.abs().max(1.0));
+                }
+            }
+        }
+
+        #[test]
+        fn order_of_clients_does_not_matter(
+            d1 in prop::collection::vec(-10f32..10.0, 3),
+            d2 in prop::collection::vec(-10f32..10.0, 3),
+            l1 in 0.01f64..5.0, l2 in 0.01f64..5.0, w1 in 0.1f64..10.0, w2 in 0.1f64..10.0)
+        {
+            let a = res(d1, vec![l1, l1]);
+            let b = res(d2, vec![l2, l2]);
+            let x = aggregate(&spec(), &[(0, &a), (1, &b)], &[w1, w2], Normalize::Auto);
+            let y = aggregate(&spec(), &[(1, &b), (0, &a)], &[w2, w1], Normalize::Auto);
+            for (p, q) in x.delta.iter().zip(&y.delta) {
+                prop_assert!((p - q).abs() <= 1e-4 * p.abs().max(1.0));
+            }
+        }
+    }
+}

@@ -1,0 +1,91 @@
+//! Uniform client sampling without replacement.
+
+use fedpace_core::rng::{stream, Purpose};
+use fedpace_core::{ClientId, ClientInfo, Error, Result};
+use rand::seq::index::sample;
+use serde::{Deserialize, Serialize};
+
+/// How many clients train per round.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Sampling {
+    /// A fraction C of the pool: `M = max(⌈C·N⌉, 1)` (ALGORITHMS.md A.1).
+    Fraction(f64),
+    /// A fixed count (capped at the pool size).
+    Count(usize),
+}
+
+impl Sampling {
+    /// Number of clients per round for a pool of `n`.
+    pub fn per_round(&self, n: usize) -> usize {
+        match *self {
+            Sampling::Fraction(c) => ((c * n as f64).ceil() as usize).clamp(1, n.max(1)),
+            Sampling::Count(m) => m.min(n),
+        }
+    }
+
+    /// Checks ranges.
+    pub fn validate(&self, field: &str) -> Result<()> {
+        match *self {
+            Sampling::Fraction(c) if !(c > 0.0 && c <= 1.0) => {
+                Err(Error::invalid(field, c, "a fraction in (0, 1]"))
+            }
+            Sampling::Count(0) => Err(Error::invalid(field, 0, "at least 1 client per round")),
+            _ => Ok(()),
+        }
+    }
+
+    /// The clients of `round`, uniformly without replacement, sorted by id. The draw
+    /// depends only on (seed, round), never on threads.
+    pub fn sample(&self, pool: &[ClientInfo], round: u32, seed: u64) -> Vec<ClientId> {
+        let m = self.per_round(pool.len());
+        let mut rng = stream(seed, round as u64, 0, Purpose::Sampling);
+        let mut ids: Vec<ClientId> = sample(&mut rng, pool.len(), m)
+            .into_iter()
+            .map(|i| pool[i].id)
+            .collect();
+        ids.sort_unstable();
+        ids
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pool(n: u64) -> Vec<ClientInfo> {
+        (0..n)
+            .map(|id| ClientInfo {
+                id,
+                num_train: 1,
+                num_test: 1,
+                label_histogram: vec![],
+                device: None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn fraction_rounds_up_and_keeps_at_least_one() {
+        assert_eq!(Sampling::Fraction(0.1).per_round(100), 10);
+        assert_eq!(Sampling::Fraction(0.1).per_round(5), 1);
+        assert_eq!(Sampling::Fraction(0.34).per_round(10), 4);
+        assert_eq!(Sampling::Count(50).per_round(30), 30);
+    }
+
+    #[test]
+    fn sample_is_distinct_sorted_and_seeded() {
+        let p = pool(100);
+        let a = Sampling::Count(10).sample(&p, 3, 7);
+        assert_eq!(a.len(), 10);
+        assert!(a.windows(2).all(|w| w[0] < w[1]));
+        assert_eq!(a, Sampling::Count(10).sample(&p, 3, 7));
+        assert_ne!(a, Sampling::Count(10).sample(&p, 4, 7));
+    }
+
+    #[test]
+    fn bad_values_name_the_field() {
+        let e = Sampling::Fraction(1.5).validate("strategy.fraction").unwrap_err();
+        assert_eq!(e.to_string(), "strategy.fraction = 1.5: a fraction in (0, 1]");
+    }
+}
