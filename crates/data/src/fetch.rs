@@ -175,7 +175,7 @@ pub fn fetch(name: &str, data_dir: &Path) -> Result<()> {
             run(
                 name,
                 Command::new("tar")
-                    .arg("xzf")
+                    .args(["xzf", "--no-same-owner"])
                     .arg(&tgz)
                     .arg("-C")
                     .arg(&tmp.0)
