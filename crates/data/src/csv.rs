@@ -1,7 +1,270 @@
-//! stub
-use crate::{CsvConfig, Result};
+//! **CSV** data sets: a header line, then one sample per line of numeric features and a
+//! label column (by header name or 0-based index; default the last column).
+//!
+//! Labels that are all non-negative integers are used as class ids (classes =
+//! max + 1); otherwise the distinct label strings, sorted, are numbered 0, 1, … The
+//! train and test files share that mapping. Features are used as written (no scaling).
+//! Fields may be wrapped in double quotes; quoted delimiters are not supported. Every
+//! problem names the file and line.
+
+use crate::config::{CsvConfig, LabelColumn};
+use crate::{Error, Result};
 use fedpace_core::data::DenseDataset;
-/// stub
-pub fn load(_c: &CsvConfig) -> Result<(DenseDataset, Option<DenseDataset>)> {
-    Err(crate::Error::Partition("csv: not implemented yet".into()))
+use std::path::Path;
+
+struct Table {
+    features: Vec<f32>,
+    labels: Vec<String>,
+    width: usize,
+}
+
+fn read_table(
+    path: &Path,
+    label: &Option<LabelColumn>,
+    delimiter: char,
+) -> Result<(Vec<String>, Table)> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let at = |line: usize, what: String| Error::format(format!("{}:{line}", path.display()), what);
+    let split = |l: &str| -> Vec<String> {
+        l.split(delimiter)
+            .map(|f| {
+                let f = f.trim();
+                f.strip_prefix('"')
+                    .and_then(|f| f.strip_suffix('"'))
+                    .unwrap_or(f)
+                    .to_string()
+            })
+            .collect()
+    };
+    let mut lines = text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty());
+    let (_, head) = lines
+        .next()
+        .ok_or_else(|| Error::format(path, "empty file, expected a header line"))?;
+    let header = split(head);
+    if header.len() < 2 {
+        return Err(at(
+            1,
+            format!(
+                "header has {} column(s), expected at least 2 (features and a label)",
+                header.len()
+            ),
+        ));
+    }
+    let col = match label {
+        None => header.len() - 1,
+        Some(LabelColumn::Index(i)) if *i < header.len() => *i,
+        Some(LabelColumn::Index(i)) => {
+            return Err(Error::invalid(
+                "data.csv.label",
+                i,
+                format!("a column index below {} ({})", header.len(), path.display()),
+            ))
+        }
+        Some(LabelColumn::Name(n)) => header.iter().position(|h| h == n).ok_or_else(|| {
+            Error::invalid(
+                "data.csv.label",
+                n,
+                format!(
+                    "one of the header columns of {}: {}",
+                    path.display(),
+                    header.join(", ")
+                ),
+            )
+        })?,
+    };
+    let width = header.len() - 1;
+    let mut t = Table {
+        features: Vec::new(),
+        labels: Vec::new(),
+        width,
+    };
+    for (i, line) in lines {
+        let fields = split(line);
+        if fields.len() != header.len() {
+            return Err(at(
+                i + 1,
+                format!("{} fields, expected {}", fields.len(), header.len()),
+            ));
+        }
+        for (j, f) in fields.iter().enumerate() {
+            if j == col {
+                continue;
+            }
+            let v: f32 = f.parse().map_err(|_| {
+                at(
+                    i + 1,
+                    format!("column '{}' = '{f}' is not a number", header[j]),
+                )
+            })?;
+            if !v.is_finite() {
+                return Err(at(
+                    i + 1,
+                    format!("column '{}' = '{f}' is not finite", header[j]),
+                ));
+            }
+            t.features.push(v);
+        }
+        if fields[col].is_empty() {
+            return Err(at(
+                i + 1,
+                format!("empty label in column '{}'", header[col]),
+            ));
+        }
+        t.labels.push(fields[col].clone());
+    }
+    if t.labels.is_empty() {
+        return Err(Error::format(path, "no data rows after the header"));
+    }
+    Ok((header, t))
+}
+
+/// Loads `cfg.path` (and `cfg.test_path`, if set) as `[features]`-shaped samples.
+pub fn load(cfg: &CsvConfig) -> Result<(DenseDataset, Option<DenseDataset>)> {
+    let (header, train) = read_table(&cfg.path, &cfg.label, cfg.delimiter)?;
+    let test = match &cfg.test_path {
+        Some(p) => {
+            let (h, t) = read_table(p, &cfg.label, cfg.delimiter)?;
+            if h != header {
+                return Err(Error::format(
+                    p,
+                    format!("header differs from {}'s", cfg.path.display()),
+                ));
+            }
+            Some(t)
+        }
+        None => None,
+    };
+    let all = train
+        .labels
+        .iter()
+        .chain(test.iter().flat_map(|t| t.labels.iter()));
+    let ints: Option<Vec<u32>> = all.clone().map(|l| l.parse::<u32>().ok()).collect();
+    let (num_classes, map): (usize, Box<dyn Fn(&str) -> u32>) = match ints {
+        Some(v) => (
+            v.iter().max().map_or(0, |&m| m as usize + 1),
+            Box::new(|l: &str| l.parse().expect("checked")),
+        ),
+        None => {
+            let mut names: Vec<String> = all.cloned().collect();
+            names.sort();
+            names.dedup();
+            let n = names.len();
+            (
+                n,
+                Box::new(move |l: &str| {
+                    names.binary_search_by(|x| x.as_str().cmp(l)).expect("seen") as u32
+                }),
+            )
+        }
+    };
+    let make = |t: Table| -> Result<DenseDataset> {
+        let labels = t.labels.iter().map(|l| map(l)).collect();
+        Ok(DenseDataset::new(
+            t.features,
+            vec![t.width],
+            labels,
+            num_classes,
+        )?)
+    };
+    let test = test.map(&make).transpose()?;
+    Ok((make(train)?, test))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fedpace_core::Dataset;
+    use std::path::PathBuf;
+
+    fn write(name: &str, body: &str) -> PathBuf {
+        let p = std::env::temp_dir().join(format!("fedpace-csv-{}-{name}", std::process::id()));
+        std::fs::write(&p, body).unwrap();
+        p
+    }
+
+    #[test]
+    fn loads_features_and_labels_by_name_index_or_last() {
+        let p = write(
+            "ok.csv",
+            "a,species,b\n1.5,setosa,2\n\n3,virginica,4\n5,setosa,6\n",
+        );
+        let mut cfg = CsvConfig::new(&p);
+        cfg.label = Some(LabelColumn::Name("species".into()));
+        let (d, t) = load(&cfg).unwrap();
+        assert!(t.is_none());
+        assert_eq!(d.len(), 3);
+        assert_eq!(d.num_classes(), 2);
+        assert_eq!(d.labels(), &[0, 1, 0]);
+        assert_eq!(d.sample(1), &[3.0, 4.0]);
+        cfg.label = Some(LabelColumn::Index(2));
+        let e = load(&cfg).unwrap_err().to_string();
+        assert!(e.contains("line 2") || e.contains(":2:"), "{e}");
+        let p2 = write("ints.csv", "x;y;label\n0.5;1;2\n\"0.25\";2;0\n");
+        let mut c2 = CsvConfig::new(&p2);
+        c2.delimiter = ';';
+        let (d, _) = load(&c2).unwrap();
+        assert_eq!(d.labels(), &[2, 0]);
+        assert_eq!(d.num_classes(), 3);
+        assert_eq!(d.sample(1), &[0.25, 2.0]);
+        std::fs::remove_file(p).unwrap();
+        std::fs::remove_file(p2).unwrap();
+    }
+
+    #[test]
+    fn errors_name_file_line_and_column() {
+        let p = write("bad.csv", "a,b,label\n1,2,0\n1,x,1\n");
+        let e = load(&CsvConfig::new(&p)).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            format!("{}:3: column 'b' = 'x' is not a number", p.display())
+        );
+        let p = write("short.csv", "a,b,label\n1,2,0\n1,2\n");
+        let e = load(&CsvConfig::new(&p)).unwrap_err().to_string();
+        assert_eq!(e, format!("{}:3: 2 fields, expected 3", p.display()));
+        let mut cfg = CsvConfig::new(&p);
+        cfg.label = Some(LabelColumn::Name("y".into()));
+        let e = load(&cfg).unwrap_err().to_string();
+        assert!(
+            e.starts_with("data.csv.label = y: one of the header columns"),
+            "{e}"
+        );
+        let e = load(&CsvConfig::new("/nonexistent.csv"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("/nonexistent.csv: "), "{e}");
+    }
+
+    #[test]
+    fn build_partitions_a_csv_with_its_own_test_set() {
+        let mut body = String::from("f1,f2,label\n");
+        for i in 0..200 {
+            body.push_str(&format!("{},{},{}\n", i, i * 2, i % 4));
+        }
+        let tr = write("train.csv", &body);
+        let te = write("test.csv", "f1,f2,label\n1,2,3\n4,5,0\n");
+        let mut csv = CsvConfig::new(&tr);
+        csv.test_path = Some(te.clone());
+        let cfg = crate::DataConfig {
+            source: crate::Source::Csv,
+            num_clients: 4,
+            csv: Some(csv),
+            partition: Some(crate::Partition::Labels { per_client: 1 }),
+            ..Default::default()
+        };
+        let fed = crate::build(&cfg, 1, Path::new(".")).unwrap();
+        assert_eq!(fed.sample_shape, crate::InputShape::Dense(vec![2]));
+        assert_eq!(fed.num_classes, 4);
+        assert_eq!(fed.global_test.unwrap().len(), 2);
+        for k in 0..4 {
+            let c = fed.data.client(k).unwrap();
+            let h = c.train.label_histogram();
+            assert_eq!(h.iter().filter(|&&x| x > 0).count(), 1, "{h:?}");
+            assert_eq!(c.train.len() + c.test.len(), 50);
+        }
+        std::fs::remove_file(tr).unwrap();
+        std::fs::remove_file(te).unwrap();
+    }
 }
