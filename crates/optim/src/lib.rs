@@ -2,19 +2,72 @@
 //! federations.
 //!
 //! A [`Transform`] is an `init`/`update` pair whose [`State`] **the caller owns**: a
-//! client can keep it between rounds, checkpoint it, or let the server send it. The
-//! learning rate is an input at every step ([`StepContext::group_rates`], one rate per
-//! parameter group), never a constant baked into the optimiser, so any optimiser gets
-//! per-layer and per-client rates for free by ending its chain with [`scale_by_rate`].
+//! client can keep it between rounds, checkpoint it, or let the server send it (see
+//! [`StateMode`], ALGORITHMS.md §C.3). The learning rate is an input at every step
+//! ([`StepContext::group_rates`], one rate per parameter group), never a constant baked
+//! into the optimiser, so any optimiser gets per-layer and per-client rates for free by
+//! ending its chain with [`scale_by_rate`] (ALGORITHMS.md §1.4, §C.7).
 //!
 //! Convention: `update` receives gradients (or the previous transform's output) and
 //! leaves in the buffer the **additive update** to apply: `params += updates`.
+//!
+//! Map of the crate:
+//!
+//! * [`transforms`]: the building blocks (`trace`, `scale_by_adam`, `clip_by_global_norm`,
+//!   `add_proximal`, …);
+//! * [`combine`]: `chain`, `partition`, `masked`, `freeze`;
+//! * [`alias`]: named optimisers (`sgd`, `momentum`, `adam`, `adamw`, …), each a chain
+//!   ending in `scale_by_rate`;
+//! * [`spec`]: the serde [`OptimizerSpec`] a rate plan carries, and [`StateMode`];
+//! * [`schedule`]: round-aware learning-rate [`Schedule`]s;
+//! * [`server`]: server optimisers on the pseudo-gradient −Δ̄ (FedAvgM, FedAdagrad,
+//!   FedAdam, FedYogi, with a Flower-compatible rule; FedExP) — ALGORITHMS.md §A.2–A.4, App. F;
+//! * [`fednova`]: FedNova normalisers ‖a_k‖₁ — ALGORITHMS.md §1.2.
+//!
+//! ```
+//! use fedpace_optim::{adam, apply_updates, StepContext, Transform};
+//! use fedpace_params::ParamSpec;
+//! let spec = ParamSpec::builder().add("w", &[2], "body").add("b", &[1], "head").build().unwrap();
+//! let tx = adam(0.9, 0.999, 1e-8);
+//! let mut state = tx.init(&spec);
+//! let mut params = vec![1.0f32, -1.0, 0.5];
+//! for step in 0..3 {
+//!     let mut g: Vec<f32> = params.iter().map(|p| 2.0 * p).collect(); // ∇ of ‖p‖²
+//!     // head frozen by a zero rate; body at 0.1
+//!     let ctx = StepContext { spec: &spec, group_rates: &[0.1, 0.0], step };
+//!     tx.update(&mut g, &mut state, &params, &ctx).unwrap();
+//!     apply_updates(&mut params, &g);
+//! }
+//! assert!(params[0] < 1.0 && params[1] > -1.0);
+//! assert_eq!(params[2], 0.5);
+//! ```
+
+#![warn(missing_docs)]
 
 use fedpace_params::ParamSpec;
 use serde::{Deserialize, Serialize};
 
-mod schedule;
+pub mod alias;
+pub mod combine;
+pub mod fednova;
+pub mod schedule;
+pub mod server;
+pub mod spec;
+pub mod transforms;
+
+pub use alias::{adagrad, adam, adamw, amsgrad, momentum, sgd, yogi};
+pub use combine::{chain, freeze, masked, partition, Chain, Freeze, Masked, Partition, Selector};
+pub use fednova::{momentum_normalizer, proximal_normalizer};
 pub use schedule::Schedule;
+pub use server::{FedOptConfig, ServerOptimizer, ServerRule};
+pub use spec::{OptimizerSpec, StateMode};
+pub use transforms::{
+    add_decayed_weights, add_proximal, clip_by_block_norm, clip_by_global_norm, scale_by_adagrad,
+    scale_by_adam, scale_by_amsgrad, scale_by_rate, scale_by_trust_ratio, scale_by_yogi, trace,
+    AdamBiasCorrection, AddDecayedWeights, AddProximal, ClipByBlockNorm, ClipByGlobalNorm,
+    ScaleByAdagrad, ScaleByAdam, ScaleByAmsgrad, ScaleByRate, ScaleByTrustRatio, ScaleByYogi,
+    Trace,
+};
 
 /// Errors from building or running transforms.
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -40,6 +93,19 @@ pub enum Error {
         /// What was expected.
         expected: &'static str,
     },
+    /// A buffer (updates, params, anchor, deltas) is not as long as the spec says.
+    #[error("{what} has {got} values, the parameters have {expected}")]
+    LengthMismatch {
+        /// Which buffer.
+        what: &'static str,
+        /// Values the spec needs.
+        expected: usize,
+        /// Values supplied.
+        got: usize,
+    },
+    /// A [`Partition`] has no transform for a group and no default, or names a group twice.
+    #[error("partition: {0}")]
+    Partition(String),
 }
 
 /// Result alias for this crate.
@@ -47,6 +113,10 @@ pub type Result<T> = std::result::Result<T, Error>;
 
 /// Serialisable optimiser state: a step count, flat buffers (moments, …) and the states
 /// of nested transforms. One shape for every transform keeps checkpoints uniform.
+///
+/// A state only makes sense with the transform (and parameter layout) that produced
+/// it; every transform checks the shape it gets back and answers
+/// [`Error::StateMismatch`] rather than panicking.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct State {
     /// Number of updates applied so far.
@@ -64,7 +134,8 @@ pub struct StepContext<'a> {
     pub spec: &'a ParamSpec,
     /// The learning rate of every group at this step (already multiplied by schedules).
     pub group_rates: &'a [f32],
-    /// Global step index (continues across rounds when the caller wants it to).
+    /// Global step index (continues across rounds when the caller wants it to). Server
+    /// optimisers receive the 1-based round here.
     pub step: u64,
 }
 
@@ -80,62 +151,21 @@ pub trait Transform: Send + Sync + std::fmt::Debug {
         params: &[f32],
         ctx: &StepContext<'_>,
     ) -> Result<()>;
-}
-
-/// Multiplies each group's values by minus that group's current rate: the step that
-/// turns a direction into an update. `u ← −η_g · u`.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct ScaleByRate;
-
-/// Builds [`ScaleByRate`].
-pub fn scale_by_rate() -> ScaleByRate {
-    ScaleByRate
-}
-
-impl Transform for ScaleByRate {
-    fn init(&self, _spec: &ParamSpec) -> State {
-        State::default()
-    }
-    fn update(
-        &self,
-        updates: &mut [f32],
-        state: &mut State,
-        _params: &[f32],
-        ctx: &StepContext<'_>,
-    ) -> Result<()> {
-        if ctx.group_rates.len() != ctx.spec.num_groups() {
-            return Err(Error::GroupCount {
-                expected: ctx.spec.num_groups(),
-                got: ctx.group_rates.len(),
-            });
-        }
-        for e in ctx.spec.entries() {
-            let r = -ctx.group_rates[e.group];
-            for u in &mut updates[e.range()] {
-                *u *= r;
-            }
-        }
-        state.count += 1;
-        Ok(())
+    /// Sets the reference point of transforms that hold one ([`add_proximal`]'s anchor,
+    /// the global model `x^t` of FedProx) anywhere inside this transform; combinators
+    /// pass it down (restricted to their sub-layout). Returns how many anchors were set.
+    /// Transforms without an anchor ignore it.
+    ///
+    /// `anchor` is laid out by the same spec as the parameters given to `update`.
+    fn set_anchor(&self, state: &mut State, anchor: &[f32], spec: &ParamSpec) -> Result<usize> {
+        let _ = (state, anchor, spec);
+        Ok(0)
     }
 }
 
-/// Applies transforms one after another; state is one child per transform.
-#[derive(Debug)]
-pub struct Chain(pub Vec<Box<dyn Transform>>);
-
-/// Builds a [`Chain`].
-pub fn chain(parts: Vec<Box<dyn Transform>>) -> Chain {
-    Chain(parts)
-}
-
-impl Transform for Chain {
+impl<T: Transform + ?Sized> Transform for Box<T> {
     fn init(&self, spec: &ParamSpec) -> State {
-        State {
-            count: 0,
-            buffers: vec![],
-            children: self.0.iter().map(|t| t.init(spec)).collect(),
-        }
+        (**self).init(spec)
     }
     fn update(
         &self,
@@ -144,41 +174,69 @@ impl Transform for Chain {
         params: &[f32],
         ctx: &StepContext<'_>,
     ) -> Result<()> {
-        if state.children.len() != self.0.len() {
-            return Err(Error::StateMismatch(format!(
-                "chain of {} transforms got state with {} children",
-                self.0.len(),
-                state.children.len()
-            )));
-        }
-        for (t, s) in self.0.iter().zip(state.children.iter_mut()) {
-            t.update(updates, s, params, ctx)?;
-        }
-        state.count += 1;
-        Ok(())
+        (**self).update(updates, state, params, ctx)
     }
-}
-
-/// Plain SGD: `p ← p − η_g · g`, with the per-group rate read at every step.
-///
-/// ```
-/// use fedpace_optim::{sgd, StepContext, Transform};
-/// use fedpace_params::ParamSpec;
-/// let spec = ParamSpec::builder().add("w", &[2], "body").build().unwrap();
-/// let tx = sgd();
-/// let mut state = tx.init(&spec);
-/// let mut g = vec![1.0, -2.0];
-/// let ctx = StepContext { spec: &spec, group_rates: &[0.5], step: 0 };
-/// tx.update(&mut g, &mut state, &[0.0, 0.0], &ctx).unwrap();
-/// assert_eq!(g, vec![-0.5, 1.0]);
-/// ```
-pub fn sgd() -> ScaleByRate {
-    scale_by_rate()
+    fn set_anchor(&self, state: &mut State, anchor: &[f32], spec: &ParamSpec) -> Result<usize> {
+        (**self).set_anchor(state, anchor, spec)
+    }
 }
 
 /// Adds `updates` to `params` in place: `p ← p + u`.
 pub fn apply_updates(params: &mut [f32], updates: &[f32]) {
     for (p, u) in params.iter_mut().zip(updates) {
         *p += u;
+    }
+}
+
+/// Errors unless a buffer has the expected length.
+pub(crate) fn check_len(what: &'static str, got: usize, expected: usize) -> Result<()> {
+    if got == expected {
+        Ok(())
+    } else {
+        Err(Error::LengthMismatch {
+            what,
+            expected,
+            got,
+        })
+    }
+}
+
+/// Errors unless the state holds `n` buffers of length `len` and no children.
+pub(crate) fn check_state(state: &State, name: &str, n: usize, len: usize) -> Result<()> {
+    if state.buffers.len() != n || state.buffers.iter().any(|b| b.len() != len) {
+        return Err(Error::StateMismatch(format!(
+            "{name} expects {n} buffers of {len} values, got lengths {:?}",
+            state.buffers.iter().map(Vec::len).collect::<Vec<_>>()
+        )));
+    }
+    Ok(())
+}
+
+/// Errors unless there is one rate per group.
+pub(crate) fn check_rates(ctx: &StepContext<'_>) -> Result<()> {
+    if ctx.group_rates.len() != ctx.spec.num_groups() {
+        return Err(Error::GroupCount {
+            expected: ctx.spec.num_groups(),
+            got: ctx.group_rates.len(),
+        });
+    }
+    Ok(())
+}
+
+/// Checks a hyper-parameter: finite and `ok(v)`, else an error naming it.
+pub(crate) fn check_param(
+    name: &'static str,
+    value: f64,
+    ok: bool,
+    expected: &'static str,
+) -> Result<()> {
+    if value.is_finite() && ok {
+        Ok(())
+    } else {
+        Err(Error::InvalidHyperParameter {
+            name,
+            value,
+            expected,
+        })
     }
 }
