@@ -691,7 +691,7 @@ mod tests {
                 total += c.train.len() + c.test.len();
                 assert_eq!(fed.data.train_len(k).unwrap(), c.train.len());
                 if c.train.len() + c.test.len() >= 10 {
-                    assert!(c.test.len() >= 1, "{p:?}: client {k} has no test split");
+                    assert!(!c.test.is_empty(), "{p:?}: client {k} has no test split");
                 }
             }
             assert_eq!(total, crate::optdigits::SAMPLES, "{p:?}");

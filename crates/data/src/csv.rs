@@ -142,22 +142,27 @@ pub fn load(cfg: &CsvConfig) -> Result<(DenseDataset, Option<DenseDataset>)> {
         .iter()
         .chain(test.iter().flat_map(|t| t.labels.iter()));
     let ints: Option<Vec<u32>> = all.clone().map(|l| l.parse::<u32>().ok()).collect();
-    let (num_classes, map): (usize, Box<dyn Fn(&str) -> u32>) = match ints {
-        Some(v) => (
-            v.iter().max().map_or(0, |&m| m as usize + 1),
-            Box::new(|l: &str| l.parse().expect("checked")),
-        ),
+    // Integer labels are ids; otherwise ids index the sorted distinct names.
+    let names: Option<Vec<String>> = match &ints {
+        Some(_) => None,
         None => {
             let mut names: Vec<String> = all.cloned().collect();
             names.sort();
             names.dedup();
-            let n = names.len();
-            (
-                n,
-                Box::new(move |l: &str| {
-                    names.binary_search_by(|x| x.as_str().cmp(l)).expect("seen") as u32
-                }),
-            )
+            Some(names)
+        }
+    };
+    let num_classes = match (&ints, &names) {
+        (Some(v), _) => v.iter().max().map_or(0, |&m| m as usize + 1),
+        (None, Some(n)) => n.len(),
+        (None, None) => unreachable!(),
+    };
+    let map = |l: &str| -> u32 {
+        match &names {
+            None => l.parse().expect("checked above"),
+            Some(n) => n
+                .binary_search_by(|x| x.as_str().cmp(l))
+                .expect("seen above") as u32,
         }
     };
     let make = |t: Table| -> Result<DenseDataset> {

