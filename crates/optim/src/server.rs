@@ -49,6 +49,10 @@ impl ServerOptimizer {
     pub fn transform(&self) -> &dyn Transform {
         self.transform.as_ref()
     }
+    /// Gives up the rate, keeping the transform (to compose or test it directly).
+    pub fn into_transform(self) -> Box<dyn Transform> {
+        self.transform
+    }
     /// Fresh server state (momenta, second moments).
     pub fn init(&self, spec: &ParamSpec) -> State {
         self.transform.init(spec)
