@@ -304,10 +304,9 @@ fn run(
     p: &mut [f32],
     state: &mut State,
     rates: &[f32],
-    from: u64,
-    steps: u64,
+    steps: std::ops::Range<u64>,
 ) {
-    for s in from..from + steps {
+    for s in steps {
         let mut g = grad(p, idx);
         let ctx = StepContext {
             spec,
@@ -344,8 +343,7 @@ fn converges_on_a_quadratic() {
             &mut p,
             &mut state,
             &[c.rate, c.rate],
-            0,
-            c.steps,
+            0..c.steps,
         );
         let l = loss(&p);
         assert!(
@@ -371,8 +369,7 @@ fn honours_per_group_rates() {
             &mut p,
             &mut state,
             &[0.0, c.rate],
-            0,
-            5,
+            0..5,
         );
         assert_eq!(
             pick(&p, &BODY),
@@ -427,13 +424,21 @@ fn state_round_trips_through_serde_and_continues_bit_identically() {
         let mut p = start();
         let mut state = fresh(tx.as_ref(), &spec, &p);
         let r = [rates[0] * c.rate, rates[1] * c.rate];
-        run(tx.as_ref(), &spec, &all(), &mut p, &mut state, &r, 0, 4);
+        run(tx.as_ref(), &spec, &all(), &mut p, &mut state, &r, 0..0 + 4);
         let json = serde_json::to_string(&state).unwrap();
         let mut restored: State = serde_json::from_str(&json).unwrap();
         assert_eq!(restored, state, "{}: state changed in serde", c.name);
         let mut p2 = p.clone();
-        run(tx.as_ref(), &spec, &all(), &mut p, &mut state, &r, 4, 5);
-        run(tx.as_ref(), &spec, &all(), &mut p2, &mut restored, &r, 4, 5);
+        run(tx.as_ref(), &spec, &all(), &mut p, &mut state, &r, 4..4 + 5);
+        run(
+            tx.as_ref(),
+            &spec,
+            &all(),
+            &mut p2,
+            &mut restored,
+            &r,
+            4..4 + 5,
+        );
         let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
         assert_eq!(bits(&p), bits(&p2), "{}: diverged after restore", c.name);
         assert_eq!(state, restored, "{}", c.name);
@@ -487,7 +492,7 @@ fn works_inside_masked_and_partition() {
         let p0 = start();
         let mut pb = pick(&p0, &BODY);
         let mut sb = fresh(tx.as_ref(), &bspec, &pb);
-        run(tx.as_ref(), &bspec, &BODY, &mut pb, &mut sb, &[r], 0, 6);
+        run(tx.as_ref(), &bspec, &BODY, &mut pb, &mut sb, &[r], 0..0 + 6);
 
         // masked: body transformed, head identity (the raw gradient is added back)
         let m = masked((c.build)(), Selector::groups(&["body"]));
@@ -549,8 +554,7 @@ fn works_inside_masked_and_partition() {
             &mut p,
             &mut s,
             &[c.rate, c.rate],
-            0,
-            c.steps,
+            0..c.steps,
         );
         assert!(
             loss(&p) < c.tol.max(1e-5) * l0 * 10.0,
