@@ -424,21 +424,13 @@ fn state_round_trips_through_serde_and_continues_bit_identically() {
         let mut p = start();
         let mut state = fresh(tx.as_ref(), &spec, &p);
         let r = [rates[0] * c.rate, rates[1] * c.rate];
-        run(tx.as_ref(), &spec, &all(), &mut p, &mut state, &r, 0..0 + 4);
+        run(tx.as_ref(), &spec, &all(), &mut p, &mut state, &r, 0..4);
         let json = serde_json::to_string(&state).unwrap();
         let mut restored: State = serde_json::from_str(&json).unwrap();
         assert_eq!(restored, state, "{}: state changed in serde", c.name);
         let mut p2 = p.clone();
-        run(tx.as_ref(), &spec, &all(), &mut p, &mut state, &r, 4..4 + 5);
-        run(
-            tx.as_ref(),
-            &spec,
-            &all(),
-            &mut p2,
-            &mut restored,
-            &r,
-            4..4 + 5,
-        );
+        run(tx.as_ref(), &spec, &all(), &mut p, &mut state, &r, 4..9);
+        run(tx.as_ref(), &spec, &all(), &mut p2, &mut restored, &r, 4..9);
         let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
         assert_eq!(bits(&p), bits(&p2), "{}: diverged after restore", c.name);
         assert_eq!(state, restored, "{}", c.name);
@@ -492,7 +484,7 @@ fn works_inside_masked_and_partition() {
         let p0 = start();
         let mut pb = pick(&p0, &BODY);
         let mut sb = fresh(tx.as_ref(), &bspec, &pb);
-        run(tx.as_ref(), &bspec, &BODY, &mut pb, &mut sb, &[r], 0..0 + 6);
+        run(tx.as_ref(), &bspec, &BODY, &mut pb, &mut sb, &[r], 0..6);
 
         // masked: body transformed, head identity (the raw gradient is added back)
         let m = masked((c.build)(), Selector::groups(&["body"]));
