@@ -15,6 +15,8 @@
 //!
 //! **Threads**: see [`threads`]. Build models from a config with [`factory`].
 
+#![warn(missing_docs)]
+
 mod batch;
 pub mod cnn;
 pub mod config;
