@@ -41,7 +41,7 @@ pub fn sgd() -> ScaleByRate {
 /// tx.update(&mut b, &mut s, &[0.0], &ctx).unwrap();
 /// assert_eq!((a[0], b[0]), (-1.0, -1.5));
 /// ```
-pub fn momentum(rho: f32, nesterov: bool) -> Chain {
+pub fn momentum(rho: f64, nesterov: bool) -> Chain {
     chain(vec![
         Box::new(trace(rho, nesterov)),
         Box::new(scale_by_rate()),
@@ -63,7 +63,7 @@ pub fn momentum(rho: f32, nesterov: bool) -> Chain {
 /// // the first Adam step is ≈ η·sign(g) per coordinate
 /// assert!((g[0] + 0.1).abs() < 1e-6 && (g[1] - 0.1).abs() < 1e-5);
 /// ```
-pub fn adam(beta1: f32, beta2: f32, eps: f32) -> Chain {
+pub fn adam(beta1: f64, beta2: f64, eps: f64) -> Chain {
     chain(vec![
         Box::new(scale_by_adam(beta1, beta2, eps)),
         Box::new(scale_by_rate()),
@@ -72,7 +72,7 @@ pub fn adam(beta1: f32, beta2: f32, eps: f32) -> Chain {
 
 /// AdamW (PyTorch `AdamW`): Adam plus decoupled decay scaled by the step rate,
 /// `p ← p − η_g·λ·p − η_g·adam(g)`.
-pub fn adamw(beta1: f32, beta2: f32, eps: f32, weight_decay: f32) -> Chain {
+pub fn adamw(beta1: f64, beta2: f64, eps: f64, weight_decay: f64) -> Chain {
     chain(vec![
         Box::new(scale_by_adam(beta1, beta2, eps)),
         Box::new(add_decayed_weights(weight_decay)),
@@ -82,7 +82,7 @@ pub fn adamw(beta1: f32, beta2: f32, eps: f32, weight_decay: f32) -> Chain {
 
 /// Adagrad (PyTorch `Adagrad`, no lr decay): `s ← s + g²`, `p ← p − η_g·g/(√s + ε)`,
 /// `s₀ = initial_accumulator` (PyTorch defaults: ε = 1e-10, s₀ = 0).
-pub fn adagrad(eps: f32, initial_accumulator: f32) -> Chain {
+pub fn adagrad(eps: f64, initial_accumulator: f64) -> Chain {
     chain(vec![
         Box::new(scale_by_adagrad(eps, initial_accumulator)),
         Box::new(scale_by_rate()),
@@ -92,7 +92,7 @@ pub fn adagrad(eps: f32, initial_accumulator: f32) -> Chain {
 /// Yogi (Zaheer et al. 2018): Adam's first moment, additive second-moment update
 /// `v ← v − (1−β2)·g²·sign(v − g²)`, `p ← p − η_g·m/(√v + ε)`, no bias correction;
 /// `v₀ = 1e-6` as in the paper (use [`scale_by_yogi`] for another).
-pub fn yogi(beta1: f32, beta2: f32, eps: f32) -> Chain {
+pub fn yogi(beta1: f64, beta2: f64, eps: f64) -> Chain {
     chain(vec![
         Box::new(scale_by_yogi(beta1, beta2, eps, 1e-6)),
         Box::new(scale_by_rate()),
@@ -101,7 +101,7 @@ pub fn yogi(beta1: f32, beta2: f32, eps: f32) -> Chain {
 
 /// AMSGrad (PyTorch `Adam(amsgrad=True)`): Adam with `v̂ ← max(v̂, v)` in the
 /// denominator (ALGORITHMS.md §C.2).
-pub fn amsgrad(beta1: f32, beta2: f32, eps: f32) -> Chain {
+pub fn amsgrad(beta1: f64, beta2: f64, eps: f64) -> Chain {
     chain(vec![
         Box::new(scale_by_amsgrad(beta1, beta2, eps)),
         Box::new(scale_by_rate()),

@@ -13,7 +13,7 @@
 use crate::{check_param, Result};
 use serde::{Deserialize, Serialize};
 
-fn one() -> f32 {
+fn one() -> f64 {
     1.0
 }
 
@@ -43,13 +43,13 @@ pub enum Schedule {
         /// Steps between decays, ≥ 1.
         every: u64,
         /// Decay factor γ ∈ (0, 1].
-        gamma: f32,
+        gamma: f64,
     },
     /// Exponential decay per step: `γ^s` (PyTorch `ExponentialLR` with one step per
     /// call; for a per-round decay use `Step` with `every` = steps per round).
     Exponential {
         /// Decay factor γ ∈ (0, 1].
-        gamma: f32,
+        gamma: f64,
     },
     /// Cosine decay to a floor over `total_steps`, then the floor:
     /// `f + (1 − f)·½(1 + cos(π·min(s, T)/T))`.
@@ -58,7 +58,7 @@ pub enum Schedule {
         total_steps: u64,
         /// Final factor f ∈ [0, 1] (default 0).
         #[serde(default)]
-        floor: f32,
+        floor: f64,
     },
     /// Linear warm-up from `start_factor` to 1 over `steps`, then `then` evaluated at
     /// `s − steps` (the wrapped schedule starts after the warm-up):
@@ -68,7 +68,7 @@ pub enum Schedule {
         steps: u64,
         /// a ∈ [0, 1] (default 0).
         #[serde(default)]
-        start_factor: f32,
+        start_factor: f64,
         /// The schedule after the warm-up (default constant).
         #[serde(default)]
         then: Box<Schedule>,
@@ -83,7 +83,7 @@ pub enum Schedule {
     Scaled {
         /// Multiplier > 0 (default 1).
         #[serde(default = "one")]
-        factor: f32,
+        factor: f64,
         /// The scaled schedule.
         of: Box<Schedule>,
     },
@@ -99,13 +99,11 @@ impl Schedule {
         let s = step as f64;
         match self {
             Schedule::Constant => 1.0,
-            Schedule::Step { every, gamma } => {
-                (*gamma as f64).powf((step / (*every).max(1)) as f64)
-            }
-            Schedule::Exponential { gamma } => (*gamma as f64).powf(s),
+            Schedule::Step { every, gamma } => gamma.powf((step / (*every).max(1)) as f64),
+            Schedule::Exponential { gamma } => gamma.powf(s),
             Schedule::Cosine { total_steps, floor } => {
                 let t = (*total_steps).max(1) as f64;
-                let f = *floor as f64;
+                let f = *floor;
                 f + (1.0 - f) * 0.5 * (1.0 + (std::f64::consts::PI * s.min(t) / t).cos())
             }
             Schedule::Warmup {
@@ -114,7 +112,7 @@ impl Schedule {
                 then,
             } => {
                 if step < *steps {
-                    let a = *start_factor as f64;
+                    let a = *start_factor;
                     a + (1.0 - a) * s / *steps as f64
                 } else {
                     then.factor_f64(step - steps)
@@ -123,7 +121,7 @@ impl Schedule {
             Schedule::InverseSqrt { timescale } => {
                 1.0 / (1.0 + s / (*timescale).max(1) as f64).sqrt()
             }
-            Schedule::Scaled { factor, of } => *factor as f64 * of.factor_f64(step),
+            Schedule::Scaled { factor, of } => *factor * of.factor_f64(step),
         }
     }
 
@@ -135,7 +133,7 @@ impl Schedule {
     /// assert_eq!(e.to_string(), "every = 0: >= 1");
     /// ```
     pub fn validate(&self) -> Result<()> {
-        let gamma_ok = |g: f32| check_param("gamma", g as f64, g > 0.0 && g <= 1.0, "in (0, 1]");
+        let gamma_ok = |g: f64| check_param("gamma", g, g > 0.0 && g <= 1.0, "in (0, 1]");
         match self {
             Schedule::Constant => Ok(()),
             Schedule::Step { every, gamma } => {
@@ -150,12 +148,7 @@ impl Schedule {
                     *total_steps >= 1,
                     ">= 1",
                 )?;
-                check_param(
-                    "floor",
-                    *floor as f64,
-                    (0.0..=1.0).contains(floor),
-                    "in [0, 1]",
-                )
+                check_param("floor", *floor, (0.0..=1.0).contains(floor), "in [0, 1]")
             }
             Schedule::Warmup {
                 steps,
@@ -165,7 +158,7 @@ impl Schedule {
                 check_param("steps", *steps as f64, *steps >= 1, ">= 1")?;
                 check_param(
                     "start_factor",
-                    *start_factor as f64,
+                    *start_factor,
                     (0.0..=1.0).contains(start_factor),
                     "in [0, 1]",
                 )?;
@@ -175,7 +168,7 @@ impl Schedule {
                 check_param("timescale", *timescale as f64, *timescale >= 1, ">= 1")
             }
             Schedule::Scaled { factor, of } => {
-                check_param("factor", *factor as f64, *factor > 0.0, "finite and > 0")?;
+                check_param("factor", *factor, *factor > 0.0, "finite and > 0")?;
                 of.validate()
             }
         }
@@ -285,7 +278,7 @@ mod tests {
             "floor = 2: in [0, 1]"
         );
         assert!(Schedule::Exponential { gamma: 0.0 }.validate().is_err());
-        assert!(Schedule::Exponential { gamma: f32::NAN }
+        assert!(Schedule::Exponential { gamma: f64::NAN }
             .validate()
             .is_err());
     }

@@ -25,12 +25,12 @@ use serde::{Deserialize, Serialize};
 pub struct ServerOptimizer {
     name: &'static str,
     transform: Box<dyn Transform>,
-    server_lr: f32,
+    server_lr: f64,
 }
 
 impl ServerOptimizer {
     /// Wraps any transform that ends in `scale_by_rate` (so `server_lr` sets its step).
-    pub fn new<T: Transform + 'static>(name: &'static str, transform: T, server_lr: f32) -> Self {
+    pub fn new<T: Transform + 'static>(name: &'static str, transform: T, server_lr: f64) -> Self {
         ServerOptimizer {
             name,
             transform: Box::new(transform),
@@ -42,7 +42,7 @@ impl ServerOptimizer {
         self.name
     }
     /// The server rate η_g.
-    pub fn server_lr(&self) -> f32 {
+    pub fn server_lr(&self) -> f64 {
         self.server_lr
     }
     /// The underlying transform.
@@ -81,7 +81,7 @@ impl ServerOptimizer {
         spec: &ParamSpec,
         round: u64,
     ) -> Result<()> {
-        let rates = vec![self.server_lr; spec.num_groups()];
+        let rates = vec![self.server_lr as f32; spec.num_groups()];
         self.step_with_rates(params, mean_delta, state, spec, round, &rates)
     }
 
@@ -116,7 +116,7 @@ pub fn fedavg() -> ServerOptimizer {
 
 /// FedAvgM (§A.2; identical to Flower's FedAvgM): `v ← βv + (−Δ̄)`, `x ← x − η_g·v`.
 /// Defaults of the paper: `β = 0.9`, `η_g = 1`.
-pub fn fedavgm(server_lr: f32, momentum: f32) -> ServerOptimizer {
+pub fn fedavgm(server_lr: f64, momentum: f64) -> ServerOptimizer {
     ServerOptimizer::new(
         "fedavgm",
         crate::alias::momentum(momentum, false),
@@ -150,13 +150,13 @@ pub enum ServerRule {
 #[serde(default, deny_unknown_fields)]
 pub struct FedOptConfig {
     /// Server rate η_g > 0.
-    pub server_lr: f32,
+    pub server_lr: f64,
     /// β1 ∈ [0, 1) (ignored by FedAdagrad, which has no momentum).
-    pub beta1: f32,
+    pub beta1: f64,
     /// β2 ∈ [0, 1) (Adam, Yogi).
-    pub beta2: f32,
+    pub beta2: f64,
     /// τ > 0, the adaptivity (ε outside the square root).
-    pub tau: f32,
+    pub tau: f64,
     /// Paper or Flower rule.
     pub rule: ServerRule,
 }
@@ -186,22 +186,22 @@ impl FedOptConfig {
         Self::flower().with_server_lr(1e-2)
     }
     /// Sets η_g.
-    pub fn with_server_lr(mut self, v: f32) -> Self {
+    pub fn with_server_lr(mut self, v: f64) -> Self {
         self.server_lr = v;
         self
     }
     /// Sets β1.
-    pub fn with_beta1(mut self, v: f32) -> Self {
+    pub fn with_beta1(mut self, v: f64) -> Self {
         self.beta1 = v;
         self
     }
     /// Sets β2.
-    pub fn with_beta2(mut self, v: f32) -> Self {
+    pub fn with_beta2(mut self, v: f64) -> Self {
         self.beta2 = v;
         self
     }
     /// Sets τ.
-    pub fn with_tau(mut self, v: f32) -> Self {
+    pub fn with_tau(mut self, v: f64) -> Self {
         self.tau = v;
         self
     }
@@ -214,14 +214,14 @@ impl FedOptConfig {
     pub fn validate(&self) -> Result<()> {
         check_param(
             "server_lr",
-            self.server_lr as f64,
+            self.server_lr,
             self.server_lr > 0.0,
             "finite and > 0",
         )?;
         check_betas(self.beta1, self.beta2)?;
-        check_param("tau", self.tau as f64, self.tau > 0.0, "finite and > 0")
+        check_param("tau", self.tau, self.tau > 0.0, "finite and > 0")
     }
-    fn v0(&self) -> f32 {
+    fn v0(&self) -> f64 {
         match self.rule {
             ServerRule::Paper => self.tau * self.tau,
             ServerRule::Flower => 0.0,
@@ -267,7 +267,7 @@ impl FedOptConfig {
 }
 
 /// FedAdagrad under the paper rule (τ = 1e-3 is the recommended start).
-pub fn fedadagrad(server_lr: f32, tau: f32) -> Result<ServerOptimizer> {
+pub fn fedadagrad(server_lr: f64, tau: f64) -> Result<ServerOptimizer> {
     FedOptConfig::default()
         .with_server_lr(server_lr)
         .with_tau(tau)
@@ -275,7 +275,7 @@ pub fn fedadagrad(server_lr: f32, tau: f32) -> Result<ServerOptimizer> {
 }
 
 /// FedAdam under the paper rule (defaults β1 0.9, β2 0.99, τ 1e-3).
-pub fn fedadam(server_lr: f32, beta1: f32, beta2: f32, tau: f32) -> Result<ServerOptimizer> {
+pub fn fedadam(server_lr: f64, beta1: f64, beta2: f64, tau: f64) -> Result<ServerOptimizer> {
     FedOptConfig {
         server_lr,
         beta1,
@@ -287,7 +287,7 @@ pub fn fedadam(server_lr: f32, beta1: f32, beta2: f32, tau: f32) -> Result<Serve
 }
 
 /// FedYogi under the paper rule (defaults β1 0.9, β2 0.99, τ 1e-3).
-pub fn fedyogi(server_lr: f32, beta1: f32, beta2: f32, tau: f32) -> Result<ServerOptimizer> {
+pub fn fedyogi(server_lr: f64, beta1: f64, beta2: f64, tau: f64) -> Result<ServerOptimizer> {
     FedOptConfig {
         server_lr,
         beta1,

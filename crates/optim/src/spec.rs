@@ -11,28 +11,28 @@ use crate::transforms::*;
 use crate::{check_param, Result, Transform};
 use serde::{Deserialize, Serialize};
 
-fn d_momentum() -> f32 {
+fn d_momentum() -> f64 {
     0.9
 }
-fn d_beta1() -> f32 {
+fn d_beta1() -> f64 {
     0.9
 }
-fn d_beta2() -> f32 {
+fn d_beta2() -> f64 {
     0.999
 }
-fn d_adam_eps() -> f32 {
+fn d_adam_eps() -> f64 {
     1e-8
 }
-fn d_adamw_wd() -> f32 {
+fn d_adamw_wd() -> f64 {
     1e-2
 }
-fn d_adagrad_eps() -> f32 {
+fn d_adagrad_eps() -> f64 {
     1e-10
 }
-fn d_yogi_eps() -> f32 {
+fn d_yogi_eps() -> f64 {
     1e-3
 }
-fn d_yogi_v0() -> f32 {
+fn d_yogi_v0() -> f64 {
     1e-6
 }
 
@@ -60,95 +60,95 @@ pub enum OptimizerSpec {
     Sgd {
         /// L2 weight decay λ ≥ 0 (default 0).
         #[serde(default)]
-        weight_decay: f32,
+        weight_decay: f64,
     },
     /// SGD with heavy-ball or Nesterov momentum.
     Momentum {
         /// ρ ∈ [0, 1) (default 0.9).
         #[serde(default = "d_momentum")]
-        momentum: f32,
+        momentum: f64,
         /// Nesterov look-ahead (default false; needs ρ > 0).
         #[serde(default)]
         nesterov: bool,
         /// L2 weight decay λ ≥ 0 (default 0).
         #[serde(default)]
-        weight_decay: f32,
+        weight_decay: f64,
     },
     /// Adam with L2 weight decay.
     Adam {
         /// β1 ∈ [0, 1) (default 0.9).
         #[serde(default = "d_beta1")]
-        beta1: f32,
+        beta1: f64,
         /// β2 ∈ [0, 1) (default 0.999).
         #[serde(default = "d_beta2")]
-        beta2: f32,
+        beta2: f64,
         /// ε ≥ 0 (default 1e-8).
         #[serde(default = "d_adam_eps")]
-        eps: f32,
+        eps: f64,
         /// L2 weight decay λ ≥ 0 (default 0).
         #[serde(default)]
-        weight_decay: f32,
+        weight_decay: f64,
     },
     /// Adam with decoupled weight decay.
     #[serde(rename = "adamw")]
     AdamW {
         /// β1 ∈ [0, 1) (default 0.9).
         #[serde(default = "d_beta1")]
-        beta1: f32,
+        beta1: f64,
         /// β2 ∈ [0, 1) (default 0.999).
         #[serde(default = "d_beta2")]
-        beta2: f32,
+        beta2: f64,
         /// ε ≥ 0 (default 1e-8).
         #[serde(default = "d_adam_eps")]
-        eps: f32,
+        eps: f64,
         /// Decoupled decay λ ≥ 0 (default 1e-2, as PyTorch).
         #[serde(default = "d_adamw_wd")]
-        weight_decay: f32,
+        weight_decay: f64,
     },
     /// Adagrad.
     Adagrad {
         /// ε ≥ 0 (default 1e-10).
         #[serde(default = "d_adagrad_eps")]
-        eps: f32,
+        eps: f64,
         /// Initial accumulator s₀ ≥ 0 (default 0).
         #[serde(default)]
-        initial_accumulator: f32,
+        initial_accumulator: f64,
         /// L2 weight decay λ ≥ 0 (default 0).
         #[serde(default)]
-        weight_decay: f32,
+        weight_decay: f64,
     },
     /// Yogi.
     Yogi {
         /// β1 ∈ [0, 1) (default 0.9).
         #[serde(default = "d_beta1")]
-        beta1: f32,
+        beta1: f64,
         /// β2 ∈ [0, 1) (default 0.999).
         #[serde(default = "d_beta2")]
-        beta2: f32,
+        beta2: f64,
         /// ε > 0 (default 1e-3).
         #[serde(default = "d_yogi_eps")]
-        eps: f32,
+        eps: f64,
         /// Initial second moment v₀ ≥ 0 (default 1e-6).
         #[serde(default = "d_yogi_v0")]
-        initial_accumulator: f32,
+        initial_accumulator: f64,
         /// L2 weight decay λ ≥ 0 (default 0).
         #[serde(default)]
-        weight_decay: f32,
+        weight_decay: f64,
     },
     /// AMSGrad.
     Amsgrad {
         /// β1 ∈ [0, 1) (default 0.9).
         #[serde(default = "d_beta1")]
-        beta1: f32,
+        beta1: f64,
         /// β2 ∈ [0, 1) (default 0.999).
         #[serde(default = "d_beta2")]
-        beta2: f32,
+        beta2: f64,
         /// ε ≥ 0 (default 1e-8).
         #[serde(default = "d_adam_eps")]
-        eps: f32,
+        eps: f64,
         /// L2 weight decay λ ≥ 0 (default 0).
         #[serde(default)]
-        weight_decay: f32,
+        weight_decay: f64,
     },
 }
 
@@ -158,15 +158,15 @@ impl Default for OptimizerSpec {
     }
 }
 
-fn check_wd(wd: f32) -> Result<()> {
-    check_param("weight_decay", wd as f64, wd >= 0.0, "finite and >= 0")
+fn check_wd(wd: f64) -> Result<()> {
+    check_param("weight_decay", wd, wd >= 0.0, "finite and >= 0")
 }
-fn check_eps(eps: f32) -> Result<()> {
-    check_param("eps", eps as f64, eps >= 0.0, "finite and >= 0")
+fn check_eps(eps: f64) -> Result<()> {
+    check_param("eps", eps, eps >= 0.0, "finite and >= 0")
 }
 
 /// `[add_decayed_weights(λ)] + inner` when λ > 0.
-fn with_l2(wd: f32, inner: Chain) -> Chain {
+fn with_l2(wd: f64, inner: Chain) -> Chain {
     if wd == 0.0 {
         inner
     } else {
@@ -201,14 +201,14 @@ impl OptimizerSpec {
             } => {
                 check_param(
                     "momentum",
-                    momentum as f64,
+                    momentum,
                     (0.0..1.0).contains(&momentum),
                     "in [0, 1)",
                 )?;
                 if nesterov {
                     check_param(
                         "momentum",
-                        momentum as f64,
+                        momentum,
                         momentum > 0.0,
                         "> 0 when nesterov = true",
                     )?;
@@ -245,7 +245,7 @@ impl OptimizerSpec {
                 check_eps(eps)?;
                 check_param(
                     "initial_accumulator",
-                    initial_accumulator as f64,
+                    initial_accumulator,
                     initial_accumulator >= 0.0,
                     "finite and >= 0",
                 )?;
@@ -259,10 +259,10 @@ impl OptimizerSpec {
                 weight_decay,
             } => {
                 check_betas(beta1, beta2)?;
-                check_param("eps", eps as f64, eps > 0.0, "finite and > 0")?;
+                check_param("eps", eps, eps > 0.0, "finite and > 0")?;
                 check_param(
                     "initial_accumulator",
-                    initial_accumulator as f64,
+                    initial_accumulator,
                     initial_accumulator >= 0.0,
                     "finite and >= 0",
                 )?;

@@ -94,7 +94,7 @@ impl Transform for ScaleByRate {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Trace {
     /// Momentum ρ ∈ [0, 1).
-    pub decay: f32,
+    pub decay: f64,
     /// Nesterov look-ahead.
     pub nesterov: bool,
 }
@@ -114,7 +114,7 @@ pub struct Trace {
 /// tx.update(&mut u2, &mut s, &[0.0], &ctx).unwrap();
 /// assert_eq!((u[0], u2[0]), (1.0, 1.9));
 /// ```
-pub fn trace(decay: f32, nesterov: bool) -> Trace {
+pub fn trace(decay: f64, nesterov: bool) -> Trace {
     Trace { decay, nesterov }
 }
 
@@ -135,7 +135,7 @@ impl Transform for Trace {
     ) -> Result<()> {
         check_updates(updates, ctx)?;
         check_state(state, "trace", 1, updates.len())?;
-        let rho = self.decay;
+        let rho = self.decay as f32;
         for (u, v) in updates.iter_mut().zip(state.buffers[0].iter_mut()) {
             *v = rho * *v + *u;
             *u = if self.nesterov { *u + rho * *v } else { *v };
@@ -172,19 +172,19 @@ pub enum AdamBiasCorrection {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ScaleByAdam {
     /// β1 ∈ [0, 1).
-    pub beta1: f32,
+    pub beta1: f64,
     /// β2 ∈ [0, 1).
-    pub beta2: f32,
+    pub beta2: f64,
     /// ε > 0, added outside the square root.
-    pub eps: f32,
+    pub eps: f64,
     /// Bias correction rule.
     pub bias_correction: AdamBiasCorrection,
     /// Initial value of every entry of `v`.
-    pub initial_v: f32,
+    pub initial_v: f64,
 }
 
 /// Builds [`ScaleByAdam`] with PyTorch's standard bias correction and `v₀ = 0`.
-pub fn scale_by_adam(beta1: f32, beta2: f32, eps: f32) -> ScaleByAdam {
+pub fn scale_by_adam(beta1: f64, beta2: f64, eps: f64) -> ScaleByAdam {
     ScaleByAdam {
         beta1,
         beta2,
@@ -201,7 +201,7 @@ impl ScaleByAdam {
         self
     }
     /// Replaces the initial second moment.
-    pub fn with_initial_v(mut self, v0: f32) -> Self {
+    pub fn with_initial_v(mut self, v0: f64) -> Self {
         self.initial_v = v0;
         self
     }
@@ -211,7 +211,7 @@ impl Transform for ScaleByAdam {
     fn init(&self, spec: &ParamSpec) -> State {
         State {
             count: 0,
-            buffers: vec![zeros(spec), vec![self.initial_v; spec.total_len()]],
+            buffers: vec![zeros(spec), vec![self.initial_v as f32; spec.total_len()]],
             children: vec![],
         }
     }
@@ -225,18 +225,22 @@ impl Transform for ScaleByAdam {
         check_updates(updates, ctx)?;
         check_state(state, "scale_by_adam", 2, updates.len())?;
         let t = state.count + 1;
-        let (b1, b2, eps) = (self.beta1, self.beta2, self.eps);
+        let (b1, b2) = (self.beta1, self.beta2);
+        let eps = self.eps as f32;
+        // Complements formed in f64 from the configured value, as PyTorch and NumPy do
+        // with Python floats.
+        let (b1f, c1, b2f, c2) = (b1 as f32, (1.0 - b1) as f32, b2 as f32, (1.0 - b2) as f32);
         let [m, v] = &mut state.buffers[..] else {
             unreachable!("checked above")
         };
         for ((u, m), v) in updates.iter_mut().zip(m.iter_mut()).zip(v.iter_mut()) {
-            *m = b1 * *m + (1.0 - b1) * *u;
-            *v = b2 * *v + (1.0 - b2) * *u * *u;
+            *m = b1f * *m + c1 * *u;
+            *v = b2f * *v + c2 * *u * *u;
         }
         match self.bias_correction {
             AdamBiasCorrection::Standard => {
-                let bc1 = (1.0 - (b1 as f64).powf(t as f64)) as f32;
-                let bc2_sqrt = (1.0 - (b2 as f64).powf(t as f64)).sqrt() as f32;
+                let bc1 = (1.0 - b1.powf(t as f64)) as f32;
+                let bc2_sqrt = (1.0 - b2.powf(t as f64)).sqrt() as f32;
                 for ((u, m), v) in updates.iter_mut().zip(m.iter()).zip(v.iter()) {
                     *u = (*m / bc1) / (v.sqrt() / bc2_sqrt + eps);
                 }
@@ -248,7 +252,7 @@ impl Transform for ScaleByAdam {
             }
             AdamBiasCorrection::FlowerServerRound => {
                 let r = ctx.step as f64 + 1.0;
-                let f = ((1.0 - (b2 as f64).powf(r)).sqrt() / (1.0 - (b1 as f64).powf(r))) as f32;
+                let f = ((1.0 - b2.powf(r)).sqrt() / (1.0 - b1.powf(r))) as f32;
                 for ((u, m), v) in updates.iter_mut().zip(m.iter()).zip(v.iter()) {
                     *u = f * (*m / (v.sqrt() + eps));
                 }
@@ -268,15 +272,15 @@ impl Transform for ScaleByAdam {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ScaleByAmsgrad {
     /// β1 ∈ [0, 1).
-    pub beta1: f32,
+    pub beta1: f64,
     /// β2 ∈ [0, 1).
-    pub beta2: f32,
+    pub beta2: f64,
     /// ε > 0.
-    pub eps: f32,
+    pub eps: f64,
 }
 
 /// Builds [`ScaleByAmsgrad`].
-pub fn scale_by_amsgrad(beta1: f32, beta2: f32, eps: f32) -> ScaleByAmsgrad {
+pub fn scale_by_amsgrad(beta1: f64, beta2: f64, eps: f64) -> ScaleByAmsgrad {
     ScaleByAmsgrad { beta1, beta2, eps }
 }
 
@@ -298,15 +302,17 @@ impl Transform for ScaleByAmsgrad {
         check_updates(updates, ctx)?;
         check_state(state, "scale_by_amsgrad", 3, updates.len())?;
         let t = state.count + 1;
-        let (b1, b2, eps) = (self.beta1, self.beta2, self.eps);
-        let bc1 = (1.0 - (b1 as f64).powf(t as f64)) as f32;
-        let bc2_sqrt = (1.0 - (b2 as f64).powf(t as f64)).sqrt() as f32;
+        let (b1, b2) = (self.beta1, self.beta2);
+        let eps = self.eps as f32;
+        let (b1f, c1, b2f, c2) = (b1 as f32, (1.0 - b1) as f32, b2 as f32, (1.0 - b2) as f32);
+        let bc1 = (1.0 - b1.powf(t as f64)) as f32;
+        let bc2_sqrt = (1.0 - b2.powf(t as f64)).sqrt() as f32;
         let [m, v, vmax] = &mut state.buffers[..] else {
             unreachable!("checked above")
         };
         for (i, u) in updates.iter_mut().enumerate() {
-            m[i] = b1 * m[i] + (1.0 - b1) * *u;
-            v[i] = b2 * v[i] + (1.0 - b2) * *u * *u;
+            m[i] = b1f * m[i] + c1 * *u;
+            v[i] = b2f * v[i] + c2 * *u * *u;
             vmax[i] = vmax[i].max(v[i]);
             *u = (m[i] / bc1) / (vmax[i].sqrt() / bc2_sqrt + eps);
         }
@@ -323,13 +329,13 @@ impl Transform for ScaleByAmsgrad {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ScaleByAdagrad {
     /// ε (PyTorch default 1e-10).
-    pub eps: f32,
+    pub eps: f64,
     /// `s₀` (PyTorch default 0).
-    pub initial_accumulator: f32,
+    pub initial_accumulator: f64,
 }
 
 /// Builds [`ScaleByAdagrad`].
-pub fn scale_by_adagrad(eps: f32, initial_accumulator: f32) -> ScaleByAdagrad {
+pub fn scale_by_adagrad(eps: f64, initial_accumulator: f64) -> ScaleByAdagrad {
     ScaleByAdagrad {
         eps,
         initial_accumulator,
@@ -340,7 +346,7 @@ impl Transform for ScaleByAdagrad {
     fn init(&self, spec: &ParamSpec) -> State {
         State {
             count: 0,
-            buffers: vec![vec![self.initial_accumulator; spec.total_len()]],
+            buffers: vec![vec![self.initial_accumulator as f32; spec.total_len()]],
             children: vec![],
         }
     }
@@ -353,9 +359,10 @@ impl Transform for ScaleByAdagrad {
     ) -> Result<()> {
         check_updates(updates, ctx)?;
         check_state(state, "scale_by_adagrad", 1, updates.len())?;
+        let eps = self.eps as f32;
         for (u, s) in updates.iter_mut().zip(state.buffers[0].iter_mut()) {
             *s += *u * *u;
-            *u /= s.sqrt() + self.eps;
+            *u /= s.sqrt() + eps;
         }
         state.count += 1;
         Ok(())
@@ -371,17 +378,17 @@ impl Transform for ScaleByAdagrad {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ScaleByYogi {
     /// β1 ∈ [0, 1).
-    pub beta1: f32,
+    pub beta1: f64,
     /// β2 ∈ [0, 1).
-    pub beta2: f32,
+    pub beta2: f64,
     /// ε (paper 1e-3).
-    pub eps: f32,
+    pub eps: f64,
     /// `v₀` (paper 1e-6; Flower 0; Reddi et al. τ²).
-    pub initial_accumulator: f32,
+    pub initial_accumulator: f64,
 }
 
 /// Builds [`ScaleByYogi`].
-pub fn scale_by_yogi(beta1: f32, beta2: f32, eps: f32, initial_accumulator: f32) -> ScaleByYogi {
+pub fn scale_by_yogi(beta1: f64, beta2: f64, eps: f64, initial_accumulator: f64) -> ScaleByYogi {
     ScaleByYogi {
         beta1,
         beta2,
@@ -396,7 +403,7 @@ impl Transform for ScaleByYogi {
             count: 0,
             buffers: vec![
                 zeros(spec),
-                vec![self.initial_accumulator; spec.total_len()],
+                vec![self.initial_accumulator as f32; spec.total_len()],
             ],
             children: vec![],
         }
@@ -410,14 +417,19 @@ impl Transform for ScaleByYogi {
     ) -> Result<()> {
         check_updates(updates, ctx)?;
         check_state(state, "scale_by_yogi", 2, updates.len())?;
-        let (b1, b2, eps) = (self.beta1, self.beta2, self.eps);
+        let eps = self.eps as f32;
+        let (b1, c1, c2) = (
+            self.beta1 as f32,
+            (1.0 - self.beta1) as f32,
+            (1.0 - self.beta2) as f32,
+        );
         let [m, v] = &mut state.buffers[..] else {
             unreachable!("checked above")
         };
         for ((u, m), v) in updates.iter_mut().zip(m.iter_mut()).zip(v.iter_mut()) {
             let g2 = *u * *u;
-            *m = b1 * *m + (1.0 - b1) * *u;
-            *v -= (1.0 - b2) * g2 * sign0(*v - g2);
+            *m = b1 * *m + c1 * *u;
+            *v -= c2 * g2 * sign0(*v - g2);
             *u = *m / (v.sqrt() + eps);
         }
         state.count += 1;
@@ -434,11 +446,11 @@ impl Transform for ScaleByYogi {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct AddDecayedWeights {
     /// λ ≥ 0.
-    pub weight_decay: f32,
+    pub weight_decay: f64,
 }
 
 /// Builds [`AddDecayedWeights`].
-pub fn add_decayed_weights(weight_decay: f32) -> AddDecayedWeights {
+pub fn add_decayed_weights(weight_decay: f64) -> AddDecayedWeights {
     AddDecayedWeights { weight_decay }
 }
 
@@ -456,8 +468,9 @@ impl Transform for AddDecayedWeights {
         check_updates(updates, ctx)?;
         if self.weight_decay != 0.0 {
             check_params(params, ctx)?;
+            let wd = self.weight_decay as f32;
             for (u, p) in updates.iter_mut().zip(params) {
-                *u += self.weight_decay * *p;
+                *u += wd * *p;
             }
         }
         state.count += 1;
@@ -473,7 +486,7 @@ impl Transform for AddDecayedWeights {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ClipByGlobalNorm {
     /// C > 0.
-    pub max_norm: f32,
+    pub max_norm: f64,
 }
 
 /// Builds [`ClipByGlobalNorm`].
@@ -488,14 +501,14 @@ pub struct ClipByGlobalNorm {
 /// tx.update(&mut u, &mut tx.init(&spec), &[0.0, 0.0], &ctx).unwrap();
 /// assert!((u[0] - 0.6).abs() < 1e-7 && (u[1] - 0.8).abs() < 1e-7);
 /// ```
-pub fn clip_by_global_norm(max_norm: f32) -> ClipByGlobalNorm {
+pub fn clip_by_global_norm(max_norm: f64) -> ClipByGlobalNorm {
     ClipByGlobalNorm { max_norm }
 }
 
-fn clip_slice(u: &mut [f32], max_norm: f32) {
+fn clip_slice(u: &mut [f32], max_norm: f64) {
     let n = l2_norm(u);
-    if n > max_norm as f64 {
-        let s = (max_norm as f64 / n) as f32;
+    if n > max_norm {
+        let s = (max_norm / n) as f32;
         for x in u {
             *x *= s;
         }
@@ -525,11 +538,11 @@ impl Transform for ClipByGlobalNorm {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ClipByBlockNorm {
     /// C > 0.
-    pub max_norm: f32,
+    pub max_norm: f64,
 }
 
 /// Builds [`ClipByBlockNorm`].
-pub fn clip_by_block_norm(max_norm: f32) -> ClipByBlockNorm {
+pub fn clip_by_block_norm(max_norm: f64) -> ClipByBlockNorm {
     ClipByBlockNorm { max_norm }
 }
 
@@ -563,9 +576,9 @@ impl Transform for ClipByBlockNorm {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ScaleByTrustRatio {
     /// ε ≥ 0 in the denominator.
-    pub eps: f32,
+    pub eps: f64,
     /// φ_max > 0 (∞ = no cap).
-    pub max_ratio: f32,
+    pub max_ratio: f64,
 }
 
 /// Builds [`ScaleByTrustRatio`] with ε = 0 and no cap (optax/LAMB); use
@@ -573,18 +586,18 @@ pub struct ScaleByTrustRatio {
 pub fn scale_by_trust_ratio() -> ScaleByTrustRatio {
     ScaleByTrustRatio {
         eps: 0.0,
-        max_ratio: f32::INFINITY,
+        max_ratio: f64::INFINITY,
     }
 }
 
 impl ScaleByTrustRatio {
     /// Caps the ratio at `φ_max`.
-    pub fn with_max_ratio(mut self, max_ratio: f32) -> Self {
+    pub fn with_max_ratio(mut self, max_ratio: f64) -> Self {
         self.max_ratio = max_ratio;
         self
     }
     /// Sets ε.
-    pub fn with_eps(mut self, eps: f32) -> Self {
+    pub fn with_eps(mut self, eps: f64) -> Self {
         self.eps = eps;
         self
     }
@@ -609,7 +622,7 @@ impl Transform for ScaleByTrustRatio {
             let ratio = if pn == 0.0 || un == 0.0 {
                 1.0
             } else {
-                (pn / (un + self.eps as f64)).min(self.max_ratio as f64)
+                (pn / (un + self.eps)).min(self.max_ratio)
             } as f32;
             for u in &mut updates[e.range()] {
                 *u *= ratio;
@@ -649,11 +662,11 @@ impl Transform for ScaleByTrustRatio {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct AddProximal {
     /// μ ≥ 0.
-    pub mu: f32,
+    pub mu: f64,
 }
 
 /// Builds [`AddProximal`].
-pub fn add_proximal(mu: f32) -> AddProximal {
+pub fn add_proximal(mu: f64) -> AddProximal {
     AddProximal { mu }
 }
 
@@ -677,7 +690,7 @@ impl Transform for AddProximal {
             ));
         }
         check_state(state, "add_proximal", 1, updates.len())?;
-        let mu = self.mu;
+        let mu = self.mu as f32;
         for ((u, p), a) in updates.iter_mut().zip(params).zip(&state.buffers[0]) {
             *u += mu * (*p - *a);
         }
@@ -692,17 +705,7 @@ impl Transform for AddProximal {
 }
 
 /// Validates the hyper-parameters shared by the moment-based transforms.
-pub(crate) fn check_betas(beta1: f32, beta2: f32) -> Result<()> {
-    check_param(
-        "beta1",
-        beta1 as f64,
-        (0.0..1.0).contains(&beta1),
-        "in [0, 1)",
-    )?;
-    check_param(
-        "beta2",
-        beta2 as f64,
-        (0.0..1.0).contains(&beta2),
-        "in [0, 1)",
-    )
+pub(crate) fn check_betas(beta1: f64, beta2: f64) -> Result<()> {
+    check_param("beta1", beta1, (0.0..1.0).contains(&beta1), "in [0, 1)")?;
+    check_param("beta2", beta2, (0.0..1.0).contains(&beta2), "in [0, 1)")
 }
