@@ -322,7 +322,8 @@ pub fn fedexp_server_lr(deltas: &[&[f32]], eps: f64) -> Result<(f64, Vec<f32>)> 
             expected: "at least one client delta",
         });
     }
-    check_param("eps", eps, eps >= 0.0, "finite and >= 0")?;
+    // ε > 0 keeps η_g finite when the clients' deltas cancel exactly.
+    check_param("eps", eps, eps > 0.0, "finite and > 0")?;
     let d = deltas[0].len();
     let mut sum = vec![0.0f64; d];
     let mut sq = 0.0f64;
