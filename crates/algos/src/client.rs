@@ -3,8 +3,8 @@
 
 use fedpace_core::rng::{stream, Purpose};
 use fedpace_core::{
-    Client, ClientData, ClientId, Dataset, EvalIns, EvalRes, EvalStats, LocalOptimizer,
-    LocalState, Model, RatePlan, Result, TrainIns, TrainReport, TrainRes,
+    Client, ClientData, ClientId, Dataset, EvalIns, EvalRes, EvalStats, LocalOptimizer, LocalState,
+    Model, RatePlan, Result, TrainIns, TrainReport, TrainRes,
 };
 use fedpace_optim::{apply_updates, StepContext, Transform};
 use fedpace_params::{l2_norm, ParamTree};
@@ -134,7 +134,11 @@ pub fn local_train(
 }
 
 /// Evaluates `params` on all of `data` in fixed-size batches.
-pub fn evaluate_on(model: &mut dyn Model, data: &dyn Dataset, params: &ParamTree) -> Result<EvalStats> {
+pub fn evaluate_on(
+    model: &mut dyn Model,
+    data: &dyn Dataset,
+    params: &ParamTree,
+) -> Result<EvalStats> {
     let mut stats = EvalStats::default();
     let n = data.len();
     let mut start = 0;
@@ -189,7 +193,11 @@ impl Client for StandardClient {
                 state.steps_done,
                 rng,
             )?;
-            Some(evaluate_on(self.model.as_mut(), self.data.test.as_ref(), &p)?)
+            Some(evaluate_on(
+                self.model.as_mut(),
+                self.data.test.as_ref(),
+                &p,
+            )?)
         } else {
             None
         };

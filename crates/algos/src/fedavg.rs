@@ -31,7 +31,11 @@ impl FedAvgConfig {
     pub fn validate(&self, num_groups: usize) -> Result<()> {
         self.sampling.validate("strategy.sampling")?;
         if !(self.server_lr.is_finite() && self.server_lr > 0.0) {
-            return Err(Error::invalid("strategy.server_lr", self.server_lr, "must be > 0"));
+            return Err(Error::invalid(
+                "strategy.server_lr",
+                self.server_lr,
+                "must be > 0",
+            ));
         }
         self.base_plan.validate(num_groups)
     }

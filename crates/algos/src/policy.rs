@@ -56,7 +56,11 @@ impl PolicyConfig {
                 return Err(Error::invalid("policy.min", min, "a multiplier > 0"));
             }
             if !(max >= min && max.is_finite()) {
-                return Err(Error::invalid("policy.max", max, format!("a multiplier >= policy.min ({min})")));
+                return Err(Error::invalid(
+                    "policy.max",
+                    max,
+                    format!("a multiplier >= policy.min ({min})"),
+                ));
             }
         }
         Ok(())
@@ -115,13 +119,18 @@ impl ByDataSize {
         if self.mean_n <= 0.0 || n == 0 {
             return 1.0;
         }
-        (n as f64 / self.mean_n).powf(self.gamma).clamp(self.min, self.max)
+        (n as f64 / self.mean_n)
+            .powf(self.gamma)
+            .clamp(self.min, self.max)
     }
 }
 
 impl RatePolicy for ByDataSize {
     fn describe(&self) -> String {
-        format!("by-data-size(γ={}, clamp [{}, {}])", self.gamma, self.min, self.max)
+        format!(
+            "by-data-size(γ={}, clamp [{}, {}])",
+            self.gamma, self.min, self.max
+        )
     }
     fn start(&mut self, pool: &[ClientInfo]) -> Result<()> {
         let total: u64 = pool.iter().map(|c| c.num_train).sum();

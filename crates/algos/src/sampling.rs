@@ -85,7 +85,12 @@ mod tests {
 
     #[test]
     fn bad_values_name_the_field() {
-        let e = Sampling::Fraction(1.5).validate("strategy.fraction").unwrap_err();
-        assert_eq!(e.to_string(), "strategy.fraction = 1.5: a fraction in (0, 1]");
+        let e = Sampling::Fraction(1.5)
+            .validate("strategy.fraction")
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "strategy.fraction = 1.5: a fraction in (0, 1]"
+        );
     }
 }

@@ -82,7 +82,12 @@ pub struct ClientData {
 
 impl std::fmt::Debug for ClientData {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "ClientData(train={}, test={})", self.train.len(), self.test.len())
+        write!(
+            f,
+            "ClientData(train={}, test={})",
+            self.train.len(),
+            self.test.len()
+        )
     }
 }
 

@@ -49,7 +49,8 @@ pub trait Model: Send {
     /// Fresh parameters drawn from the model's initialiser.
     fn init(&self, seed: u64) -> Result<ParamTree>;
     /// Mean loss over the batch; writes ∂loss/∂params into `grad` (same layout).
-    fn loss_and_grad(&mut self, params: &ParamTree, batch: &Batch, grad: &mut [f32]) -> Result<f32>;
+    fn loss_and_grad(&mut self, params: &ParamTree, batch: &Batch, grad: &mut [f32])
+        -> Result<f32>;
     /// Loss sum and correct count over the batch, without gradients.
     fn evaluate(&mut self, params: &ParamTree, batch: &Batch) -> Result<EvalStats>;
 }

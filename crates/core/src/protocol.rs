@@ -82,7 +82,11 @@ impl RatePlan {
     pub fn validate(&self, num_groups: usize) -> crate::Result<()> {
         use crate::Error;
         if !(self.base_lr.is_finite() && self.base_lr >= 0.0) {
-            return Err(Error::invalid("plan.base_lr", self.base_lr, "a finite rate >= 0"));
+            return Err(Error::invalid(
+                "plan.base_lr",
+                self.base_lr,
+                "a finite rate >= 0",
+            ));
         }
         if !self.group_multipliers.is_empty() && self.group_multipliers.len() != num_groups {
             return Err(Error::invalid(
@@ -96,7 +100,11 @@ impl RatePlan {
             .iter()
             .find(|m| !(m.is_finite() && **m >= 0.0))
         {
-            return Err(Error::invalid("plan.group_multipliers", m, "finite values >= 0"));
+            return Err(Error::invalid(
+                "plan.group_multipliers",
+                m,
+                "finite values >= 0",
+            ));
         }
         if self.batch_size == 0 {
             return Err(Error::invalid("plan.batch_size", 0, "at least 1"));
@@ -243,7 +251,11 @@ pub fn validate_train_res(
         return Err(ClientFailure::NonFinite);
     }
     if res.report.rate_sum.len() != spec.num_groups()
-        || res.report.rate_sum.iter().any(|r| !r.is_finite() || *r < 0.0)
+        || res
+            .report
+            .rate_sum
+            .iter()
+            .any(|r| !r.is_finite() || *r < 0.0)
     {
         return Err(ClientFailure::Error(format!(
             "report.rate_sum must hold {} finite values >= 0, got {:?}",

@@ -155,7 +155,8 @@ pub fn run(
                 n += res.num_examples as f64;
             }
         }
-        let evaluate = round == opts.rounds || (opts.eval_every > 0 && round % opts.eval_every == 0);
+        let evaluate =
+            round == opts.rounds || (opts.eval_every > 0 && round % opts.eval_every == 0);
         let eval = if evaluate {
             let e = evaluate_all(strategy, grid, &global, round, opts, observer)?;
             final_eval = Some(e.clone());

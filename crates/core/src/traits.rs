@@ -90,9 +90,15 @@ pub trait Grid {
     /// The client pool with metadata.
     fn clients(&self) -> &[ClientInfo];
     /// Trains the given clients; replies come back sorted by client id.
-    fn train(&mut self, ins: Vec<(ClientId, TrainIns)>, progress: &dyn Progress)
-        -> Vec<Reply<TrainRes>>;
+    fn train(
+        &mut self,
+        ins: Vec<(ClientId, TrainIns)>,
+        progress: &dyn Progress,
+    ) -> Vec<Reply<TrainRes>>;
     /// Evaluates the given clients; replies come back sorted by client id.
-    fn evaluate(&mut self, ins: Vec<(ClientId, EvalIns)>, progress: &dyn Progress)
-        -> Vec<Reply<EvalRes>>;
+    fn evaluate(
+        &mut self,
+        ins: Vec<(ClientId, EvalIns)>,
+        progress: &dyn Progress,
+    ) -> Vec<Reply<EvalRes>>;
 }

@@ -82,19 +82,19 @@ pub enum Partition {
         #[serde(default = "default_dirichlet_alpha")]
         alpha: f64,
         /// Redraw until every client holds at least this many samples. Default 10.
-        #[serde(default = "default_min_size", rename = "min-size")]
+        #[serde(default = "default_min_size")]
         min_size: usize,
     },
     /// McMahan et al. 2017 shards: sort by label, cut into shards, deal them out.
     Shards {
         /// Shards per client. Default 2 (the paper's 100 clients × 2 × 300 on MNIST).
-        #[serde(default = "default_two", rename = "per-client")]
+        #[serde(default = "default_two")]
         per_client: usize,
     },
-    /// NIID-Bench "#C = k": each client holds `per-client` distinct labels.
+    /// NIID-Bench "#C = k": each client holds `per_client` distinct labels.
     Labels {
         /// Labels per client, 1..=classes. Default 2.
-        #[serde(default = "default_two", rename = "per-client")]
+        #[serde(default = "default_two")]
         per_client: usize,
     },
     /// IID labels, client sizes ∝ LogNormal(0, σ²).
@@ -138,7 +138,7 @@ impl Partition {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "kebab-case")]
 pub enum TestSplit {
-    /// Hold out `test-fraction` of the client's own share (default).
+    /// Hold out `test_fraction` of the client's own share (default).
     #[default]
     Local,
     /// Train on the whole share; draw a test split from the source's pooled test set
@@ -158,7 +158,7 @@ pub enum LabelColumn {
 
 /// A CSV source (`data.csv`): a header line, then one sample per line.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+#[serde(deny_unknown_fields)]
 pub struct CsvConfig {
     /// The training file (relative paths are relative to the working directory).
     pub path: PathBuf,
@@ -191,7 +191,7 @@ impl CsvConfig {
 
 /// The `[data]` table: which data set, how many clients, how it is split.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default, rename_all = "kebab-case")]
+#[serde(deny_unknown_fields, default)]
 pub struct DataConfig {
     /// Data source: `synthetic` | `synthetic-iid` | `optdigits` | `mnist` |
     /// `fashion-mnist` | `shakespeare` | `csv`. Default `synthetic`.
@@ -201,7 +201,7 @@ pub struct DataConfig {
     /// Synthetic only: std of the per-device feature mean B_k (β ≥ 0). Default 1.
     pub beta: f64,
     /// Number of clients (synthetic devices, or shares of a pooled set). Default 30.
-    /// Ignored by `shakespeare`, whose clients are its roles (see `max-clients`).
+    /// Ignored by `shakespeare`, whose clients are its roles (see `max_clients`).
     pub num_clients: usize,
     /// How a pooled set is split across clients. Default: the source's own clients for
     /// `synthetic*` and `shakespeare` (`natural`), `iid` for the others.
@@ -260,7 +260,7 @@ pub struct Federation {
     pub sample_shape: InputShape,
     /// Number of label classes.
     pub num_classes: usize,
-    /// The source's own held-out set (MNIST's 10k test images, a CSV `test-path`), if any.
+    /// The source's own held-out set (MNIST's 10k test images, a CSV `test_path`), if any.
     pub global_test: Option<Arc<dyn Dataset>>,
     /// One line for logs, e.g. `optdigits, 10 clients, dirichlet(alpha=0.5)`.
     pub description: String,
@@ -345,17 +345,17 @@ impl DataConfig {
             ));
         }
         if self.num_clients == 0 {
-            return Err(Error::invalid("data.num-clients", 0, "must be ≥ 1"));
+            return Err(Error::invalid("data.num_clients", 0, "must be ≥ 1"));
         }
         if let Some(f) = self.test_fraction {
             if !(f.is_finite() && (0.0..1.0).contains(&f)) {
-                return Err(Error::invalid("data.test-fraction", f, "must be in [0, 1)"));
+                return Err(Error::invalid("data.test_fraction", f, "must be in [0, 1)"));
             }
             if self.test_split == TestSplit::PooledMatched && f == 0.0 {
                 return Err(Error::invalid(
-                    "data.test-fraction",
+                    "data.test_fraction",
                     f,
-                    "must be > 0 with test-split = \"pooled-matched\"",
+                    "must be > 0 with test_split = \"pooled-matched\"",
                 ));
             }
         }
@@ -385,7 +385,7 @@ impl DataConfig {
                 return Err(Error::invalid("data.partition.alpha", alpha, "must be > 0"))
             }
             Partition::Shards { per_client: 0 } | Partition::Labels { per_client: 0 } => {
-                return Err(Error::invalid("data.partition.per-client", 0, "must be ≥ 1"))
+                return Err(Error::invalid("data.partition.per_client", 0, "must be ≥ 1"))
             }
             Partition::PowerLaw { sigma } if !(sigma.is_finite() && sigma > 0.0) => {
                 return Err(Error::invalid("data.partition.sigma", sigma, "must be > 0"))
@@ -417,10 +417,10 @@ impl DataConfig {
             _ => {}
         }
         match (self.max_clients, self.source) {
-            (Some(0), _) => return Err(Error::invalid("data.max-clients", 0, "must be ≥ 1")),
+            (Some(0), _) => return Err(Error::invalid("data.max_clients", 0, "must be ≥ 1")),
             (Some(m), s) if s != Source::Shakespeare => {
                 return Err(Error::invalid(
-                    "data.max-clients",
+                    "data.max_clients",
                     m,
                     format!(
                         "only used with source = \"shakespeare\", not \"{}\"",
@@ -437,7 +437,7 @@ impl DataConfig {
             )
         {
             return Err(Error::invalid(
-                "data.test-split",
+                "data.test_split",
                 "pooled-matched",
                 format!(
                     "local (source {} has no pooled test set)",
@@ -564,7 +564,7 @@ pub fn build(cfg: &DataConfig, seed: u64, data_dir: &Path) -> Result<Federation>
 fn describe(p: &Partition) -> String {
     match p {
         Partition::Dirichlet { alpha, min_size } => {
-            format!("dirichlet(alpha={alpha}, min-size={min_size})")
+            format!("dirichlet(alpha={alpha}, min_size={min_size})")
         }
         Partition::Shards { per_client } => format!("shards({per_client} per client)"),
         Partition::Labels { per_client } => format!("labels({per_client} per client)"),
@@ -592,8 +592,8 @@ mod tests {
     #[test]
     fn serde_names_are_kebab_case_and_unknown_fields_are_rejected() {
         let cfg: DataConfig = serde_json::from_str(
-            r#"{"source":"fashion-mnist","num-clients":100,
-                "partition":{"kind":"dirichlet","alpha":0.1},"test-fraction":0.25}"#,
+            r#"{"source":"fashion-mnist","num_clients":100,
+                "partition":{"kind":"dirichlet","alpha":0.1},"test_fraction":0.25}"#,
         )
         .unwrap();
         assert_eq!(cfg.source, Source::FashionMnist);
@@ -632,11 +632,11 @@ mod tests {
                 "data.partition.alpha = -1: must be > 0",
             ),
             (DataConfig::synthetic(-0.5, 1.0), "data.alpha = -0.5: must be ≥ 0 (a standard deviation)"),
-            (base.clone().with_num_clients(0), "data.num-clients = 0: must be ≥ 1"),
-            (base.clone().with_test_fraction(1.0), "data.test-fraction = 1: must be in [0, 1)"),
+            (base.clone().with_num_clients(0), "data.num_clients = 0: must be ≥ 1"),
+            (base.clone().with_test_fraction(1.0), "data.test_fraction = 1: must be in [0, 1)"),
             (
                 base.clone().with_partition(Partition::Shards { per_client: 0 }),
-                "data.partition.per-client = 0: must be ≥ 1",
+                "data.partition.per_client = 0: must be ≥ 1",
             ),
             (
                 base.clone().with_partition(Partition::PowerLaw { sigma: 0.0 }),
@@ -659,7 +659,7 @@ mod tests {
                     max_clients: Some(3),
                     ..base.clone()
                 },
-                "data.max-clients = 3: only used with source = \"shakespeare\", not \"optdigits\"",
+                "data.max_clients = 3: only used with source = \"shakespeare\", not \"optdigits\"",
             ),
         ];
         for (cfg, msg) in cases {

@@ -164,7 +164,11 @@ impl Grid for SimGrid {
         &self.clients
     }
 
-    fn train(&mut self, ins: Vec<(ClientId, TrainIns)>, progress: &dyn Progress) -> Vec<Reply<TrainRes>> {
+    fn train(
+        &mut self,
+        ins: Vec<(ClientId, TrainIns)>,
+        progress: &dyn Progress,
+    ) -> Vec<Reply<TrainRes>> {
         let spec = ins.first().map(|i| i.1.params.spec().clone());
         let mut replies = self.run_all(ins, progress, |c, i, s| c.train(i, s));
         if let Some(spec) = spec {
@@ -179,7 +183,11 @@ impl Grid for SimGrid {
         replies
     }
 
-    fn evaluate(&mut self, ins: Vec<(ClientId, EvalIns)>, progress: &dyn Progress) -> Vec<Reply<EvalRes>> {
+    fn evaluate(
+        &mut self,
+        ins: Vec<(ClientId, EvalIns)>,
+        progress: &dyn Progress,
+    ) -> Vec<Reply<EvalRes>> {
         self.run_all(ins, progress, |c, i, s| c.evaluate(i, s))
     }
 }

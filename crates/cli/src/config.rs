@@ -1,0 +1,448 @@
+//! The experiment file: typed, defaulted, validated before anything runs.
+//!
+//! Every field has a default, so an empty file is a valid experiment. Errors name the
+//! file, the dotted key, the value and what was expected, on one line.
+
+use fedpace_algos::{Normalize, PolicyConfig, Sampling};
+use fedpace_core::{LocalOptimizer, LocalWork, RatePlan};
+use fedpace_data::DataConfig;
+use fedpace_nn::ModelConfig;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// A whole experiment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ExperimentConfig {
+    /// Name, used for the output directory (default `experiment`).
+    pub name: String,
+    /// Run seed: same seed ⇒ bit-identical results (default 0).
+    pub seed: u64,
+    /// Number of rounds (default 20).
+    pub rounds: u32,
+    /// Clients trained in parallel; 0 = one per core (default 0).
+    pub threads: usize,
+    /// Where fetched data sets are cached (default `data`, or `$FEDPACE_DATA_DIR`).
+    pub data_dir: Option<PathBuf>,
+    /// Data set and partition.
+    pub data: DataConfig,
+    /// Model.
+    pub model: ModelConfig,
+    /// Local training (the base rate plan).
+    pub client: ClientConfig,
+    /// Server strategy.
+    pub strategy: StrategyConfig,
+    /// Rate policy.
+    pub policy: PolicyConfig,
+    /// Evaluation.
+    pub eval: EvalConfig,
+    /// Output.
+    pub output: OutputConfig,
+}
+
+impl Default for ExperimentConfig {
+    fn default() -> Self {
+        Self {
+            name: "experiment".into(),
+            seed: 0,
+            rounds: 20,
+            threads: 0,
+            data_dir: None,
+            data: DataConfig::default(),
+            model: ModelConfig::LogisticRegression,
+            client: ClientConfig::default(),
+            strategy: StrategyConfig::default(),
+            policy: PolicyConfig::default(),
+            eval: EvalConfig::default(),
+            output: OutputConfig::default(),
+        }
+    }
+}
+
+/// Local training settings: the base rate plan every client starts from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClientConfig {
+    /// Base learning rate η (default 0.05).
+    pub lr: f64,
+    /// Mini-batch size (default 10).
+    pub batch_size: u32,
+    /// Local epochs per round (default 1); ignored when `steps` is set.
+    pub epochs: u32,
+    /// Local steps per round instead of epochs.
+    pub steps: Option<u32>,
+    /// Largest number of local steps in a round.
+    pub max_steps: Option<u32>,
+    /// Rate multiplier per parameter group label, e.g. `{ head = 10.0 }` (default none).
+    pub group_lr: std::collections::BTreeMap<String, f64>,
+    /// Local optimiser (default `sgd`).
+    pub optimizer: LocalOptimizer,
+    /// Learning-rate schedule over each client's cumulative steps (default constant).
+    pub schedule: fedpace_optim::Schedule,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        Self {
+            lr: 0.05,
+            batch_size: 10,
+            epochs: 1,
+            steps: None,
+            max_steps: None,
+            group_lr: Default::default(),
+            optimizer: LocalOptimizer::Sgd,
+            schedule: Default::default(),
+        }
+    }
+}
+
+/// Strategy names (the lowercase paper names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum StrategyName {
+    /// FedAvg (ALGORITHMS.md A.1).
+    #[default]
+    Fedavg,
+}
+
+/// Server strategy settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StrategyConfig {
+    /// Algorithm (default `fedavg`).
+    pub name: StrategyName,
+    /// Clients per round (default 10); ignored when `fraction` is set.
+    pub clients_per_round: usize,
+    /// Fraction C of clients per round instead of a count.
+    pub fraction: Option<f64>,
+    /// Server rate η_g (default 1).
+    pub server_lr: f64,
+    /// Normalise updates by clients' rate sums: `auto` (when they differ), `on`, `off`.
+    pub normalize: Normalize,
+}
+
+impl Default for StrategyConfig {
+    fn default() -> Self {
+        Self {
+            name: StrategyName::Fedavg,
+            clients_per_round: 10,
+            fraction: None,
+            server_lr: 1.0,
+            normalize: Normalize::Auto,
+        }
+    }
+}
+
+/// Evaluation settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EvalConfig {
+    /// Evaluate every this many rounds; 0 = only after the last (default 1).
+    pub every: u32,
+    /// Local fine-tuning steps before the personalised evaluation (default 5).
+    pub finetune_steps: u32,
+}
+
+impl Default for EvalConfig {
+    fn default() -> Self {
+        Self {
+            every: 1,
+            finetune_steps: 5,
+        }
+    }
+}
+
+/// Output settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutputConfig {
+    /// Output directory (default `runs/<name>-<timestamp>`).
+    pub dir: Option<PathBuf>,
+    /// Record the full per-round trace (default false).
+    pub trace: bool,
+}
+
+/// A configuration error, already formatted for the user.
+#[derive(Debug)]
+pub struct ConfigError(pub String);
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+impl std::error::Error for ConfigError {}
+
+impl ExperimentConfig {
+    /// Parses TOML text (`origin` names it in errors), applies `key=value` overrides,
+    /// and validates.
+    pub fn parse(text: &str, origin: &str, overrides: &[String]) -> Result<Self, ConfigError> {
+        let mut value: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+            ConfigError(format!("{origin}: {}", one_line(&e.to_string())))
+        })?;
+        for o in overrides {
+            apply_override(&mut value, o).map_err(|m| ConfigError(format!("--set {o}: {m}")))?;
+        }
+        let de = toml::Value::Table(value);
+        let cfg: ExperimentConfig = serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            // The value deserializer appends "in `key`" lines; the path already says it.
+            let inner = e.inner().to_string();
+            let msg = inner
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with("in `"))
+                .collect::<Vec<_>>()
+                .join(" ");
+            if path == "." || path.is_empty() {
+                ConfigError(format!("{origin}: {msg}"))
+            } else {
+                ConfigError(format!("{origin}: {path}: {msg}"))
+            }
+        })?;
+        cfg.validate()
+            .map_err(|m| ConfigError(format!("{origin}: {m}")))?;
+        Ok(cfg)
+    }
+
+    /// Loads a file.
+    pub fn load(path: &Path, overrides: &[String]) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError(format!("{}: cannot read: {e}", path.display())))?;
+        Self::parse(&text, &path.display().to_string(), overrides)
+    }
+
+    /// Range checks beyond what the types enforce; the message names the key.
+    pub fn validate(&self) -> Result<(), String> {
+        let bad = |k: &str, v: &dyn std::fmt::Display, e: &str| Err(format!("{k} = {v}: {e}"));
+        if self.name.is_empty() || self.name.contains(['/', '\\']) {
+            return bad(
+                "name",
+                &format!("{:?}", self.name),
+                "a non-empty name without slashes",
+            );
+        }
+        if self.rounds == 0 {
+            return bad("rounds", &0, "at least 1");
+        }
+        if !(self.client.lr.is_finite() && self.client.lr > 0.0) {
+            return bad("client.lr", &self.client.lr, "a finite rate > 0");
+        }
+        if self.client.batch_size == 0 {
+            return bad("client.batch_size", &0, "at least 1");
+        }
+        if self.client.steps.is_none() && self.client.epochs == 0 {
+            return bad("client.epochs", &0, "at least 1 (or set client.steps)");
+        }
+        if self.client.steps == Some(0) {
+            return bad("client.steps", &0, "at least 1");
+        }
+        for (k, v) in &self.client.group_lr {
+            if !(v.is_finite() && *v >= 0.0) {
+                return bad(&format!("client.group_lr.{k}"), v, "a multiplier >= 0");
+            }
+        }
+        self.sampling()
+            .validate("strategy.fraction")
+            .map_err(|e| e.to_string())?;
+        if self.strategy.fraction.is_none() && self.strategy.clients_per_round == 0 {
+            return bad("strategy.clients_per_round", &0, "at least 1");
+        }
+        if !(self.strategy.server_lr.is_finite() && self.strategy.server_lr > 0.0) {
+            return bad(
+                "strategy.server_lr",
+                &self.strategy.server_lr,
+                "must be > 0",
+            );
+        }
+        self.policy.validate().map_err(|e| e.to_string())?;
+        self.data.validate().map_err(|e| e.to_string())?;
+        Ok(())
+    }
+
+    /// The sampling rule.
+    pub fn sampling(&self) -> Sampling {
+        match self.strategy.fraction {
+            Some(f) => Sampling::Fraction(f),
+            None => Sampling::Count(self.strategy.clients_per_round),
+        }
+    }
+
+    /// The base rate plan for a model whose groups are `groups`; errors on a
+    /// `client.group_lr` label the model does not have.
+    pub fn base_plan(&self, groups: &[String]) -> Result<RatePlan, String> {
+        for k in self.client.group_lr.keys() {
+            if !groups.contains(k) {
+                return Err(format!(
+                    "client.group_lr.{k}: the model has no parameter group {k:?} (it has {groups:?})"
+                ));
+            }
+        }
+        let group_multipliers = if self.client.group_lr.is_empty() {
+            vec![]
+        } else {
+            groups
+                .iter()
+                .map(|g| self.client.group_lr.get(g).map_or(1.0, |&m| m as f32))
+                .collect()
+        };
+        Ok(RatePlan {
+            base_lr: self.client.lr as f32,
+            group_multipliers,
+            schedule: self.client.schedule.clone(),
+            work: match self.client.steps {
+                Some(s) => LocalWork::Steps(s),
+                None => LocalWork::Epochs(self.client.epochs),
+            },
+            max_steps: self.client.max_steps,
+            batch_size: self.client.batch_size,
+            optimizer: self.client.optimizer,
+        })
+    }
+
+    /// The resolved configuration as TOML (every default written out, including the
+    /// data source's own partition and test fraction).
+    pub fn to_toml(&self) -> String {
+        let mut resolved = self.clone();
+        resolved.data.partition = Some(self.data.effective_partition());
+        resolved.data.test_fraction = Some(self.data.effective_test_fraction());
+        toml::to_string_pretty(&resolved)
+            .unwrap_or_else(|e| format!("# could not serialise: {e}\n"))
+    }
+}
+
+fn one_line(s: &str) -> String {
+    // toml's messages span several lines (a source excerpt); keep the last meaningful one
+    // and the location from the first.
+    let lines: Vec<&str> = s.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    match lines.as_slice() {
+        [] => String::new(),
+        [one] => one.to_string(),
+        [first, .., last] => {
+            let loc = first
+                .trim_start_matches("TOML parse error ")
+                .trim_end_matches(':');
+            format!("{last} ({loc})")
+        }
+    }
+}
+
+/// Sets `a.b.c = value` in a TOML table; the value is parsed as TOML, else taken as a string.
+fn apply_override(root: &mut toml::Table, kv: &str) -> Result<(), String> {
+    let (key, raw) = kv
+        .split_once('=')
+        .ok_or_else(|| "expected key=value".to_string())?;
+    let key = key.trim();
+    if key.is_empty() {
+        return Err("empty key".into());
+    }
+    let raw = raw.trim();
+    let value = format!("v = {raw}")
+        .parse::<toml::Table>()
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.to_string()));
+    let parts: Vec<&str> = key.split('.').collect();
+    let mut table = root;
+    for p in &parts[..parts.len() - 1] {
+        let entry = table
+            .entry(p.to_string())
+            .or_insert_with(|| toml::Value::Table(Default::default()));
+        table = entry
+            .as_table_mut()
+            .ok_or_else(|| format!("{p} is not a table"))?;
+    }
+    table.insert(parts[parts.len() - 1].to_string(), value);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_is_the_default_experiment() {
+        let c = ExperimentConfig::parse("", "x.toml", &[]).unwrap();
+        assert_eq!(c, ExperimentConfig::default());
+    }
+
+    #[test]
+    fn resolved_config_round_trips() {
+        let c =
+            ExperimentConfig::parse("rounds = 3\n[policy]\nname = \"by-data-size\"\n", "x", &[])
+                .unwrap();
+        let again = ExperimentConfig::parse(&c.to_toml(), "resolved", &[]).unwrap();
+        assert_eq!(again.data.partition, Some(c.data.effective_partition()));
+        assert_eq!(again.to_toml(), c.to_toml());
+        assert_eq!((again.rounds, again.policy.name()), (3, "by-data-size"));
+    }
+
+    #[test]
+    fn overrides_set_nested_keys() {
+        let c = ExperimentConfig::parse(
+            "",
+            "x",
+            &[
+                "rounds=3".into(),
+                "strategy.server_lr=0.5".into(),
+                "policy.name=by-data-size".into(),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.rounds, 3);
+        assert_eq!(c.strategy.server_lr, 0.5);
+        assert_eq!(c.policy.name(), "by-data-size");
+    }
+
+    #[test]
+    fn unknown_key_is_one_line_naming_the_key() {
+        let e =
+            ExperimentConfig::parse("[strategy]\nserver_lrr = 1.0\n", "exp.toml", &[]).unwrap_err();
+        assert!(
+            e.0.starts_with("exp.toml: strategy.server_lrr: unknown field `server_lrr`"),
+            "{}",
+            e.0
+        );
+        assert!(!e.0.contains('\n'));
+    }
+
+    #[test]
+    fn wrong_type_names_the_key() {
+        let e = ExperimentConfig::parse("rounds = \"many\"\n", "exp.toml", &[]).unwrap_err();
+        assert!(
+            e.0.starts_with("exp.toml: rounds: invalid type: string \"many\""),
+            "{}",
+            e.0
+        );
+    }
+
+    #[test]
+    fn out_of_range_names_key_value_and_expectation() {
+        let e =
+            ExperimentConfig::parse("[strategy]\nserver_lr = -0.1\n", "exp.toml", &[]).unwrap_err();
+        assert_eq!(e.0, "exp.toml: strategy.server_lr = -0.1: must be > 0");
+        let e = ExperimentConfig::parse("", "exp.toml", &["client.lr=0".into()]).unwrap_err();
+        assert_eq!(e.0, "exp.toml: client.lr = 0: a finite rate > 0");
+    }
+
+    #[test]
+    fn unknown_strategy_lists_the_known_ones() {
+        let e = ExperimentConfig::parse("[strategy]\nname = \"fedmagic\"\n", "exp.toml", &[])
+            .unwrap_err();
+        assert!(
+            e.0.contains("strategy.name") && e.0.contains("fedavg"),
+            "{}",
+            e.0
+        );
+    }
+
+    #[test]
+    fn syntax_error_is_one_line_with_location() {
+        let e = ExperimentConfig::parse("rounds = = 3\n", "exp.toml", &[]).unwrap_err();
+        assert!(
+            e.0.starts_with("exp.toml: ") && !e.0.contains('\n') && e.0.contains("line 1"),
+            "{}",
+            e.0
+        );
+    }
+}

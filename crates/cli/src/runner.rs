@@ -1,0 +1,196 @@
+//! Turns a validated [`ExperimentConfig`] into a running simulation and its outputs.
+
+use crate::config::{ExperimentConfig, StrategyName};
+use crate::output::RunWriter;
+use anyhow::{Context, Result};
+use fedpace_algos::{FedAvg, FedAvgConfig, StandardClient};
+use fedpace_core::rng::{derive_seed, Purpose};
+use fedpace_core::round::RunOptions;
+use fedpace_core::{ClientFactory, ClientInfo, Strategy};
+use fedpace_sim::SimGrid;
+use serde_json::json;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// An error the user must fix (bad config, missing data): exit code 2.
+#[derive(Debug)]
+pub struct UsageError(pub String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+impl std::error::Error for UsageError {}
+
+/// The data directory: the config's, else `$FEDPACE_DATA_DIR`, else `data`.
+pub fn data_dir(cfg_dir: Option<&Path>) -> PathBuf {
+    cfg_dir
+        .map(Path::to_path_buf)
+        .or_else(|| std::env::var_os("FEDPACE_DATA_DIR").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from("data"))
+}
+
+/// `runs/<name>-<UTC timestamp>`, made unique.
+pub fn default_out_dir(name: &str) -> PathBuf {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let base = PathBuf::from("runs").join(format!("{name}-{}", utc_stamp(secs)));
+    let mut p = base.clone();
+    let mut i = 2;
+    while p.exists() {
+        p = PathBuf::from(format!("{}-{i}", base.display()));
+        i += 1;
+    }
+    p
+}
+
+/// `YYYYmmdd-HHMMSS` in UTC.
+pub fn utc_stamp(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Civil-from-days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}{m:02}{d:02}-{:02}{:02}{:02}",
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60
+    )
+}
+
+/// Everything built from a config, checked before any file is written.
+pub struct Prepared {
+    strategy: Box<dyn Strategy>,
+    grid: SimGrid,
+    init: fedpace_params::ParamTree,
+    groups: Vec<String>,
+    description: String,
+}
+
+/// Builds data, model, strategy and grid. Every user error surfaces here, before the
+/// output directory exists.
+pub fn prepare(cfg: &ExperimentConfig, threads: usize) -> Result<Prepared> {
+    let dir = data_dir(cfg.data_dir.as_deref());
+    let fed =
+        fedpace_data::build(&cfg.data, cfg.seed, &dir).map_err(|e| UsageError(e.to_string()))?;
+    let input = match &fed.sample_shape {
+        fedpace_data::InputShape::Dense(s) => fedpace_nn::InputShape::Dense(s.clone()),
+        fedpace_data::InputShape::Tokens { seq_len, vocab } => fedpace_nn::InputShape::Tokens {
+            seq_len: *seq_len,
+            vocab: *vocab,
+        },
+    };
+    let models = fedpace_nn::factory(&cfg.model, &input, fed.num_classes)
+        .map_err(|e| UsageError(format!("model: {e}")))?;
+    let model = models().map_err(|e| UsageError(format!("model: {e}")))?;
+    let spec = model.spec();
+    let init = model.init(derive_seed(cfg.seed, 0, 0, Purpose::Init))?;
+    let groups = spec.groups().to_vec();
+    let base_plan = cfg.base_plan(&groups).map_err(UsageError)?;
+    let data = fed.data.clone();
+    let pool: Vec<ClientInfo> = (0..data.num_clients())
+        .map(|id| {
+            let c = data.client(id)?;
+            Ok(ClientInfo {
+                id: id as u64,
+                num_train: c.train.len() as u64,
+                num_test: c.test.len() as u64,
+                label_histogram: c.train.label_histogram(),
+                device: None,
+            })
+        })
+        .collect::<fedpace_core::Result<_>>()
+        .context("building the client pool")?;
+    let factory: ClientFactory = Arc::new(move |id| {
+        let d = data.client(id as usize)?;
+        Ok(Box::new(StandardClient::new(id, models()?, d)) as Box<dyn fedpace_core::Client>)
+    });
+    let strategy: Box<dyn Strategy> = match cfg.strategy.name {
+        StrategyName::Fedavg => {
+            let fc = FedAvgConfig {
+                sampling: cfg.sampling(),
+                server_lr: cfg.strategy.server_lr as f32,
+                normalize: cfg.strategy.normalize,
+                base_plan,
+            };
+            fc.validate(groups.len())
+                .map_err(|e| UsageError(e.to_string()))?;
+            Box::new(FedAvg::new(fc, cfg.policy.build()))
+        }
+    };
+    let grid = SimGrid::new(pool, factory, threads)?;
+    Ok(Prepared {
+        description: format!(
+            "{} · {} · {} clients · {} params · {}",
+            fed.description,
+            model_name(cfg),
+            grid_len(&grid),
+            spec.total_len(),
+            strategy.describe()
+        ),
+        strategy,
+        grid,
+        init,
+        groups,
+    })
+}
+
+fn grid_len(g: &SimGrid) -> usize {
+    use fedpace_core::Grid;
+    g.clients().len()
+}
+
+fn model_name(cfg: &ExperimentConfig) -> String {
+    serde_json::to_value(&cfg.model)
+        .ok()
+        .and_then(|v| v.get("name").and_then(|n| n.as_str()).map(str::to_string))
+        .unwrap_or_else(|| "model".into())
+}
+
+/// Runs a prepared experiment, writing into `out`. Returns `summary.json`'s content.
+pub fn execute(
+    cfg: &ExperimentConfig,
+    mut p: Prepared,
+    out: &Path,
+    label: &str,
+) -> Result<serde_json::Value> {
+    let start = Instant::now();
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    std::fs::write(out.join("config.toml"), cfg.to_toml())?;
+    eprintln!("{label}: {}", p.description);
+    let mut writer = RunWriter::create(out, label, cfg.rounds, cfg.output.trace, p.groups.clone())?;
+    let opts = RunOptions {
+        rounds: cfg.rounds,
+        seed: cfg.seed,
+        eval_every: cfg.eval.every,
+        finetune_steps: cfg.eval.finetune_steps,
+    };
+    let outcome = fedpace_core::run(p.strategy.as_mut(), &mut p.grid, p.init, &opts, &mut writer)?;
+    let header = json!({
+        "name": cfg.name,
+        "seed": cfg.seed,
+        "strategy": p.strategy.describe(),
+        "policy": cfg.policy.name(),
+        "threads": p.grid.threads(),
+    });
+    use fedpace_core::Grid;
+    let pool = p.grid.clients().to_vec();
+    writer.finish(
+        &pool,
+        &outcome.final_eval,
+        &outcome.global,
+        header,
+        start.elapsed().as_secs_f64(),
+    )
+}

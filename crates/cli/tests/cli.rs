@@ -1,0 +1,248 @@
+//! End-to-end tests of the real `fedpace` binary on small real data.
+
+use std::path::Path;
+use std::process::Command;
+
+fn fedpace() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_fedpace"))
+}
+
+fn read_json(p: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
+}
+
+fn write_config(dir: &Path, text: &str) -> std::path::PathBuf {
+    let p = dir.join("exp.toml");
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+const SMALL: &str = r#"
+name = "small"
+rounds = 6
+[data]
+source = "optdigits"
+num_clients = 12
+partition = { kind = "dirichlet", alpha = 0.5, min_size = 20 }
+[model]
+name = "mlp"
+hidden = [32]
+[client]
+lr = 0.1
+batch_size = 16
+[strategy]
+clients_per_round = 5
+[policy]
+name = "by-data-size"
+[eval]
+every = 3
+finetune_steps = 3
+"#;
+
+#[test]
+fn same_seed_is_bit_identical_with_one_or_two_threads() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = write_config(tmp.path(), SMALL);
+    let mut outs = Vec::new();
+    for threads in ["1", "2"] {
+        let out = tmp.path().join(format!("t{threads}"));
+        let st = fedpace()
+            .args([
+                "run",
+                cfg.to_str().unwrap(),
+                "--threads",
+                threads,
+                "--seed",
+                "7",
+                "--out",
+            ])
+            .arg(&out)
+            .output()
+            .unwrap();
+        assert!(
+            st.status.success(),
+            "{}",
+            String::from_utf8_lossy(&st.stderr)
+        );
+        outs.push(out);
+    }
+    let model = |d: &Path| std::fs::read(d.join("model.safetensors")).unwrap();
+    assert_eq!(model(&outs[0]), model(&outs[1]), "final models differ");
+    let strip = |d: &Path| {
+        let mut s = read_json(&d.join("summary.json"));
+        let o = s.as_object_mut().unwrap();
+        for k in ["wall_seconds", "peak_rss_mb", "threads", "name"] {
+            o.remove(k);
+        }
+        s
+    };
+    assert_eq!(strip(&outs[0]), strip(&outs[1]));
+    // metrics agree apart from wall time
+    let metrics = |d: &Path| -> Vec<serde_json::Value> {
+        std::fs::read_to_string(d.join("metrics.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
+                v.as_object_mut().unwrap().remove("wall_seconds");
+                v
+            })
+            .collect()
+    };
+    assert_eq!(metrics(&outs[0]), metrics(&outs[1]));
+    // A different seed gives a different model.
+    let out3 = tmp.path().join("seed8");
+    let st = fedpace()
+        .args(["run", cfg.to_str().unwrap(), "--seed", "8", "--out"])
+        .arg(&out3)
+        .output()
+        .unwrap();
+    assert!(st.status.success());
+    assert_ne!(model(&outs[0]), model(&out3));
+}
+
+#[test]
+fn run_writes_every_output_file_and_learns() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = write_config(tmp.path(), SMALL);
+    let out = tmp.path().join("run");
+    let st = fedpace()
+        .args([
+            "run",
+            cfg.to_str().unwrap(),
+            "--set",
+            "rounds=12",
+            "--trace",
+            "--out",
+        ])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+    let s = read_json(&out.join("summary.json"));
+    assert_eq!(s["rounds"], 12);
+    // 10 classes: chance is 10 %; a 12-round MLP on digits is far above it.
+    let acc = s["global"]["accuracy"].as_f64().unwrap();
+    assert!(acc > 0.6, "global accuracy {acc}");
+    for k in [
+        "mean_accuracy",
+        "weighted_accuracy",
+        "worst10_accuracy",
+        "std_accuracy",
+    ] {
+        assert!(s["personalized"][k].is_number(), "{k}");
+    }
+    let metrics = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
+    let lines: Vec<serde_json::Value> = metrics
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 12);
+    // every sampled client's plan is in the metrics
+    for l in &lines {
+        assert_eq!(l["clients"].as_array().unwrap().len(), 5);
+        assert!(l["clients"][0]["lr"].is_number());
+        assert!(l["clients"][0]["rate_sum"].is_array());
+    }
+    // by-data-size gives different rates, so updates are normalised
+    assert_eq!(lines[0]["normalized"], true);
+    let csv = std::fs::read_to_string(out.join("clients.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 13);
+    assert!(csv.starts_with("id,train_samples,test_samples,label_entropy"));
+    let resolved = std::fs::read_to_string(out.join("config.toml")).unwrap();
+    assert!(resolved.contains("rounds = 12") && resolved.contains("seed = 0"));
+    assert!(out.join("model.safetensors").exists());
+    let index = read_json(&out.join("trace/index.json"));
+    assert_eq!(index["rounds"].as_array().unwrap().len(), 12);
+    assert!(out.join("trace/round-0001.safetensors").exists());
+}
+
+#[test]
+fn broken_configs_get_one_line_errors_and_exit_code_2() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cases = [
+        ("[strategy]\nserver_lrr = 1\n", "strategy.server_lrr"),
+        ("rounds = -3\n", "rounds"),
+        ("[client]\nlr = -0.1\n", "client.lr = -0.1"),
+        ("[data]\nsource = \"cifar\"\n", "data.source"),
+        ("[data]\nnum_clients = 0\n", "data.num_clients = 0"),
+        (
+            "[model]\nname = \"cnn\"\n[data]\nsource = \"synthetic\"\n",
+            "model",
+        ),
+    ];
+    for (text, key) in cases {
+        let cfg = write_config(tmp.path(), text);
+        let out = tmp.path().join("never");
+        let st = fedpace()
+            .args(["run", cfg.to_str().unwrap(), "--out"])
+            .arg(&out)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&st.stderr);
+        assert_eq!(st.status.code(), Some(2), "{text}: {err}");
+        assert!(err.contains(key), "{text}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{text}: {err}");
+        assert!(!out.exists(), "{text}: output written for a broken config");
+    }
+}
+
+#[test]
+fn missing_data_names_the_fetch_command() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = write_config(tmp.path(), "[data]\nsource = \"mnist\"\n");
+    let st = fedpace()
+        .args(["run", cfg.to_str().unwrap()])
+        .env("FEDPACE_DATA_DIR", tmp.path().join("empty"))
+        .output()
+        .unwrap();
+    assert_eq!(st.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&st.stderr).contains("fedpace datasets fetch mnist"));
+}
+
+#[test]
+fn quickstart_runs_both_variants() {
+    let tmp = tempfile::tempdir().unwrap();
+    let st = fedpace()
+        .args(["run", "--set", "rounds=3", "--out"])
+        .arg(tmp.path())
+        .output()
+        .unwrap();
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+    let table = String::from_utf8_lossy(&st.stdout);
+    assert!(
+        table.contains("uniform") && table.contains("by-data-size"),
+        "{table}"
+    );
+    assert!(tmp.path().join("uniform/summary.json").exists());
+    assert!(tmp.path().join("by-data-size/summary.json").exists());
+}
+
+#[test]
+fn datasets_lists_the_catalog() {
+    let tmp = tempfile::tempdir().unwrap();
+    let st = fedpace()
+        .args(["datasets", "--data-dir"])
+        .arg(tmp.path())
+        .output()
+        .unwrap();
+    assert!(st.status.success());
+    let out = String::from_utf8_lossy(&st.stdout);
+    for n in [
+        "synthetic",
+        "optdigits",
+        "mnist",
+        "fashion-mnist",
+        "shakespeare",
+    ] {
+        assert!(out.contains(n), "{out}");
+    }
+}
