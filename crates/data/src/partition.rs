@@ -58,7 +58,7 @@ pub fn dirichlet<R: Rng>(
     }
     if min_size * clients > n {
         return Err(Error::invalid(
-            "data.partition.min-size",
+            "data.partition.min_size",
             min_size,
             format!(
                 "at most {} ({n} samples over {clients} clients)",
@@ -107,8 +107,8 @@ pub fn dirichlet<R: Rng>(
     }
     Err(Error::Partition(format!(
         "dirichlet(alpha = {alpha}) gave some of the {clients} clients fewer than \
-         min-size = {min_size} samples in {DIRICHLET_MAX_RETRIES} draws; raise \
-         data.partition.alpha, lower data.partition.min-size or use fewer clients"
+         min_size = {min_size} samples in {DIRICHLET_MAX_RETRIES} draws; raise \
+         data.partition.alpha, lower data.partition.min_size or use fewer clients"
     )))
 }
 
@@ -141,7 +141,7 @@ pub fn shards<R: Rng>(
     check_clients(n, clients)?;
     if per_client == 0 || clients * per_client > n {
         return Err(Error::invalid(
-            "data.partition.per-client",
+            "data.partition.per_client",
             per_client,
             format!(
                 "between 1 and {} ({n} samples over {clients} clients)",
@@ -177,7 +177,7 @@ pub fn labels_per_client<R: Rng>(
     check_clients(labels.len(), clients)?;
     if per_client == 0 || per_client > num_classes {
         return Err(Error::invalid(
-            "data.partition.per-client",
+            "data.partition.per_client",
             per_client,
             format!("between 1 and the number of classes ({num_classes})"),
         ));
@@ -287,7 +287,7 @@ pub fn split_even(idx: &[u32], parts: usize) -> Vec<Vec<u32>> {
 fn check_clients(n: usize, clients: usize) -> Result<()> {
     if clients == 0 || clients > n {
         return Err(Error::invalid(
-            "data.num-clients",
+            "data.num_clients",
             clients,
             format!("between 1 and the number of samples ({n})"),
         ));
@@ -363,7 +363,7 @@ mod tests {
         let y = labels(100, 10);
         // 10 clients × min 10 = all 100 samples exactly: (almost) impossible at α = 0.01.
         let e = dirichlet(&y, 10, 10, 0.01, 10, &mut rng(0)).unwrap_err();
-        assert!(e.to_string().contains("min-size = 10"), "{e}");
+        assert!(e.to_string().contains("min_size = 10"), "{e}");
         let e = dirichlet(&y, 10, 10, -1.0, 1, &mut rng(0)).unwrap_err();
         assert_eq!(e.to_string(), "data.partition.alpha = -1: must be > 0");
     }

@@ -1,4 +1,4 @@
-//! A federation cut from one pooled data set by a partitioner, with a per-client
+//! A federation cut from one pooled data set by a partitioner, with a per_client
 //! train/test split.
 //!
 //! **Test splits.** Each client's share of the pooled *training* data is shuffled
@@ -52,9 +52,9 @@ impl Pooled {
             )),
             (TestSplit::PooledMatched, None) => {
                 return Err(Error::invalid(
-                    "data.test-split",
+                    "data.test_split",
                     "pooled-matched",
-                    "a source with its own test set (mnist, fashion-mnist, csv with test-path)",
+                    "a source with its own test set (mnist, fashion-mnist, csv with test_path)",
                 ))
             }
             (TestSplit::Local, _) => None,

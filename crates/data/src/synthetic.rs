@@ -76,11 +76,11 @@ impl Synthetic {
             check_std("data.beta", beta)?;
         }
         if num_clients == 0 {
-            return Err(Error::invalid("data.num-clients", 0, "at least 1"));
+            return Err(Error::invalid("data.num_clients", 0, "at least 1"));
         }
         if !(0.0..1.0).contains(&test_fraction) {
             return Err(Error::invalid(
-                "data.test-fraction",
+                "data.test_fraction",
                 test_fraction,
                 "a fraction in [0, 1)",
             ));

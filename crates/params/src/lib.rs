@@ -276,7 +276,10 @@ impl ParamTree {
 
 /// L2 norm of a slice, accumulated in f64.
 pub fn l2_norm(x: &[f32]) -> f64 {
-    x.iter().map(|&v| (v as f64) * (v as f64)).sum::<f64>().sqrt()
+    x.iter()
+        .map(|&v| (v as f64) * (v as f64))
+        .sum::<f64>()
+        .sqrt()
 }
 
 /// Dot product of two slices, accumulated in f64.
