@@ -156,6 +156,7 @@ mod tests {
                 rate_sum,
                 ..Default::default()
             },
+            extras: Default::default(),
         }
     }
 

@@ -3,10 +3,10 @@
 
 use fedpace_core::rng::{stream, Purpose};
 use fedpace_core::{
-    Client, ClientData, ClientId, Dataset, EvalIns, EvalRes, EvalStats, LocalOptimizer, LocalState,
-    Model, RatePlan, Result, TrainIns, TrainReport, TrainRes,
+    Client, ClientData, ClientId, Dataset, Error, EvalIns, EvalRes, EvalStats, LocalState, Model,
+    RatePlan, ResExtras, Result, TrainIns, TrainReport, TrainRes,
 };
-use fedpace_optim::{apply_updates, StepContext, Transform};
+use fedpace_optim::{apply_updates, State, StateMode, StepContext};
 use fedpace_params::{l2_norm, ParamTree};
 use rand::seq::SliceRandom;
 use rand::Rng;
@@ -66,15 +66,11 @@ impl<R: Rng> BatchOrder<R> {
     }
 }
 
-/// Builds the local optimiser of a plan.
-pub fn build_optimizer(opt: LocalOptimizer) -> Box<dyn Transform> {
-    match opt {
-        LocalOptimizer::Sgd => Box::new(fedpace_optim::sgd()),
-    }
-}
-
 /// Runs `steps` local steps from `params` under `plan`, starting at cumulative step
-/// `step_offset`. Returns the report (without update norm).
+/// `step_offset`. `opt_state` is the optimiser state to continue from (`None`: fresh);
+/// on return it holds the state after the last step. Returns the report (without
+/// update norm).
+#[allow(clippy::too_many_arguments)]
 pub fn local_train(
     model: &mut dyn Model,
     data: &dyn Dataset,
@@ -83,11 +79,12 @@ pub fn local_train(
     steps: u32,
     step_offset: u64,
     rng: impl Rng,
+    opt_state: &mut Option<State>,
 ) -> Result<TrainReport> {
     let spec = params.spec().clone();
     let groups = spec.num_groups();
-    let tx = build_optimizer(plan.optimizer);
-    let mut opt_state = tx.init(&spec);
+    let tx = plan.optimizer.build()?;
+    let opt_state = opt_state.get_or_insert_with(|| tx.init(&spec));
     let mut order = BatchOrder::new(data.len(), plan.batch_size as usize, rng);
     let mut grad = vec![0f32; spec.total_len()];
     let mut rates = Vec::with_capacity(groups);
@@ -122,7 +119,7 @@ pub fn local_train(
             group_rates: &rates,
             step,
         };
-        tx.update(&mut grad, &mut opt_state, params.as_slice(), &ctx)?;
+        tx.update(&mut grad, opt_state, params.as_slice(), &ctx)?;
         apply_updates(params.as_mut_slice(), &grad);
     }
     report.steps = steps;
@@ -156,6 +153,17 @@ impl Client for StandardClient {
         let mut params = (*ins.params).clone();
         let steps = ins.plan.steps_for(self.data.train.len());
         let rng = stream(ins.seed, ins.round as u64, self.id, Purpose::Shuffle);
+        let mut opt_state = match ins.plan.state_mode {
+            StateMode::Reset => None,
+            StateMode::Keep => state.optimizer.take(),
+            StateMode::ServerInit => {
+                return Err(Error::invalid(
+                    "plan.state_mode",
+                    "server-init",
+                    "reset or keep (no strategy sends optimiser moments yet)",
+                ))
+            }
+        };
         let mut report = local_train(
             self.model.as_mut(),
             self.data.train.as_ref(),
@@ -164,7 +172,11 @@ impl Client for StandardClient {
             steps,
             state.steps_done,
             rng,
+            &mut opt_state,
         )?;
+        if ins.plan.state_mode == StateMode::Keep {
+            state.optimizer = opt_state;
+        }
         let mut delta = params.into_vec();
         for (d, x) in delta.iter_mut().zip(ins.params.as_slice()) {
             *d -= x;
@@ -176,6 +188,7 @@ impl Client for StandardClient {
             delta: ParamTree::from_vec(ins.params.spec().clone(), delta)?,
             num_examples: self.data.train.len() as u64,
             report,
+            extras: ResExtras::None,
         })
     }
 
@@ -192,6 +205,7 @@ impl Client for StandardClient {
                 ins.finetune_steps,
                 state.steps_done,
                 rng,
+                &mut None,
             )?;
             Some(evaluate_on(
                 self.model.as_mut(),

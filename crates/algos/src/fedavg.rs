@@ -106,6 +106,7 @@ impl Strategy for FedAvg {
                         params: global.clone(),
                         plan,
                         seed,
+                        extras: Default::default(),
                     },
                 ))
             })

@@ -4,11 +4,13 @@
 
 pub mod aggregate;
 pub mod client;
+pub mod config;
 pub mod fedavg;
 pub mod policy;
 pub mod sampling;
 
 pub use client::StandardClient;
+pub use config::{StrategyConfig, StrategyName};
 pub use fedavg::{FedAvg, FedAvgConfig, Normalize};
 pub use policy::{ByDataSize, Constant, PolicyConfig};
 pub use sampling::Sampling;

@@ -3,10 +3,11 @@
 //! Every field has a default, so an empty file is a valid experiment. Errors name the
 //! file, the dotted key, the value and what was expected, on one line.
 
-use fedpace_algos::{Normalize, PolicyConfig, Sampling};
-use fedpace_core::{LocalOptimizer, LocalWork, RatePlan};
+use fedpace_algos::{PolicyConfig, StrategyConfig};
+use fedpace_core::{LocalWork, RatePlan};
 use fedpace_data::DataConfig;
 use fedpace_nn::ModelConfig;
+use fedpace_optim::{OptimizerSpec, StateMode};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -75,8 +76,10 @@ pub struct ClientConfig {
     pub max_steps: Option<u32>,
     /// Rate multiplier per parameter group label, e.g. `{ head = 10.0 }` (default none).
     pub group_lr: std::collections::BTreeMap<String, f64>,
-    /// Local optimiser (default `sgd`).
-    pub optimizer: LocalOptimizer,
+    /// Local optimiser, e.g. `{ name = "momentum", momentum = 0.9 }` (default plain sgd).
+    pub optimizer: OptimizerSpec,
+    /// Local optimiser state between rounds: `reset` (default) or `keep`.
+    pub state_mode: StateMode,
     /// Learning-rate schedule over each client's cumulative steps (default constant).
     pub schedule: fedpace_optim::Schedule,
 }
@@ -90,45 +93,9 @@ impl Default for ClientConfig {
             steps: None,
             max_steps: None,
             group_lr: Default::default(),
-            optimizer: LocalOptimizer::Sgd,
+            optimizer: OptimizerSpec::default(),
+            state_mode: StateMode::Reset,
             schedule: Default::default(),
-        }
-    }
-}
-
-/// Strategy names (the lowercase paper names).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "kebab-case")]
-pub enum StrategyName {
-    /// FedAvg (ALGORITHMS.md A.1).
-    #[default]
-    Fedavg,
-}
-
-/// Server strategy settings.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct StrategyConfig {
-    /// Algorithm (default `fedavg`).
-    pub name: StrategyName,
-    /// Clients per round (default 10); ignored when `fraction` is set.
-    pub clients_per_round: usize,
-    /// Fraction C of clients per round instead of a count.
-    pub fraction: Option<f64>,
-    /// Server rate η_g (default 1).
-    pub server_lr: f64,
-    /// Normalise updates by clients' rate sums: `auto` (when they differ), `on`, `off`.
-    pub normalize: Normalize,
-}
-
-impl Default for StrategyConfig {
-    fn default() -> Self {
-        Self {
-            name: StrategyName::Fedavg,
-            clients_per_round: 10,
-            fraction: None,
-            server_lr: 1.0,
-            normalize: Normalize::Auto,
         }
     }
 }
@@ -242,30 +209,10 @@ impl ExperimentConfig {
                 return bad(&format!("client.group_lr.{k}"), v, "a multiplier >= 0");
             }
         }
-        self.sampling()
-            .validate("strategy.fraction")
-            .map_err(|e| e.to_string())?;
-        if self.strategy.fraction.is_none() && self.strategy.clients_per_round == 0 {
-            return bad("strategy.clients_per_round", &0, "at least 1");
-        }
-        if !(self.strategy.server_lr.is_finite() && self.strategy.server_lr > 0.0) {
-            return bad(
-                "strategy.server_lr",
-                &self.strategy.server_lr,
-                "must be > 0",
-            );
-        }
+        self.strategy.validate().map_err(|e| e.to_string())?;
         self.policy.validate().map_err(|e| e.to_string())?;
         self.data.validate().map_err(|e| e.to_string())?;
         Ok(())
-    }
-
-    /// The sampling rule.
-    pub fn sampling(&self) -> Sampling {
-        match self.strategy.fraction {
-            Some(f) => Sampling::Fraction(f),
-            None => Sampling::Count(self.strategy.clients_per_round),
-        }
     }
 
     /// The base rate plan for a model whose groups are `groups`; errors on a
@@ -297,6 +244,7 @@ impl ExperimentConfig {
             max_steps: self.client.max_steps,
             batch_size: self.client.batch_size,
             optimizer: self.client.optimizer,
+            state_mode: self.client.state_mode,
         })
     }
 

@@ -1,9 +1,9 @@
 //! Turns a validated [`ExperimentConfig`] into a running simulation and its outputs.
 
-use crate::config::{ExperimentConfig, StrategyName};
+use crate::config::ExperimentConfig;
 use crate::output::RunWriter;
 use anyhow::{Context, Result};
-use fedpace_algos::{FedAvg, FedAvgConfig, StandardClient};
+use fedpace_algos::StandardClient;
 use fedpace_core::rng::{derive_seed, Purpose};
 use fedpace_core::round::RunOptions;
 use fedpace_core::{ClientFactory, ClientInfo, Strategy};
@@ -116,19 +116,10 @@ pub fn prepare(cfg: &ExperimentConfig, threads: usize) -> Result<Prepared> {
         let d = data.client(id as usize)?;
         Ok(Box::new(StandardClient::new(id, models()?, d)) as Box<dyn fedpace_core::Client>)
     });
-    let strategy: Box<dyn Strategy> = match cfg.strategy.name {
-        StrategyName::Fedavg => {
-            let fc = FedAvgConfig {
-                sampling: cfg.sampling(),
-                server_lr: cfg.strategy.server_lr as f32,
-                normalize: cfg.strategy.normalize,
-                base_plan,
-            };
-            fc.validate(groups.len())
-                .map_err(|e| UsageError(e.to_string()))?;
-            Box::new(FedAvg::new(fc, cfg.policy.build()))
-        }
-    };
+    let strategy = cfg
+        .strategy
+        .build(base_plan, cfg.policy.build())
+        .map_err(|e| UsageError(e.to_string()))?;
     let grid = SimGrid::new(pool, factory, threads)?;
     Ok(Prepared {
         description: format!(

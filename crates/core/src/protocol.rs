@@ -4,7 +4,7 @@
 //! enum variant, a field), never through string keys.
 
 use crate::{ClientFailure, EvalStats};
-use fedpace_optim::Schedule;
+use fedpace_optim::{OptimizerSpec, Schedule, StateMode};
 use fedpace_params::ParamTree;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -20,15 +20,6 @@ pub enum LocalWork {
     Epochs(u32),
     /// A fixed number of mini-batch steps.
     Steps(u32),
-}
-
-/// The local optimiser a client builds from its plan.
-#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum LocalOptimizer {
-    /// Plain mini-batch SGD.
-    #[default]
-    Sgd,
 }
 
 /// The rate plan of one client for one round: everything that sets how far and how
@@ -50,8 +41,10 @@ pub struct RatePlan {
     pub max_steps: Option<u32>,
     /// Mini-batch size.
     pub batch_size: u32,
-    /// Local optimiser.
-    pub optimizer: LocalOptimizer,
+    /// Local optimiser (its rate comes from this plan at every step).
+    pub optimizer: OptimizerSpec,
+    /// What happens to the local optimiser's state between rounds.
+    pub state_mode: StateMode,
 }
 
 impl RatePlan {
@@ -109,6 +102,8 @@ impl RatePlan {
         if self.batch_size == 0 {
             return Err(Error::invalid("plan.batch_size", 0, "at least 1"));
         }
+        self.optimizer.validate()?;
+        self.schedule.validate()?;
         Ok(())
     }
 }
@@ -169,6 +164,25 @@ pub struct TrainIns {
     pub plan: RatePlan,
     /// The run seed (clients derive their own streams from it).
     pub seed: u64,
+    /// Algorithm-specific payload sent with the instruction.
+    pub extras: InsExtras,
+}
+
+/// Algorithm-specific data the server sends with a [`TrainIns`]: one variant per
+/// algorithm that needs more than the global parameters (typed, never string keys).
+#[derive(Debug, Clone, Default)]
+pub enum InsExtras {
+    /// Nothing beyond the plan and the parameters.
+    #[default]
+    None,
+}
+
+/// Algorithm-specific data a client returns with its [`TrainRes`].
+#[derive(Debug, Clone, Default)]
+pub enum ResExtras {
+    /// Nothing beyond the update and the report.
+    #[default]
+    None,
 }
 
 /// What a client reports about its local training, beside the update itself.
@@ -199,6 +213,8 @@ pub struct TrainRes {
     pub num_examples: u64,
     /// Report.
     pub report: TrainReport,
+    /// Algorithm-specific payload.
+    pub extras: ResExtras,
 }
 
 /// One client's outcome in a round, in client-id order.
