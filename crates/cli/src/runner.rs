@@ -170,6 +170,7 @@ pub fn execute(
         seed: cfg.seed,
         eval_every: cfg.eval.every,
         finetune_steps: cfg.eval.finetune_steps,
+        max_test_samples: cfg.eval.max_test_samples,
     };
     let outcome = fedpace_core::run(p.strategy.as_mut(), &mut p.grid, p.init, &opts, &mut writer)?;
     let header = json!({
