@@ -3,6 +3,7 @@
 //! The binary only parses, validates into typed configs, and calls the libraries.
 
 mod alloc;
+mod bench;
 mod config;
 mod output;
 mod runner;
@@ -49,6 +50,19 @@ enum Command {
         /// Record the per-round audit trace (docs/trace-format.md).
         #[arg(long)]
         trace: bool,
+    },
+    /// Run the BENCHMARKS.md workloads (W-LR, W-MLP, W-CNN) and the aggregation
+    /// benchmark; print times, rates, peak memory and the target ratios.
+    Bench {
+        /// Which workload.
+        #[arg(long, value_enum, default_value = "all")]
+        workload: bench::Workload,
+        /// Fewer repetitions and a 10× smaller aggregation (a smoke test).
+        #[arg(long)]
+        quick: bool,
+        /// Clients trained in parallel (0 = one per core).
+        #[arg(long, default_value_t = 0)]
+        threads: usize,
     },
     /// List data sets, or fetch them through the package registries.
     Datasets {
@@ -122,6 +136,15 @@ fn dispatch(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
+        Command::Bench {
+            workload,
+            quick,
+            threads,
+        } => bench::run(&bench::BenchOptions {
+            workload,
+            quick,
+            threads,
+        }),
         Command::Datasets { action, data_dir } => {
             let dir = runner::data_dir(data_dir.as_deref());
             match action {

@@ -72,7 +72,7 @@ pub fn utc_stamp(secs: u64) -> String {
 /// Everything built from a config, checked before any file is written.
 pub struct Prepared {
     strategy: Box<dyn Strategy>,
-    grid: SimGrid,
+    pub(crate) grid: SimGrid,
     init: fedpace_params::ParamTree,
     groups: Vec<String>,
     description: String,
@@ -151,6 +151,21 @@ fn model_name(cfg: &ExperimentConfig) -> String {
         .ok()
         .and_then(|v| v.get("name").and_then(|n| n.as_str()).map(str::to_string))
         .unwrap_or_else(|| "model".into())
+}
+
+/// Runs a prepared experiment without writing anything (for `fedpace bench`).
+pub fn run_quiet(
+    cfg: &ExperimentConfig,
+    mut p: Prepared,
+) -> Result<fedpace_core::round::RunOutcome> {
+    let opts = crate::bench::run_options(cfg);
+    Ok(fedpace_core::run(
+        p.strategy.as_mut(),
+        &mut p.grid,
+        p.init,
+        &opts,
+        &mut crate::bench::Quiet,
+    )?)
 }
 
 /// Runs a prepared experiment, writing into `out`. Returns `summary.json`'s content.

@@ -1,0 +1,457 @@
+//! `fedpace bench`: the standard workloads of BENCHMARKS.md (W-LR, W-MLP, W-CNN) run
+//! through the same code as `fedpace run` (the configs are `examples/bench-*.toml`),
+//! plus the machine's own ceilings measured in the same process: a 512×512 sgemm and a
+//! memory copy, against which the CNN's arithmetic rate and the aggregation are stated.
+//!
+//! Peers' figures (Flower, PyTorch) are **reference figures from BENCHMARKS.md, not
+//! measured here**; only the in-run ratios (GEMM share, aggregation vs copy) are
+//! measured side by side. See docs/benchmarks.md.
+
+use crate::config::ExperimentConfig;
+use crate::runner;
+use anyhow::Result;
+use fedpace_core::rng::{derive_seed, stream, Purpose};
+use fedpace_core::round::{Observer, RoundRecord, RunOptions};
+use fedpace_core::{ClientId, Progress, TrainReport, TrainRes};
+use fedpace_params::{ParamSpec, ParamTree};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// A workload of BENCHMARKS.md.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Workload {
+    /// W-LR: logistic regression, 30 clients, 20 rounds.
+    Lr,
+    /// W-MLP: the 2NN, 100 clients, 5 rounds.
+    Mlp,
+    /// W-CNN: the FedAvg CNN, 100 clients, 5 rounds.
+    Cnn,
+    /// Aggregation of 10 clients × 10 M parameters against a memory copy.
+    Agg,
+    /// LR, MLP, CNN and Agg.
+    All,
+}
+
+/// Options of `fedpace bench`.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    /// Which workload(s).
+    pub workload: Workload,
+    /// Fewer repetitions and a smaller aggregation (for a smoke test).
+    pub quick: bool,
+    /// Clients trained in parallel (0 = one per core).
+    pub threads: usize,
+}
+
+/// A reference figure from BENCHMARKS.md (not measured here).
+struct Reference {
+    flower_total_s: f64,
+    pytorch_total_s: f64,
+    pytorch_epoch_s: f64,
+    flower_peak_gb: f64,
+    /// Targets: whole run vs Flower, local epoch vs PyTorch.
+    target_vs_flower: f64,
+    target_epoch: f64,
+}
+
+fn reference(w: Workload) -> Reference {
+    match w {
+        Workload::Lr => Reference {
+            flower_total_s: 15.6,
+            pytorch_total_s: 2.5,
+            pytorch_epoch_s: 0.012,
+            flower_peak_gb: 1.97,
+            target_vs_flower: 30.0,
+            target_epoch: 10.0,
+        },
+        Workload::Mlp => Reference {
+            flower_total_s: 12.1,
+            pytorch_total_s: 2.3,
+            pytorch_epoch_s: 0.046,
+            flower_peak_gb: 2.03,
+            target_vs_flower: 10.0,
+            target_epoch: 1.0,
+        },
+        _ => Reference {
+            flower_total_s: 35.3,
+            pytorch_total_s: 31.7,
+            pytorch_epoch_s: 0.61,
+            flower_peak_gb: 2.3,
+            target_vs_flower: 2.0,
+            target_epoch: 1.0,
+        },
+    }
+}
+
+fn config_text(w: Workload) -> &'static str {
+    match w {
+        Workload::Lr => include_str!("../../../examples/bench-lr.toml"),
+        Workload::Mlp => include_str!("../../../examples/bench-mlp.toml"),
+        _ => include_str!("../../../examples/bench-cnn.toml"),
+    }
+}
+
+/// The workload's config, exactly as `fedpace run examples/bench-<w>.toml` reads it.
+pub fn workload_config(w: Workload) -> Result<ExperimentConfig> {
+    Ok(ExperimentConfig::parse(
+        config_text(w),
+        &format!("bench-{w:?}"),
+        &[],
+    )?)
+}
+
+/// Runs `fedpace bench`.
+pub fn run(opts: &BenchOptions) -> Result<()> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    println!("fedpace bench — BENCHMARKS.md workloads; medians; machine shared, so read ratios");
+    println!(
+        "cores: {cores} · load average at start: {} · malloc tuning: {}",
+        load_average(),
+        if std::env::var_os("FEDPACE_MALLOC_TUNING").is_some_and(|v| v == "0") {
+            "off (FEDPACE_MALLOC_TUNING=0)"
+        } else {
+            "on"
+        }
+    );
+    let reps = if opts.quick { 3 } else { 9 };
+    let gemm1 = sgemm_gflops(reps, 1);
+    let gemm_all = sgemm_gflops(reps, cores);
+    println!(
+        "sgemm 512×512 (gemm crate), measured now: {gemm1:.1} GFLOP/s on 1 thread, {gemm_all:.1} GFLOP/s on {cores}"
+    );
+    println!(
+        "(reference figures from BENCHMARKS.md, not measured here, are marked [ref])\n"
+    );
+    let list: Vec<Workload> = match opts.workload {
+        Workload::All => vec![Workload::Lr, Workload::Mlp, Workload::Cnn, Workload::Agg],
+        w => vec![w],
+    };
+    for w in list {
+        if w == Workload::Agg {
+            aggregation(opts.quick)?;
+        } else {
+            workload(w, opts, gemm1)?;
+        }
+        println!();
+    }
+    Ok(())
+}
+
+fn workload(w: Workload, opts: &BenchOptions, gemm1: f64) -> Result<()> {
+    let r = reference(w);
+    let cfg = workload_config(w)?;
+    reset_peak_memory();
+    let start = Instant::now();
+    let prepared = runner::prepare(&cfg, opts.threads)?;
+    let threads = prepared.grid.threads();
+    let outcome = runner::run_quiet(&cfg, prepared)?;
+    let total = start.elapsed().as_secs_f64();
+    let peak = peak_memory_bytes();
+    let first = outcome.rounds.first().map_or(0.0, |r| r.wall_seconds);
+    let later = if outcome.rounds.len() > 1 {
+        (total - first) / (outcome.rounds.len() - 1) as f64
+    } else {
+        f64::NAN
+    };
+    let epoch = local_epoch_seconds(&cfg, if opts.quick { 3 } else { 7 })?;
+    println!(
+        "{} ({}): {} rounds, {} clients/round, {threads} clients in parallel",
+        cfg.name,
+        describe(w),
+        cfg.rounds,
+        cfg.strategy.clients_per_round
+    );
+    println!(
+        "  whole run            {:>9.3} s   [ref Flower {:.1} s → {:.0}× faster, target ≥ {:.0}×; ref PyTorch loop {:.1} s → {:.1}×]",
+        total,
+        r.flower_total_s,
+        r.flower_total_s / total,
+        r.target_vs_flower,
+        r.pytorch_total_s,
+        r.pytorch_total_s / total
+    );
+    println!(
+        "  rounds per second    {:>9.2}     (first round {:.3} s, later rounds {:.3} s/round)",
+        cfg.rounds as f64 / total,
+        first,
+        later
+    );
+    println!(
+        "  local epoch, 1 thr.  {:>9.2} ms  [ref PyTorch 1 thread {:.0} ms → {:.1}× faster, target ≥ {:.0}×]",
+        epoch * 1e3,
+        r.pytorch_epoch_s * 1e3,
+        r.pytorch_epoch_s / epoch,
+        r.target_epoch
+    );
+    println!(
+        "  peak memory (VmHWM)  {:>9.1} MB  [ref Flower {:.2} GB → {:.1}% of it, target ≤ 25%]",
+        peak as f64 / 1e6,
+        r.flower_peak_gb,
+        100.0 * peak as f64 / (r.flower_peak_gb * 1e9)
+    );
+    if w == Workload::Cnn {
+        let gflop = cnn_epoch_gflop(600);
+        let rate = gflop / epoch;
+        println!(
+            "  CNN epoch rate       {:>9.1} GFLOP/s = {:.0}% of the 1-thread sgemm rate measured above (in-run ratio; target ≥ 60%)",
+            rate,
+            100.0 * rate / gemm1
+        );
+    }
+    Ok(())
+}
+
+fn describe(w: Workload) -> &'static str {
+    match w {
+        Workload::Lr => "W-LR, logistic regression 60→10",
+        Workload::Mlp => "W-MLP, 784-200-200-10",
+        _ => "W-CNN, FedAvg CNN",
+    }
+}
+
+/// GFLOP of one FedAvg-CNN epoch over `samples` 1×28×28 images, forward + backward
+/// (conv1 has no input gradient): ≈ 43.4 for 600 samples, as in BENCHMARKS.md.
+pub fn cnn_epoch_gflop(samples: usize) -> f64 {
+    let conv1 = 2.0 * (28 * 28 * 32 * 25) as f64;
+    let conv2 = 2.0 * (14 * 14 * 64 * 32 * 25) as f64;
+    let fc = 2.0 * (3136 * 512 + 512 * 10) as f64;
+    samples as f64 * (2.0 * conv1 + 3.0 * conv2 + 3.0 * fc) / 1e9
+}
+
+/// Median seconds of one local epoch of client 0 of the workload, on one thread,
+/// through the same client code as a run (`local_train`: batch gathering, rate plan,
+/// optimiser).
+fn local_epoch_seconds(cfg: &ExperimentConfig, reps: usize) -> Result<f64> {
+    let dir = runner::data_dir(cfg.data_dir.as_deref());
+    let fed = fedpace_data::build(&cfg.data, cfg.seed, &dir)?;
+    let input = match &fed.sample_shape {
+        fedpace_data::InputShape::Dense(s) => fedpace_nn::InputShape::Dense(s.clone()),
+        fedpace_data::InputShape::Tokens { seq_len, vocab } => fedpace_nn::InputShape::Tokens {
+            seq_len: *seq_len,
+            vocab: *vocab,
+        },
+    };
+    let models = fedpace_nn::factory(&cfg.model, &input, fed.num_classes)?;
+    let mut model = models()?;
+    let init = model.init(derive_seed(cfg.seed, 0, 0, Purpose::Init))?;
+    let plan = cfg
+        .base_plan(&init.spec().groups().to_vec())
+        .map_err(anyhow::Error::msg)?;
+    let data = fed.data.client(0)?;
+    let steps = data.train.len().div_ceil(cfg.client.batch_size as usize) as u32;
+    let mut times = Vec::with_capacity(reps);
+    fedpace_nn::threads::single_threaded(|| -> Result<()> {
+        for rep in 0..=reps {
+            let mut params = init.clone();
+            let mut state = None;
+            let rng = stream(cfg.seed, rep as u64, 0, Purpose::Shuffle);
+            let t = Instant::now();
+            fedpace_algos::client::local_train(
+                model.as_mut(),
+                data.train.as_ref(),
+                &mut params,
+                &plan,
+                steps,
+                0,
+                rng,
+                &mut state,
+            )?;
+            if rep > 0 {
+                times.push(t.elapsed().as_secs_f64());
+            }
+        }
+        Ok(())
+    })?;
+    Ok(median(times))
+}
+
+/// Aggregation of 10 clients × 10 M parameters (FedAvg's `aggregate`: weighted mean,
+/// per-client norms and cosines) against copying the same bytes once.
+fn aggregation(quick: bool) -> Result<()> {
+    let (clients, len) = if quick { (10, 1_000_000) } else { (10, 10_000_000) };
+    let reps = if quick { 3 } else { 7 };
+    let spec = Arc::new(
+        ParamSpec::builder()
+            .add("body", &[len - 1000], "body")
+            .add("head", &[1000], "head")
+            .build()?,
+    );
+    let res: Vec<TrainRes> = (0..clients)
+        .map(|k| {
+            let data: Vec<f32> = (0..len)
+                .map(|i| ((i * 31 + k * 17) % 1000) as f32 * 1e-3 - 0.5)
+                .collect();
+            Ok(TrainRes {
+                delta: ParamTree::from_vec(spec.clone(), data)?,
+                num_examples: 600,
+                report: TrainReport {
+                    rate_sum: vec![0.95, 0.95],
+                    ..Default::default()
+                },
+                extras: Default::default(),
+            })
+        })
+        .collect::<Result<_>>()?;
+    let replies: Vec<(ClientId, &TrainRes)> =
+        res.iter().enumerate().map(|(k, r)| (k as u64, r)).collect();
+    let weights = vec![600.0; clients];
+    let mut dst = vec![0f32; len];
+    let copy = time_median(reps, || {
+        for r in &res {
+            dst.copy_from_slice(r.delta.as_slice());
+            std::hint::black_box(&dst);
+        }
+    });
+    let agg = time_median(reps, || {
+        let a = fedpace_algos::aggregate::aggregate(
+            &spec,
+            &replies,
+            &weights,
+            fedpace_algos::Normalize::Auto,
+        );
+        std::hint::black_box(&a);
+    });
+    let bytes = (clients * len * 4) as f64;
+    println!("aggregation: {clients} clients × {len} parameters ({:.0} MB of updates)", bytes / 1e6);
+    println!(
+        "  memory copy of the same bytes  {:>8.2} ms  ({:.1} GB/s)",
+        copy * 1e3,
+        bytes / copy / 1e9
+    );
+    println!(
+        "  FedAvg aggregate (+ norms, cosines) {:>8.2} ms  = {:.2}× the copy (in-run ratio; target ≤ 1.5×)",
+        agg * 1e3,
+        agg / copy
+    );
+    Ok(())
+}
+
+/// Single-precision GEMM rate (GFLOP/s) of a 512×512×512 product, median of `reps`.
+pub fn sgemm_gflops(reps: usize, threads: usize) -> f64 {
+    let n = 512;
+    let a: Vec<f32> = (0..n * n).map(|i| (i % 7) as f32 * 0.1).collect();
+    let b: Vec<f32> = (0..n * n).map(|i| (i % 5) as f32 * 0.2).collect();
+    let mut c = vec![0.0f32; n * n];
+    let parallelism = if threads > 1 {
+        gemm::Parallelism::Rayon(threads)
+    } else {
+        gemm::Parallelism::None
+    };
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads.max(1))
+        .build()
+        .expect("rayon pool");
+    let secs = pool.install(|| {
+        time_median(reps * 4, || {
+            // SAFETY: three contiguous n×n row-major matrices of n·n values each.
+            unsafe {
+                gemm::gemm(
+                    n,
+                    n,
+                    n,
+                    c.as_mut_ptr(),
+                    1,
+                    n as isize,
+                    false,
+                    a.as_ptr(),
+                    1,
+                    n as isize,
+                    b.as_ptr(),
+                    1,
+                    n as isize,
+                    0.0f32,
+                    1.0f32,
+                    false,
+                    false,
+                    false,
+                    parallelism,
+                )
+            }
+        })
+    });
+    2.0 * (n * n * n) as f64 / secs / 1e9
+}
+
+/// Median seconds of `reps` calls of `f`, after one warm-up call.
+pub fn time_median(reps: usize, mut f: impl FnMut()) -> f64 {
+    f();
+    median(
+        (0..reps.max(1))
+            .map(|_| {
+                let t = Instant::now();
+                f();
+                t.elapsed().as_secs_f64()
+            })
+            .collect(),
+    )
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// The 1-minute load average (`/proc/loadavg`), or `?`.
+pub fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().map(str::to_string))
+        .unwrap_or_else(|| "?".into())
+}
+
+/// Resets the kernel's peak-RSS counter of this process (`/proc/self/clear_refs` 5).
+pub fn reset_peak_memory() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+/// Peak resident memory (VmHWM) of this process in bytes, 0 if unknown.
+pub fn peak_memory_bytes() -> u64 {
+    status_kb("VmHWM:") * 1024
+}
+
+/// Current resident memory (VmRSS) in bytes, 0 if unknown.
+pub fn rss_bytes() -> u64 {
+    status_kb("VmRSS:") * 1024
+}
+
+fn status_kb(key: &str) -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(key))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// An observer that records nothing (no files, no progress bar).
+pub struct Quiet;
+
+impl Progress for Quiet {
+    fn client_done(&self) {}
+}
+
+impl Observer for Quiet {
+    fn progress(&self) -> &dyn Progress {
+        self
+    }
+    fn round_finished(&mut self, _record: &RoundRecord, _global: &ParamTree) -> fedpace_core::Result<()> {
+        Ok(())
+    }
+}
+
+/// The run options of a config (as `fedpace run` builds them).
+pub fn run_options(cfg: &ExperimentConfig) -> RunOptions {
+    RunOptions {
+        rounds: cfg.rounds,
+        seed: cfg.seed,
+        eval_every: cfg.eval.every,
+        finetune_steps: cfg.eval.finetune_steps,
+        max_test_samples: cfg.eval.max_test_samples,
+    }
+}
