@@ -30,6 +30,10 @@ pub enum Workload {
     Agg,
     /// LR, MLP, CNN and Agg.
     All,
+    /// Scale: `--clients` registered clients (default 1,000,000), 1,000 per round,
+    /// W-LR-sized model, local Adam with kept state spilled past 8 MiB
+    /// (examples/scale-1m.toml).
+    Scale,
 }
 
 /// Options of `fedpace bench`.
@@ -41,6 +45,12 @@ pub struct BenchOptions {
     pub quick: bool,
     /// Clients trained in parallel (0 = one per core).
     pub threads: usize,
+    /// Scale only: registered clients (default: the example's 1,000,000).
+    pub clients: Option<usize>,
+    /// Scale only: rounds (default: the example's 5).
+    pub rounds: Option<u32>,
+    /// Scale only: memory budget of the state store in MiB (default: the example's 8).
+    pub state_mb: Option<u64>,
 }
 
 /// A reference figure from BENCHMARKS.md (not measured here).
@@ -122,6 +132,9 @@ pub fn run(opts: &BenchOptions) -> Result<()> {
     println!(
         "(reference figures from BENCHMARKS.md, not measured here, are marked [ref])\n"
     );
+    if opts.workload == Workload::Scale {
+        return scale(opts);
+    }
     let list: Vec<Workload> = match opts.workload {
         Workload::All => vec![Workload::Lr, Workload::Mlp, Workload::Cnn, Workload::Agg],
         w => vec![w],
@@ -198,6 +211,70 @@ fn workload(w: Workload, opts: &BenchOptions, gemm1: f64) -> Result<()> {
             100.0 * rate / gemm1
         );
     }
+    Ok(())
+}
+
+/// The scale benchmark: round time and memory against registered clients.
+fn scale(opts: &BenchOptions) -> Result<()> {
+    let mut cfg = ExperimentConfig::parse(
+        include_str!("../../../examples/scale-1m.toml"),
+        "scale-1m",
+        &[],
+    )?;
+    if let Some(n) = opts.clients {
+        cfg.data.num_clients = n;
+    }
+    if let Some(r) = opts.rounds {
+        cfg.rounds = r;
+    }
+    if let Some(mb) = opts.state_mb {
+        cfg.state.memory_mb = Some(mb);
+    }
+    cfg.validate().map_err(anyhow::Error::msg)?;
+    reset_peak_memory();
+    let rss0 = rss_bytes();
+    let start = Instant::now();
+    let prepared = runner::prepare(&cfg, opts.threads)?;
+    let setup = start.elapsed().as_secs_f64();
+    let rss_setup = rss_bytes();
+    let threads = prepared.grid.threads();
+    let (outcome, grid) = runner::run_quiet_keep(&cfg, prepared)?;
+    let total = start.elapsed().as_secs_f64();
+    let mut prev = setup;
+    let rounds: Vec<f64> = outcome
+        .rounds
+        .iter()
+        .map(|r| {
+            let d = r.wall_seconds + setup - prev;
+            prev = r.wall_seconds + setup;
+            d
+        })
+        .collect();
+    let store = grid.store_stats();
+    println!(
+        "scale: {} registered clients, {} per round, {} rounds, {threads} clients in parallel, \
+         state budget {} MiB",
+        cfg.data.num_clients,
+        cfg.strategy.clients_per_round,
+        cfg.rounds,
+        cfg.state.memory_mb.map_or("∞".to_string(), |m| m.to_string())
+    );
+    println!(
+        "  setup (data, pool metadata, model)  {setup:>8.3} s   RSS after setup {:.1} MB (start {:.1} MB)",
+        rss_setup as f64 / 1e6,
+        rss0 as f64 / 1e6
+    );
+    println!(
+        "  round time, median                  {:>8.3} s   (first {:.3} s, all {:?})",
+        median(rounds.clone()),
+        rounds.first().copied().unwrap_or(f64::NAN),
+        rounds.iter().map(|r| (r * 1000.0).round() / 1000.0).collect::<Vec<_>>()
+    );
+    println!(
+        "  whole run                           {total:>8.3} s   peak memory (VmHWM) {:.1} MB",
+        peak_memory_bytes() as f64 / 1e6
+    );
+    println!("  client states: {store}");
     Ok(())
 }
 

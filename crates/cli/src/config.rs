@@ -39,6 +39,22 @@ pub struct ExperimentConfig {
     pub eval: EvalConfig,
     /// Output.
     pub output: OutputConfig,
+    /// Where clients' states live between rounds (default: all in memory).
+    pub state: StateConfig,
+}
+
+/// The `[state]` table: the per-client state store.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct StateConfig {
+    /// Keep at most this many MiB of client states in memory and spill the rest to an
+    /// embedded database (redb) in `dir`. Default: unset, every state in memory.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memory_mb: Option<u64>,
+    /// Directory of the spill database (a scratch file, removed at exit). Default: the
+    /// system temporary directory.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dir: Option<PathBuf>,
 }
 
 impl Default for ExperimentConfig {
@@ -56,6 +72,7 @@ impl Default for ExperimentConfig {
             policy: PolicyConfig::default(),
             eval: EvalConfig::default(),
             output: OutputConfig::default(),
+            state: StateConfig::default(),
         }
     }
 }

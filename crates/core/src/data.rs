@@ -105,6 +105,10 @@ pub trait FederatedDataset: Send + Sync {
     fn train_len(&self, id: usize) -> Result<usize> {
         Ok(self.client(id)?.train.len())
     }
+    /// Number of test samples of client `id`, cheaply if possible.
+    fn test_len(&self, id: usize) -> Result<usize> {
+        Ok(self.client(id)?.test.len())
+    }
 }
 
 /// A view of some samples of another data set.

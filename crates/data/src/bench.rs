@@ -125,6 +125,9 @@ impl FederatedDataset for BenchData {
         }
         Ok(self.samples - self.test_samples)
     }
+    fn test_len(&self, id: usize) -> fedpace_core::Result<usize> {
+        self.train_len(id).map(|_| self.test_samples)
+    }
 }
 
 #[cfg(test)]
@@ -161,6 +164,7 @@ mod tests {
         assert!(e.contains("data.sample_shape"), "{e}");
         let b = BenchData::new(1, vec![60], 600, 0.1).unwrap();
         assert_eq!(b.client(0).unwrap().test.len(), 60);
+        assert_eq!((b.train_len(0).unwrap(), b.test_len(0).unwrap()), (540, 60));
         assert!(b.client(1).is_err());
     }
 }

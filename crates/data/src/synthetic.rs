@@ -232,6 +232,10 @@ impl FederatedDataset for Synthetic {
     fn train_len(&self, id: usize) -> fedpace_core::Result<usize> {
         Ok(self.train_count(self.device_len(id)))
     }
+    fn test_len(&self, id: usize) -> fedpace_core::Result<usize> {
+        let n = self.device_len(id);
+        Ok(n - self.train_count(n))
+    }
 }
 
 #[cfg(test)]
@@ -253,6 +257,7 @@ mod tests {
             assert_eq!(n, s.device_len(k));
             assert_eq!(c.train.len(), (0.9 * n as f64 + 1e-9).floor() as usize);
             assert_eq!(s.train_len(k).unwrap(), c.train.len());
+            assert_eq!(s.test_len(k).unwrap(), c.test.len());
             total += n;
         }
         // E[n_k] ≈ 453 with a heavy tail; 30 devices give a few thousand at least.

@@ -18,6 +18,9 @@ use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 
+pub mod spill;
+pub use spill::SpillStore;
+
 /// Where clients' local states live between rounds.
 pub trait StateStore: Send {
     /// Takes client `id`'s state out (a fresh default if it has none).
@@ -26,9 +29,24 @@ pub trait StateStore: Send {
     fn put(&mut self, id: ClientId, state: LocalState);
     /// Number of clients with stored state.
     fn len(&self) -> usize;
+    /// One line about where the states are (for benchmarks and logs).
+    fn describe(&self) -> String {
+        format!("{} stored", self.len())
+    }
     /// Whether no client has stored state.
     fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+    /// Takes the states of `ids` out, in order (one round's sampled clients; a store
+    /// backed by a database reads them in one transaction).
+    fn take_many(&mut self, ids: &[ClientId]) -> Vec<LocalState> {
+        ids.iter().map(|&id| self.take(id)).collect()
+    }
+    /// Puts several states back (one transaction for a database-backed store).
+    fn put_many(&mut self, states: Vec<(ClientId, LocalState)>) {
+        for (id, s) in states {
+            self.put(id, s);
+        }
     }
 }
 
@@ -49,6 +67,9 @@ impl StateStore for MemoryStore {
     }
     fn len(&self) -> usize {
         self.states.len()
+    }
+    fn describe(&self) -> String {
+        format!("{} in memory (no budget)", self.states.len())
     }
 }
 
@@ -108,6 +129,11 @@ impl SimGrid {
         self.pool.current_num_threads()
     }
 
+    /// The state store's own description (e.g. how many states are on disk).
+    pub fn store_stats(&self) -> String {
+        self.store.describe()
+    }
+
     /// Client `id`'s stored state (a clone), for inspection and checkpoints.
     pub fn state_of(&mut self, id: ClientId) -> LocalState {
         let s = self.store.take(id);
@@ -126,12 +152,12 @@ impl SimGrid {
         I: Send + Sync,
         O: Send,
     {
+        let ids: Vec<ClientId> = ins.iter().map(|(id, _)| *id).collect();
+        let states = self.store.take_many(&ids);
         let mut work: Vec<(ClientId, I, LocalState)> = ins
             .into_iter()
-            .map(|(id, i)| {
-                let s = self.store.take(id);
-                (id, i, s)
-            })
+            .zip(states)
+            .map(|((id, i), s)| (id, i, s))
             .collect();
         work.sort_by_key(|w| w.0);
         let factory = &self.factory;
@@ -153,12 +179,16 @@ impl SimGrid {
                 })
                 .collect()
         });
-        done.into_iter()
+        let mut states = Vec::with_capacity(done.len());
+        let replies = done
+            .into_iter()
             .map(|(id, result, state)| {
-                self.store.put(id, state);
+                states.push((id, state));
                 Reply { client: id, result }
             })
-            .collect()
+            .collect();
+        self.store.put_many(states);
+        replies
     }
 }
 

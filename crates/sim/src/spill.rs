@@ -1,0 +1,340 @@
+//! [`SpillStore`]: client states in memory up to a byte budget, the rest in an embedded
+//! database ([redb](https://www.redb.org), pure Rust, one file).
+//!
+//! With a million registered clients and stateful algorithms (optimiser moments kept
+//! across rounds, control variates, personal layers), keeping every state in memory
+//! grows with the clients that have ever trained. This store keeps the most recently
+//! stored states in memory while their estimated size stays within `memory_budget`
+//! bytes and writes the oldest ones to disk (FIFO by the time they were stored); a state
+//! taken back out is removed from wherever it is. Memory is then bounded by the budget
+//! plus the clients in flight plus redb's page cache (`cache_bytes`), whatever the
+//! number of registered clients.
+//!
+//! States are encoded as CBOR (self-describing, so new `#[serde(default)]` fields and
+//! `skip_serializing_if` in `LocalState` keep working; f32 values round-trip exactly).
+//! Writes use redb's `Eventual` durability (no fsync per round): the file is scratch
+//! space, deleted when the store is dropped, not a checkpoint.
+//!
+//! An I/O error of the database (disk full, file removed) panics with the file's path:
+//! the simulation cannot continue without its clients' states.
+
+use crate::StateStore;
+use fedpace_core::{ClientId, LocalState};
+use redb::{Database, Durability, ReadableTableMetadata, TableDefinition};
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+const TABLE: TableDefinition<u64, &[u8]> = TableDefinition::new("states");
+
+/// Default memory budget for states kept in memory: 256 MiB.
+pub const DEFAULT_MEMORY_BUDGET: usize = 256 << 20;
+/// Default page cache of the database: 32 MiB.
+pub const DEFAULT_CACHE_BYTES: usize = 32 << 20;
+
+/// Client states in memory up to a budget, spilled to a redb file beyond it.
+pub struct SpillStore {
+    hot: HashMap<ClientId, (u64, LocalState)>,
+    /// Insertion sequence → client, oldest first (eviction order).
+    order: BTreeMap<u64, ClientId>,
+    seq: u64,
+    hot_bytes: usize,
+    budget: usize,
+    db: Database,
+    path: PathBuf,
+    on_disk: usize,
+    spilled_total: u64,
+}
+
+impl std::fmt::Debug for SpillStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SpillStore")
+            .field("in_memory", &self.hot.len())
+            .field("hot_bytes", &self.hot_bytes)
+            .field("budget", &self.budget)
+            .field("on_disk", &self.on_disk)
+            .field("path", &self.path)
+            .finish()
+    }
+}
+
+/// Estimated heap bytes of a state (buffers plus a fixed overhead).
+pub fn state_bytes(s: &LocalState) -> usize {
+    fn opt(s: &fedpace_optim::State) -> usize {
+        48 + s.buffers.iter().map(|b| 24 + 4 * b.len()).sum::<usize>()
+            + s.children.iter().map(opt).sum::<usize>()
+    }
+    64 + s.optimizer.as_ref().map_or(0, opt)
+}
+
+impl SpillStore {
+    /// A store keeping at most `memory_budget` bytes of states in memory, spilling to a
+    /// new database file in `dir` (created if missing; the file is removed on drop).
+    pub fn new(dir: &Path, memory_budget: usize) -> std::io::Result<Self> {
+        Self::with_cache(dir, memory_budget, DEFAULT_CACHE_BYTES)
+    }
+
+    /// [`SpillStore::new`] with redb's page cache set to `cache_bytes`.
+    pub fn with_cache(dir: &Path, memory_budget: usize, cache_bytes: usize) -> std::io::Result<Self> {
+        static N: AtomicU64 = AtomicU64::new(0);
+        std::fs::create_dir_all(dir)?;
+        let path = dir.join(format!(
+            "fedpace-states-{}-{}.redb",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let db = Database::builder()
+            .set_cache_size(cache_bytes)
+            .create(&path)
+            .map_err(|e| std::io::Error::other(format!("{}: {e}", path.display())))?;
+        Ok(Self {
+            hot: HashMap::new(),
+            order: BTreeMap::new(),
+            seq: 0,
+            hot_bytes: 0,
+            budget: memory_budget,
+            db,
+            path,
+            on_disk: 0,
+            spilled_total: 0,
+        })
+    }
+
+    /// Path of the database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+    /// States held in memory.
+    pub fn in_memory(&self) -> usize {
+        self.hot.len()
+    }
+    /// States held on disk.
+    pub fn on_disk(&self) -> usize {
+        self.on_disk
+    }
+    /// Estimated bytes of the states held in memory.
+    pub fn memory_bytes(&self) -> usize {
+        self.hot_bytes
+    }
+    /// States written to disk so far (counting repeats).
+    pub fn spilled_total(&self) -> u64 {
+        self.spilled_total
+    }
+
+    fn fail(&self, what: &str, e: impl std::fmt::Display) -> ! {
+        panic!("state store {}: {what}: {e}", self.path.display())
+    }
+
+    fn insert_hot(&mut self, id: ClientId, state: LocalState) {
+        let bytes = state_bytes(&state);
+        self.seq += 1;
+        if let Some((old_seq, old)) = self.hot.insert(id, (self.seq, state)) {
+            self.order.remove(&old_seq);
+            self.hot_bytes -= state_bytes(&old);
+        }
+        self.order.insert(self.seq, id);
+        self.hot_bytes += bytes;
+    }
+
+    /// Writes the oldest in-memory states to disk until within budget.
+    fn evict(&mut self) {
+        if self.hot_bytes <= self.budget {
+            return;
+        }
+        let mut out: Vec<(ClientId, LocalState)> = Vec::new();
+        while self.hot_bytes > self.budget {
+            let Some((_, id)) = self.order.pop_first() else {
+                break;
+            };
+            if let Some((_, s)) = self.hot.remove(&id) {
+                self.hot_bytes -= state_bytes(&s);
+                out.push((id, s));
+            }
+        }
+        if out.is_empty() {
+            return;
+        }
+        let mut txn = self.db.begin_write().unwrap_or_else(|e| self.fail("write", e));
+        txn.set_durability(Durability::Eventual);
+        let mut added = 0;
+        {
+            let mut table = txn.open_table(TABLE).unwrap_or_else(|e| self.fail("open", e));
+            let mut buf = Vec::new();
+            for (id, s) in &out {
+                buf.clear();
+                ciborium::into_writer(s, &mut buf).unwrap_or_else(|e| self.fail("encode", e));
+                let prev = table
+                    .insert(*id, buf.as_slice())
+                    .unwrap_or_else(|e| self.fail("insert", e));
+                if prev.is_none() {
+                    added += 1;
+                }
+            }
+        }
+        txn.commit().unwrap_or_else(|e| self.fail("commit", e));
+        self.on_disk += added;
+        self.spilled_total += out.len() as u64;
+    }
+
+    /// Removes and decodes the states of `ids` from disk (absent ids are skipped).
+    fn take_from_disk(&mut self, ids: &[ClientId]) -> HashMap<ClientId, LocalState> {
+        let mut found = HashMap::new();
+        if self.on_disk == 0 || ids.is_empty() {
+            return found;
+        }
+        let mut txn = self.db.begin_write().unwrap_or_else(|e| self.fail("write", e));
+        txn.set_durability(Durability::Eventual);
+        {
+            let mut table = txn.open_table(TABLE).unwrap_or_else(|e| self.fail("open", e));
+            for &id in ids {
+                let got = table.remove(id).unwrap_or_else(|e| self.fail("remove", e));
+                if let Some(v) = got {
+                    let s: LocalState = ciborium::from_reader(v.value())
+                        .unwrap_or_else(|e| self.fail("decode", e));
+                    found.insert(id, s);
+                }
+            }
+        }
+        txn.commit().unwrap_or_else(|e| self.fail("commit", e));
+        self.on_disk -= found.len();
+        found
+    }
+
+    /// Number of states in the database file (reads the table; for tests).
+    pub fn count_on_disk(&self) -> u64 {
+        let txn = self.db.begin_read().unwrap_or_else(|e| self.fail("read", e));
+        match txn.open_table(TABLE) {
+            Ok(t) => t.len().unwrap_or_else(|e| self.fail("len", e)),
+            Err(_) => 0,
+        }
+    }
+}
+
+impl Drop for SpillStore {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+impl StateStore for SpillStore {
+    fn take(&mut self, id: ClientId) -> LocalState {
+        self.take_many(&[id]).pop().unwrap_or_default()
+    }
+
+    fn put(&mut self, id: ClientId, state: LocalState) {
+        self.put_many(vec![(id, state)]);
+    }
+
+    fn len(&self) -> usize {
+        self.hot.len() + self.on_disk
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "{} stored: {} in memory ({:.1} MB estimated, budget {:.1} MB), {} on disk \
+             ({} written so far, file {:.1} MB)",
+            self.len(),
+            self.in_memory(),
+            self.hot_bytes as f64 / 1e6,
+            self.budget as f64 / 1e6,
+            self.on_disk,
+            self.spilled_total,
+            std::fs::metadata(&self.path).map_or(0.0, |m| m.len() as f64 / 1e6)
+        )
+    }
+
+    fn take_many(&mut self, ids: &[ClientId]) -> Vec<LocalState> {
+        let mut out: Vec<Option<LocalState>> = ids
+            .iter()
+            .map(|id| {
+                self.hot.remove(id).map(|(seq, s)| {
+                    self.order.remove(&seq);
+                    self.hot_bytes -= state_bytes(&s);
+                    s
+                })
+            })
+            .collect();
+        let missing: Vec<ClientId> = ids
+            .iter()
+            .zip(&out)
+            .filter(|(_, s)| s.is_none())
+            .map(|(id, _)| *id)
+            .collect();
+        let mut disk = self.take_from_disk(&missing);
+        for (id, slot) in ids.iter().zip(&mut out) {
+            if slot.is_none() {
+                *slot = disk.remove(id);
+            }
+        }
+        out.into_iter().map(Option::unwrap_or_default).collect()
+    }
+
+    fn put_many(&mut self, states: Vec<(ClientId, LocalState)>) {
+        for (id, s) in states {
+            if s != LocalState::default() {
+                self.insert_hot(id, s);
+            }
+        }
+        self.evict();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[allow(clippy::needless_update)]
+    fn state(k: u64, len: usize) -> LocalState {
+        LocalState {
+            rounds_trained: k as u32,
+            steps_done: k * 10,
+            optimizer: Some(fedpace_optim::State {
+                count: k,
+                buffers: vec![(0..len).map(|i| (i as f32 + k as f32) * 0.1).collect()],
+                children: vec![],
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn spills_past_the_budget_and_returns_every_state_exactly() {
+        let dir = std::env::temp_dir().join("fedpace-spill-test");
+        // Room for about 3 states of 100 floats.
+        let mut s = SpillStore::new(&dir, 3 * state_bytes(&state(0, 100))).unwrap();
+        let path = s.path().to_path_buf();
+        s.put_many((0..10).map(|k| (k, state(k, 100))).collect());
+        assert_eq!(s.len(), 10);
+        assert!(s.in_memory() <= 3, "{s:?}");
+        assert_eq!(s.on_disk(), 10 - s.in_memory());
+        assert_eq!(s.count_on_disk() as usize, s.on_disk());
+        assert!(s.memory_bytes() <= 3 * state_bytes(&state(0, 100)));
+        // Mixed: some from disk (oldest), some from memory (newest), one never stored.
+        let got = s.take_many(&[0, 9, 4, 42]);
+        assert_eq!(got[0], state(0, 100));
+        assert_eq!(got[1], state(9, 100));
+        assert_eq!(got[2], state(4, 100));
+        assert_eq!(got[3], LocalState::default());
+        assert_eq!(s.len(), 7);
+        assert_eq!(s.count_on_disk() as usize, s.on_disk());
+        // Single-item trait methods; default states are not stored.
+        s.put(0, state(100, 100));
+        s.put(1, LocalState::default());
+        assert_eq!(s.take(0), state(100, 100));
+        for k in [1, 2, 3, 5, 6, 7, 8] {
+            assert_eq!(s.take(k), state(k, 100), "client {k}");
+        }
+        assert!(s.is_empty());
+        drop(s);
+        assert!(!path.exists(), "file removed on drop");
+    }
+
+    #[test]
+    fn zero_budget_keeps_nothing_in_memory() {
+        let dir = std::env::temp_dir().join("fedpace-spill-test");
+        let mut s = SpillStore::new(&dir, 0).unwrap();
+        s.put(7, state(7, 5));
+        assert_eq!((s.in_memory(), s.on_disk()), (0, 1));
+        assert_eq!(s.take(7), state(7, 5));
+    }
+}
