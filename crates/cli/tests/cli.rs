@@ -152,7 +152,12 @@ fn run_writes_every_output_file_and_learns() {
     assert_eq!(lines[0]["normalized"], true);
     let csv = std::fs::read_to_string(out.join("clients.csv")).unwrap();
     assert_eq!(csv.lines().count(), 13);
-    assert!(csv.starts_with("id,train_samples,test_samples,label_entropy"));
+    assert!(csv.starts_with("id,device,train_samples,test_samples,label_entropy"));
+    assert!(csv
+        .lines()
+        .next()
+        .unwrap()
+        .contains("mean_effective_step,mean_update_norm,mean_cosine_to_aggregate"));
     let resolved = std::fs::read_to_string(out.join("config.toml")).unwrap();
     assert!(resolved.contains("rounds = 12") && resolved.contains("seed = 0"));
     assert!(out.join("model.safetensors").exists());
