@@ -290,7 +290,7 @@ pub fn histogram(title: &str, series: &[(String, Vec<f64>)]) -> String {
     let counts: Vec<Vec<f64>> = series
         .iter()
         .map(|(_, v)| {
-            let mut c = vec![0.0; BINS];
+            let mut c = [0.0; BINS];
             for a in v.iter().filter(|a| a.is_finite()) {
                 c[((a * BINS as f64) as usize).min(BINS - 1)] += 1.0;
             }

@@ -262,12 +262,24 @@ fn every_example_parses_and_runs_two_rounds() {
             continue;
         }
         let text = std::fs::read_to_string(&path).unwrap();
-        assert!(text.starts_with("# "), "{}: one-line comment on top", path.display());
+        assert!(
+            text.starts_with("# "),
+            "{}: one-line comment on top",
+            path.display()
+        );
         let tmp = tempfile::tempdir().unwrap();
         let st = fedpace()
             .arg("run")
             .arg(&path)
-            .args(["--set", "rounds=2", "--set", "eval.every=1", "--threads", "1", "--out"])
+            .args([
+                "--set",
+                "rounds=2",
+                "--set",
+                "eval.every=1",
+                "--threads",
+                "1",
+                "--out",
+            ])
             .arg(tmp.path().join("run"))
             .output()
             .unwrap();
@@ -298,7 +310,11 @@ fn report_renders_runs_of_two_policies() {
             .arg(&out)
             .output()
             .unwrap();
-        assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
+        assert!(
+            st.status.success(),
+            "{}",
+            String::from_utf8_lossy(&st.stderr)
+        );
         runs.push(out);
     }
     let html = tmp.path().join("r.html");
@@ -309,7 +325,11 @@ fn report_renders_runs_of_two_policies() {
         .arg(&html)
         .output()
         .unwrap();
-    assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
     let page = std::fs::read_to_string(&html).unwrap();
     assert_eq!(page.matches("<svg ").count(), 3 + 2 * 2);
     assert!(page.contains("by-label-skew") && page.contains("polyline"));

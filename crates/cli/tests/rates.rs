@@ -18,10 +18,18 @@ impl Progress for NoProgress {
     fn client_done(&self) {}
 }
 
+/// (global in, instructions, replies, global out) of one round.
+type RoundTrace = (
+    ParamTree,
+    Vec<(ClientId, TrainIns)>,
+    Vec<Reply<TrainRes>>,
+    ParamTree,
+);
+
 /// Records every round's trace: (global in, instructions, replies, global out).
 #[derive(Default)]
 struct Recorder {
-    rounds: Vec<(ParamTree, Vec<(ClientId, TrainIns)>, Vec<Reply<TrainRes>>, ParamTree)>,
+    rounds: Vec<RoundTrace>,
     summaries: Vec<AggregateSummary>,
 }
 
@@ -228,7 +236,13 @@ fn every_server_strategy_runs_and_logs_its_server_rate() {
         StrategyName::Fednova,
     ] {
         let mut s = setup(8);
-        let (out, rec) = run(&mut s, strategy(name), PolicyConfig::Constant, plan(0.05), 2);
+        let (out, rec) = run(
+            &mut s,
+            strategy(name),
+            PolicyConfig::Constant,
+            plan(0.05),
+            2,
+        );
         assert!(out.global.all_finite());
         let lr = rec.summaries[0].server_lr;
         match name {
@@ -272,7 +286,10 @@ fn kept_state_survives_rounds_and_a_serde_checkpoint() {
     let mut restored: LocalState = serde_json::from_str(&json).unwrap();
     assert_eq!(restored, state);
     let a = (s.factory)(0).unwrap().train(&ins(3), &mut state).unwrap();
-    let b = (s.factory)(0).unwrap().train(&ins(3), &mut restored).unwrap();
+    let b = (s.factory)(0)
+        .unwrap()
+        .train(&ins(3), &mut restored)
+        .unwrap();
     assert_eq!(a.delta.as_slice(), b.delta.as_slice());
     // and a reset client's state is not kept
     let mut fresh = LocalState::default();
@@ -293,9 +310,17 @@ fn server_init_sends_the_average_of_returned_states() {
         weight_decay: 0.0,
     };
     p.state_mode = StateMode::ServerInit;
-    let (_, rec) = run(&mut s, strategy(StrategyName::Fedavg), PolicyConfig::Constant, p, 2);
+    let (_, rec) = run(
+        &mut s,
+        strategy(StrategyName::Fedavg),
+        PolicyConfig::Constant,
+        p,
+        2,
+    );
     let (_, ins1, replies1, _) = &rec.rounds[0];
-    assert!(ins1.iter().all(|(_, i)| matches!(i.extras, InsExtras::None)));
+    assert!(ins1
+        .iter()
+        .all(|(_, i)| matches!(i.extras, InsExtras::None)));
     let states: Vec<(&fedpace_optim::State, f64)> = replies1
         .iter()
         .map(|r| {
