@@ -43,10 +43,16 @@ pub fn load_run(dir: &Path) -> Result<RunData> {
     let metrics = dir.join("metrics.jsonl");
     let text = std::fs::read_to_string(&metrics)
         .with_context(|| format!("{}: not a run directory", metrics.display()))?;
+    // The last two path components: study layouts name runs `<variant>/<setting>`.
+    let parts: Vec<String> = dir
+        .components()
+        .rev()
+        .take(2)
+        .map(|c| c.as_os_str().to_string_lossy().into_owned())
+        .collect();
+    let label = parts.into_iter().rev().collect::<Vec<_>>().join("/");
     let mut run = RunData {
-        label: dir
-            .file_name()
-            .map_or_else(|| dir.display().to_string(), |n| n.to_string_lossy().into()),
+        label,
         ..Default::default()
     };
     for (i, line) in text
@@ -277,6 +283,16 @@ pub fn line_plot(title: &str, ylabel: &str, series: &[(String, Vec<(f64, f64)>)]
                 r#"<polyline fill="none" stroke="{color}" stroke-width="1.8" points="{}"/>"#,
                 d.join(" ")
             );
+        }
+        if pts.len() <= 30 {
+            for (x, y) in pts.iter().filter(|p| p.1.is_finite()) {
+                let _ = write!(
+                    out,
+                    r#"<circle cx="{:.1}" cy="{:.1}" r="2.5" fill="{color}"/>"#,
+                    f.px(*x),
+                    f.py(*y)
+                );
+            }
         }
         f.legend(&mut out, i, label, color);
     }
