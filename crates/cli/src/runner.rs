@@ -100,6 +100,7 @@ pub fn prepare(cfg: &ExperimentConfig, threads: usize) -> Result<Prepared> {
     let base_plan = cfg.base_plan(&groups).map_err(UsageError)?;
     let data = fed.data.clone();
     let devices = assign_devices(&cfg.devices, data.num_clients(), cfg.seed);
+    let central_models = models.clone();
     let pool: Vec<ClientInfo> = (0..data.num_clients())
         .map(|id| {
             let c = data.client(id)?;
@@ -126,7 +127,10 @@ pub fn prepare(cfg: &ExperimentConfig, threads: usize) -> Result<Prepared> {
                 .map_err(|e| UsageError(e.to_string()))?,
         )
         .map_err(|e| UsageError(e.to_string()))?;
-    let grid = SimGrid::new(pool, factory, threads)?;
+    let mut grid = SimGrid::new(pool, factory, threads)?;
+    if let Some(test) = fed.global_test.clone() {
+        grid = grid.with_central_test(test, central_models);
+    }
     Ok(Prepared {
         description: format!(
             "{} · {} · {} clients · {} params · {}",
