@@ -3,10 +3,10 @@
 
 use fedpace_core::rng::{stream, Purpose};
 use fedpace_core::{
-    Client, ClientData, ClientId, Dataset, Error, EvalIns, EvalRes, EvalStats, LocalState, Model,
-    RatePlan, ResExtras, Result, TrainIns, TrainReport, TrainRes,
+    Client, ClientData, ClientId, Dataset, EvalIns, EvalRes, EvalStats, InsExtras, LocalState,
+    Model, RatePlan, ResExtras, Result, TrainIns, TrainReport, TrainRes,
 };
-use fedpace_optim::{apply_updates, State, StateMode, StepContext};
+use fedpace_optim::{apply_updates, OptimizerSpec, State, StateMode, StepContext};
 use fedpace_params::{l2_norm, ParamTree};
 use rand::seq::SliceRandom;
 use rand::Rng;
@@ -95,6 +95,19 @@ pub fn local_train(
     let per_epoch = data.len().div_ceil(plan.batch_size.max(1) as usize).max(1) as u32;
     let tail_from = steps.saturating_sub(per_epoch);
     let (mut loss_all, mut loss_tail, mut n_tail) = (0f64, 0f64, 0u32);
+    let mut delta_sgd = match plan.optimizer {
+        OptimizerSpec::DeltaSgd { gamma, delta, eps } => Some(DeltaSgd {
+            gamma,
+            delta,
+            eps,
+            eta_init: plan.base_lr as f64,
+            eta: plan.base_lr as f64,
+            theta: 1.0,
+            prev: None,
+            prev_grad: vec![0f32; spec.total_len()],
+        }),
+        _ => None,
+    };
     for s in 0..steps {
         let idx = order.next_batch();
         let batch = data.batch(&idx);
@@ -104,6 +117,30 @@ pub fn local_train(
             report.loss_before = loss;
             report.grad_norm = l2_norm(&grad);
         }
+        // Δ-SGD (§C.1): the step's rate factor from the local smoothness estimate, with
+        // the gradient at the previous iterate re-evaluated on this same mini-batch.
+        let factor = match delta_sgd.as_mut() {
+            Some(d) => {
+                let lhat = match d.prev.as_ref() {
+                    Some(prev) => {
+                        d.prev_grad.iter_mut().for_each(|g| *g = 0.0);
+                        model.loss_and_grad(prev, &batch, &mut d.prev_grad)?;
+                        let dg = diff_norm(&grad, &d.prev_grad);
+                        let dx = diff_norm(params.as_slice(), prev.as_slice());
+                        (dg > 0.0 && dx > 0.0).then(|| dg / dx)
+                    }
+                    None => None,
+                };
+                d.step(lhat)
+            }
+            None => 1.0,
+        };
+        if let Some(d) = delta_sgd.as_mut() {
+            match d.prev.as_mut() {
+                Some(p) => p.as_mut_slice().copy_from_slice(params.as_slice()),
+                None => d.prev = Some(params.clone()),
+            }
+        }
         loss_all += loss as f64;
         if s >= tail_from {
             loss_tail += loss as f64;
@@ -111,6 +148,11 @@ pub fn local_train(
         }
         let step = step_offset + s as u64;
         plan.group_rates(groups, step, &mut rates);
+        if factor != 1.0 {
+            rates
+                .iter_mut()
+                .for_each(|r| *r = (*r as f64 * factor) as f32);
+        }
         for (acc, r) in report.rate_sum.iter_mut().zip(&rates) {
             *acc += *r as f64;
         }
@@ -128,6 +170,47 @@ pub fn local_train(
         report.loss_after = (loss_tail / n_tail.max(1) as f64) as f32;
     }
     Ok(report)
+}
+
+/// Δ-SGD's per-round step-size state (ALGORITHMS.md §C.1).
+struct DeltaSgd {
+    gamma: f64,
+    delta: f64,
+    eps: f64,
+    eta_init: f64,
+    eta: f64,
+    theta: f64,
+    prev: Option<ParamTree>,
+    prev_grad: Vec<f32>,
+}
+
+impl DeltaSgd {
+    /// The next step size given the smoothness estimate `L̂_k` (None at the first step
+    /// or when a norm is 0), returned as a factor on the plan's rate η_init.
+    fn step(&mut self, lhat: Option<f64>) -> f64 {
+        if self.eta_init <= 0.0 {
+            return 1.0;
+        }
+        let grow = (1.0 + self.delta * self.theta).sqrt() * self.eta;
+        let next = match lhat {
+            Some(l) => (self.gamma / (2.0 * l)).min(grow) + self.eps,
+            None => grow,
+        };
+        self.theta = next / self.eta;
+        self.eta = next;
+        next / self.eta_init
+    }
+}
+
+fn diff_norm(a: &[f32], b: &[f32]) -> f64 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| {
+            let d = (*x - *y) as f64;
+            d * d
+        })
+        .sum::<f64>()
+        .sqrt()
 }
 
 /// Evaluates `params` on the first `limit` samples of `data` (all when `None`), in
@@ -158,13 +241,11 @@ impl Client for StandardClient {
         let mut opt_state = match ins.plan.state_mode {
             StateMode::Reset => None,
             StateMode::Keep => state.optimizer.take(),
-            StateMode::ServerInit => {
-                return Err(Error::invalid(
-                    "plan.state_mode",
-                    "server-init",
-                    "reset or keep (no strategy sends optimiser moments yet)",
-                ))
-            }
+            // The server's averaged state when it sent one (none yet in the first round).
+            StateMode::ServerInit => match &ins.extras {
+                InsExtras::OptimizerState(s) => Some((**s).clone()),
+                _ => None,
+            },
         };
         let mut report = local_train(
             self.model.as_mut(),
@@ -176,9 +257,14 @@ impl Client for StandardClient {
             rng,
             &mut opt_state,
         )?;
-        if ins.plan.state_mode == StateMode::Keep {
-            state.optimizer = opt_state;
-        }
+        let extras = match ins.plan.state_mode {
+            StateMode::Keep => {
+                state.optimizer = opt_state;
+                ResExtras::None
+            }
+            StateMode::ServerInit => opt_state.map_or(ResExtras::None, ResExtras::OptimizerState),
+            StateMode::Reset => ResExtras::None,
+        };
         let mut delta = params.into_vec();
         for (d, x) in delta.iter_mut().zip(ins.params.as_slice()) {
             *d -= x;
@@ -190,7 +276,7 @@ impl Client for StandardClient {
             delta: ParamTree::from_vec(ins.params.spec().clone(), delta)?,
             num_examples: self.data.train.len() as u64,
             report,
-            extras: ResExtras::None,
+            extras,
         })
     }
 

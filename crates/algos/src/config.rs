@@ -6,8 +6,10 @@
 
 use crate::aggregate::Normalize;
 use crate::fedavg::{FedAvg, FedAvgConfig};
+use crate::fedopt::ServerStep;
 use crate::sampling::Sampling;
 use fedpace_core::{Error, RatePlan, RatePolicy, Result, Strategy};
+use fedpace_optim::{FedOptConfig, ServerRule};
 use serde::{Deserialize, Serialize};
 
 /// Strategy names (the lowercase paper names).
@@ -17,6 +19,35 @@ pub enum StrategyName {
     /// FedAvg (ALGORITHMS.md A.1).
     #[default]
     Fedavg,
+    /// FedAvgM, server momentum (A.2).
+    Fedavgm,
+    /// FedAdagrad (A.3).
+    Fedadagrad,
+    /// FedAdam (A.3).
+    Fedadam,
+    /// FedYogi (A.3).
+    Fedyogi,
+    /// FedExP, adaptive server extrapolation (A.4).
+    Fedexp,
+    /// FedNova (B.3): FedAvg that always normalises updates by each client's Σ rates.
+    Fednova,
+}
+
+impl StrategyName {
+    /// The default server rate η_g: 1 for fedavg/fedavgm/fednova (and FedExP's floor),
+    /// 0.1 for fedadagrad/fedadam (Flower's and [`FedOptConfig`]'s default), 0.1 for
+    /// fedyogi under the paper rule and 0.01 under `flower_compatible` (Flower's).
+    pub fn default_server_lr(self, flower: bool) -> f64 {
+        match self {
+            StrategyName::Fedavg
+            | StrategyName::Fedavgm
+            | StrategyName::Fednova
+            | StrategyName::Fedexp => 1.0,
+            StrategyName::Fedadagrad | StrategyName::Fedadam => 0.1,
+            StrategyName::Fedyogi if flower => 0.01,
+            StrategyName::Fedyogi => 0.1,
+        }
+    }
 }
 
 /// Server strategy settings.
@@ -29,10 +60,23 @@ pub struct StrategyConfig {
     pub clients_per_round: usize,
     /// Fraction C of clients per round instead of a count.
     pub fraction: Option<f64>,
-    /// Server rate η_g (default 1).
-    pub server_lr: f64,
+    /// Server rate η_g (default per strategy: see [`StrategyName::default_server_lr`]).
+    pub server_lr: Option<f64>,
     /// Normalise updates by clients' rate sums: `auto` (when they differ), `on`, `off`.
     pub normalize: Normalize,
+    /// FedAvgM's server momentum β (default 0.9, Hsu et al.).
+    pub momentum: f64,
+    /// FedAdam/FedYogi β1 (default 0.9).
+    pub beta1: f64,
+    /// FedAdam/FedYogi β2 (default 0.99).
+    pub beta2: f64,
+    /// FedOpt adaptivity τ (default 1e-3).
+    pub tau: f64,
+    /// FedExP's ε (default 1e-3).
+    pub eps: f64,
+    /// Reproduce Flower 1.42's server rules (ALGORITHMS.md App. F: v₀ = 0, FedAdam's
+    /// bias-corrected step size) instead of the paper's (default false).
+    pub flower_compatible: bool,
 }
 
 impl Default for StrategyConfig {
@@ -41,8 +85,14 @@ impl Default for StrategyConfig {
             name: StrategyName::Fedavg,
             clients_per_round: 10,
             fraction: None,
-            server_lr: 1.0,
+            server_lr: None,
             normalize: Normalize::Auto,
+            momentum: 0.9,
+            beta1: 0.9,
+            beta2: 0.99,
+            tau: 1e-3,
+            eps: 1e-3,
+            flower_compatible: false,
         }
     }
 }
@@ -62,14 +112,53 @@ impl StrategyConfig {
             Some(_) => self.sampling().validate("strategy.fraction")?,
             None => self.sampling().validate("strategy.clients_per_round")?,
         }
-        if !(self.server_lr.is_finite() && self.server_lr > 0.0) {
+        let lr = self.server_lr();
+        if !(lr.is_finite() && lr > 0.0) {
+            return Err(Error::invalid("strategy.server_lr", lr, "must be > 0"));
+        }
+        let unit = |k: &str, v: f64| {
+            if (0.0..1.0).contains(&v) {
+                Ok(())
+            } else {
+                Err(Error::invalid(format!("strategy.{k}"), v, "in [0, 1)"))
+            }
+        };
+        unit("momentum", self.momentum)?;
+        unit("beta1", self.beta1)?;
+        unit("beta2", self.beta2)?;
+        for (k, v) in [("tau", self.tau), ("eps", self.eps)] {
+            if !(v.is_finite() && v > 0.0) {
+                return Err(Error::invalid(format!("strategy.{k}"), v, "finite and > 0"));
+            }
+        }
+        if self.name == StrategyName::Fednova && self.normalize == Normalize::Off {
             return Err(Error::invalid(
-                "strategy.server_lr",
-                self.server_lr,
-                "must be > 0",
+                "strategy.normalize",
+                "off",
+                "auto or on (fednova always normalises)",
             ));
         }
         Ok(())
+    }
+
+    /// The server rate η_g: `server_lr` if given, else the strategy's default.
+    pub fn server_lr(&self) -> f64 {
+        self.server_lr
+            .unwrap_or_else(|| self.name.default_server_lr(self.flower_compatible))
+    }
+
+    fn fedopt(&self) -> FedOptConfig {
+        FedOptConfig {
+            server_lr: self.server_lr(),
+            beta1: self.beta1,
+            beta2: self.beta2,
+            tau: self.tau,
+            rule: if self.flower_compatible {
+                ServerRule::Flower
+            } else {
+                ServerRule::Paper
+            },
+        }
     }
 
     /// Builds the strategy around the base plan and the rate policy.
@@ -79,16 +168,66 @@ impl StrategyConfig {
         policy: Box<dyn RatePolicy>,
     ) -> Result<Box<dyn Strategy>> {
         self.validate()?;
-        match self.name {
-            StrategyName::Fedavg => Ok(Box::new(FedAvg::new(
+        let lr = self.server_lr();
+        let fedavg = |normalize| {
+            FedAvg::new(
                 FedAvgConfig {
                     sampling: self.sampling(),
-                    server_lr: self.server_lr as f32,
-                    normalize: self.normalize,
+                    server_lr: lr as f32,
+                    normalize,
                     base_plan,
                 },
                 policy,
-            ))),
+            )
+        };
+        let opt_err =
+            |e: fedpace_optim::Error| Error::invalid("strategy", self.name.as_str(), e.to_string());
+        let s = match self.name {
+            StrategyName::Fedavg => fedavg(self.normalize),
+            StrategyName::Fednova => {
+                fedavg(Normalize::On).with_server("fednova", ServerStep::Sgd { server_lr: lr })
+            }
+            StrategyName::Fedavgm => fedavg(self.normalize).with_server(
+                "fedavgm",
+                ServerStep::Optimizer {
+                    opt: fedpace_optim::server::fedavgm(lr, self.momentum),
+                    state: None,
+                },
+            ),
+            StrategyName::Fedadagrad => {
+                let opt = self.fedopt().fedadagrad().map_err(opt_err)?;
+                fedavg(self.normalize)
+                    .with_server("fedadagrad", ServerStep::Optimizer { opt, state: None })
+            }
+            StrategyName::Fedadam => {
+                let opt = self.fedopt().fedadam().map_err(opt_err)?;
+                fedavg(self.normalize)
+                    .with_server("fedadam", ServerStep::Optimizer { opt, state: None })
+            }
+            StrategyName::Fedyogi => {
+                let opt = self.fedopt().fedyogi().map_err(opt_err)?;
+                fedavg(self.normalize)
+                    .with_server("fedyogi", ServerStep::Optimizer { opt, state: None })
+            }
+            StrategyName::Fedexp => fedavg(self.normalize)
+                .with_server("fedexp", ServerStep::FedExp { eps: self.eps })
+                .with_uniform_weights(true),
+        };
+        Ok(Box::new(s))
+    }
+}
+
+impl StrategyName {
+    /// The config name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StrategyName::Fedavg => "fedavg",
+            StrategyName::Fedavgm => "fedavgm",
+            StrategyName::Fedadagrad => "fedadagrad",
+            StrategyName::Fedadam => "fedadam",
+            StrategyName::Fedyogi => "fedyogi",
+            StrategyName::Fedexp => "fedexp",
+            StrategyName::Fednova => "fednova",
         }
     }
 }

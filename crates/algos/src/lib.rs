@@ -6,6 +6,8 @@ pub mod aggregate;
 pub mod client;
 pub mod config;
 pub mod fedavg;
+pub mod fedopt;
+pub mod policies;
 pub mod policy;
 pub mod sampling;
 

