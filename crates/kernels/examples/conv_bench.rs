@@ -17,25 +17,49 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-/// Median seconds of `reps` runs of `f`, after one warm-up run.
-fn time(reps: usize, mut f: impl FnMut()) -> f64 {
+/// CPU seconds used by this process so far (all threads, user + system).
+fn cpu_seconds() -> f64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid out-pointer for the duration of the call.
+    unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
+    ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
+}
+
+/// Median wall and median CPU seconds of `reps` runs of `f`, after one warm-up run.
+///
+/// On a machine shared with other work, CPU time is the steadier figure: it does not
+/// count the time this process waited for a core.
+fn time(reps: usize, mut f: impl FnMut()) -> Secs {
     f();
-    median(
-        (0..reps)
-            .map(|_| {
-                let start = Instant::now();
-                f();
-                start.elapsed().as_secs_f64()
-            })
-            .collect(),
-    )
+    let (wall, cpu): (Vec<f64>, Vec<f64>) = (0..reps)
+        .map(|_| {
+            let (start, cpu_start) = (Instant::now(), cpu_seconds());
+            f();
+            (start.elapsed().as_secs_f64(), cpu_seconds() - cpu_start)
+        })
+        .unzip();
+    Secs {
+        wall: median(wall),
+        cpu: median(cpu),
+    }
+}
+
+/// Median wall-clock and CPU seconds of one measurement.
+#[derive(Clone, Copy, Default)]
+struct Secs {
+    wall: f64,
+    cpu: f64,
 }
 
 fn randn(dims: &[usize], std: f64) -> Tensor {
     Tensor::randn(0f32, std as f32, dims, &Device::Cpu).unwrap()
 }
 
-fn sgemm_rate(reps: usize, threads: usize) -> f64 {
+/// GFLOP/s of a 512×512×512 sgemm (wall, CPU).
+fn sgemm_rate(reps: usize, threads: usize) -> (f64, f64) {
     let n = 512;
     let a = vec![1.0f32; n * n];
     let b = vec![0.5f32; n * n];
@@ -69,18 +93,26 @@ fn sgemm_rate(reps: usize, threads: usize) -> f64 {
             parallelism,
         )
     });
-    2.0 * (n * n * n) as f64 / secs / 1e9
+    let flop = 2.0 * (n * n * n) as f64;
+    (flop / secs.wall / 1e9, flop / secs.cpu / 1e9)
 }
 
+/// Which kernels a run uses.
 #[derive(Clone, Copy)]
 enum Conv {
+    /// fedpace conv2d and fused relu + 2×2 max-pool.
     Fedpace,
+    /// fedpace conv2d, candle's relu and max-pool.
+    FedpaceConvOnly,
+    /// candle's conv2d, relu and max-pool.
     Candle,
 }
 
 fn conv(kind: Conv, x: &Tensor, w: &Tensor, b: &Tensor, padding: usize) -> Tensor {
     match kind {
-        Conv::Fedpace => fedpace_kernels::conv2d(x, w, Some(b), padding, 1).unwrap(),
+        Conv::Fedpace | Conv::FedpaceConvOnly => {
+            fedpace_kernels::conv2d(x, w, Some(b), padding, 1).unwrap()
+        }
         Conv::Candle => x
             .conv2d(w, padding, 1, 1, 1)
             .unwrap()
@@ -106,7 +138,24 @@ impl Layer {
     }
 }
 
-fn bench_layer(layer: &Layer, reps: usize, sgemm: f64) {
+/// One line: fedpace vs candle for `gflop` of work, wall and CPU time.
+fn report(label: &str, what: &str, gflop: f64, ours: Secs, candle: Secs, sgemm: (f64, f64)) {
+    let (wall_rate, cpu_rate) = (gflop / ours.wall, gflop / ours.cpu);
+    println!(
+        "{label:<28} {what:<8} fedpace {:8.2} ms wall {:8.2} ms cpu {:6.1} GFLOP/s ({:3.0} % of sgemm, cpu {:3.0} %) | candle {:8.2} ms wall {:8.2} ms cpu | speed-up {:4.1}× (cpu {:4.1}×)",
+        ours.wall * 1e3,
+        ours.cpu * 1e3,
+        wall_rate,
+        100.0 * wall_rate / sgemm.0,
+        100.0 * cpu_rate / sgemm.1,
+        candle.wall * 1e3,
+        candle.cpu * 1e3,
+        candle.wall / ours.wall,
+        candle.cpu / ours.cpu,
+    );
+}
+
+fn bench_layer(layer: &Layer, reps: usize, sgemm: (f64, f64)) {
     let x = Var::from_tensor(&randn(&[layer.n, layer.c, layer.hw, layer.hw], 1.0)).unwrap();
     let w = Var::from_tensor(&randn(&[layer.o, layer.c, layer.k, layer.k], 0.1)).unwrap();
     let b = Var::from_tensor(&randn(&[layer.o], 0.1)).unwrap();
@@ -116,10 +165,10 @@ fn bench_layer(layer: &Layer, reps: usize, sgemm: f64) {
     } else {
         x.as_tensor().detach()
     };
-    let fwd_flops = layer.flops();
-    let bwd_flops = fwd_flops * if layer.input_needs_grad { 2.0 } else { 1.0 };
-    let mut fwd = [0.0; 2];
-    let mut both = [0.0; 2];
+    let fwd_gflop = layer.flops() / 1e9;
+    let bwd_gflop = fwd_gflop * if layer.input_needs_grad { 2.0 } else { 1.0 };
+    let mut fwd = [Secs::default(); 2];
+    let mut both = [Secs::default(); 2];
     for (i, kind) in [Conv::Fedpace, Conv::Candle].into_iter().enumerate() {
         fwd[i] = time(reps, || {
             conv(kind, &x_in, &w, &b, layer.k / 2);
@@ -129,24 +178,14 @@ fn bench_layer(layer: &Layer, reps: usize, sgemm: f64) {
             (y * &r).unwrap().sum_all().unwrap().backward().unwrap();
         });
     }
-    let rate = |flops: f64, secs: f64| flops / secs / 1e9;
-    println!(
-        "{:<28} forward      fedpace {:7.2} ms {:6.1} GFLOP/s ({:4.0} % of sgemm) | candle {:7.2} ms | speed-up {:4.1}×",
-        layer.name,
-        fwd[0] * 1e3,
-        rate(fwd_flops, fwd[0]),
-        100.0 * rate(fwd_flops, fwd[0]) / sgemm,
-        fwd[1] * 1e3,
-        fwd[1] / fwd[0]
-    );
-    println!(
-        "{:<28} fwd+bwd      fedpace {:7.2} ms {:6.1} GFLOP/s ({:4.0} % of sgemm) | candle {:7.2} ms | speed-up {:4.1}×",
+    report(layer.name, "forward", fwd_gflop, fwd[0], fwd[1], sgemm);
+    report(
         "",
-        both[0] * 1e3,
-        rate(fwd_flops + bwd_flops, both[0]),
-        100.0 * rate(fwd_flops + bwd_flops, both[0]) / sgemm,
-        both[1] * 1e3,
-        both[1] / both[0]
+        "fwd+bwd",
+        fwd_gflop + bwd_gflop,
+        both[0],
+        both[1],
+        sgemm,
     );
 }
 
@@ -179,10 +218,15 @@ impl Cnn {
 
     fn loss(&self, kind: Conv, x: &Tensor, labels: &Tensor) -> Tensor {
         let p = &self.params;
-        let h = conv(kind, x, &p[0], &p[1], 2).relu().unwrap();
-        let h = h.max_pool2d(2).unwrap();
-        let h = conv(kind, &h, &p[2], &p[3], 2).relu().unwrap();
-        let h = h.max_pool2d(2).unwrap().flatten_from(1).unwrap();
+        // candle: relu then max_pool2d; fedpace: the fused relu_max_pool2x2 op.
+        let relu_pool = |h: Tensor| match kind {
+            Conv::Candle | Conv::FedpaceConvOnly => h.relu().unwrap().max_pool2d(2).unwrap(),
+            Conv::Fedpace => fedpace_kernels::relu_max_pool2x2(&h).unwrap(),
+        };
+        let h = relu_pool(conv(kind, x, &p[0], &p[1], 2));
+        let h = relu_pool(conv(kind, &h, &p[2], &p[3], 2))
+            .flatten_from(1)
+            .unwrap();
         let h = h
             .matmul(&p[4].t().unwrap())
             .unwrap()
@@ -259,11 +303,17 @@ fn main() {
     if epoch_only {
         let cnn = Cnn::new();
         let secs = time(reps, || cnn.epoch(Conv::Fedpace, &data, 0.05));
-        println!("W-CNN epoch, fedpace conv: {secs:.3} s");
+        println!(
+            "W-CNN epoch, fedpace conv: {:.3} s wall, {:.3} s cpu",
+            secs.wall, secs.cpu
+        );
         return;
     }
     let sgemm = sgemm_rate(reps, threads);
-    println!("sgemm 512×512×512 (gemm crate): {sgemm:.1} GFLOP/s");
+    println!(
+        "sgemm 512×512×512 (gemm crate): {:.1} GFLOP/s wall, {:.1} GFLOP/s cpu",
+        sgemm.0, sgemm.1
+    );
 
     let layers = [
         Layer {
@@ -289,18 +339,32 @@ fn main() {
         bench_layer(layer, reps, sgemm);
     }
 
+    // One W-CNN local epoch: 600 samples, batch 32, SGD lr 0.05.
     let gflop = epoch_gflop(600);
     let epoch_reps = reps.div_ceil(2).max(3);
     let cnn = Cnn::new();
     let ours = time(epoch_reps, || cnn.epoch(Conv::Fedpace, &data, 0.05));
+    let conv_only = time(epoch_reps, || cnn.epoch(Conv::FedpaceConvOnly, &data, 0.05));
     let theirs = time(epoch_reps.min(3), || cnn.epoch(Conv::Candle, &data, 0.05));
-    let rate = gflop / ours;
-    println!(
-        "W-CNN epoch (600 samples, {gflop:.1} GFLOP): fedpace conv {:.3} s = {rate:.1} GFLOP/s = {:.0} % of sgemm | candle conv {:.3} s | speed-up {:.1}× | vs PyTorch 1-thread {PYTORCH_CNN_EPOCH_S} s (BENCHMARKS.md, other run): {:.2}×",
+    report(
+        "W-CNN epoch, conv + pool",
+        "epoch",
+        gflop,
         ours,
-        100.0 * rate / sgemm,
         theirs,
-        theirs / ours,
-        PYTORCH_CNN_EPOCH_S / ours
+        sgemm,
+    );
+    report(
+        "W-CNN epoch, conv only",
+        "epoch",
+        gflop,
+        conv_only,
+        theirs,
+        sgemm,
+    );
+    println!(
+        "W-CNN epoch: {gflop:.1} GFLOP; PyTorch 1 thread {PYTORCH_CNN_EPOCH_S} s (BENCHMARKS.md, not this run) / fedpace = {:.2}× wall, {:.2}× cpu",
+        PYTORCH_CNN_EPOCH_S / ours.wall,
+        PYTORCH_CNN_EPOCH_S / ours.cpu
     );
 }

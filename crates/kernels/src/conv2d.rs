@@ -330,7 +330,7 @@ impl CustomOp3 for Conv2dOp {
     }
 }
 
-fn contiguous_f32<'a>(s: &'a CpuStorage, l: &Layout) -> candle_core::Result<&'a [f32]> {
+pub(crate) fn contiguous_f32<'a>(s: &'a CpuStorage, l: &Layout) -> candle_core::Result<&'a [f32]> {
     if s.dtype() != DType::F32 {
         candle_core::bail!("fedpace-conv2d: expected f32, got {:?}", s.dtype())
     }
@@ -341,7 +341,7 @@ fn contiguous_f32<'a>(s: &'a CpuStorage, l: &Layout) -> candle_core::Result<&'a 
 }
 
 /// Runs `f` on the f32 data of a CPU tensor, made contiguous first if needed.
-fn with_cpu_f32<R>(
+pub(crate) fn with_cpu_f32<R>(
     t: &Tensor,
     f: impl FnOnce(&[f32]) -> candle_core::Result<R>,
 ) -> candle_core::Result<R> {
@@ -375,7 +375,8 @@ impl Plan {
         } else {
             Parallelism::None
         };
-        let per_sample = (g.taps() * g.out_pixels() * size_of::<f32>()).max(1);
+        // Column buffer plus the (O, G·P) transpose buffer.
+        let per_sample = ((g.taps() + g.out_channels) * g.out_pixels() * size_of::<f32>()).max(1);
         let group = (budget_bytes / per_sample).clamp(1, chunk);
         Self {
             chunk,
@@ -425,26 +426,16 @@ fn forward_chunk(
     let (in_len, out_len) = (g.in_sample_len(), g.out_sample_len());
     let n = x.len() / in_len.max(1);
     let group = plan.group.min(n).max(1);
-    let mut cols = vec![0.0f32; k * group * p];
-    let mut wide = if group > 1 {
-        vec![0.0f32; o * group * p]
-    } else {
-        Vec::new()
-    };
+    let mut scratch = Scratch::take();
+    let (cols, wide) = scratch.split(k * group * p, if group > 1 { o * group * p } else { 0 });
     let weight = MatRef::row_major(w, o, k, k);
     for start in (0..n).step_by(group) {
         let gs = group.min(n - start);
         let ld = gs * p;
         for i in 0..gs {
-            im2col(
-                g,
-                &x[(start + i) * in_len..][..in_len],
-                &mut cols,
-                ld,
-                i * p,
-            );
+            im2col(g, &x[(start + i) * in_len..][..in_len], cols, ld, i * p);
         }
-        let cols_view = MatRef::row_major(&cols, k, ld, ld);
+        let cols_view = MatRef::row_major(cols, k, ld, ld);
         if gs == 1 {
             // One sample: its (O, OH·OW) output block is the GEMM's destination.
             let dst = &mut y[start * out_len..][..out_len];
@@ -456,7 +447,7 @@ fn forward_chunk(
             let dst = MatMut::row_major(dst, o, p, p);
             sgemm(dst, weight, cols_view, b.is_some(), plan.gemm_parallelism);
         } else {
-            let dst = MatMut::row_major(&mut wide, o, ld, ld);
+            let dst = MatMut::row_major(wide, o, ld, ld);
             sgemm(dst, weight, cols_view, false, plan.gemm_parallelism);
             // (O, G·P) → G × (O, P), adding the bias on the way.
             for i in 0..gs {
@@ -543,17 +534,13 @@ fn backward_chunk(
     let (in_len, out_len) = (g.in_sample_len(), g.out_sample_len());
     let n = x.len() / in_len.max(1);
     let group = plan.group.min(n).max(1);
-    let needs_cols = dx.is_some() || dw.is_some();
-    let mut cols = if needs_cols {
-        vec![0.0f32; k * group * p]
+    let cols_len = if dx.is_some() || dw.is_some() {
+        k * group * p
     } else {
-        Vec::new()
+        0
     };
-    let mut wide = if group > 1 {
-        vec![0.0f32; o * group * p]
-    } else {
-        Vec::new()
-    };
+    let mut scratch = Scratch::take();
+    let (cols, wide) = scratch.split(cols_len, if group > 1 { o * group * p } else { 0 });
     for start in (0..n).step_by(group) {
         let gs = group.min(n - start);
         let ld = gs * p;
@@ -570,30 +557,24 @@ fn backward_chunk(
             &wide[..o * ld]
         };
         for (acc, row) in db.iter_mut().zip(dyg.chunks_exact(ld)) {
-            *acc += row.iter().sum::<f32>();
+            *acc += sum(row);
         }
         let dy_view = MatRef::row_major(dyg, o, ld, ld);
         if let Some(dw) = dw.as_deref_mut() {
             for i in 0..gs {
-                im2col(
-                    g,
-                    &x[(start + i) * in_len..][..in_len],
-                    &mut cols,
-                    ld,
-                    i * p,
-                );
+                im2col(g, &x[(start + i) * in_len..][..in_len], cols, ld, i * p);
             }
             sgemm(
                 MatMut::row_major(dw, o, k, k),
                 dy_view,
-                MatRef::transposed(&cols, ld, k, ld),
+                MatRef::transposed(cols, ld, k, ld),
                 true,
                 plan.gemm_parallelism,
             );
         }
         if let Some(dx) = dx.as_deref_mut() {
             sgemm(
-                MatMut::row_major(&mut cols, k, ld, ld),
+                MatMut::row_major(cols, k, ld, ld),
                 MatRef::transposed(w, k, o, k),
                 dy_view,
                 false,
@@ -602,12 +583,56 @@ fn backward_chunk(
             for i in 0..gs {
                 col2im_add(
                     g,
-                    &cols,
+                    cols,
                     ld,
                     i * p,
                     &mut dx[(start + i) * in_len..][..in_len],
                 );
             }
         }
+    }
+}
+
+/// Σ row, in eight independent lanes so that the compiler can vectorise it.
+fn sum(row: &[f32]) -> f32 {
+    let mut lanes = [0.0f32; 8];
+    let mut chunks = row.chunks_exact(8);
+    for chunk in &mut chunks {
+        for (lane, v) in lanes.iter_mut().zip(chunk) {
+            *lane += v;
+        }
+    }
+    lanes.iter().sum::<f32>() + chunks.remainder().iter().sum::<f32>()
+}
+
+thread_local! {
+    /// This thread's im2col and transpose buffers, kept between calls: a fresh 2–20 MB
+    /// allocation per call costs page faults and zeroing comparable to the GEMM itself.
+    static SCRATCH: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// A scratch buffer borrowed from [`SCRATCH`] and given back on drop. Its contents are
+/// stale, so users overwrite every element they read (im2col writes its zeros too).
+struct Scratch(Vec<f32>);
+
+impl Scratch {
+    fn take() -> Self {
+        Self(SCRATCH.with(|s| s.take()))
+    }
+
+    /// Two disjoint buffers of `a` and `b` elements.
+    fn split(&mut self, a: usize, b: usize) -> (&mut [f32], &mut [f32]) {
+        if self.0.len() < a + b {
+            self.0.resize(a + b, 0.0);
+        }
+        let (first, rest) = self.0.split_at_mut(a);
+        (first, &mut rest[..b])
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let buffer = std::mem::take(&mut self.0);
+        SCRATCH.with(|s| s.set(buffer));
     }
 }
