@@ -35,6 +35,9 @@ pub struct ExperimentConfig {
     pub strategy: StrategyConfig,
     /// Rate policy.
     pub policy: PolicyConfig,
+    /// Simulated devices: speeds, bandwidths, availability, dropouts, stragglers and a
+    /// round deadline on a simulated clock (default none: every client is ideal).
+    pub devices: Option<fedpace_sim::DevicesConfig>,
     /// Evaluation.
     pub eval: EvalConfig,
     /// Output.
@@ -54,6 +57,7 @@ impl Default for ExperimentConfig {
             client: ClientConfig::default(),
             strategy: StrategyConfig::default(),
             policy: PolicyConfig::default(),
+            devices: None,
             eval: EvalConfig::default(),
             output: OutputConfig::default(),
         }
@@ -211,6 +215,9 @@ impl ExperimentConfig {
         }
         self.strategy.validate().map_err(|e| e.to_string())?;
         self.policy.validate().map_err(|e| e.to_string())?;
+        if let Some(d) = &self.devices {
+            d.validate().map_err(|e| e.to_string())?;
+        }
         self.data.validate().map_err(|e| e.to_string())?;
         Ok(())
     }
@@ -245,6 +252,7 @@ impl ExperimentConfig {
             batch_size: self.client.batch_size,
             optimizer: self.client.optimizer,
             state_mode: self.client.state_mode,
+            prox_mu: 0.0,
         })
     }
 
