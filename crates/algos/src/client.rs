@@ -230,7 +230,8 @@ impl StandardClient {
             let end = (start + EVAL_BATCH).min(n);
             let idx: Vec<usize> = (start..end).collect();
             g.iter_mut().for_each(|v| *v = 0.0);
-            self.model.loss_and_grad(params, &data.batch(&idx), &mut g)?;
+            self.model
+                .loss_and_grad(params, &data.batch(&idx), &mut g)?;
             let w = (end - start) as f64 / n as f64;
             for (o, v) in out.iter_mut().zip(&g) {
                 *o += w * *v as f64;

@@ -8,8 +8,8 @@ use crate::aggregate::Normalize;
 use crate::fedavg::{FedAvg, FedAvgConfig};
 use crate::feddyn::FedDyn;
 use crate::fedprox::FedProx;
-use crate::scaffold::Scaffold;
 use crate::sampling::Sampling;
+use crate::scaffold::Scaffold;
 use fedpace_core::{Error, RatePlan, RatePolicy, Result, Strategy};
 use serde::{Deserialize, Serialize};
 
@@ -111,7 +111,11 @@ impl StrategyConfig {
             return Err(Error::invalid("strategy.mu", self.mu, "a finite μ >= 0"));
         }
         if !(self.alpha.is_finite() && self.alpha > 0.0) {
-            return Err(Error::invalid("strategy.alpha", self.alpha, "a finite α > 0"));
+            return Err(Error::invalid(
+                "strategy.alpha",
+                self.alpha,
+                "a finite α > 0",
+            ));
         }
         if !(self.async_alpha > 0.0 && self.async_alpha <= 1.0) {
             return Err(Error::invalid(
@@ -173,11 +177,9 @@ impl StrategyConfig {
         match self.name {
             StrategyName::Fedavg => Ok(Box::new(FedAvg::new(cfg, policy))),
             StrategyName::Fedprox => Ok(Box::new(FedProx::new(cfg, self.mu, policy)?)),
-            StrategyName::Scaffold => Ok(Box::new(Scaffold::new(
-                cfg,
-                self.scaffold_option,
-                policy,
-            ))),
+            StrategyName::Scaffold => {
+                Ok(Box::new(Scaffold::new(cfg, self.scaffold_option, policy)))
+            }
             StrategyName::Feddyn => Ok(Box::new(FedDyn::new(cfg, self.alpha, policy)?)),
             StrategyName::Fedasync | StrategyName::Fedbuff => Err(Error::invalid(
                 "strategy.name",

@@ -36,7 +36,10 @@ impl FedAsync {
 
 impl AsyncStrategy for FedAsync {
     fn describe(&self) -> String {
-        format!("fedasync(alpha={}, staleness={:?})", self.alpha, self.staleness)
+        format!(
+            "fedasync(alpha={}, staleness={:?})",
+            self.alpha, self.staleness
+        )
     }
 
     fn on_arrival(

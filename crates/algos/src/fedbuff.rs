@@ -25,7 +25,11 @@ impl FedBuff {
             return Err(Error::invalid("strategy.buffer_size", 0, "at least 1"));
         }
         if !(server_lr.is_finite() && server_lr > 0.0) {
-            return Err(Error::invalid("strategy.server_lr", server_lr, "must be > 0"));
+            return Err(Error::invalid(
+                "strategy.server_lr",
+                server_lr,
+                "must be > 0",
+            ));
         }
         staleness.validate("strategy.staleness")?;
         Ok(Self {

@@ -14,8 +14,8 @@ use crate::aggregate::aggregate;
 use crate::fedavg::{find_client, FedAvg, FedAvgConfig};
 use crate::scaffold::usable;
 use fedpace_core::{
-    AggregateSummary, ClientId, ClientInfo, Error, InsExtras, RatePlan, RatePolicy, Reply,
-    Result, Strategy, TrainIns, TrainRes,
+    AggregateSummary, ClientId, ClientInfo, Error, InsExtras, RatePlan, RatePolicy, Reply, Result,
+    Strategy, TrainIns, TrainRes,
 };
 use fedpace_params::{l2_norm, ParamTree};
 use std::sync::Arc;

@@ -16,11 +16,11 @@ pub mod scaffold;
 
 pub use client::StandardClient;
 pub use config::{StrategyConfig, StrategyName};
-pub use fedavg::{FedAvg, FedAvgConfig, Normalize};
 pub use fedasync::FedAsync;
+pub use fedavg::{FedAvg, FedAvgConfig, Normalize};
 pub use fedbuff::FedBuff;
 pub use feddyn::FedDyn;
 pub use fedprox::FedProx;
-pub use scaffold::Scaffold;
 pub use policy::{ByDataSize, Constant, PolicyConfig};
 pub use sampling::Sampling;
+pub use scaffold::Scaffold;

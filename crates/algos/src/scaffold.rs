@@ -21,7 +21,10 @@ use fedpace_params::{l2_norm, ParamTree};
 use std::sync::Arc;
 
 /// The successful replies with training data, or an error when there are none.
-pub(crate) fn usable(round: u32, replies: &[Reply<TrainRes>]) -> Result<Vec<(ClientId, &TrainRes)>> {
+pub(crate) fn usable(
+    round: u32,
+    replies: &[Reply<TrainRes>],
+) -> Result<Vec<(ClientId, &TrainRes)>> {
     let ok: Vec<(ClientId, &TrainRes)> = replies
         .iter()
         .filter_map(|r| r.result.as_ref().ok().map(|res| (r.client, res)))

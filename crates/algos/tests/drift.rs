@@ -1,6 +1,8 @@
 //! FedProx, SCAFFOLD and FedDyn against hand-derived updates on a quadratic whose
 //! local training is full-batch gradient descent (tests/common).
 
+#![allow(clippy::needless_range_loop, clippy::useless_vec)]
+
 mod common;
 use common::*;
 use fedpace_algos::{FedAvgConfig, Normalize, Sampling, Scaffold, StrategyConfig, StrategyName};
@@ -59,13 +61,12 @@ fn fedprox_strategy_puts_mu_in_every_plan_and_rejects_bad_mu() {
     let mut s = cfg
         .build(plan(0.1, 3), fedpace_algos::PolicyConfig::Constant.build())
         .unwrap();
-    let ins = s.configure_train(1, &global([0.0; 2]), &pool(3), 0).unwrap();
+    let ins = s
+        .configure_train(1, &global([0.0; 2]), &pool(3), 0)
+        .unwrap();
     assert_eq!(ins.len(), 2);
     assert!(ins.iter().all(|(_, i)| i.plan.prox_mu == 0.7));
-    let bad = StrategyConfig {
-        mu: -1.0,
-        ..cfg
-    };
+    let bad = StrategyConfig { mu: -1.0, ..cfg };
     assert_eq!(
         bad.validate().unwrap_err().to_string(),
         "strategy.mu = -1: a finite μ >= 0"
@@ -122,13 +123,20 @@ fn scaffold_two_rounds_by_hand_and_control_variates_survive() {
             let ids: Vec<u64> = ins.iter().map(|i| i.0).collect();
             assert_eq!(ids.len(), m);
             let replies = grid.train(ins, &NoProgress);
-            s.aggregate_train(round, &mut x, &replies, &pool(n)).unwrap();
+            s.aggregate_train(round, &mut x, &replies, &pool(n))
+                .unwrap();
             // by hand
             let mut mean_dy = vec![0.0; DIM];
             let mut sum_dc = vec![0.0; DIM];
             for &id in &ids {
                 let (dy, new) = scaffold_client_by_hand(
-                    &xr, mean(id), &c, &ci[id as usize], lr as f64, k, option,
+                    &xr,
+                    mean(id),
+                    &c,
+                    &ci[id as usize],
+                    lr as f64,
+                    k,
+                    option,
                 );
                 for j in 0..DIM {
                     mean_dy[j] += dy[j] / m as f64;
@@ -141,15 +149,25 @@ fn scaffold_two_rounds_by_hand_and_control_variates_survive() {
                 c[j] += sum_dc[j] / n as f64; // 1/N, not 1/|S|
             }
             for j in 0..DIM {
-                assert!(close(x.as_slice()[j] as f64, xr[j], 1e-5), "{option:?} round {round}: x {:?} vs {xr:?}", x.as_slice());
-                assert!(close(s.server_control()[j] as f64, c[j], 1e-5), "{option:?} round {round}: c");
+                assert!(
+                    close(x.as_slice()[j] as f64, xr[j], 1e-5),
+                    "{option:?} round {round}: x {:?} vs {xr:?}",
+                    x.as_slice()
+                );
+                assert!(
+                    close(s.server_control()[j] as f64, c[j], 1e-5),
+                    "{option:?} round {round}: c"
+                );
             }
             // every client's c_i is the one kept in the grid's state store
             for id in 0..n {
                 let st = grid.state_of(id);
                 let got = st.control_variate.unwrap_or_else(|| vec![0.0; DIM]);
                 for j in 0..DIM {
-                    assert!(close(got[j] as f64, ci[id as usize][j], 1e-5), "{option:?} round {round} client {id}");
+                    assert!(
+                        close(got[j] as f64, ci[id as usize][j], 1e-5),
+                        "{option:?} round {round} client {id}"
+                    );
                 }
             }
         }
@@ -189,7 +207,10 @@ fn feddyn_two_rounds_by_hand() {
         ..Default::default()
     };
     let mut s = cfg
-        .build(plan(lr as f32, k), fedpace_algos::PolicyConfig::Constant.build())
+        .build(
+            plan(lr as f32, k),
+            fedpace_algos::PolicyConfig::Constant.build(),
+        )
         .unwrap();
     let mut grid = SimGrid::new(pool(n), factory(), 1).unwrap();
     let mut x = ParamTree::from_vec(spec(), vec![0.5, -1.0]).unwrap();
@@ -201,7 +222,8 @@ fn feddyn_two_rounds_by_hand() {
             .configure_train(round, &Arc::new(x.clone()), grid.clients(), 1)
             .unwrap();
         let replies = grid.train(ins, &NoProgress);
-        s.aggregate_train(round, &mut x, &replies, &pool(n)).unwrap();
+        s.aggregate_train(round, &mut x, &replies, &pool(n))
+            .unwrap();
         let r = (1.0 - lr * (1.0 + alpha)).powi(k as i32);
         let mut mean_d = vec![0.0; DIM];
         for id in 0..n as usize {
@@ -216,7 +238,11 @@ fn feddyn_two_rounds_by_hand() {
         }
         for j in 0..DIM {
             xr[j] += mean_d[j] - h[j] / alpha;
-            assert!(close(x.as_slice()[j] as f64, xr[j], 1e-4), "round {round}: {:?} vs {xr:?}", x.as_slice());
+            assert!(
+                close(x.as_slice()[j] as f64, xr[j], 1e-4),
+                "round {round}: {:?} vs {xr:?}",
+                x.as_slice()
+            );
         }
     }
 }

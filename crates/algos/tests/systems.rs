@@ -2,6 +2,8 @@
 //! loop (`run_async` with FedAsync and FedBuff), and FedProx composed with a rate
 //! policy and normalisation, on the quadratic toy federation (tests/common).
 
+#![allow(clippy::needless_range_loop, clippy::useless_vec)]
+
 mod common;
 use common::*;
 use fedpace_algos::{
@@ -105,7 +107,10 @@ fn deadline_gives_partial_work_by_the_clock() {
     assert!(ins.iter().all(|(_, i)| i.plan.max_steps == Some(10)));
     let t = s.round_timing().unwrap();
     assert_eq!(t.round_seconds, 7.0);
-    assert_eq!(t.completion.iter().map(|c| c.1).collect::<Vec<_>>(), vec![7.0, 7.0]);
+    assert_eq!(
+        t.completion.iter().map(|c| c.1).collect::<Vec<_>>(),
+        vec![7.0, 7.0]
+    );
     let mut late = Systems::new(
         fedavg(2, plan(0.1, 20)),
         Devices::new(
@@ -129,7 +134,10 @@ fn bad_device_values_name_the_key() {
     }
     .validate()
     .unwrap_err();
-    assert_eq!(e.to_string(), "devices.stragglers = 1.5: a fraction in [0, 1]");
+    assert_eq!(
+        e.to_string(),
+        "devices.stragglers = 1.5: a fraction in [0, 1]"
+    );
     let e = DevicesConfig {
         speed: Distribution::Constant { value: 0.0 },
         ..Default::default()
@@ -320,7 +328,10 @@ fn fedasync_and_fedbuff_are_deterministic_and_time_ordered() {
         let (b, rb) = async_run(2, make().as_mut(), true);
         assert_eq!(a, b);
         assert_eq!(ra.len(), 12);
-        let times: Vec<f64> = ra.iter().map(|r| r.timing.as_ref().unwrap().sim_seconds).collect();
+        let times: Vec<f64> = ra
+            .iter()
+            .map(|r| r.timing.as_ref().unwrap().sim_seconds)
+            .collect();
         assert_eq!(
             times,
             rb.iter()
@@ -344,19 +355,20 @@ fn staleness_decays_the_clients_rate() {
     let mut strat = FedAsync::new(0.5, s).unwrap();
     let (_, recs) = async_run(1, &mut strat, true);
     let mut last: std::collections::BTreeMap<u64, u64> = Default::default();
-    let mut version = 0u64;
     let mut decayed = 0;
     // Rebuild staleness from the records: each arrival advances the version by one.
     for r in &recs {
         for c in &r.clients {
             let want = 0.1 * s.weight(last.get(&c.client).copied().unwrap_or(0));
-            assert!((c.plan.base_lr as f64 - want).abs() < 1e-7, "{} vs {want}", c.plan.base_lr);
+            assert!(
+                (c.plan.base_lr as f64 - want).abs() < 1e-7,
+                "{} vs {want}",
+                c.plan.base_lr
+            );
             if want < 0.1 - 1e-9 {
                 decayed += 1;
             }
-            let _ = version;
         }
-        version += 1;
         // weight = α·s(staleness) reveals the staleness the client had
         for c in &r.clients {
             let st = ((0.5 / c.weight).powi(2) - 1.0).round() as u64;
@@ -367,5 +379,8 @@ fn staleness_decays_the_clients_rate() {
     // without decay every plan keeps the base rate
     let mut strat = FedAsync::new(0.5, s).unwrap();
     let (_, recs) = async_run(1, &mut strat, false);
-    assert!(recs.iter().flat_map(|r| &r.clients).all(|c| c.plan.base_lr == 0.1));
+    assert!(recs
+        .iter()
+        .flat_map(|r| &r.clients)
+        .all(|c| c.plan.base_lr == 0.1));
 }

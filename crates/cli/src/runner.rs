@@ -4,10 +4,10 @@ use crate::config::ExperimentConfig;
 use crate::output::RunWriter;
 use anyhow::{Context, Result};
 use fedpace_algos::StandardClient;
-use fedpace_core::rng::{derive_seed, Purpose};
-use fedpace_core::round::RunOptions;
 use fedpace_algos::StrategyName;
 use fedpace_core::asynchronous::AsyncStrategy;
+use fedpace_core::rng::{derive_seed, Purpose};
+use fedpace_core::round::RunOptions;
 use fedpace_core::{ClientFactory, ClientInfo, RatePlan, RatePolicy, Strategy};
 use fedpace_sim::{AsyncOptions, Devices, SimGrid, Systems};
 use serde_json::json;
@@ -72,6 +72,7 @@ pub fn utc_stamp(secs: u64) -> String {
 }
 
 /// How the run is driven: the synchronous round loop or the asynchronous event loop.
+#[allow(clippy::large_enum_variant)] // one value per run
 pub enum Mode {
     /// `fedpace_core::run` (with the devices wrapper when `[devices]` is set).
     Sync(Box<dyn Strategy>),

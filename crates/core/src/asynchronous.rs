@@ -73,7 +73,8 @@ impl Staleness {
 
     /// Checks ranges; `field` names the config key.
     pub fn validate(&self, field: &str) -> Result<()> {
-        let bad = |k: &str, v: f64| Err(Error::invalid(format!("{field}.{k}"), v, "finite and >= 0"));
+        let bad =
+            |k: &str, v: f64| Err(Error::invalid(format!("{field}.{k}"), v, "finite and >= 0"));
         match *self {
             Staleness::Constant => Ok(()),
             Staleness::Polynomial { a } if !(a.is_finite() && a >= 0.0) => bad("a", a),
@@ -120,6 +121,7 @@ mod tests {
     use super::*;
 
     #[test]
+    #[allow(clippy::approx_constant)] // the C.8 test vector, digits as printed there
     fn staleness_test_vectors_from_c8() {
         let taus = [0u64, 1, 3, 4, 5, 10];
         let poly = [1.0, 0.7071, 0.5, 0.4472, 0.4082, 0.3015];

@@ -108,7 +108,11 @@ impl RatePlan {
             return Err(Error::invalid("plan.batch_size", 0, "at least 1"));
         }
         if !(self.prox_mu.is_finite() && self.prox_mu >= 0.0) {
-            return Err(Error::invalid("plan.prox_mu", self.prox_mu, "a finite μ >= 0"));
+            return Err(Error::invalid(
+                "plan.prox_mu",
+                self.prox_mu,
+                "a finite μ >= 0",
+            ));
         }
         self.optimizer.validate()?;
         self.schedule.validate()?;

@@ -26,8 +26,7 @@ use crate::devices::Devices;
 use fedpace_core::asynchronous::AsyncStrategy;
 use fedpace_core::rng::{stream, Purpose};
 use fedpace_core::round::{
-    summarize_eval, ClientRoundRecord, EvalSummary, Observer, RoundRecord, RoundTiming,
-    RunOutcome,
+    summarize_eval, ClientRoundRecord, EvalSummary, Observer, RoundRecord, RoundTiming, RunOutcome,
 };
 use fedpace_core::{
     ClientId, ClientInfo, Error, EvalIns, Grid, RatePlan, RatePolicy, Result, TrainIns, TrainRes,
@@ -249,7 +248,7 @@ pub fn run_async(
             version += 1;
             let round = version as u32;
             let evaluate = round == opts.updates
-                || (opts.eval_every > 0 && round % opts.eval_every == 0);
+                || (opts.eval_every > 0 && round.is_multiple_of(opts.eval_every));
             let eval = if evaluate {
                 let e = evaluate_async(grid, &global, round, base_plan, opts, observer)?;
                 final_eval = Some(e.clone());

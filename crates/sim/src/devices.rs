@@ -19,8 +19,8 @@
 use crate::clock::{completion_seconds, model_bytes, steps_within};
 use fedpace_core::rng::{stream, Purpose};
 use fedpace_core::{
-    AggregateSummary, ClientId, ClientInfo, Error, LocalWork, RatePlan, Reply, Result,
-    RoundTiming, Strategy, TrainIns, TrainRes,
+    AggregateSummary, ClientId, ClientInfo, Error, LocalWork, RatePlan, Reply, Result, RoundTiming,
+    Strategy, TrainIns, TrainRes,
 };
 use fedpace_params::ParamTree;
 use rand::seq::index::sample;
@@ -76,10 +76,7 @@ impl Distribution {
     /// Checks that every draw lies in `(lo, hi]` (or `[lo, hi]` with `closed`).
     fn validate(&self, field: &str, lo: f64, hi: f64, closed: bool) -> Result<()> {
         let ok = |v: f64| (v > lo || (closed && v == lo)) && v <= hi;
-        let expected = format!(
-            "values in {}{lo}, {hi}]",
-            if closed { "[" } else { "(" }
-        );
+        let expected = format!("values in {}{lo}, {hi}]", if closed { "[" } else { "(" });
         match *self {
             Distribution::Constant { value } if !ok(value) => {
                 Err(Error::invalid(format!("{field}.value"), value, expected))
@@ -153,7 +150,8 @@ impl Default for DevicesConfig {
 impl DevicesConfig {
     /// Checks ranges; errors name the key under `devices.`.
     pub fn validate(&self) -> Result<()> {
-        self.speed.validate("devices.speed", 0.0, f64::INFINITY, false)?;
+        self.speed
+            .validate("devices.speed", 0.0, f64::INFINITY, false)?;
         self.bandwidth
             .validate("devices.bandwidth", 0.0, f64::INFINITY, false)?;
         self.availability
@@ -408,11 +406,7 @@ impl Strategy for Systems {
                 .push((id, completion_seconds(&profile, steps, bytes)));
             out.push((id, i));
         }
-        let slowest = timing
-            .completion
-            .iter()
-            .map(|c| c.1)
-            .fold(0.0f64, f64::max);
+        let slowest = timing.completion.iter().map(|c| c.1).fold(0.0f64, f64::max);
         // With a deadline the server waits for it whenever someone is missing.
         timing.round_seconds = match cfg.deadline {
             Some(d) if !(timing.dropped.is_empty() && timing.late_dropped.is_empty()) => {

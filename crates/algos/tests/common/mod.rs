@@ -42,7 +42,12 @@ impl Dataset for Points {
 pub struct Quadratic;
 
 pub fn spec() -> Arc<ParamSpec> {
-    Arc::new(ParamSpec::builder().add("w", &[DIM], "body").build().unwrap())
+    Arc::new(
+        ParamSpec::builder()
+            .add("w", &[DIM], "body")
+            .build()
+            .unwrap(),
+    )
 }
 
 impl Model for Quadratic {
