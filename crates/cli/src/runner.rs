@@ -128,6 +128,7 @@ pub fn prepare(cfg: &ExperimentConfig, threads: usize) -> Result<Prepared> {
     let groups = spec.groups().to_vec();
     let base_plan = cfg.base_plan(&groups).map_err(UsageError)?;
     let data = fed.data.clone();
+    let central_models = models.clone();
     let pool: Vec<ClientInfo> = (0..data.num_clients())
         .map(|id| {
             let c = data.client(id)?;
@@ -177,7 +178,10 @@ pub fn prepare(cfg: &ExperimentConfig, threads: usize) -> Result<Prepared> {
             None => s,
         })
     };
-    let grid = SimGrid::new(pool, factory, threads)?;
+    let mut grid = SimGrid::new(pool, factory, threads)?;
+    if let Some(test) = fed.global_test.clone() {
+        grid = grid.with_central_test(test, central_models);
+    }
     Ok(Prepared {
         description: format!(
             "{} · {} · {} clients · {} params · {}",

@@ -43,6 +43,8 @@ pub struct ClientRoundRecord {
 /// Evaluation results of one round.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct EvalSummary {
+    /// Global model on the server's held-out test set, when there is one.
+    pub central: Option<EvalStats>,
     /// Global model, all clients' test splits pooled (sample-weighted).
     pub global_loss: f64,
     /// Global model accuracy, pooled (sample-weighted).
@@ -263,7 +265,9 @@ pub fn evaluate_all(
         .collect();
     observer.phase_started(round, "eval", ins.len());
     let replies = grid.evaluate(ins, observer.progress());
-    Ok(summarize_eval(&replies))
+    let mut summary = summarize_eval(&replies);
+    summary.central = grid.evaluate_central(global).transpose()?;
+    Ok(summary)
 }
 
 /// Combines per-client evaluations into the summary statistics.
@@ -301,6 +305,7 @@ pub fn summarize_eval(replies: &[Reply<EvalRes>]) -> EvalSummary {
         mean_std(&sorted[sorted.len() - k.min(sorted.len())..]).0
     };
     EvalSummary {
+        central: None,
         global_loss: pooled.loss(),
         global_accuracy: pooled.accuracy(),
         global_mean_accuracy: mean_std(&global_accs).0,

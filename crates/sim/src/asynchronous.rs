@@ -331,5 +331,7 @@ fn evaluate_async(
         .collect();
     observer.phase_started(round, "eval", ins.len());
     let replies = grid.evaluate(ins, observer.progress());
-    Ok(summarize_eval(&replies))
+    let mut summary = summarize_eval(&replies);
+    summary.central = grid.evaluate_central(global).transpose()?;
+    Ok(summary)
 }
