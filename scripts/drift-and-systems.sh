@@ -13,14 +13,19 @@ run() { # name, extra --set args...
     --set rounds=200 --set eval.every=10 "$@" > "$OUT/$name.log" 2>&1
 }
 # Z #2: FedProx systems heterogeneity on Synthetic(1,1): 30 devices, 10/round, E=20, B=10, lr 0.01.
+# z2-*: the paper's plain n_k-weighted mean (normalize=off); z2auto-*: fedpace's default
+# (normalize=auto: FedNova-style normalisation whenever clients' rate sums differ).
 for seed in $SEEDS; do
   for s in 0 0.5 0.9; do
-    run "z2-fedavg-drop-s$s-seed$seed" --seed "$seed" --set strategy.name=fedavg \
-      --set devices.stragglers=$s --set devices.late=drop
-    run "z2-fedprox-mu0-s$s-seed$seed" --seed "$seed" --set strategy.name=fedprox --set strategy.mu=0.0 \
-      --set devices.stragglers=$s --set devices.late=partial
-    run "z2-fedprox-mu1-s$s-seed$seed" --seed "$seed" --set strategy.name=fedprox --set strategy.mu=1.0 \
-      --set devices.stragglers=$s --set devices.late=partial
+    for n in off auto; do
+      p=z2; [ $n = auto ] && p=z2auto
+      run "$p-fedavg-drop-s$s-seed$seed" --seed "$seed" --set strategy.name=fedavg --set strategy.normalize=$n \
+        --set devices.stragglers=$s --set devices.late=drop
+      run "$p-fedprox-mu0-s$s-seed$seed" --seed "$seed" --set strategy.name=fedprox --set strategy.mu=0.0 \
+        --set strategy.normalize=$n --set devices.stragglers=$s --set devices.late=partial
+      run "$p-fedprox-mu1-s$s-seed$seed" --seed "$seed" --set strategy.name=fedprox --set strategy.mu=1.0 \
+        --set strategy.normalize=$n --set devices.stragglers=$s --set devices.late=partial
+    done
   done
 done
 # Z #3: FedNova (normalised) vs FedAvg with random local epochs: every selected client is a

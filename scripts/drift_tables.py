@@ -36,7 +36,7 @@ def loss_ms(xs):
     return f"{statistics.mean(xs):.3f} ± {statistics.pstdev(xs):.3f}"
 
 
-def z2():
+def z2(prefix="z2"):
     rows = []
     methods = [("fedavg-drop", "FedAvg (stragglers dropped)"), ("fedprox-mu0", "FedProx μ=0 (partial work)"),
                ("fedprox-mu1", "FedProx μ=1 (partial work)")]
@@ -46,13 +46,26 @@ def z2():
         for key, label in methods:
             fin, best, loss, rise = [], [], [], []
             for seed in SEEDS:
-                c = curve(f"z2-{key}-s{s}-seed{seed}")
+                c = curve(f"{prefix}-{key}-s{s}-seed{seed}")
                 if not c:
                     continue
                 fin.append(c[-1][1]); best.append(max(p[1] for p in c)); loss.append(c[-1][2])
                 rise.append(max(0.0, max(b[2] - a[2] for a, b in zip(c, c[1:]))))
             print(f"| {int(float(s)*100)} % | {label} | {ms(fin)} | {ms(best)} | {loss_ms(loss)} | {loss_ms(rise)} |")
-    plot_z2()
+    plot_z2(prefix)
+
+
+def per_seed(prefix):
+    print("| stragglers | seed | accuracy % (FedAvg-drop / μ=0 / μ=1) | test loss (same order) |")
+    print("|---|---|---|---|")
+    for s in ["0", "0.5", "0.9"]:
+        for seed in SEEDS:
+            cs = [curve(f"{prefix}-{k}-s{s}-seed{seed}") for k in ["fedavg-drop", "fedprox-mu0", "fedprox-mu1"]]
+            if not all(cs):
+                continue
+            acc = " / ".join(f"{100*c[-1][1]:.1f}" for c in cs)
+            loss = " / ".join(f"{c[-1][2]:.2f}" for c in cs)
+            print(f"| {int(float(s)*100)} % | {seed} | {acc} | {loss} |")
 
 
 def z3():
@@ -111,14 +124,32 @@ def mean_curve(names, idx):
     return [(cs[0][i][0], statistics.mean(c[i][idx] for c in cs)) for i in range(n)]
 
 
-def plot_z2():
+def plot_z2(prefix):
     for s in ["0", "0.5", "0.9"]:
         series = []
         for key, label in [("fedavg-drop", "FedAvg, drop"), ("fedprox-mu0", "FedProx μ=0"), ("fedprox-mu1", "FedProx μ=1")]:
-            series.append((label, mean_curve([f"z2-{key}-s{s}-seed{k}" for k in SEEDS], 2)))
-        svg_lines(series, f"Synthetic(1,1), {int(float(s)*100)} % stragglers (mean of 3 seeds)",
-                  "test loss (global model)", os.path.join(DOCS, f"z2-loss-s{s}.svg"), ymax=4.0)
+            series.append((label, mean_curve([f"{prefix}-{key}-s{s}-seed{k}" for k in SEEDS], 2)))
+        svg_lines(series, f"Synthetic(1,1), {int(float(s)*100)} % stragglers, normalize={'off' if prefix == 'z2' else 'auto'}",
+                  "test loss (global model)", os.path.join(DOCS, f"{prefix}-loss-s{s}.svg"), ymax=4.0)
 
 
 if __name__ == "__main__":
-    print("### Z #2\n"); z2(); print("\n### Z #3\n"); z3()
+    print("### Z #2 (normalize=off)\n"); z2("z2"); print(); per_seed("z2"); print("\n### Z #2 (normalize=auto)\n"); z2("z2auto"); print(); per_seed("z2auto"); print("\n### Z #3\n"); z3()
+
+
+def async_table():
+    print("| algorithm | client rate decay | final test acc % | final test loss | simulated seconds at the end |")
+    print("|---|---|---|---|---|")
+    for algo in ["fedasync", "fedbuff"]:
+        for decay in ["true", "false"]:
+            acc, loss, sim = [], [], []
+            for seed in SEEDS:
+                c = curve(f"async-{algo}-decay{decay}-seed{seed}")
+                if c:
+                    acc.append(c[-1][1]); loss.append(c[-1][2]); sim.append(c[-1][3])
+            print(f"| {algo} | {decay} | {ms(acc)} | {loss_ms(loss)} | {loss_ms(sim)} |")
+            print(f"|  | per seed | {' / '.join(f'{100*a:.1f}' for a in acc)} | {' / '.join(f'{l:.2f}' for l in loss)} | |")
+
+
+if __name__ == "__main__" and len(sys.argv) > 3 and sys.argv[3] == "async":
+    print("\n### Async\n"); async_table()
