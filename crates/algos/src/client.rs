@@ -199,14 +199,16 @@ pub fn local_train_with(
     Ok(report)
 }
 
-/// Evaluates `params` on all of `data` in fixed-size batches.
+/// Evaluates `params` on the first `limit` samples of `data` (all when `None`), in
+/// fixed-size batches.
 pub fn evaluate_on(
     model: &mut dyn Model,
     data: &dyn Dataset,
     params: &ParamTree,
+    limit: Option<u32>,
 ) -> Result<EvalStats> {
     let mut stats = EvalStats::default();
-    let n = data.len();
+    let n = limit.map_or(data.len(), |l| data.len().min(l as usize));
     let mut start = 0;
     while start < n {
         let end = (start + EVAL_BATCH).min(n);
@@ -376,7 +378,13 @@ impl Client for StandardClient {
     }
 
     fn evaluate(&mut self, ins: &EvalIns, state: &mut LocalState) -> Result<EvalRes> {
-        let global = evaluate_on(self.model.as_mut(), self.data.test.as_ref(), &ins.params)?;
+        let limit = ins.max_test_samples;
+        let global = evaluate_on(
+            self.model.as_mut(),
+            self.data.test.as_ref(),
+            &ins.params,
+            limit,
+        )?;
         let personalized = if ins.finetune_steps > 0 && !self.data.train.is_empty() {
             let mut p = (*ins.params).clone();
             let rng = stream(ins.seed, ins.round as u64, self.id, Purpose::FineTune);
@@ -394,6 +402,7 @@ impl Client for StandardClient {
                 self.model.as_mut(),
                 self.data.test.as_ref(),
                 &p,
+                limit,
             )?)
         } else {
             None

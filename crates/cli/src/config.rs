@@ -112,6 +112,8 @@ pub struct EvalConfig {
     pub every: u32,
     /// Local fine-tuning steps before the personalised evaluation (default 5).
     pub finetune_steps: u32,
+    /// Evaluate each client on at most this many of its test samples (default: all).
+    pub max_test_samples: Option<u32>,
 }
 
 impl Default for EvalConfig {
@@ -119,6 +121,7 @@ impl Default for EvalConfig {
         Self {
             every: 1,
             finetune_steps: 5,
+            max_test_samples: None,
         }
     }
 }

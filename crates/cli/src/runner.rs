@@ -227,6 +227,7 @@ pub fn execute(
         seed: cfg.seed,
         eval_every: cfg.eval.every,
         finetune_steps: cfg.eval.finetune_steps,
+        max_test_samples: cfg.eval.max_test_samples,
     };
     let outcome = match &mut p.strategy {
         Mode::Sync(s) => fedpace_core::run(s.as_mut(), &mut p.grid, p.init, &opts, &mut writer)?,

@@ -19,6 +19,8 @@ pub struct RunOptions {
     pub eval_every: u32,
     /// Local fine-tuning steps before personalised evaluation.
     pub finetune_steps: u32,
+    /// Evaluate each client on at most this many of its test samples (`None` = all).
+    pub max_test_samples: Option<u32>,
 }
 
 /// One client's line in a round record.
@@ -257,6 +259,7 @@ pub fn evaluate_all(
                     round,
                     params: params.clone(),
                     finetune_steps: opts.finetune_steps,
+                    max_test_samples: opts.max_test_samples,
                     plan: plan.clone(),
                     seed: opts.seed,
                 },
