@@ -189,6 +189,7 @@ fn systems_run(threads: usize) -> (Vec<f32>, Vec<f64>) {
             seed: 11,
             eval_every: 0,
             finetune_steps: 0,
+            max_test_samples: None,
         },
         &mut obs,
     )
@@ -307,6 +308,7 @@ fn async_run(
             seed: 5,
             eval_every: 0,
             finetune_steps: 0,
+            max_test_samples: None,
         },
         &mut obs,
     )

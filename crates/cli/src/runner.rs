@@ -250,6 +250,7 @@ pub fn execute(
                 seed: cfg.seed,
                 eval_every: cfg.eval.every,
                 finetune_steps: cfg.eval.finetune_steps,
+                max_test_samples: cfg.eval.max_test_samples,
             },
             &mut writer,
         )?,

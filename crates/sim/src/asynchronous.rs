@@ -52,6 +52,8 @@ pub struct AsyncOptions {
     pub eval_every: u32,
     /// Fine-tuning steps before personalised evaluation.
     pub finetune_steps: u32,
+    /// Cap on each client's test samples at evaluation (`None` = all).
+    pub max_test_samples: Option<u32>,
 }
 
 struct InFlight {
@@ -323,6 +325,7 @@ fn evaluate_async(
                     round,
                     params: params.clone(),
                     finetune_steps: opts.finetune_steps,
+                    max_test_samples: opts.max_test_samples,
                     plan: plan.clone(),
                     seed: opts.seed,
                 },
