@@ -3,10 +3,13 @@
 
 use fedpace_core::rng::{stream, Purpose};
 use fedpace_core::{
-    Client, ClientData, ClientId, Dataset, EvalIns, EvalRes, EvalStats, InsExtras, LocalState,
-    Model, RatePlan, ResExtras, Result, TrainIns, TrainReport, TrainRes,
+    Client, ClientData, ClientId, Dataset, Error, EvalIns, EvalRes, EvalStats, InsExtras,
+    LocalState, Model, RatePlan, ResExtras, Result, ScaffoldOption, TrainIns, TrainReport,
+    TrainRes,
 };
-use fedpace_optim::{apply_updates, OptimizerSpec, State, StateMode, StepContext};
+use fedpace_optim::{
+    add_proximal, apply_updates, OptimizerSpec, State, StateMode, StepContext, Transform,
+};
 use fedpace_params::{l2_norm, ParamTree};
 use rand::seq::SliceRandom;
 use rand::Rng;
@@ -66,10 +69,25 @@ impl<R: Rng> BatchOrder<R> {
     }
 }
 
+/// Terms a drift-control algorithm adds to every local gradient before the local
+/// optimiser sees it: `g ← g + linear + μ·(w − anchor)`.
+///
+/// The proximal part is optim's [`add_proximal`] with its anchor set once per round
+/// (FedProx B.1, and FedDyn's `(α/2)‖θ − θ^{t−1}‖²`, B.4); the linear part is SCAFFOLD's
+/// `c − c_i` (B.2) or FedDyn's `−g_k` (B.4). It is kept apart from the optimiser so
+/// the optimiser's own state (kept between rounds or not) has one shape whatever μ is.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct GradientCorrection<'a> {
+    /// `(μ, anchor)`: adds `μ·(w − anchor)`; skipped when μ = 0.
+    pub proximal: Option<(f64, &'a [f32])>,
+    /// A constant vector added to every gradient.
+    pub linear: Option<&'a [f32]>,
+}
+
 /// Runs `steps` local steps from `params` under `plan`, starting at cumulative step
 /// `step_offset`. `opt_state` is the optimiser state to continue from (`None`: fresh);
 /// on return it holds the state after the last step. Returns the report (without
-/// update norm).
+/// update norm). The plan's `prox_mu` is not applied here; see [`local_train_with`].
 #[allow(clippy::too_many_arguments)]
 pub fn local_train(
     model: &mut dyn Model,
@@ -81,10 +99,55 @@ pub fn local_train(
     rng: impl Rng,
     opt_state: &mut Option<State>,
 ) -> Result<TrainReport> {
+    local_train_with(
+        model,
+        data,
+        params,
+        plan,
+        steps,
+        step_offset,
+        rng,
+        opt_state,
+        GradientCorrection::default(),
+    )
+}
+
+/// [`local_train`] with a [`GradientCorrection`] added to every gradient.
+#[allow(clippy::too_many_arguments)]
+pub fn local_train_with(
+    model: &mut dyn Model,
+    data: &dyn Dataset,
+    params: &mut ParamTree,
+    plan: &RatePlan,
+    steps: u32,
+    step_offset: u64,
+    rng: impl Rng,
+    opt_state: &mut Option<State>,
+    correction: GradientCorrection<'_>,
+) -> Result<TrainReport> {
     let spec = params.spec().clone();
     let groups = spec.num_groups();
     let tx = plan.optimizer.build()?;
     let opt_state = opt_state.get_or_insert_with(|| tx.init(&spec));
+    let prox = match correction.proximal {
+        Some((mu, anchor)) if mu > 0.0 => {
+            let t = add_proximal(mu);
+            let mut st = t.init(&spec);
+            t.set_anchor(&mut st, anchor, &spec)?;
+            Some((t, st))
+        }
+        _ => None,
+    };
+    let mut prox = prox;
+    if let Some(l) = correction.linear {
+        if l.len() != spec.total_len() {
+            return Err(Error::invalid(
+                "gradient correction",
+                format!("{} values", l.len()),
+                format!("one per parameter ({})", spec.total_len()),
+            ));
+        }
+    }
     let mut order = BatchOrder::new(data.len(), plan.batch_size as usize, rng);
     let mut grad = vec![0f32; spec.total_len()];
     let mut rates = Vec::with_capacity(groups);
@@ -161,6 +224,14 @@ pub fn local_train(
             group_rates: &rates,
             step,
         };
+        if let Some(l) = correction.linear {
+            for (g, c) in grad.iter_mut().zip(l) {
+                *g += c;
+            }
+        }
+        if let Some((t, st)) = prox.as_mut() {
+            t.update(&mut grad, st, params.as_slice(), &ctx)?;
+        }
         tx.update(&mut grad, opt_state, params.as_slice(), &ctx)?;
         apply_updates(params.as_mut_slice(), &grad);
     }
@@ -233,6 +304,31 @@ pub fn evaluate_on(
     Ok(stats)
 }
 
+impl StandardClient {
+    /// ∇F_i(x): the mean gradient over the whole local training split (SCAFFOLD
+    /// option I), in fixed-size batches weighted by their sizes.
+    pub fn full_gradient(&mut self, params: &ParamTree) -> Result<Vec<f32>> {
+        let data = self.data.train.as_ref();
+        let n = data.len();
+        let mut out = vec![0f64; params.as_slice().len()];
+        let mut g = vec![0f32; out.len()];
+        let mut start = 0;
+        while start < n {
+            let end = (start + EVAL_BATCH).min(n);
+            let idx: Vec<usize> = (start..end).collect();
+            g.iter_mut().for_each(|v| *v = 0.0);
+            self.model
+                .loss_and_grad(params, &data.batch(&idx), &mut g)?;
+            let w = (end - start) as f64 / n as f64;
+            for (o, v) in out.iter_mut().zip(&g) {
+                *o += w * *v as f64;
+            }
+            start = end;
+        }
+        Ok(out.into_iter().map(|v| v as f32).collect())
+    }
+}
+
 impl Client for StandardClient {
     fn train(&mut self, ins: &TrainIns, state: &mut LocalState) -> Result<TrainRes> {
         let mut params = (*ins.params).clone();
@@ -247,7 +343,49 @@ impl Client for StandardClient {
                 _ => None,
             },
         };
-        let mut report = local_train(
+        let x = ins.params.as_slice();
+        let len = x.len();
+        let check = |what: &str, v: &[f32]| -> Result<()> {
+            if v.len() == len {
+                Ok(())
+            } else {
+                Err(Error::invalid(
+                    what,
+                    format!("{} values", v.len()),
+                    format!("one per parameter ({len})"),
+                ))
+            }
+        };
+        // Drift-control terms added to every local gradient.
+        let mut mu = ins.plan.prox_mu;
+        let linear: Option<Vec<f32>> = match &ins.extras {
+            InsExtras::None | InsExtras::OptimizerState(_) => None,
+            InsExtras::Scaffold { server_control, .. } => {
+                check("extras.server_control", server_control)?;
+                let mut l = server_control.to_vec();
+                if let Some(ci) = &state.control_variate {
+                    check("state.control_variate", ci)?;
+                    for (a, c) in l.iter_mut().zip(ci) {
+                        *a -= c;
+                    }
+                }
+                Some(l)
+            }
+            InsExtras::FedDyn { alpha } => {
+                if !(alpha.is_finite() && *alpha > 0.0) {
+                    return Err(Error::invalid("extras.alpha", alpha, "a finite α > 0"));
+                }
+                mu += alpha;
+                match &state.feddyn_gradient {
+                    Some(g) => {
+                        check("state.feddyn_gradient", g)?;
+                        Some(g.iter().map(|v| -v).collect())
+                    }
+                    None => None,
+                }
+            }
+        };
+        let mut report = local_train_with(
             self.model.as_mut(),
             self.data.train.as_ref(),
             &mut params,
@@ -256,8 +394,12 @@ impl Client for StandardClient {
             state.steps_done,
             rng,
             &mut opt_state,
+            GradientCorrection {
+                proximal: Some((mu, x)),
+                linear: linear.as_deref(),
+            },
         )?;
-        let extras = match ins.plan.state_mode {
+        let optimizer_extras = match ins.plan.state_mode {
             StateMode::Keep => {
                 state.optimizer = opt_state;
                 ResExtras::None
@@ -266,9 +408,52 @@ impl Client for StandardClient {
             StateMode::Reset => ResExtras::None,
         };
         let mut delta = params.into_vec();
-        for (d, x) in delta.iter_mut().zip(ins.params.as_slice()) {
+        for (d, x) in delta.iter_mut().zip(x) {
             *d -= x;
         }
+        let extras = match &ins.extras {
+            InsExtras::None | InsExtras::OptimizerState(_) => optimizer_extras,
+            InsExtras::Scaffold {
+                server_control,
+                option,
+            } => {
+                let old = state
+                    .control_variate
+                    .take()
+                    .unwrap_or_else(|| vec![0.0; len]);
+                let new = match option {
+                    ScaffoldOption::I => self.full_gradient(&ins.params)?,
+                    ScaffoldOption::II => {
+                        // c_i⁺ = c_i − c + (x − y)/Λ_{i,g}, per group g.
+                        let group = ins.params.spec().group_of_each_value();
+                        let mut new = old.clone();
+                        for (j, v) in new.iter_mut().enumerate() {
+                            let lam = report.rate_sum[group[j] as usize];
+                            if lam > 0.0 {
+                                *v += -server_control[j] + (-delta[j] as f64 / lam) as f32;
+                            }
+                        }
+                        new
+                    }
+                };
+                let control_delta = new.iter().zip(&old).map(|(a, b)| a - b).collect();
+                state.control_variate = Some(new);
+                ResExtras::Scaffold { control_delta }
+            }
+            InsExtras::FedDyn { alpha } => {
+                // g_k ← g_k − α(θ_k − θ^{t−1})
+                let a = *alpha as f32;
+                let mut g = state
+                    .feddyn_gradient
+                    .take()
+                    .unwrap_or_else(|| vec![0.0; len]);
+                for (gv, d) in g.iter_mut().zip(&delta) {
+                    *gv -= a * d;
+                }
+                state.feddyn_gradient = Some(g);
+                ResExtras::None
+            }
+        };
         report.update_norm = l2_norm(&delta);
         state.rounds_trained += 1;
         state.steps_done += steps as u64;

@@ -6,8 +6,11 @@
 
 use crate::aggregate::Normalize;
 use crate::fedavg::{FedAvg, FedAvgConfig};
+use crate::feddyn::FedDyn;
 use crate::fedopt::ServerStep;
+use crate::fedprox::FedProx;
 use crate::sampling::Sampling;
+use crate::scaffold::Scaffold;
 use fedpace_core::{Error, RatePlan, RatePolicy, Result, Strategy};
 use fedpace_optim::{FedOptConfig, ServerRule};
 use serde::{Deserialize, Serialize};
@@ -31,6 +34,16 @@ pub enum StrategyName {
     Fedexp,
     /// FedNova (B.3): FedAvg that always normalises updates by each client's Σ rates.
     Fednova,
+    /// FedProx (ALGORITHMS.md B.1): FedAvg with a proximal term `mu`.
+    Fedprox,
+    /// SCAFFOLD (ALGORITHMS.md B.2), option `scaffold_option`.
+    Scaffold,
+    /// FedDyn (ALGORITHMS.md B.4) with regulariser `alpha`.
+    Feddyn,
+    /// FedAsync (ALGORITHMS.md C.8), asynchronous: `async_alpha`, `staleness`.
+    Fedasync,
+    /// FedBuff (ALGORITHMS.md C.9), asynchronous: `buffer_size`, `staleness`, `server_lr`.
+    Fedbuff,
 }
 
 impl StrategyName {
@@ -46,6 +59,11 @@ impl StrategyName {
             StrategyName::Fedadagrad | StrategyName::Fedadam => 0.1,
             StrategyName::Fedyogi if flower => 0.01,
             StrategyName::Fedyogi => 0.1,
+            StrategyName::Fedprox
+            | StrategyName::Scaffold
+            | StrategyName::Feddyn
+            | StrategyName::Fedasync
+            | StrategyName::Fedbuff => 1.0,
         }
     }
 }
@@ -77,6 +95,23 @@ pub struct StrategyConfig {
     /// Reproduce Flower 1.42's server rules (ALGORITHMS.md App. F: v₀ = 0, FedAdam's
     /// bias-corrected step size) instead of the paper's (default false).
     pub flower_compatible: bool,
+    /// FedProx: proximal coefficient μ ≥ 0 put in every client's plan (default 0.01).
+    pub mu: f64,
+    /// SCAFFOLD: control-variate refresh, `"i"` or `"ii"` (default `"ii"`).
+    pub scaffold_option: fedpace_core::ScaffoldOption,
+    /// FedDyn: regulariser α > 0 (default 0.1).
+    pub alpha: f64,
+    /// FedAsync: mixing weight α ∈ (0, 1] (default 0.6).
+    pub async_alpha: f64,
+    /// Asynchronous: staleness function s(τ), e.g. `{ name = "hinge", a = 10, b = 4 }`
+    /// (default `{ name = "polynomial", a = 0.5 }`).
+    pub staleness: fedpace_core::asynchronous::Staleness,
+    /// FedBuff: updates per server step K (default 10).
+    pub buffer_size: usize,
+    /// Asynchronous: clients training at once (default 10).
+    pub concurrency: usize,
+    /// Asynchronous: multiply a client's rate by s(its previous staleness) (default true).
+    pub rate_decay: bool,
 }
 
 impl Default for StrategyConfig {
@@ -93,6 +128,14 @@ impl Default for StrategyConfig {
             tau: 1e-3,
             eps: 1e-3,
             flower_compatible: false,
+            mu: 0.01,
+            scaffold_option: Default::default(),
+            alpha: 0.1,
+            async_alpha: 0.6,
+            staleness: Default::default(),
+            buffer_size: 10,
+            concurrency: 10,
+            rate_decay: true,
         }
     }
 }
@@ -138,6 +181,30 @@ impl StrategyConfig {
                 "auto or on (fednova always normalises)",
             ));
         }
+        if !(self.mu.is_finite() && self.mu >= 0.0) {
+            return Err(Error::invalid("strategy.mu", self.mu, "a finite μ >= 0"));
+        }
+        if !(self.alpha.is_finite() && self.alpha > 0.0) {
+            return Err(Error::invalid(
+                "strategy.alpha",
+                self.alpha,
+                "a finite α > 0",
+            ));
+        }
+        if !(self.async_alpha > 0.0 && self.async_alpha <= 1.0) {
+            return Err(Error::invalid(
+                "strategy.async_alpha",
+                self.async_alpha,
+                "in (0, 1]",
+            ));
+        }
+        self.staleness.validate("strategy.staleness")?;
+        if self.buffer_size == 0 {
+            return Err(Error::invalid("strategy.buffer_size", 0, "at least 1"));
+        }
+        if self.concurrency == 0 {
+            return Err(Error::invalid("strategy.concurrency", 0, "at least 1"));
+        }
         Ok(())
     }
 
@@ -161,6 +228,33 @@ impl StrategyConfig {
         }
     }
 
+    /// Whether the algorithm is asynchronous (built by [`StrategyConfig::build_async`]
+    /// and run by `fedpace_sim::run_async`).
+    pub fn is_async(&self) -> bool {
+        matches!(self.name, StrategyName::Fedasync | StrategyName::Fedbuff)
+    }
+
+    /// Builds the server half of an asynchronous algorithm.
+    pub fn build_async(&self) -> Result<Box<dyn fedpace_core::asynchronous::AsyncStrategy>> {
+        self.validate()?;
+        match self.name {
+            StrategyName::Fedasync => Ok(Box::new(crate::fedasync::FedAsync::new(
+                self.async_alpha,
+                self.staleness,
+            )?)),
+            StrategyName::Fedbuff => Ok(Box::new(crate::fedbuff::FedBuff::new(
+                self.buffer_size,
+                self.server_lr(),
+                self.staleness,
+            )?)),
+            other => Err(Error::invalid(
+                "strategy.name",
+                format!("{other:?}").to_lowercase(),
+                "an asynchronous algorithm (fedasync, fedbuff)",
+            )),
+        }
+    }
+
     /// Builds the strategy around the base plan and the rate policy.
     pub fn build(
         &self,
@@ -169,25 +263,22 @@ impl StrategyConfig {
     ) -> Result<Box<dyn Strategy>> {
         self.validate()?;
         let lr = self.server_lr();
-        let fedavg = |normalize| {
-            FedAvg::new(
-                FedAvgConfig {
-                    sampling: self.sampling(),
-                    server_lr: lr as f32,
-                    normalize,
-                    base_plan,
-                },
-                policy,
-            )
+        let cfg = FedAvgConfig {
+            sampling: self.sampling(),
+            server_lr: lr as f32,
+            normalize: self.normalize,
+            base_plan,
+        };
+        let fedavg = |normalize: Normalize, cfg: FedAvgConfig, policy| {
+            FedAvg::new(FedAvgConfig { normalize, ..cfg }, policy)
         };
         let opt_err =
             |e: fedpace_optim::Error| Error::invalid("strategy", self.name.as_str(), e.to_string());
         let s = match self.name {
-            StrategyName::Fedavg => fedavg(self.normalize),
-            StrategyName::Fednova => {
-                fedavg(Normalize::On).with_server("fednova", ServerStep::Sgd { server_lr: lr })
-            }
-            StrategyName::Fedavgm => fedavg(self.normalize).with_server(
+            StrategyName::Fedavg => fedavg(self.normalize, cfg, policy),
+            StrategyName::Fednova => fedavg(Normalize::On, cfg, policy)
+                .with_server("fednova", ServerStep::Sgd { server_lr: lr }),
+            StrategyName::Fedavgm => fedavg(self.normalize, cfg, policy).with_server(
                 "fedavgm",
                 ServerStep::Optimizer {
                     opt: fedpace_optim::server::fedavgm(lr, self.momentum),
@@ -196,22 +287,34 @@ impl StrategyConfig {
             ),
             StrategyName::Fedadagrad => {
                 let opt = self.fedopt().fedadagrad().map_err(opt_err)?;
-                fedavg(self.normalize)
+                fedavg(self.normalize, cfg, policy)
                     .with_server("fedadagrad", ServerStep::Optimizer { opt, state: None })
             }
             StrategyName::Fedadam => {
                 let opt = self.fedopt().fedadam().map_err(opt_err)?;
-                fedavg(self.normalize)
+                fedavg(self.normalize, cfg, policy)
                     .with_server("fedadam", ServerStep::Optimizer { opt, state: None })
             }
             StrategyName::Fedyogi => {
                 let opt = self.fedopt().fedyogi().map_err(opt_err)?;
-                fedavg(self.normalize)
+                fedavg(self.normalize, cfg, policy)
                     .with_server("fedyogi", ServerStep::Optimizer { opt, state: None })
             }
-            StrategyName::Fedexp => fedavg(self.normalize)
+            StrategyName::Fedexp => fedavg(self.normalize, cfg, policy)
                 .with_server("fedexp", ServerStep::FedExp { eps: self.eps })
                 .with_uniform_weights(true),
+            StrategyName::Fedprox => return Ok(Box::new(FedProx::new(cfg, self.mu, policy)?)),
+            StrategyName::Scaffold => {
+                return Ok(Box::new(Scaffold::new(cfg, self.scaffold_option, policy)))
+            }
+            StrategyName::Feddyn => return Ok(Box::new(FedDyn::new(cfg, self.alpha, policy)?)),
+            StrategyName::Fedasync | StrategyName::Fedbuff => {
+                return Err(Error::invalid(
+                    "strategy.name",
+                    self.name.as_str(),
+                    "a synchronous algorithm here (asynchronous ones run with run_async)",
+                ))
+            }
         };
         Ok(Box::new(s))
     }
@@ -228,6 +331,11 @@ impl StrategyName {
             StrategyName::Fedyogi => "fedyogi",
             StrategyName::Fedexp => "fedexp",
             StrategyName::Fednova => "fednova",
+            StrategyName::Fedprox => "fedprox",
+            StrategyName::Scaffold => "scaffold",
+            StrategyName::Feddyn => "feddyn",
+            StrategyName::Fedasync => "fedasync",
+            StrategyName::Fedbuff => "fedbuff",
         }
     }
 }

@@ -84,6 +84,16 @@ impl FedAvg {
         self.uniform_weights = uniform;
         self
     }
+
+    /// The settings.
+    pub fn config(&self) -> &FedAvgConfig {
+        &self.cfg
+    }
+
+    /// The rate policy (strategies built on FedAvg's sampling and plans let it observe).
+    pub fn policy_mut(&mut self) -> &mut dyn RatePolicy {
+        self.policy.as_mut()
+    }
 }
 
 /// Looks a client up in a pool sorted by id.

@@ -5,14 +5,24 @@
 pub mod aggregate;
 pub mod client;
 pub mod config;
+pub mod fedasync;
 pub mod fedavg;
+pub mod fedbuff;
+pub mod feddyn;
 pub mod fedopt;
+pub mod fedprox;
 pub mod policies;
 pub mod policy;
 pub mod sampling;
+pub mod scaffold;
 
 pub use client::StandardClient;
 pub use config::{StrategyConfig, StrategyName};
+pub use fedasync::FedAsync;
 pub use fedavg::{FedAvg, FedAvgConfig, Normalize};
+pub use fedbuff::FedBuff;
+pub use feddyn::FedDyn;
+pub use fedprox::FedProx;
 pub use policy::{ByDataSize, Constant, PolicyConfig};
 pub use sampling::Sampling;
+pub use scaffold::Scaffold;

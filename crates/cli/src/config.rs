@@ -35,6 +35,9 @@ pub struct ExperimentConfig {
     pub strategy: StrategyConfig,
     /// Rate policy.
     pub policy: PolicyConfig,
+    /// Simulated devices: speeds, bandwidths, availability, dropouts, stragglers and a
+    /// round deadline on a simulated clock (default none: every client is ideal).
+    pub devices: Option<fedpace_sim::DevicesConfig>,
     /// Evaluation.
     pub eval: EvalConfig,
     /// Output.
@@ -42,7 +45,7 @@ pub struct ExperimentConfig {
     /// Device classes by fraction of the clients, e.g. `{ slow = 0.3, fast = 0.7 }`;
     /// clients are assigned at random (seeded), the rest have no class (default none).
     /// Rate policies read the class (`by-device`, `straggler-compensation`).
-    pub devices: std::collections::BTreeMap<String, f64>,
+    pub device_classes: std::collections::BTreeMap<String, f64>,
 }
 
 impl Default for ExperimentConfig {
@@ -58,9 +61,10 @@ impl Default for ExperimentConfig {
             client: ClientConfig::default(),
             strategy: StrategyConfig::default(),
             policy: PolicyConfig::default(),
+            devices: None,
             eval: EvalConfig::default(),
             output: OutputConfig::default(),
-            devices: Default::default(),
+            device_classes: Default::default(),
         }
     }
 }
@@ -218,10 +222,10 @@ impl ExperimentConfig {
             }
         }
         let mut total = 0.0;
-        for (k, v) in &self.devices {
+        for (k, v) in &self.device_classes {
             if !(v.is_finite() && (0.0..=1.0).contains(v)) {
                 return bad(
-                    &format!("devices.{k}"),
+                    &format!("device_classes.{k}"),
                     v,
                     "a fraction of the clients in [0, 1]",
                 );
@@ -229,10 +233,13 @@ impl ExperimentConfig {
             total += v;
         }
         if total > 1.0 + 1e-9 {
-            return bad("devices", &total, "fractions summing to at most 1");
+            return bad("device_classes", &total, "fractions summing to at most 1");
         }
         self.strategy.validate().map_err(|e| e.to_string())?;
         self.policy.validate().map_err(|e| e.to_string())?;
+        if let Some(d) = &self.devices {
+            d.validate().map_err(|e| e.to_string())?;
+        }
         self.data.validate().map_err(|e| e.to_string())?;
         Ok(())
     }
@@ -267,6 +274,7 @@ impl ExperimentConfig {
             batch_size: self.client.batch_size,
             optimizer: self.client.optimizer,
             state_mode: self.client.state_mode,
+            prox_mu: 0.0,
         })
     }
 

@@ -422,6 +422,8 @@ impl Observer for RunWriter {
             "eval": rec.eval,
             "clients": clients,
             "wall_seconds": rec.wall_seconds,
+            "sim_seconds": rec.timing.as_ref().map(|t| t.sim_seconds),
+            "timing": rec.timing,
         });
         let mut write = || -> std::io::Result<()> {
             serde_json::to_writer(&mut self.metrics, &line)?;

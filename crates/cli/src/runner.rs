@@ -4,10 +4,12 @@ use crate::config::ExperimentConfig;
 use crate::output::RunWriter;
 use anyhow::{Context, Result};
 use fedpace_algos::StandardClient;
+use fedpace_algos::StrategyName;
+use fedpace_core::asynchronous::AsyncStrategy;
 use fedpace_core::rng::{derive_seed, Purpose};
 use fedpace_core::round::RunOptions;
-use fedpace_core::{ClientFactory, ClientInfo, Strategy};
-use fedpace_sim::SimGrid;
+use fedpace_core::{ClientFactory, ClientInfo, RatePlan, RatePolicy, Strategy};
+use fedpace_sim::{AsyncOptions, Devices, SimGrid, Systems};
 use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -69,9 +71,36 @@ pub fn utc_stamp(secs: u64) -> String {
     )
 }
 
+/// How the run is driven: the synchronous round loop or the asynchronous event loop.
+#[allow(clippy::large_enum_variant)] // one value per run
+pub enum Mode {
+    /// `fedpace_core::run` (with the devices wrapper when `[devices]` is set).
+    Sync(Box<dyn Strategy>),
+    /// `fedpace_sim::run_async`.
+    Async {
+        /// Server half.
+        strategy: Box<dyn AsyncStrategy>,
+        /// Rate policy (plans per dispatch).
+        policy: Box<dyn RatePolicy>,
+        /// Base plan.
+        base_plan: RatePlan,
+        /// Device profiles (the simulated clock).
+        devices: Devices,
+    },
+}
+
+impl Mode {
+    fn describe(&self) -> String {
+        match self {
+            Mode::Sync(s) => s.describe(),
+            Mode::Async { strategy, .. } => strategy.describe(),
+        }
+    }
+}
+
 /// Everything built from a config, checked before any file is written.
 pub struct Prepared {
-    strategy: Box<dyn Strategy>,
+    strategy: Mode,
     grid: SimGrid,
     init: fedpace_params::ParamTree,
     groups: Vec<String>,
@@ -99,7 +128,7 @@ pub fn prepare(cfg: &ExperimentConfig, threads: usize) -> Result<Prepared> {
     let groups = spec.groups().to_vec();
     let base_plan = cfg.base_plan(&groups).map_err(UsageError)?;
     let data = fed.data.clone();
-    let devices = assign_devices(&cfg.devices, data.num_clients(), cfg.seed);
+    let devices = assign_devices(&cfg.device_classes, data.num_clients(), cfg.seed);
     let central_models = models.clone();
     let pool: Vec<ClientInfo> = (0..data.num_clients())
         .map(|id| {
@@ -118,15 +147,46 @@ pub fn prepare(cfg: &ExperimentConfig, threads: usize) -> Result<Prepared> {
         let d = data.client(id as usize)?;
         Ok(Box::new(StandardClient::new(id, models()?, d)) as Box<dyn fedpace_core::Client>)
     });
-    let strategy = cfg
-        .strategy
-        .build(
-            base_plan,
-            cfg.policy
+    let usage = |e: fedpace_core::Error| UsageError(e.to_string());
+    let devices = cfg
+        .devices
+        .clone()
+        .map(|d| Devices::new(d, cfg.seed))
+        .transpose()
+        .map_err(usage)?;
+    let strategy = if cfg.strategy.is_async() {
+        let mut base_plan = base_plan;
+        if cfg.strategy.name == StrategyName::Fedasync {
+            // FedAsync's client-side proximal term ρ (ALGORITHMS.md C.8).
+            base_plan.prox_mu = cfg.strategy.mu;
+        }
+        Mode::Async {
+            strategy: cfg.strategy.build_async().map_err(usage)?,
+            policy: cfg
+                .policy
                 .build_for(&groups)
                 .map_err(|e| UsageError(e.to_string()))?,
-        )
-        .map_err(|e| UsageError(e.to_string()))?;
+            base_plan,
+            devices: match devices {
+                Some(d) => d,
+                None => Devices::new(Default::default(), cfg.seed).map_err(usage)?,
+            },
+        }
+    } else {
+        let s = cfg
+            .strategy
+            .build(
+                base_plan,
+                cfg.policy
+                    .build_for(&groups)
+                    .map_err(|e| UsageError(e.to_string()))?,
+            )
+            .map_err(usage)?;
+        Mode::Sync(match devices {
+            Some(d) => Box::new(Systems::new(s, d)),
+            None => s,
+        })
+    };
     let mut grid = SimGrid::new(pool, factory, threads)?;
     if let Some(test) = fed.global_test.clone() {
         grid = grid.with_central_test(test, central_models);
@@ -206,7 +266,32 @@ pub fn execute(
         finetune_steps: cfg.eval.finetune_steps,
         max_test_samples: cfg.eval.max_test_samples,
     };
-    let outcome = fedpace_core::run(p.strategy.as_mut(), &mut p.grid, p.init, &opts, &mut writer)?;
+    let outcome = match &mut p.strategy {
+        Mode::Sync(s) => fedpace_core::run(s.as_mut(), &mut p.grid, p.init, &opts, &mut writer)?,
+        Mode::Async {
+            strategy,
+            policy,
+            base_plan,
+            devices,
+        } => fedpace_sim::run_async(
+            strategy.as_mut(),
+            policy.as_mut(),
+            base_plan,
+            &mut p.grid,
+            devices,
+            p.init,
+            &AsyncOptions {
+                updates: cfg.rounds,
+                concurrency: cfg.strategy.concurrency,
+                rate_decay: cfg.strategy.rate_decay,
+                seed: cfg.seed,
+                eval_every: cfg.eval.every,
+                finetune_steps: cfg.eval.finetune_steps,
+                max_test_samples: cfg.eval.max_test_samples,
+            },
+            &mut writer,
+        )?,
+    };
     let header = json!({
         "name": cfg.name,
         "seed": cfg.seed,

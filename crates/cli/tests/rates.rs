@@ -124,6 +124,7 @@ fn plan(lr: f32) -> RatePlan {
         batch_size: 10,
         optimizer: OptimizerSpec::default(),
         state_mode: StateMode::Reset,
+        prox_mu: 0.0,
     }
 }
 

@@ -92,6 +92,11 @@ pub trait Strategy: Send {
     ) -> Result<AggregateSummary>;
     /// The plan used for fine-tuning at personalised evaluation.
     fn eval_plan(&self) -> RatePlan;
+    /// The last round's place on the simulated clock, for strategies that simulate
+    /// devices (read by the round loop after aggregation); `None` by default.
+    fn round_timing(&self) -> Option<crate::round::RoundTiming> {
+        None
+    }
 }
 
 /// Counts finished clients for progress display.

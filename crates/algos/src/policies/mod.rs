@@ -59,5 +59,6 @@ pub(crate) fn base_plan() -> RatePlan {
         batch_size: 10,
         optimizer: Default::default(),
         state_mode: Default::default(),
+        prox_mu: 0.0,
     }
 }
