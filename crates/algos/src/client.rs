@@ -3,8 +3,8 @@
 
 use fedpace_core::rng::{stream, Purpose};
 use fedpace_core::{
-    Client, ClientData, ClientId, Dataset, Error, EvalIns, EvalRes, EvalStats, LocalState, Model,
-    RatePlan, ResExtras, Result, TrainIns, TrainReport, TrainRes,
+    Client, ClientData, ClientId, Dataset, Error, EvalIns, EvalRes, EvalStats, InsExtras,
+    LocalState, Model, PersonalEval, RatePlan, ResExtras, Result, TrainIns, TrainReport, TrainRes,
 };
 use fedpace_optim::{apply_updates, State, StateMode, StepContext};
 use fedpace_params::{l2_norm, ParamTree};
@@ -150,6 +150,9 @@ pub fn evaluate_on(
 
 impl Client for StandardClient {
     fn train(&mut self, ins: &TrainIns, state: &mut LocalState) -> Result<TrainRes> {
+        if let InsExtras::Personal(p) = &ins.extras {
+            return crate::personal::train(self.id, self.model.as_mut(), &self.data, ins, p, state);
+        }
         let mut params = (*ins.params).clone();
         let steps = ins.plan.steps_for(self.data.train.len());
         let rng = stream(ins.seed, ins.round as u64, self.id, Purpose::Shuffle);
@@ -193,8 +196,22 @@ impl Client for StandardClient {
     }
 
     fn evaluate(&mut self, ins: &EvalIns, state: &mut LocalState) -> Result<EvalRes> {
+        if let InsExtras::Personal(p) = &ins.extras {
+            return crate::personal::evaluate(
+                self.id,
+                self.model.as_mut(),
+                &self.data,
+                ins,
+                p,
+                state,
+            );
+        }
         let global = evaluate_on(self.model.as_mut(), self.data.test.as_ref(), &ins.params)?;
-        let personalized = if ins.finetune_steps > 0 && !self.data.train.is_empty() {
+        // Without a personal recipe the personal model is the global model itself.
+        let personalized = if ins.personalized == PersonalEval::Finetune
+            && ins.finetune_steps > 0
+            && !self.data.train.is_empty()
+        {
             let mut p = (*ins.params).clone();
             let rng = stream(ins.seed, ins.round as u64, self.id, Purpose::FineTune);
             local_train(

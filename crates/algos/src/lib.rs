@@ -3,14 +3,24 @@
 //! ([`policy`]) and aggregation ([`aggregate`]).
 
 pub mod aggregate;
+pub mod apfl;
 pub mod client;
 pub mod config;
+pub mod ditto;
 pub mod fedavg;
+pub mod fedbabu;
+pub mod fedper;
+pub mod fedrep;
+pub mod lgfedavg;
+pub mod perfedavg;
+pub mod personal;
+pub mod pfedme;
 pub mod policy;
 pub mod sampling;
 
 pub use client::StandardClient;
 pub use config::{StrategyConfig, StrategyName};
 pub use fedavg::{FedAvg, FedAvgConfig, Normalize};
+pub use personal::{Personalized, PersonalizedConfig};
 pub use policy::{ByDataSize, Constant, PolicyConfig};
 pub use sampling::Sampling;

@@ -166,6 +166,7 @@ pub fn execute(
         seed: cfg.seed,
         eval_every: cfg.eval.every,
         finetune_steps: cfg.eval.finetune_steps,
+        personalized: cfg.eval.personalized,
     };
     let outcome = fedpace_core::run(p.strategy.as_mut(), &mut p.grid, p.init, &opts, &mut writer)?;
     let header = json!({

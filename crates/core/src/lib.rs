@@ -9,6 +9,7 @@
 pub mod data;
 pub mod error;
 pub mod model;
+pub mod personal;
 pub mod protocol;
 pub mod rng;
 pub mod round;
@@ -17,6 +18,7 @@ pub mod traits;
 pub use data::{Batch, ClientData, Dataset, FederatedDataset, Inputs};
 pub use error::{ClientFailure, Error, Result};
 pub use model::{EvalStats, Model, ModelFactory};
+pub use personal::{ClientRecipe, PerFedAvgVariant, PersonalEval, PersonalIns, PersonalState};
 pub use protocol::*;
 pub use round::{run, Observer, RoundRecord, RunOptions, RunOutcome};
 pub use traits::{

@@ -151,6 +151,9 @@ pub struct LocalState {
     pub steps_done: u64,
     /// Optimiser state kept across rounds, when the plan says to keep it.
     pub optimizer: Option<fedpace_optim::State>,
+    /// Personal model of personalised algorithms (ALGORITHMS.md Part E); never sent.
+    #[serde(default)]
+    pub personal: Option<crate::personal::PersonalState>,
 }
 
 /// Instruction to train.
@@ -175,6 +178,8 @@ pub enum InsExtras {
     /// Nothing beyond the plan and the parameters.
     #[default]
     None,
+    /// A personalised algorithm's client recipe and personal/frozen group masks.
+    Personal(crate::personal::PersonalIns),
 }
 
 /// Algorithm-specific data a client returns with its [`TrainRes`].
@@ -239,6 +244,10 @@ pub struct EvalIns {
     pub plan: RatePlan,
     /// The run seed.
     pub seed: u64,
+    /// How the personalised model is evaluated.
+    pub personalized: crate::personal::PersonalEval,
+    /// The strategy's recipe (so the client can form its personal model).
+    pub extras: InsExtras,
 }
 
 /// A client's evaluation on its own test split.

@@ -19,6 +19,8 @@ pub struct RunOptions {
     pub eval_every: u32,
     /// Local fine-tuning steps before personalised evaluation.
     pub finetune_steps: u32,
+    /// How personalised models are evaluated.
+    pub personalized: crate::personal::PersonalEval,
 }
 
 /// One client's line in a round record.
@@ -222,6 +224,7 @@ pub fn evaluate_all(
 ) -> Result<EvalSummary> {
     let params = Arc::new(global.clone());
     let plan = strategy.eval_plan();
+    let extras = strategy.eval_extras();
     let ins: Vec<(ClientId, EvalIns)> = grid
         .clients()
         .iter()
@@ -235,6 +238,8 @@ pub fn evaluate_all(
                     finetune_steps: opts.finetune_steps,
                     plan: plan.clone(),
                     seed: opts.seed,
+                    personalized: opts.personalized,
+                    extras: extras.clone(),
                 },
             )
         })

@@ -77,6 +77,11 @@ pub trait Strategy: Send {
     ) -> Result<AggregateSummary>;
     /// The plan used for fine-tuning at personalised evaluation.
     fn eval_plan(&self) -> RatePlan;
+    /// What evaluation instructions carry so clients can form their personal model
+    /// (personalised strategies return their recipe).
+    fn eval_extras(&self) -> InsExtras {
+        InsExtras::None
+    }
 }
 
 /// Counts finished clients for progress display.

@@ -97,6 +97,16 @@ pub enum Partition {
         #[serde(default = "default_two")]
         per_client: usize,
     },
+    /// pFedMe MNIST (ALGORITHMS.md X.3): client i holds labels `(i + j) mod C`, j <
+    /// `per_client`, with random unequal sizes (pieces ∝ LogNormal(0, σ²)).
+    CyclicLabels {
+        /// Labels per client. Default 2.
+        #[serde(default = "default_two")]
+        per_client: usize,
+        /// σ ≥ 0 of the lognormal piece weights (0 = equal). Default 0.5.
+        #[serde(default = "default_half")]
+        sigma: f64,
+    },
     /// IID labels, client sizes ∝ LogNormal(0, σ²).
     PowerLaw {
         /// σ > 0 of the lognormal weights. Default 2 (FedProx MNIST).
@@ -116,6 +126,9 @@ fn default_min_size() -> usize {
 fn default_two() -> usize {
     2
 }
+fn default_half() -> f64 {
+    0.5
+}
 fn default_sigma() -> f64 {
     2.0
 }
@@ -128,6 +141,7 @@ impl Partition {
             Partition::Dirichlet { .. } => "dirichlet",
             Partition::Shards { .. } => "shards",
             Partition::Labels { .. } => "labels",
+            Partition::CyclicLabels { .. } => "cyclic-labels",
             Partition::PowerLaw { .. } => "power-law",
             Partition::Natural => "natural",
         }
@@ -384,7 +398,12 @@ impl DataConfig {
             Partition::Dirichlet { alpha, .. } if !(alpha.is_finite() && alpha > 0.0) => {
                 return Err(Error::invalid("data.partition.alpha", alpha, "must be > 0"))
             }
-            Partition::Shards { per_client: 0 } | Partition::Labels { per_client: 0 } => {
+            Partition::CyclicLabels { sigma, .. } if !(sigma.is_finite() && sigma >= 0.0) => {
+                return Err(Error::invalid("data.partition.sigma", sigma, "must be >= 0"))
+            }
+            Partition::Shards { per_client: 0 }
+            | Partition::Labels { per_client: 0 }
+            | Partition::CyclicLabels { per_client: 0, .. } => {
                 return Err(Error::invalid("data.partition.per_client", 0, "must be ≥ 1"))
             }
             Partition::PowerLaw { sigma } if !(sigma.is_finite() && sigma > 0.0) => {
@@ -527,6 +546,9 @@ pub fn build(cfg: &DataConfig, seed: u64, data_dir: &Path) -> Result<Federation>
                 Partition::Labels { per_client } => {
                     partition::labels_per_client(&labels, k, n, *per_client, &mut rng)?
                 }
+                Partition::CyclicLabels { per_client, sigma } => {
+                    partition::cyclic_labels(&labels, k, n, *per_client, *sigma, &mut rng)?
+                }
                 Partition::PowerLaw { sigma } => {
                     partition::power_law(labels.len(), n, *sigma, &mut rng)?
                 }
@@ -569,6 +591,9 @@ fn describe(p: &Partition) -> String {
         Partition::Shards { per_client } => format!("shards({per_client} per client)"),
         Partition::Labels { per_client } => format!("labels({per_client} per client)"),
         Partition::PowerLaw { sigma } => format!("power-law(sigma={sigma})"),
+        Partition::CyclicLabels { per_client, sigma } => {
+            format!("cyclic-labels({per_client} per client, sigma={sigma})")
+        }
         other => other.name().to_string(),
     }
 }
