@@ -10,10 +10,11 @@ use fedpace_core::{ClientInfo, Error, RatePlan, RatePolicy, Result};
 use serde::{Deserialize, Serialize};
 
 /// A rate policy as written in the config (`[policy] name = "..."`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(tag = "name", rename_all = "kebab-case", deny_unknown_fields)]
 pub enum PolicyConfig {
     /// Every client gets the base plan.
+    #[default]
     Constant,
     /// η_k = η · clamp((n_k / n̄)^γ, min, max).
     ByDataSize {
@@ -37,12 +38,6 @@ fn default_min() -> f64 {
 }
 fn default_max() -> f64 {
     4.0
-}
-
-impl Default for PolicyConfig {
-    fn default() -> Self {
-        PolicyConfig::Constant
-    }
 }
 
 impl PolicyConfig {

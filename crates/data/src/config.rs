@@ -232,6 +232,10 @@ pub struct DataConfig {
     /// Shakespeare only: keep the first N roles (in play-file, then first-line order).
     /// Default: all.
     pub max_clients: Option<usize>,
+    /// MNIST / Fashion-MNIST: standardise every pixel over the training pool,
+    /// `(x − μ_j) / (σ_j + 0.001)`, as the pFedMe data script does (ALGORITHMS.md X.3);
+    /// the same μ, σ apply to the test set. Default false (pixels in [0, 1]).
+    pub standardize: bool,
 }
 
 impl Default for DataConfig {
@@ -246,6 +250,7 @@ impl Default for DataConfig {
             test_split: TestSplit::Local,
             csv: None,
             max_clients: None,
+            standardize: false,
         }
     }
 }
@@ -449,6 +454,16 @@ impl DataConfig {
             }
             _ => {}
         }
+        if self.standardize && !matches!(self.source, Source::Mnist | Source::FashionMnist) {
+            return Err(Error::invalid(
+                "data.standardize",
+                true,
+                format!(
+                    "only used with source = \"mnist\" or \"fashion-mnist\", not \"{}\"",
+                    self.source.name()
+                ),
+            ));
+        }
         if self.test_split == TestSplit::PooledMatched
             && !matches!(
                 self.source,
@@ -517,7 +532,10 @@ pub fn build(cfg: &DataConfig, seed: u64, data_dir: &Path) -> Result<Federation>
                 }
                 Source::Mnist | Source::FashionMnist => {
                     let name = cfg.source.name();
-                    let (tr, te) = crate::idx::load_mnist_dir(&data_dir.join(name), name)?;
+                    let (mut tr, mut te) = crate::idx::load_mnist_dir(&data_dir.join(name), name)?;
+                    if cfg.standardize {
+                        (tr, te) = standardize(&tr, &te)?;
+                    }
                     train = Arc::new(tr);
                     test = Some(Arc::new(te));
                     shape = vec![1, 28, 28];
@@ -581,6 +599,50 @@ pub fn build(cfg: &DataConfig, seed: u64, data_dir: &Path) -> Result<Federation>
             })
         }
     }
+}
+
+/// Per-feature `(x − μ_j) / (σ_j + 0.001)` with μ, σ (population) from `train`.
+fn standardize(
+    train: &fedpace_core::data::DenseDataset,
+    test: &fedpace_core::data::DenseDataset,
+) -> Result<(
+    fedpace_core::data::DenseDataset,
+    fedpace_core::data::DenseDataset,
+)> {
+    let d = train.sample_len();
+    let n = train.len().max(1) as f64;
+    let (mut mu, mut sq) = (vec![0f64; d], vec![0f64; d]);
+    for i in 0..train.len() {
+        for (j, &x) in train.sample(i).iter().enumerate() {
+            mu[j] += x as f64;
+            sq[j] += x as f64 * x as f64;
+        }
+    }
+    let scale: Vec<(f32, f32)> = (0..d)
+        .map(|j| {
+            let m = mu[j] / n;
+            let sd = (sq[j] / n - m * m).max(0.0).sqrt();
+            (m as f32, (sd + 0.001) as f32)
+        })
+        .collect();
+    let apply = |ds: &fedpace_core::data::DenseDataset| {
+        let mut f = Vec::with_capacity(ds.len() * d);
+        for i in 0..ds.len() {
+            f.extend(
+                ds.sample(i)
+                    .iter()
+                    .zip(&scale)
+                    .map(|(x, (m, s))| (x - m) / s),
+            );
+        }
+        fedpace_core::data::DenseDataset::new(
+            f,
+            vec![1, 28, 28],
+            ds.labels().to_vec(),
+            ds.num_classes(),
+        )
+    };
+    Ok((apply(train)?, apply(test)?))
 }
 
 fn describe(p: &Partition) -> String {
