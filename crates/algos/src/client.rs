@@ -130,14 +130,16 @@ pub fn local_train(
     Ok(report)
 }
 
-/// Evaluates `params` on all of `data` in fixed-size batches.
+/// Evaluates `params` on the first `limit` samples of `data` (all when `None`), in
+/// fixed-size batches.
 pub fn evaluate_on(
     model: &mut dyn Model,
     data: &dyn Dataset,
     params: &ParamTree,
+    limit: Option<u32>,
 ) -> Result<EvalStats> {
     let mut stats = EvalStats::default();
-    let n = data.len();
+    let n = limit.map_or(data.len(), |l| data.len().min(l as usize));
     let mut start = 0;
     while start < n {
         let end = (start + EVAL_BATCH).min(n);
@@ -206,7 +208,13 @@ impl Client for StandardClient {
                 state,
             );
         }
-        let global = evaluate_on(self.model.as_mut(), self.data.test.as_ref(), &ins.params)?;
+        let limit = ins.max_test_samples;
+        let global = evaluate_on(
+            self.model.as_mut(),
+            self.data.test.as_ref(),
+            &ins.params,
+            limit,
+        )?;
         // Without a personal recipe the personal model is the global model itself.
         let personalized = if ins.personalized == PersonalEval::Finetune
             && ins.finetune_steps > 0
@@ -228,6 +236,7 @@ impl Client for StandardClient {
                 self.model.as_mut(),
                 self.data.test.as_ref(),
                 &p,
+                limit,
             )?)
         } else {
             None

@@ -601,7 +601,7 @@ pub fn evaluate(
     p: &PersonalIns,
     state: &LocalState,
 ) -> Result<EvalRes> {
-    let global = evaluate_on(model, data.test.as_ref(), &ins.params)?;
+    let global = evaluate_on(model, data.test.as_ref(), &ins.params, ins.max_test_samples)?;
     let start = match (ins.personalized, &p.recipe) {
         // Per-FedAvg's fine-tuning is its adaptation step repeated K times from w.
         (PersonalEval::Finetune, ClientRecipe::PerFedAvg { .. }) => None,
@@ -630,7 +630,12 @@ pub fn evaluate(
         }
     };
     let personalized = match personal {
-        Some(x) => Some(evaluate_on(model, data.test.as_ref(), &x)?),
+        Some(x) => Some(evaluate_on(
+            model,
+            data.test.as_ref(),
+            &x,
+            ins.max_test_samples,
+        )?),
         None => None,
     };
     Ok(EvalRes {

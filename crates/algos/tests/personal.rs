@@ -128,6 +128,7 @@ fn eval_ins(global: [f32; 3], p: &PersonalIns, mode: PersonalEval, k: u32) -> Ev
         round: 1,
         params: tree(global),
         finetune_steps: k,
+        max_test_samples: None,
         plan: plan(0.5, k.max(1)),
         seed: 7,
         personalized: mode,
@@ -464,6 +465,7 @@ fn fedper_through_the_round_loop_keeps_state_and_the_global_head() {
         eval_every: 1,
         finetune_steps: 0,
         personalized: PersonalEval::PersonalModel,
+        max_test_samples: None,
     };
     let out = run(strategy.as_mut(), &mut grid, init, &opts, &mut Obs(Quiet)).unwrap();
     assert_eq!(

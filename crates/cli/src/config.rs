@@ -112,6 +112,8 @@ pub struct EvalConfig {
     /// model for algorithms without one, fine-tuned `finetune_steps` steps, then tested)
     /// or `personal-model` (each client's personal model on its own test split).
     pub personalized: fedpace_core::PersonalEval,
+    /// Evaluate each client on at most this many of its test samples (default: all).
+    pub max_test_samples: Option<u32>,
 }
 
 impl Default for EvalConfig {
@@ -120,6 +122,7 @@ impl Default for EvalConfig {
             every: 1,
             finetune_steps: 5,
             personalized: Default::default(),
+            max_test_samples: None,
         }
     }
 }

@@ -124,10 +124,7 @@ fn dispatch(cli: Cli) -> Result<()> {
             let dir = runner::data_dir(data_dir.as_deref());
             match action {
                 None => {
-                    println!(
-                        "{:<14} {:<9} {:<44} {}",
-                        "NAME", "PRESENT", "SOURCE", "LICENCE"
-                    );
+                    println!("{:<14} {:<9} {:<44} LICENCE", "NAME", "PRESENT", "SOURCE");
                     for d in fedpace_data::catalog(&dir) {
                         println!(
                             "{:<14} {:<9} {:<44} {}",

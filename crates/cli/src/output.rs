@@ -215,11 +215,23 @@ impl RunWriter {
         let mut summary = header;
         let obj = summary.as_object_mut().expect("header is an object");
         obj.insert("rounds".into(), json!(self.rounds));
+        // `global.accuracy` is on the source's own held-out test set when it has one
+        // (MNIST's 10k images), else on all clients' test splits pooled.
+        let (acc, loss, on) = match &final_eval.central {
+            Some(c) => (c.accuracy(), c.loss(), "held-out test set"),
+            None => (
+                final_eval.global_accuracy,
+                final_eval.global_loss,
+                "client test splits",
+            ),
+        };
         obj.insert(
             "global".into(),
             json!({
-                "accuracy": final_eval.global_accuracy,
-                "loss": final_eval.global_loss,
+                "accuracy": acc,
+                "loss": loss,
+                "evaluated_on": on,
+                "client_splits_accuracy": final_eval.global_accuracy,
                 "mean_client_accuracy": final_eval.global_mean_accuracy,
             }),
         );

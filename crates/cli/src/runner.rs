@@ -99,6 +99,7 @@ pub fn prepare(cfg: &ExperimentConfig, threads: usize) -> Result<Prepared> {
     let groups = spec.groups().to_vec();
     let base_plan = cfg.base_plan(&groups).map_err(UsageError)?;
     let data = fed.data.clone();
+    let central_models = models.clone();
     let pool: Vec<ClientInfo> = (0..data.num_clients())
         .map(|id| {
             let c = data.client(id)?;
@@ -120,7 +121,10 @@ pub fn prepare(cfg: &ExperimentConfig, threads: usize) -> Result<Prepared> {
         .strategy
         .build(base_plan, cfg.policy.build())
         .map_err(|e| UsageError(e.to_string()))?;
-    let grid = SimGrid::new(pool, factory, threads)?;
+    let mut grid = SimGrid::new(pool, factory, threads)?;
+    if let Some(test) = fed.global_test.clone() {
+        grid = grid.with_central_test(test, central_models);
+    }
     Ok(Prepared {
         description: format!(
             "{} · {} · {} clients · {} params · {}",
@@ -167,6 +171,7 @@ pub fn execute(
         eval_every: cfg.eval.every,
         finetune_steps: cfg.eval.finetune_steps,
         personalized: cfg.eval.personalized,
+        max_test_samples: cfg.eval.max_test_samples,
     };
     let outcome = fedpace_core::run(p.strategy.as_mut(), &mut p.grid, p.init, &opts, &mut writer)?;
     let header = json!({

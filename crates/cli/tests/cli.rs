@@ -246,3 +246,25 @@ fn datasets_lists_the_catalog() {
         assert!(out.contains(n), "{out}");
     }
 }
+
+#[test]
+fn fedavg_reaches_70_percent_on_synthetic_0_0() {
+    // examples/synthetic-0-0.toml: FedAvg, logistic regression, 200 rounds of 10 clients.
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/synthetic-0-0.toml");
+    let st = fedpace()
+        .arg("run")
+        .arg(&cfg)
+        .arg("--out")
+        .arg(tmp.path())
+        .output()
+        .unwrap();
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+    let s = read_json(&tmp.path().join("summary.json"));
+    let acc = s["global"]["accuracy"].as_f64().unwrap();
+    assert!(acc >= 0.70, "global accuracy {acc}");
+}

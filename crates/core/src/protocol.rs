@@ -240,6 +240,8 @@ pub struct EvalIns {
     pub params: Arc<ParamTree>,
     /// Local fine-tuning steps before the personalised evaluation (0 = none).
     pub finetune_steps: u32,
+    /// Evaluate on at most this many test samples (the first ones); `None` = all.
+    pub max_test_samples: Option<u32>,
     /// Plan for fine-tuning.
     pub plan: RatePlan,
     /// The run seed.

@@ -21,6 +21,8 @@ pub struct RunOptions {
     pub finetune_steps: u32,
     /// How personalised models are evaluated.
     pub personalized: crate::personal::PersonalEval,
+    /// Evaluate each client on at most this many of its test samples (`None` = all).
+    pub max_test_samples: Option<u32>,
 }
 
 /// One client's line in a round record.
@@ -45,6 +47,8 @@ pub struct ClientRoundRecord {
 /// Evaluation results of one round.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct EvalSummary {
+    /// Global model on the server's held-out test set, when there is one.
+    pub central: Option<EvalStats>,
     /// Global model, all clients' test splits pooled (sample-weighted).
     pub global_loss: f64,
     /// Global model accuracy, pooled (sample-weighted).
@@ -236,6 +240,7 @@ pub fn evaluate_all(
                     round,
                     params: params.clone(),
                     finetune_steps: opts.finetune_steps,
+                    max_test_samples: opts.max_test_samples,
                     plan: plan.clone(),
                     seed: opts.seed,
                     personalized: opts.personalized,
@@ -246,7 +251,9 @@ pub fn evaluate_all(
         .collect();
     observer.phase_started(round, "eval", ins.len());
     let replies = grid.evaluate(ins, observer.progress());
-    Ok(summarize_eval(&replies))
+    let mut summary = summarize_eval(&replies);
+    summary.central = grid.evaluate_central(global).transpose()?;
+    Ok(summary)
 }
 
 /// Combines per-client evaluations into the summary statistics.
@@ -284,6 +291,7 @@ pub fn summarize_eval(replies: &[Reply<EvalRes>]) -> EvalSummary {
         mean_std(&sorted[sorted.len() - k.min(sorted.len())..]).0
     };
     EvalSummary {
+        central: None,
         global_loss: pooled.loss(),
         global_accuracy: pooled.accuracy(),
         global_mean_accuracy: mean_std(&global_accs).0,
