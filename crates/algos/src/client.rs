@@ -4,8 +4,8 @@
 use fedpace_core::rng::{stream, Purpose};
 use fedpace_core::{
     Client, ClientData, ClientId, Dataset, Error, EvalIns, EvalRes, EvalStats, InsExtras,
-    LocalState, Model, RatePlan, ResExtras, Result, ScaffoldOption, TrainIns, TrainReport,
-    TrainRes,
+    LocalState, Model, PersonalEval, RatePlan, ResExtras, Result, ScaffoldOption, TrainIns,
+    TrainReport, TrainRes,
 };
 use fedpace_optim::{
     add_proximal, apply_updates, OptimizerSpec, State, StateMode, StepContext, Transform,
@@ -331,6 +331,9 @@ impl StandardClient {
 
 impl Client for StandardClient {
     fn train(&mut self, ins: &TrainIns, state: &mut LocalState) -> Result<TrainRes> {
+        if let InsExtras::Personal(p) = &ins.extras {
+            return crate::personal::train(self.id, self.model.as_mut(), &self.data, ins, p, state);
+        }
         let mut params = (*ins.params).clone();
         let steps = ins.plan.steps_for(self.data.train.len());
         let rng = stream(ins.seed, ins.round as u64, self.id, Purpose::Shuffle);
@@ -359,7 +362,8 @@ impl Client for StandardClient {
         // Drift-control terms added to every local gradient.
         let mut mu = ins.plan.prox_mu;
         let linear: Option<Vec<f32>> = match &ins.extras {
-            InsExtras::None | InsExtras::OptimizerState(_) => None,
+            // Personalised recipes returned above.
+            InsExtras::None | InsExtras::OptimizerState(_) | InsExtras::Personal(_) => None,
             InsExtras::Scaffold { server_control, .. } => {
                 check("extras.server_control", server_control)?;
                 let mut l = server_control.to_vec();
@@ -412,7 +416,9 @@ impl Client for StandardClient {
             *d -= x;
         }
         let extras = match &ins.extras {
-            InsExtras::None | InsExtras::OptimizerState(_) => optimizer_extras,
+            InsExtras::None | InsExtras::OptimizerState(_) | InsExtras::Personal(_) => {
+                optimizer_extras
+            }
             InsExtras::Scaffold {
                 server_control,
                 option,
@@ -466,6 +472,16 @@ impl Client for StandardClient {
     }
 
     fn evaluate(&mut self, ins: &EvalIns, state: &mut LocalState) -> Result<EvalRes> {
+        if let InsExtras::Personal(p) = &ins.extras {
+            return crate::personal::evaluate(
+                self.id,
+                self.model.as_mut(),
+                &self.data,
+                ins,
+                p,
+                state,
+            );
+        }
         let limit = ins.max_test_samples;
         let global = evaluate_on(
             self.model.as_mut(),
@@ -473,7 +489,11 @@ impl Client for StandardClient {
             &ins.params,
             limit,
         )?;
-        let personalized = if ins.finetune_steps > 0 && !self.data.train.is_empty() {
+        // Without a personal recipe the personal model is the global model itself.
+        let personalized = if ins.personalized == PersonalEval::Finetune
+            && ins.finetune_steps > 0
+            && !self.data.train.is_empty()
+        {
             let mut p = (*ins.params).clone();
             let rng = stream(ins.seed, ins.round as u64, self.id, Purpose::FineTune);
             local_train(

@@ -190,6 +190,7 @@ fn systems_run(threads: usize) -> (Vec<f32>, Vec<f64>) {
             eval_every: 0,
             finetune_steps: 0,
             max_test_samples: None,
+            personalized: Default::default(),
         },
         &mut obs,
     )

@@ -117,6 +117,10 @@ pub struct EvalConfig {
     pub every: u32,
     /// Local fine-tuning steps before the personalised evaluation (default 5).
     pub finetune_steps: u32,
+    /// Personalised evaluation: `finetune` (default: the personal model, or the global
+    /// model for algorithms without one, fine-tuned `finetune_steps` steps, then tested)
+    /// or `personal-model` (each client's personal model on its own test split).
+    pub personalized: fedpace_core::PersonalEval,
     /// Evaluate each client on at most this many of its test samples (default: all).
     pub max_test_samples: Option<u32>,
 }
@@ -126,6 +130,7 @@ impl Default for EvalConfig {
         Self {
             every: 1,
             finetune_steps: 5,
+            personalized: Default::default(),
             max_test_samples: None,
         }
     }

@@ -264,6 +264,7 @@ pub fn execute(
         seed: cfg.seed,
         eval_every: cfg.eval.every,
         finetune_steps: cfg.eval.finetune_steps,
+        personalized: cfg.eval.personalized,
         max_test_samples: cfg.eval.max_test_samples,
     };
     let outcome = match &mut p.strategy {

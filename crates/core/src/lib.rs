@@ -10,6 +10,7 @@ pub mod asynchronous;
 pub mod data;
 pub mod error;
 pub mod model;
+pub mod personal;
 pub mod protocol;
 pub mod rng;
 pub mod round;
@@ -18,6 +19,7 @@ pub mod traits;
 pub use data::{Batch, ClientData, Dataset, FederatedDataset, Inputs};
 pub use error::{ClientFailure, Error, Result};
 pub use model::{EvalStats, Model, ModelFactory};
+pub use personal::{ClientRecipe, PerFedAvgVariant, PersonalEval, PersonalIns, PersonalState};
 pub use protocol::*;
 pub use round::{run, Observer, RoundRecord, RoundTiming, RunOptions, RunOutcome};
 pub use traits::{

@@ -170,6 +170,9 @@ pub struct LocalState {
     /// optimum (ALGORITHMS.md B.4); `None` = 0.
     #[serde(default)]
     pub feddyn_gradient: Option<Vec<f32>>,
+    /// Personal model of personalised algorithms (ALGORITHMS.md Part E); never sent.
+    #[serde(default)]
+    pub personal: Option<crate::personal::PersonalState>,
 }
 
 /// Instruction to train.
@@ -211,6 +214,8 @@ pub enum InsExtras {
         /// α > 0.
         alpha: f64,
     },
+    /// A personalised algorithm's client recipe and personal/frozen group masks.
+    Personal(crate::personal::PersonalIns),
 }
 
 /// How a SCAFFOLD client refreshes its control variate (ALGORITHMS.md B.2).
@@ -298,6 +303,10 @@ pub struct EvalIns {
     pub plan: RatePlan,
     /// The run seed.
     pub seed: u64,
+    /// How the personalised model is evaluated.
+    pub personalized: crate::personal::PersonalEval,
+    /// The strategy's recipe (so the client can form its personal model).
+    pub extras: InsExtras,
 }
 
 /// A client's evaluation on its own test split.

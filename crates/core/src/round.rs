@@ -19,6 +19,8 @@ pub struct RunOptions {
     pub eval_every: u32,
     /// Local fine-tuning steps before personalised evaluation.
     pub finetune_steps: u32,
+    /// How personalised models are evaluated.
+    pub personalized: crate::personal::PersonalEval,
     /// Evaluate each client on at most this many of its test samples (`None` = all).
     pub max_test_samples: Option<u32>,
 }
@@ -248,6 +250,7 @@ pub fn evaluate_all(
 ) -> Result<EvalSummary> {
     let params = Arc::new(global.clone());
     let plan = strategy.eval_plan();
+    let extras = strategy.eval_extras();
     let ins: Vec<(ClientId, EvalIns)> = grid
         .clients()
         .iter()
@@ -262,6 +265,8 @@ pub fn evaluate_all(
                     max_test_samples: opts.max_test_samples,
                     plan: plan.clone(),
                     seed: opts.seed,
+                    personalized: opts.personalized,
+                    extras: extras.clone(),
                 },
             )
         })

@@ -97,6 +97,12 @@ pub trait Strategy: Send {
     fn round_timing(&self) -> Option<crate::round::RoundTiming> {
         None
     }
+
+    /// What evaluation instructions carry so clients can form their personal model
+    /// (personalised strategies return their recipe).
+    fn eval_extras(&self) -> InsExtras {
+        InsExtras::None
+    }
 }
 
 /// Counts finished clients for progress display.

@@ -328,6 +328,8 @@ fn evaluate_async(
                     max_test_samples: opts.max_test_samples,
                     plan: plan.clone(),
                     seed: opts.seed,
+                    personalized: Default::default(),
+                    extras: Default::default(),
                 },
             )
         })
