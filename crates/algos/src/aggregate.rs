@@ -36,6 +36,10 @@ pub struct Aggregated {
 
 /// Whether the clients' rate sums differ (relative tolerance 1e-9).
 pub fn rate_sums_differ(replies: &[(ClientId, &TrainRes)]) -> bool {
+    rate_sums_differ_on(replies, &|_| true)
+}
+
+fn rate_sums_differ_on(replies: &[(ClientId, &TrainRes)], groups: &dyn Fn(usize) -> bool) -> bool {
     let Some((_, first)) = replies.first() else {
         return false;
     };
@@ -44,7 +48,8 @@ pub fn rate_sums_differ(replies: &[(ClientId, &TrainRes)]) -> bool {
             .rate_sum
             .iter()
             .zip(&first.report.rate_sum)
-            .any(|(a, b)| (a - b).abs() > 1e-9 * a.abs().max(b.abs()))
+            .enumerate()
+            .any(|(g, (a, b))| groups(g) && (a - b).abs() > 1e-9 * a.abs().max(b.abs()))
     })
 }
 
@@ -56,12 +61,26 @@ pub fn aggregate(
     weights: &[f64],
     normalize: Normalize,
 ) -> Aggregated {
+    aggregate_masked(spec, replies, weights, normalize, &[])
+}
+
+/// [`aggregate`] over the shared groups only: `shared[g] == false` marks a personal
+/// group (ALGORITHMS.md E.4–E.6), whose aggregate delta is exactly zero whatever clients
+/// sent, and whose rate sums do not decide normalisation. An empty mask shares every group.
+pub fn aggregate_masked(
+    spec: &ParamSpec,
+    replies: &[(ClientId, &TrainRes)],
+    weights: &[f64],
+    normalize: Normalize,
+    shared: &[bool],
+) -> Aggregated {
+    let is_shared = |g: usize| shared.get(g).copied().unwrap_or(true);
     let total: f64 = weights.iter().sum();
     let p: Vec<f64> = weights.iter().map(|w| w / total).collect();
     let normalized = match normalize {
         Normalize::On => true,
         Normalize::Off => false,
-        Normalize::Auto => rate_sums_differ(replies),
+        Normalize::Auto => rate_sums_differ_on(replies, &is_shared),
     };
     let groups = spec.num_groups();
     // Coefficient of client k on group g.
@@ -81,6 +100,9 @@ pub fn aggregate(
             .map(|((_, r), pk)| {
                 (0..groups)
                     .map(|g| {
+                        if !is_shared(g) {
+                            return 0.0;
+                        }
                         let lam = r.report.rate_sum[g];
                         if lam > 0.0 {
                             (pk * tau_eff[g] / lam) as f32
@@ -92,7 +114,13 @@ pub fn aggregate(
             })
             .collect()
     } else {
-        p.iter().map(|pk| vec![*pk as f32; groups]).collect()
+        p.iter()
+            .map(|pk| {
+                (0..groups)
+                    .map(|g| if is_shared(g) { *pk as f32 } else { 0.0 })
+                    .collect()
+            })
+            .collect()
     };
     let mut delta = vec![0f32; spec.total_len()];
     for ((_, r), c) in replies.iter().zip(&coef) {
@@ -183,6 +211,24 @@ mod tests {
         for (x, e) in out.delta.iter().zip(expect) {
             assert!((x - e).abs() < 1e-5, "{:?}", out.delta);
         }
+    }
+
+    #[test]
+    fn personal_groups_never_move_whatever_clients_send() {
+        // Group 1 (`head`) personal: even a client that (wrongly) sends a head delta and
+        // reports a different head rate sum leaves the head untouched and does not
+        // switch normalisation on.
+        let a = res(vec![1.0, 0.0, 5.0], vec![1.0, 0.3]);
+        let b = res(vec![4.0, 3.0, -7.0], vec![1.0, 0.9]);
+        let out = aggregate_masked(
+            &spec(),
+            &[(0, &a), (1, &b)],
+            &[1.0, 2.0],
+            Normalize::Auto,
+            &[true, false],
+        );
+        assert!(!out.normalized);
+        assert_eq!(out.delta, vec![3.0, 2.0, 0.0]);
     }
 
     proptest! {

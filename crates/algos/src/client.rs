@@ -3,10 +3,13 @@
 
 use fedpace_core::rng::{stream, Purpose};
 use fedpace_core::{
-    Client, ClientData, ClientId, Dataset, Error, EvalIns, EvalRes, EvalStats, LocalState, Model,
-    RatePlan, ResExtras, Result, TrainIns, TrainReport, TrainRes,
+    Client, ClientData, ClientId, Dataset, Error, EvalIns, EvalRes, EvalStats, InsExtras,
+    LocalState, Model, PersonalEval, RatePlan, ResExtras, Result, ScaffoldOption, TrainIns,
+    TrainReport, TrainRes,
 };
-use fedpace_optim::{apply_updates, State, StateMode, StepContext};
+use fedpace_optim::{
+    add_proximal, apply_updates, OptimizerSpec, State, StateMode, StepContext, Transform,
+};
 use fedpace_params::{l2_norm, ParamTree};
 use rand::seq::SliceRandom;
 use rand::Rng;
@@ -66,10 +69,25 @@ impl<R: Rng> BatchOrder<R> {
     }
 }
 
+/// Terms a drift-control algorithm adds to every local gradient before the local
+/// optimiser sees it: `g ← g + linear + μ·(w − anchor)`.
+///
+/// The proximal part is optim's [`add_proximal`] with its anchor set once per round
+/// (FedProx B.1, and FedDyn's `(α/2)‖θ − θ^{t−1}‖²`, B.4); the linear part is SCAFFOLD's
+/// `c − c_i` (B.2) or FedDyn's `−g_k` (B.4). It is kept apart from the optimiser so
+/// the optimiser's own state (kept between rounds or not) has one shape whatever μ is.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct GradientCorrection<'a> {
+    /// `(μ, anchor)`: adds `μ·(w − anchor)`; skipped when μ = 0.
+    pub proximal: Option<(f64, &'a [f32])>,
+    /// A constant vector added to every gradient.
+    pub linear: Option<&'a [f32]>,
+}
+
 /// Runs `steps` local steps from `params` under `plan`, starting at cumulative step
 /// `step_offset`. `opt_state` is the optimiser state to continue from (`None`: fresh);
 /// on return it holds the state after the last step. Returns the report (without
-/// update norm).
+/// update norm). The plan's `prox_mu` is not applied here; see [`local_train_with`].
 #[allow(clippy::too_many_arguments)]
 pub fn local_train(
     model: &mut dyn Model,
@@ -81,10 +99,55 @@ pub fn local_train(
     rng: impl Rng,
     opt_state: &mut Option<State>,
 ) -> Result<TrainReport> {
+    local_train_with(
+        model,
+        data,
+        params,
+        plan,
+        steps,
+        step_offset,
+        rng,
+        opt_state,
+        GradientCorrection::default(),
+    )
+}
+
+/// [`local_train`] with a [`GradientCorrection`] added to every gradient.
+#[allow(clippy::too_many_arguments)]
+pub fn local_train_with(
+    model: &mut dyn Model,
+    data: &dyn Dataset,
+    params: &mut ParamTree,
+    plan: &RatePlan,
+    steps: u32,
+    step_offset: u64,
+    rng: impl Rng,
+    opt_state: &mut Option<State>,
+    correction: GradientCorrection<'_>,
+) -> Result<TrainReport> {
     let spec = params.spec().clone();
     let groups = spec.num_groups();
     let tx = plan.optimizer.build()?;
     let opt_state = opt_state.get_or_insert_with(|| tx.init(&spec));
+    let prox = match correction.proximal {
+        Some((mu, anchor)) if mu > 0.0 => {
+            let t = add_proximal(mu);
+            let mut st = t.init(&spec);
+            t.set_anchor(&mut st, anchor, &spec)?;
+            Some((t, st))
+        }
+        _ => None,
+    };
+    let mut prox = prox;
+    if let Some(l) = correction.linear {
+        if l.len() != spec.total_len() {
+            return Err(Error::invalid(
+                "gradient correction",
+                format!("{} values", l.len()),
+                format!("one per parameter ({})", spec.total_len()),
+            ));
+        }
+    }
     let mut order = BatchOrder::new(data.len(), plan.batch_size as usize, rng);
     let mut grad = vec![0f32; spec.total_len()];
     let mut rates = Vec::with_capacity(groups);
@@ -95,6 +158,19 @@ pub fn local_train(
     let per_epoch = data.len().div_ceil(plan.batch_size.max(1) as usize).max(1) as u32;
     let tail_from = steps.saturating_sub(per_epoch);
     let (mut loss_all, mut loss_tail, mut n_tail) = (0f64, 0f64, 0u32);
+    let mut delta_sgd = match plan.optimizer {
+        OptimizerSpec::DeltaSgd { gamma, delta, eps } => Some(DeltaSgd {
+            gamma,
+            delta,
+            eps,
+            eta_init: plan.base_lr as f64,
+            eta: plan.base_lr as f64,
+            theta: 1.0,
+            prev: None,
+            prev_grad: vec![0f32; spec.total_len()],
+        }),
+        _ => None,
+    };
     for s in 0..steps {
         let idx = order.next_batch();
         let batch = data.batch(&idx);
@@ -104,6 +180,30 @@ pub fn local_train(
             report.loss_before = loss;
             report.grad_norm = l2_norm(&grad);
         }
+        // Δ-SGD (§C.1): the step's rate factor from the local smoothness estimate, with
+        // the gradient at the previous iterate re-evaluated on this same mini-batch.
+        let factor = match delta_sgd.as_mut() {
+            Some(d) => {
+                let lhat = match d.prev.as_ref() {
+                    Some(prev) => {
+                        d.prev_grad.iter_mut().for_each(|g| *g = 0.0);
+                        model.loss_and_grad(prev, &batch, &mut d.prev_grad)?;
+                        let dg = diff_norm(&grad, &d.prev_grad);
+                        let dx = diff_norm(params.as_slice(), prev.as_slice());
+                        (dg > 0.0 && dx > 0.0).then(|| dg / dx)
+                    }
+                    None => None,
+                };
+                d.step(lhat)
+            }
+            None => 1.0,
+        };
+        if let Some(d) = delta_sgd.as_mut() {
+            match d.prev.as_mut() {
+                Some(p) => p.as_mut_slice().copy_from_slice(params.as_slice()),
+                None => d.prev = Some(params.clone()),
+            }
+        }
         loss_all += loss as f64;
         if s >= tail_from {
             loss_tail += loss as f64;
@@ -111,6 +211,11 @@ pub fn local_train(
         }
         let step = step_offset + s as u64;
         plan.group_rates(groups, step, &mut rates);
+        if factor != 1.0 {
+            rates
+                .iter_mut()
+                .for_each(|r| *r = (*r as f64 * factor) as f32);
+        }
         for (acc, r) in report.rate_sum.iter_mut().zip(&rates) {
             *acc += *r as f64;
         }
@@ -119,6 +224,14 @@ pub fn local_train(
             group_rates: &rates,
             step,
         };
+        if let Some(l) = correction.linear {
+            for (g, c) in grad.iter_mut().zip(l) {
+                *g += c;
+            }
+        }
+        if let Some((t, st)) = prox.as_mut() {
+            t.update(&mut grad, st, params.as_slice(), &ctx)?;
+        }
         tx.update(&mut grad, opt_state, params.as_slice(), &ctx)?;
         apply_updates(params.as_mut_slice(), &grad);
     }
@@ -128,6 +241,47 @@ pub fn local_train(
         report.loss_after = (loss_tail / n_tail.max(1) as f64) as f32;
     }
     Ok(report)
+}
+
+/// Δ-SGD's per-round step-size state (ALGORITHMS.md §C.1).
+struct DeltaSgd {
+    gamma: f64,
+    delta: f64,
+    eps: f64,
+    eta_init: f64,
+    eta: f64,
+    theta: f64,
+    prev: Option<ParamTree>,
+    prev_grad: Vec<f32>,
+}
+
+impl DeltaSgd {
+    /// The next step size given the smoothness estimate `L̂_k` (None at the first step
+    /// or when a norm is 0), returned as a factor on the plan's rate η_init.
+    fn step(&mut self, lhat: Option<f64>) -> f64 {
+        if self.eta_init <= 0.0 {
+            return 1.0;
+        }
+        let grow = (1.0 + self.delta * self.theta).sqrt() * self.eta;
+        let next = match lhat {
+            Some(l) => (self.gamma / (2.0 * l)).min(grow) + self.eps,
+            None => grow,
+        };
+        self.theta = next / self.eta;
+        self.eta = next;
+        next / self.eta_init
+    }
+}
+
+fn diff_norm(a: &[f32], b: &[f32]) -> f64 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| {
+            let d = (*x - *y) as f64;
+            d * d
+        })
+        .sum::<f64>()
+        .sqrt()
 }
 
 /// Evaluates `params` on the first `limit` samples of `data` (all when `None`), in
@@ -150,23 +304,92 @@ pub fn evaluate_on(
     Ok(stats)
 }
 
+impl StandardClient {
+    /// ∇F_i(x): the mean gradient over the whole local training split (SCAFFOLD
+    /// option I), in fixed-size batches weighted by their sizes.
+    pub fn full_gradient(&mut self, params: &ParamTree) -> Result<Vec<f32>> {
+        let data = self.data.train.as_ref();
+        let n = data.len();
+        let mut out = vec![0f64; params.as_slice().len()];
+        let mut g = vec![0f32; out.len()];
+        let mut start = 0;
+        while start < n {
+            let end = (start + EVAL_BATCH).min(n);
+            let idx: Vec<usize> = (start..end).collect();
+            g.iter_mut().for_each(|v| *v = 0.0);
+            self.model
+                .loss_and_grad(params, &data.batch(&idx), &mut g)?;
+            let w = (end - start) as f64 / n as f64;
+            for (o, v) in out.iter_mut().zip(&g) {
+                *o += w * *v as f64;
+            }
+            start = end;
+        }
+        Ok(out.into_iter().map(|v| v as f32).collect())
+    }
+}
+
 impl Client for StandardClient {
     fn train(&mut self, ins: &TrainIns, state: &mut LocalState) -> Result<TrainRes> {
+        if let InsExtras::Personal(p) = &ins.extras {
+            return crate::personal::train(self.id, self.model.as_mut(), &self.data, ins, p, state);
+        }
         let mut params = (*ins.params).clone();
         let steps = ins.plan.steps_for(self.data.train.len());
         let rng = stream(ins.seed, ins.round as u64, self.id, Purpose::Shuffle);
         let mut opt_state = match ins.plan.state_mode {
             StateMode::Reset => None,
             StateMode::Keep => state.optimizer.take(),
-            StateMode::ServerInit => {
-                return Err(Error::invalid(
-                    "plan.state_mode",
-                    "server-init",
-                    "reset or keep (no strategy sends optimiser moments yet)",
+            // The server's averaged state when it sent one (none yet in the first round).
+            StateMode::ServerInit => match &ins.extras {
+                InsExtras::OptimizerState(s) => Some((**s).clone()),
+                _ => None,
+            },
+        };
+        let x = ins.params.as_slice();
+        let len = x.len();
+        let check = |what: &str, v: &[f32]| -> Result<()> {
+            if v.len() == len {
+                Ok(())
+            } else {
+                Err(Error::invalid(
+                    what,
+                    format!("{} values", v.len()),
+                    format!("one per parameter ({len})"),
                 ))
             }
         };
-        let mut report = local_train(
+        // Drift-control terms added to every local gradient.
+        let mut mu = ins.plan.prox_mu;
+        let linear: Option<Vec<f32>> = match &ins.extras {
+            // Personalised recipes returned above.
+            InsExtras::None | InsExtras::OptimizerState(_) | InsExtras::Personal(_) => None,
+            InsExtras::Scaffold { server_control, .. } => {
+                check("extras.server_control", server_control)?;
+                let mut l = server_control.to_vec();
+                if let Some(ci) = &state.control_variate {
+                    check("state.control_variate", ci)?;
+                    for (a, c) in l.iter_mut().zip(ci) {
+                        *a -= c;
+                    }
+                }
+                Some(l)
+            }
+            InsExtras::FedDyn { alpha } => {
+                if !(alpha.is_finite() && *alpha > 0.0) {
+                    return Err(Error::invalid("extras.alpha", alpha, "a finite α > 0"));
+                }
+                mu += alpha;
+                match &state.feddyn_gradient {
+                    Some(g) => {
+                        check("state.feddyn_gradient", g)?;
+                        Some(g.iter().map(|v| -v).collect())
+                    }
+                    None => None,
+                }
+            }
+        };
+        let mut report = local_train_with(
             self.model.as_mut(),
             self.data.train.as_ref(),
             &mut params,
@@ -175,14 +398,68 @@ impl Client for StandardClient {
             state.steps_done,
             rng,
             &mut opt_state,
+            GradientCorrection {
+                proximal: Some((mu, x)),
+                linear: linear.as_deref(),
+            },
         )?;
-        if ins.plan.state_mode == StateMode::Keep {
-            state.optimizer = opt_state;
-        }
+        let optimizer_extras = match ins.plan.state_mode {
+            StateMode::Keep => {
+                state.optimizer = opt_state;
+                ResExtras::None
+            }
+            StateMode::ServerInit => opt_state.map_or(ResExtras::None, ResExtras::OptimizerState),
+            StateMode::Reset => ResExtras::None,
+        };
         let mut delta = params.into_vec();
-        for (d, x) in delta.iter_mut().zip(ins.params.as_slice()) {
+        for (d, x) in delta.iter_mut().zip(x) {
             *d -= x;
         }
+        let extras = match &ins.extras {
+            InsExtras::None | InsExtras::OptimizerState(_) | InsExtras::Personal(_) => {
+                optimizer_extras
+            }
+            InsExtras::Scaffold {
+                server_control,
+                option,
+            } => {
+                let old = state
+                    .control_variate
+                    .take()
+                    .unwrap_or_else(|| vec![0.0; len]);
+                let new = match option {
+                    ScaffoldOption::I => self.full_gradient(&ins.params)?,
+                    ScaffoldOption::II => {
+                        // c_i⁺ = c_i − c + (x − y)/Λ_{i,g}, per group g.
+                        let group = ins.params.spec().group_of_each_value();
+                        let mut new = old.clone();
+                        for (j, v) in new.iter_mut().enumerate() {
+                            let lam = report.rate_sum[group[j] as usize];
+                            if lam > 0.0 {
+                                *v += -server_control[j] + (-delta[j] as f64 / lam) as f32;
+                            }
+                        }
+                        new
+                    }
+                };
+                let control_delta = new.iter().zip(&old).map(|(a, b)| a - b).collect();
+                state.control_variate = Some(new);
+                ResExtras::Scaffold { control_delta }
+            }
+            InsExtras::FedDyn { alpha } => {
+                // g_k ← g_k − α(θ_k − θ^{t−1})
+                let a = *alpha as f32;
+                let mut g = state
+                    .feddyn_gradient
+                    .take()
+                    .unwrap_or_else(|| vec![0.0; len]);
+                for (gv, d) in g.iter_mut().zip(&delta) {
+                    *gv -= a * d;
+                }
+                state.feddyn_gradient = Some(g);
+                ResExtras::None
+            }
+        };
         report.update_norm = l2_norm(&delta);
         state.rounds_trained += 1;
         state.steps_done += steps as u64;
@@ -190,11 +467,21 @@ impl Client for StandardClient {
             delta: ParamTree::from_vec(ins.params.spec().clone(), delta)?,
             num_examples: self.data.train.len() as u64,
             report,
-            extras: ResExtras::None,
+            extras,
         })
     }
 
     fn evaluate(&mut self, ins: &EvalIns, state: &mut LocalState) -> Result<EvalRes> {
+        if let InsExtras::Personal(p) = &ins.extras {
+            return crate::personal::evaluate(
+                self.id,
+                self.model.as_mut(),
+                &self.data,
+                ins,
+                p,
+                state,
+            );
+        }
         let limit = ins.max_test_samples;
         let global = evaluate_on(
             self.model.as_mut(),
@@ -202,7 +489,11 @@ impl Client for StandardClient {
             &ins.params,
             limit,
         )?;
-        let personalized = if ins.finetune_steps > 0 && !self.data.train.is_empty() {
+        // Without a personal recipe the personal model is the global model itself.
+        let personalized = if ins.personalized == PersonalEval::Finetune
+            && ins.finetune_steps > 0
+            && !self.data.train.is_empty()
+        {
             let mut p = (*ins.params).clone();
             let rng = stream(ins.seed, ins.round as u64, self.id, Purpose::FineTune);
             local_train(

@@ -5,12 +5,14 @@
 
 use crate::aggregate::aggregate;
 pub use crate::aggregate::Normalize;
+use crate::fedopt::{average_states, ServerStep};
 use crate::sampling::Sampling;
 use fedpace_core::{
-    AggregateSummary, ClientId, ClientInfo, Error, RatePlan, RatePolicy, Reply, Result, Strategy,
-    TrainIns, TrainRes,
+    AggregateSummary, ClientId, ClientInfo, Error, InsExtras, RatePlan, RatePolicy, Reply,
+    ResExtras, Result, Strategy, TrainIns, TrainReport, TrainRes,
 };
-use fedpace_params::{l2_norm, ParamTree};
+use fedpace_optim::State;
+use fedpace_params::ParamTree;
 use std::sync::Arc;
 
 /// FedAvg settings.
@@ -41,21 +43,56 @@ impl FedAvgConfig {
     }
 }
 
-/// The FedAvg strategy with a rate policy.
+/// The FedAvg strategy with a rate policy, and the family that shares everything but
+/// the server step (FedAvgM, FedOpt, FedExP, FedNova: see [`crate::fedopt`]).
 pub struct FedAvg {
     cfg: FedAvgConfig,
     policy: Box<dyn RatePolicy>,
     started: bool,
+    name: &'static str,
+    server: ServerStep,
+    uniform_weights: bool,
+    client_state: Option<Arc<State>>,
 }
 
 impl FedAvg {
-    /// FedAvg with the given settings and policy.
+    /// FedAvg with the given settings and policy (server step `x ← x + η_g·Δ̄`).
     pub fn new(cfg: FedAvgConfig, policy: Box<dyn RatePolicy>) -> Self {
+        let server = ServerStep::Sgd {
+            server_lr: cfg.server_lr as f64,
+        };
         Self {
             cfg,
             policy,
             started: false,
+            name: "fedavg",
+            server,
+            uniform_weights: false,
+            client_state: None,
         }
+    }
+
+    /// Replaces the server step, naming the strategy `name` in logs.
+    pub fn with_server(mut self, name: &'static str, server: ServerStep) -> Self {
+        self.name = name;
+        self.server = server;
+        self
+    }
+
+    /// Averages clients uniformly instead of by their number of examples (FedExP).
+    pub fn with_uniform_weights(mut self, uniform: bool) -> Self {
+        self.uniform_weights = uniform;
+        self
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &FedAvgConfig {
+        &self.cfg
+    }
+
+    /// The rate policy (strategies built on FedAvg's sampling and plans let it observe).
+    pub fn policy_mut(&mut self) -> &mut dyn RatePolicy {
+        self.policy.as_mut()
     }
 }
 
@@ -73,8 +110,9 @@ pub fn find_client(pool: &[ClientInfo], id: ClientId) -> Option<&ClientInfo> {
 impl Strategy for FedAvg {
     fn describe(&self) -> String {
         format!(
-            "fedavg(server_lr={}, normalize={:?}, policy={})",
-            self.cfg.server_lr,
+            "{}(server={}, normalize={:?}, policy={})",
+            self.name,
+            self.server.describe(),
             self.cfg.normalize,
             self.policy.describe()
         )
@@ -99,6 +137,12 @@ impl Strategy for FedAvg {
                     .ok_or_else(|| Error::invalid("client", id, "a client of the pool"))?;
                 let plan = self.policy.plan(round, info, &self.cfg.base_plan)?;
                 plan.validate(groups)?;
+                let extras = match (&self.client_state, plan.state_mode) {
+                    (Some(s), fedpace_optim::StateMode::ServerInit) => {
+                        InsExtras::OptimizerState(s.clone())
+                    }
+                    _ => InsExtras::None,
+                };
                 Ok((
                     id,
                     TrainIns {
@@ -106,7 +150,7 @@ impl Strategy for FedAvg {
                         params: global.clone(),
                         plan,
                         seed,
-                        extras: Default::default(),
+                        extras,
                     },
                 ))
             })
@@ -136,11 +180,85 @@ impl Strategy for FedAvg {
                 first,
             });
         }
-        let weights: Vec<f64> = ok.iter().map(|(_, r)| r.num_examples as f64).collect();
-        let agg = aggregate(global.spec(), &ok, &weights, self.cfg.normalize);
-        let lr = self.cfg.server_lr;
-        for (x, d) in global.as_mut_slice().iter_mut().zip(&agg.delta) {
-            *x += lr * d;
+        let mut weights: Vec<f64> = ok
+            .iter()
+            .map(|(_, r)| {
+                if self.uniform_weights {
+                    1.0
+                } else {
+                    r.num_examples as f64
+                }
+            })
+            .collect();
+        // Aggregation-side scaling from the policy (§C.6).
+        let mut scales = vec![1.0f64; ok.len()];
+        {
+            let infos: Vec<(&ClientInfo, &TrainReport)> = ok
+                .iter()
+                .filter_map(|(id, r)| find_client(pool, *id).map(|i| (i, &r.report)))
+                .collect();
+            if infos.len() == ok.len() {
+                self.policy
+                    .adjust_aggregation(round, &infos, &mut weights, &mut scales);
+            }
+        }
+        if weights.iter().any(|w| !(w.is_finite() && *w >= 0.0))
+            || weights.iter().sum::<f64>() <= 0.0
+        {
+            return Err(Error::invalid(
+                "policy",
+                format!("{weights:?}"),
+                "aggregation weights >= 0 with a positive sum",
+            ));
+        }
+        let scaled: Vec<TrainRes>;
+        let used: Vec<(ClientId, &TrainRes)> = if scales.iter().all(|s| *s == 1.0) {
+            ok.clone()
+        } else {
+            scaled = ok
+                .iter()
+                .zip(&scales)
+                .map(|((_, r), s)| {
+                    let mut r2 = TrainRes {
+                        delta: r.delta.clone(),
+                        num_examples: r.num_examples,
+                        report: r.report.clone(),
+                        extras: ResExtras::None,
+                    };
+                    let f = *s as f32;
+                    r2.delta.as_mut_slice().iter_mut().for_each(|x| *x *= f);
+                    r2.report.update_norm *= s;
+                    r2
+                })
+                .collect();
+            ok.iter().map(|(id, _)| *id).zip(scaled.iter()).collect()
+        };
+        let agg = aggregate(global.spec(), &used, &weights, self.cfg.normalize);
+        let spec = global.spec().clone();
+        let before = global.as_slice().to_vec();
+        let p: Vec<f64> = agg.clients.iter().map(|c| c.weight).collect();
+        let deltas: Vec<&[f32]> = used.iter().map(|(_, r)| r.delta.as_slice()).collect();
+        let server_lr =
+            self.server
+                .apply(global.as_mut_slice(), &agg.delta, &deltas, &p, &spec, round)?;
+        let step_norm = before
+            .iter()
+            .zip(global.as_slice())
+            .map(|(a, b)| ((b - a) as f64).powi(2))
+            .sum::<f64>()
+            .sqrt();
+        // Server-initialised client optimiser state: the p̃-weighted average of returned states.
+        let states: Vec<(&State, f64)> = ok
+            .iter()
+            .zip(&p)
+            .filter_map(|((_, r), w)| match &r.extras {
+                ResExtras::OptimizerState(s) => Some((s, *w)),
+                _ => None,
+            })
+            .collect();
+        if !states.is_empty() {
+            let (s, w): (Vec<&State>, Vec<f64>) = states.into_iter().unzip();
+            self.client_state = Some(Arc::new(average_states(&s, &w)?));
         }
         for (id, r) in &ok {
             if let Some(info) = find_client(pool, *id) {
@@ -150,7 +268,8 @@ impl Strategy for FedAvg {
         Ok(AggregateSummary {
             clients: agg.clients,
             normalized: agg.normalized,
-            step_norm: lr as f64 * l2_norm(&agg.delta),
+            step_norm,
+            server_lr,
         })
     }
 

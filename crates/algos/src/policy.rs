@@ -6,11 +6,18 @@
 //! take smaller steps, which limits their drift; with γ = −1 and a fixed number of
 //! epochs every client's total step Λ_k = η_k·τ_k is about the same.
 
+use crate::policies::{
+    clip_updates::ClipUpdates, compose::Compose, curvature::Curvature, device::ByDevice,
+    fedlalr::FedLalr, grad_norm::GradNormRatio, inverse_variance::InverseVariance,
+    label_skew::ByLabelSkew, loss_based::LossBased, per_layer::PerLayer,
+    straggler::StragglerCompensation, trust_ratio::TrustRatio,
+};
 use fedpace_core::{ClientInfo, Error, RatePlan, RatePolicy, Result};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 /// A rate policy as written in the config (`[policy] name = "..."`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(tag = "name", rename_all = "kebab-case", deny_unknown_fields)]
 pub enum PolicyConfig {
     /// Every client gets the base plan.
@@ -28,6 +35,217 @@ pub enum PolicyConfig {
         #[serde(default = "default_max")]
         max: f64,
     },
+    /// η_k = η · clamp(exp(κ(D_k − D̄)), min, max), D_k the total variation between the
+    /// client's label distribution and the pool's ([`crate::policies::label_skew`]).
+    ByLabelSkew {
+        /// κ (default −1: skewed clients slower).
+        #[serde(default = "minus_one")]
+        kappa: f64,
+        /// Lower clamp (default 0.25).
+        #[serde(default = "default_min")]
+        min: f64,
+        /// Upper clamp (default 4).
+        #[serde(default = "default_max")]
+        max: f64,
+    },
+    /// η_k = η · rates[device class] ([`crate::policies::device`]).
+    ByDevice {
+        /// Multiplier per device class, e.g. `{ phone = 0.5, laptop = 1.0 }`.
+        #[serde(default)]
+        rates: BTreeMap<String, f64>,
+        /// Multiplier for clients of other or no class (default 1).
+        #[serde(default = "one")]
+        default: f64,
+    },
+    /// η_k = η · clamp((‖ĝ‖/‖ĝ_k‖)^κ, min, max) from the last reports
+    /// ([`crate::policies::grad_norm`]).
+    GradNormRatio {
+        /// κ (default 1; −1 = direct ratio ‖∇F_k‖/‖∇F‖).
+        #[serde(default = "one")]
+        kappa: f64,
+        /// Lower clamp (default 0.1).
+        #[serde(default = "tenth")]
+        min: f64,
+        /// Upper clamp (default 10).
+        #[serde(default = "ten")]
+        max: f64,
+    },
+    /// η_k = η · clamp((L_k/L̄)^κ, min, max) ([`crate::policies::loss_based`]).
+    LossBased {
+        /// κ (default 0.5).
+        #[serde(default = "half")]
+        kappa: f64,
+        /// Lower clamp (default 0.1).
+        #[serde(default = "tenth")]
+        min: f64,
+        /// Upper clamp (default 10).
+        #[serde(default = "ten")]
+        max: f64,
+    },
+    /// Δ-SGD: each client adapts its step to a local smoothness estimate
+    /// ([`crate::policies::curvature`], ALGORITHMS.md §C.1).
+    Curvature {
+        /// γ (default 2).
+        #[serde(default = "two")]
+        gamma: f64,
+        /// δ (default 0.1).
+        #[serde(default = "tenth")]
+        delta: f64,
+        /// η_init (default: the client's base rate).
+        #[serde(default)]
+        eta_init: Option<f64>,
+    },
+    /// FedLALR: client AMSGrad with server-synchronised moments
+    /// ([`crate::policies::fedlalr`], ALGORITHMS.md §C.2).
+    Fedlalr {
+        /// β1 (default 0.9).
+        #[serde(default = "beta1")]
+        beta1: f64,
+        /// β2 (default 0.99).
+        #[serde(default = "beta2")]
+        beta2: f64,
+        /// ε (default 1e-8).
+        #[serde(default = "eps8")]
+        eps: f64,
+        /// Rate α/√t (default true).
+        #[serde(default = "yes")]
+        decay: bool,
+    },
+    /// A rate multiplier per parameter-group label, e.g. `{ head = 10.0 }`
+    /// ([`crate::policies::per_layer`]).
+    PerLayer {
+        /// Multiplier per group label.
+        #[serde(default)]
+        multipliers: BTreeMap<String, f64>,
+    },
+    /// Layer-wise trust ratio on the client (LARS, [`crate::policies::trust_ratio`], §C.7).
+    TrustRatio {
+        /// φ_max (default 10).
+        #[serde(default = "ten")]
+        max_ratio: f64,
+        /// ε (default 1e-8).
+        #[serde(default = "eps8")]
+        eps: f64,
+        /// Momentum (default 0).
+        #[serde(default)]
+        momentum: f64,
+    },
+    /// Slow devices run τ_k < τ steps with η_k = η·min(τ/τ_k, max_boost)
+    /// ([`crate::policies::straggler`]).
+    StragglerCompensation {
+        /// Fraction of the steps each device class completes, e.g. `{ slow = 0.25 }`.
+        #[serde(default)]
+        speeds: BTreeMap<String, f64>,
+        /// Bound on the boost (default 4; 1 = no compensation).
+        #[serde(default = "default_max")]
+        max_boost: f64,
+    },
+    /// Aggregation-side update-norm clipping with an adaptive bound
+    /// ([`crate::policies::clip_updates`], §C.6).
+    ClipUpdates {
+        /// Target quantile γ (default 0.5).
+        #[serde(default = "half")]
+        quantile: f64,
+        /// Adaptation rate η_C (default 0.2).
+        #[serde(default = "fifth")]
+        lr: f64,
+        /// First bound C (default: median of the first round's norms).
+        #[serde(default)]
+        initial: Option<f64>,
+    },
+    /// Inverse-norm-variance aggregation weights ([`crate::policies::inverse_variance`], §C.6).
+    InverseVariance {
+        /// EMA factor (default 0.9).
+        #[serde(default = "nine_tenths")]
+        decay: f64,
+    },
+    /// Several policies: product of their rates, clamp, per-client overrides
+    /// ([`crate::policies::compose`]).
+    Compose {
+        /// The parts, applied in order.
+        policies: Vec<PolicyConfig>,
+        /// Lower clamp on η_k/η_base (default 0.1).
+        #[serde(default = "tenth")]
+        min: f64,
+        /// Upper clamp on η_k/η_base (default 10).
+        #[serde(default = "ten")]
+        max: f64,
+        /// Client id → multiplier of η_base, e.g. `{ "3" = 0.5 }`.
+        #[serde(default)]
+        overrides: BTreeMap<String, f64>,
+    },
+}
+
+fn minus_one() -> f64 {
+    -1.0
+}
+fn one() -> f64 {
+    1.0
+}
+fn two() -> f64 {
+    2.0
+}
+fn ten() -> f64 {
+    10.0
+}
+fn tenth() -> f64 {
+    0.1
+}
+fn fifth() -> f64 {
+    0.2
+}
+fn half() -> f64 {
+    0.5
+}
+fn nine_tenths() -> f64 {
+    0.9
+}
+fn beta1() -> f64 {
+    0.9
+}
+fn beta2() -> f64 {
+    0.99
+}
+fn eps8() -> f64 {
+    1e-8
+}
+fn yes() -> bool {
+    true
+}
+
+fn check(ok: bool, key: &str, v: impl ToString, expected: &str) -> Result<()> {
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::invalid(format!("policy.{key}"), v, expected))
+    }
+}
+
+fn check_clamp(min: f64, max: f64) -> Result<()> {
+    check(min > 0.0 && min.is_finite(), "min", min, "a multiplier > 0")?;
+    if !(max >= min && max.is_finite()) {
+        return Err(Error::invalid(
+            "policy.max",
+            max,
+            format!("a multiplier >= policy.min ({min})"),
+        ));
+    }
+    Ok(())
+}
+
+fn check_table(key: &str, t: &BTreeMap<String, f64>, lo_exclusive: bool, hi: f64) -> Result<()> {
+    for (k, v) in t {
+        let ok = v.is_finite() && (if lo_exclusive { *v > 0.0 } else { *v >= 0.0 }) && *v <= hi;
+        let exp = if hi.is_finite() {
+            format!("in (0, {hi}]")
+        } else {
+            "a finite multiplier >= 0".into()
+        };
+        if !ok {
+            return Err(Error::invalid(format!("policy.{key}.{k}"), v, exp));
+        }
+    }
+    Ok(())
 }
 
 fn default_gamma() -> f64 {
@@ -43,6 +261,138 @@ fn default_max() -> f64 {
 impl PolicyConfig {
     /// Checks ranges; errors name the field under `policy.`.
     pub fn validate(&self) -> Result<()> {
+        match self {
+            PolicyConfig::ByLabelSkew { kappa, min, max }
+            | PolicyConfig::GradNormRatio { kappa, min, max }
+            | PolicyConfig::LossBased { kappa, min, max } => {
+                check(kappa.is_finite(), "kappa", kappa, "a finite number")?;
+                check_clamp(*min, *max)?;
+            }
+            PolicyConfig::ByDevice { rates, default } => {
+                check_table("rates", rates, false, f64::INFINITY)?;
+                check(
+                    default.is_finite() && *default >= 0.0,
+                    "default",
+                    default,
+                    "a finite multiplier >= 0",
+                )?;
+            }
+            PolicyConfig::Curvature {
+                gamma,
+                delta,
+                eta_init,
+            } => {
+                check(
+                    gamma.is_finite() && *gamma > 0.0,
+                    "gamma",
+                    gamma,
+                    "finite and > 0",
+                )?;
+                check(
+                    delta.is_finite() && *delta >= 0.0,
+                    "delta",
+                    delta,
+                    "finite and >= 0",
+                )?;
+                if let Some(e) = eta_init {
+                    check(e.is_finite() && *e > 0.0, "eta_init", e, "finite and > 0")?;
+                }
+            }
+            PolicyConfig::Fedlalr {
+                beta1, beta2, eps, ..
+            } => {
+                check((0.0..1.0).contains(beta1), "beta1", beta1, "in [0, 1)")?;
+                check((0.0..1.0).contains(beta2), "beta2", beta2, "in [0, 1)")?;
+                check(
+                    eps.is_finite() && *eps >= 0.0,
+                    "eps",
+                    eps,
+                    "finite and >= 0",
+                )?;
+            }
+            PolicyConfig::PerLayer { multipliers } => {
+                check_table("multipliers", multipliers, false, f64::INFINITY)?
+            }
+            PolicyConfig::TrustRatio {
+                max_ratio,
+                eps,
+                momentum,
+            } => {
+                check(
+                    max_ratio.is_finite() && *max_ratio > 0.0,
+                    "max_ratio",
+                    max_ratio,
+                    "finite and > 0",
+                )?;
+                check(
+                    eps.is_finite() && *eps >= 0.0,
+                    "eps",
+                    eps,
+                    "finite and >= 0",
+                )?;
+                check(
+                    (0.0..1.0).contains(momentum),
+                    "momentum",
+                    momentum,
+                    "in [0, 1)",
+                )?;
+            }
+            PolicyConfig::StragglerCompensation { speeds, max_boost } => {
+                check_table("speeds", speeds, true, 1.0)?;
+                check(
+                    max_boost.is_finite() && *max_boost >= 1.0,
+                    "max_boost",
+                    max_boost,
+                    "finite and >= 1",
+                )?;
+            }
+            PolicyConfig::ClipUpdates {
+                quantile,
+                lr,
+                initial,
+            } => {
+                check(
+                    (0.0..=1.0).contains(quantile),
+                    "quantile",
+                    quantile,
+                    "in [0, 1]",
+                )?;
+                check(lr.is_finite() && *lr >= 0.0, "lr", lr, "finite and >= 0")?;
+                if let Some(c) = initial {
+                    check(c.is_finite() && *c > 0.0, "initial", c, "finite and > 0")?;
+                }
+            }
+            PolicyConfig::InverseVariance { decay } => {
+                check((0.0..1.0).contains(decay), "decay", decay, "in [0, 1)")?;
+            }
+            PolicyConfig::Compose {
+                policies,
+                min,
+                max,
+                overrides,
+            } => {
+                check(
+                    !policies.is_empty(),
+                    "policies",
+                    "[]",
+                    "at least one policy",
+                )?;
+                for p in policies {
+                    p.validate()?;
+                }
+                check_clamp(*min, *max)?;
+                check_table("overrides", overrides, false, f64::INFINITY)?;
+                for k in overrides.keys() {
+                    check(
+                        k.parse::<u64>().is_ok(),
+                        &format!("overrides.{k}"),
+                        k,
+                        "a client id",
+                    )?;
+                }
+            }
+            _ => {}
+        }
         if let PolicyConfig::ByDataSize { gamma, min, max } = *self {
             if !gamma.is_finite() {
                 return Err(Error::invalid("policy.gamma", gamma, "a finite number"));
@@ -66,20 +416,118 @@ impl PolicyConfig {
         match self {
             PolicyConfig::Constant => "constant",
             PolicyConfig::ByDataSize { .. } => "by-data-size",
+            PolicyConfig::ByLabelSkew { .. } => "by-label-skew",
+            PolicyConfig::ByDevice { .. } => "by-device",
+            PolicyConfig::GradNormRatio { .. } => "grad-norm-ratio",
+            PolicyConfig::LossBased { .. } => "loss-based",
+            PolicyConfig::Curvature { .. } => "curvature",
+            PolicyConfig::Fedlalr { .. } => "fedlalr",
+            PolicyConfig::PerLayer { .. } => "per-layer",
+            PolicyConfig::TrustRatio { .. } => "trust-ratio",
+            PolicyConfig::StragglerCompensation { .. } => "straggler-compensation",
+            PolicyConfig::ClipUpdates { .. } => "clip-updates",
+            PolicyConfig::InverseVariance { .. } => "inverse-variance",
+            PolicyConfig::Compose { .. } => "compose",
         }
     }
 
-    /// Builds the policy.
-    pub fn build(&self) -> Box<dyn RatePolicy> {
-        match *self {
+    /// Builds the policy for a model whose parameter groups are `groups` (needed by
+    /// `per-layer`, whose labels are checked here).
+    pub fn build_for(&self, groups: &[String]) -> Result<Box<dyn RatePolicy>> {
+        self.validate()?;
+        Ok(match self {
             PolicyConfig::Constant => Box::new(Constant),
             PolicyConfig::ByDataSize { gamma, min, max } => Box::new(ByDataSize {
-                gamma,
-                min,
-                max,
+                gamma: *gamma,
+                min: *min,
+                max: *max,
                 mean_n: 0.0,
             }),
-        }
+            PolicyConfig::ByLabelSkew { kappa, min, max } => {
+                Box::new(ByLabelSkew::new(*kappa, *min, *max))
+            }
+            PolicyConfig::ByDevice { rates, default } => Box::new(ByDevice {
+                rates: rates.clone(),
+                default: *default,
+            }),
+            PolicyConfig::GradNormRatio { kappa, min, max } => {
+                Box::new(GradNormRatio::new(*kappa, *min, *max))
+            }
+            PolicyConfig::LossBased { kappa, min, max } => {
+                Box::new(LossBased::new(*kappa, *min, *max))
+            }
+            PolicyConfig::Curvature {
+                gamma,
+                delta,
+                eta_init,
+            } => Box::new(Curvature {
+                gamma: *gamma,
+                delta: *delta,
+                eta_init: *eta_init,
+            }),
+            PolicyConfig::Fedlalr {
+                beta1,
+                beta2,
+                eps,
+                decay,
+            } => Box::new(FedLalr {
+                beta1: *beta1,
+                beta2: *beta2,
+                eps: *eps,
+                decay: *decay,
+            }),
+            PolicyConfig::PerLayer { multipliers } => Box::new(PerLayer::new(multipliers, groups)?),
+            PolicyConfig::TrustRatio {
+                max_ratio,
+                eps,
+                momentum,
+            } => Box::new(TrustRatio {
+                max_ratio: *max_ratio,
+                eps: *eps,
+                momentum: *momentum,
+            }),
+            PolicyConfig::StragglerCompensation { speeds, max_boost } => {
+                Box::new(StragglerCompensation {
+                    speeds: speeds.clone(),
+                    max_boost: *max_boost,
+                })
+            }
+            PolicyConfig::ClipUpdates {
+                quantile,
+                lr,
+                initial,
+            } => Box::new(ClipUpdates {
+                quantile: *quantile,
+                lr: *lr,
+                bound: *initial,
+            }),
+            PolicyConfig::InverseVariance { decay } => Box::new(InverseVariance::new(*decay)),
+            PolicyConfig::Compose {
+                policies,
+                min,
+                max,
+                overrides,
+            } => Box::new(Compose {
+                parts: policies
+                    .iter()
+                    .map(|p| p.build_for(groups))
+                    .collect::<Result<_>>()?,
+                min: *min,
+                max: *max,
+                overrides: overrides
+                    .iter()
+                    .map(|(k, v)| (k.parse::<u64>().unwrap_or(u64::MAX), *v))
+                    .collect(),
+            }),
+        })
+    }
+
+    /// Builds the policy for a model with the default groups `body` and `head`
+    /// (use [`PolicyConfig::build_for`] with the model's groups). A configuration that
+    /// does not validate builds `constant`: call [`PolicyConfig::validate`] first.
+    pub fn build(&self) -> Box<dyn RatePolicy> {
+        self.build_for(&["body".to_string(), "head".to_string()])
+            .unwrap_or_else(|_| Box::new(Constant))
     }
 }
 

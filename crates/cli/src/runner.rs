@@ -4,10 +4,12 @@ use crate::config::ExperimentConfig;
 use crate::output::RunWriter;
 use anyhow::{Context, Result};
 use fedpace_algos::StandardClient;
+use fedpace_algos::StrategyName;
+use fedpace_core::asynchronous::AsyncStrategy;
 use fedpace_core::rng::{derive_seed, Purpose};
 use fedpace_core::round::RunOptions;
-use fedpace_core::{ClientFactory, ClientInfo, Strategy};
-use fedpace_sim::SimGrid;
+use fedpace_core::{ClientFactory, ClientInfo, RatePlan, RatePolicy, Strategy};
+use fedpace_sim::{AsyncOptions, Devices, SimGrid, Systems};
 use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -69,9 +71,36 @@ pub fn utc_stamp(secs: u64) -> String {
     )
 }
 
+/// How the run is driven: the synchronous round loop or the asynchronous event loop.
+#[allow(clippy::large_enum_variant)] // one value per run
+pub enum Mode {
+    /// `fedpace_core::run` (with the devices wrapper when `[devices]` is set).
+    Sync(Box<dyn Strategy>),
+    /// `fedpace_sim::run_async`.
+    Async {
+        /// Server half.
+        strategy: Box<dyn AsyncStrategy>,
+        /// Rate policy (plans per dispatch).
+        policy: Box<dyn RatePolicy>,
+        /// Base plan.
+        base_plan: RatePlan,
+        /// Device profiles (the simulated clock).
+        devices: Devices,
+    },
+}
+
+impl Mode {
+    fn describe(&self) -> String {
+        match self {
+            Mode::Sync(s) => s.describe(),
+            Mode::Async { strategy, .. } => strategy.describe(),
+        }
+    }
+}
+
 /// Everything built from a config, checked before any file is written.
 pub struct Prepared {
-    strategy: Box<dyn Strategy>,
+    strategy: Mode,
     pub(crate) grid: SimGrid,
     init: fedpace_params::ParamTree,
     groups: Vec<String>,
@@ -99,16 +128,53 @@ pub fn prepare(cfg: &ExperimentConfig, threads: usize) -> Result<Prepared> {
     let groups = spec.groups().to_vec();
     let base_plan = cfg.base_plan(&groups).map_err(UsageError)?;
     let data = fed.data.clone();
+    let devices = assign_devices(&cfg.device_classes, data.num_clients(), cfg.seed);
     let central_models = models.clone();
-    let pool = client_pool(data.as_ref()).context("building the client pool")?;
+    let pool = client_pool(data.as_ref(), devices).context("building the client pool")?;
     let factory: ClientFactory = Arc::new(move |id| {
         let d = data.client(id as usize)?;
         Ok(Box::new(StandardClient::new(id, models()?, d)) as Box<dyn fedpace_core::Client>)
     });
-    let strategy = cfg
-        .strategy
-        .build(base_plan, cfg.policy.build())
-        .map_err(|e| UsageError(e.to_string()))?;
+    let usage = |e: fedpace_core::Error| UsageError(e.to_string());
+    let devices = cfg
+        .devices
+        .clone()
+        .map(|d| Devices::new(d, cfg.seed))
+        .transpose()
+        .map_err(usage)?;
+    let strategy = if cfg.strategy.is_async() {
+        let mut base_plan = base_plan;
+        if cfg.strategy.name == StrategyName::Fedasync {
+            // FedAsync's client-side proximal term ρ (ALGORITHMS.md C.8).
+            base_plan.prox_mu = cfg.strategy.mu;
+        }
+        Mode::Async {
+            strategy: cfg.strategy.build_async().map_err(usage)?,
+            policy: cfg
+                .policy
+                .build_for(&groups)
+                .map_err(|e| UsageError(e.to_string()))?,
+            base_plan,
+            devices: match devices {
+                Some(d) => d,
+                None => Devices::new(Default::default(), cfg.seed).map_err(usage)?,
+            },
+        }
+    } else {
+        let s = cfg
+            .strategy
+            .build(
+                base_plan,
+                cfg.policy
+                    .build_for(&groups)
+                    .map_err(|e| UsageError(e.to_string()))?,
+            )
+            .map_err(usage)?;
+        Mode::Sync(match devices {
+            Some(d) => Box::new(Systems::new(s, d)),
+            None => s,
+        })
+    };
     let mut grid = SimGrid::new(pool, factory, threads)?;
     if let Some(mb) = cfg.state.memory_mb {
         let dir = cfg.state.dir.clone().unwrap_or_else(std::env::temp_dir);
@@ -147,10 +213,14 @@ pub const HISTOGRAM_LIMIT: usize = 1000;
 ///
 /// [`FederatedDataset::train_len`]: fedpace_core::FederatedDataset::train_len
 /// [`FederatedDataset::test_len`]: fedpace_core::FederatedDataset::test_len
-pub fn client_pool(data: &dyn fedpace_core::FederatedDataset) -> fedpace_core::Result<Vec<ClientInfo>> {
+pub fn client_pool(
+    data: &dyn fedpace_core::FederatedDataset,
+    devices: Vec<Option<String>>,
+) -> fedpace_core::Result<Vec<ClientInfo>> {
     let n = data.num_clients();
     (0..n)
-        .map(|id| {
+        .zip(devices)
+        .map(|(id, device)| {
             if n <= HISTOGRAM_LIMIT {
                 let c = data.client(id)?;
                 Ok(ClientInfo {
@@ -158,7 +228,7 @@ pub fn client_pool(data: &dyn fedpace_core::FederatedDataset) -> fedpace_core::R
                     num_train: c.train.len() as u64,
                     num_test: c.test.len() as u64,
                     label_histogram: c.train.label_histogram(),
-                    device: None,
+                    device: device.clone(),
                 })
             } else {
                 Ok(ClientInfo {
@@ -166,11 +236,39 @@ pub fn client_pool(data: &dyn fedpace_core::FederatedDataset) -> fedpace_core::R
                     num_train: data.train_len(id)? as u64,
                     num_test: data.test_len(id)? as u64,
                     label_histogram: Vec::new(),
-                    device: None,
+                    device,
                 })
             }
         })
         .collect()
+}
+
+/// Device classes for `n` clients: a seeded random permutation, the first
+/// `round(fraction·n)` clients of it get the first class (in name order), and so on; the
+/// rest get none.
+pub fn assign_devices(
+    classes: &std::collections::BTreeMap<String, f64>,
+    n: usize,
+    seed: u64,
+) -> Vec<Option<String>> {
+    use rand::seq::SliceRandom;
+    let mut ids: Vec<usize> = (0..n).collect();
+    ids.shuffle(&mut fedpace_core::rng::stream(
+        seed,
+        0,
+        0,
+        Purpose::Algorithm,
+    ));
+    let mut out = vec![None; n];
+    let mut at = 0;
+    for (name, f) in classes {
+        let k = ((f * n as f64).round() as usize).min(n - at);
+        for &i in &ids[at..at + k] {
+            out[i] = Some(name.clone());
+        }
+        at += k;
+    }
+    out
 }
 
 fn grid_len(g: &SimGrid) -> usize {
@@ -196,8 +294,11 @@ pub fn run_quiet_keep(
     mut p: Prepared,
 ) -> Result<(fedpace_core::round::RunOutcome, SimGrid)> {
     let opts = crate::bench::run_options(cfg);
+    let Mode::Sync(strategy) = &mut p.strategy else {
+        anyhow::bail!("benchmarks run synchronous strategies only");
+    };
     let outcome = fedpace_core::run(
-        p.strategy.as_mut(),
+        strategy.as_mut(),
         &mut p.grid,
         p.init,
         &opts,
@@ -223,9 +324,35 @@ pub fn execute(
         seed: cfg.seed,
         eval_every: cfg.eval.every,
         finetune_steps: cfg.eval.finetune_steps,
+        personalized: cfg.eval.personalized,
         max_test_samples: cfg.eval.max_test_samples,
     };
-    let outcome = fedpace_core::run(p.strategy.as_mut(), &mut p.grid, p.init, &opts, &mut writer)?;
+    let outcome = match &mut p.strategy {
+        Mode::Sync(s) => fedpace_core::run(s.as_mut(), &mut p.grid, p.init, &opts, &mut writer)?,
+        Mode::Async {
+            strategy,
+            policy,
+            base_plan,
+            devices,
+        } => fedpace_sim::run_async(
+            strategy.as_mut(),
+            policy.as_mut(),
+            base_plan,
+            &mut p.grid,
+            devices,
+            p.init,
+            &AsyncOptions {
+                updates: cfg.rounds,
+                concurrency: cfg.strategy.concurrency,
+                rate_decay: cfg.strategy.rate_decay,
+                seed: cfg.seed,
+                eval_every: cfg.eval.every,
+                finetune_steps: cfg.eval.finetune_steps,
+                max_test_samples: cfg.eval.max_test_samples,
+            },
+            &mut writer,
+        )?,
+    };
     let header = json!({
         "name": cfg.name,
         "seed": cfg.seed,

@@ -6,9 +6,11 @@
 //! how replies are combined; [`run`] drives rounds and reports every round to an
 //! [`Observer`]. See `docs/arch/0001-architecture.md` for the shape and why.
 
+pub mod asynchronous;
 pub mod data;
 pub mod error;
 pub mod model;
+pub mod personal;
 pub mod protocol;
 pub mod rng;
 pub mod round;
@@ -17,8 +19,9 @@ pub mod traits;
 pub use data::{Batch, ClientData, Dataset, FederatedDataset, Inputs};
 pub use error::{ClientFailure, Error, Result};
 pub use model::{EvalStats, Model, ModelFactory};
+pub use personal::{ClientRecipe, PerFedAvgVariant, PersonalEval, PersonalIns, PersonalState};
 pub use protocol::*;
-pub use round::{run, Observer, RoundRecord, RunOptions, RunOutcome};
+pub use round::{run, Observer, RoundRecord, RoundTiming, RunOptions, RunOutcome};
 pub use traits::{
     AggregateSummary, Client, ClientAggregate, ClientFactory, Grid, Progress, RatePolicy, Strategy,
 };

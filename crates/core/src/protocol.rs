@@ -45,6 +45,11 @@ pub struct RatePlan {
     pub optimizer: OptimizerSpec,
     /// What happens to the local optimiser's state between rounds.
     pub state_mode: StateMode,
+    /// FedProx's proximal coefficient μ_k ≥ 0 (ALGORITHMS.md B.1): the client adds
+    /// `μ·(w − x^t)`, the gradient of `(μ/2)‖w − x^t‖²`, to every local gradient.
+    /// 0 (the default) = no proximal term. Any policy may set it per client.
+    #[serde(default)]
+    pub prox_mu: f64,
 }
 
 impl RatePlan {
@@ -102,6 +107,13 @@ impl RatePlan {
         if self.batch_size == 0 {
             return Err(Error::invalid("plan.batch_size", 0, "at least 1"));
         }
+        if !(self.prox_mu.is_finite() && self.prox_mu >= 0.0) {
+            return Err(Error::invalid(
+                "plan.prox_mu",
+                self.prox_mu,
+                "a finite μ >= 0",
+            ));
+        }
         self.optimizer.validate()?;
         self.schedule.validate()?;
         Ok(())
@@ -151,6 +163,16 @@ pub struct LocalState {
     pub steps_done: u64,
     /// Optimiser state kept across rounds, when the plan says to keep it.
     pub optimizer: Option<fedpace_optim::State>,
+    /// SCAFFOLD's client control variate c_i (ALGORITHMS.md B.2); `None` = 0.
+    #[serde(default)]
+    pub control_variate: Option<Vec<f32>>,
+    /// FedDyn's linear term g_k, the client's estimate of ∇L_k at its last local
+    /// optimum (ALGORITHMS.md B.4); `None` = 0.
+    #[serde(default)]
+    pub feddyn_gradient: Option<Vec<f32>>,
+    /// Personal model of personalised algorithms (ALGORITHMS.md Part E); never sent.
+    #[serde(default)]
+    pub personal: Option<crate::personal::PersonalState>,
 }
 
 /// Instruction to train.
@@ -175,6 +197,38 @@ pub enum InsExtras {
     /// Nothing beyond the plan and the parameters.
     #[default]
     None,
+    /// Optimiser state to start local training from (plan `state_mode = server-init`):
+    /// the strategy's average of the states clients returned last time (ALGORITHMS.md
+    /// §C.3 option 4, FedCAda-style; FedLALR's synchronised moments, §C.2).
+    OptimizerState(Arc<fedpace_optim::State>),
+    /// SCAFFOLD (ALGORITHMS.md B.2): the server control variate c and how the client
+    /// refreshes its own c_i.
+    Scaffold {
+        /// Server control variate c (flat, laid out like the parameters).
+        server_control: Arc<Vec<f32>>,
+        /// Option I (gradient at x) or II (from the local progress).
+        option: ScaffoldOption,
+    },
+    /// FedDyn (ALGORITHMS.md B.4): the dynamic regulariser's α for this client.
+    FedDyn {
+        /// α > 0.
+        alpha: f64,
+    },
+    /// A personalised algorithm's client recipe and personal/frozen group masks.
+    Personal(crate::personal::PersonalIns),
+}
+
+/// How a SCAFFOLD client refreshes its control variate (ALGORITHMS.md B.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ScaffoldOption {
+    /// `c_i⁺ = ∇F_i(x)`: an extra full pass over the local training split at x.
+    #[serde(rename = "i")]
+    I,
+    /// `c_i⁺ = c_i − c + (x − y)/Λ_i` per group, Λ_i the client's sum of rates (free).
+    #[default]
+    #[serde(rename = "ii")]
+    II,
 }
 
 /// Algorithm-specific data a client returns with its [`TrainRes`].
@@ -183,6 +237,14 @@ pub enum ResExtras {
     /// Nothing beyond the update and the report.
     #[default]
     None,
+    /// The client's optimiser state after its local steps (plan `state_mode =
+    /// server-init`), for the server to average and send back next round.
+    OptimizerState(fedpace_optim::State),
+    /// SCAFFOLD: the change of the client's control variate, `Δc_i = c_i⁺ − c_i`.
+    Scaffold {
+        /// Δc_i (flat, laid out like the parameters).
+        control_delta: Vec<f32>,
+    },
 }
 
 /// What a client reports about its local training, beside the update itself.
@@ -241,6 +303,10 @@ pub struct EvalIns {
     pub plan: RatePlan,
     /// The run seed.
     pub seed: u64,
+    /// How the personalised model is evaluated.
+    pub personalized: crate::personal::PersonalEval,
+    /// The strategy's recipe (so the client can form its personal model).
+    pub extras: InsExtras,
 }
 
 /// A client's evaluation on its own test split.
@@ -280,6 +346,17 @@ pub fn validate_train_res(
             spec.num_groups(),
             res.report.rate_sum
         )));
+    }
+    if let ResExtras::Scaffold { control_delta } = &res.extras {
+        if control_delta.len() != spec.total_len() {
+            return Err(ClientFailure::WrongShape {
+                expected: spec.total_len(),
+                got: control_delta.len(),
+            });
+        }
+        if control_delta.iter().any(|v| !v.is_finite()) {
+            return Err(ClientFailure::NonFinite);
+        }
     }
     Ok(())
 }

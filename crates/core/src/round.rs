@@ -19,6 +19,8 @@ pub struct RunOptions {
     pub eval_every: u32,
     /// Local fine-tuning steps before personalised evaluation.
     pub finetune_steps: u32,
+    /// How personalised models are evaluated.
+    pub personalized: crate::personal::PersonalEval,
     /// Evaluate each client on at most this many of its test samples (`None` = all).
     pub max_test_samples: Option<u32>,
 }
@@ -70,6 +72,24 @@ pub struct EvalSummary {
     pub failures: usize,
 }
 
+/// Where a round sits on the simulated clock (systems heterogeneity: device speeds,
+/// bandwidths, deadlines). Set by strategies that simulate devices; `None` otherwise.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct RoundTiming {
+    /// Simulated seconds this round (or, asynchronously, this server update) took.
+    pub round_seconds: f64,
+    /// Simulated seconds since the run started, at the end of this round.
+    pub sim_seconds: f64,
+    /// Each dispatched client's simulated completion time within the round (s).
+    pub completion: Vec<(ClientId, f64)>,
+    /// Selected clients that dropped out (their update never arrives).
+    pub dropped: Vec<ClientId>,
+    /// Stragglers or late clients that were not aggregated.
+    pub late_dropped: Vec<ClientId>,
+    /// Clients that ran only part of their work (stragglers, deadline).
+    pub partial: Vec<ClientId>,
+}
+
 /// Everything that happened in one round.
 #[derive(Debug, Clone, Serialize)]
 pub struct RoundRecord {
@@ -87,6 +107,9 @@ pub struct RoundRecord {
     pub eval: Option<EvalSummary>,
     /// Wall-clock seconds since the run started.
     pub wall_seconds: f64,
+    /// The simulated clock, when devices are simulated.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timing: Option<RoundTiming>,
 }
 
 /// Receives progress and results; the CLI writes files and draws the progress bar.
@@ -176,6 +199,7 @@ pub fn run(
             aggregate: summary,
             eval,
             wall_seconds: start.elapsed().as_secs_f64(),
+            timing: strategy.round_timing(),
         };
         observer.round_finished(&record, &global)?;
         records.push(record);
@@ -226,6 +250,7 @@ pub fn evaluate_all(
 ) -> Result<EvalSummary> {
     let params = Arc::new(global.clone());
     let plan = strategy.eval_plan();
+    let extras = strategy.eval_extras();
     let ins: Vec<(ClientId, EvalIns)> = grid
         .clients()
         .iter()
@@ -240,6 +265,8 @@ pub fn evaluate_all(
                     max_test_samples: opts.max_test_samples,
                     plan: plan.clone(),
                     seed: opts.seed,
+                    personalized: opts.personalized,
+                    extras: extras.clone(),
                 },
             )
         })

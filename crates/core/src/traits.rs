@@ -30,6 +30,18 @@ pub trait RatePolicy: Send {
     fn plan(&mut self, round: u32, client: &ClientInfo, base: &RatePlan) -> Result<RatePlan>;
     /// Sees every successful report after aggregation (adaptive policies learn here).
     fn observe(&mut self, _round: u32, _client: &ClientInfo, _report: &TrainReport) {}
+    /// Aggregation-side scaling (ALGORITHMS.md §C.6), called before averaging with the
+    /// successful clients of a round: may change each client's aggregation weight
+    /// (`weights[i]`, unnormalised, ≥ 0) and the factor its update is multiplied by
+    /// (`update_scales[i]`, starts at 1). Default: no change.
+    fn adjust_aggregation(
+        &mut self,
+        _round: u32,
+        _clients: &[(&ClientInfo, &TrainReport)],
+        _weights: &mut [f64],
+        _update_scales: &mut [f64],
+    ) {
+    }
 }
 
 /// Per-client numbers the strategy computed while aggregating.
@@ -52,6 +64,9 @@ pub struct AggregateSummary {
     pub normalized: bool,
     /// ‖x^{t+1} − x^t‖.
     pub step_norm: f64,
+    /// The server rate η_g used this round (FedExP's adaptive value; the configured
+    /// η_g of server optimisers, whose per-coordinate scaling comes on top).
+    pub server_lr: f64,
 }
 
 /// The server side of an algorithm: sampling, plans, aggregation. It never sees the
@@ -77,6 +92,17 @@ pub trait Strategy: Send {
     ) -> Result<AggregateSummary>;
     /// The plan used for fine-tuning at personalised evaluation.
     fn eval_plan(&self) -> RatePlan;
+    /// The last round's place on the simulated clock, for strategies that simulate
+    /// devices (read by the round loop after aggregation); `None` by default.
+    fn round_timing(&self) -> Option<crate::round::RoundTiming> {
+        None
+    }
+
+    /// What evaluation instructions carry so clients can form their personal model
+    /// (personalised strategies return their recipe).
+    fn eval_extras(&self) -> InsExtras {
+        InsExtras::None
+    }
 }
 
 /// Counts finished clients for progress display.

@@ -101,6 +101,16 @@ pub enum Partition {
         #[serde(default = "default_two")]
         per_client: usize,
     },
+    /// pFedMe MNIST (ALGORITHMS.md X.3): client i holds labels `(i + j) mod C`, j <
+    /// `per_client`, with random unequal sizes (pieces ∝ LogNormal(0, σ²)).
+    CyclicLabels {
+        /// Labels per client. Default 2.
+        #[serde(default = "default_two")]
+        per_client: usize,
+        /// σ ≥ 0 of the lognormal piece weights (0 = equal). Default 0.5.
+        #[serde(default = "default_half")]
+        sigma: f64,
+    },
     /// IID labels, client sizes ∝ LogNormal(0, σ²).
     PowerLaw {
         /// σ > 0 of the lognormal weights. Default 2 (FedProx MNIST).
@@ -120,6 +130,9 @@ fn default_min_size() -> usize {
 fn default_two() -> usize {
     2
 }
+fn default_half() -> f64 {
+    0.5
+}
 fn default_sigma() -> f64 {
     2.0
 }
@@ -132,6 +145,7 @@ impl Partition {
             Partition::Dirichlet { .. } => "dirichlet",
             Partition::Shards { .. } => "shards",
             Partition::Labels { .. } => "labels",
+            Partition::CyclicLabels { .. } => "cyclic-labels",
             Partition::PowerLaw { .. } => "power-law",
             Partition::Natural => "natural",
         }
@@ -229,6 +243,10 @@ pub struct DataConfig {
     /// `bench` only: samples per client. Default 600.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub samples_per_client: Option<usize>,
+    /// MNIST / Fashion-MNIST: standardise every pixel over the training pool,
+    /// `(x − μ_j) / (σ_j + 0.001)`, as the pFedMe data script does (ALGORITHMS.md X.3);
+    /// the same μ, σ apply to the test set. Default false (pixels in [0, 1]).
+    pub standardize: bool,
 }
 
 impl Default for DataConfig {
@@ -245,6 +263,7 @@ impl Default for DataConfig {
             max_clients: None,
             sample_shape: None,
             samples_per_client: None,
+            standardize: false,
         }
     }
 }
@@ -398,7 +417,12 @@ impl DataConfig {
             Partition::Dirichlet { alpha, .. } if !(alpha.is_finite() && alpha > 0.0) => {
                 return Err(Error::invalid("data.partition.alpha", alpha, "must be > 0"))
             }
-            Partition::Shards { per_client: 0 } | Partition::Labels { per_client: 0 } => {
+            Partition::CyclicLabels { sigma, .. } if !(sigma.is_finite() && sigma >= 0.0) => {
+                return Err(Error::invalid("data.partition.sigma", sigma, "must be >= 0"))
+            }
+            Partition::Shards { per_client: 0 }
+            | Partition::Labels { per_client: 0 }
+            | Partition::CyclicLabels { per_client: 0, .. } => {
                 return Err(Error::invalid("data.partition.per_client", 0, "must be ≥ 1"))
             }
             Partition::PowerLaw { sigma } if !(sigma.is_finite() && sigma > 0.0) => {
@@ -456,6 +480,16 @@ impl DataConfig {
                 ))
             }
             _ => {}
+        }
+        if self.standardize && !matches!(self.source, Source::Mnist | Source::FashionMnist) {
+            return Err(Error::invalid(
+                "data.standardize",
+                true,
+                format!(
+                    "only used with source = \"mnist\" or \"fashion-mnist\", not \"{}\"",
+                    self.source.name()
+                ),
+            ));
         }
         if self.test_split == TestSplit::PooledMatched
             && !matches!(
@@ -542,7 +576,10 @@ pub fn build(cfg: &DataConfig, seed: u64, data_dir: &Path) -> Result<Federation>
                 }
                 Source::Mnist | Source::FashionMnist => {
                     let name = cfg.source.name();
-                    let (tr, te) = crate::idx::load_mnist_dir(&data_dir.join(name), name)?;
+                    let (mut tr, mut te) = crate::idx::load_mnist_dir(&data_dir.join(name), name)?;
+                    if cfg.standardize {
+                        (tr, te) = standardize(&tr, &te)?;
+                    }
                     train = Arc::new(tr);
                     test = Some(Arc::new(te));
                     shape = vec![1, 28, 28];
@@ -570,6 +607,9 @@ pub fn build(cfg: &DataConfig, seed: u64, data_dir: &Path) -> Result<Federation>
                 }
                 Partition::Labels { per_client } => {
                     partition::labels_per_client(&labels, k, n, *per_client, &mut rng)?
+                }
+                Partition::CyclicLabels { per_client, sigma } => {
+                    partition::cyclic_labels(&labels, k, n, *per_client, *sigma, &mut rng)?
                 }
                 Partition::PowerLaw { sigma } => {
                     partition::power_law(labels.len(), n, *sigma, &mut rng)?
@@ -605,6 +645,50 @@ pub fn build(cfg: &DataConfig, seed: u64, data_dir: &Path) -> Result<Federation>
     }
 }
 
+/// Per-feature `(x − μ_j) / (σ_j + 0.001)` with μ, σ (population) from `train`.
+fn standardize(
+    train: &fedpace_core::data::DenseDataset,
+    test: &fedpace_core::data::DenseDataset,
+) -> Result<(
+    fedpace_core::data::DenseDataset,
+    fedpace_core::data::DenseDataset,
+)> {
+    let d = train.sample_len();
+    let n = train.len().max(1) as f64;
+    let (mut mu, mut sq) = (vec![0f64; d], vec![0f64; d]);
+    for i in 0..train.len() {
+        for (j, &x) in train.sample(i).iter().enumerate() {
+            mu[j] += x as f64;
+            sq[j] += x as f64 * x as f64;
+        }
+    }
+    let scale: Vec<(f32, f32)> = (0..d)
+        .map(|j| {
+            let m = mu[j] / n;
+            let sd = (sq[j] / n - m * m).max(0.0).sqrt();
+            (m as f32, (sd + 0.001) as f32)
+        })
+        .collect();
+    let apply = |ds: &fedpace_core::data::DenseDataset| {
+        let mut f = Vec::with_capacity(ds.len() * d);
+        for i in 0..ds.len() {
+            f.extend(
+                ds.sample(i)
+                    .iter()
+                    .zip(&scale)
+                    .map(|(x, (m, s))| (x - m) / s),
+            );
+        }
+        fedpace_core::data::DenseDataset::new(
+            f,
+            vec![1, 28, 28],
+            ds.labels().to_vec(),
+            ds.num_classes(),
+        )
+    };
+    Ok((apply(train)?, apply(test)?))
+}
+
 fn describe(p: &Partition) -> String {
     match p {
         Partition::Dirichlet { alpha, min_size } => {
@@ -613,6 +697,9 @@ fn describe(p: &Partition) -> String {
         Partition::Shards { per_client } => format!("shards({per_client} per client)"),
         Partition::Labels { per_client } => format!("labels({per_client} per client)"),
         Partition::PowerLaw { sigma } => format!("power-law(sigma={sigma})"),
+        Partition::CyclicLabels { per_client, sigma } => {
+            format!("cyclic-labels({per_client} per client, sigma={sigma})")
+        }
         other => other.name().to_string(),
     }
 }

@@ -217,6 +217,84 @@ pub fn labels_per_client<R: Rng>(
     Ok(parts)
 }
 
+/// pFedMe MNIST (ALGORITHMS.md X.3): client i holds labels `(i + j) mod C` for
+/// `j < per_client`; each label's samples (shuffled) are cut among the clients holding it
+/// in proportions ∝ w ~ LogNormal(0, σ²), drawn per (label, holder), so client sizes are
+/// random and unequal (σ = 0: equal pieces). Every piece holds at least one sample.
+pub fn cyclic_labels<R: Rng>(
+    labels: &[u32],
+    num_classes: usize,
+    clients: usize,
+    per_client: usize,
+    sigma: f64,
+    rng: &mut R,
+) -> Result<Vec<Vec<u32>>> {
+    check_clients(labels.len(), clients)?;
+    if per_client == 0 || per_client > num_classes {
+        return Err(Error::invalid(
+            "data.partition.per_client",
+            per_client,
+            format!("between 1 and the number of classes ({num_classes})"),
+        ));
+    }
+    if !(sigma.is_finite() && sigma >= 0.0) {
+        return Err(Error::invalid(
+            "data.partition.sigma",
+            sigma,
+            "must be >= 0",
+        ));
+    }
+    let mut holders: Vec<Vec<usize>> = vec![Vec::new(); num_classes];
+    for i in 0..clients {
+        for j in 0..per_client {
+            holders[(i + j) % num_classes].push(i);
+        }
+    }
+    let mut parts: Vec<Vec<u32>> = vec![Vec::new(); clients];
+    for (c, mut idx) in indices_by_class(labels, num_classes)
+        .into_iter()
+        .enumerate()
+    {
+        let h = &holders[c];
+        if h.is_empty() {
+            continue;
+        }
+        if idx.len() < h.len() {
+            return Err(Error::Partition(format!(
+                "label {c} has {} samples for {} clients",
+                idx.len(),
+                h.len()
+            )));
+        }
+        idx.shuffle(rng);
+        let w: Vec<f64> = if sigma > 0.0 {
+            let ln = LogNormal::new(0.0, sigma).map_err(|e| Error::Partition(e.to_string()))?;
+            h.iter().map(|_| ln.sample(rng).max(1e-12)).collect()
+        } else {
+            vec![1.0; h.len()]
+        };
+        let total: f64 = w.iter().sum();
+        // Cut points from the cumulative proportions, each piece at least one sample.
+        let (n, m) = (idx.len(), h.len());
+        let mut start = 0usize;
+        let mut acc = 0.0;
+        for (j, (&client, wj)) in h.iter().zip(&w).enumerate() {
+            acc += wj / total;
+            let end = if j + 1 == m {
+                n
+            } else {
+                ((acc * n as f64).floor() as usize).clamp(start + 1, n - (m - j - 1))
+            };
+            parts[client].extend_from_slice(&idx[start..end]);
+            start = end;
+        }
+    }
+    for p in &mut parts {
+        p.shuffle(rng);
+    }
+    Ok(parts)
+}
+
 /// Power-law sizes: weights w_i ~ LogNormal(0, σ²) (FedProx MNIST uses σ = 2), sizes
 /// ∝ w_i rounded by largest remainder with at least one sample each, cut from a seeded
 /// shuffle of `0..n` (labels stay IID).
@@ -298,6 +376,30 @@ fn check_clients(n: usize, clients: usize) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cyclic_labels_follow_x3_and_use_every_sample_once() {
+        use rand::SeedableRng;
+        let labels: Vec<u32> = (0..2000u32).map(|i| i % 10).collect();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+        let parts = cyclic_labels(&labels, 10, 20, 2, 0.5, &mut rng).unwrap();
+        let mut all: Vec<u32> = parts.iter().flatten().copied().collect();
+        all.sort_unstable();
+        assert_eq!(all, (0..2000).collect::<Vec<_>>());
+        for (i, p) in parts.iter().enumerate() {
+            let mut held: Vec<u32> = p.iter().map(|&s| labels[s as usize]).collect();
+            held.sort_unstable();
+            held.dedup();
+            let mut want = vec![(i % 10) as u32, ((i + 1) % 10) as u32];
+            want.sort_unstable();
+            assert_eq!(held, want, "client {i}");
+        }
+        let sizes: Vec<usize> = parts.iter().map(Vec::len).collect();
+        assert!(
+            sizes.iter().max() > sizes.iter().min(),
+            "unequal sizes: {sizes:?}"
+        );
+    }
     use fedpace_core::rng::{stream, Purpose};
     use proptest::prelude::*;
 

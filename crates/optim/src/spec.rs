@@ -35,6 +35,18 @@ fn d_yogi_eps() -> f64 {
 fn d_yogi_v0() -> f64 {
     1e-6
 }
+fn d_dsgd_gamma() -> f64 {
+    2.0
+}
+fn d_dsgd_delta() -> f64 {
+    0.1
+}
+fn d_dsgd_eps() -> f64 {
+    1e-8
+}
+fn d_trust_max() -> f64 {
+    10.0
+}
 
 /// A local optimiser as data: what the server puts in a rate plan and the client
 /// [`build`](OptimizerSpec::build)s. Every built optimiser ends with `scale_by_rate`, so
@@ -150,6 +162,40 @@ pub enum OptimizerSpec {
         #[serde(default)]
         weight_decay: f64,
     },
+    /// Δ-SGD (ALGORITHMS.md §C.1): SGD whose step is set inside the client from a local
+    /// smoothness estimate, starting each round from the plan's rate (η_init). The
+    /// transform itself is plain `scale_by_rate`; the client (which owns the model, and
+    /// so can re-evaluate the previous iterate on the same mini-batch) multiplies the
+    /// plan's rates by η_s/η_init at every step and reports the rates it used.
+    #[serde(rename = "delta-sgd")]
+    DeltaSgd {
+        /// γ in `γ/(2L̂)` (default 2).
+        #[serde(default = "d_dsgd_gamma")]
+        gamma: f64,
+        /// Amplifier δ in `√(1+δθ)` (default 0.1, the paper's experiments).
+        #[serde(default = "d_dsgd_delta")]
+        delta: f64,
+        /// ε added to the step (default 1e-8).
+        #[serde(default = "d_dsgd_eps")]
+        eps: f64,
+    },
+    /// LARS: SGD (optionally with momentum) whose update of each tensor is scaled by the
+    /// layer-wise trust ratio `clip(‖p‖/(‖u‖+ε), 0, φ_max)` before the rate
+    /// (ALGORITHMS.md §C.7).
+    Lars {
+        /// Momentum ρ ∈ [0, 1) applied before the ratio (default 0: none).
+        #[serde(default)]
+        momentum: f64,
+        /// φ_max > 0 (default 10).
+        #[serde(default = "d_trust_max")]
+        max_ratio: f64,
+        /// ε ≥ 0 (default 1e-8).
+        #[serde(default = "d_dsgd_eps")]
+        eps: f64,
+        /// L2 weight decay λ ≥ 0 (default 0).
+        #[serde(default)]
+        weight_decay: f64,
+    },
 }
 
 impl Default for OptimizerSpec {
@@ -187,12 +233,35 @@ impl OptimizerSpec {
             OptimizerSpec::Adagrad { .. } => "adagrad",
             OptimizerSpec::Yogi { .. } => "yogi",
             OptimizerSpec::Amsgrad { .. } => "amsgrad",
+            OptimizerSpec::DeltaSgd { .. } => "delta-sgd",
+            OptimizerSpec::Lars { .. } => "lars",
         }
     }
 
     /// Checks every field's range; the error names the field, the value and the range.
     pub fn validate(&self) -> Result<()> {
         match *self {
+            OptimizerSpec::DeltaSgd { gamma, delta, eps } => {
+                check_param("gamma", gamma, gamma > 0.0, "finite and > 0")?;
+                check_param("delta", delta, delta >= 0.0, "finite and >= 0")?;
+                check_eps(eps)
+            }
+            OptimizerSpec::Lars {
+                momentum,
+                max_ratio,
+                eps,
+                weight_decay,
+            } => {
+                check_param(
+                    "momentum",
+                    momentum,
+                    (0.0..1.0).contains(&momentum),
+                    "in [0, 1)",
+                )?;
+                check_param("max_ratio", max_ratio, max_ratio > 0.0, "finite and > 0")?;
+                check_eps(eps)?;
+                check_wd(weight_decay)
+            }
             OptimizerSpec::Sgd { weight_decay } => check_wd(weight_decay),
             OptimizerSpec::Momentum {
                 momentum,
@@ -277,6 +346,25 @@ impl OptimizerSpec {
         let sgd_chain = || chain(vec![Box::new(sgd())]);
         Ok(match *self {
             OptimizerSpec::Sgd { weight_decay } => Box::new(with_l2(weight_decay, sgd_chain())),
+            OptimizerSpec::DeltaSgd { .. } => Box::new(sgd_chain()),
+            OptimizerSpec::Lars {
+                momentum,
+                max_ratio,
+                eps,
+                weight_decay,
+            } => {
+                let mut parts: Vec<Box<dyn Transform>> = Vec::new();
+                if momentum > 0.0 {
+                    parts.push(Box::new(trace(momentum, false)));
+                }
+                parts.push(Box::new(
+                    scale_by_trust_ratio()
+                        .with_max_ratio(max_ratio)
+                        .with_eps(eps),
+                ));
+                parts.push(Box::new(scale_by_rate()));
+                Box::new(with_l2(weight_decay, chain(parts)))
+            }
             OptimizerSpec::Momentum {
                 momentum: rho,
                 nesterov,

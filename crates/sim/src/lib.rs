@@ -7,6 +7,13 @@
 //! and replies are returned in client-id order, so the thread count changes nothing.
 //! Each client's model call should itself be single-threaded (the models do this).
 
+pub mod asynchronous;
+pub mod clock;
+pub mod devices;
+
+pub use asynchronous::{run_async, AsyncOptions};
+pub use devices::{DeviceProfile, Devices, DevicesConfig, Distribution, LatePolicy, Systems};
+
 use fedpace_core::protocol::validate_train_res;
 use fedpace_core::{
     ClientFactory, ClientFailure, ClientId, ClientInfo, Dataset, EvalIns, EvalRes, EvalStats, Grid,

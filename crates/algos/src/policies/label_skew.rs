@@ -1,0 +1,119 @@
+//! `by-label-skew` (ALGORITHMS.md §C.5, metadata rule): the multiplier depends on how far
+//! a client's label distribution is from the pooled one, measured by total variation
+//! `D_k = ½ Σ_c |p_k(c) − p(c)| ∈ [0, 1]`:
+//! `r_k = clamp(exp(κ·(D_k − D̄)), min, max)` with D̄ the pool's mean divergence (so the
+//! mean multiplier stays near 1, §1.3). κ < 0 (default −1) slows down the most skewed
+//! clients, whose local optima are farthest from the global one (less drift).
+
+use super::scaled;
+use fedpace_core::{ClientInfo, RatePlan, RatePolicy, Result};
+use std::collections::HashMap;
+
+/// See the module doc.
+#[derive(Debug, Clone)]
+pub struct ByLabelSkew {
+    /// κ.
+    pub kappa: f64,
+    /// Lower clamp.
+    pub min: f64,
+    /// Upper clamp.
+    pub max: f64,
+    div: HashMap<u64, f64>,
+    mean_div: f64,
+}
+
+impl ByLabelSkew {
+    /// With κ and clamps.
+    pub fn new(kappa: f64, min: f64, max: f64) -> Self {
+        Self {
+            kappa,
+            min,
+            max,
+            div: HashMap::new(),
+            mean_div: 0.0,
+        }
+    }
+    /// The client's divergence D_k (after `start`).
+    pub fn divergence(&self, id: u64) -> Option<f64> {
+        self.div.get(&id).copied()
+    }
+    /// The multiplier for divergence `d`.
+    pub fn multiplier(&self, d: f64) -> f64 {
+        (self.kappa * (d - self.mean_div))
+            .exp()
+            .clamp(self.min, self.max)
+    }
+}
+
+/// Total variation between two histograms (0 when either is empty).
+pub fn total_variation(a: &[u64], b: &[u64]) -> f64 {
+    let (na, nb) = (a.iter().sum::<u64>(), b.iter().sum::<u64>());
+    if na == 0 || nb == 0 {
+        return 0.0;
+    }
+    let len = a.len().max(b.len());
+    0.5 * (0..len)
+        .map(|c| {
+            let pa = a.get(c).copied().unwrap_or(0) as f64 / na as f64;
+            let pb = b.get(c).copied().unwrap_or(0) as f64 / nb as f64;
+            (pa - pb).abs()
+        })
+        .sum::<f64>()
+}
+
+impl RatePolicy for ByLabelSkew {
+    fn describe(&self) -> String {
+        format!(
+            "by-label-skew(κ={}, clamp [{}, {}])",
+            self.kappa, self.min, self.max
+        )
+    }
+    fn start(&mut self, pool: &[ClientInfo]) -> Result<()> {
+        let classes = pool
+            .iter()
+            .map(|c| c.label_histogram.len())
+            .max()
+            .unwrap_or(0);
+        let mut global = vec![0u64; classes];
+        for c in pool {
+            for (g, x) in global.iter_mut().zip(&c.label_histogram) {
+                *g += x;
+            }
+        }
+        self.div = pool
+            .iter()
+            .map(|c| (c.id, total_variation(&c.label_histogram, &global)))
+            .collect();
+        self.mean_div = super::mean(self.div.values()).unwrap_or(0.0);
+        Ok(())
+    }
+    fn plan(&mut self, _round: u32, client: &ClientInfo, base: &RatePlan) -> Result<RatePlan> {
+        let d = self.div.get(&client.id).copied().unwrap_or(self.mean_div);
+        Ok(scaled(base, self.multiplier(d)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{base_plan, info};
+    use super::*;
+
+    #[test]
+    fn divergence_and_multiplier_by_hand() {
+        // Pool: [10, 0] and [0, 10] and [5, 5] → global [15, 15] = (½, ½).
+        let pool = vec![
+            info(0, 10, vec![10, 0], None),
+            info(1, 10, vec![0, 10], None),
+            info(2, 10, vec![5, 5], None),
+        ];
+        let mut p = ByLabelSkew::new(-1.0, 0.1, 10.0);
+        p.start(&pool).unwrap();
+        assert!((p.divergence(0).unwrap() - 0.5).abs() < 1e-12);
+        assert_eq!(p.divergence(2).unwrap(), 0.0);
+        // D̄ = 1/3: skewed client r = exp(−(0.5 − 1/3)), balanced r = exp(1/3)
+        let skewed = p.plan(1, &pool[0], &base_plan()).unwrap().base_lr as f64;
+        let even = p.plan(1, &pool[2], &base_plan()).unwrap().base_lr as f64;
+        assert!((skewed - 0.1 * (-1.0f64 / 6.0).exp()).abs() < 1e-7);
+        assert!((even - 0.1 * (1.0f64 / 3.0).exp()).abs() < 1e-7);
+    }
+}

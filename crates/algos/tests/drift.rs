@@ -1,0 +1,248 @@
+//! FedProx, SCAFFOLD and FedDyn against hand-derived updates on a quadratic whose
+//! local training is full-batch gradient descent (tests/common).
+
+#![allow(clippy::needless_range_loop, clippy::useless_vec)]
+
+mod common;
+use common::*;
+use fedpace_algos::{FedAvgConfig, Normalize, Sampling, Scaffold, StrategyConfig, StrategyName};
+use fedpace_core::{
+    Client, Grid, InsExtras, LocalState, ResExtras, ScaffoldOption, Strategy, TrainIns,
+};
+use fedpace_params::ParamTree;
+use fedpace_sim::SimGrid;
+use std::sync::Arc;
+
+fn close(a: f64, b: f64, tol: f64) -> bool {
+    (a - b).abs() <= tol * b.abs().max(1.0)
+}
+
+fn global(x: [f32; DIM]) -> Arc<ParamTree> {
+    Arc::new(ParamTree::from_vec(spec(), x.to_vec()).unwrap())
+}
+
+#[test]
+fn fedprox_client_matches_the_closed_form() {
+    // w_{s+1} = w_s − η((w_s − ā) + μ(w_s − x)) has fixed point w* = (ā + μx)/(1+μ)
+    // and w_τ − w* = (1 − η(1+μ))^τ (x − w*).
+    let (lr, tau, mu) = (0.1f32, 7u32, 1.5f64);
+    let x = [0.5f32, -1.0];
+    for mu in [0.0, mu] {
+        let mut p = plan(lr, tau);
+        p.prox_mu = mu;
+        let ins = TrainIns {
+            round: 1,
+            params: global(x),
+            plan: p,
+            seed: 0,
+            extras: InsExtras::None,
+        };
+        let res = client(2).train(&ins, &mut LocalState::default()).unwrap();
+        let a = mean(2);
+        let r = (1.0 - lr as f64 * (1.0 + mu)).powi(tau as i32);
+        for j in 0..DIM {
+            let star = (a[j] + mu * x[j] as f64) / (1.0 + mu);
+            let y = star + r * (x[j] as f64 - star);
+            let got = x[j] as f64 + res.delta.as_slice()[j] as f64;
+            assert!(close(got, y, 1e-5), "mu={mu} j={j}: {got} vs {y}");
+        }
+        assert_eq!(res.report.steps, tau);
+    }
+}
+
+#[test]
+fn fedprox_strategy_puts_mu_in_every_plan_and_rejects_bad_mu() {
+    let cfg = StrategyConfig {
+        name: StrategyName::Fedprox,
+        clients_per_round: 2,
+        mu: 0.7,
+        ..Default::default()
+    };
+    let mut s = cfg
+        .build(plan(0.1, 3), fedpace_algos::PolicyConfig::Constant.build())
+        .unwrap();
+    let ins = s
+        .configure_train(1, &global([0.0; 2]), &pool(3), 0)
+        .unwrap();
+    assert_eq!(ins.len(), 2);
+    assert!(ins.iter().all(|(_, i)| i.plan.prox_mu == 0.7));
+    let bad = StrategyConfig { mu: -1.0, ..cfg };
+    assert_eq!(
+        bad.validate().unwrap_err().to_string(),
+        "strategy.mu = -1: a finite μ >= 0"
+    );
+}
+
+/// Hand-derived SCAFFOLD client (full-batch GD on ½‖w − ā‖²):
+/// y_{s+1} = y_s − η(y_s − ā + c − c_i), fixed point y* = ā − c + c_i.
+fn scaffold_client_by_hand(
+    x: &[f64],
+    a: [f64; DIM],
+    c: &[f64],
+    ci: &[f64],
+    lr: f64,
+    k: u32,
+    option: ScaffoldOption,
+) -> (Vec<f64>, Vec<f64>) {
+    let r = (1.0 - lr).powi(k as i32);
+    let mut dy = vec![0.0; DIM];
+    let mut ci_new = vec![0.0; DIM];
+    for j in 0..DIM {
+        let star = a[j] - c[j] + ci[j];
+        let y = star + r * (x[j] - star);
+        dy[j] = y - x[j];
+        ci_new[j] = match option {
+            ScaffoldOption::I => x[j] - a[j],
+            ScaffoldOption::II => ci[j] - c[j] + (x[j] - y) / (k as f64 * lr),
+        };
+    }
+    (dy, ci_new)
+}
+
+#[test]
+fn scaffold_two_rounds_by_hand_and_control_variates_survive() {
+    for option in [ScaffoldOption::II, ScaffoldOption::I] {
+        let (lr, k, n, m, server_lr) = (0.2f32, 4u32, 3u64, 2usize, 0.5f64);
+        let cfg = FedAvgConfig {
+            sampling: Sampling::Count(m),
+            server_lr: server_lr as f32,
+            normalize: Normalize::Off,
+            base_plan: plan(lr, k),
+        };
+        let mut s = Scaffold::new(cfg, option, fedpace_algos::PolicyConfig::Constant.build());
+        let mut grid = SimGrid::new(pool(n), factory(), 2).unwrap();
+        let mut x = ParamTree::from_vec(spec(), vec![0.5, -1.0]).unwrap();
+        // Reference state in f64.
+        let mut xr: Vec<f64> = x.as_slice().iter().map(|v| *v as f64).collect();
+        let mut c = vec![0.0f64; DIM];
+        let mut ci = vec![vec![0.0f64; DIM]; n as usize];
+        for round in 1..=3 {
+            let ins = s
+                .configure_train(round, &Arc::new(x.clone()), grid.clients(), 9)
+                .unwrap();
+            let ids: Vec<u64> = ins.iter().map(|i| i.0).collect();
+            assert_eq!(ids.len(), m);
+            let replies = grid.train(ins, &NoProgress);
+            s.aggregate_train(round, &mut x, &replies, &pool(n))
+                .unwrap();
+            // by hand
+            let mut mean_dy = vec![0.0; DIM];
+            let mut sum_dc = vec![0.0; DIM];
+            for &id in &ids {
+                let (dy, new) = scaffold_client_by_hand(
+                    &xr,
+                    mean(id),
+                    &c,
+                    &ci[id as usize],
+                    lr as f64,
+                    k,
+                    option,
+                );
+                for j in 0..DIM {
+                    mean_dy[j] += dy[j] / m as f64;
+                    sum_dc[j] += new[j] - ci[id as usize][j];
+                }
+                ci[id as usize] = new;
+            }
+            for j in 0..DIM {
+                xr[j] += server_lr * mean_dy[j];
+                c[j] += sum_dc[j] / n as f64; // 1/N, not 1/|S|
+            }
+            for j in 0..DIM {
+                assert!(
+                    close(x.as_slice()[j] as f64, xr[j], 1e-5),
+                    "{option:?} round {round}: x {:?} vs {xr:?}",
+                    x.as_slice()
+                );
+                assert!(
+                    close(s.server_control()[j] as f64, c[j], 1e-5),
+                    "{option:?} round {round}: c"
+                );
+            }
+            // every client's c_i is the one kept in the grid's state store
+            for id in 0..n {
+                let st = grid.state_of(id);
+                let got = st.control_variate.unwrap_or_else(|| vec![0.0; DIM]);
+                for j in 0..DIM {
+                    assert!(
+                        close(got[j] as f64, ci[id as usize][j], 1e-5),
+                        "{option:?} round {round} client {id}"
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn scaffold_reply_carries_control_delta() {
+    let ins = TrainIns {
+        round: 1,
+        params: global([0.0, 0.0]),
+        plan: plan(0.1, 2),
+        seed: 0,
+        extras: InsExtras::Scaffold {
+            server_control: Arc::new(vec![0.0; DIM]),
+            option: ScaffoldOption::II,
+        },
+    };
+    let mut st = LocalState::default();
+    let res = client(1).train(&ins, &mut st).unwrap();
+    let ResExtras::Scaffold { control_delta } = res.extras else {
+        panic!("no control delta")
+    };
+    assert_eq!(Some(control_delta), st.control_variate);
+}
+
+#[test]
+fn feddyn_two_rounds_by_hand() {
+    // Client: GD on ½‖θ − ā‖² − ⟨g_k, θ⟩ + (α/2)‖θ − x‖²: θ_{s+1} = θ_s − η((θ_s − ā) − g_k + α(θ_s − x)),
+    // fixed point θ* = (ā + g_k + αx)/(1+α), θ_τ − θ* = (1 − η(1+α))^τ (x − θ*).
+    let (lr, k, n, alpha) = (0.1f64, 5u32, 3u64, 0.3f64);
+    let cfg = StrategyConfig {
+        name: StrategyName::Feddyn,
+        clients_per_round: 3,
+        alpha,
+        normalize: Normalize::Off,
+        ..Default::default()
+    };
+    let mut s = cfg
+        .build(
+            plan(lr as f32, k),
+            fedpace_algos::PolicyConfig::Constant.build(),
+        )
+        .unwrap();
+    let mut grid = SimGrid::new(pool(n), factory(), 1).unwrap();
+    let mut x = ParamTree::from_vec(spec(), vec![0.5, -1.0]).unwrap();
+    let mut xr: Vec<f64> = x.as_slice().iter().map(|v| *v as f64).collect();
+    let mut g = vec![vec![0.0f64; DIM]; n as usize];
+    let mut h = vec![0.0f64; DIM];
+    for round in 1..=3 {
+        let ins = s
+            .configure_train(round, &Arc::new(x.clone()), grid.clients(), 1)
+            .unwrap();
+        let replies = grid.train(ins, &NoProgress);
+        s.aggregate_train(round, &mut x, &replies, &pool(n))
+            .unwrap();
+        let r = (1.0 - lr * (1.0 + alpha)).powi(k as i32);
+        let mut mean_d = vec![0.0; DIM];
+        for id in 0..n as usize {
+            let a = mean(id as u64);
+            for j in 0..DIM {
+                let star = (a[j] + g[id][j] + alpha * xr[j]) / (1.0 + alpha);
+                let d = star + r * (xr[j] - star) - xr[j];
+                g[id][j] -= alpha * d;
+                h[j] -= alpha * d / n as f64;
+                mean_d[j] += d / n as f64;
+            }
+        }
+        for j in 0..DIM {
+            xr[j] += mean_d[j] - h[j] / alpha;
+            assert!(
+                close(x.as_slice()[j] as f64, xr[j], 1e-4),
+                "round {round}: {:?} vs {xr:?}",
+                x.as_slice()
+            );
+        }
+    }
+}

@@ -1,0 +1,389 @@
+//! Device profiles, stragglers, deadlines (fedpace-sim `Systems`), the asynchronous
+//! loop (`run_async` with FedAsync and FedBuff), and FedProx composed with a rate
+//! policy and normalisation, on the quadratic toy federation (tests/common).
+
+#![allow(clippy::needless_range_loop, clippy::useless_vec)]
+
+mod common;
+use common::*;
+use fedpace_algos::{
+    FedAsync, FedAvg, FedAvgConfig, FedBuff, FedProx, Normalize, PolicyConfig, Sampling,
+};
+use fedpace_core::asynchronous::Staleness;
+use fedpace_core::round::{Observer, RoundRecord, RunOptions};
+use fedpace_core::{ClientInfo, LocalWork, Progress, Strategy};
+use fedpace_params::ParamTree;
+use fedpace_sim::{
+    run_async, AsyncOptions, Devices, DevicesConfig, Distribution, LatePolicy, SimGrid, Systems,
+};
+use std::sync::Arc;
+
+struct Collect(Vec<RoundRecord>, NoProgress);
+impl Observer for Collect {
+    fn progress(&self) -> &dyn Progress {
+        &self.1
+    }
+    fn round_finished(&mut self, r: &RoundRecord, _g: &ParamTree) -> fedpace_core::Result<()> {
+        self.0.push(r.clone());
+        Ok(())
+    }
+}
+
+fn fedavg(m: usize, plan: fedpace_core::RatePlan) -> Box<dyn Strategy> {
+    Box::new(FedAvg::new(
+        FedAvgConfig {
+            sampling: Sampling::Count(m),
+            server_lr: 1.0,
+            normalize: Normalize::Auto,
+            base_plan: plan,
+        },
+        PolicyConfig::Constant.build(),
+    ))
+}
+
+fn epochs_plan(e: u32) -> fedpace_core::RatePlan {
+    let mut p = plan(0.05, 1);
+    p.work = LocalWork::Epochs(e);
+    p.batch_size = 1; // 3 steps per epoch on 3 points
+    p
+}
+
+#[test]
+fn fedprox_straggler_protocol_same_stragglers_partial_or_dropped() {
+    let pool = pool(30);
+    let x = Arc::new(ParamTree::zeros(spec()));
+    let cfg = |late| DevicesConfig {
+        stragglers: 0.9,
+        late,
+        ..Default::default()
+    };
+    for round in 1..=5 {
+        let mut partial = Systems::new(
+            fedavg(10, epochs_plan(20)),
+            Devices::new(cfg(LatePolicy::Partial), 3).unwrap(),
+        );
+        let mut dropped = Systems::new(
+            fedavg(10, epochs_plan(20)),
+            Devices::new(cfg(LatePolicy::Drop), 3).unwrap(),
+        );
+        let a = partial.configure_train(round, &x, &pool, 3).unwrap();
+        let b = dropped.configure_train(round, &x, &pool, 3).unwrap();
+        // round(10·0.1) = 1 active client; 9 stragglers
+        assert_eq!(a.len(), 10);
+        assert_eq!(b.len(), 1);
+        let ta = partial.round_timing().unwrap();
+        let tb = dropped.round_timing().unwrap();
+        assert_eq!(ta.partial.len(), 9);
+        assert_eq!(ta.partial, tb.late_dropped, "same stragglers for both");
+        for (id, i) in &a {
+            if ta.partial.contains(id) {
+                let m = i.plan.max_steps.unwrap();
+                // e ∈ 1..=19 epochs of 3 steps
+                assert!(m % 3 == 0 && (3..=57).contains(&m), "{m}");
+            } else {
+                assert_eq!(i.plan.max_steps, None);
+                assert_eq!(b[0].0, *id);
+            }
+        }
+    }
+}
+
+#[test]
+fn deadline_gives_partial_work_by_the_clock() {
+    // speed 2 steps/s, bandwidth 8 bytes/s, d = 2 params → 8 bytes each way = 2 s.
+    let devices = DevicesConfig {
+        speed: Distribution::Constant { value: 2.0 },
+        bandwidth: Distribution::Constant { value: 8.0 },
+        deadline: Some(7.0),
+        ..Default::default()
+    };
+    let x = Arc::new(ParamTree::zeros(spec()));
+    let mut s = Systems::new(
+        fedavg(2, plan(0.1, 20)),
+        Devices::new(devices.clone(), 0).unwrap(),
+    );
+    let ins = s.configure_train(1, &x, &pool(4), 0).unwrap();
+    // full: 20/2 + 2 = 12 s > 7 → (7 − 2)·2 = 10 steps
+    assert!(ins.iter().all(|(_, i)| i.plan.max_steps == Some(10)));
+    let t = s.round_timing().unwrap();
+    assert_eq!(t.round_seconds, 7.0);
+    assert_eq!(
+        t.completion.iter().map(|c| c.1).collect::<Vec<_>>(),
+        vec![7.0, 7.0]
+    );
+    let mut late = Systems::new(
+        fedavg(2, plan(0.1, 20)),
+        Devices::new(
+            DevicesConfig {
+                late: LatePolicy::Drop,
+                ..devices
+            },
+            0,
+        )
+        .unwrap(),
+    );
+    assert!(late.configure_train(1, &x, &pool(4), 0).unwrap().is_empty());
+    assert_eq!(late.round_timing().unwrap().late_dropped.len(), 2);
+}
+
+#[test]
+fn bad_device_values_name_the_key() {
+    let e = DevicesConfig {
+        stragglers: 1.5,
+        ..Default::default()
+    }
+    .validate()
+    .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "devices.stragglers = 1.5: a fraction in [0, 1]"
+    );
+    let e = DevicesConfig {
+        speed: Distribution::Constant { value: 0.0 },
+        ..Default::default()
+    }
+    .validate()
+    .unwrap_err();
+    assert!(e.to_string().starts_with("devices.speed.value = 0"), "{e}");
+}
+
+fn systems_run(threads: usize) -> (Vec<f32>, Vec<f64>) {
+    let devices = DevicesConfig {
+        speed: Distribution::LogNormal {
+            mu: 0.0,
+            sigma: 1.0,
+        },
+        availability: Distribution::Uniform {
+            low: 0.5,
+            high: 1.0,
+        },
+        dropout: 0.2,
+        stragglers: 0.5,
+        deadline: Some(30.0),
+        ..Default::default()
+    };
+    let mut s = Systems::new(
+        Box::new(
+            FedProx::new(
+                FedAvgConfig {
+                    sampling: Sampling::Count(4),
+                    server_lr: 1.0,
+                    normalize: Normalize::Auto,
+                    base_plan: epochs_plan(10),
+                },
+                0.5,
+                PolicyConfig::Constant.build(),
+            )
+            .unwrap(),
+        ),
+        Devices::new(devices, 11).unwrap(),
+    );
+    let mut grid = SimGrid::new(pool(8), factory(), threads).unwrap();
+    let mut obs = Collect(Vec::new(), NoProgress);
+    let out = fedpace_core::run(
+        &mut s,
+        &mut grid,
+        ParamTree::zeros(spec()),
+        &RunOptions {
+            rounds: 6,
+            seed: 11,
+            eval_every: 0,
+            finetune_steps: 0,
+            max_test_samples: None,
+            personalized: Default::default(),
+        },
+        &mut obs,
+    )
+    .unwrap();
+    let sim: Vec<f64> = obs
+        .0
+        .iter()
+        .map(|r| r.timing.as_ref().unwrap().sim_seconds)
+        .collect();
+    (out.global.into_vec(), sim)
+}
+
+#[test]
+fn systems_runs_are_bit_identical_across_thread_counts() {
+    let (a, ta) = systems_run(1);
+    let (b, tb) = systems_run(2);
+    assert_eq!(a, b);
+    assert_eq!(ta, tb);
+    assert!(ta.windows(2).all(|w| w[1] >= w[0]) && ta[0] > 0.0);
+}
+
+#[test]
+fn fedprox_with_by_data_size_policy_and_normalisation_by_hand() {
+    // Server-side sizes 100, 400 (n̄ = 250): multipliers (n/n̄)^−0.5 = √2.5, √0.625.
+    let pool: Vec<ClientInfo> = [100u64, 400]
+        .iter()
+        .enumerate()
+        .map(|(i, &n)| ClientInfo {
+            id: i as u64,
+            num_train: n,
+            num_test: 3,
+            label_histogram: vec![n],
+            device: None,
+        })
+        .collect();
+    let (lr, tau, mu) = (0.1f64, 6u32, 0.8f64);
+    let mut s = FedProx::new(
+        FedAvgConfig {
+            sampling: Sampling::Count(2),
+            server_lr: 1.0,
+            normalize: Normalize::On,
+            base_plan: plan(lr as f32, tau),
+        },
+        mu,
+        PolicyConfig::ByDataSize {
+            gamma: -0.5,
+            min: 0.1,
+            max: 10.0,
+        }
+        .build(),
+    )
+    .unwrap();
+    let mut grid = SimGrid::new(pool.clone(), factory(), 1).unwrap();
+    let x0 = [0.5f64, -1.0];
+    let mut x = ParamTree::from_vec(spec(), vec![0.5, -1.0]).unwrap();
+    let ins = s
+        .configure_train(1, &Arc::new(x.clone()), &pool, 0)
+        .unwrap();
+    let mult = [2.5f64.sqrt(), 0.625f64.sqrt()];
+    for (k, (_, i)) in ins.iter().enumerate() {
+        assert_eq!(i.plan.prox_mu, mu);
+        assert!((i.plan.base_lr as f64 - lr * mult[k]).abs() < 1e-6);
+    }
+    let lrs: Vec<f64> = ins.iter().map(|(_, i)| i.plan.base_lr as f64).collect();
+    let replies = fedpace_core::Grid::train(&mut grid, ins, &NoProgress);
+    let summary = s.aggregate_train(1, &mut x, &replies, &pool).unwrap();
+    assert!(summary.normalized);
+    // Each client (3 examples, equal weights ½): Λ_k = η_k τ; Δ_k closed form (FedProx).
+    let lam: Vec<f64> = lrs.iter().map(|l| l * tau as f64).collect();
+    let tau_eff = 0.5 * (lam[0] + lam[1]);
+    for j in 0..DIM {
+        let mut agg = 0.0;
+        for k in 0..2 {
+            let a = mean(k as u64);
+            let star = (a[j] + mu * x0[j]) / (1.0 + mu);
+            let r = (1.0 - lrs[k] * (1.0 + mu)).powi(tau as i32);
+            let d = star + r * (x0[j] - star) - x0[j];
+            agg += 0.5 * d / lam[k];
+        }
+        let want = x0[j] + tau_eff * agg;
+        let got = x.as_slice()[j] as f64;
+        assert!((got - want).abs() < 1e-5, "j={j}: {got} vs {want}");
+    }
+}
+
+fn async_run(
+    threads: usize,
+    strategy: &mut dyn fedpace_core::asynchronous::AsyncStrategy,
+    rate_decay: bool,
+) -> (Vec<f32>, Vec<RoundRecord>) {
+    let devices = Devices::new(
+        DevicesConfig {
+            speed: Distribution::LogNormal {
+                mu: 0.0,
+                sigma: 1.0,
+            },
+            ..Default::default()
+        },
+        5,
+    )
+    .unwrap();
+    let mut grid = SimGrid::new(pool(8), factory(), threads).unwrap();
+    let mut obs = Collect(Vec::new(), NoProgress);
+    let mut policy = PolicyConfig::Constant.build();
+    let out = run_async(
+        strategy,
+        policy.as_mut(),
+        &plan(0.1, 5),
+        &mut grid,
+        &devices,
+        ParamTree::zeros(spec()),
+        &AsyncOptions {
+            updates: 12,
+            concurrency: 4,
+            rate_decay,
+            seed: 5,
+            eval_every: 0,
+            finetune_steps: 0,
+            max_test_samples: None,
+        },
+        &mut obs,
+    )
+    .unwrap();
+    (out.global.into_vec(), obs.0)
+}
+
+#[test]
+fn fedasync_and_fedbuff_are_deterministic_and_time_ordered() {
+    for buff in [false, true] {
+        let make = || -> Box<dyn fedpace_core::asynchronous::AsyncStrategy> {
+            if buff {
+                Box::new(FedBuff::new(3, 1.0, Staleness::default()).unwrap())
+            } else {
+                Box::new(FedAsync::new(0.6, Staleness::Hinge { a: 10.0, b: 4.0 }).unwrap())
+            }
+        };
+        let (a, ra) = async_run(1, make().as_mut(), true);
+        let (b, rb) = async_run(2, make().as_mut(), true);
+        assert_eq!(a, b);
+        assert_eq!(ra.len(), 12);
+        let times: Vec<f64> = ra
+            .iter()
+            .map(|r| r.timing.as_ref().unwrap().sim_seconds)
+            .collect();
+        assert_eq!(
+            times,
+            rb.iter()
+                .map(|r| r.timing.as_ref().unwrap().sim_seconds)
+                .collect::<Vec<_>>()
+        );
+        assert!(times.windows(2).all(|w| w[1] >= w[0]));
+        if buff {
+            assert!(ra.iter().all(|r| r.clients.len() == 3));
+        } else {
+            assert!(ra.iter().all(|r| r.clients.len() == 1));
+        }
+    }
+}
+
+#[test]
+fn staleness_decays_the_clients_rate() {
+    // FedAsync with a polynomial s: every dispatched plan's rate is 0.1·s(σ) for the
+    // client's previous staleness σ, and at least one client was stale.
+    let s = Staleness::Polynomial { a: 0.5 };
+    let mut strat = FedAsync::new(0.5, s).unwrap();
+    let (_, recs) = async_run(1, &mut strat, true);
+    let mut last: std::collections::BTreeMap<u64, u64> = Default::default();
+    let mut decayed = 0;
+    // Rebuild staleness from the records: each arrival advances the version by one.
+    for r in &recs {
+        for c in &r.clients {
+            let want = 0.1 * s.weight(last.get(&c.client).copied().unwrap_or(0));
+            assert!(
+                (c.plan.base_lr as f64 - want).abs() < 1e-7,
+                "{} vs {want}",
+                c.plan.base_lr
+            );
+            if want < 0.1 - 1e-9 {
+                decayed += 1;
+            }
+        }
+        // weight = α·s(staleness) reveals the staleness the client had
+        for c in &r.clients {
+            let st = ((0.5 / c.weight).powi(2) - 1.0).round() as u64;
+            last.insert(c.client, st);
+        }
+    }
+    assert!(decayed > 0, "no client was ever stale");
+    // without decay every plan keeps the base rate
+    let mut strat = FedAsync::new(0.5, s).unwrap();
+    let (_, recs) = async_run(1, &mut strat, false);
+    assert!(recs
+        .iter()
+        .flat_map(|r| &r.clients)
+        .all(|c| c.plan.base_lr == 0.1));
+}

@@ -1,0 +1,342 @@
+//! The asynchronous loop (ALGORITHMS.md C.8, C.9) on the simulated clock: beside
+//! `fedpace_core::run`, with the same [`Grid`], [`RatePolicy`] and [`Observer`].
+//!
+//! `concurrency` clients train at once. Each is sent the current model (version v) and
+//! its plan; its update arrives at `dispatch time + τ/speed + transfer time` (its
+//! device profile, [`crate::clock`]). Arrivals are processed in simulated-time order,
+//! ties by client id; each is handed to the [`AsyncStrategy`] with staleness
+//! `version at arrival − v`, and a replacement client (uniform among the idle,
+//! available ones the strategy accepts) is dispatched at once. A record is emitted
+//! for every new server version; `updates` versions end the run.
+//!
+//! **Staleness-decayed client rates.** With `rate_decay`, a client dispatched now gets
+//! its policy's plan with `base_lr × s(σ_k)`, where σ_k is the staleness of that
+//! client's *previous* arrival (0 if it has none) and s the strategy's staleness
+//! function, the same s that weights its update on arrival. A client that was stale
+//! last time runs on a slow device or link and will most likely be stale again, so
+//! it takes proportionally smaller local steps and drifts less from a model that will
+//! have moved on by the time it reports. The rule reads only the past, so it needs
+//! no prediction, and it is deterministic.
+//!
+//! Determinism: the dispatch draws come from `(seed, dispatch number)`, training
+//! from `(seed, dispatch number, client)`, and events are totally ordered.
+
+use crate::clock::{completion_seconds, model_bytes, EventQueue};
+use crate::devices::Devices;
+use fedpace_core::asynchronous::AsyncStrategy;
+use fedpace_core::rng::{stream, Purpose};
+use fedpace_core::round::{
+    summarize_eval, ClientRoundRecord, EvalSummary, Observer, RoundRecord, RoundTiming, RunOutcome,
+};
+use fedpace_core::{
+    ClientId, ClientInfo, Error, EvalIns, Grid, RatePlan, RatePolicy, Result, TrainIns, TrainRes,
+};
+use fedpace_params::ParamTree;
+use rand::Rng;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Settings of the asynchronous loop.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AsyncOptions {
+    /// Server versions (model updates) to run.
+    pub updates: u32,
+    /// Clients training at once.
+    pub concurrency: usize,
+    /// Decay each client's rate by s(its previous staleness).
+    pub rate_decay: bool,
+    /// Run seed.
+    pub seed: u64,
+    /// Evaluate every this many versions (0 = only at the end).
+    pub eval_every: u32,
+    /// Fine-tuning steps before personalised evaluation.
+    pub finetune_steps: u32,
+    /// Cap on each client's test samples at evaluation (`None` = all).
+    pub max_test_samples: Option<u32>,
+}
+
+struct InFlight {
+    base: Arc<ParamTree>,
+    base_version: u64,
+    plan: RatePlan,
+    result: std::result::Result<TrainRes, String>,
+}
+
+/// Runs an asynchronous algorithm (see the module doc).
+#[allow(clippy::too_many_arguments)]
+pub fn run_async(
+    strategy: &mut dyn AsyncStrategy,
+    policy: &mut dyn RatePolicy,
+    base_plan: &RatePlan,
+    grid: &mut dyn Grid,
+    devices: &Devices,
+    init: ParamTree,
+    opts: &AsyncOptions,
+    observer: &mut dyn Observer,
+) -> Result<RunOutcome> {
+    let start = Instant::now();
+    let pool: Vec<ClientInfo> = grid.clients().to_vec();
+    policy.start(&pool)?;
+    let groups = init.spec().num_groups();
+    let bytes = model_bytes(init.as_slice().len());
+    let mut global = init;
+    let mut version: u64 = 0;
+    let mut now = 0.0f64;
+    let mut last_version_time = 0.0f64;
+    let mut dispatches: u64 = 0;
+    let mut last_staleness: BTreeMap<ClientId, u64> = BTreeMap::new();
+    let mut busy: BTreeSet<ClientId> = BTreeSet::new();
+    let mut queue: EventQueue<InFlight> = EventQueue::default();
+    let mut pending: Vec<ClientRoundRecord> = Vec::new();
+    let mut timing = RoundTiming::default();
+    let mut records = Vec::new();
+    let mut final_eval = None;
+    let mut loss = (0.0f64, 0.0f64);
+
+    // Sends `n` idle clients the current model; trains them (in parallel on the grid).
+    let mut dispatch = |n: usize,
+                        now: f64,
+                        version: u64,
+                        global: &ParamTree,
+                        busy: &mut BTreeSet<ClientId>,
+                        queue: &mut EventQueue<InFlight>,
+                        strategy: &dyn AsyncStrategy,
+                        policy: &mut dyn RatePolicy,
+                        grid: &mut dyn Grid,
+                        last_staleness: &BTreeMap<ClientId, u64>,
+                        observer: &mut dyn Observer|
+     -> Result<()> {
+        let shared = Arc::new(global.clone());
+        let mut ins = Vec::new();
+        for _ in 0..n {
+            dispatches += 1;
+            let round_key = dispatches as u32;
+            let idle: Vec<&ClientInfo> = pool
+                .iter()
+                .filter(|c| {
+                    !busy.contains(&c.id)
+                        && c.num_train > 0
+                        && strategy.may_dispatch(c.id)
+                        && devices.available(c.id, round_key)
+                })
+                .collect();
+            if idle.is_empty() {
+                break;
+            }
+            let mut rng = stream(opts.seed, dispatches, 0, Purpose::Sampling);
+            let info = idle[rng.gen_range(0..idle.len())];
+            let mut plan = policy.plan(version as u32 + 1, info, base_plan)?;
+            if opts.rate_decay {
+                let s = strategy
+                    .staleness()
+                    .weight(last_staleness.get(&info.id).copied().unwrap_or(0));
+                plan.base_lr = (plan.base_lr as f64 * s) as f32;
+            }
+            plan.validate(groups)?;
+            busy.insert(info.id);
+            ins.push((
+                info.id,
+                TrainIns {
+                    round: round_key,
+                    params: shared.clone(),
+                    plan,
+                    seed: opts.seed,
+                    extras: Default::default(),
+                },
+            ));
+        }
+        if ins.is_empty() {
+            return Ok(());
+        }
+        let plans: Vec<(ClientId, RatePlan, u32)> = ins
+            .iter()
+            .map(|(c, i)| (*c, i.plan.clone(), i.round))
+            .collect();
+        observer.phase_started(version as u32 + 1, "train", ins.len());
+        let replies = grid.train(ins, observer.progress());
+        for (id, plan, key) in plans {
+            let reply = replies.iter().find(|r| r.client == id);
+            let info = pool.iter().find(|c| c.id == id);
+            let planned = plan.steps_for(info.map_or(0, |c| c.num_train) as usize);
+            let result = match reply.map(|r| &r.result) {
+                Some(Ok(res)) => Ok(res.clone()),
+                Some(Err(f)) => Err(f.to_string()),
+                None => Err("no reply".into()),
+            };
+            let result = if devices.drops_out(id, key) {
+                Err("dropped out".to_string())
+            } else {
+                result
+            };
+            let steps = result.as_ref().map_or(planned, |r| r.report.steps);
+            let t = now + completion_seconds(&devices.profile(id), steps, bytes);
+            queue.push(
+                t,
+                id,
+                InFlight {
+                    base: shared.clone(),
+                    base_version: version,
+                    plan,
+                    result,
+                },
+            );
+        }
+        Ok(())
+    };
+
+    dispatch(
+        opts.concurrency,
+        now,
+        version,
+        &global,
+        &mut busy,
+        &mut queue,
+        strategy,
+        policy,
+        grid,
+        &last_staleness,
+        observer,
+    )?;
+    while version < opts.updates as u64 {
+        let Some(ev) = queue.pop() else {
+            return Err(Error::invalid(
+                "asynchronous run",
+                format!("version {version}"),
+                "clients to dispatch (none is idle and available)",
+            ));
+        };
+        now = ev.time;
+        busy.remove(&ev.client);
+        let staleness = version - ev.payload.base_version;
+        let mut rec = ClientRoundRecord {
+            client: ev.client,
+            plan: ev.payload.plan,
+            report: None,
+            failure: None,
+            weight: 0.0,
+            cosine_to_aggregate: 0.0,
+            num_examples: 0,
+        };
+        timing.completion.push((ev.client, now - last_version_time));
+        let mut advanced = false;
+        match &ev.payload.result {
+            Ok(res) => {
+                last_staleness.insert(ev.client, staleness);
+                let out = strategy.on_arrival(
+                    &mut global,
+                    &ev.payload.base,
+                    ev.client,
+                    res,
+                    staleness,
+                )?;
+                if let Some(info) = pool.iter().find(|c| c.id == ev.client) {
+                    policy.observe(version as u32 + 1, info, &res.report);
+                }
+                rec.report = Some(res.report.clone());
+                rec.weight = out.weight;
+                rec.num_examples = res.num_examples;
+                loss.0 += res.report.train_loss as f64 * res.num_examples as f64;
+                loss.1 += res.num_examples as f64;
+                advanced = out.new_version;
+            }
+            Err(f) => {
+                rec.failure = Some(f.clone());
+                timing.dropped.push(ev.client);
+            }
+        }
+        pending.push(rec);
+        if advanced {
+            version += 1;
+            let round = version as u32;
+            let evaluate = round == opts.updates
+                || (opts.eval_every > 0 && round.is_multiple_of(opts.eval_every));
+            let eval = if evaluate {
+                let e = evaluate_async(grid, &global, round, base_plan, opts, observer)?;
+                final_eval = Some(e.clone());
+                Some(e)
+            } else {
+                None
+            };
+            timing.round_seconds = now - last_version_time;
+            timing.sim_seconds = now;
+            last_version_time = now;
+            let clients = std::mem::take(&mut pending);
+            let record = RoundRecord {
+                round,
+                sampled: clients.iter().map(|c| c.client).collect(),
+                train_loss: if loss.1 > 0.0 {
+                    loss.0 / loss.1
+                } else {
+                    f64::NAN
+                },
+                clients,
+                aggregate: Default::default(),
+                eval,
+                wall_seconds: start.elapsed().as_secs_f64(),
+                timing: Some(std::mem::take(&mut timing)),
+            };
+            loss = (0.0, 0.0);
+            observer.round_finished(&record, &global)?;
+            records.push(record);
+        }
+        if version < opts.updates as u64 {
+            // Keep `concurrency` clients busy.
+            let want = opts.concurrency.saturating_sub(busy.len());
+            dispatch(
+                want,
+                now,
+                version,
+                &global,
+                &mut busy,
+                &mut queue,
+                strategy,
+                policy,
+                grid,
+                &last_staleness,
+                observer,
+            )?;
+        }
+    }
+    Ok(RunOutcome {
+        global,
+        final_eval: final_eval.unwrap_or_default(),
+        rounds: records,
+    })
+}
+
+fn evaluate_async(
+    grid: &mut dyn Grid,
+    global: &ParamTree,
+    round: u32,
+    plan: &RatePlan,
+    opts: &AsyncOptions,
+    observer: &mut dyn Observer,
+) -> Result<EvalSummary> {
+    let params = Arc::new(global.clone());
+    let ins: Vec<(ClientId, EvalIns)> = grid
+        .clients()
+        .iter()
+        .filter(|c| c.num_test > 0)
+        .map(|c| {
+            (
+                c.id,
+                EvalIns {
+                    round,
+                    params: params.clone(),
+                    finetune_steps: opts.finetune_steps,
+                    max_test_samples: opts.max_test_samples,
+                    plan: plan.clone(),
+                    seed: opts.seed,
+                    personalized: Default::default(),
+                    extras: Default::default(),
+                },
+            )
+        })
+        .collect();
+    observer.phase_started(round, "eval", ins.len());
+    let replies = grid.evaluate(ins, observer.progress());
+    let mut summary = summarize_eval(&replies);
+    summary.central = grid.evaluate_central(global).transpose()?;
+    Ok(summary)
+}

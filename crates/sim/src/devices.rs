@@ -1,0 +1,444 @@
+//! Device profiles and systems heterogeneity for any synchronous strategy.
+//!
+//! `[devices]` in an experiment gives distributions of per-client compute speed
+//! (local steps per simulated second), bandwidth (bytes/s) and availability (the
+//! probability of being reachable in a round), a per-round dropout probability, the
+//! FedProx straggler protocol and a round deadline. Each client's profile is drawn
+//! once from `(seed, client)`; every per-round draw from `(seed, round, client)`, so a
+//! run is deterministic and FedAvg and FedProx see the same stragglers.
+//!
+//! [`Systems`] wraps a strategy. Per round it (1) hides unavailable clients from the
+//! inner strategy's sampler, (2) applies the straggler protocol to the selected clients
+//! (DATASETS.md §4.2: `round(M·(1−s))` stay active; each straggler gets a budget of a
+//! uniform number of epochs in 1..E−1, or of steps in 1..τ−1 when the plan counts
+//! steps) and (3) the deadline, by the simulated clock ([`crate::clock`]). A late or
+//! straggling client is either dropped or keeps partial work, which reaches it as
+//! [`RatePlan::max_steps`](fedpace_core::RatePlan::max_steps), so it composes with every
+//! strategy and rate policy. Dropouts are selected clients whose update never arrives.
+
+use crate::clock::{completion_seconds, model_bytes, steps_within};
+use fedpace_core::rng::{stream, Purpose};
+use fedpace_core::{
+    AggregateSummary, ClientId, ClientInfo, Error, LocalWork, RatePlan, Reply, Result, RoundTiming,
+    Strategy, TrainIns, TrainRes,
+};
+use fedpace_params::ParamTree;
+use rand::seq::index::sample;
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
+/// Keeps device draws apart from other uses of `Purpose::Algorithm`.
+const SALT_PROFILE: u64 = 0x5EED_DE71_CE00_0001;
+const SALT_ROUND: u64 = 0x5EED_DE71_CE00_0002;
+
+/// A distribution of one per-client device attribute.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "dist", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum Distribution {
+    /// Always `value`.
+    Constant {
+        /// The value.
+        value: f64,
+    },
+    /// Uniform on `[low, high]`.
+    Uniform {
+        /// Lower end.
+        low: f64,
+        /// Upper end.
+        high: f64,
+    },
+    /// `exp(N(mu, sigma²))`.
+    LogNormal {
+        /// Mean of the log.
+        mu: f64,
+        /// Standard deviation of the log (≥ 0).
+        sigma: f64,
+    },
+}
+
+impl Distribution {
+    /// Draws one value.
+    pub fn draw(&self, rng: &mut impl Rng) -> f64 {
+        match *self {
+            Distribution::Constant { value } => value,
+            Distribution::Uniform { low, high } => low + (high - low) * rng.gen::<f64>(),
+            Distribution::LogNormal { mu, sigma } => {
+                // Box–Muller.
+                let u1: f64 = 1.0 - rng.gen::<f64>();
+                let u2: f64 = rng.gen();
+                let z = (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos();
+                (mu + sigma * z).exp()
+            }
+        }
+    }
+
+    /// Checks that every draw lies in `(lo, hi]` (or `[lo, hi]` with `closed`).
+    fn validate(&self, field: &str, lo: f64, hi: f64, closed: bool) -> Result<()> {
+        let ok = |v: f64| (v > lo || (closed && v == lo)) && v <= hi;
+        let expected = format!("values in {}{lo}, {hi}]", if closed { "[" } else { "(" });
+        match *self {
+            Distribution::Constant { value } if !ok(value) => {
+                Err(Error::invalid(format!("{field}.value"), value, expected))
+            }
+            Distribution::Uniform { low, high } if !(ok(low) && ok(high) && low <= high) => {
+                Err(Error::invalid(
+                    format!("{field}.low/high"),
+                    format!("{low}/{high}"),
+                    format!("low <= high, {expected}"),
+                ))
+            }
+            Distribution::LogNormal { mu, sigma }
+                if !(mu.is_finite() && sigma.is_finite() && sigma >= 0.0 && lo <= 0.0) =>
+            {
+                Err(Error::invalid(
+                    format!("{field}.mu/sigma"),
+                    format!("{mu}/{sigma}"),
+                    "finite mu, sigma >= 0 (and a positive attribute)",
+                ))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// What happens to a straggler or a client that would miss the deadline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LatePolicy {
+    /// It is not aggregated (FedAvg's baseline in FedProx).
+    Drop,
+    /// It keeps the work it finished (FedProx): its plan gets a smaller `max_steps`.
+    #[default]
+    Partial,
+}
+
+/// The `[devices]` table.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DevicesConfig {
+    /// Local steps per simulated second (default constant 1).
+    pub speed: Distribution,
+    /// Bytes per simulated second, down and up (default constant 1e12: ≈ free).
+    pub bandwidth: Distribution,
+    /// Probability of being available in a round, drawn per client (default 1).
+    pub availability: Distribution,
+    /// Probability that a selected client drops out of a round (default 0).
+    pub dropout: f64,
+    /// Fraction of the selected clients that straggle each round (default 0).
+    pub stragglers: f64,
+    /// Round deadline in simulated seconds (default none: wait for everyone).
+    pub deadline: Option<f64>,
+    /// Stragglers and late clients: `partial` (default) or `drop`.
+    pub late: LatePolicy,
+}
+
+impl Default for DevicesConfig {
+    fn default() -> Self {
+        Self {
+            speed: Distribution::Constant { value: 1.0 },
+            bandwidth: Distribution::Constant { value: 1e12 },
+            availability: Distribution::Constant { value: 1.0 },
+            dropout: 0.0,
+            stragglers: 0.0,
+            deadline: None,
+            late: LatePolicy::Partial,
+        }
+    }
+}
+
+impl DevicesConfig {
+    /// Checks ranges; errors name the key under `devices.`.
+    pub fn validate(&self) -> Result<()> {
+        self.speed
+            .validate("devices.speed", 0.0, f64::INFINITY, false)?;
+        self.bandwidth
+            .validate("devices.bandwidth", 0.0, f64::INFINITY, false)?;
+        self.availability
+            .validate("devices.availability", 0.0, 1.0, true)?;
+        if !(0.0..=1.0).contains(&self.dropout) {
+            return Err(Error::invalid(
+                "devices.dropout",
+                self.dropout,
+                "a probability in [0, 1]",
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.stragglers) {
+            return Err(Error::invalid(
+                "devices.stragglers",
+                self.stragglers,
+                "a fraction in [0, 1]",
+            ));
+        }
+        if let Some(d) = self.deadline {
+            if !(d.is_finite() && d > 0.0) {
+                return Err(Error::invalid(
+                    "devices.deadline",
+                    d,
+                    "simulated seconds > 0",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One client's device.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct DeviceProfile {
+    /// Local steps per simulated second.
+    pub speed: f64,
+    /// Bytes per simulated second.
+    pub bandwidth: f64,
+    /// Probability of being available in a round.
+    pub availability: f64,
+}
+
+/// Every client's profile, drawn once from the run seed.
+#[derive(Debug, Clone)]
+pub struct Devices {
+    cfg: DevicesConfig,
+    seed: u64,
+}
+
+impl Devices {
+    /// Devices for run `seed`.
+    pub fn new(cfg: DevicesConfig, seed: u64) -> Result<Self> {
+        cfg.validate()?;
+        Ok(Self { cfg, seed })
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &DevicesConfig {
+        &self.cfg
+    }
+
+    /// Client `id`'s profile (the same every time it is asked).
+    pub fn profile(&self, id: ClientId) -> DeviceProfile {
+        let mut rng = stream(self.seed ^ SALT_PROFILE, 0, id, Purpose::Algorithm);
+        DeviceProfile {
+            speed: self.cfg.speed.draw(&mut rng),
+            bandwidth: self.cfg.bandwidth.draw(&mut rng),
+            availability: self.cfg.availability.draw(&mut rng).clamp(0.0, 1.0),
+        }
+    }
+
+    /// Whether client `id` is available in `round`.
+    pub fn available(&self, id: ClientId, round: u32) -> bool {
+        let a = self.profile(id).availability;
+        if a >= 1.0 {
+            return true;
+        }
+        let mut rng = stream(self.seed ^ SALT_ROUND, round as u64, id, Purpose::Algorithm);
+        rng.gen::<f64>() < a
+    }
+
+    /// Whether client `id` drops out of `round` once selected.
+    pub fn drops_out(&self, id: ClientId, round: u32) -> bool {
+        if self.cfg.dropout <= 0.0 {
+            return false;
+        }
+        let mut rng = stream(
+            self.seed ^ SALT_ROUND ^ 1,
+            round as u64,
+            id,
+            Purpose::Algorithm,
+        );
+        rng.gen::<f64>() < self.cfg.dropout
+    }
+
+    /// The stragglers among `selected` (sorted by id) in `round`: all but
+    /// `round(M·(1−s))` of them, chosen uniformly (FedProx's protocol, §4.2).
+    pub fn stragglers(&self, selected: &[ClientId], round: u32) -> Vec<ClientId> {
+        let m = selected.len();
+        let active = ((m as f64) * (1.0 - self.cfg.stragglers)).round() as usize;
+        if active >= m {
+            return Vec::new();
+        }
+        let mut rng = stream(
+            self.seed ^ SALT_ROUND ^ 2,
+            round as u64,
+            0,
+            Purpose::Algorithm,
+        );
+        let keep: Vec<usize> = sample(&mut rng, m, active).into_vec();
+        let mut out: Vec<ClientId> = (0..m)
+            .filter(|i| !keep.contains(i))
+            .map(|i| selected[i])
+            .collect();
+        out.sort_unstable();
+        out
+    }
+
+    /// A straggler's step budget: `e·⌈n/B⌉` for `e ~ U{1..E−1}` epochs, or `U{1..τ−1}`
+    /// steps when the plan counts steps (or E = 1). `None` when there is no partial
+    /// work to give (a single step).
+    pub fn straggler_budget(
+        &self,
+        id: ClientId,
+        round: u32,
+        plan: &RatePlan,
+        num_train: u64,
+    ) -> Option<u32> {
+        let mut rng = stream(
+            self.seed ^ SALT_ROUND ^ 3,
+            round as u64,
+            id,
+            Purpose::Algorithm,
+        );
+        let per_epoch = (num_train as usize).div_ceil(plan.batch_size.max(1) as usize) as u32;
+        let full = plan.steps_for(num_train as usize);
+        let budget = match plan.work {
+            LocalWork::Epochs(e) if e >= 2 => rng.gen_range(1..e) * per_epoch,
+            _ if full >= 2 => rng.gen_range(1..full),
+            _ => return None,
+        };
+        Some(budget.min(full))
+    }
+}
+
+/// Wraps a synchronous strategy with device profiles, stragglers, dropouts and a
+/// deadline on the simulated clock (see the module doc).
+pub struct Systems {
+    inner: Box<dyn Strategy>,
+    devices: Devices,
+    sim_seconds: f64,
+    timing: Option<RoundTiming>,
+}
+
+impl Systems {
+    /// Wraps `inner`.
+    pub fn new(inner: Box<dyn Strategy>, devices: Devices) -> Self {
+        Self {
+            inner,
+            devices,
+            sim_seconds: 0.0,
+            timing: None,
+        }
+    }
+}
+
+impl Strategy for Systems {
+    fn describe(&self) -> String {
+        let c = self.devices.config();
+        format!(
+            "{} with devices(stragglers={}, late={:?}, deadline={:?}, dropout={})",
+            self.inner.describe(),
+            c.stragglers,
+            c.late,
+            c.deadline,
+            c.dropout
+        )
+    }
+
+    fn configure_train(
+        &mut self,
+        round: u32,
+        global: &Arc<ParamTree>,
+        pool: &[ClientInfo],
+        seed: u64,
+    ) -> Result<Vec<(ClientId, TrainIns)>> {
+        let available: Vec<ClientInfo> = pool
+            .iter()
+            .filter(|c| self.devices.available(c.id, round))
+            .cloned()
+            .collect();
+        let mut timing = RoundTiming::default();
+        if available.is_empty() {
+            self.timing = Some(timing);
+            return Ok(Vec::new());
+        }
+        let ins = self
+            .inner
+            .configure_train(round, global, &available, seed)?;
+        let selected: Vec<ClientId> = ins.iter().map(|i| i.0).collect();
+        let stragglers = self.devices.stragglers(&selected, round);
+        let cfg = self.devices.config().clone();
+        let bytes = model_bytes(global.as_slice().len());
+        let mut out = Vec::with_capacity(ins.len());
+        for (id, mut i) in ins {
+            let info = available.iter().find(|c| c.id == id);
+            let n = info.map_or(0, |c| c.num_train);
+            if self.devices.drops_out(id, round) {
+                timing.dropped.push(id);
+                continue;
+            }
+            let full = i.plan.steps_for(n as usize);
+            let mut steps = full;
+            if stragglers.contains(&id) {
+                match cfg.late {
+                    LatePolicy::Drop => {
+                        timing.late_dropped.push(id);
+                        continue;
+                    }
+                    LatePolicy::Partial => {
+                        if let Some(b) = self.devices.straggler_budget(id, round, &i.plan, n) {
+                            steps = b;
+                        }
+                    }
+                }
+            }
+            let profile = self.devices.profile(id);
+            if let Some(deadline) = cfg.deadline {
+                if completion_seconds(&profile, steps, bytes) > deadline {
+                    match cfg.late {
+                        LatePolicy::Drop => {
+                            timing.late_dropped.push(id);
+                            continue;
+                        }
+                        LatePolicy::Partial => {
+                            let fit = steps_within(&profile, deadline, bytes).min(steps);
+                            if fit == 0 {
+                                timing.late_dropped.push(id);
+                                continue;
+                            }
+                            steps = fit;
+                        }
+                    }
+                }
+            }
+            if steps < full {
+                i.plan.max_steps = Some(i.plan.max_steps.map_or(steps, |m| m.min(steps)));
+                timing.partial.push(id);
+            }
+            timing
+                .completion
+                .push((id, completion_seconds(&profile, steps, bytes)));
+            out.push((id, i));
+        }
+        let slowest = timing.completion.iter().map(|c| c.1).fold(0.0f64, f64::max);
+        // With a deadline the server waits for it whenever someone is missing.
+        timing.round_seconds = match cfg.deadline {
+            Some(d) if !(timing.dropped.is_empty() && timing.late_dropped.is_empty()) => {
+                d.max(slowest)
+            }
+            _ => slowest,
+        };
+        self.sim_seconds += timing.round_seconds;
+        timing.sim_seconds = self.sim_seconds;
+        self.timing = Some(timing);
+        Ok(out)
+    }
+
+    fn aggregate_train(
+        &mut self,
+        round: u32,
+        global: &mut ParamTree,
+        replies: &[Reply<TrainRes>],
+        pool: &[ClientInfo],
+    ) -> Result<AggregateSummary> {
+        if replies.is_empty() {
+            // Nobody was dispatched (all unavailable, dropped or late): the model stays.
+            return Ok(AggregateSummary::default());
+        }
+        self.inner.aggregate_train(round, global, replies, pool)
+    }
+
+    fn eval_plan(&self) -> RatePlan {
+        self.inner.eval_plan()
+    }
+
+    fn round_timing(&self) -> Option<RoundTiming> {
+        self.timing.clone()
+    }
+}

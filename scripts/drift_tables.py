@@ -1,0 +1,155 @@
+#!/usr/bin/env python3
+"""Tables (markdown) and SVG plots for docs/drift-and-systems.md from runs/drift/*/metrics.jsonl."""
+import json, os, statistics, sys
+
+OUT = sys.argv[1] if len(sys.argv) > 1 else "runs/drift"
+DOCS = sys.argv[2] if len(sys.argv) > 2 else "docs/img"
+SEEDS = [0, 1, 2]
+
+
+def curve(name):
+    path = os.path.join(OUT, name, "metrics.jsonl")
+    if not os.path.exists(path):
+        return None
+    pts = []
+    for line in open(path):
+        r = json.loads(line)
+        if r.get("eval"):
+            pts.append((r["round"], r["eval"]["global_accuracy"], r["eval"]["global_loss"],
+                        r.get("sim_seconds")))
+    return pts
+
+
+def ms(xs):
+    xs = [x for x in xs if x is not None]
+    if not xs:
+        return "–"
+    m = statistics.mean(xs)
+    s = statistics.pstdev(xs) if len(xs) > 1 else 0.0
+    return f"{100*m:.1f} ± {100*s:.1f}" if m <= 1.0 else f"{m:.3f} ± {s:.3f}"
+
+
+def loss_ms(xs):
+    xs = [x for x in xs if x is not None]
+    if not xs:
+        return "–"
+    return f"{statistics.mean(xs):.3f} ± {statistics.pstdev(xs):.3f}"
+
+
+def z2(prefix="z2"):
+    rows = []
+    methods = [("fedavg-drop", "FedAvg (stragglers dropped)"), ("fedprox-mu0", "FedProx μ=0 (partial work)"),
+               ("fedprox-mu1", "FedProx μ=1 (partial work)")]
+    print("| stragglers | method | final test acc % (r200) | best acc % | final test loss | max loss rise between evals |")
+    print("|---|---|---|---|---|---|")
+    for s in ["0", "0.5", "0.9"]:
+        for key, label in methods:
+            fin, best, loss, rise = [], [], [], []
+            for seed in SEEDS:
+                c = curve(f"{prefix}-{key}-s{s}-seed{seed}")
+                if not c:
+                    continue
+                fin.append(c[-1][1]); best.append(max(p[1] for p in c)); loss.append(c[-1][2])
+                rise.append(max(0.0, max(b[2] - a[2] for a, b in zip(c, c[1:]))))
+            print(f"| {int(float(s)*100)} % | {label} | {ms(fin)} | {ms(best)} | {loss_ms(loss)} | {loss_ms(rise)} |")
+    plot_z2(prefix)
+
+
+def per_seed(prefix):
+    print("| stragglers | seed | accuracy % (FedAvg-drop / μ=0 / μ=1) | test loss (same order) |")
+    print("|---|---|---|---|")
+    for s in ["0", "0.5", "0.9"]:
+        for seed in SEEDS:
+            cs = [curve(f"{prefix}-{k}-s{s}-seed{seed}") for k in ["fedavg-drop", "fedprox-mu0", "fedprox-mu1"]]
+            if not all(cs):
+                continue
+            acc = " / ".join(f"{100*c[-1][1]:.1f}" for c in cs)
+            loss = " / ".join(f"{c[-1][2]:.2f}" for c in cs)
+            print(f"| {int(float(s)*100)} % | {seed} | {acc} | {loss} |")
+
+
+def z3():
+    print("| local epochs | rate policy | aggregation | final test acc % (r200) | final test loss |")
+    print("|---|---|---|---|---|")
+    for pol, plabel in [("constant", "constant lr 0.01"), ("bydatasize", "by-data-size γ=−0.5")]:
+        for norm, nlabel in [("off", "FedAvg (plain mean)"), ("on", "FedNova (normalised by Σ rates)")]:
+            fin, loss = [], []
+            for seed in SEEDS:
+                c = curve(f"z3-{pol}-norm{norm}-seed{seed}")
+                if c:
+                    fin.append(c[-1][1]); loss.append(c[-1][2])
+            print(f"| U{{1..5}} | {plabel} | {nlabel} | {ms(fin)} | {loss_ms(loss)} |")
+
+
+COLORS = ["#d62728", "#1f77b4", "#2ca02c", "#9467bd"]
+
+
+def svg_lines(series, title, ylabel, path, ymax=None):
+    W, H, L, B, T, R = 420, 280, 50, 35, 25, 10
+    xs = [x for _, pts in series for x, _ in pts]
+    ys = [y for _, pts in series for _, y in pts]
+    if not xs:
+        return
+    x0, x1 = 0, max(xs)
+    y0, y1 = min(0.0, min(ys)), (ymax if ymax is not None else max(ys)) * 1.05
+    fx = lambda x: L + (W - L - R) * (x - x0) / max(1e-9, x1 - x0)
+    fy = lambda y: H - B - (H - B - T) * (min(y, y1) - y0) / max(1e-9, y1 - y0)
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" font-family="sans-serif" font-size="11">',
+           f'<rect width="{W}" height="{H}" fill="white"/>',
+           f'<text x="{W/2}" y="15" text-anchor="middle">{title}</text>',
+           f'<line x1="{L}" y1="{H-B}" x2="{W-R}" y2="{H-B}" stroke="black"/>',
+           f'<line x1="{L}" y1="{T}" x2="{L}" y2="{H-B}" stroke="black"/>',
+           f'<text x="{W/2}" y="{H-5}" text-anchor="middle">round</text>',
+           f'<text x="12" y="{H/2}" transform="rotate(-90 12 {H/2})" text-anchor="middle">{ylabel}</text>']
+    for i in range(5):
+        yv = y0 + (y1 - y0) * i / 4
+        out.append(f'<text x="{L-4}" y="{fy(yv)+4:.1f}" text-anchor="end">{yv:.2f}</text>')
+        xv = x0 + (x1 - x0) * i / 4
+        out.append(f'<text x="{fx(xv):.1f}" y="{H-B+14}" text-anchor="middle">{xv:.0f}</text>')
+    for i, (label, pts) in enumerate(series):
+        d = " ".join(f"{fx(x):.1f},{fy(y):.1f}" for x, y in pts)
+        out.append(f'<polyline fill="none" stroke="{COLORS[i % 4]}" stroke-width="1.5" points="{d}"/>')
+        out.append(f'<text x="{L+10}" y="{T+14+13*i}" fill="{COLORS[i % 4]}">{label}</text>')
+    out.append("</svg>")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    open(path, "w").write("\n".join(out))
+
+
+def mean_curve(names, idx):
+    cs = [curve(n) for n in names]
+    cs = [c for c in cs if c]
+    if not cs:
+        return []
+    n = min(len(c) for c in cs)
+    return [(cs[0][i][0], statistics.mean(c[i][idx] for c in cs)) for i in range(n)]
+
+
+def plot_z2(prefix):
+    for s in ["0", "0.5", "0.9"]:
+        series = []
+        for key, label in [("fedavg-drop", "FedAvg, drop"), ("fedprox-mu0", "FedProx μ=0"), ("fedprox-mu1", "FedProx μ=1")]:
+            series.append((label, mean_curve([f"{prefix}-{key}-s{s}-seed{k}" for k in SEEDS], 2)))
+        svg_lines(series, f"Synthetic(1,1), {int(float(s)*100)} % stragglers, normalize={'off' if prefix == 'z2' else 'auto'}",
+                  "test loss (global model)", os.path.join(DOCS, f"{prefix}-loss-s{s}.svg"), ymax=4.0)
+
+
+if __name__ == "__main__":
+    print("### Z #2 (normalize=off)\n"); z2("z2"); print(); per_seed("z2"); print("\n### Z #2 (normalize=auto)\n"); z2("z2auto"); print(); per_seed("z2auto"); print("\n### Z #3\n"); z3()
+
+
+def async_table():
+    print("| algorithm | client rate decay | final test acc % | final test loss | simulated seconds at the end |")
+    print("|---|---|---|---|---|")
+    for algo in ["fedasync", "fedbuff"]:
+        for decay in ["true", "false"]:
+            acc, loss, sim = [], [], []
+            for seed in SEEDS:
+                c = curve(f"async-{algo}-decay{decay}-seed{seed}")
+                if c:
+                    acc.append(c[-1][1]); loss.append(c[-1][2]); sim.append(c[-1][3])
+            print(f"| {algo} | {decay} | {ms(acc)} | {loss_ms(loss)} | {loss_ms(sim)} |")
+            print(f"|  | per seed | {' / '.join(f'{100*a:.1f}' for a in acc)} | {' / '.join(f'{l:.2f}' for l in loss)} | |")
+
+
+if __name__ == "__main__" and len(sys.argv) > 3 and sys.argv[3] == "async":
+    print("\n### Async\n"); async_table()

@@ -1,0 +1,105 @@
+#!/usr/bin/env bash
+# The rate-policy study (docs/study-rates.md): uniform rate vs every policy on
+# Synthetic(1,1) and on MNIST Dirichlet(α=0.1), logistic regression, the same grid of 4
+# base rates for every policy, 3 seeds. Writes runs under $OUT (default runs/study-rates)
+# and the table to $OUT/table.md (scripts/study_table.py).
+#
+# Usage: FEDPACE_DATA_DIR=/path/to/data scripts/study-rates.sh [OUT]
+# Needs the release binary (cargo build --release -p fedpace) and MNIST fetched
+# (fedpace datasets fetch mnist).
+set -euo pipefail
+OUT=${1:-runs/study-rates}
+BIN=${FEDPACE_BIN:-${CARGO_TARGET_DIR:-target}/release/fedpace}
+THREADS=${THREADS:-2}
+SEEDS="0 1 2"
+mkdir -p "$OUT/configs"
+
+# Each variant: NAME|STRATEGY|POLICY (TOML lines of [policy], separated by ';')
+VARIANTS=(
+  "uniform|fedavg|name = \"constant\""
+  "by-data-size|fedavg|name = \"by-data-size\""
+  "by-label-skew|fedavg|name = \"by-label-skew\""
+  "by-device|fedavg|name = \"by-device\";rates = { slow = 0.5, fast = 1.0 }"
+  "grad-norm-ratio|fedavg|name = \"grad-norm-ratio\""
+  "loss-based|fedavg|name = \"loss-based\""
+  "curvature|fedavg|name = \"curvature\""
+  "fedlalr|fedavg|name = \"fedlalr\""
+  "per-layer|fedavg|name = \"per-layer\";multipliers = { head = 10.0 }"
+  "trust-ratio|fedavg|name = \"trust-ratio\""
+  "clip-updates|fedavg|name = \"clip-updates\""
+  "inverse-variance|fedavg|name = \"inverse-variance\""
+  "compose|fedavg|name = \"compose\";[[policy.policies]];name = \"by-label-skew\";[[policy.policies]];name = \"grad-norm-ratio\""
+  "fednova+by-data-size|fednova|name = \"by-data-size\""
+  "stragglers-uncompensated|fedavg|name = \"straggler-compensation\";speeds = { slow = 0.25 };max_boost = 1.0"
+  "straggler-compensation|fedavg|name = \"straggler-compensation\";speeds = { slow = 0.25 };max_boost = 4.0"
+)
+
+dataset_block() {
+  case $1 in
+    synthetic) cat <<'T'
+rounds = 50
+[data]
+source = "synthetic"
+alpha = 1.0
+beta = 1.0
+num_clients = 30
+[client]
+batch_size = 10
+epochs = 2
+T
+    ;;
+    mnist) cat <<'T'
+rounds = 50
+[data]
+source = "mnist"
+num_clients = 100
+partition = { kind = "dirichlet", alpha = 0.1 }
+[client]
+batch_size = 32
+epochs = 1
+T
+    ;;
+  esac
+}
+
+lrs_for() {
+  case $1 in
+    synthetic) echo "0.003 0.01 0.03 0.1" ;;
+    mnist) echo "0.01 0.03 0.1 0.3" ;;
+  esac
+}
+
+for ds in synthetic mnist; do
+  for v in "${VARIANTS[@]}"; do
+    IFS='|' read -r name strategy policy <<<"$v"
+    cfg="$OUT/configs/$ds-$name.toml"
+    {
+      echo "# study-rates: $name on $ds"
+      echo "name = \"$ds-$name\""
+      dataset_block "$ds"
+      echo "[model]"
+      echo "name = \"logistic-regression\""
+      echo "[strategy]"
+      echo "name = \"$strategy\""
+      echo "clients_per_round = 10"
+      echo "[eval]"
+      echo "every = 50"
+      echo "finetune_steps = 5"
+      echo "[devices]"
+      echo "slow = 0.3"
+      echo "fast = 0.7"
+      echo "[policy]"
+      echo "$policy" | tr ';' '\n'
+    } >"$cfg"
+    for lr in $(lrs_for "$ds"); do
+      for seed in $SEEDS; do
+        run="$OUT/$ds/$name/lr$lr-seed$seed"
+        [ -f "$run/summary.json" ] && continue
+        mkdir -p "$(dirname "$run")"
+        "$BIN" run "$cfg" --seed "$seed" --threads "$THREADS" --set "client.lr=$lr" --out "$run" >/dev/null 2>"$run.err" || echo "FAILED $run (see $run.err)"
+      done
+    done
+    echo "done $ds $name"
+  done
+done
+python3 "$(dirname "$0")/study_table.py" "$OUT" | tee "$OUT/table.md"
