@@ -7,7 +7,7 @@
 //! the same Λ the two coincide, so normalising costs nothing where it is not needed.
 
 use fedpace_core::{ClientAggregate, ClientId, TrainRes};
-use fedpace_params::{dot, l2_norm, ParamSpec};
+use fedpace_params::ParamSpec;
 use serde::{Deserialize, Serialize};
 
 /// When to normalise updates by each client's sum of rates.
@@ -122,25 +122,17 @@ pub fn aggregate_masked(
             })
             .collect()
     };
-    let mut delta = vec![0f32; spec.total_len()];
-    for ((_, r), c) in replies.iter().zip(&coef) {
-        let d = r.delta.as_slice();
-        for e in spec.entries() {
-            let ck = c[e.group];
-            let range = e.range();
-            for (a, x) in delta[range.clone()].iter_mut().zip(&d[range]) {
-                *a += ck * x;
-            }
-        }
-    }
-    let agg_norm = l2_norm(&delta);
+    let deltas: Vec<&[f32]> = replies.iter().map(|(_, r)| r.delta.as_slice()).collect();
+    let (delta, agg_sq, stats) = crate::flat::weighted_sum_with_stats(spec, &deltas, &coef);
+    let agg_norm = agg_sq.sqrt();
     let clients = replies
         .iter()
         .zip(&p)
-        .map(|((id, r), pk)| {
-            let n = r.report.update_norm.max(l2_norm(r.delta.as_slice()));
+        .zip(&stats)
+        .map(|(((id, r), pk), (dot_k, sq_k))| {
+            let n = r.report.update_norm.max(sq_k.sqrt());
             let cos = if n > 0.0 && agg_norm > 0.0 {
-                dot(r.delta.as_slice(), &delta) / (n * agg_norm)
+                dot_k / (n * agg_norm)
             } else {
                 0.0
             };

@@ -9,6 +9,7 @@ pub mod config;
 pub mod ditto;
 pub mod fedasync;
 pub mod fedavg;
+pub mod flat;
 pub mod fedbabu;
 pub mod fedbuff;
 pub mod feddyn;
