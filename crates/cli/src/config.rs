@@ -23,6 +23,11 @@ pub struct ExperimentConfig {
     pub rounds: u32,
     /// Clients trained in parallel; 0 = one per core (default 0).
     pub threads: usize,
+    /// Parallel grain inside one client: each CNN convolution splits its batch into this
+    /// many chunks, which idle threads of the client pool pick up (default 1). Part of
+    /// the numerics (weight gradients are summed per chunk), so it is a setting, never
+    /// derived from the core count: results are bit-identical whatever `threads` is.
+    pub client_threads: usize,
     /// Where fetched data sets are cached (default `data`, or `$FEDPACE_DATA_DIR`).
     pub data_dir: Option<PathBuf>,
     /// Data set and partition.
@@ -71,6 +76,7 @@ impl Default for ExperimentConfig {
             seed: 0,
             rounds: 20,
             threads: 0,
+            client_threads: 1,
             data_dir: None,
             data: DataConfig::default(),
             model: ModelConfig::LogisticRegression,
@@ -225,6 +231,9 @@ impl ExperimentConfig {
         }
         if self.rounds == 0 {
             return bad("rounds", &0, "at least 1");
+        }
+        if self.client_threads == 0 {
+            return bad("client_threads", &0, "at least 1");
         }
         if !(self.client.lr.is_finite() && self.client.lr > 0.0) {
             return bad("client.lr", &self.client.lr, "a finite rate > 0");

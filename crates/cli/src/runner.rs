@@ -120,7 +120,7 @@ pub fn prepare(cfg: &ExperimentConfig, threads: usize) -> Result<Prepared> {
             vocab: *vocab,
         },
     };
-    let models = fedpace_nn::factory(&cfg.model, &input, fed.num_classes)
+    let models = fedpace_nn::factory_with_grain(&cfg.model, &input, fed.num_classes, cfg.client_threads)
         .map_err(|e| UsageError(format!("model: {e}")))?;
     let model = models().map_err(|e| UsageError(format!("model: {e}")))?;
     let spec = model.spec();

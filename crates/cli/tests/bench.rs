@@ -118,3 +118,44 @@ fn spilled_states_give_the_same_model_as_states_in_memory() {
     let left: Vec<_> = std::fs::read_dir(&dir).unwrap().collect();
     assert!(left.is_empty(), "{left:?}");
 }
+
+const CNN: &str = r#"
+name = "cnn-grain"
+rounds = 2
+client_threads = 2
+[data]
+source = "optdigits"
+num_clients = 4
+[model]
+name = "cnn"
+[client]
+lr = 0.05
+batch_size = 16
+steps = 3
+[strategy]
+clients_per_round = 2
+[policy]
+name = "constant"
+[eval]
+every = 0
+finetune_steps = 0
+"#;
+
+#[test]
+fn client_threads_fix_the_numerics_and_the_pool_size_does_not_matter() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = tmp.path().join("cnn.toml");
+    std::fs::write(&cfg, CNN).unwrap();
+    let run = |name: &str, threads: &str| {
+        let out = tmp.path().join(name);
+        ok(&fedpace()
+            .args(["run", cfg.to_str().unwrap(), "--threads", threads, "--out"])
+            .arg(&out)
+            .output()
+            .unwrap());
+        std::fs::read(out.join("model.safetensors")).unwrap()
+    };
+    // One client at a time on one thread, or two clients whose conv chunks are shared
+    // by three pool threads: same bits.
+    assert_eq!(run("t1", "1"), run("t3", "3"));
+}

@@ -16,9 +16,11 @@
 //! `[out, in]` layout (with `x·Wᵀ`, candle returns it as a transposed view whose strided
 //! copy made the epoch ≈ 1.9× slower: 983 → 522 ms, `epoch_time` example).
 //!
-//! Threads: each call runs on [`Cnn::with_threads`] threads (default 1). The kernels
-//! split the batch into that many chunks, so the thread count is part of the numerics
-//! and must come from configuration, never from the core count (docs/arch/parallelism.md).
+//! Threads: each convolution splits its batch into [`Cnn::with_threads`] chunks
+//! (default 1), run on the caller's rayon pool (by as many of its threads as are free).
+//! The weight gradient is summed per chunk, so the chunk count is part of the numerics
+//! and comes from configuration, never from the core count
+//! (docs/arch/0002-parallelism.md).
 
 use crate::batch;
 use crate::error::{Error, Result};
@@ -90,9 +92,9 @@ impl Cnn {
         })
     }
 
-    /// Runs each convolution on `threads` threads (0 means 1) of the current rayon pool.
-    /// Results depend (in the last bits) on this count: the kernels sum weight
-    /// gradients per chunk of the batch, one chunk per thread.
+    /// Splits each convolution's batch into `threads` chunks (0 means 1), run in parallel
+    /// on the current rayon pool. Results depend (in the last bits) on this count — the
+    /// kernels sum weight gradients per chunk — but not on the pool's size.
     pub fn with_threads(mut self, threads: usize) -> Self {
         self.threads = threads.max(1);
         self

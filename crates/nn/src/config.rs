@@ -142,6 +142,19 @@ impl fmt::Display for InputShape {
 /// Builds one model now (so a misfit config fails here, with the model and shape named)
 /// and returns a factory that makes independent copies, one per worker thread.
 pub fn factory(cfg: &ModelConfig, input: &InputShape, num_classes: usize) -> Result<ModelFactory> {
+    factory_with_grain(cfg, input, num_classes, 1)
+}
+
+/// [`factory`] whose CNN splits each convolution's batch into `grain` chunks
+/// ([`Cnn::with_threads`]). The chunks run on whatever threads the caller's rayon pool
+/// has free, so `grain` fixes the numerics and the pool decides the parallelism
+/// (docs/arch/0002-parallelism.md). Other models ignore it.
+pub fn factory_with_grain(
+    cfg: &ModelConfig,
+    input: &InputShape,
+    num_classes: usize,
+    grain: usize,
+) -> Result<ModelFactory> {
     let unsupported = |reason: &str| Error::UnsupportedInput {
         model: cfg.name().into(),
         input: input.to_string(),
@@ -171,10 +184,14 @@ pub fn factory(cfg: &ModelConfig, input: &InputShape, num_classes: usize) -> Res
                     ))
                 }
             };
-            proto(Cnn::new(chw, num_classes).map_err(|e| match e {
-                Error::UnsupportedInput { reason, .. } => unsupported(&reason),
-                other => other,
-            })?)
+            proto(
+                Cnn::new(chw, num_classes)
+                    .map_err(|e| match e {
+                        Error::UnsupportedInput { reason, .. } => unsupported(&reason),
+                        other => other,
+                    })?
+                    .with_threads(grain),
+            )
         }
         (
             ModelConfig::CharLstm {

@@ -30,7 +30,7 @@ pub mod threads;
 pub mod xent;
 
 pub use cnn::Cnn;
-pub use config::{factory, InputShape, ModelConfig};
+pub use config::{factory, factory_with_grain, InputShape, ModelConfig};
 pub use error::{Error, Result};
 pub use logistic::LogisticRegression;
 pub use lstm::CharLstm;
