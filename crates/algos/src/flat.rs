@@ -182,7 +182,10 @@ mod tests {
             assert!(close(*sq, fedpace_params::l2_norm(d).powi(2)));
         }
         // Thread count does not matter.
-        let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()
+            .unwrap();
         let one = pool.install(|| weighted_sum_with_stats(&spec, &refs, &coef));
         assert_eq!(one.0, out);
         assert_eq!(one.1.to_bits(), agg.to_bits());

@@ -129,9 +129,7 @@ pub fn run(opts: &BenchOptions) -> Result<()> {
     println!(
         "sgemm 512×512 (gemm crate), measured now: {gemm1:.1} GFLOP/s on 1 thread, {gemm_all:.1} GFLOP/s on {cores}"
     );
-    println!(
-        "(reference figures from BENCHMARKS.md, not measured here, are marked [ref])\n"
-    );
+    println!("(reference figures from BENCHMARKS.md, not measured here, are marked [ref])\n");
     if opts.workload == Workload::Scale {
         return scale(opts);
     }
@@ -261,7 +259,9 @@ fn scale(opts: &BenchOptions) -> Result<()> {
         cfg.data.num_clients,
         cfg.strategy.clients_per_round,
         cfg.rounds,
-        cfg.state.memory_mb.map_or("∞".to_string(), |m| m.to_string())
+        cfg.state
+            .memory_mb
+            .map_or("∞".to_string(), |m| m.to_string())
     );
     println!(
         "  setup (data, pool metadata, model)  {setup:>8.3} s   RSS after setup {:.1} MB (start {:.1} MB)",
@@ -272,7 +272,10 @@ fn scale(opts: &BenchOptions) -> Result<()> {
         "  round time, median                  {:>8.3} s   (first {:.3} s, all {:?})",
         median(rounds.clone()),
         rounds.first().copied().unwrap_or(f64::NAN),
-        rounds.iter().map(|r| (r * 1000.0).round() / 1000.0).collect::<Vec<_>>()
+        rounds
+            .iter()
+            .map(|r| (r * 1000.0).round() / 1000.0)
+            .collect::<Vec<_>>()
     );
     println!(
         "  whole run                           {total:>8.3} s   peak memory (VmHWM) {:.1} MB",
@@ -316,7 +319,7 @@ fn local_epoch_seconds(cfg: &ExperimentConfig, reps: usize) -> Result<EpochTime>
     let mut model = models()?;
     let init = model.init(derive_seed(cfg.seed, 0, 0, Purpose::Init))?;
     let plan = cfg
-        .base_plan(&init.spec().groups().to_vec())
+        .base_plan(init.spec().groups())
         .map_err(anyhow::Error::msg)?;
     let data = fed.data.client(0)?;
     let steps = data.train.len().div_ceil(cfg.client.batch_size as usize) as u32;
@@ -374,7 +377,11 @@ fn thread_cpu_seconds() -> f64 {
 /// Aggregation of 10 clients × 10 M parameters (FedAvg's `aggregate`: weighted mean,
 /// per-client norms and cosines) against copying the same bytes once.
 fn aggregation(quick: bool) -> Result<()> {
-    let (clients, len) = if quick { (10, 1_000_000) } else { (10, 10_000_000) };
+    let (clients, len) = if quick {
+        (10, 1_000_000)
+    } else {
+        (10, 10_000_000)
+    };
     let reps = if quick { 3 } else { 7 };
     let spec = Arc::new(
         ParamSpec::builder()
@@ -418,7 +425,10 @@ fn aggregation(quick: bool) -> Result<()> {
         std::hint::black_box(&a);
     });
     let bytes = (clients * len * 4) as f64;
-    println!("aggregation: {clients} clients × {len} parameters ({:.0} MB of updates)", bytes / 1e6);
+    println!(
+        "aggregation: {clients} clients × {len} parameters ({:.0} MB of updates)",
+        bytes / 1e6
+    );
     println!(
         "  memory copy of the same bytes  {:>8.2} ms  ({:.1} GB/s)",
         copy * 1e3,
@@ -546,7 +556,11 @@ impl Observer for Quiet {
     fn progress(&self) -> &dyn Progress {
         self
     }
-    fn round_finished(&mut self, _record: &RoundRecord, _global: &ParamTree) -> fedpace_core::Result<()> {
+    fn round_finished(
+        &mut self,
+        _record: &RoundRecord,
+        _global: &ParamTree,
+    ) -> fedpace_core::Result<()> {
         Ok(())
     }
 }

@@ -120,8 +120,9 @@ pub fn prepare(cfg: &ExperimentConfig, threads: usize) -> Result<Prepared> {
             vocab: *vocab,
         },
     };
-    let models = fedpace_nn::factory_with_grain(&cfg.model, &input, fed.num_classes, cfg.client_threads)
-        .map_err(|e| UsageError(format!("model: {e}")))?;
+    let models =
+        fedpace_nn::factory_with_grain(&cfg.model, &input, fed.num_classes, cfg.client_threads)
+            .map_err(|e| UsageError(format!("model: {e}")))?;
     let model = models().map_err(|e| UsageError(format!("model: {e}")))?;
     let spec = model.spec();
     let init = model.init(derive_seed(cfg.seed, 0, 0, Purpose::Init))?;
@@ -178,8 +179,9 @@ pub fn prepare(cfg: &ExperimentConfig, threads: usize) -> Result<Prepared> {
     let mut grid = SimGrid::new(pool, factory, threads)?;
     if let Some(mb) = cfg.state.memory_mb {
         let dir = cfg.state.dir.clone().unwrap_or_else(std::env::temp_dir);
-        let store = fedpace_sim::SpillStore::new(&dir, (mb as usize) << 20)
-            .with_context(|| format!("state.dir = {}: creating the state database", dir.display()))?;
+        let store = fedpace_sim::SpillStore::new(&dir, (mb as usize) << 20).with_context(|| {
+            format!("state.dir = {}: creating the state database", dir.display())
+        })?;
         grid = grid.with_store(Box::new(store));
     }
     if let Some(test) = fed.global_test.clone() {

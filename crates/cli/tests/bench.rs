@@ -2,7 +2,6 @@
 //! what is printed and that results do not depend on where states live — never timings
 //! (targets are checked by running the benchmark, docs/benchmarks.md).
 
-
 use std::process::Command;
 
 fn fedpace() -> Command {
@@ -45,7 +44,14 @@ fn bench_lr_quick_prints_every_figure_and_ratio() {
 fn bench_scale_spills_states_to_disk() {
     let out = ok(&fedpace()
         .args([
-            "bench", "--workload", "scale", "--clients", "20000", "--rounds", "2", "--state-mb",
+            "bench",
+            "--workload",
+            "scale",
+            "--clients",
+            "20000",
+            "--rounds",
+            "2",
+            "--state-mb",
             "1",
         ])
         .output()

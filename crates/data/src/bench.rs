@@ -158,9 +158,13 @@ mod tests {
 
     #[test]
     fn bad_settings_name_the_field() {
-        let e = BenchData::new(0, vec![60], 600, 0.0).unwrap_err().to_string();
+        let e = BenchData::new(0, vec![60], 600, 0.0)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("data.num_clients"), "{e}");
-        let e = BenchData::new(1, vec![0], 600, 0.0).unwrap_err().to_string();
+        let e = BenchData::new(1, vec![0], 600, 0.0)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("data.sample_shape"), "{e}");
         let b = BenchData::new(1, vec![60], 600, 0.1).unwrap();
         assert_eq!(b.client(0).unwrap().test.len(), 60);

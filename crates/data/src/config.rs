@@ -463,7 +463,10 @@ impl DataConfig {
                 return Err(Error::invalid(
                     *field,
                     "(set)",
-                    format!("only used with source = \"bench\", not \"{}\"", self.source.name()),
+                    format!(
+                        "only used with source = \"bench\", not \"{}\"",
+                        self.source.name()
+                    ),
                 ));
             }
         }

@@ -75,7 +75,11 @@ impl SpillStore {
     }
 
     /// [`SpillStore::new`] with redb's page cache set to `cache_bytes`.
-    pub fn with_cache(dir: &Path, memory_budget: usize, cache_bytes: usize) -> std::io::Result<Self> {
+    pub fn with_cache(
+        dir: &Path,
+        memory_budget: usize,
+        cache_bytes: usize,
+    ) -> std::io::Result<Self> {
         static N: AtomicU64 = AtomicU64::new(0);
         std::fs::create_dir_all(dir)?;
         let path = dir.join(format!(
@@ -154,11 +158,16 @@ impl SpillStore {
         if out.is_empty() {
             return;
         }
-        let mut txn = self.db.begin_write().unwrap_or_else(|e| self.fail("write", e));
+        let mut txn = self
+            .db
+            .begin_write()
+            .unwrap_or_else(|e| self.fail("write", e));
         txn.set_durability(Durability::Eventual);
         let mut added = 0;
         {
-            let mut table = txn.open_table(TABLE).unwrap_or_else(|e| self.fail("open", e));
+            let mut table = txn
+                .open_table(TABLE)
+                .unwrap_or_else(|e| self.fail("open", e));
             let mut buf = Vec::new();
             for (id, s) in &out {
                 buf.clear();
@@ -182,15 +191,20 @@ impl SpillStore {
         if self.on_disk == 0 || ids.is_empty() {
             return found;
         }
-        let mut txn = self.db.begin_write().unwrap_or_else(|e| self.fail("write", e));
+        let mut txn = self
+            .db
+            .begin_write()
+            .unwrap_or_else(|e| self.fail("write", e));
         txn.set_durability(Durability::Eventual);
         {
-            let mut table = txn.open_table(TABLE).unwrap_or_else(|e| self.fail("open", e));
+            let mut table = txn
+                .open_table(TABLE)
+                .unwrap_or_else(|e| self.fail("open", e));
             for &id in ids {
                 let got = table.remove(id).unwrap_or_else(|e| self.fail("remove", e));
                 if let Some(v) = got {
-                    let s: LocalState = ciborium::from_reader(v.value())
-                        .unwrap_or_else(|e| self.fail("decode", e));
+                    let s: LocalState =
+                        ciborium::from_reader(v.value()).unwrap_or_else(|e| self.fail("decode", e));
                     found.insert(id, s);
                 }
             }
@@ -202,7 +216,10 @@ impl SpillStore {
 
     /// Number of states in the database file (reads the table; for tests).
     pub fn count_on_disk(&self) -> u64 {
-        let txn = self.db.begin_read().unwrap_or_else(|e| self.fail("read", e));
+        let txn = self
+            .db
+            .begin_read()
+            .unwrap_or_else(|e| self.fail("read", e));
         match txn.open_table(TABLE) {
             Ok(t) => t.len().unwrap_or_else(|e| self.fail("len", e)),
             Err(_) => 0,
