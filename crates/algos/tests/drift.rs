@@ -312,7 +312,7 @@ fn feddyn_clips_the_corrected_gradient_by_hand() {
         }
         if clip.is_some() {
             // Each clipped step moves θ by exactly η·c.
-            let norm = res.report.update_norm as f64;
+            let norm = res.report.update_norm;
             assert!(norm <= lr * c * tau as f64 * (1.0 + 1e-5), "{norm}");
         }
     }
