@@ -127,6 +127,25 @@ fn deadline_gives_partial_work_by_the_clock() {
 }
 
 #[test]
+fn device_step_limit_caps_the_plan_and_the_clock() {
+    // speed 2 steps/s, free bandwidth; device limit 6 steps of the plan's 20.
+    let devices = DevicesConfig {
+        speed: Distribution::Constant { value: 2.0 },
+        max_steps: Some(Distribution::Constant { value: 6.0 }),
+        ..Default::default()
+    };
+    let x = Arc::new(ParamTree::zeros(spec()));
+    let mut s = Systems::new(fedavg(3, plan(0.1, 20)), Devices::new(devices, 0).unwrap());
+    let ins = s.configure_train(1, &x, &pool(4), 0).unwrap();
+    assert_eq!(ins.len(), 3);
+    assert!(ins.iter().all(|(_, i)| i.plan.max_steps == Some(6)));
+    let t = s.round_timing().unwrap();
+    assert_eq!(t.partial.len(), 3);
+    // 6 steps at 2 steps/s; the bandwidth term is ≈ 0.
+    assert!((t.round_seconds - 3.0).abs() < 1e-6, "{}", t.round_seconds);
+}
+
+#[test]
 fn bad_device_values_name_the_key() {
     let e = DevicesConfig {
         stragglers: 1.5,
@@ -157,7 +176,7 @@ fn systems_run(threads: usize) -> (Vec<f32>, Vec<f64>) {
             low: 0.5,
             high: 1.0,
         },
-        dropout: 0.2,
+        dropout: Distribution::Constant { value: 0.2 },
         stragglers: 0.5,
         deadline: Some(30.0),
         ..Default::default()
