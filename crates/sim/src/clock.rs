@@ -129,6 +129,8 @@ mod tests {
             speed: 4.0,
             bandwidth: 800.0,
             availability: 1.0,
+            dropout: 0.0,
+            max_steps: None,
         };
         // 10 steps / 4 + 2 · 400 bytes / 800 = 2.5 + 1
         assert_eq!(completion_seconds(&p, 10, model_bytes(100)), 3.5);

@@ -15,6 +15,13 @@
 //! straggling client is either dropped or keeps partial work, which reaches it as
 //! [`RatePlan::max_steps`](fedpace_core::RatePlan::max_steps), so it composes with every
 //! strategy and rate policy. Dropouts are selected clients whose update never arrives.
+//!
+//! `epochs = { min, max }` gives every selected client a random number of local
+//! epochs `E_k ~ U{min..max}` per round, drawn from `(seed, round, client)` (FedNova's
+//! heterogeneous-τ setting, ALGORITHMS.md B.3 and Appendix Z #3). It replaces the
+//! plan's [`RatePlan::work`](fedpace_core::RatePlan::work) before the straggler
+//! protocol and the deadline, so those apply to the drawn work, and the clients' rate
+//! sums (hence objective-consistency normalisation) follow it.
 
 use crate::clock::{completion_seconds, model_bytes, steps_within};
 use fedpace_core::rng::{stream, Purpose};
@@ -102,6 +109,16 @@ impl Distribution {
     }
 }
 
+/// An inclusive range of local epochs, `{ min = 2, max = 5 }`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EpochRange {
+    /// Fewest epochs (≥ 1).
+    pub min: u32,
+    /// Most epochs (≥ `min`).
+    pub max: u32,
+}
+
 /// What happens to a straggler or a client that would miss the deadline.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -123,14 +140,22 @@ pub struct DevicesConfig {
     pub bandwidth: Distribution,
     /// Probability of being available in a round, drawn per client (default 1).
     pub availability: Distribution,
-    /// Probability that a selected client drops out of a round (default 0).
-    pub dropout: f64,
+    /// Probability that a selected client drops out of a round, drawn per client: a
+    /// number (the same for everyone) or a distribution (default 0).
+    #[serde(deserialize_with = "number_or_distribution")]
+    pub dropout: Distribution,
+    /// The largest number of local steps a device can run in a round, drawn per client
+    /// (rounded, at least 1); its plan's `max_steps` is capped by it (default none).
+    pub max_steps: Option<Distribution>,
     /// Fraction of the selected clients that straggle each round (default 0).
     pub stragglers: f64,
     /// Round deadline in simulated seconds (default none: wait for everyone).
     pub deadline: Option<f64>,
     /// Stragglers and late clients: `partial` (default) or `drop`.
     pub late: LatePolicy,
+    /// Random local epochs per (round, client), `E_k ~ U{min..max}`, replacing the
+    /// plan's work (default none: the plan's work).
+    pub epochs: Option<EpochRange>,
 }
 
 impl Default for DevicesConfig {
@@ -139,10 +164,12 @@ impl Default for DevicesConfig {
             speed: Distribution::Constant { value: 1.0 },
             bandwidth: Distribution::Constant { value: 1e12 },
             availability: Distribution::Constant { value: 1.0 },
-            dropout: 0.0,
+            dropout: Distribution::Constant { value: 0.0 },
+            max_steps: None,
             stragglers: 0.0,
             deadline: None,
             late: LatePolicy::Partial,
+            epochs: None,
         }
     }
 }
@@ -156,12 +183,9 @@ impl DevicesConfig {
             .validate("devices.bandwidth", 0.0, f64::INFINITY, false)?;
         self.availability
             .validate("devices.availability", 0.0, 1.0, true)?;
-        if !(0.0..=1.0).contains(&self.dropout) {
-            return Err(Error::invalid(
-                "devices.dropout",
-                self.dropout,
-                "a probability in [0, 1]",
-            ));
+        self.dropout.validate("devices.dropout", 0.0, 1.0, true)?;
+        if let Some(m) = &self.max_steps {
+            m.validate("devices.max_steps", 1.0, f64::INFINITY, true)?;
         }
         if !(0.0..=1.0).contains(&self.stragglers) {
             return Err(Error::invalid(
@@ -169,6 +193,15 @@ impl DevicesConfig {
                 self.stragglers,
                 "a fraction in [0, 1]",
             ));
+        }
+        if let Some(e) = self.epochs {
+            if !(e.min >= 1 && e.min <= e.max) {
+                return Err(Error::invalid(
+                    "devices.epochs.min/max",
+                    format!("{}/{}", e.min, e.max),
+                    "1 <= min <= max",
+                ));
+            }
         }
         if let Some(d) = self.deadline {
             if !(d.is_finite() && d > 0.0) {
@@ -192,6 +225,26 @@ pub struct DeviceProfile {
     pub bandwidth: f64,
     /// Probability of being available in a round.
     pub availability: f64,
+    /// Probability of dropping out once selected.
+    pub dropout: f64,
+    /// Largest number of local steps per round, if the device has a limit.
+    pub max_steps: Option<u32>,
+}
+
+/// Reads `dropout = 0.1` as a constant, or a distribution table.
+fn number_or_distribution<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<Distribution, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum NumberOr {
+        Number(f64),
+        Dist(Distribution),
+    }
+    Ok(match NumberOr::deserialize(d)? {
+        NumberOr::Number(value) => Distribution::Constant { value },
+        NumberOr::Dist(x) => x,
+    })
 }
 
 /// Every client's profile, drawn once from the run seed.
@@ -220,6 +273,13 @@ impl Devices {
             speed: self.cfg.speed.draw(&mut rng),
             bandwidth: self.cfg.bandwidth.draw(&mut rng),
             availability: self.cfg.availability.draw(&mut rng).clamp(0.0, 1.0),
+            // Drawn after the first three so adding them kept earlier profiles unchanged.
+            dropout: self.cfg.dropout.draw(&mut rng).clamp(0.0, 1.0),
+            max_steps: self
+                .cfg
+                .max_steps
+                .as_ref()
+                .map(|m| m.draw(&mut rng).round().clamp(1.0, u32::MAX as f64) as u32),
         }
     }
 
@@ -235,7 +295,8 @@ impl Devices {
 
     /// Whether client `id` drops out of `round` once selected.
     pub fn drops_out(&self, id: ClientId, round: u32) -> bool {
-        if self.cfg.dropout <= 0.0 {
+        let p = self.profile(id).dropout;
+        if p <= 0.0 {
             return false;
         }
         let mut rng = stream(
@@ -244,7 +305,20 @@ impl Devices {
             id,
             Purpose::Algorithm,
         );
-        rng.gen::<f64>() < self.cfg.dropout
+        rng.gen::<f64>() < p
+    }
+
+    /// Client `id`'s local epochs in `round`, `U{min..max}` (`None` without
+    /// `epochs`).
+    pub fn local_epochs(&self, id: ClientId, round: u32) -> Option<u32> {
+        let e = self.cfg.epochs?;
+        let mut rng = stream(
+            self.seed ^ SALT_ROUND ^ 4,
+            round as u64,
+            id,
+            Purpose::Algorithm,
+        );
+        Some(rng.gen_range(e.min..=e.max))
     }
 
     /// The stragglers among `selected` (sorted by id) in `round`: all but
@@ -321,8 +395,11 @@ impl Systems {
 impl Strategy for Systems {
     fn describe(&self) -> String {
         let c = self.devices.config();
+        let epochs = c
+            .epochs
+            .map_or(String::new(), |e| format!(", epochs={}..={}", e.min, e.max));
         format!(
-            "{} with devices(stragglers={}, late={:?}, deadline={:?}, dropout={})",
+            "{} with devices(stragglers={}, late={:?}, deadline={:?}, dropout={:?}{epochs})",
             self.inner.describe(),
             c.stragglers,
             c.late,
@@ -363,6 +440,9 @@ impl Strategy for Systems {
                 timing.dropped.push(id);
                 continue;
             }
+            if let Some(e) = self.devices.local_epochs(id, round) {
+                i.plan.work = LocalWork::Epochs(e);
+            }
             let full = i.plan.steps_for(n as usize);
             let mut steps = full;
             if stragglers.contains(&id) {
@@ -379,6 +459,9 @@ impl Strategy for Systems {
                 }
             }
             let profile = self.devices.profile(id);
+            if let Some(m) = profile.max_steps {
+                steps = steps.min(m);
+            }
             if let Some(deadline) = cfg.deadline {
                 if completion_seconds(&profile, steps, bytes) > deadline {
                     match cfg.late {
@@ -440,5 +523,74 @@ impl Strategy for Systems {
 
     fn round_timing(&self) -> Option<RoundTiming> {
         self.timing.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dropout_is_a_number_or_a_per_client_distribution() {
+        let fixed: DevicesConfig = serde_json::from_str(r#"{"dropout": 0.05}"#).unwrap();
+        assert_eq!(fixed.dropout, Distribution::Constant { value: 0.05 });
+        let drawn: DevicesConfig =
+            serde_json::from_str(r#"{"dropout": {"dist": "uniform", "low": 0.0, "high": 0.5}}"#)
+                .unwrap();
+        let d = Devices::new(drawn, 3).unwrap();
+        let p: Vec<f64> = (0..200).map(|id| d.profile(id).dropout).collect();
+        assert!(p.iter().all(|v| (0.0..=0.5).contains(v)));
+        assert!(
+            p.iter().any(|v| *v < 0.1) && p.iter().any(|v| *v > 0.4),
+            "not spread"
+        );
+        // Clients with a higher probability drop out more often over many rounds.
+        let (lo, hi) = (
+            (0..200)
+                .min_by(|a, b| p[*a as usize].total_cmp(&p[*b as usize]))
+                .unwrap(),
+            (0..200)
+                .max_by(|a, b| p[*a as usize].total_cmp(&p[*b as usize]))
+                .unwrap(),
+        );
+        let count = |id| (0..400).filter(|r| d.drops_out(id, *r)).count();
+        assert!(
+            count(hi) > count(lo) + 100,
+            "{} vs {}",
+            count(hi),
+            count(lo)
+        );
+        let bad: DevicesConfig = serde_json::from_str(r#"{"dropout": 1.5}"#).unwrap();
+        assert_eq!(
+            bad.validate().unwrap_err().to_string(),
+            "devices.dropout.value = 1.5: values in [0, 1]"
+        );
+    }
+
+    #[test]
+    fn max_steps_is_drawn_per_client_and_at_least_one() {
+        let cfg = DevicesConfig {
+            max_steps: Some(Distribution::Uniform {
+                low: 1.0,
+                high: 20.0,
+            }),
+            ..Default::default()
+        };
+        let d = Devices::new(cfg, 9).unwrap();
+        let m: Vec<u32> = (0..100)
+            .map(|id| d.profile(id).max_steps.unwrap())
+            .collect();
+        assert!(m.iter().all(|v| (1..=20).contains(v)));
+        assert!(m.iter().collect::<std::collections::BTreeSet<_>>().len() > 5);
+        assert_eq!(d.profile(7), d.profile(7));
+        let bad = DevicesConfig {
+            max_steps: Some(Distribution::Constant { value: 0.0 }),
+            ..Default::default()
+        };
+        assert!(bad
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .starts_with("devices.max_steps.value = 0"));
     }
 }
