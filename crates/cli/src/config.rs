@@ -167,6 +167,12 @@ impl ExperimentConfig {
         for o in overrides {
             apply_override(&mut value, o).map_err(|m| ConfigError(format!("--set {o}: {m}")))?;
         }
+        // Which `[strategy]` keys were *written* (many have defaults): read them before
+        // deserialising, check them against the chosen algorithm afterwards.
+        let strategy_keys: Vec<String> = match value.get("strategy") {
+            Some(toml::Value::Table(t)) => t.keys().cloned().collect(),
+            _ => Vec::new(),
+        };
         let de = toml::Value::Table(value);
         let cfg: ExperimentConfig = serde_path_to_error::deserialize(de).map_err(|e| {
             let path = e.path().to_string();
@@ -184,6 +190,11 @@ impl ExperimentConfig {
                 ConfigError(format!("{origin}: {path}: {msg}"))
             }
         })?;
+        fedpace_algos::config::check_strategy_keys(
+            cfg.strategy.name,
+            strategy_keys.iter().map(String::as_str),
+        )
+        .map_err(|m| ConfigError(format!("{origin}: {m}")))?;
         cfg.validate()
             .map_err(|m| ConfigError(format!("{origin}: {m}")))?;
         Ok(cfg)
