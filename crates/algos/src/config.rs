@@ -746,7 +746,9 @@ mod tests {
         for key in v.as_object().unwrap().keys() {
             assert!(
                 COMMON_KNOBS.contains(&key.as_str())
-                    || StrategyName::ALL.iter().any(|n| n.knobs().contains(&key.as_str())),
+                    || StrategyName::ALL
+                        .iter()
+                        .any(|n| n.knobs().contains(&key.as_str())),
                 "strategy.{key} is declared for no algorithm in StrategyName::knobs"
             );
         }
@@ -774,7 +776,9 @@ mod tests {
              fedadam, fedyogi, fedexp, fednova, fedprox, scaffold, feddyn, fedbuff, perfedavg, \
              pfedme, ditto, fedper, lg-fedavg, fedrep, fedbabu, apfl)"
         );
-        assert!(check_strategy_keys(StrategyName::Ditto, ["name", "lambda", "personal_lr"]).is_ok());
+        assert!(
+            check_strategy_keys(StrategyName::Ditto, ["name", "lambda", "personal_lr"]).is_ok()
+        );
         assert!(check_strategy_keys(StrategyName::Fedadam, ["beta1", "flower_compatible"]).is_ok());
         // Unknown keys are left to the deserialiser.
         assert!(check_strategy_keys(StrategyName::Fedavg, ["lamda"]).is_ok());

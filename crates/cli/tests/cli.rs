@@ -240,25 +240,35 @@ fn strategy_keys_of_another_algorithm_are_rejected() {
         ),
     ];
     for (strategy, want) in cases {
-        assert_eq!(usage_error(&format!("{base}{strategy}")), want);
+        let err = usage_error(&format!("{base}{strategy}"));
+        assert!(err.starts_with("error: ") && err.ends_with(want), "{err}");
     }
     // A --set override is checked the same way.
     let tmp = tempfile::tempdir().unwrap();
     let cfg = write_config(tmp.path(), base);
     let st = fedpace()
-        .args(["run", cfg.to_str().unwrap(), "--set", "strategy.momentum=0.5"])
+        .args([
+            "run",
+            cfg.to_str().unwrap(),
+            "--set",
+            "strategy.momentum=0.5",
+        ])
         .arg("--out")
         .arg(tmp.path().join("never"))
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&st.stderr);
     assert_eq!(st.status.code(), Some(2), "{err}");
-    assert!(err.contains("strategy.momentum: not used by fedavg (used by fedavgm)"), "{err}");
+    assert!(
+        err.contains("strategy.momentum: not used by fedavg (used by fedavgm)"),
+        "{err}"
+    );
 }
 
 #[test]
 fn unknown_group_labels_are_rejected_before_the_run_starts() {
-    let base = "[data]\nsource = \"optdigits\"\nnum_clients = 4\n[model]\nname = \"mlp\"\nhidden = [8]\n";
+    let base =
+        "[data]\nsource = \"optdigits\"\nnum_clients = 4\n[model]\nname = \"mlp\"\nhidden = [8]\n";
     let err = usage_error(&format!(
         "{base}[strategy]\nname = \"fedrep\"\npersonal_groups = [\"classifier\"]\n"
     ));
@@ -268,7 +278,10 @@ fn unknown_group_labels_are_rejected_before_the_run_starts() {
     let err = usage_error(&format!(
         "{base}[strategy]\nname = \"fedbabu\"\nfrozen_groups = [\"fc9\"]\n"
     ));
-    assert!(err.contains("strategy.frozen_groups") && err.contains("fc9"), "{err}");
+    assert!(
+        err.contains("strategy.frozen_groups") && err.contains("fc9"),
+        "{err}"
+    );
     assert!(err.contains("body") && err.contains("head"), "{err}");
     // FedPer on a one-group model (logistic regression) cannot split it.
     let err = usage_error(
@@ -304,7 +317,11 @@ fn personalised_runs_are_bit_identical_with_one_or_two_threads() {
             outs.push(out);
         }
         let model = |d: &Path| std::fs::read(d.join("model.safetensors")).unwrap();
-        assert_eq!(model(&outs[0]), model(&outs[1]), "{name}: final models differ");
+        assert_eq!(
+            model(&outs[0]),
+            model(&outs[1]),
+            "{name}: final models differ"
+        );
         let strip = |d: &Path| {
             let mut s = read_json(&d.join("summary.json"));
             let o = s.as_object_mut().unwrap();
@@ -328,7 +345,11 @@ fn personalised_runs_are_bit_identical_with_one_or_two_threads() {
                 })
                 .collect()
         };
-        assert_eq!(metrics(&outs[0]), metrics(&outs[1]), "{name}: metrics differ");
+        assert_eq!(
+            metrics(&outs[0]),
+            metrics(&outs[1]),
+            "{name}: metrics differ"
+        );
     }
 }
 
