@@ -300,8 +300,16 @@ impl ExperimentConfig {
         let mut resolved = self.clone();
         resolved.data.partition = Some(self.data.effective_partition());
         resolved.data.test_fraction = Some(self.data.effective_test_fraction());
-        toml::to_string_pretty(&resolved)
-            .unwrap_or_else(|e| format!("# could not serialise: {e}\n"))
+        let mut value = match toml::Value::try_from(&resolved) {
+            Ok(v) => v,
+            Err(e) => return format!("# could not serialise: {e}\n"),
+        };
+        // Only the `[strategy]` keys the chosen algorithm uses, so the file parses again
+        // (a key of another algorithm is an error).
+        if let Some(toml::Value::Table(t)) = value.get_mut("strategy") {
+            t.retain(|k, _| self.strategy.name.uses(k));
+        }
+        toml::to_string_pretty(&value).unwrap_or_else(|e| format!("# could not serialise: {e}\n"))
     }
 }
 
@@ -369,6 +377,14 @@ mod tests {
         assert_eq!(again.data.partition, Some(c.data.effective_partition()));
         assert_eq!(again.to_toml(), c.to_toml());
         assert_eq!((again.rounds, again.policy.name()), (3, "by-data-size"));
+        // Knobs of every algorithm round-trip (only the chosen one's are written).
+        for name in fedpace_algos::StrategyName::ALL {
+            let mut c = ExperimentConfig::default();
+            c.strategy.name = name;
+            let again = ExperimentConfig::parse(&c.to_toml(), "resolved", &[])
+                .unwrap_or_else(|e| panic!("{}: {e}", name.as_str()));
+            assert_eq!(again.strategy, c.strategy, "{}", name.as_str());
+        }
     }
 
     #[test]
