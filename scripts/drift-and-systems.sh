@@ -5,6 +5,7 @@ set -euo pipefail
 BIN=${BIN:-target/release/fedpace}
 OUT=${OUT:-runs/drift}
 SEEDS=${SEEDS:-"0 1 2"}
+ONLY=${ONLY:-all}   # all, z2 or z3
 mkdir -p "$OUT"
 # FedAvg runs use fedprox.toml without its `mu` (a [strategy] key fedavg does not use is an error).
 sed '/^mu = /d' examples/fedprox.toml > "$OUT/fedavg-base.toml"
@@ -17,7 +18,7 @@ run() { # name, extra --set args...  (BASE=config, default examples/fedprox.toml
 # Z #2: FedProx systems heterogeneity on Synthetic(1,1): 30 devices, 10/round, E=20, B=10, lr 0.01.
 # z2-*: the paper's plain n_k-weighted mean (normalize=off); z2auto-*: fedpace's default
 # (normalize=auto: FedNova-style normalisation whenever clients' rate sums differ).
-for seed in $SEEDS; do
+[ "$ONLY" = z3 ] || for seed in $SEEDS; do
   for s in 0 0.5 0.9; do
     for n in off auto; do
       p=z2; [ $n = auto ] && p=z2auto
@@ -30,17 +31,22 @@ for seed in $SEEDS; do
     done
   done
 done
-# Z #3: FedNova (normalised) vs FedAvg with random local epochs: every selected client is a
-# "straggler" with E=6, so each runs U{1..5} epochs; with and without per-client rates.
-for seed in $SEEDS; do
-  for norm in off on; do
-    BASE=$OUT/fedavg-base.toml run "z3-constant-norm$norm-seed$seed" --seed "$seed" --set strategy.name=fedavg \
-      --set strategy.normalize=$norm --set client.epochs=6 \
-      --set devices.stragglers=1.0 --set devices.late=partial
-    BASE=$OUT/fedavg-base.toml run "z3-bydatasize-norm$norm-seed$seed" --seed "$seed" --set strategy.name=fedavg \
-      --set strategy.normalize=$norm --set client.epochs=6 \
-      --set devices.stragglers=1.0 --set devices.late=partial \
-      --set policy.name=by-data-size --set policy.gamma=-0.5
+# Z #3: FedNova vs FedAvg with random local epochs E_k ~ U{2..5} per (round, client)
+# ([devices] epochs, ALGORITHMS.md B.3 / Appendix Z #3), no stragglers. FedAvg = plain n_k-weighted
+# mean (normalize=off); FedNova = strategy fednova (normalised by each client's rate sum).
+# Three rate policies: one rate; by-data-size γ=-0.5 (η_kτ_k ∝ n_k^0.5: narrower spread);
+# by-data-size γ=+0.5 (η_kτ_k ∝ n_k^1.5: wider spread).
+[ "$ONLY" = z2 ] || for seed in $SEEDS; do
+  for pol in constant dsneg dspos; do
+    case $pol in
+      constant) p=();;
+      dsneg) p=(--set policy.name=by-data-size --set policy.gamma=-0.5);;
+      dspos) p=(--set policy.name=by-data-size --set policy.gamma=0.5);;
+    esac
+    BASE=$OUT/fedavg-base.toml run "z3-$pol-fedavg-seed$seed" --seed "$seed" --set strategy.name=fedavg --set strategy.normalize=off \
+      --set 'devices.epochs={min=2,max=5}' "${p[@]}"
+    BASE=$OUT/fedavg-base.toml run "z3-$pol-fednova-seed$seed" --seed "$seed" --set strategy.name=fednova --set strategy.normalize=on \
+      --set 'devices.epochs={min=2,max=5}' "${p[@]}"
   done
 done
 echo done

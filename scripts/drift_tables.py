@@ -68,20 +68,56 @@ def per_seed(prefix):
             print(f"| {int(float(s)*100)} % | {seed} | {acc} | {loss} |")
 
 
+def rate_sum_spread(name):
+    """Mean over rounds of the coefficient of variation of the clients' rate sums Λ_k = Σ_s η_k,s
+    (η_k·τ_k for plain SGD), from the per-client records in metrics.jsonl."""
+    path = os.path.join(OUT, name, "metrics.jsonl")
+    if not os.path.exists(path):
+        return None
+    cvs = []
+    for line in open(path):
+        r = json.loads(line)
+        v = [c["effective_step"] for c in r.get("clients", []) if c.get("effective_step")]
+        if len(v) > 1 and statistics.mean(v) > 0:
+            cvs.append(statistics.pstdev(v) / statistics.mean(v))
+    return statistics.mean(cvs) if cvs else None
+
+
 def z3():
-    print("| local epochs | rate policy | aggregation | final test acc % (r200) | final test loss |")
-    print("|---|---|---|---|---|")
-    for pol, plabel in [("constant", "constant lr 0.01"), ("bydatasize", "by-data-size γ=−0.5")]:
-        for norm, nlabel in [("off", "FedAvg (plain mean)"), ("on", "FedNova (normalised by Σ rates)")]:
-            fin, loss = [], []
+    pols = [("constant", "constant lr 0.01"), ("dsneg", "by-data-size γ=−0.5"), ("dspos", "by-data-size γ=+0.5")]
+    print("| local epochs | rate policy | spread of η_kτ_k (CV) | aggregation | final test acc % (r200) | final test loss | best acc % |")
+    print("|---|---|---|---|---|---|---|")
+    per = []
+    for pol, plabel in pols:
+        cv = [rate_sum_spread(f"z3-{pol}-fedavg-seed{seed}") for seed in SEEDS]
+        cv = [c for c in cv if c is not None]
+        cvs = f"{statistics.mean(cv):.2f}" if cv else "–"
+        res = {}
+        for algo, alabel in [("fedavg", "FedAvg (plain mean)"), ("fednova", "FedNova (normalised by Σ rates)")]:
+            fin, loss, best = [], [], []
             for seed in SEEDS:
-                c = curve(f"z3-{pol}-norm{norm}-seed{seed}")
+                c = curve(f"z3-{pol}-{algo}-seed{seed}")
                 if c:
-                    fin.append(c[-1][1]); loss.append(c[-1][2])
-            print(f"| U{{1..5}} | {plabel} | {nlabel} | {ms(fin)} | {loss_ms(loss)} |")
+                    fin.append(c[-1][1]); loss.append(c[-1][2]); best.append(max(p[1] for p in c))
+            res[algo] = (fin, loss)
+            print(f"| U{{2..5}} | {plabel} | {cvs} | {alabel} | {ms(fin)} | {loss_ms(loss)} | {ms(best)} |")
+        per.append((plabel, res))
+    print()
+    print("| rate policy | seed | accuracy % (FedAvg / FedNova) | test loss (FedAvg / FedNova) |")
+    print("|---|---|---|---|")
+    for plabel, res in per:
+        (fa, la), (fn, ln) = res["fedavg"], res["fednova"]
+        for k in range(min(len(fa), len(fn))):
+            print(f"| {plabel} | {SEEDS[k]} | {100*fa[k]:.1f} / {100*fn[k]:.1f} | {la[k]:.3f} / {ln[k]:.3f} |")
+    series = []
+    for pol, plabel in pols:
+        for algo in ["fedavg", "fednova"]:
+            series.append((f"{plabel}, {algo}", mean_curve([f"z3-{pol}-{algo}-seed{k}" for k in SEEDS], 2)))
+    svg_lines(series, "Synthetic(1,1), E_k ~ U{2..5}: FedAvg vs FedNova", "test loss (global model)",
+              os.path.join(DOCS, "z3-loss.svg"), ymax=2.0)
 
 
-COLORS = ["#d62728", "#1f77b4", "#2ca02c", "#9467bd"]
+COLORS = ["#d62728", "#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf"]
 
 
 def svg_lines(series, title, ylabel, path, ymax=None):
@@ -108,8 +144,8 @@ def svg_lines(series, title, ylabel, path, ymax=None):
         out.append(f'<text x="{fx(xv):.1f}" y="{H-B+14}" text-anchor="middle">{xv:.0f}</text>')
     for i, (label, pts) in enumerate(series):
         d = " ".join(f"{fx(x):.1f},{fy(y):.1f}" for x, y in pts)
-        out.append(f'<polyline fill="none" stroke="{COLORS[i % 4]}" stroke-width="1.5" points="{d}"/>')
-        out.append(f'<text x="{L+10}" y="{T+14+13*i}" fill="{COLORS[i % 4]}">{label}</text>')
+        out.append(f'<polyline fill="none" stroke="{COLORS[i % len(COLORS)]}" stroke-width="1.5" points="{d}"/>')
+        out.append(f'<text x="{L+10}" y="{T+14+13*i}" fill="{COLORS[i % len(COLORS)]}">{label}</text>')
     out.append("</svg>")
     os.makedirs(os.path.dirname(path), exist_ok=True)
     open(path, "w").write("\n".join(out))
@@ -132,6 +168,9 @@ def plot_z2(prefix):
         svg_lines(series, f"Synthetic(1,1), {int(float(s)*100)} % stragglers, normalize={'off' if prefix == 'z2' else 'auto'}",
                   "test loss (global model)", os.path.join(DOCS, f"{prefix}-loss-s{s}.svg"), ymax=4.0)
 
+
+if __name__ == "__main__" and len(sys.argv) > 3 and sys.argv[3] == "z3":
+    print("### Z #3\n"); z3(); sys.exit(0)
 
 if __name__ == "__main__":
     print("### Z #2 (normalize=off)\n"); z2("z2"); print(); per_seed("z2"); print("\n### Z #2 (normalize=auto)\n"); z2("z2auto"); print(); per_seed("z2auto"); print("\n### Z #3\n"); z3()

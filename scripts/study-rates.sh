@@ -85,7 +85,7 @@ for ds in synthetic mnist; do
       echo "[eval]"
       echo "every = 50"
       echo "finetune_steps = 5"
-      echo "[devices]"
+      echo "[device_classes]"
       echo "slow = 0.3"
       echo "fast = 0.7"
       echo "[policy]"

@@ -8,7 +8,8 @@ use fedpace_core::{
     TrainReport, TrainRes,
 };
 use fedpace_optim::{
-    add_proximal, apply_updates, OptimizerSpec, State, StateMode, StepContext, Transform,
+    add_proximal, apply_updates, clip_by_global_norm, OptimizerSpec, State, StateMode, StepContext,
+    Transform,
 };
 use fedpace_params::{l2_norm, ParamTree};
 use rand::seq::SliceRandom;
@@ -70,7 +71,9 @@ impl<R: Rng> BatchOrder<R> {
 }
 
 /// Terms a drift-control algorithm adds to every local gradient before the local
-/// optimiser sees it: `g ← g + linear + μ·(w − anchor)`.
+/// optimiser sees it: `g ← g + linear + μ·(w − anchor)`, then optionally
+/// `g ← clip(g, max_norm)` (optim's `clip_by_global_norm`: FedDyn's reference code
+/// clips the gradient of its whole objective at norm 10, B.4).
 ///
 /// The proximal part is optim's [`add_proximal`] with its anchor set once per round
 /// (FedProx B.1, and FedDyn's `(α/2)‖θ − θ^{t−1}‖²`, B.4); the linear part is SCAFFOLD's
@@ -82,6 +85,9 @@ pub struct GradientCorrection<'a> {
     pub proximal: Option<(f64, &'a [f32])>,
     /// A constant vector added to every gradient.
     pub linear: Option<&'a [f32]>,
+    /// Clip the corrected gradient to this global L2 norm (after `linear` and
+    /// `proximal`, before the optimiser); `None`: no clipping.
+    pub clip: Option<f64>,
 }
 
 /// Runs `steps` local steps from `params` under `plan`, starting at cumulative step
@@ -139,6 +145,14 @@ pub fn local_train_with(
         _ => None,
     };
     let mut prox = prox;
+    let clip = match correction.clip {
+        Some(c) if !(c.is_finite() && c > 0.0) => {
+            return Err(Error::invalid("gradient clip norm", c, "a finite norm > 0"))
+        }
+        Some(c) => Some(clip_by_global_norm(c)),
+        None => None,
+    };
+    let mut clip_state = State::default();
     if let Some(l) = correction.linear {
         if l.len() != spec.total_len() {
             return Err(Error::invalid(
@@ -231,6 +245,9 @@ pub fn local_train_with(
         }
         if let Some((t, st)) = prox.as_mut() {
             t.update(&mut grad, st, params.as_slice(), &ctx)?;
+        }
+        if let Some(c) = clip.as_ref() {
+            c.update(&mut grad, &mut clip_state, params.as_slice(), &ctx)?;
         }
         tx.update(&mut grad, opt_state, params.as_slice(), &ctx)?;
         apply_updates(params.as_mut_slice(), &grad);
@@ -361,6 +378,7 @@ impl Client for StandardClient {
         };
         // Drift-control terms added to every local gradient.
         let mut mu = ins.plan.prox_mu;
+        let mut clip = None;
         let linear: Option<Vec<f32>> = match &ins.extras {
             // Personalised recipes returned above.
             InsExtras::None | InsExtras::OptimizerState(_) | InsExtras::Personal(_) => None,
@@ -375,10 +393,23 @@ impl Client for StandardClient {
                 }
                 Some(l)
             }
-            InsExtras::FedDyn { alpha } => {
+            InsExtras::FedDyn {
+                alpha,
+                max_grad_norm,
+            } => {
                 if !(alpha.is_finite() && *alpha > 0.0) {
                     return Err(Error::invalid("extras.alpha", alpha, "a finite α > 0"));
                 }
+                if let Some(c) = max_grad_norm {
+                    if !(c.is_finite() && *c > 0.0) {
+                        return Err(Error::invalid(
+                            "extras.max_grad_norm",
+                            c,
+                            "a finite norm > 0",
+                        ));
+                    }
+                }
+                clip = *max_grad_norm;
                 mu += alpha;
                 match &state.feddyn_gradient {
                     Some(g) => {
@@ -401,6 +432,7 @@ impl Client for StandardClient {
             GradientCorrection {
                 proximal: Some((mu, x)),
                 linear: linear.as_deref(),
+                clip,
             },
         )?;
         let optimizer_extras = match ins.plan.state_mode {
@@ -446,7 +478,7 @@ impl Client for StandardClient {
                 state.control_variate = Some(new);
                 ResExtras::Scaffold { control_delta }
             }
-            InsExtras::FedDyn { alpha } => {
+            InsExtras::FedDyn { alpha, .. } => {
                 // g_k ← g_k − α(θ_k − θ^{t−1})
                 let a = *alpha as f32;
                 let mut g = state

@@ -118,7 +118,7 @@ impl StrategyName {
             StrategyName::Fedexp => sync_knobs!("eps"),
             StrategyName::Fedprox => sync_knobs!("mu"),
             StrategyName::Scaffold => sync_knobs!("scaffold_option"),
-            StrategyName::Feddyn => sync_knobs!("alpha"),
+            StrategyName::Feddyn => sync_knobs!("alpha", "feddyn_clip"),
             StrategyName::Fedasync => &[
                 "async_alpha",
                 "staleness",
@@ -251,6 +251,9 @@ pub struct StrategyConfig {
     pub scaffold_option: fedpace_core::ScaffoldOption,
     /// FedDyn: regulariser α > 0 (default 0.1).
     pub alpha: f64,
+    /// FedDyn: clip each corrected local gradient to this global L2 norm (default 10,
+    /// the reference code's; 0 = no clipping).
+    pub feddyn_clip: f64,
     /// FedAsync: mixing weight α ∈ (0, 1] (default 0.6).
     pub async_alpha: f64,
     /// Asynchronous: staleness function s(τ), e.g. `{ name = "hinge", a = 10, b = 4 }`
@@ -311,6 +314,7 @@ impl Default for StrategyConfig {
             mu: 0.01,
             scaffold_option: Default::default(),
             alpha: 0.1,
+            feddyn_clip: 10.0,
             async_alpha: 0.6,
             staleness: Default::default(),
             buffer_size: 10,
@@ -383,6 +387,13 @@ impl StrategyConfig {
                 "strategy.alpha",
                 self.alpha,
                 "a finite α > 0",
+            ));
+        }
+        if !(self.feddyn_clip.is_finite() && self.feddyn_clip >= 0.0) {
+            return Err(Error::invalid(
+                "strategy.feddyn_clip",
+                self.feddyn_clip,
+                "a finite norm >= 0 (0 turns clipping off)",
             ));
         }
         if !(self.async_alpha > 0.0 && self.async_alpha <= 1.0) {
@@ -682,7 +693,10 @@ impl StrategyConfig {
             StrategyName::Scaffold => {
                 return Ok(Box::new(Scaffold::new(cfg, self.scaffold_option, policy)))
             }
-            StrategyName::Feddyn => return Ok(Box::new(FedDyn::new(cfg, self.alpha, policy)?)),
+            StrategyName::Feddyn => {
+                let clip = (self.feddyn_clip > 0.0).then_some(self.feddyn_clip);
+                return Ok(Box::new(FedDyn::with_clip(cfg, self.alpha, clip, policy)?));
+            }
             StrategyName::Perfedavg
             | StrategyName::Pfedme
             | StrategyName::Ditto

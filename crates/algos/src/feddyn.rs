@@ -8,7 +8,11 @@
 //! Server (state h, m = N the whole pool):
 //! `h ← h − α (1/m) Σ_{k∈P} (θ_k − θ^{t−1})`,
 //! `θ^t = θ^{t−1} + η_g · (1/|P|) Σ_{k∈P} (θ_k − θ^{t−1}) − h/α` (η_g = 1 is the paper).
-//! Not done: the reference code's gradient clipping at norm 10.
+//!
+//! As in the reference code (FL-bench, Acar et al.'s), the client clips the gradient
+//! of its whole local objective (loss gradient, linear and proximal terms) to global
+//! L2 norm `max_grad_norm` (`strategy.feddyn_clip`, default 10; 0 turns it off)
+//! before its local optimiser's step.
 
 use crate::aggregate::aggregate;
 use crate::fedavg::{find_client, FedAvg, FedAvgConfig};
@@ -24,18 +28,40 @@ use std::sync::Arc;
 pub struct FedDyn {
     inner: FedAvg,
     alpha: f64,
+    max_grad_norm: Option<f64>,
     h: Vec<f64>,
 }
 
 impl FedDyn {
-    /// FedDyn with regulariser α > 0.
+    /// FedDyn with regulariser α > 0 and no gradient clipping.
     pub fn new(cfg: FedAvgConfig, alpha: f64, policy: Box<dyn RatePolicy>) -> Result<Self> {
+        Self::with_clip(cfg, alpha, None, policy)
+    }
+
+    /// FedDyn whose clients clip every corrected local gradient to global norm
+    /// `max_grad_norm` (`None`: no clipping; the reference code uses 10).
+    pub fn with_clip(
+        cfg: FedAvgConfig,
+        alpha: f64,
+        max_grad_norm: Option<f64>,
+        policy: Box<dyn RatePolicy>,
+    ) -> Result<Self> {
         if !(alpha.is_finite() && alpha > 0.0) {
             return Err(Error::invalid("strategy.alpha", alpha, "a finite α > 0"));
+        }
+        if let Some(c) = max_grad_norm {
+            if !(c.is_finite() && c > 0.0) {
+                return Err(Error::invalid(
+                    "strategy.feddyn_clip",
+                    c,
+                    "a finite norm >= 0 (0 turns clipping off)",
+                ));
+            }
         }
         Ok(Self {
             inner: FedAvg::new(cfg, policy),
             alpha,
+            max_grad_norm,
             h: Vec::new(),
         })
     }
@@ -48,7 +74,14 @@ impl FedDyn {
 
 impl Strategy for FedDyn {
     fn describe(&self) -> String {
-        format!("feddyn(alpha={}) on {}", self.alpha, self.inner.describe())
+        match self.max_grad_norm {
+            Some(c) => format!(
+                "feddyn(alpha={}, clip={c}) on {}",
+                self.alpha,
+                self.inner.describe()
+            ),
+            None => format!("feddyn(alpha={}) on {}", self.alpha, self.inner.describe()),
+        }
     }
 
     fn configure_train(
@@ -60,7 +93,10 @@ impl Strategy for FedDyn {
     ) -> Result<Vec<(ClientId, TrainIns)>> {
         let mut ins = self.inner.configure_train(round, global, pool, seed)?;
         for (_, i) in &mut ins {
-            i.extras = InsExtras::FedDyn { alpha: self.alpha };
+            i.extras = InsExtras::FedDyn {
+                alpha: self.alpha,
+                max_grad_norm: self.max_grad_norm,
+            };
         }
         Ok(ins)
     }

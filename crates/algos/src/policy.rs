@@ -9,7 +9,7 @@
 use crate::policies::{
     clip_updates::ClipUpdates, compose::Compose, curvature::Curvature, device::ByDevice,
     fedlalr::FedLalr, grad_norm::GradNormRatio, inverse_variance::InverseVariance,
-    label_skew::ByLabelSkew, loss_based::LossBased, per_layer::PerLayer,
+    label_skew::ByLabelSkew, loss_based::LossBased, per_layer::PerLayer, prox_mu::ProxMu,
     straggler::StragglerCompensation, trust_ratio::TrustRatio,
 };
 use fedpace_core::{ClientInfo, Error, RatePlan, RatePolicy, Result};
@@ -158,6 +158,22 @@ pub enum PolicyConfig {
         /// EMA factor (default 0.9).
         #[serde(default = "nine_tenths")]
         decay: f64,
+    },
+    /// FedProx's μ per client, rates untouched ([`crate::policies::prox_mu`]):
+    /// `clients[k]`, else `devices[class_k]`, else `mu·(n_k/n̄)^γ`.
+    ProxMu {
+        /// μ before data-size scaling (default: the plan's μ, e.g. `strategy.mu`).
+        #[serde(default)]
+        mu: Option<f64>,
+        /// Data-size exponent γ (default 0: the same μ for all).
+        #[serde(default)]
+        gamma: f64,
+        /// μ per device class, e.g. `{ phone = 1.0 }`.
+        #[serde(default)]
+        devices: BTreeMap<String, f64>,
+        /// μ per client id, e.g. `{ "3" = 0.5 }`.
+        #[serde(default)]
+        clients: BTreeMap<String, f64>,
     },
     /// Several policies: product of their rates, clamp, per-client overrides
     /// ([`crate::policies::compose`]).
@@ -365,6 +381,35 @@ impl PolicyConfig {
             PolicyConfig::InverseVariance { decay } => {
                 check((0.0..1.0).contains(decay), "decay", decay, "in [0, 1)")?;
             }
+            PolicyConfig::ProxMu {
+                mu,
+                gamma,
+                devices,
+                clients,
+            } => {
+                if let Some(m) = mu {
+                    check(m.is_finite() && *m >= 0.0, "mu", m, "a finite μ >= 0")?;
+                }
+                check(gamma.is_finite(), "gamma", gamma, "a finite number")?;
+                for (table, t) in [("devices", devices), ("clients", clients)] {
+                    for (k, v) in t {
+                        check(
+                            v.is_finite() && *v >= 0.0,
+                            &format!("{table}.{k}"),
+                            v,
+                            "a finite μ >= 0",
+                        )?;
+                    }
+                }
+                for k in clients.keys() {
+                    check(
+                        k.parse::<u64>().is_ok(),
+                        &format!("clients.{k}"),
+                        k,
+                        "a client id",
+                    )?;
+                }
+            }
             PolicyConfig::Compose {
                 policies,
                 min,
@@ -427,6 +472,7 @@ impl PolicyConfig {
             PolicyConfig::StragglerCompensation { .. } => "straggler-compensation",
             PolicyConfig::ClipUpdates { .. } => "clip-updates",
             PolicyConfig::InverseVariance { .. } => "inverse-variance",
+            PolicyConfig::ProxMu { .. } => "prox-mu",
             PolicyConfig::Compose { .. } => "compose",
         }
     }
@@ -502,6 +548,21 @@ impl PolicyConfig {
                 bound: *initial,
             }),
             PolicyConfig::InverseVariance { decay } => Box::new(InverseVariance::new(*decay)),
+            PolicyConfig::ProxMu {
+                mu,
+                gamma,
+                devices,
+                clients,
+            } => Box::new(ProxMu {
+                mu: *mu,
+                gamma: *gamma,
+                devices: devices.clone(),
+                clients: clients
+                    .iter()
+                    .map(|(k, v)| (k.parse::<u64>().unwrap_or(u64::MAX), *v))
+                    .collect(),
+                mean_n: 0.0,
+            }),
             PolicyConfig::Compose {
                 policies,
                 min,

@@ -246,3 +246,207 @@ fn feddyn_two_rounds_by_hand() {
         }
     }
 }
+
+/// FedDyn's client step with the reference code's gradient clipping, by hand:
+/// `d_s = (θ_s − ā) − g_k + α(θ_s − x)`, `θ_{s+1} = θ_s − η·d_s·min(1, c/‖d_s‖)`.
+#[test]
+fn feddyn_clips_the_corrected_gradient_by_hand() {
+    let (lr, tau, alpha, c) = (0.1f64, 6u32, 0.5f64, 2.0f64);
+    let x = [20.0f32, -15.0];
+    let g0 = vec![1.5f32, -0.5];
+    let a = mean(1);
+    let run = |clip: Option<f64>| {
+        let ins = TrainIns {
+            round: 1,
+            params: global(x),
+            plan: plan(lr as f32, tau),
+            seed: 0,
+            extras: InsExtras::FedDyn {
+                alpha,
+                max_grad_norm: clip,
+            },
+        };
+        let mut st = LocalState {
+            feddyn_gradient: Some(g0.clone()),
+            ..Default::default()
+        };
+        let res = client(1).train(&ins, &mut st).unwrap();
+        (res, st)
+    };
+    for clip in [Some(c), None] {
+        let mut th: Vec<f64> = x.iter().map(|v| *v as f64).collect();
+        let mut bound = 0;
+        for _ in 0..tau {
+            let d: Vec<f64> = (0..DIM)
+                .map(|j| th[j] - a[j] - g0[j] as f64 + alpha * (th[j] - x[j] as f64))
+                .collect();
+            let n = d.iter().map(|v| v * v).sum::<f64>().sqrt();
+            let s = match clip {
+                Some(c) if n > c => {
+                    bound += 1;
+                    c / n
+                }
+                _ => 1.0,
+            };
+            for j in 0..DIM {
+                th[j] -= lr * s * d[j];
+            }
+        }
+        if clip.is_some() {
+            // The clip binds at every step here (‖d‖ starts near 25 and θ moves by at
+            // most η·c = 0.2 per step).
+            assert_eq!(bound, tau);
+        }
+        let (res, st) = run(clip);
+        let g = st.feddyn_gradient.unwrap();
+        for j in 0..DIM {
+            let want = th[j] - x[j] as f64;
+            let got = res.delta.as_slice()[j] as f64;
+            assert!(
+                close(got, want, 1e-5),
+                "clip={clip:?} j={j}: {got} vs {want}"
+            );
+            // g_k ← g_k − α(θ_k − x)
+            let gw = g0[j] as f64 - alpha * want;
+            assert!(close(g[j] as f64, gw, 1e-5), "g_k[{j}]: {} vs {gw}", g[j]);
+        }
+        if clip.is_some() {
+            // Each clipped step moves θ by exactly η·c.
+            let norm = res.report.update_norm;
+            assert!(norm <= lr * c * tau as f64 * (1.0 + 1e-5), "{norm}");
+        }
+    }
+}
+
+#[test]
+fn feddyn_clip_reaches_the_clients_and_bad_values_name_the_key() {
+    let cfg = StrategyConfig {
+        name: StrategyName::Feddyn,
+        clients_per_round: 2,
+        ..Default::default()
+    };
+    assert_eq!(cfg.feddyn_clip, 10.0, "the reference code's default");
+    for (clip, want) in [(10.0, Some(10.0)), (0.0, None), (3.5, Some(3.5))] {
+        let c = StrategyConfig {
+            feddyn_clip: clip,
+            ..cfg.clone()
+        };
+        let mut s = c
+            .build(plan(0.1, 3), fedpace_algos::PolicyConfig::Constant.build())
+            .unwrap();
+        let ins = s
+            .configure_train(1, &global([0.0; 2]), &pool(3), 0)
+            .unwrap();
+        for (_, i) in &ins {
+            let InsExtras::FedDyn { max_grad_norm, .. } = i.extras else {
+                panic!("not feddyn extras")
+            };
+            assert_eq!(max_grad_norm, want);
+        }
+    }
+    let bad = StrategyConfig {
+        feddyn_clip: -1.0,
+        ..cfg.clone()
+    };
+    assert_eq!(
+        bad.validate().unwrap_err().to_string(),
+        "strategy.feddyn_clip = -1: a finite norm >= 0 (0 turns clipping off)"
+    );
+    let nan = StrategyConfig {
+        feddyn_clip: f64::NAN,
+        ..cfg
+    };
+    assert!(nan
+        .validate()
+        .unwrap_err()
+        .to_string()
+        .starts_with("strategy.feddyn_clip = NaN"));
+}
+
+#[test]
+fn prox_mu_policy_sets_mu_per_client_and_composes_with_rate_policies() {
+    use fedpace_algos::PolicyConfig;
+    // Client k has 3 + k points here, so n̄ = 4 over clients 0..=2.
+    let mut pool = pool(3);
+    for c in &mut pool {
+        c.num_train = 3 + c.id;
+    }
+    pool[2].device = Some("phone".into());
+    let toml_policy: PolicyConfig = serde_json::from_str(
+        r#"{"name": "compose", "policies": [
+            {"name": "by-data-size", "gamma": -1.0},
+            {"name": "prox-mu", "gamma": 1.0, "devices": {"phone": 0.05}}
+        ]}"#,
+    )
+    .unwrap();
+    let cfg = StrategyConfig {
+        name: StrategyName::Fedprox,
+        clients_per_round: 3,
+        mu: 0.8,
+        ..Default::default()
+    };
+    let mut s = cfg.build(plan(0.1, 3), toml_policy.build()).unwrap();
+    let ins = s.configure_train(1, &global([0.0; 2]), &pool, 0).unwrap();
+    assert_eq!(ins.len(), 3);
+    for (id, i) in &ins {
+        let n = 3.0 + *id as f64;
+        // Rate from by-data-size: η·(n/4)^−1; μ from prox-mu: strategy.mu·(n/4)^1,
+        // except the phone (client 2), whose μ is its class's.
+        let lr = 0.1 * 4.0 / n;
+        assert!(
+            ((i.plan.base_lr as f64) - lr).abs() < 1e-6,
+            "{id}: {}",
+            i.plan.base_lr
+        );
+        let mu = if *id == 2 { 0.05 } else { 0.8 * n / 4.0 };
+        assert!(
+            (i.plan.prox_mu - mu).abs() < 1e-12,
+            "{id}: {}",
+            i.plan.prox_mu
+        );
+    }
+    // Per-client overrides by id win, and μ reaches the client's training: with μ_k
+    // the client's result is FedProx's closed form for μ_k.
+    let p: PolicyConfig =
+        serde_json::from_str(r#"{"name": "prox-mu", "mu": 0.0, "clients": {"1": 1.5}}"#).unwrap();
+    let mut s = StrategyConfig {
+        name: StrategyName::Fedavg,
+        clients_per_round: 3,
+        ..Default::default()
+    }
+    .build(plan(0.1, 7), p.build())
+    .unwrap();
+    let x = [0.5f32, -1.0];
+    let ins = s.configure_train(1, &global(x), &pool, 0).unwrap();
+    for (id, i) in ins {
+        let mu = if id == 1 { 1.5 } else { 0.0 };
+        assert_eq!(i.plan.prox_mu, mu);
+        let res = client(id).train(&i, &mut LocalState::default()).unwrap();
+        let a = mean(id);
+        let r = (1.0 - 0.1 * (1.0 + mu)).powi(7);
+        for j in 0..DIM {
+            let star = (a[j] + mu * x[j] as f64) / (1.0 + mu);
+            let y = star + r * (x[j] as f64 - star);
+            let got = x[j] as f64 + res.delta.as_slice()[j] as f64;
+            assert!(close(got, y, 1e-5), "client {id} j={j}: {got} vs {y}");
+        }
+    }
+    // Bad values name the key.
+    for (src, msg) in [
+        (
+            r#"{"name": "prox-mu", "mu": -1.0}"#,
+            "policy.mu = -1: a finite μ >= 0",
+        ),
+        (
+            r#"{"name": "prox-mu", "clients": {"x": 1.0}}"#,
+            "policy.clients.x = x: a client id",
+        ),
+        (
+            r#"{"name": "prox-mu", "devices": {"phone": -2.0}}"#,
+            "policy.devices.phone = -2: a finite μ >= 0",
+        ),
+    ] {
+        let p: PolicyConfig = serde_json::from_str(src).unwrap();
+        assert_eq!(p.validate().unwrap_err().to_string(), msg);
+    }
+}

@@ -387,3 +387,72 @@ fn staleness_decays_the_clients_rate() {
         .flat_map(|r| &r.clients)
         .all(|c| c.plan.base_lr == 0.1));
 }
+
+#[test]
+fn random_local_epochs_are_uniform_per_round_and_client_and_compose() {
+    use fedpace_sim::EpochRange;
+    let pool = pool(30);
+    let x = Arc::new(ParamTree::zeros(spec()));
+    let cfg = DevicesConfig {
+        epochs: Some(EpochRange { min: 2, max: 5 }),
+        ..Default::default()
+    };
+    // Work given in steps is replaced by E_k epochs (3 steps each here: 3 points, B = 1).
+    let base = epochs_plan(1);
+    let mut seen = std::collections::BTreeMap::new();
+    let mut differ_across_rounds = false;
+    for round in 1..=40 {
+        let mut s = Systems::new(
+            fedavg(10, base.clone()),
+            Devices::new(cfg.clone(), 7).unwrap(),
+        );
+        let again = Devices::new(cfg.clone(), 7).unwrap();
+        let ins = s.configure_train(round, &x, &pool, 7).unwrap();
+        assert_eq!(ins.len(), 10);
+        for (id, i) in &ins {
+            let LocalWork::Epochs(e) = i.plan.work else {
+                panic!("work not in epochs")
+            };
+            assert!((2..=5).contains(&e), "{e}");
+            // The same draw from (seed, round, client), whoever asks.
+            assert_eq!(again.local_epochs(*id, round), Some(e));
+            differ_across_rounds |= again.local_epochs(*id, round + 1) != Some(e);
+            // Full work, not partial: no max_steps, not reported as partial.
+            assert_eq!(i.plan.max_steps, None);
+            assert_eq!(i.plan.steps_for(3), 3 * e);
+            *seen.entry(e).or_insert(0) += 1;
+        }
+        assert!(s.round_timing().unwrap().partial.is_empty());
+    }
+    assert!(differ_across_rounds);
+    // 400 draws: every value of U{2..5} appears, each roughly 100 times.
+    assert_eq!(seen.keys().copied().collect::<Vec<_>>(), vec![2, 3, 4, 5]);
+    assert!(seen.values().all(|&c| (60..=140).contains(&c)), "{seen:?}");
+    // Composes with the straggler protocol: a straggler's budget is 1..E_k−1 epochs
+    // of the drawn E_k.
+    let both = DevicesConfig {
+        stragglers: 1.0,
+        ..cfg.clone()
+    };
+    let d = Devices::new(both.clone(), 7).unwrap();
+    let mut s = Systems::new(fedavg(10, base.clone()), Devices::new(both, 7).unwrap());
+    let ins = s.configure_train(3, &x, &pool, 7).unwrap();
+    for (id, i) in &ins {
+        let e = d.local_epochs(*id, 3).unwrap();
+        let m = i.plan.max_steps.unwrap();
+        assert!(m % 3 == 0 && m >= 3 && m < 3 * e, "E_k = {e}, budget {m}");
+    }
+    // Bad ranges name the key.
+    for (min, max) in [(0, 3), (4, 2)] {
+        let e = DevicesConfig {
+            epochs: Some(EpochRange { min, max }),
+            ..Default::default()
+        }
+        .validate()
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!("devices.epochs.min/max = {min}/{max}: 1 <= min <= max")
+        );
+    }
+}

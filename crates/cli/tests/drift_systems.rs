@@ -49,6 +49,7 @@ fn issue4_examples_run_and_report_simulated_time() {
         "feddyn",
         "fedasync",
         "fedbuff",
+        "prox-mu",
     ] {
         let out = dir.path().join(name);
         // FedAsync moves the model by one client per version: give it more versions.
@@ -118,10 +119,24 @@ fn bad_devices_and_async_settings_name_the_key() {
             "strategy.async_alpha=0.5",
             "strategy.async_alpha: not used by fedprox (used by fedasync)",
         ),
+        (
+            "devices.epochs={min=4,max=2}",
+            "devices.epochs.min/max = 4/2: 1 <= min <= max",
+        ),
+        (
+            "strategy.feddyn_clip=-1.0",
+            "strategy.feddyn_clip = -1: a finite norm >= 0 (0 turns clipping off)",
+        ),
+        (
+            "policy={name=\"prox-mu\",mu=-0.5}",
+            "policy.mu = -0.5: a finite μ >= 0",
+        ),
     ];
     for (set, want) in cases {
         let example = if set.starts_with("strategy.async_alpha=0.0") {
             "fedasync"
+        } else if set.starts_with("strategy.feddyn_clip") {
+            "feddyn"
         } else {
             "stragglers"
         };
@@ -131,4 +146,25 @@ fn bad_devices_and_async_settings_name_the_key() {
         assert!(err.contains(want), "{set}: {err}");
         assert_eq!(err.trim().lines().count(), 1, "{err}");
     }
+}
+
+#[test]
+fn random_local_epochs_reach_every_client_as_its_work() {
+    // examples/fednova-random-epochs.toml: [devices] epochs = { min = 2, max = 5 }.
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("z3");
+    let o = run("fednova-random-epochs", &out, &[]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let mut seen = std::collections::BTreeSet::new();
+    for line in metrics(&out) {
+        assert_eq!(line["normalized"], serde_json::Value::Bool(true));
+        for c in line["clients"].as_array().unwrap() {
+            let e = c["work"]["epochs"].as_u64().expect("work in epochs");
+            assert!((2..=5).contains(&e), "{c}");
+            seen.insert(e);
+            assert!(c["max_steps"].is_null());
+            assert!(c["steps"].as_u64().unwrap() >= e, "{c}");
+        }
+    }
+    assert!(seen.len() >= 3, "{seen:?}");
 }

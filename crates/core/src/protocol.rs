@@ -213,6 +213,10 @@ pub enum InsExtras {
     FedDyn {
         /// α > 0.
         alpha: f64,
+        /// Clip each corrected local gradient (loss gradient − g_k + α(θ − θ^{t−1}))
+        /// to this global L2 norm before the local optimiser sees it, as the reference
+        /// code does (norm 10); `None`: no clipping.
+        max_grad_norm: Option<f64>,
     },
     /// A personalised algorithm's client recipe and personal/frozen group masks.
     Personal(crate::personal::PersonalIns),

@@ -133,6 +133,9 @@ pub fn run_async(
                     .weight(last_staleness.get(&info.id).copied().unwrap_or(0));
                 plan.base_lr = (plan.base_lr as f64 * s) as f32;
             }
+            if let Some(e) = devices.local_epochs(info.id, round_key) {
+                plan.work = fedpace_core::LocalWork::Epochs(e);
+            }
             plan.validate(groups)?;
             busy.insert(info.id);
             ins.push((

@@ -15,6 +15,13 @@
 //! straggling client is either dropped or keeps partial work, which reaches it as
 //! [`RatePlan::max_steps`](fedpace_core::RatePlan::max_steps), so it composes with every
 //! strategy and rate policy. Dropouts are selected clients whose update never arrives.
+//!
+//! `epochs = { min, max }` gives every selected client a random number of local
+//! epochs `E_k ~ U{min..max}` per round, drawn from `(seed, round, client)` (FedNova's
+//! heterogeneous-τ setting, ALGORITHMS.md B.3 and Appendix Z #3). It replaces the
+//! plan's [`RatePlan::work`](fedpace_core::RatePlan::work) before the straggler
+//! protocol and the deadline, so those apply to the drawn work, and the clients' rate
+//! sums (hence objective-consistency normalisation) follow it.
 
 use crate::clock::{completion_seconds, model_bytes, steps_within};
 use fedpace_core::rng::{stream, Purpose};
@@ -102,6 +109,16 @@ impl Distribution {
     }
 }
 
+/// An inclusive range of local epochs, `{ min = 2, max = 5 }`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EpochRange {
+    /// Fewest epochs (≥ 1).
+    pub min: u32,
+    /// Most epochs (≥ `min`).
+    pub max: u32,
+}
+
 /// What happens to a straggler or a client that would miss the deadline.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -131,6 +148,9 @@ pub struct DevicesConfig {
     pub deadline: Option<f64>,
     /// Stragglers and late clients: `partial` (default) or `drop`.
     pub late: LatePolicy,
+    /// Random local epochs per (round, client), `E_k ~ U{min..max}`, replacing the
+    /// plan's work (default none: the plan's work).
+    pub epochs: Option<EpochRange>,
 }
 
 impl Default for DevicesConfig {
@@ -143,6 +163,7 @@ impl Default for DevicesConfig {
             stragglers: 0.0,
             deadline: None,
             late: LatePolicy::Partial,
+            epochs: None,
         }
     }
 }
@@ -169,6 +190,15 @@ impl DevicesConfig {
                 self.stragglers,
                 "a fraction in [0, 1]",
             ));
+        }
+        if let Some(e) = self.epochs {
+            if !(e.min >= 1 && e.min <= e.max) {
+                return Err(Error::invalid(
+                    "devices.epochs.min/max",
+                    format!("{}/{}", e.min, e.max),
+                    "1 <= min <= max",
+                ));
+            }
         }
         if let Some(d) = self.deadline {
             if !(d.is_finite() && d > 0.0) {
@@ -247,6 +277,19 @@ impl Devices {
         rng.gen::<f64>() < self.cfg.dropout
     }
 
+    /// Client `id`'s local epochs in `round`, `U{min..max}` (`None` without
+    /// `epochs`).
+    pub fn local_epochs(&self, id: ClientId, round: u32) -> Option<u32> {
+        let e = self.cfg.epochs?;
+        let mut rng = stream(
+            self.seed ^ SALT_ROUND ^ 4,
+            round as u64,
+            id,
+            Purpose::Algorithm,
+        );
+        Some(rng.gen_range(e.min..=e.max))
+    }
+
     /// The stragglers among `selected` (sorted by id) in `round`: all but
     /// `round(M·(1−s))` of them, chosen uniformly (FedProx's protocol, §4.2).
     pub fn stragglers(&self, selected: &[ClientId], round: u32) -> Vec<ClientId> {
@@ -321,8 +364,11 @@ impl Systems {
 impl Strategy for Systems {
     fn describe(&self) -> String {
         let c = self.devices.config();
+        let epochs = c
+            .epochs
+            .map_or(String::new(), |e| format!(", epochs={}..={}", e.min, e.max));
         format!(
-            "{} with devices(stragglers={}, late={:?}, deadline={:?}, dropout={})",
+            "{} with devices(stragglers={}, late={:?}, deadline={:?}, dropout={}{epochs})",
             self.inner.describe(),
             c.stragglers,
             c.late,
@@ -362,6 +408,9 @@ impl Strategy for Systems {
             if self.devices.drops_out(id, round) {
                 timing.dropped.push(id);
                 continue;
+            }
+            if let Some(e) = self.devices.local_epochs(id, round) {
+                i.plan.work = LocalWork::Epochs(e);
             }
             let full = i.plan.steps_for(n as usize);
             let mut steps = full;

@@ -12,7 +12,9 @@ pub mod clock;
 pub mod devices;
 
 pub use asynchronous::{run_async, AsyncOptions};
-pub use devices::{DeviceProfile, Devices, DevicesConfig, Distribution, LatePolicy, Systems};
+pub use devices::{
+    DeviceProfile, Devices, DevicesConfig, Distribution, EpochRange, LatePolicy, Systems,
+};
 
 use fedpace_core::protocol::validate_train_res;
 use fedpace_core::{

@@ -14,6 +14,7 @@ pub mod inverse_variance;
 pub mod label_skew;
 pub mod loss_based;
 pub mod per_layer;
+pub mod prox_mu;
 pub mod straggler;
 pub mod trust_ratio;
 
