@@ -167,6 +167,12 @@ impl ExperimentConfig {
         for o in overrides {
             apply_override(&mut value, o).map_err(|m| ConfigError(format!("--set {o}: {m}")))?;
         }
+        // Which `[strategy]` keys were *written* (many have defaults): read them before
+        // deserialising, check them against the chosen algorithm afterwards.
+        let strategy_keys: Vec<String> = match value.get("strategy") {
+            Some(toml::Value::Table(t)) => t.keys().cloned().collect(),
+            _ => Vec::new(),
+        };
         let de = toml::Value::Table(value);
         let cfg: ExperimentConfig = serde_path_to_error::deserialize(de).map_err(|e| {
             let path = e.path().to_string();
@@ -184,6 +190,11 @@ impl ExperimentConfig {
                 ConfigError(format!("{origin}: {path}: {msg}"))
             }
         })?;
+        fedpace_algos::config::check_strategy_keys(
+            cfg.strategy.name,
+            strategy_keys.iter().map(String::as_str),
+        )
+        .map_err(|m| ConfigError(format!("{origin}: {m}")))?;
         cfg.validate()
             .map_err(|m| ConfigError(format!("{origin}: {m}")))?;
         Ok(cfg)
@@ -289,8 +300,16 @@ impl ExperimentConfig {
         let mut resolved = self.clone();
         resolved.data.partition = Some(self.data.effective_partition());
         resolved.data.test_fraction = Some(self.data.effective_test_fraction());
-        toml::to_string_pretty(&resolved)
-            .unwrap_or_else(|e| format!("# could not serialise: {e}\n"))
+        let mut value = match toml::Value::try_from(&resolved) {
+            Ok(v) => v,
+            Err(e) => return format!("# could not serialise: {e}\n"),
+        };
+        // Only the `[strategy]` keys the chosen algorithm uses, so the file parses again
+        // (a key of another algorithm is an error).
+        if let Some(toml::Value::Table(t)) = value.get_mut("strategy") {
+            t.retain(|k, _| self.strategy.name.uses(k));
+        }
+        toml::to_string_pretty(&value).unwrap_or_else(|e| format!("# could not serialise: {e}\n"))
     }
 }
 
@@ -358,6 +377,14 @@ mod tests {
         assert_eq!(again.data.partition, Some(c.data.effective_partition()));
         assert_eq!(again.to_toml(), c.to_toml());
         assert_eq!((again.rounds, again.policy.name()), (3, "by-data-size"));
+        // Knobs of every algorithm round-trip (only the chosen one's are written).
+        for name in fedpace_algos::StrategyName::ALL {
+            let mut c = ExperimentConfig::default();
+            c.strategy.name = name;
+            let again = ExperimentConfig::parse(&c.to_toml(), "resolved", &[])
+                .unwrap_or_else(|e| panic!("{}: {e}", name.as_str()));
+            assert_eq!(again.strategy, c.strategy, "{}", name.as_str());
+        }
     }
 
     #[test]
