@@ -251,6 +251,14 @@ impl ExperimentConfig {
         if total > 1.0 + 1e-9 {
             return bad("device_classes", &total, "fractions summing to at most 1");
         }
+        self.client
+            .optimizer
+            .validate()
+            .map_err(|e| format!("client.optimizer.{e}"))?;
+        self.client
+            .schedule
+            .validate()
+            .map_err(|e| format!("client.schedule.{e}"))?;
         self.strategy.validate().map_err(|e| e.to_string())?;
         self.policy.validate().map_err(|e| e.to_string())?;
         if let Some(d) = &self.devices {
@@ -433,6 +441,28 @@ mod tests {
         assert_eq!(e.0, "exp.toml: strategy.server_lr = -0.1: must be > 0");
         let e = ExperimentConfig::parse("", "exp.toml", &["client.lr=0".into()]).unwrap_err();
         assert_eq!(e.0, "exp.toml: client.lr = 0: a finite rate > 0");
+    }
+
+    #[test]
+    fn optimiser_and_schedule_ranges_are_checked_before_running() {
+        let e = ExperimentConfig::parse(
+            "[client]\noptimizer = { name = \"adam\", beta1 = 1.5 }\n",
+            "exp.toml",
+            &[],
+        )
+        .unwrap_err();
+        assert!(
+            e.0.starts_with("exp.toml: client.optimizer.beta1 = 1.5"),
+            "{}",
+            e.0
+        );
+        let e = ExperimentConfig::parse(
+            "[client]\nschedule = { kind = \"step\", every = 10, gamma = 2.0 }\n",
+            "exp.toml",
+            &[],
+        )
+        .unwrap_err();
+        assert!(e.0.starts_with("exp.toml: client.schedule."), "{}", e.0);
     }
 
     #[test]
