@@ -7,10 +7,12 @@ OUT=${OUT:-runs/drift}
 SEEDS=${SEEDS:-"0 1 2"}
 ONLY=${ONLY:-all}   # all, z2 or z3
 mkdir -p "$OUT"
-run() { # name, extra --set args...
+# FedAvg runs use fedprox.toml without its `mu` (a [strategy] key fedavg does not use is an error).
+sed '/^mu = /d' examples/fedprox.toml > "$OUT/fedavg-base.toml"
+run() { # name, extra --set args...  (BASE=config, default examples/fedprox.toml)
   local name=$1; shift
   if [ -f "$OUT/$name/summary.json" ]; then return; fi
-  "$BIN" run examples/fedprox.toml --out "$OUT/$name" --threads 1 \
+  "$BIN" run "${BASE:-examples/fedprox.toml}" --out "$OUT/$name" --threads 1 \
     --set rounds=200 --set eval.every=10 "$@" > "$OUT/$name.log" 2>&1
 }
 # Z #2: FedProx systems heterogeneity on Synthetic(1,1): 30 devices, 10/round, E=20, B=10, lr 0.01.
@@ -20,7 +22,7 @@ run() { # name, extra --set args...
   for s in 0 0.5 0.9; do
     for n in off auto; do
       p=z2; [ $n = auto ] && p=z2auto
-      run "$p-fedavg-drop-s$s-seed$seed" --seed "$seed" --set strategy.name=fedavg --set strategy.normalize=$n \
+      BASE=$OUT/fedavg-base.toml run "$p-fedavg-drop-s$s-seed$seed" --seed "$seed" --set strategy.name=fedavg --set strategy.normalize=$n \
         --set devices.stragglers=$s --set devices.late=drop
       run "$p-fedprox-mu0-s$s-seed$seed" --seed "$seed" --set strategy.name=fedprox --set strategy.mu=0.0 \
         --set strategy.normalize=$n --set devices.stragglers=$s --set devices.late=partial
@@ -41,9 +43,9 @@ done
       dsneg) p=(--set policy.name=by-data-size --set policy.gamma=-0.5);;
       dspos) p=(--set policy.name=by-data-size --set policy.gamma=0.5);;
     esac
-    run "z3-$pol-fedavg-seed$seed" --seed "$seed" --set strategy.name=fedavg --set strategy.normalize=off \
+    BASE=$OUT/fedavg-base.toml run "z3-$pol-fedavg-seed$seed" --seed "$seed" --set strategy.name=fedavg --set strategy.normalize=off \
       --set 'devices.epochs={min=2,max=5}' "${p[@]}"
-    run "z3-$pol-fednova-seed$seed" --seed "$seed" --set strategy.name=fednova --set strategy.normalize=on \
+    BASE=$OUT/fedavg-base.toml run "z3-$pol-fednova-seed$seed" --seed "$seed" --set strategy.name=fednova --set strategy.normalize=on \
       --set 'devices.epochs={min=2,max=5}' "${p[@]}"
   done
 done

@@ -14,6 +14,7 @@ use crate::sampling::Sampling;
 use crate::scaffold::Scaffold;
 use fedpace_core::{ClientRecipe, Error, PerFedAvgVariant, RatePlan, RatePolicy, Result, Strategy};
 use fedpace_optim::{FedOptConfig, ServerRule};
+use fedpace_params::ParamSpec;
 use serde::{Deserialize, Serialize};
 
 /// Strategy names (the lowercase paper names).
@@ -61,6 +62,130 @@ pub enum StrategyName {
     Fedbabu,
     /// APFL (E.7): `alpha_init`, `alpha_lr`.
     Apfl,
+}
+
+/// `[strategy]` keys every algorithm accepts.
+pub const COMMON_KNOBS: &[&str] = &["name"];
+
+/// Keys every synchronous algorithm uses (sampling, server step, normalisation).
+const SYNC: [&str; 4] = ["clients_per_round", "fraction", "server_lr", "normalize"];
+
+/// Builds a `&'static [&'static str]` of the synchronous keys plus `extra`.
+macro_rules! sync_knobs {
+    ($($k:literal),* $(,)?) => {{
+        const K: &[&str] = &[SYNC[0], SYNC[1], SYNC[2], SYNC[3], $($k),*];
+        K
+    }};
+}
+
+impl StrategyName {
+    /// Every algorithm, in declaration order.
+    pub const ALL: [StrategyName; 20] = [
+        StrategyName::Fedavg,
+        StrategyName::Fedavgm,
+        StrategyName::Fedadagrad,
+        StrategyName::Fedadam,
+        StrategyName::Fedyogi,
+        StrategyName::Fedexp,
+        StrategyName::Fednova,
+        StrategyName::Fedprox,
+        StrategyName::Scaffold,
+        StrategyName::Feddyn,
+        StrategyName::Fedasync,
+        StrategyName::Fedbuff,
+        StrategyName::Perfedavg,
+        StrategyName::Pfedme,
+        StrategyName::Ditto,
+        StrategyName::Fedper,
+        StrategyName::LgFedavg,
+        StrategyName::Fedrep,
+        StrategyName::Fedbabu,
+        StrategyName::Apfl,
+    ];
+
+    /// The `[strategy]` keys this algorithm uses besides [`COMMON_KNOBS`]. A key written
+    /// in the table that the chosen algorithm does not use is an error
+    /// ([`check_strategy_keys`]); every field of [`StrategyConfig`] must belong to at
+    /// least one algorithm (checked by a test).
+    pub fn knobs(self) -> &'static [&'static str] {
+        match self {
+            StrategyName::Fedavg | StrategyName::Fednova => sync_knobs!(),
+            StrategyName::Fedavgm => sync_knobs!("momentum"),
+            StrategyName::Fedadagrad => sync_knobs!("tau", "flower_compatible"),
+            StrategyName::Fedadam | StrategyName::Fedyogi => {
+                sync_knobs!("beta1", "beta2", "tau", "flower_compatible")
+            }
+            StrategyName::Fedexp => sync_knobs!("eps"),
+            StrategyName::Fedprox => sync_knobs!("mu"),
+            StrategyName::Scaffold => sync_knobs!("scaffold_option"),
+            StrategyName::Feddyn => sync_knobs!("alpha", "feddyn_clip"),
+            StrategyName::Fedasync => &[
+                "async_alpha",
+                "staleness",
+                "mu",
+                "concurrency",
+                "rate_decay",
+            ],
+            StrategyName::Fedbuff => &[
+                "buffer_size",
+                "server_lr",
+                "staleness",
+                "concurrency",
+                "rate_decay",
+            ],
+            StrategyName::Perfedavg => sync_knobs!("train_all", "variant", "meta_lr", "hf_delta"),
+            StrategyName::Pfedme => sync_knobs!(
+                "train_all",
+                "inner_steps",
+                "lambda",
+                "personal_lr",
+                "mu_reg"
+            ),
+            StrategyName::Ditto => sync_knobs!("train_all", "lambda", "personal_lr"),
+            StrategyName::Fedper | StrategyName::LgFedavg => {
+                sync_knobs!("train_all", "personal_groups")
+            }
+            StrategyName::Fedrep => {
+                sync_knobs!("train_all", "personal_groups", "head_epochs", "body_epochs")
+            }
+            StrategyName::Fedbabu => sync_knobs!("train_all", "frozen_groups"),
+            StrategyName::Apfl => sync_knobs!("train_all", "alpha_init", "alpha_lr"),
+        }
+    }
+
+    /// Whether `[strategy] key` is used by this algorithm.
+    pub fn uses(self, key: &str) -> bool {
+        COMMON_KNOBS.contains(&key) || self.knobs().contains(&key)
+    }
+}
+
+/// Checks the keys *written* in a `[strategy]` table (read from the raw table, since many
+/// knobs have defaults) against the chosen algorithm: a key the algorithm does not use is
+/// an error `strategy.KEY: not used by NAME (used by A, B)`. Keys no algorithm knows are
+/// left to the deserialiser (`deny_unknown_fields`).
+pub fn check_strategy_keys<'a>(
+    name: StrategyName,
+    keys: impl IntoIterator<Item = &'a str>,
+) -> std::result::Result<(), String> {
+    for key in keys {
+        if name.uses(key) {
+            continue;
+        }
+        let users: Vec<&str> = StrategyName::ALL
+            .iter()
+            .filter(|n| n.knobs().contains(&key))
+            .map(|n| n.as_str())
+            .collect();
+        if users.is_empty() {
+            continue;
+        }
+        return Err(format!(
+            "strategy.{key}: not used by {} (used by {})",
+            name.as_str(),
+            users.join(", ")
+        ));
+    }
+    Ok(())
 }
 
 impl StrategyName {
@@ -490,6 +615,32 @@ impl StrategyConfig {
         }
     }
 
+    /// Whether the algorithm is one of the personalised family (ALGORITHMS.md Part E).
+    pub fn is_personalized(&self) -> bool {
+        matches!(
+            self.name,
+            StrategyName::Perfedavg
+                | StrategyName::Pfedme
+                | StrategyName::Ditto
+                | StrategyName::Fedper
+                | StrategyName::LgFedavg
+                | StrategyName::Fedrep
+                | StrategyName::Fedbabu
+                | StrategyName::Apfl
+        )
+    }
+
+    /// Checks `personal_groups` / `frozen_groups` (or the algorithm's defaults) against
+    /// the model's group labels, so a bad label is reported before a run starts; the
+    /// error names the key, the label and the model's labels. A no-op for algorithms
+    /// without group labels.
+    pub fn check_groups(&self, spec: &ParamSpec, base_plan: &RatePlan) -> Result<()> {
+        if self.is_personalized() {
+            self.personalized(base_plan.clone()).resolve(spec)?;
+        }
+        Ok(())
+    }
+
     /// Builds the strategy around the base plan and the rate policy.
     pub fn build(
         &self,
@@ -596,5 +747,54 @@ impl StrategyName {
             StrategyName::Fedbabu => "fedbabu",
             StrategyName::Apfl => "apfl",
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_strategy_field_belongs_to_some_algorithm() {
+        let v = serde_json::to_value(StrategyConfig::default()).unwrap();
+        for key in v.as_object().unwrap().keys() {
+            assert!(
+                COMMON_KNOBS.contains(&key.as_str())
+                    || StrategyName::ALL
+                        .iter()
+                        .any(|n| n.knobs().contains(&key.as_str())),
+                "strategy.{key} is declared for no algorithm in StrategyName::knobs"
+            );
+        }
+        // And every declared knob is a real field.
+        for n in StrategyName::ALL {
+            for k in n.knobs() {
+                assert!(v.get(*k).is_some(), "{}: unknown knob {k}", n.as_str());
+            }
+        }
+    }
+
+    #[test]
+    fn a_knob_of_another_algorithm_is_an_error_naming_the_key() {
+        assert_eq!(
+            check_strategy_keys(StrategyName::Fedper, ["name", "lambda"]).unwrap_err(),
+            "strategy.lambda: not used by fedper (used by pfedme, ditto)"
+        );
+        assert_eq!(
+            check_strategy_keys(StrategyName::Fedavg, ["mu"]).unwrap_err(),
+            "strategy.mu: not used by fedavg (used by fedprox, fedasync)"
+        );
+        assert_eq!(
+            check_strategy_keys(StrategyName::Fedasync, ["server_lr"]).unwrap_err(),
+            "strategy.server_lr: not used by fedasync (used by fedavg, fedavgm, fedadagrad, \
+             fedadam, fedyogi, fedexp, fednova, fedprox, scaffold, feddyn, fedbuff, perfedavg, \
+             pfedme, ditto, fedper, lg-fedavg, fedrep, fedbabu, apfl)"
+        );
+        assert!(
+            check_strategy_keys(StrategyName::Ditto, ["name", "lambda", "personal_lr"]).is_ok()
+        );
+        assert!(check_strategy_keys(StrategyName::Fedadam, ["beta1", "flower_compatible"]).is_ok());
+        // Unknown keys are left to the deserialiser.
+        assert!(check_strategy_keys(StrategyName::Fedavg, ["lamda"]).is_ok());
     }
 }

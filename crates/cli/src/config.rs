@@ -190,6 +190,12 @@ impl ExperimentConfig {
         for o in overrides {
             apply_override(&mut value, o).map_err(|m| ConfigError(format!("--set {o}: {m}")))?;
         }
+        // Which `[strategy]` keys were *written* (many have defaults): read them before
+        // deserialising, check them against the chosen algorithm afterwards.
+        let strategy_keys: Vec<String> = match value.get("strategy") {
+            Some(toml::Value::Table(t)) => t.keys().cloned().collect(),
+            _ => Vec::new(),
+        };
         let de = toml::Value::Table(value);
         let cfg: ExperimentConfig = serde_path_to_error::deserialize(de).map_err(|e| {
             let path = e.path().to_string();
@@ -207,6 +213,11 @@ impl ExperimentConfig {
                 ConfigError(format!("{origin}: {path}: {msg}"))
             }
         })?;
+        fedpace_algos::config::check_strategy_keys(
+            cfg.strategy.name,
+            strategy_keys.iter().map(String::as_str),
+        )
+        .map_err(|m| ConfigError(format!("{origin}: {m}")))?;
         cfg.validate()
             .map_err(|m| ConfigError(format!("{origin}: {m}")))?;
         Ok(cfg)
@@ -266,6 +277,14 @@ impl ExperimentConfig {
         if total > 1.0 + 1e-9 {
             return bad("device_classes", &total, "fractions summing to at most 1");
         }
+        self.client
+            .optimizer
+            .validate()
+            .map_err(|e| format!("client.optimizer.{e}"))?;
+        self.client
+            .schedule
+            .validate()
+            .map_err(|e| format!("client.schedule.{e}"))?;
         self.strategy.validate().map_err(|e| e.to_string())?;
         self.policy.validate().map_err(|e| e.to_string())?;
         if let Some(d) = &self.devices {
@@ -315,8 +334,16 @@ impl ExperimentConfig {
         let mut resolved = self.clone();
         resolved.data.partition = Some(self.data.effective_partition());
         resolved.data.test_fraction = Some(self.data.effective_test_fraction());
-        toml::to_string_pretty(&resolved)
-            .unwrap_or_else(|e| format!("# could not serialise: {e}\n"))
+        let mut value = match toml::Value::try_from(&resolved) {
+            Ok(v) => v,
+            Err(e) => return format!("# could not serialise: {e}\n"),
+        };
+        // Only the `[strategy]` keys the chosen algorithm uses, so the file parses again
+        // (a key of another algorithm is an error).
+        if let Some(toml::Value::Table(t)) = value.get_mut("strategy") {
+            t.retain(|k, _| self.strategy.name.uses(k));
+        }
+        toml::to_string_pretty(&value).unwrap_or_else(|e| format!("# could not serialise: {e}\n"))
     }
 }
 
@@ -384,6 +411,14 @@ mod tests {
         assert_eq!(again.data.partition, Some(c.data.effective_partition()));
         assert_eq!(again.to_toml(), c.to_toml());
         assert_eq!((again.rounds, again.policy.name()), (3, "by-data-size"));
+        // Knobs of every algorithm round-trip (only the chosen one's are written).
+        for name in fedpace_algos::StrategyName::ALL {
+            let mut c = ExperimentConfig::default();
+            c.strategy.name = name;
+            let again = ExperimentConfig::parse(&c.to_toml(), "resolved", &[])
+                .unwrap_or_else(|e| panic!("{}: {e}", name.as_str()));
+            assert_eq!(again.strategy, c.strategy, "{}", name.as_str());
+        }
     }
 
     #[test]
@@ -432,6 +467,28 @@ mod tests {
         assert_eq!(e.0, "exp.toml: strategy.server_lr = -0.1: must be > 0");
         let e = ExperimentConfig::parse("", "exp.toml", &["client.lr=0".into()]).unwrap_err();
         assert_eq!(e.0, "exp.toml: client.lr = 0: a finite rate > 0");
+    }
+
+    #[test]
+    fn optimiser_and_schedule_ranges_are_checked_before_running() {
+        let e = ExperimentConfig::parse(
+            "[client]\noptimizer = { name = \"adam\", beta1 = 1.5 }\n",
+            "exp.toml",
+            &[],
+        )
+        .unwrap_err();
+        assert!(
+            e.0.starts_with("exp.toml: client.optimizer.beta1 = 1.5"),
+            "{}",
+            e.0
+        );
+        let e = ExperimentConfig::parse(
+            "[client]\nschedule = { kind = \"step\", every = 10, gamma = 2.0 }\n",
+            "exp.toml",
+            &[],
+        )
+        .unwrap_err();
+        assert!(e.0.starts_with("exp.toml: client.schedule."), "{}", e.0);
     }
 
     #[test]

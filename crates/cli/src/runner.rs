@@ -143,6 +143,11 @@ pub fn prepare(cfg: &ExperimentConfig, threads: usize) -> Result<Prepared> {
         .map(|d| Devices::new(d, cfg.seed))
         .transpose()
         .map_err(usage)?;
+    // Group labels (`personal_groups`, `frozen_groups`) are checked against the model
+    // here, before anything is written.
+    cfg.strategy
+        .check_groups(&spec, &base_plan)
+        .map_err(usage)?;
     let strategy = if cfg.strategy.is_async() {
         let mut base_plan = base_plan;
         if cfg.strategy.name == StrategyName::Fedasync {

@@ -196,6 +196,163 @@ fn broken_configs_get_one_line_errors_and_exit_code_2() {
     }
 }
 
+/// Runs `fedpace run` on `text` and returns stderr, asserting exit code 2, one line, and
+/// no output folder.
+fn usage_error(text: &str) -> String {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = write_config(tmp.path(), text);
+    let out = tmp.path().join("never");
+    let st = fedpace()
+        .args(["run", cfg.to_str().unwrap(), "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&st.stderr).trim().to_string();
+    assert_eq!(st.status.code(), Some(2), "{text}: {err}");
+    assert_eq!(err.lines().count(), 1, "{text}: {err}");
+    assert!(!out.exists(), "{text}: output written for a broken config");
+    err
+}
+
+#[test]
+fn strategy_keys_of_another_algorithm_are_rejected() {
+    let base = "[data]\nsource = \"optdigits\"\nnum_clients = 4\n[model]\nname = \"mlp\"\n";
+    let cases = [
+        (
+            "[strategy]\nname = \"fedper\"\nlambda = 2.0\n",
+            "exp.toml: strategy.lambda: not used by fedper (used by pfedme, ditto)",
+        ),
+        (
+            "[strategy]\nmu = 0.1\n",
+            "exp.toml: strategy.mu: not used by fedavg (used by fedprox, fedasync)",
+        ),
+        (
+            "[strategy]\nname = \"fedavg\"\nbeta1 = 0.9\n",
+            "exp.toml: strategy.beta1: not used by fedavg (used by fedadam, fedyogi)",
+        ),
+        (
+            "[strategy]\nname = \"fedadagrad\"\nbeta2 = 0.9\n",
+            "exp.toml: strategy.beta2: not used by fedadagrad (used by fedadam, fedyogi)",
+        ),
+        (
+            "[strategy]\nname = \"ditto\"\npersonal_groups = [\"head\"]\n",
+            "exp.toml: strategy.personal_groups: not used by ditto (used by fedper, lg-fedavg, fedrep)",
+        ),
+    ];
+    for (strategy, want) in cases {
+        let err = usage_error(&format!("{base}{strategy}"));
+        assert!(err.starts_with("error: ") && err.ends_with(want), "{err}");
+    }
+    // A --set override is checked the same way.
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = write_config(tmp.path(), base);
+    let st = fedpace()
+        .args([
+            "run",
+            cfg.to_str().unwrap(),
+            "--set",
+            "strategy.momentum=0.5",
+        ])
+        .arg("--out")
+        .arg(tmp.path().join("never"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&st.stderr);
+    assert_eq!(st.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("strategy.momentum: not used by fedavg (used by fedavgm)"),
+        "{err}"
+    );
+}
+
+#[test]
+fn unknown_group_labels_are_rejected_before_the_run_starts() {
+    let base =
+        "[data]\nsource = \"optdigits\"\nnum_clients = 4\n[model]\nname = \"mlp\"\nhidden = [8]\n";
+    let err = usage_error(&format!(
+        "{base}[strategy]\nname = \"fedrep\"\npersonal_groups = [\"classifier\"]\n"
+    ));
+    assert!(err.contains("strategy.personal_groups"), "{err}");
+    assert!(err.contains("classifier"), "{err}");
+    assert!(err.contains("body") && err.contains("head"), "{err}");
+    let err = usage_error(&format!(
+        "{base}[strategy]\nname = \"fedbabu\"\nfrozen_groups = [\"fc9\"]\n"
+    ));
+    assert!(
+        err.contains("strategy.frozen_groups") && err.contains("fc9"),
+        "{err}"
+    );
+    assert!(err.contains("body") && err.contains("head"), "{err}");
+    // FedPer on a one-group model (logistic regression) cannot split it.
+    let err = usage_error(
+        "[data]\nsource = \"optdigits\"\nnum_clients = 4\n[model]\nname = \"logistic-regression\"\n\
+         [strategy]\nname = \"fedper\"\n",
+    );
+    assert!(err.contains("strategy.personal_groups"), "{err}");
+}
+
+#[test]
+fn personalised_runs_are_bit_identical_with_one_or_two_threads() {
+    for name in ["ditto", "fedrep"] {
+        let text = SMALL.replace(
+            "[strategy]\nclients_per_round = 5",
+            &format!("[strategy]\nname = \"{name}\"\nclients_per_round = 5"),
+        ) + "personalized = \"personal-model\"\n";
+        let text = text.replace("rounds = 6", "rounds = 4");
+        let tmp = tempfile::tempdir().unwrap();
+        let cfg = write_config(tmp.path(), &text);
+        let mut outs = Vec::new();
+        for threads in ["1", "2"] {
+            let out = tmp.path().join(format!("t{threads}"));
+            let st = fedpace()
+                .args(["run", cfg.to_str().unwrap(), "--threads", threads, "--out"])
+                .arg(&out)
+                .output()
+                .unwrap();
+            assert!(
+                st.status.success(),
+                "{name}: {}",
+                String::from_utf8_lossy(&st.stderr)
+            );
+            outs.push(out);
+        }
+        let model = |d: &Path| std::fs::read(d.join("model.safetensors")).unwrap();
+        assert_eq!(
+            model(&outs[0]),
+            model(&outs[1]),
+            "{name}: final models differ"
+        );
+        let strip = |d: &Path| {
+            let mut s = read_json(&d.join("summary.json"));
+            let o = s.as_object_mut().unwrap();
+            for k in ["wall_seconds", "peak_rss_mb", "threads", "name"] {
+                o.remove(k);
+            }
+            s
+        };
+        let s1 = strip(&outs[0]);
+        assert!(s1["strategy"].as_str().unwrap().starts_with(name), "{s1}");
+        assert!(s1["personalized"]["mean_accuracy"].is_number(), "{s1}");
+        assert_eq!(s1, strip(&outs[1]), "{name}: summaries differ");
+        let metrics = |d: &Path| -> Vec<serde_json::Value> {
+            std::fs::read_to_string(d.join("metrics.jsonl"))
+                .unwrap()
+                .lines()
+                .map(|l| {
+                    let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
+                    v.as_object_mut().unwrap().remove("wall_seconds");
+                    v
+                })
+                .collect()
+        };
+        assert_eq!(
+            metrics(&outs[0]),
+            metrics(&outs[1]),
+            "{name}: metrics differ"
+        );
+    }
+}
+
 #[test]
 fn missing_data_names_the_fetch_command() {
     let tmp = tempfile::tempdir().unwrap();

@@ -114,6 +114,11 @@ fn bad_devices_and_async_settings_name_the_key() {
             "strategy.async_alpha = 0: in (0, 1]",
         ),
         ("devices.late=\"sometimes\"", "devices.late"),
+        // A knob of another algorithm (stragglers.toml is FedProx).
+        (
+            "strategy.async_alpha=0.5",
+            "strategy.async_alpha: not used by fedprox (used by fedasync)",
+        ),
         (
             "devices.epochs={min=4,max=2}",
             "devices.epochs.min/max = 4/2: 1 <= min <= max",
@@ -128,7 +133,14 @@ fn bad_devices_and_async_settings_name_the_key() {
         ),
     ];
     for (set, want) in cases {
-        let o = run("stragglers", &dir.path().join("x"), &[set]);
+        let example = if set.starts_with("strategy.async_alpha=0.0") {
+            "fedasync"
+        } else if set.starts_with("strategy.feddyn_clip") {
+            "feddyn"
+        } else {
+            "stragglers"
+        };
+        let o = run(example, &dir.path().join("x"), &[set]);
         assert_eq!(o.status.code(), Some(2), "{set}");
         let err = String::from_utf8_lossy(&o.stderr);
         assert!(err.contains(want), "{set}: {err}");
