@@ -16,7 +16,7 @@ reproduces exactly:
 
 Values are computed in float64 and rounded to float32 on both sides.
 
-Run:  /opt/torch-venv/bin/python crates/nn/tests/golden/make_golden.py
+Run (Python with torch and numpy installed, e.g. `pip install torch numpy`):  python crates/nn/tests/golden/make_golden.py
 (writes the *.json files beside this script; PyTorch 2.15 CPU, 1 thread).
 """
 

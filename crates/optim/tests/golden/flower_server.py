@@ -6,7 +6,7 @@ Flower runs under (Python-float scalars do not promote float32 arrays; FedAdam's
 `np.sqrt`/`np.power` step size is a float64 NumPy scalar, so its model turns float64
 after round 1, as the appendix notes).
 
-Run:  /opt/torch-venv/bin/python crates/optim/tests/golden/flower_server.py
+Run (Python with torch and numpy installed, e.g. `pip install torch numpy`):  python crates/optim/tests/golden/flower_server.py
 Writes flower_server.json beside this file; tests/golden_server.rs replays it.
 
 Protocol per round t = 1..R (t is Flower's `server_round`): every client starts from

@@ -1,6 +1,6 @@
 """Golden numbers for fedpace-optim's client optimisers, from torch.optim.
 
-Run:  /opt/torch-venv/bin/python crates/optim/tests/golden/torch_optim.py
+Run (Python with torch and numpy installed, e.g. `pip install torch numpy`):  python crates/optim/tests/golden/torch_optim.py
 Writes torch_optim.json beside this file; tests/golden_torch.rs replays every case.
 
 Layout: two tensors, w [3, 2] in group "body" and b [3] in group "head", flattened in
