@@ -173,7 +173,7 @@ fn workload(w: Workload, opts: &BenchOptions, gemm1: f64) -> Result<()> {
         cfg.strategy.clients_per_round
     );
     println!(
-        "  whole run            {:>9.3} s   [ref Flower {:.1} s → {:.0}× faster, target ≥ {:.0}×; ref PyTorch loop {:.1} s → {:.1}×]",
+        "  whole run            {:>9.3} s   [ref Flower {:.1} s → {:.1}× faster, target ≥ {:.0}×; ref PyTorch loop {:.1} s → {:.1}×]",
         total,
         r.flower_total_s,
         r.flower_total_s / total,
