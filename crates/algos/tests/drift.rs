@@ -161,7 +161,7 @@ fn scaffold_two_rounds_by_hand_and_control_variates_survive() {
             }
             // every client's c_i is the one kept in the grid's state store
             for id in 0..n {
-                let st = grid.state_of(id);
+                let st = grid.state_of(id).unwrap();
                 let got = st.control_variate.unwrap_or_else(|| vec![0.0; DIM]);
                 for j in 0..DIM {
                     assert!(

@@ -477,7 +477,7 @@ fn fedper_through_the_round_loop_keeps_state_and_the_global_head() {
     // Body → the mean of the targets (2); each head → its own target.
     close(&out.global.as_slice()[..2], &[2.0, 2.0], 0.05);
     for (id, t) in targets.iter().enumerate() {
-        let s = grid.state_of(id as u64);
+        let s = grid.state_of(id as u64).unwrap();
         assert!((s.personal.unwrap().params[2] - t[2]).abs() < 1e-3);
     }
     // The shared body (≈ 2) is within 0.5 of both clients' samples; only the personal

@@ -475,3 +475,46 @@ fn random_local_epochs_are_uniform_per_round_and_client_and_compose() {
         );
     }
 }
+
+/// A store whose disk has failed: every read and write errors.
+struct BrokenStore;
+impl fedpace_sim::StateStore for BrokenStore {
+    fn take(&mut self, _id: u64) -> Result<fedpace_core::LocalState, String> {
+        Err("state store /nowhere/states.redb: read: disk I/O error".into())
+    }
+    fn put(&mut self, _id: u64, _s: fedpace_core::LocalState) -> Result<(), String> {
+        Err("state store /nowhere/states.redb: write: disk I/O error".into())
+    }
+    fn len(&self) -> usize {
+        0
+    }
+}
+
+#[test]
+fn a_failing_state_store_is_an_error_of_the_run_not_a_panic() {
+    let mut grid = SimGrid::new(pool(4), factory(), 2)
+        .unwrap()
+        .with_store(Box::new(BrokenStore));
+    let mut s = fedavg(2, plan(0.1, 3));
+    let mut obs = Collect(Vec::new(), NoProgress);
+    let err = fedpace_core::run(
+        s.as_mut(),
+        &mut grid,
+        ParamTree::zeros(spec()),
+        &RunOptions {
+            rounds: 2,
+            seed: 1,
+            eval_every: 0,
+            finetune_steps: 0,
+            max_test_samples: None,
+            personalized: Default::default(),
+        },
+        &mut obs,
+    )
+    .unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains("all 2 sampled clients failed") && msg.contains("disk I/O error"),
+        "{msg}"
+    );
+}

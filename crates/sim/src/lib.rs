@@ -32,10 +32,11 @@ pub use spill::SpillStore;
 
 /// Where clients' local states live between rounds.
 pub trait StateStore: Send {
-    /// Takes client `id`'s state out (a fresh default if it has none).
-    fn take(&mut self, id: ClientId) -> LocalState;
+    /// Takes client `id`'s state out (a fresh default if it has none). Errors (a
+    /// database's I/O) are messages naming the store.
+    fn take(&mut self, id: ClientId) -> Result<LocalState, String>;
     /// Puts client `id`'s state back.
-    fn put(&mut self, id: ClientId, state: LocalState);
+    fn put(&mut self, id: ClientId, state: LocalState) -> Result<(), String>;
     /// Number of clients with stored state.
     fn len(&self) -> usize;
     /// One line about where the states are (for benchmarks and logs).
@@ -48,14 +49,15 @@ pub trait StateStore: Send {
     }
     /// Takes the states of `ids` out, in order (one round's sampled clients; a store
     /// backed by a database reads them in one transaction).
-    fn take_many(&mut self, ids: &[ClientId]) -> Vec<LocalState> {
+    fn take_many(&mut self, ids: &[ClientId]) -> Result<Vec<LocalState>, String> {
         ids.iter().map(|&id| self.take(id)).collect()
     }
     /// Puts several states back (one transaction for a database-backed store).
-    fn put_many(&mut self, states: Vec<(ClientId, LocalState)>) {
+    fn put_many(&mut self, states: Vec<(ClientId, LocalState)>) -> Result<(), String> {
         for (id, s) in states {
-            self.put(id, s);
+            self.put(id, s)?;
         }
+        Ok(())
     }
 }
 
@@ -66,13 +68,14 @@ pub struct MemoryStore {
 }
 
 impl StateStore for MemoryStore {
-    fn take(&mut self, id: ClientId) -> LocalState {
-        self.states.remove(&id).unwrap_or_default()
+    fn take(&mut self, id: ClientId) -> Result<LocalState, String> {
+        Ok(self.states.remove(&id).unwrap_or_default())
     }
-    fn put(&mut self, id: ClientId, state: LocalState) {
+    fn put(&mut self, id: ClientId, state: LocalState) -> Result<(), String> {
         if state != LocalState::default() {
             self.states.insert(id, state);
         }
+        Ok(())
     }
     fn len(&self) -> usize {
         self.states.len()
@@ -144,10 +147,10 @@ impl SimGrid {
     }
 
     /// Client `id`'s stored state (a clone), for inspection and checkpoints.
-    pub fn state_of(&mut self, id: ClientId) -> LocalState {
-        let s = self.store.take(id);
-        self.store.put(id, s.clone());
-        s
+    pub fn state_of(&mut self, id: ClientId) -> Result<LocalState, String> {
+        let s = self.store.take(id)?;
+        self.store.put(id, s.clone())?;
+        Ok(s)
     }
 
     fn run_all<I, O>(
@@ -162,7 +165,21 @@ impl SimGrid {
         O: Send,
     {
         let ids: Vec<ClientId> = ins.iter().map(|(id, _)| *id).collect();
-        let states = self.store.take_many(&ids);
+        let states = match self.store.take_many(&ids) {
+            Ok(s) => s,
+            // No client can train without its state: the round fails as a whole.
+            Err(e) => {
+                let mut ids = ids;
+                ids.sort_unstable();
+                return ids
+                    .into_iter()
+                    .map(|client| Reply {
+                        client,
+                        result: Err(ClientFailure::Error(e.clone())),
+                    })
+                    .collect();
+            }
+        };
         let mut work: Vec<(ClientId, I, LocalState)> = ins
             .into_iter()
             .zip(states)
@@ -189,14 +206,19 @@ impl SimGrid {
                 .collect()
         });
         let mut states = Vec::with_capacity(done.len());
-        let replies = done
+        let mut replies: Vec<Reply<O>> = done
             .into_iter()
             .map(|(id, result, state)| {
                 states.push((id, state));
                 Reply { client: id, result }
             })
             .collect();
-        self.store.put_many(states);
+        if let Err(e) = self.store.put_many(states) {
+            // States that could not be kept make the round's work unusable.
+            for r in &mut replies {
+                r.result = Err(ClientFailure::Error(e.clone()));
+            }
+        }
         replies
     }
 }

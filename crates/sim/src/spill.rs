@@ -15,7 +15,8 @@
 //! Writes use redb's `Eventual` durability (no fsync per round): the file is scratch
 //! space, deleted when the store is dropped, not a checkpoint.
 //!
-//! An I/O error of the database (disk full, file removed) panics with the file's path:
+//! An I/O error of the database (disk full, file removed) is returned with the file's path;
+//! the grid turns it into a failure of every client of the round (see `SimGrid`):
 //! the simulation cannot continue without its clients' states.
 
 use crate::StateStore;
@@ -125,8 +126,8 @@ impl SpillStore {
         self.spilled_total
     }
 
-    fn fail(&self, what: &str, e: impl std::fmt::Display) -> ! {
-        panic!("state store {}: {what}: {e}", self.path.display())
+    fn err(&self, what: &str, e: impl std::fmt::Display) -> String {
+        format!("state store {}: {what}: {e}", self.path.display())
     }
 
     fn insert_hot(&mut self, id: ClientId, state: LocalState) {
@@ -141,9 +142,9 @@ impl SpillStore {
     }
 
     /// Writes the oldest in-memory states to disk until within budget.
-    fn evict(&mut self) {
+    fn evict(&mut self) -> Result<(), String> {
         if self.hot_bytes <= self.budget {
-            return;
+            return Ok(());
         }
         let mut out: Vec<(ClientId, LocalState)> = Vec::new();
         while self.hot_bytes > self.budget {
@@ -156,73 +157,64 @@ impl SpillStore {
             }
         }
         if out.is_empty() {
-            return;
+            return Ok(());
         }
-        let mut txn = self
-            .db
-            .begin_write()
-            .unwrap_or_else(|e| self.fail("write", e));
+        let mut txn = self.db.begin_write().map_err(|e| self.err("write", e))?;
         txn.set_durability(Durability::Eventual);
         let mut added = 0;
         {
-            let mut table = txn
-                .open_table(TABLE)
-                .unwrap_or_else(|e| self.fail("open", e));
+            let mut table = txn.open_table(TABLE).map_err(|e| self.err("open", e))?;
             let mut buf = Vec::new();
             for (id, s) in &out {
                 buf.clear();
-                ciborium::into_writer(s, &mut buf).unwrap_or_else(|e| self.fail("encode", e));
+                ciborium::into_writer(s, &mut buf).map_err(|e| self.err("encode", e))?;
                 let prev = table
                     .insert(*id, buf.as_slice())
-                    .unwrap_or_else(|e| self.fail("insert", e));
+                    .map_err(|e| self.err("insert", e))?;
                 if prev.is_none() {
                     added += 1;
                 }
             }
         }
-        txn.commit().unwrap_or_else(|e| self.fail("commit", e));
+        txn.commit().map_err(|e| self.err("commit", e))?;
         self.on_disk += added;
         self.spilled_total += out.len() as u64;
+        Ok(())
     }
 
     /// Removes and decodes the states of `ids` from disk (absent ids are skipped).
-    fn take_from_disk(&mut self, ids: &[ClientId]) -> HashMap<ClientId, LocalState> {
+    fn take_from_disk(
+        &mut self,
+        ids: &[ClientId],
+    ) -> Result<HashMap<ClientId, LocalState>, String> {
         let mut found = HashMap::new();
         if self.on_disk == 0 || ids.is_empty() {
-            return found;
+            return Ok(found);
         }
-        let mut txn = self
-            .db
-            .begin_write()
-            .unwrap_or_else(|e| self.fail("write", e));
+        let mut txn = self.db.begin_write().map_err(|e| self.err("write", e))?;
         txn.set_durability(Durability::Eventual);
         {
-            let mut table = txn
-                .open_table(TABLE)
-                .unwrap_or_else(|e| self.fail("open", e));
+            let mut table = txn.open_table(TABLE).map_err(|e| self.err("open", e))?;
             for &id in ids {
-                let got = table.remove(id).unwrap_or_else(|e| self.fail("remove", e));
+                let got = table.remove(id).map_err(|e| self.err("remove", e))?;
                 if let Some(v) = got {
                     let s: LocalState =
-                        ciborium::from_reader(v.value()).unwrap_or_else(|e| self.fail("decode", e));
+                        ciborium::from_reader(v.value()).map_err(|e| self.err("decode", e))?;
                     found.insert(id, s);
                 }
             }
         }
-        txn.commit().unwrap_or_else(|e| self.fail("commit", e));
+        txn.commit().map_err(|e| self.err("commit", e))?;
         self.on_disk -= found.len();
-        found
+        Ok(found)
     }
 
     /// Number of states in the database file (reads the table; for tests).
-    pub fn count_on_disk(&self) -> u64 {
-        let txn = self
-            .db
-            .begin_read()
-            .unwrap_or_else(|e| self.fail("read", e));
+    pub fn count_on_disk(&self) -> Result<u64, String> {
+        let txn = self.db.begin_read().map_err(|e| self.err("read", e))?;
         match txn.open_table(TABLE) {
-            Ok(t) => t.len().unwrap_or_else(|e| self.fail("len", e)),
-            Err(_) => 0,
+            Ok(t) => t.len().map_err(|e| self.err("len", e)),
+            Err(_) => Ok(0),
         }
     }
 }
@@ -234,12 +226,12 @@ impl Drop for SpillStore {
 }
 
 impl StateStore for SpillStore {
-    fn take(&mut self, id: ClientId) -> LocalState {
-        self.take_many(&[id]).pop().unwrap_or_default()
+    fn take(&mut self, id: ClientId) -> Result<LocalState, String> {
+        Ok(self.take_many(&[id])?.pop().unwrap_or_default())
     }
 
-    fn put(&mut self, id: ClientId, state: LocalState) {
-        self.put_many(vec![(id, state)]);
+    fn put(&mut self, id: ClientId, state: LocalState) -> Result<(), String> {
+        self.put_many(vec![(id, state)])
     }
 
     fn len(&self) -> usize {
@@ -260,7 +252,7 @@ impl StateStore for SpillStore {
         )
     }
 
-    fn take_many(&mut self, ids: &[ClientId]) -> Vec<LocalState> {
+    fn take_many(&mut self, ids: &[ClientId]) -> Result<Vec<LocalState>, String> {
         let mut out: Vec<Option<LocalState>> = ids
             .iter()
             .map(|id| {
@@ -277,22 +269,22 @@ impl StateStore for SpillStore {
             .filter(|(_, s)| s.is_none())
             .map(|(id, _)| *id)
             .collect();
-        let mut disk = self.take_from_disk(&missing);
+        let mut disk = self.take_from_disk(&missing)?;
         for (id, slot) in ids.iter().zip(&mut out) {
             if slot.is_none() {
                 *slot = disk.remove(id);
             }
         }
-        out.into_iter().map(Option::unwrap_or_default).collect()
+        Ok(out.into_iter().map(Option::unwrap_or_default).collect())
     }
 
-    fn put_many(&mut self, states: Vec<(ClientId, LocalState)>) {
+    fn put_many(&mut self, states: Vec<(ClientId, LocalState)>) -> Result<(), String> {
         for (id, s) in states {
             if s != LocalState::default() {
                 self.insert_hot(id, s);
             }
         }
-        self.evict();
+        self.evict()
     }
 }
 
@@ -320,26 +312,27 @@ mod tests {
         // Room for about 3 states of 100 floats.
         let mut s = SpillStore::new(&dir, 3 * state_bytes(&state(0, 100))).unwrap();
         let path = s.path().to_path_buf();
-        s.put_many((0..10).map(|k| (k, state(k, 100))).collect());
+        s.put_many((0..10).map(|k| (k, state(k, 100))).collect())
+            .unwrap();
         assert_eq!(s.len(), 10);
         assert!(s.in_memory() <= 3, "{s:?}");
         assert_eq!(s.on_disk(), 10 - s.in_memory());
-        assert_eq!(s.count_on_disk() as usize, s.on_disk());
+        assert_eq!(s.count_on_disk().unwrap() as usize, s.on_disk());
         assert!(s.memory_bytes() <= 3 * state_bytes(&state(0, 100)));
         // Mixed: some from disk (oldest), some from memory (newest), one never stored.
-        let got = s.take_many(&[0, 9, 4, 42]);
+        let got = s.take_many(&[0, 9, 4, 42]).unwrap();
         assert_eq!(got[0], state(0, 100));
         assert_eq!(got[1], state(9, 100));
         assert_eq!(got[2], state(4, 100));
         assert_eq!(got[3], LocalState::default());
         assert_eq!(s.len(), 7);
-        assert_eq!(s.count_on_disk() as usize, s.on_disk());
+        assert_eq!(s.count_on_disk().unwrap() as usize, s.on_disk());
         // Single-item trait methods; default states are not stored.
-        s.put(0, state(100, 100));
-        s.put(1, LocalState::default());
-        assert_eq!(s.take(0), state(100, 100));
+        s.put(0, state(100, 100)).unwrap();
+        s.put(1, LocalState::default()).unwrap();
+        assert_eq!(s.take(0).unwrap(), state(100, 100));
         for k in [1, 2, 3, 5, 6, 7, 8] {
-            assert_eq!(s.take(k), state(k, 100), "client {k}");
+            assert_eq!(s.take(k).unwrap(), state(k, 100), "client {k}");
         }
         assert!(s.is_empty());
         drop(s);
@@ -350,8 +343,8 @@ mod tests {
     fn zero_budget_keeps_nothing_in_memory() {
         let dir = std::env::temp_dir().join("fedpace-spill-test");
         let mut s = SpillStore::new(&dir, 0).unwrap();
-        s.put(7, state(7, 5));
+        s.put(7, state(7, 5)).unwrap();
         assert_eq!((s.in_memory(), s.on_disk()), (0, 1));
-        assert_eq!(s.take(7), state(7, 5));
+        assert_eq!(s.take(7).unwrap(), state(7, 5));
     }
 }
