@@ -6,7 +6,7 @@
 //! client's reported rate sum) and `τ_eff,g = Σ_k p̃_k Λ_{k,g}`. When every client has
 //! the same Λ the two coincide, so normalising costs nothing where it is not needed.
 
-use fedpace_core::{ClientAggregate, ClientId, TrainRes};
+use fedpace_core::{ClientAggregate, ClientId, Error, Reply, Result, TrainRes};
 use fedpace_params::ParamSpec;
 use serde::{Deserialize, Serialize};
 
@@ -32,6 +32,33 @@ pub struct Aggregated {
     pub normalized: bool,
     /// Per-client weight and cosine to Δ̄.
     pub clients: Vec<ClientAggregate>,
+}
+
+/// The successful replies with training data from clients that `keep` accepts, or
+/// [`Error::AllClientsFailed`] (naming the first failure) when there are none.
+pub(crate) fn usable(
+    round: u32,
+    replies: &[Reply<TrainRes>],
+    keep: impl Fn(ClientId) -> bool,
+) -> Result<Vec<(ClientId, &TrainRes)>> {
+    let ok: Vec<(ClientId, &TrainRes)> = replies
+        .iter()
+        .filter(|r| keep(r.client))
+        .filter_map(|r| r.result.as_ref().ok().map(|res| (r.client, res)))
+        .filter(|(_, r)| r.num_examples > 0)
+        .collect();
+    if ok.is_empty() {
+        let first = replies
+            .iter()
+            .find_map(|r| r.result.as_ref().err().map(|e| e.to_string()))
+            .unwrap_or_else(|| "no client had training data".into());
+        return Err(Error::AllClientsFailed {
+            round,
+            clients: replies.len(),
+            first,
+        });
+    }
+    Ok(ok)
 }
 
 /// Whether the clients' rate sums differ (relative tolerance 1e-9).

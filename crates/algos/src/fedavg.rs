@@ -4,6 +4,7 @@
 //! clients' rate sums differ, updates are normalised (§1.1, [`Normalize`]).
 
 use crate::aggregate::aggregate;
+use crate::aggregate::usable;
 pub use crate::aggregate::Normalize;
 use crate::fedopt::{average_states, ServerStep};
 use crate::sampling::Sampling;
@@ -164,22 +165,7 @@ impl Strategy for FedAvg {
         replies: &[Reply<TrainRes>],
         pool: &[ClientInfo],
     ) -> Result<AggregateSummary> {
-        let ok: Vec<(ClientId, &TrainRes)> = replies
-            .iter()
-            .filter_map(|r| r.result.as_ref().ok().map(|res| (r.client, res)))
-            .filter(|(_, r)| r.num_examples > 0)
-            .collect();
-        if ok.is_empty() {
-            let first = replies
-                .iter()
-                .find_map(|r| r.result.as_ref().err().map(|e| e.to_string()))
-                .unwrap_or_else(|| "no client had training data".into());
-            return Err(Error::AllClientsFailed {
-                round,
-                clients: replies.len(),
-                first,
-            });
-        }
+        let ok = usable(round, replies, |_| true)?;
         let mut weights: Vec<f64> = ok
             .iter()
             .map(|(_, r)| {

@@ -15,8 +15,8 @@
 //! before its local optimiser's step.
 
 use crate::aggregate::aggregate;
+use crate::aggregate::usable;
 use crate::fedavg::{find_client, FedAvg, FedAvgConfig};
-use crate::scaffold::usable;
 use fedpace_core::{
     AggregateSummary, ClientId, ClientInfo, Error, InsExtras, RatePlan, RatePolicy, Reply, Result,
     Strategy, TrainIns, TrainRes,
@@ -108,7 +108,7 @@ impl Strategy for FedDyn {
         replies: &[Reply<TrainRes>],
         pool: &[ClientInfo],
     ) -> Result<AggregateSummary> {
-        let ok = usable(round, replies)?;
+        let ok = usable(round, replies, |_| true)?;
         let len = global.as_slice().len();
         if self.h.len() != len {
             self.h = vec![0.0; len];

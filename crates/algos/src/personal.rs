@@ -7,6 +7,7 @@
 //! resolved against the model's `ParamSpec` on the first round. Personal groups are never
 //! sent: the client zeroes their delta and the server's mask ignores them anyway.
 
+use crate::aggregate::usable;
 use crate::aggregate::{aggregate_masked, Normalize};
 use crate::client::{evaluate_on, local_train};
 use crate::fedavg::find_client;
@@ -172,23 +173,7 @@ impl Strategy for Personalized {
         replies: &[Reply<TrainRes>],
         pool: &[ClientInfo],
     ) -> Result<AggregateSummary> {
-        let ok: Vec<(ClientId, &TrainRes)> = replies
-            .iter()
-            .filter(|r| self.sampled.binary_search(&r.client).is_ok())
-            .filter_map(|r| r.result.as_ref().ok().map(|res| (r.client, res)))
-            .filter(|(_, r)| r.num_examples > 0)
-            .collect();
-        if ok.is_empty() {
-            let first = replies
-                .iter()
-                .find_map(|r| r.result.as_ref().err().map(|e| e.to_string()))
-                .unwrap_or_else(|| "no client had training data".into());
-            return Err(Error::AllClientsFailed {
-                round,
-                clients: replies.len(),
-                first,
-            });
-        }
+        let ok = usable(round, replies, |c| self.sampled.binary_search(&c).is_ok())?;
         let shared: Vec<bool> = self
             .ins
             .as_ref()

@@ -12,6 +12,7 @@
 //! `c ← c + (1/N) Σ_{i∈S} Δc_i` with N the whole pool.
 
 use crate::aggregate::aggregate;
+use crate::aggregate::usable;
 use crate::fedavg::{find_client, FedAvg, FedAvgConfig};
 use fedpace_core::{
     AggregateSummary, ClientId, ClientInfo, Error, InsExtras, RatePlan, RatePolicy, Reply,
@@ -19,30 +20,6 @@ use fedpace_core::{
 };
 use fedpace_params::{l2_norm, ParamTree};
 use std::sync::Arc;
-
-/// The successful replies with training data, or an error when there are none.
-pub(crate) fn usable(
-    round: u32,
-    replies: &[Reply<TrainRes>],
-) -> Result<Vec<(ClientId, &TrainRes)>> {
-    let ok: Vec<(ClientId, &TrainRes)> = replies
-        .iter()
-        .filter_map(|r| r.result.as_ref().ok().map(|res| (r.client, res)))
-        .filter(|(_, r)| r.num_examples > 0)
-        .collect();
-    if ok.is_empty() {
-        let first = replies
-            .iter()
-            .find_map(|r| r.result.as_ref().err().map(|e| e.to_string()))
-            .unwrap_or_else(|| "no client had training data".into());
-        return Err(Error::AllClientsFailed {
-            round,
-            clients: replies.len(),
-            first,
-        });
-    }
-    Ok(ok)
-}
 
 /// The SCAFFOLD strategy (FedAvg's sampling and rate plans, plus control variates).
 pub struct Scaffold {
@@ -103,7 +80,7 @@ impl Strategy for Scaffold {
         replies: &[Reply<TrainRes>],
         pool: &[ClientInfo],
     ) -> Result<AggregateSummary> {
-        let ok = usable(round, replies)?;
+        let ok = usable(round, replies, |_| true)?;
         let mut dc = vec![0f64; global.as_slice().len()];
         for (id, r) in &ok {
             let ResExtras::Scaffold { control_delta } = &r.extras else {
