@@ -10,7 +10,6 @@ use candle_core::{
     backend::BackendStorage, CpuStorage, CustomOp2, CustomOp3, DType, Layout, Shape, Storage,
     Tensor,
 };
-use gemm::Parallelism;
 use rayon::prelude::*;
 
 use crate::im2col::{col2im_add, im2col, ConvGeometry};
@@ -359,7 +358,7 @@ pub(crate) fn with_cpu_f32<R>(
 struct Plan {
     chunk: usize,
     group: usize,
-    gemm_parallelism: Parallelism,
+    gemm_threads: usize,
 }
 
 impl Plan {
@@ -370,18 +369,14 @@ impl Plan {
         // Threads left over after one per chunk (batch smaller than the thread count)
         // go into the GEMMs.
         let spare = threads / chunks;
-        let gemm_parallelism = if spare > 1 {
-            Parallelism::Rayon(spare)
-        } else {
-            Parallelism::None
-        };
+        let gemm_threads = spare.max(1);
         // Column buffer plus the (O, G·P) transpose buffer.
         let per_sample = ((g.taps() + g.out_channels) * g.out_pixels() * size_of::<f32>()).max(1);
         let group = (budget_bytes / per_sample).clamp(1, chunk);
         Self {
             chunk,
             group,
-            gemm_parallelism,
+            gemm_threads,
         }
     }
 }
@@ -445,10 +440,10 @@ fn forward_chunk(
                 }
             }
             let dst = MatMut::row_major(dst, o, p, p);
-            sgemm(dst, weight, cols_view, b.is_some(), plan.gemm_parallelism);
+            sgemm(dst, weight, cols_view, b.is_some(), plan.gemm_threads);
         } else {
             let dst = MatMut::row_major(wide, o, ld, ld);
-            sgemm(dst, weight, cols_view, false, plan.gemm_parallelism);
+            sgemm(dst, weight, cols_view, false, plan.gemm_threads);
             // (O, G·P) → G × (O, P), adding the bias on the way.
             for i in 0..gs {
                 let out = &mut y[(start + i) * out_len..][..out_len];
@@ -569,7 +564,7 @@ fn backward_chunk(
                 dy_view,
                 MatRef::transposed(cols, ld, k, ld),
                 true,
-                plan.gemm_parallelism,
+                plan.gemm_threads,
             );
         }
         if let Some(dx) = dx.as_deref_mut() {
@@ -578,7 +573,7 @@ fn backward_chunk(
                 MatRef::transposed(w, k, o, k),
                 dy_view,
                 false,
-                plan.gemm_parallelism,
+                plan.gemm_threads,
             );
             for i in 0..gs {
                 col2im_add(

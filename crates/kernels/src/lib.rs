@@ -33,12 +33,15 @@
 mod conv2d;
 mod im2col;
 mod max_pool;
+pub mod nhwc;
 mod sgemm;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 pub use conv2d::{conv2d, conv2d_with, Conv2dConfig, DEFAULT_IM2COL_BUDGET_BYTES};
 pub use max_pool::{max_pool2x2, relu_max_pool2x2};
+pub use nhwc::{im2row, row2im_add, to_padded_nhwc, zero_border, Pool2x2, PoolLayout, SameConv};
+pub use sgemm::{sgemm, MatMut, MatRef};
 
 static NUM_THREADS: AtomicUsize = AtomicUsize::new(1);
 

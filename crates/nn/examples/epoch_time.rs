@@ -8,7 +8,7 @@
 //! `fedpace_nn::threads::single_threaded` regardless.)
 
 use fedpace_core::{Batch, Inputs, Model};
-use fedpace_nn::{threads, CharLstm, Cnn, LogisticRegression, Mlp};
+use fedpace_nn::{threads, CandleCnn, CharLstm, Cnn, LogisticRegression, Mlp};
 use std::time::Instant;
 
 const SAMPLES: usize = 600;
@@ -109,11 +109,19 @@ fn main() {
             20,
         );
         time_epochs(
-            "cnn (FedAvg)",
+            "cnn (FedAvg), plain Rust",
             &mut Cnn::new([1, 28, 28], 10).unwrap(),
             &img,
-            3,
+            10,
         );
+        if !std::env::args().any(|a| a == "--no-candle") {
+            time_epochs(
+                "cnn (FedAvg), candle ref.",
+                &mut CandleCnn::new([1, 28, 28], 10).unwrap(),
+                &img,
+                3,
+            );
+        }
         if std::env::args().any(|a| a == "--lstm") {
             time_epochs(
                 "char-lstm 80/8/256×2, seq 80",

@@ -8,45 +8,144 @@
 //! `fc1.bias`, `fc2.weight` `[classes, 512]`, `fc2.bias`. `fc2.*` is group `head`, the
 //! rest `body`.
 //!
-//! Fast path (crate `fedpace-kernels`): convolutions are im2col + GEMM candle custom ops
-//! with their own backward (candle's CPU conv backward is ≈ 10× slower than PyTorch's);
-//! ReLU and 2×2 max-pooling are one fused op (candle 0.11.1's pooling backward scales
-//! gradients wrongly and makes seven passes); the fully connected layers are computed
-//! as `(W·xᵀ)ᵀ` so the weight gradient comes out of the GEMM already in PyTorch's
-//! `[out, in]` layout (with `x·Wᵀ`, candle returns it as a transposed view whose strided
-//! copy made the epoch ≈ 1.9× slower: 983 → 522 ms, `epoch_time` example).
+//! # Implementation: plain Rust on flat buffers
 //!
-//! Threads: each convolution splits its batch into [`Cnn::with_threads`] chunks
-//! (default 1), run on the caller's rayon pool (by as many of its threads as are free).
-//! The weight gradient is summed per chunk, so the chunk count is part of the numerics
-//! and comes from configuration, never from the core count
-//! (docs/arch/0002-parallelism.md).
+//! Forward and backward are written out by hand (no autograd, no tensors), on buffers
+//! the model keeps between calls (nothing is allocated per step once the batch size has
+//! been seen), with every product a call to the `gemm` crate through
+//! [`fedpace_kernels::sgemm`] in the orientation that crate runs fastest:
+//!
+//! - Activations are **channels-last** (HWC). A convolution is `im2row` of a zero-padded
+//!   HWC image (each row `k` contiguous copies of `5·C` values) and one GEMM
+//!   `Y[pixels, O] = cols · Wᵗ[(ki, kj, c), O]`, whose output is HWC again. Weights are
+//!   permuted into that `[(ki, kj, c), O]` layout once per step (51 k values), and their
+//!   gradient, which the GEMM `dWᵗ = colsᵀ·dY` produces in the same layout, is permuted
+//!   back.
+//! - Samples go through the convolutions in **groups** small enough that a group's column
+//!   matrix (627 KB per 28×28 sample for conv2) stays in the core's L2 cache between
+//!   `im2row` and the GEMM: [`GROUP_BYTES`]. Backward rebuilds conv2's columns from the
+//!   stored pooled activations instead of keeping them (20 MB per batch of 32).
+//! - Bias, ReLU and 2×2 max-pooling are one pass ([`fedpace_kernels::Pool2x2`]) that
+//!   writes the pooled output straight into the next layer's padded input (or, after
+//!   conv2, in PyTorch's CHW flatten order for fc1) and a one-byte winner code per
+//!   output; backward is one pass that writes the whole input gradient and the bias
+//!   gradient.
+//! - fc1 runs as `(W·Aᵀ)ᵀ` (the fast orientation for a batch of 32), its weight gradient
+//!   `dHᵀ·A` is written by the GEMM straight into the caller's gradient buffer.
+//! - Loss and ∂loss/∂logits come from [`crate::xent::softmax_xent`], as for every model.
+//!
+//! The same network on candle ([`crate::CandleCnn`], golden-tested against PyTorch) is
+//! the reference: `tests/cnn_plain_vs_candle.rs` checks that both give the same loss,
+//! logits and gradients on random parameters and batches, and the same parameters after
+//! an epoch of SGD.
+//!
+//! # Threads
+//!
+//! Each batch is split into [`Cnn::with_threads`] chunks (default 1) of consecutive
+//! samples, run on the caller's rayon pool (by as many of its threads as are free):
+//! convolutions and fully connected layers of a chunk's samples, and the chunk's partial
+//! convolution weight gradients, which are then summed in chunk order. The fc weight
+//! gradients are one GEMM over the batch that splits its output (never its sum) among
+//! the chunk count's threads. So the chunk count is part of the numerics and comes from
+//! configuration, never from the core count (docs/arch/0002-parallelism.md); with one
+//! chunk nothing touches rayon.
 
 use crate::batch;
 use crate::error::{Error, Result};
-use crate::graph::{self, Params, Scratch};
 use crate::init::{self, Init};
 use crate::{check_spec, BODY, HEAD};
-use candle_core::{Device, Tensor};
 use fedpace_core::{Batch, EvalStats, Inputs, Model};
+use fedpace_kernels::{
+    im2row, row2im_add, sgemm, to_padded_nhwc, zero_border, MatMut, MatRef, Pool2x2,
+    PoolLayout, SameConv,
+};
 use fedpace_params::{ParamSpec, ParamTree};
+use rayon::prelude::*;
 use std::sync::Arc;
 
-const NAME: &str = "cnn";
-const C1: usize = 32;
-const C2: usize = 64;
-const FC: usize = 512;
-const K: usize = 5;
+pub(crate) const NAME: &str = "cnn";
+pub(crate) const C1: usize = 32;
+pub(crate) const C2: usize = 64;
+pub(crate) const FC: usize = 512;
+pub(crate) const K: usize = 5;
+
+/// Upper bound on the conv2 column matrix of one group of samples (at least one sample
+/// per group): small enough to stay in a 2 MiB L2 cache next to the GEMM's packing
+/// buffers. A constant, so the grouping (which orders the weight-gradient sums) never
+/// depends on the machine.
+pub const GROUP_BYTES: usize = 1 << 20;
+
+/// Samples per forward pass in [`Model::evaluate`], which bounds the model's buffers
+/// (≈ 150 KB per 28×28 sample) whatever the size of the batch evaluated.
+const EVAL_BLOCK: usize = 256;
+
+/// The parameter layout of the FedAvg CNN for `input` = `[C, H, W]` and `classes`.
+pub(crate) fn build_spec(input: [usize; 3], classes: usize) -> Result<ParamSpec> {
+    let [c, h, w] = input;
+    crate::check_positive(NAME, "classes", classes)?;
+    if c == 0 || h == 0 || w == 0 || h % 4 != 0 || w % 4 != 0 {
+        return Err(Error::UnsupportedInput {
+            model: NAME.into(),
+            input: format!("{input:?}"),
+            reason: "needs [channels, height, width] with height and width positive \
+                     multiples of 4 (two 2×2 max-pools)"
+                .into(),
+        });
+    }
+    let flat = C2 * (h / 4) * (w / 4);
+    Ok(ParamSpec::builder()
+        .add("conv1.weight", &[C1, c, K, K], BODY)
+        .add("conv1.bias", &[C1], BODY)
+        .add("conv2.weight", &[C2, C1, K, K], BODY)
+        .add("conv2.bias", &[C2], BODY)
+        .add("fc1.weight", &[FC, flat], BODY)
+        .add("fc1.bias", &[FC], BODY)
+        .add("fc2.weight", &[classes, FC], HEAD)
+        .add("fc2.bias", &[classes], HEAD)
+        .build()?)
+}
+
+/// PyTorch's default initialisation of every layer, from `seed`.
+pub(crate) fn init_params(spec: &Arc<ParamSpec>, seed: u64) -> ParamTree {
+    let mut p = ParamTree::zeros(spec.clone());
+    let parts: Vec<(usize, Init)> = spec
+        .entries()
+        .chunks(2)
+        .flat_map(|wb| {
+            let fan_in: usize = wb[0].shape[1..].iter().product();
+            let i = Init::fan_in(fan_in);
+            [(wb[0].len(), i), (wb[1].len(), i)]
+        })
+        .collect();
+    init::fill(seed, &parts, p.as_mut_slice());
+    p
+}
+
+/// The batch's pixels, after checking the sample shape is `[C, H, W]` (or `[H, W]` when
+/// C = 1) and the labels.
+pub(crate) fn images<'a>(input: [usize; 3], classes: usize, batch: &'a Batch) -> Result<&'a [f32]> {
+    if let Inputs::Dense { sample_shape, .. } = &batch.inputs {
+        let s = sample_shape.as_slice();
+        if s != input && !(input[0] == 1 && s == &input[1..]) {
+            return Err(Error::bad_batch(
+                NAME,
+                "sample shape",
+                format!("{input:?}"),
+                format!("{s:?}"),
+            ));
+        }
+    }
+    batch::dense(NAME, batch, input.iter().product(), None, classes)
+}
 
 /// The FedAvg-paper CNN for `[channels, height, width]` inputs.
 #[derive(Debug, Clone)]
 pub struct Cnn {
     spec: Arc<ParamSpec>,
-    input: [usize; 3],
-    classes: usize,
-    device: Device,
-    scratch: Scratch,
+    geo: Geometry,
     threads: usize,
+    weights: Permuted,
+    work: Work,
 }
 
 impl Cnn {
@@ -60,93 +159,47 @@ impl Cnn {
     /// assert_eq!(m.spec().total_len(), 1_663_370);
     /// ```
     pub fn new(input: [usize; 3], classes: usize) -> Result<Self> {
-        let [c, h, w] = input;
-        crate::check_positive(NAME, "classes", classes)?;
-        if c == 0 || h == 0 || w == 0 || h % 4 != 0 || w % 4 != 0 {
-            return Err(Error::UnsupportedInput {
-                model: NAME.into(),
-                input: format!("{input:?}"),
-                reason: "needs [channels, height, width] with height and width positive \
-                         multiples of 4 (two 2×2 max-pools)"
-                    .into(),
-            });
-        }
-        let flat = C2 * (h / 4) * (w / 4);
-        let spec = ParamSpec::builder()
-            .add("conv1.weight", &[C1, c, K, K], BODY)
-            .add("conv1.bias", &[C1], BODY)
-            .add("conv2.weight", &[C2, C1, K, K], BODY)
-            .add("conv2.bias", &[C2], BODY)
-            .add("fc1.weight", &[FC, flat], BODY)
-            .add("fc1.bias", &[FC], BODY)
-            .add("fc2.weight", &[classes, FC], HEAD)
-            .add("fc2.bias", &[classes], HEAD)
-            .build()?;
+        let spec = build_spec(input, classes)?;
         Ok(Self {
             spec: Arc::new(spec),
-            input,
-            classes,
-            device: Device::Cpu,
-            scratch: Scratch::default(),
+            geo: Geometry::new(input, classes),
             threads: 1,
+            weights: Permuted::default(),
+            work: Work::default(),
         })
     }
 
-    /// Splits each convolution's batch into `threads` chunks (0 means 1), run in parallel
-    /// on the current rayon pool. Results depend (in the last bits) on this count — the
-    /// kernels sum weight gradients per chunk — but not on the pool's size.
+    /// Splits each batch into `threads` chunks (0 means 1), run in parallel on the
+    /// current rayon pool. Results depend (in the last bits) on this count — weight
+    /// gradients are summed per chunk — but not on the pool's size.
     pub fn with_threads(mut self, threads: usize) -> Self {
         self.threads = threads.max(1);
         self
     }
 
-    /// The batch's pixels, after checking the sample shape is `[C, H, W]` (or `[H, W]`
-    /// when C = 1) and the labels.
-    fn images<'a>(&self, batch: &'a Batch) -> Result<&'a [f32]> {
-        if let Inputs::Dense { sample_shape, .. } = &batch.inputs {
-            let s = sample_shape.as_slice();
-            if s != self.input && !(self.input[0] == 1 && s == &self.input[1..]) {
-                return Err(Error::bad_batch(
-                    NAME,
-                    "sample shape",
-                    format!("{:?}", self.input),
-                    format!("{s:?}"),
-                ));
-            }
+    /// The logits of every sample of `batch`, row-major `[n, classes]` (the forward
+    /// pass of [`Model::evaluate`], in the same blocks).
+    pub fn logits(&mut self, params: &ParamTree, batch: &Batch) -> Result<Vec<f32>> {
+        check_spec(NAME, &self.spec, params)?;
+        let x = images(self.geo.input, self.geo.classes, batch)?;
+        let g = &self.geo;
+        self.weights.load(g, &self.spec, params);
+        let v = View::new(&self.spec, params.as_slice(), &self.weights);
+        let mut out = Vec::with_capacity(batch.len() * g.classes);
+        for xb in x.chunks(EVAL_BLOCK * g.in_len()) {
+            let nb = xb.len() / g.in_len();
+            let chunk = self.chunk_len(nb);
+            self.work.ensure(g, nb, chunk);
+            forward(g, &v, xb, chunk, &mut self.work);
+            out.extend_from_slice(&self.work.logits[..nb * g.classes]);
         }
-        let len = self.input.iter().product();
-        batch::dense(NAME, batch, len, None, self.classes)
+        Ok(out)
     }
 
-    fn forward(&self, p: &Params, x: &[f32], n: usize) -> Result<Tensor> {
-        let [c, h, w] = self.input;
-        let t = &p.tensors;
-        let x = Tensor::from_slice(x, (n, c, h, w), &self.device)?;
-        let x = self.conv2d_same(&x, &t[0], &t[1])?;
-        let x = fedpace_kernels::relu_max_pool2x2(&x)?;
-        let x = self.conv2d_same(&x, &t[2], &t[3])?;
-        let x = fedpace_kernels::relu_max_pool2x2(&x)?;
-        let x = x.flatten_from(1)?;
-        let x = linear_wx(&x, &t[4], &t[5])?.relu()?;
-        linear_wx(&x, &t[6], &t[7])
+    /// Samples per chunk for a batch of `n`.
+    fn chunk_len(&self, n: usize) -> usize {
+        n.div_ceil(self.threads.clamp(1, n.max(1)))
     }
-
-    /// Stride-1 "same" convolution with bias: `x [n, cin, h, w]`, `w [cout, cin, k, k]`
-    /// (k odd), `b [cout]` → `[n, cout, h, w]`, on fedpace's GEMM kernel.
-    fn conv2d_same(&self, x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
-        let (_, _, k, _) = w.dims4()?;
-        let cfg = fedpace_kernels::Conv2dConfig::default()
-            .with_padding(k / 2)
-            .with_threads(self.threads);
-        Ok(fedpace_kernels::conv2d_with(x, w, Some(b), &cfg)?)
-    }
-}
-
-/// A PyTorch-layout linear layer computed as `(W·xᵀ)ᵀ + b`: same values as
-/// `x·Wᵀ + b`, but backward yields `∂W = ∂Yᵀ·x` contiguous in `W`'s own `[out, in]`
-/// layout instead of a transposed view that must be copied element by element.
-fn linear_wx(x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
-    Ok(w.matmul(&x.t()?)?.t()?.broadcast_add(b)?)
 }
 
 impl Model for Cnn {
@@ -155,19 +208,7 @@ impl Model for Cnn {
     }
 
     fn init(&self, seed: u64) -> fedpace_core::Result<ParamTree> {
-        let mut p = ParamTree::zeros(self.spec.clone());
-        let parts: Vec<(usize, Init)> = self
-            .spec
-            .entries()
-            .chunks(2)
-            .flat_map(|wb| {
-                let fan_in: usize = wb[0].shape[1..].iter().product();
-                let i = Init::fan_in(fan_in);
-                [(wb[0].len(), i), (wb[1].len(), i)]
-            })
-            .collect();
-        init::fill(seed, &parts, p.as_mut_slice());
-        Ok(p)
+        Ok(init_params(&self.spec, seed))
     }
 
     fn loss_and_grad(
@@ -178,36 +219,553 @@ impl Model for Cnn {
     ) -> fedpace_core::Result<f32> {
         check_spec(NAME, &self.spec, params)?;
         batch::grad_len(NAME, grad, self.spec.total_len())?;
-        let x = self.images(batch)?;
-        let mut scratch = std::mem::take(&mut self.scratch);
-        let r = graph::loss_and_grad(
-            &self.spec,
-            &self.device,
-            params,
+        let x = images(self.geo.input, self.geo.classes, batch)?;
+        let n = batch.len();
+        if n == 0 {
+            grad.fill(0.0);
+            return Ok(0.0);
+        }
+        let chunk = self.chunk_len(n);
+        let g = &self.geo;
+        self.weights.load(g, &self.spec, params);
+        let v = View::new(&self.spec, params.as_slice(), &self.weights);
+        self.work.ensure(g, n, chunk);
+        forward(g, &v, x, chunk, &mut self.work);
+        let w = &mut self.work;
+        let (loss_sum, _) = crate::xent::softmax_xent(
+            &w.logits[..n * g.classes],
             &batch.labels,
-            self.classes,
-            &mut scratch,
-            grad,
-            |p| self.forward(p, x, batch.len()),
+            g.classes,
+            Some(&mut w.dlogits[..n * g.classes]),
         );
-        self.scratch = scratch;
-        Ok(r?)
+        backward(g, &v, &self.spec, chunk, self.threads, w, n, grad);
+        Ok((loss_sum / n as f64) as f32)
     }
 
     fn evaluate(&mut self, params: &ParamTree, batch: &Batch) -> fedpace_core::Result<EvalStats> {
         check_spec(NAME, &self.spec, params)?;
-        let x = self.images(batch)?;
-        let mut scratch = std::mem::take(&mut self.scratch);
-        let r = graph::evaluate(
-            &self.spec,
-            &self.device,
-            params,
-            &batch.labels,
-            self.classes,
-            &mut scratch,
-            |p| self.forward(p, x, batch.len()),
-        );
-        self.scratch = scratch;
-        Ok(r?)
+        let x = images(self.geo.input, self.geo.classes, batch)?;
+        let n = batch.len();
+        if n == 0 {
+            return Ok(EvalStats::default());
+        }
+        let g = &self.geo;
+        self.weights.load(g, &self.spec, params);
+        let v = View::new(&self.spec, params.as_slice(), &self.weights);
+        let mut stats = EvalStats::default();
+        let in_len = g.in_len();
+        for (xb, yb) in x.chunks(EVAL_BLOCK * in_len).zip(batch.labels.chunks(EVAL_BLOCK)) {
+            let nb = yb.len();
+            let chunk = self.chunk_len(nb);
+            self.work.ensure(g, nb, chunk);
+            forward(g, &v, xb, chunk, &mut self.work);
+            let (loss_sum, correct) =
+                crate::xent::softmax_xent(&self.work.logits[..nb * g.classes], yb, g.classes, None);
+            stats.loss_sum += loss_sum;
+            stats.correct += correct;
+            stats.count += nb as u64;
+        }
+        Ok(stats)
     }
+}
+
+/// Shapes of every layer, fixed by the input shape and the class count.
+#[derive(Debug, Clone, Copy)]
+struct Geometry {
+    input: [usize; 3],
+    classes: usize,
+    conv1: SameConv,
+    pool1: Pool2x2,
+    conv2: SameConv,
+    pool2: Pool2x2,
+    /// fc1's input width: `64·H/4·W/4`.
+    flat: usize,
+    /// Samples per convolution group.
+    group: usize,
+}
+
+impl Geometry {
+    fn new(input: [usize; 3], classes: usize) -> Self {
+        let [c, h, w] = input;
+        let conv1 = SameConv::new(h, w, c, K);
+        let conv2 = SameConv::new(h / 2, w / 2, C1, K);
+        let pool1 = Pool2x2 {
+            h,
+            w,
+            channels: C1,
+            layout: PoolLayout::PaddedHwc { pad: conv2.pad() },
+        };
+        let pool2 = Pool2x2 {
+            h: h / 2,
+            w: w / 2,
+            channels: C2,
+            layout: PoolLayout::Chw,
+        };
+        let cols2_bytes = conv2.pixels() * conv2.taps() * size_of::<f32>();
+        Self {
+            input,
+            classes,
+            conv1,
+            pool1,
+            conv2,
+            pool2,
+            flat: C2 * (h / 4) * (w / 4),
+            group: (GROUP_BYTES / cols2_bytes).max(1),
+        }
+    }
+
+    fn in_len(&self) -> usize {
+        self.input.iter().product()
+    }
+}
+
+/// The convolution weights in the GEMM's `[(ki, kj, c), O]` layout, rebuilt every step.
+#[derive(Debug, Clone, Default)]
+struct Permuted {
+    w1t: Vec<f32>,
+    w2t: Vec<f32>,
+}
+
+impl Permuted {
+    fn load(&mut self, g: &Geometry, spec: &ParamSpec, params: &ParamTree) {
+        let p = params.as_slice();
+        let e = spec.entries();
+        self.w1t.resize(g.conv1.taps() * C1, 0.0);
+        self.w2t.resize(g.conv2.taps() * C2, 0.0);
+        to_taps_major(&p[e[0].range()], C1, g.conv1.channels, &mut self.w1t);
+        to_taps_major(&p[e[2].range()], C2, C1, &mut self.w2t);
+    }
+}
+
+/// OIHW `[o, c, k, k]` → `[(ki, kj, c), o]`.
+fn to_taps_major(w: &[f32], o_n: usize, c_n: usize, out: &mut [f32]) {
+    for (o, filter) in w.chunks_exact(c_n * K * K).enumerate() {
+        for (c, plane) in filter.chunks_exact(K * K).enumerate() {
+            for (t, &v) in plane.iter().enumerate() {
+                out[(t * c_n + c) * o_n + o] = v;
+            }
+        }
+    }
+}
+
+/// `[(ki, kj, c), o]` → OIHW `[o, c, k, k]`.
+fn from_taps_major(wt: &[f32], o_n: usize, c_n: usize, out: &mut [f32]) {
+    for (o, filter) in out.chunks_exact_mut(c_n * K * K).enumerate() {
+        for (c, plane) in filter.chunks_exact_mut(K * K).enumerate() {
+            for (t, v) in plane.iter_mut().enumerate() {
+                *v = wt[(t * c_n + c) * o_n + o];
+            }
+        }
+    }
+}
+
+/// The parameters one step reads.
+struct View<'a> {
+    w1t: &'a [f32],
+    b1: &'a [f32],
+    w2t: &'a [f32],
+    b2: &'a [f32],
+    fc1w: &'a [f32],
+    fc1b: &'a [f32],
+    fc2w: &'a [f32],
+    fc2b: &'a [f32],
+}
+
+impl<'a> View<'a> {
+    fn new(spec: &ParamSpec, p: &'a [f32], perm: &'a Permuted) -> Self {
+        let e = spec.entries();
+        Self {
+            w1t: &perm.w1t,
+            b1: &p[e[1].range()],
+            w2t: &perm.w2t,
+            b2: &p[e[3].range()],
+            fc1w: &p[e[4].range()],
+            fc1b: &p[e[5].range()],
+            fc2w: &p[e[6].range()],
+            fc2b: &p[e[7].range()],
+        }
+    }
+}
+
+/// Buffers of one chunk of samples, kept between calls (grown, never shrunk).
+#[derive(Debug, Clone, Default)]
+struct ChunkWork {
+    /// One padded HWC input sample.
+    xp: Vec<f32>,
+    /// conv1's column matrices of the chunk, `n × pixels × taps`, kept for backward.
+    cols1: Vec<f32>,
+    /// conv1's output for one group; in backward, its gradient.
+    y1: Vec<f32>,
+    /// Pooled conv1 output of the chunk, as padded HWC images (conv2's input).
+    p1: Vec<f32>,
+    /// pool1's winner codes of the chunk.
+    arg1: Vec<u8>,
+    /// conv2's column matrix of one group; in backward, its gradient.
+    cols2: Vec<f32>,
+    /// conv2's output for one group; in backward, its gradient.
+    y2: Vec<f32>,
+    /// pool2's winner codes of the chunk.
+    arg2: Vec<u8>,
+    /// Gradient of one padded pooled conv1 image.
+    dp1: Vec<f32>,
+    /// fc1's output before bias and ReLU, feature-major `[512, n]`.
+    h1t: Vec<f32>,
+    /// Partial gradients of the chunk (conv weights in `[(ki, kj, c), o]` layout).
+    dw1t: Vec<f32>,
+    db1: Vec<f32>,
+    dw2t: Vec<f32>,
+    db2: Vec<f32>,
+}
+
+impl ChunkWork {
+    fn ensure(&mut self, g: &Geometry, n: usize) {
+        let gs = g.group.min(n);
+        let (c1, c2) = (g.conv1, g.conv2);
+        grow(&mut self.xp, c1.padded_len());
+        grow(&mut self.cols1, n * c1.pixels() * c1.taps());
+        grow(&mut self.y1, gs * c1.pixels() * C1);
+        grow(&mut self.p1, n * c2.padded_len());
+        grow(&mut self.arg1, n * g.pool1.out_len());
+        grow(&mut self.cols2, gs * c2.pixels() * c2.taps());
+        grow(&mut self.y2, gs * c2.pixels() * C2);
+        grow(&mut self.arg2, n * g.pool2.out_len());
+        grow(&mut self.dp1, c2.padded_len());
+        grow(&mut self.h1t, FC * n);
+        grow(&mut self.dw1t, c1.taps() * C1);
+        grow(&mut self.db1, C1);
+        grow(&mut self.dw2t, c2.taps() * C2);
+        grow(&mut self.db2, C2);
+    }
+}
+
+fn grow<T: Clone + Default>(v: &mut Vec<T>, len: usize) {
+    if v.len() < len {
+        v.resize(len, T::default());
+    }
+}
+
+/// Buffers of one batch.
+#[derive(Debug, Clone, Default)]
+struct Work {
+    chunks: Vec<ChunkWork>,
+    /// fc1's input `[n, flat]` (pool2's output, CHW per sample).
+    a: Vec<f32>,
+    /// fc1's output after ReLU, `[n, 512]`.
+    h1: Vec<f32>,
+    logits: Vec<f32>,
+    dlogits: Vec<f32>,
+    dh1: Vec<f32>,
+    da: Vec<f32>,
+}
+
+impl Work {
+    fn ensure(&mut self, g: &Geometry, n: usize, chunk: usize) {
+        let chunks = n.div_ceil(chunk);
+        if self.chunks.len() < chunks {
+            self.chunks.resize_with(chunks, ChunkWork::default);
+        }
+        for c in &mut self.chunks[..chunks] {
+            c.ensure(g, chunk);
+        }
+        grow(&mut self.a, n * g.flat);
+        grow(&mut self.h1, n * FC);
+        grow(&mut self.logits, n * g.classes);
+        grow(&mut self.dlogits, n * g.classes);
+        grow(&mut self.dh1, n * FC);
+        grow(&mut self.da, n * g.flat);
+    }
+}
+
+/// Runs `f` on every task: on the calling thread if there is one, else as rayon tasks.
+fn run_tasks<T: Send>(tasks: Vec<T>, f: impl Fn(T) + Sync + Send) {
+    if tasks.len() == 1 {
+        tasks.into_iter().for_each(f);
+    } else {
+        tasks.into_par_iter().for_each(f);
+    }
+}
+
+/// Forward pass of `x` (`n` samples) in chunks of `chunk`: fills `w.a`, `w.h1` and
+/// `w.logits` (and every chunk's stored activations).
+fn forward(g: &Geometry, v: &View, x: &[f32], chunk: usize, w: &mut Work) {
+    let n = x.len() / g.in_len();
+    let tasks: Vec<_> = x
+        .chunks(chunk * g.in_len())
+        .zip(w.chunks.iter_mut())
+        .zip(w.a[..n * g.flat].chunks_mut(chunk * g.flat))
+        .zip(w.h1[..n * FC].chunks_mut(chunk * FC))
+        .zip(w.logits[..n * g.classes].chunks_mut(chunk * g.classes))
+        .collect();
+    run_tasks(tasks, |((((x, cw), a), h1), z)| {
+        forward_chunk(g, v, x, cw, a, h1, z)
+    });
+}
+
+/// Forward pass of one chunk's samples, on the calling thread.
+fn forward_chunk(
+    g: &Geometry,
+    v: &View,
+    x: &[f32],
+    cw: &mut ChunkWork,
+    a: &mut [f32],
+    h1: &mut [f32],
+    z: &mut [f32],
+) {
+    let (c1, c2, in_len, flat) = (g.conv1, g.conv2, g.in_len(), g.flat);
+    let (pix1, taps1, pix2, taps2) = (c1.pixels(), c1.taps(), c2.pixels(), c2.taps());
+    let (plen2, out1, out2) = (c2.padded_len(), g.pool1.out_len(), g.pool2.out_len());
+    let n = x.len() / in_len;
+    for s0 in (0..n).step_by(g.group) {
+        let gs = g.group.min(n - s0);
+        let cols1 = &mut cw.cols1[s0 * pix1 * taps1..][..gs * pix1 * taps1];
+        for (i, cols) in cols1.chunks_exact_mut(pix1 * taps1).enumerate() {
+            to_padded_nhwc(&c1, &x[(s0 + i) * in_len..][..in_len], &mut cw.xp);
+            im2row(&c1, &cw.xp, cols);
+        }
+        let rows1 = gs * pix1;
+        sgemm(
+            MatMut::row_major(&mut cw.y1[..rows1 * C1], rows1, C1, C1),
+            MatRef::row_major(cols1, rows1, taps1, taps1),
+            MatRef::row_major(v.w1t, taps1, C1, C1),
+            false,
+            1,
+        );
+        for i in 0..gs {
+            let s = s0 + i;
+            let p1 = &mut cw.p1[s * plen2..][..plen2];
+            zero_border(&c2, p1);
+            g.pool1.forward(
+                &cw.y1[i * pix1 * C1..][..pix1 * C1],
+                v.b1,
+                p1,
+                &mut cw.arg1[s * out1..][..out1],
+            );
+            im2row(&c2, p1, &mut cw.cols2[i * pix2 * taps2..][..pix2 * taps2]);
+        }
+        let rows2 = gs * pix2;
+        sgemm(
+            MatMut::row_major(&mut cw.y2[..rows2 * C2], rows2, C2, C2),
+            MatRef::row_major(&cw.cols2[..rows2 * taps2], rows2, taps2, taps2),
+            MatRef::row_major(v.w2t, taps2, C2, C2),
+            false,
+            1,
+        );
+        for i in 0..gs {
+            let s = s0 + i;
+            g.pool2.forward(
+                &cw.y2[i * pix2 * C2..][..pix2 * C2],
+                v.b2,
+                &mut a[s * flat..][..flat],
+                &mut cw.arg2[s * out2..][..out2],
+            );
+        }
+    }
+    // fc1 as (W·Aᵀ)ᵀ: [512, n] = W[512, flat] · Aᵀ.
+    let h1t = &mut cw.h1t[..FC * n];
+    sgemm(
+        MatMut::row_major(h1t, FC, n, n),
+        MatRef::row_major(v.fc1w, FC, flat, flat),
+        MatRef::transposed(a, flat, n, flat),
+        false,
+        1,
+    );
+    for (s, row) in h1.chunks_exact_mut(FC).enumerate() {
+        for (j, (h, &b)) in row.iter_mut().zip(v.fc1b).enumerate() {
+            *h = (h1t[j * n + s] + b).max(0.0);
+        }
+    }
+    // fc2: z[n, classes] = H · W2ᵀ + b.
+    let classes = g.classes;
+    sgemm(
+        MatMut::row_major(z, n, classes, classes),
+        MatRef::row_major(h1, n, FC, FC),
+        MatRef::transposed(v.fc2w, FC, classes, FC),
+        false,
+        1,
+    );
+    for row in z.chunks_exact_mut(classes) {
+        for (zv, &b) in row.iter_mut().zip(v.fc2b) {
+            *zv += b;
+        }
+    }
+}
+
+/// Backward pass from `w.dlogits` (after [`forward`] of the same `n` samples): writes the
+/// gradient of every parameter into `grad` (spec order).
+#[allow(clippy::too_many_arguments)]
+fn backward(
+    g: &Geometry,
+    v: &View,
+    spec: &ParamSpec,
+    chunk: usize,
+    threads: usize,
+    w: &mut Work,
+    n: usize,
+    grad: &mut [f32],
+) {
+    let (classes, flat) = (g.classes, g.flat);
+    let [gw1, gb1, gw2, gb2, gfc1w, gfc1b, gfc2w, gfc2b] = split_grad(spec, grad);
+    let dz = &w.dlogits[..n * classes];
+    let h1 = &w.h1[..n * FC];
+    let a = &w.a[..n * flat];
+    // fc2: dW = dZᵀ·H, db = Σ dZ, dH = (dZ·W) ⊙ [H > 0].
+    sgemm(
+        MatMut::row_major(gfc2w, classes, FC, FC),
+        MatRef::transposed(dz, classes, n, classes),
+        MatRef::row_major(h1, n, FC, FC),
+        false,
+        1,
+    );
+    column_sums(dz, classes, gfc2b);
+    let dh1 = &mut w.dh1[..n * FC];
+    sgemm(
+        MatMut::row_major(dh1, n, FC, FC),
+        MatRef::row_major(dz, n, classes, classes),
+        MatRef::row_major(v.fc2w, classes, FC, FC),
+        false,
+        1,
+    );
+    for (d, &h) in dh1.iter_mut().zip(h1) {
+        if h <= 0.0 {
+            *d = 0.0;
+        }
+    }
+    // fc1: dW = dHᵀ·A straight into the gradient buffer, db = Σ dH.
+    let dh1 = &w.dh1[..n * FC];
+    sgemm(
+        MatMut::row_major(gfc1w, FC, flat, flat),
+        MatRef::transposed(dh1, FC, n, FC),
+        MatRef::row_major(a, n, flat, flat),
+        false,
+        threads,
+    );
+    column_sums(dh1, FC, gfc1b);
+    // Per chunk: dA = dH·W, then the convolutions.
+    let tasks: Vec<_> = w
+        .chunks
+        .iter_mut()
+        .zip(dh1.chunks(chunk * FC))
+        .zip(w.da[..n * flat].chunks_mut(chunk * flat))
+        .collect();
+    let used = tasks.len();
+    run_tasks(tasks, |((cw, dh), da)| backward_chunk(g, v, cw, dh, da));
+    // Partial convolution gradients, summed in chunk order.
+    let (first, rest) = w.chunks[..used].split_first_mut().expect("n ≥ 1");
+    for cw in rest {
+        add(&mut first.dw1t, &cw.dw1t);
+        add(&mut first.db1, &cw.db1);
+        add(&mut first.dw2t, &cw.dw2t);
+        add(&mut first.db2, &cw.db2);
+    }
+    from_taps_major(&first.dw1t[..gw1.len()], C1, g.conv1.channels, gw1);
+    gb1.copy_from_slice(&first.db1[..C1]);
+    from_taps_major(&first.dw2t[..gw2.len()], C2, C1, gw2);
+    gb2.copy_from_slice(&first.db2[..C2]);
+}
+
+/// Backward pass of one chunk from the gradient of its fc1 outputs `dh` (`[n, 512]`):
+/// writes its partial convolution gradients into `cw.dw1t`, `db1`, `dw2t`, `db2`.
+fn backward_chunk(g: &Geometry, v: &View, cw: &mut ChunkWork, dh: &[f32], da: &mut [f32]) {
+    let (c1, c2, flat) = (g.conv1, g.conv2, g.flat);
+    let (pix1, taps1, pix2, taps2) = (c1.pixels(), c1.taps(), c2.pixels(), c2.taps());
+    let (plen2, out1, out2) = (c2.padded_len(), g.pool1.out_len(), g.pool2.out_len());
+    let n = dh.len() / FC;
+    // dA = dH · W1 (fc1's input gradient), [n, flat].
+    sgemm(
+        MatMut::row_major(da, n, flat, flat),
+        MatRef::row_major(dh, n, FC, FC),
+        MatRef::row_major(v.fc1w, FC, flat, flat),
+        false,
+        1,
+    );
+    let dw1t = &mut cw.dw1t[..taps1 * C1];
+    let dw2t = &mut cw.dw2t[..taps2 * C2];
+    let (db1, db2) = (&mut cw.db1[..C1], &mut cw.db2[..C2]);
+    dw1t.fill(0.0);
+    dw2t.fill(0.0);
+    db1.fill(0.0);
+    db2.fill(0.0);
+    for s0 in (0..n).step_by(g.group) {
+        let gs = g.group.min(n - s0);
+        let (rows1, rows2) = (gs * pix1, gs * pix2);
+        for i in 0..gs {
+            let s = s0 + i;
+            g.pool2.backward(
+                &da[s * flat..][..flat],
+                &cw.arg2[s * out2..][..out2],
+                &mut cw.y2[i * pix2 * C2..][..pix2 * C2],
+                db2,
+            );
+            im2row(
+                &c2,
+                &cw.p1[s * plen2..][..plen2],
+                &mut cw.cols2[i * pix2 * taps2..][..pix2 * taps2],
+            );
+        }
+        let cols2 = &mut cw.cols2[..rows2 * taps2];
+        let dy2 = &cw.y2[..rows2 * C2];
+        // dW2ᵗ += colsᵀ · dY2.
+        sgemm(
+            MatMut::row_major(dw2t, taps2, C2, C2),
+            MatRef::transposed(cols2, taps2, rows2, taps2),
+            MatRef::row_major(dy2, rows2, C2, C2),
+            true,
+            1,
+        );
+        // dcols = dY2 · W2ᵗᵀ, into the column buffer.
+        sgemm(
+            MatMut::row_major(cols2, rows2, taps2, taps2),
+            MatRef::row_major(dy2, rows2, C2, C2),
+            MatRef::transposed(v.w2t, C2, taps2, C2),
+            false,
+            1,
+        );
+        for i in 0..gs {
+            let dp1 = &mut cw.dp1[..plen2];
+            dp1.fill(0.0);
+            row2im_add(&c2, &cols2[i * pix2 * taps2..][..pix2 * taps2], dp1);
+            g.pool1.backward(
+                dp1,
+                &cw.arg1[(s0 + i) * out1..][..out1],
+                &mut cw.y1[i * pix1 * C1..][..pix1 * C1],
+                db1,
+            );
+        }
+        // dW1ᵗ += cols1ᵀ · dY1.
+        sgemm(
+            MatMut::row_major(dw1t, taps1, C1, C1),
+            MatRef::transposed(&cw.cols1[s0 * pix1 * taps1..][..rows1 * taps1], taps1, rows1, taps1),
+            MatRef::row_major(&cw.y1[..rows1 * C1], rows1, C1, C1),
+            true,
+            1,
+        );
+    }
+}
+
+/// `out[j] = Σ_i m[i, j]` over the rows of a row-major `[_, cols]` matrix, in row order.
+fn column_sums(m: &[f32], cols: usize, out: &mut [f32]) {
+    out.fill(0.0);
+    for row in m.chunks_exact(cols) {
+        add(out, row);
+    }
+}
+
+fn add(acc: &mut [f32], x: &[f32]) {
+    for (a, b) in acc.iter_mut().zip(x) {
+        *a += b;
+    }
+}
+
+/// The gradient buffer cut into the eight tensors of the spec, in order.
+fn split_grad<'a>(spec: &ParamSpec, grad: &'a mut [f32]) -> [&'a mut [f32]; 8] {
+    let mut rest = grad;
+    let mut parts: Vec<&'a mut [f32]> = Vec::with_capacity(8);
+    for e in spec.entries() {
+        let (head, tail) = std::mem::take(&mut rest).split_at_mut(e.len());
+        parts.push(head);
+        rest = tail;
+    }
+    parts
+        .try_into()
+        .unwrap_or_else(|_| unreachable!("the CNN spec has eight tensors"))
 }

@@ -1,5 +1,6 @@
-//! Models for fedpace over flat parameters: multinomial logistic regression (plain
-//! Rust), an MLP, the FedAvg-paper CNN and the LEAF Shakespeare char-LSTM (candle).
+//! Models for fedpace over flat parameters: multinomial logistic regression and the
+//! FedAvg-paper CNN (plain Rust; the CNN also on candle, as a reference), an MLP and the
+//! LEAF Shakespeare char-LSTM (candle).
 //!
 //! Every model implements [`fedpace_core::Model`]: it owns no parameters, receives a
 //! [`ParamTree`] at each call, returns the mean softmax cross-entropy and writes the
@@ -19,6 +20,7 @@
 
 mod batch;
 pub mod cnn;
+pub mod cnn_candle;
 pub mod config;
 mod error;
 mod graph;
@@ -30,6 +32,7 @@ pub mod threads;
 pub mod xent;
 
 pub use cnn::Cnn;
+pub use cnn_candle::CandleCnn;
 pub use config::{factory, factory_with_grain, InputShape, ModelConfig};
 pub use error::{Error, Result};
 pub use logistic::LogisticRegression;

@@ -1,0 +1,184 @@
+//! The plain-Rust [`Cnn`] against the candle reference [`CandleCnn`] (itself golden-tested
+//! against PyTorch in `golden.rs`): same logits, loss and gradients on random parameters
+//! and batches of several shapes, chunk counts and batch sizes, and the same parameters
+//! after a W-CNN-sized epoch of SGD.
+//!
+//! The two differ only in floating-point summation order (GEMM blocking), ≈ 1e-7
+//! relative per value. Gradients are compared per tensor by relative L2 error. A max-pool
+//! window whose two largest values lie within that rounding of each other may route its
+//! gradient to a different pixel in each implementation — a different subgradient, not
+//! an error — which moves a tensor's gradient by a few 1e-5 relative at most on these
+//! sizes; the tolerance is 1e-4.
+
+mod common;
+
+use common::{dense_batch, lcg};
+use fedpace_core::{Batch, Model};
+use fedpace_nn::{CandleCnn, Cnn};
+use fedpace_params::ParamTree;
+
+/// Random parameters: the model's own init, with biases drawn from a wider range so that
+/// ReLUs cut a fair share of units.
+fn random_params(m: &dyn Model, seed: u64) -> ParamTree {
+    let mut p = m.init(seed).unwrap();
+    let spec = m.spec();
+    for (k, e) in spec.entries().iter().enumerate() {
+        if e.name.ends_with(".bias") {
+            let v = lcg(seed * 31 + k as u64, e.len());
+            for (dst, r) in p.as_mut_slice()[e.range()].iter_mut().zip(v) {
+                *dst = 0.2 * r;
+            }
+        }
+    }
+    p
+}
+
+fn random_batch(shape: [usize; 3], n: usize, classes: u32, seed: u64) -> Batch {
+    let len: usize = shape.iter().product();
+    let labels = (0..n as u32)
+        .map(|i| (i.wrapping_mul(7) + seed as u32) % classes)
+        .collect();
+    dense_batch(lcg(seed, n * len), shape.to_vec(), labels)
+}
+
+/// ‖a − b‖ / ‖b‖ (‖a‖ when b is 0).
+fn rel_err(a: &[f32], b: &[f32]) -> f64 {
+    let (mut d, mut n) = (0.0f64, 0.0f64);
+    for (x, y) in a.iter().zip(b) {
+        d += ((x - y) as f64).powi(2);
+        n += (*y as f64).powi(2);
+    }
+    if n == 0.0 {
+        d.sqrt()
+    } else {
+        (d / n).sqrt()
+    }
+}
+
+fn compare(shape: [usize; 3], classes: usize, n: usize, threads: usize, seed: u64) {
+    let mut plain = Cnn::new(shape, classes).unwrap().with_threads(threads);
+    let mut reference = CandleCnn::new(shape, classes).unwrap();
+    let p = random_params(&plain, seed);
+    let batch = random_batch(shape, n, classes as u32, seed + 100);
+    let case = format!("shape {shape:?}, {classes} classes, batch {n}, {threads} chunks");
+
+    let (z1, z2) = (
+        plain.logits(&p, &batch).unwrap(),
+        reference.logits(&p, &batch).unwrap(),
+    );
+    assert_eq!(z1.len(), n * classes);
+    let e = rel_err(&z1, &z2);
+    assert!(e < 1e-5, "{case}: logits differ by {e:e}");
+
+    let len = p.as_slice().len();
+    let (mut g1, mut g2) = (vec![f32::NAN; len], vec![0.0; len]);
+    let l1 = plain.loss_and_grad(&p, &batch, &mut g1).unwrap();
+    let l2 = reference.loss_and_grad(&p, &batch, &mut g2).unwrap();
+    assert!(
+        ((l1 - l2) / l2).abs() < 1e-5,
+        "{case}: loss {l1} vs {l2}"
+    );
+    for e in plain.spec().entries() {
+        let err = rel_err(&g1[e.range()], &g2[e.range()]);
+        assert!(err < 1e-4, "{case}: gradient of {} differs by {err:e}", e.name);
+    }
+
+    let (s1, s2) = (
+        plain.evaluate(&p, &batch).unwrap(),
+        reference.evaluate(&p, &batch).unwrap(),
+    );
+    assert_eq!((s1.count, s1.correct), (s2.count, s2.correct), "{case}");
+    assert!(((s1.loss_sum - s2.loss_sum) / s2.loss_sum).abs() < 1e-5, "{case}");
+}
+
+#[test]
+fn fedavg_cnn_matches_the_candle_reference() {
+    compare([1, 28, 28], 10, 32, 1, 1);
+    compare([1, 28, 28], 10, 24, 1, 2);
+}
+
+#[test]
+fn other_shapes_and_batch_sizes_match_the_candle_reference() {
+    compare([3, 8, 12], 5, 7, 1, 3);
+    compare([2, 4, 8], 3, 1, 1, 4);
+    compare([1, 16, 4], 2, 5, 1, 5);
+}
+
+#[test]
+fn chunked_batches_match_the_candle_reference() {
+    // More chunks than samples, uneven chunks, and chunks of several groups.
+    compare([1, 8, 8], 4, 3, 5, 6);
+    compare([1, 28, 28], 10, 13, 3, 7);
+}
+
+#[test]
+fn chunk_count_fixes_the_numerics_and_the_pool_size_does_not_matter() {
+    let shape = [1, 12, 12];
+    let batch = random_batch(shape, 11, 10, 9);
+    let grads = |threads: usize, pool: usize| {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(pool)
+            .build()
+            .unwrap();
+        pool.install(|| {
+            let mut m = Cnn::new(shape, 10).unwrap().with_threads(threads);
+            let p = random_params(&m, 8);
+            let mut g = vec![0.0; p.as_slice().len()];
+            let l = m.loss_and_grad(&p, &batch, &mut g).unwrap();
+            (l.to_bits(), g.iter().map(|v| v.to_bits()).collect::<Vec<_>>())
+        })
+    };
+    assert_eq!(grads(1, 1), grads(1, 3));
+    assert_eq!(grads(3, 1), grads(3, 2));
+    assert_eq!(grads(3, 1), grads(3, 4));
+}
+
+#[test]
+fn repeated_calls_reuse_buffers_without_leaking_state() {
+    // A larger batch, then a smaller one, then the first again: bit-identical results
+    // to a fresh model (buffers are reused, never read stale).
+    let shape = [1, 8, 8];
+    let big = random_batch(shape, 9, 3, 10);
+    let small = random_batch(shape, 2, 3, 11);
+    let mut m = Cnn::new(shape, 3).unwrap();
+    let p = random_params(&m, 12);
+    let len = p.as_slice().len();
+    let run = |m: &mut Cnn, b: &Batch| {
+        let mut g = vec![0.0; len];
+        let l = m.loss_and_grad(&p, b, &mut g).unwrap();
+        (l, g)
+    };
+    let first = run(&mut m, &big);
+    let s = run(&mut m, &small);
+    assert_eq!(s, run(&mut Cnn::new(shape, 3).unwrap(), &small));
+    assert_eq!(run(&mut m, &big), first);
+}
+
+#[test]
+fn an_sgd_epoch_ends_where_the_candle_reference_ends() {
+    // W-CNN-sized local epoch (batch 32, lr 0.05), shortened to 160 samples.
+    let shape = [1, 28, 28];
+    let mut plain = Cnn::new(shape, 10).unwrap();
+    let mut reference = CandleCnn::new(shape, 10).unwrap();
+    let init = plain.init(3).unwrap();
+    let batches: Vec<Batch> = (0..5).map(|b| random_batch(shape, 32, 10, 20 + b)).collect();
+    let epoch = |m: &mut dyn Model| {
+        let mut p = init.clone();
+        let mut g = vec![0.0; p.as_slice().len()];
+        let mut losses = vec![];
+        for b in &batches {
+            losses.push(m.loss_and_grad(&p, b, &mut g).unwrap());
+            fedpace_params::axpy(-0.05, &g, p.as_mut_slice());
+        }
+        (p, losses)
+    };
+    let (p1, l1) = epoch(&mut plain);
+    let (p2, l2) = epoch(&mut reference);
+    for (a, b) in l1.iter().zip(&l2) {
+        assert!(((a - b) / b).abs() < 1e-5, "losses {l1:?} vs {l2:?}");
+    }
+    for e in plain.spec().entries() {
+        let err = rel_err(&p1.as_slice()[e.range()], &p2.as_slice()[e.range()]);
+        assert!(err < 1e-5, "parameters {} differ by {err:e}", e.name);
+    }
+}
