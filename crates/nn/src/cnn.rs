@@ -71,9 +71,11 @@ pub(crate) const K: usize = 5;
 
 /// Upper bound on the conv2 column matrix of one group of samples (at least one sample
 /// per group): small enough to stay in a 2 MiB L2 cache next to the GEMM's packing
-/// buffers. A constant, so the grouping (which orders the weight-gradient sums) never
-/// depends on the machine.
-pub const GROUP_BYTES: usize = 1 << 20;
+/// buffers — two 28×28 samples (1.25 MB). Measured W-CNN epoch, thread CPU, load ≈ 5
+/// (`cnn_epoch` example): 1 sample per group 221 ms, 2: 218, 3: 222, 4: 226, 8: 232,
+/// 16: 249, 32 (the whole batch, columns spilling to L3): 280. A constant, so the
+/// grouping (which orders the weight-gradient sums) never depends on the machine.
+pub const GROUP_BYTES: usize = 3 << 19;
 
 /// Samples per forward pass in [`Model::evaluate`], which bounds the model's buffers
 /// (≈ 150 KB per 28×28 sample) whatever the size of the batch evaluated.
@@ -337,18 +339,19 @@ impl Permuted {
     }
 }
 
-/// OIHW `[o, c, k, k]` → `[(ki, kj, c), o]`.
+/// OIHW `[o, c, k, k]` → `[(ki, kj, c), o]` (writes in order, reads strided).
 fn to_taps_major(w: &[f32], o_n: usize, c_n: usize, out: &mut [f32]) {
-    for (o, filter) in w.chunks_exact(c_n * K * K).enumerate() {
-        for (c, plane) in filter.chunks_exact(K * K).enumerate() {
-            for (t, &v) in plane.iter().enumerate() {
-                out[(t * c_n + c) * o_n + o] = v;
-            }
+    let filter = c_n * K * K;
+    for (tc, row) in out.chunks_exact_mut(o_n).enumerate() {
+        let (t, c) = (tc / c_n, tc % c_n);
+        let src = &w[c * K * K + t..];
+        for (o, v) in row.iter_mut().enumerate() {
+            *v = src[o * filter];
         }
     }
 }
 
-/// `[(ki, kj, c), o]` → OIHW `[o, c, k, k]`.
+/// `[(ki, kj, c), o]` → OIHW `[o, c, k, k]` (writes in order, reads strided).
 fn from_taps_major(wt: &[f32], o_n: usize, c_n: usize, out: &mut [f32]) {
     for (o, filter) in out.chunks_exact_mut(c_n * K * K).enumerate() {
         for (c, plane) in filter.chunks_exact_mut(K * K).enumerate() {

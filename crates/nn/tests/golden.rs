@@ -5,7 +5,7 @@
 //! documented in that script and reproduced here.
 
 use fedpace_core::{Batch, Inputs, Model};
-use fedpace_nn::{CharLstm, Cnn, Mlp};
+use fedpace_nn::{CandleCnn, CharLstm, Cnn, Mlp};
 use fedpace_params::ParamTree;
 use serde_json::Value;
 
@@ -163,6 +163,16 @@ fn fedavg_2nn_epoch_matches_pytorch() {
 fn fedavg_cnn_epoch_matches_pytorch() {
     let g = load("cnn.json");
     let mut m = Cnn::new([1, 28, 28], 10).unwrap();
+    check(&mut m, &dense_batches(), &g, 1e-4);
+    // Two chunks per batch (`client_threads = 2`).
+    let mut m = Cnn::new([1, 28, 28], 10).unwrap().with_threads(2);
+    check(&mut m, &dense_batches(), &g, 1e-4);
+}
+
+#[test]
+fn candle_reference_cnn_epoch_matches_pytorch() {
+    let g = load("cnn.json");
+    let mut m = CandleCnn::new([1, 28, 28], 10).unwrap();
     check(&mut m, &dense_batches(), &g, 1e-4);
 }
 
