@@ -1,5 +1,13 @@
-//! Fast CPU kernels for fedpace, as candle custom ops with their own backward.
+//! Fast CPU kernels for fedpace: slice kernels for models that run their own forward
+//! and backward pass, and candle custom ops with their own backward.
 //!
+//! **Slice kernels** (used by the plain-Rust `fedpace_nn::Cnn`): [`sgemm`], a
+//! bounds-checked wrapper around the `gemm` crate's f32 product on strided views
+//! ([`MatRef`], [`MatMut`]); and, in [`nhwc`], channels-last convolution helpers
+//! ([`im2row`], [`row2im_add`] on zero-padded images, [`SameConv`]) and fused
+//! bias + ReLU + 2×2 max-pooling with its backward ([`Pool2x2`]).
+//!
+//! **candle custom ops** (used by the candle reference CNN `fedpace_nn::CandleCnn`):
 //! candle 0.11's CPU `conv2d` backward is ≈ 10× slower than PyTorch's: it runs the input
 //! gradient as a transposed convolution and the weight gradient as a convolution with the
 //! batch as channels, neither of which reaches its GEMM. [`conv2d`] instead lowers
@@ -23,7 +31,8 @@
 //! AVX-512 machines.
 //!
 //! **Threads.** fedpace runs one client per core, so every kernel here is
-//! single-threaded by default. [`set_num_threads`] changes the process-wide default and
+//! single-threaded by default: the slice kernels run on the calling thread and [`sgemm`]
+//! takes its thread count as an argument. For the candle ops, [`set_num_threads`] changes the process-wide default and
 //! [`Conv2dConfig::with_threads`] overrides it for one call; with `n > 1` threads the
 //! batch is split into `n` chunks run on the current rayon pool.
 //!

@@ -371,7 +371,8 @@ mod tests {
                     for c in 0..c_n {
                         for ki in 0..k {
                             for kj in 0..k {
-                                let (ii, jj) = (i as isize + ki as isize - p, j as isize + kj as isize - p);
+                                let (ii, jj) =
+                                    (i as isize + ki as isize - p, j as isize + kj as isize - p);
                                 if ii < 0 || jj < 0 || ii >= h as isize || jj >= wd as isize {
                                     continue;
                                 }
@@ -446,13 +447,21 @@ mod tests {
         // Padded 4×5×2; interior pixel (0, 0) is at padded (1, 1).
         assert_eq!(&xp[(5 + 1) * 2..][..2], &[1.0, 7.0]);
         assert_eq!(&xp[(2 * 5 + 3) * 2..][..2], &[6.0, 12.0]);
-        assert_eq!(xp.iter().filter(|v| **v == 0.0).count(), g.padded_len() - 12);
+        assert_eq!(
+            xp.iter().filter(|v| **v == 0.0).count(),
+            g.padded_len() - 12
+        );
     }
 
     #[test]
     fn pool_forward_and_backward_by_hand() {
         // One channel 2×4 → two windows; bias 0.5.
-        let p = Pool2x2 { h: 2, w: 4, channels: 1, layout: PoolLayout::Chw };
+        let p = Pool2x2 {
+            h: 2,
+            w: 4,
+            channels: 1,
+            layout: PoolLayout::Chw,
+        };
         let y = [1.0, 3.0, -5.0, -6.0, 3.0, 2.0, -7.0, -8.0];
         let (mut out, mut arg) = ([9.0; 2], [9u8; 2]);
         p.forward(&y, &[0.5], &mut out, &mut arg);
@@ -469,8 +478,16 @@ mod tests {
         let (h, w, c_n) = (4, 6, 70); // more channels than one block
         let y = values(h * w * c_n, 5);
         let bias = values(c_n, 6);
-        let chw = Pool2x2 { h, w, channels: c_n, layout: PoolLayout::Chw };
-        let hwc = Pool2x2 { layout: PoolLayout::PaddedHwc { pad: 1 }, ..chw };
+        let chw = Pool2x2 {
+            h,
+            w,
+            channels: c_n,
+            layout: PoolLayout::Chw,
+        };
+        let hwc = Pool2x2 {
+            layout: PoolLayout::PaddedHwc { pad: 1 },
+            ..chw
+        };
         let (mut o1, mut a1) = (vec![0.0; chw.out_span()], vec![0u8; chw.out_len()]);
         let (mut o2, mut a2) = (vec![0.0; hwc.out_span()], vec![0u8; hwc.out_len()]);
         chw.forward(&y, &bias, &mut o1, &mut a1);
@@ -504,6 +521,9 @@ mod tests {
         hwc.backward(&g2, &a2, &mut d2, &mut b2);
         assert_eq!(d1, d2);
         assert_eq!(b1, b2);
-        assert_eq!(d1.iter().filter(|v| **v != 0.0).count(), a1.iter().filter(|a| **a < CUT).count());
+        assert_eq!(
+            d1.iter().filter(|v| **v != 0.0).count(),
+            a1.iter().filter(|a| **a < CUT).count()
+        );
     }
 }

@@ -49,7 +49,10 @@ fn time(reps: usize, mut f: impl FnMut()) -> (f64, f64) {
 }
 
 fn main() {
-    let args: Vec<usize> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
+    let args: Vec<usize> = std::env::args()
+        .skip(1)
+        .filter_map(|a| a.parse().ok())
+        .collect();
     let epochs = args.first().copied().unwrap_or(7);
     let chunks = args.get(1).copied().unwrap_or(1);
     let n = 512;

@@ -56,8 +56,8 @@ use crate::init::{self, Init};
 use crate::{check_spec, BODY, HEAD};
 use fedpace_core::{Batch, EvalStats, Inputs, Model};
 use fedpace_kernels::{
-    im2row, row2im_add, sgemm, to_padded_nhwc, zero_border, MatMut, MatRef, Pool2x2,
-    PoolLayout, SameConv,
+    im2row, row2im_add, sgemm, to_padded_nhwc, zero_border, MatMut, MatRef, Pool2x2, PoolLayout,
+    SameConv,
 };
 use fedpace_params::{ParamSpec, ParamTree};
 use rayon::prelude::*;
@@ -125,7 +125,7 @@ pub(crate) fn init_params(spec: &Arc<ParamSpec>, seed: u64) -> ParamTree {
 
 /// The batch's pixels, after checking the sample shape is `[C, H, W]` (or `[H, W]` when
 /// C = 1) and the labels.
-pub(crate) fn images<'a>(input: [usize; 3], classes: usize, batch: &'a Batch) -> Result<&'a [f32]> {
+pub(crate) fn images(input: [usize; 3], classes: usize, batch: &Batch) -> Result<&[f32]> {
     if let Inputs::Dense { sample_shape, .. } = &batch.inputs {
         let s = sample_shape.as_slice();
         if s != input && !(input[0] == 1 && s == &input[1..]) {
@@ -256,7 +256,10 @@ impl Model for Cnn {
         let v = View::new(&self.spec, params.as_slice(), &self.weights);
         let mut stats = EvalStats::default();
         let in_len = g.in_len();
-        for (xb, yb) in x.chunks(EVAL_BLOCK * in_len).zip(batch.labels.chunks(EVAL_BLOCK)) {
+        for (xb, yb) in x
+            .chunks(EVAL_BLOCK * in_len)
+            .zip(batch.labels.chunks(EVAL_BLOCK))
+        {
             let nb = yb.len();
             let chunk = self.chunk_len(nb);
             self.work.ensure(g, nb, chunk);
@@ -737,7 +740,12 @@ fn backward_chunk(g: &Geometry, v: &View, cw: &mut ChunkWork, dh: &[f32], da: &m
         // dW1ᵗ += cols1ᵀ · dY1.
         sgemm(
             MatMut::row_major(dw1t, taps1, C1, C1),
-            MatRef::transposed(&cw.cols1[s0 * pix1 * taps1..][..rows1 * taps1], taps1, rows1, taps1),
+            MatRef::transposed(
+                &cw.cols1[s0 * pix1 * taps1..][..rows1 * taps1],
+                taps1,
+                rows1,
+                taps1,
+            ),
             MatRef::row_major(&cw.y1[..rows1 * C1], rows1, C1, C1),
             true,
             1,

@@ -21,10 +21,10 @@
 //! and comes from configuration, never from the core count
 //! (docs/arch/0002-parallelism.md).
 
-use crate::{batch, check_spec};
 use crate::cnn::{build_spec, images, init_params, NAME};
 use crate::error::Result;
 use crate::graph::{self, Params, Scratch};
+use crate::{batch, check_spec};
 use candle_core::{Device, Tensor};
 use fedpace_core::{Batch, EvalStats, Model};
 use fedpace_params::{ParamSpec, ParamTree};

@@ -14,7 +14,10 @@
 //!   cores — run it inside [`single_threaded`], or set `RAYON_NUM_THREADS=1` for the whole
 //!   process.
 //!
-//! Logistic regression is plain Rust and always single-threaded.
+//! Logistic regression is plain Rust and always single-threaded. The CNN ([`crate::Cnn`])
+//! is plain Rust too: with one chunk (the default) it runs on the calling thread only;
+//! with `n` chunks ([`crate::Cnn::with_threads`]) the chunks are tasks on the current
+//! rayon pool, and results depend on `n`, never on the pool's size.
 
 use std::cell::OnceCell;
 

@@ -74,13 +74,14 @@ fn compare(shape: [usize; 3], classes: usize, n: usize, threads: usize, seed: u6
     let (mut g1, mut g2) = (vec![f32::NAN; len], vec![0.0; len]);
     let l1 = plain.loss_and_grad(&p, &batch, &mut g1).unwrap();
     let l2 = reference.loss_and_grad(&p, &batch, &mut g2).unwrap();
-    assert!(
-        ((l1 - l2) / l2).abs() < 1e-5,
-        "{case}: loss {l1} vs {l2}"
-    );
+    assert!(((l1 - l2) / l2).abs() < 1e-5, "{case}: loss {l1} vs {l2}");
     for e in plain.spec().entries() {
         let err = rel_err(&g1[e.range()], &g2[e.range()]);
-        assert!(err < 1e-4, "{case}: gradient of {} differs by {err:e}", e.name);
+        assert!(
+            err < 1e-4,
+            "{case}: gradient of {} differs by {err:e}",
+            e.name
+        );
     }
 
     let (s1, s2) = (
@@ -88,7 +89,10 @@ fn compare(shape: [usize; 3], classes: usize, n: usize, threads: usize, seed: u6
         reference.evaluate(&p, &batch).unwrap(),
     );
     assert_eq!((s1.count, s1.correct), (s2.count, s2.correct), "{case}");
-    assert!(((s1.loss_sum - s2.loss_sum) / s2.loss_sum).abs() < 1e-5, "{case}");
+    assert!(
+        ((s1.loss_sum - s2.loss_sum) / s2.loss_sum).abs() < 1e-5,
+        "{case}"
+    );
 }
 
 #[test]
@@ -125,7 +129,10 @@ fn chunk_count_fixes_the_numerics_and_the_pool_size_does_not_matter() {
             let p = random_params(&m, 8);
             let mut g = vec![0.0; p.as_slice().len()];
             let l = m.loss_and_grad(&p, &batch, &mut g).unwrap();
-            (l.to_bits(), g.iter().map(|v| v.to_bits()).collect::<Vec<_>>())
+            (
+                l.to_bits(),
+                g.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+            )
         })
     };
     assert_eq!(grads(1, 1), grads(1, 3));
@@ -161,7 +168,9 @@ fn an_sgd_epoch_ends_where_the_candle_reference_ends() {
     let mut plain = Cnn::new(shape, 10).unwrap();
     let mut reference = CandleCnn::new(shape, 10).unwrap();
     let init = plain.init(3).unwrap();
-    let batches: Vec<Batch> = (0..5).map(|b| random_batch(shape, 32, 10, 20 + b)).collect();
+    let batches: Vec<Batch> = (0..5)
+        .map(|b| random_batch(shape, 32, 10, 20 + b))
+        .collect();
     let epoch = |m: &mut dyn Model| {
         let mut p = init.clone();
         let mut g = vec![0.0; p.as_slice().len()];
