@@ -978,7 +978,10 @@ mod tests {
             ..DataConfig::default()
         };
         let e = cfg.validate().unwrap_err().to_string();
-        assert!(e.contains("data.pool_test_set") && e.contains("synthetic"), "{e}");
+        assert!(
+            e.contains("data.pool_test_set") && e.contains("synthetic"),
+            "{e}"
+        );
         cfg.source = Source::Mnist;
         cfg.num_clients = 20;
         cfg.test_split = TestSplit::PooledMatched;

@@ -645,7 +645,11 @@ mod tests {
                 assert!(p.iter().all(|&i| y[i as usize] as usize == u), "labels");
                 if u + 1 < classes {
                     let (lo, hi) = (r / (classes + 1), r / 2);
-                    assert!((lo..hi).contains(&p.len()), "piece {u}: {} ∉ [{lo}, {hi})", p.len());
+                    assert!(
+                        (lo..hi).contains(&p.len()),
+                        "piece {u}: {} ∉ [{lo}, {hi})",
+                        p.len()
+                    );
                     r -= p.len();
                 } else {
                     assert_eq!(p.len(), r, "the last piece takes the rest");
@@ -661,7 +665,7 @@ mod tests {
     #[test]
     fn pfedme_skips_pieces_that_do_not_fit() {
         let mut y = vec![0u32; 100];
-        y.extend(std::iter::repeat(1).take(10));
+        y.extend(std::iter::repeat_n(1, 10));
         for seed in 0..5 {
             let parts = pfedme(&y, 2, 2, 2, &mut rng(seed)).unwrap();
             let count = |p: &[u32], l: u32| p.iter().filter(|&&i| y[i as usize] == l).count();
@@ -672,7 +676,11 @@ mod tests {
             let mut all: Vec<u32> = parts.concat();
             all.sort_unstable();
             all.dedup();
-            assert_eq!(all.len(), parts[0].len() + parts[1].len(), "no sample twice");
+            assert_eq!(
+                all.len(),
+                parts[0].len() + parts[1].len(),
+                "no sample twice"
+            );
         }
     }
 
@@ -680,9 +688,12 @@ mod tests {
     fn pfedme_reports_a_client_left_empty() {
         // Class 1 is tiny: client 1's only piece cannot fit, so it gets nothing.
         let mut y = vec![0u32; 100];
-        y.extend(std::iter::repeat(1).take(2));
+        y.extend(std::iter::repeat_n(1, 2));
         let e = pfedme(&y, 2, 2, 1, &mut rng(0)).unwrap_err();
         assert!(e.to_string().contains("client 1 received no sample"), "{e}");
-        assert!(pfedme(&y, 2, 2, 3, &mut rng(0)).is_err(), "per_client > classes");
+        assert!(
+            pfedme(&y, 2, 2, 3, &mut rng(0)).is_err(),
+            "per_client > classes"
+        );
     }
 }
