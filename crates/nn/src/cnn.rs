@@ -77,9 +77,9 @@ pub(crate) const K: usize = 5;
 /// grouping (which orders the weight-gradient sums) never depends on the machine.
 pub const GROUP_BYTES: usize = 3 << 19;
 
-/// Samples per forward pass in [`Model::evaluate`], which bounds the model's buffers
-/// (≈ 150 KB per 28×28 sample) whatever the size of the batch evaluated.
-const EVAL_BLOCK: usize = 256;
+/// Samples per forward pass in [`Model::evaluate`] and [`Cnn::logits`], which bounds the
+/// model's buffers (≈ 160 KB per 28×28 sample) whatever the size of the batch evaluated.
+const EVAL_BLOCK: usize = 64;
 
 /// The parameter layout of the FedAvg CNN for `input` = `[C, H, W]` and `classes`.
 pub(crate) fn build_spec(input: [usize; 3], classes: usize) -> Result<ParamSpec> {

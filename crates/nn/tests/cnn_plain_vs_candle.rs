@@ -116,6 +116,13 @@ fn chunked_batches_match_the_candle_reference() {
 }
 
 #[test]
+fn batches_larger_than_an_evaluation_block_match_the_candle_reference() {
+    // `evaluate` and `logits` run in blocks of 64 samples; training takes the batch whole.
+    compare([1, 8, 8], 3, 150, 1, 13);
+    compare([1, 8, 8], 3, 130, 2, 14);
+}
+
+#[test]
 fn chunk_count_fixes_the_numerics_and_the_pool_size_does_not_matter() {
     let shape = [1, 12, 12];
     let batch = random_batch(shape, 11, 10, 9);
