@@ -1,11 +1,12 @@
 //! glibc malloc tuning, applied once at start-up.
 //!
-//! A local epoch of the CNN allocates and frees tens of MB-sized tensors per step.
-//! With glibc's defaults, blocks above the (dynamic) mmap threshold are `mmap`ed and
-//! unmapped on every free, and freed heap tops above 128 KiB are trimmed back to the OS,
-//! so every step pays page faults and zeroing again (≈ 30 % of a CNN epoch, measured in
-//! the kernels crate). Raising both thresholds keeps the memory in the process's heap
-//! for reuse. Peak memory is unchanged (the same blocks are live at the peak); resident
+//! The candle models (MLP, char-LSTM, the reference `CandleCnn`) allocate and free
+//! tensors every step, MB-sized ones for the CNN. With glibc's defaults, blocks above
+//! the (dynamic) mmap threshold are `mmap`ed and unmapped on every free, and freed heap
+//! tops above 128 KiB are trimmed back to the OS, so every step pays page faults and
+//! zeroing again (≈ 30 % of a candle-CNN epoch, measured in the kernels crate; the
+//! plain-Rust `Cnn` of the `cnn` config allocates nothing per step and does not need
+//! it). Raising both thresholds keeps the memory in the process's heap for reuse. Peak memory is unchanged (the same blocks are live at the peak); resident
 //! memory after a peak is simply not returned early.
 //!
 //! `FEDPACE_MALLOC_TUNING=0` turns the tuning off (to measure its effect).
