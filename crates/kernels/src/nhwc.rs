@@ -107,6 +107,14 @@ pub fn zero_border(g: &SameConv, xp: &mut [f32]) {
 /// The column matrix of one sample: `cols[(i, j), (ki, kj, c)] = xp[i + ki, j + kj, c]`,
 /// `pixels × taps`, row-major, from the padded HWC image `xp`.
 pub fn im2row(g: &SameConv, xp: &[f32], cols: &mut [f32]) {
+    simd(
+        #[inline(always)]
+        || im2row_impl(g, xp, cols),
+    )
+}
+
+#[inline(always)]
+fn im2row_impl(g: &SameConv, xp: &[f32], cols: &mut [f32]) {
     let (k, c_n, pw) = (g.k, g.channels, g.padded_w());
     let run = k * c_n;
     assert!(xp.len() >= g.padded_len() && cols.len() >= g.pixels() * g.taps());
@@ -125,6 +133,14 @@ pub fn im2row(g: &SameConv, xp: &[f32], cols: &mut [f32]) {
 /// `dxp[i + ki, j + kj, c] += cols[(i, j), (ki, kj, c)]`. The border of `dxp` collects
 /// the padding's gradient, which callers ignore.
 pub fn row2im_add(g: &SameConv, cols: &[f32], dxp: &mut [f32]) {
+    simd(
+        #[inline(always)]
+        || row2im_add_impl(g, cols, dxp),
+    )
+}
+
+#[inline(always)]
+fn row2im_add_impl(g: &SameConv, cols: &[f32], dxp: &mut [f32]) {
     let (k, c_n, pw) = (g.k, g.channels, g.padded_w());
     let run = k * c_n;
     assert!(dxp.len() >= g.padded_len() && cols.len() >= g.pixels() * g.taps());
@@ -142,8 +158,25 @@ pub fn row2im_add(g: &SameConv, cols: &[f32], dxp: &mut [f32]) {
     }
 }
 
+/// Runs `f` compiled for the best vector instruction set of this CPU (AVX-512 or AVX2,
+/// detected at run time; the crate itself is built for baseline x86-64): `f` is inlined
+/// into `pulp`'s target-feature function, and so are the `#[inline(always)]` helpers it
+/// calls, so the compiler's auto-vectorisation can use wide registers.
+#[inline(always)]
+fn simd<R>(f: impl FnOnce() -> R) -> R {
+    struct Op<F>(F);
+    impl<R, F: FnOnce() -> R> pulp::WithSimd for Op<F> {
+        type Output = R;
+        #[inline(always)]
+        fn with_simd<S: pulp::Simd>(self, _: S) -> R {
+            (self.0)()
+        }
+    }
+    pulp::Arch::new().dispatch(Op(f))
+}
+
 /// `dst ← src`, without a `memcpy` call for the short runs of a one-channel input.
-#[inline]
+#[inline(always)]
 fn copy(dst: &mut [f32], src: &[f32]) {
     if dst.len() <= 8 {
         for (d, s) in dst.iter_mut().zip(src) {
@@ -202,6 +235,7 @@ impl Pool2x2 {
 
     /// Index in the output buffer of output pixel `(i, j)`, channel 0, and the distance
     /// between consecutive channels.
+    #[inline(always)]
     fn out_index(&self, i: usize, j: usize) -> (usize, usize) {
         let (oh, ow, c_n) = (self.h / 2, self.w / 2, self.channels);
         match self.layout {
@@ -215,6 +249,14 @@ impl Pool2x2 {
     /// (`[h/2, w/2, channels]`: 0–3 the window element in row-major order, the first of
     /// equal maxima, as PyTorch; 4 where the maximum is ≤ 0).
     pub fn forward(&self, y: &[f32], bias: &[f32], out: &mut [f32], arg: &mut [u8]) {
+        simd(
+            #[inline(always)]
+            || self.forward_impl(y, bias, out, arg),
+        )
+    }
+
+    #[inline(always)]
+    fn forward_impl(&self, y: &[f32], bias: &[f32], out: &mut [f32], arg: &mut [u8]) {
         let (w, c_n) = (self.w, self.channels);
         assert!(y.len() >= self.h * w * c_n && bias.len() == c_n);
         assert!(out.len() >= self.out_span() && arg.len() >= self.out_len());
@@ -254,6 +296,14 @@ impl Pool2x2 {
     /// [`Self::layout`]) and the winner codes of [`Self::forward`], writes **every**
     /// element of `dy` (`[h, w, channels]`) and adds the bias gradient to `dbias`.
     pub fn backward(&self, dout: &[f32], arg: &[u8], dy: &mut [f32], dbias: &mut [f32]) {
+        simd(
+            #[inline(always)]
+            || self.backward_impl(dout, arg, dy, dbias),
+        )
+    }
+
+    #[inline(always)]
+    fn backward_impl(&self, dout: &[f32], arg: &[u8], dy: &mut [f32], dbias: &mut [f32]) {
         let (w, c_n) = (self.w, self.channels);
         assert!(dy.len() >= self.h * w * c_n && dbias.len() == c_n);
         assert!(dout.len() >= self.out_span() && arg.len() >= self.out_len());
@@ -299,7 +349,7 @@ impl Pool2x2 {
 const BLOCK: usize = 64;
 
 /// One window, `len` channels: `dst = max(0, max_k win[k] + b)`, winner codes in `arg`.
-#[inline]
+#[inline(always)]
 fn pool_window(win: [&[f32]; 4], bias: &[f32], dst: &mut [f32], arg: &mut [u8]) {
     let n = dst.len();
     let (w0, w1, w2, w3) = (&win[0][..n], &win[1][..n], &win[2][..n], &win[3][..n]);
@@ -328,7 +378,7 @@ fn pool_window(win: [&[f32]; 4], bias: &[f32], dst: &mut [f32], arg: &mut [u8]) 
 }
 
 /// One window, `len` channels: the gradient `g` goes to the winner (nowhere if cut).
-#[inline]
+#[inline(always)]
 fn unpool_window(g: &[f32], arg: &[u8], dy: [&mut [f32]; 4], dbias: &mut [f32]) {
     let n = g.len();
     let [d0, d1, d2, d3] = dy;

@@ -64,10 +64,10 @@ use rayon::prelude::*;
 use std::sync::Arc;
 
 pub(crate) const NAME: &str = "cnn";
-pub(crate) const C1: usize = 32;
-pub(crate) const C2: usize = 64;
-pub(crate) const FC: usize = 512;
-pub(crate) const K: usize = 5;
+const C1: usize = 32;
+const C2: usize = 64;
+const FC: usize = 512;
+const K: usize = 5;
 
 /// Upper bound on the conv2 column matrix of one group of samples (at least one sample
 /// per group): small enough to stay in a 2 MiB L2 cache next to the GEMM's packing
