@@ -7,6 +7,7 @@ from collections import defaultdict
 
 root = sys.argv[1]
 runs = defaultdict(list)
+by_seed = defaultdict(dict)  # config -> seed -> best weighted accuracy
 for d in sorted(os.listdir(root)):
     m = re.match(r"(.+)-s(\d+)$", d)
     path = os.path.join(root, d, "metrics.jsonl")
@@ -16,6 +17,24 @@ for d in sorted(os.listdir(root)):
     ev = [e for e in ev if e]
     if ev:
         runs[m.group(1)].append(ev)
+        by_seed[m.group(1)][int(m.group(2))] = max(x["personalized_weighted_accuracy"] for x in ev)
+
+if len(sys.argv) > 3 and sys.argv[2] == "--paired":
+    # Per seed (the same federation for every config), best weighted accuracy of each
+    # config, and in how many seeds each adjacent pair of the given order holds.
+    cfgs = sys.argv[3:]
+    seeds = sorted(set.intersection(*(set(by_seed[c]) for c in cfgs)))
+    print("| seed | " + " | ".join(cfgs) + " |")
+    print("|---" * (len(cfgs) + 1) + "|")
+    for s in seeds:
+        print(f"| {s} | " + " | ".join(f"{100 * by_seed[c][s]:.2f}" for c in cfgs) + " |")
+    for a, b in zip(cfgs, cfgs[1:]):
+        wins = sum(by_seed[a][s] > by_seed[b][s] for s in seeds)
+        diff = [100 * (by_seed[a][s] - by_seed[b][s]) for s in seeds]
+        sd = st.stdev(diff) if len(diff) > 1 else 0
+        print(f"{a} > {b}: {wins} of {len(seeds)} seeds; mean difference "
+              f"{st.mean(diff):+.2f} points (std {sd:.2f})")
+    sys.exit(0)
 
 def ms(xs):
     xs = [100 * x for x in xs]

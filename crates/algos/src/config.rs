@@ -161,8 +161,8 @@ impl StrategyName {
 
 /// Checks the keys *written* in a `[strategy]` table (read from the raw table, since many
 /// knobs have defaults) against the chosen algorithm: a key the algorithm does not use is
-/// an error `strategy.KEY: not used by NAME (used by A, B)`. Keys no algorithm knows are
-/// left to the deserialiser (`deny_unknown_fields`).
+/// an error `strategy.KEY: not used by NAME (used by A, B)`; a key no algorithm knows is
+/// an error listing the keys NAME takes, with a "did you mean" hint for near misses.
 pub fn check_strategy_keys<'a>(
     name: StrategyName,
     keys: impl IntoIterator<Item = &'a str>,
@@ -177,7 +177,21 @@ pub fn check_strategy_keys<'a>(
             .map(|n| n.as_str())
             .collect();
         if users.is_empty() {
-            continue;
+            let takes: Vec<&str> = COMMON_KNOBS.iter().chain(name.knobs()).copied().collect();
+            let all = StrategyName::ALL.iter().flat_map(|n| n.knobs().iter());
+            let hint = COMMON_KNOBS
+                .iter()
+                .chain(all)
+                .map(|k| (edit_distance(key, k), *k))
+                .filter(|(d, _)| *d <= 2)
+                .min()
+                .map(|(_, k)| format!(" (did you mean `{k}`?)"))
+                .unwrap_or_default();
+            return Err(format!(
+                "strategy.{key}: unknown key{hint}; {} takes {}",
+                name.as_str(),
+                takes.join(", ")
+            ));
         }
         return Err(format!(
             "strategy.{key}: not used by {} (used by {})",
@@ -186,6 +200,22 @@ pub fn check_strategy_keys<'a>(
         ));
     }
     Ok(())
+}
+
+/// Levenshtein distance (for "did you mean" hints on short keys).
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            cur[j + 1] = (prev[j] + usize::from(ca != *cb))
+                .min(prev[j + 1] + 1)
+                .min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
 }
 
 impl StrategyName {
@@ -794,7 +824,14 @@ mod tests {
             check_strategy_keys(StrategyName::Ditto, ["name", "lambda", "personal_lr"]).is_ok()
         );
         assert!(check_strategy_keys(StrategyName::Fedadam, ["beta1", "flower_compatible"]).is_ok());
-        // Unknown keys are left to the deserialiser.
-        assert!(check_strategy_keys(StrategyName::Fedavg, ["lamda"]).is_ok());
+        // A key no algorithm knows: the chosen algorithm's keys, and the nearest known key.
+        assert_eq!(
+            check_strategy_keys(StrategyName::Ditto, ["lamda"]).unwrap_err(),
+            "strategy.lamda: unknown key (did you mean `lambda`?); ditto takes name, \
+             clients_per_round, fraction, server_lr, normalize, train_all, lambda, personal_lr"
+        );
+        assert_eq!(edit_distance("lamda", "lambda"), 1);
+        assert_eq!(edit_distance("mu", "tau"), 2);
+        assert_eq!(edit_distance("", "abc"), 3);
     }
 }

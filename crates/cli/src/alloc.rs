@@ -36,3 +36,33 @@ fn apply() -> bool {
 fn apply() -> bool {
     false
 }
+
+/// Keeps candle's own CPU thread pool out of the way: fedpace parallelises across clients
+/// (and, for the CNN, across `client_threads` chunks run by idle threads of the client
+/// pool), so every candle op should run on the thread that calls it.
+///
+/// candle 0.11 runs element-wise ops on large tensors on a global "barrier pool" of
+/// `CANDLE_NUM_THREADS − 1` (default: cores − 1) workers, serialised by one lock, whose
+/// caller and workers spin while they wait. With two clients training side by side on two
+/// cores, most of the CPU went into that spinning (a W-MLP run: 4.4 s of user time, of
+/// which ≈ 70 % in candle's barrier wait; 0.9 s with the pool off, same model bit for
+/// bit — element-wise ops give the same values whichever thread computes them).
+///
+/// Sets `CANDLE_NUM_THREADS=1` (a pool of no workers: ops run inline) unless the user
+/// set it.
+///
+/// Also sets `RAYON_NUM_THREADS` to the number of available cores (rayon's own default)
+/// unless the user set it: without it, candle asks `num_cpus::get_physical()` at every
+/// matrix product, which parses `/proc/cpuinfo` each time (≈ 13 % of a W-MLP run's CPU
+/// time went into the kernel formatting that file).
+///
+/// Must run before the first candle op and before any other thread exists.
+pub fn single_threaded_candle() {
+    if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
+        std::env::set_var("CANDLE_NUM_THREADS", "1");
+    }
+    if std::env::var_os("RAYON_NUM_THREADS").is_none() {
+        let n = std::thread::available_parallelism().map_or(1, |n| n.get());
+        std::env::set_var("RAYON_NUM_THREADS", n.to_string());
+    }
+}

@@ -463,6 +463,24 @@ fn aggregation(quick: bool) -> Result<()> {
         );
         std::hint::black_box(&a);
     });
+    // The server optimiser's step on the same parameters (FedAdam: x, Δ̄, m, v).
+    let mean = fedpace_algos::aggregate::aggregate(
+        &spec,
+        &replies,
+        &weights,
+        fedpace_algos::Normalize::Auto,
+    )
+    .delta;
+    let opt = fedpace_optim::server::fedadam(0.01, 0.9, 0.99, 1e-3)?;
+    let mut state = opt.init(&spec);
+    let mut x = vec![0f32; len];
+    let mut round = 0;
+    let server = time_median(reps, || {
+        round += 1;
+        opt.step(&mut x, &mean, &mut state, &spec, round)
+            .expect("valid lengths");
+        std::hint::black_box(&x);
+    });
     let bytes = (clients * len * 4) as f64;
     println!(
         "aggregation: {clients} clients × {len} parameters ({:.0} MB of updates)",
@@ -477,6 +495,16 @@ fn aggregation(quick: bool) -> Result<()> {
         "  FedAvg aggregate (+ norms, cosines) {:>8.2} ms  = {:.2}× the copy (in-run ratio; target ≤ 1.5×)",
         agg * 1e3,
         agg / copy
+    );
+    println!(
+        "  FedAdam server step            {:>8.2} ms  = {:.2}× a copy of its 4 buffers (x, Δ̄, m, v; in-run)",
+        server * 1e3,
+        server / (copy * 4.0 / clients as f64)
+    );
+    println!(
+        "  server side of a round (aggregate + FedAdam step) {:>8.2} ms = {:.2}× a copy of every byte it reads (updates + x, Δ̄, m, v)",
+        (agg + server) * 1e3,
+        (agg + server) / (copy * (clients + 4) as f64 / clients as f64)
     );
     Ok(())
 }

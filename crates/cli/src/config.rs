@@ -196,6 +196,20 @@ impl ExperimentConfig {
             Some(toml::Value::Table(t)) => t.keys().cloned().collect(),
             _ => Vec::new(),
         };
+        // Unknown keys are reported against the chosen algorithm's own keys, before the
+        // deserialiser's list of every key of every algorithm.
+        let chosen = match value.get("strategy").map(|t| t.get("name")) {
+            Some(Some(n)) => n.clone().try_into().ok(),
+            Some(None) => Some(fedpace_algos::config::StrategyConfig::default().name),
+            None => None,
+        };
+        if let Some(name) = chosen {
+            fedpace_algos::config::check_strategy_keys(
+                name,
+                strategy_keys.iter().map(String::as_str),
+            )
+            .map_err(|m| ConfigError(format!("{origin}: {m}")))?;
+        }
         let de = toml::Value::Table(value);
         let cfg: ExperimentConfig = serde_path_to_error::deserialize(de).map_err(|e| {
             let path = e.path().to_string();
@@ -443,11 +457,36 @@ mod tests {
         let e =
             ExperimentConfig::parse("[strategy]\nserver_lrr = 1.0\n", "exp.toml", &[]).unwrap_err();
         assert!(
-            e.0.starts_with("exp.toml: strategy.server_lrr: unknown field `server_lrr`"),
+            e.0.starts_with(
+                "exp.toml: strategy.server_lrr: unknown key (did you mean `server_lr`?); \
+                 fedavg takes name, clients_per_round, fraction, server_lr, normalize"
+            ),
             "{}",
             e.0
         );
         assert!(!e.0.contains('\n'));
+        // Listed against the chosen algorithm's own keys, not every algorithm's.
+        let e = ExperimentConfig::parse(
+            "[strategy]\nname = \"fedprox\"\nmuu = 0.1\n",
+            "exp.toml",
+            &[],
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.0,
+            "exp.toml: strategy.muu: unknown key (did you mean `mu`?); fedprox takes name, \
+             clients_per_round, fraction, server_lr, normalize, mu"
+        );
+        let e = ExperimentConfig::parse("[strategy]\nzzzzzz = 1\n", "exp.toml", &[]).unwrap_err();
+        assert!(
+            e.0.contains("strategy.zzzzzz: unknown key; fedavg takes"),
+            "{}",
+            e.0
+        );
+        // A field of the wrong type is still the deserialiser's message.
+        let e = ExperimentConfig::parse("[strategy]\nmu = \"a\"\nname = \"fedprox\"\n", "x", &[])
+            .unwrap_err();
+        assert!(e.0.starts_with("x: strategy.mu: invalid type"), "{}", e.0);
     }
 
     #[test]

@@ -107,6 +107,7 @@ enum DatasetsAction {
 
 fn main() -> ExitCode {
     alloc::tune();
+    alloc::single_threaded_candle();
     let cli = Cli::parse();
     match dispatch(cli) {
         Ok(()) => ExitCode::SUCCESS,

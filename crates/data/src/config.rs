@@ -111,6 +111,14 @@ pub enum Partition {
         #[serde(default = "default_half")]
         sigma: f64,
     },
+    /// The pFedMe repository's MNIST script (ALGORITHMS.md X.3): the labels of
+    /// `cyclic-labels` and the script's own steeply falling random sizes (see
+    /// [`partition::pfedme`]).
+    Pfedme {
+        /// Labels per client. Default 2.
+        #[serde(default = "default_two")]
+        per_client: usize,
+    },
     /// IID labels, client sizes ∝ LogNormal(0, σ²).
     PowerLaw {
         /// σ > 0 of the lognormal weights. Default 2 (FedProx MNIST).
@@ -146,6 +154,7 @@ impl Partition {
             Partition::Shards { .. } => "shards",
             Partition::Labels { .. } => "labels",
             Partition::CyclicLabels { .. } => "cyclic-labels",
+            Partition::Pfedme { .. } => "pfedme",
             Partition::PowerLaw { .. } => "power-law",
             Partition::Natural => "natural",
         }
@@ -247,6 +256,15 @@ pub struct DataConfig {
     /// `(x − μ_j) / (σ_j + 0.001)`, as the pFedMe data script does (ALGORITHMS.md X.3);
     /// the same μ, σ apply to the test set. Default false (pixels in [0, 1]).
     pub standardize: bool,
+    /// MNIST / Fashion-MNIST: put the source's test images into the pool before
+    /// partitioning (all 70,000 MNIST images, as the pFedMe data script does); clients'
+    /// test splits then come from their own shares and there is no global test set.
+    /// Default false (only the training images are partitioned).
+    pub pool_test_set: bool,
+    /// Seed of everything about the data (generation, partition, test splits), so one
+    /// federation can be trained with several run seeds. Default: the run's `seed`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
 }
 
 impl Default for DataConfig {
@@ -264,6 +282,8 @@ impl Default for DataConfig {
             sample_shape: None,
             samples_per_client: None,
             standardize: false,
+            pool_test_set: false,
+            seed: None,
         }
     }
 }
@@ -422,7 +442,8 @@ impl DataConfig {
             }
             Partition::Shards { per_client: 0 }
             | Partition::Labels { per_client: 0 }
-            | Partition::CyclicLabels { per_client: 0, .. } => {
+            | Partition::CyclicLabels { per_client: 0, .. }
+            | Partition::Pfedme { per_client: 0 } => {
                 return Err(Error::invalid("data.partition.per_client", 0, "must be ≥ 1"))
             }
             Partition::PowerLaw { sigma } if !(sigma.is_finite() && sigma > 0.0) => {
@@ -494,6 +515,23 @@ impl DataConfig {
                 ),
             ));
         }
+        if self.pool_test_set && !matches!(self.source, Source::Mnist | Source::FashionMnist) {
+            return Err(Error::invalid(
+                "data.pool_test_set",
+                true,
+                format!(
+                    "only used with source = \"mnist\" or \"fashion-mnist\", not \"{}\"",
+                    self.source.name()
+                ),
+            ));
+        }
+        if self.pool_test_set && self.test_split == TestSplit::PooledMatched {
+            return Err(Error::invalid(
+                "data.test_split",
+                "pooled-matched",
+                "local (data.pool_test_set = true leaves no separate test set to match from)",
+            ));
+        }
         if self.test_split == TestSplit::PooledMatched
             && !matches!(
                 self.source,
@@ -513,10 +551,12 @@ impl DataConfig {
     }
 }
 
-/// Builds the federation described by `cfg`. `seed` drives generation and
-/// partitioning; `data_dir` holds fetched data sets (`data_dir/<name>/`).
+/// Builds the federation described by `cfg`. `cfg.seed`, or else `seed` (the run's),
+/// drives generation and partitioning; `data_dir` holds fetched data sets
+/// (`data_dir/<name>/`).
 pub fn build(cfg: &DataConfig, seed: u64, data_dir: &Path) -> Result<Federation> {
     cfg.validate()?;
+    let seed = cfg.seed.unwrap_or(seed);
     let tf = cfg.effective_test_fraction();
     match cfg.source {
         Source::Synthetic | Source::SyntheticIid => {
@@ -580,11 +620,14 @@ pub fn build(cfg: &DataConfig, seed: u64, data_dir: &Path) -> Result<Federation>
                 Source::Mnist | Source::FashionMnist => {
                     let name = cfg.source.name();
                     let (mut tr, mut te) = crate::idx::load_mnist_dir(&data_dir.join(name), name)?;
+                    if cfg.pool_test_set {
+                        tr = concat(&tr, &te)?;
+                    }
                     if cfg.standardize {
                         (tr, te) = standardize(&tr, &te)?;
                     }
                     train = Arc::new(tr);
-                    test = Some(Arc::new(te));
+                    test = (!cfg.pool_test_set).then(|| Arc::new(te) as Arc<dyn Dataset>);
                     shape = vec![1, 28, 28];
                 }
                 _ => {
@@ -613,6 +656,9 @@ pub fn build(cfg: &DataConfig, seed: u64, data_dir: &Path) -> Result<Federation>
                 }
                 Partition::CyclicLabels { per_client, sigma } => {
                     partition::cyclic_labels(&labels, k, n, *per_client, *sigma, &mut rng)?
+                }
+                Partition::Pfedme { per_client } => {
+                    partition::pfedme(&labels, k, n, *per_client, &mut rng)?
                 }
                 Partition::PowerLaw { sigma } => {
                     partition::power_law(labels.len(), n, *sigma, &mut rng)?
@@ -646,6 +692,27 @@ pub fn build(cfg: &DataConfig, seed: u64, data_dir: &Path) -> Result<Federation>
             })
         }
     }
+}
+
+/// `a` followed by `b` (same sample shape and classes).
+fn concat(
+    a: &fedpace_core::data::DenseDataset,
+    b: &fedpace_core::data::DenseDataset,
+) -> Result<fedpace_core::data::DenseDataset> {
+    let mut f = Vec::with_capacity((a.len() + b.len()) * a.sample_len());
+    let mut y = Vec::with_capacity(a.len() + b.len());
+    for ds in [a, b] {
+        for i in 0..ds.len() {
+            f.extend_from_slice(ds.sample(i));
+        }
+        y.extend_from_slice(ds.labels());
+    }
+    Ok(fedpace_core::data::DenseDataset::new(
+        f,
+        vec![1, 28, 28],
+        y,
+        a.num_classes(),
+    )?)
 }
 
 /// Per-feature `(x − μ_j) / (σ_j + 0.001)` with μ, σ (population) from `train`.
@@ -703,6 +770,7 @@ fn describe(p: &Partition) -> String {
         Partition::CyclicLabels { per_client, sigma } => {
             format!("cyclic-labels({per_client} per client, sigma={sigma})")
         }
+        Partition::Pfedme { per_client } => format!("pfedme({per_client} per client)"),
         other => other.name().to_string(),
     }
 }
@@ -847,5 +915,77 @@ mod tests {
                 .ends_with("run `fedpace datasets fetch mnist`"),
             "{e}"
         );
+    }
+
+    /// `pool_test_set` puts MNIST's test images into the partitioned pool (all 70,000 in
+    /// the real set): here 6 training + 4 test images, all of them reach some client and
+    /// no global test set remains; without it only the 6 training images are split.
+    #[test]
+    fn pool_test_set_partitions_train_and_test_images_together() {
+        use crate::idx::{encode, IMAGES_MAGIC, LABELS_MAGIC};
+        let dir = std::env::temp_dir().join(format!("fedpace-pool-{}", std::process::id()));
+        let mnist = dir.join("mnist");
+        std::fs::create_dir_all(&mnist).unwrap();
+        let write = |name: &str, n: usize| {
+            let px: Vec<u8> = (0..n * 784).map(|i| (i % 251) as u8).collect();
+            let lb: Vec<u8> = (0..n).map(|i| (i % 10) as u8).collect();
+            std::fs::write(
+                mnist.join(format!("{name}-images-idx3-ubyte")),
+                encode(IMAGES_MAGIC, &[n, 28, 28], &px),
+            )
+            .unwrap();
+            std::fs::write(
+                mnist.join(format!("{name}-labels-idx1-ubyte")),
+                encode(LABELS_MAGIC, &[n], &lb),
+            )
+            .unwrap();
+        };
+        write("train", 6);
+        write("t10k", 4);
+        let total = |fed: &Federation| {
+            (0..2)
+                .map(|k| {
+                    let c = fed.data.client(k).unwrap();
+                    c.train.len() + c.test.len()
+                })
+                .sum::<usize>()
+        };
+        let mut cfg = DataConfig::default().with_source(Source::Mnist);
+        cfg.num_clients = 2;
+        cfg.standardize = true;
+        let plain = build(&cfg, 0, &dir).unwrap();
+        assert_eq!(total(&plain), 6);
+        assert!(plain.global_test.is_some());
+        cfg.pool_test_set = true;
+        let pooled = build(&cfg, 0, &dir).unwrap();
+        assert_eq!(total(&pooled), 10);
+        assert!(pooled.global_test.is_none());
+        // A fixed data seed gives the same federation under any run seed.
+        cfg.seed = Some(4);
+        let (a, b) = (build(&cfg, 0, &dir).unwrap(), build(&cfg, 1, &dir).unwrap());
+        for k in 0..2 {
+            let (ca, cb) = (a.data.client(k).unwrap(), b.data.client(k).unwrap());
+            let all: Vec<usize> = (0..ca.train.len()).collect();
+            assert_eq!(ca.train.batch(&all), cb.train.batch(&all));
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn pool_test_set_is_rejected_where_it_means_nothing() {
+        let mut cfg = DataConfig {
+            pool_test_set: true,
+            ..DataConfig::default()
+        };
+        let e = cfg.validate().unwrap_err().to_string();
+        assert!(
+            e.contains("data.pool_test_set") && e.contains("synthetic"),
+            "{e}"
+        );
+        cfg.source = Source::Mnist;
+        cfg.num_clients = 20;
+        cfg.test_split = TestSplit::PooledMatched;
+        let e = cfg.validate().unwrap_err().to_string();
+        assert!(e.contains("data.test_split"), "{e}");
     }
 }

@@ -6,6 +6,8 @@
 //! | [`dirichlet`] | per-class Dirichlet with NIID-Bench's balancing step (DATASETS.md §5.2, ALGORITHMS.md X.4 convention A) |
 //! | [`shards`] | McMahan et al. 2017 pathological shards (DATASETS.md §6, ALGORITHMS.md X.2) |
 //! | [`labels_per_client`] | NIID-Bench "#C = k" (ALGORITHMS.md X.5) |
+//! | [`cyclic_labels`] | pFedMe MNIST labels `(i + j) mod C`, lognormal piece sizes |
+//! | [`pfedme`] | pFedMe MNIST labels and the reference script's size recipe (ALGORITHMS.md X.3) |
 //! | [`power_law`] | IID labels, lognormal client sizes |
 //!
 //! Every function takes the random generator explicitly (the caller derives it with
@@ -295,6 +297,79 @@ pub fn cyclic_labels<R: Rng>(
     Ok(parts)
 }
 
+/// The pFedMe repository's MNIST recipe, sizes included (ALGORITHMS.md X.3): client `u`
+/// holds labels `l = (u + j) mod C` for `j < per_client`, and the size of that piece is
+/// the `u`-th piece of a shrinking random split of class `j`'s sample count:
+///
+/// ```text
+/// for j < per_client:  r ← |class j|
+///     for i < clients − 1:  v_i ~ U{⌊r/(clients+1)⌋ .. ⌊r/2⌋ − 1};  r ← r − v_i
+///     v_{clients−1} ← r
+/// for u < clients, j < per_client:  l ← (u + j) mod C;  k ← v^{(j)}_u
+///     if more than k samples of class l (shuffled) remain, client u takes the next k
+/// ```
+///
+/// The reference script draws the sizes from the first `per_client` classes' counts (its
+/// label bookkeeping, `(user·20 + j) mod 10`, only ever names classes 0 and 1); we do the
+/// same, so sizes fall steeply with the client index (e.g. thousands of samples for the
+/// first clients, a few dozen for the last) and most of the pool stays unused. A piece is
+/// skipped, as in the reference, when class `l` has no more than `k` samples left.
+/// Errors if a client ends up with no sample.
+pub fn pfedme<R: Rng>(
+    labels: &[u32],
+    num_classes: usize,
+    clients: usize,
+    per_client: usize,
+    rng: &mut R,
+) -> Result<Vec<Vec<u32>>> {
+    check_clients(labels.len(), clients)?;
+    if per_client == 0 || per_client > num_classes {
+        return Err(Error::invalid(
+            "data.partition.per_client",
+            per_client,
+            format!("between 1 and the number of classes ({num_classes})"),
+        ));
+    }
+    let mut by_class = indices_by_class(labels, num_classes);
+    for idx in &mut by_class {
+        idx.shuffle(rng);
+    }
+    let sizes: Vec<Vec<usize>> = (0..per_client)
+        .map(|j| {
+            let mut r = by_class[j].len();
+            let mut v = Vec::with_capacity(clients);
+            for _ in 0..clients - 1 {
+                let (lo, hi) = (r / (clients + 1), r / 2);
+                let x = if hi > lo { rng.gen_range(lo..hi) } else { lo };
+                v.push(x);
+                r -= x;
+            }
+            v.push(r);
+            v
+        })
+        .collect();
+    let mut cursor = vec![0usize; num_classes];
+    let mut parts: Vec<Vec<u32>> = vec![Vec::new(); clients];
+    for (u, part) in parts.iter_mut().enumerate() {
+        for (j, s) in sizes.iter().enumerate() {
+            let l = (u + j) % num_classes;
+            let k = s[u];
+            if cursor[l] + k < by_class[l].len() {
+                part.extend_from_slice(&by_class[l][cursor[l]..cursor[l] + k]);
+                cursor[l] += k;
+            }
+        }
+        if part.is_empty() {
+            return Err(Error::Partition(format!(
+                "pfedme: client {u} received no sample (its pieces did not fit); \
+                 use fewer clients or another partition"
+            )));
+        }
+        part.shuffle(rng);
+    }
+    Ok(parts)
+}
+
 /// Power-law sizes: weights w_i ~ LogNormal(0, σ²) (FedProx MNIST uses σ = 2), sizes
 /// ∝ w_i rounded by largest remainder with at least one sample each, cut from a seeded
 /// shuffle of `0..n` (labels stay IID).
@@ -552,5 +627,73 @@ mod tests {
             let other = all(kind, &y, clients, seed.wrapping_add(1));
             prop_assert_ne!(parts, other);
         }
+    }
+
+    /// One label per client and one class per client: client u's share is exactly piece
+    /// u of the shrinking split of class 0's count, so the recipe can be checked step by
+    /// step: each piece lies in [⌊r/(U+1)⌋, ⌊r/2⌋) of what remains, the last takes the rest.
+    #[test]
+    fn pfedme_sizes_follow_the_shrinking_split() {
+        let (classes, per_class) = (6usize, 900usize);
+        let y: Vec<u32> = (0..classes * per_class)
+            .map(|i| (i % classes) as u32)
+            .collect();
+        for seed in 0..5 {
+            let parts = pfedme(&y, classes, classes, 1, &mut rng(seed)).unwrap();
+            let mut r = per_class;
+            for (u, p) in parts.iter().enumerate() {
+                assert!(p.iter().all(|&i| y[i as usize] as usize == u), "labels");
+                if u + 1 < classes {
+                    let (lo, hi) = (r / (classes + 1), r / 2);
+                    assert!(
+                        (lo..hi).contains(&p.len()),
+                        "piece {u}: {} ∉ [{lo}, {hi})",
+                        p.len()
+                    );
+                    r -= p.len();
+                } else {
+                    assert_eq!(p.len(), r, "the last piece takes the rest");
+                }
+            }
+        }
+    }
+
+    /// Two classes of 100 and 10 samples, two clients with two labels each. Client 0
+    /// takes 33..49 of class 0 and 3..4 of class 1. Client 1's class-1 piece (the rest of
+    /// class 0's split, 51..67) cannot fit in the 6..7 left of class 1 and is skipped, as
+    /// in the reference script; its class-0 piece (the rest of class 1's split) fits.
+    #[test]
+    fn pfedme_skips_pieces_that_do_not_fit() {
+        let mut y = vec![0u32; 100];
+        y.extend(std::iter::repeat_n(1, 10));
+        for seed in 0..5 {
+            let parts = pfedme(&y, 2, 2, 2, &mut rng(seed)).unwrap();
+            let count = |p: &[u32], l: u32| p.iter().filter(|&&i| y[i as usize] == l).count();
+            let (a0, a1) = (count(&parts[0], 0), count(&parts[0], 1));
+            assert!((33..50).contains(&a0) && (3..5).contains(&a1), "{a0} {a1}");
+            assert_eq!(count(&parts[1], 1), 0, "the class-1 piece was skipped");
+            assert_eq!(count(&parts[1], 0), 10 - a1, "the rest of class 1's split");
+            let mut all: Vec<u32> = parts.concat();
+            all.sort_unstable();
+            all.dedup();
+            assert_eq!(
+                all.len(),
+                parts[0].len() + parts[1].len(),
+                "no sample twice"
+            );
+        }
+    }
+
+    #[test]
+    fn pfedme_reports_a_client_left_empty() {
+        // Class 1 is tiny: client 1's only piece cannot fit, so it gets nothing.
+        let mut y = vec![0u32; 100];
+        y.extend(std::iter::repeat_n(1, 2));
+        let e = pfedme(&y, 2, 2, 1, &mut rng(0)).unwrap_err();
+        assert!(e.to_string().contains("client 1 received no sample"), "{e}");
+        assert!(
+            pfedme(&y, 2, 2, 3, &mut rng(0)).is_err(),
+            "per_client > classes"
+        );
     }
 }

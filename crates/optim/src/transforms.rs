@@ -233,27 +233,34 @@ impl Transform for ScaleByAdam {
         let [m, v] = &mut state.buffers[..] else {
             unreachable!("checked above")
         };
-        for ((u, m), v) in updates.iter_mut().zip(m.iter_mut()).zip(v.iter_mut()) {
+        // One pass over (u, m, v) per rule: the moments and the step of a value are
+        // formed together (same operations as two passes, so the same bits; on a 10 M
+        // parameter server step this saves a third of the memory traffic).
+        let moments = |u: &mut f32, m: &mut f32, v: &mut f32| {
             *m = b1f * *m + c1 * *u;
             *v = b2f * *v + c2 * *u * *u;
-        }
+        };
+        let values = updates.iter_mut().zip(m.iter_mut()).zip(v.iter_mut());
         match self.bias_correction {
             AdamBiasCorrection::Standard => {
                 let bc1 = (1.0 - b1.powf(t as f64)) as f32;
                 let bc2_sqrt = (1.0 - b2.powf(t as f64)).sqrt() as f32;
-                for ((u, m), v) in updates.iter_mut().zip(m.iter()).zip(v.iter()) {
+                for ((u, m), v) in values {
+                    moments(u, m, v);
                     *u = (*m / bc1) / (v.sqrt() / bc2_sqrt + eps);
                 }
             }
             AdamBiasCorrection::None => {
-                for ((u, m), v) in updates.iter_mut().zip(m.iter()).zip(v.iter()) {
+                for ((u, m), v) in values {
+                    moments(u, m, v);
                     *u = *m / (v.sqrt() + eps);
                 }
             }
             AdamBiasCorrection::FlowerServerRound => {
                 let r = ctx.step as f64 + 1.0;
                 let f = ((1.0 - b2.powf(r)).sqrt() / (1.0 - b1.powf(r))) as f32;
-                for ((u, m), v) in updates.iter_mut().zip(m.iter()).zip(v.iter()) {
+                for ((u, m), v) in values {
+                    moments(u, m, v);
                     *u = f * (*m / (v.sqrt() + eps));
                 }
             }
