@@ -9,8 +9,8 @@ pub use crate::aggregate::Normalize;
 use crate::fedopt::{average_states, ServerStep};
 use crate::sampling::Sampling;
 use fedpace_core::{
-    AggregateSummary, ClientId, ClientInfo, Error, InsExtras, RatePlan, RatePolicy, Reply,
-    ResExtras, Result, Strategy, TrainIns, TrainReport, TrainRes,
+    AggregateSummary, ClientId, ClientInfo, ClientPool, Error, InsExtras, RatePlan, RatePolicy,
+    Reply, ResExtras, Result, Strategy, TrainIns, TrainReport, TrainRes,
 };
 use fedpace_optim::State;
 use fedpace_params::ParamTree;
@@ -97,17 +97,6 @@ impl FedAvg {
     }
 }
 
-/// Looks a client up in a pool sorted by id.
-pub fn find_client(pool: &[ClientInfo], id: ClientId) -> Option<&ClientInfo> {
-    match pool.get(id as usize) {
-        Some(c) if c.id == id => Some(c),
-        _ => pool
-            .binary_search_by_key(&id, |c| c.id)
-            .ok()
-            .map(|i| &pool[i]),
-    }
-}
-
 impl Strategy for FedAvg {
     fn describe(&self) -> String {
         format!(
@@ -123,7 +112,7 @@ impl Strategy for FedAvg {
         &mut self,
         round: u32,
         global: &Arc<ParamTree>,
-        pool: &[ClientInfo],
+        pool: &dyn ClientPool,
         seed: u64,
     ) -> Result<Vec<(ClientId, TrainIns)>> {
         if !self.started {
@@ -134,9 +123,8 @@ impl Strategy for FedAvg {
         let ids = self.cfg.sampling.sample(pool, round, seed);
         ids.into_iter()
             .map(|id| {
-                let info = find_client(pool, id)
-                    .ok_or_else(|| Error::invalid("client", id, "a client of the pool"))?;
-                let plan = self.policy.plan(round, info, &self.cfg.base_plan)?;
+                let info = pool.info(id)?;
+                let plan = self.policy.plan(round, &info, &self.cfg.base_plan)?;
                 plan.validate(groups)?;
                 let extras = match (&self.client_state, plan.state_mode) {
                     (Some(s), fedpace_optim::StateMode::ServerInit) => {
@@ -163,7 +151,7 @@ impl Strategy for FedAvg {
         round: u32,
         global: &mut ParamTree,
         replies: &[Reply<TrainRes>],
-        pool: &[ClientInfo],
+        pool: &dyn ClientPool,
     ) -> Result<AggregateSummary> {
         let ok = usable(round, replies, |_| true)?;
         let mut weights: Vec<f64> = ok
@@ -178,15 +166,15 @@ impl Strategy for FedAvg {
             .collect();
         // Aggregation-side scaling from the policy (§C.6).
         let mut scales = vec![1.0f64; ok.len()];
-        {
-            let infos: Vec<(&ClientInfo, &TrainReport)> = ok
+        let infos: Option<Vec<ClientInfo>> = ok.iter().map(|(id, _)| pool.info(*id).ok()).collect();
+        if let Some(infos) = infos {
+            let infos: Vec<(&ClientInfo, &TrainReport)> = infos
                 .iter()
-                .filter_map(|(id, r)| find_client(pool, *id).map(|i| (i, &r.report)))
+                .zip(&ok)
+                .map(|(i, (_, r))| (i, &r.report))
                 .collect();
-            if infos.len() == ok.len() {
-                self.policy
-                    .adjust_aggregation(round, &infos, &mut weights, &mut scales);
-            }
+            self.policy
+                .adjust_aggregation(round, &infos, &mut weights, &mut scales);
         }
         if weights.iter().any(|w| !(w.is_finite() && *w >= 0.0))
             || weights.iter().sum::<f64>() <= 0.0
@@ -247,8 +235,8 @@ impl Strategy for FedAvg {
             self.client_state = Some(Arc::new(average_states(&s, &w)?));
         }
         for (id, r) in &ok {
-            if let Some(info) = find_client(pool, *id) {
-                self.policy.observe(round, info, &r.report);
+            if let Ok(info) = pool.info(*id) {
+                self.policy.observe(round, &info, &r.report);
             }
         }
         Ok(AggregateSummary {

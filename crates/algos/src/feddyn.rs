@@ -16,9 +16,9 @@
 
 use crate::aggregate::aggregate;
 use crate::aggregate::usable;
-use crate::fedavg::{find_client, FedAvg, FedAvgConfig};
+use crate::fedavg::{FedAvg, FedAvgConfig};
 use fedpace_core::{
-    AggregateSummary, ClientId, ClientInfo, Error, InsExtras, RatePlan, RatePolicy, Reply, Result,
+    AggregateSummary, ClientId, ClientPool, Error, InsExtras, RatePlan, RatePolicy, Reply, Result,
     Strategy, TrainIns, TrainRes,
 };
 use fedpace_params::{l2_norm, ParamTree};
@@ -88,7 +88,7 @@ impl Strategy for FedDyn {
         &mut self,
         round: u32,
         global: &Arc<ParamTree>,
-        pool: &[ClientInfo],
+        pool: &dyn ClientPool,
         seed: u64,
     ) -> Result<Vec<(ClientId, TrainIns)>> {
         let mut ins = self.inner.configure_train(round, global, pool, seed)?;
@@ -106,7 +106,7 @@ impl Strategy for FedDyn {
         round: u32,
         global: &mut ParamTree,
         replies: &[Reply<TrainRes>],
-        pool: &[ClientInfo],
+        pool: &dyn ClientPool,
     ) -> Result<AggregateSummary> {
         let ok = usable(round, replies, |_| true)?;
         let len = global.as_slice().len();
@@ -132,8 +132,8 @@ impl Strategy for FedDyn {
             *x = (*x as f64 + lr * *d as f64 - h / self.alpha) as f32;
         }
         for (id, r) in &ok {
-            if let Some(info) = find_client(pool, *id) {
-                self.inner.policy_mut().observe(round, info, &r.report);
+            if let Ok(info) = pool.info(*id) {
+                self.inner.policy_mut().observe(round, &info, &r.report);
             }
         }
         let step: Vec<f32> = global

@@ -10,7 +10,7 @@
 
 use crate::fedavg::{FedAvg, FedAvgConfig};
 use fedpace_core::{
-    AggregateSummary, ClientId, ClientInfo, Error, RatePlan, RatePolicy, Reply, Result, Strategy,
+    AggregateSummary, ClientId, ClientPool, Error, RatePlan, RatePolicy, Reply, Result, Strategy,
     TrainIns, TrainRes,
 };
 use fedpace_params::ParamTree;
@@ -44,7 +44,7 @@ impl Strategy for FedProx {
         &mut self,
         round: u32,
         global: &Arc<ParamTree>,
-        pool: &[ClientInfo],
+        pool: &dyn ClientPool,
         seed: u64,
     ) -> Result<Vec<(ClientId, TrainIns)>> {
         self.inner.configure_train(round, global, pool, seed)
@@ -54,7 +54,7 @@ impl Strategy for FedProx {
         round: u32,
         global: &mut ParamTree,
         replies: &[Reply<TrainRes>],
-        pool: &[ClientInfo],
+        pool: &dyn ClientPool,
     ) -> Result<AggregateSummary> {
         self.inner.aggregate_train(round, global, replies, pool)
     }

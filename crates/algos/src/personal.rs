@@ -10,11 +10,10 @@
 use crate::aggregate::usable;
 use crate::aggregate::{aggregate_masked, Normalize};
 use crate::client::{evaluate_on, local_train};
-use crate::fedavg::find_client;
 use crate::sampling::Sampling;
 use fedpace_core::rng::{stream, Purpose};
 use fedpace_core::{
-    AggregateSummary, ClientData, ClientId, ClientInfo, ClientRecipe, Error, EvalIns, EvalRes,
+    AggregateSummary, ClientData, ClientId, ClientPool, ClientRecipe, Error, EvalIns, EvalRes,
     InsExtras, LocalState, LocalWork, Model, PersonalEval, PersonalIns, PersonalState, RatePlan,
     RatePolicy, Reply, ResExtras, Result, Strategy, TrainIns, TrainReport, TrainRes,
 };
@@ -127,7 +126,7 @@ impl Strategy for Personalized {
         &mut self,
         round: u32,
         global: &Arc<ParamTree>,
-        pool: &[ClientInfo],
+        pool: &dyn ClientPool,
         seed: u64,
     ) -> Result<Vec<(ClientId, TrainIns)>> {
         if !self.started {
@@ -141,16 +140,15 @@ impl Strategy for Personalized {
         let groups = global.spec().num_groups();
         self.sampled = self.cfg.sampling.sample(pool, round, seed);
         let train: Vec<ClientId> = if self.cfg.train_all {
-            pool.iter().map(|c| c.id).collect()
+            pool.ids().collect()
         } else {
             self.sampled.clone()
         };
         train
             .into_iter()
             .map(|id| {
-                let info = find_client(pool, id)
-                    .ok_or_else(|| Error::invalid("client", id, "a client of the pool"))?;
-                let plan = self.policy.plan(round, info, &self.cfg.base_plan)?;
+                let info = pool.info(id)?;
+                let plan = self.policy.plan(round, &info, &self.cfg.base_plan)?;
                 plan.validate(groups)?;
                 Ok((
                     id,
@@ -171,7 +169,7 @@ impl Strategy for Personalized {
         round: u32,
         global: &mut ParamTree,
         replies: &[Reply<TrainRes>],
-        pool: &[ClientInfo],
+        pool: &dyn ClientPool,
     ) -> Result<AggregateSummary> {
         let ok = usable(round, replies, |c| self.sampled.binary_search(&c).is_ok())?;
         let shared: Vec<bool> = self
@@ -186,8 +184,8 @@ impl Strategy for Personalized {
             *x += lr * d;
         }
         for r in replies {
-            if let (Ok(res), Some(info)) = (&r.result, find_client(pool, r.client)) {
-                self.policy.observe(round, info, &res.report);
+            if let (Ok(res), Ok(info)) = (&r.result, pool.info(r.client)) {
+                self.policy.observe(round, &info, &res.report);
             }
         }
         Ok(AggregateSummary {

@@ -12,7 +12,7 @@ use crate::policies::{
     label_skew::ByLabelSkew, loss_based::LossBased, per_layer::PerLayer, prox_mu::ProxMu,
     straggler::StragglerCompensation, trust_ratio::TrustRatio,
 };
-use fedpace_core::{ClientInfo, Error, RatePlan, RatePolicy, Result};
+use fedpace_core::{ClientInfo, ClientPool, Error, RatePlan, RatePolicy, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -636,8 +636,8 @@ impl RatePolicy for ByDataSize {
             self.gamma, self.min, self.max
         )
     }
-    fn start(&mut self, pool: &[ClientInfo]) -> Result<()> {
-        let total: u64 = pool.iter().map(|c| c.num_train).sum();
+    fn start(&mut self, pool: &dyn ClientPool) -> Result<()> {
+        let total = pool.total_train()?;
         self.mean_n = total as f64 / pool.len().max(1) as f64;
         Ok(())
     }

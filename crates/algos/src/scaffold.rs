@@ -13,9 +13,9 @@
 
 use crate::aggregate::aggregate;
 use crate::aggregate::usable;
-use crate::fedavg::{find_client, FedAvg, FedAvgConfig};
+use crate::fedavg::{FedAvg, FedAvgConfig};
 use fedpace_core::{
-    AggregateSummary, ClientId, ClientInfo, Error, InsExtras, RatePlan, RatePolicy, Reply,
+    AggregateSummary, ClientId, ClientPool, Error, InsExtras, RatePlan, RatePolicy, Reply,
     ResExtras, Result, ScaffoldOption, Strategy, TrainIns, TrainRes,
 };
 use fedpace_params::{l2_norm, ParamTree};
@@ -57,7 +57,7 @@ impl Strategy for Scaffold {
         &mut self,
         round: u32,
         global: &Arc<ParamTree>,
-        pool: &[ClientInfo],
+        pool: &dyn ClientPool,
         seed: u64,
     ) -> Result<Vec<(ClientId, TrainIns)>> {
         if self.control.len() != global.as_slice().len() {
@@ -78,7 +78,7 @@ impl Strategy for Scaffold {
         round: u32,
         global: &mut ParamTree,
         replies: &[Reply<TrainRes>],
-        pool: &[ClientInfo],
+        pool: &dyn ClientPool,
     ) -> Result<AggregateSummary> {
         let ok = usable(round, replies, |_| true)?;
         let mut dc = vec![0f64; global.as_slice().len()];
@@ -106,8 +106,8 @@ impl Strategy for Scaffold {
             *cv = (*cv as f64 + d / n) as f32;
         }
         for (id, r) in &ok {
-            if let Some(info) = find_client(pool, *id) {
-                self.inner.policy_mut().observe(round, info, &r.report);
+            if let Ok(info) = pool.info(*id) {
+                self.inner.policy_mut().observe(round, &info, &r.report);
             }
         }
         Ok(AggregateSummary {

@@ -118,7 +118,7 @@ fn scaffold_two_rounds_by_hand_and_control_variates_survive() {
         let mut ci = vec![vec![0.0f64; DIM]; n as usize];
         for round in 1..=3 {
             let ins = s
-                .configure_train(round, &Arc::new(x.clone()), grid.clients(), 9)
+                .configure_train(round, &Arc::new(x.clone()), grid.pool().as_ref(), 9)
                 .unwrap();
             let ids: Vec<u64> = ins.iter().map(|i| i.0).collect();
             assert_eq!(ids.len(), m);
@@ -219,7 +219,7 @@ fn feddyn_two_rounds_by_hand() {
     let mut h = vec![0.0f64; DIM];
     for round in 1..=3 {
         let ins = s
-            .configure_train(round, &Arc::new(x.clone()), grid.clients(), 1)
+            .configure_train(round, &Arc::new(x.clone()), grid.pool().as_ref(), 1)
             .unwrap();
         let replies = grid.train(ins, &NoProgress);
         s.aggregate_train(round, &mut x, &replies, &pool(n))

@@ -31,9 +31,47 @@ pub enum Workload {
     /// LR, MLP, CNN and Agg.
     All,
     /// Scale: `--clients` registered clients (default 1,000,000), 1,000 per round,
-    /// W-LR-sized model, local Adam with kept state spilled past 8 MiB
-    /// (examples/scale-1m.toml).
+    /// W-LR-sized model, a stateful algorithm (`--algorithm`) whose client states are
+    /// spilled past 8 MiB (examples/scale-1m*.toml).
     Scale,
+}
+
+/// The stateful algorithm of the scale workload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum ScaleAlgorithm {
+    /// FedAvg with local Adam whose moments are kept across rounds
+    /// (examples/scale-1m.toml).
+    #[default]
+    Adam,
+    /// SCAFFOLD, each client's control variate kept (examples/scale-1m-scaffold.toml).
+    Scaffold,
+    /// FedPer on a 60→10→10 MLP, each client's head kept
+    /// (examples/scale-1m-fedper.toml).
+    Fedper,
+}
+
+impl ScaleAlgorithm {
+    fn describe(self) -> &'static str {
+        match self {
+            ScaleAlgorithm::Adam => "local Adam, moments kept",
+            ScaleAlgorithm::Scaffold => "SCAFFOLD, control variates kept",
+            ScaleAlgorithm::Fedper => "FedPer, personal heads kept",
+        }
+    }
+
+    fn config(self) -> (&'static str, &'static str) {
+        match self {
+            ScaleAlgorithm::Adam => (include_str!("../../../examples/scale-1m.toml"), "scale-1m"),
+            ScaleAlgorithm::Scaffold => (
+                include_str!("../../../examples/scale-1m-scaffold.toml"),
+                "scale-1m-scaffold",
+            ),
+            ScaleAlgorithm::Fedper => (
+                include_str!("../../../examples/scale-1m-fedper.toml"),
+                "scale-1m-fedper",
+            ),
+        }
+    }
 }
 
 /// Options of `fedpace bench`.
@@ -51,6 +89,8 @@ pub struct BenchOptions {
     pub rounds: Option<u32>,
     /// Scale only: memory budget of the state store in MiB (default: the example's 8).
     pub state_mb: Option<u64>,
+    /// Scale only: which stateful algorithm.
+    pub algorithm: ScaleAlgorithm,
 }
 
 /// A reference figure from BENCHMARKS.md (not measured here).
@@ -218,11 +258,8 @@ fn workload(w: Workload, opts: &BenchOptions, gemm1: f64) -> Result<()> {
 
 /// The scale benchmark: round time and memory against registered clients.
 fn scale(opts: &BenchOptions) -> Result<()> {
-    let mut cfg = ExperimentConfig::parse(
-        include_str!("../../../examples/scale-1m.toml"),
-        "scale-1m",
-        &[],
-    )?;
+    let (text, name) = opts.algorithm.config();
+    let mut cfg = ExperimentConfig::parse(text, name, &[])?;
     if let Some(n) = opts.clients {
         cfg.data.num_clients = n;
     }
@@ -254,8 +291,9 @@ fn scale(opts: &BenchOptions) -> Result<()> {
         .collect();
     let store = grid.store_stats();
     println!(
-        "scale: {} registered clients, {} per round, {} rounds, {threads} clients in parallel, \
-         state budget {} MiB",
+        "scale: {} ({name}): {} registered clients, {} per round, {} rounds, {threads} clients \
+         in parallel, state budget {} MiB",
+        opts.algorithm.describe(),
         cfg.data.num_clients,
         cfg.strategy.clients_per_round,
         cfg.rounds,
@@ -282,6 +320,7 @@ fn scale(opts: &BenchOptions) -> Result<()> {
         peak_memory_bytes() as f64 / 1e6
     );
     println!("  client states: {store}");
+    println!("  load average at the end: {}", load_average());
     Ok(())
 }
 

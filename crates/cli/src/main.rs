@@ -73,6 +73,9 @@ enum Command {
         /// `--workload scale`: MiB of client states kept in memory before spilling (default 8).
         #[arg(long)]
         state_mb: Option<u64>,
+        /// `--workload scale`: the stateful algorithm.
+        #[arg(long, value_enum, default_value = "adam")]
+        algorithm: bench::ScaleAlgorithm,
     },
     /// Write a self-contained HTML report (SVG plots) of one or more run directories.
     Report {
@@ -168,6 +171,7 @@ fn dispatch(cli: Cli) -> Result<()> {
             clients,
             rounds,
             state_mb,
+            algorithm,
         } => bench::run(&bench::BenchOptions {
             workload,
             quick,
@@ -175,6 +179,7 @@ fn dispatch(cli: Cli) -> Result<()> {
             clients,
             rounds,
             state_mb,
+            algorithm,
         }),
         Command::Datasets { action, data_dir } => {
             let dir = runner::data_dir(data_dir.as_deref());

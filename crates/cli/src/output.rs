@@ -4,7 +4,7 @@
 
 use anyhow::{Context, Result};
 use fedpace_core::round::{EvalSummary, Observer, RoundRecord};
-use fedpace_core::{AggregateSummary, ClientId, ClientInfo, Progress, Reply, TrainIns, TrainRes};
+use fedpace_core::{AggregateSummary, ClientId, ClientPool, Progress, Reply, TrainIns, TrainRes};
 use fedpace_params::ParamTree;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
@@ -159,7 +159,7 @@ impl RunWriter {
     /// Writes `clients.csv`, `summary.json` and the final model; returns the summary.
     pub fn finish(
         mut self,
-        pool: &[ClientInfo],
+        pool: &dyn ClientPool,
         final_eval: &EvalSummary,
         global: &ParamTree,
         header: serde_json::Value,
@@ -179,7 +179,9 @@ impl RunWriter {
             "id,device,train_samples,test_samples,label_entropy,rounds_trained,failures,mean_assigned_lr,{},mean_effective_step,mean_update_norm,mean_cosine_to_aggregate,mean_loss_before,mean_loss_after,personalized_accuracy",
             rate_cols.join(",")
         )?;
-        for c in pool {
+        // One row at a time: a pool of a million clients is never held in memory.
+        for c in pool.iter() {
+            let c = c?;
             let l = self.clients.get(&c.id).cloned().unwrap_or_default();
             let mean_lr = if l.rounds > 0 {
                 l.lr_sum / l.rounds as f64

@@ -8,8 +8,8 @@ use fedpace_algos::StrategyName;
 use fedpace_core::asynchronous::AsyncStrategy;
 use fedpace_core::rng::{derive_seed, Purpose};
 use fedpace_core::round::RunOptions;
-use fedpace_core::{ClientFactory, ClientInfo, RatePlan, RatePolicy, Strategy};
-use fedpace_sim::{AsyncOptions, Devices, SimGrid, Systems};
+use fedpace_core::{ClientFactory, RatePlan, RatePolicy, Strategy};
+use fedpace_sim::{AsyncOptions, DataPool, DeviceClasses, Devices, SimGrid, Systems};
 use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -129,9 +129,9 @@ pub fn prepare(cfg: &ExperimentConfig, threads: usize) -> Result<Prepared> {
     let groups = spec.groups().to_vec();
     let base_plan = cfg.base_plan(&groups).map_err(UsageError)?;
     let data = fed.data.clone();
-    let devices = assign_devices(&cfg.device_classes, data.num_clients(), cfg.seed);
+    let classes = DeviceClasses::new(&cfg.device_classes, data.num_clients(), cfg.seed);
     let central_models = models.clone();
-    let pool = client_pool(data.as_ref(), devices).context("building the client pool")?;
+    let pool = DataPool::new(data.clone(), classes).context("building the client pool")?;
     let factory: ClientFactory = Arc::new(move |id| {
         let d = data.client(id as usize)?;
         Ok(Box::new(StandardClient::new(id, models()?, d)) as Box<dyn fedpace_core::Client>)
@@ -208,79 +208,9 @@ pub fn prepare(cfg: &ExperimentConfig, threads: usize) -> Result<Prepared> {
     })
 }
 
-/// Above this many clients, the pool's label histograms are not computed (that would
-/// generate or load every client's data up front); `clients.csv` then leaves
-/// `label_entropy` at 0.
-pub const HISTOGRAM_LIMIT: usize = 1000;
-
-/// The client pool's metadata. Sizes come from [`FederatedDataset::train_len`] /
-/// [`FederatedDataset::test_len`], which the generated and partitioned sources answer
-/// without building the client's data; histograms only for small pools
-/// ([`HISTOGRAM_LIMIT`]).
-///
-/// [`FederatedDataset::train_len`]: fedpace_core::FederatedDataset::train_len
-/// [`FederatedDataset::test_len`]: fedpace_core::FederatedDataset::test_len
-pub fn client_pool(
-    data: &dyn fedpace_core::FederatedDataset,
-    devices: Vec<Option<String>>,
-) -> fedpace_core::Result<Vec<ClientInfo>> {
-    let n = data.num_clients();
-    (0..n)
-        .zip(devices)
-        .map(|(id, device)| {
-            if n <= HISTOGRAM_LIMIT {
-                let c = data.client(id)?;
-                Ok(ClientInfo {
-                    id: id as u64,
-                    num_train: c.train.len() as u64,
-                    num_test: c.test.len() as u64,
-                    label_histogram: c.train.label_histogram(),
-                    device: device.clone(),
-                })
-            } else {
-                Ok(ClientInfo {
-                    id: id as u64,
-                    num_train: data.train_len(id)? as u64,
-                    num_test: data.test_len(id)? as u64,
-                    label_histogram: Vec::new(),
-                    device,
-                })
-            }
-        })
-        .collect()
-}
-
-/// Device classes for `n` clients: a seeded random permutation, the first
-/// `round(fraction·n)` clients of it get the first class (in name order), and so on; the
-/// rest get none.
-pub fn assign_devices(
-    classes: &std::collections::BTreeMap<String, f64>,
-    n: usize,
-    seed: u64,
-) -> Vec<Option<String>> {
-    use rand::seq::SliceRandom;
-    let mut ids: Vec<usize> = (0..n).collect();
-    ids.shuffle(&mut fedpace_core::rng::stream(
-        seed,
-        0,
-        0,
-        Purpose::Algorithm,
-    ));
-    let mut out = vec![None; n];
-    let mut at = 0;
-    for (name, f) in classes {
-        let k = ((f * n as f64).round() as usize).min(n - at);
-        for &i in &ids[at..at + k] {
-            out[i] = Some(name.clone());
-        }
-        at += k;
-    }
-    out
-}
-
 fn grid_len(g: &SimGrid) -> usize {
     use fedpace_core::Grid;
-    g.clients().len()
+    g.pool().len()
 }
 
 fn model_name(cfg: &ExperimentConfig) -> String {
@@ -368,9 +298,9 @@ pub fn execute(
         "threads": p.grid.threads(),
     });
     use fedpace_core::Grid;
-    let pool = p.grid.clients().to_vec();
+    let pool = p.grid.pool();
     writer.finish(
-        &pool,
+        pool.as_ref(),
         &outcome.final_eval,
         &outcome.global,
         header,

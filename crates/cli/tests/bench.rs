@@ -92,37 +92,128 @@ every = 0
 finetune_steps = 0
 "#;
 
+/// SCAFFOLD: each client's control variate c_i lives in its state.
+const SCAFFOLD: &str = r#"
+name = "stateful-scaffold"
+rounds = 4
+[data]
+source = "bench"
+num_clients = 12
+sample_shape = [60]
+samples_per_client = 100
+[model]
+name = "logistic-regression"
+[client]
+lr = 0.01
+batch_size = 20
+[strategy]
+name = "scaffold"
+clients_per_round = 6
+[policy]
+name = "constant"
+[eval]
+every = 0
+finetune_steps = 0
+"#;
+
+/// FedPer: each client's head lives in its state.
+const FEDPER: &str = r#"
+name = "stateful-fedper"
+rounds = 4
+[data]
+source = "bench"
+num_clients = 12
+sample_shape = [60]
+samples_per_client = 100
+[model]
+name = "mlp"
+hidden = [10]
+[client]
+lr = 0.01
+batch_size = 20
+[strategy]
+name = "fedper"
+clients_per_round = 6
+personal_groups = ["head"]
+[policy]
+name = "constant"
+[eval]
+every = 0
+finetune_steps = 0
+"#;
+
 #[test]
 fn spilled_states_give_the_same_model_as_states_in_memory() {
-    let tmp = tempfile::tempdir().unwrap();
-    let cfg = tmp.path().join("exp.toml");
-    std::fs::write(&cfg, STATEFUL).unwrap();
-    let run = |name: &str, extra: &[&str]| {
-        let out = tmp.path().join(name);
-        let mut c = fedpace();
-        c.args(["run", cfg.to_str().unwrap(), "--out"]).arg(&out);
-        c.args(extra);
-        ok(&c.output().unwrap());
-        std::fs::read(out.join("model.safetensors")).unwrap()
-    };
-    let memory = run("memory", &[]);
-    let dir = tmp.path().join("spill");
-    let spilled = run(
-        "spilled",
-        &[
-            "--set",
-            "state.memory_mb=0",
-            "--set",
-            &format!("state.dir={}", dir.display()),
-        ],
-    );
-    assert_eq!(memory, spilled, "spilling states changed the result");
-    // Kept Adam state matters: resetting it each round gives another model.
-    let reset = run("reset", &["--set", "client.state_mode=reset"]);
-    assert_ne!(memory, reset);
-    // The scratch database is removed at exit.
-    let left: Vec<_> = std::fs::read_dir(&dir).unwrap().collect();
-    assert!(left.is_empty(), "{left:?}");
+    // Local Adam with kept moments, SCAFFOLD's control variates, FedPer's heads.
+    for (i, text) in [STATEFUL, SCAFFOLD, FEDPER].into_iter().enumerate() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cfg = tmp.path().join("exp.toml");
+        std::fs::write(&cfg, text).unwrap();
+        let run = |name: &str, extra: &[&str]| {
+            let out = tmp.path().join(name);
+            let mut c = fedpace();
+            c.args(["run", cfg.to_str().unwrap(), "--out"]).arg(&out);
+            c.args(extra);
+            ok(&c.output().unwrap());
+            std::fs::read(out.join("model.safetensors")).unwrap()
+        };
+        let memory = run("memory", &[]);
+        let dir = tmp.path().join("spill");
+        let spilled = run(
+            "spilled",
+            &[
+                "--set",
+                "state.memory_mb=0",
+                "--set",
+                &format!("state.dir={}", dir.display()),
+            ],
+        );
+        assert_eq!(
+            memory, spilled,
+            "config {i}: spilling states changed the result"
+        );
+        if i == 0 {
+            // Kept Adam state matters: resetting it each round gives another model.
+            let reset = run("reset", &["--set", "client.state_mode=reset"]);
+            assert_ne!(memory, reset);
+        }
+        // The scratch database is removed at exit.
+        let left: Vec<_> = std::fs::read_dir(&dir).unwrap().collect();
+        assert!(left.is_empty(), "{left:?}");
+    }
+}
+
+#[test]
+fn bench_scale_runs_scaffold_and_fedper_with_spilled_states() {
+    for algorithm in ["scaffold", "fedper"] {
+        let out = ok(&fedpace()
+            .args([
+                "bench",
+                "--workload",
+                "scale",
+                "--algorithm",
+                algorithm,
+                "--clients",
+                "20000",
+                "--rounds",
+                "1",
+                "--state-mb",
+                "1",
+                "--quick",
+            ])
+            .output()
+            .unwrap());
+        assert!(out.contains("20000 registered clients"), "{out}");
+        // 1,000 control variates or heads (≈ 2.5–3 KB each) do not fit in 1 MiB.
+        let line = out.lines().find(|l| l.contains("client states")).unwrap();
+        let on_disk: usize = line
+            .split(", ")
+            .find(|p| p.contains(" on disk ("))
+            .and_then(|p| p.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        assert!(on_disk > 0, "{algorithm}: {line}");
+    }
 }
 
 const CNN: &str = r#"

@@ -11,6 +11,7 @@ pub mod data;
 pub mod error;
 pub mod model;
 pub mod personal;
+pub mod pool;
 pub mod protocol;
 pub mod rng;
 pub mod round;
@@ -20,6 +21,7 @@ pub use data::{Batch, ClientData, Dataset, FederatedDataset, Inputs};
 pub use error::{ClientFailure, Error, Result};
 pub use model::{EvalStats, Model, ModelFactory};
 pub use personal::{ClientRecipe, PerFedAvgVariant, PersonalEval, PersonalIns, PersonalState};
+pub use pool::{ClientPool, PoolSubset};
 pub use protocol::*;
 pub use round::{run, Observer, RoundRecord, RoundTiming, RunOptions, RunOutcome};
 pub use traits::{

@@ -161,16 +161,17 @@ pub fn run(
     let mut global = init;
     let mut records = Vec::with_capacity(opts.rounds as usize);
     let mut final_eval = None;
+    let pool = grid.pool();
     for round in 1..=opts.rounds {
         let shared = Arc::new(global.clone());
-        let ins = strategy.configure_train(round, &shared, grid.clients(), opts.seed)?;
+        let ins = strategy.configure_train(round, &shared, pool.as_ref(), opts.seed)?;
         let plans: Vec<(ClientId, RatePlan)> =
             ins.iter().map(|(c, i)| (*c, i.plan.clone())).collect();
         observer.phase_started(round, "train", ins.len());
         let trace = observer.wants_trace();
         let ins_for_trace = if trace { ins.clone() } else { Vec::new() };
         let replies = grid.train(ins, observer.progress());
-        let summary = strategy.aggregate_train(round, &mut global, &replies, grid.clients())?;
+        let summary = strategy.aggregate_train(round, &mut global, &replies, pool.as_ref())?;
         if trace {
             observer.trace(round, &shared, &ins_for_trace, &replies, &summary, &global)?;
         }
@@ -251,12 +252,11 @@ pub fn evaluate_all(
     let params = Arc::new(global.clone());
     let plan = strategy.eval_plan();
     let extras = strategy.eval_extras();
-    let ins: Vec<(ClientId, EvalIns)> = grid
-        .clients()
-        .iter()
-        .filter(|c| c.num_test > 0)
-        .map(|c| {
-            (
+    let mut ins: Vec<(ClientId, EvalIns)> = Vec::new();
+    for c in grid.pool().iter() {
+        let c = c?;
+        if c.num_test > 0 {
+            ins.push((
                 c.id,
                 EvalIns {
                     round,
@@ -268,9 +268,9 @@ pub fn evaluate_all(
                     personalized: opts.personalized,
                     extras: extras.clone(),
                 },
-            )
-        })
-        .collect();
+            ));
+        }
+    }
     observer.phase_started(round, "eval", ins.len());
     let replies = grid.evaluate(ins, observer.progress());
     let mut summary = summarize_eval(&replies);

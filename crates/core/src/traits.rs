@@ -1,5 +1,6 @@
 //! The traits that every part implements.
 
+use crate::pool::ClientPool;
 use crate::protocol::*;
 use crate::Result;
 use fedpace_params::ParamTree;
@@ -22,8 +23,10 @@ pub type ClientFactory = Arc<dyn Fn(ClientId) -> Result<Box<dyn Client>> + Send 
 pub trait RatePolicy: Send {
     /// A short description for logs.
     fn describe(&self) -> String;
-    /// Called once with the whole pool before the first plan (e.g. to compute means).
-    fn start(&mut self, _pool: &[ClientInfo]) -> Result<()> {
+    /// Called once with the pool before the first plan (e.g. to compute means from
+    /// [`ClientPool::total_train`]). A pass over the pool is allowed here, once; rows
+    /// are computed on demand, so keep only what is needed.
+    fn start(&mut self, _pool: &dyn ClientPool) -> Result<()> {
         Ok(())
     }
     /// The plan for `client` in `round`, derived from the strategy's `base` plan.
@@ -74,12 +77,13 @@ pub struct AggregateSummary {
 pub trait Strategy: Send {
     /// A short name (`fedavg`, …) and its key settings, for logs.
     fn describe(&self) -> String;
-    /// Chooses clients and their plans for `round`.
+    /// Chooses clients and their plans for `round`. Look up only the clients you touch
+    /// ([`ClientPool::info`]): the pool may have millions of them.
     fn configure_train(
         &mut self,
         round: u32,
         global: &Arc<ParamTree>,
-        pool: &[ClientInfo],
+        pool: &dyn ClientPool,
         seed: u64,
     ) -> Result<Vec<(ClientId, TrainIns)>>;
     /// Combines the replies (client-id order) into the new global parameters.
@@ -88,7 +92,7 @@ pub trait Strategy: Send {
         round: u32,
         global: &mut ParamTree,
         replies: &[Reply<TrainRes>],
-        pool: &[ClientInfo],
+        pool: &dyn ClientPool,
     ) -> Result<AggregateSummary>;
     /// The plan used for fine-tuning at personalised evaluation.
     fn eval_plan(&self) -> RatePlan;
@@ -113,8 +117,8 @@ pub trait Progress: Sync {
 
 /// Runs clients: in memory (simulation) or over the network.
 pub trait Grid {
-    /// The client pool with metadata.
-    fn clients(&self) -> &[ClientInfo];
+    /// The registered clients (metadata computed on demand; see [`ClientPool`]).
+    fn pool(&self) -> Arc<dyn ClientPool>;
     /// Trains the given clients; replies come back sorted by client id.
     fn train(
         &mut self,

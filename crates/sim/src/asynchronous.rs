@@ -29,7 +29,7 @@ use fedpace_core::round::{
     summarize_eval, ClientRoundRecord, EvalSummary, Observer, RoundRecord, RoundTiming, RunOutcome,
 };
 use fedpace_core::{
-    ClientId, ClientInfo, Error, EvalIns, Grid, RatePlan, RatePolicy, Result, TrainIns, TrainRes,
+    ClientId, Error, EvalIns, Grid, RatePlan, RatePolicy, Result, TrainIns, TrainRes,
 };
 use fedpace_params::ParamTree;
 use rand::Rng;
@@ -76,8 +76,8 @@ pub fn run_async(
     observer: &mut dyn Observer,
 ) -> Result<RunOutcome> {
     let start = Instant::now();
-    let pool: Vec<ClientInfo> = grid.clients().to_vec();
-    policy.start(&pool)?;
+    let pool = grid.pool();
+    policy.start(pool.as_ref())?;
     let groups = init.spec().num_groups();
     let bytes = model_bytes(init.as_slice().len());
     let mut global = init;
@@ -112,20 +112,35 @@ pub fn run_async(
         for _ in 0..n {
             dispatches += 1;
             let round_key = dispatches as u32;
-            let idle: Vec<&ClientInfo> = pool
-                .iter()
-                .filter(|c| {
-                    !busy.contains(&c.id)
-                        && c.num_train > 0
-                        && strategy.may_dispatch(c.id)
-                        && devices.available(c.id, round_key)
-                })
-                .collect();
-            if idle.is_empty() {
+            // Uniform among the idle clients: counted in one pass over the pool, the
+            // drawn one found in a second, so nothing is kept per client.
+            let idle = |id: ClientId| -> Result<bool> {
+                Ok(!busy.contains(&id)
+                    && pool.info(id)?.num_train > 0
+                    && strategy.may_dispatch(id)
+                    && devices.available(id, round_key))
+            };
+            let mut count = 0usize;
+            for id in pool.ids() {
+                count += usize::from(idle(id)?);
+            }
+            if count == 0 {
                 break;
             }
             let mut rng = stream(opts.seed, dispatches, 0, Purpose::Sampling);
-            let info = idle[rng.gen_range(0..idle.len())];
+            let mut k = rng.gen_range(0..count);
+            let mut chosen = None;
+            for id in pool.ids() {
+                if idle(id)? {
+                    if k == 0 {
+                        chosen = Some(id);
+                        break;
+                    }
+                    k -= 1;
+                }
+            }
+            let info = pool.info(chosen.expect("the k-th of the counted idle clients"))?;
+            let info = &info;
             let mut plan = policy.plan(version as u32 + 1, info, base_plan)?;
             if opts.rate_decay {
                 let s = strategy
@@ -160,8 +175,7 @@ pub fn run_async(
         let replies = grid.train(ins, observer.progress());
         for (id, plan, key) in plans {
             let reply = replies.iter().find(|r| r.client == id);
-            let info = pool.iter().find(|c| c.id == id);
-            let planned = plan.steps_for(info.map_or(0, |c| c.num_train) as usize);
+            let planned = plan.steps_for(pool.info(id).map_or(0, |c| c.num_train) as usize);
             let result = match reply.map(|r| &r.result) {
                 Some(Ok(res)) => Ok(res.clone()),
                 Some(Err(f)) => Err(f.to_string()),
@@ -233,8 +247,8 @@ pub fn run_async(
                     res,
                     staleness,
                 )?;
-                if let Some(info) = pool.iter().find(|c| c.id == ev.client) {
-                    policy.observe(version as u32 + 1, info, &res.report);
+                if let Ok(info) = pool.info(ev.client) {
+                    policy.observe(version as u32 + 1, &info, &res.report);
                 }
                 rec.report = Some(res.report.clone());
                 rec.weight = out.weight;
@@ -317,12 +331,11 @@ fn evaluate_async(
     observer: &mut dyn Observer,
 ) -> Result<EvalSummary> {
     let params = Arc::new(global.clone());
-    let ins: Vec<(ClientId, EvalIns)> = grid
-        .clients()
-        .iter()
-        .filter(|c| c.num_test > 0)
-        .map(|c| {
-            (
+    let mut ins: Vec<(ClientId, EvalIns)> = Vec::new();
+    for c in grid.pool().iter() {
+        let c = c?;
+        if c.num_test > 0 {
+            ins.push((
                 c.id,
                 EvalIns {
                     round,
@@ -334,9 +347,9 @@ fn evaluate_async(
                     personalized: Default::default(),
                     extras: Default::default(),
                 },
-            )
-        })
-        .collect();
+            ));
+        }
+    }
     observer.phase_started(round, "eval", ins.len());
     let replies = grid.evaluate(ins, observer.progress());
     let mut summary = summarize_eval(&replies);

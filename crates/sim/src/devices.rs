@@ -26,8 +26,8 @@
 use crate::clock::{completion_seconds, model_bytes, steps_within};
 use fedpace_core::rng::{stream, Purpose};
 use fedpace_core::{
-    AggregateSummary, ClientId, ClientInfo, Error, LocalWork, RatePlan, Reply, Result, RoundTiming,
-    Strategy, TrainIns, TrainRes,
+    AggregateSummary, ClientId, ClientPool, Error, LocalWork, PoolSubset, RatePlan, Reply, Result,
+    RoundTiming, Strategy, TrainIns, TrainRes,
 };
 use fedpace_params::ParamTree;
 use rand::seq::index::sample;
@@ -283,6 +283,12 @@ impl Devices {
         }
     }
 
+    /// Whether every client is available in every round (availability a constant ≥ 1):
+    /// then nothing needs to be drawn per client.
+    pub fn always_available(&self) -> bool {
+        matches!(self.cfg.availability, Distribution::Constant { value } if value >= 1.0)
+    }
+
     /// Whether client `id` is available in `round`.
     pub fn available(&self, id: ClientId, round: u32) -> bool {
         let a = self.profile(id).availability;
@@ -412,30 +418,31 @@ impl Strategy for Systems {
         &mut self,
         round: u32,
         global: &Arc<ParamTree>,
-        pool: &[ClientInfo],
+        pool: &dyn ClientPool,
         seed: u64,
     ) -> Result<Vec<(ClientId, TrainIns)>> {
-        let available: Vec<ClientInfo> = pool
-            .iter()
-            .filter(|c| self.devices.available(c.id, round))
-            .cloned()
-            .collect();
+        // The reachable clients: the whole pool, or a list of ids (8 bytes a reachable
+        // client, for this round only) when availability is drawn.
+        let subset;
+        let available: &dyn ClientPool = if self.devices.always_available() {
+            pool
+        } else {
+            subset = PoolSubset::filter(pool, |id| self.devices.available(id, round));
+            &subset
+        };
         let mut timing = RoundTiming::default();
         if available.is_empty() {
             self.timing = Some(timing);
             return Ok(Vec::new());
         }
-        let ins = self
-            .inner
-            .configure_train(round, global, &available, seed)?;
+        let ins = self.inner.configure_train(round, global, available, seed)?;
         let selected: Vec<ClientId> = ins.iter().map(|i| i.0).collect();
         let stragglers = self.devices.stragglers(&selected, round);
         let cfg = self.devices.config().clone();
         let bytes = model_bytes(global.as_slice().len());
         let mut out = Vec::with_capacity(ins.len());
         for (id, mut i) in ins {
-            let info = available.iter().find(|c| c.id == id);
-            let n = info.map_or(0, |c| c.num_train);
+            let n = available.info(id).map_or(0, |c| c.num_train);
             if self.devices.drops_out(id, round) {
                 timing.dropped.push(id);
                 continue;
@@ -508,7 +515,7 @@ impl Strategy for Systems {
         round: u32,
         global: &mut ParamTree,
         replies: &[Reply<TrainRes>],
-        pool: &[ClientInfo],
+        pool: &dyn ClientPool,
     ) -> Result<AggregateSummary> {
         if replies.is_empty() {
             // Nobody was dispatched (all unavailable, dropped or late): the model stays.

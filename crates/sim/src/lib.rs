@@ -18,7 +18,7 @@ pub use devices::{
 
 use fedpace_core::protocol::validate_train_res;
 use fedpace_core::{
-    ClientFactory, ClientFailure, ClientId, ClientInfo, Dataset, EvalIns, EvalRes, EvalStats, Grid,
+    ClientFactory, ClientFailure, ClientId, ClientPool, Dataset, EvalIns, EvalRes, EvalStats, Grid,
     LocalState, ModelFactory, Progress, Reply, TrainIns, TrainRes,
 };
 use fedpace_params::ParamTree;
@@ -27,7 +27,9 @@ use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 
+pub mod pool;
 pub mod spill;
+pub use pool::{DataPool, DeviceClasses};
 pub use spill::SpillStore;
 
 /// Where clients' local states live between rounds.
@@ -87,7 +89,7 @@ impl StateStore for MemoryStore {
 
 /// The in-memory grid.
 pub struct SimGrid {
-    clients: Vec<ClientInfo>,
+    clients: Arc<dyn ClientPool>,
     factory: ClientFactory,
     store: Box<dyn StateStore>,
     pool: rayon::ThreadPool,
@@ -98,10 +100,10 @@ pub struct SimGrid {
 const CENTRAL_BATCH: usize = 512;
 
 impl SimGrid {
-    /// A grid over `clients` made by `factory`, running `threads` clients at once
-    /// (0 = one per core).
+    /// A grid over the pool `clients` (a [`DataPool`], or rows in a `Vec<ClientInfo>`)
+    /// made by `factory`, running `threads` clients at once (0 = one per core).
     pub fn new(
-        clients: Vec<ClientInfo>,
+        clients: impl ClientPool + 'static,
         factory: ClientFactory,
         threads: usize,
     ) -> fedpace_core::Result<Self> {
@@ -116,7 +118,7 @@ impl SimGrid {
             .build()
             .map_err(|e| fedpace_core::Error::Backend(format!("thread pool: {e}")))?;
         Ok(Self {
-            clients,
+            clients: Arc::new(clients),
             factory,
             store: Box::new(MemoryStore::default()),
             pool,
@@ -234,8 +236,8 @@ fn panic_message(p: &Box<dyn std::any::Any + Send>) -> String {
 }
 
 impl Grid for SimGrid {
-    fn clients(&self) -> &[ClientInfo] {
-        &self.clients
+    fn pool(&self) -> Arc<dyn ClientPool> {
+        self.clients.clone()
     }
 
     fn train(

@@ -59,13 +59,20 @@ impl std::fmt::Debug for SpillStore {
     }
 }
 
-/// Estimated heap bytes of a state (buffers plus a fixed overhead).
+/// Estimated heap bytes of a state: every buffer it holds (optimiser moments, control
+/// variate, FedDyn's gradient, personal parameters) plus fixed overheads. A new
+/// `LocalState` field that holds a buffer must be counted here, or the budget is
+/// exceeded unnoticed.
 pub fn state_bytes(s: &LocalState) -> usize {
     fn opt(s: &fedpace_optim::State) -> usize {
         48 + s.buffers.iter().map(|b| 24 + 4 * b.len()).sum::<usize>()
             + s.children.iter().map(opt).sum::<usize>()
     }
+    let floats = |v: &Option<Vec<f32>>| v.as_ref().map_or(0, |v| 24 + 4 * v.len());
     64 + s.optimizer.as_ref().map_or(0, opt)
+        + floats(&s.control_variate)
+        + floats(&s.feddyn_gradient)
+        + s.personal.as_ref().map_or(0, |p| 32 + 4 * p.params.len())
 }
 
 impl SpillStore {
@@ -337,6 +344,21 @@ mod tests {
         assert!(s.is_empty());
         drop(s);
         assert!(!path.exists(), "file removed on drop");
+    }
+
+    #[test]
+    fn every_buffer_of_a_state_counts_against_the_budget() {
+        let bare = state_bytes(&LocalState::default());
+        let s = LocalState {
+            control_variate: Some(vec![0.0; 100]),
+            feddyn_gradient: Some(vec![0.0; 50]),
+            personal: Some(fedpace_core::PersonalState {
+                params: vec![0.0; 25],
+                alpha: None,
+            }),
+            ..Default::default()
+        };
+        assert!(state_bytes(&s) >= bare + 4 * (100 + 50 + 25));
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! per-client `overrides` table sets `η_k = m·η_base` outright for the clients it names.
 //! Observations and aggregation-side adjustments go to every part, in order.
 
-use fedpace_core::{ClientInfo, RatePlan, RatePolicy, Result, TrainReport};
+use fedpace_core::{ClientInfo, ClientPool, RatePlan, RatePolicy, Result, TrainReport};
 use std::collections::BTreeMap;
 
 /// See the module doc.
@@ -30,7 +30,7 @@ impl RatePolicy for Compose {
             self.overrides.len()
         )
     }
-    fn start(&mut self, pool: &[ClientInfo]) -> Result<()> {
+    fn start(&mut self, pool: &dyn ClientPool) -> Result<()> {
         self.parts.iter_mut().try_for_each(|p| p.start(pool))
     }
     fn plan(&mut self, round: u32, client: &ClientInfo, base: &RatePlan) -> Result<RatePlan> {

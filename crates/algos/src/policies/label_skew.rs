@@ -6,7 +6,7 @@
 //! clients, whose local optima are farthest from the global one (less drift).
 
 use super::scaled;
-use fedpace_core::{ClientInfo, RatePlan, RatePolicy, Result};
+use fedpace_core::{ClientInfo, ClientPool, RatePlan, RatePolicy, Result};
 use std::collections::HashMap;
 
 /// See the module doc.
@@ -68,23 +68,36 @@ impl RatePolicy for ByLabelSkew {
             self.kappa, self.min, self.max
         )
     }
-    fn start(&mut self, pool: &[ClientInfo]) -> Result<()> {
-        let classes = pool
-            .iter()
-            .map(|c| c.label_histogram.len())
-            .max()
-            .unwrap_or(0);
-        let mut global = vec![0u64; classes];
-        for c in pool {
+    fn start(&mut self, pool: &dyn ClientPool) -> Result<()> {
+        // Two passes over the pool, one row at a time. Clients without a histogram (pools
+        // too large to build every client's data up front) get the mean divergence.
+        let mut global: Vec<u64> = Vec::new();
+        for c in pool.iter() {
+            let c = c?;
+            if global.len() < c.label_histogram.len() {
+                global.resize(c.label_histogram.len(), 0);
+            }
             for (g, x) in global.iter_mut().zip(&c.label_histogram) {
                 *g += x;
             }
         }
-        self.div = pool
-            .iter()
-            .map(|c| (c.id, total_variation(&c.label_histogram, &global)))
-            .collect();
-        self.mean_div = super::mean(self.div.values()).unwrap_or(0.0);
+        self.div = HashMap::new();
+        // D̄ summed in id order (a sum in the map's order would change in the last bits
+        // from one process to the next).
+        let mut sum = 0.0;
+        for c in pool.iter() {
+            let c = c?;
+            if !c.label_histogram.is_empty() {
+                let d = total_variation(&c.label_histogram, &global);
+                sum += d;
+                self.div.insert(c.id, d);
+            }
+        }
+        self.mean_div = if self.div.is_empty() {
+            0.0
+        } else {
+            sum / self.div.len() as f64
+        };
         Ok(())
     }
     fn plan(&mut self, _round: u32, client: &ClientInfo, base: &RatePlan) -> Result<RatePlan> {

@@ -10,7 +10,7 @@
 //! size. γ > 0 pulls clients with more data (hence more local steps and more drift)
 //! harder towards the global model; γ = 0 (default) gives everyone μ.
 
-use fedpace_core::{ClientInfo, RatePlan, RatePolicy, Result};
+use fedpace_core::{ClientInfo, ClientPool, RatePlan, RatePolicy, Result};
 use std::collections::BTreeMap;
 
 /// See the module doc.
@@ -55,8 +55,8 @@ impl RatePolicy for ProxMu {
             self.clients.len()
         )
     }
-    fn start(&mut self, pool: &[ClientInfo]) -> Result<()> {
-        let total: u64 = pool.iter().map(|c| c.num_train).sum();
+    fn start(&mut self, pool: &dyn ClientPool) -> Result<()> {
+        let total = pool.total_train()?;
         self.mean_n = total as f64 / pool.len().max(1) as f64;
         Ok(())
     }
