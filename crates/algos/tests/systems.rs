@@ -209,6 +209,7 @@ fn systems_run(threads: usize) -> (Vec<f32>, Vec<f64>) {
             eval_every: 0,
             finetune_steps: 0,
             max_test_samples: None,
+            keep_records: true,
             personalized: Default::default(),
         },
         &mut obs,
@@ -329,6 +330,7 @@ fn async_run(
             eval_every: 0,
             finetune_steps: 0,
             max_test_samples: None,
+            keep_records: true,
         },
         &mut obs,
     )
@@ -507,6 +509,7 @@ fn a_failing_state_store_is_an_error_of_the_run_not_a_panic() {
             eval_every: 0,
             finetune_steps: 0,
             max_test_samples: None,
+            keep_records: true,
             personalized: Default::default(),
         },
         &mut obs,

@@ -198,9 +198,9 @@ fn workload(w: Workload, opts: &BenchOptions, gemm1: f64) -> Result<()> {
     let outcome = runner::run_quiet(&cfg, prepared)?;
     let total = start.elapsed().as_secs_f64();
     let peak = peak_memory_bytes();
-    let first = outcome.rounds.first().map_or(0.0, |r| r.wall_seconds);
-    let later = if outcome.rounds.len() > 1 {
-        (total - first) / (outcome.rounds.len() - 1) as f64
+    let first = outcome.round_wall_seconds.first().copied().unwrap_or(0.0);
+    let later = if outcome.round_wall_seconds.len() > 1 {
+        (total - first) / (outcome.round_wall_seconds.len() - 1) as f64
     } else {
         f64::NAN
     };
@@ -281,11 +281,11 @@ fn scale(opts: &BenchOptions) -> Result<()> {
     let total = start.elapsed().as_secs_f64();
     let mut prev = setup;
     let rounds: Vec<f64> = outcome
-        .rounds
+        .round_wall_seconds
         .iter()
-        .map(|r| {
-            let d = r.wall_seconds + setup - prev;
-            prev = r.wall_seconds + setup;
+        .map(|&w| {
+            let d = w + setup - prev;
+            prev = w + setup;
             d
         })
         .collect();
@@ -641,5 +641,6 @@ pub fn run_options(cfg: &ExperimentConfig) -> RunOptions {
         finetune_steps: cfg.eval.finetune_steps,
         personalized: cfg.eval.personalized,
         max_test_samples: cfg.eval.max_test_samples,
+        keep_records: false,
     }
 }

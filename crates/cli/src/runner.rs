@@ -263,6 +263,7 @@ pub fn execute(
         finetune_steps: cfg.eval.finetune_steps,
         personalized: cfg.eval.personalized,
         max_test_samples: cfg.eval.max_test_samples,
+        keep_records: false,
     };
     let outcome = match &mut p.strategy {
         Mode::Sync(s) => fedpace_core::run(s.as_mut(), &mut p.grid, p.init, &opts, &mut writer)?,
@@ -286,6 +287,7 @@ pub fn execute(
                 eval_every: cfg.eval.every,
                 finetune_steps: cfg.eval.finetune_steps,
                 max_test_samples: cfg.eval.max_test_samples,
+                keep_records: false,
             },
             &mut writer,
         )?,

@@ -145,6 +145,7 @@ fn run(
         eval_every: 0,
         finetune_steps: 0,
         max_test_samples: None,
+        keep_records: true,
         personalized: Default::default(),
     };
     let out = fedpace_core::run(st.as_mut(), &mut s.grid, s.init.clone(), &opts, &mut rec).unwrap();

@@ -23,6 +23,11 @@ pub struct RunOptions {
     pub personalized: crate::personal::PersonalEval,
     /// Evaluate each client on at most this many of its test samples (`None` = all).
     pub max_test_samples: Option<u32>,
+    /// Keep every round's full record (one line per sampled client, ≈ 320 bytes each) in
+    /// [`RunOutcome::rounds`]. Observers receive every record either way; a long run over
+    /// many clients should leave this off, so that memory is bounded by the clients in
+    /// flight and not by rounds × clients per round.
+    pub keep_records: bool,
 }
 
 /// One client's line in a round record.
@@ -145,8 +150,10 @@ pub struct RunOutcome {
     pub global: ParamTree,
     /// The last evaluation.
     pub final_eval: EvalSummary,
-    /// Every round.
+    /// Every round's record, when [`RunOptions::keep_records`] is set (else empty).
     pub rounds: Vec<RoundRecord>,
+    /// Wall-clock seconds since the start of the run at the end of each round (always kept).
+    pub round_wall_seconds: Vec<f64>,
 }
 
 /// Runs `opts.rounds` rounds of `strategy` on `grid`, starting from `init`.
@@ -159,7 +166,8 @@ pub fn run(
 ) -> Result<RunOutcome> {
     let start = Instant::now();
     let mut global = init;
-    let mut records = Vec::with_capacity(opts.rounds as usize);
+    let mut records = Vec::new();
+    let mut round_wall_seconds = Vec::with_capacity(opts.rounds as usize);
     let mut final_eval = None;
     let pool = grid.pool();
     for round in 1..=opts.rounds {
@@ -203,12 +211,16 @@ pub fn run(
             timing: strategy.round_timing(),
         };
         observer.round_finished(&record, &global)?;
-        records.push(record);
+        round_wall_seconds.push(record.wall_seconds);
+        if opts.keep_records {
+            records.push(record);
+        }
     }
     Ok(RunOutcome {
         global,
         final_eval: final_eval.unwrap_or_default(),
         rounds: records,
+        round_wall_seconds,
     })
 }
 

@@ -54,6 +54,9 @@ pub struct AsyncOptions {
     pub finetune_steps: u32,
     /// Cap on each client's test samples at evaluation (`None` = all).
     pub max_test_samples: Option<u32>,
+    /// Keep every version's record in `RunOutcome::rounds` (see
+    /// `fedpace_core::RunOptions::keep_records`).
+    pub keep_records: bool,
 }
 
 struct InFlight {
@@ -91,6 +94,7 @@ pub fn run_async(
     let mut pending: Vec<ClientRoundRecord> = Vec::new();
     let mut timing = RoundTiming::default();
     let mut records = Vec::new();
+    let mut round_wall_seconds = Vec::new();
     let mut final_eval = None;
     let mut loss = (0.0f64, 0.0f64);
 
@@ -295,7 +299,10 @@ pub fn run_async(
             };
             loss = (0.0, 0.0);
             observer.round_finished(&record, &global)?;
-            records.push(record);
+            round_wall_seconds.push(record.wall_seconds);
+            if opts.keep_records {
+                records.push(record);
+            }
         }
         if version < opts.updates as u64 {
             // Keep `concurrency` clients busy.
@@ -319,6 +326,7 @@ pub fn run_async(
         global,
         final_eval: final_eval.unwrap_or_default(),
         rounds: records,
+        round_wall_seconds,
     })
 }
 
