@@ -177,13 +177,7 @@ pub fn labels_per_client<R: Rng>(
     rng: &mut R,
 ) -> Result<Vec<Vec<u32>>> {
     check_clients(labels.len(), clients)?;
-    if per_client == 0 || per_client > num_classes {
-        return Err(Error::invalid(
-            "data.partition.per_client",
-            per_client,
-            format!("between 1 and the number of classes ({num_classes})"),
-        ));
-    }
+    check_per_client(per_client, num_classes)?;
     let mut holders: Vec<Vec<usize>> = vec![Vec::new(); num_classes];
     for i in 0..clients {
         let mut held = vec![i % num_classes];
@@ -232,13 +226,7 @@ pub fn cyclic_labels<R: Rng>(
     rng: &mut R,
 ) -> Result<Vec<Vec<u32>>> {
     check_clients(labels.len(), clients)?;
-    if per_client == 0 || per_client > num_classes {
-        return Err(Error::invalid(
-            "data.partition.per_client",
-            per_client,
-            format!("between 1 and the number of classes ({num_classes})"),
-        ));
-    }
+    check_per_client(per_client, num_classes)?;
     if !(sigma.is_finite() && sigma >= 0.0) {
         return Err(Error::invalid(
             "data.partition.sigma",
@@ -323,13 +311,7 @@ pub fn pfedme<R: Rng>(
     rng: &mut R,
 ) -> Result<Vec<Vec<u32>>> {
     check_clients(labels.len(), clients)?;
-    if per_client == 0 || per_client > num_classes {
-        return Err(Error::invalid(
-            "data.partition.per_client",
-            per_client,
-            format!("between 1 and the number of classes ({num_classes})"),
-        ));
-    }
+    check_per_client(per_client, num_classes)?;
     let mut by_class = indices_by_class(labels, num_classes);
     for idx in &mut by_class {
         idx.shuffle(rng);
@@ -422,6 +404,18 @@ pub fn indices_by_class(labels: &[u32], num_classes: usize) -> Vec<Vec<u32>> {
         }
     }
     by
+}
+
+/// `data.partition.per_client` must be between 1 and the number of classes.
+fn check_per_client(per_client: usize, num_classes: usize) -> Result<()> {
+    if per_client == 0 || per_client > num_classes {
+        return Err(Error::invalid(
+            "data.partition.per_client",
+            per_client,
+            format!("between 1 and the number of classes ({num_classes})"),
+        ));
+    }
+    Ok(())
 }
 
 /// `parts` contiguous pieces whose sizes differ by at most one (larger ones first).
