@@ -10,7 +10,7 @@ use fedpace_algos::{
     FedAsync, FedAvg, FedAvgConfig, FedBuff, FedProx, Normalize, PolicyConfig, Sampling,
 };
 use fedpace_core::asynchronous::Staleness;
-use fedpace_core::round::{Observer, RoundRecord, RunOptions};
+use fedpace_core::round::{ClientRoundRecord, Observer, RoundRecord, RunOptions};
 use fedpace_core::{ClientInfo, LocalWork, Progress, Strategy};
 use fedpace_params::ParamTree;
 use fedpace_sim::{
@@ -301,17 +301,23 @@ fn async_run(
     strategy: &mut dyn fedpace_core::asynchronous::AsyncStrategy,
     rate_decay: bool,
 ) -> (Vec<f32>, Vec<RoundRecord>) {
-    let devices = Devices::new(
-        DevicesConfig {
-            speed: Distribution::LogNormal {
-                mu: 0.0,
-                sigma: 1.0,
-            },
-            ..Default::default()
+    let cfg = DevicesConfig {
+        speed: Distribution::LogNormal {
+            mu: 0.0,
+            sigma: 1.0,
         },
-        5,
-    )
-    .unwrap();
+        ..Default::default()
+    };
+    async_run_with(cfg, threads, strategy, rate_decay).unwrap()
+}
+
+fn async_run_with(
+    devices: DevicesConfig,
+    threads: usize,
+    strategy: &mut dyn fedpace_core::asynchronous::AsyncStrategy,
+    rate_decay: bool,
+) -> fedpace_core::Result<(Vec<f32>, Vec<RoundRecord>)> {
+    let devices = Devices::new(devices, 5).unwrap();
     let mut grid = SimGrid::new(pool(8), factory(), threads).unwrap();
     let mut obs = Collect(Vec::new(), NoProgress);
     let mut policy = PolicyConfig::Constant.build();
@@ -333,9 +339,69 @@ fn async_run(
             keep_records: true,
         },
         &mut obs,
-    )
-    .unwrap();
-    (out.global.into_vec(), obs.0)
+    )?;
+    Ok((out.global.into_vec(), obs.0))
+}
+
+/// The asynchronous loop applies the device step limit and the straggler protocol per
+/// dispatch (plans of 5 steps): a limit of 2 caps every plan; half the dispatches as
+/// partial stragglers get budgets in 1..=4 and run exactly that many steps; as dropped
+/// stragglers their updates are discarded; when every arrival fails the run stops with
+/// an error instead of dispatching forever.
+#[test]
+fn async_loop_applies_step_limits_and_stragglers() {
+    let fedbuff = || FedBuff::new(2, 1.0, Staleness::default()).unwrap();
+    let clients = |r: &[RoundRecord]| -> Vec<ClientRoundRecord> {
+        r.iter().flat_map(|x| x.clients.clone()).collect()
+    };
+    let limited = DevicesConfig {
+        max_steps: Some(Distribution::Constant { value: 2.0 }),
+        ..Default::default()
+    };
+    let (_, r) = async_run_with(limited, 2, &mut fedbuff(), false).unwrap();
+    for c in clients(&r) {
+        assert_eq!(c.plan.max_steps, Some(2));
+        assert_eq!(c.report.unwrap().steps, 2);
+    }
+    let partial = DevicesConfig {
+        stragglers: 0.5,
+        late: LatePolicy::Partial,
+        ..Default::default()
+    };
+    let (_, r) = async_run_with(partial, 2, &mut fedbuff(), false).unwrap();
+    let (mut cut, mut full) = (0, 0);
+    for c in clients(&r) {
+        let steps = c.report.unwrap().steps;
+        match c.plan.max_steps {
+            Some(b) => {
+                assert!((1..=4).contains(&b), "budget {b}");
+                assert_eq!(steps, b);
+                cut += 1;
+            }
+            None => {
+                assert_eq!(steps, 5);
+                full += 1;
+            }
+        }
+    }
+    assert!(cut > 0 && full > 0, "{cut} stragglers, {full} full");
+    let drop = DevicesConfig {
+        stragglers: 0.5,
+        late: LatePolicy::Drop,
+        ..Default::default()
+    };
+    let (_, r) = async_run_with(drop, 2, &mut fedbuff(), false).unwrap();
+    let failed = clients(&r)
+        .iter()
+        .filter(|c| c.failure.as_deref() == Some("straggler, dropped (late = drop)"))
+        .count();
+    assert!(failed > 0);
+    let hopeless = DevicesConfig {
+        dropout: Distribution::Constant { value: 1.0 },
+        ..Default::default()
+    };
+    let e = async_run_with(hopeless, 2, &mut fedbuff(), false).unwrap_err();
+    assert!(e.to_string().contains("arrivals in a row failed"), "{e}");
 }
 
 #[test]

@@ -303,6 +303,24 @@ impl ExperimentConfig {
         self.policy.validate().map_err(|e| e.to_string())?;
         if let Some(d) = &self.devices {
             d.validate().map_err(|e| e.to_string())?;
+            if self.strategy.is_async()
+                && d.stragglers >= 1.0
+                && d.late == fedpace_sim::devices::LatePolicy::Drop
+            {
+                return Err(format!(
+                    "devices.stragglers = {}: with late = \"drop\" every update of {} would be \
+                     discarded; expected below 1, or late = \"partial\"",
+                    d.stragglers,
+                    self.strategy.name.as_str()
+                ));
+            }
+            if let (Some(t), true) = (d.deadline, self.strategy.is_async()) {
+                return Err(format!(
+                    "devices.deadline = {t}: not used by {} (the asynchronous loop has no \
+                     rounds to end; remove it, or use a synchronous strategy)",
+                    self.strategy.name.as_str()
+                ));
+            }
         }
         self.data.validate().map_err(|e| e.to_string())?;
         Ok(())
@@ -487,6 +505,34 @@ mod tests {
         let e = ExperimentConfig::parse("[strategy]\nmu = \"a\"\nname = \"fedprox\"\n", "x", &[])
             .unwrap_err();
         assert!(e.0.starts_with("x: strategy.mu: invalid type"), "{}", e.0);
+    }
+
+    #[test]
+    fn async_strategies_reject_what_needs_rounds() {
+        let e = ExperimentConfig::parse(
+            "[strategy]\nname = \"fedbuff\"\n[devices]\ndeadline = 5.0\n",
+            "exp.toml",
+            &[],
+        )
+        .unwrap_err();
+        assert!(
+            e.0.starts_with("exp.toml: devices.deadline = 5: not used by fedbuff"),
+            "{}",
+            e.0
+        );
+        let e = ExperimentConfig::parse(
+            "[strategy]\nname = \"fedasync\"\n[devices]\nstragglers = 1.0\nlate = \"drop\"\n",
+            "exp.toml",
+            &[],
+        )
+        .unwrap_err();
+        assert!(
+            e.0.contains("devices.stragglers = 1: with late = \"drop\""),
+            "{}",
+            e.0
+        );
+        // The same settings are fine for a synchronous strategy.
+        ExperimentConfig::parse("[devices]\ndeadline = 5.0\n", "exp.toml", &[]).unwrap();
     }
 
     #[test]

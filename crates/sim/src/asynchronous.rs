@@ -18,6 +18,12 @@
 //! have moved on by the time it reports. The rule reads only the past, so it needs
 //! no prediction, and it is deterministic.
 //!
+//! **Devices.** Each dispatch gets the client's drawn local epochs, its device's step
+//! limit (`max_steps`) and the straggler protocol per dispatch: with probability
+//! `stragglers` a dispatch is a straggler, which keeps a partial budget of `U{1..E−1}`
+//! epochs (`late = partial`) or whose update is discarded on arrival (`late = drop`).
+//! A round `deadline` has no meaning without rounds and is rejected by the config.
+//!
 //! Determinism: the dispatch draws come from `(seed, dispatch number)`, training
 //! from `(seed, dispatch number, client)`, and events are totally ordered.
 
@@ -59,6 +65,10 @@ pub struct AsyncOptions {
     pub keep_records: bool,
 }
 
+/// Failed arrivals in a row (at least; 100 × concurrency when larger) after which the
+/// loop stops with an error instead of dispatching forever.
+const MAX_FAILURES_IN_ROW: u64 = 1000;
+
 struct InFlight {
     base: Arc<ParamTree>,
     base_version: u64,
@@ -97,6 +107,7 @@ pub fn run_async(
     let mut round_wall_seconds = Vec::new();
     let mut final_eval = None;
     let mut loss = (0.0f64, 0.0f64);
+    let mut failures_in_row: u64 = 0;
 
     // Sends `n` idle clients the current model; trains them (in parallel on the grid).
     let mut dispatch = |n: usize,
@@ -155,6 +166,19 @@ pub fn run_async(
             if let Some(e) = devices.local_epochs(info.id, round_key) {
                 plan.work = fedpace_core::LocalWork::Epochs(e);
             }
+            // A partial straggler's budget and the device's step limit cap the plan's
+            // steps, as in the synchronous wrapper (a dropped straggler trains in full
+            // and its update is discarded on arrival).
+            let budget = (devices.async_straggler(info.id, round_key)
+                && devices.config().late == crate::devices::LatePolicy::Partial)
+                .then(|| devices.straggler_budget(info.id, round_key, &plan, info.num_train))
+                .flatten();
+            for m in [budget, devices.profile(info.id).max_steps]
+                .into_iter()
+                .flatten()
+            {
+                plan.max_steps = Some(plan.max_steps.map_or(m, |x| x.min(m)));
+            }
             plan.validate(groups)?;
             busy.insert(info.id);
             ins.push((
@@ -187,6 +211,10 @@ pub fn run_async(
             };
             let result = if devices.drops_out(id, key) {
                 Err("dropped out".to_string())
+            } else if devices.async_straggler(id, key)
+                && devices.config().late == crate::devices::LatePolicy::Drop
+            {
+                Err("straggler, dropped (late = drop)".to_string())
             } else {
                 result
             };
@@ -264,7 +292,18 @@ pub fn run_async(
             Err(f) => {
                 rec.failure = Some(f.clone());
                 timing.dropped.push(ev.client);
+                failures_in_row += 1;
+                if failures_in_row > MAX_FAILURES_IN_ROW.max(100 * opts.concurrency as u64) {
+                    return Err(Error::invalid(
+                        "asynchronous run",
+                        format!("version {version}: {failures_in_row} arrivals in a row failed (last: {f})"),
+                        "some arrivals that succeed (check devices.dropout, devices.stragglers with late = \"drop\", and the clients' failures)",
+                    ));
+                }
             }
+        }
+        if rec.failure.is_none() {
+            failures_in_row = 0;
         }
         pending.push(rec);
         if advanced {

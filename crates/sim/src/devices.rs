@@ -350,6 +350,23 @@ impl Devices {
         out
     }
 
+    /// Whether one asynchronous dispatch of client `id` (dispatch number `key`) is a
+    /// straggler: with probability `stragglers`, independently per dispatch — the
+    /// asynchronous loop has no rounds to take a fixed share of.
+    pub fn async_straggler(&self, id: ClientId, key: u32) -> bool {
+        let s = self.cfg.stragglers;
+        if s <= 0.0 {
+            return false;
+        }
+        let mut rng = stream(
+            self.seed ^ SALT_ROUND ^ 5,
+            key as u64,
+            id,
+            Purpose::Algorithm,
+        );
+        rng.gen::<f64>() < s
+    }
+
     /// A straggler's step budget: `e·⌈n/B⌉` for `e ~ U{1..E−1}` epochs, or `U{1..τ−1}`
     /// steps when the plan counts steps (or E = 1). `None` when there is no partial
     /// work to give (a single step).
