@@ -23,10 +23,10 @@ pub struct ExperimentConfig {
     pub rounds: u32,
     /// Clients trained in parallel; 0 = one per core (default 0).
     pub threads: usize,
-    /// Parallel grain inside one client: each CNN convolution splits its batch into this
-    /// many chunks, which idle threads of the client pool pick up (default 1). Part of
-    /// the numerics (weight gradients are summed per chunk), so it is a setting, never
-    /// derived from the core count: results are bit-identical whatever `threads` is.
+    /// The most threads of the client pool one client's CNN batch may use: `0` (the
+    /// default) for as many as are idle, `1` to keep each client on its own thread. The
+    /// batch is cut into fixed blocks whatever this says, so results are bit-identical
+    /// for every value and every `threads`.
     pub client_threads: usize,
     /// Where fetched data sets are cached (default `data`, or `$FEDPACE_DATA_DIR`).
     pub data_dir: Option<PathBuf>,
@@ -76,7 +76,7 @@ impl Default for ExperimentConfig {
             seed: 0,
             rounds: 20,
             threads: 0,
-            client_threads: 1,
+            client_threads: 0,
             data_dir: None,
             data: DataConfig::default(),
             model: ModelConfig::LogisticRegression,
@@ -256,9 +256,6 @@ impl ExperimentConfig {
         }
         if self.rounds == 0 {
             return bad("rounds", &0, "at least 1");
-        }
-        if self.client_threads == 0 {
-            return bad("client_threads", &0, "at least 1");
         }
         if !(self.client.lr.is_finite() && self.client.lr > 0.0) {
             return bad("client.lr", &self.client.lr, "a finite rate > 0");

@@ -239,20 +239,26 @@ finetune_steps = 0
 "#;
 
 #[test]
-fn client_threads_fix_the_numerics_and_the_pool_size_does_not_matter() {
+fn neither_client_threads_nor_the_pool_size_changes_the_numerics() {
     let tmp = tempfile::tempdir().unwrap();
     let cfg = tmp.path().join("cnn.toml");
     std::fs::write(&cfg, CNN).unwrap();
-    let run = |name: &str, threads: &str| {
+    let run = |name: &str, threads: &str, client_threads: &str| {
         let out = tmp.path().join(name);
         ok(&fedpace()
-            .args(["run", cfg.to_str().unwrap(), "--threads", threads, "--out"])
+            .args(["run", cfg.to_str().unwrap(), "--threads", threads, "--set"])
+            .arg(format!("client_threads={client_threads}"))
+            .arg("--out")
             .arg(&out)
             .output()
             .unwrap());
         std::fs::read(out.join("model.safetensors")).unwrap()
     };
-    // One client at a time on one thread, or two clients whose conv chunks are shared
-    // by three pool threads: same bits.
-    assert_eq!(run("t1", "1"), run("t3", "3"));
+    // One client at a time on one thread, two clients whose blocks are shared by three
+    // pool threads, every idle thread (the default, 0), each client on its own thread:
+    // same bits.
+    let one = run("t1", "1", "2");
+    assert_eq!(one, run("t3", "3", "2"));
+    assert_eq!(one, run("auto", "3", "0"));
+    assert_eq!(one, run("own", "2", "1"));
 }

@@ -218,4 +218,53 @@ mod tests {
             }
         }
     }
+
+    /// The thread count splits the output, never a sum: every FedAvg-CNN product (and a
+    /// product with a sample count that is not a multiple of anything) gives the same
+    /// bits on 1, 2, 3 and 4 threads, so the CNN may use as many threads as are free.
+    #[test]
+    fn results_do_not_depend_on_the_thread_count() {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(4)
+            .build()
+            .unwrap();
+        // (m, n, k, transposed lhs): fc1 forward (W·Aᵀ), fc1 input gradient, fc1 weight
+        // gradient (dHᵀ·A), conv2 forward, a ragged one.
+        for (m, n, k, tl) in [
+            (512, 32, 3136, false),
+            (32, 3136, 512, false),
+            (512, 3136, 32, true),
+            (392, 64, 800, false),
+            (37, 129, 301, true),
+        ] {
+            let a: Vec<f32> = (0..m * k)
+                .map(|i| ((i * 7919) % 1013) as f32 * 1e-3 - 0.5)
+                .collect();
+            let b: Vec<f32> = (0..k * n)
+                .map(|i| ((i * 104729) % 997) as f32 * 1e-3 - 0.5)
+                .collect();
+            let lhs = if tl {
+                MatRef::transposed(&a, m, k, m)
+            } else {
+                MatRef::row_major(&a, m, k, k)
+            };
+            let run = |threads: usize| {
+                let mut dst = vec![0f32; m * n];
+                pool.install(|| {
+                    sgemm(
+                        MatMut::row_major(&mut dst, m, n, n),
+                        lhs,
+                        MatRef::row_major(&b, k, n, n),
+                        false,
+                        threads,
+                    )
+                });
+                dst
+            };
+            let one = run(1);
+            for t in 2..=4 {
+                assert!(run(t) == one, "{m}×{n}×{k} differs on {t} threads");
+            }
+        }
+    }
 }

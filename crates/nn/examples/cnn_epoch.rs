@@ -4,11 +4,12 @@
 //! `fedpace bench` reports; this is the quick loop for working on the model).
 //!
 //! ```text
-//! cargo run -p fedpace-nn --release --example cnn_epoch -- [epochs] [chunks]
+//! cargo run -p fedpace-nn --release --example cnn_epoch -- [epochs] [threads]
 //! ```
 //!
-//! With `chunks` > 1 (`client_threads`) the chunks run on rayon's global pool (one
-//! thread per core), and the CPU time is the whole process's.
+//! `threads` is the model's thread cap (`client_threads`; default 1 = the calling thread
+//! only). With any other value (0 = every idle thread) the blocks run on rayon's global
+//! pool (one thread per core), and the CPU time is the whole process's.
 
 use fedpace_core::{Batch, Inputs, Model};
 use fedpace_kernels::{sgemm, MatMut, MatRef};
@@ -64,7 +65,7 @@ fn main() {
         .filter_map(|a| a.parse().ok())
         .collect();
     let epochs = args.first().copied().unwrap_or(7);
-    let chunks = args.get(1).copied().unwrap_or(1);
+    let threads = args.get(1).copied().unwrap_or(1);
     let n = 512;
     let a: Vec<f32> = (0..n * n).map(|i| (i % 7) as f32 * 0.1).collect();
     let b: Vec<f32> = (0..n * n).map(|i| (i % 5) as f32 * 0.2).collect();
@@ -106,11 +107,11 @@ fn main() {
             }
         })
         .collect();
-    let mut model = Cnn::new([1, 28, 28], 10).unwrap().with_threads(chunks);
+    let mut model = Cnn::new([1, 28, 28], 10).unwrap().with_threads(threads);
     let init = model.init(0).unwrap();
     let mut grad = vec![0.0; init.as_slice().len()];
-    // With several chunks the work runs on rayon's pool: count the whole process's CPU.
-    let (w, c) = time(epochs, chunks > 1, || {
+    // With more than one thread the work runs on rayon's pool: count the whole process's CPU.
+    let (w, c) = time(epochs, threads != 1, || {
         let mut p = init.clone();
         for b in &batches {
             model.loss_and_grad(&p, b, &mut grad).unwrap();
@@ -119,10 +120,10 @@ fn main() {
     });
     let gf = epoch_gflop();
     println!(
-        "cnn epoch ({chunks} chunk(s)): {:.1} ms wall, {:.1} ms {} CPU; {:.1} GFLOP/s by wall = {:.0}% of the 1-thread sgemm rate ({:.0}% by CPU)",
+        "cnn epoch (thread cap {threads}): {:.1} ms wall, {:.1} ms {} CPU; {:.1} GFLOP/s by wall = {:.0}% of the 1-thread sgemm rate ({:.0}% by CPU)",
         w * 1e3,
         c * 1e3,
-        if chunks > 1 { "process" } else { "thread" },
+        if threads != 1 { "process" } else { "thread" },
         gf / w,
         100.0 * (gf / w) / rate_w,
         100.0 * (gf / c) / rate_c

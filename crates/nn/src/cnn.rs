@@ -41,14 +41,15 @@
 //!
 //! # Threads
 //!
-//! Each batch is split into [`Cnn::with_threads`] chunks (default 1) of consecutive
-//! samples, run on the caller's rayon pool (by as many of its threads as are free):
-//! convolutions and fully connected layers of a chunk's samples, and the chunk's partial
-//! convolution weight gradients, which are then summed in chunk order. The fc weight
-//! gradients are one GEMM over the batch that splits its output (never its sum) among
-//! the chunk count's threads. So the chunk count is part of the numerics and comes from
-//! configuration, never from the core count (docs/arch/0002-parallelism.md); with one
-//! chunk nothing touches rayon.
+//! Each batch is cut into fixed blocks of [`BLOCK`] consecutive samples. The
+//! convolutions of the blocks (forward and backward) are rayon tasks on the caller's
+//! pool, run by as many of its threads as are free, and each block's partial convolution
+//! weight gradients are summed in block order. The fully connected layers are GEMMs over
+//! the whole batch that split their output (never a sum) among the pool's threads. The
+//! blocks are fixed by the batch, not by any thread count, so the results are the same
+//! bits whatever the pool size and whatever [`Cnn::with_threads`] says
+//! (docs/arch/0002-parallelism.md): parallelism inside a client is automatic, and
+//! `with_threads(1)` keeps a client on its own thread.
 
 use crate::batch;
 use crate::error::{Error, Result};
@@ -80,6 +81,9 @@ pub const GROUP_BYTES: usize = 3 << 19;
 /// Samples per forward pass in [`Model::evaluate`] and [`Cnn::logits`], which bounds the
 /// model's buffers (≈ 160 KB per 28×28 sample) whatever the size of the batch evaluated.
 const EVAL_BLOCK: usize = 64;
+/// Samples per block: the unit of work of one task and of the convolution gradients'
+/// partial sums (a multiple of the convolution group of 2). Part of the numerics.
+pub const BLOCK: usize = 8;
 
 /// The parameter layout of the FedAvg CNN for `input` = `[C, H, W]` and `classes`.
 pub(crate) fn build_spec(input: [usize; 3], classes: usize) -> Result<ParamSpec> {
@@ -165,18 +169,26 @@ impl Cnn {
         Ok(Self {
             spec: Arc::new(spec),
             geo: Geometry::new(input, classes),
-            threads: 1,
+            threads: 0,
             weights: Permuted::default(),
             work: Work::default(),
         })
     }
 
-    /// Splits each batch into `threads` chunks (0 means 1), run in parallel on the
-    /// current rayon pool. Results depend (in the last bits) on this count — weight
-    /// gradients are summed per chunk — but not on the pool's size.
+    /// The most threads of the current rayon pool one call may use: `0` (the default)
+    /// for as many as are free, `1` to stay on the calling thread. Results never depend
+    /// on it (see the module doc).
     pub fn with_threads(mut self, threads: usize) -> Self {
-        self.threads = threads.max(1);
+        self.threads = threads;
         self
+    }
+
+    /// Threads for the whole-batch GEMMs.
+    fn gemm_threads(&self) -> usize {
+        match self.threads {
+            0 => rayon::current_num_threads(),
+            t => t,
+        }
     }
 
     /// The logits of every sample of `batch`, row-major `[n, classes]` (the forward
@@ -188,19 +200,14 @@ impl Cnn {
         self.weights.load(g, &self.spec, params);
         let v = View::new(&self.spec, params.as_slice(), &self.weights);
         let mut out = Vec::with_capacity(batch.len() * g.classes);
+        let (tasks, gt) = (self.threads, self.gemm_threads());
         for xb in x.chunks(EVAL_BLOCK * g.in_len()) {
             let nb = xb.len() / g.in_len();
-            let chunk = self.chunk_len(nb);
-            self.work.ensure(g, nb, chunk);
-            forward(g, &v, xb, chunk, &mut self.work);
+            self.work.ensure(g, nb);
+            forward(g, &v, xb, tasks, gt, &mut self.work);
             out.extend_from_slice(&self.work.logits[..nb * g.classes]);
         }
         Ok(out)
-    }
-
-    /// Samples per chunk for a batch of `n`.
-    fn chunk_len(&self, n: usize) -> usize {
-        n.div_ceil(self.threads.clamp(1, n.max(1)))
     }
 }
 
@@ -227,12 +234,12 @@ impl Model for Cnn {
             grad.fill(0.0);
             return Ok(0.0);
         }
-        let chunk = self.chunk_len(n);
+        let (tasks, gt) = (self.threads, self.gemm_threads());
         let g = &self.geo;
         self.weights.load(g, &self.spec, params);
         let v = View::new(&self.spec, params.as_slice(), &self.weights);
-        self.work.ensure(g, n, chunk);
-        forward(g, &v, x, chunk, &mut self.work);
+        self.work.ensure(g, n);
+        forward(g, &v, x, tasks, gt, &mut self.work);
         let w = &mut self.work;
         let (loss_sum, _) = crate::xent::softmax_xent(
             &w.logits[..n * g.classes],
@@ -240,7 +247,7 @@ impl Model for Cnn {
             g.classes,
             Some(&mut w.dlogits[..n * g.classes]),
         );
-        backward(g, &v, &self.spec, chunk, self.threads, w, n, grad);
+        backward(g, &v, &self.spec, tasks, gt, w, n, grad);
         Ok((loss_sum / n as f64) as f32)
     }
 
@@ -256,14 +263,14 @@ impl Model for Cnn {
         let v = View::new(&self.spec, params.as_slice(), &self.weights);
         let mut stats = EvalStats::default();
         let in_len = g.in_len();
+        let (tasks, gt) = (self.threads, self.gemm_threads());
         for (xb, yb) in x
             .chunks(EVAL_BLOCK * in_len)
             .zip(batch.labels.chunks(EVAL_BLOCK))
         {
             let nb = yb.len();
-            let chunk = self.chunk_len(nb);
-            self.work.ensure(g, nb, chunk);
-            forward(g, &v, xb, chunk, &mut self.work);
+            self.work.ensure(g, nb);
+            forward(g, &v, xb, tasks, gt, &mut self.work);
             let (loss_sum, correct) =
                 crate::xent::softmax_xent(&self.work.logits[..nb * g.classes], yb, g.classes, None);
             stats.loss_sum += loss_sum;
@@ -414,8 +421,6 @@ struct ChunkWork {
     arg2: Vec<u8>,
     /// Gradient of one padded pooled conv1 image.
     dp1: Vec<f32>,
-    /// fc1's output before bias and ReLU, feature-major `[512, n]`.
-    h1t: Vec<f32>,
     /// Partial gradients of the chunk (conv weights in `[(ki, kj, c), o]` layout).
     dw1t: Vec<f32>,
     db1: Vec<f32>,
@@ -436,7 +441,6 @@ impl ChunkWork {
         grow(&mut self.y2, gs * c2.pixels() * C2);
         grow(&mut self.arg2, n * g.pool2.out_len());
         grow(&mut self.dp1, c2.padded_len());
-        grow(&mut self.h1t, FC * n);
         grow(&mut self.dw1t, c1.taps() * C1);
         grow(&mut self.db1, C1);
         grow(&mut self.dw2t, c2.taps() * C2);
@@ -456,6 +460,8 @@ struct Work {
     chunks: Vec<ChunkWork>,
     /// fc1's input `[n, flat]` (pool2's output, CHW per sample).
     a: Vec<f32>,
+    /// fc1's output before bias and ReLU, feature-major `[512, n]`.
+    h1t: Vec<f32>,
     /// fc1's output after ReLU, `[n, 512]`.
     h1: Vec<f32>,
     logits: Vec<f32>,
@@ -465,15 +471,16 @@ struct Work {
 }
 
 impl Work {
-    fn ensure(&mut self, g: &Geometry, n: usize, chunk: usize) {
-        let chunks = n.div_ceil(chunk);
-        if self.chunks.len() < chunks {
-            self.chunks.resize_with(chunks, ChunkWork::default);
+    fn ensure(&mut self, g: &Geometry, n: usize) {
+        let blocks = n.div_ceil(BLOCK);
+        if self.chunks.len() < blocks {
+            self.chunks.resize_with(blocks, ChunkWork::default);
         }
-        for c in &mut self.chunks[..chunks] {
-            c.ensure(g, chunk);
+        for c in &mut self.chunks[..blocks] {
+            c.ensure(g, BLOCK.min(n));
         }
         grow(&mut self.a, n * g.flat);
+        grow(&mut self.h1t, FC * n);
         grow(&mut self.h1, n * FC);
         grow(&mut self.logits, n * g.classes);
         grow(&mut self.dlogits, n * g.classes);
@@ -482,41 +489,67 @@ impl Work {
     }
 }
 
-/// Runs `f` on every task: on the calling thread if there is one, else as rayon tasks.
-fn run_tasks<T: Send>(tasks: Vec<T>, f: impl Fn(T) + Sync + Send) {
-    if tasks.len() == 1 {
+/// Runs `f` on every task: on the calling thread when there is one task or `threads` is
+/// 1, else as rayon tasks split into at most `threads` pieces (0: no limit).
+fn run_tasks<T: Send>(tasks: Vec<T>, threads: usize, f: impl Fn(T) + Sync + Send) {
+    if tasks.len() == 1 || threads == 1 {
         tasks.into_iter().for_each(f);
     } else {
-        tasks.into_par_iter().for_each(f);
+        let per = match threads {
+            0 => 1,
+            t => tasks.len().div_ceil(t),
+        };
+        tasks.into_par_iter().with_min_len(per).for_each(f);
     }
 }
 
-/// Forward pass of `x` (`n` samples) in chunks of `chunk`: fills `w.a`, `w.h1` and
-/// `w.logits` (and every chunk's stored activations).
-fn forward(g: &Geometry, v: &View, x: &[f32], chunk: usize, w: &mut Work) {
+/// Forward pass of `x` (`n` samples): the convolutions block by block (at most `tasks`
+/// threads), then the fully connected layers over the whole batch (`gemm_threads`);
+/// fills `w.a`, `w.h1` and `w.logits` (and every block's stored activations).
+fn forward(g: &Geometry, v: &View, x: &[f32], tasks: usize, gemm_threads: usize, w: &mut Work) {
     let n = x.len() / g.in_len();
-    let tasks: Vec<_> = x
-        .chunks(chunk * g.in_len())
+    let blocks: Vec<_> = x
+        .chunks(BLOCK * g.in_len())
         .zip(w.chunks.iter_mut())
-        .zip(w.a[..n * g.flat].chunks_mut(chunk * g.flat))
-        .zip(w.h1[..n * FC].chunks_mut(chunk * FC))
-        .zip(w.logits[..n * g.classes].chunks_mut(chunk * g.classes))
+        .zip(w.a[..n * g.flat].chunks_mut(BLOCK * g.flat))
         .collect();
-    run_tasks(tasks, |((((x, cw), a), h1), z)| {
-        forward_chunk(g, v, x, cw, a, h1, z)
-    });
+    run_tasks(blocks, tasks, |((x, cw), a)| forward_convs(g, v, x, cw, a));
+    let (flat, classes) = (g.flat, g.classes);
+    let a = &w.a[..n * flat];
+    // fc1 as (W·Aᵀ)ᵀ: [512, n] = W[512, flat] · Aᵀ.
+    let h1t = &mut w.h1t[..FC * n];
+    sgemm(
+        MatMut::row_major(h1t, FC, n, n),
+        MatRef::row_major(v.fc1w, FC, flat, flat),
+        MatRef::transposed(a, flat, n, flat),
+        false,
+        gemm_threads,
+    );
+    let h1 = &mut w.h1[..n * FC];
+    for (s, row) in h1.chunks_exact_mut(FC).enumerate() {
+        for (j, (h, &b)) in row.iter_mut().zip(v.fc1b).enumerate() {
+            *h = (h1t[j * n + s] + b).max(0.0);
+        }
+    }
+    // fc2: z[n, classes] = H · W2ᵀ + b.
+    let z = &mut w.logits[..n * classes];
+    sgemm(
+        MatMut::row_major(z, n, classes, classes),
+        MatRef::row_major(h1, n, FC, FC),
+        MatRef::transposed(v.fc2w, FC, classes, FC),
+        false,
+        1,
+    );
+    for row in z.chunks_exact_mut(classes) {
+        for (zv, &b) in row.iter_mut().zip(v.fc2b) {
+            *zv += b;
+        }
+    }
 }
 
-/// Forward pass of one chunk's samples, on the calling thread.
-fn forward_chunk(
-    g: &Geometry,
-    v: &View,
-    x: &[f32],
-    cw: &mut ChunkWork,
-    a: &mut [f32],
-    h1: &mut [f32],
-    z: &mut [f32],
-) {
+/// The convolutions of one block's samples, on the calling thread: fills the block's
+/// rows of fc1's input `a` and its stored activations.
+fn forward_convs(g: &Geometry, v: &View, x: &[f32], cw: &mut ChunkWork, a: &mut [f32]) {
     let (c1, c2, in_len, flat) = (g.conv1, g.conv2, g.in_len(), g.flat);
     let (pix1, taps1, pix2, taps2) = (c1.pixels(), c1.taps(), c2.pixels(), c2.taps());
     let (plen2, out1, out2) = (c2.padded_len(), g.pool1.out_len(), g.pool2.out_len());
@@ -566,34 +599,6 @@ fn forward_chunk(
             );
         }
     }
-    // fc1 as (W·Aᵀ)ᵀ: [512, n] = W[512, flat] · Aᵀ.
-    let h1t = &mut cw.h1t[..FC * n];
-    sgemm(
-        MatMut::row_major(h1t, FC, n, n),
-        MatRef::row_major(v.fc1w, FC, flat, flat),
-        MatRef::transposed(a, flat, n, flat),
-        false,
-        1,
-    );
-    for (s, row) in h1.chunks_exact_mut(FC).enumerate() {
-        for (j, (h, &b)) in row.iter_mut().zip(v.fc1b).enumerate() {
-            *h = (h1t[j * n + s] + b).max(0.0);
-        }
-    }
-    // fc2: z[n, classes] = H · W2ᵀ + b.
-    let classes = g.classes;
-    sgemm(
-        MatMut::row_major(z, n, classes, classes),
-        MatRef::row_major(h1, n, FC, FC),
-        MatRef::transposed(v.fc2w, FC, classes, FC),
-        false,
-        1,
-    );
-    for row in z.chunks_exact_mut(classes) {
-        for (zv, &b) in row.iter_mut().zip(v.fc2b) {
-            *zv += b;
-        }
-    }
 }
 
 /// Backward pass from `w.dlogits` (after [`forward`] of the same `n` samples): writes the
@@ -603,8 +608,8 @@ fn backward(
     g: &Geometry,
     v: &View,
     spec: &ParamSpec,
-    chunk: usize,
-    threads: usize,
+    tasks: usize,
+    gemm_threads: usize,
     w: &mut Work,
     n: usize,
     grad: &mut [f32],
@@ -643,19 +648,27 @@ fn backward(
         MatRef::transposed(dh1, FC, n, FC),
         MatRef::row_major(a, n, flat, flat),
         false,
-        threads,
+        gemm_threads,
     );
     column_sums(dh1, FC, gfc1b);
-    // Per chunk: dA = dH·W, then the convolutions.
-    let tasks: Vec<_> = w
+    // dA = dH · W1 (fc1's input gradient), [n, flat], over the whole batch.
+    let da = &mut w.da[..n * flat];
+    sgemm(
+        MatMut::row_major(da, n, flat, flat),
+        MatRef::row_major(dh1, n, FC, FC),
+        MatRef::row_major(v.fc1w, FC, flat, flat),
+        false,
+        gemm_threads,
+    );
+    // Per block: the convolutions.
+    let blocks: Vec<_> = w
         .chunks
         .iter_mut()
-        .zip(dh1.chunks(chunk * FC))
-        .zip(w.da[..n * flat].chunks_mut(chunk * flat))
+        .zip(w.da[..n * flat].chunks(BLOCK * flat))
         .collect();
-    let used = tasks.len();
-    run_tasks(tasks, |((cw, dh), da)| backward_chunk(g, v, cw, dh, da));
-    // Partial convolution gradients, summed in chunk order.
+    let used = blocks.len();
+    run_tasks(blocks, tasks, |(cw, da)| backward_convs(g, v, cw, da));
+    // Partial convolution gradients, summed in block order.
     let (first, rest) = w.chunks[..used].split_first_mut().expect("n ≥ 1");
     for cw in rest {
         add(&mut first.dw1t, &cw.dw1t);
@@ -669,21 +682,14 @@ fn backward(
     gb2.copy_from_slice(&first.db2[..C2]);
 }
 
-/// Backward pass of one chunk from the gradient of its fc1 outputs `dh` (`[n, 512]`):
-/// writes its partial convolution gradients into `cw.dw1t`, `db1`, `dw2t`, `db2`.
-fn backward_chunk(g: &Geometry, v: &View, cw: &mut ChunkWork, dh: &[f32], da: &mut [f32]) {
+/// Backward pass of one block's convolutions from the gradient of its rows of fc1's
+/// input `da` (`[n, flat]`): writes its partial convolution gradients into `cw.dw1t`,
+/// `db1`, `dw2t`, `db2`.
+fn backward_convs(g: &Geometry, v: &View, cw: &mut ChunkWork, da: &[f32]) {
     let (c1, c2, flat) = (g.conv1, g.conv2, g.flat);
     let (pix1, taps1, pix2, taps2) = (c1.pixels(), c1.taps(), c2.pixels(), c2.taps());
     let (plen2, out1, out2) = (c2.padded_len(), g.pool1.out_len(), g.pool2.out_len());
-    let n = dh.len() / FC;
-    // dA = dH · W1 (fc1's input gradient), [n, flat].
-    sgemm(
-        MatMut::row_major(da, n, flat, flat),
-        MatRef::row_major(dh, n, FC, FC),
-        MatRef::row_major(v.fc1w, FC, flat, flat),
-        false,
-        1,
-    );
+    let n = da.len() / flat;
     let dw1t = &mut cw.dw1t[..taps1 * C1];
     let dw2t = &mut cw.dw2t[..taps2 * C2];
     let (db1, db2) = (&mut cw.db1[..C1], &mut cw.db2[..C2]);

@@ -142,13 +142,12 @@ impl fmt::Display for InputShape {
 /// Builds one model now (so a misfit config fails here, with the model and shape named)
 /// and returns a factory that makes independent copies, one per worker thread.
 pub fn factory(cfg: &ModelConfig, input: &InputShape, num_classes: usize) -> Result<ModelFactory> {
-    factory_with_grain(cfg, input, num_classes, 1)
+    factory_with_grain(cfg, input, num_classes, 0)
 }
 
-/// [`factory`] whose CNN splits each convolution's batch into `grain` chunks
-/// ([`Cnn::with_threads`]). The chunks run on whatever threads the caller's rayon pool
-/// has free, so `grain` fixes the numerics and the pool decides the parallelism
-/// (docs/arch/0002-parallelism.md). Other models ignore it.
+/// [`factory`] whose CNN uses at most `grain` threads of the caller's rayon pool per
+/// call ([`Cnn::with_threads`]: 0 = every idle thread, 1 = the calling thread only).
+/// Results never depend on it (docs/arch/0002-parallelism.md). Other models ignore it.
 pub fn factory_with_grain(
     cfg: &ModelConfig,
     input: &InputShape,

@@ -15,9 +15,9 @@
 //!   process.
 //!
 //! Logistic regression is plain Rust and always single-threaded. The CNN ([`crate::Cnn`])
-//! is plain Rust too: with one chunk (the default) it runs on the calling thread only;
-//! with `n` chunks ([`crate::Cnn::with_threads`]) the chunks are tasks on the current
-//! rayon pool, and results depend on `n`, never on the pool's size.
+//! is plain Rust too: its fixed blocks of samples are tasks on the current rayon pool
+//! (at most [`crate::Cnn::with_threads`] threads; 0, the default, means every idle one)
+//! and its fully connected GEMMs split their outputs; results depend on neither.
 
 use std::cell::OnceCell;
 
