@@ -468,6 +468,7 @@ fn fedper_through_the_round_loop_keeps_state_and_the_global_head() {
         personalized: PersonalEval::PersonalModel,
         max_test_samples: None,
         keep_records: true,
+        eval_clients: None,
     };
     let out = run(strategy.as_mut(), &mut grid, init, &opts, &mut Obs(Quiet)).unwrap();
     assert_eq!(

@@ -139,6 +139,7 @@ fn run(grid: &mut SimGrid, per_round: usize, rounds: u32) -> fedpace_core::round
         personalized: Default::default(),
         max_test_samples: None,
         keep_records: true,
+        eval_clients: None,
     };
     let init = ParamTree::from_vec(spec(), vec![0.5, -1.0]).unwrap();
     fedpace_core::run(&mut scaffold(per_round), grid, init, &opts, &mut Quiet).unwrap()

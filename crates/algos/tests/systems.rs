@@ -210,6 +210,7 @@ fn systems_run(threads: usize) -> (Vec<f32>, Vec<f64>) {
             finetune_steps: 0,
             max_test_samples: None,
             keep_records: true,
+            eval_clients: None,
             personalized: Default::default(),
         },
         &mut obs,
@@ -337,6 +338,7 @@ fn async_run_with(
             finetune_steps: 0,
             max_test_samples: None,
             keep_records: true,
+            eval_clients: None,
         },
         &mut obs,
     )?;
@@ -576,6 +578,7 @@ fn a_failing_state_store_is_an_error_of_the_run_not_a_panic() {
             finetune_steps: 0,
             max_test_samples: None,
             keep_records: true,
+            eval_clients: None,
             personalized: Default::default(),
         },
         &mut obs,

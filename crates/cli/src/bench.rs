@@ -642,5 +642,6 @@ pub fn run_options(cfg: &ExperimentConfig) -> RunOptions {
         personalized: cfg.eval.personalized,
         max_test_samples: cfg.eval.max_test_samples,
         keep_records: false,
+        eval_clients: cfg.eval.max_clients,
     }
 }

@@ -146,6 +146,9 @@ pub struct EvalConfig {
     pub personalized: fedpace_core::PersonalEval,
     /// Evaluate each client on at most this many of its test samples (default: all).
     pub max_test_samples: Option<u32>,
+    /// Evaluate at most this many clients, a seeded sample of the pool that stays the
+    /// same at every evaluation (default: every client).
+    pub max_clients: Option<u32>,
 }
 
 impl Default for EvalConfig {
@@ -155,6 +158,7 @@ impl Default for EvalConfig {
             finetune_steps: 5,
             personalized: Default::default(),
             max_test_samples: None,
+            max_clients: None,
         }
     }
 }
@@ -256,6 +260,13 @@ impl ExperimentConfig {
         }
         if self.rounds == 0 {
             return bad("rounds", &0, "at least 1");
+        }
+        if self.eval.max_clients == Some(0) {
+            return bad(
+                "eval.max_clients",
+                &0,
+                "at least 1 (or leave it out for every client)",
+            );
         }
         if !(self.client.lr.is_finite() && self.client.lr > 0.0) {
             return bad("client.lr", &self.client.lr, "a finite rate > 0");

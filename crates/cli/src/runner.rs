@@ -264,6 +264,7 @@ pub fn execute(
         personalized: cfg.eval.personalized,
         max_test_samples: cfg.eval.max_test_samples,
         keep_records: false,
+        eval_clients: cfg.eval.max_clients,
     };
     let outcome = match &mut p.strategy {
         Mode::Sync(s) => fedpace_core::run(s.as_mut(), &mut p.grid, p.init, &opts, &mut writer)?,
@@ -288,6 +289,7 @@ pub fn execute(
                 finetune_steps: cfg.eval.finetune_steps,
                 max_test_samples: cfg.eval.max_test_samples,
                 keep_records: false,
+                eval_clients: cfg.eval.max_clients,
             },
             &mut writer,
         )?,

@@ -530,3 +530,46 @@ fn report_renders_runs_of_two_policies() {
         assert!((ratio - 10.0).abs() < 1e-4, "{ratio}");
     }
 }
+
+/// `eval.max_clients = 3` evaluates the same 3 clients at every evaluation and no others
+/// (their personalised accuracy is the only one in `clients.csv`).
+#[test]
+fn eval_max_clients_evaluates_a_fixed_sample() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/quickstart.toml");
+    let evaluated = |rounds: &str| -> Vec<String> {
+        let out = tmp.path().join(format!("r{rounds}"));
+        let st = fedpace()
+            .arg("run")
+            .arg(&cfg)
+            .args([
+                "--set",
+                &format!("rounds={rounds}"),
+                "--set",
+                "eval.max_clients=3",
+                "--out",
+            ])
+            .arg(&out)
+            .output()
+            .unwrap();
+        assert!(
+            st.status.success(),
+            "{}",
+            String::from_utf8_lossy(&st.stderr)
+        );
+        let csv = std::fs::read_to_string(out.join("clients.csv")).unwrap();
+        let mut lines = csv.lines();
+        let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+        let col = header
+            .iter()
+            .position(|h| *h == "personalized_accuracy")
+            .unwrap();
+        lines
+            .filter(|l| !l.split(',').nth(col).unwrap_or("").is_empty())
+            .map(|l| l.split(',').next().unwrap().to_string())
+            .collect()
+    };
+    let two = evaluated("2");
+    assert_eq!(two.len(), 3, "{two:?}");
+    assert_eq!(evaluated("4"), two, "the same clients in a longer run");
+}

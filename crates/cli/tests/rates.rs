@@ -146,6 +146,7 @@ fn run(
         finetune_steps: 0,
         max_test_samples: None,
         keep_records: true,
+        eval_clients: None,
         personalized: Default::default(),
     };
     let out = fedpace_core::run(st.as_mut(), &mut s.grid, s.init.clone(), &opts, &mut rec).unwrap();

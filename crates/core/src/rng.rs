@@ -22,6 +22,8 @@ pub enum Purpose {
     FineTune = 6,
     /// Anything an algorithm needs on its own (noise, dropout, …).
     Algorithm = 7,
+    /// Which clients are evaluated (`eval.max_clients`).
+    Evaluation = 8,
 }
 
 /// SplitMix64 finaliser: a good 64-bit mixer.

@@ -1,5 +1,6 @@
 //! The one round loop. Every synchronous algorithm runs through [`run`].
 
+use crate::pool::ClientPool;
 use crate::protocol::*;
 use crate::traits::{AggregateSummary, Grid, Progress, Strategy};
 use crate::{EvalStats, Result};
@@ -28,6 +29,25 @@ pub struct RunOptions {
     /// many clients should leave this off, so that memory is bounded by the clients in
     /// flight and not by rounds × clients per round.
     pub keep_records: bool,
+    /// Evaluate at most this many clients: a seeded sample of the pool, the same at
+    /// every evaluation ([`eval_ids`]); `None` = every client.
+    pub eval_clients: Option<u32>,
+}
+
+/// The clients an evaluation visits: every client of the pool, or with `max = Some(k)`
+/// (fewer than the pool) `k` of them drawn once from `(seed, Evaluation)` — the same
+/// clients at every evaluation, in pool order, so rounds stay comparable. Memory is
+/// O(k), not O(pool), and clients without a test split are skipped by the caller.
+pub fn eval_ids(pool: &dyn ClientPool, max: Option<u32>, seed: u64) -> Vec<ClientId> {
+    match max {
+        Some(k) if (k as usize) < pool.len() => {
+            let mut rng = crate::rng::stream(seed, 0, 0, crate::rng::Purpose::Evaluation);
+            let mut idx = rand::seq::index::sample(&mut rng, pool.len(), k as usize).into_vec();
+            idx.sort_unstable();
+            idx.into_iter().map(|i| pool.id_at(i)).collect()
+        }
+        _ => pool.ids().collect(),
+    }
 }
 
 /// One client's line in a round record.
@@ -265,8 +285,9 @@ pub fn evaluate_all(
     let plan = strategy.eval_plan();
     let extras = strategy.eval_extras();
     let mut ins: Vec<(ClientId, EvalIns)> = Vec::new();
-    for c in grid.pool().iter() {
-        let c = c?;
+    let pool = grid.pool();
+    for id in eval_ids(pool.as_ref(), opts.eval_clients, opts.seed) {
+        let c = pool.info(id)?;
         if c.num_test > 0 {
             ins.push((
                 c.id,
@@ -385,5 +406,38 @@ mod tests {
         assert!((e.personalized_best10_accuracy - 0.9).abs() < 1e-12);
         // population std of 0..0.9 step 0.1 = sqrt(0.0825)
         assert!((e.personalized_std_accuracy - 0.0825f64.sqrt()).abs() < 1e-12);
+    }
+
+    #[test]
+    fn eval_ids_is_every_client_or_a_fixed_sample() {
+        let pool: Vec<ClientInfo> = (0..100u64)
+            .map(|id| ClientInfo {
+                id: id * 3,
+                num_train: 1,
+                num_test: 1,
+                label_histogram: Vec::new(),
+                device: None,
+            })
+            .collect();
+        let all: Vec<ClientId> = (0..100u64).map(|i| i * 3).collect();
+        assert_eq!(eval_ids(&pool, None, 1), all);
+        assert_eq!(eval_ids(&pool, Some(100), 1), all);
+        assert_eq!(eval_ids(&pool, Some(500), 1), all);
+        let some = eval_ids(&pool, Some(10), 1);
+        assert_eq!(some.len(), 10);
+        assert!(
+            some.windows(2).all(|w| w[0] < w[1]),
+            "pool order, no repeats"
+        );
+        assert!(
+            some.iter().all(|id| id % 3 == 0 && *id < 300),
+            "ids of the pool"
+        );
+        assert_eq!(
+            eval_ids(&pool, Some(10), 1),
+            some,
+            "the same at every evaluation"
+        );
+        assert_ne!(eval_ids(&pool, Some(10), 2), some, "drawn from the seed");
     }
 }

@@ -63,6 +63,8 @@ pub struct AsyncOptions {
     /// Keep every version's record in `RunOutcome::rounds` (see
     /// `fedpace_core::RunOptions::keep_records`).
     pub keep_records: bool,
+    /// Evaluate at most this many clients (see `fedpace_core::round::eval_ids`).
+    pub eval_clients: Option<u32>,
 }
 
 /// Failed arrivals in a row (at least; 100 × concurrency when larger) after which the
@@ -379,8 +381,9 @@ fn evaluate_async(
 ) -> Result<EvalSummary> {
     let params = Arc::new(global.clone());
     let mut ins: Vec<(ClientId, EvalIns)> = Vec::new();
-    for c in grid.pool().iter() {
-        let c = c?;
+    let pool = grid.pool();
+    for id in fedpace_core::round::eval_ids(pool.as_ref(), opts.eval_clients, opts.seed) {
+        let c = pool.info(id)?;
         if c.num_test > 0 {
             ins.push((
                 c.id,
