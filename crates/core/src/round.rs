@@ -37,16 +37,21 @@ pub struct RunOptions {
 /// The clients an evaluation visits: every client of the pool, or with `max = Some(k)`
 /// (fewer than the pool) `k` of them drawn once from `(seed, Evaluation)` — the same
 /// clients at every evaluation, in pool order, so rounds stay comparable. Memory is
-/// O(k), not O(pool), and clients without a test split are skipped by the caller.
-pub fn eval_ids(pool: &dyn ClientPool, max: Option<u32>, seed: u64) -> Vec<ClientId> {
+/// O(k) for a sample and nothing for the whole pool (the ids are produced one at a time);
+/// clients without a test split are skipped by the caller.
+pub fn eval_ids(
+    pool: &dyn ClientPool,
+    max: Option<u32>,
+    seed: u64,
+) -> Box<dyn Iterator<Item = ClientId> + '_> {
     match max {
         Some(k) if (k as usize) < pool.len() => {
             let mut rng = crate::rng::stream(seed, 0, 0, crate::rng::Purpose::Evaluation);
             let mut idx = rand::seq::index::sample(&mut rng, pool.len(), k as usize).into_vec();
             idx.sort_unstable();
-            idx.into_iter().map(|i| pool.id_at(i)).collect()
+            Box::new(idx.into_iter().map(|i| pool.id_at(i)))
         }
-        _ => pool.ids().collect(),
+        _ => Box::new(pool.ids()),
     }
 }
 
@@ -420,10 +425,11 @@ mod tests {
             })
             .collect();
         let all: Vec<ClientId> = (0..100u64).map(|i| i * 3).collect();
-        assert_eq!(eval_ids(&pool, None, 1), all);
-        assert_eq!(eval_ids(&pool, Some(100), 1), all);
-        assert_eq!(eval_ids(&pool, Some(500), 1), all);
-        let some = eval_ids(&pool, Some(10), 1);
+        let ids = |max: Option<u32>, seed: u64| eval_ids(&pool, max, seed).collect::<Vec<_>>();
+        assert_eq!(ids(None, 1), all);
+        assert_eq!(ids(Some(100), 1), all);
+        assert_eq!(ids(Some(500), 1), all);
+        let some = ids(Some(10), 1);
         assert_eq!(some.len(), 10);
         assert!(
             some.windows(2).all(|w| w[0] < w[1]),
@@ -433,11 +439,7 @@ mod tests {
             some.iter().all(|id| id % 3 == 0 && *id < 300),
             "ids of the pool"
         );
-        assert_eq!(
-            eval_ids(&pool, Some(10), 1),
-            some,
-            "the same at every evaluation"
-        );
-        assert_ne!(eval_ids(&pool, Some(10), 2), some, "drawn from the seed");
+        assert_eq!(ids(Some(10), 1), some, "the same at every evaluation");
+        assert_ne!(ids(Some(10), 2), some, "drawn from the seed");
     }
 }
