@@ -51,7 +51,7 @@ pub enum Error {
         what: String,
     },
     /// A partition could not be produced (e.g. Dirichlet retries exhausted).
-    #[error("partition: {0}")]
+    #[error("data.partition: {0}")]
     Partition(String),
     /// An error from the core contracts (e.g. building a `DenseDataset`).
     #[error(transparent)]
