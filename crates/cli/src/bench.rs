@@ -11,7 +11,7 @@ use crate::config::ExperimentConfig;
 use crate::runner;
 use anyhow::Result;
 use fedpace_core::rng::{derive_seed, stream, Purpose};
-use fedpace_core::round::{Observer, RoundRecord, RunOptions};
+use fedpace_core::round::{Observer, RoundRecord};
 use fedpace_core::{ClientId, Progress, TrainReport, TrainRes};
 use fedpace_params::{ParamSpec, ParamTree};
 use std::sync::Arc;
@@ -629,19 +629,5 @@ impl Observer for Quiet {
         _global: &ParamTree,
     ) -> fedpace_core::Result<()> {
         Ok(())
-    }
-}
-
-/// The run options of a config (as `fedpace run` builds them).
-pub fn run_options(cfg: &ExperimentConfig) -> RunOptions {
-    RunOptions {
-        rounds: cfg.rounds,
-        seed: cfg.seed,
-        eval_every: cfg.eval.every,
-        finetune_steps: cfg.eval.finetune_steps,
-        personalized: cfg.eval.personalized,
-        max_test_samples: cfg.eval.max_test_samples,
-        keep_records: false,
-        eval_clients: cfg.eval.max_clients,
     }
 }

@@ -230,7 +230,7 @@ pub fn run_quiet_keep(
     cfg: &ExperimentConfig,
     mut p: Prepared,
 ) -> Result<(fedpace_core::round::RunOutcome, SimGrid)> {
-    let opts = crate::bench::run_options(cfg);
+    let opts = run_options(cfg);
     let Mode::Sync(strategy) = &mut p.strategy else {
         anyhow::bail!("benchmarks run synchronous strategies only");
     };
@@ -242,6 +242,20 @@ pub fn run_quiet_keep(
         &mut crate::bench::Quiet,
     )?;
     Ok((outcome, p.grid))
+}
+
+/// The run options of a config (the synchronous loop's).
+pub fn run_options(cfg: &ExperimentConfig) -> RunOptions {
+    RunOptions {
+        rounds: cfg.rounds,
+        seed: cfg.seed,
+        eval_every: cfg.eval.every,
+        finetune_steps: cfg.eval.finetune_steps,
+        personalized: cfg.eval.personalized,
+        max_test_samples: cfg.eval.max_test_samples,
+        keep_records: false,
+        eval_clients: cfg.eval.max_clients,
+    }
 }
 
 /// Runs a prepared experiment, writing into `out`. Returns `summary.json`'s content.
@@ -256,16 +270,7 @@ pub fn execute(
     std::fs::write(out.join("config.toml"), cfg.to_toml())?;
     eprintln!("{label}: {}", p.description);
     let mut writer = RunWriter::create(out, label, cfg.rounds, cfg.output.trace, p.groups.clone())?;
-    let opts = RunOptions {
-        rounds: cfg.rounds,
-        seed: cfg.seed,
-        eval_every: cfg.eval.every,
-        finetune_steps: cfg.eval.finetune_steps,
-        personalized: cfg.eval.personalized,
-        max_test_samples: cfg.eval.max_test_samples,
-        keep_records: false,
-        eval_clients: cfg.eval.max_clients,
-    };
+    let opts = run_options(cfg);
     let outcome = match &mut p.strategy {
         Mode::Sync(s) => fedpace_core::run(s.as_mut(), &mut p.grid, p.init, &opts, &mut writer)?,
         Mode::Async {

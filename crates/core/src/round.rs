@@ -277,7 +277,8 @@ fn client_records(
         .collect()
 }
 
-/// Evaluates the global model (and personalised models) on every client's test split.
+/// Evaluates the global model (and personalised models) on every client's test split
+/// (or `opts.eval_clients` of them), with the strategy's evaluation plan and extras.
 pub fn evaluate_all(
     strategy: &dyn Strategy,
     grid: &mut dyn Grid,
@@ -286,27 +287,35 @@ pub fn evaluate_all(
     opts: &RunOptions,
     observer: &mut dyn Observer,
 ) -> Result<EvalSummary> {
-    let params = Arc::new(global.clone());
-    let plan = strategy.eval_plan();
-    let extras = strategy.eval_extras();
+    let template = EvalIns {
+        round,
+        params: Arc::new(global.clone()),
+        finetune_steps: opts.finetune_steps,
+        max_test_samples: opts.max_test_samples,
+        plan: strategy.eval_plan(),
+        seed: opts.seed,
+        personalized: opts.personalized,
+        extras: strategy.eval_extras(),
+    };
+    evaluate_clients(grid, global, template, opts.eval_clients, observer)
+}
+
+/// Sends `template` to every client with a test split among [`eval_ids`]`(max_clients)`,
+/// then summarises the replies and adds the central evaluation of `global`. Shared by
+/// the synchronous and the asynchronous loops.
+pub fn evaluate_clients(
+    grid: &mut dyn Grid,
+    global: &ParamTree,
+    template: EvalIns,
+    max_clients: Option<u32>,
+    observer: &mut dyn Observer,
+) -> Result<EvalSummary> {
+    let round = template.round;
     let mut ins: Vec<(ClientId, EvalIns)> = Vec::new();
     let pool = grid.pool();
-    for id in eval_ids(pool.as_ref(), opts.eval_clients, opts.seed) {
-        let c = pool.info(id)?;
-        if c.num_test > 0 {
-            ins.push((
-                c.id,
-                EvalIns {
-                    round,
-                    params: params.clone(),
-                    finetune_steps: opts.finetune_steps,
-                    max_test_samples: opts.max_test_samples,
-                    plan: plan.clone(),
-                    seed: opts.seed,
-                    personalized: opts.personalized,
-                    extras: extras.clone(),
-                },
-            ));
+    for id in eval_ids(pool.as_ref(), max_clients, template.seed) {
+        if pool.info(id)?.num_test > 0 {
+            ins.push((id, template.clone()));
         }
     }
     observer.phase_started(round, "eval", ins.len());

@@ -32,7 +32,8 @@ use crate::devices::Devices;
 use fedpace_core::asynchronous::AsyncStrategy;
 use fedpace_core::rng::{stream, Purpose};
 use fedpace_core::round::{
-    summarize_eval, ClientRoundRecord, EvalSummary, Observer, RoundRecord, RoundTiming, RunOutcome,
+    evaluate_clients, ClientRoundRecord, EvalSummary, Observer, RoundRecord, RoundTiming,
+    RunOutcome,
 };
 use fedpace_core::{
     ClientId, Error, EvalIns, Grid, RatePlan, RatePolicy, Result, TrainIns, TrainRes,
@@ -379,30 +380,15 @@ fn evaluate_async(
     opts: &AsyncOptions,
     observer: &mut dyn Observer,
 ) -> Result<EvalSummary> {
-    let params = Arc::new(global.clone());
-    let mut ins: Vec<(ClientId, EvalIns)> = Vec::new();
-    let pool = grid.pool();
-    for id in fedpace_core::round::eval_ids(pool.as_ref(), opts.eval_clients, opts.seed) {
-        let c = pool.info(id)?;
-        if c.num_test > 0 {
-            ins.push((
-                c.id,
-                EvalIns {
-                    round,
-                    params: params.clone(),
-                    finetune_steps: opts.finetune_steps,
-                    max_test_samples: opts.max_test_samples,
-                    plan: plan.clone(),
-                    seed: opts.seed,
-                    personalized: Default::default(),
-                    extras: Default::default(),
-                },
-            ));
-        }
-    }
-    observer.phase_started(round, "eval", ins.len());
-    let replies = grid.evaluate(ins, observer.progress());
-    let mut summary = summarize_eval(&replies);
-    summary.central = grid.evaluate_central(global).transpose()?;
-    Ok(summary)
+    let template = EvalIns {
+        round,
+        params: Arc::new(global.clone()),
+        finetune_steps: opts.finetune_steps,
+        max_test_samples: opts.max_test_samples,
+        plan: plan.clone(),
+        seed: opts.seed,
+        personalized: Default::default(),
+        extras: Default::default(),
+    };
+    evaluate_clients(grid, global, template, opts.eval_clients, observer)
 }
