@@ -328,15 +328,17 @@ mod tests {
                 &[2.0, 5.0],
                 if normalize { Normalize::On } else { Normalize::Off },
             );
-            let scaled: Vec<TrainRes> = [(&a, 2.0), (&b, 5.0)]
+            let scaled: Vec<TrainRes> = [(&a, 2), (&b, 5)]
                 .iter()
-                .map(|(r, w)| {
+                .map(|(r, n)| {
                     let mut r = (*r).clone();
+                    r.num_examples = *n;
                     let ins = fedpace_core::Extensions::new().with(PreScale {
-                        weight: *w,
+                        by_examples: true,
                         normalize,
                     });
-                    pre_scale(&ins, &mut r.delta, &r.report, &mut r.ext);
+                    let n = r.num_examples;
+                    pre_scale(&ins, &mut r.delta, &r.report, n, &mut r.ext);
                     r
                 })
                 .collect();

@@ -160,7 +160,13 @@ impl Client for StandardClient {
             }
             None => self.train_standard(ins, state)?,
         };
-        pre_scale(&ins.ext, &mut res.delta, &res.report, &mut res.ext);
+        pre_scale(
+            &ins.ext,
+            &mut res.delta,
+            &res.report,
+            res.num_examples,
+            &mut res.ext,
+        );
         Ok(res)
     }
 

@@ -506,14 +506,15 @@ pub fn run_local(
 // The linear aggregation path (clients pre-scale, the server only sums).
 
 /// Sent with every instruction when the strategy aggregates linearly
-/// (`strategy.aggregation = "linear"`): the client multiplies its update by `weight`
-/// (and, with `normalize`, each group by `1/Λ_g`, its own rate sum) and reports the
-/// scalars the server needs, so the server only ever adds vectors up (the shape secure
-/// aggregation needs).
+/// (`strategy.aggregation = "linear"`): the client multiplies its update by its
+/// aggregation weight w_k (its number of training examples, or 1) and, with
+/// `normalize`, each group by `1/Λ_g`, its own rate sum; it reports the scalars the
+/// server needs, so the server only ever adds vectors up (the shape secure aggregation
+/// needs).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct PreScale {
-    /// The client's aggregation weight w_k (its example count, or 1).
-    pub weight: f64,
+    /// w_k = the client's number of training examples (else 1).
+    pub by_examples: bool,
     /// Divide each group's update by the client's Λ_{k,g}.
     pub normalize: bool,
 }
@@ -549,31 +550,42 @@ impl Payload for PreScaled {
     }
 }
 
-/// Applies the instruction's [`PreScale`] to a finished update, in place (no-op
-/// without one).
-pub fn pre_scale(ins: &Extensions, delta: &mut ParamTree, report: &TrainReport, reply: &mut Extensions) {
+/// Applies the instruction's [`PreScale`] to a finished update of a client with
+/// `num_examples` training examples, in place (no-op without one).
+pub fn pre_scale(
+    ins: &Extensions,
+    delta: &mut ParamTree,
+    report: &TrainReport,
+    num_examples: u64,
+    reply: &mut Extensions,
+) {
     let Some(p) = ins.get::<PreScale>() else {
         return;
+    };
+    let weight = if p.by_examples {
+        num_examples as f64
+    } else {
+        1.0
     };
     let spec = delta.spec().clone();
     for e in spec.entries() {
         let lam = report.rate_sum.get(e.group).copied().unwrap_or(0.0);
         let c = if p.normalize {
             if lam > 0.0 {
-                p.weight / lam
+                weight / lam
             } else {
                 0.0
             }
         } else {
-            p.weight
+            weight
         } as f32;
         for v in &mut delta.as_mut_slice()[e.range()] {
             *v *= c;
         }
     }
     reply.insert(PreScaled {
-        weight: p.weight,
-        weighted_rate_sum: report.rate_sum.iter().map(|l| p.weight * l).collect(),
+        weight,
+        weighted_rate_sum: report.rate_sum.iter().map(|l| weight * l).collect(),
     });
 }
 

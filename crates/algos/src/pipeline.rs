@@ -255,10 +255,7 @@ impl Pipeline {
         }
         if self.settings.aggregation == AggregationPath::Linear {
             ins.ext.insert(PreScale {
-                weight: match self.weighting {
-                    Weighting::Examples => info.num_train as f64,
-                    Weighting::Uniform => 1.0,
-                },
+                by_examples: self.weighting == Weighting::Examples,
                 normalize: self.settings.normalize == Normalize::On,
             });
         }
