@@ -47,14 +47,11 @@ pub enum Error {
         detail: String,
     },
     /// Too few clients are left to finish secure aggregation; the round is aborted.
-    #[error(
-        "secure aggregation, {stage}: {what} has {available} live clients, the threshold is \
-         {threshold}; round aborted"
-    )]
+    #[error("secure aggregation, {stage}: {available} {what} left, the threshold is {threshold}; round aborted")]
     TooFewSurvivors {
         /// Protocol stage at which the shortfall was found.
         stage: &'static str,
-        /// The set that is too small (`survivors`, or `share holders of client 7`).
+        /// The set that is too small (`survivors`, `live share holders of client 7`, …).
         what: String,
         /// How many are left.
         available: usize,
