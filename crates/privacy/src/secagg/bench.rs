@@ -28,9 +28,10 @@ pub struct SecAggBench {
     pub secagg_server_seconds: f64,
     /// Plain: bytes each client uploads (f32 per parameter).
     pub plain_upload_bytes_per_client: usize,
-    /// Secure aggregation: bytes each client uploads, all stages (mean over clients).
+    /// Secure aggregation: bytes a surviving client uploads, all stages (mean over the
+    /// clients whose input is in the sum).
     pub secagg_upload_bytes_per_client: f64,
-    /// Secure aggregation: protocol bytes each client downloads, all stages (mean).
+    /// Secure aggregation: protocol bytes a surviving client downloads, all stages (mean).
     pub secagg_download_bytes_per_client: f64,
     /// Largest |secure sum − plain sum| over coordinates (quantisation error).
     pub max_abs_error: f64,
@@ -96,6 +97,13 @@ pub fn bench_secagg(
     let secure = config
         .quantization
         .dequantize_sum(&session.result.sum, session.result.survivors.len());
+    let mean_over_survivors = |bytes: fn(&super::Traffic) -> usize| {
+        let who = &session.result.survivors;
+        who.iter()
+            .map(|id| bytes(&session.traffic[id]))
+            .sum::<usize>() as f64
+            / who.len() as f64
+    };
     let max_abs_error = secure
         .iter()
         .zip(&plain)
@@ -110,8 +118,8 @@ pub fn bench_secagg(
         secagg_client_seconds: session.client_seconds + quantize_seconds,
         secagg_server_seconds: session.server_seconds,
         plain_upload_bytes_per_client: 8 + 4 + 4 * dimension,
-        secagg_upload_bytes_per_client: session.traffic.upload_bytes as f64 / clients as f64,
-        secagg_download_bytes_per_client: session.traffic.download_bytes as f64 / clients as f64,
+        secagg_upload_bytes_per_client: mean_over_survivors(|t| t.upload_bytes),
+        secagg_download_bytes_per_client: mean_over_survivors(|t| t.download_bytes),
         max_abs_error,
     })
 }

@@ -117,7 +117,7 @@ pub enum Dropout {
     BeforeUnmask,
 }
 
-/// Bytes moved by a session, summed over clients.
+/// Bytes moved between one client and the server in a session.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Traffic {
     /// Client → server.
@@ -131,8 +131,8 @@ pub struct Traffic {
 pub struct SimulatedSession {
     /// The unmasked sum and who is in it.
     pub result: AggregateSum,
-    /// Bytes in compact binary encoding ([`messages::WireSize`]).
-    pub traffic: Traffic,
+    /// Bytes per client in compact binary encoding ([`messages::WireSize`]).
+    pub traffic: BTreeMap<ClientId, Traffic>,
     /// Wall time of all client steps, summed over clients (one thread).
     pub client_seconds: f64,
     /// Wall time of the server's steps.
@@ -155,7 +155,8 @@ pub fn simulate(
     let ids: Vec<ClientId> = inputs.iter().map(|(id, _)| *id).collect();
     let input_of: BTreeMap<ClientId, &Vec<u64>> = inputs.iter().map(|(id, x)| (*id, x)).collect();
     let drops = |id: &ClientId, at: Dropout| dropouts.get(id) == Some(&at);
-    let mut traffic = Traffic::default();
+    let mut traffic: BTreeMap<ClientId, Traffic> =
+        ids.iter().map(|&id| (id, Traffic::default())).collect();
     let (mut client_seconds, mut server_seconds) = (0.0, 0.0);
 
     let clock = Instant::now();
@@ -167,8 +168,8 @@ pub fn simulate(
     let mut clients = BTreeMap::new();
     let mut keys: Vec<PublicKeys> = Vec::new();
     for setup in setups {
-        traffic.download_bytes += setup.wire_bytes();
         let id = setup.client;
+        traffic.get_mut(&id).expect("a participant").download_bytes += setup.wire_bytes();
         if drops(&id, Dropout::BeforeKeys) {
             continue;
         }
@@ -176,7 +177,7 @@ pub fn simulate(
         let (client, public) =
             SecAggClient::new(setup, SecureRng::simulated(seed, stream_id(session, id)))?;
         client_seconds += clock.elapsed().as_secs_f64();
-        traffic.upload_bytes += public.wire_bytes();
+        traffic.get_mut(&id).expect("a participant").upload_bytes += public.wire_bytes();
         keys.push(public);
         clients.insert(id, client);
     }
@@ -186,7 +187,7 @@ pub fn simulate(
     server_seconds += clock.elapsed().as_secs_f64();
     let mut share_replies: Vec<ShareKeys> = Vec::new();
     for (id, directory) in directories {
-        traffic.download_bytes += directory.wire_bytes();
+        traffic.get_mut(&id).expect("a participant").download_bytes += directory.wire_bytes();
         if drops(&id, Dropout::BeforeShares) {
             continue;
         }
@@ -196,7 +197,7 @@ pub fn simulate(
             .expect("directory for a live client")
             .share_keys(directory)?;
         client_seconds += clock.elapsed().as_secs_f64();
-        traffic.upload_bytes += reply.wire_bytes();
+        traffic.get_mut(&id).expect("a participant").upload_bytes += reply.wire_bytes();
         share_replies.push(reply);
     }
 
@@ -205,7 +206,7 @@ pub fn simulate(
     server_seconds += clock.elapsed().as_secs_f64();
     let mut masked: Vec<MaskedInput> = Vec::new();
     for (id, shares) in forwarded {
-        traffic.download_bytes += shares.wire_bytes();
+        traffic.get_mut(&id).expect("a participant").download_bytes += shares.wire_bytes();
         if drops(&id, Dropout::BeforeMaskedInput) {
             continue;
         }
@@ -215,7 +216,8 @@ pub fn simulate(
             .expect("shares for a live client")
             .masked_input(shares, input_of[&id])?;
         client_seconds += clock.elapsed().as_secs_f64();
-        traffic.upload_bytes += reply.wire_bytes_packed(config.quantization.modulus_bits);
+        traffic.get_mut(&id).expect("a participant").upload_bytes +=
+            reply.wire_bytes_packed(config.quantization.modulus_bits);
         masked.push(reply);
     }
 
@@ -224,7 +226,7 @@ pub fn simulate(
     server_seconds += clock.elapsed().as_secs_f64();
     let mut unmask: Vec<UnmaskShares> = Vec::new();
     for (id, request) in requests {
-        traffic.download_bytes += request.wire_bytes();
+        traffic.get_mut(&id).expect("a participant").download_bytes += request.wire_bytes();
         if drops(&id, Dropout::BeforeUnmask) {
             continue;
         }
@@ -234,7 +236,7 @@ pub fn simulate(
             .expect("request for a live client")
             .unmask(request)?;
         client_seconds += clock.elapsed().as_secs_f64();
-        traffic.upload_bytes += reply.wire_bytes();
+        traffic.get_mut(&id).expect("a participant").upload_bytes += reply.wire_bytes();
         unmask.push(reply);
     }
 
