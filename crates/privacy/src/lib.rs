@@ -18,6 +18,7 @@ pub mod accountant;
 pub mod dp;
 mod error;
 pub mod rng;
+pub mod robust;
 pub mod secagg;
 
 pub use error::{Error, Result};
