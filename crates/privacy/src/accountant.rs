@@ -426,12 +426,12 @@ mod tests {
 
     #[test]
     fn log_erfc_matches_mpmath_on_both_sides_of_the_asymptotic_switch() {
-        // mpmath (40 digits): log(erfc(x)).
+        // mpmath (40 digits, rounded to f64): log(erfc(x)).
         for (x, want) in [
-            (-1.0, 0.61123231767807049464),
-            (5.0, -27.200889545537434422),
-            (20.0, -403.56934333410423496),
-            (30.0, -903.97411711064387808),
+            (-1.0, 0.6112323176780705),
+            (5.0, -27.200889545537436),
+            (20.0, -403.56934333410425),
+            (30.0, -903.9741171106439),
         ] {
             let got = log_erfc(x);
             assert!(
@@ -447,9 +447,9 @@ mod tests {
     fn log_binomial_handles_fractional_and_negative_coefficients() {
         // mpmath: log |C(n, k)|; C(3.5, 5) and C(1.5, 3) are negative.
         for (n, k, want) in [
-            (3.5, 5.0, -3.5992672954242491702),
-            (2.5, 1.0, 0.91629073187415506518),
-            (1.5, 3.0, -2.7725887222397812377),
+            (3.5, 5.0, -3.5992672954242493),
+            (2.5, 1.0, 0.9162907318741551),
+            (1.5, 3.0, -2.772588722239781),
         ] {
             assert!((log_binomial(n, k) - want).abs() < 1e-13, "C({n}, {k})");
         }

@@ -15,6 +15,7 @@
 //! - [`rng`]: the ChaCha20 generator all of them draw from.
 
 pub mod accountant;
+pub mod compress;
 pub mod dp;
 mod error;
 pub mod rng;

@@ -119,18 +119,21 @@ fn unmasked_sum_equals_the_plain_sum_with_0_10_and_30_percent_dropouts() {
     }
 }
 
-/// Runs stages 0–2 by hand and returns the server and clients ready for stage 3, plus every
-/// masked vector the server received.
+/// A session driven by hand up to the unmask stage.
+struct AtUnmask {
+    server: SecAggServer,
+    clients: BTreeMap<ClientId, SecAggClient>,
+    requests: BTreeMap<ClientId, UnmaskRequest>,
+    /// Every masked vector the server received.
+    seen: BTreeMap<ClientId, Vec<u64>>,
+}
+
+/// Runs stages 0–2 by hand.
 fn through_masked_input(
     config: &SecAggConfig,
     inputs: &[(ClientId, Vec<u64>)],
     seed: u64,
-) -> (
-    SecAggServer,
-    BTreeMap<ClientId, SecAggClient>,
-    BTreeMap<ClientId, UnmaskRequest>,
-    BTreeMap<ClientId, Vec<u64>>,
-) {
+) -> AtUnmask {
     let ids: Vec<ClientId> = inputs.iter().map(|(id, _)| *id).collect();
     let dim = inputs[0].1.len();
     let (mut server, setups) =
@@ -165,7 +168,12 @@ fn through_masked_input(
         .map(|m| (m.client, m.masked.clone()))
         .collect();
     let requests = server.receive_masked(masked).unwrap();
-    (server, clients, requests, seen)
+    AtUnmask {
+        server,
+        clients,
+        requests,
+        seen,
+    }
 }
 
 /// χ² statistic of `values` (each < 2^bits) over 64 equal buckets.
@@ -222,7 +230,7 @@ fn a_masked_vector_is_uniform_and_uncorrelated_with_its_input() {
         (0..dim as u64).map(|i| i % 1001).collect::<Vec<_>>(),
     ] {
         inputs[0].1 = input.clone();
-        let (_, _, _, seen) = through_masked_input(&config, &inputs, 2);
+        let seen = through_masked_input(&config, &inputs, 2).seen;
         let y = &seen[&7];
         let chi2 = chi_square_64(y, 16);
         assert!(
@@ -247,7 +255,12 @@ fn what_the_server_legitimately_collects_does_not_unmask_one_client() {
     let dim = 64_000;
     let mut inputs = random_inputs(5, dim, 1000, 3);
     inputs[0].1 = (0..dim as u64).map(|i| i % 1001).collect();
-    let (mut server, mut clients, requests, seen) = through_masked_input(&config, &inputs, 4);
+    let AtUnmask {
+        mut server,
+        mut clients,
+        requests,
+        seen,
+    } = through_masked_input(&config, &inputs, 4);
     let replies: Vec<UnmaskShares> = requests
         .into_iter()
         .map(|(id, r)| clients.get_mut(&id).unwrap().unmask(r).unwrap())
@@ -287,7 +300,11 @@ fn a_server_that_splits_the_clients_cannot_collect_both_secrets_of_one_client() 
     // 16 and 19 that it dropped, hoping for t shares of both b_7 and s_7^SK.
     let config = small_field_config(5);
     let inputs = random_inputs(5, 100, 1000, 5);
-    let (_, mut clients, requests, _) = through_masked_input(&config, &inputs, 6);
+    let AtUnmask {
+        mut clients,
+        requests,
+        ..
+    } = through_masked_input(&config, &inputs, 6);
     let mut b7 = Vec::new();
     let mut sk7 = Vec::new();
     for (id, honest) in requests {
@@ -324,7 +341,11 @@ fn a_server_that_splits_the_clients_cannot_collect_both_secrets_of_one_client() 
     assert_eq!((b7.len(), sk7.len()), (3, 2));
     assert!(combine(&sk7, config.threshold).is_err());
     // Asking one client for both kinds at once is refused outright.
-    let (_, mut clients, mut requests, _) = through_masked_input(&config, &inputs, 6);
+    let AtUnmask {
+        mut clients,
+        mut requests,
+        ..
+    } = through_masked_input(&config, &inputs, 6);
     let mut both = requests.remove(&10).unwrap();
     both.dropped.push(7);
     let e = clients
@@ -523,9 +544,9 @@ fn the_same_seeds_give_the_same_session_and_other_seeds_other_masks() {
     assert_eq!((a.result, a.traffic), (b.result.clone(), b.traffic));
     let c = simulate(&config, 4, &inputs, &drops, 22).unwrap();
     assert_eq!(c.result, b.result, "the sum does not depend on the masks");
-    let (_, _, _, seen_a) = through_masked_input(&config, &inputs[..7], 1);
-    let (_, _, _, seen_b) = through_masked_input(&config, &inputs[..7], 1);
-    let (_, _, _, seen_c) = through_masked_input(&config, &inputs[..7], 2);
+    let seen_a = through_masked_input(&config, &inputs[..7], 1).seen;
+    let seen_b = through_masked_input(&config, &inputs[..7], 1).seen;
+    let seen_c = through_masked_input(&config, &inputs[..7], 2).seen;
     assert_eq!(seen_a, seen_b);
     assert_ne!(seen_a, seen_c);
 }
