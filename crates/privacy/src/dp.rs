@@ -8,9 +8,9 @@
 //! whatever its rate, and the server rescales by a *public* reference rate only after the
 //! noise is added.
 
-use crate::error::{check_finite, invalid, Result};
+use crate::error::{check_finite, check_len, invalid, Result};
 use crate::rng::SecureRng;
-use fedpace_params::l2_norm;
+use fedpace_params::{l2_norm, ParamSpec};
 use serde::{Deserialize, Serialize};
 
 /// What clipping did to one update.
@@ -103,6 +103,39 @@ pub fn normalise_then_clip(
     }
     check_finite("update", update)?;
     scale(update, 1.0 / total_rate);
+    clip_to_norm(update, max_norm)
+}
+
+/// [`normalise_then_clip`] with one total rate per parameter group, as the aggregator's
+/// per-group normalisation uses them: d_g = Δ_g / Λ_g for every group g of `spec`, then one
+/// clip of the whole vector to `max_norm`.
+pub fn normalise_groups_then_clip(
+    update: &mut [f32],
+    spec: &ParamSpec,
+    rate_sums: &[f64],
+    max_norm: f64,
+) -> Result<ClipReport> {
+    check_len("update", spec.total_len(), update.len())?;
+    check_len(
+        "rate_sums (one per parameter group)",
+        spec.num_groups(),
+        rate_sums.len(),
+    )?;
+    for (g, &rate) in rate_sums.iter().enumerate() {
+        if !(rate > 0.0 && rate.is_finite()) {
+            return Err(invalid(
+                "rate_sum",
+                rate,
+                format!("group {:?} needs a finite Σ of rates > 0", spec.groups()[g]),
+            ));
+        }
+    }
+    check_finite("update", update)?;
+    for (g, &rate) in rate_sums.iter().enumerate() {
+        for range in spec.group_ranges(g) {
+            scale(&mut update[range], 1.0 / rate);
+        }
+    }
     clip_to_norm(update, max_norm)
 }
 

@@ -111,6 +111,30 @@ fn rate_normalised_clipping_bounds_each_clients_sensitivity_whatever_its_rate() 
 }
 
 #[test]
+fn per_group_normalisation_divides_each_group_by_its_rate_sum_before_the_clip() {
+    let spec = fedpace_params::ParamSpec::builder()
+        .add("w", &[2], "body")
+        .add("h", &[1], "head")
+        .add("b", &[1], "body")
+        .build()
+        .unwrap();
+    let mut x = vec![2.0f32, 4.0, 3.0, 6.0];
+    let r =
+        fedpace_privacy::dp::normalise_groups_then_clip(&mut x, &spec, &[2.0, 0.5], 100.0).unwrap();
+    assert_eq!(x, vec![1.0, 2.0, 6.0, 3.0]);
+    assert!((r.norm_before - 50f64.sqrt()).abs() < 1e-12);
+    let mut x = vec![2.0f32, 4.0, 3.0, 6.0];
+    fedpace_privacy::dp::normalise_groups_then_clip(&mut x, &spec, &[2.0, 0.5], 1.0).unwrap();
+    assert!(norm(&x) <= 1.0);
+    let e = fedpace_privacy::dp::normalise_groups_then_clip(&mut x, &spec, &[2.0, 0.0], 1.0)
+        .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "rate_sum = 0: group \"head\" needs a finite Σ of rates > 0"
+    );
+}
+
+#[test]
 fn adaptive_clip_converges_to_the_target_quantile_of_a_known_distribution() {
     // Update norms ~ Uniform(0, 10): the median is 5, the 0.8-quantile 8.
     for (quantile, want) in [(0.5, 5.0), (0.8, 8.0)] {
