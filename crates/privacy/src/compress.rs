@@ -75,7 +75,7 @@ pub struct QsgdUpdate {
 }
 
 /// Encodes `x`: per bucket with norm ‖v‖, each v_i becomes sign(v_i) · ‖v‖ · ℓ/s with
-/// ℓ = ⌊r⌋ + Bernoulli(r − ⌊r⌋), r = s·|v_i|/‖v‖, so E[decode] = x exactly.
+/// ℓ = ⌊r⌋ + Bernoulli(r − ⌊r⌋), r = s·|v_i|/‖v‖, so the decoded vector's expectation is exactly x.
 pub fn qsgd_encode(x: &[f32], config: QsgdConfig, rng: &mut impl Rng) -> Result<QsgdUpdate> {
     config.validate()?;
     check_finite("update", x)?;

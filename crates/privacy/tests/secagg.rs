@@ -585,6 +585,16 @@ fn invalid_configurations_are_rejected_with_the_field_named() {
         "num_shares = 4: must be odd and ≥ 3 when below the cohort size 10"
     );
     assert!(SecAggConfig::complete(1).validate(1).is_err());
+    let e = SecAggServer::new(
+        0,
+        &SecAggConfig::complete(3),
+        4,
+        &[1, 2, 1],
+        &mut SecureRng::simulated(0, 0),
+    )
+    .unwrap_err()
+    .to_string();
+    assert_eq!(e, "participants = 1: client id listed twice");
     let e = serde_json::from_str::<SecAggConfig>(r#"{"threshold": 3, "treshold": 4}"#).unwrap_err();
     assert!(e.to_string().contains("unknown field `treshold`"), "{e}");
 }

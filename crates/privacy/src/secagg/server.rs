@@ -89,12 +89,12 @@ impl SecAggServer {
         rng: &mut SecureRng,
     ) -> Result<(Self, Vec<Setup>)> {
         let n = participants.len();
-        let unique: BTreeSet<ClientId> = participants.iter().copied().collect();
-        if unique.len() != n {
+        let mut unique = BTreeSet::new();
+        if let Some(&id) = participants.iter().find(|&&id| !unique.insert(id)) {
             return Err(crate::error::invalid(
                 "participants",
-                n,
-                "client ids must be distinct",
+                id,
+                "client id listed twice",
             ));
         }
         if let Some(&id) = unique.iter().find(|&&id| id >= 1 << 60) {
