@@ -57,7 +57,7 @@ pub struct EncryptedShares {
 pub struct ShareKeys {
     /// The sender.
     pub client: ClientId,
-    /// One per neighbour in the sender's directory.
+    /// One per neighbour in the sender's directory, in id order (the server checks both).
     pub shares: Vec<EncryptedShares>,
 }
 
