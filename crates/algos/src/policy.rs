@@ -20,8 +20,10 @@ use std::collections::BTreeMap;
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(tag = "name", rename_all = "kebab-case", deny_unknown_fields)]
 pub enum PolicyConfig {
-    /// Every client gets the base plan.
+    /// Every client gets the base plan. Takes no keys besides `name` (an unknown key is
+    /// an error, as for every other policy).
     #[default]
+    #[serde(deserialize_with = "no_keys")]
     Constant,
     /// η_k = η · clamp((n_k / n̄)^γ, min, max).
     ByDataSize {
@@ -190,6 +192,15 @@ pub enum PolicyConfig {
         #[serde(default)]
         overrides: BTreeMap<String, f64>,
     },
+}
+
+/// Deserialises a unit variant of the internally tagged enum, rejecting any key (serde
+/// ignores `deny_unknown_fields` for unit variants).
+fn no_keys<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<(), D::Error> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct NoKeys {}
+    NoKeys::deserialize(d).map(|_| ())
 }
 
 fn minus_one() -> f64 {
