@@ -320,7 +320,8 @@ impl ExperimentConfig {
 
     /// Loads a file (at most [`MAX_CONFIG_BYTES`]).
     pub fn load(path: &Path, overrides: &[String]) -> Result<Self, ConfigError> {
-        let cannot = |e: std::io::Error| ConfigError(format!("{}: cannot read: {e}", path.display()));
+        let cannot =
+            |e: std::io::Error| ConfigError(format!("{}: cannot read: {e}", path.display()));
         let size = std::fs::metadata(path).map_err(cannot)?.len();
         if size > MAX_CONFIG_BYTES {
             return Err(ConfigError(format!(
@@ -343,7 +344,11 @@ impl ExperimentConfig {
             || self.name.len() > limits::NAME_BYTES
         {
             let shown: String = self.name.chars().take(40).collect();
-            let more = if shown.len() < self.name.len() { "…" } else { "" };
+            let more = if shown.len() < self.name.len() {
+                "…"
+            } else {
+                ""
+            };
             return bad(
                 "name",
                 &format!("{shown:?}{more}"),
@@ -358,7 +363,11 @@ impl ExperimentConfig {
             return bad("rounds", &0, "at least 1");
         }
         if self.rounds > limits::ROUNDS {
-            return bad("rounds", &self.rounds, &format!("at most {}", limits::ROUNDS));
+            return bad(
+                "rounds",
+                &self.rounds,
+                &format!("at most {}", limits::ROUNDS),
+            );
         }
         check_threads(self.threads, "threads")?;
         if self.eval.max_test_samples == Some(0) {
@@ -762,8 +771,96 @@ mod tests {
         let e =
             ExperimentConfig::parse("[strategy]\nserver_lr = -0.1\n", "exp.toml", &[]).unwrap_err();
         assert_eq!(e.0, "exp.toml: strategy.server_lr = -0.1: must be > 0");
+        // A value from `--set` is the override's fault, not the file's.
         let e = ExperimentConfig::parse("", "exp.toml", &["client.lr=0".into()]).unwrap_err();
-        assert_eq!(e.0, "exp.toml: client.lr = 0: a finite rate > 0");
+        assert_eq!(e.0, "--set client.lr=0: client.lr = 0: a finite rate > 0");
+    }
+
+    #[test]
+    fn set_errors_are_attributed_to_the_override() {
+        let e = ExperimentConfig::parse(
+            "rounds = 3
+",
+            "exp.toml",
+            &["rounds=abc".into()],
+        )
+        .unwrap_err();
+        assert!(
+            e.0.starts_with("--set rounds=abc: rounds: invalid type: string \"abc\""),
+            "{}",
+            e.0
+        );
+        // A table set whole, and a key below it.
+        let e = ExperimentConfig::parse("", "exp.toml", &["client={lr=-1.0}".into()]).unwrap_err();
+        assert!(
+            e.0.starts_with("--set client={lr=-1.0}: client.lr = -1"),
+            "{}",
+            e.0
+        );
+        // The file's own mistakes still name the file.
+        let e =
+            ExperimentConfig::parse("rounds = 0\n", "exp.toml", &["seed=3".into()]).unwrap_err();
+        assert_eq!(e.0, "exp.toml: rounds = 0: at least 1");
+    }
+
+    #[test]
+    fn flower_compatible_defaults_normalize_off_and_rejects_it_on() {
+        let c = ExperimentConfig::parse(
+            "[strategy]\nname = \"fedadam\"\nflower_compatible = true\n",
+            "x",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.strategy.normalize, fedpace_algos::Normalize::Off);
+        // The resolved config says so, and parses again.
+        let again = ExperimentConfig::parse(&c.to_toml(), "resolved", &[]).unwrap();
+        assert_eq!(again.strategy, c.strategy);
+        for n in ["auto", "on"] {
+            let e = ExperimentConfig::parse(
+                &format!(
+                    "[strategy]\nname = \"fedadam\"\nflower_compatible = true\nnormalize = \"{n}\"\n"
+                ),
+                "x",
+                &[],
+            )
+            .unwrap_err();
+            assert!(
+                e.0.starts_with(&format!(
+                    "x: strategy.normalize = {n}: off with flower_compatible"
+                )),
+                "{}",
+                e.0
+            );
+        }
+        // Without the flag the default stays auto.
+        let c = ExperimentConfig::parse("[strategy]\nname = \"fedadam\"\n", "x", &[]).unwrap();
+        assert_eq!(c.strategy.normalize, fedpace_algos::Normalize::Auto);
+    }
+
+    #[test]
+    fn fraction_with_clients_per_round_is_rejected_and_fraction_round_trips() {
+        let e = ExperimentConfig::parse(
+            "[strategy]\nfraction = 0.5\nclients_per_round = 3\n",
+            "x",
+            &[],
+        )
+        .unwrap_err();
+        assert!(
+            e.0.starts_with("x: strategy.fraction: set together with"),
+            "{}",
+            e.0
+        );
+        let c = ExperimentConfig::parse("[strategy]\nfraction = 0.5\n", "x", &[]).unwrap();
+        let again = ExperimentConfig::parse(&c.to_toml(), "resolved", &[]).unwrap();
+        assert_eq!(again.strategy.fraction, Some(0.5));
+    }
+
+    #[test]
+    fn constant_policy_rejects_unknown_keys() {
+        let e = ExperimentConfig::parse("[policy]\nname = \"constant\"\ngamma = 5.0\n", "x", &[])
+            .unwrap_err();
+        assert_eq!(e.0, "x: policy: unknown field `gamma`, there are no fields");
+        ExperimentConfig::parse("[policy]\nname = \"constant\"\n", "x", &[]).unwrap();
     }
 
     #[test]

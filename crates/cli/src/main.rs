@@ -185,14 +185,14 @@ fn dispatch(cli: Cli) -> Result<()> {
         } => {
             config::check_threads(threads, "--threads").map_err(ConfigError)?;
             bench::run(&bench::BenchOptions {
-            workload,
-            quick,
-            threads,
-            clients,
-            rounds,
-            state_mb,
-            algorithm,
-        })
+                workload,
+                quick,
+                threads,
+                clients,
+                rounds,
+                state_mb,
+                algorithm,
+            })
         }
         Command::Datasets { action, data_dir } => {
             let dir = runner::data_dir(data_dir.as_deref());

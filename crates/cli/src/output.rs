@@ -286,10 +286,7 @@ impl RunWriter {
             }),
         );
         obj.insert("rejected_updates".into(), json!(self.rejected));
-        obj.insert(
-            "rounds_with_rejections".into(),
-            json!(self.rejected_rounds),
-        );
+        obj.insert("rounds_with_rejections".into(), json!(self.rejected_rounds));
         obj.insert(
             "global_loss_nonfinite_round".into(),
             json!(self.nonfinite_loss_round),
@@ -396,7 +393,9 @@ impl Observer for RunWriter {
         self.last_loss = rec.train_loss;
         if let Some(e) = &rec.eval {
             self.last_eval = Some(e.clone());
-            let central_bad = e.central.is_some_and(|c| c.count > 0 && !c.loss().is_finite());
+            let central_bad = e
+                .central
+                .is_some_and(|c| c.count > 0 && !c.loss().is_finite());
             let pooled_bad = e.samples > 0 && !e.global_loss.is_finite();
             if (central_bad || pooled_bad) && self.nonfinite_loss_round.is_none() {
                 self.nonfinite_loss_round = Some(rec.round);

@@ -199,10 +199,9 @@ fn check_model_size(
     spec: &fedpace_params::ParamSpec,
     threads: usize,
 ) -> Result<(), UsageError> {
-    let params = spec
-        .entries()
-        .iter()
-        .try_fold(0u128, |acc, e| acc.checked_add(product(e.shape.iter().copied())?));
+    let params = spec.entries().iter().try_fold(0u128, |acc, e| {
+        acc.checked_add(product(e.shape.iter().copied())?)
+    });
     let name = model_name(cfg);
     match params {
         Some(p) if p <= MAX_PARAMS => {

@@ -311,7 +311,11 @@ pub fn run(
 /// Why no client trained in this round, or `None` when one did (ran at least one local
 /// step with a rate above 0 and was aggregated).
 fn no_training_cause(rec: &RoundRecord) -> Option<String> {
-    let reports: Vec<&TrainReport> = rec.clients.iter().filter_map(|c| c.report.as_ref()).collect();
+    let reports: Vec<&TrainReport> = rec
+        .clients
+        .iter()
+        .filter_map(|c| c.report.as_ref())
+        .collect();
     if reports
         .iter()
         .any(|r| r.steps > 0 && r.rate_sum.iter().any(|&x| x > 0.0))

@@ -112,10 +112,7 @@ impl<'a> MatMut<'a> {
             return (r <= 1 || rs >= 1) && (c <= 1 || cs >= 1);
         }
         let spans = |stride: usize, n: usize, other: usize| {
-            stride >= 1
-                && (n - 1)
-                    .checked_mul(stride)
-                    .is_some_and(|span| other > span)
+            stride >= 1 && (n - 1).checked_mul(stride).is_some_and(|span| other > span)
         };
         spans(cs, c, rs) || spans(rs, r, cs)
     }

@@ -118,9 +118,17 @@ mod tests {
         // η = 1, μ = 0.01, τ = 5 → 4.900995; η = 0.5, μ = 0.02, τ = 20 → 0.5 · 18.209306.
         assert!(rel(run(prox(0.01), &[1.0; 5]), 4.900995) < 1e-7);
         assert!(rel(run(prox(0.02), &[0.5; 20]), 0.5 * 18.209306) < 1e-7);
-        assert!(rel(run(prox(0.3), &[0.2; 7]), 0.2 * proximal_closed_form(0.2, 0.3, 7.0)) < 1e-12);
+        assert!(
+            rel(
+                run(prox(0.3), &[0.2; 7]),
+                0.2 * proximal_closed_form(0.2, 0.3, 7.0)
+            ) < 1e-12
+        );
         // Plain SGD: Σ η, bit for bit.
-        assert_eq!(run(LinearSolver::default(), &[0.1, 0.2, 0.3]), 0.1 + 0.2 + 0.3);
+        assert_eq!(
+            run(LinearSolver::default(), &[0.1, 0.2, 0.3]),
+            0.1 + 0.2 + 0.3
+        );
     }
 
     #[test]
