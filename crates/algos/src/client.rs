@@ -1,5 +1,12 @@
 //! The standard client recipe: local mini-batch training from the rate plan, and
 //! evaluation of the global and the fine-tuned (personalised) model.
+//!
+//! Δ-SGD (`OptimizerSpec::DeltaSgd`, the `curvature` policy) follows
+//! docs/rate-policies.md, "Δ-SGD's step rule", including its departures from the paper:
+//! L̂ compares the gradients at the current and the previous iterate on the *current*
+//! mini-batch (an extra forward/backward per step), θ₀ = 1 makes the first step
+//! √(1 + δ)·η₀, and ε is added from the second step on. The rate sums a client reports
+//! are the step sizes it really used (see [`local_train_with`]).
 
 use fedpace_core::rng::{stream, Purpose};
 use fedpace_core::{
@@ -147,11 +154,12 @@ fn linear_solver(opt: &OptimizerSpec, mu: f64) -> Option<LinearSolver> {
 /// [`local_train`] with a [`GradientCorrection`] added to every gradient.
 ///
 /// The report's `rate_sum[g]` is group g's total step size Λ_g as FedNova defines it
-/// (docs/drift-and-systems.md): the rates really used — times Δ-SGD's adaptive factor and
-/// the mean trust ratio of the group's tensors (weighted by their sizes) — and, for the
-/// linear solvers (SGD, momentum, LARS, with a proximal term or weight decay), weighted
-/// by how much each step's gradient moves the round's result ([`Normalizer`]). For plain
-/// SGD that is `Σ_s η_{g,s}`; for adaptive optimisers it stays `Σ_s η_{g,s}`.
+/// (docs/rate-policies.md, "Objective consistency"): the rates really used — times
+/// Δ-SGD's adaptive factor and the mean trust ratio of the group's tensors (weighted by
+/// their sizes) — and, for the linear solvers (SGD, momentum, LARS, with a proximal term
+/// or weight decay), weighted by how much each step's gradient moves the round's result
+/// ([`Normalizer`]). For plain SGD that is `Σ_s η_{g,s}`; for adaptive optimisers it
+/// stays `Σ_s η_{g,s}`.
 #[allow(clippy::too_many_arguments)]
 pub fn local_train_with(
     model: &mut dyn Model,

@@ -1,6 +1,6 @@
-//! FedNova's normaliser `Λ_k = η·‖a_k‖₁` (docs/drift-and-systems.md, "FedNova"), for the
-//! local solvers whose update is linear in the gradients: SGD, heavy-ball or Nesterov
-//! momentum, a proximal term and L2 weight decay. The server divides each client's `Δ_k`
+//! FedNova's normaliser `Λ_k = η·‖a_k‖₁` (docs/rate-policies.md, "Objective
+//! consistency"), for the local solvers whose update is linear in the gradients: SGD,
+//! heavy-ball or Nesterov momentum, a proximal term and L2 weight decay. The server divides each client's `Δ_k`
 //! by it to undo the objective re-weighting of per-client rates and step counts.
 //!
 //! `‖a_k‖₁` is the total weight the round's displacement gives the gradients of its

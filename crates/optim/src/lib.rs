@@ -30,7 +30,7 @@
 //! * [`server`]: server optimisers on the pseudo-gradient −Δ̄ (FedAvgM, FedAdagrad,
 //!   FedAdam, FedYogi, with a Flower-compatible rule; FedExP) — ALGORITHMS.md §A.2–A.4, App. F;
 //! * [`fednova`]: FedNova's normaliser Λ = η‖a_k‖₁ for linear local solvers (SGD,
-//!   momentum, proximal, weight decay), step by step — docs/drift-and-systems.md.
+//!   momentum, proximal, weight decay), step by step — docs/rate-policies.md.
 //!
 //! ```
 //! use fedpace_optim::{adam, apply_updates, StepContext, Transform};

@@ -86,7 +86,7 @@ impl Distribution {
         match *self {
             Distribution::Constant { value } => (value, value),
             Distribution::Uniform { low, high } => (low, high),
-            Distribution::LogNormal { mu, sigma } if sigma == 0.0 => (mu.exp(), mu.exp()),
+            Distribution::LogNormal { mu, sigma: 0.0 } => (mu.exp(), mu.exp()),
             Distribution::LogNormal { .. } => (0.0, f64::INFINITY),
         }
     }
