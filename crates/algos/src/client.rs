@@ -1,5 +1,12 @@
 //! The standard client recipe: local mini-batch training from the rate plan, and
 //! evaluation of the global and the fine-tuned (personalised) model.
+//!
+//! Δ-SGD (`OptimizerSpec::DeltaSgd`, the `curvature` policy) follows
+//! docs/rate-policies.md, "Δ-SGD's step rule", including its departures from the paper:
+//! L̂ compares the gradients at the current and the previous iterate on the *current*
+//! mini-batch (an extra forward/backward per step), θ₀ = 1 makes the first step
+//! √(1 + δ)·η₀, and ε is added from the second step on. The rate sums a client reports
+//! are the step sizes it really used (see [`local_train_with`]).
 
 use fedpace_core::rng::{stream, Purpose};
 use fedpace_core::{
@@ -8,8 +15,8 @@ use fedpace_core::{
     TrainReport, TrainRes,
 };
 use fedpace_optim::{
-    add_proximal, apply_updates, clip_by_global_norm, OptimizerSpec, State, StateMode, StepContext,
-    Transform,
+    add_proximal, apply_updates, clip_by_global_norm, LinearSolver, Normalizer, OptimizerSpec,
+    State, StateMode, StepContext, Transform,
 };
 use fedpace_params::{l2_norm, ParamTree};
 use rand::seq::SliceRandom;
@@ -118,7 +125,41 @@ pub fn local_train(
     )
 }
 
+/// The linear part of `opt` with an extra pull `mu` towards the round's start (a
+/// proximal term), for FedNova's normaliser; `None` for adaptive optimisers (Adam, …),
+/// whose rate sums stay `Σ_s η_s`.
+fn linear_solver(opt: &OptimizerSpec, mu: f64) -> Option<LinearSolver> {
+    let (momentum, nesterov, decay) = match *opt {
+        OptimizerSpec::Sgd { weight_decay } => (0.0, false, weight_decay),
+        OptimizerSpec::DeltaSgd { .. } => (0.0, false, 0.0),
+        OptimizerSpec::Momentum {
+            momentum,
+            nesterov,
+            weight_decay,
+        } => (momentum, nesterov, weight_decay),
+        OptimizerSpec::Lars {
+            momentum,
+            weight_decay,
+            ..
+        } => (momentum, false, weight_decay),
+        _ => return None,
+    };
+    Some(LinearSolver {
+        momentum,
+        nesterov,
+        mu: mu + decay,
+    })
+}
+
 /// [`local_train`] with a [`GradientCorrection`] added to every gradient.
+///
+/// The report's `rate_sum[g]` is group g's total step size Λ_g as FedNova defines it
+/// (docs/rate-policies.md, "Objective consistency"): the rates really used — times
+/// Δ-SGD's adaptive factor and the mean trust ratio of the group's tensors (weighted by
+/// their sizes) — and, for the linear solvers (SGD, momentum, LARS, with a proximal term
+/// or weight decay), weighted by how much each step's gradient moves the round's result
+/// ([`Normalizer`]). For plain SGD that is `Σ_s η_{g,s}`; for adaptive optimisers it
+/// stays `Σ_s η_{g,s}`.
 #[allow(clippy::too_many_arguments)]
 pub fn local_train_with(
     model: &mut dyn Model,
@@ -169,6 +210,12 @@ pub fn local_train_with(
         rate_sum: vec![0.0; groups],
         ..Default::default()
     };
+    let prox_mu = correction.proximal.map_or(0.0, |(mu, _)| mu);
+    let solver = linear_solver(&plan.optimizer, prox_mu);
+    let mut normalizers = vec![Normalizer::new(solver.unwrap_or_default()); groups];
+    // (group, length) of every tensor, for trust ratios reported per tensor.
+    let tensors: Vec<(usize, usize)> = spec.entries().iter().map(|e| (e.group, e.len())).collect();
+    let mut used = Vec::with_capacity(groups);
     let per_epoch = data.len().div_ceil(plan.batch_size.max(1) as usize).max(1) as u32;
     let tail_from = steps.saturating_sub(per_epoch);
     let (mut loss_all, mut loss_tail, mut n_tail) = (0f64, 0f64, 0u32);
@@ -230,9 +277,6 @@ pub fn local_train_with(
                 .iter_mut()
                 .for_each(|r| *r = (*r as f64 * factor) as f32);
         }
-        for (acc, r) in report.rate_sum.iter_mut().zip(&rates) {
-            *acc += *r as f64;
-        }
         let ctx = StepContext {
             spec: &spec,
             group_rates: &rates,
@@ -251,6 +295,38 @@ pub fn local_train_with(
         }
         tx.update(&mut grad, opt_state, params.as_slice(), &ctx)?;
         apply_updates(params.as_mut_slice(), &grad);
+        // The rates this step really used: a layer-wise trust ratio scales each tensor.
+        used.clear();
+        used.extend(rates.iter().map(|&r| r as f64));
+        if let Some(scales) = tx.tensor_scales(opt_state) {
+            let mut num = vec![0f64; groups];
+            let mut den = vec![0f64; groups];
+            for (&(g, len), &sc) in tensors.iter().zip(scales) {
+                num[g] += len as f64 * sc as f64;
+                den[g] += len as f64;
+            }
+            for ((u, n), d) in used.iter_mut().zip(&num).zip(&den) {
+                if *d > 0.0 {
+                    *u *= n / d;
+                }
+            }
+        }
+        match solver {
+            Some(_) => normalizers
+                .iter_mut()
+                .zip(&used)
+                .for_each(|(n, &u)| n.step(u)),
+            None => report
+                .rate_sum
+                .iter_mut()
+                .zip(&used)
+                .for_each(|(acc, &u)| *acc += u),
+        }
+    }
+    if solver.is_some() {
+        for (acc, n) in report.rate_sum.iter_mut().zip(&normalizers) {
+            *acc = n.value();
+        }
     }
     report.steps = steps;
     if steps > 0 {

@@ -402,6 +402,39 @@ impl StrategyConfig {
                 return Err(Error::invalid(format!("strategy.{k}"), v, "finite and > 0"));
             }
         }
+        if self.flower_compatible && self.normalize != Normalize::Off {
+            return Err(Error::invalid(
+                "strategy.normalize",
+                format!("{:?}", self.normalize).to_lowercase(),
+                "off with flower_compatible = true (Flower does not normalise; leave \
+                 normalize out, or set flower_compatible = false)",
+            ));
+        }
+        let f32_ok = |k: &str, v: f64| {
+            if (v as f32).is_finite() && (v == 0.0 || v as f32 != 0.0) {
+                Ok(())
+            } else {
+                Err(Error::invalid(
+                    k,
+                    format!("{v:e}"),
+                    "a value that fits an f32 (about 1e-38 to 3.4e38): it is used as one",
+                ))
+            }
+        };
+        f32_ok("strategy.server_lr", lr)?;
+        f32_ok("strategy.mu", self.mu)?;
+        f32_ok("strategy.meta_lr", self.meta_lr)?;
+        f32_ok("strategy.hf_delta", self.hf_delta)?;
+        f32_ok("strategy.mu_reg", self.mu_reg)?;
+        for (k, v) in [
+            ("strategy.lambda", self.lambda),
+            ("strategy.personal_lr", self.personal_lr),
+            ("strategy.alpha_lr", self.alpha_lr),
+        ] {
+            if let Some(v) = v {
+                f32_ok(k, v)?;
+            }
+        }
         if self.name == StrategyName::Fednova && self.normalize == Normalize::Off {
             return Err(Error::invalid(
                 "strategy.normalize",
@@ -643,6 +676,24 @@ impl StrategyConfig {
             frozen_groups: frozen,
             train_all: self.train_all,
         }
+    }
+
+    /// Whether the server sends clients its optimiser state (plan `state_mode =
+    /// "server-init"`): the FedAvg family only. SCAFFOLD and FedDyn use the message's one
+    /// extras slot for their own payload, the personalised family and the asynchronous
+    /// algorithms never send one.
+    pub fn sends_optimizer_state(&self) -> bool {
+        matches!(
+            self.name,
+            StrategyName::Fedavg
+                | StrategyName::Fedavgm
+                | StrategyName::Fedadagrad
+                | StrategyName::Fedadam
+                | StrategyName::Fedyogi
+                | StrategyName::Fedexp
+                | StrategyName::Fednova
+                | StrategyName::Fedprox
+        )
     }
 
     /// Whether the algorithm is one of the personalised family (ALGORITHMS.md Part E).

@@ -345,7 +345,7 @@ pub fn validate_train_res(
             .iter()
             .any(|r| !r.is_finite() || *r < 0.0)
     {
-        return Err(ClientFailure::Error(format!(
+        return Err(ClientFailure::BadReport(format!(
             "report.rate_sum must hold {} finite values >= 0, got {:?}",
             spec.num_groups(),
             res.report.rate_sum
