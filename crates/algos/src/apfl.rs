@@ -206,6 +206,7 @@ impl Algorithm for ApflConfig {
             if !(a.is_finite() && a >= 0.0) {
                 return Err(Error::invalid("strategy.alpha_lr", a, "must be >= 0"));
             }
+            crate::config::check_f32("strategy.alpha_lr", a)?;
         }
         Ok(())
     }

@@ -5,7 +5,10 @@
 //! way the update is pre-scaled last when the strategy aggregates linearly. A payload
 //! that no part handles is an error, never ignored.
 
-use crate::local::{evaluate_on, pre_scale, run_local, GradientCorrection};
+use crate::local::{evaluate_on, local_train_controlled, pre_scale, run_local};
+use fedpace_core::{Dataset, RatePlan, TrainReport};
+use fedpace_optim::State;
+use rand::Rng;
 use crate::parts::{ClientParts, Finish, RecipeCx, Terms};
 use crate::personal;
 use fedpace_core::rng::{stream, Purpose};
@@ -13,9 +16,65 @@ use fedpace_core::{
     Client, ClientData, ClientId, EvalIns, EvalRes, Extensions, LocalState, Model, PersonalEval,
     Result, TrainIns, TrainRes,
 };
-pub use crate::local::{local_train, BatchOrder};
+pub use crate::local::{BatchOrder, GradientCorrection};
 use fedpace_params::{l2_norm, ParamTree};
 use std::sync::Arc;
+
+/// The standard local loop with the plan's step controller (Δ-SGD for `delta-sgd`):
+/// `steps` steps from `params` under `plan` from cumulative step `step_offset`, from
+/// optimiser state `opt_state` (`None`: fresh; it holds the state after the last step on
+/// return). See [`crate::local::local_train_controlled`].
+#[allow(clippy::too_many_arguments)]
+pub fn local_train(
+    model: &mut dyn Model,
+    data: &dyn Dataset,
+    params: &mut ParamTree,
+    plan: &RatePlan,
+    steps: u32,
+    step_offset: u64,
+    rng: impl Rng,
+    opt_state: &mut Option<State>,
+) -> Result<TrainReport> {
+    local_train_with(
+        model,
+        data,
+        params,
+        plan,
+        steps,
+        step_offset,
+        rng,
+        opt_state,
+        GradientCorrection::default(),
+    )
+}
+
+/// [`local_train`] with a [`GradientCorrection`] added to every gradient.
+#[allow(clippy::too_many_arguments)]
+pub fn local_train_with(
+    model: &mut dyn Model,
+    data: &dyn Dataset,
+    params: &mut ParamTree,
+    plan: &RatePlan,
+    steps: u32,
+    step_offset: u64,
+    rng: impl Rng,
+    opt_state: &mut Option<State>,
+    correction: GradientCorrection<'_>,
+) -> Result<TrainReport> {
+    let mut controller = crate::policies::curvature::step_controller(plan);
+    local_train_controlled(
+        model,
+        data,
+        params,
+        plan,
+        steps,
+        step_offset,
+        rng,
+        opt_state,
+        correction,
+        controller.as_deref_mut(),
+    )
+}
 
 /// A client that trains a [`Model`] on its [`ClientData`], with the parts of every
 /// algorithm it knows (the built-in ones by default).

@@ -276,6 +276,26 @@ macro_rules! __algorithms {
     };
 }
 
+/// Whether an f64 keeps its meaning as the f32 the models and optimisers use: finite,
+/// and not rounded to 0 when it is not 0 (`1e308` and `1e-50` do not).
+pub fn fits_f32(v: f64) -> bool {
+    let f = v as f32;
+    f.is_finite() && (v == 0.0 || f != 0.0)
+}
+
+/// Errors unless `v` fits an f32 ([`fits_f32`]); `key` names it.
+pub fn check_f32(key: &str, v: f64) -> Result<()> {
+    if fits_f32(v) {
+        Ok(())
+    } else {
+        Err(Error::invalid(
+            key,
+            format!("{v:e}"),
+            "a value that fits an f32 (about 1e-38 to 3.4e38): it is used as one",
+        ))
+    }
+}
+
 /// `path: message` of a nested deserialisation error.
 pub(crate) fn path_error(e: serde_path_to_error::Error<serde_json::Error>) -> String {
     let path = e.path().to_string();
@@ -501,6 +521,13 @@ impl StrategyConfig {
                 users.join(", ")
             ));
         }
+        if map.contains_key("fraction") && map.contains_key("clients_per_round") {
+            return Err("strategy.fraction: set together with strategy.clients_per_round; set \
+                        one (fraction C samples ⌈C·N⌉ clients a round, clients_per_round a fixed \
+                        count)"
+                .into());
+        }
+        let normalize_written = map.contains_key("normalize");
         let round_keys = Self::round_keys(&default);
         let (round, own): (serde_json::Map<_, _>, serde_json::Map<_, _>) =
             map.into_iter().partition(|(k, _)| round_keys.contains(k));
@@ -510,7 +537,13 @@ impl StrategyConfig {
         let algorithm = AlgorithmConfig::from_json(&name, serde_json::Value::Object(own))
             .expect("a known name")
             .map_err(|e| format!("strategy.{e}"))?;
-        Ok(Self { round, algorithm })
+        let mut s = Self { round, algorithm };
+        // `flower_compatible` reproduces Flower, which does not normalise: normalisation
+        // defaults to off with it (an explicit "auto" or "on" is refused by `validate`).
+        if s.server_optimizer().flower_compatible() && !normalize_written {
+            s.round.normalize = Normalize::Off;
+        }
+        Ok(s)
     }
 
     /// The table as JSON: `name`, the shared keys the algorithm takes, its own keys
@@ -521,7 +554,8 @@ impl StrategyConfig {
         let keys = Self::round_keys(&self.algorithm);
         if let Ok(serde_json::Value::Object(r)) = serde_json::to_value(&self.round) {
             for (k, v) in r {
-                if keys.contains(&k) && !v.is_null() {
+                let unused = k == "clients_per_round" && self.round.fraction.is_some();
+                if keys.contains(&k) && !v.is_null() && !unused {
                     m.insert(k, v);
                 }
             }
@@ -550,8 +584,17 @@ impl StrategyConfig {
             if !(lr.is_finite() && lr > 0.0) {
                 return Err(Error::invalid("strategy.server_lr", lr, "must be > 0"));
             }
-            self.server_optimizer()
-                .validate(self.algorithm.as_dyn().own_server_optimizer().is_some())?;
+            check_f32("strategy.server_lr", lr)?;
+            let server = self.server_optimizer();
+            server.validate(self.algorithm.as_dyn().own_server_optimizer().is_some())?;
+            if server.flower_compatible() && self.round.normalize != Normalize::Off {
+                return Err(Error::invalid(
+                    "strategy.normalize",
+                    format!("{:?}", self.round.normalize).to_lowercase(),
+                    "off with flower_compatible = true (Flower does not normalise; leave \
+                     normalize out, or set flower_compatible = false)",
+                ));
+            }
         }
         self.algorithm.as_dyn().validate(&self.round)
     }

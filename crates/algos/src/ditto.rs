@@ -11,7 +11,7 @@
 //! is `personal_lr` (default: the plan's rate) with the plan's group multipliers.
 
 use crate::config::{Algorithm, BuildCx, Built, RoundConfig};
-use crate::local::{local_train_with, plan_with_base, run_local, state_bytes, GradientCorrection};
+use crate::local::{local_train_controlled, plan_with_base, run_local, state_bytes, GradientCorrection};
 use crate::parts::{Recipe, RecipeCx, RecipeRound};
 use crate::personal::{build, personal_or_global, PersonalHooks, PersonalModel};
 use crate::registry::Algorithms;
@@ -62,7 +62,7 @@ pub fn train_personal(
 ) -> Result<()> {
     let plan = plan_with_base(plan, k.personal_lr.unwrap_or(plan.base_lr));
     let mut controller = cx.controller(&plan);
-    local_train_with(
+    local_train_controlled(
         cx.model,
         cx.data.train.as_ref(),
         v,
@@ -176,8 +176,9 @@ impl Algorithm for DittoConfig {
             if !(l.is_finite() && l > 0.0) {
                 return Err(Error::invalid("strategy.personal_lr", l, "must be > 0"));
             }
+            crate::config::check_f32("strategy.personal_lr", l)?;
         }
-        Ok(())
+        crate::config::check_f32("strategy.lambda", self.lambda)
     }
     fn register(a: &mut Algorithms) {
         a.payload::<Ditto>().payload::<DittoPersonalOptimizer>();

@@ -47,6 +47,7 @@ impl Algorithm for FedAsyncConfig {
         if !(self.mu.is_finite() && self.mu >= 0.0) {
             return Err(Error::invalid("strategy.mu", self.mu, "a finite μ >= 0"));
         }
+        crate::config::check_f32("strategy.mu", self.mu)?;
         if self.concurrency == 0 {
             return Err(Error::invalid("strategy.concurrency", 0, "at least 1"));
         }

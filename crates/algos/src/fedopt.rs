@@ -279,6 +279,23 @@ impl ServerOptimizerConfig {
         }
     }
 
+    /// Whether it follows Flower 1.42's rule (`flower_compatible = true`).
+    pub fn flower_compatible(&self) -> bool {
+        matches!(
+            self,
+            ServerOptimizerConfig::Adagrad {
+                flower_compatible: true,
+                ..
+            } | ServerOptimizerConfig::Adam {
+                flower_compatible: true,
+                ..
+            } | ServerOptimizerConfig::Yogi {
+                flower_compatible: true,
+                ..
+            }
+        )
+    }
+
     /// Checks ranges; `top_level`: the keys are the algorithm's own (`strategy.beta1`),
     /// else under `strategy.server_optimizer.`.
     pub fn validate(&self, top_level: bool) -> Result<()> {

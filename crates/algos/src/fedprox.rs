@@ -33,7 +33,7 @@ impl Algorithm for FedProxConfig {
         if !(self.mu.is_finite() && self.mu >= 0.0) {
             return Err(Error::invalid("strategy.mu", self.mu, "a finite μ >= 0"));
         }
-        Ok(())
+        crate::config::check_f32("strategy.mu", self.mu)
     }
     fn build(&self, mut cx: BuildCx) -> Result<Built> {
         cx.settings.base_plan.prox_mu = self.mu;

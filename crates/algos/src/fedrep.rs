@@ -13,7 +13,7 @@
 use crate::config::{Algorithm, BuildCx, Built, RoundConfig};
 use crate::fedper::DEFAULT_PERSONAL_GROUPS;
 use crate::local::{
-    end_state, local_train_with, plan_zeroing, start_state, state_bytes, GradientCorrection,
+    end_state, local_train_controlled, plan_zeroing, start_state, state_bytes, GradientCorrection,
 };
 use crate::parts::{Recipe, RecipeCx, RecipeRound};
 use crate::personal::{build, check_labels, labels, masks, merge_personal, PersonalHooks};
@@ -89,7 +89,7 @@ impl Recipe for FedRepClient {
             None
         };
         let mut controller = cx.controller(&head);
-        let a = local_train_with(
+        let a = local_train_controlled(
             cx.model,
             data.as_ref(),
             &mut x,
@@ -108,7 +108,7 @@ impl Recipe for FedRepClient {
         }
         let mut body_state = start_state(&body, &ins.ext, state);
         let mut controller = cx.controller(&body);
-        let b = local_train_with(
+        let b = local_train_controlled(
             cx.model,
             data.as_ref(),
             &mut x,

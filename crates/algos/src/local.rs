@@ -15,8 +15,8 @@ use fedpace_core::{
     TrainReport,
 };
 use fedpace_optim::{
-    add_proximal, apply_updates, clip_by_global_norm, OptimizerSpec, State, StateMode, StepContext,
-    Transform,
+    add_proximal, apply_updates, clip_by_global_norm, LinearSolver, Normalizer, OptimizerSpec,
+    State, StateMode, StepContext, Transform,
 };
 use fedpace_params::{l2_norm, ParamSpec, ParamTree};
 use rand::seq::SliceRandom;
@@ -101,39 +101,48 @@ pub trait StepController: Send {
     ) -> Result<f64>;
 }
 
-/// Runs `steps` local steps from `params` under `plan`, starting at cumulative step
-/// `step_offset`. `opt_state` is the optimiser state to continue from (`None`: fresh);
-/// on return it holds the state after the last step. Returns the report (without
-/// update norm). The plan's `prox_mu` is not applied here; see [`local_train_with`].
-#[allow(clippy::too_many_arguments)]
-pub fn local_train(
-    model: &mut dyn Model,
-    data: &dyn Dataset,
-    params: &mut ParamTree,
-    plan: &RatePlan,
-    steps: u32,
-    step_offset: u64,
-    rng: impl Rng,
-    opt_state: &mut Option<State>,
-) -> Result<TrainReport> {
-    local_train_with(
-        model,
-        data,
-        params,
-        plan,
-        steps,
-        step_offset,
-        rng,
-        opt_state,
-        GradientCorrection::default(),
-        None,
-    )
+/// The linear part of `opt` with an extra pull `mu` towards the round's start (a
+/// proximal term), for FedNova's normaliser; `None` for adaptive optimisers (Adam, …),
+/// whose rate sums stay `Σ_s η_s`.
+fn linear_solver(opt: &OptimizerSpec, mu: f64) -> Option<LinearSolver> {
+    let (momentum, nesterov, decay) = match *opt {
+        OptimizerSpec::Sgd { weight_decay } => (0.0, false, weight_decay),
+        OptimizerSpec::DeltaSgd { .. } => (0.0, false, 0.0),
+        OptimizerSpec::Momentum {
+            momentum,
+            nesterov,
+            weight_decay,
+        } => (momentum, nesterov, weight_decay),
+        OptimizerSpec::Lars {
+            momentum,
+            weight_decay,
+            ..
+        } => (momentum, false, weight_decay),
+        _ => return None,
+    };
+    Some(LinearSolver {
+        momentum,
+        nesterov,
+        mu: mu + decay,
+    })
 }
 
-/// [`local_train`] with a [`GradientCorrection`] added to every gradient and the plan's
-/// step controller (required when the plan's optimiser has one: `delta-sgd`).
+/// Runs `steps` local steps from `params` under `plan`, starting at cumulative step
+/// `step_offset`, with a [`GradientCorrection`] added to every gradient and the plan's
+/// step `controller` (required when the plan's optimiser has one: `delta-sgd`; see
+/// `policies::curvature::step_controller`). `opt_state` is the optimiser state to
+/// continue from (`None`: fresh); on return it holds the state after the last step.
+/// Returns the report (without update norm).
+///
+/// The report's `rate_sum[g]` is group g's total step size Λ_g as FedNova defines it
+/// (docs/rate-policies.md, "Objective consistency"): the rates really used — times
+/// the controller's factor and the mean trust ratio of the group's tensors (weighted by
+/// their sizes) — and, for the linear solvers (SGD, momentum, LARS, with a proximal term
+/// or weight decay), weighted by how much each step's gradient moves the round's result
+/// ([`Normalizer`]). For plain SGD that is `Σ_s η_{g,s}`; for adaptive optimisers it
+/// stays `Σ_s η_{g,s}`.
 #[allow(clippy::too_many_arguments)]
-pub fn local_train_with(
+pub fn local_train_controlled(
     model: &mut dyn Model,
     data: &dyn Dataset,
     params: &mut ParamTree,
@@ -183,6 +192,12 @@ pub fn local_train_with(
         rate_sum: vec![0.0; groups],
         ..Default::default()
     };
+    let prox_mu = correction.proximal.map_or(0.0, |(mu, _)| mu);
+    let solver = linear_solver(&plan.optimizer, prox_mu);
+    let mut normalizers = vec![Normalizer::new(solver.unwrap_or_default()); groups];
+    // (group, length) of every tensor, for trust ratios reported per tensor.
+    let tensors: Vec<(usize, usize)> = spec.entries().iter().map(|e| (e.group, e.len())).collect();
+    let mut used = Vec::with_capacity(groups);
     let per_epoch = data.len().div_ceil(plan.batch_size.max(1) as usize).max(1) as u32;
     let tail_from = steps.saturating_sub(per_epoch);
     let (mut loss_all, mut loss_tail, mut n_tail) = (0f64, 0f64, 0u32);
@@ -211,9 +226,6 @@ pub fn local_train_with(
                 .iter_mut()
                 .for_each(|r| *r = (*r as f64 * factor) as f32);
         }
-        for (acc, r) in report.rate_sum.iter_mut().zip(&rates) {
-            *acc += *r as f64;
-        }
         let ctx = StepContext {
             spec: &spec,
             group_rates: &rates,
@@ -232,6 +244,38 @@ pub fn local_train_with(
         }
         tx.update(&mut grad, opt_state, params.as_slice(), &ctx)?;
         apply_updates(params.as_mut_slice(), &grad);
+        // The rates this step really used: a layer-wise trust ratio scales each tensor.
+        used.clear();
+        used.extend(rates.iter().map(|&r| r as f64));
+        if let Some(scales) = tx.tensor_scales(opt_state) {
+            let mut num = vec![0f64; groups];
+            let mut den = vec![0f64; groups];
+            for (&(g, len), &sc) in tensors.iter().zip(scales) {
+                num[g] += len as f64 * sc as f64;
+                den[g] += len as f64;
+            }
+            for ((u, n), d) in used.iter_mut().zip(&num).zip(&den) {
+                if *d > 0.0 {
+                    *u *= n / d;
+                }
+            }
+        }
+        match solver {
+            Some(_) => normalizers
+                .iter_mut()
+                .zip(&used)
+                .for_each(|(n, &u)| n.step(u)),
+            None => report
+                .rate_sum
+                .iter_mut()
+                .zip(&used)
+                .for_each(|(acc, &u)| *acc += u),
+        }
+    }
+    if solver.is_some() {
+        for (acc, n) in report.rate_sum.iter_mut().zip(&normalizers) {
+            *acc = n.value();
+        }
     }
     report.steps = steps;
     if steps > 0 {
@@ -423,16 +467,19 @@ pub struct OptimizerStateUp(pub State);
 impl Payload for OptimizerStateUp {
     const NAME: &'static str = "optimizer-state-up";
     fn validate(&self, spec: &ParamSpec) -> std::result::Result<(), String> {
-        fn ok(s: &State, len: usize) -> bool {
-            s.buffers.iter().all(|b| b.len() == len && b.iter().all(|v| v.is_finite()))
-                && s.children.iter().all(|c| ok(c, len))
+        // Buffers track the parameters (moments) or their tensors (trust ratios).
+        let max = spec.total_len().max(spec.entries().len());
+        fn ok(s: &State, max: usize) -> bool {
+            s.buffers
+                .iter()
+                .all(|b| b.len() <= max && b.iter().all(|v| v.is_finite()))
+                && s.children.iter().all(|c| ok(c, max))
         }
-        if ok(&self.0, spec.total_len()) {
+        if ok(&self.0, max) {
             Ok(())
         } else {
             Err(format!(
-                "optimiser buffers must hold {} finite values each",
-                spec.total_len()
+                "optimiser buffers must hold at most {max} finite values each"
             ))
         }
     }
@@ -477,7 +524,7 @@ pub fn end_state(
     }
 }
 
-/// [`local_train_with`] under the plan's state mode: starts from [`start_state`], ends
+/// [`local_train_controlled`] under the plan's state mode: starts from [`start_state`], ends
 /// with [`end_state`].
 #[allow(clippy::too_many_arguments)]
 pub fn run_local(
@@ -495,7 +542,7 @@ pub fn run_local(
     controller: Option<&mut (dyn StepController + 'static)>,
 ) -> Result<TrainReport> {
     let mut opt = start_state(plan, ins, state);
-    let r = local_train_with(
+    let r = local_train_controlled(
         model, data, params, plan, steps, step_offset, rng, &mut opt, correction, controller,
     )?;
     end_state(plan, opt, state, reply);

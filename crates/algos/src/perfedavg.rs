@@ -19,7 +19,7 @@
 
 use crate::config::{Algorithm, BuildCx, Built, Combination, RoundConfig};
 use crate::local::{
-    end_state, local_train_with, optimizer_step, rates_with_base, start_state, BatchOrder,
+    end_state, local_train_controlled, optimizer_step, rates_with_base, start_state, BatchOrder,
     GradientCorrection, GroupMap,
 };
 use crate::parts::{Recipe, RecipeCx, RecipeRound};
@@ -187,7 +187,7 @@ impl Recipe for PerFedAvgClient {
         let mut x = ins.params.as_ref().clone();
         if !cx.data.train.is_empty() {
             let rng = stream(ins.seed, ins.round as u64, cx.id, Purpose::FineTune);
-            local_train_with(
+            local_train_controlled(
                 cx.model,
                 cx.data.train.as_ref(),
                 &mut x,
@@ -245,6 +245,7 @@ impl Algorithm for PerFedAvgConfig {
             if !(v.is_finite() && v > 0.0) {
                 return Err(Error::invalid(k, v, "must be > 0"));
             }
+            crate::config::check_f32(k, v)?;
         }
         Ok(())
     }

@@ -16,7 +16,7 @@
 //! same optimiser with its own state, kept under `state_mode = "keep"` and fresh
 //! otherwise.
 
-use crate::local::{evaluate_on, local_train_with, GradientCorrection};
+use crate::local::{evaluate_on, local_train_controlled, GradientCorrection};
 use crate::parts::{Recipe, RecipeCx};
 use crate::pipeline::{AfterAggregate, ServerHooks};
 use fedpace_core::ext::Payload;
@@ -309,7 +309,7 @@ pub fn finetune(
         let mut plan = ins.plan.clone();
         plan.work = LocalWork::Steps(ins.finetune_steps);
         let mut controller = cx.controller(&plan);
-        local_train_with(
+        local_train_controlled(
             cx.model,
             cx.data.train.as_ref(),
             &mut x,

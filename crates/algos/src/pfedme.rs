@@ -196,6 +196,13 @@ impl Algorithm for PFedMeConfig {
         if !(self.mu_reg.is_finite() && self.mu_reg >= 0.0) {
             return Err(Error::invalid("strategy.mu_reg", self.mu_reg, "must be >= 0"));
         }
+        for (k, v) in [
+            ("strategy.lambda", self.lambda),
+            ("strategy.personal_lr", self.personal_lr),
+            ("strategy.mu_reg", self.mu_reg),
+        ] {
+            crate::config::check_f32(k, v)?;
+        }
         Ok(())
     }
     fn check(&self, c: &Combination<'_>) -> std::result::Result<(), String> {

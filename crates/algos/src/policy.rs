@@ -21,8 +21,10 @@ use std::collections::BTreeMap;
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(tag = "name", rename_all = "kebab-case", deny_unknown_fields)]
 pub enum PolicyConfig {
-    /// Every client gets the base plan.
+    /// Every client gets the base plan. Takes no keys besides `name` (an unknown key is
+    /// an error, as for every other policy).
     #[default]
+    #[serde(deserialize_with = "no_keys")]
     Constant,
     /// η_k = η · clamp((n_k / n̄)^γ, min, max).
     ByDataSize {
@@ -193,6 +195,15 @@ pub enum PolicyConfig {
     },
 }
 
+/// Deserialises a unit variant of the internally tagged enum, rejecting any key (serde
+/// ignores `deny_unknown_fields` for unit variants).
+fn no_keys<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<(), D::Error> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct NoKeys {}
+    NoKeys::deserialize(d).map(|_| ())
+}
+
 fn minus_one() -> f64 {
     -1.0
 }
@@ -239,12 +250,19 @@ fn check(ok: bool, key: &str, v: impl ToString, expected: &str) -> Result<()> {
 }
 
 fn check_clamp(min: f64, max: f64) -> Result<()> {
-    check(min > 0.0 && min.is_finite(), "min", min, "a multiplier > 0")?;
-    if !(max >= min && max.is_finite()) {
+    // Multipliers are applied to f32 rates: they must be f32s too.
+    let f32_ok = |v: f64| (v as f32).is_finite() && v as f32 > 0.0;
+    check(
+        min > 0.0 && f32_ok(min),
+        "min",
+        min,
+        "a multiplier > 0 that fits an f32",
+    )?;
+    if !(max >= min && f32_ok(max)) {
         return Err(Error::invalid(
             "policy.max",
             max,
-            format!("a multiplier >= policy.min ({min})"),
+            format!("a multiplier >= policy.min ({min}) that fits an f32"),
         ));
     }
     Ok(())
@@ -252,11 +270,14 @@ fn check_clamp(min: f64, max: f64) -> Result<()> {
 
 fn check_table(key: &str, t: &BTreeMap<String, f64>, lo_exclusive: bool, hi: f64) -> Result<()> {
     for (k, v) in t {
-        let ok = v.is_finite() && (if lo_exclusive { *v > 0.0 } else { *v >= 0.0 }) && *v <= hi;
+        let ok = v.is_finite()
+            && (*v as f32).is_finite()
+            && (if lo_exclusive { *v > 0.0 } else { *v >= 0.0 })
+            && *v <= hi;
         let exp = if hi.is_finite() {
             format!("in (0, {hi}]")
         } else {
-            "a finite multiplier >= 0".into()
+            "a finite multiplier >= 0 that fits an f32".into()
         };
         if !ok {
             return Err(Error::invalid(format!("policy.{key}.{k}"), v, exp));

@@ -271,7 +271,7 @@ fn every_stage_state_survives_save_and_restore() {
 /// an error, never plain SGD).
 #[test]
 fn a_step_controller_scales_the_rates_the_loop_reports() {
-    use fedpace_algos::local::{local_train_with, GradientCorrection, StepController};
+    use fedpace_algos::local::{local_train_controlled, GradientCorrection, StepController};
     struct Double;
     impl StepController for Double {
         fn factor(
@@ -287,7 +287,7 @@ fn a_step_controller_scales_the_rates_the_loop_reports() {
     let data: Arc<dyn fedpace_core::Dataset> = Arc::new(Points(points(1)));
     let train = |c: Option<&mut (dyn StepController + 'static)>, p: &RatePlan| {
         let mut x = init();
-        local_train_with(
+        local_train_controlled(
             &mut Quadratic,
             data.as_ref(),
             &mut x,

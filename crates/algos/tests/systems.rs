@@ -276,8 +276,14 @@ fn fedprox_with_by_data_size_policy_and_normalisation_by_hand() {
     let replies = fedpace_core::Grid::train(&mut grid, ins, &NoProgress);
     let summary = s.aggregate_train(1, &mut x, &replies, &pool).unwrap();
     assert!(summary.normalized);
-    // Each client (3 examples, equal weights ½): Λ_k = η_k τ; Δ_k closed form (FedProx).
-    let lam: Vec<f64> = lrs.iter().map(|l| l * tau as f64).collect();
+    // Each client (3 examples, equal weights ½): Δ_k closed form (FedProx), and Λ_k the
+    // FedNova normaliser of proximal SGD, η_k·[1 − (1 − η_k μ)^τ]/(η_k μ): the proximal
+    // term pulls every step back by (1 − η_k μ), so step s moves the result by
+    // η_k(1 − η_k μ)^(τ−1−s) (Wang et al. 2020, App. C), not η_k.
+    let lam: Vec<f64> = lrs
+        .iter()
+        .map(|l| (1.0 - (1.0 - l * mu).powi(tau as i32)) / mu)
+        .collect();
     let tau_eff = 0.5 * (lam[0] + lam[1]);
     for j in 0..DIM {
         let mut agg = 0.0;
@@ -395,8 +401,18 @@ fn async_loop_applies_step_limits_and_stragglers() {
         .filter(|c| c.failure.as_deref() == Some("straggler, dropped (late = drop)"))
         .count();
     assert!(failed > 0);
-    let hopeless = DevicesConfig {
+    // A dropout of 1 for everyone is a config error; one that only the draws make 1
+    // (e^10, clamped) stops the run after 1,000 failed arrivals.
+    let certain = DevicesConfig {
         dropout: Distribution::Constant { value: 1.0 },
+        ..Default::default()
+    };
+    assert!(certain.validate().is_err());
+    let hopeless = DevicesConfig {
+        dropout: Distribution::LogNormal {
+            mu: 10.0,
+            sigma: 0.1,
+        },
         ..Default::default()
     };
     let e = async_run_with(hopeless, 2, &mut fedbuff(), false).unwrap_err();

@@ -514,41 +514,20 @@ pub fn sgemm_gflops(reps: usize, threads: usize) -> f64 {
     let a: Vec<f32> = (0..n * n).map(|i| (i % 7) as f32 * 0.1).collect();
     let b: Vec<f32> = (0..n * n).map(|i| (i % 5) as f32 * 0.2).collect();
     let mut c = vec![0.0f32; n * n];
-    let parallelism = if threads > 1 {
-        gemm::Parallelism::Rayon(threads)
-    } else {
-        gemm::Parallelism::None
-    };
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads.max(1))
         .build()
         .expect("rayon pool");
     let secs = pool.install(|| {
         time_median(reps * 4, || {
-            // SAFETY: three contiguous n×n row-major matrices of n·n values each.
-            unsafe {
-                gemm::gemm(
-                    n,
-                    n,
-                    n,
-                    c.as_mut_ptr(),
-                    1,
-                    n as isize,
-                    false,
-                    a.as_ptr(),
-                    1,
-                    n as isize,
-                    b.as_ptr(),
-                    1,
-                    n as isize,
-                    0.0f32,
-                    1.0f32,
-                    false,
-                    false,
-                    false,
-                    parallelism,
-                )
-            }
+            // Through the kernels crate's checked wrapper, as every product in fedpace.
+            fedpace_kernels::sgemm(
+                fedpace_kernels::MatMut::row_major(&mut c, n, n, n),
+                fedpace_kernels::MatRef::row_major(&a, n, n, n),
+                fedpace_kernels::MatRef::row_major(&b, n, n, n),
+                false,
+                threads,
+            )
         })
     });
     2.0 * (n * n * n) as f64 / secs / 1e9

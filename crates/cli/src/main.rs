@@ -39,11 +39,13 @@ enum Command {
         /// Output directory (default runs/<name>-<timestamp>).
         #[arg(long)]
         out: Option<PathBuf>,
-        /// Run seed (overrides the file's `seed`).
-        #[arg(long)]
+        /// Run seed (overrides the file's `seed`; 0 to 2^63 − 1, as a TOML integer).
+        #[arg(long, allow_negative_numbers = true,
+              value_parser = clap::value_parser!(u64).range(0..=i64::MAX as u64))]
         seed: Option<u64>,
-        /// Clients trained in parallel (overrides `threads`; 0 = one per core).
-        #[arg(long)]
+        /// Clients trained in parallel (overrides `threads`; 0 = one per core; at most 4 ×
+        /// the cores).
+        #[arg(long, allow_negative_numbers = true)]
         threads: Option<usize>,
         /// Override any key by its dotted path, e.g. --set strategy.server_lr=0.5
         #[arg(long = "set", value_name = "KEY=VALUE")]
@@ -148,6 +150,9 @@ fn dispatch(cli: Cli) -> Result<()> {
             }
             match config {
                 Some(path) => {
+                    if let Some(t) = threads {
+                        config::check_threads(t, "--threads").map_err(ConfigError)?;
+                    }
                     let mut cfg = ExperimentConfig::load(&path, &overrides)?;
                     if let Some(t) = threads {
                         cfg.threads = t;
@@ -160,7 +165,12 @@ fn dispatch(cli: Cli) -> Result<()> {
                     print_table(&[(cfg.name.clone(), summary)]);
                     println!("results in {}", dir.display());
                 }
-                None => quickstart(out, threads, &overrides)?,
+                None => {
+                    if let Some(t) = threads {
+                        config::check_threads(t, "--threads").map_err(ConfigError)?;
+                    }
+                    quickstart(out, threads, &overrides)?
+                }
             }
             Ok(())
         }
@@ -172,15 +182,18 @@ fn dispatch(cli: Cli) -> Result<()> {
             rounds,
             state_mb,
             algorithm,
-        } => bench::run(&bench::BenchOptions {
-            workload,
-            quick,
-            threads,
-            clients,
-            rounds,
-            state_mb,
-            algorithm,
-        }),
+        } => {
+            config::check_threads(threads, "--threads").map_err(ConfigError)?;
+            bench::run(&bench::BenchOptions {
+                workload,
+                quick,
+                threads,
+                clients,
+                rounds,
+                state_mb,
+                algorithm,
+            })
+        }
         Command::Datasets { action, data_dir } => {
             let dir = runner::data_dir(data_dir.as_deref());
             match action {
@@ -247,7 +260,7 @@ fn quickstart(out: Option<PathBuf>, threads: Option<usize>, overrides: &[String]
 fn print_table(rows: &[(String, serde_json::Value)]) {
     let pct = |v: &serde_json::Value| {
         v.as_f64()
-            .map_or("–".to_string(), |x| format!("{:.1}%", 100.0 * x))
+            .map_or("n/a".to_string(), |x| format!("{:.1}%", 100.0 * x))
     };
     println!();
     println!(

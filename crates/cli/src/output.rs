@@ -97,6 +97,12 @@ pub struct RunWriter {
     trace: bool,
     trace_index: Vec<serde_json::Value>,
     groups: Vec<String>,
+    /// Rejected updates over the run, the rounds with any, and the first one.
+    rejected: usize,
+    rejected_rounds: u32,
+    first_rejection: Option<(u32, String)>,
+    /// The first evaluated round whose global loss was NaN or infinite.
+    nonfinite_loss_round: Option<u32>,
 }
 
 impl RunWriter {
@@ -139,20 +145,29 @@ impl RunWriter {
             trace,
             trace_index: Vec::new(),
             groups,
+            rejected: 0,
+            rejected_rounds: 0,
+            first_rejection: None,
+            nonfinite_loss_round: None,
         })
     }
 
     fn message(&self) -> String {
-        let acc = self.last_eval.as_ref().map_or("–".to_string(), |e| {
-            format!("{:.1}%", 100.0 * e.global_accuracy)
-        });
+        let acc = match self.last_eval.as_ref().map(|e| e.global_accuracy) {
+            Some(a) if a.is_finite() => format!("{:.1}%", 100.0 * a),
+            Some(_) => "n/a".to_string(),
+            None => "–".to_string(),
+        };
+        let loss = if self.last_loss.is_finite() {
+            format!("{:.4}", self.last_loss)
+        } else {
+            "–".to_string()
+        };
         format!(
-            "{} {}/{} clients · loss {:.4} · acc {}",
+            "{} {}/{} clients · loss {loss} · acc {acc}",
             self.phase.0,
             self.counter.done.load(Ordering::Relaxed),
             self.phase.1,
-            self.last_loss,
-            acc
         )
     }
 
@@ -240,8 +255,10 @@ impl RunWriter {
         obj.insert("rounds".into(), json!(self.rounds));
         // `global.accuracy` is on the source's own held-out test set when it has one
         // (MNIST's 10k images), else on all clients' test splits pooled.
+        // No test sample anywhere (no test split, `test_fraction = 0`): null, never 0.
         let (acc, loss, on) = match &final_eval.central {
             Some(c) => (c.accuracy(), c.loss(), "held-out test set"),
+            None if final_eval.samples == 0 => (f64::NAN, f64::NAN, "none"),
             None => (
                 final_eval.global_accuracy,
                 final_eval.global_loss,
@@ -268,13 +285,32 @@ impl RunWriter {
                 "std_accuracy": final_eval.personalized_std_accuracy,
             }),
         );
+        obj.insert("rejected_updates".into(), json!(self.rejected));
+        obj.insert("rounds_with_rejections".into(), json!(self.rejected_rounds));
+        obj.insert(
+            "global_loss_nonfinite_round".into(),
+            json!(self.nonfinite_loss_round),
+        );
+        if let Some((round, first)) = &self.first_rejection {
+            eprintln!(
+                "warning: {}: {} update(s) rejected in {} of {} rounds (first in round {round}: \
+                 {first}); per round in metrics.jsonl (\"rejected\")",
+                self.label, self.rejected, self.rejected_rounds, self.rounds
+            );
+        }
+        if let Some(round) = self.nonfinite_loss_round {
+            eprintln!(
+                "warning: {}: the global loss is not finite from round {round} on: the model \
+                 diverged (try a smaller client.lr or server_lr)",
+                self.label
+            );
+        }
         obj.insert("wall_seconds".into(), json!(wall));
         obj.insert("peak_rss_mb".into(), json!(peak_rss_mb()));
         std::fs::write(
             self.dir.join("summary.json"),
             serde_json::to_string_pretty(&summary)?,
         )?;
-        let _ = &self.label;
         Ok(summary)
     }
 }
@@ -355,8 +391,23 @@ impl Observer for RunWriter {
         _global: &ParamTree,
     ) -> fedpace_core::Result<()> {
         self.last_loss = rec.train_loss;
-        if rec.eval.is_some() {
-            self.last_eval = rec.eval.clone();
+        if let Some(e) = &rec.eval {
+            self.last_eval = Some(e.clone());
+            let central_bad = e
+                .central
+                .is_some_and(|c| c.count > 0 && !c.loss().is_finite());
+            let pooled_bad = e.samples > 0 && !e.global_loss.is_finite();
+            if (central_bad || pooled_bad) && self.nonfinite_loss_round.is_none() {
+                self.nonfinite_loss_round = Some(rec.round);
+            }
+        }
+        let rejected = rec.rejected();
+        if rejected.count > 0 {
+            self.rejected += rejected.count;
+            self.rejected_rounds += 1;
+            if let (None, Some(first)) = (&self.first_rejection, &rejected.first) {
+                self.first_rejection = Some((rec.round, first.clone()));
+            }
         }
         let clients: Vec<serde_json::Value> = rec
             .clients
@@ -416,6 +467,7 @@ impl Observer for RunWriter {
             "sampled": rec.sampled,
             "train_loss": if rec.train_loss.is_finite() { Some(rec.train_loss) } else { None },
             "failures": rec.clients.iter().filter(|c| c.failure.is_some()).count(),
+            "rejected": { "count": rejected.count, "reasons": rejected.reasons },
             "normalized": rec.aggregate.normalized,
             "step_norm": rec.aggregate.step_norm,
             "server_lr": rec.aggregate.server_lr,

@@ -114,12 +114,138 @@ pub struct Prepared {
     description: String,
 }
 
+/// The most parameters a model may have: 2^28 (1 GiB of f32 a copy; a run holds several
+/// copies per thread). fedpace's models are CPU models of at most a few million.
+pub const MAX_PARAMS: u128 = 1 << 28;
+
+/// The most f32 values one client's bench data may hold (samples × values per sample):
+/// 2^28, 1 GiB.
+pub const MAX_CLIENT_VALUES: u128 = 1 << 28;
+
+/// `MemAvailable` of `/proc/meminfo` in bytes (Linux; `None` elsewhere).
+fn mem_available() -> Option<u128> {
+    let s = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = s.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kb: u128 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// The product of `xs` in u128, `None` past u128 (so past any limit).
+fn product(xs: impl IntoIterator<Item = usize>) -> Option<u128> {
+    xs.into_iter()
+        .try_fold(1u128, |acc, x| acc.checked_mul(x as u128))
+}
+
+/// Checks sizes the config decides before anything is allocated: a bench source's
+/// `sample_shape × samples_per_client` (checked arithmetic).
+fn check_data_sizes(cfg: &ExperimentConfig) -> Result<(), UsageError> {
+    if cfg.data.source != fedpace_data::Source::Bench {
+        return Ok(());
+    }
+    let shape = cfg.data.sample_shape.clone().unwrap_or_else(|| vec![60]);
+    let samples = cfg
+        .data
+        .samples_per_client
+        .unwrap_or(fedpace_data::bench::DEFAULT_SAMPLES);
+    let values = product(shape.iter().copied().chain([samples]));
+    if values.is_none_or(|v| v > MAX_CLIENT_VALUES) {
+        return Err(UsageError(format!(
+            "data.sample_shape = {shape:?}: with samples_per_client = {samples} a client holds \
+             {} values; expected at most {MAX_CLIENT_VALUES} (1 GiB of f32)",
+            values.map_or("more than 2^128".to_string(), |v| v.to_string())
+        )));
+    }
+    Ok(())
+}
+
+/// Checks one sample of every split against the input shape the model is built for, so
+/// a test set of another image size (or a degenerate one) is an error before the run.
+fn check_sample_shapes(fed: &fedpace_data::Federation) -> Result<(), UsageError> {
+    use fedpace_core::data::Inputs;
+    let want = match &fed.sample_shape {
+        fedpace_data::InputShape::Dense(s) => s.clone(),
+        fedpace_data::InputShape::Tokens { .. } => return Ok(()),
+    };
+    let check = |what: &str, d: &dyn fedpace_core::Dataset| -> Result<(), UsageError> {
+        if d.is_empty() {
+            return Ok(());
+        }
+        if let Inputs::Dense { data, sample_shape } = d.batch(&[0]).inputs {
+            let n = product(want.iter().copied());
+            if data.is_empty() || n != Some(data.len() as u128) {
+                return Err(UsageError(format!(
+                    "data: {} ({what}) has samples of shape {sample_shape:?} ({} values); \
+                     expected {want:?} like the training samples",
+                    fed.description,
+                    data.len()
+                )));
+            }
+        }
+        Ok(())
+    };
+    if fed.data.num_clients() > 0 {
+        let c = fed
+            .data
+            .client(0)
+            .map_err(|e| UsageError(format!("data: client 0: {e}")))?;
+        check("client 0's training split", c.train.as_ref())?;
+        check("client 0's test split", c.test.as_ref())?;
+    }
+    if let Some(t) = &fed.global_test {
+        check("the held-out test set", t.as_ref())?;
+    }
+    Ok(())
+}
+
+/// Checks the model's parameter count (checked arithmetic over its tensor shapes)
+/// against [`MAX_PARAMS`] and, where `/proc/meminfo` tells, the memory a run needs —
+/// about 4 bytes × params × (4 + 4 × threads): the global model, the aggregate, and per
+/// training thread a model, a gradient, an update and optimiser state.
+fn check_model_size(
+    cfg: &ExperimentConfig,
+    spec: &fedpace_params::ParamSpec,
+    threads: usize,
+) -> Result<(), UsageError> {
+    let params = spec.entries().iter().try_fold(0u128, |acc, e| {
+        acc.checked_add(product(e.shape.iter().copied())?)
+    });
+    let name = model_name(cfg);
+    match params {
+        Some(p) if p <= MAX_PARAMS => {
+            let threads = if threads == 0 {
+                std::thread::available_parallelism().map_or(1, |n| n.get())
+            } else {
+                threads
+            } as u128;
+            let need = 4 * p * (4 + 4 * threads);
+            if let Some(avail) = mem_available().filter(|&a| need > a) {
+                return Err(UsageError(format!(
+                    "model: {name} has {p} parameters: a run on {threads} thread(s) needs about \
+                     {} MiB, more than the {} MiB available; expected a smaller model or fewer \
+                     threads",
+                    need >> 20,
+                    avail >> 20
+                )));
+            }
+            Ok(())
+        }
+        p => Err(UsageError(format!(
+            "model: {name} has {} parameters; expected at most {MAX_PARAMS} (1 GiB of f32 a \
+             copy): check model.hidden and data.sample_shape",
+            p.map_or("more than 2^128".to_string(), |p| p.to_string())
+        ))),
+    }
+}
+
 /// Builds data, model, strategy and grid. Every user error surfaces here, before the
-/// output directory exists.
+/// output directory exists: sizes are checked before anything is allocated, and one
+/// sample of every split is checked against the model's input.
 pub fn prepare(cfg: &ExperimentConfig, threads: usize) -> Result<Prepared> {
     let dir = data_dir(cfg.data_dir.as_deref());
+    check_data_sizes(cfg)?;
     let fed =
         fedpace_data::build(&cfg.data, cfg.seed, &dir).map_err(|e| UsageError(e.to_string()))?;
+    check_sample_shapes(&fed)?;
     let input = match &fed.sample_shape {
         fedpace_data::InputShape::Dense(s) => fedpace_nn::InputShape::Dense(s.clone()),
         fedpace_data::InputShape::Tokens { seq_len, vocab } => fedpace_nn::InputShape::Tokens {
@@ -138,6 +264,11 @@ pub fn prepare(cfg: &ExperimentConfig, threads: usize) -> Result<Prepared> {
             .regroup(&cfg.groups)
             .map_err(|e| UsageError(format!("groups: {e}")))?,
     );
+    check_model_size(cfg, &spec, threads)?;
+    if let Some(d) = &cfg.devices {
+        d.check_deadline(spec.total_len())
+            .map_err(|e| UsageError(e.to_string()))?;
+    }
     let init = ParamTree::from_vec(
         spec.clone(),
         model
@@ -188,6 +319,32 @@ pub fn prepare(cfg: &ExperimentConfig, threads: usize) -> Result<Prepared> {
     };
     let shared = Disclosed::new(pool.clone(), cfg.client.share.clone());
     let mut grid = SimGrid::new(shared, factory, threads)?;
+    let clients = grid_len(&grid);
+    if !cfg.strategy.is_async()
+        && cfg.strategy.round.fraction.is_none()
+        && cfg.strategy.round.clients_per_round > clients
+    {
+        return Err(UsageError(format!(
+            "strategy.clients_per_round = {}: more than the {clients} clients of the pool; \
+             expected at most {clients} (or strategy.fraction)",
+            cfg.strategy.round.clients_per_round
+        ))
+        .into());
+    }
+    // Evaluating every client at once holds each one's instruction, state and reply
+    // (about 400 bytes a client; 10 M clients took 1.2 GB in the state store alone).
+    if cfg.eval.max_clients.is_none() && cfg.data.effective_test_fraction() > 0.0 {
+        let need = 400 * clients as u128;
+        if let Some(avail) = mem_available().filter(|&a| need > a / 2) {
+            return Err(UsageError(format!(
+                "eval.max_clients: evaluating all {clients} clients at once needs about {} MiB, \
+                 more than half the {} MiB available; set eval.max_clients (e.g. 10000)",
+                need >> 20,
+                avail >> 20
+            ))
+            .into());
+        }
+    }
     if let Some(mb) = cfg.state.memory_mb {
         let dir = cfg.state.dir.clone().unwrap_or_else(std::env::temp_dir);
         let store = fedpace_sim::SpillStore::new(&dir, (mb as usize) << 20)

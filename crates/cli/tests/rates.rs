@@ -131,6 +131,20 @@ fn run(
     base: RatePlan,
     rounds: u32,
 ) -> (fedpace_core::round::RunOutcome, Recorder) {
+    let (out, rec) = try_run(s, strategy, policy, base, rounds);
+    (out.unwrap(), rec)
+}
+
+fn try_run(
+    s: &mut Setup,
+    strategy: StrategyConfig,
+    policy: PolicyConfig,
+    base: RatePlan,
+    rounds: u32,
+) -> (
+    fedpace_core::Result<fedpace_core::round::RunOutcome>,
+    Recorder,
+) {
     let mut st = strategy
         .build(base, policy.build_for(&s.groups).unwrap())
         .unwrap()
@@ -147,7 +161,7 @@ fn run(
         eval_clients: None,
         personalized: Default::default(),
     };
-    let out = fedpace_core::run(st.as_mut(), &mut s.grid, s.init.clone(), &opts, &mut rec).unwrap();
+    let out = fedpace_core::run(st.as_mut(), &mut s.grid, s.init.clone(), &opts, &mut rec);
     (out, rec)
 }
 
@@ -158,15 +172,26 @@ fn strategy(name: &str) -> StrategyConfig {
 #[test]
 fn a_zero_client_rate_leaves_the_model_unchanged_and_a_positive_one_does_not() {
     let mut s = setup(8);
-    let (out, rec) = run(
+    // A run in which no client ever has a rate above 0 cannot learn: it stops with an
+    // error naming the cause once every round of it trained nothing.
+    let (out, rec) = try_run(
         &mut s,
         strategy("fedavg"),
         PolicyConfig::Constant,
         plan(0.0),
         2,
     );
-    assert_eq!(out.global.as_slice(), s.init.as_slice());
-    for (_, ins, replies, _) in &rec.rounds {
+    let e = out.unwrap_err().to_string();
+    assert!(
+        e.starts_with(
+            "round 2: no client trained in 2 consecutive round(s) (every client's rates were 0"
+        ),
+        "{e}"
+    );
+    assert_eq!(rec.rounds.len(), 2);
+    for (global_in, ins, replies, global_out) in &rec.rounds {
+        assert_eq!(global_in.as_slice(), s.init.as_slice());
+        assert_eq!(global_out.as_slice(), s.init.as_slice());
         assert!(ins.iter().all(|(_, i)| i.plan.base_lr == 0.0));
         for r in replies {
             let res = r.result.as_ref().unwrap();
@@ -188,12 +213,16 @@ fn a_zero_client_rate_leaves_the_model_unchanged_and_a_positive_one_does_not() {
 fn fedadam_over_real_rounds_matches_a_hand_rederivation() {
     for flower in [false, true] {
         let mut s = setup(8);
-        let cfg = StrategyConfig::new(FedAdamConfig {
+        let mut cfg = StrategyConfig::new(FedAdamConfig {
             flower_compatible: flower,
             ..Default::default()
         })
         .with_clients_per_round(4)
         .with_server_lr(0.03);
+        if flower {
+            // Flower does not normalise (the config makes `off` the default with the flag).
+            cfg.round.normalize = fedpace_algos::Normalize::Off;
+        }
         let (_, rec) = run(&mut s, cfg, PolicyConfig::Constant, plan(0.05), 3);
         let (b1, b2, tau, eta) = (0.9f64, 0.99f64, 1e-3f64, 0.03f64);
         let d = s.init.as_slice().len();

@@ -359,7 +359,7 @@ pub fn validate_train_res(
             .iter()
             .any(|r| !r.is_finite() || *r < 0.0)
     {
-        return Err(ClientFailure::Error(format!(
+        return Err(ClientFailure::BadReport(format!(
             "report.rate_sum must hold {} finite values >= 0, got {:?}",
             spec.num_groups(),
             res.report.rate_sum
@@ -367,10 +367,10 @@ pub fn validate_train_res(
     }
     res.ext
         .validate(spec)
-        .map_err(|e| ClientFailure::Error(format!("reply payload {e}")))?;
+        .map_err(|e| ClientFailure::BadReport(format!("reply payload {e}")))?;
     res.report
         .ext
         .validate(spec)
-        .map_err(|e| ClientFailure::Error(format!("report payload {e}")))?;
+        .map_err(|e| ClientFailure::BadReport(format!("report payload {e}")))?;
     Ok(())
 }

@@ -12,8 +12,17 @@ use crate::traits::{Grid, Progress, RoundSummary, Strategy};
 use crate::{EvalStats, Result};
 use fedpace_params::ParamTree;
 use serde::Serialize;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
+
+/// Consecutive rounds in which no client trains (nobody available, every selected client
+/// dropped or late, zero local steps, zero rates) after which [`run`] stops with
+/// [`crate::Error::NoTraining`] — or all of a shorter run. A round that comes up empty by
+/// chance with probability p (say one client per round and a dropout of 0.5) stops a
+/// legitimate run of R rounds falsely with probability about R·p^20: 1e-3 for p = 0.5
+/// over 1,000 rounds. A configuration that can never train stops after 20 rounds.
+pub const NO_TRAINING_ROUNDS: u32 = 20;
 
 /// Settings of the round loop itself.
 #[derive(Debug, Clone, PartialEq)]
@@ -72,12 +81,27 @@ pub struct ClientRoundRecord {
     pub report: Option<TrainReport>,
     /// Its failure, when it failed.
     pub failure: Option<String>,
+    /// The kind of its failure ([`crate::ClientFailure::kind`], or `"no reply"`), when it failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failure_kind: Option<&'static str>,
     /// Aggregation weight p̃_k (0 when failed).
     pub weight: f64,
     /// Cosine between its update and the aggregate.
     pub cosine_to_aggregate: f64,
     /// Training samples.
     pub num_examples: u64,
+}
+
+/// Updates of one round that could not be aggregated ([`RoundRecord::rejected`]).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Rejected {
+    /// How many.
+    pub count: usize,
+    /// How many of each kind ([`crate::ClientFailure::kind`]).
+    pub reasons: BTreeMap<&'static str, usize>,
+    /// The first failure message, in client-id order.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub first: Option<String>,
 }
 
 /// Everything that happened in one round.
@@ -100,6 +124,23 @@ pub struct RoundRecord {
     /// The simulated clock, when devices are simulated.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub timing: Option<RoundTiming>,
+}
+
+impl RoundRecord {
+    /// The updates of this round that were rejected (NaN/Inf, wrong shape, a bad report,
+    /// a client error or panic), counted by reason. Simulated dropouts and dropped
+    /// stragglers are device behaviour, not rejections.
+    pub fn rejected(&self) -> Rejected {
+        let mut r = Rejected::default();
+        for c in &self.clients {
+            if let (Some(f), Some(kind)) = (&c.failure, c.failure_kind) {
+                r.count += 1;
+                *r.reasons.entry(kind).or_default() += 1;
+                r.first.get_or_insert_with(|| f.clone());
+            }
+        }
+        r
+    }
 }
 
 /// Receives progress and results; the CLI writes files and draws the progress bar.
@@ -154,6 +195,7 @@ pub fn run(
     let mut records = Vec::new();
     let mut round_wall_seconds = Vec::with_capacity(opts.rounds as usize);
     let mut final_eval = None;
+    let mut idle_rounds = 0u32;
     let pool = grid.pool();
     for round in 1..=opts.rounds {
         let shared = Arc::new(global.clone());
@@ -204,6 +246,19 @@ pub fn run(
             timing: strategy.round_timing(),
         };
         observer.round_finished(&record, &global)?;
+        match no_training_cause(&record) {
+            None => idle_rounds = 0,
+            Some(cause) => {
+                idle_rounds += 1;
+                if idle_rounds >= NO_TRAINING_ROUNDS.min(opts.rounds) {
+                    return Err(crate::Error::NoTraining {
+                        round,
+                        rounds: idle_rounds,
+                        cause,
+                    });
+                }
+            }
+        }
         round_wall_seconds.push(record.wall_seconds);
         if opts.keep_records {
             records.push(record);
@@ -217,6 +272,55 @@ pub fn run(
     })
 }
 
+/// Why no client trained in this round, or `None` when one did (ran at least one local
+/// step with a rate above 0 and was aggregated).
+fn no_training_cause(rec: &RoundRecord) -> Option<String> {
+    let reports: Vec<&TrainReport> = rec
+        .clients
+        .iter()
+        .filter_map(|c| c.report.as_ref())
+        .collect();
+    if reports
+        .iter()
+        .any(|r| r.steps > 0 && r.rate_sum.iter().any(|&x| x > 0.0))
+    {
+        return None;
+    }
+    if !reports.is_empty() {
+        return Some(if reports.iter().all(|r| r.steps == 0) {
+            "every client ran 0 local steps: client.max_steps, devices.max_steps or \
+             devices.deadline left no step"
+                .into()
+        } else {
+            "every client's rates were 0: client.group_lr or the rate policy".into()
+        });
+    }
+    let mut parts = Vec::new();
+    if let Some(t) = &rec.timing {
+        if !t.dropped.is_empty() {
+            parts.push(format!(
+                "{} selected client(s) dropped out (devices.dropout)",
+                t.dropped.len()
+            ));
+        }
+        if !t.late_dropped.is_empty() {
+            parts.push(format!(
+                "{} straggler(s) or late client(s) dropped (devices.stragglers, \
+                 devices.deadline, devices.late)",
+                t.late_dropped.len()
+            ));
+        }
+    }
+    if parts.is_empty() {
+        parts.push(if rec.timing.is_some() {
+            "no client was available (devices.availability)".into()
+        } else {
+            "no client was sampled".into()
+        });
+    }
+    Some(parts.join(", "))
+}
+
 fn client_records(
     plans: &[(ClientId, RatePlan)],
     replies: &[Reply<TrainRes>],
@@ -227,16 +331,17 @@ fn client_records(
         .map(|(id, plan)| {
             let reply = replies.iter().find(|r| r.client == *id);
             let agg = summary.clients.iter().find(|c| c.client == *id);
-            let (report, failure, n) = match reply.map(|r| &r.result) {
-                Some(Ok(res)) => (Some(res.report.clone()), None, res.num_examples),
-                Some(Err(f)) => (None, Some(f.to_string()), 0),
-                None => (None, Some("no reply".to_string()), 0),
+            let (report, failure, kind, n) = match reply.map(|r| &r.result) {
+                Some(Ok(res)) => (Some(res.report.clone()), None, None, res.num_examples),
+                Some(Err(f)) => (None, Some(f.to_string()), Some(f.kind()), 0),
+                None => (None, Some("no reply".to_string()), Some("no reply"), 0),
             };
             ClientRoundRecord {
                 client: *id,
                 plan: plan.clone(),
                 report,
                 failure,
+                failure_kind: kind,
                 weight: agg.map_or(0.0, |a| a.weight),
                 cosine_to_aggregate: agg.map_or(0.0, |a| a.cosine_to_aggregate),
                 num_examples: n,
@@ -304,10 +409,14 @@ pub fn summarize_eval(replies: &[Reply<EvalRes>]) -> EvalSummary {
         match &r.result {
             Ok(e) => {
                 pooled.merge(&e.global);
-                global_accs.push(e.global.accuracy());
+                if e.global.count > 0 {
+                    global_accs.push(e.global.accuracy());
+                }
                 let p = e.personalized.unwrap_or(e.global);
                 pooled_p.merge(&p);
-                per_client.push((r.client, p.accuracy()));
+                if p.count > 0 {
+                    per_client.push((r.client, p.accuracy()));
+                }
             }
             Err(_) => failures += 1,
         }
@@ -318,33 +427,36 @@ pub fn summarize_eval(replies: &[Reply<EvalRes>]) -> EvalSummary {
     sorted.sort_by(|a, b| a.total_cmp(b));
     let k = (sorted.len() as f64 * 0.1).ceil().max(1.0) as usize;
     let worst = if sorted.is_empty() {
-        0.0
+        f64::NAN
     } else {
         mean_std(&sorted[..k.min(sorted.len())]).0
     };
     let best = if sorted.is_empty() {
-        0.0
+        f64::NAN
     } else {
         mean_std(&sorted[sorted.len() - k.min(sorted.len())..]).0
     };
+    let or_nan = |s: &EvalStats, v: f64| if s.count == 0 { f64::NAN } else { v };
     EvalSummary {
         central: None,
-        global_loss: pooled.loss(),
-        global_accuracy: pooled.accuracy(),
+        global_loss: or_nan(&pooled, pooled.loss()),
+        global_accuracy: or_nan(&pooled, pooled.accuracy()),
         global_mean_accuracy: mean_std(&global_accs).0,
         personalized_mean_accuracy: mean,
-        personalized_weighted_accuracy: pooled_p.accuracy(),
+        personalized_weighted_accuracy: or_nan(&pooled_p, pooled_p.accuracy()),
         personalized_worst10_accuracy: worst,
         personalized_best10_accuracy: best,
         personalized_std_accuracy: std,
         per_client,
         failures,
+        samples: pooled.count,
     }
 }
 
+/// Mean and population standard deviation; NaN for no values (nothing was measured).
 fn mean_std(x: &[f64]) -> (f64, f64) {
     if x.is_empty() {
-        return (0.0, 0.0);
+        return (f64::NAN, f64::NAN);
     }
     let m = x.iter().sum::<f64>() / x.len() as f64;
     let v = x.iter().map(|v| (v - m) * (v - m)).sum::<f64>() / x.len() as f64;

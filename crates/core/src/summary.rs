@@ -57,6 +57,10 @@ pub struct EvalSummary {
     pub per_client: Vec<(ClientId, f64)>,
     /// Clients whose evaluation failed.
     pub failures: usize,
+    /// Test samples behind the pooled statistics. 0 when no client had test data (no
+    /// test split, `test_fraction = 0`): then every statistic above is NaN, which the
+    /// output files write as `null`, never as a measured 0.
+    pub samples: u64,
 }
 
 /// Where a round sits on the simulated clock (systems heterogeneity: device speeds,

@@ -74,7 +74,9 @@ struct InFlight {
     base: Arc<ParamTree>,
     base_version: u64,
     plan: RatePlan,
-    result: std::result::Result<TrainRes, String>,
+    /// The update, or why it never arrives: the message and, for a rejected update, the
+    /// kind of failure (`None` for a simulated dropout or a dropped straggler).
+    result: std::result::Result<TrainRes, (String, Option<&'static str>)>,
 }
 
 /// Runs an asynchronous algorithm (see the module doc).
@@ -201,15 +203,15 @@ pub fn run_async(
             let planned = plan.steps_for(pool.info(id).map_or(0, |c| c.num_train) as usize);
             let result = match reply.map(|r| &r.result) {
                 Some(Ok(res)) => Ok(res.clone()),
-                Some(Err(f)) => Err(f.to_string()),
-                None => Err("no reply".into()),
+                Some(Err(f)) => Err((f.to_string(), Some(f.kind()))),
+                None => Err(("no reply".into(), Some("no reply"))),
             };
             let result = if devices.drops_out(id, key) {
-                Err("dropped out".to_string())
+                Err(("dropped out".to_string(), None))
             } else if devices.async_straggler(id, key)
                 && devices.config().late == crate::devices::LatePolicy::Drop
             {
-                Err("straggler, dropped (late = drop)".to_string())
+                Err(("straggler, dropped (late = drop)".to_string(), None))
             } else {
                 result
             };
@@ -258,6 +260,7 @@ pub fn run_async(
             plan: ev.payload.plan,
             report: None,
             failure: None,
+            failure_kind: None,
             weight: 0.0,
             cosine_to_aggregate: 0.0,
             num_examples: 0,
@@ -284,8 +287,9 @@ pub fn run_async(
                 loss.1 += res.num_examples as f64;
                 advanced = out.new_version;
             }
-            Err(f) => {
+            Err((f, kind)) => {
                 rec.failure = Some(f.clone());
+                rec.failure_kind = *kind;
                 timing.dropped.push(ev.client);
                 failures_in_row += 1;
                 if failures_in_row > MAX_FAILURES_IN_ROW.max(100 * opts.concurrency as u64) {

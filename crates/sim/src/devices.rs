@@ -81,6 +81,17 @@ impl Distribution {
         }
     }
 
+    /// The smallest and the largest value a draw can take (a log-normal is unbounded
+    /// unless σ = 0).
+    pub fn bounds(&self) -> (f64, f64) {
+        match *self {
+            Distribution::Constant { value } => (value, value),
+            Distribution::Uniform { low, high } => (low, high),
+            Distribution::LogNormal { mu, sigma: 0.0 } => (mu.exp(), mu.exp()),
+            Distribution::LogNormal { .. } => (0.0, f64::INFINITY),
+        }
+    }
+
     /// Checks that every draw lies in `(lo, hi]` (or `[lo, hi]` with `closed`).
     fn validate(&self, field: &str, lo: f64, hi: f64, closed: bool) -> Result<()> {
         let ok = |v: f64| (v > lo || (closed && v == lo)) && v <= hi;
@@ -185,6 +196,22 @@ impl DevicesConfig {
         self.availability
             .validate("devices.availability", 0.0, 1.0, true)?;
         self.dropout.validate("devices.dropout", 0.0, 1.0, true)?;
+        // Settings under which no client could ever train: rejected here rather than
+        // found after rounds of an untrained model.
+        if self.dropout.bounds().0 >= 1.0 {
+            return Err(Error::invalid(
+                "devices.dropout",
+                self.dropout.bounds().0,
+                "below 1 for some clients (at 1 every selected client drops out of every round)",
+            ));
+        }
+        if self.availability.bounds().1 <= 0.0 {
+            return Err(Error::invalid(
+                "devices.availability",
+                self.availability.bounds().1,
+                "above 0 for some clients (at 0 no client is ever available)",
+            ));
+        }
         if let Some(m) = &self.max_steps {
             m.validate("devices.max_steps", 1.0, f64::INFINITY, true)?;
         }
@@ -212,6 +239,38 @@ impl DevicesConfig {
                     "simulated seconds > 0",
                 ));
             }
+        }
+        Ok(())
+    }
+}
+
+impl DevicesConfig {
+    /// Checks `deadline` against the fastest device the distributions allow, for a model
+    /// of `params` f32 values: when not even one local step and the model's download and
+    /// upload fit, no client can ever train. Unbounded (log-normal) speeds or bandwidths
+    /// pass; the round loop then stops a run that never trains.
+    pub fn check_deadline(&self, params: usize) -> Result<()> {
+        let Some(deadline) = self.deadline else {
+            return Ok(());
+        };
+        let fastest = DeviceProfile {
+            speed: self.speed.bounds().1,
+            bandwidth: self.bandwidth.bounds().1,
+            availability: 1.0,
+            dropout: 0.0,
+            max_steps: None,
+        };
+        let one_step = completion_seconds(&fastest, 1, model_bytes(params));
+        if one_step > deadline {
+            return Err(Error::invalid(
+                "devices.deadline",
+                deadline,
+                format!(
+                    "at least {one_step:.3e} simulated seconds: the fastest device needs that \
+                     for one local step and the model's download and upload ({params} \
+                     parameters), so no client could ever finish"
+                ),
+            ));
         }
         Ok(())
     }
