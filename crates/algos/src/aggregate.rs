@@ -326,7 +326,11 @@ mod tests {
                 &spec(),
                 &[(0, &a), (1, &b)],
                 &[2.0, 5.0],
-                if normalize { Normalize::On } else { Normalize::Off },
+                if normalize {
+                    Normalize::On
+                } else {
+                    Normalize::Off
+                },
             );
             let scaled: Vec<TrainRes> = [(&a, 2), (&b, 5)]
                 .iter()
@@ -347,14 +351,24 @@ mod tests {
                     .unwrap();
             assert_eq!(got.normalized, want.normalized);
             for (x, y) in got.delta.iter().zip(&want.delta) {
-                assert!((x - y).abs() <= 1e-6 * y.abs().max(1.0), "{:?} vs {:?}", got.delta, want.delta);
+                assert!(
+                    (x - y).abs() <= 1e-6 * y.abs().max(1.0),
+                    "{:?} vs {:?}",
+                    got.delta,
+                    want.delta
+                );
             }
             for (c, d) in got.clients.iter().zip(&want.clients) {
                 assert!((c.weight - d.weight).abs() < 1e-12);
             }
         }
-        let e = aggregate_linear(&spec(), &[(3, &a)], false, &[]).unwrap_err().to_string();
-        assert!(e.starts_with("client 3: reply = no pre-scaled payload"), "{e}");
+        let e = aggregate_linear(&spec(), &[(3, &a)], false, &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("client 3: reply = no pre-scaled payload"),
+            "{e}"
+        );
     }
 
     proptest! {

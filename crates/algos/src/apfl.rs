@@ -17,9 +17,7 @@
 //! the client's state; the server averages `w` (FedAvg).
 
 use crate::config::{Algorithm, BuildCx, Built, Combination, RoundConfig};
-use crate::local::{
-    end_state, optimizer_step, scaled_step, start_state, state_bytes, BatchOrder,
-};
+use crate::local::{end_state, optimizer_step, scaled_step, start_state, state_bytes, BatchOrder};
 use crate::parts::{Recipe, RecipeCx, RecipeRound};
 use crate::personal::{build, own_steps, personal_or_global, PersonalHooks, PersonalModel};
 use crate::registry::Algorithms;
@@ -165,7 +163,10 @@ impl Recipe for ApflClient {
     ) -> Result<Option<ParamTree>> {
         let k = *ins.ext.get::<Apfl>().expect("switched on by its payload");
         let v = personal_or_global(&ins.params, state);
-        let a = state.ext.get::<ApflState>().map_or(k.alpha_init, |s| s.alpha);
+        let a = state
+            .ext
+            .get::<ApflState>()
+            .map_or(k.alpha_init, |s| s.alpha);
         Ok(Some(mix(a, &v, &ins.params)))
     }
 }

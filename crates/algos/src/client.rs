@@ -6,9 +6,7 @@
 //! that no part handles is an error, never ignored.
 
 use crate::local::{evaluate_on, local_train_controlled, pre_scale, run_local};
-use fedpace_core::{Dataset, RatePlan, TrainReport};
-use fedpace_optim::State;
-use rand::Rng;
+pub use crate::local::{BatchOrder, GradientCorrection};
 use crate::parts::{ClientParts, Finish, RecipeCx, Terms};
 use crate::personal;
 use fedpace_core::rng::{stream, Purpose};
@@ -16,8 +14,10 @@ use fedpace_core::{
     Client, ClientData, ClientId, EvalIns, EvalRes, Extensions, LocalState, Model, PersonalEval,
     Result, TrainIns, TrainRes,
 };
-pub use crate::local::{BatchOrder, GradientCorrection};
+use fedpace_core::{Dataset, RatePlan, TrainReport};
+use fedpace_optim::State;
 use fedpace_params::{l2_norm, ParamTree};
+use rand::Rng;
 use std::sync::Arc;
 
 /// The standard local loop with the plan's step controller (Δ-SGD for `delta-sgd`):

@@ -522,18 +522,19 @@ impl StrategyConfig {
             ));
         }
         if map.contains_key("fraction") && map.contains_key("clients_per_round") {
-            return Err("strategy.fraction: set together with strategy.clients_per_round; set \
+            return Err(
+                "strategy.fraction: set together with strategy.clients_per_round; set \
                         one (fraction C samples ⌈C·N⌉ clients a round, clients_per_round a fixed \
                         count)"
-                .into());
+                    .into(),
+            );
         }
         let normalize_written = map.contains_key("normalize");
         let round_keys = Self::round_keys(&default);
         let (round, own): (serde_json::Map<_, _>, serde_json::Map<_, _>) =
             map.into_iter().partition(|(k, _)| round_keys.contains(k));
-        let round: RoundConfig =
-            serde_path_to_error::deserialize(serde_json::Value::Object(round))
-                .map_err(|e| format!("strategy.{}", path_error(e)))?;
+        let round: RoundConfig = serde_path_to_error::deserialize(serde_json::Value::Object(round))
+            .map_err(|e| format!("strategy.{}", path_error(e)))?;
         let algorithm = AlgorithmConfig::from_json(&name, serde_json::Value::Object(own))
             .expect("a known name")
             .map_err(|e| format!("strategy.{e}"))?;

@@ -11,7 +11,9 @@
 //! is `personal_lr` (default: the plan's rate) with the plan's group multipliers.
 
 use crate::config::{Algorithm, BuildCx, Built, RoundConfig};
-use crate::local::{local_train_controlled, plan_with_base, run_local, state_bytes, GradientCorrection};
+use crate::local::{
+    local_train_controlled, plan_with_base, run_local, state_bytes, GradientCorrection,
+};
 use crate::parts::{Recipe, RecipeCx, RecipeRound};
 use crate::personal::{build, personal_or_global, PersonalHooks, PersonalModel};
 use crate::registry::Algorithms;
@@ -125,7 +127,9 @@ impl Recipe for DittoClient {
         } else {
             None
         };
-        train_personal(cx, &mut v, global, &ins.plan, k, steps, offset, rng_v, &mut opt)?;
+        train_personal(
+            cx, &mut v, global, &ins.plan, k, steps, offset, rng_v, &mut opt,
+        )?;
         if keep {
             if let Some(s) = opt {
                 state.ext.insert(DittoPersonalOptimizer(s));
@@ -170,7 +174,11 @@ impl Algorithm for DittoConfig {
     const NAME: &'static str = "ditto";
     fn validate(&self, _round: &RoundConfig) -> Result<()> {
         if !(self.lambda.is_finite() && self.lambda >= 0.0) {
-            return Err(Error::invalid("strategy.lambda", self.lambda, "must be >= 0"));
+            return Err(Error::invalid(
+                "strategy.lambda",
+                self.lambda,
+                "must be >= 0",
+            ));
         }
         if let Some(l) = self.personal_lr {
             if !(l.is_finite() && l > 0.0) {

@@ -81,7 +81,11 @@ impl Payload for FedDynState {
 
 fn check(alpha: f64, clip: Option<f64>, key: &str) -> Result<()> {
     if !(alpha.is_finite() && alpha > 0.0) {
-        return Err(Error::invalid(format!("{key}alpha"), alpha, "a finite α > 0"));
+        return Err(Error::invalid(
+            format!("{key}alpha"),
+            alpha,
+            "a finite α > 0",
+        ));
     }
     if let Some(c) = clip {
         if !(c.is_finite() && c > 0.0) {
@@ -216,12 +220,19 @@ impl LocalHook for FedDynClient {
     }
 
     fn prepare(&self, ins: &TrainIns, state: &LocalState, terms: &mut Terms) -> Result<()> {
-        let down = ins.ext.get::<FedDynDown>().expect("switched on by its payload");
+        let down = ins
+            .ext
+            .get::<FedDynDown>()
+            .expect("switched on by its payload");
         check(down.alpha, down.max_grad_norm, "feddyn-down.")?;
         terms.clip = down.max_grad_norm;
         terms.prox_mu += down.alpha;
         if let Some(g) = state.ext.get::<FedDynState>() {
-            check_len("feddyn-state.gradient", &g.gradient, ins.params.as_slice().len())?;
+            check_len(
+                "feddyn-state.gradient",
+                &g.gradient,
+                ins.params.as_slice().len(),
+            )?;
             let neg: Vec<f32> = g.gradient.iter().map(|v| -v).collect();
             terms.add_linear(&neg)?;
         }
@@ -230,7 +241,11 @@ impl LocalHook for FedDynClient {
 
     fn finish(&self, cx: &mut Finish<'_>) -> Result<()> {
         // g_k ← g_k − α(θ_k − θ^{t−1})
-        let down = cx.ins.ext.get::<FedDynDown>().expect("switched on by its payload");
+        let down = cx
+            .ins
+            .ext
+            .get::<FedDynDown>()
+            .expect("switched on by its payload");
         let a = down.alpha as f32;
         let mut g = cx
             .state

@@ -355,7 +355,11 @@ impl ServerOptimizerConfig {
     /// The server step at rate `server_lr`.
     pub fn build(&self, server_lr: f64) -> Result<ServerStep> {
         let opt_err = |e: fedpace_optim::Error| {
-            Error::invalid("strategy.server_optimizer", format!("{self:?}"), e.to_string())
+            Error::invalid(
+                "strategy.server_optimizer",
+                format!("{self:?}"),
+                e.to_string(),
+            )
         };
         let optimizer = |opt: ServerOptimizer| ServerStep::Optimizer { opt, state: None };
         Ok(match *self {
@@ -607,7 +611,8 @@ mod tests {
         .build(0.1)
         .unwrap();
         let mut x = vec![1.0f32, 2.0];
-        a.apply(&mut x, &[0.5, -0.5], &[], &[], &spec, 1, None).unwrap();
+        a.apply(&mut x, &[0.5, -0.5], &[], &[], &spec, 1, None)
+            .unwrap();
         let saved = a.save_state().unwrap();
         let mut b = ServerOptimizerConfig::Adam {
             beta1: 0.9,
@@ -619,8 +624,10 @@ mod tests {
         .unwrap();
         b.restore_state(&saved).unwrap();
         let mut y = x.clone();
-        a.apply(&mut x, &[0.1, 0.3], &[], &[], &spec, 2, None).unwrap();
-        b.apply(&mut y, &[0.1, 0.3], &[], &[], &spec, 2, None).unwrap();
+        a.apply(&mut x, &[0.1, 0.3], &[], &[], &spec, 2, None)
+            .unwrap();
+        b.apply(&mut y, &[0.1, 0.3], &[], &[], &spec, 2, None)
+            .unwrap();
         assert_eq!(x, y);
         assert!(ServerStep::Sgd { server_lr: 1.0 }
             .restore_state(&saved)

@@ -10,7 +10,7 @@
 use crate::config::{Algorithm, BuildCx, Built, RoundConfig};
 use crate::local::{plan_zeroing, run_local, GradientCorrection};
 use crate::parts::{Recipe, RecipeCx, RecipeRound};
-use crate::personal::{build, check_labels, labels, merge_personal, masks, PersonalHooks};
+use crate::personal::{build, check_labels, labels, masks, merge_personal, PersonalHooks};
 use crate::registry::Algorithms;
 use fedpace_core::ext::Payload;
 use fedpace_core::rng::{stream, Purpose};

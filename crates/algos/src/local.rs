@@ -11,8 +11,7 @@
 
 use fedpace_core::ext::Payload;
 use fedpace_core::{
-    Batch, Dataset, Error, EvalStats, Extensions, LocalState, Model, RatePlan, Result,
-    TrainReport,
+    Batch, Dataset, Error, EvalStats, Extensions, LocalState, Model, RatePlan, Result, TrainReport,
 };
 use fedpace_optim::{
     add_proximal, apply_updates, clip_by_global_norm, LinearSolver, Normalizer, OptimizerSpec,
@@ -320,7 +319,11 @@ pub fn evaluate_on(
 
 /// ∇F(x): the mean gradient over a whole split, in fixed-size batches weighted by their
 /// sizes (SCAFFOLD option I).
-pub fn full_gradient(model: &mut dyn Model, data: &dyn Dataset, params: &ParamTree) -> Result<Vec<f32>> {
+pub fn full_gradient(
+    model: &mut dyn Model,
+    data: &dyn Dataset,
+    params: &ParamTree,
+) -> Result<Vec<f32>> {
     let n = data.len();
     let mut out = vec![0f64; params.as_slice().len()];
     let mut g = vec![0f32; out.len()];
@@ -543,7 +546,16 @@ pub fn run_local(
 ) -> Result<TrainReport> {
     let mut opt = start_state(plan, ins, state);
     let r = local_train_controlled(
-        model, data, params, plan, steps, step_offset, rng, &mut opt, correction, controller,
+        model,
+        data,
+        params,
+        plan,
+        steps,
+        step_offset,
+        rng,
+        &mut opt,
+        correction,
+        controller,
     )?;
     end_state(plan, opt, state, reply);
     Ok(r)
@@ -586,7 +598,10 @@ impl Payload for PreScaled {
             return Err(format!("weight {} must be finite and >= 0", self.weight));
         }
         if self.weighted_rate_sum.len() != spec.num_groups()
-            || self.weighted_rate_sum.iter().any(|v| !(v.is_finite() && *v >= 0.0))
+            || self
+                .weighted_rate_sum
+                .iter()
+                .any(|v| !(v.is_finite() && *v >= 0.0))
         {
             return Err(format!(
                 "weighted_rate_sum must hold {} finite values >= 0",

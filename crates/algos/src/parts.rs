@@ -146,7 +146,10 @@ pub struct ClientParts {
 impl std::fmt::Debug for ClientParts {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ClientParts")
-            .field("hooks", &self.hooks.iter().map(|h| h.payload()).collect::<Vec<_>>())
+            .field(
+                "hooks",
+                &self.hooks.iter().map(|h| h.payload()).collect::<Vec<_>>(),
+            )
             .field(
                 "recipes",
                 &self.recipes.iter().map(|r| r.payload()).collect::<Vec<_>>(),
@@ -185,7 +188,10 @@ impl ClientParts {
     }
     /// The recipe an instruction asks for (at most one), or an error naming two.
     pub fn recipe_for(&self, ext: &Extensions) -> Result<Option<Arc<dyn Recipe>>> {
-        let mut found = self.recipes.iter().filter(|r| ext.contains_name(r.payload()));
+        let mut found = self
+            .recipes
+            .iter()
+            .filter(|r| ext.contains_name(r.payload()));
         let first = found.next().cloned();
         if let (Some(a), Some(b)) = (&first, found.next()) {
             return Err(fedpace_core::Error::invalid(

@@ -27,9 +27,7 @@ use crate::personal::{build, own_steps, PersonalHooks};
 use crate::registry::Algorithms;
 use fedpace_core::ext::Payload;
 use fedpace_core::rng::{stream, Purpose};
-use fedpace_core::{
-    Error, EvalIns, Extensions, LocalState, Model, Result, TrainIns, TrainReport,
-};
+use fedpace_core::{Error, EvalIns, Extensions, LocalState, Model, Result, TrainIns, TrainReport};
 use fedpace_params::{l2_norm, ParamTree};
 use serde::{Deserialize, Serialize};
 
@@ -106,7 +104,10 @@ impl Recipe for PerFedAvgClient {
         state: &mut LocalState,
         reply: &mut Extensions,
     ) -> Result<RecipeRound> {
-        let k = *ins.ext.get::<PerFedAvg>().expect("switched on by its payload");
+        let k = *ins
+            .ext
+            .get::<PerFedAvg>()
+            .expect("switched on by its payload");
         let plan = &ins.plan;
         let mut w = ins.params.as_ref().clone();
         let spec = w.spec().clone();
@@ -119,7 +120,11 @@ impl Recipe for PerFedAvgClient {
         let (round, id) = (ins.round as u64, cx.id);
         let mut orders = [
             BatchOrder::new(data.len(), b, stream(ins.seed, round, id, Purpose::Shuffle)),
-            BatchOrder::new(data.len(), b, stream(ins.seed, round, id, Purpose::Algorithm)),
+            BatchOrder::new(
+                data.len(),
+                b,
+                stream(ins.seed, round, id, Purpose::Algorithm),
+            ),
             BatchOrder::new(
                 data.len(),
                 b,
@@ -241,7 +246,10 @@ impl Default for PerFedAvgConfig {
 impl Algorithm for PerFedAvgConfig {
     const NAME: &'static str = "perfedavg";
     fn validate(&self, _round: &RoundConfig) -> Result<()> {
-        for (k, v) in [("strategy.meta_lr", self.meta_lr), ("strategy.hf_delta", self.hf_delta)] {
+        for (k, v) in [
+            ("strategy.meta_lr", self.meta_lr),
+            ("strategy.hf_delta", self.hf_delta),
+        ] {
             if !(v.is_finite() && v > 0.0) {
                 return Err(Error::invalid(k, v, "must be > 0"));
             }

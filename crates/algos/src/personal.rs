@@ -185,10 +185,12 @@ impl ServerHooks for PersonalHooks {
 
 /// The instruction's masks (none: every group shared, none frozen).
 pub fn masks(ext: &Extensions) -> PersonalGroups {
-    ext.get::<PersonalGroups>().cloned().unwrap_or(PersonalGroups {
-        personal: Vec::new(),
-        frozen: Vec::new(),
-    })
+    ext.get::<PersonalGroups>()
+        .cloned()
+        .unwrap_or(PersonalGroups {
+            personal: Vec::new(),
+            frozen: Vec::new(),
+        })
 }
 
 /// `global` with the personal groups replaced by the client's stored personal values.
@@ -235,9 +237,7 @@ pub fn train(
     let round = recipe.train(cx, ins, state, &mut reply)?;
     let (trained, mut report) = (round.trained, round.report);
     if p.any_personal() {
-        state
-            .ext
-            .insert(PersonalModel(trained.as_slice().to_vec()));
+        state.ext.insert(PersonalModel(trained.as_slice().to_vec()));
     }
     let mut delta = trained.into_vec();
     for (d, x) in delta.iter_mut().zip(global.as_slice()) {
@@ -268,7 +268,12 @@ pub fn evaluate(
     ins: &EvalIns,
     state: &LocalState,
 ) -> Result<EvalRes> {
-    let global = evaluate_on(cx.model, cx.data.test.as_ref(), &ins.params, ins.max_test_samples)?;
+    let global = evaluate_on(
+        cx.model,
+        cx.data.test.as_ref(),
+        &ins.params,
+        ins.max_test_samples,
+    )?;
     let personal = match ins.personalized {
         PersonalEval::PersonalModel => recipe.personal_model(cx, ins, state)?,
         PersonalEval::Finetune => {

@@ -124,7 +124,16 @@ impl Recipe for PFedMeClient {
             for ((g, wi), t) in grad.iter_mut().zip(w.as_slice()).zip(theta.as_slice()) {
                 *g = wi - t;
             }
-            scaled_step(plan, tx.as_ref(), &mut opt, &mut w, &mut grad, k.lambda, &eta, step)?;
+            scaled_step(
+                plan,
+                tx.as_ref(),
+                &mut opt,
+                &mut w,
+                &mut grad,
+                k.lambda,
+                &eta,
+                step,
+            )?;
             for (acc, r) in report.rate_sum.iter_mut().zip(&eta) {
                 *acc += *r as f64;
             }
@@ -184,7 +193,11 @@ impl Algorithm for PFedMeConfig {
             return Err(Error::invalid("strategy.inner_steps", 0, "at least 1"));
         }
         if !(self.lambda.is_finite() && self.lambda >= 0.0) {
-            return Err(Error::invalid("strategy.lambda", self.lambda, "must be >= 0"));
+            return Err(Error::invalid(
+                "strategy.lambda",
+                self.lambda,
+                "must be >= 0",
+            ));
         }
         if !(self.personal_lr.is_finite() && self.personal_lr > 0.0) {
             return Err(Error::invalid(
@@ -194,7 +207,11 @@ impl Algorithm for PFedMeConfig {
             ));
         }
         if !(self.mu_reg.is_finite() && self.mu_reg >= 0.0) {
-            return Err(Error::invalid("strategy.mu_reg", self.mu_reg, "must be >= 0"));
+            return Err(Error::invalid(
+                "strategy.mu_reg",
+                self.mu_reg,
+                "must be >= 0",
+            ));
         }
         for (k, v) in [
             ("strategy.lambda", self.lambda),

@@ -265,10 +265,10 @@ impl Pipeline {
 
     /// Stage 6: each accepted client's weight and the policy's scaling; the replies to
     /// aggregate (copies with scaled updates where a scale is not 1).
-    fn transform<'a>(
+    fn transform(
         &mut self,
         round: u32,
-        accepted: &[(ClientId, &'a TrainRes)],
+        accepted: &[(ClientId, &TrainRes)],
         pool: &dyn ClientPool,
     ) -> Result<(Vec<f64>, Vec<f64>)> {
         let mut weights: Vec<f64> = accepted
@@ -328,7 +328,11 @@ impl Pipeline {
     }
 
     /// Stage 10: the p̃-weighted average of the optimiser states clients returned.
-    fn average_client_states(&mut self, accepted: &[(ClientId, &TrainRes)], p: &[f64]) -> Result<()> {
+    fn average_client_states(
+        &mut self,
+        accepted: &[(ClientId, &TrainRes)],
+        p: &[f64],
+    ) -> Result<()> {
         let states: Vec<(&State, f64)> = accepted
             .iter()
             .zip(p)
@@ -421,7 +425,11 @@ impl Strategy for Pipeline {
                     r2
                 })
                 .collect();
-            accepted.iter().map(|(id, _)| *id).zip(scaled.iter()).collect()
+            accepted
+                .iter()
+                .map(|(id, _)| *id)
+                .zip(scaled.iter())
+                .collect()
         };
         // Stage 7: aggregate.
         let agg = self.aggregate(global, &used, &weights)?;

@@ -539,7 +539,9 @@ impl PolicyConfig {
     pub fn forces_server_init(&self) -> bool {
         match self {
             PolicyConfig::Fedlalr { .. } => true,
-            PolicyConfig::Compose { policies, .. } => policies.iter().any(|p| p.forces_server_init()),
+            PolicyConfig::Compose { policies, .. } => {
+                policies.iter().any(|p| p.forces_server_init())
+            }
             _ => false,
         }
     }
@@ -576,8 +578,10 @@ impl PolicyConfig {
                 vec![<fedpace_core::LabelHistogram as fedpace_core::Payload>::NAME]
             }
             PolicyConfig::Compose { policies, .. } => {
-                let mut v: Vec<&'static str> =
-                    policies.iter().flat_map(|p| p.required_metadata()).collect();
+                let mut v: Vec<&'static str> = policies
+                    .iter()
+                    .flat_map(|p| p.required_metadata())
+                    .collect();
                 v.sort_unstable();
                 v.dedup();
                 v

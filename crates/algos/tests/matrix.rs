@@ -101,7 +101,8 @@ fn pool() -> Vec<ClientInfo> {
             let n = 4 + 2 * k;
             let mut c = ClientInfo::new(k, n, n);
             c.device = (k % 2 == 0).then(|| "phone".to_string());
-            c.metadata.insert(LabelHistogram(vec![n / 2, n - n / 2 + k]));
+            c.metadata
+                .insert(LabelHistogram(vec![n / 2, n - n / 2 + k]));
             c
         })
         .collect()
@@ -109,7 +110,10 @@ fn pool() -> Vec<ClientInfo> {
 
 fn factory() -> ClientFactory {
     Arc::new(|k| {
-        Ok(Box::new(StandardClient::new(k, Box::new(Quadratic(spec())), data(k))) as Box<dyn Client>)
+        Ok(
+            Box::new(StandardClient::new(k, Box::new(Quadratic(spec())), data(k)))
+                as Box<dyn Client>,
+        )
     })
 }
 
@@ -159,7 +163,9 @@ fn policies() -> Vec<PolicyConfig> {
         p(r#"{"name": "clip-updates"}"#),
         p(r#"{"name": "inverse-variance"}"#),
         p(r#"{"name": "prox-mu", "mu": 0.1}"#),
-        p(r#"{"name": "compose", "policies": [{"name": "by-data-size"}, {"name": "clip-updates"}]}"#),
+        p(
+            r#"{"name": "compose", "policies": [{"name": "by-data-size"}, {"name": "clip-updates"}]}"#,
+        ),
     ]
 }
 
@@ -167,7 +173,9 @@ const MODES: [StateMode; 3] = [StateMode::Reset, StateMode::Keep, StateMode::Ser
 
 /// Every algorithm at settings that fit four clients.
 fn strategy(name: &str) -> StrategyConfig {
-    let s = StrategyConfig::named(name).unwrap().with_clients_per_round(3);
+    let s = StrategyConfig::named(name)
+        .unwrap()
+        .with_clients_per_round(3);
     match s.algorithm {
         AlgorithmConfig::Fedbuff(_) => StrategyConfig::new(FedBuffConfig {
             buffer_size: 2,
@@ -335,13 +343,19 @@ fn every_strategy_policy_optimizer_and_state_mode_runs_as_documented_or_is_refus
                             StateMode::Keep => {
                                 assert!(st.optimizer.is_some(), "{what}: keep kept nothing")
                             }
-                            _ => assert!(st.optimizer.is_none(), "{what}: {eff_mode:?} kept a state"),
+                            _ => {
+                                assert!(st.optimizer.is_none(), "{what}: {eff_mode:?} kept a state")
+                            }
                         }
                     }
                     if eff_mode == StateMode::ServerInit {
-                        let up = rec.replies[0]
-                            .iter()
-                            .all(|r| r.result.as_ref().unwrap().ext.contains::<OptimizerStateUp>());
+                        let up = rec.replies[0].iter().all(|r| {
+                            r.result
+                                .as_ref()
+                                .unwrap()
+                                .ext
+                                .contains::<OptimizerStateUp>()
+                        });
                         assert!(up, "{what}: a server-init client returned no state");
                         let down = rec.ins[1]
                             .iter()
@@ -365,10 +379,17 @@ fn every_strategy_policy_optimizer_and_state_mode_runs_as_documented_or_is_refus
 #[test]
 fn server_init_state_reaches_scaffold_feddyn_and_personalised_clients() {
     let adam = optimizers()[2];
-    for name in ["scaffold", "feddyn", "fedper", "ditto", "pfedme", "fedrep", "apfl"] {
+    for name in [
+        "scaffold", "feddyn", "fedper", "ditto", "pfedme", "fedrep", "apfl",
+    ] {
         let s = strategy(name);
         let grid = SimGrid::new(pool(), factory(), 1).unwrap();
-        let (_, rec, _) = run(grid, &s, &PolicyConfig::Constant, plan(adam, StateMode::ServerInit));
+        let (_, rec, _) = run(
+            grid,
+            &s,
+            &PolicyConfig::Constant,
+            plan(adam, StateMode::ServerInit),
+        );
         let sent = rec.ins[1][0].1.ext.get::<OptimizerStateDown>();
         let adam_state = &sent.expect(name).0.children[0];
         assert_eq!(adam_state.buffers.len(), 2, "{name}: adam's m and v");
@@ -389,17 +410,27 @@ fn every_accepted_optimizer_reaches_the_local_steps() {
         let sgd = optimizers()[0];
         let reference = {
             let grid = SimGrid::new(pool(), factory(), 1).unwrap();
-            run(grid, &s, &PolicyConfig::Constant, plan(sgd, StateMode::Reset)).0
+            run(
+                grid,
+                &s,
+                &PolicyConfig::Constant,
+                plan(sgd, StateMode::Reset),
+            )
+            .0
         };
         for opt in optimizers().into_iter().skip(1) {
-            if s
-                .check_combination(&PolicyConfig::Constant, &opt, StateMode::Reset)
+            if s.check_combination(&PolicyConfig::Constant, &opt, StateMode::Reset)
                 .is_err()
             {
                 continue;
             }
             let grid = SimGrid::new(pool(), factory(), 1).unwrap();
-            let (g, _, _) = run(grid, &s, &PolicyConfig::Constant, plan(opt, StateMode::Reset));
+            let (g, _, _) = run(
+                grid,
+                &s,
+                &PolicyConfig::Constant,
+                plan(opt, StateMode::Reset),
+            );
             assert_ne!(
                 g.as_slice(),
                 reference.as_slice(),
@@ -419,7 +450,12 @@ fn fedrep_keeps_both_phases_optimizer_states() {
     let momentum = optimizers()[1];
     let s = strategy("fedrep");
     let grid = SimGrid::new(pool(), factory(), 1).unwrap();
-    let (_, rec, mut grid) = run(grid, &s, &PolicyConfig::Constant, plan(momentum, StateMode::Keep));
+    let (_, rec, mut grid) = run(
+        grid,
+        &s,
+        &PolicyConfig::Constant,
+        plan(momentum, StateMode::Keep),
+    );
     let id = rec.records[0].clients[0].client;
     let st = grid.state_of(id).unwrap();
     assert!(st.optimizer.is_some(), "body phase state");

@@ -143,7 +143,11 @@ fn eval_ins(global: [f32; 3], p: &Extensions, mode: PersonalEval, k: u32) -> Eva
 
 /// The client's personal model.
 fn kept(state: &LocalState) -> &[f32] {
-    &state.ext.get::<PersonalModel>().expect("a personal model").0
+    &state
+        .ext
+        .get::<PersonalModel>()
+        .expect("a personal model")
+        .0
 }
 
 /// Client 0's personal model as its recipe defines it (evaluation mode `personal-model`).

@@ -70,10 +70,17 @@ fn clip_updates_bounds_the_step_of_every_synchronous_strategy() {
         let step = recs[0].aggregate.step_norm;
         // Every update is clipped to 1e-3, so their average is within 1e-3·η_g (FedAdam's
         // first step is η_g·sign-like: bounded by η_g per coordinate instead).
-        let bound = if name == "fedadam" { 0.1 * 2f64.sqrt() } else { 1e-3 };
+        let bound = if name == "fedadam" {
+            0.1 * 2f64.sqrt()
+        } else {
+            1e-3
+        };
         assert!(step <= bound * (1.0 + 1e-6), "{name}: step {step}");
         let (_, free) = run(build(&s, &PolicyConfig::Constant, plan(0.1, 4)).as_mut(), 1);
-        assert!(free[0].aggregate.step_norm > 10.0 * step.min(1e-3), "{name}");
+        assert!(
+            free[0].aggregate.step_norm > 10.0 * step.min(1e-3),
+            "{name}"
+        );
     }
 }
 
@@ -84,15 +91,23 @@ fn scaffold_takes_any_server_optimizer() {
     let base = StrategyConfig::named("scaffold")
         .unwrap()
         .with_clients_per_round(3);
-    let adam = base.clone().with_server_optimizer(ServerOptimizerConfig::Adam {
-        beta1: 0.9,
-        beta2: 0.99,
-        tau: 1e-3,
-        flower_compatible: false,
-    });
+    let adam = base
+        .clone()
+        .with_server_optimizer(ServerOptimizerConfig::Adam {
+            beta1: 0.9,
+            beta2: 0.99,
+            tau: 1e-3,
+            flower_compatible: false,
+        });
     assert_eq!(adam.server_lr(), 0.1);
-    let (x_sgd, _) = run(build(&base, &PolicyConfig::Constant, plan(0.1, 3)).as_mut(), 2);
-    let (x_adam, recs) = run(build(&adam, &PolicyConfig::Constant, plan(0.1, 3)).as_mut(), 2);
+    let (x_sgd, _) = run(
+        build(&base, &PolicyConfig::Constant, plan(0.1, 3)).as_mut(),
+        2,
+    );
+    let (x_adam, recs) = run(
+        build(&adam, &PolicyConfig::Constant, plan(0.1, 3)).as_mut(),
+        2,
+    );
     assert!(recs.iter().all(|r| r.aggregate.server_lr == 0.1));
     assert_ne!(x_sgd.as_slice(), x_adam.as_slice());
     // `server_optimizer` is not a key of the algorithms that are a server optimiser.
@@ -101,7 +116,10 @@ fn scaffold_takes_any_server_optimizer() {
             .unwrap(),
     )
     .unwrap_err();
-    assert!(e.starts_with("strategy.server_optimizer: not used by fedyogi"), "{e}");
+    assert!(
+        e.starts_with("strategy.server_optimizer: not used by fedyogi"),
+        "{e}"
+    );
 }
 
 /// The linear path (clients pre-scale, the server sums) gives the per-client path's
@@ -116,10 +134,18 @@ fn the_linear_path_matches_the_per_client_path() {
                 .with_clients_per_round(4)
                 .with_normalize(normalize);
             let lin = s.clone().with_aggregation(AggregationPath::Linear);
-            s.check_combination(&PolicyConfig::Constant, &Default::default(), Default::default())
-                .unwrap();
-            lin.check_combination(&PolicyConfig::Constant, &Default::default(), Default::default())
-                .unwrap();
+            s.check_combination(
+                &PolicyConfig::Constant,
+                &Default::default(),
+                Default::default(),
+            )
+            .unwrap();
+            lin.check_combination(
+                &PolicyConfig::Constant,
+                &Default::default(),
+                Default::default(),
+            )
+            .unwrap();
             // by-data-size makes rates differ, so normalisation matters.
             let policy: PolicyConfig =
                 serde_json::from_str(r#"{"name": "by-data-size", "gamma": -1.0}"#).unwrap();
@@ -137,7 +163,10 @@ fn the_linear_path_matches_the_per_client_path() {
             };
             let (a, b) = (go(&s), go(&lin));
             for (x, y) in a.as_slice().iter().zip(b.as_slice()) {
-                assert!((x - y).abs() <= 1e-5 * y.abs().max(1.0), "{name} {normalize:?}: {a:?} vs {b:?}");
+                assert!(
+                    (x - y).abs() <= 1e-5 * y.abs().max(1.0),
+                    "{name} {normalize:?}: {a:?} vs {b:?}"
+                );
             }
         }
     }
@@ -146,9 +175,18 @@ fn the_linear_path_matches_the_per_client_path() {
         .unwrap()
         .with_aggregation(AggregationPath::Linear);
     let e = lin
-        .check_combination(&PolicyConfig::Constant, &Default::default(), Default::default())
+        .check_combination(
+            &PolicyConfig::Constant,
+            &Default::default(),
+            Default::default(),
+        )
         .unwrap_err();
-    assert!(e.starts_with("strategy.normalize = \"auto\": not supported with strategy.aggregation = \"linear\""), "{e}");
+    assert!(
+        e.starts_with(
+            "strategy.normalize = \"auto\": not supported with strategy.aggregation = \"linear\""
+        ),
+        "{e}"
+    );
     let lin = lin.with_normalize(Normalize::Off);
     let e = lin
         .check_combination(
@@ -157,12 +195,19 @@ fn the_linear_path_matches_the_per_client_path() {
             Default::default(),
         )
         .unwrap_err();
-    assert!(e.starts_with("policy inverse-variance: not supported with strategy.aggregation"), "{e}");
+    assert!(
+        e.starts_with("policy inverse-variance: not supported with strategy.aggregation"),
+        "{e}"
+    );
     let e = StrategyConfig::named("feddyn")
         .unwrap()
         .with_normalize(Normalize::Off)
         .with_aggregation(AggregationPath::Linear)
-        .check_combination(&PolicyConfig::Constant, &Default::default(), Default::default())
+        .check_combination(
+            &PolicyConfig::Constant,
+            &Default::default(),
+            Default::default(),
+        )
         .unwrap_err();
     assert!(e.contains("not supported by feddyn"), "{e}");
 }
@@ -178,7 +223,12 @@ fn the_policy_observes_every_round_with_its_evaluation() {
         fn describe(&self) -> String {
             "spy".into()
         }
-        fn plan(&mut self, _r: u32, _c: &ClientInfo, base: &RatePlan) -> fedpace_core::Result<RatePlan> {
+        fn plan(
+            &mut self,
+            _r: u32,
+            _c: &ClientInfo,
+            base: &RatePlan,
+        ) -> fedpace_core::Result<RatePlan> {
             Ok(base.clone())
         }
         fn observe_round(&mut self, round: u32, s: &RoundSummary<'_>) {
@@ -230,7 +280,9 @@ fn every_stage_state_survives_save_and_restore() {
     server_init.state_mode = fedpace_optim::StateMode::ServerInit;
     for (s, base) in [
         (
-            StrategyConfig::named("scaffold").unwrap().with_server_optimizer(adam.clone()),
+            StrategyConfig::named("scaffold")
+                .unwrap()
+                .with_server_optimizer(adam.clone()),
             plan(0.1, 3),
         ),
         (StrategyConfig::named("feddyn").unwrap(), plan(0.1, 3)),
@@ -244,9 +296,15 @@ fn every_stage_state_survives_save_and_restore() {
         };
         let mut grid = SimGrid::new(pool(6), factory(), 1).unwrap();
         let mut first = build(&s, &policy, base.clone());
-        let mid = fedpace_core::run(first.as_mut(), &mut grid, init(), &opts(k), &mut Quiet(Vec::new()))
-            .unwrap()
-            .global;
+        let mid = fedpace_core::run(
+            first.as_mut(),
+            &mut grid,
+            init(),
+            &opts(k),
+            &mut Quiet(Vec::new()),
+        )
+        .unwrap()
+        .global;
         let saved = first.save_state().unwrap();
         let mut second = build(&s, &policy, base.clone());
         second.restore_state(&saved).unwrap();
@@ -258,7 +316,9 @@ fn every_stage_state_survives_save_and_restore() {
                 .configure_train(round, &Arc::new(x.clone()), pool.as_ref(), 4)
                 .unwrap();
             let replies = grid.train(ins, &NoProgress);
-            second.aggregate_train(round, &mut x, &replies, pool.as_ref()).unwrap();
+            second
+                .aggregate_train(round, &mut x, &replies, pool.as_ref())
+                .unwrap();
         }
         assert_eq!(x.as_slice(), straight.as_slice(), "{}", s.name());
         // A fresh strategy without the saved state does not continue the same way.

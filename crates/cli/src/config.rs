@@ -5,10 +5,10 @@
 
 use fedpace_algos::{PolicyConfig, StrategyConfig};
 use fedpace_core::{LocalWork, RatePlan};
-use fedpace_params::GroupRules;
 use fedpace_data::DataConfig;
 use fedpace_nn::ModelConfig;
 use fedpace_optim::{OptimizerSpec, StateMode};
+use fedpace_params::GroupRules;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 

@@ -7,7 +7,9 @@ use fedpace_algos::{Built, StandardClient};
 use fedpace_core::asynchronous::AsyncStrategy;
 use fedpace_core::rng::{derive_seed, Purpose};
 use fedpace_core::round::{Observer, RoundRecord, RunOptions};
-use fedpace_core::{ClientFactory, ClientPool, Disclosed, Progress, RatePlan, RatePolicy, Strategy};
+use fedpace_core::{
+    ClientFactory, ClientPool, Disclosed, Progress, RatePlan, RatePolicy, Strategy,
+};
 use fedpace_params::ParamTree;
 use fedpace_sim::{AsyncOptions, DataPool, DeviceClasses, Devices, SimGrid, Systems};
 use serde_json::json;
@@ -348,9 +350,7 @@ pub fn prepare(cfg: &ExperimentConfig, threads: usize) -> Result<Prepared> {
     if let Some(mb) = cfg.state.memory_mb {
         let dir = cfg.state.dir.clone().unwrap_or_else(std::env::temp_dir);
         let store = fedpace_sim::SpillStore::new(&dir, (mb as usize) << 20)
-            .with_context(|| {
-                format!("state.dir = {}: creating the state database", dir.display())
-            })?
+            .with_context(|| format!("state.dir = {}: creating the state database", dir.display()))?
             .with_registry(fedpace_algos::builtin().codecs.clone());
         grid = grid.with_store(Box::new(store));
     }
@@ -400,13 +400,7 @@ pub fn run_quiet_keep(
     let Mode::Sync(strategy) = &mut p.strategy else {
         anyhow::bail!("benchmarks run synchronous strategies only");
     };
-    let outcome = fedpace_core::run(
-        strategy.as_mut(),
-        &mut p.grid,
-        p.init,
-        &opts,
-        &mut Quiet,
-    )?;
+    let outcome = fedpace_core::run(strategy.as_mut(), &mut p.grid, p.init, &opts, &mut Quiet)?;
     Ok((outcome, p.grid))
 }
 
@@ -494,7 +488,11 @@ impl Observer for Quiet {
     fn progress(&self) -> &dyn Progress {
         self
     }
-    fn round_finished(&mut self, _record: &RoundRecord, _global: &ParamTree) -> fedpace_core::Result<()> {
+    fn round_finished(
+        &mut self,
+        _record: &RoundRecord,
+        _global: &ParamTree,
+    ) -> fedpace_core::Result<()> {
         Ok(())
     }
 }

@@ -7,8 +7,8 @@ use fedpace_algos::local::{OptimizerStateDown, OptimizerStateUp};
 use fedpace_algos::{PolicyConfig, StandardClient, StrategyConfig};
 use fedpace_core::round::{Observer, RoundRecord, RunOptions};
 use fedpace_core::{
-    AggregateSummary, Client, ClientFactory, ClientId, ClientInfo, LocalState, LocalWork,
-    Progress, RatePlan, Reply, TrainIns, TrainRes,
+    AggregateSummary, Client, ClientFactory, ClientId, ClientInfo, LocalState, LocalWork, Progress,
+    RatePlan, Reply, TrainIns, TrainRes,
 };
 use fedpace_optim::{OptimizerSpec, StateMode};
 use fedpace_params::ParamTree;
@@ -166,7 +166,9 @@ fn try_run(
 }
 
 fn strategy(name: &str) -> StrategyConfig {
-    StrategyConfig::named(name).unwrap().with_clients_per_round(4)
+    StrategyConfig::named(name)
+        .unwrap()
+        .with_clients_per_round(4)
 }
 
 #[test]
@@ -303,8 +305,7 @@ fn kept_state_survives_rounds_and_a_serde_checkpoint() {
     // checkpoint: encode, decode, continue — identical to continuing in memory
     let bytes = fedpace_core::codec::encode_local_state(&state).unwrap();
     let mut restored =
-        fedpace_core::codec::decode_local_state(&bytes, &fedpace_algos::builtin().codecs)
-            .unwrap();
+        fedpace_core::codec::decode_local_state(&bytes, &fedpace_algos::builtin().codecs).unwrap();
     assert_eq!(restored, state);
     let a = (s.factory)(0).unwrap().train(&ins(3), &mut state).unwrap();
     let b = (s.factory)(0)
@@ -331,13 +332,7 @@ fn server_init_sends_the_average_of_returned_states() {
         weight_decay: 0.0,
     };
     p.state_mode = StateMode::ServerInit;
-    let (_, rec) = run(
-        &mut s,
-        strategy("fedavg"),
-        PolicyConfig::Constant,
-        p,
-        2,
-    );
+    let (_, rec) = run(&mut s, strategy("fedavg"), PolicyConfig::Constant, p, 2);
     let (_, ins1, replies1, _) = &rec.rounds[0];
     assert!(ins1.iter().all(|(_, i)| i.ext.is_empty()));
     let states: Vec<(&fedpace_optim::State, f64)> = replies1

@@ -67,14 +67,20 @@ fn groups_from_rules_drive_per_layer_rates_and_personal_layers() {
     let out = tmp.path().join("patterns");
     let o = run(&text, &out);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    assert_eq!(first_metrics(&out)["groups"], serde_json::json!(["features", "top"]));
+    assert_eq!(
+        first_metrics(&out)["groups"],
+        serde_json::json!(["features", "top"])
+    );
     // A pattern that matches nothing is a one-line error naming it.
     let text = BASE.to_string() + "[groups]\nconv = [\"conv*\"]\n";
     let out = tmp.path().join("never");
     let o = run(&text, &out);
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(2), "{err}");
-    assert!(err.contains("groups: conv = \"conv*\" matches no tensor"), "{err}");
+    assert!(
+        err.contains("groups: conv = \"conv*\" matches no tensor"),
+        "{err}"
+    );
     assert!(!out.exists());
 }
 

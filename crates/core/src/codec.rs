@@ -15,7 +15,9 @@
 //! was being read and why it failed. See `docs/arch/0007-extensions-and-codec.md`.
 
 use crate::ext::{Extensions, Registry};
-use crate::protocol::{EvalIns, EvalRes, LocalState, PersonalEval, TrainIns, TrainReport, TrainRes};
+use crate::protocol::{
+    EvalIns, EvalRes, LocalState, PersonalEval, TrainIns, TrainReport, TrainRes,
+};
 use crate::{EvalStats, RatePlan};
 use fedpace_params::{ParamSpec, ParamTree};
 use serde::de::DeserializeOwned;
@@ -188,7 +190,10 @@ impl<'a> Reader<'a> {
             None => return Err(err(format!("{kind}: unknown frame kind {}", buf[6]))),
         }
         if buf[7] != 0 {
-            return Err(err(format!("{kind}: reserved header byte is {}, expected 0", buf[7])));
+            return Err(err(format!(
+                "{kind}: reserved header byte is {}, expected 0",
+                buf[7]
+            )));
         }
         Ok(Self { buf, pos: 8, kind })
     }
@@ -253,9 +258,8 @@ impl<'a> Reader<'a> {
     fn str(&mut self, what: &str) -> crate::Result<&'a str> {
         let at = self.pos;
         let b = self.bytes(what)?;
-        std::str::from_utf8(b).map_err(|_| {
-            err(format!("{}: {what} at byte {at} is not UTF-8", self.kind))
-        })
+        std::str::from_utf8(b)
+            .map_err(|_| err(format!("{}: {what} at byte {at} is not UTF-8", self.kind)))
     }
     fn f32s(&mut self, what: &str) -> crate::Result<Vec<f32>> {
         let n = self.len(4, what)?;
@@ -285,9 +289,8 @@ impl<'a> Reader<'a> {
     fn cbor<T: DeserializeOwned>(&mut self, what: &str) -> crate::Result<T> {
         let at = self.pos;
         let b = self.bytes(what)?;
-        ciborium::from_reader(b).map_err(|e| {
-            err(format!("{}: {what} at byte {at}: {e}", self.kind))
-        })
+        ciborium::from_reader(b)
+            .map_err(|e| err(format!("{}: {what} at byte {at}: {e}", self.kind)))
     }
     fn ext(&mut self, what: &str, registry: &Registry) -> crate::Result<Extensions> {
         let n = self.u32(what)? as usize;
@@ -341,7 +344,10 @@ impl<'a> Reader<'a> {
                     err(format!("{}: tensor {name:?}: shape overflows", self.kind))
                 })?;
                 shape.push(usize::try_from(d).map_err(|_| {
-                    err(format!("{}: tensor {name:?}: dimension {d} too large", self.kind))
+                    err(format!(
+                        "{}: tensor {name:?}: dimension {d} too large",
+                        self.kind
+                    ))
                 })?);
             }
             total = total
@@ -729,10 +735,15 @@ mod tests {
         }
     }
 
+    /// Decodes and reports success.
+    type Decodes = fn(&[u8], &Registry) -> bool;
+
     /// Every encoding of the test values, with a decoder that only reports success.
-    fn encodings() -> Vec<(&'static str, Vec<u8>, fn(&[u8], &Registry) -> bool)> {
+    fn encodings() -> Vec<(&'static str, Vec<u8>, Decodes)> {
         vec![
-            ("params", encode_params(&tree()), |b, _| decode_params(b).is_ok()),
+            ("params", encode_params(&tree()), |b, _| {
+                decode_params(b).is_ok()
+            }),
             ("train_ins", encode_train_ins(&ins()).unwrap(), |b, r| {
                 decode_train_ins(b, r).is_ok()
             }),
@@ -754,9 +765,11 @@ mod tests {
                 }),
                 |b, _| decode_eval_res(b).is_ok(),
             ),
-            ("local_state", encode_local_state(&state()).unwrap(), |b, r| {
-                decode_local_state(b, r).is_ok()
-            }),
+            (
+                "local_state",
+                encode_local_state(&state()).unwrap(),
+                |b, r| decode_local_state(b, r).is_ok(),
+            ),
         ]
     }
 
@@ -783,8 +796,20 @@ mod tests {
         );
         let e = decode_eval_ins(&encode_eval_ins(&eval_ins()).unwrap(), &r).unwrap();
         assert_eq!(
-            (e.round, e.finetune_steps, e.max_test_samples, e.personalized, &e.ext),
-            (9, 5, Some(100), PersonalEval::PersonalModel, &eval_ins().ext)
+            (
+                e.round,
+                e.finetune_steps,
+                e.max_test_samples,
+                e.personalized,
+                &e.ext
+            ),
+            (
+                9,
+                5,
+                Some(100),
+                PersonalEval::PersonalModel,
+                &eval_ins().ext
+            )
         );
         let er = EvalRes {
             global: EvalStats {
@@ -813,7 +838,10 @@ mod tests {
         let e = decode_params(&b[..b.len() - 3]).unwrap_err().to_string();
         assert!(e.starts_with("ParamTree: values at byte"), "{e}");
         let e = decode_params(&b[..10]).unwrap_err().to_string();
-        assert_eq!(e, "ParamTree: truncated at byte 8 reading spec.tensors (needs 4 bytes, 2 left)");
+        assert_eq!(
+            e,
+            "ParamTree: truncated at byte 8 reading spec.tensors (needs 4 bytes, 2 left)"
+        );
     }
 
     #[test]

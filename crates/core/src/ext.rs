@@ -154,9 +154,7 @@ impl Extensions {
 
     /// Takes the payload of type `T` out.
     pub fn remove<T: Payload>(&mut self) -> Option<T> {
-        if self.get::<T>().is_none() {
-            return None;
-        }
+        self.get::<T>()?;
         let b = self.entries.remove(T::NAME)?;
         b.into_any().downcast::<T>().ok().map(|b| *b)
     }
@@ -240,9 +238,7 @@ impl PartialEq for Extensions {
 
 impl Debug for Extensions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_map()
-            .entries(self.entries.iter().map(|(k, v)| (k, v)))
-            .finish()
+        f.debug_map().entries(self.entries.iter()).finish()
     }
 }
 
@@ -318,7 +314,11 @@ impl Registry {
     }
 
     /// Decodes one payload; an unknown name is an error listing the known ones.
-    pub(crate) fn decode(&self, name: &str, bytes: &[u8]) -> Result<Box<dyn ErasedPayload>, String> {
+    pub(crate) fn decode(
+        &self,
+        name: &str,
+        bytes: &[u8],
+    ) -> Result<Box<dyn ErasedPayload>, String> {
         match self.decoders.get(name) {
             Some((_, dec)) => dec(bytes).map_err(|e| format!("extension {name:?}: {e}")),
             None => Err(format!(
@@ -350,8 +350,11 @@ pub mod f32s {
     }
 
     pub(crate) fn from_bytes(b: &[u8]) -> Result<Vec<f32>, String> {
-        if b.len() % 4 != 0 {
-            return Err(format!("{} bytes is not a whole number of f32 values", b.len()));
+        if !b.len().is_multiple_of(4) {
+            return Err(format!(
+                "{} bytes is not a whole number of f32 values",
+                b.len()
+            ));
         }
         Ok(b.chunks_exact(4)
             .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
@@ -451,7 +454,11 @@ mod tests {
             if self.v.len() == spec.total_len() {
                 Ok(())
             } else {
-                Err(format!("{} values, expected {}", self.v.len(), spec.total_len()))
+                Err(format!(
+                    "{} values, expected {}",
+                    self.v.len(),
+                    spec.total_len()
+                ))
             }
         }
     }
@@ -490,7 +497,10 @@ mod tests {
         let e = r.register::<Impostor>().err().unwrap();
         assert!(e.contains("test-a"), "{e}");
         let e = r.decode("nope", &[]).err().unwrap();
-        assert!(e.starts_with("unknown extension \"nope\" (this build knows"), "{e}");
+        assert!(
+            e.starts_with("unknown extension \"nope\" (this build knows"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -27,6 +27,4 @@ pub use pool::{ClientPool, Disclosed, PoolSubset};
 pub use protocol::*;
 pub use round::{run, Observer, RoundRecord, RunOptions, RunOutcome};
 pub use summary::{AggregateSummary, ClientAggregate, EvalSummary, RoundTiming};
-pub use traits::{
-    Client, ClientFactory, Grid, Progress, RatePolicy, RoundSummary, Strategy,
-};
+pub use traits::{Client, ClientFactory, Grid, Progress, RatePolicy, RoundSummary, Strategy};

@@ -144,7 +144,8 @@ impl ClientPool for Disclosed {
     }
     fn info(&self, id: ClientId) -> Result<ClientInfo> {
         let mut c = self.base.info(id)?;
-        c.metadata.retain(|name| self.shared.iter().any(|s| s == name));
+        c.metadata
+            .retain(|name| self.shared.iter().any(|s| s == name));
         Ok(c)
     }
     fn total_train(&self) -> Result<u64> {
@@ -199,6 +200,9 @@ mod tests {
         assert_eq!(hidden.info(1).unwrap().label_histogram(), None);
         assert_eq!(hidden.total_train().unwrap(), 21);
         let shown = Disclosed::new(p, vec!["label-histogram".into()]);
-        assert_eq!(shown.info(1).unwrap().label_histogram(), Some(&[2u64, 3][..]));
+        assert_eq!(
+            shown.info(1).unwrap().label_histogram(),
+            Some(&[2u64, 3][..])
+        );
     }
 }

@@ -157,7 +157,9 @@ impl ClientInfo {
 
     /// The label histogram of the training split, when the client shares it.
     pub fn label_histogram(&self) -> Option<&[u64]> {
-        self.metadata.get::<LabelHistogram>().map(|h| h.0.as_slice())
+        self.metadata
+            .get::<LabelHistogram>()
+            .map(|h| h.0.as_slice())
     }
 
     /// Shannon entropy (nats) of the training label distribution (0 when the client

@@ -6,8 +6,8 @@
 
 use crate::pool::ClientPool;
 use crate::protocol::*;
-pub use crate::summary::{EvalSummary, RoundTiming};
 use crate::summary::AggregateSummary;
+pub use crate::summary::{EvalSummary, RoundTiming};
 use crate::traits::{Grid, Progress, RoundSummary, Strategy};
 use crate::{EvalStats, Result};
 use fedpace_params::ParamTree;
@@ -504,7 +504,9 @@ mod tests {
 
     #[test]
     fn eval_ids_is_every_client_or_a_fixed_sample() {
-        let pool: Vec<ClientInfo> = (0..100u64).map(|id| ClientInfo::new(id * 3, 1, 1)).collect();
+        let pool: Vec<ClientInfo> = (0..100u64)
+            .map(|id| ClientInfo::new(id * 3, 1, 1))
+            .collect();
         let all: Vec<ClientId> = (0..100u64).map(|i| i * 3).collect();
         let ids = |max: Option<u32>, seed: u64| eval_ids(&pool, max, seed).collect::<Vec<_>>();
         assert_eq!(ids(None, 1), all);

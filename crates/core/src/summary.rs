@@ -80,4 +80,3 @@ pub struct RoundTiming {
     /// Clients that ran only part of their work (stragglers, deadline).
     pub partial: Vec<ClientId>,
 }
-

@@ -260,7 +260,8 @@ impl ParamSpec {
             for (label, pats) in table {
                 for p in pats {
                     if !self.entries.iter().any(|e| glob_match(p, &e.name)) {
-                        let names: Vec<&str> = self.entries.iter().map(|e| e.name.as_str()).collect();
+                        let names: Vec<&str> =
+                            self.entries.iter().map(|e| e.name.as_str()).collect();
                         return Err(Error::Grouping(format!(
                             "{label} = {p:?} matches no tensor of the model ({names:?})"
                         )));
@@ -515,12 +516,23 @@ mod tests {
         s.check_same(&t).unwrap();
         assert_eq!(s.regroup(&GroupRules::Model).unwrap(), *s);
         let two = GroupRules::Patterns(
-            [("x".to_string(), vec!["a".into()]), ("y".to_string(), vec!["?".into()])].into(),
+            [
+                ("x".to_string(), vec!["a".into()]),
+                ("y".to_string(), vec!["?".into()]),
+            ]
+            .into(),
         );
         let e = s.regroup(&two).unwrap_err().to_string();
-        assert_eq!(e, "tensor \"a\" matches the patterns of both \"x\" and \"y\"");
+        assert_eq!(
+            e,
+            "tensor \"a\" matches the patterns of both \"x\" and \"y\""
+        );
         let none = GroupRules::Patterns([("x".to_string(), vec!["zz*".into()])].into());
-        assert!(s.regroup(&none).unwrap_err().to_string().starts_with("x = \"zz*\" matches no tensor"));
+        assert!(s
+            .regroup(&none)
+            .unwrap_err()
+            .to_string()
+            .starts_with("x = \"zz*\" matches no tensor"));
         let other = ParamSpec::builder().add("a", &[6], "body").build().unwrap();
         assert!(s.check_same(&other).is_err());
     }

@@ -32,10 +32,10 @@ use crate::devices::Devices;
 use fedpace_core::asynchronous::AsyncStrategy;
 use fedpace_core::rng::{stream, Purpose};
 use fedpace_core::round::{evaluate_clients, ClientRoundRecord, Observer, RoundRecord, RunOutcome};
-use fedpace_core::{EvalSummary, RoundTiming};
 use fedpace_core::{
     ClientId, Error, EvalIns, Grid, RatePlan, RatePolicy, Result, TrainIns, TrainRes,
 };
+use fedpace_core::{EvalSummary, RoundTiming};
 use fedpace_params::ParamTree;
 use rand::Rng;
 use std::collections::{BTreeMap, BTreeSet};

@@ -71,7 +71,11 @@ impl RatePolicy for Compose {
         }
     }
     fn required_metadata(&self) -> Vec<&'static str> {
-        let mut v: Vec<&'static str> = self.parts.iter().flat_map(|p| p.required_metadata()).collect();
+        let mut v: Vec<&'static str> = self
+            .parts
+            .iter()
+            .flat_map(|p| p.required_metadata())
+            .collect();
         v.sort_unstable();
         v.dedup();
         v
