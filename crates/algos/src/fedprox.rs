@@ -9,7 +9,7 @@
 //! `max_steps` (or removes it), so it composes with every strategy.
 
 use crate::config::{Algorithm, BuildCx, Built, RoundConfig};
-use crate::pipeline::{NoHooks, Pipeline};
+use crate::pipeline::{Label, Pipeline};
 use fedpace_core::{Error, Result};
 use serde::{Deserialize, Serialize};
 
@@ -38,7 +38,12 @@ impl Algorithm for FedProxConfig {
     fn build(&self, mut cx: BuildCx) -> Result<Built> {
         cx.settings.base_plan.prox_mu = self.mu;
         Ok(Built::Sync(Box::new(
-            Pipeline::new(Self::NAME, cx.settings, cx.policy, Box::new(NoHooks))
+            Pipeline::new(
+                Self::NAME,
+                cx.settings,
+                cx.policy,
+                Box::new(Label(format!("mu={}", self.mu))),
+            )
                 .with_server(cx.server),
         )))
     }

@@ -163,6 +163,19 @@ impl ServerHooks for NoHooks {
     }
 }
 
+/// No hooks, but key settings to show in logs (FedProx's μ).
+#[derive(Debug, Default)]
+pub struct Label(pub String);
+
+impl ServerHooks for Label {
+    fn describe(&self) -> String {
+        self.0.clone()
+    }
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
 /// The stages of a synchronous round (see the module doc).
 pub struct Pipeline {
     name: &'static str,
