@@ -171,6 +171,8 @@ pub struct OutputConfig {
     pub dir: Option<PathBuf>,
     /// Record the full per-round trace (default false).
     pub trace: bool,
+    /// Write TensorBoard event files under `tensorboard/` (default false).
+    pub tensorboard: bool,
 }
 
 /// A configuration error, already formatted for the user.

@@ -531,15 +531,20 @@ pub fn plot_count(runs: usize) -> usize {
 }
 
 /// Reads the runs and writes the page to `out`.
-pub fn write_report(dirs: &[PathBuf], out: &Path) -> Result<()> {
+pub fn write_report(dirs: &[PathBuf], out: Option<&Path>, force: bool) -> Result<PathBuf> {
     if dirs.is_empty() {
         bail!("report: give at least one run directory");
     }
+    let _ = force;
+    let out = out
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("report.html"));
     let runs = dirs
         .iter()
         .map(|d| load_run(d))
         .collect::<Result<Vec<_>>>()?;
-    std::fs::write(out, render(&runs)).with_context(|| format!("writing {}", out.display()))
+    crate::files::write_bytes_atomic(&out, render(&runs).as_bytes())?;
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -624,7 +629,7 @@ mod tests {
         fake_run("a", &a, 0.05);
         fake_run("b", &b, 0.1);
         let out = tmp.path().join("report.html");
-        write_report(&[a.clone(), b.clone()], &out).unwrap();
+        write_report(&[a.clone(), b.clone()], Some(&out), false).unwrap();
         let html = std::fs::read_to_string(&out).unwrap();
         check_well_formed(&html).unwrap();
         assert_eq!(html.matches("<svg ").count(), plot_count(2));
@@ -645,7 +650,8 @@ mod tests {
     fn missing_run_directory_is_a_clear_error() {
         let e = write_report(
             &[PathBuf::from("/nonexistent/run")],
-            Path::new("/tmp/x.html"),
+            Some(Path::new("/tmp/x.html")),
+            false,
         )
         .unwrap_err();
         assert!(format!("{e:#}").contains("not a run directory"), "{e:#}");
