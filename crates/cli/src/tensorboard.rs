@@ -75,17 +75,23 @@ mod pb {
     pub fn key(out: &mut Vec<u8>, field: u32, wire: u8) {
         varint(out, ((field as u64) << 3) | wire as u64);
     }
+    // Plain proto3 scalars are left out when zero (their default), as protobuf's own
+    // encoder does; a field inside a `oneof` is always written.
     pub fn double(out: &mut Vec<u8>, field: u32, v: f64) {
-        key(out, field, 1);
-        out.extend_from_slice(&v.to_le_bytes());
+        if v.to_bits() != 0 {
+            key(out, field, 1);
+            out.extend_from_slice(&v.to_le_bytes());
+        }
     }
-    pub fn float(out: &mut Vec<u8>, field: u32, v: f32) {
+    pub fn oneof_float(out: &mut Vec<u8>, field: u32, v: f32) {
         key(out, field, 5);
         out.extend_from_slice(&v.to_le_bytes());
     }
     pub fn int64(out: &mut Vec<u8>, field: u32, v: i64) {
-        key(out, field, 0);
-        varint(out, v as u64);
+        if v != 0 {
+            key(out, field, 0);
+            varint(out, v as u64);
+        }
     }
     pub fn bytes(out: &mut Vec<u8>, field: u32, b: &[u8]) {
         key(out, field, 2);
@@ -93,8 +99,10 @@ mod pb {
         out.extend_from_slice(b);
     }
     pub fn packed_doubles(out: &mut Vec<u8>, field: u32, v: &[f64]) {
-        let b: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
-        bytes(out, field, &b);
+        if !v.is_empty() {
+            let b: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+            bytes(out, field, &b);
+        }
     }
 }
 
@@ -180,7 +188,7 @@ pub fn encode_event(wall_time: f64, step: i64, values: &[(String, Value)]) -> Ve
         let mut value = Vec::new();
         pb::bytes(&mut value, 1, tag.as_bytes());
         match v {
-            Value::Scalar(x) => pb::float(&mut value, 2, *x),
+            Value::Scalar(x) => pb::oneof_float(&mut value, 2, *x),
             Value::Histogram(h) => pb::bytes(&mut value, 5, &h.encode()),
         }
         pb::bytes(&mut summary, 1, &value);
@@ -276,10 +284,11 @@ mod tests {
     #[test]
     fn a_scalar_event_encodes_as_protobuf_by_hand() {
         // Event{wall_time=1.5, step=3, summary{value{tag="a", simple_value=0.25}}}:
-        // 09 <1.5 f64> 10 03 2a 09 | 0a 07 | 0a 01 'a' 15 <0.25 f32>
+        // 09 <1.5 f64> 10 03 | 2a 0a (summary, 10 bytes) | 0a 08 (value, 8 bytes) |
+        // 0a 01 "a" (tag) 15 <0.25 f32> (simple_value)
         let mut want = vec![0x09];
         want.extend_from_slice(&1.5f64.to_le_bytes());
-        want.extend_from_slice(&[0x10, 0x03, 0x2a, 0x09, 0x0a, 0x07, 0x0a, 0x01, b'a', 0x15]);
+        want.extend_from_slice(&[0x10, 0x03, 0x2a, 0x0a, 0x0a, 0x08, 0x0a, 0x01, b'a', 0x15]);
         want.extend_from_slice(&0.25f32.to_le_bytes());
         let got = encode_event(1.5, 3, &[("a".into(), Value::Scalar(0.25))]);
         assert_eq!(got, want);
