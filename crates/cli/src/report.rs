@@ -471,10 +471,11 @@ impl Frame {
             } else {
                 let _ = write!(
                     out,
-                    r#"<line x1="{x}" x2="{:.1}" y1="{:.1}" y2="{:.1}" stroke="{color}" stroke-width="2" stroke-dasharray="{dash}"/>"#,
+                    r#"<line x1="{x}" x2="{:.1}" y1="{:.1}" y2="{:.1}" stroke="{color}" stroke-width="{}" stroke-dasharray="{dash}"/>"#,
                     x + 22.0,
                     y - 4.0,
-                    y - 4.0
+                    y - 4.0,
+                    stroke_width(*i)
                 );
                 marker(out, *i, x + 11.0, y - 4.0);
             }
@@ -503,6 +504,12 @@ fn svg_open(out: &mut String, w: f64, h: f64, title: &str) {
 /// Colour and dash of series `i`: 30 distinct pairs.
 fn style(i: usize) -> (&'static str, &'static str) {
     (PALETTE[i % PALETTE.len()], DASHES[i % DASHES.len()])
+}
+
+/// Line width of series `i`: later series are thinner, so a line drawn over an equal
+/// one leaves it visible.
+fn stroke_width(i: usize) -> f64 {
+    [3.2, 2.2, 1.4][i.min(2)]
 }
 
 /// Marker of series `i`: circle, square, triangle, diamond.
@@ -561,11 +568,23 @@ pub fn line_plot(
     let yr = range(series.iter().flat_map(|s| s.1.iter().map(|p| p.1)));
     let x = Axis::new(xr.0.min(1.0).max(0.0), xr.1, 8, true, None);
     let y = Axis::new(yr.0, yr.1, 6, false, unit.then_some((0.0, 1.0)));
-    let f = Frame::new(x, y, legend_lines(series.iter().map(|s| &s.0)));
+    // A series equal to an earlier one is drawn on top of it: say so in the legend.
+    let labels: Vec<String> = series
+        .iter()
+        .enumerate()
+        .map(|(i, (label, pts))| {
+            match series[..i].iter().find(|o| !pts.is_empty() && o.1 == *pts) {
+                Some(o) => format!("{label} (same values as {})", o.0),
+                None => label.clone(),
+            }
+        })
+        .collect();
+    let f = Frame::new(x, y, legend_lines(labels.iter()));
     let mut out = String::new();
     f.open(&mut out, title, "round", ylabel);
     for (i, (_, pts)) in series.iter().enumerate() {
         let (color, dash) = style(i);
+        let width = stroke_width(i);
         let d: Vec<String> = pts
             .iter()
             .filter(|p| p.1.is_finite())
@@ -574,7 +593,7 @@ pub fn line_plot(
         if !d.is_empty() {
             let _ = write!(
                 out,
-                r#"<polyline fill="none" stroke="{color}" stroke-width="2" stroke-dasharray="{dash}" stroke-opacity="0.9" points="{}"/>"#,
+                r#"<polyline fill="none" stroke="{color}" stroke-width="{width}" stroke-dasharray="{dash}" stroke-opacity="0.9" points="{}"/>"#,
                 d.join(" ")
             );
         }
@@ -595,7 +614,8 @@ pub fn line_plot(
 }
 
 /// Bin edges for `values`: Freedman–Diaconis width (Sturges when the quartiles
-/// coincide), 5 to 30 bins, on nice numbers.
+/// coincide), aiming at 5 to 12 bins, rounded down to a nice width (so 5 to about 30
+/// bins) on nice edges.
 fn bin_edges(values: &[f64]) -> Vec<f64> {
     let mut v: Vec<f64> = values.iter().copied().filter(|x| x.is_finite()).collect();
     v.sort_by(f64::total_cmp);
@@ -603,6 +623,10 @@ fn bin_edges(values: &[f64]) -> Vec<f64> {
         return vec![0.0, 1.0];
     }
     let (lo, hi) = (v[0], v[v.len() - 1]);
+    if hi - lo < 1e-9 {
+        let pad = (lo.abs() * 0.05).max(0.005);
+        return vec![lo - pad, hi + pad];
+    }
     let q = |p: f64| v[((v.len() - 1) as f64 * p).round() as usize];
     let iqr = q(0.75) - q(0.25);
     let n = v.len() as f64;
@@ -611,8 +635,22 @@ fn bin_edges(values: &[f64]) -> Vec<f64> {
     } else {
         n.log2().ceil() + 1.0
     };
-    let axis = Axis::new(lo, hi, bins.clamp(5.0, 30.0) as usize, false, None);
-    axis.ticks
+    let raw = (hi - lo) / bins.clamp(5.0, 12.0);
+    // The largest nice width not above `raw`.
+    let mut step = nice_step(raw, true);
+    if step > raw * (1.0 + 1e-9) {
+        let mag = 10f64.powf(step.log10().floor());
+        let m = step / mag;
+        step = mag
+            * [1.0, 2.0, 2.5, 5.0]
+                .into_iter()
+                .rev()
+                .find(|c| *c < m - 1e-9)
+                .unwrap_or(0.5);
+    }
+    let a = (lo / step + 1e-9).floor();
+    let b = (hi / step - 1e-9).ceil().max(a + 1.0);
+    (a as i64..=b as i64).map(|i| i as f64 * step).collect()
 }
 
 /// Histogram of final per-client accuracy: one bar per run in each bin (grouped).
@@ -637,12 +675,10 @@ pub fn histogram(title: &str, series: &[(String, Vec<f64>)]) -> String {
         })
         .collect();
     let ymax = counts.iter().flatten().fold(0.0f64, |a, b| a.max(*b));
-    let x = Axis::new(edges[0], edges[nb], 7, false, None);
-    let x = Axis {
-        lo: edges[0],
-        hi: edges[nb],
-        ..x
-    };
+    let mut x = Axis::new(edges[0], edges[nb], 7, false, None);
+    x.ticks
+        .retain(|t| *t >= edges[0] - 1e-9 && *t <= edges[nb] + 1e-9);
+    (x.lo, x.hi) = (edges[0], edges[nb]);
     let y = Axis::new(0.0, ymax.max(0.05), 5, false, Some((0.0, 1.0)));
     let f = Frame::new(x, y, legend_lines(series.iter().map(|s| &s.0)));
     let mut out = String::new();
@@ -674,7 +710,10 @@ pub fn histogram(title: &str, series: &[(String, Vec<f64>)]) -> String {
     let entries: Vec<(String, usize)> = series
         .iter()
         .enumerate()
-        .map(|(i, s)| (s.0.clone(), i))
+        .map(|(i, s)| {
+            let n = s.1.iter().filter(|a| a.is_finite()).count();
+            (format!("{} ({n} clients)", s.0), i)
+        })
         .collect();
     f.legend(&mut out, &entries, true);
     out.push_str("</svg>");

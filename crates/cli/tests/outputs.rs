@@ -156,6 +156,23 @@ fn sigint_and_sigterm_stop_after_the_round_and_write_an_interrupted_run() {
     }
 }
 
+#[test]
+fn sigint_stops_an_asynchronous_run_between_server_versions() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    let mut c = fedpace();
+    c.arg("run")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/fedasync.toml"))
+        .args(["--set", "rounds=1000000", "--threads", "1", "--out"])
+        .arg(&out);
+    let mut child = spawn(c);
+    wait_for_round_after(&out, 3, &mut child);
+    kill(child.id(), libc::SIGINT);
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(130), "{}", text(&o));
+    assert_interrupted_run(&out, "SIGINT", &o);
+}
+
 /// PID 1 (a container's entrypoint) ignores every signal it has no handler for.
 #[test]
 fn sigterm_stops_the_run_as_pid_1() {
