@@ -36,8 +36,10 @@ pub fn write_safetensors(path: &Path, tensors: &[(String, Vec<usize>, &[f32])]) 
         })
         .collect::<Result<_>>()?;
     replace_with(path, |tmp| {
-        safetensors::tensor::serialize_to_file(views, &None, tmp)
-            .map_err(|e| anyhow::anyhow!("{e:?}"))
+        safetensors::tensor::serialize_to_file(views, &None, tmp).map_err(|e| match e {
+            safetensors::SafeTensorError::IoError(io) => anyhow::Error::new(io),
+            other => anyhow::anyhow!("{other:?}"),
+        })
     })
 }
 

@@ -2,6 +2,7 @@
 //! runs, atomic and complete files, metrics.csv, TensorBoard event files, and the spill
 //! store of a killed run. Named after the reliability review's defects they guard.
 
+use std::collections::BTreeMap;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -173,25 +174,117 @@ fn sigint_stops_an_asynchronous_run_between_server_versions() {
     assert_interrupted_run(&out, "SIGINT", &o);
 }
 
+/// Whether `unshare` with these namespace flags works here. Where it does not, the
+/// test is skipped with the reason, except under CI=true (CI runs as root on a machine
+/// where it works), unless FEDPACE_SKIP_UNSHARE_TESTS=1 says so deliberately.
+fn unshare_permitted(flags: &[&str]) -> bool {
+    let probe = Command::new("unshare").args(flags).arg("true").output();
+    if probe.as_ref().is_ok_and(|o| o.status.success()) {
+        return true;
+    }
+    let why = match &probe {
+        Ok(o) => String::from_utf8_lossy(&o.stderr).trim().to_string(),
+        Err(e) => e.to_string(),
+    };
+    let msg = format!("unshare {} is not permitted here ({why})", flags.join(" "));
+    if std::env::var("CI").as_deref() == Ok("true")
+        && std::env::var("FEDPACE_SKIP_UNSHARE_TESTS").as_deref() != Ok("1")
+    {
+        panic!("{msg}; set FEDPACE_SKIP_UNSHARE_TESTS=1 to skip");
+    }
+    eprintln!("skipped: {msg}");
+    false
+}
+
+/// Regression (reliability review D6): a full disk at the end of a run left a 0-byte
+/// summary.json or clients.csv beside the other outputs, and its error named no file.
+#[test]
+fn a_full_disk_names_the_file_and_leaves_no_partial_output() {
+    if !unshare_permitted(&["--mount"]) {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let reference = tmp.path().join("reference");
+    assert!(run_quickstart(&reference, &["--set", "rounds=40"])
+        .status
+        .success());
+    // The space the run takes on tmpfs (whole pages per file), then sizes from a bit
+    // below it (full while writing metrics) to above it (the final files).
+    let pages: u64 = std::fs::read_dir(&reference)
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len().div_ceil(4096) * 4)
+        .sum();
+    let mnt = tmp.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let mut failures = std::collections::BTreeSet::new();
+    for kb in (pages.saturating_sub(40)..=pages + 8).step_by(4) {
+        // In a mount namespace of its own: the tmpfs goes away with it.
+        let script = format!(
+            "mount -t tmpfs -o size={kb}k tmpfs {m} && {bin} run {cfg} --set rounds=40 --threads 1 --out {m}/r >/dev/null 2>{m}/err; echo rc=$?; tail -n 1 {m}/err; cd {m}/r && stat -c '%n %s' * .[!.]* 2>/dev/null",
+            m = mnt.display(),
+            bin = env!("CARGO_BIN_EXE_fedpace"),
+            cfg = quickstart().display()
+        );
+        let o = Command::new("unshare")
+            .args(["--mount", "sh", "-c", &script])
+            .output()
+            .unwrap();
+        let out = String::from_utf8_lossy(&o.stdout);
+        let mut lines = out.lines();
+        let rc = lines.next().unwrap_or("");
+        let files: BTreeMap<String, u64> = lines
+            .clone()
+            .filter_map(|l| {
+                let (n, s) = l.rsplit_once(' ')?;
+                Some((n.to_string(), s.parse().ok()?))
+            })
+            .collect();
+        assert!(
+            files.keys().all(|n| !n.contains(".tmp-")),
+            "{kb}k: temporary file left: {out}"
+        );
+        for f in [
+            "clients.csv",
+            "model.safetensors",
+            "summary.json",
+            "config.toml",
+        ] {
+            assert_ne!(files.get(f), Some(&0), "{kb}k: empty {f}: {out}");
+        }
+        if rc == "rc=0" {
+            assert!(files.contains_key("summary.json"), "{kb}k: {out}");
+            continue;
+        }
+        assert_eq!(rc, "rc=1", "{kb}k: {out}");
+        let err = out.lines().nth(1).unwrap_or("");
+        assert!(err.contains("No space left on device"), "{kb}k: {out}");
+        let named = [
+            "metrics.jsonl",
+            "metrics.csv",
+            "clients.csv",
+            "model.safetensors",
+            "summary.json",
+        ]
+        .into_iter()
+        .find(|f| err.contains(&format!("/r/{f}")));
+        assert!(
+            named.is_some(),
+            "{kb}k: the error names no output file: {err}"
+        );
+        failures.insert(named.unwrap());
+        assert!(
+            !files.contains_key("summary.json"),
+            "{kb}k: a failed run has a summary"
+        );
+    }
+    // The sweep reached the final files, not only the per-round ones.
+    assert!(failures.len() >= 2, "{failures:?}");
+}
+
 /// PID 1 (a container's entrypoint) ignores every signal it has no handler for.
 #[test]
 fn sigterm_stops_the_run_as_pid_1() {
-    let probe = Command::new("unshare")
-        .args(["--pid", "--fork", "true"])
-        .output();
-    if !probe.as_ref().is_ok_and(|o| o.status.success()) {
-        let why = match &probe {
-            Ok(o) => String::from_utf8_lossy(&o.stderr).trim().to_string(),
-            Err(e) => e.to_string(),
-        };
-        // CI runs as root on a machine where `unshare --pid` works: there a failure is a
-        // failure. FEDPACE_SKIP_PID1_TEST=1 skips it deliberately elsewhere.
-        if std::env::var("CI").as_deref() == Ok("true")
-            && std::env::var("FEDPACE_SKIP_PID1_TEST").as_deref() != Ok("1")
-        {
-            panic!("unshare --pid --fork is not permitted ({why}); set FEDPACE_SKIP_PID1_TEST=1 to skip");
-        }
-        eprintln!("skipped: unshare --pid --fork is not permitted here ({why})");
+    if !unshare_permitted(&["--pid", "--fork"]) {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
