@@ -566,7 +566,7 @@ pub fn line_plot(
 ) -> String {
     let xr = range(series.iter().flat_map(|s| s.1.iter().map(|p| p.0)));
     let yr = range(series.iter().flat_map(|s| s.1.iter().map(|p| p.1)));
-    let x = Axis::new(xr.0.min(1.0).max(0.0), xr.1, 8, true, None);
+    let x = Axis::new(0.0, xr.1, 8, true, None);
     let y = Axis::new(yr.0, yr.1, 6, false, unit.then_some((0.0, 1.0)));
     // A series equal to an earlier one is drawn on top of it: say so in the legend.
     let labels: Vec<String> = series
@@ -1190,7 +1190,7 @@ mod tests {
             .map(|i| 0.9 + 0.1 * (i as f64 / 99.0).powi(2))
             .collect();
         let edges = bin_edges(&acc);
-        assert!(edges.len() - 1 >= 5, "{edges:?}");
+        assert!(edges.len() > 5, "{edges:?}");
         assert!(edges[0] <= 0.9 && *edges.last().unwrap() >= 1.0);
         assert!(edges[1] - edges[0] <= 0.02 + 1e-9, "{edges:?}");
         let svg = histogram("h", &[("a".into(), acc.clone()), ("b".into(), acc)]);
