@@ -175,6 +175,9 @@ pub struct OutputConfig {
     pub tensorboard: bool,
 }
 
+/// The longest `name` (bytes): with `-<timestamp>-<n>` appended it stays a valid file name.
+pub const MAX_NAME_BYTES: usize = 200;
+
 /// A configuration error, already formatted for the user.
 #[derive(Debug)]
 pub struct ConfigError(pub String);
@@ -253,11 +256,26 @@ impl ExperimentConfig {
     /// Range checks beyond what the types enforce; the message names the key.
     pub fn validate(&self) -> Result<(), String> {
         let bad = |k: &str, v: &dyn std::fmt::Display, e: &str| Err(format!("{k} = {v}: {e}"));
-        if self.name.is_empty() || self.name.contains(['/', '\\']) {
+        // The name becomes a directory name (`runs/<name>-<timestamp>`) and goes into
+        // summary.json and the console: keep it short, printable and not hidden.
+        if self.name.is_empty()
+            || self.name.contains(['/', '\\'])
+            || self.name.starts_with('.')
+            || self.name.chars().any(char::is_control)
+            || self.name.len() > MAX_NAME_BYTES
+        {
+            let shown: String = self.name.chars().take(40).collect();
+            let shown = if shown.len() < self.name.len() {
+                format!("{shown:?}… ({} bytes)", self.name.len())
+            } else {
+                format!("{shown:?}")
+            };
             return bad(
                 "name",
-                &format!("{:?}", self.name),
-                "a non-empty name without slashes",
+                &shown,
+                &format!(
+                    "a name of 1 to {MAX_NAME_BYTES} bytes, without slashes or control characters, not starting with '.'"
+                ),
             );
         }
         if self.rounds == 0 {
@@ -543,6 +561,30 @@ mod tests {
         );
         // The same settings are fine for a synchronous strategy.
         ExperimentConfig::parse("[devices]\ndeadline = 5.0\n", "exp.toml", &[]).unwrap();
+    }
+
+    /// Regression (reliability review D16): a name with a newline, a hidden `..`, or
+    /// 50 MB became a directory name, or filled summary.json and the console.
+    #[test]
+    fn a_name_that_cannot_be_a_directory_name_is_rejected() {
+        for bad in ["x\\ny", "..", ".hidden", "a/b", ""] {
+            let e = ExperimentConfig::parse(&format!("name = \"{bad}\"\n"), "exp.toml", &[])
+                .unwrap_err()
+                .to_string();
+            assert!(e.starts_with("exp.toml: name = "), "{bad:?}: {e}");
+        }
+        let long = "n".repeat(5_000_000);
+        let e = ExperimentConfig::parse(&format!("name = \"{long}\"\n"), "exp.toml", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.len() < 300 && e.contains("(5000000 bytes)"),
+            "{}",
+            &e[..300.min(e.len())]
+        );
+        let ok = "x".repeat(MAX_NAME_BYTES);
+        assert!(ExperimentConfig::parse(&format!("name = \"{ok}\"\n"), "x", &[]).is_ok());
+        assert!(ExperimentConfig::parse("name = \"größe 1\"\n", "x", &[]).is_ok());
     }
 
     #[test]

@@ -326,15 +326,35 @@ fn print_table(rows: &[(String, serde_json::Value)]) {
         v.as_f64()
             .map_or("–".to_string(), |x| format!("{:.1}%", 100.0 * x))
     };
+    // The name column fits the longest name (chars, not bytes).
+    let w = rows
+        .iter()
+        .map(|r| r.0.chars().count())
+        .max()
+        .unwrap_or(0)
+        .max(16);
+    let pad = |s: &str| format!("{s}{}", " ".repeat(w - s.chars().count()));
     println!();
     println!(
-        "{:<16} {:>10} {:>14} {:>14} {:>9}",
-        "run", "global acc", "personal mean", "personal w10%", "wall"
+        "{} {:>10} {:>14} {:>14} {:>9}",
+        pad("run"),
+        "global acc",
+        "personal mean",
+        "personal w10%",
+        "wall"
     );
     for (name, s) in rows {
+        let mark = if s["interrupted"].as_bool() == Some(true) {
+            format!(
+                "   (interrupted at round {} of {})",
+                s["rounds_completed"], s["rounds"]
+            )
+        } else {
+            String::new()
+        };
         println!(
-            "{:<16} {:>10} {:>14} {:>14} {:>8.1}s",
-            name,
+            "{} {:>10} {:>14} {:>14} {:>8.1}s{mark}",
+            pad(name),
             pct(&s["global"]["accuracy"]),
             pct(&s["personalized"]["mean_accuracy"]),
             pct(&s["personalized"]["worst10_accuracy"]),

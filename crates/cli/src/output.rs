@@ -175,13 +175,17 @@ impl RunWriter {
         let acc = self.last_eval.as_ref().map_or("–".to_string(), |e| {
             format!("{:.1}%", 100.0 * e.global_accuracy)
         });
+        // Before the first round (and after a round without any update) there is no loss.
+        let loss = if self.last_loss.is_finite() {
+            format!("{:.4}", self.last_loss)
+        } else {
+            "–".to_string()
+        };
         format!(
-            "{} {}/{} clients · loss {:.4} · acc {}",
+            "{} {}/{} clients · loss {loss} · acc {acc}",
             self.phase.0,
             self.counter.done.load(Ordering::Relaxed),
             self.phase.1,
-            self.last_loss,
-            acc
         )
     }
 
