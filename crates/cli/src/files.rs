@@ -86,17 +86,16 @@ pub fn is_run_dir(dir: &Path) -> bool {
 /// directories below it (a quickstart's) are removed first; other files are kept.
 /// `what` names the directory's origin in errors (`--out`, `[output] dir`).
 pub fn claim_out_dir(dir: &Path, force: bool, what: &str) -> Result<()> {
+    if dir.exists() && !dir.is_dir() {
+        return Err(UsageError(format!(
+            "{what} {}: exists and is not a directory",
+            dir.display()
+        ))
+        .into());
+    }
     let entries = match std::fs::read_dir(dir) {
         Ok(e) => e,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) if dir.exists() && !dir.is_dir() => {
-            let _ = e;
-            return Err(UsageError(format!(
-                "{what} {}: exists and is not a directory",
-                dir.display()
-            ))
-            .into());
-        }
         Err(e) => return Err(e).with_context(|| format!("{what} {}", dir.display())),
     };
     let mut names: Vec<String> = entries
