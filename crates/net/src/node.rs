@@ -235,8 +235,10 @@ impl Node {
             .enable_all()
             .build()
             .map_err(|e| Error::io("tokio runtime", e))?;
-        let channel =
-            endpoint(&config.server, config.tls.as_ref(), config.request_timeout)?.connect_lazy();
+        let channel = {
+            let _inside = runtime.enter();
+            endpoint(&config.server, config.tls.as_ref(), config.request_timeout)?.connect_lazy()
+        };
         let link = Arc::new(Link {
             client: FleetClient::new(Signed {
                 inner: channel,

@@ -203,8 +203,7 @@ impl State {
             })
     }
 
-    /// Settles instruction `id` in its batch. Server-decided failures leave a tombstone
-    /// so that a reply arriving later is recognised as late.
+    /// Settles instruction `id` in its batch.
     fn settle(&mut self, shared: &Shared, id: u64, result: Result<Bytes, Failure>, now: Instant) {
         let Some(p) = self.pending.remove(&id) else {
             return;
@@ -212,8 +211,10 @@ impl State {
         if let Some(s) = self.sessions.get_mut(&p.session) {
             s.leased.remove(&id);
         }
-        let server_decided = matches!(&result, Err(f) if matches!(f.kind, FailureKind::Deadline | FailureKind::Gone));
-        if server_decided && shared.late_tx.is_some() {
+        // A server-decided failure leaves a tombstone until `late.grace` after the
+        // deadline, so that a reply arriving later is recognised (and accounted) as late.
+        if matches!(&result, Err(f) if matches!(f.kind, FailureKind::Deadline | FailureKind::Gone))
+        {
             self.tombstones.insert(
                 id,
                 Tombstone {
@@ -567,10 +568,11 @@ impl Fleet for FleetService {
             // The node came back (restart, new connection): its queued and leased
             // instructions for clients it still hosts are delivered again; the others
             // fail as gone with the old session.
-            let ids: Vec<u64> = match st.sessions.get_mut(&old) {
+            let mut ids: Vec<u64> = match st.sessions.get_mut(&old) {
                 Some(s) => s.leased.drain().chain(s.ready.drain(..)).collect(),
                 None => Vec::new(),
             };
+            ids.sort_unstable(); // in the order they were sent
             let state = &mut *st;
             let (keep, lost): (Vec<u64>, Vec<u64>) = ids.into_iter().partition(|id| {
                 state
