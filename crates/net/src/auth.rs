@@ -213,6 +213,46 @@ impl Verifier {
         }
     }
 
+    /// The checks that need no body: a known, unrevoked key and a timestamp in the window.
+    pub(crate) fn precheck(&self, headers: &HeaderMap) -> Result<(), Status> {
+        let now_ms = unix_ms(SystemTime::now());
+        self.maybe_reload(now_ms);
+        let name = header(headers, KEY_HEADER, 64)?;
+        self.known_key(name)?;
+        self.check_timestamp(headers, now_ms)?;
+        Ok(())
+    }
+
+    fn known_key(&self, name: &str) -> Result<([u8; 32], Arc<Identity>), Status> {
+        let known = self.known.read().unwrap_or_else(|p| p.into_inner());
+        let k = known
+            .get(name)
+            .ok_or_else(|| Status::unauthenticated(format!("unknown key {name:?}")))?;
+        if k.revoked {
+            return Err(Status::permission_denied(format!(
+                "key {name:?} is revoked"
+            )));
+        }
+        Ok((k.public_key, k.identity.clone()))
+    }
+
+    fn check_timestamp(&self, headers: &HeaderMap, now_ms: u64) -> Result<u64, Status> {
+        let text = header(headers, TIMESTAMP_HEADER, 20)?;
+        let timestamp: u64 = text.parse().map_err(|_| {
+            Status::unauthenticated(format!(
+                "{TIMESTAMP_HEADER} {text:?}: not unix milliseconds"
+            ))
+        })?;
+        let window_ms = u64::try_from(self.window.as_millis()).unwrap_or(u64::MAX);
+        if timestamp.abs_diff(now_ms) > window_ms {
+            return Err(Status::unauthenticated(format!(
+                "timestamp {timestamp} is {} ms from the server's clock, window is {window_ms} ms",
+                timestamp.abs_diff(now_ms)
+            )));
+        }
+        Ok(timestamp)
+    }
+
     /// Checks one request: known, unrevoked key; timestamp within the window; valid
     /// signature over path and body; nonce not seen before.
     pub(crate) fn verify(
@@ -222,41 +262,18 @@ impl Verifier {
         body: &[u8],
     ) -> Result<Arc<Identity>, Status> {
         let now_ms = unix_ms(SystemTime::now());
-        self.maybe_reload(now_ms);
         let name = header(headers, KEY_HEADER, 64)?;
-        let timestamp_text = header(headers, TIMESTAMP_HEADER, 20)?;
+        let (public_key, identity) = self.known_key(name)?;
+        let timestamp = self.check_timestamp(headers, now_ms)?;
         let nonce_text = header(headers, NONCE_HEADER, 32)?;
         let signature_text = header(headers, SIGNATURE_HEADER, 128)?;
-        let timestamp: u64 = timestamp_text.parse().map_err(|_| {
-            Status::unauthenticated(format!(
-                "{TIMESTAMP_HEADER} {timestamp_text:?}: not unix milliseconds"
-            ))
-        })?;
         let nonce = unhex::<16>(nonce_text).ok_or_else(|| {
             Status::unauthenticated(format!("{NONCE_HEADER}: expected 32 hex digits"))
         })?;
         let signature = unhex::<64>(signature_text).ok_or_else(|| {
             Status::unauthenticated(format!("{SIGNATURE_HEADER}: expected 128 hex digits"))
         })?;
-        let (public_key, identity) = {
-            let known = self.known.read().unwrap_or_else(|p| p.into_inner());
-            let k = known
-                .get(name)
-                .ok_or_else(|| Status::unauthenticated(format!("unknown key {name:?}")))?;
-            if k.revoked {
-                return Err(Status::permission_denied(format!(
-                    "key {name:?} is revoked"
-                )));
-            }
-            (k.public_key, k.identity.clone())
-        };
         let window_ms = u64::try_from(self.window.as_millis()).unwrap_or(u64::MAX);
-        if timestamp.abs_diff(now_ms) > window_ms {
-            return Err(Status::unauthenticated(format!(
-                "timestamp {timestamp} is {} ms from the server's clock, window is {window_ms} ms",
-                timestamp.abs_diff(now_ms)
-            )));
-        }
         let message = signed_message(path, name, timestamp, nonce_text, body);
         UnparsedPublicKey::new(&ED25519, public_key)
             .verify(&message, &signature)

@@ -193,3 +193,31 @@ pub fn decode_request(path: &str, body: &[u8], limits: &Limits) -> Result<Decode
         _ => Decoded::Leave(decode::<proto::LeaveRequest>(message)?.session),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Hand-encoded: field 2 (LEN) twice, field 1 (varint) once.
+    #[test]
+    fn count_field_walks_the_wire_format() {
+        let m = [0x08, 0x96, 0x01, 0x12, 0x01, 0xff, 0x12, 0x00];
+        assert_eq!(count_field(&m, 2).unwrap(), 2);
+        assert_eq!(count_field(&m, 1).unwrap(), 1);
+        // A length running past the end, a truncated varint, an unused wire type.
+        assert!(count_field(&[0x12, 0x05, 0x00], 2).is_err());
+        assert!(count_field(&[0x08, 0x80], 1).is_err());
+        assert!(count_field(&[0x0b], 1).is_err());
+    }
+
+    #[test]
+    fn frame_is_one_uncompressed_message() {
+        assert_eq!(frame(&[0, 0, 0, 0, 2, 7, 8]).unwrap(), &[7, 8]);
+        assert!(frame(&[1, 0, 0, 0, 0])
+            .unwrap_err()
+            .to_string()
+            .contains("compressed"));
+        assert!(frame(&[0, 0, 0, 0, 3, 7, 8]).is_err());
+        assert!(frame(&[0, 0]).is_err());
+    }
+}

@@ -400,3 +400,38 @@ pub enum KeySource {
     /// A ring held in memory.
     Fixed(KeyRing),
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// RFC 8032 §7.1, test 1: the key pair and the signature of the empty message.
+    #[test]
+    fn ed25519_matches_rfc8032_test_vector_1() {
+        let seed = unhex::<32>("9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60")
+            .unwrap();
+        let c = Credential::from_seed("rfc", seed).unwrap();
+        assert_eq!(
+            hex(&c.public_key()),
+            "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a"
+        );
+        assert_eq!(
+            hex(&c.sign(b"")),
+            "e5564300c360ac729086e2cc806e828a84877f1eb8e5d974d873e065\
+             224901555fb8821590a33bacc61e39701cf9b46bd25bf5f0595bbe24655141438e7a100b"
+        );
+    }
+
+    #[test]
+    fn ranges_and_hex_parse_or_say_why() {
+        assert_eq!(parse_range("3..7"), Ok(3..7));
+        assert!(parse_range("7..3")
+            .unwrap_err()
+            .contains("end must exceed start"));
+        assert!(parse_range("a..3").unwrap_err().contains("not a client id"));
+        assert!(parse_range("3").unwrap_err().contains("START..END"));
+        assert_eq!(unhex::<2>("0aFf"), Some([10, 255]));
+        assert_eq!(unhex::<2>("0aF"), None);
+        assert_eq!(unhex::<1>("+1"), None);
+    }
+}

@@ -442,6 +442,8 @@ impl Gate {
                 "{path}: no such RPC in fedpace.v1"
             )));
         }
+        // Unknown or revoked keys and stale timestamps are refused before any body is read.
+        self.shared.verifier.precheck(req.headers())?;
         let (mut parts, body) = req.into_parts();
         let body = {
             let _permit = self
@@ -835,7 +837,12 @@ impl Batch {
             ids.push(id);
             self.outstanding += 1;
             self.sent += 1;
-            let Some(&session) = st.client_session.get(&client) else {
+            let session = st
+                .client_session
+                .get(&client)
+                .copied()
+                .filter(|s| st.sessions.contains_key(s));
+            let Some(session) = session else {
                 let _ = self.tx.send(Arrival {
                     instruction: id,
                     client,
@@ -865,13 +872,11 @@ impl Batch {
                 },
             );
             st.deadlines.push(Reverse((due, id)));
-            let s = st
-                .sessions
-                .get_mut(&session)
-                .expect("client_session points at a live session");
-            s.ready.push_back(id);
-            if woken.insert(session) {
-                s.notify.notify_one();
+            if let Some(s) = st.sessions.get_mut(&session) {
+                s.ready.push_back(id);
+                if woken.insert(session) {
+                    s.notify.notify_one();
+                }
             }
         }
         self.round = round;
