@@ -9,6 +9,7 @@
 //!
 //! Nodes run as child processes of this binary (`--node SPEC`), so the memory printed is
 //! the server's alone.
+#![allow(clippy::single_range_in_vec_init)] // client ranges are a Vec<Range> by design
 
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::AtomicBool;

@@ -2,6 +2,7 @@
 //! field checks) and the node's instruction decoding never panic and never allocate
 //! more than a bounded multiple of their input, on a million random and mutated inputs
 //! (docs/network.md, "Fuzzing"). Seeded: a failure names the case to replay.
+#![allow(clippy::single_range_in_vec_init)] // client ranges are a Vec<Range> by design
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -1,5 +1,6 @@
 //! Rounds over real sockets with TLS on loopback: several nodes, each with its own
 //! runtime and connection (threads here; separate processes in `processes.rs`).
+#![allow(clippy::single_range_in_vec_init)] // client ranges are a Vec<Range> by design
 
 mod common;
 

@@ -1,5 +1,6 @@
 //! Nodes as separate OS processes (this test binary re-run as `child_node`), killed with
 //! SIGKILL mid-round: the round completes with its quorum and the run goes on.
+#![allow(clippy::single_range_in_vec_init)] // client ranges are a Vec<Range> by design
 
 mod common;
 

@@ -1,6 +1,6 @@
 //! Shared fixture of the loopback tests: a temporary directory with a local CA, a key
 //! ring with one key per node, and a server with short timeouts.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::single_range_in_vec_init)]
 
 use std::net::SocketAddr;
 use std::ops::Range;
