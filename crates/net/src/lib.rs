@@ -5,7 +5,37 @@
 //! more logical clients and pull instructions for them over gRPC with TLS, in the manner
 //! of Flower's Fleet API. Payloads are opaque bytes at this layer. Every request is
 //! signed with the node's Ed25519 key ([`keys`]); everything received is size-limited
-//! and checked before use ([`wire`]).
+//! and checked before use ([`wire`], [`envelope`]).
+//!
+//! ```
+//! use std::time::Duration;
+//! use fedpace_net::{keys, generate_local_ca, Credential, KeySource, Kind, Node, NodeConfig, Server, ServerConfig};
+//!
+//! # fn main() -> Result<(), fedpace_net::Error> {
+//! let dir = std::env::temp_dir().join(format!("fedpace-net-doc-{}", std::process::id()));
+//! let ca = generate_local_ca(&dir, &["localhost".into()])?;
+//! let ring = dir.join("keys.toml");
+//! keys::generate(&ring, "node-a", vec![0..2], &dir.join("node-a.key"))?;
+//!
+//! let listen = "127.0.0.1:0".parse().unwrap();
+//! let server = Server::start(ServerConfig::new(listen, Some(ca.server_tls()?), KeySource::File(ring)))?;
+//! let addr = format!("127.0.0.1:{}", server.local_addr().port());
+//! let config = NodeConfig::new(addr, Some(ca.client_tls("localhost")?), Credential::load(&dir.join("node-a.key"))?, vec![0..2]);
+//! let node = Node::connect(config)?;
+//!
+//! // The round loop sends; the node pulls, answers, pushes.
+//! let mut batch = server.batch();
+//! batch.send(1, Kind::Train, vec![(0, "model".into()), (1, "model".into())], Duration::from_secs(5))?;
+//! let outcomes: Vec<_> = node.pull()?.iter()
+//!     .map(|ins| fedpace_net::Outcome::for_instruction(ins, Ok(ins.payload.clone())))
+//!     .collect();
+//! node.push(&outcomes)?;
+//! let replies = batch.collect(2)?;
+//! assert_eq!(replies[1].result.as_deref().ok(), Some(&b"model"[..]));
+//! # std::fs::remove_dir_all(&dir).ok();
+//! # Ok(())
+//! # }
+//! ```
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 

@@ -40,7 +40,7 @@ impl ServerTls {
         }
         let key = PrivateKeyDer::from_pem_slice(&self.key_pem)
             .map_err(|e| Error::Tls(format!("server key: {e}")))?;
-        // ring keeps the build free of C toolchains (aws-lc); it lacks post-quantum key
+        // ring keeps the build light (aws-lc builds a large C library); it lacks post-quantum key
         // exchange, which rustls therefore marks deprecated (docs/arch/0010).
         #[allow(deprecated)]
         let provider = Arc::new(rustls::crypto::ring::default_provider());
