@@ -213,7 +213,9 @@ impl KeyRing {
     }
 }
 
-fn write_atomically(path: &Path, bytes: &[u8], private: bool) -> Result<()> {
+/// Writes `bytes` to a temporary file beside `path`, then renames it over `path`;
+/// `private` files get mode 0600 on Unix.
+pub(crate) fn write_atomically(path: &Path, bytes: &[u8], private: bool) -> Result<()> {
     let tmp = path.with_extension("tmp");
     let mut options = fs::OpenOptions::new();
     options.write(true).create(true).truncate(true);

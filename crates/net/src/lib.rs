@@ -62,6 +62,12 @@ pub mod proto {
     tonic::include_proto!("fedpace.v1");
 }
 
+/// Locks a mutex, taking the data even if a thread panicked while holding it (every
+/// critical section leaves the state consistent).
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 pub use config::{LateReplies, Limits, NodeConfig, ServerConfig};
 pub use error::{Error, Result};
 pub use keys::{Credential, KeyEntry, KeyRing, KeySource};

@@ -25,6 +25,7 @@ use crate::auth::sign_headers;
 use crate::config::NodeConfig;
 use crate::error::{Error, Result};
 use crate::keys::Credential;
+use crate::lock;
 use crate::proto;
 use crate::proto::fleet_client::FleetClient;
 use crate::wire::{self, Failure, FailureKind, Instruction, Outcome};
@@ -112,10 +113,6 @@ struct Link {
     terms: Mutex<Terms>,
     registering: tokio::sync::Mutex<()>,
     registrations: AtomicU64,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Link {

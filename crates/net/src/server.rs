@@ -16,7 +16,7 @@ use std::ops::Range;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -35,6 +35,7 @@ use crate::auth::{Identity, Verifier};
 use crate::config::ServerConfig;
 use crate::envelope;
 use crate::error::{Error, Result};
+use crate::lock;
 use crate::proto;
 use crate::proto::fleet_server::{Fleet, FleetServer};
 use crate::wire::{self, unix_ms, ClientId, Failure, FailureKind, Kind, Outcome};
@@ -175,10 +176,6 @@ struct Shared {
     late_rx: Mutex<Option<Receiver<Arrival>>>,
     counters: Counters,
     start: Instant,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Encoded size of a message inside a repeated field: tag byte, length, body.

@@ -10,6 +10,7 @@ use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::error::{Error, Result};
+use crate::keys::write_atomically;
 
 /// The server's certificate chain and private key, PEM-encoded.
 #[derive(Clone, Debug)]
@@ -100,23 +101,6 @@ impl LocalCa {
     }
 }
 
-fn write(path: &Path, text: &str, private: bool) -> Result<()> {
-    let mut options = fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    if private {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    #[cfg(not(unix))]
-    let _ = private;
-    use std::io::Write;
-    options
-        .open(path)
-        .and_then(|mut f| f.write_all(text.as_bytes()))
-        .map_err(|e| Error::io(path, e))
-}
-
 /// Writes a self-signed CA and a server certificate for `names` (DNS names or IP
 /// addresses, e.g. `["localhost", "127.0.0.1"]`) into `dir`: `ca.pem`, `ca-key.pem`,
 /// `server.pem`, `server-key.pem`. For local use and tests; a real deployment uses its
@@ -157,9 +141,13 @@ pub fn generate_local_ca(dir: &Path, names: &[String]) -> Result<LocalCa> {
         server_cert: dir.join("server.pem"),
         server_key: dir.join("server-key.pem"),
     };
-    write(&files.ca_cert, &ca_cert.pem(), false)?;
-    write(&files.ca_key, &ca_key.serialize_pem(), true)?;
-    write(&files.server_cert, &server_cert.pem(), false)?;
-    write(&files.server_key, &server_key.serialize_pem(), true)?;
+    write_atomically(&files.ca_cert, ca_cert.pem().as_bytes(), false)?;
+    write_atomically(&files.ca_key, ca_key.serialize_pem().as_bytes(), true)?;
+    write_atomically(&files.server_cert, server_cert.pem().as_bytes(), false)?;
+    write_atomically(
+        &files.server_key,
+        server_key.serialize_pem().as_bytes(),
+        true,
+    )?;
     Ok(files)
 }

@@ -8,11 +8,10 @@ use std::sync::atomic::AtomicBool;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use common::{echo, Fixture};
+use common::{echo, framed, Fixture};
 use fedpace_net::proto::{self, fleet_client::FleetClient};
 use fedpace_net::testing::{endpoint, sign_headers};
 use fedpace_net::{keys, Credential, Error, Kind, Node, Server};
-use prost::Message;
 use tonic::metadata::MetadataValue;
 use tonic::Code;
 
@@ -61,15 +60,6 @@ impl Raw {
     }
 }
 
-/// The gRPC body of `m`, as the client library frames it.
-fn body(m: &impl Message) -> Vec<u8> {
-    let bytes = m.encode_to_vec();
-    let mut out = vec![0u8];
-    out.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
-    out.extend_from_slice(&bytes);
-    out
-}
-
 const HEARTBEAT: &str = "/fedpace.v1.Fleet/Heartbeat";
 
 #[test]
@@ -83,7 +73,7 @@ fn unauthenticated_tampered_replayed_and_stale_requests_are_refused() {
     let msg = proto::HeartbeatRequest { session };
 
     // Correctly signed: accepted once.
-    let headers = sign_headers(&cred, HEARTBEAT, &body(&msg), SystemTime::now()).unwrap();
+    let headers = sign_headers(&cred, HEARTBEAT, &framed(&msg), SystemTime::now()).unwrap();
     assert_eq!(raw.heartbeat(msg, &headers), Code::Ok);
     // The same request again: replayed.
     assert_eq!(raw.heartbeat(msg, &headers), Code::Unauthenticated);
@@ -93,13 +83,13 @@ fn unauthenticated_tampered_replayed_and_stale_requests_are_refused() {
     let other = proto::HeartbeatRequest {
         session: session + 1,
     };
-    let headers = sign_headers(&cred, HEARTBEAT, &body(&other), SystemTime::now()).unwrap();
+    let headers = sign_headers(&cred, HEARTBEAT, &framed(&other), SystemTime::now()).unwrap();
     assert_eq!(raw.heartbeat(msg, &headers), Code::Unauthenticated);
     // Signed for another RPC.
     let headers = sign_headers(
         &cred,
         "/fedpace.v1.Fleet/Leave",
-        &body(&msg),
+        &framed(&msg),
         SystemTime::now(),
     )
     .unwrap();
@@ -111,7 +101,7 @@ fn unauthenticated_tampered_replayed_and_stale_requests_are_refused() {
         } else {
             SystemTime::now() + Duration::from_secs(120)
         };
-        let headers = sign_headers(&cred, HEARTBEAT, &body(&msg), when).unwrap();
+        let headers = sign_headers(&cred, HEARTBEAT, &framed(&msg), when).unwrap();
         assert_eq!(
             raw.heartbeat(msg, &headers),
             Code::Unauthenticated,
@@ -120,11 +110,11 @@ fn unauthenticated_tampered_replayed_and_stale_requests_are_refused() {
     }
     // A key the server does not know, claiming a known name.
     let impostor = Credential::generate("node-0").unwrap();
-    let headers = sign_headers(&impostor, HEARTBEAT, &body(&msg), SystemTime::now()).unwrap();
+    let headers = sign_headers(&impostor, HEARTBEAT, &framed(&msg), SystemTime::now()).unwrap();
     assert_eq!(raw.heartbeat(msg, &headers), Code::Unauthenticated);
     // An unknown name.
     let stranger = Credential::generate("stranger").unwrap();
-    let headers = sign_headers(&stranger, HEARTBEAT, &body(&msg), SystemTime::now()).unwrap();
+    let headers = sign_headers(&stranger, HEARTBEAT, &framed(&msg), SystemTime::now()).unwrap();
     assert_eq!(raw.heartbeat(msg, &headers), Code::Unauthenticated);
 
     assert_eq!(server.stats().refused_requests, 8);

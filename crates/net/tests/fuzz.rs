@@ -4,10 +4,13 @@
 //! (docs/network.md, "Fuzzing"). Seeded: a failure names the case to replay.
 #![allow(clippy::single_range_in_vec_init)] // client ranges are a Vec<Range> by design
 
+mod common;
+
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::Bytes;
+use common::framed;
 use fedpace_net::envelope::{decode_request, Decoded};
 use fedpace_net::proto;
 use fedpace_net::{wire, Limits};
@@ -50,14 +53,6 @@ impl Rng {
     fn below(&mut self, n: usize) -> usize {
         (self.next() % n as u64) as usize
     }
-}
-
-fn framed(m: &impl Message) -> Vec<u8> {
-    let bytes = m.encode_to_vec();
-    let mut out = vec![0u8];
-    out.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
-    out.extend_from_slice(&bytes);
-    out
 }
 
 const PATHS: [&str; 6] = [

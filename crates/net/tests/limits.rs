@@ -11,21 +11,12 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use common::{echo, Fixture};
+use common::{echo, framed, Fixture};
 use fedpace_net::proto::{self, fleet_client::FleetClient};
 use fedpace_net::testing::{endpoint, sign_headers};
 use fedpace_net::{FailureKind, Kind, Node, Server};
-use prost::Message;
 use tonic::metadata::MetadataValue;
 use tonic::Code;
-
-fn framed(m: &impl Message) -> Vec<u8> {
-    let bytes = m.encode_to_vec();
-    let mut out = vec![0u8];
-    out.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
-    out.extend_from_slice(&bytes);
-    out
-}
 
 /// Pushes `replies` with a correct signature; the answer's code.
 fn signed_push(fx: &Fixture, server: &Server, session: u64, replies: Vec<proto::Reply>) -> Code {

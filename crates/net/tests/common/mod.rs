@@ -115,3 +115,12 @@ pub fn echo(ins: &fedpace_net::Instruction) -> bytes::Bytes {
     out.extend_from_slice(&ins.client.to_le_bytes());
     out.into()
 }
+
+/// A message as a gRPC unary body: flag 0, big-endian length, protobuf bytes.
+pub fn framed(m: &impl prost::Message) -> Vec<u8> {
+    let bytes = m.encode_to_vec();
+    let mut out = vec![0u8];
+    out.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
+    out.extend_from_slice(&bytes);
+    out
+}
