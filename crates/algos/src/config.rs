@@ -7,7 +7,7 @@
 //!
 //! Adding an algorithm: a module with a config type that implements [`Algorithm`], and
 //! one line in `crate::registry`'s list. See docs/configuration.md (`[strategy]`) and
-//! docs/arch/0008-algorithms-as-modules-and-stages.md.
+//! docs/arch/0009-algorithms-as-modules-and-stages.md.
 
 use crate::aggregate::Normalize;
 use crate::fedopt::{ServerOptimizerConfig, ServerStep};

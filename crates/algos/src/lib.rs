@@ -3,7 +3,7 @@
 //! ([`client::StandardClient`]), rate policies ([`policy`], [`policies`]) and
 //! aggregation ([`aggregate`]). An algorithm module owns its `[strategy]` section, its
 //! server hooks, its client half, its payloads and its state; [`registry`] lists them,
-//! one line each. See docs/arch/0008-algorithms-as-modules-and-stages.md.
+//! one line each. See docs/arch/0009-algorithms-as-modules-and-stages.md.
 //!
 //! Layers (each depends only on those above it): `local` → `parts` → `pipeline`,
 //! `personal` → the algorithm modules → `config`, `registry` → `client`.

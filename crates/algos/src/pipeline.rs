@@ -23,7 +23,7 @@
 //! aggregation-side policies, server optimisers and server-initialised state work the
 //! same under every synchronous algorithm. Every stage that keeps state across rounds
 //! (server step, hooks, server-init state, policy) saves and restores it
-//! ([`Strategy::save_state`]). See docs/arch/0008-algorithms-as-modules-and-stages.md.
+//! ([`Strategy::save_state`]). See docs/arch/0009-algorithms-as-modules-and-stages.md.
 
 use crate::aggregate::{aggregate_linear, aggregate_masked, usable, Aggregated, Normalize};
 use crate::fedopt::{average_states, ServerStep};

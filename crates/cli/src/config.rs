@@ -182,6 +182,8 @@ pub struct OutputConfig {
     pub dir: Option<PathBuf>,
     /// Record the full per-round trace (default false).
     pub trace: bool,
+    /// Write TensorBoard event files under `tensorboard/` (default false).
+    pub tensorboard: bool,
 }
 
 /// A configuration error, already formatted for the user.
@@ -328,6 +330,8 @@ impl ExperimentConfig {
     /// Range checks beyond what the types enforce; the message names the key.
     pub fn validate(&self) -> Result<(), String> {
         let bad = |k: &str, v: &dyn std::fmt::Display, e: &str| Err(format!("{k} = {v}: {e}"));
+        // The name becomes a directory name (`runs/<name>-<timestamp>`) and goes into
+        // summary.json and the console: keep it short, printable and not hidden.
         if self.name.is_empty()
             || self.name.contains(['/', '\\'])
             || self.name.starts_with('.')
@@ -335,17 +339,17 @@ impl ExperimentConfig {
             || self.name.len() > limits::NAME_BYTES
         {
             let shown: String = self.name.chars().take(40).collect();
-            let more = if shown.len() < self.name.len() {
-                "…"
+            let shown = if shown.len() < self.name.len() {
+                format!("{shown:?}… ({} bytes)", self.name.len())
             } else {
-                ""
+                format!("{shown:?}")
             };
             return bad(
                 "name",
-                &format!("{shown:?}{more}"),
+                &shown,
                 &format!(
-                    "a non-empty name of at most {} bytes, without slashes, control \
-                     characters or a leading dot",
+                    "a name of 1 to {} bytes, without slashes or control characters, not \
+                     starting with '.'",
                     limits::NAME_BYTES
                 ),
             );
@@ -760,6 +764,30 @@ mod tests {
         );
         // The same settings are fine for a synchronous strategy.
         ExperimentConfig::parse("[devices]\ndeadline = 5.0\n", "exp.toml", &[]).unwrap();
+    }
+
+    /// Regression (reliability review D16): a name with a newline, a hidden `..`, or
+    /// 50 MB became a directory name, or filled summary.json and the console.
+    #[test]
+    fn a_name_that_cannot_be_a_directory_name_is_rejected() {
+        for bad in ["x\\ny", "..", ".hidden", "a/b", ""] {
+            let e = ExperimentConfig::parse(&format!("name = \"{bad}\"\n"), "exp.toml", &[])
+                .unwrap_err()
+                .to_string();
+            assert!(e.starts_with("exp.toml: name = "), "{bad:?}: {e}");
+        }
+        let long = "n".repeat(5_000_000);
+        let e = ExperimentConfig::parse(&format!("name = \"{long}\"\n"), "exp.toml", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.len() < 300 && e.contains("(5000000 bytes)"),
+            "{}",
+            &e[..300.min(e.len())]
+        );
+        let ok = "x".repeat(limits::NAME_BYTES);
+        assert!(ExperimentConfig::parse(&format!("name = \"{ok}\"\n"), "x", &[]).is_ok());
+        assert!(ExperimentConfig::parse("name = \"größe 1\"\n", "x", &[]).is_ok());
     }
 
     #[test]

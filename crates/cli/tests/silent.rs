@@ -176,8 +176,11 @@ fn configs_that_cannot_train_or_are_out_of_bounds_are_rejected_before_anything_i
             &["data={source=\"bench\",num_clients=30,sample_shape=[100000,100000,100000]}"],
             "data.sample_shape = [100000, 100000, 100000]: with samples_per_client = 600",
         ),
-        (&["name=\"x\\ny\""], "name = \"x\\ny\": a non-empty name"),
-        (&["name=\"..\""], "name = \"..\": a non-empty name"),
+        (
+            &["name=\"x\\ny\""],
+            "name = \"x\\ny\": a name of 1 to 200 bytes",
+        ),
+        (&["name=\"..\""], "name = \"..\": a name of 1 to 200 bytes"),
         (&["threads=100000"], "threads = 100000: at most"),
     ];
     for (i, (sets, want)) in cases.iter().enumerate() {

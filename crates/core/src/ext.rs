@@ -12,7 +12,7 @@
 //! Every payload has a stable [`Payload::NAME`], its key in the versioned binary encoding
 //! ([`crate::codec`]): the encoding writes `(name, CBOR bytes)` pairs, and decoding looks
 //! the name up in a [`Registry`] — an unknown name is an error that lists the known ones.
-//! See `docs/arch/0007-extensions-and-codec.md`.
+//! See `docs/arch/0008-extensions-and-codec.md`.
 
 use fedpace_params::ParamSpec;
 use serde::de::DeserializeOwned;

@@ -167,6 +167,13 @@ pub trait Observer {
     }
     /// A round finished.
     fn round_finished(&mut self, record: &RoundRecord, global: &ParamTree) -> Result<()>;
+    /// Whether the run should stop early (a signal, a user's request). The loops ask
+    /// before each round and again before its evaluation: a round whose training has
+    /// run is aggregated and recorded (without its evaluation), then the run ends with
+    /// [`RunOutcome::stopped`] set.
+    fn should_stop(&self) -> bool {
+        false
+    }
 }
 
 /// What a run ends with.
@@ -180,6 +187,12 @@ pub struct RunOutcome {
     pub rounds: Vec<RoundRecord>,
     /// Wall-clock seconds since the start of the run at the end of each round (always kept).
     pub round_wall_seconds: Vec<f64>,
+    /// Rounds (asynchronously: server versions) completed; fewer than asked when stopped.
+    pub completed_rounds: u32,
+    /// The round of [`RunOutcome::final_eval`] (`None`: no evaluation ran).
+    pub final_eval_round: Option<u32>,
+    /// The run ended early because [`Observer::should_stop`] said so.
+    pub stopped: bool,
 }
 
 /// Runs `opts.rounds` rounds of `strategy` on `grid`, starting from `init`.
@@ -196,8 +209,15 @@ pub fn run(
     let mut round_wall_seconds = Vec::with_capacity(opts.rounds as usize);
     let mut final_eval = None;
     let mut idle_rounds = 0u32;
+    let mut final_eval_round = None;
+    let mut completed_rounds = 0;
+    let mut stopped = false;
     let pool = grid.pool();
     for round in 1..=opts.rounds {
+        if observer.should_stop() {
+            stopped = true;
+            break;
+        }
         let shared = Arc::new(global.clone());
         let ins = strategy.configure_train(round, &shared, pool.as_ref(), opts.seed)?;
         let plans: Vec<(ClientId, RatePlan)> =
@@ -220,9 +240,11 @@ pub fn run(
         }
         let evaluate =
             round == opts.rounds || (opts.eval_every > 0 && round % opts.eval_every == 0);
-        let eval = if evaluate {
+        stopped = observer.should_stop();
+        let eval = if evaluate && !stopped {
             let e = evaluate_all(strategy, grid, &global, round, opts, observer)?;
             final_eval = Some(e.clone());
+            final_eval_round = Some(round);
             Some(e)
         } else {
             None
@@ -260,8 +282,12 @@ pub fn run(
             }
         }
         round_wall_seconds.push(record.wall_seconds);
+        completed_rounds = round;
         if opts.keep_records {
             records.push(record);
+        }
+        if stopped {
+            break;
         }
     }
     Ok(RunOutcome {
@@ -269,6 +295,9 @@ pub fn run(
         final_eval: final_eval.unwrap_or_default(),
         rounds: records,
         round_wall_seconds,
+        completed_rounds,
+        final_eval_round,
+        stopped,
     })
 }
 

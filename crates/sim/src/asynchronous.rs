@@ -109,6 +109,8 @@ pub fn run_async(
     let mut records = Vec::new();
     let mut round_wall_seconds = Vec::new();
     let mut final_eval = None;
+    let mut final_eval_round = None;
+    let mut stopped = false;
     let mut loss = (0.0f64, 0.0f64);
     let mut failures_in_row: u64 = 0;
 
@@ -245,6 +247,10 @@ pub fn run_async(
         observer,
     )?;
     while version < opts.updates as u64 {
+        if observer.should_stop() {
+            stopped = true;
+            break;
+        }
         let Some(ev) = queue.pop() else {
             return Err(Error::invalid(
                 "asynchronous run",
@@ -310,9 +316,11 @@ pub fn run_async(
             let round = version as u32;
             let evaluate = round == opts.updates
                 || (opts.eval_every > 0 && round.is_multiple_of(opts.eval_every));
-            let eval = if evaluate {
+            stopped = observer.should_stop();
+            let eval = if evaluate && !stopped {
                 let e = evaluate_async(grid, &global, round, base_plan, opts, observer)?;
                 final_eval = Some(e.clone());
+                final_eval_round = Some(round);
                 Some(e)
             } else {
                 None
@@ -341,6 +349,9 @@ pub fn run_async(
             if opts.keep_records {
                 records.push(record);
             }
+            if stopped {
+                break;
+            }
         }
         if version < opts.updates as u64 {
             // Keep `concurrency` clients busy.
@@ -365,6 +376,9 @@ pub fn run_async(
         final_eval: final_eval.unwrap_or_default(),
         rounds: records,
         round_wall_seconds,
+        completed_rounds: version as u32,
+        final_eval_round,
+        stopped,
     })
 }
 
