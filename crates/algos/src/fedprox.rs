@@ -44,7 +44,7 @@ impl Algorithm for FedProxConfig {
                 cx.policy,
                 Box::new(Label(format!("mu={}", self.mu))),
             )
-                .with_server(cx.server),
+            .with_server(cx.server),
         )))
     }
 }
