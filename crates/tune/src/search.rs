@@ -14,7 +14,7 @@
 use crate::methods::{Ctx, MethodConfig, Outcome, Request};
 use crate::space::{describe, short_float, Point, Space};
 use crate::trial::{
-    MetricInfo, Metrics, RoundMetrics, Trial, TrialError, TrialOutput, TrialRunner, UnitScore,
+    MetricInfo, Metrics, RoundMetrics, Trial, TrialError, TrialResult, TrialRunner, UnitScore,
 };
 use crate::Error;
 use serde::Serialize;
@@ -163,16 +163,20 @@ struct Lineage<S> {
     schedule: Vec<(u32, Point)>,
 }
 
-enum Start<S> {
+/// How a job starts.
+pub(crate) enum Start<S> {
+    /// From round 0.
     Fresh,
+    /// From a state after `done` rounds.
     Continue { state: S, done: u32 },
 }
 
-struct Job<S> {
-    trial: Trial,
-    start: Start<S>,
-    rounds: u32,
-    dir: PathBuf,
+/// One training run to make.
+pub(crate) struct Job<S> {
+    pub trial: Trial,
+    pub start: Start<S>,
+    pub rounds: u32,
+    pub dir: PathBuf,
 }
 
 /// Threads for `parallel` (0 = one per core).
@@ -186,19 +190,18 @@ pub fn threads(parallel: usize) -> usize {
 
 /// Runs jobs on `parallel` threads; results by job index. A fatal error stops workers from
 /// taking further jobs (those report `None`).
-fn run_jobs<R: TrialRunner>(
+pub(crate) fn run_jobs<R: TrialRunner>(
     runner: &R,
     jobs: Vec<Job<R::State>>,
     parallel: usize,
-    done: &mut dyn FnMut(usize, &Result<TrialOutput<R::State>, TrialError>),
-) -> Vec<Option<Result<TrialOutput<R::State>, TrialError>>> {
+    done: &mut dyn FnMut(usize, &TrialResult<R::State>),
+) -> Vec<Option<TrialResult<R::State>>> {
     let n = jobs.len();
     let jobs: Vec<Mutex<Option<Job<R::State>>>> =
         jobs.into_iter().map(|j| Mutex::new(Some(j))).collect();
     let next = AtomicUsize::new(0);
     let stop = AtomicBool::new(false);
-    let mut results: Vec<Option<Result<TrialOutput<R::State>, TrialError>>> =
-        (0..n).map(|_| None).collect();
+    let mut results: Vec<Option<TrialResult<R::State>>> = (0..n).map(|_| None).collect();
     let workers = threads(parallel).min(n).max(1);
     std::thread::scope(|scope| {
         let (tx, rx) = std::sync::mpsc::channel();

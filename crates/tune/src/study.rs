@@ -7,13 +7,13 @@ use crate::files::{
 };
 use crate::methods::MethodConfig;
 use crate::report::{csv_field, csv_num, stand_in_warning};
-use crate::search::{run_search, threads, SearchReport, SearchSpec};
+use crate::search::{run_jobs, run_search, Job, SearchReport, SearchSpec, Start};
 use crate::space::{describe, overrides, short_float, Point, Space};
 use crate::stats::{
     bootstrap_worst, mean_se, paired_t, sign_test, wilcoxon, Interval, WilcoxonMethod,
 };
 use crate::svg::{render, IntervalChart, IntervalRow, Panel};
-use crate::trial::{MetricInfo, Metrics, Trial, TrialError, TrialOutput, TrialRunner, UnitScore};
+use crate::trial::{MetricInfo, Metrics, Trial, TrialError, TrialResult, TrialRunner, UnitScore};
 use crate::Error;
 use serde::{Deserialize, Serialize};
 use std::fmt::Write;
@@ -592,55 +592,35 @@ where
     Ok(report)
 }
 
-/// Runs trials on `parallel` threads, full length, results in order.
+/// Runs full-length trials on `parallel` threads; results in order.
 fn run_all<R: TrialRunner>(
     runner: &R,
     jobs: &[(Trial, PathBuf)],
     parallel: usize,
     log: &mut dyn FnMut(&str),
-) -> Result<Vec<Result<TrialOutput<R::State>, TrialError>>, Error> {
-    let n = jobs.len();
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let mut results: Vec<Option<Result<TrialOutput<R::State>, TrialError>>> =
-        (0..n).map(|_| None).collect();
-    std::thread::scope(|scope| {
-        let (tx, rx) = std::sync::mpsc::channel();
-        for _ in 0..threads(parallel).min(n).max(1) {
-            let tx = tx.clone();
-            let next = &next;
-            scope.spawn(move || loop {
-                let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                if i >= n {
-                    break;
-                }
-                let (trial, dir) = &jobs[i];
-                if tx
-                    .send((i, runner.run(trial, runner.max_rounds(), dir)))
-                    .is_err()
-                {
-                    break;
-                }
-            });
-        }
-        drop(tx);
-        for (i, out) in rx {
-            log(&format!(
-                "seed {} → {}",
-                jobs[i].0.seed,
-                match &out {
-                    Ok(o) => o
-                        .metrics
-                        .iter()
-                        .map(|(k, v)| format!("{k} {}", short_float(*v)))
-                        .collect::<Vec<_>>()
-                        .join(" · "),
-                    Err(e) => format!("failed: {e}"),
-                }
-            ));
-            results[i] = Some(out);
-        }
+) -> Result<Vec<TrialResult<R::State>>, Error> {
+    let work = jobs
+        .iter()
+        .map(|(trial, dir)| Job {
+            trial: trial.clone(),
+            start: Start::Fresh,
+            rounds: runner.max_rounds(),
+            dir: dir.clone(),
+        })
+        .collect();
+    let results = run_jobs(runner, work, parallel, &mut |i, out| {
+        let what = match out {
+            Ok(o) => o
+                .metrics
+                .iter()
+                .map(|(k, v)| format!("{k} {}", short_float(*v)))
+                .collect::<Vec<_>>()
+                .join(" · "),
+            Err(e) => format!("failed: {e}"),
+        };
+        log(&format!("seed {} → {what}", jobs[i].0.seed));
     });
-    let mut out = Vec::with_capacity(n);
+    let mut out = Vec::with_capacity(results.len());
     for r in results {
         match r {
             Some(Err(TrialError::Fatal(m))) => return Err(Error::Runner(m)),

@@ -84,6 +84,9 @@ pub struct TrialOutput<S> {
     pub state: Option<S>,
 }
 
+/// What running a trial gives.
+pub type TrialResult<S> = Result<TrialOutput<S>, TrialError>;
+
 /// Why a trial did not finish.
 #[derive(Debug, Clone, PartialEq)]
 pub enum TrialError {
