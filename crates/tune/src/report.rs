@@ -317,28 +317,40 @@ impl SearchReport {
             ],
         }));
         for p in &self.space.params {
-            let (x_log, numeric) = match &p.domain {
-                Domain::Log { .. } => (true, true),
-                Domain::Choice(_) => (false, false),
-                _ => (false, true),
+            let x_log = matches!(p.domain, Domain::Log { .. });
+            let at = |last: bool| -> Vec<(f64, f64)> {
+                self.evaluations
+                    .iter()
+                    .filter(|e| e.last == last)
+                    .filter_map(|e| {
+                        let x = match &p.domain {
+                            Domain::Choice(vals) => vals
+                                .iter()
+                                .position(|v| Some(v) == e.point.get(&p.key))
+                                .map(|i| i as f64),
+                            _ => e.point.get(&p.key).and_then(|v| v.as_f64()),
+                        };
+                        Some((x?, e.objective?))
+                    })
+                    .collect()
             };
-            let pts: Vec<(f64, f64)> = self
-                .evaluations
-                .iter()
-                .filter(|e| e.last)
-                .filter_map(|e| {
-                    let x = match &p.domain {
-                        Domain::Choice(vals) => vals
-                            .iter()
-                            .position(|v| Some(v) == e.point.get(&p.key))
-                            .map(|i| i as f64),
-                        _ => e.point.get(&p.key).and_then(|v| v.as_f64()),
-                    };
-                    Some((x?, e.objective?))
-                })
-                .collect();
+            let mut series = vec![Series {
+                name: "full length".into(),
+                points: at(true),
+                line: false,
+                markers: true,
+            }];
+            let early = at(false);
+            if !early.is_empty() {
+                series.push(Series {
+                    name: "lower rungs / earlier generations".into(),
+                    points: early,
+                    line: false,
+                    markers: true,
+                });
+            }
             let x_label = match &p.domain {
-                Domain::Choice(vals) if !numeric => format!(
+                Domain::Choice(vals) => format!(
                     "{} ({})",
                     p.key,
                     vals.iter()
@@ -354,12 +366,7 @@ impl SearchReport {
                 x_label,
                 y_label: self.objective.clone(),
                 x_log,
-                series: vec![Series {
-                    name: p.key.clone(),
-                    points: pts,
-                    line: false,
-                    markers: true,
-                }],
+                series,
             }));
         }
         let mut curves = Vec::new();
@@ -384,8 +391,12 @@ impl SearchReport {
                 .into_iter()
                 .map(|(r, (s, n))| (r as f64, s / n as f64))
                 .collect();
+            let mut name = describe(&e.point);
+            if name.chars().count() > 28 {
+                name = name.chars().take(27).collect::<String>() + "…";
+            }
             curves.push(Series {
-                name: format!("#{}", i),
+                name,
                 points: pts,
                 line: true,
                 markers: false,

@@ -11,7 +11,7 @@
 //! number and told to the method in request order. Nothing a method sees depends on
 //! completion order or on `parallel`.
 
-use crate::methods::{Ctx, MethodConfig, Outcome, Request};
+use crate::methods::{Ctx, Method, MethodConfig, Outcome, Plan, Request};
 use crate::space::{describe, short_float, Point, Space};
 use crate::trial::{
     MetricInfo, Metrics, RoundMetrics, Trial, TrialError, TrialResult, TrialRunner, UnitScore,
@@ -242,6 +242,88 @@ pub(crate) fn run_jobs<R: TrialRunner>(
     results
 }
 
+/// Nominal cost per round of a point, summed over the seeds; checked and cached (the
+/// runner may build data to answer).
+struct Costs<'a, R> {
+    runner: &'a R,
+    seeds: &'a [u64],
+    cache: Mutex<HashMap<String, f64>>,
+}
+
+impl<R: TrialRunner> Costs<'_, R> {
+    fn per_round(&self, p: &Point) -> Result<f64, Error> {
+        let key = describe(p);
+        if let Some(c) = self.cache.lock().ok().and_then(|c| c.get(&key).copied()) {
+            return Ok(c);
+        }
+        let mut total = 0.0;
+        for &seed in self.seeds {
+            let t = Trial {
+                point: p.clone(),
+                seed,
+            };
+            self.runner
+                .check(&t)
+                .map_err(|e| Error::Config(format!("{}: {e}", describe(p))))?;
+            total += self.runner.round_cost(&t).map_err(Error::Runner)?;
+        }
+        if let Ok(mut c) = self.cache.lock() {
+            c.insert(key, total);
+        }
+        Ok(total)
+    }
+}
+
+/// Builds the method and its plan, and applies the budget rule: a fixed plan over the
+/// budget is refused unless `truncate`.
+fn planned<R: TrialRunner>(
+    spec: &SearchSpec,
+    runner: &R,
+    ctx: &Ctx,
+) -> Result<(Box<dyn Method>, Plan), Error> {
+    let mut method = spec.method.build(spec.search_seed, ctx.max_rounds)?;
+    if method.needs_continue() && !runner.can_continue() {
+        return Err(Error::Runner(format!(
+            "method {}: needs a runner that continues a trial from its saved state with a changed configuration; this one cannot yet (checkpoint/resume of runs)",
+            spec.method.name()
+        )));
+    }
+    let plan = method.plan(ctx)?;
+    if plan.fixed && plan.cost > spec.budget * (1.0 + 1e-9) && !spec.truncate {
+        return Err(Error::Budget(format!(
+            "{}: the plan ({}) costs {} client-epochs, over the budget of {}; lower the plan, raise the budget for every method compared, or set truncate = true to run it until the budget ends",
+            spec.method.name(),
+            plan.description,
+            short_float(plan.cost),
+            short_float(spec.budget)
+        )));
+    }
+    Ok((method, plan))
+}
+
+/// Checks a search without training anything: the objective, every planned point's
+/// configuration, the method's needs and the budget rule. Returns the plan.
+pub fn plan_search<R: TrialRunner>(spec: &SearchSpec, runner: &R) -> Result<Plan, Error> {
+    runner
+        .metric(&spec.objective)
+        .map_err(|e| Error::Config(format!("objective: {e}")))?;
+    let costs = Costs {
+        runner,
+        seeds: &spec.seeds,
+        cache: Mutex::new(HashMap::new()),
+    };
+    let round_cost = |p: &Point| costs.per_round(p);
+    let ctx = Ctx {
+        space: &spec.space,
+        max_rounds: runner.max_rounds(),
+        budget: spec.budget,
+        seeds: spec.seeds.len(),
+        can_continue: runner.can_continue(),
+        round_cost: &round_cost,
+    };
+    Ok(planned(spec, runner, &ctx)?.1)
+}
+
 /// Runs a search with `runner`, writing trial directories under `dir/trials/`, printing
 /// one line per finished trial through `log`.
 pub fn run_search<R: TrialRunner>(
@@ -253,62 +335,27 @@ pub fn run_search<R: TrialRunner>(
     let info = runner
         .metric(&spec.objective)
         .map_err(|e| Error::Config(format!("objective: {e}")))?;
-    let max_rounds = runner.max_rounds();
-    let mut method = spec.method.build(spec.search_seed, max_rounds)?;
-    if method.needs_continue() && !runner.can_continue() {
-        return Err(Error::Runner(format!(
-            "method {}: needs a runner that continues a trial from its saved state with a changed configuration; this one cannot yet (checkpoint/resume of runs)",
-            spec.method.name()
-        )));
-    }
-    // Nominal cost per round of a point, summed over seeds; cached (the runner may build
-    // data to answer).
-    let cache: Mutex<HashMap<String, f64>> = Mutex::new(HashMap::new());
-    let round_cost = |p: &Point| -> Result<f64, Error> {
-        let key = describe(p);
-        if let Some(c) = cache.lock().ok().and_then(|c| c.get(&key).copied()) {
-            return Ok(c);
-        }
-        let mut total = 0.0;
-        for &seed in &spec.seeds {
-            let t = Trial {
-                point: p.clone(),
-                seed,
-            };
-            runner
-                .check(&t)
-                .map_err(|e| Error::Config(format!("{}: {e}", describe(p))))?;
-            total += runner.round_cost(&t).map_err(Error::Runner)?;
-        }
-        if let Ok(mut c) = cache.lock() {
-            c.insert(key, total);
-        }
-        Ok(total)
+    let costs = Costs {
+        runner,
+        seeds: &spec.seeds,
+        cache: Mutex::new(HashMap::new()),
     };
+    let round_cost = |p: &Point| costs.per_round(p);
     let ctx = Ctx {
         space: &spec.space,
-        max_rounds,
+        max_rounds: runner.max_rounds(),
         budget: spec.budget,
         seeds: spec.seeds.len(),
         can_continue: runner.can_continue(),
         round_cost: &round_cost,
     };
-    let plan = method.plan(&ctx)?;
+    let (mut method, plan) = planned(spec, runner, &ctx)?;
     log(&format!(
         "{}; planned {} client-epochs of a budget of {}",
         plan.description,
         short_float(plan.cost),
         short_float(spec.budget)
     ));
-    if plan.fixed && plan.cost > spec.budget * (1.0 + 1e-9) && !spec.truncate {
-        return Err(Error::Budget(format!(
-            "{}: the plan ({}) costs {} client-epochs, over the budget of {}; lower the plan, raise the budget for every method compared, or set truncate = true to run it until the budget ends",
-            spec.method.name(),
-            plan.description,
-            short_float(plan.cost),
-            short_float(spec.budget)
-        )));
-    }
     let mut report = SearchReport {
         method: spec.method.name().into(),
         plan: plan.description.clone(),

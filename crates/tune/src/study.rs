@@ -7,7 +7,7 @@ use crate::files::{
 };
 use crate::methods::MethodConfig;
 use crate::report::{csv_field, csv_num, stand_in_warning};
-use crate::search::{run_jobs, run_search, Job, SearchReport, SearchSpec, Start};
+use crate::search::{plan_search, run_jobs, run_search, Job, SearchReport, SearchSpec, Start};
 use crate::space::{describe, overrides, short_float, Point, Space};
 use crate::stats::{
     bootstrap_worst, mean_se, paired_t, sign_test, wilcoxon, Interval, WilcoxonMethod,
@@ -452,7 +452,13 @@ where
                     report.metrics.push((m.clone(), info));
                 }
             }
-            if let (Some(t), Some(_)) = (&study.tuning, &v.tune) {
+            if let (Some(t), Some(tune)) = (&study.tuning, &v.tune) {
+                plan_search(&tuning_spec(study, t, tune, v)?, &r).map_err(|e| {
+                    Error::Config(format!(
+                        "benchmark {} variant {}: tuning: {e}",
+                        b.name, v.name
+                    ))
+                })?;
                 let info = r
                     .metric(&t.objective)
                     .map_err(|e| Error::Config(format!("tuning.objective: {e}")))?;
@@ -505,19 +511,7 @@ where
                         path: tdir.display().to_string(),
                         source: e,
                     })?;
-                    let spec = SearchSpec {
-                        space: Space::from_table(
-                            &tune.space,
-                            &format!("variant {} tune.space", v.name),
-                        )?,
-                        method: tune.method.clone(),
-                        objective: t.objective.clone(),
-                        seeds: t.seeds.clone(),
-                        budget: t.budget,
-                        truncate: t.truncate,
-                        search_seed: t.seed,
-                        parallel: study.parallel,
-                    };
+                    let spec = tuning_spec(study, t, tune, v)?;
                     let r: SearchReport = run_search(&spec, &runner, &tdir, log).map_err(|e| {
                         Error::Config(format!(
                             "benchmark {} variant {}: tuning: {e}",
@@ -560,7 +554,7 @@ where
                         )
                     })
                     .collect();
-                let outs = run_all(&runner, &jobs, study.parallel, log)?;
+                let outs = run_all(&runner, &jobs, study.parallel, &study.metrics, log)?;
                 for ((trial, run_dir), out) in jobs.into_iter().zip(outs) {
                     let (metrics, cost, units, error) = match out {
                         Ok(o) => (o.metrics, o.cost, o.units, None),
@@ -592,11 +586,31 @@ where
     Ok(report)
 }
 
+/// The search a tuned variant runs.
+fn tuning_spec(
+    study: &StudyFile,
+    t: &StudyTuning,
+    tune: &VariantTune,
+    v: &Variant,
+) -> Result<SearchSpec, Error> {
+    Ok(SearchSpec {
+        space: Space::from_table(&tune.space, &format!("variant {} tune.space", v.name))?,
+        method: tune.method.clone(),
+        objective: t.objective.clone(),
+        seeds: t.seeds.clone(),
+        budget: t.budget,
+        truncate: t.truncate,
+        search_seed: t.seed,
+        parallel: study.parallel,
+    })
+}
+
 /// Runs full-length trials on `parallel` threads; results in order.
 fn run_all<R: TrialRunner>(
     runner: &R,
     jobs: &[(Trial, PathBuf)],
     parallel: usize,
+    show: &[String],
     log: &mut dyn FnMut(&str),
 ) -> Result<Vec<TrialResult<R::State>>, Error> {
     let work = jobs
@@ -610,10 +624,9 @@ fn run_all<R: TrialRunner>(
         .collect();
     let results = run_jobs(runner, work, parallel, &mut |i, out| {
         let what = match out {
-            Ok(o) => o
-                .metrics
+            Ok(o) => show
                 .iter()
-                .map(|(k, v)| format!("{k} {}", short_float(*v)))
+                .filter_map(|k| o.metrics.get(k).map(|v| format!("{k} {}", short_float(*v))))
                 .collect::<Vec<_>>()
                 .join(" · "),
             Err(e) => format!("failed: {e}"),
@@ -867,12 +880,22 @@ impl StudyReport {
                     let beyond = if base || !d.diff_se.is_finite() {
                         "–".to_string()
                     } else if d.diff.abs() > 2.0 * d.diff_se {
-                        "yes".into()
+                        match d.bootstrap_diff {
+                            Some(i) if i.low <= 0.0 && i.high >= 0.0 => {
+                                "yes, but the bootstrap interval holds 0".into()
+                            }
+                            _ => "yes".into(),
+                        }
                     } else {
                         "no".into()
                     };
+                    let record = if base {
+                        "–".to_string()
+                    } else {
+                        format!("{}/{}/{}", d.wins, d.ties, d.losses)
+                    };
                     let mut line = format!(
-                        "| {} | {} ± {} | {} | {} | {} | {} | {} | {} | {}/{}/{} | {} |",
+                        "| {} | {} ± {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                         d.variant,
                         num(d.mean, scale),
                         num(d.se, scale),
@@ -894,9 +917,7 @@ impl StudyReport {
                         } else {
                             p_str(Some(d.p_sign))
                         },
-                        d.wins,
-                        d.ties,
-                        d.losses,
+                        record,
                         d.n
                     );
                     if worst {
@@ -1039,7 +1060,7 @@ impl StudyReport {
         for b in benches {
             for (m, _) in &self.metrics {
                 let scale = self.scale(m);
-                let rows = self
+                let rows: Vec<IntervalRow> = self
                     .differences
                     .iter()
                     .filter(|d| &d.benchmark == b && &d.metric == m && d.variant != self.baseline)
@@ -1053,12 +1074,18 @@ impl StudyReport {
                         alternative: d.bootstrap_diff.map(|i| (i.low * scale, i.high * scale)),
                     })
                     .collect();
+                let boxed = rows.iter().any(|r| r.alternative.is_some());
                 panels.push(Panel::Intervals(IntervalChart {
                     title: format!("{b} · {m}"),
                     x_label: format!(
-                        "Δ vs {} (± 2 se{})",
+                        "Δ vs {} (± 2 se{}{})",
                         self.baseline,
-                        if scale > 1.0 { ", points" } else { "" }
+                        if scale > 1.0 { ", points" } else { "" },
+                        if boxed {
+                            "; dashed: 95 % bootstrap"
+                        } else {
+                            ""
+                        }
                     ),
                     rows,
                 }));
