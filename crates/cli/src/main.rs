@@ -130,6 +130,9 @@ struct TuneArgs {
     /// Clients trained at once inside each trial (default 1 when trials run in parallel).
     #[arg(long)]
     threads: Option<usize>,
+    /// Check the file and print the plan and its cost against the budget; train nothing.
+    #[arg(long)]
+    dry_run: bool,
 }
 
 impl TuneArgs {
@@ -139,6 +142,7 @@ impl TuneArgs {
             force: self.force,
             parallel: self.parallel,
             threads: self.threads,
+            dry_run: self.dry_run,
         }
     }
 }

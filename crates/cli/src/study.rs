@@ -4,7 +4,8 @@
 
 use crate::tune::{usage, CliRunner, Options};
 use anyhow::Result;
-use fedpace_tune::{run_study, StudyFile};
+use fedpace_tune::study::{Benchmark, Variant};
+use fedpace_tune::{plan_study, run_study, StudyFile};
 use std::path::Path;
 
 /// `fedpace study STUDY.toml`.
@@ -14,24 +15,25 @@ pub fn command(path: &Path, opts: &Options) -> Result<()> {
         study.parallel = p;
     }
     let threads = opts.trial_threads(study.parallel);
+    let make_runner = |b: &Benchmark, v: &Variant| {
+        let fixed: Vec<String> = b.set.iter().chain(&v.set).cloned().collect();
+        CliRunner::new(&b.config, fixed, threads).map_err(|e| {
+            fedpace_tune::Error::Config(format!(
+                "{}: benchmark {} with variant {}: {e}",
+                path.display(),
+                b.name,
+                v.name
+            ))
+        })
+    };
+    if opts.dry_run {
+        plan_study(&study, &make_runner, &mut |line| println!("{line}")).map_err(usage)?;
+        println!("nothing trained (--dry-run)");
+        return Ok(());
+    }
     let dir = opts.out_dir(&study.name)?;
-    let report = run_study(
-        &study,
-        |b, v| {
-            let fixed: Vec<String> = b.set.iter().chain(&v.set).cloned().collect();
-            CliRunner::new(&b.config, fixed, threads).map_err(|e| {
-                fedpace_tune::Error::Config(format!(
-                    "{}: benchmark {} with variant {}: {e}",
-                    path.display(),
-                    b.name,
-                    v.name
-                ))
-            })
-        },
-        &dir,
-        &mut |line| eprintln!("{line}"),
-    )
-    .map_err(usage)?;
+    let report =
+        run_study(&study, make_runner, &dir, &mut |line| eprintln!("{line}")).map_err(usage)?;
     std::fs::copy(path, dir.join("study.toml"))?;
     report.write(&dir).map_err(usage)?;
     println!();

@@ -18,7 +18,7 @@ use fedpace_tune::files::{self, TuneFile};
 use fedpace_tune::trial::{
     MetricInfo, MetricSource, RoundMetrics, Trial, TrialError, TrialOutput, TrialRunner, UnitScore,
 };
-use fedpace_tune::{run_search, space};
+use fedpace_tune::{plan_search, run_search, space};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -374,6 +374,8 @@ pub struct Options {
     /// Clients trained at once inside each trial (default 1 when trials run in
     /// parallel, else the experiment's `threads`).
     pub threads: Option<usize>,
+    /// Plan and check only.
+    pub dry_run: bool,
 }
 
 impl Options {
@@ -413,6 +415,16 @@ pub fn command(path: &Path, opts: &Options) -> Result<()> {
         .spec(&path.display().to_string(), runner.max_rounds())
         .map_err(usage)?;
     spec.parallel = parallel;
+    if opts.dry_run {
+        let plan = plan_search(&spec, &runner).map_err(usage)?;
+        println!(
+            "{}\nplanned {} client-epochs of a budget of {}; nothing trained (--dry-run)",
+            plan.description,
+            space::short_float(plan.cost),
+            space::short_float(spec.budget)
+        );
+        return Ok(());
+    }
     let dir = opts.out_dir(&file.name)?;
     let report =
         run_search(&spec, &runner, &dir, &mut |line| eprintln!("{line}")).map_err(usage)?;

@@ -21,9 +21,9 @@ pub mod svg;
 pub mod trial;
 
 pub use methods::MethodConfig;
-pub use search::{run_search, SearchReport, SearchSpec};
+pub use search::{plan_search, run_search, SearchReport, SearchSpec};
 pub use space::{Point, Space, Value};
-pub use study::{run_study, StudyFile, StudyReport};
+pub use study::{plan_study, run_study, StudyFile, StudyReport};
 pub use trial::{MetricInfo, MetricSource, Trial, TrialError, TrialOutput, TrialRunner};
 
 /// Errors of this crate, one line each, naming the file or key, the value and what was expected.

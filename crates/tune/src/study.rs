@@ -411,6 +411,52 @@ pub struct StudyReport {
     pub worst: WorstRule,
 }
 
+/// Builds every runner (benchmark-major, then variant) and checks, without training,
+/// every metric and every tuning's plan against the budget rule; logs each plan.
+pub fn plan_study<R, F>(
+    study: &StudyFile,
+    make_runner: &F,
+    log: &mut dyn FnMut(&str),
+) -> Result<Vec<R>, Error>
+where
+    R: TrialRunner,
+    F: Fn(&Benchmark, &Variant) -> Result<R, Error>,
+{
+    let mut runners = Vec::new();
+    for b in &study.benchmarks {
+        for v in &study.variants {
+            let at =
+                |e: String| Error::Config(format!("benchmark {} variant {}: {e}", b.name, v.name));
+            let r = make_runner(b, v)?;
+            for m in study.metrics.iter().chain([&study.worst.metric]) {
+                r.metric(m).map_err(|e| at(format!("metric {m:?}: {e}")))?;
+            }
+            match (&study.tuning, &v.tune) {
+                (Some(t), Some(tune)) => {
+                    let plan = plan_search(&tuning_spec(study, t, tune, v)?, &r)
+                        .map_err(|e| at(format!("tuning: {e}")))?;
+                    log(&format!(
+                        "{} · {}: {}; {} of {} client-epochs",
+                        b.name,
+                        v.name,
+                        plan.description,
+                        short_float(plan.cost),
+                        short_float(t.budget)
+                    ));
+                }
+                _ => log(&format!(
+                    "{} · {}: untuned, {} seeds",
+                    b.name,
+                    v.name,
+                    study.seeds.len()
+                )),
+            }
+            runners.push(r);
+        }
+    }
+    Ok(runners)
+}
+
 /// Runs a study; `make_runner` builds the runner of a benchmark with a variant's
 /// overrides. Tuning outputs go to `dir/tuning/<benchmark>/<variant>/`, runs to
 /// `dir/runs/<benchmark>/<variant>/`.
@@ -436,42 +482,20 @@ where
         warnings: Vec::new(),
         worst: study.worst.clone(),
     };
-    // Every runner is built and every metric checked before anything trains.
-    let mut runners = Vec::new();
-    for b in &study.benchmarks {
-        for v in &study.variants {
-            let r = make_runner(b, v)?;
-            for m in study.metrics.iter().chain([&study.worst.metric]) {
-                let info = r.metric(m).map_err(|e| {
-                    Error::Config(format!(
-                        "benchmark {} variant {}: metric {m:?}: {e}",
-                        b.name, v.name
-                    ))
-                })?;
-                if study.metrics.contains(m) && !report.metrics.iter().any(|x| &x.0 == m) {
-                    report.metrics.push((m.clone(), info));
-                }
+    let runners = plan_study(study, &make_runner, log)?;
+    for m in &study.metrics {
+        let info = runners[0].metric(m).map_err(Error::Config)?;
+        report.metrics.push((m.clone(), info));
+    }
+    if let Some(t) = &study.tuning {
+        if let Some(i) = study.variants.iter().position(|v| v.tune.is_some()) {
+            let info = runners[i].metric(&t.objective).map_err(Error::Config)?;
+            if let Some(w) = stand_in_warning(&t.objective, &info) {
+                report.warnings.push(format!(
+                    "{w} (Tuning seeds are disjoint from the reported seeds.)"
+                ));
             }
-            if let (Some(t), Some(tune)) = (&study.tuning, &v.tune) {
-                plan_search(&tuning_spec(study, t, tune, v)?, &r).map_err(|e| {
-                    Error::Config(format!(
-                        "benchmark {} variant {}: tuning: {e}",
-                        b.name, v.name
-                    ))
-                })?;
-                let info = r
-                    .metric(&t.objective)
-                    .map_err(|e| Error::Config(format!("tuning.objective: {e}")))?;
-                if report.objective.is_none() {
-                    if let Some(w) = stand_in_warning(&t.objective, &info) {
-                        report.warnings.push(format!(
-                            "{w} (Tuning seeds are disjoint from the reported seeds.)"
-                        ));
-                    }
-                    report.objective = Some((t.objective.clone(), info));
-                }
-            }
-            runners.push(r);
+            report.objective = Some((t.objective.clone(), info));
         }
     }
     if study
