@@ -26,15 +26,21 @@ pub fn command(path: &Path, opts: &Options) -> Result<()> {
             ))
         })
     };
+    // Everything is checked before the output directory exists.
+    plan_study(&study, &make_runner, &mut |line| {
+        if opts.dry_run {
+            println!("{line}")
+        }
+    })
+    .map_err(usage)?;
     if opts.dry_run {
-        plan_study(&study, &make_runner, &mut |line| println!("{line}")).map_err(usage)?;
         println!("nothing trained (--dry-run)");
         return Ok(());
     }
     let dir = opts.out_dir(&study.name)?;
+    std::fs::copy(path, dir.join("study.toml"))?;
     let report =
         run_study(&study, make_runner, &dir, &mut |line| eprintln!("{line}")).map_err(usage)?;
-    std::fs::copy(path, dir.join("study.toml"))?;
     report.write(&dir).map_err(usage)?;
     println!();
     print!("{}", report.markdown());

@@ -124,8 +124,6 @@ impl CliRunner {
         if let Some(t) = self.threads {
             cfg.threads = t;
         }
-        cfg.output.dir = None;
-        cfg.output.trace = false;
         Ok(cfg)
     }
 
@@ -256,15 +254,18 @@ fn read_units(cfg: &ExperimentConfig, dir: &Path) -> Result<Vec<UnitScore>, Stri
         col("personalized_accuracy")?,
     );
     let cap = cfg.eval.max_test_samples.map_or(u64::MAX, u64::from);
+    // The device column is free text: read `id` from the front, the others from the end.
+    let from_end = |c: usize| header.len() - c;
+    let (tests, acc) = (from_end(tests), from_end(acc));
     let mut units = Vec::new();
     for line in lines {
-        // Device names are the only free text and hold no commas (they are config keys).
         let f: Vec<&str> = line.split(',').collect();
-        let (Some(i), Some(t), Some(a)) = (f.get(id), f.get(tests), f.get(acc)) else {
+        if f.len() < header.len() {
             continue;
-        };
+        }
+        let (i, t, a) = (f[id], f[f.len() - tests], f[f.len() - acc]);
         let (Ok(i), Ok(t), Ok(a)) = (i.parse::<u64>(), t.parse::<u64>(), a.parse::<f64>()) else {
-            continue;
+            continue; // a client that was not evaluated (no test split) has no accuracy
         };
         units.push(UnitScore {
             id: i,
@@ -317,6 +318,13 @@ impl TrialRunner for CliRunner {
     }
 
     fn check(&self, trial: &Trial) -> Result<(), String> {
+        for key in ["seed", "rounds"] {
+            if trial.point.contains_key(key) {
+                return Err(format!(
+                    "{key}: set by the search (`seeds`, and the method's rungs), not a searched key"
+                ));
+            }
+        }
         self.config(trial, None).map(|_| ()).map_err(|e| e.0)
     }
 
@@ -415,8 +423,9 @@ pub fn command(path: &Path, opts: &Options) -> Result<()> {
         .spec(&path.display().to_string(), runner.max_rounds())
         .map_err(usage)?;
     spec.parallel = parallel;
+    // Everything is checked before the output directory exists.
+    let plan = plan_search(&spec, &runner).map_err(usage)?;
     if opts.dry_run {
-        let plan = plan_search(&spec, &runner).map_err(usage)?;
         println!(
             "{}\nplanned {} client-epochs of a budget of {}; nothing trained (--dry-run)",
             plan.description,
@@ -426,9 +435,9 @@ pub fn command(path: &Path, opts: &Options) -> Result<()> {
         return Ok(());
     }
     let dir = opts.out_dir(&file.name)?;
+    std::fs::copy(path, dir.join("search.toml"))?;
     let report =
         run_search(&spec, &runner, &dir, &mut |line| eprintln!("{line}")).map_err(usage)?;
-    std::fs::copy(path, dir.join("search.toml"))?;
     report.write(&dir, &file.name).map_err(usage)?;
     println!();
     print!("{}", report.table(10));

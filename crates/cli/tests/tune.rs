@@ -133,6 +133,8 @@ fn tune_refuses_bad_searches_before_training() {
         ("name = \"grid\"", "client.lr = { log = [0.003, 0.03], grid = 2 }", 100.0, "grid: the plan (grid of 2 points × 2 seeds × 4 rounds) costs 160 client-epochs, over the budget of 100"),
         // A key the experiment does not have.
         ("name = \"grid\"", "client.lrr = { log = [0.003, 0.03], grid = 2 }", 1000.0, "client.lrr"),
+        // The search sets seeds and rounds itself.
+        ("name = \"grid\"", "seed = { int = [1, 2] }", 1000.0, "seed: set by the search"),
         // PBT needs checkpoints.
         ("name = \"pbt\"\npopulation = 2\ninterval = 2", "client.lr = { log = [0.003, 0.03] }", 1000.0, "method pbt: needs a runner that continues a trial from its saved state"),
     ];
@@ -148,7 +150,7 @@ fn tune_refuses_bad_searches_before_training() {
             .unwrap();
         assert_eq!(o.status.code(), Some(2), "{}", text(&o));
         assert!(text(&o).contains(want), "{want:?} not in {}", text(&o));
-        assert!(!out_dir.join("trials").exists());
+        assert!(!out_dir.exists(), "created {}", out_dir.display());
     }
 }
 

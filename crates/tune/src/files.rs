@@ -205,8 +205,10 @@ pub const OUTPUTS: [&str; 12] = [
 ];
 
 /// Makes `dir` ready for output: a new or empty directory. A non-empty one is refused
-/// unless `force`, which removes what a previous search or study wrote there (the names
-/// in [`OUTPUTS`]) and keeps anything else.
+/// unless `force` and it holds a previous search or study (its `search.toml` or
+/// `study.toml`): then what that wrote (the names in [`OUTPUTS`]) is removed and anything
+/// else kept. The caller writes its own marker first, so an interrupted search can be
+/// replaced too.
 pub fn prepare_dir(dir: &Path, force: bool) -> Result<(), Error> {
     let io = |e: std::io::Error| Error::Io {
         path: dir.display().to_string(),
@@ -223,6 +225,12 @@ pub fn prepare_dir(dir: &Path, force: bool) -> Result<(), Error> {
         if non_empty && !force {
             return Err(Error::Config(format!(
                 "{}: not empty; choose a new --out, or add --force to replace the previous results there",
+                dir.display()
+            )));
+        }
+        if non_empty && !dir.join("search.toml").exists() && !dir.join("study.toml").exists() {
+            return Err(Error::Config(format!(
+                "{}: not empty and not the output of a search or study (no search.toml or study.toml); --force replaces only those, choose a new --out",
                 dir.display()
             )));
         }

@@ -377,7 +377,7 @@ impl SearchReport {
             for job in self
                 .jobs
                 .iter()
-                .filter(|j| self.lineage_jobs(e.lineage, e.index).contains(&j.job))
+                .filter(|j| self.lineage_jobs(e.index).contains(&j.job))
             {
                 for r in &job.curve {
                     if let Some(v) = r.metrics.get(&self.objective) {
@@ -412,25 +412,22 @@ impl SearchReport {
         render(&panels, 2)
     }
 
-    /// Jobs on the line that ends at evaluation `index`, following continuations: the
-    /// last job of each earlier segment on one seed (so curves are not double-counted).
-    fn lineage_jobs(&self, lineage: usize, index: usize) -> Vec<usize> {
+    /// Jobs on the line that ends at evaluation `index`, following continuations back
+    /// through the evaluations they continued.
+    fn lineage_jobs(&self, index: usize) -> Vec<usize> {
         let mut out = Vec::new();
-        let mut current = Some((lineage, index));
-        while let Some((l, i)) = current {
+        let mut current = Some(index);
+        while let Some(i) = current {
             let e = &self.evaluations[i];
             out.extend(e.jobs.iter().copied());
-            current = e.from.and_then(|from| {
-                self.evaluations[..i]
-                    .iter()
-                    .rev()
-                    .find(|p| p.lineage == from)
-                    .map(|p| (from, p.index))
-            });
             if !self.continued {
                 break; // a re-run from round 0 already holds the whole curve
             }
-            let _ = l;
+            current = e.from.and_then(|from| {
+                self.evaluations[..i]
+                    .iter()
+                    .rposition(|p| p.lineage == from)
+            });
         }
         out
     }

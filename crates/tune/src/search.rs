@@ -12,7 +12,7 @@
 //! completion order or on `parallel`.
 
 use crate::methods::{Ctx, Method, MethodConfig, Outcome, Plan, Request};
-use crate::space::{describe, short_float, Point, Space};
+use crate::space::{describe, overrides, short_float, Point, Space};
 use crate::trial::{
     MetricInfo, Metrics, RoundMetrics, Trial, TrialError, TrialResult, TrialRunner, UnitScore,
 };
@@ -252,7 +252,7 @@ struct Costs<'a, R> {
 
 impl<R: TrialRunner> Costs<'_, R> {
     fn per_round(&self, p: &Point) -> Result<f64, Error> {
-        let key = describe(p);
+        let key = overrides(p).join(" ");
         if let Some(c) = self.cache.lock().ok().and_then(|c| c.get(&key).copied()) {
             return Ok(c);
         }
