@@ -303,15 +303,19 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("out");
         prepare_dir(&out, false).unwrap();
-        std::fs::write(out.join("results.md"), "old").unwrap();
         std::fs::write(out.join("notes.txt"), "mine").unwrap();
+        let e = prepare_dir(&out, true).unwrap_err().to_string();
+        assert!(e.contains("not the output of a search or study"), "{e}");
+        std::fs::write(out.join("results.md"), "old").unwrap();
+        std::fs::write(out.join("search.toml"), "old").unwrap();
+        std::fs::create_dir(out.join("runs")).unwrap();
         let e = prepare_dir(&out, false).unwrap_err().to_string();
         assert!(
             e.contains("not empty; choose a new --out, or add --force"),
             "{e}"
         );
         prepare_dir(&out, true).unwrap();
-        assert!(!out.join("results.md").exists());
+        assert!(!out.join("results.md").exists() && !out.join("runs").exists());
         assert_eq!(
             std::fs::read_to_string(out.join("notes.txt")).unwrap(),
             "mine"

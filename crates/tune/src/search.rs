@@ -301,37 +301,13 @@ fn planned<R: TrialRunner>(
     Ok((method, plan))
 }
 
-/// Checks a search without training anything: the objective, every planned point's
-/// configuration, the method's needs and the budget rule. Returns the plan.
-pub fn plan_search<R: TrialRunner>(spec: &SearchSpec, runner: &R) -> Result<Plan, Error> {
-    runner
-        .metric(&spec.objective)
-        .map_err(|e| Error::Config(format!("objective: {e}")))?;
-    let costs = Costs {
-        runner,
-        seeds: &spec.seeds,
-        cache: Mutex::new(HashMap::new()),
-    };
-    let round_cost = |p: &Point| costs.per_round(p);
-    let ctx = Ctx {
-        space: &spec.space,
-        max_rounds: runner.max_rounds(),
-        budget: spec.budget,
-        seeds: spec.seeds.len(),
-        can_continue: runner.can_continue(),
-        round_cost: &round_cost,
-    };
-    Ok(planned(spec, runner, &ctx)?.1)
-}
-
-/// Runs a search with `runner`, writing trial directories under `dir/trials/`, printing
-/// one line per finished trial through `log`.
-pub fn run_search<R: TrialRunner>(
+/// Checks the objective, then calls `body` with the method context (costs checked and
+/// cached per point).
+fn with_ctx<R: TrialRunner, T>(
     spec: &SearchSpec,
     runner: &R,
-    dir: &Path,
-    log: &mut dyn FnMut(&str),
-) -> Result<SearchReport, Error> {
+    body: impl FnOnce(MetricInfo, &Ctx) -> Result<T, Error>,
+) -> Result<T, Error> {
     let info = runner
         .metric(&spec.objective)
         .map_err(|e| Error::Config(format!("objective: {e}")))?;
@@ -349,7 +325,37 @@ pub fn run_search<R: TrialRunner>(
         can_continue: runner.can_continue(),
         round_cost: &round_cost,
     };
-    let (mut method, plan) = planned(spec, runner, &ctx)?;
+    body(info, &ctx)
+}
+
+/// Checks a search without training anything: the objective, every planned point's
+/// configuration, the method's needs and the budget rule. Returns the plan.
+pub fn plan_search<R: TrialRunner>(spec: &SearchSpec, runner: &R) -> Result<Plan, Error> {
+    with_ctx(spec, runner, |_, ctx| Ok(planned(spec, runner, ctx)?.1))
+}
+
+/// Runs a search with `runner`, writing trial directories under `dir/trials/`, printing
+/// one line per finished trial through `log`.
+pub fn run_search<R: TrialRunner>(
+    spec: &SearchSpec,
+    runner: &R,
+    dir: &Path,
+    log: &mut dyn FnMut(&str),
+) -> Result<SearchReport, Error> {
+    with_ctx(spec, runner, |info, ctx| {
+        search(spec, runner, dir, log, info, ctx)
+    })
+}
+
+fn search<R: TrialRunner>(
+    spec: &SearchSpec,
+    runner: &R,
+    dir: &Path,
+    log: &mut dyn FnMut(&str),
+    info: MetricInfo,
+    ctx: &Ctx,
+) -> Result<SearchReport, Error> {
+    let (mut method, plan) = planned(spec, runner, ctx)?;
     log(&format!(
         "{}; planned {} client-epochs of a budget of {}",
         plan.description,
@@ -378,7 +384,7 @@ pub fn run_search<R: TrialRunner>(
     let mut lineages: HashMap<usize, Lineage<R::State>> = HashMap::new();
     let sign = if info.maximize { 1.0 } else { -1.0 };
     let mut batch_no = 0;
-    while let Some(batch) = method.next(&ctx)? {
+    while let Some(batch) = method.next(ctx)? {
         if batch.is_empty() {
             break;
         }

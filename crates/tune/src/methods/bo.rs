@@ -2,6 +2,8 @@
 //! maximise expected improvement under a Gaussian-process surrogate (kriging believer:
 //! within a batch, each chosen point is added with its predicted mean before the next is
 //! chosen). Failed trials enter the surrogate at the worst score seen.
+//!
+//! Specified in docs/tuning.md, "Methods".
 
 use super::{Ctx, Method, Outcome, Plan, Request};
 use crate::gp::{expected_improvement, Gp};

@@ -1,4 +1,4 @@
-//! Grid search: every point of the grid, full length, in one batch.
+//! Grid search: every point of the grid, full length, in one batch (docs/tuning.md, "Methods").
 
 use super::{Ctx, Method, Outcome, Plan, Request};
 use crate::Error;

@@ -4,6 +4,8 @@
 //!
 //! Rungs are in rounds, or in client-epochs per trial (a configuration with more local
 //! work then gets fewer rounds at the same rung).
+//!
+//! Specified in docs/tuning.md, "Methods".
 
 use super::{ranking, Ctx, Method, Outcome, Plan, Request, Resource};
 use crate::space::{short_float, Point};

@@ -2,6 +2,8 @@
 //! `interval` rounds (one batch), then the worst `fraction` copy the state of a member of
 //! the best `fraction` (exploit) and perturb its configuration (explore). Needs a runner
 //! that continues a trial from its state with a changed configuration.
+//!
+//! Specified in docs/tuning.md, "Methods".
 
 use super::{ranking, Ctx, Method, Outcome, Plan, Request};
 use crate::space::{short_float, Point};

@@ -1,4 +1,5 @@
-//! Random search: points drawn from the prior, full length, in one batch.
+//! Random search: points drawn from the prior, full length, in one batch
+//! (docs/tuning.md, "Methods").
 
 use super::{Ctx, Method, Outcome, Plan, Request};
 use crate::Error;
