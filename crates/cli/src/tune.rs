@@ -33,40 +33,59 @@ pub fn run_experiment(cfg: &ExperimentConfig, dir: &Path) -> Result<serde_json::
     runner::execute(cfg, prepared, dir, &label)
 }
 
-/// The metrics a trial reports: (name, higher is better, summary.json path, what it is).
-const METRICS: [(&str, bool, &str, &str); 6] = [
+/// The metrics a trial reports: (name, higher is better, key in `summary.json`, key in a
+/// `metrics.jsonl` evaluation, what it is). The global ones come from the central
+/// evaluation when there is one, as `summary.json`'s do.
+const METRICS: [(&str, bool, &str, &str, &str); 6] = [
     (
         "personalized_mean",
         true,
         "personalized.mean_accuracy",
+        "personalized_mean_accuracy",
         "personalised mean accuracy over clients",
     ),
     (
         "personalized_worst10",
         true,
         "personalized.worst10_accuracy",
+        "personalized_worst10_accuracy",
         "mean personalised accuracy of the worst 10 % of clients",
     ),
     (
         "personalized_weighted",
         true,
         "personalized.weighted_accuracy",
+        "personalized_weighted_accuracy",
         "sample-weighted personalised accuracy",
     ),
     (
         "personalized_best10",
         true,
         "personalized.best10_accuracy",
+        "personalized_best10_accuracy",
         "mean personalised accuracy of the best 10 % of clients",
     ),
     (
         "global_accuracy",
         true,
         "global.accuracy",
+        "global_accuracy",
         "global-model accuracy",
     ),
-    ("global_loss", false, "global.loss", "global-model loss"),
+    (
+        "global_loss",
+        false,
+        "global.loss",
+        "global_loss",
+        "global-model loss",
+    ),
 ];
+
+/// Both names of a metric (`test_X` and, until validation splits exist, `val_X`).
+fn insert_both(m: &mut BTreeMap<String, f64>, name: &str, v: f64) {
+    m.insert(format!("test_{name}"), v);
+    m.insert(format!("val_{name}"), v);
+}
 
 /// The pool size and the training-set sizes of at most 2000 of its clients (a
 /// deterministic stride), for the nominal cost.
@@ -167,14 +186,9 @@ impl CliRunner {
         dir: &Path,
     ) -> Result<TrialOutput<()>, String> {
         let mut metrics = BTreeMap::new();
-        for (name, _, path, _) in METRICS {
-            let v = path
-                .split('.')
-                .fold(summary, |v, k| &v[k])
-                .as_f64()
-                .unwrap_or(f64::NAN);
-            metrics.insert(format!("test_{name}"), v);
-            metrics.insert(format!("val_{name}"), v);
+        for (name, _, path, _, _) in METRICS {
+            let v = path.split('.').fold(summary, |v, k| &v[k]);
+            insert_both(&mut metrics, name, v.as_f64().unwrap_or(f64::NAN));
         }
         let batch = cfg.client.batch_size.max(1) as u64;
         let text = std::fs::read_to_string(dir.join("metrics.jsonl"))
@@ -191,33 +205,19 @@ impl CliRunner {
             }
             let e = &v["eval"];
             if e.is_object() {
-                let (acc, loss) = match e["central"].as_object() {
-                    Some(c) => {
-                        let count = c["count"].as_f64().unwrap_or(0.0).max(1.0);
-                        (
-                            c["correct"].as_f64().unwrap_or(f64::NAN) / count,
-                            c["loss_sum"].as_f64().unwrap_or(f64::NAN) / count,
-                        )
-                    }
-                    None => (
-                        e["global_accuracy"].as_f64().unwrap_or(f64::NAN),
-                        e["global_loss"].as_f64().unwrap_or(f64::NAN),
-                    ),
-                };
+                let central = e["central"].as_object().map(|c| {
+                    let count = c["count"].as_f64().unwrap_or(0.0).max(1.0);
+                    let get = |k: &str| c[k].as_f64().unwrap_or(f64::NAN) / count;
+                    (get("correct"), get("loss_sum"))
+                });
                 let mut m = BTreeMap::new();
-                for (name, key) in [
-                    ("personalized_mean", "personalized_mean_accuracy"),
-                    ("personalized_worst10", "personalized_worst10_accuracy"),
-                    ("personalized_weighted", "personalized_weighted_accuracy"),
-                    ("personalized_best10", "personalized_best10_accuracy"),
-                ] {
-                    let x = e[key].as_f64().unwrap_or(f64::NAN);
-                    m.insert(format!("test_{name}"), x);
-                    m.insert(format!("val_{name}"), x);
-                }
-                for (name, x) in [("global_accuracy", acc), ("global_loss", loss)] {
-                    m.insert(format!("test_{name}"), x);
-                    m.insert(format!("val_{name}"), x);
+                for (name, _, _, key, _) in METRICS {
+                    let v = match (name, central) {
+                        ("global_accuracy", Some((acc, _))) => acc,
+                        ("global_loss", Some((_, loss))) => loss,
+                        _ => e[key].as_f64().unwrap_or(f64::NAN),
+                    };
+                    insert_both(&mut m, name, v);
                 }
                 curve.push(RoundMetrics {
                     round: v["round"].as_u64().unwrap_or(0) as u32,
@@ -294,7 +294,7 @@ impl TrialRunner for CliRunner {
         let Some((split, rest)) = name.split_once('_') else {
             return Err(format!("unknown metric {name:?}; known: {}", known()));
         };
-        let Some(&(_, maximize, _, what)) = METRICS.iter().find(|m| m.0 == rest) else {
+        let Some(&(_, maximize, _, _, what)) = METRICS.iter().find(|m| m.0 == rest) else {
             return Err(format!("unknown metric {name:?}; known: {}", known()));
         };
         let on = if rest.starts_with("global") {
