@@ -27,7 +27,7 @@ fn search_file(dir: &Path, method: &str, space: &str, budget: f64) -> PathBuf {
     std::fs::write(
         &p,
         format!(
-            "name = \"tiny\"\nbase = {:?}\nset = [\"rounds=4\", \"policy.name=constant\", \"client.epochs=1\", \"eval.every=2\"]\nseeds = [100, 101]\nbudget = {budget}\n[method]\n{method}\n[space]\n{space}\n",
+            "name = \"tiny\"\nbase = {:?}\nset = [\"rounds=4\", \"policy={{name=\\\"constant\\\"}}\", \"client.epochs=1\", \"eval.every=2\"]\nseeds = [100, 101]\nbudget = {budget}\n[method]\n{method}\n[space]\n{space}\n",
             quickstart().display().to_string()
         ),
     )
@@ -174,7 +174,7 @@ config = {:?}
 set = ["rounds=3", "client.epochs=1"]
 [[variant]]
 name = "uniform"
-set = ["policy.name=constant"]
+set = ["policy={{name=\"constant\"}}"]
 [variant.tune]
 method = {{ name = "grid" }}
 space = {{ client.lr = {{ log = [0.005, 0.02], grid = 2 }} }}
