@@ -6,10 +6,9 @@
 //! clients with different data sizes *and* different rate sums, so any normalisation would
 //! move the result away from the golden parameters.
 
-use fedpace_algos::{Normalize, PolicyConfig, StrategyConfig, StrategyName};
-use fedpace_core::{
-    ClientInfo, LocalWork, RatePlan, Reply, ResExtras, Strategy, TrainReport, TrainRes,
-};
+use fedpace_algos::fedopt::{FedAdagradConfig, FedAdamConfig, FedYogiConfig};
+use fedpace_algos::{AlgorithmConfig, Normalize, PolicyConfig, StrategyConfig};
+use fedpace_core::{ClientInfo, LocalWork, RatePlan, Reply, Strategy, TrainReport, TrainRes};
 use fedpace_optim::{OptimizerSpec, Schedule, StateMode};
 use fedpace_params::{ParamSpec, ParamTree};
 use serde_json::Value;
@@ -54,7 +53,7 @@ fn reply(
                 rate_sum: vec![rate; spec.num_groups()],
                 ..Default::default()
             },
-            extras: ResExtras::None,
+            ext: Default::default(),
         }),
     }
 }
@@ -72,13 +71,7 @@ fn flower_compatible_aggregate_matches_flower_rule() {
     );
     let pool: Vec<ClientInfo> = [(0u64, 1u64), (1, 3)]
         .iter()
-        .map(|&(id, n)| ClientInfo {
-            id,
-            num_train: n,
-            num_test: 0,
-            label_histogram: vec![],
-            device: None,
-        })
+        .map(|&(id, n)| ClientInfo::new(id, n, 0))
         .collect();
     let deltas: Vec<Vec<f32>> = doc["deltas"]
         .as_array()
@@ -86,11 +79,7 @@ fn flower_compatible_aggregate_matches_flower_rule() {
         .iter()
         .map(floats)
         .collect();
-    for (case, name) in [
-        ("fedadam", StrategyName::Fedadam),
-        ("fedadagrad", StrategyName::Fedadagrad),
-        ("fedyogi", StrategyName::Fedyogi),
-    ] {
+    for case in ["fedadam", "fedadagrad", "fedyogi"] {
         let golden = doc["cases"]
             .as_array()
             .unwrap()
@@ -98,30 +87,49 @@ fn flower_compatible_aggregate_matches_flower_rule() {
             .find(|c| c["name"] == case)
             .unwrap();
         let hp = &golden["hyper"];
-        let mut cfg = StrategyConfig {
-            name,
-            clients_per_round: 2,
-            server_lr: hp["server_lr"].as_f64(),
-            tau: hp["tau"].as_f64().unwrap(),
-            flower_compatible: true,
-            normalize: Normalize::Off,
-            ..Default::default()
+        let tau = hp["tau"].as_f64().unwrap();
+        let (b1, b2) = (
+            hp["beta1"].as_f64().unwrap_or(0.9),
+            hp["beta2"].as_f64().unwrap_or(0.99),
+        );
+        let algorithm: AlgorithmConfig = match case {
+            "fedadam" => FedAdamConfig {
+                beta1: b1,
+                beta2: b2,
+                tau,
+                flower_compatible: true,
+            }
+            .into(),
+            "fedyogi" => FedYogiConfig {
+                beta1: b1,
+                beta2: b2,
+                tau,
+                flower_compatible: true,
+            }
+            .into(),
+            _ => FedAdagradConfig {
+                tau,
+                flower_compatible: true,
+            }
+            .into(),
         };
-        if let (Some(b1), Some(b2)) = (hp["beta1"].as_f64(), hp["beta2"].as_f64()) {
-            (cfg.beta1, cfg.beta2) = (b1, b2);
-        }
+        let mut cfg = StrategyConfig::new(algorithm)
+            .with_clients_per_round(2)
+            .with_normalize(Normalize::Off);
+        cfg.round.server_lr = hp["server_lr"].as_f64();
         // The flag's promise: normalisation cannot be switched on beside it.
-        let auto = StrategyConfig {
-            normalize: Normalize::Auto,
-            ..cfg.clone()
-        };
+        let auto = cfg.clone().with_normalize(Normalize::Auto);
         let e = auto.validate().unwrap_err().to_string();
         assert!(
             e.starts_with("strategy.normalize = auto: off with flower_compatible"),
             "{e}"
         );
 
-        let mut s: Box<dyn Strategy> = cfg.build(plan(), PolicyConfig::Constant.build()).unwrap();
+        let mut s: Box<dyn Strategy> = cfg
+            .build(plan(), PolicyConfig::Constant.build())
+            .unwrap()
+            .into_sync()
+            .unwrap();
         let mut x = ParamTree::from_vec(spec.clone(), floats(&doc["x0"])).unwrap();
         for (t, (d, want)) in deltas
             .iter()

@@ -11,8 +11,7 @@ use crate::config::ExperimentConfig;
 use crate::runner;
 use anyhow::Result;
 use fedpace_core::rng::{derive_seed, stream, Purpose};
-use fedpace_core::round::{Observer, RoundRecord};
-use fedpace_core::{ClientId, Progress, TrainReport, TrainRes};
+use fedpace_core::{ClientId, TrainReport, TrainRes};
 use fedpace_params::{ParamSpec, ParamTree};
 use std::sync::Arc;
 use std::time::Instant;
@@ -210,7 +209,7 @@ fn workload(w: Workload, opts: &BenchOptions, gemm1: f64) -> Result<()> {
         cfg.name,
         describe(w),
         cfg.rounds,
-        cfg.strategy.clients_per_round
+        cfg.strategy.round.clients_per_round
     );
     println!(
         "  whole run            {:>9.3} s   [ref Flower {:.1} s → {:.1}× faster, target ≥ {:.0}×; ref PyTorch loop {:.1} s → {:.1}×]",
@@ -295,7 +294,7 @@ fn scale(opts: &BenchOptions) -> Result<()> {
          in parallel, state budget {} MiB",
         opts.algorithm.describe(),
         cfg.data.num_clients,
-        cfg.strategy.clients_per_round,
+        cfg.strategy.round.clients_per_round,
         cfg.rounds,
         cfg.state
             .memory_mb
@@ -440,7 +439,7 @@ fn aggregation(quick: bool) -> Result<()> {
                     rate_sum: vec![0.95, 0.95],
                     ..Default::default()
                 },
-                extras: Default::default(),
+                ext: Default::default(),
             })
         })
         .collect::<Result<_>>()?;
@@ -589,24 +588,4 @@ fn status_kb(key: &str) -> u64 {
                 .and_then(|v| v.parse().ok())
         })
         .unwrap_or(0)
-}
-
-/// An observer that records nothing (no files, no progress bar).
-pub struct Quiet;
-
-impl Progress for Quiet {
-    fn client_done(&self) {}
-}
-
-impl Observer for Quiet {
-    fn progress(&self) -> &dyn Progress {
-        self
-    }
-    fn round_finished(
-        &mut self,
-        _record: &RoundRecord,
-        _global: &ParamTree,
-    ) -> fedpace_core::Result<()> {
-        Ok(())
-    }
 }

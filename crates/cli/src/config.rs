@@ -8,6 +8,7 @@ use fedpace_core::{LocalWork, RatePlan};
 use fedpace_data::DataConfig;
 use fedpace_nn::ModelConfig;
 use fedpace_optim::{OptimizerSpec, StateMode};
+use fedpace_params::GroupRules;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -53,6 +54,11 @@ pub struct ExperimentConfig {
     pub device_classes: std::collections::BTreeMap<String, f64>,
     /// Where clients' states live between rounds (default: all in memory).
     pub state: StateConfig,
+    /// Parameter groups (the unit of per-layer rates and of personal and frozen layers):
+    /// `"model"` (the model's `body`/`head`, the default), `"per-tensor"`,
+    /// `"per-layer"`, or a table `label = [glob patterns]` such as
+    /// `{ conv = ["conv*"], head = ["fc2.*"] }` (unmatched tensors keep the model's label).
+    pub groups: GroupRules,
 }
 
 /// The `[state]` table: the per-client state store.
@@ -88,6 +94,7 @@ impl Default for ExperimentConfig {
             output: OutputConfig::default(),
             state: StateConfig::default(),
             device_classes: Default::default(),
+            groups: GroupRules::Model,
         }
     }
 }
@@ -114,6 +121,9 @@ pub struct ClientConfig {
     pub state_mode: StateMode,
     /// Learning-rate schedule over each client's cumulative steps (default constant).
     pub schedule: fedpace_optim::Schedule,
+    /// Metadata clients share with the server beyond their sizes and device class
+    /// (default none): `"label-histogram"` (needed by `by-label-skew`).
+    pub share: Vec<String>,
 }
 
 impl Default for ClientConfig {
@@ -128,6 +138,7 @@ impl Default for ClientConfig {
             optimizer: OptimizerSpec::default(),
             state_mode: StateMode::Reset,
             schedule: Default::default(),
+            share: Vec::new(),
         }
     }
 }
@@ -260,36 +271,26 @@ impl ExperimentConfig {
         for o in overrides {
             apply_override(&mut value, o).map_err(|m| ConfigError(format!("--set {o}: {m}")))?;
         }
-        // Which `[strategy]` keys were *written* (many have defaults): read them before
-        // deserialising, check them against the chosen algorithm afterwards.
-        let strategy_keys: Vec<String> = match value.get("strategy") {
-            Some(toml::Value::Table(t)) => t.keys().cloned().collect(),
-            _ => Vec::new(),
+        // `[strategy]` is read on its own: its keys depend on the algorithm, and its
+        // errors name the key (`strategy.mu: not used by fedavg (used by …)`).
+        let strategy = match value.remove("strategy") {
+            None => StrategyConfig::default(),
+            Some(toml::Value::Table(t)) => {
+                let map = match serde_json::to_value(&t) {
+                    Ok(serde_json::Value::Object(m)) => m,
+                    _ => return Err(ConfigError(format!("{origin}: strategy: not a table"))),
+                };
+                StrategyConfig::from_map(map).map_err(located)?
+            }
+            Some(other) => {
+                return Err(ConfigError(format!(
+                    "{origin}: strategy: expected a table, got {}",
+                    other.type_str()
+                )))
+            }
         };
-        // Unknown keys are reported against the chosen algorithm's own keys, before the
-        // deserialiser's list of every key of every algorithm.
-        let chosen = match value.get("strategy").map(|t| t.get("name")) {
-            Some(Some(n)) => n.clone().try_into().ok(),
-            Some(None) => Some(fedpace_algos::config::StrategyConfig::default().name),
-            None => None,
-        };
-        if let Some(name) = chosen {
-            fedpace_algos::config::check_strategy_keys(
-                name,
-                strategy_keys.iter().map(String::as_str),
-            )
-            .map_err(located)?;
-        }
-        let written = |k: &str| strategy_keys.iter().any(|w| w == k);
-        if written("fraction") && written("clients_per_round") {
-            return Err(located(
-                "strategy.fraction: set together with strategy.clients_per_round; set one \
-                 (fraction C samples ⌈C·N⌉ clients a round, clients_per_round a fixed count)"
-                    .into(),
-            ));
-        }
         let de = toml::Value::Table(value);
-        let cfg: ExperimentConfig = serde_path_to_error::deserialize(de).map_err(|e| {
+        let mut cfg: ExperimentConfig = serde_path_to_error::deserialize(de).map_err(|e| {
             let path = e.path().to_string();
             // The value deserializer appends "in `key`" lines; the path already says it.
             let inner = e.inner().to_string();
@@ -305,17 +306,7 @@ impl ExperimentConfig {
                 located(format!("{path}: {msg}"))
             }
         })?;
-        let mut cfg = cfg;
-        fedpace_algos::config::check_strategy_keys(
-            cfg.strategy.name,
-            strategy_keys.iter().map(String::as_str),
-        )
-        .map_err(located)?;
-        // `flower_compatible` reproduces Flower, which does not normalise: normalisation
-        // defaults to off with it (an explicit "auto" or "on" is rejected by validate).
-        if cfg.strategy.flower_compatible && !written("normalize") {
-            cfg.strategy.normalize = fedpace_algos::Normalize::Off;
-        }
+        cfg.strategy = strategy;
         cfg.validate().map_err(located)?;
         Ok(cfg)
     }
@@ -495,28 +486,38 @@ impl ExperimentConfig {
             .map_err(|e| format!("client.schedule.{e}"))?;
         self.strategy.validate().map_err(|e| e.to_string())?;
         self.policy.validate().map_err(|e| e.to_string())?;
-        let server_init = self.client.state_mode == StateMode::ServerInit
-            || matches!(self.policy, PolicyConfig::Fedlalr { .. });
-        if server_init && !self.strategy.sends_optimizer_state() {
-            let what = if self.client.state_mode == StateMode::ServerInit {
-                "client.state_mode = \"server-init\""
-            } else {
-                "policy.name = \"fedlalr\" (it needs client.state_mode = \"server-init\")"
-            };
-            return Err(format!(
-                "{what}: strategy.name = \"{}\" does not send optimiser state to clients; \
-                 expected a strategy of the FedAvg family (fedavg, fedavgm, fedadagrad, fedadam, \
-                 fedyogi, fedexp, fednova, fedprox), or state_mode = \"reset\" or \"keep\"",
-                self.strategy.name.as_str()
-            ));
+        self.strategy.check_combination(
+            &self.policy,
+            &self.client.optimizer,
+            self.client.state_mode,
+        )?;
+        for m in self.policy.required_metadata() {
+            if !self.client.share.iter().any(|s| s == m) {
+                return Err(format!(
+                    "policy {}: needs the clients' {m}, which they do not share (add \"{m}\" to \
+                     client.share to let them)",
+                    self.policy.name()
+                ));
+            }
+        }
+        let shareable = [<fedpace_core::LabelHistogram as fedpace_core::Payload>::NAME];
+        for s in &self.client.share {
+            if !shareable.contains(&s.as_str()) {
+                return bad(
+                    "client.share",
+                    &format!("{s:?}"),
+                    &format!("metadata clients can share: {}", shareable.join(", ")),
+                );
+            }
         }
         if let Some(d) = &self.devices {
             d.validate().map_err(|e| e.to_string())?;
             // Synchronous rounds keep round(M·(1 − s)) of M selected clients.
-            let keeps_none = match self.strategy.fraction {
+            let keeps_none = match self.strategy.round.fraction {
                 _ if d.stragglers >= 1.0 => true,
                 None if !self.strategy.is_async() => {
-                    (self.strategy.clients_per_round as f64 * (1.0 - d.stragglers)).round() < 1.0
+                    (self.strategy.round.clients_per_round as f64 * (1.0 - d.stragglers)).round()
+                        < 1.0
                 }
                 _ => false,
             };
@@ -526,14 +527,14 @@ impl ExperimentConfig {
                      discarded; expected a fraction that leaves at least one client, or \
                      late = \"partial\"",
                     d.stragglers,
-                    self.strategy.name.as_str()
+                    self.strategy.name()
                 ));
             }
             if let (Some(t), true) = (d.deadline, self.strategy.is_async()) {
                 return Err(format!(
                     "devices.deadline = {t}: not used by {} (the asynchronous loop has no \
                      rounds to end; remove it, or use a synchronous strategy)",
-                    self.strategy.name.as_str()
+                    self.strategy.name()
                 ));
             }
         }
@@ -588,18 +589,10 @@ impl ExperimentConfig {
         let mut resolved = self.clone();
         resolved.data.partition = Some(self.data.effective_partition());
         resolved.data.test_fraction = Some(self.data.effective_test_fraction());
-        let mut value = match toml::Value::try_from(&resolved) {
+        let value = match toml::Value::try_from(&resolved) {
             Ok(v) => v,
             Err(e) => return format!("# could not serialise: {e}\n"),
         };
-        // Only the `[strategy]` keys the chosen algorithm uses, so the file parses again
-        // (a key of another algorithm is an error).
-        if let Some(toml::Value::Table(t)) = value.get_mut("strategy") {
-            t.retain(|k, _| self.strategy.name.uses(k));
-            if self.strategy.fraction.is_some() {
-                t.remove("clients_per_round");
-            }
-        }
         toml::to_string_pretty(&value).unwrap_or_else(|e| format!("# could not serialise: {e}\n"))
     }
 }
@@ -669,13 +662,26 @@ mod tests {
         assert_eq!(again.to_toml(), c.to_toml());
         assert_eq!((again.rounds, again.policy.name()), (3, "by-data-size"));
         // Knobs of every algorithm round-trip (only the chosen one's are written).
-        for name in fedpace_algos::StrategyName::ALL {
-            let mut c = ExperimentConfig::default();
-            c.strategy.name = name;
+        for name in fedpace_algos::AlgorithmConfig::NAMES {
+            let c = ExperimentConfig {
+                strategy: StrategyConfig::named(name).unwrap(),
+                ..Default::default()
+            };
             let again = ExperimentConfig::parse(&c.to_toml(), "resolved", &[])
-                .unwrap_or_else(|e| panic!("{}: {e}", name.as_str()));
-            assert_eq!(again.strategy, c.strategy, "{}", name.as_str());
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(again.strategy, c.strategy, "{name}");
         }
+        // Group rules round-trip too.
+        let c = ExperimentConfig::parse(
+            "[groups]\nconv = [\"conv*\"]\nhead = [\"fc2.*\"]\n",
+            "x",
+            &[],
+        )
+        .unwrap();
+        let again = ExperimentConfig::parse(&c.to_toml(), "resolved", &[]).unwrap();
+        assert_eq!(again.groups, c.groups);
+        let e = ExperimentConfig::parse("groups = \"per-block\"\n", "x", &[]).unwrap_err();
+        assert!(e.0.starts_with("x: groups: invalid value"), "{}", e.0);
     }
 
     #[test]
@@ -691,7 +697,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.rounds, 3);
-        assert_eq!(c.strategy.server_lr, Some(0.5));
+        assert_eq!(c.strategy.round.server_lr, Some(0.5));
         assert_eq!(c.policy.name(), "by-data-size");
     }
 
@@ -718,7 +724,7 @@ mod tests {
         assert_eq!(
             e.0,
             "exp.toml: strategy.muu: unknown key (did you mean `mu`?); fedprox takes name, \
-             clients_per_round, fraction, server_lr, normalize, mu"
+             clients_per_round, fraction, server_lr, normalize, server_optimizer, aggregation, mu"
         );
         let e = ExperimentConfig::parse("[strategy]\nzzzzzz = 1\n", "exp.toml", &[]).unwrap_err();
         assert!(
@@ -839,7 +845,7 @@ mod tests {
             &[],
         )
         .unwrap();
-        assert_eq!(c.strategy.normalize, fedpace_algos::Normalize::Off);
+        assert_eq!(c.strategy.round.normalize, fedpace_algos::Normalize::Off);
         // The resolved config says so, and parses again.
         let again = ExperimentConfig::parse(&c.to_toml(), "resolved", &[]).unwrap();
         assert_eq!(again.strategy, c.strategy);
@@ -862,7 +868,7 @@ mod tests {
         }
         // Without the flag the default stays auto.
         let c = ExperimentConfig::parse("[strategy]\nname = \"fedadam\"\n", "x", &[]).unwrap();
-        assert_eq!(c.strategy.normalize, fedpace_algos::Normalize::Auto);
+        assert_eq!(c.strategy.round.normalize, fedpace_algos::Normalize::Auto);
     }
 
     #[test]
@@ -880,7 +886,7 @@ mod tests {
         );
         let c = ExperimentConfig::parse("[strategy]\nfraction = 0.5\n", "x", &[]).unwrap();
         let again = ExperimentConfig::parse(&c.to_toml(), "resolved", &[]).unwrap();
-        assert_eq!(again.strategy.fraction, Some(0.5));
+        assert_eq!(again.strategy.round.fraction, Some(0.5));
     }
 
     #[test]

@@ -3,12 +3,14 @@
 use crate::config::ExperimentConfig;
 use crate::output::RunWriter;
 use anyhow::{Context, Result};
-use fedpace_algos::StandardClient;
-use fedpace_algos::StrategyName;
+use fedpace_algos::{Built, StandardClient};
 use fedpace_core::asynchronous::AsyncStrategy;
 use fedpace_core::rng::{derive_seed, Purpose};
-use fedpace_core::round::RunOptions;
-use fedpace_core::{ClientFactory, RatePlan, RatePolicy, Strategy};
+use fedpace_core::round::{Observer, RoundRecord, RunOptions};
+use fedpace_core::{
+    ClientFactory, ClientPool, Disclosed, Progress, RatePlan, RatePolicy, Strategy,
+};
+use fedpace_params::ParamTree;
 use fedpace_sim::{AsyncOptions, DataPool, DeviceClasses, Devices, SimGrid, Systems};
 use serde_json::json;
 use std::path::{Path, PathBuf};
@@ -86,6 +88,10 @@ pub enum Mode {
         base_plan: RatePlan,
         /// Device profiles (the simulated clock).
         devices: Devices,
+        /// Clients training at once.
+        concurrency: usize,
+        /// Staleness-decayed client rates.
+        rate_decay: bool,
     },
 }
 
@@ -102,6 +108,9 @@ impl Mode {
 pub struct Prepared {
     strategy: Mode,
     pub(crate) grid: SimGrid,
+    /// Every client's metadata as the simulator knows it (for `clients.csv`); the grid,
+    /// and so the strategy, sees only what clients share.
+    pool: Arc<dyn ClientPool>,
     init: fedpace_params::ParamTree,
     groups: Vec<String>,
     description: String,
@@ -250,19 +259,31 @@ pub fn prepare(cfg: &ExperimentConfig, threads: usize) -> Result<Prepared> {
         fedpace_nn::factory_with_grain(&cfg.model, &input, fed.num_classes, cfg.client_threads)
             .map_err(|e| UsageError(format!("model: {e}")))?;
     let model = models().map_err(|e| UsageError(format!("model: {e}")))?;
-    let spec = model.spec();
+    // Parameter groups from the `groups` rules: the same layout with other labels.
+    let spec = Arc::new(
+        model
+            .spec()
+            .regroup(&cfg.groups)
+            .map_err(|e| UsageError(format!("groups: {e}")))?,
+    );
     check_model_size(cfg, &spec, threads)?;
     if let Some(d) = &cfg.devices {
         d.check_deadline(spec.total_len())
             .map_err(|e| UsageError(e.to_string()))?;
     }
-    let init = model.init(derive_seed(cfg.seed, 0, 0, Purpose::Init))?;
+    let init = ParamTree::from_vec(
+        spec.clone(),
+        model
+            .init(derive_seed(cfg.seed, 0, 0, Purpose::Init))?
+            .into_vec(),
+    )?;
     let groups = spec.groups().to_vec();
     let base_plan = cfg.base_plan(&groups).map_err(UsageError)?;
     let data = fed.data.clone();
     let classes = DeviceClasses::new(&cfg.device_classes, data.num_clients(), cfg.seed);
     let central_models = models.clone();
-    let pool = DataPool::new(data.clone(), classes).context("building the client pool")?;
+    let pool: Arc<dyn ClientPool> =
+        Arc::new(DataPool::new(data.clone(), classes).context("building the client pool")?);
     let factory: ClientFactory = Arc::new(move |id| {
         let d = data.client(id as usize)?;
         Ok(Box::new(StandardClient::new(id, models()?, d)) as Box<dyn fedpace_core::Client>)
@@ -276,52 +297,39 @@ pub fn prepare(cfg: &ExperimentConfig, threads: usize) -> Result<Prepared> {
         .map_err(usage)?;
     // Group labels (`personal_groups`, `frozen_groups`) are checked against the model
     // here, before anything is written.
-    cfg.strategy
-        .check_groups(&spec, &base_plan)
-        .map_err(usage)?;
-    let strategy = if cfg.strategy.is_async() {
-        let mut base_plan = base_plan;
-        if cfg.strategy.name == StrategyName::Fedasync {
-            // FedAsync's client-side proximal term ρ (ALGORITHMS.md C.8).
-            base_plan.prox_mu = cfg.strategy.mu;
-        }
-        Mode::Async {
-            strategy: cfg.strategy.build_async().map_err(usage)?,
-            policy: cfg
-                .policy
-                .build_for(&groups)
-                .map_err(|e| UsageError(e.to_string()))?,
-            base_plan,
+    cfg.strategy.check_model(&spec).map_err(usage)?;
+    let policy = cfg
+        .policy
+        .build_for(&groups)
+        .map_err(|e| UsageError(e.to_string()))?;
+    let strategy = match cfg.strategy.build(base_plan, policy).map_err(usage)? {
+        Built::Async(a) => Mode::Async {
+            strategy: a.strategy,
+            policy: a.policy,
+            base_plan: a.base_plan,
             devices: match devices {
                 Some(d) => d,
                 None => Devices::new(Default::default(), cfg.seed).map_err(usage)?,
             },
-        }
-    } else {
-        let s = cfg
-            .strategy
-            .build(
-                base_plan,
-                cfg.policy
-                    .build_for(&groups)
-                    .map_err(|e| UsageError(e.to_string()))?,
-            )
-            .map_err(usage)?;
-        Mode::Sync(match devices {
+            concurrency: a.concurrency,
+            rate_decay: a.rate_decay,
+        },
+        Built::Sync(s) => Mode::Sync(match devices {
             Some(d) => Box::new(Systems::new(s, d)),
             None => s,
-        })
+        }),
     };
-    let mut grid = SimGrid::new(pool, factory, threads)?;
+    let shared = Disclosed::new(pool.clone(), cfg.client.share.clone());
+    let mut grid = SimGrid::new(shared, factory, threads)?;
     let clients = grid_len(&grid);
     if !cfg.strategy.is_async()
-        && cfg.strategy.fraction.is_none()
-        && cfg.strategy.clients_per_round > clients
+        && cfg.strategy.round.fraction.is_none()
+        && cfg.strategy.round.clients_per_round > clients
     {
         return Err(UsageError(format!(
             "strategy.clients_per_round = {}: more than the {clients} clients of the pool; \
              expected at most {clients} (or strategy.fraction)",
-            cfg.strategy.clients_per_round
+            cfg.strategy.round.clients_per_round
         ))
         .into());
     }
@@ -341,9 +349,9 @@ pub fn prepare(cfg: &ExperimentConfig, threads: usize) -> Result<Prepared> {
     }
     if let Some(mb) = cfg.state.memory_mb {
         let dir = cfg.state.dir.clone().unwrap_or_else(std::env::temp_dir);
-        let store = fedpace_sim::SpillStore::new(&dir, (mb as usize) << 20).with_context(|| {
-            format!("state.dir = {}: creating the state database", dir.display())
-        })?;
+        let store = fedpace_sim::SpillStore::new(&dir, (mb as usize) << 20)
+            .with_context(|| format!("state.dir = {}: creating the state database", dir.display()))?
+            .with_registry(fedpace_algos::builtin().codecs.clone());
         grid = grid.with_store(Box::new(store));
     }
     if let Some(test) = fed.global_test.clone() {
@@ -360,6 +368,7 @@ pub fn prepare(cfg: &ExperimentConfig, threads: usize) -> Result<Prepared> {
         ),
         strategy,
         grid,
+        pool,
         init,
         groups,
     })
@@ -391,13 +400,7 @@ pub fn run_quiet_keep(
     let Mode::Sync(strategy) = &mut p.strategy else {
         anyhow::bail!("benchmarks run synchronous strategies only");
     };
-    let outcome = fedpace_core::run(
-        strategy.as_mut(),
-        &mut p.grid,
-        p.init,
-        &opts,
-        &mut crate::bench::Quiet,
-    )?;
+    let outcome = fedpace_core::run(strategy.as_mut(), &mut p.grid, p.init, &opts, &mut Quiet)?;
     Ok((outcome, p.grid))
 }
 
@@ -435,6 +438,8 @@ pub fn execute(
             policy,
             base_plan,
             devices,
+            concurrency,
+            rate_decay,
         } => fedpace_sim::run_async(
             strategy.as_mut(),
             policy.as_mut(),
@@ -444,8 +449,8 @@ pub fn execute(
             p.init,
             &AsyncOptions {
                 updates: cfg.rounds,
-                concurrency: cfg.strategy.concurrency,
-                rate_decay: cfg.strategy.rate_decay,
+                concurrency: *concurrency,
+                rate_decay: *rate_decay,
                 seed: cfg.seed,
                 eval_every: cfg.eval.every,
                 finetune_steps: cfg.eval.finetune_steps,
@@ -463,13 +468,31 @@ pub fn execute(
         "policy": cfg.policy.name(),
         "threads": p.grid.threads(),
     });
-    use fedpace_core::Grid;
-    let pool = p.grid.pool();
     writer.finish(
-        pool.as_ref(),
+        p.pool.as_ref(),
         &outcome,
         crate::signals::requested(),
         header,
         start.elapsed().as_secs_f64(),
     )
+}
+
+/// An observer that records nothing (no files, no progress bar).
+pub struct Quiet;
+
+impl Progress for Quiet {
+    fn client_done(&self) {}
+}
+
+impl Observer for Quiet {
+    fn progress(&self) -> &dyn Progress {
+        self
+    }
+    fn round_finished(
+        &mut self,
+        _record: &RoundRecord,
+        _global: &ParamTree,
+    ) -> fedpace_core::Result<()> {
+        Ok(())
+    }
 }

@@ -343,13 +343,10 @@ impl TrialRunner for CliRunner {
             .map(|&n| plan.steps_for(n) as f64 / n.div_ceil(batch).max(1) as f64)
             .sum::<f64>()
             / pool.train.len().max(1) as f64;
-        let clients = if cfg.strategy.is_async() {
-            match cfg.strategy.name {
-                fedpace_algos::StrategyName::Fedbuff => cfg.strategy.buffer_size,
-                _ => 1,
-            }
-        } else {
-            cfg.strategy.sampling().per_round(pool.clients)
+        let clients = match &cfg.strategy.algorithm {
+            fedpace_algos::AlgorithmConfig::Fedbuff(b) => b.buffer_size,
+            _ if cfg.strategy.is_async() => 1,
+            _ => cfg.strategy.round.sampling().per_round(pool.clients),
         };
         Ok(clients as f64 * epochs)
     }

@@ -34,6 +34,9 @@ pub enum Error {
         /// First failure message.
         first: String,
     },
+    /// Bytes that do not decode (see [`crate::codec`]): what was read and why it failed.
+    #[error("{0}")]
+    Decode(String),
     /// The observer asked to stop or failed to record.
     #[error("observer: {0}")]
     Observer(String),

@@ -1,8 +1,14 @@
-//! The one round loop. Every synchronous algorithm runs through [`run`].
+//! The one round loop. Every synchronous algorithm runs through [`run`]:
+//! `configure_train` (sample, plan, attach payloads) → the grid trains →
+//! `aggregate_train` (validate, transform, aggregate, server step, post-aggregate
+//! hooks, observe each client) → evaluation → `observe_round`. The stages inside the two
+//! strategy calls are `fedpace_algos::pipeline`'s.
 
 use crate::pool::ClientPool;
 use crate::protocol::*;
-use crate::traits::{AggregateSummary, Grid, Progress, Strategy};
+use crate::summary::AggregateSummary;
+pub use crate::summary::{EvalSummary, RoundTiming};
+use crate::traits::{Grid, Progress, RoundSummary, Strategy};
 use crate::{EvalStats, Result};
 use fedpace_params::ParamTree;
 use serde::Serialize;
@@ -30,7 +36,7 @@ pub struct RunOptions {
     /// Local fine-tuning steps before personalised evaluation.
     pub finetune_steps: u32,
     /// How personalised models are evaluated.
-    pub personalized: crate::personal::PersonalEval,
+    pub personalized: PersonalEval,
     /// Evaluate each client on at most this many of its test samples (`None` = all).
     pub max_test_samples: Option<u32>,
     /// Keep every round's full record (one line per sampled client, ≈ 320 bytes each) in
@@ -84,56 +90,6 @@ pub struct ClientRoundRecord {
     pub cosine_to_aggregate: f64,
     /// Training samples.
     pub num_examples: u64,
-}
-
-/// Evaluation results of one round.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct EvalSummary {
-    /// Global model on the server's held-out test set, when there is one.
-    pub central: Option<EvalStats>,
-    /// Global model, all clients' test splits pooled (sample-weighted).
-    pub global_loss: f64,
-    /// Global model accuracy, pooled (sample-weighted).
-    pub global_accuracy: f64,
-    /// Global model accuracy, unweighted mean over clients.
-    pub global_mean_accuracy: f64,
-    /// Personalised accuracy, unweighted mean over clients.
-    pub personalized_mean_accuracy: f64,
-    /// Personalised accuracy, sample-weighted.
-    pub personalized_weighted_accuracy: f64,
-    /// Mean personalised accuracy over the worst 10 % of clients (at least one).
-    pub personalized_worst10_accuracy: f64,
-    /// Mean personalised accuracy over the best 10 % of clients (at least one).
-    pub personalized_best10_accuracy: f64,
-    /// Standard deviation of personalised accuracy across clients.
-    pub personalized_std_accuracy: f64,
-    /// Per-client personalised accuracy, by client id.
-    #[serde(skip)]
-    pub per_client: Vec<(ClientId, f64)>,
-    /// Clients whose evaluation failed.
-    pub failures: usize,
-    /// Test samples behind the pooled statistics. 0 when no client had test data (no
-    /// test split, `test_fraction = 0`): then every statistic above is NaN, which the
-    /// output files write as `null`, never as a measured 0.
-    pub samples: u64,
-}
-
-/// Where a round sits on the simulated clock (systems heterogeneity: device speeds,
-/// bandwidths, deadlines). Set by strategies that simulate devices; `None` otherwise.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
-pub struct RoundTiming {
-    /// Simulated seconds this round (or, asynchronously, this server update) took.
-    pub round_seconds: f64,
-    /// Simulated seconds since the run started, at the end of this round.
-    pub sim_seconds: f64,
-    /// Each dispatched client's simulated completion time within the round (s).
-    pub completion: Vec<(ClientId, f64)>,
-    /// Selected clients that dropped out (their update never arrives).
-    pub dropped: Vec<ClientId>,
-    /// Stragglers or late clients that were not aggregated.
-    pub late_dropped: Vec<ClientId>,
-    /// Clients that ran only part of their work (stragglers, deadline).
-    pub partial: Vec<ClientId>,
 }
 
 /// Updates of one round that could not be aggregated ([`RoundRecord::rejected`]).
@@ -293,6 +249,14 @@ pub fn run(
         } else {
             None
         };
+        strategy.observe_round(
+            round,
+            &RoundSummary {
+                aggregate: &summary,
+                eval: eval.as_ref(),
+                global: &global,
+            },
+        );
         let record = RoundRecord {
             round,
             sampled: plans.iter().map(|p| p.0).collect(),
@@ -433,7 +397,7 @@ pub fn evaluate_all(
         plan: strategy.eval_plan(),
         seed: opts.seed,
         personalized: opts.personalized,
-        extras: strategy.eval_extras(),
+        ext: strategy.eval_ext(),
     };
     evaluate_clients(grid, global, template, opts.eval_clients, observer)
 }
@@ -570,13 +534,7 @@ mod tests {
     #[test]
     fn eval_ids_is_every_client_or_a_fixed_sample() {
         let pool: Vec<ClientInfo> = (0..100u64)
-            .map(|id| ClientInfo {
-                id: id * 3,
-                num_train: 1,
-                num_test: 1,
-                label_histogram: Vec::new(),
-                device: None,
-            })
+            .map(|id| ClientInfo::new(id * 3, 1, 1))
             .collect();
         let all: Vec<ClientId> = (0..100u64).map(|i| i * 3).collect();
         let ids = |max: Option<u32>, seed: u64| eval_ids(&pool, max, seed).collect::<Vec<_>>();

@@ -31,13 +31,11 @@ use crate::clock::{completion_seconds, model_bytes, EventQueue};
 use crate::devices::Devices;
 use fedpace_core::asynchronous::AsyncStrategy;
 use fedpace_core::rng::{stream, Purpose};
-use fedpace_core::round::{
-    evaluate_clients, ClientRoundRecord, EvalSummary, Observer, RoundRecord, RoundTiming,
-    RunOutcome,
-};
+use fedpace_core::round::{evaluate_clients, ClientRoundRecord, Observer, RoundRecord, RunOutcome};
 use fedpace_core::{
     ClientId, Error, EvalIns, Grid, RatePlan, RatePolicy, Result, TrainIns, TrainRes,
 };
+use fedpace_core::{EvalSummary, RoundTiming};
 use fedpace_params::ParamTree;
 use rand::Rng;
 use std::collections::{BTreeMap, BTreeSet};
@@ -190,13 +188,7 @@ pub fn run_async(
             busy.insert(info.id);
             ins.push((
                 info.id,
-                TrainIns {
-                    round: round_key,
-                    params: shared.clone(),
-                    plan,
-                    seed: opts.seed,
-                    extras: Default::default(),
-                },
+                TrainIns::new(round_key, shared.clone(), plan, opts.seed),
             ));
         }
         if ins.is_empty() {
@@ -406,7 +398,7 @@ fn evaluate_async(
         plan: plan.clone(),
         seed: opts.seed,
         personalized: Default::default(),
-        extras: Default::default(),
+        ext: Default::default(),
     };
     evaluate_clients(grid, global, template, opts.eval_clients, observer)
 }

@@ -23,6 +23,7 @@
 //! protocol and the deadline, so those apply to the drawn work, and the clients' rate
 //! sums (hence objective-consistency normalisation) follow it.
 
+pub use crate::clock::DeviceProfile;
 use crate::clock::{completion_seconds, model_bytes, steps_within};
 use fedpace_core::rng::{stream, Purpose};
 use fedpace_core::{
@@ -273,21 +274,6 @@ impl DevicesConfig {
         }
         Ok(())
     }
-}
-
-/// One client's device.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-pub struct DeviceProfile {
-    /// Local steps per simulated second.
-    pub speed: f64,
-    /// Bytes per simulated second.
-    pub bandwidth: f64,
-    /// Probability of being available in a round.
-    pub availability: f64,
-    /// Probability of dropping out once selected.
-    pub dropout: f64,
-    /// Largest number of local steps per round, if the device has a limit.
-    pub max_steps: Option<u32>,
 }
 
 /// Reads `dropout = 0.1` as a constant, or a distribution table.
@@ -606,6 +592,25 @@ impl Strategy for Systems {
 
     fn round_timing(&self) -> Option<RoundTiming> {
         self.timing.clone()
+    }
+
+    fn eval_ext(&self) -> fedpace_core::Extensions {
+        self.inner.eval_ext()
+    }
+
+    fn observe_round(&mut self, round: u32, summary: &fedpace_core::RoundSummary<'_>) {
+        self.inner.observe_round(round, summary);
+    }
+
+    fn save_state(&self) -> Result<Vec<u8>> {
+        fedpace_core::codec::to_cbor(&(self.sim_seconds, self.inner.save_state()?))
+    }
+
+    fn restore_state(&mut self, bytes: &[u8]) -> Result<()> {
+        let (t, inner): (f64, Vec<u8>) =
+            fedpace_core::codec::from_cbor(bytes, "devices wrapper state")?;
+        self.sim_seconds = t;
+        self.inner.restore_state(&inner)
     }
 }
 

@@ -10,8 +10,9 @@
 //! plus the clients in flight plus redb's page cache (`cache_bytes`), whatever the
 //! number of registered clients.
 //!
-//! States are encoded as CBOR (self-describing, so new `#[serde(default)]` fields and
-//! `skip_serializing_if` in `LocalState` keep working; f32 values round-trip exactly).
+//! States are encoded with the versioned codec (`fedpace_core::codec`; f32 values
+//! round-trip exactly); algorithm payloads in a state are decoded through the store's
+//! payload [`Registry`] (set it with [`SpillStore::with_registry`]).
 //! Writes use redb's `Eventual` durability (no fsync per round): the file is scratch
 //! space, not a checkpoint.
 //!
@@ -30,7 +31,8 @@
 //! the simulation cannot continue without its clients' states.
 
 use crate::StateStore;
-use fedpace_core::{ClientId, LocalState};
+use fedpace_core::codec::{decode_local_state, encode_local_state};
+use fedpace_core::{ClientId, LocalState, Registry};
 use redb::{Database, Durability, ReadableTableMetadata, TableDefinition};
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{File, OpenOptions};
@@ -58,6 +60,7 @@ pub struct SpillStore {
     file: File,
     on_disk: usize,
     spilled_total: u64,
+    registry: Registry,
 }
 
 impl std::fmt::Debug for SpillStore {
@@ -72,20 +75,10 @@ impl std::fmt::Debug for SpillStore {
     }
 }
 
-/// Estimated heap bytes of a state: every buffer it holds (optimiser moments, control
-/// variate, FedDyn's gradient, personal parameters) plus fixed overheads. A new
-/// `LocalState` field that holds a buffer must be counted here, or the budget is
-/// exceeded unnoticed.
+/// Estimated heap bytes of a state: every buffer it holds (optimiser moments and every
+/// payload's own count, [`fedpace_core::Payload::heap_bytes`]) plus fixed overheads.
 pub fn state_bytes(s: &LocalState) -> usize {
-    fn opt(s: &fedpace_optim::State) -> usize {
-        48 + s.buffers.iter().map(|b| 24 + 4 * b.len()).sum::<usize>()
-            + s.children.iter().map(opt).sum::<usize>()
-    }
-    let floats = |v: &Option<Vec<f32>>| v.as_ref().map_or(0, |v| 24 + 4 * v.len());
-    64 + s.optimizer.as_ref().map_or(0, opt)
-        + floats(&s.control_variate)
-        + floats(&s.feddyn_gradient)
-        + s.personal.as_ref().map_or(0, |p| 32 + 4 * p.params.len())
+    s.heap_bytes()
 }
 
 impl SpillStore {
@@ -129,7 +122,15 @@ impl SpillStore {
             file: handle,
             on_disk: 0,
             spilled_total: 0,
+            registry: Registry::new(),
         })
+    }
+
+    /// The payload types the stored states may hold (an algorithm's state payloads are
+    /// unknown to the default, core-only registry: reading them back is then an error).
+    pub fn with_registry(mut self, registry: Registry) -> Self {
+        self.registry = registry;
+        self
     }
 
     /// Path the database file was created at (on Unix already removed from the
@@ -192,10 +193,8 @@ impl SpillStore {
         let mut added = 0;
         {
             let mut table = txn.open_table(TABLE).map_err(|e| self.err("open", e))?;
-            let mut buf = Vec::new();
             for (id, s) in &out {
-                buf.clear();
-                ciborium::into_writer(s, &mut buf).map_err(|e| self.err("encode", e))?;
+                let buf = encode_local_state(s).map_err(|e| self.err("encode", e))?;
                 let prev = table
                     .insert(*id, buf.as_slice())
                     .map_err(|e| self.err("insert", e))?;
@@ -226,8 +225,8 @@ impl SpillStore {
             for &id in ids {
                 let got = table.remove(id).map_err(|e| self.err("remove", e))?;
                 if let Some(v) = got {
-                    let s: LocalState =
-                        ciborium::from_reader(v.value()).map_err(|e| self.err("decode", e))?;
+                    let s = decode_local_state(v.value(), &self.registry)
+                        .map_err(|e| self.err("decode", e))?;
                     found.insert(id, s);
                 }
             }
@@ -407,16 +406,30 @@ mod tests {
     #[test]
     fn every_buffer_of_a_state_counts_against_the_budget() {
         let bare = state_bytes(&LocalState::default());
-        let s = LocalState {
-            control_variate: Some(vec![0.0; 100]),
-            feddyn_gradient: Some(vec![0.0; 50]),
-            personal: Some(fedpace_core::PersonalState {
-                params: vec![0.0; 25],
-                alpha: None,
-            }),
-            ..Default::default()
-        };
-        assert!(state_bytes(&s) >= bare + 4 * (100 + 50 + 25));
+        let mut s = state(0, 100);
+        s.ext.insert(fedpace_core::LabelHistogram(vec![0; 50]));
+        assert!(state_bytes(&s) >= bare + 4 * 100 + 8 * 50);
+    }
+
+    #[test]
+    fn a_payload_the_registry_does_not_know_is_an_error_naming_it() {
+        #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+        struct Mine(u8);
+        impl fedpace_core::Payload for Mine {
+            const NAME: &'static str = "test-mine";
+        }
+        let dir = std::env::temp_dir().join("fedpace-spill-test");
+        let mut s = SpillStore::new(&dir, 0).unwrap();
+        let mut st = state(1, 3);
+        st.ext.insert(Mine(7));
+        s.put(1, st.clone()).unwrap();
+        let e = s.take(1).unwrap_err();
+        assert!(e.contains("unknown extension \"test-mine\""), "{e}");
+        let mut r = Registry::new();
+        r.register::<Mine>().unwrap();
+        let mut s = SpillStore::new(&dir, 0).unwrap().with_registry(r);
+        s.put(1, st.clone()).unwrap();
+        assert_eq!(s.take(1).unwrap(), st);
     }
 
     /// Regression (reliability review D1): a database left at the old PID-based name by
@@ -437,7 +450,7 @@ mod tests {
                 let mut t = txn.open_table(TABLE).unwrap();
                 for id in 0..10u64 {
                     let mut buf = Vec::new();
-                    ciborium::into_writer(&state(99, 10), &mut buf).unwrap();
+                    buf.extend(encode_local_state(&state(99, 10)).unwrap());
                     t.insert(id, buf.as_slice()).unwrap();
                 }
             }
