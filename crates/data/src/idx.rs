@@ -24,71 +24,139 @@ pub struct Idx {
     pub data: Vec<u8>,
 }
 
+/// Names of the four files of an MNIST-layout directory (each may also be `.gz`).
+pub const MNIST_FILE_NAMES: [&str; 4] = [
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+];
+
 /// Parses IDX bytes (gunzipping first if they start with the gzip magic), expecting
 /// `magic`. `path` only names the file in errors.
 pub fn parse(bytes: &[u8], expected_magic: u32, path: &Path) -> Result<Idx> {
-    let owned;
-    let bytes = if bytes.starts_with(&[0x1f, 0x8b]) {
-        let mut out = Vec::new();
-        flate2::read::GzDecoder::new(bytes)
-            .read_to_end(&mut out)
-            .map_err(|e| Error::format(path, format!("bad gzip stream: {e}")))?;
-        owned = out;
-        &owned[..]
-    } else {
-        bytes
+    parse_from(bytes, Some(bytes.len() as u64), expected_magic, path)
+}
+
+/// Parses an IDX stream of `len` bytes (if known), gzip or plain. The header is read
+/// first and the data may then be at most 16 + product(dims) bytes: a gzip stream is
+/// decompressed only that far (so a small file that expands to gigabytes is refused
+/// after reading one byte too many), and a plain file's length is checked before
+/// anything is allocated.
+pub fn parse_from(
+    mut r: impl Read,
+    len: Option<u64>,
+    expected_magic: u32,
+    path: &Path,
+) -> Result<Idx> {
+    let mut start = [0u8; 2];
+    let got = read_full(&mut r, &mut start).map_err(|e| Error::io(path, e))?;
+    let r = std::io::Cursor::new(start[..got].to_vec()).chain(r);
+    if start[..got] == [0x1f, 0x8b] {
+        let gz = flate2::read::GzDecoder::new(r);
+        return parse_stream(gz, None, true, expected_magic, path);
+    }
+    parse_stream(r, len, false, expected_magic, path)
+}
+
+/// Reads into `buf` until full or end of stream; returns the bytes read.
+fn read_full(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+fn parse_stream(
+    mut r: impl Read,
+    len: Option<u64>,
+    gzip: bool,
+    expected_magic: u32,
+    path: &Path,
+) -> Result<Idx> {
+    let read_err = |e: std::io::Error| match gzip {
+        true => Error::format(path, format!("bad gzip stream: {e}")),
+        false => Error::io(path, e),
     };
-    if bytes.len() < 4 {
+    let mut head = [0u8; 4];
+    let got = read_full(&mut r, &mut head).map_err(read_err)?;
+    if got < 4 {
         return Err(Error::format(
             path,
-            format!("{} bytes, too short for an IDX header", bytes.len()),
+            format!("{got} bytes, too short for an IDX header"),
         ));
     }
-    let magic = u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
+    let magic = u32::from_be_bytes(head);
     if magic != expected_magic {
         return Err(Error::format(
             path,
             format!("magic number 0x{magic:08x}, expected 0x{expected_magic:08x}"),
         ));
     }
-    let ndim = bytes[3] as usize;
-    let header = 4 + 4 * ndim;
-    if bytes.len() < header {
+    let ndim = head[3] as usize;
+    let mut raw = vec![0u8; 4 * ndim];
+    let got = read_full(&mut r, &mut raw).map_err(read_err)?;
+    if got < raw.len() {
         return Err(Error::format(
             path,
             format!(
                 "{} bytes, too short for a header with {ndim} dimensions",
-                bytes.len()
+                4 + got
             ),
         ));
     }
-    let dims: Vec<usize> = (0..ndim)
-        .map(|d| {
-            let o = 4 + 4 * d;
-            u32::from_be_bytes([bytes[o], bytes[o + 1], bytes[o + 2], bytes[o + 3]]) as usize
-        })
+    let dims: Vec<usize> = raw
+        .chunks_exact(4)
+        .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]) as usize)
         .collect();
     let expected = dims
         .iter()
         .try_fold(1usize, |a, &d| a.checked_mul(d))
         .ok_or_else(|| Error::format(path, format!("dimensions {dims:?} overflow")))?;
-    let got = bytes.len() - header;
-    if got != expected {
-        return Err(Error::format(
+    let header = 4 + 4 * ndim;
+    let mismatch = |got: u64| {
+        Error::format(
             path,
             format!("dimensions {dims:?} need {expected} data bytes, the file has {got}"),
-        ));
+        )
+    };
+    if let Some(len) = len {
+        let got = len.saturating_sub(header as u64);
+        if got != expected as u64 {
+            return Err(mismatch(got));
+        }
     }
-    Ok(Idx {
-        dims,
-        data: bytes[header..].to_vec(),
-    })
+    let mut data = Vec::new();
+    // Read one byte past the claim, to tell "exactly right" from "too long".
+    r.take(expected as u64 + 1)
+        .read_to_end(&mut data)
+        .map_err(read_err)?;
+    if data.len() != expected {
+        return Err(match (len, data.len() > expected) {
+            (None, true) => Error::format(
+                path,
+                format!(
+                    "dimensions {dims:?} need {expected} data bytes, the {}stream holds more",
+                    if gzip { "gzip " } else { "" }
+                ),
+            ),
+            _ => mismatch(data.len() as u64),
+        });
+    }
+    Ok(Idx { dims, data })
 }
 
-/// Reads and parses one IDX file.
+/// Reads and parses one IDX file, streaming (see [`parse_from`]).
 pub fn read(path: &Path, expected_magic: u32) -> Result<Idx> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    parse(&bytes, expected_magic, path)
+    let f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let len = f.metadata().map_err(|e| Error::io(path, e))?.len();
+    parse_from(std::io::BufReader::new(f), Some(len), expected_magic, path)
 }
 
 /// Reads an image file and a label file into a data set of `[1, rows, cols]` samples
@@ -160,16 +228,9 @@ pub fn load_mnist_dir(dir: &Path, name: &str) -> Result<(DenseDataset, DenseData
             dir: dir.display().to_string(),
         })
     };
-    let train = load_pair(
-        &get("train-images-idx3-ubyte")?,
-        &get("train-labels-idx1-ubyte")?,
-        10,
-    )?;
-    let test = load_pair(
-        &get("t10k-images-idx3-ubyte")?,
-        &get("t10k-labels-idx1-ubyte")?,
-        10,
-    )?;
+    let [train_images, train_labels, test_images, test_labels] = MNIST_FILE_NAMES;
+    let train = load_pair(&get(train_images)?, &get(train_labels)?, 10)?;
+    let test = load_pair(&get(test_images)?, &get(test_labels)?, 10)?;
     Ok((train, test))
 }
 
@@ -236,6 +297,44 @@ mod tests {
             }
             std::fs::remove_dir_all(&d).unwrap();
         }
+    }
+
+    /// Issue 10 (D15): a 700 KB `.gz` expanding to 600 MB was decompressed whole
+    /// before the size check. Now at most one byte past the header's claim is read:
+    /// 64 MiB of zeros behind a header claiming 4 bytes fails fast, in little memory.
+    #[test]
+    fn gzip_is_decompressed_only_as_far_as_the_header_claims() {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        e.write_all(&encode(LABELS_MAGIC, &[4], &[0, 1, 2, 3]))
+            .unwrap();
+        for _ in 0..64 {
+            e.write_all(&vec![0u8; 1 << 20]).unwrap();
+        }
+        let bomb = e.finish().unwrap();
+        assert!(bomb.len() < 100_000, "{}", bomb.len());
+        // A reader that counts what the decoder pulls out of the compressed stream.
+        struct Counting<'a>(&'a [u8], usize);
+        impl Read for Counting<'_> {
+            fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+                let n = self.0.read(buf)?;
+                self.1 += n;
+                Ok(n)
+            }
+        }
+        let mut c = Counting(&bomb, 0);
+        let err = parse_from(&mut c, None, LABELS_MAGIC, Path::new("bomb.gz")).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "bomb.gz: dimensions [4] need 4 data bytes, the gzip stream holds more"
+        );
+        assert!(c.1 < 64 << 10, "read {} compressed bytes", c.1);
+        // A plain file's claim is checked against its length before allocating.
+        let huge = encode(IMAGES_MAGIC, &[60_000, 28, 28], &[1, 2, 3]);
+        let e = parse(&huge, IMAGES_MAGIC, Path::new("p")).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "p: dimensions [60000, 28, 28] need 47040000 data bytes, the file has 3"
+        );
     }
 
     #[test]

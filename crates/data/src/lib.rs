@@ -27,6 +27,7 @@
 #![warn(missing_docs)]
 
 pub mod bench;
+pub mod cache;
 pub mod config;
 pub mod csv;
 pub mod error;
@@ -37,9 +38,10 @@ pub mod partition;
 pub mod pooled;
 pub mod shakespeare;
 pub mod synthetic;
+pub mod testing;
 
 pub use config::{
     build, CsvConfig, DataConfig, Federation, InputShape, LabelColumn, Partition, Source, TestSplit,
 };
 pub use error::{Error, Result};
-pub use fetch::{catalog, fetch, DatasetInfo};
+pub use fetch::{catalog, fetch, fetch_all, verify_cache, DatasetInfo};
