@@ -10,10 +10,141 @@
 //! supported. A UTF-8 byte-order mark before the header is skipped. Every problem names
 //! the file and line.
 
-use crate::config::{CsvConfig, LabelColumn};
-use crate::{Error, Result};
-use fedpace_core::data::DenseDataset;
-use std::path::Path;
+use crate::partition::Partition;
+use crate::pooled::{PoolConfig, TestSplit};
+use crate::{Error, Federation, Result};
+use fedpace_core::data::{Dataset, DenseDataset};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Which CSV column holds the label: a header name or a 0-based index.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum LabelColumn {
+    /// 0-based column index.
+    Index(usize),
+    /// Header name.
+    Name(String),
+}
+
+/// A CSV source (`data.csv`): a header line, then one sample per line.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CsvConfig {
+    /// The training file (relative paths are relative to the working directory).
+    pub path: PathBuf,
+    /// An optional held-out file with the same columns (the global test set).
+    #[serde(default)]
+    pub test_path: Option<PathBuf>,
+    /// The label column, by header name or 0-based index. Default: the last column.
+    #[serde(default)]
+    pub label: Option<LabelColumn>,
+    /// Field separator. Default `,`.
+    #[serde(default = "default_delimiter")]
+    pub delimiter: char,
+}
+
+fn default_delimiter() -> char {
+    ','
+}
+
+impl CsvConfig {
+    /// A config for `path` with the label in the last column.
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        Self {
+            path: path.into(),
+            test_path: None,
+            label: None,
+            delimiter: ',',
+        }
+    }
+}
+
+/// `[data] source = "csv"`: the `[data.csv]` file(s) split across clients.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CsvSourceConfig {
+    /// The files and how to read them (`[data.csv]`, required).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub csv: Option<CsvConfig>,
+    /// Number of clients. Default 30.
+    pub num_clients: usize,
+    /// How the pool is split (see [`PoolConfig`]). Default `iid`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub partition: Option<Partition>,
+    /// Fraction of each client's samples held out, in [0, 1). Default 0.2.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub test_fraction: Option<f64>,
+    /// Where client test splits come from (`pooled-matched` needs `test_path`).
+    pub test_split: TestSplit,
+    /// Seed of the partition and the test splits. Default: the run's `seed`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
+}
+
+impl Default for CsvSourceConfig {
+    fn default() -> Self {
+        Self {
+            csv: None,
+            num_clients: PoolConfig::default().num_clients,
+            partition: None,
+            test_fraction: None,
+            test_split: TestSplit::Local,
+            seed: None,
+        }
+    }
+}
+
+impl CsvSourceConfig {
+    /// A source reading `csv`, with the pool defaults.
+    pub fn new(csv: CsvConfig) -> Self {
+        Self {
+            csv: Some(csv),
+            ..Self::default()
+        }
+    }
+
+    /// The keys shared by every pooled source.
+    pub fn pool(&self) -> PoolConfig {
+        PoolConfig {
+            num_clients: self.num_clients,
+            partition: self.partition.clone(),
+            test_fraction: self.test_fraction,
+            test_split: self.test_split,
+            seed: self.seed,
+        }
+    }
+
+    /// Checks every key without reading the files.
+    pub fn validate(&self) -> Result<()> {
+        let Some(c) = &self.csv else {
+            return Err(Error::invalid(
+                "data.csv",
+                "(missing)",
+                "a [data.csv] table with at least `path` when source = \"csv\"",
+            ));
+        };
+        if c.delimiter == '"' || c.delimiter == '\n' {
+            return Err(Error::invalid(
+                "data.csv.delimiter",
+                format!("{:?}", c.delimiter),
+                "a separator other than a quote or newline",
+            ));
+        }
+        self.pool().validate("csv", c.test_path.is_some())
+    }
+
+    /// Reads the file(s) and splits them; `seed` is the run's.
+    pub fn federation(&self, seed: u64) -> Result<Federation> {
+        self.validate()?;
+        let c = self.csv.as_ref().expect("validated");
+        let (tr, te) = load(c)?;
+        let shape = vec![tr.sample_len()];
+        let test = te.map(|t| Arc::new(t) as Arc<dyn Dataset>);
+        crate::pooled::federate("csv", Arc::new(tr), test, shape, &self.pool(), seed)
+    }
+}
 
 /// The most classes a CSV source may have (integer labels must be below it).
 pub const MAX_CLASSES: usize = 100_000;
@@ -341,13 +472,11 @@ mod tests {
         let te = write("test.csv", "f1,f2,label\n1,2,3\n4,5,0\n");
         let mut csv = CsvConfig::new(&tr);
         csv.test_path = Some(te.clone());
-        let cfg = crate::DataConfig {
-            source: crate::Source::Csv,
+        let cfg = crate::DataConfig::Csv(CsvSourceConfig {
             num_clients: 4,
-            csv: Some(csv),
             partition: Some(crate::Partition::Labels { per_client: 1 }),
-            ..Default::default()
-        };
+            ..CsvSourceConfig::new(csv)
+        });
         let fed = crate::build(&cfg, 1, Path::new(".")).unwrap();
         assert_eq!(fed.sample_shape, crate::InputShape::Dense(vec![2]));
         assert_eq!(fed.num_classes, 4);

@@ -5,10 +5,102 @@
 //! (`[n, rows, cols]`), labels `0x00000801` (`[n]`). Everything in the header is checked
 //! against the file length; any problem is an [`Error::Format`] naming the file.
 
-use crate::{Error, Result};
-use fedpace_core::data::DenseDataset;
+use crate::partition::Partition;
+use crate::pooled::{PoolConfig, TestSplit};
+use crate::{Error, Federation, Result};
+use fedpace_core::data::{Dataset, DenseDataset};
+use serde::{Deserialize, Serialize};
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// `[data] source = "mnist"` or `"fashion-mnist"`: the IDX files of
+/// `data_dir/<source>` split across clients.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MnistConfig {
+    /// Number of clients. Default 30.
+    pub num_clients: usize,
+    /// How the pool is split (see [`PoolConfig`]). Default `iid`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub partition: Option<Partition>,
+    /// Fraction of each client's samples held out, in [0, 1). Default 0.2.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub test_fraction: Option<f64>,
+    /// Where client test splits come from. Default `local`.
+    pub test_split: TestSplit,
+    /// Seed of the partition and the test splits. Default: the run's `seed`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
+    /// Standardise every pixel over the training pool, `(x − μ_j) / (σ_j + 0.001)`, as
+    /// the pFedMe data script does (ALGORITHMS.md X.3); the same μ, σ apply to the test
+    /// set. Default false (pixels in [0, 1]).
+    pub standardize: bool,
+    /// Put the source's test images into the pool before partitioning (all 70,000
+    /// MNIST images, as the pFedMe data script does); clients' test splits then come
+    /// from their own shares and there is no global test set. Default false.
+    pub pool_test_set: bool,
+    /// Check the fetched files against their pinned SHA-256 (see [`crate::cache`]).
+    /// Default true.
+    pub verify: bool,
+}
+
+impl Default for MnistConfig {
+    fn default() -> Self {
+        let pool = PoolConfig::default();
+        Self {
+            num_clients: pool.num_clients,
+            partition: None,
+            test_fraction: None,
+            test_split: TestSplit::Local,
+            seed: None,
+            standardize: false,
+            pool_test_set: false,
+            verify: true,
+        }
+    }
+}
+
+impl MnistConfig {
+    /// The keys shared by every pooled source.
+    pub fn pool(&self) -> PoolConfig {
+        PoolConfig {
+            num_clients: self.num_clients,
+            partition: self.partition.clone(),
+            test_fraction: self.test_fraction,
+            test_split: self.test_split,
+            seed: self.seed,
+        }
+    }
+
+    /// Checks every key; `source` is `mnist` or `fashion-mnist`.
+    pub fn validate(&self, source: &str) -> Result<()> {
+        if self.pool_test_set && self.test_split == TestSplit::PooledMatched {
+            return Err(Error::invalid(
+                "data.test_split",
+                "pooled-matched",
+                "local (data.pool_test_set = true leaves no separate test set to match from)",
+            ));
+        }
+        self.pool().validate(source, true)
+    }
+
+    /// The federation from `data_dir/<source>`; `seed` is the run's.
+    pub fn federation(&self, source: &str, data_dir: &Path, seed: u64) -> Result<Federation> {
+        if self.verify {
+            crate::fetch::verify_cache(source, data_dir)?;
+        }
+        let (mut tr, mut te, shape) = load_dir(&data_dir.join(source), source)?;
+        if self.pool_test_set {
+            tr = concat(&tr, &te, &shape)?;
+        }
+        if self.standardize {
+            (tr, te) = standardize(&tr, &te, &shape)?;
+        }
+        let test = (!self.pool_test_set).then(|| Arc::new(te) as Arc<dyn Dataset>);
+        crate::pooled::federate(source, Arc::new(tr), test, shape, &self.pool(), seed)
+    }
+}
 
 /// Magic of a u8 image file.
 pub const IMAGES_MAGIC: u32 = 0x0000_0803;
@@ -162,6 +254,15 @@ pub fn read(path: &Path, expected_magic: u32) -> Result<Idx> {
 /// Reads an image file and a label file into a data set of `[1, rows, cols]` samples
 /// with pixels scaled to [0, 1] (÷255) and labels below `num_classes`.
 pub fn load_pair(images: &Path, labels: &Path, num_classes: usize) -> Result<DenseDataset> {
+    load_pair_shaped(images, labels, num_classes).map(|(d, _)| d)
+}
+
+/// [`load_pair`] and the sample shape `[1, rows, cols]`.
+fn load_pair_shaped(
+    images: &Path,
+    labels: &Path,
+    num_classes: usize,
+) -> Result<(DenseDataset, Vec<usize>)> {
     let im = read(images, IMAGES_MAGIC)?;
     let lb = read(labels, LABELS_MAGIC)?;
     if im.dims.len() != 3 {
@@ -200,12 +301,9 @@ pub fn load_pair(images: &Path, labels: &Path, num_classes: usize) -> Result<Den
     }
     let features = im.data.iter().map(|&p| p as f32 / 255.0).collect();
     let labels = lb.data.iter().map(|&l| l as u32).collect();
-    Ok(DenseDataset::new(
-        features,
-        vec![1, im.dims[1], im.dims[2]],
-        labels,
-        num_classes,
-    )?)
+    let shape = vec![1, im.dims[1], im.dims[2]];
+    let d = DenseDataset::new(features, shape.clone(), labels, num_classes)?;
+    Ok((d, shape))
 }
 
 /// `dir/name`, or `dir/name.gz` if only that exists.
@@ -222,6 +320,11 @@ pub fn find(dir: &Path, name: &str) -> Option<PathBuf> {
 /// `train-labels-idx1-ubyte`, `t10k-…`, each plain or `.gz`); `name` is the data set name
 /// used in the "run `fedpace datasets fetch`" error when files are missing.
 pub fn load_mnist_dir(dir: &Path, name: &str) -> Result<(DenseDataset, DenseDataset)> {
+    load_dir(dir, name).map(|(train, test, _)| (train, test))
+}
+
+/// [`load_mnist_dir`] and the sample shape, the same for train and test (checked).
+fn load_dir(dir: &Path, name: &str) -> Result<(DenseDataset, DenseDataset, Vec<usize>)> {
     let get = |f: &str| {
         find(dir, f).ok_or_else(|| Error::Missing {
             name: name.to_string(),
@@ -229,9 +332,69 @@ pub fn load_mnist_dir(dir: &Path, name: &str) -> Result<(DenseDataset, DenseData
         })
     };
     let [train_images, train_labels, test_images, test_labels] = MNIST_FILE_NAMES;
-    let train = load_pair(&get(train_images)?, &get(train_labels)?, 10)?;
-    let test = load_pair(&get(test_images)?, &get(test_labels)?, 10)?;
-    Ok((train, test))
+    let (train, shape) = load_pair_shaped(&get(train_images)?, &get(train_labels)?, 10)?;
+    let test_images = get(test_images)?;
+    let (test, test_shape) = load_pair_shaped(&test_images, &get(test_labels)?, 10)?;
+    if test_shape != shape {
+        return Err(Error::format(
+            &test_images,
+            format!(
+                "images of {}×{}, expected {}×{} like the training images",
+                test_shape[1], test_shape[2], shape[1], shape[2]
+            ),
+        ));
+    }
+    Ok((train, test, shape))
+}
+
+/// `a` followed by `b` (same sample shape and classes).
+fn concat(a: &DenseDataset, b: &DenseDataset, shape: &[usize]) -> Result<DenseDataset> {
+    let mut f = Vec::with_capacity((a.len() + b.len()) * a.sample_len());
+    let mut y = Vec::with_capacity(a.len() + b.len());
+    for ds in [a, b] {
+        for i in 0..ds.len() {
+            f.extend_from_slice(ds.sample(i));
+        }
+        y.extend_from_slice(ds.labels());
+    }
+    Ok(DenseDataset::new(f, shape.to_vec(), y, a.num_classes())?)
+}
+
+/// Per-feature `(x − μ_j) / (σ_j + 0.001)` with μ, σ (population) from `train`.
+fn standardize(
+    train: &DenseDataset,
+    test: &DenseDataset,
+    shape: &[usize],
+) -> Result<(DenseDataset, DenseDataset)> {
+    let d = train.sample_len();
+    let n = train.len().max(1) as f64;
+    let (mut mu, mut sq) = (vec![0f64; d], vec![0f64; d]);
+    for i in 0..train.len() {
+        for (j, &x) in train.sample(i).iter().enumerate() {
+            mu[j] += x as f64;
+            sq[j] += x as f64 * x as f64;
+        }
+    }
+    let scale: Vec<(f32, f32)> = (0..d)
+        .map(|j| {
+            let m = mu[j] / n;
+            let sd = (sq[j] / n - m * m).max(0.0).sqrt();
+            (m as f32, (sd + 0.001) as f32)
+        })
+        .collect();
+    let apply = |ds: &DenseDataset| {
+        let mut f = Vec::with_capacity(ds.len() * d);
+        for i in 0..ds.len() {
+            f.extend(
+                ds.sample(i)
+                    .iter()
+                    .zip(&scale)
+                    .map(|(x, (m, s))| (x - m) / s),
+            );
+        }
+        DenseDataset::new(f, shape.to_vec(), ds.labels().to_vec(), ds.num_classes())
+    };
+    Ok((apply(train)?, apply(test)?))
 }
 
 /// Encodes u8 data as an IDX file (for tests and tools).

@@ -31,6 +31,7 @@ pub mod cache;
 pub mod config;
 pub mod csv;
 pub mod error;
+pub mod federation;
 pub mod fetch;
 pub mod idx;
 pub mod optdigits;
@@ -40,8 +41,14 @@ pub mod shakespeare;
 pub mod synthetic;
 pub mod testing;
 
-pub use config::{
-    build, CsvConfig, DataConfig, Federation, InputShape, LabelColumn, Partition, Source, TestSplit,
-};
+pub use bench::BenchConfig;
+pub use config::{build, DataConfig, Source};
+pub use csv::{CsvConfig, CsvSourceConfig, LabelColumn};
 pub use error::{Error, Result};
+pub use federation::{Federation, InputShape};
 pub use fetch::{catalog, fetch, fetch_all, verify_cache, DatasetInfo};
+pub use idx::MnistConfig;
+pub use partition::Partition;
+pub use pooled::{PoolConfig, TestSplit};
+pub use shakespeare::ShakespeareConfig;
+pub use synthetic::{SyntheticConfig, SyntheticIidConfig};

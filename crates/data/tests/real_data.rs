@@ -4,7 +4,7 @@
 
 use fedpace_core::{Dataset, FederatedDataset};
 use fedpace_data::testing::require;
-use fedpace_data::{build, DataConfig, Partition, Source, TestSplit};
+use fedpace_data::{build, DataConfig, Partition, ShakespeareConfig, Source, TestSplit};
 
 #[test]
 fn mnist_matches_the_published_label_counts_and_shards_like_mcmahan() {
@@ -42,10 +42,11 @@ fn mnist_matches_the_published_label_counts_and_shards_like_mcmahan() {
         "{at_most_two} of 100 clients with ≤ 2 digits"
     );
     // Pooled-matched test splits follow each client's label distribution.
-    let cfg = DataConfig {
-        test_split: TestSplit::PooledMatched,
-        ..cfg.with_test_fraction(0.2)
+    let DataConfig::Mnist(mut m) = cfg.with_test_fraction(0.2) else {
+        unreachable!()
     };
+    m.test_split = TestSplit::PooledMatched;
+    let cfg = DataConfig::Mnist(m);
     let fed = build(&cfg, 0, &data_dir).unwrap();
     let c = fed.data.client(7).unwrap();
     let (tr, te) = (c.train.label_histogram(), c.test.label_histogram());
@@ -91,11 +92,10 @@ fn shakespeare_by_role_is_close_to_the_measured_leaf_build() {
     let hamlet = all.roles().iter().max_by_key(|r| r.n_train).unwrap();
     assert_eq!(hamlet.client_name(), "hamlet_HAMLET");
 
-    let cfg = DataConfig {
-        source: Source::Shakespeare,
+    let cfg = DataConfig::Shakespeare(ShakespeareConfig {
         max_clients: Some(50),
-        ..DataConfig::default()
-    };
+        ..Default::default()
+    });
     let fed = build(&cfg, 0, &data_dir).unwrap();
     assert_eq!(fed.data.num_clients(), 50);
     assert_eq!(fed.num_classes, 80);
@@ -103,15 +103,7 @@ fn shakespeare_by_role_is_close_to_the_measured_leaf_build() {
     assert!(!c.test.is_empty());
     let b = c.train.batch(&[0]);
     assert_eq!(b.len(), 1);
-    let full = build(
-        &DataConfig {
-            source: Source::Shakespeare,
-            ..DataConfig::default()
-        },
-        0,
-        &data_dir,
-    )
-    .unwrap();
+    let full = build(&DataConfig::of(Source::Shakespeare), 0, &data_dir).unwrap();
     let (mut tr, mut te) = (0, 0);
     for k in 0..full.data.num_clients() {
         let c = full.data.client(k).unwrap();
