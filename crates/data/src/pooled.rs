@@ -119,6 +119,36 @@ pub fn check_test_fraction(f: Option<f64>) -> Result<()> {
     }
 }
 
+/// A federation whose clients are given — `parts[k]` holds client k's indices into
+/// `train` (per-client files, LEAF users) — each split locally by `test_fraction`.
+pub fn federate_parts(
+    name: &str,
+    train: Arc<dyn Dataset>,
+    parts: Vec<Vec<u32>>,
+    shape: InputShape,
+    test_fraction: f64,
+    seed: u64,
+) -> Result<Federation> {
+    let n = parts.len();
+    let num_classes = train.num_classes();
+    let pooled = Pooled::new(
+        name.to_string(),
+        train,
+        None,
+        parts,
+        test_fraction,
+        TestSplit::Local,
+        seed,
+    )?;
+    Ok(Federation {
+        global_test: None,
+        data: Arc::new(pooled),
+        sample_shape: shape,
+        num_classes,
+        description: format!("{name}, {n} clients, test local {test_fraction} (seed {seed})"),
+    })
+}
+
 /// Splits the pool `train` (with its own `test` set, if any) across clients as `cfg`
 /// says; `seed` is the run's seed (`cfg.seed` overrides it). `shape` is one sample's.
 pub fn federate(
@@ -235,6 +265,24 @@ impl Pooled {
             test_is_pooled: pooled_test.is_some(),
             num_classes,
         })
+    }
+
+    /// Clients with given splits: `clients[k]` = (indices into `train`, indices into
+    /// `test`), e.g. LEAF's own per-user train and test files.
+    pub fn with_splits(
+        name: String,
+        train: Arc<dyn Dataset>,
+        test: Arc<dyn Dataset>,
+        clients: Vec<(Vec<u32>, Vec<u32>)>,
+    ) -> Self {
+        Self {
+            name,
+            num_classes: train.num_classes(),
+            train,
+            test: Some(test),
+            clients,
+            test_is_pooled: true,
+        }
     }
 
     /// The pooled test set, if the source has one.
