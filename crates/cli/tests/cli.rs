@@ -433,7 +433,8 @@ fn fedavg_reaches_70_percent_on_synthetic_0_0() {
 
 #[test]
 fn every_example_parses_and_runs_two_rounds() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let dir = root.join("examples");
     let data = fedpace_data::testing::data_dir();
     let (mut n, mut skipped) = (0, Vec::new());
     for e in std::fs::read_dir(&dir).unwrap() {
@@ -448,7 +449,9 @@ fn every_example_parses_and_runs_two_rounds() {
             path.display()
         );
         let tmp = tempfile::tempdir().unwrap();
+        // From the repository root, where the examples' relative paths start.
         let st = fedpace()
+            .current_dir(&root)
             .arg("run")
             .arg(&path)
             .arg("--data-dir")

@@ -152,7 +152,7 @@ fn section<T: DeserializeOwned>(
     serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
         let path = e.path().to_string();
         let mut msg = one_line(e.inner());
-        if let Some(rest) = msg.strip_prefix("unknown field ") {
+        if let (Some(rest), false) = (msg.strip_prefix("unknown field "), path.contains('.')) {
             if let Some((key, tail)) = rest.split_once(", ") {
                 msg = format!(
                     "unknown field {key} for source = \"{}\", {tail}",

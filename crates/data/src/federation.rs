@@ -1,6 +1,6 @@
 //! What [`crate::build`] returns: a federation and what a model needs to know about it.
 
-use fedpace_core::data::{Dataset, FederatedDataset};
+use fedpace_core::data::{Dataset, DenseDataset, FederatedDataset, Inputs};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
@@ -42,5 +42,14 @@ impl std::fmt::Debug for Federation {
             .field("sample_shape", &self.sample_shape)
             .field("num_classes", &self.num_classes)
             .finish()
+    }
+}
+
+/// The shape of one sample of `d` (read through an empty batch: `DenseDataset` keeps
+/// it but has no accessor).
+pub(crate) fn dense_shape(d: &DenseDataset) -> Vec<usize> {
+    match d.batch(&[]).inputs {
+        Inputs::Dense { sample_shape, .. } => sample_shape,
+        Inputs::Tokens { .. } => vec![d.sample_len()],
     }
 }

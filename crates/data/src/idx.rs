@@ -5,6 +5,7 @@
 //! (`[n, rows, cols]`), labels `0x00000801` (`[n]`). Everything in the header is checked
 //! against the file length; any problem is an [`Error::Format`] naming the file.
 
+use crate::federation::dense_shape;
 use crate::partition::Partition;
 use crate::pooled::{PoolConfig, TestSplit};
 use crate::{Error, Federation, Result};
@@ -254,15 +255,6 @@ pub fn read(path: &Path, expected_magic: u32) -> Result<Idx> {
 /// Reads an image file and a label file into a data set of `[1, rows, cols]` samples
 /// with pixels scaled to [0, 1] (÷255) and labels below `num_classes`.
 pub fn load_pair(images: &Path, labels: &Path, num_classes: usize) -> Result<DenseDataset> {
-    load_pair_shaped(images, labels, num_classes).map(|(d, _)| d)
-}
-
-/// [`load_pair`] and the sample shape `[1, rows, cols]`.
-fn load_pair_shaped(
-    images: &Path,
-    labels: &Path,
-    num_classes: usize,
-) -> Result<(DenseDataset, Vec<usize>)> {
     let im = read(images, IMAGES_MAGIC)?;
     let lb = read(labels, LABELS_MAGIC)?;
     if im.dims.len() != 3 {
@@ -302,8 +294,7 @@ fn load_pair_shaped(
     let features = im.data.iter().map(|&p| p as f32 / 255.0).collect();
     let labels = lb.data.iter().map(|&l| l as u32).collect();
     let shape = vec![1, im.dims[1], im.dims[2]];
-    let d = DenseDataset::new(features, shape.clone(), labels, num_classes)?;
-    Ok((d, shape))
+    Ok(DenseDataset::new(features, shape, labels, num_classes)?)
 }
 
 /// `dir/name`, or `dir/name.gz` if only that exists.
@@ -332,9 +323,10 @@ fn load_dir(dir: &Path, name: &str) -> Result<(DenseDataset, DenseDataset, Vec<u
         })
     };
     let [train_images, train_labels, test_images, test_labels] = MNIST_FILE_NAMES;
-    let (train, shape) = load_pair_shaped(&get(train_images)?, &get(train_labels)?, 10)?;
+    let train = load_pair(&get(train_images)?, &get(train_labels)?, 10)?;
     let test_images = get(test_images)?;
-    let (test, test_shape) = load_pair_shaped(&test_images, &get(test_labels)?, 10)?;
+    let test = load_pair(&test_images, &get(test_labels)?, 10)?;
+    let (shape, test_shape) = (dense_shape(&train), dense_shape(&test));
     if test_shape != shape {
         return Err(Error::format(
             &test_images,

@@ -478,7 +478,7 @@ impl Encoding {
     }
 
     /// All users' samples as one data set, and each user's indices into it.
-    fn dataset(&self, users: &[User]) -> Result<(Arc<dyn Dataset>, Vec<Vec<u32>>)> {
+    fn dataset(&self, users: &[User]) -> Result<(Arc<dyn Dataset>, Parts)> {
         let total: usize = users.iter().map(|u| u.x.len()).sum();
         let mut parts = Vec::with_capacity(users.len());
         let mut labels = Vec::with_capacity(total);
@@ -533,6 +533,9 @@ impl Encoding {
         Ok((set, parts))
     }
 }
+
+/// Each client's sample indices.
+type Parts = Vec<Vec<u32>>;
 
 /// Fixed-length token sequences and their labels (LEAF Shakespeare).
 struct TokenDataset {

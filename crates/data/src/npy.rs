@@ -16,6 +16,7 @@
 //! `np.savez_compressed`, deflated), read with the `zip` crate.
 
 use crate::csv::MAX_CLASSES;
+use crate::federation::dense_shape;
 use crate::partition::Partition;
 use crate::pooled::{PoolConfig, TestSplit};
 use crate::{Error, Federation, Result};
@@ -752,7 +753,7 @@ impl NpySourceConfig {
             None => None,
         };
         let (train, test) = same_classes(train, test, path, n.test_path.as_deref())?;
-        let shape = shape_of(&train);
+        let shape = dense_shape(&train);
         let test = test.map(|t| Arc::new(t) as Arc<dyn Dataset>);
         crate::pooled::federate("npy", Arc::new(train), test, shape, &self.pool(), seed)
     }
@@ -786,7 +787,7 @@ impl NpySourceConfig {
         let mut shape: Option<(Vec<usize>, PathBuf)> = None;
         for f in &files {
             let d = n.load(f, None)?;
-            let s = shape_of(&d);
+            let s = dense_shape(&d);
             match &shape {
                 Some((s0, f0)) if *s0 != s => {
                     return Err(Error::format(
@@ -819,13 +820,6 @@ impl NpySourceConfig {
     }
 }
 
-fn shape_of(d: &DenseDataset) -> Vec<usize> {
-    match d.batch(&[]).inputs {
-        fedpace_core::Inputs::Dense { sample_shape, .. } => sample_shape,
-        _ => vec![d.sample_len()],
-    }
-}
-
 /// Gives train and test one class count (the larger) and checks their sample shapes agree.
 fn same_classes(
     train: DenseDataset,
@@ -837,20 +831,20 @@ fn same_classes(
         return Ok((train, None));
     };
     let tp = test_path.expect("test set read from a path");
-    if shape_of(&test) != shape_of(&train) {
+    if dense_shape(&test) != dense_shape(&train) {
         return Err(Error::format(
             tp,
             format!(
                 "samples of shape {:?}, but {} has {:?}",
-                shape_of(&test),
+                dense_shape(&test),
                 path.display(),
-                shape_of(&train)
+                dense_shape(&train)
             ),
         ));
     }
     let k = train.num_classes().max(test.num_classes());
     let remake = |d: DenseDataset| -> Result<DenseDataset> {
-        let shape = shape_of(&d);
+        let shape = dense_shape(&d);
         let f: Vec<f32> = (0..d.len()).flat_map(|i| d.sample(i).to_vec()).collect();
         Ok(DenseDataset::new(f, shape, d.labels().to_vec(), k)?)
     };
