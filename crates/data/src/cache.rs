@@ -1,5 +1,5 @@
-//! The fetched-data cache is checked on first use, not trusted (docs/datasets.md,
-//! "Integrity").
+//! The fetched-data cache is checked on first use, not trusted (docs/data-formats.md,
+//! "Fetched data").
 //!
 //! Every file `fedpace datasets fetch` installs has a pinned SHA-256 ([`crate::fetch`]).
 //! Before a data set is used, each pinned file that is present is hashed and compared;

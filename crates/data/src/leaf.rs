@@ -122,7 +122,7 @@ impl LeafSourceConfig {
         let test = l.test_path.as_ref().map(|p| read_users(p)).transpose()?;
         // One encoding (numbers or text, one length, one label map) for train and test.
         let all = train.iter().chain(test.iter().flatten());
-        let enc = Encoding::of(all, l.sample_shape.as_deref())?;
+        let enc = Encoding::of(all, l.sample_shape.as_deref(), &l.path)?;
         let (train_set, parts) = enc.dataset(&train)?;
         let name = format!("leaf ({})", l.path.display());
         let Some(test) = test else {
@@ -352,11 +352,12 @@ impl Encoding {
     fn of<'a>(
         users: impl Iterator<Item = &'a User> + Clone,
         shape: Option<&[usize]>,
+        path: &Path,
     ) -> Result<Self> {
         let first = users
             .clone()
             .find_map(|u| u.x.first().map(|s| (u, s)))
-            .ok_or_else(|| Error::format("leaf", "no samples in any file"))?;
+            .ok_or_else(|| Error::format(path, "no samples in any file"))?;
         let text = matches!(first.1, Sample::Text(_));
         let len = match first.1 {
             Sample::Numbers(v) => v.len(),
@@ -387,7 +388,7 @@ impl Encoding {
             None => vec![len],
         };
         let mut names = BTreeSet::new();
-        let mut max_id = 0usize;
+        let (mut max_id, mut numbers) = (0usize, false);
         for u in users {
             let at = |i: usize, what: String| {
                 Error::format(&u.file, format!("user '{}', sample {i}: {what}", u.name))
@@ -433,6 +434,7 @@ impl Encoding {
                             ));
                         }
                         max_id = max_id.max(*v as usize);
+                        numbers = true;
                     }
                     (Label::Text(s), false) => {
                         names.insert(s.clone());
@@ -443,13 +445,13 @@ impl Encoding {
         let (names, classes) = match (text, names.is_empty()) {
             (true, _) => (None, VOCAB.len()),
             (false, true) => (None, max_id + 1),
-            (false, false) if max_id > 0 => {
-                return Err(Error::format("leaf", "labels mix numbers and names"))
+            (false, false) if numbers => {
+                return Err(Error::format(path, "labels mix numbers and names"))
             }
             (false, false) => {
                 if names.len() > MAX_CLASSES {
                     return Err(Error::format(
-                        "leaf",
+                        path,
                         format!("{} distinct labels, at most {MAX_CLASSES}", names.len()),
                     ));
                 }
