@@ -11,7 +11,8 @@
 //! Files under other names than the pinned ones (e.g. MNIST as `*.gz`, or extra play
 //! files) are a user's own and are used unverified; `data.verify = false` turns the
 //! check off for a data set whose pinned names hold the user's own files. A data set
-//! holding only some of its pinned files (an interrupted fetch) is refused.
+//! holding only some of its pinned files, and no `.gz` copy of the others, is refused:
+//! an interrupted first fetch must not leave Shakespeare with fewer plays unnoticed.
 
 use crate::{Error, Result};
 use sha2::{Digest, Sha256};
@@ -78,11 +79,11 @@ pub fn verify(name: &str, dir: &Path, files: &[(&str, &str)]) -> Result<usize> {
     if present.is_empty() {
         return Ok(0);
     }
-    if present.len() < files.len() {
-        let missing = files
-            .iter()
-            .find(|(f, _)| !dir.join(f).is_file())
-            .map_or("", |(f, _)| *f);
+    // A pinned file the user replaced by a gzipped copy of their own is accounted for.
+    let missing = files
+        .iter()
+        .find(|(f, _)| !dir.join(f).is_file() && !dir.join(format!("{f}.gz")).is_file());
+    if let Some((missing, _)) = missing {
         return Err(Error::format(
             dir,
             format!(
@@ -196,11 +197,15 @@ mod tests {
     #[test]
     fn own_files_pass_unverified_but_a_partial_set_is_refused() {
         let d = tmpdir("partial");
-        let files = [("a", "00"), ("b", "11")];
+        let files = [("a", sha256_hex(b"abc")), ("b", "11".to_string())];
+        let files: Vec<(&str, &str)> = files.iter().map(|(f, s)| (*f, s.as_str())).collect();
         assert_eq!(verify("toy", &d, &files).unwrap(), 0);
         std::fs::write(d.join("a"), b"abc").unwrap();
         let e = verify("toy", &d, &files).unwrap_err().to_string();
         assert!(e.contains("1 of the 2 files of toy (missing: b)"), "{e}");
+        // The user's own gzipped copy of `b` stands in for it (used unverified).
+        std::fs::write(d.join("b.gz"), b"mine").unwrap();
+        assert_eq!(verify("toy", &d, &files).unwrap(), 1);
         std::fs::remove_dir_all(&d).unwrap();
     }
 }
