@@ -1,7 +1,7 @@
 //! The fetched-data cache is checked on first use, not trusted (docs/data-formats.md,
 //! "Fetched data").
 //!
-//! Every file `fedpace datasets fetch` installs has a pinned SHA-256 ([`crate::fetch`]).
+//! Every file `fedpace datasets fetch` installs has a pinned SHA-256 ([`crate::fetch`](mod@crate::fetch)).
 //! Before a data set is used, each pinned file that is present is hashed and compared;
 //! a well-formed but different file is an [`Error::Corrupt`] naming it. What was
 //! verified is remembered in a stamp file, `<data_dir>/<name>/.fedpace-verified`, one

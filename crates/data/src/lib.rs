@@ -19,7 +19,7 @@
 //! | `npy` | a user's NumPy `.npy`/`.npz` arrays, pooled or one file per client | [`npy`] |
 //! | `leaf` | a user's LEAF JSON files, one client per user | [`leaf`] |
 //! | `images` | a user's image folders, one per class (PNG, JPEG) | [`images`] |
-//! | `bench` | generated, BENCHMARKS.md workloads (W-LR/W-MLP/W-CNN) | [`bench`] |
+//! | `bench` | generated, BENCHMARKS.md workloads (W-LR/W-MLP/W-CNN) | [`bench`](mod@bench) |
 //!
 //! Partitions (DATASETS.md §5–6, ALGORITHMS.md X.2–X.5) live in [`partition`].
 //!
