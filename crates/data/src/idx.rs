@@ -89,7 +89,7 @@ impl MnistConfig {
     /// The federation from `data_dir/<source>`; `seed` is the run's.
     pub fn federation(&self, source: &str, data_dir: &Path, seed: u64) -> Result<Federation> {
         if self.verify {
-            crate::fetch::verify_cache(source, data_dir)?;
+            crate::cache::verify_cache(source, data_dir)?;
         }
         let (mut tr, mut te, shape) = load_dir(&data_dir.join(source), source)?;
         if self.pool_test_set {

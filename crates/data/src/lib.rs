@@ -48,11 +48,12 @@ pub mod synthetic;
 pub mod testing;
 
 pub use bench::BenchConfig;
+pub use cache::verify_cache;
 pub use config::{build, DataConfig, Source};
 pub use csv::{CsvConfig, CsvSourceConfig, LabelColumn};
 pub use error::{Error, Result};
 pub use federation::{Federation, InputShape};
-pub use fetch::{catalog, fetch, fetch_all, verify_cache, DatasetInfo};
+pub use fetch::{catalog, fetch, fetch_all, DatasetInfo};
 pub use idx::MnistConfig;
 pub use images::{ImagesConfig, ImagesSourceConfig};
 pub use leaf::{LeafConfig, LeafSourceConfig};

@@ -13,7 +13,6 @@
 //! `test_fraction/(1 − test_fraction)` × its train counts.
 
 use crate::partition::Partition;
-use crate::synthetic::split_point;
 use crate::{Error, Federation, InputShape, Result};
 use fedpace_core::data::{ClientData, Dataset, FederatedDataset, Subset};
 use fedpace_core::rng::{stream, Purpose};
@@ -107,6 +106,16 @@ impl PoolConfig {
         }
         Ok(())
     }
+}
+
+/// Number of training samples out of `n` when `test_fraction` is held out:
+/// ⌊(1 − test_fraction)·n⌋ as in FedProx (`int(0.9·n)`), at least 1 when n ≥ 1.
+pub fn split_point(n: usize, test_fraction: f64) -> usize {
+    if n == 0 {
+        return 0;
+    }
+    let t = ((1.0 - test_fraction) * n as f64 + 1e-9).floor() as usize;
+    t.clamp(1, n)
 }
 
 /// Checks `data.test_fraction`, when set: in [0, 1).

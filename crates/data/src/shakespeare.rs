@@ -79,7 +79,7 @@ impl ShakespeareConfig {
     /// The federation from `data_dir/shakespeare`.
     pub fn federation(&self, data_dir: &Path) -> Result<Federation> {
         if self.verify {
-            crate::fetch::verify_cache("shakespeare", data_dir)?;
+            crate::cache::verify_cache("shakespeare", data_dir)?;
         }
         let tf = self
             .test_fraction
@@ -291,7 +291,7 @@ impl Shakespeare {
                     continue;
                 }
                 let n = text.len() - SEQ_LEN;
-                let n_train = crate::synthetic::split_point(n, test_fraction);
+                let n_train = crate::pooled::split_point(n, test_fraction);
                 let n_test = n.saturating_sub(n_train + SEQ_LEN - 1);
                 if test_fraction > 0.0 && n_test == 0 {
                     continue;

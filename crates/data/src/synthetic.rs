@@ -24,7 +24,7 @@
 //! stream of the pseudo-client `u64::MAX`.
 
 use crate::partition::Partition;
-use crate::pooled::check_test_fraction;
+use crate::pooled::{check_test_fraction, split_point};
 use crate::{Error, Federation, InputShape, Result};
 use fedpace_core::data::{ClientData, DenseDataset, FederatedDataset};
 use fedpace_core::rng::{stream, Purpose};
@@ -329,16 +329,6 @@ impl Synthetic {
     fn train_count(&self, n: usize) -> usize {
         split_point(n, self.test_fraction)
     }
-}
-
-/// Number of training samples out of `n` when `test_fraction` is held out:
-/// ⌊(1 − test_fraction)·n⌋ as in FedProx (`int(0.9·n)`), at least 1 when n ≥ 1.
-pub fn split_point(n: usize, test_fraction: f64) -> usize {
-    if n == 0 {
-        return 0;
-    }
-    let t = ((1.0 - test_fraction) * n as f64 + 1e-9).floor() as usize;
-    t.clamp(1, n)
 }
 
 fn check_std(field: &str, v: f64) -> Result<()> {
