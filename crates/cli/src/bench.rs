@@ -260,7 +260,7 @@ fn scale(opts: &BenchOptions) -> Result<()> {
     let (text, name) = opts.algorithm.config();
     let mut cfg = ExperimentConfig::parse(text, name, &[])?;
     if let Some(n) = opts.clients {
-        cfg.data.num_clients = n;
+        cfg.data = cfg.data.clone().with_num_clients(n);
     }
     if let Some(r) = opts.rounds {
         cfg.rounds = r;
@@ -293,7 +293,7 @@ fn scale(opts: &BenchOptions) -> Result<()> {
         "scale: {} ({name}): {} registered clients, {} per round, {} rounds, {threads} clients \
          in parallel, state budget {} MiB",
         opts.algorithm.describe(),
-        cfg.data.num_clients,
+        cfg.data.num_clients().unwrap_or(0),
         cfg.strategy.round.clients_per_round,
         cfg.rounds,
         cfg.state

@@ -300,7 +300,11 @@ impl ExperimentConfig {
                 .filter(|l| !l.is_empty() && !l.starts_with("in `"))
                 .collect::<Vec<_>>()
                 .join(" ");
-            if path == "." || path.is_empty() {
+            // A table that reports its own dotted keys (`[data]`) is not prefixed twice.
+            let own = [".", ":"]
+                .iter()
+                .any(|c| msg.starts_with(&format!("{path}{c}")));
+            if path == "." || path.is_empty() || own {
                 ConfigError(format!("{origin}: {msg}"))
             } else {
                 located(format!("{path}: {msg}"))
@@ -452,10 +456,10 @@ impl ExperimentConfig {
                 &format!("at most {} classes", limits::DEVICE_CLASSES),
             );
         }
-        if self.data.num_clients > limits::NUM_CLIENTS {
+        if let Some(n) = self.data.num_clients().filter(|&n| n > limits::NUM_CLIENTS) {
             return bad(
                 "data.num_clients",
-                &self.data.num_clients,
+                &n,
                 &format!(
                     "at most {} (the largest pool tested is 10,000,000)",
                     limits::NUM_CLIENTS
@@ -587,8 +591,7 @@ impl ExperimentConfig {
     /// data source's own partition and test fraction).
     pub fn to_toml(&self) -> String {
         let mut resolved = self.clone();
-        resolved.data.partition = Some(self.data.effective_partition());
-        resolved.data.test_fraction = Some(self.data.effective_test_fraction());
+        resolved.data = self.data.resolved();
         let value = match toml::Value::try_from(&resolved) {
             Ok(v) => v,
             Err(e) => return format!("# could not serialise: {e}\n"),
@@ -658,7 +661,7 @@ mod tests {
             ExperimentConfig::parse("rounds = 3\n[policy]\nname = \"by-data-size\"\n", "x", &[])
                 .unwrap();
         let again = ExperimentConfig::parse(&c.to_toml(), "resolved", &[]).unwrap();
-        assert_eq!(again.data.partition, Some(c.data.effective_partition()));
+        assert_eq!(again.data, c.data.resolved());
         assert_eq!(again.to_toml(), c.to_toml());
         assert_eq!((again.rounds, again.policy.name()), (3, "by-data-size"));
         // Knobs of every algorithm round-trip (only the chosen one's are written).

