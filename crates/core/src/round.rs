@@ -149,6 +149,12 @@ pub trait Observer {
     fn phase_started(&mut self, _round: u32, _phase: &'static str, _clients: usize) {}
     /// Counter of finished clients, shared with the grid.
     fn progress(&self) -> &dyn Progress;
+    /// The server's own evaluation of `global` on data it holds (a held-out test set;
+    /// [`crate::CentralEval`]), asked at every evaluation after the clients': it becomes
+    /// [`EvalSummary::central`]. `None` (the default): the server holds no such data.
+    fn evaluate_central(&mut self, _global: &ParamTree) -> Option<Result<EvalStats>> {
+        None
+    }
     /// Whether the observer wants the full per-round trace.
     fn wants_trace(&self) -> bool {
         false
@@ -403,8 +409,8 @@ pub fn evaluate_all(
 }
 
 /// Sends `template` to every client with a test split among [`eval_ids`]`(max_clients)`,
-/// then summarises the replies and adds the central evaluation of `global`. Shared by
-/// the synchronous and the asynchronous loops.
+/// then summarises the replies and adds the server's central evaluation of `global`
+/// ([`Observer::evaluate_central`]). Shared by the synchronous and the asynchronous loops.
 pub fn evaluate_clients(
     grid: &mut dyn Grid,
     global: &ParamTree,
@@ -423,7 +429,7 @@ pub fn evaluate_clients(
     observer.phase_started(round, "eval", ins.len());
     let replies = grid.evaluate(ins, observer.progress());
     let mut summary = summarize_eval(&replies);
-    summary.central = grid.evaluate_central(global).transpose()?;
+    summary.central = observer.evaluate_central(global).transpose()?;
     Ok(summary)
 }
 

@@ -7,7 +7,9 @@ use crate::{Error, Result};
 use fedpace_algos::{Built, StandardClient};
 use fedpace_core::asynchronous::AsyncStrategy;
 use fedpace_core::rng::{derive_seed, Purpose};
-use fedpace_core::{ClientFactory, ClientPool, Disclosed, RatePlan, RatePolicy, Strategy};
+use fedpace_core::{
+    CentralEval, ClientFactory, ClientPool, Disclosed, RatePlan, RatePolicy, Strategy,
+};
 use fedpace_params::ParamTree;
 use fedpace_sim::{DataPool, DeviceClasses, Devices, SimGrid, Systems};
 use std::path::{Path, PathBuf};
@@ -61,6 +63,8 @@ pub struct Prepared {
     /// Every client's metadata as the simulator knows it (for `clients.csv`); the grid,
     /// and so the strategy, sees only what clients share.
     pub(crate) pool: Arc<dyn ClientPool>,
+    /// The server's own evaluation (the data's held-out test set, if it has one).
+    pub(crate) central: Option<Box<dyn CentralEval>>,
     pub(crate) init: ParamTree,
     pub(crate) groups: Vec<String>,
     pub(crate) description: String,
@@ -86,6 +90,17 @@ impl Prepared {
     /// The configuration it was built from.
     pub fn config(&self) -> &ExperimentConfig {
         &self.config
+    }
+    /// The server's central evaluation, if it has one (the data's held-out test set:
+    /// `summary.json`'s `central`).
+    pub fn central(&self) -> Option<&dyn CentralEval> {
+        self.central.as_deref()
+    }
+    /// Replaces the server's central evaluation (`None`: none): a test set of the user's
+    /// own, or one the data source does not hold out.
+    pub fn with_central(mut self, central: Option<Box<dyn CentralEval>>) -> Self {
+        self.central = central;
+        self
     }
 }
 
@@ -331,9 +346,16 @@ pub(crate) fn prepare(cfg: &ExperimentConfig) -> Result<Prepared> {
             .with_registry(fedpace_algos::builtin().codecs.clone());
         grid = grid.with_store(Box::new(store));
     }
-    if let Some(test) = fed.global_test.clone() {
-        grid = grid.with_central_test(test, central_models);
-    }
+    // The server's held-out test set is evaluated by the server (the run's observer),
+    // not by the grid, with as many threads as the grid trains clients.
+    let central = fed
+        .global_test
+        .clone()
+        .map(|test| {
+            fedpace_sim::HeldOut::new(test, central_models, grid.threads())
+                .map(|h| Box::new(h) as Box<dyn CentralEval>)
+        })
+        .transpose()?;
     Ok(Prepared {
         config: cfg.clone(),
         description: format!(
@@ -347,6 +369,7 @@ pub(crate) fn prepare(cfg: &ExperimentConfig) -> Result<Prepared> {
         strategy,
         grid,
         pool,
+        central,
         init,
         groups,
     })
