@@ -3,12 +3,13 @@
 //! surfacing before anything runs or is written (docs/library.md).
 
 use crate::config::ExperimentConfig;
+use crate::registry::{ModelInput, Registry};
 use crate::{Error, Result};
 use fedpace_algos::{Built, StandardClient};
 use fedpace_core::asynchronous::AsyncStrategy;
 use fedpace_core::rng::{derive_seed, Purpose};
 use fedpace_core::{
-    CentralEval, ClientFactory, ClientPool, Disclosed, RatePlan, RatePolicy, Strategy,
+    CentralEval, ClientFactory, ClientPool, Disclosed, ModelFactory, RatePlan, RatePolicy, Strategy,
 };
 use fedpace_params::ParamTree;
 use fedpace_sim::{DataPool, DeviceClasses, Devices, SimGrid, Systems};
@@ -227,23 +228,54 @@ fn check_model_size(
 /// Builds data, model, strategy and grid. Every user error surfaces here, before the
 /// output directory exists: sizes are checked before anything is allocated, and one
 /// sample of every split is checked against the model's input.
-pub(crate) fn prepare(cfg: &ExperimentConfig) -> Result<Prepared> {
+pub(crate) fn prepare(cfg: &ExperimentConfig, registry: Option<&Registry>) -> Result<Prepared> {
     let threads = cfg.threads;
-    let dir = data_dir(cfg.data_dir.as_deref());
-    check_data_sizes(cfg)?;
-    let fed =
-        fedpace_data::build(&cfg.data, cfg.seed, &dir).map_err(|e| Error::Setup(e.to_string()))?;
-    check_sample_shapes(&fed)?;
-    let input = match &fed.sample_shape {
-        fedpace_data::InputShape::Dense(s) => fedpace_nn::InputShape::Dense(s.clone()),
-        fedpace_data::InputShape::Tokens { seq_len, vocab } => fedpace_nn::InputShape::Tokens {
-            seq_len: *seq_len,
-            vocab: *vocab,
-        },
+    let registered = |what: &str, name: &str| {
+        Error::Config(format!(
+            "{what} = {name:?} is a registered name: build the experiment through the \
+             fedpace_experiment::Registry that holds it"
+        ))
     };
-    let models =
-        fedpace_nn::factory_with_grain(&cfg.model, &input, fed.num_classes, cfg.client_threads)
-            .map_err(|e| Error::Setup(format!("model: {e}")))?;
+    let fed = match &cfg.registered.data {
+        Some(name) => registry
+            .and_then(|r| r.data(name))
+            .cloned()
+            .ok_or_else(|| registered("data.source", name))?,
+        None => {
+            let dir = data_dir(cfg.data_dir.as_deref());
+            check_data_sizes(cfg)?;
+            fedpace_data::build(&cfg.data, cfg.seed, &dir)
+                .map_err(|e| Error::Setup(e.to_string()))?
+        }
+    };
+    check_sample_shapes(&fed)?;
+    let models: ModelFactory = match &cfg.registered.model {
+        Some((name, options)) => {
+            let build = registry
+                .and_then(|r| r.model(name))
+                .cloned()
+                .ok_or_else(|| registered("model.name", name))?;
+            let input = ModelInput {
+                sample_shape: fed.sample_shape.clone(),
+                num_classes: fed.num_classes,
+                options: options.clone(),
+            };
+            Arc::new(move || build(&input))
+        }
+        None => {
+            let input = match &fed.sample_shape {
+                fedpace_data::InputShape::Dense(s) => fedpace_nn::InputShape::Dense(s.clone()),
+                fedpace_data::InputShape::Tokens { seq_len, vocab } => {
+                    fedpace_nn::InputShape::Tokens {
+                        seq_len: *seq_len,
+                        vocab: *vocab,
+                    }
+                }
+            };
+            fedpace_nn::factory_with_grain(&cfg.model, &input, fed.num_classes, cfg.client_threads)
+                .map_err(|e| Error::Setup(format!("model: {e}")))?
+        }
+    };
     let model = models().map_err(|e| Error::Setup(format!("model: {e}")))?;
     // Parameter groups from the `groups` rules: the same layout with other labels.
     let spec = Arc::new(
@@ -381,6 +413,9 @@ fn grid_len(g: &SimGrid) -> usize {
 }
 
 fn model_name(cfg: &ExperimentConfig) -> String {
+    if let Some((name, _)) = &cfg.registered.model {
+        return name.clone();
+    }
     serde_json::to_value(&cfg.model)
         .ok()
         .and_then(|v| v.get("name").and_then(|n| n.as_str()).map(str::to_string))
