@@ -1,4 +1,5 @@
-//! The experiment file: typed, defaulted, validated before anything runs.
+//! The experiment file (docs/configuration.md; in code, docs/library.md): typed,
+//! defaulted, validated before anything runs.
 //!
 //! Every field has a default, so an empty file is a valid experiment. Errors name the
 //! file, the dotted key, the value and what was expected, on one line.

@@ -17,6 +17,8 @@
 //! # Ok::<(), fedpace_experiment::Error>(())
 //! ```
 
+#![deny(missing_docs)]
+
 pub mod config;
 pub mod files;
 pub mod output;
