@@ -7,6 +7,7 @@
 //! [`Observer`]. See `docs/arch/0001-architecture.md` for the shape and why.
 
 pub mod asynchronous;
+pub mod central;
 pub mod codec;
 pub mod data;
 pub mod error;
@@ -19,6 +20,7 @@ pub mod round;
 pub mod summary;
 pub mod traits;
 
+pub use central::CentralEval;
 pub use data::{Batch, ClientData, Dataset, FederatedDataset, Inputs};
 pub use error::{ClientFailure, Error, Result};
 pub use ext::{Extensions, Payload, Registry};

@@ -149,6 +149,18 @@ pub trait Observer {
     fn phase_started(&mut self, _round: u32, _phase: &'static str, _clients: usize) {}
     /// Counter of finished clients, shared with the grid.
     fn progress(&self) -> &dyn Progress;
+    /// The server's own evaluation of `global` on data it holds (a held-out test set;
+    /// [`crate::CentralEval`]), asked at every evaluation after the clients': it becomes
+    /// [`EvalSummary::central`]. `None` (the default): the server holds no such data.
+    fn evaluate_central(&mut self, _global: &ParamTree) -> Option<Result<EvalStats>> {
+        None
+    }
+    /// The server's own evaluation of `global` on its validation set (the validation
+    /// part of its held-out set, `data.validation_fraction > 0`): it becomes the
+    /// `central` of [`EvalSummary::validation`]. `None` (the default): none.
+    fn evaluate_central_validation(&mut self, _global: &ParamTree) -> Option<Result<EvalStats>> {
+        None
+    }
     /// Whether the observer wants the full per-round trace.
     fn wants_trace(&self) -> bool {
         false
@@ -403,8 +415,8 @@ pub fn evaluate_all(
 }
 
 /// Sends `template` to every client with a test split among [`eval_ids`]`(max_clients)`,
-/// then summarises the replies and adds the central evaluation of `global`. Shared by
-/// the synchronous and the asynchronous loops.
+/// then summarises the replies and adds the server's central evaluation of `global`
+/// ([`Observer::evaluate_central`]). Shared by the synchronous and the asynchronous loops.
 pub fn evaluate_clients(
     grid: &mut dyn Grid,
     global: &ParamTree,
@@ -423,8 +435,8 @@ pub fn evaluate_clients(
     observer.phase_started(round, "eval", ins.len());
     let replies = grid.evaluate(ins, observer.progress());
     let mut summary = summarize_eval(&replies);
-    summary.central = grid.evaluate_central(global).transpose()?;
-    if let Some(c) = grid.evaluate_central_validation(global).transpose()? {
+    summary.central = observer.evaluate_central(global).transpose()?;
+    if let Some(c) = observer.evaluate_central_validation(global).transpose()? {
         summary
             .validation
             .get_or_insert_with(|| Box::new(summarize_eval(&[])))

@@ -169,17 +169,4 @@ pub trait Grid {
         ins: Vec<(ClientId, EvalIns)>,
         progress: &dyn Progress,
     ) -> Vec<Reply<EvalRes>>;
-    /// Evaluates the global model on a held-out test set kept by the server (e.g.
-    /// MNIST's 10,000 test images), if the grid has one.
-    fn evaluate_central(&mut self, _params: &ParamTree) -> Option<Result<crate::EvalStats>> {
-        None
-    }
-    /// Evaluates the global model on the server's validation set (the validation part
-    /// of its held-out set, `data.validation_fraction > 0`), if the grid has one.
-    fn evaluate_central_validation(
-        &mut self,
-        _params: &ParamTree,
-    ) -> Option<Result<crate::EvalStats>> {
-        None
-    }
 }

@@ -3,11 +3,14 @@
 //! surfacing before anything runs or is written (docs/library.md).
 
 use crate::config::ExperimentConfig;
+use crate::registry::{ModelInput, Registry};
 use crate::{Error, Result};
 use fedpace_algos::{Built, StandardClient};
 use fedpace_core::asynchronous::AsyncStrategy;
 use fedpace_core::rng::{derive_seed, Purpose};
-use fedpace_core::{ClientFactory, ClientPool, Disclosed, RatePlan, RatePolicy, Strategy};
+use fedpace_core::{
+    CentralEval, ClientFactory, ClientPool, Disclosed, ModelFactory, RatePlan, RatePolicy, Strategy,
+};
 use fedpace_params::ParamTree;
 use fedpace_sim::{DataPool, DeviceClasses, Devices, SimGrid, Systems};
 use std::path::{Path, PathBuf};
@@ -61,6 +64,11 @@ pub struct Prepared {
     /// Every client's metadata as the simulator knows it (for `clients.csv`); the grid,
     /// and so the strategy, sees only what clients share.
     pub(crate) pool: Arc<dyn ClientPool>,
+    /// The server's own evaluation (the data's held-out test set, if it has one).
+    pub(crate) central: Option<Box<dyn CentralEval>>,
+    /// The server's evaluation on the validation part of the held-out set
+    /// (`data.validation_fraction > 0`).
+    pub(crate) central_validation: Option<Box<dyn CentralEval>>,
     pub(crate) init: ParamTree,
     pub(crate) groups: Vec<String>,
     pub(crate) description: String,
@@ -86,6 +94,17 @@ impl Prepared {
     /// The configuration it was built from.
     pub fn config(&self) -> &ExperimentConfig {
         &self.config
+    }
+    /// The server's central evaluation, if it has one (the data's held-out test set:
+    /// `summary.json`'s `central`).
+    pub fn central(&self) -> Option<&dyn CentralEval> {
+        self.central.as_deref()
+    }
+    /// Replaces the server's central evaluation (`None`: none): a test set of the user's
+    /// own, or one the data source does not hold out.
+    pub fn with_central(mut self, central: Option<Box<dyn CentralEval>>) -> Self {
+        self.central = central;
+        self
     }
 }
 
@@ -212,23 +231,54 @@ fn check_model_size(
 /// Builds data, model, strategy and grid. Every user error surfaces here, before the
 /// output directory exists: sizes are checked before anything is allocated, and one
 /// sample of every split is checked against the model's input.
-pub(crate) fn prepare(cfg: &ExperimentConfig) -> Result<Prepared> {
+pub(crate) fn prepare(cfg: &ExperimentConfig, registry: Option<&Registry>) -> Result<Prepared> {
     let threads = cfg.threads;
-    let dir = data_dir(cfg.data_dir.as_deref());
-    check_data_sizes(cfg)?;
-    let fed =
-        fedpace_data::build(&cfg.data, cfg.seed, &dir).map_err(|e| Error::Setup(e.to_string()))?;
-    check_sample_shapes(&fed)?;
-    let input = match &fed.sample_shape {
-        fedpace_data::InputShape::Dense(s) => fedpace_nn::InputShape::Dense(s.clone()),
-        fedpace_data::InputShape::Tokens { seq_len, vocab } => fedpace_nn::InputShape::Tokens {
-            seq_len: *seq_len,
-            vocab: *vocab,
-        },
+    let registered = |what: &str, name: &str| {
+        Error::Config(format!(
+            "{what} = {name:?} is a registered name: build the experiment through the \
+             fedpace_experiment::Registry that holds it"
+        ))
     };
-    let models =
-        fedpace_nn::factory_with_grain(&cfg.model, &input, fed.num_classes, cfg.client_threads)
-            .map_err(|e| Error::Setup(format!("model: {e}")))?;
+    let fed = match &cfg.registered.data {
+        Some(name) => registry
+            .and_then(|r| r.data(name))
+            .cloned()
+            .ok_or_else(|| registered("data.source", name))?,
+        None => {
+            let dir = data_dir(cfg.data_dir.as_deref());
+            check_data_sizes(cfg)?;
+            fedpace_data::build(&cfg.data, cfg.seed, &dir)
+                .map_err(|e| Error::Setup(e.to_string()))?
+        }
+    };
+    check_sample_shapes(&fed)?;
+    let models: ModelFactory = match &cfg.registered.model {
+        Some((name, options)) => {
+            let build = registry
+                .and_then(|r| r.model(name))
+                .cloned()
+                .ok_or_else(|| registered("model.name", name))?;
+            let input = ModelInput {
+                sample_shape: fed.sample_shape.clone(),
+                num_classes: fed.num_classes,
+                options: options.clone(),
+            };
+            Arc::new(move || build(&input))
+        }
+        None => {
+            let input = match &fed.sample_shape {
+                fedpace_data::InputShape::Dense(s) => fedpace_nn::InputShape::Dense(s.clone()),
+                fedpace_data::InputShape::Tokens { seq_len, vocab } => {
+                    fedpace_nn::InputShape::Tokens {
+                        seq_len: *seq_len,
+                        vocab: *vocab,
+                    }
+                }
+            };
+            fedpace_nn::factory_with_grain(&cfg.model, &input, fed.num_classes, cfg.client_threads)
+                .map_err(|e| Error::Setup(format!("model: {e}")))?
+        }
+    };
     let model = models().map_err(|e| Error::Setup(format!("model: {e}")))?;
     // Parameter groups from the `groups` rules: the same layout with other labels.
     let spec = Arc::new(
@@ -331,12 +381,25 @@ pub(crate) fn prepare(cfg: &ExperimentConfig) -> Result<Prepared> {
             .with_registry(fedpace_algos::builtin().codecs.clone());
         grid = grid.with_store(Box::new(store));
     }
-    if let Some(validation) = fed.global_validation.clone() {
-        grid = grid.with_central_validation(validation, central_models.clone());
-    }
-    if let Some(test) = fed.global_test.clone() {
-        grid = grid.with_central_test(test, central_models);
-    }
+    // The validation part of the held-out set, for whatever tunes or learns.
+    let central_validation = fed
+        .global_validation
+        .clone()
+        .map(|validation| {
+            fedpace_sim::HeldOut::new(validation, central_models.clone(), grid.threads())
+                .map(|h| Box::new(h) as Box<dyn CentralEval>)
+        })
+        .transpose()?;
+    // The server's held-out test set is evaluated by the server (the run's observer),
+    // not by the grid, with as many threads as the grid trains clients.
+    let central = fed
+        .global_test
+        .clone()
+        .map(|test| {
+            fedpace_sim::HeldOut::new(test, central_models, grid.threads())
+                .map(|h| Box::new(h) as Box<dyn CentralEval>)
+        })
+        .transpose()?;
     Ok(Prepared {
         config: cfg.clone(),
         description: format!(
@@ -350,6 +413,8 @@ pub(crate) fn prepare(cfg: &ExperimentConfig) -> Result<Prepared> {
         strategy,
         grid,
         pool,
+        central,
+        central_validation,
         init,
         groups,
     })
@@ -361,6 +426,9 @@ fn grid_len(g: &SimGrid) -> usize {
 }
 
 fn model_name(cfg: &ExperimentConfig) -> String {
+    if let Some((name, _)) = &cfg.registered.model {
+        return name.clone();
+    }
     serde_json::to_value(&cfg.model)
         .ok()
         .and_then(|v| v.get("name").and_then(|n| n.as_str()).map(str::to_string))

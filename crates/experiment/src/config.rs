@@ -1,4 +1,5 @@
-//! The experiment file: typed, defaulted, validated before anything runs.
+//! The experiment file (docs/configuration.md; in code, docs/library.md): typed,
+//! defaulted, validated before anything runs.
 //!
 //! Every field has a default, so an empty file is a valid experiment. Errors name the
 //! file, the dotted key, the value and what was expected, on one line.
@@ -60,6 +61,21 @@ pub struct ExperimentConfig {
     /// `"per-layer"`, or a table `label = [glob patterns]` such as
     /// `{ conv = ["conv*"], head = ["fc2.*"] }` (unmatched tensors keep the model's label).
     pub groups: GroupRules,
+    /// What `[model]` and `[data]` name from a [`crate::Registry`] instead of a built-in
+    /// (only through [`crate::Registry::experiment`]; default: nothing).
+    #[serde(skip)]
+    pub registered: Registered,
+}
+
+/// The parts of an experiment taken from a [`crate::Registry`] (docs/library.md). While
+/// one is set, the config's own `model` (or `data`) is unused, and
+/// [`ExperimentConfig::to_toml`] writes the registered name instead.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Registered {
+    /// `[model] name = "…"`: a registered model and the table's other keys.
+    pub model: Option<(String, toml::Table)>,
+    /// `[data] source = "…"`: a registered data set.
+    pub data: Option<String>,
 }
 
 /// The `[state]` table: the per-client state store.
@@ -96,6 +112,7 @@ impl Default for ExperimentConfig {
             state: StateConfig::default(),
             device_classes: Default::default(),
             groups: GroupRules::Model,
+            registered: Registered::default(),
         }
     }
 }
@@ -238,6 +255,17 @@ impl ExperimentConfig {
     /// and validates. An error caused by an override is attributed to it
     /// (`--set KEY=VALUE: …`), not to the file.
     pub fn parse(text: &str, origin: &str, overrides: &[String]) -> Result<Self, Error> {
+        Self::parse_in(text, origin, overrides, None)
+    }
+
+    /// [`ExperimentConfig::parse`] where `[model] name` and `[data] source` may name
+    /// what `registry` holds ([`ExperimentConfig::registered`]).
+    pub(crate) fn parse_in(
+        text: &str,
+        origin: &str,
+        overrides: &[String],
+        registry: Option<&crate::Registry>,
+    ) -> Result<Self, Error> {
         let mut value: toml::Table = text.parse().map_err(|e: toml::de::Error| {
             Error::Config(format!("{origin}: {}", one_line(&e.to_string())))
         })?;
@@ -261,6 +289,10 @@ impl ExperimentConfig {
         for o in overrides {
             apply_override(&mut value, o).map_err(|m| Error::Config(format!("--set {o}: {m}")))?;
         }
+        let registered = match registry {
+            Some(r) => take_registered(&mut value, r).map_err(located)?,
+            None => Registered::default(),
+        };
         // `[strategy]` is read on its own: its keys depend on the algorithm, and its
         // errors name the key (`strategy.mu: not used by fedavg (used by …)`).
         let strategy = match value.remove("strategy") {
@@ -301,23 +333,14 @@ impl ExperimentConfig {
             }
         })?;
         cfg.strategy = strategy;
+        cfg.registered = registered;
         cfg.validate().map_err(located)?;
         Ok(cfg)
     }
 
     /// Loads a file (at most [`MAX_CONFIG_BYTES`]).
     pub fn load(path: &Path, overrides: &[String]) -> Result<Self, Error> {
-        let cannot =
-            |e: std::io::Error| Error::Config(format!("{}: cannot read: {e}", path.display()));
-        let size = std::fs::metadata(path).map_err(cannot)?.len();
-        if size > MAX_CONFIG_BYTES {
-            return Err(Error::Config(format!(
-                "{}: {size} bytes: an experiment file is at most {MAX_CONFIG_BYTES} bytes \
-                 (1 MiB)",
-                path.display()
-            )));
-        }
-        let text = std::fs::read_to_string(path).map_err(cannot)?;
+        let text = read_config(path)?;
         Self::parse(&text, &path.display().to_string(), overrides)
     }
 
@@ -582,12 +605,74 @@ impl ExperimentConfig {
     pub fn to_toml(&self) -> String {
         let mut resolved = self.clone();
         resolved.data = self.data.resolved();
-        let value = match toml::Value::try_from(&resolved) {
+        let mut value = match toml::Value::try_from(&resolved) {
             Ok(v) => v,
             Err(e) => return format!("# could not serialise: {e}\n"),
         };
+        if let Some(t) = value.as_table_mut() {
+            if let Some((name, options)) = &self.registered.model {
+                let mut m = options.clone();
+                m.insert("name".into(), name.clone().into());
+                t.insert("model".into(), m.into());
+            }
+            if let Some(name) = &self.registered.data {
+                let mut d = toml::Table::new();
+                d.insert("source".into(), name.clone().into());
+                t.insert("data".into(), d.into());
+            }
+        }
         toml::to_string_pretty(&value).unwrap_or_else(|e| format!("# could not serialise: {e}\n"))
     }
+}
+
+/// Reads an experiment file of at most [`MAX_CONFIG_BYTES`].
+pub(crate) fn read_config(path: &Path) -> Result<String, Error> {
+    let cannot = |e: std::io::Error| Error::Config(format!("{}: cannot read: {e}", path.display()));
+    let size = std::fs::metadata(path).map_err(cannot)?.len();
+    if size > MAX_CONFIG_BYTES {
+        return Err(Error::Config(format!(
+            "{}: {size} bytes: an experiment file is at most {MAX_CONFIG_BYTES} bytes (1 MiB)",
+            path.display()
+        )));
+    }
+    std::fs::read_to_string(path).map_err(cannot)
+}
+
+/// Takes `[model]` and `[data]` out of `value` where they name what `registry` holds.
+fn take_registered(
+    value: &mut toml::Table,
+    registry: &crate::Registry,
+) -> Result<Registered, String> {
+    let mut registered = Registered::default();
+    let name_of = |t: Option<&toml::Value>, key: &str| {
+        t.and_then(|t| t.get(key))
+            .and_then(|n| n.as_str())
+            .map(str::to_string)
+    };
+    if let Some(name) = name_of(value.get("model"), "name") {
+        if registry.model(&name).is_some() {
+            let Some(toml::Value::Table(mut t)) = value.remove("model") else {
+                unreachable!("a table with a name")
+            };
+            t.remove("name");
+            registered.model = Some((name, t));
+        }
+    }
+    if let Some(name) = name_of(value.get("data"), "source") {
+        if registry.data(&name).is_some() {
+            let Some(toml::Value::Table(t)) = value.remove("data") else {
+                unreachable!("a table with a source")
+            };
+            if let Some(k) = t.keys().find(|k| *k != "source") {
+                return Err(format!(
+                    "data.{k}: not an option of the registered data set {name:?} (its clients \
+                     are as registered); expected only data.source"
+                ));
+            }
+            registered.data = Some(name);
+        }
+    }
+    Ok(registered)
 }
 
 fn one_line(s: &str) -> String {

@@ -17,17 +17,22 @@
 //! # Ok::<(), fedpace_experiment::Error>(())
 //! ```
 
+#![deny(missing_docs)]
+
 pub mod config;
 pub mod files;
 pub mod output;
 pub mod tensorboard;
 
+pub mod registry;
+
 mod build;
 mod run;
 
 pub use build::{data_dir, Prepared, MAX_CLIENT_VALUES, MAX_PARAMS};
-pub use config::{limits, ExperimentConfig, MAX_CONFIG_BYTES};
+pub use config::{limits, ExperimentConfig, Registered, MAX_CONFIG_BYTES};
 pub use output::{ClientRow, RecordOptions, Recorded, RunRecorder};
+pub use registry::{federation_from_arrays, ClientArrays, ModelBuilder, ModelInput, Registry};
 pub use run::{RunOptions, RunResult};
 
 use fedpace_core::round::RoundRecord;
@@ -109,10 +114,12 @@ pub struct RunInfo<'a> {
     pub groups: &'a [String],
 }
 
-/// An experiment: a validated configuration, ready to be prepared and run.
-#[derive(Debug, Clone, PartialEq)]
+/// An experiment: a validated configuration (and the [`Registry`] it was parsed
+/// through, if any), ready to be prepared and run.
+#[derive(Debug, Clone)]
 pub struct Experiment {
     config: ExperimentConfig,
+    registry: Option<Registry>,
 }
 
 impl Experiment {
@@ -121,6 +128,7 @@ impl Experiment {
     pub fn from_toml_str(text: &str, origin: &str, overrides: &[String]) -> Result<Self> {
         Ok(Self {
             config: ExperimentConfig::parse(text, origin, overrides)?,
+            registry: None,
         })
     }
 
@@ -129,13 +137,26 @@ impl Experiment {
     pub fn from_path(path: impl AsRef<Path>, overrides: &[String]) -> Result<Self> {
         Ok(Self {
             config: ExperimentConfig::load(path.as_ref(), overrides)?,
+            registry: None,
         })
     }
 
-    /// A configuration built in code, validated.
+    /// A configuration built in code, validated. One that names registered parts
+    /// ([`ExperimentConfig::registered`]) goes through [`Registry::from_config`].
     pub fn from_config(config: ExperimentConfig) -> Result<Self> {
         config.validate().map_err(Error::Config)?;
-        Ok(Self { config })
+        Registry::new().check(&config)?;
+        Ok(Self {
+            config,
+            registry: None,
+        })
+    }
+
+    pub(crate) fn with_registry(config: ExperimentConfig, registry: Registry) -> Self {
+        Self {
+            config,
+            registry: Some(registry),
+        }
     }
 
     /// The configuration.
@@ -147,7 +168,7 @@ impl Experiment {
     /// alone cannot (data present and well formed, model and pool sizes against this
     /// machine, group labels against the model). Nothing is written.
     pub fn prepare(&self) -> Result<Prepared> {
-        build::prepare(&self.config)
+        build::prepare(&self.config, self.registry.as_ref())
     }
 
     /// [`Experiment::prepare`], then [`Prepared::run`].

@@ -15,8 +15,8 @@ use crate::tensorboard::{EventWriter, Histogram, Value};
 use crate::{Error, Monitor, Result};
 use fedpace_core::round::{Observer, RoundRecord, RunOutcome};
 use fedpace_core::{
-    AggregateSummary, ClientId, ClientInfo, ClientPool, EvalSummary, Progress, Reply, TrainIns,
-    TrainRes,
+    AggregateSummary, CentralEval, ClientId, ClientInfo, ClientPool, EvalStats, EvalSummary,
+    Progress, Reply, TrainIns, TrainRes,
 };
 use fedpace_params::ParamTree;
 use serde::Serialize;
@@ -294,6 +294,10 @@ pub struct RunRecorder<'m> {
     first_rejection: Option<(u32, String)>,
     /// The first evaluated round whose global loss was NaN or infinite.
     nonfinite_loss_round: Option<u32>,
+    /// The server's own evaluation, answered to the loops at every evaluation.
+    central: Option<Box<dyn CentralEval>>,
+    /// The server's evaluation on its validation set.
+    central_validation: Option<Box<dyn CentralEval>>,
 }
 
 impl<'m> RunRecorder<'m> {
@@ -313,7 +317,23 @@ impl<'m> RunRecorder<'m> {
             rejected_rounds: 0,
             first_rejection: None,
             nonfinite_loss_round: None,
+            central: None,
+            central_validation: None,
         })
+    }
+
+    /// The server's own evaluation of the global model (a held-out test set), run at
+    /// every evaluation after the clients' ([`Observer::evaluate_central`]); `None`: none.
+    pub fn with_central(mut self, central: Option<Box<dyn CentralEval>>) -> Self {
+        self.central = central;
+        self
+    }
+
+    /// The server's evaluation of the global model on its validation set
+    /// ([`Observer::evaluate_central_validation`]); `None`: none.
+    pub fn with_central_validation(mut self, central: Option<Box<dyn CentralEval>>) -> Self {
+        self.central_validation = central;
+        self
     }
 
     /// Ends the recording: the per-client table over `pool`, then (in a run directory)
@@ -543,6 +563,17 @@ impl Observer for RunRecorder<'_> {
 
     fn should_stop(&self) -> bool {
         self.monitor.stop_requested().is_some()
+    }
+
+    fn evaluate_central(&mut self, global: &ParamTree) -> Option<fedpace_core::Result<EvalStats>> {
+        self.central.as_mut().map(|c| c.evaluate(global))
+    }
+
+    fn evaluate_central_validation(
+        &mut self,
+        global: &ParamTree,
+    ) -> Option<fedpace_core::Result<EvalStats>> {
+        self.central_validation.as_mut().map(|c| c.evaluate(global))
     }
 
     fn round_finished(

@@ -129,7 +129,9 @@ impl Prepared {
                 keep_clients: options.keep_clients,
             },
             monitor,
-        )?;
+        )?
+        .with_central(self.central.take())
+        .with_central_validation(self.central_validation.take());
         let outcome = match &mut self.strategy {
             Mode::Sync(s) => fedpace_core::run(
                 s.as_mut(),

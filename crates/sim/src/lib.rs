@@ -8,20 +8,21 @@
 //! Each client's model call should itself be single-threaded (the models do this).
 
 pub mod asynchronous;
+pub mod central;
 pub mod clock;
 pub mod devices;
 
 pub use asynchronous::{run_async, AsyncOptions};
+pub use central::HeldOut;
 pub use devices::{
     DeviceProfile, Devices, DevicesConfig, Distribution, EpochRange, LatePolicy, Systems,
 };
 
 use fedpace_core::protocol::validate_train_res;
 use fedpace_core::{
-    ClientFactory, ClientFailure, ClientId, ClientPool, Dataset, EvalIns, EvalRes, EvalStats, Grid,
-    LocalState, ModelFactory, Progress, Reply, TrainIns, TrainRes,
+    ClientFactory, ClientFailure, ClientId, ClientPool, EvalIns, EvalRes, Grid, LocalState,
+    Progress, Reply, TrainIns, TrainRes,
 };
-use fedpace_params::ParamTree;
 use rayon::prelude::*;
 use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -93,12 +94,7 @@ pub struct SimGrid {
     factory: ClientFactory,
     store: Box<dyn StateStore>,
     pool: rayon::ThreadPool,
-    central: Option<(Arc<dyn Dataset>, ModelFactory)>,
-    central_validation: Option<(Arc<dyn Dataset>, ModelFactory)>,
 }
-
-/// Batch size of the central evaluation (does not change results).
-const CENTRAL_BATCH: usize = 512;
 
 impl SimGrid {
     /// A grid over the pool `clients` (a [`DataPool`], or rows in a `Vec<ClientInfo>`)
@@ -123,57 +119,7 @@ impl SimGrid {
             factory,
             store: Box::new(MemoryStore::default()),
             pool,
-            central: None,
-            central_validation: None,
         })
-    }
-
-    /// Adds a server-side held-out test set, evaluated with models from `models`.
-    pub fn with_central_test(mut self, test: Arc<dyn Dataset>, models: ModelFactory) -> Self {
-        self.central = Some((test, models));
-        self
-    }
-
-    /// Adds a server-side validation set (the validation part of the held-out set),
-    /// evaluated with models from `models`.
-    pub fn with_central_validation(
-        mut self,
-        validation: Arc<dyn Dataset>,
-        models: ModelFactory,
-    ) -> Self {
-        self.central_validation = Some((validation, models));
-        self
-    }
-
-    /// The global model on a server-side set, in parallel chunks. Counts are integers
-    /// and loss sums are added in chunk order, so the result does not depend on the
-    /// thread count.
-    fn evaluate_set(
-        &self,
-        set: &(Arc<dyn Dataset>, ModelFactory),
-        params: &ParamTree,
-    ) -> fedpace_core::Result<EvalStats> {
-        let (test, models) = set;
-        let n = test.len();
-        let chunks: Vec<(usize, usize)> = (0..n)
-            .step_by(CENTRAL_BATCH)
-            .map(|s| (s, (s + CENTRAL_BATCH).min(n)))
-            .collect();
-        let parts: Vec<fedpace_core::Result<EvalStats>> = self.pool.install(|| {
-            chunks
-                .into_par_iter()
-                .map(|(a, b)| {
-                    let mut m = models()?;
-                    let idx: Vec<usize> = (a..b).collect();
-                    m.evaluate(params, &test.batch(&idx))
-                })
-                .collect()
-        });
-        let mut total = EvalStats::default();
-        for p in parts {
-            total.merge(&p?);
-        }
-        Ok(total)
     }
 
     /// Replaces the state store.
@@ -309,18 +255,5 @@ impl Grid for SimGrid {
         progress: &dyn Progress,
     ) -> Vec<Reply<EvalRes>> {
         self.run_all(ins, progress, |c, i, s| c.evaluate(i, s))
-    }
-
-    fn evaluate_central(&mut self, params: &ParamTree) -> Option<fedpace_core::Result<EvalStats>> {
-        let set = self.central.as_ref()?;
-        Some(self.evaluate_set(set, params))
-    }
-
-    fn evaluate_central_validation(
-        &mut self,
-        params: &ParamTree,
-    ) -> Option<fedpace_core::Result<EvalStats>> {
-        let set = self.central_validation.as_ref()?;
-        Some(self.evaluate_set(set, params))
     }
 }
