@@ -24,6 +24,7 @@ pub mod fedper;
 pub mod fedprox;
 pub mod fedrep;
 pub mod flat;
+pub mod hypernet;
 pub mod lgfedavg;
 pub mod local;
 pub mod parts;
