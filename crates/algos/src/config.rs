@@ -142,6 +142,9 @@ pub trait Algorithm:
     const NAME: &'static str;
     /// Asynchronous (`fedpace_sim::run_async`) rather than round by round.
     const ASYNC: bool = false;
+    /// Shared keys ([`RoundConfig`]) the algorithm has no use for: they are not among
+    /// its keys, so setting one is an error naming the algorithms that use it.
+    const UNUSED_ROUND_KEYS: &'static [&'static str] = &[];
     /// The server optimiser the algorithm is (fedavgm, fedadam, …): then
     /// `server_optimizer` is not one of its keys.
     fn own_server_optimizer(&self) -> Option<ServerOptimizerConfig> {
@@ -169,6 +172,7 @@ pub trait Algorithm:
 pub(crate) trait DynAlgorithm {
     fn name(&self) -> &'static str;
     fn is_async(&self) -> bool;
+    fn unused_round_keys(&self) -> &'static [&'static str];
     fn own_server_optimizer(&self) -> Option<ServerOptimizerConfig>;
     fn validate(&self, round: &RoundConfig) -> Result<()>;
     fn check(&self, c: &Combination<'_>) -> std::result::Result<(), String>;
@@ -184,6 +188,9 @@ impl<T: Algorithm> DynAlgorithm for T {
     }
     fn is_async(&self) -> bool {
         T::ASYNC
+    }
+    fn unused_round_keys(&self) -> &'static [&'static str] {
+        T::UNUSED_ROUND_KEYS
     }
     fn own_server_optimizer(&self) -> Option<ServerOptimizerConfig> {
         Algorithm::own_server_optimizer(self)
@@ -455,9 +462,10 @@ impl StrategyConfig {
             return Vec::new();
         }
         let own = algorithm.as_dyn().own_server_optimizer().is_some();
+        let unused = algorithm.as_dyn().unused_round_keys();
         keys_of(&RoundConfig::default())
             .into_iter()
-            .filter(|k| !(own && k == "server_optimizer"))
+            .filter(|k| !(own && k == "server_optimizer") && !unused.contains(&k.as_str()))
             .collect()
     }
 

@@ -30,6 +30,7 @@ pub mod local;
 pub mod parts;
 pub mod perfedavg;
 pub mod personal;
+pub mod pfedhn;
 pub mod pfedme;
 pub mod pipeline;
 pub mod policies;

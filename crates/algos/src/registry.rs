@@ -34,6 +34,7 @@ crate::__algorithms! {
     Fedrep => crate::fedrep::FedRepConfig,
     Fedbabu => crate::fedbabu::FedBabuConfig,
     Apfl => crate::apfl::ApflConfig,
+    Pfedhn => crate::pfedhn::PFedHnConfig,
 }
 
 /// What the algorithms register: payload decoders and client parts.

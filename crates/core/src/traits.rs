@@ -138,6 +138,11 @@ pub trait Strategy: Send {
     fn eval_ext(&self) -> Extensions {
         Extensions::new()
     }
+    /// What one client's evaluation instruction carries beyond [`Strategy::eval_ext`]
+    /// (pFedHN: the model its hypernetwork generates for that client). Default: nothing.
+    fn eval_ext_for(&self, _client: ClientId) -> Result<Extensions> {
+        Ok(Extensions::new())
+    }
     /// Sees the round once it is over, evaluation included (forwarded to the policy).
     fn observe_round(&mut self, _round: u32, _summary: &RoundSummary<'_>) {}
     /// Everything the strategy keeps across rounds (its stages' states, its policy's),

@@ -401,5 +401,12 @@ fn evaluate_async(
         personalized: Default::default(),
         ext: Default::default(),
     };
-    evaluate_clients(grid, global, template, opts.eval_clients, observer)
+    evaluate_clients(
+        grid,
+        global,
+        template,
+        opts.eval_clients,
+        &|_| Ok(Default::default()),
+        observer,
+    )
 }
