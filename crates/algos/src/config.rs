@@ -639,6 +639,12 @@ impl StrategyConfig {
                 ),
             )
         };
+        if let Some(why) = policy.refuses_optimizer(&optimizer) {
+            return Err(format!(
+                "policy {}: {why} ({optimizer_source}, strategy {name})",
+                policy.name()
+            ));
+        }
         if self.is_async() {
             if state_mode == StateMode::ServerInit {
                 return Err(format!(
@@ -735,12 +741,13 @@ mod tests {
             parse(r#"{"name": "fedasync", "server_lr": 1}"#).unwrap_err(),
             "strategy.server_lr: not used by fedasync (used by fedavg, fedavgm, fedadagrad, \
              fedadam, fedyogi, fedexp, fednova, fedprox, scaffold, feddyn, fedbuff, perfedavg, \
-             pfedme, ditto, fedper, lg-fedavg, fedrep, fedbabu, apfl)"
+             pfedme, ditto, fedper, lg-fedavg, fedrep, fedbabu, apfl, fedl2p)"
         );
         assert_eq!(
             parse(r#"{"name": "fedadam", "server_optimizer": {"name": "sgd"}}"#).unwrap_err(),
             "strategy.server_optimizer: not used by fedadam (used by fedavg, fednova, fedprox, \
-             scaffold, feddyn, perfedavg, pfedme, ditto, fedper, lg-fedavg, fedrep, fedbabu, apfl)"
+             scaffold, feddyn, perfedavg, pfedme, ditto, fedper, lg-fedavg, fedrep, fedbabu, apfl, \
+             fedl2p)"
         );
         assert!(parse(r#"{"name": "ditto", "lambda": 2, "personal_lr": 0.1}"#).is_ok());
         assert!(parse(r#"{"name": "fedadam", "beta1": 0.5, "flower_compatible": true}"#).is_ok());
@@ -755,7 +762,8 @@ mod tests {
             parse(r#"{"name": "fedmagic"}"#).unwrap_err(),
             "strategy.name = \"fedmagic\": unknown algorithm; expected one of fedavg, fedavgm, \
              fedadagrad, fedadam, fedyogi, fedexp, fednova, fedprox, scaffold, feddyn, fedasync, \
-             fedbuff, perfedavg, pfedme, ditto, fedper, lg-fedavg, fedrep, fedbabu, apfl"
+             fedbuff, perfedavg, pfedme, ditto, fedper, lg-fedavg, fedrep, fedbabu, apfl, pfedhn, \
+             fedl2p"
         );
         assert!(parse(r#"{"name": "fedprx"}"#)
             .unwrap_err()

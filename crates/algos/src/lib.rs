@@ -17,6 +17,7 @@ pub mod fedasync;
 pub mod fedavg;
 pub mod fedbabu;
 pub mod fedbuff;
+pub mod fedl2p;
 pub mod feddyn;
 pub mod fednova;
 pub mod fedopt;

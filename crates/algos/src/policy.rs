@@ -565,6 +565,18 @@ impl PolicyConfig {
         }
     }
 
+    /// Why the policy cannot work with clients running `optimizer` (`hypernet` learning
+    /// Adam's betas of an optimiser without them), or `None`.
+    pub fn refuses_optimizer(&self, optimizer: &OptimizerSpec) -> Option<String> {
+        match self {
+            PolicyConfig::Hypernet(c) => c.refuses_optimizer(optimizer),
+            PolicyConfig::Compose { policies, .. } => {
+                policies.iter().find_map(|p| p.refuses_optimizer(optimizer))
+            }
+            _ => None,
+        }
+    }
+
     /// Whether the policy sets clients' proximal coefficients (`prox-mu`).
     pub fn sets_prox_mu(&self) -> bool {
         match self {

@@ -35,6 +35,7 @@ crate::__algorithms! {
     Fedbabu => crate::fedbabu::FedBabuConfig,
     Apfl => crate::apfl::ApflConfig,
     Pfedhn => crate::pfedhn::PFedHnConfig,
+    Fedl2p => crate::fedl2p::Fedl2pConfig,
 }
 
 /// What the algorithms register: payload decoders and client parts.

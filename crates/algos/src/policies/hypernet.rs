@@ -174,6 +174,17 @@ impl HypernetConfig {
             .any(|f| matches!(f, Feature::LabelEntropy | Feature::LabelHistogram))
     }
 
+    /// Why `outputs` cannot be learned for clients running `optimizer`, or `None`.
+    pub fn refuses_optimizer(&self, optimizer: &OptimizerSpec) -> Option<String> {
+        (self.outputs.contains(&Output::Betas) && !has_betas(optimizer)).then(|| {
+            format!(
+                "outputs \"betas\" need an optimiser with betas (adam, adamw, amsgrad, yogi), \
+                 not {}",
+                optimizer.name()
+            )
+        })
+    }
+
     /// Whether the policy sets μ.
     pub fn sets_prox_mu(&self) -> bool {
         self.outputs.contains(&Output::Mu)
@@ -277,6 +288,16 @@ pub struct Hypernet {
 pub fn improvement(report: &TrainReport) -> Option<f64> {
     let d = report.loss_before as f64 - report.loss_after as f64;
     (report.steps > 0 && d.is_finite()).then_some(d)
+}
+
+fn has_betas(o: &OptimizerSpec) -> bool {
+    matches!(
+        o,
+        OptimizerSpec::Adam { .. }
+            | OptimizerSpec::AdamW { .. }
+            | OptimizerSpec::Amsgrad { .. }
+            | OptimizerSpec::Yogi { .. }
+    )
 }
 
 fn sigmoid(x: f64) -> f64 {
