@@ -12,7 +12,9 @@
 
 use crate::config::{Algorithm, BuildCx, Built, RoundConfig};
 use crate::hypernet::{Learner, LearnerState, Mlp, Tape};
-use crate::local::{evaluate_on, local_train_controlled, run_local, GradientCorrection, EVAL_BATCH};
+use crate::local::{
+    evaluate_on, local_train_controlled, run_local, GradientCorrection, EVAL_BATCH,
+};
 use crate::parts::{Recipe, RecipeCx, RecipeRound};
 use crate::pipeline::{AfterAggregate, Pipeline, ServerHooks};
 use crate::registry::Algorithms;
@@ -109,12 +111,20 @@ impl Algorithm for Fedl2pConfig {
             .validate()
             .map_err(|e| Error::invalid("strategy.meta_optimizer", e, "a valid optimiser"))?;
         check(pos(self.clip), "clip", self.clip, "finite and > 0")?;
-        check(pos(self.min), "min", self.min, "a multiplier > 0 that fits an f32")?;
+        check(
+            pos(self.min),
+            "min",
+            self.min,
+            "a multiplier > 0 that fits an f32",
+        )?;
         if !(self.max >= self.min && pos(self.max)) {
             return Err(Error::invalid(
                 "strategy.max",
                 self.max,
-                format!("a multiplier >= strategy.min ({}) that fits an f32", self.min),
+                format!(
+                    "a multiplier >= strategy.min ({}) that fits an f32",
+                    self.min
+                ),
             ));
         }
         check(
@@ -192,7 +202,9 @@ impl Payload for Fedl2pGrad {
                 self.grad.len()
             ));
         }
-        if !(self.weight.is_finite() && self.weight >= 0.0) || !self.grad.iter().all(|g| g.is_finite()) {
+        if !(self.weight.is_finite() && self.weight >= 0.0)
+            || !self.grad.iter().all(|g| g.is_finite())
+        {
             return Err("values and weight must be finite (weight >= 0)".into());
         }
         Ok(())
@@ -263,7 +275,11 @@ impl Fedl2pHooks {
             return Ok(());
         }
         let Some(mlp) = self.mlp.as_ref() else {
-            return Err(Error::invalid("fedl2p", "not started", "start before attach"));
+            return Err(Error::invalid(
+                "fedl2p",
+                "not started",
+                "start before attach",
+            ));
         };
         let spec = Arc::new(
             mlp.add_to_spec(ParamSpec::builder(), "", "meta-net")
@@ -480,7 +496,10 @@ pub fn statistics(model: &mut dyn Model, data: &dyn Dataset, x: &ParamTree) -> R
     for g in 0..spec.num_groups() {
         let (mut ss, mut len) = (0f64, 0usize);
         for r in spec.group_ranges(g) {
-            ss += grad[r.clone()].iter().map(|v| *v as f64 * *v as f64).sum::<f64>();
+            ss += grad[r.clone()]
+                .iter()
+                .map(|v| *v as f64 * *v as f64)
+                .sum::<f64>();
             len += r.len();
         }
         s.push(ln((ss / len.max(1) as f64).sqrt()));
@@ -520,7 +539,11 @@ fn net_of<'a>(ext: &'a Extensions, spec: &ParamSpec) -> Result<Option<(&'a Fedl2
         return Err(Error::invalid(
             "fedl2p-net payload",
             format!("{} values", net.params.len()),
-            format!("{} (a meta-net for {} groups)", mlp.len(), spec.num_groups()),
+            format!(
+                "{} (a meta-net for {} groups)",
+                mlp.len(),
+                spec.num_groups()
+            ),
         ));
     }
     Ok(Some((net, mlp)))
@@ -573,14 +596,21 @@ impl Fedl2p {
         let h: Vec<f32> = (0..spec.num_groups())
             .map(|g| {
                 spec.group_ranges(g)
-                    .flat_map(|rg| rg.map(|i| g_val[i] as f64 * (theta.as_slice()[i] - x.as_slice()[i]) as f64))
+                    .flat_map(|rg| {
+                        rg.map(|i| g_val[i] as f64 * (theta.as_slice()[i] - x.as_slice()[i]) as f64)
+                    })
                     .sum::<f64>() as f32
             })
             .collect();
         let mut grad = vec![0f32; mlp.len()];
         mlp.backward(&net.params, &tape, &h, &mut grad);
-        grad.iter_mut()
-            .for_each(|v| *v = if v.is_finite() { v.clamp(-net.clip, net.clip) } else { 0.0 });
+        grad.iter_mut().for_each(|v| {
+            *v = if v.is_finite() {
+                v.clamp(-net.clip, net.clip)
+            } else {
+                0.0
+            }
+        });
         Ok((
             Fedl2pGrad {
                 hidden: net.hidden,
@@ -670,7 +700,7 @@ impl Recipe for Fedl2p {
 mod tests {
     use super::*;
     use fedpace_core::data::DenseDataset;
-    use fedpace_core::{Batch, ClientData, EvalStats};
+    use fedpace_core::{Batch, ClientData, EvalStats, TrainRes};
 
     /// One weight w per group, loss ½(w − t)² per sample (t = the sample's feature).
     struct Quad(Arc<ParamSpec>);
@@ -720,7 +750,8 @@ mod tests {
 
     fn data() -> ClientData {
         // Two samples: targets (1, 3) and (1, 3): the optimum is w = (1, 3).
-        let d = Arc::new(DenseDataset::new(vec![1.0, 3.0, 1.0, 3.0], vec![2], vec![0, 1], 2).unwrap());
+        let d =
+            Arc::new(DenseDataset::new(vec![1.0, 3.0, 1.0, 3.0], vec![2], vec![0, 1], 2).unwrap());
         ClientData {
             train: d.clone(),
             test: d,
@@ -773,5 +804,106 @@ mod tests {
         for (a, b) in s.iter().zip(want) {
             assert!((a - b).abs() < 1e-5, "{s:?}");
         }
+    }
+
+    /// The client's meta-step and the server's step against
+    /// `tests/golden/hypernetworks.py` ("fedl2p"): statistics, multipliers from a meta-net
+    /// with a non-zero output layer, three fine-tuning steps at `η·m_g·r_g`, the
+    /// first-order hypergradient, its back-propagation and element-wise clamp (some values
+    /// clamped), then the server's validation-size-weighted mean over two clients and one
+    /// Adam step.
+    #[test]
+    fn fedl2p_meta_and_server_steps_match_the_derivation_script() {
+        use crate::hypernet::golden::{assert_close, case, floats};
+        let g = case("fedl2p");
+        let mlp = meta_net(3, 2).unwrap();
+        let net = Fedl2pNet {
+            hidden: 3,
+            params: Arc::new(floats(&g["lambda0"])),
+            meta_steps: 3,
+            min: 0.01,
+            max: 100.0,
+            clip: 0.05,
+            meta_step: true,
+        };
+        let mut plan = crate::policies::base_plan();
+        plan.batch_size = 10;
+        plan.group_multipliers = vec![1.0, 0.5];
+        let x = ParamTree::from_vec(spec(), floats(&g["x"])).unwrap();
+        let ins = TrainIns::new(1, Arc::new(x.clone()), plan, 1);
+        let mut model = Quad(spec());
+        let mut res = Vec::new();
+        for c in g["clients"].as_array().unwrap() {
+            let features: Vec<f32> = c["features"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .flat_map(|f| floats(f))
+                .collect();
+            let labels: Vec<u32> = c["labels"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|l| l.as_u64().unwrap() as u32)
+                .collect();
+            let d = Arc::new(DenseDataset::new(features, vec![2], labels, 2).unwrap());
+            let data = ClientData {
+                train: d.clone(),
+                test: d,
+            };
+            let mut cx = RecipeCx {
+                id: 0,
+                model: &mut model,
+                data: &data,
+            };
+            let (grad, r) =
+                Fedl2p::meta_step(&mut cx, &ins, &LocalState::default(), &net, &mlp).unwrap();
+            let want = &c["result"];
+            assert_close("stats", &r.stats, &want["stats"], 1e-5);
+            assert_close("multipliers", &r.multipliers, &want["multipliers"], 1e-5);
+            let losses = [r.val_loss_before as f32, r.val_loss_after as f32];
+            let wl = serde_json::json!([want["val_loss_before"], want["val_loss_after"]]);
+            assert_close("validation losses", &losses, &wl, 1e-5);
+            assert_close("hypergradient", &r.hypergrad, &want["hypergrad"], 1e-5);
+            assert_close("meta-gradient", &grad.grad, &want["meta_grad"], 1e-5);
+            assert_eq!(grad.weight, want["weight"].as_f64().unwrap());
+            res.push(TrainRes {
+                delta: ParamTree::zeros(spec()),
+                num_examples: grad.weight as u64,
+                report: Default::default(),
+                ext: Extensions::new().with(grad),
+            });
+        }
+        // The server: weighted mean, one Adam step at meta_lr.
+        let mut hooks = Fedl2pHooks::new(Fedl2pConfig {
+            hidden: 3,
+            meta_steps: 3,
+            clip: 0.05,
+            ..Default::default()
+        });
+        hooks.start(&x).unwrap();
+        let mut t = TrainIns::new(1, Arc::new(x.clone()), crate::policies::base_plan(), 1);
+        hooks.attach(1, &mut t).unwrap();
+        hooks.learner.as_mut().unwrap().params = floats(&g["lambda0"]);
+        let pool: Vec<fedpace_core::ClientInfo> = (0..2)
+            .map(|i| fedpace_core::ClientInfo::new(i, 3, 0))
+            .collect();
+        let accepted: Vec<(u64, &TrainRes)> =
+            res.iter().enumerate().map(|(i, r)| (i as u64, r)).collect();
+        hooks
+            .after_aggregate(&AfterAggregate {
+                round: 1,
+                pool: &pool,
+                accepted: &accepted,
+                aggregate: &[0.0, 0.0],
+                global: &x,
+            })
+            .unwrap();
+        assert_close(
+            "λ after the server step",
+            hooks.params().unwrap(),
+            &g["lambda1"],
+            1e-5,
+        );
     }
 }

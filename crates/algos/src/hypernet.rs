@@ -129,7 +129,11 @@ impl Mlp {
         for i in 0..self.layers() {
             let (fan_in, fan_out) = (self.sizes[i], self.sizes[i + 1]);
             b = b
-                .add(&format!("{prefix}layer{i}.weight"), &[fan_out, fan_in], group)
+                .add(
+                    &format!("{prefix}layer{i}.weight"),
+                    &[fan_out, fan_in],
+                    group,
+                )
                 .add(&format!("{prefix}layer{i}.bias"), &[fan_out], group);
         }
         b
@@ -184,7 +188,13 @@ impl Mlp {
 
     /// Back-propagates `d_out = ∂L/∂output` through the pass recorded in `tape`: adds
     /// `∂L/∂params` into `grad` and returns `∂L/∂input`.
-    pub fn backward(&self, params: &[f32], tape: &Tape, d_out: &[f32], grad: &mut [f32]) -> Vec<f32> {
+    pub fn backward(
+        &self,
+        params: &[f32],
+        tape: &Tape,
+        d_out: &[f32],
+        grad: &mut [f32],
+    ) -> Vec<f32> {
         debug_assert_eq!(d_out.len(), self.output());
         let mut dy: Vec<f32> = d_out.to_vec();
         for i in (0..self.layers()).rev() {
@@ -345,6 +355,41 @@ pub fn normal(rng: &mut impl Rng) -> f64 {
     (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
 }
 
+/// The golden numbers of `tests/golden/hypernetworks.py` (one case of its JSON), and a
+/// reader of its number lists.
+#[cfg(test)]
+pub(crate) mod golden {
+    /// The case `name` of `tests/golden/hypernetworks.json`.
+    pub fn case(name: &str) -> serde_json::Value {
+        let all: serde_json::Value =
+            serde_json::from_str(include_str!("../tests/golden/hypernetworks.json"))
+                .expect("tests/golden/hypernetworks.json parses");
+        all[name].clone()
+    }
+
+    /// A list of numbers as `f32`.
+    pub fn floats(v: &serde_json::Value) -> Vec<f32> {
+        v.as_array()
+            .unwrap_or_else(|| panic!("a list of numbers, not {v}"))
+            .iter()
+            .map(|x| x.as_f64().expect("a number") as f32)
+            .collect()
+    }
+
+    /// Asserts `got ≈ want` element-wise (absolute and relative tolerance `tol`).
+    pub fn assert_close(what: &str, got: &[f32], want: &serde_json::Value, tol: f64) {
+        let want = floats(want);
+        assert_eq!(got.len(), want.len(), "{what}: length");
+        for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+            let (a, b) = (*a as f64, *b as f64);
+            assert!(
+                (a - b).abs() <= tol * b.abs().max(1.0),
+                "{what}[{i}]: {a} vs {b} (script)"
+            );
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -413,7 +458,11 @@ mod tests {
             let mut b = p.clone();
             b[i] -= h;
             let fd = (loss(&a, &x) - loss(&b, &x)) / (2.0 * h as f64);
-            assert!((fd - g[i] as f64).abs() < 2e-3, "param {i}: {fd} vs {}", g[i]);
+            assert!(
+                (fd - g[i] as f64).abs() < 2e-3,
+                "param {i}: {fd} vs {}",
+                g[i]
+            );
         }
         for i in 0..3 {
             let mut a = x;
@@ -435,7 +484,11 @@ mod tests {
     #[test]
     fn learner_sgd_step_by_hand_and_state_round_trip() {
         let (m, p) = toy();
-        let spec = Arc::new(m.add_to_spec(ParamSpec::builder(), "", "hypernet").build().unwrap());
+        let spec = Arc::new(
+            m.add_to_spec(ParamSpec::builder(), "", "hypernet")
+                .build()
+                .unwrap(),
+        );
         let sgd: OptimizerSpec = serde_json::from_str(r#"{"name": "sgd"}"#).unwrap();
         let mut l = Learner::new(spec.clone(), p.clone(), sgd, vec![0.5], Some(1.0)).unwrap();
         // ‖g‖ = 2 → clipped to norm 1 → g = [1, 0, …]; step −0.5·g.
@@ -444,7 +497,10 @@ mod tests {
         assert!(l.step(&mut g).unwrap());
         assert_eq!(l.params[0], 1.0 - 0.5);
         let mut bad = vec![f32::NAN; 9];
-        assert!(!l.step(&mut bad).unwrap(), "non-finite gradients are skipped");
+        assert!(
+            !l.step(&mut bad).unwrap(),
+            "non-finite gradients are skipped"
+        );
         let saved = l.save();
         let mut l2 = Learner::new(
             spec,

@@ -150,7 +150,12 @@ impl Algorithm for PFedHnConfig {
         let pos = |v: f64| v.is_finite() && v > 0.0 && crate::config::fits_f32(v);
         check(pos(self.lr), "lr", self.lr, "finite and > 0")?;
         if let Some(e) = self.embedding_lr {
-            check(e.is_finite() && e >= 0.0, "embedding_lr", e, "finite and >= 0")?;
+            check(
+                e.is_finite() && e >= 0.0,
+                "embedding_lr",
+                e,
+                "finite and >= 0",
+            )?;
         }
         check(
             (0.0..1.0).contains(&self.momentum),
@@ -427,7 +432,11 @@ impl Strategy for PFedHn {
                 if net.mlp.output() != global.spec().total_len() || e.dim != net.embeddings.dim {
                     return Err(Error::invalid(
                         "pfedhn state",
-                        format!("embeddings of {} for a model of {}", e.dim, net.mlp.output()),
+                        format!(
+                            "embeddings of {} for a model of {}",
+                            e.dim,
+                            net.mlp.output()
+                        ),
                         "the configured hypernetwork and model",
                     ));
                 }
@@ -443,7 +452,9 @@ impl Strategy for PFedHn {
             let info = pool.info(id)?;
             let plan = self.policy.plan(round, &info, &self.settings.base_plan)?;
             plan.validate(groups)?;
-            let theta = self.generate(id).unwrap_or_else(|| global.as_slice().to_vec());
+            let theta = self
+                .generate(id)
+                .unwrap_or_else(|| global.as_slice().to_vec());
             let params = ParamTree::from_vec(global.spec().clone(), theta)?;
             out.push((id, TrainIns::new(round, Arc::new(params), plan, seed)));
         }
@@ -593,12 +604,71 @@ mod tests {
         }
         let e = &s.net.as_ref().unwrap().embeddings;
         assert!((e.rows[&0][0] - (1.5 + 0.5 * 2.8)).abs() < 1e-6);
-        assert_eq!(e.rows[&1][0], -1.0, "another client's row: no gradient, no decay");
+        assert_eq!(
+            e.rows[&1][0], -1.0,
+            "another client's row: no gradient, no decay"
+        );
         // The sign: the generated model moves towards what the client trained.
         let before = [3.75f32, -10.5];
         let after = s.generate(0).unwrap();
         let towards = (after[0] - before[0]) * 0.2 + (after[1] - before[1]) * -0.4;
         assert!(towards > 0.0, "{after:?}");
+    }
+
+    /// The rule against `tests/golden/hypernetworks.py` ("pfedhn"): a hypernetwork with a
+    /// hidden block (some ReLUs off), three client updates (0, 1, 0) so that momentum,
+    /// weight decay on φ and on every embedding row, and the joint clip (third update) all
+    /// act; after each: φ, the embedding table and both clients' generated models.
+    #[test]
+    fn pfedhn_updates_match_the_derivation_script() {
+        use crate::hypernet::golden::{assert_close, case, floats};
+        let g = case("pfedhn");
+        let cfg = PFedHnConfig {
+            embedding_dim: 2,
+            hidden: 3,
+            n_hidden: 1,
+            lr: 0.05,
+            embedding_lr: Some(0.1),
+            momentum: 0.9,
+            weight_decay: 1e-3,
+            clip: 3.0,
+        };
+        let mut s = PFedHn::new(cfg, settings(), Box::new(crate::Constant));
+        let mut net = s.build_net(&[0, 1], 4).unwrap();
+        net.learner.params = floats(&g["phi0"]);
+        for id in 0..2u64 {
+            net.embeddings
+                .rows
+                .insert(id, floats(&g["rows0"][id as usize]));
+        }
+        s.net = Some(net);
+        let updates = g["updates"].as_array().unwrap();
+        for (i, u) in updates.iter().enumerate() {
+            let id = u["client"].as_u64().unwrap();
+            s.learn_from(id, &floats(&u["delta"])).unwrap();
+            let want = &g["steps"][i];
+            let net = s.net.as_ref().unwrap();
+            assert_close(
+                &format!("φ after update {i}"),
+                &net.learner.params,
+                &want["phi"],
+                1e-5,
+            );
+            for c in 0..2u64 {
+                assert_close(
+                    &format!("v_{c} after update {i}"),
+                    &net.embeddings.rows[&c],
+                    &want["rows"][c as usize],
+                    1e-5,
+                );
+                assert_close(
+                    &format!("θ_{c} after update {i}"),
+                    &s.generate(c).unwrap(),
+                    &want["theta"][c as usize],
+                    1e-5,
+                );
+            }
+        }
     }
 
     /// Weight decay λ and momentum on the whole table, as PyTorch's dense embedding:

@@ -145,7 +145,12 @@ impl HypernetConfig {
             self.baseline_decay,
             "in [0, 1)",
         )?;
-        check(pos(self.min), "min", self.min, "a multiplier > 0 that fits an f32")?;
+        check(
+            pos(self.min),
+            "min",
+            self.min,
+            "a multiplier > 0 that fits an f32",
+        )?;
         if !(self.max >= self.min && pos(self.max)) {
             return Err(Error::invalid(
                 "policy.max",
@@ -711,10 +716,7 @@ mod tests {
     #[test]
     fn config_parses_with_defaults_and_names_bad_keys() {
         let c: crate::PolicyConfig = serde_json::from_str(r#"{"name": "hypernet"}"#).unwrap();
-        assert_eq!(
-            c,
-            crate::PolicyConfig::Hypernet(HypernetConfig::default())
-        );
+        assert_eq!(c, crate::PolicyConfig::Hypernet(HypernetConfig::default()));
         let c: crate::PolicyConfig = serde_json::from_str(
             r#"{"name": "hypernet", "outputs": ["lr", "betas", "mu"], "sigma": 0.2}"#,
         )
@@ -748,7 +750,10 @@ mod tests {
         // Output 0 at the start: every value is the base value moved by its ξ alone.
         let close = |a: f64, b: f64| (a - b).abs() < 1e-6 * b.abs().max(1.0);
         assert!(close(p.base_lr as f64, 0.1 * (xi[0] as f64).exp()));
-        assert!(close(p.group_multipliers[1] as f64, 2.0 * (xi[2] as f64).exp()));
+        assert!(close(
+            p.group_multipliers[1] as f64,
+            2.0 * (xi[2] as f64).exp()
+        ));
         let OptimizerSpec::Adam { beta1, .. } = p.optimizer else {
             panic!()
         };
@@ -804,7 +809,11 @@ mod tests {
         assert_eq!(h.grad_count, 1);
         let n = h.grad.len();
         let bias_grad = h.grad[n - 1];
-        assert!((bias_grad - xi / 0.1).abs() < 1e-5, "{bias_grad} vs {}", xi / 0.1);
+        assert!(
+            (bias_grad - xi / 0.1).abs() < 1e-5,
+            "{bias_grad} vs {}",
+            xi / 0.1
+        );
         let bias_before = h.params().unwrap()[n - 1];
         assert_eq!(bias_before, 0.0);
         // Round 3's first plan applies the step: the bias moves against ξ.
@@ -814,6 +823,80 @@ mod tests {
             (bias_after + 1e-3 * xi.signum()).abs() < 1e-6,
             "{bias_after} after ξ = {xi}"
         );
+    }
+
+    /// The whole rule against `tests/golden/hypernetworks.py` ("hypernet"): baselines, the
+    /// running scale, the score-function gradient back-propagated into ψ and the
+    /// embeddings, the mean over a round's reports, the clip, Adam on ψ and SGD on the
+    /// embeddings — two steps, the second through the network the first one moved.
+    #[test]
+    fn score_function_steps_match_the_derivation_script() {
+        use crate::hypernet::golden::{assert_close, case, floats};
+        let g = case("hypernet");
+        let cfg = HypernetConfig {
+            features: vec![Feature::LogSize],
+            embedding_dim: 1,
+            hidden: 3,
+            outputs: vec![Output::Lr, Output::Groups],
+            sigma: 0.1,
+            lr: 0.01,
+            embedding_lr: 0.05,
+            clip: 1.0,
+            baseline_decay: 0.5,
+            ..Default::default()
+        };
+        let pool = vec![info(0, 10, vec![], None), info(1, 30, vec![], None)];
+        let mut h = cfg.build(2).unwrap();
+        h.seed(5);
+        h.start(&pool).unwrap();
+        h.learner.as_mut().unwrap().params = floats(&g["psi0"]);
+        let reports = [
+            [(2.0, 1.5), (1.0, 0.9)],
+            [(2.0, 1.2), (1.0, 0.95)],
+            [(1.8, 1.5), (1.0, 0.7)],
+        ];
+        let base = adam_plan();
+        for round in 1..=4u32 {
+            for c in &pool {
+                h.plan(round, c, &base).unwrap();
+                let pending = h.clients.get_mut(&c.id).unwrap().pending.as_mut().unwrap();
+                if round == 2 {
+                    assert_close(
+                        "context",
+                        &pending.input,
+                        &serde_json::json!([g["logsize"][c.id as usize], 0.0]),
+                        1e-6,
+                    );
+                }
+                if let Some(xi) = g["xi"][round.to_string()].get(c.id.to_string()) {
+                    pending.xi = floats(xi);
+                }
+            }
+            if round >= 3 {
+                // The first plan of the round applied the previous round's gradients.
+                let s = &g["steps"][round as usize - 3];
+                assert_eq!(s["after_round"], round - 1);
+                assert_close("ψ", h.params().unwrap(), &s["psi"], 1e-5);
+                let e: Vec<f32> = pool.iter().map(|c| h.clients[&c.id].embedding[0]).collect();
+                assert_close("embeddings", &e, &s["embeddings"], 1e-5);
+                let b: Vec<f32> = pool
+                    .iter()
+                    .map(|c| h.clients[&c.id].baseline.unwrap() as f32)
+                    .collect();
+                assert_close("baselines", &b, &s["baselines"], 1e-6);
+                assert_close(
+                    "scale",
+                    &[h.scale.unwrap() as f32],
+                    &serde_json::json!([s["scale"]]),
+                    1e-6,
+                );
+            }
+            if let Some(r) = reports.get(round as usize - 1) {
+                for (c, (before, after)) in pool.iter().zip(r) {
+                    h.observe(round, c, &report(*before, *after));
+                }
+            }
+        }
     }
 
     #[test]
@@ -837,10 +920,16 @@ mod tests {
         b.seed(5);
         b.restore_state(&bytes).unwrap();
         b.start(&pool).unwrap();
-        assert!(b.save_state().unwrap() == bytes, "the restored state differs");
+        assert!(
+            b.save_state().unwrap() == bytes,
+            "the restored state differs"
+        );
         for c in &pool {
             assert_eq!(a.plan(5, c, &base).unwrap(), b.plan(5, c, &base).unwrap());
         }
-        assert_ne!(a.params().unwrap().iter().map(|v| v.abs()).sum::<f32>(), 0.0);
+        assert_ne!(
+            a.params().unwrap().iter().map(|v| v.abs()).sum::<f32>(),
+            0.0
+        );
     }
 }
