@@ -465,7 +465,7 @@ impl StrategyConfig {
         let unused = algorithm.as_dyn().unused_round_keys();
         keys_of(&RoundConfig::default())
             .into_iter()
-            .filter(|k| !(own && k == "server_optimizer") && !unused.contains(&k.as_str()))
+            .filter(|k| !(unused.contains(&k.as_str()) || own && k == "server_optimizer"))
             .collect()
     }
 

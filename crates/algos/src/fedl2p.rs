@@ -202,9 +202,8 @@ impl Payload for Fedl2pGrad {
                 self.grad.len()
             ));
         }
-        if !(self.weight.is_finite() && self.weight >= 0.0)
-            || !self.grad.iter().all(|g| g.is_finite())
-        {
+        let finite = self.weight.is_finite() && self.grad.iter().all(|g| g.is_finite());
+        if !(finite && self.weight >= 0.0) {
             return Err("values and weight must be finite (weight >= 0)".into());
         }
         Ok(())
@@ -838,7 +837,7 @@ mod tests {
                 .as_array()
                 .unwrap()
                 .iter()
-                .flat_map(|f| floats(f))
+                .flat_map(floats)
                 .collect();
             let labels: Vec<u32> = c["labels"]
                 .as_array()
