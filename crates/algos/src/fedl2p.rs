@@ -226,8 +226,8 @@ pub struct Fedl2pReport {
     pub hypergrad: Vec<f32>,
     /// The meta-net's input (the client's statistics).
     pub stats: Vec<f32>,
-    /// Where the validation loss comes from: `"train-stand-in"` until clients have
-    /// validation splits.
+    /// Where the validation loss comes from: `"validation"` (the client's validation
+    /// split), or `"train-stand-in"` (the training split: the client has none).
     pub signal: String,
 }
 
@@ -324,7 +324,8 @@ impl Fedl2pHooks {
 impl ServerHooks for Fedl2pHooks {
     fn describe(&self) -> String {
         format!(
-            "meta_steps={}, hidden={}, meta_lr={}, from_round={}, signal=train-loss stand-in",
+            "meta_steps={}, hidden={}, meta_lr={}, from_round={}, signal=validation split \
+             (training split where a client has none)",
             self.cfg.meta_steps, self.cfg.hidden, self.cfg.meta_lr, self.cfg.meta_from_round
         )
     }
@@ -415,10 +416,14 @@ impl ServerHooks for Fedl2pHooks {
 // ---------------------------------------------------------------------------------------
 // Client side.
 
-/// The split the meta-objective is computed on. **Stand-in**: the training split, until
-/// clients have validation splits (docs/hypernetworks.md).
+/// The split the meta-objective is computed on: the client's validation split
+/// (`data.validation_fraction > 0`), or, without one (or an empty one), the training split
+/// as a **stand-in**, as the reference code does (docs/hypernetworks.md).
 fn validation_split(cx: &RecipeCx<'_>) -> (Arc<dyn Dataset>, &'static str) {
-    (cx.data.train.clone(), "train-stand-in")
+    match &cx.data.validation {
+        Some(v) if !v.is_empty() => (v.clone(), "validation"),
+        _ => (cx.data.train.clone(), "train-stand-in"),
+    }
 }
 
 /// Mean loss and mean gradient of `x` over a whole split, in fixed-size batches.
@@ -751,10 +756,7 @@ mod tests {
         // Two samples: targets (1, 3) and (1, 3): the optimum is w = (1, 3).
         let d =
             Arc::new(DenseDataset::new(vec![1.0, 3.0, 1.0, 3.0], vec![2], vec![0, 1], 2).unwrap());
-        ClientData {
-            train: d.clone(),
-            test: d,
-        }
+        ClientData::new(d.clone(), d)
     }
 
     /// The hypergradient by hand. From w = 0 with rate η = 0.1, multipliers r = 1 and one
@@ -805,6 +807,43 @@ mod tests {
         }
     }
 
+    /// With a validation split the meta-objective is on it: losses, weight and marker.
+    #[test]
+    fn fedl2p_meta_objective_is_on_the_validation_split_when_there_is_one() {
+        let mut model = Quad(spec());
+        let mut d = data();
+        // One validation sample at (3, 3): L(0) = ½(9 + 9) = 9.
+        let v = Arc::new(DenseDataset::new(vec![3.0, 3.0], vec![2], vec![0], 2).unwrap());
+        d.validation = Some(v);
+        let mut cx = RecipeCx {
+            id: 0,
+            model: &mut model,
+            data: &d,
+        };
+        let mlp = meta_net(3, 2).unwrap();
+        let mut params = vec![0.0; mlp.len()];
+        mlp.zero_last(&mut params);
+        let net = Fedl2pNet {
+            hidden: 3,
+            params: Arc::new(params),
+            meta_steps: 1,
+            min: 0.01,
+            max: 100.0,
+            clip: 10.0,
+            meta_step: true,
+        };
+        let mut plan = crate::policies::base_plan();
+        plan.batch_size = 2;
+        let ins = TrainIns::new(1, Arc::new(ParamTree::zeros(spec())), plan, 1);
+        let (g, r) = Fedl2p::meta_step(&mut cx, &ins, &LocalState::default(), &net, &mlp).unwrap();
+        assert_eq!(r.signal, "validation");
+        assert_eq!(g.weight, 1.0);
+        assert!((r.val_loss_before - 9.0).abs() < 1e-6, "{}", r.val_loss_before);
+        // θ = (0.1, 0.3) as in the hand test; ∇L_val(θ) = θ − (3, 3) = (−2.9, −2.7);
+        // h = (−2.9·0.1, −2.7·0.3).
+        assert!((r.hypergrad[0] + 0.29).abs() < 1e-5 && (r.hypergrad[1] + 0.81).abs() < 1e-5);
+    }
+
     /// The client's meta-step and the server's step against
     /// `tests/golden/hypernetworks.py` ("fedl2p"): statistics, multipliers from a meta-net
     /// with a non-zero output layer, three fine-tuning steps at `η·m_g·r_g`, the
@@ -846,10 +885,7 @@ mod tests {
                 .map(|l| l.as_u64().unwrap() as u32)
                 .collect();
             let d = Arc::new(DenseDataset::new(features, vec![2], labels, 2).unwrap());
-            let data = ClientData {
-                train: d.clone(),
-                test: d,
-            };
+            let data = ClientData::new(d.clone(), d);
             let mut cx = RecipeCx {
                 id: 0,
                 model: &mut model,
