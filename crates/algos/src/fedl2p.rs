@@ -838,7 +838,11 @@ mod tests {
         let (g, r) = Fedl2p::meta_step(&mut cx, &ins, &LocalState::default(), &net, &mlp).unwrap();
         assert_eq!(r.signal, "validation");
         assert_eq!(g.weight, 1.0);
-        assert!((r.val_loss_before - 9.0).abs() < 1e-6, "{}", r.val_loss_before);
+        assert!(
+            (r.val_loss_before - 9.0).abs() < 1e-6,
+            "{}",
+            r.val_loss_before
+        );
         // θ = (0.1, 0.3) as in the hand test; ∇L_val(θ) = θ − (3, 3) = (−2.9, −2.7);
         // h = (−2.9·0.1, −2.7·0.3).
         assert!((r.hypergrad[0] + 0.29).abs() < 1e-5 && (r.hypergrad[1] + 0.81).abs() < 1e-5);
