@@ -1,8 +1,9 @@
 //! `hypernet` (ALGORITHMS.md D.6): a server hypernetwork from a client's context vector
 //! to that client's optimiser parameters — a rate multiplier, per-group multipliers,
-//! Adam's β1/β2 and the proximal μ — trained from the clients' validation-loss
-//! improvement by a Gaussian score-function estimate. Spec, defaults and the training
-//! signal's stand-in: docs/hypernetworks.md ("The hypernetwork policy").
+//! Adam's β1/β2 and the proximal μ — trained from the clients' loss improvement by a
+//! Gaussian score-function estimate (the training loss for now: a stand-in until reports
+//! carry a validation loss). Spec, defaults and the stand-in: docs/hypernetworks.md
+//! ("The hypernetwork policy").
 //!
 //! The output layer starts at zero, so until the network has learned something every
 //! plan is the base plan (plus the exploration noise ξ).
