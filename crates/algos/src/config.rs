@@ -142,6 +142,9 @@ pub trait Algorithm:
     const NAME: &'static str;
     /// Asynchronous (`fedpace_sim::run_async`) rather than round by round.
     const ASYNC: bool = false;
+    /// Shared keys ([`RoundConfig`]) the algorithm has no use for: they are not among
+    /// its keys, so setting one is an error naming the algorithms that use it.
+    const UNUSED_ROUND_KEYS: &'static [&'static str] = &[];
     /// The server optimiser the algorithm is (fedavgm, fedadam, …): then
     /// `server_optimizer` is not one of its keys.
     fn own_server_optimizer(&self) -> Option<ServerOptimizerConfig> {
@@ -169,6 +172,7 @@ pub trait Algorithm:
 pub(crate) trait DynAlgorithm {
     fn name(&self) -> &'static str;
     fn is_async(&self) -> bool;
+    fn unused_round_keys(&self) -> &'static [&'static str];
     fn own_server_optimizer(&self) -> Option<ServerOptimizerConfig>;
     fn validate(&self, round: &RoundConfig) -> Result<()>;
     fn check(&self, c: &Combination<'_>) -> std::result::Result<(), String>;
@@ -184,6 +188,9 @@ impl<T: Algorithm> DynAlgorithm for T {
     }
     fn is_async(&self) -> bool {
         T::ASYNC
+    }
+    fn unused_round_keys(&self) -> &'static [&'static str] {
+        T::UNUSED_ROUND_KEYS
     }
     fn own_server_optimizer(&self) -> Option<ServerOptimizerConfig> {
         Algorithm::own_server_optimizer(self)
@@ -455,9 +462,10 @@ impl StrategyConfig {
             return Vec::new();
         }
         let own = algorithm.as_dyn().own_server_optimizer().is_some();
+        let unused = algorithm.as_dyn().unused_round_keys();
         keys_of(&RoundConfig::default())
             .into_iter()
-            .filter(|k| !(own && k == "server_optimizer"))
+            .filter(|k| !(unused.contains(&k.as_str()) || own && k == "server_optimizer"))
             .collect()
     }
 
@@ -631,6 +639,12 @@ impl StrategyConfig {
                 ),
             )
         };
+        if let Some(why) = policy.refuses_optimizer(&optimizer) {
+            return Err(format!(
+                "policy {}: {why} ({optimizer_source}, strategy {name})",
+                policy.name()
+            ));
+        }
         if self.is_async() {
             if state_mode == StateMode::ServerInit {
                 return Err(format!(
@@ -727,12 +741,13 @@ mod tests {
             parse(r#"{"name": "fedasync", "server_lr": 1}"#).unwrap_err(),
             "strategy.server_lr: not used by fedasync (used by fedavg, fedavgm, fedadagrad, \
              fedadam, fedyogi, fedexp, fednova, fedprox, scaffold, feddyn, fedbuff, perfedavg, \
-             pfedme, ditto, fedper, lg-fedavg, fedrep, fedbabu, apfl)"
+             pfedme, ditto, fedper, lg-fedavg, fedrep, fedbabu, apfl, fedl2p)"
         );
         assert_eq!(
             parse(r#"{"name": "fedadam", "server_optimizer": {"name": "sgd"}}"#).unwrap_err(),
             "strategy.server_optimizer: not used by fedadam (used by fedavg, fednova, fedprox, \
-             scaffold, feddyn, perfedavg, pfedme, ditto, fedper, lg-fedavg, fedrep, fedbabu, apfl)"
+             scaffold, feddyn, perfedavg, pfedme, ditto, fedper, lg-fedavg, fedrep, fedbabu, apfl, \
+             fedl2p)"
         );
         assert!(parse(r#"{"name": "ditto", "lambda": 2, "personal_lr": 0.1}"#).is_ok());
         assert!(parse(r#"{"name": "fedadam", "beta1": 0.5, "flower_compatible": true}"#).is_ok());
@@ -747,7 +762,8 @@ mod tests {
             parse(r#"{"name": "fedmagic"}"#).unwrap_err(),
             "strategy.name = \"fedmagic\": unknown algorithm; expected one of fedavg, fedavgm, \
              fedadagrad, fedadam, fedyogi, fedexp, fednova, fedprox, scaffold, feddyn, fedasync, \
-             fedbuff, perfedavg, pfedme, ditto, fedper, lg-fedavg, fedrep, fedbabu, apfl"
+             fedbuff, perfedavg, pfedme, ditto, fedper, lg-fedavg, fedrep, fedbabu, apfl, pfedhn, \
+             fedl2p"
         );
         assert!(parse(r#"{"name": "fedprx"}"#)
             .unwrap_err()

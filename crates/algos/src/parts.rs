@@ -132,6 +132,16 @@ pub trait Recipe: Send + Sync {
     ) -> Result<Option<ParamTree>> {
         self.personal_model(cx, ins, state)
     }
+    /// The plan of `finetune` evaluation's steps: `None` (the default) for the
+    /// evaluation plan; FedL2P returns it with its learned per-group rates.
+    fn finetune_plan(
+        &self,
+        _cx: &mut RecipeCx<'_>,
+        _ins: &EvalIns,
+        _state: &LocalState,
+    ) -> Result<Option<RatePlan>> {
+        Ok(None)
+    }
 }
 
 /// The client halves a process knows, looked up by payload name.

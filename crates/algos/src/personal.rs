@@ -272,10 +272,14 @@ pub fn evaluate(
         PersonalEval::PersonalModel => recipe.personal_model(cx, ins, state)?,
         PersonalEval::Finetune => {
             let start = recipe.finetune_start(cx, ins, state)?;
-            Some(finetune(
+            let plan = recipe
+                .finetune_plan(cx, ins, state)?
+                .unwrap_or_else(|| ins.plan.clone());
+            Some(finetune_with(
                 cx,
                 start.unwrap_or_else(|| ins.params.as_ref().clone()),
                 ins,
+                &plan,
                 state,
             )?)
         }
@@ -293,13 +297,24 @@ pub fn evaluate(
 /// state, the fine-tuning stream), when there are steps and training data.
 pub fn finetune(
     cx: &mut RecipeCx<'_>,
+    x: ParamTree,
+    ins: &EvalIns,
+    state: &LocalState,
+) -> Result<ParamTree> {
+    finetune_with(cx, x, ins, &ins.plan, state)
+}
+
+/// [`finetune`] under `plan` rather than the evaluation plan.
+pub fn finetune_with(
+    cx: &mut RecipeCx<'_>,
     mut x: ParamTree,
     ins: &EvalIns,
+    plan: &fedpace_core::RatePlan,
     state: &LocalState,
 ) -> Result<ParamTree> {
     if ins.finetune_steps > 0 && !cx.data.train.is_empty() {
         let rng = stream(ins.seed, ins.round as u64, cx.id, Purpose::FineTune);
-        let mut plan = ins.plan.clone();
+        let mut plan = plan.clone();
         plan.work = LocalWork::Steps(ins.finetune_steps);
         let mut controller = cx.controller(&plan);
         local_train_controlled(

@@ -385,6 +385,7 @@ impl Strategy for Pipeline {
         seed: u64,
     ) -> Result<Vec<(ClientId, TrainIns)>> {
         if !self.started {
+            self.policy.seed(seed);
             self.policy.start(pool)?;
             self.hooks.start(global)?;
             self.started = true;

@@ -178,6 +178,9 @@ pub enum PolicyConfig {
         #[serde(default)]
         clients: BTreeMap<String, f64>,
     },
+    /// A hypernetwork from each client's context to its optimiser parameters, trained
+    /// on the clients' loss improvement ([`crate::policies::hypernet`], D.6).
+    Hypernet(crate::policies::hypernet::HypernetConfig),
     /// Several policies: product of their rates, clamp, per-client overrides
     /// ([`crate::policies::compose`]).
     Compose {
@@ -403,6 +406,7 @@ impl PolicyConfig {
             PolicyConfig::InverseVariance { decay } => {
                 check((0.0..1.0).contains(decay), "decay", decay, "in [0, 1)")?;
             }
+            PolicyConfig::Hypernet(c) => c.validate()?,
             PolicyConfig::ProxMu {
                 mu,
                 gamma,
@@ -495,6 +499,7 @@ impl PolicyConfig {
             PolicyConfig::ClipUpdates { .. } => "clip-updates",
             PolicyConfig::InverseVariance { .. } => "inverse-variance",
             PolicyConfig::ProxMu { .. } => "prox-mu",
+            PolicyConfig::Hypernet(_) => "hypernet",
             PolicyConfig::Compose { .. } => "compose",
         }
     }
@@ -560,10 +565,23 @@ impl PolicyConfig {
         }
     }
 
+    /// Why the policy cannot work with clients running `optimizer` (`hypernet` learning
+    /// Adam's betas of an optimiser without them), or `None`.
+    pub fn refuses_optimizer(&self, optimizer: &OptimizerSpec) -> Option<String> {
+        match self {
+            PolicyConfig::Hypernet(c) => c.refuses_optimizer(optimizer),
+            PolicyConfig::Compose { policies, .. } => {
+                policies.iter().find_map(|p| p.refuses_optimizer(optimizer))
+            }
+            _ => None,
+        }
+    }
+
     /// Whether the policy sets clients' proximal coefficients (`prox-mu`).
     pub fn sets_prox_mu(&self) -> bool {
         match self {
             PolicyConfig::ProxMu { .. } => true,
+            PolicyConfig::Hypernet(c) => c.sets_prox_mu(),
             PolicyConfig::Compose { policies, .. } => policies.iter().any(|p| p.sets_prox_mu()),
             _ => false,
         }
@@ -575,6 +593,9 @@ impl PolicyConfig {
     pub fn required_metadata(&self) -> Vec<&'static str> {
         match self {
             PolicyConfig::ByLabelSkew { .. } => {
+                vec![<fedpace_core::LabelHistogram as fedpace_core::Payload>::NAME]
+            }
+            PolicyConfig::Hypernet(c) if c.needs_histogram() => {
                 vec![<fedpace_core::LabelHistogram as fedpace_core::Payload>::NAME]
             }
             PolicyConfig::Compose { policies, .. } => {
@@ -661,6 +682,7 @@ impl PolicyConfig {
                 bound: *initial,
             }),
             PolicyConfig::InverseVariance { decay } => Box::new(InverseVariance::new(*decay)),
+            PolicyConfig::Hypernet(c) => Box::new(c.build(groups.len())?),
             PolicyConfig::ProxMu {
                 mu,
                 gamma,

@@ -34,6 +34,8 @@ crate::__algorithms! {
     Fedrep => crate::fedrep::FedRepConfig,
     Fedbabu => crate::fedbabu::FedBabuConfig,
     Apfl => crate::apfl::ApflConfig,
+    Pfedhn => crate::pfedhn::PFedHnConfig,
+    Fedl2p => crate::fedl2p::Fedl2pConfig,
 }
 
 /// What the algorithms register: payload decoders and client parts.

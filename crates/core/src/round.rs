@@ -411,17 +411,26 @@ pub fn evaluate_all(
         personalized: opts.personalized,
         ext: strategy.eval_ext(),
     };
-    evaluate_clients(grid, global, template, opts.eval_clients, observer)
+    evaluate_clients(
+        grid,
+        global,
+        template,
+        opts.eval_clients,
+        &|id| strategy.eval_ext_for(id),
+        observer,
+    )
 }
 
-/// Sends `template` to every client with a test split among [`eval_ids`]`(max_clients)`,
-/// then summarises the replies and adds the server's central evaluation of `global`
+/// Sends `template`, with `per_client(id)`'s payloads added, to every client with a test
+/// split among [`eval_ids`]`(max_clients)`, then summarises the replies and adds the
+/// server's central evaluation of `global`
 /// ([`Observer::evaluate_central`]). Shared by the synchronous and the asynchronous loops.
 pub fn evaluate_clients(
     grid: &mut dyn Grid,
     global: &ParamTree,
     template: EvalIns,
     max_clients: Option<u32>,
+    per_client: &dyn Fn(ClientId) -> Result<crate::Extensions>,
     observer: &mut dyn Observer,
 ) -> Result<EvalSummary> {
     let round = template.round;
@@ -429,7 +438,9 @@ pub fn evaluate_clients(
     let pool = grid.pool();
     for id in eval_ids(pool.as_ref(), max_clients, template.seed) {
         if pool.info(id)?.num_test > 0 {
-            ins.push((id, template.clone()));
+            let mut one = template.clone();
+            one.ext.extend(per_client(id)?);
+            ins.push((id, one));
         }
     }
     observer.phase_started(round, "eval", ins.len());

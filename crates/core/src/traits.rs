@@ -30,6 +30,10 @@ pub type ClientFactory = Arc<dyn Fn(ClientId) -> Result<Box<dyn Client>> + Send 
 pub trait RatePolicy: Send {
     /// A short description for logs.
     fn describe(&self) -> String;
+    /// The run seed, given before [`RatePolicy::start`]: policies that draw random
+    /// numbers (exploration noise, sampled configurations) derive their streams from it
+    /// ([`crate::rng`]). Default: ignored.
+    fn seed(&mut self, _seed: u64) {}
     /// Called once with the pool before the first plan (e.g. to compute means from
     /// [`ClientPool::total_train`]). A pass over the pool is allowed here, once; rows
     /// are computed on demand, so keep only what is needed.
@@ -133,6 +137,11 @@ pub trait Strategy: Send {
     /// (personalised strategies return their recipe).
     fn eval_ext(&self) -> Extensions {
         Extensions::new()
+    }
+    /// What one client's evaluation instruction carries beyond [`Strategy::eval_ext`]
+    /// (pFedHN: the model its hypernetwork generates for that client). Default: nothing.
+    fn eval_ext_for(&self, _client: ClientId) -> Result<Extensions> {
+        Ok(Extensions::new())
     }
     /// Sees the round once it is over, evaluation included (forwarded to the policy).
     fn observe_round(&mut self, _round: u32, _summary: &RoundSummary<'_>) {}

@@ -633,6 +633,8 @@ impl Observer for RunRecorder<'_> {
                     "rate_sum": c.report.as_ref().map(|r| &r.rate_sum),
                     "effective_step": c.report.as_ref().map(|r| r.rate_sum.iter().sum::<f64>() / r.rate_sum.len().max(1) as f64),
                     "optimizer": c.plan.optimizer.name(),
+                    "optimizer_spec": c.plan.optimizer,
+                    "prox_mu": c.plan.prox_mu,
                     "loss_before": c.report.as_ref().map(|r| r.loss_before),
                     "loss_after": c.report.as_ref().map(|r| r.loss_after),
                     "update_norm": c.report.as_ref().map(|r| r.update_norm),
@@ -641,6 +643,7 @@ impl Observer for RunRecorder<'_> {
                     "weight": c.weight,
                     "cosine_to_aggregate": c.cosine_to_aggregate,
                     "failure": c.failure,
+                    "report_ext": c.report.as_ref().filter(|r| !r.ext.is_empty()).map(|r| &r.ext),
                 })
             })
             .collect();

@@ -93,6 +93,7 @@ pub fn run_async(
 ) -> Result<RunOutcome> {
     let start = Instant::now();
     let pool = grid.pool();
+    policy.seed(opts.seed);
     policy.start(pool.as_ref())?;
     let groups = init.spec().num_groups();
     let bytes = model_bytes(init.as_slice().len());
@@ -400,5 +401,12 @@ fn evaluate_async(
         personalized: Default::default(),
         ext: Default::default(),
     };
-    evaluate_clients(grid, global, template, opts.eval_clients, observer)
+    evaluate_clients(
+        grid,
+        global,
+        template,
+        opts.eval_clients,
+        &|_| Ok(Default::default()),
+        observer,
+    )
 }

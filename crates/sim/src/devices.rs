@@ -598,6 +598,10 @@ impl Strategy for Systems {
         self.inner.eval_ext()
     }
 
+    fn eval_ext_for(&self, client: fedpace_core::ClientId) -> Result<fedpace_core::Extensions> {
+        self.inner.eval_ext_for(client)
+    }
+
     fn observe_round(&mut self, round: u32, summary: &fedpace_core::RoundSummary<'_>) {
         self.inner.observe_round(round, summary);
     }

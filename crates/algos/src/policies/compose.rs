@@ -30,6 +30,11 @@ impl RatePolicy for Compose {
             self.overrides.len()
         )
     }
+    fn seed(&mut self, seed: u64) {
+        for p in &mut self.parts {
+            p.seed(seed);
+        }
+    }
     fn start(&mut self, pool: &dyn ClientPool) -> Result<()> {
         self.parts.iter_mut().try_for_each(|p| p.start(pool))
     }

@@ -10,6 +10,7 @@ pub mod curvature;
 pub mod device;
 pub mod fedlalr;
 pub mod grad_norm;
+pub mod hypernet;
 pub mod inverse_variance;
 pub mod label_skew;
 pub mod loss_based;
