@@ -201,7 +201,34 @@ fn main() {
         case("fc1 dW: dHᵀ·A  [used]", 512, 3136, b, true, false, false),
         case("fc1 dA: dH·W  [used]", b, 3136, 512, false, false, false),
     ];
-    for c in &cases {
-        run(c);
+    let (t, n) = (80, 10);
+    let more = [
+        // MLP 784-200-200-10, batch 32: activations feature-major (Hᵀ = W·Xᵀ) or not.
+        case("mlp fc1 fwd: W·Xᵀ", 200, b, 784, false, true, false),
+        case("mlp fc1 fwd: X·Wᵀ", b, 200, 784, false, true, false),
+        case("mlp fc1 dW: dHᵀ·X (dH [n,200])", 200, 784, b, true, false, false),
+        case("mlp fc1 dW: dHᵗ·X (dHᵗ [200,n])", 200, 784, b, false, false, false),
+        case("mlp fc2 fwd: W·Hᵀ", 200, b, 200, false, false, false),
+        case("mlp fc2 fwd: H·Wᵀ", b, 200, 200, false, true, false),
+        case("mlp fc2 dW: dHᵗ·H", 200, 200, b, false, false, false),
+        case("mlp fc2 dX: Wᵀ·dHᵗ", 200, b, 200, true, false, false),
+        case("mlp fc2 dX: dH·W", b, 200, 200, false, false, false),
+        // char-LSTM, batch 10, T 80, H 256: the recurrent products (sequential).
+        case("lstm rec fwd: h·W_hhᵀ", n, 1024, 256, false, true, false),
+        case("lstm rec fwd: h·W_hhᵗ (W_hhᵗ [256,1024])", n, 1024, 256, false, false, false),
+        case("lstm rec fwd: W_hh·hᵀ", 1024, n, 256, false, true, false),
+        case("lstm rec bwd: dG·W_hh", n, 256, 1024, false, false, false),
+        case("lstm rec bwd: W_hhᵀ·dGᵀ", 256, n, 1024, true, true, false),
+        // batched over time.
+        case("lstm in fwd: X·W_ihᵀ (all steps)", t * n, 1024, 256, false, true, false),
+        case("lstm in fwd: X·W_ihᵗ (all steps)", t * n, 1024, 256, false, false, false),
+        case("lstm dW: dGᵀ·X (all steps)", 1024, 256, t * n, true, false, false),
+        case("lstm dX: dG·W_ih (all steps)", t * n, 256, 1024, false, false, false),
+    ];
+    let filter = std::env::args().nth(1).unwrap_or_default();
+    for c in cases.iter().chain(&more) {
+        if c.name.contains(filter.as_str()) {
+            run(c);
+        }
     }
 }

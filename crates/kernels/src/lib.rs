@@ -43,7 +43,9 @@ mod conv2d;
 mod im2col;
 mod max_pool;
 pub mod nhwc;
+pub mod pointwise;
 mod sgemm;
+mod simd;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
