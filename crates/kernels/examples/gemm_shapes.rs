@@ -199,10 +199,19 @@ fn main() {
         case("fc1 fwd: W·Aᵀ  [used]", 512, b, 3136, false, true, false),
         case("fc1 fwd: A·Wᵀ", b, 512, 3136, false, true, false),
         case("fc1 dW: dHᵀ·A  [used]", 512, 3136, b, true, false, false),
-        case("fc1 dA: dH·W  [used]", b, 3136, 512, false, false, false),
+        case("fc1 dA: dH·W", b, 3136, 512, false, false, false),
+        case("fc1 dA: (W1ᵀ·dHᵀ)ᵀ, C col  [used]", 3136, b, 512, true, true, true),
+        case("fc1 dAᵀ: W1ᵀ·dHᵀ", 3136, b, 512, true, true, false),
+        case("fc1 dA: dH·W, C col (dAᵀ feature-major)", b, 3136, 512, false, false, true),
     ];
     let (t, n) = (80, 10);
+    let tiles = 8 * 49;
     let more = [
+        // Winograd F(2×2, 5×5) for conv2 on a block of 8 samples: 36 products each.
+        case("wino fwd: V·U", tiles, 64, 32, false, false, false),
+        case("wino fwd: V·U, 2 products", 2 * tiles, 64, 32, false, false, false),
+        case("wino dU: Vᵀ·dM", 32, 64, tiles, true, false, false),
+        case("wino dV: dM·Uᵀ", tiles, 32, 64, false, true, false),
         // MLP 784-200-200-10, batch 32: activations feature-major (Hᵀ = W·Xᵀ) or not.
         case("mlp fc1 fwd: W·Xᵀ", 200, b, 784, false, true, false),
         case("mlp fc1 fwd: X·Wᵀ", b, 200, 784, false, true, false),
@@ -211,6 +220,7 @@ fn main() {
         case("mlp fc2 fwd: W·Hᵀ", 200, b, 200, false, false, false),
         case("mlp fc2 fwd: H·Wᵀ", b, 200, 200, false, true, false),
         case("mlp fc2 dW: dHᵗ·H", 200, 200, b, false, false, false),
+        case("mlp fc2 dW: dHᵗ·(Hᵗ)ᵀ  [used]", 200, 200, b, false, true, false),
         case("mlp fc2 dX: Wᵀ·dHᵗ", 200, b, 200, true, false, false),
         case("mlp fc2 dX: dH·W", b, 200, 200, false, false, false),
         // char-LSTM, batch 10, T 80, H 256: the recurrent products (sequential).
@@ -223,7 +233,11 @@ fn main() {
         case("lstm in fwd: X·W_ihᵀ (all steps)", t * n, 1024, 256, false, true, false),
         case("lstm in fwd: X·W_ihᵗ (all steps)", t * n, 1024, 256, false, false, false),
         case("lstm dW: dGᵀ·X (all steps)", 1024, 256, t * n, true, false, false),
+        case("lstm dWᵗ: Xᵀ·dG (all steps)", 256, 1024, t * n, true, false, false),
+        case("lstm dW: (Xᵀ·dG)ᵀ, C col (all steps)", 256, 1024, t * n, true, false, true),
         case("lstm dX: dG·W_ih (all steps)", t * n, 256, 1024, false, false, false),
+        case("lstm rec fwd: h·W_hhᵀ, C col", n, 1024, 256, false, true, true),
+        case("lstm rec bwd: dG·W_hh, C col", n, 256, 1024, false, false, true),
     ];
     let filter = std::env::args().nth(1).unwrap_or_default();
     for c in cases.iter().chain(&more) {

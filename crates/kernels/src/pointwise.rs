@@ -111,36 +111,71 @@ pub fn lstm_cell_forward(
                 let c_row = &mut c[s * h..][..h];
                 let t_row = &mut tanh_c[s * h..][..h];
                 let h_row = &mut h_out[s * h..][..h];
-                match c_prev {
-                    Some(cp) => {
-                        let cp = &cp[s * h..][..h];
-                        for j in 0..h {
-                            let i = sigmoid(gi[j] + bi[j]);
-                            let f = sigmoid(gf[j] + bf[j]);
-                            let g = tanh(gg[j] + bg[j]);
-                            let o = sigmoid(go[j] + bo[j]);
-                            let cv = f.mul_add(cp[j], i * g);
-                            let tc = tanh(cv);
-                            (gi[j], gf[j], gg[j], go[j]) = (i, f, g, o);
-                            (c_row[j], t_row[j], h_row[j]) = (cv, tc, o * tc);
-                        }
-                    }
-                    None => {
-                        for j in 0..h {
-                            let i = sigmoid(gi[j] + bi[j]);
-                            let f = sigmoid(gf[j] + bf[j]);
-                            let g = tanh(gg[j] + bg[j]);
-                            let o = sigmoid(go[j] + bo[j]);
-                            let cv = i * g;
-                            let tc = tanh(cv);
-                            (gi[j], gf[j], gg[j], go[j]) = (i, f, g, o);
-                            (c_row[j], t_row[j], h_row[j]) = (cv, tc, o * tc);
-                        }
-                    }
+                let cp_row = c_prev.map(|cp| &cp[s * h..][..h]);
+                // Lanes of one chunk are computed into local arrays (which alias
+                // nothing, so the loop vectorises without run-time alias checks) and
+                // copied out.
+                for j0 in (0..h).step_by(LANES) {
+                    let len = LANES.min(h - j0);
+                    let r = j0..j0 + len;
+                    let mut out = [[0.0f32; LANES]; 7];
+                    cell_forward_chunk(
+                        [&gi[r.clone()], &gf[r.clone()], &gg[r.clone()], &go[r.clone()]],
+                        [&bi[r.clone()], &bf[r.clone()], &bg[r.clone()], &bo[r.clone()]],
+                        cp_row.map(|cp| &cp[r.clone()]),
+                        &mut out,
+                    );
+                    let [oi, of, og, oo, oc, ot, oh] = &out;
+                    gi[r.clone()].copy_from_slice(&oi[..len]);
+                    gf[r.clone()].copy_from_slice(&of[..len]);
+                    gg[r.clone()].copy_from_slice(&og[..len]);
+                    go[r.clone()].copy_from_slice(&oo[..len]);
+                    c_row[r.clone()].copy_from_slice(&oc[..len]);
+                    t_row[r.clone()].copy_from_slice(&ot[..len]);
+                    h_row[r].copy_from_slice(&oh[..len]);
                 }
             }
         },
     )
+}
+
+/// Values per chunk of the pointwise LSTM kernels: one AVX-512 register.
+const LANES: usize = 16;
+
+/// One chunk (≤ [`LANES`] values) of [`lstm_cell_forward`]: writes `i, f, g, o, c,
+/// tanh c, h` into `out`. The inputs are copied into full-width local arrays (zeros
+/// past the chunk) so that the arithmetic is one loop of constant length [`LANES`],
+/// which the compiler turns into straight vector code without a scalar remainder.
+#[inline(always)]
+fn cell_forward_chunk(
+    pre: [&[f32]; 4],
+    bias: [&[f32]; 4],
+    c_prev: Option<&[f32]>,
+    out: &mut [[f32; LANES]; 7],
+) {
+    let len = pre[0].len();
+    let mut x = [[0.0f32; LANES]; 4];
+    for (x, (p, b)) in x.iter_mut().zip(pre.iter().zip(&bias)) {
+        for ((x, p), b) in x[..len].iter_mut().zip(&p[..len]).zip(&b[..len]) {
+            *x = p + b;
+        }
+    }
+    // A missing previous state is zeros: σ(f)·0 + σ(i)·tanh(g) is σ(i)·tanh(g).
+    let mut cp = [0.0f32; LANES];
+    if let Some(p) = c_prev {
+        cp[..len].copy_from_slice(&p[..len]);
+    }
+    let [oi, of, og, oo, oc, ot, oh] = out;
+    for j in 0..LANES {
+        let i = sigmoid(x[0][j]);
+        let f = sigmoid(x[1][j]);
+        let g = tanh(x[2][j]);
+        let o = sigmoid(x[3][j]);
+        let cv = f.mul_add(cp[j], i * g);
+        let tc = tanh(cv);
+        (oi[j], of[j], og[j], oo[j]) = (i, f, g, o);
+        (oc[j], ot[j], oh[j]) = (cv, tc, o * tc);
+    }
 }
 
 /// The pointwise backward of one LSTM time step (see [`lstm_cell_forward`]), `n` rows:
@@ -326,18 +361,23 @@ pub fn add_column_sums(m: &[f32], out: &mut [f32]) {
 }
 
 /// `dst[c, r] = src[r, c]`: the transpose of the row-major `[rows, cols]` matrix `src`
-/// into the row-major `[cols, rows]` matrix `dst`, in cache-sized tiles.
+/// into the row-major `[cols, rows]` matrix `dst`, in 16 × 16 tiles (read row by row
+/// into a local tile, written column by column).
 pub fn transpose(src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) {
     assert!(src.len() == rows * cols && dst.len() == rows * cols);
     const T: usize = 16;
+    let mut tile = [[0.0f32; T]; T];
     for r0 in (0..rows).step_by(T) {
-        let r1 = (r0 + T).min(rows);
+        let nr = T.min(rows - r0);
         for c0 in (0..cols).step_by(T) {
-            let c1 = (c0 + T).min(cols);
-            for r in r0..r1 {
-                let row = &src[r * cols..][c0..c1];
-                for (c, &v) in (c0..c1).zip(row) {
-                    dst[c * rows + r] = v;
+            let nc = T.min(cols - c0);
+            for (r, t) in tile.iter_mut().enumerate().take(nr) {
+                t[..nc].copy_from_slice(&src[(r0 + r) * cols + c0..][..nc]);
+            }
+            for c in 0..nc {
+                let out = &mut dst[(c0 + c) * rows + r0..][..nr];
+                for (r, o) in out.iter_mut().enumerate() {
+                    *o = tile[r][c];
                 }
             }
         }

@@ -56,6 +56,7 @@ use crate::error::{Error, Result};
 use crate::init::{self, Init};
 use crate::{check_spec, BODY, HEAD};
 use fedpace_core::{Batch, EvalStats, Inputs, Model};
+use fedpace_kernels::pointwise::transpose;
 use fedpace_kernels::{
     im2row, row2im_add, sgemm, to_padded_nhwc, zero_border, MatMut, MatRef, Pool2x2, PoolLayout,
     SameConv,
@@ -468,6 +469,8 @@ struct Work {
     dlogits: Vec<f32>,
     dh1: Vec<f32>,
     da: Vec<f32>,
+    /// fc1's input gradient feature-major, `[flat, n]`.
+    da_t: Vec<f32>,
 }
 
 impl Work {
@@ -486,6 +489,7 @@ impl Work {
         grow(&mut self.dlogits, n * g.classes);
         grow(&mut self.dh1, n * FC);
         grow(&mut self.da, n * g.flat);
+        grow(&mut self.da_t, n * g.flat);
     }
 }
 
@@ -651,15 +655,17 @@ fn backward(
         gemm_threads,
     );
     column_sums(dh1, FC, gfc1b);
-    // dA = dH · W1 (fc1's input gradient), [n, flat], over the whole batch.
-    let da = &mut w.da[..n * flat];
+    // dA = dH · W1 (fc1's input gradient), [n, flat], over the whole batch, computed as
+    // dAᵀ = W1ᵀ · dHᵀ (the `gemm` crate's fast orientation for it) and transposed.
+    let da_t = &mut w.da_t[..flat * n];
     sgemm(
-        MatMut::row_major(da, n, flat, flat),
-        MatRef::row_major(dh1, n, FC, FC),
-        MatRef::row_major(v.fc1w, FC, flat, flat),
+        MatMut::row_major(da_t, flat, n, n),
+        MatRef::transposed(v.fc1w, flat, FC, flat),
+        MatRef::transposed(dh1, FC, n, FC),
         false,
         gemm_threads,
     );
+    transpose(da_t, flat, n, &mut w.da[..n * flat]);
     // Per block: the convolutions.
     let blocks: Vec<_> = w
         .chunks

@@ -5,7 +5,7 @@
 //! documented in that script and reproduced here.
 
 use fedpace_core::{Batch, Inputs, Model};
-use fedpace_nn::{CandleCnn, CharLstm, Cnn, Mlp};
+use fedpace_nn::{CandleCharLstm, CandleCnn, CandleMlp, CharLstm, Cnn, Mlp};
 use fedpace_params::ParamTree;
 use serde_json::Value;
 
@@ -153,9 +153,23 @@ fn small_mlp_epoch_matches_pytorch_in_every_parameter() {
 }
 
 #[test]
+fn candle_reference_small_mlp_epoch_matches_pytorch_in_every_parameter() {
+    let g = load("mlp_small.json");
+    let mut m = CandleMlp::new(784, &[16, 12], 10).unwrap();
+    check(&mut m, &dense_batches(), &g, 1e-5);
+}
+
+#[test]
 fn fedavg_2nn_epoch_matches_pytorch() {
     let g = load("mlp.json");
     let mut m = Mlp::new(784, &[200, 200], 10).unwrap();
+    check(&mut m, &dense_batches(), &g, 1e-5);
+}
+
+#[test]
+fn candle_reference_2nn_epoch_matches_pytorch() {
+    let g = load("mlp.json");
+    let mut m = CandleMlp::new(784, &[200, 200], 10).unwrap();
     check(&mut m, &dense_batches(), &g, 1e-5);
 }
 
@@ -180,5 +194,17 @@ fn candle_reference_cnn_epoch_matches_pytorch() {
 fn char_lstm_epoch_matches_pytorch() {
     let g = load("char_lstm.json");
     let mut m = CharLstm::new(80, 8, 256, 2, 80, 80).unwrap();
+    check(&mut m, &token_batches(80, 80), &g, 1e-5);
+    // The all-steps products on every thread of the pool (`client_threads = 0`).
+    let mut m = CharLstm::new(80, 8, 256, 2, 80, 80)
+        .unwrap()
+        .with_threads(0);
+    check(&mut m, &token_batches(80, 80), &g, 1e-5);
+}
+
+#[test]
+fn candle_reference_char_lstm_epoch_matches_pytorch() {
+    let g = load("char_lstm.json");
+    let mut m = CandleCharLstm::new(80, 8, 256, 2, 80, 80).unwrap();
     check(&mut m, &token_batches(80, 80), &g, 1e-5);
 }
