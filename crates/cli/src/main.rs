@@ -4,6 +4,7 @@
 
 mod alloc;
 mod bench;
+mod bench_training;
 mod config;
 mod output;
 mod report;

@@ -228,19 +228,22 @@ pub fn run_quiet(cfg: &ExperimentConfig, p: Prepared) -> Result<fedpace_core::ro
 /// [`run_quiet`], also handing back the grid (to inspect its state store).
 pub fn run_quiet_keep(
     cfg: &ExperimentConfig,
+    p: Prepared,
+) -> Result<(fedpace_core::round::RunOutcome, SimGrid)> {
+    run_observed(cfg, p, &mut crate::bench::Quiet)
+}
+
+/// A synchronous run reporting to `observer` (benchmarks), handing back the grid.
+pub fn run_observed(
+    cfg: &ExperimentConfig,
     mut p: Prepared,
+    observer: &mut dyn fedpace_core::round::Observer,
 ) -> Result<(fedpace_core::round::RunOutcome, SimGrid)> {
     let opts = run_options(cfg);
     let Mode::Sync(strategy) = &mut p.strategy else {
         anyhow::bail!("benchmarks run synchronous strategies only");
     };
-    let outcome = fedpace_core::run(
-        strategy.as_mut(),
-        &mut p.grid,
-        p.init,
-        &opts,
-        &mut crate::bench::Quiet,
-    )?;
+    let outcome = fedpace_core::run(strategy.as_mut(), &mut p.grid, p.init, &opts, observer)?;
     Ok((outcome, p.grid))
 }
 
