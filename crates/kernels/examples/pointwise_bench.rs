@@ -45,13 +45,30 @@ fn main() {
     let (mut c, mut tc, mut hh) = (vec![0.0; n * h], vec![0.0; n * h], vec![0.0; n * h]);
     time("lstm_cell_forward (per hidden value)", n * h, 2000, || {
         gates.copy_from_slice(&pre);
-        lstm_cell_forward(h, &bias, &mut gates, Some(&c_prev), &mut c, &mut tc, &mut hh);
+        lstm_cell_forward(
+            h,
+            &bias,
+            &mut gates,
+            Some(&c_prev),
+            &mut c,
+            &mut tc,
+            &mut hh,
+        );
     });
     let dh = vals(n * h, 0.41);
     let mut dc = vals(n * h, 0.19);
     let mut dg = vec![0.0; 4 * n * h];
     time("lstm_cell_backward (per hidden value)", n * h, 2000, || {
-        lstm_cell_backward(h, &gates, Some(&c_prev), &tc, &dh, Some(&dh), &mut dc, &mut dg);
+        lstm_cell_backward(
+            h,
+            &gates,
+            Some(&c_prev),
+            &tc,
+            &dh,
+            Some(&dh),
+            &mut dc,
+            &mut dg,
+        );
     });
     let w = vals(4 * h * h, 0.013);
     let mut wt = vec![0.0; 4 * h * h];

@@ -46,6 +46,7 @@ pub mod nhwc;
 pub mod pointwise;
 mod sgemm;
 mod simd;
+pub mod winograd;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 

@@ -120,8 +120,18 @@ pub fn lstm_cell_forward(
                     let r = j0..j0 + len;
                     let mut out = [[0.0f32; LANES]; 7];
                     cell_forward_chunk(
-                        [&gi[r.clone()], &gf[r.clone()], &gg[r.clone()], &go[r.clone()]],
-                        [&bi[r.clone()], &bf[r.clone()], &bg[r.clone()], &bo[r.clone()]],
+                        [
+                            &gi[r.clone()],
+                            &gf[r.clone()],
+                            &gg[r.clone()],
+                            &go[r.clone()],
+                        ],
+                        [
+                            &bi[r.clone()],
+                            &bf[r.clone()],
+                            &bg[r.clone()],
+                            &bo[r.clone()],
+                        ],
                         cp_row.map(|cp| &cp[r.clone()]),
                         &mut out,
                     );
@@ -409,10 +419,16 @@ mod tests {
         for x in grid(-40.0, 40.0, 400_000).chain(grid(-1e-3, 1e-3, 1000)) {
             let xd = x as f64;
             let s = 1.0 / (1.0 + (-xd).exp());
-            assert!((sigmoid(x) as f64 - s).abs() <= 3e-7 * s.max(1e-30), "σ({x})");
+            assert!(
+                (sigmoid(x) as f64 - s).abs() <= 3e-7 * s.max(1e-30),
+                "σ({x})"
+            );
             let t = xd.tanh();
             let err = (tanh(x) as f64 - t).abs();
-            assert!(err <= 2.5e-7 * t.abs().max(1e-30) + 1e-38, "tanh({x}): {err:e}");
+            assert!(
+                err <= 2.5e-7 * t.abs().max(1e-30) + 1e-38,
+                "tanh({x}): {err:e}"
+            );
         }
         assert!(sigmoid(f32::NAN).is_nan() && tanh(f32::NAN).is_nan());
         assert_eq!(tanh(100.0), 1.0);
@@ -432,7 +448,15 @@ mod tests {
         let c_prev = vals(n * h, 0.23);
         let mut gates = pre.clone();
         let (mut c, mut tc, mut hh) = (vec![0.0; n * h], vec![0.0; n * h], vec![0.0; n * h]);
-        lstm_cell_forward(h, &bias, &mut gates, Some(&c_prev), &mut c, &mut tc, &mut hh);
+        lstm_cell_forward(
+            h,
+            &bias,
+            &mut gates,
+            Some(&c_prev),
+            &mut c,
+            &mut tc,
+            &mut hh,
+        );
         for s in 0..n {
             for j in 0..h {
                 let g = |k: usize| pre[s * 4 * h + k * h + j] + bias[k * h + j];

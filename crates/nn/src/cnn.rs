@@ -57,9 +57,9 @@ use crate::init::{self, Init};
 use crate::{check_spec, BODY, HEAD};
 use fedpace_core::{Batch, EvalStats, Inputs, Model};
 use fedpace_kernels::pointwise::transpose;
+use fedpace_kernels::winograd::{Winograd5, POSITIONS};
 use fedpace_kernels::{
-    im2row, row2im_add, sgemm, to_padded_nhwc, zero_border, MatMut, MatRef, Pool2x2, PoolLayout,
-    SameConv,
+    im2row, sgemm, to_padded_nhwc, zero_border, MatMut, MatRef, Pool2x2, PoolLayout, SameConv,
 };
 use fedpace_params::{ParamSpec, ParamTree};
 use rayon::prelude::*;
@@ -293,6 +293,8 @@ struct Geometry {
     pool2: Pool2x2,
     /// fc1's input width: `64·H/4·W/4`.
     flat: usize,
+    /// conv2 by Winograd F(2×2, 5×5).
+    wino: Winograd5,
     /// Samples per convolution group.
     group: usize,
 }
@@ -314,7 +316,9 @@ impl Geometry {
             channels: C2,
             layout: PoolLayout::Chw,
         };
-        let cols2_bytes = conv2.pixels() * conv2.taps() * size_of::<f32>();
+        let wino = Winograd5::new(h / 2, w / 2, C1, C2);
+        // conv2's transformed input and output of one sample.
+        let wino_bytes = POSITIONS * wino.tiles() * (C1 + C2) * size_of::<f32>();
         Self {
             input,
             classes,
@@ -323,7 +327,8 @@ impl Geometry {
             conv2,
             pool2,
             flat: C2 * (h / 4) * (w / 4),
-            group: (GROUP_BYTES / cols2_bytes).max(1),
+            wino,
+            group: (GROUP_BYTES / wino_bytes).max(1),
         }
     }
 
@@ -336,7 +341,8 @@ impl Geometry {
 #[derive(Debug, Clone, Default)]
 struct Permuted {
     w1t: Vec<f32>,
-    w2t: Vec<f32>,
+    /// conv2's filters transformed for Winograd, `[36][C1][C2]`.
+    u2: Vec<f32>,
 }
 
 impl Permuted {
@@ -344,9 +350,9 @@ impl Permuted {
         let p = params.as_slice();
         let e = spec.entries();
         self.w1t.resize(g.conv1.taps() * C1, 0.0);
-        self.w2t.resize(g.conv2.taps() * C2, 0.0);
+        self.u2.resize(g.wino.filter_len(), 0.0);
         to_taps_major(&p[e[0].range()], C1, g.conv1.channels, &mut self.w1t);
-        to_taps_major(&p[e[2].range()], C2, C1, &mut self.w2t);
+        g.wino.transform_filters(&p[e[2].range()], &mut self.u2);
     }
 }
 
@@ -377,7 +383,7 @@ fn from_taps_major(wt: &[f32], o_n: usize, c_n: usize, out: &mut [f32]) {
 struct View<'a> {
     w1t: &'a [f32],
     b1: &'a [f32],
-    w2t: &'a [f32],
+    u2: &'a [f32],
     b2: &'a [f32],
     fc1w: &'a [f32],
     fc1b: &'a [f32],
@@ -391,7 +397,7 @@ impl<'a> View<'a> {
         Self {
             w1t: &perm.w1t,
             b1: &p[e[1].range()],
-            w2t: &perm.w2t,
+            u2: &perm.u2,
             b2: &p[e[3].range()],
             fc1w: &p[e[4].range()],
             fc1b: &p[e[5].range()],
@@ -414,18 +420,23 @@ struct ChunkWork {
     p1: Vec<f32>,
     /// pool1's winner codes of the chunk.
     arg1: Vec<u8>,
-    /// conv2's column matrix of one group; in backward, its gradient.
-    cols2: Vec<f32>,
+    /// conv2's transformed input `V` of one group (`[36][tiles][C1]`); in backward,
+    /// its gradient.
+    v: Vec<f32>,
+    /// conv2's transformed output `M` of one group (`[36][tiles][C2]`); in backward,
+    /// its gradient.
+    m: Vec<f32>,
     /// conv2's output for one group; in backward, its gradient.
     y2: Vec<f32>,
     /// pool2's winner codes of the chunk.
     arg2: Vec<u8>,
     /// Gradient of one padded pooled conv1 image.
     dp1: Vec<f32>,
-    /// Partial gradients of the chunk (conv weights in `[(ki, kj, c), o]` layout).
+    /// Partial gradients of the chunk (conv1's weights in `[(ki, kj, c), o]` layout,
+    /// conv2's transformed, `[36][C1][C2]`).
     dw1t: Vec<f32>,
     db1: Vec<f32>,
-    dw2t: Vec<f32>,
+    du2: Vec<f32>,
     db2: Vec<f32>,
 }
 
@@ -438,13 +449,14 @@ impl ChunkWork {
         grow(&mut self.y1, gs * c1.pixels() * C1);
         grow(&mut self.p1, n * c2.padded_len());
         grow(&mut self.arg1, n * g.pool1.out_len());
-        grow(&mut self.cols2, gs * c2.pixels() * c2.taps());
+        grow(&mut self.v, POSITIONS * gs * g.wino.tiles() * C1);
+        grow(&mut self.m, POSITIONS * gs * g.wino.tiles() * C2);
         grow(&mut self.y2, gs * c2.pixels() * C2);
         grow(&mut self.arg2, n * g.pool2.out_len());
         grow(&mut self.dp1, c2.padded_len());
         grow(&mut self.dw1t, c1.taps() * C1);
         grow(&mut self.db1, C1);
-        grow(&mut self.dw2t, c2.taps() * C2);
+        grow(&mut self.du2, g.wino.filter_len());
         grow(&mut self.db2, C2);
     }
 }
@@ -555,7 +567,7 @@ fn forward(g: &Geometry, v: &View, x: &[f32], tasks: usize, gemm_threads: usize,
 /// rows of fc1's input `a` and its stored activations.
 fn forward_convs(g: &Geometry, v: &View, x: &[f32], cw: &mut ChunkWork, a: &mut [f32]) {
     let (c1, c2, in_len, flat) = (g.conv1, g.conv2, g.in_len(), g.flat);
-    let (pix1, taps1, pix2, taps2) = (c1.pixels(), c1.taps(), c2.pixels(), c2.taps());
+    let (pix1, taps1, pix2) = (c1.pixels(), c1.taps(), c2.pixels());
     let (plen2, out1, out2) = (c2.padded_len(), g.pool1.out_len(), g.pool2.out_len());
     let n = x.len() / in_len;
     for s0 in (0..n).step_by(g.group) {
@@ -573,6 +585,8 @@ fn forward_convs(g: &Geometry, v: &View, x: &[f32], cw: &mut ChunkWork, a: &mut 
             false,
             1,
         );
+        let tiles = g.wino.tiles();
+        let rows2 = gs * tiles;
         for i in 0..gs {
             let s = s0 + i;
             let p1 = &mut cw.p1[s * plen2..][..plen2];
@@ -583,20 +597,24 @@ fn forward_convs(g: &Geometry, v: &View, x: &[f32], cw: &mut ChunkWork, a: &mut 
                 p1,
                 &mut cw.arg1[s * out1..][..out1],
             );
-            im2row(&c2, p1, &mut cw.cols2[i * pix2 * taps2..][..pix2 * taps2]);
+            g.wino.transform_input(p1, &mut cw.v, rows2, i * tiles);
         }
-        let rows2 = gs * pix2;
-        sgemm(
-            MatMut::row_major(&mut cw.y2[..rows2 * C2], rows2, C2, C2),
-            MatRef::row_major(&cw.cols2[..rows2 * taps2], rows2, taps2, taps2),
-            MatRef::row_major(v.w2t, taps2, C2, C2),
-            false,
-            1,
-        );
+        // conv2: M_k = V_k · U_k for the 36 positions of a Winograd tile.
+        for k in 0..POSITIONS {
+            sgemm(
+                MatMut::row_major(&mut cw.m[k * rows2 * C2..][..rows2 * C2], rows2, C2, C2),
+                MatRef::row_major(&cw.v[k * rows2 * C1..][..rows2 * C1], rows2, C1, C1),
+                MatRef::row_major(&v.u2[k * C1 * C2..][..C1 * C2], C1, C2, C2),
+                false,
+                1,
+            );
+        }
         for i in 0..gs {
             let s = s0 + i;
+            let y2 = &mut cw.y2[i * pix2 * C2..][..pix2 * C2];
+            g.wino.transform_output(&cw.m, rows2, i * tiles, y2);
             g.pool2.forward(
-                &cw.y2[i * pix2 * C2..][..pix2 * C2],
+                y2,
                 v.b2,
                 &mut a[s * flat..][..flat],
                 &mut cw.arg2[s * out2..][..out2],
@@ -679,69 +697,71 @@ fn backward(
     for cw in rest {
         add(&mut first.dw1t, &cw.dw1t);
         add(&mut first.db1, &cw.db1);
-        add(&mut first.dw2t, &cw.dw2t);
+        add(&mut first.du2, &cw.du2);
         add(&mut first.db2, &cw.db2);
     }
     from_taps_major(&first.dw1t[..gw1.len()], C1, g.conv1.channels, gw1);
     gb1.copy_from_slice(&first.db1[..C1]);
-    from_taps_major(&first.dw2t[..gw2.len()], C2, C1, gw2);
+    g.wino.filter_grad(&first.du2[..g.wino.filter_len()], gw2);
     gb2.copy_from_slice(&first.db2[..C2]);
 }
 
 /// Backward pass of one block's convolutions from the gradient of its rows of fc1's
 /// input `da` (`[n, flat]`): writes its partial convolution gradients into `cw.dw1t`,
-/// `db1`, `dw2t`, `db2`.
+/// `db1`, `du2`, `db2`.
 fn backward_convs(g: &Geometry, v: &View, cw: &mut ChunkWork, da: &[f32]) {
     let (c1, c2, flat) = (g.conv1, g.conv2, g.flat);
-    let (pix1, taps1, pix2, taps2) = (c1.pixels(), c1.taps(), c2.pixels(), c2.taps());
+    let (pix1, taps1, pix2) = (c1.pixels(), c1.taps(), c2.pixels());
     let (plen2, out1, out2) = (c2.padded_len(), g.pool1.out_len(), g.pool2.out_len());
+    let tiles = g.wino.tiles();
     let n = da.len() / flat;
     let dw1t = &mut cw.dw1t[..taps1 * C1];
-    let dw2t = &mut cw.dw2t[..taps2 * C2];
+    let du2 = &mut cw.du2[..g.wino.filter_len()];
     let (db1, db2) = (&mut cw.db1[..C1], &mut cw.db2[..C2]);
     dw1t.fill(0.0);
-    dw2t.fill(0.0);
+    du2.fill(0.0);
     db1.fill(0.0);
     db2.fill(0.0);
     for s0 in (0..n).step_by(g.group) {
         let gs = g.group.min(n - s0);
-        let (rows1, rows2) = (gs * pix1, gs * pix2);
+        let (rows1, rows2) = (gs * pix1, gs * tiles);
         for i in 0..gs {
             let s = s0 + i;
+            let dy2 = &mut cw.y2[i * pix2 * C2..][..pix2 * C2];
             g.pool2.backward(
                 &da[s * flat..][..flat],
                 &cw.arg2[s * out2..][..out2],
-                &mut cw.y2[i * pix2 * C2..][..pix2 * C2],
+                dy2,
                 db2,
             );
-            im2row(
-                &c2,
-                &cw.p1[s * plen2..][..plen2],
-                &mut cw.cols2[i * pix2 * taps2..][..pix2 * taps2],
+            g.wino.output_grad(dy2, rows2, i * tiles, &mut cw.m);
+            // conv2's transformed input again, from the stored pooled conv1 output.
+            g.wino
+                .transform_input(&cw.p1[s * plen2..][..plen2], &mut cw.v, rows2, i * tiles);
+        }
+        // dU_k += V_kᵀ · dM_k for the 36 positions, then dV_k = dM_k · U_kᵀ into V.
+        for k in 0..POSITIONS {
+            sgemm(
+                MatMut::row_major(&mut du2[k * C1 * C2..][..C1 * C2], C1, C2, C2),
+                MatRef::transposed(&cw.v[k * rows2 * C1..][..rows2 * C1], C1, rows2, C1),
+                MatRef::row_major(&cw.m[k * rows2 * C2..][..rows2 * C2], rows2, C2, C2),
+                true,
+                1,
             );
         }
-        let cols2 = &mut cw.cols2[..rows2 * taps2];
-        let dy2 = &cw.y2[..rows2 * C2];
-        // dW2ᵗ += colsᵀ · dY2.
-        sgemm(
-            MatMut::row_major(dw2t, taps2, C2, C2),
-            MatRef::transposed(cols2, taps2, rows2, taps2),
-            MatRef::row_major(dy2, rows2, C2, C2),
-            true,
-            1,
-        );
-        // dcols = dY2 · W2ᵗᵀ, into the column buffer.
-        sgemm(
-            MatMut::row_major(cols2, rows2, taps2, taps2),
-            MatRef::row_major(dy2, rows2, C2, C2),
-            MatRef::transposed(v.w2t, C2, taps2, C2),
-            false,
-            1,
-        );
+        for k in 0..POSITIONS {
+            sgemm(
+                MatMut::row_major(&mut cw.v[k * rows2 * C1..][..rows2 * C1], rows2, C1, C1),
+                MatRef::row_major(&cw.m[k * rows2 * C2..][..rows2 * C2], rows2, C2, C2),
+                MatRef::transposed(&v.u2[k * C1 * C2..][..C1 * C2], C2, C1, C2),
+                false,
+                1,
+            );
+        }
         for i in 0..gs {
             let dp1 = &mut cw.dp1[..plen2];
             dp1.fill(0.0);
-            row2im_add(&c2, &cols2[i * pix2 * taps2..][..pix2 * taps2], dp1);
+            g.wino.input_grad_add(&cw.v, rows2, i * tiles, dp1);
             g.pool1.backward(
                 dp1,
                 &cw.arg1[(s0 + i) * out1..][..out1],

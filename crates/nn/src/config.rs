@@ -201,15 +201,8 @@ pub fn factory_with_grain(
             },
             InputShape::Tokens { seq_len, vocab },
         ) => proto(
-            CharLstm::new(
-                *vocab,
-                *embedding,
-                *hidden,
-                *layers,
-                *seq_len,
-                num_classes,
-            )?
-            .with_threads(grain),
+            CharLstm::new(*vocab, *embedding, *hidden, *layers, *seq_len, num_classes)?
+                .with_threads(grain),
         ),
         (ModelConfig::CharLstm { .. }, InputShape::Dense(_)) => {
             Err(unsupported("needs token sequences, not dense features"))

@@ -275,7 +275,12 @@ impl CharLstm {
             grow(&mut lw.w_hh_t, 4 * h * h);
             grow(&mut lw.bias, 4 * h);
             transpose(&p[e[hw].range()], 4 * h, h, &mut lw.w_hh_t[..4 * h * h]);
-            for ((b, &bi), &bh) in lw.bias.iter_mut().zip(&p[e[ib].range()]).zip(&p[e[hb].range()]) {
+            for ((b, &bi), &bh) in lw
+                .bias
+                .iter_mut()
+                .zip(&p[e[ib].range()])
+                .zip(&p[e[hb].range()])
+            {
                 *b = bi + bh;
             }
             // Input projections of every step: G = X·W_ihᵀ.

@@ -11,9 +11,9 @@
 //! it (`tests/fast_vs_candle.rs`). It is not used by the factory.
 
 use crate::batch;
+use crate::check_spec;
 use crate::error::Result;
 use crate::graph::{self, linear, Params, Scratch};
-use crate::check_spec;
 use crate::lstm::{Shape, NAME};
 use candle_core::{Device, Tensor};
 use fedpace_core::{Batch, EvalStats, Model};

@@ -157,7 +157,12 @@ impl Mlp {
         }
         let c = self.classes();
         grow(&mut work.logits, n * c);
-        transpose(&work.acts[layers - 1][..c * n], c, n, &mut work.logits[..n * c]);
+        transpose(
+            &work.acts[layers - 1][..c * n],
+            c,
+            n,
+            &mut work.logits[..n * c],
+        );
         self.work = work;
     }
 
@@ -253,7 +258,10 @@ impl Model for Mlp {
         let x = batch::dense(NAME, batch, self.inputs(), None, self.classes())?;
         let (d, c) = (self.inputs(), self.classes());
         let mut stats = EvalStats::default();
-        for (xb, yb) in x.chunks(EVAL_BLOCK * d).zip(batch.labels.chunks(EVAL_BLOCK)) {
+        for (xb, yb) in x
+            .chunks(EVAL_BLOCK * d)
+            .zip(batch.labels.chunks(EVAL_BLOCK))
+        {
             let nb = yb.len();
             self.forward(params.as_slice(), xb, nb);
             let (loss_sum, correct) =

@@ -6,9 +6,9 @@
 //! is tested against it (`tests/fast_vs_candle.rs`). It is not used by the factory.
 
 use crate::batch;
+use crate::check_spec;
 use crate::error::Result;
 use crate::graph::{self, linear, Params, Scratch};
-use crate::check_spec;
 use crate::mlp::{build_spec, init_params, sizes, NAME};
 use candle_core::{Device, Tensor};
 use fedpace_core::{Batch, EvalStats, Model};
