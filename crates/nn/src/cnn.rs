@@ -15,23 +15,32 @@
 //! been seen), with every product a call to the `gemm` crate through
 //! [`fedpace_kernels::sgemm`] in the orientation that crate runs fastest:
 //!
-//! - Activations are **channels-last** (HWC). A convolution is `im2row` of a zero-padded
-//!   HWC image (each row `k` contiguous copies of `5·C` values) and one GEMM
-//!   `Y[pixels, O] = cols · Wᵗ[(ki, kj, c), O]`, whose output is HWC again. Weights are
-//!   permuted into that `[(ki, kj, c), O]` layout once per step (51 k values), and their
-//!   gradient, which the GEMM `dWᵗ = colsᵀ·dY` produces in the same layout, is permuted
-//!   back.
-//! - Samples go through the convolutions in **groups** small enough that a group's column
-//!   matrix (627 KB per 28×28 sample for conv2) stays in the core's L2 cache between
-//!   `im2row` and the GEMM: [`GROUP_BYTES`]. Backward rebuilds conv2's columns from the
-//!   stored pooled activations instead of keeping them (20 MB per batch of 32).
+//! - Activations are **channels-last** (HWC). conv1 (one or few input channels) is
+//!   `im2row` of a zero-padded HWC image (each row `k` contiguous copies of `5·C`
+//!   values) and one GEMM `Y[pixels, O] = cols · Wᵗ[(ki, kj, c), O]`, whose output is
+//!   HWC again; its weights are permuted into that `[(ki, kj, c), O]` layout once per
+//!   step, and their gradient, which the GEMM `dWᵗ = colsᵀ·dY` produces in the same
+//!   layout, is permuted back.
+//! - conv2 (83 % of the network's arithmetic) runs by **Winograd F(2×2, 5×5)**
+//!   ([`fedpace_kernels::winograd`], docs/arch/0008-fast-layers.md): each 2×2 output
+//!   tile is 36 elementwise products of transformed 6×6 input tiles and transformed
+//!   filters, summed over channels as 36 small GEMMs `M_k = V_k·U_k` — 2.8× fewer
+//!   multiplications than the direct convolution — and backward applies the adjoints
+//!   of the same transforms (`dU_k = V_kᵀ·dM_k`, `dV_k = dM_k·U_kᵀ`). Its error against
+//!   the exact convolution is ≈ 1.5e-6 relative (the direct f32 sum's ≈ 5e-7).
+//! - Samples go through the convolutions in **groups** small enough that a group's
+//!   transformed data stay in the core's L2 cache: [`GROUP_BYTES`]. Backward
+//!   recomputes conv2's transformed input from the stored pooled activations instead of
+//!   keeping it.
 //! - Bias, ReLU and 2×2 max-pooling are one pass ([`fedpace_kernels::Pool2x2`]) that
 //!   writes the pooled output straight into the next layer's padded input (or, after
 //!   conv2, in PyTorch's CHW flatten order for fc1) and a one-byte winner code per
 //!   output; backward is one pass that writes the whole input gradient and the bias
 //!   gradient.
 //! - fc1 runs as `(W·Aᵀ)ᵀ` (the fast orientation for a batch of 32), its weight gradient
-//!   `dHᵀ·A` is written by the GEMM straight into the caller's gradient buffer.
+//!   `dHᵀ·A` is written by the GEMM straight into the caller's gradient buffer, and its
+//!   input gradient is computed as `dAᵀ = W1ᵀ·dHᵀ` and transposed (1.6× faster than
+//!   `dH·W1`, which makes the `gemm` crate pack all of W1).
 //! - Loss and ∂loss/∂logits come from [`crate::xent::softmax_xent`], as for every model.
 //!
 //! The same network on candle ([`crate::CandleCnn`], golden-tested against PyTorch) is
@@ -71,13 +80,13 @@ const C2: usize = 64;
 const FC: usize = 512;
 const K: usize = 5;
 
-/// Upper bound on the conv2 column matrix of one group of samples (at least one sample
-/// per group): small enough to stay in a 2 MiB L2 cache next to the GEMM's packing
-/// buffers — two 28×28 samples (1.25 MB). Measured W-CNN epoch, thread CPU, load ≈ 5
-/// (`cnn_epoch` example): 1 sample per group 221 ms, 2: 218, 3: 222, 4: 226, 8: 232,
-/// 16: 249, 32 (the whole batch, columns spilling to L3): 280. A constant, so the
-/// grouping (which orders the weight-gradient sums) never depends on the machine.
-pub const GROUP_BYTES: usize = 3 << 19;
+/// Upper bound on conv2's transformed input and output (Winograd `V` and `M`) of one
+/// group of samples (at least one sample per group): 676 KB per 28×28 sample, so one
+/// sample a group. Measured W-CNN epoch, thread CPU, load ≈ 14 (`cnn_epoch` example,
+/// 4 Dec 2026): 1 sample per group 397–401 ms, 2: 405–421, 4: 454–466, 8: 538–548. A
+/// constant, so the grouping (which orders the weight-gradient sums) never depends on
+/// the machine.
+pub const GROUP_BYTES: usize = 1 << 20;
 
 /// Samples per forward pass in [`Model::evaluate`] and [`Cnn::logits`], which bounds the
 /// model's buffers (≈ 160 KB per 28×28 sample) whatever the size of the batch evaluated.
