@@ -39,6 +39,7 @@
 //! tile order.
 
 use crate::simd::simd;
+use pulp::Simd;
 
 /// Lanes of one chunk of channels.
 const L: usize = 16;
@@ -176,153 +177,351 @@ impl Winograd5 {
     /// `V = Bᵀ d B` of every tile of the padded HWC image `xp` (`(h+4) × (w+4) × C`)
     /// into rows `t0..t0 + tiles()` of the 36 matrices `v` (`[36][rows][C]`).
     pub fn transform_input(&self, xp: &[f32], v: &mut [f32], rows: usize, t0: usize) {
-        let (c_n, pw, tw) = (self.channels, self.padded_w(), self.w / 2);
-        assert!(xp.len() >= (self.h + 4) * pw * c_n && t0 + self.tiles() <= rows);
+        let c_n = self.channels;
+        assert!(xp.len() >= (self.h + 4) * self.padded_w() * c_n && t0 + self.tiles() <= rows);
         assert!(v.len() >= POSITIONS * rows * c_n);
-        simd(
-            #[inline(always)]
-            || {
-                let mut d = [[0.0f32; L]; 36];
-                let mut tmp = [[0.0f32; L]; 36];
-                let mut out = [[0.0f32; L]; 36];
-                for t in 0..self.tiles() {
-                    let (ti, tj) = (t / tw, t % tw);
-                    for c0 in (0..c_n).step_by(L) {
-                        let len = L.min(c_n - c0);
-                        for a in 0..6 {
-                            let base = ((2 * ti + a) * pw + 2 * tj) * c_n + c0;
-                            for b in 0..6 {
-                                load(&mut d[a * 6 + b], &xp[base + b * c_n..], len);
-                            }
-                        }
-                        for a in 0..6 {
-                            bt(&d, a * 6, 1, &mut tmp, a * 6, 1);
-                        }
-                        for nu in 0..6 {
-                            bt(&tmp, nu, 6, &mut out, nu, 6);
-                        }
-                        for (k, x) in out.iter().enumerate() {
-                            store(&mut v[(k * rows + t0 + t) * c_n + c0..], x, len);
-                        }
-                    }
-                }
-            },
-        )
+        dispatch(InputTransform {
+            g: self,
+            xp,
+            v,
+            rows,
+            t0,
+        })
     }
 
     /// The adjoint of [`Winograd5::transform_input`]: adds `B dV Bᵀ` of rows
     /// `t0..t0 + tiles()` of `dv` (`[36][rows][C]`) into the overlapping tiles of the
     /// padded image gradient `dxp` (its border collects the padding's gradient).
     pub fn input_grad_add(&self, dv: &[f32], rows: usize, t0: usize, dxp: &mut [f32]) {
-        let (c_n, pw, tw) = (self.channels, self.padded_w(), self.w / 2);
-        assert!(dxp.len() >= (self.h + 4) * pw * c_n && t0 + self.tiles() <= rows);
+        let c_n = self.channels;
+        assert!(dxp.len() >= (self.h + 4) * self.padded_w() * c_n && t0 + self.tiles() <= rows);
         assert!(dv.len() >= POSITIONS * rows * c_n);
-        simd(
-            #[inline(always)]
-            || {
-                let mut e = [[0.0f32; L]; 36];
-                let mut tmp = [[0.0f32; L]; 36];
-                let mut dd = [[0.0f32; L]; 36];
-                for t in 0..self.tiles() {
-                    let (ti, tj) = (t / tw, t % tw);
-                    for c0 in (0..c_n).step_by(L) {
-                        let len = L.min(c_n - c0);
-                        for (k, x) in e.iter_mut().enumerate() {
-                            load(x, &dv[(k * rows + t0 + t) * c_n + c0..], len);
-                        }
-                        // tmp[ξ][b] = Σ_ν Bᵀ[ν][b] dV[ξ][ν]; dd[a][b] = Σ_ξ Bᵀ[ξ][a] tmp[ξ][b].
-                        for xi in 0..6 {
-                            b(&e, xi * 6, 1, &mut tmp, xi * 6, 1);
-                        }
-                        for bc in 0..6 {
-                            b(&tmp, bc, 6, &mut dd, bc, 6);
-                        }
-                        for a in 0..6 {
-                            let base = ((2 * ti + a) * pw + 2 * tj) * c_n + c0;
-                            for bc in 0..6 {
-                                add(&mut dxp[base + bc * c_n..], &dd[a * 6 + bc], len);
-                            }
-                        }
-                    }
-                }
-            },
-        )
+        dispatch(InputGrad {
+            g: self,
+            dv,
+            dxp,
+            rows,
+            t0,
+        })
     }
 
     /// `Y = Aᵀ M A` of rows `t0..t0 + tiles()` of `m` (`[36][rows][O]`) into the HWC
     /// image `y` (`h × w × O`, every value written).
     pub fn transform_output(&self, m: &[f32], rows: usize, t0: usize, y: &mut [f32]) {
-        let (o_n, tw, w) = (self.outputs, self.w / 2, self.w);
-        assert!(y.len() >= self.h * w * o_n && t0 + self.tiles() <= rows);
+        let o_n = self.outputs;
+        assert!(y.len() >= self.h * self.w * o_n && t0 + self.tiles() <= rows);
         assert!(m.len() >= POSITIONS * rows * o_n);
-        simd(
-            #[inline(always)]
-            || {
-                let mut x = [[0.0f32; L]; 36];
-                let mut tmp = [[0.0f32; L]; 12];
-                let mut out = [[0.0f32; L]; 4];
-                for t in 0..self.tiles() {
-                    let (ti, tj) = (t / tw, t % tw);
-                    for o0 in (0..o_n).step_by(L) {
-                        let len = L.min(o_n - o0);
-                        for (k, v) in x.iter_mut().enumerate() {
-                            load(v, &m[(k * rows + t0 + t) * o_n + o0..], len);
-                        }
-                        for xi in 0..6 {
-                            at(&x, xi * 6, 1, &mut tmp, xi * 2, 1);
-                        }
-                        for j in 0..2 {
-                            at(&tmp, j, 2, &mut out, j, 2);
-                        }
-                        for i in 0..2 {
-                            for j in 0..2 {
-                                let dst = &mut y[((2 * ti + i) * w + 2 * tj + j) * o_n + o0..];
-                                store(dst, &out[i * 2 + j], len);
-                            }
-                        }
-                    }
-                }
-            },
-        )
+        dispatch(OutputTransform {
+            g: self,
+            m,
+            y,
+            rows,
+            t0,
+        })
     }
 
     /// The adjoint of [`Winograd5::transform_output`]: `dM = A dY Aᵀ` of the HWC image
     /// gradient `dy` into rows `t0..t0 + tiles()` of `dm` (`[36][rows][O]`).
     pub fn output_grad(&self, dy: &[f32], rows: usize, t0: usize, dm: &mut [f32]) {
-        let (o_n, tw, w) = (self.outputs, self.w / 2, self.w);
-        assert!(dy.len() >= self.h * w * o_n && t0 + self.tiles() <= rows);
+        let o_n = self.outputs;
+        assert!(dy.len() >= self.h * self.w * o_n && t0 + self.tiles() <= rows);
         assert!(dm.len() >= POSITIONS * rows * o_n);
-        simd(
-            #[inline(always)]
-            || {
-                let mut g = [[0.0f32; L]; 4];
-                let mut e = [[0.0f32; L]; 12];
-                let mut out = [[0.0f32; L]; 36];
-                for t in 0..self.tiles() {
-                    let (ti, tj) = (t / tw, t % tw);
-                    for o0 in (0..o_n).step_by(L) {
-                        let len = L.min(o_n - o0);
-                        for i in 0..2 {
-                            for j in 0..2 {
-                                let src = &dy[((2 * ti + i) * w + 2 * tj + j) * o_n + o0..];
-                                load(&mut g[i * 2 + j], src, len);
-                            }
-                        }
-                        // e[i][ν] = Σ_j A[ν][j] g[i][j]; dM[ξ][ν] = Σ_i A[ξ][i] e[i][ν].
-                        for i in 0..2 {
-                            a(&g, i * 2, 1, &mut e, i * 6, 1);
-                        }
-                        for nu in 0..6 {
-                            a(&e, nu, 6, &mut out, nu, 6);
-                        }
-                        for (k, v) in out.iter().enumerate() {
-                            store(&mut dm[(k * rows + t0 + t) * o_n + o0..], v, len);
-                        }
-                    }
-                }
-            },
-        )
+        dispatch(OutputGrad {
+            g: self,
+            dy,
+            dm,
+            rows,
+            t0,
+        })
     }
+}
+
+// The tile transforms are written with `pulp`'s explicit vectors (one chunk of
+// `S::F32_LANES` channels at a time: 16 with AVX-512, 8 with AVX2, 1 without), so that
+// the 6×6 tiles stay in registers; every lane runs the same operations in the same order
+// on every instruction set.
+
+/// A transform body, generic over the instruction set.
+trait Kernel {
+    fn run<S: Simd>(self, s: S);
+}
+
+struct Dispatch<K>(K);
+
+impl<K: Kernel> pulp::WithSimd for Dispatch<K> {
+    type Output = ();
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, s: S) {
+        self.0.run(s)
+    }
+}
+
+/// Runs `k` with the best instruction set of this CPU.
+#[inline(always)]
+fn dispatch<K: Kernel>(k: K) {
+    pulp::Arch::new().dispatch(Dispatch(k))
+}
+
+/// Calls `f(t, ti, tj, c0, len)` for every tile `t` (row `ti`, column `tj`) and every
+/// chunk `c0..c0 + len` of `channels` channels, `len` ≤ `lanes`.
+#[inline(always)]
+fn for_chunks(
+    g: &Winograd5,
+    channels: usize,
+    lanes: usize,
+    mut f: impl FnMut(usize, usize, usize, usize, usize),
+) {
+    let tw = g.w / 2;
+    for t in 0..g.tiles() {
+        for c0 in (0..channels).step_by(lanes) {
+            f(t, t / tw, t % tw, c0, lanes.min(channels - c0));
+        }
+    }
+}
+
+struct InputTransform<'a> {
+    g: &'a Winograd5,
+    xp: &'a [f32],
+    v: &'a mut [f32],
+    rows: usize,
+    t0: usize,
+}
+
+impl Kernel for InputTransform<'_> {
+    #[inline(always)]
+    fn run<S: Simd>(self, s: S) {
+        let Self { g, xp, v, rows, t0 } = self;
+        let (c_n, pw) = (g.channels, g.padded_w());
+        for_chunks(g, c_n, S::F32_LANES, |t, ti, tj, c0, len| {
+            let mut tmp = [[s.splat_f32s(0.0); 6]; 6];
+            for (a, row) in tmp.iter_mut().enumerate() {
+                let base = ((2 * ti + a) * pw + 2 * tj) * c_n + c0;
+                *row = bt(s, six(|b| vload(s, &xp[base + b * c_n..], len)));
+            }
+            for nu in 0..6 {
+                let out = bt(s, six(|a| tmp[a][nu]));
+                for (xi, x) in out.into_iter().enumerate() {
+                    let at = ((xi * 6 + nu) * rows + t0 + t) * c_n + c0;
+                    vstore(s, &mut v[at..], len, x);
+                }
+            }
+        })
+    }
+}
+
+struct InputGrad<'a> {
+    g: &'a Winograd5,
+    dv: &'a [f32],
+    dxp: &'a mut [f32],
+    rows: usize,
+    t0: usize,
+}
+
+impl Kernel for InputGrad<'_> {
+    #[inline(always)]
+    fn run<S: Simd>(self, s: S) {
+        let Self {
+            g,
+            dv,
+            dxp,
+            rows,
+            t0,
+        } = self;
+        let (c_n, pw) = (g.channels, g.padded_w());
+        for_chunks(g, c_n, S::F32_LANES, |t, ti, tj, c0, len| {
+            // tmp[ξ][b] = Σ_ν Bᵀ[ν][b] dV[ξ][ν]; dd[a][b] = Σ_ξ Bᵀ[ξ][a] tmp[ξ][b].
+            let mut tmp = [[s.splat_f32s(0.0); 6]; 6];
+            for (xi, row) in tmp.iter_mut().enumerate() {
+                *row = b(
+                    s,
+                    six(|nu| vload(s, &dv[((xi * 6 + nu) * rows + t0 + t) * c_n + c0..], len)),
+                );
+            }
+            for bc in 0..6 {
+                let col = b(s, six(|xi| tmp[xi][bc]));
+                for (a, x) in col.into_iter().enumerate() {
+                    let at = ((2 * ti + a) * pw + 2 * tj + bc) * c_n + c0;
+                    let sum = s.add_f32s(vload(s, &dxp[at..], len), x);
+                    vstore(s, &mut dxp[at..], len, sum);
+                }
+            }
+        })
+    }
+}
+
+struct OutputTransform<'a> {
+    g: &'a Winograd5,
+    m: &'a [f32],
+    y: &'a mut [f32],
+    rows: usize,
+    t0: usize,
+}
+
+impl Kernel for OutputTransform<'_> {
+    #[inline(always)]
+    fn run<S: Simd>(self, s: S) {
+        let Self { g, m, y, rows, t0 } = self;
+        let (o_n, w) = (g.outputs, g.w);
+        for_chunks(g, o_n, S::F32_LANES, |t, ti, tj, o0, len| {
+            let mut tmp = [[s.splat_f32s(0.0); 2]; 6];
+            for (xi, row) in tmp.iter_mut().enumerate() {
+                *row = at(
+                    s,
+                    six(|nu| vload(s, &m[((xi * 6 + nu) * rows + t0 + t) * o_n + o0..], len)),
+                );
+            }
+            for j in 0..2 {
+                let col = at(s, six(|xi| tmp[xi][j]));
+                for (i, x) in col.into_iter().enumerate() {
+                    let dst = ((2 * ti + i) * w + 2 * tj + j) * o_n + o0;
+                    vstore(s, &mut y[dst..], len, x);
+                }
+            }
+        })
+    }
+}
+
+struct OutputGrad<'a> {
+    g: &'a Winograd5,
+    dy: &'a [f32],
+    dm: &'a mut [f32],
+    rows: usize,
+    t0: usize,
+}
+
+impl Kernel for OutputGrad<'_> {
+    #[inline(always)]
+    fn run<S: Simd>(self, s: S) {
+        let Self {
+            g,
+            dy,
+            dm,
+            rows,
+            t0,
+        } = self;
+        let (o_n, w) = (g.outputs, g.w);
+        for_chunks(g, o_n, S::F32_LANES, |t, ti, tj, o0, len| {
+            // e[i][ν] = Σ_j A[ν][j] g[i][j]; dM[ξ][ν] = Σ_i A[ξ][i] e[i][ν].
+            let (r0, r1) = (
+                ((2 * ti) * w + 2 * tj) * o_n + o0,
+                ((2 * ti + 1) * w + 2 * tj) * o_n + o0,
+            );
+            let e = [
+                a(
+                    s,
+                    [vload(s, &dy[r0..], len), vload(s, &dy[r0 + o_n..], len)],
+                ),
+                a(
+                    s,
+                    [vload(s, &dy[r1..], len), vload(s, &dy[r1 + o_n..], len)],
+                ),
+            ];
+            for nu in 0..6 {
+                let col = a(s, [e[0][nu], e[1][nu]]);
+                for (xi, x) in col.into_iter().enumerate() {
+                    let at = ((xi * 6 + nu) * rows + t0 + t) * o_n + o0;
+                    vstore(s, &mut dm[at..], len, x);
+                }
+            }
+        })
+    }
+}
+
+/// `[f(0), …, f(5)]`.
+#[inline(always)]
+fn six<T>(mut f: impl FnMut(usize) -> T) -> [T; 6] {
+    [f(0), f(1), f(2), f(3), f(4), f(5)]
+}
+
+/// The `len` (≤ one vector) values at the start of `src` as a vector (a plain load for a
+/// full vector).
+#[inline(always)]
+fn vload<S: Simd>(s: S, src: &[f32], len: usize) -> S::f32s {
+    if len == S::F32_LANES {
+        S::as_simd_f32s(&src[..len]).0[0]
+    } else {
+        s.partial_load_f32s(&src[..len])
+    }
+}
+
+/// Writes the first `len` lanes of `x` to the start of `dst`.
+#[inline(always)]
+fn vstore<S: Simd>(s: S, dst: &mut [f32], len: usize, x: S::f32s) {
+    if len == S::F32_LANES {
+        S::as_mut_simd_f32s(&mut dst[..len]).0[0] = x;
+    } else {
+        s.partial_store_f32s(&mut dst[..len], x);
+    }
+}
+
+/// `Bᵀ d` (6 from 6).
+#[inline(always)]
+fn bt<S: Simd>(s: S, d: [S::f32s; 6]) -> [S::f32s; 6] {
+    let [d0, d1, d2, d3, d4, d5] = d;
+    let (two, four, five) = (s.splat_f32s(2.0), s.splat_f32s(4.0), s.splat_f32s(5.0));
+    let (add, sub, mul) = (
+        |x, y| s.add_f32s(x, y),
+        |x, y| s.sub_f32s(x, y),
+        |x, y| s.mul_f32s(x, y),
+    );
+    [
+        add(sub(mul(four, d0), mul(five, d2)), d4),
+        sub(mul(four, add(d1, d2)), add(d3, d4)),
+        add(mul(four, sub(d2, d1)), sub(d3, d4)),
+        add(mul(two, sub(d3, d1)), sub(d4, d2)),
+        add(mul(two, sub(d1, d3)), sub(d4, d2)),
+        add(sub(mul(four, d1), mul(five, d3)), d5),
+    ]
+}
+
+/// `B e = (Bᵀ)ᵀ e` (the adjoint of [`bt`]).
+#[inline(always)]
+fn b<S: Simd>(s: S, e: [S::f32s; 6]) -> [S::f32s; 6] {
+    let [e0, e1, e2, e3, e4, e5] = e;
+    let (two, four, five) = (s.splat_f32s(2.0), s.splat_f32s(4.0), s.splat_f32s(5.0));
+    let (add, sub, mul) = (
+        |x, y| s.add_f32s(x, y),
+        |x, y| s.sub_f32s(x, y),
+        |x, y| s.mul_f32s(x, y),
+    );
+    [
+        mul(four, e0),
+        add(
+            add(mul(four, sub(e1, e2)), mul(two, sub(e4, e3))),
+            mul(four, e5),
+        ),
+        sub(sub(mul(four, add(e1, e2)), mul(five, e0)), add(e3, e4)),
+        sub(add(sub(e2, e1), mul(two, sub(e3, e4))), mul(five, e5)),
+        add(sub(e0, add(e1, e2)), add(e3, e4)),
+        e5,
+    ]
+}
+
+/// `Aᵀ m` (2 from 6).
+#[inline(always)]
+fn at<S: Simd>(s: S, m: [S::f32s; 6]) -> [S::f32s; 2] {
+    let [m0, m1, m2, m3, m4, m5] = m;
+    let (add, sub) = (|x, y| s.add_f32s(x, y), |x, y| s.sub_f32s(x, y));
+    let two = s.splat_f32s(2.0);
+    [
+        add(add(m0, add(m1, m2)), add(m3, m4)),
+        add(add(sub(m1, m2), s.mul_f32s(two, sub(m3, m4))), m5),
+    ]
+}
+
+/// `A g` (6 from 2; the adjoint of [`at`]).
+#[inline(always)]
+fn a<S: Simd>(s: S, g: [S::f32s; 2]) -> [S::f32s; 6] {
+    let [g0, g1] = g;
+    let g2 = s.mul_f32s(s.splat_f32s(2.0), g1);
+    [
+        g0,
+        s.add_f32s(g0, g1),
+        s.sub_f32s(g0, g1),
+        s.add_f32s(g0, g2),
+        s.sub_f32s(g0, g2),
+        g1,
+    ]
 }
 
 /// `dst ← src[..len]` (a full chunk by one fixed-size copy).
@@ -343,76 +542,6 @@ fn store(dst: &mut [f32], src: &Lanes, len: usize) {
         *d = *src;
     } else {
         dst[..len].copy_from_slice(&src[..len]);
-    }
-}
-
-/// `dst[..len] += src`.
-#[inline(always)]
-fn add(dst: &mut [f32], src: &Lanes, len: usize) {
-    if len == L {
-        let d: &mut Lanes = (&mut dst[..L]).try_into().expect("L values");
-        for (x, y) in d.iter_mut().zip(src) {
-            *x += y;
-        }
-    } else {
-        for (x, y) in dst[..len].iter_mut().zip(src) {
-            *x += y;
-        }
-    }
-}
-
-// The 1-D transforms below read six (or two, five) lane vectors `x[o + k·s]` and write
-// `y[p + k·t]`: a row of a tile with stride 1, a column with stride 6.
-
-/// `Bᵀ d`.
-#[inline(always)]
-fn bt(x: &[Lanes], o: usize, s: usize, y: &mut [Lanes], p: usize, t: usize) {
-    for l in 0..L {
-        let [d0, d1, d2, d3, d4, d5] = std::array::from_fn(|k| x[o + k * s][l]);
-        y[p][l] = 4.0 * d0 - 5.0 * d2 + d4;
-        y[p + t][l] = 4.0 * (d1 + d2) - (d3 + d4);
-        y[p + 2 * t][l] = 4.0 * (d2 - d1) + (d3 - d4);
-        y[p + 3 * t][l] = 2.0 * (d3 - d1) + (d4 - d2);
-        y[p + 4 * t][l] = 2.0 * (d1 - d3) + (d4 - d2);
-        y[p + 5 * t][l] = 4.0 * d1 - 5.0 * d3 + d5;
-    }
-}
-
-/// `B e = (Bᵀ)ᵀ e` (the adjoint of [`bt`]).
-#[inline(always)]
-fn b(x: &[Lanes], o: usize, s: usize, y: &mut [Lanes], p: usize, t: usize) {
-    for l in 0..L {
-        let [e0, e1, e2, e3, e4, e5] = std::array::from_fn(|k| x[o + k * s][l]);
-        y[p][l] = 4.0 * e0;
-        y[p + t][l] = 4.0 * (e1 - e2) + 2.0 * (e4 - e3) + 4.0 * e5;
-        y[p + 2 * t][l] = 4.0 * (e1 + e2) - 5.0 * e0 - (e3 + e4);
-        y[p + 3 * t][l] = (e2 - e1) + 2.0 * (e3 - e4) - 5.0 * e5;
-        y[p + 4 * t][l] = e0 - (e1 + e2) + (e3 + e4);
-        y[p + 5 * t][l] = e5;
-    }
-}
-
-/// `Aᵀ m` (2 from 6).
-#[inline(always)]
-fn at(x: &[Lanes], o: usize, s: usize, y: &mut [Lanes], p: usize, t: usize) {
-    for l in 0..L {
-        let [m0, m1, m2, m3, m4, m5] = std::array::from_fn(|k| x[o + k * s][l]);
-        y[p][l] = m0 + (m1 + m2) + (m3 + m4);
-        y[p + t][l] = (m1 - m2) + 2.0 * (m3 - m4) + m5;
-    }
-}
-
-/// `A g` (6 from 2; the adjoint of [`at`]).
-#[inline(always)]
-fn a(x: &[Lanes], o: usize, s: usize, y: &mut [Lanes], p: usize, t: usize) {
-    for l in 0..L {
-        let (g0, g1) = (x[o][l], x[o + s][l]);
-        y[p][l] = g0;
-        y[p + t][l] = g0 + g1;
-        y[p + 2 * t][l] = g0 - g1;
-        y[p + 3 * t][l] = g0 + 2.0 * g1;
-        y[p + 4 * t][l] = g0 - 2.0 * g1;
-        y[p + 5 * t][l] = g1;
     }
 }
 
