@@ -238,7 +238,9 @@ fn main() {
         case("wino dV: dM·Uᵀ", tiles, 32, 64, false, true, false),
         case("wino fwd: V·U, 1 sample [used]", 49, 64, 32, false, false, false),
         case("wino dU: Vᵀ·dM, 1 sample [used]", 32, 64, 49, true, false, false),
-        case("wino dV: dM·Uᵀ, 1 sample [used]", 49, 32, 64, false, true, false),
+        case("wino dV: dM·Uᵀ, 1 sample", 49, 32, 64, false, true, false),
+        case("wino dV: dM·Uᵗ, 1 sample [used]", 49, 32, 64, false, false, false),
+        case("wino dV: dM·Uᵗ, C col, 1 sample", 49, 32, 64, false, false, true),
         // MLP 784-200-200-10, batch 32: activations feature-major (Hᵀ = W·Xᵀ) or not.
         case("mlp fc1 fwd: W·Xᵀ", 200, b, 784, false, true, false),
         case("mlp fc1 fwd: X·Wᵀ", b, 200, 784, false, true, false),

@@ -22,7 +22,7 @@
 //!   step, and their gradient, which the GEMM `dWᵗ = colsᵀ·dY` produces in the same
 //!   layout, is permuted back.
 //! - conv2 (83 % of the network's arithmetic) runs by **Winograd F(2×2, 5×5)**
-//!   ([`fedpace_kernels::winograd`], docs/arch/0008-fast-layers.md): each 2×2 output
+//!   ([`fedpace_kernels::winograd`], docs/arch/0010-fast-layers.md): each 2×2 output
 //!   tile is 36 elementwise products of transformed 6×6 input tiles and transformed
 //!   filters, summed over channels as 36 small GEMMs `M_k = V_k·U_k` — 2.8× fewer
 //!   multiplications than the direct convolution — and backward applies the adjoints
@@ -350,8 +350,11 @@ impl Geometry {
 #[derive(Debug, Clone, Default)]
 struct Permuted {
     w1t: Vec<f32>,
-    /// conv2's filters transformed for Winograd, `[36][C1][C2]`.
+    /// conv2's filters transformed for Winograd, `[36][C1][C2]`, and each of the 36
+    /// matrices transposed, `[36][C2][C1]` (the orientation the `gemm` crate runs
+    /// `dV = dM·Uᵀ` fastest in: 141 against 96 GFLOP/s, `gemm_shapes wino`).
     u2: Vec<f32>,
+    u2t: Vec<f32>,
 }
 
 impl Permuted {
@@ -362,6 +365,14 @@ impl Permuted {
         self.u2.resize(g.wino.filter_len(), 0.0);
         to_taps_major(&p[e[0].range()], C1, g.conv1.channels, &mut self.w1t);
         g.wino.transform_filters(&p[e[2].range()], &mut self.u2);
+        self.u2t.resize(g.wino.filter_len(), 0.0);
+        for (u, ut) in self
+            .u2
+            .chunks_exact(C1 * C2)
+            .zip(self.u2t.chunks_exact_mut(C1 * C2))
+        {
+            transpose(u, C1, C2, ut);
+        }
     }
 }
 
@@ -393,6 +404,7 @@ struct View<'a> {
     w1t: &'a [f32],
     b1: &'a [f32],
     u2: &'a [f32],
+    u2t: &'a [f32],
     b2: &'a [f32],
     fc1w: &'a [f32],
     fc1b: &'a [f32],
@@ -407,6 +419,7 @@ impl<'a> View<'a> {
             w1t: &perm.w1t,
             b1: &p[e[1].range()],
             u2: &perm.u2,
+            u2t: &perm.u2t,
             b2: &p[e[3].range()],
             fc1w: &p[e[4].range()],
             fc1b: &p[e[5].range()],
@@ -762,7 +775,7 @@ fn backward_convs(g: &Geometry, v: &View, cw: &mut ChunkWork, da: &[f32]) {
             sgemm(
                 MatMut::row_major(&mut cw.v[k * rows2 * C1..][..rows2 * C1], rows2, C1, C1),
                 MatRef::row_major(&cw.m[k * rows2 * C2..][..rows2 * C2], rows2, C2, C2),
-                MatRef::transposed(&v.u2[k * C1 * C2..][..C1 * C2], C2, C1, C2),
+                MatRef::row_major(&v.u2t[k * C1 * C2..][..C1 * C2], C2, C1, C1),
                 false,
                 1,
             );
