@@ -26,13 +26,7 @@ pub fn exp(x: f32) -> f32 {
     const LN2_LO: f32 = -2.121_944_4e-4;
     // 1.5 · 2^23: adding it rounds to an integer, which then sits in the low mantissa bits.
     const MAGIC: f32 = 12_582_912.0;
-    let x = if x < -87.0 {
-        -87.0
-    } else if x > 88.0 {
-        88.0
-    } else {
-        x
-    };
+    let x = x.clamp(-87.0, 88.0);
     let t = x.mul_add(LOG2E, MAGIC);
     let n = t - MAGIC;
     let k = t.to_bits().wrapping_sub(MAGIC.to_bits()) as i32;
@@ -43,7 +37,7 @@ pub fn exp(x: f32) -> f32 {
     p = p.mul_add(r, 8.333_452e-3);
     p = p.mul_add(r, 4.166_579_6e-2);
     p = p.mul_add(r, 1.666_666_5e-1);
-    p = p.mul_add(r, 5.000_000_1e-1);
+    p = p.mul_add(r, 0.5);
     let er = p.mul_add(r * r, r) + 1.0;
     // 2^n for n in [-126, 127]: a normal number's exponent field.
     er * f32::from_bits(((k + 127) << 23) as u32)
@@ -62,10 +56,10 @@ pub fn tanh(x: f32) -> f32 {
     // Small |x|: x + x³ P(x²) (Cephes tanhf).
     let z = x * x;
     let mut p = -5.704_988_7e-3f32;
-    p = p.mul_add(z, 2.063_908_9e-2);
+    p = p.mul_add(z, 2.063_909e-2);
     p = p.mul_add(z, -5.373_971_6e-2);
     p = p.mul_add(z, 1.333_144_2e-1);
-    p = p.mul_add(z, -3.333_328_2e-1);
+    p = p.mul_add(z, -3.333_328e-1);
     let small = (p * z).mul_add(x, x);
     // Large |x|: (1 − e^{−2|x|}) / (1 + e^{−2|x|}), with x's sign.
     let e = exp(-2.0 * a);
@@ -357,7 +351,7 @@ pub fn add_column_sums(m: &[f32], out: &mut [f32]) {
     if cols == 0 {
         return;
     }
-    assert!(m.len() % cols == 0);
+    assert!(m.len().is_multiple_of(cols));
     simd(
         #[inline(always)]
         || {

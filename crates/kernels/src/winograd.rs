@@ -77,7 +77,12 @@ impl Winograd5 {
     /// (callers validate user input before building one).
     pub fn new(h: usize, w: usize, channels: usize, outputs: usize) -> Self {
         assert!(
-            h > 0 && w > 0 && h % 2 == 0 && w % 2 == 0 && channels > 0 && outputs > 0,
+            h > 0
+                && w > 0
+                && h.is_multiple_of(2)
+                && w.is_multiple_of(2)
+                && channels > 0
+                && outputs > 0,
             "Winograd5: sizes must be positive and the image even"
         );
         Self {
@@ -287,6 +292,8 @@ struct InputTransform<'a> {
     t0: usize,
 }
 
+// Tiles are indexed by row and by column: index loops read better here.
+#[allow(clippy::needless_range_loop)]
 impl Kernel for InputTransform<'_> {
     #[inline(always)]
     fn run<S: Simd>(self, s: S) {
@@ -317,6 +324,8 @@ struct InputGrad<'a> {
     t0: usize,
 }
 
+// Tiles are indexed by row and by column: index loops read better here.
+#[allow(clippy::needless_range_loop)]
 impl Kernel for InputGrad<'_> {
     #[inline(always)]
     fn run<S: Simd>(self, s: S) {
@@ -357,6 +366,8 @@ struct OutputTransform<'a> {
     t0: usize,
 }
 
+// Tiles are indexed by row and by column: index loops read better here.
+#[allow(clippy::needless_range_loop)]
 impl Kernel for OutputTransform<'_> {
     #[inline(always)]
     fn run<S: Simd>(self, s: S) {
@@ -389,6 +400,8 @@ struct OutputGrad<'a> {
     t0: usize,
 }
 
+// Tiles are indexed by row and by column: index loops read better here.
+#[allow(clippy::needless_range_loop)]
 impl Kernel for OutputGrad<'_> {
     #[inline(always)]
     fn run<S: Simd>(self, s: S) {
