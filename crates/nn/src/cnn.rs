@@ -39,8 +39,8 @@
 //!   gradient.
 //! - fc1 runs as `(W·Aᵀ)ᵀ` (the fast orientation for a batch of 32), its weight gradient
 //!   `dHᵀ·A` is written by the GEMM straight into the caller's gradient buffer, and its
-//!   input gradient is computed as `dAᵀ = W1ᵀ·dHᵀ` and transposed (1.6× faster than
-//!   `dH·W1`, which makes the `gemm` crate pack all of W1).
+//!   input gradient `dH·W1` is accumulated over chunks of [`FC1_ROWS`] rows of W1 (read
+//!   in place; as one product, the `gemm` crate packs all 6.4 MB of W1 first).
 //! - Loss and ∂loss/∂logits come from [`crate::xent::softmax_xent`], as for every model.
 //!
 //! The same network on candle ([`crate::CandleCnn`], golden-tested against PyTorch) is
@@ -87,6 +87,12 @@ const K: usize = 5;
 /// constant, so the grouping (which orders the weight-gradient sums) never depends on
 /// the machine.
 pub const GROUP_BYTES: usize = 1 << 20;
+
+/// Rows of fc1's weight per product of its input gradient. Measured W-CNN epoch,
+/// thread CPU, load ≈ 10 (`cnn_epoch` example, 4 Dec 2026): one product over all 512
+/// rows (either orientation) 298–310 ms, chunks of 8 rows 296–305, 16: 289–294, 32:
+/// 292–296, 64: 298–302. Part of the numerics (the order of dA's sums), fixed.
+pub const FC1_ROWS: usize = 16;
 
 /// Samples per forward pass in [`Model::evaluate`] and [`Cnn::logits`], which bounds the
 /// model's buffers (≈ 160 KB per 28×28 sample) whatever the size of the batch evaluated.
@@ -695,16 +701,21 @@ fn backward(
         gemm_threads,
     );
     column_sums(dh1, FC, gfc1b);
-    // dA = dH · W1 (fc1's input gradient), [n, flat], over the whole batch, computed as
-    // dAᵀ = W1ᵀ · dHᵀ (the `gemm` crate's fast orientation for it) and transposed.
+    // dA = dH · W1 (fc1's input gradient), [n, flat], over the whole batch: W1 is read in
+    // chunks of FC1_ROWS rows (contiguous, 200 KB), each product accumulated into dA
+    // stored column-major (so the `gemm` crate reads the chunk in place instead of
+    // packing all of W1), then transposed.
     let da_t = &mut w.da_t[..flat * n];
-    sgemm(
-        MatMut::row_major(da_t, flat, n, n),
-        MatRef::transposed(v.fc1w, flat, FC, flat),
-        MatRef::transposed(dh1, FC, n, FC),
-        false,
-        gemm_threads,
-    );
+    for (c, j0) in (0..FC).step_by(FC1_ROWS).enumerate() {
+        let rows = FC1_ROWS.min(FC - j0);
+        sgemm(
+            MatMut::transposed(&mut *da_t, n, flat, n),
+            MatRef::row_major(&dh1[j0..], n, rows, FC),
+            MatRef::row_major(&v.fc1w[j0 * flat..], rows, flat, flat),
+            c > 0,
+            gemm_threads,
+        );
+    }
     transpose(da_t, flat, n, &mut w.da[..n * flat]);
     // Per block: the convolutions.
     let blocks: Vec<_> = w
