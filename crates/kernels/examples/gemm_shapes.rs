@@ -76,6 +76,32 @@ fn run(c: &Case) {
     );
 }
 
+fn small(name: &str, m: usize, n: usize, k: usize) {
+    let a: Vec<f32> = (0..m * k).map(|i| (i % 7) as f32 * 0.1).collect();
+    let b: Vec<f32> = (0..k * n).map(|i| (i % 5) as f32 * 0.2).collect();
+    let mut dst = vec![0.0f32; m * n];
+    use fedpace_kernels::small_gemm::{gemm, pack, packed_len};
+    let mut packed = vec![0.0; packed_len(k, n)];
+    pack(&b, k, n, n, 1, &mut packed);
+    let reps = (2e8 / (2.0 * (m * n * k) as f64)).clamp(3.0, 2000.0) as usize;
+    let mut times = vec![];
+    for _ in 0..15 {
+        let t = thread_cpu();
+        for _ in 0..reps {
+            gemm(m, n, k, &a, k, &packed, &mut dst, n, true);
+        }
+        times.push((thread_cpu() - t) / reps as f64);
+    }
+    times.sort_by(f64::total_cmp);
+    let t = times[times.len() / 4];
+    println!(
+        "{name:<40} m={m:<5} n={n:<5} k={k:<5} {:>13} {:>8.3} ms {:>6.1} GFLOP/s",
+        "",
+        t * 1e3,
+        2.0 * (m * n * k) as f64 / t / 1e9
+    );
+}
+
 fn main() {
     let case = |name, m, n, k, a_t, b_t, c_col| Case {
         name,
@@ -400,6 +426,15 @@ fn main() {
     for c in cases.iter().chain(&more) {
         if c.name.contains(filter.as_str()) {
             run(c);
+        }
+    }
+    // The char-LSTM's recurrent products through `small_gemm` (few rows, B in place).
+    for (name, m, n, k) in [
+        ("lstm rec fwd: h·W_hhᵗ, small_gemm  [used]", n, 1024, 256),
+        ("lstm rec bwd: dG·W_hh, small_gemm  [used]", n, 256, 1024),
+    ] {
+        if name.contains(filter.as_str()) {
+            small(name, m, n, k);
         }
     }
 }

@@ -51,6 +51,7 @@ pub mod nhwc;
 pub mod pointwise;
 mod sgemm;
 mod simd;
+pub mod small_gemm;
 pub mod winograd;
 
 use std::sync::atomic::{AtomicUsize, Ordering};

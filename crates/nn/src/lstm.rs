@@ -46,9 +46,8 @@ use crate::init::{self, Init};
 use crate::mlp::grow;
 use crate::{check_positive, check_spec, BODY, HEAD};
 use fedpace_core::{Batch, EvalStats, Model};
-use fedpace_kernels::pointwise::{
-    add_column_sums, lstm_cell_backward, lstm_cell_forward, transpose,
-};
+use fedpace_kernels::pointwise::{add_column_sums, lstm_cell_backward, lstm_cell_forward};
+use fedpace_kernels::small_gemm;
 use fedpace_kernels::{sgemm, MatMut, MatRef};
 use fedpace_params::{ParamSpec, ParamTree};
 use std::sync::Arc;
@@ -168,8 +167,10 @@ struct LayerWork {
     tanh_c: Vec<f32>,
     /// Outputs `h_t`, `[T·n, H]` (the next layer's input).
     y: Vec<f32>,
-    /// `W_hh` transposed, `[H, 4H]`.
-    w_hh_t: Vec<f32>,
+    /// `W_hhᵀ` (`H × 4H`, the forward recurrent product's `B`) and `W_hh` (`4H × H`, the
+    /// backward's), packed for [`fedpace_kernels::small_gemm`].
+    w_fwd: Vec<f32>,
+    w_bwd: Vec<f32>,
     /// `b_ih + b_hh`.
     bias: Vec<f32>,
 }
@@ -272,9 +273,12 @@ impl CharLstm {
             grow(&mut lw.c, rows * h);
             grow(&mut lw.tanh_c, rows * h);
             grow(&mut lw.y, rows * h);
-            grow(&mut lw.w_hh_t, 4 * h * h);
+            grow(&mut lw.w_fwd, small_gemm::packed_len(h, 4 * h));
+            grow(&mut lw.w_bwd, small_gemm::packed_len(4 * h, h));
             grow(&mut lw.bias, 4 * h);
-            transpose(&p[e[hw].range()], 4 * h, h, &mut lw.w_hh_t[..4 * h * h]);
+            let w_hh = &p[e[hw].range()];
+            small_gemm::pack(w_hh, h, 4 * h, 1, h, &mut lw.w_fwd);
+            small_gemm::pack(w_hh, 4 * h, h, h, 1, &mut lw.w_bwd);
             for ((b, &bi), &bh) in lw
                 .bias
                 .iter_mut()
@@ -298,12 +302,16 @@ impl CharLstm {
                 let c_prev = (t > 0).then(|| &prev_c[(t - 1) * n * h..]);
                 if t > 0 {
                     // G_t += h_{t−1}·W_hhᵀ.
-                    sgemm(
-                        MatMut::row_major(g, n, 4 * h, 4 * h),
-                        MatRef::row_major(&prev_y[(t - 1) * n * h..], n, h, h),
-                        MatRef::row_major(&lw.w_hh_t[..4 * h * h], h, 4 * h, 4 * h),
+                    small_gemm::gemm(
+                        n,
+                        4 * h,
+                        h,
+                        &prev_y[(t - 1) * n * h..],
+                        h,
+                        &lw.w_fwd,
+                        g,
+                        4 * h,
                         true,
-                        1,
                     );
                 }
                 lstm_cell_forward(
@@ -407,13 +415,7 @@ impl CharLstm {
                 );
                 if t > 0 {
                     // dh_{t−1} = dG_t·W_hh.
-                    sgemm(
-                        MatMut::row_major(dh_rec, n, h, h),
-                        MatRef::row_major(dg, n, 4 * h, 4 * h),
-                        MatRef::row_major(&p[e[hw].range()], 4 * h, h, h),
-                        false,
-                        1,
-                    );
+                    small_gemm::gemm(n, h, 4 * h, dg, 4 * h, &lw.w_bwd, dh_rec, h, false);
                 }
             }
             let dgates = &w.dgates[..rows * 4 * h];
