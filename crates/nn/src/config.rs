@@ -146,9 +146,10 @@ pub fn factory(cfg: &ModelConfig, input: &InputShape, num_classes: usize) -> Res
 }
 
 /// [`factory`] whose CNN and char-LSTM use at most `grain` threads of the caller's rayon
-/// pool per call ([`Cnn::with_threads`], [`CharLstm::with_threads`]: 0 = every idle
-/// thread, 1 = the calling thread only). Results never depend on it
-/// (docs/arch/0002-parallelism.md). Logistic regression and the MLP ignore it.
+/// pool per call ([`Cnn::with_threads`]: 0 = every idle thread, 1 = the calling thread
+/// only; [`CharLstm::with_threads`] with `grain` ≥ 1, the calling thread only for 0).
+/// Results never depend on it (docs/arch/0002-parallelism.md). Logistic regression and
+/// the MLP ignore it.
 pub fn factory_with_grain(
     cfg: &ModelConfig,
     input: &InputShape,
@@ -201,8 +202,11 @@ pub fn factory_with_grain(
             },
             InputShape::Tokens { seq_len, vocab },
         ) => proto(
+            // 0 keeps the char-LSTM on its thread: the `gemm` crate splits its products
+            // whether or not another thread is idle, which cost 5 % more CPU when every
+            // thread has its own client (docs/arch/0010-fast-layers.md).
             CharLstm::new(*vocab, *embedding, *hidden, *layers, *seq_len, num_classes)?
-                .with_threads(grain),
+                .with_threads(grain.max(1)),
         ),
         (ModelConfig::CharLstm { .. }, InputShape::Dense(_)) => {
             Err(unsupported("needs token sequences, not dense features"))
