@@ -51,7 +51,11 @@ def main():
         fp = [fedpace(f) for f in files]
         key = "round" if tmodel == "round" else "unit"
         fp = [f[key] for f in fp if key in f]
-        tp = [(t["median_s"], t["median_thread_cpu_s"]) for t in torch if t["model"] == tmodel]
+        tp = [
+            (t["median_s"], t["median_thread_cpu_s"])
+            for t in torch
+            if t["model"] == tmodel and t["threads"] == 1
+        ]
         if not fp or not tp:
             continue
         fw, fc = statistics.median(x[0] for x in fp), statistics.median(x[1] for x in fp)
@@ -65,6 +69,17 @@ def main():
             f"{len(fp)} / {len(tp)} reps)"
         )
     print("\n".join(rows))
+    two = [t["median_s"] for t in torch if t["model"] == "round" and t["threads"] == 2]
+    fp_round = [
+        fedpace(f)["round"][0]
+        for f in sorted(glob.glob(os.path.join(d, "fedpace-lstm-*.txt")))
+        if "round" in fedpace(f)
+    ]
+    if two and fp_round:
+        print(
+            f"round by wall, fedpace (clients in parallel on every core) {statistics.median(fp_round):.2f} s"
+            f" vs PyTorch 2 threads {statistics.median(two):.2f} s = {statistics.median(two) / statistics.median(fp_round):.2f}×"
+        )
     shares = [fedpace(f).get("sgemm_share") for f in sorted(glob.glob(os.path.join(d, "fedpace-cnn-*.txt")))]
     sgemm = [fedpace(f).get("sgemm") for f in sorted(glob.glob(os.path.join(d, "fedpace-*-*.txt")))]
     if any(shares):
