@@ -1,5 +1,5 @@
 //! `fedpace bench` sections on local-training speed (docs/benchmarks.md, "Per-model
-//! speed"; docs/arch/0010-fast-layers.md):
+//! speed"; docs/arch/0014-fast-layers.md):
 //!
 //! - `--workload lstm`: the LEAF Shakespeare char-LSTM (examples/shakespeare.toml: batch
 //!   10 × 80 characters, 20 steps a round) — one client's 20 local steps on one thread

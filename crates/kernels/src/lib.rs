@@ -2,7 +2,7 @@
 //! and backward pass, and candle custom ops with their own backward.
 //!
 //! **Slice kernels** (used by the plain-Rust models of `fedpace_nn`, docs/arch/0006 and
-//! docs/arch/0010): [`sgemm`], a bounds-checked wrapper around the `gemm` crate's f32
+//! docs/arch/0014): [`sgemm`], a bounds-checked wrapper around the `gemm` crate's f32
 //! product on strided views ([`MatRef`], [`MatMut`]); in [`nhwc`], channels-last
 //! convolution helpers ([`im2row`], [`row2im_add`] on zero-padded images, [`SameConv`])
 //! and fused bias + ReLU + 2×2 max-pooling with its backward ([`Pool2x2`]); in

@@ -1,6 +1,6 @@
 //! A matrix product with few rows, `dst (+)= A·B` for `A: m × k` with small `m` (a
 //! batch of 10 sequences, say) against a `B: k × n` packed once into column panels, for
-//! the char-LSTM's recurrent products (docs/arch/0010-fast-layers.md): the same `B` (a
+//! the char-LSTM's recurrent products (docs/arch/0014-fast-layers.md): the same `B` (a
 //! layer's `W_hh`) multiplies 79 steps' `h` or `dG` per call.
 //!
 //! The `gemm` crate runs such a product by transposing it (`n` becomes its rows) and

@@ -1,5 +1,5 @@
 //! Winograd minimal filtering F(2×2, 5×5) for a stride-1 "same" 5×5 convolution on
-//! channels-last images (docs/arch/0010-fast-layers.md): the transforms around the
+//! channels-last images (docs/arch/0014-fast-layers.md): the transforms around the
 //! 36 small GEMMs that replace the convolution's one large one.
 //!
 //! For a 6×6 input tile `d` and a 5×5 filter `g`, the 2×2 output tile of the

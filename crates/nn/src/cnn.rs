@@ -22,7 +22,7 @@
 //!   step, and their gradient, which the GEMM `dWᵗ = colsᵀ·dY` produces in the same
 //!   layout, is permuted back.
 //! - conv2 (83 % of the network's arithmetic) runs by **Winograd F(2×2, 5×5)**
-//!   ([`fedpace_kernels::winograd`], docs/arch/0010-fast-layers.md): each 2×2 output
+//!   ([`fedpace_kernels::winograd`], docs/arch/0014-fast-layers.md): each 2×2 output
 //!   tile is 36 elementwise products of transformed 6×6 input tiles and transformed
 //!   filters, summed over channels as 36 small GEMMs `M_k = V_k·U_k` — 2.8× fewer
 //!   multiplications than the direct convolution — and backward applies the adjoints

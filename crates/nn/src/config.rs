@@ -204,7 +204,7 @@ pub fn factory_with_grain(
         ) => proto(
             // 0 keeps the char-LSTM on its thread: the `gemm` crate splits its products
             // whether or not another thread is idle, which cost 5 % more CPU when every
-            // thread has its own client (docs/arch/0010-fast-layers.md).
+            // thread has its own client (docs/arch/0014-fast-layers.md).
             CharLstm::new(*vocab, *embedding, *hidden, *layers, *seq_len, num_classes)?
                 .with_threads(grain.max(1)),
         ),

@@ -1,5 +1,5 @@
 //! A fully connected layer with hand-written backward, on feature-major activations
-//! (docs/arch/0010-fast-layers.md).
+//! (docs/arch/0014-fast-layers.md).
 //!
 //! `y = W·x + b` with PyTorch's `nn.Linear` layout (`W: [outputs, inputs]`). A batch of
 //! `n` activations is stored **feature-major**, `[features, n]` (the transpose of the

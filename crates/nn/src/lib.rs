@@ -1,7 +1,7 @@
 //! Models for fedpace over flat parameters: multinomial logistic regression, an MLP, the
 //! FedAvg-paper CNN and the LEAF Shakespeare char-LSTM, each in plain Rust with a
 //! hand-written backward pass (docs/arch/0006-cnn-plain-rust.md,
-//! docs/arch/0010-fast-layers.md); the MLP, the CNN and the char-LSTM also on candle
+//! docs/arch/0014-fast-layers.md); the MLP, the CNN and the char-LSTM also on candle
 //! ([`CandleMlp`], [`CandleCnn`], [`CandleCharLstm`]), the references the fast versions
 //! are tested against, and the way to write a model of one's own.
 //!

@@ -13,7 +13,7 @@
 //! `lstm.weight_hh_l{l}` `[4H, H]`, `lstm.bias_ih_l{l}` `[4H]`, `lstm.bias_hh_l{l}`
 //! `[4H]` (all `body`); `fc.weight` `[classes, H]`, `fc.bias` (`head`).
 //!
-//! # Implementation: plain Rust on flat buffers (docs/arch/0010-fast-layers.md)
+//! # Implementation: plain Rust on flat buffers (docs/arch/0014-fast-layers.md)
 //!
 //! Forward and backward are written out by hand on buffers the model keeps between
 //! calls, with activations **time-major** (`[T·n, ·]`, the rows of step t together) so

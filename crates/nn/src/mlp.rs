@@ -4,7 +4,7 @@
 //! `fcL.weight` `[C, h_last]`, `fcL.bias`; the last layer is group `head`, the others
 //! `body`.
 //!
-//! # Implementation: plain Rust on flat buffers (docs/arch/0010-fast-layers.md)
+//! # Implementation: plain Rust on flat buffers (docs/arch/0014-fast-layers.md)
 //!
 //! A stack of [`crate::dense`] layers with hand-written backward, on buffers the model
 //! keeps between calls. Activations are **feature-major** (`Hᵀ`, one row per feature,

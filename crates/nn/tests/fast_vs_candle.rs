@@ -4,7 +4,7 @@
 //! parameters and batches of several shapes and sizes, buffers reused across calls of
 //! different sizes, the same parameters after several SGD steps, and — for the
 //! char-LSTM, whose all-steps products may use several threads — the same bits whatever
-//! the thread cap and the pool size (docs/arch/0010-fast-layers.md).
+//! the thread cap and the pool size (docs/arch/0014-fast-layers.md).
 //!
 //! The implementations differ in summation order (GEMM blocking) and, for the LSTM, in
 //! the last bits of σ and tanh (fedpace's vectorised versions are within ≈ 2e-7
