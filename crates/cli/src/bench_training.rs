@@ -191,7 +191,7 @@ pub fn char_lstm(quick: bool, gemm1: f64, threads: usize) -> Result<()> {
                 "  examples/shakespeare.toml round {:>6.3} s wall, {:.3} s process CPU  ({} clients × {steps} steps, {in_parallel} clients in parallel, rounds 2–{}; PyTorch: torch_epoch.py --model round)",
                 (w[last] - w[0]) / last as f64,
                 (c[last] - c[0]) / last as f64,
-                cfg.strategy.clients_per_round,
+                cfg.strategy.round.clients_per_round,
                 last + 1
             );
         }
@@ -248,8 +248,8 @@ pub fn throughput(quick: bool, cores: usize) -> Result<()> {
     );
     for (w, per_round) in [(Workload::Lr, 1000), (Workload::Mlp, 100)] {
         let mut cfg = workload_config(w)?;
-        cfg.data.num_clients = registered;
-        cfg.strategy.clients_per_round = per_round;
+        cfg.data = cfg.data.clone().with_num_clients(registered);
+        cfg.strategy.round.clients_per_round = per_round;
         cfg.rounds = if quick { 3 } else { 5 };
         cfg.validate().map_err(anyhow::Error::msg)?;
         let mut rates = Vec::new();
