@@ -3,19 +3,26 @@
 PyTorch medians over the repetitions (wall and thread CPU), their ratios, each
 repetition's ratio, and the load averages of the window.
 
-    python3 scripts/peers/epoch_table.py OUTDIR
+    python3 scripts/peers/epoch_table.py OUTDIR [--write docs/benchmarks.md]
+
+With --write, the table replaces the `epoch-window` block of that file
+(scripts/docs_block.py).
 
 fedpace figures are read from `fedpace bench` output (the "local epoch, 1 thr." line for
 lr/mlp/cnn, "local step, 1 thr." and the Shakespeare round for lstm); PyTorch figures
 from torch.jsonl (scripts/peers/torch_epoch.py).
 """
 
+import argparse
 import glob
 import json
 import os
 import re
 import statistics
 import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from docs_block import write_block  # noqa: E402
 
 NUM = r"([0-9]+(?:\.[0-9]+)?)"
 
@@ -38,19 +45,34 @@ def fedpace(path):
 
 
 def main():
-    d = sys.argv[1]
+    ap = argparse.ArgumentParser()
+    ap.add_argument("dir")
+    ap.add_argument("--write", help="Markdown file whose epoch-window block to replace")
+    a = ap.parse_args()
+    d = a.dir
     torch = [json.loads(line) for line in open(os.path.join(d, "torch.jsonl"))]
-    loads = [float(line.split()[1]) for line in open(os.path.join(d, "runlog.txt"))]
-    times = [line.split()[0] for line in open(os.path.join(d, "runlog.txt"))]
-    print(f"window {times[0]} – {times[-1]}, 1-min load {min(loads)}–{max(loads)}")
-    rows = []
+    log = [line.split() for line in open(os.path.join(d, "runlog.txt"))]
+    loads = [float(x[1]) for x in log]
+    lines = [
+        f"Window {log[0][0]} – {log[-1][0]} (UTC), 1-minute load average {min(loads):.2f}–{max(loads):.2f} "
+        f"on {os.cpu_count()} cores; medians over the repetitions; ratio = PyTorch ÷ fedpace "
+        "(above 1: fedpace faster). Thread CPU is the CPU time of the timing thread "
+        "(process CPU for the round), which the machine's other load changes less than wall time.",
+        "",
+        "| workload | fedpace wall | fedpace CPU | PyTorch wall | PyTorch CPU | ratio by wall | ratio by CPU | ratio by CPU per repetition | reps (fedpace / PyTorch) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    names = {
+        "lr": "W-LR client epoch",
+        "mlp": "W-MLP client epoch",
+        "cnn": "W-CNN client epoch",
+        "lstm": "char-LSTM training step",
+        "round": "Shakespeare FedAvg round (10 clients × 20 steps, 1 thread)",
+    }
     for model, tmodel in [("lr", "lr"), ("mlp", "mlp"), ("cnn", "cnn"), ("lstm", "lstm"), ("lstm", "round")]:
         files = sorted(glob.glob(os.path.join(d, f"fedpace-{model}-*.txt")))
-        if not files:
-            continue
-        fp = [fedpace(f) for f in files]
         key = "round" if tmodel == "round" else "unit"
-        fp = [f[key] for f in fp if key in f]
+        fp = [f[key] for f in map(fedpace, files) if key in f]
         tp = [
             (t["median_s"], t["median_thread_cpu_s"])
             for t in torch
@@ -62,29 +84,30 @@ def main():
         tw, tc = statistics.median(x[0] for x in tp), statistics.median(x[1] for x in tp)
         per_rep = [t[1] / f[1] for f, t in zip(fp, tp)]
         scale, unit = (1, "s") if tmodel == "round" else (1e3, "ms")
-        rows.append(
-            f"{tmodel:<6} fedpace {fw*scale:8.2f} {unit} wall, {fc*scale:8.2f} {unit} CPU | "
-            f"PyTorch {tw*scale:8.2f} wall, {tc*scale:8.2f} CPU | ratio {tw/fw:5.2f}× wall, "
-            f"{tc/fc:5.2f}× CPU (per rep by CPU {', '.join(f'{r:.2f}' for r in per_rep)}; "
-            f"{len(fp)} / {len(tp)} reps)"
+        lines.append(
+            f"| {names[tmodel]} | {fw*scale:.2f} {unit} | {fc*scale:.2f} {unit} | {tw*scale:.2f} {unit} | "
+            f"{tc*scale:.2f} {unit} | {tw/fw:.2f}× | {tc/fc:.2f}× | {', '.join(f'{r:.2f}' for r in per_rep)} | "
+            f"{len(fp)} / {len(tp)} |"
         )
-    print("\n".join(rows))
-    two = [t["median_s"] for t in torch if t["model"] == "round" and t["threads"] == 2]
-    fp_round = [
-        fedpace(f)["round"][0]
-        for f in sorted(glob.glob(os.path.join(d, "fedpace-lstm-*.txt")))
-        if "round" in fedpace(f)
-    ]
-    if two and fp_round:
-        print(
-            f"round by wall, fedpace (clients in parallel on every core) {statistics.median(fp_round):.2f} s"
-            f" vs PyTorch 2 threads {statistics.median(two):.2f} s = {statistics.median(two) / statistics.median(fp_round):.2f}×"
+    lines.append("")
+    cnn = [fedpace(f) for f in sorted(glob.glob(os.path.join(d, "fedpace-cnn-*.txt")))]
+    shares = [f["sgemm_share"] for f in cnn if "sgemm_share" in f]
+    if shares:
+        lines.append(
+            "W-CNN epoch rate as a share of the 1-thread sgemm rate measured in the same run "
+            f"(direct-convolution GFLOP; by wall / by CPU, each repetition): "
+            + ", ".join(f"{w} % / {c} %" for w, c in shares)
+            + "."
         )
-    shares = [fedpace(f).get("sgemm_share") for f in sorted(glob.glob(os.path.join(d, "fedpace-cnn-*.txt")))]
-    sgemm = [fedpace(f).get("sgemm") for f in sorted(glob.glob(os.path.join(d, "fedpace-*-*.txt")))]
-    if any(shares):
-        print(f"CNN epoch share of the in-run 1-thread sgemm rate (wall / CPU): {shares}")
-    print(f"in-run sgemm 512³, 1 thread: {min(s for s in sgemm if s)}–{max(s for s in sgemm if s)} GFLOP/s")
+    sgemm = [f["sgemm"] for f in map(fedpace, glob.glob(os.path.join(d, "fedpace-*-*.txt"))) if "sgemm" in f]
+    if sgemm:
+        lines.append(f"In-run sgemm 512³ on 1 thread: {min(sgemm):.1f}–{max(sgemm):.1f} GFLOP/s.")
+    versions = sorted({t.get("torch", "?") for t in torch})
+    lines.append(f"PyTorch {', '.join(versions)}; run log: UTC time and /proc/loadavg before every run.")
+    text = "\n".join(lines)
+    print(text)
+    if a.write:
+        write_block(a.write, "epoch-window", text)
 
 
 if __name__ == "__main__":
