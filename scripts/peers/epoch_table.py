@@ -5,8 +5,8 @@ repetition's ratio, and the load averages of the window.
 
     python3 scripts/peers/epoch_table.py OUTDIR [--write docs/benchmarks.md]
 
-With --write, the table replaces the `epoch-window` block of that file
-(scripts/docs_block.py).
+With --write, the table replaces the `epoch-window` block of that file (another with
+--block NAME; scripts/docs_block.py); --note puts a sentence before it.
 
 fedpace figures are read from `fedpace bench` output (the "local epoch, 1 thr." line for
 lr/mlp/cnn, "local step, 1 thr." and the Shakespeare round for lstm); PyTorch figures
@@ -35,6 +35,9 @@ def fedpace(path):
     m = re.search(r"round\s+" + NUM + r" s wall, " + NUM + r" s process CPU", text)
     if m:
         out["round"] = (float(m.group(1)), float(m.group(2)))
+    m = re.search(r"(\d+) clients in parallel", text)
+    if m:
+        out["in_parallel"] = int(m.group(1))
     m = re.search(r"CNN epoch rate .*?= (\d+)% / (\d+)% of the 1-thread sgemm", text)
     if m:
         out["sgemm_share"] = (int(m.group(1)), int(m.group(2)))
@@ -47,14 +50,17 @@ def fedpace(path):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("dir")
-    ap.add_argument("--write", help="Markdown file whose epoch-window block to replace")
+    ap.add_argument("--write", help="Markdown file whose block to replace")
+    ap.add_argument("--block", default="epoch-window", help="name of that block (default epoch-window)")
+    ap.add_argument("--note", default="", help="a sentence put before the table (which build, for instance)")
     a = ap.parse_args()
     d = a.dir
     torch = [json.loads(line) for line in open(os.path.join(d, "torch.jsonl"))]
     log = [line.split() for line in open(os.path.join(d, "runlog.txt"))]
     loads = [float(x[1]) for x in log]
     lines = [
-        f"Window {log[0][0]} – {log[-1][0]} (UTC), 1-minute load average {min(loads):.2f}–{max(loads):.2f} "
+        (a.note + " " if a.note else "")
+        + f"Window {log[0][0]} – {log[-1][0]} (UTC), 1-minute load average {min(loads):.2f}–{max(loads):.2f} "
         f"on {os.cpu_count()} cores; medians over the repetitions; ratio = PyTorch ÷ fedpace "
         "(above 1: fedpace faster). Thread CPU is the CPU time of the timing thread "
         "(process CPU for the round), which the machine's other load changes less than wall time.",
@@ -67,7 +73,6 @@ def main():
         "mlp": "W-MLP client epoch",
         "cnn": "W-CNN client epoch",
         "lstm": "char-LSTM training step",
-        "round": "Shakespeare FedAvg round (10 clients × 20 steps, 1 thread)",
     }
     for model, tmodel in [("lr", "lr"), ("mlp", "mlp"), ("cnn", "cnn"), ("lstm", "lstm"), ("lstm", "round")]:
         files = sorted(glob.glob(os.path.join(d, f"fedpace-{model}-*.txt")))
@@ -84,6 +89,13 @@ def main():
         tw, tc = statistics.median(x[0] for x in tp), statistics.median(x[1] for x in tp)
         per_rep = [t[1] / f[1] for f, t in zip(fp, tp)]
         scale, unit = (1, "s") if tmodel == "round" else (1e3, "ms")
+        if tmodel == "round":
+            k = sorted({f.get("in_parallel") for f in map(fedpace, files)} - {None})
+            at_once = "/".join(map(str, k)) or "?"
+            names["round"] = (
+                f"Shakespeare FedAvg round (10 clients × 20 steps; fedpace {at_once} client(s) at a time, "
+                "PyTorch one after another on one thread)"
+            )
         lines.append(
             f"| {names[tmodel]} | {fw*scale:.2f} {unit} | {fc*scale:.2f} {unit} | {tw*scale:.2f} {unit} | "
             f"{tc*scale:.2f} {unit} | {tw/fw:.2f}× | {tc/fc:.2f}× | {', '.join(f'{r:.2f}' for r in per_rep)} | "
@@ -107,7 +119,7 @@ def main():
     text = "\n".join(lines)
     print(text)
     if a.write:
-        write_block(a.write, "epoch-window", text)
+        write_block(a.write, a.block, text)
 
 
 if __name__ == "__main__":
