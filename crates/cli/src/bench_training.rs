@@ -14,13 +14,12 @@
 //! interleaved with these in one window; nothing here divides by a stored figure.
 
 use crate::bench::{load_average, workload_config, Workload};
-use crate::config::ExperimentConfig;
 use crate::runner;
 use anyhow::Result;
 use fedpace_core::rng::{derive_seed, stream, Purpose};
-use fedpace_core::round::{Observer, RoundRecord};
-use fedpace_core::{Batch, Dataset, Inputs, Progress};
-use fedpace_params::ParamTree;
+use fedpace_core::round::RoundRecord;
+use fedpace_core::{Batch, Dataset, Inputs};
+use fedpace_experiment::{ExperimentConfig, Monitor, RunOptions};
 use std::time::Instant;
 
 const SHAKESPEARE: &str = include_str!("../../../examples/shakespeare.toml");
@@ -179,12 +178,12 @@ pub fn char_lstm(quick: bool, gemm1: f64, threads: usize) -> Result<()> {
     let dir = runner::data_dir(cfg.data_dir.as_deref());
     match runner::prepare(&cfg, threads) {
         Ok(prepared) => {
-            let in_parallel = prepared.grid.threads();
+            let in_parallel = prepared.threads();
             let mut clock = RoundClock {
                 start: Some(Instant::now()),
                 ..Default::default()
             };
-            runner::run_observed(&cfg, prepared, &mut clock)?;
+            prepared.run(RunOptions::default().keep(false, false).with_monitor(&mut clock))?;
             let (w, c) = (&clock.wall, &clock.cpu);
             let last = w.len() - 2;
             println!(
@@ -211,19 +210,11 @@ struct RoundClock {
     start: Option<Instant>,
 }
 
-impl Progress for RoundClock {
-    fn client_done(&self) {}
-}
-
-impl Observer for RoundClock {
-    fn progress(&self) -> &dyn Progress {
-        self
-    }
-    fn round_finished(&mut self, _: &RoundRecord, _: &ParamTree) -> fedpace_core::Result<()> {
+impl Monitor for RoundClock {
+    fn round_finished(&mut self, _: &RoundRecord, _: &serde_json::Value) {
         let start = *self.start.get_or_insert_with(Instant::now);
         self.wall.push(start.elapsed().as_secs_f64());
         self.cpu.push(process_cpu_seconds());
-        Ok(())
     }
 }
 
@@ -259,7 +250,7 @@ pub fn throughput(quick: bool, cores: usize) -> Result<()> {
                 start: Some(Instant::now()),
                 ..Default::default()
             };
-            runner::run_observed(&cfg, prepared, &mut clock)?;
+            prepared.run(RunOptions::default().keep(false, false).with_monitor(&mut clock))?;
             let (w, c) = (&clock.wall, &clock.cpu);
             let last = w.len() - 2;
             let epochs = (last * per_round) as f64;
