@@ -250,7 +250,11 @@ pub fn throughput(quick: bool, cores: usize) -> Result<()> {
                 start: Some(Instant::now()),
                 ..Default::default()
             };
-            prepared.run(RunOptions::default().keep(false, false).with_monitor(&mut clock))?;
+            prepared.run(
+                RunOptions::default()
+                    .keep(false, false)
+                    .with_monitor(&mut clock),
+            )?;
             let (w, c) = (&clock.wall, &clock.cpu);
             let last = w.len() - 2;
             let epochs = (last * per_round) as f64;
