@@ -27,7 +27,11 @@ pub enum Workload {
     Cnn,
     /// Aggregation of 10 clients × 10 M parameters against a memory copy.
     Agg,
-    /// LR, MLP, CNN and Agg.
+    /// The LEAF Shakespeare char-LSTM: local step on one thread, and the example's round.
+    Lstm,
+    /// Client-epochs per second per core, W-LR and W-MLP, 10,000 registered clients.
+    Throughput,
+    /// LR, MLP, CNN, Agg, Lstm and Throughput.
     All,
     /// Scale: `--clients` registered clients (default 1,000,000), 1,000 per round,
     /// W-LR-sized model, a stateful algorithm (`--algorithm`) whose client states are
@@ -173,14 +177,22 @@ pub fn run(opts: &BenchOptions) -> Result<()> {
         return scale(opts);
     }
     let list: Vec<Workload> = match opts.workload {
-        Workload::All => vec![Workload::Lr, Workload::Mlp, Workload::Cnn, Workload::Agg],
+        Workload::All => vec![
+            Workload::Lr,
+            Workload::Mlp,
+            Workload::Cnn,
+            Workload::Agg,
+            Workload::Lstm,
+            Workload::Throughput,
+        ],
         w => vec![w],
     };
     for w in list {
-        if w == Workload::Agg {
-            aggregation(opts.quick)?;
-        } else {
-            workload(w, opts, gemm1)?;
+        match w {
+            Workload::Agg => aggregation(opts.quick)?,
+            Workload::Lstm => crate::bench_training::char_lstm(opts.quick, gemm1, opts.threads)?,
+            Workload::Throughput => crate::bench_training::throughput(opts.quick, cores)?,
+            _ => workload(w, opts, gemm1)?,
         }
         println!();
     }
@@ -405,7 +417,7 @@ struct EpochTime {
 }
 
 /// CPU seconds used by the calling thread so far.
-fn thread_cpu_seconds() -> f64 {
+pub fn thread_cpu_seconds() -> f64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,

@@ -4,6 +4,7 @@
 
 mod alloc;
 mod bench;
+mod bench_training;
 mod report;
 mod runner;
 mod signals;
@@ -63,8 +64,9 @@ enum Command {
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
-    /// Run the BENCHMARKS.md workloads (W-LR, W-MLP, W-CNN) and the aggregation
-    /// benchmark; print times, rates, peak memory and the target ratios.
+    /// Run the BENCHMARKS.md workloads (W-LR, W-MLP, W-CNN), the aggregation benchmark,
+    /// the char-LSTM step and round and the client-epoch throughput; print times, rates,
+    /// peak memory and the target ratios.
     Bench {
         /// Which workload.
         #[arg(long, value_enum, default_value = "all")]

@@ -1,11 +1,16 @@
 //! Fast CPU kernels for fedpace: slice kernels for models that run their own forward
 //! and backward pass, and candle custom ops with their own backward.
 //!
-//! **Slice kernels** (used by the plain-Rust `fedpace_nn::Cnn`): [`sgemm`], a
-//! bounds-checked wrapper around the `gemm` crate's f32 product on strided views
-//! ([`MatRef`], [`MatMut`]); and, in [`nhwc`], channels-last convolution helpers
-//! ([`im2row`], [`row2im_add`] on zero-padded images, [`SameConv`]) and fused
-//! bias + ReLU + 2×2 max-pooling with its backward ([`Pool2x2`]).
+//! **Slice kernels** (used by the plain-Rust models of `fedpace_nn`, docs/arch/0006 and
+//! docs/arch/0014): [`sgemm`], a bounds-checked wrapper around the `gemm` crate's f32
+//! product on strided views ([`MatRef`], [`MatMut`]); in [`nhwc`], channels-last
+//! convolution helpers ([`im2row`], [`row2im_add`] on zero-padded images, [`SameConv`])
+//! and fused bias + ReLU + 2×2 max-pooling with its backward ([`Pool2x2`]); in
+//! [`winograd`], the transforms of a 5×5 convolution by Winograd F(2×2, 5×5) and their
+//! adjoints; in [`pointwise`], vectorised `exp`/σ/tanh, the LSTM cell's pointwise
+//! forward and backward, bias + ReLU epilogues, sums and a blocked transpose. They run
+//! compiled for AVX-512 or AVX2 chosen at run time (through `pulp`), with the same
+//! results on every vector width.
 //!
 //! **candle custom ops** (used by the candle reference CNN `fedpace_nn::CandleCnn`):
 //! candle 0.11's CPU `conv2d` backward is ≈ 10× slower than PyTorch's: it runs the input
@@ -43,7 +48,11 @@ mod conv2d;
 mod im2col;
 mod max_pool;
 pub mod nhwc;
+pub mod pointwise;
 mod sgemm;
+mod simd;
+pub mod small_gemm;
+pub mod winograd;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 

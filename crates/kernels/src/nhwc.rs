@@ -13,6 +13,8 @@
 //! per output, which window element won (or that ReLU cut it), so the backward pass is
 //! one pass that writes the whole input gradient and the bias gradient.
 
+use crate::simd::simd;
+
 /// A stride-1 `k×k` convolution (k odd) with `k/2` zeros of padding on each side — the
 /// output has the input's `h × w` size — on HWC images with `channels` channels, as seen
 /// from its **padded** input image (`(h + 2p) × (w + 2p) × channels`, `p = k/2`).
@@ -156,23 +158,6 @@ fn row2im_add_impl(g: &SameConv, cols: &[f32], dxp: &mut [f32]) {
             }
         }
     }
-}
-
-/// Runs `f` compiled for the best vector instruction set of this CPU (AVX-512 or AVX2,
-/// detected at run time; the crate itself is built for baseline x86-64): `f` is inlined
-/// into `pulp`'s target-feature function, and so are the `#[inline(always)]` helpers it
-/// calls, so the compiler's auto-vectorisation can use wide registers.
-#[inline(always)]
-fn simd<R>(f: impl FnOnce() -> R) -> R {
-    struct Op<F>(F);
-    impl<R, F: FnOnce() -> R> pulp::WithSimd for Op<F> {
-        type Output = R;
-        #[inline(always)]
-        fn with_simd<S: pulp::Simd>(self, _: S) -> R {
-            (self.0)()
-        }
-    }
-    pulp::Arch::new().dispatch(Op(f))
 }
 
 /// `dst ← src`, without a `memcpy` call for the short runs of a one-channel input.

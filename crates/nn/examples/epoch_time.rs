@@ -1,14 +1,18 @@
 //! Times one local epoch (600 samples, batch 32, plain SGD lr 0.05) of each model on
-//! one thread and prints the median. Reports, does not assert.
+//! one thread and prints the median; the char-LSTM is timed per training step of the
+//! LEAF Shakespeare shape (batch 10 × 80 characters). Reports, does not assert.
 //!
 //! ```text
-//! RAYON_NUM_THREADS=1 cargo run -p fedpace-nn --release --example epoch_time
+//! RAYON_NUM_THREADS=1 cargo run -p fedpace-nn --release --example epoch_time [lr] [mlp] [cnn] [lstm] [--candle]
 //! ```
+//! With no model named, all four; `--candle` adds the candle references.
 //! (`RAYON_NUM_THREADS=1` also keeps `gemm` from splitting work; every epoch runs inside
 //! `fedpace_nn::threads::single_threaded` regardless.)
 
 use fedpace_core::{Batch, Inputs, Model};
-use fedpace_nn::{threads, CandleCnn, CharLstm, Cnn, LogisticRegression, Mlp};
+use fedpace_nn::{
+    threads, CandleCharLstm, CandleCnn, CandleMlp, CharLstm, Cnn, LogisticRegression, Mlp,
+};
 use std::time::Instant;
 
 const SAMPLES: usize = 600;
@@ -45,14 +49,14 @@ fn dense_batches(shape: &[usize]) -> Vec<Batch> {
         .collect()
 }
 
-fn token_batches(seq_len: usize, vocab: u32) -> Vec<Batch> {
-    let ids: Vec<u32> = (0..SAMPLES * seq_len)
+fn token_batches(seq_len: usize, vocab: u32, samples: usize, batch: usize) -> Vec<Batch> {
+    let ids: Vec<u32> = (0..samples * seq_len)
         .map(|i| (i as u32 * 31 + 7) % vocab)
         .collect();
-    (0..SAMPLES)
-        .step_by(BATCH)
+    (0..samples)
+        .step_by(batch)
         .map(|s| {
-            let e = (s + BATCH).min(SAMPLES);
+            let e = (s + batch).min(samples);
             Batch {
                 inputs: Inputs::Tokens {
                     data: ids[s * seq_len..e * seq_len].to_vec(),
@@ -64,71 +68,117 @@ fn token_batches(seq_len: usize, vocab: u32) -> Vec<Batch> {
         .collect()
 }
 
+/// CPU seconds used by the calling thread so far.
+fn thread_cpu() -> f64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid out-pointer for the duration of the call.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
+}
+
 fn time_epochs(name: &str, model: &mut dyn Model, batches: &[Batch], reps: usize) {
     let mut p = model.init(0).unwrap();
     let mut grad = vec![0.0; p.as_slice().len()];
     let mut times = Vec::with_capacity(reps);
+    let mut cpu = Vec::with_capacity(reps);
     let mut loss = 0.0;
     for _ in 0..reps + 1 {
-        let t = Instant::now();
+        let (t, c) = (Instant::now(), thread_cpu());
         for b in batches {
             loss = model.loss_and_grad(&p, b, &mut grad).unwrap();
             fedpace_params::axpy(-0.05, &grad, p.as_mut_slice());
         }
         times.push(t.elapsed().as_secs_f64());
+        cpu.push(thread_cpu() - c);
     }
     times.remove(0); // warm-up
+    cpu.remove(0);
     times.sort_by(f64::total_cmp);
-    let median = times[times.len() / 2];
+    cpu.sort_by(f64::total_cmp);
     println!(
-        "{name:<28} {:>9} params  epoch median {:>9.3} ms  (min {:.3} ms, {reps} reps, last loss {loss:.3})",
+        "{name:<30} {:>7} params  median {:>9.3} ms wall, {:>9.3} ms thread CPU (min {:.3}; {reps} reps, last loss {loss:.3})",
         model.spec().total_len(),
-        median * 1e3,
-        times[0] * 1e3
+        times[times.len() / 2] * 1e3,
+        cpu[cpu.len() / 2] * 1e3,
+        cpu[0] * 1e3
     );
 }
 
 fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let candle = args.iter().any(|a| a == "--candle");
+    let named: Vec<&str> = args
+        .iter()
+        .map(String::as_str)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    let want = |m: &str| named.is_empty() || named.contains(&m);
     threads::single_threaded(|| {
         println!(
             "one local epoch: {SAMPLES} samples, batch {BATCH}, SGD; rayon threads in call: {}",
             rayon::current_num_threads()
         );
-        let lr_batches = dense_batches(&[60]);
-        time_epochs(
-            "logistic-regression 60→10",
-            &mut LogisticRegression::new(60, 10).unwrap(),
-            &lr_batches,
-            200,
-        );
-        let img = dense_batches(&[1, 28, 28]);
-        time_epochs(
-            "mlp 784-200-200-10",
-            &mut Mlp::new(784, &[200, 200], 10).unwrap(),
-            &img,
-            20,
-        );
-        time_epochs(
-            "cnn (FedAvg), plain Rust",
-            &mut Cnn::new([1, 28, 28], 10).unwrap(),
-            &img,
-            10,
-        );
-        if !std::env::args().any(|a| a == "--no-candle") {
+        if want("lr") {
             time_epochs(
-                "cnn (FedAvg), candle ref.",
-                &mut CandleCnn::new([1, 28, 28], 10).unwrap(),
-                &img,
-                3,
+                "logistic-regression 60→10",
+                &mut LogisticRegression::new(60, 10).unwrap(),
+                &dense_batches(&[60]),
+                200,
             );
         }
-        if std::env::args().any(|a| a == "--lstm") {
+        let img = dense_batches(&[1, 28, 28]);
+        if want("mlp") {
             time_epochs(
-                "char-lstm 80/8/256×2, seq 80",
-                &mut CharLstm::new(80, 8, 256, 2, 80, 80).unwrap(),
-                &token_batches(80, 80),
-                1,
+                "mlp 784-200-200-10",
+                &mut Mlp::new(784, &[200, 200], 10).unwrap(),
+                &img,
+                50,
             );
+            if candle {
+                time_epochs(
+                    "mlp, candle ref.",
+                    &mut CandleMlp::new(784, &[200, 200], 10).unwrap(),
+                    &img,
+                    20,
+                );
+            }
+        }
+        if want("cnn") {
+            time_epochs(
+                "cnn (FedAvg), plain Rust",
+                &mut Cnn::new([1, 28, 28], 10).unwrap(),
+                &img,
+                10,
+            );
+            if candle {
+                time_epochs(
+                    "cnn (FedAvg), candle ref.",
+                    &mut CandleCnn::new([1, 28, 28], 10).unwrap(),
+                    &img,
+                    3,
+                );
+            }
+        }
+        if want("lstm") {
+            // 20 steps of batch 10 (one client's round in examples/shakespeare.toml).
+            let steps = token_batches(80, 80, 200, 10);
+            time_epochs(
+                "char-lstm 80/8/256×2, 20 steps",
+                &mut CharLstm::new(80, 8, 256, 2, 80, 80).unwrap(),
+                &steps,
+                10,
+            );
+            if candle {
+                time_epochs(
+                    "char-lstm, candle ref.",
+                    &mut CandleCharLstm::new(80, 8, 256, 2, 80, 80).unwrap(),
+                    &steps,
+                    2,
+                );
+            }
         }
     });
 }

@@ -15,23 +15,32 @@
 //! been seen), with every product a call to the `gemm` crate through
 //! [`fedpace_kernels::sgemm`] in the orientation that crate runs fastest:
 //!
-//! - Activations are **channels-last** (HWC). A convolution is `im2row` of a zero-padded
-//!   HWC image (each row `k` contiguous copies of `5·C` values) and one GEMM
-//!   `Y[pixels, O] = cols · Wᵗ[(ki, kj, c), O]`, whose output is HWC again. Weights are
-//!   permuted into that `[(ki, kj, c), O]` layout once per step (51 k values), and their
-//!   gradient, which the GEMM `dWᵗ = colsᵀ·dY` produces in the same layout, is permuted
-//!   back.
-//! - Samples go through the convolutions in **groups** small enough that a group's column
-//!   matrix (627 KB per 28×28 sample for conv2) stays in the core's L2 cache between
-//!   `im2row` and the GEMM: [`GROUP_BYTES`]. Backward rebuilds conv2's columns from the
-//!   stored pooled activations instead of keeping them (20 MB per batch of 32).
+//! - Activations are **channels-last** (HWC). conv1 (one or few input channels) is
+//!   `im2row` of a zero-padded HWC image (each row `k` contiguous copies of `5·C`
+//!   values) and one GEMM `Y[pixels, O] = cols · Wᵗ[(ki, kj, c), O]`, whose output is
+//!   HWC again; its weights are permuted into that `[(ki, kj, c), O]` layout once per
+//!   step, and their gradient, which the GEMM `dWᵗ = colsᵀ·dY` produces in the same
+//!   layout, is permuted back.
+//! - conv2 (83 % of the network's arithmetic) runs by **Winograd F(2×2, 5×5)**
+//!   ([`fedpace_kernels::winograd`], docs/arch/0014-fast-layers.md): each 2×2 output
+//!   tile is 36 elementwise products of transformed 6×6 input tiles and transformed
+//!   filters, summed over channels as 36 small GEMMs `M_k = V_k·U_k` — 2.8× fewer
+//!   multiplications than the direct convolution — and backward applies the adjoints
+//!   of the same transforms (`dU_k = V_kᵀ·dM_k`, `dV_k = dM_k·U_kᵀ`). Its error against
+//!   the exact convolution is ≈ 1.5e-6 relative (the direct f32 sum's ≈ 5e-7).
+//! - Samples go through the convolutions in **groups** small enough that a group's
+//!   transformed data stay in the core's L2 cache: [`GROUP_BYTES`]. Backward
+//!   recomputes conv2's transformed input from the stored pooled activations instead of
+//!   keeping it.
 //! - Bias, ReLU and 2×2 max-pooling are one pass ([`fedpace_kernels::Pool2x2`]) that
 //!   writes the pooled output straight into the next layer's padded input (or, after
 //!   conv2, in PyTorch's CHW flatten order for fc1) and a one-byte winner code per
 //!   output; backward is one pass that writes the whole input gradient and the bias
 //!   gradient.
 //! - fc1 runs as `(W·Aᵀ)ᵀ` (the fast orientation for a batch of 32), its weight gradient
-//!   `dHᵀ·A` is written by the GEMM straight into the caller's gradient buffer.
+//!   `dHᵀ·A` is written by the GEMM straight into the caller's gradient buffer, and its
+//!   input gradient `dH·W1` is accumulated over chunks of [`FC1_ROWS`] rows of W1 (read
+//!   in place; as one product, the `gemm` crate packs all 6.4 MB of W1 first).
 //! - Loss and ∂loss/∂logits come from [`crate::xent::softmax_xent`], as for every model.
 //!
 //! The same network on candle ([`crate::CandleCnn`], golden-tested against PyTorch) is
@@ -56,9 +65,10 @@ use crate::error::{Error, Result};
 use crate::init::{self, Init};
 use crate::{check_spec, BODY, HEAD};
 use fedpace_core::{Batch, EvalStats, Inputs, Model};
+use fedpace_kernels::pointwise::transpose;
+use fedpace_kernels::winograd::{Winograd5, POSITIONS};
 use fedpace_kernels::{
-    im2row, row2im_add, sgemm, to_padded_nhwc, zero_border, MatMut, MatRef, Pool2x2, PoolLayout,
-    SameConv,
+    im2row, sgemm, to_padded_nhwc, zero_border, MatMut, MatRef, Pool2x2, PoolLayout, SameConv,
 };
 use fedpace_params::{ParamSpec, ParamTree};
 use rayon::prelude::*;
@@ -70,13 +80,19 @@ const C2: usize = 64;
 const FC: usize = 512;
 const K: usize = 5;
 
-/// Upper bound on the conv2 column matrix of one group of samples (at least one sample
-/// per group): small enough to stay in a 2 MiB L2 cache next to the GEMM's packing
-/// buffers — two 28×28 samples (1.25 MB). Measured W-CNN epoch, thread CPU, load ≈ 5
-/// (`cnn_epoch` example): 1 sample per group 221 ms, 2: 218, 3: 222, 4: 226, 8: 232,
-/// 16: 249, 32 (the whole batch, columns spilling to L3): 280. A constant, so the
-/// grouping (which orders the weight-gradient sums) never depends on the machine.
-pub const GROUP_BYTES: usize = 3 << 19;
+/// Upper bound on conv2's transformed input and output (Winograd `V` and `M`) of one
+/// group of samples (at least one sample per group): 676 KB per 28×28 sample, so one
+/// sample a group. Measured W-CNN epoch, thread CPU, load ≈ 14 (`cnn_epoch` example,
+/// 4 Dec 2026): 1 sample per group 397–401 ms, 2: 405–421, 4: 454–466, 8: 538–548. A
+/// constant, so the grouping (which orders the weight-gradient sums) never depends on
+/// the machine.
+pub const GROUP_BYTES: usize = 1 << 20;
+
+/// Rows of fc1's weight per product of its input gradient. Measured W-CNN epoch,
+/// thread CPU, load ≈ 10 (`cnn_epoch` example, 4 Dec 2026): one product over all 512
+/// rows (either orientation) 298–310 ms, chunks of 8 rows 296–305, 16: 289–294, 32:
+/// 292–296, 64: 298–302. Part of the numerics (the order of dA's sums), fixed.
+pub const FC1_ROWS: usize = 16;
 
 /// Samples per forward pass in [`Model::evaluate`] and [`Cnn::logits`], which bounds the
 /// model's buffers (≈ 160 KB per 28×28 sample) whatever the size of the batch evaluated.
@@ -292,6 +308,8 @@ struct Geometry {
     pool2: Pool2x2,
     /// fc1's input width: `64·H/4·W/4`.
     flat: usize,
+    /// conv2 by Winograd F(2×2, 5×5).
+    wino: Winograd5,
     /// Samples per convolution group.
     group: usize,
 }
@@ -313,7 +331,9 @@ impl Geometry {
             channels: C2,
             layout: PoolLayout::Chw,
         };
-        let cols2_bytes = conv2.pixels() * conv2.taps() * size_of::<f32>();
+        let wino = Winograd5::new(h / 2, w / 2, C1, C2);
+        // conv2's transformed input and output of one sample.
+        let wino_bytes = POSITIONS * wino.tiles() * (C1 + C2) * size_of::<f32>();
         Self {
             input,
             classes,
@@ -322,7 +342,8 @@ impl Geometry {
             conv2,
             pool2,
             flat: C2 * (h / 4) * (w / 4),
-            group: (GROUP_BYTES / cols2_bytes).max(1),
+            wino,
+            group: (GROUP_BYTES / wino_bytes).max(1),
         }
     }
 
@@ -335,7 +356,11 @@ impl Geometry {
 #[derive(Debug, Clone, Default)]
 struct Permuted {
     w1t: Vec<f32>,
-    w2t: Vec<f32>,
+    /// conv2's filters transformed for Winograd, `[36][C1][C2]`, and each of the 36
+    /// matrices transposed, `[36][C2][C1]` (the orientation the `gemm` crate runs
+    /// `dV = dM·Uᵀ` fastest in: 141 against 96 GFLOP/s, `gemm_shapes wino`).
+    u2: Vec<f32>,
+    u2t: Vec<f32>,
 }
 
 impl Permuted {
@@ -343,9 +368,17 @@ impl Permuted {
         let p = params.as_slice();
         let e = spec.entries();
         self.w1t.resize(g.conv1.taps() * C1, 0.0);
-        self.w2t.resize(g.conv2.taps() * C2, 0.0);
+        self.u2.resize(g.wino.filter_len(), 0.0);
         to_taps_major(&p[e[0].range()], C1, g.conv1.channels, &mut self.w1t);
-        to_taps_major(&p[e[2].range()], C2, C1, &mut self.w2t);
+        g.wino.transform_filters(&p[e[2].range()], &mut self.u2);
+        self.u2t.resize(g.wino.filter_len(), 0.0);
+        for (u, ut) in self
+            .u2
+            .chunks_exact(C1 * C2)
+            .zip(self.u2t.chunks_exact_mut(C1 * C2))
+        {
+            transpose(u, C1, C2, ut);
+        }
     }
 }
 
@@ -376,7 +409,8 @@ fn from_taps_major(wt: &[f32], o_n: usize, c_n: usize, out: &mut [f32]) {
 struct View<'a> {
     w1t: &'a [f32],
     b1: &'a [f32],
-    w2t: &'a [f32],
+    u2: &'a [f32],
+    u2t: &'a [f32],
     b2: &'a [f32],
     fc1w: &'a [f32],
     fc1b: &'a [f32],
@@ -390,7 +424,8 @@ impl<'a> View<'a> {
         Self {
             w1t: &perm.w1t,
             b1: &p[e[1].range()],
-            w2t: &perm.w2t,
+            u2: &perm.u2,
+            u2t: &perm.u2t,
             b2: &p[e[3].range()],
             fc1w: &p[e[4].range()],
             fc1b: &p[e[5].range()],
@@ -413,18 +448,23 @@ struct ChunkWork {
     p1: Vec<f32>,
     /// pool1's winner codes of the chunk.
     arg1: Vec<u8>,
-    /// conv2's column matrix of one group; in backward, its gradient.
-    cols2: Vec<f32>,
+    /// conv2's transformed input `V` of one group (`[36][tiles][C1]`); in backward,
+    /// its gradient.
+    v: Vec<f32>,
+    /// conv2's transformed output `M` of one group (`[36][tiles][C2]`); in backward,
+    /// its gradient.
+    m: Vec<f32>,
     /// conv2's output for one group; in backward, its gradient.
     y2: Vec<f32>,
     /// pool2's winner codes of the chunk.
     arg2: Vec<u8>,
     /// Gradient of one padded pooled conv1 image.
     dp1: Vec<f32>,
-    /// Partial gradients of the chunk (conv weights in `[(ki, kj, c), o]` layout).
+    /// Partial gradients of the chunk (conv1's weights in `[(ki, kj, c), o]` layout,
+    /// conv2's transformed, `[36][C1][C2]`).
     dw1t: Vec<f32>,
     db1: Vec<f32>,
-    dw2t: Vec<f32>,
+    du2: Vec<f32>,
     db2: Vec<f32>,
 }
 
@@ -437,13 +477,14 @@ impl ChunkWork {
         grow(&mut self.y1, gs * c1.pixels() * C1);
         grow(&mut self.p1, n * c2.padded_len());
         grow(&mut self.arg1, n * g.pool1.out_len());
-        grow(&mut self.cols2, gs * c2.pixels() * c2.taps());
+        grow(&mut self.v, POSITIONS * gs * g.wino.tiles() * C1);
+        grow(&mut self.m, POSITIONS * gs * g.wino.tiles() * C2);
         grow(&mut self.y2, gs * c2.pixels() * C2);
         grow(&mut self.arg2, n * g.pool2.out_len());
         grow(&mut self.dp1, c2.padded_len());
         grow(&mut self.dw1t, c1.taps() * C1);
         grow(&mut self.db1, C1);
-        grow(&mut self.dw2t, c2.taps() * C2);
+        grow(&mut self.du2, g.wino.filter_len());
         grow(&mut self.db2, C2);
     }
 }
@@ -468,6 +509,8 @@ struct Work {
     dlogits: Vec<f32>,
     dh1: Vec<f32>,
     da: Vec<f32>,
+    /// fc1's input gradient feature-major, `[flat, n]`.
+    da_t: Vec<f32>,
 }
 
 impl Work {
@@ -486,6 +529,7 @@ impl Work {
         grow(&mut self.dlogits, n * g.classes);
         grow(&mut self.dh1, n * FC);
         grow(&mut self.da, n * g.flat);
+        grow(&mut self.da_t, n * g.flat);
     }
 }
 
@@ -551,7 +595,7 @@ fn forward(g: &Geometry, v: &View, x: &[f32], tasks: usize, gemm_threads: usize,
 /// rows of fc1's input `a` and its stored activations.
 fn forward_convs(g: &Geometry, v: &View, x: &[f32], cw: &mut ChunkWork, a: &mut [f32]) {
     let (c1, c2, in_len, flat) = (g.conv1, g.conv2, g.in_len(), g.flat);
-    let (pix1, taps1, pix2, taps2) = (c1.pixels(), c1.taps(), c2.pixels(), c2.taps());
+    let (pix1, taps1, pix2) = (c1.pixels(), c1.taps(), c2.pixels());
     let (plen2, out1, out2) = (c2.padded_len(), g.pool1.out_len(), g.pool2.out_len());
     let n = x.len() / in_len;
     for s0 in (0..n).step_by(g.group) {
@@ -569,6 +613,8 @@ fn forward_convs(g: &Geometry, v: &View, x: &[f32], cw: &mut ChunkWork, a: &mut 
             false,
             1,
         );
+        let tiles = g.wino.tiles();
+        let rows2 = gs * tiles;
         for i in 0..gs {
             let s = s0 + i;
             let p1 = &mut cw.p1[s * plen2..][..plen2];
@@ -579,20 +625,24 @@ fn forward_convs(g: &Geometry, v: &View, x: &[f32], cw: &mut ChunkWork, a: &mut 
                 p1,
                 &mut cw.arg1[s * out1..][..out1],
             );
-            im2row(&c2, p1, &mut cw.cols2[i * pix2 * taps2..][..pix2 * taps2]);
+            g.wino.transform_input(p1, &mut cw.v, rows2, i * tiles);
         }
-        let rows2 = gs * pix2;
-        sgemm(
-            MatMut::row_major(&mut cw.y2[..rows2 * C2], rows2, C2, C2),
-            MatRef::row_major(&cw.cols2[..rows2 * taps2], rows2, taps2, taps2),
-            MatRef::row_major(v.w2t, taps2, C2, C2),
-            false,
-            1,
-        );
+        // conv2: M_k = V_k · U_k for the 36 positions of a Winograd tile.
+        for k in 0..POSITIONS {
+            sgemm(
+                MatMut::row_major(&mut cw.m[k * rows2 * C2..][..rows2 * C2], rows2, C2, C2),
+                MatRef::row_major(&cw.v[k * rows2 * C1..][..rows2 * C1], rows2, C1, C1),
+                MatRef::row_major(&v.u2[k * C1 * C2..][..C1 * C2], C1, C2, C2),
+                false,
+                1,
+            );
+        }
         for i in 0..gs {
             let s = s0 + i;
+            let y2 = &mut cw.y2[i * pix2 * C2..][..pix2 * C2];
+            g.wino.transform_output(&cw.m, rows2, i * tiles, y2);
             g.pool2.forward(
-                &cw.y2[i * pix2 * C2..][..pix2 * C2],
+                y2,
                 v.b2,
                 &mut a[s * flat..][..flat],
                 &mut cw.arg2[s * out2..][..out2],
@@ -651,15 +701,22 @@ fn backward(
         gemm_threads,
     );
     column_sums(dh1, FC, gfc1b);
-    // dA = dH · W1 (fc1's input gradient), [n, flat], over the whole batch.
-    let da = &mut w.da[..n * flat];
-    sgemm(
-        MatMut::row_major(da, n, flat, flat),
-        MatRef::row_major(dh1, n, FC, FC),
-        MatRef::row_major(v.fc1w, FC, flat, flat),
-        false,
-        gemm_threads,
-    );
+    // dA = dH · W1 (fc1's input gradient), [n, flat], over the whole batch: W1 is read in
+    // chunks of FC1_ROWS rows (contiguous, 200 KB), each product accumulated into dA
+    // stored column-major (so the `gemm` crate reads the chunk in place instead of
+    // packing all of W1), then transposed.
+    let da_t = &mut w.da_t[..flat * n];
+    for (c, j0) in (0..FC).step_by(FC1_ROWS).enumerate() {
+        let rows = FC1_ROWS.min(FC - j0);
+        sgemm(
+            MatMut::transposed(&mut *da_t, n, flat, n),
+            MatRef::row_major(&dh1[j0..], n, rows, FC),
+            MatRef::row_major(&v.fc1w[j0 * flat..], rows, flat, flat),
+            c > 0,
+            gemm_threads,
+        );
+    }
+    transpose(da_t, flat, n, &mut w.da[..n * flat]);
     // Per block: the convolutions.
     let blocks: Vec<_> = w
         .chunks
@@ -673,69 +730,71 @@ fn backward(
     for cw in rest {
         add(&mut first.dw1t, &cw.dw1t);
         add(&mut first.db1, &cw.db1);
-        add(&mut first.dw2t, &cw.dw2t);
+        add(&mut first.du2, &cw.du2);
         add(&mut first.db2, &cw.db2);
     }
     from_taps_major(&first.dw1t[..gw1.len()], C1, g.conv1.channels, gw1);
     gb1.copy_from_slice(&first.db1[..C1]);
-    from_taps_major(&first.dw2t[..gw2.len()], C2, C1, gw2);
+    g.wino.filter_grad(&first.du2[..g.wino.filter_len()], gw2);
     gb2.copy_from_slice(&first.db2[..C2]);
 }
 
 /// Backward pass of one block's convolutions from the gradient of its rows of fc1's
 /// input `da` (`[n, flat]`): writes its partial convolution gradients into `cw.dw1t`,
-/// `db1`, `dw2t`, `db2`.
+/// `db1`, `du2`, `db2`.
 fn backward_convs(g: &Geometry, v: &View, cw: &mut ChunkWork, da: &[f32]) {
     let (c1, c2, flat) = (g.conv1, g.conv2, g.flat);
-    let (pix1, taps1, pix2, taps2) = (c1.pixels(), c1.taps(), c2.pixels(), c2.taps());
+    let (pix1, taps1, pix2) = (c1.pixels(), c1.taps(), c2.pixels());
     let (plen2, out1, out2) = (c2.padded_len(), g.pool1.out_len(), g.pool2.out_len());
+    let tiles = g.wino.tiles();
     let n = da.len() / flat;
     let dw1t = &mut cw.dw1t[..taps1 * C1];
-    let dw2t = &mut cw.dw2t[..taps2 * C2];
+    let du2 = &mut cw.du2[..g.wino.filter_len()];
     let (db1, db2) = (&mut cw.db1[..C1], &mut cw.db2[..C2]);
     dw1t.fill(0.0);
-    dw2t.fill(0.0);
+    du2.fill(0.0);
     db1.fill(0.0);
     db2.fill(0.0);
     for s0 in (0..n).step_by(g.group) {
         let gs = g.group.min(n - s0);
-        let (rows1, rows2) = (gs * pix1, gs * pix2);
+        let (rows1, rows2) = (gs * pix1, gs * tiles);
         for i in 0..gs {
             let s = s0 + i;
+            let dy2 = &mut cw.y2[i * pix2 * C2..][..pix2 * C2];
             g.pool2.backward(
                 &da[s * flat..][..flat],
                 &cw.arg2[s * out2..][..out2],
-                &mut cw.y2[i * pix2 * C2..][..pix2 * C2],
+                dy2,
                 db2,
             );
-            im2row(
-                &c2,
-                &cw.p1[s * plen2..][..plen2],
-                &mut cw.cols2[i * pix2 * taps2..][..pix2 * taps2],
+            g.wino.output_grad(dy2, rows2, i * tiles, &mut cw.m);
+            // conv2's transformed input again, from the stored pooled conv1 output.
+            g.wino
+                .transform_input(&cw.p1[s * plen2..][..plen2], &mut cw.v, rows2, i * tiles);
+        }
+        // dU_k += V_kᵀ · dM_k for the 36 positions, then dV_k = dM_k · U_kᵀ into V.
+        for k in 0..POSITIONS {
+            sgemm(
+                MatMut::row_major(&mut du2[k * C1 * C2..][..C1 * C2], C1, C2, C2),
+                MatRef::transposed(&cw.v[k * rows2 * C1..][..rows2 * C1], C1, rows2, C1),
+                MatRef::row_major(&cw.m[k * rows2 * C2..][..rows2 * C2], rows2, C2, C2),
+                true,
+                1,
             );
         }
-        let cols2 = &mut cw.cols2[..rows2 * taps2];
-        let dy2 = &cw.y2[..rows2 * C2];
-        // dW2ᵗ += colsᵀ · dY2.
-        sgemm(
-            MatMut::row_major(dw2t, taps2, C2, C2),
-            MatRef::transposed(cols2, taps2, rows2, taps2),
-            MatRef::row_major(dy2, rows2, C2, C2),
-            true,
-            1,
-        );
-        // dcols = dY2 · W2ᵗᵀ, into the column buffer.
-        sgemm(
-            MatMut::row_major(cols2, rows2, taps2, taps2),
-            MatRef::row_major(dy2, rows2, C2, C2),
-            MatRef::transposed(v.w2t, C2, taps2, C2),
-            false,
-            1,
-        );
+        for k in 0..POSITIONS {
+            sgemm(
+                MatMut::row_major(&mut cw.v[k * rows2 * C1..][..rows2 * C1], rows2, C1, C1),
+                MatRef::row_major(&cw.m[k * rows2 * C2..][..rows2 * C2], rows2, C2, C2),
+                MatRef::row_major(&v.u2t[k * C1 * C2..][..C1 * C2], C2, C1, C1),
+                false,
+                1,
+            );
+        }
         for i in 0..gs {
             let dp1 = &mut cw.dp1[..plen2];
             dp1.fill(0.0);
-            row2im_add(&c2, &cols2[i * pix2 * taps2..][..pix2 * taps2], dp1);
+            g.wino.input_grad_add(&cw.v, rows2, i * tiles, dp1);
             g.pool1.backward(
                 dp1,
                 &cw.arg1[(s0 + i) * out1..][..out1],

@@ -145,9 +145,11 @@ pub fn factory(cfg: &ModelConfig, input: &InputShape, num_classes: usize) -> Res
     factory_with_grain(cfg, input, num_classes, 0)
 }
 
-/// [`factory`] whose CNN uses at most `grain` threads of the caller's rayon pool per
-/// call ([`Cnn::with_threads`]: 0 = every idle thread, 1 = the calling thread only).
-/// Results never depend on it (docs/arch/0002-parallelism.md). Other models ignore it.
+/// [`factory`] whose CNN and char-LSTM use at most `grain` threads of the caller's rayon
+/// pool per call ([`Cnn::with_threads`]: 0 = every idle thread, 1 = the calling thread
+/// only; [`CharLstm::with_threads`] with `grain` ≥ 1, the calling thread only for 0).
+/// Results never depend on it (docs/arch/0002-parallelism.md). Logistic regression and
+/// the MLP ignore it.
 pub fn factory_with_grain(
     cfg: &ModelConfig,
     input: &InputShape,
@@ -199,14 +201,13 @@ pub fn factory_with_grain(
                 layers,
             },
             InputShape::Tokens { seq_len, vocab },
-        ) => proto(CharLstm::new(
-            *vocab,
-            *embedding,
-            *hidden,
-            *layers,
-            *seq_len,
-            num_classes,
-        )?),
+        ) => proto(
+            // 0 keeps the char-LSTM on its thread: the `gemm` crate splits its products
+            // whether or not another thread is idle, which cost 5 % more CPU when every
+            // thread has its own client (docs/arch/0014-fast-layers.md).
+            CharLstm::new(*vocab, *embedding, *hidden, *layers, *seq_len, num_classes)?
+                .with_threads(grain.max(1)),
+        ),
         (ModelConfig::CharLstm { .. }, InputShape::Dense(_)) => {
             Err(unsupported("needs token sequences, not dense features"))
         }

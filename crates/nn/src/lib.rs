@@ -1,6 +1,9 @@
-//! Models for fedpace over flat parameters: multinomial logistic regression and the
-//! FedAvg-paper CNN (plain Rust; the CNN also on candle, as a reference), an MLP and the
-//! LEAF Shakespeare char-LSTM (candle).
+//! Models for fedpace over flat parameters: multinomial logistic regression, an MLP, the
+//! FedAvg-paper CNN and the LEAF Shakespeare char-LSTM, each in plain Rust with a
+//! hand-written backward pass (docs/arch/0006-cnn-plain-rust.md,
+//! docs/arch/0014-fast-layers.md); the MLP, the CNN and the char-LSTM also on candle
+//! ([`CandleMlp`], [`CandleCnn`], [`CandleCharLstm`]), the references the fast versions
+//! are tested against, and the way to write a model of one's own.
 //!
 //! Every model implements [`fedpace_core::Model`]: it owns no parameters, receives a
 //! [`ParamTree`] at each call, returns the mean softmax cross-entropy and writes the
@@ -22,12 +25,15 @@ mod batch;
 pub mod cnn;
 pub mod cnn_candle;
 pub mod config;
+mod dense;
 mod error;
 mod graph;
 pub mod init;
 pub mod logistic;
 pub mod lstm;
+pub mod lstm_candle;
 pub mod mlp;
+pub mod mlp_candle;
 pub mod threads;
 pub mod xent;
 
@@ -37,7 +43,9 @@ pub use config::{factory, factory_with_grain, InputShape, ModelConfig};
 pub use error::{Error, Result};
 pub use logistic::LogisticRegression;
 pub use lstm::CharLstm;
+pub use lstm_candle::CandleCharLstm;
 pub use mlp::Mlp;
+pub use mlp_candle::CandleMlp;
 
 use fedpace_params::{ParamSpec, ParamTree};
 use std::sync::Arc;

@@ -1,6 +1,8 @@
 //! How many threads one model call uses, and how to keep it to one.
 //!
-//! candle 0.11's CPU kernels parallelise through **rayon's current pool**: matrix
+//! The candle models ([`crate::CandleMlp`], [`crate::CandleCnn`],
+//! [`crate::CandleCharLstm`]) run on candle 0.11, whose CPU kernels parallelise through
+//! **rayon's current pool**: matrix
 //! products go through the `gemm` crate, which splits work into
 //! `RAYON_NUM_THREADS` (default: physical cores) tasks scheduled on the pool the caller
 //! runs in; convolutions and some element-wise kernels use `into_par_iter` / `scope`
@@ -14,10 +16,13 @@
 //!   cores — run it inside [`single_threaded`], or set `RAYON_NUM_THREADS=1` for the whole
 //!   process.
 //!
-//! Logistic regression is plain Rust and always single-threaded. The CNN ([`crate::Cnn`])
-//! is plain Rust too: its fixed blocks of samples are tasks on the current rayon pool
-//! (at most [`crate::Cnn::with_threads`] threads; 0, the default, means every idle one)
-//! and its fully connected GEMMs split their outputs; results depend on neither.
+//! The built-in models are plain Rust. Logistic regression and the MLP run on the
+//! calling thread. The CNN ([`crate::Cnn`]) runs its fixed blocks of samples as tasks on
+//! the current rayon pool (at most [`crate::Cnn::with_threads`] threads; 0, the default,
+//! means every idle one) and its fully connected GEMMs split their outputs; the
+//! char-LSTM ([`crate::CharLstm`]) splits the outputs of its all-steps products the same
+//! way (at most [`crate::CharLstm::with_threads`] threads) and runs its recurrence on the
+//! calling thread. Results depend on none of these.
 
 use std::cell::OnceCell;
 

@@ -3,8 +3,10 @@
 //! and batches of several shapes, chunk counts and batch sizes, and the same parameters
 //! after a W-CNN local epoch of SGD (600 samples, batch 32).
 //!
-//! The two differ only in floating-point summation order (GEMM blocking), ≈ 1e-7
-//! relative per value. Gradients are compared per tensor by relative L2 error. A max-pool
+//! The two differ in floating-point rounding only: summation order (GEMM blocking) and,
+//! in the plain CNN's conv2, Winograd F(2×2, 5×5) (≈ 1.5e-6 relative per value against
+//! ≈ 5e-7 for a direct sum; gradients agree to ≈ 1.3e-6 on the W-CNN shapes). Gradients
+//! are compared per tensor by relative L2 error. A max-pool
 //! window whose two largest values lie within that rounding of each other may route its
 //! gradient to a different pixel in each implementation — a different subgradient, not
 //! an error — which moves a tensor's gradient by a few 1e-5 relative at most on these
@@ -173,6 +175,16 @@ fn repeated_calls_reuse_buffers_without_leaking_state() {
     assert_eq!(run(&mut m, &big), first);
 }
 
+/// A W-CNN local epoch ends at the reference's parameters. At equal parameters the two
+/// gradients agree to ≈ 1.3e-6, except on a batch where a max-pool window's two largest
+/// values lie within the implementations' rounding of each other (conv2 runs by
+/// Winograd, whose rounding is ≈ 3× a direct sum's): the window then routes its
+/// gradient to another pixel — an equally valid subgradient — which moves the
+/// convolutions' gradients by up to ≈ 5e-3 relative on this random data. Depending on
+/// whether such a flip occurs along the trajectory, the parameters end within 1e-5 or
+/// within a few 1e-3 of the reference's (relative L2; they move by 2e-3 to 8e-2): the
+/// test asks 1e-2, and 1e-4 for every step's loss. Per-step gradients are checked
+/// tightly by the tests above.
 #[test]
 fn an_sgd_epoch_ends_where_the_candle_reference_ends() {
     // A W-CNN local epoch: 600 samples in batches of 32 (the last of 24), SGD lr 0.05.
@@ -196,12 +208,12 @@ fn an_sgd_epoch_ends_where_the_candle_reference_ends() {
     let (p1, l1) = epoch(&mut plain);
     let (p2, l2) = epoch(&mut reference);
     for (a, b) in l1.iter().zip(&l2) {
-        assert!(((a - b) / b).abs() < 1e-5, "losses {l1:?} vs {l2:?}");
+        assert!(((a - b) / b).abs() < 1e-4, "losses {l1:?} vs {l2:?}");
     }
     for e in plain.spec().entries() {
         let err = rel_err(&p1.as_slice()[e.range()], &p2.as_slice()[e.range()]);
         let moved = rel_err(&p1.as_slice()[e.range()], &init.as_slice()[e.range()]);
         assert!(moved > 1e-3, "{} did not train ({moved:e})", e.name);
-        assert!(err < 1e-5, "parameters {} differ by {err:e}", e.name);
+        assert!(err < 1e-2, "parameters {} differ by {err:e}", e.name);
     }
 }

@@ -3,7 +3,9 @@
 One local epoch of plain SGD (lr 0.05, batch 8, 32 samples, fixed order, no shuffle)
 from a fixed initialisation, for: a small MLP (every final parameter stored), the
 FedAvg 2NN MLP and CNN, and the LEAF char-LSTM (losses, per-tensor norms/sums and a
-strided sample of final values stored).
+strided sample of final values stored). The gradient of the first step (first batch,
+initial parameters) is stored the same way under "grads0", so that every tensor's
+gradient is checked directly, not only through the parameters it moved.
 
 Initial values and data come from closed-form formulas (no RNG), which the Rust test
 reproduces exactly:
@@ -108,19 +110,22 @@ def epoch(model, x, y):
     formula_init(model)
     init_norms = {n: float(p.detach().double().norm()) for n, p in model.named_parameters()}
     opt = torch.optim.SGD(model.parameters(), lr=LR)
-    losses = []
+    losses, grads0 = [], None
     for start in range(0, N, BATCH):
         opt.zero_grad()
         loss = F.cross_entropy(model(x[start : start + BATCH]), y[start : start + BATCH])
         loss.backward()
+        if grads0 is None:
+            grads0 = summary({n: p.grad for n, p in model.named_parameters()}, False)
         opt.step()
         losses.append(loss.item())
-    return init_norms, losses
+    return init_norms, losses, grads0
 
 
-def summary(model, full):
+def summary(tensors, full):
+    """Shape, norm, sum and a strided sample (or every value) of each named tensor."""
     out = {}
-    for name, p in model.named_parameters():
+    for name, p in tensors.items():
         v = p.detach().flatten().double().numpy()
         stride = max(1, len(v) // 64)
         idx = list(range(0, len(v), stride))[:64]
@@ -138,7 +143,7 @@ def summary(model, full):
 
 
 def write(name, model, x, y, full, extra):
-    init_norms, losses = epoch(model, x, y)
+    init_norms, losses, grads0 = epoch(model, x, y)
     doc = {
         "generator": "make_golden.py, torch " + torch.__version__,
         "lr": LR,
@@ -146,7 +151,8 @@ def write(name, model, x, y, full, extra):
         "samples": N,
         "losses": losses,
         "init_norms": init_norms,
-        "params": summary(model, full),
+        "params": summary(dict(model.named_parameters()), full),
+        "grads0": grads0,
     }
     doc.update(extra)
     with open(os.path.join(HERE, name), "w") as f:

@@ -1,0 +1,302 @@
+//! A matrix product with few rows, `dst (+)= A·B` for `A: m × k` with small `m` (a
+//! batch of 10 sequences, say) against a `B: k × n` packed once into column panels, for
+//! the char-LSTM's recurrent products (docs/arch/0014-fast-layers.md): the same `B` (a
+//! layer's `W_hh`) multiplies 79 steps' `h` or `dG` per call.
+//!
+//! The `gemm` crate runs such a product by transposing it (`n` becomes its rows) and
+//! splits the `m` columns into register tiles of 6 and 4 — a third of the second tile
+//! idle for `m = 10`. Here [`pack`] lays `B` out as panels of [`PANEL`] columns, each
+//! `k × PANEL` contiguous (so `B` streams through the cache without the 4 KB-stride
+//! conflicts of reading a wide row-major matrix down its columns), and [`gemm`] runs every
+//! block of up to 10 rows of `A` as one register tile: for each panel, `rows × PANEL`
+//! accumulators go down `k` with one broadcast of `A` per row and one load of the panel
+//! row per step. Every output is one in-order sum over `k` of fused multiply-adds, so
+//! the result depends neither on the vector width nor on any thread count.
+
+use pulp::Simd;
+
+/// Columns of `B` per packed panel.
+pub const PANEL: usize = 32;
+
+/// Values of `B` packed by [`pack`]: `⌈n / PANEL⌉ · k · PANEL`.
+pub fn packed_len(k: usize, n: usize) -> usize {
+    n.div_ceil(PANEL) * k * PANEL
+}
+
+/// Packs `B` (`k × n`) into column panels for [`gemm`]: `out[(p·k + i)·PANEL + c] =
+/// B[i, p·PANEL + c]` (zero past column `n`). `B[i, j]` is `b[i·row_stride +
+/// j·col_stride]` — `(ld, 1)` for a row-major `B`, `(1, ld)` for the transpose of a
+/// row-major `n × k` matrix.
+pub fn pack(b: &[f32], k: usize, n: usize, row_stride: usize, col_stride: usize, out: &mut [f32]) {
+    assert!(out.len() >= packed_len(k, n));
+    assert!(
+        k == 0 || n == 0 || (k - 1) * row_stride + (n - 1) * col_stride < b.len(),
+        "small_gemm::pack: B out of bounds"
+    );
+    for (p, panel) in out[..packed_len(k, n)]
+        .chunks_exact_mut(k * PANEL)
+        .enumerate()
+    {
+        let (j0, width) = (p * PANEL, PANEL.min(n - p * PANEL));
+        if col_stride == 1 {
+            for (i, row) in panel.chunks_exact_mut(PANEL).enumerate() {
+                row[..width].copy_from_slice(&b[i * row_stride + j0..][..width]);
+                row[width..].fill(0.0);
+            }
+        } else {
+            // Read each source column (contiguous when B is a transpose) once.
+            for c in 0..PANEL {
+                for i in 0..k {
+                    panel[i * PANEL + c] = if c < width {
+                        b[i * row_stride + (j0 + c) * col_stride]
+                    } else {
+                        0.0
+                    };
+                }
+            }
+        }
+    }
+}
+
+/// `dst[i, j] (+)= Σ_p a[i, p] · B[p, j]` for `i < m`, `j < n`, `p < k`, with `B`
+/// packed by [`pack`]: `a` row-major with leading dimension `lda`, `dst` row-major with
+/// `ldd`; adds to `dst` when `accumulate`, else overwrites it.
+///
+/// Panics if a matrix does not fit its slice (a bug in the caller).
+///
+/// ```
+/// use fedpace_kernels::small_gemm::{gemm, pack, packed_len};
+/// let a = [1.0f32, 2.0, 3.0, 4.0]; // [[1, 2], [3, 4]]
+/// let b = [5.0f32, 6.0, 7.0, 8.0]; // [[5, 6], [7, 8]]
+/// let mut packed = vec![0.0; packed_len(2, 2)];
+/// pack(&b, 2, 2, 2, 1, &mut packed);
+/// let mut c = [1.0f32; 4];
+/// gemm(2, 2, 2, &a, 2, &packed, &mut c, 2, true);
+/// assert_eq!(c, [20.0, 23.0, 44.0, 51.0]);
+/// ```
+#[allow(clippy::too_many_arguments)]
+pub fn gemm(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: &[f32],
+    lda: usize,
+    packed: &[f32],
+    dst: &mut [f32],
+    ldd: usize,
+    accumulate: bool,
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    let fits = |len: usize, rows: usize, cols: usize, ld: usize| {
+        cols <= ld && (rows - 1) * ld + cols <= len
+    };
+    assert!(
+        (k == 0 || fits(a.len(), m, k, lda))
+            && packed.len() >= packed_len(k, n)
+            && fits(dst.len(), m, n, ldd),
+        "small_gemm: matrix out of bounds"
+    );
+    pulp::Arch::new().dispatch(Product {
+        m,
+        n,
+        k,
+        a,
+        lda,
+        packed,
+        dst,
+        ldd,
+        accumulate,
+    })
+}
+
+struct Product<'a> {
+    m: usize,
+    n: usize,
+    k: usize,
+    a: &'a [f32],
+    lda: usize,
+    packed: &'a [f32],
+    dst: &'a mut [f32],
+    ldd: usize,
+    accumulate: bool,
+}
+
+impl pulp::WithSimd for Product<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, s: S) {
+        // Rows per tile × vectors per panel: as many accumulators as the registers hold.
+        match S::F32_LANES {
+            16 => self.run::<S, 10, 2>(s),
+            8 => self.run::<S, 3, 4>(s),
+            _ => self.run::<S, 1, PANEL>(s),
+        }
+    }
+}
+
+impl Product<'_> {
+    /// `R` rows per register tile, `V` vectors per panel (`V · lanes = PANEL`).
+    #[inline(always)]
+    fn run<S: Simd, const R: usize, const V: usize>(self, s: S) {
+        let Self {
+            m,
+            n,
+            k,
+            a,
+            lda,
+            packed,
+            dst,
+            ldd,
+            accumulate,
+        } = self;
+        let lanes = S::F32_LANES;
+        assert!(V * lanes == PANEL);
+        for (p, panel) in packed[..packed_len(k, n)]
+            .chunks_exact(k * PANEL)
+            .enumerate()
+        {
+            let (j0, width) = (p * PANEL, PANEL.min(n - p * PANEL));
+            for i0 in (0..m).step_by(R) {
+                let rows = R.min(m - i0);
+                let mut acc = [[s.splat_f32s(0.0); V]; R];
+                if rows == R {
+                    // A full tile: constant loop bounds, accumulators in registers.
+                    let mut arows: [&[f32]; R] = [&[]; R];
+                    for (i, r) in arows.iter_mut().enumerate() {
+                        *r = &a[(i0 + i) * lda..][..k];
+                    }
+                    // Accumulators indexed by constants only, so they live in registers
+                    // (`acc` is indexed by the run-time row count below).
+                    let mut t = acc;
+                    for (q, brow) in panel.chunks_exact(PANEL).enumerate() {
+                        let bv: [S::f32s; V] = vectors::<S, V>(brow);
+                        for i in 0..R {
+                            let x = s.splat_f32s(arows[i][q]);
+                            for v in 0..V {
+                                t[i][v] = s.mul_add_f32s(x, bv[v], t[i][v]);
+                            }
+                        }
+                    }
+                    acc = t;
+                } else {
+                    for (q, brow) in panel.chunks_exact(PANEL).enumerate() {
+                        let bv: [S::f32s; V] = vectors::<S, V>(brow);
+                        for (i, acc) in acc.iter_mut().enumerate().take(rows) {
+                            let x = s.splat_f32s(a[(i0 + i) * lda + q]);
+                            for v in 0..V {
+                                acc[v] = s.mul_add_f32s(x, bv[v], acc[v]);
+                            }
+                        }
+                    }
+                }
+                for (i, acc) in acc.iter().enumerate().take(rows) {
+                    let out = &mut dst[(i0 + i) * ldd + j0..];
+                    for (v, x) in acc.iter().enumerate() {
+                        let off = v * lanes;
+                        if off >= width {
+                            break;
+                        }
+                        let len = lanes.min(width - off);
+                        let y = if accumulate {
+                            s.add_f32s(load(s, &out[off..], len), *x)
+                        } else {
+                            *x
+                        };
+                        store(s, &mut out[off..], len, y);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The `V` vectors of one packed panel row (`PANEL` values).
+#[inline(always)]
+fn vectors<S: Simd, const V: usize>(row: &[f32]) -> [S::f32s; V] {
+    let (head, _) = S::as_simd_f32s(&row[..PANEL]);
+    let mut out = [head[0]; V];
+    out.copy_from_slice(&head[..V]);
+    out
+}
+
+/// The first `len` (≤ one vector) values of `src` (a plain load for a full vector).
+#[inline(always)]
+fn load<S: Simd>(s: S, src: &[f32], len: usize) -> S::f32s {
+    if len == S::F32_LANES {
+        S::as_simd_f32s(&src[..len]).0[0]
+    } else {
+        s.partial_load_f32s(&src[..len])
+    }
+}
+
+/// Writes the first `len` lanes of `x` to the start of `dst`.
+#[inline(always)]
+fn store<S: Simd>(s: S, dst: &mut [f32], len: usize, x: S::f32s) {
+    if len == S::F32_LANES {
+        S::as_mut_simd_f32s(&mut dst[..len]).0[0] = x;
+    } else {
+        s.partial_store_f32s(&mut dst[..len], x);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn values(len: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed.wrapping_mul(6364136223846793005) | 1;
+        (0..len)
+            .map(|_| {
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+            })
+            .collect()
+    }
+
+    /// Every output is the in-order sum over `k` of fused multiply-adds, so a scalar loop
+    /// with `mul_add` gives the same bits — for row counts around the tile size, ragged
+    /// panels and padded leading dimensions, accumulating or not, `B` packed from itself
+    /// or from its transpose.
+    #[test]
+    fn matches_an_in_order_fused_sum_bit_for_bit() {
+        for (m, n, k) in [
+            (10, 1024, 256),
+            (10, 256, 1024),
+            (3, 37, 5),
+            (13, 70, 9),
+            (1, 1, 1),
+        ] {
+            let (lda, ldb, ldd) = (k + 3, n + 5, n + 1);
+            let a = values(m * lda, 1);
+            let b = values(k * ldb, 2);
+            // B packed from itself and from its transpose.
+            let bt: Vec<f32> = (0..n * k).map(|x| b[(x % k) * ldb + x / k]).collect();
+            let (mut p1, mut p2) = (vec![0.0; packed_len(k, n)], vec![1.0; packed_len(k, n)]);
+            pack(&b, k, n, ldb, 1, &mut p1);
+            pack(&bt, k, n, 1, k, &mut p2);
+            assert!(p1 == p2);
+            for accumulate in [false, true] {
+                let init = values(m * ldd, 3);
+                let mut got = init.clone();
+                gemm(m, n, k, &a, lda, &p1, &mut got, ldd, accumulate);
+                for i in 0..m {
+                    for j in 0..n {
+                        let mut s = 0.0f32;
+                        for p in 0..k {
+                            s = a[i * lda + p].mul_add(b[p * ldb + j], s);
+                        }
+                        let want = if accumulate { init[i * ldd + j] + s } else { s };
+                        assert_eq!(got[i * ldd + j].to_bits(), want.to_bits(), "{m}×{n}×{k}");
+                    }
+                    // Padding columns are untouched.
+                    assert_eq!(got[i * ldd + n].to_bits(), init[i * ldd + n].to_bits());
+                }
+            }
+        }
+    }
+}
