@@ -7,6 +7,7 @@
 //! [`Observer`]. See `docs/arch/0001-architecture.md` for the shape and why.
 
 pub mod asynchronous;
+pub mod checkpoint;
 pub mod codec;
 pub mod data;
 pub mod error;
@@ -25,6 +26,7 @@ pub use ext::{Extensions, Payload, Registry};
 pub use model::{EvalStats, Model, ModelFactory};
 pub use pool::{ClientPool, Disclosed, PoolSubset};
 pub use protocol::*;
-pub use round::{run, Observer, RoundRecord, RunOptions, RunOutcome};
+pub use checkpoint::{Checkpoint, Start};
+pub use round::{run, run_from, Observer, RoundRecord, RunOptions, RunOutcome};
 pub use summary::{AggregateSummary, ClientAggregate, EvalSummary, RoundTiming};
 pub use traits::{Client, ClientFactory, Grid, Progress, RatePolicy, RoundSummary, Strategy};
