@@ -37,9 +37,7 @@
 //! Determinism: dispatch draws come from `(seed, dispatch number)`; the source orders
 //! arrivals totally (the simulated clock: by time, ties by client id).
 
-use crate::checkpoint::{
-    wrong_loop, AsyncLoop, Bytes, Checkpoint, SavedEval, ServerState, Start,
-};
+use crate::checkpoint::{wrong_loop, AsyncLoop, Bytes, Checkpoint, SavedEval, ServerState, Start};
 use crate::codec::{decode_params, encode_params};
 use crate::protocol::{ClientId, ClientInfo, EvalIns, RatePlan, TrainIns, TrainRes};
 use crate::rng::{stream, Purpose};
@@ -333,7 +331,10 @@ impl Loop<'_> {
             source.adapt_plan(&info, key, &mut plan);
             plan.validate(self.groups)?;
             busy.insert(info.id);
-            work.push((info.id, TrainIns::new(key, shared.clone(), plan, self.opts.seed)));
+            work.push((
+                info.id,
+                TrainIns::new(key, shared.clone(), plan, self.opts.seed),
+            ));
         }
         if work.is_empty() {
             return Ok(());
@@ -530,8 +531,7 @@ pub fn run_arrivals(
                     staleness,
                 )?;
                 if let Ok(info) = pool.info(arrival.client) {
-                    lp.policy
-                        .observe(lp.version as u32 + 1, &info, &res.report);
+                    lp.policy.observe(lp.version as u32 + 1, &info, &res.report);
                 }
                 loss.0 += res.report.train_loss as f64 * res.num_examples as f64;
                 loss.1 += res.num_examples as f64;
@@ -571,8 +571,8 @@ pub fn run_arrivals(
         }
         lp.version += 1;
         let round = lp.version as u32;
-        let evaluate = round == opts.updates
-            || (opts.eval_every > 0 && round.is_multiple_of(opts.eval_every));
+        let evaluate =
+            round == opts.updates || (opts.eval_every > 0 && round.is_multiple_of(opts.eval_every));
         stopped = observer.should_stop();
         let eval = if evaluate && !stopped {
             let e = evaluate_async(grid, &global, round, base_plan, opts, observer)?;

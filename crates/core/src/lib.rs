@@ -18,15 +18,16 @@ pub mod protocol;
 pub mod rng;
 pub mod round;
 pub mod summary;
+pub mod testing;
 pub mod traits;
 
+pub use checkpoint::{Checkpoint, Start};
 pub use data::{Batch, ClientData, Dataset, FederatedDataset, Inputs};
 pub use error::{ClientFailure, Error, Result};
 pub use ext::{Extensions, Payload, Registry};
 pub use model::{EvalStats, Model, ModelFactory};
 pub use pool::{ClientPool, Disclosed, PoolSubset};
 pub use protocol::*;
-pub use checkpoint::{Checkpoint, Start};
 pub use round::{run, run_from, Observer, RoundRecord, RunOptions, RunOutcome};
 pub use summary::{AggregateSummary, ClientAggregate, EvalSummary, RoundTiming};
 pub use traits::{Client, ClientFactory, Grid, Progress, RatePolicy, RoundSummary, Strategy};

@@ -23,8 +23,8 @@ use fedpace_core::checkpoint::Bytes;
 use fedpace_core::codec::{decode_train_res, encode_train_res, from_cbor, to_cbor};
 use fedpace_core::round::{Observer, RunOutcome};
 use fedpace_core::{
-    ClientFailure, ClientId, ClientInfo, Grid, LocalWork, Progress, RatePlan, RatePolicy,
-    Registry, Result, Start, TrainIns,
+    ClientFailure, ClientId, ClientInfo, Grid, LocalWork, Progress, RatePlan, RatePolicy, Registry,
+    Result, Start, TrainIns,
 };
 use fedpace_params::ParamTree;
 use serde::{Deserialize, Serialize};
@@ -89,10 +89,7 @@ impl ArrivalSource for SimulatedArrivals<'_> {
         let budget = (d.async_straggler(info.id, key) && d.config().late == LatePolicy::Partial)
             .then(|| d.straggler_budget(info.id, key, plan, info.num_train))
             .flatten();
-        for m in [budget, d.profile(info.id).max_steps]
-            .into_iter()
-            .flatten()
-        {
+        for m in [budget, d.profile(info.id).max_steps].into_iter().flatten() {
             plan.max_steps = Some(plan.max_steps.map_or(m, |x| x.min(m)));
         }
     }

@@ -29,6 +29,7 @@ use std::sync::Arc;
 
 pub mod pool;
 pub mod spill;
+pub mod testing;
 pub use pool::{DataPool, DeviceClasses};
 pub use spill::SpillStore;
 

@@ -368,8 +368,8 @@ impl StateStore for SpillStore {
         let table = txn.open_table(TABLE).map_err(|e| self.err("open", e))?;
         for entry in table.iter().map_err(|e| self.err("iterate", e))? {
             let (k, v) = entry.map_err(|e| self.err("iterate", e))?;
-            let s = decode_local_state(v.value(), &self.registry)
-                .map_err(|e| self.err("decode", e))?;
+            let s =
+                decode_local_state(v.value(), &self.registry).map_err(|e| self.err("decode", e))?;
             visit(k.value(), &s)?;
         }
         Ok(())
