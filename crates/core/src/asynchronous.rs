@@ -574,7 +574,9 @@ pub fn run_arrivals(
         let evaluate =
             round == opts.updates || (opts.eval_every > 0 && round.is_multiple_of(opts.eval_every));
         stopped = observer.should_stop();
-        let eval = if evaluate && !stopped {
+        // A stop skips the round's evaluation unless a checkpoint is taken there: a run
+        // resumed from it must record (and let the policy observe) what a straight run does.
+        let eval = if evaluate && (!stopped || observer.checkpoint_due(round, true)) {
             let e = evaluate_async(grid, &global, round, base_plan, opts, observer)?;
             lp.final_eval = Some(SavedEval::new(round, &e));
             Some(e)

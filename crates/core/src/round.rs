@@ -170,8 +170,8 @@ pub trait Observer {
     fn round_finished(&mut self, record: &RoundRecord, global: &ParamTree) -> Result<()>;
     /// Whether the run should stop early (a signal, a user's request). The loops ask
     /// before each round and again before its evaluation: a round whose training has
-    /// run is aggregated and recorded (without its evaluation), then the run ends with
-    /// [`RunOutcome::stopped`] set.
+    /// run is aggregated and recorded (without its evaluation, unless a checkpoint is
+    /// due there), then the run ends with [`RunOutcome::stopped`] set.
     fn should_stop(&self) -> bool {
         false
     }
@@ -305,7 +305,9 @@ pub fn run_from(
         let evaluate =
             round == opts.rounds || (opts.eval_every > 0 && round % opts.eval_every == 0);
         stopped = observer.should_stop();
-        let eval = if evaluate && !stopped {
+        // A stop skips the round's evaluation unless a checkpoint is taken there: a run
+        // resumed from it must record (and let the policy observe) what a straight run does.
+        let eval = if evaluate && (!stopped || observer.checkpoint_due(round, true)) {
             let e = evaluate_all(strategy, grid, &global, round, opts, observer)?;
             state.final_eval = Some(SavedEval::new(round, &e));
             Some(e)
