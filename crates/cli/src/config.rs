@@ -59,6 +59,19 @@ pub struct ExperimentConfig {
     /// `"per-layer"`, or a table `label = [glob patterns]` such as
     /// `{ conv = ["conv*"], head = ["fc2.*"] }` (unmatched tensors keep the model's label).
     pub groups: GroupRules,
+    /// Checkpoints for `fedpace resume` (default: only when a signal stops the run).
+    pub checkpoint: CheckpointConfig,
+}
+
+/// The `[checkpoint]` table (docs/checkpoints.md).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct CheckpointConfig {
+    /// Write `checkpoint.fdpc` every this many rounds (asynchronously: server versions)
+    /// and after the last one. Default: unset, a checkpoint only when SIGINT or SIGTERM
+    /// stops the run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub every: Option<u32>,
 }
 
 /// The `[state]` table: the per-client state store.
@@ -95,6 +108,7 @@ impl Default for ExperimentConfig {
             state: StateConfig::default(),
             device_classes: Default::default(),
             groups: GroupRules::Model,
+            checkpoint: CheckpointConfig::default(),
         }
     }
 }
@@ -369,6 +383,13 @@ impl ExperimentConfig {
             );
         }
         check_threads(self.threads, "threads")?;
+        if self.checkpoint.every == Some(0) {
+            return bad(
+                "checkpoint.every",
+                &0,
+                "at least 1 round (or leave it out: a checkpoint only at a signal)",
+            );
+        }
         if self.eval.max_test_samples == Some(0) {
             return bad(
                 "eval.max_test_samples",

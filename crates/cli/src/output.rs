@@ -12,6 +12,7 @@ use fedpace_core::round::{EvalSummary, Observer, RoundRecord, RunOutcome};
 use fedpace_core::{AggregateSummary, ClientId, ClientPool, Progress, Reply, TrainIns, TrainRes};
 use fedpace_params::ParamTree;
 use indicatif::{ProgressBar, ProgressStyle};
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -70,7 +71,7 @@ impl Progress for Counter {
     }
 }
 
-#[derive(Default, Clone)]
+#[derive(Default, Clone, Serialize, Deserialize)]
 struct ClientLine {
     rounds: u32,
     lr_sum: f64,
@@ -115,6 +116,30 @@ pub struct RunWriter {
     first_rejection: Option<(u32, String)>,
     /// The first evaluated round whose global loss was NaN or infinite.
     nonfinite_loss_round: Option<u32>,
+    /// Writes checkpoints (`None`: never, as for a run inside `fedpace tune`).
+    checkpointer: Option<crate::checkpoint::Checkpointer>,
+    /// The round of the last checkpoint written.
+    checkpointed: Option<u32>,
+    /// The rounds this run was resumed after.
+    resumed_after: Vec<u32>,
+}
+
+/// What a [`RunWriter`] keeps across a checkpoint: how far its files go and the sums
+/// `clients.csv` and `summary.json` are made of.
+#[derive(Serialize, Deserialize)]
+struct RecorderState {
+    metrics_len: u64,
+    metrics_csv_len: u64,
+    /// The TensorBoard event file (its name in `tensorboard/`) and its length.
+    tensorboard: Option<(String, u64)>,
+    clients: BTreeMap<ClientId, ClientLine>,
+    /// `trace/index.json`'s rounds, as JSON text.
+    trace_index: String,
+    rejected: usize,
+    rejected_rounds: u32,
+    first_rejection: Option<(u32, String)>,
+    nonfinite_loss_round: Option<u32>,
+    resumed_after: Vec<u32>,
 }
 
 impl RunWriter {
@@ -127,6 +152,33 @@ impl RunWriter {
         outputs: &crate::config::OutputConfig,
         groups: Vec<String>,
     ) -> Result<Self> {
+        Self::open(dir, label, rounds, outputs, groups, None)
+    }
+
+    /// Continues the files of the run in `dir` from a checkpoint's recorder state: the
+    /// per-round files are cut back to their length at the checkpoint (the lines of
+    /// rounds after it are written again).
+    pub fn resume(
+        dir: &Path,
+        label: &str,
+        rounds: u32,
+        outputs: &crate::config::OutputConfig,
+        groups: Vec<String>,
+        state: &[u8],
+    ) -> Result<Self> {
+        let state: RecorderState = fedpace_core::codec::from_cbor(state, "checkpoint recorder state")
+            .with_context(|| format!("{}", dir.join(fedpace_core::checkpoint::FILE_NAME).display()))?;
+        Self::open(dir, label, rounds, outputs, groups, Some(state))
+    }
+
+    fn open(
+        dir: &Path,
+        label: &str,
+        rounds: u32,
+        outputs: &crate::config::OutputConfig,
+        groups: Vec<String>,
+        saved: Option<RecorderState>,
+    ) -> Result<Self> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         let trace = outputs.trace;
         if trace {
@@ -137,18 +189,47 @@ impl RunWriter {
             let p = dir.join(name);
             File::create(&p).with_context(|| format!("creating {}", p.display()))
         };
-        let metrics = create("metrics.jsonl")?;
-        let mut metrics_csv = create("metrics.csv")?;
-        let header = metrics_csv_header(&groups);
-        metrics_csv
-            .write_all(header.as_bytes())
-            .with_context(|| format!("writing {}", dir.join("metrics.csv").display()))?;
-        let tensorboard = if outputs.tensorboard {
-            let t = dir.join("tensorboard");
-            Some(EventWriter::create(&t).with_context(|| format!("creating {}", t.display()))?)
-        } else {
-            None
+        let (metrics, metrics_csv) = match &saved {
+            None => {
+                let metrics = create("metrics.jsonl")?;
+                let mut metrics_csv = create("metrics.csv")?;
+                let header = metrics_csv_header(&groups);
+                metrics_csv
+                    .write_all(header.as_bytes())
+                    .with_context(|| format!("writing {}", dir.join("metrics.csv").display()))?;
+                (metrics, metrics_csv)
+            }
+            Some(s) => (
+                cut_back(&dir.join("metrics.jsonl"), s.metrics_len)?,
+                cut_back(&dir.join("metrics.csv"), s.metrics_csv_len)?,
+            ),
         };
+        let tb_dir = dir.join("tensorboard");
+        let tensorboard = match (outputs.tensorboard, saved.as_ref().and_then(|s| s.tensorboard.as_ref())) {
+            (false, _) => None,
+            (true, Some((name, len))) => {
+                let p = tb_dir.join(name);
+                Some(EventWriter::reopen(&p, cut_back(&p, *len)?))
+            }
+            (true, None) => Some(
+                EventWriter::create(&tb_dir)
+                    .with_context(|| format!("creating {}", tb_dir.display()))?,
+            ),
+        };
+        let saved = saved.unwrap_or(RecorderState {
+            metrics_len: 0,
+            metrics_csv_len: 0,
+            tensorboard: None,
+            clients: BTreeMap::new(),
+            trace_index: "[]".into(),
+            rejected: 0,
+            rejected_rounds: 0,
+            first_rejection: None,
+            nonfinite_loss_round: None,
+            resumed_after: Vec::new(),
+        });
+        let trace_index = serde_json::from_str(&saved.trace_index)
+            .context("checkpoint recorder state: the trace index")?;
         let bar = ProgressBar::new(rounds as u64);
         bar.set_style(
             ProgressStyle::with_template(
@@ -173,15 +254,66 @@ impl RunWriter {
             rounds,
             last_eval: None,
             last_loss: f64::NAN,
-            clients: BTreeMap::new(),
+            clients: saved.clients,
             trace,
-            trace_index: Vec::new(),
+            trace_index,
             groups,
-            rejected: 0,
-            rejected_rounds: 0,
-            first_rejection: None,
-            nonfinite_loss_round: None,
+            rejected: saved.rejected,
+            rejected_rounds: saved.rejected_rounds,
+            first_rejection: saved.first_rejection,
+            nonfinite_loss_round: saved.nonfinite_loss_round,
+            checkpointer: None,
+            checkpointed: None,
+            resumed_after: saved.resumed_after,
         })
+    }
+
+    /// Writes checkpoints through `c` (docs/checkpoints.md).
+    pub fn with_checkpoints(mut self, c: crate::checkpoint::Checkpointer) -> Self {
+        self.checkpointer = Some(c);
+        self
+    }
+
+    /// Records that the run continues after `round` (shown in `summary.json`).
+    pub fn resumed_after(&mut self, round: u32) {
+        self.resumed_after.push(round);
+    }
+
+    /// The recorder's state for a checkpoint (the metrics files are synced first: the
+    /// lengths it records are on disk).
+    fn saved_state(&self) -> Result<Vec<u8>> {
+        let len = |f: &File, name: &str| -> Result<u64> {
+            f.sync_all()
+                .and_then(|()| f.metadata())
+                .map(|m| m.len())
+                .with_context(|| format!("writing {}", self.dir.join(name).display()))
+        };
+        let tensorboard = match &self.tensorboard {
+            None => None,
+            Some(tb) => {
+                tb.sync()
+                    .with_context(|| format!("writing {}", tb.path().display()))?;
+                let name = tb
+                    .path()
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                Some((name, std::fs::metadata(tb.path())?.len()))
+            }
+        };
+        let state = RecorderState {
+            metrics_len: len(&self.metrics, "metrics.jsonl")?,
+            metrics_csv_len: len(&self.metrics_csv, "metrics.csv")?,
+            tensorboard,
+            clients: self.clients.clone(),
+            trace_index: serde_json::to_string(&self.trace_index)?,
+            rejected: self.rejected,
+            rejected_rounds: self.rejected_rounds,
+            first_rejection: self.first_rejection.clone(),
+            nonfinite_loss_round: self.nonfinite_loss_round,
+            resumed_after: self.resumed_after.clone(),
+        };
+        Ok(fedpace_core::codec::to_cbor(&state)?)
     }
 
     fn message(&self) -> String {
@@ -302,9 +434,14 @@ impl RunWriter {
                 "interrupted_by".into(),
                 json!(stop.map_or("a stop request", |s| s.name())),
             );
-            // No checkpoint exists yet: the model is the state after the last
-            // completed round, and the run can only be started again from the start.
-            obj.insert("resumable".into(), json!(false));
+            // `fedpace resume` continues from the checkpoint written at the stop.
+            obj.insert(
+                "resumable".into(),
+                json!(self.checkpointed == Some(outcome.completed_rounds)),
+            );
+        }
+        if !self.resumed_after.is_empty() {
+            obj.insert("resumed_after_rounds".into(), json!(self.resumed_after));
         }
         obj.insert("evaluated_at_round".into(), json!(outcome.final_eval_round));
         // `global.accuracy` is on the source's own held-out test set when it has one
@@ -462,6 +599,25 @@ impl Observer for RunWriter {
         crate::signals::requested().is_some()
     }
 
+    fn checkpoint_due(&self, round: u32, stopping: bool) -> bool {
+        self.checkpointer
+            .as_ref()
+            .is_some_and(|c| c.due(round, stopping))
+    }
+
+    fn checkpoint(&mut self, cp: fedpace_core::Checkpoint<'_>) -> fedpace_core::Result<()> {
+        let Some(c) = &self.checkpointer else {
+            return Ok(());
+        };
+        let round = cp.round;
+        let state = self
+            .saved_state()
+            .map_err(|e| fedpace_core::Error::Observer(format!("{e:#}")))?;
+        c.write(cp, state)?;
+        self.checkpointed = Some(round);
+        Ok(())
+    }
+
     fn round_finished(
         &mut self,
         rec: &RoundRecord,
@@ -582,6 +738,27 @@ impl Observer for RunWriter {
         self.counter.bar.set_message(m);
         Ok(())
     }
+}
+
+/// Opens `path` for appending after cutting it to `len` bytes (what a checkpoint
+/// recorded); a file shorter than that was changed after the checkpoint.
+fn cut_back(path: &Path, len: u64) -> Result<File> {
+    let f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(path)
+        .with_context(|| format!("resuming: opening {}", path.display()))?;
+    let have = f.metadata()?.len();
+    if have < len {
+        return Err(crate::runner::UsageError(format!(
+            "{}: {have} bytes, shorter than the {len} it had at the checkpoint; the run \
+             directory was changed and cannot be resumed",
+            path.display()
+        ))
+        .into());
+    }
+    f.set_len(len)
+        .with_context(|| format!("resuming: cutting {} back", path.display()))?;
+    Ok(f)
 }
 
 /// A CSV field: quoted when it holds a comma, a quote or a line break.

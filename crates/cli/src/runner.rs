@@ -8,7 +8,7 @@ use fedpace_core::asynchronous::AsyncStrategy;
 use fedpace_core::rng::{derive_seed, Purpose};
 use fedpace_core::round::{Observer, RoundRecord, RunOptions};
 use fedpace_core::{
-    ClientFactory, ClientPool, Disclosed, Progress, RatePlan, RatePolicy, Strategy,
+    ClientFactory, ClientPool, Disclosed, Progress, RatePlan, RatePolicy, Start, Strategy,
 };
 use fedpace_params::ParamTree;
 use fedpace_sim::{AsyncOptions, DataPool, DeviceClasses, Devices, SimGrid, Systems};
@@ -418,18 +418,79 @@ pub fn run_options(cfg: &ExperimentConfig) -> RunOptions {
 /// Runs a prepared experiment, writing into `out`. Returns `summary.json`'s content.
 pub fn execute(
     cfg: &ExperimentConfig,
-    mut p: Prepared,
+    p: Prepared,
     out: &Path,
     label: &str,
 ) -> Result<serde_json::Value> {
+    execute_from(cfg, p, out, label, None)
+}
+
+/// [`execute`], or with `resume` the continuation of the run in `out` from its
+/// checkpoint (docs/checkpoints.md): client states restored, metrics files cut back to
+/// the checkpoint's round.
+pub fn execute_from(
+    cfg: &ExperimentConfig,
+    mut p: Prepared,
+    out: &Path,
+    label: &str,
+    resume: Option<fedpace_core::checkpoint::Loaded>,
+) -> Result<serde_json::Value> {
     let start = Instant::now();
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-    crate::files::write_bytes_atomic(&out.join("config.toml"), cfg.to_toml().as_bytes())?;
+    let config = cfg.to_toml();
+    crate::files::write_bytes_atomic(&out.join("config.toml"), config.as_bytes())?;
     eprintln!("{label}: {}", p.description);
-    let mut writer = RunWriter::create(out, label, cfg.rounds, &cfg.output, p.groups.clone())?;
+    let checkpoints =
+        crate::checkpoint::Checkpointer::new(out, config, cfg.checkpoint.every, cfg.rounds);
+    let (writer, begin) = match resume {
+        None => (
+            RunWriter::create(out, label, cfg.rounds, &cfg.output, p.groups.clone())?,
+            Start::Fresh(p.init),
+        ),
+        Some(cp) => {
+            // summary.json marks a finished run: the old one goes until this one ends.
+            match std::fs::remove_file(out.join("summary.json")) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(e).with_context(|| format!("removing {}/summary.json", out.display()))
+                }
+                _ => {}
+            }
+            let mut w = RunWriter::resume(
+                out,
+                label,
+                cfg.rounds,
+                &cfg.output,
+                p.groups.clone(),
+                &cp.meta.recorder.0,
+            )?;
+            w.resumed_after(cp.meta.round);
+            p.grid
+                .restore_states(cp.states)
+                .map_err(|e| anyhow::anyhow!("restoring the clients' states: {e}"))?;
+            if cp.global.spec() != p.init.spec() {
+                return Err(UsageError(format!(
+                    "{}: the checkpoint's model has another layout than the config builds \
+                     (tensors, shapes or groups differ)",
+                    out.join(fedpace_core::checkpoint::FILE_NAME).display()
+                ))
+                .into());
+            }
+            let global = cp.global;
+            (
+                w,
+                Start::Resume {
+                    global,
+                    server: cp.server,
+                },
+            )
+        }
+    };
+    let mut writer = writer.with_checkpoints(checkpoints);
     let opts = run_options(cfg);
     let outcome = match &mut p.strategy {
-        Mode::Sync(s) => fedpace_core::run(s.as_mut(), &mut p.grid, p.init, &opts, &mut writer)?,
+        Mode::Sync(s) => {
+            fedpace_core::run_from(s.as_mut(), &mut p.grid, begin, &opts, &mut writer)?
+        }
         Mode::Async {
             strategy,
             policy,
@@ -437,13 +498,14 @@ pub fn execute(
             devices,
             concurrency,
             rate_decay,
-        } => fedpace_sim::run_async(
+        } => fedpace_sim::run_async_from(
             strategy.as_mut(),
             policy.as_mut(),
             base_plan,
             &mut p.grid,
             devices,
-            p.init,
+            begin,
+            &fedpace_algos::builtin().codecs,
             &AsyncOptions {
                 updates: cfg.rounds,
                 concurrency: *concurrency,
