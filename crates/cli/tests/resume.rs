@@ -236,22 +236,25 @@ fn a_run_killed_after_a_checkpoint_and_resumed_ends_bit_identical_to_the_straigh
     // A different kill point for each case (a seeded generator: reproducible).
     let mut rng = 0x9e37_79b9_7f4a_7c15u64;
     for (i, (name, extra)) in CASES.iter().enumerate() {
+        let case = tmp.path().join(format!("{i}"));
+        std::fs::create_dir_all(&case).unwrap();
+        // One straight run, in memory: where the states live changes no result.
+        let straight = case.join("straight");
+        run(&config(&case, name, extra, None), &straight);
+        let total = lines(&straight.join("metrics.jsonl"));
         for spilled in [false, true] {
             let what = format!("{name} ({})", if spilled { "spilled" } else { "in memory" });
-            let case = tmp.path().join(format!("{i}-{spilled}"));
-            std::fs::create_dir_all(&case).unwrap();
             let spill = spilled.then(|| case.join("spill"));
             if let Some(s) = &spill {
                 std::fs::create_dir_all(s).unwrap();
             }
-            let cfg = config(&case, name, extra, spill.as_deref());
-            let straight = case.join("straight");
-            run(&cfg, &straight);
-            let total = lines(&straight.join("metrics.jsonl"));
-            rng = rng.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            let cfg = config(&case, &format!("{name}-{spilled}"), extra, spill.as_deref());
+            rng = rng
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             // Kill after 2 … total − 3 recorded rounds (a checkpoint exists after 2).
             let at = 2 + (rng >> 33) as usize % (total - 4);
-            let killed = case.join("killed");
+            let killed = case.join(format!("killed-{spilled}"));
             run_and_kill(&cfg, &killed, at);
             let o = resume(&killed, &[]);
             assert!(o.status.success(), "{what}: {}", text(&o));
