@@ -12,8 +12,7 @@
 
 use crate::config::ExperimentConfig;
 use crate::files::replace_with;
-use crate::runner::UsageError;
-use anyhow::Result;
+use crate::{Error, Result};
 use fedpace_core::checkpoint::{read_file, FileMeta, FileWriter, Loaded, FILE_NAME};
 use fedpace_core::Checkpoint;
 use std::io::{BufWriter, Write};
@@ -65,15 +64,16 @@ impl Checkpointer {
     /// complete and on disk); `recorder` is the recorder's own state.
     pub fn write(&self, cp: Checkpoint<'_>, recorder: Vec<u8>) -> fedpace_core::Result<()> {
         let meta = FileMeta::new(&self.config, cp.round, recorder);
+        let io = std::io::Error::other;
         replace_with(&self.path, |tmp| {
             let out = BufWriter::new(std::fs::File::create(tmp)?);
-            let mut w = FileWriter::begin(out, &meta, cp.global, &cp.server)?;
-            cp.grid.visit_states(&mut |id, s| w.state(id, s))?;
-            let mut out = w.finish()?;
-            out.flush()?;
-            Ok(())
+            let mut w = FileWriter::begin(out, &meta, cp.global, &cp.server).map_err(io)?;
+            cp.grid
+                .visit_states(&mut |id, s| w.state(id, s))
+                .map_err(io)?;
+            w.finish().map_err(io)?.flush()
         })
-        .map_err(|e| fedpace_core::Error::Observer(format!("{e:#}")))
+        .map_err(|e| fedpace_core::Error::Observer(e.to_string()))
     }
 }
 
@@ -83,17 +83,16 @@ pub fn load(dir: &Path) -> Result<Loaded> {
     let bytes = match std::fs::read(&path) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(UsageError(format!(
+            return Err(Error::Setup(format!(
                 "{}: no checkpoint: the run was not stopped by a signal and has no \
                  [checkpoint] every = N, so it cannot be resumed",
                 path.display()
-            ))
-            .into())
+            )))
         }
-        Err(e) => return Err(UsageError(format!("{}: cannot read: {e}", path.display())).into()),
+        Err(e) => return Err(Error::Setup(format!("{}: cannot read: {e}", path.display()))),
     };
     read_file(&bytes, &fedpace_algos::builtin().codecs)
-        .map_err(|e| UsageError(format!("{}: {e}", path.display())).into())
+        .map_err(|e| Error::Setup(format!("{}: {e}", path.display())))
 }
 
 /// Reads the run in `dir` for `fedpace resume`: its config (`config.toml`, `rounds`
@@ -103,7 +102,7 @@ pub fn load(dir: &Path) -> Result<Loaded> {
 /// round left to run.
 pub fn prepare_resume(dir: &Path, rounds: Option<u32>) -> Result<(ExperimentConfig, Loaded)> {
     if !dir.is_dir() {
-        return Err(UsageError(format!("{}: not a directory", dir.display())).into());
+        return Err(Error::Setup(format!("{}: not a directory", dir.display())));
     }
     let path = dir.join("config.toml");
     let overrides: Vec<String> = rounds.iter().map(|r| format!("rounds={r}")).collect();
@@ -113,33 +112,30 @@ pub fn prepare_resume(dir: &Path, rounds: Option<u32>) -> Result<(ExperimentConf
     let meta = &loaded.meta;
     let ours = env!("CARGO_PKG_VERSION");
     if meta.fedpace_version != ours {
-        return Err(UsageError(format!(
+        return Err(Error::Setup(format!(
             "{}: written by fedpace {}, this is fedpace {ours}; resume it with the version \
              that wrote it",
             file.display(),
             meta.fedpace_version
-        ))
-        .into());
+        )));
     }
     if let Some(d) = config_difference(&meta.config, &cfg.to_toml())? {
-        return Err(UsageError(format!(
+        return Err(Error::Setup(format!(
             "{}: {d}; a run resumes only with the config it started with (only {} may \
              change)",
             path.display(),
             MAY_DIFFER.join(", ")
-        ))
-        .into());
+        )));
     }
     if cfg.rounds <= meta.round {
-        return Err(UsageError(format!(
+        return Err(Error::Setup(format!(
             "{}: the checkpoint is at round {} and the run has {} rounds: nothing to run; \
              pass --rounds M (more than {}) to continue it",
             file.display(),
             meta.round,
             cfg.rounds,
             meta.round
-        ))
-        .into());
+        )));
     }
     Ok((cfg, loaded))
 }
@@ -150,7 +146,7 @@ pub fn prepare_resume(dir: &Path, rounds: Option<u32>) -> Result<(ExperimentConf
 pub fn config_difference(saved: &str, now: &str) -> Result<Option<String>> {
     let parse = |s: &str, what: &str| -> Result<toml::Table> {
         s.parse::<toml::Table>()
-            .map_err(|e| UsageError(format!("{what}: {e}")).into())
+            .map_err(|e| Error::Setup(format!("{what}: {e}")))
     };
     let (a, b) = (parse(saved, "the checkpoint's config")?, parse(now, "config.toml")?);
     let mut keys: Vec<&String> = a.keys().chain(b.keys()).collect();

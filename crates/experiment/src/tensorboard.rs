@@ -252,6 +252,11 @@ impl EventWriter {
         }
     }
 
+    /// The open event file.
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+
     /// The event file.
     pub fn path(&self) -> &Path {
         &self.path
