@@ -328,8 +328,7 @@ fn dispatch(cli: Cli) -> Result<()> {
         } => {
             signals::install().context("installing the SIGINT/SIGTERM handlers")?;
             if let Some(t) = threads {
-                config::check_threads(t, "--threads")
-                    .map_err(fedpace_experiment::Error::Config)?;
+                config::check_threads(t, "--threads").map_err(fedpace_experiment::Error::Config)?;
             }
             let (mut cfg, loaded) = fedpace_experiment::checkpoint::prepare_resume(&run, rounds)?;
             if let Some(t) = threads {

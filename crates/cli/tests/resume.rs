@@ -322,7 +322,8 @@ fn a_finished_run_has_nothing_to_resume_until_given_more_rounds() {
     let out = small_run(tmp.path());
     let e = one_line_error(&resume(&out, &[]));
     assert!(
-        e.contains("the checkpoint is at round 4 and the run has 4 rounds") && e.contains("--rounds"),
+        e.contains("the checkpoint is at round 4 and the run has 4 rounds")
+            && e.contains("--rounds"),
         "{e}"
     );
     let e = one_line_error(&resume(&out, &["--rounds", "3"]));
@@ -342,14 +343,20 @@ fn a_truncated_or_corrupt_checkpoint_is_an_error_never_a_panic() {
     for cut in [0, 3, 8, 20, n / 3, n / 2, n - 9, n - 1] {
         std::fs::write(&path, &good[..cut]).unwrap();
         let e = one_line_error(&resume(&out, &["--rounds", "6"]));
-        assert!(e.contains("checkpoint.fdpc: checkpoint: "), "cut at {cut}: {e}");
+        assert!(
+            e.contains("checkpoint.fdpc: checkpoint: "),
+            "cut at {cut}: {e}"
+        );
     }
     for at in [5, 30, n / 2, n - 20, n - 3] {
         let mut b = good.clone();
         b[at] ^= 0x5a;
         std::fs::write(&path, &b).unwrap();
         let e = one_line_error(&resume(&out, &["--rounds", "6"]));
-        assert!(e.contains("checkpoint.fdpc: checkpoint: "), "byte {at}: {e}");
+        assert!(
+            e.contains("checkpoint.fdpc: checkpoint: "),
+            "byte {at}: {e}"
+        );
     }
     std::fs::remove_file(&path).unwrap();
     let e = one_line_error(&resume(&out, &["--rounds", "6"]));

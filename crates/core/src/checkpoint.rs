@@ -479,6 +479,9 @@ mod tests {
         let mut bytes = sample();
         bytes[4] = 9;
         let e = read_meta(&bytes).unwrap_err().to_string();
-        assert!(e.contains("format version 9; this build reads version 1"), "{e}");
+        assert!(
+            e.contains("format version 9; this build reads version 1"),
+            "{e}"
+        );
     }
 }

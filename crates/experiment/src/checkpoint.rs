@@ -89,7 +89,12 @@ pub fn load(dir: &Path) -> Result<Loaded> {
                 path.display()
             )))
         }
-        Err(e) => return Err(Error::Setup(format!("{}: cannot read: {e}", path.display()))),
+        Err(e) => {
+            return Err(Error::Setup(format!(
+                "{}: cannot read: {e}",
+                path.display()
+            )))
+        }
     };
     read_file(&bytes, &fedpace_algos::builtin().codecs)
         .map_err(|e| Error::Setup(format!("{}: {e}", path.display())))
@@ -148,7 +153,10 @@ pub fn config_difference(saved: &str, now: &str) -> Result<Option<String>> {
         s.parse::<toml::Table>()
             .map_err(|e| Error::Setup(format!("{what}: {e}")))
     };
-    let (a, b) = (parse(saved, "the checkpoint's config")?, parse(now, "config.toml")?);
+    let (a, b) = (
+        parse(saved, "the checkpoint's config")?,
+        parse(now, "config.toml")?,
+    );
     let mut keys: Vec<&String> = a.keys().chain(b.keys()).collect();
     keys.sort();
     keys.dedup();
@@ -173,13 +181,7 @@ fn differ(key: &str, a: Option<&toml::Value>, b: Option<&toml::Value>) -> Option
             .find_map(|k| differ(&format!("{key}.{k}"), x.get(k), y.get(k)));
     }
     let show = |v: Option<&toml::Value>| v.map_or("unset".to_string(), |v| v.to_string());
-    (a != b).then(|| {
-        format!(
-            "{key} = {} (the checkpoint's run had {})",
-            show(b),
-            show(a)
-        )
-    })
+    (a != b).then(|| format!("{key} = {} (the checkpoint's run had {})", show(b), show(a)))
 }
 
 #[cfg(test)]

@@ -36,6 +36,13 @@ pub struct ExperimentConfig {
     pub data: DataConfig,
     /// Model.
     pub model: ModelConfig,
+    /// `[model] init`: start from the weights in this safetensors file (tensor names and
+    /// shapes of the model, f32; a run's `model.safetensors` is one) instead of the
+    /// seeded initialisation. Relative paths are made absolute against the current
+    /// directory when the config is read. Kept beside `model` because the model kinds
+    /// are `fedpace_nn`'s.
+    #[serde(skip)]
+    pub model_init: Option<PathBuf>,
     /// Local training (the base rate plan).
     pub client: ClientConfig,
     /// Server strategy.
@@ -100,6 +107,7 @@ impl Default for ExperimentConfig {
             data_dir: None,
             data: DataConfig::default(),
             model: ModelConfig::LogisticRegression,
+            model_init: None,
             client: ClientConfig::default(),
             strategy: StrategyConfig::default(),
             policy: PolicyConfig::default(),
@@ -277,6 +285,36 @@ impl ExperimentConfig {
         }
         // `[strategy]` is read on its own: its keys depend on the algorithm, and its
         // errors name the key (`strategy.mu: not used by fedavg (used by …)`).
+        // `[model] init` is read here: the model kinds (`fedpace_nn::ModelConfig`) know
+        // nothing of where weights come from.
+        let model_init = match value
+            .get_mut("model")
+            .and_then(|m| m.as_table_mut())
+            .and_then(|m| m.remove("init"))
+        {
+            None => None,
+            Some(toml::Value::String(p)) if !p.is_empty() => {
+                Some(std::path::absolute(&p).map_err(|e| {
+                    Error::Config(format!(
+                        "{}: model.init = {p:?}: {e}",
+                        origin_of("model.init")
+                    ))
+                })?)
+            }
+            Some(other) => {
+                return Err(Error::Config(format!(
+                    "{}: model.init = {other}: expected the path of a safetensors file",
+                    origin_of("model.init")
+                )))
+            }
+        };
+        if value
+            .get("model")
+            .and_then(|m| m.as_table())
+            .is_some_and(|m| m.is_empty())
+        {
+            value.remove("model");
+        }
         let strategy = match value.remove("strategy") {
             None => StrategyConfig::default(),
             Some(toml::Value::Table(t)) => {
@@ -315,6 +353,7 @@ impl ExperimentConfig {
             }
         })?;
         cfg.strategy = strategy;
+        cfg.model_init = model_init;
         cfg.validate().map_err(located)?;
         Ok(cfg)
     }
@@ -603,10 +642,16 @@ impl ExperimentConfig {
     pub fn to_toml(&self) -> String {
         let mut resolved = self.clone();
         resolved.data = self.data.resolved();
-        let value = match toml::Value::try_from(&resolved) {
+        let mut value = match toml::Value::try_from(&resolved) {
             Ok(v) => v,
             Err(e) => return format!("# could not serialise: {e}\n"),
         };
+        if let (Some(p), Some(m)) = (
+            &self.model_init,
+            value.get_mut("model").and_then(|m| m.as_table_mut()),
+        ) {
+            m.insert("init".into(), p.display().to_string().into());
+        }
         toml::to_string_pretty(&value).unwrap_or_else(|e| format!("# could not serialise: {e}\n"))
     }
 }

@@ -294,9 +294,10 @@ impl RunFiles {
         let tensorboard = match &self.tensorboard {
             None => None,
             Some(tb) => {
-                let name = tb.path().file_name().map_or(String::new(), |n| {
-                    n.to_string_lossy().into_owned()
-                });
+                let name = tb
+                    .path()
+                    .file_name()
+                    .map_or(String::new(), |n| n.to_string_lossy().into_owned());
                 Some((name, len(tb.file(), tb.path())?))
             }
         };
@@ -423,9 +424,11 @@ impl<'m> RunRecorder<'m> {
             let text = std::fs::read_to_string(&p)
                 .map_err(|e| Error::Failed(format!("reading {}: {e}", p.display())))?;
             for (i, l) in text.lines().enumerate() {
-                metrics.push(serde_json::from_str(l).map_err(|e| {
-                    Error::Setup(format!("{} line {}: {e}", p.display(), i + 1))
-                })?);
+                metrics.push(
+                    serde_json::from_str(l).map_err(|e| {
+                        Error::Setup(format!("{} line {}: {e}", p.display(), i + 1))
+                    })?,
+                );
             }
         }
         let mut resumed_after = saved.resumed_after;

@@ -2,10 +2,10 @@
 //! event loop, recorded by a [`RunRecorder`] (docs/library.md).
 
 use crate::build::{Mode, Prepared};
+use crate::checkpoint::Checkpointer;
 use crate::files::write_bytes_atomic;
 use crate::output::{ClientRow, RecordOptions, RunRecorder};
 use crate::{Error, Monitor, Result, RunInfo, Silent};
-use crate::checkpoint::Checkpointer;
 use fedpace_core::checkpoint::Loaded;
 use fedpace_core::round::RunOutcome;
 use fedpace_core::Start;
@@ -160,7 +160,8 @@ impl Prepared {
                             .into(),
                     ));
                 }
-                let recorder = RunRecorder::resume(record, monitor, &cp.meta.recorder.0, cp.meta.round)?;
+                let recorder =
+                    RunRecorder::resume(record, monitor, &cp.meta.recorder.0, cp.meta.round)?;
                 self.grid
                     .restore_states(cp.states)
                     .map_err(|e| Error::Failed(format!("restoring the clients' states: {e}")))?;
