@@ -198,7 +198,7 @@ fn every_synchronous_algorithm_resumes_bit_exactly_from_a_checkpoint() {
         if s.check_combination(&loss_based, &adam, StateMode::Keep)
             .is_ok()
         {
-            base.optimizer = adam.clone();
+            base.optimizer = adam;
             base.state_mode = StateMode::Keep;
         }
         let make = || {

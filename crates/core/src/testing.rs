@@ -176,7 +176,7 @@ pub fn check_policy_resumes(
             round,
             &RoundSummary {
                 aggregate: &aggregate,
-                eval: (round % 2 == 0).then_some(&eval),
+                eval: round.is_multiple_of(2).then_some(&eval),
                 global: &global,
             },
         );

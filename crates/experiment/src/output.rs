@@ -283,15 +283,18 @@ impl RunFiles {
         })
     }
 
-    /// How far the files go, synced to disk first (for a checkpoint).
-    fn position(&self) -> Result<(u64, u64, Option<(String, u64)>)> {
+    /// Records in `state` how far the files go (synced to disk first) and the trace
+    /// index, for a checkpoint.
+    fn position(&self, state: &mut RecorderState) -> Result<()> {
         let len = |f: &File, p: &Path| {
             f.sync_all()
                 .and_then(|()| f.metadata())
                 .map(|m| m.len())
                 .map_err(|e| Error::Failed(format!("writing {}: {e}", p.display())))
         };
-        let tensorboard = match &self.tensorboard {
+        state.metrics_len = len(&self.metrics, &self.dir.join("metrics.jsonl"))?;
+        state.metrics_csv_len = len(&self.metrics_csv, &self.dir.join("metrics.csv"))?;
+        state.tensorboard = match &self.tensorboard {
             None => None,
             Some(tb) => {
                 let name = tb
@@ -301,11 +304,9 @@ impl RunFiles {
                 Some((name, len(tb.file(), tb.path())?))
             }
         };
-        Ok((
-            len(&self.metrics, &self.dir.join("metrics.jsonl"))?,
-            len(&self.metrics_csv, &self.dir.join("metrics.csv"))?,
-            tensorboard,
-        ))
+        state.trace_index =
+            serde_json::to_string(&self.trace_index).map_err(|e| Error::Failed(e.to_string()))?;
+        Ok(())
     }
 
     /// `trace/index.json`, atomically (rewritten after every round, so an interrupted
@@ -457,27 +458,22 @@ impl<'m> RunRecorder<'m> {
 
     /// The recorder's state for a checkpoint.
     fn saved_state(&self) -> Result<Vec<u8>> {
-        let (metrics_len, metrics_csv_len, tensorboard, trace_index) = match &self.files {
-            Some(f) => {
-                let (m, c, tb) = f.position()?;
-                let index = serde_json::to_string(&f.trace_index)
-                    .map_err(|e| Error::Failed(e.to_string()))?;
-                (m, c, tb, index)
-            }
-            None => (0, 0, None, "[]".into()),
-        };
-        Ok(fedpace_core::codec::to_cbor(&RecorderState {
-            metrics_len,
-            metrics_csv_len,
-            tensorboard,
+        let mut state = RecorderState {
+            metrics_len: 0,
+            metrics_csv_len: 0,
+            tensorboard: None,
             clients: self.clients.clone(),
-            trace_index,
+            trace_index: "[]".into(),
             rejected: self.rejected,
             rejected_rounds: self.rejected_rounds,
             first_rejection: self.first_rejection.clone(),
             nonfinite_loss_round: self.nonfinite_loss_round,
             resumed_after: self.resumed_after.clone(),
-        })?)
+        };
+        if let Some(f) = &self.files {
+            f.position(&mut state)?;
+        }
+        Ok(fedpace_core::codec::to_cbor(&state)?)
     }
 
     /// Ends the recording: the per-client table over `pool`, then (in a run directory)
