@@ -263,6 +263,62 @@ fn a_run_killed_after_a_checkpoint_and_resumed_ends_bit_identical_to_the_straigh
     }
 }
 
+#[test]
+fn a_run_stopped_by_sigint_without_periodic_checkpoints_resumes_bit_identical() {
+    use std::os::unix::process::CommandExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let (name, extra) = CASES[0];
+    // No `[checkpoint] every`: the stop itself writes the checkpoint.
+    let cfg = config(tmp.path(), name, extra, None);
+    let raw = std::fs::read_to_string(&cfg).unwrap();
+    let mut t: toml::Table = raw.parse().unwrap();
+    t.remove("checkpoint");
+    std::fs::write(&cfg, toml::to_string(&t).unwrap()).unwrap();
+    let straight = tmp.path().join("straight");
+    run(&cfg, &straight);
+    let stopped = tmp.path().join("stopped");
+    let mut c = fedpace();
+    c.arg("run").arg(&cfg).arg("--out").arg(&stopped);
+    // SAFETY: only async-signal-safe calls between fork and exec (SIGINT at its
+    // default, whatever the test runner inherited).
+    unsafe {
+        c.pre_exec(|| {
+            libc::signal(libc::SIGINT, libc::SIG_DFL);
+            Ok(())
+        });
+    }
+    let mut child = c
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    // Wherever the stop lands (an evaluated round included: every third), the resumed
+    // run must record what the straight run does.
+    while lines(&stopped.join("metrics.jsonl")) < 2 {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "ended before the signal"
+        );
+        assert!(start.elapsed() < Duration::from_secs(120), "no progress");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    // SAFETY: a signal to the process this test started.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
+    assert_eq!(child.wait().unwrap().code(), Some(130));
+    let s: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(stopped.join("summary.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        (&s["interrupted"], &s["resumable"]),
+        (&true.into(), &true.into()),
+        "{s}"
+    );
+    let o = resume(&stopped, &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_same_run(&straight, &stopped, "fedavg-adam-keep after SIGINT");
+}
+
 const FEDAVG: &str = r#"
 name = "small"
 seed = 1
