@@ -283,8 +283,6 @@ impl ExperimentConfig {
         for o in overrides {
             apply_override(&mut value, o).map_err(|m| Error::Config(format!("--set {o}: {m}")))?;
         }
-        // `[strategy]` is read on its own: its keys depend on the algorithm, and its
-        // errors name the key (`strategy.mu: not used by fedavg (used by …)`).
         // `[model] init` is read here: the model kinds (`fedpace_nn::ModelConfig`) know
         // nothing of where weights come from.
         let model_init = match value
@@ -315,6 +313,8 @@ impl ExperimentConfig {
         {
             value.remove("model");
         }
+        // `[strategy]` is read on its own: its keys depend on the algorithm, and its
+        // errors name the key (`strategy.mu: not used by fedavg (used by …)`).
         let strategy = match value.remove("strategy") {
             None => StrategyConfig::default(),
             Some(toml::Value::Table(t)) => {
