@@ -187,4 +187,12 @@ pub trait Grid {
             "a grid that keeps its clients' states (the simulation's)",
         ))
     }
+    /// Evaluates the global model on the server's validation set (the validation part
+    /// of its held-out set, `data.validation_fraction > 0`), if the grid has one.
+    fn evaluate_central_validation(
+        &mut self,
+        _params: &ParamTree,
+    ) -> Option<Result<crate::EvalStats>> {
+        None
+    }
 }
