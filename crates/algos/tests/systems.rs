@@ -571,6 +571,12 @@ impl fedpace_sim::StateStore for BrokenStore {
     fn len(&self) -> usize {
         0
     }
+    fn for_each(
+        &mut self,
+        _visit: &mut dyn FnMut(u64, &fedpace_core::LocalState) -> Result<(), String>,
+    ) -> Result<(), String> {
+        Err("state store /nowhere/states.redb: read: disk I/O error".into())
+    }
 }
 
 #[test]

@@ -64,6 +64,23 @@ enum Command {
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
+    /// Continue a run from its checkpoint (written every `[checkpoint] every` rounds and
+    /// when SIGINT or SIGTERM stops a run): it ends as the uninterrupted run would have,
+    /// bit for bit (docs/checkpoints.md).
+    Resume {
+        /// The run directory (as written by `fedpace run`).
+        run: PathBuf,
+        /// Run to this many rounds in all (default: the config's `rounds`); continues a
+        /// finished run that has a checkpoint at its last round.
+        #[arg(long)]
+        rounds: Option<u32>,
+        /// Clients trained in parallel (0 = one per core); results do not depend on it.
+        #[arg(long, allow_negative_numbers = true)]
+        threads: Option<usize>,
+        /// Where fetched data sets are cached (as for `fedpace run`).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
     /// Run the BENCHMARKS.md workloads (W-LR, W-MLP, W-CNN), the aggregation benchmark,
     /// the char-LSTM step and round and the client-epoch throughput; print times, rates,
     /// peak memory and the target ratios.
@@ -218,11 +235,16 @@ fn check_stopped(summary: &serde_json::Value, dir: &std::path::Path) -> Result<(
     };
     let message = if summary["interrupted"].as_bool() == Some(true) {
         format!(
-            "stopped by {} after round {} of {}: the model, clients.csv and summary.json (marked interrupted) are in {}; a run cannot be resumed yet",
+            "stopped by {} after round {} of {}: the model, clients.csv and summary.json (marked interrupted) are in {}; {}",
             stop.name(),
             summary["rounds_completed"],
             summary["rounds"],
-            dir.display()
+            dir.display(),
+            if summary["resumable"].as_bool() == Some(true) {
+                format!("continue it with `fedpace resume {}`", dir.display())
+            } else {
+                "no checkpoint was written, so it cannot be resumed".to_string()
+            }
         )
     } else {
         format!(
@@ -298,6 +320,30 @@ fn dispatch(cli: Cli) -> Result<()> {
                     quickstart(out, threads, data_dir, &overrides, force)?
                 }
             }
+            Ok(())
+        }
+        Command::Resume {
+            run,
+            rounds,
+            threads,
+            data_dir,
+        } => {
+            signals::install().context("installing the SIGINT/SIGTERM handlers")?;
+            if let Some(t) = threads {
+                config::check_threads(t, "--threads").map_err(fedpace_experiment::Error::Config)?;
+            }
+            let (mut cfg, loaded) = fedpace_experiment::checkpoint::prepare_resume(&run, rounds)?;
+            if let Some(t) = threads {
+                cfg.threads = t;
+            }
+            if data_dir.is_some() {
+                cfg.data_dir = data_dir;
+            }
+            let prepared = Experiment::from_config(cfg.clone())?.prepare()?;
+            let summary = runner::execute_from(prepared, &run, &cfg.name, Some(loaded))?;
+            print_table(&[(cfg.name.clone(), summary.clone())]);
+            println!("results in {}", run.display());
+            check_stopped(&summary, &run)?;
             Ok(())
         }
         Command::Bench {

@@ -35,15 +35,27 @@ pub fn prepare(cfg: &ExperimentConfig, threads: usize) -> Result<Prepared> {
 /// the signal handlers' stop requests; prints its description and warnings. Returns
 /// `summary.json`'s content.
 pub fn execute(prepared: Prepared, out: &Path, label: &str) -> Result<serde_json::Value> {
+    execute_from(prepared, out, label, None)
+}
+
+/// [`execute`], or with `resume` the continuation of the run in `out` from its
+/// checkpoint (docs/checkpoints.md).
+pub fn execute_from(
+    prepared: Prepared,
+    out: &Path,
+    label: &str,
+    resume: Option<fedpace_core::checkpoint::Loaded>,
+) -> Result<serde_json::Value> {
     eprintln!("{label}: {}", prepared.description());
     let mut console = Console::default();
-    let result = prepared.run(
-        RunOptions::default()
-            .with_dir(out)
-            .with_label(label)
-            .keep(false, false)
-            .with_monitor(&mut console),
-    );
+    let mut options = RunOptions::default()
+        .with_dir(out)
+        .with_label(label)
+        .keep(false, false);
+    if let Some(cp) = resume {
+        options = options.with_resume(cp);
+    }
+    let result = prepared.run(options.with_monitor(&mut console));
     if let Some(bar) = &console.bar {
         bar.finish_and_clear();
     }

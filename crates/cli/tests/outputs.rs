@@ -75,7 +75,14 @@ fn assert_interrupted_run(dir: &Path, signal: &str, out: &Output) {
     let s = read_json(&dir.join("summary.json"));
     assert_eq!(s["interrupted"], true, "{s}");
     assert_eq!(s["interrupted_by"], signal);
-    assert_eq!(s["resumable"], false);
+    // A checkpoint is written at the stop: `fedpace resume` continues the run.
+    assert_eq!(s["resumable"], true, "{s}");
+    assert!(
+        std::fs::metadata(dir.join("checkpoint.fdpc"))
+            .unwrap()
+            .len()
+            > 0
+    );
     let done = s["rounds_completed"].as_u64().unwrap();
     assert!(done >= 1 && done < s["rounds"].as_u64().unwrap(), "{s}");
     let metrics = std::fs::read_to_string(dir.join("metrics.jsonl")).unwrap();

@@ -8,6 +8,7 @@
 
 pub mod asynchronous;
 pub mod central;
+pub mod checkpoint;
 pub mod codec;
 pub mod data;
 pub mod error;
@@ -18,15 +19,17 @@ pub mod protocol;
 pub mod rng;
 pub mod round;
 pub mod summary;
+pub mod testing;
 pub mod traits;
 
 pub use central::CentralEval;
+pub use checkpoint::{Checkpoint, Start};
 pub use data::{Batch, ClientData, Dataset, FederatedDataset, Inputs};
 pub use error::{ClientFailure, Error, Result};
 pub use ext::{Extensions, Payload, Registry};
 pub use model::{EvalStats, Model, ModelFactory};
 pub use pool::{ClientPool, Disclosed, PoolSubset};
 pub use protocol::*;
-pub use round::{run, Observer, RoundRecord, RunOptions, RunOutcome};
+pub use round::{run, run_from, Observer, RoundRecord, RunOptions, RunOutcome};
 pub use summary::{AggregateSummary, ClientAggregate, EvalSummary, RoundTiming};
 pub use traits::{Client, ClientFactory, Grid, Progress, RatePolicy, RoundSummary, Strategy};

@@ -4,6 +4,7 @@
 //! hooks, observe each client) → evaluation → `observe_round`. The stages inside the two
 //! strategy calls are `fedpace_algos::pipeline`'s.
 
+use crate::checkpoint::{wrong_loop, Bytes, Checkpoint, SavedEval, ServerState, Start, SyncLoop};
 use crate::pool::ClientPool;
 use crate::protocol::*;
 use crate::summary::AggregateSummary;
@@ -181,10 +182,21 @@ pub trait Observer {
     fn round_finished(&mut self, record: &RoundRecord, global: &ParamTree) -> Result<()>;
     /// Whether the run should stop early (a signal, a user's request). The loops ask
     /// before each round and again before its evaluation: a round whose training has
-    /// run is aggregated and recorded (without its evaluation), then the run ends with
-    /// [`RunOutcome::stopped`] set.
+    /// run is aggregated and recorded (without its evaluation, unless a checkpoint is
+    /// due there), then the run ends with [`RunOutcome::stopped`] set.
     fn should_stop(&self) -> bool {
         false
+    }
+    /// Whether to save a checkpoint after `round` rounds (asynchronously: server
+    /// versions); `stopping`: the run ends there because [`Observer::should_stop`] said
+    /// so. Default: never.
+    fn checkpoint_due(&self, _round: u32, _stopping: bool) -> bool {
+        false
+    }
+    /// Saves a checkpoint at a round boundary (called where
+    /// [`Observer::checkpoint_due`] said so; docs/checkpoints.md).
+    fn checkpoint(&mut self, _checkpoint: Checkpoint<'_>) -> Result<()> {
+        Ok(())
     }
 }
 
@@ -215,19 +227,71 @@ pub fn run(
     opts: &RunOptions,
     observer: &mut dyn Observer,
 ) -> Result<RunOutcome> {
+    run_from(strategy, grid, Start::Fresh(init), opts, observer)
+}
+
+/// [`run`] from `start`: round 1, or the round after a checkpoint (the strategy's state
+/// is restored from it; the grid's client states must have been restored by the caller).
+/// Rounds continue until `opts.rounds` in all.
+pub fn run_from(
+    strategy: &mut dyn Strategy,
+    grid: &mut dyn Grid,
+    start: Start,
+    opts: &RunOptions,
+    observer: &mut dyn Observer,
+) -> Result<RunOutcome> {
+    let (mut global, mut state) = match start {
+        Start::Fresh(init) => (init, SyncLoop::default()),
+        Start::Resume { global, server } => match ServerState::decode(&server)? {
+            ServerState::Sync {
+                state,
+                strategy: saved,
+            } => {
+                strategy.restore_state(&saved.0)?;
+                (global, state)
+            }
+            other => return Err(wrong_loop(&other, "the synchronous round loop")),
+        },
+    };
     let start = Instant::now();
-    let mut global = init;
+    let wall = |state: &SyncLoop| state.wall_seconds + start.elapsed().as_secs_f64();
     let mut records = Vec::new();
     let mut round_wall_seconds = Vec::with_capacity(opts.rounds as usize);
-    let mut final_eval = None;
-    let mut idle_rounds = 0u32;
-    let mut final_eval_round = None;
-    let mut completed_rounds = 0;
     let mut stopped = false;
+    let mut checkpointed = None;
     let pool = grid.pool();
-    for round in 1..=opts.rounds {
+    // Offers a checkpoint of the state after `state.completed` rounds.
+    let mut offer = |state: &mut SyncLoop,
+                     strategy: &dyn Strategy,
+                     global: &ParamTree,
+                     grid: &mut dyn Grid,
+                     observer: &mut dyn Observer,
+                     stopping: bool|
+     -> Result<()> {
+        let round = state.completed;
+        if checkpointed == Some(round) || !observer.checkpoint_due(round, stopping) {
+            return Ok(());
+        }
+        let mut saved = state.clone();
+        saved.wall_seconds = wall(state);
+        let server = ServerState::Sync {
+            state: saved,
+            strategy: Bytes(strategy.save_state()?),
+        }
+        .encode()?;
+        observer.checkpoint(Checkpoint {
+            round,
+            global,
+            server,
+            grid,
+        })?;
+        checkpointed = Some(round);
+        Ok(())
+    };
+    for round in state.completed + 1..=opts.rounds {
         if observer.should_stop() {
             stopped = true;
+            offer(&mut state, strategy, &global, grid, observer, true)?;
             break;
         }
         let shared = Arc::new(global.clone());
@@ -253,10 +317,11 @@ pub fn run(
         let evaluate =
             round == opts.rounds || (opts.eval_every > 0 && round % opts.eval_every == 0);
         stopped = observer.should_stop();
-        let eval = if evaluate && !stopped {
+        // A stop skips the round's evaluation unless a checkpoint is taken there: a run
+        // resumed from it must record (and let the policy observe) what a straight run does.
+        let eval = if evaluate && (!stopped || observer.checkpoint_due(round, true)) {
             let e = evaluate_all(strategy, grid, &global, round, opts, observer)?;
-            final_eval = Some(e.clone());
-            final_eval_round = Some(round);
+            state.final_eval = Some(SavedEval::new(round, &e));
             Some(e)
         } else {
             None
@@ -276,39 +341,41 @@ pub fn run(
             clients: record_clients,
             aggregate: summary,
             eval,
-            wall_seconds: start.elapsed().as_secs_f64(),
+            wall_seconds: wall(&state),
             timing: strategy.round_timing(),
         };
         observer.round_finished(&record, &global)?;
         match no_training_cause(&record) {
-            None => idle_rounds = 0,
+            None => state.idle_rounds = 0,
             Some(cause) => {
-                idle_rounds += 1;
-                if idle_rounds >= NO_TRAINING_ROUNDS.min(opts.rounds) {
+                state.idle_rounds += 1;
+                if state.idle_rounds >= NO_TRAINING_ROUNDS.min(opts.rounds) {
                     return Err(crate::Error::NoTraining {
                         round,
-                        rounds: idle_rounds,
+                        rounds: state.idle_rounds,
                         cause,
                     });
                 }
             }
         }
         round_wall_seconds.push(record.wall_seconds);
-        completed_rounds = round;
+        state.completed = round;
         if opts.keep_records {
             records.push(record);
         }
+        offer(&mut state, strategy, &global, grid, observer, stopped)?;
         if stopped {
             break;
         }
     }
+    let final_eval = state.final_eval.map(SavedEval::into_eval);
     Ok(RunOutcome {
         global,
-        final_eval: final_eval.unwrap_or_default(),
+        final_eval_round: final_eval.as_ref().map(|e| e.0),
+        final_eval: final_eval.map(|e| e.1).unwrap_or_default(),
         rounds: records,
         round_wall_seconds,
-        completed_rounds,
-        final_eval_round,
+        completed_rounds: state.completed,
         stopped,
     })
 }

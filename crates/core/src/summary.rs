@@ -32,7 +32,7 @@ pub struct AggregateSummary {
 }
 
 /// Evaluation results of one round.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
 pub struct EvalSummary {
     /// Global model on the server's held-out test set, when there is one.
     pub central: Option<EvalStats>,

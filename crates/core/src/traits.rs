@@ -178,4 +178,17 @@ pub trait Grid {
         ins: Vec<(ClientId, EvalIns)>,
         progress: &dyn Progress,
     ) -> Vec<Reply<EvalRes>>;
+    /// Calls `visit` with every client state the grid keeps (for a checkpoint, between
+    /// rounds: a consistent snapshot). A grid whose clients keep their own state (over
+    /// the network) cannot, and says so (the default).
+    fn visit_states(
+        &mut self,
+        _visit: &mut dyn FnMut(ClientId, &LocalState) -> Result<()>,
+    ) -> Result<()> {
+        Err(Error::invalid(
+            "checkpoint",
+            "this grid",
+            "a grid that keeps its clients' states (the simulation's)",
+        ))
+    }
 }

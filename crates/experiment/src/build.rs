@@ -292,13 +292,16 @@ pub(crate) fn prepare(cfg: &ExperimentConfig, registry: Option<&Registry>) -> Re
         d.check_deadline(spec.total_len())
             .map_err(|e| Error::Setup(e.to_string()))?;
     }
-    let init = ParamTree::from_vec(
-        spec.clone(),
-        model
-            .init(derive_seed(cfg.seed, 0, 0, Purpose::Init))?
-            .into_vec(),
-    )
-    .map_err(|e| Error::Failed(e.to_string()))?;
+    let init = match &cfg.model_init {
+        Some(path) => load_init(path, &spec)?,
+        None => ParamTree::from_vec(
+            spec.clone(),
+            model
+                .init(derive_seed(cfg.seed, 0, 0, Purpose::Init))?
+                .into_vec(),
+        )
+        .map_err(|e| Error::Failed(e.to_string()))?,
+    };
     let groups = spec.groups().to_vec();
     let base_plan = cfg.base_plan(&groups).map_err(Error::Setup)?;
     let data = fed.data.clone();
@@ -418,6 +421,88 @@ pub(crate) fn prepare(cfg: &ExperimentConfig, registry: Option<&Registry>) -> Re
         init,
         groups,
     })
+}
+
+/// The most bytes a `[model] init` file may have: the largest model fedpace builds
+/// ([`MAX_PARAMS`] f32 values) and a header.
+const MAX_INIT_BYTES: u64 = 4 * MAX_PARAMS as u64 + (1 << 20);
+
+/// Reads `[model] init`: a safetensors file holding exactly the model's tensors (by
+/// name, as in a run's `model.safetensors`), in f32 and of the model's shapes. Every
+/// mismatch is an error naming the file and the tensor.
+pub(crate) fn load_init(path: &Path, spec: &Arc<fedpace_params::ParamSpec>) -> Result<ParamTree> {
+    let at = |m: String| Error::Setup(format!("model.init = {}: {m}", path.display()));
+    let size = std::fs::metadata(path)
+        .map_err(|e| at(format!("cannot read: {e}")))?
+        .len();
+    if size > MAX_INIT_BYTES {
+        return Err(at(format!(
+            "{size} bytes; expected at most {MAX_INIT_BYTES} (a model of at most {MAX_PARAMS} \
+             parameters)"
+        )));
+    }
+    let bytes = std::fs::read(path).map_err(|e| at(format!("cannot read: {e}")))?;
+    let file = safetensors::SafeTensors::deserialize(&bytes)
+        .map_err(|e| at(format!("not a safetensors file: {e}")))?;
+    let mut values = Vec::with_capacity(spec.total_len());
+    for e in spec.entries() {
+        let t = file.tensor(&e.name).map_err(|_| {
+            at(format!(
+                "no tensor {:?}; the model's tensors are {}",
+                e.name,
+                spec.entries()
+                    .iter()
+                    .map(|e| e.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
+        })?;
+        if t.dtype() != safetensors::Dtype::F32 {
+            return Err(at(format!(
+                "tensor {:?} is {:?}; expected F32",
+                e.name,
+                t.dtype()
+            )));
+        }
+        if t.shape() != e.shape.as_slice() {
+            return Err(at(format!(
+                "tensor {:?} has shape {:?}; the model's is {:?}",
+                e.name,
+                t.shape(),
+                e.shape
+            )));
+        }
+        values.extend(
+            t.data()
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+        );
+    }
+    let mut extra: Vec<String> = file
+        .names()
+        .into_iter()
+        .filter(|n| spec.entries().iter().all(|e| &e.name != *n))
+        .cloned()
+        .collect();
+    if !extra.is_empty() {
+        extra.sort();
+        return Err(at(format!(
+            "tensor(s) the model does not have: {} (a model of another architecture?)",
+            extra.join(", ")
+        )));
+    }
+    if let Some(i) = values.iter().position(|v| !v.is_finite()) {
+        let e = spec
+            .entries()
+            .iter()
+            .find(|e| e.range().contains(&i))
+            .map_or("?", |e| e.name.as_str());
+        return Err(at(format!(
+            "tensor {e:?} holds {}; expected finite values",
+            values[i]
+        )));
+    }
+    ParamTree::from_vec(spec.clone(), values).map_err(|e| at(e.to_string()))
 }
 
 fn grid_len(g: &SimGrid) -> usize {

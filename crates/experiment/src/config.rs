@@ -37,6 +37,13 @@ pub struct ExperimentConfig {
     pub data: DataConfig,
     /// Model.
     pub model: ModelConfig,
+    /// `[model] init`: start from the weights in this safetensors file (tensor names and
+    /// shapes of the model, f32; a run's `model.safetensors` is one) instead of the
+    /// seeded initialisation. Relative paths are made absolute against the current
+    /// directory when the config is read. Kept beside `model` because the model kinds
+    /// are `fedpace_nn`'s.
+    #[serde(skip)]
+    pub model_init: Option<PathBuf>,
     /// Local training (the base rate plan).
     pub client: ClientConfig,
     /// Server strategy.
@@ -61,6 +68,8 @@ pub struct ExperimentConfig {
     /// `"per-layer"`, or a table `label = [glob patterns]` such as
     /// `{ conv = ["conv*"], head = ["fc2.*"] }` (unmatched tensors keep the model's label).
     pub groups: GroupRules,
+    /// Checkpoints for `fedpace resume` (default: only when a signal stops the run).
+    pub checkpoint: CheckpointConfig,
     /// What `[model]` and `[data]` name from a [`crate::Registry`] instead of a built-in
     /// (only through [`crate::Registry::experiment`]; default: nothing).
     #[serde(skip)]
@@ -76,6 +85,17 @@ pub struct Registered {
     pub model: Option<(String, toml::Table)>,
     /// `[data] source = "…"`: a registered data set.
     pub data: Option<String>,
+}
+
+/// The `[checkpoint]` table (docs/checkpoints.md).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct CheckpointConfig {
+    /// Write `checkpoint.fdpc` every this many rounds (asynchronously: server versions)
+    /// and after the last one. Default: unset, a checkpoint only when SIGINT or SIGTERM
+    /// stops the run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub every: Option<u32>,
 }
 
 /// The `[state]` table: the per-client state store.
@@ -103,6 +123,7 @@ impl Default for ExperimentConfig {
             data_dir: None,
             data: DataConfig::default(),
             model: ModelConfig::LogisticRegression,
+            model_init: None,
             client: ClientConfig::default(),
             strategy: StrategyConfig::default(),
             policy: PolicyConfig::default(),
@@ -113,6 +134,7 @@ impl Default for ExperimentConfig {
             device_classes: Default::default(),
             groups: GroupRules::Model,
             registered: Registered::default(),
+            checkpoint: CheckpointConfig::default(),
         }
     }
 }
@@ -289,6 +311,36 @@ impl ExperimentConfig {
         for o in overrides {
             apply_override(&mut value, o).map_err(|m| Error::Config(format!("--set {o}: {m}")))?;
         }
+        // `[model] init` is read here: the model kinds (`fedpace_nn::ModelConfig`) know
+        // nothing of where weights come from.
+        let model_init = match value
+            .get_mut("model")
+            .and_then(|m| m.as_table_mut())
+            .and_then(|m| m.remove("init"))
+        {
+            None => None,
+            Some(toml::Value::String(p)) if !p.is_empty() => {
+                Some(std::path::absolute(&p).map_err(|e| {
+                    Error::Config(format!(
+                        "{}: model.init = {p:?}: {e}",
+                        origin_of("model.init")
+                    ))
+                })?)
+            }
+            Some(other) => {
+                return Err(Error::Config(format!(
+                    "{}: model.init = {other}: expected the path of a safetensors file",
+                    origin_of("model.init")
+                )))
+            }
+        };
+        if value
+            .get("model")
+            .and_then(|m| m.as_table())
+            .is_some_and(|m| m.is_empty())
+        {
+            value.remove("model");
+        }
         let registered = match registry {
             Some(r) => take_registered(&mut value, r).map_err(located)?,
             None => Registered::default(),
@@ -334,6 +386,7 @@ impl ExperimentConfig {
         })?;
         cfg.strategy = strategy;
         cfg.registered = registered;
+        cfg.model_init = model_init;
         cfg.validate().map_err(located)?;
         Ok(cfg)
     }
@@ -382,6 +435,13 @@ impl ExperimentConfig {
             );
         }
         check_threads(self.threads, "threads")?;
+        if self.checkpoint.every == Some(0) {
+            return bad(
+                "checkpoint.every",
+                &0,
+                "at least 1 round (or leave it out: a checkpoint only at a signal)",
+            );
+        }
         if self.eval.max_test_samples == Some(0) {
             return bad(
                 "eval.max_test_samples",
@@ -620,6 +680,12 @@ impl ExperimentConfig {
                 d.insert("source".into(), name.clone().into());
                 t.insert("data".into(), d.into());
             }
+        }
+        if let (Some(p), Some(m)) = (
+            &self.model_init,
+            value.get_mut("model").and_then(|m| m.as_table_mut()),
+        ) {
+            m.insert("init".into(), p.display().to_string().into());
         }
         toml::to_string_pretty(&value).unwrap_or_else(|e| format!("# could not serialise: {e}\n"))
     }

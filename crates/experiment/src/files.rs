@@ -12,8 +12,9 @@ use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 /// Files fedpace writes in a run directory.
-pub const RUN_FILES: [&str; 7] = [
+pub const RUN_FILES: [&str; 8] = [
     "config.toml",
+    "checkpoint.fdpc",
     "metrics.jsonl",
     "metrics.csv",
     "clients.csv",

@@ -19,7 +19,7 @@ use fedpace_core::{
     Progress, Reply, TrainIns, TrainRes,
 };
 use fedpace_params::ParamTree;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -65,7 +65,7 @@ pub fn tree_tensors<'a>(prefix: &str, p: &'a ParamTree) -> Vec<(String, Vec<usiz
 }
 
 /// What the recorder accumulates per client over the run.
-#[derive(Default, Clone)]
+#[derive(Default, Clone, Serialize, Deserialize)]
 struct ClientLine {
     rounds: u32,
     lr_sum: f64,
@@ -251,6 +251,65 @@ impl RunFiles {
         })
     }
 
+    /// Continues the files of the run in `dir` at a checkpoint: the per-round files are
+    /// cut back to their length then (the lines of later rounds are written again).
+    fn reopen(dir: &Path, outputs: &OutputConfig, saved: &RecorderState) -> Result<Self> {
+        let trace = outputs.trace;
+        if trace {
+            let t = dir.join("trace");
+            std::fs::create_dir_all(&t)
+                .map_err(|e| Error::Failed(format!("creating {}: {e}", t.display())))?;
+        }
+        let t = dir.join("tensorboard");
+        let tensorboard = match (outputs.tensorboard, &saved.tensorboard) {
+            (false, _) => None,
+            (true, Some((name, len))) => {
+                let p = t.join(name);
+                Some(EventWriter::reopen(&p, cut_back(&p, *len)?))
+            }
+            (true, None) => Some(
+                EventWriter::create(&t)
+                    .map_err(|e| Error::Failed(format!("creating {}: {e}", t.display())))?,
+            ),
+        };
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            metrics: cut_back(&dir.join("metrics.jsonl"), saved.metrics_len)?,
+            metrics_csv: cut_back(&dir.join("metrics.csv"), saved.metrics_csv_len)?,
+            tensorboard,
+            trace,
+            trace_index: serde_json::from_str(&saved.trace_index).map_err(|e| {
+                Error::Failed(format!("checkpoint recorder state: the trace index: {e}"))
+            })?,
+        })
+    }
+
+    /// Records in `state` how far the files go (synced to disk first) and the trace
+    /// index, for a checkpoint.
+    fn position(&self, state: &mut RecorderState) -> Result<()> {
+        let len = |f: &File, p: &Path| {
+            f.sync_all()
+                .and_then(|()| f.metadata())
+                .map(|m| m.len())
+                .map_err(|e| Error::Failed(format!("writing {}: {e}", p.display())))
+        };
+        state.metrics_len = len(&self.metrics, &self.dir.join("metrics.jsonl"))?;
+        state.metrics_csv_len = len(&self.metrics_csv, &self.dir.join("metrics.csv"))?;
+        state.tensorboard = match &self.tensorboard {
+            None => None,
+            Some(tb) => {
+                let name = tb
+                    .path()
+                    .file_name()
+                    .map_or(String::new(), |n| n.to_string_lossy().into_owned());
+                Some((name, len(tb.file(), tb.path())?))
+            }
+        };
+        state.trace_index =
+            serde_json::to_string(&self.trace_index).map_err(|e| Error::Failed(e.to_string()))?;
+        Ok(())
+    }
+
     /// `trace/index.json`, atomically (rewritten after every round, so an interrupted
     /// traced run has an index of the rounds whose files exist).
     fn write_trace_index(&self) -> Result<()> {
@@ -298,6 +357,30 @@ pub struct RunRecorder<'m> {
     central: Option<Box<dyn CentralEval>>,
     /// The server's evaluation on its validation set.
     central_validation: Option<Box<dyn CentralEval>>,
+    /// Writes checkpoints (docs/checkpoints.md); `None`: never.
+    checkpointer: Option<crate::checkpoint::Checkpointer>,
+    /// The round of the last checkpoint written.
+    checkpointed: Option<u32>,
+    /// The rounds after which this run was resumed.
+    resumed_after: Vec<u32>,
+}
+
+/// What a [`RunRecorder`] keeps across a checkpoint: how far its files go and the sums
+/// `clients.csv` and `summary.json` are made of.
+#[derive(Serialize, Deserialize)]
+struct RecorderState {
+    metrics_len: u64,
+    metrics_csv_len: u64,
+    /// The TensorBoard event file (its name in `tensorboard/`) and its length.
+    tensorboard: Option<(String, u64)>,
+    clients: BTreeMap<ClientId, ClientLine>,
+    /// `trace/index.json`'s rounds, as JSON text.
+    trace_index: String,
+    rejected: usize,
+    rejected_rounds: u32,
+    first_rejection: Option<(u32, String)>,
+    nonfinite_loss_round: Option<u32>,
+    resumed_after: Vec<u32>,
 }
 
 impl<'m> RunRecorder<'m> {
@@ -319,7 +402,87 @@ impl<'m> RunRecorder<'m> {
             nonfinite_loss_round: None,
             central: None,
             central_validation: None,
+            checkpointer: None,
+            checkpointed: None,
+            resumed_after: Vec::new(),
         })
+    }
+
+    /// Continues the recording of the run in `opts.dir` from a checkpoint's recorder
+    /// state (`fedpace_core::checkpoint::FileMeta::recorder`) after `round`: the
+    /// per-round files are cut back to the checkpoint, the per-client sums restored, and
+    /// the kept metrics lines read back from `metrics.jsonl`.
+    pub fn resume(
+        opts: RecordOptions,
+        monitor: &'m mut dyn Monitor,
+        state: &[u8],
+        round: u32,
+    ) -> Result<Self> {
+        let Some(dir) = opts.dir.clone() else {
+            return Err(Error::Setup(
+                "resuming a run needs its run directory (RunOptions::with_dir)".into(),
+            ));
+        };
+        let saved: RecorderState =
+            fedpace_core::codec::from_cbor(state, "checkpoint recorder state")?;
+        let files = RunFiles::reopen(&dir, &opts.output, &saved)?;
+        let mut metrics = Vec::new();
+        if opts.keep_metrics {
+            let p = dir.join("metrics.jsonl");
+            let text = std::fs::read_to_string(&p)
+                .map_err(|e| Error::Failed(format!("reading {}: {e}", p.display())))?;
+            for (i, l) in text.lines().enumerate() {
+                metrics.push(
+                    serde_json::from_str(l).map_err(|e| {
+                        Error::Setup(format!("{} line {}: {e}", p.display(), i + 1))
+                    })?,
+                );
+            }
+        }
+        let mut resumed_after = saved.resumed_after;
+        resumed_after.push(round);
+        Ok(Self {
+            opts,
+            files: Some(files),
+            monitor,
+            clients: saved.clients,
+            metrics,
+            rejected: saved.rejected,
+            rejected_rounds: saved.rejected_rounds,
+            first_rejection: saved.first_rejection,
+            nonfinite_loss_round: saved.nonfinite_loss_round,
+            central: None,
+            central_validation: None,
+            checkpointer: None,
+            checkpointed: None,
+            resumed_after,
+        })
+    }
+
+    /// Writes checkpoints through `c` (docs/checkpoints.md).
+    pub fn with_checkpoints(mut self, c: crate::checkpoint::Checkpointer) -> Self {
+        self.checkpointer = Some(c);
+        self
+    }
+
+    /// The recorder's state for a checkpoint.
+    fn saved_state(&self) -> Result<Vec<u8>> {
+        let mut state = RecorderState {
+            metrics_len: 0,
+            metrics_csv_len: 0,
+            tensorboard: None,
+            clients: self.clients.clone(),
+            trace_index: "[]".into(),
+            rejected: self.rejected,
+            rejected_rounds: self.rejected_rounds,
+            first_rejection: self.first_rejection.clone(),
+            nonfinite_loss_round: self.nonfinite_loss_round,
+            resumed_after: self.resumed_after.clone(),
+        };
+        if let Some(f) = &self.files {
+            f.position(&mut state)?;
+        }
+        Ok(fedpace_core::codec::to_cbor(&state)?)
     }
 
     /// The server's own evaluation of the global model (a held-out test set), run at
@@ -418,9 +581,14 @@ impl<'m> RunRecorder<'m> {
                     .stop_requested()
                     .unwrap_or_else(|| "a stop request".into())),
             );
-            // No checkpoint exists yet: the model is the state after the last
-            // completed round, and the run can only be started again from the start.
-            obj.insert("resumable".into(), json!(false));
+            // `fedpace resume` continues from the checkpoint written at the stop.
+            obj.insert(
+                "resumable".into(),
+                json!(self.checkpointed == Some(outcome.completed_rounds)),
+            );
+        }
+        if !self.resumed_after.is_empty() {
+            obj.insert("resumed_after_rounds".into(), json!(self.resumed_after));
         }
         obj.insert("evaluated_at_round".into(), json!(outcome.final_eval_round));
         let (global, personalized) = match final_eval {
@@ -576,6 +744,25 @@ impl Observer for RunRecorder<'_> {
         self.central_validation.as_mut().map(|c| c.evaluate(global))
     }
 
+    fn checkpoint_due(&self, round: u32, stopping: bool) -> bool {
+        self.checkpointer
+            .as_ref()
+            .is_some_and(|c| c.due(round, stopping))
+    }
+
+    fn checkpoint(&mut self, cp: fedpace_core::Checkpoint<'_>) -> fedpace_core::Result<()> {
+        let Some(c) = &self.checkpointer else {
+            return Ok(());
+        };
+        let round = cp.round;
+        let state = self
+            .saved_state()
+            .map_err(|e| fedpace_core::Error::Observer(e.to_string()))?;
+        c.write(cp, state)?;
+        self.checkpointed = Some(round);
+        Ok(())
+    }
+
     fn round_finished(
         &mut self,
         rec: &RoundRecord,
@@ -701,6 +888,26 @@ impl Observer for RunRecorder<'_> {
         }
         Ok(())
     }
+}
+
+/// Opens `path` for appending after cutting it to `len` bytes (what a checkpoint
+/// recorded); a file shorter than that was changed after the checkpoint.
+fn cut_back(path: &Path, len: u64) -> Result<File> {
+    let failed = |e: std::io::Error| Error::Failed(format!("resuming: {}: {e}", path.display()));
+    let f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(path)
+        .map_err(failed)?;
+    let have = f.metadata().map_err(failed)?.len();
+    if have < len {
+        return Err(Error::Setup(format!(
+            "{}: {have} bytes, shorter than the {len} it had at the checkpoint; the run \
+             directory was changed and cannot be resumed",
+            path.display()
+        )));
+    }
+    f.set_len(len).map_err(failed)?;
+    Ok(f)
 }
 
 /// `summary.json`'s `global` and `personalized` objects of an evaluation. `global` is

@@ -2,10 +2,13 @@
 //! event loop, recorded by a [`RunRecorder`] (docs/library.md).
 
 use crate::build::{Mode, Prepared};
+use crate::checkpoint::Checkpointer;
 use crate::files::write_bytes_atomic;
 use crate::output::{ClientRow, RecordOptions, RunRecorder};
 use crate::{Error, Monitor, Result, RunInfo, Silent};
+use fedpace_core::checkpoint::Loaded;
 use fedpace_core::round::RunOutcome;
+use fedpace_core::Start;
 use fedpace_params::ParamTree;
 use fedpace_sim::AsyncOptions;
 use serde_json::json;
@@ -28,6 +31,9 @@ pub struct RunOptions<'a> {
     pub keep_clients: bool,
     /// Told of progress and asked whether to stop (default: [`Silent`]).
     pub monitor: Option<&'a mut dyn Monitor>,
+    /// Continue the run in `dir` from this checkpoint (read and checked by
+    /// [`crate::checkpoint::prepare_resume`]) instead of starting at round 1.
+    pub resume: Option<Loaded>,
 }
 
 impl Default for RunOptions<'_> {
@@ -38,6 +44,7 @@ impl Default for RunOptions<'_> {
             keep_metrics: true,
             keep_clients: true,
             monitor: None,
+            resume: None,
         }
     }
 }
@@ -56,6 +63,11 @@ impl<'a> RunOptions<'a> {
     /// Reports to `monitor`.
     pub fn with_monitor(mut self, monitor: &'a mut dyn Monitor) -> Self {
         self.monitor = Some(monitor);
+        self
+    }
+    /// Continues the run in the run directory from `checkpoint` (docs/checkpoints.md).
+    pub fn with_resume(mut self, checkpoint: Loaded) -> Self {
+        self.resume = Some(checkpoint);
         self
     }
     /// Keeps (or not) the per-round metrics and the per-client table in memory.
@@ -102,10 +114,21 @@ impl Prepared {
         let start = Instant::now();
         let cfg = &self.config;
         let label = options.label.unwrap_or_else(|| cfg.name.clone());
+        let config = cfg.to_toml();
         if let Some(dir) = &options.dir {
             std::fs::create_dir_all(dir)
                 .map_err(|e| Error::Failed(format!("creating {}: {e}", dir.display())))?;
-            write_bytes_atomic(&dir.join("config.toml"), cfg.to_toml().as_bytes())?;
+            write_bytes_atomic(&dir.join("config.toml"), config.as_bytes())?;
+            if options.resume.is_some() {
+                // summary.json marks a finished run: the old one goes until this one ends.
+                let p = dir.join("summary.json");
+                match std::fs::remove_file(&p) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                        return Err(Error::Failed(format!("removing {}: {e}", p.display())))
+                    }
+                    _ => {}
+                }
+            }
         }
         let mut silent = Silent;
         let monitor: &mut dyn Monitor = match options.monitor {
@@ -118,25 +141,55 @@ impl Prepared {
             description: &self.description,
             groups: &self.groups,
         });
-        let mut recorder = RunRecorder::new(
-            RecordOptions {
-                label: label.clone(),
-                rounds: cfg.rounds,
-                groups: self.groups.clone(),
-                dir: options.dir.clone(),
-                output: cfg.output.clone(),
-                keep_metrics: options.keep_metrics,
-                keep_clients: options.keep_clients,
-            },
-            monitor,
-        )?
-        .with_central(self.central.take())
-        .with_central_validation(self.central_validation.take());
+        let record = RecordOptions {
+            label: label.clone(),
+            rounds: cfg.rounds,
+            groups: self.groups.clone(),
+            dir: options.dir.clone(),
+            output: cfg.output.clone(),
+            keep_metrics: options.keep_metrics,
+            keep_clients: options.keep_clients,
+        };
+        let (mut recorder, start_at) = match options.resume {
+            None => (RunRecorder::new(record, monitor)?, Start::Fresh(self.init)),
+            Some(cp) => {
+                if cp.global.spec() != self.init.spec() {
+                    return Err(Error::Setup(
+                        "checkpoint: its model has another layout than the config builds \
+                         (tensors, shapes or groups differ)"
+                            .into(),
+                    ));
+                }
+                let recorder =
+                    RunRecorder::resume(record, monitor, &cp.meta.recorder.0, cp.meta.round)?;
+                self.grid
+                    .restore_states(cp.states)
+                    .map_err(|e| Error::Failed(format!("restoring the clients' states: {e}")))?;
+                (
+                    recorder,
+                    Start::Resume {
+                        global: cp.global,
+                        server: cp.server,
+                    },
+                )
+            }
+        };
+        recorder = recorder
+            .with_central(self.central.take())
+            .with_central_validation(self.central_validation.take());
+        if let Some(dir) = &options.dir {
+            recorder = recorder.with_checkpoints(Checkpointer::new(
+                dir,
+                config,
+                cfg.checkpoint.every,
+                cfg.rounds,
+            ));
+        }
         let outcome = match &mut self.strategy {
-            Mode::Sync(s) => fedpace_core::run(
+            Mode::Sync(s) => fedpace_core::run_from(
                 s.as_mut(),
                 &mut self.grid,
-                self.init,
+                start_at,
                 &fedpace_core::round::RunOptions {
                     rounds: cfg.rounds,
                     seed: cfg.seed,
@@ -156,13 +209,14 @@ impl Prepared {
                 devices,
                 concurrency,
                 rate_decay,
-            } => fedpace_sim::run_async(
+            } => fedpace_sim::run_async_from(
                 strategy.as_mut(),
                 policy.as_mut(),
                 base_plan,
                 &mut self.grid,
                 devices,
-                self.init,
+                start_at,
+                &fedpace_algos::builtin().codecs,
                 &AsyncOptions {
                     updates: cfg.rounds,
                     concurrency: *concurrency,

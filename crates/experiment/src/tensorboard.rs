@@ -244,6 +244,19 @@ impl EventWriter {
         Ok(w)
     }
 
+    /// Continues an event file already opened for appending (a resumed run's).
+    pub fn reopen(path: &Path, file: File) -> Self {
+        Self {
+            file,
+            path: path.to_path_buf(),
+        }
+    }
+
+    /// The open event file.
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+
     /// The event file.
     pub fn path(&self) -> &Path {
         &self.path

@@ -113,6 +113,10 @@ impl<T> EventQueue<T> {
     pub fn pop(&mut self) -> Option<Event<T>> {
         self.heap.pop()
     }
+    /// The pending events, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = &Event<T>> {
+        self.heap.iter()
+    }
     /// Number of pending events.
     pub fn len(&self) -> usize {
         self.heap.len()

@@ -12,7 +12,7 @@ pub mod central;
 pub mod clock;
 pub mod devices;
 
-pub use asynchronous::{run_async, AsyncOptions};
+pub use asynchronous::{run_async, run_async_from, AsyncOptions, SimulatedArrivals};
 pub use central::HeldOut;
 pub use devices::{
     DeviceProfile, Devices, DevicesConfig, Distribution, EpochRange, LatePolicy, Systems,
@@ -30,6 +30,7 @@ use std::sync::Arc;
 
 pub mod pool;
 pub mod spill;
+pub mod testing;
 pub use pool::{DataPool, DeviceClasses};
 pub use spill::SpillStore;
 
@@ -62,6 +63,11 @@ pub trait StateStore: Send {
         }
         Ok(())
     }
+    /// Calls `visit` with every stored state (for a checkpoint), the store unchanged.
+    fn for_each(
+        &mut self,
+        visit: &mut dyn FnMut(ClientId, &LocalState) -> Result<(), String>,
+    ) -> Result<(), String>;
 }
 
 /// Keeps every state in memory.
@@ -85,6 +91,17 @@ impl StateStore for MemoryStore {
     }
     fn describe(&self) -> String {
         format!("{} in memory (no budget)", self.states.len())
+    }
+    fn for_each(
+        &mut self,
+        visit: &mut dyn FnMut(ClientId, &LocalState) -> Result<(), String>,
+    ) -> Result<(), String> {
+        let mut ids: Vec<ClientId> = self.states.keys().copied().collect();
+        ids.sort_unstable();
+        for id in ids {
+            visit(id, &self.states[&id])?;
+        }
+        Ok(())
     }
 }
 
@@ -138,11 +155,16 @@ impl SimGrid {
         self.store.describe()
     }
 
-    /// Client `id`'s stored state (a clone), for inspection and checkpoints.
+    /// Client `id`'s stored state (a clone), for inspection.
     pub fn state_of(&mut self, id: ClientId) -> Result<LocalState, String> {
         let s = self.store.take(id)?;
         self.store.put(id, s.clone())?;
         Ok(s)
+    }
+
+    /// Puts saved client states into the store (a checkpoint's, before resuming).
+    pub fn restore_states(&mut self, states: Vec<(ClientId, LocalState)>) -> Result<(), String> {
+        self.store.put_many(states)
     }
 
     fn run_all<I, O>(
@@ -255,5 +277,25 @@ impl Grid for SimGrid {
         progress: &dyn Progress,
     ) -> Vec<Reply<EvalRes>> {
         self.run_all(ins, progress, |c, i, s| c.evaluate(i, s))
+    }
+
+    fn visit_states(
+        &mut self,
+        visit: &mut dyn FnMut(ClientId, &LocalState) -> fedpace_core::Result<()>,
+    ) -> fedpace_core::Result<()> {
+        // The visitor's own error is kept whole; the store's are messages.
+        let mut failed = None;
+        let r = self.store.for_each(&mut |id, s| {
+            visit(id, s).map_err(|e| {
+                let m = e.to_string();
+                failed = Some(e);
+                m
+            })
+        });
+        match (r, failed) {
+            (_, Some(e)) => Err(e),
+            (Err(m), None) => Err(fedpace_core::Error::Backend(m)),
+            (Ok(()), None) => Ok(()),
+        }
     }
 }

@@ -33,7 +33,7 @@
 use crate::StateStore;
 use fedpace_core::codec::{decode_local_state, encode_local_state};
 use fedpace_core::{ClientId, LocalState, Registry};
-use redb::{Database, Durability, ReadableTableMetadata, TableDefinition};
+use redb::{Database, Durability, ReadableTable, ReadableTableMetadata, TableDefinition};
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
@@ -349,6 +349,30 @@ impl StateStore for SpillStore {
             }
         }
         self.evict()
+    }
+
+    fn for_each(
+        &mut self,
+        visit: &mut dyn FnMut(ClientId, &LocalState) -> Result<(), String>,
+    ) -> Result<(), String> {
+        let mut hot: Vec<ClientId> = self.hot.keys().copied().collect();
+        hot.sort_unstable();
+        for id in hot {
+            visit(id, &self.hot[&id].1)?;
+        }
+        if self.on_disk == 0 {
+            return Ok(());
+        }
+        // One read transaction: a consistent view of the file, state by state.
+        let txn = self.db.begin_read().map_err(|e| self.err("read", e))?;
+        let table = txn.open_table(TABLE).map_err(|e| self.err("open", e))?;
+        for entry in table.iter().map_err(|e| self.err("iterate", e))? {
+            let (k, v) = entry.map_err(|e| self.err("iterate", e))?;
+            let s =
+                decode_local_state(v.value(), &self.registry).map_err(|e| self.err("decode", e))?;
+            visit(k.value(), &s)?;
+        }
+        Ok(())
     }
 }
 
