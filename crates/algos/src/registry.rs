@@ -9,6 +9,7 @@
 use crate::local::{OptimizerStateDown, OptimizerStateUp, PreScale, PreScaled};
 use crate::parts::ClientParts;
 use crate::personal::{PersonalGroups, PersonalModel};
+use crate::probe::{ProbeHook, ValidationProbe, ValidationSignal};
 use fedpace_core::ext::Payload;
 use fedpace_core::Registry;
 use std::sync::{Arc, OnceLock};
@@ -34,6 +35,9 @@ crate::__algorithms! {
     Fedrep => crate::fedrep::FedRepConfig,
     Fedbabu => crate::fedbabu::FedBabuConfig,
     Apfl => crate::apfl::ApflConfig,
+    Fedex => crate::fedex::FedExConfig,
+    Fedhyper => crate::fedhyper::FedHyperConfig,
+    MetaRates => crate::metarates::MetaRatesConfig,
 }
 
 /// What the algorithms register: payload decoders and client parts.
@@ -78,7 +82,10 @@ impl Algorithms {
             .passive_payload::<PreScale>()
             .passive_payload::<PreScaled>()
             .passive_payload::<PersonalGroups>()
-            .payload::<PersonalModel>();
+            .payload::<PersonalModel>()
+            .payload::<ValidationProbe>()
+            .payload::<ValidationSignal>();
+        a.parts().add_hook(ProbeHook);
         AlgorithmConfig::register_all(&mut a);
         a
     }
@@ -109,6 +116,8 @@ mod tests {
             "personal-model",
             "pfedme",
             "ditto",
+            "validation-probe",
+            "validation-signal",
         ] {
             assert!(a.codecs.contains(n), "{n} not registered: {:?}", a.codecs);
         }
