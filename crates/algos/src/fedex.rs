@@ -119,18 +119,18 @@ impl Algorithm for FedExConfig {
     fn validate(&self, _round: &RoundConfig) -> Result<()> {
         for (i, &r) in self.rates.iter().enumerate() {
             if !(r.is_finite() && r > 0.0) {
-                return Err(Error::invalid(&format!("strategy.rates[{i}]"), r, "> 0"));
+                return Err(Error::invalid(format!("strategy.rates[{i}]"), r, "> 0"));
             }
             check_f32(&format!("strategy.rates[{i}]"), r)?;
         }
         for (key, v) in [("epochs", &self.epochs), ("batch_sizes", &self.batch_sizes)] {
             if let Some(i) = v.iter().position(|&x| x == 0) {
-                return Err(Error::invalid(&format!("strategy.{key}[{i}]"), 0, ">= 1"));
+                return Err(Error::invalid(format!("strategy.{key}[{i}]"), 0, ">= 1"));
             }
         }
         for (i, &m) in self.mus.iter().enumerate() {
             if !(m.is_finite() && m >= 0.0) {
-                return Err(Error::invalid(&format!("strategy.mus[{i}]"), m, ">= 0"));
+                return Err(Error::invalid(format!("strategy.mus[{i}]"), m, ">= 0"));
             }
         }
         if self.dims().is_empty() {

@@ -248,6 +248,7 @@ mod tests {
     /// 1. Δ̄ = (1, 0): no previous aggregate, a = 0, correction 0.
     /// 2. Δ̄ = (0.5, 0.5): ⟨Δ̄², Δ̄¹⟩ = 0.5 ⇒ a = 0.5, correction 0.5·Δ̄ = (0.25, 0.25).
     /// 3. Δ̄ = (−10, 0): ⟨Δ̄³, Δ̄²⟩ = −5 ⇒ a = clip(−4.5) = −0.8, correction (8, 0).
+    ///
     /// SL with η_0 = 0.01: round 4's rate is clip(0.01·0.2, 0.001, 0.1) = 0.002.
     #[test]
     fn fedhyper_update_matches_the_hand_derivation() {

@@ -16,8 +16,8 @@
 //! `φ_k = (log(n_k/n̄), H_k − ln C/2, log(L_k^after/L_k^before), log(‖Δ_k‖/‖Δ‖_avg))`: data
 //! size against the pool mean, label entropy (when the client shares its histogram, else
 //! 0), the training-loss ratio and the update norm against the running mean at its last
-//! participation (0 before it). The per-client rate is `exp(u_k)·η_base/η_base`: the
-//! plan's rate after the rate policy is `η_base`, so `u_0 = log η_base`.
+//! participation (0 before it). `u_0` is the log of the plan's rate after the rate
+//! policy; the client's rate is `exp(u_k)`, within `[min, max]·exp(u_0)`.
 
 use crate::config::{Algorithm, BuildCx, Built, RoundConfig};
 use crate::pipeline::{AfterAggregate, Pipeline, ServerHooks};
@@ -67,7 +67,7 @@ impl Algorithm for MetaRatesConfig {
     fn validate(&self, _round: &RoundConfig) -> Result<()> {
         for (k, v) in [("beta_u", self.beta_u), ("beta_w", self.beta_w)] {
             if !(v.is_finite() && v >= 0.0) {
-                return Err(Error::invalid(&format!("strategy.{k}"), v, ">= 0"));
+                return Err(Error::invalid(format!("strategy.{k}"), v, ">= 0"));
             }
         }
         if !(0.0..1.0).contains(&self.ema) {

@@ -94,7 +94,7 @@ impl LocalHook for ProbeHook {
             return Err(Error::invalid(
                 "data.validation_fraction",
                 0,
-                "> 0: this strategy learns from the clients' validation splits",
+                "must be > 0: this strategy learns from the clients' validation splits",
             ));
         };
         let x = cx.ins.params.as_ref();
