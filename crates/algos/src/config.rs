@@ -741,13 +741,14 @@ mod tests {
             parse(r#"{"name": "fedasync", "server_lr": 1}"#).unwrap_err(),
             "strategy.server_lr: not used by fedasync (used by fedavg, fedavgm, fedadagrad, \
              fedadam, fedyogi, fedexp, fednova, fedprox, scaffold, feddyn, fedbuff, perfedavg, \
-             pfedme, ditto, fedper, lg-fedavg, fedrep, fedbabu, apfl, fedl2p)"
+             pfedme, ditto, fedper, lg-fedavg, fedrep, fedbabu, apfl, fedl2p, fedex, fedhyper, \
+             meta-rates)"
         );
         assert_eq!(
             parse(r#"{"name": "fedadam", "server_optimizer": {"name": "sgd"}}"#).unwrap_err(),
             "strategy.server_optimizer: not used by fedadam (used by fedavg, fednova, fedprox, \
              scaffold, feddyn, perfedavg, pfedme, ditto, fedper, lg-fedavg, fedrep, fedbabu, apfl, \
-             fedl2p)"
+             fedl2p, fedex, fedhyper, meta-rates)"
         );
         assert!(parse(r#"{"name": "ditto", "lambda": 2, "personal_lr": 0.1}"#).is_ok());
         assert!(parse(r#"{"name": "fedadam", "beta1": 0.5, "flower_compatible": true}"#).is_ok());
@@ -763,7 +764,7 @@ mod tests {
             "strategy.name = \"fedmagic\": unknown algorithm; expected one of fedavg, fedavgm, \
              fedadagrad, fedadam, fedyogi, fedexp, fednova, fedprox, scaffold, feddyn, fedasync, \
              fedbuff, perfedavg, pfedme, ditto, fedper, lg-fedavg, fedrep, fedbabu, apfl, pfedhn, \
-             fedl2p"
+             fedl2p, fedex, fedhyper, meta-rates"
         );
         assert!(parse(r#"{"name": "fedprx"}"#)
             .unwrap_err()

@@ -123,6 +123,23 @@ pub trait ServerHooks: Send {
     fn train_everyone(&self) -> bool {
         false
     }
+    /// Sets the algorithm's part of one client's plan, after the rate policy (FedEx's
+    /// drawn configuration, a learned rate). `seed` is the run's seed.
+    fn plan(
+        &mut self,
+        _round: u32,
+        _info: &ClientInfo,
+        _pool: &dyn ClientPool,
+        _seed: u64,
+        _plan: &mut RatePlan,
+    ) -> Result<()> {
+        Ok(())
+    }
+    /// What a learned controller reports each round (named scalars: FedEx's θ,
+    /// FedHyper's rate), written to `metrics.jsonl` as `learned`.
+    fn learned(&self) -> std::collections::BTreeMap<String, f64> {
+        Default::default()
+    }
     /// Adds the algorithm's payloads to one client's instruction.
     fn attach(&mut self, _round: u32, _ins: &mut TrainIns) -> Result<()> {
         Ok(())
@@ -254,10 +271,12 @@ impl Pipeline {
         &mut self,
         round: u32,
         info: &ClientInfo,
+        pool: &dyn ClientPool,
         global: &Arc<ParamTree>,
         seed: u64,
     ) -> Result<TrainIns> {
-        let plan = self.policy.plan(round, info, &self.settings.base_plan)?;
+        let mut plan = self.policy.plan(round, info, &self.settings.base_plan)?;
+        self.hooks.plan(round, info, pool, seed, &mut plan)?;
         plan.validate(global.spec().num_groups())?;
         let server_init = plan.state_mode == StateMode::ServerInit;
         let mut ins = TrainIns::new(round, global.clone(), plan, seed);
@@ -402,7 +421,7 @@ impl Strategy for Pipeline {
             .into_iter()
             .map(|id| {
                 let info = pool.info(id)?;
-                Ok((id, self.instruction(round, &info, global, seed)?))
+                Ok((id, self.instruction(round, &info, pool, global, seed)?))
             })
             .collect()
     }
@@ -501,6 +520,7 @@ impl Strategy for Pipeline {
             normalized: agg.normalized,
             step_norm,
             server_lr,
+            learned: self.hooks.learned(),
         })
     }
 

@@ -9,6 +9,7 @@
 use crate::local::{OptimizerStateDown, OptimizerStateUp, PreScale, PreScaled};
 use crate::parts::ClientParts;
 use crate::personal::{PersonalGroups, PersonalModel};
+use crate::probe::{ProbeHook, ValidationProbe, ValidationSignal};
 use fedpace_core::ext::Payload;
 use fedpace_core::Registry;
 use std::sync::{Arc, OnceLock};
@@ -36,6 +37,9 @@ crate::__algorithms! {
     Apfl => crate::apfl::ApflConfig,
     Pfedhn => crate::pfedhn::PFedHnConfig,
     Fedl2p => crate::fedl2p::Fedl2pConfig,
+    Fedex => crate::fedex::FedExConfig,
+    Fedhyper => crate::fedhyper::FedHyperConfig,
+    MetaRates => crate::metarates::MetaRatesConfig,
 }
 
 /// What the algorithms register: payload decoders and client parts.
@@ -80,7 +84,10 @@ impl Algorithms {
             .passive_payload::<PreScale>()
             .passive_payload::<PreScaled>()
             .passive_payload::<PersonalGroups>()
-            .payload::<PersonalModel>();
+            .payload::<PersonalModel>()
+            .payload::<ValidationProbe>()
+            .payload::<ValidationSignal>();
+        a.parts().add_hook(ProbeHook);
         AlgorithmConfig::register_all(&mut a);
         a
     }
@@ -111,6 +118,8 @@ mod tests {
             "personal-model",
             "pfedme",
             "ditto",
+            "validation-probe",
+            "validation-signal",
         ] {
             assert!(a.codecs.contains(n), "{n} not registered: {:?}", a.codecs);
         }

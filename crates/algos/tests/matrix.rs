@@ -91,8 +91,8 @@ fn data(k: u64) -> ClientData {
     let d = Arc::new(DenseDataset::new(feats, vec![3], labels, 2).unwrap());
     ClientData {
         train: d.clone(),
-        test: d,
-        validation: None,
+        test: d.clone(),
+        validation: Some(d),
     }
 }
 
@@ -377,7 +377,7 @@ fn every_strategy_policy_optimizer_and_state_mode_runs_as_documented_or_is_refus
     let total = AlgorithmConfig::NAMES.len() * policies().len() * optimizers().len() * MODES.len();
     assert_eq!(accepted + refused, total);
     eprintln!("matrix: {total} combinations, {accepted} run, {refused} refused at config time");
-    assert_eq!(total, 22 * 16 * 9 * 3);
+    assert_eq!(total, 25 * 16 * 9 * 3);
 }
 
 /// The regressions the matrix replaced: server-initialised state under SCAFFOLD and

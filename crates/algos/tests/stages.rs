@@ -287,6 +287,9 @@ fn every_stage_state_survives_save_and_restore() {
         ),
         (StrategyConfig::named("feddyn").unwrap(), plan(0.1, 3)),
         (StrategyConfig::named("fedavg").unwrap(), server_init),
+        (StrategyConfig::named("fedex").unwrap(), plan(0.1, 3)),
+        (StrategyConfig::named("fedhyper").unwrap(), plan(0.1, 3)),
+        (StrategyConfig::named("meta-rates").unwrap(), plan(0.1, 3)),
     ] {
         let s = s.with_clients_per_round(3);
         let (n, k) = (5, 2);

@@ -29,6 +29,10 @@ pub struct AggregateSummary {
     /// The server rate η_g used this round (FedExP's adaptive value; the configured
     /// η_g of server optimisers, whose per-coordinate scaling comes on top).
     pub server_lr: f64,
+    /// Named scalars a learned controller reports this round (FedEx's θ, FedHyper's
+    /// server rate; docs/learned-rates.md); empty for the others.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub learned: std::collections::BTreeMap<String, f64>,
 }
 
 /// Evaluation results of one round.

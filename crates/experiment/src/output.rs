@@ -841,7 +841,7 @@ impl Observer for RunRecorder<'_> {
                 (a.min(x), b.max(x))
             });
         let mean = lrs.iter().sum::<f64>() / lrs.len().max(1) as f64;
-        let line = json!({
+        let mut line = json!({
             "round": rec.round,
             "sampled": rec.sampled,
             "train_loss": if rec.train_loss.is_finite() { Some(rec.train_loss) } else { None },
@@ -859,6 +859,9 @@ impl Observer for RunRecorder<'_> {
             "timing": rec.timing,
         });
         if let Some(files) = &mut self.files {
+            if !rec.aggregate.learned.is_empty() {
+                line["learned"] = json!(rec.aggregate.learned);
+            }
             // One write per line (serialised first): a kill or a full disk can cut only
             // the last line, never interleave two.
             let dir = &files.dir;

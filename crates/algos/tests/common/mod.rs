@@ -109,8 +109,8 @@ pub fn client(k: u64) -> StandardClient {
         Box::new(Quadratic),
         ClientData {
             train: d.clone(),
-            test: d,
-            validation: None,
+            test: d.clone(),
+            validation: Some(d),
         },
     )
 }
