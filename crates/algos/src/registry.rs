@@ -80,6 +80,7 @@ impl Algorithms {
             .passive_payload::<PersonalGroups>()
             .payload::<PersonalModel>();
         AlgorithmConfig::register_all(&mut a);
+        crate::stages::register(&mut a);
         a
     }
 }

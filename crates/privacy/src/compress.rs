@@ -139,6 +139,31 @@ impl QsgdUpdate {
         self.len
     }
 
+    /// Checks that the fields agree (one norm per bucket, one code per parameter, levels
+    /// in range, finite norms), so that [`QsgdUpdate::decode`] cannot fail: a received
+    /// update must pass this first.
+    pub fn validate(&self) -> Result<()> {
+        self.config.validate()?;
+        check_len(
+            "QSGD norms (one per bucket)",
+            self.len.div_ceil(self.config.bucket_size),
+            self.norms.len(),
+        )?;
+        check_len(
+            "QSGD codes",
+            (self.len * self.config.bits as usize).div_ceil(8),
+            self.codes.len(),
+        )?;
+        if let Some(i) = self
+            .norms
+            .iter()
+            .position(|n| !(n.is_finite() && *n >= 0.0))
+        {
+            return Err(invalid("QSGD norm", self.norms[i], "finite and ≥ 0"));
+        }
+        Ok(())
+    }
+
     /// True when it encodes no parameters.
     pub fn is_empty(&self) -> bool {
         self.len == 0
@@ -168,6 +193,34 @@ impl SparseUpdate {
             out[i as usize] = v;
         }
         out
+    }
+
+    /// Length of the dense vector.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True when the dense vector is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Checks that indices are strictly ascending and below the length, one value each,
+    /// all finite, so that [`SparseUpdate::decode`] cannot fail: a received update must
+    /// pass this first.
+    pub fn validate(&self) -> Result<()> {
+        check_len("top-k values", self.indices.len(), self.values.len())?;
+        if let Some(w) = self.indices.windows(2).position(|w| w[0] >= w[1]) {
+            return Err(invalid(
+                "top-k indices",
+                self.indices[w + 1],
+                "strictly ascending",
+            ));
+        }
+        if let Some(&i) = self.indices.last().filter(|&&i| i as usize >= self.len) {
+            return Err(invalid("top-k index", i, format!("< length {}", self.len)));
+        }
+        check_finite("top-k values", &self.values)
     }
 
     /// Indices sent, ascending.
