@@ -76,7 +76,8 @@ pub fn poisson(pool: &dyn ClientPool, q: f64, round: u32, seed: u64) -> Vec<Clie
         // Clients skipped before the next chosen one: ⌊ln U / ln(1 − q)⌋, U ∈ (0, 1].
         let u: f64 = 1.0 - rng.gen::<f64>();
         let skip = (u.ln() / log_miss).floor();
-        if !(skip < (n - i) as f64) {
+        // skip is never NaN: ln U ≤ 0 and ln(1 − q) < 0.
+        if skip >= (n - i) as f64 {
             break;
         }
         i += skip as usize;

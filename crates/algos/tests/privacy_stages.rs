@@ -15,14 +15,14 @@ use fedpace_algos::stages::secure::{
     SecureShares, SecureUnmask,
 };
 use fedpace_algos::{
-    AggregationPath, AlgorithmConfig, Built, Normalize, Pipeline, PolicyConfig, Sampling,
-    Settings, StagesConfig, StandardClient, StrategyConfig,
+    AggregationPath, AlgorithmConfig, Built, Normalize, Pipeline, PolicyConfig, Sampling, Settings,
+    StagesConfig, StandardClient, StrategyConfig,
 };
 use fedpace_core::data::DenseDataset;
 use fedpace_core::{
     AggregateSummary, Batch, Client, ClientData, ClientFactory, ClientId, ClientInfo, EvalStats,
-    ExchangeIns, Extensions, Grid, Inputs, LocalState, LocalWork, Model, Progress, RatePlan,
-    Reply, Session, Strategy, TrainIns, TrainRes,
+    ExchangeIns, Extensions, Grid, Inputs, LocalState, LocalWork, Model, Progress, RatePlan, Reply,
+    Session, Strategy, TrainIns, TrainRes,
 };
 use fedpace_optim::{OptimizerSpec, StateMode};
 use fedpace_params::{l2_norm, ParamSpec, ParamTree};
@@ -195,7 +195,12 @@ fn rates_policy() -> PolicyConfig {
 
 fn pipeline(s: Settings, policy: &PolicyConfig) -> Pipeline {
     let groups = vec!["body".to_string(), "head".to_string()];
-    Pipeline::new("fedavg", s, policy.build_for(&groups).unwrap(), Box::new(NoHooks))
+    Pipeline::new(
+        "fedavg",
+        s,
+        policy.build_for(&groups).unwrap(),
+        Box::new(NoHooks),
+    )
 }
 
 fn sim(seed: u64) -> Randomness {
@@ -215,11 +220,14 @@ impl Progress for NoProgress {
     fn client_done(&self) {}
 }
 
+/// One exchange step: what the server sent, what came back.
+type Exchange = (Vec<(ClientId, ExchangeIns)>, Vec<Reply<Extensions>>);
+
 /// One round as `fedpace_core::run` drives it, with the trace kept.
 struct Round {
     ins: Vec<(ClientId, TrainIns)>,
     replies: Vec<Reply<TrainRes>>,
-    exchanges: Vec<(Vec<(ClientId, ExchangeIns)>, Vec<Reply<Extensions>>)>,
+    exchanges: Vec<Exchange>,
     summary: AggregateSummary,
     before: ParamTree,
     after: ParamTree,
@@ -323,14 +331,17 @@ fn every_clipped_contribution_respects_the_bound_in_a_dp_run_with_personalised_r
         randomness: sim(1),
         ..Default::default()
     };
-    let mut p = pipeline(settings(6, AggregationPath::PerClient, stages), &rates_policy());
+    let mut p = pipeline(
+        settings(6, AggregationPath::PerClient, stages),
+        &rates_policy(),
+    );
     let mut g = grid(Variant::default());
     let (_, trace) = rounds(&mut p, &mut g, 4).unwrap();
     let q = 6.0 / N as f64;
     let mut rates_seen = BTreeSet::new();
     let mut clipped_some = false;
     for r in &trace {
-        let mut sum = vec![0f64; 3];
+        let mut sum = [0f64; 3];
         for reply in &r.replies {
             let res = reply.result.as_ref().unwrap();
             let raw = l2_norm(res.delta.as_slice());
@@ -349,7 +360,10 @@ fn every_clipped_contribution_respects_the_bound_in_a_dp_run_with_personalised_r
         assert_eq!(priv_.noise_std, 0.0);
     }
     assert!(clipped_some, "no update was large enough to be clipped");
-    assert!(rates_seen.len() >= 3, "rates did not differ: {rates_seen:?}");
+    assert!(
+        rates_seen.len() >= 3,
+        "rates did not differ: {rates_seen:?}"
+    );
 }
 
 /// Neighbouring federations (with and without client 3, whose data is far away and whose
@@ -364,7 +378,10 @@ fn neighbouring_federations_move_the_aggregate_by_at_most_the_sensitivity() {
             randomness: sim(3),
             ..Default::default()
         };
-        let mut p = pipeline(settings(6, AggregationPath::PerClient, stages), &rates_policy());
+        let mut p = pipeline(
+            settings(6, AggregationPath::PerClient, stages),
+            &rates_policy(),
+        );
         let mut g = grid(Variant {
             absent,
             far: Some((3, 50.0)),
@@ -412,7 +429,10 @@ fn the_accountant_and_adaptive_clipping_follow_the_round() {
         randomness: sim(5),
         ..Default::default()
     };
-    let mut p = pipeline(settings(6, AggregationPath::PerClient, stages), &rates_policy());
+    let mut p = pipeline(
+        settings(6, AggregationPath::PerClient, stages),
+        &rates_policy(),
+    );
     let mut g = grid(Variant::default());
     let (_, trace) = rounds(&mut p, &mut g, 4).unwrap();
     let q = 0.5;
@@ -420,9 +440,18 @@ fn the_accountant_and_adaptive_clipping_follow_the_round() {
     for (i, r) in trace.iter().enumerate() {
         let s = r.summary.privacy.as_ref().unwrap();
         let want = epsilon_for(q, z, i as u64 + 1, 1e-5).unwrap().epsilon;
-        assert!((s.epsilon - want).abs() < 1e-9 * want, "{} vs {want}", s.epsilon);
+        assert!(
+            (s.epsilon - want).abs() < 1e-9 * want,
+            "{} vs {want}",
+            s.epsilon
+        );
         assert!((s.round_epsilon - epsilon_for(q, z, 1, 1e-5).unwrap().epsilon).abs() < 1e-12);
-        assert!((s.clip - c).abs() < 1e-12, "round {}: C {} vs {c}", i + 1, s.clip);
+        assert!(
+            (s.clip - c).abs() < 1e-12,
+            "round {}: C {} vs {c}",
+            i + 1,
+            s.clip
+        );
         let within = r
             .replies
             .iter()
@@ -447,7 +476,8 @@ fn the_accountant_and_adaptive_clipping_follow_the_round() {
 fn dp_state_round_trips_through_save_and_restore() {
     let cfg = PrivacyConfig {
         adaptive_clip: Some(AdaptiveClipConfig::default()),
-        noise_multiplier: Some(0.8),
+        // Below 2σ_b = 2·6/20: the count's share leaves the update some noise.
+        noise_multiplier: Some(0.5),
         ..Default::default()
     };
     let stages = StagesConfig {
@@ -455,7 +485,12 @@ fn dp_state_round_trips_through_save_and_restore() {
         randomness: sim(8),
         ..Default::default()
     };
-    let mk = || pipeline(settings(6, AggregationPath::PerClient, stages.clone()), &rates_policy());
+    let mk = || {
+        pipeline(
+            settings(6, AggregationPath::PerClient, stages.clone()),
+            &rates_policy(),
+        )
+    };
     let mut straight = mk();
     let (want, t) = rounds(&mut straight, &mut grid(Variant::default()), 4).unwrap();
     let mut first = mk();
@@ -491,9 +526,11 @@ fn dp_state_round_trips_through_save_and_restore() {
 fn noised_rate_statistics_are_all_the_plans_depend_on() {
     let cfg = PrivacyConfig {
         rates: RatesMode::Noised,
-        rate_noise_multiplier: Some(4.0),
+        // Small multipliers (noise std z_s·√2 ≈ 0.14 of the bound), so that the released
+        // values are rarely clamped and client 2's change reaches the plans.
+        rate_noise_multiplier: Some(0.1),
         loss_bound: 20.0,
-        ..dp(0.5, 1.0)
+        ..dp(0.5, 0.05)
     };
     let policy: PolicyConfig = serde_json::from_str(r#"{"name": "loss-based"}"#).unwrap();
     let stages = StagesConfig {
@@ -502,7 +539,10 @@ fn noised_rate_statistics_are_all_the_plans_depend_on() {
         ..Default::default()
     };
     let run = |far| {
-        let mut p = pipeline(settings(N as usize, AggregationPath::PerClient, stages.clone()), &policy);
+        let mut p = pipeline(
+            settings(N as usize, AggregationPath::PerClient, stages.clone()),
+            &policy,
+        );
         let mut g = grid(Variant {
             far,
             ..Default::default()
@@ -635,7 +675,10 @@ fn secure(dropout: f64, num_shares: Option<usize>) -> StagesConfig {
 /// clients that sent a masked input.
 #[test]
 fn secure_sum_is_exact_with_0_10_and_30_percent_dropouts_in_a_run() {
-    for (dropout, shares) in [(0.0, None), (0.1, None), (0.3, None), (0.3, Some(5))] {
+    // SecAgg+ with k = 9 of 10, t = 5: a client keeps ≥ 5 live share holders among its 8
+    // neighbours when 3 of the 10 drop (smaller k could lose too many and abort, as the
+    // protocol should).
+    for (dropout, shares) in [(0.0, None), (0.1, None), (0.3, None), (0.3, Some(9))] {
         let spy = Spy::default();
         let mut p = pipeline(
             settings(10, AggregationPath::Linear, secure(dropout, shares)),
@@ -727,7 +770,10 @@ fn the_server_sees_only_masked_vectors() {
 #[test]
 fn secure_aggregation_gives_the_linear_aggregate() {
     let run = |stages: StagesConfig| {
-        let mut p = pipeline(settings(10, AggregationPath::Linear, stages), &rates_policy());
+        let mut p = pipeline(
+            settings(10, AggregationPath::Linear, stages),
+            &rates_policy(),
+        );
         rounds(&mut p, &mut grid(Variant::default()), 3).unwrap().0
     };
     let plain = run(StagesConfig::default());
@@ -735,7 +781,11 @@ fn secure_aggregation_gives_the_linear_aggregate() {
     for (a, b) in plain.as_slice().iter().zip(secure.as_slice()) {
         assert!((a - b).abs() < 1e-4, "{plain:?} vs {secure:?}");
     }
-    assert_ne!(plain.as_slice(), secure.as_slice(), "quantised, not bypassed");
+    assert_ne!(
+        plain.as_slice(),
+        secure.as_slice(),
+        "quantised, not bypassed"
+    );
 }
 
 /// Fewer survivors than the threshold abort the round with the protocol's error.
@@ -788,7 +838,11 @@ fn distributed_dp_under_secure_aggregation_matches_central_dp() {
         noise_multiplier: Some(1.0),
         ..distributed
     };
-    let (_, t) = run(AggregationPath::Linear, noisy, Some(SecureConfig::default()));
+    let (_, t) = run(
+        AggregationPath::Linear,
+        noisy,
+        Some(SecureConfig::default()),
+    );
     let s = t[2].summary.privacy.as_ref().unwrap();
     let want = epsilon_for(8.0 / N as f64, 1.0, 3, 1e-5).unwrap().epsilon;
     assert!((s.epsilon - want).abs() < 1e-9 * want);
@@ -798,7 +852,7 @@ fn distributed_dp_under_secure_aggregation_matches_central_dp() {
 // ---------------------------------------------------------------------------------------
 // Robust aggregation and attacks.
 
-/// Two of ten clients send sign-flipped updates ×4: the weighted mean is dragged away
+/// Two of twelve clients send sign-flipped updates ×4: the weighted mean is dragged away
 /// from the honest clients' mean; each robust rule stays much closer to it.
 #[test]
 fn robust_rules_resist_sign_flipping_attackers() {
@@ -813,7 +867,10 @@ fn robust_rules_resist_sign_flipping_attackers() {
             robust,
             ..Default::default()
         };
-        let mut p = pipeline(settings(10, AggregationPath::PerClient, stages), &PolicyConfig::Constant);
+        let mut p = pipeline(
+            settings(N as usize, AggregationPath::PerClient, stages),
+            &PolicyConfig::Constant,
+        );
         let mut g = grid(Variant {
             attack: attack_on.then(|| (attackers.clone(), attack)),
             ..Default::default()
@@ -845,20 +902,41 @@ fn robust_rules_resist_sign_flipping_attackers() {
             byzantine: 2,
             select: None,
         },
-        RobustConfig::Bulyan { byzantine: 1 },
+        // n = 12 ≥ 4f + 3 for f = 2.
+        RobustConfig::Bulyan { byzantine: 2 },
     ] {
         let (got, t) = run(Some(rule), true);
         let err = dist(&got, &honest);
-        assert!(err < 0.3 * err_mean, "{}: {err} vs mean's {err_mean}", rule.name());
+        assert!(
+            err < 0.3 * err_mean,
+            "{}: {err} vs mean's {err_mean}",
+            rule.name()
+        );
         if let RobustConfig::Krum { .. } = rule {
-            let chosen: Vec<_> = t.summary.clients.iter().filter(|c| c.weight == 1.0).collect();
+            let chosen: Vec<_> = t
+                .summary
+                .clients
+                .iter()
+                .filter(|c| c.weight == 1.0)
+                .collect();
             assert_eq!(chosen.len(), 1);
             assert!(!attackers.contains(&chosen[0].client));
         }
     }
-    // Norm bounding limits what the scaled attackers add.
-    let (nb, _) = run(Some(RobustConfig::NormBound { max_norm: 0.05 }), true);
-    assert!(dist(&nb, &honest) < err_mean);
+    // Norm bounding at the largest honest norm leaves honest updates as they are and
+    // cuts the ×4 attackers down to it: they still pull the other way (the bound limits,
+    // it does not exclude), by about (1 + 1)/(1 + 4) of what they did unbounded.
+    let max_norm = honest_trace
+        .replies
+        .iter()
+        .map(|r| l2_norm(r.result.as_ref().unwrap().delta.as_slice()))
+        .fold(0.0, f64::max);
+    let (nb, _) = run(Some(RobustConfig::NormBound { max_norm }), true);
+    assert!(
+        dist(&nb, &honest) < 0.75 * err_mean,
+        "{} vs {err_mean}",
+        dist(&nb, &honest)
+    );
 }
 
 /// The attackers are an exact, seeded share of the pool, and label flipping trains on
@@ -877,9 +955,19 @@ fn attackers_are_an_exact_seeded_share_and_labels_flip() {
     let d: Arc<dyn fedpace_core::Dataset> =
         Arc::new(DenseDataset::new(vec![0.0; 3], vec![1], vec![0, 2, 9], 10).unwrap());
     let f = fedpace_algos::attack::FlippedLabels(d);
-    assert_eq!(fedpace_core::Dataset::batch(&f, &[0, 1, 2]).labels, vec![9, 7, 0]);
-    let bad = AttackConfig { scale: Some(2.0), ..a };
-    assert!(bad.validate().unwrap_err().to_string().starts_with("attack.scale = 2"));
+    assert_eq!(
+        fedpace_core::Dataset::batch(&f, &[0, 1, 2]).labels,
+        vec![9, 7, 0]
+    );
+    let bad = AttackConfig {
+        scale: Some(2.0),
+        ..a
+    };
+    assert!(bad
+        .validate()
+        .unwrap_err()
+        .to_string()
+        .starts_with("attack.scale = 2"));
 }
 
 // ---------------------------------------------------------------------------------------
@@ -896,7 +984,10 @@ fn compression_shrinks_replies_and_keeps_the_residual_in_client_state() {
             compression: c,
             ..Default::default()
         };
-        let mut p = pipeline(settings(4, AggregationPath::PerClient, stages), &PolicyConfig::Constant);
+        let mut p = pipeline(
+            settings(4, AggregationPath::PerClient, stages),
+            &PolicyConfig::Constant,
+        );
         let mut g = grid(Variant {
             d,
             ..Default::default()
@@ -924,7 +1015,10 @@ fn compression_shrinks_replies_and_keeps_the_residual_in_client_state() {
         &x8.as_slice().iter().map(|v| *v as f64).collect::<Vec<_>>(),
         &x0.as_slice().iter().map(|v| *v as f64).collect::<Vec<_>>(),
     );
-    assert!(err < 0.02 * l2_norm(x0.as_slice()), "{err}");
+    // QSGD's variance bound, E‖Q(v) − v‖² ≤ (√b/s)‖v‖² with b = 512, s = 127, gives a
+    // relative RMS error ≤ 0.18 per client; the mean of 4 independent draws ≤ 0.09.
+    let bound = 0.09 * l2_norm(x0.as_slice());
+    assert!(err > 0.0 && err < bound, "{err} vs {bound}");
     let id = t.replies[0].client;
     let st = g.state_of(id).unwrap();
     let res = st.ext.get::<CompressionResidual>().expect("a residual");
@@ -1018,7 +1112,9 @@ fn every_strategy_with_every_stage_runs_or_is_refused_in_one_line() {
     for name in AlgorithmConfig::NAMES {
         for (stage, cfg, path) in stage_tables() {
             for policy in &policies {
-                let mut s = StrategyConfig::named(name).unwrap().with_clients_per_round(4);
+                let mut s = StrategyConfig::named(name)
+                    .unwrap()
+                    .with_clients_per_round(4);
                 if !s.is_async() {
                     s = s.with_aggregation(path);
                     if path == AggregationPath::Linear {
@@ -1045,7 +1141,8 @@ fn every_strategy_with_every_stage_runs_or_is_refused_in_one_line() {
                     panic!("{what}: an asynchronous strategy passed the check")
                 };
                 let mut g = grid(Variant::default());
-                let (x, t) = rounds(st.as_mut(), &mut g, 2).unwrap_or_else(|e| panic!("{what}: {e}"));
+                let (x, t) =
+                    rounds(st.as_mut(), &mut g, 2).unwrap_or_else(|e| panic!("{what}: {e}"));
                 assert!(x.all_finite(), "{what}");
                 let last = &t[1].summary;
                 match stage {

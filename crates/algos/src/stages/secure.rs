@@ -375,6 +375,8 @@ pub struct SecureStage {
     randomness: Randomness,
     running: Option<Running>,
     result: Option<SecureResult>,
+    /// The raw sum of the last aggregated round (kept for inspection).
+    last: Option<AggregateSum>,
     /// The threshold t of this round, fixed when the instructions went out (distributed
     /// noise is split over t clients, so no smaller sum may be produced).
     round_threshold: usize,
@@ -389,6 +391,7 @@ impl SecureStage {
             randomness,
             running: None,
             result: None,
+            last: None,
             round_threshold: 0,
         })
     }
@@ -415,20 +418,22 @@ impl SecureStage {
         }
     }
 
-    /// The raw sum of the last round (for inspection: tests, tools).
+    /// The raw sum of the last aggregated round (for inspection: tests, tools).
     pub fn last_sum(&self) -> Option<&AggregateSum> {
-        self.result.as_ref().map(|r| &r.raw)
+        self.last.as_ref()
     }
 
     /// Takes the last round's result.
     pub(crate) fn take_result(&mut self, round: u32) -> Result<SecureResult> {
-        self.result.take().ok_or_else(|| {
+        let r = self.result.take().ok_or_else(|| {
             Error::invalid(
                 format!("round {round}: secure aggregation"),
                 "no result",
                 "the protocol to have run after training",
             )
-        })
+        })?;
+        self.last = Some(r.raw.clone());
+        Ok(r)
     }
 
     /// One protocol step: `participants` (sorted) are the clients whose training is to be
