@@ -17,6 +17,7 @@
 //! # Ok::<(), fedpace_experiment::Error>(())
 //! ```
 
+pub mod budget;
 pub mod config;
 pub mod files;
 pub mod output;

@@ -32,7 +32,7 @@ use fedpace_core::rng::derive_seed;
 use fedpace_core::{ClientId, Error, LocalState, Payload, Result, TrainIns, TrainReport, TrainRes};
 use fedpace_optim::StateMode;
 use fedpace_params::l2_norm;
-use fedpace_privacy::Randomness;
+pub use fedpace_privacy::Randomness;
 use rates::{release, LocalRate, LocalRateMemory, LocalRule, RateRelease, ReleasedStatistics};
 use robust::RobustConfig;
 use secure::{pack, SecureConfig, SecureInput, SecurePending};
