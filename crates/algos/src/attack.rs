@@ -1,4 +1,4 @@
-//! Simulated Byzantine clients (`[attack]`, docs/robustness.md): a fixed share of the pool,
+//! Simulated Byzantine clients (`[attack]`, docs/privacy.md "Attacks"): a fixed share of the pool,
 //! drawn from the seed, sends sign-flipped, scaled or random updates, or trains on flipped
 //! labels. The attack is a property of the client (`StandardClient::with_attack`), applied
 //! to its update right after local training and before anything else the client does with

@@ -1,5 +1,5 @@
 //! The privacy budget of an experiment before it runs (`fedpace privacy`,
-//! docs/privacy.md "Accountant"): the sampling rate the run will use, ε after each
+//! docs/privacy.md "Metrics and `fedpace privacy`"): the sampling rate the run will use, ε after each
 //! round from the RDP accountant, or the noise multiplier that meets a target ε.
 
 use crate::config::ExperimentConfig;
