@@ -37,6 +37,7 @@ fn exp(extra: &str, overrides: &[&str]) -> fedpace_experiment::Result<Experiment
     Experiment::from_toml_str(&format!("{BASE}{extra}"), "test.toml", &o)
 }
 
+#[track_caller]
 fn err(extra: &str, overrides: &[&str]) -> String {
     let e = exp(extra, overrides).err().expect("refused").to_string();
     assert!(!e.contains('\n'), "one line: {e}");
@@ -87,17 +88,24 @@ fn stage_tables_are_refused_in_one_line_naming_the_key() {
         e.contains("[secure_aggregation]: needs strategy.aggregation = \"linear\""),
         "{e}"
     );
-    let e = err("[robust]\nrule = \"krum\"\nbyzantine = 5\n", &[]);
+    let e = err("[robust]\nrule = \"krum\"\nbyzantine = 8\n", &[]);
     assert!(
-        e.contains("robust.rule = \"krum\": needs at least 13 clients"),
+        e.contains("robust.rule = \"krum\": needs at least 11 clients"),
         "{e}"
     );
     let e = err("[compression]\nname = \"qsgd\"\nbits = 3\n", &[]);
     assert!(e.contains("compression.bits = 3"), "{e}");
     let e = err("[attack]\nkind = \"sign-flip\"\nfraction = 1.5\n", &[]);
     assert!(e.contains("attack.fraction = 1.5"), "{e}");
-    let e = err(DP, &["strategy.name=\"fedasync\""]);
-    assert!(e.contains("not supported by fedasync"), "{e}");
+    let asynchronous = BASE.replace(
+        "name = \"fedavg\"\nclients_per_round = 10",
+        "name = \"fedasync\"",
+    );
+    let e = Experiment::from_toml_str(&format!("{asynchronous}{DP}"), "test.toml", &[])
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(e.contains("[privacy]: not supported by fedasync"), "{e}");
 }
 
 /// ε after round r in metrics.jsonl is the accountant's ε for (q = 10/30, z, r, δ), and
@@ -141,10 +149,12 @@ fn compression_reports_its_upload_bytes() {
         .unwrap();
     let bytes =
         |r: &fedpace_experiment::RunResult| r.summary["upload_bytes_per_client"].as_f64().unwrap();
-    // 610 parameters: 2440 bytes dense, 610 + 4·2 norms compressed; the rest of the
-    // reply (report, layout) is the same in both.
+    // 610 parameters: 2440 bytes dense, 610 codes + 2 bucket norms compressed; the rest of
+    // the reply (report, layout) is the same in both, and the payload's name, tags and
+    // lengths take under 120 bytes.
     let saved = bytes(&dense) - bytes(&q8);
-    assert!((saved - (2440.0 - 618.0)).abs() < 40.0, "saved {saved}");
+    let most = 2440.0 - 618.0;
+    assert!(saved < most && saved > most - 120.0, "saved {saved}");
     assert_eq!(q8.metrics[0]["upload_bytes"], q8.metrics[1]["upload_bytes"]);
 }
 
