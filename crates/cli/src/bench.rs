@@ -456,7 +456,7 @@ fn secure_aggregation(quick: bool) -> Result<()> {
         let b = fedpace_privacy::secagg::bench_secagg(clients, dimension, shares, dropped, 1)
             .map_err(|e| anyhow::anyhow!("secure aggregation bench: {e}"))?;
         println!(
-            "{name:<8} {:>3} {:>7} {:>9.4} {:>10.3} {:>9.3} {:>6.0}× {:>10} {:>10.0} {:>8.3}× {:>9.1e}",
+            "{name:<8} {:>3} {:>7} {:>9.2e} {:>10.3} {:>9.3} {:>6.0}× {:>10} {:>10.0} {:>8.3}× {:>9.1e}",
             b.neighbourhood,
             b.dropped,
             b.plain_seconds,

@@ -39,7 +39,7 @@ fn exp(extra: &str, overrides: &[&str]) -> fedpace_experiment::Result<Experiment
 
 #[track_caller]
 fn err(extra: &str, overrides: &[&str]) -> String {
-    let e = exp(extra, overrides).err().expect("refused").to_string();
+    let e = exp(extra, overrides).expect_err("refused").to_string();
     assert!(!e.contains('\n'), "one line: {e}");
     e
 }
@@ -102,8 +102,7 @@ fn stage_tables_are_refused_in_one_line_naming_the_key() {
         "name = \"fedasync\"",
     );
     let e = Experiment::from_toml_str(&format!("{asynchronous}{DP}"), "test.toml", &[])
-        .err()
-        .expect("refused")
+        .expect_err("refused")
         .to_string();
     assert!(e.contains("[privacy]: not supported by fedasync"), "{e}");
 }
