@@ -108,6 +108,7 @@ fn data(k: u64, d: usize, far: Option<(u64, f32)>) -> ClientData {
     ClientData {
         train: ds.clone(),
         test: ds,
+        validation: None,
     }
 }
 
