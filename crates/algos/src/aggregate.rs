@@ -243,6 +243,87 @@ pub fn aggregate_linear(
     })
 }
 
+/// The linear path's aggregate from sums alone (secure aggregation): `sum` = Σ_k w_kΔ_k
+/// (normalised per group when `normalize`), `total_weight` = Σ w_k, `weighted_rates[g]` =
+/// Σ w_kΛ_{k,g}: [`aggregate_linear`]'s Δ̄ without seeing any client's update.
+pub(crate) fn linear_from_sum(
+    spec: &ParamSpec,
+    mut sum: Vec<f32>,
+    total_weight: f64,
+    weighted_rates: &[f64],
+    normalize: bool,
+    shared: &[bool],
+) -> Result<Vec<f32>> {
+    if !(total_weight > 0.0 && total_weight.is_finite()) {
+        return Err(Error::invalid(
+            "secure sum of the weights",
+            total_weight,
+            "a positive finite sum",
+        ));
+    }
+    for e in spec.entries() {
+        let g = e.group;
+        let c = if !shared.get(g).copied().unwrap_or(true) {
+            0.0
+        } else if normalize {
+            weighted_rates.get(g).copied().unwrap_or(0.0) / total_weight / total_weight
+        } else {
+            1.0 / total_weight
+        };
+        for v in &mut sum[e.range()] {
+            *v = (*v as f64 * c) as f32;
+        }
+    }
+    Ok(sum)
+}
+
+/// Per client and group, the factor that puts its update on the common scale of the
+/// weighted mean before the weight: `τ_eff,g/Λ_{k,g}` when normalising, 1 otherwise, 0 on
+/// personal groups. Returns the factors and whether the round normalises (robust rules).
+pub(crate) fn common_scale(
+    replies: &[(ClientId, &TrainRes)],
+    p: &[f64],
+    normalize: Normalize,
+    shared: &[bool],
+    groups: usize,
+) -> (Vec<Vec<f32>>, bool) {
+    let is_shared = |g: usize| shared.get(g).copied().unwrap_or(true);
+    let normalized = match normalize {
+        Normalize::On => true,
+        Normalize::Off => false,
+        Normalize::Auto => rate_sums_differ_on(replies, &is_shared),
+    };
+    let tau_eff: Vec<f64> = (0..groups)
+        .map(|g| {
+            replies
+                .iter()
+                .zip(p)
+                .map(|((_, r), pk)| pk * r.report.rate_sum[g])
+                .sum()
+        })
+        .collect();
+    let coef = replies
+        .iter()
+        .map(|(_, r)| {
+            (0..groups)
+                .map(|g| {
+                    let lam = r.report.rate_sum[g];
+                    if !is_shared(g) {
+                        0.0
+                    } else if !normalized {
+                        1.0
+                    } else if lam > 0.0 {
+                        (tau_eff[g] / lam) as f32
+                    } else {
+                        0.0
+                    }
+                })
+                .collect()
+        })
+        .collect();
+    (coef, normalized)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -340,6 +421,7 @@ mod tests {
                     let ins = fedpace_core::Extensions::new().with(PreScale {
                         by_examples: true,
                         normalize,
+                        weight_scale: 1.0,
                     });
                     let n = r.num_examples;
                     pre_scale(&ins, &mut r.delta, &r.report, n, &mut r.ext);

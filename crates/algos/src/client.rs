@@ -2,17 +2,22 @@
 //! instruction's payloads switch on. Without a recipe it runs the standard local loop
 //! (`crate::local`) with the terms of its hooks (SCAFFOLD, FedDyn) and the plan's step
 //! controller; with a personalised recipe it runs the recipe (`crate::personal`). Either
-//! way the update is pre-scaled last when the strategy aggregates linearly. A payload
-//! that no part handles is an error, never ignored.
+//! way the round's stages finish the update last (`crate::stages::finish_client`:
+//! pre-scaling for linear aggregation, DP clipping, compression, secure aggregation), and
+//! protocol messages after training go to the part registered for them. A payload that
+//! no part handles is an error, never ignored.
 
-use crate::local::{evaluate_splits, local_train_controlled, pre_scale, run_local};
+use crate::attack::{Attack, AttackKind, FlippedLabels};
+use crate::local::{evaluate_splits, local_train_controlled, run_local};
 pub use crate::local::{BatchOrder, GradientCorrection};
 use crate::parts::{ClientParts, Finish, RecipeCx, Terms};
 use crate::personal;
+use crate::stages::finish_client;
+use crate::stages::rates::{local_plan, LocalRate};
 use fedpace_core::rng::{stream, Purpose};
 use fedpace_core::{
-    Client, ClientData, ClientId, EvalIns, EvalRes, Extensions, LocalState, Model, PersonalEval,
-    Result, TrainIns, TrainRes,
+    Client, ClientData, ClientId, EvalIns, EvalRes, ExchangeIns, Extensions, LocalState, Model,
+    PersonalEval, Result, Session, TrainIns, TrainRes,
 };
 use fedpace_core::{Dataset, RatePlan, TrainReport};
 use fedpace_optim::State;
@@ -83,6 +88,7 @@ pub struct StandardClient {
     model: Box<dyn Model>,
     data: ClientData,
     parts: Arc<ClientParts>,
+    attack: Option<Attack>,
 }
 
 impl StandardClient {
@@ -103,7 +109,19 @@ impl StandardClient {
             model,
             data,
             parts,
+            attack: None,
         }
+    }
+
+    /// This client attacks (simulation, `[attack]`): `label-flip` trains on flipped
+    /// labels, the other kinds replace the update it sends (`crate::attack`).
+    pub fn with_attack(mut self, attack: Attack) -> Self {
+        if attack.kind == AttackKind::LabelFlip {
+            self.data.train = Arc::new(FlippedLabels(self.data.train.clone()));
+        } else {
+            self.attack = Some(attack);
+        }
+        self
     }
 
     /// The standard local round: the plan under its state mode, the hooks' terms, then
@@ -203,6 +221,18 @@ impl StandardClient {
 impl Client for StandardClient {
     fn train(&mut self, ins: &TrainIns, state: &mut LocalState) -> Result<TrainRes> {
         self.parts.check_handled(&ins.ext)?;
+        // `privacy.rates = "local"`: the client sets its own rate.
+        let local;
+        let ins = match ins.ext.get::<LocalRate>() {
+            Some(p) => {
+                local = TrainIns {
+                    plan: local_plan(p, &ins.plan, state)?,
+                    ..ins.clone()
+                };
+                &local
+            }
+            None => ins,
+        };
         let mut res = match self.parts.recipe_for(&ins.ext)? {
             Some(recipe) => {
                 let mut cx = RecipeCx {
@@ -214,14 +244,19 @@ impl Client for StandardClient {
             }
             None => self.train_standard(ins, state)?,
         };
-        pre_scale(
-            &ins.ext,
-            &mut res.delta,
-            &res.report,
-            res.num_examples,
-            &mut res.ext,
-        );
+        finish_client(self.id, ins, &mut res, state, self.attack.as_ref())?;
         Ok(res)
+    }
+
+    fn exchange(
+        &mut self,
+        ins: &ExchangeIns,
+        state: &mut LocalState,
+        session: &mut Session,
+    ) -> Result<Extensions> {
+        self.parts
+            .exchange_for(&ins.msg)?
+            .exchange(self.id, ins, state, session)
     }
 
     fn evaluate(&mut self, ins: &EvalIns, state: &mut LocalState) -> Result<EvalRes> {

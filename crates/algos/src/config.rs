@@ -690,7 +690,26 @@ impl StrategyConfig {
 
     /// Builds the algorithm around the base plan and the rate policy.
     pub fn build(&self, base_plan: RatePlan, policy: Box<dyn RatePolicy>) -> Result<Built> {
+        self.build_with(base_plan, policy, crate::stages::StagesConfig::none())
+    }
+
+    /// [`StrategyConfig::build`] with the privacy, security, robustness and compression
+    /// stages (`crate::stages`; check them first with `StagesConfig::check`).
+    pub fn build_with(
+        &self,
+        base_plan: RatePlan,
+        policy: Box<dyn RatePolicy>,
+        stages: crate::stages::StagesConfig,
+    ) -> Result<Built> {
         self.validate()?;
+        if self.is_async() && !stages.is_empty() {
+            return Err(Error::invalid(
+                "strategy.name",
+                self.name(),
+                "a synchronous algorithm with [privacy], [secure_aggregation], [robust] or \
+                 [compression]",
+            ));
+        }
         let server = self.server_optimizer().build(self.server_lr())?;
         self.algorithm.as_dyn().build(BuildCx {
             settings: Settings {
@@ -699,6 +718,7 @@ impl StrategyConfig {
                 normalize: self.round.normalize,
                 aggregation: self.round.aggregation,
                 base_plan,
+                stages,
             },
             server,
             policy,

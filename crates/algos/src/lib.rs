@@ -10,6 +10,7 @@
 
 pub mod aggregate;
 pub mod apfl;
+pub mod attack;
 pub mod client;
 pub mod config;
 pub mod ditto;
@@ -43,6 +44,7 @@ pub mod probe;
 pub mod registry;
 pub mod sampling;
 pub mod scaffold;
+pub mod stages;
 
 pub use aggregate::Normalize;
 pub use client::StandardClient;
@@ -54,3 +56,4 @@ pub use pipeline::{AggregationPath, Pipeline, ServerHooks, Settings};
 pub use policy::{ByDataSize, Constant, PolicyConfig};
 pub use registry::{builtin, Algorithms};
 pub use sampling::Sampling;
+pub use stages::StagesConfig;

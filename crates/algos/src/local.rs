@@ -285,6 +285,33 @@ pub fn local_train_controlled(
     Ok(report)
 }
 
+/// The rate sums Λ_g a client following `plan` exactly would report after `steps` local
+/// steps from cumulative step 0 (the report's `rate_sum`: Σ_s η_{g,s}, weighted by the
+/// linear solvers' normaliser, without a step controller's factor or trust ratios).
+/// Differential privacy rescales normalised updates to these public values rather than to
+/// the cohort's own rate sums (docs/privacy.md, "Rates and DP").
+pub fn nominal_rate_sums(plan: &RatePlan, groups: usize, steps: u32) -> Vec<f64> {
+    let solver = linear_solver(&plan.optimizer, plan.prox_mu);
+    let mut normalizers = vec![Normalizer::new(solver.unwrap_or_default()); groups];
+    let mut sums = vec![0f64; groups];
+    let mut rates = Vec::with_capacity(groups);
+    for s in 0..steps {
+        plan.group_rates(groups, s as u64, &mut rates);
+        for ((n, acc), &r) in normalizers.iter_mut().zip(&mut sums).zip(&rates) {
+            match solver {
+                Some(_) => n.step(r as f64),
+                None => *acc += r as f64,
+            }
+        }
+    }
+    if solver.is_some() {
+        for (acc, n) in sums.iter_mut().zip(&normalizers) {
+            *acc = n.value();
+        }
+    }
+    sums
+}
+
 /// Errors unless `v` has one value per parameter.
 pub fn check_len(what: &str, v: &[f32], len: usize) -> Result<()> {
     if v.len() == len {
@@ -604,6 +631,14 @@ pub struct PreScale {
     pub by_examples: bool,
     /// Divide each group's update by the client's Λ_{k,g}.
     pub normalize: bool,
+    /// w_k = n_k / weight_scale (1 by default; secure aggregation uses the cohort's
+    /// largest n_k, a public number, so weights fit its fixed-point range).
+    #[serde(default = "one")]
+    pub weight_scale: f64,
+}
+
+fn one() -> f64 {
+    1.0
 }
 
 impl Payload for PreScale {
@@ -653,7 +688,7 @@ pub fn pre_scale(
         return;
     };
     let weight = if p.by_examples {
-        num_examples as f64
+        num_examples as f64 / p.weight_scale
     } else {
         1.0
     };

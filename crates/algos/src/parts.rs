@@ -7,8 +7,8 @@
 
 use crate::local::{check_len, StepController};
 use fedpace_core::{
-    ClientData, ClientId, EvalIns, Extensions, LocalState, Model, RatePlan, Result, TrainIns,
-    TrainReport,
+    ClientData, ClientId, EvalIns, ExchangeIns, Extensions, LocalState, Model, RatePlan, Result,
+    Session, TrainIns, TrainReport,
 };
 use fedpace_params::ParamTree;
 use std::sync::Arc;
@@ -144,11 +144,29 @@ pub trait Recipe: Send + Sync {
     }
 }
 
+/// A client part that answers a protocol's messages after training
+/// ([`fedpace_core::Client::exchange`]; secure aggregation's is
+/// `crate::stages::secure::SecureClientPart`), switched on by the message's payloads.
+pub trait ExchangeHandler: Send + Sync {
+    /// The names of the message payloads it answers.
+    fn payloads(&self) -> &'static [&'static str];
+    /// Answers one message; `session` holds what the client keeps between the steps of
+    /// one round.
+    fn exchange(
+        &self,
+        id: ClientId,
+        ins: &ExchangeIns,
+        state: &mut LocalState,
+        session: &mut Session,
+    ) -> Result<Extensions>;
+}
+
 /// The client halves a process knows, looked up by payload name.
 #[derive(Clone, Default)]
 pub struct ClientParts {
     hooks: Vec<Arc<dyn LocalHook>>,
     recipes: Vec<Arc<dyn Recipe>>,
+    exchanges: Vec<Arc<dyn ExchangeHandler>>,
     /// Payloads that need no part of their own (read by the local loop or by a recipe).
     passive: Vec<&'static str>,
 }
@@ -165,6 +183,14 @@ impl std::fmt::Debug for ClientParts {
                 &self.recipes.iter().map(|r| r.payload()).collect::<Vec<_>>(),
             )
             .field("passive", &self.passive)
+            .field(
+                "exchanges",
+                &self
+                    .exchanges
+                    .iter()
+                    .map(|h| h.payloads())
+                    .collect::<Vec<_>>(),
+            )
             .finish()
     }
 }
@@ -179,6 +205,25 @@ impl ClientParts {
     pub fn add_recipe(&mut self, r: impl Recipe + 'static) -> &mut Self {
         self.recipes.push(Arc::new(r));
         self
+    }
+    /// Adds a protocol part.
+    pub fn add_exchange(&mut self, h: impl ExchangeHandler + 'static) -> &mut Self {
+        self.exchanges.push(Arc::new(h));
+        self
+    }
+    /// The protocol part that answers a message, or an error naming its payloads.
+    pub fn exchange_for(&self, msg: &Extensions) -> Result<Arc<dyn ExchangeHandler>> {
+        self.exchanges
+            .iter()
+            .find(|h| h.payloads().iter().any(|p| msg.contains_name(p)))
+            .cloned()
+            .ok_or_else(|| {
+                fedpace_core::Error::invalid(
+                    "exchange",
+                    format!("message {:?}", msg.names().collect::<Vec<_>>()),
+                    "a message some part of this client answers (none does)",
+                )
+            })
     }
     /// Declares a payload that is read where it is needed (the local loop's optimiser
     /// state and pre-scaling, a recipe's group masks) rather than by a part of its own.

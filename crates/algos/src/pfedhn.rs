@@ -506,6 +506,7 @@ impl Strategy for PFedHn {
             normalized: false,
             step_norm,
             server_lr: self.cfg.lr,
+            ..Default::default()
         })
     }
 
@@ -555,6 +556,7 @@ mod tests {
             normalize: crate::Normalize::Auto,
             aggregation: AggregationPath::PerClient,
             base_plan: crate::policies::base_plan(),
+            stages: Default::default(),
         }
     }
 

@@ -25,14 +25,19 @@
 //! (server step, hooks, server-init state, policy) saves and restores it
 //! ([`Strategy::save_state`]). See docs/arch/0009-algorithms-as-modules-and-stages.md.
 
-use crate::aggregate::{aggregate_linear, aggregate_masked, usable, Aggregated, Normalize};
+use crate::aggregate::{
+    aggregate_linear, aggregate_masked, common_scale, usable, Aggregated, Normalize,
+};
 use crate::fedopt::{average_states, ServerStep};
 use crate::local::{OptimizerStateDown, OptimizerStateUp, PreScale};
 use crate::sampling::Sampling;
+use crate::stages::robust;
+use crate::stages::server::{upload_bytes, ServerStages};
+use crate::stages::StagesConfig;
 use fedpace_core::codec::{from_cbor, to_cbor};
 use fedpace_core::{
-    AggregateSummary, ClientId, ClientInfo, ClientPool, Error, Extensions, RatePlan, RatePolicy,
-    Reply, Result, RoundSummary, Strategy, TrainIns, TrainReport, TrainRes,
+    AggregateSummary, ClientId, ClientInfo, ClientPool, Error, ExchangeIns, Extensions, RatePlan,
+    RatePolicy, Reply, Result, RoundSummary, Strategy, TrainIns, TrainReport, TrainRes,
 };
 use fedpace_optim::{State, StateMode};
 use fedpace_params::{l2_norm, ParamTree};
@@ -75,6 +80,9 @@ pub struct Settings {
     pub aggregation: AggregationPath,
     /// The plan every client starts from before the policy adjusts it.
     pub base_plan: RatePlan,
+    /// Differential privacy, secure aggregation, robust aggregation, compression
+    /// (`crate::stages`; none by default).
+    pub stages: StagesConfig,
 }
 
 impl Settings {
@@ -88,6 +96,7 @@ impl Settings {
                 "must be > 0",
             ));
         }
+        self.stages.validate()?;
         self.base_plan.validate(num_groups)
     }
 }
@@ -206,6 +215,10 @@ pub struct Pipeline {
     sampled: Vec<ClientId>,
     /// Server-initialised client optimiser state.
     client_state: Option<Arc<State>>,
+    /// The stages' runtime (built before the first round or a restore).
+    stages: Option<ServerStages>,
+    /// The run seed, for protocol exchanges.
+    seed: u64,
 }
 
 /// What [`Pipeline::save_state`] encodes.
@@ -217,6 +230,8 @@ struct PipelineState {
     server: Vec<u8>,
     hooks: Vec<u8>,
     policy: Vec<u8>,
+    #[serde(default)]
+    stages: Vec<u8>,
 }
 
 impl Pipeline {
@@ -241,7 +256,26 @@ impl Pipeline {
             started: false,
             sampled: Vec::new(),
             client_state: None,
+            stages: None,
+            seed: 0,
         }
+    }
+
+    /// The stages' runtime, built on first use.
+    fn stages(&mut self) -> Result<&mut ServerStages> {
+        if self.stages.is_none() {
+            self.stages = Some(ServerStages::new(
+                &self.settings.stages,
+                &self.settings,
+                self.weighting,
+            )?);
+        }
+        Ok(self.stages.as_mut().expect("built above"))
+    }
+
+    /// Secure aggregation's server stage, when on (to read the last round's raw sum).
+    pub fn secure_stage(&self) -> Option<&crate::stages::secure::SecureStage> {
+        self.stages.as_ref()?.secure()
     }
 
     /// Replaces the server step.
@@ -274,6 +308,7 @@ impl Pipeline {
         pool: &dyn ClientPool,
         global: &Arc<ParamTree>,
         seed: u64,
+        sampled: bool,
     ) -> Result<TrainIns> {
         let mut plan = self.policy.plan(round, info, &self.settings.base_plan)?;
         self.hooks.plan(round, info, pool, seed, &mut plan)?;
@@ -285,10 +320,14 @@ impl Pipeline {
                 ins.ext.insert(OptimizerStateDown(s.clone()));
             }
         }
-        if self.settings.aggregation == AggregationPath::Linear {
+        let stages = self.stages()?;
+        let own_scaling = stages.scales_linear();
+        stages.attach(&mut ins, info, sampled)?;
+        if self.settings.aggregation == AggregationPath::Linear && !own_scaling {
             ins.ext.insert(PreScale {
                 by_examples: self.weighting == Weighting::Examples,
                 normalize: self.settings.normalize == Normalize::On,
+                weight_scale: 1.0,
             });
         }
         self.hooks.attach(round, &mut ins)?;
@@ -342,6 +381,18 @@ impl Pipeline {
         weights: &[f64],
     ) -> Result<Aggregated> {
         let shared = self.hooks.shared_groups();
+        if let Some(rule) = self.stages.as_ref().and_then(|s| s.robust()) {
+            let total: f64 = weights.iter().sum();
+            let p: Vec<f64> = weights.iter().map(|w| w / total).collect();
+            let (coef, normalized) = common_scale(
+                used,
+                &p,
+                self.settings.normalize,
+                &shared,
+                global.spec().num_groups(),
+            );
+            return robust::aggregate(rule, global.spec(), used, &p, &coef, normalized);
+        }
         match self.settings.aggregation {
             AggregationPath::PerClient => Ok(aggregate_masked(
                 global.spec(),
@@ -357,6 +408,16 @@ impl Pipeline {
                 &shared,
             ),
         }
+    }
+
+    /// The clients whose training is aggregated this round: sampled, successful, with data.
+    fn participants(&self, replies: &[Reply<TrainRes>]) -> Vec<ClientId> {
+        replies
+            .iter()
+            .filter(|r| self.sampled.binary_search(&r.client).is_ok())
+            .filter(|r| r.result.as_ref().is_ok_and(|res| res.num_examples > 0))
+            .map(|r| r.client)
+            .collect()
     }
 
     /// Stage 10: the p̃-weighted average of the optimiser states clients returned.
@@ -381,8 +442,11 @@ impl Pipeline {
 impl Strategy for Pipeline {
     fn describe(&self) -> String {
         let hooks = self.hooks.describe();
+        let stages = ServerStages::new(&self.settings.stages, &self.settings, self.weighting)
+            .map(|s| s.describe())
+            .unwrap_or_default();
         format!(
-            "{}({}server={}, normalize={:?}, aggregation={:?}, policy={})",
+            "{}({}server={}, normalize={:?}, aggregation={:?}, policy={}{})",
             self.name,
             if hooks.is_empty() {
                 String::new()
@@ -392,7 +456,12 @@ impl Strategy for Pipeline {
             self.server.describe(),
             self.settings.normalize,
             self.settings.aggregation,
-            self.policy.describe()
+            self.policy.describe(),
+            if stages.is_empty() {
+                String::new()
+            } else {
+                format!(", {stages}")
+            }
         )
     }
 
@@ -403,14 +472,23 @@ impl Strategy for Pipeline {
         pool: &dyn ClientPool,
         seed: u64,
     ) -> Result<Vec<(ClientId, TrainIns)>> {
+        let groups = global.spec().num_groups();
         if !self.started {
             self.policy.seed(seed);
             self.policy.start(pool)?;
             self.hooks.start(global)?;
+            let settings = self.settings.clone();
+            self.stages()?.start(pool, &settings, groups)?;
             self.started = true;
         }
-        // Stage 1: sample.
-        self.sampled = self.settings.sampling.sample(pool, round, seed);
+        self.seed = seed;
+        // Stage 1: sample (Poisson under differential privacy).
+        self.sampled = match self.stages()?.sample(pool, round, seed) {
+            Some(s) => s,
+            None => self.settings.sampling.sample(pool, round, seed),
+        };
+        let sampled = self.sampled.clone();
+        self.stages()?.plan_round(pool, &sampled, groups, seed)?;
         let train: Vec<ClientId> = if self.hooks.train_everyone() {
             pool.ids().collect()
         } else {
@@ -421,9 +499,27 @@ impl Strategy for Pipeline {
             .into_iter()
             .map(|id| {
                 let info = pool.info(id)?;
-                Ok((id, self.instruction(round, &info, pool, global, seed)?))
+                let aggregated = sampled.binary_search(&id).is_ok();
+                Ok((
+                    id,
+                    self.instruction(round, &info, pool, global, seed, aggregated)?,
+                ))
             })
             .collect()
+    }
+
+    fn exchange(
+        &mut self,
+        round: u32,
+        trained: &[Reply<TrainRes>],
+        answers: Option<Vec<Reply<Extensions>>>,
+    ) -> Result<Vec<(ClientId, ExchangeIns)>> {
+        let participants = self.participants(trained);
+        let len = trained
+            .iter()
+            .find_map(|r| r.result.as_ref().ok().map(|r| r.delta.as_slice().len()))
+            .unwrap_or(0);
+        self.stages()?.exchange(round, len, &participants, answers)
     }
 
     fn aggregate_train(
@@ -433,39 +529,75 @@ impl Strategy for Pipeline {
         replies: &[Reply<TrainRes>],
         pool: &dyn ClientPool,
     ) -> Result<AggregateSummary> {
-        // Stage 5: accept.
+        let takes_over = self.stages()?.aggregates();
+        // Stage 5: accept (under DP a Poisson-sampled round may have nobody).
         let sampled = &self.sampled;
-        let accepted = usable(round, replies, |c| sampled.binary_search(&c).is_ok())?;
-        // Stage 6: transform.
-        let (weights, scales) = self.transform(round, &accepted, pool)?;
-        let scaled: Vec<TrainRes>;
-        let used: Vec<(ClientId, &TrainRes)> = if scales.iter().all(|s| *s == 1.0) {
-            accepted.clone()
+        let received = if replies.is_empty() && takes_over {
+            Vec::new()
         } else {
-            scaled = accepted
-                .iter()
-                .zip(&scales)
-                .map(|((_, r), s)| {
-                    let mut r2 = TrainRes {
-                        delta: r.delta.clone(),
-                        num_examples: r.num_examples,
-                        report: r.report.clone(),
-                        ext: Extensions::new(),
-                    };
-                    let f = *s as f32;
-                    r2.delta.as_mut_slice().iter_mut().for_each(|x| *x *= f);
-                    r2.report.update_norm *= s;
-                    r2
-                })
-                .collect();
-            accepted
-                .iter()
-                .map(|(id, _)| *id)
-                .zip(scaled.iter())
-                .collect()
+            usable(round, replies, |c| sampled.binary_search(&c).is_ok())?
         };
-        // Stage 7: aggregate.
-        let agg = self.aggregate(global, &used, &weights)?;
+        let upload_bytes = upload_bytes(&received)?;
+        let decoded = self.stages()?.decompress(&received)?;
+        let accepted: Vec<(ClientId, &TrainRes)> = match &decoded {
+            Some(d) => received.iter().map(|(id, _)| *id).zip(d.iter()).collect(),
+            None => received,
+        };
+        let (agg, sq_norms, privacy, secure) = if takes_over {
+            // Stages 6–7 under DP or secure aggregation: clip, weight, sum, noise.
+            let participants = self.participants(replies);
+            let shared = self.hooks.shared_groups();
+            let st = self.stages()?.aggregate(
+                round,
+                global.spec(),
+                &accepted,
+                &participants,
+                &shared,
+            )?;
+            (st.agg, st.sq_norms, st.privacy, st.secure)
+        } else {
+            // Stage 6: transform.
+            let (weights, scales) = self.transform(round, &accepted, pool)?;
+            let scaled: Vec<TrainRes>;
+            let used: Vec<(ClientId, &TrainRes)> = if scales.iter().all(|s| *s == 1.0) {
+                accepted.clone()
+            } else {
+                scaled = accepted
+                    .iter()
+                    .zip(&scales)
+                    .map(|((_, r), s)| {
+                        let mut r2 = TrainRes {
+                            delta: r.delta.clone(),
+                            num_examples: r.num_examples,
+                            report: r.report.clone(),
+                            ext: Extensions::new(),
+                        };
+                        let f = *s as f32;
+                        r2.delta.as_mut_slice().iter_mut().for_each(|x| *x *= f);
+                        r2.report.update_norm *= s;
+                        r2
+                    })
+                    .collect();
+                accepted
+                    .iter()
+                    .map(|(id, _)| *id)
+                    .zip(scaled.iter())
+                    .collect()
+            };
+            // Stage 7: aggregate.
+            let agg = self.aggregate(global, &used, &weights)?;
+            let sq_norms: Vec<f64> = match self.settings.aggregation {
+                AggregationPath::PerClient => used
+                    .iter()
+                    .map(|(_, r)| l2_norm(r.delta.as_slice()).powi(2))
+                    .collect(),
+                AggregationPath::Linear => used
+                    .iter()
+                    .map(|(_, r)| r.report.update_norm.powi(2))
+                    .collect(),
+            };
+            (agg, sq_norms, None, None)
+        };
         // Stage 8: post-aggregate hooks.
         let correction = self.hooks.after_aggregate(&AfterAggregate {
             round,
@@ -478,16 +610,6 @@ impl Strategy for Pipeline {
         let spec = global.spec().clone();
         let before = global.as_slice().to_vec();
         let p: Vec<f64> = agg.clients.iter().map(|c| c.weight).collect();
-        let sq_norms: Vec<f64> = match self.settings.aggregation {
-            AggregationPath::PerClient => used
-                .iter()
-                .map(|(_, r)| l2_norm(r.delta.as_slice()).powi(2))
-                .collect(),
-            AggregationPath::Linear => used
-                .iter()
-                .map(|(_, r)| r.report.update_norm.powi(2))
-                .collect(),
-        };
         let server_lr = self.server.apply(
             global.as_mut_slice(),
             &agg.delta,
@@ -505,12 +627,21 @@ impl Strategy for Pipeline {
             .sqrt();
         // Stage 10: server-initialised optimiser state.
         self.average_client_states(&accepted, &p)?;
-        // Stage 11: observe every trained client that reported.
+        // Stage 11: observe every trained client that reported (what the private-rates
+        // mode lets the policy see).
+        let stages = self.stages.as_ref().filter(|s| !s.is_empty());
         for r in replies {
             if let Ok(res) = &r.result {
                 if res.num_examples > 0 {
                     if let Ok(info) = pool.info(r.client) {
-                        self.policy.observe(round, &info, &res.report);
+                        match stages {
+                            None => self.policy.observe(round, &info, &res.report),
+                            Some(st) => {
+                                if let Some(report) = st.observed(res) {
+                                    self.policy.observe(round, &info, &report);
+                                }
+                            }
+                        }
                     }
                 }
             }
@@ -521,6 +652,9 @@ impl Strategy for Pipeline {
             step_norm,
             server_lr,
             learned: self.hooks.learned(),
+            privacy,
+            secure,
+            upload_bytes,
         })
     }
 
@@ -542,6 +676,10 @@ impl Strategy for Pipeline {
             server: self.server.save_state()?,
             hooks: self.hooks.save_state()?,
             policy: self.policy.save_state()?,
+            stages: match &self.stages {
+                Some(s) => s.save_state()?,
+                None => Vec::new(),
+            },
         })
     }
 
@@ -550,6 +688,7 @@ impl Strategy for Pipeline {
         self.server.restore_state(&s.server)?;
         self.hooks.restore_state(&s.hooks)?;
         self.policy.restore_state(&s.policy)?;
+        self.stages()?.restore_state(&s.stages)?;
         self.started = false;
         self.client_state = s.client_state.map(Arc::new);
         Ok(())

@@ -577,6 +577,21 @@ impl PolicyConfig {
         }
     }
 
+    /// The name of the (part of the) policy whose plans read statistics of clients'
+    /// reports (`grad-norm-ratio`: update norms; `loss-based`: losses), which private-rate
+    /// modes protect (docs/privacy.md, "Private rates").
+    pub fn reads_client_statistics(&self) -> Option<&'static str> {
+        match self {
+            PolicyConfig::GradNormRatio { .. } | PolicyConfig::LossBased { .. } => {
+                Some(self.name())
+            }
+            PolicyConfig::Compose { policies, .. } => {
+                policies.iter().find_map(|p| p.reads_client_statistics())
+            }
+            _ => None,
+        }
+    }
+
     /// Whether the policy sets clients' proximal coefficients (`prox-mu`).
     pub fn sets_prox_mu(&self) -> bool {
         match self {

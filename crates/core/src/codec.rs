@@ -150,6 +150,16 @@ impl Writer {
         self.spec(t.spec());
         self.f32s(t.as_slice());
     }
+    /// A tree whose values are all +0.0 as its layout and no values (a reply whose update
+    /// travels in a payload instead: compressed, or masked under secure aggregation).
+    fn tree_or_zero(&mut self, t: &ParamTree) {
+        if t.as_slice().iter().all(|v| v.to_bits() == 0) {
+            self.spec(t.spec());
+            self.u64(0);
+        } else {
+            self.tree(t);
+        }
+    }
     fn stats(&mut self, s: &EvalStats) {
         self.f64(s.loss_sum);
         self.u64(s.correct);
@@ -366,6 +376,15 @@ impl<'a> Reader<'a> {
         let v = self.f32s("values")?;
         ParamTree::from_vec(spec, v).map_err(|e| err(format!("{}: {e}", self.kind)))
     }
+    /// What [`Writer::tree_or_zero`] wrote: no values stand for all zeros.
+    fn tree_or_zero(&mut self) -> crate::Result<ParamTree> {
+        let spec = self.spec()?;
+        let v = self.f32s("values")?;
+        if v.is_empty() {
+            return Ok(ParamTree::zeros(spec));
+        }
+        ParamTree::from_vec(spec, v).map_err(|e| err(format!("{}: {e}", self.kind)))
+    }
     fn stats(&mut self, what: &str) -> crate::Result<EvalStats> {
         Ok(EvalStats {
             loss_sum: self.f64(what)?,
@@ -467,7 +486,7 @@ pub fn decode_train_ins(b: &[u8], reg: &Registry) -> crate::Result<TrainIns> {
 pub fn encode_train_res(res: &TrainRes) -> crate::Result<Vec<u8>> {
     let mut w = Writer::frame(Kind::TrainRes);
     w.u64(res.num_examples);
-    w.tree(&res.delta);
+    w.tree_or_zero(&res.delta);
     write_report(&mut w, &res.report)?;
     w.ext("ext", &res.ext)?;
     Ok(w.out)
@@ -477,7 +496,7 @@ pub fn encode_train_res(res: &TrainRes) -> crate::Result<Vec<u8>> {
 pub fn decode_train_res(b: &[u8], reg: &Registry) -> crate::Result<TrainRes> {
     let mut r = Reader::frame(b, Kind::TrainRes, "TrainRes")?;
     let num_examples = r.u64("num_examples")?;
-    let delta = r.tree()?;
+    let delta = r.tree_or_zero()?;
     let report = read_report(&mut r, reg)?;
     let ext = r.ext("ext", reg)?;
     r.finish()?;
@@ -804,6 +823,24 @@ mod tests {
                 |b, r| decode_local_state(b, r).is_ok(),
             ),
         ]
+    }
+
+    /// A reply whose update travels in a payload (compressed or masked) carries a zero
+    /// delta: its frame holds the layout and no values, and decodes to the zero tree; a
+    /// delta with a single -0.0 keeps its values.
+    #[test]
+    fn zero_deltas_travel_as_layout_only() {
+        let r = registry();
+        let mut z = res();
+        z.delta = ParamTree::zeros(tree().spec().clone());
+        let dense = encode_train_res(&res()).unwrap().len();
+        let b = encode_train_res(&z).unwrap();
+        assert_eq!(dense - b.len(), 4 * tree().as_slice().len());
+        assert_eq!(decode_train_res(&b, &r).unwrap().delta, z.delta);
+        let mut neg = z.clone();
+        neg.delta.as_mut_slice()[1] = -0.0;
+        let back = decode_train_res(&encode_train_res(&neg).unwrap(), &r).unwrap();
+        assert_eq!(back.delta.as_slice()[1].to_bits(), (-0.0f32).to_bits());
     }
 
     #[test]

@@ -31,5 +31,9 @@ pub use model::{EvalStats, Model, ModelFactory};
 pub use pool::{ClientPool, Disclosed, PoolSubset};
 pub use protocol::*;
 pub use round::{run, run_from, Observer, RoundRecord, RunOptions, RunOutcome};
-pub use summary::{AggregateSummary, ClientAggregate, EvalSummary, RoundTiming};
-pub use traits::{Client, ClientFactory, Grid, Progress, RatePolicy, RoundSummary, Strategy};
+pub use summary::{
+    AggregateSummary, ClientAggregate, EvalSummary, PrivacySummary, RoundTiming, SecureSummary,
+};
+pub use traits::{
+    Client, ClientFactory, Grid, Progress, RatePolicy, RoundSummary, Session, Strategy,
+};

@@ -294,6 +294,20 @@ pub struct Reply<T> {
     pub result: Result<T, ClientFailure>,
 }
 
+/// One step of a protocol a strategy runs with a client inside a round, after training
+/// (secure aggregation's key exchange, masked input and unmasking): a typed message the
+/// client's registered part answers ([`crate::Client::exchange`]). Carried by
+/// [`crate::Grid::exchange`] in simulation and over the network alike.
+#[derive(Debug, Clone)]
+pub struct ExchangeIns {
+    /// Round index.
+    pub round: u32,
+    /// The run seed (simulated clients derive their protocol streams from it).
+    pub seed: u64,
+    /// The message: typed payloads, as in an instruction.
+    pub msg: Extensions,
+}
+
 /// Instruction to evaluate.
 #[derive(Debug, Clone)]
 pub struct EvalIns {

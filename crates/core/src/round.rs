@@ -146,7 +146,8 @@ impl RoundRecord {
 
 /// Receives progress and results; the CLI writes files and draws the progress bar.
 pub trait Observer {
-    /// A phase of a round starts with `clients` clients (`phase` is "train" or "eval").
+    /// A phase of a round starts with `clients` clients (`phase` is "train", "exchange"
+    /// or "eval").
     fn phase_started(&mut self, _round: u32, _phase: &'static str, _clients: usize) {}
     /// Counter of finished clients, shared with the grid.
     fn progress(&self) -> &dyn Progress;
@@ -175,6 +176,16 @@ pub trait Observer {
         _replies: &[Reply<TrainRes>],
         _summary: &AggregateSummary,
         _global_out: &ParamTree,
+    ) -> Result<()> {
+        Ok(())
+    }
+    /// One protocol step after training ([`crate::Strategy::exchange`]): what the server
+    /// sent and what came back (only called when [`Observer::wants_trace`]).
+    fn exchanged(
+        &mut self,
+        _round: u32,
+        _sent: &[(ClientId, ExchangeIns)],
+        _received: &[Reply<crate::Extensions>],
     ) -> Result<()> {
         Ok(())
     }
@@ -302,6 +313,7 @@ pub fn run_from(
         let trace = observer.wants_trace();
         let ins_for_trace = if trace { ins.clone() } else { Vec::new() };
         let replies = grid.train(ins, observer.progress());
+        exchange(strategy, grid, round, &replies, observer)?;
         let summary = strategy.aggregate_train(round, &mut global, &replies, pool.as_ref())?;
         if trace {
             observer.trace(round, &shared, &ins_for_trace, &replies, &summary, &global)?;
@@ -378,6 +390,35 @@ pub fn run_from(
         completed_rounds: state.completed,
         stopped,
     })
+}
+
+/// Runs the strategy's protocol steps after training ([`Strategy::exchange`]) until it
+/// sends no more messages.
+fn exchange(
+    strategy: &mut dyn Strategy,
+    grid: &mut dyn Grid,
+    round: u32,
+    replies: &[Reply<TrainRes>],
+    observer: &mut dyn Observer,
+) -> Result<()> {
+    let mut answers = None;
+    loop {
+        let msgs = strategy.exchange(round, replies, answers.take())?;
+        if msgs.is_empty() {
+            return Ok(());
+        }
+        observer.phase_started(round, "exchange", msgs.len());
+        let sent = if observer.wants_trace() {
+            msgs.clone()
+        } else {
+            Vec::new()
+        };
+        let got = grid.exchange(msgs, observer.progress());
+        if observer.wants_trace() {
+            observer.exchanged(round, &sent, &got)?;
+        }
+        answers = Some(got);
+    }
 }
 
 /// Why no client trained in this round, or `None` when one did (ran at least one local

@@ -33,6 +33,58 @@ pub struct AggregateSummary {
     /// server rate; docs/learned-rates.md); empty for the others.
     #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub learned: std::collections::BTreeMap<String, f64>,
+    /// Differential privacy of the round, when `[privacy]` is on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub privacy: Option<PrivacySummary>,
+    /// Secure aggregation of the round, when `[secure_aggregation]` is on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secure: Option<SecureSummary>,
+    /// Mean bytes of a training reply as the wire carries it (its encoded frame, the
+    /// compressed update included), over the replies aggregated.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upload_bytes: Option<f64>,
+}
+
+/// What client-level differential privacy spent and did in one round.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct PrivacySummary {
+    /// ε spent by every round so far, this one included, at [`PrivacySummary::delta`].
+    pub epsilon: f64,
+    /// ε of this round alone.
+    pub round_epsilon: f64,
+    /// δ of the (ε, δ) guarantee.
+    pub delta: f64,
+    /// Noise multiplier z of the round's mechanism, as the accountant sees it.
+    pub noise_multiplier: f64,
+    /// Sampling probability q (Poisson).
+    pub sampling_rate: f64,
+    /// The clip bound C used this round.
+    pub clip: f64,
+    /// Standard deviation of the noise on the aggregate update.
+    pub noise_std: f64,
+    /// Adaptive clipping: the noised fraction of updates within C (None for a fixed C).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unclipped_fraction: Option<f64>,
+}
+
+/// What secure aggregation did in one round.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct SecureSummary {
+    /// Clients that started the protocol (trained successfully).
+    pub participants: usize,
+    /// Clients whose masked input is in the sum.
+    pub survivors: usize,
+    /// Shares needed to rebuild a secret, and the fewest inputs the server may sum.
+    pub threshold: usize,
+    /// Neighbourhood size k (the cohort for SecAgg).
+    pub neighbourhood: usize,
+    /// Mean protocol bytes a surviving client uploaded (keys, shares, masked input).
+    pub upload_bytes: f64,
+    /// Mean protocol bytes a surviving client downloaded.
+    pub download_bytes: f64,
+    /// Surviving clients with at least one value outside the quantisation range (clipped
+    /// to it, which biases the sum); counted under the secure sum itself.
+    pub saturated_clients: f64,
 }
 
 /// Evaluation results of one round.

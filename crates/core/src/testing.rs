@@ -158,6 +158,7 @@ pub fn check_policy_resumes(
             normalized: false,
             step_norm: 0.1 * round as f64,
             server_lr: 1.0,
+            ..Default::default()
         };
         let eval = EvalSummary {
             global_loss: 1.0 / round as f64,

@@ -21,6 +21,63 @@ pub trait Client: Send {
     fn train(&mut self, ins: &TrainIns, state: &mut LocalState) -> Result<TrainRes>;
     /// Evaluates on the local test split.
     fn evaluate(&mut self, ins: &EvalIns, state: &mut LocalState) -> Result<EvalRes>;
+    /// Answers one step of a protocol the strategy runs after training (secure
+    /// aggregation): `session` holds what the client keeps between the steps of one round.
+    /// Default: the client takes part in no such protocol.
+    fn exchange(
+        &mut self,
+        ins: &ExchangeIns,
+        _state: &mut LocalState,
+        _session: &mut Session,
+    ) -> Result<Extensions> {
+        Err(Error::invalid(
+            "exchange",
+            format!("message {:?}", ins.msg.names().collect::<Vec<_>>()),
+            "a client with a part for this protocol (this client has none)",
+        ))
+    }
+}
+
+/// What a client keeps between the protocol steps of one round ([`Client::exchange`]):
+/// a protocol's secrets (secure aggregation's keys). The grid holds it beside the client
+/// for the round only: it is never stored with the client's [`LocalState`], never
+/// checkpointed, and dropped when the client next trains.
+#[derive(Default)]
+pub struct Session(Option<Box<dyn std::any::Any + Send>>);
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "Session(held)"
+        } else {
+            "Session(empty)"
+        })
+    }
+}
+
+impl Session {
+    /// Keeps `value` (replacing what was kept).
+    pub fn insert<T: std::any::Any + Send>(&mut self, value: T) {
+        self.0 = Some(Box::new(value));
+    }
+    /// What is kept, as `T`.
+    pub fn get_mut<T: std::any::Any + Send>(&mut self) -> Option<&mut T> {
+        self.0.as_mut()?.downcast_mut::<T>()
+    }
+    /// Takes what is kept out, as `T` (left in place when it is another type).
+    pub fn take<T: std::any::Any + Send>(&mut self) -> Option<T> {
+        match self.0.take()?.downcast::<T>() {
+            Ok(v) => Some(*v),
+            Err(other) => {
+                self.0 = Some(other);
+                None
+            }
+        }
+    }
+    /// Whether nothing is kept.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_none()
+    }
 }
 
 /// Makes the client for an id (its data loaded or generated on demand).
@@ -145,6 +202,19 @@ pub trait Strategy: Send {
     }
     /// Sees the round once it is over, evaluation included (forwarded to the policy).
     fn observe_round(&mut self, _round: u32, _summary: &RoundSummary<'_>) {}
+    /// A protocol with the clients after training and before aggregation (secure
+    /// aggregation's steps). The round loop calls it with the training replies and no
+    /// answers, sends the messages it returns with [`Grid::exchange`], calls it again with
+    /// the answers, and so on until it returns no message; then it calls
+    /// [`Strategy::aggregate_train`]. Default: no protocol.
+    fn exchange(
+        &mut self,
+        _round: u32,
+        _trained: &[Reply<TrainRes>],
+        _answers: Option<Vec<Reply<Extensions>>>,
+    ) -> Result<Vec<(ClientId, ExchangeIns)>> {
+        Ok(Vec::new())
+    }
     /// Everything the strategy keeps across rounds (its stages' states, its policy's),
     /// encoded.
     fn save_state(&self) -> Result<Vec<u8>> {
@@ -178,6 +248,25 @@ pub trait Grid {
         ins: Vec<(ClientId, EvalIns)>,
         progress: &dyn Progress,
     ) -> Vec<Reply<EvalRes>>;
+    /// Sends one step of a protocol ([`Strategy::exchange`]) to the given clients, each
+    /// answered by its client's [`Client::exchange`]; replies come back sorted by client
+    /// id. Default: a grid that carries no protocol fails every client.
+    fn exchange(
+        &mut self,
+        ins: Vec<(ClientId, ExchangeIns)>,
+        _progress: &dyn Progress,
+    ) -> Vec<Reply<Extensions>> {
+        let mut ids: Vec<ClientId> = ins.into_iter().map(|(id, _)| id).collect();
+        ids.sort_unstable();
+        ids.into_iter()
+            .map(|client| Reply {
+                client,
+                result: Err(crate::ClientFailure::Error(
+                    "this grid carries no protocol exchanges".into(),
+                )),
+            })
+            .collect()
+    }
     /// Calls `visit` with every client state the grid keeps (for a checkpoint, between
     /// rounds: a consistent snapshot). A grid whose clients keep their own state (over
     /// the network) cannot, and says so (the default).

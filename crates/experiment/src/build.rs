@@ -311,9 +311,19 @@ pub(crate) fn prepare(cfg: &ExperimentConfig, registry: Option<&Registry>) -> Re
         DataPool::new(data.clone(), classes)
             .map_err(|e| Error::Failed(format!("building the client pool: {e}")))?,
     );
+    // `[attack]`: an exact, seeded share of the pool attacks.
+    let attack = cfg
+        .attack
+        .map(|a| (a.attackers(data.num_clients(), cfg.seed), a.attack()));
     let factory: ClientFactory = Arc::new(move |id| {
         let d = data.client(id as usize)?;
-        Ok(Box::new(StandardClient::new(id, models()?, d)) as Box<dyn fedpace_core::Client>)
+        let mut c = StandardClient::new(id, models()?, d);
+        if let Some((who, a)) = &attack {
+            if who.contains(&id) {
+                c = c.with_attack(*a);
+            }
+        }
+        Ok(Box::new(c) as Box<dyn fedpace_core::Client>)
     });
     let usage = |e: fedpace_core::Error| Error::Setup(e.to_string());
     let devices = cfg
@@ -329,7 +339,12 @@ pub(crate) fn prepare(cfg: &ExperimentConfig, registry: Option<&Registry>) -> Re
         .policy
         .build_for(&groups)
         .map_err(|e| Error::Setup(e.to_string()))?;
-    let strategy = match cfg.strategy.build(base_plan, policy).map_err(usage)? {
+    let stages = cfg.stages().map_err(Error::Setup)?;
+    let strategy = match cfg
+        .strategy
+        .build_with(base_plan, policy, stages)
+        .map_err(usage)?
+    {
         Built::Async(a) => Mode::Async {
             strategy: a.strategy,
             policy: a.policy,

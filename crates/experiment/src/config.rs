@@ -5,7 +5,12 @@
 //! file, the dotted key, the value and what was expected, on one line.
 
 use crate::Error;
-use fedpace_algos::{PolicyConfig, StrategyConfig};
+use fedpace_algos::attack::AttackConfig;
+use fedpace_algos::stages::compress::CompressionConfig;
+use fedpace_algos::stages::dp::PrivacyConfig;
+use fedpace_algos::stages::robust::RobustConfig;
+use fedpace_algos::stages::secure::SecureConfig;
+use fedpace_algos::{PolicyConfig, StagesConfig, StrategyConfig};
 use fedpace_core::{LocalWork, RatePlan};
 use fedpace_data::DataConfig;
 use fedpace_nn::ModelConfig;
@@ -74,6 +79,23 @@ pub struct ExperimentConfig {
     /// (only through [`crate::Registry::experiment`]; default: nothing).
     #[serde(skip)]
     pub registered: Registered,
+    /// `[privacy]`: client-level differential privacy and private rates
+    /// (docs/privacy.md; default none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub privacy: Option<PrivacyConfig>,
+    /// `[secure_aggregation]`: SecAgg+ on the linear aggregation path (default none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secure_aggregation: Option<SecureConfig>,
+    /// `[robust]`: a robust aggregation rule in place of the weighted mean (default none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub robust: Option<RobustConfig>,
+    /// `[compression]`: update compression (default none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub compression: Option<CompressionConfig>,
+    /// `[attack]` (simulation): a share of the clients sends malicious updates (default
+    /// none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attack: Option<AttackConfig>,
 }
 
 /// The parts of an experiment taken from a [`crate::Registry`] (docs/library.md). While
@@ -135,6 +157,11 @@ impl Default for ExperimentConfig {
             groups: GroupRules::Model,
             registered: Registered::default(),
             checkpoint: CheckpointConfig::default(),
+            privacy: None,
+            secure_aggregation: None,
+            robust: None,
+            compression: None,
+            attack: None,
         }
     }
 }
@@ -616,7 +643,35 @@ impl ExperimentConfig {
             }
         }
         self.data.validate().map_err(|e| e.to_string())?;
+        let stages = self.stages()?;
+        stages.validate().map_err(|e| e.to_string())?;
+        stages.check(&self.strategy, &self.policy, self.client.state_mode)?;
+        if let Some(a) = &self.attack {
+            a.validate().map_err(|e| e.to_string())?;
+        }
         Ok(())
+    }
+
+    /// The round's stages from `[privacy]`, `[secure_aggregation]`, `[robust]` and
+    /// `[compression]`. Noise, masks and stochastic rounding are seeded from the run seed
+    /// (this is a simulation; docs/privacy.md, "Randomness").
+    pub fn stages(&self) -> Result<StagesConfig, String> {
+        StagesConfig {
+            privacy: self.privacy.clone(),
+            secure_aggregation: self.secure_aggregation.clone(),
+            robust: self.robust,
+            compression: self.compression,
+            randomness: fedpace_algos::stages::Randomness::Simulation {
+                seed: fedpace_core::rng::derive_seed(
+                    self.seed,
+                    0,
+                    0,
+                    fedpace_core::rng::Purpose::Algorithm,
+                ),
+            },
+            local_rule: None,
+        }
+        .for_policy(&self.policy)
     }
 
     /// The base rate plan for a model whose groups are `groups`; errors on a

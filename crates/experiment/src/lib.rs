@@ -19,6 +19,7 @@
 
 #![deny(missing_docs)]
 
+pub mod budget;
 pub mod checkpoint;
 pub mod config;
 pub mod files;

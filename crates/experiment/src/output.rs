@@ -363,6 +363,10 @@ pub struct RunRecorder<'m> {
     checkpointed: Option<u32>,
     /// The rounds after which this run was resumed.
     resumed_after: Vec<u32>,
+    /// The last round's differential privacy (cumulative ε), when `[privacy]` is on.
+    privacy: Option<fedpace_core::PrivacySummary>,
+    /// Σ over rounds of the mean upload bytes per client, and the rounds counted.
+    upload: (f64, u32),
 }
 
 /// What a [`RunRecorder`] keeps across a checkpoint: how far its files go and the sums
@@ -381,6 +385,8 @@ struct RecorderState {
     first_rejection: Option<(u32, String)>,
     nonfinite_loss_round: Option<u32>,
     resumed_after: Vec<u32>,
+    /// Σ over rounds of the mean upload bytes per client, and the rounds counted.
+    upload: (f64, u32),
 }
 
 impl<'m> RunRecorder<'m> {
@@ -405,6 +411,8 @@ impl<'m> RunRecorder<'m> {
             checkpointer: None,
             checkpointed: None,
             resumed_after: Vec::new(),
+            privacy: None,
+            upload: (0.0, 0),
         })
     }
 
@@ -456,6 +464,8 @@ impl<'m> RunRecorder<'m> {
             checkpointer: None,
             checkpointed: None,
             resumed_after,
+            privacy: None,
+            upload: saved.upload,
         })
     }
 
@@ -478,6 +488,7 @@ impl<'m> RunRecorder<'m> {
             first_rejection: self.first_rejection.clone(),
             nonfinite_loss_round: self.nonfinite_loss_round,
             resumed_after: self.resumed_after.clone(),
+            upload: self.upload,
         };
         if let Some(f) = &self.files {
             f.position(&mut state)?;
@@ -633,6 +644,23 @@ impl<'m> RunRecorder<'m> {
                 "{label}: the global loss is not finite from round {round} on: the model \
                  diverged (try a smaller client.lr or server_lr)"
             ));
+        }
+        if let Some(p) = &self.privacy {
+            // The budget spent over the rounds run (the accountant's, docs/privacy.md).
+            obj.insert(
+                "privacy".into(),
+                json!({
+                    "epsilon": p.epsilon, "delta": p.delta,
+                    "noise_multiplier": p.noise_multiplier, "sampling_rate": p.sampling_rate,
+                    "final_clip": p.clip,
+                }),
+            );
+        }
+        if self.upload.1 > 0 {
+            obj.insert(
+                "upload_bytes_per_client".into(),
+                json!(self.upload.0 / self.upload.1 as f64),
+            );
         }
         obj.insert("wall_seconds".into(), json!(wall));
         obj.insert("peak_rss_mb".into(), json!(peak_rss_mb()));
@@ -857,7 +885,17 @@ impl Observer for RunRecorder<'_> {
             "wall_seconds": rec.wall_seconds,
             "sim_seconds": rec.timing.as_ref().map(|t| t.sim_seconds),
             "timing": rec.timing,
+            "privacy": rec.aggregate.privacy,
+            "secure_aggregation": rec.aggregate.secure,
+            "upload_bytes": rec.aggregate.upload_bytes,
         });
+        if rec.aggregate.privacy.is_some() {
+            self.privacy = rec.aggregate.privacy.clone();
+        }
+        if let Some(b) = rec.aggregate.upload_bytes {
+            self.upload.0 += b;
+            self.upload.1 += 1;
+        }
         if let Some(files) = &mut self.files {
             if !rec.aggregate.learned.is_empty() {
                 line["learned"] = json!(rec.aggregate.learned);

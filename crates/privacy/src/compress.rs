@@ -70,7 +70,9 @@ impl QsgdConfig {
 pub struct QsgdUpdate {
     config: QsgdConfig,
     len: usize,
+    #[serde(with = "le_bytes")]
     norms: Vec<f32>,
+    #[serde(with = "le_bytes")]
     codes: Vec<u8>,
 }
 
@@ -139,6 +141,31 @@ impl QsgdUpdate {
         self.len
     }
 
+    /// Checks that the fields agree (one norm per bucket, one code per parameter, levels
+    /// in range, finite norms), so that [`QsgdUpdate::decode`] cannot fail: a received
+    /// update must pass this first.
+    pub fn validate(&self) -> Result<()> {
+        self.config.validate()?;
+        check_len(
+            "QSGD norms (one per bucket)",
+            self.len.div_ceil(self.config.bucket_size),
+            self.norms.len(),
+        )?;
+        check_len(
+            "QSGD codes",
+            (self.len * self.config.bits as usize).div_ceil(8),
+            self.codes.len(),
+        )?;
+        if let Some(i) = self
+            .norms
+            .iter()
+            .position(|n| !(n.is_finite() && *n >= 0.0))
+        {
+            return Err(invalid("QSGD norm", self.norms[i], "finite and ≥ 0"));
+        }
+        Ok(())
+    }
+
     /// True when it encodes no parameters.
     pub fn is_empty(&self) -> bool {
         self.len == 0
@@ -156,7 +183,9 @@ impl EncodedSize for QsgdUpdate {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SparseUpdate {
     len: usize,
+    #[serde(with = "le_bytes")]
     indices: Vec<u32>,
+    #[serde(with = "le_bytes")]
     values: Vec<f32>,
 }
 
@@ -168,6 +197,34 @@ impl SparseUpdate {
             out[i as usize] = v;
         }
         out
+    }
+
+    /// Length of the dense vector.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True when the dense vector is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Checks that indices are strictly ascending and below the length, one value each,
+    /// all finite, so that [`SparseUpdate::decode`] cannot fail: a received update must
+    /// pass this first.
+    pub fn validate(&self) -> Result<()> {
+        check_len("top-k values", self.indices.len(), self.values.len())?;
+        if let Some(w) = self.indices.windows(2).position(|w| w[0] >= w[1]) {
+            return Err(invalid(
+                "top-k indices",
+                self.indices[w + 1],
+                "strictly ascending",
+            ));
+        }
+        if let Some(&i) = self.indices.last().filter(|&&i| i as usize >= self.len) {
+            return Err(invalid("top-k index", i, format!("< length {}", self.len)));
+        }
+        check_finite("top-k values", &self.values)
     }
 
     /// Indices sent, ascending.
@@ -191,6 +248,7 @@ impl EncodedSize for SparseUpdate {
 /// What top-k has not sent yet: the client keeps it between rounds (serialisable).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ErrorFeedback {
+    #[serde(with = "le_bytes")]
     residual: Vec<f32>,
 }
 
@@ -249,4 +307,85 @@ pub fn top_k(update: &[f32], k: usize, state: &mut ErrorFeedback) -> Result<Spar
         indices: order,
         values,
     })
+}
+
+/// Serde helpers that write numeric buffers as one little-endian byte string, so that a
+/// serialised encoding (CBOR, say) takes the bytes [`EncodedSize`] counts rather than one
+/// item per value; values keep their exact bits.
+mod le_bytes {
+    use serde::de::{Error as _, SeqAccess, Visitor};
+    use serde::{Deserializer, Serializer};
+
+    /// A fixed-width value stored little-endian.
+    pub trait Le: Sized {
+        const WIDTH: usize;
+        fn put(&self, out: &mut Vec<u8>);
+        fn get(b: &[u8]) -> Self;
+    }
+    impl Le for u8 {
+        const WIDTH: usize = 1;
+        fn put(&self, out: &mut Vec<u8>) {
+            out.push(*self);
+        }
+        fn get(b: &[u8]) -> Self {
+            b[0]
+        }
+    }
+    impl Le for u32 {
+        const WIDTH: usize = 4;
+        fn put(&self, out: &mut Vec<u8>) {
+            out.extend_from_slice(&self.to_le_bytes());
+        }
+        fn get(b: &[u8]) -> Self {
+            u32::from_le_bytes([b[0], b[1], b[2], b[3]])
+        }
+    }
+    impl Le for f32 {
+        const WIDTH: usize = 4;
+        fn put(&self, out: &mut Vec<u8>) {
+            out.extend_from_slice(&self.to_le_bytes());
+        }
+        fn get(b: &[u8]) -> Self {
+            f32::from_le_bytes([b[0], b[1], b[2], b[3]])
+        }
+    }
+
+    pub fn serialize<T: Le, S: Serializer>(v: &[T], s: S) -> Result<S::Ok, S::Error> {
+        let mut b = Vec::with_capacity(v.len() * T::WIDTH);
+        v.iter().for_each(|x| x.put(&mut b));
+        s.serialize_bytes(&b)
+    }
+
+    pub fn deserialize<'de, T: Le, D: Deserializer<'de>>(d: D) -> Result<Vec<T>, D::Error> {
+        struct Bytes;
+        impl<'de> Visitor<'de> for Bytes {
+            type Value = Vec<u8>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a byte string")
+            }
+            fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Vec<u8>, E> {
+                Ok(v.to_vec())
+            }
+            fn visit_byte_buf<E: serde::de::Error>(self, v: Vec<u8>) -> Result<Vec<u8>, E> {
+                Ok(v)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut a: A) -> Result<Vec<u8>, A::Error> {
+                // Bounded by the input: one element per byte actually present.
+                let mut out = Vec::new();
+                while let Some(b) = a.next_element::<u8>()? {
+                    out.push(b);
+                }
+                Ok(out)
+            }
+        }
+        let b = d.deserialize_byte_buf(Bytes)?;
+        if b.len() % T::WIDTH != 0 {
+            return Err(D::Error::custom(format!(
+                "{} bytes is not a whole number of {}-byte values",
+                b.len(),
+                T::WIDTH
+            )));
+        }
+        Ok(b.chunks_exact(T::WIDTH).map(T::get).collect())
+    }
 }

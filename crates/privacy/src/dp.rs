@@ -379,7 +379,24 @@ impl AdaptiveClip {
         }
         let sigma_b = self.config.count_noise_std_for(expected_clients);
         let noisy = within_bound as f64 + sigma_b * rng.standard_normal();
-        let fraction = noisy / expected_clients;
+        self.observe_noisy_count(noisy, expected_clients)
+    }
+
+    /// One round's update from a count that already carries its noise (Σ b_k + N(0, σ_b²),
+    /// e.g. summed under secure aggregation from clients' noise shares): b̄ = count / m,
+    /// then the geometric or linear rule. Returns the new C.
+    pub fn observe_noisy_count(&mut self, noisy_count: f64, expected_clients: f64) -> Result<f64> {
+        if !(expected_clients > 0.0 && expected_clients.is_finite()) {
+            return Err(invalid(
+                "expected_clients",
+                expected_clients,
+                "must be a finite number > 0",
+            ));
+        }
+        if !noisy_count.is_finite() {
+            return Err(invalid("noisy_count", noisy_count, "must be finite"));
+        }
+        let fraction = noisy_count / expected_clients;
         let step = self.config.clip_learning_rate * (fraction - self.config.target_quantile);
         self.clip = match self.config.rule {
             ClipUpdateRule::Geometric => self.clip * (-step).exp(),

@@ -160,3 +160,32 @@ fn top_k_sends_the_largest_magnitudes_including_what_was_held_back() {
         .to_string();
     assert_eq!(e, "error-feedback residual: length 4, expected 3");
 }
+
+/// Encodings serialise their buffers as byte strings (exact bits, one serialised item per
+/// buffer rather than one per value) and read back equal; a byte string of the wrong width
+/// is an error naming the sizes.
+#[test]
+fn encodings_serialise_as_byte_strings_and_round_trip() {
+    let x = sample_update(700, 3);
+    let mut rng = SecureRng::simulated(4, 0);
+    let q = qsgd_encode(&x, QsgdConfig::four_bit(), &mut rng).unwrap();
+    let j = serde_json::to_string(&q).unwrap();
+    assert_eq!(
+        serde_json::from_str::<fedpace_privacy::compress::QsgdUpdate>(&j).unwrap(),
+        q
+    );
+    let mut fb = ErrorFeedback::default();
+    let s = top_k(&x, 30, &mut fb).unwrap();
+    let back: fedpace_privacy::compress::SparseUpdate =
+        serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
+    assert_eq!(back, s);
+    let fb2: ErrorFeedback = serde_json::from_str(&serde_json::to_string(&fb).unwrap()).unwrap();
+    assert_eq!(fb2, fb);
+    let bad = r#"{"len": 3, "indices": [1, 0, 0], "values": [0, 0, 0, 0]}"#;
+    let e = serde_json::from_str::<fedpace_privacy::compress::SparseUpdate>(bad).unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("3 bytes is not a whole number of 4-byte values"),
+        "{e}"
+    );
+}

@@ -586,6 +586,15 @@ impl Strategy for Systems {
         self.inner.aggregate_train(round, global, replies, pool)
     }
 
+    fn exchange(
+        &mut self,
+        round: u32,
+        trained: &[Reply<TrainRes>],
+        answers: Option<Vec<Reply<fedpace_core::Extensions>>>,
+    ) -> Result<Vec<(ClientId, fedpace_core::ExchangeIns)>> {
+        self.inner.exchange(round, trained, answers)
+    }
+
     fn eval_plan(&self) -> RatePlan {
         self.inner.eval_plan()
     }

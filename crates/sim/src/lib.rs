@@ -20,8 +20,8 @@ pub use devices::{
 
 use fedpace_core::protocol::validate_train_res;
 use fedpace_core::{
-    ClientFactory, ClientFailure, ClientId, ClientPool, EvalIns, EvalRes, Grid, LocalState,
-    Progress, Reply, TrainIns, TrainRes,
+    ClientFactory, ClientFailure, ClientId, ClientPool, EvalIns, EvalRes, ExchangeIns, Extensions,
+    Grid, LocalState, Progress, Reply, Session, TrainIns, TrainRes,
 };
 use rayon::prelude::*;
 use std::collections::HashMap;
@@ -111,6 +111,9 @@ pub struct SimGrid {
     factory: ClientFactory,
     store: Box<dyn StateStore>,
     pool: rayon::ThreadPool,
+    /// What clients keep between the protocol steps of a round ([`Grid::exchange`]);
+    /// dropped when the next round's training starts.
+    sessions: HashMap<ClientId, Session>,
 }
 
 impl SimGrid {
@@ -136,6 +139,7 @@ impl SimGrid {
             factory,
             store: Box::new(MemoryStore::default()),
             pool,
+            sessions: HashMap::new(),
         })
     }
 
@@ -171,7 +175,12 @@ impl SimGrid {
         &mut self,
         ins: Vec<(ClientId, I)>,
         progress: &dyn Progress,
-        job: impl Fn(&mut dyn fedpace_core::Client, &I, &mut LocalState) -> fedpace_core::Result<O>
+        job: impl Fn(
+                &mut dyn fedpace_core::Client,
+                &I,
+                &mut LocalState,
+                &mut Session,
+            ) -> fedpace_core::Result<O>
             + Sync,
     ) -> Vec<Reply<O>>
     where
@@ -179,6 +188,10 @@ impl SimGrid {
         O: Send,
     {
         let ids: Vec<ClientId> = ins.iter().map(|(id, _)| *id).collect();
+        let mut sessions: Vec<Session> = ids
+            .iter()
+            .map(|id| self.sessions.remove(id).unwrap_or_default())
+            .collect();
         let states = match self.store.take_many(&ids) {
             Ok(s) => s,
             // No client can train without its state: the round fails as a whole.
@@ -194,27 +207,36 @@ impl SimGrid {
                     .collect();
             }
         };
-        let mut work: Vec<(ClientId, I, LocalState)> = ins
+        let mut work: Vec<(ClientId, I, LocalState, Session)> = ins
             .into_iter()
             .zip(states)
-            .map(|((id, i), s)| (id, i, s))
+            .zip(sessions.drain(..))
+            .map(|(((id, i), s), session)| (id, i, s, session))
             .collect();
         work.sort_by_key(|w| w.0);
         let factory = &self.factory;
-        let done: Vec<(ClientId, Result<O, ClientFailure>, LocalState)> = self.pool.install(|| {
+        type Done<O> = (ClientId, Result<O, ClientFailure>, LocalState, Session);
+        let done: Vec<Done<O>> = self.pool.install(|| {
             work.into_par_iter()
-                .map(|(id, i, state)| {
+                .map(|(id, i, state, mut session)| {
                     let mut local = state.clone();
                     let out = catch_unwind(AssertUnwindSafe(|| {
                         let mut client = factory(id)?;
-                        job(client.as_mut(), &i, &mut local)
+                        job(client.as_mut(), &i, &mut local, &mut session)
                     }));
                     progress.client_done();
                     match out {
-                        Ok(Ok(o)) => (id, Ok(o), local),
+                        Ok(Ok(o)) => (id, Ok(o), local, session),
                         // On failure the state from before the round is kept: no lost work.
-                        Ok(Err(e)) => (id, Err(ClientFailure::Error(e.to_string())), state),
-                        Err(p) => (id, Err(ClientFailure::Panicked(panic_message(&p))), state),
+                        Ok(Err(e)) => {
+                            (id, Err(ClientFailure::Error(e.to_string())), state, session)
+                        }
+                        Err(p) => (
+                            id,
+                            Err(ClientFailure::Panicked(panic_message(&p))),
+                            state,
+                            Session::default(),
+                        ),
                     }
                 })
                 .collect()
@@ -222,8 +244,11 @@ impl SimGrid {
         let mut states = Vec::with_capacity(done.len());
         let mut replies: Vec<Reply<O>> = done
             .into_iter()
-            .map(|(id, result, state)| {
+            .map(|(id, result, state, session)| {
                 states.push((id, state));
+                if !session.is_empty() {
+                    self.sessions.insert(id, session);
+                }
                 Reply { client: id, result }
             })
             .collect();
@@ -258,7 +283,9 @@ impl Grid for SimGrid {
         progress: &dyn Progress,
     ) -> Vec<Reply<TrainRes>> {
         let spec = ins.first().map(|i| i.1.params.spec().clone());
-        let mut replies = self.run_all(ins, progress, |c, i, s| c.train(i, s));
+        // A new round: what clients kept from the last round's protocol is dropped.
+        self.sessions.clear();
+        let mut replies = self.run_all(ins, progress, |c, i, s, _| c.train(i, s));
         if let Some(spec) = spec {
             for r in &mut replies {
                 if let Ok(res) = &r.result {
@@ -276,7 +303,15 @@ impl Grid for SimGrid {
         ins: Vec<(ClientId, EvalIns)>,
         progress: &dyn Progress,
     ) -> Vec<Reply<EvalRes>> {
-        self.run_all(ins, progress, |c, i, s| c.evaluate(i, s))
+        self.run_all(ins, progress, |c, i, s, _| c.evaluate(i, s))
+    }
+
+    fn exchange(
+        &mut self,
+        ins: Vec<(ClientId, ExchangeIns)>,
+        progress: &dyn Progress,
+    ) -> Vec<Reply<Extensions>> {
+        self.run_all(ins, progress, |c, i, s, session| c.exchange(i, s, session))
     }
 
     fn visit_states(

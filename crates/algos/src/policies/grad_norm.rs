@@ -7,7 +7,7 @@
 
 use super::scaled;
 use fedpace_core::{ClientInfo, RatePlan, RatePolicy, Result, TrainReport};
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
 /// See the module doc.
 #[derive(Debug, Clone)]
@@ -18,7 +18,7 @@ pub struct GradNormRatio {
     pub min: f64,
     /// Upper clamp.
     pub max: f64,
-    est: HashMap<u64, f64>,
+    est: BTreeMap<u64, f64>,
 }
 
 impl GradNormRatio {
@@ -28,7 +28,7 @@ impl GradNormRatio {
             kappa,
             min,
             max,
-            est: HashMap::new(),
+            est: BTreeMap::new(),
         }
     }
     /// `‖Δ_k‖ / mean_g Λ_{k,g}` from a report (None without steps).

@@ -6,14 +6,14 @@
 //! objective weights by design; the effective weights are logged (`weight`).
 
 use fedpace_core::{ClientInfo, RatePlan, RatePolicy, Result, TrainReport};
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
 /// See the module doc.
 #[derive(Debug, Clone)]
 pub struct InverseVariance {
     /// EMA factor β.
     pub decay: f64,
-    stats: HashMap<u64, (f64, f64, u32)>,
+    stats: BTreeMap<u64, (f64, f64, u32)>,
 }
 
 impl InverseVariance {
@@ -21,7 +21,7 @@ impl InverseVariance {
     pub fn new(decay: f64) -> Self {
         Self {
             decay,
-            stats: HashMap::new(),
+            stats: BTreeMap::new(),
         }
     }
 }

@@ -7,7 +7,7 @@
 
 use super::scaled;
 use fedpace_core::{ClientInfo, ClientPool, RatePlan, RatePolicy, Result};
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
 /// See the module doc.
 #[derive(Debug, Clone)]
@@ -18,7 +18,7 @@ pub struct ByLabelSkew {
     pub min: f64,
     /// Upper clamp.
     pub max: f64,
-    div: HashMap<u64, f64>,
+    div: BTreeMap<u64, f64>,
     mean_div: f64,
 }
 
@@ -29,7 +29,7 @@ impl ByLabelSkew {
             kappa,
             min,
             max,
-            div: HashMap::new(),
+            div: BTreeMap::new(),
             mean_div: 0.0,
         }
     }
@@ -82,7 +82,7 @@ impl RatePolicy for ByLabelSkew {
                 *g += x;
             }
         }
-        self.div = HashMap::new();
+        self.div = BTreeMap::new();
         // D̄ summed in id order (a sum in the map's order would change in the last bits
         // from one process to the next).
         let mut sum = 0.0;

@@ -6,7 +6,7 @@
 
 use super::scaled;
 use fedpace_core::{ClientInfo, RatePlan, RatePolicy, Result, TrainReport};
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
 /// See the module doc.
 #[derive(Debug, Clone)]
@@ -17,7 +17,7 @@ pub struct LossBased {
     pub min: f64,
     /// Upper clamp.
     pub max: f64,
-    loss: HashMap<u64, f64>,
+    loss: BTreeMap<u64, f64>,
 }
 
 impl LossBased {
@@ -27,7 +27,7 @@ impl LossBased {
             kappa,
             min,
             max,
-            loss: HashMap::new(),
+            loss: BTreeMap::new(),
         }
     }
 }

@@ -21,21 +21,21 @@ pub mod trust_ratio;
 
 use fedpace_core::codec::{from_cbor, to_cbor};
 use fedpace_core::{RatePlan, Result};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
-/// A per-client map as state bytes (sorted by client id, so the bytes are deterministic).
-pub(crate) fn save_map<V: serde::Serialize + Clone>(m: &HashMap<u64, V>) -> Result<Vec<u8>> {
-    let sorted: BTreeMap<u64, V> = m.iter().map(|(k, v)| (*k, v.clone())).collect();
-    to_cbor(&sorted)
+/// A per-client map as state bytes. Policies keep per-client maps ordered by client id:
+/// means over them are summed in id order, so plans are bit-identical from run to run (a
+/// `HashMap`'s order changes with every instance).
+pub(crate) fn save_map<V: serde::Serialize>(m: &BTreeMap<u64, V>) -> Result<Vec<u8>> {
+    to_cbor(m)
 }
 
 /// The map [`save_map`] wrote.
 pub(crate) fn load_map<V: serde::de::DeserializeOwned>(
     b: &[u8],
     what: &str,
-) -> Result<HashMap<u64, V>> {
-    let m: BTreeMap<u64, V> = from_cbor(b, what)?;
-    Ok(m.into_iter().collect())
+) -> Result<BTreeMap<u64, V>> {
+    from_cbor(b, what)
 }
 
 /// `base` with its base rate multiplied by `r`.

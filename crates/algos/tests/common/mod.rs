@@ -136,6 +136,7 @@ pub fn settings(
         normalize,
         aggregation: Default::default(),
         base_plan,
+        stages: Default::default(),
     }
 }
 
