@@ -161,7 +161,8 @@ impl NetGrid {
                     Ok(b) => {
                         at.push(out.len());
                         group.push((*client, b.clone()));
-                        self.traffic.push(ClientTraffic::sent(*r, *client, kind, b.len()));
+                        self.traffic
+                            .push(ClientTraffic::sent(*r, *client, kind, b.len()));
                         out.push((*client, None));
                     }
                     Err(f) => out.push((*client, Some(Err(f.clone())))),
@@ -192,9 +193,11 @@ impl NetGrid {
             };
             progress.client_done();
             if let Ok(b) = &a.result {
-                if let Some(t) = self.traffic.iter_mut().rev().find(|t| {
-                    t.round == a.round as u32 && t.client == a.client && t.kind == kind
-                }) {
+                if let Some(t) =
+                    self.traffic.iter_mut().rev().find(|t| {
+                        t.round == a.round as u32 && t.client == a.client && t.kind == kind
+                    })
+                {
                     t.received += b.len() as u64;
                 }
             }
@@ -202,9 +205,12 @@ impl NetGrid {
         }
         for &round in &rounds {
             for w in self.server.take_traffic(u64::from(round)) {
-                if let Some(t) = self.traffic.iter_mut().rev().find(|t| {
-                    t.round == round && t.client == w.client && t.kind == w.kind
-                }) {
+                if let Some(t) = self
+                    .traffic
+                    .iter_mut()
+                    .rev()
+                    .find(|t| t.round == round && t.client == w.client && t.kind == w.kind)
+                {
                     t.wire_sent += w.sent_bytes;
                     t.wire_received += w.received_bytes;
                 }
@@ -304,7 +310,10 @@ fn encode_all<I>(
 fn check_eval(bytes: &[u8]) -> Result<EvalRes, ClientFailure> {
     let res = codec::decode_eval_res(bytes)
         .map_err(|e| ClientFailure::BadReport(format!("rejected: {e}")))?;
-    for (which, s) in [("global", Some(res.global)), ("personalized", res.personalized)] {
+    for (which, s) in [
+        ("global", Some(res.global)),
+        ("personalized", res.personalized),
+    ] {
         let Some(s) = s else { continue };
         if !s.loss_sum.is_finite() || s.correct > s.count {
             return Err(ClientFailure::BadReport(format!(
@@ -388,7 +397,10 @@ mod tests {
         assert_eq!(c(20, 0.0).required(10), 10);
         assert_eq!(c(1, 1.0).required(0), 0);
         let e = c(1, 1.5).validate().unwrap_err().to_string();
-        assert!(e.contains("grid.quorum_fraction") && e.contains("1.5"), "{e}");
+        assert!(
+            e.contains("grid.quorum_fraction") && e.contains("1.5"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -235,7 +235,8 @@ mod tests {
 
     #[test]
     fn state_dir_round_trips_and_forgets_defaults() {
-        let dir = std::env::temp_dir().join(format!("fedpace-deploy-states-{}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("fedpace-deploy-states-{}", std::process::id()));
         let d = StateDir::new(&dir, Registry::new()).unwrap();
         assert_eq!(d.load(7).unwrap(), LocalState::default());
         let s = LocalState {

@@ -29,12 +29,17 @@ fn parity(name: &str) {
         serde_json::to_value(&net.final_eval).unwrap(),
         "{name}: final evaluation"
     );
-    let failures = a.iter().flat_map(|r| r["clients"].as_array().unwrap().iter());
+    let failures = a
+        .iter()
+        .flat_map(|r| r["clients"].as_array().unwrap().iter());
     assert!(
         failures.into_iter().all(|c| c["failure"].is_null()),
         "{name}: no client failed"
     );
-    assert!(stats.iter().all(|s| s.instructions > 0), "{name}: both nodes worked");
+    assert!(
+        stats.iter().all(|s| s.instructions > 0),
+        "{name}: both nodes worked"
+    );
 
     // Communication accounting: one row per client, round and kind, equal figures.
     assert!(!sim_traffic.is_empty());
@@ -42,13 +47,26 @@ fn parity(name: &str) {
     for (s, n) in sim_traffic.iter().zip(&net_traffic) {
         let key = (s.round, s.client, s.kind);
         assert_eq!(key, (n.round, n.client, n.kind), "{name}");
-        assert_eq!((s.sent, s.received), (n.sent, n.received), "{name}: {key:?}");
-        assert!(s.sent > 4 * x.init.as_slice().len() as u64, "{name}: the model went");
+        assert_eq!(
+            (s.sent, s.received),
+            (n.sent, n.received),
+            "{name}: {key:?}"
+        );
+        assert!(
+            s.sent > 4 * x.init.as_slice().len() as u64,
+            "{name}: the model went"
+        );
         // The transport's ledger: the same payloads in their protobuf messages, a few
         // dozen bytes of field headers more each.
         let (over_sent, over_recv) = (n.wire_sent - n.sent, n.wire_received - n.received);
-        assert!((10..=64).contains(&over_sent), "{name}: {key:?}: {over_sent}");
-        assert!((6..=64).contains(&over_recv), "{name}: {key:?}: {over_recv}");
+        assert!(
+            (10..=64).contains(&over_sent),
+            "{name}: {key:?}: {over_sent}"
+        );
+        assert!(
+            (6..=64).contains(&over_recv),
+            "{name}: {key:?}: {over_recv}"
+        );
     }
 }
 

@@ -5,14 +5,14 @@
 
 use fedpace_algos::fedbuff::FedBuffConfig;
 use fedpace_algos::{Built, PolicyConfig, StandardClient, StrategyConfig};
-use fedpace_core::round::{Observer, RoundRecord, RunOptions, RunOutcome};
 use fedpace_core::rng::{derive_seed, Purpose};
+use fedpace_core::round::{Observer, RoundRecord, RunOptions, RunOutcome};
 use fedpace_core::{
     Client, ClientFactory, ClientPool, LocalWork, ModelFactory, Progress, RatePlan,
 };
 use fedpace_deploy::{ClientHost, ClientTraffic, CountingGrid, NetGrid, NetGridConfig};
 use fedpace_net::{generate_local_ca, keys, Credential, KeySource, Node, NodeConfig, Server};
-use fedpace_net::{ServerConfig, ServeStats};
+use fedpace_net::{ServeStats, ServerConfig};
 use fedpace_params::ParamTree;
 use fedpace_sim::{run_async, AsyncOptions, DataPool, DeviceClasses, Devices, SimGrid};
 use std::ops::Range;
@@ -35,7 +35,9 @@ pub struct Experiment {
 }
 
 pub fn strategy(name: &str) -> StrategyConfig {
-    let s = StrategyConfig::named(name).unwrap().with_clients_per_round(4);
+    let s = StrategyConfig::named(name)
+        .unwrap()
+        .with_clients_per_round(4);
     if name == "fedbuff" {
         return StrategyConfig::new(FedBuffConfig {
             buffer_size: 2,
@@ -47,8 +49,13 @@ pub fn strategy(name: &str) -> StrategyConfig {
 }
 
 pub fn experiment(name: &str) -> Experiment {
+    experiment_with(name, CLIENTS)
+}
+
+/// [`experiment`] with `clients` clients.
+pub fn experiment_with(name: &str, clients: usize) -> Experiment {
     let data_cfg: fedpace_data::DataConfig = serde_json::from_value(serde_json::json!({
-        "source": "synthetic", "num_clients": CLIENTS, "alpha": 0.5, "beta": 0.5
+        "source": "synthetic", "num_clients": clients, "alpha": 0.5, "beta": 0.5
     }))
     .unwrap();
     let fed = fedpace_data::build(&data_cfg, SEED, Path::new("data")).unwrap();
@@ -102,6 +109,11 @@ impl Experiment {
 
     /// Runs the algorithm on `grid` for [`ROUNDS`] rounds (versions, for fedbuff).
     pub fn run(&self, grid: &mut dyn fedpace_core::Grid) -> RunOutcome {
+        self.try_run(grid).unwrap()
+    }
+
+    /// [`Experiment::run`], returning the round loop's error.
+    pub fn try_run(&self, grid: &mut dyn fedpace_core::Grid) -> fedpace_core::Result<RunOutcome> {
         let policy = PolicyConfig::Constant
             .build_for(self.init.spec().groups())
             .unwrap();
@@ -117,7 +129,7 @@ impl Experiment {
         };
         match self.strategy.build(self.base_plan.clone(), policy).unwrap() {
             Built::Sync(mut s) => {
-                fedpace_core::run(s.as_mut(), grid, self.init.clone(), &opts, &mut Quiet).unwrap()
+                fedpace_core::run(s.as_mut(), grid, self.init.clone(), &opts, &mut Quiet)
             }
             Built::Async(mut a) => {
                 let devices = Devices::new(Default::default(), SEED).unwrap();
@@ -141,7 +153,6 @@ impl Experiment {
                     },
                     &mut Quiet,
                 )
-                .unwrap()
             }
         }
     }
@@ -197,10 +208,7 @@ pub struct Federation {
 pub fn federation(tag: &str, ranges: &[Range<u64>]) -> Federation {
     static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    let dir = std::env::temp_dir().join(format!(
-        "fedpace-deploy-{tag}-{}-{n}",
-        std::process::id()
-    ));
+    let dir = std::env::temp_dir().join(format!("fedpace-deploy-{tag}-{}-{n}", std::process::id()));
     std::fs::remove_dir_all(&dir).ok();
     std::fs::create_dir_all(&dir).unwrap();
     let ca = generate_local_ca(&dir, &["localhost".into()]).unwrap();
