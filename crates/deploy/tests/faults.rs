@@ -6,6 +6,8 @@
 //! (the `node_process` test below does nothing without it), so the test needs no other
 //! executable.
 
+#![allow(clippy::single_range_in_vec_init)] // a node's clients are a list of ranges
+
 mod common;
 
 use bytes::Bytes;
