@@ -22,7 +22,9 @@
 pub mod accounting;
 pub mod grid;
 pub mod host;
+pub mod loopback;
 
 pub use accounting::{ClientTraffic, CountingGrid};
 pub use grid::{NetGrid, NetGridConfig};
 pub use host::{ClientHost, StateDir};
+pub use loopback::{Loopback, LoopbackOptions};

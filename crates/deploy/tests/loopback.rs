@@ -15,7 +15,7 @@ use common::*;
 fn parity(name: &str) {
     let x = experiment(name);
     let (sim, sim_traffic) = x.simulate();
-    let (net, net_traffic, stats) = over_loopback(&x, &[0..3, 3..CLIENTS as u64]);
+    let (net, net_traffic, stats) = over_loopback(&x);
     assert_eq!(sim.completed_rounds, ROUNDS, "{name}");
     assert_eq!(bits(&sim.global), bits(&net.global), "{name}: final model");
     assert_ne!(bits(&sim.global), bits(&x.init), "{name}: the model moved");

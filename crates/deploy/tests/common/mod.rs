@@ -10,14 +10,14 @@ use fedpace_core::round::{Observer, RoundRecord, RunOptions, RunOutcome};
 use fedpace_core::{
     Client, ClientFactory, ClientPool, LocalWork, ModelFactory, Progress, RatePlan,
 };
-use fedpace_deploy::{ClientHost, ClientTraffic, CountingGrid, NetGrid, NetGridConfig};
-use fedpace_net::{generate_local_ca, keys, Credential, KeySource, Node, NodeConfig, Server};
+use fedpace_deploy::{ClientTraffic, CountingGrid, Loopback, LoopbackOptions};
+use fedpace_net::{generate_local_ca, keys, Credential, KeySource, NodeConfig, Server};
 use fedpace_net::{ServeStats, ServerConfig};
 use fedpace_params::ParamTree;
 use fedpace_sim::{run_async, AsyncOptions, DataPool, DeviceClasses, Devices, SimGrid};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -260,39 +260,19 @@ impl Drop for Federation {
     }
 }
 
-/// The same experiment over loopback: a TLS server and one node thread per range, each
-/// hosting its clients with a [`ClientHost`]. Returns the outcome, the measured
-/// communication figures and what each node served.
-pub fn over_loopback(
-    x: &Experiment,
-    ranges: &[Range<u64>],
-) -> (RunOutcome, Vec<ClientTraffic>, Vec<ServeStats>) {
-    let fed = federation("loopback", ranges);
-    let server = Arc::new(fed.server(|_| {}));
-    let addr = format!("127.0.0.1:{}", server.local_addr().port());
-    let stop = Arc::new(AtomicBool::new(false));
+/// The same experiment over loopback ([`Loopback`]: a TLS server and two node threads
+/// hosting the clients). Returns the outcome, the measured communication figures and
+/// what each node served.
+pub fn over_loopback(x: &Experiment) -> (RunOutcome, Vec<ClientTraffic>, Vec<ServeStats>) {
     let registry = fedpace_algos::builtin().codecs.clone();
-    let handles: Vec<_> = (0..ranges.len())
-        .map(|i| {
-            let config = fed.node_config(&addr, i);
-            let host = ClientHost::new(x.factory(), registry.clone());
-            let stop = stop.clone();
-            std::thread::spawn(move || {
-                let node = Node::connect(config).unwrap();
-                node.serve(2, &stop, |ins| host.handle(ins)).unwrap()
-            })
-        })
-        .collect();
-    assert_eq!(
-        server.wait_for_clients(CLIENTS, Duration::from_secs(30)),
-        CLIENTS
-    );
-    let mut grid = NetGrid::new(server, x.pool(), registry, NetGridConfig::default()).unwrap();
-    let out = x.run(&mut grid);
-    let traffic = grid.take_traffic();
-    stop.store(true, Ordering::Relaxed);
-    let stats = handles.into_iter().map(|h| h.join().unwrap()).collect();
-    (out, traffic, stats)
+    let opts = LoopbackOptions {
+        workers_per_node: 2,
+        ..Default::default()
+    };
+    let mut lb = Loopback::start(x.pool(), x.factory(), registry, &opts).unwrap();
+    let out = x.run(lb.grid());
+    let traffic = lb.grid().take_traffic();
+    (out, traffic, lb.finish().unwrap())
 }
 
 /// A run's records without wall-clock times, as JSON (every number exact).
