@@ -64,6 +64,10 @@ pub struct Prepared {
     pub(crate) init: ParamTree,
     pub(crate) groups: Vec<String>,
     pub(crate) description: String,
+    /// Makes the clients (the simulation grid's, and a network node's).
+    pub(crate) factory: ClientFactory,
+    /// The pool as the strategy sees it (what clients share).
+    pub(crate) shared: Arc<dyn ClientPool>,
 }
 
 impl Prepared {
@@ -86,6 +90,16 @@ impl Prepared {
     /// The configuration it was built from.
     pub fn config(&self) -> &ExperimentConfig {
         &self.config
+    }
+    /// Makes the experiment's clients: what a network node hosting them runs
+    /// ([`Prepared::run_on`]).
+    pub fn client_factory(&self) -> ClientFactory {
+        self.factory.clone()
+    }
+    /// The client pool as the strategy sees it (the metadata clients share): what a
+    /// server running this experiment over the network knows of its clients.
+    pub fn shared_pool(&self) -> Arc<dyn ClientPool> {
+        self.shared.clone()
     }
 }
 
@@ -293,8 +307,9 @@ pub(crate) fn prepare(cfg: &ExperimentConfig) -> Result<Prepared> {
             None => s,
         }),
     };
-    let shared = Disclosed::new(pool.clone(), cfg.client.share.clone());
-    let mut grid = SimGrid::new(shared, factory, threads)?;
+    let shared: Arc<dyn ClientPool> =
+        Arc::new(Disclosed::new(pool.clone(), cfg.client.share.clone()));
+    let mut grid = SimGrid::new(shared.clone(), factory.clone(), threads)?;
     let clients = grid_len(&grid);
     if !cfg.strategy.is_async()
         && cfg.strategy.round.fraction.is_none()
@@ -349,6 +364,8 @@ pub(crate) fn prepare(cfg: &ExperimentConfig) -> Result<Prepared> {
         pool,
         init,
         groups,
+        factory,
+        shared,
     })
 }
 

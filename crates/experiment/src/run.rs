@@ -6,10 +6,15 @@ use crate::files::write_bytes_atomic;
 use crate::output::{ClientRow, RecordOptions, RunRecorder};
 use crate::{Error, Monitor, Result, RunInfo, Silent};
 use fedpace_core::round::RunOutcome;
+use fedpace_core::{
+    ClientId, ClientPool, EvalIns, EvalRes, EvalStats, Grid, Progress, Reply, TrainIns, TrainRes,
+};
 use fedpace_params::ParamTree;
 use fedpace_sim::AsyncOptions;
+use fedpace_sim::SimGrid;
 use serde_json::json;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Instant;
 
 /// How to run a prepared experiment: where to write, what to keep in memory, who to
@@ -95,10 +100,56 @@ impl RunResult {
     }
 }
 
+/// A network grid with the simulation grid's server-side evaluation (the held-out test
+/// set is the server's, wherever the clients are).
+struct WithCentral<'a> {
+    net: &'a mut dyn Grid,
+    sim: &'a mut SimGrid,
+}
+
+impl Grid for WithCentral<'_> {
+    fn pool(&self) -> Arc<dyn ClientPool> {
+        self.net.pool()
+    }
+    fn train(
+        &mut self,
+        ins: Vec<(ClientId, TrainIns)>,
+        progress: &dyn Progress,
+    ) -> Vec<Reply<TrainRes>> {
+        self.net.train(ins, progress)
+    }
+    fn evaluate(
+        &mut self,
+        ins: Vec<(ClientId, EvalIns)>,
+        progress: &dyn Progress,
+    ) -> Vec<Reply<EvalRes>> {
+        self.net.evaluate(ins, progress)
+    }
+    fn evaluate_central(&mut self, params: &ParamTree) -> Option<fedpace_core::Result<EvalStats>> {
+        self.sim.evaluate_central(params)
+    }
+}
+
 impl Prepared {
     /// Runs the experiment: every round, its evaluations, the summary; with
     /// `options.dir` the run directory is written as it goes.
-    pub fn run(mut self, options: RunOptions<'_>) -> Result<RunResult> {
+    pub fn run(self, options: RunOptions<'_>) -> Result<RunResult> {
+        self.run_grid(None, options)
+    }
+
+    /// [`Prepared::run`] with the clients reached through `grid` (a network grid whose
+    /// clients are made by [`Prepared::client_factory`] over [`Prepared::shared_pool`])
+    /// instead of the simulation grid; the held-out test set stays on this side.
+    pub fn run_on(self, grid: &mut dyn Grid, options: RunOptions<'_>) -> Result<RunResult> {
+        self.run_grid(Some(grid), options)
+    }
+
+    fn run_grid(
+        mut self,
+        net: Option<&mut dyn Grid>,
+        options: RunOptions<'_>,
+    ) -> Result<RunResult> {
+        let networked = net.is_some();
         let start = Instant::now();
         let cfg = &self.config;
         let label = options.label.unwrap_or_else(|| cfg.name.clone());
@@ -130,10 +181,21 @@ impl Prepared {
             },
             monitor,
         )?;
+        let mut central;
+        let grid: &mut dyn Grid = match net {
+            Some(net) => {
+                central = WithCentral {
+                    net,
+                    sim: &mut self.grid,
+                };
+                &mut central
+            }
+            None => &mut self.grid,
+        };
         let outcome = match &mut self.strategy {
             Mode::Sync(s) => fedpace_core::run(
                 s.as_mut(),
-                &mut self.grid,
+                grid,
                 self.init,
                 &fedpace_core::round::RunOptions {
                     rounds: cfg.rounds,
@@ -158,7 +220,7 @@ impl Prepared {
                 strategy.as_mut(),
                 policy.as_mut(),
                 base_plan,
-                &mut self.grid,
+                grid,
                 devices,
                 self.init,
                 &AsyncOptions {
@@ -195,7 +257,11 @@ impl Prepared {
             outcome,
             warnings: recorded.warnings,
             dir: options.dir,
-            state_store: self.grid.store_stats(),
+            state_store: if networked {
+                "kept by the clients".to_string()
+            } else {
+                self.grid.store_stats()
+            },
         })
     }
 }
