@@ -27,7 +27,10 @@ pub enum Workload {
     Cnn,
     /// Aggregation of 10 clients × 10 M parameters against a memory copy.
     Agg,
-    /// LR, MLP, CNN and Agg.
+    /// W-MLP's rounds over loopback (TLS server and node threads, real sockets) against
+    /// the same rounds in simulation, interleaved in one run: the ratio of round times.
+    Loopback,
+    /// LR, MLP, CNN, Agg and Loopback.
     All,
     /// Scale: `--clients` registered clients (default 1,000,000), 1,000 per round,
     /// W-LR-sized model, a stateful algorithm (`--algorithm`) whose client states are
@@ -173,12 +176,20 @@ pub fn run(opts: &BenchOptions) -> Result<()> {
         return scale(opts);
     }
     let list: Vec<Workload> = match opts.workload {
-        Workload::All => vec![Workload::Lr, Workload::Mlp, Workload::Cnn, Workload::Agg],
+        Workload::All => vec![
+            Workload::Lr,
+            Workload::Mlp,
+            Workload::Cnn,
+            Workload::Agg,
+            Workload::Loopback,
+        ],
         w => vec![w],
     };
     for w in list {
         if w == Workload::Agg {
             aggregation(opts.quick)?;
+        } else if w == Workload::Loopback {
+            loopback(opts)?;
         } else {
             workload(w, opts, gemm1)?;
         }
@@ -322,6 +333,74 @@ fn scale(opts: &BenchOptions) -> Result<()> {
         peak_memory_bytes() as f64 / 1e6
     );
     println!("  client states: {store}");
+    println!("  load average at the end: {}", load_average());
+    Ok(())
+}
+
+/// Each round's wall time from the cumulative times of a run, the first round left out
+/// (it warms allocators and, over loopback, the connections).
+fn later_rounds(cumulative: &[f64]) -> Vec<f64> {
+    cumulative.windows(2).map(|w| w[1] - w[0]).collect()
+}
+
+/// W-MLP over loopback against W-MLP in simulation, alternating runs in one process.
+fn loopback(opts: &BenchOptions) -> Result<()> {
+    let cfg = workload_config(Workload::Mlp)?;
+    let pairs = if opts.quick { 2 } else { 5 };
+    let (mut sim, mut net) = (Vec::new(), Vec::new());
+    let mut identical = true;
+    let mut parallel = 0;
+    for _ in 0..pairs {
+        let prepared = runner::prepare(&cfg, opts.threads)?;
+        parallel = prepared.threads();
+        let a = prepared
+            .run(RunOptions::default().keep(false, false))?
+            .outcome;
+        sim.extend(later_rounds(&a.round_wall_seconds));
+        let prepared = runner::prepare(&cfg, opts.threads)?;
+        let lb_opts = fedpace_deploy::LoopbackOptions {
+            nodes: 2,
+            workers_per_node: parallel.div_ceil(2),
+            model_bytes: Some(fedpace_core::codec::encode_params(prepared.initial_model()).len()),
+            ..Default::default()
+        };
+        let mut lb = fedpace_deploy::Loopback::start(
+            prepared.shared_pool(),
+            prepared.client_factory(),
+            fedpace_algos::builtin().codecs.clone(),
+            &lb_opts,
+        )
+        .map_err(anyhow::Error::msg)?;
+        let b = prepared
+            .run_on(lb.grid(), RunOptions::default().keep(false, false))?
+            .outcome;
+        lb.finish().map_err(anyhow::Error::msg)?;
+        net.extend(later_rounds(&b.round_wall_seconds));
+        identical &= a.global == b.global;
+    }
+    let (s, n) = (median(sim.clone()), median(net.clone()));
+    println!(
+        "loopback ({}): {} rounds × {pairs} runs each way, alternating; {} clients/round; \
+         {parallel} clients at once (loopback: 2 node threads, TLS)",
+        describe(Workload::Mlp),
+        cfg.rounds,
+        cfg.strategy.round.clients_per_round
+    );
+    println!(
+        "  round, simulation    {:>9.3} s   median of {} rounds after the first",
+        s,
+        sim.len()
+    );
+    println!(
+        "  round, loopback      {:>9.3} s   median of {} rounds after the first",
+        n,
+        net.len()
+    );
+    println!(
+        "  loopback / sim       {:>9.2}×    (target ≤ 1.3×); final models bit-identical: {}",
+        n / s,
+        if identical { "yes" } else { "NO" }
+    );
     println!("  load average at the end: {}", load_average());
     Ok(())
 }
