@@ -27,7 +27,7 @@ use fedpace_core::{
 };
 use fedpace_net::{Kind, Server};
 use fedpace_params::{ParamSpec, ParamTree};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -150,29 +150,32 @@ impl NetGrid {
         let mut batch = self.server.batch();
         let mut out: Vec<(ClientId, Option<Result<Bytes, ClientFailure>>)> =
             Vec::with_capacity(items.len());
-        // Instruction id → index in `out`.
-        let mut index = std::collections::HashMap::with_capacity(items.len());
-        let rounds: BTreeSet<u32> = items.iter().map(|i| i.1).collect();
-        for &round in &rounds {
-            let mut group = Vec::new();
-            let mut at = Vec::new();
-            for (client, r, payload) in items.iter().filter(|i| i.1 == round) {
-                match payload {
-                    Ok(b) => {
-                        at.push(out.len());
-                        group.push((*client, b.clone()));
-                        self.traffic
-                            .push(ClientTraffic::sent(*r, *client, kind, b.len()));
-                        out.push((*client, None));
-                    }
-                    Err(f) => out.push((*client, Some(Err(f.clone())))),
+        // This call's traffic rows, found by (round, client); instruction id → index in
+        // `out` and in `rows`.
+        let mut rows: Vec<ClientTraffic> = Vec::with_capacity(items.len());
+        let mut row_of: HashMap<(u32, ClientId), usize> = HashMap::with_capacity(items.len());
+        let mut index: HashMap<u64, (usize, usize)> = HashMap::with_capacity(items.len());
+        let mut groups: BTreeMap<u32, Vec<(ClientId, Bytes, usize)>> = BTreeMap::new();
+        for (client, round, payload) in items {
+            match payload {
+                Ok(b) => {
+                    groups.entry(round).or_default().push((client, b, out.len()));
+                    out.push((client, None));
                 }
+                Err(f) => out.push((client, Some(Err(f)))),
             }
-            if group.is_empty() {
-                continue;
-            }
-            match batch.send(u64::from(round), kind, group, deadline) {
-                Ok(ids) => index.extend(ids.into_iter().zip(at)),
+        }
+        for (&round, group) in &groups {
+            let at: Vec<usize> = group.iter().map(|g| g.2).collect();
+            let sent: Vec<(ClientId, Bytes)> = group.iter().map(|g| (g.0, g.1.clone())).collect();
+            match batch.send(u64::from(round), kind, sent, deadline) {
+                Ok(ids) => {
+                    for (id, (client, b, i)) in ids.into_iter().zip(group) {
+                        row_of.insert((round, *client), rows.len());
+                        index.insert(id, (*i, rows.len()));
+                        rows.push(ClientTraffic::sent(round, *client, kind, b.len()));
+                    }
+                }
                 Err(e) => {
                     for i in at {
                         out[i].1 = Some(Err(ClientFailure::Error(format!("sending: {e}"))));
@@ -180,6 +183,7 @@ impl NetGrid {
                 }
             }
         }
+        drop(groups);
         // Every instruction settles by its deadline (the server's tick); the margin only
         // guards against a server that stopped.
         let give_up = std::time::Instant::now() + deadline + Duration::from_secs(30);
@@ -188,34 +192,24 @@ impl NetGrid {
             let Some(a) = batch.recv_timeout(wait) else {
                 break;
             };
-            let Some(&i) = index.get(&a.instruction) else {
+            let Some(&(i, row)) = index.get(&a.instruction) else {
                 continue;
             };
             progress.client_done();
             if let Ok(b) = &a.result {
-                if let Some(t) =
-                    self.traffic.iter_mut().rev().find(|t| {
-                        t.round == a.round as u32 && t.client == a.client && t.kind == kind
-                    })
-                {
-                    t.received += b.len() as u64;
-                }
+                rows[row].received += b.len() as u64;
             }
             out[i].1 = Some(a.result.map_err(|f| from_wire(&f)));
         }
-        for &round in &rounds {
+        for &round in row_of.keys().map(|(r, _)| r).collect::<BTreeSet<_>>() {
             for w in self.server.take_traffic(u64::from(round)) {
-                if let Some(t) = self
-                    .traffic
-                    .iter_mut()
-                    .rev()
-                    .find(|t| t.round == round && t.client == w.client && t.kind == w.kind)
-                {
-                    t.wire_sent += w.sent_bytes;
-                    t.wire_received += w.received_bytes;
+                if let Some(&row) = row_of.get(&(round, w.client)).filter(|_| w.kind == kind) {
+                    rows[row].wire_sent += w.sent_bytes;
+                    rows[row].wire_received += w.received_bytes;
                 }
             }
         }
+        self.traffic.append(&mut rows);
         out.into_iter()
             .map(|(c, r)| {
                 (
