@@ -159,7 +159,10 @@ impl NetGrid {
         for (client, round, payload) in items {
             match payload {
                 Ok(b) => {
-                    groups.entry(round).or_default().push((client, b, out.len()));
+                    groups
+                        .entry(round)
+                        .or_default()
+                        .push((client, b, out.len()));
                     out.push((client, None));
                 }
                 Err(f) => out.push((client, Some(Err(f)))),

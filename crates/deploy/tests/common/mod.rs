@@ -159,28 +159,10 @@ impl Experiment {
 
     /// The simulation, with the computed communication figures.
     pub fn simulate(&self) -> (RunOutcome, Vec<ClientTraffic>) {
-        let sim = SimGrid::new(PoolRef(self.pool()), self.factory(), 2).unwrap();
+        let sim = SimGrid::new(self.pool(), self.factory(), 2).unwrap();
         let mut grid = CountingGrid::new(sim);
         let out = self.run(&mut grid);
         (out, grid.take_traffic())
-    }
-}
-
-/// A pool behind an `Arc`, as a value (`SimGrid::new` takes the pool by value).
-pub struct PoolRef(pub Arc<dyn ClientPool>);
-
-impl ClientPool for PoolRef {
-    fn len(&self) -> usize {
-        self.0.len()
-    }
-    fn id_at(&self, i: usize) -> fedpace_core::ClientId {
-        self.0.id_at(i)
-    }
-    fn info(&self, id: fedpace_core::ClientId) -> fedpace_core::Result<fedpace_core::ClientInfo> {
-        self.0.info(id)
-    }
-    fn total_train(&self) -> fedpace_core::Result<u64> {
-        self.0.total_train()
     }
 }
 
