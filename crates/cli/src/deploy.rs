@@ -30,7 +30,8 @@ pub struct GridArgs {
 }
 
 impl GridArgs {
-    fn config(&self) -> Result<NetGridConfig> {
+    /// The checked settings (a usage error names the flag).
+    pub fn config(&self) -> Result<NetGridConfig> {
         if !(self.deadline.is_finite() && self.deadline > 0.0 && self.deadline < 1e9) {
             return Err(UsageError(format!(
                 "--deadline = {}: expected a positive number of seconds",

@@ -325,6 +325,7 @@ fn dispatch(cli: Cli) -> Result<()> {
             net,
         } => {
             signals::install().context("installing the SIGINT/SIGTERM handlers")?;
+            net.config()?;
             let mut overrides = set;
             if let Some(s) = seed {
                 overrides.push(format!("seed={s}"));
@@ -413,6 +414,7 @@ fn dispatch(cli: Cli) -> Result<()> {
             net,
         } => {
             signals::install().context("installing the SIGINT/SIGTERM handlers")?;
+            net.config()?;
             let cfg = ExperimentConfig::load(&config, &set)?;
             let dir = out.unwrap_or_else(|| runner::default_out_dir(&cfg.name));
             files::claim_out_dir(&dir, force, "--out")?;
