@@ -74,10 +74,43 @@ fn write_traffic(dir: &Path, rows: &[ClientTraffic]) -> Result<()> {
     Ok(write_bytes_atomic(&dir.join("traffic.csv"), s.as_bytes())?)
 }
 
+/// `fedpace run --traffic`: the simulation, its communication computed per client and
+/// round (`fedpace_deploy::CountingGrid`) into `traffic.csv`.
+pub fn run_counted(prepared: Prepared, out: &Path, label: &str) -> Result<serde_json::Value> {
+    if let Some(mb) = prepared.config().state.memory_mb {
+        return Err(UsageError(format!(
+            "--traffic: state.memory_mb = {mb}: the counted simulation keeps client states in \
+             memory; expected no [state] memory budget with --traffic"
+        ))
+        .into());
+    }
+    let sim = fedpace_sim::SimGrid::new(
+        prepared.shared_pool(),
+        prepared.client_factory(),
+        prepared.threads(),
+    )?;
+    let mut grid = fedpace_deploy::CountingGrid::new(sim);
+    let summary = run_with(prepared, &mut grid, out, label)?;
+    write_traffic(out, &grid.take_traffic())?;
+    Ok(summary)
+}
+
 /// Runs `prepared` on `grid` into `out` with the progress bar; writes `traffic.csv`.
 fn run_networked(
     prepared: Prepared,
     grid: &mut NetGrid,
+    out: &Path,
+    label: &str,
+) -> Result<serde_json::Value> {
+    let summary = run_with(prepared, grid, out, label)?;
+    write_traffic(out, &grid.take_traffic())?;
+    Ok(summary)
+}
+
+/// Runs `prepared` on `grid` into `out` with the progress bar.
+fn run_with(
+    prepared: Prepared,
+    grid: &mut dyn fedpace_core::Grid,
     out: &Path,
     label: &str,
 ) -> Result<serde_json::Value> {
@@ -96,7 +129,6 @@ fn run_networked(
     for w in &result.warnings {
         eprintln!("warning: {w}");
     }
-    write_traffic(out, &grid.take_traffic())?;
     Ok(result.summary)
 }
 

@@ -70,6 +70,11 @@ enum Command {
         /// `--grid loopback`: node threads (connections) the clients are split between.
         #[arg(long, default_value_t = 2)]
         nodes: usize,
+        /// Write `traffic.csv`: bytes per client and round (instructions sent, replies
+        /// received). Over loopback they are measured on the wire; in simulation they are
+        /// computed by encoding every message (about one model copy per client).
+        #[arg(long)]
+        traffic: bool,
         #[command(flatten)]
         net: deploy::GridArgs,
     },
@@ -322,6 +327,7 @@ fn dispatch(cli: Cli) -> Result<()> {
             data_dir,
             grid,
             nodes,
+            traffic,
             net,
         } => {
             signals::install().context("installing the SIGINT/SIGTERM handlers")?;
@@ -359,6 +365,7 @@ fn dispatch(cli: Cli) -> Result<()> {
                     let prepared = Experiment::from_config(cfg.clone())?.prepare()?;
                     files::claim_out_dir(&dir, force, what)?;
                     let summary = match grid {
+                        GridKind::Sim if traffic => deploy::run_counted(prepared, &dir, &cfg.name)?,
                         GridKind::Sim => runner::execute(prepared, &dir, &cfg.name)?,
                         GridKind::Loopback => {
                             deploy::run_loopback(prepared, &dir, &cfg.name, nodes, &net)?

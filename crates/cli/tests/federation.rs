@@ -40,7 +40,7 @@ fn server_and_node_processes_over_tls_equal_the_simulation() {
     let cfg = config();
     let cfg = cfg.to_str().unwrap();
     let rounds = "rounds=3";
-    fedpace(&["run", cfg, "--set", rounds, "--out", &d("sim")]);
+    fedpace(&["run", cfg, "--set", rounds, "--out", &d("sim"), "--traffic"]);
     fedpace(&[
         "run",
         cfg,
