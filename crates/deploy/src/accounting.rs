@@ -149,4 +149,11 @@ impl<G: Grid> Grid for CountingGrid<G> {
     fn evaluate_central(&mut self, params: &ParamTree) -> Option<fedpace_core::Result<EvalStats>> {
         self.inner.evaluate_central(params)
     }
+
+    fn evaluate_central_validation(
+        &mut self,
+        params: &ParamTree,
+    ) -> Option<fedpace_core::Result<EvalStats>> {
+        self.inner.evaluate_central_validation(params)
+    }
 }

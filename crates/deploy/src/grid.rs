@@ -409,6 +409,7 @@ mod tests {
                 count: 4,
             },
             personalized: None,
+            validation: None,
         };
         assert!(check_eval(&codec::encode_eval_res(&good)).is_ok());
         let mut bad = good;

@@ -128,6 +128,12 @@ impl Grid for WithCentral<'_> {
     fn evaluate_central(&mut self, params: &ParamTree) -> Option<fedpace_core::Result<EvalStats>> {
         self.sim.evaluate_central(params)
     }
+    fn evaluate_central_validation(
+        &mut self,
+        params: &ParamTree,
+    ) -> Option<fedpace_core::Result<EvalStats>> {
+        self.sim.evaluate_central_validation(params)
+    }
 }
 
 impl Prepared {
