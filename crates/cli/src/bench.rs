@@ -35,7 +35,10 @@ pub enum Workload {
     /// parameters (SecAgg, SecAgg+, with 10 % dropped), time and bytes (docs/privacy.md,
     /// "Cost").
     Secagg,
-    /// LR, MLP, CNN, Agg, Lstm and Throughput.
+    /// W-MLP's rounds over loopback (TLS server and node threads, real sockets) against
+    /// the same rounds in simulation, interleaved in one run: the ratio of round times.
+    Loopback,
+    /// LR, MLP, CNN, Agg, Lstm, Throughput and Loopback.
     All,
     /// Scale: `--clients` registered clients (default 1,000,000), 1,000 per round,
     /// W-LR-sized model, a stateful algorithm (`--algorithm`) whose client states are
@@ -188,6 +191,7 @@ pub fn run(opts: &BenchOptions) -> Result<()> {
             Workload::Agg,
             Workload::Lstm,
             Workload::Throughput,
+            Workload::Loopback,
         ],
         w => vec![w],
     };
@@ -197,6 +201,7 @@ pub fn run(opts: &BenchOptions) -> Result<()> {
             Workload::Lstm => crate::bench_training::char_lstm(opts.quick, gemm1, opts.threads)?,
             Workload::Throughput => crate::bench_training::throughput(opts.quick, cores)?,
             Workload::Secagg => secure_aggregation(opts.quick)?,
+            Workload::Loopback => loopback(opts)?,
             _ => workload(w, opts, gemm1)?,
         }
         println!();
@@ -339,6 +344,74 @@ fn scale(opts: &BenchOptions) -> Result<()> {
         peak_memory_bytes() as f64 / 1e6
     );
     println!("  client states: {store}");
+    println!("  load average at the end: {}", load_average());
+    Ok(())
+}
+
+/// Each round's wall time from the cumulative times of a run, the first round left out
+/// (it warms allocators and, over loopback, the connections).
+fn later_rounds(cumulative: &[f64]) -> Vec<f64> {
+    cumulative.windows(2).map(|w| w[1] - w[0]).collect()
+}
+
+/// W-MLP over loopback against W-MLP in simulation, alternating runs in one process.
+fn loopback(opts: &BenchOptions) -> Result<()> {
+    let cfg = workload_config(Workload::Mlp)?;
+    let pairs = if opts.quick { 2 } else { 5 };
+    let (mut sim, mut net) = (Vec::new(), Vec::new());
+    let mut identical = true;
+    let mut parallel = 0;
+    for _ in 0..pairs {
+        let prepared = runner::prepare(&cfg, opts.threads)?;
+        parallel = prepared.threads();
+        let a = prepared
+            .run(RunOptions::default().keep(false, false))?
+            .outcome;
+        sim.extend(later_rounds(&a.round_wall_seconds));
+        let prepared = runner::prepare(&cfg, opts.threads)?;
+        let lb_opts = fedpace_deploy::LoopbackOptions {
+            nodes: 2,
+            workers_per_node: parallel.div_ceil(2),
+            model_bytes: Some(fedpace_core::codec::encode_params(prepared.initial_model()).len()),
+            ..Default::default()
+        };
+        let mut lb = fedpace_deploy::Loopback::start(
+            prepared.shared_pool(),
+            prepared.client_factory(),
+            fedpace_algos::builtin().codecs.clone(),
+            &lb_opts,
+        )
+        .map_err(anyhow::Error::msg)?;
+        let b = prepared
+            .run_on(lb.grid(), RunOptions::default().keep(false, false))?
+            .outcome;
+        lb.finish().map_err(anyhow::Error::msg)?;
+        net.extend(later_rounds(&b.round_wall_seconds));
+        identical &= a.global == b.global;
+    }
+    let (s, n) = (median(sim.clone()), median(net.clone()));
+    println!(
+        "loopback ({}): {} rounds × {pairs} runs each way, alternating; {} clients/round; \
+         {parallel} clients at once (loopback: 2 node threads, TLS)",
+        describe(Workload::Mlp),
+        cfg.rounds,
+        cfg.strategy.round.clients_per_round
+    );
+    println!(
+        "  round, simulation    {:>9.3} s   median of {} rounds after the first",
+        s,
+        sim.len()
+    );
+    println!(
+        "  round, loopback      {:>9.3} s   median of {} rounds after the first",
+        n,
+        net.len()
+    );
+    println!(
+        "  loopback / sim       {:>9.2}×    (target ≤ 1.3×); final models bit-identical: {}",
+        n / s,
+        if identical { "yes" } else { "NO" }
+    );
     println!("  load average at the end: {}", load_average());
     Ok(())
 }

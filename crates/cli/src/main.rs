@@ -5,6 +5,7 @@
 mod alloc;
 mod bench;
 mod bench_training;
+mod deploy;
 mod report;
 mod runner;
 mod signals;
@@ -63,6 +64,72 @@ enum Command {
         /// $FEDPACE_DATA_DIR or ./data).
         #[arg(long)]
         data_dir: Option<PathBuf>,
+        /// Where the clients run: `sim` (in this process) or `loopback` (a TLS server and
+        /// node threads on 127.0.0.1, over real sockets; same results).
+        #[arg(long, value_enum, default_value = "sim")]
+        grid: GridKind,
+        /// `--grid loopback`: node threads (connections) the clients are split between.
+        #[arg(long, default_value_t = 2)]
+        nodes: usize,
+        /// Write `traffic.csv`: bytes per client and round (instructions sent, replies
+        /// received). Over loopback they are measured on the wire; in simulation they are
+        /// computed by encoding every message (about one model copy per client).
+        #[arg(long)]
+        traffic: bool,
+        #[command(flatten)]
+        net: deploy::GridArgs,
+    },
+    /// Run an experiment's rounds as the server of a real federation: nodes and clients
+    /// connect over TLS with keys from `fedpace keys` (docs/network.md).
+    Server {
+        /// Experiment file (TOML), as for `fedpace run`.
+        config: PathBuf,
+        /// Output directory (default runs/<name>-<timestamp>).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Replace the run in a non-empty output directory.
+        #[arg(long)]
+        force: bool,
+        /// Override any key by its dotted path.
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+        #[command(flatten)]
+        server: deploy::ServerArgs,
+        #[command(flatten)]
+        net: deploy::GridArgs,
+    },
+    /// Host clients START..END of an experiment and serve a `fedpace server`.
+    Node {
+        /// Experiment file (TOML): its data section says where the clients' data is.
+        config: PathBuf,
+        /// Client ids, START..END (end excluded).
+        #[arg(long)]
+        clients: String,
+        /// Override any key by its dotted path.
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+        #[command(flatten)]
+        node: deploy::NodeArgs,
+    },
+    /// One participant: client ID of an experiment (its partition of the data set),
+    /// its state kept on disk across rounds and restarts.
+    Client {
+        /// Experiment file (TOML) whose data section holds this client's data.
+        #[arg(long)]
+        data: PathBuf,
+        /// This client's id.
+        #[arg(long)]
+        id: u64,
+        /// Override any key by its dotted path.
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+        #[command(flatten)]
+        node: deploy::NodeArgs,
+    },
+    /// Keys and certificates of a federation: a local CA, node credentials, revocation.
+    Keys {
+        #[command(subcommand)]
+        action: deploy::KeysAction,
     },
     /// Continue a run from its checkpoint (written every `[checkpoint] every` rounds and
     /// when SIGINT or SIGTERM stops a run): it ends as the uninterrupted run would have,
@@ -196,6 +263,15 @@ impl TuneArgs {
     }
 }
 
+/// Where `fedpace run`'s clients run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum GridKind {
+    /// In this process (the simulation).
+    Sim,
+    /// Over real sockets on 127.0.0.1, TLS and signed requests included.
+    Loopback,
+}
+
 #[derive(Subcommand)]
 enum DatasetsAction {
     /// Download, verify (SHA-256) and cache a data set: mnist, fashion-mnist, shakespeare or all.
@@ -289,8 +365,13 @@ fn dispatch(cli: Cli) -> Result<()> {
             trace,
             force,
             data_dir,
+            grid,
+            nodes,
+            traffic,
+            net,
         } => {
             signals::install().context("installing the SIGINT/SIGTERM handlers")?;
+            net.config()?;
             let mut overrides = set;
             if let Some(s) = seed {
                 overrides.push(format!("seed={s}"));
@@ -323,12 +404,24 @@ fn dispatch(cli: Cli) -> Result<()> {
                     }
                     let prepared = Experiment::from_config(cfg.clone())?.prepare()?;
                     files::claim_out_dir(&dir, force, what)?;
-                    let summary = runner::execute(prepared, &dir, &cfg.name)?;
+                    let summary = match grid {
+                        GridKind::Sim if traffic => deploy::run_counted(prepared, &dir, &cfg.name)?,
+                        GridKind::Sim => runner::execute(prepared, &dir, &cfg.name)?,
+                        GridKind::Loopback => {
+                            deploy::run_loopback(prepared, &dir, &cfg.name, nodes, &net)?
+                        }
+                    };
                     print_table(&[(cfg.name.clone(), summary.clone())]);
                     println!("results in {}", dir.display());
                     check_stopped(&summary, &dir)?;
                 }
                 None => {
+                    if grid != GridKind::Sim {
+                        return Err(UsageError(
+                            "--grid loopback: needs an experiment file (fedpace run CONFIG --grid loopback)".into(),
+                        )
+                        .into());
+                    }
                     if let Some(t) = threads {
                         config::check_threads(t, "--threads")
                             .map_err(fedpace_experiment::Error::Config)?;
@@ -408,6 +501,57 @@ fn dispatch(cli: Cli) -> Result<()> {
             );
             Ok(())
         }
+        Command::Server {
+            config,
+            out,
+            force,
+            set,
+            server,
+            net,
+        } => {
+            signals::install().context("installing the SIGINT/SIGTERM handlers")?;
+            net.config()?;
+            let cfg = ExperimentConfig::load(&config, &set)?;
+            let dir = out.unwrap_or_else(|| runner::default_out_dir(&cfg.name));
+            files::claim_out_dir(&dir, force, "--out")?;
+            let prepared = Experiment::from_config(cfg.clone())?.prepare()?;
+            let summary = deploy::server(prepared, &server, &net, &dir, &cfg.name)?;
+            print_table(&[(cfg.name.clone(), summary.clone())]);
+            println!("results in {}", dir.display());
+            check_stopped(&summary, &dir)
+        }
+        Command::Node {
+            config,
+            clients,
+            set,
+            node,
+        } => {
+            signals::install().context("installing the SIGINT/SIGTERM handlers")?;
+            let range = deploy::parse_range(&clients, "--clients")?;
+            let cfg = ExperimentConfig::load(&config, &set)?;
+            let prepared = Experiment::from_config(cfg)?.prepare()?;
+            deploy::node(&prepared, range, &node)
+        }
+        Command::Client {
+            data,
+            id,
+            set,
+            node,
+        } => {
+            signals::install().context("installing the SIGINT/SIGTERM handlers")?;
+            let cfg = ExperimentConfig::load(&data, &set)?;
+            let prepared = Experiment::from_config(cfg)?.prepare()?;
+            let node = deploy::NodeArgs {
+                state_dir: Some(
+                    node.state_dir
+                        .clone()
+                        .unwrap_or_else(|| PathBuf::from(format!("fedpace-client-{id}"))),
+                ),
+                ..node
+            };
+            deploy::node(&prepared, id..id + 1, &node)
+        }
+        Command::Keys { action } => deploy::keys_command(action),
         Command::Tune { space, opts } => tune::command(&space, &opts.options()),
         Command::Study { study, opts } => study::command(&study, &opts.options()),
         Command::Datasets { action, data_dir } => {

@@ -56,9 +56,7 @@ pub fn execute_from(
         options = options.with_resume(cp);
     }
     let result = prepared.run(options.with_monitor(&mut console));
-    if let Some(bar) = &console.bar {
-        bar.finish_and_clear();
-    }
+    console.finish();
     let result = result?;
     for w in &result.warnings {
         eprintln!("warning: {w}");
@@ -78,6 +76,13 @@ pub struct Console {
 }
 
 impl Console {
+    /// Clears the progress bar (after the run).
+    pub fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+
     fn message(&self) -> String {
         let acc = match self.last_eval.as_ref().map(|e| e.global_accuracy) {
             Some(a) if a.is_finite() => format!("{:.1}%", 100.0 * a),

@@ -153,6 +153,22 @@ impl ClientPool for Disclosed {
     }
 }
 
+/// A shared pool is a pool (so one `Arc` can feed a grid and a strategy's caller).
+impl<P: ClientPool + ?Sized> ClientPool for std::sync::Arc<P> {
+    fn len(&self) -> usize {
+        (**self).len()
+    }
+    fn id_at(&self, i: usize) -> ClientId {
+        (**self).id_at(i)
+    }
+    fn info(&self, id: ClientId) -> Result<ClientInfo> {
+        (**self).info(id)
+    }
+    fn total_train(&self) -> Result<u64> {
+        (**self).total_train()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

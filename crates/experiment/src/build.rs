@@ -72,6 +72,10 @@ pub struct Prepared {
     pub(crate) init: ParamTree,
     pub(crate) groups: Vec<String>,
     pub(crate) description: String,
+    /// Makes the clients (the simulation grid's, and a network node's).
+    pub(crate) factory: ClientFactory,
+    /// The pool as the strategy sees it (what clients share).
+    pub(crate) shared: Arc<dyn ClientPool>,
 }
 
 impl Prepared {
@@ -105,6 +109,16 @@ impl Prepared {
     pub fn with_central(mut self, central: Option<Box<dyn CentralEval>>) -> Self {
         self.central = central;
         self
+    }
+    /// Makes the experiment's clients: what a network node hosting them runs
+    /// ([`Prepared::run_on`]).
+    pub fn client_factory(&self) -> ClientFactory {
+        self.factory.clone()
+    }
+    /// The client pool as the strategy sees it (the metadata clients share): what a
+    /// server running this experiment over the network knows of its clients.
+    pub fn shared_pool(&self) -> Arc<dyn ClientPool> {
+        self.shared.clone()
     }
 }
 
@@ -361,8 +375,9 @@ pub(crate) fn prepare(cfg: &ExperimentConfig, registry: Option<&Registry>) -> Re
             None => s,
         }),
     };
-    let shared = Disclosed::new(pool.clone(), cfg.client.share.clone());
-    let mut grid = SimGrid::new(shared, factory, threads)?;
+    let shared: Arc<dyn ClientPool> =
+        Arc::new(Disclosed::new(pool.clone(), cfg.client.share.clone()));
+    let mut grid = SimGrid::new(shared.clone(), factory.clone(), threads)?;
     let clients = grid_len(&grid);
     if !cfg.strategy.is_async()
         && cfg.strategy.round.fraction.is_none()
@@ -435,6 +450,8 @@ pub(crate) fn prepare(cfg: &ExperimentConfig, registry: Option<&Registry>) -> Re
         central_validation,
         init,
         groups,
+        factory,
+        shared,
     })
 }
 

@@ -8,7 +8,7 @@ use crate::output::{ClientRow, RecordOptions, RunRecorder};
 use crate::{Error, Monitor, Result, RunInfo, Silent};
 use fedpace_core::checkpoint::Loaded;
 use fedpace_core::round::RunOutcome;
-use fedpace_core::Start;
+use fedpace_core::{Grid, Start};
 use fedpace_params::ParamTree;
 use fedpace_sim::AsyncOptions;
 use serde_json::json;
@@ -110,7 +110,23 @@ impl RunResult {
 impl Prepared {
     /// Runs the experiment: every round, its evaluations, the summary; with
     /// `options.dir` the run directory is written as it goes.
-    pub fn run(mut self, options: RunOptions<'_>) -> Result<RunResult> {
+    pub fn run(self, options: RunOptions<'_>) -> Result<RunResult> {
+        self.run_grid(None, options)
+    }
+
+    /// [`Prepared::run`] with the clients reached through `grid` (a network grid whose
+    /// clients are made by [`Prepared::client_factory`] over [`Prepared::shared_pool`])
+    /// instead of the simulation grid; the held-out test set stays on this side.
+    pub fn run_on(self, grid: &mut dyn Grid, options: RunOptions<'_>) -> Result<RunResult> {
+        self.run_grid(Some(grid), options)
+    }
+
+    fn run_grid(
+        mut self,
+        net: Option<&mut dyn Grid>,
+        options: RunOptions<'_>,
+    ) -> Result<RunResult> {
+        let networked = net.is_some();
         let start = Instant::now();
         let cfg = &self.config;
         let label = options.label.unwrap_or_else(|| cfg.name.clone());
@@ -177,7 +193,8 @@ impl Prepared {
         recorder = recorder
             .with_central(self.central.take())
             .with_central_validation(self.central_validation.take());
-        if let Some(dir) = &options.dir {
+        // Over the network, clients keep their own states: no checkpoint of them here.
+        if let (Some(dir), false) = (&options.dir, networked) {
             recorder = recorder.with_checkpoints(Checkpointer::new(
                 dir,
                 config,
@@ -185,10 +202,14 @@ impl Prepared {
                 cfg.rounds,
             ));
         }
+        let grid: &mut dyn Grid = match net {
+            Some(net) => net,
+            None => &mut self.grid,
+        };
         let outcome = match &mut self.strategy {
             Mode::Sync(s) => fedpace_core::run_from(
                 s.as_mut(),
-                &mut self.grid,
+                grid,
                 start_at,
                 &fedpace_core::round::RunOptions {
                     rounds: cfg.rounds,
@@ -213,7 +234,7 @@ impl Prepared {
                 strategy.as_mut(),
                 policy.as_mut(),
                 base_plan,
-                &mut self.grid,
+                grid,
                 devices,
                 start_at,
                 &fedpace_algos::builtin().codecs,
@@ -251,7 +272,11 @@ impl Prepared {
             outcome,
             warnings: recorded.warnings,
             dir: options.dir,
-            state_store: self.grid.store_stats(),
+            state_store: if networked {
+                "kept by the clients".to_string()
+            } else {
+                self.grid.store_stats()
+            },
         })
     }
 }

@@ -1,0 +1,416 @@
+//! `fedpace server`, `fedpace node`, `fedpace client`, `fedpace keys` and `fedpace run
+//! --grid loopback`: the experiment of a config run over the network with
+//! `fedpace-deploy` (docs/network.md, "Commands").
+
+use crate::runner::{Console, UsageError};
+use anyhow::{Context, Result};
+use fedpace_deploy::StateDir;
+use fedpace_deploy::{
+    ClientHost, ClientTraffic, Loopback, LoopbackOptions, NetGrid, NetGridConfig,
+};
+use fedpace_experiment::files::write_bytes_atomic;
+use fedpace_experiment::{Prepared, RunOptions};
+use fedpace_net::{keys, ClientTls, Credential, KeySource, Limits, Node, NodeConfig, Server};
+use fedpace_net::{ServerConfig, ServerTls};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Deadlines and quorum from the command line.
+#[derive(clap::Args, Debug, Clone)]
+pub struct GridArgs {
+    /// Seconds a client may take for one training or evaluation instruction.
+    #[arg(long, default_value_t = 600.0)]
+    pub deadline: f64,
+    /// Fewest successful replies per round, as a fraction of the clients sent to.
+    #[arg(long, default_value_t = 0.0)]
+    pub quorum_fraction: f64,
+}
+
+impl GridArgs {
+    /// The checked settings (a usage error names the flag).
+    pub fn config(&self) -> Result<NetGridConfig> {
+        if !(self.deadline.is_finite() && self.deadline > 0.0 && self.deadline < 1e9) {
+            return Err(UsageError(format!(
+                "--deadline = {}: expected a positive number of seconds",
+                self.deadline
+            ))
+            .into());
+        }
+        let d = Duration::from_secs_f64(self.deadline);
+        let c = NetGridConfig {
+            train_deadline: d,
+            eval_deadline: d,
+            quorum_fraction: self.quorum_fraction,
+            ..Default::default()
+        };
+        c.validate()
+            .map_err(|e| UsageError(e.to_string().replace("grid.", "--").replace('_', "-")))?;
+        Ok(c)
+    }
+}
+
+fn model_bytes(p: &Prepared) -> usize {
+    fedpace_core::codec::encode_params(p.initial_model()).len()
+}
+
+/// Writes `traffic.csv`: bytes per client, round and kind (docs/network.md).
+fn write_traffic(dir: &Path, rows: &[ClientTraffic]) -> Result<()> {
+    let mut s = String::from("round,client,kind,sent,received,wire_sent,wire_received\n");
+    for t in rows {
+        s.push_str(&format!(
+            "{},{},{},{},{},{},{}\n",
+            t.round,
+            t.client,
+            t.kind.name(),
+            t.sent,
+            t.received,
+            t.wire_sent,
+            t.wire_received
+        ));
+    }
+    Ok(write_bytes_atomic(&dir.join("traffic.csv"), s.as_bytes())?)
+}
+
+/// `fedpace run --traffic`: the simulation, its communication computed per client and
+/// round (`fedpace_deploy::CountingGrid`) into `traffic.csv`.
+pub fn run_counted(prepared: Prepared, out: &Path, label: &str) -> Result<serde_json::Value> {
+    if let Some(mb) = prepared.config().state.memory_mb {
+        return Err(UsageError(format!(
+            "--traffic: state.memory_mb = {mb}: the counted simulation keeps client states in \
+             memory; expected no [state] memory budget with --traffic"
+        ))
+        .into());
+    }
+    let sim = fedpace_sim::SimGrid::new(
+        prepared.shared_pool(),
+        prepared.client_factory(),
+        prepared.threads(),
+    )?;
+    let mut grid = fedpace_deploy::CountingGrid::new(sim);
+    let summary = run_with(prepared, &mut grid, out, label)?;
+    write_traffic(out, &grid.take_traffic())?;
+    Ok(summary)
+}
+
+/// Runs `prepared` on `grid` into `out` with the progress bar; writes `traffic.csv`.
+fn run_networked(
+    prepared: Prepared,
+    grid: &mut NetGrid,
+    out: &Path,
+    label: &str,
+) -> Result<serde_json::Value> {
+    let summary = run_with(prepared, grid, out, label)?;
+    write_traffic(out, &grid.take_traffic())?;
+    Ok(summary)
+}
+
+/// Runs `prepared` on `grid` into `out` with the progress bar.
+fn run_with(
+    prepared: Prepared,
+    grid: &mut dyn fedpace_core::Grid,
+    out: &Path,
+    label: &str,
+) -> Result<serde_json::Value> {
+    eprintln!("{label}: {}", prepared.description());
+    let mut console = Console::default();
+    let result = prepared.run_on(
+        grid,
+        RunOptions::default()
+            .with_dir(out)
+            .with_label(label)
+            .keep(false, false)
+            .with_monitor(&mut console),
+    );
+    console.finish();
+    let result = result?;
+    for w in &result.warnings {
+        eprintln!("warning: {w}");
+    }
+    Ok(result.summary)
+}
+
+/// `fedpace run --grid loopback`: a TLS server and node threads on this machine.
+pub fn run_loopback(
+    prepared: Prepared,
+    out: &Path,
+    label: &str,
+    nodes: usize,
+    grid: &GridArgs,
+) -> Result<serde_json::Value> {
+    let opts = LoopbackOptions {
+        nodes,
+        workers_per_node: prepared.threads().div_ceil(nodes.max(1)).max(1),
+        model_bytes: Some(model_bytes(&prepared)),
+        grid: grid.config()?,
+        ..Default::default()
+    };
+    let mut lb = Loopback::start(
+        prepared.shared_pool(),
+        prepared.client_factory(),
+        fedpace_algos::builtin().codecs.clone(),
+        &opts,
+    )
+    .map_err(anyhow::Error::msg)?;
+    let summary = run_networked(prepared, lb.grid(), out, label)?;
+    lb.finish().map_err(anyhow::Error::msg)?;
+    Ok(summary)
+}
+
+/// TLS and key files of `fedpace server`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ServerArgs {
+    /// Address to listen on, e.g. 127.0.0.1:7150 or 0.0.0.0:7150.
+    #[arg(long)]
+    pub listen: String,
+    /// The key ring (TOML) of the nodes allowed to join (`fedpace keys generate`).
+    #[arg(long)]
+    pub keys: PathBuf,
+    /// Server certificate chain (PEM); with --tls-key. `fedpace keys ca` writes one.
+    #[arg(long)]
+    pub tls_cert: PathBuf,
+    /// Server private key (PEM).
+    #[arg(long)]
+    pub tls_key: PathBuf,
+    /// Clients to wait for before the first round (default: every client of the pool).
+    #[arg(long)]
+    pub min_clients: Option<usize>,
+    /// Seconds to wait for them.
+    #[arg(long, default_value_t = 600)]
+    pub wait: u64,
+}
+
+/// `fedpace server CONFIG --listen ADDR`.
+pub fn server(
+    prepared: Prepared,
+    args: &ServerArgs,
+    grid: &GridArgs,
+    out: &Path,
+    label: &str,
+) -> Result<serde_json::Value> {
+    let listen = args.listen.parse().map_err(|e| {
+        UsageError(format!(
+            "--listen = {}: {e}; expected HOST:PORT, e.g. 127.0.0.1:7150",
+            args.listen
+        ))
+    })?;
+    let tls = ServerTls::from_files(&args.tls_cert, &args.tls_key)
+        .map_err(|e| UsageError(e.to_string()))?;
+    if !args.keys.is_file() {
+        return Err(UsageError(format!(
+            "--keys {}: no such key ring; expected the file `fedpace keys generate` writes",
+            args.keys.display()
+        ))
+        .into());
+    }
+    let mut cfg = ServerConfig::new(listen, Some(tls), KeySource::File(args.keys.clone()));
+    cfg.limits = Limits::for_model(model_bytes(&prepared));
+    let server = Arc::new(Server::start(cfg).map_err(|e| UsageError(e.to_string()))?);
+    let pool = prepared.shared_pool();
+    let want = args.min_clients.unwrap_or(pool.len()).min(pool.len());
+    eprintln!(
+        "{label}: listening on {}, waiting for {want} of {} clients",
+        server.local_addr(),
+        pool.len()
+    );
+    let got = server.wait_for_clients(want, Duration::from_secs(args.wait));
+    if got < want {
+        anyhow::bail!(
+            "{got} of {want} clients connected within {} s (--wait)",
+            args.wait
+        );
+    }
+    let mut grid = NetGrid::new(
+        server,
+        pool,
+        fedpace_algos::builtin().codecs.clone(),
+        grid.config()?,
+    )?;
+    run_networked(prepared, &mut grid, out, label)
+}
+
+/// What a node needs to reach the server.
+#[derive(clap::Args, Debug, Clone)]
+pub struct NodeArgs {
+    /// The server, HOST:PORT.
+    #[arg(long)]
+    pub server: String,
+    /// This node's credential (`fedpace keys generate --out`).
+    #[arg(long)]
+    pub key: PathBuf,
+    /// The CA certificate that signed the server's (`fedpace keys ca` writes ca.pem).
+    #[arg(long)]
+    pub ca: PathBuf,
+    /// The name in the server's certificate.
+    #[arg(long, default_value = "localhost")]
+    pub server_name: String,
+    /// Clients run at once.
+    #[arg(long, default_value_t = 1)]
+    pub workers: usize,
+    /// Keep each client's state (optimiser moments, control variates, personal layers)
+    /// in this directory, across restarts (default: in memory).
+    #[arg(long)]
+    pub state_dir: Option<PathBuf>,
+}
+
+/// `fedpace node` / `fedpace client`: hosts `clients` of the experiment until the server
+/// ends the session or the process is stopped.
+pub fn node(prepared: &Prepared, clients: Range<u64>, args: &NodeArgs) -> Result<()> {
+    let n = prepared.shared_pool().len() as u64;
+    if clients.end > n {
+        return Err(UsageError(format!(
+            "--clients {}..{}: the experiment has clients 0..{n}",
+            clients.start, clients.end
+        ))
+        .into());
+    }
+    let tls =
+        ClientTls::from_file(&args.ca, &args.server_name).map_err(|e| UsageError(e.to_string()))?;
+    let credential = Credential::load(&args.key).map_err(|e| UsageError(e.to_string()))?;
+    let mut config = NodeConfig::new(
+        args.server.clone(),
+        Some(tls),
+        credential,
+        vec![clients.clone()],
+    );
+    let limits = Limits::for_model(model_bytes(prepared));
+    config.max_instruction_payload = limits.max_instruction_payload;
+    config.pull_max_bytes = limits.max_pull_bytes;
+    let registry = fedpace_algos::builtin().codecs.clone();
+    let mut host = ClientHost::new(prepared.client_factory(), registry.clone());
+    if let Some(dir) = &args.state_dir {
+        host = host.with_state_dir(StateDir::new(dir, registry).map_err(UsageError)?);
+    }
+    let node = Node::connect(config).with_context(|| format!("connecting to {}", args.server))?;
+    eprintln!(
+        "node: clients {}..{} connected to {}",
+        clients.start, clients.end, args.server
+    );
+    let stop = AtomicBool::new(false);
+    let stats = std::thread::scope(|s| {
+        s.spawn(|| {
+            while crate::signals::requested().is_none() {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        });
+        let r = node.serve(args.workers, &stop, |ins| host.handle(ins));
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        r
+    });
+    let _ = node.leave();
+    let stats = stats?;
+    eprintln!("node: {} instructions answered", stats.instructions);
+    Ok(())
+}
+
+/// `fedpace keys …`.
+#[derive(clap::Subcommand, Debug)]
+pub enum KeysAction {
+    /// Write a local CA and a server certificate for trying a federation (DIR/ca.pem,
+    /// ca-key.pem, server.pem, server-key.pem).
+    Ca {
+        /// Directory to write into.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Names the server certificate is valid for (DNS names or IP addresses).
+        #[arg(long = "name", default_values_t = ["localhost".to_string(), "127.0.0.1".to_string()])]
+        names: Vec<String>,
+    },
+    /// Add a node to the key ring (created if missing) and write its credential.
+    Generate {
+        /// The key ring.
+        #[arg(long)]
+        ring: PathBuf,
+        /// The node's name.
+        #[arg(long)]
+        name: String,
+        /// Client ids it may host, START..END (end excluded); repeat for several ranges.
+        #[arg(long = "clients", required = true)]
+        clients: Vec<String>,
+        /// Where to write the node's credential (mode 0600).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// List the nodes of a key ring.
+    List {
+        /// The key ring.
+        #[arg(long)]
+        ring: PathBuf,
+    },
+    /// Revoke a node (the server refuses it within seconds, without a restart).
+    Revoke {
+        /// The key ring.
+        #[arg(long)]
+        ring: PathBuf,
+        /// The node's name.
+        #[arg(long)]
+        name: String,
+    },
+}
+
+/// Parses `START..END`.
+pub fn parse_range(s: &str, what: &str) -> Result<Range<u64>> {
+    keys::parse_range(s).map_err(|e| UsageError(format!("{what} {s}: {e}")).into())
+}
+
+/// Runs a `fedpace keys` action.
+pub fn keys_command(action: KeysAction) -> Result<()> {
+    let usage = |e: fedpace_net::Error| UsageError(e.to_string());
+    match action {
+        KeysAction::Ca { dir, names } => {
+            let ca = fedpace_net::generate_local_ca(&dir, &names).map_err(usage)?;
+            println!(
+                "CA {} (give it to every node); server certificate {} and key {} for {}",
+                ca.ca_cert.display(),
+                ca.server_cert.display(),
+                ca.server_key.display(),
+                names.join(", ")
+            );
+        }
+        KeysAction::Generate {
+            ring,
+            name,
+            clients,
+            out,
+        } => {
+            let ranges = clients
+                .iter()
+                .map(|c| parse_range(c, "--clients"))
+                .collect::<Result<Vec<_>>>()?;
+            keys::generate(&ring, &name, ranges, &out).map_err(usage)?;
+            println!(
+                "{name}: added to {}, credential in {}",
+                ring.display(),
+                out.display()
+            );
+        }
+        KeysAction::List { ring } => {
+            println!(
+                "{:<20} {:<9} {:<24} PUBLIC KEY",
+                "NAME", "REVOKED", "CLIENTS"
+            );
+            for e in keys::list(&ring).map_err(usage)? {
+                let ranges: Vec<String> = e
+                    .clients
+                    .iter()
+                    .map(|r| format!("{}..{}", r.start, r.end))
+                    .collect();
+                let key: String = e.public_key.iter().map(|b| format!("{b:02x}")).collect();
+                println!(
+                    "{:<20} {:<9} {:<24} {key}",
+                    e.name,
+                    if e.revoked { "yes" } else { "no" },
+                    ranges.join(",")
+                );
+            }
+        }
+        KeysAction::Revoke { ring, name } => {
+            keys::revoke(&ring, &name).map_err(usage)?;
+            println!("{name}: revoked in {}", ring.display());
+        }
+    }
+    Ok(())
+}

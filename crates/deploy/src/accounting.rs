@@ -1,0 +1,146 @@
+//! Communication accounting (docs/network.md, "Communication accounting").
+//!
+//! The figure per client, round and kind is the bytes of fedpace's own messages: the
+//! encoded instruction sent (model, rate plan, every payload the strategy or policy
+//! attached) and the encoded reply received (update, report, payloads) — the
+//! [`fedpace_core::codec`] frames that travel as the gRPC messages' payload. The
+//! [`crate::NetGrid`] measures them on what it hands to and takes from the transport, and
+//! adds the transport's own ledger ([`fedpace_net::Traffic`]: the protobuf messages
+//! around those payloads, a few dozen bytes more each); [`CountingGrid`] computes the
+//! same figures in a simulation by encoding what its inner grid sends and returns. A
+//! failed client's reply counts 0 bytes (its failure is not fedpace payload).
+
+use fedpace_core::{
+    codec, ClientId, ClientPool, EvalIns, EvalRes, Grid, Progress, Reply, TrainIns, TrainRes,
+};
+use fedpace_net::Kind;
+use std::sync::Arc;
+
+/// One client's messages of one kind in one round.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientTraffic {
+    /// The round (the dispatch number, for asynchronous strategies).
+    pub round: u32,
+    /// The client.
+    pub client: ClientId,
+    /// Train or evaluate.
+    pub kind: Kind,
+    /// Bytes of the encoded instruction.
+    pub sent: u64,
+    /// Bytes of the encoded reply (0 when the client failed).
+    pub received: u64,
+    /// Bytes of the protobuf `Instruction` messages as the transport counted them (0 in
+    /// a simulation).
+    pub wire_sent: u64,
+    /// Bytes of the protobuf `Reply` messages as the transport counted them (0 in a
+    /// simulation).
+    pub wire_received: u64,
+}
+
+impl ClientTraffic {
+    pub(crate) fn sent(round: u32, client: ClientId, kind: Kind, bytes: usize) -> Self {
+        Self {
+            round,
+            client,
+            kind,
+            sent: bytes as u64,
+            received: 0,
+            wire_sent: 0,
+            wire_received: 0,
+        }
+    }
+}
+
+/// Wraps a grid (the simulation's) and computes the bytes its messages would take on the
+/// wire (see the module doc). Encoding every instruction and reply costs about one copy
+/// of the model per client, so it is for accounting runs and tests.
+pub struct CountingGrid<G> {
+    inner: G,
+    traffic: Vec<ClientTraffic>,
+}
+
+impl<G: Grid> CountingGrid<G> {
+    /// Counts around `inner`.
+    pub fn new(inner: G) -> Self {
+        Self {
+            inner,
+            traffic: Vec::new(),
+        }
+    }
+
+    /// The wrapped grid.
+    pub fn inner(&mut self) -> &mut G {
+        &mut self.inner
+    }
+
+    /// Takes the figures recorded since the last call, ordered by round, client, kind.
+    pub fn take_traffic(&mut self) -> Vec<ClientTraffic> {
+        let mut t = std::mem::take(&mut self.traffic);
+        t.sort_by_key(|r| (r.round, r.client, r.kind));
+        t
+    }
+
+    fn count<I, O>(
+        &mut self,
+        kind: Kind,
+        ins: &[(ClientId, I)],
+        replies: &[Reply<O>],
+        round: impl Fn(&I) -> u32,
+        ins_len: impl Fn(&I) -> usize,
+        res_len: impl Fn(&O) -> usize,
+    ) {
+        for (c, i) in ins {
+            let mut t = ClientTraffic::sent(round(i), *c, kind, ins_len(i));
+            if let Some(Ok(o)) = replies.iter().find(|r| r.client == *c).map(|r| &r.result) {
+                t.received = res_len(o) as u64;
+            }
+            self.traffic.push(t);
+        }
+    }
+}
+
+fn len_or_zero(b: fedpace_core::Result<Vec<u8>>) -> usize {
+    b.map_or(0, |b| b.len())
+}
+
+impl<G: Grid> Grid for CountingGrid<G> {
+    fn pool(&self) -> Arc<dyn ClientPool> {
+        self.inner.pool()
+    }
+
+    fn train(
+        &mut self,
+        ins: Vec<(ClientId, TrainIns)>,
+        progress: &dyn Progress,
+    ) -> Vec<Reply<TrainRes>> {
+        let keep: Vec<(ClientId, TrainIns)> = ins.clone();
+        let replies = self.inner.train(ins, progress);
+        self.count(
+            Kind::Train,
+            &keep,
+            &replies,
+            |i| i.round,
+            |i| len_or_zero(codec::encode_train_ins(i)),
+            |r| len_or_zero(codec::encode_train_res(r)),
+        );
+        replies
+    }
+
+    fn evaluate(
+        &mut self,
+        ins: Vec<(ClientId, EvalIns)>,
+        progress: &dyn Progress,
+    ) -> Vec<Reply<EvalRes>> {
+        let keep: Vec<(ClientId, EvalIns)> = ins.clone();
+        let replies = self.inner.evaluate(ins, progress);
+        self.count(
+            Kind::Evaluate,
+            &keep,
+            &replies,
+            |i| i.round,
+            |i| len_or_zero(codec::encode_eval_ins(i)),
+            |r| codec::encode_eval_res(r).len(),
+        );
+        replies
+    }
+}

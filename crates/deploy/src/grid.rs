@@ -1,0 +1,414 @@
+//! The networked [`Grid`] (docs/network.md, "Deployment").
+//!
+//! One call of [`Grid::train`] or [`Grid::evaluate`] is one batch on the
+//! [`fedpace_net::Server`]: every instruction is encoded with [`codec`] (clients given
+//! byte-identical instructions share one buffer), sent with the call's deadline, and
+//! every arrival is decoded and checked before the strategy sees it:
+//!
+//! - a payload that does not decode, an update whose layout differs from the model's,
+//!   non-finite values, a malformed report or payload ([`validate_train_res`]), a claim
+//!   of more training samples than the client registered, or evaluation counts that
+//!   cannot be (more correct than counted, a non-finite loss) — each is a failure of that
+//!   client naming the reason (`rejected: …` for what did not decode);
+//! - a transport failure (deadline, node gone, not connected) is a failure naming it; a
+//!   client's own error or panic arrives as it was raised.
+//!
+//! Replies come back in client-id order, as from the simulation grid. A call in which
+//! fewer than the quorum replied ([`NetGridConfig::required`]) fails every client with
+//! the counts, so the round loop treats the round as one without training.
+
+use crate::accounting::ClientTraffic;
+use crate::host::from_wire;
+use bytes::Bytes;
+use fedpace_core::protocol::validate_train_res;
+use fedpace_core::{
+    codec, ClientFailure, ClientId, ClientPool, EvalIns, EvalRes, Grid, Progress, Registry, Reply,
+    TrainIns, TrainRes,
+};
+use fedpace_net::{Kind, Server};
+use fedpace_params::ParamSpec;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Deadlines and quorum of a [`NetGrid`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct NetGridConfig {
+    /// How long a training instruction may take, sending to reply (default 10 min).
+    pub train_deadline: Duration,
+    /// How long an evaluation instruction may take (default 10 min).
+    pub eval_deadline: Duration,
+    /// Fewest successful replies a call needs (default 1).
+    pub quorum: usize,
+    /// Fewest successful replies as a fraction of the clients sent to, in `[0, 1]`
+    /// (default 0); the larger of the two counts applies.
+    pub quorum_fraction: f64,
+}
+
+impl Default for NetGridConfig {
+    fn default() -> Self {
+        Self {
+            train_deadline: Duration::from_secs(600),
+            eval_deadline: Duration::from_secs(600),
+            quorum: 1,
+            quorum_fraction: 0.0,
+        }
+    }
+}
+
+impl NetGridConfig {
+    /// Checks ranges; the error names the field.
+    pub fn validate(&self) -> fedpace_core::Result<()> {
+        use fedpace_core::Error;
+        if !(0.0..=1.0).contains(&self.quorum_fraction) {
+            return Err(Error::invalid(
+                "grid.quorum_fraction",
+                self.quorum_fraction,
+                "a fraction in [0, 1]",
+            ));
+        }
+        for (field, d) in [
+            ("grid.train_deadline", self.train_deadline),
+            ("grid.eval_deadline", self.eval_deadline),
+        ] {
+            if d.is_zero() {
+                return Err(Error::invalid(field, "0 s", "a positive duration"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Successful replies needed out of `sent` instructions: the larger of
+    /// [`NetGridConfig::quorum`] and ⌈`quorum_fraction` × `sent`⌉, at most `sent`.
+    pub fn required(&self, sent: usize) -> usize {
+        let frac = (self.quorum_fraction * sent as f64).ceil() as usize;
+        self.quorum.max(frac).min(sent)
+    }
+}
+
+/// The networked grid (see the module doc).
+pub struct NetGrid {
+    server: Arc<Server>,
+    pool: Arc<dyn ClientPool>,
+    registry: Registry,
+    config: NetGridConfig,
+    traffic: Vec<ClientTraffic>,
+}
+
+impl NetGrid {
+    /// A grid sending through `server` to the clients of `pool` (what the server knows
+    /// of them), decoding payloads with `registry`.
+    pub fn new(
+        server: Arc<Server>,
+        pool: Arc<dyn ClientPool>,
+        registry: Registry,
+        config: NetGridConfig,
+    ) -> fedpace_core::Result<NetGrid> {
+        config.validate()?;
+        Ok(NetGrid {
+            server,
+            pool,
+            registry,
+            config,
+            traffic: Vec::new(),
+        })
+    }
+
+    /// The transport.
+    pub fn server(&self) -> &Arc<Server> {
+        &self.server
+    }
+
+    /// Takes the communication figures recorded since the last call: one row per
+    /// client, round and kind, ordered so.
+    pub fn take_traffic(&mut self) -> Vec<ClientTraffic> {
+        let mut t = std::mem::take(&mut self.traffic);
+        t.sort_by_key(|r| (r.round, r.client, r.kind));
+        t
+    }
+
+    /// Sends one instruction per item and waits for every one to settle. Results are in
+    /// item order.
+    fn exchange(
+        &mut self,
+        kind: Kind,
+        items: Vec<(ClientId, u32, Result<Bytes, ClientFailure>)>,
+        deadline: Duration,
+        progress: &dyn Progress,
+    ) -> Vec<(ClientId, Result<Bytes, ClientFailure>)> {
+        let mut batch = self.server.batch();
+        let mut out: Vec<(ClientId, Option<Result<Bytes, ClientFailure>>)> =
+            Vec::with_capacity(items.len());
+        // This call's traffic rows, found by (round, client); instruction id → index in
+        // `out` and in `rows`.
+        let mut rows: Vec<ClientTraffic> = Vec::with_capacity(items.len());
+        let mut row_of: HashMap<(u32, ClientId), usize> = HashMap::with_capacity(items.len());
+        let mut index: HashMap<u64, (usize, usize)> = HashMap::with_capacity(items.len());
+        let mut groups: BTreeMap<u32, Vec<(ClientId, Bytes, usize)>> = BTreeMap::new();
+        for (client, round, payload) in items {
+            match payload {
+                Ok(b) => {
+                    groups
+                        .entry(round)
+                        .or_default()
+                        .push((client, b, out.len()));
+                    out.push((client, None));
+                }
+                Err(f) => out.push((client, Some(Err(f)))),
+            }
+        }
+        for (&round, group) in &groups {
+            let at: Vec<usize> = group.iter().map(|g| g.2).collect();
+            let sent: Vec<(ClientId, Bytes)> = group.iter().map(|g| (g.0, g.1.clone())).collect();
+            match batch.send(u64::from(round), kind, sent, deadline) {
+                Ok(ids) => {
+                    for (id, (client, b, i)) in ids.into_iter().zip(group) {
+                        row_of.insert((round, *client), rows.len());
+                        index.insert(id, (*i, rows.len()));
+                        rows.push(ClientTraffic::sent(round, *client, kind, b.len()));
+                    }
+                }
+                Err(e) => {
+                    for i in at {
+                        out[i].1 = Some(Err(ClientFailure::Error(format!("sending: {e}"))));
+                    }
+                }
+            }
+        }
+        drop(groups);
+        // Every instruction settles by its deadline (the server's tick); the margin only
+        // guards against a server that stopped.
+        let give_up = std::time::Instant::now() + deadline + Duration::from_secs(30);
+        while batch.outstanding() > 0 {
+            let wait = give_up.saturating_duration_since(std::time::Instant::now());
+            let Some(a) = batch.recv_timeout(wait) else {
+                break;
+            };
+            let Some(&(i, row)) = index.get(&a.instruction) else {
+                continue;
+            };
+            progress.client_done();
+            if let Ok(b) = &a.result {
+                rows[row].received += b.len() as u64;
+            }
+            out[i].1 = Some(a.result.map_err(|f| from_wire(&f)));
+        }
+        for &round in row_of.keys().map(|(r, _)| r).collect::<BTreeSet<_>>() {
+            for w in self.server.take_traffic(u64::from(round)) {
+                if let Some(&row) = row_of.get(&(round, w.client)).filter(|_| w.kind == kind) {
+                    rows[row].wire_sent += w.sent_bytes;
+                    rows[row].wire_received += w.received_bytes;
+                }
+            }
+        }
+        self.traffic.append(&mut rows);
+        out.into_iter()
+            .map(|(c, r)| {
+                (
+                    c,
+                    r.unwrap_or_else(|| {
+                        Err(ClientFailure::Error(
+                            "no reply: the server stopped before the deadline".into(),
+                        ))
+                    }),
+                )
+            })
+            .collect()
+    }
+
+    /// Fails every reply when fewer than the quorum succeeded; sorts by client id.
+    fn settle<T>(&self, what: &str, round: u32, mut replies: Vec<Reply<T>>) -> Vec<Reply<T>> {
+        replies.sort_by_key(|r| r.client);
+        let ok = replies.iter().filter(|r| r.result.is_ok()).count();
+        let need = self.config.required(replies.len());
+        if ok < need {
+            let why = format!(
+                "round {round}: {what} quorum not met: {ok} of {} replied, at least {need} needed",
+                replies.len()
+            );
+            for r in &mut replies {
+                r.result = Err(ClientFailure::Error(why.clone()));
+            }
+        }
+        replies
+    }
+
+    fn check_train(
+        &self,
+        client: ClientId,
+        bytes: &[u8],
+        spec: &ParamSpec,
+    ) -> Result<TrainRes, ClientFailure> {
+        let res = codec::decode_train_res(bytes, &self.registry)
+            .map_err(|e| ClientFailure::BadReport(format!("rejected: {e}")))?;
+        let got = res.delta.as_slice().len();
+        if got != spec.total_len() {
+            return Err(ClientFailure::WrongShape {
+                expected: spec.total_len(),
+                got,
+            });
+        }
+        if res.delta.spec().as_ref() != spec {
+            return Err(ClientFailure::BadReport(
+                "rejected: the update's layout (names, shapes or groups) differs from the model's"
+                    .into(),
+            ));
+        }
+        validate_train_res(&res, spec)?;
+        if let Ok(info) = self.pool.info(client) {
+            if res.num_examples > info.num_train {
+                return Err(ClientFailure::BadReport(format!(
+                    "rejected: num_examples = {}: more than the {} training samples the client \
+                     registered",
+                    res.num_examples, info.num_train
+                )));
+            }
+        }
+        Ok(res)
+    }
+}
+
+/// Encodes every instruction; clients whose bytes equal the previous client's share its
+/// buffer (the common case: one model and one plan for all).
+fn encode_all<I>(
+    ins: &[(ClientId, I)],
+    round: impl Fn(&I) -> u32,
+    encode: impl Fn(&I) -> fedpace_core::Result<Vec<u8>>,
+) -> Vec<(ClientId, u32, Result<Bytes, ClientFailure>)> {
+    let mut last: Option<Bytes> = None;
+    ins.iter()
+        .map(|(c, i)| {
+            let b = encode(i)
+                .map(|v| match &last {
+                    Some(l) if l[..] == v[..] => l.clone(),
+                    _ => {
+                        let b = Bytes::from(v);
+                        last = Some(b.clone());
+                        b
+                    }
+                })
+                .map_err(|e| ClientFailure::Error(format!("encoding the instruction: {e}")));
+            (*c, round(i), b)
+        })
+        .collect()
+}
+
+fn check_eval(bytes: &[u8]) -> Result<EvalRes, ClientFailure> {
+    let res = codec::decode_eval_res(bytes)
+        .map_err(|e| ClientFailure::BadReport(format!("rejected: {e}")))?;
+    for (which, s) in [
+        ("global", Some(res.global)),
+        ("personalized", res.personalized),
+    ] {
+        let Some(s) = s else { continue };
+        if !s.loss_sum.is_finite() || s.correct > s.count {
+            return Err(ClientFailure::BadReport(format!(
+                "rejected: {which} evaluation: loss_sum = {}, correct = {}, count = {}: expected \
+                 a finite loss and correct <= count",
+                s.loss_sum, s.correct, s.count
+            )));
+        }
+    }
+    Ok(res)
+}
+
+impl Grid for NetGrid {
+    fn pool(&self) -> Arc<dyn ClientPool> {
+        self.pool.clone()
+    }
+
+    fn train(
+        &mut self,
+        ins: Vec<(ClientId, TrainIns)>,
+        progress: &dyn Progress,
+    ) -> Vec<Reply<TrainRes>> {
+        let Some(first) = ins.first() else {
+            return Vec::new();
+        };
+        let (round, spec) = (first.1.round, first.1.params.spec().clone());
+        let items = encode_all(&ins, |i| i.round, codec::encode_train_ins);
+        drop(ins);
+        let arrivals = self.exchange(Kind::Train, items, self.config.train_deadline, progress);
+        let replies = arrivals
+            .into_iter()
+            .map(|(client, r)| Reply {
+                client,
+                result: r.and_then(|b| self.check_train(client, &b, &spec)),
+            })
+            .collect();
+        self.settle("training", round, replies)
+    }
+
+    fn evaluate(
+        &mut self,
+        ins: Vec<(ClientId, EvalIns)>,
+        progress: &dyn Progress,
+    ) -> Vec<Reply<EvalRes>> {
+        let Some(round) = ins.first().map(|i| i.1.round) else {
+            return Vec::new();
+        };
+        let items = encode_all(&ins, |i| i.round, codec::encode_eval_ins);
+        drop(ins);
+        let arrivals = self.exchange(Kind::Evaluate, items, self.config.eval_deadline, progress);
+        let replies = arrivals
+            .into_iter()
+            .map(|(client, r)| Reply {
+                client,
+                result: r.and_then(|b| check_eval(&b)),
+            })
+            .collect();
+        self.settle("evaluation", round, replies)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quorum_is_the_larger_count_capped_by_the_clients_sent() {
+        let c = |quorum, quorum_fraction| NetGridConfig {
+            quorum,
+            quorum_fraction,
+            ..Default::default()
+        };
+        assert_eq!(c(1, 0.0).required(10), 1);
+        assert_eq!(c(1, 0.7).required(10), 7);
+        assert_eq!(c(1, 0.71).required(10), 8);
+        assert_eq!(c(9, 0.5).required(10), 9);
+        assert_eq!(c(20, 0.0).required(10), 10);
+        assert_eq!(c(1, 1.0).required(0), 0);
+        let e = c(1, 1.5).validate().unwrap_err().to_string();
+        assert!(
+            e.contains("grid.quorum_fraction") && e.contains("1.5"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn impossible_evaluation_counts_are_rejected() {
+        let good = EvalRes {
+            global: EvalStats {
+                loss_sum: 3.0,
+                correct: 2,
+                count: 4,
+            },
+            personalized: None,
+            validation: None,
+        };
+        assert!(check_eval(&codec::encode_eval_res(&good)).is_ok());
+        let mut bad = good;
+        bad.personalized = Some(EvalStats {
+            loss_sum: f64::NAN,
+            correct: 0,
+            count: 1,
+        });
+        let e = check_eval(&codec::encode_eval_res(&bad)).unwrap_err();
+        assert!(e.to_string().contains("personalized"), "{e}");
+        bad.personalized = None;
+        bad.global.correct = 5;
+        assert!(check_eval(&codec::encode_eval_res(&bad)).is_err());
+        let e = check_eval(b"FDPC").unwrap_err();
+        assert!(e.to_string().contains("rejected"), "{e}");
+    }
+}
