@@ -6,6 +6,7 @@ mod alloc;
 mod bench;
 mod config;
 mod output;
+mod quickstart;
 mod report;
 mod runner;
 
@@ -15,9 +16,6 @@ use config::{ConfigError, ExperimentConfig};
 use runner::UsageError;
 use std::path::PathBuf;
 use std::process::ExitCode;
-
-/// The quickstart experiment, embedded so that `fedpace run` needs no file.
-const QUICKSTART: &str = include_str!("../../../examples/quickstart.toml");
 
 #[derive(Parser)]
 #[command(
@@ -32,7 +30,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run an experiment (no CONFIG: the quickstart, uniform rate vs. a personalised policy).
+    /// Run an experiment (no CONFIG: the quickstart, uniform rate vs. a personalised policy
+    /// on 20 paired seeds).
     Run {
         /// Experiment file (TOML). Every key has a default.
         config: Option<PathBuf>,
@@ -160,7 +159,7 @@ fn dispatch(cli: Cli) -> Result<()> {
                     print_table(&[(cfg.name.clone(), summary)]);
                     println!("results in {}", dir.display());
                 }
-                None => quickstart(out, threads, &overrides)?,
+                None => quickstart::run(out, threads, &overrides)?,
             }
             Ok(())
         }
@@ -217,31 +216,6 @@ fn dispatch(cli: Cli) -> Result<()> {
             Ok(())
         }
     }
-}
-
-/// `fedpace run` without a file: the quickstart config, once with one uniform rate and
-/// once with the file's personalised policy, then a comparison table.
-fn quickstart(out: Option<PathBuf>, threads: Option<usize>, overrides: &[String]) -> Result<()> {
-    let base = ExperimentConfig::parse(QUICKSTART, "quickstart", overrides)?;
-    let root = out.unwrap_or_else(|| runner::default_out_dir(&base.name));
-    let mut uniform = base.clone();
-    uniform.policy = fedpace_algos::PolicyConfig::Constant;
-    let mut rows = Vec::new();
-    for (label, mut cfg) in [
-        ("uniform".to_string(), uniform),
-        (base.policy.name().to_string(), base.clone()),
-    ] {
-        if let Some(t) = threads {
-            cfg.threads = t;
-        }
-        cfg.name = format!("{}-{label}", base.name);
-        let prepared = runner::prepare(&cfg, cfg.threads)?;
-        let summary = runner::execute(&cfg, prepared, &root.join(&label), &label)?;
-        rows.push((label, summary));
-    }
-    print_table(&rows);
-    println!("results in {}", root.display());
-    Ok(())
 }
 
 fn print_table(rows: &[(String, serde_json::Value)]) {
