@@ -52,7 +52,8 @@ enum Command {
         trace: bool,
     },
     /// Run the BENCHMARKS.md workloads (W-LR, W-MLP, W-CNN) and the aggregation
-    /// benchmark; print times, rates, peak memory and the target ratios.
+    /// benchmark; print times, peak memory and the ratios measured in the same run
+    /// (CNN rate vs sgemm, aggregation vs copy). Peer figures are dated references only.
     Bench {
         /// Which workload.
         #[arg(long, value_enum, default_value = "all")]
