@@ -170,8 +170,8 @@ fn table(base: &ExperimentConfig, labels: &[&str; 2], f: &[Vec<Figures>; 2], fir
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "\n{n} paired seeds ({first}–{}), each variant on the same data, initialisation and \
-         client sampling; mean ± standard error, in %",
+        "\n{n} paired seeds ({first}–{}): both variants on the same data, initialisation and \
+         client sampling; mean ± standard error in %, the difference seed by seed in points",
         first + n as u64 - 1
     );
     let _ = writeln!(
@@ -219,19 +219,18 @@ fn table(base: &ExperimentConfig, labels: &[&str; 2], f: &[Vec<Figures>; 2], fir
         .map(|d| {
             let better = d.iter().filter(|x| **x > 0.0).count();
             let worse = d.iter().filter(|x| **x < 0.0).count();
-            format!("+{better} −{worse} ={}", n - better - worse)
+            format!("{better} / {worse} / {}", n - better - worse)
         })
         .collect();
     let _ = writeln!(
         s,
         "{:<22} {:>14} {:>14} {:>14}",
-        "seeds better/worse/tie", counts[0], counts[1], counts[2]
+        "seeds better/worse/tied", counts[0], counts[1], counts[2]
     );
     let _ = writeln!(
         s,
-        "({} data, {} clients, {} rounds; \"personal\": each client's accuracy on its own test \
-         split after {} local fine-tuning steps, w10% the mean of the worst tenth; the \
-         difference is per seed, in points)",
+        "({} data, {} clients, {} rounds; personal: each client's accuracy on its own test \
+         split after {} local fine-tuning steps; w10%: the mean of the worst tenth)",
         base.data.source.name(),
         base.data.num_clients,
         base.rounds,
