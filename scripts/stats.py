@@ -51,8 +51,8 @@ class Paired:
         """`+0.53 ± 0.27 (12+/7−)`: mean ± standard error, seeds better / worse."""
         if not self.diffs:
             return "–"
-        return (f"{scale * self.mean:+.{digits}f} ± {scale * self.se:.{digits}f} "
-                f"({self.better}+/{self.worse}−)")
+        m = f"{scale * self.mean:+.{digits}f}".replace("-", "−")
+        return f"{m} ± {scale * self.se:.{digits}f} ({self.better}+/{self.worse}−)"
 
 
 def paired(a: dict, b: dict) -> Paired:
