@@ -105,7 +105,7 @@ struct Reference {
 }
 
 /// When and how the stored peer figures were measured.
-pub const REFERENCE_SOURCE: &str = "Flower 1.42 / PyTorch 2.15, measured side by side with \
+const REFERENCE_SOURCE: &str = "Flower 1.42 / PyTorch 2.15, measured side by side with \
      fedpace on 2026-12-04 (2 cores, load 0.8–1.7; docs/benchmarks.md)";
 
 fn reference(w: Workload) -> Reference {
