@@ -95,6 +95,17 @@ def main() -> None:
                 if m["label"].split()[1:] == [system, w] and m.get("rc", 0) == 0}
 
     wall = lambda m: m["wall_s"]  # noqa: E731
+
+    def cpu(m):
+        """CPU seconds of the run: the sampled process tree, or /usr/bin/time's user + system
+        time when that is larger (a run shorter than one 0.2 s sample)."""
+        tv = m.get("time_v", {})
+        try:
+            timed = float(tv.get("User time", 0)) + float(tv.get("System time", 0))
+        except ValueError:
+            timed = 0.0
+        return max(m.get("tree_cpu_s", 0.0), timed)
+
     rss = lambda m: int(m["time_v"].get("Maximum resident set size", "0")) / 1024  # noqa: E731
     pss = lambda m: m["peak_tree_pss_mb"]  # noqa: E731
     if any(m["label"].split()[1] == "fedpace" for m in mon):
@@ -102,19 +113,27 @@ def main() -> None:
           "2 clients in parallel; Flower: `run_simulation`, 2 actors of 1 CPU, 1 torch thread "
           "each; PyTorch: the same clients one after another):\n")
         p("| workload | fedpace | Flower | PyTorch loop, 1 thread | PyTorch loop, 2 threads "
-          "| Flower ÷ fedpace | PyTorch 1 thread ÷ fedpace | peak memory, median: fedpace (RSS) / "
-          "Flower (PSS, process tree) / PyTorch 1 thread (PSS) | load before |")
-        p("|---|---|---|---|---|---|---|---|---|")
+          "| Flower ÷ fedpace | PyTorch 1 thread ÷ fedpace | CPU time, median: fedpace / Flower / "
+          "PyTorch 1 thread | CPU time ratios, median: Flower ÷ fedpace / PyTorch ÷ fedpace "
+          "| peak memory, median: fedpace (RSS) / Flower (PSS, process tree) / PyTorch 1 thread "
+          "(PSS) | load before |")
+        p("|---|---|---|---|---|---|---|---|---|---|---|")
         for w, name in (("lr", "W-LR"), ("mlp", "W-MLP"), ("cnn", "W-CNN")):
             f, fl, t1, t2 = (by(s, w, wall) for s in ("fedpace", "flower", "torch1", "torch2"))
             if not f:
                 continue
+            fc, flc, t1c = (by(s, w, cpu) for s in ("fedpace", "flower", "torch1"))
+            cpus = " / ".join(fmt(statistics.median(list(d.values())), " s") if d else "–"
+                              for d in (fc, flc, t1c))
+            cratio = " / ".join(
+                fmt(statistics.median([d[r] / fc[r] for r in d if r in fc and fc[r] > 0]), "×")
+                if any(r in fc and fc[r] > 0 for r in d) else "–" for d in (flc, t1c))
             mem = " / ".join(
                 fmt(statistics.median(list(d.values())), " MB") if d else "–"
                 for d in (by("fedpace", w, rss), by("flower", w, pss), by("torch1", w, pss)))
             p(f"| {name} | {med_range(list(f.values()), ' s')} | {med_range(list(fl.values()), ' s')} "
               f"| {med_range(list(t1.values()), ' s')} | {med_range(list(t2.values()), ' s')} "
-              f"| {ratios(fl, f)} | {ratios(t1, f)} | {mem} "
+              f"| {ratios(fl, f)} | {ratios(t1, f)} | {cpus} | {cratio} | {mem} "
               f"| {load_range(runlog, lambda l: l.split()[2:] == [w] and l.split()[1] in ('fedpace', 'flower', 'torch1', 'torch2'))} |")
         p()
 
