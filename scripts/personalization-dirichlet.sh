@@ -8,10 +8,15 @@ ROUNDS=${1:-100}
 OUT=${2:-runs/personal-dirichlet}
 shift 2 || true
 SEEDS=${*:-0}
-BIN=${FEDPACE_BIN:-target/release/fedpace}
+BIN=${FEDPACE_BIN:-${CARGO_TARGET_DIR:-target}/release/fedpace}
+if [ ! -x "$BIN" ]; then
+  echo "error: no fedpace binary at $BIN: run \`cargo build --release\` first, or set FEDPACE_BIN" >&2
+  exit 2
+fi
 for cfg in fedavg-ft perfedavg pfedme ditto fedper lg-fedavg fedrep fedbabu apfl; do
   for seed in $SEEDS; do
-    "$BIN" run "examples/personal-$cfg.toml" --seed "$seed" --set rounds="$ROUNDS" --out "$OUT/$cfg-s$seed" >/dev/null 2>&1
+    "$BIN" run "examples/personal-$cfg.toml" --seed "$seed" --set rounds="$ROUNDS" --out "$OUT/$cfg-s$seed" >/dev/null ||
+      { echo "error: $cfg seed $seed failed (fedpace's message above)" >&2; exit 1; }
   done
 done
 python3 scripts/personalization-table.py "$OUT"

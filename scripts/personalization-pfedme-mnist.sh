@@ -7,13 +7,18 @@
 set -euo pipefail
 ROUNDS=${1:-800}
 OUT=${2:-runs/pfedme-mnist}
-BIN=${FEDPACE_BIN:-target/release/fedpace}
+BIN=${FEDPACE_BIN:-${CARGO_TARGET_DIR:-target}/release/fedpace}
+if [ ! -x "$BIN" ]; then
+  echo "error: no fedpace binary at $BIN: run \`cargo build --release\` first, or set FEDPACE_BIN" >&2
+  exit 2
+fi
 shift $(( $# < 2 ? $# : 2 ))
 SEEDS=${*:-0 1 2}
 for cfg in pfedme-mnist perfedavg-mnist perfedavg-hf-mnist fedavg-mnist-pfedme-setting; do
   for seed in $SEEDS; do
     [ -f "$OUT/$cfg-s$seed/summary.json" ] && continue
-    "$BIN" run "examples/$cfg.toml" --seed "$seed" --set rounds="$ROUNDS" --out "$OUT/$cfg-s$seed" >/dev/null 2>&1
+    "$BIN" run "examples/$cfg.toml" --seed "$seed" --set rounds="$ROUNDS" --out "$OUT/$cfg-s$seed" >/dev/null ||
+      { echo "error: $cfg seed $seed failed (fedpace's message above)" >&2; exit 1; }
   done
 done
 python3 scripts/personalization-table.py "$OUT"

@@ -177,6 +177,72 @@ pub fn aggregate_masked(
     }
 }
 
+/// The linear path (`strategy.aggregation = "linear"`): every reply carries a
+/// pre-scaled update `w_k·Δ_k` (with `normalize`, `w_k·Δ_{k,g}/Λ_{k,g}` per group) and the
+/// scalars [`crate::local::PreScaled`]; the server only adds the vectors up and divides:
+/// `Δ̄ = Σ w_kΔ_k / Σ w_k`, or normalised `Δ̄_g = τ_eff,g · Σ_k (w_kΔ_{k,g}/Λ_{k,g}) / Σ w_k`
+/// with `τ_eff,g = Σ w_kΛ_{k,g} / Σ w_k` — [`aggregate_masked`]'s values, from sums only.
+/// Per-client cosines are not known on this path (reported as 0).
+pub fn aggregate_linear(
+    spec: &ParamSpec,
+    replies: &[(ClientId, &TrainRes)],
+    normalize: bool,
+    shared: &[bool],
+) -> Result<Aggregated> {
+    let is_shared = |g: usize| shared.get(g).copied().unwrap_or(true);
+    let groups = spec.num_groups();
+    let mut w = Vec::with_capacity(replies.len());
+    let mut weighted_rates = vec![0f64; groups];
+    for (id, r) in replies {
+        let p = r.ext.get::<crate::local::PreScaled>().ok_or_else(|| {
+            Error::invalid(
+                format!("client {id}: reply"),
+                "no pre-scaled payload",
+                "a pre-scaled update (strategy.aggregation = \"linear\")",
+            )
+        })?;
+        w.push(p.weight);
+        for (acc, x) in weighted_rates.iter_mut().zip(&p.weighted_rate_sum) {
+            *acc += x;
+        }
+    }
+    let total: f64 = w.iter().sum();
+    if !(total > 0.0 && total.is_finite()) {
+        return Err(Error::invalid(
+            "pre-scaled weights",
+            total,
+            "a positive finite sum",
+        ));
+    }
+    let coef: Vec<f32> = (0..groups)
+        .map(|g| {
+            if !is_shared(g) {
+                0.0
+            } else if normalize {
+                (weighted_rates[g] / total / total) as f32
+            } else {
+                (1.0 / total) as f32
+            }
+        })
+        .collect();
+    let coefs = vec![coef; replies.len()];
+    let deltas: Vec<&[f32]> = replies.iter().map(|(_, r)| r.delta.as_slice()).collect();
+    let (delta, _, _) = crate::flat::weighted_sum_with_stats(spec, &deltas, &coefs);
+    Ok(Aggregated {
+        delta,
+        normalized: normalize,
+        clients: replies
+            .iter()
+            .zip(&w)
+            .map(|((id, _), wk)| ClientAggregate {
+                client: *id,
+                weight: wk / total,
+                cosine_to_aggregate: 0.0,
+            })
+            .collect(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -203,7 +269,7 @@ mod tests {
                 rate_sum,
                 ..Default::default()
             },
-            extras: Default::default(),
+            ext: Default::default(),
         }
     }
 
@@ -248,6 +314,61 @@ mod tests {
         );
         assert!(!out.normalized);
         assert_eq!(out.delta, vec![3.0, 2.0, 0.0]);
+    }
+
+    #[test]
+    fn the_linear_path_sums_to_the_per_client_aggregate() {
+        use crate::local::{pre_scale, PreScale};
+        let a = res(vec![1.0, 2.0, 4.0], vec![0.1, 0.2]);
+        let b = res(vec![3.0, 0.0, 8.0], vec![0.3, 0.2]);
+        for normalize in [false, true] {
+            let want = aggregate(
+                &spec(),
+                &[(0, &a), (1, &b)],
+                &[2.0, 5.0],
+                if normalize {
+                    Normalize::On
+                } else {
+                    Normalize::Off
+                },
+            );
+            let scaled: Vec<TrainRes> = [(&a, 2), (&b, 5)]
+                .iter()
+                .map(|(r, n)| {
+                    let mut r = (*r).clone();
+                    r.num_examples = *n;
+                    let ins = fedpace_core::Extensions::new().with(PreScale {
+                        by_examples: true,
+                        normalize,
+                    });
+                    let n = r.num_examples;
+                    pre_scale(&ins, &mut r.delta, &r.report, n, &mut r.ext);
+                    r
+                })
+                .collect();
+            let got =
+                aggregate_linear(&spec(), &[(0, &scaled[0]), (1, &scaled[1])], normalize, &[])
+                    .unwrap();
+            assert_eq!(got.normalized, want.normalized);
+            for (x, y) in got.delta.iter().zip(&want.delta) {
+                assert!(
+                    (x - y).abs() <= 1e-6 * y.abs().max(1.0),
+                    "{:?} vs {:?}",
+                    got.delta,
+                    want.delta
+                );
+            }
+            for (c, d) in got.clients.iter().zip(&want.clients) {
+                assert!((c.weight - d.weight).abs() < 1e-12);
+            }
+        }
+        let e = aggregate_linear(&spec(), &[(3, &a)], false, &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("client 3: reply = no pre-scaled payload"),
+            "{e}"
+        );
     }
 
     proptest! {

@@ -5,9 +5,66 @@
 //! Runs in `fedpace_sim::run_async`, which also decays each client's rate by s of
 //! its previous staleness (see that function).
 
+use crate::config::{Algorithm, AsyncBuilt, BuildCx, Built, RoundConfig};
 use fedpace_core::asynchronous::{ArrivalOutcome, AsyncStrategy, Staleness};
 use fedpace_core::{ClientId, Error, Result, TrainRes};
 use fedpace_params::ParamTree;
+use serde::{Deserialize, Serialize};
+
+/// `fedasync`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FedAsyncConfig {
+    /// Mixing weight α ∈ (0, 1] (default 0.6).
+    pub async_alpha: f64,
+    /// Staleness function s(τ), e.g. `{ name = "hinge", a = 10, b = 4 }` (default
+    /// `{ name = "polynomial", a = 0.5 }`).
+    pub staleness: Staleness,
+    /// The clients' proximal coefficient ρ (the paper's; default 0.01).
+    pub mu: f64,
+    /// Clients training at once (default 10).
+    pub concurrency: usize,
+    /// Multiply a client's rate by s(its previous staleness) (default true).
+    pub rate_decay: bool,
+}
+
+impl Default for FedAsyncConfig {
+    fn default() -> Self {
+        Self {
+            async_alpha: 0.6,
+            staleness: Staleness::default(),
+            mu: 0.01,
+            concurrency: 10,
+            rate_decay: true,
+        }
+    }
+}
+
+impl Algorithm for FedAsyncConfig {
+    const NAME: &'static str = "fedasync";
+    const ASYNC: bool = true;
+    fn validate(&self, _round: &RoundConfig) -> Result<()> {
+        if !(self.mu.is_finite() && self.mu >= 0.0) {
+            return Err(Error::invalid("strategy.mu", self.mu, "a finite μ >= 0"));
+        }
+        crate::config::check_f32("strategy.mu", self.mu)?;
+        if self.concurrency == 0 {
+            return Err(Error::invalid("strategy.concurrency", 0, "at least 1"));
+        }
+        FedAsync::new(self.async_alpha, self.staleness).map(|_| ())
+    }
+    fn build(&self, mut cx: BuildCx) -> Result<Built> {
+        // FedAsync's client-side proximal term ρ (ALGORITHMS.md C.8).
+        cx.settings.base_plan.prox_mu = self.mu;
+        Ok(Built::Async(AsyncBuilt {
+            strategy: Box::new(FedAsync::new(self.async_alpha, self.staleness)?),
+            policy: cx.policy,
+            base_plan: cx.settings.base_plan,
+            concurrency: self.concurrency,
+            rate_decay: self.rate_decay,
+        }))
+    }
+}
 
 /// The FedAsync server.
 #[derive(Debug, Clone)]
@@ -88,7 +145,7 @@ mod tests {
             delta: ParamTree::from_vec(spec, vec![4.0, -2.0]).unwrap(),
             num_examples: 1,
             report: TrainReport::default(),
-            extras: Default::default(),
+            ext: Default::default(),
         };
         // staleness 3: α_t = 0.6 · 4^(−1/2) = 0.3; x = 0.7·[1,2] + 0.3·[4,−2]
         let o = s.on_arrival(&mut x, &base, 0, &res, 3).unwrap();

@@ -13,6 +13,7 @@ use crate::policies::{
     straggler::StragglerCompensation, trust_ratio::TrustRatio,
 };
 use fedpace_core::{ClientInfo, ClientPool, Error, RatePlan, RatePolicy, Result};
+use fedpace_optim::OptimizerSpec;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -20,8 +21,10 @@ use std::collections::BTreeMap;
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(tag = "name", rename_all = "kebab-case", deny_unknown_fields)]
 pub enum PolicyConfig {
-    /// Every client gets the base plan.
+    /// Every client gets the base plan. Takes no keys besides `name` (an unknown key is
+    /// an error, as for every other policy).
     #[default]
+    #[serde(deserialize_with = "no_keys")]
     Constant,
     /// η_k = η · clamp((n_k / n̄)^γ, min, max).
     ByDataSize {
@@ -192,6 +195,15 @@ pub enum PolicyConfig {
     },
 }
 
+/// Deserialises a unit variant of the internally tagged enum, rejecting any key (serde
+/// ignores `deny_unknown_fields` for unit variants).
+fn no_keys<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<(), D::Error> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct NoKeys {}
+    NoKeys::deserialize(d).map(|_| ())
+}
+
 fn minus_one() -> f64 {
     -1.0
 }
@@ -238,12 +250,19 @@ fn check(ok: bool, key: &str, v: impl ToString, expected: &str) -> Result<()> {
 }
 
 fn check_clamp(min: f64, max: f64) -> Result<()> {
-    check(min > 0.0 && min.is_finite(), "min", min, "a multiplier > 0")?;
-    if !(max >= min && max.is_finite()) {
+    // Multipliers are applied to f32 rates: they must be f32s too.
+    let f32_ok = |v: f64| (v as f32).is_finite() && v as f32 > 0.0;
+    check(
+        min > 0.0 && f32_ok(min),
+        "min",
+        min,
+        "a multiplier > 0 that fits an f32",
+    )?;
+    if !(max >= min && f32_ok(max)) {
         return Err(Error::invalid(
             "policy.max",
             max,
-            format!("a multiplier >= policy.min ({min})"),
+            format!("a multiplier >= policy.min ({min}) that fits an f32"),
         ));
     }
     Ok(())
@@ -251,11 +270,14 @@ fn check_clamp(min: f64, max: f64) -> Result<()> {
 
 fn check_table(key: &str, t: &BTreeMap<String, f64>, lo_exclusive: bool, hi: f64) -> Result<()> {
     for (k, v) in t {
-        let ok = v.is_finite() && (if lo_exclusive { *v > 0.0 } else { *v >= 0.0 }) && *v <= hi;
+        let ok = v.is_finite()
+            && (*v as f32).is_finite()
+            && (if lo_exclusive { *v > 0.0 } else { *v >= 0.0 })
+            && *v <= hi;
         let exp = if hi.is_finite() {
             format!("in (0, {hi}]")
         } else {
-            "a finite multiplier >= 0".into()
+            "a finite multiplier >= 0 that fits an f32".into()
         };
         if !ok {
             return Err(Error::invalid(format!("policy.{key}.{k}"), v, exp));
@@ -477,6 +499,97 @@ impl PolicyConfig {
         }
     }
 
+    /// The optimiser the policy puts in every plan, overriding `client.optimizer`
+    /// (`curvature`: Δ-SGD, `fedlalr`: AMSGrad, `trust-ratio`: LARS; in `compose`, the
+    /// last part that sets one).
+    pub fn forces_optimizer(&self) -> Option<OptimizerSpec> {
+        match *self {
+            PolicyConfig::Curvature { gamma, delta, .. } => Some(OptimizerSpec::DeltaSgd {
+                gamma,
+                delta,
+                eps: 1e-8,
+            }),
+            PolicyConfig::Fedlalr {
+                beta1, beta2, eps, ..
+            } => Some(OptimizerSpec::Amsgrad {
+                beta1,
+                beta2,
+                eps,
+                weight_decay: 0.0,
+            }),
+            PolicyConfig::TrustRatio {
+                max_ratio,
+                eps,
+                momentum,
+            } => Some(OptimizerSpec::Lars {
+                momentum,
+                max_ratio,
+                eps,
+                weight_decay: 0.0,
+            }),
+            PolicyConfig::Compose { ref policies, .. } => {
+                policies.iter().rev().find_map(|p| p.forces_optimizer())
+            }
+            _ => None,
+        }
+    }
+
+    /// Whether the policy makes clients start from the server's optimiser state
+    /// (`fedlalr`'s synchronised moments).
+    pub fn forces_server_init(&self) -> bool {
+        match self {
+            PolicyConfig::Fedlalr { .. } => true,
+            PolicyConfig::Compose { policies, .. } => {
+                policies.iter().any(|p| p.forces_server_init())
+            }
+            _ => false,
+        }
+    }
+
+    /// The name of the (part of the) policy that scales updates on the server side
+    /// (`clip-updates`, `inverse-variance`), which needs each client's update.
+    pub fn adjusting_aggregation(&self) -> Option<&'static str> {
+        match self {
+            PolicyConfig::ClipUpdates { .. } | PolicyConfig::InverseVariance { .. } => {
+                Some(self.name())
+            }
+            PolicyConfig::Compose { policies, .. } => {
+                policies.iter().find_map(|p| p.adjusting_aggregation())
+            }
+            _ => None,
+        }
+    }
+
+    /// Whether the policy sets clients' proximal coefficients (`prox-mu`).
+    pub fn sets_prox_mu(&self) -> bool {
+        match self {
+            PolicyConfig::ProxMu { .. } => true,
+            PolicyConfig::Compose { policies, .. } => policies.iter().any(|p| p.sets_prox_mu()),
+            _ => false,
+        }
+    }
+
+    /// The client metadata the policy reads (see
+    /// [`RatePolicy::required_metadata`]): `by-label-skew` needs the clients' label
+    /// histograms.
+    pub fn required_metadata(&self) -> Vec<&'static str> {
+        match self {
+            PolicyConfig::ByLabelSkew { .. } => {
+                vec![<fedpace_core::LabelHistogram as fedpace_core::Payload>::NAME]
+            }
+            PolicyConfig::Compose { policies, .. } => {
+                let mut v: Vec<&'static str> = policies
+                    .iter()
+                    .flat_map(|p| p.required_metadata())
+                    .collect();
+                v.sort_unstable();
+                v.dedup();
+                v
+            }
+            _ => Vec::new(),
+        }
+    }
+
     /// Builds the policy for a model whose parameter groups are `groups` (needed by
     /// `per-layer`, whose labels are checked here).
     pub fn build_for(&self, groups: &[String]) -> Result<Box<dyn RatePolicy>> {
@@ -663,13 +776,7 @@ mod tests {
         let pool: Vec<ClientInfo> = [100u64, 300, 800]
             .iter()
             .enumerate()
-            .map(|(i, &n)| ClientInfo {
-                id: i as u64,
-                num_train: n,
-                num_test: 0,
-                label_histogram: vec![],
-                device: None,
-            })
+            .map(|(i, &n)| ClientInfo::new(i as u64, n, 0))
             .collect();
         p.start(&pool).unwrap();
         // n̄ = 400: (100/400)^-0.5 = 2, (800/400)^-0.5 = 1/√2

@@ -61,15 +61,7 @@ mod tests {
     use fedpace_core::ClientInfo;
 
     fn pool(n: u64) -> Vec<ClientInfo> {
-        (0..n)
-            .map(|id| ClientInfo {
-                id,
-                num_train: 1,
-                num_test: 1,
-                label_histogram: vec![],
-                device: None,
-            })
-            .collect()
+        (0..n).map(|id| ClientInfo::new(id, 1, 1)).collect()
     }
 
     #[test]

@@ -5,10 +5,13 @@
 
 mod common;
 use common::*;
-use fedpace_algos::{FedAvgConfig, Normalize, Sampling, Scaffold, StrategyConfig, StrategyName};
-use fedpace_core::{
-    Client, Grid, InsExtras, LocalState, ResExtras, ScaffoldOption, Strategy, TrainIns,
+use fedpace_algos::feddyn::{FedDynConfig, FedDynDown, FedDynState};
+use fedpace_algos::fedprox::FedProxConfig;
+use fedpace_algos::scaffold::{
+    ScaffoldDown, ScaffoldOption, ScaffoldServer, ScaffoldState, ScaffoldUp,
 };
+use fedpace_algos::{Normalize, Pipeline, StrategyConfig};
+use fedpace_core::{Client, Grid, LocalState, Strategy, TrainIns};
 use fedpace_params::ParamTree;
 use fedpace_sim::SimGrid;
 use std::sync::Arc;
@@ -30,13 +33,7 @@ fn fedprox_client_matches_the_closed_form() {
     for mu in [0.0, mu] {
         let mut p = plan(lr, tau);
         p.prox_mu = mu;
-        let ins = TrainIns {
-            round: 1,
-            params: global(x),
-            plan: p,
-            seed: 0,
-            extras: InsExtras::None,
-        };
+        let ins = TrainIns::new(1, global(x), p, 0);
         let res = client(2).train(&ins, &mut LocalState::default()).unwrap();
         let a = mean(2);
         let r = (1.0 - lr as f64 * (1.0 + mu)).powi(tau as i32);
@@ -52,21 +49,18 @@ fn fedprox_client_matches_the_closed_form() {
 
 #[test]
 fn fedprox_strategy_puts_mu_in_every_plan_and_rejects_bad_mu() {
-    let cfg = StrategyConfig {
-        name: StrategyName::Fedprox,
-        clients_per_round: 2,
-        mu: 0.7,
-        ..Default::default()
-    };
+    let cfg = StrategyConfig::new(FedProxConfig { mu: 0.7 }).with_clients_per_round(2);
     let mut s = cfg
         .build(plan(0.1, 3), fedpace_algos::PolicyConfig::Constant.build())
+        .unwrap()
+        .into_sync()
         .unwrap();
     let ins = s
         .configure_train(1, &global([0.0; 2]), &pool(3), 0)
         .unwrap();
     assert_eq!(ins.len(), 2);
     assert!(ins.iter().all(|(_, i)| i.plan.prox_mu == 0.7));
-    let bad = StrategyConfig { mu: -1.0, ..cfg };
+    let bad = StrategyConfig::new(FedProxConfig { mu: -1.0 });
     assert_eq!(
         bad.validate().unwrap_err().to_string(),
         "strategy.mu = -1: a finite μ >= 0"
@@ -103,13 +97,13 @@ fn scaffold_client_by_hand(
 fn scaffold_two_rounds_by_hand_and_control_variates_survive() {
     for option in [ScaffoldOption::II, ScaffoldOption::I] {
         let (lr, k, n, m, server_lr) = (0.2f32, 4u32, 3u64, 2usize, 0.5f64);
-        let cfg = FedAvgConfig {
-            sampling: Sampling::Count(m),
-            server_lr: server_lr as f32,
-            normalize: Normalize::Off,
-            base_plan: plan(lr, k),
-        };
-        let mut s = Scaffold::new(cfg, option, fedpace_algos::PolicyConfig::Constant.build());
+        let mut s = Pipeline::new(
+            "scaffold",
+            settings(m, server_lr, Normalize::Off, plan(lr, k)),
+            fedpace_algos::PolicyConfig::Constant.build(),
+            Box::new(ScaffoldServer::new(option)),
+        )
+        .with_weighting(fedpace_algos::pipeline::Weighting::Uniform);
         let mut grid = SimGrid::new(pool(n), factory(), 2).unwrap();
         let mut x = ParamTree::from_vec(spec(), vec![0.5, -1.0]).unwrap();
         // Reference state in f64.
@@ -154,15 +148,19 @@ fn scaffold_two_rounds_by_hand_and_control_variates_survive() {
                     "{option:?} round {round}: x {:?} vs {xr:?}",
                     x.as_slice()
                 );
+                let server = s.hooks::<ScaffoldServer>().unwrap();
                 assert!(
-                    close(s.server_control()[j] as f64, c[j], 1e-5),
+                    close(server.server_control()[j] as f64, c[j], 1e-5),
                     "{option:?} round {round}: c"
                 );
             }
             // every client's c_i is the one kept in the grid's state store
             for id in 0..n {
                 let st = grid.state_of(id).unwrap();
-                let got = st.control_variate.unwrap_or_else(|| vec![0.0; DIM]);
+                let got = st
+                    .ext
+                    .get::<ScaffoldState>()
+                    .map_or_else(|| vec![0.0; DIM], |s| s.control.clone());
                 for j in 0..DIM {
                     assert!(
                         close(got[j] as f64, ci[id as usize][j], 1e-5),
@@ -176,22 +174,18 @@ fn scaffold_two_rounds_by_hand_and_control_variates_survive() {
 
 #[test]
 fn scaffold_reply_carries_control_delta() {
-    let ins = TrainIns {
-        round: 1,
-        params: global([0.0, 0.0]),
-        plan: plan(0.1, 2),
-        seed: 0,
-        extras: InsExtras::Scaffold {
-            server_control: Arc::new(vec![0.0; DIM]),
-            option: ScaffoldOption::II,
-        },
-    };
+    let mut ins = TrainIns::new(1, global([0.0, 0.0]), plan(0.1, 2), 0);
+    ins.ext.insert(ScaffoldDown {
+        server_control: Arc::new(vec![0.0; DIM]),
+        option: ScaffoldOption::II,
+    });
     let mut st = LocalState::default();
     let res = client(1).train(&ins, &mut st).unwrap();
-    let ResExtras::Scaffold { control_delta } = res.extras else {
-        panic!("no control delta")
-    };
-    assert_eq!(Some(control_delta), st.control_variate);
+    let up = res.ext.get::<ScaffoldUp>().expect("no control delta");
+    assert_eq!(
+        Some(&up.control_delta),
+        st.ext.get::<ScaffoldState>().map(|s| &s.control)
+    );
 }
 
 #[test]
@@ -199,18 +193,19 @@ fn feddyn_two_rounds_by_hand() {
     // Client: GD on ½‖θ − ā‖² − ⟨g_k, θ⟩ + (α/2)‖θ − x‖²: θ_{s+1} = θ_s − η((θ_s − ā) − g_k + α(θ_s − x)),
     // fixed point θ* = (ā + g_k + αx)/(1+α), θ_τ − θ* = (1 − η(1+α))^τ (x − θ*).
     let (lr, k, n, alpha) = (0.1f64, 5u32, 3u64, 0.3f64);
-    let cfg = StrategyConfig {
-        name: StrategyName::Feddyn,
-        clients_per_round: 3,
+    let cfg = StrategyConfig::new(FedDynConfig {
         alpha,
-        normalize: Normalize::Off,
         ..Default::default()
-    };
+    })
+    .with_clients_per_round(3)
+    .with_normalize(Normalize::Off);
     let mut s = cfg
         .build(
             plan(lr as f32, k),
             fedpace_algos::PolicyConfig::Constant.build(),
         )
+        .unwrap()
+        .into_sync()
         .unwrap();
     let mut grid = SimGrid::new(pool(n), factory(), 1).unwrap();
     let mut x = ParamTree::from_vec(spec(), vec![0.5, -1.0]).unwrap();
@@ -256,20 +251,15 @@ fn feddyn_clips_the_corrected_gradient_by_hand() {
     let g0 = vec![1.5f32, -0.5];
     let a = mean(1);
     let run = |clip: Option<f64>| {
-        let ins = TrainIns {
-            round: 1,
-            params: global(x),
-            plan: plan(lr as f32, tau),
-            seed: 0,
-            extras: InsExtras::FedDyn {
-                alpha,
-                max_grad_norm: clip,
-            },
-        };
-        let mut st = LocalState {
-            feddyn_gradient: Some(g0.clone()),
-            ..Default::default()
-        };
+        let mut ins = TrainIns::new(1, global(x), plan(lr as f32, tau), 0);
+        ins.ext.insert(FedDynDown {
+            alpha,
+            max_grad_norm: clip,
+        });
+        let mut st = LocalState::default();
+        st.ext.insert(FedDynState {
+            gradient: g0.clone(),
+        });
         let res = client(1).train(&ins, &mut st).unwrap();
         (res, st)
     };
@@ -298,7 +288,7 @@ fn feddyn_clips_the_corrected_gradient_by_hand() {
             assert_eq!(bound, tau);
         }
         let (res, st) = run(clip);
-        let g = st.feddyn_gradient.unwrap();
+        let g = st.ext.get::<FedDynState>().unwrap().gradient.clone();
         for j in 0..DIM {
             let want = th[j] - x[j] as f64;
             let got = res.delta.as_slice()[j] as f64;
@@ -320,42 +310,38 @@ fn feddyn_clips_the_corrected_gradient_by_hand() {
 
 #[test]
 fn feddyn_clip_reaches_the_clients_and_bad_values_name_the_key() {
-    let cfg = StrategyConfig {
-        name: StrategyName::Feddyn,
-        clients_per_round: 2,
-        ..Default::default()
+    let dyn_cfg = |feddyn_clip: f64| {
+        StrategyConfig::new(FedDynConfig {
+            feddyn_clip,
+            ..Default::default()
+        })
+        .with_clients_per_round(2)
     };
-    assert_eq!(cfg.feddyn_clip, 10.0, "the reference code's default");
+    assert_eq!(
+        FedDynConfig::default().feddyn_clip,
+        10.0,
+        "the reference code's default"
+    );
     for (clip, want) in [(10.0, Some(10.0)), (0.0, None), (3.5, Some(3.5))] {
-        let c = StrategyConfig {
-            feddyn_clip: clip,
-            ..cfg.clone()
-        };
-        let mut s = c
+        let mut s = dyn_cfg(clip)
             .build(plan(0.1, 3), fedpace_algos::PolicyConfig::Constant.build())
+            .unwrap()
+            .into_sync()
             .unwrap();
         let ins = s
             .configure_train(1, &global([0.0; 2]), &pool(3), 0)
             .unwrap();
         for (_, i) in &ins {
-            let InsExtras::FedDyn { max_grad_norm, .. } = i.extras else {
-                panic!("not feddyn extras")
-            };
-            assert_eq!(max_grad_norm, want);
+            let down = i.ext.get::<FedDynDown>().expect("not feddyn payload");
+            assert_eq!(down.max_grad_norm, want);
         }
     }
-    let bad = StrategyConfig {
-        feddyn_clip: -1.0,
-        ..cfg.clone()
-    };
+    let bad = dyn_cfg(-1.0);
     assert_eq!(
         bad.validate().unwrap_err().to_string(),
         "strategy.feddyn_clip = -1: a finite norm >= 0 (0 turns clipping off)"
     );
-    let nan = StrategyConfig {
-        feddyn_clip: f64::NAN,
-        ..cfg
-    };
+    let nan = dyn_cfg(f64::NAN);
     assert!(nan
         .validate()
         .unwrap_err()
@@ -379,13 +365,12 @@ fn prox_mu_policy_sets_mu_per_client_and_composes_with_rate_policies() {
         ]}"#,
     )
     .unwrap();
-    let cfg = StrategyConfig {
-        name: StrategyName::Fedprox,
-        clients_per_round: 3,
-        mu: 0.8,
-        ..Default::default()
-    };
-    let mut s = cfg.build(plan(0.1, 3), toml_policy.build()).unwrap();
+    let cfg = StrategyConfig::new(FedProxConfig { mu: 0.8 }).with_clients_per_round(3);
+    let mut s = cfg
+        .build(plan(0.1, 3), toml_policy.build())
+        .unwrap()
+        .into_sync()
+        .unwrap();
     let ins = s.configure_train(1, &global([0.0; 2]), &pool, 0).unwrap();
     assert_eq!(ins.len(), 3);
     for (id, i) in &ins {
@@ -409,13 +394,12 @@ fn prox_mu_policy_sets_mu_per_client_and_composes_with_rate_policies() {
     // the client's result is FedProx's closed form for μ_k.
     let p: PolicyConfig =
         serde_json::from_str(r#"{"name": "prox-mu", "mu": 0.0, "clients": {"1": 1.5}}"#).unwrap();
-    let mut s = StrategyConfig {
-        name: StrategyName::Fedavg,
-        clients_per_round: 3,
-        ..Default::default()
-    }
-    .build(plan(0.1, 7), p.build())
-    .unwrap();
+    let mut s = StrategyConfig::default()
+        .with_clients_per_round(3)
+        .build(plan(0.1, 7), p.build())
+        .unwrap()
+        .into_sync()
+        .unwrap();
     let x = [0.5f32, -1.0];
     let ins = s.configure_train(1, &global(x), &pool, 0).unwrap();
     for (id, i) in ins {

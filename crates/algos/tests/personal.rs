@@ -6,11 +6,19 @@
 //! gradient is `θ − mean(x)` and the Hessian is the identity. Every client's samples are
 //! all equal to its target `c`, so every batch has gradient `θ − c`.
 
-use fedpace_algos::{PolicyConfig, StandardClient, StrategyConfig, StrategyName};
+use fedpace_algos::apfl::{Apfl, ApflState};
+use fedpace_algos::ditto::Ditto;
+use fedpace_algos::fedbabu::FedBabu;
+use fedpace_algos::fedper::{FedPerConfig, PartialShare};
+use fedpace_algos::fedrep::FedRep;
+use fedpace_algos::perfedavg::{PerFedAvg, PerFedAvgVariant};
+use fedpace_algos::personal::{PersonalGroups, PersonalModel};
+use fedpace_algos::pfedme::PFedMe;
+use fedpace_algos::{PolicyConfig, StandardClient, StrategyConfig};
 use fedpace_core::data::DenseDataset;
 use fedpace_core::{
-    Batch, Client, ClientData, ClientInfo, ClientRecipe, EvalIns, EvalStats, Inputs, InsExtras,
-    LocalState, LocalWork, Model, PerFedAvgVariant, PersonalEval, PersonalIns, RatePlan, TrainIns,
+    Batch, Client, ClientData, ClientInfo, EvalIns, EvalStats, Extensions, Inputs, LocalState,
+    LocalWork, Model, Payload, PersonalEval, RatePlan, TrainIns,
 };
 use fedpace_params::{ParamSpec, ParamTree};
 use std::sync::Arc;
@@ -106,25 +114,21 @@ fn tree(v: [f32; 3]) -> Arc<ParamTree> {
     Arc::new(ParamTree::from_vec(spec(), v.to_vec()).unwrap())
 }
 
-fn personal(recipe: ClientRecipe, personal: [bool; 2], frozen: [bool; 2]) -> PersonalIns {
-    PersonalIns {
-        recipe,
+/// A personalised instruction's payloads: the recipe and the group masks.
+fn personal<R: Payload>(recipe: R, personal: [bool; 2], frozen: [bool; 2]) -> Extensions {
+    Extensions::new().with(recipe).with(PersonalGroups {
         personal: personal.to_vec(),
         frozen: frozen.to_vec(),
-    }
+    })
 }
 
-fn ins(global: [f32; 3], plan: RatePlan, p: &PersonalIns, round: u32) -> TrainIns {
-    TrainIns {
-        round,
-        params: tree(global),
-        plan,
-        seed: 7,
-        extras: InsExtras::Personal(p.clone()),
-    }
+fn ins(global: [f32; 3], plan: RatePlan, p: &Extensions, round: u32) -> TrainIns {
+    let mut i = TrainIns::new(round, tree(global), plan, 7);
+    i.ext = p.clone();
+    i
 }
 
-fn eval_ins(global: [f32; 3], p: &PersonalIns, mode: PersonalEval, k: u32) -> EvalIns {
+fn eval_ins(global: [f32; 3], p: &Extensions, mode: PersonalEval, k: u32) -> EvalIns {
     EvalIns {
         round: 1,
         params: tree(global),
@@ -133,8 +137,39 @@ fn eval_ins(global: [f32; 3], p: &PersonalIns, mode: PersonalEval, k: u32) -> Ev
         plan: plan(0.5, k.max(1)),
         seed: 7,
         personalized: mode,
-        extras: InsExtras::Personal(p.clone()),
+        ext: p.clone(),
     }
+}
+
+/// The client's personal model.
+fn kept(state: &LocalState) -> &[f32] {
+    &state
+        .ext
+        .get::<PersonalModel>()
+        .expect("a personal model")
+        .0
+}
+
+/// Client 0's personal model as its recipe defines it (evaluation mode `personal-model`).
+fn personal_model(state: &LocalState, global: [f32; 3], p: &Extensions, c: [f32; 3]) -> Vec<f32> {
+    let e = eval_ins(global, p, PersonalEval::PersonalModel, 0);
+    let recipe = fedpace_algos::builtin()
+        .client
+        .recipe_for(&e.ext)
+        .unwrap()
+        .unwrap();
+    let mut model = Quadratic { spec: spec() };
+    let d = data(c, 8);
+    let mut cx = fedpace_algos::parts::RecipeCx {
+        id: 0,
+        model: &mut model,
+        data: &d,
+    };
+    recipe
+        .personal_model(&mut cx, &e, state)
+        .unwrap()
+        .unwrap()
+        .into_vec()
 }
 
 fn close(a: &[f32], b: &[f32], tol: f32) {
@@ -146,7 +181,7 @@ fn close(a: &[f32], b: &[f32], tol: f32) {
 
 #[test]
 fn fedper_never_sends_the_head_and_keeps_it_across_rounds() {
-    let p = personal(ClientRecipe::PartialShare, [false, true], [false, false]);
+    let p = personal(PartialShare, [false, true], [false, false]);
     let mut c = client(0, [1.0, 2.0, 4.0]);
     let mut state = LocalState::default();
     // One SGD step at rate 0.5 from θ = 0: θ ← θ − 0.5 (θ − c) = c / 2.
@@ -158,32 +193,22 @@ fn fedper_never_sends_the_head_and_keeps_it_across_rounds() {
         &[0.5, 1.0, 0.0],
         "head delta must be zero"
     );
-    let kept = state.personal.as_ref().unwrap().params.clone();
-    assert_eq!(kept[2], 2.0, "trained head is kept on the client");
+    assert_eq!(kept(&state)[2], 2.0, "trained head is kept on the client");
     // Round 2: the global model carries a different head value; the client ignores it and
     // continues from its own head (2.0): 2 − 0.5·(2 − 4) = 3.
     let r = c
         .train(&ins([0.0, 0.0, -9.0], plan(0.5, 1), &p, 2), &mut state)
         .unwrap();
     assert_eq!(r.delta.as_slice()[2], 0.0);
-    assert_eq!(state.personal.as_ref().unwrap().params[2], 3.0);
+    assert_eq!(kept(&state)[2], 3.0);
     // Personal-model evaluation uses the global body and the client's head.
-    let pm = fedpace_algos::personal::personal_model(
-        0,
-        &mut Quadratic { spec: spec() },
-        &data([1.0, 2.0, 4.0], 8),
-        &eval_ins([0.1, 0.2, -9.0], &p, PersonalEval::PersonalModel, 0),
-        &p,
-        &state,
-    )
-    .unwrap()
-    .unwrap();
-    assert_eq!(pm.as_slice(), &[0.1, 0.2, 3.0]);
+    let pm = personal_model(&state, [0.1, 0.2, -9.0], &p, [1.0, 2.0, 4.0]);
+    assert_eq!(pm, vec![0.1, 0.2, 3.0]);
 }
 
 #[test]
 fn lg_fedavg_keeps_the_body_and_sends_the_head() {
-    let p = personal(ClientRecipe::PartialShare, [true, false], [false, false]);
+    let p = personal(PartialShare, [true, false], [false, false]);
     let mut c = client(0, [1.0, 2.0, 4.0]);
     let mut state = LocalState::default();
     let r = c
@@ -196,7 +221,7 @@ fn lg_fedavg_keeps_the_body_and_sends_the_head() {
 fn fedrep_trains_head_then_body_with_their_own_rates() {
     // head multiplier 0.5, body 1; rate 0.5: head rate 0.25, body rate 0.5.
     let p = personal(
-        ClientRecipe::FedRep {
+        FedRep {
             head_epochs: 1,
             body_epochs: 1,
         },
@@ -211,7 +236,7 @@ fn fedrep_trains_head_then_body_with_their_own_rates() {
     let r = c.train(&ins([0.0; 3], pl, &p, 1), &mut state).unwrap();
     // Head phase: h = 0 − 0.25·(0 − 4) = 1, body frozen. Body phase: w = 0 − 0.5·(0 − 2) = 1.
     assert_eq!(r.delta.as_slice(), &[1.0, 1.0, 0.0]);
-    assert_eq!(state.personal.as_ref().unwrap().params[2], 1.0);
+    assert_eq!(kept(&state)[2], 1.0);
     assert_eq!(r.report.steps, 2);
     // Σ rates: body 0.5 (body phase only), head 0.25 (head phase only).
     assert_eq!(r.report.rate_sum, vec![0.5, 0.25]);
@@ -219,7 +244,7 @@ fn fedrep_trains_head_then_body_with_their_own_rates() {
 
 #[test]
 fn fedbabu_never_trains_the_head() {
-    let p = personal(ClientRecipe::FedBabu, [false, false], [false, true]);
+    let p = personal(FedBabu, [false, false], [false, true]);
     let mut c = client(0, [2.0, 2.0, 4.0]);
     let mut state = LocalState::default();
     let r = c
@@ -227,7 +252,7 @@ fn fedbabu_never_trains_the_head() {
         .unwrap();
     // body: 3 steps of θ ← θ − 0.5(θ − 2): 1, 1.5, 1.75
     assert_eq!(r.delta.as_slice(), &[1.75, 1.75, 0.0]);
-    assert!(state.personal.is_none(), "FedBABU keeps no personal state");
+    assert!(state.ext.is_empty(), "FedBABU keeps no personal state");
     // Fine-tune-then-test trains the head too (K = 1 at rate 0.5 from the global model).
     let e = c
         .evaluate(
@@ -257,7 +282,7 @@ fn perfedavg_fo_and_hf_steps_match_the_hand_formula() {
         (PerFedAvgVariant::Hf, (1.0 - alpha) * (1.0 - alpha)),
     ] {
         let p = personal(
-            ClientRecipe::PerFedAvg {
+            PerFedAvg {
                 variant,
                 meta_lr: beta,
                 hf_delta: 1e-2,
@@ -272,7 +297,7 @@ fn perfedavg_fo_and_hf_steps_match_the_hand_formula() {
             .unwrap();
         let expect: Vec<f32> = [4.0, -4.0, 8.0].iter().map(|x| beta * factor * x).collect();
         close(r.delta.as_slice(), &expect, 1e-4);
-        assert!(state.personal.is_none(), "Per-FedAvg is stateless");
+        assert!(state.ext.is_empty(), "Per-FedAvg is stateless");
         assert_eq!(r.report.rate_sum, vec![beta as f64; 2]);
     }
 }
@@ -281,7 +306,7 @@ fn perfedavg_fo_and_hf_steps_match_the_hand_formula() {
 fn pfedme_inner_problem_matches_the_closed_form() {
     // argmin_θ ½‖θ − c‖² + λ/2‖θ − w‖² + μ/2‖θ‖² = (c + λ w) / (1 + λ + μ).
     let (lambda, mu) = (15.0f32, 1e-3f32);
-    let k = fedpace_algos::pfedme::PFedMeStep {
+    let k = PFedMe {
         inner_steps: 500,
         lambda,
         personal_lr: 0.05,
@@ -301,7 +326,7 @@ fn pfedme_inner_problem_matches_the_closed_form() {
         &w,
         k,
         &map_rates,
-        &fedpace_algos::personal::GroupMap::new(&spec),
+        &fedpace_algos::local::GroupMap::new(&spec),
     )
     .unwrap();
     let expect: Vec<f32> = c
@@ -317,7 +342,7 @@ fn pfedme_one_local_round_by_hand() {
     // K = 1, η_p = 0.1, λ = 15, μ = 0, η = 0.01, w = 0, c = [1, 1, 1]:
     // θ = 0 − 0.1(0 − 1 + 0) = 0.1; w_local = 0 − 0.01·15·(0 − 0.1) = 0.015.
     let p = personal(
-        ClientRecipe::PFedMe {
+        PFedMe {
             inner_steps: 1,
             lambda: 15.0,
             personal_lr: 0.1,
@@ -332,7 +357,7 @@ fn pfedme_one_local_round_by_hand() {
         .train(&ins([0.0; 3], plan(0.01, 1), &p, 1), &mut state)
         .unwrap();
     close(r.delta.as_slice(), &[0.015; 3], 1e-7);
-    close(&state.personal.as_ref().unwrap().params, &[0.1; 3], 1e-7);
+    close(kept(&state), &[0.1; 3], 1e-7);
 }
 
 #[test]
@@ -341,7 +366,7 @@ fn ditto_large_lambda_stays_at_the_global_model_and_zero_lambda_is_local_trainin
     let c = [3.0f32, 3.0, 3.0];
     // λ = 1e6 with η_p λ = 0.5: v → (c + λ w)/(1 + λ) = w + O(1/λ).
     let p = personal(
-        ClientRecipe::Ditto {
+        Ditto {
             lambda: 1e6,
             personal_lr: Some(0.5e-6),
         },
@@ -353,7 +378,7 @@ fn ditto_large_lambda_stays_at_the_global_model_and_zero_lambda_is_local_trainin
     let r = cl
         .train(&ins(global, plan(0.5, 40), &p, 1), &mut state)
         .unwrap();
-    close(&state.personal.as_ref().unwrap().params, &global, 1e-5);
+    close(kept(&state), &global, 1e-5);
     // The global half is plain local SGD: 40 halvings of the gap to c.
     let expect: Vec<f32> = global
         .iter()
@@ -363,7 +388,7 @@ fn ditto_large_lambda_stays_at_the_global_model_and_zero_lambda_is_local_trainin
     close(r.delta.as_slice(), &expect, 1e-5);
     // λ = 0, η_p = 0.5, one step from v = w: v = w − 0.5(w − c).
     let p = personal(
-        ClientRecipe::Ditto {
+        Ditto {
             lambda: 0.0,
             personal_lr: None,
         },
@@ -378,7 +403,7 @@ fn ditto_large_lambda_stays_at_the_global_model_and_zero_lambda_is_local_trainin
         .zip(&c)
         .map(|(g, ci)| (g + ci) / 2.0)
         .collect();
-    close(&state.personal.as_ref().unwrap().params, &expect, 1e-7);
+    close(kept(&state), &expect, 1e-7);
 }
 
 #[test]
@@ -390,7 +415,7 @@ fn apfl_one_step_matches_a_hand_computation() {
     // ⟨v − w, g⟩ = 3·(0.5 − 1)(−1.25) = 1.875 ⇒ α = 0.5 − 0.1·1.875 = 0.3125;
     // w ← 1 + 0.5 = 1.5;  v ← 0.5 + 0.5·0.5·1.25 = 0.8125.
     let p = personal(
-        ClientRecipe::Apfl {
+        Apfl {
             alpha_init: 0.5,
             alpha_lr: 0.1,
         },
@@ -403,21 +428,12 @@ fn apfl_one_step_matches_a_hand_computation() {
         .train(&ins([0.0; 3], plan(0.5, 2), &p, 1), &mut state)
         .unwrap();
     close(r.delta.as_slice(), &[1.5; 3], 1e-6);
-    let s = state.personal.as_ref().unwrap();
-    close(&s.params, &[0.8125; 3], 1e-6);
-    assert!((s.alpha.unwrap() - 0.3125).abs() < 1e-6);
+    close(kept(&state), &[0.8125; 3], 1e-6);
+    let alpha = state.ext.get::<ApflState>().unwrap().alpha;
+    assert!((alpha - 0.3125).abs() < 1e-6);
     // α survives into the next round and the personal model is α v + (1 − α) w.
-    let pm = fedpace_algos::personal::personal_model(
-        0,
-        &mut Quadratic { spec: spec() },
-        &data([2.0; 3], 8),
-        &eval_ins([1.0; 3], &p, PersonalEval::PersonalModel, 0),
-        &p,
-        &state,
-    )
-    .unwrap()
-    .unwrap();
-    close(pm.as_slice(), &[0.3125 * 0.8125 + 0.6875; 3], 1e-6);
+    let pm = personal_model(&state, [1.0; 3], &p, [2.0; 3]);
+    close(&pm, &[0.3125 * 0.8125 + 0.6875; 3], 1e-6);
 }
 
 /// A whole run through the round loop and the simulation grid: personal state survives
@@ -439,25 +455,15 @@ fn fedper_through_the_round_loop_keeps_state_and_the_global_head() {
         }
     }
     let targets = [[1.8f32, 1.8, 5.0], [2.2, 2.2, -5.0]];
-    let pool: Vec<ClientInfo> = (0..2u64)
-        .map(|id| ClientInfo {
-            id,
-            num_train: 8,
-            num_test: 8,
-            label_histogram: vec![8],
-            device: None,
-        })
-        .collect();
+    let pool: Vec<ClientInfo> = (0..2u64).map(|id| ClientInfo::new(id, 8, 8)).collect();
     let factory: fedpace_core::ClientFactory =
         Arc::new(move |id| Ok(Box::new(client(id, targets[id as usize])) as Box<dyn Client>));
     let mut grid = fedpace_sim::SimGrid::new(pool, factory, 2).unwrap();
-    let cfg = StrategyConfig {
-        name: StrategyName::Fedper,
-        clients_per_round: 2,
-        ..Default::default()
-    };
+    let cfg = StrategyConfig::new(FedPerConfig::default()).with_clients_per_round(2);
     let mut strategy = cfg
         .build(plan(0.5, 4), PolicyConfig::Constant.build())
+        .unwrap()
+        .into_sync()
         .unwrap();
     let init = ParamTree::from_vec(spec(), vec![0.0, 0.0, 0.25]).unwrap();
     let opts = RunOptions {
@@ -480,7 +486,7 @@ fn fedper_through_the_round_loop_keeps_state_and_the_global_head() {
     close(&out.global.as_slice()[..2], &[2.0, 2.0], 0.05);
     for (id, t) in targets.iter().enumerate() {
         let s = grid.state_of(id as u64).unwrap();
-        assert!((s.personal.unwrap().params[2] - t[2]).abs() < 1e-3);
+        assert!((kept(&s)[2] - t[2]).abs() < 1e-3);
     }
     // The shared body (≈ 2) is within 0.5 of both clients' samples; only the personal
     // heads are: personalised accuracy 1, global accuracy 0.

@@ -6,11 +6,11 @@
 
 mod common;
 use common::*;
-use fedpace_algos::{FedAvgConfig, Normalize, PolicyConfig, Sampling, Scaffold};
+use fedpace_algos::pipeline::Weighting;
+use fedpace_algos::scaffold::{ScaffoldOption, ScaffoldServer};
+use fedpace_algos::{Normalize, Pipeline, PolicyConfig};
 use fedpace_core::round::{Observer, RoundRecord, RunOptions};
-use fedpace_core::{
-    ClientData, ClientInfo, ClientPool, Dataset, FederatedDataset, Grid, Progress, ScaffoldOption,
-};
+use fedpace_core::{ClientData, ClientInfo, ClientPool, Dataset, FederatedDataset, Grid, Progress};
 use fedpace_params::ParamTree;
 use fedpace_sim::{DataPool, DeviceClasses, SimGrid};
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -114,20 +114,20 @@ impl Observer for Quiet {
     }
 }
 
-fn scaffold(per_round: usize) -> Scaffold {
-    let cfg = FedAvgConfig {
-        sampling: Sampling::Count(per_round),
-        server_lr: 1.0,
-        normalize: Normalize::Off,
-        base_plan: plan(0.1, 3),
-    };
+fn scaffold(per_round: usize) -> Pipeline {
     let policy = PolicyConfig::ByDataSize {
         gamma: -0.5,
         min: 0.25,
         max: 4.0,
     }
     .build();
-    Scaffold::new(cfg, ScaffoldOption::II, policy)
+    Pipeline::new(
+        "scaffold",
+        settings(per_round, 1.0, Normalize::Off, plan(0.1, 3)),
+        policy,
+        Box::new(ScaffoldServer::new(ScaffoldOption::II)),
+    )
+    .with_weighting(Weighting::Uniform)
 }
 
 fn run(grid: &mut SimGrid, per_round: usize, rounds: u32) -> fedpace_core::round::RunOutcome {

@@ -6,9 +6,9 @@
 
 mod common;
 use common::*;
-use fedpace_algos::{
-    FedAsync, FedAvg, FedAvgConfig, FedBuff, FedProx, Normalize, PolicyConfig, Sampling,
-};
+use fedpace_algos::fedprox::FedProxConfig;
+use fedpace_algos::pipeline::NoHooks;
+use fedpace_algos::{FedAsync, FedBuff, Normalize, Pipeline, PolicyConfig, StrategyConfig};
 use fedpace_core::asynchronous::Staleness;
 use fedpace_core::round::{ClientRoundRecord, Observer, RoundRecord, RunOptions};
 use fedpace_core::{ClientInfo, LocalWork, Progress, Strategy};
@@ -30,15 +30,29 @@ impl Observer for Collect {
 }
 
 fn fedavg(m: usize, plan: fedpace_core::RatePlan) -> Box<dyn Strategy> {
-    Box::new(FedAvg::new(
-        FedAvgConfig {
-            sampling: Sampling::Count(m),
-            server_lr: 1.0,
-            normalize: Normalize::Auto,
-            base_plan: plan,
-        },
+    Box::new(Pipeline::new(
+        "fedavg",
+        settings(m, 1.0, Normalize::Auto, plan),
         PolicyConfig::Constant.build(),
+        Box::new(NoHooks),
     ))
+}
+
+/// FedProx with μ through its config (one line of the registry, the real build path).
+fn fedprox(
+    m: usize,
+    normalize: Normalize,
+    plan: fedpace_core::RatePlan,
+    mu: f64,
+    policy: PolicyConfig,
+) -> Box<dyn Strategy> {
+    StrategyConfig::new(FedProxConfig { mu })
+        .with_clients_per_round(m)
+        .with_normalize(normalize)
+        .build(plan, policy.build())
+        .unwrap()
+        .into_sync()
+        .unwrap()
 }
 
 fn epochs_plan(e: u32) -> fedpace_core::RatePlan {
@@ -182,18 +196,12 @@ fn systems_run(threads: usize) -> (Vec<f32>, Vec<f64>) {
         ..Default::default()
     };
     let mut s = Systems::new(
-        Box::new(
-            FedProx::new(
-                FedAvgConfig {
-                    sampling: Sampling::Count(4),
-                    server_lr: 1.0,
-                    normalize: Normalize::Auto,
-                    base_plan: epochs_plan(10),
-                },
-                0.5,
-                PolicyConfig::Constant.build(),
-            )
-            .unwrap(),
+        fedprox(
+            4,
+            Normalize::Auto,
+            epochs_plan(10),
+            0.5,
+            PolicyConfig::Constant,
         ),
         Devices::new(devices, 11).unwrap(),
     );
@@ -239,31 +247,20 @@ fn fedprox_with_by_data_size_policy_and_normalisation_by_hand() {
     let pool: Vec<ClientInfo> = [100u64, 400]
         .iter()
         .enumerate()
-        .map(|(i, &n)| ClientInfo {
-            id: i as u64,
-            num_train: n,
-            num_test: 3,
-            label_histogram: vec![n],
-            device: None,
-        })
+        .map(|(i, &n)| ClientInfo::new(i as u64, n, 3))
         .collect();
     let (lr, tau, mu) = (0.1f64, 6u32, 0.8f64);
-    let mut s = FedProx::new(
-        FedAvgConfig {
-            sampling: Sampling::Count(2),
-            server_lr: 1.0,
-            normalize: Normalize::On,
-            base_plan: plan(lr as f32, tau),
-        },
+    let mut s = fedprox(
+        2,
+        Normalize::On,
+        plan(lr as f32, tau),
         mu,
         PolicyConfig::ByDataSize {
             gamma: -0.5,
             min: 0.1,
             max: 10.0,
-        }
-        .build(),
-    )
-    .unwrap();
+        },
+    );
     let mut grid = SimGrid::new(pool.clone(), factory(), 1).unwrap();
     let x0 = [0.5f64, -1.0];
     let mut x = ParamTree::from_vec(spec(), vec![0.5, -1.0]).unwrap();
@@ -279,8 +276,14 @@ fn fedprox_with_by_data_size_policy_and_normalisation_by_hand() {
     let replies = fedpace_core::Grid::train(&mut grid, ins, &NoProgress);
     let summary = s.aggregate_train(1, &mut x, &replies, &pool).unwrap();
     assert!(summary.normalized);
-    // Each client (3 examples, equal weights ½): Λ_k = η_k τ; Δ_k closed form (FedProx).
-    let lam: Vec<f64> = lrs.iter().map(|l| l * tau as f64).collect();
+    // Each client (3 examples, equal weights ½): Δ_k closed form (FedProx), and Λ_k the
+    // FedNova normaliser of proximal SGD, η_k·[1 − (1 − η_k μ)^τ]/(η_k μ): the proximal
+    // term pulls every step back by (1 − η_k μ), so step s moves the result by
+    // η_k(1 − η_k μ)^(τ−1−s) (Wang et al. 2020, App. C), not η_k.
+    let lam: Vec<f64> = lrs
+        .iter()
+        .map(|l| (1.0 - (1.0 - l * mu).powi(tau as i32)) / mu)
+        .collect();
     let tau_eff = 0.5 * (lam[0] + lam[1]);
     for j in 0..DIM {
         let mut agg = 0.0;
@@ -398,8 +401,18 @@ fn async_loop_applies_step_limits_and_stragglers() {
         .filter(|c| c.failure.as_deref() == Some("straggler, dropped (late = drop)"))
         .count();
     assert!(failed > 0);
-    let hopeless = DevicesConfig {
+    // A dropout of 1 for everyone is a config error; one that only the draws make 1
+    // (e^10, clamped) stops the run after 1,000 failed arrivals.
+    let certain = DevicesConfig {
         dropout: Distribution::Constant { value: 1.0 },
+        ..Default::default()
+    };
+    assert!(certain.validate().is_err());
+    let hopeless = DevicesConfig {
+        dropout: Distribution::LogNormal {
+            mu: 10.0,
+            sigma: 0.1,
+        },
         ..Default::default()
     };
     let e = async_run_with(hopeless, 2, &mut fedbuff(), false).unwrap_err();

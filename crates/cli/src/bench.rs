@@ -13,8 +13,7 @@ use crate::config::ExperimentConfig;
 use crate::runner;
 use anyhow::Result;
 use fedpace_core::rng::{derive_seed, stream, Purpose};
-use fedpace_core::round::{Observer, RoundRecord};
-use fedpace_core::{ClientId, Progress, TrainReport, TrainRes};
+use fedpace_core::{ClientId, TrainReport, TrainRes};
 use fedpace_params::{ParamSpec, ParamTree};
 use std::sync::Arc;
 use std::time::Instant;
@@ -214,7 +213,7 @@ fn workload(w: Workload, opts: &BenchOptions, gemm1: f64) -> Result<()> {
         cfg.name,
         describe(w),
         cfg.rounds,
-        cfg.strategy.clients_per_round
+        cfg.strategy.round.clients_per_round
     );
     println!(
         "  whole run            {total:>9.3} s   (in-process: data, pool, model, every round)"
@@ -256,7 +255,7 @@ fn scale(opts: &BenchOptions) -> Result<()> {
     let (text, name) = opts.algorithm.config();
     let mut cfg = ExperimentConfig::parse(text, name, &[])?;
     if let Some(n) = opts.clients {
-        cfg.data.num_clients = n;
+        cfg.data = cfg.data.clone().with_num_clients(n);
     }
     if let Some(r) = opts.rounds {
         cfg.rounds = r;
@@ -289,8 +288,8 @@ fn scale(opts: &BenchOptions) -> Result<()> {
         "scale: {} ({name}): {} registered clients, {} per round, {} rounds, {threads} clients \
          in parallel, state budget {} MiB",
         opts.algorithm.describe(),
-        cfg.data.num_clients,
-        cfg.strategy.clients_per_round,
+        cfg.data.num_clients().unwrap_or(0),
+        cfg.strategy.round.clients_per_round,
         cfg.rounds,
         cfg.state
             .memory_mb
@@ -435,7 +434,7 @@ fn aggregation(quick: bool) -> Result<()> {
                     rate_sum: vec![0.95, 0.95],
                     ..Default::default()
                 },
-                extras: Default::default(),
+                ext: Default::default(),
             })
         })
         .collect::<Result<_>>()?;
@@ -510,41 +509,20 @@ pub fn sgemm_gflops(reps: usize, threads: usize) -> f64 {
     let a: Vec<f32> = (0..n * n).map(|i| (i % 7) as f32 * 0.1).collect();
     let b: Vec<f32> = (0..n * n).map(|i| (i % 5) as f32 * 0.2).collect();
     let mut c = vec![0.0f32; n * n];
-    let parallelism = if threads > 1 {
-        gemm::Parallelism::Rayon(threads)
-    } else {
-        gemm::Parallelism::None
-    };
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads.max(1))
         .build()
         .expect("rayon pool");
     let secs = pool.install(|| {
         time_median(reps * 4, || {
-            // SAFETY: three contiguous n×n row-major matrices of n·n values each.
-            unsafe {
-                gemm::gemm(
-                    n,
-                    n,
-                    n,
-                    c.as_mut_ptr(),
-                    1,
-                    n as isize,
-                    false,
-                    a.as_ptr(),
-                    1,
-                    n as isize,
-                    b.as_ptr(),
-                    1,
-                    n as isize,
-                    0.0f32,
-                    1.0f32,
-                    false,
-                    false,
-                    false,
-                    parallelism,
-                )
-            }
+            // Through the kernels crate's checked wrapper, as every product in fedpace.
+            fedpace_kernels::sgemm(
+                fedpace_kernels::MatMut::row_major(&mut c, n, n, n),
+                fedpace_kernels::MatRef::row_major(&a, n, n, n),
+                fedpace_kernels::MatRef::row_major(&b, n, n, n),
+                false,
+                threads,
+            )
         })
     });
     2.0 * (n * n * n) as f64 / secs / 1e9
@@ -605,24 +583,4 @@ fn status_kb(key: &str) -> u64 {
                 .and_then(|v| v.parse().ok())
         })
         .unwrap_or(0)
-}
-
-/// An observer that records nothing (no files, no progress bar).
-pub struct Quiet;
-
-impl Progress for Quiet {
-    fn client_done(&self) {}
-}
-
-impl Observer for Quiet {
-    fn progress(&self) -> &dyn Progress {
-        self
-    }
-    fn round_finished(
-        &mut self,
-        _record: &RoundRecord,
-        _global: &ParamTree,
-    ) -> fedpace_core::Result<()> {
-        Ok(())
-    }
 }

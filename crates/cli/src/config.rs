@@ -8,6 +8,7 @@ use fedpace_core::{LocalWork, RatePlan};
 use fedpace_data::DataConfig;
 use fedpace_nn::ModelConfig;
 use fedpace_optim::{OptimizerSpec, StateMode};
+use fedpace_params::GroupRules;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -53,6 +54,11 @@ pub struct ExperimentConfig {
     pub device_classes: std::collections::BTreeMap<String, f64>,
     /// Where clients' states live between rounds (default: all in memory).
     pub state: StateConfig,
+    /// Parameter groups (the unit of per-layer rates and of personal and frozen layers):
+    /// `"model"` (the model's `body`/`head`, the default), `"per-tensor"`,
+    /// `"per-layer"`, or a table `label = [glob patterns]` such as
+    /// `{ conv = ["conv*"], head = ["fc2.*"] }` (unmatched tensors keep the model's label).
+    pub groups: GroupRules,
 }
 
 /// The `[state]` table: the per-client state store.
@@ -88,6 +94,7 @@ impl Default for ExperimentConfig {
             output: OutputConfig::default(),
             state: StateConfig::default(),
             device_classes: Default::default(),
+            groups: GroupRules::Model,
         }
     }
 }
@@ -114,6 +121,9 @@ pub struct ClientConfig {
     pub state_mode: StateMode,
     /// Learning-rate schedule over each client's cumulative steps (default constant).
     pub schedule: fedpace_optim::Schedule,
+    /// Metadata clients share with the server beyond their sizes and device class
+    /// (default none): `"label-histogram"` (needed by `by-label-skew`).
+    pub share: Vec<String>,
 }
 
 impl Default for ClientConfig {
@@ -128,6 +138,7 @@ impl Default for ClientConfig {
             optimizer: OptimizerSpec::default(),
             state_mode: StateMode::Reset,
             schedule: Default::default(),
+            share: Vec::new(),
         }
     }
 }
@@ -171,6 +182,8 @@ pub struct OutputConfig {
     pub dir: Option<PathBuf>,
     /// Record the full per-round trace (default false).
     pub trace: bool,
+    /// Write TensorBoard event files under `tensorboard/` (default false).
+    pub tensorboard: bool,
 }
 
 /// A configuration error, already formatted for the user.
@@ -184,38 +197,100 @@ impl std::fmt::Display for ConfigError {
 }
 impl std::error::Error for ConfigError {}
 
+/// The largest experiment file read (1 MiB): configs are a few hundred bytes, and a
+/// 50 MB file of generated keys took 29 s and 3 GB to parse.
+pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
+
+/// Bounds on values whose only effect above them is a run that never ends or a typo's
+/// worth of work (each documented in docs/configuration.md).
+pub mod limits {
+    /// `rounds` (and asynchronous server updates).
+    pub const ROUNDS: u32 = 10_000_000;
+    /// `client.epochs` per round.
+    pub const EPOCHS: u32 = 1_000;
+    /// `client.steps` per round.
+    pub const STEPS: u32 = 10_000_000;
+    /// `eval.finetune_steps`.
+    pub const FINETUNE_STEPS: u32 = 1_000_000;
+    /// `data.num_clients` (the largest pool tested is 10 M).
+    pub const NUM_CLIENTS: usize = 100_000_000;
+    /// Keys of `device_classes`.
+    pub const DEVICE_CLASSES: usize = 10_000;
+    /// Bytes of `name` (it names a directory).
+    pub const NAME_BYTES: usize = 200;
+    /// `threads` and `--threads`, as a multiple of the machine's cores.
+    pub const THREADS_PER_CORE: usize = 4;
+}
+
+/// Checks a thread count against `limits::THREADS_PER_CORE` × this machine's cores;
+/// `what` names the key or flag.
+pub fn check_threads(threads: usize, what: &str) -> Result<(), String> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let max = limits::THREADS_PER_CORE * cores;
+    if threads > max {
+        return Err(format!(
+            "{what} = {threads}: at most {max} ({} × the {cores} cores here; 0 = one per core)",
+            limits::THREADS_PER_CORE
+        ));
+    }
+    Ok(())
+}
+
+/// Whether an f64 keeps its meaning as the f32 the models and optimisers use: finite,
+/// and not rounded to 0 when it is not 0 (`1e308` and `1e-50` do not).
+pub fn fits_f32(v: f64) -> bool {
+    let f = v as f32;
+    f.is_finite() && (v == 0.0 || f != 0.0)
+}
+
 impl ExperimentConfig {
     /// Parses TOML text (`origin` names it in errors), applies `key=value` overrides,
-    /// and validates.
+    /// and validates. An error caused by an override is attributed to it
+    /// (`--set KEY=VALUE: …`), not to the file.
     pub fn parse(text: &str, origin: &str, overrides: &[String]) -> Result<Self, ConfigError> {
         let mut value: toml::Table = text.parse().map_err(|e: toml::de::Error| {
             ConfigError(format!("{origin}: {}", one_line(&e.to_string())))
         })?;
+        // The origin of a message about `key…`: the last override that set it (or a
+        // table above or below it), else the file.
+        let origin_of = |msg: &str| -> String {
+            let key = msg.split([' ', ':']).next().unwrap_or("");
+            overrides
+                .iter()
+                .rev()
+                .find(|o| {
+                    let k = o.split_once('=').map_or(o.as_str(), |kv| kv.0).trim();
+                    !k.is_empty()
+                        && (key == k
+                            || key.starts_with(&format!("{k}."))
+                            || k.starts_with(&format!("{key}.")))
+                })
+                .map_or_else(|| origin.to_string(), |o| format!("--set {o}"))
+        };
+        let located = |m: String| ConfigError(format!("{}: {m}", origin_of(&m)));
         for o in overrides {
             apply_override(&mut value, o).map_err(|m| ConfigError(format!("--set {o}: {m}")))?;
         }
-        // Which `[strategy]` keys were *written* (many have defaults): read them before
-        // deserialising, check them against the chosen algorithm afterwards.
-        let strategy_keys: Vec<String> = match value.get("strategy") {
-            Some(toml::Value::Table(t)) => t.keys().cloned().collect(),
-            _ => Vec::new(),
+        // `[strategy]` is read on its own: its keys depend on the algorithm, and its
+        // errors name the key (`strategy.mu: not used by fedavg (used by …)`).
+        let strategy = match value.remove("strategy") {
+            None => StrategyConfig::default(),
+            Some(toml::Value::Table(t)) => {
+                let map = match serde_json::to_value(&t) {
+                    Ok(serde_json::Value::Object(m)) => m,
+                    _ => return Err(ConfigError(format!("{origin}: strategy: not a table"))),
+                };
+                StrategyConfig::from_map(map).map_err(located)?
+            }
+            Some(other) => {
+                return Err(ConfigError(format!(
+                    "{origin}: strategy: expected a table, got {}",
+                    other.type_str()
+                )))
+            }
         };
-        // Unknown keys are reported against the chosen algorithm's own keys, before the
-        // deserialiser's list of every key of every algorithm.
-        let chosen = match value.get("strategy").map(|t| t.get("name")) {
-            Some(Some(n)) => n.clone().try_into().ok(),
-            Some(None) => Some(fedpace_algos::config::StrategyConfig::default().name),
-            None => None,
-        };
-        if let Some(name) = chosen {
-            fedpace_algos::config::check_strategy_keys(
-                name,
-                strategy_keys.iter().map(String::as_str),
-            )
-            .map_err(|m| ConfigError(format!("{origin}: {m}")))?;
-        }
         let de = toml::Value::Table(value);
-        let cfg: ExperimentConfig = serde_path_to_error::deserialize(de).map_err(|e| {
+        let mut cfg: ExperimentConfig = serde_path_to_error::deserialize(de).map_err(|e| {
             let path = e.path().to_string();
             // The value deserializer appends "in `key`" lines; the path already says it.
             let inner = e.inner().to_string();
@@ -225,41 +300,88 @@ impl ExperimentConfig {
                 .filter(|l| !l.is_empty() && !l.starts_with("in `"))
                 .collect::<Vec<_>>()
                 .join(" ");
-            if path == "." || path.is_empty() {
+            // A table that reports its own dotted keys (`[data]`) is not prefixed twice.
+            let own = [".", ":"]
+                .iter()
+                .any(|c| msg.starts_with(&format!("{path}{c}")));
+            if path == "." || path.is_empty() || own {
                 ConfigError(format!("{origin}: {msg}"))
             } else {
-                ConfigError(format!("{origin}: {path}: {msg}"))
+                located(format!("{path}: {msg}"))
             }
         })?;
-        fedpace_algos::config::check_strategy_keys(
-            cfg.strategy.name,
-            strategy_keys.iter().map(String::as_str),
-        )
-        .map_err(|m| ConfigError(format!("{origin}: {m}")))?;
-        cfg.validate()
-            .map_err(|m| ConfigError(format!("{origin}: {m}")))?;
+        cfg.strategy = strategy;
+        cfg.validate().map_err(located)?;
         Ok(cfg)
     }
 
-    /// Loads a file.
+    /// Loads a file (at most [`MAX_CONFIG_BYTES`]).
     pub fn load(path: &Path, overrides: &[String]) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| ConfigError(format!("{}: cannot read: {e}", path.display())))?;
+        let cannot =
+            |e: std::io::Error| ConfigError(format!("{}: cannot read: {e}", path.display()));
+        let size = std::fs::metadata(path).map_err(cannot)?.len();
+        if size > MAX_CONFIG_BYTES {
+            return Err(ConfigError(format!(
+                "{}: {size} bytes: an experiment file is at most {MAX_CONFIG_BYTES} bytes \
+                 (1 MiB)",
+                path.display()
+            )));
+        }
+        let text = std::fs::read_to_string(path).map_err(cannot)?;
         Self::parse(&text, &path.display().to_string(), overrides)
     }
 
     /// Range checks beyond what the types enforce; the message names the key.
     pub fn validate(&self) -> Result<(), String> {
         let bad = |k: &str, v: &dyn std::fmt::Display, e: &str| Err(format!("{k} = {v}: {e}"));
-        if self.name.is_empty() || self.name.contains(['/', '\\']) {
+        // The name becomes a directory name (`runs/<name>-<timestamp>`) and goes into
+        // summary.json and the console: keep it short, printable and not hidden.
+        if self.name.is_empty()
+            || self.name.contains(['/', '\\'])
+            || self.name.starts_with('.')
+            || self.name.chars().any(char::is_control)
+            || self.name.len() > limits::NAME_BYTES
+        {
+            let shown: String = self.name.chars().take(40).collect();
+            let shown = if shown.len() < self.name.len() {
+                format!("{shown:?}… ({} bytes)", self.name.len())
+            } else {
+                format!("{shown:?}")
+            };
             return bad(
                 "name",
-                &format!("{:?}", self.name),
-                "a non-empty name without slashes",
+                &shown,
+                &format!(
+                    "a name of 1 to {} bytes, without slashes or control characters, not \
+                     starting with '.'",
+                    limits::NAME_BYTES
+                ),
             );
         }
         if self.rounds == 0 {
             return bad("rounds", &0, "at least 1");
+        }
+        if self.rounds > limits::ROUNDS {
+            return bad(
+                "rounds",
+                &self.rounds,
+                &format!("at most {}", limits::ROUNDS),
+            );
+        }
+        check_threads(self.threads, "threads")?;
+        if self.eval.max_test_samples == Some(0) {
+            return bad(
+                "eval.max_test_samples",
+                &0,
+                "at least 1 (or leave it out for every test sample)",
+            );
+        }
+        if self.eval.finetune_steps > limits::FINETUNE_STEPS {
+            return bad(
+                "eval.finetune_steps",
+                &self.eval.finetune_steps,
+                &format!("at most {}", limits::FINETUNE_STEPS),
+            );
         }
         if self.eval.max_clients == Some(0) {
             return bad(
@@ -271,6 +393,13 @@ impl ExperimentConfig {
         if !(self.client.lr.is_finite() && self.client.lr > 0.0) {
             return bad("client.lr", &self.client.lr, "a finite rate > 0");
         }
+        if !fits_f32(self.client.lr) {
+            return bad(
+                "client.lr",
+                &format!("{:e}", self.client.lr),
+                "a rate that fits an f32 (about 1e-38 to 3.4e38): training runs in f32",
+            );
+        }
         if self.client.batch_size == 0 {
             return bad("client.batch_size", &0, "at least 1");
         }
@@ -280,10 +409,62 @@ impl ExperimentConfig {
         if self.client.steps == Some(0) {
             return bad("client.steps", &0, "at least 1");
         }
+        if self.client.steps.is_none() && self.client.epochs > limits::EPOCHS {
+            return bad(
+                "client.epochs",
+                &self.client.epochs,
+                &format!("at most {} local epochs a round", limits::EPOCHS),
+            );
+        }
+        if let Some(s) = self.client.steps.filter(|&s| s > limits::STEPS) {
+            return bad(
+                "client.steps",
+                &s,
+                &format!("at most {} local steps a round", limits::STEPS),
+            );
+        }
+        if self.client.max_steps == Some(0) {
+            return bad(
+                "client.max_steps",
+                &0,
+                "at least 1 (0 would leave every client without a step)",
+            );
+        }
         for (k, v) in &self.client.group_lr {
-            if !(v.is_finite() && *v >= 0.0) {
-                return bad(&format!("client.group_lr.{k}"), v, "a multiplier >= 0");
+            if !(v.is_finite() && *v >= 0.0 && fits_f32(*v)) {
+                return bad(
+                    &format!("client.group_lr.{k}"),
+                    &format!("{v:e}"),
+                    "a multiplier >= 0 that fits an f32",
+                );
             }
+            if !fits_f32(self.client.lr * v) {
+                return bad(
+                    &format!("client.group_lr.{k}"),
+                    &format!("{v:e}"),
+                    &format!(
+                        "a multiplier whose rate client.lr × {v:e} fits an f32 (training runs \
+                         in f32)"
+                    ),
+                );
+            }
+        }
+        if self.device_classes.len() > limits::DEVICE_CLASSES {
+            return bad(
+                "device_classes",
+                &format!("{} keys", self.device_classes.len()),
+                &format!("at most {} classes", limits::DEVICE_CLASSES),
+            );
+        }
+        if let Some(n) = self.data.num_clients().filter(|&n| n > limits::NUM_CLIENTS) {
+            return bad(
+                "data.num_clients",
+                &n,
+                &format!(
+                    "at most {} (the largest pool tested is 10,000,000)",
+                    limits::NUM_CLIENTS
+                ),
+            );
         }
         let mut total = 0.0;
         for (k, v) in &self.device_classes {
@@ -309,24 +490,55 @@ impl ExperimentConfig {
             .map_err(|e| format!("client.schedule.{e}"))?;
         self.strategy.validate().map_err(|e| e.to_string())?;
         self.policy.validate().map_err(|e| e.to_string())?;
+        self.strategy.check_combination(
+            &self.policy,
+            &self.client.optimizer,
+            self.client.state_mode,
+        )?;
+        for m in self.policy.required_metadata() {
+            if !self.client.share.iter().any(|s| s == m) {
+                return Err(format!(
+                    "policy {}: needs the clients' {m}, which they do not share (add \"{m}\" to \
+                     client.share to let them)",
+                    self.policy.name()
+                ));
+            }
+        }
+        let shareable = [<fedpace_core::LabelHistogram as fedpace_core::Payload>::NAME];
+        for s in &self.client.share {
+            if !shareable.contains(&s.as_str()) {
+                return bad(
+                    "client.share",
+                    &format!("{s:?}"),
+                    &format!("metadata clients can share: {}", shareable.join(", ")),
+                );
+            }
+        }
         if let Some(d) = &self.devices {
             d.validate().map_err(|e| e.to_string())?;
-            if self.strategy.is_async()
-                && d.stragglers >= 1.0
-                && d.late == fedpace_sim::devices::LatePolicy::Drop
-            {
+            // Synchronous rounds keep round(M·(1 − s)) of M selected clients.
+            let keeps_none = match self.strategy.round.fraction {
+                _ if d.stragglers >= 1.0 => true,
+                None if !self.strategy.is_async() => {
+                    (self.strategy.round.clients_per_round as f64 * (1.0 - d.stragglers)).round()
+                        < 1.0
+                }
+                _ => false,
+            };
+            if keeps_none && d.late == fedpace_sim::devices::LatePolicy::Drop {
                 return Err(format!(
                     "devices.stragglers = {}: with late = \"drop\" every update of {} would be \
-                     discarded; expected below 1, or late = \"partial\"",
+                     discarded; expected a fraction that leaves at least one client, or \
+                     late = \"partial\"",
                     d.stragglers,
-                    self.strategy.name.as_str()
+                    self.strategy.name()
                 ));
             }
             if let (Some(t), true) = (d.deadline, self.strategy.is_async()) {
                 return Err(format!(
                     "devices.deadline = {t}: not used by {} (the asynchronous loop has no \
                      rounds to end; remove it, or use a synchronous strategy)",
-                    self.strategy.name.as_str()
+                    self.strategy.name()
                 ));
             }
         }
@@ -352,6 +564,13 @@ impl ExperimentConfig {
                 .map(|g| self.client.group_lr.get(g).map_or(1.0, |&m| m as f32))
                 .collect()
         };
+        if !group_multipliers.is_empty() && group_multipliers.iter().all(|&m| m == 0.0) {
+            return Err(format!(
+                "client.group_lr: every parameter group of the model ({}) has multiplier 0, so \
+                 nothing would train; expected at least one group above 0",
+                groups.join(", ")
+            ));
+        }
         Ok(RatePlan {
             base_lr: self.client.lr as f32,
             group_multipliers,
@@ -372,17 +591,11 @@ impl ExperimentConfig {
     /// data source's own partition and test fraction).
     pub fn to_toml(&self) -> String {
         let mut resolved = self.clone();
-        resolved.data.partition = Some(self.data.effective_partition());
-        resolved.data.test_fraction = Some(self.data.effective_test_fraction());
-        let mut value = match toml::Value::try_from(&resolved) {
+        resolved.data = self.data.resolved();
+        let value = match toml::Value::try_from(&resolved) {
             Ok(v) => v,
             Err(e) => return format!("# could not serialise: {e}\n"),
         };
-        // Only the `[strategy]` keys the chosen algorithm uses, so the file parses again
-        // (a key of another algorithm is an error).
-        if let Some(toml::Value::Table(t)) = value.get_mut("strategy") {
-            t.retain(|k, _| self.strategy.name.uses(k));
-        }
         toml::to_string_pretty(&value).unwrap_or_else(|e| format!("# could not serialise: {e}\n"))
     }
 }
@@ -448,17 +661,30 @@ mod tests {
             ExperimentConfig::parse("rounds = 3\n[policy]\nname = \"by-data-size\"\n", "x", &[])
                 .unwrap();
         let again = ExperimentConfig::parse(&c.to_toml(), "resolved", &[]).unwrap();
-        assert_eq!(again.data.partition, Some(c.data.effective_partition()));
+        assert_eq!(again.data, c.data.resolved());
         assert_eq!(again.to_toml(), c.to_toml());
         assert_eq!((again.rounds, again.policy.name()), (3, "by-data-size"));
         // Knobs of every algorithm round-trip (only the chosen one's are written).
-        for name in fedpace_algos::StrategyName::ALL {
-            let mut c = ExperimentConfig::default();
-            c.strategy.name = name;
+        for name in fedpace_algos::AlgorithmConfig::NAMES {
+            let c = ExperimentConfig {
+                strategy: StrategyConfig::named(name).unwrap(),
+                ..Default::default()
+            };
             let again = ExperimentConfig::parse(&c.to_toml(), "resolved", &[])
-                .unwrap_or_else(|e| panic!("{}: {e}", name.as_str()));
-            assert_eq!(again.strategy, c.strategy, "{}", name.as_str());
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(again.strategy, c.strategy, "{name}");
         }
+        // Group rules round-trip too.
+        let c = ExperimentConfig::parse(
+            "[groups]\nconv = [\"conv*\"]\nhead = [\"fc2.*\"]\n",
+            "x",
+            &[],
+        )
+        .unwrap();
+        let again = ExperimentConfig::parse(&c.to_toml(), "resolved", &[]).unwrap();
+        assert_eq!(again.groups, c.groups);
+        let e = ExperimentConfig::parse("groups = \"per-block\"\n", "x", &[]).unwrap_err();
+        assert!(e.0.starts_with("x: groups: invalid value"), "{}", e.0);
     }
 
     #[test]
@@ -474,7 +700,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.rounds, 3);
-        assert_eq!(c.strategy.server_lr, Some(0.5));
+        assert_eq!(c.strategy.round.server_lr, Some(0.5));
         assert_eq!(c.policy.name(), "by-data-size");
     }
 
@@ -501,7 +727,7 @@ mod tests {
         assert_eq!(
             e.0,
             "exp.toml: strategy.muu: unknown key (did you mean `mu`?); fedprox takes name, \
-             clients_per_round, fraction, server_lr, normalize, mu"
+             clients_per_round, fraction, server_lr, normalize, server_optimizer, aggregation, mu"
         );
         let e = ExperimentConfig::parse("[strategy]\nzzzzzz = 1\n", "exp.toml", &[]).unwrap_err();
         assert!(
@@ -543,6 +769,30 @@ mod tests {
         ExperimentConfig::parse("[devices]\ndeadline = 5.0\n", "exp.toml", &[]).unwrap();
     }
 
+    /// Regression (reliability review D16): a name with a newline, a hidden `..`, or
+    /// 50 MB became a directory name, or filled summary.json and the console.
+    #[test]
+    fn a_name_that_cannot_be_a_directory_name_is_rejected() {
+        for bad in ["x\\ny", "..", ".hidden", "a/b", ""] {
+            let e = ExperimentConfig::parse(&format!("name = \"{bad}\"\n"), "exp.toml", &[])
+                .unwrap_err()
+                .to_string();
+            assert!(e.starts_with("exp.toml: name = "), "{bad:?}: {e}");
+        }
+        let long = "n".repeat(5_000_000);
+        let e = ExperimentConfig::parse(&format!("name = \"{long}\"\n"), "exp.toml", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.len() < 300 && e.contains("(5000000 bytes)"),
+            "{}",
+            &e[..300.min(e.len())]
+        );
+        let ok = "x".repeat(limits::NAME_BYTES);
+        assert!(ExperimentConfig::parse(&format!("name = \"{ok}\"\n"), "x", &[]).is_ok());
+        assert!(ExperimentConfig::parse("name = \"größe 1\"\n", "x", &[]).is_ok());
+    }
+
     #[test]
     fn wrong_type_names_the_key() {
         let e = ExperimentConfig::parse("rounds = \"many\"\n", "exp.toml", &[]).unwrap_err();
@@ -558,8 +808,96 @@ mod tests {
         let e =
             ExperimentConfig::parse("[strategy]\nserver_lr = -0.1\n", "exp.toml", &[]).unwrap_err();
         assert_eq!(e.0, "exp.toml: strategy.server_lr = -0.1: must be > 0");
+        // A value from `--set` is the override's fault, not the file's.
         let e = ExperimentConfig::parse("", "exp.toml", &["client.lr=0".into()]).unwrap_err();
-        assert_eq!(e.0, "exp.toml: client.lr = 0: a finite rate > 0");
+        assert_eq!(e.0, "--set client.lr=0: client.lr = 0: a finite rate > 0");
+    }
+
+    #[test]
+    fn set_errors_are_attributed_to_the_override() {
+        let e = ExperimentConfig::parse(
+            "rounds = 3
+",
+            "exp.toml",
+            &["rounds=abc".into()],
+        )
+        .unwrap_err();
+        assert!(
+            e.0.starts_with("--set rounds=abc: rounds: invalid type: string \"abc\""),
+            "{}",
+            e.0
+        );
+        // A table set whole, and a key below it.
+        let e = ExperimentConfig::parse("", "exp.toml", &["client={lr=-1.0}".into()]).unwrap_err();
+        assert!(
+            e.0.starts_with("--set client={lr=-1.0}: client.lr = -1"),
+            "{}",
+            e.0
+        );
+        // The file's own mistakes still name the file.
+        let e =
+            ExperimentConfig::parse("rounds = 0\n", "exp.toml", &["seed=3".into()]).unwrap_err();
+        assert_eq!(e.0, "exp.toml: rounds = 0: at least 1");
+    }
+
+    #[test]
+    fn flower_compatible_defaults_normalize_off_and_rejects_it_on() {
+        let c = ExperimentConfig::parse(
+            "[strategy]\nname = \"fedadam\"\nflower_compatible = true\n",
+            "x",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.strategy.round.normalize, fedpace_algos::Normalize::Off);
+        // The resolved config says so, and parses again.
+        let again = ExperimentConfig::parse(&c.to_toml(), "resolved", &[]).unwrap();
+        assert_eq!(again.strategy, c.strategy);
+        for n in ["auto", "on"] {
+            let e = ExperimentConfig::parse(
+                &format!(
+                    "[strategy]\nname = \"fedadam\"\nflower_compatible = true\nnormalize = \"{n}\"\n"
+                ),
+                "x",
+                &[],
+            )
+            .unwrap_err();
+            assert!(
+                e.0.starts_with(&format!(
+                    "x: strategy.normalize = {n}: off with flower_compatible"
+                )),
+                "{}",
+                e.0
+            );
+        }
+        // Without the flag the default stays auto.
+        let c = ExperimentConfig::parse("[strategy]\nname = \"fedadam\"\n", "x", &[]).unwrap();
+        assert_eq!(c.strategy.round.normalize, fedpace_algos::Normalize::Auto);
+    }
+
+    #[test]
+    fn fraction_with_clients_per_round_is_rejected_and_fraction_round_trips() {
+        let e = ExperimentConfig::parse(
+            "[strategy]\nfraction = 0.5\nclients_per_round = 3\n",
+            "x",
+            &[],
+        )
+        .unwrap_err();
+        assert!(
+            e.0.starts_with("x: strategy.fraction: set together with"),
+            "{}",
+            e.0
+        );
+        let c = ExperimentConfig::parse("[strategy]\nfraction = 0.5\n", "x", &[]).unwrap();
+        let again = ExperimentConfig::parse(&c.to_toml(), "resolved", &[]).unwrap();
+        assert_eq!(again.strategy.round.fraction, Some(0.5));
+    }
+
+    #[test]
+    fn constant_policy_rejects_unknown_keys() {
+        let e = ExperimentConfig::parse("[policy]\nname = \"constant\"\ngamma = 5.0\n", "x", &[])
+            .unwrap_err();
+        assert_eq!(e.0, "x: policy: unknown field `gamma`, there are no fields");
+        ExperimentConfig::parse("[policy]\nname = \"constant\"\n", "x", &[]).unwrap();
     }
 
     #[test]

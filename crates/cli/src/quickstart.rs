@@ -8,8 +8,8 @@
 //! (`<out>/uniform`, `<out>/<policy>`); every seed's figures go to `<out>/seeds.csv`.
 
 use crate::config::ExperimentConfig;
-use crate::runner;
-use anyhow::{Context, Result};
+use crate::{files, runner, signals};
+use anyhow::Result;
 use fedpace_core::round::EvalSummary;
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -69,9 +69,19 @@ pub fn mean_se(v: &[f64]) -> (f64, f64) {
     (mean, (var / n).sqrt())
 }
 
-/// Runs the quickstart and prints its table.
-pub fn run(out: Option<PathBuf>, threads: Option<usize>, overrides: &[String]) -> Result<()> {
-    let base = ExperimentConfig::parse(QUICKSTART, "quickstart", overrides)?;
+/// Runs the quickstart and prints its table. A signal stops it after the run in
+/// progress (the first seed's runs are then written as usual, the table is not).
+pub fn run(
+    out: Option<PathBuf>,
+    threads: Option<usize>,
+    data_dir: Option<PathBuf>,
+    overrides: &[String],
+    force: bool,
+) -> Result<()> {
+    let mut base = ExperimentConfig::parse(QUICKSTART, "quickstart", overrides)?;
+    if data_dir.is_some() {
+        base.data_dir = data_dir;
+    }
     let first = base.seed;
     let last = first.checked_add(SEEDS - 1).ok_or_else(|| {
         runner::UsageError(format!(
@@ -80,6 +90,7 @@ pub fn run(out: Option<PathBuf>, threads: Option<usize>, overrides: &[String]) -
         ))
     })?;
     let root = out.unwrap_or_else(|| runner::default_out_dir(&base.name));
+    files::claim_out_dir(&root, force, "--out")?;
     let mut uniform = base.clone();
     uniform.policy = fedpace_algos::PolicyConfig::Constant;
     let policy = base.policy.name().to_string();
@@ -104,6 +115,9 @@ pub fn run(out: Option<PathBuf>, threads: Option<usize>, overrides: &[String]) -
         let prepared = runner::prepare(&cfg, cfg.threads)?;
         let summary = runner::execute(&cfg, prepared, &root.join(label), label)?;
         figures[v].push(Figures::from_summary(&summary));
+        if signals::requested().is_some() {
+            return crate::check_stopped(&summary, &root.join(label));
+        }
     }
     // The other seeds write no files and report only the final evaluation (evaluation
     // does not change training, so skipping the intermediate ones changes no figure).
@@ -118,6 +132,17 @@ pub fn run(out: Option<PathBuf>, threads: Option<usize>, overrides: &[String]) -
     }
     .clamp(1, jobs.len().max(1));
     let quiet = |&(seed, v): &(u64, usize)| -> Result<Figures> {
+        if let Some(stop) = signals::requested() {
+            anyhow::bail!(crate::Interrupted {
+                stop,
+                message: format!(
+                    "stopped by {}: seed {first}'s two runs are complete in {}; the other \
+                     seeds were not all run, so no table",
+                    stop.name(),
+                    root.display()
+                ),
+            });
+        }
         let mut cfg = config(seed, v);
         cfg.eval.every = 0;
         let prepared = runner::prepare(&cfg, 1)?;
@@ -150,8 +175,7 @@ pub fn run(out: Option<PathBuf>, threads: Option<usize>, overrides: &[String]) -
             let _ = writeln!(csv, "{seed},{label},{},{},{}", f.global, f.mean, f.worst10);
         }
     }
-    let path = root.join("seeds.csv");
-    std::fs::write(&path, csv).with_context(|| format!("writing {}", path.display()))?;
+    files::write_bytes_atomic(&root.join("seeds.csv"), csv.as_bytes())?;
     print!(
         "{}",
         table(&base, &[&variants[0].0, &policy], &figures, first)
@@ -227,12 +251,15 @@ fn table(base: &ExperimentConfig, labels: &[&str; 2], f: &[Vec<Figures>; 2], fir
         "{:<22} {:>14} {:>14} {:>14}",
         "seeds better/worse/tied", counts[0], counts[1], counts[2]
     );
+    let clients = base
+        .data
+        .num_clients()
+        .map_or_else(|| "its".to_string(), |n| n.to_string());
     let _ = writeln!(
         s,
-        "({} data, {} clients, {} rounds; personal: each client's accuracy on its own test \
+        "({} data, {clients} clients, {} rounds; personal: each client's accuracy on its own test \
          split after {} local fine-tuning steps; w10%: the mean of the worst tenth)",
-        base.data.source.name(),
-        base.data.num_clients,
+        base.data.source().name(),
         base.rounds,
         base.eval.finetune_steps
     );

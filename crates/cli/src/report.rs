@@ -1,8 +1,21 @@
 //! `fedpace report RUN_DIR...`: one self-contained HTML page (inline SVG, no scripts, no
-//! external files) from run directories: global and personalised accuracy per round for
-//! each run, the distribution of final per-client personalised accuracy, and for each
-//! run a heat map of assigned rates (client × round) and the mean rate per parameter
-//! group per round.
+//! external files) from run directories, meant to be usable as it is in a paper draft
+//! (docs/outputs.md): a summary table that says which runs are complete, global and
+//! personalised accuracy per round, the distribution of final per-client personalised
+//! accuracy, and for each run a heat map of assigned rates (client × round) and the mean
+//! rate per parameter group per round.
+//!
+//! Runs are named by the shortest suffix of their paths that tells them apart (two runs
+//! of one config differ in their timestamped parent, so both are shown in full). Axes
+//! get "nice" ticks (1, 2, 2.5 or 5 × 10^k; whole numbers on round axes); histogram bins
+//! come from the data (Freedman–Diaconis, on nice edges) and runs are drawn as grouped
+//! bars; series differ in colour, dash pattern and marker, so overlapping lines stay
+//! distinguishable in print.
+//!
+//! A directory that holds runs instead of being one (the quickstart's
+//! `runs/quickstart-<timestamp>`) stands for its run subdirectories. A run without
+//! `summary.json` is shown as incomplete, an interrupted one as interrupted; a cut-off
+//! last line of `metrics.jsonl` (a kill mid-write) is skipped with a warning.
 //!
 //! The page is well-formed XML (XHTML served as HTML): every element closed, text
 //! escaped; `tests` check that and count the SVGs (one per plot).
@@ -10,18 +23,46 @@
 use anyhow::{bail, Context, Result};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 
 const PALETTE: [&str; 10] = [
     "#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
     "#bcbd22", "#17becf",
 ];
+/// Dash patterns, cycled with a period prime to the palette's.
+const DASHES: [&str; 3] = ["", "7 3", "2 2"];
+
+/// Marks a page written by `fedpace report` (an existing file is replaced only if it has it).
+const MARKER: &str = r#"<meta name="generator" content="fedpace report"/>"#;
+/// What pages of earlier versions start with (no marker yet).
+const OLD_MARKER: &str = "<title>fedpace report</title>";
+
+/// How far a run got.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub enum Status {
+    /// `summary.json` present, not interrupted.
+    Complete,
+    /// Stopped by a signal; the summary says after which round.
+    Interrupted {
+        /// The signal (or "a stop request").
+        by: String,
+        /// Rounds completed.
+        completed: u64,
+        /// Rounds asked for.
+        total: u64,
+    },
+    /// No `summary.json`: stopped at once, crashed, or still running.
+    #[default]
+    Incomplete,
+}
 
 /// What the report reads from one run directory.
 #[derive(Debug, Clone, Default)]
 pub struct RunData {
-    /// Label (the directory name).
+    /// Label (the shortest distinguishing suffix of its path, see [`distinct_labels`]).
     pub label: String,
+    /// The run directory.
+    pub path: PathBuf,
     /// (round, global accuracy) at evaluated rounds.
     pub global: Vec<(f64, f64)>,
     /// (round, mean personalised accuracy) at evaluated rounds.
@@ -36,6 +77,12 @@ pub struct RunData {
     pub group_rates: Vec<(u32, Vec<f64>)>,
     /// Final summary numbers (global accuracy, personalised mean and worst-10 %).
     pub summary: Option<(f64, f64, f64)>,
+    /// Whether the run finished.
+    pub status: Status,
+    /// Rounds in `metrics.jsonl`.
+    pub rounds_recorded: u32,
+    /// Problems met while reading (shown on the page and printed).
+    pub warnings: Vec<String>,
 }
 
 /// Reads `metrics.jsonl`, `clients.csv` and `summary.json` of a run directory.
@@ -43,26 +90,35 @@ pub fn load_run(dir: &Path) -> Result<RunData> {
     let metrics = dir.join("metrics.jsonl");
     let text = std::fs::read_to_string(&metrics)
         .with_context(|| format!("{}: not a run directory", metrics.display()))?;
-    // The last two path components: study layouts name runs `<variant>/<setting>`.
-    let parts: Vec<String> = dir
-        .components()
-        .rev()
-        .take(2)
-        .map(|c| c.as_os_str().to_string_lossy().into_owned())
-        .collect();
-    let label = parts.into_iter().rev().collect::<Vec<_>>().join("/");
     let mut run = RunData {
-        label,
+        label: dir.display().to_string(),
+        path: dir.to_path_buf(),
         ..Default::default()
     };
-    for (i, line) in text
+    let lines: Vec<(usize, &str)> = text
         .lines()
         .enumerate()
         .filter(|(_, l)| !l.trim().is_empty())
-    {
-        let v: serde_json::Value = serde_json::from_str(line)
-            .with_context(|| format!("{}:{}: not JSON", metrics.display(), i + 1))?;
+        .collect();
+    for (k, &(i, line)) in lines.iter().enumerate() {
+        let last = k + 1 == lines.len();
+        let v: serde_json::Value = match serde_json::from_str(line) {
+            Ok(v) => v,
+            // A kill or a full disk while the last line was written: keep the rest.
+            Err(e) if last && (e.is_eof() || !text.ends_with('\n')) => {
+                run.warnings.push(format!(
+                    "{}:{}: last line is cut off ({e}); skipped",
+                    metrics.display(),
+                    i + 1
+                ));
+                break;
+            }
+            Err(e) => {
+                return Err(e).with_context(|| format!("{}:{}: not JSON", metrics.display(), i + 1))
+            }
+        };
         let round = v["round"].as_u64().unwrap_or(i as u64 + 1) as u32;
+        run.rounds_recorded += 1;
         if let Some(g) = v["groups"].as_array() {
             run.groups = g
                 .iter()
@@ -110,20 +166,109 @@ pub fn load_run(dir: &Path) -> Result<RunData> {
             }
         }
     }
-    if let Ok(s) = std::fs::read_to_string(dir.join("summary.json")) {
-        if let Ok(v) = serde_json::from_str::<serde_json::Value>(&s) {
-            run.summary = Some((
-                v["global"]["accuracy"].as_f64().unwrap_or(f64::NAN),
-                v["personalized"]["mean_accuracy"]
-                    .as_f64()
-                    .unwrap_or(f64::NAN),
-                v["personalized"]["worst10_accuracy"]
-                    .as_f64()
-                    .unwrap_or(f64::NAN),
-            ));
-        }
+    let summary = dir.join("summary.json");
+    match std::fs::read_to_string(&summary) {
+        Ok(s) => match serde_json::from_str::<serde_json::Value>(&s) {
+            Ok(v) => {
+                let f = |x: &serde_json::Value| x.as_f64().unwrap_or(f64::NAN);
+                run.summary = Some((
+                    f(&v["global"]["accuracy"]),
+                    f(&v["personalized"]["mean_accuracy"]),
+                    f(&v["personalized"]["worst10_accuracy"]),
+                ));
+                run.status = if v["interrupted"].as_bool() == Some(true) {
+                    Status::Interrupted {
+                        by: v["interrupted_by"]
+                            .as_str()
+                            .unwrap_or("a stop request")
+                            .to_string(),
+                        completed: v["rounds_completed"].as_u64().unwrap_or(0),
+                        total: v["rounds"].as_u64().unwrap_or(0),
+                    }
+                } else {
+                    Status::Complete
+                };
+            }
+            Err(e) => run
+                .warnings
+                .push(format!("{}: not JSON ({e}); run shown as incomplete", summary.display())),
+        },
+        Err(_) => run.warnings.push(format!(
+            "{}: no summary.json: the run was stopped at once, failed, or is still running ({} rounds recorded)",
+            dir.display(),
+            run.rounds_recorded
+        )),
     }
     Ok(run)
+}
+
+/// The run directories meant by the arguments: each one that holds `metrics.jsonl`,
+/// and for one that does not, the run directories directly inside it, in name order
+/// (the quickstart writes `runs/quickstart-<timestamp>/{uniform,<policy>}`).
+pub fn expand_runs(args: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for a in args {
+        if a.join("metrics.jsonl").is_file() {
+            out.push(a.clone());
+            continue;
+        }
+        let mut subs: Vec<PathBuf> = std::fs::read_dir(a)
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.join("metrics.jsonl").is_file())
+            .collect();
+        if subs.is_empty() {
+            let why = if a.is_dir() {
+                "no metrics.jsonl in it or in the directories directly below"
+            } else {
+                "no such directory"
+            };
+            bail!("{}: not a run directory ({why})", a.display());
+        }
+        subs.sort();
+        out.extend(subs);
+    }
+    Ok(out)
+}
+
+fn components(p: &Path) -> Vec<String> {
+    p.components()
+        .filter(|c| !matches!(c, Component::CurDir))
+        .map(|c| c.as_os_str().to_string_lossy().into_owned())
+        .filter(|c| c != "/")
+        .collect()
+}
+
+/// For each path, its shortest suffix (in whole components) that no other path ends
+/// with; the same path given twice gets ` (2)`, ` (3)`… after the first.
+pub fn distinct_labels(paths: &[PathBuf]) -> Vec<String> {
+    let comps: Vec<Vec<String>> = paths.iter().map(|p| components(p)).collect();
+    let suffix = |c: &[String], k: usize| c[c.len().saturating_sub(k)..].join("/");
+    let mut labels: Vec<String> = comps
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let others: Vec<&Vec<String>> = comps
+                .iter()
+                .enumerate()
+                .filter(|(j, o)| *j != i && *o != c)
+                .map(|(_, o)| o)
+                .collect();
+            (1..=c.len())
+                .find(|&k| others.iter().all(|o| suffix(o, k) != suffix(c, k)))
+                .map_or_else(|| c.join("/"), |k| suffix(c, k))
+        })
+        .collect();
+    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+    for l in &mut labels {
+        let n = seen.entry(l.clone()).or_insert(0);
+        *n += 1;
+        if *n > 1 {
+            *l = format!("{l} ({n})");
+        }
+    }
+    labels
 }
 
 /// Escapes text for XML.
@@ -134,126 +279,271 @@ pub fn esc(s: &str) -> String {
         .replace('"', "&quot;")
 }
 
+/// A linear axis with nice tick values.
+#[derive(Debug, Clone, PartialEq)]
+struct Axis {
+    lo: f64,
+    hi: f64,
+    ticks: Vec<f64>,
+    decimals: usize,
+}
+
+/// 1, 2, 2.5, 5 or 10 × 10^k, the smallest not below `raw` (2.5 only if `quarter`).
+fn nice_step(raw: f64, quarter: bool) -> f64 {
+    let mag = 10f64.powf(raw.log10().floor());
+    let m = raw / mag;
+    let nice = [1.0, 2.0, 2.5, 5.0, 10.0]
+        .into_iter()
+        .filter(|s| quarter || *s != 2.5)
+        .find(|s| m <= s * (1.0 + 1e-9))
+        .unwrap_or(10.0);
+    nice * mag
+}
+
+impl Axis {
+    /// Covers `[lo, hi]` with at most about `max_ticks` intervals; `integer` keeps steps
+    /// whole (rounds); `clamp` bounds the extended range (accuracy stays in [0, 1]).
+    fn new(lo: f64, hi: f64, max_ticks: usize, integer: bool, clamp: Option<(f64, f64)>) -> Self {
+        let (mut lo, mut hi) = if lo.is_finite() && hi.is_finite() {
+            (lo, hi)
+        } else {
+            (0.0, 1.0)
+        };
+        if hi - lo < 1e-12 * lo.abs().max(1.0) {
+            let pad = if integer {
+                1.0
+            } else {
+                (lo.abs() * 0.1).max(1e-3)
+            };
+            (lo, hi) = (lo - pad, hi + pad);
+            if let Some((a, b)) = clamp {
+                (lo, hi) = (lo.max(a), hi.min(b));
+            }
+        }
+        let mut step = nice_step((hi - lo) / max_ticks.max(1) as f64, !integer);
+        if integer {
+            step = step.max(1.0).round();
+        }
+        let mut a = (lo / step + 1e-9).floor() * step;
+        let mut b = (hi / step - 1e-9).ceil() * step;
+        if let Some((cl, ch)) = clamp {
+            a = a.max(cl);
+            b = b.min(ch);
+        }
+        let n = ((b - a) / step).round() as usize;
+        let ticks = (0..=n).map(|i| a + step * i as f64).collect();
+        let mut decimals = 0;
+        while decimals < 12
+            && ((step * 10f64.powi(decimals as i32)).round() - step * 10f64.powi(decimals as i32))
+                .abs()
+                > 1e-6
+        {
+            decimals += 1;
+        }
+        Axis {
+            lo: a,
+            hi: b,
+            ticks,
+            decimals,
+        }
+    }
+
+    fn label(&self, v: f64) -> String {
+        if self.decimals > 4 {
+            format!("{v:.1e}")
+        } else {
+            format!("{v:.*}", self.decimals)
+        }
+    }
+}
+
+/// Chart geometry: a plot area, axes, and room for a legend below.
 struct Frame {
     w: f64,
     h: f64,
     left: f64,
     right: f64,
     top: f64,
-    bottom: f64,
-    x: (f64, f64),
-    y: (f64, f64),
+    plot_h: f64,
+    x: Axis,
+    y: Axis,
+}
+
+const LEGEND_ROW: f64 = 16.0;
+/// Characters of a legend line before it wraps.
+const LEGEND_CHARS: usize = 78;
+
+/// Splits a label into lines of at most [`LEGEND_CHARS`], preferably after a `/`.
+fn wrap(label: &str) -> Vec<String> {
+    let mut lines = Vec::new();
+    let mut rest: &str = label;
+    while rest.chars().count() > LEGEND_CHARS {
+        let cut: usize = rest
+            .char_indices()
+            .take(LEGEND_CHARS)
+            .filter(|(_, c)| *c == '/')
+            .map(|(i, _)| i + 1)
+            .last()
+            .unwrap_or_else(|| {
+                rest.char_indices()
+                    .nth(LEGEND_CHARS)
+                    .map_or(rest.len(), |p| p.0)
+            });
+        lines.push(rest[..cut].to_string());
+        rest = &rest[cut..];
+    }
+    lines.push(rest.to_string());
+    lines
 }
 
 impl Frame {
-    fn new(x: (f64, f64), y: (f64, f64)) -> Self {
-        let fix = |(a, b): (f64, f64)| {
-            if !(a.is_finite() && b.is_finite()) {
-                (0.0, 1.0)
-            } else if (b - a).abs() < 1e-12 {
-                (a - 0.5, b + 0.5)
-            } else {
-                (a, b)
-            }
-        };
+    fn new(x: Axis, y: Axis, legend_lines: usize) -> Self {
+        let (top, plot_h, bottom) = (34.0, 230.0, 40.0);
         Frame {
             w: 560.0,
-            h: 300.0,
-            left: 60.0,
-            right: 150.0,
-            top: 30.0,
-            bottom: 45.0,
-            x: fix(x),
-            y: fix(y),
+            h: top + plot_h + bottom + legend_lines as f64 * LEGEND_ROW + 6.0,
+            left: 62.0,
+            right: 18.0,
+            top,
+            plot_h,
+            x,
+            y,
         }
     }
     fn px(&self, x: f64) -> f64 {
-        self.left + (x - self.x.0) / (self.x.1 - self.x.0) * (self.w - self.left - self.right)
+        self.left + (x - self.x.lo) / (self.x.hi - self.x.lo) * (self.w - self.left - self.right)
     }
     fn py(&self, y: f64) -> f64 {
-        self.h
-            - self.bottom
-            - (y - self.y.0) / (self.y.1 - self.y.0) * (self.h - self.top - self.bottom)
+        self.top + self.plot_h - (y - self.y.lo) / (self.y.hi - self.y.lo) * self.plot_h
+    }
+    fn bottom(&self) -> f64 {
+        self.top + self.plot_h
     }
     fn open(&self, out: &mut String, title: &str, xlabel: &str, ylabel: &str) {
-        let _ = write!(
-            out,
-            r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}" font-family="sans-serif" font-size="11"><title>{t}</title><text x="{cx}" y="18" text-anchor="middle" font-size="13">{t}</text>"#,
-            w = self.w,
-            h = self.h,
-            cx = self.w / 2.0,
-            t = esc(title)
-        );
-        let (x0, x1, y0, y1) = (
-            self.left,
-            self.w - self.right,
-            self.top,
-            self.h - self.bottom,
-        );
-        let _ = write!(
-            out,
-            r##"<rect x="{x0}" y="{y0}" width="{}" height="{}" fill="none" stroke="#444"/>"##,
-            x1 - x0,
-            y1 - y0
-        );
-        for i in 0..=4 {
-            let fx = self.x.0 + (self.x.1 - self.x.0) * i as f64 / 4.0;
-            let fy = self.y.0 + (self.y.1 - self.y.0) * i as f64 / 4.0;
+        svg_open(out, self.w, self.h, title);
+        let (x0, x1, y0, y1) = (self.left, self.w - self.right, self.top, self.bottom());
+        for &fy in &self.y.ticks {
             let _ = write!(
                 out,
-                r##"<text x="{:.1}" y="{:.1}" text-anchor="middle">{}</text><text x="{:.1}" y="{:.1}" text-anchor="end">{}</text><line x1="{x0}" x2="{x1}" y1="{:.1}" y2="{:.1}" stroke="#ddd"/>"##,
-                self.px(fx),
-                y1 + 14.0,
-                tick(fx),
-                x0 - 4.0,
+                r##"<line x1="{x0}" x2="{x1}" y1="{py:.1}" y2="{py:.1}" stroke="#e4e4e4"/><text x="{:.1}" y="{:.1}" text-anchor="end">{}</text>"##,
+                x0 - 5.0,
                 self.py(fy) + 4.0,
-                tick(fy),
-                self.py(fy),
-                self.py(fy)
+                self.y.label(fy),
+                py = self.py(fy),
+            );
+        }
+        for &fx in &self.x.ticks {
+            let _ = write!(
+                out,
+                r##"<line x1="{px:.1}" x2="{px:.1}" y1="{y1}" y2="{:.1}" stroke="#444"/><text x="{px:.1}" y="{:.1}" text-anchor="middle">{}</text>"##,
+                y1 + 4.0,
+                y1 + 16.0,
+                self.x.label(fx),
+                px = self.px(fx),
             );
         }
         let _ = write!(
             out,
-            r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">{}</text><text x="14" y="{:.1}" text-anchor="middle" transform="rotate(-90 14 {:.1})">{}</text>"#,
+            r##"<rect x="{x0}" y="{y0}" width="{:.1}" height="{:.1}" fill="none" stroke="#444"/><text x="{:.1}" y="{:.1}" text-anchor="middle">{}</text><text x="14" y="{:.1}" text-anchor="middle" transform="rotate(-90 14 {:.1})">{}</text>"##,
+            x1 - x0,
+            y1 - y0,
             (x0 + x1) / 2.0,
-            self.h - 8.0,
+            y1 + 32.0,
             esc(xlabel),
             (y0 + y1) / 2.0,
             (y0 + y1) / 2.0,
             esc(ylabel)
         );
     }
-    fn legend(&self, out: &mut String, i: usize, label: &str, color: &str) {
-        let x = self.w - self.right + 10.0;
-        let y = self.top + 6.0 + 15.0 * i as f64;
-        let _ = write!(
+    /// Legend entries below the x label: a swatch drawn like the series, then the
+    /// label in full (wrapped).
+    fn legend(&self, out: &mut String, entries: &[(String, usize)], bar: bool) {
+        let mut y = self.bottom() + 50.0;
+        for (label, i) in entries {
+            let (color, dash) = style(*i);
+            let x = self.left;
+            if bar {
+                let _ = write!(
+                    out,
+                    r#"<rect x="{x}" y="{:.1}" width="18" height="9" fill="{color}" fill-opacity="0.75"/>"#,
+                    y - 8.0
+                );
+            } else {
+                let _ = write!(
+                    out,
+                    r#"<line x1="{x}" x2="{:.1}" y1="{:.1}" y2="{:.1}" stroke="{color}" stroke-width="{}" stroke-dasharray="{dash}"/>"#,
+                    x + 22.0,
+                    y - 4.0,
+                    y - 4.0,
+                    stroke_width(*i)
+                );
+                marker(out, *i, x + 11.0, y - 4.0);
+            }
+            for line in wrap(label) {
+                let _ = write!(
+                    out,
+                    r#"<text x="{:.1}" y="{y:.1}">{}</text>"#,
+                    x + 28.0,
+                    esc(&line)
+                );
+                y += LEGEND_ROW;
+            }
+        }
+    }
+}
+
+fn svg_open(out: &mut String, w: f64, h: f64, title: &str) {
+    let _ = write!(
+        out,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}" font-family="sans-serif" font-size="11"><title>{t}</title><text x="{cx}" y="20" text-anchor="middle" font-size="13" font-weight="bold">{t}</text>"#,
+        cx = w / 2.0,
+        t = esc(title)
+    );
+}
+
+/// Colour and dash of series `i`: 30 distinct pairs.
+fn style(i: usize) -> (&'static str, &'static str) {
+    (PALETTE[i % PALETTE.len()], DASHES[i % DASHES.len()])
+}
+
+/// Line width of series `i`: later series are thinner, so a line drawn over an equal
+/// one leaves it visible.
+fn stroke_width(i: usize) -> f64 {
+    [3.2, 2.2, 1.4][i.min(2)]
+}
+
+/// Marker of series `i`: circle, square, triangle, diamond.
+fn marker(out: &mut String, i: usize, x: f64, y: f64) {
+    let color = style(i).0;
+    let _ = match i % 4 {
+        0 => write!(
             out,
-            r#"<rect x="{x}" y="{:.1}" width="10" height="10" fill="{color}"/><text x="{:.1}" y="{:.1}">{}</text>"#,
-            y - 8.0,
-            x + 14.0,
-            y + 1.0,
-            esc(&shorten(label, 22))
-        );
-    }
-}
-
-fn shorten(s: &str, n: usize) -> String {
-    if s.chars().count() <= n {
-        s.to_string()
-    } else {
-        let t: String = s.chars().take(n - 1).collect();
-        format!("{t}…")
-    }
-}
-
-fn tick(v: f64) -> String {
-    if v != 0.0 && (v.abs() < 1e-2 || v.abs() >= 1e4) {
-        format!("{v:.1e}")
-    } else if v.fract().abs() < 1e-9 {
-        format!("{v:.0}")
-    } else {
-        format!("{v:.3}")
-    }
+            r#"<circle cx="{x:.1}" cy="{y:.1}" r="3" fill="{color}"/>"#
+        ),
+        1 => write!(
+            out,
+            r#"<rect x="{:.1}" y="{:.1}" width="5.6" height="5.6" fill="{color}"/>"#,
+            x - 2.8,
+            y - 2.8
+        ),
+        2 => write!(
+            out,
+            r#"<polygon points="{x:.1},{:.1} {:.1},{:.1} {:.1},{:.1}" fill="{color}"/>"#,
+            y - 3.6,
+            x - 3.4,
+            y + 2.6,
+            x + 3.4,
+            y + 2.6
+        ),
+        _ => write!(
+            out,
+            r#"<polygon points="{x:.1},{:.1} {:.1},{y:.1} {x:.1},{:.1} {:.1},{y:.1}" fill="{color}"/>"#,
+            y - 3.8,
+            x + 3.8,
+            y + 3.8,
+            x - 3.8
+        ),
+    };
 }
 
 fn range(v: impl Iterator<Item = f64>) -> (f64, f64) {
@@ -263,15 +553,38 @@ fn range(v: impl Iterator<Item = f64>) -> (f64, f64) {
         })
 }
 
-/// Line plot of several series.
-pub fn line_plot(title: &str, ylabel: &str, series: &[(String, Vec<(f64, f64)>)]) -> String {
+fn legend_lines(labels: impl Iterator<Item = impl AsRef<str>>) -> usize {
+    labels.map(|l| wrap(l.as_ref()).len()).sum()
+}
+
+/// Line plot of several series over rounds; `unit` bounds the y axis to [0, 1].
+pub fn line_plot(
+    title: &str,
+    ylabel: &str,
+    series: &[(String, Vec<(f64, f64)>)],
+    unit: bool,
+) -> String {
     let xr = range(series.iter().flat_map(|s| s.1.iter().map(|p| p.0)));
     let yr = range(series.iter().flat_map(|s| s.1.iter().map(|p| p.1)));
-    let f = Frame::new(xr, (yr.0.min(0.0).max(yr.0 - 0.05), yr.1));
+    let x = Axis::new(0.0, xr.1, 8, true, None);
+    let y = Axis::new(yr.0, yr.1, 6, false, unit.then_some((0.0, 1.0)));
+    // A series equal to an earlier one is drawn on top of it: say so in the legend.
+    let labels: Vec<String> = series
+        .iter()
+        .enumerate()
+        .map(|(i, (label, pts))| {
+            match series[..i].iter().find(|o| !pts.is_empty() && o.1 == *pts) {
+                Some(o) => format!("{label} (same values as {})", o.0),
+                None => label.clone(),
+            }
+        })
+        .collect();
+    let f = Frame::new(x, y, legend_lines(labels.iter()));
     let mut out = String::new();
     f.open(&mut out, title, "round", ylabel);
-    for (i, (label, pts)) in series.iter().enumerate() {
-        let color = PALETTE[i % PALETTE.len()];
+    for (i, (_, pts)) in series.iter().enumerate() {
+        let (color, dash) = style(i);
+        let width = stroke_width(i);
         let d: Vec<String> = pts
             .iter()
             .filter(|p| p.1.is_finite())
@@ -280,42 +593,94 @@ pub fn line_plot(title: &str, ylabel: &str, series: &[(String, Vec<(f64, f64)>)]
         if !d.is_empty() {
             let _ = write!(
                 out,
-                r#"<polyline fill="none" stroke="{color}" stroke-width="1.8" points="{}"/>"#,
+                r#"<polyline fill="none" stroke="{color}" stroke-width="{width}" stroke-dasharray="{dash}" stroke-opacity="0.9" points="{}"/>"#,
                 d.join(" ")
             );
         }
-        if pts.len() <= 30 {
-            for (x, y) in pts.iter().filter(|p| p.1.is_finite()) {
-                let _ = write!(
-                    out,
-                    r#"<circle cx="{:.1}" cy="{:.1}" r="2.5" fill="{color}"/>"#,
-                    f.px(*x),
-                    f.py(*y)
-                );
-            }
+        // Markers on at most ~25 points per series, so dense series stay readable.
+        let every = pts.len().div_ceil(25).max(1);
+        for (x, y) in pts.iter().filter(|p| p.1.is_finite()).step_by(every) {
+            marker(&mut out, i, f.px(*x), f.py(*y));
         }
-        f.legend(&mut out, i, label, color);
     }
+    let entries: Vec<(String, usize)> = series
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.0.clone(), i))
+        .collect();
+    f.legend(&mut out, &entries, false);
     out.push_str("</svg>");
     out
 }
 
-/// Histogram of final per-client accuracy, one outline per run.
+/// Bin edges for `values`: Freedman–Diaconis width (Sturges when the quartiles
+/// coincide), aiming at 5 to 12 bins, rounded down to a nice width (so 5 to about 30
+/// bins) on nice edges.
+fn bin_edges(values: &[f64]) -> Vec<f64> {
+    let mut v: Vec<f64> = values.iter().copied().filter(|x| x.is_finite()).collect();
+    v.sort_by(f64::total_cmp);
+    if v.is_empty() {
+        return vec![0.0, 1.0];
+    }
+    let (lo, hi) = (v[0], v[v.len() - 1]);
+    if hi - lo < 1e-9 {
+        let pad = (lo.abs() * 0.05).max(0.005);
+        return vec![lo - pad, hi + pad];
+    }
+    let q = |p: f64| v[((v.len() - 1) as f64 * p).round() as usize];
+    let iqr = q(0.75) - q(0.25);
+    let n = v.len() as f64;
+    let bins = if iqr > 0.0 {
+        ((hi - lo) / (2.0 * iqr / n.cbrt())).ceil()
+    } else {
+        n.log2().ceil() + 1.0
+    };
+    let raw = (hi - lo) / bins.clamp(5.0, 12.0);
+    // The largest nice width not above `raw`.
+    let mut step = nice_step(raw, true);
+    if step > raw * (1.0 + 1e-9) {
+        let mag = 10f64.powf(step.log10().floor());
+        let m = step / mag;
+        step = mag
+            * [1.0, 2.0, 2.5, 5.0]
+                .into_iter()
+                .rev()
+                .find(|c| *c < m - 1e-9)
+                .unwrap_or(0.5);
+    }
+    let a = (lo / step + 1e-9).floor();
+    let b = (hi / step - 1e-9).ceil().max(a + 1.0);
+    (a as i64..=b as i64).map(|i| i as f64 * step).collect()
+}
+
+/// Histogram of final per-client accuracy: one bar per run in each bin (grouped).
 pub fn histogram(title: &str, series: &[(String, Vec<f64>)]) -> String {
-    const BINS: usize = 10;
+    let all: Vec<f64> = series.iter().flat_map(|s| s.1.iter().copied()).collect();
+    let edges = bin_edges(&all);
+    let nb = edges.len() - 1;
     let counts: Vec<Vec<f64>> = series
         .iter()
         .map(|(_, v)| {
-            let mut c = [0.0; BINS];
-            for a in v.iter().filter(|a| a.is_finite()) {
-                c[((a * BINS as f64) as usize).min(BINS - 1)] += 1.0;
+            let mut c = vec![0.0; nb];
+            let finite: Vec<f64> = v.iter().copied().filter(|a| a.is_finite()).collect();
+            for a in &finite {
+                let b = edges
+                    .partition_point(|e| e <= a)
+                    .saturating_sub(1)
+                    .min(nb - 1);
+                c[b] += 1.0;
             }
-            let n = v.len().max(1) as f64;
+            let n = finite.len().max(1) as f64;
             c.iter().map(|x| x / n).collect()
         })
         .collect();
     let ymax = counts.iter().flatten().fold(0.0f64, |a, b| a.max(*b));
-    let f = Frame::new((0.0, 1.0), (0.0, ymax.max(0.1)));
+    let mut x = Axis::new(edges[0], edges[nb], 7, false, None);
+    x.ticks
+        .retain(|t| *t >= edges[0] - 1e-9 && *t <= edges[nb] + 1e-9);
+    (x.lo, x.hi) = (edges[0], edges[nb]);
+    let y = Axis::new(0.0, ymax.max(0.05), 5, false, Some((0.0, 1.0)));
+    let f = Frame::new(x, y, legend_lines(series.iter().map(|s| &s.0)));
     let mut out = String::new();
     f.open(
         &mut out,
@@ -323,22 +688,34 @@ pub fn histogram(title: &str, series: &[(String, Vec<f64>)]) -> String {
         "final personalised accuracy",
         "fraction of clients",
     );
-    for (i, ((label, _), c)) in series.iter().zip(&counts).enumerate() {
-        let color = PALETTE[i % PALETTE.len()];
-        let mut pts = vec![format!("{:.1},{:.1}", f.px(0.0), f.py(0.0))];
-        for (b, h) in c.iter().enumerate() {
-            let (x0, x1) = (b as f64 / BINS as f64, (b + 1) as f64 / BINS as f64);
-            pts.push(format!("{:.1},{:.1}", f.px(x0), f.py(*h)));
-            pts.push(format!("{:.1},{:.1}", f.px(x1), f.py(*h)));
+    let k = series.len().max(1) as f64;
+    for (b, w) in edges.windows(2).enumerate() {
+        let (x0, x1) = (f.px(w[0]), f.px(w[1]));
+        let slot = (x1 - x0 - 2.0).max(0.5) / k;
+        for (i, c) in counts.iter().enumerate() {
+            if c[b] <= 0.0 {
+                continue;
+            }
+            let (color, _) = style(i);
+            let _ = write!(
+                out,
+                r#"<rect x="{:.2}" y="{:.2}" width="{:.2}" height="{:.2}" fill="{color}" fill-opacity="0.75"/>"#,
+                x0 + 1.0 + slot * i as f64,
+                f.py(c[b]),
+                slot,
+                f.bottom() - f.py(c[b])
+            );
         }
-        pts.push(format!("{:.1},{:.1}", f.px(1.0), f.py(0.0)));
-        let _ = write!(
-            out,
-            r#"<polyline fill="{color}" fill-opacity="0.15" stroke="{color}" stroke-width="1.6" points="{}"/>"#,
-            pts.join(" ")
-        );
-        f.legend(&mut out, i, label, color);
     }
+    let entries: Vec<(String, usize)> = series
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let n = s.1.iter().filter(|a| a.is_finite()).count();
+            (format!("{} ({n} clients)", s.0), i)
+        })
+        .collect();
+    f.legend(&mut out, &entries, true);
     out.push_str("</svg>");
     out
 }
@@ -353,8 +730,8 @@ pub fn heat_map(title: &str, rates: &[(u32, u64, f64)]) -> String {
     };
     let rounds = rates.iter().map(|r| r.0).max().unwrap_or(1);
     let (lo, hi) = range(rates.iter().filter(|r| r.2 > 0.0).map(|r| r.2.ln()));
-    let (w, h, left, top) = (560.0, 300.0, 60.0, 30.0);
-    let (pw, ph) = (w - left - 150.0, h - top - 45.0);
+    let (w, h, left, top, right) = (560.0, 310.0, 62.0, 34.0, 110.0);
+    let (pw, ph) = (w - left - right, h - top - 44.0);
     let cw = pw / rounds as f64;
     let ch = ph / clients.len().max(1) as f64;
     let row: BTreeMap<u64, usize> = clients.iter().enumerate().map(|(i, c)| (*c, i)).collect();
@@ -375,12 +752,7 @@ pub fn heat_map(title: &str, rates: &[(u32, u64, f64)]) -> String {
         format!("#{:02x}{:02x}{:02x}", r as u8, g as u8, b as u8)
     };
     let mut out = String::new();
-    let _ = write!(
-        out,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}" font-family="sans-serif" font-size="11"><title>{t}</title><text x="{}" y="18" text-anchor="middle" font-size="13">{t}</text>"#,
-        w / 2.0,
-        t = esc(title)
-    );
+    svg_open(&mut out, w, h, title);
     for (round, client, v) in rates {
         let _ = write!(
             out,
@@ -392,17 +764,34 @@ pub fn heat_map(title: &str, rates: &[(u32, u64, f64)]) -> String {
             color(*v)
         );
     }
+    // Round ticks at cell centres, whole rounds only.
+    let axis = Axis::new(1.0, rounds as f64, 8, true, None);
+    for &r in axis
+        .ticks
+        .iter()
+        .filter(|r| **r >= 1.0 && **r <= rounds as f64)
+    {
+        let x = left + (r - 0.5) * cw;
+        let _ = write!(
+            out,
+            r##"<line x1="{x:.1}" x2="{x:.1}" y1="{:.1}" y2="{:.1}" stroke="#444"/><text x="{x:.1}" y="{:.1}" text-anchor="middle">{}</text>"##,
+            top + ph,
+            top + ph + 4.0,
+            top + ph + 16.0,
+            axis.label(r)
+        );
+    }
     let _ = write!(
         out,
-        r##"<rect x="{left}" y="{top}" width="{pw}" height="{ph}" fill="none" stroke="#444"/><text x="{:.1}" y="{:.1}" text-anchor="middle">round (1 … {rounds})</text><text x="14" y="{:.1}" text-anchor="middle" transform="rotate(-90 14 {:.1})">client ({} sampled)</text>"##,
+        r##"<rect x="{left}" y="{top}" width="{pw}" height="{ph}" fill="none" stroke="#444"/><text x="{:.1}" y="{:.1}" text-anchor="middle">round</text><text x="14" y="{:.1}" text-anchor="middle" transform="rotate(-90 14 {:.1})">client ({} sampled at least once)</text>"##,
         left + pw / 2.0,
         h - 8.0,
         top + ph / 2.0,
         top + ph / 2.0,
         clients.len()
     );
-    // colour bar
-    let bx = w - 130.0;
+    // Colour bar, with its caption below it (never near the title).
+    let bx = w - right + 22.0;
     for i in 0..20 {
         let t = i as f64 / 19.0;
         let v = (lo + t * (hi - lo)).exp();
@@ -414,27 +803,70 @@ pub fn heat_map(title: &str, rates: &[(u32, u64, f64)]) -> String {
             color(if hi > lo { v } else { lo.exp() })
         );
     }
+    let fmt = |v: f64| {
+        if v != 0.0 && (v.abs() < 1e-2 || v.abs() >= 1e4) {
+            format!("{v:.2e}")
+        } else {
+            format!("{v:.4}")
+        }
+    };
     let _ = write!(
         out,
-        r#"<text x="{:.1}" y="{:.1}">{}</text><text x="{:.1}" y="{:.1}">{}</text><text x="{:.1}" y="{:.1}">rate (log)</text></svg>"#,
+        r##"<rect x="{bx}" y="{top}" width="14" height="{ph}" fill="none" stroke="#444"/><text x="{:.1}" y="{:.1}">{}</text><text x="{:.1}" y="{:.1}">{}</text><text x="{:.1}" y="{:.1}" text-anchor="middle">rate</text><text x="{:.1}" y="{:.1}" text-anchor="middle">(log scale)</text></svg>"##,
         bx + 18.0,
-        top + 10.0,
-        tick(hi.exp()),
+        top + 9.0,
+        fmt(hi.exp()),
         bx + 18.0,
         top + ph,
-        tick(lo.exp()),
-        bx - 2.0,
-        top - 6.0
+        fmt(lo.exp()),
+        bx + 7.0,
+        top + ph + 16.0,
+        bx + 7.0,
+        top + ph + 29.0
     );
     out
 }
 
+fn status_text(r: &RunData) -> String {
+    match &r.status {
+        Status::Complete => "complete".into(),
+        Status::Interrupted {
+            by,
+            completed,
+            total,
+        } => format!("interrupted by {by} after round {completed} of {total}"),
+        Status::Incomplete => format!(
+            "incomplete: no summary.json ({} rounds recorded)",
+            r.rounds_recorded
+        ),
+    }
+}
+
+/// The label in legends: the run's label, flagged when it did not finish.
+fn legend_label(r: &RunData) -> String {
+    match &r.status {
+        Status::Complete => r.label.clone(),
+        Status::Interrupted { completed, .. } => {
+            format!("{} (interrupted at round {completed})", r.label)
+        }
+        Status::Incomplete => format!("{} (incomplete)", r.label),
+    }
+}
+
 /// Builds the page for the runs.
 pub fn render(runs: &[RunData]) -> String {
-    let mut html = String::from(
-        "<!DOCTYPE html>\n<html xmlns=\"http://www.w3.org/1999/xhtml\" lang=\"en\"><head><meta charset=\"utf-8\"/><title>fedpace report</title><style>body{font-family:sans-serif;max-width:1200px;margin:1em auto;color:#222}figure{display:inline-block;margin:0.5em;vertical-align:top}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 8px;text-align:right}th:first-child,td:first-child{text-align:left}</style></head><body><h1>fedpace report</h1>",
+    let mut html = format!(
+        "<!DOCTYPE html>\n<html xmlns=\"http://www.w3.org/1999/xhtml\" lang=\"en\"><head><meta charset=\"utf-8\"/>{MARKER}<title>fedpace report</title><style>body{{font-family:sans-serif;max-width:1180px;margin:1em auto;color:#222}}figure{{display:inline-block;margin:0.4em;vertical-align:top}}table{{border-collapse:collapse;margin-bottom:1em}}td,th{{border:1px solid #ccc;padding:2px 8px;text-align:right}}td.l,th.l{{text-align:left}}.warn{{color:#8a4b00}}.bad{{color:#b00020}}</style></head><body><h1>fedpace report</h1>"
     );
-    html.push_str("<table><tr><th>run</th><th>global acc.</th><th>personalised mean</th><th>personalised worst 10 %</th></tr>");
+    let warnings: Vec<&String> = runs.iter().flat_map(|r| &r.warnings).collect();
+    if !warnings.is_empty() {
+        html.push_str("<ul class=\"warn\">");
+        for w in warnings {
+            let _ = write!(html, "<li>{}</li>", esc(w));
+        }
+        html.push_str("</ul>");
+    }
+    html.push_str("<table><tr><th class=\"l\">run</th><th class=\"l\">directory</th><th>rounds</th><th class=\"l\">status</th><th>global acc.</th><th>personalised mean</th><th>personalised worst 10 %</th></tr>");
     for r in runs {
         let f = |x: f64| {
             if x.is_finite() {
@@ -444,10 +876,18 @@ pub fn render(runs: &[RunData]) -> String {
             }
         };
         let (g, p, w) = r.summary.unwrap_or((f64::NAN, f64::NAN, f64::NAN));
+        let class = if r.status == Status::Complete {
+            "l"
+        } else {
+            "l bad"
+        };
         let _ = write!(
             html,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            "<tr><td class=\"l\">{}</td><td class=\"l\">{}</td><td>{}</td><td class=\"{class}\">{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             esc(&r.label),
+            esc(&r.path.display().to_string()),
+            r.rounds_recorded,
+            esc(&status_text(r)),
             f(g),
             f(p),
             f(w)
@@ -457,15 +897,18 @@ pub fn render(runs: &[RunData]) -> String {
     let fig = |html: &mut String, svg: String| {
         let _ = write!(html, "<figure class=\"plot\">{svg}</figure>");
     };
+    let series = |get: fn(&RunData) -> &Vec<(f64, f64)>| -> Vec<(String, Vec<(f64, f64)>)> {
+        runs.iter()
+            .map(|r| (legend_label(r), get(r).clone()))
+            .collect()
+    };
     fig(
         &mut html,
         line_plot(
             "Global model accuracy",
             "accuracy",
-            &runs
-                .iter()
-                .map(|r| (r.label.clone(), r.global.clone()))
-                .collect::<Vec<_>>(),
+            &series(|r| &r.global),
+            true,
         ),
     );
     fig(
@@ -473,10 +916,8 @@ pub fn render(runs: &[RunData]) -> String {
         line_plot(
             "Personalised accuracy (mean over clients)",
             "accuracy",
-            &runs
-                .iter()
-                .map(|r| (r.label.clone(), r.personalized.clone()))
-                .collect::<Vec<_>>(),
+            &series(|r| &r.personalized),
+            true,
         ),
     );
     html.push_str("<h2>Final per-client personalised accuracy</h2>");
@@ -486,16 +927,16 @@ pub fn render(runs: &[RunData]) -> String {
             "Distribution over clients",
             &runs
                 .iter()
-                .map(|r| (r.label.clone(), r.final_client_acc.clone()))
+                .map(|r| (legend_label(r), r.final_client_acc.clone()))
                 .collect::<Vec<_>>(),
         ),
     );
     html.push_str("<h2>Rates</h2>");
     for r in runs {
-        let _ = write!(html, "<h3>{}</h3>", esc(&r.label));
+        let _ = write!(html, "<h3>{}</h3>", esc(&legend_label(r)));
         fig(
             &mut html,
-            heat_map(&format!("Assigned rate η_k: {}", r.label), &r.rates),
+            heat_map("Assigned base rate per client and round", &r.rates),
         );
         let series: Vec<(String, Vec<(f64, f64)>)> = r
             .groups
@@ -513,11 +954,7 @@ pub fn render(runs: &[RunData]) -> String {
             .collect();
         fig(
             &mut html,
-            line_plot(
-                &format!("Mean rate per layer group: {}", r.label),
-                "rate",
-                &series,
-            ),
+            line_plot("Mean assigned rate per layer group", "rate", &series, false),
         );
     }
     html.push_str("</body></html>\n");
@@ -530,16 +967,57 @@ pub fn plot_count(runs: usize) -> usize {
     3 + 2 * runs
 }
 
-/// Reads the runs and writes the page to `out`.
-pub fn write_report(dirs: &[PathBuf], out: &Path) -> Result<()> {
-    if dirs.is_empty() {
+/// Where the page goes without `--out`: `report.html` in the one directory given (a run
+/// or a directory of runs), else in the current directory.
+pub fn default_out(args: &[PathBuf]) -> PathBuf {
+    match args {
+        [one] => one.join("report.html"),
+        _ => PathBuf::from("report.html"),
+    }
+}
+
+/// Refuses to replace a file that is not a fedpace report (unless `force`).
+fn check_out(out: &Path, force: bool) -> Result<()> {
+    if out.is_dir() {
+        bail!("--out {}: is a directory (give a file name)", out.display());
+    }
+    if force || !out.exists() {
+        return Ok(());
+    }
+    let mut head = vec![0u8; 4096];
+    let n = std::fs::File::open(out)
+        .and_then(|mut f| std::io::Read::read(&mut f, &mut head))
+        .with_context(|| format!("--out {}", out.display()))?;
+    let head = String::from_utf8_lossy(&head[..n]);
+    if head.contains(MARKER) || head.contains(OLD_MARKER) {
+        return Ok(());
+    }
+    bail!(
+        "--out {}: exists and is not a fedpace report; choose another file, or pass --force to replace it",
+        out.display()
+    )
+}
+
+/// Reads the runs and writes the page (to `out`, or [`default_out`]); returns its path.
+pub fn write_report(args: &[PathBuf], out: Option<&Path>, force: bool) -> Result<PathBuf> {
+    if args.is_empty() {
         bail!("report: give at least one run directory");
     }
-    let runs = dirs
+    let dirs = expand_runs(args)?;
+    let out = out.map_or_else(|| default_out(args), Path::to_path_buf);
+    check_out(&out, force)?;
+    let mut runs = dirs
         .iter()
         .map(|d| load_run(d))
         .collect::<Result<Vec<_>>>()?;
-    std::fs::write(out, render(&runs)).with_context(|| format!("writing {}", out.display()))
+    for (r, label) in runs.iter_mut().zip(distinct_labels(&dirs)) {
+        r.label = label;
+    }
+    for w in runs.iter().flat_map(|r| &r.warnings) {
+        eprintln!("warning: {w}");
+    }
+    crate::files::write_bytes_atomic(&out, render(&runs).as_bytes())?;
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -586,7 +1064,7 @@ mod tests {
         Ok(elements)
     }
 
-    fn fake_run(label: &str, dir: &Path, lr: f64) {
+    fn fake_run(dir: &Path, lr: f64, summary: bool) {
         std::fs::create_dir_all(dir).unwrap();
         let mut m = String::new();
         for r in 1..=4 {
@@ -608,12 +1086,13 @@ mod tests {
             "id,device,personalized_accuracy\n0,,0.5\n1,,0.75\n3,a<b,0.95\n",
         )
         .unwrap();
-        std::fs::write(
-            dir.join("summary.json"),
-            r#"{"global":{"accuracy":0.4},"personalized":{"mean_accuracy":0.6,"worst10_accuracy":0.5}}"#,
-        )
-        .unwrap();
-        let _ = label;
+        if summary {
+            std::fs::write(
+                dir.join("summary.json"),
+                r#"{"global":{"accuracy":0.4},"personalized":{"mean_accuracy":0.6,"worst10_accuracy":0.5}}"#,
+            )
+            .unwrap();
+        }
     }
 
     #[test]
@@ -621,10 +1100,10 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let a = tmp.path().join("uniform & co");
         let b = tmp.path().join("by<label>");
-        fake_run("a", &a, 0.05);
-        fake_run("b", &b, 0.1);
+        fake_run(&a, 0.05, true);
+        fake_run(&b, 0.1, true);
         let out = tmp.path().join("report.html");
-        write_report(&[a.clone(), b.clone()], &out).unwrap();
+        write_report(&[a.clone(), b.clone()], Some(&out), false).unwrap();
         let html = std::fs::read_to_string(&out).unwrap();
         check_well_formed(&html).unwrap();
         assert_eq!(html.matches("<svg ").count(), plot_count(2));
@@ -645,9 +1124,142 @@ mod tests {
     fn missing_run_directory_is_a_clear_error() {
         let e = write_report(
             &[PathBuf::from("/nonexistent/run")],
-            Path::new("/tmp/x.html"),
+            Some(Path::new("/tmp/x.html")),
+            false,
         )
         .unwrap_err();
         assert!(format!("{e:#}").contains("not a run directory"), "{e:#}");
+    }
+
+    /// Regression (newcomer review #2): labels were cut to 21 characters, so the two
+    /// runs of one config (`quickstart-<ts>/uniform`, twice) read the same.
+    #[test]
+    fn labels_are_the_shortest_suffixes_that_tell_runs_apart() {
+        let p = |s: &str| PathBuf::from(s);
+        assert_eq!(
+            distinct_labels(&[
+                p("runs/quickstart-20261204-193017/uniform"),
+                p("runs/quickstart-20261204-193512/uniform"),
+                p("runs/quickstart-20261204-193512/by-data-size"),
+            ]),
+            [
+                "quickstart-20261204-193017/uniform",
+                "quickstart-20261204-193512/uniform",
+                "by-data-size"
+            ]
+        );
+        assert_eq!(distinct_labels(&[p("./a/"), p("/x/b")]), ["a", "b"]);
+        assert_eq!(distinct_labels(&[p("a/r"), p("r")]), ["a/r", "r"]);
+        assert_eq!(distinct_labels(&[p("r"), p("r")]), ["r", "r (2)"]);
+        let long = "x".repeat(200);
+        assert!(wrap(&long)
+            .iter()
+            .all(|l| l.chars().count() <= LEGEND_CHARS));
+        assert_eq!(wrap(&long).concat(), long, "wrapping loses nothing");
+    }
+
+    /// Regression (newcomer review #16): ticks like `32.500` on a round axis.
+    #[test]
+    fn axes_have_nice_ticks_and_rounds_are_whole() {
+        let rounds = Axis::new(1.0, 40.0, 8, true, None);
+        assert_eq!(
+            rounds.ticks,
+            [0.0, 5.0, 10.0, 15.0, 20.0, 25.0, 30.0, 35.0, 40.0]
+        );
+        assert_eq!(rounds.label(35.0), "35");
+        let few = Axis::new(1.0, 3.0, 8, true, None);
+        assert_eq!(few.ticks, [1.0, 2.0, 3.0]);
+        let acc = Axis::new(0.286, 0.917, 6, false, Some((0.0, 1.0)));
+        assert_eq!((acc.lo, acc.hi), (0.2, 1.0));
+        assert_eq!(acc.label(0.4), "0.4");
+        let fine = Axis::new(0.9, 0.975, 6, false, Some((0.0, 1.0)));
+        assert!(fine
+            .ticks
+            .iter()
+            .all(|t| ((t * 100.0).round() - t * 100.0).abs() < 1e-9));
+        assert_eq!(fine.label(0.95), "0.950".trim_end_matches('0'));
+        let flat = Axis::new(0.05, 0.05, 6, false, None);
+        assert!(flat.lo < 0.05 && flat.hi > 0.05);
+    }
+
+    /// Regression (newcomer review #16): 0.1-wide bins put all 100 MNIST clients in one.
+    #[test]
+    fn histogram_bins_follow_the_data() {
+        // 100 clients between 0.90 and 1.00, as on MNIST.
+        let acc: Vec<f64> = (0..100)
+            .map(|i| 0.9 + 0.1 * (i as f64 / 99.0).powi(2))
+            .collect();
+        let edges = bin_edges(&acc);
+        assert!(edges.len() > 5, "{edges:?}");
+        assert!(edges[0] <= 0.9 && *edges.last().unwrap() >= 1.0);
+        assert!(edges[1] - edges[0] <= 0.02 + 1e-9, "{edges:?}");
+        let svg = histogram("h", &[("a".into(), acc.clone()), ("b".into(), acc)]);
+        // Two runs × several bins, side by side, not stacked on one another.
+        assert!(svg.matches("fill-opacity=\"0.75\"/>").count() >= 2 * 5);
+    }
+
+    #[test]
+    fn a_cut_off_last_line_is_skipped_with_a_warning() {
+        let tmp = tempfile::tempdir().unwrap();
+        let d = tmp.path().join("torn");
+        fake_run(&d, 0.05, false);
+        let mut m = std::fs::read_to_string(d.join("metrics.jsonl")).unwrap();
+        m.push_str(r#"{"round":5,"groups":["body","he"#);
+        std::fs::write(d.join("metrics.jsonl"), &m).unwrap();
+        let run = load_run(&d).unwrap();
+        assert_eq!(run.rounds_recorded, 4);
+        assert_eq!(run.status, Status::Incomplete);
+        assert!(run
+            .warnings
+            .iter()
+            .any(|w| w.contains(":5: last line is cut off")));
+        let page = render(&[run]);
+        assert!(page.contains("incomplete: no summary.json (4 rounds recorded)"));
+        // A broken line before the last is still an error.
+        m.push_str("\n{\"round\":6}\n");
+        std::fs::write(d.join("metrics.jsonl"), &m).unwrap();
+        let e = load_run(&d).unwrap_err();
+        assert!(format!("{e:#}").contains(":5: not JSON"), "{e:#}");
+    }
+
+    /// Regression (newcomer review #7): the directory the quickstart prints holds runs.
+    #[test]
+    fn a_directory_of_runs_stands_for_its_runs() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("quickstart-20261204-193017");
+        fake_run(&root.join("uniform"), 0.05, true);
+        fake_run(&root.join("by-data-size"), 0.1, true);
+        std::fs::create_dir_all(root.join("not-a-run")).unwrap();
+        assert_eq!(
+            expand_runs(std::slice::from_ref(&root)).unwrap(),
+            [root.join("by-data-size"), root.join("uniform")]
+        );
+        let out = write_report(std::slice::from_ref(&root), None, false).unwrap();
+        assert_eq!(out, root.join("report.html"));
+        let e = expand_runs(&[root.join("not-a-run")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("not a run directory"), "{e}");
+    }
+
+    /// Regression (reliability review D13): `report --out` replaced any file.
+    #[test]
+    fn report_replaces_only_a_report_unless_forced() {
+        let tmp = tempfile::tempdir().unwrap();
+        let run = tmp.path().join("run");
+        fake_run(&run, 0.05, true);
+        let data = run.join("metrics.jsonl");
+        let before = std::fs::read(&data).unwrap();
+        let e = write_report(std::slice::from_ref(&run), Some(&data), false).unwrap_err();
+        assert!(
+            e.to_string().contains("not a fedpace report") && e.to_string().contains("--force")
+        );
+        assert_eq!(std::fs::read(&data).unwrap(), before);
+        let page = tmp.path().join("page.html");
+        write_report(std::slice::from_ref(&run), Some(&page), false).unwrap();
+        write_report(std::slice::from_ref(&run), Some(&page), false).unwrap();
+        std::fs::write(&page, "<html>someone's page</html>").unwrap();
+        assert!(write_report(std::slice::from_ref(&run), Some(&page), false).is_err());
+        write_report(std::slice::from_ref(&run), Some(&page), true).unwrap();
     }
 }

@@ -3,12 +3,14 @@
 use crate::config::ExperimentConfig;
 use crate::output::RunWriter;
 use anyhow::{Context, Result};
-use fedpace_algos::StandardClient;
-use fedpace_algos::StrategyName;
+use fedpace_algos::{Built, StandardClient};
 use fedpace_core::asynchronous::AsyncStrategy;
 use fedpace_core::rng::{derive_seed, Purpose};
-use fedpace_core::round::RunOptions;
-use fedpace_core::{ClientFactory, RatePlan, RatePolicy, Strategy};
+use fedpace_core::round::{Observer, RoundRecord, RunOptions};
+use fedpace_core::{
+    ClientFactory, ClientPool, Disclosed, Progress, RatePlan, RatePolicy, Strategy,
+};
+use fedpace_params::ParamTree;
 use fedpace_sim::{AsyncOptions, DataPool, DeviceClasses, Devices, SimGrid, Systems};
 use serde_json::json;
 use std::path::{Path, PathBuf};
@@ -86,6 +88,10 @@ pub enum Mode {
         base_plan: RatePlan,
         /// Device profiles (the simulated clock).
         devices: Devices,
+        /// Clients training at once.
+        concurrency: usize,
+        /// Staleness-decayed client rates.
+        rate_decay: bool,
     },
 }
 
@@ -102,17 +108,143 @@ impl Mode {
 pub struct Prepared {
     strategy: Mode,
     pub(crate) grid: SimGrid,
+    /// Every client's metadata as the simulator knows it (for `clients.csv`); the grid,
+    /// and so the strategy, sees only what clients share.
+    pool: Arc<dyn ClientPool>,
     init: fedpace_params::ParamTree,
     groups: Vec<String>,
     description: String,
 }
 
+/// The most parameters a model may have: 2^28 (1 GiB of f32 a copy; a run holds several
+/// copies per thread). fedpace's models are CPU models of at most a few million.
+pub const MAX_PARAMS: u128 = 1 << 28;
+
+/// The most f32 values one client's bench data may hold (samples × values per sample):
+/// 2^28, 1 GiB.
+pub const MAX_CLIENT_VALUES: u128 = 1 << 28;
+
+/// `MemAvailable` of `/proc/meminfo` in bytes (Linux; `None` elsewhere).
+fn mem_available() -> Option<u128> {
+    let s = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = s.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kb: u128 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// The product of `xs` in u128, `None` past u128 (so past any limit).
+fn product(xs: impl IntoIterator<Item = usize>) -> Option<u128> {
+    xs.into_iter()
+        .try_fold(1u128, |acc, x| acc.checked_mul(x as u128))
+}
+
+/// Checks sizes the config decides before anything is allocated: a bench source's
+/// `sample_shape × samples_per_client` (checked arithmetic).
+fn check_data_sizes(cfg: &ExperimentConfig) -> Result<(), UsageError> {
+    let fedpace_data::DataConfig::Bench(bench) = &cfg.data else {
+        return Ok(());
+    };
+    let shape = bench.sample_shape.clone();
+    let samples = bench.samples_per_client;
+    let values = product(shape.iter().copied().chain([samples]));
+    if values.is_none_or(|v| v > MAX_CLIENT_VALUES) {
+        return Err(UsageError(format!(
+            "data.sample_shape = {shape:?}: with samples_per_client = {samples} a client holds \
+             {} values; expected at most {MAX_CLIENT_VALUES} (1 GiB of f32)",
+            values.map_or("more than 2^128".to_string(), |v| v.to_string())
+        )));
+    }
+    Ok(())
+}
+
+/// Checks one sample of every split against the input shape the model is built for, so
+/// a test set of another image size (or a degenerate one) is an error before the run.
+fn check_sample_shapes(fed: &fedpace_data::Federation) -> Result<(), UsageError> {
+    use fedpace_core::data::Inputs;
+    let want = match &fed.sample_shape {
+        fedpace_data::InputShape::Dense(s) => s.clone(),
+        fedpace_data::InputShape::Tokens { .. } => return Ok(()),
+    };
+    let check = |what: &str, d: &dyn fedpace_core::Dataset| -> Result<(), UsageError> {
+        if d.is_empty() {
+            return Ok(());
+        }
+        if let Inputs::Dense { data, sample_shape } = d.batch(&[0]).inputs {
+            let n = product(want.iter().copied());
+            if data.is_empty() || n != Some(data.len() as u128) {
+                return Err(UsageError(format!(
+                    "data: {} ({what}) has samples of shape {sample_shape:?} ({} values); \
+                     expected {want:?} like the training samples",
+                    fed.description,
+                    data.len()
+                )));
+            }
+        }
+        Ok(())
+    };
+    if fed.data.num_clients() > 0 {
+        let c = fed
+            .data
+            .client(0)
+            .map_err(|e| UsageError(format!("data: client 0: {e}")))?;
+        check("client 0's training split", c.train.as_ref())?;
+        check("client 0's test split", c.test.as_ref())?;
+    }
+    if let Some(t) = &fed.global_test {
+        check("the held-out test set", t.as_ref())?;
+    }
+    Ok(())
+}
+
+/// Checks the model's parameter count (checked arithmetic over its tensor shapes)
+/// against [`MAX_PARAMS`] and, where `/proc/meminfo` tells, the memory a run needs —
+/// about 4 bytes × params × (4 + 4 × threads): the global model, the aggregate, and per
+/// training thread a model, a gradient, an update and optimiser state.
+fn check_model_size(
+    cfg: &ExperimentConfig,
+    spec: &fedpace_params::ParamSpec,
+    threads: usize,
+) -> Result<(), UsageError> {
+    let params = spec.entries().iter().try_fold(0u128, |acc, e| {
+        acc.checked_add(product(e.shape.iter().copied())?)
+    });
+    let name = model_name(cfg);
+    match params {
+        Some(p) if p <= MAX_PARAMS => {
+            let threads = if threads == 0 {
+                std::thread::available_parallelism().map_or(1, |n| n.get())
+            } else {
+                threads
+            } as u128;
+            let need = 4 * p * (4 + 4 * threads);
+            if let Some(avail) = mem_available().filter(|&a| need > a) {
+                return Err(UsageError(format!(
+                    "model: {name} has {p} parameters: a run on {threads} thread(s) needs about \
+                     {} MiB, more than the {} MiB available; expected a smaller model or fewer \
+                     threads",
+                    need >> 20,
+                    avail >> 20
+                )));
+            }
+            Ok(())
+        }
+        p => Err(UsageError(format!(
+            "model: {name} has {} parameters; expected at most {MAX_PARAMS} (1 GiB of f32 a \
+             copy): check model.hidden and data.sample_shape",
+            p.map_or("more than 2^128".to_string(), |p| p.to_string())
+        ))),
+    }
+}
+
 /// Builds data, model, strategy and grid. Every user error surfaces here, before the
-/// output directory exists.
+/// output directory exists: sizes are checked before anything is allocated, and one
+/// sample of every split is checked against the model's input.
 pub fn prepare(cfg: &ExperimentConfig, threads: usize) -> Result<Prepared> {
     let dir = data_dir(cfg.data_dir.as_deref());
+    check_data_sizes(cfg)?;
     let fed =
         fedpace_data::build(&cfg.data, cfg.seed, &dir).map_err(|e| UsageError(e.to_string()))?;
+    check_sample_shapes(&fed)?;
     let input = match &fed.sample_shape {
         fedpace_data::InputShape::Dense(s) => fedpace_nn::InputShape::Dense(s.clone()),
         fedpace_data::InputShape::Tokens { seq_len, vocab } => fedpace_nn::InputShape::Tokens {
@@ -124,14 +256,31 @@ pub fn prepare(cfg: &ExperimentConfig, threads: usize) -> Result<Prepared> {
         fedpace_nn::factory_with_grain(&cfg.model, &input, fed.num_classes, cfg.client_threads)
             .map_err(|e| UsageError(format!("model: {e}")))?;
     let model = models().map_err(|e| UsageError(format!("model: {e}")))?;
-    let spec = model.spec();
-    let init = model.init(derive_seed(cfg.seed, 0, 0, Purpose::Init))?;
+    // Parameter groups from the `groups` rules: the same layout with other labels.
+    let spec = Arc::new(
+        model
+            .spec()
+            .regroup(&cfg.groups)
+            .map_err(|e| UsageError(format!("groups: {e}")))?,
+    );
+    check_model_size(cfg, &spec, threads)?;
+    if let Some(d) = &cfg.devices {
+        d.check_deadline(spec.total_len())
+            .map_err(|e| UsageError(e.to_string()))?;
+    }
+    let init = ParamTree::from_vec(
+        spec.clone(),
+        model
+            .init(derive_seed(cfg.seed, 0, 0, Purpose::Init))?
+            .into_vec(),
+    )?;
     let groups = spec.groups().to_vec();
     let base_plan = cfg.base_plan(&groups).map_err(UsageError)?;
     let data = fed.data.clone();
     let classes = DeviceClasses::new(&cfg.device_classes, data.num_clients(), cfg.seed);
     let central_models = models.clone();
-    let pool = DataPool::new(data.clone(), classes).context("building the client pool")?;
+    let pool: Arc<dyn ClientPool> =
+        Arc::new(DataPool::new(data.clone(), classes).context("building the client pool")?);
     let factory: ClientFactory = Arc::new(move |id| {
         let d = data.client(id as usize)?;
         Ok(Box::new(StandardClient::new(id, models()?, d)) as Box<dyn fedpace_core::Client>)
@@ -145,48 +294,61 @@ pub fn prepare(cfg: &ExperimentConfig, threads: usize) -> Result<Prepared> {
         .map_err(usage)?;
     // Group labels (`personal_groups`, `frozen_groups`) are checked against the model
     // here, before anything is written.
-    cfg.strategy
-        .check_groups(&spec, &base_plan)
-        .map_err(usage)?;
-    let strategy = if cfg.strategy.is_async() {
-        let mut base_plan = base_plan;
-        if cfg.strategy.name == StrategyName::Fedasync {
-            // FedAsync's client-side proximal term ρ (ALGORITHMS.md C.8).
-            base_plan.prox_mu = cfg.strategy.mu;
-        }
-        Mode::Async {
-            strategy: cfg.strategy.build_async().map_err(usage)?,
-            policy: cfg
-                .policy
-                .build_for(&groups)
-                .map_err(|e| UsageError(e.to_string()))?,
-            base_plan,
+    cfg.strategy.check_model(&spec).map_err(usage)?;
+    let policy = cfg
+        .policy
+        .build_for(&groups)
+        .map_err(|e| UsageError(e.to_string()))?;
+    let strategy = match cfg.strategy.build(base_plan, policy).map_err(usage)? {
+        Built::Async(a) => Mode::Async {
+            strategy: a.strategy,
+            policy: a.policy,
+            base_plan: a.base_plan,
             devices: match devices {
                 Some(d) => d,
                 None => Devices::new(Default::default(), cfg.seed).map_err(usage)?,
             },
-        }
-    } else {
-        let s = cfg
-            .strategy
-            .build(
-                base_plan,
-                cfg.policy
-                    .build_for(&groups)
-                    .map_err(|e| UsageError(e.to_string()))?,
-            )
-            .map_err(usage)?;
-        Mode::Sync(match devices {
+            concurrency: a.concurrency,
+            rate_decay: a.rate_decay,
+        },
+        Built::Sync(s) => Mode::Sync(match devices {
             Some(d) => Box::new(Systems::new(s, d)),
             None => s,
-        })
+        }),
     };
-    let mut grid = SimGrid::new(pool, factory, threads)?;
+    let shared = Disclosed::new(pool.clone(), cfg.client.share.clone());
+    let mut grid = SimGrid::new(shared, factory, threads)?;
+    let clients = grid_len(&grid);
+    if !cfg.strategy.is_async()
+        && cfg.strategy.round.fraction.is_none()
+        && cfg.strategy.round.clients_per_round > clients
+    {
+        return Err(UsageError(format!(
+            "strategy.clients_per_round = {}: more than the {clients} clients of the pool; \
+             expected at most {clients} (or strategy.fraction)",
+            cfg.strategy.round.clients_per_round
+        ))
+        .into());
+    }
+    // Evaluating every client at once holds each one's instruction, state and reply
+    // (about 400 bytes a client; 10 M clients took 1.2 GB in the state store alone).
+    if cfg.eval.max_clients.is_none() && cfg.data.effective_test_fraction() > 0.0 {
+        let need = 400 * clients as u128;
+        if let Some(avail) = mem_available().filter(|&a| need > a / 2) {
+            return Err(UsageError(format!(
+                "eval.max_clients: evaluating all {clients} clients at once needs about {} MiB, \
+                 more than half the {} MiB available; set eval.max_clients (e.g. 10000)",
+                need >> 20,
+                avail >> 20
+            ))
+            .into());
+        }
+    }
     if let Some(mb) = cfg.state.memory_mb {
         let dir = cfg.state.dir.clone().unwrap_or_else(std::env::temp_dir);
-        let store = fedpace_sim::SpillStore::new(&dir, (mb as usize) << 20).with_context(|| {
-            format!("state.dir = {}: creating the state database", dir.display())
-        })?;
+        let store = fedpace_sim::SpillStore::new(&dir, (mb as usize) << 20)
+            .with_context(|| format!("state.dir = {}: creating the state database", dir.display()))?
+            .with_registry(fedpace_algos::builtin().codecs.clone());
         grid = grid.with_store(Box::new(store));
     }
     if let Some(test) = fed.global_test.clone() {
@@ -203,6 +365,7 @@ pub fn prepare(cfg: &ExperimentConfig, threads: usize) -> Result<Prepared> {
         ),
         strategy,
         grid,
+        pool,
         init,
         groups,
     })
@@ -234,13 +397,7 @@ pub fn run_quiet_keep(
     let Mode::Sync(strategy) = &mut p.strategy else {
         anyhow::bail!("benchmarks run synchronous strategies only");
     };
-    let outcome = fedpace_core::run(
-        strategy.as_mut(),
-        &mut p.grid,
-        p.init,
-        &opts,
-        &mut crate::bench::Quiet,
-    )?;
+    let outcome = fedpace_core::run(strategy.as_mut(), &mut p.grid, p.init, &opts, &mut Quiet)?;
     Ok((outcome, p.grid))
 }
 
@@ -267,9 +424,9 @@ pub fn execute(
 ) -> Result<serde_json::Value> {
     let start = Instant::now();
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-    std::fs::write(out.join("config.toml"), cfg.to_toml())?;
+    crate::files::write_bytes_atomic(&out.join("config.toml"), cfg.to_toml().as_bytes())?;
     eprintln!("{label}: {}", p.description);
-    let mut writer = RunWriter::create(out, label, cfg.rounds, cfg.output.trace, p.groups.clone())?;
+    let mut writer = RunWriter::create(out, label, cfg.rounds, &cfg.output, p.groups.clone())?;
     let opts = run_options(cfg);
     let outcome = match &mut p.strategy {
         Mode::Sync(s) => fedpace_core::run(s.as_mut(), &mut p.grid, p.init, &opts, &mut writer)?,
@@ -278,6 +435,8 @@ pub fn execute(
             policy,
             base_plan,
             devices,
+            concurrency,
+            rate_decay,
         } => fedpace_sim::run_async(
             strategy.as_mut(),
             policy.as_mut(),
@@ -287,8 +446,8 @@ pub fn execute(
             p.init,
             &AsyncOptions {
                 updates: cfg.rounds,
-                concurrency: cfg.strategy.concurrency,
-                rate_decay: cfg.strategy.rate_decay,
+                concurrency: *concurrency,
+                rate_decay: *rate_decay,
                 seed: cfg.seed,
                 eval_every: cfg.eval.every,
                 finetune_steps: cfg.eval.finetune_steps,
@@ -306,13 +465,31 @@ pub fn execute(
         "policy": cfg.policy.name(),
         "threads": p.grid.threads(),
     });
-    use fedpace_core::Grid;
-    let pool = p.grid.pool();
     writer.finish(
-        pool.as_ref(),
-        &outcome.final_eval,
-        &outcome.global,
+        p.pool.as_ref(),
+        &outcome,
+        crate::signals::requested(),
         header,
         start.elapsed().as_secs_f64(),
     )
+}
+
+/// An observer that records nothing (no files, no progress bar).
+pub struct Quiet;
+
+impl Progress for Quiet {
+    fn client_done(&self) {}
+}
+
+impl Observer for Quiet {
+    fn progress(&self) -> &dyn Progress {
+        self
+    }
+    fn round_finished(
+        &mut self,
+        _record: &RoundRecord,
+        _global: &ParamTree,
+    ) -> fedpace_core::Result<()> {
+        Ok(())
+    }
 }

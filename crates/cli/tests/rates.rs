@@ -2,11 +2,13 @@
 //! rates reach clients, FedAdam over real rounds matches a hand re-derivation, kept and
 //! server-initialised optimiser state, Δ-SGD reports the rates it used.
 
-use fedpace_algos::{PolicyConfig, StandardClient, StrategyConfig, StrategyName};
+use fedpace_algos::fedopt::FedAdamConfig;
+use fedpace_algos::local::{OptimizerStateDown, OptimizerStateUp};
+use fedpace_algos::{PolicyConfig, StandardClient, StrategyConfig};
 use fedpace_core::round::{Observer, RoundRecord, RunOptions};
 use fedpace_core::{
-    AggregateSummary, Client, ClientFactory, ClientId, ClientInfo, InsExtras, LocalState,
-    LocalWork, Progress, RatePlan, Reply, ResExtras, TrainIns, TrainRes,
+    AggregateSummary, Client, ClientFactory, ClientId, ClientInfo, LocalState, LocalWork, Progress,
+    RatePlan, Reply, TrainIns, TrainRes,
 };
 use fedpace_optim::{OptimizerSpec, StateMode};
 use fedpace_params::ParamTree;
@@ -93,13 +95,7 @@ fn setup(clients: usize) -> Setup {
     let pool: Vec<ClientInfo> = (0..d.num_clients())
         .map(|id| {
             let c = d.client(id).unwrap();
-            ClientInfo {
-                id: id as u64,
-                num_train: c.train.len() as u64,
-                num_test: c.test.len() as u64,
-                label_histogram: c.train.label_histogram(),
-                device: None,
-            }
+            ClientInfo::new(id as u64, c.train.len() as u64, c.test.len() as u64)
         })
         .collect();
     let factory: ClientFactory = Arc::new(move |id| {
@@ -135,8 +131,24 @@ fn run(
     base: RatePlan,
     rounds: u32,
 ) -> (fedpace_core::round::RunOutcome, Recorder) {
+    let (out, rec) = try_run(s, strategy, policy, base, rounds);
+    (out.unwrap(), rec)
+}
+
+fn try_run(
+    s: &mut Setup,
+    strategy: StrategyConfig,
+    policy: PolicyConfig,
+    base: RatePlan,
+    rounds: u32,
+) -> (
+    fedpace_core::Result<fedpace_core::round::RunOutcome>,
+    Recorder,
+) {
     let mut st = strategy
         .build(base, policy.build_for(&s.groups).unwrap())
+        .unwrap()
+        .into_sync()
         .unwrap();
     let mut rec = Recorder::default();
     let opts = RunOptions {
@@ -149,30 +161,39 @@ fn run(
         eval_clients: None,
         personalized: Default::default(),
     };
-    let out = fedpace_core::run(st.as_mut(), &mut s.grid, s.init.clone(), &opts, &mut rec).unwrap();
+    let out = fedpace_core::run(st.as_mut(), &mut s.grid, s.init.clone(), &opts, &mut rec);
     (out, rec)
 }
 
-fn strategy(name: StrategyName) -> StrategyConfig {
-    StrategyConfig {
-        name,
-        clients_per_round: 4,
-        ..Default::default()
-    }
+fn strategy(name: &str) -> StrategyConfig {
+    StrategyConfig::named(name)
+        .unwrap()
+        .with_clients_per_round(4)
 }
 
 #[test]
 fn a_zero_client_rate_leaves_the_model_unchanged_and_a_positive_one_does_not() {
     let mut s = setup(8);
-    let (out, rec) = run(
+    // A run in which no client ever has a rate above 0 cannot learn: it stops with an
+    // error naming the cause once every round of it trained nothing.
+    let (out, rec) = try_run(
         &mut s,
-        strategy(StrategyName::Fedavg),
+        strategy("fedavg"),
         PolicyConfig::Constant,
         plan(0.0),
         2,
     );
-    assert_eq!(out.global.as_slice(), s.init.as_slice());
-    for (_, ins, replies, _) in &rec.rounds {
+    let e = out.unwrap_err().to_string();
+    assert!(
+        e.starts_with(
+            "round 2: no client trained in 2 consecutive round(s) (every client's rates were 0"
+        ),
+        "{e}"
+    );
+    assert_eq!(rec.rounds.len(), 2);
+    for (global_in, ins, replies, global_out) in &rec.rounds {
+        assert_eq!(global_in.as_slice(), s.init.as_slice());
+        assert_eq!(global_out.as_slice(), s.init.as_slice());
         assert!(ins.iter().all(|(_, i)| i.plan.base_lr == 0.0));
         for r in replies {
             let res = r.result.as_ref().unwrap();
@@ -182,7 +203,7 @@ fn a_zero_client_rate_leaves_the_model_unchanged_and_a_positive_one_does_not() {
     }
     let (out, _) = run(
         &mut s,
-        strategy(StrategyName::Fedavg),
+        strategy("fedavg"),
         PolicyConfig::Constant,
         plan(0.05),
         1,
@@ -194,9 +215,16 @@ fn a_zero_client_rate_leaves_the_model_unchanged_and_a_positive_one_does_not() {
 fn fedadam_over_real_rounds_matches_a_hand_rederivation() {
     for flower in [false, true] {
         let mut s = setup(8);
-        let mut cfg = strategy(StrategyName::Fedadam);
-        cfg.flower_compatible = flower;
-        cfg.server_lr = Some(0.03);
+        let mut cfg = StrategyConfig::new(FedAdamConfig {
+            flower_compatible: flower,
+            ..Default::default()
+        })
+        .with_clients_per_round(4)
+        .with_server_lr(0.03);
+        if flower {
+            // Flower does not normalise (the config makes `off` the default with the flag).
+            cfg.round.normalize = fedpace_algos::Normalize::Off;
+        }
         let (_, rec) = run(&mut s, cfg, PolicyConfig::Constant, plan(0.05), 3);
         let (b1, b2, tau, eta) = (0.9f64, 0.99f64, 1e-3f64, 0.03f64);
         let d = s.init.as_slice().len();
@@ -233,13 +261,7 @@ fn fedadam_over_real_rounds_matches_a_hand_rederivation() {
 
 #[test]
 fn every_server_strategy_runs_and_logs_its_server_rate() {
-    for name in [
-        StrategyName::Fedavgm,
-        StrategyName::Fedadagrad,
-        StrategyName::Fedyogi,
-        StrategyName::Fedexp,
-        StrategyName::Fednova,
-    ] {
+    for name in ["fedavgm", "fedadagrad", "fedyogi", "fedexp", "fednova"] {
         let mut s = setup(8);
         let (out, rec) = run(
             &mut s,
@@ -251,11 +273,11 @@ fn every_server_strategy_runs_and_logs_its_server_rate() {
         assert!(out.global.all_finite());
         let lr = rec.summaries[0].server_lr;
         match name {
-            StrategyName::Fedexp => assert!(lr >= 1.0),
-            StrategyName::Fednova | StrategyName::Fedavgm => assert_eq!(lr, 1.0),
+            "fedexp" => assert!(lr >= 1.0),
+            "fednova" | "fedavgm" => assert_eq!(lr, 1.0),
             _ => assert_eq!(lr, 0.1),
         }
-        if name == StrategyName::Fednova {
+        if name == "fednova" {
             assert!(rec.summaries.iter().all(|s| s.normalized));
         }
     }
@@ -272,13 +294,7 @@ fn kept_state_survives_rounds_and_a_serde_checkpoint() {
         weight_decay: 0.0,
     };
     p.state_mode = StateMode::Keep;
-    let ins = |round| TrainIns {
-        round,
-        params: Arc::new(s.init.clone()),
-        plan: p.clone(),
-        seed: 1,
-        extras: InsExtras::None,
-    };
+    let ins = |round| TrainIns::new(round, Arc::new(s.init.clone()), p.clone(), 1);
     let mut state = LocalState::default();
     let mut c = (s.factory)(0).unwrap();
     c.train(&ins(1), &mut state).unwrap();
@@ -286,9 +302,10 @@ fn kept_state_survives_rounds_and_a_serde_checkpoint() {
     assert_eq!(st.children[0].count, 5);
     c.train(&ins(2), &mut state).unwrap();
     assert_eq!(state.optimizer.as_ref().unwrap().children[0].count, 10);
-    // checkpoint: serialise, restore, continue — identical to continuing in memory
-    let json = serde_json::to_string(&state).unwrap();
-    let mut restored: LocalState = serde_json::from_str(&json).unwrap();
+    // checkpoint: encode, decode, continue — identical to continuing in memory
+    let bytes = fedpace_core::codec::encode_local_state(&state).unwrap();
+    let mut restored =
+        fedpace_core::codec::decode_local_state(&bytes, &fedpace_algos::builtin().codecs).unwrap();
     assert_eq!(restored, state);
     let a = (s.factory)(0).unwrap().train(&ins(3), &mut state).unwrap();
     let b = (s.factory)(0)
@@ -315,32 +332,28 @@ fn server_init_sends_the_average_of_returned_states() {
         weight_decay: 0.0,
     };
     p.state_mode = StateMode::ServerInit;
-    let (_, rec) = run(
-        &mut s,
-        strategy(StrategyName::Fedavg),
-        PolicyConfig::Constant,
-        p,
-        2,
-    );
+    let (_, rec) = run(&mut s, strategy("fedavg"), PolicyConfig::Constant, p, 2);
     let (_, ins1, replies1, _) = &rec.rounds[0];
-    assert!(ins1
-        .iter()
-        .all(|(_, i)| matches!(i.extras, InsExtras::None)));
+    assert!(ins1.iter().all(|(_, i)| i.ext.is_empty()));
     let states: Vec<(&fedpace_optim::State, f64)> = replies1
         .iter()
         .map(|r| {
             let res = r.result.as_ref().unwrap();
-            match &res.extras {
-                ResExtras::OptimizerState(s) => (s, res.num_examples as f64),
-                _ => panic!("server-init client returned no state"),
-            }
+            let s = res
+                .ext
+                .get::<OptimizerStateUp>()
+                .expect("server-init client returned no state");
+            (&s.0, res.num_examples as f64)
         })
         .collect();
     let n: f64 = states.iter().map(|s| s.1).sum();
     let (_, ins2, _, _) = &rec.rounds[1];
-    let InsExtras::OptimizerState(sent) = &ins2[0].1.extras else {
-        panic!("round 2 carries no state")
-    };
+    let sent = &ins2[0]
+        .1
+        .ext
+        .get::<OptimizerStateDown>()
+        .expect("round 2 carries no state")
+        .0;
     // Adam's first moment (buffer 0 of the adam child), averaged by hand
     let adam = &sent.children[0];
     for i in 0..adam.buffers[0].len() {
@@ -362,13 +375,7 @@ fn delta_sgd_adapts_the_rate_and_reports_what_it_used() {
         delta: 0.1,
         eps: 1e-8,
     };
-    let ins = TrainIns {
-        round: 1,
-        params: Arc::new(s.init.clone()),
-        plan: p,
-        seed: 1,
-        extras: InsExtras::None,
-    };
+    let ins = TrainIns::new(1, Arc::new(s.init.clone()), p, 1);
     let res = (s.factory)(0)
         .unwrap()
         .train(&ins, &mut LocalState::default())

@@ -114,6 +114,14 @@ pub trait AsyncStrategy: Send {
     fn may_dispatch(&self, _client: ClientId) -> bool {
         true
     }
+    /// The server state across arrivals (FedBuff's buffer), encoded.
+    fn save_state(&self) -> Result<Vec<u8>> {
+        Ok(Vec::new())
+    }
+    /// Restores [`AsyncStrategy::save_state`]'s bytes.
+    fn restore_state(&mut self, bytes: &[u8]) -> Result<()> {
+        crate::traits::stateless("asynchronous strategy", bytes)
+    }
 }
 
 #[cfg(test)]

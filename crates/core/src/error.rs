@@ -34,9 +34,25 @@ pub enum Error {
         /// First failure message.
         first: String,
     },
+    /// Bytes that do not decode (see [`crate::codec`]): what was read and why it failed.
+    #[error("{0}")]
+    Decode(String),
     /// The observer asked to stop or failed to record.
     #[error("observer: {0}")]
     Observer(String),
+    /// No client trained for `rounds` rounds in a row: the run cannot learn.
+    #[error(
+        "round {round}: no client trained in {rounds} consecutive round(s) ({cause}); the model \
+         would stay untrained"
+    )]
+    NoTraining {
+        /// The round at which the run stopped.
+        round: u32,
+        /// Consecutive rounds without training.
+        rounds: u32,
+        /// Why the last of them trained nothing.
+        cause: String,
+    },
 }
 
 impl Error {
@@ -67,6 +83,8 @@ pub enum ClientFailure {
     Panicked(String),
     /// The update contained NaN or infinite values.
     NonFinite,
+    /// The report broke the protocol (e.g. a rate sum that is negative or not finite).
+    BadReport(String),
     /// The update had the wrong length.
     WrongShape {
         /// Expected length.
@@ -76,12 +94,27 @@ pub enum ClientFailure {
     },
 }
 
+impl ClientFailure {
+    /// A short, stable name of the kind of failure, for counting rejected updates by
+    /// reason (`metrics.jsonl`'s `rejected.reasons`).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ClientFailure::Error(_) => "client error",
+            ClientFailure::Panicked(_) => "client panicked",
+            ClientFailure::NonFinite => "non-finite update",
+            ClientFailure::BadReport(_) => "bad report",
+            ClientFailure::WrongShape { .. } => "wrong shape",
+        }
+    }
+}
+
 impl std::fmt::Display for ClientFailure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             ClientFailure::Error(m) => write!(f, "error: {m}"),
             ClientFailure::Panicked(m) => write!(f, "panicked: {m}"),
             ClientFailure::NonFinite => write!(f, "update has NaN/Inf values"),
+            ClientFailure::BadReport(m) => write!(f, "bad report: {m}"),
             ClientFailure::WrongShape { expected, got } => {
                 write!(f, "update has {got} values, expected {expected}")
             }

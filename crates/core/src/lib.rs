@@ -7,23 +7,24 @@
 //! [`Observer`]. See `docs/arch/0001-architecture.md` for the shape and why.
 
 pub mod asynchronous;
+pub mod codec;
 pub mod data;
 pub mod error;
+pub mod ext;
 pub mod model;
-pub mod personal;
 pub mod pool;
 pub mod protocol;
 pub mod rng;
 pub mod round;
+pub mod summary;
 pub mod traits;
 
 pub use data::{Batch, ClientData, Dataset, FederatedDataset, Inputs};
 pub use error::{ClientFailure, Error, Result};
+pub use ext::{Extensions, Payload, Registry};
 pub use model::{EvalStats, Model, ModelFactory};
-pub use personal::{ClientRecipe, PerFedAvgVariant, PersonalEval, PersonalIns, PersonalState};
-pub use pool::{ClientPool, PoolSubset};
+pub use pool::{ClientPool, Disclosed, PoolSubset};
 pub use protocol::*;
-pub use round::{run, Observer, RoundRecord, RoundTiming, RunOptions, RunOutcome};
-pub use traits::{
-    AggregateSummary, Client, ClientAggregate, ClientFactory, Grid, Progress, RatePolicy, Strategy,
-};
+pub use round::{run, Observer, RoundRecord, RunOptions, RunOutcome};
+pub use summary::{AggregateSummary, ClientAggregate, EvalSummary, RoundTiming};
+pub use traits::{Client, ClientFactory, Grid, Progress, RatePolicy, RoundSummary, Strategy};

@@ -120,19 +120,46 @@ impl ClientPool for PoolSubset<'_> {
     }
 }
 
+/// Another pool as the server sees it: each client's metadata reduced to the payloads
+/// clients share (`client.share`), so that strategies and policies work from what a
+/// deployed client would report, never from the simulator's own knowledge of its data.
+pub struct Disclosed {
+    base: std::sync::Arc<dyn ClientPool>,
+    shared: Vec<String>,
+}
+
+impl Disclosed {
+    /// `base` with only the metadata named in `shared` kept.
+    pub fn new(base: std::sync::Arc<dyn ClientPool>, shared: Vec<String>) -> Self {
+        Self { base, shared }
+    }
+}
+
+impl ClientPool for Disclosed {
+    fn len(&self) -> usize {
+        self.base.len()
+    }
+    fn id_at(&self, i: usize) -> ClientId {
+        self.base.id_at(i)
+    }
+    fn info(&self, id: ClientId) -> Result<ClientInfo> {
+        let mut c = self.base.info(id)?;
+        c.metadata
+            .retain(|name| self.shared.iter().any(|s| s == name));
+        Ok(c)
+    }
+    fn total_train(&self) -> Result<u64> {
+        self.base.total_train()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn rows(ids: &[u64]) -> Vec<ClientInfo> {
         ids.iter()
-            .map(|&id| ClientInfo {
-                id,
-                num_train: 10 + id,
-                num_test: 1,
-                label_histogram: vec![],
-                device: None,
-            })
+            .map(|&id| ClientInfo::new(id, 10 + id, 1))
             .collect()
     }
 
@@ -162,5 +189,20 @@ mod tests {
         // The default pass over the pool.
         assert_eq!(s.total_train().unwrap(), 10 + 12 + 14);
         assert_eq!(PoolSubset::new(&p, vec![3, 1, 3]).ids, vec![1, 3]);
+    }
+
+    #[test]
+    fn a_disclosed_pool_keeps_only_the_shared_metadata() {
+        let mut p = rows(&[0, 1]);
+        p[1].metadata.insert(crate::LabelHistogram(vec![2, 3]));
+        let p: std::sync::Arc<dyn ClientPool> = std::sync::Arc::new(p);
+        let hidden = Disclosed::new(p.clone(), vec![]);
+        assert_eq!(hidden.info(1).unwrap().label_histogram(), None);
+        assert_eq!(hidden.total_train().unwrap(), 21);
+        let shown = Disclosed::new(p, vec!["label-histogram".into()]);
+        assert_eq!(
+            shown.info(1).unwrap().label_histogram(),
+            Some(&[2u64, 3][..])
+        );
     }
 }

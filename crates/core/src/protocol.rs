@@ -1,8 +1,10 @@
 //! What travels between server and client: typed instructions and replies.
 //!
-//! The server half and the client half of an algorithm agree through these types (an
-//! enum variant, a field), never through string keys.
+//! The server half and the client half of an algorithm agree through these types: the
+//! fixed fields every algorithm uses, and typed [`Extensions`] for what one algorithm
+//! adds (its payloads live in its own module) — never through string keys.
 
+use crate::ext::{Extensions, Payload};
 use crate::{ClientFailure, EvalStats};
 use fedpace_optim::{OptimizerSpec, Schedule, StateMode};
 use fedpace_params::ParamTree;
@@ -23,7 +25,7 @@ pub enum LocalWork {
 }
 
 /// The rate plan of one client for one round: everything that sets how far and how
-/// fast it trains. Typed, validated, logged and checkpointed.
+/// fast it trains. Typed, validated and logged (and encoded by [`crate::codec`]).
 ///
 /// The rate of group `g` at local step `s` is
 /// `base_lr · group_multipliers[g] · schedule.factor(step_offset + s)`.
@@ -120,8 +122,13 @@ impl RatePlan {
     }
 }
 
-/// What the server knows about a client before sampling it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// What the server knows about a client before sampling it: what the client reports
+/// about itself. The sizes and the device class always; anything else only when the
+/// client chooses to share it, as typed payloads in [`ClientInfo::metadata`] (e.g. a
+/// [`LabelHistogram`]). A rate policy that needs such metadata declares it
+/// ([`crate::RatePolicy::required_metadata`]), so a configuration that asks for it
+/// without clients that share it is refused before the run starts.
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ClientInfo {
     /// Identifier.
     pub id: ClientId,
@@ -129,21 +136,43 @@ pub struct ClientInfo {
     pub num_train: u64,
     /// Test samples.
     pub num_test: u64,
-    /// Label histogram of the training split.
-    pub label_histogram: Vec<u64>,
     /// Device class from metadata, if any.
     pub device: Option<String>,
+    /// Metadata the client chose to share.
+    #[serde(skip_serializing_if = "Extensions::is_empty")]
+    pub metadata: Extensions,
 }
 
 impl ClientInfo {
-    /// Shannon entropy (nats) of the training label distribution.
+    /// A client with sizes and no device class or shared metadata.
+    pub fn new(id: ClientId, num_train: u64, num_test: u64) -> Self {
+        Self {
+            id,
+            num_train,
+            num_test,
+            device: None,
+            metadata: Extensions::new(),
+        }
+    }
+
+    /// The label histogram of the training split, when the client shares it.
+    pub fn label_histogram(&self) -> Option<&[u64]> {
+        self.metadata
+            .get::<LabelHistogram>()
+            .map(|h| h.0.as_slice())
+    }
+
+    /// Shannon entropy (nats) of the training label distribution (0 when the client
+    /// shares no histogram).
     pub fn label_entropy(&self) -> f64 {
-        let n: u64 = self.label_histogram.iter().sum();
+        let Some(h) = self.label_histogram() else {
+            return 0.0;
+        };
+        let n: u64 = h.iter().sum();
         if n == 0 {
             return 0.0;
         }
-        self.label_histogram
-            .iter()
+        h.iter()
             .filter(|&&c| c > 0)
             .map(|&c| {
                 let p = c as f64 / n as f64;
@@ -153,9 +182,24 @@ impl ClientInfo {
     }
 }
 
-/// A client's state that survives between rounds (and checkpoints). Typed fields, one
-/// per kind of state an algorithm may keep; the server never sees it.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+/// Client metadata: the label histogram of the client's training split (counts per
+/// class). Private to the client unless it shares it (`client.share`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LabelHistogram(pub Vec<u64>);
+
+impl Payload for LabelHistogram {
+    const NAME: &'static str = "label-histogram";
+    fn heap_bytes(&self) -> usize {
+        8 * self.0.len()
+    }
+}
+
+/// A client's state that survives between rounds (and checkpoints): what every
+/// algorithm keeps (counters, the optimiser state under `state_mode = "keep"`), and
+/// typed payloads for what one algorithm keeps (SCAFFOLD's c_i, FedDyn's g_k, a personal
+/// model) in [`LocalState::ext`]. The server never sees it. Encoded by
+/// [`crate::codec::encode_local_state`].
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct LocalState {
     /// Rounds this client has trained in.
     pub rounds_trained: u32,
@@ -163,16 +207,19 @@ pub struct LocalState {
     pub steps_done: u64,
     /// Optimiser state kept across rounds, when the plan says to keep it.
     pub optimizer: Option<fedpace_optim::State>,
-    /// SCAFFOLD's client control variate c_i (ALGORITHMS.md B.2); `None` = 0.
-    #[serde(default)]
-    pub control_variate: Option<Vec<f32>>,
-    /// FedDyn's linear term g_k, the client's estimate of ∇L_k at its last local
-    /// optimum (ALGORITHMS.md B.4); `None` = 0.
-    #[serde(default)]
-    pub feddyn_gradient: Option<Vec<f32>>,
-    /// Personal model of personalised algorithms (ALGORITHMS.md Part E); never sent.
-    #[serde(default)]
-    pub personal: Option<crate::personal::PersonalState>,
+    /// Algorithm-specific state.
+    pub ext: Extensions,
+}
+
+impl LocalState {
+    /// Estimated heap bytes (every buffer held), for state stores with a memory budget.
+    pub fn heap_bytes(&self) -> usize {
+        fn opt(s: &fedpace_optim::State) -> usize {
+            48 + s.buffers.iter().map(|b| 24 + 4 * b.len()).sum::<usize>()
+                + s.children.iter().map(opt).sum::<usize>()
+        }
+        64 + self.optimizer.as_ref().map_or(0, opt) + self.ext.heap_bytes()
+    }
 }
 
 /// Instruction to train.
@@ -186,73 +233,25 @@ pub struct TrainIns {
     pub plan: RatePlan,
     /// The run seed (clients derive their own streams from it).
     pub seed: u64,
-    /// Algorithm-specific payload sent with the instruction.
-    pub extras: InsExtras,
+    /// Algorithm payloads sent with the instruction (any number, one per type).
+    pub ext: Extensions,
 }
 
-/// Algorithm-specific data the server sends with a [`TrainIns`]: one variant per
-/// algorithm that needs more than the global parameters (typed, never string keys).
-#[derive(Debug, Clone, Default)]
-pub enum InsExtras {
-    /// Nothing beyond the plan and the parameters.
-    #[default]
-    None,
-    /// Optimiser state to start local training from (plan `state_mode = server-init`):
-    /// the strategy's average of the states clients returned last time (ALGORITHMS.md
-    /// §C.3 option 4, FedCAda-style; FedLALR's synchronised moments, §C.2).
-    OptimizerState(Arc<fedpace_optim::State>),
-    /// SCAFFOLD (ALGORITHMS.md B.2): the server control variate c and how the client
-    /// refreshes its own c_i.
-    Scaffold {
-        /// Server control variate c (flat, laid out like the parameters).
-        server_control: Arc<Vec<f32>>,
-        /// Option I (gradient at x) or II (from the local progress).
-        option: ScaffoldOption,
-    },
-    /// FedDyn (ALGORITHMS.md B.4): the dynamic regulariser's α for this client.
-    FedDyn {
-        /// α > 0.
-        alpha: f64,
-        /// Clip each corrected local gradient (loss gradient − g_k + α(θ − θ^{t−1}))
-        /// to this global L2 norm before the local optimiser sees it, as the reference
-        /// code does (norm 10); `None`: no clipping.
-        max_grad_norm: Option<f64>,
-    },
-    /// A personalised algorithm's client recipe and personal/frozen group masks.
-    Personal(crate::personal::PersonalIns),
-}
-
-/// How a SCAFFOLD client refreshes its control variate (ALGORITHMS.md B.2).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum ScaffoldOption {
-    /// `c_i⁺ = ∇F_i(x)`: an extra full pass over the local training split at x.
-    #[serde(rename = "i")]
-    I,
-    /// `c_i⁺ = c_i − c + (x − y)/Λ_i` per group, Λ_i the client's sum of rates (free).
-    #[default]
-    #[serde(rename = "ii")]
-    II,
-}
-
-/// Algorithm-specific data a client returns with its [`TrainRes`].
-#[derive(Debug, Clone, Default)]
-pub enum ResExtras {
-    /// Nothing beyond the update and the report.
-    #[default]
-    None,
-    /// The client's optimiser state after its local steps (plan `state_mode =
-    /// server-init`), for the server to average and send back next round.
-    OptimizerState(fedpace_optim::State),
-    /// SCAFFOLD: the change of the client's control variate, `Δc_i = c_i⁺ − c_i`.
-    Scaffold {
-        /// Δc_i (flat, laid out like the parameters).
-        control_delta: Vec<f32>,
-    },
+impl TrainIns {
+    /// An instruction without payloads.
+    pub fn new(round: u32, params: Arc<ParamTree>, plan: RatePlan, seed: u64) -> Self {
+        Self {
+            round,
+            params,
+            plan,
+            seed,
+            ext: Extensions::new(),
+        }
+    }
 }
 
 /// What a client reports about its local training, beside the update itself.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct TrainReport {
     /// Local steps actually run, τ_k.
     pub steps: u32,
@@ -268,6 +267,9 @@ pub struct TrainReport {
     pub update_norm: f64,
     /// ‖g‖ of the first mini-batch gradient at the global model.
     pub grad_norm: f64,
+    /// Further signals a client reports (typed payloads, e.g. per-group gradient norms).
+    #[serde(skip_serializing_if = "Extensions::is_empty")]
+    pub ext: Extensions,
 }
 
 /// A client's reply to [`TrainIns`].
@@ -279,8 +281,8 @@ pub struct TrainRes {
     pub num_examples: u64,
     /// Report.
     pub report: TrainReport,
-    /// Algorithm-specific payload.
-    pub extras: ResExtras,
+    /// Algorithm payloads returned with the update.
+    pub ext: Extensions,
 }
 
 /// One client's outcome in a round, in client-id order.
@@ -308,9 +310,22 @@ pub struct EvalIns {
     /// The run seed.
     pub seed: u64,
     /// How the personalised model is evaluated.
-    pub personalized: crate::personal::PersonalEval,
-    /// The strategy's recipe (so the client can form its personal model).
-    pub extras: InsExtras,
+    pub personalized: PersonalEval,
+    /// The strategy's payloads (a personalised recipe, so the client can form its
+    /// personal model).
+    pub ext: Extensions,
+}
+
+/// How personalised evaluation runs (`[eval] personalized`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PersonalEval {
+    /// Start from the client's personal model (the global model for recipes without one),
+    /// run `finetune_steps` local steps, test (the default; FedAvg + fine-tuning).
+    #[default]
+    Finetune,
+    /// Test each client's personal model as the recipe defines it, without extra steps.
+    PersonalModel,
 }
 
 /// A client's evaluation on its own test split.
@@ -323,8 +338,9 @@ pub struct EvalRes {
 }
 
 /// Checks a reply at the boundary: the update has the spec's length and only finite
-/// values, and the report's rate sums match the number of groups. Grids call this on
-/// everything a client returns before the strategy sees it.
+/// values, the report's rate sums match the number of groups, and every payload of the
+/// reply and the report validates against the layout ([`Payload::validate`]). Grids
+/// call this on everything a client returns before the strategy sees it.
 pub fn validate_train_res(
     res: &TrainRes,
     spec: &fedpace_params::ParamSpec,
@@ -345,22 +361,18 @@ pub fn validate_train_res(
             .iter()
             .any(|r| !r.is_finite() || *r < 0.0)
     {
-        return Err(ClientFailure::Error(format!(
+        return Err(ClientFailure::BadReport(format!(
             "report.rate_sum must hold {} finite values >= 0, got {:?}",
             spec.num_groups(),
             res.report.rate_sum
         )));
     }
-    if let ResExtras::Scaffold { control_delta } = &res.extras {
-        if control_delta.len() != spec.total_len() {
-            return Err(ClientFailure::WrongShape {
-                expected: spec.total_len(),
-                got: control_delta.len(),
-            });
-        }
-        if control_delta.iter().any(|v| !v.is_finite()) {
-            return Err(ClientFailure::NonFinite);
-        }
-    }
+    res.ext
+        .validate(spec)
+        .map_err(|e| ClientFailure::BadReport(format!("reply payload {e}")))?;
+    res.report
+        .ext
+        .validate(spec)
+        .map_err(|e| ClientFailure::BadReport(format!("report payload {e}")))?;
     Ok(())
 }

@@ -1,13 +1,28 @@
-//! The one round loop. Every synchronous algorithm runs through [`run`].
+//! The one round loop. Every synchronous algorithm runs through [`run`]:
+//! `configure_train` (sample, plan, attach payloads) → the grid trains →
+//! `aggregate_train` (validate, transform, aggregate, server step, post-aggregate
+//! hooks, observe each client) → evaluation → `observe_round`. The stages inside the two
+//! strategy calls are `fedpace_algos::pipeline`'s.
 
 use crate::pool::ClientPool;
 use crate::protocol::*;
-use crate::traits::{AggregateSummary, Grid, Progress, Strategy};
+use crate::summary::AggregateSummary;
+pub use crate::summary::{EvalSummary, RoundTiming};
+use crate::traits::{Grid, Progress, RoundSummary, Strategy};
 use crate::{EvalStats, Result};
 use fedpace_params::ParamTree;
 use serde::Serialize;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
+
+/// Consecutive rounds in which no client trains (nobody available, every selected client
+/// dropped or late, zero local steps, zero rates) after which [`run`] stops with
+/// [`crate::Error::NoTraining`] — or all of a shorter run. A round that comes up empty by
+/// chance with probability p (say one client per round and a dropout of 0.5) stops a
+/// legitimate run of R rounds falsely with probability about R·p^20: 1e-3 for p = 0.5
+/// over 1,000 rounds. A configuration that can never train stops after 20 rounds.
+pub const NO_TRAINING_ROUNDS: u32 = 20;
 
 /// Settings of the round loop itself.
 #[derive(Debug, Clone, PartialEq)]
@@ -21,7 +36,7 @@ pub struct RunOptions {
     /// Local fine-tuning steps before personalised evaluation.
     pub finetune_steps: u32,
     /// How personalised models are evaluated.
-    pub personalized: crate::personal::PersonalEval,
+    pub personalized: PersonalEval,
     /// Evaluate each client on at most this many of its test samples (`None` = all).
     pub max_test_samples: Option<u32>,
     /// Keep every round's full record (one line per sampled client, ≈ 320 bytes each) in
@@ -66,6 +81,9 @@ pub struct ClientRoundRecord {
     pub report: Option<TrainReport>,
     /// Its failure, when it failed.
     pub failure: Option<String>,
+    /// The kind of its failure ([`crate::ClientFailure::kind`], or `"no reply"`), when it failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failure_kind: Option<&'static str>,
     /// Aggregation weight p̃_k (0 when failed).
     pub weight: f64,
     /// Cosine between its update and the aggregate.
@@ -74,50 +92,16 @@ pub struct ClientRoundRecord {
     pub num_examples: u64,
 }
 
-/// Evaluation results of one round.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct EvalSummary {
-    /// Global model on the server's held-out test set, when there is one.
-    pub central: Option<EvalStats>,
-    /// Global model, all clients' test splits pooled (sample-weighted).
-    pub global_loss: f64,
-    /// Global model accuracy, pooled (sample-weighted).
-    pub global_accuracy: f64,
-    /// Global model accuracy, unweighted mean over clients.
-    pub global_mean_accuracy: f64,
-    /// Personalised accuracy, unweighted mean over clients.
-    pub personalized_mean_accuracy: f64,
-    /// Personalised accuracy, sample-weighted.
-    pub personalized_weighted_accuracy: f64,
-    /// Mean personalised accuracy over the worst 10 % of clients (at least one).
-    pub personalized_worst10_accuracy: f64,
-    /// Mean personalised accuracy over the best 10 % of clients (at least one).
-    pub personalized_best10_accuracy: f64,
-    /// Standard deviation of personalised accuracy across clients.
-    pub personalized_std_accuracy: f64,
-    /// Per-client personalised accuracy, by client id.
-    #[serde(skip)]
-    pub per_client: Vec<(ClientId, f64)>,
-    /// Clients whose evaluation failed.
-    pub failures: usize,
-}
-
-/// Where a round sits on the simulated clock (systems heterogeneity: device speeds,
-/// bandwidths, deadlines). Set by strategies that simulate devices; `None` otherwise.
+/// Updates of one round that could not be aggregated ([`RoundRecord::rejected`]).
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
-pub struct RoundTiming {
-    /// Simulated seconds this round (or, asynchronously, this server update) took.
-    pub round_seconds: f64,
-    /// Simulated seconds since the run started, at the end of this round.
-    pub sim_seconds: f64,
-    /// Each dispatched client's simulated completion time within the round (s).
-    pub completion: Vec<(ClientId, f64)>,
-    /// Selected clients that dropped out (their update never arrives).
-    pub dropped: Vec<ClientId>,
-    /// Stragglers or late clients that were not aggregated.
-    pub late_dropped: Vec<ClientId>,
-    /// Clients that ran only part of their work (stragglers, deadline).
-    pub partial: Vec<ClientId>,
+pub struct Rejected {
+    /// How many.
+    pub count: usize,
+    /// How many of each kind ([`crate::ClientFailure::kind`]).
+    pub reasons: BTreeMap<&'static str, usize>,
+    /// The first failure message, in client-id order.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub first: Option<String>,
 }
 
 /// Everything that happened in one round.
@@ -140,6 +124,23 @@ pub struct RoundRecord {
     /// The simulated clock, when devices are simulated.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub timing: Option<RoundTiming>,
+}
+
+impl RoundRecord {
+    /// The updates of this round that were rejected (NaN/Inf, wrong shape, a bad report,
+    /// a client error or panic), counted by reason. Simulated dropouts and dropped
+    /// stragglers are device behaviour, not rejections.
+    pub fn rejected(&self) -> Rejected {
+        let mut r = Rejected::default();
+        for c in &self.clients {
+            if let (Some(f), Some(kind)) = (&c.failure, c.failure_kind) {
+                r.count += 1;
+                *r.reasons.entry(kind).or_default() += 1;
+                r.first.get_or_insert_with(|| f.clone());
+            }
+        }
+        r
+    }
 }
 
 /// Receives progress and results; the CLI writes files and draws the progress bar.
@@ -166,6 +167,13 @@ pub trait Observer {
     }
     /// A round finished.
     fn round_finished(&mut self, record: &RoundRecord, global: &ParamTree) -> Result<()>;
+    /// Whether the run should stop early (a signal, a user's request). The loops ask
+    /// before each round and again before its evaluation: a round whose training has
+    /// run is aggregated and recorded (without its evaluation), then the run ends with
+    /// [`RunOutcome::stopped`] set.
+    fn should_stop(&self) -> bool {
+        false
+    }
 }
 
 /// What a run ends with.
@@ -179,6 +187,12 @@ pub struct RunOutcome {
     pub rounds: Vec<RoundRecord>,
     /// Wall-clock seconds since the start of the run at the end of each round (always kept).
     pub round_wall_seconds: Vec<f64>,
+    /// Rounds (asynchronously: server versions) completed; fewer than asked when stopped.
+    pub completed_rounds: u32,
+    /// The round of [`RunOutcome::final_eval`] (`None`: no evaluation ran).
+    pub final_eval_round: Option<u32>,
+    /// The run ended early because [`Observer::should_stop`] said so.
+    pub stopped: bool,
 }
 
 /// Runs `opts.rounds` rounds of `strategy` on `grid`, starting from `init`.
@@ -194,8 +208,16 @@ pub fn run(
     let mut records = Vec::new();
     let mut round_wall_seconds = Vec::with_capacity(opts.rounds as usize);
     let mut final_eval = None;
+    let mut idle_rounds = 0u32;
+    let mut final_eval_round = None;
+    let mut completed_rounds = 0;
+    let mut stopped = false;
     let pool = grid.pool();
     for round in 1..=opts.rounds {
+        if observer.should_stop() {
+            stopped = true;
+            break;
+        }
         let shared = Arc::new(global.clone());
         let ins = strategy.configure_train(round, &shared, pool.as_ref(), opts.seed)?;
         let plans: Vec<(ClientId, RatePlan)> =
@@ -218,13 +240,23 @@ pub fn run(
         }
         let evaluate =
             round == opts.rounds || (opts.eval_every > 0 && round % opts.eval_every == 0);
-        let eval = if evaluate {
+        stopped = observer.should_stop();
+        let eval = if evaluate && !stopped {
             let e = evaluate_all(strategy, grid, &global, round, opts, observer)?;
             final_eval = Some(e.clone());
+            final_eval_round = Some(round);
             Some(e)
         } else {
             None
         };
+        strategy.observe_round(
+            round,
+            &RoundSummary {
+                aggregate: &summary,
+                eval: eval.as_ref(),
+                global: &global,
+            },
+        );
         let record = RoundRecord {
             round,
             sampled: plans.iter().map(|p| p.0).collect(),
@@ -236,9 +268,26 @@ pub fn run(
             timing: strategy.round_timing(),
         };
         observer.round_finished(&record, &global)?;
+        match no_training_cause(&record) {
+            None => idle_rounds = 0,
+            Some(cause) => {
+                idle_rounds += 1;
+                if idle_rounds >= NO_TRAINING_ROUNDS.min(opts.rounds) {
+                    return Err(crate::Error::NoTraining {
+                        round,
+                        rounds: idle_rounds,
+                        cause,
+                    });
+                }
+            }
+        }
         round_wall_seconds.push(record.wall_seconds);
+        completed_rounds = round;
         if opts.keep_records {
             records.push(record);
+        }
+        if stopped {
+            break;
         }
     }
     Ok(RunOutcome {
@@ -246,7 +295,59 @@ pub fn run(
         final_eval: final_eval.unwrap_or_default(),
         rounds: records,
         round_wall_seconds,
+        completed_rounds,
+        final_eval_round,
+        stopped,
     })
+}
+
+/// Why no client trained in this round, or `None` when one did (ran at least one local
+/// step with a rate above 0 and was aggregated).
+fn no_training_cause(rec: &RoundRecord) -> Option<String> {
+    let reports: Vec<&TrainReport> = rec
+        .clients
+        .iter()
+        .filter_map(|c| c.report.as_ref())
+        .collect();
+    if reports
+        .iter()
+        .any(|r| r.steps > 0 && r.rate_sum.iter().any(|&x| x > 0.0))
+    {
+        return None;
+    }
+    if !reports.is_empty() {
+        return Some(if reports.iter().all(|r| r.steps == 0) {
+            "every client ran 0 local steps: client.max_steps, devices.max_steps or \
+             devices.deadline left no step"
+                .into()
+        } else {
+            "every client's rates were 0: client.group_lr or the rate policy".into()
+        });
+    }
+    let mut parts = Vec::new();
+    if let Some(t) = &rec.timing {
+        if !t.dropped.is_empty() {
+            parts.push(format!(
+                "{} selected client(s) dropped out (devices.dropout)",
+                t.dropped.len()
+            ));
+        }
+        if !t.late_dropped.is_empty() {
+            parts.push(format!(
+                "{} straggler(s) or late client(s) dropped (devices.stragglers, \
+                 devices.deadline, devices.late)",
+                t.late_dropped.len()
+            ));
+        }
+    }
+    if parts.is_empty() {
+        parts.push(if rec.timing.is_some() {
+            "no client was available (devices.availability)".into()
+        } else {
+            "no client was sampled".into()
+        });
+    }
+    Some(parts.join(", "))
 }
 
 fn client_records(
@@ -259,16 +360,17 @@ fn client_records(
         .map(|(id, plan)| {
             let reply = replies.iter().find(|r| r.client == *id);
             let agg = summary.clients.iter().find(|c| c.client == *id);
-            let (report, failure, n) = match reply.map(|r| &r.result) {
-                Some(Ok(res)) => (Some(res.report.clone()), None, res.num_examples),
-                Some(Err(f)) => (None, Some(f.to_string()), 0),
-                None => (None, Some("no reply".to_string()), 0),
+            let (report, failure, kind, n) = match reply.map(|r| &r.result) {
+                Some(Ok(res)) => (Some(res.report.clone()), None, None, res.num_examples),
+                Some(Err(f)) => (None, Some(f.to_string()), Some(f.kind()), 0),
+                None => (None, Some("no reply".to_string()), Some("no reply"), 0),
             };
             ClientRoundRecord {
                 client: *id,
                 plan: plan.clone(),
                 report,
                 failure,
+                failure_kind: kind,
                 weight: agg.map_or(0.0, |a| a.weight),
                 cosine_to_aggregate: agg.map_or(0.0, |a| a.cosine_to_aggregate),
                 num_examples: n,
@@ -295,7 +397,7 @@ pub fn evaluate_all(
         plan: strategy.eval_plan(),
         seed: opts.seed,
         personalized: opts.personalized,
-        extras: strategy.eval_extras(),
+        ext: strategy.eval_ext(),
     };
     evaluate_clients(grid, global, template, opts.eval_clients, observer)
 }
@@ -336,10 +438,14 @@ pub fn summarize_eval(replies: &[Reply<EvalRes>]) -> EvalSummary {
         match &r.result {
             Ok(e) => {
                 pooled.merge(&e.global);
-                global_accs.push(e.global.accuracy());
+                if e.global.count > 0 {
+                    global_accs.push(e.global.accuracy());
+                }
                 let p = e.personalized.unwrap_or(e.global);
                 pooled_p.merge(&p);
-                per_client.push((r.client, p.accuracy()));
+                if p.count > 0 {
+                    per_client.push((r.client, p.accuracy()));
+                }
             }
             Err(_) => failures += 1,
         }
@@ -350,33 +456,36 @@ pub fn summarize_eval(replies: &[Reply<EvalRes>]) -> EvalSummary {
     sorted.sort_by(|a, b| a.total_cmp(b));
     let k = (sorted.len() as f64 * 0.1).ceil().max(1.0) as usize;
     let worst = if sorted.is_empty() {
-        0.0
+        f64::NAN
     } else {
         mean_std(&sorted[..k.min(sorted.len())]).0
     };
     let best = if sorted.is_empty() {
-        0.0
+        f64::NAN
     } else {
         mean_std(&sorted[sorted.len() - k.min(sorted.len())..]).0
     };
+    let or_nan = |s: &EvalStats, v: f64| if s.count == 0 { f64::NAN } else { v };
     EvalSummary {
         central: None,
-        global_loss: pooled.loss(),
-        global_accuracy: pooled.accuracy(),
+        global_loss: or_nan(&pooled, pooled.loss()),
+        global_accuracy: or_nan(&pooled, pooled.accuracy()),
         global_mean_accuracy: mean_std(&global_accs).0,
         personalized_mean_accuracy: mean,
-        personalized_weighted_accuracy: pooled_p.accuracy(),
+        personalized_weighted_accuracy: or_nan(&pooled_p, pooled_p.accuracy()),
         personalized_worst10_accuracy: worst,
         personalized_best10_accuracy: best,
         personalized_std_accuracy: std,
         per_client,
         failures,
+        samples: pooled.count,
     }
 }
 
+/// Mean and population standard deviation; NaN for no values (nothing was measured).
 fn mean_std(x: &[f64]) -> (f64, f64) {
     if x.is_empty() {
-        return (0.0, 0.0);
+        return (f64::NAN, f64::NAN);
     }
     let m = x.iter().sum::<f64>() / x.len() as f64;
     let v = x.iter().map(|v| (v - m) * (v - m)).sum::<f64>() / x.len() as f64;
@@ -425,13 +534,7 @@ mod tests {
     #[test]
     fn eval_ids_is_every_client_or_a_fixed_sample() {
         let pool: Vec<ClientInfo> = (0..100u64)
-            .map(|id| ClientInfo {
-                id: id * 3,
-                num_train: 1,
-                num_test: 1,
-                label_histogram: Vec::new(),
-                device: None,
-            })
+            .map(|id| ClientInfo::new(id * 3, 1, 1))
             .collect();
         let all: Vec<ClientId> = (0..100u64).map(|i| i * 3).collect();
         let ids = |max: Option<u32>, seed: u64| eval_ids(&pool, max, seed).collect::<Vec<_>>();

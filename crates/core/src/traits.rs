@@ -1,8 +1,15 @@
 //! The traits that every part implements.
+//!
+//! Every part that holds state across rounds (strategies, their stages, rate policies)
+//! exposes it as a value: [`Strategy::save_state`] / [`Strategy::restore_state`] and the
+//! same pair on [`RatePolicy`], CBOR bytes of a serde struct, so a run can be
+//! checkpointed and resumed without knowing what any part keeps.
 
+use crate::ext::Extensions;
 use crate::pool::ClientPool;
 use crate::protocol::*;
-use crate::Result;
+use crate::summary::{AggregateSummary, EvalSummary, RoundTiming};
+use crate::{Error, Result};
 use fedpace_params::ParamTree;
 use std::sync::Arc;
 
@@ -45,31 +52,52 @@ pub trait RatePolicy: Send {
         _update_scales: &mut [f64],
     ) {
     }
+    /// Whether [`RatePolicy::adjust_aggregation`] may change anything: strategies that
+    /// cannot apply aggregation-side scaling (the asynchronous ones, the linear
+    /// aggregation path) refuse such a policy at configuration time. Default: false.
+    fn adjusts_aggregation(&self) -> bool {
+        false
+    }
+    /// Sees the whole round once it is over: the aggregate and, on evaluated rounds,
+    /// the evaluation (the reward signal a learned rate controller trains on).
+    fn observe_round(&mut self, _round: u32, _round_summary: &RoundSummary<'_>) {}
+    /// The names of the client metadata payloads ([`ClientInfo::metadata`]) this policy
+    /// reads; a run whose clients do not share them is refused before it starts.
+    fn required_metadata(&self) -> Vec<&'static str> {
+        Vec::new()
+    }
+    /// The policy's state across rounds (EMAs, bounds, running means), encoded.
+    fn save_state(&self) -> Result<Vec<u8>> {
+        Ok(Vec::new())
+    }
+    /// Restores what [`RatePolicy::save_state`] returned.
+    fn restore_state(&mut self, bytes: &[u8]) -> Result<()> {
+        stateless("rate policy", bytes)
+    }
 }
 
-/// Per-client numbers the strategy computed while aggregating.
-#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
-pub struct ClientAggregate {
-    /// Client.
-    pub client: ClientId,
-    /// Normalised aggregation weight p̃_k.
-    pub weight: f64,
-    /// Cosine between the client's update and the aggregate update.
-    pub cosine_to_aggregate: f64,
+/// What [`RatePolicy::observe_round`] and [`Strategy::observe_round`] see of a round.
+#[derive(Debug, Clone, Copy)]
+pub struct RoundSummary<'a> {
+    /// What aggregation did.
+    pub aggregate: &'a AggregateSummary,
+    /// The evaluation, on evaluated rounds.
+    pub eval: Option<&'a EvalSummary>,
+    /// The global model after the round.
+    pub global: &'a ParamTree,
 }
 
-/// What aggregation did in one round.
-#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
-pub struct AggregateSummary {
-    /// Per successful client.
-    pub clients: Vec<ClientAggregate>,
-    /// Whether updates were normalised by Σ rates (objective consistency).
-    pub normalized: bool,
-    /// ‖x^{t+1} − x^t‖.
-    pub step_norm: f64,
-    /// The server rate η_g used this round (FedExP's adaptive value; the configured
-    /// η_g of server optimisers, whose per-coordinate scaling comes on top).
-    pub server_lr: f64,
+/// The default `restore_state` of parts that keep nothing.
+pub fn stateless(what: &str, bytes: &[u8]) -> Result<()> {
+    if bytes.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::invalid(
+            format!("{what} state"),
+            format!("{} bytes", bytes.len()),
+            "none (this part keeps no state)",
+        ))
+    }
 }
 
 /// The server side of an algorithm: sampling, plans, aggregation. It never sees the
@@ -98,14 +126,24 @@ pub trait Strategy: Send {
     fn eval_plan(&self) -> RatePlan;
     /// The last round's place on the simulated clock, for strategies that simulate
     /// devices (read by the round loop after aggregation); `None` by default.
-    fn round_timing(&self) -> Option<crate::round::RoundTiming> {
+    fn round_timing(&self) -> Option<RoundTiming> {
         None
     }
-
     /// What evaluation instructions carry so clients can form their personal model
     /// (personalised strategies return their recipe).
-    fn eval_extras(&self) -> InsExtras {
-        InsExtras::None
+    fn eval_ext(&self) -> Extensions {
+        Extensions::new()
+    }
+    /// Sees the round once it is over, evaluation included (forwarded to the policy).
+    fn observe_round(&mut self, _round: u32, _summary: &RoundSummary<'_>) {}
+    /// Everything the strategy keeps across rounds (its stages' states, its policy's),
+    /// encoded.
+    fn save_state(&self) -> Result<Vec<u8>> {
+        Ok(Vec::new())
+    }
+    /// Restores what [`Strategy::save_state`] returned.
+    fn restore_state(&mut self, bytes: &[u8]) -> Result<()> {
+        stateless("strategy", bytes)
     }
 }
 

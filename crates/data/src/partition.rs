@@ -20,6 +20,180 @@ use crate::{Error, Result};
 use rand::seq::SliceRandom;
 use rand::Rng;
 use rand_distr::{Distribution, Gamma, LogNormal};
+use serde::{Deserialize, Serialize};
+
+/// How a pooled data set is split across clients (`data.partition`, a table tagged by
+/// `kind`, e.g. `partition = { kind = "dirichlet", alpha = 0.5 }`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum Partition {
+    /// Shuffle, then equal shares.
+    Iid,
+    /// Per-class Dirichlet with balancing (DATASETS.md §5.2).
+    Dirichlet {
+        /// Concentration α > 0: 100 ≈ IID, 0.5 moderate, 0.1 strong skew. Default 0.5.
+        #[serde(default = "default_dirichlet_alpha")]
+        alpha: f64,
+        /// Redraw until every client holds at least this many samples. Default 10.
+        #[serde(default = "default_min_size")]
+        min_size: usize,
+    },
+    /// McMahan et al. 2017 shards: sort by label, cut into shards, deal them out.
+    Shards {
+        /// Shards per client. Default 2 (the paper's 100 clients × 2 × 300 on MNIST).
+        #[serde(default = "default_two")]
+        per_client: usize,
+    },
+    /// NIID-Bench "#C = k": each client holds `per_client` distinct labels.
+    Labels {
+        /// Labels per client, 1..=classes. Default 2.
+        #[serde(default = "default_two")]
+        per_client: usize,
+    },
+    /// pFedMe MNIST (ALGORITHMS.md X.3): client i holds labels `(i + j) mod C`, j <
+    /// `per_client`, with random unequal sizes (pieces ∝ LogNormal(0, σ²)).
+    CyclicLabels {
+        /// Labels per client. Default 2.
+        #[serde(default = "default_two")]
+        per_client: usize,
+        /// σ ≥ 0 of the lognormal piece weights (0 = equal). Default 0.5.
+        #[serde(default = "default_half")]
+        sigma: f64,
+    },
+    /// The pFedMe repository's MNIST script (ALGORITHMS.md X.3): the labels of
+    /// `cyclic-labels` and the script's own steeply falling random sizes (see
+    /// [`pfedme`]).
+    Pfedme {
+        /// Labels per client. Default 2.
+        #[serde(default = "default_two")]
+        per_client: usize,
+    },
+    /// IID labels, client sizes ∝ LogNormal(0, σ²).
+    PowerLaw {
+        /// σ > 0 of the lognormal weights. Default 2 (FedProx MNIST).
+        #[serde(default = "default_sigma")]
+        sigma: f64,
+    },
+    /// The source's own clients (synthetic devices, Shakespeare roles, LEAF users).
+    Natural,
+}
+
+fn default_dirichlet_alpha() -> f64 {
+    0.5
+}
+fn default_min_size() -> usize {
+    10
+}
+fn default_two() -> usize {
+    2
+}
+fn default_half() -> f64 {
+    0.5
+}
+fn default_sigma() -> f64 {
+    2.0
+}
+
+impl Partition {
+    /// The kebab-case tag.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Partition::Iid => "iid",
+            Partition::Dirichlet { .. } => "dirichlet",
+            Partition::Shards { .. } => "shards",
+            Partition::Labels { .. } => "labels",
+            Partition::CyclicLabels { .. } => "cyclic-labels",
+            Partition::Pfedme { .. } => "pfedme",
+            Partition::PowerLaw { .. } => "power-law",
+            Partition::Natural => "natural",
+        }
+    }
+
+    /// One line for logs, with the parameters.
+    pub fn describe(&self) -> String {
+        match self {
+            Partition::Dirichlet { alpha, min_size } => {
+                format!("dirichlet(alpha={alpha}, min_size={min_size})")
+            }
+            Partition::Shards { per_client } => format!("shards({per_client} per client)"),
+            Partition::Labels { per_client } => format!("labels({per_client} per client)"),
+            Partition::PowerLaw { sigma } => format!("power-law(sigma={sigma})"),
+            Partition::CyclicLabels { per_client, sigma } => {
+                format!("cyclic-labels({per_client} per client, sigma={sigma})")
+            }
+            Partition::Pfedme { per_client } => format!("pfedme({per_client} per client)"),
+            other => other.name().to_string(),
+        }
+    }
+
+    /// Checks the parameters and that the partition suits `source`: natural sources
+    /// (which bring their own clients) take only `natural`, pooled ones anything else.
+    pub fn check(&self, source: &str, natural: bool) -> Result<()> {
+        match self {
+            Partition::Natural if !natural => Err(Error::invalid(
+                "data.partition.kind",
+                "natural",
+                format!(
+                    "source {source} has no natural clients; use iid, dirichlet, shards, labels \
+                     or power-law"
+                ),
+            )),
+            Partition::Natural => Ok(()),
+            p if natural => Err(Error::invalid(
+                "data.partition.kind",
+                p.name(),
+                format!("natural (source {source} brings its own clients)"),
+            )),
+            Partition::Dirichlet { alpha, .. } if !(alpha.is_finite() && *alpha > 0.0) => {
+                Err(Error::invalid("data.partition.alpha", alpha, "must be > 0"))
+            }
+            Partition::CyclicLabels { sigma, .. } if !(sigma.is_finite() && *sigma >= 0.0) => Err(
+                Error::invalid("data.partition.sigma", sigma, "must be >= 0"),
+            ),
+            Partition::Shards { per_client: 0 }
+            | Partition::Labels { per_client: 0 }
+            | Partition::CyclicLabels { per_client: 0, .. }
+            | Partition::Pfedme { per_client: 0 } => Err(Error::invalid(
+                "data.partition.per_client",
+                0,
+                "must be ≥ 1",
+            )),
+            Partition::PowerLaw { sigma } if !(sigma.is_finite() && *sigma > 0.0) => {
+                Err(Error::invalid("data.partition.sigma", sigma, "must be > 0"))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Splits samples with `labels` (ids below `classes`) across `clients` clients.
+    /// `Natural` is not a split of a pool (the caller rejects it with [`Self::check`]).
+    pub fn split<R: Rng>(
+        &self,
+        labels: &[u32],
+        classes: usize,
+        clients: usize,
+        rng: &mut R,
+    ) -> Result<Vec<Vec<u32>>> {
+        match self {
+            Partition::Iid => iid(labels.len(), clients, rng),
+            Partition::Dirichlet { alpha, min_size } => {
+                dirichlet(labels, classes, clients, *alpha, *min_size, rng)
+            }
+            Partition::Shards { per_client } => shards(labels, clients, *per_client, rng),
+            Partition::Labels { per_client } => {
+                labels_per_client(labels, classes, clients, *per_client, rng)
+            }
+            Partition::CyclicLabels { per_client, sigma } => {
+                cyclic_labels(labels, classes, clients, *per_client, *sigma, rng)
+            }
+            Partition::Pfedme { per_client } => pfedme(labels, classes, clients, *per_client, rng),
+            Partition::PowerLaw { sigma } => power_law(labels.len(), clients, *sigma, rng),
+            Partition::Natural => Err(Error::Partition(
+                "natural: this source has no clients of its own".into(),
+            )),
+        }
+    }
+}
 
 /// Retries of the Dirichlet draw before [`dirichlet`] gives up.
 pub const DIRICHLET_MAX_RETRIES: usize = 1000;

@@ -12,13 +12,195 @@
 //! across clients) from the pooled test set with the same per-class counts as
 //! `test_fraction/(1 − test_fraction)` × its train counts.
 
-use crate::config::TestSplit;
-use crate::synthetic::split_point;
-use crate::{Error, Result};
+use crate::partition::Partition;
+use crate::{Error, Federation, InputShape, Result};
 use fedpace_core::data::{ClientData, Dataset, FederatedDataset, Subset};
 use fedpace_core::rng::{stream, Purpose};
 use rand::seq::SliceRandom;
+use serde::{Deserialize, Serialize};
 use std::sync::Arc;
+
+/// Where each client's test split comes from (`data.test_split`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum TestSplit {
+    /// Hold out `test_fraction` of the client's own share (default).
+    #[default]
+    Local,
+    /// Train on the whole share; draw a test split from the source's pooled test set
+    /// with the same label distribution.
+    PooledMatched,
+}
+
+/// The `[data]` keys of a pooled source (`optdigits`, and the same keys inside
+/// [`crate::idx::MnistConfig`], [`crate::csv::CsvSourceConfig`], …): how many clients,
+/// how the pool is split, and how each client's test split is made.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PoolConfig {
+    /// Number of clients. Default 30.
+    pub num_clients: usize,
+    /// How the pool is split across clients. Default `iid`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub partition: Option<Partition>,
+    /// Fraction of each client's samples held out for its test split, in [0, 1).
+    /// Default 0.2 (LEAF/FedAvg 80/20).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub test_fraction: Option<f64>,
+    /// Where client test splits come from. Default `local`.
+    pub test_split: TestSplit,
+    /// Seed of the partition and the test splits. Default: the run's `seed`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        Self {
+            num_clients: 30,
+            partition: None,
+            test_fraction: None,
+            test_split: TestSplit::Local,
+            seed: None,
+        }
+    }
+}
+
+/// Default test fraction of pooled sources.
+pub const DEFAULT_TEST_FRACTION: f64 = 0.2;
+
+impl PoolConfig {
+    /// The partition in effect (default `iid`).
+    pub fn effective_partition(&self) -> Partition {
+        self.partition.clone().unwrap_or(Partition::Iid)
+    }
+
+    /// The test fraction in effect.
+    pub fn effective_test_fraction(&self) -> f64 {
+        self.test_fraction.unwrap_or(DEFAULT_TEST_FRACTION)
+    }
+
+    /// Checks the keys for `source`; `has_test_set` says whether the source has a
+    /// pooled test set (needed by `test_split = "pooled-matched"`).
+    pub fn validate(&self, source: &str, has_test_set: bool) -> Result<()> {
+        if self.num_clients == 0 {
+            return Err(Error::invalid("data.num_clients", 0, "must be ≥ 1"));
+        }
+        check_test_fraction(self.test_fraction)?;
+        self.effective_partition().check(source, false)?;
+        if self.test_split == TestSplit::PooledMatched {
+            if !has_test_set {
+                return Err(Error::invalid(
+                    "data.test_split",
+                    "pooled-matched",
+                    format!("local (source {source} has no pooled test set)"),
+                ));
+            }
+            if self.test_fraction == Some(0.0) {
+                return Err(Error::invalid(
+                    "data.test_fraction",
+                    0,
+                    "must be > 0 with test_split = \"pooled-matched\"",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Number of training samples out of `n` when `test_fraction` is held out:
+/// ⌊(1 − test_fraction)·n⌋ as in FedProx (`int(0.9·n)`), at least 1 when n ≥ 1.
+pub fn split_point(n: usize, test_fraction: f64) -> usize {
+    if n == 0 {
+        return 0;
+    }
+    let t = ((1.0 - test_fraction) * n as f64 + 1e-9).floor() as usize;
+    t.clamp(1, n)
+}
+
+/// Checks `data.test_fraction`, when set: in [0, 1).
+pub fn check_test_fraction(f: Option<f64>) -> Result<()> {
+    match f {
+        Some(f) if !(f.is_finite() && (0.0..1.0).contains(&f)) => {
+            Err(Error::invalid("data.test_fraction", f, "must be in [0, 1)"))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// A federation whose clients are given — `parts[k]` holds client k's indices into
+/// `train` (per-client files, LEAF users) — each split locally by `test_fraction`.
+pub fn federate_parts(
+    name: &str,
+    train: Arc<dyn Dataset>,
+    parts: Vec<Vec<u32>>,
+    shape: InputShape,
+    test_fraction: f64,
+    seed: u64,
+) -> Result<Federation> {
+    let n = parts.len();
+    let num_classes = train.num_classes();
+    let pooled = Pooled::new(
+        name.to_string(),
+        train,
+        None,
+        parts,
+        test_fraction,
+        TestSplit::Local,
+        seed,
+    )?;
+    Ok(Federation {
+        global_test: None,
+        data: Arc::new(pooled),
+        sample_shape: shape,
+        num_classes,
+        description: format!("{name}, {n} clients, test local {test_fraction} (seed {seed})"),
+    })
+}
+
+/// Splits the pool `train` (with its own `test` set, if any) across clients as `cfg`
+/// says; `seed` is the run's seed (`cfg.seed` overrides it). `shape` is one sample's.
+pub fn federate(
+    name: &str,
+    train: Arc<dyn Dataset>,
+    test: Option<Arc<dyn Dataset>>,
+    shape: Vec<usize>,
+    cfg: &PoolConfig,
+    seed: u64,
+) -> Result<Federation> {
+    let seed = cfg.seed.unwrap_or(seed);
+    let tf = cfg.effective_test_fraction();
+    let labels: Vec<u32> = (0..train.len()).map(|i| train.label(i)).collect();
+    let k = train.num_classes();
+    let n = cfg.num_clients;
+    let mut rng = stream(seed, 0, u64::MAX, Purpose::Partition);
+    let p = cfg.effective_partition();
+    let parts = p.split(&labels, k, n, &mut rng)?;
+    let description = format!(
+        "{name}, {n} clients, {} partition, test {} {tf} (seed {seed})",
+        p.describe(),
+        match cfg.test_split {
+            TestSplit::Local => "local",
+            TestSplit::PooledMatched => "pooled-matched",
+        },
+    );
+    let pooled = Pooled::new(
+        name.to_string(),
+        train,
+        test,
+        parts,
+        tf,
+        cfg.test_split,
+        seed,
+    )?;
+    Ok(Federation {
+        global_test: pooled.global_test(),
+        data: Arc::new(pooled),
+        sample_shape: InputShape::Dense(shape),
+        num_classes: k,
+        description,
+    })
+}
 
 /// A federation of index views into a pooled training set (and optionally a pooled
 /// test set).
@@ -92,6 +274,24 @@ impl Pooled {
             test_is_pooled: pooled_test.is_some(),
             num_classes,
         })
+    }
+
+    /// Clients with given splits: `clients[k]` = (indices into `train`, indices into
+    /// `test`), e.g. LEAF's own per-user train and test files.
+    pub fn with_splits(
+        name: String,
+        train: Arc<dyn Dataset>,
+        test: Arc<dyn Dataset>,
+        clients: Vec<(Vec<u32>, Vec<u32>)>,
+    ) -> Self {
+        Self {
+            name,
+            num_classes: train.num_classes(),
+            train,
+            test: Some(test),
+            clients,
+            test_is_pooled: true,
+        }
     }
 
     /// The pooled test set, if the source has one.

@@ -24,10 +24,79 @@
 //! Inputs are `Inputs::Tokens { seq_len: 80 }` of character ids (indices into
 //! [`VOCAB`]); labels are the next character's id (80 classes).
 
-use crate::{Error, Result};
+use crate::partition::Partition;
+use crate::pooled::check_test_fraction;
+use crate::{Error, Federation, InputShape, Result};
 use fedpace_core::data::{Batch, ClientData, Dataset, FederatedDataset, Inputs};
+use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+
+/// `[data] source = "shakespeare"`: one client per speaking role, from
+/// `data_dir/shakespeare` (`fedpace datasets fetch shakespeare`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ShakespeareConfig {
+    /// Keep the first N roles (in play-file, then first-line order). Default: all.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_clients: Option<usize>,
+    /// Only `natural` (the roles are the clients).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub partition: Option<Partition>,
+    /// Fraction of each role's windows held out (a temporal split), in [0, 1).
+    /// Default 0.2.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub test_fraction: Option<f64>,
+    /// Check the fetched play files against their pinned SHA-256 (see
+    /// [`crate::cache`]). Default true.
+    pub verify: bool,
+}
+
+impl Default for ShakespeareConfig {
+    fn default() -> Self {
+        Self {
+            max_clients: None,
+            partition: None,
+            test_fraction: None,
+            verify: true,
+        }
+    }
+}
+
+impl ShakespeareConfig {
+    /// Checks every key.
+    pub fn validate(&self) -> Result<()> {
+        if self.max_clients == Some(0) {
+            return Err(Error::invalid("data.max_clients", 0, "must be ≥ 1"));
+        }
+        check_test_fraction(self.test_fraction)?;
+        match &self.partition {
+            Some(p) => p.check("shakespeare", true),
+            None => Ok(()),
+        }
+    }
+
+    /// The federation from `data_dir/shakespeare`.
+    pub fn federation(&self, data_dir: &Path) -> Result<Federation> {
+        if self.verify {
+            crate::cache::verify_cache("shakespeare", data_dir)?;
+        }
+        let tf = self
+            .test_fraction
+            .unwrap_or(crate::pooled::DEFAULT_TEST_FRACTION);
+        let s = Shakespeare::load_dir(&data_dir.join("shakespeare"), tf, self.max_clients)?;
+        Ok(Federation {
+            description: format!("shakespeare by role, {} clients", s.num_clients()),
+            data: Arc::new(s),
+            sample_shape: InputShape::Tokens {
+                seq_len: SEQ_LEN,
+                vocab: VOCAB.len(),
+            },
+            num_classes: VOCAB.len(),
+            global_test: None,
+        })
+    }
+}
 
 /// Window length (characters of context).
 pub const SEQ_LEN: usize = 80;
@@ -222,7 +291,7 @@ impl Shakespeare {
                     continue;
                 }
                 let n = text.len() - SEQ_LEN;
-                let n_train = crate::synthetic::split_point(n, test_fraction);
+                let n_train = crate::pooled::split_point(n, test_fraction);
                 let n_test = n.saturating_sub(n_train + SEQ_LEN - 1);
                 if test_fraction > 0.0 && n_test == 0 {
                     continue;

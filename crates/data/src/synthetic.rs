@@ -23,13 +23,176 @@
 //! reproduce anyway: their generator is unseeded). The shared IID model comes from the
 //! stream of the pseudo-client `u64::MAX`.
 
-use crate::{Error, Result};
+use crate::partition::Partition;
+use crate::pooled::{check_test_fraction, split_point};
+use crate::{Error, Federation, InputShape, Result};
 use fedpace_core::data::{ClientData, DenseDataset, FederatedDataset};
 use fedpace_core::rng::{stream, Purpose};
 use rand::seq::SliceRandom;
 use rand::Rng;
 use rand_distr::{Distribution, LogNormal, Normal, StandardNormal};
+use serde::{Deserialize, Serialize};
 use std::sync::Arc;
+
+/// `[data] source = "synthetic"`: FedProx Synthetic(α, β).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SyntheticConfig {
+    /// Std of the per-device model mean u_k (α ≥ 0). Default 1.
+    pub alpha: f64,
+    /// Std of the per-device feature mean B_k (β ≥ 0). Default 1.
+    pub beta: f64,
+    /// Number of devices. Default 30.
+    pub num_clients: usize,
+    /// Only `natural` (the devices are the clients); accepted so a resolved config
+    /// parses again.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub partition: Option<Partition>,
+    /// Fraction of each device's samples held out, in [0, 1). Default 0.1 (FedProx 90/10).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub test_fraction: Option<f64>,
+    /// Seed of the generator and the test splits. Default: the run's `seed`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
+}
+
+impl Default for SyntheticConfig {
+    fn default() -> Self {
+        Self {
+            alpha: 1.0,
+            beta: 1.0,
+            num_clients: 30,
+            partition: None,
+            test_fraction: None,
+            seed: None,
+        }
+    }
+}
+
+/// `[data] source = "synthetic-iid"`: FedProx Synthetic-IID (one shared model, v_k = 0).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SyntheticIidConfig {
+    /// Number of devices. Default 30.
+    pub num_clients: usize,
+    /// Only `natural` (see [`SyntheticConfig::partition`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub partition: Option<Partition>,
+    /// Fraction of each device's samples held out, in [0, 1). Default 0.1.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub test_fraction: Option<f64>,
+    /// Seed of the generator and the test splits. Default: the run's `seed`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
+}
+
+impl Default for SyntheticIidConfig {
+    fn default() -> Self {
+        Self {
+            num_clients: 30,
+            partition: None,
+            test_fraction: None,
+            seed: None,
+        }
+    }
+}
+
+/// Default test fraction of the synthetic sources (FedProx 90/10).
+pub const DEFAULT_TEST_FRACTION: f64 = 0.1;
+
+impl SyntheticConfig {
+    /// Checks every key; errors name it (`data.alpha = -1: …`).
+    pub fn validate(&self) -> Result<()> {
+        for (field, v) in [("data.alpha", self.alpha), ("data.beta", self.beta)] {
+            if !(v.is_finite() && v >= 0.0) {
+                return Err(Error::invalid(
+                    field,
+                    v,
+                    "must be ≥ 0 (a standard deviation)",
+                ));
+            }
+        }
+        validate_devices(
+            self.num_clients,
+            &self.partition,
+            self.test_fraction,
+            "synthetic",
+        )
+    }
+
+    /// The federation (clients generated on demand); `seed` is the run's.
+    pub fn federation(&self, seed: u64) -> Result<Federation> {
+        let kind = SyntheticKind::NonIid {
+            alpha: self.alpha,
+            beta: self.beta,
+        };
+        federation(
+            kind,
+            self.num_clients,
+            self.test_fraction,
+            self.seed.unwrap_or(seed),
+        )
+    }
+}
+
+impl SyntheticIidConfig {
+    /// Checks every key.
+    pub fn validate(&self) -> Result<()> {
+        validate_devices(
+            self.num_clients,
+            &self.partition,
+            self.test_fraction,
+            "synthetic-iid",
+        )
+    }
+
+    /// The federation (clients generated on demand); `seed` is the run's.
+    pub fn federation(&self, seed: u64) -> Result<Federation> {
+        federation(
+            SyntheticKind::Iid,
+            self.num_clients,
+            self.test_fraction,
+            self.seed.unwrap_or(seed),
+        )
+    }
+}
+
+fn validate_devices(
+    num_clients: usize,
+    partition: &Option<Partition>,
+    test_fraction: Option<f64>,
+    source: &str,
+) -> Result<()> {
+    if num_clients == 0 {
+        return Err(Error::invalid("data.num_clients", 0, "must be ≥ 1"));
+    }
+    check_test_fraction(test_fraction)?;
+    match partition {
+        Some(p) => p.check(source, true),
+        None => Ok(()),
+    }
+}
+
+fn federation(
+    kind: SyntheticKind,
+    num_clients: usize,
+    test_fraction: Option<f64>,
+    seed: u64,
+) -> Result<Federation> {
+    let s = Synthetic::new(
+        kind,
+        num_clients,
+        test_fraction.unwrap_or(DEFAULT_TEST_FRACTION),
+        seed,
+    )?;
+    Ok(Federation {
+        description: format!("{}, {num_clients} devices (seed {seed})", s.name()),
+        data: Arc::new(s),
+        sample_shape: InputShape::Dense(vec![FEATURES]),
+        num_classes: CLASSES,
+        global_test: None,
+    })
+}
 
 /// Features per sample.
 pub const FEATURES: usize = 60;
@@ -166,16 +329,6 @@ impl Synthetic {
     fn train_count(&self, n: usize) -> usize {
         split_point(n, self.test_fraction)
     }
-}
-
-/// Number of training samples out of `n` when `test_fraction` is held out:
-/// ⌊(1 − test_fraction)·n⌋ as in FedProx (`int(0.9·n)`), at least 1 when n ≥ 1.
-pub fn split_point(n: usize, test_fraction: f64) -> usize {
-    if n == 0 {
-        return 0;
-    }
-    let t = ((1.0 - test_fraction) * n as f64 + 1e-9).floor() as usize;
-    t.clamp(1, n)
 }
 
 fn check_std(field: &str, v: f64) -> Result<()> {

@@ -1,37 +1,18 @@
-//! Loaders on the real fetched files (DATASETS.md §1–2). Each test skips with a note
-//! when the data is absent (`fedpace datasets fetch NAME`; CI may not have it). The data
-//! directory is `$FEDPACE_DATA_DIR` or the workspace's `data/`.
+//! Loaders on the real fetched files (DATASETS.md §1–2). The data directory is
+//! `$FEDPACE_DATA_DIR` or the workspace's `data/`; a test whose data set is absent is
+//! skipped with a note, and fails under `CI=true` ([`fedpace_data::testing`]).
 
 use fedpace_core::{Dataset, FederatedDataset};
-use fedpace_data::{build, DataConfig, Partition, Source, TestSplit};
-use std::path::PathBuf;
-
-fn data_dir() -> PathBuf {
-    std::env::var_os("FEDPACE_DATA_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../data"))
-}
-
-fn present(name: &str) -> bool {
-    let ok = fedpace_data::catalog(&data_dir())
-        .iter()
-        .any(|d| d.name == name && d.present);
-    if !ok {
-        eprintln!(
-            "note: skipping, {name} not in {} (run `fedpace datasets fetch {name}`)",
-            data_dir().display()
-        );
-    }
-    ok
-}
+use fedpace_data::testing::require;
+use fedpace_data::{build, DataConfig, Partition, ShakespeareConfig, Source, TestSplit};
 
 #[test]
 fn mnist_matches_the_published_label_counts_and_shards_like_mcmahan() {
-    if !present("mnist") {
+    let Some(data_dir) = require("mnist") else {
         return;
-    }
+    };
     let (train, test) =
-        fedpace_data::idx::load_mnist_dir(&data_dir().join("mnist"), "mnist").unwrap();
+        fedpace_data::idx::load_mnist_dir(&data_dir.join("mnist"), "mnist").unwrap();
     assert_eq!(
         train.label_histogram(),
         vec![5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
@@ -45,7 +26,7 @@ fn mnist_matches_the_published_label_counts_and_shards_like_mcmahan() {
         .with_num_clients(100)
         .with_partition(Partition::Shards { per_client: 2 })
         .with_test_fraction(0.0);
-    let fed = build(&cfg, 0, &data_dir()).unwrap();
+    let fed = build(&cfg, 0, &data_dir).unwrap();
     assert_eq!(fed.global_test.as_ref().unwrap().len(), 10_000);
     let mut at_most_two = 0;
     for k in 0..100 {
@@ -61,11 +42,12 @@ fn mnist_matches_the_published_label_counts_and_shards_like_mcmahan() {
         "{at_most_two} of 100 clients with ≤ 2 digits"
     );
     // Pooled-matched test splits follow each client's label distribution.
-    let cfg = DataConfig {
-        test_split: TestSplit::PooledMatched,
-        ..cfg.with_test_fraction(0.2)
+    let DataConfig::Mnist(mut m) = cfg.with_test_fraction(0.2) else {
+        unreachable!()
     };
-    let fed = build(&cfg, 0, &data_dir()).unwrap();
+    m.test_split = TestSplit::PooledMatched;
+    let cfg = DataConfig::Mnist(m);
+    let fed = build(&cfg, 0, &data_dir).unwrap();
     let c = fed.data.client(7).unwrap();
     let (tr, te) = (c.train.label_histogram(), c.test.label_histogram());
     assert_eq!(c.test.len(), 150);
@@ -76,11 +58,11 @@ fn mnist_matches_the_published_label_counts_and_shards_like_mcmahan() {
 
 #[test]
 fn fashion_mnist_has_6000_and_1000_per_class() {
-    if !present("fashion-mnist") {
+    let Some(data_dir) = require("fashion-mnist") else {
         return;
-    }
+    };
     let (train, test) =
-        fedpace_data::idx::load_mnist_dir(&data_dir().join("fashion-mnist"), "fashion-mnist")
+        fedpace_data::idx::load_mnist_dir(&data_dir.join("fashion-mnist"), "fashion-mnist")
             .unwrap();
     assert_eq!(train.label_histogram(), vec![6000; 10]);
     assert_eq!(test.label_histogram(), vec![1000; 10]);
@@ -92,10 +74,10 @@ fn fashion_mnist_has_6000_and_1000_per_class() {
 
 #[test]
 fn shakespeare_by_role_is_close_to_the_measured_leaf_build() {
-    if !present("shakespeare") {
+    let Some(data_dir) = require("shakespeare") else {
         return;
-    }
-    let dir = data_dir().join("shakespeare");
+    };
+    let dir = data_dir.join("shakespeare");
     // No held-out part: every role with > 2 lines and ≥ 1 window (DATASETS.md §2.2:
     // 1,192 users, 4,335,235 windows with the reference parser).
     let all = fedpace_data::shakespeare::Shakespeare::load_dir(&dir, 0.0, None).unwrap();
@@ -110,27 +92,18 @@ fn shakespeare_by_role_is_close_to_the_measured_leaf_build() {
     let hamlet = all.roles().iter().max_by_key(|r| r.n_train).unwrap();
     assert_eq!(hamlet.client_name(), "hamlet_HAMLET");
 
-    let cfg = DataConfig {
-        source: Source::Shakespeare,
+    let cfg = DataConfig::Shakespeare(ShakespeareConfig {
         max_clients: Some(50),
-        ..DataConfig::default()
-    };
-    let fed = build(&cfg, 0, &data_dir()).unwrap();
+        ..Default::default()
+    });
+    let fed = build(&cfg, 0, &data_dir).unwrap();
     assert_eq!(fed.data.num_clients(), 50);
     assert_eq!(fed.num_classes, 80);
     let c = fed.data.client(0).unwrap();
     assert!(!c.test.is_empty());
     let b = c.train.batch(&[0]);
     assert_eq!(b.len(), 1);
-    let full = build(
-        &DataConfig {
-            source: Source::Shakespeare,
-            ..DataConfig::default()
-        },
-        0,
-        &data_dir(),
-    )
-    .unwrap();
+    let full = build(&DataConfig::of(Source::Shakespeare), 0, &data_dir).unwrap();
     let (mut tr, mut te) = (0, 0);
     for k in 0..full.data.num_clients() {
         let c = full.data.client(k).unwrap();

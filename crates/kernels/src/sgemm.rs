@@ -1,8 +1,10 @@
 //! A bounds-checked wrapper around the `gemm` crate's f32 kernel.
 //!
 //! `gemm::gemm` takes raw pointers and strides; every call in fedpace goes through
-//! [`sgemm`], which checks that each strided matrix fits inside its slice first, so the
-//! only `unsafe` block of the GEMM path is here.
+//! [`sgemm`], which checks that each strided matrix fits inside its slice first (with
+//! checked arithmetic) and that the destination never maps two elements to one value,
+//! so the only `unsafe` block of the GEMM path is here. The views' fields are private:
+//! a view is made by its constructors and checked by `sgemm` before any pointer is used.
 //!
 //! The `gemm` crate's speed depends on the operands' orientation far more than on their
 //! shape: on the FedAvg-CNN shapes the slow orientation of the same product runs at
@@ -15,30 +17,22 @@ use gemm::Parallelism;
 #[derive(Clone, Copy, Debug)]
 pub struct MatRef<'a> {
     /// The values; element `(i, j)` is `data[i·row_stride + j·col_stride]`.
-    pub data: &'a [f32],
-    /// Number of rows.
-    pub rows: usize,
-    /// Number of columns.
-    pub cols: usize,
-    /// Distance between consecutive rows.
-    pub row_stride: usize,
-    /// Distance between consecutive columns.
-    pub col_stride: usize,
+    data: &'a [f32],
+    rows: usize,
+    cols: usize,
+    row_stride: usize,
+    col_stride: usize,
 }
 
 /// A mutable strided view of an f32 matrix.
 #[derive(Debug)]
 pub struct MatMut<'a> {
     /// The values; element `(i, j)` is `data[i·row_stride + j·col_stride]`.
-    pub data: &'a mut [f32],
-    /// Number of rows.
-    pub rows: usize,
-    /// Number of columns.
-    pub cols: usize,
-    /// Distance between consecutive rows.
-    pub row_stride: usize,
-    /// Distance between consecutive columns.
-    pub col_stride: usize,
+    data: &'a mut [f32],
+    rows: usize,
+    cols: usize,
+    row_stride: usize,
+    col_stride: usize,
 }
 
 impl<'a> MatRef<'a> {
@@ -108,10 +102,37 @@ impl<'a> MatMut<'a> {
             self.col_stride,
         )
     }
+
+    /// Whether distinct elements are distinct values of `data` (a destination written
+    /// from several threads must not alias itself). Sufficient, not necessary: the rows
+    /// (or the columns) must not interleave.
+    fn is_injective(&self) -> bool {
+        let (r, c, rs, cs) = (self.rows, self.cols, self.row_stride, self.col_stride);
+        if r <= 1 || c <= 1 {
+            return (r <= 1 || rs >= 1) && (c <= 1 || cs >= 1);
+        }
+        let spans = |stride: usize, n: usize, other: usize| {
+            stride >= 1 && (n - 1).checked_mul(stride).is_some_and(|span| other > span)
+        };
+        spans(cs, c, rs) || spans(rs, r, cs)
+    }
 }
 
+/// Whether every index `i·row_stride + j·col_stride` (i < rows, j < cols) is below
+/// `len`, in checked arithmetic (an overflow is "no"), with strides that fit an `isize`
+/// (what the kernel takes).
 fn fits(len: usize, rows: usize, cols: usize, row_stride: usize, col_stride: usize) -> bool {
-    rows == 0 || cols == 0 || (rows - 1) * row_stride + (cols - 1) * col_stride < len
+    if isize::try_from(row_stride).is_err() || isize::try_from(col_stride).is_err() {
+        return false;
+    }
+    if rows == 0 || cols == 0 {
+        return true;
+    }
+    (rows - 1)
+        .checked_mul(row_stride)
+        .zip((cols - 1).checked_mul(col_stride))
+        .and_then(|(a, b)| a.checked_add(b))
+        .is_some_and(|last| last < len)
 }
 
 /// `dst ← lhs·rhs`, or `dst ← dst + lhs·rhs` when `accumulate`, on `threads` threads of
@@ -120,8 +141,9 @@ fn fits(len: usize, rows: usize, cols: usize, row_stride: usize, col_stride: usi
 /// With more than one thread the `gemm` crate splits the **output** among them, never
 /// the sum over the inner dimension, so the result does not depend on `threads`.
 ///
-/// Panics if the shapes disagree or a view does not fit its slice (a bug in the caller,
-/// never a user error: shapes are validated before any kernel runs).
+/// Panics if the shapes disagree, a view does not fit its slice, or the destination maps
+/// two elements to one value (a bug in the caller, never a user error: shapes are
+/// validated before any kernel runs).
 ///
 /// ```
 /// use fedpace_kernels::{sgemm, MatMut, MatRef};
@@ -152,6 +174,7 @@ pub fn sgemm(dst: MatMut<'_>, lhs: MatRef<'_>, rhs: MatRef<'_>, accumulate: bool
         dst.fits() && lhs.fits() && rhs.fits(),
         "sgemm: view out of bounds"
     );
+    assert!(dst.is_injective(), "sgemm: destination aliases itself");
     if m == 0 || n == 0 {
         return;
     }
@@ -166,8 +189,10 @@ pub fn sgemm(dst: MatMut<'_>, lhs: MatRef<'_>, rhs: MatRef<'_>, accumulate: bool
         return;
     }
     // SAFETY: every index the kernel touches is (i·rs + j·cs) with i < rows, j < cols,
-    // which `fits` checked against each slice's length; `dst` is borrowed mutably, so it
-    // cannot alias `lhs` or `rhs`.
+    // which `fits` checked against each slice's length without overflow (strides fit an
+    // isize); `dst` maps distinct elements to distinct values (`is_injective`), so threads
+    // writing different elements never write the same memory; `dst` is borrowed mutably,
+    // so it cannot alias `lhs` or `rhs`.
     unsafe {
         gemm::gemm(
             m,
@@ -196,6 +221,73 @@ pub fn sgemm(dst: MatMut<'_>, lhs: MatRef<'_>, rhs: MatRef<'_>, accumulate: bool
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Safe code must not be able to make `sgemm` read or write out of bounds, or write
+    /// one value from several threads: every view that tries panics before the kernel.
+    #[test]
+    fn sgemm_rejects_views_that_would_break_memory_safety() {
+        let attempt = |f: &(dyn Fn() + std::panic::RefUnwindSafe)| {
+            std::panic::catch_unwind(f).expect_err("must be rejected");
+        };
+        let a = [1.0f32; 8];
+        // Strides whose products wrap to index 0 in unchecked arithmetic: 4 · 2^62 = 2^64.
+        let wraps = 1usize << 62;
+        attempt(&|| {
+            let mut c = [0.0f32; 1];
+            sgemm(
+                MatMut::row_major(&mut c, 1, 1, 1),
+                MatRef::row_major(&a, 1, 5, 5),
+                MatRef::row_major(&a, 5, 1, wraps),
+                false,
+                1,
+            )
+        });
+        attempt(&|| {
+            let mut c = [0.0f32; 8];
+            sgemm(
+                MatMut::transposed(&mut c, 1, 5, wraps),
+                MatRef::row_major(&a, 1, 1, 1),
+                MatRef::row_major(&a, 1, 5, 5),
+                false,
+                1,
+            )
+        });
+        // A leading dimension past the slice.
+        attempt(&|| {
+            let mut c = [0.0f32; 4];
+            sgemm(
+                MatMut::row_major(&mut c, 2, 2, 3),
+                MatRef::row_major(&a, 2, 2, 2),
+                MatRef::row_major(&a, 2, 2, 2),
+                false,
+                1,
+            )
+        });
+        // Destinations that alias themselves: a zero leading dimension, and rows that
+        // interleave.
+        for ld in [0usize, 1] {
+            attempt(&move || {
+                let mut c = [0.0f32; 64];
+                sgemm(
+                    MatMut::row_major(&mut c, 4, 4, ld),
+                    MatRef::row_major(&a, 4, 1, 1),
+                    MatRef::row_major(&a, 1, 4, 1),
+                    false,
+                    2,
+                )
+            });
+        }
+        // The same shapes with sound strides run.
+        let mut c = [0.0f32; 16];
+        sgemm(
+            MatMut::row_major(&mut c, 4, 4, 4),
+            MatRef::row_major(&a, 4, 1, 1),
+            MatRef::row_major(&a, 1, 4, 1),
+            false,
+            2,
+        );
+        assert_eq!(c, [1.0; 16]);
+    }
 
     #[test]
     fn matches_naive_product_with_transposes() {

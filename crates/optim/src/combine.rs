@@ -81,6 +81,12 @@ impl Transform for Chain {
         }
         Ok(n)
     }
+    fn tensor_scales<'s>(&self, state: &'s State) -> Option<&'s [f32]> {
+        self.0
+            .iter()
+            .zip(&state.children)
+            .find_map(|(t, s)| t.tensor_scales(s))
+    }
 }
 
 // ---------------------------------------------------------------------------------------

@@ -29,7 +29,8 @@
 //! * [`schedule`]: round-aware learning-rate [`Schedule`]s;
 //! * [`server`]: server optimisers on the pseudo-gradient −Δ̄ (FedAvgM, FedAdagrad,
 //!   FedAdam, FedYogi, with a Flower-compatible rule; FedExP) — ALGORITHMS.md §A.2–A.4, App. F;
-//! * [`fednova`]: FedNova normalisers ‖a_k‖₁ — ALGORITHMS.md §1.2.
+//! * [`fednova`]: FedNova's normaliser Λ = η‖a_k‖₁ for linear local solvers (SGD,
+//!   momentum, proximal, weight decay), step by step — docs/rate-policies.md.
 //!
 //! ```
 //! use fedpace_optim::{adam, apply_updates, StepContext, Transform};
@@ -64,7 +65,7 @@ pub mod transforms;
 
 pub use alias::{adagrad, adam, adamw, amsgrad, momentum, sgd, yogi};
 pub use combine::{chain, freeze, masked, partition, Chain, Freeze, Masked, Partition, Selector};
-pub use fednova::{momentum_normalizer, proximal_normalizer};
+pub use fednova::{LinearSolver, Normalizer};
 pub use schedule::Schedule;
 pub use server::{FedOptConfig, ServerOptimizer, ServerRule};
 pub use spec::{OptimizerSpec, StateMode};
@@ -168,6 +169,15 @@ pub trait Transform: Send + Sync + std::fmt::Debug {
         let _ = (state, anchor, spec);
         Ok(0)
     }
+    /// The per-tensor factors (one per entry of the spec, in order) by which this
+    /// transform scaled the updates at its last `update` — a layer-wise trust ratio —
+    /// when it applies any; [`Chain`](combine::Chain) passes the question down. A client
+    /// multiplies its rates by them to report the rates it really used. `None` for
+    /// transforms that scale every tensor alike.
+    fn tensor_scales<'s>(&self, state: &'s State) -> Option<&'s [f32]> {
+        let _ = state;
+        None
+    }
 }
 
 impl<T: Transform + ?Sized> Transform for Box<T> {
@@ -185,6 +195,9 @@ impl<T: Transform + ?Sized> Transform for Box<T> {
     }
     fn set_anchor(&self, state: &mut State, anchor: &[f32], spec: &ParamSpec) -> Result<usize> {
         (**self).set_anchor(state, anchor, spec)
+    }
+    fn tensor_scales<'s>(&self, state: &'s State) -> Option<&'s [f32]> {
+        (**self).tensor_scales(state)
     }
 }
 
@@ -237,6 +250,16 @@ pub(crate) fn check_param(
     ok: bool,
     expected: &'static str,
 ) -> Result<()> {
+    // Transforms compute in f32: a value that overflows it, or rounds to 0 from a value
+    // that is not 0, would silently become another hyper-parameter.
+    let f = value as f32;
+    if value.is_finite() && ok && !(f.is_finite() && (value == 0.0 || f != 0.0)) {
+        return Err(Error::InvalidHyperParameter {
+            name,
+            value,
+            expected: "a value that fits an f32 (about 1e-38 to 3.4e38): it is used as one",
+        });
+    }
     if value.is_finite() && ok {
         Ok(())
     } else {

@@ -579,7 +579,10 @@ impl Transform for ClipByBlockNorm {
 /// Layer-wise trust ratio (LARS/LAMB, ALGORITHMS.md §C.7), per tensor T:
 /// `u_T ← u_T · clip(‖p_T‖ / (‖u_T‖ + ε), 0, φ_max)`, with ratio 1 when `‖p_T‖ = 0` or
 /// `‖u_T‖ = 0` (fresh zero-initialised layers and zero updates keep their scale).
-/// Put it after `scale_by_adam` for LAMB or on the gradient for LARS. Stateless.
+/// Put it after `scale_by_adam` for LAMB or on the gradient for LARS. Its state keeps
+/// only the ratios of the last update (`buffers = [one per tensor]`, empty before the
+/// first), which [`Transform::tensor_scales`] reports so that clients report the rates
+/// they really used.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ScaleByTrustRatio {
     /// ε ≥ 0 in the denominator.
@@ -623,6 +626,7 @@ impl Transform for ScaleByTrustRatio {
     ) -> Result<()> {
         check_updates(updates, ctx)?;
         check_params(params, ctx)?;
+        let mut ratios = Vec::with_capacity(ctx.spec.entries().len());
         for e in ctx.spec.entries() {
             let pn = l2_norm(&params[e.range()]);
             let un = l2_norm(&updates[e.range()]);
@@ -634,9 +638,14 @@ impl Transform for ScaleByTrustRatio {
             for u in &mut updates[e.range()] {
                 *u *= ratio;
             }
+            ratios.push(ratio);
         }
+        state.buffers = vec![ratios];
         state.count += 1;
         Ok(())
+    }
+    fn tensor_scales<'s>(&self, state: &'s State) -> Option<&'s [f32]> {
+        state.buffers.first().map(Vec::as_slice)
     }
 }
 

@@ -35,6 +35,9 @@ pub enum Error {
     /// A tensor was declared twice.
     #[error("parameter {0:?} declared twice")]
     DuplicateName(String),
+    /// Group rules that do not fit the model's tensors.
+    #[error("{0}")]
+    Grouping(String),
 }
 
 /// Result alias for this crate.
@@ -180,7 +183,9 @@ impl ParamSpec {
         }
         out
     }
-    /// Errors unless `other` has the same names, shapes and groups.
+    /// Errors unless `other` has the same layout: the same tensors (names, shapes) in the
+    /// same order. Group labels may differ — they are a view on the layout for rates and
+    /// personal layers, not part of it ([`ParamSpec::regroup`]).
     pub fn check_same(&self, other: &ParamSpec) -> Result<()> {
         if self == other {
             return Ok(());
@@ -193,17 +198,175 @@ impl ParamSpec {
                 });
             }
         }
-        Err(Error::SpecMismatch {
-            name: String::new(),
-            detail: format!(
-                "{} tensors / groups {:?} vs {} tensors / groups {:?}",
-                self.entries.len(),
-                self.groups,
-                other.entries.len(),
-                other.groups
-            ),
-        })
+        if self.entries.len() != other.entries.len() {
+            return Err(Error::SpecMismatch {
+                name: String::new(),
+                detail: format!(
+                    "{} tensors vs {} tensors",
+                    self.entries.len(),
+                    other.entries.len()
+                ),
+            });
+        }
+        Ok(())
     }
+
+    /// The same tensors with group labels assigned by `rules` (see [`GroupRules`]); the
+    /// flat layout is unchanged, so values laid out by `self` are laid out by the result.
+    /// Groups are numbered in order of first appearance among the tensors.
+    ///
+    /// ```
+    /// use fedpace_params::{GroupRules, ParamSpec};
+    /// let spec = ParamSpec::builder()
+    ///     .add("conv1.weight", &[2], "body").add("conv1.bias", &[1], "body")
+    ///     .add("fc1.weight", &[2], "body").add("fc2.weight", &[2], "head")
+    ///     .build().unwrap();
+    /// let g = spec.regroup(&GroupRules::PerLayer).unwrap();
+    /// assert_eq!(g.groups(), &["conv1", "fc1", "fc2"]);
+    /// let rules = GroupRules::Patterns([("conv".to_string(), vec!["conv*".to_string()])].into());
+    /// assert_eq!(spec.regroup(&rules).unwrap().groups(), &["conv", "body", "head"]);
+    /// ```
+    pub fn regroup(&self, rules: &GroupRules) -> Result<ParamSpec> {
+        let mut b = ParamSpec::builder();
+        for e in &self.entries {
+            let label = match rules {
+                GroupRules::Model => self.groups[e.group].clone(),
+                GroupRules::PerTensor => e.name.clone(),
+                GroupRules::PerLayer => match e.name.rsplit_once('.') {
+                    Some((layer, _)) => layer.to_string(),
+                    None => e.name.clone(),
+                },
+                GroupRules::Patterns(table) => {
+                    let hits: Vec<&String> = table
+                        .iter()
+                        .filter(|(_, pats)| pats.iter().any(|p| glob_match(p, &e.name)))
+                        .map(|(label, _)| label)
+                        .collect();
+                    match hits.as_slice() {
+                        [] => self.groups[e.group].clone(),
+                        [one] => (*one).clone(),
+                        [a, b, ..] => {
+                            return Err(Error::Grouping(format!(
+                                "tensor {:?} matches the patterns of both {a:?} and {b:?}",
+                                e.name
+                            )))
+                        }
+                    }
+                }
+            };
+            b = b.add(&e.name, &e.shape, &label);
+        }
+        if let GroupRules::Patterns(table) = rules {
+            for (label, pats) in table {
+                for p in pats {
+                    if !self.entries.iter().any(|e| glob_match(p, &e.name)) {
+                        let names: Vec<&str> =
+                            self.entries.iter().map(|e| e.name.as_str()).collect();
+                        return Err(Error::Grouping(format!(
+                            "{label} = {p:?} matches no tensor of the model ({names:?})"
+                        )));
+                    }
+                }
+            }
+        }
+        b.build()
+    }
+}
+
+/// How tensors are put into parameter groups (the unit of per-layer rates, personal and
+/// frozen layers). Written in a config as `groups = "per-tensor"`, `groups = "per-layer"`,
+/// or a table `label → [patterns]`, e.g. `{ conv = ["conv*"], head = ["fc2.*"] }`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum GroupRules {
+    /// The model's own labels (`body` and `head` for the built-in models).
+    #[default]
+    Model,
+    /// One group per tensor, labelled with the tensor's name.
+    PerTensor,
+    /// One group per layer: the tensor name up to its last `.` (`fc1.weight`,
+    /// `fc1.bias` → `fc1`).
+    PerLayer,
+    /// Tensors whose name matches one of a label's glob patterns (`*` any run of
+    /// characters, `?` one character) get that label; the others keep the model's label.
+    /// A tensor matching two labels, or a pattern matching no tensor, is an error.
+    Patterns(std::collections::BTreeMap<String, Vec<String>>),
+}
+
+impl Serialize for GroupRules {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        match self {
+            GroupRules::Model => s.serialize_str("model"),
+            GroupRules::PerTensor => s.serialize_str("per-tensor"),
+            GroupRules::PerLayer => s.serialize_str("per-layer"),
+            GroupRules::Patterns(t) => t.serialize(s),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for GroupRules {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = GroupRules;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str(
+                    "\"model\", \"per-tensor\", \"per-layer\", or a table of label = [patterns]",
+                )
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> std::result::Result<GroupRules, E> {
+                match v {
+                    "model" => Ok(GroupRules::Model),
+                    "per-tensor" => Ok(GroupRules::PerTensor),
+                    "per-layer" => Ok(GroupRules::PerLayer),
+                    other => Err(E::invalid_value(serde::de::Unexpected::Str(other), &self)),
+                }
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> std::result::Result<GroupRules, A::Error> {
+                let t: std::collections::BTreeMap<String, Vec<String>> =
+                    Deserialize::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+                Ok(GroupRules::Patterns(t))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// Whether `name` matches the glob `pattern` (`*`: any run of characters, `?`: one).
+///
+/// ```
+/// use fedpace_params::glob_match;
+/// assert!(glob_match("fc2.*", "fc2.weight"));
+/// assert!(glob_match("conv*", "conv1.bias"));
+/// assert!(!glob_match("fc?.bias", "fc10.bias"));
+/// ```
+pub fn glob_match(pattern: &str, name: &str) -> bool {
+    let p: Vec<char> = pattern.chars().collect();
+    let n: Vec<char> = name.chars().collect();
+    // Iterative matcher with one backtrack point for the last `*`.
+    let (mut i, mut j) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while j < n.len() {
+        if i < p.len() && (p[i] == '?' || p[i] == n[j]) {
+            i += 1;
+            j += 1;
+        } else if i < p.len() && p[i] == '*' {
+            star = Some((i, j));
+            i += 1;
+        } else if let Some((si, sj)) = star {
+            i = si + 1;
+            j = sj + 1;
+            star = Some((si, sj + 1));
+        } else {
+            return false;
+        }
+    }
+    while i < p.len() && p[i] == '*' {
+        i += 1;
+    }
+    i == p.len()
 }
 
 /// Parameter values laid out by a shared [`ParamSpec`].
@@ -341,6 +504,53 @@ mod tests {
             .build()
             .unwrap_err();
         assert_eq!(e, Error::DuplicateName("a".into()));
+    }
+
+    #[test]
+    fn regrouping_keeps_the_layout_and_names_conflicts() {
+        let s = spec();
+        let t = s.regroup(&GroupRules::PerTensor).unwrap();
+        assert_eq!(t.groups(), &["a", "b", "c"]);
+        assert_eq!(t.total_len(), s.total_len());
+        assert_eq!(t.entry("c").unwrap().range(), s.entry("c").unwrap().range());
+        s.check_same(&t).unwrap();
+        assert_eq!(s.regroup(&GroupRules::Model).unwrap(), *s);
+        let two = GroupRules::Patterns(
+            [
+                ("x".to_string(), vec!["a".into()]),
+                ("y".to_string(), vec!["?".into()]),
+            ]
+            .into(),
+        );
+        let e = s.regroup(&two).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "tensor \"a\" matches the patterns of both \"x\" and \"y\""
+        );
+        let none = GroupRules::Patterns([("x".to_string(), vec!["zz*".into()])].into());
+        assert!(s
+            .regroup(&none)
+            .unwrap_err()
+            .to_string()
+            .starts_with("x = \"zz*\" matches no tensor"));
+        let other = ParamSpec::builder().add("a", &[6], "body").build().unwrap();
+        assert!(s.check_same(&other).is_err());
+    }
+
+    #[test]
+    fn glob_matches_by_hand() {
+        for (p, n, want) in [
+            ("*", "", true),
+            ("conv*", "conv1.weight", true),
+            ("*.bias", "fc2.bias", true),
+            ("*.bias", "fc2.weight", false),
+            ("fc?.*", "fc2.weight", true),
+            ("a*b*c", "aXXbYYc", true),
+            ("a*b*c", "aXXbYY", false),
+            ("lstm.*_l0", "lstm.weight_ih_l0", true),
+        ] {
+            assert_eq!(glob_match(p, n), want, "{p} {n}");
+        }
     }
 
     #[test]

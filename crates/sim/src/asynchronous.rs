@@ -31,13 +31,11 @@ use crate::clock::{completion_seconds, model_bytes, EventQueue};
 use crate::devices::Devices;
 use fedpace_core::asynchronous::AsyncStrategy;
 use fedpace_core::rng::{stream, Purpose};
-use fedpace_core::round::{
-    evaluate_clients, ClientRoundRecord, EvalSummary, Observer, RoundRecord, RoundTiming,
-    RunOutcome,
-};
+use fedpace_core::round::{evaluate_clients, ClientRoundRecord, Observer, RoundRecord, RunOutcome};
 use fedpace_core::{
     ClientId, Error, EvalIns, Grid, RatePlan, RatePolicy, Result, TrainIns, TrainRes,
 };
+use fedpace_core::{EvalSummary, RoundTiming};
 use fedpace_params::ParamTree;
 use rand::Rng;
 use std::collections::{BTreeMap, BTreeSet};
@@ -76,7 +74,9 @@ struct InFlight {
     base: Arc<ParamTree>,
     base_version: u64,
     plan: RatePlan,
-    result: std::result::Result<TrainRes, String>,
+    /// The update, or why it never arrives: the message and, for a rejected update, the
+    /// kind of failure (`None` for a simulated dropout or a dropped straggler).
+    result: std::result::Result<TrainRes, (String, Option<&'static str>)>,
 }
 
 /// Runs an asynchronous algorithm (see the module doc).
@@ -109,6 +109,8 @@ pub fn run_async(
     let mut records = Vec::new();
     let mut round_wall_seconds = Vec::new();
     let mut final_eval = None;
+    let mut final_eval_round = None;
+    let mut stopped = false;
     let mut loss = (0.0f64, 0.0f64);
     let mut failures_in_row: u64 = 0;
 
@@ -186,13 +188,7 @@ pub fn run_async(
             busy.insert(info.id);
             ins.push((
                 info.id,
-                TrainIns {
-                    round: round_key,
-                    params: shared.clone(),
-                    plan,
-                    seed: opts.seed,
-                    extras: Default::default(),
-                },
+                TrainIns::new(round_key, shared.clone(), plan, opts.seed),
             ));
         }
         if ins.is_empty() {
@@ -209,15 +205,15 @@ pub fn run_async(
             let planned = plan.steps_for(pool.info(id).map_or(0, |c| c.num_train) as usize);
             let result = match reply.map(|r| &r.result) {
                 Some(Ok(res)) => Ok(res.clone()),
-                Some(Err(f)) => Err(f.to_string()),
-                None => Err("no reply".into()),
+                Some(Err(f)) => Err((f.to_string(), Some(f.kind()))),
+                None => Err(("no reply".into(), Some("no reply"))),
             };
             let result = if devices.drops_out(id, key) {
-                Err("dropped out".to_string())
+                Err(("dropped out".to_string(), None))
             } else if devices.async_straggler(id, key)
                 && devices.config().late == crate::devices::LatePolicy::Drop
             {
-                Err("straggler, dropped (late = drop)".to_string())
+                Err(("straggler, dropped (late = drop)".to_string(), None))
             } else {
                 result
             };
@@ -251,6 +247,10 @@ pub fn run_async(
         observer,
     )?;
     while version < opts.updates as u64 {
+        if observer.should_stop() {
+            stopped = true;
+            break;
+        }
         let Some(ev) = queue.pop() else {
             return Err(Error::invalid(
                 "asynchronous run",
@@ -266,6 +266,7 @@ pub fn run_async(
             plan: ev.payload.plan,
             report: None,
             failure: None,
+            failure_kind: None,
             weight: 0.0,
             cosine_to_aggregate: 0.0,
             num_examples: 0,
@@ -292,8 +293,9 @@ pub fn run_async(
                 loss.1 += res.num_examples as f64;
                 advanced = out.new_version;
             }
-            Err(f) => {
+            Err((f, kind)) => {
                 rec.failure = Some(f.clone());
+                rec.failure_kind = *kind;
                 timing.dropped.push(ev.client);
                 failures_in_row += 1;
                 if failures_in_row > MAX_FAILURES_IN_ROW.max(100 * opts.concurrency as u64) {
@@ -314,9 +316,11 @@ pub fn run_async(
             let round = version as u32;
             let evaluate = round == opts.updates
                 || (opts.eval_every > 0 && round.is_multiple_of(opts.eval_every));
-            let eval = if evaluate {
+            stopped = observer.should_stop();
+            let eval = if evaluate && !stopped {
                 let e = evaluate_async(grid, &global, round, base_plan, opts, observer)?;
                 final_eval = Some(e.clone());
+                final_eval_round = Some(round);
                 Some(e)
             } else {
                 None
@@ -345,6 +349,9 @@ pub fn run_async(
             if opts.keep_records {
                 records.push(record);
             }
+            if stopped {
+                break;
+            }
         }
         if version < opts.updates as u64 {
             // Keep `concurrency` clients busy.
@@ -369,6 +376,9 @@ pub fn run_async(
         final_eval: final_eval.unwrap_or_default(),
         rounds: records,
         round_wall_seconds,
+        completed_rounds: version as u32,
+        final_eval_round,
+        stopped,
     })
 }
 
@@ -388,7 +398,7 @@ fn evaluate_async(
         plan: plan.clone(),
         seed: opts.seed,
         personalized: Default::default(),
-        extras: Default::default(),
+        ext: Default::default(),
     };
     evaluate_clients(grid, global, template, opts.eval_clients, observer)
 }

@@ -5,10 +5,25 @@
 //! `t = τ / v + 2 · 4d / b` simulated seconds (download + upload of the model). The
 //! asynchronous loop orders events by this time, ties by client id.
 
-use crate::devices::DeviceProfile;
 use fedpace_core::ClientId;
+use serde::Serialize;
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
+
+/// One client's device.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct DeviceProfile {
+    /// Local steps per simulated second.
+    pub speed: f64,
+    /// Bytes per simulated second.
+    pub bandwidth: f64,
+    /// Probability of being available in a round.
+    pub availability: f64,
+    /// Probability of dropping out once selected.
+    pub dropout: f64,
+    /// Largest number of local steps per round, if the device has a limit.
+    pub max_steps: Option<u32>,
+}
 
 /// Bytes of one model transfer for `d` f32 parameters.
 pub fn model_bytes(d: usize) -> f64 {

@@ -23,6 +23,7 @@
 //! protocol and the deadline, so those apply to the drawn work, and the clients' rate
 //! sums (hence objective-consistency normalisation) follow it.
 
+pub use crate::clock::DeviceProfile;
 use crate::clock::{completion_seconds, model_bytes, steps_within};
 use fedpace_core::rng::{stream, Purpose};
 use fedpace_core::{
@@ -77,6 +78,17 @@ impl Distribution {
                 let z = (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos();
                 (mu + sigma * z).exp()
             }
+        }
+    }
+
+    /// The smallest and the largest value a draw can take (a log-normal is unbounded
+    /// unless σ = 0).
+    pub fn bounds(&self) -> (f64, f64) {
+        match *self {
+            Distribution::Constant { value } => (value, value),
+            Distribution::Uniform { low, high } => (low, high),
+            Distribution::LogNormal { mu, sigma: 0.0 } => (mu.exp(), mu.exp()),
+            Distribution::LogNormal { .. } => (0.0, f64::INFINITY),
         }
     }
 
@@ -184,6 +196,22 @@ impl DevicesConfig {
         self.availability
             .validate("devices.availability", 0.0, 1.0, true)?;
         self.dropout.validate("devices.dropout", 0.0, 1.0, true)?;
+        // Settings under which no client could ever train: rejected here rather than
+        // found after rounds of an untrained model.
+        if self.dropout.bounds().0 >= 1.0 {
+            return Err(Error::invalid(
+                "devices.dropout",
+                self.dropout.bounds().0,
+                "below 1 for some clients (at 1 every selected client drops out of every round)",
+            ));
+        }
+        if self.availability.bounds().1 <= 0.0 {
+            return Err(Error::invalid(
+                "devices.availability",
+                self.availability.bounds().1,
+                "above 0 for some clients (at 0 no client is ever available)",
+            ));
+        }
         if let Some(m) = &self.max_steps {
             m.validate("devices.max_steps", 1.0, f64::INFINITY, true)?;
         }
@@ -216,19 +244,36 @@ impl DevicesConfig {
     }
 }
 
-/// One client's device.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-pub struct DeviceProfile {
-    /// Local steps per simulated second.
-    pub speed: f64,
-    /// Bytes per simulated second.
-    pub bandwidth: f64,
-    /// Probability of being available in a round.
-    pub availability: f64,
-    /// Probability of dropping out once selected.
-    pub dropout: f64,
-    /// Largest number of local steps per round, if the device has a limit.
-    pub max_steps: Option<u32>,
+impl DevicesConfig {
+    /// Checks `deadline` against the fastest device the distributions allow, for a model
+    /// of `params` f32 values: when not even one local step and the model's download and
+    /// upload fit, no client can ever train. Unbounded (log-normal) speeds or bandwidths
+    /// pass; the round loop then stops a run that never trains.
+    pub fn check_deadline(&self, params: usize) -> Result<()> {
+        let Some(deadline) = self.deadline else {
+            return Ok(());
+        };
+        let fastest = DeviceProfile {
+            speed: self.speed.bounds().1,
+            bandwidth: self.bandwidth.bounds().1,
+            availability: 1.0,
+            dropout: 0.0,
+            max_steps: None,
+        };
+        let one_step = completion_seconds(&fastest, 1, model_bytes(params));
+        if one_step > deadline {
+            return Err(Error::invalid(
+                "devices.deadline",
+                deadline,
+                format!(
+                    "at least {one_step:.3e} simulated seconds: the fastest device needs that \
+                     for one local step and the model's download and upload ({params} \
+                     parameters), so no client could ever finish"
+                ),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// Reads `dropout = 0.1` as a constant, or a distribution table.
@@ -547,6 +592,25 @@ impl Strategy for Systems {
 
     fn round_timing(&self) -> Option<RoundTiming> {
         self.timing.clone()
+    }
+
+    fn eval_ext(&self) -> fedpace_core::Extensions {
+        self.inner.eval_ext()
+    }
+
+    fn observe_round(&mut self, round: u32, summary: &fedpace_core::RoundSummary<'_>) {
+        self.inner.observe_round(round, summary);
+    }
+
+    fn save_state(&self) -> Result<Vec<u8>> {
+        fedpace_core::codec::to_cbor(&(self.sim_seconds, self.inner.save_state()?))
+    }
+
+    fn restore_state(&mut self, bytes: &[u8]) -> Result<()> {
+        let (t, inner): (f64, Vec<u8>) =
+            fedpace_core::codec::from_cbor(bytes, "devices wrapper state")?;
+        self.sim_seconds = t;
+        self.inner.restore_state(&inner)
     }
 }
 

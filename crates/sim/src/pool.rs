@@ -4,7 +4,9 @@
 //! registered clients as for ten million.
 //!
 //! Small federations (up to [`HISTOGRAM_LIMIT`] clients) keep every row, label
-//! histograms included (computing a histogram means building the client's data, once);
+//! histograms included as client metadata (computing a histogram means building the
+//! client's data, once; the server sees it only where clients share it, through
+//! `fedpace_core::Disclosed`);
 //! larger ones keep nothing per client: sizes come from
 //! [`FederatedDataset::train_len`] / [`FederatedDataset::test_len`], which the generated
 //! and partitioned sources answer without building anything, and the histogram is left
@@ -12,13 +14,13 @@
 
 use fedpace_core::pool::not_in_pool;
 use fedpace_core::rng::{derive_seed, mix64, Purpose};
-use fedpace_core::{ClientId, ClientInfo, ClientPool, FederatedDataset, Result};
+use fedpace_core::{ClientId, ClientInfo, ClientPool, FederatedDataset, LabelHistogram, Result};
 use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
 
 /// Up to this many clients the pool keeps every row, with the label histogram of the
 /// training split (built from each client's data once); beyond it rows are computed on
-/// demand and `label_histogram` is empty (`clients.csv` then shows `label_entropy` 0).
+/// demand without a label histogram (`clients.csv` then shows `label_entropy` 0).
 pub const HISTOGRAM_LIMIT: usize = 1000;
 
 /// Rounds of the Feistel network behind [`DeviceClasses`].
@@ -150,13 +152,12 @@ impl DataPool {
                 (0..n)
                     .map(|id| {
                         let c = data.client(id)?;
-                        Ok(ClientInfo {
-                            id: id as u64,
-                            num_train: c.train.len() as u64,
-                            num_test: c.test.len() as u64,
-                            label_histogram: c.train.label_histogram(),
-                            device: devices.class_of(id as u64).map(str::to_string),
-                        })
+                        let mut info =
+                            ClientInfo::new(id as u64, c.train.len() as u64, c.test.len() as u64);
+                        info.device = devices.class_of(id as u64).map(str::to_string);
+                        info.metadata
+                            .insert(LabelHistogram(c.train.label_histogram()));
+                        Ok(info)
                     })
                     .collect::<Result<Vec<_>>>()?,
             )
@@ -188,13 +189,13 @@ impl ClientPool for DataPool {
             return Err(not_in_pool(id));
         }
         let i = id as usize;
-        Ok(ClientInfo {
+        let mut info = ClientInfo::new(
             id,
-            num_train: self.data.train_len(i)? as u64,
-            num_test: self.data.test_len(i)? as u64,
-            label_histogram: Vec::new(),
-            device: self.devices.class_of(id).map(str::to_string),
-        })
+            self.data.train_len(i)? as u64,
+            self.data.test_len(i)? as u64,
+        );
+        info.device = self.devices.class_of(id).map(str::to_string);
+        Ok(info)
     }
 
     /// Computed on the first call (one pass over the sizes), then kept.

@@ -10,19 +10,32 @@
 //! plus the clients in flight plus redb's page cache (`cache_bytes`), whatever the
 //! number of registered clients.
 //!
-//! States are encoded as CBOR (self-describing, so new `#[serde(default)]` fields and
-//! `skip_serializing_if` in `LocalState` keep working; f32 values round-trip exactly).
+//! States are encoded with the versioned codec (`fedpace_core::codec`; f32 values
+//! round-trip exactly); algorithm payloads in a state are decoded through the store's
+//! payload [`Registry`] (set it with [`SpillStore::with_registry`]).
 //! Writes use redb's `Eventual` durability (no fsync per round): the file is scratch
-//! space, deleted when the store is dropped, not a checkpoint.
+//! space, not a checkpoint.
+//!
+//! **One store per run, never shared.** The file gets a name no other store can have
+//! (process id, time, a per-process counter and random bits), is created with
+//! `create_new` (an existing file is never opened: a name that exists is skipped), and
+//! on Unix its name is removed from the directory right after creation: the store
+//! lives on the open file only, so no other process can ever open it, and the kernel
+//! frees its space when the process ends, however it ends (SIGKILL included). Before
+//! this, the file was named by process id and reopened if present, and a run killed with
+//! SIGKILL handed its clients' states to the next run with the same id (always PID 1 in
+//! a container). See docs/outputs.md.
 //!
 //! An I/O error of the database (disk full, file removed) is returned with the file's path;
 //! the grid turns it into a failure of every client of the round (see `SimGrid`):
 //! the simulation cannot continue without its clients' states.
 
 use crate::StateStore;
-use fedpace_core::{ClientId, LocalState};
+use fedpace_core::codec::{decode_local_state, encode_local_state};
+use fedpace_core::{ClientId, LocalState, Registry};
 use redb::{Database, Durability, ReadableTableMetadata, TableDefinition};
 use std::collections::{BTreeMap, HashMap};
+use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -43,8 +56,11 @@ pub struct SpillStore {
     budget: usize,
     db: Database,
     path: PathBuf,
+    /// A second handle on the database file (its size, after the name is removed).
+    file: File,
     on_disk: usize,
     spilled_total: u64,
+    registry: Registry,
 }
 
 impl std::fmt::Debug for SpillStore {
@@ -59,25 +75,17 @@ impl std::fmt::Debug for SpillStore {
     }
 }
 
-/// Estimated heap bytes of a state: every buffer it holds (optimiser moments, control
-/// variate, FedDyn's gradient, personal parameters) plus fixed overheads. A new
-/// `LocalState` field that holds a buffer must be counted here, or the budget is
-/// exceeded unnoticed.
+/// Estimated heap bytes of a state: every buffer it holds (optimiser moments and every
+/// payload's own count, [`fedpace_core::Payload::heap_bytes`]) plus fixed overheads.
 pub fn state_bytes(s: &LocalState) -> usize {
-    fn opt(s: &fedpace_optim::State) -> usize {
-        48 + s.buffers.iter().map(|b| 24 + 4 * b.len()).sum::<usize>()
-            + s.children.iter().map(opt).sum::<usize>()
-    }
-    let floats = |v: &Option<Vec<f32>>| v.as_ref().map_or(0, |v| 24 + 4 * v.len());
-    64 + s.optimizer.as_ref().map_or(0, opt)
-        + floats(&s.control_variate)
-        + floats(&s.feddyn_gradient)
-        + s.personal.as_ref().map_or(0, |p| 32 + 4 * p.params.len())
+    s.heap_bytes()
 }
 
 impl SpillStore {
     /// A store keeping at most `memory_budget` bytes of states in memory, spilling to a
-    /// new database file in `dir` (created if missing; the file is removed on drop).
+    /// new database file of its own in `dir` (created if missing). The file is never
+    /// one that existed before; on Unix its name is removed at once (see the module doc),
+    /// elsewhere on drop.
     pub fn new(dir: &Path, memory_budget: usize) -> std::io::Result<Self> {
         Self::with_cache(dir, memory_budget, DEFAULT_CACHE_BYTES)
     }
@@ -88,17 +96,21 @@ impl SpillStore {
         memory_budget: usize,
         cache_bytes: usize,
     ) -> std::io::Result<Self> {
-        static N: AtomicU64 = AtomicU64::new(0);
         std::fs::create_dir_all(dir)?;
-        let path = dir.join(format!(
-            "fedpace-states-{}-{}.redb",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
+        let (path, file) = create_unique(dir)?;
+        let db_err =
+            |e: redb::DatabaseError| std::io::Error::other(format!("{}: {e}", path.display()));
+        let handle = file.try_clone()?;
         let db = Database::builder()
             .set_cache_size(cache_bytes)
-            .create(&path)
-            .map_err(|e| std::io::Error::other(format!("{}: {e}", path.display())))?;
+            .create_file(file)
+            .map_err(|e| {
+                let _ = std::fs::remove_file(&path);
+                db_err(e)
+            })?;
+        // Nothing but this store will ever see the file (module doc).
+        #[cfg(unix)]
+        std::fs::remove_file(&path)?;
         Ok(Self {
             hot: HashMap::new(),
             order: BTreeMap::new(),
@@ -107,12 +119,22 @@ impl SpillStore {
             budget: memory_budget,
             db,
             path,
+            file: handle,
             on_disk: 0,
             spilled_total: 0,
+            registry: Registry::new(),
         })
     }
 
-    /// Path of the database file.
+    /// The payload types the stored states may hold (an algorithm's state payloads are
+    /// unknown to the default, core-only registry: reading them back is then an error).
+    pub fn with_registry(mut self, registry: Registry) -> Self {
+        self.registry = registry;
+        self
+    }
+
+    /// Path the database file was created at (on Unix already removed from the
+    /// directory: the store holds the only handle).
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -171,10 +193,8 @@ impl SpillStore {
         let mut added = 0;
         {
             let mut table = txn.open_table(TABLE).map_err(|e| self.err("open", e))?;
-            let mut buf = Vec::new();
             for (id, s) in &out {
-                buf.clear();
-                ciborium::into_writer(s, &mut buf).map_err(|e| self.err("encode", e))?;
+                let buf = encode_local_state(s).map_err(|e| self.err("encode", e))?;
                 let prev = table
                     .insert(*id, buf.as_slice())
                     .map_err(|e| self.err("insert", e))?;
@@ -205,8 +225,8 @@ impl SpillStore {
             for &id in ids {
                 let got = table.remove(id).map_err(|e| self.err("remove", e))?;
                 if let Some(v) = got {
-                    let s: LocalState =
-                        ciborium::from_reader(v.value()).map_err(|e| self.err("decode", e))?;
+                    let s = decode_local_state(v.value(), &self.registry)
+                        .map_err(|e| self.err("decode", e))?;
                     found.insert(id, s);
                 }
             }
@@ -226,6 +246,43 @@ impl SpillStore {
     }
 }
 
+/// Creates `fedpace-states-<pid>-<time>-<counter>-<random>.redb` in `dir` with
+/// `create_new`: an existing file is never opened, whoever left it there.
+fn create_unique(dir: &Path) -> std::io::Result<(PathBuf, File)> {
+    static N: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    for _ in 0..100 {
+        let path = dir.join(format!(
+            "fedpace-states-{}-{nanos:x}-{}-{:08x}.redb",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed),
+            rand::random::<u32>()
+        ));
+        match OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+        {
+            Ok(f) => return Ok((path, f)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => {
+                return Err(std::io::Error::new(
+                    e.kind(),
+                    format!("{}: {e}", path.display()),
+                ))
+            }
+        }
+    }
+    Err(std::io::Error::other(format!(
+        "{}: no unused name for a state database after 100 tries",
+        dir.display()
+    )))
+}
+
+#[cfg(not(unix))]
 impl Drop for SpillStore {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.path);
@@ -255,7 +312,7 @@ impl StateStore for SpillStore {
             self.budget as f64 / 1e6,
             self.on_disk,
             self.spilled_total,
-            std::fs::metadata(&self.path).map_or(0.0, |m| m.len() as f64 / 1e6)
+            self.file.metadata().map_or(0.0, |m| m.len() as f64 / 1e6)
         )
     }
 
@@ -349,16 +406,92 @@ mod tests {
     #[test]
     fn every_buffer_of_a_state_counts_against_the_budget() {
         let bare = state_bytes(&LocalState::default());
-        let s = LocalState {
-            control_variate: Some(vec![0.0; 100]),
-            feddyn_gradient: Some(vec![0.0; 50]),
-            personal: Some(fedpace_core::PersonalState {
-                params: vec![0.0; 25],
-                alpha: None,
-            }),
-            ..Default::default()
-        };
-        assert!(state_bytes(&s) >= bare + 4 * (100 + 50 + 25));
+        let mut s = state(0, 100);
+        s.ext.insert(fedpace_core::LabelHistogram(vec![0; 50]));
+        assert!(state_bytes(&s) >= bare + 4 * 100 + 8 * 50);
+    }
+
+    #[test]
+    fn a_payload_the_registry_does_not_know_is_an_error_naming_it() {
+        #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+        struct Mine(u8);
+        impl fedpace_core::Payload for Mine {
+            const NAME: &'static str = "test-mine";
+        }
+        let dir = std::env::temp_dir().join("fedpace-spill-test");
+        let mut s = SpillStore::new(&dir, 0).unwrap();
+        let mut st = state(1, 3);
+        st.ext.insert(Mine(7));
+        s.put(1, st.clone()).unwrap();
+        let e = s.take(1).unwrap_err();
+        assert!(e.contains("unknown extension \"test-mine\""), "{e}");
+        let mut r = Registry::new();
+        r.register::<Mine>().unwrap();
+        let mut s = SpillStore::new(&dir, 0).unwrap().with_registry(r);
+        s.put(1, st.clone()).unwrap();
+        assert_eq!(s.take(1).unwrap(), st);
+    }
+
+    /// Regression (reliability review D1): a database left at the old PID-based name by
+    /// a run killed with SIGKILL was reopened by the next run with the same PID, which
+    /// then trained from the dead run's client states.
+    #[test]
+    fn a_database_left_by_a_killed_run_is_never_opened() {
+        let tmp = tempfile::tempdir().unwrap();
+        // What the killed run left: its states under every name the old scheme would
+        // give this process.
+        for n in 0..8 {
+            let old = tmp
+                .path()
+                .join(format!("fedpace-states-{}-{n}.redb", std::process::id()));
+            let db = Database::create(&old).unwrap();
+            let txn = db.begin_write().unwrap();
+            {
+                let mut t = txn.open_table(TABLE).unwrap();
+                for id in 0..10u64 {
+                    let mut buf = Vec::new();
+                    buf.extend(encode_local_state(&state(99, 10)).unwrap());
+                    t.insert(id, buf.as_slice()).unwrap();
+                }
+            }
+            txn.commit().unwrap();
+        }
+        let before: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().collect();
+        for _ in 0..3 {
+            let mut s = SpillStore::new(tmp.path(), 0).unwrap();
+            assert_eq!((s.len(), s.count_on_disk().unwrap()), (0, 0));
+            s.put(3, state(3, 5)).unwrap();
+            let got = s.take_many(&(0..10).collect::<Vec<_>>()).unwrap();
+            for (id, g) in got.iter().enumerate() {
+                let want = if id == 3 {
+                    state(3, 5)
+                } else {
+                    LocalState::default()
+                };
+                assert_eq!(*g, want, "client {id} got a state it never stored");
+            }
+        }
+        // The stale files are left alone (not ours to delete), nothing is added.
+        let after: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().collect();
+        assert_eq!(before.len(), after.len());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn the_database_file_has_no_name_while_the_store_lives() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut s = SpillStore::new(tmp.path(), 0).unwrap();
+        s.put_many((0..50).map(|k| (k, state(k, 1000))).collect())
+            .unwrap();
+        assert_eq!(s.on_disk(), 50);
+        // Nothing another run could open, and nothing left if this process is killed.
+        assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 0);
+        assert!(
+            s.file.metadata().unwrap().len() > 50 * 4000,
+            "{}",
+            s.describe()
+        );
+        assert_eq!(s.take(7).unwrap(), state(7, 1000));
     }
 
     #[test]

@@ -25,6 +25,16 @@ impl RatePolicy for ClipUpdates {
     fn plan(&mut self, _round: u32, _client: &ClientInfo, base: &RatePlan) -> Result<RatePlan> {
         Ok(base.clone())
     }
+    fn adjusts_aggregation(&self) -> bool {
+        true
+    }
+    fn save_state(&self) -> Result<Vec<u8>> {
+        fedpace_core::codec::to_cbor(&self.bound)
+    }
+    fn restore_state(&mut self, bytes: &[u8]) -> Result<()> {
+        self.bound = fedpace_core::codec::from_cbor(bytes, "clip-updates state")?;
+        Ok(())
+    }
     fn adjust_aggregation(
         &mut self,
         _round: u32,

@@ -62,6 +62,46 @@ impl RatePolicy for Compose {
             p.adjust_aggregation(round, clients, weights, scales);
         }
     }
+    fn adjusts_aggregation(&self) -> bool {
+        self.parts.iter().any(|p| p.adjusts_aggregation())
+    }
+    fn observe_round(&mut self, round: u32, summary: &fedpace_core::RoundSummary<'_>) {
+        for p in &mut self.parts {
+            p.observe_round(round, summary);
+        }
+    }
+    fn required_metadata(&self) -> Vec<&'static str> {
+        let mut v: Vec<&'static str> = self
+            .parts
+            .iter()
+            .flat_map(|p| p.required_metadata())
+            .collect();
+        v.sort_unstable();
+        v.dedup();
+        v
+    }
+    fn save_state(&self) -> Result<Vec<u8>> {
+        let parts = self
+            .parts
+            .iter()
+            .map(|p| p.save_state())
+            .collect::<Result<Vec<_>>>()?;
+        fedpace_core::codec::to_cbor(&parts)
+    }
+    fn restore_state(&mut self, bytes: &[u8]) -> Result<()> {
+        let parts: Vec<Vec<u8>> = fedpace_core::codec::from_cbor(bytes, "compose state")?;
+        if parts.len() != self.parts.len() {
+            return Err(fedpace_core::Error::invalid(
+                "compose state",
+                format!("{} parts", parts.len()),
+                format!("{} parts, as configured", self.parts.len()),
+            ));
+        }
+        for (p, b) in self.parts.iter_mut().zip(parts) {
+            p.restore_state(&b)?;
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]

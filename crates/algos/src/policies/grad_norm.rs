@@ -54,6 +54,13 @@ impl RatePolicy for GradNormRatio {
         };
         Ok(scaled(base, r))
     }
+    fn save_state(&self) -> Result<Vec<u8>> {
+        super::save_map(&self.est)
+    }
+    fn restore_state(&mut self, bytes: &[u8]) -> Result<()> {
+        self.est = super::load_map(bytes, "grad-norm-ratio state")?;
+        Ok(())
+    }
     fn observe(&mut self, _round: u32, client: &ClientInfo, report: &TrainReport) {
         if let Some(e) = Self::estimate(report) {
             self.est.insert(client.id, e);

@@ -33,6 +33,16 @@ impl RatePolicy for InverseVariance {
     fn plan(&mut self, _round: u32, _client: &ClientInfo, base: &RatePlan) -> Result<RatePlan> {
         Ok(base.clone())
     }
+    fn adjusts_aggregation(&self) -> bool {
+        true
+    }
+    fn save_state(&self) -> Result<Vec<u8>> {
+        super::save_map(&self.stats)
+    }
+    fn restore_state(&mut self, bytes: &[u8]) -> Result<()> {
+        self.stats = super::load_map(bytes, "inverse-variance state")?;
+        Ok(())
+    }
     fn adjust_aggregation(
         &mut self,
         _round: u32,

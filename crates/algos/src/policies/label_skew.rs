@@ -74,10 +74,11 @@ impl RatePolicy for ByLabelSkew {
         let mut global: Vec<u64> = Vec::new();
         for c in pool.iter() {
             let c = c?;
-            if global.len() < c.label_histogram.len() {
-                global.resize(c.label_histogram.len(), 0);
+            let h = c.label_histogram().unwrap_or(&[]);
+            if global.len() < h.len() {
+                global.resize(h.len(), 0);
             }
-            for (g, x) in global.iter_mut().zip(&c.label_histogram) {
+            for (g, x) in global.iter_mut().zip(h) {
                 *g += x;
             }
         }
@@ -87,8 +88,8 @@ impl RatePolicy for ByLabelSkew {
         let mut sum = 0.0;
         for c in pool.iter() {
             let c = c?;
-            if !c.label_histogram.is_empty() {
-                let d = total_variation(&c.label_histogram, &global);
+            if let Some(h) = c.label_histogram().filter(|h| !h.is_empty()) {
+                let d = total_variation(h, &global);
                 sum += d;
                 self.div.insert(c.id, d);
             }
@@ -99,6 +100,9 @@ impl RatePolicy for ByLabelSkew {
             sum / self.div.len() as f64
         };
         Ok(())
+    }
+    fn required_metadata(&self) -> Vec<&'static str> {
+        vec![<fedpace_core::LabelHistogram as fedpace_core::Payload>::NAME]
     }
     fn plan(&mut self, _round: u32, client: &ClientInfo, base: &RatePlan) -> Result<RatePlan> {
         let d = self.div.get(&client.id).copied().unwrap_or(self.mean_div);

@@ -39,6 +39,13 @@ impl RatePolicy for LossBased {
             self.kappa, self.min, self.max
         )
     }
+    fn save_state(&self) -> Result<Vec<u8>> {
+        super::save_map(&self.loss)
+    }
+    fn restore_state(&mut self, bytes: &[u8]) -> Result<()> {
+        self.loss = super::load_map(bytes, "loss-based state")?;
+        Ok(())
+    }
     fn plan(&mut self, _round: u32, client: &ClientInfo, base: &RatePlan) -> Result<RatePlan> {
         let r = match (self.loss.get(&client.id), super::mean(self.loss.values())) {
             (Some(&l), Some(m)) if l > 0.0 && m > 0.0 => {

@@ -18,7 +18,24 @@ pub mod prox_mu;
 pub mod straggler;
 pub mod trust_ratio;
 
-use fedpace_core::RatePlan;
+use fedpace_core::codec::{from_cbor, to_cbor};
+use fedpace_core::{RatePlan, Result};
+use std::collections::{BTreeMap, HashMap};
+
+/// A per-client map as state bytes (sorted by client id, so the bytes are deterministic).
+pub(crate) fn save_map<V: serde::Serialize + Clone>(m: &HashMap<u64, V>) -> Result<Vec<u8>> {
+    let sorted: BTreeMap<u64, V> = m.iter().map(|(k, v)| (*k, v.clone())).collect();
+    to_cbor(&sorted)
+}
+
+/// The map [`save_map`] wrote.
+pub(crate) fn load_map<V: serde::de::DeserializeOwned>(
+    b: &[u8],
+    what: &str,
+) -> Result<HashMap<u64, V>> {
+    let m: BTreeMap<u64, V> = from_cbor(b, what)?;
+    Ok(m.into_iter().collect())
+}
 
 /// `base` with its base rate multiplied by `r`.
 pub(crate) fn scaled(base: &RatePlan, r: f64) -> RatePlan {
@@ -40,13 +57,12 @@ pub(crate) fn info(
     hist: Vec<u64>,
     device: Option<&str>,
 ) -> fedpace_core::ClientInfo {
-    fedpace_core::ClientInfo {
-        id,
-        num_train: n,
-        num_test: 0,
-        label_histogram: hist,
-        device: device.map(str::to_string),
+    let mut c = fedpace_core::ClientInfo::new(id, n, 0);
+    c.device = device.map(str::to_string);
+    if !hist.is_empty() {
+        c.metadata.insert(fedpace_core::LabelHistogram(hist));
     }
+    c
 }
 
 #[cfg(test)]

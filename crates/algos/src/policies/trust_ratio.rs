@@ -1,7 +1,11 @@
 //! `trust-ratio` (ALGORITHMS.md §C.7): layer-wise trust ratio on the client,
 //! `η_{k,ℓ} = η_k · clip(‖y_ℓ‖/(‖u_ℓ‖ + ε), 0, φ_max)` per tensor, through the plan
-//! optimiser `lars` (optionally with momentum). The reported Σ rates are the plan's
-//! rates; the ratio is a per-step, per-tensor factor on top of them.
+//! optimiser `lars` (optionally with momentum). The ratio is a per-step, per-tensor
+//! factor on the plan's rates, and the client reports the rates it really used: per
+//! group, the plan's rate times the mean ratio of the group's tensors weighted by their
+//! sizes, so normalisation and SCAFFOLD's Λ see the real step sizes. The ratio is
+//! LAMB's form, `‖p‖/(‖u‖ + ε)` with weight decay folded into `u`, without You et al.'s
+//! trust coefficient.
 
 use fedpace_core::{ClientInfo, RatePlan, RatePolicy, Result};
 use fedpace_optim::OptimizerSpec;

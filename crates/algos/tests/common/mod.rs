@@ -119,15 +119,23 @@ pub fn factory() -> ClientFactory {
 }
 
 pub fn pool(n: u64) -> Vec<ClientInfo> {
-    (0..n)
-        .map(|id| ClientInfo {
-            id,
-            num_train: 3,
-            num_test: 3,
-            label_histogram: vec![3],
-            device: None,
-        })
-        .collect()
+    (0..n).map(|id| ClientInfo::new(id, 3, 3)).collect()
+}
+
+/// Settings of the stages: `m` clients per round, server rate, normalisation, plan.
+pub fn settings(
+    m: usize,
+    server_lr: f64,
+    normalize: fedpace_algos::Normalize,
+    base_plan: RatePlan,
+) -> fedpace_algos::Settings {
+    fedpace_algos::Settings {
+        sampling: fedpace_algos::Sampling::Count(m),
+        server_lr,
+        normalize,
+        aggregation: Default::default(),
+        base_plan,
+    }
 }
 
 /// Full-batch plain SGD for `steps` steps at rate `lr`.

@@ -1,0 +1,443 @@
+//! `fedpace tune SPACE.toml`: a hyper-parameter search over `fedpace run` trials, and the
+//! [`TrialRunner`] the search and `fedpace study` use (docs/tuning.md).
+//!
+//! A trial is the base experiment with the search file's and the point's `--set`
+//! overrides, a seed and a number of rounds, run through [`run_experiment`] — the one call
+//! into the experiment runner — into its own run directory, whose `summary.json`,
+//! `metrics.jsonl` and `clients.csv` give the metrics, the per-round curve, the cost in
+//! client-epochs and the per-client scores.
+//!
+//! Until clients have validation splits, the `val_*` metrics are the test-split numbers
+//! and say so ([`MetricSource::StandIn`]); trials cannot yet continue from a saved state,
+//! so PBT is refused and halving re-runs promoted trials from round 0.
+
+use crate::config::{ConfigError, ExperimentConfig};
+use crate::runner::{self, UsageError};
+use anyhow::Result;
+use fedpace_tune::files::{self, TuneFile};
+use fedpace_tune::trial::{
+    MetricInfo, MetricSource, RoundMetrics, Trial, TrialError, TrialOutput, TrialRunner, UnitScore,
+};
+use fedpace_tune::{plan_search, run_search, space};
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+/// Runs one experiment into `dir` and returns its `summary.json`. The only call into the
+/// experiment runner: re-point it when the runner becomes a library.
+pub fn run_experiment(cfg: &ExperimentConfig, dir: &Path) -> Result<serde_json::Value> {
+    let label = dir
+        .file_name()
+        .map_or_else(|| cfg.name.clone(), |n| n.to_string_lossy().into_owned());
+    let prepared = runner::prepare(cfg, cfg.threads)?;
+    runner::execute(cfg, prepared, dir, &label)
+}
+
+/// The metrics a trial reports: (name, higher is better, key in `summary.json`, key in a
+/// `metrics.jsonl` evaluation, what it is). The global ones come from the central
+/// evaluation when there is one, as `summary.json`'s do.
+const METRICS: [(&str, bool, &str, &str, &str); 6] = [
+    (
+        "personalized_mean",
+        true,
+        "personalized.mean_accuracy",
+        "personalized_mean_accuracy",
+        "personalised mean accuracy over clients",
+    ),
+    (
+        "personalized_worst10",
+        true,
+        "personalized.worst10_accuracy",
+        "personalized_worst10_accuracy",
+        "mean personalised accuracy of the worst 10 % of clients",
+    ),
+    (
+        "personalized_weighted",
+        true,
+        "personalized.weighted_accuracy",
+        "personalized_weighted_accuracy",
+        "sample-weighted personalised accuracy",
+    ),
+    (
+        "personalized_best10",
+        true,
+        "personalized.best10_accuracy",
+        "personalized_best10_accuracy",
+        "mean personalised accuracy of the best 10 % of clients",
+    ),
+    (
+        "global_accuracy",
+        true,
+        "global.accuracy",
+        "global_accuracy",
+        "global-model accuracy",
+    ),
+    (
+        "global_loss",
+        false,
+        "global.loss",
+        "global_loss",
+        "global-model loss",
+    ),
+];
+
+/// Both names of a metric (`test_X` and, until validation splits exist, `val_X`).
+fn insert_both(m: &mut BTreeMap<String, f64>, name: &str, v: f64) {
+    m.insert(format!("test_{name}"), v);
+    m.insert(format!("val_{name}"), v);
+}
+
+/// The pool size and the training-set sizes of at most 2000 of its clients (a
+/// deterministic stride), for the nominal cost.
+struct PoolSizes {
+    clients: usize,
+    train: Vec<usize>,
+}
+
+/// Trials of one base experiment with fixed overrides.
+pub struct CliRunner {
+    text: String,
+    origin: String,
+    fixed: Vec<String>,
+    base: ExperimentConfig,
+    threads: Option<usize>,
+    /// Training-set sizes per (data config, seed), for the nominal cost.
+    sizes: Mutex<HashMap<String, Arc<PoolSizes>>>,
+}
+
+impl CliRunner {
+    /// The experiment in `path` with `fixed` overrides; `threads` overrides each trial's
+    /// `threads` (clients trained at once). Errors name the file and key.
+    pub fn new(
+        path: &Path,
+        fixed: Vec<String>,
+        threads: Option<usize>,
+    ) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError(format!("{}: cannot read: {e}", path.display())))?;
+        let origin = path.display().to_string();
+        let base = ExperimentConfig::parse(&text, &origin, &fixed)?;
+        Ok(Self {
+            text,
+            origin,
+            fixed,
+            base,
+            threads,
+            sizes: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The configuration of a trial.
+    pub fn config(
+        &self,
+        trial: &Trial,
+        rounds: Option<u32>,
+    ) -> Result<ExperimentConfig, ConfigError> {
+        let mut o = self.fixed.clone();
+        o.extend(space::overrides(&trial.point));
+        o.push(format!("seed={}", trial.seed));
+        if let Some(r) = rounds {
+            o.push(format!("rounds={r}"));
+        }
+        let mut cfg = ExperimentConfig::parse(&self.text, &self.origin, &o)?;
+        if let Some(t) = self.threads {
+            cfg.threads = t;
+        }
+        Ok(cfg)
+    }
+
+    /// Pool sizes for a config's data and seed, cached.
+    fn train_sizes(&self, cfg: &ExperimentConfig) -> Result<Arc<PoolSizes>, String> {
+        let key = format!(
+            "{}|{}",
+            serde_json::to_string(&cfg.data).unwrap_or_default(),
+            cfg.seed
+        );
+        if let Some(s) = self.sizes.lock().ok().and_then(|m| m.get(&key).cloned()) {
+            return Ok(s);
+        }
+        let fed = fedpace_data::build(
+            &cfg.data,
+            cfg.seed,
+            &runner::data_dir(cfg.data_dir.as_deref()),
+        )
+        .map_err(|e| e.to_string())?;
+        let n = fed.data.num_clients();
+        let sizes: Vec<usize> = (0..n)
+            .step_by(n.div_ceil(2000).max(1))
+            .map(|i| fed.data.train_len(i))
+            .collect::<Result<_, _>>()
+            .map_err(|e| e.to_string())?;
+        let entry = Arc::new(PoolSizes {
+            clients: n,
+            train: sizes,
+        });
+        if let Ok(mut m) = self.sizes.lock() {
+            m.insert(key, entry.clone());
+        }
+        Ok(entry)
+    }
+
+    /// Reads a finished run directory into a trial output.
+    fn read_outputs(
+        &self,
+        cfg: &ExperimentConfig,
+        summary: &serde_json::Value,
+        dir: &Path,
+    ) -> Result<TrialOutput<()>, String> {
+        let mut metrics = BTreeMap::new();
+        for (name, _, path, _, _) in METRICS {
+            let v = path.split('.').fold(summary, |v, k| &v[k]);
+            insert_both(&mut metrics, name, v.as_f64().unwrap_or(f64::NAN));
+        }
+        let batch = cfg.client.batch_size.max(1) as u64;
+        let text = std::fs::read_to_string(dir.join("metrics.jsonl"))
+            .map_err(|e| format!("{}: {e}", dir.join("metrics.jsonl").display()))?;
+        let mut cost = 0.0;
+        let mut curve = Vec::new();
+        for line in text.lines().filter(|l| !l.trim().is_empty()) {
+            let v: serde_json::Value =
+                serde_json::from_str(line).map_err(|e| format!("metrics.jsonl: {e}"))?;
+            for c in v["clients"].as_array().into_iter().flatten() {
+                if let (Some(steps), Some(n)) = (c["steps"].as_u64(), c["num_examples"].as_u64()) {
+                    cost += steps as f64 / n.div_ceil(batch).max(1) as f64;
+                }
+            }
+            let e = &v["eval"];
+            if e.is_object() {
+                let central = e["central"].as_object().map(|c| {
+                    let count = c["count"].as_f64().unwrap_or(0.0).max(1.0);
+                    let get = |k: &str| c[k].as_f64().unwrap_or(f64::NAN) / count;
+                    (get("correct"), get("loss_sum"))
+                });
+                let mut m = BTreeMap::new();
+                for (name, _, _, key, _) in METRICS {
+                    let v = match (name, central) {
+                        ("global_accuracy", Some((acc, _))) => acc,
+                        ("global_loss", Some((_, loss))) => loss,
+                        _ => e[key].as_f64().unwrap_or(f64::NAN),
+                    };
+                    insert_both(&mut m, name, v);
+                }
+                curve.push(RoundMetrics {
+                    round: v["round"].as_u64().unwrap_or(0) as u32,
+                    cost,
+                    metrics: m,
+                });
+            }
+        }
+        Ok(TrialOutput {
+            metrics,
+            cost,
+            curve,
+            units: read_units(cfg, dir)?,
+            state: None,
+        })
+    }
+}
+
+/// Per-client personalised accuracy and test samples from `clients.csv`.
+fn read_units(cfg: &ExperimentConfig, dir: &Path) -> Result<Vec<UnitScore>, String> {
+    let path = dir.join("clients.csv");
+    let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().unwrap_or("").split(',').collect();
+    let col = |name: &str| {
+        header
+            .iter()
+            .position(|h| *h == name)
+            .ok_or_else(|| format!("{}: no column {name}", path.display()))
+    };
+    let (id, tests, acc) = (
+        col("id")?,
+        col("test_samples")?,
+        col("personalized_accuracy")?,
+    );
+    let cap = cfg.eval.max_test_samples.map_or(u64::MAX, u64::from);
+    // The device column is free text: read `id` from the front, the others from the end.
+    let from_end = |c: usize| header.len() - c;
+    let (tests, acc) = (from_end(tests), from_end(acc));
+    let mut units = Vec::new();
+    for line in lines {
+        let f: Vec<&str> = line.split(',').collect();
+        if f.len() < header.len() {
+            continue;
+        }
+        let (i, t, a) = (f[id], f[f.len() - tests], f[f.len() - acc]);
+        let (Ok(i), Ok(t), Ok(a)) = (i.parse::<u64>(), t.parse::<u64>(), a.parse::<f64>()) else {
+            continue; // a client that was not evaluated (no test split) has no accuracy
+        };
+        units.push(UnitScore {
+            id: i,
+            value: a,
+            samples: t.min(cap),
+        });
+    }
+    Ok(units)
+}
+
+impl TrialRunner for CliRunner {
+    type State = ();
+
+    fn max_rounds(&self) -> u32 {
+        self.base.rounds
+    }
+
+    fn metric(&self, name: &str) -> Result<MetricInfo, String> {
+        let known = || {
+            METRICS
+                .iter()
+                .flat_map(|m| [format!("val_{}", m.0), format!("test_{}", m.0)])
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let Some((split, rest)) = name.split_once('_') else {
+            return Err(format!("unknown metric {name:?}; known: {}", known()));
+        };
+        let Some(&(_, maximize, _, _, what)) = METRICS.iter().find(|m| m.0 == rest) else {
+            return Err(format!("unknown metric {name:?}; known: {}", known()));
+        };
+        let on = if rest.starts_with("global") {
+            "on the source's held-out test set, or the clients' test splits pooled"
+        } else {
+            "on the clients' test splits"
+        };
+        match split {
+            "val" => Ok(MetricInfo {
+                maximize,
+                source: MetricSource::StandIn {
+                    actual: format!("the {what} {on} (clients have no validation split yet)"),
+                },
+            }),
+            "test" => Ok(MetricInfo {
+                maximize,
+                source: MetricSource::Test,
+            }),
+            _ => Err(format!("unknown metric {name:?}; known: {}", known())),
+        }
+    }
+
+    fn check(&self, trial: &Trial) -> Result<(), String> {
+        for key in ["seed", "rounds"] {
+            if trial.point.contains_key(key) {
+                return Err(format!(
+                    "{key}: set by the search (`seeds`, and the method's rungs), not a searched key"
+                ));
+            }
+        }
+        self.config(trial, None).map(|_| ()).map_err(|e| e.0)
+    }
+
+    /// Clients per round × their mean local epochs (steps / ⌈n_k / B⌉) under uniform
+    /// sampling. Policies that change a client's work, stragglers and failures make the
+    /// reported cost differ; the budget is charged what was reported.
+    fn round_cost(&self, trial: &Trial) -> Result<f64, String> {
+        let cfg = self.config(trial, None).map_err(|e| e.0)?;
+        let pool = self.train_sizes(&cfg)?;
+        let groups: Vec<String> = cfg.client.group_lr.keys().cloned().collect();
+        let plan = cfg.base_plan(&groups)?;
+        let batch = cfg.client.batch_size.max(1) as usize;
+        let epochs = pool
+            .train
+            .iter()
+            .map(|&n| plan.steps_for(n) as f64 / n.div_ceil(batch).max(1) as f64)
+            .sum::<f64>()
+            / pool.train.len().max(1) as f64;
+        let clients = match &cfg.strategy.algorithm {
+            fedpace_algos::AlgorithmConfig::Fedbuff(b) => b.buffer_size,
+            _ if cfg.strategy.is_async() => 1,
+            _ => cfg.strategy.round.sampling().per_round(pool.clients),
+        };
+        Ok(clients as f64 * epochs)
+    }
+
+    fn run(&self, trial: &Trial, rounds: u32, dir: &Path) -> Result<TrialOutput<()>, TrialError> {
+        let cfg = self
+            .config(trial, Some(rounds))
+            .map_err(|e| TrialError::Fatal(e.0))?;
+        let summary = run_experiment(&cfg, dir).map_err(|e| {
+            if e.downcast_ref::<UsageError>().is_some() || e.downcast_ref::<ConfigError>().is_some()
+            {
+                TrialError::Fatal(format!("{e}"))
+            } else {
+                TrialError::Failed(format!("{e:#}"))
+            }
+        })?;
+        self.read_outputs(&cfg, &summary, dir)
+            .map_err(TrialError::Failed)
+    }
+}
+
+/// Options of `fedpace tune` and `fedpace study` given on the command line.
+pub struct Options {
+    /// Output directory (default `runs/<name>-<timestamp>`).
+    pub out: Option<PathBuf>,
+    /// Replace previous results in `out`.
+    pub force: bool,
+    /// Trials at once (overrides the file's `parallel`).
+    pub parallel: Option<usize>,
+    /// Clients trained at once inside each trial (default 1 when trials run in
+    /// parallel, else the experiment's `threads`).
+    pub threads: Option<usize>,
+    /// Plan and check only.
+    pub dry_run: bool,
+}
+
+impl Options {
+    /// The output directory, checked (never overwritten without `--force`).
+    pub fn out_dir(&self, name: &str) -> Result<PathBuf> {
+        let dir = self
+            .out
+            .clone()
+            .unwrap_or_else(|| runner::default_out_dir(name));
+        files::prepare_dir(&dir, self.force).map_err(usage)?;
+        Ok(dir)
+    }
+
+    /// Per-trial client threads for `parallel` trials at once.
+    pub fn trial_threads(&self, parallel: usize) -> Option<usize> {
+        self.threads
+            .or((fedpace_tune::search::threads(parallel) > 1).then_some(1))
+    }
+}
+
+/// A fedpace-tune error as the binary reports it (exit code 2 for what the user can fix).
+pub fn usage(e: fedpace_tune::Error) -> anyhow::Error {
+    if e.is_usage() {
+        UsageError(e.to_string()).into()
+    } else {
+        anyhow::anyhow!(e)
+    }
+}
+
+/// `fedpace tune SPACE.toml`.
+pub fn command(path: &Path, opts: &Options) -> Result<()> {
+    let file = TuneFile::load(path).map_err(usage)?;
+    let parallel = opts.parallel.unwrap_or(file.parallel);
+    let runner = CliRunner::new(&file.base, file.set.clone(), opts.trial_threads(parallel))
+        .map_err(|e| UsageError(format!("{}: base: {e}", path.display())))?;
+    let mut spec = file
+        .spec(&path.display().to_string(), runner.max_rounds())
+        .map_err(usage)?;
+    spec.parallel = parallel;
+    // Everything is checked before the output directory exists.
+    let plan = plan_search(&spec, &runner).map_err(usage)?;
+    if opts.dry_run {
+        println!(
+            "{}\nplanned {} client-epochs of a budget of {}; nothing trained (--dry-run)",
+            plan.description,
+            space::short_float(plan.cost),
+            space::short_float(spec.budget)
+        );
+        return Ok(());
+    }
+    let dir = opts.out_dir(&file.name)?;
+    std::fs::copy(path, dir.join("search.toml"))?;
+    let report =
+        run_search(&spec, &runner, &dir, &mut |line| eprintln!("{line}")).map_err(usage)?;
+    report.write(&dir, &file.name).map_err(usage)?;
+    println!();
+    print!("{}", report.table(10));
+    println!("results in {}", dir.display());
+    Ok(())
+}

@@ -1,0 +1,261 @@
+//! End-to-end tests of `fedpace tune` and `fedpace study` on the embedded Synthetic(1,1)
+//! data: tiny but real searches and studies, what they write, print and refuse.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn fedpace() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_fedpace"))
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn quickstart() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/quickstart.toml")
+}
+
+/// A search file: 4-round trials of the quickstart with a uniform rate and 1 local epoch
+/// (10 clients per round: 10 client-epochs per round per seed).
+fn search_file(dir: &Path, method: &str, space: &str, budget: f64) -> PathBuf {
+    let p = dir.join("search.toml");
+    std::fs::write(
+        &p,
+        format!(
+            "name = \"tiny\"\nbase = {:?}\nset = [\"rounds=4\", \"policy={{name=\\\"constant\\\"}}\", \"client.epochs=1\", \"eval.every=2\"]\nseeds = [100, 101]\nbudget = {budget}\n[method]\n{method}\n[space]\n{space}\n",
+            quickstart().display().to_string()
+        ),
+    )
+    .unwrap();
+    p
+}
+
+#[test]
+fn tune_runs_a_tiny_grid_and_writes_its_outputs() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = search_file(
+        dir.path(),
+        "name = \"grid\"",
+        "client.lr = { log = [0.003, 0.03], grid = 2 }",
+        160.0,
+    );
+    let out_dir = dir.path().join("out");
+    let out = fedpace()
+        .arg("tune")
+        .arg(&file)
+        .arg("--out")
+        .arg(&out_dir)
+        .args(["--parallel", "2"])
+        .output()
+        .unwrap();
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    assert!(t.contains("chosen: client.lr="), "{t}");
+    assert!(
+        t.contains("WARNING: val_personalized_mean is not a validation metric yet"),
+        "{t}"
+    );
+    // 2 points × 2 seeds × 4 rounds × 10 client-epochs: the reported cost (from the runs'
+    // steps) equals the nominal one (from the pool's sizes).
+    assert!(
+        t.contains("budget 160 client-epochs · spent 160 (nominal 160, planned 160) · finished"),
+        "{t}"
+    );
+    for f in [
+        "search.toml",
+        "evaluations.csv",
+        "trials.csv",
+        "results.md",
+        "summary.json",
+        "plot.svg",
+    ] {
+        assert!(out_dir.join(f).exists(), "{f} missing");
+    }
+    let trials = std::fs::read_to_string(out_dir.join("trials.csv")).unwrap();
+    assert_eq!(trials.lines().count(), 1 + 4, "{trials}");
+    for line in trials.lines().skip(1) {
+        let dir_col = line.rsplit(',').next().unwrap();
+        assert!(
+            out_dir.join(dir_col).join("summary.json").exists(),
+            "{dir_col}"
+        );
+    }
+    // Refuses to write over it.
+    let again = fedpace()
+        .arg("tune")
+        .arg(&file)
+        .arg("--out")
+        .arg(&out_dir)
+        .output()
+        .unwrap();
+    assert_eq!(again.status.code(), Some(2));
+    assert!(
+        text(&again).contains("not empty; choose a new --out, or add --force"),
+        "{}",
+        text(&again)
+    );
+}
+
+#[test]
+fn tune_results_do_not_depend_on_how_many_trials_run_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = search_file(
+        dir.path(),
+        "name = \"halving\"\nmin_rounds = 2\ntrials = 3\neta = 2",
+        "client.lr = { log = [0.001, 0.1] }",
+        1000.0,
+    );
+    let run = |parallel: &str, out: &str| {
+        let o = fedpace()
+            .arg("tune")
+            .arg(&file)
+            .arg("--out")
+            .arg(dir.path().join(out))
+            .args(["--parallel", parallel])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", text(&o));
+        std::fs::read_to_string(dir.path().join(out).join("evaluations.csv")).unwrap()
+    };
+    assert_eq!(run("1", "a"), run("3", "b"));
+}
+
+#[test]
+fn tune_refuses_bad_searches_before_training() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        // Over the budget: 2 points × 2 seeds × 4 rounds × 10 = 160.
+        ("name = \"grid\"", "client.lr = { log = [0.003, 0.03], grid = 2 }", 100.0, "grid: the plan (grid of 2 points × 2 seeds × 4 rounds) costs 160 client-epochs, over the budget of 100"),
+        // A key the experiment does not have.
+        ("name = \"grid\"", "client.lrr = { log = [0.003, 0.03], grid = 2 }", 1000.0, "client.lrr"),
+        // The search sets seeds and rounds itself.
+        ("name = \"grid\"", "seed = { int = [1, 2] }", 1000.0, "seed: set by the search"),
+        // PBT needs checkpoints.
+        ("name = \"pbt\"\npopulation = 2\ninterval = 2", "client.lr = { log = [0.003, 0.03] }", 1000.0, "method pbt: needs a runner that continues a trial from its saved state"),
+    ];
+    for (method, space, budget, want) in cases {
+        let file = search_file(dir.path(), method, space, budget);
+        let out_dir = dir.path().join("never");
+        let o = fedpace()
+            .arg("tune")
+            .arg(&file)
+            .arg("--out")
+            .arg(&out_dir)
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+        assert!(text(&o).contains(want), "{want:?} not in {}", text(&o));
+        assert!(!out_dir.exists(), "created {}", out_dir.display());
+    }
+}
+
+#[test]
+fn study_runs_a_tiny_study_and_prints_paired_differences() {
+    let dir = tempfile::tempdir().unwrap();
+    let study = dir.path().join("study.toml");
+    std::fs::write(
+        &study,
+        format!(
+            r#"name = "tiny-study"
+seeds = [0, 1, 2]
+baseline = "uniform"
+parallel = 2
+[tuning]
+budget = 60
+seeds = [100]
+[[benchmark]]
+name = "syn"
+config = {:?}
+set = ["rounds=3", "client.epochs=1"]
+[[variant]]
+name = "uniform"
+set = ["policy={{name=\"constant\"}}"]
+[variant.tune]
+method = {{ name = "grid" }}
+space = {{ client.lr = {{ log = [0.005, 0.02], grid = 2 }} }}
+[[variant]]
+name = "by-data-size"
+set = ["policy.name=by-data-size"]
+[variant.tune]
+method = {{ name = "random", trials = 2 }}
+space = {{ policy.gamma = {{ linear = [-1.0, 1.0] }} }}
+"#,
+            quickstart().display().to_string()
+        ),
+    )
+    .unwrap();
+    let dry = fedpace()
+        .arg("study")
+        .arg(&study)
+        .arg("--dry-run")
+        .output()
+        .unwrap();
+    assert!(dry.status.success(), "{}", text(&dry));
+    assert!(
+        text(&dry).contains(
+            "syn · uniform: grid of 2 points × 1 seeds × 3 rounds; 60 of 60 client-epochs"
+        ),
+        "{}",
+        text(&dry)
+    );
+    let out_dir = dir.path().join("out");
+    let o = fedpace()
+        .arg("study")
+        .arg(&study)
+        .arg("--out")
+        .arg(&out_dir)
+        .output()
+        .unwrap();
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    for want in [
+        "### syn · test_personalized_mean (higher is better)",
+        "| by-data-size |",
+        "### syn · test_personalized_worst10",
+        "(below the rule)",
+        "### syn · test_global_accuracy",
+        "| uniform | tuned: client.lr=",
+        "60 / 60",
+    ] {
+        assert!(t.contains(want), "{want:?} not in {t}");
+    }
+    let diffs = std::fs::read_to_string(out_dir.join("differences.csv")).unwrap();
+    assert_eq!(diffs.lines().count(), 1 + 3 * 2, "{diffs}");
+    let results = std::fs::read_to_string(out_dir.join("results.csv")).unwrap();
+    assert_eq!(results.lines().count(), 1 + 2 * 3, "{results}");
+    for f in [
+        "results.md",
+        "summary.json",
+        "plot.svg",
+        "study.toml",
+        "tuning/syn/uniform/evaluations.csv",
+        "runs/syn/by-data-size/s2/summary.json",
+    ] {
+        assert!(out_dir.join(f).exists(), "{f} missing");
+    }
+}
+
+#[test]
+fn the_example_search_and_study_files_plan_within_their_budgets() {
+    // In examples/tune/, not examples/: every file directly in examples/ is an experiment.
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/tune");
+    for (cmd, file) in [("tune", "lr.toml"), ("study", "study-rates.toml")] {
+        let o = fedpace()
+            .arg(cmd)
+            .arg(root.join(file))
+            .arg("--dry-run")
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{file}: {}", text(&o));
+        assert!(
+            text(&o).contains("nothing trained (--dry-run)"),
+            "{}",
+            text(&o)
+        );
+    }
+}

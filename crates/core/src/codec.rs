@@ -1,0 +1,933 @@
+//! The versioned binary encoding of what travels and what is kept: [`ParamTree`],
+//! [`TrainIns`], [`TrainRes`], [`EvalIns`], [`EvalRes`] and [`LocalState`]. Checkpoints
+//! use it first; the network grid will send the same bytes.
+//!
+//! A frame is `b"FDPC"`, the format version (`u16`, little-endian), the kind of value
+//! (`u8`), a reserved `0` byte, then the body. Numbers are little-endian; buffers of
+//! `f32` are a `u64` count and the raw values; strings and byte strings are a `u64`
+//! length and the bytes; typed settings ([`RatePlan`], optimiser states) and every
+//! extension payload are CBOR byte strings. Extensions are written as `(name, bytes)`
+//! pairs in name order and decoded through a [`Registry`].
+//!
+//! Decoding never panics and never allocates more than the input can fill: every length
+//! prefix is checked against the bytes that remain before anything is reserved. A
+//! malformed, truncated or foreign-version input is an [`Error::Decode`] that says what
+//! was being read and why it failed. See `docs/arch/0008-extensions-and-codec.md`.
+
+use crate::ext::{Extensions, Registry};
+use crate::protocol::{
+    EvalIns, EvalRes, LocalState, PersonalEval, TrainIns, TrainReport, TrainRes,
+};
+use crate::{EvalStats, RatePlan};
+use fedpace_params::{ParamSpec, ParamTree};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use std::sync::Arc;
+
+/// The first four bytes of every frame.
+pub const MAGIC: [u8; 4] = *b"FDPC";
+/// The format version this build writes and reads.
+pub const FORMAT_VERSION: u16 = 1;
+
+/// What a frame holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Kind {
+    /// A [`ParamTree`].
+    ParamTree = 1,
+    /// A [`TrainIns`].
+    TrainIns = 2,
+    /// A [`TrainRes`].
+    TrainRes = 3,
+    /// An [`EvalIns`].
+    EvalIns = 4,
+    /// An [`EvalRes`].
+    EvalRes = 5,
+    /// A [`LocalState`].
+    LocalState = 6,
+}
+
+impl Kind {
+    fn from_u8(b: u8) -> Option<Kind> {
+        Some(match b {
+            1 => Kind::ParamTree,
+            2 => Kind::TrainIns,
+            3 => Kind::TrainRes,
+            4 => Kind::EvalIns,
+            5 => Kind::EvalRes,
+            6 => Kind::LocalState,
+            _ => return None,
+        })
+    }
+}
+
+fn err(msg: impl Into<String>) -> crate::Error {
+    crate::Error::Decode(msg.into())
+}
+
+/// Appends values to a buffer.
+struct Writer {
+    out: Vec<u8>,
+}
+
+impl Writer {
+    fn frame(kind: Kind) -> Self {
+        let mut out = Vec::new();
+        out.extend_from_slice(&MAGIC);
+        out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+        out.push(kind as u8);
+        out.push(0);
+        Self { out }
+    }
+    fn u8(&mut self, v: u8) {
+        self.out.push(v);
+    }
+    fn u32(&mut self, v: u32) {
+        self.out.extend_from_slice(&v.to_le_bytes());
+    }
+    fn u64(&mut self, v: u64) {
+        self.out.extend_from_slice(&v.to_le_bytes());
+    }
+    fn f32(&mut self, v: f32) {
+        self.out.extend_from_slice(&v.to_le_bytes());
+    }
+    fn f64(&mut self, v: f64) {
+        self.out.extend_from_slice(&v.to_le_bytes());
+    }
+    fn bytes(&mut self, b: &[u8]) {
+        self.u64(b.len() as u64);
+        self.out.extend_from_slice(b);
+    }
+    fn str(&mut self, s: &str) {
+        self.bytes(s.as_bytes());
+    }
+    fn f32s(&mut self, v: &[f32]) {
+        self.u64(v.len() as u64);
+        self.out.reserve(4 * v.len());
+        for x in v {
+            self.out.extend_from_slice(&x.to_le_bytes());
+        }
+    }
+    fn cbor<T: Serialize>(&mut self, what: &str, v: &T) -> crate::Result<()> {
+        let mut b = Vec::new();
+        ciborium::into_writer(v, &mut b)
+            .map_err(|e| crate::Error::Backend(format!("encoding {what}: {e}")))?;
+        self.bytes(&b);
+        Ok(())
+    }
+    fn opt_u32(&mut self, v: Option<u32>) {
+        match v {
+            Some(x) => {
+                self.u8(1);
+                self.u32(x);
+            }
+            None => self.u8(0),
+        }
+    }
+    fn ext(&mut self, what: &str, e: &Extensions) -> crate::Result<()> {
+        let entries = e
+            .encode_entries()
+            .map_err(|m| crate::Error::Backend(format!("encoding {what}: {m}")))?;
+        self.u32(entries.len() as u32);
+        for (name, b) in entries {
+            self.str(name);
+            self.bytes(&b);
+        }
+        Ok(())
+    }
+    fn spec(&mut self, s: &ParamSpec) {
+        self.u32(s.entries().len() as u32);
+        for e in s.entries() {
+            self.str(&e.name);
+            self.u32(e.shape.len() as u32);
+            for d in &e.shape {
+                self.u64(*d as u64);
+            }
+            self.str(&s.groups()[e.group]);
+        }
+    }
+    fn tree(&mut self, t: &ParamTree) {
+        self.spec(t.spec());
+        self.f32s(t.as_slice());
+    }
+    fn stats(&mut self, s: &EvalStats) {
+        self.f64(s.loss_sum);
+        self.u64(s.correct);
+        self.u64(s.count);
+    }
+}
+
+/// Reads values from a slice; every read checks the bytes that remain.
+struct Reader<'a> {
+    buf: &'a [u8],
+    pos: usize,
+    kind: &'static str,
+}
+
+impl<'a> Reader<'a> {
+    fn frame(buf: &'a [u8], want: Kind, kind: &'static str) -> crate::Result<Self> {
+        if buf.len() < 8 {
+            return Err(err(format!(
+                "{kind}: {} bytes is shorter than a frame header (8)",
+                buf.len()
+            )));
+        }
+        if buf[..4] != MAGIC {
+            return Err(err(format!(
+                "{kind}: not a fedpace frame (starts with {:02x?}, expected \"FDPC\")",
+                &buf[..4]
+            )));
+        }
+        let version = u16::from_le_bytes([buf[4], buf[5]]);
+        if version != FORMAT_VERSION {
+            return Err(err(format!(
+                "{kind}: format version {version}, this build reads version {FORMAT_VERSION}"
+            )));
+        }
+        match Kind::from_u8(buf[6]) {
+            Some(k) if k == want => {}
+            Some(k) => return Err(err(format!("{kind}: the frame holds a {k:?}"))),
+            None => return Err(err(format!("{kind}: unknown frame kind {}", buf[6]))),
+        }
+        if buf[7] != 0 {
+            return Err(err(format!(
+                "{kind}: reserved header byte is {}, expected 0",
+                buf[7]
+            )));
+        }
+        Ok(Self { buf, pos: 8, kind })
+    }
+
+    fn left(&self) -> usize {
+        self.buf.len() - self.pos
+    }
+
+    fn take(&mut self, n: usize, what: &str) -> crate::Result<&'a [u8]> {
+        if n > self.left() {
+            return Err(err(format!(
+                "{}: truncated at byte {} reading {what} (needs {n} bytes, {} left)",
+                self.kind,
+                self.pos,
+                self.left()
+            )));
+        }
+        let s = &self.buf[self.pos..self.pos + n];
+        self.pos += n;
+        Ok(s)
+    }
+
+    fn u8(&mut self, what: &str) -> crate::Result<u8> {
+        Ok(self.take(1, what)?[0])
+    }
+    fn u32(&mut self, what: &str) -> crate::Result<u32> {
+        let b = self.take(4, what)?;
+        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    }
+    fn u64(&mut self, what: &str) -> crate::Result<u64> {
+        let b = self.take(8, what)?;
+        let mut a = [0u8; 8];
+        a.copy_from_slice(b);
+        Ok(u64::from_le_bytes(a))
+    }
+    fn f32(&mut self, what: &str) -> crate::Result<f32> {
+        Ok(f32::from_bits(self.u32(what)?))
+    }
+    fn f64(&mut self, what: &str) -> crate::Result<f64> {
+        Ok(f64::from_bits(self.u64(what)?))
+    }
+
+    /// A length prefix, checked to fit in what is left when each item takes at least
+    /// `item` bytes.
+    fn len(&mut self, item: usize, what: &str) -> crate::Result<usize> {
+        let at = self.pos;
+        let n = self.u64(what)?;
+        let need = n.checked_mul(item.max(1) as u64);
+        match need {
+            Some(b) if b <= self.left() as u64 => Ok(n as usize),
+            _ => Err(err(format!(
+                "{}: {what} at byte {at} claims {n} items of {item} bytes, only {} bytes left",
+                self.kind,
+                self.left()
+            ))),
+        }
+    }
+    fn bytes(&mut self, what: &str) -> crate::Result<&'a [u8]> {
+        let n = self.len(1, what)?;
+        self.take(n, what)
+    }
+    fn str(&mut self, what: &str) -> crate::Result<&'a str> {
+        let at = self.pos;
+        let b = self.bytes(what)?;
+        std::str::from_utf8(b)
+            .map_err(|_| err(format!("{}: {what} at byte {at} is not UTF-8", self.kind)))
+    }
+    fn f32s(&mut self, what: &str) -> crate::Result<Vec<f32>> {
+        let n = self.len(4, what)?;
+        let b = self.take(4 * n, what)?;
+        Ok(b.chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect())
+    }
+    fn bool(&mut self, what: &str) -> crate::Result<bool> {
+        match self.u8(what)? {
+            0 => Ok(false),
+            1 => Ok(true),
+            b => Err(err(format!(
+                "{}: {what} at byte {} is {b}, expected 0 or 1",
+                self.kind,
+                self.pos - 1
+            ))),
+        }
+    }
+    fn opt_u32(&mut self, what: &str) -> crate::Result<Option<u32>> {
+        Ok(if self.bool(what)? {
+            Some(self.u32(what)?)
+        } else {
+            None
+        })
+    }
+    fn cbor<T: DeserializeOwned>(&mut self, what: &str) -> crate::Result<T> {
+        let at = self.pos;
+        let b = self.bytes(what)?;
+        ciborium::from_reader(b)
+            .map_err(|e| err(format!("{}: {what} at byte {at}: {e}", self.kind)))
+    }
+    fn ext(&mut self, what: &str, registry: &Registry) -> crate::Result<Extensions> {
+        let n = self.u32(what)? as usize;
+        let mut out = Extensions::new();
+        let mut last: Option<&str> = None;
+        for _ in 0..n {
+            let at = self.pos;
+            let name = self.str(what)?;
+            if last.is_some_and(|l| l >= name) {
+                return Err(err(format!(
+                    "{}: {what} at byte {at}: extension {name:?} out of order or repeated",
+                    self.kind
+                )));
+            }
+            last = Some(name);
+            let b = self.bytes(what)?;
+            let p = registry
+                .decode(name, b)
+                .map_err(|e| err(format!("{}: {what} at byte {at}: {e}", self.kind)))?;
+            out.insert_erased(p);
+        }
+        Ok(out)
+    }
+    fn spec(&mut self) -> crate::Result<Arc<ParamSpec>> {
+        // Each tensor takes at least 8 + 4 + 8 bytes.
+        let n = self.u32("spec.tensors")? as usize;
+        if n.saturating_mul(20) > self.left() {
+            return Err(err(format!(
+                "{}: spec claims {n} tensors, only {} bytes left",
+                self.kind,
+                self.left()
+            )));
+        }
+        let mut b = ParamSpec::builder();
+        let mut total: u64 = 0;
+        for _ in 0..n {
+            let name = self.str("spec.name")?.to_string();
+            let dims = self.u32("spec.shape")? as usize;
+            if dims.saturating_mul(8) > self.left() {
+                return Err(err(format!(
+                    "{}: tensor {name:?} claims {dims} dimensions, only {} bytes left",
+                    self.kind,
+                    self.left()
+                )));
+            }
+            let mut shape = Vec::with_capacity(dims);
+            let mut len: u64 = 1;
+            for _ in 0..dims {
+                let d = self.u64("spec.shape")?;
+                len = len.checked_mul(d).ok_or_else(|| {
+                    err(format!("{}: tensor {name:?}: shape overflows", self.kind))
+                })?;
+                shape.push(usize::try_from(d).map_err(|_| {
+                    err(format!(
+                        "{}: tensor {name:?}: dimension {d} too large",
+                        self.kind
+                    ))
+                })?);
+            }
+            total = total
+                .checked_add(len)
+                .ok_or_else(|| err(format!("{}: spec size overflows", self.kind)))?;
+            let group = self.str("spec.group")?.to_string();
+            b = b.add(&name, &shape, &group);
+        }
+        let _ = total;
+        b.build()
+            .map(Arc::new)
+            .map_err(|e| err(format!("{}: spec: {e}", self.kind)))
+    }
+    fn tree(&mut self) -> crate::Result<ParamTree> {
+        let spec = self.spec()?;
+        let v = self.f32s("values")?;
+        ParamTree::from_vec(spec, v).map_err(|e| err(format!("{}: {e}", self.kind)))
+    }
+    fn stats(&mut self, what: &str) -> crate::Result<EvalStats> {
+        Ok(EvalStats {
+            loss_sum: self.f64(what)?,
+            correct: self.u64(what)?,
+            count: self.u64(what)?,
+        })
+    }
+    fn finish(self) -> crate::Result<()> {
+        if self.left() == 0 {
+            Ok(())
+        } else {
+            Err(err(format!(
+                "{}: {} trailing bytes after the value",
+                self.kind,
+                self.left()
+            )))
+        }
+    }
+}
+
+/// Encodes a parameter tree (layout and values).
+pub fn encode_params(t: &ParamTree) -> Vec<u8> {
+    let mut w = Writer::frame(Kind::ParamTree);
+    w.tree(t);
+    w.out
+}
+
+/// Decodes a parameter tree.
+pub fn decode_params(b: &[u8]) -> crate::Result<ParamTree> {
+    let mut r = Reader::frame(b, Kind::ParamTree, "ParamTree")?;
+    let t = r.tree()?;
+    r.finish()?;
+    Ok(t)
+}
+
+fn write_report(w: &mut Writer, r: &TrainReport) -> crate::Result<()> {
+    w.u32(r.steps);
+    w.u64(r.rate_sum.len() as u64);
+    for x in &r.rate_sum {
+        w.f64(*x);
+    }
+    w.f32(r.loss_before);
+    w.f32(r.loss_after);
+    w.f32(r.train_loss);
+    w.f64(r.update_norm);
+    w.f64(r.grad_norm);
+    w.ext("report.ext", &r.ext)
+}
+
+fn read_report(r: &mut Reader<'_>, reg: &Registry) -> crate::Result<TrainReport> {
+    let steps = r.u32("report.steps")?;
+    let n = r.len(8, "report.rate_sum")?;
+    let mut rate_sum = Vec::with_capacity(n);
+    for _ in 0..n {
+        rate_sum.push(r.f64("report.rate_sum")?);
+    }
+    Ok(TrainReport {
+        steps,
+        rate_sum,
+        loss_before: r.f32("report.loss_before")?,
+        loss_after: r.f32("report.loss_after")?,
+        train_loss: r.f32("report.train_loss")?,
+        update_norm: r.f64("report.update_norm")?,
+        grad_norm: r.f64("report.grad_norm")?,
+        ext: r.ext("report.ext", reg)?,
+    })
+}
+
+/// Encodes a train instruction.
+pub fn encode_train_ins(i: &TrainIns) -> crate::Result<Vec<u8>> {
+    let mut w = Writer::frame(Kind::TrainIns);
+    w.u32(i.round);
+    w.u64(i.seed);
+    w.cbor("plan", &i.plan)?;
+    w.tree(&i.params);
+    w.ext("ext", &i.ext)?;
+    Ok(w.out)
+}
+
+/// Decodes a train instruction.
+pub fn decode_train_ins(b: &[u8], reg: &Registry) -> crate::Result<TrainIns> {
+    let mut r = Reader::frame(b, Kind::TrainIns, "TrainIns")?;
+    let round = r.u32("round")?;
+    let seed = r.u64("seed")?;
+    let plan: RatePlan = r.cbor("plan")?;
+    let params = Arc::new(r.tree()?);
+    let ext = r.ext("ext", reg)?;
+    r.finish()?;
+    Ok(TrainIns {
+        round,
+        params,
+        plan,
+        seed,
+        ext,
+    })
+}
+
+/// Encodes a client's reply to a train instruction.
+pub fn encode_train_res(res: &TrainRes) -> crate::Result<Vec<u8>> {
+    let mut w = Writer::frame(Kind::TrainRes);
+    w.u64(res.num_examples);
+    w.tree(&res.delta);
+    write_report(&mut w, &res.report)?;
+    w.ext("ext", &res.ext)?;
+    Ok(w.out)
+}
+
+/// Decodes a client's reply to a train instruction.
+pub fn decode_train_res(b: &[u8], reg: &Registry) -> crate::Result<TrainRes> {
+    let mut r = Reader::frame(b, Kind::TrainRes, "TrainRes")?;
+    let num_examples = r.u64("num_examples")?;
+    let delta = r.tree()?;
+    let report = read_report(&mut r, reg)?;
+    let ext = r.ext("ext", reg)?;
+    r.finish()?;
+    Ok(TrainRes {
+        delta,
+        num_examples,
+        report,
+        ext,
+    })
+}
+
+/// Encodes an evaluation instruction.
+pub fn encode_eval_ins(i: &EvalIns) -> crate::Result<Vec<u8>> {
+    let mut w = Writer::frame(Kind::EvalIns);
+    w.u32(i.round);
+    w.u64(i.seed);
+    w.u32(i.finetune_steps);
+    w.opt_u32(i.max_test_samples);
+    w.u8(match i.personalized {
+        PersonalEval::Finetune => 0,
+        PersonalEval::PersonalModel => 1,
+    });
+    w.cbor("plan", &i.plan)?;
+    w.tree(&i.params);
+    w.ext("ext", &i.ext)?;
+    Ok(w.out)
+}
+
+/// Decodes an evaluation instruction.
+pub fn decode_eval_ins(b: &[u8], reg: &Registry) -> crate::Result<EvalIns> {
+    let mut r = Reader::frame(b, Kind::EvalIns, "EvalIns")?;
+    let round = r.u32("round")?;
+    let seed = r.u64("seed")?;
+    let finetune_steps = r.u32("finetune_steps")?;
+    let max_test_samples = r.opt_u32("max_test_samples")?;
+    let personalized = match r.u8("personalized")? {
+        0 => PersonalEval::Finetune,
+        1 => PersonalEval::PersonalModel,
+        x => {
+            return Err(err(format!(
+                "EvalIns: personalized is {x}, expected 0 (finetune) or 1 (personal-model)"
+            )))
+        }
+    };
+    let plan: RatePlan = r.cbor("plan")?;
+    let params = Arc::new(r.tree()?);
+    let ext = r.ext("ext", reg)?;
+    r.finish()?;
+    Ok(EvalIns {
+        round,
+        params,
+        finetune_steps,
+        max_test_samples,
+        plan,
+        seed,
+        personalized,
+        ext,
+    })
+}
+
+/// Encodes an evaluation result.
+pub fn encode_eval_res(e: &EvalRes) -> Vec<u8> {
+    let mut w = Writer::frame(Kind::EvalRes);
+    w.stats(&e.global);
+    match &e.personalized {
+        Some(p) => {
+            w.u8(1);
+            w.stats(p);
+        }
+        None => w.u8(0),
+    }
+    w.out
+}
+
+/// Decodes an evaluation result.
+pub fn decode_eval_res(b: &[u8]) -> crate::Result<EvalRes> {
+    let mut r = Reader::frame(b, Kind::EvalRes, "EvalRes")?;
+    let global = r.stats("global")?;
+    let personalized = if r.bool("personalized")? {
+        Some(r.stats("personalized")?)
+    } else {
+        None
+    };
+    r.finish()?;
+    Ok(EvalRes {
+        global,
+        personalized,
+    })
+}
+
+/// Encodes a client's local state.
+pub fn encode_local_state(s: &LocalState) -> crate::Result<Vec<u8>> {
+    let mut w = Writer::frame(Kind::LocalState);
+    w.u32(s.rounds_trained);
+    w.u64(s.steps_done);
+    match &s.optimizer {
+        Some(o) => {
+            w.u8(1);
+            w.cbor("optimizer", o)?;
+        }
+        None => w.u8(0),
+    }
+    w.ext("ext", &s.ext)?;
+    Ok(w.out)
+}
+
+/// Decodes a client's local state.
+pub fn decode_local_state(b: &[u8], reg: &Registry) -> crate::Result<LocalState> {
+    let mut r = Reader::frame(b, Kind::LocalState, "LocalState")?;
+    let rounds_trained = r.u32("rounds_trained")?;
+    let steps_done = r.u64("steps_done")?;
+    let optimizer = if r.bool("optimizer")? {
+        Some(r.cbor("optimizer")?)
+    } else {
+        None
+    };
+    let ext = r.ext("ext", reg)?;
+    r.finish()?;
+    Ok(LocalState {
+        rounds_trained,
+        steps_done,
+        optimizer,
+        ext,
+    })
+}
+
+/// Encodes any serde value as CBOR (the encoding of payloads and of stage states).
+pub fn to_cbor<T: Serialize>(v: &T) -> crate::Result<Vec<u8>> {
+    let mut b = Vec::new();
+    ciborium::into_writer(v, &mut b).map_err(|e| crate::Error::Backend(e.to_string()))?;
+    Ok(b)
+}
+
+/// Decodes a CBOR value; `what` names it in the error.
+pub fn from_cbor<T: DeserializeOwned>(b: &[u8], what: &str) -> crate::Result<T> {
+    ciborium::from_reader(b).map_err(|e| err(format!("{what}: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ext::Payload;
+    use crate::protocol::LocalWork;
+    use proptest::prelude::*;
+    use serde::Deserialize;
+
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    struct Down {
+        #[serde(with = "crate::ext::f32s::arc")]
+        control: Arc<Vec<f32>>,
+        option: u8,
+    }
+    impl Payload for Down {
+        const NAME: &'static str = "test-down";
+    }
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    struct Note(String);
+    impl Payload for Note {
+        const NAME: &'static str = "test-note";
+    }
+
+    fn registry() -> Registry {
+        let mut r = Registry::new();
+        r.register::<Down>().unwrap();
+        r.register::<Note>().unwrap();
+        r
+    }
+
+    fn tree() -> ParamTree {
+        let spec = Arc::new(
+            ParamSpec::builder()
+                .add("fc.weight", &[2, 3], "body")
+                .add("fc.bias", &[2], "head")
+                .build()
+                .unwrap(),
+        );
+        ParamTree::from_vec(spec, (0..8).map(|i| i as f32 * 0.25 - 1.0).collect()).unwrap()
+    }
+
+    fn plan() -> RatePlan {
+        RatePlan {
+            base_lr: 0.1,
+            group_multipliers: vec![1.0, 2.0],
+            schedule: Default::default(),
+            work: LocalWork::Steps(3),
+            max_steps: Some(2),
+            batch_size: 4,
+            optimizer: fedpace_optim::OptimizerSpec::Adam {
+                beta1: 0.9,
+                beta2: 0.99,
+                eps: 1e-8,
+                weight_decay: 0.0,
+            },
+            state_mode: fedpace_optim::StateMode::Keep,
+            prox_mu: 0.5,
+        }
+    }
+
+    fn ins() -> TrainIns {
+        TrainIns {
+            round: 3,
+            params: Arc::new(tree()),
+            plan: plan(),
+            seed: 42,
+            ext: Extensions::new()
+                .with(Down {
+                    control: Arc::new(vec![1.5, f32::MIN_POSITIVE, -0.0]),
+                    option: 2,
+                })
+                .with(Note("héllo".into())),
+        }
+    }
+
+    fn res() -> TrainRes {
+        TrainRes {
+            delta: tree(),
+            num_examples: 17,
+            report: TrainReport {
+                steps: 3,
+                rate_sum: vec![0.3, 0.6],
+                loss_before: 2.0,
+                loss_after: 1.0,
+                train_loss: 1.5,
+                update_norm: 0.7,
+                grad_norm: 3.25,
+                ext: Extensions::new().with(Note("report".into())),
+            },
+            ext: Extensions::new().with(Note("reply".into())),
+        }
+    }
+
+    fn state() -> LocalState {
+        LocalState {
+            rounds_trained: 4,
+            steps_done: 99,
+            optimizer: Some(fedpace_optim::State {
+                count: 7,
+                buffers: vec![vec![0.1, 0.2]],
+                children: vec![fedpace_optim::State::default()],
+            }),
+            ext: Extensions::new().with(Note("state".into())),
+        }
+    }
+
+    fn eval_ins() -> EvalIns {
+        EvalIns {
+            round: 9,
+            params: Arc::new(tree()),
+            finetune_steps: 5,
+            max_test_samples: Some(100),
+            plan: plan(),
+            seed: 1,
+            personalized: PersonalEval::PersonalModel,
+            ext: Extensions::new().with(Note("eval".into())),
+        }
+    }
+
+    /// Decodes and reports success.
+    type Decodes = fn(&[u8], &Registry) -> bool;
+
+    /// Every encoding of the test values, with a decoder that only reports success.
+    fn encodings() -> Vec<(&'static str, Vec<u8>, Decodes)> {
+        vec![
+            ("params", encode_params(&tree()), |b, _| {
+                decode_params(b).is_ok()
+            }),
+            ("train_ins", encode_train_ins(&ins()).unwrap(), |b, r| {
+                decode_train_ins(b, r).is_ok()
+            }),
+            ("train_res", encode_train_res(&res()).unwrap(), |b, r| {
+                decode_train_res(b, r).is_ok()
+            }),
+            ("eval_ins", encode_eval_ins(&eval_ins()).unwrap(), |b, r| {
+                decode_eval_ins(b, r).is_ok()
+            }),
+            (
+                "eval_res",
+                encode_eval_res(&EvalRes {
+                    global: EvalStats {
+                        loss_sum: 1.5,
+                        correct: 3,
+                        count: 4,
+                    },
+                    personalized: None,
+                }),
+                |b, _| decode_eval_res(b).is_ok(),
+            ),
+            (
+                "local_state",
+                encode_local_state(&state()).unwrap(),
+                |b, r| decode_local_state(b, r).is_ok(),
+            ),
+        ]
+    }
+
+    #[test]
+    fn every_value_round_trips_exactly() {
+        let r = registry();
+        assert_eq!(decode_params(&encode_params(&tree())).unwrap(), tree());
+        let i = decode_train_ins(&encode_train_ins(&ins()).unwrap(), &r).unwrap();
+        assert_eq!(
+            (i.round, i.seed, &i.plan, i.params.as_ref(), &i.ext),
+            (3, 42, &plan(), &tree(), &ins().ext)
+        );
+        // -0.0 and subnormals keep their bits.
+        let c = &i.ext.get::<Down>().unwrap().control;
+        assert_eq!(c[2].to_bits(), (-0.0f32).to_bits());
+        let x = decode_train_res(&encode_train_res(&res()).unwrap(), &r).unwrap();
+        assert_eq!(
+            (&x.delta, x.num_examples, &x.report, &x.ext),
+            (&res().delta, 17, &res().report, &res().ext)
+        );
+        assert_eq!(
+            decode_local_state(&encode_local_state(&state()).unwrap(), &r).unwrap(),
+            state()
+        );
+        let e = decode_eval_ins(&encode_eval_ins(&eval_ins()).unwrap(), &r).unwrap();
+        assert_eq!(
+            (
+                e.round,
+                e.finetune_steps,
+                e.max_test_samples,
+                e.personalized,
+                &e.ext
+            ),
+            (
+                9,
+                5,
+                Some(100),
+                PersonalEval::PersonalModel,
+                &eval_ins().ext
+            )
+        );
+        let er = EvalRes {
+            global: EvalStats {
+                loss_sum: 0.5,
+                correct: 1,
+                count: 2,
+            },
+            personalized: Some(EvalStats::default()),
+        };
+        assert_eq!(decode_eval_res(&encode_eval_res(&er)).unwrap(), er);
+    }
+
+    #[test]
+    fn every_truncation_is_an_error_naming_the_value() {
+        let r = registry();
+        for (name, bytes, decode) in encodings() {
+            assert!(decode(&bytes, &r), "{name} does not decode");
+            for cut in 0..bytes.len() {
+                assert!(!decode(&bytes[..cut], &r), "{name} cut at {cut} decoded");
+            }
+            let mut longer = bytes.clone();
+            longer.push(0);
+            assert!(!decode(&longer, &r), "{name} with a trailing byte decoded");
+        }
+        let b = encode_params(&tree());
+        let e = decode_params(&b[..b.len() - 3]).unwrap_err().to_string();
+        assert!(e.starts_with("ParamTree: values at byte"), "{e}");
+        let e = decode_params(&b[..10]).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "ParamTree: truncated at byte 8 reading spec.tensors (needs 4 bytes, 2 left)"
+        );
+    }
+
+    #[test]
+    fn foreign_versions_kinds_and_magic_are_refused_with_what_differs() {
+        let r = registry();
+        let mut b = encode_train_ins(&ins()).unwrap();
+        b[4] = 2;
+        assert_eq!(
+            decode_train_ins(&b, &r).unwrap_err().to_string(),
+            "TrainIns: format version 2, this build reads version 1"
+        );
+        let b = encode_params(&tree());
+        assert_eq!(
+            decode_train_ins(&b, &r).unwrap_err().to_string(),
+            "TrainIns: the frame holds a ParamTree"
+        );
+        let e = decode_params(b"PK\x03\x04....").unwrap_err().to_string();
+        assert!(e.starts_with("ParamTree: not a fedpace frame"), "{e}");
+        // An extension this build does not know.
+        let e = decode_train_ins(&encode_train_ins(&ins()).unwrap(), &Registry::new())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unknown extension \"test-down\""), "{e}");
+    }
+
+    #[test]
+    fn huge_length_prefixes_are_refused_before_allocating() {
+        // A ParamTree whose value count claims 2^61 floats.
+        let mut w = Writer::frame(Kind::ParamTree);
+        w.spec(tree().spec());
+        w.u64(1 << 61);
+        let e = decode_params(&w.out).unwrap_err().to_string();
+        assert!(e.contains("claims 2305843009213693952 items"), "{e}");
+        // A spec claiming u32::MAX tensors.
+        let mut w = Writer::frame(Kind::ParamTree);
+        w.u32(u32::MAX);
+        let e = decode_params(&w.out).unwrap_err().to_string();
+        assert!(e.contains("claims 4294967295 tensors"), "{e}");
+        // A tensor whose shape overflows.
+        let mut w = Writer::frame(Kind::ParamTree);
+        w.u32(1);
+        w.str("w");
+        w.u32(2);
+        w.u64(u64::MAX);
+        w.u64(4);
+        w.str("body");
+        w.f32s(&[]);
+        let e = decode_params(&w.out).unwrap_err().to_string();
+        assert!(e.contains("shape overflows"), "{e}");
+    }
+
+    #[test]
+    fn values_that_do_not_fit_their_spec_are_refused() {
+        let mut w = Writer::frame(Kind::ParamTree);
+        w.spec(tree().spec());
+        w.f32s(&[1.0; 7]);
+        let e = decode_params(&w.out).unwrap_err().to_string();
+        assert!(e.contains("7") && e.contains("8"), "{e}");
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn random_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
+            let r = registry();
+            let _ = decode_params(&bytes);
+            let _ = decode_train_ins(&bytes, &r);
+            let _ = decode_train_res(&bytes, &r);
+            let _ = decode_eval_ins(&bytes, &r);
+            let _ = decode_eval_res(&bytes);
+            let _ = decode_local_state(&bytes, &r);
+        }
+
+        #[test]
+        fn random_corruptions_of_valid_frames_never_panic(
+            which in 0usize..6,
+            edits in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..8),
+        ) {
+            let r = registry();
+            let (_, mut bytes, decode) = encodings().swap_remove(which);
+            for (at, v) in edits {
+                let i = at.index(bytes.len());
+                bytes[i] = v;
+            }
+            let _ = decode(&bytes, &r);
+        }
+    }
+}

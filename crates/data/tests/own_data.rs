@@ -1,0 +1,445 @@
+//! A user's own data: NumPy, LEAF JSON and image folders, read from the fixtures that
+//! `fixtures/make_fixtures.py` writes with NumPy, Python's json and Pillow. Every
+//! expected value below is that script's formula, recomputed here.
+
+use fedpace_core::{Dataset, Inputs};
+use fedpace_data::{
+    build, DataConfig, ImagesConfig, ImagesSourceConfig, InputShape, LeafSourceConfig, NpyConfig,
+    NpySourceConfig, Partition,
+};
+use std::path::{Path, PathBuf};
+
+fn fixture(p: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(p)
+}
+
+fn dense(d: &dyn Dataset, i: usize) -> Vec<f32> {
+    match d.batch(&[i]).inputs {
+        Inputs::Dense { data, .. } => data,
+        other => panic!("{other:?}"),
+    }
+}
+
+/// All samples of every client (train and test) with their labels.
+fn everything(fed: &fedpace_data::Federation) -> Vec<(Vec<f32>, u32)> {
+    let mut out = Vec::new();
+    for k in 0..fed.data.num_clients() {
+        let c = fed.data.client(k).unwrap();
+        for d in [&c.train, &c.test] {
+            for i in 0..d.len() {
+                out.push((dense(d.as_ref(), i), d.label(i)));
+            }
+        }
+    }
+    out.sort_by(|a, b| a.0.partial_cmp(&b.0).unwrap());
+    out
+}
+
+fn tmp(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("fedpace-own-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+#[test]
+fn npz_pool_is_split_across_clients_with_its_own_test_set() {
+    let mut npy = NpyConfig::new(fixture("npy/pool.npz"));
+    npy.test_path = Some(fixture("npy/test.npz"));
+    let cfg = DataConfig::Npy(NpySourceConfig {
+        npy: Some(npy),
+        num_clients: Some(4),
+        partition: Some(Partition::Dirichlet {
+            alpha: 1.0,
+            min_size: 5,
+        }),
+        ..Default::default()
+    });
+    let fed = build(&cfg, 3, Path::new("data")).unwrap();
+    assert_eq!(fed.sample_shape, InputShape::Dense(vec![2, 3]));
+    assert_eq!(fed.num_classes, 3);
+    let all = everything(&fed);
+    assert_eq!(all.len(), 60);
+    for (i, (x, y)) in all.iter().enumerate() {
+        let want: Vec<f32> = (0..2)
+            .flat_map(|a| {
+                (0..3).map(move |b| (i as f64 + a as f64 / 10.0 + b as f64 / 100.0) as f32)
+            })
+            .collect();
+        assert_eq!((x, *y), (&want, i as u32 % 3));
+    }
+    let test = fed.global_test.unwrap();
+    assert_eq!(test.len(), 12);
+    assert_eq!(test.label(0), 1);
+    assert_eq!(dense(test.as_ref(), 11)[5], (111.0f64 + 0.1 + 0.02) as f32);
+}
+
+#[test]
+fn npy_pair_in_fortran_order_and_big_endian_labels_reads_row_major() {
+    let mut npy = NpyConfig::new(fixture("npy/x.npy"));
+    npy.labels = Some(fixture("npy/y.npy"));
+    npy.scale = 0.5;
+    let cfg = DataConfig::Npy(NpySourceConfig {
+        npy: Some(npy),
+        num_clients: Some(2),
+        test_fraction: Some(0.0),
+        ..Default::default()
+    });
+    let fed = build(&cfg, 0, Path::new("data")).unwrap();
+    assert_eq!(fed.sample_shape, InputShape::Dense(vec![6]));
+    assert_eq!(fed.num_classes, 4);
+    let all = everything(&fed);
+    assert_eq!(all.len(), 40);
+    for (x, y) in &all {
+        // Row i starts with (7i mod 256) / 2, unique for i < 40.
+        let i = (0..40)
+            .find(|i| ((i * 7) % 256) as f32 * 0.5 == x[0])
+            .unwrap();
+        let want: Vec<f32> = (0..6).map(|j| ((i * 7 + j) % 256) as f32 * 0.5).collect();
+        assert_eq!((x, *y), (&want, i as u32 % 4));
+    }
+}
+
+#[test]
+fn one_npz_per_client_gives_the_natural_partition() {
+    let mut npy = NpyConfig::new("unused");
+    npy.path = None;
+    npy.clients = Some(fixture("npy/clients"));
+    let cfg = DataConfig::Npy(NpySourceConfig {
+        npy: Some(npy),
+        test_fraction: Some(0.2),
+        ..Default::default()
+    });
+    assert!(cfg.is_natural());
+    assert_eq!(cfg.effective_partition(), Partition::Natural);
+    let fed = build(&cfg, 0, Path::new("data")).unwrap();
+    assert_eq!(fed.data.num_clients(), 4);
+    for k in 0..4 {
+        let c = fed.data.client(k).unwrap();
+        let n = 10 + 5 * k;
+        assert_eq!(c.train.len() + c.test.len(), n);
+        assert_eq!(c.train.len(), n - n / 5);
+        for d in [&c.train, &c.test] {
+            for i in 0..d.len() {
+                let x = dense(d.as_ref(), i);
+                let row = (x[0] as usize - 1000 * k) / 4;
+                assert_eq!(x[3], (1000 * k + 4 * row + 3) as f32);
+                assert_eq!(d.label(i), ((row + k) % 2) as u32);
+            }
+        }
+    }
+    // The files count the clients: another count is an error naming both.
+    let DataConfig::Npy(mut c) = cfg else {
+        unreachable!()
+    };
+    c.num_clients = Some(5);
+    let e = build(&DataConfig::Npy(c), 0, Path::new("data"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with("data.num_clients = 5: 4 (the .npz files in"),
+        "{e}"
+    );
+}
+
+#[test]
+fn bad_npy_files_are_one_line_errors_naming_file_and_place() {
+    let d = tmp("npy");
+    let x = d.join("x.npy");
+    let y = d.join("y.npy");
+    std::fs::copy(fixture("npy/x.npy"), &x).unwrap();
+    // Labels of the wrong length, then a truncated features file.
+    let mut yb = std::fs::read(fixture("npy/y.npy")).unwrap();
+    std::fs::write(&y, &yb).unwrap();
+    yb.truncate(yb.len() - 4);
+    let short = d.join("short.npy");
+    std::fs::write(&short, &yb).unwrap();
+    let run = |x: &Path, y: &Path| {
+        let mut npy = NpyConfig::new(x);
+        npy.labels = Some(y.to_path_buf());
+        let cfg = DataConfig::Npy(NpySourceConfig {
+            npy: Some(npy),
+            ..Default::default()
+        });
+        build(&cfg, 0, Path::new("data")).unwrap_err().to_string()
+    };
+    let e = run(&x, &short);
+    assert!(
+        e.starts_with(&format!(
+            "{}: shape [40] of 4-byte values needs 160 data bytes, the file has 156",
+            short.display()
+        )),
+        "{e}"
+    );
+    let e = run(&y, &x);
+    assert!(e.contains("labels of shape [40, 6], expected (40,)"), "{e}");
+    std::fs::write(d.join("zip.npz"), b"PK\x03\x04 not really").unwrap();
+    let cfg = DataConfig::Npy(NpySourceConfig {
+        npy: Some(NpyConfig::new(d.join("zip.npz"))),
+        ..Default::default()
+    });
+    let e = build(&cfg, 0, Path::new("data")).unwrap_err().to_string();
+    assert!(e.contains("zip.npz: not a readable .npz (zip) file"), "{e}");
+    let mut npy = NpyConfig::new(fixture("npy/pool.npz"));
+    npy.y = "labels".into();
+    let cfg = DataConfig::Npy(NpySourceConfig {
+        npy: Some(npy),
+        ..Default::default()
+    });
+    let e = build(&cfg, 0, Path::new("data")).unwrap_err().to_string();
+    assert!(
+        e.ends_with("pool.npz: no array 'labels' (it holds: x, y)"),
+        "{e}"
+    );
+    for e in [run(&x, &short), run(&y, &x)] {
+        assert_eq!(e.lines().count(), 1);
+    }
+    std::fs::remove_dir_all(&d).unwrap();
+}
+
+#[test]
+fn leaf_users_are_clients_and_leaf_test_files_their_test_splits() {
+    let mut cfg = LeafSourceConfig::new(fixture("leaf/train"));
+    cfg.leaf.as_mut().unwrap().test_path = Some(fixture("leaf/test"));
+    cfg.leaf.as_mut().unwrap().sample_shape = Some(vec![2, 2]);
+    let fed = build(&DataConfig::Leaf(cfg.clone()), 0, Path::new("data")).unwrap();
+    assert_eq!(fed.data.num_clients(), 3);
+    assert_eq!(fed.sample_shape, InputShape::Dense(vec![2, 2]));
+    assert_eq!(fed.num_classes, 3);
+    for k in 0..3 {
+        let c = fed.data.client(k).unwrap();
+        assert_eq!((c.train.len(), c.test.len()), (5 + k, 2));
+        for i in 0..c.train.len() {
+            let x = dense(c.train.as_ref(), i);
+            let row = x[1] as usize;
+            assert_eq!(x, vec![k as f32, row as f32, row as f32 / 2.0, 1.0]);
+            assert_eq!(c.train.label(i), ((row + k) % 3) as u32);
+        }
+        let t = dense(c.test.as_ref(), 0);
+        assert!(t[1] >= 100.0, "{t:?}");
+    }
+    assert_eq!(fed.global_test.unwrap().len(), 6);
+    // Without test files each user's samples are split by test_fraction.
+    cfg.leaf.as_mut().unwrap().test_path = None;
+    cfg.test_fraction = Some(0.4);
+    cfg.max_clients = Some(2);
+    let fed = build(&DataConfig::Leaf(cfg), 0, Path::new("data")).unwrap();
+    assert_eq!(fed.data.num_clients(), 2);
+    let c = fed.data.client(1).unwrap();
+    assert_eq!((c.train.len(), c.test.len()), (3, 3));
+}
+
+#[test]
+fn leaf_text_is_read_as_tokens_of_the_shakespeare_vocabulary() {
+    let cfg = LeafSourceConfig::new(fixture("leaf-text/shakespeare.json"));
+    let fed = build(&DataConfig::Leaf(cfg), 0, Path::new("data")).unwrap();
+    assert_eq!(
+        fed.sample_shape,
+        InputShape::Tokens {
+            seq_len: 8,
+            vocab: 80
+        }
+    );
+    assert_eq!(fed.num_classes, 80);
+    let text = "To be, or not to be, that is the question";
+    let c = fed.data.client(1).unwrap();
+    assert_eq!(c.train.len() + c.test.len(), text.len() - 8);
+    let id = |ch: char| fedpace_data::shakespeare::char_id(ch).unwrap() as u32;
+    for d in [&c.train, &c.test] {
+        for i in 0..d.len() {
+            let Inputs::Tokens { data, seq_len } = d.batch(&[i]).inputs else {
+                panic!()
+            };
+            assert_eq!(seq_len, 8);
+            let window: String = data
+                .iter()
+                .map(|&t| fedpace_data::shakespeare::VOCAB.as_bytes()[t as usize] as char)
+                .collect();
+            let at = text.find(&window).unwrap();
+            assert_eq!(d.label(i), id(text.as_bytes()[at + 8] as char));
+        }
+    }
+}
+
+#[test]
+fn bad_leaf_files_name_the_file_the_user_and_the_sample() {
+    let d = tmp("leaf");
+    let cases = [
+        (
+            r#"{"users": ["a"], "num_samples": [2], "user_data": {"a": {"x": [[1, 2]], "y": [0]}}}"#,
+            "user 'a': num_samples says 2, x has 1, y has 1",
+        ),
+        (
+            r#"{"users": ["a"], "num_samples": [2], "user_data": {"a": {"x": [[1, 2], [3]], "y": [0, 1]}}}"#,
+            "user 'a', sample 1: 1 values, expected 2 like the first sample",
+        ),
+        (
+            r#"{"users": ["a"], "num_samples": [1], "user_data": {"a": {"x": [[1, 2]], "y": [4294967295]}}}"#,
+            "user 'a', sample 0: label 4294967295: class ids are whole numbers in 0..100000",
+        ),
+        (
+            r#"{"users": ["a"], "num_samples": [1], "user_data": {"a": {"x": [[1e39]], "y": [0]}}}"#,
+            "not a LEAF JSON file: value 1e39 is not a finite f32",
+        ),
+        (
+            r#"{"users": ["a"], "num_samples": [1]"#,
+            "not a LEAF JSON file: EOF while parsing",
+        ),
+        (
+            r#"{"users": ["a"], "num_samples": [1], "user_data": {"a": {"x": ["héllo"], "y": ["x"]}}}"#,
+            "user 'a', sample 0: character 'é' is not in the 80-symbol vocabulary",
+        ),
+    ];
+    for (i, (body, want)) in cases.iter().enumerate() {
+        let f = d.join(format!("bad{i}.json"));
+        std::fs::write(&f, body).unwrap();
+        let cfg = DataConfig::Leaf(LeafSourceConfig::new(&f));
+        let e = build(&cfg, 0, Path::new("data")).unwrap_err().to_string();
+        assert!(e.starts_with(&format!("{}: ", f.display())), "{e}");
+        assert!(e.contains(want), "{e}");
+        assert_eq!(e.lines().count(), 1, "{e}");
+    }
+    std::fs::remove_dir_all(&d).unwrap();
+}
+
+#[test]
+fn image_folders_are_classes_decoded_channel_major() {
+    let cfg = DataConfig::Images(ImagesSourceConfig {
+        images: Some(ImagesConfig {
+            path: fixture("images/train"),
+            test_path: Some(fixture("images/test")),
+            grayscale: false,
+            resize: None,
+        }),
+        num_clients: 3,
+        test_fraction: Some(0.0),
+        ..Default::default()
+    });
+    let fed = build(&cfg, 0, Path::new("data")).unwrap();
+    assert_eq!(fed.sample_shape, InputShape::Dense(vec![3, 4, 6]));
+    assert_eq!(fed.num_classes, 3);
+    let all = everything(&fed);
+    assert_eq!(all.len(), 18);
+    // PNG pixels exactly: image i of class c has R = 40c + 10i + row, G = … + col,
+    // B = 200 − row.
+    let png = |c: usize, i: usize| -> Vec<f32> {
+        let mut v = vec![0.0; 72];
+        for r in 0..4 {
+            for col in 0..6 {
+                let p = r * 6 + col;
+                v[p] = (40 * c + 10 * i + r) as f32 / 255.0;
+                v[24 + p] = (40 * c + 10 * i + col) as f32 / 255.0;
+                v[48 + p] = (200 - r) as f32 / 255.0;
+            }
+        }
+        v
+    };
+    for c in 0..3 {
+        for i in 0..4 {
+            assert!(all.contains(&(png(c, i), c as u32)), "class {c} image {i}");
+        }
+    }
+    let test = fed.global_test.unwrap();
+    assert_eq!((test.len(), test.label(0), test.label(1)), (2, 0, 2));
+    // Grayscale and resized.
+    let cfg = DataConfig::Images(ImagesSourceConfig {
+        images: Some(ImagesConfig {
+            path: fixture("images/train"),
+            test_path: None,
+            grayscale: true,
+            resize: Some([2, 3]),
+        }),
+        num_clients: 2,
+        ..Default::default()
+    });
+    let fed = build(&cfg, 0, Path::new("data")).unwrap();
+    assert_eq!(fed.sample_shape, InputShape::Dense(vec![1, 2, 3]));
+    // Against Pillow's `convert("L").resize((3, 2), BILINEAR)` of class c's image 3,
+    // which rounds to u8 after each step: within 1.5/255.
+    let pillow: Vec<f32> = serde_json::from_str::<Vec<u8>>(
+        &std::fs::read_to_string(fixture("images/pillow-gray-2x3.json")).unwrap(),
+    )
+    .unwrap()
+    .iter()
+    .map(|&v| v as f32 / 255.0)
+    .collect();
+    let all = everything(&fed);
+    let ours = all
+        .iter()
+        .filter(|(_, y)| *y == 2)
+        .map(|(x, _)| x)
+        .min_by(|a, b| {
+            let d = |x: &Vec<f32>| {
+                x.iter()
+                    .zip(&pillow)
+                    .map(|(p, q)| (p - q).abs())
+                    .fold(0f32, f32::max)
+            };
+            d(a).partial_cmp(&d(b)).unwrap()
+        })
+        .unwrap();
+    for (o, p) in ours.iter().zip(&pillow) {
+        assert!(
+            (o - p).abs() <= 1.5 / 255.0,
+            "ours {ours:?} Pillow {pillow:?}"
+        );
+    }
+}
+
+#[test]
+fn bad_images_are_errors_naming_the_file() {
+    let d = tmp("img");
+    std::fs::create_dir_all(d.join("a")).unwrap();
+    std::fs::create_dir_all(d.join("b")).unwrap();
+    std::fs::copy(fixture("images/train/a/00.png"), d.join("a/0.png")).unwrap();
+    std::fs::write(d.join("a/.DS_Store"), b"ignored").unwrap();
+    let bytes = std::fs::read(fixture("images/train/b/00.png")).unwrap();
+    std::fs::write(d.join("b/0.png"), &bytes[..bytes.len() / 2]).unwrap();
+    let cfg = |p: &Path| {
+        DataConfig::Images(ImagesSourceConfig {
+            images: Some(ImagesConfig {
+                path: p.to_path_buf(),
+                test_path: None,
+                grayscale: false,
+                resize: None,
+            }),
+            num_clients: 1,
+            ..Default::default()
+        })
+    };
+    let e = build(&cfg(&d), 0, Path::new("data"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with(&format!("{}: cannot decode", d.join("b/0.png").display())),
+        "{e}"
+    );
+    std::fs::write(d.join("b/0.png"), &bytes).unwrap();
+    std::fs::write(d.join("b/notes.txt"), b"x").unwrap();
+    let e = build(&cfg(&d), 0, Path::new("data"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with(&format!("{}: not a .png", d.join("b/notes.txt").display())),
+        "{e}"
+    );
+    std::fs::remove_file(d.join("b/notes.txt")).unwrap();
+    // Another size without `resize`.
+    let file = std::fs::File::create(d.join("b/1.png")).unwrap();
+    let mut enc = png::Encoder::new(std::io::BufWriter::new(file), 5, 5);
+    enc.set_color(png::ColorType::Grayscale);
+    enc.write_header()
+        .unwrap()
+        .write_image_data(&[7; 25])
+        .unwrap();
+    let e = build(&cfg(&d), 0, Path::new("data"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("5×5 pixels, but") && e.contains("set data.images.resize"),
+        "{e}"
+    );
+    std::fs::remove_dir_all(&d).unwrap();
+}

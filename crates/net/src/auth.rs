@@ -1,0 +1,313 @@
+//! Request signing (node side) and verification with replay protection (server side);
+//! docs/network.md, "Authentication".
+//!
+//! Every request carries four headers: `fedpace-key` (node name), `fedpace-timestamp`
+//! (unix ms), `fedpace-nonce` (16 random bytes, hex) and `fedpace-signature` (Ed25519,
+//! hex) over `"fedpace.v1" 0 path 0 key 0 timestamp 0 nonce 0 SHA-256(body)`. The body
+//! is the raw gRPC request body, so the signature covers exactly the bytes sent and a
+//! newer node's unknown fields do not break it. The server refuses a timestamp outside
+//! its window and a nonce already seen within the window.
+
+use std::collections::{HashMap, VecDeque};
+use std::ops::Range;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, SystemTime};
+
+use http::HeaderMap;
+use ring::digest::{digest, SHA256};
+use ring::rand::{SecureRandom, SystemRandom};
+use ring::signature::{UnparsedPublicKey, ED25519};
+use tonic::{Code, Status};
+
+use crate::error::Result;
+use crate::keys::{hex, unhex, Credential, KeyRing, KeySource};
+use crate::wire::{unix_ms, ClientId};
+
+pub(crate) const KEY_HEADER: &str = "fedpace-key";
+pub(crate) const TIMESTAMP_HEADER: &str = "fedpace-timestamp";
+pub(crate) const NONCE_HEADER: &str = "fedpace-nonce";
+pub(crate) const SIGNATURE_HEADER: &str = "fedpace-signature";
+
+/// The bytes a node signs for one request.
+pub(crate) fn signed_message(
+    path: &str,
+    key: &str,
+    timestamp: u64,
+    nonce: &str,
+    body: &[u8],
+) -> Vec<u8> {
+    let body_digest = digest(&SHA256, body);
+    let mut m = Vec::with_capacity(64 + path.len() + key.len() + nonce.len());
+    for part in [b"fedpace.v1".as_slice(), path.as_bytes(), key.as_bytes()] {
+        m.extend_from_slice(part);
+        m.push(0);
+    }
+    m.extend_from_slice(timestamp.to_string().as_bytes());
+    m.push(0);
+    m.extend_from_slice(nonce.as_bytes());
+    m.push(0);
+    m.extend_from_slice(body_digest.as_ref());
+    m
+}
+
+/// The four authentication headers for a request to `path` with `body`.
+pub fn sign_headers(
+    credential: &Credential,
+    path: &str,
+    body: &[u8],
+    now: SystemTime,
+) -> Result<[(&'static str, String); 4], Status> {
+    let mut nonce = [0u8; 16];
+    SystemRandom::new()
+        .fill(&mut nonce)
+        .map_err(|_| Status::internal("system random generator failed"))?;
+    let nonce = hex(&nonce);
+    let timestamp = unix_ms(now);
+    let signature = credential.sign(&signed_message(
+        path,
+        &credential.name,
+        timestamp,
+        &nonce,
+        body,
+    ));
+    Ok([
+        (KEY_HEADER, credential.name.clone()),
+        (TIMESTAMP_HEADER, timestamp.to_string()),
+        (NONCE_HEADER, nonce),
+        (SIGNATURE_HEADER, hex(&signature)),
+    ])
+}
+
+/// Who sent a verified request.
+#[derive(Clone, Debug)]
+pub(crate) struct Identity {
+    pub name: String,
+    pub clients: Vec<Range<ClientId>>,
+}
+
+struct Known {
+    public_key: [u8; 32],
+    identity: Arc<Identity>,
+    revoked: bool,
+}
+
+/// Nonces seen within the window, oldest first; bounded by `capacity`.
+struct Nonces {
+    seen: HashMap<[u8; 16], u64>,
+    order: VecDeque<(u64, [u8; 16])>,
+    capacity: usize,
+}
+
+/// Server-side verifier: the key ring (reread when its file changes) and the nonce cache.
+pub(crate) struct Verifier {
+    source: KeySource,
+    known: RwLock<HashMap<String, Known>>,
+    file_stamp: Mutex<Option<SystemTime>>,
+    last_check_ms: AtomicU64,
+    reload_every: Duration,
+    window: Duration,
+    nonces: Mutex<Nonces>,
+}
+
+fn index(ring: &KeyRing) -> HashMap<String, Known> {
+    ring.entries
+        .iter()
+        .map(|e| {
+            (
+                e.name.clone(),
+                Known {
+                    public_key: e.public_key,
+                    identity: Arc::new(Identity {
+                        name: e.name.clone(),
+                        clients: e.clients.clone(),
+                    }),
+                    revoked: e.revoked,
+                },
+            )
+        })
+        .collect()
+}
+
+fn header<'a>(headers: &'a HeaderMap, name: &str, max_len: usize) -> Result<&'a str, Status> {
+    let value = headers
+        .get(name)
+        .ok_or_else(|| Status::unauthenticated(format!("missing {name} header")))?;
+    if value.len() > max_len {
+        return Err(Status::unauthenticated(format!(
+            "{name} header: {} bytes, at most {max_len}",
+            value.len()
+        )));
+    }
+    value
+        .to_str()
+        .map_err(|_| Status::unauthenticated(format!("{name} header: not ASCII")))
+}
+
+impl Verifier {
+    pub(crate) fn new(
+        source: KeySource,
+        window: Duration,
+        reload_every: Duration,
+        max_nonces: usize,
+    ) -> Result<Verifier> {
+        let (ring, stamp) = match &source {
+            KeySource::Fixed(ring) => (ring.clone(), None),
+            KeySource::File(path) => (KeyRing::load(path)?, modified(path)),
+        };
+        Ok(Verifier {
+            source,
+            known: RwLock::new(index(&ring)),
+            file_stamp: Mutex::new(stamp),
+            last_check_ms: AtomicU64::new(unix_ms(SystemTime::now())),
+            reload_every,
+            window,
+            nonces: Mutex::new(Nonces {
+                seen: HashMap::new(),
+                order: VecDeque::new(),
+                capacity: max_nonces,
+            }),
+        })
+    }
+
+    /// Rereads the key ring file if it changed since the last look (at most once per
+    /// `reload_every`). A ring that fails to parse keeps the old one in force.
+    fn maybe_reload(&self, now_ms: u64) {
+        let KeySource::File(path) = &self.source else {
+            return;
+        };
+        let last = self.last_check_ms.load(Ordering::Relaxed);
+        let every = u64::try_from(self.reload_every.as_millis()).unwrap_or(u64::MAX);
+        if now_ms < last.saturating_add(every)
+            || self
+                .last_check_ms
+                .compare_exchange(last, now_ms, Ordering::Relaxed, Ordering::Relaxed)
+                .is_err()
+        {
+            return;
+        }
+        let _ = self.reload_file(path);
+    }
+
+    fn reload_file(&self, path: &PathBuf) -> Result<()> {
+        let stamp = modified(path);
+        let mut current = self.file_stamp.lock().unwrap_or_else(|p| p.into_inner());
+        if stamp.is_some() && stamp == *current {
+            return Ok(());
+        }
+        let ring = KeyRing::load(path)?;
+        *self.known.write().unwrap_or_else(|p| p.into_inner()) = index(&ring);
+        *current = stamp;
+        Ok(())
+    }
+
+    /// Rereads the key ring now (for `fedpace keys revoke` followed by a signal, tests).
+    pub(crate) fn reload(&self) -> Result<()> {
+        match &self.source {
+            KeySource::File(path) => {
+                *self.file_stamp.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                self.reload_file(path)
+            }
+            KeySource::Fixed(_) => Ok(()),
+        }
+    }
+
+    /// The checks that need no body: a known, unrevoked key and a timestamp in the window.
+    pub(crate) fn precheck(&self, headers: &HeaderMap) -> Result<(), Status> {
+        let now_ms = unix_ms(SystemTime::now());
+        self.maybe_reload(now_ms);
+        let name = header(headers, KEY_HEADER, 64)?;
+        self.known_key(name)?;
+        self.check_timestamp(headers, now_ms)?;
+        Ok(())
+    }
+
+    fn known_key(&self, name: &str) -> Result<([u8; 32], Arc<Identity>), Status> {
+        let known = self.known.read().unwrap_or_else(|p| p.into_inner());
+        let k = known
+            .get(name)
+            .ok_or_else(|| Status::unauthenticated(format!("unknown key {name:?}")))?;
+        if k.revoked {
+            return Err(Status::permission_denied(format!(
+                "key {name:?} is revoked"
+            )));
+        }
+        Ok((k.public_key, k.identity.clone()))
+    }
+
+    fn check_timestamp(&self, headers: &HeaderMap, now_ms: u64) -> Result<u64, Status> {
+        let text = header(headers, TIMESTAMP_HEADER, 20)?;
+        let timestamp: u64 = text.parse().map_err(|_| {
+            Status::unauthenticated(format!(
+                "{TIMESTAMP_HEADER} {text:?}: not unix milliseconds"
+            ))
+        })?;
+        let window_ms = u64::try_from(self.window.as_millis()).unwrap_or(u64::MAX);
+        if timestamp.abs_diff(now_ms) > window_ms {
+            return Err(Status::unauthenticated(format!(
+                "timestamp {timestamp} is {} ms from the server's clock, window is {window_ms} ms",
+                timestamp.abs_diff(now_ms)
+            )));
+        }
+        Ok(timestamp)
+    }
+
+    /// Checks one request: known, unrevoked key; timestamp within the window; valid
+    /// signature over path and body; nonce not seen before.
+    pub(crate) fn verify(
+        &self,
+        headers: &HeaderMap,
+        path: &str,
+        body: &[u8],
+    ) -> Result<Arc<Identity>, Status> {
+        let now_ms = unix_ms(SystemTime::now());
+        let name = header(headers, KEY_HEADER, 64)?;
+        let (public_key, identity) = self.known_key(name)?;
+        let timestamp = self.check_timestamp(headers, now_ms)?;
+        let nonce_text = header(headers, NONCE_HEADER, 32)?;
+        let signature_text = header(headers, SIGNATURE_HEADER, 128)?;
+        let nonce = unhex::<16>(nonce_text).ok_or_else(|| {
+            Status::unauthenticated(format!("{NONCE_HEADER}: expected 32 hex digits"))
+        })?;
+        let signature = unhex::<64>(signature_text).ok_or_else(|| {
+            Status::unauthenticated(format!("{SIGNATURE_HEADER}: expected 128 hex digits"))
+        })?;
+        let window_ms = u64::try_from(self.window.as_millis()).unwrap_or(u64::MAX);
+        let message = signed_message(path, name, timestamp, nonce_text, body);
+        UnparsedPublicKey::new(&ED25519, public_key)
+            .verify(&message, &signature)
+            .map_err(|_| Status::unauthenticated(format!("bad signature for key {name:?}")))?;
+        // Only a correctly signed request may take a nonce slot.
+        let mut nonces = self.nonces.lock().unwrap_or_else(|p| p.into_inner());
+        while let Some(&(expiry, old)) = nonces.order.front() {
+            if expiry > now_ms {
+                break;
+            }
+            nonces.order.pop_front();
+            nonces.seen.remove(&old);
+        }
+        if nonces.seen.contains_key(&nonce) {
+            return Err(Status::unauthenticated(format!(
+                "replayed request: nonce {nonce_text} already used by key {name:?}"
+            )));
+        }
+        if nonces.seen.len() >= nonces.capacity {
+            return Err(Status::new(
+                Code::ResourceExhausted,
+                format!(
+                    "more than {} requests within the replay window",
+                    nonces.capacity
+                ),
+            ));
+        }
+        let expiry = timestamp.saturating_add(window_ms).max(now_ms);
+        nonces.seen.insert(nonce, expiry);
+        nonces.order.push_back((expiry, nonce));
+        Ok(identity)
+    }
+}
+
+fn modified(path: &PathBuf) -> Option<SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}

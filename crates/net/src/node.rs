@@ -1,0 +1,485 @@
+//! The node: one process, one connection, many logical clients (docs/network.md,
+//! "Node API").
+//!
+//! [`Node`] is blocking-friendly: it owns a small tokio runtime for the connection and a
+//! heartbeat task, and its methods block the calling thread. [`Node::serve`] is the whole
+//! client loop — pull, run the handler on worker threads, push — and rides out server
+//! restarts: a refused session re-registers, a lost connection is retried with backoff.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use prost::Message;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
+use tonic::{Code, Status};
+use tower_service::Service;
+
+use crate::auth::sign_headers;
+use crate::config::NodeConfig;
+use crate::error::{Error, Result};
+use crate::keys::Credential;
+use crate::lock;
+use crate::proto;
+use crate::proto::fleet_client::FleetClient;
+use crate::wire::{self, Failure, FailureKind, Instruction, Outcome};
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A channel that signs every request with the node's key (docs/network.md, "Authentication").
+#[derive(Clone)]
+pub(crate) struct Signed {
+    inner: Channel,
+    credential: Credential,
+}
+
+impl Service<http::Request<tonic::body::Body>> for Signed {
+    type Response = http::Response<tonic::body::Body>;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, req: http::Request<tonic::body::Body>) -> Self::Future {
+        let ready = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, ready);
+        let credential = self.credential.clone();
+        Box::pin(async move {
+            let (mut parts, body) = req.into_parts();
+            let body = body.collect().await?.to_bytes();
+            for (name, value) in
+                sign_headers(&credential, parts.uri.path(), &body, SystemTime::now())?
+            {
+                parts
+                    .headers
+                    .insert(name, http::HeaderValue::from_str(&value)?);
+            }
+            let req = http::Request::from_parts(parts, tonic::body::Body::new(Full::new(body)));
+            inner.call(req).await.map_err(Into::into)
+        })
+    }
+}
+
+/// An endpoint for `config.server` with its TLS settings (shared with the tests' raw clients).
+#[doc(hidden)]
+pub fn endpoint(
+    server: &str,
+    tls: Option<&crate::tls::ClientTls>,
+    timeout: Duration,
+) -> Result<Endpoint> {
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let bad = |e: &dyn std::fmt::Display| Error::Config {
+        field: "server",
+        value: server.to_string(),
+        expected: format!("HOST:PORT ({e})"),
+    };
+    let mut endpoint = Endpoint::from_shared(format!("{scheme}://{server}"))
+        .map_err(|e| bad(&e))?
+        .connect_timeout(timeout)
+        .tcp_nodelay(true)
+        .initial_stream_window_size(1 << 20)
+        .initial_connection_window_size(4 << 20);
+    if let Some(tls) = tls {
+        let config = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(&tls.ca_pem))
+            .domain_name(tls.domain.clone());
+        endpoint = endpoint
+            .tls_config(config)
+            .map_err(|e| Error::Tls(e.to_string()))?;
+    }
+    Ok(endpoint)
+}
+
+/// What the server said at registration.
+#[derive(Clone, Copy, Debug)]
+struct Terms {
+    session: u64,
+    heartbeat: Duration,
+    max_request_bytes: usize,
+    max_replies_per_push: usize,
+}
+
+struct Link {
+    client: FleetClient<Signed>,
+    config: NodeConfig,
+    terms: Mutex<Terms>,
+    registering: tokio::sync::Mutex<()>,
+    registrations: AtomicU64,
+}
+
+impl Link {
+    fn terms(&self) -> Terms {
+        *lock(&self.terms)
+    }
+
+    /// Registers unless someone already replaced `stale` with a newer session.
+    async fn register(&self, stale: u64) -> Result<Terms> {
+        let _one = self.registering.lock().await;
+        let current = self.terms();
+        if current.session != stale {
+            return Ok(current);
+        }
+        let clients = self
+            .config
+            .clients
+            .iter()
+            .map(|r| proto::ClientRange {
+                start: r.start,
+                end: r.end,
+            })
+            .collect();
+        let mut req = tonic::Request::new(proto::RegisterRequest {
+            protocol: wire::PROTOCOL,
+            clients,
+        });
+        req.set_timeout(self.config.request_timeout);
+        let reply = self
+            .client
+            .clone()
+            .register(req)
+            .await
+            .map_err(|s| Error::rpc("Register", s))?
+            .into_inner();
+        let terms = Terms {
+            session: reply.session,
+            heartbeat: Duration::from_millis(u64::from(reply.heartbeat_interval_ms.max(10))),
+            max_request_bytes: usize::try_from(reply.max_request_bytes).unwrap_or(usize::MAX),
+            max_replies_per_push: (reply.max_replies_per_push as usize).max(1),
+        };
+        *lock(&self.terms) = terms;
+        self.registrations.fetch_add(1, Ordering::Relaxed);
+        Ok(terms)
+    }
+
+    /// Runs `call` with the current session; when the server no longer knows it (the
+    /// server restarted, or the node was declared gone), registers again and retries once.
+    async fn with_session<T, F, Fut>(&self, rpc: &'static str, call: F) -> Result<T>
+    where
+        F: Fn(FleetClient<Signed>, u64) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, Status>>,
+    {
+        let session = self.terms().session;
+        match call(self.client.clone(), session).await {
+            Ok(r) => Ok(r.into_inner()),
+            Err(s) if s.code() == Code::NotFound => {
+                let terms = self.register(session).await?;
+                call(self.client.clone(), terms.session)
+                    .await
+                    .map(tonic::Response::into_inner)
+                    .map_err(|s| Error::rpc(rpc, s))
+            }
+            Err(s) => Err(Error::rpc(rpc, s)),
+        }
+    }
+}
+
+/// Counters of one [`Node::serve`] run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ServeStats {
+    /// Instructions received.
+    pub instructions: u64,
+    /// Replies the server took.
+    pub accepted: u64,
+    /// Calls that failed and were retried (connection lost, server restarting).
+    pub retries: u64,
+    /// Registrations after the first (server restarts, sessions expired).
+    pub reregistrations: u64,
+}
+
+/// A connected node hosting `config.clients`.
+pub struct Node {
+    link: Arc<Link>,
+    runtime: tokio::runtime::Runtime,
+}
+
+/// Whether an error is worth retrying (connection trouble) rather than fatal (refused).
+pub fn is_retriable(e: &Error) -> bool {
+    matches!(
+        e.code(),
+        Some(
+            Code::Unavailable
+                | Code::Unknown
+                | Code::Cancelled
+                | Code::DeadlineExceeded
+                | Code::Internal
+                | Code::NotFound
+        )
+    )
+}
+
+impl Node {
+    /// Connects and registers, retrying with backoff for up to `config.request_timeout`
+    /// while the server is unreachable; starts the heartbeat.
+    pub fn connect(config: NodeConfig) -> Result<Node> {
+        if config.clients.is_empty() || config.clients.iter().any(|r| r.start >= r.end) {
+            return Err(Error::Config {
+                field: "clients",
+                value: format!("{:?}", config.clients),
+                expected: "at least one non-empty range START..END".into(),
+            });
+        }
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("fedpace-net-node")
+            .enable_all()
+            .build()
+            .map_err(|e| Error::io("tokio runtime", e))?;
+        let channel = {
+            let _inside = runtime.enter();
+            endpoint(&config.server, config.tls.as_ref(), config.request_timeout)?.connect_lazy()
+        };
+        let link = Arc::new(Link {
+            client: FleetClient::new(Signed {
+                inner: channel,
+                credential: config.credential.clone(),
+            })
+            .max_decoding_message_size(
+                config
+                    .pull_max_bytes
+                    .saturating_add(config.max_instruction_payload),
+            ),
+            terms: Mutex::new(Terms {
+                session: 0,
+                heartbeat: Duration::from_secs(2),
+                max_request_bytes: 4 << 20,
+                max_replies_per_push: 1,
+            }),
+            registering: tokio::sync::Mutex::new(()),
+            registrations: AtomicU64::new(0),
+            config,
+        });
+        let give_up = Instant::now() + link.config.request_timeout;
+        let mut backoff = link.config.reconnect_backoff.0;
+        loop {
+            match runtime.block_on(link.register(0)) {
+                Ok(_) => break,
+                Err(e) if is_retriable(&e) && Instant::now() + backoff < give_up => {
+                    std::thread::sleep(backoff);
+                    backoff = (backoff * 2).min(link.config.reconnect_backoff.1);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let beat = Arc::downgrade(&link);
+        runtime.spawn(async move {
+            loop {
+                let Some(link) = beat.upgrade() else { return };
+                let period = link.terms().heartbeat;
+                let timeout = link.config.request_timeout;
+                drop(link);
+                tokio::time::sleep(period).await;
+                let Some(link) = beat.upgrade() else { return };
+                let _ = link
+                    .with_session("Heartbeat", |mut c, session| async move {
+                        let mut req = tonic::Request::new(proto::HeartbeatRequest { session });
+                        req.set_timeout(timeout);
+                        c.heartbeat(req).await
+                    })
+                    .await;
+            }
+        });
+        Ok(Node { link, runtime })
+    }
+
+    /// The current session id (changes when the node registers again).
+    pub fn session(&self) -> u64 {
+        self.link.terms().session
+    }
+
+    /// Waits up to `config.pull_wait` for instructions for this node's clients.
+    pub fn pull(&self) -> Result<Vec<Instruction>> {
+        let config = &self.link.config;
+        let wait = config.pull_wait;
+        let wait_ms = u32::try_from(wait.as_millis()).unwrap_or(u32::MAX);
+        let max_bytes = config.pull_max_bytes as u64;
+        let timeout = wait + config.request_timeout;
+        let reply =
+            self.runtime
+                .block_on(self.link.with_session("Pull", |mut c, session| async move {
+                    let mut req = tonic::Request::new(proto::PullRequest {
+                        session,
+                        wait_ms,
+                        max_bytes,
+                    });
+                    req.set_timeout(timeout);
+                    c.pull(req).await
+                }))?;
+        reply
+            .instructions
+            .into_iter()
+            .map(|i| wire::instruction_from_proto(i, config.max_instruction_payload))
+            .collect()
+    }
+
+    /// Sends outcomes (split into as many Push calls as the server's limits need);
+    /// returns how many the server took (late or unknown ones are not taken).
+    pub fn push(&self, outcomes: &[Outcome]) -> Result<u64> {
+        let terms = self.link.terms();
+        let budget = terms.max_request_bytes.saturating_sub(64);
+        let mut accepted = 0u64;
+        let mut chunk: Vec<proto::Reply> = Vec::new();
+        let mut size = 0usize;
+        for o in outcomes {
+            let reply = o.to_proto();
+            let len = reply.encoded_len() + 16;
+            if !chunk.is_empty()
+                && (size + len > budget || chunk.len() >= terms.max_replies_per_push)
+            {
+                accepted += self.push_chunk(std::mem::take(&mut chunk))?;
+                size = 0;
+            }
+            size += len;
+            chunk.push(reply);
+        }
+        if !chunk.is_empty() {
+            accepted += self.push_chunk(chunk)?;
+        }
+        Ok(accepted)
+    }
+
+    fn push_chunk(&self, replies: Vec<proto::Reply>) -> Result<u64> {
+        let timeout = self.link.config.request_timeout;
+        let replies = Arc::new(replies);
+        let reply = self
+            .runtime
+            .block_on(self.link.with_session("Push", |mut c, session| {
+                let replies = replies.clone();
+                async move {
+                    let mut req = tonic::Request::new(proto::PushRequest {
+                        session,
+                        replies: replies.to_vec(),
+                    });
+                    req.set_timeout(timeout);
+                    c.push(req).await
+                }
+            }))?;
+        Ok(u64::from(reply.accepted))
+    }
+
+    /// Closes the session: the server fails this node's outstanding instructions at once.
+    pub fn leave(self) -> Result<()> {
+        let timeout = self.link.config.request_timeout;
+        let session = self.session();
+        let mut c = self.link.client.clone();
+        self.runtime.block_on(async move {
+            let mut req = tonic::Request::new(proto::LeaveRequest { session });
+            req.set_timeout(timeout);
+            c.leave(req)
+                .await
+                .map(|_| ())
+                .map_err(|s| Error::rpc("Leave", s))
+        })
+    }
+
+    /// The client loop: pulls instructions, runs `handler` on `workers` threads, pushes
+    /// the outcomes in batches, until `stop` is set (checked between pulls, so within
+    /// `config.pull_wait`). Connection trouble is retried with backoff; a refusal
+    /// (revoked key, clients held by another node) ends the loop with that error. An
+    /// instruction already past its deadline is declined without running; a panicking
+    /// handler becomes a client failure.
+    pub fn serve<F>(&self, workers: usize, stop: &AtomicBool, handler: F) -> Result<ServeStats>
+    where
+        F: Fn(&Instruction) -> Result<Bytes, Failure> + Sync,
+    {
+        let workers = workers.max(1);
+        let registrations_before = self.link.registrations.load(Ordering::Relaxed);
+        let mut stats = ServeStats::default();
+        let accepted = AtomicU64::new(0);
+        let retries = AtomicU64::new(0);
+        let fatal: Mutex<Option<Error>> = Mutex::new(None);
+        let (work_tx, work_rx) = mpsc::sync_channel::<Instruction>(workers * 2);
+        let work_rx = Mutex::new(work_rx);
+        std::thread::scope(|scope| {
+            let (done_tx, done_rx) = mpsc::channel::<Outcome>();
+            for _ in 0..workers {
+                let done_tx = done_tx.clone();
+                let (work_rx, handler) = (&work_rx, &handler);
+                scope.spawn(move || loop {
+                    let Ok(ins) = lock(work_rx).recv() else {
+                        return;
+                    };
+                    let result = if SystemTime::now() > ins.deadline {
+                        Err(Failure::new(
+                            FailureKind::Declined,
+                            "deadline passed before the client started",
+                        ))
+                    } else {
+                        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handler(&ins)))
+                            .unwrap_or_else(|_| {
+                                Err(Failure::new(FailureKind::Client, "client panicked"))
+                            })
+                    };
+                    if done_tx
+                        .send(Outcome::for_instruction(&ins, result))
+                        .is_err()
+                    {
+                        return;
+                    }
+                });
+            }
+            drop(done_tx);
+            let (accepted, retries) = (&accepted, &retries);
+            scope.spawn(move || {
+                while let Ok(first) = done_rx.recv() {
+                    let mut batch = vec![first];
+                    batch.extend(done_rx.try_iter().take(4095));
+                    let mut backoff = self.link.config.reconnect_backoff.0;
+                    for _ in 0..8 {
+                        match self.push(&batch) {
+                            Ok(n) => {
+                                accepted.fetch_add(n, Ordering::Relaxed);
+                                break;
+                            }
+                            Err(e) if is_retriable(&e) => {
+                                retries.fetch_add(1, Ordering::Relaxed);
+                                std::thread::sleep(backoff);
+                                backoff = (backoff * 2).min(self.link.config.reconnect_backoff.1);
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                }
+            });
+            let mut backoff = self.link.config.reconnect_backoff.0;
+            while !stop.load(Ordering::Relaxed) {
+                match self.pull() {
+                    Ok(list) => {
+                        backoff = self.link.config.reconnect_backoff.0;
+                        stats.instructions += list.len() as u64;
+                        for ins in list {
+                            if work_tx.send(ins).is_err() {
+                                break;
+                            }
+                        }
+                    }
+                    Err(e) if is_retriable(&e) => {
+                        retries.fetch_add(1, Ordering::Relaxed);
+                        std::thread::sleep(backoff);
+                        backoff = (backoff * 2).min(self.link.config.reconnect_backoff.1);
+                    }
+                    Err(e) => {
+                        *lock(&fatal) = Some(e);
+                        break;
+                    }
+                }
+            }
+            drop(work_tx);
+        });
+        if let Some(e) = lock(&fatal).take() {
+            return Err(e);
+        }
+        stats.accepted = accepted.load(Ordering::Relaxed);
+        stats.retries = retries.load(Ordering::Relaxed);
+        stats.reregistrations =
+            self.link.registrations.load(Ordering::Relaxed) - registrations_before;
+        Ok(stats)
+    }
+}

@@ -1,0 +1,333 @@
+//! Validated values of the fleet protocol, and the checks that make them (docs/network.md).
+//!
+//! Everything a peer sends passes through one of the `*_from_proto` functions here
+//! before it is used: they never panic, and they name the message and field they refuse.
+//! Sizes are checked before this (the body limit), so nothing here allocates more than
+//! the bytes already received.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+
+use crate::error::{Error, Result};
+use crate::proto;
+
+/// A logical client's id (the same as `fedpace_core::ClientId`).
+pub type ClientId = u64;
+
+/// Protocol revision spoken by this crate (`RegisterRequest.protocol`).
+pub const PROTOCOL: u32 = 1;
+
+/// What an instruction asks a client to do; phase 2 of issue 13 gives each its payload type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Kind {
+    /// Local training (payload: a train instruction).
+    Train,
+    /// Evaluation (payload: an evaluate instruction).
+    Evaluate,
+}
+
+impl Kind {
+    /// Every kind, in wire order.
+    pub const ALL: [Kind; 2] = [Kind::Train, Kind::Evaluate];
+
+    pub(crate) fn to_proto(self) -> proto::Kind {
+        match self {
+            Kind::Train => proto::Kind::Train,
+            Kind::Evaluate => proto::Kind::Evaluate,
+        }
+    }
+
+    fn from_proto(value: i32) -> Option<Kind> {
+        match proto::Kind::try_from(value).ok()? {
+            proto::Kind::Train => Some(Kind::Train),
+            proto::Kind::Evaluate => Some(Kind::Evaluate),
+            proto::Kind::Unspecified => None,
+        }
+    }
+
+    /// Lower-case name (`train`, `evaluate`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Train => "train",
+            Kind::Evaluate => "evaluate",
+        }
+    }
+}
+
+/// Why an instruction produced no payload.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum FailureKind {
+    /// Sent by the client: it ran and failed.
+    Client,
+    /// Sent by the client: it declined (busy, deadline already past, shutting down).
+    Declined,
+    /// Sent by the client: it could not decode the instruction's payload.
+    BadInstruction,
+    /// Decided by the server: no reply by the deadline.
+    Deadline,
+    /// Decided by the server: the client's node missed its heartbeats or left.
+    Gone,
+    /// Decided by the server: the client was not registered when the instruction was sent.
+    NotConnected,
+    /// Decided by the server: the reply broke a limit or a rule (reason says which).
+    Rejected,
+}
+
+impl FailureKind {
+    /// Lower-case name used in messages and metrics.
+    pub fn name(self) -> &'static str {
+        match self {
+            FailureKind::Client => "client error",
+            FailureKind::Declined => "declined",
+            FailureKind::BadInstruction => "bad instruction",
+            FailureKind::Deadline => "deadline",
+            FailureKind::Gone => "gone",
+            FailureKind::NotConnected => "not connected",
+            FailureKind::Rejected => "rejected",
+        }
+    }
+}
+
+/// A failed instruction: a value handed to aggregation, never a panic.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Failure {
+    /// Who decided, and why in one word.
+    pub kind: FailureKind,
+    /// Human-readable detail (at most [`MAX_REASON_BYTES`] when it came from a client).
+    pub reason: String,
+}
+
+/// Longest failure reason a client may send.
+pub const MAX_REASON_BYTES: usize = 1024;
+
+impl Failure {
+    /// A failure with its reason.
+    pub fn new(kind: FailureKind, reason: impl Into<String>) -> Failure {
+        Failure {
+            kind,
+            reason: reason.into(),
+        }
+    }
+
+    pub(crate) fn to_proto(&self) -> proto::Failure {
+        let code = match self.kind {
+            FailureKind::Client => proto::FailureCode::Client,
+            FailureKind::Declined => proto::FailureCode::Declined,
+            FailureKind::BadInstruction => proto::FailureCode::BadInstruction,
+            // Server-side kinds never travel; a node sending one means "client error".
+            _ => proto::FailureCode::Client,
+        };
+        let mut reason = self.reason.clone();
+        truncate_utf8(&mut reason, MAX_REASON_BYTES);
+        proto::Failure {
+            code: code as i32,
+            reason,
+        }
+    }
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.kind.name(), self.reason)
+    }
+}
+
+fn truncate_utf8(s: &mut String, max: usize) {
+    if s.len() > max {
+        let mut end = max;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+    }
+}
+
+/// One instruction as a node receives it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Instruction {
+    /// Server-assigned id, echoed in the reply.
+    pub id: u64,
+    /// The logical client it is for.
+    pub client: ClientId,
+    /// The round (or model version, for asynchronous strategies).
+    pub round: u64,
+    /// What to do.
+    pub kind: Kind,
+    /// Replies after this are late.
+    pub deadline: SystemTime,
+    /// Opaque bytes (phase 2: the encoded instruction).
+    pub payload: Bytes,
+}
+
+/// A node's answer to one instruction.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Outcome {
+    /// The instruction's id.
+    pub instruction: u64,
+    /// The client that ran it.
+    pub client: ClientId,
+    /// Payload bytes, or why there are none.
+    pub result: Result<Bytes, Failure>,
+}
+
+impl Outcome {
+    /// The outcome for `instruction`.
+    pub fn for_instruction(instruction: &Instruction, result: Result<Bytes, Failure>) -> Outcome {
+        Outcome {
+            instruction: instruction.id,
+            client: instruction.client,
+            result,
+        }
+    }
+
+    pub(crate) fn to_proto(&self) -> proto::Reply {
+        let outcome = match &self.result {
+            Ok(payload) => proto::reply::Outcome::Payload(payload.clone()),
+            Err(failure) => proto::reply::Outcome::Failure(failure.to_proto()),
+        };
+        proto::Reply {
+            instruction: self.instruction,
+            client: self.client,
+            outcome: Some(outcome),
+        }
+    }
+}
+
+fn invalid(message: &'static str, field: &'static str, reason: impl Into<String>) -> Error {
+    Error::Invalid {
+        message,
+        field,
+        reason: reason.into(),
+    }
+}
+
+pub(crate) fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+pub(crate) fn from_unix_ms(ms: u64) -> SystemTime {
+    UNIX_EPOCH
+        .checked_add(Duration::from_millis(ms))
+        .unwrap_or(UNIX_EPOCH)
+}
+
+/// Checks an instruction received by a node.
+pub fn instruction_from_proto(p: proto::Instruction, max_payload: usize) -> Result<Instruction> {
+    let kind = Kind::from_proto(p.kind)
+        .ok_or_else(|| invalid("Instruction", "kind", format!("{}: unknown kind", p.kind)))?;
+    if p.payload.len() > max_payload {
+        return Err(invalid(
+            "Instruction",
+            "payload",
+            format!("{} bytes: at most {max_payload}", p.payload.len()),
+        ));
+    }
+    Ok(Instruction {
+        id: p.id,
+        client: p.client,
+        round: p.round,
+        kind,
+        deadline: from_unix_ms(p.deadline_unix_ms),
+        payload: p.payload,
+    })
+}
+
+/// Checks a reply received by the server. A reply that breaks a rule (missing outcome,
+/// payload over the limit, unknown failure code, overlong reason) becomes a
+/// [`FailureKind::Rejected`] failure of its instruction, naming the field.
+pub fn reply_from_proto(p: proto::Reply, max_payload: usize) -> Outcome {
+    let rejected = |field: &str, reason: String| {
+        Err(Failure::new(
+            FailureKind::Rejected,
+            format!("Reply.{field}: {reason}"),
+        ))
+    };
+    let result = match p.outcome {
+        None => rejected("outcome", "missing: payload or failure expected".into()),
+        Some(proto::reply::Outcome::Payload(payload)) if payload.len() > max_payload => rejected(
+            "payload",
+            format!("{} bytes: at most {max_payload}", payload.len()),
+        ),
+        Some(proto::reply::Outcome::Payload(payload)) => Ok(payload),
+        Some(proto::reply::Outcome::Failure(f)) => match proto::FailureCode::try_from(f.code) {
+            _ if f.reason.len() > MAX_REASON_BYTES => rejected(
+                "failure.reason",
+                format!("{} bytes: at most {MAX_REASON_BYTES}", f.reason.len()),
+            ),
+            Ok(proto::FailureCode::Client) => Err(Failure::new(FailureKind::Client, f.reason)),
+            Ok(proto::FailureCode::Declined) => Err(Failure::new(FailureKind::Declined, f.reason)),
+            Ok(proto::FailureCode::BadInstruction) => {
+                Err(Failure::new(FailureKind::BadInstruction, f.reason))
+            }
+            _ => rejected(
+                "failure.code",
+                format!(
+                    "{}: expected 1 (client), 2 (declined) or 3 (bad instruction)",
+                    f.code
+                ),
+            ),
+        },
+    };
+    Outcome {
+        instruction: p.instruction,
+        client: p.client,
+        result,
+    }
+}
+
+/// Checks a node's client ranges: each non-empty, disjoint, at most `max_clients` ids and
+/// `max_ranges` ranges in all. Returns them sorted.
+pub fn ranges_from_proto(
+    ranges: &[proto::ClientRange],
+    max_ranges: usize,
+    max_clients: u64,
+) -> Result<Vec<std::ops::Range<ClientId>>> {
+    if ranges.is_empty() {
+        return Err(invalid(
+            "RegisterRequest",
+            "clients",
+            "empty: at least one client range expected",
+        ));
+    }
+    if ranges.len() > max_ranges {
+        return Err(invalid(
+            "RegisterRequest",
+            "clients",
+            format!("{} ranges: at most {max_ranges}", ranges.len()),
+        ));
+    }
+    let mut out: Vec<std::ops::Range<ClientId>> = Vec::with_capacity(ranges.len());
+    let mut total: u64 = 0;
+    for r in ranges {
+        if r.start >= r.end {
+            return Err(invalid(
+                "ClientRange",
+                "end",
+                format!("{}..{}: end must exceed start", r.start, r.end),
+            ));
+        }
+        total = total.saturating_add(r.end - r.start);
+        if total > max_clients {
+            return Err(invalid(
+                "RegisterRequest",
+                "clients",
+                format!("more than {max_clients} clients on one node"),
+            ));
+        }
+        out.push(r.start..r.end);
+    }
+    out.sort_by_key(|r| r.start);
+    for pair in out.windows(2) {
+        if pair[0].end > pair[1].start {
+            return Err(invalid(
+                "RegisterRequest",
+                "clients",
+                format!("ranges {:?} and {:?} overlap", pair[0], pair[1]),
+            ));
+        }
+    }
+    Ok(out)
+}
