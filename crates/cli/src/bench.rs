@@ -1,4 +1,4 @@
-//! `fedpace bench`: the standard workloads of BENCHMARKS.md (W-LR, W-MLP, W-CNN) run
+//! `fedpace bench`: the standard workloads of docs/benchmarks.md (W-LR, W-MLP, W-CNN) run
 //! through the same code as `fedpace run` (the configs are `examples/bench-*.toml`),
 //! plus the machine's own ceilings measured in the same process: a 512×512 sgemm and a
 //! memory copy, against which the CNN's arithmetic rate and the aggregation are stated.
@@ -18,7 +18,7 @@ use fedpace_params::{ParamSpec, ParamTree};
 use std::sync::Arc;
 use std::time::Instant;
 
-/// A workload of BENCHMARKS.md.
+/// A workload of docs/benchmarks.md.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Workload {
     /// W-LR: logistic regression, 30 clients, 20 rounds.
@@ -151,7 +151,7 @@ pub fn workload_config(w: Workload) -> Result<ExperimentConfig> {
 pub fn run(opts: &BenchOptions) -> Result<()> {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     println!(
-        "fedpace bench — BENCHMARKS.md workloads; medians; every ratio printed is measured in \
+        "fedpace bench — docs/benchmarks.md workloads; medians; every ratio printed is measured in \
          this run"
     );
     println!(
@@ -327,7 +327,7 @@ fn describe(w: Workload) -> &'static str {
 }
 
 /// GFLOP of one FedAvg-CNN epoch over `samples` 1×28×28 images, forward + backward
-/// (conv1 has no input gradient): ≈ 43.4 for 600 samples, as in BENCHMARKS.md.
+/// (conv1 has no input gradient): ≈ 43.4 for 600 samples, as in docs/benchmarks.md.
 pub fn cnn_epoch_gflop(samples: usize) -> f64 {
     let conv1 = 2.0 * (28 * 28 * 32 * 25) as f64;
     let conv2 = 2.0 * (14 * 14 * 64 * 32 * 25) as f64;

@@ -66,7 +66,7 @@ enum Command {
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
-    /// Run the BENCHMARKS.md workloads (W-LR, W-MLP, W-CNN) and the aggregation
+    /// Run the docs/benchmarks.md workloads (W-LR, W-MLP, W-CNN) and the aggregation
     /// benchmark; print times, peak memory and the ratios measured in the same run
     /// (CNN rate vs sgemm, aggregation vs copy). Peer figures are dated references only.
     Bench {

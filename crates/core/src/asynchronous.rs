@@ -1,4 +1,4 @@
-//! Asynchronous FL contracts (ALGORITHMS.md C.8, C.9): staleness functions and the
+//! Asynchronous FL contracts (docs/algorithms.md §C.8, C.9): staleness functions and the
 //! server half of an asynchronous algorithm. The event loop that drives it on the
 //! simulated clock is `fedpace_sim::run_async`.
 
@@ -8,7 +8,7 @@ use fedpace_params::ParamTree;
 use serde::{Deserialize, Serialize};
 
 /// A staleness function s(τ) ∈ (0, 1], τ = server version at arrival − version the
-/// client started from (ALGORITHMS.md C.8).
+/// client started from (docs/algorithms.md §C.8).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "name", rename_all = "kebab-case", deny_unknown_fields)]
 pub enum Staleness {

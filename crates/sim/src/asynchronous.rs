@@ -1,4 +1,4 @@
-//! The asynchronous loop (ALGORITHMS.md C.8, C.9) on the simulated clock: beside
+//! The asynchronous loop (docs/algorithms.md §C.8, C.9) on the simulated clock: beside
 //! `fedpace_core::run`, with the same [`Grid`], [`RatePolicy`] and [`Observer`].
 //!
 //! `concurrency` clients train at once. Each is sent the current model (version v) and
