@@ -270,3 +270,27 @@ fn the_scanners_find_what_they_should() {
         assert!(ids.contains(id), "{id} in {ids:?}");
     }
 }
+
+/// Decision records: one file per number, and each listed in docs/arch/README.md (two
+/// branches that take the same number collide here, not in a reader's head).
+#[test]
+fn decision_records_have_unique_numbers_and_are_indexed() {
+    let index = read(Path::new("docs/arch/README.md"));
+    let mut seen = std::collections::BTreeMap::new();
+    let mut bad = Vec::new();
+    for e in std::fs::read_dir(root().join("docs/arch")).expect("docs/arch").flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(num) = name.get(..4).filter(|n| n.bytes().all(|b| b.is_ascii_digit())) else {
+            continue;
+        };
+        if let Some(other) = seen.insert(num.to_string(), name.clone()) {
+            bad.push(format!("{num} is used twice: {other} and {name}"));
+        }
+        if !index.contains(&format!("]({name})")) {
+            bad.push(format!("{name} is not linked from docs/arch/README.md"));
+        }
+    }
+    assert!(!seen.is_empty(), "no decision records found");
+    bad.sort();
+    assert!(bad.is_empty(), "{}", bad.join("\n"));
+}
