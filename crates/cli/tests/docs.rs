@@ -294,3 +294,14 @@ fn decision_records_have_unique_numbers_and_are_indexed() {
     bad.sort();
     assert!(bad.is_empty(), "{}", bad.join("\n"));
 }
+
+/// Cargo.toml declares `MIT OR Apache-2.0`; both licence texts ship with the source.
+#[test]
+fn the_licences_cargo_toml_declares_are_in_the_repository() {
+    let cargo = read(Path::new("Cargo.toml"));
+    assert!(cargo.contains("license = \"MIT OR Apache-2.0\""), "Cargo.toml's licence changed: update this test and the files");
+    for (file, must) in [("LICENSE-MIT", "Permission is hereby granted"), ("LICENSE-APACHE", "Apache License")] {
+        let text = read(Path::new(file));
+        assert!(text.contains(must), "{file} is missing or is not the licence text");
+    }
+}
