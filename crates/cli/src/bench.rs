@@ -9,11 +9,11 @@
 //! against a peer comes from running both in one window (`scripts/peers/run.sh`).
 //! See docs/benchmarks.md.
 
-use crate::config::ExperimentConfig;
 use crate::runner;
 use anyhow::Result;
 use fedpace_core::rng::{derive_seed, stream, Purpose};
 use fedpace_core::{ClientId, TrainReport, TrainRes};
+use fedpace_experiment::{ExperimentConfig, RunOptions};
 use fedpace_params::{ParamSpec, ParamTree};
 use std::sync::Arc;
 use std::time::Instant;
@@ -197,8 +197,10 @@ fn workload(w: Workload, opts: &BenchOptions, gemm1: f64) -> Result<()> {
     reset_peak_memory();
     let start = Instant::now();
     let prepared = runner::prepare(&cfg, opts.threads)?;
-    let threads = prepared.grid.threads();
-    let outcome = runner::run_quiet(&cfg, prepared)?;
+    let threads = prepared.threads();
+    let outcome = prepared
+        .run(RunOptions::default().keep(false, false))?
+        .outcome;
     let total = start.elapsed().as_secs_f64();
     let peak = peak_memory_bytes();
     let first = outcome.round_wall_seconds.first().copied().unwrap_or(0.0);
@@ -270,8 +272,9 @@ fn scale(opts: &BenchOptions) -> Result<()> {
     let prepared = runner::prepare(&cfg, opts.threads)?;
     let setup = start.elapsed().as_secs_f64();
     let rss_setup = rss_bytes();
-    let threads = prepared.grid.threads();
-    let (outcome, grid) = runner::run_quiet_keep(&cfg, prepared)?;
+    let threads = prepared.threads();
+    let result = prepared.run(RunOptions::default().keep(false, false))?;
+    let outcome = result.outcome;
     let total = start.elapsed().as_secs_f64();
     let mut prev = setup;
     let rounds: Vec<f64> = outcome
@@ -283,7 +286,7 @@ fn scale(opts: &BenchOptions) -> Result<()> {
             d
         })
         .collect();
-    let store = grid.store_stats();
+    let store = result.state_store;
     println!(
         "scale: {} ({name}): {} registered clients, {} per round, {} rounds, {threads} clients \
          in parallel, state budget {} MiB",

@@ -4,20 +4,16 @@
 
 mod alloc;
 mod bench;
-mod config;
-mod files;
-mod output;
 mod quickstart;
 mod report;
 mod runner;
 mod signals;
 mod study;
-mod tensorboard;
 mod tune;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use config::{ConfigError, ExperimentConfig};
+use fedpace_experiment::{config, files, Experiment, ExperimentConfig};
 use runner::UsageError;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -184,7 +180,9 @@ fn main() -> ExitCode {
             if let Some(i) = e.downcast_ref::<Interrupted>() {
                 eprintln!("fedpace: {}", i.message);
                 ExitCode::from(i.stop.exit_code())
-            } else if e.downcast_ref::<ConfigError>().is_some()
+            } else if e
+                .downcast_ref::<fedpace_experiment::Error>()
+                .is_some_and(|e| e.is_usage())
                 || e.downcast_ref::<UsageError>().is_some()
             {
                 eprintln!("error: {e}");
@@ -263,7 +261,8 @@ fn dispatch(cli: Cli) -> Result<()> {
             match config {
                 Some(path) => {
                     if let Some(t) = threads {
-                        config::check_threads(t, "--threads").map_err(ConfigError)?;
+                        config::check_threads(t, "--threads")
+                            .map_err(fedpace_experiment::Error::Config)?;
                     }
                     let mut cfg = ExperimentConfig::load(&path, &overrides)?;
                     if let Some(t) = threads {
@@ -282,16 +281,17 @@ fn dispatch(cli: Cli) -> Result<()> {
                     if !force {
                         files::claim_out_dir(&dir, false, what)?;
                     }
-                    let prepared = runner::prepare(&cfg, cfg.threads)?;
+                    let prepared = Experiment::from_config(cfg.clone())?.prepare()?;
                     files::claim_out_dir(&dir, force, what)?;
-                    let summary = runner::execute(&cfg, prepared, &dir, &cfg.name)?;
+                    let summary = runner::execute(prepared, &dir, &cfg.name)?;
                     print_table(&[(cfg.name.clone(), summary.clone())]);
                     println!("results in {}", dir.display());
                     check_stopped(&summary, &dir)?;
                 }
                 None => {
                     if let Some(t) = threads {
-                        config::check_threads(t, "--threads").map_err(ConfigError)?;
+                        config::check_threads(t, "--threads")
+                            .map_err(fedpace_experiment::Error::Config)?;
                     }
                     quickstart::run(out, threads, data_dir, &overrides, force)?
                 }
@@ -307,7 +307,8 @@ fn dispatch(cli: Cli) -> Result<()> {
             state_mb,
             algorithm,
         } => {
-            config::check_threads(threads, "--threads").map_err(ConfigError)?;
+            config::check_threads(threads, "--threads")
+                .map_err(fedpace_experiment::Error::Config)?;
             bench::run(&bench::BenchOptions {
                 workload,
                 quick,

@@ -7,10 +7,10 @@
 //! reports what the seeds say together. The first seed's two runs are written in full
 //! (`<out>/uniform`, `<out>/<policy>`); every seed's figures go to `<out>/seeds.csv`.
 
-use crate::config::ExperimentConfig;
-use crate::{files, runner, signals};
+use crate::{runner, signals};
 use anyhow::Result;
 use fedpace_core::round::EvalSummary;
+use fedpace_experiment::{files, ExperimentConfig, RunOptions};
 use std::fmt::Write as _;
 use std::path::PathBuf;
 
@@ -113,7 +113,7 @@ pub fn run(
             cfg.threads = t;
         }
         let prepared = runner::prepare(&cfg, cfg.threads)?;
-        let summary = runner::execute(&cfg, prepared, &root.join(label), label)?;
+        let summary = runner::execute(prepared, &root.join(label), label)?;
         figures[v].push(Figures::from_summary(&summary));
         if signals::requested().is_some() {
             return crate::check_stopped(&summary, &root.join(label));
@@ -146,9 +146,8 @@ pub fn run(
         let mut cfg = config(seed, v);
         cfg.eval.every = 0;
         let prepared = runner::prepare(&cfg, 1)?;
-        Ok(Figures::from_eval(
-            &runner::run_quiet(&cfg, prepared)?.final_eval,
-        ))
+        let result = prepared.run(RunOptions::default().keep(false, false))?;
+        Ok(Figures::from_eval(&result.outcome.final_eval))
     };
     let done: Vec<Vec<Result<Figures>>> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..workers)

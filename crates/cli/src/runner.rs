@@ -1,23 +1,19 @@
-//! Turns a validated [`ExperimentConfig`] into a running simulation and its outputs.
+//! The command line's side of a run: the progress bar and the stop signals as a
+//! [`Monitor`], and the calls into `fedpace-experiment`, which builds and runs
+//! everything (docs/library.md).
 
-use crate::config::ExperimentConfig;
-use crate::output::RunWriter;
-use anyhow::{Context, Result};
-use fedpace_algos::{Built, StandardClient};
-use fedpace_core::asynchronous::AsyncStrategy;
-use fedpace_core::rng::{derive_seed, Purpose};
-use fedpace_core::round::{Observer, RoundRecord, RunOptions};
-use fedpace_core::{
-    ClientFactory, ClientPool, Disclosed, Progress, RatePlan, RatePolicy, Strategy,
-};
-use fedpace_params::ParamTree;
-use fedpace_sim::{AsyncOptions, DataPool, DeviceClasses, Devices, SimGrid, Systems};
-use serde_json::json;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::Instant;
+use anyhow::Result;
+use fedpace_core::round::{EvalSummary, RoundRecord};
+use fedpace_experiment::{Experiment, ExperimentConfig, Monitor, Prepared, RunInfo, RunOptions};
+use indicatif::{ProgressBar, ProgressStyle};
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
-/// An error the user must fix (bad config, missing data): exit code 2.
+pub use fedpace_experiment::data_dir;
+pub use fedpace_experiment::files::default_out_dir;
+
+/// An error the user must fix (bad arguments, a report of no runs): exit code 2.
 #[derive(Debug)]
 pub struct UsageError(pub String);
 
@@ -28,468 +24,115 @@ impl std::fmt::Display for UsageError {
 }
 impl std::error::Error for UsageError {}
 
-/// The data directory: the config's, else `$FEDPACE_DATA_DIR`, else `data`.
-pub fn data_dir(cfg_dir: Option<&Path>) -> PathBuf {
-    cfg_dir
-        .map(Path::to_path_buf)
-        .or_else(|| std::env::var_os("FEDPACE_DATA_DIR").map(PathBuf::from))
-        .unwrap_or_else(|| PathBuf::from("data"))
-}
-
-/// `runs/<name>-<UTC timestamp>`, made unique.
-pub fn default_out_dir(name: &str) -> PathBuf {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let base = PathBuf::from("runs").join(format!("{name}-{}", utc_stamp(secs)));
-    let mut p = base.clone();
-    let mut i = 2;
-    while p.exists() {
-        p = PathBuf::from(format!("{}-{i}", base.display()));
-        i += 1;
-    }
-    p
-}
-
-/// `YYYYmmdd-HHMMSS` in UTC.
-pub fn utc_stamp(secs: u64) -> String {
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    // Civil-from-days (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}{m:02}{d:02}-{:02}{:02}{:02}",
-        rem / 3600,
-        (rem % 3600) / 60,
-        rem % 60
-    )
-}
-
-/// How the run is driven: the synchronous round loop or the asynchronous event loop.
-#[allow(clippy::large_enum_variant)] // one value per run
-pub enum Mode {
-    /// `fedpace_core::run` (with the devices wrapper when `[devices]` is set).
-    Sync(Box<dyn Strategy>),
-    /// `fedpace_sim::run_async`.
-    Async {
-        /// Server half.
-        strategy: Box<dyn AsyncStrategy>,
-        /// Rate policy (plans per dispatch).
-        policy: Box<dyn RatePolicy>,
-        /// Base plan.
-        base_plan: RatePlan,
-        /// Device profiles (the simulated clock).
-        devices: Devices,
-        /// Clients training at once.
-        concurrency: usize,
-        /// Staleness-decayed client rates.
-        rate_decay: bool,
-    },
-}
-
-impl Mode {
-    fn describe(&self) -> String {
-        match self {
-            Mode::Sync(s) => s.describe(),
-            Mode::Async { strategy, .. } => strategy.describe(),
-        }
-    }
-}
-
-/// Everything built from a config, checked before any file is written.
-pub struct Prepared {
-    strategy: Mode,
-    pub(crate) grid: SimGrid,
-    /// Every client's metadata as the simulator knows it (for `clients.csv`); the grid,
-    /// and so the strategy, sees only what clients share.
-    pool: Arc<dyn ClientPool>,
-    init: fedpace_params::ParamTree,
-    groups: Vec<String>,
-    description: String,
-}
-
-/// The most parameters a model may have: 2^28 (1 GiB of f32 a copy; a run holds several
-/// copies per thread). fedpace's models are CPU models of at most a few million.
-pub const MAX_PARAMS: u128 = 1 << 28;
-
-/// The most f32 values one client's bench data may hold (samples × values per sample):
-/// 2^28, 1 GiB.
-pub const MAX_CLIENT_VALUES: u128 = 1 << 28;
-
-/// `MemAvailable` of `/proc/meminfo` in bytes (Linux; `None` elsewhere).
-fn mem_available() -> Option<u128> {
-    let s = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let line = s.lines().find(|l| l.starts_with("MemAvailable:"))?;
-    let kb: u128 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb * 1024)
-}
-
-/// The product of `xs` in u128, `None` past u128 (so past any limit).
-fn product(xs: impl IntoIterator<Item = usize>) -> Option<u128> {
-    xs.into_iter()
-        .try_fold(1u128, |acc, x| acc.checked_mul(x as u128))
-}
-
-/// Checks sizes the config decides before anything is allocated: a bench source's
-/// `sample_shape × samples_per_client` (checked arithmetic).
-fn check_data_sizes(cfg: &ExperimentConfig) -> Result<(), UsageError> {
-    let fedpace_data::DataConfig::Bench(bench) = &cfg.data else {
-        return Ok(());
-    };
-    let shape = bench.sample_shape.clone();
-    let samples = bench.samples_per_client;
-    let values = product(shape.iter().copied().chain([samples]));
-    if values.is_none_or(|v| v > MAX_CLIENT_VALUES) {
-        return Err(UsageError(format!(
-            "data.sample_shape = {shape:?}: with samples_per_client = {samples} a client holds \
-             {} values; expected at most {MAX_CLIENT_VALUES} (1 GiB of f32)",
-            values.map_or("more than 2^128".to_string(), |v| v.to_string())
-        )));
-    }
-    Ok(())
-}
-
-/// Checks one sample of every split against the input shape the model is built for, so
-/// a test set of another image size (or a degenerate one) is an error before the run.
-fn check_sample_shapes(fed: &fedpace_data::Federation) -> Result<(), UsageError> {
-    use fedpace_core::data::Inputs;
-    let want = match &fed.sample_shape {
-        fedpace_data::InputShape::Dense(s) => s.clone(),
-        fedpace_data::InputShape::Tokens { .. } => return Ok(()),
-    };
-    let check = |what: &str, d: &dyn fedpace_core::Dataset| -> Result<(), UsageError> {
-        if d.is_empty() {
-            return Ok(());
-        }
-        if let Inputs::Dense { data, sample_shape } = d.batch(&[0]).inputs {
-            let n = product(want.iter().copied());
-            if data.is_empty() || n != Some(data.len() as u128) {
-                return Err(UsageError(format!(
-                    "data: {} ({what}) has samples of shape {sample_shape:?} ({} values); \
-                     expected {want:?} like the training samples",
-                    fed.description,
-                    data.len()
-                )));
-            }
-        }
-        Ok(())
-    };
-    if fed.data.num_clients() > 0 {
-        let c = fed
-            .data
-            .client(0)
-            .map_err(|e| UsageError(format!("data: client 0: {e}")))?;
-        check("client 0's training split", c.train.as_ref())?;
-        check("client 0's test split", c.test.as_ref())?;
-    }
-    if let Some(t) = &fed.global_test {
-        check("the held-out test set", t.as_ref())?;
-    }
-    Ok(())
-}
-
-/// Checks the model's parameter count (checked arithmetic over its tensor shapes)
-/// against [`MAX_PARAMS`] and, where `/proc/meminfo` tells, the memory a run needs —
-/// about 4 bytes × params × (4 + 4 × threads): the global model, the aggregate, and per
-/// training thread a model, a gradient, an update and optimiser state.
-fn check_model_size(
-    cfg: &ExperimentConfig,
-    spec: &fedpace_params::ParamSpec,
-    threads: usize,
-) -> Result<(), UsageError> {
-    let params = spec.entries().iter().try_fold(0u128, |acc, e| {
-        acc.checked_add(product(e.shape.iter().copied())?)
-    });
-    let name = model_name(cfg);
-    match params {
-        Some(p) if p <= MAX_PARAMS => {
-            let threads = if threads == 0 {
-                std::thread::available_parallelism().map_or(1, |n| n.get())
-            } else {
-                threads
-            } as u128;
-            let need = 4 * p * (4 + 4 * threads);
-            if let Some(avail) = mem_available().filter(|&a| need > a) {
-                return Err(UsageError(format!(
-                    "model: {name} has {p} parameters: a run on {threads} thread(s) needs about \
-                     {} MiB, more than the {} MiB available; expected a smaller model or fewer \
-                     threads",
-                    need >> 20,
-                    avail >> 20
-                )));
-            }
-            Ok(())
-        }
-        p => Err(UsageError(format!(
-            "model: {name} has {} parameters; expected at most {MAX_PARAMS} (1 GiB of f32 a \
-             copy): check model.hidden and data.sample_shape",
-            p.map_or("more than 2^128".to_string(), |p| p.to_string())
-        ))),
-    }
-}
-
-/// Builds data, model, strategy and grid. Every user error surfaces here, before the
-/// output directory exists: sizes are checked before anything is allocated, and one
-/// sample of every split is checked against the model's input.
+/// Builds `cfg` with `threads` clients trained at once (for `fedpace bench`).
 pub fn prepare(cfg: &ExperimentConfig, threads: usize) -> Result<Prepared> {
-    let dir = data_dir(cfg.data_dir.as_deref());
-    check_data_sizes(cfg)?;
-    let fed =
-        fedpace_data::build(&cfg.data, cfg.seed, &dir).map_err(|e| UsageError(e.to_string()))?;
-    check_sample_shapes(&fed)?;
-    let input = match &fed.sample_shape {
-        fedpace_data::InputShape::Dense(s) => fedpace_nn::InputShape::Dense(s.clone()),
-        fedpace_data::InputShape::Tokens { seq_len, vocab } => fedpace_nn::InputShape::Tokens {
-            seq_len: *seq_len,
-            vocab: *vocab,
-        },
-    };
-    let models =
-        fedpace_nn::factory_with_grain(&cfg.model, &input, fed.num_classes, cfg.client_threads)
-            .map_err(|e| UsageError(format!("model: {e}")))?;
-    let model = models().map_err(|e| UsageError(format!("model: {e}")))?;
-    // Parameter groups from the `groups` rules: the same layout with other labels.
-    let spec = Arc::new(
-        model
-            .spec()
-            .regroup(&cfg.groups)
-            .map_err(|e| UsageError(format!("groups: {e}")))?,
+    let mut cfg = cfg.clone();
+    cfg.threads = threads;
+    Ok(Experiment::from_config(cfg)?.prepare()?)
+}
+
+/// Runs a prepared experiment into the run directory `out`, with a progress bar and
+/// the signal handlers' stop requests; prints its description and warnings. Returns
+/// `summary.json`'s content.
+pub fn execute(prepared: Prepared, out: &Path, label: &str) -> Result<serde_json::Value> {
+    eprintln!("{label}: {}", prepared.description());
+    let mut console = Console::default();
+    let result = prepared.run(
+        RunOptions::default()
+            .with_dir(out)
+            .with_label(label)
+            .keep(false, false)
+            .with_monitor(&mut console),
     );
-    check_model_size(cfg, &spec, threads)?;
-    if let Some(d) = &cfg.devices {
-        d.check_deadline(spec.total_len())
-            .map_err(|e| UsageError(e.to_string()))?;
+    if let Some(bar) = &console.bar {
+        bar.finish_and_clear();
     }
-    let init = ParamTree::from_vec(
-        spec.clone(),
-        model
-            .init(derive_seed(cfg.seed, 0, 0, Purpose::Init))?
-            .into_vec(),
-    )?;
-    let groups = spec.groups().to_vec();
-    let base_plan = cfg.base_plan(&groups).map_err(UsageError)?;
-    let data = fed.data.clone();
-    let classes = DeviceClasses::new(&cfg.device_classes, data.num_clients(), cfg.seed);
-    let central_models = models.clone();
-    let pool: Arc<dyn ClientPool> =
-        Arc::new(DataPool::new(data.clone(), classes).context("building the client pool")?);
-    let factory: ClientFactory = Arc::new(move |id| {
-        let d = data.client(id as usize)?;
-        Ok(Box::new(StandardClient::new(id, models()?, d)) as Box<dyn fedpace_core::Client>)
-    });
-    let usage = |e: fedpace_core::Error| UsageError(e.to_string());
-    let devices = cfg
-        .devices
-        .clone()
-        .map(|d| Devices::new(d, cfg.seed))
-        .transpose()
-        .map_err(usage)?;
-    // Group labels (`personal_groups`, `frozen_groups`) are checked against the model
-    // here, before anything is written.
-    cfg.strategy.check_model(&spec).map_err(usage)?;
-    let policy = cfg
-        .policy
-        .build_for(&groups)
-        .map_err(|e| UsageError(e.to_string()))?;
-    let strategy = match cfg.strategy.build(base_plan, policy).map_err(usage)? {
-        Built::Async(a) => Mode::Async {
-            strategy: a.strategy,
-            policy: a.policy,
-            base_plan: a.base_plan,
-            devices: match devices {
-                Some(d) => d,
-                None => Devices::new(Default::default(), cfg.seed).map_err(usage)?,
-            },
-            concurrency: a.concurrency,
-            rate_decay: a.rate_decay,
-        },
-        Built::Sync(s) => Mode::Sync(match devices {
-            Some(d) => Box::new(Systems::new(s, d)),
-            None => s,
-        }),
-    };
-    let shared = Disclosed::new(pool.clone(), cfg.client.share.clone());
-    let mut grid = SimGrid::new(shared, factory, threads)?;
-    let clients = grid_len(&grid);
-    if !cfg.strategy.is_async()
-        && cfg.strategy.round.fraction.is_none()
-        && cfg.strategy.round.clients_per_round > clients
-    {
-        return Err(UsageError(format!(
-            "strategy.clients_per_round = {}: more than the {clients} clients of the pool; \
-             expected at most {clients} (or strategy.fraction)",
-            cfg.strategy.round.clients_per_round
-        ))
-        .into());
+    let result = result?;
+    for w in &result.warnings {
+        eprintln!("warning: {w}");
     }
-    // Evaluating every client at once holds each one's instruction, state and reply
-    // (about 400 bytes a client; 10 M clients took 1.2 GB in the state store alone).
-    if cfg.eval.max_clients.is_none() && cfg.data.effective_test_fraction() > 0.0 {
-        let need = 400 * clients as u128;
-        if let Some(avail) = mem_available().filter(|&a| need > a / 2) {
-            return Err(UsageError(format!(
-                "eval.max_clients: evaluating all {clients} clients at once needs about {} MiB, \
-                 more than half the {} MiB available; set eval.max_clients (e.g. 10000)",
-                need >> 20,
-                avail >> 20
-            ))
-            .into());
+    Ok(result.summary)
+}
+
+/// The progress bar of a run (drawn only on a terminal), and SIGINT/SIGTERM as stop
+/// requests.
+#[derive(Default)]
+pub struct Console {
+    bar: Option<ProgressBar>,
+    done: AtomicUsize,
+    phase: (&'static str, usize),
+    last_eval: Option<EvalSummary>,
+    last_loss: Option<f64>,
+}
+
+impl Console {
+    fn message(&self) -> String {
+        let acc = match self.last_eval.as_ref().map(|e| e.global_accuracy) {
+            Some(a) if a.is_finite() => format!("{:.1}%", 100.0 * a),
+            Some(_) => "n/a".to_string(),
+            None => "–".to_string(),
+        };
+        // Before the first round (and after a round without any update) there is no loss.
+        let loss = match self.last_loss {
+            Some(l) if l.is_finite() => format!("{l:.4}"),
+            _ => "–".to_string(),
+        };
+        format!(
+            "{} {}/{} clients · loss {loss} · acc {acc}",
+            self.phase.0,
+            self.done.load(Ordering::Relaxed),
+            self.phase.1,
+        )
+    }
+
+    fn refresh(&self) {
+        if let Some(bar) = &self.bar {
+            bar.set_message(self.message());
         }
     }
-    if let Some(mb) = cfg.state.memory_mb {
-        let dir = cfg.state.dir.clone().unwrap_or_else(std::env::temp_dir);
-        let store = fedpace_sim::SpillStore::new(&dir, (mb as usize) << 20)
-            .with_context(|| format!("state.dir = {}: creating the state database", dir.display()))?
-            .with_registry(fedpace_algos::builtin().codecs.clone());
-        grid = grid.with_store(Box::new(store));
+}
+
+impl Monitor for Console {
+    fn started(&mut self, run: &RunInfo<'_>) {
+        let bar = ProgressBar::new(run.rounds as u64);
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{prefix} [{bar:25}] {pos}/{len} rounds · {msg} · ETA {eta}",
+            )
+            .expect("static template")
+            .progress_chars("=> "),
+        );
+        bar.set_prefix(run.label.to_string());
+        bar.enable_steady_tick(Duration::from_millis(200));
+        self.bar = Some(bar);
+        self.phase = ("train", 0);
     }
-    if let Some(test) = fed.global_test.clone() {
-        grid = grid.with_central_test(test, central_models);
+
+    fn phase_started(&mut self, _round: u32, phase: &'static str, clients: usize) {
+        self.phase = (phase, clients);
+        self.done.store(0, Ordering::Relaxed);
+        self.refresh();
     }
-    Ok(Prepared {
-        description: format!(
-            "{} · {} · {} clients · {} params · {}",
-            fed.description,
-            model_name(cfg),
-            grid_len(&grid),
-            spec.total_len(),
-            strategy.describe()
-        ),
-        strategy,
-        grid,
-        pool,
-        init,
-        groups,
-    })
-}
 
-fn grid_len(g: &SimGrid) -> usize {
-    use fedpace_core::Grid;
-    g.pool().len()
-}
-
-fn model_name(cfg: &ExperimentConfig) -> String {
-    serde_json::to_value(&cfg.model)
-        .ok()
-        .and_then(|v| v.get("name").and_then(|n| n.as_str()).map(str::to_string))
-        .unwrap_or_else(|| "model".into())
-}
-
-/// Runs a prepared experiment without writing anything (for `fedpace bench`).
-pub fn run_quiet(cfg: &ExperimentConfig, p: Prepared) -> Result<fedpace_core::round::RunOutcome> {
-    Ok(run_quiet_keep(cfg, p)?.0)
-}
-
-/// [`run_quiet`], also handing back the grid (to inspect its state store).
-pub fn run_quiet_keep(
-    cfg: &ExperimentConfig,
-    mut p: Prepared,
-) -> Result<(fedpace_core::round::RunOutcome, SimGrid)> {
-    let opts = run_options(cfg);
-    let Mode::Sync(strategy) = &mut p.strategy else {
-        anyhow::bail!("benchmarks run synchronous strategies only");
-    };
-    let outcome = fedpace_core::run(strategy.as_mut(), &mut p.grid, p.init, &opts, &mut Quiet)?;
-    Ok((outcome, p.grid))
-}
-
-/// The run options of a config (the synchronous loop's).
-pub fn run_options(cfg: &ExperimentConfig) -> RunOptions {
-    RunOptions {
-        rounds: cfg.rounds,
-        seed: cfg.seed,
-        eval_every: cfg.eval.every,
-        finetune_steps: cfg.eval.finetune_steps,
-        personalized: cfg.eval.personalized,
-        max_test_samples: cfg.eval.max_test_samples,
-        keep_records: false,
-        eval_clients: cfg.eval.max_clients,
+    fn client_done(&self) {
+        self.done.fetch_add(1, Ordering::Relaxed);
+        if let Some(bar) = &self.bar {
+            bar.tick();
+        }
     }
-}
 
-/// Runs a prepared experiment, writing into `out`. Returns `summary.json`'s content.
-pub fn execute(
-    cfg: &ExperimentConfig,
-    mut p: Prepared,
-    out: &Path,
-    label: &str,
-) -> Result<serde_json::Value> {
-    let start = Instant::now();
-    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-    crate::files::write_bytes_atomic(&out.join("config.toml"), cfg.to_toml().as_bytes())?;
-    eprintln!("{label}: {}", p.description);
-    let mut writer = RunWriter::create(out, label, cfg.rounds, &cfg.output, p.groups.clone())?;
-    let opts = run_options(cfg);
-    let outcome = match &mut p.strategy {
-        Mode::Sync(s) => fedpace_core::run(s.as_mut(), &mut p.grid, p.init, &opts, &mut writer)?,
-        Mode::Async {
-            strategy,
-            policy,
-            base_plan,
-            devices,
-            concurrency,
-            rate_decay,
-        } => fedpace_sim::run_async(
-            strategy.as_mut(),
-            policy.as_mut(),
-            base_plan,
-            &mut p.grid,
-            devices,
-            p.init,
-            &AsyncOptions {
-                updates: cfg.rounds,
-                concurrency: *concurrency,
-                rate_decay: *rate_decay,
-                seed: cfg.seed,
-                eval_every: cfg.eval.every,
-                finetune_steps: cfg.eval.finetune_steps,
-                max_test_samples: cfg.eval.max_test_samples,
-                keep_records: false,
-                eval_clients: cfg.eval.max_clients,
-            },
-            &mut writer,
-        )?,
-    };
-    let header = json!({
-        "name": cfg.name,
-        "seed": cfg.seed,
-        "strategy": p.strategy.describe(),
-        "policy": cfg.policy.name(),
-        "threads": p.grid.threads(),
-    });
-    writer.finish(
-        p.pool.as_ref(),
-        &outcome,
-        crate::signals::requested(),
-        header,
-        start.elapsed().as_secs_f64(),
-    )
-}
-
-/// An observer that records nothing (no files, no progress bar).
-pub struct Quiet;
-
-impl Progress for Quiet {
-    fn client_done(&self) {}
-}
-
-impl Observer for Quiet {
-    fn progress(&self) -> &dyn Progress {
-        self
+    fn round_finished(&mut self, record: &RoundRecord, _metrics: &serde_json::Value) {
+        self.last_loss = Some(record.train_loss);
+        if let Some(e) = &record.eval {
+            self.last_eval = Some(e.clone());
+        }
+        if let Some(bar) = &self.bar {
+            bar.set_position(record.round as u64);
+        }
+        self.refresh();
     }
-    fn round_finished(
-        &mut self,
-        _record: &RoundRecord,
-        _global: &ParamTree,
-    ) -> fedpace_core::Result<()> {
-        Ok(())
+
+    fn stop_requested(&self) -> Option<String> {
+        crate::signals::requested().map(|s| s.name().to_string())
     }
 }

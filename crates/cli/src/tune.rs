@@ -11,9 +11,9 @@
 //! and say so ([`MetricSource::StandIn`]); trials cannot yet continue from a saved state,
 //! so PBT is refused and halving re-runs promoted trials from round 0.
 
-use crate::config::{ConfigError, ExperimentConfig};
 use crate::runner::{self, UsageError};
 use anyhow::Result;
+use fedpace_experiment::{Experiment, ExperimentConfig};
 use fedpace_tune::files::{self, TuneFile};
 use fedpace_tune::trial::{
     MetricInfo, MetricSource, RoundMetrics, Trial, TrialError, TrialOutput, TrialRunner, UnitScore,
@@ -23,14 +23,14 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-/// Runs one experiment into `dir` and returns its `summary.json`. The only call into the
-/// experiment runner: re-point it when the runner becomes a library.
+/// Runs one experiment into `dir` and returns its `summary.json`: the only call into
+/// the experiment library.
 pub fn run_experiment(cfg: &ExperimentConfig, dir: &Path) -> Result<serde_json::Value> {
     let label = dir
         .file_name()
         .map_or_else(|| cfg.name.clone(), |n| n.to_string_lossy().into_owned());
-    let prepared = runner::prepare(cfg, cfg.threads)?;
-    runner::execute(cfg, prepared, dir, &label)
+    let prepared = Experiment::from_config(cfg.clone())?.prepare()?;
+    runner::execute(prepared, dir, &label)
 }
 
 /// The metrics a trial reports: (name, higher is better, key in `summary.json`, key in a
@@ -112,9 +112,10 @@ impl CliRunner {
         path: &Path,
         fixed: Vec<String>,
         threads: Option<usize>,
-    ) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| ConfigError(format!("{}: cannot read: {e}", path.display())))?;
+    ) -> Result<Self, fedpace_experiment::Error> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            fedpace_experiment::Error::Config(format!("{}: cannot read: {e}", path.display()))
+        })?;
         let origin = path.display().to_string();
         let base = ExperimentConfig::parse(&text, &origin, &fixed)?;
         Ok(Self {
@@ -132,7 +133,7 @@ impl CliRunner {
         &self,
         trial: &Trial,
         rounds: Option<u32>,
-    ) -> Result<ExperimentConfig, ConfigError> {
+    ) -> Result<ExperimentConfig, fedpace_experiment::Error> {
         let mut o = self.fixed.clone();
         o.extend(space::overrides(&trial.point));
         o.push(format!("seed={}", trial.seed));
@@ -325,14 +326,16 @@ impl TrialRunner for CliRunner {
                 ));
             }
         }
-        self.config(trial, None).map(|_| ()).map_err(|e| e.0)
+        self.config(trial, None)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
     }
 
     /// Clients per round × their mean local epochs (steps / ⌈n_k / B⌉) under uniform
     /// sampling. Policies that change a client's work, stragglers and failures make the
     /// reported cost differ; the budget is charged what was reported.
     fn round_cost(&self, trial: &Trial) -> Result<f64, String> {
-        let cfg = self.config(trial, None).map_err(|e| e.0)?;
+        let cfg = self.config(trial, None).map_err(|e| e.to_string())?;
         let pool = self.train_sizes(&cfg)?;
         let groups: Vec<String> = cfg.client.group_lr.keys().cloned().collect();
         let plan = cfg.base_plan(&groups)?;
@@ -354,9 +357,11 @@ impl TrialRunner for CliRunner {
     fn run(&self, trial: &Trial, rounds: u32, dir: &Path) -> Result<TrialOutput<()>, TrialError> {
         let cfg = self
             .config(trial, Some(rounds))
-            .map_err(|e| TrialError::Fatal(e.0))?;
+            .map_err(|e| TrialError::Fatal(e.to_string()))?;
         let summary = run_experiment(&cfg, dir).map_err(|e| {
-            if e.downcast_ref::<UsageError>().is_some() || e.downcast_ref::<ConfigError>().is_some()
+            if e.downcast_ref::<UsageError>().is_some()
+                || e.downcast_ref::<fedpace_experiment::Error>()
+                    .is_some_and(|e| e.is_usage())
             {
                 TrialError::Fatal(format!("{e}"))
             } else {

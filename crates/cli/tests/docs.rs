@@ -278,9 +278,15 @@ fn decision_records_have_unique_numbers_and_are_indexed() {
     let index = read(Path::new("docs/arch/README.md"));
     let mut seen = std::collections::BTreeMap::new();
     let mut bad = Vec::new();
-    for e in std::fs::read_dir(root().join("docs/arch")).expect("docs/arch").flatten() {
+    for e in std::fs::read_dir(root().join("docs/arch"))
+        .expect("docs/arch")
+        .flatten()
+    {
         let name = e.file_name().to_string_lossy().into_owned();
-        let Some(num) = name.get(..4).filter(|n| n.bytes().all(|b| b.is_ascii_digit())) else {
+        let Some(num) = name
+            .get(..4)
+            .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
+        else {
             continue;
         };
         if let Some(other) = seen.insert(num.to_string(), name.clone()) {
@@ -299,9 +305,18 @@ fn decision_records_have_unique_numbers_and_are_indexed() {
 #[test]
 fn the_licences_cargo_toml_declares_are_in_the_repository() {
     let cargo = read(Path::new("Cargo.toml"));
-    assert!(cargo.contains("license = \"MIT OR Apache-2.0\""), "Cargo.toml's licence changed: update this test and the files");
-    for (file, must) in [("LICENSE-MIT", "Permission is hereby granted"), ("LICENSE-APACHE", "Apache License")] {
+    assert!(
+        cargo.contains("license = \"MIT OR Apache-2.0\""),
+        "Cargo.toml's licence changed: update this test and the files"
+    );
+    for (file, must) in [
+        ("LICENSE-MIT", "Permission is hereby granted"),
+        ("LICENSE-APACHE", "Apache License"),
+    ] {
         let text = read(Path::new(file));
-        assert!(text.contains(must), "{file} is missing or is not the licence text");
+        assert!(
+            text.contains(must),
+            "{file} is missing or is not the licence text"
+        );
     }
 }

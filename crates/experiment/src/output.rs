@@ -1,24 +1,29 @@
-//! The run directory (docs/outputs.md): resolved config, `metrics.jsonl` and
-//! `metrics.csv` (a line per round, each written whole in one call), `clients.csv`,
-//! `model.safetensors`, `summary.json` (last: it marks a finished or cleanly
-//! interrupted run), with `--trace` the per-round audit log under `trace/`
-//! (docs/trace-format.md) and with `[output] tensorboard` event files under
-//! `tensorboard/`. Final files are written atomically ([`crate::files`]).
+//! Recording a run (docs/outputs.md, docs/library.md): the per-round metrics line, the
+//! per-client table and the summary, kept in memory and, for a run directory, written
+//! as the resolved config, `metrics.jsonl` and `metrics.csv` (a line per round, each
+//! written whole in one call), `clients.csv`, `model.safetensors`, `summary.json` (last:
+//! it marks a finished or cleanly interrupted run), with `[output] trace` the per-round
+//! audit log under `trace/` (docs/trace-format.md) and with `[output] tensorboard` event
+//! files under `tensorboard/`. Final files are written atomically ([`crate::files`]).
+//!
+//! [`RunRecorder`] is a `fedpace_core::Observer`, so any round loop over any grid (the
+//! simulation's, a network server's) records the same way.
 
+use crate::config::OutputConfig;
 use crate::files::{replace_with, write_atomic, write_bytes_atomic};
 use crate::tensorboard::{EventWriter, Histogram, Value};
-use anyhow::{Context, Result};
-use fedpace_core::round::{EvalSummary, Observer, RoundRecord, RunOutcome};
-use fedpace_core::{AggregateSummary, ClientId, ClientPool, Progress, Reply, TrainIns, TrainRes};
+use crate::{Error, Monitor, Result};
+use fedpace_core::round::{Observer, RoundRecord, RunOutcome};
+use fedpace_core::{
+    AggregateSummary, ClientId, ClientInfo, ClientPool, Progress, Reply, TrainIns, TrainRes,
+};
 use fedpace_params::ParamTree;
-use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
 
 /// Writes safetensors with the given `(name, shape, values)` tensors (atomically).
 pub fn write_safetensors(path: &Path, tensors: &[(String, Vec<usize>, &[f32])]) -> Result<()> {
@@ -31,14 +36,14 @@ pub fn write_safetensors(path: &Path, tensors: &[(String, Vec<usize>, &[f32])]) 
         .zip(&bytes)
         .map(|((n, s, _), b)| {
             let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b)
-                .map_err(|e| anyhow::anyhow!("tensor {n}: {e:?}"))?;
+                .map_err(|e| Error::Failed(format!("tensor {n}: {e:?}")))?;
             Ok((n.clone(), view))
         })
         .collect::<Result<_>>()?;
     replace_with(path, |tmp| {
         safetensors::tensor::serialize_to_file(views, &None, tmp).map_err(|e| match e {
-            safetensors::SafeTensorError::IoError(io) => anyhow::Error::new(io),
-            other => anyhow::anyhow!("{other:?}"),
+            safetensors::SafeTensorError::IoError(io) => io,
+            other => std::io::Error::other(format!("{other:?}")),
         })
     })
 }
@@ -58,18 +63,7 @@ pub fn tree_tensors<'a>(prefix: &str, p: &'a ParamTree) -> Vec<(String, Vec<usiz
         .collect()
 }
 
-struct Counter {
-    done: AtomicUsize,
-    bar: ProgressBar,
-}
-
-impl Progress for Counter {
-    fn client_done(&self) {
-        self.done.fetch_add(1, Ordering::Relaxed);
-        self.bar.tick();
-    }
-}
-
+/// What the recorder accumulates per client over the run.
 #[derive(Default, Clone)]
 struct ClientLine {
     rounds: u32,
@@ -84,31 +78,215 @@ struct ClientLine {
     loss_after_sum: f64,
 }
 
-fn mean_or_empty(sum: f64, n: u32) -> String {
-    if n == 0 {
-        String::new()
-    } else {
-        format!("{}", sum / n as f64)
+/// One client's row of the per-client table (`clients.csv`, docs/outputs.md).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ClientRow {
+    /// Client id.
+    pub id: ClientId,
+    /// Device class, if any.
+    pub device: Option<String>,
+    /// Training samples.
+    pub train_samples: u64,
+    /// Test samples.
+    pub test_samples: u64,
+    /// Entropy of its label histogram (0 when not known).
+    pub label_entropy: f64,
+    /// Rounds it was sampled in.
+    pub rounds_trained: u32,
+    /// Rounds whose training failed.
+    pub failures: u32,
+    /// Mean assigned base rate over the rounds it was sampled (`None`: never sampled).
+    pub mean_assigned_lr: Option<f64>,
+    /// Its last assigned rate per parameter group (empty: never sampled).
+    pub last_rates: Vec<f32>,
+    /// Mean over its reports of the mean Σ-rate across groups.
+    pub mean_effective_step: Option<f64>,
+    /// Mean ‖Δ_k‖ over its reports.
+    pub mean_update_norm: Option<f64>,
+    /// Mean cosine between its update and the aggregate.
+    pub mean_cosine_to_aggregate: Option<f64>,
+    /// Mean loss before local training.
+    pub mean_loss_before: Option<f64>,
+    /// Mean loss after local training.
+    pub mean_loss_after: Option<f64>,
+    /// Personalised accuracy at the last evaluation (`None`: not evaluated).
+    pub personalized_accuracy: Option<f64>,
+}
+
+fn mean(sum: f64, n: u32) -> Option<f64> {
+    (n > 0).then(|| sum / n as f64)
+}
+
+impl ClientLine {
+    fn row(&self, c: ClientInfo, personal: Option<f64>) -> ClientRow {
+        let n = self.reports;
+        ClientRow {
+            id: c.id,
+            label_entropy: c.label_entropy().max(0.0),
+            device: c.device,
+            train_samples: c.num_train,
+            test_samples: c.num_test,
+            rounds_trained: self.rounds,
+            failures: self.failures,
+            mean_assigned_lr: mean(self.lr_sum, self.rounds),
+            last_rates: self.last_group_rates.clone(),
+            mean_effective_step: mean(self.effective_step_sum, n),
+            mean_update_norm: mean(self.update_norm_sum, n),
+            mean_cosine_to_aggregate: mean(self.cosine_sum, n),
+            mean_loss_before: mean(self.loss_before_sum, n),
+            mean_loss_after: mean(self.loss_after_sum, n),
+            personalized_accuracy: personal,
+        }
     }
 }
 
-/// Observer that writes the run directory and draws the progress bar.
-pub struct RunWriter {
-    /// The run's name, for warnings.
-    label: String,
+/// The header line of `clients.csv`.
+fn clients_csv_header(groups: &[String]) -> String {
+    let rate_cols: Vec<String> = groups.iter().map(|g| format!("last_rate_{g}")).collect();
+    format!(
+        "id,device,train_samples,test_samples,label_entropy,rounds_trained,failures,mean_assigned_lr,{},mean_effective_step,mean_update_norm,mean_cosine_to_aggregate,mean_loss_before,mean_loss_after,personalized_accuracy\n",
+        rate_cols.join(",")
+    )
+}
+
+/// One line of `clients.csv`.
+fn clients_csv_line(r: &ClientRow, groups: usize) -> String {
+    let opt = |v: Option<f64>| v.map_or(String::new(), |x| format!("{x}"));
+    let rates: Vec<String> = (0..groups)
+        .map(|g| {
+            r.last_rates
+                .get(g)
+                .map_or(String::new(), |x| format!("{x}"))
+        })
+        .collect();
+    format!(
+        "{},{},{},{},{:.6},{},{},{},{},{},{},{},{},{},{}\n",
+        r.id,
+        r.device.as_deref().unwrap_or(""),
+        r.train_samples,
+        r.test_samples,
+        r.label_entropy,
+        r.rounds_trained,
+        r.failures,
+        opt(r.mean_assigned_lr),
+        rates.join(","),
+        opt(r.mean_effective_step),
+        opt(r.mean_update_norm),
+        opt(r.mean_cosine_to_aggregate),
+        opt(r.mean_loss_before),
+        opt(r.mean_loss_after),
+        r.personalized_accuracy
+            .map_or(String::new(), |a| format!("{a:.6}"))
+    )
+}
+
+/// Where and what a [`RunRecorder`] records.
+#[derive(Debug, Clone, Default)]
+pub struct RecordOptions {
+    /// The run's name in warnings.
+    pub label: String,
+    /// Rounds asked for (`summary.json`'s `rounds`).
+    pub rounds: u32,
+    /// Parameter group labels (the per-group rate columns).
+    pub groups: Vec<String>,
+    /// The run directory to write; `None`: nothing is written.
+    pub dir: Option<PathBuf>,
+    /// What goes into the run directory besides the standard files (trace, TensorBoard).
+    pub output: OutputConfig,
+    /// Keep every round's metrics line in memory ([`Recorded::metrics`]).
+    pub keep_metrics: bool,
+    /// Keep the per-client table in memory ([`Recorded::clients`]); a pool of millions
+    /// of clients is better streamed to `clients.csv` only.
+    pub keep_clients: bool,
+}
+
+/// The open per-round files of a run directory.
+struct RunFiles {
     dir: PathBuf,
     metrics: File,
     metrics_csv: File,
     tensorboard: Option<EventWriter>,
-    counter: Counter,
-    phase: (&'static str, usize),
-    rounds: u32,
-    last_eval: Option<EvalSummary>,
-    last_loss: f64,
-    clients: BTreeMap<ClientId, ClientLine>,
     trace: bool,
     trace_index: Vec<serde_json::Value>,
-    groups: Vec<String>,
+}
+
+impl RunFiles {
+    fn create(dir: &Path, outputs: &OutputConfig, groups: &[String]) -> Result<Self> {
+        let failed =
+            |p: &Path, e: std::io::Error| Error::Failed(format!("creating {}: {e}", p.display()));
+        std::fs::create_dir_all(dir).map_err(|e| failed(dir, e))?;
+        let trace = outputs.trace;
+        if trace {
+            let t = dir.join("trace");
+            std::fs::create_dir_all(&t).map_err(|e| failed(&t, e))?;
+        }
+        let create = |name: &str| {
+            let p = dir.join(name);
+            File::create(&p).map_err(|e| failed(&p, e))
+        };
+        let metrics = create("metrics.jsonl")?;
+        let mut metrics_csv = create("metrics.csv")?;
+        metrics_csv
+            .write_all(metrics_csv_header(groups).as_bytes())
+            .map_err(|e| {
+                Error::Failed(format!(
+                    "writing {}: {e}",
+                    dir.join("metrics.csv").display()
+                ))
+            })?;
+        let tensorboard = if outputs.tensorboard {
+            let t = dir.join("tensorboard");
+            Some(EventWriter::create(&t).map_err(|e| failed(&t, e))?)
+        } else {
+            None
+        };
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            metrics,
+            metrics_csv,
+            tensorboard,
+            trace,
+            trace_index: Vec::new(),
+        })
+    }
+
+    /// `trace/index.json`, atomically (rewritten after every round, so an interrupted
+    /// traced run has an index of the rounds whose files exist).
+    fn write_trace_index(&self) -> Result<()> {
+        write_bytes_atomic(
+            &self.dir.join("trace").join("index.json"),
+            json_pretty(&json!({ "format": "fedpace-trace/1", "rounds": self.trace_index }))
+                .as_bytes(),
+        )
+    }
+}
+
+fn json_pretty(v: &serde_json::Value) -> String {
+    // A `Value` always serialises.
+    serde_json::to_string_pretty(v).unwrap_or_default()
+}
+
+/// What a finished recording holds.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    /// `summary.json`'s content.
+    pub summary: serde_json::Value,
+    /// Every round's metrics line (`metrics.jsonl`), when kept.
+    pub metrics: Vec<serde_json::Value>,
+    /// The per-client table (`clients.csv`), when kept.
+    pub clients: Vec<ClientRow>,
+    /// Warnings for the user (rejected updates, a diverged model), one line each.
+    pub warnings: Vec<String>,
+}
+
+/// The `fedpace_core::Observer` that records a run: metrics lines, per-client
+/// accumulations, the run directory when asked, and the caller's [`Monitor`].
+pub struct RunRecorder<'m> {
+    opts: RecordOptions,
+    files: Option<RunFiles>,
+    monitor: &'m mut dyn Monitor,
+    clients: BTreeMap<ClientId, ClientLine>,
+    metrics: Vec<serde_json::Value>,
     /// Rejected updates over the run, the rounds with any, and the first one.
     rejected: usize,
     rejected_rounds: u32,
@@ -117,66 +295,19 @@ pub struct RunWriter {
     nonfinite_loss_round: Option<u32>,
 }
 
-impl RunWriter {
-    /// Creates the directory and the per-round files (`metrics.jsonl`, `metrics.csv`,
-    /// `trace/`, `tensorboard/` as asked).
-    pub fn create(
-        dir: &Path,
-        label: &str,
-        rounds: u32,
-        outputs: &crate::config::OutputConfig,
-        groups: Vec<String>,
-    ) -> Result<Self> {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        let trace = outputs.trace;
-        if trace {
-            let t = dir.join("trace");
-            std::fs::create_dir_all(&t).with_context(|| format!("creating {}", t.display()))?;
-        }
-        let create = |name: &str| {
-            let p = dir.join(name);
-            File::create(&p).with_context(|| format!("creating {}", p.display()))
+impl<'m> RunRecorder<'m> {
+    /// Opens the per-round files of `opts.dir` (when set; the directory is created).
+    pub fn new(opts: RecordOptions, monitor: &'m mut dyn Monitor) -> Result<Self> {
+        let files = match &opts.dir {
+            Some(dir) => Some(RunFiles::create(dir, &opts.output, &opts.groups)?),
+            None => None,
         };
-        let metrics = create("metrics.jsonl")?;
-        let mut metrics_csv = create("metrics.csv")?;
-        let header = metrics_csv_header(&groups);
-        metrics_csv
-            .write_all(header.as_bytes())
-            .with_context(|| format!("writing {}", dir.join("metrics.csv").display()))?;
-        let tensorboard = if outputs.tensorboard {
-            let t = dir.join("tensorboard");
-            Some(EventWriter::create(&t).with_context(|| format!("creating {}", t.display()))?)
-        } else {
-            None
-        };
-        let bar = ProgressBar::new(rounds as u64);
-        bar.set_style(
-            ProgressStyle::with_template(
-                "{prefix} [{bar:25}] {pos}/{len} rounds · {msg} · ETA {eta}",
-            )
-            .expect("static template")
-            .progress_chars("=> "),
-        );
-        bar.set_prefix(label.to_string());
-        bar.enable_steady_tick(Duration::from_millis(200));
         Ok(Self {
-            label: label.to_string(),
-            dir: dir.to_path_buf(),
-            metrics,
-            metrics_csv,
-            tensorboard,
-            counter: Counter {
-                done: AtomicUsize::new(0),
-                bar,
-            },
-            phase: ("train", 0),
-            rounds,
-            last_eval: None,
-            last_loss: f64::NAN,
+            opts,
+            files,
+            monitor,
             clients: BTreeMap::new(),
-            trace,
-            trace_index: Vec::new(),
-            groups,
+            metrics: Vec::new(),
             rejected: 0,
             rejected_rounds: 0,
             first_rejection: None,
@@ -184,123 +315,87 @@ impl RunWriter {
         })
     }
 
-    fn message(&self) -> String {
-        let acc = match self.last_eval.as_ref().map(|e| e.global_accuracy) {
-            Some(a) if a.is_finite() => format!("{:.1}%", 100.0 * a),
-            Some(_) => "n/a".to_string(),
-            None => "–".to_string(),
-        };
-        // Before the first round (and after a round without any update) there is no loss.
-        let loss = if self.last_loss.is_finite() {
-            format!("{:.4}", self.last_loss)
-        } else {
-            "–".to_string()
-        };
-        format!(
-            "{} {}/{} clients · loss {loss} · acc {acc}",
-            self.phase.0,
-            self.counter.done.load(Ordering::Relaxed),
-            self.phase.1,
-        )
-    }
-
-    /// Writes `clients.csv`, the final model, the trace index and, last,
-    /// `summary.json`; returns the summary. For a stopped run (`outcome.stopped`) the
-    /// summary says `"interrupted": true` with the rounds completed and the signal.
+    /// Ends the recording: the per-client table over `pool`, then (in a run directory)
+    /// `clients.csv`, the final model, the trace index and, last, `summary.json`.
+    /// `header` starts the summary (name, seed, strategy, …). For a stopped run
+    /// (`outcome.stopped`) the summary says `"interrupted": true` with the rounds
+    /// completed and the monitor's stop reason.
     pub fn finish(
         self,
         pool: &dyn ClientPool,
         outcome: &RunOutcome,
-        stop: Option<crate::signals::Stop>,
         header: serde_json::Value,
         wall: f64,
-    ) -> Result<serde_json::Value> {
-        self.counter.bar.finish_and_clear();
+    ) -> Result<Recorded> {
         let final_eval = outcome.final_eval_round.map(|_| &outcome.final_eval);
         let personal: BTreeMap<ClientId, f64> = final_eval
             .map(|e| e.per_client.iter().copied().collect())
             .unwrap_or_default();
-        let rate_cols: Vec<String> = self
-            .groups
-            .iter()
-            .map(|g| format!("last_rate_{g}"))
-            .collect();
-        let clients = &self.clients;
-        let groups = self.groups.len();
-        write_atomic(&self.dir.join("clients.csv"), |csv| {
-            writeln!(
-                csv,
-                "id,device,train_samples,test_samples,label_entropy,rounds_trained,failures,mean_assigned_lr,{},mean_effective_step,mean_update_norm,mean_cosine_to_aggregate,mean_loss_before,mean_loss_after,personalized_accuracy",
-                rate_cols.join(",")
-            )?;
-            // One row at a time: a pool of a million clients is never held in memory.
-            for c in pool.iter() {
-                let c = c.map_err(std::io::Error::other)?;
-                let l = clients.get(&c.id).cloned().unwrap_or_default();
-                let mean_lr = if l.rounds > 0 {
-                    format!("{}", l.lr_sum / l.rounds as f64)
-                } else {
-                    String::new()
-                };
-                let rates: Vec<String> = (0..groups)
-                    .map(|g| {
-                        l.last_group_rates
-                            .get(g)
-                            .map_or(String::new(), |r| format!("{r}"))
-                    })
-                    .collect();
-                let n = l.reports;
-                writeln!(
-                    csv,
-                    "{},{},{},{},{:.6},{},{},{},{},{},{},{},{},{},{}",
-                    c.id,
-                    c.device.as_deref().unwrap_or(""),
-                    c.num_train,
-                    c.num_test,
-                    c.label_entropy().max(0.0),
-                    l.rounds,
-                    l.failures,
-                    mean_lr,
-                    rates.join(","),
-                    mean_or_empty(l.effective_step_sum, n),
-                    mean_or_empty(l.update_norm_sum, n),
-                    mean_or_empty(l.cosine_sum, n),
-                    mean_or_empty(l.loss_before_sum, n),
-                    mean_or_empty(l.loss_after_sum, n),
-                    personal
-                        .get(&c.id)
-                        .map_or(String::new(), |a| format!("{a:.6}"))
-                )?;
+        let groups = self.opts.groups.len();
+        let keep = self.opts.keep_clients;
+        let row_of = |c: ClientInfo| {
+            let line = self.clients.get(&c.id).cloned().unwrap_or_default();
+            let p = personal.get(&c.id).copied();
+            line.row(c, p)
+        };
+        let mut rows = Vec::new();
+        // One row at a time: a pool of a million clients is never held in memory unless
+        // the caller keeps the table.
+        match &self.files {
+            Some(f) => write_atomic(&f.dir.join("clients.csv"), |csv| {
+                csv.write_all(clients_csv_header(&self.opts.groups).as_bytes())?;
+                for c in pool.iter() {
+                    let row = row_of(c.map_err(std::io::Error::other)?);
+                    csv.write_all(clients_csv_line(&row, groups).as_bytes())?;
+                    if keep {
+                        rows.push(row);
+                    }
+                }
+                Ok(())
+            })?,
+            None if keep => {
+                for c in pool.iter() {
+                    rows.push(row_of(c?));
+                }
             }
-            Ok(())
-        })?;
-        write_safetensors(
-            &self.dir.join("model.safetensors"),
-            &tree_tensors("", &outcome.global),
-        )?;
-        if self.trace {
-            self.write_trace_index()?;
+            None => {}
         }
-        for (f, name) in [
-            (&self.metrics, "metrics.jsonl"),
-            (&self.metrics_csv, "metrics.csv"),
-        ] {
-            f.sync_all()
-                .with_context(|| format!("writing {}", self.dir.join(name).display()))?;
-        }
-        if let Some(tb) = &self.tensorboard {
-            tb.sync()
-                .with_context(|| format!("writing {}", tb.path().display()))?;
+        if let Some(f) = &self.files {
+            write_safetensors(
+                &f.dir.join("model.safetensors"),
+                &tree_tensors("", &outcome.global),
+            )?;
+            if f.trace {
+                f.write_trace_index()?;
+            }
+            for (file, name) in [
+                (&f.metrics, "metrics.jsonl"),
+                (&f.metrics_csv, "metrics.csv"),
+            ] {
+                file.sync_all().map_err(|e| {
+                    Error::Failed(format!("writing {}: {e}", f.dir.join(name).display()))
+                })?;
+            }
+            if let Some(tb) = &f.tensorboard {
+                tb.sync()
+                    .map_err(|e| Error::Failed(format!("writing {}: {e}", tb.path().display())))?;
+            }
         }
         let mut summary = header;
-        let obj = summary.as_object_mut().expect("header is an object");
-        obj.insert("rounds".into(), json!(self.rounds));
+        if !summary.is_object() {
+            summary = json!({});
+        }
+        let obj = summary.as_object_mut().expect("an object");
+        obj.insert("rounds".into(), json!(self.opts.rounds));
         obj.insert("rounds_completed".into(), json!(outcome.completed_rounds));
         obj.insert("interrupted".into(), json!(outcome.stopped));
         if outcome.stopped {
             obj.insert(
                 "interrupted_by".into(),
-                json!(stop.map_or("a stop request", |s| s.name())),
+                json!(self
+                    .monitor
+                    .stop_requested()
+                    .unwrap_or_else(|| "a stop request".into())),
             );
             // No checkpoint exists yet: the model is the state after the last
             // completed round, and the run can only be started again from the start.
@@ -351,39 +446,35 @@ impl RunWriter {
             "global_loss_nonfinite_round".into(),
             json!(self.nonfinite_loss_round),
         );
+        let label = &self.opts.label;
+        let mut warnings = Vec::new();
         if let Some((round, first)) = &self.first_rejection {
-            eprintln!(
-                "warning: {}: {} update(s) rejected in {} of {} rounds (first in round {round}: \
+            warnings.push(format!(
+                "{label}: {} update(s) rejected in {} of {} rounds (first in round {round}: \
                  {first}); per round in metrics.jsonl (\"rejected\")",
-                self.label, self.rejected, self.rejected_rounds, self.rounds
-            );
+                self.rejected, self.rejected_rounds, self.opts.rounds
+            ));
         }
         if let Some(round) = self.nonfinite_loss_round {
-            eprintln!(
-                "warning: {}: the global loss is not finite from round {round} on: the model \
-                 diverged (try a smaller client.lr or server_lr)",
-                self.label
-            );
+            warnings.push(format!(
+                "{label}: the global loss is not finite from round {round} on: the model \
+                 diverged (try a smaller client.lr or server_lr)"
+            ));
         }
         obj.insert("wall_seconds".into(), json!(wall));
         obj.insert("peak_rss_mb".into(), json!(peak_rss_mb()));
-        write_bytes_atomic(
-            &self.dir.join("summary.json"),
-            serde_json::to_string_pretty(&summary)?.as_bytes(),
-        )?;
-        Ok(summary)
-    }
-
-    /// `trace/index.json`, atomically (rewritten after every round, so an interrupted
-    /// traced run has an index of the rounds whose files exist).
-    fn write_trace_index(&self) -> Result<()> {
-        write_bytes_atomic(
-            &self.dir.join("trace").join("index.json"),
-            serde_json::to_string_pretty(
-                &json!({ "format": "fedpace-trace/1", "rounds": self.trace_index }),
-            )?
-            .as_bytes(),
-        )
+        if let Some(f) = &self.files {
+            write_bytes_atomic(
+                &f.dir.join("summary.json"),
+                json_pretty(&summary).as_bytes(),
+            )?;
+        }
+        Ok(Recorded {
+            summary,
+            metrics: self.metrics,
+            clients: rows,
+            warnings,
+        })
     }
 }
 
@@ -395,20 +486,23 @@ pub fn peak_rss_mb() -> Option<f64> {
     Some(kb / 1024.0)
 }
 
-impl Observer for RunWriter {
-    fn phase_started(&mut self, _round: u32, phase: &'static str, clients: usize) {
-        self.phase = (phase, clients);
-        self.counter.done.store(0, Ordering::Relaxed);
-        let m = self.message();
-        self.counter.bar.set_message(m);
+impl Progress for RunRecorder<'_> {
+    fn client_done(&self) {
+        self.monitor.client_done();
+    }
+}
+
+impl Observer for RunRecorder<'_> {
+    fn phase_started(&mut self, round: u32, phase: &'static str, clients: usize) {
+        self.monitor.phase_started(round, phase, clients);
     }
 
     fn progress(&self) -> &dyn Progress {
-        &self.counter
+        self
     }
 
     fn wants_trace(&self) -> bool {
-        self.trace
+        self.files.as_ref().is_some_and(|f| f.trace)
     }
 
     fn trace(
@@ -420,6 +514,9 @@ impl Observer for RunWriter {
         summary: &AggregateSummary,
         global_out: &ParamTree,
     ) -> fedpace_core::Result<()> {
+        let Some(files) = &mut self.files else {
+            return Ok(());
+        };
         let file = format!("round-{round:04}.safetensors");
         let mut tensors = tree_tensors("global_in.", global_in);
         tensors.extend(tree_tensors("global_out.", global_out));
@@ -448,18 +545,19 @@ impl Observer for RunWriter {
                 })),
             }
         }
-        write_safetensors(&self.dir.join("trace").join(&file), &tensors)
+        write_safetensors(&files.dir.join("trace").join(&file), &tensors)
             .map_err(|e| fedpace_core::Error::Observer(e.to_string()))?;
-        self.trace_index.push(json!({
+        files.trace_index.push(json!({
             "round": round, "file": file, "normalized": summary.normalized,
             "global_in_prefix": "global_in.", "global_out_prefix": "global_out.", "clients": clients,
         }));
-        self.write_trace_index()
-            .map_err(|e| fedpace_core::Error::Observer(format!("{e:#}")))
+        files
+            .write_trace_index()
+            .map_err(|e| fedpace_core::Error::Observer(e.to_string()))
     }
 
     fn should_stop(&self) -> bool {
-        crate::signals::requested().is_some()
+        self.monitor.stop_requested().is_some()
     }
 
     fn round_finished(
@@ -467,9 +565,7 @@ impl Observer for RunWriter {
         rec: &RoundRecord,
         _global: &ParamTree,
     ) -> fedpace_core::Result<()> {
-        self.last_loss = rec.train_loss;
         if let Some(e) = &rec.eval {
-            self.last_eval = Some(e.clone());
             let central_bad = e
                 .central
                 .is_some_and(|c| c.count > 0 && !c.loss().is_finite());
@@ -486,6 +582,7 @@ impl Observer for RunWriter {
                 self.first_rejection = Some((rec.round, first.clone()));
             }
         }
+        let groups = &self.opts.groups;
         let clients: Vec<serde_json::Value> = rec
             .clients
             .iter()
@@ -493,8 +590,7 @@ impl Observer for RunWriter {
                 let line = self.clients.entry(c.client).or_default();
                 line.rounds += 1;
                 line.lr_sum += c.plan.base_lr as f64;
-                let groups = self.groups.len();
-                line.last_group_rates = (0..groups)
+                line.last_group_rates = (0..groups.len())
                     .map(|g| {
                         c.plan.base_lr * c.plan.group_multipliers.get(g).copied().unwrap_or(1.0)
                     })
@@ -548,7 +644,7 @@ impl Observer for RunWriter {
             "normalized": rec.aggregate.normalized,
             "step_norm": rec.aggregate.step_norm,
             "server_lr": rec.aggregate.server_lr,
-            "groups": self.groups,
+            "groups": groups,
             "rates": { "min": lo, "mean": mean, "max": hi },
             "eval": rec.eval,
             "clients": clients,
@@ -556,30 +652,34 @@ impl Observer for RunWriter {
             "sim_seconds": rec.timing.as_ref().map(|t| t.sim_seconds),
             "timing": rec.timing,
         });
-        // One write per line (serialised first): a kill or a full disk can cut only the
-        // last line, never interleave two.
-        let observer = |name: &str, e: std::io::Error| {
-            fedpace_core::Error::Observer(format!("{}: {e}", self.dir.join(name).display()))
-        };
-        let mut buf = serde_json::to_vec(&line).map_err(|e| observer("metrics.jsonl", e.into()))?;
-        buf.push(b'\n');
-        self.metrics
-            .write_all(&buf)
-            .map_err(|e| observer("metrics.jsonl", e))?;
-        let csv = metrics_csv_line(rec, &self.groups, &line);
-        self.metrics_csv
-            .write_all(csv.as_bytes())
-            .map_err(|e| observer("metrics.csv", e))?;
-        if let Some(tb) = &mut self.tensorboard {
-            tb.write(
-                rec.round as i64,
-                &tensorboard_values(rec, &self.groups, &line),
-            )
-            .map_err(|e| observer("tensorboard", e))?;
+        if let Some(files) = &mut self.files {
+            // One write per line (serialised first): a kill or a full disk can cut only
+            // the last line, never interleave two.
+            let dir = &files.dir;
+            let observer = |name: &str, e: std::io::Error| {
+                fedpace_core::Error::Observer(format!("{}: {e}", dir.join(name).display()))
+            };
+            let mut buf =
+                serde_json::to_vec(&line).map_err(|e| observer("metrics.jsonl", e.into()))?;
+            buf.push(b'\n');
+            files
+                .metrics
+                .write_all(&buf)
+                .map_err(|e| observer("metrics.jsonl", e))?;
+            let csv = metrics_csv_line(rec, groups, &line);
+            files
+                .metrics_csv
+                .write_all(csv.as_bytes())
+                .map_err(|e| observer("metrics.csv", e))?;
+            if let Some(tb) = &mut files.tensorboard {
+                tb.write(rec.round as i64, &tensorboard_values(rec, groups, &line))
+                    .map_err(|e| observer("tensorboard", e))?;
+            }
         }
-        self.counter.bar.set_position(rec.round as u64);
-        let m = self.message();
-        self.counter.bar.set_message(m);
+        self.monitor.round_finished(rec, &line);
+        if self.opts.keep_metrics {
+            self.metrics.push(line);
+        }
         Ok(())
     }
 }

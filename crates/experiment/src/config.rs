@@ -3,6 +3,7 @@
 //! Every field has a default, so an empty file is a valid experiment. Errors name the
 //! file, the dotted key, the value and what was expected, on one line.
 
+use crate::Error;
 use fedpace_algos::{PolicyConfig, StrategyConfig};
 use fedpace_core::{LocalWork, RatePlan};
 use fedpace_data::DataConfig;
@@ -186,17 +187,6 @@ pub struct OutputConfig {
     pub tensorboard: bool,
 }
 
-/// A configuration error, already formatted for the user.
-#[derive(Debug)]
-pub struct ConfigError(pub String);
-
-impl std::fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-impl std::error::Error for ConfigError {}
-
 /// The largest experiment file read (1 MiB): configs are a few hundred bytes, and a
 /// 50 MB file of generated keys took 29 s and 3 GB to parse.
 pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
@@ -247,9 +237,9 @@ impl ExperimentConfig {
     /// Parses TOML text (`origin` names it in errors), applies `key=value` overrides,
     /// and validates. An error caused by an override is attributed to it
     /// (`--set KEY=VALUE: …`), not to the file.
-    pub fn parse(text: &str, origin: &str, overrides: &[String]) -> Result<Self, ConfigError> {
+    pub fn parse(text: &str, origin: &str, overrides: &[String]) -> Result<Self, Error> {
         let mut value: toml::Table = text.parse().map_err(|e: toml::de::Error| {
-            ConfigError(format!("{origin}: {}", one_line(&e.to_string())))
+            Error::Config(format!("{origin}: {}", one_line(&e.to_string())))
         })?;
         // The origin of a message about `key…`: the last override that set it (or a
         // table above or below it), else the file.
@@ -267,9 +257,9 @@ impl ExperimentConfig {
                 })
                 .map_or_else(|| origin.to_string(), |o| format!("--set {o}"))
         };
-        let located = |m: String| ConfigError(format!("{}: {m}", origin_of(&m)));
+        let located = |m: String| Error::Config(format!("{}: {m}", origin_of(&m)));
         for o in overrides {
-            apply_override(&mut value, o).map_err(|m| ConfigError(format!("--set {o}: {m}")))?;
+            apply_override(&mut value, o).map_err(|m| Error::Config(format!("--set {o}: {m}")))?;
         }
         // `[strategy]` is read on its own: its keys depend on the algorithm, and its
         // errors name the key (`strategy.mu: not used by fedavg (used by …)`).
@@ -278,12 +268,12 @@ impl ExperimentConfig {
             Some(toml::Value::Table(t)) => {
                 let map = match serde_json::to_value(&t) {
                     Ok(serde_json::Value::Object(m)) => m,
-                    _ => return Err(ConfigError(format!("{origin}: strategy: not a table"))),
+                    _ => return Err(Error::Config(format!("{origin}: strategy: not a table"))),
                 };
                 StrategyConfig::from_map(map).map_err(located)?
             }
             Some(other) => {
-                return Err(ConfigError(format!(
+                return Err(Error::Config(format!(
                     "{origin}: strategy: expected a table, got {}",
                     other.type_str()
                 )))
@@ -305,7 +295,7 @@ impl ExperimentConfig {
                 .iter()
                 .any(|c| msg.starts_with(&format!("{path}{c}")));
             if path == "." || path.is_empty() || own {
-                ConfigError(format!("{origin}: {msg}"))
+                Error::Config(format!("{origin}: {msg}"))
             } else {
                 located(format!("{path}: {msg}"))
             }
@@ -316,12 +306,12 @@ impl ExperimentConfig {
     }
 
     /// Loads a file (at most [`MAX_CONFIG_BYTES`]).
-    pub fn load(path: &Path, overrides: &[String]) -> Result<Self, ConfigError> {
+    pub fn load(path: &Path, overrides: &[String]) -> Result<Self, Error> {
         let cannot =
-            |e: std::io::Error| ConfigError(format!("{}: cannot read: {e}", path.display()));
+            |e: std::io::Error| Error::Config(format!("{}: cannot read: {e}", path.display()));
         let size = std::fs::metadata(path).map_err(cannot)?.len();
         if size > MAX_CONFIG_BYTES {
-            return Err(ConfigError(format!(
+            return Err(Error::Config(format!(
                 "{}: {size} bytes: an experiment file is at most {MAX_CONFIG_BYTES} bytes \
                  (1 MiB)",
                 path.display()
@@ -683,8 +673,14 @@ mod tests {
         .unwrap();
         let again = ExperimentConfig::parse(&c.to_toml(), "resolved", &[]).unwrap();
         assert_eq!(again.groups, c.groups);
-        let e = ExperimentConfig::parse("groups = \"per-block\"\n", "x", &[]).unwrap_err();
-        assert!(e.0.starts_with("x: groups: invalid value"), "{}", e.0);
+        let e = ExperimentConfig::parse("groups = \"per-block\"\n", "x", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.to_string().starts_with("x: groups: invalid value"),
+            "{}",
+            e.to_string()
+        );
     }
 
     #[test]
@@ -706,39 +702,49 @@ mod tests {
 
     #[test]
     fn unknown_key_is_one_line_naming_the_key() {
-        let e =
-            ExperimentConfig::parse("[strategy]\nserver_lrr = 1.0\n", "exp.toml", &[]).unwrap_err();
+        let e = ExperimentConfig::parse("[strategy]\nserver_lrr = 1.0\n", "exp.toml", &[])
+            .unwrap_err()
+            .to_string();
         assert!(
-            e.0.starts_with(
+            e.to_string().starts_with(
                 "exp.toml: strategy.server_lrr: unknown key (did you mean `server_lr`?); \
                  fedavg takes name, clients_per_round, fraction, server_lr, normalize"
             ),
             "{}",
-            e.0
+            e.to_string()
         );
-        assert!(!e.0.contains('\n'));
+        assert!(!e.to_string().contains('\n'));
         // Listed against the chosen algorithm's own keys, not every algorithm's.
         let e = ExperimentConfig::parse(
             "[strategy]\nname = \"fedprox\"\nmuu = 0.1\n",
             "exp.toml",
             &[],
         )
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert_eq!(
-            e.0,
+            e.to_string(),
             "exp.toml: strategy.muu: unknown key (did you mean `mu`?); fedprox takes name, \
              clients_per_round, fraction, server_lr, normalize, server_optimizer, aggregation, mu"
         );
-        let e = ExperimentConfig::parse("[strategy]\nzzzzzz = 1\n", "exp.toml", &[]).unwrap_err();
+        let e = ExperimentConfig::parse("[strategy]\nzzzzzz = 1\n", "exp.toml", &[])
+            .unwrap_err()
+            .to_string();
         assert!(
-            e.0.contains("strategy.zzzzzz: unknown key; fedavg takes"),
+            e.to_string()
+                .contains("strategy.zzzzzz: unknown key; fedavg takes"),
             "{}",
-            e.0
+            e.to_string()
         );
         // A field of the wrong type is still the deserialiser's message.
         let e = ExperimentConfig::parse("[strategy]\nmu = \"a\"\nname = \"fedprox\"\n", "x", &[])
-            .unwrap_err();
-        assert!(e.0.starts_with("x: strategy.mu: invalid type"), "{}", e.0);
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.to_string().starts_with("x: strategy.mu: invalid type"),
+            "{}",
+            e.to_string()
+        );
     }
 
     #[test]
@@ -748,22 +754,26 @@ mod tests {
             "exp.toml",
             &[],
         )
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(
-            e.0.starts_with("exp.toml: devices.deadline = 5: not used by fedbuff"),
+            e.to_string()
+                .starts_with("exp.toml: devices.deadline = 5: not used by fedbuff"),
             "{}",
-            e.0
+            e.to_string()
         );
         let e = ExperimentConfig::parse(
             "[strategy]\nname = \"fedasync\"\n[devices]\nstragglers = 1.0\nlate = \"drop\"\n",
             "exp.toml",
             &[],
         )
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(
-            e.0.contains("devices.stragglers = 1: with late = \"drop\""),
+            e.to_string()
+                .contains("devices.stragglers = 1: with late = \"drop\""),
             "{}",
-            e.0
+            e.to_string()
         );
         // The same settings are fine for a synchronous strategy.
         ExperimentConfig::parse("[devices]\ndeadline = 5.0\n", "exp.toml", &[]).unwrap();
@@ -795,22 +805,34 @@ mod tests {
 
     #[test]
     fn wrong_type_names_the_key() {
-        let e = ExperimentConfig::parse("rounds = \"many\"\n", "exp.toml", &[]).unwrap_err();
+        let e = ExperimentConfig::parse("rounds = \"many\"\n", "exp.toml", &[])
+            .unwrap_err()
+            .to_string();
         assert!(
-            e.0.starts_with("exp.toml: rounds: invalid type: string \"many\""),
+            e.to_string()
+                .starts_with("exp.toml: rounds: invalid type: string \"many\""),
             "{}",
-            e.0
+            e.to_string()
         );
     }
 
     #[test]
     fn out_of_range_names_key_value_and_expectation() {
-        let e =
-            ExperimentConfig::parse("[strategy]\nserver_lr = -0.1\n", "exp.toml", &[]).unwrap_err();
-        assert_eq!(e.0, "exp.toml: strategy.server_lr = -0.1: must be > 0");
+        let e = ExperimentConfig::parse("[strategy]\nserver_lr = -0.1\n", "exp.toml", &[])
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e.to_string(),
+            "exp.toml: strategy.server_lr = -0.1: must be > 0"
+        );
         // A value from `--set` is the override's fault, not the file's.
-        let e = ExperimentConfig::parse("", "exp.toml", &["client.lr=0".into()]).unwrap_err();
-        assert_eq!(e.0, "--set client.lr=0: client.lr = 0: a finite rate > 0");
+        let e = ExperimentConfig::parse("", "exp.toml", &["client.lr=0".into()])
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e.to_string(),
+            "--set client.lr=0: client.lr = 0: a finite rate > 0"
+        );
     }
 
     #[test]
@@ -821,23 +843,29 @@ mod tests {
             "exp.toml",
             &["rounds=abc".into()],
         )
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(
-            e.0.starts_with("--set rounds=abc: rounds: invalid type: string \"abc\""),
+            e.to_string()
+                .starts_with("--set rounds=abc: rounds: invalid type: string \"abc\""),
             "{}",
-            e.0
+            e.to_string()
         );
         // A table set whole, and a key below it.
-        let e = ExperimentConfig::parse("", "exp.toml", &["client={lr=-1.0}".into()]).unwrap_err();
+        let e = ExperimentConfig::parse("", "exp.toml", &["client={lr=-1.0}".into()])
+            .unwrap_err()
+            .to_string();
         assert!(
-            e.0.starts_with("--set client={lr=-1.0}: client.lr = -1"),
+            e.to_string()
+                .starts_with("--set client={lr=-1.0}: client.lr = -1"),
             "{}",
-            e.0
+            e.to_string()
         );
         // The file's own mistakes still name the file.
-        let e =
-            ExperimentConfig::parse("rounds = 0\n", "exp.toml", &["seed=3".into()]).unwrap_err();
-        assert_eq!(e.0, "exp.toml: rounds = 0: at least 1");
+        let e = ExperimentConfig::parse("rounds = 0\n", "exp.toml", &["seed=3".into()])
+            .unwrap_err()
+            .to_string();
+        assert_eq!(e.to_string(), "exp.toml: rounds = 0: at least 1");
     }
 
     #[test]
@@ -860,13 +888,13 @@ mod tests {
                 "x",
                 &[],
             )
-            .unwrap_err();
+            .unwrap_err().to_string();
             assert!(
-                e.0.starts_with(&format!(
+                e.to_string().starts_with(&format!(
                     "x: strategy.normalize = {n}: off with flower_compatible"
                 )),
                 "{}",
-                e.0
+                e.to_string()
             );
         }
         // Without the flag the default stays auto.
@@ -881,11 +909,13 @@ mod tests {
             "x",
             &[],
         )
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(
-            e.0.starts_with("x: strategy.fraction: set together with"),
+            e.to_string()
+                .starts_with("x: strategy.fraction: set together with"),
             "{}",
-            e.0
+            e.to_string()
         );
         let c = ExperimentConfig::parse("[strategy]\nfraction = 0.5\n", "x", &[]).unwrap();
         let again = ExperimentConfig::parse(&c.to_toml(), "resolved", &[]).unwrap();
@@ -895,8 +925,12 @@ mod tests {
     #[test]
     fn constant_policy_rejects_unknown_keys() {
         let e = ExperimentConfig::parse("[policy]\nname = \"constant\"\ngamma = 5.0\n", "x", &[])
-            .unwrap_err();
-        assert_eq!(e.0, "x: policy: unknown field `gamma`, there are no fields");
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e.to_string(),
+            "x: policy: unknown field `gamma`, there are no fields"
+        );
         ExperimentConfig::parse("[policy]\nname = \"constant\"\n", "x", &[]).unwrap();
     }
 
@@ -907,39 +941,51 @@ mod tests {
             "exp.toml",
             &[],
         )
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(
-            e.0.starts_with("exp.toml: client.optimizer.beta1 = 1.5"),
+            e.to_string()
+                .starts_with("exp.toml: client.optimizer.beta1 = 1.5"),
             "{}",
-            e.0
+            e.to_string()
         );
         let e = ExperimentConfig::parse(
             "[client]\nschedule = { kind = \"step\", every = 10, gamma = 2.0 }\n",
             "exp.toml",
             &[],
         )
-        .unwrap_err();
-        assert!(e.0.starts_with("exp.toml: client.schedule."), "{}", e.0);
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.to_string().starts_with("exp.toml: client.schedule."),
+            "{}",
+            e.to_string()
+        );
     }
 
     #[test]
     fn unknown_strategy_lists_the_known_ones() {
         let e = ExperimentConfig::parse("[strategy]\nname = \"fedmagic\"\n", "exp.toml", &[])
-            .unwrap_err();
+            .unwrap_err()
+            .to_string();
         assert!(
-            e.0.contains("strategy.name") && e.0.contains("fedavg"),
+            e.to_string().contains("strategy.name") && e.to_string().contains("fedavg"),
             "{}",
-            e.0
+            e.to_string()
         );
     }
 
     #[test]
     fn syntax_error_is_one_line_with_location() {
-        let e = ExperimentConfig::parse("rounds = = 3\n", "exp.toml", &[]).unwrap_err();
+        let e = ExperimentConfig::parse("rounds = = 3\n", "exp.toml", &[])
+            .unwrap_err()
+            .to_string();
         assert!(
-            e.0.starts_with("exp.toml: ") && !e.0.contains('\n') && e.0.contains("line 1"),
+            e.to_string().starts_with("exp.toml: ")
+                && !e.to_string().contains('\n')
+                && e.to_string().contains("line 1"),
             "{}",
-            e.0
+            e.to_string()
         );
     }
 }

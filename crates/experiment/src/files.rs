@@ -6,8 +6,7 @@
 //! never a truncated one, and the error names the file. `summary.json` is written last
 //! and marks a complete (or cleanly interrupted) run.
 
-use crate::runner::UsageError;
-use anyhow::{Context, Result};
+use crate::{Error, Result};
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -39,9 +38,9 @@ fn is_temp(name: &str) -> bool {
 /// Replaces `path` atomically with what `fill` writes to the temporary path it is
 /// given: fill, fsync, rename, fsync the directory. On error the temporary file is
 /// removed and the message names `path`.
-pub fn replace_with(path: &Path, fill: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+pub fn replace_with(path: &Path, fill: impl FnOnce(&Path) -> std::io::Result<()>) -> Result<()> {
     let tmp = temp_path(path);
-    let result = (|| -> Result<()> {
+    let result = (|| -> std::io::Result<()> {
         fill(&tmp)?;
         File::open(&tmp)?.sync_all()?;
         std::fs::rename(&tmp, path)?;
@@ -54,7 +53,7 @@ pub fn replace_with(path: &Path, fill: impl FnOnce(&Path) -> Result<()>) -> Resu
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
-    result.with_context(|| format!("writing {}", path.display()))
+    result.map_err(|e| Error::Failed(format!("writing {}: {e}", path.display())))
 }
 
 /// [`replace_with`] for content streamed into a buffered writer.
@@ -87,16 +86,15 @@ pub fn is_run_dir(dir: &Path) -> bool {
 /// `what` names the directory's origin in errors (`--out`, `[output] dir`).
 pub fn claim_out_dir(dir: &Path, force: bool, what: &str) -> Result<()> {
     if dir.exists() && !dir.is_dir() {
-        return Err(UsageError(format!(
+        return Err(Error::Setup(format!(
             "{what} {}: exists and is not a directory",
             dir.display()
-        ))
-        .into());
+        )));
     }
     let entries = match std::fs::read_dir(dir) {
         Ok(e) => e,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(e).with_context(|| format!("{what} {}", dir.display())),
+        Err(e) => return Err(Error::Failed(format!("{what} {}: {e}", dir.display()))),
     };
     let mut names: Vec<String> = entries
         .filter_map(|e| e.ok())
@@ -113,12 +111,11 @@ pub fn claim_out_dir(dir: &Path, force: bool, what: &str) -> Result<()> {
         } else {
             String::new()
         };
-        return Err(UsageError(format!(
+        return Err(Error::Setup(format!(
             "{what} {}: not empty ({}{more}); choose a new directory, or pass --force to replace the run in it",
             dir.display(),
             shown.join(", ")
-        ))
-        .into());
+        )));
     }
     for name in &names {
         let p = dir.join(name);
@@ -131,9 +128,46 @@ pub fn claim_out_dir(dir: &Path, force: bool, what: &str) -> Result<()> {
         } else {
             continue;
         };
-        removed.with_context(|| format!("--force: removing {}", p.display()))?;
+        removed.map_err(|e| Error::Failed(format!("--force: removing {}: {e}", p.display())))?;
     }
     Ok(())
+}
+
+/// `runs/<name>-<UTC timestamp>`, made unique.
+pub fn default_out_dir(name: &str) -> PathBuf {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let base = PathBuf::from("runs").join(format!("{name}-{}", utc_stamp(secs)));
+    let mut p = base.clone();
+    let mut i = 2;
+    while p.exists() {
+        p = PathBuf::from(format!("{}-{i}", base.display()));
+        i += 1;
+    }
+    p
+}
+
+/// `YYYYmmdd-HHMMSS` in UTC.
+pub fn utc_stamp(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Civil-from-days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}{m:02}{d:02}-{:02}{:02}{:02}",
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60
+    )
 }
 
 #[cfg(test)]
@@ -150,7 +184,7 @@ mod tests {
             Err(std::io::Error::other("No space left on device"))
         })
         .unwrap_err();
-        let msg = format!("{e:#}");
+        let msg = e.to_string();
         assert!(
             msg.contains("summary.json") && msg.contains("No space"),
             "{msg}"
