@@ -5,7 +5,7 @@
 //! way the update is pre-scaled last when the strategy aggregates linearly. A payload
 //! that no part handles is an error, never ignored.
 
-use crate::local::{evaluate_on, local_train_controlled, pre_scale, run_local};
+use crate::local::{evaluate_splits, local_train_controlled, pre_scale, run_local};
 pub use crate::local::{BatchOrder, GradientCorrection};
 use crate::parts::{ClientParts, Finish, RecipeCx, Terms};
 use crate::personal;
@@ -172,14 +172,7 @@ impl StandardClient {
     /// fine-tuned `finetune_steps` steps (`finetune`), or none (`personal-model`: without
     /// a recipe there is no personal model).
     fn evaluate_standard(&mut self, ins: &EvalIns, state: &LocalState) -> Result<EvalRes> {
-        let limit = ins.max_test_samples;
-        let global = evaluate_on(
-            self.model.as_mut(),
-            self.data.test.as_ref(),
-            &ins.params,
-            limit,
-        )?;
-        let personalized = if ins.personalized == PersonalEval::Finetune
+        let personal = if ins.personalized == PersonalEval::Finetune
             && ins.finetune_steps > 0
             && !self.data.train.is_empty()
         {
@@ -188,20 +181,22 @@ impl StandardClient {
                 model: self.model.as_mut(),
                 data: &self.data,
             };
-            let p = personal::finetune(&mut cx, (*ins.params).clone(), ins, state)?;
-            Some(evaluate_on(
-                self.model.as_mut(),
-                self.data.test.as_ref(),
-                &p,
-                limit,
+            Some(personal::finetune(
+                &mut cx,
+                (*ins.params).clone(),
+                ins,
+                state,
             )?)
         } else {
             None
         };
-        Ok(EvalRes {
-            global,
-            personalized,
-        })
+        evaluate_splits(
+            self.model.as_mut(),
+            &self.data,
+            &ins.params,
+            personal.as_ref(),
+            ins.max_test_samples,
+        )
     }
 }
 

@@ -11,7 +11,8 @@
 
 use fedpace_core::ext::Payload;
 use fedpace_core::{
-    Batch, Dataset, Error, EvalStats, Extensions, LocalState, Model, RatePlan, Result, TrainReport,
+    Batch, ClientData, Dataset, Error, EvalRes, EvalStats, Extensions, LocalState, Model, RatePlan,
+    Result, SplitStats, TrainReport,
 };
 use fedpace_optim::{
     add_proximal, apply_updates, clip_by_global_norm, LinearSolver, Normalizer, OptimizerSpec,
@@ -315,6 +316,33 @@ pub fn evaluate_on(
         start = end;
     }
     Ok(stats)
+}
+
+/// The global model and the personal one (`None`: none was formed) on the client's
+/// test split and, when it has one, its validation split — each on at most `limit`
+/// samples. What every client's evaluation returns.
+pub fn evaluate_splits(
+    model: &mut dyn Model,
+    data: &ClientData,
+    global: &ParamTree,
+    personal: Option<&ParamTree>,
+    limit: Option<u32>,
+) -> Result<EvalRes> {
+    let mut on = |split: &dyn Dataset| -> Result<SplitStats> {
+        Ok(SplitStats {
+            global: evaluate_on(model, split, global, limit)?,
+            personalized: personal
+                .map(|p| evaluate_on(model, split, p, limit))
+                .transpose()?,
+        })
+    };
+    let test = on(data.test.as_ref())?;
+    let validation = data.validation.as_deref().map(&mut on).transpose()?;
+    Ok(EvalRes {
+        global: test.global,
+        personalized: test.personalized,
+        validation,
+    })
 }
 
 /// ∇F(x): the mean gradient over a whole split, in fixed-size batches weighted by their

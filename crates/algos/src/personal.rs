@@ -16,7 +16,7 @@
 //! same optimiser with its own state, kept under `state_mode = "keep"` and fresh
 //! otherwise.
 
-use crate::local::{evaluate_on, local_train_controlled, GradientCorrection};
+use crate::local::{evaluate_splits, local_train_controlled, GradientCorrection};
 use crate::parts::{Recipe, RecipeCx};
 use crate::pipeline::{AfterAggregate, ServerHooks};
 use fedpace_core::ext::Payload;
@@ -268,12 +268,6 @@ pub fn evaluate(
     ins: &EvalIns,
     state: &LocalState,
 ) -> Result<EvalRes> {
-    let global = evaluate_on(
-        cx.model,
-        cx.data.test.as_ref(),
-        &ins.params,
-        ins.max_test_samples,
-    )?;
     let personal = match ins.personalized {
         PersonalEval::PersonalModel => recipe.personal_model(cx, ins, state)?,
         PersonalEval::Finetune => {
@@ -286,19 +280,13 @@ pub fn evaluate(
             )?)
         }
     };
-    let personalized = match personal {
-        Some(x) => Some(evaluate_on(
-            cx.model,
-            cx.data.test.as_ref(),
-            &x,
-            ins.max_test_samples,
-        )?),
-        None => None,
-    };
-    Ok(EvalRes {
-        global,
-        personalized,
-    })
+    evaluate_splits(
+        cx.model,
+        cx.data,
+        &ins.params,
+        personal.as_ref(),
+        ins.max_test_samples,
+    )
 }
 
 /// `ins.finetune_steps` local steps from `x` under the evaluation plan (fresh optimiser

@@ -92,6 +92,7 @@ fn data(k: u64) -> ClientData {
     ClientData {
         train: d.clone(),
         test: d,
+        validation: None,
     }
 }
 

@@ -89,6 +89,7 @@ fn data(c: [f32; 3], n: usize) -> ClientData {
     ClientData {
         train: d.clone(),
         test: d,
+        validation: None,
     }
 }
 

@@ -80,6 +80,7 @@ impl FederatedDataset for Generated {
         Ok(ClientData {
             train: d,
             test: Arc::new(Points(Vec::new())),
+            validation: None,
         })
     }
     fn train_len(&self, id: usize) -> fedpace_core::Result<usize> {

@@ -7,9 +7,10 @@
 //! `metrics.jsonl` and `clients.csv` give the metrics, the per-round curve, the cost in
 //! client-epochs and the per-client scores.
 //!
-//! Until clients have validation splits, the `val_*` metrics are the test-split numbers
-//! and say so ([`MetricSource::StandIn`]); trials cannot yet continue from a saved state,
-//! so PBT is refused and halving re-runs promoted trials from round 0.
+//! The `val_*` metrics are read from the validation splits when the experiment has them
+//! (`data.validation_fraction > 0`, docs/learned-rates.md); without them they are the
+//! test-split numbers and say so ([`MetricSource::StandIn`]). Trials cannot yet continue
+//! from a saved state, so PBT is refused and halving re-runs promoted trials from round 0.
 
 use crate::runner::{self, UsageError};
 use anyhow::Result;
@@ -81,10 +82,41 @@ const METRICS: [(&str, bool, &str, &str, &str); 6] = [
     ),
 ];
 
-/// Both names of a metric (`test_X` and, until validation splits exist, `val_X`).
-fn insert_both(m: &mut BTreeMap<String, f64>, name: &str, v: f64) {
-    m.insert(format!("test_{name}"), v);
-    m.insert(format!("val_{name}"), v);
+/// The metrics of one split's evaluation (a `metrics.jsonl` `eval` object or its
+/// `validation` object): the global ones from the central evaluation when there is one,
+/// as `summary.json`'s are.
+fn split_metrics(e: &serde_json::Value) -> BTreeMap<&'static str, f64> {
+    let central = e["central"].as_object().map(|c| {
+        let count = c["count"].as_f64().unwrap_or(0.0).max(1.0);
+        let get = |k: &str| c[k].as_f64().unwrap_or(f64::NAN) / count;
+        (get("correct"), get("loss_sum"))
+    });
+    METRICS
+        .iter()
+        .map(|&(name, _, _, key, _)| {
+            let v = match (name, central) {
+                ("global_accuracy", Some((acc, _))) => acc,
+                ("global_loss", Some((_, loss))) => loss,
+                _ => e[key].as_f64().unwrap_or(f64::NAN),
+            };
+            (name, v)
+        })
+        .collect()
+}
+
+/// `test_X` from `test` and `val_X` from `validation` (the test numbers again when the
+/// run has no validation splits: the stand-in).
+fn both(
+    test: &BTreeMap<&'static str, f64>,
+    validation: Option<&BTreeMap<&'static str, f64>>,
+) -> BTreeMap<String, f64> {
+    let mut m = BTreeMap::new();
+    for (name, v) in test {
+        m.insert(format!("test_{name}"), *v);
+        let val = validation.map_or(*v, |x| x.get(name).copied().unwrap_or(f64::NAN));
+        m.insert(format!("val_{name}"), val);
+    }
+    m
 }
 
 /// The pool size and the training-set sizes of at most 2000 of its clients (a
@@ -147,6 +179,12 @@ impl CliRunner {
         Ok(cfg)
     }
 
+    /// Whether the trials' clients have validation splits (`data.validation_fraction > 0`
+    /// in the base experiment), so that `val_*` is read from them.
+    fn has_validation(&self) -> bool {
+        self.base.data.effective_validation_fraction() > 0.0
+    }
+
     /// Pool sizes for a config's data and seed, cached.
     fn train_sizes(&self, cfg: &ExperimentConfig) -> Result<Arc<PoolSizes>, String> {
         let key = format!(
@@ -186,11 +224,19 @@ impl CliRunner {
         summary: &serde_json::Value,
         dir: &Path,
     ) -> Result<TrialOutput<()>, String> {
-        let mut metrics = BTreeMap::new();
-        for (name, _, path, _, _) in METRICS {
-            let v = path.split('.').fold(summary, |v, k| &v[k]);
-            insert_both(&mut metrics, name, v.as_f64().unwrap_or(f64::NAN));
-        }
+        let from_summary = |root: &serde_json::Value| -> BTreeMap<&'static str, f64> {
+            METRICS
+                .iter()
+                .map(|&(name, _, path, _, _)| {
+                    let v = path.split('.').fold(root, |v, k| &v[k]);
+                    (name, v.as_f64().unwrap_or(f64::NAN))
+                })
+                .collect()
+        };
+        let validation = self
+            .has_validation()
+            .then(|| from_summary(&summary["validation"]));
+        let metrics = both(&from_summary(summary), validation.as_ref());
         let batch = cfg.client.batch_size.max(1) as u64;
         let text = std::fs::read_to_string(dir.join("metrics.jsonl"))
             .map_err(|e| format!("{}: {e}", dir.join("metrics.jsonl").display()))?;
@@ -206,20 +252,10 @@ impl CliRunner {
             }
             let e = &v["eval"];
             if e.is_object() {
-                let central = e["central"].as_object().map(|c| {
-                    let count = c["count"].as_f64().unwrap_or(0.0).max(1.0);
-                    let get = |k: &str| c[k].as_f64().unwrap_or(f64::NAN) / count;
-                    (get("correct"), get("loss_sum"))
-                });
-                let mut m = BTreeMap::new();
-                for (name, _, _, key, _) in METRICS {
-                    let v = match (name, central) {
-                        ("global_accuracy", Some((acc, _))) => acc,
-                        ("global_loss", Some((_, loss))) => loss,
-                        _ => e[key].as_f64().unwrap_or(f64::NAN),
-                    };
-                    insert_both(&mut m, name, v);
-                }
+                let validation = self
+                    .has_validation()
+                    .then(|| split_metrics(&e["validation"]));
+                let m = both(&split_metrics(e), validation.as_ref());
                 curve.push(RoundMetrics {
                     round: v["round"].as_u64().unwrap_or(0) as u32,
                     cost,
@@ -304,10 +340,17 @@ impl TrialRunner for CliRunner {
             "on the clients' test splits"
         };
         match split {
+            "val" if self.has_validation() => Ok(MetricInfo {
+                maximize,
+                source: MetricSource::Validation,
+            }),
             "val" => Ok(MetricInfo {
                 maximize,
                 source: MetricSource::StandIn {
-                    actual: format!("the {what} {on} (clients have no validation split yet)"),
+                    actual: format!(
+                        "the {what} {on} (the experiment has no validation splits: set \
+                         data.validation_fraction)"
+                    ),
                 },
             }),
             "test" => Ok(MetricInfo {
@@ -445,4 +488,75 @@ pub fn command(path: &Path, opts: &Options) -> Result<()> {
     print!("{}", report.table(10));
     println!("results in {}", dir.display());
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn runner(fixed: &[&str]) -> CliRunner {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/quickstart.toml");
+        CliRunner::new(&path, fixed.iter().map(|s| s.to_string()).collect(), None).unwrap()
+    }
+
+    /// A run directory whose test numbers are all 0.25 and whose validation numbers are
+    /// all 0.75: any `val_*` read from the wrong split shows.
+    fn run_dir(dir: &Path) -> serde_json::Value {
+        let split = |v: f64| {
+            serde_json::json!({
+                "personalized_mean_accuracy": v, "personalized_worst10_accuracy": v,
+                "personalized_weighted_accuracy": v, "personalized_best10_accuracy": v,
+                "global_accuracy": v, "global_loss": v,
+            })
+        };
+        let mut eval = split(0.25);
+        eval["validation"] = split(0.75);
+        let line = serde_json::json!({ "round": 5, "eval": eval, "clients": [] });
+        std::fs::write(dir.join("metrics.jsonl"), format!("{line}\n")).unwrap();
+        std::fs::write(
+            dir.join("clients.csv"),
+            "id,test_samples,personalized_accuracy\n0,10,0.25\n",
+        )
+        .unwrap();
+        let summary_split = |v: f64| {
+            serde_json::json!({
+                "global": { "accuracy": v, "loss": v },
+                "personalized": { "mean_accuracy": v, "worst10_accuracy": v,
+                    "weighted_accuracy": v, "best10_accuracy": v },
+            })
+        };
+        let mut summary = summary_split(0.25);
+        summary["validation"] = summary_split(0.75);
+        summary
+    }
+
+    #[test]
+    fn tuning_metrics_are_read_from_validation_never_from_test() {
+        let dir = tempfile::tempdir().unwrap();
+        let summary = run_dir(dir.path());
+        let r = runner(&["data.validation_fraction=0.2"]);
+        let info = r.metric("val_personalized_mean").unwrap();
+        assert_eq!(info.source, MetricSource::Validation);
+        let out = r.read_outputs(&r.base, &summary, dir.path()).unwrap();
+        for (name, v) in out.metrics.iter().chain(&out.curve[0].metrics) {
+            let want = if name.starts_with("val_") { 0.75 } else { 0.25 };
+            assert_eq!(*v, want, "{name}");
+        }
+        assert_eq!(out.metrics.len(), 12);
+    }
+
+    #[test]
+    fn without_validation_splits_val_metrics_are_flagged_stand_ins() {
+        let dir = tempfile::tempdir().unwrap();
+        let summary = run_dir(dir.path());
+        let r = runner(&[]);
+        let info = r.metric("val_personalized_mean").unwrap();
+        assert!(
+            matches!(&info.source, MetricSource::StandIn { actual }
+                if actual.contains("set data.validation_fraction")),
+            "{info:?}"
+        );
+        let out = r.read_outputs(&r.base, &summary, dir.path()).unwrap();
+        assert_eq!(out.metrics["val_personalized_mean"], 0.25);
+    }
 }

@@ -23,16 +23,71 @@ fn quickstart() -> PathBuf {
 /// A search file: 4-round trials of the quickstart with a uniform rate and 1 local epoch
 /// (10 clients per round: 10 client-epochs per round per seed).
 fn search_file(dir: &Path, method: &str, space: &str, budget: f64) -> PathBuf {
+    search_file_with(dir, method, space, budget, "")
+}
+
+/// [`search_file`] with more `set` entries (`extra`: `, "key=value"` items).
+fn search_file_with(dir: &Path, method: &str, space: &str, budget: f64, extra: &str) -> PathBuf {
     let p = dir.join("search.toml");
     std::fs::write(
         &p,
         format!(
-            "name = \"tiny\"\nbase = {:?}\nset = [\"rounds=4\", \"policy={{name=\\\"constant\\\"}}\", \"client.epochs=1\", \"eval.every=2\"]\nseeds = [100, 101]\nbudget = {budget}\n[method]\n{method}\n[space]\n{space}\n",
+            "name = \"tiny\"\nbase = {:?}\nset = [\"rounds=4\", \"policy={{name=\\\"constant\\\"}}\", \"client.epochs=1\", \"eval.every=2\"{extra}]\nseeds = [100, 101]\nbudget = {budget}\n[method]\n{method}\n[space]\n{space}\n",
             quickstart().display().to_string()
         ),
     )
     .unwrap();
     p
+}
+
+#[test]
+fn tune_with_validation_splits_selects_on_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = search_file_with(
+        dir.path(),
+        "name = \"grid\"",
+        "client.lr = { log = [0.003, 0.03], grid = 2 }",
+        160.0,
+        ", \"data.validation_fraction=0.25\"",
+    );
+    let out_dir = dir.path().join("out");
+    let out = fedpace()
+        .arg("tune")
+        .arg(&file)
+        .arg("--out")
+        .arg(&out_dir)
+        .output()
+        .unwrap();
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    assert!(!t.contains("WARNING"), "{t}");
+    // Each trial's objective is its run's validation number, which differs from its
+    // test number.
+    let evals = std::fs::read_to_string(out_dir.join("evaluations.csv")).unwrap();
+    let trials = std::fs::read_to_string(out_dir.join("trials.csv")).unwrap();
+    let mut checked = 0;
+    for line in trials.lines().skip(1) {
+        let run = out_dir.join(line.rsplit(',').next().unwrap());
+        let s: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap())
+                .unwrap();
+        let val = s["validation"]["personalized"]["mean_accuracy"]
+            .as_f64()
+            .unwrap();
+        let test = s["personalized"]["mean_accuracy"].as_f64().unwrap();
+        assert_ne!(val, test, "{s}");
+        assert_eq!(
+            s["validation"]["global"]["evaluated_on"], "client validation splits",
+            "{s}"
+        );
+        let shown = format!("{val}");
+        assert!(
+            evals.contains(&shown[..shown.len().min(8)]),
+            "{val} not in {evals}"
+        );
+        checked += 1;
+    }
+    assert_eq!(checked, 4);
 }
 
 #[test]

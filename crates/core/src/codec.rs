@@ -549,6 +549,20 @@ pub fn encode_eval_res(e: &EvalRes) -> Vec<u8> {
         }
         None => w.u8(0),
     }
+    match &e.validation {
+        Some(v) => {
+            w.u8(1);
+            w.stats(&v.global);
+            match &v.personalized {
+                Some(p) => {
+                    w.u8(1);
+                    w.stats(p);
+                }
+                None => w.u8(0),
+            }
+        }
+        None => w.u8(0),
+    }
     w.out
 }
 
@@ -561,10 +575,25 @@ pub fn decode_eval_res(b: &[u8]) -> crate::Result<EvalRes> {
     } else {
         None
     };
+    let validation = if r.bool("validation")? {
+        let global = r.stats("validation.global")?;
+        let personalized = if r.bool("validation.personalized")? {
+            Some(r.stats("validation.personalized")?)
+        } else {
+            None
+        };
+        Some(crate::SplitStats {
+            global,
+            personalized,
+        })
+    } else {
+        None
+    };
     r.finish()?;
     Ok(EvalRes {
         global,
         personalized,
+        validation,
     })
 }
 
@@ -762,6 +791,10 @@ mod tests {
                         count: 4,
                     },
                     personalized: None,
+                    validation: Some(crate::SplitStats {
+                        global: EvalStats::default(),
+                        personalized: Some(EvalStats::default()),
+                    }),
                 }),
                 |b, _| decode_eval_res(b).is_ok(),
             ),
@@ -818,8 +851,24 @@ mod tests {
                 count: 2,
             },
             personalized: Some(EvalStats::default()),
+            validation: None,
         };
         assert_eq!(decode_eval_res(&encode_eval_res(&er)).unwrap(), er);
+        let with_validation = EvalRes {
+            validation: Some(crate::SplitStats {
+                global: EvalStats {
+                    loss_sum: 0.25,
+                    correct: 2,
+                    count: 3,
+                },
+                personalized: None,
+            }),
+            ..er
+        };
+        assert_eq!(
+            decode_eval_res(&encode_eval_res(&with_validation)).unwrap(),
+            with_validation
+        );
     }
 
     #[test]

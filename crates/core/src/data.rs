@@ -71,22 +71,40 @@ pub trait Dataset: Send + Sync {
     }
 }
 
-/// One client's local data.
+/// One client's local data: a training split, a test split (reported numbers), and,
+/// when the data config asks for one (`data.validation_fraction > 0`), a validation
+/// split held out of the training data — what anything that tunes or learns sees
+/// (docs/learned-rates.md, "Validation splits").
 #[derive(Clone)]
 pub struct ClientData {
     /// Training split.
     pub train: Arc<dyn Dataset>,
     /// Held-out split for evaluation.
     pub test: Arc<dyn Dataset>,
+    /// Validation split, when the federation has them (it may be empty for a client
+    /// with too little data); `None` = no validation splits.
+    pub validation: Option<Arc<dyn Dataset>>,
+}
+
+impl ClientData {
+    /// Train and test splits, no validation split.
+    pub fn new(train: Arc<dyn Dataset>, test: Arc<dyn Dataset>) -> Self {
+        Self {
+            train,
+            test,
+            validation: None,
+        }
+    }
 }
 
 impl std::fmt::Debug for ClientData {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "ClientData(train={}, test={})",
+            "ClientData(train={}, test={}, validation={:?})",
             self.train.len(),
-            self.test.len()
+            self.test.len(),
+            self.validation.as_ref().map(|v| v.len())
         )
     }
 }

@@ -328,12 +328,37 @@ pub enum PersonalEval {
     PersonalModel,
 }
 
-/// A client's evaluation on its own test split.
+/// A client's evaluation on its own test split (and on its validation split, when it
+/// has one).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct EvalRes {
     /// The global model.
     pub global: EvalStats,
     /// The personalised model (after fine-tuning), if one was evaluated.
+    pub personalized: Option<EvalStats>,
+    /// The same two models on the client's validation split, when it has one
+    /// (`data.validation_fraction > 0`): what tuning and learned rates select on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validation: Option<SplitStats>,
+}
+
+impl EvalRes {
+    /// Global and personalised statistics on the test split, no validation split.
+    pub fn new(global: EvalStats, personalized: Option<EvalStats>) -> Self {
+        Self {
+            global,
+            personalized,
+            validation: None,
+        }
+    }
+}
+
+/// The global and the personalised model evaluated on one split.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct SplitStats {
+    /// The global model.
+    pub global: EvalStats,
+    /// The personalised model, if one was evaluated.
     pub personalized: Option<EvalStats>,
 }
 

@@ -24,6 +24,10 @@ pub enum Purpose {
     Algorithm = 7,
     /// Which clients are evaluated (`eval.max_clients`).
     Evaluation = 8,
+    /// Which samples form the validation splits (`data.validation_fraction`).
+    Validation = 9,
+    /// A rate policy's own draws (FedEx's configurations, perturbations).
+    Policy = 10,
 }
 
 /// SplitMix64 finaliser: a good 64-bit mixer.

@@ -424,11 +424,40 @@ pub fn evaluate_clients(
     let replies = grid.evaluate(ins, observer.progress());
     let mut summary = summarize_eval(&replies);
     summary.central = grid.evaluate_central(global).transpose()?;
+    if let Some(c) = grid.evaluate_central_validation(global).transpose()? {
+        summary
+            .validation
+            .get_or_insert_with(|| Box::new(summarize_eval(&[])))
+            .central = Some(c);
+    }
     Ok(summary)
 }
 
-/// Combines per-client evaluations into the summary statistics.
+/// Combines per-client evaluations into the summary statistics; the clients' validation
+/// statistics, when any client reported some, into [`EvalSummary::validation`].
 pub fn summarize_eval(replies: &[Reply<EvalRes>]) -> EvalSummary {
+    let validation: Vec<Reply<EvalRes>> = replies
+        .iter()
+        .filter_map(|r| match &r.result {
+            Ok(EvalRes {
+                validation: Some(v),
+                ..
+            }) => Some(Reply {
+                client: r.client,
+                result: Ok(EvalRes::new(v.global, v.personalized)),
+            }),
+            _ => None,
+        })
+        .collect();
+    let mut summary = summarize_split(replies);
+    if !validation.is_empty() {
+        summary.validation = Some(Box::new(summarize_split(&validation)));
+    }
+    summary
+}
+
+/// The statistics of one split.
+fn summarize_split(replies: &[Reply<EvalRes>]) -> EvalSummary {
     let mut pooled = EvalStats::default();
     let mut pooled_p = EvalStats::default();
     let mut global_accs = Vec::new();
@@ -479,6 +508,7 @@ pub fn summarize_eval(replies: &[Reply<EvalRes>]) -> EvalSummary {
         per_client,
         failures,
         samples: pooled.count,
+        validation: None,
     }
 }
 
@@ -514,10 +544,7 @@ mod tests {
                 let s = stats(i * n / 10, n);
                 Reply {
                     client: i,
-                    result: Ok(EvalRes {
-                        global: s,
-                        personalized: Some(s),
-                    }),
+                    result: Ok(EvalRes::new(s, Some(s))),
                 }
             })
             .collect();

@@ -61,6 +61,11 @@ pub struct EvalSummary {
     /// test split, `test_fraction = 0`): then every statistic above is NaN, which the
     /// output files write as `null`, never as a measured 0.
     pub samples: u64,
+    /// The same statistics on the validation splits (the clients' and, in `central`, the
+    /// server's validation part of its held-out set), when the data has validation
+    /// splits (`data.validation_fraction > 0`); `None` otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub validation: Option<Box<EvalSummary>>,
 }
 
 /// Where a round sits on the simulated clock (systems heterogeneity: device speeds,

@@ -174,4 +174,12 @@ pub trait Grid {
     fn evaluate_central(&mut self, _params: &ParamTree) -> Option<Result<crate::EvalStats>> {
         None
     }
+    /// Evaluates the global model on the server's validation set (the validation part
+    /// of its held-out set, `data.validation_fraction > 0`), if the grid has one.
+    fn evaluate_central_validation(
+        &mut self,
+        _params: &ParamTree,
+    ) -> Option<Result<crate::EvalStats>> {
+        None
+    }
 }

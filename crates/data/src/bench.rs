@@ -33,6 +33,10 @@ pub struct BenchConfig {
     /// Fraction of each client's samples held out, in [0, 1). Default 0 (no test split).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub test_fraction: Option<f64>,
+    /// Fraction of each client's training split held out as its validation split, in
+    /// [0, 1) (docs/learned-rates.md, "Validation splits"). Default 0: none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub validation_fraction: Option<f64>,
 }
 
 impl Default for BenchConfig {
@@ -43,6 +47,7 @@ impl Default for BenchConfig {
             samples_per_client: DEFAULT_SAMPLES,
             partition: None,
             test_fraction: None,
+            validation_fraction: None,
         }
     }
 }
@@ -98,6 +103,7 @@ impl BenchConfig {
             sample_shape: InputShape::Dense(shape),
             num_classes: CLASSES,
             global_test: None,
+            global_validation: None,
         })
     }
 }
@@ -201,6 +207,7 @@ impl FederatedDataset for BenchData {
         Ok(ClientData {
             train: Arc::new(DenseDataset::new(x, self.shape.clone(), y, CLASSES)?),
             test: Arc::new(DenseDataset::new(tx, self.shape.clone(), ty, CLASSES)?),
+            validation: None,
         })
     }
     fn train_len(&self, id: usize) -> fedpace_core::Result<usize> {

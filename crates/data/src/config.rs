@@ -252,36 +252,50 @@ impl DataConfig {
                 num_clients: Some(&mut c.num_clients),
                 partition: &mut c.partition,
                 test_fraction: &mut c.test_fraction,
+                validation_fraction: &mut c.validation_fraction,
+                seed: Some(&mut c.seed),
             },
             DataConfig::SyntheticIid(c) => Shared {
                 num_clients: Some(&mut c.num_clients),
                 partition: &mut c.partition,
                 test_fraction: &mut c.test_fraction,
+                validation_fraction: &mut c.validation_fraction,
+                seed: Some(&mut c.seed),
             },
             DataConfig::Optdigits(c) => Shared {
                 num_clients: Some(&mut c.num_clients),
                 partition: &mut c.partition,
                 test_fraction: &mut c.test_fraction,
+                validation_fraction: &mut c.validation_fraction,
+                seed: Some(&mut c.seed),
             },
             DataConfig::Mnist(c) | DataConfig::FashionMnist(c) => Shared {
                 num_clients: Some(&mut c.num_clients),
                 partition: &mut c.partition,
                 test_fraction: &mut c.test_fraction,
+                validation_fraction: &mut c.validation_fraction,
+                seed: Some(&mut c.seed),
             },
             DataConfig::Shakespeare(c) => Shared {
                 num_clients: None,
                 partition: &mut c.partition,
                 test_fraction: &mut c.test_fraction,
+                validation_fraction: &mut c.validation_fraction,
+                seed: None,
             },
             DataConfig::Csv(c) => Shared {
                 num_clients: Some(&mut c.num_clients),
                 partition: &mut c.partition,
                 test_fraction: &mut c.test_fraction,
+                validation_fraction: &mut c.validation_fraction,
+                seed: Some(&mut c.seed),
             },
             DataConfig::Bench(c) => Shared {
                 num_clients: Some(&mut c.num_clients),
                 partition: &mut c.partition,
                 test_fraction: &mut c.test_fraction,
+                validation_fraction: &mut c.validation_fraction,
+                seed: None,
             },
             // `num_clients` is optional here (with per-client files the files count
             // them): see `num_clients` and `with_num_clients`.
@@ -289,16 +303,22 @@ impl DataConfig {
                 num_clients: None,
                 partition: &mut c.partition,
                 test_fraction: &mut c.test_fraction,
+                validation_fraction: &mut c.validation_fraction,
+                seed: Some(&mut c.seed),
             },
             DataConfig::Leaf(c) => Shared {
                 num_clients: None,
                 partition: &mut c.partition,
                 test_fraction: &mut c.test_fraction,
+                validation_fraction: &mut c.validation_fraction,
+                seed: Some(&mut c.seed),
             },
             DataConfig::Images(c) => Shared {
                 num_clients: Some(&mut c.num_clients),
                 partition: &mut c.partition,
                 test_fraction: &mut c.test_fraction,
+                validation_fraction: &mut c.validation_fraction,
+                seed: Some(&mut c.seed),
             },
         }
     }
@@ -323,6 +343,7 @@ impl DataConfig {
             *b = *a;
         }
         *to.test_fraction = *from.test_fraction;
+        *to.validation_fraction = *from.validation_fraction;
         out
     }
 
@@ -376,6 +397,28 @@ impl DataConfig {
         self.clone().shared_mut().test_fraction.unwrap_or(default)
     }
 
+    /// Sets the validation fraction.
+    pub fn with_validation_fraction(mut self, f: f64) -> Self {
+        *self.shared_mut().validation_fraction = Some(f);
+        self
+    }
+
+    /// The validation fraction in effect: the share of each client's training split
+    /// held out as its validation split (default 0: no validation splits).
+    pub fn effective_validation_fraction(&self) -> f64 {
+        self.clone().shared_mut().validation_fraction.unwrap_or(0.0)
+    }
+
+    /// The seed of the data (generation, partition, splits): the source's `seed` key,
+    /// else the run's `run_seed`.
+    pub fn data_seed(&self, run_seed: u64) -> u64 {
+        self.clone()
+            .shared_mut()
+            .seed
+            .and_then(|s| *s)
+            .unwrap_or(run_seed)
+    }
+
     /// This config with every default that depends on the source written out (the
     /// partition and test fraction in effect): what a run records as `config.toml`.
     pub fn resolved(&self) -> Self {
@@ -390,6 +433,7 @@ impl DataConfig {
     /// Checks every key without touching the disk. Errors name the key by its dotted
     /// path, e.g. `data.partition.alpha = -1: must be > 0`.
     pub fn validate(&self) -> Result<()> {
+        crate::validation::check_fraction(self.clone().shared_mut().validation_fraction.as_ref())?;
         match self {
             DataConfig::Synthetic(c) => c.validate(),
             DataConfig::SyntheticIid(c) => c.validate(),
@@ -411,6 +455,9 @@ struct Shared<'a> {
     num_clients: Option<&'a mut usize>,
     partition: &'a mut Option<Partition>,
     test_fraction: &'a mut Option<f64>,
+    validation_fraction: &'a mut Option<f64>,
+    /// The source's own seed key (`None` for sources without one).
+    seed: Option<&'a mut Option<u64>>,
 }
 
 /// Builds the federation described by `cfg`. The config's `seed`, or else `seed` (the
@@ -418,6 +465,23 @@ struct Shared<'a> {
 /// (`data_dir/<name>/`).
 pub fn build(cfg: &DataConfig, seed: u64, data_dir: &Path) -> Result<Federation> {
     cfg.validate()?;
+    let fed = build_splits(cfg, seed, data_dir)?;
+    let order = match cfg {
+        DataConfig::Shakespeare(_) => crate::validation::Order::Tail {
+            gap: crate::shakespeare::SEQ_LEN,
+        },
+        _ => crate::validation::Order::Random,
+    };
+    crate::validation::with_validation(
+        fed,
+        cfg.effective_validation_fraction(),
+        order,
+        cfg.data_seed(seed),
+    )
+}
+
+/// The source's train and test splits (and held-out set), before validation splits.
+fn build_splits(cfg: &DataConfig, seed: u64, data_dir: &Path) -> Result<Federation> {
     match cfg {
         DataConfig::Synthetic(c) => c.federation(seed),
         DataConfig::SyntheticIid(c) => c.federation(seed),

@@ -76,6 +76,10 @@ pub struct CsvSourceConfig {
     /// Fraction of each client's samples held out, in [0, 1). Default 0.2.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub test_fraction: Option<f64>,
+    /// Fraction of each client's training split held out as its validation split, in
+    /// [0, 1) (docs/learned-rates.md, "Validation splits"). Default 0: none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub validation_fraction: Option<f64>,
     /// Where client test splits come from (`pooled-matched` needs `test_path`).
     pub test_split: TestSplit,
     /// Seed of the partition and the test splits. Default: the run's `seed`.
@@ -90,6 +94,7 @@ impl Default for CsvSourceConfig {
             num_clients: PoolConfig::default().num_clients,
             partition: None,
             test_fraction: None,
+            validation_fraction: None,
             test_split: TestSplit::Local,
             seed: None,
         }
@@ -111,6 +116,7 @@ impl CsvSourceConfig {
             num_clients: self.num_clients,
             partition: self.partition.clone(),
             test_fraction: self.test_fraction,
+            validation_fraction: self.validation_fraction,
             test_split: self.test_split,
             seed: self.seed,
         }

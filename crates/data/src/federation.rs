@@ -28,8 +28,12 @@ pub struct Federation {
     pub sample_shape: InputShape,
     /// Number of label classes.
     pub num_classes: usize,
-    /// The source's own held-out set (MNIST's 10k test images, a CSV `test_path`), if any.
+    /// The source's own held-out set (MNIST's 10k test images, a CSV `test_path`), if any;
+    /// with validation splits, the part of it that is not the server's validation set.
     pub global_test: Option<Arc<dyn Dataset>>,
+    /// The server's validation set: `validation_fraction` of the held-out set, when
+    /// there is one and the data has validation splits (docs/learned-rates.md).
+    pub global_validation: Option<Arc<dyn Dataset>>,
     /// One line for logs, e.g. `optdigits, 10 clients, dirichlet(alpha=0.5)`.
     pub description: String,
 }

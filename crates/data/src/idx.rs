@@ -28,6 +28,10 @@ pub struct MnistConfig {
     /// Fraction of each client's samples held out, in [0, 1). Default 0.2.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub test_fraction: Option<f64>,
+    /// Fraction of each client's training split held out as its validation split, in
+    /// [0, 1) (docs/learned-rates.md, "Validation splits"). Default 0: none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub validation_fraction: Option<f64>,
     /// Where client test splits come from. Default `local`.
     pub test_split: TestSplit,
     /// Seed of the partition and the test splits. Default: the run's `seed`.
@@ -53,6 +57,7 @@ impl Default for MnistConfig {
             num_clients: pool.num_clients,
             partition: None,
             test_fraction: None,
+            validation_fraction: None,
             test_split: TestSplit::Local,
             seed: None,
             standardize: false,
@@ -69,6 +74,7 @@ impl MnistConfig {
             num_clients: self.num_clients,
             partition: self.partition.clone(),
             test_fraction: self.test_fraction,
+            validation_fraction: self.validation_fraction,
             test_split: self.test_split,
             seed: self.seed,
         }

@@ -58,6 +58,10 @@ pub struct LeafSourceConfig {
     /// files. Default 0.2.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub test_fraction: Option<f64>,
+    /// Fraction of each client's training split held out as its validation split, in
+    /// [0, 1) (docs/learned-rates.md, "Validation splits"). Default 0: none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub validation_fraction: Option<f64>,
     /// Seed of the test splits. Default: the run's `seed`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub seed: Option<u64>,
@@ -167,6 +171,7 @@ impl LeafSourceConfig {
             sample_shape: enc.input_shape(),
             num_classes: enc.classes,
             description: format!("{name}, {n} users, LEAF test files"),
+            global_validation: None,
         })
     }
 }

@@ -46,6 +46,7 @@ pub mod pooled;
 pub mod shakespeare;
 pub mod synthetic;
 pub mod testing;
+pub mod validation;
 
 pub use bench::BenchConfig;
 pub use cache::verify_cache;

@@ -47,6 +47,10 @@ pub struct PoolConfig {
     /// Default 0.2 (LEAF/FedAvg 80/20).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub test_fraction: Option<f64>,
+    /// Fraction of each client's training split held out as its validation split, in
+    /// [0, 1) (docs/learned-rates.md, "Validation splits"). Default 0: none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub validation_fraction: Option<f64>,
     /// Where client test splits come from. Default `local`.
     pub test_split: TestSplit,
     /// Seed of the partition and the test splits. Default: the run's `seed`.
@@ -60,6 +64,7 @@ impl Default for PoolConfig {
             num_clients: 30,
             partition: None,
             test_fraction: None,
+            validation_fraction: None,
             test_split: TestSplit::Local,
             seed: None,
         }
@@ -155,6 +160,7 @@ pub fn federate_parts(
         sample_shape: shape,
         num_classes,
         description: format!("{name}, {n} clients, test local {test_fraction} (seed {seed})"),
+        global_validation: None,
     })
 }
 
@@ -199,6 +205,7 @@ pub fn federate(
         sample_shape: InputShape::Dense(shape),
         num_classes: k,
         description,
+        global_validation: None,
     })
 }
 
@@ -331,6 +338,7 @@ impl FederatedDataset for Pooled {
         Ok(ClientData {
             train: Arc::new(Subset::new(self.train.clone(), train.clone())),
             test: Arc::new(Subset::new(test_base, test.clone())),
+            validation: None,
         })
     }
     fn train_len(&self, id: usize) -> fedpace_core::Result<usize> {

@@ -47,6 +47,10 @@ pub struct ShakespeareConfig {
     /// Default 0.2.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub test_fraction: Option<f64>,
+    /// Fraction of each client's training split held out as its validation split, in
+    /// [0, 1) (docs/learned-rates.md, "Validation splits"). Default 0: none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub validation_fraction: Option<f64>,
     /// Check the fetched play files against their pinned SHA-256 (see
     /// [`crate::cache`]). Default true.
     pub verify: bool,
@@ -58,6 +62,7 @@ impl Default for ShakespeareConfig {
             max_clients: None,
             partition: None,
             test_fraction: None,
+            validation_fraction: None,
             verify: true,
         }
     }
@@ -94,6 +99,7 @@ impl ShakespeareConfig {
             },
             num_classes: VOCAB.len(),
             global_test: None,
+            global_validation: None,
         })
     }
 }
@@ -376,6 +382,7 @@ impl FederatedDataset for Shakespeare {
                 start: r.n_train + SEQ_LEN - 1,
                 len: r.n_test,
             }),
+            validation: None,
         })
     }
     fn train_len(&self, id: usize) -> fedpace_core::Result<usize> {

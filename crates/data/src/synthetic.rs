@@ -51,6 +51,10 @@ pub struct SyntheticConfig {
     /// Fraction of each device's samples held out, in [0, 1). Default 0.1 (FedProx 90/10).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub test_fraction: Option<f64>,
+    /// Fraction of each client's training split held out as its validation split, in
+    /// [0, 1) (docs/learned-rates.md, "Validation splits"). Default 0: none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub validation_fraction: Option<f64>,
     /// Seed of the generator and the test splits. Default: the run's `seed`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub seed: Option<u64>,
@@ -64,6 +68,7 @@ impl Default for SyntheticConfig {
             num_clients: 30,
             partition: None,
             test_fraction: None,
+            validation_fraction: None,
             seed: None,
         }
     }
@@ -81,6 +86,10 @@ pub struct SyntheticIidConfig {
     /// Fraction of each device's samples held out, in [0, 1). Default 0.1.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub test_fraction: Option<f64>,
+    /// Fraction of each client's training split held out as its validation split, in
+    /// [0, 1) (docs/learned-rates.md, "Validation splits"). Default 0: none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub validation_fraction: Option<f64>,
     /// Seed of the generator and the test splits. Default: the run's `seed`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub seed: Option<u64>,
@@ -92,6 +101,7 @@ impl Default for SyntheticIidConfig {
             num_clients: 30,
             partition: None,
             test_fraction: None,
+            validation_fraction: None,
             seed: None,
         }
     }
@@ -191,6 +201,7 @@ fn federation(
         sample_shape: InputShape::Dense(vec![FEATURES]),
         num_classes: CLASSES,
         global_test: None,
+        global_validation: None,
     })
 }
 
@@ -380,6 +391,7 @@ impl FederatedDataset for Synthetic {
         Ok(ClientData {
             train: Arc::new(train),
             test: Arc::new(test),
+            validation: None,
         })
     }
     fn train_len(&self, id: usize) -> fedpace_core::Result<usize> {

@@ -331,6 +331,9 @@ pub(crate) fn prepare(cfg: &ExperimentConfig) -> Result<Prepared> {
             .with_registry(fedpace_algos::builtin().codecs.clone());
         grid = grid.with_store(Box::new(store));
     }
+    if let Some(validation) = fed.global_validation.clone() {
+        grid = grid.with_central_validation(validation, central_models.clone());
+    }
     if let Some(test) = fed.global_test.clone() {
         grid = grid.with_central_test(test, central_models);
     }

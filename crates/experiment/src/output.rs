@@ -15,7 +15,8 @@ use crate::tensorboard::{EventWriter, Histogram, Value};
 use crate::{Error, Monitor, Result};
 use fedpace_core::round::{Observer, RoundRecord, RunOutcome};
 use fedpace_core::{
-    AggregateSummary, ClientId, ClientInfo, ClientPool, Progress, Reply, TrainIns, TrainRes,
+    AggregateSummary, ClientId, ClientInfo, ClientPool, EvalSummary, Progress, Reply, TrainIns,
+    TrainRes,
 };
 use fedpace_params::ParamTree;
 use serde::Serialize;
@@ -402,33 +403,8 @@ impl<'m> RunRecorder<'m> {
             obj.insert("resumable".into(), json!(false));
         }
         obj.insert("evaluated_at_round".into(), json!(outcome.final_eval_round));
-        // `global.accuracy` is on the source's own held-out test set when it has one
-        // (MNIST's 10k images), else on all clients' test splits pooled.
-        // No test sample anywhere (no test split, `test_fraction = 0`): null, never 0.
         let (global, personalized) = match final_eval {
-            Some(e) => {
-                let (acc, loss, on) = match &e.central {
-                    Some(c) => (c.accuracy(), c.loss(), "held-out test set"),
-                    None if e.samples == 0 => (f64::NAN, f64::NAN, "none"),
-                    None => (e.global_accuracy, e.global_loss, "client test splits"),
-                };
-                (
-                    json!({
-                        "accuracy": acc,
-                        "loss": loss,
-                        "evaluated_on": on,
-                        "client_splits_accuracy": e.global_accuracy,
-                        "mean_client_accuracy": e.global_mean_accuracy,
-                    }),
-                    json!({
-                        "mean_accuracy": e.personalized_mean_accuracy,
-                        "weighted_accuracy": e.personalized_weighted_accuracy,
-                        "worst10_accuracy": e.personalized_worst10_accuracy,
-                        "best10_accuracy": e.personalized_best10_accuracy,
-                        "std_accuracy": e.personalized_std_accuracy,
-                    }),
-                )
-            }
+            Some(e) => eval_json(e, "test"),
             // Stopped before any evaluation: nothing was measured.
             None => (
                 json!({ "accuracy": null, "loss": null, "evaluated_on": "none" }),
@@ -438,6 +414,15 @@ impl<'m> RunRecorder<'m> {
                 }),
             ),
         };
+        // The same numbers on the validation splits, when the data has them: what
+        // tuning selects on (docs/learned-rates.md).
+        if let Some(v) = final_eval.and_then(|e| e.validation.as_deref()) {
+            let (global, personalized) = eval_json(v, "validation");
+            obj.insert(
+                "validation".into(),
+                json!({ "global": global, "personalized": personalized }),
+            );
+        }
         obj.insert("global".into(), global);
         obj.insert("personalized".into(), personalized);
         obj.insert("rejected_updates".into(), json!(self.rejected));
@@ -682,6 +667,38 @@ impl Observer for RunRecorder<'_> {
         }
         Ok(())
     }
+}
+
+/// `summary.json`'s `global` and `personalized` objects of an evaluation. `global` is
+/// on the server's own held-out set when it has one (MNIST's 10k images), else on all
+/// clients' splits pooled; with no sample anywhere (no test split, `test_fraction = 0`)
+/// it is null, never 0.
+fn eval_json(e: &EvalSummary, split: &str) -> (serde_json::Value, serde_json::Value) {
+    let (acc, loss, on) = match &e.central {
+        Some(c) => (c.accuracy(), c.loss(), format!("held-out {split} set")),
+        None if e.samples == 0 => (f64::NAN, f64::NAN, "none".to_string()),
+        None => (
+            e.global_accuracy,
+            e.global_loss,
+            format!("client {split} splits"),
+        ),
+    };
+    (
+        json!({
+            "accuracy": acc,
+            "loss": loss,
+            "evaluated_on": on,
+            "client_splits_accuracy": e.global_accuracy,
+            "mean_client_accuracy": e.global_mean_accuracy,
+        }),
+        json!({
+            "mean_accuracy": e.personalized_mean_accuracy,
+            "weighted_accuracy": e.personalized_weighted_accuracy,
+            "worst10_accuracy": e.personalized_worst10_accuracy,
+            "best10_accuracy": e.personalized_best10_accuracy,
+            "std_accuracy": e.personalized_std_accuracy,
+        }),
+    )
 }
 
 /// A CSV field: quoted when it holds a comma, a quote or a line break.

@@ -94,6 +94,7 @@ pub struct SimGrid {
     store: Box<dyn StateStore>,
     pool: rayon::ThreadPool,
     central: Option<(Arc<dyn Dataset>, ModelFactory)>,
+    central_validation: Option<(Arc<dyn Dataset>, ModelFactory)>,
 }
 
 /// Batch size of the central evaluation (does not change results).
@@ -123,6 +124,7 @@ impl SimGrid {
             store: Box::new(MemoryStore::default()),
             pool,
             central: None,
+            central_validation: None,
         })
     }
 
@@ -130,6 +132,48 @@ impl SimGrid {
     pub fn with_central_test(mut self, test: Arc<dyn Dataset>, models: ModelFactory) -> Self {
         self.central = Some((test, models));
         self
+    }
+
+    /// Adds a server-side validation set (the validation part of the held-out set),
+    /// evaluated with models from `models`.
+    pub fn with_central_validation(
+        mut self,
+        validation: Arc<dyn Dataset>,
+        models: ModelFactory,
+    ) -> Self {
+        self.central_validation = Some((validation, models));
+        self
+    }
+
+    /// The global model on a server-side set, in parallel chunks. Counts are integers
+    /// and loss sums are added in chunk order, so the result does not depend on the
+    /// thread count.
+    fn evaluate_set(
+        &self,
+        set: &(Arc<dyn Dataset>, ModelFactory),
+        params: &ParamTree,
+    ) -> fedpace_core::Result<EvalStats> {
+        let (test, models) = set;
+        let n = test.len();
+        let chunks: Vec<(usize, usize)> = (0..n)
+            .step_by(CENTRAL_BATCH)
+            .map(|s| (s, (s + CENTRAL_BATCH).min(n)))
+            .collect();
+        let parts: Vec<fedpace_core::Result<EvalStats>> = self.pool.install(|| {
+            chunks
+                .into_par_iter()
+                .map(|(a, b)| {
+                    let mut m = models()?;
+                    let idx: Vec<usize> = (a..b).collect();
+                    m.evaluate(params, &test.batch(&idx))
+                })
+                .collect()
+        });
+        let mut total = EvalStats::default();
+        for p in parts {
+            total.merge(&p?);
+        }
+        Ok(total)
     }
 
     /// Replaces the state store.
@@ -268,31 +312,15 @@ impl Grid for SimGrid {
     }
 
     fn evaluate_central(&mut self, params: &ParamTree) -> Option<fedpace_core::Result<EvalStats>> {
-        let (test, models) = self.central.as_ref()?;
-        let n = test.len();
-        // Chunks run in parallel; counts are integers and loss sums are added in chunk
-        // order, so the result does not depend on the thread count.
-        let chunks: Vec<(usize, usize)> = (0..n)
-            .step_by(CENTRAL_BATCH)
-            .map(|s| (s, (s + CENTRAL_BATCH).min(n)))
-            .collect();
-        let parts: Vec<fedpace_core::Result<EvalStats>> = self.pool.install(|| {
-            chunks
-                .into_par_iter()
-                .map(|(a, b)| {
-                    let mut m = models()?;
-                    let idx: Vec<usize> = (a..b).collect();
-                    m.evaluate(params, &test.batch(&idx))
-                })
-                .collect()
-        });
-        let mut total = EvalStats::default();
-        for p in parts {
-            match p {
-                Ok(s) => total.merge(&s),
-                Err(e) => return Some(Err(e)),
-            }
-        }
-        Some(Ok(total))
+        let set = self.central.as_ref()?;
+        Some(self.evaluate_set(set, params))
+    }
+
+    fn evaluate_central_validation(
+        &mut self,
+        params: &ParamTree,
+    ) -> Option<fedpace_core::Result<EvalStats>> {
+        let set = self.central_validation.as_ref()?;
+        Some(self.evaluate_set(set, params))
     }
 }

@@ -110,6 +110,7 @@ pub fn client(k: u64) -> StandardClient {
         ClientData {
             train: d.clone(),
             test: d,
+            validation: None,
         },
     )
 }
