@@ -10,8 +10,9 @@
 # `--check` only lists the files that still cite the old names (exit 1 if any).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-self=scripts/fix-spec-citations.sh
-mapfile -t files < <(git ls-files '*.rs' '*.md' '*.toml' '*.sh' '*.py' | grep -vxF "$self" |
+# This script and the test that checks the result name the old files on purpose.
+mapfile -t files < <(git ls-files '*.rs' '*.md' '*.toml' '*.sh' '*.py' |
+  grep -vxF -e scripts/fix-spec-citations.sh -e crates/cli/tests/docs.rs |
   xargs -r grep -lE '(ALGORITHMS|DATASETS|BENCHMARKS)\.md' || true)
 if [[ "${1:-}" == --check ]]; then
   ((${#files[@]} == 0)) && exit 0
