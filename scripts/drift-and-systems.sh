@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Reproductions for docs/drift-and-systems.md (ALGORITHMS.md Appendix Z #2 and #3).
+# Reproductions for docs/drift-and-systems.md (docs/algorithms.md Appendix Z #2 and #3).
 # Runs one experiment at a time; outputs under runs/drift/. Then: python3 scripts/drift_tables.py
 set -euo pipefail
 BIN=${BIN:-target/release/fedpace}
@@ -32,7 +32,7 @@ run() { # name, extra --set args...  (BASE=config, default examples/fedprox.toml
   done
 done
 # Z #3: FedNova vs FedAvg with random local epochs E_k ~ U{2..5} per (round, client)
-# ([devices] epochs, ALGORITHMS.md B.3 / Appendix Z #3), no stragglers. FedAvg = plain n_k-weighted
+# ([devices] epochs, docs/algorithms.md §B.3 / Appendix Z #3), no stragglers. FedAvg = plain n_k-weighted
 # mean (normalize=off); FedNova = strategy fednova (normalised by each client's rate sum).
 # Three rate policies: one rate; by-data-size γ=-0.5 (η_kτ_k ∝ n_k^0.5: narrower spread);
 # by-data-size γ=+0.5 (η_kτ_k ∝ n_k^1.5: wider spread).

@@ -1,10 +1,18 @@
 #!/usr/bin/env python3
-"""Tables (markdown) and SVG plots for docs/drift-and-systems.md from runs/drift/*/metrics.jsonl."""
+"""Tables (markdown) and SVG plots for docs/drift-and-systems.md from runs/drift/*/metrics.jsonl.
+
+Spreads are sample standard deviations over seeds; comparisons are paired by seed (the
+same federation for both methods): mean difference ± standard error, and in how many seeds
+the method is better / worse. Seeds: $SEEDS (default "0 1 2").
+"""
 import json, os, statistics, sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from stats import mean_sd, paired  # noqa: E402
 
 OUT = sys.argv[1] if len(sys.argv) > 1 else "runs/drift"
 DOCS = sys.argv[2] if len(sys.argv) > 2 else "docs/img"
-SEEDS = [0, 1, 2]
+SEEDS = [int(s) for s in os.environ.get("SEEDS", "0 1 2").split()]
 
 
 def curve(name):
@@ -24,8 +32,8 @@ def ms(xs):
     xs = [x for x in xs if x is not None]
     if not xs:
         return "–"
-    m = statistics.mean(xs)
-    s = statistics.pstdev(xs) if len(xs) > 1 else 0.0
+    m, s = mean_sd(xs)
+    s = 0.0 if len(xs) < 2 else s
     return f"{100*m:.1f} ± {100*s:.1f}" if m <= 1.0 else f"{m:.3f} ± {s:.3f}"
 
 
@@ -33,15 +41,27 @@ def loss_ms(xs):
     xs = [x for x in xs if x is not None]
     if not xs:
         return "–"
-    return f"{statistics.mean(xs):.3f} ± {statistics.pstdev(xs):.3f}"
+    m, s = mean_sd(xs)
+    return f"{m:.3f} ± {0.0 if len(xs) < 2 else s:.3f}"
+
+
+def final_acc(name):
+    """{seed: final accuracy} of the runs name.format(seed=…) that finished."""
+    out = {}
+    for seed in SEEDS:
+        c = curve(name.format(seed=seed))
+        if c:
+            out[seed] = c[-1][1]
+    return out
 
 
 def z2(prefix="z2"):
     rows = []
     methods = [("fedavg-drop", "FedAvg (stragglers dropped)"), ("fedprox-mu0", "FedProx μ=0 (partial work)"),
                ("fedprox-mu1", "FedProx μ=1 (partial work)")]
-    print("| stragglers | method | final test acc % (r200) | best acc % | final test loss | max loss rise between evals |")
-    print("|---|---|---|---|---|---|")
+    print("| stragglers | method | final test acc % (r200) | best acc % | final test loss | max loss rise between evals "
+          "| Δ final acc vs FedAvg-drop, points (paired) |")
+    print("|---|---|---|---|---|---|---|")
     for s in ["0", "0.5", "0.9"]:
         for key, label in methods:
             fin, best, loss, rise = [], [], [], []
@@ -51,7 +71,10 @@ def z2(prefix="z2"):
                     continue
                 fin.append(c[-1][1]); best.append(max(p[1] for p in c)); loss.append(c[-1][2])
                 rise.append(max(0.0, max(b[2] - a[2] for a, b in zip(c, c[1:]))))
-            print(f"| {int(float(s)*100)} % | {label} | {ms(fin)} | {ms(best)} | {loss_ms(loss)} | {loss_ms(rise)} |")
+            base = final_acc(f"{prefix}-fedavg-drop-s{s}-seed{{seed}}")
+            diff = "—" if key == "fedavg-drop" else paired(
+                base, final_acc(f"{prefix}-{key}-s{s}-seed{{seed}}")).fmt(100)
+            print(f"| {int(float(s)*100)} % | {label} | {ms(fin)} | {ms(best)} | {loss_ms(loss)} | {loss_ms(rise)} | {diff} |")
     plot_z2(prefix)
 
 
@@ -79,14 +102,16 @@ def rate_sum_spread(name):
         r = json.loads(line)
         v = [c["effective_step"] for c in r.get("clients", []) if c.get("effective_step")]
         if len(v) > 1 and statistics.mean(v) > 0:
+            # The spread of this round's clients (a whole population, not a sample of seeds).
             cvs.append(statistics.pstdev(v) / statistics.mean(v))
     return statistics.mean(cvs) if cvs else None
 
 
 def z3():
     pols = [("constant", "constant lr 0.01"), ("dsneg", "by-data-size γ=−0.5"), ("dspos", "by-data-size γ=+0.5")]
-    print("| local epochs | rate policy | spread of η_kτ_k (CV) | aggregation | final test acc % (r200) | final test loss | best acc % |")
-    print("|---|---|---|---|---|---|---|")
+    print("| local epochs | rate policy | spread of η_kτ_k (CV) | aggregation | final test acc % (r200) | final test loss "
+          "| best acc % | Δ final acc vs FedAvg, points (paired) |")
+    print("|---|---|---|---|---|---|---|---|")
     per = []
     for pol, plabel in pols:
         cv = [rate_sum_spread(f"z3-{pol}-fedavg-seed{seed}") for seed in SEEDS]
@@ -100,7 +125,10 @@ def z3():
                 if c:
                     fin.append(c[-1][1]); loss.append(c[-1][2]); best.append(max(p[1] for p in c))
             res[algo] = (fin, loss)
-            print(f"| U{{2..5}} | {plabel} | {cvs} | {alabel} | {ms(fin)} | {loss_ms(loss)} | {ms(best)} |")
+            diff = "—" if algo == "fedavg" else paired(
+                final_acc(f"z3-{pol}-fedavg-seed{{seed}}"),
+                final_acc(f"z3-{pol}-fednova-seed{{seed}}")).fmt(100)
+            print(f"| U{{2..5}} | {plabel} | {cvs} | {alabel} | {ms(fin)} | {loss_ms(loss)} | {ms(best)} | {diff} |")
         per.append((plabel, res))
     print()
     print("| rate policy | seed | accuracy % (FedAvg / FedNova) | test loss (FedAvg / FedNova) |")
@@ -177,8 +205,9 @@ if __name__ == "__main__":
 
 
 def async_table():
-    print("| algorithm | client rate decay | final test acc % | final test loss | simulated seconds at the end |")
-    print("|---|---|---|---|---|")
+    print("| algorithm | client rate decay | final test acc % | final test loss | simulated seconds at the end "
+          "| Δ final acc, decay − no decay, points (paired) |")
+    print("|---|---|---|---|---|---|")
     for algo in ["fedasync", "fedbuff"]:
         for decay in ["true", "false"]:
             acc, loss, sim = [], [], []
@@ -186,8 +215,10 @@ def async_table():
                 c = curve(f"async-{algo}-decay{decay}-seed{seed}")
                 if c:
                     acc.append(c[-1][1]); loss.append(c[-1][2]); sim.append(c[-1][3])
-            print(f"| {algo} | {decay} | {ms(acc)} | {loss_ms(loss)} | {loss_ms(sim)} |")
-            print(f"|  | per seed | {' / '.join(f'{100*a:.1f}' for a in acc)} | {' / '.join(f'{l:.2f}' for l in loss)} | |")
+            diff = paired(final_acc(f"async-{algo}-decayfalse-seed{{seed}}"),
+                          final_acc(f"async-{algo}-decaytrue-seed{{seed}}")).fmt(100) if decay == "true" else "—"
+            print(f"| {algo} | {decay} | {ms(acc)} | {loss_ms(loss)} | {loss_ms(sim)} | {diff} |")
+            print(f"|  | per seed | {' / '.join(f'{100*a:.1f}' for a in acc)} | {' / '.join(f'{l:.2f}' for l in loss)} | | |")
 
 
 if __name__ == "__main__" and len(sys.argv) > 3 and sys.argv[3] == "async":

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Reproduces ALGORITHMS.md Appendix Z #4 (pFedMe MNIST, logistic regression): pFedMe,
+# Reproduces docs/algorithms.md Appendix Z #4 (pFedMe MNIST, logistic regression): pFedMe,
 # Per-FedAvg (FO and HF) and FedAvg, 3 seeds each, one run at a time. Prints final and
 # best (max over evaluated rounds, as the pFedMe code reports) personalised accuracy.
 # Usage: FEDPACE_DATA_DIR=/path/to/data scripts/personalization-pfedme-mnist.sh [rounds] [outdir] [seeds...]

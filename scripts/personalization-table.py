@@ -1,9 +1,14 @@
 #!/usr/bin/env python3
-"""Summarises runs named <config>-s<seed> under a directory: per config, mean ± std over
-seeds of the final and the best (max over evaluated rounds) personalised accuracy
-(sample-weighted and client mean), plus std / worst-10 % / best-10 % at the last round."""
+"""Summarises runs named <config>-s<seed> under a directory: per config, mean ± sample
+standard deviation over seeds of the final and the best (max over evaluated rounds)
+personalised accuracy (sample-weighted and client mean), plus std / worst-10 % / best-10 %
+at the last round. `--paired A B …`: per seed, and the paired difference of each adjacent
+pair, mean ± standard error."""
 import json, os, re, statistics as st, sys
 from collections import defaultdict
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from stats import paired  # noqa: E402
 
 root = sys.argv[1]
 runs = defaultdict(list)
@@ -29,11 +34,9 @@ if len(sys.argv) > 3 and sys.argv[2] == "--paired":
     for s in seeds:
         print(f"| {s} | " + " | ".join(f"{100 * by_seed[c][s]:.2f}" for c in cfgs) + " |")
     for a, b in zip(cfgs, cfgs[1:]):
-        wins = sum(by_seed[a][s] > by_seed[b][s] for s in seeds)
-        diff = [100 * (by_seed[a][s] - by_seed[b][s]) for s in seeds]
-        sd = st.stdev(diff) if len(diff) > 1 else 0
-        print(f"{a} > {b}: {wins} of {len(seeds)} seeds; mean difference "
-              f"{st.mean(diff):+.2f} points (std {sd:.2f})")
+        d = paired(by_seed[b], by_seed[a])
+        print(f"{a} > {b}: {d.better} of {d.n} seeds; mean difference "
+              f"{100 * d.mean:+.2f} ± {100 * d.se:.2f} points (standard error)")
     sys.exit(0)
 
 def ms(xs):

@@ -1,5 +1,5 @@
 //! Weighted averaging of client updates, with the objective-consistency normalisation
-//! of ALGORITHMS.md §1.1 (FedNova generalised to per-client and per-group rates).
+//! of docs/algorithms.md §1.1 (FedNova generalised to per-client and per-group rates).
 //!
 //! Plain: `Δ̄ = Σ_k p̃_k Δ_k`. Normalised, per parameter group g:
 //! `Δ̄_g = τ_eff,g · Σ_k p̃_k Δ_{k,g} / Λ_{k,g}` with `Λ_{k,g} = Σ_s η_{k,g,s}` (the
@@ -92,7 +92,7 @@ pub fn aggregate(
 }
 
 /// [`aggregate`] over the shared groups only: `shared[g] == false` marks a personal
-/// group (ALGORITHMS.md E.4–E.6), whose aggregate delta is exactly zero whatever clients
+/// group (docs/algorithms.md §E.4–E.6), whose aggregate delta is exactly zero whatever clients
 /// sent, and whose rate sums do not decide normalisation. An empty mask shares every group.
 pub fn aggregate_masked(
     spec: &ParamSpec,

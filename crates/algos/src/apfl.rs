@@ -1,4 +1,4 @@
-//! APFL (Deng, Kamani, Mahdavi 2020), ALGORITHMS.md E.7; docs/personalization.md.
+//! APFL (Deng, Kamani, Mahdavi 2020), docs/algorithms.md §E.7; docs/personalization.md.
 //!
 //! Per client: the global copy `w`, a local model `v_i` and a learned mixing weight
 //! `α_i ∈ [0, 1]`; the personal model is `v̄ = α v + (1 − α) w` (parameter mixing).

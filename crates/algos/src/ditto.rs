@@ -1,4 +1,4 @@
-//! Ditto (Li, Hu, Beirami, Smith, ICML 2021), ALGORITHMS.md E.3; docs/personalization.md.
+//! Ditto (Li, Hu, Beirami, Smith, ICML 2021), docs/algorithms.md §E.3; docs/personalization.md.
 //!
 //! Per client `min_v F_k(v) + (λ/2)‖v − w^t‖²`. The global half is FedAvg's local
 //! training under the plan (optimiser, rates, state mode, proximal term); the personal

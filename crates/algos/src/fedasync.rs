@@ -1,4 +1,4 @@
-//! FedAsync (ALGORITHMS.md C.8): one server update per arriving client model,
+//! FedAsync (docs/algorithms.md §C.8): one server update per arriving client model,
 //! `x_t = (1 − α_t) x_{t−1} + α_t x_new`, `α_t = α · s(t − τ)`, where `x_new` is the
 //! client's model (its base `x_τ` plus its update) and s a [`Staleness`] function.
 //! The client-side proximal term ρ of the paper is the plan's `prox_mu` (config `mu`).
@@ -54,7 +54,7 @@ impl Algorithm for FedAsyncConfig {
         FedAsync::new(self.async_alpha, self.staleness).map(|_| ())
     }
     fn build(&self, mut cx: BuildCx) -> Result<Built> {
-        // FedAsync's client-side proximal term ρ (ALGORITHMS.md C.8).
+        // FedAsync's client-side proximal term ρ (docs/algorithms.md §C.8).
         cx.settings.base_plan.prox_mu = self.mu;
         Ok(Built::Async(AsyncBuilt {
             strategy: Box::new(FedAsync::new(self.async_alpha, self.staleness)?),

@@ -1,4 +1,4 @@
-//! FedAvg (ALGORITHMS.md A.1): uniform sampling, local SGD under each client's rate
+//! FedAvg (docs/algorithms.md §A.1): uniform sampling, local SGD under each client's rate
 //! plan, example-weighted averaging, server step `x ← x + η_g·Δ̄` (η_g = 1 is the
 //! paper's FedAvg). Per-client plans come from a rate policy; when they make clients'
 //! rate sums differ, updates are normalised (§1.1, [`Normalize`]). FedAvg is the

@@ -1,4 +1,4 @@
-//! FedBABU (Oh, Kim, Yun, ICLR 2022), ALGORITHMS.md E.8; docs/personalization.md.
+//! FedBABU (Oh, Kim, Yun, ICLR 2022), docs/algorithms.md §E.8; docs/personalization.md.
 //!
 //! The head is initialised once from the shared seed (the global init, identical for
 //! all clients) and **never trained** during federated rounds: its group multiplier is 0

@@ -1,4 +1,4 @@
-//! FedBuff (ALGORITHMS.md C.9): buffered asynchronous aggregation. Each arriving
+//! FedBuff (docs/algorithms.md §C.9): buffered asynchronous aggregation. Each arriving
 //! update is added to a buffer as `s(τ)·Δ_i` (default s(τ) = 1/√(1+τ), the polynomial
 //! with a = 0.5); when K updates are in, `x ← x + η_g · buf/K` and the buffer empties.
 //! A client contributes at most once per buffer (it is not sent work while its update

@@ -1,4 +1,4 @@
-//! FedDyn (ALGORITHMS.md B.4; docs/drift-and-systems.md): dynamic regularisation. This
+//! FedDyn (docs/algorithms.md §B.4; docs/drift-and-systems.md): dynamic regularisation. This
 //! module is the whole algorithm: [`FedDynConfig`], the payloads [`FedDynDown`] and
 //! [`FedDynState`], the server hooks (h) and the client hook (g_k).
 //!

@@ -1,4 +1,4 @@
-//! FedNova (ALGORITHMS.md B.3): FedAvg that always normalises each client's update by
+//! FedNova (docs/algorithms.md §B.3): FedAvg that always normalises each client's update by
 //! its sum of rates Λ_k (`normalize` may not be `off`); see docs/drift-and-systems.md.
 
 use crate::aggregate::Normalize;

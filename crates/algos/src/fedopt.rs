@@ -1,5 +1,5 @@
 //! Server optimisers as the server step of the round's stages (`crate::pipeline`):
-//! FedAvgM (ALGORITHMS.md §A.2), FedAdagrad / FedAdam / FedYogi (§A.3, paper or Flower
+//! FedAvgM (docs/algorithms.md §A.2), FedAdagrad / FedAdam / FedYogi (§A.3, paper or Flower
 //! 1.42 rules, Appendix F) and FedExP (§A.4); docs/server-optimisers.md.
 //!
 //! The aggregate update Δ̄ (normalised when clients' rate sums differ) is handed to a
@@ -409,7 +409,7 @@ fn preset(name: &'static str, cx: BuildCx, weighting: Weighting) -> Result<Built
     )))
 }
 
-/// `fedavgm`: FedAvg with server momentum (ALGORITHMS.md A.2).
+/// `fedavgm`: FedAvg with server momentum (docs/algorithms.md §A.2).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct FedAvgMConfig {
@@ -435,7 +435,7 @@ impl Algorithm for FedAvgMConfig {
     }
 }
 
-/// `fedadagrad` (ALGORITHMS.md A.3).
+/// `fedadagrad` (docs/algorithms.md §A.3).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct FedAdagradConfig {
@@ -467,7 +467,7 @@ impl Algorithm for FedAdagradConfig {
     }
 }
 
-/// The keys of `fedadam` and `fedyogi` (ALGORITHMS.md A.3).
+/// The keys of `fedadam` and `fedyogi` (docs/algorithms.md §A.3).
 macro_rules! adaptive {
     ($(#[$doc:meta])* $ty:ident, $name:literal, $variant:ident) => {
         $(#[$doc])*
@@ -480,7 +480,7 @@ macro_rules! adaptive {
             pub beta2: f64,
             /// Adaptivity τ (default 1e-3).
             pub tau: f64,
-            /// Reproduce Flower 1.42's server rule (ALGORITHMS.md App. F: v₀ = 0, FedAdam's
+            /// Reproduce Flower 1.42's server rule (docs/algorithms.md App. F: v₀ = 0, FedAdam's
             /// bias-corrected step size) instead of the paper's (default false).
             pub flower_compatible: bool,
         }
@@ -526,7 +526,7 @@ adaptive!(
     Yogi
 );
 
-/// `fedexp`: adaptive server extrapolation (ALGORITHMS.md A.4), uniform client weights.
+/// `fedexp`: adaptive server extrapolation (docs/algorithms.md §A.4), uniform client weights.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct FedExpConfig {

@@ -1,4 +1,4 @@
-//! FedPer (Arivazhagan et al. 2019), ALGORITHMS.md E.4; docs/personalization.md.
+//! FedPer (Arivazhagan et al. 2019), docs/algorithms.md §E.4; docs/personalization.md.
 //!
 //! Base layers shared, top personalisation layers kept on the client. Each round the
 //! client trains the **whole** model (its stored head + the global body) for the plan's

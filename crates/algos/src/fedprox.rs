@@ -1,4 +1,4 @@
-//! FedProx (ALGORITHMS.md B.1): FedAvg whose clients minimise
+//! FedProx (docs/algorithms.md §B.1): FedAvg whose clients minimise
 //! `F_k(w) + (μ_k/2)‖w − x^t‖²`, i.e. add `μ_k·(w − x^t)` to every local gradient
 //! (the paper's squared norm; optim's `add_proximal`). μ travels in each client's
 //! [`RatePlan::prox_mu`](fedpace_core::RatePlan::prox_mu), so any rate policy may set

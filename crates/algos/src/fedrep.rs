@@ -1,4 +1,4 @@
-//! FedRep (Collins et al., ICML 2021), ALGORITHMS.md E.6; docs/personalization.md.
+//! FedRep (Collins et al., ICML 2021), docs/algorithms.md §E.6; docs/personalization.md.
 //!
 //! Model = body (shared representation) + head (personal, `personal_groups`, default
 //! `["head"]`). Each round: `head_epochs` (τ_h) epochs on the head with the body frozen,

@@ -1,4 +1,4 @@
-//! LG-FedAvg (Liang et al. 2020), ALGORITHMS.md E.5; docs/personalization.md.
+//! LG-FedAvg (Liang et al. 2020), docs/algorithms.md §E.5; docs/personalization.md.
 //!
 //! The mirror image of FedPer: the **local representation** (lower layers, group `body`)
 //! stays on the client and the **global head** (top layer, group `head`) is averaged, so

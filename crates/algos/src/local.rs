@@ -501,7 +501,7 @@ pub fn scaled_step(
 }
 
 // ---------------------------------------------------------------------------------------
-// Optimiser state between rounds (plan.state_mode, ALGORITHMS.md §C.3).
+// Optimiser state between rounds (plan.state_mode, docs/algorithms.md §C.3).
 
 /// The server's optimiser state for clients of `state_mode = "server-init"`: the
 /// p̃-weighted average of the states clients returned last round (§C.3 option 4,

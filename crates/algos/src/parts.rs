@@ -100,7 +100,7 @@ pub struct RecipeRound {
     pub report: TrainReport,
 }
 
-/// A personalised algorithm's client procedure (ALGORITHMS.md Part E), switched on by
+/// A personalised algorithm's client procedure (docs/algorithms.md Part E), switched on by
 /// its recipe payload.
 pub trait Recipe: Send + Sync {
     /// The name of the recipe payload.

@@ -1,4 +1,4 @@
-//! Per-FedAvg (Fallah, Mokhtari, Ozdaglar, NeurIPS 2020), ALGORITHMS.md E.1;
+//! Per-FedAvg (Fallah, Mokhtari, Ozdaglar, NeurIPS 2020), docs/algorithms.md §E.1;
 //! docs/personalization.md.
 //!
 //! MAML objective `F(w) = (1/N) Σ_i f_i(w − α∇f_i(w))`. Each local step draws three
@@ -31,7 +31,7 @@ use fedpace_core::{Error, EvalIns, Extensions, LocalState, Model, Result, TrainI
 use fedpace_params::{l2_norm, ParamTree};
 use serde::{Deserialize, Serialize};
 
-/// Per-FedAvg's meta-gradient approximation (ALGORITHMS.md E.1).
+/// Per-FedAvg's meta-gradient approximation (docs/algorithms.md §E.1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum PerFedAvgVariant {

@@ -1,4 +1,4 @@
-//! What every personalised algorithm shares (ALGORITHMS.md Part E, §0.4;
+//! What every personalised algorithm shares (docs/algorithms.md Part E, §0.4;
 //! docs/personalization.md): the server hooks that send a recipe and the group masks and
 //! aggregate only the shared groups ([`PersonalHooks`]), the payloads
 //! ([`PersonalGroups`], [`PersonalModel`]), and the client-side round around a

@@ -1,4 +1,4 @@
-//! pFedMe (Dinh, Tran, Nguyen, NeurIPS 2020), ALGORITHMS.md E.2;
+//! pFedMe (Dinh, Tran, Nguyen, NeurIPS 2020), docs/algorithms.md §E.2;
 //! docs/personalization.md.
 //!
 //! Moreau-envelope objective `F_i(w) = min_θ f_i(θ) + (λ/2)‖θ − w‖²`. Per local round

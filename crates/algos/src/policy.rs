@@ -2,7 +2,7 @@
 //!
 //! `constant` gives everyone the base plan. `by-data-size` scales the base rate by
 //! `clamp((n_k / n̄)^γ, min, max)` where n̄ is the mean training-set size of the pool
-//! (ALGORITHMS.md C.5). With γ < 0, clients with much data (and so many local steps)
+//! (docs/algorithms.md §C.5). With γ < 0, clients with much data (and so many local steps)
 //! take smaller steps, which limits their drift; with γ = −1 and a fixed number of
 //! epochs every client's total step Λ_k = η_k·τ_k is about the same.
 
@@ -86,7 +86,7 @@ pub enum PolicyConfig {
         max: f64,
     },
     /// Δ-SGD: each client adapts its step to a local smoothness estimate
-    /// ([`crate::policies::curvature`], ALGORITHMS.md §C.1).
+    /// ([`crate::policies::curvature`], docs/algorithms.md §C.1).
     Curvature {
         /// γ (default 2).
         #[serde(default = "two")]
@@ -99,7 +99,7 @@ pub enum PolicyConfig {
         eta_init: Option<f64>,
     },
     /// FedLALR: client AMSGrad with server-synchronised moments
-    /// ([`crate::policies::fedlalr`], ALGORITHMS.md §C.2).
+    /// ([`crate::policies::fedlalr`], docs/algorithms.md §C.2).
     Fedlalr {
         /// β1 (default 0.9).
         #[serde(default = "beta1")]

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Sampling {
-    /// A fraction C of the pool: `M = max(⌈C·N⌉, 1)` (ALGORITHMS.md A.1).
+    /// A fraction C of the pool: `M = max(⌈C·N⌉, 1)` (docs/algorithms.md §A.1).
     Fraction(f64),
     /// A fixed count (capped at the pool size).
     Count(usize),

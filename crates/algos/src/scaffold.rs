@@ -1,4 +1,4 @@
-//! SCAFFOLD (ALGORITHMS.md B.2; docs/drift-and-systems.md): control variates correct
+//! SCAFFOLD (docs/algorithms.md §B.2; docs/drift-and-systems.md): control variates correct
 //! client drift. This module is the whole algorithm: its `[strategy]` keys
 //! ([`ScaffoldConfig`]), its payloads ([`ScaffoldDown`], [`ScaffoldUp`],
 //! [`ScaffoldState`]), its server hooks and its client hook.
@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 use std::any::Any;
 use std::sync::Arc;
 
-/// How a SCAFFOLD client refreshes its control variate (ALGORITHMS.md B.2).
+/// How a SCAFFOLD client refreshes its control variate (docs/algorithms.md §B.2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub enum ScaffoldOption {
     /// `c_i⁺ = ∇F_i(x)`: an extra full pass over the local training split at x.

@@ -1,4 +1,4 @@
-//! Personalised algorithms (ALGORITHMS.md Part E) on a tiny quadratic problem whose
+//! Personalised algorithms (docs/algorithms.md Part E) on a tiny quadratic problem whose
 //! steps can be worked out by hand.
 //!
 //! The model: parameters `w` (group `body`, 2 values) and `h` (group `head`, 1 value),

@@ -1,11 +1,13 @@
-//! `fedpace bench`: the standard workloads of BENCHMARKS.md (W-LR, W-MLP, W-CNN) run
+//! `fedpace bench`: the standard workloads of docs/benchmarks.md (W-LR, W-MLP, W-CNN) run
 //! through the same code as `fedpace run` (the configs are `examples/bench-*.toml`),
 //! plus the machine's own ceilings measured in the same process: a 512×512 sgemm and a
 //! memory copy, against which the CNN's arithmetic rate and the aggregation are stated.
 //!
-//! Peers' figures (Flower, PyTorch) are **reference figures from BENCHMARKS.md, not
-//! measured here**; only the in-run ratios (GEMM share, aggregation vs copy) are
-//! measured side by side. See docs/benchmarks.md.
+//! The only ratios printed are those measured side by side in this process (GEMM share,
+//! aggregation vs copy). Peers' figures (Flower, PyTorch) are stored figures from another
+//! day and are printed only as dated references, never divided into: a speed ratio
+//! against a peer comes from running both in one window (`scripts/peers/run.sh`).
+//! See docs/benchmarks.md.
 
 use crate::runner;
 use anyhow::Result;
@@ -16,7 +18,7 @@ use fedpace_params::{ParamSpec, ParamTree};
 use std::sync::Arc;
 use std::time::Instant;
 
-/// A workload of BENCHMARKS.md.
+/// A workload of docs/benchmarks.md.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Workload {
     /// W-LR: logistic regression, 30 clients, 20 rounds.
@@ -103,42 +105,38 @@ pub struct BenchOptions {
     pub algorithm: ScaleAlgorithm,
 }
 
-/// A reference figure from BENCHMARKS.md (not measured here).
+/// Peer figures stored from a side-by-side measurement on another day (docs/benchmarks.md):
+/// printed as dated references only, never as ratios.
 struct Reference {
     flower_total_s: f64,
     pytorch_total_s: f64,
-    pytorch_epoch_s: f64,
+    pytorch_epoch_ms: f64,
     flower_peak_gb: f64,
-    /// Targets: whole run vs Flower, local epoch vs PyTorch.
-    target_vs_flower: f64,
-    target_epoch: f64,
 }
+
+/// When and how the stored peer figures were measured.
+const REFERENCE_SOURCE: &str = "Flower 1.42 / PyTorch 2.15, measured side by side with \
+     fedpace on 2026-12-04 (2 cores, load 0.8–1.7; docs/benchmarks.md)";
 
 fn reference(w: Workload) -> Reference {
     match w {
         Workload::Lr => Reference {
-            flower_total_s: 15.6,
-            pytorch_total_s: 2.5,
-            pytorch_epoch_s: 0.012,
-            flower_peak_gb: 1.97,
-            target_vs_flower: 30.0,
-            target_epoch: 10.0,
+            flower_total_s: 15.9,
+            pytorch_total_s: 3.35,
+            pytorch_epoch_ms: 1.53,
+            flower_peak_gb: 1.92,
         },
         Workload::Mlp => Reference {
-            flower_total_s: 12.1,
-            pytorch_total_s: 2.3,
-            pytorch_epoch_s: 0.046,
-            flower_peak_gb: 2.03,
-            target_vs_flower: 10.0,
-            target_epoch: 1.0,
+            flower_total_s: 14.0,
+            pytorch_total_s: 3.50,
+            pytorch_epoch_ms: 9.27,
+            flower_peak_gb: 1.99,
         },
         _ => Reference {
-            flower_total_s: 35.3,
-            pytorch_total_s: 31.7,
-            pytorch_epoch_s: 0.61,
-            flower_peak_gb: 2.3,
-            target_vs_flower: 2.0,
-            target_epoch: 1.0,
+            flower_total_s: 26.6,
+            pytorch_total_s: 21.2,
+            pytorch_epoch_ms: 388.0,
+            flower_peak_gb: 2.27,
         },
     }
 }
@@ -163,7 +161,10 @@ pub fn workload_config(w: Workload) -> Result<ExperimentConfig> {
 /// Runs `fedpace bench`.
 pub fn run(opts: &BenchOptions) -> Result<()> {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    println!("fedpace bench — BENCHMARKS.md workloads; medians; machine shared, so read ratios");
+    println!(
+        "fedpace bench — docs/benchmarks.md workloads; medians; every ratio printed is measured in \
+         this run"
+    );
     println!(
         "cores: {cores} · load average at start: {} · malloc tuning: {}",
         load_average(),
@@ -179,7 +180,10 @@ pub fn run(opts: &BenchOptions) -> Result<()> {
     println!(
         "sgemm 512×512 (gemm crate), measured now: {gemm1:.1} GFLOP/s on 1 thread, {gemm_all:.1} GFLOP/s on {cores}"
     );
-    println!("(reference figures from BENCHMARKS.md, not measured here, are marked [ref])\n");
+    println!(
+        "peer figures are stored references ([ref], not measured now, never divided into); \
+         for ratios run scripts/peers/run.sh\n"
+    );
     if opts.workload == Workload::Scale {
         return scale(opts);
     }
@@ -236,13 +240,7 @@ fn workload(w: Workload, opts: &BenchOptions, gemm1: f64) -> Result<()> {
         cfg.strategy.round.clients_per_round
     );
     println!(
-        "  whole run            {:>9.3} s   [ref Flower {:.1} s → {:.1}× faster, target ≥ {:.0}×; ref PyTorch loop {:.1} s → {:.1}×]",
-        total,
-        r.flower_total_s,
-        r.flower_total_s / total,
-        r.target_vs_flower,
-        r.pytorch_total_s,
-        r.pytorch_total_s / total
+        "  whole run            {total:>9.3} s   (in-process: data, pool, model, every round)"
     );
     println!(
         "  rounds per second    {:>9.2}     (first round {:.3} s, later rounds {:.3} s/round)",
@@ -251,20 +249,17 @@ fn workload(w: Workload, opts: &BenchOptions, gemm1: f64) -> Result<()> {
         later
     );
     println!(
-        "  local epoch, 1 thr.  {:>9.2} ms  wall, {:.2} ms thread CPU  [ref PyTorch 1 thread {:.0} ms → {:.1}× faster by wall, {:.1}× by CPU; target ≥ {:.0}×]",
+        "  local epoch, 1 thr.  {:>9.2} ms  wall, {:.2} ms thread CPU",
         epoch.wall * 1e3,
         epoch.cpu * 1e3,
-        r.pytorch_epoch_s * 1e3,
-        r.pytorch_epoch_s / epoch.wall,
-        r.pytorch_epoch_s / epoch.cpu,
-        r.target_epoch
     );
+    println!("  peak memory (VmHWM)  {:>9.1} MB", peak as f64 / 1e6);
     println!(
-        "  peak memory (VmHWM)  {:>9.1} MB  [ref Flower {:.2} GB → {:.1}% of it, target ≤ 25%]",
-        peak as f64 / 1e6,
-        r.flower_peak_gb,
-        100.0 * peak as f64 / (r.flower_peak_gb * 1e9)
+        "  [ref] whole process: Flower {:.1} s, PyTorch loop {:.2} s; one epoch, 1 thread: \
+         PyTorch {} ms; peak memory: Flower {:.2} GB",
+        r.flower_total_s, r.pytorch_total_s, r.pytorch_epoch_ms, r.flower_peak_gb
     );
+    println!("  [ref] {REFERENCE_SOURCE}");
     if w == Workload::Cnn {
         let gflop = cnn_epoch_gflop(600);
         let (rate, rate_cpu) = (gflop / epoch.wall, gflop / epoch.cpu);
@@ -425,7 +420,7 @@ fn describe(w: Workload) -> &'static str {
 }
 
 /// GFLOP of one FedAvg-CNN epoch over `samples` 1×28×28 images, forward + backward
-/// (conv1 has no input gradient): ≈ 43.4 for 600 samples, as in BENCHMARKS.md.
+/// (conv1 has no input gradient): ≈ 43.4 for 600 samples, as in docs/benchmarks.md.
 pub fn cnn_epoch_gflop(samples: usize) -> f64 {
     let conv1 = 2.0 * (28 * 28 * 32 * 25) as f64;
     let conv2 = 2.0 * (14 * 14 * 64 * 32 * 25) as f64;

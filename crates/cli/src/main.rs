@@ -6,6 +6,7 @@ mod alloc;
 mod bench;
 mod bench_training;
 mod deploy;
+mod quickstart;
 mod report;
 mod runner;
 mod signals;
@@ -18,9 +19,6 @@ use fedpace_experiment::{config, files, Experiment, ExperimentConfig};
 use runner::UsageError;
 use std::path::PathBuf;
 use std::process::ExitCode;
-
-/// The quickstart experiment, embedded so that `fedpace run` needs no file.
-const QUICKSTART: &str = include_str!("../../../examples/quickstart.toml");
 
 #[derive(Parser)]
 #[command(
@@ -35,7 +33,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run an experiment (no CONFIG: the quickstart, uniform rate vs. a personalised policy).
+    /// Run an experiment (no CONFIG: the quickstart, uniform rate vs. a personalised policy
+    /// on 20 paired seeds).
     Run {
         /// Experiment file (TOML). Every key has a default.
         config: Option<PathBuf>,
@@ -148,9 +147,9 @@ enum Command {
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
-    /// Run the BENCHMARKS.md workloads (W-LR, W-MLP, W-CNN), the aggregation benchmark,
-    /// the char-LSTM step and round and the client-epoch throughput; print times, rates,
-    /// peak memory and the target ratios.
+    /// Run the docs/benchmarks.md workloads (W-LR, W-MLP, W-CNN) and the aggregation
+    /// benchmark; print times, peak memory and the ratios measured in the same run
+    /// (CNN rate vs sgemm, aggregation vs copy). Peer figures are dated references only.
     Bench {
         /// Which workload.
         #[arg(long, value_enum, default_value = "all")]
@@ -426,7 +425,7 @@ fn dispatch(cli: Cli) -> Result<()> {
                         config::check_threads(t, "--threads")
                             .map_err(fedpace_experiment::Error::Config)?;
                     }
-                    quickstart(out, threads, data_dir, &overrides, force)?
+                    quickstart::run(out, threads, data_dir, &overrides, force)?
                 }
             }
             Ok(())
@@ -613,47 +612,6 @@ fn dispatch(cli: Cli) -> Result<()> {
             Ok(())
         }
     }
-}
-
-/// `fedpace run` without a file: the quickstart config, once with one uniform rate and
-/// once with the file's personalised policy, then a comparison table.
-fn quickstart(
-    out: Option<PathBuf>,
-    threads: Option<usize>,
-    data_dir: Option<PathBuf>,
-    overrides: &[String],
-    force: bool,
-) -> Result<()> {
-    let mut base = ExperimentConfig::parse(QUICKSTART, "quickstart", overrides)?;
-    if data_dir.is_some() {
-        base.data_dir = data_dir;
-    }
-    let root = out.unwrap_or_else(|| runner::default_out_dir(&base.name));
-    files::claim_out_dir(&root, force, "--out")?;
-    let mut uniform = base.clone();
-    uniform.policy = fedpace_algos::PolicyConfig::Constant;
-    let mut rows = Vec::new();
-    for (label, mut cfg) in [
-        ("uniform".to_string(), uniform),
-        (base.policy.name().to_string(), base.clone()),
-    ] {
-        if let Some(t) = threads {
-            cfg.threads = t;
-        }
-        cfg.name = format!("{}-{label}", base.name);
-        let prepared = Experiment::from_config(cfg)?.prepare()?;
-        let summary = runner::execute(prepared, &root.join(&label), &label)?;
-        rows.push((label, summary));
-        if signals::requested().is_some() {
-            break;
-        }
-    }
-    print_table(&rows);
-    println!("results in {}", root.display());
-    if let Some((label, summary)) = rows.last() {
-        check_stopped(summary, &root.join(label))?;
-    }
-    Ok(())
 }
 
 fn print_table(rows: &[(String, serde_json::Value)]) {

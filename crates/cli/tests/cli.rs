@@ -386,6 +386,90 @@ fn quickstart_runs_both_variants() {
     );
     assert!(tmp.path().join("uniform/summary.json").exists());
     assert!(tmp.path().join("by-data-size/summary.json").exists());
+    assert!(tmp.path().join("seeds.csv").exists());
+}
+
+/// One quickstart row of `seeds.csv`: (seed, run) → [global, personal mean, worst-10 %].
+fn quickstart_rows(dir: &Path) -> std::collections::BTreeMap<(u64, String), [f64; 3]> {
+    let csv = std::fs::read_to_string(dir.join("seeds.csv")).unwrap();
+    let mut lines = csv.lines();
+    assert_eq!(
+        lines.next().unwrap(),
+        "seed,run,global_accuracy,personal_mean_accuracy,personal_worst10_accuracy"
+    );
+    lines
+        .map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            let v = |i: usize| f[i].parse::<f64>().unwrap();
+            (
+                (f[0].parse().unwrap(), f[1].to_string()),
+                [v(2), v(3), v(4)],
+            )
+        })
+        .collect()
+}
+
+/// The quickstart's multi-seed table comes from the runs it names: seed 0's rows are the
+/// summaries written in full, a later seed's row (run without files) is what a full run
+/// from that seed writes, and the printed paired difference is the mean ± standard error
+/// (sample standard deviation / √n) of the per-seed differences in `seeds.csv`.
+#[test]
+fn quickstart_seed_rows_are_the_runs_they_name() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = |dir: &Path, seed: &str| -> String {
+        let st = fedpace()
+            .args(["run", "--set", "rounds=6", "--seed", seed, "--out"])
+            .arg(dir)
+            .output()
+            .unwrap();
+        assert!(
+            st.status.success(),
+            "{}",
+            String::from_utf8_lossy(&st.stderr)
+        );
+        String::from_utf8_lossy(&st.stdout).into_owned()
+    };
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    let table = run(&a, "0");
+    run(&b, "1");
+    let rows = quickstart_rows(&a);
+    assert_eq!(rows.len(), 40, "20 seeds × 2 variants");
+    let figures = |s: &serde_json::Value| {
+        [
+            s["global"]["accuracy"].as_f64().unwrap(),
+            s["personalized"]["mean_accuracy"].as_f64().unwrap(),
+            s["personalized"]["worst10_accuracy"].as_f64().unwrap(),
+        ]
+    };
+    // serde_json's default float parser may miss the last bit: compare to 1e-12.
+    let same = |x: [f64; 3], y: [f64; 3]| x.iter().zip(y).all(|(a, b)| (a - b).abs() < 1e-12);
+    for run in ["uniform", "by-data-size"] {
+        let key = |seed: u64| (seed, run.to_string());
+        let full0 = figures(&read_json(&a.join(run).join("summary.json")));
+        assert!(
+            same(rows[&key(0)], full0),
+            "{run}: {:?} vs {full0:?}",
+            rows[&key(0)]
+        );
+        let full1 = figures(&read_json(&b.join(run).join("summary.json")));
+        assert!(
+            same(rows[&key(1)], full1),
+            "{run}: seed 1 without files {:?} differs from a full run from seed 1 {full1:?}",
+            rows[&key(1)]
+        );
+    }
+    // The paired difference of personalised mean accuracy, in points.
+    let d: Vec<f64> = (0..20)
+        .map(|s| 100.0 * (rows[&(s, "by-data-size".into())][1] - rows[&(s, "uniform".into())][1]))
+        .collect();
+    let mean = d.iter().sum::<f64>() / 20.0;
+    let var = d.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / 19.0;
+    let want = format!("{mean:+.2} ± {:.2}", (var / 20.0).sqrt());
+    let line = table
+        .lines()
+        .find(|l| l.starts_with("by-data-size − uniform"))
+        .unwrap_or_else(|| panic!("no difference row in\n{table}"));
+    assert!(line.contains(&want), "want {want} in {line:?}");
 }
 
 #[test]

@@ -53,7 +53,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 /// A staleness function s(τ) ∈ (0, 1], τ = server version at arrival − version the
-/// client started from (ALGORITHMS.md C.8).
+/// client started from (docs/algorithms.md §C.8).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "name", rename_all = "kebab-case", deny_unknown_fields)]
 pub enum Staleness {

@@ -47,7 +47,7 @@ pub struct RatePlan {
     pub optimizer: OptimizerSpec,
     /// What happens to the local optimiser's state between rounds.
     pub state_mode: StateMode,
-    /// FedProx's proximal coefficient μ_k ≥ 0 (ALGORITHMS.md B.1): the client adds
+    /// FedProx's proximal coefficient μ_k ≥ 0 (docs/algorithms.md §B.1): the client adds
     /// `μ·(w − x^t)`, the gradient of `(μ/2)‖w − x^t‖²`, to every local gradient.
     /// 0 (the default) = no proximal term. Any policy may set it per client.
     #[serde(default)]

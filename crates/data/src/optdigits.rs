@@ -1,4 +1,4 @@
-//! **UCI optdigits**, embedded (DATASETS.md §1.1 row 9, §7(a)2).
+//! **UCI optdigits**, embedded (docs/datasets.md §1.1 row 9, §7(a)2).
 //!
 //! 1,797 handwritten digits of 8×8 pixels valued 0..16, 10 classes: the UCI "optdigits"
 //! test part as shipped in scikit-learn (`sklearn/datasets/data/digits.csv.gz`).

@@ -3,11 +3,11 @@
 //! | function | recipe |
 //! |---|---|
 //! | [`iid`] | shuffle, then equal contiguous shares (sizes differ by at most 1) |
-//! | [`dirichlet`] | per-class Dirichlet with NIID-Bench's balancing step (DATASETS.md §5.2, ALGORITHMS.md X.4 convention A) |
-//! | [`shards`] | McMahan et al. 2017 pathological shards (DATASETS.md §6, ALGORITHMS.md X.2) |
-//! | [`labels_per_client`] | NIID-Bench "#C = k" (ALGORITHMS.md X.5) |
+//! | [`dirichlet`] | per-class Dirichlet with NIID-Bench's balancing step (docs/datasets.md §5.2, docs/algorithms.md §X.4 convention A) |
+//! | [`shards`] | McMahan et al. 2017 pathological shards (docs/datasets.md §6, docs/algorithms.md §X.2) |
+//! | [`labels_per_client`] | NIID-Bench "#C = k" (docs/algorithms.md §X.5) |
 //! | [`cyclic_labels`] | pFedMe MNIST labels `(i + j) mod C`, lognormal piece sizes |
-//! | [`pfedme`] | pFedMe MNIST labels and the reference script's size recipe (ALGORITHMS.md X.3) |
+//! | [`pfedme`] | pFedMe MNIST labels and the reference script's size recipe (docs/algorithms.md §X.3) |
 //! | [`power_law`] | IID labels, lognormal client sizes |
 //!
 //! Every function takes the random generator explicitly (the caller derives it with
@@ -29,7 +29,7 @@ use serde::{Deserialize, Serialize};
 pub enum Partition {
     /// Shuffle, then equal shares.
     Iid,
-    /// Per-class Dirichlet with balancing (DATASETS.md §5.2).
+    /// Per-class Dirichlet with balancing (docs/datasets.md §5.2).
     Dirichlet {
         /// Concentration α > 0: 100 ≈ IID, 0.5 moderate, 0.1 strong skew. Default 0.5.
         #[serde(default = "default_dirichlet_alpha")]
@@ -50,7 +50,7 @@ pub enum Partition {
         #[serde(default = "default_two")]
         per_client: usize,
     },
-    /// pFedMe MNIST (ALGORITHMS.md X.3): client i holds labels `(i + j) mod C`, j <
+    /// pFedMe MNIST (docs/algorithms.md §X.3): client i holds labels `(i + j) mod C`, j <
     /// `per_client`, with random unequal sizes (pieces ∝ LogNormal(0, σ²)).
     CyclicLabels {
         /// Labels per client. Default 2.
@@ -60,7 +60,7 @@ pub enum Partition {
         #[serde(default = "default_half")]
         sigma: f64,
     },
-    /// The pFedMe repository's MNIST script (ALGORITHMS.md X.3): the labels of
+    /// The pFedMe repository's MNIST script (docs/algorithms.md §X.3): the labels of
     /// `cyclic-labels` and the script's own steeply falling random sizes (see
     /// [`pfedme`]).
     Pfedme {
@@ -387,7 +387,7 @@ pub fn labels_per_client<R: Rng>(
     Ok(parts)
 }
 
-/// pFedMe MNIST (ALGORITHMS.md X.3): client i holds labels `(i + j) mod C` for
+/// pFedMe MNIST (docs/algorithms.md §X.3): client i holds labels `(i + j) mod C` for
 /// `j < per_client`; each label's samples (shuffled) are cut among the clients holding it
 /// in proportions ∝ w ~ LogNormal(0, σ²), drawn per (label, holder), so client sizes are
 /// random and unequal (σ = 0: equal pieces). Every piece holds at least one sample.
@@ -459,7 +459,7 @@ pub fn cyclic_labels<R: Rng>(
     Ok(parts)
 }
 
-/// The pFedMe repository's MNIST recipe, sizes included (ALGORITHMS.md X.3): client `u`
+/// The pFedMe repository's MNIST recipe, sizes included (docs/algorithms.md §X.3): client `u`
 /// holds labels `l = (u + j) mod C` for `j < per_client`, and the size of that piece is
 /// the `u`-th piece of a shrinking random split of class `j`'s sample count:
 ///

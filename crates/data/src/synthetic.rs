@@ -1,4 +1,4 @@
-//! FedProx **Synthetic(α, β)** and **Synthetic-IID** (DATASETS.md §4.2, ALGORITHMS.md X.1).
+//! FedProx **Synthetic(α, β)** and **Synthetic-IID** (docs/datasets.md §4.2, docs/algorithms.md §X.1).
 //!
 //! For device k (60 features, 10 classes):
 //!

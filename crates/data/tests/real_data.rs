@@ -1,4 +1,4 @@
-//! Loaders on the real fetched files (DATASETS.md §1–2). The data directory is
+//! Loaders on the real fetched files (docs/datasets.md §1–2). The data directory is
 //! `$FEDPACE_DATA_DIR` or the workspace's `data/`; a test whose data set is absent is
 //! skipped with a note, and fails under `CI=true` ([`fedpace_data::testing`]).
 
@@ -78,7 +78,7 @@ fn shakespeare_by_role_is_close_to_the_measured_leaf_build() {
         return;
     };
     let dir = data_dir.join("shakespeare");
-    // No held-out part: every role with > 2 lines and ≥ 1 window (DATASETS.md §2.2:
+    // No held-out part: every role with > 2 lines and ≥ 1 window (docs/datasets.md §2.2:
     // 1,192 users, 4,335,235 windows with the reference parser).
     let all = fedpace_data::shakespeare::Shakespeare::load_dir(&dir, 0.0, None).unwrap();
     let users = all.num_clients();

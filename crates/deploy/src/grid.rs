@@ -364,6 +364,7 @@ impl Grid for NetGrid {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use fedpace_core::EvalStats;
 
     #[test]
     fn quorum_is_the_larger_count_capped_by_the_clients_sent() {

@@ -2,7 +2,7 @@
 //! model, parameter groups, strategy, rate policy, simulated devices, the simulation
 //! grid — and run to its metrics, per-client table, summary and final model, optionally
 //! writing the run directory (docs/outputs.md). The `fedpace` command, `fedpace
-//! tune`/`study`, the network server and the Python package all start here.
+//! tune`/`study` and the network server (`fedpace server`, crates/deploy) all start here.
 //!
 //! The one decision a reader needs: the library never prints, never exits and keeps no
 //! global state. Results are return values, progress and stop requests go through a

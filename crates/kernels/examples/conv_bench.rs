@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use candle_core::{Device, Tensor, Var, D};
 
-/// PyTorch 2.15, one CNN epoch of 600 samples on 1 thread (BENCHMARKS.md, not this run).
+/// PyTorch 2.15, one CNN epoch of 600 samples on 1 thread (docs/benchmarks.md, not this run).
 const PYTORCH_CNN_EPOCH_S: f64 = 0.61;
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -363,7 +363,7 @@ fn main() {
         sgemm,
     );
     println!(
-        "W-CNN epoch: {gflop:.1} GFLOP; PyTorch 1 thread {PYTORCH_CNN_EPOCH_S} s (BENCHMARKS.md, not this run) / fedpace = {:.2}× wall, {:.2}× cpu",
+        "W-CNN epoch: {gflop:.1} GFLOP; PyTorch 1 thread {PYTORCH_CNN_EPOCH_S} s (docs/benchmarks.md, not this run) / fedpace = {:.2}× wall, {:.2}× cpu",
         PYTORCH_CNN_EPOCH_S / ours.wall,
         PYTORCH_CNN_EPOCH_S / ours.cpu
     );

@@ -1,5 +1,5 @@
 //! Named optimisers, each a [`Chain`] of transforms ending in [`scale_by_rate`], so the
-//! per-group rate of the step applies to any of them (ALGORITHMS.md §1.4, §C.3).
+//! per-group rate of the step applies to any of them (docs/algorithms.md §1.4, §C.3).
 //!
 //! Weight decay: L2 decay added to the gradient (PyTorch SGD/Adam/Adagrad
 //! `weight_decay`) is `add_decayed_weights` *first* in the chain; AdamW's decoupled
@@ -100,7 +100,7 @@ pub fn yogi(beta1: f64, beta2: f64, eps: f64) -> Chain {
 }
 
 /// AMSGrad (PyTorch `Adam(amsgrad=True)`): Adam with `v̂ ← max(v̂, v)` in the
-/// denominator (ALGORITHMS.md §C.2).
+/// denominator (docs/algorithms.md §C.2).
 pub fn amsgrad(beta1: f64, beta2: f64, eps: f64) -> Chain {
     chain(vec![
         Box::new(scale_by_amsgrad(beta1, beta2, eps)),

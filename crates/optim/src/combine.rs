@@ -417,7 +417,7 @@ impl Transform for Masked {
 // freeze
 
 /// Zeroes the updates of the selected tensors, so they never move (FedPer/FedRep/FedBABU
-/// frozen parts, ALGORITHMS.md §C.7). Stateless.
+/// frozen parts, docs/algorithms.md §C.7). Stateless.
 #[derive(Debug, Clone)]
 pub struct Freeze {
     selector: Selector,

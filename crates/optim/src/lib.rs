@@ -3,10 +3,10 @@
 //!
 //! A [`Transform`] is an `init`/`update` pair whose [`State`] **the caller owns**: a
 //! client can keep it between rounds, checkpoint it, or let the server send it (see
-//! [`StateMode`], ALGORITHMS.md §C.3). The learning rate is an input at every step
+//! [`StateMode`], docs/algorithms.md §C.3). The learning rate is an input at every step
 //! ([`StepContext::group_rates`], one rate per parameter group), never a constant baked
 //! into the optimiser, so any optimiser gets per-layer and per-client rates for free by
-//! ending its chain with [`scale_by_rate`] (ALGORITHMS.md §1.4, §C.7).
+//! ending its chain with [`scale_by_rate`] (docs/algorithms.md §1.4, §C.7).
 //!
 //! Convention: `update` receives gradients (or the previous transform's output) and
 //! leaves in the buffer the **additive update** to apply: `params += updates`.
@@ -28,7 +28,7 @@
 //! * [`spec`]: the serde [`OptimizerSpec`] a rate plan carries, and [`StateMode`];
 //! * [`schedule`]: round-aware learning-rate [`Schedule`]s;
 //! * [`server`]: server optimisers on the pseudo-gradient −Δ̄ (FedAvgM, FedAdagrad,
-//!   FedAdam, FedYogi, with a Flower-compatible rule; FedExP) — ALGORITHMS.md §A.2–A.4, App. F;
+//!   FedAdam, FedYogi, with a Flower-compatible rule; FedExP) — docs/algorithms.md §A.2–A.4, App. F;
 //! * [`fednova`]: FedNova's normaliser Λ = η‖a_k‖₁ for linear local solvers (SGD,
 //!   momentum, proximal, weight decay), step by step — docs/rate-policies.md.
 //!

@@ -1,5 +1,5 @@
 //! Server optimisers: the client transforms applied to the pseudo-gradient `−Δ̄`
-//! (ALGORITHMS.md §0.2, §A.2–A.4, Appendix F).
+//! (docs/algorithms.md §0.2, §A.2–A.4, Appendix F).
 //!
 //! A [`ServerOptimizer`] is a transform ending in `scale_by_rate` plus a server rate
 //! `η_g`; [`ServerOptimizer::step`] forms `g = −Δ̄`, runs the transform with every
@@ -131,7 +131,7 @@ pub enum ServerRule {
     /// Reddi et al. 2021 Algorithm 2: `v₀ = τ²`, no bias correction.
     #[default]
     Paper,
-    /// Flower 1.42 (ALGORITHMS.md App. F): `v₀ = 0`; FedAdam bias-corrects the step
+    /// Flower 1.42 (docs/algorithms.md App. F): `v₀ = 0`; FedAdam bias-corrects the step
     /// size with the server round (`η_t = η·√(1−β2^(t+1))/(1−β1^(t+1))`).
     Flower,
 }

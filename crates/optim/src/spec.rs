@@ -1,5 +1,5 @@
 //! The typed optimiser recipe a rate plan carries ([`OptimizerSpec`]) and what a client
-//! does with optimiser state between rounds ([`StateMode`], ALGORITHMS.md §C.3).
+//! does with optimiser state between rounds ([`StateMode`], docs/algorithms.md §C.3).
 //!
 //! Serialised as an internally tagged table, e.g. in TOML
 //! `optimizer = { name = "adam", beta2 = 0.99 }`; missing fields take PyTorch's
@@ -162,7 +162,7 @@ pub enum OptimizerSpec {
         #[serde(default)]
         weight_decay: f64,
     },
-    /// Δ-SGD (ALGORITHMS.md §C.1): SGD whose step is set inside the client from a local
+    /// Δ-SGD (docs/algorithms.md §C.1): SGD whose step is set inside the client from a local
     /// smoothness estimate, starting each round from the plan's rate (η_init). The
     /// transform itself is plain `scale_by_rate`; the client (which owns the model, and
     /// so can re-evaluate the previous iterate on the same mini-batch) multiplies the
@@ -181,7 +181,7 @@ pub enum OptimizerSpec {
     },
     /// LARS: SGD (optionally with momentum) whose update of each tensor is scaled by the
     /// layer-wise trust ratio `clip(‖p‖/(‖u‖+ε), 0, φ_max)` before the rate
-    /// (ALGORITHMS.md §C.7).
+    /// (docs/algorithms.md §C.7).
     Lars {
         /// Momentum ρ ∈ [0, 1) applied before the ratio (default 0: none).
         #[serde(default)]
@@ -413,7 +413,7 @@ impl OptimizerSpec {
     }
 }
 
-/// What a client does with its optimiser state between rounds (ALGORITHMS.md §C.3).
+/// What a client does with its optimiser state between rounds (docs/algorithms.md §C.3).
 ///
 /// ```
 /// use fedpace_optim::StateMode;

@@ -6,7 +6,7 @@
 //! optimiser (momentum `v ← ρv + g`, Adam's eps outside the bias-corrected square
 //! root, Adagrad's initial accumulator and eps); golden tests check this.
 //!
-//! ALGORITHMS.md: §A.3 (adaptive moments, also used by the server), §B.1 (proximal
+//! docs/algorithms.md: §A.3 (adaptive moments, also used by the server), §B.1 (proximal
 //! term), §C.2 (AMSGrad), §C.3 (bias correction, state reset), §C.7 (trust ratio).
 
 use crate::{check_len, check_param, check_rates, check_state, Result, State, StepContext};
@@ -148,7 +148,7 @@ impl Transform for Trace {
 // ---------------------------------------------------------------------------------------
 // scale_by_adam
 
-/// How [`ScaleByAdam`] corrects the zero-initialised moments (ALGORITHMS.md §A.3, §C.3,
+/// How [`ScaleByAdam`] corrects the zero-initialised moments (docs/algorithms.md §A.3, §C.3,
 /// App. F).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -275,7 +275,7 @@ impl Transform for ScaleByAdam {
 
 /// AMSGrad (PyTorch `Adam(amsgrad=True)`): Adam's moments plus `v̂ ← max(v̂, v)`, then
 /// `u ← (m/(1−β1ᵗ)) / (√v̂/√(1−β2ᵗ) + ε)`. State: `buffers = [m, v, v̂]`.
-/// ALGORITHMS.md §C.2 (FedLALR's client optimiser).
+/// docs/algorithms.md §C.2 (FedLALR's client optimiser).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ScaleByAmsgrad {
     /// β1 ∈ [0, 1).
@@ -576,7 +576,7 @@ impl Transform for ClipByBlockNorm {
 // ---------------------------------------------------------------------------------------
 // scale_by_trust_ratio
 
-/// Layer-wise trust ratio (LARS/LAMB, ALGORITHMS.md §C.7), per tensor T:
+/// Layer-wise trust ratio (LARS/LAMB, docs/algorithms.md §C.7), per tensor T:
 /// `u_T ← u_T · clip(‖p_T‖ / (‖u_T‖ + ε), 0, φ_max)`, with ratio 1 when `‖p_T‖ = 0` or
 /// `‖u_T‖ = 0` (fresh zero-initialised layers and zero updates keep their scale).
 /// Put it after `scale_by_adam` for LAMB or on the gradient for LARS. Its state keeps
@@ -652,7 +652,7 @@ impl Transform for ScaleByTrustRatio {
 // ---------------------------------------------------------------------------------------
 // add_proximal
 
-/// FedProx's proximal term (ALGORITHMS.md §B.1), the gradient of `(μ/2)‖p − a‖²`:
+/// FedProx's proximal term (docs/algorithms.md §B.1), the gradient of `(μ/2)‖p − a‖²`:
 /// `u ← u + μ·(p − a)`, with the anchor `a` (the global model `x^t`) held in the state.
 ///
 /// **Setting the anchor.** `init` leaves it unset; the caller sets it once per round,

@@ -1,5 +1,5 @@
 //! Server optimisers against an independent NumPy re-derivation of Flower 1.42's rules
-//! (ALGORITHMS.md App. F) and of the paper rules (Reddi et al. 2021), over 8 rounds.
+//! (docs/algorithms.md App. F) and of the paper rules (Reddi et al. 2021), over 8 rounds.
 //! Script: `golden/flower_server.py`; output `golden/flower_server.json` is committed.
 
 use fedpace_optim::server::fedavgm;

@@ -9,7 +9,7 @@
 //!
 //! [`Systems`] wraps a strategy. Per round it (1) hides unavailable clients from the
 //! inner strategy's sampler, (2) applies the straggler protocol to the selected clients
-//! (DATASETS.md §4.2: `round(M·(1−s))` stay active; each straggler gets a budget of a
+//! (docs/datasets.md §4.2: `round(M·(1−s))` stay active; each straggler gets a budget of a
 //! uniform number of epochs in 1..E−1, or of steps in 1..τ−1 when the plan counts
 //! steps) and (3) the deadline, by the simulated clock ([`crate::clock`]). A late or
 //! straggling client is either dropped or keeps partial work, which reaches it as
@@ -18,7 +18,7 @@
 //!
 //! `epochs = { min, max }` gives every selected client a random number of local
 //! epochs `E_k ~ U{min..max}` per round, drawn from `(seed, round, client)` (FedNova's
-//! heterogeneous-τ setting, ALGORITHMS.md B.3 and Appendix Z #3). It replaces the
+//! heterogeneous-τ setting, docs/algorithms.md §B.3 and Appendix Z #3). It replaces the
 //! plan's [`RatePlan::work`](fedpace_core::RatePlan::work) before the straggler
 //! protocol and the deadline, so those apply to the drawn work, and the clients' rate
 //! sums (hence objective-consistency normalisation) follow it.

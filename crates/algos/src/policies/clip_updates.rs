@@ -1,4 +1,4 @@
-//! `clip-updates` (ALGORITHMS.md §C.6, norm clipping without noise): before averaging,
+//! `clip-updates` (docs/algorithms.md §C.6, norm clipping without noise): before averaging,
 //! `Δ_k ← Δ_k · min(1, C/‖Δ_k‖)`, with C adapted geometrically towards the `quantile`
 //! of reported norms: `C ← C·exp(−η_C(b̄ − γ))`, b̄ the fraction of this round's clients
 //! with `‖Δ_k‖ ≤ C` (γ = 0.5, η_C = 0.2 by default). The first C is `initial`, or the

@@ -1,6 +1,6 @@
 //! `compose`: policies in sequence, each scaling the plan the previous one produced, so
 //! base rates multiply (product) and group multipliers multiply; then the base rate is
-//! clamped to `[min, max] × η_base` (ALGORITHMS.md §C.5 defaults 0.1 and 10), and a
+//! clamped to `[min, max] × η_base` (docs/algorithms.md §C.5 defaults 0.1 and 10), and a
 //! per-client `overrides` table sets `η_k = m·η_base` outright for the clients it names.
 //! Observations and aggregation-side adjustments go to every part, in order.
 

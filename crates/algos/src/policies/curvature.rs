@@ -1,4 +1,4 @@
-//! `curvature`: Δ-SGD (ALGORITHMS.md §C.1). Each client sets its own step from a local
+//! `curvature`: Δ-SGD (docs/algorithms.md §C.1). Each client sets its own step from a local
 //! smoothness estimate, inside the round: the policy only tells the client to do so
 //! (plan optimiser `delta-sgd`), starting from η_init = the plan's rate (or `eta_init`
 //! when given). The client re-evaluates the previous iterate on the same mini-batch
@@ -57,7 +57,7 @@ pub fn step_controller(plan: &RatePlan) -> Option<Box<dyn StepController>> {
     }
 }
 
-/// Δ-SGD's per-round step-size state (ALGORITHMS.md §C.1): with
+/// Δ-SGD's per-round step-size state (docs/algorithms.md §C.1): with
 /// `L̂_k = ‖g(y_k) − g(y_{k−1})‖/‖y_k − y_{k−1}‖` (the previous iterate re-evaluated on the
 /// current mini-batch), `η_k = min{γ/(2L̂_k), √(1+δθ_{k−1})·η_{k−1}} + ε`,
 /// `θ_k = η_k/η_{k−1}`, from `η_0 = η_init` and `θ_0 = 1`; the factor handed to the loop is

@@ -1,4 +1,4 @@
-//! `by-device` (ALGORITHMS.md §C.5): the multiplier comes from the client's device class
+//! `by-device` (docs/algorithms.md §C.5): the multiplier comes from the client's device class
 //! (client metadata, assigned in the experiment's `[devices]` table):
 //! `r_k = rates[class_k]`, `default` for clients without a class or with a class the
 //! table does not name.

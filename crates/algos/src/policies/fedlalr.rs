@@ -1,4 +1,4 @@
-//! `fedlalr`: FedLALR (ALGORITHMS.md §C.2), client-specific AMSGrad with synchronised
+//! `fedlalr`: FedLALR (docs/algorithms.md §C.2), client-specific AMSGrad with synchronised
 //! moments. Each client runs AMSGrad (β1, β2, ε) from the plan's rate α_t, decayed as
 //! `α/√t` with the round t when `decay` is on (the theory needs a decaying rate). The
 //! moments are server-initialised (`state_mode = server-init`): clients return their

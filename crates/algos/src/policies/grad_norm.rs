@@ -1,4 +1,4 @@
-//! `grad-norm-ratio` (ALGORITHMS.md §C.5): `r_k = clamp((‖ĝ‖/‖ĝ_k‖)^κ, min, max)`, with
+//! `grad-norm-ratio` (docs/algorithms.md §C.5): `r_k = clamp((‖ĝ‖/‖ĝ_k‖)^κ, min, max)`, with
 //! `‖ĝ_k‖ = ‖Δ_k‖/Λ̄_k` (the lr-free average step direction of the client's last
 //! participation, Λ̄_k its mean rate sum over groups) and `‖ĝ‖` the mean of those
 //! estimates over the clients seen so far. κ = 1 (default) shrinks clients whose

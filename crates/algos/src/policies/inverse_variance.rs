@@ -1,4 +1,4 @@
-//! `inverse-variance` (ALGORITHMS.md §C.6, inverse-norm-variance weighting): the server
+//! `inverse-variance` (docs/algorithms.md §C.6, inverse-norm-variance weighting): the server
 //! keeps per client EMAs `μ_k ← β μ_k + (1−β)‖Δ_k‖`, `σ_k² ← β σ_k² + (1−β)(‖Δ_k‖ − μ_k)²`
 //! (β = 0.9) from reports, and aggregates with `w_k ∝ p_k/(σ_k² + ε)`,
 //! `ε = 1e-8·mean(μ_k²)`. Clients seen fewer than 2 times get the median σ² of the

@@ -1,4 +1,4 @@
-//! `by-label-skew` (ALGORITHMS.md §C.5, metadata rule): the multiplier depends on how far
+//! `by-label-skew` (docs/algorithms.md §C.5, metadata rule): the multiplier depends on how far
 //! a client's label distribution is from the pooled one, measured by total variation
 //! `D_k = ½ Σ_c |p_k(c) − p(c)| ∈ [0, 1]`:
 //! `r_k = clamp(exp(κ·(D_k − D̄)), min, max)` with D̄ the pool's mean divergence (so the

@@ -1,4 +1,4 @@
-//! `loss-based` (ALGORITHMS.md §C.5, loss ratio): `r_k = clamp((L_k/L̄)^κ, min, max)`
+//! `loss-based` (docs/algorithms.md §C.5, loss ratio): `r_k = clamp((L_k/L̄)^κ, min, max)`
 //! with `L_k` the loss of the global model on the client's first mini-batch at its last
 //! participation (`loss_before`) and L̄ the mean over the clients seen. κ = 0.5
 //! (default) lets lagging clients progress faster (fairness-oriented). Clients not seen

@@ -1,4 +1,4 @@
-//! `per-layer` (ALGORITHMS.md §1.4): a rate multiplier per parameter-group label (e.g.
+//! `per-layer` (docs/algorithms.md §1.4): a rate multiplier per parameter-group label (e.g.
 //! `head = 10`), multiplied into the plan's group multipliers, so it composes with any
 //! policy that sets the client's base rate. Unnamed groups keep ×1.
 

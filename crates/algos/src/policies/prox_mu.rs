@@ -1,5 +1,5 @@
 //! `prox-mu`: sets each client's FedProx coefficient μ_k in its plan
-//! ([`RatePlan::prox_mu`](fedpace_core::RatePlan::prox_mu), ALGORITHMS.md B.1) and leaves
+//! ([`RatePlan::prox_mu`](fedpace_core::RatePlan::prox_mu), docs/algorithms.md §B.1) and leaves
 //! its rates alone, so it composes with every rate policy (inside `compose`) and every
 //! strategy whose client honours the plan's μ (the standard client adds
 //! `μ_k·(w − x^t)` to every local gradient).

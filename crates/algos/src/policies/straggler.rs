@@ -1,4 +1,4 @@
-//! `straggler-compensation` (ALGORITHMS.md §C.5, device speed / deadline): a client of
+//! `straggler-compensation` (docs/algorithms.md §C.5, device speed / deadline): a client of
 //! device class c can run only a fraction `speeds[c]` of the round's local steps τ, so
 //! it gets `max_steps = τ_k = max(1, ⌊speed·τ⌋)`, and trains with
 //! `η_k = η · min(τ/τ_k, max_boost)` so that its total step `η_k·τ_k` matches the

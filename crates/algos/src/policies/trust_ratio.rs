@@ -1,4 +1,4 @@
-//! `trust-ratio` (ALGORITHMS.md §C.7): layer-wise trust ratio on the client,
+//! `trust-ratio` (docs/algorithms.md §C.7): layer-wise trust ratio on the client,
 //! `η_{k,ℓ} = η_k · clip(‖y_ℓ‖/(‖u_ℓ‖ + ε), 0, φ_max)` per tensor, through the plan
 //! optimiser `lars` (optionally with momentum). The ratio is a per-step, per-tensor
 //! factor on the plan's rates, and the client reports the rates it really used: per

@@ -1,4 +1,4 @@
-"""Independent NumPy re-derivation of Flower 1.42's server optimisers (ALGORITHMS.md,
+"""Independent NumPy re-derivation of Flower 1.42's server optimisers (docs/algorithms.md,
 Appendix F), and of the paper rules (Reddi et al. 2021, Algorithm 2), for
 fedpace-optim's server golden test. Flower itself is not imported: the rules below are
 re-written from the appendix's description, with NumPy ≥ 2 (NEP 50) semantics, which
