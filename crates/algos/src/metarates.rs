@@ -1,5 +1,5 @@
 //! The server-side meta-learned per-client rate controller (docs/learned-rates.md,
-//! "Meta-learned rates"; ALGORITHMS.md D.3). FedAvg whose server keeps, per client k, a
+//! "Meta-learned rates"; docs/algorithms.md §D.3). FedAvg whose server keeps, per client k, a
 //! log-rate `u_k = u_0 + wᵀφ_k + r_k` and per-group log-multipliers `v_{k,g}`, where
 //! `φ_k` are features of the client's metadata and history and `w` is shared by all
 //! clients. Each round every sampled client answers the validation probe with the

@@ -1,4 +1,4 @@
-//! pFedHN (Shamsian et al., ICML 2021; ALGORITHMS.md D.4): a server hypernetwork
+//! pFedHN (Shamsian et al., ICML 2021; docs/algorithms.md §D.4): a server hypernetwork
 //! generates each client's whole model from a learned client embedding, and learns from
 //! the clients' returned updates — the model-generating baseline of the hypernetwork
 //! rate policy. Spec, what differs from the paper and costs: docs/hypernetworks.md

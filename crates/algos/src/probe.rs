@@ -4,7 +4,7 @@
 //! the round's global model `x` and its trained model `y = x + Δ` on its **validation**
 //! split (never its test split) and replies [`ValidationSignal`]: the sizes, the loss
 //! and error counts before and after, and, when asked, the one-step hypergradient
-//! `h = ⟨∇L_val(y), Δ⟩` in total and per parameter group (ALGORITHMS.md D.3).
+//! `h = ⟨∇L_val(y), Δ⟩` in total and per parameter group (docs/algorithms.md §D.3).
 //!
 //! A client without a validation split (`data.validation_fraction = 0`) answers with an
 //! error naming the key: a learned controller never falls back to test data.

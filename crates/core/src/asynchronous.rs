@@ -1,4 +1,4 @@
-//! Asynchronous FL (ALGORITHMS.md C.8, C.9): staleness functions, the server half of an
+//! Asynchronous FL (docs/algorithms.md §C.8, C.9): staleness functions, the server half of an
 //! asynchronous algorithm ([`AsyncStrategy`]) and the loop that drives it, [`run_arrivals`],
 //! beside the synchronous [`crate::run`] with the same [`Grid`], [`RatePolicy`] and
 //! [`Observer`].

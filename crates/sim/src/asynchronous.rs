@@ -1,5 +1,5 @@
 //! The simulated clock as a source of arrivals for the asynchronous loop
-//! (`fedpace_core::asynchronous::run_arrivals`, ALGORITHMS.md C.8, C.9).
+//! (`fedpace_core::asynchronous::run_arrivals`, docs/algorithms.md §C.8, C.9).
 //!
 //! A dispatched client trains at once on the grid; its update arrives at
 //! `dispatch time + τ/speed + transfer time` (its device profile, [`crate::clock`]), and

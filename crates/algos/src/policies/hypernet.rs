@@ -1,4 +1,4 @@
-//! `hypernet` (ALGORITHMS.md D.6): a server hypernetwork from a client's context vector
+//! `hypernet` (docs/algorithms.md §D.6): a server hypernetwork from a client's context vector
 //! to that client's optimiser parameters — a rate multiplier, per-group multipliers,
 //! Adam's β1/β2 and the proximal μ — trained from the clients' loss improvement by a
 //! Gaussian score-function estimate (the training loss for now: a stand-in until reports
