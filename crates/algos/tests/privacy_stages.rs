@@ -107,8 +107,9 @@ fn data(k: u64, d: usize, far: Option<(u64, f32)>) -> ClientData {
     let ds = Arc::new(DenseDataset::new(feats, vec![d], labels, 2).unwrap());
     ClientData {
         train: ds.clone(),
-        test: ds,
-        validation: None,
+        test: ds.clone(),
+        // The learned controllers (fedex, fedhyper, meta-rates) train on validation splits.
+        validation: Some(ds),
     }
 }
 

@@ -82,7 +82,12 @@ fn data(k: u64) -> ClientData {
         .collect();
     let labels: Vec<u32> = (0..n).map(|i| (i % 2) as u32).collect();
     let d = Arc::new(DenseDataset::new(feats, vec![3], labels, 2).unwrap());
-    ClientData::new(d.clone(), d)
+    // A validation split too: the learned controllers (fedex, fedhyper, meta-rates) need one.
+    ClientData {
+        train: d.clone(),
+        test: d.clone(),
+        validation: Some(d),
+    }
 }
 
 fn pool(n: u64) -> Vec<ClientInfo> {

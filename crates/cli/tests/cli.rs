@@ -260,7 +260,7 @@ fn strategy_keys_of_another_algorithm_are_rejected() {
     let err = String::from_utf8_lossy(&st.stderr);
     assert_eq!(st.status.code(), Some(2), "{err}");
     assert!(
-        err.contains("strategy.momentum: not used by fedavg (used by fedavgm, fedhyper)"),
+        err.contains("strategy.momentum: not used by fedavg (used by fedavgm, pfedhn, fedhyper)"),
         "{err}"
     );
 }

@@ -128,6 +128,7 @@ impl<'de> Deserialize<'de> for Bytes {
 
 /// Which loop saved a server state.
 #[derive(Serialize, Deserialize)]
+#[allow(clippy::large_enum_variant)] // one value per checkpoint, never in a collection
 pub(crate) enum ServerState {
     Sync {
         #[serde(rename = "loop")]

@@ -175,6 +175,20 @@ impl StagesConfig {
                 tables[0]
             ));
         }
+        if matches!(name, "fedl2p" | "fedex" | "fedhyper" | "meta-rates")
+            && (self.dp() || self.secure_aggregation.is_some())
+        {
+            return Err(format!(
+                "{}: not supported by {name} (its clients report validation signals or \
+                 meta-gradients beside the update, which would reach the server unnoised and \
+                 in the clear)",
+                if self.dp() {
+                    "[privacy]"
+                } else {
+                    "[secure_aggregation]"
+                }
+            ));
+        }
         if strategy.is_async() {
             return Err(format!(
                 "{}: not supported by {name} (asynchronous strategies aggregate one update at \
