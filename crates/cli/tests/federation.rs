@@ -160,3 +160,24 @@ fn server_and_node_processes_over_tls_equal_the_simulation() {
         );
     }
 }
+
+/// Periodic checkpoints cannot hold networked clients' states: asking for them over the
+/// network is refused before anything is written, never silently skipped.
+#[test]
+fn checkpoints_over_the_network_are_refused_not_skipped() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("r");
+    let o = Command::new(BIN)
+        .args(["run", config().to_str().unwrap(), "--grid", "loopback"])
+        .args(["--set", "checkpoint={every=2}", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("checkpoint.every = 2: not supported over the network yet"),
+        "{err}"
+    );
+    assert!(!out.exists());
+}

@@ -129,6 +129,12 @@ impl Prepared {
         let networked = net.is_some();
         let start = Instant::now();
         let cfg = &self.config;
+        if let (true, Some(every)) = (networked, cfg.checkpoint.every) {
+            return Err(Error::Config(format!(
+                "checkpoint.every = {every}: not supported over the network yet (clients keep \
+                 their own states, which a server checkpoint cannot hold); remove [checkpoint]"
+            )));
+        }
         let label = options.label.unwrap_or_else(|| cfg.name.clone());
         let config = cfg.to_toml();
         if let Some(dir) = &options.dir {
