@@ -127,8 +127,8 @@ impl Prepared {
 pub const MAX_PARAMS: u128 = 1 << 28;
 
 /// The most f32 values one client's bench data may hold (samples × values per sample):
-/// 2^28, 1 GiB.
-pub const MAX_CLIENT_VALUES: u128 = 1 << 28;
+/// 2^28, 1 GiB; checked by the data crate when the config is read.
+pub const MAX_CLIENT_VALUES: u128 = fedpace_data::bench::MAX_VALUES_PER_CLIENT as u128;
 
 /// `MemAvailable` of `/proc/meminfo` in bytes (Linux; `None` elsewhere).
 fn mem_available() -> Option<u128> {
@@ -142,25 +142,6 @@ fn mem_available() -> Option<u128> {
 fn product(xs: impl IntoIterator<Item = usize>) -> Option<u128> {
     xs.into_iter()
         .try_fold(1u128, |acc, x| acc.checked_mul(x as u128))
-}
-
-/// Checks sizes the config decides before anything is allocated: a bench source's
-/// `sample_shape × samples_per_client` (checked arithmetic).
-fn check_data_sizes(cfg: &ExperimentConfig) -> Result<()> {
-    let fedpace_data::DataConfig::Bench(bench) = &cfg.data else {
-        return Ok(());
-    };
-    let shape = bench.sample_shape.clone();
-    let samples = bench.samples_per_client;
-    let values = product(shape.iter().copied().chain([samples]));
-    if values.is_none_or(|v| v > MAX_CLIENT_VALUES) {
-        return Err(Error::Setup(format!(
-            "data.sample_shape = {shape:?}: with samples_per_client = {samples} a client holds \
-             {} values; expected at most {MAX_CLIENT_VALUES} (1 GiB of f32)",
-            values.map_or("more than 2^128".to_string(), |v| v.to_string())
-        )));
-    }
-    Ok(())
 }
 
 /// Checks one sample of every split against the input shape the model is built for, so
@@ -260,7 +241,6 @@ pub(crate) fn prepare(cfg: &ExperimentConfig, registry: Option<&Registry>) -> Re
             .ok_or_else(|| registered("data.source", name))?,
         None => {
             let dir = data_dir(cfg.data_dir.as_deref());
-            check_data_sizes(cfg)?;
             fedpace_data::build(&cfg.data, cfg.seed, &dir)
                 .map_err(|e| Error::Setup(e.to_string()))?
         }
