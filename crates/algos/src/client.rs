@@ -140,7 +140,15 @@ impl StandardClient {
         let steps = ins.plan.steps_for(self.data.train.len());
         let rng = stream(ins.seed, ins.round as u64, self.id, Purpose::Shuffle);
         let mut reply = Extensions::new();
-        let mut controller = crate::policies::curvature::step_controller(&ins.plan);
+        let mut cl = crate::fedhyper::client_controller(ins)?;
+        let mut own = match cl {
+            Some(_) => None,
+            None => crate::policies::curvature::step_controller(&ins.plan),
+        };
+        let controller: Option<&mut (dyn crate::local::StepController + 'static)> = match cl.as_mut() {
+            Some(c) => Some(c),
+            None => own.as_deref_mut(),
+        };
         let mut report = run_local(
             self.model.as_mut(),
             self.data.train.as_ref(),
@@ -157,8 +165,11 @@ impl StandardClient {
                 linear: terms.linear.as_deref(),
                 clip: terms.clip,
             },
-            controller.as_deref_mut(),
+            controller,
         )?;
+        if let Some(c) = &cl {
+            report.ext.insert(c.report());
+        }
         let mut delta = params.into_vec();
         for (d, x) in delta.iter_mut().zip(x) {
             *d -= x;
@@ -244,6 +255,7 @@ impl Client for StandardClient {
             }
             None => self.train_standard(ins, state)?,
         };
+        crate::probe::report_signal(&mut res);
         finish_client(self.id, ins, &mut res, state, self.attack.as_ref())?;
         Ok(res)
     }

@@ -608,6 +608,15 @@ impl StrategyConfig {
         self.algorithm.as_dyn().validate(&self.round)
     }
 
+    /// Whether the algorithm learns from the clients' validation splits (its clients
+    /// answer the validation probe every round: FedEx, meta-rates), so that a run
+    /// without them is refused before it starts. FedHyper learns from the aggregate
+    /// updates and FedL2P falls back to the training split (docs/hypernetworks.md): neither
+    /// needs them.
+    pub fn reads_validation(&self) -> bool {
+        matches!(self.name(), "fedex" | "meta-rates")
+    }
+
     /// Refuses, in one line naming both sides, a combination of this strategy with a
     /// rate policy and the clients' optimiser and state mode that would not do what the
     /// docs say (rather than run and silently do something else).
@@ -646,6 +655,12 @@ impl StrategyConfig {
             ));
         }
         if self.is_async() {
+            if let Some(p) = policy.reads_validation() {
+                return Err(format!(
+                    "policy {p}: not supported by {name} (it learns from the clients' \
+                     validation signal, which only the synchronous rounds ask for)"
+                ));
+            }
             if state_mode == StateMode::ServerInit {
                 return Err(format!(
                     "{state_source}: not supported by {name} (the asynchronous server keeps no \

@@ -243,6 +243,21 @@ pub fn train(
     for (d, x) in delta.iter_mut().zip(global.as_slice()) {
         *d -= x;
     }
+    // The validation probe (a learned rate policy under a personalised algorithm): on the
+    // whole trained model, personal groups included.
+    if ins.ext.get::<crate::probe::ValidationProbe>().is_some() {
+        use crate::parts::LocalHook;
+        crate::probe::ProbeHook.finish(&mut crate::parts::Finish {
+            id: cx.id,
+            ins,
+            state,
+            delta: &delta,
+            report: &report,
+            reply: &mut reply,
+            model: &mut *cx.model,
+            data: cx.data,
+        })?;
+    }
     for e in spec.entries() {
         if p.is_personal(e.group) {
             delta[e.range()].fill(0.0);

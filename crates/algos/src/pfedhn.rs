@@ -456,7 +456,9 @@ impl Strategy for PFedHn {
                 .generate(id)
                 .unwrap_or_else(|| global.as_slice().to_vec());
             let params = ParamTree::from_vec(global.spec().clone(), theta)?;
-            out.push((id, TrainIns::new(round, Arc::new(params), plan, seed)));
+            let mut ins = TrainIns::new(round, Arc::new(params), plan, seed);
+            crate::probe::attach_for_policy(self.policy.as_ref(), &mut ins);
+            out.push((id, ins));
         }
         Ok(out)
     }

@@ -331,6 +331,7 @@ impl Pipeline {
             });
         }
         self.hooks.attach(round, &mut ins)?;
+        crate::probe::attach_for_policy(self.policy.as_ref(), &mut ins);
         Ok(ins)
     }
 

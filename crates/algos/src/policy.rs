@@ -592,6 +592,19 @@ impl PolicyConfig {
         }
     }
 
+    /// The name of the (part of the) policy that learns from the clients' validation
+    /// splits (`hypernet`, docs/hypernetworks.md): its clients answer the validation
+    /// probe, so a run without validation splits is refused before it starts.
+    pub fn reads_validation(&self) -> Option<&'static str> {
+        match self {
+            PolicyConfig::Hypernet(_) => Some(self.name()),
+            PolicyConfig::Compose { policies, .. } => {
+                policies.iter().find_map(|p| p.reads_validation())
+            }
+            _ => None,
+        }
+    }
+
     /// Whether the policy sets clients' proximal coefficients (`prox-mu`).
     pub fn sets_prox_mu(&self) -> bool {
         match self {

@@ -73,6 +73,25 @@ impl ValidationSignal {
     }
 }
 
+/// Asks the client for its validation signal when the rate policy learns from it
+/// ([`fedpace_core::RatePolicy::reads_validation`]: the hypernetwork policy) and the
+/// algorithm has not asked already (FedEx and meta-rates attach their own probe).
+pub fn attach_for_policy(policy: &dyn fedpace_core::RatePolicy, ins: &mut TrainIns) {
+    if policy.reads_validation() && ins.ext.get::<ValidationProbe>().is_none() {
+        ins.ext.insert(ValidationProbe::default());
+    }
+}
+
+/// Client side, after training: a copy of the reply's validation signal goes into the
+/// report's `ext`, where the rate policy reads it ([`fedpace_core::RatePolicy::observe`])
+/// and `metrics.jsonl` records it (`clients[].report_ext`).
+pub fn report_signal(res: &mut fedpace_core::TrainRes) {
+    if let Some(s) = res.ext.get::<ValidationSignal>() {
+        let s = s.clone();
+        res.report.ext.insert(s);
+    }
+}
+
 /// The client half: answers [`ValidationProbe`].
 pub struct ProbeHook;
 

@@ -118,3 +118,63 @@ fn fedl2p_state_survives_a_checkpoint() {
     .with_clients_per_round(3);
     straight_and_resumed(s, PolicyConfig::default());
 }
+
+/// Issue 12: the hypernetwork policy learns from the clients' validation signal. The
+/// round asks every planned client for it (the validation probe, attached for the
+/// policy), and every report comes back carrying it — under FedAvg and under a
+/// personalised recipe (FedL2P), whose clients answer the probe too. A policy that does
+/// not learn from validation gets no probe.
+#[test]
+fn hypernet_policy_asks_for_and_learns_from_validation_signals() {
+    use fedpace_algos::probe::{ValidationProbe, ValidationSignal};
+    let policy: PolicyConfig =
+        serde_json::from_str(r#"{"name": "hypernet", "hidden": 8, "sigma": 0.3}"#).unwrap();
+    let fedl2p = StrategyConfig::new(Fedl2pConfig {
+        hidden: 8,
+        meta_steps: 2,
+        ..Default::default()
+    });
+    for s in [StrategyConfig::named("fedavg").unwrap(), fedl2p] {
+        let s = s.with_clients_per_round(3);
+        let mut st = build(&s, &policy);
+        let mut grid = SimGrid::new(pool(CLIENTS), factory(), 1).unwrap();
+        let pool = grid.pool();
+        let mut g = ParamTree::from_vec(spec(), vec![0.5, -0.5]).unwrap();
+        for round in 1..=3 {
+            let ins = st
+                .configure_train(round, &Arc::new(g.clone()), pool.as_ref(), SEED)
+                .unwrap();
+            assert!(
+                ins.iter().all(|(_, i)| i.ext.get::<ValidationProbe>().is_some()),
+                "{}: round {round} without the probe",
+                s.name()
+            );
+            let replies = grid.train(ins, &NoProgress);
+            for r in &replies {
+                let res = r.result.as_ref().unwrap();
+                let sig = res.report.ext.get::<ValidationSignal>().unwrap();
+                assert!(sig.after.count > 0 && sig.before.loss_sum.is_finite());
+            }
+            st.aggregate_train(round, &mut g, &replies, pool.as_ref())
+                .unwrap();
+        }
+    }
+    let mut plain = build(
+        &StrategyConfig::named("fedavg")
+            .unwrap()
+            .with_clients_per_round(3),
+        &PolicyConfig::Constant,
+    );
+    let grid = SimGrid::new(pool(CLIENTS), factory(), 1).unwrap();
+    let ins = plain
+        .configure_train(
+            1,
+            &Arc::new(ParamTree::from_vec(spec(), vec![0.5, -0.5]).unwrap()),
+            grid.pool().as_ref(),
+            SEED,
+        )
+        .unwrap();
+    assert!(ins
+        .iter()
+        .all(|(_, i)| i.ext.get::<ValidationProbe>().is_none()));
+}

@@ -6,6 +6,7 @@
 
 mod common;
 use common::*;
+use fedpace_algos::fedhyper::{FedHyperClReport, FedHyperConfig};
 use fedpace_algos::fedopt::ServerOptimizerConfig;
 use fedpace_algos::{AggregationPath, Normalize, PolicyConfig, StrategyConfig};
 use fedpace_core::round::{Observer, RoundRecord, RunOptions};
@@ -290,6 +291,14 @@ fn every_stage_state_survives_save_and_restore() {
         (StrategyConfig::named("fedex").unwrap(), plan(0.1, 3)),
         (StrategyConfig::named("fedhyper").unwrap(), plan(0.1, 3)),
         (StrategyConfig::named("meta-rates").unwrap(), plan(0.1, 3)),
+        (
+            StrategyConfig::new(FedHyperConfig {
+                server_local: true,
+                client_local: true,
+                ..Default::default()
+            }),
+            plan(0.1, 3),
+        ),
     ] {
         let s = s.with_clients_per_round(3);
         let (n, k) = (5, 2);
@@ -327,6 +336,32 @@ fn every_stage_state_survives_save_and_restore() {
         // A fresh strategy without the saved state does not continue the same way.
         assert!(build(&s, &policy, base).restore_state(b"junk").is_err());
     }
+}
+
+/// FedHyper-CL end to end: every client schedules its own rate inside the round, reports
+/// its factors, and the rates it really used reach the normalisation: with plain SGD at
+/// 0.1 for 3 steps, Λ = 0.1·(b_0 + b_1 + b_2) = 0.3 × the mean factor. The server
+/// reports the clients' mean factor (`learned`).
+#[test]
+fn fedhyper_cl_clients_schedule_and_report_their_rates() {
+    let s = StrategyConfig::new(FedHyperConfig {
+        client_local: true,
+        ..Default::default()
+    })
+    .with_clients_per_round(3);
+    let (_, recs) = run(build(&s, &PolicyConfig::Constant, plan(0.1, 3)).as_mut(), 2);
+    let mut moved = false;
+    for rec in &recs {
+        assert!(rec.aggregate.learned.contains_key("fedhyper.cl_factor_mean"));
+        for c in rec.clients.iter() {
+            let r = c.report.as_ref().unwrap();
+            let cl = r.ext.get::<FedHyperClReport>().unwrap();
+            let want = 0.3 * cl.mean_factor;
+            assert!((r.rate_sum[0] - want).abs() < 1e-6, "{} vs {want}", r.rate_sum[0]);
+            moved |= (cl.mean_factor - 1.0).abs() > 1e-6;
+        }
+    }
+    assert!(moved, "no client's factor moved from 1");
 }
 
 /// The step-controller seam: any controller plugged into the local loop scales the

@@ -20,6 +20,7 @@
 //! The page is well-formed XML (XHTML served as HTML): every element closed, text
 //! escaped; `tests` check that and count the SVGs (one per plot).
 
+use crate::quickstart::mean_se;
 use anyhow::{bail, Context, Result};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -83,6 +84,13 @@ pub struct RunData {
     pub rounds_recorded: u32,
     /// Problems met while reading (shown on the page and printed).
     pub warnings: Vec<String>,
+    /// What a learned controller reported each round (`learned` in `metrics.jsonl`):
+    /// name → (round, value).
+    pub learned: BTreeMap<String, Vec<(f64, f64)>>,
+    /// (round, client, per-group multipliers: each group's rate over the base rate).
+    pub multipliers: Vec<(u32, u64, Vec<f64>)>,
+    /// The run's rate policy (`config.toml`), when it can be read.
+    pub policy: Option<String>,
 }
 
 /// Reads `metrics.jsonl`, `clients.csv` and `summary.json` of a run directory.
@@ -141,6 +149,15 @@ pub fn load_run(dir: &Path) -> Result<RunData> {
             };
             run.rates.push((round, id, lr));
             if let Some(gr) = c["group_rates"].as_array() {
+                if lr > 0.0 {
+                    run.multipliers.push((
+                        round,
+                        id,
+                        gr.iter()
+                            .map(|r| r.as_f64().unwrap_or(f64::NAN) / lr)
+                            .collect(),
+                    ));
+                }
                 if sums.len() < gr.len() {
                     sums.resize(gr.len(), 0.0);
                 }
@@ -154,7 +171,20 @@ pub fn load_run(dir: &Path) -> Result<RunData> {
             run.group_rates
                 .push((round, sums.iter().map(|s| s / n as f64).collect()));
         }
+        if let Some(l) = v["learned"].as_object() {
+            for (k, x) in l {
+                if let Some(x) = x.as_f64() {
+                    run.learned
+                        .entry(k.clone())
+                        .or_default()
+                        .push((round as f64, x));
+                }
+            }
+        }
     }
+    run.policy = fedpace_experiment::ExperimentConfig::load(&dir.join("config.toml"), &[])
+        .ok()
+        .map(|c| c.policy.name().to_string());
     if let Ok(csv) = std::fs::read_to_string(dir.join("clients.csv")) {
         let mut lines = csv.lines();
         let header: Vec<&str> = lines.next().unwrap_or("").split(',').collect();
@@ -827,6 +857,159 @@ pub fn heat_map(title: &str, rates: &[(u32, u64, f64)]) -> String {
     out
 }
 
+/// The value at quantile `p` of sorted `v` (nearest rank, as [`bin_edges`]' quartiles).
+fn quantile(v: &[f64], p: f64) -> f64 {
+    v[((v.len() - 1) as f64 * p).round() as usize]
+}
+
+/// Whether `fedpace report` draws the learned-rates panel for this run: it reports
+/// learned scalars (FedEx, FedHyper, meta-rates) or its policy learns the rates (the
+/// hypernetwork policy).
+pub fn is_learned(r: &RunData) -> bool {
+    !r.learned.is_empty() || r.policy.as_deref() == Some("hypernet")
+}
+
+/// The learned scalars of a run as plots: one per family. A name `prefix=value` is one
+/// candidate of a categorical distribution (FedEx's θ: `fedex.all.rate=0.01`), drawn with
+/// its siblings on a [0, 1] axis; any other name goes with the names that share its
+/// first component (`fedhyper.a`, `fedhyper.server_rate`; `meta.w.*`, `meta.offset.*`).
+pub fn learned_families(
+    learned: &BTreeMap<String, Vec<(f64, f64)>>,
+) -> Vec<(String, bool, Vec<(String, Vec<(f64, f64)>)>)> {
+    let mut fam: BTreeMap<(String, bool), Vec<(String, Vec<(f64, f64)>)>> = BTreeMap::new();
+    for (k, pts) in learned {
+        let (family, label, unit) = match k.split_once('=') {
+            Some((f, v)) => (f.to_string(), v.to_string(), true),
+            None => (
+                k.split('.').next().unwrap_or(k).to_string(),
+                k.clone(),
+                false,
+            ),
+        };
+        fam.entry((family, unit))
+            .or_default()
+            .push((label, pts.clone()));
+    }
+    fam.into_iter().map(|((f, u), s)| (f, u, s)).collect()
+}
+
+/// The learned-rates panel of one run (docs/outputs.md, "report"): the learned scalars
+/// per family; the base rate of a few representative clients (the most often sampled)
+/// over rounds; the distribution of the round's client rates (quantiles, a histogram per
+/// round in five numbers); with several parameter groups whose multipliers move, each
+/// group's multiplier (group rate over base rate) over the round's clients.
+pub fn learned_panel(r: &RunData) -> Vec<String> {
+    let mut out = Vec::new();
+    for (family, unit, series) in learned_families(&r.learned) {
+        let (title, ylabel) = if unit {
+            (
+                format!("Learned distribution {family} (probability of each candidate)"),
+                "probability",
+            )
+        } else {
+            (format!("Learned values: {family}"), "value")
+        };
+        out.push(line_plot(&title, ylabel, &series, unit));
+    }
+    if r.rates.is_empty() {
+        return out;
+    }
+    let mut count: BTreeMap<u64, usize> = BTreeMap::new();
+    for (_, c, _) in &r.rates {
+        *count.entry(*c).or_default() += 1;
+    }
+    let mut by_count: Vec<(u64, usize)> = count.into_iter().collect();
+    by_count.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    let picked: Vec<(String, Vec<(f64, f64)>)> = by_count
+        .iter()
+        .take(4)
+        .map(|&(c, n)| {
+            (
+                format!("client {c} (sampled {n}×)"),
+                r.rates
+                    .iter()
+                    .filter(|x| x.1 == c)
+                    .map(|x| (x.0 as f64, x.2))
+                    .collect(),
+            )
+        })
+        .collect();
+    out.push(line_plot(
+        "Base rate of the most often sampled clients",
+        "rate",
+        &picked,
+        false,
+    ));
+    let mut per_round: BTreeMap<u32, Vec<f64>> = BTreeMap::new();
+    for (round, _, lr) in &r.rates {
+        per_round.entry(*round).or_default().push(*lr);
+    }
+    let qs = [
+        ("max", 1.0),
+        ("90th percentile", 0.9),
+        ("median", 0.5),
+        ("10th percentile", 0.1),
+        ("min", 0.0),
+    ];
+    let mut sorted: Vec<(u32, Vec<f64>)> = per_round.into_iter().collect();
+    sorted
+        .iter_mut()
+        .for_each(|(_, v)| v.sort_by(f64::total_cmp));
+    let series: Vec<(String, Vec<(f64, f64)>)> = qs
+        .iter()
+        .map(|(name, p)| {
+            (
+                name.to_string(),
+                sorted
+                    .iter()
+                    .map(|(round, v)| (*round as f64, quantile(v, *p)))
+                    .collect(),
+            )
+        })
+        .collect();
+    out.push(line_plot(
+        "Base rate over the round's clients (quantiles)",
+        "rate",
+        &series,
+        false,
+    ));
+    let groups = r.groups.len();
+    let moves = r
+        .multipliers
+        .iter()
+        .any(|(_, _, m)| m.iter().any(|x| x.is_finite() && (x - 1.0).abs() > 1e-6));
+    if groups >= 2 && moves {
+        let mut series = Vec::new();
+        for (g, name) in r.groups.iter().enumerate() {
+            let mut per_round: BTreeMap<u32, Vec<f64>> = BTreeMap::new();
+            for (round, _, m) in &r.multipliers {
+                if let Some(x) = m.get(g).filter(|x| x.is_finite()) {
+                    per_round.entry(*round).or_default().push(*x);
+                }
+            }
+            for v in per_round.values_mut() {
+                v.sort_by(f64::total_cmp);
+            }
+            for (q, p) in [("10th pct", 0.1), ("median", 0.5), ("90th pct", 0.9)] {
+                series.push((
+                    format!("{name}: {q}"),
+                    per_round
+                        .iter()
+                        .map(|(round, v)| (*round as f64, quantile(v, p)))
+                        .collect(),
+                ));
+            }
+        }
+        out.push(line_plot(
+            "Per-group multiplier over the round's clients",
+            "group rate / base rate",
+            &series,
+            false,
+        ));
+    }
+    out
+}
+
 fn status_text(r: &RunData) -> String {
     match &r.status {
         Status::Complete => "complete".into(),
@@ -853,8 +1036,105 @@ fn legend_label(r: &RunData) -> String {
     }
 }
 
+/// The table of a quickstart directory's `seeds.csv` (every paired seed, where only the
+/// first seed's runs are written in full): per run the mean ± standard error over seeds
+/// of global, personalised mean and worst-10 % accuracy, and each run's paired
+/// difference to the first run (`uniform`) with the seeds better / worse / tied. `None`
+/// when the file cannot be read as such a table.
+pub fn seeds_table(csv: &str) -> Option<String> {
+    let mut lines = csv.lines();
+    let header: Vec<&str> = lines.next()?.split(',').collect();
+    let col = |name: &str| header.iter().position(|h| *h == name);
+    let (seed, run) = (col("seed")?, col("run")?);
+    let cols = [
+        col("global_accuracy")?,
+        col("personal_mean_accuracy")?,
+        col("personal_worst10_accuracy")?,
+    ];
+    // run → seed → figures, runs in order of appearance.
+    let mut order: Vec<String> = Vec::new();
+    let mut rows: BTreeMap<String, BTreeMap<u64, [f64; 3]>> = BTreeMap::new();
+    for l in lines.filter(|l| !l.trim().is_empty()) {
+        let f: Vec<&str> = l.split(',').collect();
+        let s: u64 = f.get(seed)?.parse().ok()?;
+        let name = f.get(run)?.to_string();
+        let mut v = [f64::NAN; 3];
+        for (x, c) in v.iter_mut().zip(cols) {
+            *x = f.get(c)?.parse().ok()?;
+        }
+        if !order.contains(&name) {
+            order.push(name.clone());
+        }
+        rows.entry(name).or_default().insert(s, v);
+    }
+    let base = order.first()?;
+    let mut h = String::new();
+    let n = rows[base].len();
+    let _ = write!(
+        h,
+        "<table><tr><th class=\"l\">run (every seed, seeds.csv)</th><th>seeds</th><th>global acc.</th><th>personalised mean</th><th>personalised worst 10 %</th></tr>"
+    );
+    for name in &order {
+        let r = &rows[name];
+        let cells: Vec<String> = (0..3)
+            .map(|k| {
+                let v: Vec<f64> = r.values().map(|x| 100.0 * x[k]).collect();
+                let (m, se) = mean_se(&v);
+                format!("{m:.2} ± {se:.2} %")
+            })
+            .collect();
+        let _ = write!(
+            h,
+            "<tr><td class=\"l\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            esc(name),
+            r.len(),
+            cells[0],
+            cells[1],
+            cells[2]
+        );
+    }
+    for name in order.iter().skip(1) {
+        let (a, b) = (&rows[base], &rows[name]);
+        let paired: Vec<(&[f64; 3], &[f64; 3])> = b
+            .iter()
+            .filter_map(|(s, y)| a.get(s).map(|x| (x, y)))
+            .collect();
+        let cells: Vec<String> = (0..3)
+            .map(|k| {
+                let d: Vec<f64> = paired.iter().map(|(x, y)| 100.0 * (y[k] - x[k])).collect();
+                let (m, se) = mean_se(&d);
+                let better = d.iter().filter(|x| **x > 0.0).count();
+                let worse = d.iter().filter(|x| **x < 0.0).count();
+                format!("{m:+.2} ± {se:.2} points ({better}/{worse}/{})", d.len() - better - worse)
+            })
+            .collect();
+        let _ = write!(
+            h,
+            "<tr><td class=\"l\">{} − {} (paired)</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            esc(name),
+            esc(base),
+            paired.len(),
+            cells[0],
+            cells[1],
+            cells[2]
+        );
+    }
+    let _ = write!(
+        h,
+        "</table><p>Mean ± standard error over {n} seeds; differences seed by seed, in points, with the seeds better / worse / tied. The plots below show the first seed's runs only.</p>"
+    );
+    Some(h)
+}
+
 /// Builds the page for the runs.
+#[cfg(test)]
 pub fn render(runs: &[RunData]) -> String {
+    render_with(runs, &[])
+}
+
+/// Builds the page for the runs, with the paired-seed tables of the directories that
+/// hold a `seeds.csv` (directory, table HTML from [`seeds_table`]).
+pub fn render_with(runs: &[RunData], seeds: &[(PathBuf, String)]) -> String {
     let mut html = format!(
         "<!DOCTYPE html>\n<html xmlns=\"http://www.w3.org/1999/xhtml\" lang=\"en\"><head><meta charset=\"utf-8\"/>{MARKER}<title>fedpace report</title><style>body{{font-family:sans-serif;max-width:1180px;margin:1em auto;color:#222}}figure{{display:inline-block;margin:0.4em;vertical-align:top}}table{{border-collapse:collapse;margin-bottom:1em}}td,th{{border:1px solid #ccc;padding:2px 8px;text-align:right}}td.l,th.l{{text-align:left}}.warn{{color:#8a4b00}}.bad{{color:#b00020}}</style></head><body><h1>fedpace report</h1>"
     );
@@ -893,7 +1173,15 @@ pub fn render(runs: &[RunData]) -> String {
             f(w)
         );
     }
-    html.push_str("</table><h2>Accuracy per round</h2>");
+    html.push_str("</table>");
+    for (dir, table) in seeds {
+        let _ = write!(
+            html,
+            "<h2>Every seed of {}</h2>{table}",
+            esc(&dir.display().to_string())
+        );
+    }
+    html.push_str("<h2>Accuracy per round</h2>");
     let fig = |html: &mut String, svg: String| {
         let _ = write!(html, "<figure class=\"plot\">{svg}</figure>");
     };
@@ -956,6 +1244,12 @@ pub fn render(runs: &[RunData]) -> String {
             &mut html,
             line_plot("Mean assigned rate per layer group", "rate", &series, false),
         );
+        if is_learned(r) {
+            html.push_str("<h4>Learned rates</h4>");
+            for svg in learned_panel(r) {
+                fig(&mut html, svg);
+            }
+        }
     }
     html.push_str("</body></html>\n");
     html
@@ -1016,7 +1310,23 @@ pub fn write_report(args: &[PathBuf], out: Option<&Path>, force: bool) -> Result
     for w in runs.iter().flat_map(|r| &r.warnings) {
         eprintln!("warning: {w}");
     }
-    crate::files::write_bytes_atomic(&out, render(&runs).as_bytes())?;
+    let seeds: Vec<(PathBuf, String)> = args
+        .iter()
+        .filter_map(|a| {
+            let csv = std::fs::read_to_string(a.join("seeds.csv")).ok()?;
+            match seeds_table(&csv) {
+                Some(t) => Some((a.clone(), t)),
+                None => {
+                    eprintln!(
+                        "warning: {}: not a seeds table; skipped",
+                        a.join("seeds.csv").display()
+                    );
+                    None
+                }
+            }
+        })
+        .collect();
+    crate::files::write_bytes_atomic(&out, render_with(&runs, &seeds).as_bytes())?;
     Ok(out)
 }
 
@@ -1118,6 +1428,79 @@ mod tests {
             vec![(0.05 + 1.0) / 2.0, (0.5 + 2.0) / 2.0]
         );
         assert!(check_well_formed("<a><b></a></b>").is_err());
+    }
+
+    /// A run with FedEx-like learned scalars gets the learned-rates panel: θ on a unit
+    /// axis, the baseline, representative clients, quantiles and group multipliers.
+    #[test]
+    fn learned_runs_get_the_learned_rates_panel() {
+        let tmp = tempfile::tempdir().unwrap();
+        let d = tmp.path().join("fedex");
+        fake_run(&d, 0.05, true);
+        let plain = load_run(&d).unwrap();
+        assert!(!is_learned(&plain), "no learned values, no panel");
+        let m = std::fs::read_to_string(d.join("metrics.jsonl")).unwrap();
+        let with: String = m
+            .lines()
+            .enumerate()
+            .map(|(i, l)| {
+                let p = 0.5 + 0.1 * i as f64;
+                format!(
+                    "{},\"learned\":{{\"fedex.all.rate=0.01\":{p},\"fedex.all.rate=0.1\":{},\"fedex.all.baseline\":1.5}}}}\n",
+                    l.trim_end_matches('}'),
+                    1.0 - p
+                )
+            })
+            .collect();
+        std::fs::write(d.join("metrics.jsonl"), with).unwrap();
+        let run = load_run(&d).unwrap();
+        assert!(is_learned(&run));
+        assert_eq!(run.learned["fedex.all.rate=0.01"][2], (3.0, 0.7));
+        let fams = learned_families(&run.learned);
+        assert_eq!(fams.len(), 2);
+        assert_eq!((fams[0].0.as_str(), fams[0].1), ("fedex", false));
+        assert_eq!((fams[1].0.as_str(), fams[1].1), ("fedex.all.rate", true));
+        assert_eq!(fams[1].2[0].0, "0.01");
+        // client 0: group rates [lr, 10 lr] → multipliers [1, 10].
+        assert_eq!(run.multipliers[0], (1, 0, vec![1.0, 10.0]));
+        let page = render(&[run]);
+        check_well_formed(&page).unwrap();
+        for title in [
+            "Learned rates",
+            "Learned distribution fedex.all.rate (probability of each candidate)",
+            "Learned values: fedex",
+            "Base rate of the most often sampled clients",
+            "Base rate over the round&#39;s clients (quantiles)",
+            "Per-group multiplier over the round&#39;s clients",
+        ] {
+            let title = title.replace("&#39;", "'");
+            assert!(page.contains(&title), "{title}");
+        }
+        assert_eq!(page.matches("<svg ").count(), plot_count(1) + 5);
+    }
+
+    /// Hand derivation: personalised mean of `uniform` 0.5, 0.6, 0.7 → 60 %, sample
+    /// variance 100, SE √(100/3) = 5.77; `p` − `uniform` = +1, +2, 0 points → mean +1,
+    /// variance ((0)² + 1² + (−1)²)/2 = 1, SE √(1/3) = 0.58, 2 better, 0 worse, 1 tied.
+    #[test]
+    fn seeds_table_gives_means_and_paired_differences() {
+        let csv = "seed,run,global_accuracy,personal_mean_accuracy,personal_worst10_accuracy\n\
+                   0,uniform,0.8,0.5,0.1\n0,p,0.8,0.51,0.1\n\
+                   1,uniform,0.8,0.6,0.1\n1,p,0.8,0.62,0.1\n\
+                   2,uniform,0.8,0.7,0.1\n2,p,0.8,0.70,0.1\n";
+        let t = seeds_table(csv).unwrap();
+        assert!(t.contains("60.00 ± 5.77 %"), "{t}");
+        assert!(t.contains("p − uniform (paired)"), "{t}");
+        assert!(t.contains("+1.00 ± 0.58 points (2/0/1)"), "{t}");
+        assert!(seeds_table("a,b\n1,2\n").is_none());
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("quickstart-x");
+        fake_run(&root.join("uniform"), 0.05, true);
+        std::fs::write(root.join("seeds.csv"), csv).unwrap();
+        let out = write_report(std::slice::from_ref(&root), None, false).unwrap();
+        let page = std::fs::read_to_string(out).unwrap();
+        check_well_formed(&page).unwrap();
+        assert!(page.contains("Every seed of") && page.contains("+1.00 ± 0.58 points"));
     }
 
     #[test]

@@ -122,6 +122,13 @@ pub trait RatePolicy: Send {
     /// Sees the whole round once it is over: the aggregate and, on evaluated rounds,
     /// the evaluation (the reward signal a learned rate controller trains on).
     fn observe_round(&mut self, _round: u32, _round_summary: &RoundSummary<'_>) {}
+    /// Whether the policy learns from the clients' validation signal: the synchronous
+    /// round then asks every trained client for it (the validation probe of
+    /// `fedpace-algos`), and [`RatePolicy::observe`] finds it in the report's `ext`.
+    /// Default: false.
+    fn reads_validation(&self) -> bool {
+        false
+    }
     /// The names of the client metadata payloads ([`ClientInfo::metadata`]) this policy
     /// reads; a run whose clients do not share them is refused before it starts.
     fn required_metadata(&self) -> Vec<&'static str> {

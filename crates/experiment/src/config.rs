@@ -643,6 +643,23 @@ impl ExperimentConfig {
             }
         }
         self.data.validate().map_err(|e| e.to_string())?;
+        let learner = if self.strategy.reads_validation() {
+            Some(format!("strategy {}", self.strategy.name()))
+        } else {
+            self.policy.reads_validation().map(|p| format!("policy {p}"))
+        };
+        if let Some(who) = learner {
+            let f = self.data.effective_validation_fraction();
+            if f <= 0.0 {
+                return bad(
+                    "data.validation_fraction",
+                    &f,
+                    &format!(
+                        "> 0 (e.g. 0.2): {who} learns from the clients' validation splits"
+                    ),
+                );
+            }
+        }
         let stages = self.stages()?;
         stages.validate().map_err(|e| e.to_string())?;
         stages.check(&self.strategy, &self.policy, self.client.state_mode)?;
@@ -1039,6 +1056,45 @@ mod tests {
             e.to_string(),
             "--set client.lr=0: client.lr = 0: a finite rate > 0"
         );
+    }
+
+    /// Issue 12: a method that learns from the clients' validation splits is refused
+    /// before the run when there are none (it used to fail at round 1), in one line
+    /// naming data.validation_fraction and the method; FedHyper, which learns from the
+    /// aggregate updates, runs without them.
+    #[test]
+    fn learners_without_validation_splits_are_refused_naming_the_key() {
+        let parse = |toml: &str, sets: &[&str]| {
+            let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+            ExperimentConfig::parse(toml, "exp.toml", &sets).map_err(|e| e.to_string())
+        };
+        for (toml, who) in [
+            ("[strategy]\nname = \"fedex\"\n", "strategy fedex"),
+            ("[strategy]\nname = \"meta-rates\"\n", "strategy meta-rates"),
+            ("[policy]\nname = \"hypernet\"\n", "policy hypernet"),
+            (
+                "[policy]\nname = \"compose\"\npolicies = [{ name = \"by-data-size\" }, { name = \"hypernet\" }]\n",
+                "policy hypernet",
+            ),
+        ] {
+            let e = parse(toml, &[]).unwrap_err();
+            assert_eq!(
+                e,
+                format!(
+                    "exp.toml: data.validation_fraction = 0: > 0 (e.g. 0.2): {who} learns from \
+                     the clients' validation splits"
+                ),
+                "{toml}"
+            );
+            assert!(!e.contains('\n'));
+            parse(toml, &["data.validation_fraction=0.2"]).unwrap();
+        }
+        parse("[strategy]\nname = \"fedhyper\"\n", &[]).unwrap();
+        parse(
+            "[strategy]\nname = \"fedhyper\"\nserver_local = true\nclient_local = true\n",
+            &[],
+        )
+        .unwrap();
     }
 
     #[test]

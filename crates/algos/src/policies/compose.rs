@@ -70,6 +70,9 @@ impl RatePolicy for Compose {
     fn adjusts_aggregation(&self) -> bool {
         self.parts.iter().any(|p| p.adjusts_aggregation())
     }
+    fn reads_validation(&self) -> bool {
+        self.parts.iter().any(|p| p.reads_validation())
+    }
     fn observe_round(&mut self, round: u32, summary: &fedpace_core::RoundSummary<'_>) {
         for p in &mut self.parts {
             p.observe_round(round, summary);

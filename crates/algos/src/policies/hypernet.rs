@@ -1,9 +1,9 @@
 //! `hypernet` (docs/algorithms.md §D.6): a server hypernetwork from a client's context vector
 //! to that client's optimiser parameters — a rate multiplier, per-group multipliers,
 //! Adam's β1/β2 and the proximal μ — trained from the clients' loss improvement by a
-//! Gaussian score-function estimate (the training loss for now: a stand-in until reports
-//! carry a validation loss). Spec, defaults and the stand-in: docs/hypernetworks.md
-//! ("The hypernetwork policy").
+//! Gaussian score-function estimate on the clients' **validation** loss: every planned
+//! client answers the validation probe (`crate::probe`) and the policy reads the signal
+//! from its report. Spec and defaults: docs/hypernetworks.md ("The hypernetwork policy").
 //!
 //! The output layer starts at zero, so until the network has learned something every
 //! plan is the base plan (plus the exploration noise ξ).
@@ -288,12 +288,15 @@ pub struct Hypernet {
     grad_round: u32,
 }
 
-/// The signal a report gives the policy: the improvement of the client's loss over its
-/// round. **Stand-in** until clients have validation splits: the training loss
-/// (`loss_before − loss_after`); docs/hypernetworks.md.
+/// The signal a report gives the policy: the improvement of the client's mean
+/// **validation** loss over its round, `L_val(x) − L_val(x + Δ)` (the round's global model
+/// against the trained one, from the validation signal in the report's `ext`);
+/// `None` without a signal or with an empty validation split. Never the training or test
+/// loss (docs/hypernetworks.md).
 pub fn improvement(report: &TrainReport) -> Option<f64> {
-    let d = report.loss_before as f64 - report.loss_after as f64;
-    (report.steps > 0 && d.is_finite()).then_some(d)
+    let s = report.ext.get::<crate::probe::ValidationSignal>()?;
+    let d = s.before.loss() - s.after.loss();
+    (report.steps > 0 && s.after.count > 0 && d.is_finite()).then_some(d)
 }
 
 fn has_betas(o: &OptimizerSpec) -> bool {
@@ -445,7 +448,7 @@ impl RatePolicy for Hypernet {
     fn describe(&self) -> String {
         format!(
             "hypernet(outputs={:?}, features={:?}, embedding={}, hidden={}, σ={}, lr={}, \
-             signal=train-loss stand-in)",
+             signal=validation loss)",
             self.cfg.outputs,
             self.cfg.features,
             self.cfg.embedding_dim,
@@ -636,6 +639,10 @@ impl RatePolicy for Hypernet {
         self.grad_round = round;
     }
 
+    fn reads_validation(&self) -> bool {
+        true
+    }
+
     fn required_metadata(&self) -> Vec<&'static str> {
         if self.cfg.needs_histogram() {
             vec![<fedpace_core::LabelHistogram as fedpace_core::Payload>::NAME]
@@ -694,14 +701,29 @@ mod tests {
         p
     }
 
+    /// A report whose validation signal has mean loss `before` at the global model and
+    /// `after` at the trained one (one sample each, so the means are exact); its
+    /// training losses are something else, which the policy must not learn from.
     fn report(before: f32, after: f32) -> TrainReport {
-        TrainReport {
+        let stats = |l: f32| fedpace_core::EvalStats {
+            loss_sum: l as f64,
+            correct: 0,
+            count: 1,
+        };
+        let mut r = TrainReport {
             steps: 3,
             loss_before: before,
-            loss_after: after,
+            loss_after: after - 3.0,
             grad_norm: 1.0,
             ..Default::default()
-        }
+        };
+        r.ext.insert(crate::probe::ValidationSignal {
+            before: stats(before),
+            after: stats(after),
+            hypergradient: None,
+            group_hypergradients: Vec::new(),
+        });
+        r
     }
 
     fn started(cfg: HypernetConfig) -> (Hypernet, Vec<ClientInfo>) {
@@ -782,6 +804,32 @@ mod tests {
             "policy.outputs = \"betas\": an optimiser with betas (adam, adamw, amsgrad, yogi); \
              the clients run sgd"
         );
+    }
+
+    /// Issue 12: the policy learns from the clients' validation signal only. A report
+    /// with training losses but no validation signal teaches it nothing; with one, the
+    /// validation losses set the baseline: ℓ = −(1.0 − 0.5) = −0.5, where the training
+    /// losses of the same report (1.0 and −2.5) would give −3.5.
+    #[test]
+    fn learns_from_the_validation_signal_never_from_training_losses() {
+        let cfg = HypernetConfig {
+            outputs: vec![Output::Lr],
+            features: vec![Feature::LogSize],
+            embedding_dim: 0,
+            hidden: 4,
+            ..Default::default()
+        };
+        let (mut h, pool) = started(cfg);
+        assert!(h.reads_validation());
+        let base = base_plan();
+        h.plan(1, &pool[0], &base).unwrap();
+        let mut no_signal = report(1.0, 0.5);
+        no_signal.ext = fedpace_core::Extensions::new();
+        h.observe(1, &pool[0], &no_signal);
+        assert_eq!(h.clients[&0].baseline, None);
+        h.plan(2, &pool[0], &base).unwrap();
+        h.observe(2, &pool[0], &report(1.0, 0.5));
+        assert_eq!(h.clients[&0].baseline, Some(-0.5));
     }
 
     /// The score-function step by hand: with the output layer at zero, the gradient of the

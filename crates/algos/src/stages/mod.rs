@@ -189,6 +189,20 @@ impl StagesConfig {
                 }
             ));
         }
+        if let (Some(p), true) = (
+            policy.reads_validation(),
+            self.dp() || self.secure_aggregation.is_some(),
+        ) {
+            return Err(format!(
+                "{}: not supported with policy {p} (its clients report validation losses \
+                 beside the update, which would reach the server unnoised and in the clear)",
+                if self.dp() {
+                    "[privacy]"
+                } else {
+                    "[secure_aggregation]"
+                }
+            ));
+        }
         if strategy.is_async() {
             return Err(format!(
                 "{}: not supported by {name} (asynchronous strategies aggregate one update at \
