@@ -19,7 +19,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-runs/study-record}
 BIN=${FEDPACE_BIN:-${CARGO_TARGET_DIR:-target}/release/fedpace}
-STUDIES=${STUDIES:-synthetic:lr:core mnist:lr:core fmnist:lr:core mnist:mlp:core}
+STUDIES=${STUDIES:-synthetic:lr:core mnist:lr:core fmnist:lr:core mnist:mlp:short}
 SEEDS=${SEEDS:-0-9}
 PARALLEL=${PARALLEL:-2}
 mkdir -p "$OUT/studies"

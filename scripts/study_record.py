@@ -5,7 +5,7 @@ file per benchmark and model, every variant in it, the tuned uniform rate the ba
 
 BENCHMARK: synthetic | mnist | fmnist (base configs in examples/study-rates/);
 MODEL: lr | mlp; TIER: core (the variants every benchmark runs) | full (core + pFedHN,
-FedL2P, clip-updates); SEEDS: report seeds, e.g. "0-9" (default 0-9).
+FedL2P, clip-updates) | short (core without the hypernetwork policy and the tuned FedHyper); SEEDS: report seeds, e.g. "0-9" (default 0-9).
 Prints the path of the file written (OUT_DIR/<benchmark>-<model>.toml). Standard library
 only; the same arguments always write the same file, so `fedpace study --resume` reuses
 every run already finished.
@@ -64,6 +64,14 @@ EXTRA = [
     ("pfedhn", True, ['strategy.name="pfedhn"']),
     ("fedl2p", True, ['strategy.name="fedl2p"']),
 ]
+# The shorter list for the costlier MLP: uniform, FedNova, the tuning-free methods but the
+# hypernetwork policy, and the heuristic and meta-learned rates at equal budget, each both
+# ways.
+SHORT = [
+    v
+    for v in CORE
+    if not v[0].startswith("hypernet") and not v[0].startswith("fedhyper-off") and v[0] != "fedhyper"
+]
 MODELS = {
     "lr": [],
     "mlp": ['model={name="mlp", hidden=[200, 200]}'],
@@ -88,7 +96,7 @@ def toml_list(items: list[str]) -> str:
 def study(bench: str, model: str, tier: str, report_seeds: list[int]) -> str:
     lo, hi = GRIDS[bench]
     budget = 5 * len(SELECTION_SEEDS) * ROUNDS * CLIENTS_PER_ROUND  # epochs = 1
-    variants = CORE + (EXTRA if tier == "full" else [])
+    variants = {"core": CORE, "full": CORE + EXTRA, "short": SHORT}[tier]
     lines = [
         f"# Study of record (docs/study-rates.md), written by scripts/study_record.py:",
         f"# {bench}, model {model}, tier {tier}.",
@@ -121,7 +129,7 @@ def study(bench: str, model: str, tier: str, report_seeds: list[int]) -> str:
 def main() -> None:
     out, bench, model, tier = sys.argv[1:5]
     report_seeds = seeds(sys.argv[5] if len(sys.argv) > 5 else "0-9")
-    if bench not in GRIDS or model not in MODELS or tier not in ("core", "full"):
+    if bench not in GRIDS or model not in MODELS or tier not in ("core", "full", "short"):
         sys.exit(f"usage: {__doc__}")
     os.makedirs(out, exist_ok=True)
     path = os.path.join(out, f"{bench}-{model}.toml")

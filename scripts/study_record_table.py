@@ -88,7 +88,21 @@ def paired(a: dict[int, float], b: dict[int, float]) -> dict:
 
 
 def pts(x: float) -> str:
-    return "—" if not math.isfinite(x) else f"{100 * x:.2f}"
+    return "—" if not math.isfinite(x) else f"{100 * x:.2f}".replace("-", "−")
+
+
+def signed(x: float) -> str:
+    return ("+" if x >= 0 else "") + pts(x)
+
+
+def rates(configs: set[str]) -> str:
+    """The base rates of a variant's runs, short (`client.lr=0.00948…` → 0.00949)."""
+    out = []
+    for c in sorted(configs):
+        for part in c.split():
+            k, _, v = part.partition("=")
+            out.append(f"{float(v):.3g}" if k == "client.lr" else part)
+    return ", ".join(out) or "default"
 
 
 def sig(diff: float, se: float) -> str:
@@ -144,7 +158,7 @@ def main() -> None:
             vn = v["variant"]
             vr = [r for r in runs if r["variant"] == vn]
             conf = sorted({r["configuration"] for r in vr})
-            lr = ",".join(c.replace("client.lr=", "") for c in conf) or "default"
+            lr = rates(set(conf))
             cost = sum(f(r["cost"]) for r in vr) / max(len(vr), 1)
             spent = v.get("tuning_spent", 0)
             cells = [vn, f"{spent:.0f}" if spent else "0 (untuned)", lr, f"{cost:.0f}"]
@@ -158,7 +172,7 @@ def main() -> None:
                     cells += [mean, "—"]
                     continue
                 d, se = f(x["diff"]), f(x["diff_se"])
-                cell = f"{'+' if d >= 0 else ''}{pts(d)} ± {pts(se)}{sig(d, se)} (p {pval(f(x['p_t']))}; {x['wins']}+/{x['losses']}−)"
+                cell = f"{signed(d)} ± {pts(se)}{sig(d, se)} (p {pval(f(x['p_t']))}; {x['wins']}+/{x['losses']}−)"
                 if x["worst_rule_ok"] == "false" and x["bootstrap_diff_low"]:
                     cell += f" [boot {pts(f(x['bootstrap_diff_low']))}, {pts(f(x['bootstrap_diff_high']))}]"
                 cells += [mean, cell]
@@ -185,8 +199,8 @@ def main() -> None:
         print("| method | base rates (auto / off) | Δ personalised mean | Δ worst-10 % | Δ global |")
         print("|---|---|---|---|---|")
         for a, b in pairs:
-            ca = ",".join(sorted({r["configuration"].replace("client.lr=", "") for r in runs if r["variant"] == a})) or "default"
-            cb = ",".join(sorted({r["configuration"].replace("client.lr=", "") for r in runs if r["variant"] == b})) or "default"
+            ca = rates({r["configuration"] for r in runs if r["variant"] == a})
+            cb = rates({r["configuration"] for r in runs if r["variant"] == b})
             cells = [f"{a} → {b}" if b == "fednova" else a, f"{ca} / {cb}"]
             for metric, _ in METRICS:
                 p = paired(per_seed(runs, a, metric), per_seed(runs, b, metric))
@@ -194,14 +208,14 @@ def main() -> None:
                     cells.append("—")
                     continue
                 cells.append(
-                    f"{'+' if p['diff'] >= 0 else ''}{pts(p['diff'])} ± {pts(p['se'])}{sig(p['diff'], p['se'])} (p {pval(p['p'])}; {p['w']}+/{p['l']}−)"
+                    f"{signed(p['diff'])} ± {pts(p['se'])}{sig(p['diff'], p['se'])} (p {pval(p['p'])}; {p['w']}+/{p['l']}−)"
                 )
             print("| " + " | ".join(cells) + " |")
     print("\n### The bars\n")
     benches = sorted({b for v in list(verdict_free.values()) + list(verdict_equal.values()) for b in v})
     print("Tuning-free (zero budget) within 0.5 points of tuned uniform on personalised mean (Δ ≥ −0.50):\n")
     for v, per in sorted(verdict_free.items()):
-        marks = [f"{b}: {'+' if per[b][0] >= 0 else ''}{100 * per[b][0]:.2f} ± {100 * per[b][1]:.2f} {'yes' if per[b][0] >= -0.005 else 'no'}" for b in benches if b in per]
+        marks = [f"{b}: {signed(per[b][0])} ± {pts(per[b][1])} {'yes' if per[b][0] >= -0.005 else 'no'}" for b in benches if b in per]
         allok = all(b in per and per[b][0] >= -0.005 for b in benches)
         print(f"* {v}: " + "; ".join(marks) + f" → {'MEETS' if allok else 'misses'} the bar")
     print("\nEqual budget: beats tuned uniform on personalised mean AND worst-10 % by > 2 se, on ≥ 2 benchmarks:\n")
@@ -214,7 +228,7 @@ def main() -> None:
             dm, sm, dw, sw = per[b]
             ok = dm > 2 * sm and dw > 2 * sw
             wins.append(ok)
-            marks.append(f"{b}: {100 * dm:+.2f} ± {100 * sm:.2f} / {100 * dw:+.2f} ± {100 * sw:.2f} {'yes' if ok else 'no'}")
+            marks.append(f"{b}: {signed(dm)} ± {pts(sm)} / {signed(dw)} ± {pts(sw)} {'yes' if ok else 'no'}")
         print(f"* {v}: " + "; ".join(marks) + f" → {'MEETS' if sum(wins) >= 2 else 'misses'} the bar")
 
 
