@@ -12,6 +12,8 @@
 #            logistic regression, then MNIST with the 2NN MLP)
 #   SEEDS    report seeds (default 0-9; selection seeds are 100–101)
 #   PARALLEL runs at once (default 2)
+#   ONLY     a comma list of variants to keep (to tabulate a study cut short: with
+#            --resume the finished variants are read back and nothing trains)
 #   FEDPACE_BIN (default target/release/fedpace)
 # Needs the release binary (cargo build --release -p fedpace) and MNIST and Fashion-MNIST
 # in the data directory (fedpace datasets fetch mnist fashion-mnist).
@@ -19,13 +21,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-runs/study-record}
 BIN=${FEDPACE_BIN:-${CARGO_TARGET_DIR:-target}/release/fedpace}
-STUDIES=${STUDIES:-synthetic:lr:core mnist:lr:core fmnist:lr:core mnist:mlp:short}
+STUDIES=${STUDIES:-synthetic:lr:core mnist:lr:core fmnist:lr:core mnist:mlp:min}
 SEEDS=${SEEDS:-0-9}
 PARALLEL=${PARALLEL:-2}
+ONLY=${ONLY:-}
 mkdir -p "$OUT/studies"
 for s in $STUDIES; do
   IFS=: read -r bench model tier <<<"$s"
-  file=$(python3 scripts/study_record.py "$OUT/studies" "$bench" "$model" "$tier" "$SEEDS")
+  file=$(python3 scripts/study_record.py "$OUT/studies" "$bench" "$model" "$tier" "$SEEDS" "$ONLY")
   echo "== $bench $model ($tier): $(date -u +%H:%M:%S)"
   "$BIN" study "$file" --out "$OUT/$bench-$model" --resume --parallel "$PARALLEL" \
     >"$OUT/$bench-$model.log" 2>&1 || { echo "FAILED $bench $model (see $OUT/$bench-$model.log)"; continue; }

@@ -1,11 +1,13 @@
 """Writes the study files of the study of record (docs/study-rates.md): one `fedpace study`
 file per benchmark and model, every variant in it, the tuned uniform rate the baseline.
 
-    python3 scripts/study_record.py OUT_DIR BENCHMARK MODEL TIER [SEEDS]
+    python3 scripts/study_record.py OUT_DIR BENCHMARK MODEL TIER [SEEDS [ONLY]]
 
 BENCHMARK: synthetic | mnist | fmnist (base configs in examples/study-rates/);
 MODEL: lr | mlp; TIER: core (the variants every benchmark runs) | full (core + pFedHN,
-FedL2P, clip-updates) | short (core without the hypernetwork policy and the tuned FedHyper); SEEDS: report seeds, e.g. "0-9" (default 0-9).
+FedL2P, clip-updates) | short (core without the hypernetwork policy and the tuned FedHyper)
+| min (uniform and the tuning-free methods, then normalisation off); ONLY: a comma list
+of variant names to keep (the collection of a study cut short by time); SEEDS: report seeds, e.g. "0-9" (default 0-9).
 Prints the path of the file written (OUT_DIR/<benchmark>-<model>.toml). Standard library
 only; the same arguments always write the same file, so `fedpace study --resume` reuses
 every run already finished.
@@ -72,6 +74,11 @@ SHORT = [
     for v in CORE
     if not v[0].startswith("hypernet") and not v[0].startswith("fedhyper-off") and v[0] != "fedhyper"
 ]
+# The shortest list, in order of priority (the MLP when time is short): the tuned uniform
+# rate and the tuning-free methods at their defaults, then normalisation off.
+MIN_ORDER = ["uniform", "fedex", "fedhyper-default", "meta-rates-default", "delta-sgd",
+             "uniform-off", "delta-sgd-off", "fedex-off"]
+MINIMAL = [next(v for v in CORE if v[0] == n) for n in MIN_ORDER]
 MODELS = {
     "lr": [],
     "mlp": ['model={name="mlp", hidden=[200, 200]}'],
@@ -93,10 +100,12 @@ def toml_list(items: list[str]) -> str:
     return "[" + ", ".join('"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"' for s in items) + "]"
 
 
-def study(bench: str, model: str, tier: str, report_seeds: list[int]) -> str:
+def study(bench: str, model: str, tier: str, report_seeds: list[int], only: list[str]) -> str:
     lo, hi = GRIDS[bench]
     budget = 5 * len(SELECTION_SEEDS) * ROUNDS * CLIENTS_PER_ROUND  # epochs = 1
-    variants = {"core": CORE, "full": CORE + EXTRA, "short": SHORT}[tier]
+    variants = {"core": CORE, "full": CORE + EXTRA, "short": SHORT, "min": MINIMAL}[tier]
+    if only:
+        variants = [v for v in variants if v[0] in only]
     lines = [
         f"# Study of record (docs/study-rates.md), written by scripts/study_record.py:",
         f"# {bench}, model {model}, tier {tier}.",
@@ -129,11 +138,12 @@ def study(bench: str, model: str, tier: str, report_seeds: list[int]) -> str:
 def main() -> None:
     out, bench, model, tier = sys.argv[1:5]
     report_seeds = seeds(sys.argv[5] if len(sys.argv) > 5 else "0-9")
-    if bench not in GRIDS or model not in MODELS or tier not in ("core", "full", "short"):
+    only = [v for v in (sys.argv[6] if len(sys.argv) > 6 else "").split(",") if v]
+    if bench not in GRIDS or model not in MODELS or tier not in ("core", "full", "short", "min"):
         sys.exit(f"usage: {__doc__}")
     os.makedirs(out, exist_ok=True)
     path = os.path.join(out, f"{bench}-{model}.toml")
-    text = study(bench, model, tier, report_seeds)
+    text = study(bench, model, tier, report_seeds, only)
     old = open(path).read() if os.path.exists(path) else None
     if old != text:
         with open(path, "w") as f:
