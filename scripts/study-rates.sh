@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The rate-policy study (docs/study-rates.md): uniform rate vs every policy on
+# The earlier rate-policy study (docs/study-rates.md, "Earlier study"): uniform rate vs every policy on
 # Synthetic(1,1) and on MNIST Dirichlet(α=0.1), logistic regression.
 #
 # Selection and report use different seeds, so the base rate is not chosen on the numbers

@@ -238,6 +238,10 @@ struct TuneArgs {
     /// Replace the results of a previous search or study in --out.
     #[arg(long)]
     force: bool,
+    /// Continue an interrupted search or study in --out: runs that finished with the same
+    /// configuration are read back instead of trained again.
+    #[arg(long)]
+    resume: bool,
     /// Trials trained at once (overrides the file's `parallel`; 0 = one per core).
     /// Results do not depend on it.
     #[arg(long)]
@@ -255,6 +259,7 @@ impl TuneArgs {
         tune::Options {
             out: self.out,
             force: self.force,
+            resume: self.resume,
             parallel: self.parallel,
             threads: self.threads,
             dry_run: self.dry_run,

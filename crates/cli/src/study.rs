@@ -17,14 +17,16 @@ pub fn command(path: &Path, opts: &Options) -> Result<()> {
     let threads = opts.trial_threads(study.parallel);
     let make_runner = |b: &Benchmark, v: &Variant| {
         let fixed: Vec<String> = b.set.iter().chain(&v.set).cloned().collect();
-        CliRunner::new(&b.config, fixed, threads).map_err(|e| {
-            fedpace_tune::Error::Config(format!(
-                "{}: benchmark {} with variant {}: {e}",
-                path.display(),
-                b.name,
-                v.name
-            ))
-        })
+        CliRunner::new(&b.config, fixed, threads)
+            .map(|r| r.resuming(opts.resume))
+            .map_err(|e| {
+                fedpace_tune::Error::Config(format!(
+                    "{}: benchmark {} with variant {}: {e}",
+                    path.display(),
+                    b.name,
+                    v.name
+                ))
+            })
     };
     // Everything is checked before the output directory exists.
     plan_study(&study, &make_runner, &mut |line| {

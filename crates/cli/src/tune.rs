@@ -133,6 +133,8 @@ pub struct CliRunner {
     fixed: Vec<String>,
     base: ExperimentConfig,
     threads: Option<usize>,
+    /// Reuse a finished run found in a trial's directory (`--resume`).
+    resume: bool,
     /// Training-set sizes per (data config, seed), for the nominal cost.
     sizes: Mutex<HashMap<String, Arc<PoolSizes>>>,
 }
@@ -156,8 +158,34 @@ impl CliRunner {
             fixed,
             base,
             threads,
+            resume: false,
             sizes: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// With `resume`, a trial whose directory already holds a finished run of the same
+    /// configuration (`summary.json` of a complete, uninterrupted run of as many rounds,
+    /// and a `config.toml` equal to the trial's but for `threads` and the other keys
+    /// `fedpace resume` lets differ) is read back instead of trained again; any other
+    /// content of the directory (an interrupted run) is replaced.
+    pub fn resuming(mut self, resume: bool) -> Self {
+        self.resume = resume;
+        self
+    }
+
+    /// The `summary.json` of a finished run of `cfg` in `dir`, or `None`.
+    fn finished_run(cfg: &ExperimentConfig, dir: &Path) -> Option<serde_json::Value> {
+        let summary: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).ok()?).ok()?;
+        let complete = summary.get("interrupted") == Some(&serde_json::json!(false))
+            && summary.get("rounds") == Some(&serde_json::json!(cfg.rounds))
+            && summary.get("rounds_completed") == Some(&serde_json::json!(cfg.rounds));
+        let saved = std::fs::read_to_string(dir.join("config.toml")).ok()?;
+        let same = matches!(
+            fedpace_experiment::checkpoint::config_difference(&saved, &cfg.to_toml()),
+            Ok(None)
+        );
+        (complete && same).then_some(summary)
     }
 
     /// The configuration of a trial.
@@ -401,6 +429,17 @@ impl TrialRunner for CliRunner {
         let cfg = self
             .config(trial, Some(rounds))
             .map_err(|e| TrialError::Fatal(e.to_string()))?;
+        if self.resume {
+            if let Some(summary) = Self::finished_run(&cfg, dir) {
+                return self
+                    .read_outputs(&cfg, &summary, dir)
+                    .map_err(TrialError::Failed);
+            }
+            if dir.exists() {
+                fedpace_experiment::files::claim_out_dir(dir, true, "trial directory")
+                    .map_err(|e| TrialError::Fatal(e.to_string()))?;
+            }
+        }
         let summary = run_experiment(&cfg, dir).map_err(|e| {
             if e.downcast_ref::<UsageError>().is_some()
                 || e.downcast_ref::<fedpace_experiment::Error>()
@@ -422,6 +461,9 @@ pub struct Options {
     pub out: Option<PathBuf>,
     /// Replace previous results in `out`.
     pub force: bool,
+    /// Continue the study or search in `out`: finished runs of the same configuration
+    /// are kept and read back, the rest run.
+    pub resume: bool,
     /// Trials at once (overrides the file's `parallel`).
     pub parallel: Option<usize>,
     /// Clients trained at once inside each trial (default 1 when trials run in
@@ -438,6 +480,26 @@ impl Options {
             .out
             .clone()
             .unwrap_or_else(|| runner::default_out_dir(name));
+        if self.resume && self.force {
+            return Err(UsageError(
+                "--resume keeps the finished runs in --out and --force removes them: give one of them"
+                    .into(),
+            )
+            .into());
+        }
+        if self.resume && dir.is_dir() {
+            // Nothing is removed: finished runs are read back, the rest replaced one by one.
+            let marker = dir.join("search.toml").exists() || dir.join("study.toml").exists();
+            let empty = std::fs::read_dir(&dir)?.next().is_none();
+            if !marker && !empty {
+                return Err(UsageError(format!(
+                    "{}: --resume: not the output of a search or study (no search.toml or study.toml)",
+                    dir.display()
+                ))
+                .into());
+            }
+            return Ok(dir);
+        }
         files::prepare_dir(&dir, self.force).map_err(usage)?;
         Ok(dir)
     }
@@ -463,7 +525,8 @@ pub fn command(path: &Path, opts: &Options) -> Result<()> {
     let file = TuneFile::load(path).map_err(usage)?;
     let parallel = opts.parallel.unwrap_or(file.parallel);
     let runner = CliRunner::new(&file.base, file.set.clone(), opts.trial_threads(parallel))
-        .map_err(|e| UsageError(format!("{}: base: {e}", path.display())))?;
+        .map_err(|e| UsageError(format!("{}: base: {e}", path.display())))?
+        .resuming(opts.resume);
     let mut spec = file
         .spec(&path.display().to_string(), runner.max_rounds())
         .map_err(usage)?;

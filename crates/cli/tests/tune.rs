@@ -296,6 +296,98 @@ space = {{ policy.gamma = {{ linear = [-1.0, 1.0] }} }}
 }
 
 #[test]
+fn study_resume_keeps_finished_runs_and_reruns_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let study = dir.path().join("study.toml");
+    std::fs::write(
+        &study,
+        format!(
+            r#"name = "resume-study"
+seeds = [0, 1]
+baseline = "uniform"
+parallel = 1
+[tuning]
+budget = 40
+seeds = [100]
+[[benchmark]]
+name = "syn"
+config = {:?}
+set = ["rounds=2", "client.epochs=1", "policy={{name=\"constant\"}}"]
+[[variant]]
+name = "uniform"
+[variant.tune]
+method = {{ name = "grid" }}
+space = {{ client.lr = {{ log = [0.005, 0.02], grid = 2 }} }}
+[[variant]]
+name = "by-data-size"
+set = ["policy.name=by-data-size"]
+"#,
+            quickstart().display().to_string()
+        ),
+    )
+    .unwrap();
+    let out_dir = dir.path().join("out");
+    let run = |extra: &[&str]| {
+        let o = fedpace()
+            .arg("study")
+            .arg(&study)
+            .arg("--out")
+            .arg(&out_dir)
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", text(&o));
+        std::fs::read_to_string(out_dir.join("results.csv")).unwrap()
+    };
+    let first = run(&[]);
+    let kept = out_dir.join("runs/syn/uniform/s0/metrics.jsonl");
+    let stamp = std::fs::metadata(&kept).unwrap().modified().unwrap();
+    // An interrupted run: its summary is gone, so it must train again.
+    let broken = out_dir.join("runs/syn/by-data-size/s1");
+    std::fs::remove_file(broken.join("summary.json")).unwrap();
+    // Without --resume the directory is refused; with it the results are the same.
+    let refused = fedpace()
+        .arg("study")
+        .arg(&study)
+        .arg("--out")
+        .arg(&out_dir)
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(text(&refused).contains("not empty"), "{}", text(&refused));
+    let again = run(&["--resume"]);
+    assert_eq!(first, again);
+    assert_eq!(
+        std::fs::metadata(&kept).unwrap().modified().unwrap(),
+        stamp,
+        "a finished run was trained again"
+    );
+    assert!(broken.join("summary.json").exists());
+    // A changed configuration is not mistaken for the finished one.
+    let changed = std::fs::read_to_string(&study)
+        .unwrap()
+        .replace("\"client.epochs=1\"", "\"client.epochs=2\"")
+        .replace("budget = 40", "budget = 80");
+    std::fs::write(&study, changed).unwrap();
+    run(&["--resume"]);
+    assert_ne!(
+        std::fs::metadata(&kept).unwrap().modified().unwrap(),
+        stamp,
+        "a run of another configuration was reused"
+    );
+    let both = fedpace()
+        .arg("study")
+        .arg(&study)
+        .arg("--out")
+        .arg(&out_dir)
+        .args(["--resume", "--force"])
+        .output()
+        .unwrap();
+    assert!(!both.status.success());
+    assert!(text(&both).contains("--resume"), "{}", text(&both));
+}
+
+#[test]
 fn the_example_search_and_study_files_plan_within_their_budgets() {
     // In examples/tune/, not examples/: every file directly in examples/ is an experiment.
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/tune");
