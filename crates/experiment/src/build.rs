@@ -3,7 +3,7 @@
 //! surfacing before anything runs or is written (docs/library.md).
 
 use crate::config::ExperimentConfig;
-use crate::registry::{ModelInput, Registry};
+use crate::registry::{ModelInput, PolicyInput, Registry};
 use crate::{Error, Result};
 use fedpace_algos::{Built, StandardClient};
 use fedpace_core::asynchronous::AsyncStrategy;
@@ -329,10 +329,22 @@ pub(crate) fn prepare(cfg: &ExperimentConfig, registry: Option<&Registry>) -> Re
     // Group labels (`personal_groups`, `frozen_groups`) are checked against the model
     // here, before anything is written.
     cfg.strategy.check_model(&spec).map_err(usage)?;
-    let policy = cfg
-        .policy
-        .build_for(&groups)
-        .map_err(|e| Error::Setup(e.to_string()))?;
+    let policy = match &cfg.registered.policy {
+        Some((name, options)) => {
+            let build = registry
+                .and_then(|r| r.policy(name))
+                .ok_or_else(|| registered("policy.name", name))?;
+            build(&PolicyInput {
+                groups: groups.clone(),
+                options: options.clone(),
+            })
+            .map_err(|e| Error::Setup(format!("policy {name:?}: {e}")))?
+        }
+        None => cfg
+            .policy
+            .build_for(&groups)
+            .map_err(|e| Error::Setup(e.to_string()))?,
+    };
     let stages = cfg.stages().map_err(Error::Setup)?;
     let strategy = match cfg
         .strategy

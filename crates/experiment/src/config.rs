@@ -99,7 +99,7 @@ pub struct ExperimentConfig {
 }
 
 /// The parts of an experiment taken from a [`crate::Registry`] (docs/library.md). While
-/// one is set, the config's own `model` (or `data`) is unused, and
+/// one is set, the config's own `model` (or `data`, or `policy`) is unused, and
 /// [`ExperimentConfig::to_toml`] writes the registered name instead.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Registered {
@@ -107,6 +107,8 @@ pub struct Registered {
     pub model: Option<(String, toml::Table)>,
     /// `[data] source = "…"`: a registered data set.
     pub data: Option<String>,
+    /// `[policy] name = "…"`: a registered rate policy and the table's other keys.
+    pub policy: Option<(String, toml::Table)>,
 }
 
 /// The `[checkpoint]` table (docs/checkpoints.md).
@@ -590,6 +592,12 @@ impl ExperimentConfig {
             .map_err(|e| format!("client.schedule.{e}"))?;
         self.strategy.validate().map_err(|e| e.to_string())?;
         self.policy.validate().map_err(|e| e.to_string())?;
+        if let (Some((name, _)), Some(_)) = (&self.registered.policy, &self.privacy) {
+            return Err(format!(
+                "[privacy]: not supported with the registered policy {name:?} (a policy of \
+                 your own sees every client's report in the clear, outside ε)"
+            ));
+        }
         self.strategy.check_combination(
             &self.policy,
             &self.client.optimizer,
@@ -747,6 +755,11 @@ impl ExperimentConfig {
                 m.insert("name".into(), name.clone().into());
                 t.insert("model".into(), m.into());
             }
+            if let Some((name, options)) = &self.registered.policy {
+                let mut p = options.clone();
+                p.insert("name".into(), name.clone().into());
+                t.insert("policy".into(), p.into());
+            }
             if let Some(name) = &self.registered.data {
                 let mut d = toml::Table::new();
                 d.insert("source".into(), name.clone().into());
@@ -776,7 +789,8 @@ pub(crate) fn read_config(path: &Path) -> Result<String, Error> {
     std::fs::read_to_string(path).map_err(cannot)
 }
 
-/// Takes `[model]` and `[data]` out of `value` where they name what `registry` holds.
+/// Takes `[model]`, `[data]` and `[policy]` out of `value` where they name what
+/// `registry` holds.
 fn take_registered(
     value: &mut toml::Table,
     registry: &crate::Registry,
@@ -794,6 +808,15 @@ fn take_registered(
             };
             t.remove("name");
             registered.model = Some((name, t));
+        }
+    }
+    if let Some(name) = name_of(value.get("policy"), "name") {
+        if registry.policy(&name).is_some() {
+            let Some(toml::Value::Table(mut t)) = value.remove("policy") else {
+                unreachable!("a table with a name")
+            };
+            t.remove("name");
+            registered.policy = Some((name, t));
         }
     }
     if let Some(name) = name_of(value.get("data"), "source") {

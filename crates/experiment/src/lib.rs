@@ -34,7 +34,10 @@ mod run;
 pub use build::{data_dir, Prepared, MAX_CLIENT_VALUES, MAX_PARAMS};
 pub use config::{limits, ExperimentConfig, Registered, MAX_CONFIG_BYTES};
 pub use output::{ClientRow, RecordOptions, Recorded, RunRecorder};
-pub use registry::{federation_from_arrays, ClientArrays, ModelBuilder, ModelInput, Registry};
+pub use registry::{
+    federation_from_arrays, federation_from_pooled, ClientArrays, ModelBuilder, ModelInput,
+    PolicyBuilder, PolicyInput, Registry,
+};
 pub use run::{RunOptions, RunResult};
 
 use fedpace_core::round::RoundRecord;

@@ -1,14 +1,14 @@
 //! Models and data of the user's own, by name (docs/library.md, "Your own model and
-//! data"): a [`Registry`] maps names to model builders and to federations, and an
-//! experiment parsed through it may say `[model] name = "my-model"` and
-//! `[data] source = "my-data"`. Everything else — strategy, rate policy, devices,
-//! evaluation, outputs — is the built-in code, unchanged.
+//! data"): a [`Registry`] maps names to model builders, federations and rate policies,
+//! and an experiment parsed through it may say `[model] name = "my-model"`,
+//! `[data] source = "my-data"` and `[policy] name = "my-policy"`. Everything else —
+//! strategy, devices, evaluation, outputs — is the built-in code, unchanged.
 
 use crate::config::ExperimentConfig;
 use crate::{Error, Experiment, Result};
 use fedpace_core::data::{ClientData, Dataset, DenseDataset, FederatedDataset};
-use fedpace_core::Model;
-use fedpace_data::{Federation, InputShape};
+use fedpace_core::{Model, RatePolicy};
+use fedpace_data::{Federation, InputShape, PoolConfig};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -30,7 +30,22 @@ pub struct ModelInput {
 pub type ModelBuilder =
     Arc<dyn Fn(&ModelInput) -> fedpace_core::Result<Box<dyn Model>> + Send + Sync>;
 
-/// Named models and data sets of the user's own, for experiments parsed through it
+/// What a registered rate policy is built for: the model's parameter-group labels (in
+/// the order of [`fedpace_core::RatePlan::group_multipliers`]) and the other keys of the
+/// experiment's `[policy]` table (besides `name`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PolicyInput {
+    /// Parameter-group labels of the model (after the experiment's `groups` rules).
+    pub groups: Vec<String>,
+    /// The `[policy]` table's other keys, for the builder to read.
+    pub options: toml::Table,
+}
+
+/// Builds the rate policy of one run (called once when the experiment is prepared).
+pub type PolicyBuilder =
+    Arc<dyn Fn(&PolicyInput) -> fedpace_core::Result<Box<dyn RatePolicy>> + Send + Sync>;
+
+/// Named models, data sets and rate policies of the user's own, for experiments parsed through it
 /// ([`Registry::experiment`], [`Registry::load`], [`Registry::from_config`]).
 ///
 /// A name may not be a built-in one (`mlp`, `mnist`, …): a registered name never
@@ -39,6 +54,7 @@ pub type ModelBuilder =
 pub struct Registry {
     models: BTreeMap<String, ModelBuilder>,
     data: BTreeMap<String, Federation>,
+    policies: BTreeMap<String, PolicyBuilder>,
 }
 
 impl std::fmt::Debug for Registry {
@@ -46,6 +62,7 @@ impl std::fmt::Debug for Registry {
         f.debug_struct("Registry")
             .field("models", &self.models.keys().collect::<Vec<_>>())
             .field("data", &self.data.keys().collect::<Vec<_>>())
+            .field("policies", &self.policies.keys().collect::<Vec<_>>())
             .finish()
     }
 }
@@ -116,6 +133,28 @@ impl Registry {
         Ok(self)
     }
 
+    /// Registers a rate policy under `name`, usable as `[policy] name = "<name>"` (the
+    /// table's other keys reach `build` as [`PolicyInput::options`]). `build` is called
+    /// once per prepared experiment; its errors are reported as `policy "<name>": …`.
+    /// Such a policy is refused with `[privacy]`: it sees every client's report in the
+    /// clear.
+    pub fn with_policy(
+        mut self,
+        name: &str,
+        build: impl Fn(&PolicyInput) -> fedpace_core::Result<Box<dyn RatePolicy>>
+            + Send
+            + Sync
+            + 'static,
+    ) -> Result<Self> {
+        check_name(
+            "policy",
+            name,
+            is_builtin::<fedpace_algos::PolicyConfig>("name", name),
+        )?;
+        self.policies.insert(name.to_string(), Arc::new(build));
+        Ok(self)
+    }
+
     /// The registered model names.
     pub fn model_names(&self) -> impl Iterator<Item = &str> {
         self.models.keys().map(String::as_str)
@@ -124,6 +163,15 @@ impl Registry {
     /// The registered data set names.
     pub fn data_names(&self) -> impl Iterator<Item = &str> {
         self.data.keys().map(String::as_str)
+    }
+
+    /// The registered rate policy names.
+    pub fn policy_names(&self) -> impl Iterator<Item = &str> {
+        self.policies.keys().map(String::as_str)
+    }
+
+    pub(crate) fn policy(&self, name: &str) -> Option<&PolicyBuilder> {
+        self.policies.get(name)
     }
 
     pub(crate) fn model(&self, name: &str) -> Option<&ModelBuilder> {
@@ -162,6 +210,14 @@ impl Registry {
                 return Err(Error::Config(format!(
                     "model.name = {name:?}: not registered; expected one of {:?}",
                     self.models.keys().collect::<Vec<_>>()
+                )));
+            }
+        }
+        if let Some((name, _)) = &config.registered.policy {
+            if self.policy(name).is_none() {
+                return Err(Error::Config(format!(
+                    "policy.name = {name:?}: not registered; expected one of {:?}",
+                    self.policies.keys().collect::<Vec<_>>()
                 )));
             }
         }
@@ -276,6 +332,63 @@ pub fn federation_from_arrays(
         global_validation: None,
         description,
     })
+}
+
+/// A federation cut from one pooled data set of dense samples by one of the built-in
+/// partitioners (`pool.partition`: iid, dirichlet, shards, labels, …; docs/datasets.md),
+/// each client's share split into train and test by `pool.test_fraction`, exactly as a
+/// pooled `[data]` source is (`fedpace_data::pooled::federate`). `x` holds the samples
+/// row-major (`samples × sample values`), `y` one label below `num_classes` each;
+/// `server_test` is an optional test set the server holds (evaluated centrally). The
+/// partition is drawn from `seed` (`pool.seed` wins when set). An error names the data
+/// set and the array or key.
+#[allow(clippy::too_many_arguments)]
+pub fn federation_from_pooled(
+    name: &str,
+    sample_shape: Vec<usize>,
+    num_classes: usize,
+    x: Vec<f32>,
+    y: Vec<u32>,
+    pool: &PoolConfig,
+    seed: u64,
+    server_test: Option<(Vec<f32>, Vec<u32>)>,
+) -> Result<Federation> {
+    let bad = |m: String| Error::Setup(format!("data {name:?}: {m}"));
+    if sample_shape.is_empty() || sample_shape.contains(&0) {
+        return Err(bad(format!(
+            "sample_shape = {sample_shape:?}: expected non-zero sizes"
+        )));
+    }
+    if num_classes < 2 {
+        return Err(bad(format!(
+            "num_classes = {num_classes}: expected at least 2"
+        )));
+    }
+    if pool.validation_fraction.is_some_and(|f| f > 0.0) {
+        return Err(bad(
+            "validation_fraction: not supported for arrays; expected it left out".into(),
+        ));
+    }
+    pool.validate(name, server_test.is_some())
+        .map_err(|e| bad(e.to_string()))?;
+    if y.len() < pool.num_clients {
+        return Err(bad(format!(
+            "{} samples for num_clients = {}: expected at least one sample per client",
+            y.len(),
+            pool.num_clients
+        )));
+    }
+    let dense = |what: &str, x: Vec<f32>, y: Vec<u32>| -> Result<Arc<dyn Dataset>> {
+        DenseDataset::new(x, sample_shape.clone(), y, num_classes)
+            .map(|d| Arc::new(d) as Arc<dyn Dataset>)
+            .map_err(|e| bad(format!("{what}: {e}")))
+    };
+    let train = dense("x, y", x, y)?;
+    let test = server_test
+        .map(|(x, y)| dense("server test", x, y))
+        .transpose()?;
+    fedpace_data::pooled::federate(name, train, test, sample_shape, pool, seed)
+        .map_err(|e| bad(e.to_string()))
 }
 
 #[cfg(test)]

@@ -262,7 +262,7 @@ impl Prepared {
             "name": cfg.name,
             "seed": cfg.seed,
             "strategy": self.strategy.describe(),
-            "policy": cfg.policy.name(),
+            "policy": cfg.registered.policy.as_ref().map_or(cfg.policy.name(), |(n, _)| n),
             "threads": self.grid.threads(),
         });
         let recorded = recorder.finish(
