@@ -47,19 +47,16 @@ def fedpace(path):
     return out
 
 
-def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("dir")
-    ap.add_argument("--write", help="Markdown file whose block to replace")
-    ap.add_argument("--block", default="epoch-window", help="name of that block (default epoch-window)")
-    ap.add_argument("--note", default="", help="a sentence put before the table (which build, for instance)")
-    a = ap.parse_args()
-    d = a.dir
+def summary(d, note=""):
+    """(Markdown text, rows): rows maps lr/mlp/cnn/lstm/round to a dict of the medians
+    (seconds), the ratios by wall and by CPU and the per-repetition CPU ratios; "sgemm_share"
+    to the per-repetition (wall %, CPU %) of the W-CNN epoch."""
+    rows = {}
     torch = [json.loads(line) for line in open(os.path.join(d, "torch.jsonl"))]
     log = [line.split() for line in open(os.path.join(d, "runlog.txt"))]
     loads = [float(x[1]) for x in log]
     lines = [
-        (a.note + " " if a.note else "")
+        (note + " " if note else "")
         + f"Window {log[0][0]} – {log[-1][0]} (UTC), 1-minute load average {min(loads):.2f}–{max(loads):.2f} "
         f"on {os.cpu_count()} cores; medians over the repetitions; ratio = PyTorch ÷ fedpace "
         "(above 1: fedpace faster). Thread CPU is the CPU time of the timing thread "
@@ -96,6 +93,9 @@ def main():
                 f"Shakespeare FedAvg round (10 clients × 20 steps; fedpace {at_once} client(s) at a time, "
                 "PyTorch one after another on one thread)"
             )
+        rows[tmodel] = dict(fedpace_wall=fw, fedpace_cpu=fc, torch_wall=tw, torch_cpu=tc,
+                            by_wall=tw / fw, by_cpu=tc / fc, per_rep_cpu=per_rep,
+                            per_rep_wall=[t[0] / f[0] for f, t in zip(fp, tp)])
         lines.append(
             f"| {names[tmodel]} | {fw*scale:.2f} {unit} | {fc*scale:.2f} {unit} | {tw*scale:.2f} {unit} | "
             f"{tc*scale:.2f} {unit} | {tw/fw:.2f}× | {tc/fc:.2f}× | {', '.join(f'{r:.2f}' for r in per_rep)} | "
@@ -105,6 +105,7 @@ def main():
     cnn = [fedpace(f) for f in sorted(glob.glob(os.path.join(d, "fedpace-cnn-*.txt")))]
     shares = [f["sgemm_share"] for f in cnn if "sgemm_share" in f]
     if shares:
+        rows["sgemm_share"] = shares
         lines.append(
             "W-CNN epoch rate as a share of the 1-thread sgemm rate measured in the same run "
             f"(direct-convolution GFLOP; by wall / by CPU, each repetition): "
@@ -116,7 +117,17 @@ def main():
         lines.append(f"In-run sgemm 512³ on 1 thread: {min(sgemm):.1f}–{max(sgemm):.1f} GFLOP/s.")
     versions = sorted({t.get("torch", "?") for t in torch})
     lines.append(f"PyTorch {', '.join(versions)}; run log: UTC time and /proc/loadavg before every run.")
-    text = "\n".join(lines)
+    return "\n".join(lines), rows
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("dir")
+    ap.add_argument("--write", help="Markdown file whose block to replace")
+    ap.add_argument("--block", default="epoch-window", help="name of that block (default epoch-window)")
+    ap.add_argument("--note", default="", help="a sentence put before the table (which build, for instance)")
+    a = ap.parse_args()
+    text, _ = summary(a.dir, a.note)
     print(text)
     if a.write:
         write_block(a.write, a.block, text)

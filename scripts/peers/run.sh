@@ -17,7 +17,8 @@
 #          `nn.LSTM` of the same shapes (median of 200 steps after 20 warm-up steps).
 # Before every run the UTC time and the 1-minute load average go to runlog.jsonl.
 #
-# Environment: REPS (5), PARTS ("whole epoch lstm"), OUT (target/peers/<UTC time>),
+# Environment: REPS (5), PARTS ("whole epoch lstm"), WORKLOADS ("lr mlp cnn": those of the
+# whole part), OUT (target/peers/<UTC time>),
 # VENV (target/peers-venv: created with the pinned requirements.txt if missing),
 # FEDPACE_BIN (default: `cargo build --release -p fedpace`, then target/release/fedpace),
 # BENCH_MAX_WAIT (30: seconds each run may wait for the machine to go quiet),
@@ -32,6 +33,7 @@ root="$(cd "$here/../.." && pwd)"
 cd "$root"
 REPS="${REPS:-5}"
 PARTS="${PARTS:-whole epoch lstm}"
+WORKLOADS="${WORKLOADS:-lr mlp cnn}"
 OUT="${OUT:-target/peers/$(date -u +%Y%m%d-%H%M%S)}"
 VENV="${VENV:-target/peers-venv}"
 export BENCH_MAX_WAIT="${BENCH_MAX_WAIT:-30}"
@@ -104,7 +106,7 @@ fi
 for rep in $(seq 1 "$REPS"); do
   echo "repetition $rep of $REPS ($(date -u +%H:%M:%S), load $(cut -d' ' -f1 /proc/loadavg))" >&2
   if [[ " $PARTS " == *" whole "* ]]; then
-    for w in lr mlp cnn; do
+    for w in $WORKLOADS; do
       monitored "r$rep fedpace $w" "$FEDPACE_BIN" run "examples/bench-$w.toml" --out "$OUT/runs/r$rep-$w"
       peer "r$rep flower $w" 1 --measure --mode flower --model "$w" --client-cpus 1
       peer "r$rep torch1 $w" 1 --measure --mode torch --model "$w"

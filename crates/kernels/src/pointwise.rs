@@ -109,34 +109,47 @@ pub fn lstm_cell_forward(
                 // Lanes of one chunk are computed into local arrays (which alias
                 // nothing, so the loop vectorises without run-time alias checks) and
                 // copied out.
+                // A macro, not a closure: a closure that is not inlined would be compiled
+                // without the vector instruction set `simd` enables.
+                macro_rules! chunk {
+                    ($j0:expr, $len:expr) => {{
+                        let (j0, len): (usize, usize) = ($j0, $len);
+                        let r = j0..j0 + len;
+                        let mut out = [[0.0f32; LANES]; 7];
+                        cell_forward_chunk(
+                            [
+                                &gi[r.clone()],
+                                &gf[r.clone()],
+                                &gg[r.clone()],
+                                &go[r.clone()],
+                            ],
+                            [
+                                &bi[r.clone()],
+                                &bf[r.clone()],
+                                &bg[r.clone()],
+                                &bo[r.clone()],
+                            ],
+                            cp_row.map(|cp| &cp[r.clone()]),
+                            &mut out,
+                        );
+                        let [oi, of, og, oo, oc, ot, oh] = &out;
+                        gi[r.clone()].copy_from_slice(&oi[..len]);
+                        gf[r.clone()].copy_from_slice(&of[..len]);
+                        gg[r.clone()].copy_from_slice(&og[..len]);
+                        go[r.clone()].copy_from_slice(&oo[..len]);
+                        c_row[r.clone()].copy_from_slice(&oc[..len]);
+                        t_row[r.clone()].copy_from_slice(&ot[..len]);
+                        h_row[r].copy_from_slice(&oh[..len]);
+                    }};
+                }
                 for j0 in (0..h).step_by(LANES) {
-                    let len = LANES.min(h - j0);
-                    let r = j0..j0 + len;
-                    let mut out = [[0.0f32; LANES]; 7];
-                    cell_forward_chunk(
-                        [
-                            &gi[r.clone()],
-                            &gf[r.clone()],
-                            &gg[r.clone()],
-                            &go[r.clone()],
-                        ],
-                        [
-                            &bi[r.clone()],
-                            &bf[r.clone()],
-                            &bg[r.clone()],
-                            &bo[r.clone()],
-                        ],
-                        cp_row.map(|cp| &cp[r.clone()]),
-                        &mut out,
-                    );
-                    let [oi, of, og, oo, oc, ot, oh] = &out;
-                    gi[r.clone()].copy_from_slice(&oi[..len]);
-                    gf[r.clone()].copy_from_slice(&of[..len]);
-                    gg[r.clone()].copy_from_slice(&og[..len]);
-                    go[r.clone()].copy_from_slice(&oo[..len]);
-                    c_row[r.clone()].copy_from_slice(&oc[..len]);
-                    t_row[r.clone()].copy_from_slice(&ot[..len]);
-                    h_row[r].copy_from_slice(&oh[..len]);
+                    // A full chunk with the length as a constant: the copies in and out
+                    // become vector moves (with a run-time length, calls to memmove).
+                    if h - j0 >= LANES {
+                        chunk!(j0, LANES);
+                    } else {
+                        chunk!(j0, h - j0);
+                    }
                 }
             }
         },
@@ -359,6 +372,19 @@ pub fn add_column_sums(m: &[f32], out: &mut [f32]) {
                 for (o, &v) in out.iter_mut().zip(row) {
                     *o += v;
                 }
+            }
+        },
+    )
+}
+
+/// `dst[i] += src[i]` for every `i`.
+pub fn add_to(dst: &mut [f32], src: &[f32]) {
+    assert!(dst.len() == src.len());
+    simd(
+        #[inline(always)]
+        || {
+            for (d, &v) in dst.iter_mut().zip(src) {
+                *d += v;
             }
         },
     )

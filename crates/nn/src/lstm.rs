@@ -31,8 +31,12 @@
 //!   ([`fedpace_kernels::pointwise::lstm_cell_backward`]) and the recurrent product
 //!   `dh_{t−1} = dG_t·W_hh` (again by `small_gemm`, `W_hh` packed); then, over all steps at once, `dW_ih = dGᵀ·X`,
 //!   `dW_hh = dGᵀ·H_{t−1}`, the biases' column sums and the input gradient `dX = dG·W_ih`
-//!   (the next layer down's output gradient, or, for layer 0, scattered into the
-//!   embedding's rows).
+//!   (the next layer down's output gradient).
+//! - layer 0's input is a token's embedding, so its input projection is a row of
+//!   `P = emb·W_ih0ᵀ` (`[vocab, 4H]`, computed once per call), gathered per step; in
+//!   backward its gate gradients are summed per token (`S`, `[vocab, 4H]`) and
+//!   `dW_ih0 = Sᵀ·emb`, `d emb = S·W_ih0` — products over the `vocab` rows instead of
+//!   all `T·n`, whose `E = 8` columns made them slow passes over the gates.
 //!
 //! The sequential per-step products always run on the calling thread; the all-steps
 //! products may use up to [`CharLstm::with_threads`] threads of the caller's rayon pool,
@@ -47,7 +51,7 @@ use crate::init::{self, Init};
 use crate::mlp::grow;
 use crate::{check_positive, check_spec, BODY, HEAD};
 use fedpace_core::{Batch, EvalStats, Model};
-use fedpace_kernels::pointwise::{add_column_sums, lstm_cell_backward, lstm_cell_forward};
+use fedpace_kernels::pointwise::{add_column_sums, add_to, lstm_cell_backward, lstm_cell_forward};
 use fedpace_kernels::small_gemm;
 use fedpace_kernels::{sgemm, MatMut, MatRef};
 use fedpace_params::{ParamSpec, ParamTree};
@@ -56,8 +60,10 @@ use std::sync::Arc;
 pub(crate) const NAME: &str = "char-lstm";
 
 /// Samples per forward pass in [`Model::evaluate`] (≈ 1.1 MB of buffers per sample of
-/// 80 characters with the LEAF sizes).
-const EVAL_BLOCK: usize = 16;
+/// 80 characters with the LEAF sizes): two full register tiles of
+/// [`fedpace_kernels::small_gemm`]'s 10 rows (16 left a tile of 6 rows, whose
+/// accumulators the compiler keeps in memory).
+const EVAL_BLOCK: usize = 20;
 
 /// The sizes of a char-LSTM.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -179,8 +185,10 @@ struct LayerWork {
 /// Buffers kept between calls (grown, never shrunk).
 #[derive(Debug, Clone, Default)]
 struct Work {
-    /// Embedded input, `[T·n, E]`.
-    x0: Vec<f32>,
+    /// Layer 0's input projection of every token, `[vocab, 4H]` (`P = emb·W_ih0ᵀ`).
+    token_proj: Vec<f32>,
+    /// Layer 0's gate gradients summed per token, `[vocab, 4H]`.
+    token_grad: Vec<f32>,
     layers: Vec<LayerWork>,
     logits: Vec<f32>,
     dlogits: Vec<f32>,
@@ -251,25 +259,24 @@ impl CharLstm {
         let threads = self.gemm_threads();
         let e = self.spec.entries();
         let w = &mut self.work;
-        // Embedding, time-major: row t·n + s is the embedding of ids[s, t].
-        grow(&mut w.x0, rows * e_dim);
-        let emb = &p[e[0].range()];
-        for (r, dst) in w.x0[..rows * e_dim].chunks_exact_mut(e_dim).enumerate() {
-            let (t, smp) = (r / n, r % n);
-            let id = ids[smp * t_len + t] as usize;
-            dst.copy_from_slice(&emb[id * e_dim..][..e_dim]);
-        }
+        // Layer 0's input is a token's embedding, so its input projection is a row of
+        // P = emb·W_ih0ᵀ (`[vocab, 4H]`, one small product) rather than a product over
+        // all T·n rows with E = 8 columns.
+        let g4 = 4 * h;
+        grow(&mut w.token_proj, s.vocab * g4);
+        sgemm(
+            MatMut::row_major(&mut w.token_proj[..s.vocab * g4], s.vocab, g4, g4),
+            MatRef::row_major(&p[e[0].range()], s.vocab, e_dim, e_dim),
+            MatRef::transposed(&p[e[1].range()], e_dim, g4, e_dim),
+            false,
+            1,
+        );
         w.layers.resize_with(s.layers, LayerWork::default);
         for l in 0..s.layers {
             let (iw, hw, ib, hb) = layer_entries(l);
             let in_dim = s.input(l);
             let (below, rest) = w.layers.split_at_mut(l);
             let lw = &mut rest[0];
-            let x: &[f32] = if l == 0 {
-                &w.x0[..rows * e_dim]
-            } else {
-                &below[l - 1].y[..rows * h]
-            };
             grow(&mut lw.gates, rows * 4 * h);
             grow(&mut lw.c, rows * h);
             grow(&mut lw.tanh_c, rows * h);
@@ -288,14 +295,23 @@ impl CharLstm {
             {
                 *b = bi + bh;
             }
-            // Input projections of every step: G = X·W_ihᵀ.
-            sgemm(
-                MatMut::row_major(&mut lw.gates[..rows * 4 * h], rows, 4 * h, 4 * h),
-                MatRef::row_major(x, rows, in_dim, in_dim),
-                MatRef::transposed(&p[e[iw].range()], in_dim, 4 * h, in_dim),
-                false,
-                threads,
-            );
+            if l == 0 {
+                // Time-major: row t·n + s is token ids[s, t]'s projection.
+                for (r, dst) in lw.gates[..rows * g4].chunks_exact_mut(g4).enumerate() {
+                    let (t, smp) = (r / n, r % n);
+                    let id = ids[smp * t_len + t] as usize;
+                    dst.copy_from_slice(&w.token_proj[id * g4..][..g4]);
+                }
+            } else {
+                // Input projections of every step: G = X·W_ihᵀ.
+                sgemm(
+                    MatMut::row_major(&mut lw.gates[..rows * g4], rows, g4, g4),
+                    MatRef::row_major(&below[l - 1].y[..rows * h], rows, in_dim, in_dim),
+                    MatRef::transposed(&p[e[iw].range()], in_dim, g4, in_dim),
+                    false,
+                    threads,
+                );
+            }
             for t in 0..t_len {
                 let (prev_c, cur_c) = lw.c.split_at_mut(t * n * h);
                 let (prev_y, cur_y) = lw.y.split_at_mut(t * n * h);
@@ -380,18 +396,13 @@ impl CharLstm {
         );
         grow(&mut w.dgates, rows * 4 * h);
         grow(&mut w.dy, rows * h);
-        grow(&mut w.dx, rows * h.max(s.embedding));
+        grow(&mut w.dx, rows * h);
         grow(&mut w.dh_rec, n * h);
         grow(&mut w.dc, n * h);
         for l in (0..s.layers).rev() {
             let (iw, hw, ib, hb) = layer_entries(l);
             let in_dim = s.input(l);
             let lw = &w.layers[l];
-            let x: &[f32] = if l == 0 {
-                &w.x0[..rows * s.embedding]
-            } else {
-                &w.layers[l - 1].y[..rows * h]
-            };
             let top = l + 1 == s.layers;
             let (dh_rec, dc) = (&mut w.dh_rec[..n * h], &mut w.dc[..n * h]);
             dh_rec.fill(0.0);
@@ -420,14 +431,16 @@ impl CharLstm {
                 }
             }
             let dgates = &w.dgates[..rows * 4 * h];
-            // dW_ih = dGᵀ·X over every step.
-            sgemm(
-                MatMut::row_major(&mut grad[e[iw].range()], 4 * h, in_dim, in_dim),
-                MatRef::transposed(dgates, 4 * h, rows, 4 * h),
-                MatRef::row_major(x, rows, in_dim, in_dim),
-                false,
-                threads,
-            );
+            if l > 0 {
+                // dW_ih = dGᵀ·X over every step.
+                sgemm(
+                    MatMut::row_major(&mut grad[e[iw].range()], 4 * h, in_dim, in_dim),
+                    MatRef::transposed(dgates, 4 * h, rows, 4 * h),
+                    MatRef::row_major(&w.layers[l - 1].y[..rows * h], rows, in_dim, in_dim),
+                    false,
+                    threads,
+                );
+            }
             // dW_hh = Σ_{t ≥ 1} dG_tᵀ·h_{t−1}.
             sgemm(
                 MatMut::row_major(&mut grad[e[hw].range()], 4 * h, h, h),
@@ -441,31 +454,47 @@ impl CharLstm {
             add_column_sums(dgates, gbi);
             let (lo, hi) = grad.split_at_mut(e[hb].range().start);
             hi[..4 * h].copy_from_slice(&lo[e[ib].range()]);
-            // dX = dG·W_ih: the output gradient of the layer below, or the embedding's.
-            let dx = &mut w.dx[..rows * in_dim];
-            sgemm(
-                MatMut::row_major(dx, rows, in_dim, in_dim),
-                MatRef::row_major(dgates, rows, 4 * h, 4 * h),
-                MatRef::row_major(&p[e[iw].range()], 4 * h, in_dim, in_dim),
-                false,
-                threads,
-            );
             if l > 0 {
+                // dX = dG·W_ih: the output gradient of the layer below.
+                sgemm(
+                    MatMut::row_major(&mut w.dx[..rows * in_dim], rows, in_dim, in_dim),
+                    MatRef::row_major(dgates, rows, 4 * h, 4 * h),
+                    MatRef::row_major(&p[e[iw].range()], 4 * h, in_dim, in_dim),
+                    false,
+                    threads,
+                );
                 std::mem::swap(&mut w.dy, &mut w.dx);
             }
         }
-        // Embedding: scatter-add each step's input gradient into its token's row, in
-        // (step, sample) order.
-        let e_dim = s.embedding;
-        let gemb = &mut grad[e[0].range()];
-        gemb.fill(0.0);
-        for (r, src) in w.dx[..rows * e_dim].chunks_exact(e_dim).enumerate() {
+        // Layer 0's input is emb[id] for each row's token, so with S[v] = Σ of the gate
+        // gradients of the rows whose token is v (added in (step, sample) order),
+        // dW_ih0 = Σ_r dG_rᵀ·emb[id_r] = Sᵀ·emb and the embedding's gradient
+        // d emb[v] = Σ_{r: id_r = v} dG_r·W_ih0 = S[v]·W_ih0: products of `vocab` rows
+        // instead of T·n.
+        let (g4, e_dim, vocab) = (4 * h, s.embedding, s.vocab);
+        grow(&mut w.token_grad, vocab * g4);
+        let sums = &mut w.token_grad[..vocab * g4];
+        sums.fill(0.0);
+        for (r, dg) in w.dgates[..rows * g4].chunks_exact(g4).enumerate() {
             let (t, smp) = (r / n, r % n);
             let id = ids[smp * t_len + t] as usize;
-            for (g, v) in gemb[id * e_dim..][..e_dim].iter_mut().zip(src) {
-                *g += v;
-            }
+            add_to(&mut sums[id * g4..][..g4], dg);
         }
+        let sums = &w.token_grad[..vocab * g4];
+        sgemm(
+            MatMut::row_major(&mut grad[e[1].range()], g4, e_dim, e_dim),
+            MatRef::transposed(sums, g4, vocab, g4),
+            MatRef::row_major(&p[e[0].range()], vocab, e_dim, e_dim),
+            false,
+            1,
+        );
+        sgemm(
+            MatMut::row_major(&mut grad[e[0].range()], vocab, e_dim, e_dim),
+            MatRef::row_major(sums, vocab, g4, g4),
+            MatRef::row_major(&p[e[1].range()], g4, e_dim, e_dim),
+            false,
+            1,
+        );
     }
 
     fn ids<'a>(&self, batch: &'a Batch) -> Result<&'a [u32]> {
