@@ -354,7 +354,10 @@ pub fn node(prepared: &Prepared, clients: Range<u64>, args: &NodeArgs) -> Result
     let stop = AtomicBool::new(false);
     let stats = std::thread::scope(|s| {
         s.spawn(|| {
-            while crate::signals::requested().is_none() {
+            // Until a signal, or until serving ended (the server's run is over).
+            while crate::signals::requested().is_none()
+                && !stop.load(std::sync::atomic::Ordering::Relaxed)
+            {
                 std::thread::sleep(Duration::from_millis(100));
             }
             stop.store(true, std::sync::atomic::Ordering::Relaxed);
