@@ -42,6 +42,11 @@ pub enum Workload {
     Loopback,
     /// LR, MLP, CNN, Agg, Lstm, Throughput and Loopback.
     All,
+    /// One `fedpace server` (this process) holding 10,000 connected clients (1,000 with
+    /// `--quick`) hosted by 4 `fedpace node` processes over TLS, through 5 rounds of
+    /// 1,000 clients (100): wall times and the server's memory (docs/network.md).
+    #[value(name = "federation-10k")]
+    Federation10k,
     /// Scale: `--clients` registered clients (default 1,000,000), 1,000 per round,
     /// W-LR-sized model, a stateful algorithm (`--algorithm`) whose client states are
     /// spilled past 8 MiB (examples/scale-1m*.toml).
@@ -186,6 +191,9 @@ pub fn run(opts: &BenchOptions) -> Result<()> {
     );
     if opts.workload == Workload::Scale {
         return scale(opts);
+    }
+    if opts.workload == Workload::Federation10k {
+        return federation(opts);
     }
     let list: Vec<Workload> = match opts.workload {
         Workload::All => vec![
@@ -339,6 +347,179 @@ fn scale(opts: &BenchOptions) -> Result<()> {
         peak_memory_bytes() as f64 / 1e6
     );
     println!("  client states: {store}");
+    println!("  load average at the end: {}", load_average());
+    Ok(())
+}
+
+/// A directory removed when dropped.
+struct TempDir(std::path::PathBuf);
+impl TempDir {
+    fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The federation workload's experiment: `clients` clients of a small bench data set,
+/// logistic regression, fedavg with `per_round` clients a round, 5 rounds.
+fn federation_config(clients: usize, per_round: usize, rounds: u32) -> String {
+    format!(
+        r#"name = "bench-federation"
+seed = 0
+rounds = {rounds}
+[data]
+source = "bench"
+num_clients = {clients}
+sample_shape = [20]
+samples_per_client = 20
+[model]
+name = "logistic-regression"
+[client]
+lr = 0.05
+batch_size = 10
+epochs = 1
+[strategy]
+name = "fedavg"
+clients_per_round = {per_round}
+[policy]
+name = "constant"
+[eval]
+every = 0
+max_clients = {per_round}
+"#
+    )
+}
+
+/// `--workload federation-10k`: this process is the server; 4 `fedpace node` child
+/// processes (this binary) host the clients over TLS on 127.0.0.1, so the memory figures
+/// are the server's alone.
+fn federation(opts: &BenchOptions) -> Result<()> {
+    let clients = opts.clients.unwrap_or(if opts.quick { 1_000 } else { 10_000 });
+    let per_round = (clients / 10).max(1);
+    let rounds = opts.rounds.unwrap_or(5);
+    let nodes = 4usize;
+    let dir = TempDir(std::env::temp_dir().join(format!(
+        "fedpace-bench-federation-{}",
+        std::process::id()
+    )));
+    std::fs::create_dir_all(dir.path())?;
+    let cfg_path = dir.path().join("federation.toml");
+    std::fs::write(&cfg_path, federation_config(clients, per_round, rounds))?;
+    let ca = fedpace_net::generate_local_ca(dir.path(), &["localhost".into()])?;
+    let ring = dir.path().join("ring.toml");
+    let chunk = clients.div_ceil(nodes) as u64;
+    let mut keys = Vec::new();
+    for i in 0..nodes as u64 {
+        let range = i * chunk..((i + 1) * chunk).min(clients as u64);
+        let key = dir.path().join(format!("node-{i}.key"));
+        fedpace_net::keys::generate(&ring, &format!("node-{i}"), vec![range.clone()], &key)?;
+        keys.push((key, range));
+    }
+    let cfg = ExperimentConfig::load(&cfg_path, &[])?;
+    let rss0 = rss_bytes();
+    let start = Instant::now();
+    let prepared = runner::prepare(&cfg, opts.threads)?;
+    let model_bytes = fedpace_core::codec::encode_params(prepared.initial_model()).len();
+    let mut server_cfg = fedpace_net::ServerConfig::new(
+        "127.0.0.1:0".parse()?,
+        Some(ca.server_tls()?),
+        fedpace_net::KeySource::File(ring),
+    );
+    server_cfg.limits = fedpace_net::Limits::for_model(model_bytes);
+    let server = Arc::new(fedpace_net::Server::start(server_cfg)?);
+    let rss_setup = rss_bytes();
+    let addr = format!("127.0.0.1:{}", server.local_addr().port());
+    let exe = std::env::current_exe()?;
+    let mut children = Vec::new();
+    for (key, range) in &keys {
+        children.push(
+            std::process::Command::new(&exe)
+                .arg("node")
+                .arg(&cfg_path)
+                .args(["--clients", &format!("{}..{}", range.start, range.end)])
+                .args(["--server", &addr, "--key"])
+                .arg(key)
+                .arg("--ca")
+                .arg(&ca.ca_cert)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .spawn()?,
+        );
+    }
+    let t_connect = Instant::now();
+    let got = server.wait_for_clients(clients, std::time::Duration::from_secs(600));
+    let connect = t_connect.elapsed().as_secs_f64();
+    let rss_connected = rss_bytes();
+    if got < clients {
+        for c in &mut children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        anyhow::bail!("federation-10k: {got} of {clients} clients connected within 600 s");
+    }
+    let mut grid = fedpace_deploy::NetGrid::new(
+        server.clone(),
+        prepared.shared_pool(),
+        fedpace_algos::builtin().codecs.clone(),
+        fedpace_deploy::NetGridConfig::default(),
+    )?;
+    reset_peak_memory();
+    let t_rounds = Instant::now();
+    let result = prepared.run_on(&mut grid, RunOptions::default().keep(false, false));
+    let run_seconds = t_rounds.elapsed().as_secs_f64();
+    let peak = peak_memory_bytes();
+    let told = server.finish(std::time::Duration::from_secs(10));
+    let mut node_ok = 0;
+    for c in children {
+        let out = c.wait_with_output()?;
+        node_ok += usize::from(out.status.success());
+    }
+    let outcome = result?.outcome;
+    let total = start.elapsed().as_secs_f64();
+    let rounds_s = {
+        let mut prev = 0.0;
+        outcome
+            .round_wall_seconds
+            .iter()
+            .map(|&w| {
+                let d = w - prev;
+                prev = w;
+                d
+            })
+            .collect::<Vec<f64>>()
+    };
+    println!(
+        "federation-10k: one server (this process), {clients} clients on {nodes} node          processes over TLS (127.0.0.1), logistic regression 20→10, fedavg, {per_round}          clients a round, {rounds} rounds"
+    );
+    println!(
+        "  setup (data, pool, server)          {:>8.3} s   server RSS {:.1} MB (start {:.1} MB)",
+        (t_connect - start).as_secs_f64(),
+        rss_setup as f64 / 1e6,
+        rss0 as f64 / 1e6
+    );
+    println!(
+        "  {clients} clients connected in        {connect:>8.3} s   server RSS holding them {:.1} MB",
+        rss_connected as f64 / 1e6
+    );
+    println!(
+        "  round time, median                  {:>8.3} s   (all {:?})",
+        median(rounds_s.clone()),
+        rounds_s
+            .iter()
+            .map(|r| (r * 1000.0).round() / 1000.0)
+            .collect::<Vec<_>>()
+    );
+    println!(
+        "  {rounds} rounds                            {run_seconds:>8.3} s   server peak RSS during the rounds (VmHWM) {:.1} MB",
+        peak as f64 / 1e6
+    );
+    println!(
+        "  whole workload                      {total:>8.3} s   nodes told the run is over: {told}, exited 0: {node_ok} of {nodes}"
+    );
     println!("  load average at the end: {}", load_average());
     Ok(())
 }

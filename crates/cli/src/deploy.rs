@@ -2,14 +2,15 @@
 //! --grid loopback`: the experiment of a config run over the network with
 //! `fedpace-deploy` (docs/network.md, "Commands").
 
-use crate::runner::{Console, UsageError};
+use crate::runner::UsageError;
 use anyhow::{Context, Result};
 use fedpace_deploy::StateDir;
 use fedpace_deploy::{
     ClientHost, ClientTraffic, Loopback, LoopbackOptions, NetGrid, NetGridConfig,
 };
 use fedpace_experiment::files::write_bytes_atomic;
-use fedpace_experiment::{Prepared, RunOptions};
+use fedpace_core::checkpoint::Loaded;
+use fedpace_experiment::Prepared;
 use fedpace_net::{keys, ClientTls, Credential, KeySource, Limits, Node, NodeConfig, Server};
 use fedpace_net::{ServerConfig, ServerTls};
 use std::ops::Range;
@@ -27,6 +28,46 @@ pub struct GridArgs {
     /// Fewest successful replies per round, as a fraction of the clients sent to.
     #[arg(long, default_value_t = 0.0)]
     pub quorum_fraction: f64,
+    /// The clock of an asynchronous strategy (fedasync, fedbuff): `simulated` (arrival
+    /// order from `[devices]`, bit-identical to the simulation) or `real` (the order
+    /// replies reach the server).
+    #[arg(long, value_enum, default_value = "simulated")]
+    pub clock: Clock,
+}
+
+/// Which clock orders an asynchronous strategy's arrivals over the network.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Clock {
+    /// The simulated clock of `[devices]`: the same results as `fedpace run`.
+    Simulated,
+    /// The order in which replies reach the server.
+    Real,
+}
+
+impl GridArgs {
+    /// Refuses `--clock real` where it has no meaning or cannot work.
+    fn check_clock(&self, prepared: &Prepared) -> Result<()> {
+        if self.clock == Clock::Simulated {
+            return Ok(());
+        }
+        let cfg = prepared.config();
+        if !cfg.strategy.is_async() {
+            return Err(UsageError(
+                "--clock real: the strategy is synchronous; expected an asynchronous one \
+                 (fedasync, fedbuff)"
+                    .into(),
+            )
+            .into());
+        }
+        if let Some(every) = cfg.checkpoint.every {
+            return Err(UsageError(format!(
+                "--clock real: checkpoint.every = {every}: replies in flight on the real clock \
+                 cannot be checkpointed; expected no [checkpoint] with --clock real"
+            ))
+            .into());
+        }
+        Ok(())
+    }
 }
 
 impl GridArgs {
@@ -90,19 +131,34 @@ pub fn run_counted(prepared: Prepared, out: &Path, label: &str) -> Result<serde_
         prepared.threads(),
     )?;
     let mut grid = fedpace_deploy::CountingGrid::new(sim);
-    let summary = run_with(prepared, &mut grid, out, label)?;
+    let summary = run_with(prepared, &mut grid, out, label, None)?;
     write_traffic(out, &grid.take_traffic())?;
     Ok(summary)
 }
 
-/// Runs `prepared` on `grid` into `out` with the progress bar; writes `traffic.csv`.
+/// Runs `prepared` on `grid` into `out` (from `resume` when given) with the progress
+/// bar; writes `traffic.csv`.
 fn run_networked(
     prepared: Prepared,
     grid: &mut NetGrid,
     out: &Path,
     label: &str,
+    resume: Option<Loaded>,
+    clock: Clock,
 ) -> Result<serde_json::Value> {
-    let summary = run_with(prepared, grid, out, label)?;
+    let summary = if clock == Clock::Real {
+        let mut source = grid.real_clock();
+        let summary =
+            crate::runner::execute_on(prepared, Some(grid), Some(&mut source), out, label, resume)?;
+        eprintln!(
+            "{label}: real clock: {} dispatches sent, {} arrived",
+            source.sent(),
+            source.arrived()
+        );
+        summary
+    } else {
+        run_with(prepared, grid, out, label, resume)?
+    };
     write_traffic(out, &grid.take_traffic())?;
     Ok(summary)
 }
@@ -113,23 +169,9 @@ fn run_with(
     grid: &mut dyn fedpace_core::Grid,
     out: &Path,
     label: &str,
+    resume: Option<Loaded>,
 ) -> Result<serde_json::Value> {
-    eprintln!("{label}: {}", prepared.description());
-    let mut console = Console::default();
-    let result = prepared.run_on(
-        grid,
-        RunOptions::default()
-            .with_dir(out)
-            .with_label(label)
-            .keep(false, false)
-            .with_monitor(&mut console),
-    );
-    console.finish();
-    let result = result?;
-    for w in &result.warnings {
-        eprintln!("warning: {w}");
-    }
-    Ok(result.summary)
+    crate::runner::execute_on(prepared, Some(grid), None, out, label, resume)
 }
 
 /// `fedpace run --grid loopback`: a TLS server and node threads on this machine.
@@ -154,7 +196,8 @@ pub fn run_loopback(
         &opts,
     )
     .map_err(anyhow::Error::msg)?;
-    let summary = run_networked(prepared, lb.grid(), out, label)?;
+    grid.check_clock(&prepared)?;
+    let summary = run_networked(prepared, lb.grid(), out, label, None, grid.clock)?;
     lb.finish().map_err(anyhow::Error::msg)?;
     Ok(summary)
 }
@@ -182,14 +225,23 @@ pub struct ServerArgs {
     pub wait: u64,
 }
 
-/// `fedpace server CONFIG --listen ADDR`.
+/// Seconds a finished server waits for every node to hear that the run is over.
+const FINISH_LINGER: Duration = Duration::from_secs(10);
+
+/// `fedpace server CONFIG --listen ADDR`, or with `resume` (`fedpace server --resume
+/// RUN_DIR`) the continuation of the run in `out` from its checkpoint. When the run is
+/// over the nodes are told so (they exit); a run stopped by a signal or a crash does
+/// not tell them, and they wait for the server to come back.
 pub fn server(
     prepared: Prepared,
     args: &ServerArgs,
     grid: &GridArgs,
     out: &Path,
     label: &str,
+    resume: Option<Loaded>,
 ) -> Result<serde_json::Value> {
+    grid.check_clock(&prepared)?;
+    let clock = grid.clock;
     let listen = args.listen.parse().map_err(|e| {
         UsageError(format!(
             "--listen = {}: {e}; expected HOST:PORT, e.g. 127.0.0.1:7150",
@@ -223,12 +275,23 @@ pub fn server(
         );
     }
     let mut grid = NetGrid::new(
-        server,
+        server.clone(),
         pool,
         fedpace_algos::builtin().codecs.clone(),
         grid.config()?,
     )?;
-    run_networked(prepared, &mut grid, out, label)
+    if let Some(cp) = &resume {
+        // The checkpoint's round counts training rounds; an asynchronous run's
+        // dispatch numbers are not in the checkpoint's header: 0 keeps every state.
+        let round = if prepared.config().strategy.is_async() { 0 } else { u64::from(cp.meta.round) };
+        grid.resumed_from(round);
+    }
+    let summary = run_networked(prepared, &mut grid, out, label, resume, clock)?;
+    if summary["interrupted"].as_bool() != Some(true) {
+        let told = server.finish(FINISH_LINGER);
+        eprintln!("{label}: the run is over; {told} node(s) told");
+    }
+    Ok(summary)
 }
 
 /// What a node needs to reach the server.
@@ -291,7 +354,10 @@ pub fn node(prepared: &Prepared, clients: Range<u64>, args: &NodeArgs) -> Result
     let stop = AtomicBool::new(false);
     let stats = std::thread::scope(|s| {
         s.spawn(|| {
-            while crate::signals::requested().is_none() {
+            // Until a signal, or until serving ended (the server's run is over).
+            while crate::signals::requested().is_none()
+                && !stop.load(std::sync::atomic::Ordering::Relaxed)
+            {
                 std::thread::sleep(Duration::from_millis(100));
             }
             stop.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -300,8 +366,15 @@ pub fn node(prepared: &Prepared, clients: Range<u64>, args: &NodeArgs) -> Result
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         r
     });
-    let _ = node.leave();
     let stats = stats?;
+    if stats.finished {
+        eprintln!(
+            "node: the server's run is over; {} instructions answered",
+            stats.instructions
+        );
+        return Ok(());
+    }
+    let _ = node.leave();
     eprintln!("node: {} instructions answered", stats.instructions);
     Ok(())
 }

@@ -82,7 +82,12 @@ enum Command {
     /// connect over TLS with keys from `fedpace keys` (docs/network.md).
     Server {
         /// Experiment file (TOML), as for `fedpace run`.
-        config: PathBuf,
+        #[arg(required_unless_present = "resume")]
+        config: Option<PathBuf>,
+        /// Continue the run in this directory from its checkpoint (after a crash, a
+        /// `kill -9`, a stop): nodes reconnect by themselves (docs/checkpoints.md).
+        #[arg(long, conflicts_with_all = ["config", "out", "force", "set"])]
+        resume: Option<PathBuf>,
         /// Output directory (default runs/<name>-<timestamp>).
         #[arg(long)]
         out: Option<PathBuf>,
@@ -507,6 +512,7 @@ fn dispatch(cli: Cli) -> Result<()> {
         }
         Command::Server {
             config,
+            resume,
             out,
             force,
             set,
@@ -515,11 +521,22 @@ fn dispatch(cli: Cli) -> Result<()> {
         } => {
             signals::install().context("installing the SIGINT/SIGTERM handlers")?;
             net.config()?;
-            let cfg = ExperimentConfig::load(&config, &set)?;
-            let dir = out.unwrap_or_else(|| runner::default_out_dir(&cfg.name));
-            files::claim_out_dir(&dir, force, "--out")?;
+            let (cfg, dir, loaded) = match (resume, config) {
+                (Some(run), _) => {
+                    let (cfg, loaded) =
+                        fedpace_experiment::checkpoint::prepare_resume(&run, None)?;
+                    (cfg, run, Some(loaded))
+                }
+                (None, Some(config)) => {
+                    let cfg = ExperimentConfig::load(&config, &set)?;
+                    let dir = out.unwrap_or_else(|| runner::default_out_dir(&cfg.name));
+                    files::claim_out_dir(&dir, force, "--out")?;
+                    (cfg, dir, None)
+                }
+                (None, None) => unreachable!("clap requires CONFIG without --resume"),
+            };
             let prepared = Experiment::from_config(cfg.clone())?.prepare()?;
-            let summary = deploy::server(prepared, &server, &net, &dir, &cfg.name)?;
+            let summary = deploy::server(prepared, &server, &net, &dir, &cfg.name, loaded)?;
             print_table(&[(cfg.name.clone(), summary.clone())]);
             println!("results in {}", dir.display());
             check_stopped(&summary, &dir)

@@ -46,6 +46,20 @@ pub fn execute_from(
     label: &str,
     resume: Option<fedpace_core::checkpoint::Loaded>,
 ) -> Result<serde_json::Value> {
+    execute_on(prepared, None, None, out, label, resume)
+}
+
+/// [`execute_from`] with the clients reached through `grid` (over the network) instead
+/// of the simulation grid, and an asynchronous strategy's arrivals from `arrivals`
+/// instead of the simulated clock.
+pub fn execute_on(
+    prepared: Prepared,
+    grid: Option<&mut dyn fedpace_core::Grid>,
+    arrivals: Option<&mut dyn fedpace_core::asynchronous::ArrivalSource>,
+    out: &Path,
+    label: &str,
+    resume: Option<fedpace_core::checkpoint::Loaded>,
+) -> Result<serde_json::Value> {
     eprintln!("{label}: {}", prepared.description());
     let mut console = Console::default();
     let mut options = RunOptions::default()
@@ -55,7 +69,14 @@ pub fn execute_from(
     if let Some(cp) = resume {
         options = options.with_resume(cp);
     }
-    let result = prepared.run(options.with_monitor(&mut console));
+    if let Some(source) = arrivals {
+        options = options.with_arrivals(source);
+    }
+    let options = options.with_monitor(&mut console);
+    let result = match grid {
+        Some(grid) => prepared.run_on(grid, options),
+        None => prepared.run(options),
+    };
     console.finish();
     let result = result?;
     for w in &result.warnings {

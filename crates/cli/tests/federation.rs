@@ -161,23 +161,214 @@ fn server_and_node_processes_over_tls_equal_the_simulation() {
     }
 }
 
-/// Periodic checkpoints cannot hold networked clients' states: asking for them over the
-/// network is refused before anything is written, never silently skipped.
-#[test]
-fn checkpoints_over_the_network_are_refused_not_skipped() {
-    let tmp = tempfile::tempdir().unwrap();
-    let out = tmp.path().join("r");
-    let o = Command::new(BIN)
-        .args(["run", config().to_str().unwrap(), "--grid", "loopback"])
-        .args(["--set", "checkpoint={every=2}", "--out"])
-        .arg(&out)
-        .output()
+/// Small but real, with rounds of some tens of milliseconds so that a kill lands inside
+/// the run: 12 synthetic clients on three nodes, an MLP, checkpoints every 2 rounds.
+const KILLED: &str = r#"
+name = "restart"
+seed = 3
+rounds = 12
+threads = 1
+[data]
+source = "synthetic"
+num_clients = 12
+[model]
+name = "mlp"
+hidden = [24]
+[client]
+lr = 0.02
+batch_size = 8
+epochs = 2
+[eval]
+every = 3
+[checkpoint]
+every = 2
+"#;
+
+fn lines(p: &Path) -> usize {
+    std::fs::read_to_string(p).map_or(0, |t| t.lines().count())
+}
+
+/// metrics.jsonl without wall times (which differ from run to run).
+fn metrics(dir: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(dir.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
+            v["wall_seconds"] = serde_json::Value::Null;
+            v
+        })
+        .collect()
+}
+
+/// Starts `fedpace server ARGS --listen ADDR …` and returns it with the address it
+/// bound (from its first line) and a thread collecting the rest of its output.
+fn start_server(
+    args: &[&str],
+    listen: &str,
+    keys: &Path,
+) -> (Child, String, std::thread::JoinHandle<String>) {
+    let k = |f: &str| keys.join(f).to_str().unwrap().to_string();
+    let mut server = Command::new(BIN)
+        .arg("server")
+        .args(args)
+        .args(["--listen", listen, "--keys", &k("ring.toml")])
+        .args(["--tls-cert", &k("server.pem"), "--tls-key", &k("server-key.pem")])
+        .args(["--wait", "60"])
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
         .unwrap();
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(2), "{err}");
-    assert!(
-        err.contains("checkpoint.every = 2: not supported over the network yet"),
-        "{err}"
-    );
-    assert!(!out.exists());
+    let mut err = BufReader::new(server.stderr.take().unwrap());
+    let mut addr = String::new();
+    let mut seen = String::new();
+    while addr.is_empty() {
+        let mut line = String::new();
+        assert!(
+            err.read_line(&mut line).unwrap() > 0,
+            "server ended: {seen}"
+        );
+        seen.push_str(&line);
+        if let Some(rest) = line.split("listening on ").nth(1) {
+            addr = rest.split(',').next().unwrap().to_string();
+        }
+    }
+    let drain = std::thread::spawn(move || {
+        for l in err.lines() {
+            seen.push_str(&l.unwrap_or_default());
+            seen.push('\n');
+        }
+        seen
+    });
+    (server, addr, drain)
+}
+
+/// Issue 13: the server killed with SIGKILL at a seeded round and restarted with
+/// `fedpace server --resume`; the node processes (TLS, client states on disk) ride the
+/// outage out, reconnect by themselves, and exit when the run is over. The final model,
+/// metrics.jsonl (wall times aside) and clients.csv equal the uninterrupted run's — for
+/// fedavg, fedavg with client Adam states kept, and scaffold (control variates on the
+/// nodes' disks).
+#[test]
+fn a_server_killed_with_sigkill_and_resumed_ends_as_the_uninterrupted_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let keys = tmp.path().join("keys");
+    let ks = keys.to_str().unwrap();
+    fedpace(&["keys", "ca", "--dir", ks]);
+    let ranges = ["0..4", "4..8", "8..12"];
+    for (i, r) in ranges.iter().enumerate() {
+        let key = keys.join(format!("node-{i}.key"));
+        let ring = keys.join("ring.toml");
+        fedpace(&[
+            "keys",
+            "generate",
+            "--ring",
+            ring.to_str().unwrap(),
+            "--name",
+            &format!("node-{i}"),
+            "--clients",
+            r,
+            "--out",
+            key.to_str().unwrap(),
+        ]);
+    }
+    let cases = [
+        ("fedavg", "[strategy]\nname = \"fedavg\"\nclients_per_round = 5\n"),
+        (
+            "fedavg-adam-keep",
+            "[client]\noptimizer = { name = \"adam\" }\nstate_mode = \"keep\"\n\
+             [strategy]\nname = \"fedavg\"\nclients_per_round = 5\n",
+        ),
+        ("scaffold", "[strategy]\nname = \"scaffold\"\nclients_per_round = 5\n"),
+    ];
+    let mut rng = 0x2545_f491_4f6c_dd1du64;
+    for (name, extra) in cases {
+        let case = tmp.path().join(name);
+        std::fs::create_dir_all(&case).unwrap();
+        let mut table: toml::Table = KILLED.parse().unwrap();
+        for (k, v) in extra.parse::<toml::Table>().unwrap() {
+            match (table.get_mut(&k), v) {
+                (Some(toml::Value::Table(a)), toml::Value::Table(b)) => a.extend(b),
+                (_, v) => {
+                    table.insert(k, v);
+                }
+            }
+        }
+        let cfg = case.join("exp.toml");
+        std::fs::write(&cfg, toml::to_string(&table).unwrap()).unwrap();
+        let cfg = cfg.to_str().unwrap();
+        let straight = case.join("straight");
+        fedpace(&["run", cfg, "--out", straight.to_str().unwrap()]);
+
+        let net = case.join("net");
+        let (mut server, addr, drain) =
+            start_server(&[cfg, "--out", net.to_str().unwrap()], "127.0.0.1:0", &keys);
+        let mut nodes = Kill(Vec::new());
+        for (i, r) in ranges.iter().enumerate() {
+            let state = case.join(format!("states-{i}"));
+            nodes.0.push(
+                Command::new(BIN)
+                    .args(["node", cfg, "--clients", r, "--server", &addr])
+                    .arg("--key")
+                    .arg(keys.join(format!("node-{i}.key")))
+                    .arg("--ca")
+                    .arg(keys.join("ca.pem"))
+                    .arg("--state-dir")
+                    .arg(&state)
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .unwrap(),
+            );
+        }
+        // Kill after 3 … 9 recorded rounds (a checkpoint exists after 2).
+        rng = rng
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let at = 3 + (rng >> 33) as usize % 7;
+        let start = std::time::Instant::now();
+        while !(net.join("checkpoint.fdpc").exists() && lines(&net.join("metrics.jsonl")) >= at) {
+            if let Some(st) = server.try_wait().unwrap() {
+                panic!("{name}: the server ended ({st}) before the kill: {}", drain.join().unwrap());
+            }
+            assert!(start.elapsed() < std::time::Duration::from_secs(120), "{name}: no progress");
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        server.kill().unwrap(); // SIGKILL
+        server.wait().unwrap();
+        drain.join().unwrap();
+        assert!(
+            !net.join("summary.json").exists(),
+            "{name}: the run finished before the kill; make its rounds slower"
+        );
+        let killed_after = lines(&net.join("metrics.jsonl"));
+
+        // The same address: the nodes are still retrying it.
+        let (mut server, _, drain) =
+            start_server(&["--resume", net.to_str().unwrap()], &addr, &keys);
+        let status = server.wait().unwrap();
+        let log = drain.join().unwrap();
+        assert!(status.success(), "{name}: resumed server: {log}");
+        for (i, node) in std::mem::take(&mut nodes.0).into_iter().enumerate() {
+            let out = node.wait_with_output().unwrap();
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(out.status.success(), "{name}: node {i}: {err}");
+            assert!(err.contains("the server's run is over"), "{name}: node {i}: {err}");
+        }
+
+        let what = format!("{name} (killed after {killed_after} rounds)");
+        let model = |d: &Path| std::fs::read(d.join("model.safetensors")).unwrap();
+        assert!(model(&straight) == model(&net), "{what}: the final model differs");
+        let (a, b) = (metrics(&straight), metrics(&net));
+        assert_eq!(a.len(), b.len(), "{what}: metrics.jsonl lines");
+        for (i, (x, y)) in a.iter().zip(&b).enumerate() {
+            assert_eq!(x, y, "{what}: metrics.jsonl line {}", i + 1);
+        }
+        let csv = |d: &Path| std::fs::read_to_string(d.join("clients.csv")).unwrap();
+        assert_eq!(csv(&straight), csv(&net), "{what}: clients.csv");
+        let s: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(net.join("summary.json")).unwrap())
+                .unwrap();
+        assert!(s["resumed_after_rounds"].is_array(), "{what}: {s}");
+    }
 }

@@ -93,6 +93,12 @@ pub struct NetGrid {
     registry: Registry,
     config: NetGridConfig,
     traffic: Vec<ClientTraffic>,
+    /// The highest training round (asynchronously: dispatch number) sent so far.
+    last_sent: u64,
+    /// The round of the last checkpoint (`None`: none taken by this grid).
+    checkpoint: Option<u64>,
+    /// Training runs on the real clock through [`NetGrid::real_clock`]'s source.
+    real_clock: bool,
 }
 
 impl NetGrid {
@@ -111,7 +117,25 @@ impl NetGrid {
             registry,
             config,
             traffic: Vec::new(),
+            last_sent: 0,
+            checkpoint: None,
+            real_clock: false,
         })
+    }
+
+    /// Marks the grid as driving a run resumed from a checkpoint taken after training
+    /// round (asynchronously: dispatch number) `round`; 0 when unknown. Clients then keep
+    /// every state from that round on until the next checkpoint (docs/checkpoints.md,
+    /// "Over the network").
+    pub fn resumed_from(&mut self, round: u64) {
+        self.checkpoint = Some(round);
+    }
+
+    /// What clients are told they may forget up to: the last checkpoint's round, or
+    /// without one every state but the newest (a run without periodic checkpoints is
+    /// only checkpointed when stopped, after a complete round).
+    fn durable_round(&self) -> u64 {
+        self.checkpoint.unwrap_or(self.last_sent)
     }
 
     /// The transport.
@@ -137,6 +161,18 @@ impl NetGrid {
         progress: &dyn Progress,
     ) -> Vec<(ClientId, Result<Bytes, ClientFailure>)> {
         let mut batch = self.server.batch();
+        // Which kept client state each instruction uses (docs/checkpoints.md, "Over the
+        // network"): training its round's predecessor, evaluation the newest so far.
+        self.server.set_durable_round(self.durable_round());
+        match kind {
+            Kind::Train => {
+                let top = items.iter().map(|i| u64::from(i.1)).max().unwrap_or(0);
+                self.last_sent = self.last_sent.max(top);
+            }
+            // On the real clock training is sent elsewhere: the newest state (0 = unset).
+            Kind::Evaluate if self.real_clock => batch.set_state_round(Some(0)),
+            Kind::Evaluate => batch.set_state_round(Some(self.last_sent + 1)),
+        }
         let mut out: Vec<(ClientId, Option<Result<Bytes, ClientFailure>>)> =
             Vec::with_capacity(items.len());
         // This call's traffic rows, found by (round, client); instruction id → index in
@@ -239,33 +275,57 @@ impl NetGrid {
         bytes: &[u8],
         spec: &ParamSpec,
     ) -> Result<TrainRes, ClientFailure> {
-        let res = codec::decode_train_res(bytes, &self.registry)
-            .map_err(|e| ClientFailure::BadReport(format!("rejected: {e}")))?;
-        let got = res.delta.as_slice().len();
-        if got != spec.total_len() {
-            return Err(ClientFailure::WrongShape {
-                expected: spec.total_len(),
-                got,
-            });
-        }
-        if res.delta.spec().as_ref() != spec {
-            return Err(ClientFailure::BadReport(
-                "rejected: the update's layout (names, shapes or groups) differs from the model's"
-                    .into(),
-            ));
-        }
-        validate_train_res(&res, spec)?;
-        if let Ok(info) = self.pool.info(client) {
-            if res.num_examples > info.num_train {
-                return Err(ClientFailure::BadReport(format!(
-                    "rejected: num_examples = {}: more than the {} training samples the client \
-                     registered",
-                    res.num_examples, info.num_train
-                )));
-            }
-        }
-        Ok(res)
+        check_train(self.pool.as_ref(), &self.registry, client, bytes, spec)
     }
+
+    /// A source of asynchronous arrivals on the real clock over this grid's server
+    /// (docs/network.md, "Asynchronous strategies on the real clock"); from now on the
+    /// grid's evaluations read each client's newest state.
+    pub fn real_clock(&mut self) -> crate::NetArrivals {
+        self.real_clock = true;
+        crate::NetArrivals::new(
+            self.server.clone(),
+            self.pool.clone(),
+            self.registry.clone(),
+            self.config.train_deadline,
+        )
+    }
+}
+
+/// Decodes and checks one training reply (see the module doc).
+pub(crate) fn check_train(
+    pool: &dyn ClientPool,
+    registry: &Registry,
+    client: ClientId,
+    bytes: &[u8],
+    spec: &ParamSpec,
+) -> Result<TrainRes, ClientFailure> {
+    let res = codec::decode_train_res(bytes, registry)
+        .map_err(|e| ClientFailure::BadReport(format!("rejected: {e}")))?;
+    let got = res.delta.as_slice().len();
+    if got != spec.total_len() {
+        return Err(ClientFailure::WrongShape {
+            expected: spec.total_len(),
+            got,
+        });
+    }
+    if res.delta.spec().as_ref() != spec {
+        return Err(ClientFailure::BadReport(
+            "rejected: the update's layout (names, shapes or groups) differs from the model's"
+                .into(),
+        ));
+    }
+    validate_train_res(&res, spec)?;
+    if let Ok(info) = pool.info(client) {
+        if res.num_examples > info.num_train {
+            return Err(ClientFailure::BadReport(format!(
+                "rejected: num_examples = {}: more than the {} training samples the client \
+                 registered",
+                res.num_examples, info.num_train
+            )));
+        }
+    }
+    Ok(res)
 }
 
 /// Encodes every instruction; clients whose bytes equal the previous client's share its
@@ -315,6 +375,18 @@ fn check_eval(bytes: &[u8]) -> Result<EvalRes, ClientFailure> {
 impl Grid for NetGrid {
     fn pool(&self) -> Arc<dyn ClientPool> {
         self.pool.clone()
+    }
+
+    /// The clients keep their own states, one per round they trained in: a checkpoint
+    /// holds none of them, and from now on tells them that states older than this
+    /// point may go (docs/checkpoints.md, "Over the network"). Called between rounds,
+    /// with nothing in flight.
+    fn visit_states(
+        &mut self,
+        _visit: &mut dyn FnMut(ClientId, &fedpace_core::LocalState) -> fedpace_core::Result<()>,
+    ) -> fedpace_core::Result<()> {
+        self.checkpoint = Some(self.last_sent);
+        Ok(())
     }
 
     fn train(

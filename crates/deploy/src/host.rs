@@ -12,24 +12,32 @@
 use bytes::Bytes;
 use fedpace_core::{codec, Client, ClientFactory, ClientFailure, ClientId, LocalState, Registry};
 use fedpace_net::{Failure, FailureKind, Instruction, Kind};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
-/// Where a host keeps its clients' states between instructions.
+/// Where a host keeps its clients' states between instructions: per client, one state
+/// per round it trained in (docs/checkpoints.md, "Over the network").
 enum States {
-    Memory(Mutex<HashMap<ClientId, LocalState>>),
+    Memory(Mutex<HashMap<ClientId, BTreeMap<u64, LocalState>>>),
     Dir(StateDir),
 }
 
-/// Client states on disk: `DIR/client-<id>.state`, each a [`codec::encode_local_state`]
-/// frame, replaced atomically (written beside, then renamed).
+/// Client states on disk: `DIR/client-<id>/<round>.state`, each a
+/// [`codec::encode_local_state`] frame, replaced atomically (written beside, then
+/// renamed). A client keeps the state each training round left, so that a server
+/// restarted from an earlier checkpoint finds the state of that round; states the
+/// server can no longer go back to are removed. `DIR/client-<id>.state` (one state, as
+/// written before states were kept per round) reads as round 0.
 #[derive(Debug, Clone)]
 pub struct StateDir {
     dir: PathBuf,
     registry: Registry,
 }
+
+static TMP: AtomicU64 = AtomicU64::new(0);
 
 impl StateDir {
     /// States under `dir` (created if missing), decoded with `registry`.
@@ -42,13 +50,50 @@ impl StateDir {
         })
     }
 
-    fn path(&self, id: ClientId) -> PathBuf {
+    fn legacy(&self, id: ClientId) -> PathBuf {
         self.dir.join(format!("client-{id}.state"))
     }
 
-    /// Client `id`'s state: a fresh default when it has no file yet.
-    pub fn load(&self, id: ClientId) -> Result<LocalState, String> {
-        let p = self.path(id);
+    fn client_dir(&self, id: ClientId) -> PathBuf {
+        self.dir.join(format!("client-{id}"))
+    }
+
+    fn path(&self, id: ClientId, round: u64) -> PathBuf {
+        if round == 0 && self.legacy(id).exists() {
+            return self.legacy(id);
+        }
+        self.client_dir(id).join(format!("{round}.state"))
+    }
+
+    /// The rounds client `id` has a state of, ascending.
+    pub fn rounds(&self, id: ClientId) -> Result<Vec<u64>, String> {
+        let dir = self.client_dir(id);
+        let mut out = Vec::new();
+        if self.legacy(id).exists() {
+            out.push(0);
+        }
+        match std::fs::read_dir(&dir) {
+            Ok(entries) => {
+                for e in entries {
+                    let e = e.map_err(|e| format!("{}: {e}", dir.display()))?;
+                    let name = e.file_name();
+                    let name = name.to_string_lossy();
+                    if let Some(r) = name.strip_suffix(".state").and_then(|r| r.parse().ok()) {
+                        out.push(r);
+                    }
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(format!("{}: {e}", dir.display())),
+        }
+        out.sort_unstable();
+        out.dedup();
+        Ok(out)
+    }
+
+    /// Client `id`'s state of `round` (a fresh default when there is none).
+    pub fn load_round(&self, id: ClientId, round: u64) -> Result<LocalState, String> {
+        let p = self.path(id, round);
         match std::fs::read(&p) {
             Ok(b) => codec::decode_local_state(&b, &self.registry)
                 .map_err(|e| format!("{}: {e}", p.display())),
@@ -57,22 +102,75 @@ impl StateDir {
         }
     }
 
-    /// Replaces client `id`'s state (a default state removes the file).
-    pub fn store(&self, id: ClientId, state: &LocalState) -> Result<(), String> {
-        let p = self.path(id);
-        if *state == LocalState::default() {
-            return match std::fs::remove_file(&p) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                    Err(format!("{}: {e}", p.display()))
-                }
-                _ => Ok(()),
-            };
+    /// Client `id`'s newest state: a fresh default when it has none yet.
+    pub fn load(&self, id: ClientId) -> Result<LocalState, String> {
+        match self.rounds(id)?.last() {
+            Some(&r) => self.load_round(id, r),
+            None => Ok(LocalState::default()),
         }
+    }
+
+    /// Writes client `id`'s state of `round` (atomically).
+    pub fn store_round(&self, id: ClientId, round: u64, state: &LocalState) -> Result<(), String> {
+        let dir = self.client_dir(id);
+        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let p = dir.join(format!("{round}.state"));
         let bytes = codec::encode_local_state(state).map_err(|e| format!("client {id}: {e}"))?;
-        let tmp = self.dir.join(format!("client-{id}.state.tmp"));
+        // Two runs of one client may overlap (an instruction delivered again after a
+        // server restart): each writes its own temporary file.
+        let n = TMP.fetch_add(1, Ordering::Relaxed);
+        let tmp = dir.join(format!(".{round}.{}.{n}.tmp", std::process::id()));
         std::fs::write(&tmp, &bytes)
             .and_then(|()| std::fs::rename(&tmp, &p))
-            .map_err(|e| format!("{}: {e}", p.display()))
+            .map_err(|e| format!("{}: {e}", p.display()))?;
+        if round == 0 {
+            self.remove_round(id, u64::MAX)?; // the legacy file, now shadowed
+        }
+        Ok(())
+    }
+
+    /// Replaces client `id`'s newest state (round 0 when it has none).
+    pub fn store(&self, id: ClientId, state: &LocalState) -> Result<(), String> {
+        let round = self.rounds(id)?.last().copied().unwrap_or(0);
+        self.store_round(id, round, state)
+    }
+
+    /// Removes client `id`'s state of `round` (`u64::MAX`: the legacy single file only).
+    fn remove_round(&self, id: ClientId, round: u64) -> Result<(), String> {
+        let mut paths = Vec::new();
+        if round == 0 || round == u64::MAX {
+            paths.push(self.legacy(id));
+        }
+        if round != u64::MAX {
+            paths.push(self.client_dir(id).join(format!("{round}.state")));
+        }
+        for p in paths {
+            match std::fs::remove_file(&p) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(format!("{}: {e}", p.display()))
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Which kept state an instruction starts from: the newest of a round before `before`
+/// (`None`: the newest).
+fn pick(rounds: &[u64], before: Option<u64>) -> Option<u64> {
+    match before {
+        Some(b) => rounds.iter().rev().find(|&&r| r < b).copied(),
+        None => rounds.last().copied(),
+    }
+}
+
+/// Rounds that may be forgotten once the server cannot restart before `durable`: all
+/// older than the newest round at or before it.
+fn forgettable(rounds: &[u64], durable: u64) -> Vec<u64> {
+    match rounds.iter().rev().find(|&&r| r <= durable) {
+        Some(&base) => rounds.iter().copied().filter(|&r| r < base).collect(),
+        None => Vec::new(),
     }
 }
 
@@ -100,45 +198,85 @@ impl ClientHost {
         self
     }
 
-    /// Client `id`'s current state (a clone).
+    /// Client `id`'s current (newest) state (a clone).
     pub fn state_of(&self, id: ClientId) -> Result<LocalState, String> {
-        self.take(id)
+        Ok(self.take(id, None)?.1)
     }
 
-    fn take(&self, id: ClientId) -> Result<LocalState, String> {
+    /// The rounds client `id` keeps a state of, ascending.
+    pub fn state_rounds(&self, id: ClientId) -> Result<Vec<u64>, String> {
         match &self.states {
-            States::Memory(m) => Ok(lock(m).get(&id).cloned().unwrap_or_default()),
-            States::Dir(d) => d.load(id),
+            States::Memory(m) => Ok(lock(m)
+                .get(&id)
+                .map(|h| h.keys().copied().collect())
+                .unwrap_or_default()),
+            States::Dir(d) => d.rounds(id),
         }
     }
 
-    fn put(&self, id: ClientId, state: LocalState) -> Result<(), String> {
+    /// The state to start from (see [`pick`]) and its round.
+    fn take(&self, id: ClientId, before: Option<u64>) -> Result<(Option<u64>, LocalState), String> {
+        match &self.states {
+            States::Memory(m) => {
+                let m = lock(m);
+                let Some(h) = m.get(&id) else {
+                    return Ok((None, LocalState::default()));
+                };
+                let rounds: Vec<u64> = h.keys().copied().collect();
+                let r = pick(&rounds, before);
+                Ok((r, r.and_then(|r| h.get(&r).cloned()).unwrap_or_default()))
+            }
+            States::Dir(d) => {
+                let r = pick(&d.rounds(id)?, before);
+                Ok((r, r.map(|r| d.load_round(id, r)).transpose()?.unwrap_or_default()))
+            }
+        }
+    }
+
+    /// Keeps `state` as client `id`'s state of `round`, then forgets the states the
+    /// server can no longer go back to (`durable`).
+    fn put(&self, id: ClientId, round: u64, state: LocalState, durable: u64) -> Result<(), String> {
         match &self.states {
             States::Memory(m) => {
                 let mut m = lock(m);
-                if state == LocalState::default() {
-                    m.remove(&id);
-                } else {
-                    m.insert(id, state);
+                let h = m.entry(id).or_default();
+                h.insert(round, state);
+                let rounds: Vec<u64> = h.keys().copied().collect();
+                for r in forgettable(&rounds, durable) {
+                    h.remove(&r);
                 }
                 Ok(())
             }
-            States::Dir(d) => d.store(id, &state),
+            States::Dir(d) => {
+                d.store_round(id, round, &state)?;
+                for r in forgettable(&d.rounds(id)?, durable) {
+                    d.remove_round(id, r)?;
+                }
+                Ok(())
+            }
         }
     }
 
     /// Answers one instruction: the encoded reply, or why there is none.
+    ///
+    /// Training starts from the client's newest state of a round before the
+    /// instruction's `state_round` (its round when unset) and keeps the result as the
+    /// state of its round; evaluation reads the newest state before `state_round` (the
+    /// newest when unset). So an instruction sent again after a server restarted from
+    /// a checkpoint sees exactly the state it saw the first time.
     pub fn handle(&self, ins: &Instruction) -> Result<Bytes, Failure> {
         let bad = |e: fedpace_core::Error| Failure::new(FailureKind::BadInstruction, e.to_string());
+        let set = (ins.state_round > 0).then_some(ins.state_round);
         let encoded = match ins.kind {
             Kind::Train => {
                 let t = codec::decode_train_ins(&ins.payload, &self.registry).map_err(bad)?;
-                let res = self.run(ins.client, |c, s| c.train(&t, s))?;
+                let before = set.unwrap_or(ins.round);
+                let res = self.run(ins, Some(before), ins.round, |c, s| c.train(&t, s))?;
                 codec::encode_train_res(&res)
             }
             Kind::Evaluate => {
                 let e = codec::decode_eval_ins(&ins.payload, &self.registry).map_err(bad)?;
-                let res = self.run(ins.client, |c, s| c.evaluate(&e, s))?;
+                let res = self.run(ins, set, u64::MAX, |c, s| c.evaluate(&e, s))?;
                 Ok(codec::encode_eval_res(&res))
             }
         };
@@ -147,14 +285,19 @@ impl ClientHost {
             .map_err(|e| client_failure(&ClientFailure::Error(format!("encoding the reply: {e}"))))
     }
 
-    /// Runs `job` on client `id` with its state; keeps the new state only on success.
+    /// Runs `job` on the instruction's client with the state picked by `before`; keeps
+    /// the new state only on success, as the state of round `keep_as` (`u64::MAX`: of
+    /// the round it was read from) when it changed.
     fn run<O>(
         &self,
-        id: ClientId,
+        ins: &Instruction,
+        before: Option<u64>,
+        keep_as: u64,
         job: impl FnOnce(&mut dyn Client, &mut LocalState) -> fedpace_core::Result<O>,
     ) -> Result<O, Failure> {
-        let state = self
-            .take(id)
+        let id = ins.client;
+        let (from, state) = self
+            .take(id, before)
             .map_err(|e| client_failure(&ClientFailure::Error(e)))?;
         let mut local = state.clone();
         let out = catch_unwind(AssertUnwindSafe(|| {
@@ -163,8 +306,15 @@ impl ClientHost {
         }));
         match out {
             Ok(Ok(o)) => {
-                self.put(id, local)
-                    .map_err(|e| client_failure(&ClientFailure::Error(e)))?;
+                if local != state {
+                    let round = if keep_as == u64::MAX {
+                        from.unwrap_or(0)
+                    } else {
+                        keep_as
+                    };
+                    self.put(id, round, local, ins.durable_round)
+                        .map_err(|e| client_failure(&ClientFailure::Error(e)))?;
+                }
                 Ok(o)
             }
             Ok(Err(e)) => Err(client_failure(&ClientFailure::Error(e.to_string()))),
@@ -234,23 +384,46 @@ mod tests {
     }
 
     #[test]
-    fn state_dir_round_trips_and_forgets_defaults() {
+    fn state_dir_keeps_states_per_round() {
         let dir =
             std::env::temp_dir().join(format!("fedpace-deploy-states-{}", std::process::id()));
         let d = StateDir::new(&dir, Registry::new()).unwrap();
         assert_eq!(d.load(7).unwrap(), LocalState::default());
-        let s = LocalState {
-            rounds_trained: 3,
+        let s = |n| LocalState {
+            rounds_trained: n,
             steps_done: 40,
             ..Default::default()
         };
-        d.store(7, &s).unwrap();
-        assert_eq!(d.load(7).unwrap(), s);
-        d.store(7, &LocalState::default()).unwrap();
-        assert!(!dir.join("client-7.state").exists());
-        std::fs::write(dir.join("client-8.state"), b"junk").unwrap();
-        let e = d.load(8).unwrap_err();
-        assert!(e.contains("client-8.state") && e.contains("frame"), "{e}");
+        d.store_round(7, 3, &s(3)).unwrap();
+        d.store_round(7, 5, &s(5)).unwrap();
+        assert_eq!(d.rounds(7).unwrap(), [3, 5]);
+        assert_eq!(d.load(7).unwrap(), s(5));
+        assert_eq!(d.load_round(7, 3).unwrap(), s(3));
+        assert!(dir.join("client-7/5.state").exists());
+        // A state written before states were kept per round reads as round 0.
+        std::fs::write(
+            dir.join("client-8.state"),
+            codec::encode_local_state(&s(1)).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(d.rounds(8).unwrap(), [0]);
+        assert_eq!(d.load(8).unwrap(), s(1));
+        std::fs::write(dir.join("client-9.state"), b"junk").unwrap();
+        let e = d.load(9).unwrap_err();
+        assert!(e.contains("client-9.state") && e.contains("frame"), "{e}");
         std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn the_state_picked_is_the_newest_before_and_old_ones_go_once_durable() {
+        let rounds = [2, 4, 7, 9];
+        assert_eq!(pick(&rounds, Some(7)), Some(4));
+        assert_eq!(pick(&rounds, Some(8)), Some(7));
+        assert_eq!(pick(&rounds, Some(2)), None);
+        assert_eq!(pick(&rounds, None), Some(9));
+        // A server that can restart from round 5 needs round 4's state and the later ones.
+        assert_eq!(forgettable(&rounds, 5), [2]);
+        assert_eq!(forgettable(&rounds, 1), Vec::<u64>::new());
+        assert_eq!(forgettable(&rounds, 9), [2, 4, 7]);
     }
 }

@@ -20,11 +20,13 @@
 #![warn(missing_docs)]
 
 pub mod accounting;
+pub mod arrivals;
 pub mod grid;
 pub mod host;
 pub mod loopback;
 
 pub use accounting::{ClientTraffic, CountingGrid};
+pub use arrivals::NetArrivals;
 pub use grid::{NetGrid, NetGridConfig};
 pub use host::{ClientHost, StateDir};
 pub use loopback::{Loopback, LoopbackOptions};

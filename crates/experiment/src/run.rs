@@ -8,6 +8,7 @@ use crate::output::{ClientRow, RecordOptions, RunRecorder};
 use crate::{Error, Monitor, Result, RunInfo, Silent};
 use fedpace_core::checkpoint::Loaded;
 use fedpace_core::round::RunOutcome;
+use fedpace_core::asynchronous::ArrivalSource;
 use fedpace_core::{Grid, Start};
 use fedpace_params::ParamTree;
 use fedpace_sim::AsyncOptions;
@@ -34,6 +35,10 @@ pub struct RunOptions<'a> {
     /// Continue the run in `dir` from this checkpoint (read and checked by
     /// [`crate::checkpoint::prepare_resume`]) instead of starting at round 1.
     pub resume: Option<Loaded>,
+    /// Where an asynchronous strategy's arrivals come from (default: the simulated
+    /// clock of `[devices]`); a networked server's replies in the order they reach it
+    /// (`fedpace_deploy::NetArrivals`) run it on the real clock.
+    pub arrivals: Option<&'a mut dyn ArrivalSource>,
 }
 
 impl Default for RunOptions<'_> {
@@ -45,6 +50,7 @@ impl Default for RunOptions<'_> {
             keep_clients: true,
             monitor: None,
             resume: None,
+            arrivals: None,
         }
     }
 }
@@ -68,6 +74,12 @@ impl<'a> RunOptions<'a> {
     /// Continues the run in the run directory from `checkpoint` (docs/checkpoints.md).
     pub fn with_resume(mut self, checkpoint: Loaded) -> Self {
         self.resume = Some(checkpoint);
+        self
+    }
+    /// Takes an asynchronous strategy's arrivals from `source` instead of the simulated
+    /// clock (see [`RunOptions::arrivals`]).
+    pub fn with_arrivals(mut self, source: &'a mut dyn ArrivalSource) -> Self {
+        self.arrivals = Some(source);
         self
     }
     /// Keeps (or not) the per-round metrics and the per-client table in memory.
@@ -129,10 +141,12 @@ impl Prepared {
         let networked = net.is_some();
         let start = Instant::now();
         let cfg = &self.config;
-        if let (true, Some(every)) = (networked, cfg.checkpoint.every) {
+        let mut arrivals = options.arrivals;
+        if let (Some(_), Mode::Sync(_)) = (&arrivals, &self.strategy) {
             return Err(Error::Config(format!(
-                "checkpoint.every = {every}: not supported over the network yet (clients keep \
-                 their own states, which a server checkpoint cannot hold); remove [checkpoint]"
+                "strategy.name = {:?}: arrivals on the real clock are for the asynchronous \
+                 strategies (fedasync, fedbuff)",
+                self.strategy.describe()
             )));
         }
         let label = options.label.unwrap_or_else(|| cfg.name.clone());
@@ -199,8 +213,9 @@ impl Prepared {
         recorder = recorder
             .with_central(self.central.take())
             .with_central_validation(self.central_validation.take());
-        // Over the network, clients keep their own states: no checkpoint of them here.
-        if let (Some(dir), false) = (&options.dir, networked) {
+        // Over the network the clients keep their own states, one per round, and the
+        // checkpoint holds none of them (docs/checkpoints.md, "Over the network").
+        if let Some(dir) = &options.dir {
             recorder = recorder.with_checkpoints(Checkpointer::new(
                 dir,
                 config,
@@ -236,15 +251,8 @@ impl Prepared {
                 devices,
                 concurrency,
                 rate_decay,
-            } => fedpace_sim::run_async_from(
-                strategy.as_mut(),
-                policy.as_mut(),
-                base_plan,
-                grid,
-                devices,
-                start_at,
-                &fedpace_algos::builtin().codecs,
-                &AsyncOptions {
+            } => {
+                let opts = AsyncOptions {
                     updates: cfg.rounds,
                     concurrency: *concurrency,
                     rate_decay: *rate_decay,
@@ -254,9 +262,31 @@ impl Prepared {
                     max_test_samples: cfg.eval.max_test_samples,
                     keep_records: false,
                     eval_clients: cfg.eval.max_clients,
-                },
-                &mut recorder,
-            )?,
+                };
+                match arrivals.take() {
+                    Some(source) => fedpace_core::asynchronous::run_arrivals(
+                        strategy.as_mut(),
+                        policy.as_mut(),
+                        base_plan,
+                        source,
+                        grid,
+                        start_at,
+                        &opts,
+                        &mut recorder,
+                    )?,
+                    None => fedpace_sim::run_async_from(
+                        strategy.as_mut(),
+                        policy.as_mut(),
+                        base_plan,
+                        grid,
+                        devices,
+                        start_at,
+                        &fedpace_algos::builtin().codecs,
+                        &opts,
+                        &mut recorder,
+                    )?,
+                }
+            }
         };
         let header = json!({
             "name": cfg.name,

@@ -192,6 +192,8 @@ pub struct ServeStats {
     pub retries: u64,
     /// Registrations after the first (server restarts, sessions expired).
     pub reregistrations: u64,
+    /// The loop ended because the server said its run is over ([`crate::Server::finish`]).
+    pub finished: bool,
 }
 
 /// A connected node hosting `config.clients`.
@@ -296,6 +298,12 @@ impl Node {
 
     /// Waits up to `config.pull_wait` for instructions for this node's clients.
     pub fn pull(&self) -> Result<Vec<Instruction>> {
+        Ok(self.pull_or_finished()?.0)
+    }
+
+    /// [`Node::pull`], and whether the server said its run is over (then the list is
+    /// empty and no instruction will follow).
+    pub fn pull_or_finished(&self) -> Result<(Vec<Instruction>, bool)> {
         let config = &self.link.config;
         let wait = config.pull_wait;
         let wait_ms = u32::try_from(wait.as_millis()).unwrap_or(u32::MAX);
@@ -312,11 +320,13 @@ impl Node {
                     req.set_timeout(timeout);
                     c.pull(req).await
                 }))?;
-        reply
+        let finished = reply.finished && reply.instructions.is_empty();
+        let list = reply
             .instructions
             .into_iter()
             .map(|i| wire::instruction_from_proto(i, config.max_instruction_payload))
-            .collect()
+            .collect::<Result<Vec<_>>>()?;
+        Ok((list, finished))
     }
 
     /// Sends outcomes (split into as many Push calls as the server's limits need);
@@ -381,7 +391,9 @@ impl Node {
 
     /// The client loop: pulls instructions, runs `handler` on `workers` threads, pushes
     /// the outcomes in batches, until `stop` is set (checked between pulls, so within
-    /// `config.pull_wait`). Connection trouble is retried with backoff; a refusal
+    /// `config.pull_wait`) or the server says its run is over
+    /// ([`ServeStats::finished`]; the outcomes in hand are pushed first). Connection
+    /// trouble — the server gone, restarting — is retried with backoff; a refusal
     /// (revoked key, clients held by another node) ends the loop with that error. An
     /// instruction already past its deadline is declined without running; a panicking
     /// handler becomes a client failure.
@@ -450,8 +462,12 @@ impl Node {
             });
             let mut backoff = self.link.config.reconnect_backoff.0;
             while !stop.load(Ordering::Relaxed) {
-                match self.pull() {
-                    Ok(list) => {
+                match self.pull_or_finished() {
+                    Ok((_, true)) => {
+                        stats.finished = true;
+                        break;
+                    }
+                    Ok((list, false)) => {
                         backoff = self.link.config.reconnect_backoff.0;
                         stats.instructions += list.len() as u64;
                         for ins in list {

@@ -123,6 +123,7 @@ struct Pending {
     tx: Sender<Arrival>,
     sent_at: Instant,
     session: u64,
+    state_round: u64,
 }
 
 struct Tombstone {
@@ -156,6 +157,12 @@ struct State {
     next_instruction: u64,
     next_session: u64,
     stopped: bool,
+    /// Set by [`Server::finish`]: Pull answers `finished` at once.
+    finished: bool,
+    /// Sessions told that the run is over.
+    told: HashSet<u64>,
+    /// Sent with every instruction (docs/checkpoints.md, "Over the network").
+    durable_round: u64,
 }
 
 #[derive(Default)]
@@ -655,6 +662,7 @@ impl Fleet for FleetService {
                 let s = self.touch(&mut st, &req, &who, session)?;
                 let notify = s.notify.clone();
                 let mut ready = std::mem::take(&mut s.ready);
+                let durable_round = st.durable_round;
                 let mut out = Vec::new();
                 let mut total = 0usize;
                 let mut leased = Vec::new();
@@ -672,6 +680,8 @@ impl Fleet for FleetService {
                         kind: p.kind.to_proto() as i32,
                         deadline_unix_ms: p.deadline_unix_ms,
                         payload: p.payload.clone(),
+                        state_round: p.state_round,
+                        durable_round,
                     };
                     let size = field_len(instruction.encoded_len());
                     if !out.is_empty() && total + size as usize > max_bytes {
@@ -689,8 +699,16 @@ impl Fleet for FleetService {
                 let s = st.sessions.get_mut(&session).expect("touched above");
                 s.ready = ready;
                 s.leased.extend(leased);
-                if !out.is_empty() {
-                    return Ok(Response::new(proto::PullReply { instructions: out }));
+                if !out.is_empty() || st.finished {
+                    let finished = out.is_empty();
+                    if finished {
+                        st.told.insert(session);
+                        self.shared.changed.notify_all();
+                    }
+                    return Ok(Response::new(proto::PullReply {
+                        instructions: out,
+                        finished,
+                    }));
                 }
                 notify
             };
@@ -700,6 +718,7 @@ impl Fleet for FleetService {
             {
                 return Ok(Response::new(proto::PullReply {
                     instructions: Vec::new(),
+                    finished: false,
                 }));
             }
         }
@@ -797,9 +816,16 @@ pub struct Batch {
     sent: usize,
     round: u64,
     last_deadline: Instant,
+    state_round: Option<u64>,
 }
 
 impl Batch {
+    /// The `state_round` of the instructions sent from now on (default: each
+    /// instruction's round); see [`crate::Instruction::state_round`].
+    pub fn set_state_round(&mut self, state_round: Option<u64>) {
+        self.state_round = state_round;
+    }
+
     /// Queues one instruction per `(client, payload)` of `round` and `kind`, due within
     /// `deadline`. Clients that are not connected settle at once as
     /// [`FailureKind::NotConnected`]. Payloads are shared, not copied: clone one
@@ -866,6 +892,7 @@ impl Batch {
                     tx: self.tx.clone(),
                     sent_at: now,
                     session,
+                    state_round: self.state_round.unwrap_or(round),
                 },
             );
             st.deadlines.push(Reverse((due, id)));
@@ -1026,6 +1053,41 @@ impl Server {
             sent: 0,
             round: 0,
             last_deadline: Instant::now(),
+            state_round: None,
+        }
+    }
+
+    /// Sets the `durable_round` sent with every instruction from now on: the round the
+    /// server could restart from (its last checkpoint), so that clients may forget older
+    /// states (docs/checkpoints.md, "Over the network").
+    pub fn set_durable_round(&self, round: u64) {
+        lock(&self.shared.state).durable_round = round;
+    }
+
+    /// Tells the nodes that the run is over: every Pull from now on answers `finished`
+    /// (a node's [`crate::Node::serve`] returns with [`crate::ServeStats::finished`]).
+    /// Waits until every connected node has been told, or `linger` passes; returns how
+    /// many nodes were told. Instructions still queued are delivered first.
+    pub fn finish(&self, linger: Duration) -> usize {
+        let until = Instant::now() + linger;
+        let mut st = lock(&self.shared.state);
+        st.finished = true;
+        for s in st.sessions.values() {
+            s.notify.notify_waiters();
+            s.notify.notify_one();
+        }
+        loop {
+            let left = until.saturating_duration_since(Instant::now());
+            let waiting = st.sessions.keys().any(|s| !st.told.contains(s));
+            if !waiting || left.is_zero() {
+                return st.told.len();
+            }
+            st = self
+                .shared
+                .changed
+                .wait_timeout(st, left.min(Duration::from_millis(50)))
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
         }
     }
 
@@ -1065,6 +1127,14 @@ impl Server {
         let mut ids: Vec<ClientId> = st.client_session.keys().copied().collect();
         ids.sort_unstable();
         ids
+    }
+
+    /// Whether `client` is connected (its node holds a live session).
+    pub fn is_connected(&self, client: ClientId) -> bool {
+        let st = lock(&self.shared.state);
+        st.client_session
+            .get(&client)
+            .is_some_and(|s| st.sessions.contains_key(s))
     }
 
     /// How many clients are connected.

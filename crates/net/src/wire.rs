@@ -158,6 +158,14 @@ pub struct Instruction {
     pub deadline: SystemTime,
     /// Opaque bytes (phase 2: the encoded instruction).
     pub payload: Bytes,
+    /// Which of the client's kept states to use (0: not set; docs/checkpoints.md, "Over
+    /// the network"): training starts from the newest state of a round before this one
+    /// and its result is this round's state; evaluation uses the newest state of this
+    /// round or before.
+    pub state_round: u64,
+    /// The server can restart from no earlier than this round (0: not set): a client may
+    /// forget every state older than its newest one of this round or before.
+    pub durable_round: u64,
 }
 
 /// A node's answer to one instruction.
@@ -232,6 +240,8 @@ pub fn instruction_from_proto(p: proto::Instruction, max_payload: usize) -> Resu
         kind,
         deadline: from_unix_ms(p.deadline_unix_ms),
         payload: p.payload,
+        state_round: p.state_round,
+        durable_round: p.durable_round,
     })
 }
 

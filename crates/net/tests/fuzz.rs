@@ -249,8 +249,11 @@ fn node_side_instruction_decoding_survives_random_and_mutated_pull_replies() {
                 kind: 1 + (i % 2) as i32,
                 deadline_unix_ms: 1_800_000_000_000,
                 payload: Bytes::from(vec![7u8; 30]),
+                state_round: 3,
+                durable_round: 2,
             })
             .collect(),
+        finished: false,
     }
     .encode_to_vec();
     let mut rng = Rng(0xfeed_beef);

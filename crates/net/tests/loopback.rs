@@ -92,6 +92,8 @@ fn round_trip_over_tls_with_three_nodes_and_wire_accounting() {
                 kind: proto::Kind::Train as i32,
                 deadline_unix_ms: 0,
                 payload: payload.clone(),
+                state_round: round,
+                durable_round: 0,
             };
             // The deadline is a 6-byte varint of unix milliseconds (years 2004–2527).
             let ins_len = ins.encoded_len() + 1 + 6;
