@@ -13,4 +13,5 @@ OUT=${1:-runs/study-delta-sgd}
 shift || true
 BIN=${FEDPACE_BIN:-${CARGO_TARGET_DIR:-target}/release/fedpace}
 "$BIN" study examples/tune/study-delta-sgd.toml --out "$OUT" --force "$@"
-echo "table: $OUT/results.md"
+"$BIN" study examples/tune/study-delta-sgd-normalize-off.toml --out "$OUT-normalize-off" --force "$@"
+echo "tables: $OUT/results.md $OUT-normalize-off/results.md"
