@@ -13,8 +13,9 @@ process so both see the same machine load:
 
 Both runs of a pair must give the same model bit for bit (checked): the Python policy
 computes the same f32 rates. Reported: median wall time of each (``fedpace.run`` from
-call to return), the ratio, the policy calls, and the marginal cost of one Python call
-(``(t_python − t_rust) / calls``) as calls per second. A microbenchmark (the same
+call to return) and their ratio; median process CPU time (all threads) and the marginal
+CPU cost of one Python call, ``(cpu_python − cpu_rust) / calls``, as calls per second —
+CPU time is the steadier measure on a shared machine. A microbenchmark (the same
 ``plan`` called from Python in a loop) gives the cost of the Python code itself.
 
 Usage (with the wheel installed, e.g. scripts/python-wheel.sh's target/py-test-venv):
@@ -89,31 +90,37 @@ def main() -> None:
         f"Python {platform.python_version()}, fedpace {fedpace.__version__}, threads={args.threads}"
     )
     print()
-    print("| workload | policy calls | Rust by-data-size (s) | Python by-data-size (s) | ratio | marginal cost of a call | calls/s |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print(
+        "| workload | policy calls | wall, Rust policy (s) | wall, Python policy (s) | wall ratio "
+        "| CPU, Rust policy (s) | CPU, Python policy (s) | CPU per Python call | calls/s (CPU) |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for name, cfg, fed in workloads():
         common = dict(threads=args.threads, progress=False, data=fed)
         rust_policy = {"policy": {"name": "by-data-size", "gamma": -0.5, "min": 0.25, "max": 4.0}}
         first = fedpace.run(cfg, set=rust_policy, **common)
         train = [c["train_samples"] for c in rows(first.clients)]
         mean_n = sum(train) / len(train)
-        t_rust, t_py, calls = [], [], 0
+        t_rust, t_py, c_rust, c_py, calls = [], [], [], [], 0
         for _ in range(args.repeats):
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             r = fedpace.run(cfg, set=rust_policy, **common)
             t_rust.append(time.perf_counter() - t0)
+            c_rust.append(time.process_time() - c0)
             pol = ByDataSize(mean_n)
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             p = fedpace.run(cfg, policy=pol, **common)
             t_py.append(time.perf_counter() - t0)
+            c_py.append(time.process_time() - c0)
             calls = pol.calls
             for k in r.model:
                 assert np.array_equal(r.model[k], p.model[k]), f"{name}: models differ at {k}"
         tr, tp = statistics.median(t_rust), statistics.median(t_py)
-        per_call = (tp - tr) / calls
+        cr, cp = statistics.median(c_rust), statistics.median(c_py)
+        per_call = (cp - cr) / calls
         rate = f"{1 / per_call:,.0f}" if per_call > 0 else "not measurable"
         print(
-            f"| {name} | {calls:,} | {tr:.3f} | {tp:.3f} | {tp / tr:.3f} | "
+            f"| {name} | {calls:,} | {tr:.3f} | {tp:.3f} | {tp / tr:.3f} | {cr:.3f} | {cp:.3f} | "
             f"{per_call * 1e6:.2f} µs | {rate} |"
         )
     # The Python code alone: plan() called from Python, no fedpace in between.
