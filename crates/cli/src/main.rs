@@ -518,8 +518,7 @@ fn dispatch(cli: Cli) -> Result<()> {
             net.config()?;
             let (cfg, dir, loaded) = match (resume, config) {
                 (Some(run), _) => {
-                    let (cfg, loaded) =
-                        fedpace_experiment::checkpoint::prepare_resume(&run, None)?;
+                    let (cfg, loaded) = fedpace_experiment::checkpoint::prepare_resume(&run, None)?;
                     (cfg, run, Some(loaded))
                 }
                 (None, Some(config)) => {

@@ -213,7 +213,12 @@ fn start_server(
         .arg("server")
         .args(args)
         .args(["--listen", listen, "--keys", &k("ring.toml")])
-        .args(["--tls-cert", &k("server.pem"), "--tls-key", &k("server-key.pem")])
+        .args([
+            "--tls-cert",
+            &k("server.pem"),
+            "--tls-key",
+            &k("server-key.pem"),
+        ])
         .args(["--wait", "60"])
         .stderr(Stdio::piped())
         .stdout(Stdio::null())
@@ -273,13 +278,19 @@ fn a_server_killed_with_sigkill_and_resumed_ends_as_the_uninterrupted_run() {
         ]);
     }
     let cases = [
-        ("fedavg", "[strategy]\nname = \"fedavg\"\nclients_per_round = 5\n"),
+        (
+            "fedavg",
+            "[strategy]\nname = \"fedavg\"\nclients_per_round = 5\n",
+        ),
         (
             "fedavg-adam-keep",
             "[client]\noptimizer = { name = \"adam\" }\nstate_mode = \"keep\"\n\
              [strategy]\nname = \"fedavg\"\nclients_per_round = 5\n",
         ),
-        ("scaffold", "[strategy]\nname = \"scaffold\"\nclients_per_round = 5\n"),
+        (
+            "scaffold",
+            "[strategy]\nname = \"scaffold\"\nclients_per_round = 5\n",
+        ),
     ];
     let mut rng = 0x2545_f491_4f6c_dd1du64;
     for (name, extra) in cases {
@@ -329,9 +340,15 @@ fn a_server_killed_with_sigkill_and_resumed_ends_as_the_uninterrupted_run() {
         let start = std::time::Instant::now();
         while !(net.join("checkpoint.fdpc").exists() && lines(&net.join("metrics.jsonl")) >= at) {
             if let Some(st) = server.try_wait().unwrap() {
-                panic!("{name}: the server ended ({st}) before the kill: {}", drain.join().unwrap());
+                panic!(
+                    "{name}: the server ended ({st}) before the kill: {}",
+                    drain.join().unwrap()
+                );
             }
-            assert!(start.elapsed() < std::time::Duration::from_secs(120), "{name}: no progress");
+            assert!(
+                start.elapsed() < std::time::Duration::from_secs(120),
+                "{name}: no progress"
+            );
             std::thread::sleep(std::time::Duration::from_millis(2));
         }
         server.kill().unwrap(); // SIGKILL
@@ -353,12 +370,18 @@ fn a_server_killed_with_sigkill_and_resumed_ends_as_the_uninterrupted_run() {
             let out = node.wait_with_output().unwrap();
             let err = String::from_utf8_lossy(&out.stderr);
             assert!(out.status.success(), "{name}: node {i}: {err}");
-            assert!(err.contains("the server's run is over"), "{name}: node {i}: {err}");
+            assert!(
+                err.contains("the server's run is over"),
+                "{name}: node {i}: {err}"
+            );
         }
 
         let what = format!("{name} (killed after {killed_after} rounds)");
         let model = |d: &Path| std::fs::read(d.join("model.safetensors")).unwrap();
-        assert!(model(&straight) == model(&net), "{what}: the final model differs");
+        assert!(
+            model(&straight) == model(&net),
+            "{what}: the final model differs"
+        );
         let (a, b) = (metrics(&straight), metrics(&net));
         assert_eq!(a.len(), b.len(), "{what}: metrics.jsonl lines");
         for (i, (x, y)) in a.iter().zip(&b).enumerate() {
