@@ -395,3 +395,59 @@ fn a_server_killed_with_sigkill_and_resumed_ends_as_the_uninterrupted_run() {
         assert!(s["resumed_after_rounds"].is_array(), "{what}: {s}");
     }
 }
+
+/// `--clock real`: fedbuff over loopback on the order replies arrive completes; a
+/// synchronous strategy and periodic checkpoints are refused, naming the flag.
+#[test]
+fn the_real_clock_runs_fedbuff_and_refuses_what_it_cannot_do() {
+    let tmp = tempfile::tempdir().unwrap();
+    let fedbuff = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/fedbuff.toml");
+    let out = tmp.path().join("real");
+    let o = Command::new(BIN)
+        .arg("run")
+        .arg(&fedbuff)
+        .args([
+            "--set",
+            "rounds=20",
+            "--grid",
+            "loopback",
+            "--clock",
+            "real",
+            "--out",
+        ])
+        .arg(&out)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        err.contains("real clock:") && err.contains("arrived"),
+        "{err}"
+    );
+    assert_eq!(lines(&out.join("metrics.jsonl")), 20);
+    for (cfg, extra, want) in [
+        (
+            config(),
+            "seed=0",
+            "--clock real: the strategy is synchronous",
+        ),
+        (
+            fedbuff.clone(),
+            "checkpoint={every=5}",
+            "--clock real: checkpoint.every = 5",
+        ),
+    ] {
+        let o = Command::new(BIN)
+            .arg("run")
+            .arg(&cfg)
+            .args([
+                "--set", extra, "--grid", "loopback", "--clock", "real", "--out",
+            ])
+            .arg(tmp.path().join("refused"))
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{err}");
+        assert!(err.contains(want), "{err}");
+    }
+}
