@@ -398,14 +398,15 @@ max_clients = {per_round}
 /// processes (this binary) host the clients over TLS on 127.0.0.1, so the memory figures
 /// are the server's alone.
 fn federation(opts: &BenchOptions) -> Result<()> {
-    let clients = opts.clients.unwrap_or(if opts.quick { 1_000 } else { 10_000 });
+    let clients = opts
+        .clients
+        .unwrap_or(if opts.quick { 1_000 } else { 10_000 });
     let per_round = (clients / 10).max(1);
     let rounds = opts.rounds.unwrap_or(5);
     let nodes = 4usize;
-    let dir = TempDir(std::env::temp_dir().join(format!(
-        "fedpace-bench-federation-{}",
-        std::process::id()
-    )));
+    let dir = TempDir(
+        std::env::temp_dir().join(format!("fedpace-bench-federation-{}", std::process::id())),
+    );
     std::fs::create_dir_all(dir.path())?;
     let cfg_path = dir.path().join("federation.toml");
     std::fs::write(&cfg_path, federation_config(clients, per_round, rounds))?;
@@ -493,7 +494,9 @@ fn federation(opts: &BenchOptions) -> Result<()> {
             .collect::<Vec<f64>>()
     };
     println!(
-        "federation-10k: one server (this process), {clients} clients on {nodes} node          processes over TLS (127.0.0.1), logistic regression 20→10, fedavg, {per_round}          clients a round, {rounds} rounds"
+        "federation-10k: one server (this process), {clients} clients on {nodes} node \
+         processes over TLS (127.0.0.1), logistic regression 20→10, fedavg, {per_round} \
+         clients a round, {rounds} rounds"
     );
     println!(
         "  setup (data, pool, server)          {:>8.3} s   server RSS {:.1} MB (start {:.1} MB)",
@@ -502,7 +505,7 @@ fn federation(opts: &BenchOptions) -> Result<()> {
         rss0 as f64 / 1e6
     );
     println!(
-        "  {clients} clients connected in        {connect:>8.3} s   server RSS holding them {:.1} MB",
+        "  clients connected in                {connect:>8.3} s   server RSS holding them {:.1} MB",
         rss_connected as f64 / 1e6
     );
     println!(

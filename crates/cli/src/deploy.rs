@@ -4,12 +4,12 @@
 
 use crate::runner::UsageError;
 use anyhow::{Context, Result};
+use fedpace_core::checkpoint::Loaded;
 use fedpace_deploy::StateDir;
 use fedpace_deploy::{
     ClientHost, ClientTraffic, Loopback, LoopbackOptions, NetGrid, NetGridConfig,
 };
 use fedpace_experiment::files::write_bytes_atomic;
-use fedpace_core::checkpoint::Loaded;
 use fedpace_experiment::Prepared;
 use fedpace_net::{keys, ClientTls, Credential, KeySource, Limits, Node, NodeConfig, Server};
 use fedpace_net::{ServerConfig, ServerTls};
@@ -283,7 +283,11 @@ pub fn server(
     if let Some(cp) = &resume {
         // The checkpoint's round counts training rounds; an asynchronous run's
         // dispatch numbers are not in the checkpoint's header: 0 keeps every state.
-        let round = if prepared.config().strategy.is_async() { 0 } else { u64::from(cp.meta.round) };
+        let round = if prepared.config().strategy.is_async() {
+            0
+        } else {
+            u64::from(cp.meta.round)
+        };
         grid.resumed_from(round);
     }
     let summary = run_networked(prepared, &mut grid, out, label, resume, clock)?;

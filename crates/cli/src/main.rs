@@ -165,10 +165,11 @@ enum Command {
         /// Clients trained in parallel (0 = one per core).
         #[arg(long, default_value_t = 0)]
         threads: usize,
-        /// `--workload scale`: registered clients (default 1000000).
+        /// `--workload scale`: registered clients (default 1000000); `federation-10k`:
+        /// connected clients (default 10000).
         #[arg(long)]
         clients: Option<usize>,
-        /// `--workload scale`: rounds (default 5).
+        /// `--workload scale` and `federation-10k`: rounds (default 5).
         #[arg(long)]
         rounds: Option<u32>,
         /// `--workload scale`: MiB of client states kept in memory before spilling (default 8).
@@ -523,8 +524,7 @@ fn dispatch(cli: Cli) -> Result<()> {
             net.config()?;
             let (cfg, dir, loaded) = match (resume, config) {
                 (Some(run), _) => {
-                    let (cfg, loaded) =
-                        fedpace_experiment::checkpoint::prepare_resume(&run, None)?;
+                    let (cfg, loaded) = fedpace_experiment::checkpoint::prepare_resume(&run, None)?;
                     (cfg, run, Some(loaded))
                 }
                 (None, Some(config)) => {
@@ -533,7 +533,12 @@ fn dispatch(cli: Cli) -> Result<()> {
                     files::claim_out_dir(&dir, force, "--out")?;
                     (cfg, dir, None)
                 }
-                (None, None) => unreachable!("clap requires CONFIG without --resume"),
+                (None, None) => {
+                    return Err(UsageError(
+                        "fedpace server: needs CONFIG, or --resume RUN_DIR".into(),
+                    )
+                    .into())
+                }
             };
             let prepared = Experiment::from_config(cfg.clone())?.prepare()?;
             let summary = deploy::server(prepared, &server, &net, &dir, &cfg.name, loaded)?;

@@ -213,7 +213,12 @@ fn start_server(
         .arg("server")
         .args(args)
         .args(["--listen", listen, "--keys", &k("ring.toml")])
-        .args(["--tls-cert", &k("server.pem"), "--tls-key", &k("server-key.pem")])
+        .args([
+            "--tls-cert",
+            &k("server.pem"),
+            "--tls-key",
+            &k("server-key.pem"),
+        ])
         .args(["--wait", "60"])
         .stderr(Stdio::piped())
         .stdout(Stdio::null())
@@ -273,13 +278,19 @@ fn a_server_killed_with_sigkill_and_resumed_ends_as_the_uninterrupted_run() {
         ]);
     }
     let cases = [
-        ("fedavg", "[strategy]\nname = \"fedavg\"\nclients_per_round = 5\n"),
+        (
+            "fedavg",
+            "[strategy]\nname = \"fedavg\"\nclients_per_round = 5\n",
+        ),
         (
             "fedavg-adam-keep",
             "[client]\noptimizer = { name = \"adam\" }\nstate_mode = \"keep\"\n\
              [strategy]\nname = \"fedavg\"\nclients_per_round = 5\n",
         ),
-        ("scaffold", "[strategy]\nname = \"scaffold\"\nclients_per_round = 5\n"),
+        (
+            "scaffold",
+            "[strategy]\nname = \"scaffold\"\nclients_per_round = 5\n",
+        ),
     ];
     let mut rng = 0x2545_f491_4f6c_dd1du64;
     for (name, extra) in cases {
@@ -329,9 +340,15 @@ fn a_server_killed_with_sigkill_and_resumed_ends_as_the_uninterrupted_run() {
         let start = std::time::Instant::now();
         while !(net.join("checkpoint.fdpc").exists() && lines(&net.join("metrics.jsonl")) >= at) {
             if let Some(st) = server.try_wait().unwrap() {
-                panic!("{name}: the server ended ({st}) before the kill: {}", drain.join().unwrap());
+                panic!(
+                    "{name}: the server ended ({st}) before the kill: {}",
+                    drain.join().unwrap()
+                );
             }
-            assert!(start.elapsed() < std::time::Duration::from_secs(120), "{name}: no progress");
+            assert!(
+                start.elapsed() < std::time::Duration::from_secs(120),
+                "{name}: no progress"
+            );
             std::thread::sleep(std::time::Duration::from_millis(2));
         }
         server.kill().unwrap(); // SIGKILL
@@ -353,12 +370,18 @@ fn a_server_killed_with_sigkill_and_resumed_ends_as_the_uninterrupted_run() {
             let out = node.wait_with_output().unwrap();
             let err = String::from_utf8_lossy(&out.stderr);
             assert!(out.status.success(), "{name}: node {i}: {err}");
-            assert!(err.contains("the server's run is over"), "{name}: node {i}: {err}");
+            assert!(
+                err.contains("the server's run is over"),
+                "{name}: node {i}: {err}"
+            );
         }
 
         let what = format!("{name} (killed after {killed_after} rounds)");
         let model = |d: &Path| std::fs::read(d.join("model.safetensors")).unwrap();
-        assert!(model(&straight) == model(&net), "{what}: the final model differs");
+        assert!(
+            model(&straight) == model(&net),
+            "{what}: the final model differs"
+        );
         let (a, b) = (metrics(&straight), metrics(&net));
         assert_eq!(a.len(), b.len(), "{what}: metrics.jsonl lines");
         for (i, (x, y)) in a.iter().zip(&b).enumerate() {
@@ -370,5 +393,61 @@ fn a_server_killed_with_sigkill_and_resumed_ends_as_the_uninterrupted_run() {
             serde_json::from_str(&std::fs::read_to_string(net.join("summary.json")).unwrap())
                 .unwrap();
         assert!(s["resumed_after_rounds"].is_array(), "{what}: {s}");
+    }
+}
+
+/// `--clock real`: fedbuff over loopback on the order replies arrive completes; a
+/// synchronous strategy and periodic checkpoints are refused, naming the flag.
+#[test]
+fn the_real_clock_runs_fedbuff_and_refuses_what_it_cannot_do() {
+    let tmp = tempfile::tempdir().unwrap();
+    let fedbuff = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/fedbuff.toml");
+    let out = tmp.path().join("real");
+    let o = Command::new(BIN)
+        .arg("run")
+        .arg(&fedbuff)
+        .args([
+            "--set",
+            "rounds=20",
+            "--grid",
+            "loopback",
+            "--clock",
+            "real",
+            "--out",
+        ])
+        .arg(&out)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        err.contains("real clock:") && err.contains("arrived"),
+        "{err}"
+    );
+    assert_eq!(lines(&out.join("metrics.jsonl")), 20);
+    for (cfg, extra, want) in [
+        (
+            config(),
+            "seed=0",
+            "--clock real: the strategy is synchronous",
+        ),
+        (
+            fedbuff.clone(),
+            "checkpoint={every=5}",
+            "--clock real: checkpoint.every = 5",
+        ),
+    ] {
+        let o = Command::new(BIN)
+            .arg("run")
+            .arg(&cfg)
+            .args([
+                "--set", extra, "--grid", "loopback", "--clock", "real", "--out",
+            ])
+            .arg(tmp.path().join("refused"))
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{err}");
+        assert!(err.contains(want), "{err}");
     }
 }

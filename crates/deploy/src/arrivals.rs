@@ -112,7 +112,12 @@ impl ArrivalSource for NetArrivals {
             let failed = match codec::encode_train_ins(&ins) {
                 Ok(b) => self
                     .batch
-                    .send(key, Kind::Train, vec![(client, Bytes::from(b))], self.deadline)
+                    .send(
+                        key,
+                        Kind::Train,
+                        vec![(client, Bytes::from(b))],
+                        self.deadline,
+                    )
                     .err()
                     .map(|e| format!("sending: {e}")),
                 Err(e) => Some(format!("encoding the instruction: {e}")),
@@ -139,8 +144,7 @@ impl ArrivalSource for NetArrivals {
         let outcome = match a.result {
             Ok(bytes) => match &self.spec {
                 Some(spec) => {
-                    match check_train(self.pool.as_ref(), &self.registry, a.client, &bytes, spec)
-                    {
+                    match check_train(self.pool.as_ref(), &self.registry, a.client, &bytes, spec) {
                         Ok(res) => Outcome::Update(res),
                         Err(f) => Outcome::Failed(f),
                     }

@@ -228,7 +228,12 @@ impl ClientHost {
             }
             States::Dir(d) => {
                 let r = pick(&d.rounds(id)?, before);
-                Ok((r, r.map(|r| d.load_round(id, r)).transpose()?.unwrap_or_default()))
+                Ok((
+                    r,
+                    r.map(|r| d.load_round(id, r))
+                        .transpose()?
+                        .unwrap_or_default(),
+                ))
             }
         }
     }

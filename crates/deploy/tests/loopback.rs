@@ -191,7 +191,11 @@ fn fedbuff_on_the_real_clock_folds_every_arrival_once() {
     let (sent, arrived, updates) = (counting.sent, counting.arrived, counting.updates);
     let in_flight = counting.in_flight.len() as u64;
     assert_eq!(out.completed_rounds, VERSIONS);
-    assert_eq!(sent, arrived + in_flight, "every dispatch arrives once or is in flight");
+    assert_eq!(
+        sent,
+        arrived + in_flight,
+        "every dispatch arrives once or is in flight"
+    );
     assert_eq!((source.sent(), source.arrived()), (sent, arrived));
     // Every arrival is in exactly one version's record; the updates among them were
     // folded (buffer of 2: two per version).
