@@ -510,6 +510,8 @@ fn dispatch(cli: Cli) -> Result<()> {
         } => {
             signals::install().context("installing the SIGINT/SIGTERM handlers")?;
             net.config()?;
+            // A deployment: noise, masks and keys from the operating system.
+            fedpace_privacy::rng::enter_deployment();
             let cfg = ExperimentConfig::load(&config, &set)?;
             let dir = out.unwrap_or_else(|| runner::default_out_dir(&cfg.name));
             files::claim_out_dir(&dir, force, "--out")?;
@@ -527,6 +529,7 @@ fn dispatch(cli: Cli) -> Result<()> {
         } => {
             signals::install().context("installing the SIGINT/SIGTERM handlers")?;
             let range = deploy::parse_range(&clients, "--clients")?;
+            fedpace_privacy::rng::enter_deployment();
             let cfg = ExperimentConfig::load(&config, &set)?;
             let prepared = Experiment::from_config(cfg)?.prepare()?;
             deploy::node(&prepared, range, &node)
@@ -538,6 +541,7 @@ fn dispatch(cli: Cli) -> Result<()> {
             node,
         } => {
             signals::install().context("installing the SIGINT/SIGTERM handlers")?;
+            fedpace_privacy::rng::enter_deployment();
             let cfg = ExperimentConfig::load(&data, &set)?;
             let prepared = Experiment::from_config(cfg)?.prepare()?;
             let node = deploy::NodeArgs {
