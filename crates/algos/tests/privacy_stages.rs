@@ -1239,3 +1239,99 @@ fn local_rates_never_leave_the_client() {
         assert!((got / want - 1.0).abs() < 1e-4, "{got} vs {want}");
     }
 }
+
+/// `rates = "local"` inside `compose`: the server plans with the public parts only (here
+/// by-data-size; the loss-based part never sees a statistic, so its factor is 1), and each
+/// client multiplies by its own loss-based factor, then clamps to compose's range — an
+/// overridden client keeps its override. Two statistic-reading parts are refused.
+#[test]
+fn local_rates_inside_compose_apply_the_clients_factor_then_the_clamp() {
+    use fedpace_algos::stages::rates::{local_plan, LocalRate, LocalRateMemory};
+    let composed = |parts: &str| -> PolicyConfig {
+        serde_json::from_str(&format!(
+            r#"{{"name": "compose", "min": 0.5, "max": 2.0, "overrides": {{"3": 4.0}},
+                "policies": [{parts}]}}"#
+        ))
+        .unwrap()
+    };
+    let policy = composed(
+        r#"{"name": "by-data-size"}, {"name": "loss-based", "kappa": 4.0, "min": 0.1, "max": 10.0}"#,
+    );
+    let public_only = composed(r#"{"name": "by-data-size"}"#);
+    let local = |p: &PolicyConfig| {
+        StagesConfig {
+            privacy: Some(PrivacyConfig {
+                rates: RatesMode::Local,
+                ..Default::default()
+            }),
+            secure_aggregation: Some(SecureConfig::default()),
+            randomness: sim(43),
+            ..Default::default()
+        }
+        .for_policy(p)
+    };
+    let stages = local(&policy).unwrap();
+    let fedavg = StrategyConfig::named("fedavg")
+        .unwrap()
+        .with_aggregation(AggregationPath::Linear);
+    stages.check(&fedavg, &policy, StateMode::Reset).unwrap();
+
+    let mut p = pipeline(settings(10, AggregationPath::Linear, stages), &policy);
+    let mut reference = pipeline(
+        settings(10, AggregationPath::Linear, StagesConfig::default()),
+        &public_only,
+    );
+    let mut g = grid(Variant::default());
+    let mut x = ParamTree::from_vec(spec(3), vec![0.5, -0.5, 0.25]).unwrap();
+    let pool = g.pool();
+    let public = reference
+        .configure_train(1, &Arc::new(x.clone()), pool.as_ref(), 7)
+        .unwrap();
+    let t = round(&mut p, &mut g, &mut x, 1).unwrap();
+    // compose's [0.5, 2] × η_base, η_base = 0.1 as the plan's f32 holds it.
+    let (lo, hi) = (0.5 * 0.1f32 as f64, 2.0 * 0.1f32 as f64);
+    for ((id, ins), (_, want)) in t.ins.iter().zip(&public) {
+        assert_eq!(
+            ins.plan.base_lr, want.plan.base_lr,
+            "client {id}: public parts"
+        );
+        let lr = ins.ext.get::<LocalRate>().unwrap();
+        assert_eq!((lr.mean, lr.bounds), (None, Some([lo, hi])));
+        assert_eq!(lr.fixed, *id == 3);
+    }
+    let ins = p
+        .configure_train(2, &Arc::new(x.clone()), pool.as_ref(), 7)
+        .unwrap();
+    let (mut clamped, mut free) = (0, 0);
+    for (id, i) in &ins {
+        let lr = i.ext.get::<LocalRate>().unwrap();
+        let state = g.state_of(*id).unwrap();
+        let got = local_plan(lr, &i.plan, &state).unwrap().base_lr;
+        if *id == 3 {
+            assert_eq!(got, i.plan.base_lr, "the override stands");
+            assert!((got - 0.4).abs() < 1e-7);
+            continue;
+        }
+        // A client that has not trained yet has no statistic: factor 1.
+        let factor = match state.ext.get::<LocalRateMemory>() {
+            Some(m) => (m.last / lr.mean.unwrap()).powf(4.0).clamp(0.1, 10.0),
+            None => 1.0,
+        };
+        let raw = i.plan.base_lr as f64 * factor;
+        let want = raw.clamp(lo, hi);
+        assert_eq!(got, want as f32, "client {id}");
+        if raw == want {
+            free += 1;
+        } else {
+            clamped += 1;
+        }
+    }
+    assert!(clamped > 0 && free > 0, "clamped {clamped}, free {free}");
+
+    let two = composed(r#"{"name": "loss-based"}, {"name": "grad-norm-ratio"}"#);
+    let e = local(&two).unwrap_err();
+    assert!(
+        e.starts_with("privacy.rates = \"local\": not supported by policy compose"),
+        "{e}"
+    );
+}

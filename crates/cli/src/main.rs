@@ -522,6 +522,8 @@ fn dispatch(cli: Cli) -> Result<()> {
         } => {
             signals::install().context("installing the SIGINT/SIGTERM handlers")?;
             net.config()?;
+            // A deployment: noise, masks and keys from the operating system.
+            fedpace_privacy::rng::enter_deployment();
             let (cfg, dir, loaded) = match (resume, config) {
                 (Some(run), _) => {
                     let (cfg, loaded) = fedpace_experiment::checkpoint::prepare_resume(&run, None)?;
@@ -554,6 +556,7 @@ fn dispatch(cli: Cli) -> Result<()> {
         } => {
             signals::install().context("installing the SIGINT/SIGTERM handlers")?;
             let range = deploy::parse_range(&clients, "--clients")?;
+            fedpace_privacy::rng::enter_deployment();
             let cfg = ExperimentConfig::load(&config, &set)?;
             let prepared = Experiment::from_config(cfg)?.prepare()?;
             deploy::node(&prepared, range, &node)
@@ -565,6 +568,7 @@ fn dispatch(cli: Cli) -> Result<()> {
             node,
         } => {
             signals::install().context("installing the SIGINT/SIGTERM handlers")?;
+            fedpace_privacy::rng::enter_deployment();
             let cfg = ExperimentConfig::load(&data, &set)?;
             let prepared = Experiment::from_config(cfg)?.prepare()?;
             let node = deploy::NodeArgs {

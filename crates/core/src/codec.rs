@@ -1,6 +1,7 @@
 //! The versioned binary encoding of what travels and what is kept: [`ParamTree`],
-//! [`TrainIns`], [`TrainRes`], [`EvalIns`], [`EvalRes`] and [`LocalState`]. Checkpoints
-//! use it first; the network grid will send the same bytes.
+//! [`TrainIns`], [`TrainRes`], [`EvalIns`], [`EvalRes`], [`LocalState`], and the steps of a
+//! protocol exchange ([`ExchangeIns`] and the client's answer). Checkpoints use it; the
+//! network grid sends the same bytes.
 //!
 //! A frame is `b"FDPC"`, the format version (`u16`, little-endian), the kind of value
 //! (`u8`), a reserved `0` byte, then the body. Numbers are little-endian; buffers of
@@ -16,7 +17,7 @@
 
 use crate::ext::{Extensions, Registry};
 use crate::protocol::{
-    EvalIns, EvalRes, LocalState, PersonalEval, TrainIns, TrainReport, TrainRes,
+    EvalIns, EvalRes, ExchangeIns, LocalState, PersonalEval, TrainIns, TrainReport, TrainRes,
 };
 use crate::{EvalStats, RatePlan};
 use fedpace_params::{ParamSpec, ParamTree};
@@ -45,6 +46,10 @@ pub enum Kind {
     EvalRes = 5,
     /// A [`LocalState`].
     LocalState = 6,
+    /// An [`ExchangeIns`].
+    ExchangeIns = 7,
+    /// A client's answer to an [`ExchangeIns`] (its [`Extensions`]).
+    ExchangeRes = 8,
 }
 
 impl Kind {
@@ -56,6 +61,8 @@ impl Kind {
             4 => Kind::EvalIns,
             5 => Kind::EvalRes,
             6 => Kind::LocalState,
+            7 => Kind::ExchangeIns,
+            8 => Kind::ExchangeRes,
             _ => return None,
         })
     }
@@ -650,6 +657,40 @@ pub fn decode_local_state(b: &[u8], reg: &Registry) -> crate::Result<LocalState>
         optimizer,
         ext,
     })
+}
+
+/// Encodes one step of a protocol exchange (secure aggregation's messages).
+pub fn encode_exchange_ins(i: &ExchangeIns) -> crate::Result<Vec<u8>> {
+    let mut w = Writer::frame(Kind::ExchangeIns);
+    w.u32(i.round);
+    w.u64(i.seed);
+    w.ext("msg", &i.msg)?;
+    Ok(w.out)
+}
+
+/// Decodes one step of a protocol exchange.
+pub fn decode_exchange_ins(b: &[u8], reg: &Registry) -> crate::Result<ExchangeIns> {
+    let mut r = Reader::frame(b, Kind::ExchangeIns, "ExchangeIns")?;
+    let round = r.u32("round")?;
+    let seed = r.u64("seed")?;
+    let msg = r.ext("msg", reg)?;
+    r.finish()?;
+    Ok(ExchangeIns { round, seed, msg })
+}
+
+/// Encodes a client's answer to an exchange step.
+pub fn encode_exchange_res(e: &Extensions) -> crate::Result<Vec<u8>> {
+    let mut w = Writer::frame(Kind::ExchangeRes);
+    w.ext("msg", e)?;
+    Ok(w.out)
+}
+
+/// Decodes a client's answer to an exchange step.
+pub fn decode_exchange_res(b: &[u8], reg: &Registry) -> crate::Result<Extensions> {
+    let mut r = Reader::frame(b, Kind::ExchangeRes, "ExchangeRes")?;
+    let msg = r.ext("msg", reg)?;
+    r.finish()?;
+    Ok(msg)
 }
 
 /// Encodes any serde value as CBOR (the encoding of payloads and of stage states).

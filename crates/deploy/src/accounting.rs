@@ -11,7 +11,8 @@
 //! failed client's reply counts 0 bytes (its failure is not fedpace payload).
 
 use fedpace_core::{
-    codec, ClientId, ClientPool, EvalIns, EvalRes, Grid, Progress, Reply, TrainIns, TrainRes,
+    codec, ClientId, ClientPool, EvalIns, EvalRes, ExchangeIns, Extensions, Grid, Progress, Reply,
+    TrainIns, TrainRes,
 };
 use fedpace_net::Kind;
 use std::sync::Arc;
@@ -23,7 +24,7 @@ pub struct ClientTraffic {
     pub round: u32,
     /// The client.
     pub client: ClientId,
-    /// Train or evaluate.
+    /// Train, evaluate, or the steps of a protocol exchange (summed over the round's).
     pub kind: Kind,
     /// Bytes of the encoded instruction.
     pub sent: u64,
@@ -73,11 +74,10 @@ impl<G: Grid> CountingGrid<G> {
         &mut self.inner
     }
 
-    /// Takes the figures recorded since the last call, ordered by round, client, kind.
+    /// Takes the figures recorded since the last call, ordered by round, client, kind
+    /// (a protocol's steps in one round add up).
     pub fn take_traffic(&mut self) -> Vec<ClientTraffic> {
-        let mut t = std::mem::take(&mut self.traffic);
-        t.sort_by_key(|r| (r.round, r.client, r.kind));
-        t
+        merged(std::mem::take(&mut self.traffic))
     }
 
     fn count<I, O>(
@@ -97,6 +97,25 @@ impl<G: Grid> CountingGrid<G> {
             self.traffic.push(t);
         }
     }
+}
+
+/// Sorts rows by (round, client, kind) and adds up rows of the same key (the four steps
+/// of secure aggregation are four exchange messages of one round).
+pub(crate) fn merged(mut rows: Vec<ClientTraffic>) -> Vec<ClientTraffic> {
+    rows.sort_by_key(|r| (r.round, r.client, r.kind));
+    let mut out: Vec<ClientTraffic> = Vec::with_capacity(rows.len());
+    for r in rows {
+        match out.last_mut() {
+            Some(l) if (l.round, l.client, l.kind) == (r.round, r.client, r.kind) => {
+                l.sent += r.sent;
+                l.received += r.received;
+                l.wire_sent += r.wire_sent;
+                l.wire_received += r.wire_received;
+            }
+            _ => out.push(r),
+        }
+    }
+    out
 }
 
 fn len_or_zero(b: fedpace_core::Result<Vec<u8>>) -> usize {
@@ -140,6 +159,24 @@ impl<G: Grid> Grid for CountingGrid<G> {
             |i| i.round,
             |i| len_or_zero(codec::encode_eval_ins(i)),
             |r| codec::encode_eval_res(r).len(),
+        );
+        replies
+    }
+
+    fn exchange(
+        &mut self,
+        ins: Vec<(ClientId, ExchangeIns)>,
+        progress: &dyn Progress,
+    ) -> Vec<Reply<Extensions>> {
+        let keep: Vec<(ClientId, ExchangeIns)> = ins.clone();
+        let replies = self.inner.exchange(ins, progress);
+        self.count(
+            Kind::Exchange,
+            &keep,
+            &replies,
+            |i| i.round,
+            |i| len_or_zero(codec::encode_exchange_ins(i)),
+            |r| len_or_zero(codec::encode_exchange_res(r)),
         );
         replies
     }

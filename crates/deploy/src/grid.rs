@@ -22,8 +22,8 @@ use crate::host::from_wire;
 use bytes::Bytes;
 use fedpace_core::protocol::validate_train_res;
 use fedpace_core::{
-    codec, ClientFailure, ClientId, ClientPool, EvalIns, EvalRes, Grid, Progress, Registry, Reply,
-    TrainIns, TrainRes,
+    codec, ClientFailure, ClientId, ClientPool, EvalIns, EvalRes, ExchangeIns, Extensions, Grid,
+    Progress, Registry, Reply, TrainIns, TrainRes,
 };
 use fedpace_net::{Kind, Server};
 use fedpace_params::ParamSpec;
@@ -144,11 +144,9 @@ impl NetGrid {
     }
 
     /// Takes the communication figures recorded since the last call: one row per
-    /// client, round and kind, ordered so.
+    /// client, round and kind, ordered so (a protocol's steps in one round add up).
     pub fn take_traffic(&mut self) -> Vec<ClientTraffic> {
-        let mut t = std::mem::take(&mut self.traffic);
-        t.sort_by_key(|r| (r.round, r.client, r.kind));
-        t
+        crate::accounting::merged(std::mem::take(&mut self.traffic))
     }
 
     /// Sends one instruction per item and waits for every one to settle. Results are in
@@ -430,6 +428,32 @@ impl Grid for NetGrid {
             })
             .collect();
         self.settle("evaluation", round, replies)
+    }
+
+    /// One step of the strategy's protocol (secure aggregation): one batch of
+    /// [`Kind::Exchange`] instructions under the training deadline. No quorum applies:
+    /// the protocol has its own threshold, and a client that fails, declines or misses the
+    /// deadline is one that dropped out.
+    fn exchange(
+        &mut self,
+        ins: Vec<(ClientId, ExchangeIns)>,
+        progress: &dyn Progress,
+    ) -> Vec<Reply<Extensions>> {
+        let items = encode_all(&ins, |i| i.round, codec::encode_exchange_ins);
+        drop(ins);
+        let arrivals = self.exchange(Kind::Exchange, items, self.config.train_deadline, progress);
+        let mut replies: Vec<Reply<Extensions>> = arrivals
+            .into_iter()
+            .map(|(client, r)| Reply {
+                client,
+                result: r.and_then(|b| {
+                    codec::decode_exchange_res(&b, &self.registry)
+                        .map_err(|e| ClientFailure::BadReport(format!("rejected: {e}")))
+                }),
+            })
+            .collect();
+        replies.sort_by_key(|r| r.client);
+        replies
     }
 }
 

@@ -8,9 +8,16 @@
 //! only when it succeeds; on an error or a panic the state from before the instruction is
 //! kept, so no work is half-applied. States live in memory, or in a directory (one file
 //! per client, written atomically) so that a client keeps them across restarts.
+//!
+//! An exchange instruction (one step of secure aggregation, [`Client::exchange`]) runs the
+//! same way with the client's [`Session`]: what it keeps between the steps of one round
+//! (its secret keys). Sessions live in memory only, are never written with the state, and
+//! are dropped when the client next trains, as in the simulation grid.
 
 use bytes::Bytes;
-use fedpace_core::{codec, Client, ClientFactory, ClientFailure, ClientId, LocalState, Registry};
+use fedpace_core::{
+    codec, Client, ClientFactory, ClientFailure, ClientId, LocalState, Registry, Session,
+};
 use fedpace_net::{Failure, FailureKind, Instruction, Kind};
 use std::collections::{BTreeMap, HashMap};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -179,6 +186,7 @@ pub struct ClientHost {
     factory: ClientFactory,
     registry: Registry,
     states: States,
+    sessions: Mutex<HashMap<ClientId, Session>>,
 }
 
 impl ClientHost {
@@ -189,6 +197,7 @@ impl ClientHost {
             factory,
             registry,
             states: States::Memory(Mutex::new(HashMap::new())),
+            sessions: Mutex::new(HashMap::new()),
         }
     }
 
@@ -275,6 +284,8 @@ impl ClientHost {
         let encoded = match ins.kind {
             Kind::Train => {
                 let t = codec::decode_train_ins(&ins.payload, &self.registry).map_err(bad)?;
+                // A new round: what the client kept from the last round's protocol goes.
+                lock(&self.sessions).remove(&ins.client);
                 let before = set.unwrap_or(ins.round);
                 let res = self.run(ins, Some(before), ins.round, |c, s| c.train(&t, s))?;
                 codec::encode_train_res(&res)
@@ -283,6 +294,22 @@ impl ClientHost {
                 let e = codec::decode_eval_ins(&ins.payload, &self.registry).map_err(bad)?;
                 let res = self.run(ins, set, u64::MAX, |c, s| c.evaluate(&e, s))?;
                 Ok(codec::encode_eval_res(&res))
+            }
+            Kind::Exchange => {
+                let x = codec::decode_exchange_ins(&ins.payload, &self.registry).map_err(bad)?;
+                let mut session = lock(&self.sessions).remove(&ins.client).unwrap_or_default();
+                // One step of round `ins.round`'s protocol: it reads (and keeps) the state that
+                // round's training left.
+                let res = self.run(ins, Some(ins.round.saturating_add(1)), u64::MAX, |c, s| {
+                    c.exchange(&x, s, &mut session)
+                });
+                // Kept after an error too (the simulation grid's rule); a panic drops it.
+                if !session.is_empty()
+                    && !matches!(&res, Err(f) if f.reason.starts_with("panicked"))
+                {
+                    lock(&self.sessions).insert(ins.client, session);
+                }
+                codec::encode_exchange_res(&res?)
             }
         };
         encoded

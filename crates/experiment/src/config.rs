@@ -679,22 +679,29 @@ impl ExperimentConfig {
 
     /// The round's stages from `[privacy]`, `[secure_aggregation]`, `[robust]` and
     /// `[compression]`. Noise, masks and stochastic rounding are seeded from the run seed
-    /// (this is a simulation; docs/privacy.md, "Randomness").
+    /// (a simulation, or one over loopback), or drawn from the operating system in a
+    /// deployment (`fedpace server`; docs/privacy.md, "Randomness").
     pub fn stages(&self) -> Result<StagesConfig, String> {
+        use fedpace_algos::stages::Randomness;
         StagesConfig {
             privacy: self.privacy.clone(),
             secure_aggregation: self.secure_aggregation.clone(),
             robust: self.robust,
             compression: self.compression,
-            randomness: fedpace_algos::stages::Randomness::Simulation {
-                seed: fedpace_core::rng::derive_seed(
-                    self.seed,
-                    0,
-                    0,
-                    fedpace_core::rng::Purpose::Algorithm,
-                ),
+            randomness: if fedpace_privacy::rng::in_deployment() {
+                Randomness::Os {}
+            } else {
+                Randomness::Simulation {
+                    seed: fedpace_core::rng::derive_seed(
+                        self.seed,
+                        0,
+                        0,
+                        fedpace_core::rng::Purpose::Algorithm,
+                    ),
+                }
             },
             local_rule: None,
+            local_bounds: None,
         }
         .for_policy(&self.policy)
     }

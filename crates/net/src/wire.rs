@@ -25,16 +25,20 @@ pub enum Kind {
     Train,
     /// Evaluation (payload: an evaluate instruction).
     Evaluate,
+    /// One step of a protocol after training, e.g. secure aggregation's (payload: an
+    /// exchange message).
+    Exchange,
 }
 
 impl Kind {
     /// Every kind, in wire order.
-    pub const ALL: [Kind; 2] = [Kind::Train, Kind::Evaluate];
+    pub const ALL: [Kind; 3] = [Kind::Train, Kind::Evaluate, Kind::Exchange];
 
     pub(crate) fn to_proto(self) -> proto::Kind {
         match self {
             Kind::Train => proto::Kind::Train,
             Kind::Evaluate => proto::Kind::Evaluate,
+            Kind::Exchange => proto::Kind::Exchange,
         }
     }
 
@@ -42,15 +46,17 @@ impl Kind {
         match proto::Kind::try_from(value).ok()? {
             proto::Kind::Train => Some(Kind::Train),
             proto::Kind::Evaluate => Some(Kind::Evaluate),
+            proto::Kind::Exchange => Some(Kind::Exchange),
             proto::Kind::Unspecified => None,
         }
     }
 
-    /// Lower-case name (`train`, `evaluate`).
+    /// Lower-case name (`train`, `evaluate`, `exchange`).
     pub fn name(self) -> &'static str {
         match self {
             Kind::Train => "train",
             Kind::Evaluate => "evaluate",
+            Kind::Exchange => "exchange",
         }
     }
 }

@@ -13,6 +13,7 @@ use rand_chacha::ChaCha20Rng;
 use rand_distr::{Distribution, StandardNormal};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Where a [`SecureRng`] gets its key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -34,12 +35,36 @@ impl Default for Randomness {
     }
 }
 
+/// Set once a process has declared itself part of a deployment ([`enter_deployment`]).
+static DEPLOYMENT: AtomicBool = AtomicBool::new(false);
+
+/// Declares this process part of a deployment (`fedpace server`, `fedpace node`,
+/// `fedpace client`): from now on [`Randomness::rng`] refuses a simulation seed, so noise,
+/// masks and keys can only come from the operating system — whatever a config, or a
+/// server's instruction, asks for. It cannot be undone.
+pub fn enter_deployment() {
+    DEPLOYMENT.store(true, Ordering::SeqCst);
+}
+
+/// Whether [`enter_deployment`] was called in this process.
+pub fn in_deployment() -> bool {
+    DEPLOYMENT.load(Ordering::SeqCst)
+}
+
 impl Randomness {
     /// A generator for one stream (a caller-derived id, e.g. from round, client and purpose).
-    /// With [`Randomness::Os`] the stream id is ignored and fresh entropy is drawn.
+    /// With [`Randomness::Os`] the stream id is ignored and fresh entropy is drawn. In a
+    /// deployment ([`enter_deployment`]) a simulation seed is an error, never a generator.
     pub fn rng(&self, stream: u64) -> Result<SecureRng> {
         match *self {
             Randomness::Os {} => SecureRng::from_os_entropy(),
+            Randomness::Simulation { seed } if in_deployment() => Err(Error::InvalidParameter {
+                field: "randomness",
+                value: format!("simulation seed {seed}"),
+                expected: "operating-system randomness in a deployment (a seeded \
+                               generator makes noise, masks and keys predictable)"
+                    .into(),
+            }),
             Randomness::Simulation { seed } => Ok(SecureRng::simulated(seed, stream)),
         }
     }

@@ -33,7 +33,9 @@ use fedpace_core::{ClientId, Error, LocalState, Payload, Result, TrainIns, Train
 use fedpace_optim::StateMode;
 use fedpace_params::l2_norm;
 pub use fedpace_privacy::Randomness;
-use rates::{release, LocalRate, LocalRateMemory, LocalRule, RateRelease, ReleasedStatistics};
+use rates::{
+    release, LocalBounds, LocalRate, LocalRateMemory, LocalRule, RateRelease, ReleasedStatistics,
+};
 use robust::RobustConfig;
 use secure::{pack, SecureConfig, SecureInput, SecurePending};
 
@@ -53,6 +55,9 @@ pub struct StagesConfig {
     pub randomness: Randomness,
     /// The client-side rule under `rates = "local"` (set by [`StagesConfig::for_policy`]).
     pub local_rule: Option<LocalRule>,
+    /// `compose`'s clamp and overrides under `rates = "local"` (set by
+    /// [`StagesConfig::for_policy`]).
+    pub local_bounds: Option<LocalBounds>,
 }
 
 /// What a stage draws randomness for; part of the stream id.
@@ -132,6 +137,7 @@ impl StagesConfig {
                     policy.name()
                 )
             })?);
+            self.local_bounds = LocalBounds::of(policy);
         }
         Ok(self)
     }

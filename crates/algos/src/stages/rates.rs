@@ -126,14 +126,26 @@ pub enum LocalRule {
 }
 
 impl LocalRule {
-    /// The rule of a policy that can run on the client, or `None`.
+    /// The rule of a policy that can run on the client, or `None`. Inside `compose`, the
+    /// rule of its one statistic-reading part (none when two parts read statistics: their
+    /// product would need both statistics on the client's side of one rule).
     pub fn of(policy: &crate::PolicyConfig) -> Option<Self> {
-        match *policy {
-            crate::PolicyConfig::LossBased { kappa, min, max } => {
+        match policy {
+            &crate::PolicyConfig::LossBased { kappa, min, max } => {
                 Some(LocalRule::LossBased { kappa, min, max })
             }
-            crate::PolicyConfig::GradNormRatio { kappa, min, max } => {
+            &crate::PolicyConfig::GradNormRatio { kappa, min, max } => {
                 Some(LocalRule::GradNormRatio { kappa, min, max })
+            }
+            crate::PolicyConfig::Compose { policies, .. } => {
+                let readers: Vec<&crate::PolicyConfig> = policies
+                    .iter()
+                    .filter(|p| p.reads_client_statistics().is_some())
+                    .collect();
+                match readers.as_slice() {
+                    [one] => Self::of(one),
+                    _ => None,
+                }
             }
             _ => None,
         }
@@ -169,6 +181,37 @@ impl LocalRule {
     }
 }
 
+/// `compose`'s clamp and overrides, which under `rates = "local"` apply on the client
+/// after its own factor (the server's plan already holds the other parts' product).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LocalBounds {
+    /// Lower clamp on η_k/η_base.
+    pub min: f64,
+    /// Upper clamp on η_k/η_base.
+    pub max: f64,
+    /// Clients whose rate the composition sets outright (they apply no factor).
+    pub overrides: std::collections::BTreeSet<u64>,
+}
+
+impl LocalBounds {
+    /// The clamp and overrides of a `compose` policy (`None` for any other).
+    pub fn of(policy: &crate::PolicyConfig) -> Option<Self> {
+        match policy {
+            crate::PolicyConfig::Compose {
+                min,
+                max,
+                overrides,
+                ..
+            } => Some(LocalBounds {
+                min: *min,
+                max: *max,
+                overrides: overrides.keys().filter_map(|k| k.parse().ok()).collect(),
+            }),
+            _ => None,
+        }
+    }
+}
+
 /// Sent to each client with `rates = "local"`: the rule and the cohort's geometric mean
 /// statistic from the last round's secure sum (none before the first).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -177,6 +220,14 @@ pub struct LocalRate {
     pub rule: LocalRule,
     /// The cohort's geometric mean statistic.
     pub mean: Option<f64>,
+    /// Inside `compose`: the absolute rate range [min·η_base, max·η_base] the client's
+    /// rate is clamped to after its factor.
+    #[serde(default)]
+    pub bounds: Option<[f64; 2]>,
+    /// Inside `compose`: the composition sets this client's rate outright (an override);
+    /// it applies no factor of its own.
+    #[serde(default)]
+    pub fixed: bool,
 }
 
 impl Payload for LocalRate {
@@ -195,12 +246,20 @@ impl Payload for LocalRateMemory {
 }
 
 /// The plan the client trains with: the instruction's, its base rate times its own
-/// multiplier.
+/// multiplier (inside `compose`: clamped again to the composition's range, or unchanged
+/// for an overridden client).
 pub fn local_plan(p: &LocalRate, plan: &RatePlan, state: &LocalState) -> Result<RatePlan> {
+    let mut out = plan.clone();
+    if p.fixed {
+        return Ok(out);
+    }
     let own = state.ext.get::<LocalRateMemory>().map(|m| m.last);
     let r = p.rule.multiplier(own, p.mean);
-    let mut out = plan.clone();
-    out.base_lr = (plan.base_lr as f64 * r) as f32;
+    let mut lr = plan.base_lr as f64 * r;
+    if let Some([lo, hi]) = p.bounds {
+        lr = lr.clamp(lo, hi);
+    }
+    out.base_lr = lr as f32;
     if !out.base_lr.is_finite() {
         return Err(Error::invalid("local rate", out.base_lr, "a finite rate"));
     }

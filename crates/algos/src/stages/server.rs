@@ -41,6 +41,8 @@ pub(crate) struct ServerStages {
     threshold: usize,
     weight_scale: f64,
     seed: u64,
+    /// η_base of the strategy's plan (`compose`'s clamp under local rates is relative to it).
+    base_lr: f64,
 }
 
 /// What the stages did in place of the weighted mean.
@@ -88,6 +90,7 @@ impl ServerStages {
             threshold: 0,
             weight_scale: 1.0,
             seed: 0,
+            base_lr: settings.base_plan.base_lr as f64,
         })
     }
 
@@ -230,9 +233,14 @@ impl ServerStages {
             }
         }
         if let Some(rule) = self.config.local_rule {
+            let b = &self.config.local_bounds;
             ins.ext.insert(LocalRate {
                 rule,
                 mean: self.local_mean,
+                bounds: b
+                    .as_ref()
+                    .map(|b| [b.min * self.base_lr, b.max * self.base_lr]),
+                fixed: b.as_ref().is_some_and(|b| b.overrides.contains(&info.id)),
             });
         }
         if let Some(c) = self.config.compression {
