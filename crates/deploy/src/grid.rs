@@ -170,6 +170,9 @@ impl NetGrid {
             // On the real clock training is sent elsewhere: the newest state (0 = unset).
             Kind::Evaluate if self.real_clock => batch.set_state_round(Some(0)),
             Kind::Evaluate => batch.set_state_round(Some(self.last_sent + 1)),
+            // A secure-aggregation step reads the state its round's training left (the
+            // host picks it from the instruction's round).
+            Kind::Exchange => {}
         }
         let mut out: Vec<(ClientId, Option<Result<Bytes, ClientFailure>>)> =
             Vec::with_capacity(items.len());
