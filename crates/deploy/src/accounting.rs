@@ -120,8 +120,8 @@ impl<G: Grid> Grid for CountingGrid<G> {
             &keep,
             &replies,
             |i| i.round,
-            |i| len_or_zero(codec::encode_train_ins(i)),
-            |r| len_or_zero(codec::encode_train_res(r)),
+            |i| codec::train_ins_len(i).unwrap_or(0),
+            |r| codec::train_res_len(r).unwrap_or(0),
         );
         replies
     }

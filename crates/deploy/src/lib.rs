@@ -23,6 +23,7 @@ pub mod accounting;
 pub mod grid;
 pub mod host;
 pub mod loopback;
+pub mod meta;
 
 pub use accounting::{ClientTraffic, CountingGrid};
 pub use grid::{NetGrid, NetGridConfig};

@@ -153,6 +153,8 @@ struct State {
     tombstones: HashMap<u64, Tombstone>,
     tombstone_order: VecDeque<(Instant, u64)>,
     traffic: BTreeMap<u64, HashMap<(ClientId, Kind), Traffic>>,
+    /// What each client reported about itself at its latest registration.
+    metadata: HashMap<ClientId, Bytes>,
     next_instruction: u64,
     next_session: u64,
     stopped: bool,
@@ -531,6 +533,8 @@ impl Fleet for FleetService {
             limits.max_clients_per_node,
         )
         .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let metadata = wire::metadata_from_proto(body.metadata.clone(), &ranges)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
         for r in &ranges {
             if !who
                 .clients
@@ -594,6 +598,9 @@ impl Fleet for FleetService {
             }
         }
         st.client_count += count;
+        for (c, m) in metadata {
+            st.metadata.insert(c, m);
+        }
         for id in &moved {
             if let Some(p) = st.pending.get_mut(id) {
                 p.session = session;
@@ -1065,6 +1072,13 @@ impl Server {
         let mut ids: Vec<ClientId> = st.client_session.keys().copied().collect();
         ids.sort_unstable();
         ids
+    }
+
+    /// What client `id` reported about itself when its node last registered
+    /// (`RegisterRequest.metadata`; opaque bytes), `None` if it reported nothing.
+    /// Kept after the client disconnects.
+    pub fn client_metadata(&self, id: ClientId) -> Option<Bytes> {
+        lock(&self.shared.state).metadata.get(&id).cloned()
     }
 
     /// How many clients are connected.
