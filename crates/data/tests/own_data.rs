@@ -501,3 +501,35 @@ fn own_file_of_client_k_splits_as_the_simulation_splits_client_k() {
     assert_eq!(e.lines().count(), 1);
     std::fs::remove_dir_all(&d).ok();
 }
+
+/// `export` writes each client of a federation (here FedProx Synthetic(1,1), split 90/10
+/// with validation splits) so that the client's own split of its file is, sample for
+/// sample, what the simulation gives that client.
+#[test]
+fn exported_client_files_split_back_into_the_simulation_splits() {
+    use fedpace_data::{own_federation, OwnData, OwnFormat};
+    let cfg = DataConfig::synthetic(1.0, 1.0)
+        .with_num_clients(5)
+        .with_validation_fraction(0.2);
+    let d = tmp("export");
+    let files = fedpace_data::own::export(&cfg, 3, Path::new("data"), &d).unwrap();
+    assert_eq!(files.len(), 5);
+    let sim = build(&cfg, 3, Path::new("data")).unwrap();
+    let all = |d: &dyn Dataset| -> Vec<(Vec<f32>, u32)> {
+        (0..d.len()).map(|i| (dense(d, i), d.label(i))).collect()
+    };
+    for (k, f) in files.iter().enumerate() {
+        let own = OwnData {
+            format: OwnFormat::Npy,
+            path: f.clone(),
+            labels: None,
+        };
+        let fed = own_federation(&own, &cfg, k, 10, 3).unwrap();
+        let (a, b) = (sim.data.client(k).unwrap(), fed.data.client(k).unwrap());
+        assert_eq!(all(a.train.as_ref()), all(b.train.as_ref()), "client {k}");
+        assert_eq!(all(a.test.as_ref()), all(b.test.as_ref()), "client {k}");
+        let (va, vb) = (a.validation.unwrap(), b.validation.unwrap());
+        assert_eq!(all(va.as_ref()), all(vb.as_ref()), "client {k}");
+    }
+    std::fs::remove_dir_all(&d).ok();
+}
