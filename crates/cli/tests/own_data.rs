@@ -74,7 +74,10 @@ fn federation(tmp: &Path, cfg: &str, sets: &[&str], files: &[String], run: &str)
     let (mut addr, mut seen) = (String::new(), String::new());
     while addr.is_empty() {
         let mut line = String::new();
-        assert!(err.read_line(&mut line).unwrap() > 0, "server ended: {seen}");
+        assert!(
+            err.read_line(&mut line).unwrap() > 0,
+            "server ended: {seen}"
+        );
         seen.push_str(&line);
         if let Some(rest) = line.split("listening on ").nth(1) {
             addr = rest.split(',').next().unwrap().to_string();
@@ -196,7 +199,16 @@ fn own_data_errors_name_the_file() {
     let out = Command::new(BIN)
         .args(["client", cfg.to_str().unwrap(), "--data"])
         .arg(&bad)
-        .args(["--id", "0", "--server", "127.0.0.1:9", "--key", "k", "--ca", "c"])
+        .args([
+            "--id",
+            "0",
+            "--server",
+            "127.0.0.1:9",
+            "--key",
+            "k",
+            "--ca",
+            "c",
+        ])
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
@@ -212,7 +224,16 @@ fn own_data_errors_name_the_file() {
     let out = Command::new(BIN)
         .args(["client", plain.to_str().unwrap(), "--data"])
         .arg(&bad)
-        .args(["--id", "0", "--server", "127.0.0.1:9", "--key", "k", "--ca", "c"])
+        .args([
+            "--id",
+            "0",
+            "--server",
+            "127.0.0.1:9",
+            "--key",
+            "k",
+            "--ca",
+            "c",
+        ])
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);

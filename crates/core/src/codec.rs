@@ -479,17 +479,49 @@ pub fn encode_train_ins(i: &TrainIns) -> crate::Result<Vec<u8>> {
     Ok(w.out)
 }
 
-/// The length of [`encode_train_ins`]'s output, computed without copying the model's
-/// values (the communication figures count it for every client).
-pub fn train_ins_len(i: &TrainIns) -> crate::Result<usize> {
+/// The bytes of an encoded message by part (see [`train_ins_parts`],
+/// [`train_res_parts`]); `total` is the whole frame.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Parts {
+    /// The whole frame.
+    pub total: usize,
+    /// The parameters: the model of an instruction, the update of a reply (layout, count
+    /// and values).
+    pub params: usize,
+    /// The rate plan (instructions).
+    pub plan: usize,
+    /// The extension payloads (of a reply: its own and its report's).
+    pub payloads: usize,
+}
+
+/// [`encode_train_ins`]'s output by part, computed without copying the model's values.
+pub fn train_ins_parts(i: &TrainIns) -> crate::Result<Parts> {
     let mut w = Writer::frame(Kind::TrainIns);
     w.u32(i.round);
     w.u64(i.seed);
+    let at = w.out.len();
     w.cbor("plan", &i.plan)?;
+    let plan = w.out.len() - at;
+    let at = w.out.len();
     w.spec(i.params.spec());
     w.u64(i.params.as_slice().len() as u64);
+    let values = 4 * i.params.as_slice().len();
+    let params = w.out.len() - at + values;
+    let at = w.out.len();
     w.ext("ext", &i.ext)?;
-    Ok(w.out.len() + 4 * i.params.as_slice().len())
+    let payloads = w.out.len() - at;
+    Ok(Parts {
+        total: w.out.len() + values,
+        params,
+        plan,
+        payloads,
+    })
+}
+
+/// The length of [`encode_train_ins`]'s output, computed without copying the model's
+/// values (the communication figures count it for every client).
+pub fn train_ins_len(i: &TrainIns) -> crate::Result<usize> {
+    Ok(train_ins_parts(i)?.total)
 }
 
 /// Decodes a train instruction.
@@ -520,15 +552,31 @@ pub fn encode_train_res(res: &TrainRes) -> crate::Result<Vec<u8>> {
     Ok(w.out)
 }
 
+/// [`encode_train_res`]'s output by part, computed without copying the update's values.
+pub fn train_res_parts(res: &TrainRes) -> crate::Result<Parts> {
+    let mut w = Writer::frame(Kind::TrainRes);
+    w.u64(res.num_examples);
+    let at = w.out.len();
+    let values = w.tree_or_zero_len(&res.delta);
+    let params = w.out.len() - at + values;
+    write_report(&mut w, &res.report)?;
+    let mut report_ext = Writer { out: Vec::new() };
+    report_ext.ext("report.ext", &res.report.ext)?;
+    let at = w.out.len();
+    w.ext("ext", &res.ext)?;
+    let payloads = w.out.len() - at + report_ext.out.len();
+    Ok(Parts {
+        total: w.out.len() + values,
+        params,
+        plan: 0,
+        payloads,
+    })
+}
+
 /// The length of [`encode_train_res`]'s output, computed without copying the update's
 /// values: what a round counts as the bytes uploaded, for every reply.
 pub fn train_res_len(res: &TrainRes) -> crate::Result<usize> {
-    let mut w = Writer::frame(Kind::TrainRes);
-    w.u64(res.num_examples);
-    let values = w.tree_or_zero_len(&res.delta);
-    write_report(&mut w, &res.report)?;
-    w.ext("ext", &res.ext)?;
-    Ok(w.out.len() + values)
+    Ok(train_res_parts(res)?.total)
 }
 
 /// Decodes a client's reply to a train instruction.

@@ -17,13 +17,13 @@
 //! fewer than the quorum replied ([`NetGridConfig::required`]) fails every client with
 //! the counts, so the round loop treats the round as one without training.
 
-use crate::accounting::ClientTraffic;
+use crate::accounting::{AddParts, ClientTraffic};
 use crate::host::from_wire;
 use bytes::Bytes;
 use fedpace_core::protocol::validate_train_res;
 use fedpace_core::{
     codec, ClientFailure, ClientId, ClientPool, EvalIns, EvalRes, Grid, Progress, Registry, Reply,
-    TrainIns, TrainRes,
+    RoundTraffic, TrainIns, TrainRes,
 };
 use fedpace_net::{Kind, Server};
 use fedpace_params::ParamSpec;
@@ -93,6 +93,7 @@ pub struct NetGrid {
     registry: Registry,
     config: NetGridConfig,
     traffic: Vec<ClientTraffic>,
+    round: RoundTraffic,
 }
 
 impl NetGrid {
@@ -111,6 +112,7 @@ impl NetGrid {
             registry,
             config,
             traffic: Vec::new(),
+            round: RoundTraffic::default(),
         })
     }
 
@@ -200,6 +202,9 @@ impl NetGrid {
                     rows[row].wire_received += w.received_bytes;
                 }
             }
+        }
+        for r in &rows {
+            self.round.add(&r.round_figures());
         }
         self.traffic.append(&mut rows);
         out.into_iter()
@@ -317,6 +322,10 @@ impl Grid for NetGrid {
         self.pool.clone()
     }
 
+    fn take_round_traffic(&mut self) -> Option<RoundTraffic> {
+        Some(std::mem::take(&mut self.round))
+    }
+
     fn train(
         &mut self,
         ins: Vec<(ClientId, TrainIns)>,
@@ -327,15 +336,25 @@ impl Grid for NetGrid {
         };
         let (round, spec) = (first.1.round, first.1.params.spec().clone());
         let items = encode_all(&ins, |i| i.round, codec::encode_train_ins);
+        for ((_, i), item) in ins.iter().zip(&items) {
+            if item.2.is_ok() {
+                self.round.add_instruction(i);
+            }
+        }
         drop(ins);
         let arrivals = self.exchange(Kind::Train, items, self.config.train_deadline, progress);
-        let replies = arrivals
+        let replies: Vec<Reply<TrainRes>> = arrivals
             .into_iter()
             .map(|(client, r)| Reply {
                 client,
                 result: r.and_then(|b| self.check_train(client, &b, &spec)),
             })
             .collect();
+        for r in &replies {
+            if let Ok(res) = &r.result {
+                self.round.add_reply(res);
+            }
+        }
         self.settle("training", round, replies)
     }
 
