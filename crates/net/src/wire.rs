@@ -363,7 +363,7 @@ pub fn metadata_from_proto(
                 ),
             ));
         }
-        out.push((m.client, Bytes::from(m.info)));
+        out.push((m.client, m.info));
     }
     out.sort_by_key(|m| m.0);
     if let Some(w) = out.windows(2).find(|w| w[0].0 == w[1].0) {
