@@ -5,12 +5,13 @@
 use crate::runner::UsageError;
 use anyhow::{Context, Result};
 use fedpace_core::checkpoint::Loaded;
-use fedpace_deploy::StateDir;
+use fedpace_deploy::{meta, StateDir};
 use fedpace_deploy::{
     ClientHost, ClientTraffic, Loopback, LoopbackOptions, NetGrid, NetGridConfig,
 };
 use fedpace_experiment::files::write_bytes_atomic;
-use fedpace_experiment::Prepared;
+use fedpace_experiment::network::OwnClient;
+use fedpace_experiment::{Experiment, Prepared, RunOptions};
 use fedpace_net::{keys, ClientTls, Credential, KeySource, Limits, Node, NodeConfig, Server};
 use fedpace_net::{ServerConfig, ServerTls};
 use std::ops::Range;
@@ -46,11 +47,10 @@ pub enum Clock {
 
 impl GridArgs {
     /// Refuses `--clock real` where it has no meaning or cannot work.
-    fn check_clock(&self, prepared: &Prepared) -> Result<()> {
+    fn check_clock(&self, cfg: &fedpace_experiment::ExperimentConfig) -> Result<()> {
         if self.clock == Clock::Simulated {
             return Ok(());
         }
-        let cfg = prepared.config();
         if !cfg.strategy.is_async() {
             return Err(UsageError(
                 "--clock real: the strategy is synchronous; expected an asynchronous one \
@@ -196,7 +196,7 @@ pub fn run_loopback(
         &opts,
     )
     .map_err(anyhow::Error::msg)?;
-    grid.check_clock(&prepared)?;
+    grid.check_clock(prepared.config())?;
     let summary = run_networked(prepared, lb.grid(), out, label, None, grid.clock)?;
     lb.finish().map_err(anyhow::Error::msg)?;
     Ok(summary)
@@ -228,19 +228,21 @@ pub struct ServerArgs {
 /// Seconds a finished server waits for every node to hear that the run is over.
 const FINISH_LINGER: Duration = Duration::from_secs(10);
 
-/// `fedpace server CONFIG --listen ADDR`, or with `resume` (`fedpace server --resume
-/// RUN_DIR`) the continuation of the run in `out` from its checkpoint. When the run is
-/// over the nodes are told so (they exit); a run stopped by a signal or a crash does
-/// not tell them, and they wait for the server to come back.
+/// `fedpace server CONFIG --listen ADDR`: waits for the clients, builds its pool from
+/// what they reported at registration (`fedpace_deploy::meta`), and runs the rounds. With
+/// `[input]` in the file the server reads no data (docs/network.md). With `resume`
+/// (`fedpace server --resume RUN_DIR`) it continues the run in `out` from its checkpoint.
+/// When the run is over the nodes are told so (they exit); a run stopped by a signal or a
+/// crash does not tell them, and they wait for the server to come back.
 pub fn server(
-    prepared: Prepared,
+    experiment: Experiment,
     args: &ServerArgs,
     grid: &GridArgs,
     out: &Path,
     label: &str,
     resume: Option<Loaded>,
 ) -> Result<serde_json::Value> {
-    grid.check_clock(&prepared)?;
+    grid.check_clock(experiment.config())?;
     let clock = grid.clock;
     let listen = args.listen.parse().map_err(|e| {
         UsageError(format!(
@@ -257,15 +259,33 @@ pub fn server(
         ))
         .into());
     }
-    let mut cfg = ServerConfig::new(listen, Some(tls), KeySource::File(args.keys.clone()));
-    cfg.limits = Limits::for_model(model_bytes(&prepared));
-    let server = Arc::new(Server::start(cfg).map_err(|e| UsageError(e.to_string()))?);
-    let pool = prepared.shared_pool();
-    let want = args.min_clients.unwrap_or(pool.len()).min(pool.len());
+    let cfg = experiment.config().clone();
+    // Before any client: the model's size (the message limits) and, from the file, how
+    // many clients to wait for. Without [input] the server reads the data set for these.
+    let (bytes, expected) = match fedpace_experiment::network::input_model_bytes(&cfg)? {
+        Some(b) => (b, cfg.data.num_clients()),
+        None => {
+            let p = experiment.prepare()?;
+            (model_bytes(&p), Some(p.shared_pool().len()))
+        }
+    };
+    let want = match (args.min_clients, expected) {
+        (Some(n), _) | (None, Some(n)) => n,
+        (None, None) => {
+            return Err(UsageError(format!(
+                "--min-clients: data.source = \"{}\" does not say how many clients there are; \
+                 expected --min-clients N",
+                cfg.data.source().name()
+            ))
+            .into())
+        }
+    };
+    let mut scfg = ServerConfig::new(listen, Some(tls), KeySource::File(args.keys.clone()));
+    scfg.limits = Limits::for_model(bytes);
+    let server = Arc::new(Server::start(scfg).map_err(|e| UsageError(e.to_string()))?);
     eprintln!(
-        "{label}: listening on {}, waiting for {want} of {} clients",
-        server.local_addr(),
-        pool.len()
+        "{label}: listening on {}, waiting for {want} clients",
+        server.local_addr()
     );
     let got = server.wait_for_clients(want, Duration::from_secs(args.wait));
     if got < want {
@@ -274,10 +294,30 @@ pub fn server(
             args.wait
         );
     }
+    let registry = fedpace_algos::builtin().codecs.clone();
+    let pool = meta::registered_pool(
+        &server,
+        server.clients(),
+        &registry,
+        Some(&cfg.client.share),
+    )
+    .map_err(anyhow::Error::msg)?;
+    let samples: u64 = pool.iter().map(|c| c.num_train).sum();
+    eprintln!(
+        "{label}: {} clients registered, {samples} training samples in all",
+        pool.len()
+    );
+    let prepared = experiment.prepare_server(Arc::new(pool))?;
+    if prepared.central().is_none() {
+        eprintln!(
+            "{label}: no held-out test set on the server: central evaluation off (every \
+             client evaluates on its own test split)"
+        );
+    }
     let mut grid = NetGrid::new(
         server.clone(),
-        pool,
-        fedpace_algos::builtin().codecs.clone(),
+        prepared.shared_pool(),
+        registry,
         grid.config()?,
     )?;
     if let Some(cp) = &resume {
@@ -322,10 +362,18 @@ pub struct NodeArgs {
     pub state_dir: Option<PathBuf>,
 }
 
-/// `fedpace node` / `fedpace client`: hosts `clients` of the experiment until the server
-/// ends the session or the process is stopped.
-pub fn node(prepared: &Prepared, clients: Range<u64>, args: &NodeArgs) -> Result<()> {
-    let n = prepared.shared_pool().len() as u64;
+/// `fedpace node` / `fedpace client --partition-of`: hosts `clients` of the experiment
+/// (their partitions of its data set) until the server ends the session or the process
+/// is stopped. Each client reports what the experiment's pool says of it (sizes, shared
+/// statistics; `device`, when given, as its device class).
+pub fn node(
+    prepared: &Prepared,
+    clients: Range<u64>,
+    args: &NodeArgs,
+    device: Option<&str>,
+) -> Result<()> {
+    let pool = prepared.shared_pool();
+    let n = pool.len() as u64;
     if clients.end > n {
         return Err(UsageError(format!(
             "--clients {}..{}: the experiment has clients 0..{n}",
@@ -333,28 +381,65 @@ pub fn node(prepared: &Prepared, clients: Range<u64>, args: &NodeArgs) -> Result
         ))
         .into());
     }
+    let mut metadata = Vec::new();
+    for id in clients.clone() {
+        let mut info = pool.info(id)?;
+        if let Some(d) = device {
+            info.device = Some(d.to_string());
+        }
+        metadata.push((id, meta::encode(&info).map_err(anyhow::Error::msg)?));
+    }
+    let what = format!("node: clients {}..{}", clients.start, clients.end);
+    serve(
+        prepared.client_factory(),
+        clients,
+        metadata,
+        model_bytes(prepared),
+        args,
+        &what,
+    )
+}
+
+/// `fedpace client CONFIG --data PATH`: one client with its own data.
+pub fn own_client(client: OwnClient, args: &NodeArgs) -> Result<()> {
+    let id = client.info.id;
+    eprintln!("{}", client.description);
+    let metadata = vec![(id, meta::encode(&client.info).map_err(anyhow::Error::msg)?)];
+    serve(
+        client.factory,
+        id..id + 1,
+        metadata,
+        client.model_bytes,
+        args,
+        &format!("client {id}"),
+    )
+}
+
+/// Connects as a node hosting `clients` (made by `factory`, described by `metadata`)
+/// and answers instructions until the server ends the session or a signal stops it.
+fn serve(
+    factory: fedpace_core::ClientFactory,
+    clients: Range<u64>,
+    metadata: Vec<(u64, bytes::Bytes)>,
+    model_bytes: usize,
+    args: &NodeArgs,
+    what: &str,
+) -> Result<()> {
     let tls =
         ClientTls::from_file(&args.ca, &args.server_name).map_err(|e| UsageError(e.to_string()))?;
     let credential = Credential::load(&args.key).map_err(|e| UsageError(e.to_string()))?;
-    let mut config = NodeConfig::new(
-        args.server.clone(),
-        Some(tls),
-        credential,
-        vec![clients.clone()],
-    );
-    let limits = Limits::for_model(model_bytes(prepared));
+    let mut config = NodeConfig::new(args.server.clone(), Some(tls), credential, vec![clients]);
+    let limits = Limits::for_model(model_bytes);
     config.max_instruction_payload = limits.max_instruction_payload;
     config.pull_max_bytes = limits.max_pull_bytes;
+    config.metadata = metadata;
     let registry = fedpace_algos::builtin().codecs.clone();
-    let mut host = ClientHost::new(prepared.client_factory(), registry.clone());
+    let mut host = ClientHost::new(factory, registry.clone());
     if let Some(dir) = &args.state_dir {
         host = host.with_state_dir(StateDir::new(dir, registry).map_err(UsageError)?);
     }
     let node = Node::connect(config).with_context(|| format!("connecting to {}", args.server))?;
-    eprintln!(
-        "node: clients {}..{} connected to {}",
-        clients.start, clients.end, args.server
-    );
+    eprintln!("{what} connected to {}", args.server);
     let stop = AtomicBool::new(false);
     let stats = std::thread::scope(|s| {
         s.spawn(|| {
@@ -373,13 +458,13 @@ pub fn node(prepared: &Prepared, clients: Range<u64>, args: &NodeArgs) -> Result
     let stats = stats?;
     if stats.finished {
         eprintln!(
-            "node: the server's run is over; {} instructions answered",
+            "{what}: the server's run is over; {} instructions answered",
             stats.instructions
         );
         return Ok(());
     }
     let _ = node.leave();
-    eprintln!("node: {} instructions answered", stats.instructions);
+    eprintln!("{what}: {} instructions answered", stats.instructions);
     Ok(())
 }
 

@@ -115,15 +115,33 @@ enum Command {
         #[command(flatten)]
         node: deploy::NodeArgs,
     },
-    /// One participant: client ID of an experiment (its partition of the data set),
-    /// its state kept on disk across rounds and restarts.
+    /// One participant with its own data (`CONFIG --data PATH`), or client ID's
+    /// partition of an experiment's data set (`--partition-of CONFIG`, for demos); its
+    /// state kept on disk across rounds and restarts (docs/network.md).
     Client {
-        /// Experiment file (TOML) whose data section holds this client's data.
-        #[arg(long)]
-        data: PathBuf,
-        /// This client's id.
-        #[arg(long)]
+        /// Experiment file (TOML), the server's: its [model] and [input] say the model,
+        /// its [data] the test and validation fractions and the seed of the split.
+        config: Option<PathBuf>,
+        /// This client's own data: a file or folder in any format fedpace reads.
+        #[arg(long, requires = "config")]
+        data: Option<PathBuf>,
+        /// The format of --data (default: from its name: .npy/.npz, .csv, .json, IDX's
+        /// -ubyte, else a folder of images).
+        #[arg(long, value_enum, requires = "data")]
+        format: Option<OwnFormatArg>,
+        /// The labels file, when --data is an IDX image file or a features .npy.
+        #[arg(long, requires = "data")]
+        labels: Option<PathBuf>,
+        /// Demo: take client ID's partition of this experiment's data set instead.
+        #[arg(long, conflicts_with_all = ["config", "data"])]
+        partition_of: Option<PathBuf>,
+        /// This client's id (what its key allows).
+        #[arg(long, alias = "client")]
         id: u64,
+        /// This client's device class, reported at registration (rate policies such as
+        /// by-device read it).
+        #[arg(long)]
+        device: Option<String>,
         /// Override any key by its dotted path.
         #[arg(long = "set", value_name = "KEY=VALUE")]
         set: Vec<String>,
@@ -273,6 +291,34 @@ impl TuneArgs {
     }
 }
 
+/// `fedpace client --format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum OwnFormatArg {
+    /// IDX image file (with --labels, the IDX label file).
+    Idx,
+    /// CSV with a header (label column as [data.csv] says, default the last).
+    Csv,
+    /// .npz with arrays x and y, or a features .npy (with --labels).
+    Npy,
+    /// LEAF JSON of one user.
+    Leaf,
+    /// A folder with one sub-folder of images per class.
+    Images,
+}
+
+impl OwnFormatArg {
+    fn format(self) -> fedpace_data::OwnFormat {
+        use fedpace_data::OwnFormat as F;
+        match self {
+            OwnFormatArg::Idx => F::Idx,
+            OwnFormatArg::Csv => F::Csv,
+            OwnFormatArg::Npy => F::Npy,
+            OwnFormatArg::Leaf => F::Leaf,
+            OwnFormatArg::Images => F::Images,
+        }
+    }
+}
+
 /// Where `fedpace run`'s clients run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum GridKind {
@@ -288,6 +334,19 @@ enum DatasetsAction {
     Fetch {
         /// Data set name, or `all`.
         name: String,
+    },
+    /// Write each client of an experiment's federation as its own file, DIR/client-K.npz
+    /// (arrays x, y): what `fedpace client CONFIG --data` reads, split exactly as the
+    /// simulation splits client K.
+    Export {
+        /// Experiment file (TOML).
+        config: PathBuf,
+        /// Directory to write into.
+        #[arg(long)]
+        out: PathBuf,
+        /// Override any key by its dotted path.
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
     },
 }
 
@@ -542,8 +601,8 @@ fn dispatch(cli: Cli) -> Result<()> {
                     .into())
                 }
             };
-            let prepared = Experiment::from_config(cfg.clone())?.prepare()?;
-            let summary = deploy::server(prepared, &server, &net, &dir, &cfg.name, loaded)?;
+            let experiment = Experiment::from_config(cfg.clone())?;
+            let summary = deploy::server(experiment, &server, &net, &dir, &cfg.name, loaded)?;
             print_table(&[(cfg.name.clone(), summary.clone())]);
             println!("results in {}", dir.display());
             check_stopped(&summary, &dir)
@@ -559,18 +618,21 @@ fn dispatch(cli: Cli) -> Result<()> {
             fedpace_privacy::rng::enter_deployment();
             let cfg = ExperimentConfig::load(&config, &set)?;
             let prepared = Experiment::from_config(cfg)?.prepare()?;
-            deploy::node(&prepared, range, &node)
+            deploy::node(&prepared, range, &node, None)
         }
         Command::Client {
+            config,
             data,
+            format,
+            labels,
+            partition_of,
             id,
+            device,
             set,
             node,
         } => {
             signals::install().context("installing the SIGINT/SIGTERM handlers")?;
             fedpace_privacy::rng::enter_deployment();
-            let cfg = ExperimentConfig::load(&data, &set)?;
-            let prepared = Experiment::from_config(cfg)?.prepare()?;
             let node = deploy::NodeArgs {
                 state_dir: Some(
                     node.state_dir
@@ -579,7 +641,32 @@ fn dispatch(cli: Cli) -> Result<()> {
                 ),
                 ..node
             };
-            deploy::node(&prepared, id..id + 1, &node)
+            match (config, data, partition_of) {
+                (Some(config), Some(path), None) => {
+                    let cfg = ExperimentConfig::load(&config, &set)?;
+                    let own = fedpace_data::OwnData {
+                        format: format.map_or_else(
+                            || fedpace_data::OwnFormat::guess(&path),
+                            OwnFormatArg::format,
+                        ),
+                        path,
+                        labels,
+                    };
+                    let client = fedpace_experiment::network::own_client(&cfg, id, &own, device)?;
+                    deploy::own_client(client, &node)
+                }
+                (None, None, Some(config)) => {
+                    let cfg = ExperimentConfig::load(&config, &set)?;
+                    let prepared = Experiment::from_config(cfg)?.prepare()?;
+                    deploy::node(&prepared, id..id + 1, &node, device.as_deref())
+                }
+                _ => Err(UsageError(
+                    "fedpace client: expected CONFIG --data PATH (this client's own data) or \
+                     --partition-of CONFIG (its partition of the experiment's data set)"
+                        .into(),
+                )
+                .into()),
+            }
         }
         Command::Keys { action } => deploy::keys_command(action),
         Command::Tune { space, opts } => tune::command(&space, &opts.options()),
@@ -631,6 +718,13 @@ fn dispatch(cli: Cli) -> Result<()> {
                         ))
                         .into());
                     }
+                }
+                Some(DatasetsAction::Export { config, out, set }) => {
+                    let cfg = ExperimentConfig::load(&config, &set)?;
+                    let dir = runner::data_dir(data_dir.as_deref().or(cfg.data_dir.as_deref()));
+                    let files = fedpace_data::own::export(&cfg.data, cfg.seed, &dir, &out)
+                        .map_err(|e| UsageError(e.to_string()))?;
+                    println!("{} client files in {}", files.len(), out.display());
                 }
                 Some(DatasetsAction::Fetch { name }) => {
                     if fedpace_data::fetch::FETCHABLE.contains(&name.as_str()) {

@@ -91,6 +91,11 @@ pub struct RunData {
     pub multipliers: Vec<(u32, u64, Vec<f64>)>,
     /// The run's rate policy (`config.toml`), when it can be read.
     pub policy: Option<String>,
+    /// (round, bytes sent, bytes received) of the rounds whose messages were counted
+    /// (over the network, or `fedpace run --traffic`).
+    pub traffic: Vec<(f64, f64, f64)>,
+    /// `summary.json`'s `traffic` (the run's totals), when it has one.
+    pub traffic_total: Option<serde_json::Value>,
 }
 
 /// Reads `metrics.jsonl`, `clients.csv` and `summary.json` of a run directory.
@@ -140,6 +145,12 @@ pub fn load_run(dir: &Path) -> Result<RunData> {
             if let Some(a) = e["personalized_mean_accuracy"].as_f64() {
                 run.personalized.push((round as f64, a));
             }
+        }
+        if let (Some(sent), Some(received)) = (
+            v["traffic"]["sent"].as_f64(),
+            v["traffic"]["received"].as_f64(),
+        ) {
+            run.traffic.push((round as f64, sent, received));
         }
         let mut sums: Vec<f64> = Vec::new();
         let mut n = 0usize;
@@ -206,6 +217,7 @@ pub fn load_run(dir: &Path) -> Result<RunData> {
                     f(&v["personalized"]["mean_accuracy"]),
                     f(&v["personalized"]["worst10_accuracy"]),
                 ));
+                run.traffic_total = v.get("traffic").filter(|t| t.is_object()).cloned();
                 run.status = if v["interrupted"].as_bool() == Some(true) {
                     Status::Interrupted {
                         by: v["interrupted_by"]
@@ -1219,6 +1231,9 @@ pub fn render_with(runs: &[RunData], seeds: &[(PathBuf, String)]) -> String {
                 .collect::<Vec<_>>(),
         ),
     );
+    if runs.iter().any(|r| !r.traffic.is_empty()) {
+        communication(&mut html, runs);
+    }
     html.push_str("<h2>Rates</h2>");
     for r in runs {
         let _ = write!(html, "<h3>{}</h3>", esc(&legend_label(r)));
@@ -1253,6 +1268,52 @@ pub fn render_with(runs: &[RunData], seeds: &[(PathBuf, String)]) -> String {
     }
     html.push_str("</body></html>\n");
     html
+}
+
+/// The "Communication" section: the bytes of the messages per round (plot) and the
+/// run's totals by part (table), for runs that counted them.
+fn communication(html: &mut String, runs: &[RunData]) {
+    html.push_str("<h2>Communication</h2><table><tr><th class=\"l\">run</th><th>rounds</th><th>sent MB</th><th>received MB</th><th>sent MB / round</th><th>received MB / round</th><th>model MB</th><th>plans kB</th><th>instruction payloads kB</th><th>updates MB</th><th>reply payloads kB</th></tr>");
+    for r in runs {
+        let Some(t) = &r.traffic_total else { continue };
+        let b = |k: &str, scale: f64| match t[k].as_f64() {
+            Some(x) => format!("{:.3}", x / scale),
+            None => "–".into(),
+        };
+        let _ = write!(
+            html,
+            "<tr><td class=\"l\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            esc(&legend_label(r)),
+            t["rounds"],
+            b("sent", 1e6),
+            b("received", 1e6),
+            b("sent_per_round", 1e6),
+            b("received_per_round", 1e6),
+            b("model", 1e6),
+            b("plan", 1e3),
+            b("instruction_payloads", 1e3),
+            b("update", 1e6),
+            b("reply_payloads", 1e3),
+        );
+    }
+    html.push_str("</table>");
+    let mut series = Vec::new();
+    for r in runs.iter().filter(|r| !r.traffic.is_empty()) {
+        let label = legend_label(r);
+        series.push((
+            format!("{label} sent"),
+            r.traffic.iter().map(|t| (t.0, t.1 / 1e6)).collect(),
+        ));
+        series.push((
+            format!("{label} received"),
+            r.traffic.iter().map(|t| (t.0, t.2 / 1e6)).collect(),
+        ));
+    }
+    let _ = write!(
+        html,
+        "<figure class=\"plot\">{}</figure>",
+        line_plot("Bytes per round", "MB", &series, false)
+    );
 }
 
 /// Number of plots [`render`] draws for `runs` runs.
@@ -1501,6 +1562,54 @@ mod tests {
         let page = std::fs::read_to_string(out).unwrap();
         check_well_formed(&page).unwrap();
         assert!(page.contains("Every seed of") && page.contains("+1.00 ± 0.58 points"));
+}
+
+    /// A run whose messages were counted gets a Communication table (its totals by part)
+    /// and one plot of the bytes per round; one without does not.
+    #[test]
+    fn counted_traffic_gets_a_communication_table_and_plot() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (a, b) = (tmp.path().join("net"), tmp.path().join("sim"));
+        fake_run(&a, 0.05, false);
+        fake_run(&b, 0.05, true);
+        let mut m = String::new();
+        for r in 1..=3u64 {
+            m += &format!(
+                r#"{{"round":{r},"clients":[],"traffic":{{"sent":{},"received":{}}}}}"#,
+                1_000_000 * r,
+                500_000 * r
+            );
+            m.push('\n');
+        }
+        std::fs::write(a.join("metrics.jsonl"), m).unwrap();
+        std::fs::write(
+            a.join("summary.json"),
+            r#"{"global":{"accuracy":0.4},"personalized":{"mean_accuracy":0.6,"worst10_accuracy":0.5},
+               "traffic":{"rounds":3,"sent":6000000,"received":3000000,"sent_per_round":2000000.0,
+               "received_per_round":1000000.0,"model":5900000,"plan":30000,"instruction_payloads":0,
+               "update":2900000,"reply_payloads":1500}}"#,
+        )
+        .unwrap();
+        let run = load_run(&a).unwrap();
+        assert_eq!(
+            run.traffic,
+            vec![(1.0, 1e6, 5e5), (2.0, 2e6, 1e6), (3.0, 3e6, 1.5e6)]
+        );
+        let out = tmp.path().join("report.html");
+        write_report(&[a, b], Some(&out), false).unwrap();
+        let html = std::fs::read_to_string(&out).unwrap();
+        check_well_formed(&html).unwrap();
+        assert_eq!(html.matches("<svg ").count(), plot_count(2) + 1);
+        assert!(html.contains("<h2>Communication</h2>"));
+        // 6 MB sent, 2 MB a round, 5.9 MB of it the model, 30 kB of plans.
+        for cell in [
+            "<td>6.000</td>",
+            "<td>2.000</td>",
+            "<td>5.900</td>",
+            "<td>30.000</td>",
+        ] {
+            assert!(html.contains(cell), "{cell}");
+        }
     }
 
     #[test]

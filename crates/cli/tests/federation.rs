@@ -159,6 +159,39 @@ fn server_and_node_processes_over_tls_equal_the_simulation() {
             "{run}: {t}"
         );
     }
+    // The same figures per round in metrics.jsonl and in all in summary.json: computed
+    // in simulation (--traffic), measured over loopback and between the processes.
+    let json = |run: &str, file: &str| -> Vec<serde_json::Value> {
+        std::fs::read_to_string(tmp.path().join(run).join(file))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let traffic = |run: &str| -> Vec<serde_json::Value> {
+        json(run, "metrics.jsonl")
+            .into_iter()
+            .map(|v| v["traffic"].clone())
+            .collect()
+    };
+    let sim = traffic("sim");
+    assert_eq!(sim.len(), 3);
+    assert!(
+        sim.iter().all(|t| t["model"].as_u64().unwrap() > 0),
+        "{sim:?}"
+    );
+    assert_eq!(sim[0]["messages"], 10, "{sim:?}");
+    assert_eq!(sim[2]["messages"], 20, "round 3 also evaluates: {sim:?}");
+    assert_eq!(sim, traffic("lb"), "loopback traffic");
+    assert_eq!(sim, traffic("net"), "server + node processes traffic");
+    let total = |run: &str| {
+        let text = std::fs::read_to_string(tmp.path().join(run).join("summary.json")).unwrap();
+        serde_json::from_str::<serde_json::Value>(&text).unwrap()["traffic"].clone()
+    };
+    assert_eq!(total("sim"), total("lb"));
+    assert_eq!(total("sim"), total("net"));
+    let sent: u64 = sim.iter().map(|t| t["sent"].as_u64().unwrap()).sum();
+    assert_eq!(total("sim")["sent"], sent);
 }
 
 /// Small but real, with rounds of some tens of milliseconds so that a kill lands inside

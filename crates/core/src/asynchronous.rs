@@ -601,6 +601,7 @@ pub fn run_arrivals(
             eval,
             wall_seconds: wall(),
             timing: Some(std::mem::take(&mut timing)),
+            traffic: grid.take_round_traffic(),
         };
         loss = (0.0, 0.0);
         observer.round_finished(&record, &global)?;

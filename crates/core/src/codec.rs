@@ -17,7 +17,8 @@
 
 use crate::ext::{Extensions, Registry};
 use crate::protocol::{
-    EvalIns, EvalRes, ExchangeIns, LocalState, PersonalEval, TrainIns, TrainReport, TrainRes,
+    ClientInfo, EvalIns, EvalRes, ExchangeIns, LocalState, PersonalEval, TrainIns, TrainReport,
+    TrainRes,
 };
 use crate::{EvalStats, RatePlan};
 use fedpace_params::{ParamSpec, ParamTree};
@@ -50,6 +51,8 @@ pub enum Kind {
     ExchangeIns = 7,
     /// A client's answer to an [`ExchangeIns`] (its [`Extensions`]).
     ExchangeRes = 8,
+    /// A [`ClientInfo`]: what a client reports about itself at registration.
+    ClientInfo = 16,
 }
 
 impl Kind {
@@ -63,6 +66,7 @@ impl Kind {
             6 => Kind::LocalState,
             7 => Kind::ExchangeIns,
             8 => Kind::ExchangeRes,
+            16 => Kind::ClientInfo,
             _ => return None,
         })
     }
@@ -165,6 +169,18 @@ impl Writer {
             self.u64(0);
         } else {
             self.tree(t);
+        }
+    }
+    /// [`Writer::tree_or_zero`] without the values: writes the layout and the count,
+    /// returns the bytes the values would take.
+    fn tree_or_zero_len(&mut self, t: &ParamTree) -> usize {
+        self.spec(t.spec());
+        if t.as_slice().iter().all(|v| v.to_bits() == 0) {
+            self.u64(0);
+            0
+        } else {
+            self.u64(t.as_slice().len() as u64);
+            4 * t.as_slice().len()
         }
     }
     fn stats(&mut self, s: &EvalStats) {
@@ -471,6 +487,51 @@ pub fn encode_train_ins(i: &TrainIns) -> crate::Result<Vec<u8>> {
     Ok(w.out)
 }
 
+/// The bytes of an encoded message by part (see [`train_ins_parts`],
+/// [`train_res_parts`]); `total` is the whole frame.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Parts {
+    /// The whole frame.
+    pub total: usize,
+    /// The parameters: the model of an instruction, the update of a reply (layout, count
+    /// and values).
+    pub params: usize,
+    /// The rate plan (instructions).
+    pub plan: usize,
+    /// The extension payloads (of a reply: its own and its report's).
+    pub payloads: usize,
+}
+
+/// [`encode_train_ins`]'s output by part, computed without copying the model's values.
+pub fn train_ins_parts(i: &TrainIns) -> crate::Result<Parts> {
+    let mut w = Writer::frame(Kind::TrainIns);
+    w.u32(i.round);
+    w.u64(i.seed);
+    let at = w.out.len();
+    w.cbor("plan", &i.plan)?;
+    let plan = w.out.len() - at;
+    let at = w.out.len();
+    w.spec(i.params.spec());
+    w.u64(i.params.as_slice().len() as u64);
+    let values = 4 * i.params.as_slice().len();
+    let params = w.out.len() - at + values;
+    let at = w.out.len();
+    w.ext("ext", &i.ext)?;
+    let payloads = w.out.len() - at;
+    Ok(Parts {
+        total: w.out.len() + values,
+        params,
+        plan,
+        payloads,
+    })
+}
+
+/// The length of [`encode_train_ins`]'s output, computed without copying the model's
+/// values (the communication figures count it for every client).
+pub fn train_ins_len(i: &TrainIns) -> crate::Result<usize> {
+    Ok(train_ins_parts(i)?.total)
+}
+
 /// Decodes a train instruction.
 pub fn decode_train_ins(b: &[u8], reg: &Registry) -> crate::Result<TrainIns> {
     let mut r = Reader::frame(b, Kind::TrainIns, "TrainIns")?;
@@ -497,6 +558,33 @@ pub fn encode_train_res(res: &TrainRes) -> crate::Result<Vec<u8>> {
     write_report(&mut w, &res.report)?;
     w.ext("ext", &res.ext)?;
     Ok(w.out)
+}
+
+/// [`encode_train_res`]'s output by part, computed without copying the update's values.
+pub fn train_res_parts(res: &TrainRes) -> crate::Result<Parts> {
+    let mut w = Writer::frame(Kind::TrainRes);
+    w.u64(res.num_examples);
+    let at = w.out.len();
+    let values = w.tree_or_zero_len(&res.delta);
+    let params = w.out.len() - at + values;
+    write_report(&mut w, &res.report)?;
+    let mut report_ext = Writer { out: Vec::new() };
+    report_ext.ext("report.ext", &res.report.ext)?;
+    let at = w.out.len();
+    w.ext("ext", &res.ext)?;
+    let payloads = w.out.len() - at + report_ext.out.len();
+    Ok(Parts {
+        total: w.out.len() + values,
+        params,
+        plan: 0,
+        payloads,
+    })
+}
+
+/// The length of [`encode_train_res`]'s output, computed without copying the update's
+/// values: what a round counts as the bytes uploaded, for every reply.
+pub fn train_res_len(res: &TrainRes) -> crate::Result<usize> {
+    Ok(train_res_parts(res)?.total)
 }
 
 /// Decodes a client's reply to a train instruction.
@@ -693,6 +781,57 @@ pub fn decode_exchange_res(b: &[u8], reg: &Registry) -> crate::Result<Extensions
     Ok(msg)
 }
 
+/// The most bytes of a device class name in a [`ClientInfo`] frame.
+pub const MAX_DEVICE_BYTES: usize = 256;
+
+/// Encodes what a client reports about itself when it registers over the network
+/// (docs/network.md, "Client metadata"): its id, sizes, device class and the payloads
+/// it shares.
+pub fn encode_client_info(c: &ClientInfo) -> crate::Result<Vec<u8>> {
+    let mut w = Writer::frame(Kind::ClientInfo);
+    w.u64(c.id);
+    w.u64(c.num_train);
+    w.u64(c.num_test);
+    match &c.device {
+        Some(d) => {
+            w.u8(1);
+            w.str(d);
+        }
+        None => w.u8(0),
+    }
+    w.ext("metadata", &c.metadata)?;
+    Ok(w.out)
+}
+
+/// Decodes a [`ClientInfo`]; a device class over [`MAX_DEVICE_BYTES`] is refused.
+pub fn decode_client_info(b: &[u8], reg: &Registry) -> crate::Result<ClientInfo> {
+    let mut r = Reader::frame(b, Kind::ClientInfo, "ClientInfo")?;
+    let id = r.u64("id")?;
+    let num_train = r.u64("num_train")?;
+    let num_test = r.u64("num_test")?;
+    let device = if r.bool("device")? {
+        let d = r.str("device")?;
+        if d.len() > MAX_DEVICE_BYTES {
+            return Err(err(format!(
+                "ClientInfo: device: {} bytes; expected at most {MAX_DEVICE_BYTES}",
+                d.len()
+            )));
+        }
+        Some(d.to_string())
+    } else {
+        None
+    };
+    let metadata = r.ext("metadata", reg)?;
+    r.finish()?;
+    Ok(ClientInfo {
+        id,
+        num_train,
+        num_test,
+        device,
+        metadata,
+    })
+}
+
 /// Encodes any serde value as CBOR (the encoding of payloads and of stage states).
 pub fn to_cbor<T: Serialize>(v: &T) -> crate::Result<Vec<u8>> {
     let mut b = Vec::new();
@@ -882,6 +1021,56 @@ mod tests {
         neg.delta.as_mut_slice()[1] = -0.0;
         let back = decode_train_res(&encode_train_res(&neg).unwrap(), &r).unwrap();
         assert_eq!(back.delta.as_slice()[1].to_bits(), (-0.0f32).to_bits());
+    }
+
+    /// The lengths counted without encoding are the encoded lengths, for dense and zero
+    /// updates and instructions with and without payloads.
+    #[test]
+    fn computed_lengths_equal_encoded_lengths() {
+        let mut z = res();
+        z.delta = ParamTree::zeros(tree().spec().clone());
+        let mut bare = res();
+        bare.ext = Extensions::new();
+        bare.report.ext = Extensions::new();
+        for r in [res(), z, bare] {
+            assert_eq!(
+                train_res_len(&r).unwrap(),
+                encode_train_res(&r).unwrap().len()
+            );
+        }
+        let mut plain = ins();
+        plain.ext = Extensions::new();
+        for i in [ins(), plain] {
+            assert_eq!(
+                train_ins_len(&i).unwrap(),
+                encode_train_ins(&i).unwrap().len()
+            );
+        }
+    }
+
+    /// A client's self-description round-trips; an oversized device class and a
+    /// payload the registry does not know are refused.
+    #[test]
+    fn client_info_round_trips_and_refuses_what_it_cannot_read() {
+        let mut c = ClientInfo::new(7, 120, 30);
+        c.device = Some("slow".into());
+        c.metadata.insert(crate::LabelHistogram(vec![3, 0, 117]));
+        let reg = Registry::new();
+        let b = encode_client_info(&c).unwrap();
+        assert_eq!(decode_client_info(&b, &reg).unwrap(), c);
+        let bare = ClientInfo::new(0, 1, 0);
+        let b = encode_client_info(&bare).unwrap();
+        assert_eq!(decode_client_info(&b, &reg).unwrap(), bare);
+        c.device = Some("x".repeat(MAX_DEVICE_BYTES + 1));
+        let e = decode_client_info(&encode_client_info(&c).unwrap(), &reg).unwrap_err();
+        assert!(e.to_string().contains("device: 257 bytes"), "{e}");
+        let mut odd = ClientInfo::new(1, 1, 1);
+        odd.metadata.insert(Note("x".into()));
+        let e = decode_client_info(&encode_client_info(&odd).unwrap(), &reg).unwrap_err();
+        assert!(e.to_string().contains("ClientInfo"), "{e}");
+        for cut in 0..b.len() {
+            assert!(decode_client_info(&b[..cut], &reg).is_err());
+        }
     }
 
     #[test]

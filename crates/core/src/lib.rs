@@ -32,7 +32,8 @@ pub use pool::{ClientPool, Disclosed, PoolSubset};
 pub use protocol::*;
 pub use round::{run, run_from, Observer, RoundRecord, RunOptions, RunOutcome};
 pub use summary::{
-    AggregateSummary, ClientAggregate, EvalSummary, PrivacySummary, RoundTiming, SecureSummary,
+    AggregateSummary, ClientAggregate, EvalSummary, PrivacySummary, RoundTiming, RoundTraffic,
+    SecureSummary,
 };
 pub use traits::{
     Client, ClientFactory, Grid, Progress, RatePolicy, RoundSummary, Session, Strategy,

@@ -125,6 +125,10 @@ pub struct RoundRecord {
     /// The simulated clock, when devices are simulated.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub timing: Option<RoundTiming>,
+    /// The bytes of the round's messages, when the grid counts them
+    /// ([`crate::Grid::take_round_traffic`]: over the network, or a counted simulation).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub traffic: Option<crate::summary::RoundTraffic>,
 }
 
 impl RoundRecord {
@@ -355,6 +359,7 @@ pub fn run_from(
             eval,
             wall_seconds: wall(&state),
             timing: strategy.round_timing(),
+            traffic: grid.take_round_traffic(),
         };
         observer.round_finished(&record, &global)?;
         match no_training_cause(&record) {

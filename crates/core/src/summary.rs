@@ -141,3 +141,51 @@ pub struct RoundTiming {
     /// Clients that ran only part of their work (stragglers, deadline).
     pub partial: Vec<ClientId>,
 }
+
+/// The bytes of one round's messages (docs/network.md, "Communication accounting"): the
+/// encoded instructions sent and replies received (fedpace's codec frames, what travels
+/// as the network messages' payloads), and what the training messages carried. A failed
+/// client's reply counts 0 in a simulation; over the network a reply that arrived and was
+/// then rejected counts its bytes in `received` (and nothing in the parts).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct RoundTraffic {
+    /// Bytes sent to clients (training and evaluation instructions).
+    pub sent: u64,
+    /// Bytes received from clients (training and evaluation replies).
+    pub received: u64,
+    /// Bytes of the training instructions.
+    pub train_sent: u64,
+    /// Bytes of the training replies.
+    pub train_received: u64,
+    /// Of the training instructions: the global model (layout and values).
+    pub model: u64,
+    /// Of the training instructions: the rate plans.
+    pub plan: u64,
+    /// Of the training instructions: the payloads the strategy and policy attached
+    /// (control variates, personal recipes, requests).
+    pub instruction_payloads: u64,
+    /// Of the training replies: the updates (layout and values; the layout alone when the
+    /// update travels in a payload, compressed or masked).
+    pub update: u64,
+    /// Of the training replies: the payloads and report statistics the strategy or
+    /// policy asked for (per-group gradient norms, compressed updates, control variates).
+    pub reply_payloads: u64,
+    /// Instructions sent.
+    pub messages: u64,
+}
+
+impl RoundTraffic {
+    /// Adds `other`'s figures to these.
+    pub fn add(&mut self, other: &RoundTraffic) {
+        self.sent += other.sent;
+        self.received += other.received;
+        self.train_sent += other.train_sent;
+        self.train_received += other.train_received;
+        self.model += other.model;
+        self.plan += other.plan;
+        self.instruction_payloads += other.instruction_payloads;
+        self.update += other.update;
+        self.reply_payloads += other.reply_payloads;
+        self.messages += other.messages;
+    }
+}

@@ -274,6 +274,12 @@ pub trait Grid {
             })
             .collect()
     }
+    /// The bytes of fedpace's messages sent and received since the last call, when the
+    /// grid counts them (the round loops record one per round in
+    /// [`crate::RoundRecord::traffic`]). Default: `None`, a grid that does not count.
+    fn take_round_traffic(&mut self) -> Option<crate::summary::RoundTraffic> {
+        None
+    }
     /// Calls `visit` with every client state the grid keeps (for a checkpoint, between
     /// rounds: a consistent snapshot). A grid whose clients keep their own state (over
     /// the network) cannot, and says so (the default).

@@ -586,7 +586,7 @@ impl NpyConfig {
     }
 
     /// One features/labels pair: an `.npz` (arrays `x`, `y`) or a `.npy` and its labels.
-    fn load(&self, path: &Path, labels_path: Option<&Path>) -> Result<DenseDataset> {
+    pub fn load(&self, path: &Path, labels_path: Option<&Path>) -> Result<DenseDataset> {
         let shown = path.display().to_string();
         let (x, y, y_what) = match labels_path {
             None => {

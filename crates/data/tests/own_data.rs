@@ -443,3 +443,93 @@ fn bad_images_are_errors_naming_the_file() {
     );
     std::fs::remove_dir_all(&d).unwrap();
 }
+
+/// A client bringing its own file (`fedpace client --data`) gets, as client k, the same
+/// training, validation and test samples in the same order as client k of the
+/// simulation that reads every client's file (`npy.clients`) with the same seed and
+/// fractions; a label the model cannot output and a truncated file are one-line errors
+/// naming the file.
+#[test]
+fn own_file_of_client_k_splits_as_the_simulation_splits_client_k() {
+    use fedpace_data::{own_federation, OwnData, OwnFormat};
+    let mut npy = NpyConfig::new("unused");
+    npy.path = None;
+    npy.clients = Some(fixture("npy/clients"));
+    let cfg = DataConfig::Npy(NpySourceConfig {
+        npy: Some(npy),
+        test_fraction: Some(0.2),
+        validation_fraction: Some(0.25),
+        ..Default::default()
+    });
+    let sim = build(&cfg, 5, Path::new("data")).unwrap();
+    let all = |d: &dyn Dataset| -> Vec<(Vec<f32>, u32)> {
+        (0..d.len()).map(|i| (dense(d, i), d.label(i))).collect()
+    };
+    for k in 0..4 {
+        let own = OwnData {
+            format: OwnFormat::Npy,
+            path: fixture(&format!("npy/clients/client-{k}.npz")),
+            labels: None,
+        };
+        let fed = own_federation(&own, &cfg, k, 2, 5).unwrap();
+        let (a, b) = (sim.data.client(k).unwrap(), fed.data.client(k).unwrap());
+        assert_eq!(all(a.train.as_ref()), all(b.train.as_ref()), "client {k}");
+        assert_eq!(all(a.test.as_ref()), all(b.test.as_ref()), "client {k}");
+        let (va, vb) = (a.validation.unwrap(), b.validation.unwrap());
+        assert!(!va.is_empty());
+        assert_eq!(all(va.as_ref()), all(vb.as_ref()), "client {k}");
+        assert_eq!(fed.sample_shape, sim.sample_shape);
+    }
+    let own = OwnData {
+        format: OwnFormat::Npy,
+        path: fixture("npy/clients/client-0.npz"),
+        labels: None,
+    };
+    let e = own_federation(&own, &cfg, 0, 1, 5).unwrap_err().to_string();
+    assert!(e.contains("client-0.npz") && e.contains("label 1"), "{e}");
+    assert_eq!(e.lines().count(), 1);
+    let d = tmp("own");
+    let cut = d.join("cut.npz");
+    let b = std::fs::read(fixture("npy/clients/client-0.npz")).unwrap();
+    std::fs::write(&cut, &b[..b.len() / 2]).unwrap();
+    let own = OwnData {
+        path: cut.clone(),
+        ..own
+    };
+    let e = own_federation(&own, &cfg, 0, 2, 5).unwrap_err().to_string();
+    assert!(e.contains("cut.npz"), "{e}");
+    assert_eq!(e.lines().count(), 1);
+    std::fs::remove_dir_all(&d).ok();
+}
+
+/// `export` writes each client of a federation (here FedProx Synthetic(1,1), split 90/10
+/// with validation splits) so that the client's own split of its file is, sample for
+/// sample, what the simulation gives that client.
+#[test]
+fn exported_client_files_split_back_into_the_simulation_splits() {
+    use fedpace_data::{own_federation, OwnData, OwnFormat};
+    let cfg = DataConfig::synthetic(1.0, 1.0)
+        .with_num_clients(5)
+        .with_validation_fraction(0.2);
+    let d = tmp("export");
+    let files = fedpace_data::own::export(&cfg, 3, Path::new("data"), &d).unwrap();
+    assert_eq!(files.len(), 5);
+    let sim = build(&cfg, 3, Path::new("data")).unwrap();
+    let all = |d: &dyn Dataset| -> Vec<(Vec<f32>, u32)> {
+        (0..d.len()).map(|i| (dense(d, i), d.label(i))).collect()
+    };
+    for (k, f) in files.iter().enumerate() {
+        let own = OwnData {
+            format: OwnFormat::Npy,
+            path: f.clone(),
+            labels: None,
+        };
+        let fed = own_federation(&own, &cfg, k, 10, 3).unwrap();
+        let (a, b) = (sim.data.client(k).unwrap(), fed.data.client(k).unwrap());
+        assert_eq!(all(a.train.as_ref()), all(b.train.as_ref()), "client {k}");
+        assert_eq!(all(a.test.as_ref()), all(b.test.as_ref()), "client {k}");
+        let (va, vb) = (a.validation.unwrap(), b.validation.unwrap());
+        assert_eq!(all(va.as_ref()), all(vb.as_ref()), "client {k}");
+    }
+    std::fs::remove_dir_all(&d).ok();
+}

@@ -12,7 +12,7 @@
 
 use fedpace_core::{
     codec, ClientId, ClientPool, EvalIns, EvalRes, ExchangeIns, Extensions, Grid, Progress, Reply,
-    TrainIns, TrainRes,
+    RoundTraffic, TrainIns, TrainRes,
 };
 use fedpace_net::Kind;
 use std::sync::Arc;
@@ -38,7 +38,44 @@ pub struct ClientTraffic {
     pub wire_received: u64,
 }
 
+/// What the parts of training messages add to a round's figures.
+pub(crate) trait AddParts {
+    /// A training instruction's model, plan and payloads.
+    fn add_instruction(&mut self, i: &TrainIns);
+    /// A training reply's update and payloads.
+    fn add_reply(&mut self, r: &TrainRes);
+}
+
+impl AddParts for RoundTraffic {
+    fn add_instruction(&mut self, i: &TrainIns) {
+        if let Ok(p) = codec::train_ins_parts(i) {
+            self.model += p.params as u64;
+            self.plan += p.plan as u64;
+            self.instruction_payloads += p.payloads as u64;
+        }
+    }
+    fn add_reply(&mut self, r: &TrainRes) {
+        if let Ok(p) = codec::train_res_parts(r) {
+            self.update += p.params as u64;
+            self.reply_payloads += p.payloads as u64;
+        }
+    }
+}
+
 impl ClientTraffic {
+    /// This row's totals as a round's figures (no parts).
+    pub(crate) fn round_figures(&self) -> RoundTraffic {
+        let train = self.kind == Kind::Train;
+        RoundTraffic {
+            sent: self.sent,
+            received: self.received,
+            train_sent: if train { self.sent } else { 0 },
+            train_received: if train { self.received } else { 0 },
+            messages: 1,
+            ..Default::default()
+        }
+    }
+
     pub(crate) fn sent(round: u32, client: ClientId, kind: Kind, bytes: usize) -> Self {
         Self {
             round,
@@ -58,6 +95,7 @@ impl ClientTraffic {
 pub struct CountingGrid<G> {
     inner: G,
     traffic: Vec<ClientTraffic>,
+    round: RoundTraffic,
 }
 
 impl<G: Grid> CountingGrid<G> {
@@ -66,6 +104,7 @@ impl<G: Grid> CountingGrid<G> {
         Self {
             inner,
             traffic: Vec::new(),
+            round: RoundTraffic::default(),
         }
     }
 
@@ -94,6 +133,7 @@ impl<G: Grid> CountingGrid<G> {
             if let Some(Ok(o)) = replies.iter().find(|r| r.client == *c).map(|r| &r.result) {
                 t.received = res_len(o) as u64;
             }
+            self.round.add(&t.round_figures());
             self.traffic.push(t);
         }
     }
@@ -127,6 +167,10 @@ impl<G: Grid> Grid for CountingGrid<G> {
         self.inner.pool()
     }
 
+    fn take_round_traffic(&mut self) -> Option<RoundTraffic> {
+        Some(std::mem::take(&mut self.round))
+    }
+
     fn train(
         &mut self,
         ins: Vec<(ClientId, TrainIns)>,
@@ -134,13 +178,21 @@ impl<G: Grid> Grid for CountingGrid<G> {
     ) -> Vec<Reply<TrainRes>> {
         let keep: Vec<(ClientId, TrainIns)> = ins.clone();
         let replies = self.inner.train(ins, progress);
+        for (_, i) in &keep {
+            self.round.add_instruction(i);
+        }
+        for r in &replies {
+            if let Ok(res) = &r.result {
+                self.round.add_reply(res);
+            }
+        }
         self.count(
             Kind::Train,
             &keep,
             &replies,
             |i| i.round,
-            |i| len_or_zero(codec::encode_train_ins(i)),
-            |r| len_or_zero(codec::encode_train_res(r)),
+            |i| codec::train_ins_len(i).unwrap_or(0),
+            |r| codec::train_res_len(r).unwrap_or(0),
         );
         replies
     }

@@ -17,13 +17,13 @@
 //! fewer than the quorum replied ([`NetGridConfig::required`]) fails every client with
 //! the counts, so the round loop treats the round as one without training.
 
-use crate::accounting::ClientTraffic;
+use crate::accounting::{AddParts, ClientTraffic};
 use crate::host::from_wire;
 use bytes::Bytes;
 use fedpace_core::protocol::validate_train_res;
 use fedpace_core::{
     codec, ClientFailure, ClientId, ClientPool, EvalIns, EvalRes, ExchangeIns, Extensions, Grid,
-    Progress, Registry, Reply, TrainIns, TrainRes,
+    Progress, Registry, Reply, RoundTraffic, TrainIns, TrainRes,
 };
 use fedpace_net::{Kind, Server};
 use fedpace_params::ParamSpec;
@@ -99,6 +99,7 @@ pub struct NetGrid {
     checkpoint: Option<u64>,
     /// Training runs on the real clock through [`NetGrid::real_clock`]'s source.
     real_clock: bool,
+    round: RoundTraffic,
 }
 
 impl NetGrid {
@@ -120,6 +121,7 @@ impl NetGrid {
             last_sent: 0,
             checkpoint: None,
             real_clock: false,
+            round: RoundTraffic::default(),
         })
     }
 
@@ -237,6 +239,9 @@ impl NetGrid {
                     rows[row].wire_received += w.received_bytes;
                 }
             }
+        }
+        for r in &rows {
+            self.round.add(&r.round_figures());
         }
         self.traffic.append(&mut rows);
         out.into_iter()
@@ -388,6 +393,10 @@ impl Grid for NetGrid {
     ) -> fedpace_core::Result<()> {
         self.checkpoint = Some(self.last_sent);
         Ok(())
+}
+
+    fn take_round_traffic(&mut self) -> Option<RoundTraffic> {
+        Some(std::mem::take(&mut self.round))
     }
 
     fn train(
@@ -400,15 +409,25 @@ impl Grid for NetGrid {
         };
         let (round, spec) = (first.1.round, first.1.params.spec().clone());
         let items = encode_all(&ins, |i| i.round, codec::encode_train_ins);
+        for ((_, i), item) in ins.iter().zip(&items) {
+            if item.2.is_ok() {
+                self.round.add_instruction(i);
+            }
+        }
         drop(ins);
         let arrivals = self.exchange(Kind::Train, items, self.config.train_deadline, progress);
-        let replies = arrivals
+        let replies: Vec<Reply<TrainRes>> = arrivals
             .into_iter()
             .map(|(client, r)| Reply {
                 client,
                 result: r.and_then(|b| self.check_train(client, &b, &spec)),
             })
             .collect();
+        for r in &replies {
+            if let Ok(res) = &r.result {
+                self.round.add_reply(res);
+            }
+        }
         self.settle("training", round, replies)
     }
 

@@ -24,6 +24,7 @@ pub mod arrivals;
 pub mod grid;
 pub mod host;
 pub mod loopback;
+pub mod meta;
 
 pub use accounting::{ClientTraffic, CountingGrid};
 pub use arrivals::NetArrivals;

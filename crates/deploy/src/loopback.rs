@@ -89,16 +89,21 @@ impl Loopback {
         // Client ids of the pool: 0..max+1 split between the nodes (ids the pool does
         // not hold are simply never sent anything).
         let end = pool.ids().max().map_or(0, |m| m + 1);
-        let (server, node_configs) = Self::server(&dir, opts, &split(end, opts.nodes))?;
-        let grid = NetGrid::new(
-            Arc::new(server),
-            pool.clone(),
-            registry.clone(),
-            opts.grid.clone(),
-        )
-        .map_err(|e| e.to_string())?;
+        let (server, mut node_configs) = Self::server(&dir, opts, &split(end, opts.nodes))?;
+        // Every client describes itself at registration; the grid's pool is what they
+        // sent (crate::meta), as for `fedpace server`.
+        for c in &mut node_configs {
+            c.metadata = crate::meta::metadata_of(pool.as_ref(), &c.clients)?;
+        }
+        let server = Arc::new(server);
         let mut lb = Loopback {
-            grid,
+            grid: NetGrid::new(
+                server.clone(),
+                pool.clone(),
+                registry.clone(),
+                opts.grid.clone(),
+            )
+            .map_err(|e| e.to_string())?,
             stop: Arc::new(AtomicBool::new(false)),
             nodes: Vec::new(),
             dir,
@@ -129,6 +134,10 @@ impl Loopback {
                 opts.connect_timeout
             ));
         }
+        let registered = crate::meta::registered_pool(&server, pool.ids(), &registry, None)
+            .map_err(|e| format!("loopback: {e}"))?;
+        lb.grid = NetGrid::new(server, Arc::new(registered), registry, opts.grid.clone())
+            .map_err(|e| e.to_string())?;
         Ok(lb)
     }
 

@@ -21,6 +21,17 @@ fn parity(name: &str) {
     assert_ne!(bits(&sim.global), bits(&x.init), "{name}: the model moved");
     let (a, b) = (records(&sim), records(&net));
     assert_eq!(a.len(), ROUNDS as usize, "{name}");
+    // Each round's bytes are in its record (and so compared below): computed by the
+    // counting simulation grid, measured by the network grid.
+    for r in &a {
+        let t = &r["traffic"];
+        assert!(t["model"].as_u64().unwrap() > 0, "{name}: {t}");
+        assert!(t["update"].as_u64().unwrap() > 0, "{name}: {t}");
+        assert!(
+            t["sent"].as_u64() >= t["train_sent"].as_u64(),
+            "{name}: {t}"
+        );
+    }
     for (r, (a, b)) in a.iter().zip(&b).enumerate() {
         assert_eq!(a, b, "{name}: round {} record", r + 1);
     }

@@ -227,6 +227,17 @@ fn check_model_size(
 /// output directory exists: sizes are checked before anything is allocated, and one
 /// sample of every split is checked against the model's input.
 pub(crate) fn prepare(cfg: &ExperimentConfig, registry: Option<&Registry>) -> Result<Prepared> {
+    prepare_with(cfg, registry, None)
+}
+
+/// [`prepare`]; with `server`, as the server of a real federation whose clients are
+/// `server` (what they reported at registration) and, with `[input]`, without data
+/// (crate::network).
+pub(crate) fn prepare_with(
+    cfg: &ExperimentConfig,
+    registry: Option<&Registry>,
+    server: Option<Arc<dyn ClientPool>>,
+) -> Result<Prepared> {
     let threads = cfg.threads;
     let registered = |what: &str, name: &str| {
         Error::Config(format!(
@@ -239,12 +250,18 @@ pub(crate) fn prepare(cfg: &ExperimentConfig, registry: Option<&Registry>) -> Re
             .and_then(|r| r.data(name))
             .cloned()
             .ok_or_else(|| registered("data.source", name))?,
-        None => {
-            let dir = data_dir(cfg.data_dir.as_deref());
-            fedpace_data::build(&cfg.data, cfg.seed, &dir)
-                .map_err(|e| Error::Setup(e.to_string()))?
-        }
+        None => match (&server, &cfg.input) {
+            (Some(_), Some(input)) => crate::network::no_data(input),
+            _ => {
+                let dir = data_dir(cfg.data_dir.as_deref());
+                fedpace_data::build(&cfg.data, cfg.seed, &dir)
+                    .map_err(|e| Error::Setup(e.to_string()))?
+            }
+        },
     };
+    if let Some(input) = &cfg.input {
+        crate::network::check_data(input, &fed, &format!("data: {}", fed.description))?;
+    }
     check_sample_shapes(&fed)?;
     let models: ModelFactory = match &cfg.registered.model {
         Some((name, options)) => {
@@ -301,10 +318,13 @@ pub(crate) fn prepare(cfg: &ExperimentConfig, registry: Option<&Registry>) -> Re
     let data = fed.data.clone();
     let classes = DeviceClasses::new(&cfg.device_classes, data.num_clients(), cfg.seed);
     let central_models = models.clone();
-    let pool: Arc<dyn ClientPool> = Arc::new(
-        DataPool::new(data.clone(), classes)
-            .map_err(|e| Error::Failed(format!("building the client pool: {e}")))?,
-    );
+    let pool: Arc<dyn ClientPool> = match server {
+        Some(registered) => registered,
+        None => Arc::new(
+            DataPool::new(data.clone(), classes)
+                .map_err(|e| Error::Failed(format!("building the client pool: {e}")))?,
+        ),
+    };
     // `[attack]`: an exact, seeded share of the pool attacks.
     let attack = cfg
         .attack

@@ -96,6 +96,11 @@ pub struct ExperimentConfig {
     /// none).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub attack: Option<AttackConfig>,
+    /// `[input]`: the model's input and classes, for a federation whose server holds no
+    /// data and whose clients bring their own (docs/network.md; default none: from the
+    /// data set).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub input: Option<crate::network::InputConfig>,
 }
 
 /// The parts of an experiment taken from a [`crate::Registry`] (docs/library.md). While
@@ -164,6 +169,7 @@ impl Default for ExperimentConfig {
             robust: None,
             compression: None,
             attack: None,
+            input: None,
         }
     }
 }
@@ -611,6 +617,9 @@ impl ExperimentConfig {
                     self.policy.name()
                 ));
             }
+        }
+        if let Some(i) = &self.input {
+            i.validate()?;
         }
         let shareable = [<fedpace_core::LabelHistogram as fedpace_core::Payload>::NAME];
         for s in &self.client.share {

@@ -29,6 +29,7 @@ pub mod tensorboard;
 pub mod registry;
 
 mod build;
+pub mod network;
 mod run;
 
 pub use build::{data_dir, Prepared, MAX_CLIENT_VALUES, MAX_PARAMS};

@@ -367,6 +367,9 @@ pub struct RunRecorder<'m> {
     privacy: Option<fedpace_core::PrivacySummary>,
     /// Σ over rounds of the mean upload bytes per client, and the rounds counted.
     upload: (f64, u32),
+    /// Σ over rounds of the bytes of the messages, and the rounds counted, when the
+    /// grid counts them.
+    traffic: Option<(fedpace_core::RoundTraffic, u32)>,
 }
 
 /// What a [`RunRecorder`] keeps across a checkpoint: how far its files go and the sums
@@ -387,6 +390,9 @@ struct RecorderState {
     resumed_after: Vec<u32>,
     /// Σ over rounds of the mean upload bytes per client, and the rounds counted.
     upload: (f64, u32),
+    /// Σ over rounds of the messages' bytes, and the rounds counted.
+    #[serde(default)]
+    traffic: Option<(fedpace_core::RoundTraffic, u32)>,
 }
 
 impl<'m> RunRecorder<'m> {
@@ -413,6 +419,7 @@ impl<'m> RunRecorder<'m> {
             resumed_after: Vec::new(),
             privacy: None,
             upload: (0.0, 0),
+            traffic: None,
         })
     }
 
@@ -466,6 +473,7 @@ impl<'m> RunRecorder<'m> {
             resumed_after,
             privacy: None,
             upload: saved.upload,
+            traffic: saved.traffic,
         })
     }
 
@@ -489,6 +497,7 @@ impl<'m> RunRecorder<'m> {
             nonfinite_loss_round: self.nonfinite_loss_round,
             resumed_after: self.resumed_after.clone(),
             upload: self.upload,
+            traffic: self.traffic,
         };
         if let Some(f) = &self.files {
             f.position(&mut state)?;
@@ -660,6 +669,23 @@ impl<'m> RunRecorder<'m> {
             obj.insert(
                 "upload_bytes_per_client".into(),
                 json!(self.upload.0 / self.upload.1 as f64),
+            );
+        }
+        if let Some((t, n)) = &self.traffic {
+            // The run's communication: totals and the mean per round (docs/outputs.md).
+            let per = |b: u64| b as f64 / (*n).max(1) as f64;
+            obj.insert(
+                "traffic".into(),
+                json!({
+                    "rounds": n,
+                    "sent": t.sent, "received": t.received,
+                    "sent_per_round": per(t.sent), "received_per_round": per(t.received),
+                    "train_sent": t.train_sent, "train_received": t.train_received,
+                    "model": t.model, "plan": t.plan,
+                    "instruction_payloads": t.instruction_payloads,
+                    "update": t.update, "reply_payloads": t.reply_payloads,
+                    "messages": t.messages,
+                }),
             );
         }
         obj.insert("wall_seconds".into(), json!(wall));
@@ -888,7 +914,13 @@ impl Observer for RunRecorder<'_> {
             "privacy": rec.aggregate.privacy,
             "secure_aggregation": rec.aggregate.secure,
             "upload_bytes": rec.aggregate.upload_bytes,
+            "traffic": rec.traffic,
         });
+        if let Some(t) = &rec.traffic {
+            let (sum, n) = self.traffic.get_or_insert_with(Default::default);
+            sum.add(t);
+            *n += 1;
+        }
         if rec.aggregate.privacy.is_some() {
             self.privacy = rec.aggregate.privacy.clone();
         }

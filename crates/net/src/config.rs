@@ -244,6 +244,10 @@ pub struct NodeConfig {
     pub request_timeout: Duration,
     /// First and longest wait between reconnection attempts (doubling).
     pub reconnect_backoff: (Duration, Duration),
+    /// What each client reports about itself at registration (opaque bytes, at most
+    /// [`crate::wire::MAX_METADATA_BYTES`] each; `RegisterRequest.metadata`): empty by
+    /// default.
+    pub metadata: Vec<(ClientId, bytes::Bytes)>,
 }
 
 impl NodeConfig {
@@ -265,6 +269,7 @@ impl NodeConfig {
             max_instruction_payload: limits.max_instruction_payload,
             request_timeout: Duration::from_secs(30),
             reconnect_backoff: (Duration::from_millis(50), Duration::from_secs(5)),
+            metadata: Vec::new(),
         }
     }
 }

@@ -144,6 +144,16 @@ pub fn check_body<'a>(path: &str, body: &'a [u8], limits: &Limits) -> Result<&'a
             ));
         }
     }
+    if path.ends_with("/Register") {
+        let count = count_field(message, 3)?;
+        let max = usize::try_from(limits.max_clients_per_node).unwrap_or(usize::MAX);
+        if count > max {
+            return Err(invalid(
+                "repeated",
+                format!("RegisterRequest.metadata: {count} entries, at most {max}"),
+            ));
+        }
+    }
     Ok(message)
 }
 
@@ -173,11 +183,13 @@ pub fn decode_request(path: &str, body: &[u8], limits: &Limits) -> Result<Decode
     Ok(match path.trim_start_matches("/fedpace.v1.Fleet/") {
         "Register" => {
             let r: proto::RegisterRequest = decode(message)?;
-            Decoded::Register(wire::ranges_from_proto(
+            let ranges = wire::ranges_from_proto(
                 &r.clients,
                 limits.max_ranges,
                 limits.max_clients_per_node,
-            )?)
+            )?;
+            wire::metadata_from_proto(r.metadata, &ranges)?;
+            Decoded::Register(ranges)
         }
         "Heartbeat" => Decoded::Heartbeat(decode::<proto::HeartbeatRequest>(message)?.session),
         "Pull" => Decoded::Pull(decode(message)?),

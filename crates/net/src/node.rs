@@ -136,9 +136,19 @@ impl Link {
                 end: r.end,
             })
             .collect();
+        let metadata = self
+            .config
+            .metadata
+            .iter()
+            .map(|(client, info)| proto::ClientMetadata {
+                client: *client,
+                info: info.clone(),
+            })
+            .collect();
         let mut req = tonic::Request::new(proto::RegisterRequest {
             protocol: wire::PROTOCOL,
             clients,
+            metadata,
         });
         req.set_timeout(self.config.request_timeout);
         let reply = self

@@ -154,6 +154,8 @@ struct State {
     tombstones: HashMap<u64, Tombstone>,
     tombstone_order: VecDeque<(Instant, u64)>,
     traffic: BTreeMap<u64, HashMap<(ClientId, Kind), Traffic>>,
+    /// What each client reported about itself at its latest registration.
+    metadata: HashMap<ClientId, Bytes>,
     next_instruction: u64,
     next_session: u64,
     stopped: bool,
@@ -538,6 +540,8 @@ impl Fleet for FleetService {
             limits.max_clients_per_node,
         )
         .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let metadata = wire::metadata_from_proto(body.metadata.clone(), &ranges)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
         for r in &ranges {
             if !who
                 .clients
@@ -601,6 +605,9 @@ impl Fleet for FleetService {
             }
         }
         st.client_count += count;
+        for (c, m) in metadata {
+            st.metadata.insert(c, m);
+        }
         for id in &moved {
             if let Some(p) = st.pending.get_mut(id) {
                 p.session = session;
@@ -1135,6 +1142,13 @@ impl Server {
         st.client_session
             .get(&client)
             .is_some_and(|s| st.sessions.contains_key(s))
+}
+
+    /// What client `id` reported about itself when its node last registered
+    /// (`RegisterRequest.metadata`; opaque bytes), `None` if it reported nothing.
+    /// Kept after the client disconnects.
+    pub fn client_metadata(&self, id: ClientId) -> Option<Bytes> {
+        lock(&self.shared.state).metadata.get(&id).cloned()
     }
 
     /// How many clients are connected.

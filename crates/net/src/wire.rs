@@ -347,3 +347,47 @@ pub fn ranges_from_proto(
     }
     Ok(out)
 }
+
+/// Most bytes of one client's metadata (`ClientMetadata.info`): sizes, a device class
+/// and shared statistics such as a label histogram of a few hundred classes.
+pub const MAX_METADATA_BYTES: usize = 16 * 1024;
+
+/// Checks `RegisterRequest.metadata` against the registered `ranges`: every entry names
+/// a client of the ranges, at most once, with at most [`MAX_METADATA_BYTES`]. Returns
+/// the entries sorted by client.
+pub fn metadata_from_proto(
+    entries: Vec<proto::ClientMetadata>,
+    ranges: &[std::ops::Range<ClientId>],
+) -> Result<Vec<(ClientId, Bytes)>> {
+    let mut out: Vec<(ClientId, Bytes)> = Vec::with_capacity(entries.len());
+    for m in entries {
+        if !ranges.iter().any(|r| r.contains(&m.client)) {
+            return Err(invalid(
+                "ClientMetadata",
+                "client",
+                format!("{}: not in the registered ranges", m.client),
+            ));
+        }
+        if m.info.len() > MAX_METADATA_BYTES {
+            return Err(invalid(
+                "ClientMetadata",
+                "info",
+                format!(
+                    "client {}: {} bytes: at most {MAX_METADATA_BYTES}",
+                    m.client,
+                    m.info.len()
+                ),
+            ));
+        }
+        out.push((m.client, m.info));
+    }
+    out.sort_by_key(|m| m.0);
+    if let Some(w) = out.windows(2).find(|w| w[0].0 == w[1].0) {
+        return Err(invalid(
+            "ClientMetadata",
+            "client",
+            format!("{}: more than one entry", w[0].0),
+        ));
+    }
+    Ok(out)
+}

@@ -87,6 +87,10 @@ fn seeds() -> Vec<(usize, Vec<u8>)> {
                     proto::ClientRange { start: 0, end: 10 },
                     proto::ClientRange { start: 20, end: 25 },
                 ],
+                metadata: vec![proto::ClientMetadata {
+                    client: 3,
+                    info: vec![7u8; 40].into(),
+                }],
             }),
         ),
         (

@@ -475,3 +475,49 @@ fn silent_node_is_declared_gone_and_idle_connections_are_closed() {
     assert_eq!(server.client_count(), 0);
     assert!(server.stats().idle_closed >= 1);
 }
+
+/// Registration carries each client's self-description (opaque bytes): the server keeps
+/// it per client; an entry for a client outside the node's ranges, a second entry for
+/// one client, or one over the size limit refuses the registration, naming the field.
+#[test]
+fn registration_carries_client_metadata_and_refuses_bad_entries() {
+    let fx = Fixture::new("metadata", 2, 4);
+    let server = fx.start();
+    let mut c = fx.node_config(server.local_addr(), 0);
+    c.metadata = vec![
+        (3, Bytes::from_static(b"three")),
+        (1, Bytes::from_static(b"one")),
+    ];
+    let node = Node::connect(c).unwrap();
+    assert_eq!(server.wait_for_clients(4, Duration::from_secs(10)), 4);
+    assert_eq!(server.client_metadata(1).as_deref(), Some(&b"one"[..]));
+    assert_eq!(server.client_metadata(3).as_deref(), Some(&b"three"[..]));
+    assert_eq!(server.client_metadata(0), None);
+    node.leave().unwrap();
+    // Kept after the node left (the pool is assembled from it).
+    assert_eq!(server.client_metadata(1).as_deref(), Some(&b"one"[..]));
+    let cases: [(Vec<(u64, Bytes)>, &str); 3] = [
+        (
+            vec![(2, Bytes::from_static(b"x"))],
+            "ClientMetadata.client: 2: not in the registered ranges",
+        ),
+        (
+            vec![(5, Bytes::new()), (5, Bytes::new())],
+            "ClientMetadata.client: 5: more than one entry",
+        ),
+        (
+            vec![(
+                6,
+                Bytes::from(vec![0u8; fedpace_net::wire::MAX_METADATA_BYTES + 1]),
+            )],
+            "ClientMetadata.info: client 6: 16385 bytes: at most 16384",
+        ),
+    ];
+    for (metadata, want) in cases {
+        let mut c = fx.node_config(server.local_addr(), 1);
+        c.metadata = metadata;
+        let e = Node::connect(c).err().expect("refused").to_string();
+        assert!(e.contains(want), "{e}");
+    }
+    server.shutdown();
+}

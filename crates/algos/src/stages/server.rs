@@ -12,7 +12,7 @@ use super::StagesConfig;
 use crate::aggregate::{linear_from_sum, Aggregated, Normalize};
 use crate::local::{nominal_rate_sums, PreScale};
 use crate::pipeline::{AggregationPath, Settings, Weighting};
-use fedpace_core::codec::{encode_train_res, from_cbor, to_cbor};
+use fedpace_core::codec::{from_cbor, to_cbor};
 use fedpace_core::{
     ClientAggregate, ClientId, ClientInfo, ClientPool, Error, ExchangeIns, Extensions,
     PrivacySummary, Reply, Result, SecureSummary, TrainIns, TrainReport, TrainRes,
@@ -498,14 +498,15 @@ impl ServerStages {
     }
 }
 
-/// Mean bytes of the replies' encoded frames (what the network carries).
+/// Mean bytes of the replies' encoded frames (what the network carries), computed from
+/// the layout and counts ([`fedpace_core::codec::train_res_len`]): no reply is encoded.
 pub(crate) fn upload_bytes(accepted: &[(ClientId, &TrainRes)]) -> Result<Option<f64>> {
     if accepted.is_empty() {
         return Ok(None);
     }
     let mut total = 0usize;
     for (_, r) in accepted {
-        total += encode_train_res(r)?.len();
+        total += fedpace_core::codec::train_res_len(r)?;
     }
     Ok(Some(total as f64 / accepted.len() as f64))
 }

@@ -1,0 +1,242 @@
+//! Issue 13, clients that bring their own data: `fedpace datasets export` writes each
+//! client's partition to its own `.npz`; a `fedpace server` that reads no data (the file's
+//! `[input]`) and four `fedpace client CONFIG --data FILE` processes over TLS run the
+//! rounds. Rate policies that read client metadata (`by-data-size`: the sizes every
+//! client reports; `by-label-skew`: the label histograms clients share) give the same
+//! plans as the simulation of the same partition — and, because the exported files make
+//! each client's own split the simulation's, the same model byte for byte.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+const BIN: &str = env!("CARGO_BIN_EXE_fedpace");
+
+fn fedpace(args: &[&str]) -> std::process::Output {
+    let out = Command::new(BIN).args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "fedpace {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+struct Kill(Vec<Child>);
+impl Drop for Kill {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            c.kill().ok();
+            c.wait().ok();
+        }
+    }
+}
+
+/// Every round's (client, lr, group rates, work, samples) from a metrics.jsonl.
+fn plans(run: &Path) -> Vec<Vec<(u64, String)>> {
+    let text = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+    text.lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v["clients"].is_array())
+        .map(|v| {
+            v["clients"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| {
+                    let plan = format!(
+                        "lr={} rates={} work={} n={}",
+                        c["lr"], c["group_rates"], c["work"], c["num_examples"]
+                    );
+                    (c["id"].as_u64().unwrap(), plan)
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// Runs a server and `n` own-data clients; returns the server's log.
+fn federation(tmp: &Path, cfg: &str, sets: &[&str], files: &[String], run: &str) -> String {
+    let d = |p: &str| tmp.join(p).to_str().unwrap().to_string();
+    let mut children = Kill(Vec::new());
+    let mut server = Command::new(BIN)
+        .args(["server", cfg])
+        .args(sets)
+        .args(["--listen", "127.0.0.1:0", "--keys", &d("keys/ring.toml")])
+        .args(["--tls-cert", &d("keys/server.pem")])
+        .args(["--tls-key", &d("keys/server-key.pem")])
+        .args(["--out", &d(run), "--wait", "60"])
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut err = BufReader::new(server.stderr.take().unwrap());
+    let (mut addr, mut seen) = (String::new(), String::new());
+    while addr.is_empty() {
+        let mut line = String::new();
+        assert!(
+            err.read_line(&mut line).unwrap() > 0,
+            "server ended: {seen}"
+        );
+        seen.push_str(&line);
+        if let Some(rest) = line.split("listening on ").nth(1) {
+            addr = rest.split(',').next().unwrap().to_string();
+        }
+    }
+    let drain = std::thread::spawn(move || {
+        let mut rest = String::new();
+        for l in err.lines() {
+            rest.push_str(&l.unwrap_or_default());
+            rest.push('\n');
+        }
+        rest
+    });
+    for (i, f) in files.iter().enumerate() {
+        children.0.push(
+            Command::new(BIN)
+                .args(["client", cfg])
+                .args(sets)
+                .args(["--data", f, "--id", &i.to_string(), "--server", &addr])
+                .args(["--key", &d(&format!("keys/client-{i}.key"))])
+                .args(["--ca", &d("keys/ca.pem")])
+                .args(["--state-dir", &d(&format!("{run}-state/{i}"))])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+    }
+    let status = server.wait().unwrap();
+    let log = seen + &drain.join().unwrap();
+    assert!(status.success(), "server: {log}");
+    log
+}
+
+#[test]
+fn own_data_clients_get_the_simulation_plans_from_the_metadata_they_register() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = |p: &str| tmp.path().join(p).to_str().unwrap().to_string();
+    let cfg = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/federation.toml");
+    let cfg = cfg.to_str().unwrap();
+    fedpace(&["keys", "ca", "--dir", &d("keys")]);
+    for i in 0..4 {
+        fedpace(&[
+            "keys",
+            "generate",
+            "--ring",
+            &d("keys/ring.toml"),
+            "--name",
+            &format!("client-{i}"),
+            "--clients",
+            &format!("{i}..{}", i + 1),
+            "--out",
+            &d(&format!("keys/client-{i}.key")),
+        ]);
+    }
+    for policy in ["by-data-size", "by-label-skew"] {
+        let policy_set = format!("policy.name={policy}");
+        let sets = [
+            "--set",
+            "rounds=3",
+            "--set",
+            "data.num_clients=4",
+            "--set",
+            "strategy.clients_per_round=4",
+            "--set",
+            "data.validation_fraction=0.2",
+            "--set",
+            &policy_set,
+            "--set",
+            "client.share=[\"label-histogram\"]",
+        ];
+        let sim = d(&format!("sim-{policy}"));
+        let mut args = vec!["run", cfg, "--out", &sim];
+        args.extend_from_slice(&sets);
+        fedpace(&args);
+        let data = d(&format!("data-{policy}"));
+        let mut args = vec!["datasets", "export", cfg, "--out", &data];
+        args.extend_from_slice(&sets);
+        fedpace(&args);
+        let mut files: Vec<String> = std::fs::read_dir(&data)
+            .unwrap()
+            .map(|e| e.unwrap().path().to_str().unwrap().to_string())
+            .collect();
+        files.sort();
+        assert_eq!(files.len(), 4);
+        let run = format!("net-{policy}");
+        let log = federation(tmp.path(), cfg, &sets, &files, &run);
+        assert!(log.contains("4 clients registered"), "{log}");
+        assert!(log.contains("central evaluation off"), "{log}");
+        let net = tmp.path().join(&run);
+        let sim = Path::new(&sim);
+        let (a, b) = (plans(sim), plans(&net));
+        assert_eq!(a.len(), 3);
+        assert_eq!(a, b, "{policy}: plans differ");
+        // The policy gave the clients different rates (it read their metadata).
+        let lrs: std::collections::BTreeSet<&String> = a[0].iter().map(|c| &c.1).collect();
+        assert!(lrs.len() > 1, "{policy}: {lrs:?}");
+        // Sizes and shared histograms (label entropy) as the simulator knows them.
+        assert_eq!(
+            std::fs::read_to_string(sim.join("clients.csv")).unwrap(),
+            std::fs::read_to_string(net.join("clients.csv")).unwrap(),
+            "{policy}"
+        );
+        assert_eq!(
+            std::fs::read(sim.join("model.safetensors")).unwrap(),
+            std::fs::read(net.join("model.safetensors")).unwrap(),
+            "{policy}: models differ"
+        );
+    }
+}
+
+/// Bad input to `fedpace client --data` is one line naming the file and the problem.
+#[test]
+fn own_data_errors_name_the_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/federation.toml");
+    let bad = tmp.path().join("client.npz");
+    std::fs::write(&bad, b"PK\x03\x04 not really a zip").unwrap();
+    let out = Command::new(BIN)
+        .args(["client", cfg.to_str().unwrap(), "--data"])
+        .arg(&bad)
+        .args([
+            "--id",
+            "0",
+            "--server",
+            "127.0.0.1:9",
+            "--key",
+            "k",
+            "--ca",
+            "c",
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("client.npz") && err.contains("zip"), "{err}");
+    // Without [input], the server and clients cannot agree on the model.
+    let plain = tmp.path().join("plain.toml");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    let no_input = text.replace("[input]\nsample_shape = [60]\nnum_classes = 10\n", "");
+    assert_ne!(no_input, text);
+    std::fs::write(&plain, no_input).unwrap();
+    let out = Command::new(BIN)
+        .args(["client", plain.to_str().unwrap(), "--data"])
+        .arg(&bad)
+        .args([
+            "--id",
+            "0",
+            "--server",
+            "127.0.0.1:9",
+            "--key",
+            "k",
+            "--ca",
+            "c",
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no [input] table"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+}
