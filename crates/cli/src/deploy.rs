@@ -11,7 +11,7 @@ use fedpace_deploy::{
 };
 use fedpace_experiment::files::write_bytes_atomic;
 use fedpace_experiment::network::OwnClient;
-use fedpace_experiment::{Experiment, Prepared, RunOptions};
+use fedpace_experiment::{Experiment, Prepared};
 use fedpace_net::{keys, ClientTls, Credential, KeySource, Limits, Node, NodeConfig, Server};
 use fedpace_net::{ServerConfig, ServerTls};
 use std::ops::Range;
