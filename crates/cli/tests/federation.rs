@@ -425,6 +425,11 @@ fn the_real_clock_runs_fedbuff_and_refuses_what_it_cannot_do() {
         "{err}"
     );
     assert_eq!(lines(&out.join("metrics.jsonl")), 20);
+    // One training row per dispatch, measured on the wire.
+    let t = std::fs::read_to_string(out.join("traffic.csv")).unwrap();
+    let train: Vec<&str> = t.lines().filter(|l| l.contains(",train,")).collect();
+    assert!(train.len() >= 20 * 5, "{t}");
+    assert!(train.iter().all(|l| !l.ends_with(",0,0")), "{t}");
     for (cfg, extra, want) in [
         (
             config(),
