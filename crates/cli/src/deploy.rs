@@ -146,20 +146,23 @@ fn run_networked(
     resume: Option<Loaded>,
     clock: Clock,
 ) -> Result<serde_json::Value> {
-    let summary = if clock == Clock::Real {
-        let mut source = grid.real_clock();
-        let summary =
-            crate::runner::execute_on(prepared, Some(grid), Some(&mut source), out, label, resume)?;
-        eprintln!(
-            "{label}: real clock: {} dispatches sent, {} arrived",
-            source.sent(),
-            source.arrived()
-        );
-        summary
-    } else {
-        run_with(prepared, grid, out, label, resume)?
-    };
-    write_traffic(out, &grid.take_traffic())?;
+    if clock == Clock::Simulated {
+        let summary = run_with(prepared, grid, out, label, resume)?;
+        write_traffic(out, &grid.take_traffic())?;
+        return Ok(summary);
+    }
+    let mut source = grid.real_clock();
+    let summary =
+        crate::runner::execute_on(prepared, Some(grid), Some(&mut source), out, label, resume)?;
+    eprintln!(
+        "{label}: real clock: {} dispatches sent, {} arrived",
+        source.sent(),
+        source.arrived()
+    );
+    let mut rows = grid.take_traffic();
+    rows.extend(source.take_traffic());
+    rows.sort_by_key(|r| (r.round, r.client, r.kind));
+    write_traffic(out, &rows)?;
     Ok(summary)
 }
 

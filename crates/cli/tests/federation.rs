@@ -410,6 +410,23 @@ fn a_server_killed_with_sigkill_and_resumed_ends_as_the_uninterrupted_run() {
         }
 
         let what = format!("{name} (killed after {killed_after} rounds)");
+        // Clients keep their states back to the last checkpoint only (round 10, then the
+        // states of rounds 11 and 12): at most 3 per client.
+        for i in 0..ranges.len() {
+            let dir = case.join(format!("states-{i}"));
+            for client in std::fs::read_dir(&dir).into_iter().flatten() {
+                let client = client.unwrap().path();
+                let states: Vec<_> = std::fs::read_dir(&client)
+                    .unwrap()
+                    .map(|e| e.unwrap().file_name())
+                    .collect();
+                assert!(
+                    states.len() <= 3,
+                    "{what}: {}: {states:?}",
+                    client.display()
+                );
+            }
+        }
         let model = |d: &Path| std::fs::read(d.join("model.safetensors")).unwrap();
         assert!(
             model(&straight) == model(&net),
@@ -458,6 +475,11 @@ fn the_real_clock_runs_fedbuff_and_refuses_what_it_cannot_do() {
         "{err}"
     );
     assert_eq!(lines(&out.join("metrics.jsonl")), 20);
+    // One training row per dispatch, measured on the wire.
+    let t = std::fs::read_to_string(out.join("traffic.csv")).unwrap();
+    let train: Vec<&str> = t.lines().filter(|l| l.contains(",train,")).collect();
+    assert!(train.len() >= 20 * 5, "{t}");
+    assert!(train.iter().all(|l| !l.ends_with(",0,0")), "{t}");
     for (cfg, extra, want) in [
         (
             config(),

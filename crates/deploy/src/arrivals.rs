@@ -13,6 +13,7 @@
 //! failure, `gone`, `not connected`, or `deadline` at its deadline), so every dispatch
 //! arrives exactly once. Replies are checked as [`crate::NetGrid`] checks them.
 
+use crate::accounting::ClientTraffic;
 use crate::grid::check_train;
 use crate::host::from_wire;
 use bytes::Bytes;
@@ -22,7 +23,7 @@ use fedpace_core::{
 };
 use fedpace_net::{Batch, FailureKind, Kind, Server};
 use fedpace_params::ParamSpec;
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -41,6 +42,9 @@ pub struct NetArrivals {
     last_sent: u64,
     sent: u64,
     arrived: u64,
+    /// Traffic rows of dispatches in flight (by instruction id) and of settled ones.
+    rows: HashMap<u64, ClientTraffic>,
+    traffic: Vec<ClientTraffic>,
 }
 
 impl NetArrivals {
@@ -65,7 +69,18 @@ impl NetArrivals {
             last_sent: 0,
             sent: 0,
             arrived: 0,
+            rows: HashMap::new(),
+            traffic: Vec::new(),
         }
+    }
+
+    /// Takes the communication figures of the dispatches settled since the last call:
+    /// one training row per dispatch (its dispatch number as the round), as
+    /// [`crate::NetGrid::take_traffic`] gives them for the synchronous loop.
+    pub fn take_traffic(&mut self) -> Vec<ClientTraffic> {
+        let mut t = std::mem::take(&mut self.traffic);
+        t.sort_by_key(|r| (r.round, r.client, r.kind));
+        t
     }
 
     /// Dispatches sent so far.
@@ -110,16 +125,20 @@ impl ArrivalSource for NetArrivals {
             let key = u64::from(ins.round);
             self.last_sent = self.last_sent.max(key);
             let failed = match codec::encode_train_ins(&ins) {
-                Ok(b) => self
-                    .batch
-                    .send(
-                        key,
-                        Kind::Train,
-                        vec![(client, Bytes::from(b))],
-                        self.deadline,
-                    )
-                    .err()
-                    .map(|e| format!("sending: {e}")),
+                Ok(b) => {
+                    let len = b.len();
+                    let items = vec![(client, Bytes::from(b))];
+                    match self.batch.send(key, Kind::Train, items, self.deadline) {
+                        Ok(ids) => {
+                            for id in ids {
+                                let row = ClientTraffic::sent(ins.round, client, Kind::Train, len);
+                                self.rows.insert(id, row);
+                            }
+                            None
+                        }
+                        Err(e) => Some(format!("sending: {e}")),
+                    }
+                }
                 Err(e) => Some(format!("encoding the instruction: {e}")),
             };
             if let Some(why) = failed {
@@ -139,8 +158,18 @@ impl ArrivalSource for NetArrivals {
         let a = self
             .batch
             .recv_timeout(self.deadline + Duration::from_secs(30))?;
-        // The wire ledger of this dispatch is not kept on the real clock (see the docs).
-        let _ = self.server.take_traffic(a.round);
+        if let Some(mut row) = self.rows.remove(&a.instruction) {
+            if let Ok(b) = &a.result {
+                row.received = b.len() as u64;
+            }
+            for w in self.server.take_traffic(a.round) {
+                if (w.client, w.kind) == (a.client, Kind::Train) {
+                    row.wire_sent += w.sent_bytes;
+                    row.wire_received += w.received_bytes;
+                }
+            }
+            self.traffic.push(row);
+        }
         let outcome = match a.result {
             Ok(bytes) => match &self.spec {
                 Some(spec) => {

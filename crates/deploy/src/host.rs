@@ -6,8 +6,13 @@
 //! the client from the factory, runs it against the client's [`LocalState`], and encodes
 //! the reply. Exactly as in the simulation grid, the state a client leaves behind is kept
 //! only when it succeeds; on an error or a panic the state from before the instruction is
-//! kept, so no work is half-applied. States live in memory, or in a directory (one file
-//! per client, written atomically) so that a client keeps them across restarts.
+//! kept, so no work is half-applied. A client keeps one state per round it trained in,
+//! back to the server's last checkpoint, and each instruction names the state it starts
+//! from ([`Instruction::state_round`], [`Instruction::durable_round`]): a server restarted
+//! from a checkpoint sends earlier rounds again and they see the states they saw the first
+//! time (docs/checkpoints.md, "Over the network"). States live in memory, or in a
+//! directory (one file per client and round, written atomically) so that a client keeps
+//! them across restarts of its node too.
 //!
 //! An exchange instruction (one step of secure aggregation, [`Client::exchange`]) runs the
 //! same way with the client's [`Session`]: what it keeps between the steps of one round

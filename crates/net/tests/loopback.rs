@@ -521,3 +521,72 @@ fn registration_carries_client_metadata_and_refuses_bad_entries() {
     }
     server.shutdown();
 }
+
+/// `Server::finish`: every node's `serve` returns on its own with `finished` (no stop
+/// flag), after the round it was serving; the instructions carry the state rounds the
+/// round loop set.
+#[test]
+fn nodes_stop_serving_when_the_server_says_the_run_is_over() {
+    let fx = Fixture::new("finish", 2, 3);
+    let server = fx.start();
+    let never = Arc::new(AtomicBool::new(false));
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let handler: Handler = {
+        let seen = seen.clone();
+        Arc::new(move |ins| {
+            seen.lock()
+                .unwrap()
+                .push((ins.round, ins.state_round, ins.durable_round));
+            Ok(echo(ins))
+        })
+    };
+    let nodes: Vec<_> = (0..2)
+        .map(|i| {
+            spawn_node(
+                fx.node_config(server.local_addr(), i),
+                never.clone(),
+                handler.clone(),
+            )
+        })
+        .collect();
+    assert_eq!(server.wait_for_clients(6, Duration::from_secs(10)), 6);
+    assert!(server.is_connected(5) && !server.is_connected(6));
+    server.set_durable_round(4);
+    let payload = Bytes::from_static(b"model");
+    let replies = server
+        .dispatch(
+            7,
+            Kind::Train,
+            items(0..6, &payload),
+            Duration::from_secs(10),
+            6,
+        )
+        .unwrap();
+    assert_eq!(replies.len(), 6);
+    let mut batch = server.batch();
+    batch.set_state_round(Some(8));
+    batch
+        .send(
+            7,
+            Kind::Evaluate,
+            items(0..6, &payload),
+            Duration::from_secs(10),
+        )
+        .unwrap();
+    assert_eq!(batch.collect(6).unwrap().len(), 6);
+    let start = Instant::now();
+    assert_eq!(
+        server.finish(Duration::from_secs(10)),
+        2,
+        "both nodes were told"
+    );
+    for h in nodes {
+        let stats = h.join().unwrap();
+        assert!(stats.finished, "{stats:?}");
+        assert_eq!(stats.instructions, 6);
+    }
+    assert!(start.elapsed() < Duration::from_secs(5));
+    let mut seen = seen.lock().unwrap().clone();
+    seen.sort_unstable();
+    assert_eq!(seen, [[(7, 7, 4); 6], [(7, 8, 4); 6]].concat());
+}
