@@ -15,8 +15,10 @@ Both runs of a pair must give the same model bit for bit (checked): the Python p
 computes the same f32 rates. Reported: median wall time of each (``fedpace.run`` from
 call to return) and their ratio; median process CPU time (all threads) and the marginal
 CPU cost of one Python call, ``(cpu_python − cpu_rust) / calls``, as calls per second —
-CPU time is the steadier measure on a shared machine. A microbenchmark (the same
-``plan`` called from Python in a loop) gives the cost of the Python code itself.
+CPU time is the steadier measure on a shared machine. Then the cost of one call where
+fedpace makes it (``fedpace._native.policy_overhead``: the same 200,000 plans through the
+Python object and through the Rust policy, GIL released between calls as in a run), and
+of the Python code alone (``plan`` called from a Python loop).
 
 Usage (with the wheel installed, e.g. scripts/python-wheel.sh's target/py-test-venv):
     target/py-test-venv/bin/python scripts/python-policy-overhead.py [--repeats 5]
@@ -80,7 +82,9 @@ def workloads():
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--threads", type=int, default=0)
+    # One training thread: no idle worker threads spinning, so process CPU time isolates
+    # the policy's cost (the thread count changes nothing else: results are the same bits).
+    ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     print(f"# Python rate policy overhead, {now}")
@@ -123,7 +127,21 @@ def main() -> None:
             f"| {name} | {calls:,} | {tr:.3f} | {tp:.3f} | {tp / tr:.3f} | {cr:.3f} | {cp:.3f} | "
             f"{per_call * 1e6:.2f} µs | {rate} |"
         )
-    # The Python code alone: plan() called from Python, no fedpace in between.
+    # The cost of one call, measured where fedpace makes it: the same plans through the
+    # Python object and through the Rust policy, alternating in blocks of 1,000, the GIL
+    # released between calls as in a run (fedpace._native.policy_overhead).
+    print()
+    print("| plans (calls) | Python policy, per call | Rust policy, per call | Python calls/s | rates equal |")
+    print("|---:|---:|---:|---:|---:|")
+    for _ in range(3):
+        n = 200_000
+        tp, tr, _mean, differ = fedpace._native.policy_overhead(ByDataSize, n)
+        print(
+            f"| {n:,} | {tp / n * 1e6:.2f} µs | {tr / n * 1e6:.3f} µs | {n / tp:,.0f} | "
+            f"{'yes' if differ == 0 else f'NO: {differ} differ'} |"
+        )
+        assert differ == 0
+    # The Python code alone: plan() called from a Python loop, no fedpace in between.
     pol = ByDataSize(10.0)
 
     class C:
@@ -134,7 +152,7 @@ def main() -> None:
 
     c, b, n = C(), B(), 200_000
     t0 = time.perf_counter()
-    for i in range(n):
+    for _ in range(n):
         pol.plan(1, c, b)
     dt = time.perf_counter() - t0
     print()

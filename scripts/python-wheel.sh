@@ -7,6 +7,8 @@
 # Usage: scripts/python-wheel.sh
 #   PYTHON=python3.9 scripts/python-wheel.sh   another interpreter (>= 3.9)
 #   FEDPACE_PY_PANDAS=0 scripts/python-wheel.sh  test without pandas (plain lists)
+#   FEDPACE_PY_ALSO="python3.9 python3.13" scripts/python-wheel.sh  the same wheel in more
+#                                              interpreters (their pandas test skips)
 # Outputs: target/wheels/fedpace-<version>-cp39-abi3-<platform>.whl; the test venv is
 # target/py-test-venv (recreated every time); maturin lives in target/py-build-venv.
 # Anything missing (Python, venv, maturin, a package) ends the script with an error.
@@ -53,4 +55,15 @@ extras=(numpy pytest)
 "$test_venv/bin/python" -c 'import fedpace, sys; print("python-wheel: fedpace", fedpace.__version__, "from", fedpace.__file__, "on Python", sys.version.split()[0])'
 # From the repository root, where no `fedpace` directory shadows the installed package.
 "$test_venv/bin/python" -m pytest -q -p no:cacheprovider crates/py/tests
-echo "python-wheel: wheel $(basename "$wheel") built in $((built - start)) s; venv, install and tests in $((SECONDS - built)) s"
+# The same abi3 wheel in other interpreters, when asked: FEDPACE_PY_ALSO="python3.9 python3.13"
+# (NumPy and pytest only: the tables are then plain lists, also tested).
+for other in ${FEDPACE_PY_ALSO:-}; do
+  command -v "$other" >/dev/null || fail "FEDPACE_PY_ALSO: $other is not installed"
+  venv="target/py-test-venv-$(basename "$other")"
+  rm -rf "$venv"
+  "$other" -m venv "$venv"
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "$wheel" numpy pytest
+  echo "python-wheel: the same wheel on $("$venv/bin/python" --version)"
+  CI= "$venv/bin/python" -m pytest -q -p no:cacheprovider crates/py/tests
+done
+echo "python-wheel: wheel $(basename "$wheel") built in $((built - start)) s; venvs, installs and tests in $((SECONDS - built)) s"

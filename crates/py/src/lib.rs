@@ -218,7 +218,7 @@ mod native {
     #[pymodule_export]
     use super::data::{from_clients, from_pooled, Federation};
     #[pymodule_export]
-    use super::policy::{Client, Plan, Report};
+    use super::policy::{policy_overhead, Client, Plan, Report};
     #[pymodule_export]
     use super::{run, version, Weights};
 }

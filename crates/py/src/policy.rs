@@ -500,3 +500,81 @@ fn repr(v: &Bound<'_, PyAny>) -> String {
         .map(|r| r.to_string())
         .unwrap_or_else(|_| "?".into())
 }
+
+/// The cost of one policy call, Python against Rust (`scripts/python-policy-overhead.py`):
+/// `calls` plans of fedpace's `by-data-size` (γ = −0.5, clamp [0.25, 4]) through the
+/// Python object `policy` (as a run calls it: the GIL released between calls and taken
+/// for each) and through the built-in Rust policy, alternating in blocks of 1,000, over a
+/// pool of 100 clients with 1..=100 × 7 training samples. Returns (Python seconds, Rust
+/// seconds, n̄ used, calls whose rates differ) — the Python policy must be built with that
+/// n̄ (`policy` is a class taking it: `policy(mean_n)`).
+#[pyfunction]
+pub fn policy_overhead(
+    py: Python<'_>,
+    policy: Py<PyAny>,
+    calls: u32,
+) -> PyResult<(f64, f64, f64, u64)> {
+    use fedpace_core::RatePlan;
+    let pool: Vec<ClientInfo> = (0..100u64)
+        .map(|i| ClientInfo::new(i, 7 * (i + 1), 3))
+        .collect();
+    let mean_n = pool.iter().map(|c| c.num_train as f64).sum::<f64>() / pool.len() as f64;
+    let groups = vec!["body".to_string(), "head".to_string()];
+    let err = |e: fedpace_core::Error| crate::py_err(py, "FedpaceError", e.to_string());
+    let mut rust = fedpace_algos::PolicyConfig::ByDataSize {
+        gamma: -0.5,
+        min: 0.25,
+        max: 4.0,
+    }
+    .build_for(&groups)
+    .map_err(err)?;
+    rust.start(&pool).map_err(err)?;
+    let instance = policy.bind(py).call1((mean_n,))?.unbind();
+    let shared = Arc::new(Shared::default());
+    let build = builder("bench".into(), instance, shared.clone());
+    let mut python = build(&PolicyInput {
+        groups: groups.clone(),
+        options: toml::Table::new(),
+    })
+    .map_err(err)?;
+    let base = RatePlan {
+        base_lr: 0.1,
+        group_multipliers: vec![],
+        schedule: Default::default(),
+        work: fedpace_core::LocalWork::Epochs(1),
+        max_steps: None,
+        batch_size: 10,
+        optimizer: Default::default(),
+        state_mode: Default::default(),
+        prox_mu: 0.0,
+    };
+    let (tp, tr, differ) = py.detach(|| {
+        let (mut tp, mut tr, mut differ) = (0.0, 0.0, 0u64);
+        let mut done = 0u32;
+        while done < calls {
+            let block = (calls - done).min(1000);
+            let mut py_rates = Vec::with_capacity(block as usize);
+            let t = std::time::Instant::now();
+            for i in done..done + block {
+                let c = &pool[i as usize % pool.len()];
+                py_rates.push(python.plan(1, c, &base).map(|p| p.base_lr));
+            }
+            tp += t.elapsed().as_secs_f64();
+            let t = std::time::Instant::now();
+            for (k, i) in (done..done + block).enumerate() {
+                let c = &pool[i as usize % pool.len()];
+                let r = rust.plan(1, c, &base).map(|p| p.base_lr);
+                differ += u64::from(r.ok() != py_rates[k].as_ref().ok().copied());
+            }
+            tr += t.elapsed().as_secs_f64();
+            done += block;
+        }
+        (tp, tr, differ)
+    });
+    if let Some(crate::monitor::Failure::Policy { message, error }) = shared.take() {
+        let e = crate::py_err(py, "PolicyError", message);
+        e.set_cause(py, error);
+        return Err(e);
+    }
+    Ok((tp, tr, mean_n, differ))
+}

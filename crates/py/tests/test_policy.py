@@ -124,3 +124,18 @@ def test_a_policy_object_replaces_the_configs_policy_table() -> None:
     quickstart = Path(__file__).resolve().parents[3] / "examples" / "quickstart.toml"
     r = fedpace.run(quickstart, set={"rounds": 1}, policy=ByDataSize(100.0), progress=False)
     assert r.summary["policy"] == "python"
+
+
+def test_the_overhead_probe_plans_as_the_rust_policy() -> None:
+    # 100 client sizes (7 to 700 samples): the Python by-data-size's f32 rates equal the
+    # built-in policy's on every call (scripts/python-policy-overhead.py times this).
+    t_py, t_rust, mean_n, differ = fedpace._native.policy_overhead(ByDataSize, 2000)
+    assert differ == 0 and mean_n == pytest.approx(353.5)
+    assert t_py > 0 and t_rust > 0
+
+    class Raises(ByDataSize):
+        def plan(self, round, client, base):  # type: ignore[no-untyped-def]
+            raise ValueError("no")
+
+    with pytest.raises(fedpace.PolicyError, match="ValueError: no"):
+        fedpace._native.policy_overhead(Raises, 10)

@@ -12,7 +12,7 @@ while everything else runs at Rust speed with the GIL released::
             return base.lr * min(1.0, 100 / client.num_train)
 
     run = fedpace.run("examples/quickstart.toml", policy=DampBigClients(), seed=1)
-    run.summary["global"]["accuracy"], run.metrics, run.model["fc1.weight"]
+    run.summary["global"]["accuracy"], run.metrics, run.model["linear.weight"]
 
 Errors are exceptions carrying fedpace's one-line messages: :class:`ConfigError`,
 :class:`SetupError`, :class:`RunError`, :class:`PolicyError` (all
