@@ -43,6 +43,30 @@ pub fn pack(b: &[f32], k: usize, n: usize, row_stride: usize, col_stride: usize,
                 row[..width].copy_from_slice(&b[i * row_stride + j0..][..width]);
                 row[width..].fill(0.0);
             }
+        } else if row_stride == 1 {
+            // B is the transpose of a row-major matrix (each column of B contiguous):
+            // 16 × 16 tiles through a local tile, read and written a row at a time
+            // (writing the panel column by column strides it by PANEL values).
+            const T: usize = 16;
+            let mut tile = [[0.0f32; T]; T];
+            for i0 in (0..k).step_by(T) {
+                let ni = T.min(k - i0);
+                for c0 in (0..PANEL).step_by(T) {
+                    for (c, t) in tile.iter_mut().enumerate() {
+                        if c0 + c < width {
+                            t[..ni].copy_from_slice(&b[i0 + (j0 + c0 + c) * col_stride..][..ni]);
+                        } else {
+                            t[..ni].fill(0.0);
+                        }
+                    }
+                    for i in 0..ni {
+                        let row = &mut panel[(i0 + i) * PANEL + c0..][..T];
+                        for (c, v) in row.iter_mut().enumerate() {
+                            *v = tile[c][i];
+                        }
+                    }
+                }
+            }
         } else {
             // Read each source column (contiguous when B is a transpose) once.
             for c in 0..PANEL {
@@ -280,6 +304,17 @@ mod tests {
             pack(&b, k, n, ldb, 1, &mut p1);
             pack(&bt, k, n, 1, k, &mut p2);
             assert!(p1 == p2);
+            // And through the general strided path (neither stride 1).
+            let (rs, cs) = (2, 2 * k + 1);
+            let mut bs = vec![f32::NAN; (k - 1) * rs + (n - 1) * cs + 1];
+            for i in 0..k {
+                for j in 0..n {
+                    bs[i * rs + j * cs] = b[i * ldb + j];
+                }
+            }
+            let mut p3 = vec![1.0; packed_len(k, n)];
+            pack(&bs, k, n, rs, cs, &mut p3);
+            assert!(p1 == p3);
             for accumulate in [false, true] {
                 let init = values(m * ldd, 3);
                 let mut got = init.clone();
