@@ -1105,7 +1105,10 @@ pub fn seeds_table(csv: &str) -> Option<String> {
                 let (m, se) = mean_se(&d);
                 let better = d.iter().filter(|x| **x > 0.0).count();
                 let worse = d.iter().filter(|x| **x < 0.0).count();
-                format!("{m:+.2} ± {se:.2} points ({better}/{worse}/{})", d.len() - better - worse)
+                format!(
+                    "{m:+.2} ± {se:.2} points ({better}/{worse}/{})",
+                    d.len() - better - worse
+                )
             })
             .collect();
         let _ = write!(
