@@ -862,6 +862,9 @@ fn quantile(v: &[f64], p: f64) -> f64 {
     v[((v.len() - 1) as f64 * p).round() as usize]
 }
 
+/// A labelled line: (label, (round, value) points).
+pub type Series = (String, Vec<(f64, f64)>);
+
 /// Whether `fedpace report` draws the learned-rates panel for this run: it reports
 /// learned scalars (FedEx, FedHyper, meta-rates) or its policy learns the rates (the
 /// hypernetwork policy).
@@ -875,8 +878,8 @@ pub fn is_learned(r: &RunData) -> bool {
 /// first component (`fedhyper.a`, `fedhyper.server_rate`; `meta.w.*`, `meta.offset.*`).
 pub fn learned_families(
     learned: &BTreeMap<String, Vec<(f64, f64)>>,
-) -> Vec<(String, bool, Vec<(String, Vec<(f64, f64)>)>)> {
-    let mut fam: BTreeMap<(String, bool), Vec<(String, Vec<(f64, f64)>)>> = BTreeMap::new();
+) -> Vec<(String, bool, Vec<Series>)> {
+    let mut fam: BTreeMap<(String, bool), Vec<Series>> = BTreeMap::new();
     for (k, pts) in learned {
         let (family, label, unit) = match k.split_once('=') {
             Some((f, v)) => (f.to_string(), v.to_string(), true),
