@@ -145,10 +145,11 @@ impl StandardClient {
             Some(_) => None,
             None => crate::policies::curvature::step_controller(&ins.plan),
         };
-        let controller: Option<&mut (dyn crate::local::StepController + 'static)> = match cl.as_mut() {
-            Some(c) => Some(c),
-            None => own.as_deref_mut(),
-        };
+        let controller: Option<&mut (dyn crate::local::StepController + 'static)> =
+            match cl.as_mut() {
+                Some(c) => Some(c),
+                None => own.as_deref_mut(),
+            };
         let mut report = run_local(
             self.model.as_mut(),
             self.data.train.as_ref(),

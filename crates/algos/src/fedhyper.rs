@@ -114,7 +114,10 @@ impl Algorithm for FedHyperConfig {
                 "a finite factor >= 1",
             ));
         }
-        if !(self.cl_min > 0.0 && self.cl_min <= 1.0 && self.cl_max >= 1.0 && self.cl_max.is_finite())
+        if !(self.cl_min > 0.0
+            && self.cl_min <= 1.0
+            && self.cl_max >= 1.0
+            && self.cl_max.is_finite())
         {
             return Err(Error::invalid(
                 "strategy.cl_min",
@@ -420,8 +423,7 @@ impl ServerHooks for FedHyper {
                     max: self.cfg.cl_max,
                 });
             }
-            ins.ext
-                .insert(self.down.clone().expect("set just above"));
+            ins.ext.insert(self.down.clone().expect("set just above"));
         }
         Ok(())
     }
@@ -432,8 +434,8 @@ impl ServerHooks for FedHyper {
             .filter_map(|(_, r)| r.report.ext.get::<FedHyperClReport>())
             .map(|r| r.mean_factor)
             .collect();
-        self.cl_mean = (!factors.is_empty())
-            .then(|| factors.iter().sum::<f64>() / factors.len() as f64);
+        self.cl_mean =
+            (!factors.is_empty()).then(|| factors.iter().sum::<f64>() / factors.len() as f64);
         self.state.previous_clients = cx.accepted.len();
         self.down = None;
         Ok(self.step(cx.aggregate))

@@ -145,7 +145,8 @@ fn hypernet_policy_asks_for_and_learns_from_validation_signals() {
                 .configure_train(round, &Arc::new(g.clone()), pool.as_ref(), SEED)
                 .unwrap();
             assert!(
-                ins.iter().all(|(_, i)| i.ext.get::<ValidationProbe>().is_some()),
+                ins.iter()
+                    .all(|(_, i)| i.ext.get::<ValidationProbe>().is_some()),
                 "{}: round {round} without the probe",
                 s.name()
             );

@@ -352,12 +352,19 @@ fn fedhyper_cl_clients_schedule_and_report_their_rates() {
     let (_, recs) = run(build(&s, &PolicyConfig::Constant, plan(0.1, 3)).as_mut(), 2);
     let mut moved = false;
     for rec in &recs {
-        assert!(rec.aggregate.learned.contains_key("fedhyper.cl_factor_mean"));
+        assert!(rec
+            .aggregate
+            .learned
+            .contains_key("fedhyper.cl_factor_mean"));
         for c in rec.clients.iter() {
             let r = c.report.as_ref().unwrap();
             let cl = r.ext.get::<FedHyperClReport>().unwrap();
             let want = 0.3 * cl.mean_factor;
-            assert!((r.rate_sum[0] - want).abs() < 1e-6, "{} vs {want}", r.rate_sum[0]);
+            assert!(
+                (r.rate_sum[0] - want).abs() < 1e-6,
+                "{} vs {want}",
+                r.rate_sum[0]
+            );
             moved |= (cl.mean_factor - 1.0).abs() > 1e-6;
         }
     }

@@ -874,6 +874,9 @@ fn quantile(v: &[f64], p: f64) -> f64 {
     v[((v.len() - 1) as f64 * p).round() as usize]
 }
 
+/// A labelled line: (label, (round, value) points).
+pub type Series = (String, Vec<(f64, f64)>);
+
 /// Whether `fedpace report` draws the learned-rates panel for this run: it reports
 /// learned scalars (FedEx, FedHyper, meta-rates) or its policy learns the rates (the
 /// hypernetwork policy).
@@ -887,8 +890,8 @@ pub fn is_learned(r: &RunData) -> bool {
 /// first component (`fedhyper.a`, `fedhyper.server_rate`; `meta.w.*`, `meta.offset.*`).
 pub fn learned_families(
     learned: &BTreeMap<String, Vec<(f64, f64)>>,
-) -> Vec<(String, bool, Vec<(String, Vec<(f64, f64)>)>)> {
-    let mut fam: BTreeMap<(String, bool), Vec<(String, Vec<(f64, f64)>)>> = BTreeMap::new();
+) -> Vec<(String, bool, Vec<Series>)> {
+    let mut fam: BTreeMap<(String, bool), Vec<Series>> = BTreeMap::new();
     for (k, pts) in learned {
         let (family, label, unit) = match k.split_once('=') {
             Some((f, v)) => (f.to_string(), v.to_string(), true),
@@ -1117,7 +1120,10 @@ pub fn seeds_table(csv: &str) -> Option<String> {
                 let (m, se) = mean_se(&d);
                 let better = d.iter().filter(|x| **x > 0.0).count();
                 let worse = d.iter().filter(|x| **x < 0.0).count();
-                format!("{m:+.2} ± {se:.2} points ({better}/{worse}/{})", d.len() - better - worse)
+                format!(
+                    "{m:+.2} ± {se:.2} points ({better}/{worse}/{})",
+                    d.len() - better - worse
+                )
             })
             .collect();
         let _ = write!(

@@ -663,7 +663,9 @@ impl ExperimentConfig {
         let learner = if self.strategy.reads_validation() {
             Some(format!("strategy {}", self.strategy.name()))
         } else {
-            self.policy.reads_validation().map(|p| format!("policy {p}"))
+            self.policy
+                .reads_validation()
+                .map(|p| format!("policy {p}"))
         };
         if let Some(who) = learner {
             let f = self.data.effective_validation_fraction();
@@ -671,9 +673,7 @@ impl ExperimentConfig {
                 return bad(
                     "data.validation_fraction",
                     &f,
-                    &format!(
-                        "> 0 (e.g. 0.2): {who} learns from the clients' validation splits"
-                    ),
+                    &format!("> 0 (e.g. 0.2): {who} learns from the clients' validation splits"),
                 );
             }
         }
