@@ -225,7 +225,9 @@ fn round(
 #[test]
 fn the_unmasked_sum_over_loopback_equals_the_plain_sum_with_0_10_and_30_percent_dropouts() {
     use Step::*;
-    let cases: [(&[(ClientId, Step)], Option<usize>); 5] = [
+    // (who declines at which step, SecAgg+'s neighbourhood size or None for SecAgg)
+    type Case = (&'static [(ClientId, Step)], Option<usize>);
+    let cases: [Case; 5] = [
         (&[], None),
         (&[(3, Masked)], None),
         (&[(1, Keys), (4, Masked), (8, Unmask)], None),
