@@ -1568,7 +1568,7 @@ mod tests {
         let page = std::fs::read_to_string(out).unwrap();
         check_well_formed(&page).unwrap();
         assert!(page.contains("Every seed of") && page.contains("+1.00 ± 0.58 points"));
-}
+    }
 
     /// A run whose messages were counted gets a Communication table (its totals by part)
     /// and one plot of the bytes per round; one without does not.

@@ -393,7 +393,7 @@ impl Grid for NetGrid {
     ) -> fedpace_core::Result<()> {
         self.checkpoint = Some(self.last_sent);
         Ok(())
-}
+    }
 
     fn take_round_traffic(&mut self) -> Option<RoundTraffic> {
         Some(std::mem::take(&mut self.round))

@@ -1142,7 +1142,7 @@ impl Server {
         st.client_session
             .get(&client)
             .is_some_and(|s| st.sessions.contains_key(s))
-}
+    }
 
     /// What client `id` reported about itself when its node last registered
     /// (`RegisterRequest.metadata`; opaque bytes), `None` if it reported nothing.
