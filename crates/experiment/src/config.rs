@@ -917,10 +917,13 @@ mod tests {
         assert_eq!(again.to_toml(), c.to_toml());
         assert_eq!((again.rounds, again.policy.name()), (3, "by-data-size"));
         // Knobs of every algorithm round-trip (only the chosen one's are written).
+        // With validation splits: FedEx and meta-rates refuse to run without them.
+        let base =
+            ExperimentConfig::parse("", "x", &["data.validation_fraction=0.2".into()]).unwrap();
         for name in fedpace_algos::AlgorithmConfig::NAMES {
             let c = ExperimentConfig {
                 strategy: StrategyConfig::named(name).unwrap(),
-                ..Default::default()
+                ..base.clone()
             };
             let again = ExperimentConfig::parse(&c.to_toml(), "resolved", &[])
                 .unwrap_or_else(|e| panic!("{name}: {e}"));
