@@ -228,7 +228,8 @@ pub struct ServerArgs {
     pub wait: u64,
 }
 
-/// Seconds a finished server waits for every node to hear that the run is over.
+/// Seconds a finished server waits for every node to hear that the run is over (and
+/// leave, which is how the server knows it heard).
 const FINISH_LINGER: Duration = Duration::from_secs(10);
 
 /// `fedpace server CONFIG --listen ADDR`: waits for the clients, builds its pool from
@@ -363,6 +364,10 @@ pub struct NodeArgs {
     /// in this directory, across restarts (default: in memory).
     #[arg(long)]
     pub state_dir: Option<PathBuf>,
+    /// Seconds without an answer from the server (gone, restarting) after which the node
+    /// exits with an error; a server restarted within this is ridden out.
+    #[arg(long, default_value_t = 600)]
+    pub give_up: u64,
 }
 
 /// `fedpace node` / `fedpace client --partition-of`: hosts `clients` of the experiment
@@ -436,6 +441,12 @@ fn serve(
     config.max_instruction_payload = limits.max_instruction_payload;
     config.pull_max_bytes = limits.max_pull_bytes;
     config.metadata = metadata;
+    if args.give_up == 0 {
+        return Err(
+            UsageError("--give-up = 0: expected a positive number of seconds".into()).into(),
+        );
+    }
+    config.give_up = Duration::from_secs(args.give_up);
     let registry = fedpace_algos::builtin().codecs.clone();
     let mut host = ClientHost::new(factory, registry.clone());
     if let Some(dir) = &args.state_dir {
