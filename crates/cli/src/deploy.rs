@@ -59,13 +59,6 @@ impl GridArgs {
             )
             .into());
         }
-        if let Some(every) = cfg.checkpoint.every {
-            return Err(UsageError(format!(
-                "--clock real: checkpoint.every = {every}: replies in flight on the real clock \
-                 cannot be checkpointed; expected no [checkpoint] with --clock real"
-            ))
-            .into());
-        }
         Ok(())
     }
 }

@@ -324,7 +324,7 @@ fn a_server_killed_with_sigkill_and_resumed_ends_as_the_uninterrupted_run() {
 }
 
 /// `--clock real`: fedbuff over loopback on the order replies arrive completes; a
-/// synchronous strategy and periodic checkpoints are refused, naming the flag.
+/// synchronous strategy is refused, naming the flag.
 #[test]
 fn the_real_clock_runs_fedbuff_and_refuses_what_it_cannot_do() {
     let tmp = tempfile::tempdir().unwrap();
@@ -357,18 +357,11 @@ fn the_real_clock_runs_fedbuff_and_refuses_what_it_cannot_do() {
     let train: Vec<&str> = t.lines().filter(|l| l.contains(",train,")).collect();
     assert!(train.len() >= 20 * 5, "{t}");
     assert!(train.iter().all(|l| !l.ends_with(",0,0")), "{t}");
-    for (cfg, extra, want) in [
-        (
-            config(),
-            "seed=0",
-            "--clock real: the strategy is synchronous",
-        ),
-        (
-            fedbuff.clone(),
-            "checkpoint={every=5}",
-            "--clock real: checkpoint.every = 5",
-        ),
-    ] {
+    for (cfg, extra, want) in [(
+        config(),
+        "seed=0",
+        "--clock real: the strategy is synchronous",
+    )] {
         let o = Command::new(BIN)
             .arg("run")
             .arg(&cfg)
@@ -442,4 +435,124 @@ fn a_node_whose_server_never_comes_back_exits_after_give_up() {
         last.contains("unreachable for") && last.contains("give_up = 2s"),
         "{seen}"
     );
+}
+
+/// A real-clock fedbuff run checkpointed at versions, the server SIGKILLed mid-run and
+/// resumed with `--resume … --clock real` (docs/network.md, "Checkpoints on the real
+/// clock"): it ends with the configured number of versions, each recorded once, each
+/// folding exactly `buffer_size` updates (none twice); the dispatches in flight at the
+/// checkpoint come back once, as lost failures in the first version after it; every node
+/// exits 0.
+#[test]
+fn a_real_clock_run_killed_with_sigkill_resumes_from_its_checkpoint() {
+    const VERSIONS: usize = 60;
+    const BUFFER: usize = 3;
+    let tmp = tempfile::tempdir().unwrap();
+    let keys = tmp.path().join("keys");
+    let ranges = ["0..4", "4..8", "8..12"];
+    make_keys(
+        &keys,
+        &[
+            ("node-0", ranges[0]),
+            ("node-1", ranges[1]),
+            ("node-2", ranges[2]),
+        ],
+    );
+    let cfg = tmp.path().join("fedbuff.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "name = \"real-restart\"\nseed = 5\nrounds = {VERSIONS}\nthreads = 1\n\
+             [data]\nsource = \"synthetic\"\nnum_clients = 12\n\
+             [model]\nname = \"mlp\"\nhidden = [24]\n\
+             [client]\nlr = 0.02\nbatch_size = 8\nepochs = 2\n\
+             [strategy]\nname = \"fedbuff\"\nbuffer_size = {BUFFER}\nconcurrency = 6\n\
+             [eval]\nevery = 5\n[checkpoint]\nevery = 4\n"
+        ),
+    )
+    .unwrap();
+    let cfg = cfg.to_str().unwrap();
+    let net = tmp.path().join("net");
+    let real = ["--clock", "real"];
+    let mut args = vec![cfg, "--out", net.to_str().unwrap()];
+    args.extend(real);
+    let mut server = Server::start(&args, "127.0.0.1:0", &keys);
+    let addr = server.addr.clone();
+    let mut nodes = Kill(Vec::new());
+    for (i, r) in ranges.iter().enumerate() {
+        nodes.0.push(
+            server
+                .node(&["node", cfg, "--clients", r], &keys, &format!("node-{i}"))
+                .args(["--give-up", "60"])
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap(),
+        );
+    }
+    let start = std::time::Instant::now();
+    while !(net.join("checkpoint.fdpc").exists() && lines(&net.join("metrics.jsonl")) >= 10) {
+        if let Some(st) = server.child.try_wait().unwrap() {
+            panic!(
+                "the server ended ({st}) before the kill: {}",
+                server.wait().1
+            );
+        }
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(120),
+            "no progress"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    server.kill(); // SIGKILL
+    assert!(
+        !net.join("summary.json").exists(),
+        "the run finished before the kill; make its versions slower"
+    );
+    let killed_after = lines(&net.join("metrics.jsonl"));
+    let mut args = vec!["--resume", net.to_str().unwrap()];
+    args.extend(real);
+    let (status, log) = Server::start(&args, &addr, &keys).wait();
+    assert!(status.success(), "resumed server: {log}");
+    for (i, node) in std::mem::take(&mut nodes.0).into_iter().enumerate() {
+        let out = node.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "node {i}: {err}");
+        assert!(err.contains("the server's run is over"), "node {i}: {err}");
+    }
+
+    let what = format!("killed after {killed_after} versions");
+    let s: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(net.join("summary.json")).unwrap()).unwrap();
+    let from = s["resumed_after_rounds"][0]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{what}: {s}"));
+    assert!(from >= 4 && from % 4 == 0, "{what}: resumed after {from}");
+    let records: Vec<serde_json::Value> = std::fs::read_to_string(net.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let rounds: Vec<u64> = records
+        .iter()
+        .map(|r| r["round"].as_u64().unwrap())
+        .collect();
+    assert_eq!(rounds, (1..=VERSIONS as u64).collect::<Vec<_>>(), "{what}");
+    for r in &records {
+        let clients = r["clients"].as_array().unwrap();
+        let failure = |c: &serde_json::Value| c["failure"].as_str().map(str::to_string);
+        let folded = clients.iter().filter(|c| failure(c).is_none()).count();
+        assert_eq!(folded, BUFFER, "{what}: version {}: {r}", r["round"]);
+        let lost = clients
+            .iter()
+            .filter_map(failure)
+            .filter(|f| f.contains("in flight when the server stopped"))
+            .count();
+        if r["round"].as_u64() == Some(from + 1) {
+            assert!(lost >= 1, "{what}: version {}: {r}", from + 1);
+            eprintln!("{what}, resumed after {from}: {lost} dispatches lost in flight");
+        } else {
+            assert_eq!(lost, 0, "{what}: version {}: {r}", r["round"]);
+        }
+    }
+    assert!(log.contains("real clock:"), "{log}");
 }
