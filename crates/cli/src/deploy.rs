@@ -63,6 +63,37 @@ impl GridArgs {
     }
 }
 
+/// Refuses what only the simulation has in a run over the network (`how`: the command):
+/// `secure_aggregation.dropout`, the simulation's injected dropouts (over the network
+/// clients drop out for real; docs/privacy.md).
+fn check_networked(cfg: &fedpace_experiment::ExperimentConfig, how: &str) -> Result<()> {
+    match &cfg.secure_aggregation {
+        Some(s) if s.dropout != 0.0 => Err(UsageError(format!(
+            "secure_aggregation.dropout = {}: the simulation's injected dropouts; expected 0 \
+             (or no key) with {how}, where clients drop out for real",
+            s.dropout
+        ))
+        .into()),
+        _ => Ok(()),
+    }
+}
+
+/// Refuses to resume a checkpoint on the other clock than the one it was written on
+/// (`how`: the command, for the message): the real clock's saved source is not the
+/// simulated clock's (docs/network.md, "Checkpoints on the real clock").
+pub fn check_resume_clock(loaded: &Loaded, clock: Clock, how: &str) -> Result<()> {
+    // The other way round, the real clock's source refuses the simulated one's state.
+    let real = fedpace_deploy::arrivals::written_on_real_clock(&loaded.server);
+    match (real, clock) {
+        (true, Clock::Simulated) => Err(UsageError(format!(
+            "{how}: the checkpoint was written on the real clock (--clock real); expected \
+             `fedpace server --resume RUN_DIR --clock real`"
+        ))
+        .into()),
+        _ => Ok(()),
+    }
+}
+
 impl GridArgs {
     /// The checked settings (a usage error names the flag).
     pub fn config(&self) -> Result<NetGridConfig> {
@@ -178,6 +209,8 @@ pub fn run_loopback(
     nodes: usize,
     grid: &GridArgs,
 ) -> Result<serde_json::Value> {
+    grid.check_clock(prepared.config())?;
+    check_networked(prepared.config(), "--grid loopback")?;
     let opts = LoopbackOptions {
         nodes,
         workers_per_node: prepared.threads().div_ceil(nodes.max(1)).max(1),
@@ -192,7 +225,6 @@ pub fn run_loopback(
         &opts,
     )
     .map_err(anyhow::Error::msg)?;
-    grid.check_clock(prepared.config())?;
     let summary = run_networked(prepared, lb.grid(), out, label, None, grid.clock)?;
     lb.finish().map_err(anyhow::Error::msg)?;
     Ok(summary)
@@ -240,7 +272,11 @@ pub fn server(
     resume: Option<Loaded>,
 ) -> Result<serde_json::Value> {
     grid.check_clock(experiment.config())?;
+    check_networked(experiment.config(), "fedpace server")?;
     let clock = grid.clock;
+    if let Some(cp) = &resume {
+        check_resume_clock(cp, clock, "fedpace server --resume")?;
+    }
     let listen = args.listen.parse().map_err(|e| {
         UsageError(format!(
             "--listen = {}: {e}; expected HOST:PORT, e.g. 127.0.0.1:7150",

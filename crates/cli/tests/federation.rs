@@ -323,8 +323,9 @@ fn a_server_killed_with_sigkill_and_resumed_ends_as_the_uninterrupted_run() {
     }
 }
 
-/// `--clock real`: fedbuff over loopback on the order replies arrive completes; a
-/// synchronous strategy is refused, naming the flag.
+/// `--clock real`: fedbuff over loopback on the order replies arrive completes and every
+/// `traffic.csv` row keeps its wire bytes; a synchronous strategy is refused, naming the
+/// flag, and so is the simulation's `secure_aggregation.dropout` over the network.
 #[test]
 fn the_real_clock_runs_fedbuff_and_refuses_what_it_cannot_do() {
     let tmp = tempfile::tempdir().unwrap();
@@ -336,6 +337,9 @@ fn the_real_clock_runs_fedbuff_and_refuses_what_it_cannot_do() {
         .args([
             "--set",
             "rounds=20",
+            // An evaluation at every version: its round numbers are dispatch numbers too.
+            "--set",
+            "eval.every=1",
             "--grid",
             "loopback",
             "--clock",
@@ -356,24 +360,67 @@ fn the_real_clock_runs_fedbuff_and_refuses_what_it_cannot_do() {
     let t = std::fs::read_to_string(out.join("traffic.csv")).unwrap();
     let train: Vec<&str> = t.lines().filter(|l| l.contains(",train,")).collect();
     assert!(train.len() >= 20 * 5, "{t}");
-    assert!(train.iter().all(|l| !l.ends_with(",0,0")), "{t}");
-    for (cfg, extra, want) in [(
-        config(),
-        "seed=0",
-        "--clock real: the strategy is synchronous",
-    )] {
+    // Every row of a reply keeps its own wire bytes, both ways, even where an evaluation
+    // round has its dispatch number (the evaluation used to take them).
+    let wire = |l: &str| -> Vec<u64> { l.split(',').skip(3).map(|v| v.parse().unwrap()).collect() };
+    for l in t.lines().skip(1) {
+        let [sent, received, wire_sent, wire_received] = wire(l)[..] else {
+            panic!("{l}")
+        };
+        assert!(wire_sent > sent, "{l}");
+        assert!(wire_received > received || received == 0, "{l}");
+    }
+    let cfg = config();
+    let cfg = cfg.to_str().unwrap();
+    let refused = tmp.path().join("refused");
+    let refused = refused.to_str().unwrap();
+    let secure = [
+        "--set",
+        "strategy.aggregation=\"linear\"",
+        "--set",
+        "strategy.normalize=\"on\"",
+        "--set",
+        "secure_aggregation={num_shares=5, dropout=0.1}",
+    ];
+    let deployed = [
+        "--listen",
+        "127.0.0.1:0",
+        "--keys",
+        "ring.toml",
+        "--tls-cert",
+        "s.pem",
+        "--tls-key",
+        "k.pem",
+    ];
+    let dropout = "secure_aggregation.dropout = 0.1: the simulation's injected dropouts; \
+                   expected 0 (or no key) with";
+    for (args, want) in [
+        (
+            [
+                &["run", cfg, "--grid", "loopback", "--clock", "real"][..],
+                &[],
+            ]
+            .concat(),
+            "--clock real: the strategy is synchronous".to_string(),
+        ),
+        (
+            [&["run", cfg, "--grid", "loopback"][..], &secure].concat(),
+            format!("{dropout} --grid loopback"),
+        ),
+        (
+            [&["server", cfg][..], &secure, &deployed].concat(),
+            format!("{dropout} fedpace server"),
+        ),
+    ] {
         let o = Command::new(BIN)
-            .arg("run")
-            .arg(&cfg)
-            .args([
-                "--set", extra, "--grid", "loopback", "--clock", "real", "--out",
-            ])
-            .arg(tmp.path().join("refused"))
+            .args(&args)
+            .args(["--out", refused])
             .output()
             .unwrap();
         let err = String::from_utf8_lossy(&o.stderr);
-        assert_eq!(o.status.code(), Some(2), "{err}");
-        assert!(err.contains(want), "{err}");
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(&want), "{args:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
     }
 }
 
@@ -555,4 +602,15 @@ fn a_real_clock_run_killed_with_sigkill_resumes_from_its_checkpoint() {
         }
     }
     assert!(log.contains("real clock:"), "{log}");
+    // Its checkpoint goes on only on the real clock.
+    let o = Command::new(BIN)
+        .args(["resume", net.to_str().unwrap(), "--rounds", "80"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("fedpace resume: the checkpoint was written on the real clock"),
+        "{err}"
+    );
 }

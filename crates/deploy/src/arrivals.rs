@@ -165,8 +165,10 @@ impl ArrivalSource for NetArrivals {
             if let Ok(b) = &a.result {
                 row.received = b.len() as u64;
             }
-            for w in self.server.take_traffic(a.round) {
-                if (w.client, w.kind) == (a.client, Kind::Train) {
+            // Training figures only: an evaluation round of the same number is the
+            // grid's to take.
+            for w in self.server.take_traffic_of(a.round, Kind::Train) {
+                if w.client == a.client {
                     row.wire_sent += w.sent_bytes;
                     row.wire_received += w.received_bytes;
                 }
@@ -261,6 +263,13 @@ impl ArrivalSource for NetArrivals {
         }
         Ok(())
     }
+}
+
+/// Whether a checkpoint's server state (`Loaded::server`) holds a [`NetArrivals`] state,
+/// i.e. was written on the real clock: its header, a 21-byte text that the CBOR of the
+/// loop's state carries verbatim inside the source's byte string.
+pub fn written_on_real_clock(server_state: &[u8]) -> bool {
+    server_state.windows(MAGIC.len()).any(|w| w == MAGIC)
 }
 
 /// Header of [`NetArrivals`]' saved state.

@@ -1215,6 +1215,23 @@ impl Server {
         out
     }
 
+    /// [`Server::take_traffic`] of one kind only: the other kinds' figures of `round`
+    /// stay for their own taker (on the real clock a dispatch number and an evaluation
+    /// round can be the same number).
+    pub fn take_traffic_of(&self, round: u64, kind: Kind) -> Vec<Traffic> {
+        let mut st = lock(&self.shared.state);
+        let Some(m) = st.traffic.get_mut(&round) else {
+            return Vec::new();
+        };
+        let keys: Vec<(ClientId, Kind)> = m.keys().filter(|k| k.1 == kind).copied().collect();
+        let mut out: Vec<Traffic> = keys.iter().filter_map(|k| m.remove(k)).collect();
+        if m.is_empty() {
+            st.traffic.remove(&round);
+        }
+        out.sort_by_key(|t| t.client);
+        out
+    }
+
     /// Counters of refused requests and dropped replies.
     pub fn stats(&self) -> ServerStats {
         let c = &self.shared.counters;
