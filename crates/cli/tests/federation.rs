@@ -587,6 +587,18 @@ fn a_real_clock_run_killed_with_sigkill_resumes_from_its_checkpoint() {
         .map(|r| r["round"].as_u64().unwrap())
         .collect();
     assert_eq!(rounds, (1..=VERSIONS as u64).collect::<Vec<_>>(), "{what}");
+    // The clock goes on from the checkpoint's: no version takes negative time.
+    let times: Vec<f64> = records
+        .iter()
+        .map(|r| r["sim_seconds"].as_f64().unwrap())
+        .collect();
+    assert!(times.windows(2).all(|w| w[0] <= w[1]), "{what}: {times:?}");
+    assert!(
+        records
+            .iter()
+            .all(|r| r["timing"]["round_seconds"].as_f64().unwrap() >= 0.0),
+        "{what}"
+    );
     for r in &records {
         let clients = r["clients"].as_array().unwrap();
         let failure = |c: &serde_json::Value| c["failure"].as_str().map(str::to_string);
