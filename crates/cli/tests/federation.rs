@@ -337,9 +337,17 @@ fn the_real_clock_runs_fedbuff_and_refuses_what_it_cannot_do() {
         .args([
             "--set",
             "rounds=20",
-            // An evaluation at every version: its round numbers are dispatch numbers too.
+            // An evaluation at every version (its round numbers are dispatch numbers too)
+            // while early dispatches are still out: 20 in flight on 4 workers, slower
+            // clients. The old code lost a row's wire bytes in about half such runs.
             "--set",
             "eval.every=1",
+            "--set",
+            "threads=4",
+            "--set",
+            "strategy.concurrency=20",
+            "--set",
+            "model={name=\"mlp\", hidden=[32]}",
             "--grid",
             "loopback",
             "--clock",
