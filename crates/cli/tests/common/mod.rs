@@ -5,7 +5,7 @@
 
 use std::ffi::OsStr;
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::thread::JoinHandle;
 
@@ -157,10 +157,4 @@ pub fn node_command<S: AsRef<OsStr>>(args: &[S], addr: &str, keys: &Path, name: 
         .stdin(Stdio::null())
         .stdout(Stdio::null());
     c
-}
-
-/// `dir/p` as a string.
-pub fn path(dir: &Path, p: &str) -> String {
-    let full: PathBuf = dir.join(p);
-    full.to_str().unwrap().to_string()
 }
