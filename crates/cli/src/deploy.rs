@@ -59,14 +59,38 @@ impl GridArgs {
             )
             .into());
         }
-        if let Some(every) = cfg.checkpoint.every {
-            return Err(UsageError(format!(
-                "--clock real: checkpoint.every = {every}: replies in flight on the real clock \
-                 cannot be checkpointed; expected no [checkpoint] with --clock real"
-            ))
-            .into());
-        }
         Ok(())
+    }
+}
+
+/// Refuses what only the simulation has in a run over the network (`how`: the command):
+/// `secure_aggregation.dropout`, the simulation's injected dropouts (over the network
+/// clients drop out for real; docs/privacy.md).
+fn check_networked(cfg: &fedpace_experiment::ExperimentConfig, how: &str) -> Result<()> {
+    match &cfg.secure_aggregation {
+        Some(s) if s.dropout != 0.0 => Err(UsageError(format!(
+            "secure_aggregation.dropout = {}: the simulation's injected dropouts; expected 0 \
+             (or no key) with {how}, where clients drop out for real",
+            s.dropout
+        ))
+        .into()),
+        _ => Ok(()),
+    }
+}
+
+/// Refuses to resume a checkpoint on the other clock than the one it was written on
+/// (`how`: the command, for the message): the real clock's saved source is not the
+/// simulated clock's (docs/network.md, "Checkpoints on the real clock").
+pub fn check_resume_clock(loaded: &Loaded, clock: Clock, how: &str) -> Result<()> {
+    // The other way round, the real clock's source refuses the simulated one's state.
+    let real = fedpace_deploy::arrivals::written_on_real_clock(&loaded.server);
+    match (real, clock) {
+        (true, Clock::Simulated) => Err(UsageError(format!(
+            "{how}: the checkpoint was written on the real clock (--clock real); expected \
+             `fedpace server --resume RUN_DIR --clock real`"
+        ))
+        .into()),
+        _ => Ok(()),
     }
 }
 
@@ -185,6 +209,8 @@ pub fn run_loopback(
     nodes: usize,
     grid: &GridArgs,
 ) -> Result<serde_json::Value> {
+    grid.check_clock(prepared.config())?;
+    check_networked(prepared.config(), "--grid loopback")?;
     let opts = LoopbackOptions {
         nodes,
         workers_per_node: prepared.threads().div_ceil(nodes.max(1)).max(1),
@@ -199,7 +225,6 @@ pub fn run_loopback(
         &opts,
     )
     .map_err(anyhow::Error::msg)?;
-    grid.check_clock(prepared.config())?;
     let summary = run_networked(prepared, lb.grid(), out, label, None, grid.clock)?;
     lb.finish().map_err(anyhow::Error::msg)?;
     Ok(summary)
@@ -228,7 +253,8 @@ pub struct ServerArgs {
     pub wait: u64,
 }
 
-/// Seconds a finished server waits for every node to hear that the run is over.
+/// Seconds a finished server waits for every node to hear that the run is over (and
+/// leave, which is how the server knows it heard).
 const FINISH_LINGER: Duration = Duration::from_secs(10);
 
 /// `fedpace server CONFIG --listen ADDR`: waits for the clients, builds its pool from
@@ -246,7 +272,11 @@ pub fn server(
     resume: Option<Loaded>,
 ) -> Result<serde_json::Value> {
     grid.check_clock(experiment.config())?;
+    check_networked(experiment.config(), "fedpace server")?;
     let clock = grid.clock;
+    if let Some(cp) = &resume {
+        check_resume_clock(cp, clock, "fedpace server --resume")?;
+    }
     let listen = args.listen.parse().map_err(|e| {
         UsageError(format!(
             "--listen = {}: {e}; expected HOST:PORT, e.g. 127.0.0.1:7150",
@@ -363,6 +393,10 @@ pub struct NodeArgs {
     /// in this directory, across restarts (default: in memory).
     #[arg(long)]
     pub state_dir: Option<PathBuf>,
+    /// Seconds without an answer from the server (gone, restarting) after which the node
+    /// exits with an error; a server restarted within this is ridden out.
+    #[arg(long, default_value_t = 600)]
+    pub give_up: u64,
 }
 
 /// `fedpace node` / `fedpace client --partition-of`: hosts `clients` of the experiment
@@ -436,6 +470,12 @@ fn serve(
     config.max_instruction_payload = limits.max_instruction_payload;
     config.pull_max_bytes = limits.max_pull_bytes;
     config.metadata = metadata;
+    if args.give_up == 0 {
+        return Err(
+            UsageError("--give-up = 0: expected a positive number of seconds".into()).into(),
+        );
+    }
+    config.give_up = Duration::from_secs(args.give_up);
     let registry = fedpace_algos::builtin().codecs.clone();
     let mut host = ClientHost::new(factory, registry.clone());
     if let Some(dir) = &args.state_dir {

@@ -511,6 +511,7 @@ fn dispatch(cli: Cli) -> Result<()> {
                 config::check_threads(t, "--threads").map_err(fedpace_experiment::Error::Config)?;
             }
             let (mut cfg, loaded) = fedpace_experiment::checkpoint::prepare_resume(&run, rounds)?;
+            deploy::check_resume_clock(&loaded, deploy::Clock::Simulated, "fedpace resume")?;
             if let Some(t) = threads {
                 cfg.threads = t;
             }

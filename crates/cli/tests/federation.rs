@@ -3,34 +3,14 @@
 //! keys`, against `fedpace run` in simulation and with `--grid loopback`: the three
 //! final models are byte-identical and the networked runs write `traffic.csv`.
 
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+mod common;
 
-const BIN: &str = env!("CARGO_BIN_EXE_fedpace");
+use common::{fedpace, make_keys, Kill, Server, BIN};
+use std::path::Path;
+use std::process::{Command, Stdio};
 
 fn config() -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/federation.toml")
-}
-
-fn fedpace(args: &[&str]) -> std::process::Output {
-    let out = Command::new(BIN).args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "fedpace {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-struct Kill(Vec<Child>);
-impl Drop for Kill {
-    fn drop(&mut self) {
-        for c in &mut self.0 {
-            c.kill().ok();
-            c.wait().ok();
-        }
-    }
 }
 
 #[test]
@@ -52,100 +32,40 @@ fn server_and_node_processes_over_tls_equal_the_simulation() {
         "loopback",
     ]);
 
-    fedpace(&["keys", "ca", "--dir", &d("keys")]);
-    for (i, r) in ["0..4", "4..7", "7..10"].iter().enumerate() {
-        let name = format!("node-{i}");
-        let key = d(&format!("keys/{name}.key"));
-        fedpace(&[
-            "keys",
-            "generate",
-            "--ring",
-            &d("keys/ring.toml"),
-            "--name",
-            &name,
-            "--clients",
-            r,
-            "--out",
-            &key,
-        ]);
-    }
+    let keys = tmp.path().join("keys");
+    let ranges = ["0..4", "4..7", "7..10"];
+    make_keys(
+        &keys,
+        &[
+            ("node-0", ranges[0]),
+            ("node-1", ranges[1]),
+            ("node-2", ranges[2]),
+        ],
+    );
     let listed = fedpace(&["keys", "list", "--ring", &d("keys/ring.toml")]);
     assert!(String::from_utf8_lossy(&listed.stdout).contains("node-2"));
 
+    let server = Server::start(
+        &[cfg, "--set", rounds, "--out", &d("net")],
+        "127.0.0.1:0",
+        &keys,
+    );
     let mut children = Kill(Vec::new());
-    let mut server = Command::new(BIN)
-        .args([
-            "server",
-            cfg,
-            "--set",
-            rounds,
-            "--listen",
-            "127.0.0.1:0",
-            "--keys",
-        ])
-        .arg(d("keys/ring.toml"))
-        .args([
-            "--tls-cert",
-            &d("keys/server.pem"),
-            "--tls-key",
-            &d("keys/server-key.pem"),
-        ])
-        .args(["--out", &d("net"), "--wait", "60"])
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    // The bound port is in the server's first line: "…: listening on 127.0.0.1:PORT, …".
-    let mut err = BufReader::new(server.stderr.take().unwrap());
-    let mut addr = String::new();
-    let mut seen = String::new();
-    while addr.is_empty() {
-        let mut line = String::new();
-        assert!(
-            err.read_line(&mut line).unwrap() > 0,
-            "server ended: {seen}"
-        );
-        seen.push_str(&line);
-        if let Some(rest) = line.split("listening on ").nth(1) {
-            addr = rest.split(',').next().unwrap().to_string();
-        }
-    }
-    let drain = std::thread::spawn(move || {
-        let mut rest = String::new();
-        for l in err.lines() {
-            rest.push_str(&l.unwrap_or_default());
-            rest.push('\n');
-        }
-        rest
-    });
-    for (i, r) in ["0..4", "4..7", "7..10"].iter().enumerate() {
+    for (i, r) in ranges.iter().enumerate() {
         children.0.push(
-            Command::new(BIN)
-                .args([
-                    "node",
-                    cfg,
-                    "--set",
-                    rounds,
-                    "--clients",
-                    r,
-                    "--server",
-                    &addr,
-                ])
-                .args([
-                    "--key",
-                    &d(&format!("keys/node-{i}.key")),
-                    "--ca",
-                    &d("keys/ca.pem"),
-                ])
-                .stdout(Stdio::null())
+            server
+                .node(
+                    &["node", cfg, "--set", rounds, "--clients", r],
+                    &keys,
+                    &format!("node-{i}"),
+                )
                 .stderr(Stdio::null())
                 .spawn()
                 .unwrap(),
         );
     }
-    let status = server.wait().unwrap();
-    let log = drain.join().unwrap();
-    assert!(status.success(), "server: {seen}{log}");
+    let (status, log) = server.wait();
+    assert!(status.success(), "server: {log}");
 
     let model = |run: &str| std::fs::read(tmp.path().join(run).join("model.safetensors")).unwrap();
     assert_eq!(model("sim"), model("lb"), "loopback model");
@@ -239,53 +159,6 @@ fn metrics(dir: &Path) -> Vec<serde_json::Value> {
         .collect()
 }
 
-/// Starts `fedpace server ARGS --listen ADDR …` and returns it with the address it
-/// bound (from its first line) and a thread collecting the rest of its output.
-fn start_server(
-    args: &[&str],
-    listen: &str,
-    keys: &Path,
-) -> (Child, String, std::thread::JoinHandle<String>) {
-    let k = |f: &str| keys.join(f).to_str().unwrap().to_string();
-    let mut server = Command::new(BIN)
-        .arg("server")
-        .args(args)
-        .args(["--listen", listen, "--keys", &k("ring.toml")])
-        .args([
-            "--tls-cert",
-            &k("server.pem"),
-            "--tls-key",
-            &k("server-key.pem"),
-        ])
-        .args(["--wait", "60"])
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut err = BufReader::new(server.stderr.take().unwrap());
-    let mut addr = String::new();
-    let mut seen = String::new();
-    while addr.is_empty() {
-        let mut line = String::new();
-        assert!(
-            err.read_line(&mut line).unwrap() > 0,
-            "server ended: {seen}"
-        );
-        seen.push_str(&line);
-        if let Some(rest) = line.split("listening on ").nth(1) {
-            addr = rest.split(',').next().unwrap().to_string();
-        }
-    }
-    let drain = std::thread::spawn(move || {
-        for l in err.lines() {
-            seen.push_str(&l.unwrap_or_default());
-            seen.push('\n');
-        }
-        seen
-    });
-    (server, addr, drain)
-}
-
 /// Issue 13: the server killed with SIGKILL at a seeded round and restarted with
 /// `fedpace server --resume`; the node processes (TLS, client states on disk) ride the
 /// outage out, reconnect by themselves, and exit when the run is over. The final model,
@@ -296,25 +169,15 @@ fn start_server(
 fn a_server_killed_with_sigkill_and_resumed_ends_as_the_uninterrupted_run() {
     let tmp = tempfile::tempdir().unwrap();
     let keys = tmp.path().join("keys");
-    let ks = keys.to_str().unwrap();
-    fedpace(&["keys", "ca", "--dir", ks]);
     let ranges = ["0..4", "4..8", "8..12"];
-    for (i, r) in ranges.iter().enumerate() {
-        let key = keys.join(format!("node-{i}.key"));
-        let ring = keys.join("ring.toml");
-        fedpace(&[
-            "keys",
-            "generate",
-            "--ring",
-            ring.to_str().unwrap(),
-            "--name",
-            &format!("node-{i}"),
-            "--clients",
-            r,
-            "--out",
-            key.to_str().unwrap(),
-        ]);
-    }
+    make_keys(
+        &keys,
+        &[
+            ("node-0", ranges[0]),
+            ("node-1", ranges[1]),
+            ("node-2", ranges[2]),
+        ],
+    );
     let cases = [
         (
             "fedavg",
@@ -350,21 +213,20 @@ fn a_server_killed_with_sigkill_and_resumed_ends_as_the_uninterrupted_run() {
         fedpace(&["run", cfg, "--out", straight.to_str().unwrap()]);
 
         let net = case.join("net");
-        let (mut server, addr, drain) =
-            start_server(&[cfg, "--out", net.to_str().unwrap()], "127.0.0.1:0", &keys);
+        let mut server =
+            Server::start(&[cfg, "--out", net.to_str().unwrap()], "127.0.0.1:0", &keys);
+        let addr = server.addr.clone();
         let mut nodes = Kill(Vec::new());
         for (i, r) in ranges.iter().enumerate() {
             let state = case.join(format!("states-{i}"));
             nodes.0.push(
-                Command::new(BIN)
-                    .args(["node", cfg, "--clients", r, "--server", &addr])
-                    .arg("--key")
-                    .arg(keys.join(format!("node-{i}.key")))
-                    .arg("--ca")
-                    .arg(keys.join("ca.pem"))
+                server
+                    .node(&["node", cfg, "--clients", r], &keys, &format!("node-{i}"))
                     .arg("--state-dir")
                     .arg(&state)
-                    .stdout(Stdio::null())
+                    // Well past the outage below; a node that missed the end of the run
+                    // fails the test in 60 s rather than hanging it.
+                    .args(["--give-up", "60"])
                     .stderr(Stdio::piped())
                     .spawn()
                     .unwrap(),
@@ -377,10 +239,10 @@ fn a_server_killed_with_sigkill_and_resumed_ends_as_the_uninterrupted_run() {
         let at = 3 + (rng >> 33) as usize % 7;
         let start = std::time::Instant::now();
         while !(net.join("checkpoint.fdpc").exists() && lines(&net.join("metrics.jsonl")) >= at) {
-            if let Some(st) = server.try_wait().unwrap() {
+            if let Some(st) = server.child.try_wait().unwrap() {
                 panic!(
                     "{name}: the server ended ({st}) before the kill: {}",
-                    drain.join().unwrap()
+                    server.wait().1
                 );
             }
             assert!(
@@ -389,9 +251,7 @@ fn a_server_killed_with_sigkill_and_resumed_ends_as_the_uninterrupted_run() {
             );
             std::thread::sleep(std::time::Duration::from_millis(2));
         }
-        server.kill().unwrap(); // SIGKILL
-        server.wait().unwrap();
-        drain.join().unwrap();
+        server.kill(); // SIGKILL
         assert!(
             !net.join("summary.json").exists(),
             "{name}: the run finished before the kill; make its rounds slower"
@@ -399,10 +259,8 @@ fn a_server_killed_with_sigkill_and_resumed_ends_as_the_uninterrupted_run() {
         let killed_after = lines(&net.join("metrics.jsonl"));
 
         // The same address: the nodes are still retrying it.
-        let (mut server, _, drain) =
-            start_server(&["--resume", net.to_str().unwrap()], &addr, &keys);
-        let status = server.wait().unwrap();
-        let log = drain.join().unwrap();
+        let server = Server::start(&["--resume", net.to_str().unwrap()], &addr, &keys);
+        let (status, log) = server.wait();
         assert!(status.success(), "{name}: resumed server: {log}");
         for (i, node) in std::mem::take(&mut nodes.0).into_iter().enumerate() {
             let out = node.wait_with_output().unwrap();
@@ -465,8 +323,9 @@ fn a_server_killed_with_sigkill_and_resumed_ends_as_the_uninterrupted_run() {
     }
 }
 
-/// `--clock real`: fedbuff over loopback on the order replies arrive completes; a
-/// synchronous strategy and periodic checkpoints are refused, naming the flag.
+/// `--clock real`: fedbuff over loopback on the order replies arrive completes and every
+/// `traffic.csv` row keeps its wire bytes; a synchronous strategy is refused, naming the
+/// flag, and so is the simulation's `secure_aggregation.dropout` over the network.
 #[test]
 fn the_real_clock_runs_fedbuff_and_refuses_what_it_cannot_do() {
     let tmp = tempfile::tempdir().unwrap();
@@ -478,6 +337,17 @@ fn the_real_clock_runs_fedbuff_and_refuses_what_it_cannot_do() {
         .args([
             "--set",
             "rounds=20",
+            // An evaluation at every version (its round numbers are dispatch numbers too)
+            // while early dispatches are still out: 20 in flight on 4 workers, slower
+            // clients. The old code lost a row's wire bytes in about half such runs.
+            "--set",
+            "eval.every=1",
+            "--set",
+            "threads=4",
+            "--set",
+            "strategy.concurrency=20",
+            "--set",
+            "model={name=\"mlp\", hidden=[32]}",
             "--grid",
             "loopback",
             "--clock",
@@ -498,30 +368,272 @@ fn the_real_clock_runs_fedbuff_and_refuses_what_it_cannot_do() {
     let t = std::fs::read_to_string(out.join("traffic.csv")).unwrap();
     let train: Vec<&str> = t.lines().filter(|l| l.contains(",train,")).collect();
     assert!(train.len() >= 20 * 5, "{t}");
-    assert!(train.iter().all(|l| !l.ends_with(",0,0")), "{t}");
-    for (cfg, extra, want) in [
+    // Every row of a reply keeps its own wire bytes, both ways, even where an evaluation
+    // round has its dispatch number (the evaluation used to take them).
+    let wire = |l: &str| -> Vec<u64> { l.split(',').skip(3).map(|v| v.parse().unwrap()).collect() };
+    for l in t.lines().skip(1) {
+        let [sent, received, wire_sent, wire_received] = wire(l)[..] else {
+            panic!("{l}")
+        };
+        assert!(wire_sent > sent, "{l}");
+        assert!(wire_received > received || received == 0, "{l}");
+    }
+    let cfg = config();
+    let cfg = cfg.to_str().unwrap();
+    let refused = tmp.path().join("refused");
+    let refused = refused.to_str().unwrap();
+    let secure = [
+        "--set",
+        "strategy.aggregation=\"linear\"",
+        "--set",
+        "strategy.normalize=\"on\"",
+        "--set",
+        "secure_aggregation={num_shares=5, dropout=0.1}",
+    ];
+    let deployed = [
+        "--listen",
+        "127.0.0.1:0",
+        "--keys",
+        "ring.toml",
+        "--tls-cert",
+        "s.pem",
+        "--tls-key",
+        "k.pem",
+    ];
+    let dropout = "secure_aggregation.dropout = 0.1: the simulation's injected dropouts; \
+                   expected 0 (or no key) with";
+    for (args, want) in [
         (
-            config(),
-            "seed=0",
-            "--clock real: the strategy is synchronous",
+            [
+                &["run", cfg, "--grid", "loopback", "--clock", "real"][..],
+                &[],
+            ]
+            .concat(),
+            "--clock real: the strategy is synchronous".to_string(),
         ),
         (
-            fedbuff.clone(),
-            "checkpoint={every=5}",
-            "--clock real: checkpoint.every = 5",
+            [&["run", cfg, "--grid", "loopback"][..], &secure].concat(),
+            format!("{dropout} --grid loopback"),
+        ),
+        (
+            [&["server", cfg][..], &secure, &deployed].concat(),
+            format!("{dropout} fedpace server"),
         ),
     ] {
         let o = Command::new(BIN)
-            .arg("run")
-            .arg(&cfg)
-            .args([
-                "--set", extra, "--grid", "loopback", "--clock", "real", "--out",
-            ])
-            .arg(tmp.path().join("refused"))
+            .args(&args)
+            .args(["--out", refused])
             .output()
             .unwrap();
         let err = String::from_utf8_lossy(&o.stderr);
-        assert_eq!(o.status.code(), Some(2), "{err}");
-        assert!(err.contains(want), "{err}");
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(&want), "{args:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
     }
+}
+
+/// A node whose server is gone for longer than `--give-up` (crashed and never resumed)
+/// exits 1 with one line naming the server and the limit, instead of retrying for ever;
+/// `--give-up 0` is refused.
+#[test]
+fn a_node_whose_server_never_comes_back_exits_after_give_up() {
+    use std::io::{BufRead, BufReader};
+    let tmp = tempfile::tempdir().unwrap();
+    let keys = tmp.path().join("keys");
+    make_keys(&keys, &[("node-0", "0..10")]);
+    let cfg = config();
+    let cfg = cfg.to_str().unwrap();
+    let out = tmp.path().join("net");
+    let server = Server::start(
+        &[
+            cfg,
+            "--set",
+            "rounds=100000",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        "127.0.0.1:0",
+        &keys,
+    );
+    let node = |give_up: &str| {
+        let mut c = server.node(&["node", cfg, "--clients", "0..10"], &keys, "node-0");
+        c.args(["--give-up", give_up]).stderr(Stdio::piped());
+        c
+    };
+    let refused = node("0").output().unwrap();
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(2), "{err}");
+    assert!(err.contains("--give-up = 0: expected a positive"), "{err}");
+
+    let mut nodes = Kill(vec![node("2").spawn().unwrap()]);
+    let mut err = BufReader::new(nodes.0[0].stderr.take().unwrap());
+    let mut seen = String::new();
+    while !seen.contains("connected to") {
+        assert!(err.read_line(&mut seen).unwrap() > 0, "node ended: {seen}");
+    }
+    let log = server.kill(); // SIGKILL, and no --resume
+    let start = std::time::Instant::now();
+    let status = loop {
+        if let Some(st) = nodes.0[0].try_wait().unwrap() {
+            break st;
+        }
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(60),
+            "the node still runs: {seen}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    std::io::Read::read_to_string(&mut err, &mut seen).unwrap();
+    assert_eq!(status.code(), Some(1), "{seen}\nserver: {log}");
+    let last = seen.lines().last().unwrap_or_default();
+    assert!(
+        last.contains("unreachable for") && last.contains("give_up = 2s"),
+        "{seen}"
+    );
+}
+
+/// A real-clock fedbuff run checkpointed at versions, the server SIGKILLed mid-run and
+/// resumed with `--resume … --clock real` (docs/network.md, "Checkpoints on the real
+/// clock"): it ends with the configured number of versions, each recorded once, each
+/// folding exactly `buffer_size` updates (none twice); the dispatches in flight at the
+/// checkpoint come back once, as lost failures in the first version after it; every node
+/// exits 0.
+#[test]
+fn a_real_clock_run_killed_with_sigkill_resumes_from_its_checkpoint() {
+    const VERSIONS: usize = 60;
+    const BUFFER: usize = 3;
+    let tmp = tempfile::tempdir().unwrap();
+    let keys = tmp.path().join("keys");
+    let ranges = ["0..4", "4..8", "8..12"];
+    make_keys(
+        &keys,
+        &[
+            ("node-0", ranges[0]),
+            ("node-1", ranges[1]),
+            ("node-2", ranges[2]),
+        ],
+    );
+    let cfg = tmp.path().join("fedbuff.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "name = \"real-restart\"\nseed = 5\nrounds = {VERSIONS}\nthreads = 1\n\
+             [data]\nsource = \"synthetic\"\nnum_clients = 12\n\
+             [model]\nname = \"mlp\"\nhidden = [24]\n\
+             [client]\nlr = 0.02\nbatch_size = 8\nepochs = 2\n\
+             [strategy]\nname = \"fedbuff\"\nbuffer_size = {BUFFER}\nconcurrency = 6\n\
+             [eval]\nevery = 5\n[checkpoint]\nevery = 4\n"
+        ),
+    )
+    .unwrap();
+    let cfg = cfg.to_str().unwrap();
+    let net = tmp.path().join("net");
+    let real = ["--clock", "real"];
+    let mut args = vec![cfg, "--out", net.to_str().unwrap()];
+    args.extend(real);
+    let mut server = Server::start(&args, "127.0.0.1:0", &keys);
+    let addr = server.addr.clone();
+    let mut nodes = Kill(Vec::new());
+    for (i, r) in ranges.iter().enumerate() {
+        nodes.0.push(
+            server
+                .node(&["node", cfg, "--clients", r], &keys, &format!("node-{i}"))
+                .args(["--give-up", "60"])
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap(),
+        );
+    }
+    let start = std::time::Instant::now();
+    while !(net.join("checkpoint.fdpc").exists() && lines(&net.join("metrics.jsonl")) >= 10) {
+        if let Some(st) = server.child.try_wait().unwrap() {
+            panic!(
+                "the server ended ({st}) before the kill: {}",
+                server.wait().1
+            );
+        }
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(120),
+            "no progress"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    server.kill(); // SIGKILL
+    assert!(
+        !net.join("summary.json").exists(),
+        "the run finished before the kill; make its versions slower"
+    );
+    let killed_after = lines(&net.join("metrics.jsonl"));
+    let mut args = vec!["--resume", net.to_str().unwrap()];
+    args.extend(real);
+    let (status, log) = Server::start(&args, &addr, &keys).wait();
+    assert!(status.success(), "resumed server: {log}");
+    for (i, node) in std::mem::take(&mut nodes.0).into_iter().enumerate() {
+        let out = node.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "node {i}: {err}");
+        assert!(err.contains("the server's run is over"), "node {i}: {err}");
+    }
+
+    let what = format!("killed after {killed_after} versions");
+    let s: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(net.join("summary.json")).unwrap()).unwrap();
+    let from = s["resumed_after_rounds"][0]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{what}: {s}"));
+    assert!(
+        from >= 4 && from.is_multiple_of(4),
+        "{what}: resumed after {from}"
+    );
+    let records: Vec<serde_json::Value> = std::fs::read_to_string(net.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let rounds: Vec<u64> = records
+        .iter()
+        .map(|r| r["round"].as_u64().unwrap())
+        .collect();
+    assert_eq!(rounds, (1..=VERSIONS as u64).collect::<Vec<_>>(), "{what}");
+    // The clock goes on from the checkpoint's: no version takes negative time.
+    let times: Vec<f64> = records
+        .iter()
+        .map(|r| r["sim_seconds"].as_f64().unwrap())
+        .collect();
+    assert!(times.windows(2).all(|w| w[0] <= w[1]), "{what}: {times:?}");
+    assert!(
+        records
+            .iter()
+            .all(|r| r["timing"]["round_seconds"].as_f64().unwrap() >= 0.0),
+        "{what}"
+    );
+    for r in &records {
+        let clients = r["clients"].as_array().unwrap();
+        let failure = |c: &serde_json::Value| c["failure"].as_str().map(str::to_string);
+        let folded = clients.iter().filter(|c| failure(c).is_none()).count();
+        assert_eq!(folded, BUFFER, "{what}: version {}: {r}", r["round"]);
+        let lost = clients
+            .iter()
+            .filter_map(failure)
+            .filter(|f| f.contains("in flight when the server stopped"))
+            .count();
+        if r["round"].as_u64() == Some(from + 1) {
+            assert!(lost >= 1, "{what}: version {}: {r}", from + 1);
+            eprintln!("{what}, resumed after {from}: {lost} dispatches lost in flight");
+        } else {
+            assert_eq!(lost, 0, "{what}: version {}: {r}", r["round"]);
+        }
+    }
+    assert!(log.contains("real clock:"), "{log}");
+    // Its checkpoint goes on only on the real clock.
+    let o = Command::new(BIN)
+        .args(["resume", net.to_str().unwrap(), "--rounds", "80"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("fedpace resume: the checkpoint was written on the real clock"),
+        "{err}"
+    );
 }

@@ -6,31 +6,11 @@
 //! plans as the simulation of the same partition — and, because the exported files make
 //! each client's own split the simulation's, the same model byte for byte.
 
-use std::io::{BufRead, BufReader};
+mod common;
+
+use common::{fedpace, Kill, Server, BIN};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-
-const BIN: &str = env!("CARGO_BIN_EXE_fedpace");
-
-fn fedpace(args: &[&str]) -> std::process::Output {
-    let out = Command::new(BIN).args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "fedpace {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-struct Kill(Vec<Child>);
-impl Drop for Kill {
-    fn drop(&mut self) {
-        for c in &mut self.0 {
-            c.kill().ok();
-            c.wait().ok();
-        }
-    }
-}
+use std::process::{Command, Stdio};
 
 /// Every round's (client, lr, group rates, work, samples) from a metrics.jsonl.
 fn plans(run: &Path) -> Vec<Vec<(u64, String)>> {
@@ -58,56 +38,24 @@ fn plans(run: &Path) -> Vec<Vec<(u64, String)>> {
 /// Runs a server and `n` own-data clients; returns the server's log.
 fn federation(tmp: &Path, cfg: &str, sets: &[&str], files: &[String], run: &str) -> String {
     let d = |p: &str| tmp.join(p).to_str().unwrap().to_string();
+    let keys = tmp.join("keys");
+    let mut args = vec!["--out".to_string(), d(run), cfg.to_string()];
+    args.extend(sets.iter().map(|s| s.to_string()));
+    let server = Server::start(&args, "127.0.0.1:0", &keys);
     let mut children = Kill(Vec::new());
-    let mut server = Command::new(BIN)
-        .args(["server", cfg])
-        .args(sets)
-        .args(["--listen", "127.0.0.1:0", "--keys", &d("keys/ring.toml")])
-        .args(["--tls-cert", &d("keys/server.pem")])
-        .args(["--tls-key", &d("keys/server-key.pem")])
-        .args(["--out", &d(run), "--wait", "60"])
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut err = BufReader::new(server.stderr.take().unwrap());
-    let (mut addr, mut seen) = (String::new(), String::new());
-    while addr.is_empty() {
-        let mut line = String::new();
-        assert!(
-            err.read_line(&mut line).unwrap() > 0,
-            "server ended: {seen}"
-        );
-        seen.push_str(&line);
-        if let Some(rest) = line.split("listening on ").nth(1) {
-            addr = rest.split(',').next().unwrap().to_string();
-        }
-    }
-    let drain = std::thread::spawn(move || {
-        let mut rest = String::new();
-        for l in err.lines() {
-            rest.push_str(&l.unwrap_or_default());
-            rest.push('\n');
-        }
-        rest
-    });
     for (i, f) in files.iter().enumerate() {
         children.0.push(
-            Command::new(BIN)
-                .args(["client", cfg])
+            server
+                .node(&["client", cfg], &keys, &format!("client-{i}"))
                 .args(sets)
-                .args(["--data", f, "--id", &i.to_string(), "--server", &addr])
-                .args(["--key", &d(&format!("keys/client-{i}.key"))])
-                .args(["--ca", &d("keys/ca.pem")])
+                .args(["--data", f, "--id", &i.to_string()])
                 .args(["--state-dir", &d(&format!("{run}-state/{i}"))])
-                .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()
                 .unwrap(),
         );
     }
-    let status = server.wait().unwrap();
-    let log = seen + &drain.join().unwrap();
+    let (status, log) = server.wait();
     assert!(status.success(), "server: {log}");
     log
 }

@@ -4,11 +4,11 @@
 //! processes over TLS run it as a deployment — keys, masks and rounding from the operating
 //! system, so the model is the simulation's within the quantiser's error, not bit for bit.
 
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+mod common;
 
-const BIN: &str = env!("CARGO_BIN_EXE_fedpace");
+use common::{fedpace, make_keys, Kill, Server};
+use std::path::Path;
+use std::process::Stdio;
 
 fn config() -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/federation.toml")
@@ -24,26 +24,6 @@ const SETS: [&str; 8] = [
     "--set",
     "secure_aggregation={num_shares=5}",
 ];
-
-fn fedpace(args: &[&str]) -> std::process::Output {
-    let out = Command::new(BIN).args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "fedpace {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-struct Kill(Vec<Child>);
-impl Drop for Kill {
-    fn drop(&mut self) {
-        for c in &mut self.0 {
-            c.kill().ok();
-            c.wait().ok();
-        }
-    }
-}
 
 fn floats(p: &Path) -> Vec<f32> {
     // safetensors: u64 header length, JSON header, then the raw little-endian f32s.
@@ -94,75 +74,33 @@ fn secure_aggregation_runs_over_loopback_and_between_processes() {
         assert!(s.iter().all(|r| r["survivors"] == 10), "{run}: {s:?}");
     }
 
-    fedpace(&["keys", "ca", "--dir", &d("keys")]);
+    let keys = tmp.path().join("keys");
     let ranges = ["0..4", "4..7", "7..10"];
-    for (i, r) in ranges.iter().enumerate() {
-        fedpace(&[
-            "keys",
-            "generate",
-            "--ring",
-            &d("keys/ring.toml"),
-            "--name",
-            &format!("node-{i}"),
-            "--clients",
-            r,
-            "--out",
-            &d(&format!("keys/node-{i}.key")),
-        ]);
-    }
+    make_keys(
+        &keys,
+        &[
+            ("node-0", ranges[0]),
+            ("node-1", ranges[1]),
+            ("node-2", ranges[2]),
+        ],
+    );
+    let server = Server::start(&with(&[cfg, "--out", &d("net")]), "127.0.0.1:0", &keys);
     let mut children = Kill(Vec::new());
-    let mut server = Command::new(BIN)
-        .args(with(&[
-            "server",
-            cfg,
-            "--listen",
-            "127.0.0.1:0",
-            "--keys",
-            &d("keys/ring.toml"),
-        ]))
-        .args(["--tls-cert", &d("keys/server.pem")])
-        .args(["--tls-key", &d("keys/server-key.pem")])
-        .args(["--out", &d("net"), "--wait", "60"])
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut err = BufReader::new(server.stderr.take().unwrap());
-    let (mut addr, mut seen) = (String::new(), String::new());
-    while addr.is_empty() {
-        let mut line = String::new();
-        assert!(
-            err.read_line(&mut line).unwrap() > 0,
-            "server ended: {seen}"
-        );
-        seen.push_str(&line);
-        if let Some(rest) = line.split("listening on ").nth(1) {
-            addr = rest.split(',').next().unwrap().to_string();
-        }
-    }
-    let drain = std::thread::spawn(move || {
-        let mut rest = String::new();
-        for l in err.lines() {
-            rest.push_str(&l.unwrap_or_default());
-            rest.push('\n');
-        }
-        rest
-    });
     for (i, r) in ranges.iter().enumerate() {
         children.0.push(
-            Command::new(BIN)
-                .args(with(&["node", cfg, "--clients", r, "--server", &addr]))
-                .args(["--key", &d(&format!("keys/node-{i}.key"))])
-                .args(["--ca", &d("keys/ca.pem")])
-                .stdout(Stdio::null())
+            server
+                .node(
+                    &with(&["node", cfg, "--clients", r]),
+                    &keys,
+                    &format!("node-{i}"),
+                )
                 .stderr(Stdio::null())
                 .spawn()
                 .unwrap(),
         );
     }
-    let status = server.wait().unwrap();
-    let log = drain.join().unwrap();
-    assert!(status.success(), "server: {seen}{log}");
+    let (status, log) = server.wait();
+    assert!(status.success(), "server: {log}");
     let s = secure_rounds(&tmp.path().join("net"));
     assert_eq!(s.len(), 3, "{s:?}");
     assert!(s.iter().all(|r| r["survivors"] == 10), "{s:?}");

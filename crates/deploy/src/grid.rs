@@ -233,8 +233,8 @@ impl NetGrid {
             out[i].1 = Some(a.result.map_err(|f| from_wire(&f)));
         }
         for &round in row_of.keys().map(|(r, _)| r).collect::<BTreeSet<_>>() {
-            for w in self.server.take_traffic(u64::from(round)) {
-                if let Some(&row) = row_of.get(&(round, w.client)).filter(|_| w.kind == kind) {
+            for w in self.server.take_traffic_of(u64::from(round), kind) {
+                if let Some(&row) = row_of.get(&(round, w.client)) {
                     rows[row].wire_sent += w.sent_bytes;
                     rows[row].wire_received += w.received_bytes;
                 }

@@ -201,6 +201,7 @@ fn fedbuff_on_the_real_clock_folds_every_arrival_once() {
     .unwrap();
     let (sent, arrived, updates) = (counting.sent, counting.arrived, counting.updates);
     let in_flight = counting.in_flight.len() as u64;
+    let in_flight_clients: Vec<u64> = counting.in_flight.iter().copied().collect();
     assert_eq!(out.completed_rounds, VERSIONS);
     assert_eq!(
         sent,
@@ -224,7 +225,31 @@ fn fedbuff_on_the_real_clock_folds_every_arrival_once() {
     let acc = out.final_eval.global_accuracy;
     eprintln!("fedbuff, real clock, {VERSIONS} versions: global accuracy {acc:.3}");
     assert!(acc.is_finite() && acc > 0.3, "accuracy {acc}");
-    let e = source.save_state().unwrap_err().to_string();
-    assert!(e.contains("real clock"), "{e}");
+    // A checkpoint of the source: a restored one hands back the dispatches in flight at
+    // the save as lost (their replies cannot be saved), then nothing.
+    let saved = source.save_state().unwrap();
+    let mut restored = lb.grid().real_clock();
+    restored.restore_state(&saved).unwrap();
+    let mut lost = Vec::new();
+    while let Some(a) = restored.next() {
+        match a.outcome {
+            fedpace_core::asynchronous::Outcome::Lost(why) => {
+                assert!(why.contains("in flight when the server stopped"), "{why}");
+                lost.push(a.client);
+            }
+            _ => panic!("client {}: only lost dispatches come back", a.client),
+        }
+    }
+    assert_eq!(
+        lost, in_flight_clients,
+        "the dispatches in flight at the save"
+    );
+    assert_eq!(restored.sent(), source.sent());
+    assert_eq!(restored.arrived(), source.arrived() + in_flight);
+    let e = restored
+        .restore_state(b"not a checkpoint")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("real-clock"), "{e}");
     lb.finish().unwrap();
 }

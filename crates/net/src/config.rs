@@ -248,6 +248,9 @@ pub struct NodeConfig {
     /// [`crate::wire::MAX_METADATA_BYTES`] each; `RegisterRequest.metadata`): empty by
     /// default.
     pub metadata: Vec<(ClientId, bytes::Bytes)>,
+    /// [`crate::Node::serve`] ends with [`crate::Error::Unreachable`] when no call has
+    /// reached the server for this long (a server restarted within it is ridden out).
+    pub give_up: Duration,
 }
 
 impl NodeConfig {
@@ -270,6 +273,7 @@ impl NodeConfig {
             request_timeout: Duration::from_secs(30),
             reconnect_backoff: (Duration::from_millis(50), Duration::from_secs(5)),
             metadata: Vec::new(),
+            give_up: Duration::from_secs(600),
         }
     }
 }

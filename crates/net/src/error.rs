@@ -76,6 +76,18 @@ pub enum Error {
         /// Neither replied nor failed by the deadline.
         missing: usize,
     },
+    /// The server answered nothing for longer than the node's `give_up`.
+    #[error("server {server}: unreachable for {waited:?} (give_up = {give_up:?}; expected the server back within it); last error: {last}")]
+    Unreachable {
+        /// The server's address.
+        server: String,
+        /// How long the node had been without an answer.
+        waited: std::time::Duration,
+        /// The limit (`NodeConfig::give_up`).
+        give_up: std::time::Duration,
+        /// The last error seen.
+        last: String,
+    },
     /// The server or node has been shut down.
     #[error("shut down")]
     Shutdown,

@@ -386,7 +386,10 @@ impl Node {
 
     /// Closes the session: the server fails this node's outstanding instructions at once.
     pub fn leave(self) -> Result<()> {
-        let timeout = self.link.config.request_timeout;
+        self.leave_session(self.link.config.request_timeout)
+    }
+
+    fn leave_session(&self, timeout: Duration) -> Result<()> {
         let session = self.session();
         let mut c = self.link.client.clone();
         self.runtime.block_on(async move {
@@ -402,9 +405,12 @@ impl Node {
     /// The client loop: pulls instructions, runs `handler` on `workers` threads, pushes
     /// the outcomes in batches, until `stop` is set (checked between pulls, so within
     /// `config.pull_wait`) or the server says its run is over
-    /// ([`ServeStats::finished`]; the outcomes in hand are pushed first). Connection
-    /// trouble — the server gone, restarting — is retried with backoff; a refusal
-    /// (revoked key, clients held by another node) ends the loop with that error. An
+    /// ([`ServeStats::finished`]; the outcomes in hand are pushed first, then the node
+    /// leaves, which is the server's acknowledgement that it was told — see
+    /// [`crate::Server::finish`]). Connection trouble — the server gone, restarting — is
+    /// retried with backoff for up to `config.give_up` without an answer, then the loop
+    /// ends with [`Error::Unreachable`]; a refusal (revoked key, clients held by another
+    /// node) ends the loop with that error. An
     /// instruction already past its deadline is declined without running; a panicking
     /// handler becomes a client failure.
     pub fn serve<F>(&self, workers: usize, stop: &AtomicBool, handler: F) -> Result<ServeStats>
@@ -471,6 +477,8 @@ impl Node {
                 }
             });
             let mut backoff = self.link.config.reconnect_backoff.0;
+            let give_up = self.link.config.give_up;
+            let mut answered = Instant::now();
             while !stop.load(Ordering::Relaxed) {
                 match self.pull_or_finished() {
                     Ok((_, true)) => {
@@ -478,6 +486,7 @@ impl Node {
                         break;
                     }
                     Ok((list, false)) => {
+                        answered = Instant::now();
                         backoff = self.link.config.reconnect_backoff.0;
                         stats.instructions += list.len() as u64;
                         for ins in list {
@@ -486,10 +495,19 @@ impl Node {
                             }
                         }
                     }
-                    Err(e) if is_retriable(&e) => {
+                    Err(e) if is_retriable(&e) && answered.elapsed() < give_up => {
                         retries.fetch_add(1, Ordering::Relaxed);
-                        std::thread::sleep(backoff);
+                        std::thread::sleep(backoff.min(give_up.saturating_sub(answered.elapsed())));
                         backoff = (backoff * 2).min(self.link.config.reconnect_backoff.1);
+                    }
+                    Err(e) if is_retriable(&e) => {
+                        *lock(&fatal) = Some(Error::Unreachable {
+                            server: self.link.config.server.clone(),
+                            waited: answered.elapsed(),
+                            give_up,
+                            last: e.to_string(),
+                        });
+                        break;
                     }
                     Err(e) => {
                         *lock(&fatal) = Some(e);
@@ -501,6 +519,12 @@ impl Node {
         });
         if let Some(e) = lock(&fatal).take() {
             return Err(e);
+        }
+        if stats.finished {
+            // The acknowledgement `Server::finish` waits for; the server may already be
+            // gone (it lingers only so long), so a failure here changes nothing.
+            let _ =
+                self.leave_session(self.link.config.request_timeout.min(Duration::from_secs(5)));
         }
         stats.accepted = accepted.load(Ordering::Relaxed);
         stats.retries = retries.load(Ordering::Relaxed);

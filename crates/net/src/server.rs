@@ -161,8 +161,8 @@ struct State {
     stopped: bool,
     /// Set by [`Server::finish`]: Pull answers `finished` at once.
     finished: bool,
-    /// Sessions told that the run is over.
-    told: HashSet<u64>,
+    /// Sessions that left after the run was over: told, and known to have heard it.
+    acknowledged: HashSet<u64>,
     /// Sent with every instruction (docs/checkpoints.md, "Over the network").
     durable_round: u64,
 }
@@ -708,10 +708,6 @@ impl Fleet for FleetService {
                 s.leased.extend(leased);
                 if !out.is_empty() || st.finished {
                     let finished = out.is_empty();
-                    if finished {
-                        st.told.insert(session);
-                        self.shared.changed.notify_all();
-                    }
                     return Ok(Response::new(proto::PullReply {
                         instructions: out,
                         finished,
@@ -799,6 +795,9 @@ impl Fleet for FleetService {
         let mut st = lock(&self.shared.state);
         let session = req.get_ref().session;
         self.touch(&mut st, &req, &who, session)?;
+        if st.finished {
+            st.acknowledged.insert(session);
+        }
         st.end_session(&self.shared, session, "left", Instant::now());
         Ok(Response::new(proto::LeaveReply {}))
     }
@@ -1072,9 +1071,11 @@ impl Server {
     }
 
     /// Tells the nodes that the run is over: every Pull from now on answers `finished`
-    /// (a node's [`crate::Node::serve`] returns with [`crate::ServeStats::finished`]).
-    /// Waits until every connected node has been told, or `linger` passes; returns how
-    /// many nodes were told. Instructions still queued are delivered first.
+    /// (a node's [`crate::Node::serve`] returns with [`crate::ServeStats::finished`] and
+    /// then leaves). Waits until every node with a session has left — a reply of
+    /// `finished` may be lost with its connection, and the node then pulls again, so only
+    /// its Leave shows that it heard — or until `linger` passes; returns how many nodes
+    /// left. Instructions still queued are delivered first.
     pub fn finish(&self, linger: Duration) -> usize {
         let until = Instant::now() + linger;
         let mut st = lock(&self.shared.state);
@@ -1085,9 +1086,8 @@ impl Server {
         }
         loop {
             let left = until.saturating_duration_since(Instant::now());
-            let waiting = st.sessions.keys().any(|s| !st.told.contains(s));
-            if !waiting || left.is_zero() {
-                return st.told.len();
+            if st.sessions.is_empty() || left.is_zero() {
+                return st.acknowledged.len();
             }
             st = self
                 .shared
@@ -1212,6 +1212,23 @@ impl Server {
             .map(|m| m.into_values().collect())
             .unwrap_or_default();
         out.sort_by_key(|t| (t.client, t.kind));
+        out
+    }
+
+    /// [`Server::take_traffic`] of one kind only: the other kinds' figures of `round`
+    /// stay for their own taker (on the real clock a dispatch number and an evaluation
+    /// round can be the same number).
+    pub fn take_traffic_of(&self, round: u64, kind: Kind) -> Vec<Traffic> {
+        let mut st = lock(&self.shared.state);
+        let Some(m) = st.traffic.get_mut(&round) else {
+            return Vec::new();
+        };
+        let keys: Vec<(ClientId, Kind)> = m.keys().filter(|k| k.1 == kind).copied().collect();
+        let mut out: Vec<Traffic> = keys.iter().filter_map(|k| m.remove(k)).collect();
+        if m.is_empty() {
+            st.traffic.remove(&round);
+        }
+        out.sort_by_key(|t| t.client);
         out
     }
 

@@ -1,0 +1,160 @@
+//! What the tests that start `fedpace server` and `fedpace node`/`client` processes share:
+//! keys and certificates, a TLS server on a free port, and the command of a node that
+//! reaches it.
+#![allow(dead_code)] // each test file uses its own part
+
+use std::ffi::OsStr;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::thread::JoinHandle;
+
+/// The binary under test.
+pub const BIN: &str = env!("CARGO_BIN_EXE_fedpace");
+
+/// Runs `fedpace ARGS` and asserts that it succeeded.
+pub fn fedpace(args: &[&str]) -> std::process::Output {
+    let out = Command::new(BIN).args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "fedpace {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Child processes killed (and reaped) when dropped, so that a failing test leaves none.
+pub struct Kill(pub Vec<Child>);
+
+impl Drop for Kill {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            c.kill().ok();
+            c.wait().ok();
+        }
+    }
+}
+
+/// A local CA, server certificate and key ring in `dir` (`fedpace keys ca`), and one
+/// credential `dir/NAME.key` per `(NAME, START..END)` (`fedpace keys generate`).
+pub fn make_keys(dir: &Path, nodes: &[(&str, &str)]) {
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    fedpace(&["keys", "ca", "--dir", &s(dir)]);
+    for (name, range) in nodes {
+        fedpace(&[
+            "keys",
+            "generate",
+            "--ring",
+            &s(&dir.join("ring.toml")),
+            "--name",
+            name,
+            "--clients",
+            range,
+            "--out",
+            &s(&dir.join(format!("{name}.key"))),
+        ]);
+    }
+}
+
+/// A running `fedpace server` (killed when dropped while still running).
+pub struct Server {
+    /// The process.
+    pub child: Child,
+    /// The address it bound, `127.0.0.1:PORT`.
+    pub addr: String,
+    drain: Option<JoinHandle<String>>,
+}
+
+impl Server {
+    /// Starts `fedpace server ARGS --listen LISTEN` with the TLS files and key ring of
+    /// `keys` (see [`make_keys`]) and `--wait 60`; returns once it printed the address it
+    /// bound.
+    pub fn start<S: AsRef<OsStr>>(args: &[S], listen: &str, keys: &Path) -> Server {
+        let mut child = Command::new(BIN)
+            .arg("server")
+            .args(args)
+            .arg("--listen")
+            .arg(listen)
+            .arg("--keys")
+            .arg(keys.join("ring.toml"))
+            .arg("--tls-cert")
+            .arg(keys.join("server.pem"))
+            .arg("--tls-key")
+            .arg(keys.join("server-key.pem"))
+            .args(["--wait", "60"])
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        // The bound port is in the server's first line: "…: listening on 127.0.0.1:PORT, …".
+        let mut err = BufReader::new(child.stderr.take().unwrap());
+        let (mut addr, mut seen) = (String::new(), String::new());
+        while addr.is_empty() {
+            let mut line = String::new();
+            if err.read_line(&mut line).unwrap() == 0 {
+                child.kill().ok();
+                child.wait().ok();
+                panic!("server ended: {seen}");
+            }
+            seen.push_str(&line);
+            if let Some(rest) = line.split("listening on ").nth(1) {
+                addr = rest.split(',').next().unwrap().to_string();
+            }
+        }
+        let drain = std::thread::spawn(move || {
+            for l in err.lines() {
+                seen.push_str(&l.unwrap_or_default());
+                seen.push('\n');
+            }
+            seen
+        });
+        Server {
+            child,
+            addr,
+            drain: Some(drain),
+        }
+    }
+
+    /// Waits for the server to exit; its status and everything it wrote to stderr.
+    pub fn wait(mut self) -> (ExitStatus, String) {
+        let status = self.child.wait().unwrap();
+        (status, self.drain.take().unwrap().join().unwrap())
+    }
+
+    /// Kills it with SIGKILL; everything it wrote to stderr.
+    pub fn kill(mut self) -> String {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+        self.drain.take().unwrap().join().unwrap()
+    }
+
+    /// The command of `fedpace SUBCOMMAND_ARGS --server ADDR --key KEYS/NAME.key --ca
+    /// KEYS/ca.pem` (a `node` or `client` of this server), stdin and stdout closed.
+    pub fn node<S: AsRef<OsStr>>(&self, args: &[S], keys: &Path, name: &str) -> Command {
+        node_command(args, &self.addr, keys, name)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if self.drain.is_some() {
+            self.child.kill().ok();
+            self.child.wait().ok();
+        }
+    }
+}
+
+/// The command of a node reaching `addr` (see [`Server::node`]).
+pub fn node_command<S: AsRef<OsStr>>(args: &[S], addr: &str, keys: &Path, name: &str) -> Command {
+    let mut c = Command::new(BIN);
+    c.args(args)
+        .arg("--server")
+        .arg(addr)
+        .arg("--key")
+        .arg(keys.join(format!("{name}.key")))
+        .arg("--ca")
+        .arg(keys.join("ca.pem"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null());
+    c
+}
