@@ -1,0 +1,259 @@
+//! Issue 13, "clients that disconnect and come back" and "keeps its `LocalState` on its own
+//! disk across rounds and restarts": a `fedpace node` process killed with SIGKILL in the
+//! middle of a run and started again with the same key and state directory re-registers,
+//! is given its unanswered instructions again (docs/network.md, "Faults"), trains them from
+//! the client states on its disk, and the run ends exactly as an uninterrupted one — for
+//! clients that keep Adam moments and for scaffold's control variates.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_fedpace");
+
+fn fedpace(args: &[&str]) {
+    let out = Command::new(BIN).args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "fedpace {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Kills what is left of the processes when the test ends, passed or not.
+struct Kill(Vec<Child>);
+impl Drop for Kill {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            c.kill().ok();
+            c.wait().ok();
+        }
+    }
+}
+
+/// 12 synthetic clients on three nodes, every client in every round, rounds of some tens
+/// of milliseconds so that the kill lands inside the run.
+const RUN: &str = r#"
+name = "node-restart"
+seed = 5
+rounds = 12
+threads = 1
+[data]
+source = "synthetic"
+num_clients = 12
+[model]
+name = "mlp"
+hidden = [24]
+[client]
+lr = 0.02
+batch_size = 8
+epochs = 2
+[eval]
+every = 3
+"#;
+
+fn lines(p: &Path) -> usize {
+    std::fs::read_to_string(p).map_or(0, |t| t.lines().count())
+}
+
+/// metrics.jsonl without wall times and wire traffic (the restarted node's instructions
+/// are sent twice; traffic parity is `federation.rs`'s).
+fn metrics(dir: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(dir.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
+            v["wall_seconds"] = serde_json::Value::Null;
+            v["traffic"] = serde_json::Value::Null;
+            v
+        })
+        .collect()
+}
+
+fn node(cfg: &str, range: &str, addr: &str, keys: &Path, i: usize, state: &Path) -> Child {
+    Command::new(BIN)
+        .args(["node", cfg, "--clients", range, "--server", addr])
+        .arg("--key")
+        .arg(keys.join(format!("node-{i}.key")))
+        .arg("--ca")
+        .arg(keys.join("ca.pem"))
+        .arg("--state-dir")
+        .arg(state)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+#[test]
+fn a_node_killed_with_sigkill_and_restarted_ends_as_the_uninterrupted_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let keys = tmp.path().join("keys");
+    fedpace(&["keys", "ca", "--dir", keys.to_str().unwrap()]);
+    let ranges = ["0..4", "4..8", "8..12"];
+    for (i, r) in ranges.iter().enumerate() {
+        fedpace(&[
+            "keys",
+            "generate",
+            "--ring",
+            keys.join("ring.toml").to_str().unwrap(),
+            "--name",
+            &format!("node-{i}"),
+            "--clients",
+            r,
+            "--out",
+            keys.join(format!("node-{i}.key")).to_str().unwrap(),
+        ]);
+    }
+    let k = |f: &str| keys.join(f).to_str().unwrap().to_string();
+    let cases = [
+        (
+            "fedavg-adam-keep",
+            "[client]\noptimizer = { name = \"adam\" }\nstate_mode = \"keep\"\n\
+             [strategy]\nname = \"fedavg\"\nclients_per_round = 12\n",
+            4usize,
+        ),
+        (
+            "scaffold",
+            "[strategy]\nname = \"scaffold\"\nclients_per_round = 12\n",
+            7,
+        ),
+    ];
+    for (name, extra, at) in cases {
+        let case = tmp.path().join(name);
+        std::fs::create_dir_all(&case).unwrap();
+        let mut table: toml::Table = RUN.parse().unwrap();
+        for (key, v) in extra.parse::<toml::Table>().unwrap() {
+            match (table.get_mut(&key), v) {
+                (Some(toml::Value::Table(a)), toml::Value::Table(b)) => a.extend(b),
+                (_, v) => {
+                    table.insert(key, v);
+                }
+            }
+        }
+        let cfg = case.join("exp.toml");
+        std::fs::write(&cfg, toml::to_string(&table).unwrap()).unwrap();
+        let cfg = cfg.to_str().unwrap();
+        let straight = case.join("straight");
+        fedpace(&["run", cfg, "--out", straight.to_str().unwrap()]);
+
+        let net = case.join("net");
+        let mut server = Command::new(BIN)
+            .args(["server", cfg, "--out", net.to_str().unwrap()])
+            .args(["--listen", "127.0.0.1:0", "--keys", &k("ring.toml")])
+            .args([
+                "--tls-cert",
+                &k("server.pem"),
+                "--tls-key",
+                &k("server-key.pem"),
+            ])
+            .args(["--wait", "60"])
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut err = BufReader::new(server.stderr.take().unwrap());
+        let mut addr = String::new();
+        let mut seen = String::new();
+        while addr.is_empty() {
+            let mut line = String::new();
+            assert!(
+                err.read_line(&mut line).unwrap() > 0,
+                "server ended: {seen}"
+            );
+            seen.push_str(&line);
+            if let Some(rest) = line.split("listening on ").nth(1) {
+                addr = rest.split(',').next().unwrap().to_string();
+            }
+        }
+        let drain = std::thread::spawn(move || {
+            for l in err.lines() {
+                seen.push_str(&l.unwrap_or_default());
+                seen.push('\n');
+            }
+            seen
+        });
+        let mut guard = Kill(vec![server]);
+        let state = |i: usize| case.join(format!("states-{i}"));
+        let mut nodes: Vec<Child> = (0..3)
+            .map(|i| node(cfg, ranges[i], &addr, &keys, i, &state(i)))
+            .collect();
+
+        // Kill node 1 once `at` rounds are recorded: every client takes part in every
+        // round, so its clients are then training round `at + 1` or about to be sent it.
+        let start = Instant::now();
+        while lines(&net.join("metrics.jsonl")) < at {
+            assert!(
+                guard.0[0].try_wait().unwrap().is_none(),
+                "{name}: the server ended before the kill"
+            );
+            assert!(
+                start.elapsed() < Duration::from_secs(120),
+                "{name}: no progress"
+            );
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        nodes[1].kill().unwrap(); // SIGKILL
+        nodes[1].wait().unwrap();
+        assert!(
+            !net.join("summary.json").exists(),
+            "{name}: the run finished before the kill; make its rounds slower"
+        );
+        let killed_after = lines(&net.join("metrics.jsonl"));
+        // Started again at once, well inside the server's heartbeat timeout (10 s): its
+        // session's leased instructions are delivered to it again under the same ids.
+        nodes[1] = node(cfg, ranges[1], &addr, &keys, 1, &state(1));
+
+        let server = guard.0.remove(0);
+        let out = server.wait_with_output().unwrap();
+        let log = drain.join().unwrap();
+        assert!(out.status.success(), "{name}: server: {log}");
+        for (i, mut n) in nodes.into_iter().enumerate() {
+            // A node told that the run is over exits; one that missed it would wait for
+            // the server to come back, so it gets a minute before it counts as hung.
+            let waited = Instant::now();
+            while n.try_wait().unwrap().is_none() && waited.elapsed() < Duration::from_secs(60) {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let hung = n.try_wait().unwrap().is_none();
+            if hung {
+                n.kill().ok();
+            }
+            let out = n.wait_with_output().unwrap();
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(!hung, "{name}: node {i} still running a minute after the server exited: {err}\nserver: {log}");
+            assert!(out.status.success(), "{name}: node {i}: {err}");
+            if i == 1 {
+                // The restarted node trained the killed one's clients to the end.
+                let answered: usize = err
+                    .split(" instructions answered")
+                    .next()
+                    .and_then(|t| t.rsplit(' ').next())
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or_else(|| panic!("{name}: node 1: {err}"));
+                assert!(
+                    answered >= 4 * (12 - killed_after),
+                    "{name}: the restarted node answered {answered}: {err}"
+                );
+            }
+            assert!(
+                err.contains("the server's run is over"),
+                "{name}: node {i}: {err}"
+            );
+        }
+
+        let what = format!("{name} (node 1 killed after {killed_after} rounds)");
+        let model = |d: &Path| std::fs::read(d.join("model.safetensors")).unwrap();
+        assert!(
+            model(&straight) == model(&net),
+            "{what}: the final model differs; server log:\n{log}"
+        );
+        let (a, b) = (metrics(&straight), metrics(&net));
+        assert_eq!(a.len(), b.len(), "{what}: metrics.jsonl lines");
+        for (i, (x, y)) in a.iter().zip(&b).enumerate() {
+            assert_eq!(x, y, "{what}: metrics.jsonl line {}", i + 1);
+        }
+    }
+}
