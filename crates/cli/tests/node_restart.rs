@@ -5,32 +5,12 @@
 //! the client states on its disk, and the run ends exactly as an uninterrupted one — for
 //! clients that keep Adam moments and for scaffold's control variates.
 
-use std::io::{BufRead, BufReader};
+mod common;
+
+use common::{fedpace, make_keys, Kill, Server};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
-
-const BIN: &str = env!("CARGO_BIN_EXE_fedpace");
-
-fn fedpace(args: &[&str]) {
-    let out = Command::new(BIN).args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "fedpace {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// Kills what is left of the processes when the test ends, passed or not.
-struct Kill(Vec<Child>);
-impl Drop for Kill {
-    fn drop(&mut self) {
-        for c in &mut self.0 {
-            c.kill().ok();
-            c.wait().ok();
-        }
-    }
-}
 
 /// 12 synthetic clients on three nodes, every client in every round, rounds of some tens
 /// of milliseconds so that the kill lands inside the run.
@@ -72,16 +52,16 @@ fn metrics(dir: &Path) -> Vec<serde_json::Value> {
         .collect()
 }
 
-fn node(cfg: &str, range: &str, addr: &str, keys: &Path, i: usize, state: &Path) -> Child {
-    Command::new(BIN)
-        .args(["node", cfg, "--clients", range, "--server", addr])
-        .arg("--key")
-        .arg(keys.join(format!("node-{i}.key")))
-        .arg("--ca")
-        .arg(keys.join("ca.pem"))
+fn node(server: &Server, cfg: &str, range: &str, keys: &Path, i: usize, state: &Path) -> Child {
+    server
+        .node(
+            &["node", cfg, "--clients", range],
+            keys,
+            &format!("node-{i}"),
+        )
         .arg("--state-dir")
         .arg(state)
-        .stdout(Stdio::null())
+        .args(["--give-up", "60"])
         .stderr(Stdio::piped())
         .spawn()
         .unwrap()
@@ -91,23 +71,15 @@ fn node(cfg: &str, range: &str, addr: &str, keys: &Path, i: usize, state: &Path)
 fn a_node_killed_with_sigkill_and_restarted_ends_as_the_uninterrupted_run() {
     let tmp = tempfile::tempdir().unwrap();
     let keys = tmp.path().join("keys");
-    fedpace(&["keys", "ca", "--dir", keys.to_str().unwrap()]);
     let ranges = ["0..4", "4..8", "8..12"];
-    for (i, r) in ranges.iter().enumerate() {
-        fedpace(&[
-            "keys",
-            "generate",
-            "--ring",
-            keys.join("ring.toml").to_str().unwrap(),
-            "--name",
-            &format!("node-{i}"),
-            "--clients",
-            r,
-            "--out",
-            keys.join(format!("node-{i}.key")).to_str().unwrap(),
-        ]);
-    }
-    let k = |f: &str| keys.join(f).to_str().unwrap().to_string();
+    make_keys(
+        &keys,
+        &[
+            ("node-0", ranges[0]),
+            ("node-1", ranges[1]),
+            ("node-2", ranges[2]),
+        ],
+    );
     let cases = [
         (
             "fedavg-adam-keep",
@@ -140,53 +112,20 @@ fn a_node_killed_with_sigkill_and_restarted_ends_as_the_uninterrupted_run() {
         fedpace(&["run", cfg, "--out", straight.to_str().unwrap()]);
 
         let net = case.join("net");
-        let mut server = Command::new(BIN)
-            .args(["server", cfg, "--out", net.to_str().unwrap()])
-            .args(["--listen", "127.0.0.1:0", "--keys", &k("ring.toml")])
-            .args([
-                "--tls-cert",
-                &k("server.pem"),
-                "--tls-key",
-                &k("server-key.pem"),
-            ])
-            .args(["--wait", "60"])
-            .stderr(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut err = BufReader::new(server.stderr.take().unwrap());
-        let mut addr = String::new();
-        let mut seen = String::new();
-        while addr.is_empty() {
-            let mut line = String::new();
-            assert!(
-                err.read_line(&mut line).unwrap() > 0,
-                "server ended: {seen}"
-            );
-            seen.push_str(&line);
-            if let Some(rest) = line.split("listening on ").nth(1) {
-                addr = rest.split(',').next().unwrap().to_string();
-            }
-        }
-        let drain = std::thread::spawn(move || {
-            for l in err.lines() {
-                seen.push_str(&l.unwrap_or_default());
-                seen.push('\n');
-            }
-            seen
-        });
-        let mut guard = Kill(vec![server]);
+        let server = Server::start(&[cfg, "--out", net.to_str().unwrap()], "127.0.0.1:0", &keys);
         let state = |i: usize| case.join(format!("states-{i}"));
-        let mut nodes: Vec<Child> = (0..3)
-            .map(|i| node(cfg, ranges[i], &addr, &keys, i, &state(i)))
-            .collect();
+        let mut nodes = Kill(
+            (0..3)
+                .map(|i| node(&server, cfg, ranges[i], &keys, i, &state(i)))
+                .collect(),
+        );
 
         // Kill node 1 once `at` rounds are recorded: every client takes part in every
         // round, so its clients are then training round `at + 1` or about to be sent it.
         let start = Instant::now();
         while lines(&net.join("metrics.jsonl")) < at {
             assert!(
-                guard.0[0].try_wait().unwrap().is_none(),
+                !net.join("summary.json").exists(),
                 "{name}: the server ended before the kill"
             );
             assert!(
@@ -195,8 +134,8 @@ fn a_node_killed_with_sigkill_and_restarted_ends_as_the_uninterrupted_run() {
             );
             std::thread::sleep(Duration::from_millis(2));
         }
-        nodes[1].kill().unwrap(); // SIGKILL
-        nodes[1].wait().unwrap();
+        nodes.0[1].kill().unwrap(); // SIGKILL
+        nodes.0[1].wait().unwrap();
         assert!(
             !net.join("summary.json").exists(),
             "{name}: the run finished before the kill; make its rounds slower"
@@ -204,13 +143,11 @@ fn a_node_killed_with_sigkill_and_restarted_ends_as_the_uninterrupted_run() {
         let killed_after = lines(&net.join("metrics.jsonl"));
         // Started again at once, well inside the server's heartbeat timeout (10 s): its
         // session's leased instructions are delivered to it again under the same ids.
-        nodes[1] = node(cfg, ranges[1], &addr, &keys, 1, &state(1));
+        nodes.0[1] = node(&server, cfg, ranges[1], &keys, 1, &state(1));
 
-        let server = guard.0.remove(0);
-        let out = server.wait_with_output().unwrap();
-        let log = drain.join().unwrap();
-        assert!(out.status.success(), "{name}: server: {log}");
-        for (i, mut n) in nodes.into_iter().enumerate() {
+        let (status, log) = server.wait();
+        assert!(status.success(), "{name}: server: {log}");
+        for (i, mut n) in std::mem::take(&mut nodes.0).into_iter().enumerate() {
             // A node told that the run is over exits; one that missed it would wait for
             // the server to come back, so it gets a minute before it counts as hung.
             let waited = Instant::now();
