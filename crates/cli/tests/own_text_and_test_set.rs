@@ -341,7 +341,7 @@ fn a_bad_test_set_or_role_is_one_line_before_listening() {
         d("keys/server.pem"),
         d("keys/server-key.pem"),
     );
-    let server = |test: &str| {
+    let server = |test: &str, tag: &str| {
         let args = [
             "server",
             cfg,
@@ -358,11 +358,11 @@ fn a_bad_test_set_or_role_is_one_line_before_listening() {
             "--out",
         ];
         let mut v: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-        v.push(d(&format!("run-{}", test.len())));
+        v.push(d(&format!("run-{tag}")));
         v
     };
     let five = d("five.csv");
-    let args = server(&five);
+    let args = server(&five, "shape");
     let err = run(&args.iter().map(String::as_str).collect::<Vec<_>>());
     assert!(
         err.contains("--test-data")
@@ -371,10 +371,19 @@ fn a_bad_test_set_or_role_is_one_line_before_listening() {
         "{err}"
     );
     let labels = d("labels.csv");
-    let args = server(&labels);
+    let args = server(&labels, "labels");
     let err = run(&args.iter().map(String::as_str).collect::<Vec<_>>());
     assert!(
         err.contains("labels.csv") && err.contains("label 12") && err.contains("below 10"),
+        "{err}"
+    );
+    // A server that reads its data set (no [input]) takes no other test set.
+    let quick = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/quickstart.toml");
+    let mut args = server(&five, "no-input");
+    args[1] = quick.to_str().unwrap().to_string();
+    let err = run(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(
+        err.starts_with("error: --test-data ") && err.contains("no [input] table"),
         "{err}"
     );
     // A role the play does not have.
