@@ -3,7 +3,8 @@
 //! - `fedpace client --format shakespeare`: participants bring Shakespeare's text (a play
 //!   file as fetched with `--role`, or a plain text of one speaker's lines); a server that
 //!   holds no data (`[input] seq_len/vocab`) and three such clients over TLS train the
-//!   char-LSTM to the model `fedpace run` trains on the same play, byte for byte.
+//!   char-LSTM to the model `fedpace run` trains on the same play, byte for byte (the
+//!   server also evaluates a role's windows it is given with `--test-data --test-role`).
 //! - `fedpace server --test-data`: a server holding no data is given a test set of its own
 //!   and reports the central evaluation `fedpace run` reports on the same held-out set.
 //!
@@ -197,10 +198,38 @@ fn own_shakespeare_text_trains_the_char_lstm_as_the_simulated_roles() {
         ],
     ];
     // `source = "shakespeare"` does not say how many roles there are.
-    let log = federation(tmp.path(), &cfg, &["--min-clients", "3"], &clients, "net");
+    // The server is given the play's MERIDA windows as a test set of its own (the
+    // simulation has none: its records are compared without the central evaluation).
+    let play = play();
+    let log = federation(
+        tmp.path(),
+        &cfg,
+        &[
+            "--min-clients",
+            "3",
+            "--test-data",
+            play.to_str().unwrap(),
+            "--test-role",
+            "MERIDA",
+        ],
+        &clients,
+        "net",
+    );
     assert!(log.contains("3 clients registered"), "{log}");
+    let merida = &roles.iter().find(|r| r.0 == "MERIDA").unwrap().1;
+    let windows = fedpace_data::shakespeare::encode_text(merida).len() - 80;
+    assert!(
+        log.contains(&format!(
+            "central evaluation on --test-data, {windows} samples"
+        )),
+        "{log}"
+    );
     let (sim, net) = (tmp.path().join("sim"), tmp.path().join("net"));
-    assert_eq!(records(&sim), records(&net), "metrics differ");
+    let mut with_central = records(&net);
+    let central = with_central[1]["eval"]["central"].take();
+    assert_eq!(central["count"], windows, "{central}");
+    with_central[1]["eval"]["central"] = serde_json::Value::Null;
+    assert_eq!(records(&sim), with_central, "metrics differ");
     let csv = |p: &Path| String::from_utf8(read(p.join("clients.csv"))).unwrap();
     assert_eq!(csv(&sim), csv(&net), "clients.csv");
     assert_eq!(
