@@ -406,6 +406,17 @@ fn a_bad_test_set_or_role_is_one_line_before_listening() {
         err.contains("labels.csv") && err.contains("label 12") && err.contains("below 10"),
         "{err}"
     );
+    // An IDX image file needs its labels: the server's flag is named.
+    let idx = d("t10k-images-idx3-ubyte");
+    std::fs::write(&idx, b"not idx").unwrap();
+    let err = run(&server(&idx, "idx")
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>());
+    assert!(
+        err.contains("--test-data: --test-labels = (missing)") && err.contains("t10k-images"),
+        "{err}"
+    );
     // A server that reads its data set (no [input]) takes no other test set.
     let quick = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/quickstart.toml");
     let mut args = server(&five, "no-input");

@@ -230,7 +230,14 @@ pub fn server_test_set(
         ))
     })?;
     let (set, shape) = fedpace_data::own_test_set(own, &cfg.data, input.num_classes, cfg.seed)
-        .map_err(|e| Error::Setup(format!("--test-data: {e}")))?;
+        .map_err(|e| {
+            // The reader names the client's flags; the server's are --test-….
+            let e = e.to_string();
+            let e = ["--labels", "--role", "--format"]
+                .iter()
+                .fold(e, |e, f| e.replace(f, &format!("--test-{}", &f[2..])));
+            Error::Setup(format!("--test-data: {e}"))
+        })?;
     if shape != input.shape() {
         return Err(Error::Setup(format!(
             "--test-data {}: samples of shape {}; [input] says {}",
