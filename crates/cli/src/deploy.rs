@@ -262,10 +262,12 @@ const FINISH_LINGER: Duration = Duration::from_secs(10);
 /// `[input]` in the file the server reads no data (docs/network.md). With `resume`
 /// (`fedpace server --resume RUN_DIR`) it continues the run in `out` from its checkpoint.
 /// When the run is over the nodes are told so (they exit); a run stopped by a signal or a
-/// crash does not tell them, and they wait for the server to come back.
+/// crash does not tell them, and they wait for the server to come back. `test` is a test
+/// set of the server's own (`--test-data`), read and checked before listening.
 pub fn server(
     experiment: Experiment,
     args: &ServerArgs,
+    test: Option<fedpace_data::OwnData>,
     grid: &GridArgs,
     out: &Path,
     label: &str,
@@ -293,6 +295,9 @@ pub fn server(
         .into());
     }
     let cfg = experiment.config().clone();
+    let test = test
+        .map(|t| fedpace_experiment::network::server_test_set(&cfg, &t))
+        .transpose()?;
     // Before any client: the model's size (the message limits) and, from the file, how
     // many clients to wait for. Without [input] the server reads the data set for these.
     let (bytes, expected) = match fedpace_experiment::network::input_model_bytes(&cfg)? {
@@ -340,7 +345,14 @@ pub fn server(
         "{label}: {} clients registered, {samples} training samples in all",
         pool.len()
     );
-    let prepared = experiment.prepare_server(Arc::new(pool))?;
+    let mut prepared = experiment.prepare_server(Arc::new(pool))?;
+    if let Some(test) = test {
+        eprintln!(
+            "{label}: central evaluation on --test-data, {} samples",
+            test.len()
+        );
+        prepared = prepared.with_test_set(test)?;
+    }
     if prepared.central().is_none() {
         eprintln!(
             "{label}: no held-out test set on the server: central evaluation off (every \

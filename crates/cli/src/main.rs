@@ -100,6 +100,8 @@ enum Command {
         #[command(flatten)]
         server: deploy::ServerArgs,
         #[command(flatten)]
+        test: TestSetArgs,
+        #[command(flatten)]
         net: deploy::GridArgs,
     },
     /// Host clients START..END of an experiment and serve a `fedpace server`.
@@ -126,12 +128,16 @@ enum Command {
         #[arg(long, requires = "config")]
         data: Option<PathBuf>,
         /// The format of --data (default: from its name: .npy/.npz, .csv, .json, IDX's
-        /// -ubyte, else a folder of images).
+        /// -ubyte, .txt/.md for Shakespeare's text, else a folder of images).
         #[arg(long, value_enum, requires = "data")]
         format: Option<OwnFormatArg>,
         /// The labels file, when --data is an IDX image file or a features .npy.
         #[arg(long, requires = "data")]
         labels: Option<PathBuf>,
+        /// With --format shakespeare and a play file as fetched: the speaking role to
+        /// take (e.g. HAMLET or hamlet_HAMLET); without it --data is one speaker's lines.
+        #[arg(long, requires = "data")]
+        role: Option<String>,
         /// Demo: take client ID's partition of this experiment's data set instead.
         #[arg(long, conflicts_with_all = ["config", "data"])]
         partition_of: Option<PathBuf>,
@@ -304,6 +310,8 @@ enum OwnFormatArg {
     Leaf,
     /// A folder with one sub-folder of images per class.
     Images,
+    /// Text for the char-lstm: one speaker's lines, or a play file with --role.
+    Shakespeare,
 }
 
 impl OwnFormatArg {
@@ -315,7 +323,42 @@ impl OwnFormatArg {
             OwnFormatArg::Npy => F::Npy,
             OwnFormatArg::Leaf => F::Leaf,
             OwnFormatArg::Images => F::Images,
+            OwnFormatArg::Shakespeare => F::Shakespeare,
         }
+    }
+}
+
+/// `fedpace server --test-data`: a test set of the server's own.
+#[derive(clap::Args, Debug, Clone)]
+struct TestSetArgs {
+    /// A test set of the server's own, for the central evaluation of a server that holds
+    /// no data ([input]): a file or folder in any format `fedpace client --data` reads,
+    /// every sample of it a test sample. Give it again with --resume.
+    #[arg(long)]
+    test_data: Option<PathBuf>,
+    /// The format of --test-data (default: from its name, as for `fedpace client`).
+    #[arg(long, value_enum, requires = "test_data")]
+    test_format: Option<OwnFormatArg>,
+    /// The labels file, when --test-data is an IDX image file or a features .npy.
+    #[arg(long, requires = "test_data")]
+    test_labels: Option<PathBuf>,
+    /// The speaking role, when --test-data is a Shakespeare play file.
+    #[arg(long, requires = "test_data")]
+    test_role: Option<String>,
+}
+
+impl TestSetArgs {
+    fn own(self) -> Option<fedpace_data::OwnData> {
+        let path = self.test_data?;
+        Some(fedpace_data::OwnData {
+            format: self.test_format.map_or_else(
+                || fedpace_data::OwnFormat::guess(&path),
+                OwnFormatArg::format,
+            ),
+            path,
+            labels: self.test_labels,
+            role: self.test_role,
+        })
     }
 }
 
@@ -578,6 +621,7 @@ fn dispatch(cli: Cli) -> Result<()> {
             force,
             set,
             server,
+            test,
             net,
         } => {
             signals::install().context("installing the SIGINT/SIGTERM handlers")?;
@@ -603,7 +647,8 @@ fn dispatch(cli: Cli) -> Result<()> {
                 }
             };
             let experiment = Experiment::from_config(cfg.clone())?;
-            let summary = deploy::server(experiment, &server, &net, &dir, &cfg.name, loaded)?;
+            let test = test.own();
+            let summary = deploy::server(experiment, &server, test, &net, &dir, &cfg.name, loaded)?;
             print_table(&[(cfg.name.clone(), summary.clone())]);
             println!("results in {}", dir.display());
             check_stopped(&summary, &dir)
@@ -626,6 +671,7 @@ fn dispatch(cli: Cli) -> Result<()> {
             data,
             format,
             labels,
+            role,
             partition_of,
             id,
             device,
@@ -652,6 +698,7 @@ fn dispatch(cli: Cli) -> Result<()> {
                         ),
                         path,
                         labels,
+                        role,
                     };
                     let client = fedpace_experiment::network::own_client(&cfg, id, &own, device)?;
                     deploy::own_client(client, &node)

@@ -60,7 +60,7 @@ pub use idx::MnistConfig;
 pub use images::{ImagesConfig, ImagesSourceConfig};
 pub use leaf::{LeafConfig, LeafSourceConfig};
 pub use npy::{NpyConfig, NpySourceConfig};
-pub use own::{own_federation, OwnData, OwnFormat};
+pub use own::{own_federation, own_test_set, OwnData, OwnFormat};
 pub use partition::Partition;
 pub use pooled::{PoolConfig, TestSplit};
 pub use shakespeare::ShakespeareConfig;

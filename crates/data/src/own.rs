@@ -9,6 +9,11 @@
 //! client `k` (`source = "npy"` with `npy.clients`, one `.npz` per client) has the same
 //! splits, sample for sample, as in that simulation; and any client has the same split
 //! *sizes* as a simulated client with as many samples.
+//!
+//! Shakespeare's text ([`OwnFormat::Shakespeare`]) is split as `source = "shakespeare"`
+//! splits a role instead — temporally, then the last windows for validation — so a
+//! participant bringing role R's lines has simulated client R's windows
+//! ([`crate::shakespeare::own_federation`]).
 
 use crate::csv::CsvConfig;
 use crate::error::{Error, Result};
@@ -37,20 +42,26 @@ pub enum OwnFormat {
     Leaf,
     /// A directory with one sub-directory of images per class.
     Images,
+    /// Text for the next-character model of `source = "shakespeare"`: a plain text file
+    /// of one speaker's lines, or a play file as fetched with `role` naming one role
+    /// ([`crate::shakespeare::own_federation`]).
+    Shakespeare,
 }
 
 impl OwnFormat {
-    /// Every format, by its name (`idx`, `csv`, `npy`, `leaf`, `images`).
-    pub const ALL: [(&'static str, OwnFormat); 5] = [
+    /// Every format, by its name (`idx`, `csv`, `npy`, `leaf`, `images`, `shakespeare`).
+    pub const ALL: [(&'static str, OwnFormat); 6] = [
         ("idx", OwnFormat::Idx),
         ("csv", OwnFormat::Csv),
         ("npy", OwnFormat::Npy),
         ("leaf", OwnFormat::Leaf),
         ("images", OwnFormat::Images),
+        ("shakespeare", OwnFormat::Shakespeare),
     ];
 
     /// The format of `path` by its extension (`.npy`/`.npz`, `.csv`, `.json`, IDX's
-    /// `-ubyte`/`.idx*`); a directory of images otherwise.
+    /// `-ubyte`/`.idx*`, `.txt`/`.md` for Shakespeare's text); a directory of images
+    /// otherwise.
     pub fn guess(path: &Path) -> OwnFormat {
         let name = path
             .file_name()
@@ -65,6 +76,8 @@ impl OwnFormat {
             OwnFormat::Leaf
         } else if name.ends_with("-ubyte") || name.contains(".idx") {
             OwnFormat::Idx
+        } else if name.ends_with(".txt") || name.ends_with(".md") {
+            OwnFormat::Shakespeare
         } else {
             OwnFormat::Images
         }
@@ -80,6 +93,8 @@ pub struct OwnData {
     pub path: PathBuf,
     /// The labels file, for an IDX image file or a features `.npy`.
     pub labels: Option<PathBuf>,
+    /// The speaking role to take from a play file (format `shakespeare` only).
+    pub role: Option<String>,
 }
 
 /// Reads `own` as client `client`'s data and splits it as `base` (the experiment's
@@ -94,22 +109,25 @@ pub fn own_federation(
     num_classes: usize,
     run_seed: u64,
 ) -> Result<Federation> {
-    let (samples, shape) = read(own, base, num_classes, run_seed)?;
-    if samples.is_empty() {
-        return Err(Error::format(&own.path, "no samples"));
-    }
-    if let Some(max) = (0..samples.len()).map(|i| samples.label(i)).max() {
-        if max as usize >= num_classes {
-            return Err(Error::format(
-                &own.path,
-                format!(
-                    "label {max}: the model has {num_classes} classes ([input] num_classes); \
-                     expected labels below {num_classes}"
-                ),
-            ));
-        }
-    }
     let seed = base.data_seed(run_seed);
+    if own.format == OwnFormat::Shakespeare {
+        let fed = crate::shakespeare::own_federation(
+            &own.path,
+            own.role.as_deref(),
+            base.effective_test_fraction(),
+            client,
+        )?;
+        // As `build` splits `source = "shakespeare"`: the last windows, after a gap.
+        return crate::validation::with_validation(
+            fed,
+            base.effective_validation_fraction(),
+            crate::validation::Order::Tail {
+                gap: crate::shakespeare::SEQ_LEN,
+            },
+            seed,
+        );
+    }
+    let (samples, shape) = own_test_set(own, base, num_classes, run_seed)?;
     let mut parts: Vec<Vec<u32>> = vec![Vec::new(); client];
     parts.push((0..samples.len() as u32).collect());
     let fed = crate::pooled::federate_parts(
@@ -128,6 +146,33 @@ pub fn own_federation(
     )
 }
 
+/// Every sample of `own`, in file order, none held out, and one sample's shape: a
+/// server's test set of its own (`fedpace server --test-data`). Format keys as for
+/// [`own_federation`]; labels must be below `num_classes`. Errors name the file.
+pub fn own_test_set(
+    own: &OwnData,
+    base: &DataConfig,
+    num_classes: usize,
+    run_seed: u64,
+) -> Result<(Arc<dyn Dataset>, InputShape)> {
+    let (samples, shape) = read(own, base, num_classes, run_seed)?;
+    if samples.is_empty() {
+        return Err(Error::format(&own.path, "no samples"));
+    }
+    if let Some(max) = (0..samples.len()).map(|i| samples.label(i)).max() {
+        if max as usize >= num_classes {
+            return Err(Error::format(
+                &own.path,
+                format!(
+                    "label {max}: the model has {num_classes} classes ([input] num_classes); \
+                     expected labels below {num_classes}"
+                ),
+            ));
+        }
+    }
+    Ok((samples, shape))
+}
+
 /// The samples of `own` in file order, and one sample's shape.
 fn read(
     own: &OwnData,
@@ -136,6 +181,17 @@ fn read(
     run_seed: u64,
 ) -> Result<(Arc<dyn Dataset>, InputShape)> {
     let path = &own.path;
+    if own.role.is_some() && own.format != OwnFormat::Shakespeare {
+        return Err(Error::invalid(
+            "--role",
+            own.role.as_deref().unwrap_or_default(),
+            format!(
+                "no role: {} is not Shakespeare's text; expected --role only with \
+                 --format shakespeare",
+                path.display()
+            ),
+        ));
+    }
     let needs_labels = match own.format {
         OwnFormat::Idx => true,
         OwnFormat::Npy => path.extension().is_some_and(|e| e == "npy"),
@@ -158,6 +214,13 @@ fn read(
         (Arc::new(d) as Arc<dyn Dataset>, shape)
     };
     Ok(match own.format {
+        OwnFormat::Shakespeare => (
+            crate::shakespeare::own_windows(path, own.role.as_deref())?,
+            InputShape::Tokens {
+                seq_len: crate::shakespeare::SEQ_LEN,
+                vocab: crate::shakespeare::VOCAB.len(),
+            },
+        ),
         OwnFormat::Npy => {
             let mut cfg = match base {
                 DataConfig::Npy(c) => c.npy.clone().unwrap_or_else(|| NpyConfig::new(path)),
@@ -399,6 +462,8 @@ mod tests {
             ("u.json", OwnFormat::Leaf),
             ("train-images-idx3-ubyte.gz", OwnFormat::Idx),
             ("photos", OwnFormat::Images),
+            ("my-lines.txt", OwnFormat::Shakespeare),
+            ("plays/tragedy/hamlet.md", OwnFormat::Shakespeare),
         ] {
             assert_eq!(OwnFormat::guess(Path::new(name)), want, "{name}");
         }

@@ -181,6 +181,16 @@ impl Dataset for Windows {
 #[derive(Debug, Clone)]
 pub struct Shakespeare {
     roles: Vec<Role>,
+    /// Client ids below this hold no data (a participant's own text is client `offset`).
+    offset: usize,
+}
+
+/// (training windows, test windows) of a text of `chars` characters (`chars > SEQ_LEN`):
+/// the temporal split of the module docs.
+fn split(chars: usize, test_fraction: f64) -> (usize, usize) {
+    let n = chars - SEQ_LEN;
+    let n_train = crate::pooled::split_point(n, test_fraction);
+    (n_train, n.saturating_sub(n_train + SEQ_LEN - 1))
 }
 
 /// Every `*.md` file under `dir`, recursively, sorted by path.
@@ -296,9 +306,7 @@ impl Shakespeare {
                 if text.len() <= SEQ_LEN {
                     continue;
                 }
-                let n = text.len() - SEQ_LEN;
-                let n_train = crate::pooled::split_point(n, test_fraction);
-                let n_test = n.saturating_sub(n_train + SEQ_LEN - 1);
+                let (n_train, n_test) = split(text.len(), test_fraction);
                 if test_fraction > 0.0 && n_test == 0 {
                     continue;
                 }
@@ -314,7 +322,7 @@ impl Shakespeare {
         if let Some(m) = max_clients {
             roles.truncate(m);
         }
-        Self { roles }
+        Self { roles, offset: 0 }
     }
 
     /// Loads every play under `dir` (fetched layout: `dir/plays/<genre>/<play>.md`).
@@ -362,14 +370,30 @@ impl FederatedDataset for Shakespeare {
         "shakespeare".to_string()
     }
     fn num_clients(&self) -> usize {
-        self.roles.len()
+        self.offset + self.roles.len()
     }
     fn num_classes(&self) -> usize {
         VOCAB.len()
     }
     fn client(&self, id: usize) -> fedpace_core::Result<ClientData> {
-        let r = self.roles.get(id).ok_or_else(|| {
-            fedpace_core::Error::invalid("client", id, format!("an id below {}", self.roles.len()))
+        if id < self.offset {
+            let none = Arc::new(Windows {
+                text: Arc::new(Vec::new()),
+                start: 0,
+                len: 0,
+            });
+            return Ok(ClientData {
+                train: none.clone(),
+                test: none,
+                validation: None,
+            });
+        }
+        let r = self.roles.get(id - self.offset).ok_or_else(|| {
+            fedpace_core::Error::invalid(
+                "client",
+                id,
+                format!("an id below {}", self.num_clients()),
+            )
         })?;
         Ok(ClientData {
             train: Arc::new(Windows {
@@ -386,8 +410,235 @@ impl FederatedDataset for Shakespeare {
         })
     }
     fn train_len(&self, id: usize) -> fedpace_core::Result<usize> {
-        Ok(self.roles.get(id).map(|r| r.n_train).unwrap_or(0))
+        Ok(id
+            .checked_sub(self.offset)
+            .and_then(|i| self.roles.get(i))
+            .map(|r| r.n_train)
+            .unwrap_or(0))
     }
+}
+
+/// A participant's own text (`fedpace client --format shakespeare`, docs/network.md):
+/// `path` is a plain text file of one speaker's lines (`role` = `None`: every non-blank
+/// line, trimmed, is one sound bite) or a play file as `fedpace datasets fetch
+/// shakespeare` stores it with `role` naming one speaking role (its bare name, e.g.
+/// `HAMLET`, or its client name `play_NAME` as in `clients.csv`, any case). The text is
+/// encoded as a simulated role's ([`encode_text`]) and split as one
+/// ([`Shakespeare::from_plays`]'s temporal split at `test_fraction`), so role R's lines
+/// give simulated client R's windows. The federation returned holds the text as client
+/// `client` (the ids below it are empty). Errors name the file or `--role`.
+pub fn own_federation(
+    path: &Path,
+    role: Option<&str>,
+    test_fraction: f64,
+    client: usize,
+) -> Result<Federation> {
+    let role = own_role(path, role)?;
+    let chars = role.text.len();
+    let (n_train, n_test) = split(chars, test_fraction);
+    if test_fraction > 0.0 && n_test == 0 {
+        let need = (chars + 1..)
+            .find(|&c| split(c, test_fraction).1 > 0)
+            .unwrap_or(usize::MAX);
+        return Err(Error::format(
+            path,
+            format!(
+                "{chars} characters leave no test window at data.test_fraction = \
+                 {test_fraction} (the test windows start {SEQ_LEN} characters after the \
+                 training ones); expected at least {need} characters"
+            ),
+        ));
+    }
+    let description = format!(
+        "own text {} ({} characters, {n_train} training and {n_test} test windows)",
+        role.client_name(),
+        chars
+    );
+    let data = Shakespeare {
+        roles: vec![Role {
+            n_train,
+            n_test,
+            ..role
+        }],
+        offset: client,
+    };
+    Ok(Federation {
+        description,
+        data: Arc::new(data),
+        sample_shape: InputShape::Tokens {
+            seq_len: SEQ_LEN,
+            vocab: VOCAB.len(),
+        },
+        num_classes: VOCAB.len(),
+        global_test: None,
+        global_validation: None,
+    })
+}
+
+/// Every window of a participant's own text (see [`own_federation`]), none held out:
+/// a server's test set of its own.
+pub fn own_windows(path: &Path, role: Option<&str>) -> Result<Arc<dyn Dataset>> {
+    let role = own_role(path, role)?;
+    Ok(Arc::new(Windows {
+        len: role.text.len() - SEQ_LEN,
+        text: role.text,
+        start: 0,
+    }))
+}
+
+/// The role read from `path` (see [`own_federation`]), its text encoded, with at least
+/// one window; `n_train`/`n_test` are 0.
+fn own_role(path: &Path, role: Option<&str>) -> Result<Role> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let text = String::from_utf8(bytes).map_err(|e| {
+        Error::format(
+            path,
+            format!(
+                "not UTF-8 text (byte {}); expected a text file",
+                e.utf8_error().valid_up_to()
+            ),
+        )
+    })?;
+    if text.trim().is_empty() {
+        return Err(Error::format(
+            path,
+            "empty; expected text (one speaker's lines, or a play with --role)",
+        ));
+    }
+    let play = path
+        .file_stem()
+        .unwrap_or_default()
+        .to_string_lossy()
+        .into_owned();
+    let roles = parse_play(&text);
+    let (name, bites) = match role {
+        Some(want) => {
+            if roles.is_empty() {
+                return Err(Error::invalid(
+                    "--role",
+                    want,
+                    format!(
+                        "no role: {} holds no speaker lines (`**NAME**`); expected a play as \
+                         `fedpace datasets fetch shakespeare` stores it, or no --role for a \
+                         plain text of one speaker's lines",
+                        path.display()
+                    ),
+                ));
+            }
+            let named = |n: &str| Role {
+                play: play.clone(),
+                name: n.to_string(),
+                text: Arc::new(Vec::new()),
+                n_train: 0,
+                n_test: 0,
+            };
+            let found = roles.iter().find(|(n, _)| {
+                n.eq_ignore_ascii_case(want) || named(n).client_name().eq_ignore_ascii_case(want)
+            });
+            match found {
+                Some((n, bites)) => (n.clone(), bites.clone()),
+                None => {
+                    let names: Vec<&str> = roles.iter().map(|(n, _)| n.as_str()).collect();
+                    return Err(Error::invalid(
+                        "--role",
+                        want,
+                        format!(
+                            "a speaking role of {} ({} roles); nearest: {}",
+                            path.display(),
+                            roles.len(),
+                            nearest(want, &names, 4).join(", ")
+                        ),
+                    ));
+                }
+            }
+        }
+        None => {
+            if !roles.is_empty() {
+                let names: Vec<&str> = roles.iter().take(4).map(|(n, _)| n.as_str()).collect();
+                return Err(Error::invalid(
+                    "--role",
+                    "(missing)",
+                    format!(
+                        "a speaking role: {} is a play of {} roles (e.g. {})",
+                        path.display(),
+                        roles.len(),
+                        names.join(", ")
+                    ),
+                ));
+            }
+            let bites: Vec<String> = text
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .map(str::to_string)
+                .collect();
+            ("OWN".to_string(), bites)
+        }
+    };
+    let encoded = encode_text(&bites);
+    if encoded.is_empty() {
+        return Err(Error::format(
+            path,
+            format!(
+                "no character of the vocabulary{}; expected English text (LEAF's 80 symbols: \
+                 letters, digits, punctuation)",
+                if role.is_some() {
+                    format!(" in role {name}")
+                } else {
+                    String::new()
+                }
+            ),
+        ));
+    }
+    if encoded.len() <= SEQ_LEN {
+        return Err(Error::format(
+            path,
+            format!(
+                "{} characters{} after encoding; expected at least {} (one {SEQ_LEN}-character \
+                 window and the character after it)",
+                encoded.len(),
+                if role.is_some() {
+                    format!(" in role {name}")
+                } else {
+                    String::new()
+                },
+                SEQ_LEN + 1
+            ),
+        ));
+    }
+    Ok(Role {
+        play,
+        name,
+        text: Arc::new(encoded),
+        n_train: 0,
+        n_test: 0,
+    })
+}
+
+/// Up to `k` of `names` nearest to `want` (edit distance, ignoring case), nearest first.
+fn nearest<'a>(want: &str, names: &[&'a str], k: usize) -> Vec<&'a str> {
+    let want: Vec<char> = want.to_uppercase().chars().collect();
+    let distance = |name: &str| {
+        let b: Vec<char> = name.to_uppercase().chars().collect();
+        let mut row: Vec<usize> = (0..=b.len()).collect();
+        for (i, &a) in want.iter().enumerate() {
+            let mut prev = row[0];
+            row[0] = i + 1;
+            for j in 0..b.len() {
+                let cur = row[j + 1];
+                row[j + 1] = (prev + usize::from(a != b[j])).min(row[j] + 1).min(cur + 1);
+                prev = cur;
+            }
+        }
+        row[b.len()]
+    };
+    let mut scored: Vec<(usize, usize, &str)> = names
+        .iter()
+        .enumerate()
+        .map(|(i, &n)| (distance(n), i, n))
+        .collect();
+    scored.sort();
+    scored.into_iter().take(k).map(|(_, _, n)| n).collect()
 }
 
 #[cfg(test)]

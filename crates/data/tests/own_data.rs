@@ -470,6 +470,7 @@ fn own_file_of_client_k_splits_as_the_simulation_splits_client_k() {
             format: OwnFormat::Npy,
             path: fixture(&format!("npy/clients/client-{k}.npz")),
             labels: None,
+            role: None,
         };
         let fed = own_federation(&own, &cfg, k, 2, 5).unwrap();
         let (a, b) = (sim.data.client(k).unwrap(), fed.data.client(k).unwrap());
@@ -484,6 +485,7 @@ fn own_file_of_client_k_splits_as_the_simulation_splits_client_k() {
         format: OwnFormat::Npy,
         path: fixture("npy/clients/client-0.npz"),
         labels: None,
+        role: None,
     };
     let e = own_federation(&own, &cfg, 0, 1, 5).unwrap_err().to_string();
     assert!(e.contains("client-0.npz") && e.contains("label 1"), "{e}");
@@ -523,6 +525,7 @@ fn exported_client_files_split_back_into_the_simulation_splits() {
             format: OwnFormat::Npy,
             path: f.clone(),
             labels: None,
+            role: None,
         };
         let fed = own_federation(&own, &cfg, k, 10, 3).unwrap();
         let (a, b) = (sim.data.client(k).unwrap(), fed.data.client(k).unwrap());

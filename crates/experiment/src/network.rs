@@ -4,7 +4,8 @@
 //! - The **server** ([`Experiment::prepare_server`]) runs the config's strategy and
 //!   policy on the pool its clients described when they registered. With an `[input]`
 //!   table it holds no data at all: the model is built from `[input]` and there is no
-//!   central evaluation (no held-out set on the server). Without one it reads the data
+//!   central evaluation unless it is given a test set of its own ([`server_test_set`],
+//!   `fedpace server --test-data`). Without one it reads the data
 //!   set of `[data]` for the model's input and, when the source holds a test set out,
 //!   for the central evaluation; clients are still whoever registered.
 //! - A **client with its own data** ([`own_client`]) reads its file, splits it as
@@ -210,6 +211,55 @@ pub fn input_model_bytes(cfg: &ExperimentConfig) -> Result<Option<usize>> {
         .as_ref()
         .map(|input| input_model(cfg, input).map(|m| m.1))
         .transpose()
+}
+
+/// A test set of the server's own (`fedpace server --test-data`): every sample of
+/// `own`, read as a client's own data is (the format keys of `[data]`), checked against
+/// `[input]` (sample shape, labels below `num_classes`). Needs `[input]`. Errors name the
+/// file or the flag, before the server listens.
+pub fn server_test_set(
+    cfg: &ExperimentConfig,
+    own: &OwnData,
+) -> Result<Arc<dyn fedpace_core::data::Dataset>> {
+    let input = cfg.input.as_ref().ok_or_else(|| {
+        Error::Config(format!(
+            "--test-data {}: the experiment file has no [input] table; expected [input] with \
+             sample_shape (or seq_len and vocab) and num_classes (a server given a test set \
+             holds no other data; docs/network.md)",
+            own.path.display()
+        ))
+    })?;
+    let (set, shape) = fedpace_data::own_test_set(own, &cfg.data, input.num_classes, cfg.seed)
+        .map_err(|e| {
+            // The reader names the client's flags; the server's are --test-….
+            let e = e.to_string();
+            let e = ["--labels", "--role", "--format"]
+                .iter()
+                .fold(e, |e, f| e.replace(f, &format!("--test-{}", &f[2..])));
+            Error::Setup(format!("--test-data: {e}"))
+        })?;
+    if shape != input.shape() {
+        return Err(Error::Setup(format!(
+            "--test-data {}: samples of shape {}; [input] says {}",
+            own.path.display(),
+            describe(&shape),
+            describe(&input.shape())
+        )));
+    }
+    Ok(set)
+}
+
+impl Prepared {
+    /// The server's central evaluation on `test` (from [`server_test_set`]): the model of
+    /// `[model]` for `[input]`, evaluated as a simulation evaluates its held-out set.
+    pub fn with_test_set(self, test: Arc<dyn fedpace_core::data::Dataset>) -> Result<Self> {
+        let input = self.config.input.as_ref().ok_or_else(|| {
+            Error::Config("--test-data: the experiment file has no [input] table".into())
+        })?;
+        let (models, _) = input_model(&self.config, input)?;
+        let held = fedpace_sim::HeldOut::new(test, models, self.threads())?;
+        Ok(self.with_central(Some(Box::new(held))))
+    }
 }
 
 /// One client with its own data, ready to serve (see [`own_client`]).
