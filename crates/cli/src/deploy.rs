@@ -257,6 +257,98 @@ pub struct ServerArgs {
 /// leave, which is how the server knows it heard).
 const FINISH_LINGER: Duration = Duration::from_secs(10);
 
+/// Where a run directory records the server's own test set (`--test-data`), so that
+/// `fedpace server --resume` evaluates on the same one.
+const TEST_SET_FILE: &str = "server-test-set.json";
+
+/// `server-test-set.json`'s record of a test set: absolute paths, the format's name, the
+/// role.
+fn test_set_record(t: &fedpace_data::OwnData) -> serde_json::Value {
+    let abs = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+    let format = fedpace_data::OwnFormat::ALL
+        .iter()
+        .find(|(_, g)| *g == t.format)
+        .map_or("?", |(n, _)| *n);
+    serde_json::json!({
+        "path": abs(&t.path),
+        "format": format,
+        "labels": t.labels.as_deref().map(abs),
+        "role": t.role,
+    })
+}
+
+/// The server's test set for this start: `given` (`--test-data …`) on a new run (recorded
+/// in `out/server-test-set.json` once it is read); on `--resume`, the one recorded there
+/// — `given` may repeat it but not change it, and a run that had none cannot gain one
+/// halfway.
+fn recorded_test_set(
+    out: &Path,
+    given: Option<fedpace_data::OwnData>,
+    resume: bool,
+) -> Result<Option<fedpace_data::OwnData>> {
+    if !resume {
+        return Ok(given);
+    }
+    let file = out.join(TEST_SET_FILE);
+    let recorded = match std::fs::read_to_string(&file) {
+        Ok(text) => {
+            let v: serde_json::Value = serde_json::from_str(&text)
+                .with_context(|| format!("reading {}", file.display()))?;
+            let field = |k: &str| v[k].as_str().map(PathBuf::from);
+            let format = v["format"].as_str().and_then(|n| {
+                fedpace_data::OwnFormat::ALL
+                    .iter()
+                    .find(|(m, _)| *m == n)
+                    .map(|(_, f)| *f)
+            });
+            match (field("path"), format) {
+                (Some(path), Some(format)) => Some(fedpace_data::OwnData {
+                    format,
+                    path,
+                    labels: field("labels"),
+                    role: v["role"].as_str().map(str::to_string),
+                }),
+                _ => {
+                    return Err(UsageError(format!(
+                        "{}: not a test-set record (expected path and format)",
+                        file.display()
+                    ))
+                    .into())
+                }
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(anyhow::anyhow!("reading {}: {e}", file.display())),
+    };
+    match (given, recorded) {
+        (None, recorded) => {
+            if let Some(r) = &recorded {
+                eprintln!(
+                    "fedpace server --resume: the run's test set, {} (from {})",
+                    r.path.display(),
+                    file.display()
+                );
+            }
+            Ok(recorded)
+        }
+        (Some(g), Some(r)) if test_set_record(&g) == test_set_record(&r) => Ok(Some(r)),
+        (Some(g), Some(r)) => Err(UsageError(format!(
+            "--test-data {}: this run evaluates on {} ({}); expected the same test set, \
+             or no --test-data, with --resume",
+            g.path.display(),
+            r.path.display(),
+            file.display()
+        ))
+        .into()),
+        (Some(g), None) => Err(UsageError(format!(
+            "--test-data {}: this run had no test set of the server's own before its \
+             checkpoint; expected no --test-data with --resume",
+            g.path.display()
+        ))
+        .into()),
+    }
+}
+
 /// `fedpace server CONFIG --listen ADDR`: waits for the clients, builds its pool from
 /// what they reported at registration (`fedpace_deploy::meta`), and runs the rounds. With
 /// `[input]` in the file the server reads no data (docs/network.md). With `resume`
@@ -295,9 +387,20 @@ pub fn server(
         .into());
     }
     let cfg = experiment.config().clone();
-    let test = test
-        .map(|t| fedpace_experiment::network::server_test_set(&cfg, &t))
-        .transpose()?;
+    let test = recorded_test_set(out, test, resume.is_some())?;
+    let test = match test {
+        Some(t) => {
+            let set = fedpace_experiment::network::server_test_set(&cfg, &t)?;
+            if resume.is_none() {
+                std::fs::create_dir_all(out)
+                    .with_context(|| format!("creating {}", out.display()))?;
+                let text = serde_json::to_string_pretty(&test_set_record(&t))? + "\n";
+                write_bytes_atomic(&out.join(TEST_SET_FILE), text.as_bytes())?;
+            }
+            Some(set)
+        }
+        None => None,
+    };
     // Before any client: the model's size (the message limits) and, from the file, how
     // many clients to wait for. Without [input] the server reads the data set for these.
     let (bytes, expected) = match fedpace_experiment::network::input_model_bytes(&cfg)? {

@@ -333,7 +333,7 @@ impl OwnFormatArg {
 struct TestSetArgs {
     /// A test set of the server's own, for the central evaluation of a server that holds
     /// no data ([input]): a file or folder in any format `fedpace client --data` reads,
-    /// every sample of it a test sample. Give it again with --resume.
+    /// every sample of it a test sample. Recorded in the run directory: --resume uses it again.
     #[arg(long)]
     test_data: Option<PathBuf>,
     /// The format of --test-data (default: from its name, as for `fedpace client`).

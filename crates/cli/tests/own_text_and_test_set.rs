@@ -449,3 +449,159 @@ fn a_bad_test_set_or_role_is_one_line_before_listening() {
         "{err}"
     );
 }
+
+mod common;
+
+/// `fedpace server --resume` evaluates on the test set the run was started with (recorded
+/// in the run directory as `server-test-set.json`), so the resumed run's central
+/// evaluation equals the simulation's in every round; another test set, or one where the
+/// run had none, is refused in one line.
+#[test]
+fn a_resumed_server_keeps_its_test_set() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = |p: &str| tmp.path().join(p).to_str().unwrap().to_string();
+    let header = "a,b,c,d,label\n";
+    let train: String = (0..240).map(|i| row(i, label)).collect();
+    let test: String = (1000..1090).map(|i| row(i, label)).collect();
+    std::fs::write(d("train.csv"), format!("{header}{train}")).unwrap();
+    std::fs::write(d("test.csv"), format!("{header}{test}")).unwrap();
+    std::fs::write(d("other.csv"), format!("{header}{train}")).unwrap();
+    let cfg = d("csv.toml");
+    // Enough rounds (a few ms each) for the kill to land inside the run.
+    std::fs::write(
+        &cfg,
+        format!(
+            "name = \"resume-test-set\"\nseed = 4\nrounds = 400\n\
+             [data]\nsource = \"csv\"\nnum_clients = 4\n\
+             [data.csv]\npath = {:?}\ntest_path = {:?}\n\
+             [input]\nsample_shape = [4]\nnum_classes = 3\n\
+             [model]\nname = \"logistic-regression\"\n\
+             [client]\nlr = 0.05\nbatch_size = 8\nepochs = 1\n\
+             [strategy]\nname = \"fedavg\"\nclients_per_round = 4\n\
+             [eval]\nevery = 1\n[checkpoint]\nevery = 1\n",
+            d("train.csv"),
+            d("test.csv")
+        ),
+    )
+    .unwrap();
+    fedpace(&["run", &cfg, "--out", &d("sim")]);
+    fedpace(&["datasets", "export", &cfg, "--out", &d("parts")]);
+    let mut parts: Vec<String> = std::fs::read_dir(d("parts"))
+        .unwrap()
+        .map(|e| e.unwrap().path().to_str().unwrap().to_string())
+        .collect();
+    parts.sort();
+    let keys = tmp.path().join("keys");
+    let names: Vec<(String, String)> = (0..4)
+        .map(|i| (format!("client-{i}"), format!("{i}..{}", i + 1)))
+        .collect();
+    common::make_keys(
+        &keys,
+        &names
+            .iter()
+            .map(|(n, r)| (n.as_str(), r.as_str()))
+            .collect::<Vec<_>>(),
+    );
+    let net = tmp.path().join("net");
+    let server = common::Server::start(
+        &[&cfg, "--test-data", &d("test.csv"), "--out", &d("net")],
+        "127.0.0.1:0",
+        &keys,
+    );
+    let addr = server.addr.clone();
+    let mut clients = Kill(
+        (0..4)
+            .map(|i| {
+                server
+                    .node(
+                        &[
+                            "client",
+                            &cfg,
+                            "--data",
+                            &parts[i],
+                            "--id",
+                            &i.to_string(),
+                            "--state-dir",
+                            &d(&format!("state/{i}")),
+                            "--give-up",
+                            "60",
+                        ],
+                        &keys,
+                        &format!("client-{i}"),
+                    )
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect(),
+    );
+    let lines =
+        || std::fs::read_to_string(net.join("metrics.jsonl")).map_or(0, |t| t.lines().count());
+    let start = std::time::Instant::now();
+    while !(net.join("checkpoint.fdpc").exists() && lines() >= 3) {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(60),
+            "no progress"
+        );
+        for c in &mut clients.0 {
+            assert!(c.try_wait().unwrap().is_none(), "a client ended");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    server.kill();
+    assert!(
+        !net.join("summary.json").exists(),
+        "the run finished before the kill; give it more rounds"
+    );
+    assert!(net.join("server-test-set.json").is_file());
+
+    // Another test set, or none where the run had one, cannot be mixed in.
+    let refused = |extra: &[&str], dir: &str| {
+        let out = Command::new(BIN)
+            .args(["server", "--resume", dir])
+            .args(extra)
+            .args(["--listen", "127.0.0.1:0", "--keys"])
+            .arg(keys.join("ring.toml"))
+            .arg("--tls-cert")
+            .arg(keys.join("server.pem"))
+            .arg("--tls-key")
+            .arg(keys.join("server-key.pem"))
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2));
+        String::from_utf8_lossy(&out.stderr).trim().to_string()
+    };
+    let err = refused(&["--test-data", &d("other.csv")], &d("net"));
+    assert!(
+        err.lines().count() == 1
+            && err.contains("other.csv")
+            && err.contains("test.csv")
+            && err.contains("expected the same test set"),
+        "{err}"
+    );
+
+    // Resumed without --test-data: the recorded set, and every round evaluated on it.
+    let server = common::Server::start(&["--resume", &d("net")], &addr, &keys);
+    let (status, log) = server.wait();
+    assert!(status.success(), "{log}");
+    assert!(log.contains("the run's test set"), "{log}");
+    for mut c in std::mem::take(&mut clients.0) {
+        assert!(c.wait().unwrap().success());
+    }
+    let (sim, net) = (tmp.path().join("sim"), tmp.path().join("net"));
+    let (ra, rb) = (records(&sim), records(&net));
+    assert_eq!(ra.len(), rb.len());
+    for (i, (a, b)) in ra.iter().zip(&rb).enumerate() {
+        assert_eq!(
+            a["eval"]["central"],
+            b["eval"]["central"],
+            "round {}",
+            i + 1
+        );
+        assert_eq!(b["eval"]["central"]["count"], 90, "round {}", i + 1);
+    }
+    assert_eq!(
+        read(sim.join("model.safetensors")),
+        read(net.join("model.safetensors"))
+    );
+}
