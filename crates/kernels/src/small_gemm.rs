@@ -29,9 +29,6 @@ pub fn packed_len(k: usize, n: usize) -> usize {
 /// row-major `n × k` matrix.
 pub fn pack(b: &[f32], k: usize, n: usize, row_stride: usize, col_stride: usize, out: &mut [f32]) {
     assert!(out.len() >= packed_len(k, n));
-    if k == 0 {
-        return;
-    }
     assert!(
         k == 0 || n == 0 || (k - 1) * row_stride + (n - 1) * col_stride < b.len(),
         "small_gemm::pack: B out of bounds"
@@ -116,6 +113,9 @@ pub fn gemm(
     if m == 0 || n == 0 {
         return;
     }
+    let fits = |len: usize, rows: usize, cols: usize, ld: usize| {
+        cols <= ld && (rows - 1) * ld + cols <= len
+    };
     assert!(
         (k == 0 || fits(a.len(), m, k, lda))
             && packed.len() >= packed_len(k, n)
@@ -128,132 +128,11 @@ pub fn gemm(
         k,
         a,
         lda,
-        a_transposed: false,
         packed,
         dst,
         ldd,
         accumulate,
     })
-}
-
-/// [`gemm`] with `A` stored transposed: `A[i, p] = a[p·lda + i]` (`a` holds `Aᵀ`, a
-/// row-major `k × m` matrix with leading dimension `lda ≥ m`) — for weight gradients
-/// `dGᵀ·X` over all steps, whose `dG` is stored `[steps·n, 4H]`. Same sums, in the same
-/// order, as [`gemm`] on a transposed copy.
-///
-/// ```
-/// use fedpace_kernels::small_gemm::{gemm_tn, pack, packed_len};
-/// let at = [1.0f32, 3.0, 2.0, 4.0]; // Aᵀ of [[1, 2], [3, 4]]
-/// let b = [5.0f32, 6.0, 7.0, 8.0];
-/// let mut packed = vec![0.0; packed_len(2, 2)];
-/// pack(&b, 2, 2, 2, 1, &mut packed);
-/// let mut c = [0.0f32; 4];
-/// gemm_tn(2, 2, 2, &at, 2, &packed, &mut c, 2, false);
-/// assert_eq!(c, [19.0, 22.0, 43.0, 50.0]);
-/// ```
-#[allow(clippy::too_many_arguments)]
-pub fn gemm_tn(
-    m: usize,
-    n: usize,
-    k: usize,
-    a: &[f32],
-    lda: usize,
-    packed: &[f32],
-    dst: &mut [f32],
-    ldd: usize,
-    accumulate: bool,
-) {
-    if m == 0 || n == 0 {
-        return;
-    }
-    assert!(
-        (k == 0 || fits(a.len(), k, m, lda))
-            && packed.len() >= packed_len(k, n)
-            && fits(dst.len(), m, n, ldd),
-        "small_gemm: matrix out of bounds"
-    );
-    pulp::Arch::new().dispatch(Product {
-        m,
-        n,
-        k,
-        a,
-        lda,
-        a_transposed: true,
-        packed,
-        dst,
-        ldd,
-        accumulate,
-    })
-}
-
-/// [`gemm`] (or [`gemm_tn`] when `a_transposed`) with the rows of `A` and `dst` split
-/// among up to `threads` threads of the current rayon pool in blocks of whole register
-/// tiles. Every output is the same in-order sum whatever the split, so the result does
-/// not depend on `threads`.
-#[allow(clippy::too_many_arguments)]
-pub fn gemm_threads(
-    m: usize,
-    n: usize,
-    k: usize,
-    a: &[f32],
-    lda: usize,
-    a_transposed: bool,
-    packed: &[f32],
-    dst: &mut [f32],
-    ldd: usize,
-    accumulate: bool,
-    threads: usize,
-) {
-    let call = |i0: usize, rows: usize, dst: &mut [f32]| {
-        if a_transposed {
-            gemm_tn(rows, n, k, &a[i0..], lda, packed, dst, ldd, accumulate);
-        } else {
-            gemm(
-                rows,
-                n,
-                k,
-                &a[i0 * lda..],
-                lda,
-                packed,
-                dst,
-                ldd,
-                accumulate,
-            );
-        }
-    };
-    // Rows per thread: whole tiles of 10 (the AVX-512 tile; other widths' tiles are
-    // smaller, and the split never changes a sum).
-    let per = m.div_ceil(threads.max(1)).div_ceil(10) * 10;
-    if threads <= 1 || m <= per || n == 0 || k == 0 {
-        call(0, m, dst);
-        return;
-    }
-    assert!(
-        fits(dst.len(), m, n, ldd),
-        "small_gemm: matrix out of bounds"
-    );
-    rayon::scope(|sc| {
-        let mut rest = &mut dst[..(m - 1) * ldd + n];
-        let mut i0 = 0;
-        while i0 < m {
-            let rows = per.min(m - i0);
-            let take = if i0 + rows < m {
-                rows * ldd
-            } else {
-                rest.len()
-            };
-            let (head, tail) = std::mem::take(&mut rest).split_at_mut(take);
-            rest = tail;
-            let call = &call;
-            sc.spawn(move |_| call(i0, rows, head));
-            i0 += rows;
-        }
-    });
-}
-
-/// Whether a row-major `rows × cols` matrix with leading dimension `ld` fits `len` values.
-fn fits(len: usize, rows: usize, cols: usize, ld: usize) -> bool {
-    cols <= ld && (rows - 1) * ld + cols <= len
 }
 
 struct Product<'a> {
@@ -262,8 +141,6 @@ struct Product<'a> {
     k: usize,
     a: &'a [f32],
     lda: usize,
-    /// `A[i, p] = a[p·lda + i]` rather than `a[i·lda + p]`.
-    a_transposed: bool,
     packed: &'a [f32],
     dst: &'a mut [f32],
     ldd: usize,
@@ -276,29 +153,24 @@ impl pulp::WithSimd for Product<'_> {
     #[inline(always)]
     fn with_simd<S: Simd>(self, s: S) {
         // Rows per tile × vectors per panel: as many accumulators as the registers hold.
-        match (S::F32_LANES, self.a_transposed) {
-            (16, false) => self.run::<S, 10, 2, false>(s),
-            (16, true) => self.run::<S, 10, 2, true>(s),
-            (8, false) => self.run::<S, 3, 4, false>(s),
-            (8, true) => self.run::<S, 3, 4, true>(s),
-            (_, false) => self.run::<S, 1, PANEL, false>(s),
-            (_, true) => self.run::<S, 1, PANEL, true>(s),
+        match S::F32_LANES {
+            16 => self.run::<S, 10, 2>(s),
+            8 => self.run::<S, 3, 4>(s),
+            _ => self.run::<S, 1, PANEL>(s),
         }
     }
 }
 
 impl Product<'_> {
-    /// `R` rows per register tile, `V` vectors per panel (`V · lanes = PANEL`), `TA`:
-    /// `A` stored transposed.
+    /// `R` rows per register tile, `V` vectors per panel (`V · lanes = PANEL`).
     #[inline(always)]
-    fn run<S: Simd, const R: usize, const V: usize, const TA: bool>(self, s: S) {
+    fn run<S: Simd, const R: usize, const V: usize>(self, s: S) {
         let Self {
             m,
             n,
             k,
             a,
             lda,
-            a_transposed: _,
             packed,
             dst,
             ldd,
@@ -306,16 +178,6 @@ impl Product<'_> {
         } = self;
         let lanes = S::F32_LANES;
         assert!(V * lanes == PANEL);
-        if k == 0 {
-            // An empty sum: zero, or nothing to add.
-            if !accumulate {
-                for i in 0..m {
-                    dst[i * ldd..][..n].fill(0.0);
-                }
-            }
-            return;
-        }
-        let a_at = |i: usize, q: usize| if TA { a[q * lda + i] } else { a[i * lda + q] };
         for (p, panel) in packed[..packed_len(k, n)]
             .chunks_exact(k * PANEL)
             .enumerate()
@@ -324,22 +186,7 @@ impl Product<'_> {
             for i0 in (0..m).step_by(R) {
                 let rows = R.min(m - i0);
                 let mut acc = [[s.splat_f32s(0.0); V]; R];
-                if rows == R && TA {
-                    // A full tile of a transposed A: the tile's R values of step q are
-                    // contiguous.
-                    let mut t = acc;
-                    for (q, brow) in panel.chunks_exact(PANEL).enumerate() {
-                        let bv: [S::f32s; V] = vectors::<S, V>(brow);
-                        let col: &[f32; R] = a[q * lda + i0..][..R].try_into().unwrap();
-                        for i in 0..R {
-                            let x = s.splat_f32s(col[i]);
-                            for v in 0..V {
-                                t[i][v] = s.mul_add_f32s(x, bv[v], t[i][v]);
-                            }
-                        }
-                    }
-                    acc = t;
-                } else if rows == R {
+                if rows == R {
                     // A full tile: constant loop bounds, accumulators in registers.
                     let mut arows: [&[f32]; R] = [&[]; R];
                     for (i, r) in arows.iter_mut().enumerate() {
@@ -362,7 +209,7 @@ impl Product<'_> {
                     for (q, brow) in panel.chunks_exact(PANEL).enumerate() {
                         let bv: [S::f32s; V] = vectors::<S, V>(brow);
                         for (i, acc) in acc.iter_mut().enumerate().take(rows) {
-                            let x = s.splat_f32s(a_at(i0 + i, q));
+                            let x = s.splat_f32s(a[(i0 + i) * lda + q]);
                             for v in 0..V {
                                 acc[v] = s.mul_add_f32s(x, bv[v], acc[v]);
                             }
@@ -483,75 +330,6 @@ mod tests {
                     }
                     // Padding columns are untouched.
                     assert_eq!(got[i * ldd + n].to_bits(), init[i * ldd + n].to_bits());
-                }
-            }
-        }
-    }
-
-    /// `gemm_tn` on `Aᵀ` gives the bits of `gemm` on `A`, and `gemm_threads` the bits of
-    /// the one-thread call for every thread count, both layouts.
-    #[test]
-    fn transposed_and_threaded_products_give_the_same_bits() {
-        for (m, n, k) in [
-            (1024, 256, 800),
-            (23, 70, 9),
-            (10, 33, 4),
-            (1, 1, 1),
-            (5, 40, 0),
-        ] {
-            let (lda, ldd) = (k + 3, n + 1);
-            let a = values(m * lda, 4);
-            let mut at = vec![f32::NAN; k * (m + 2)];
-            for i in 0..m {
-                for p in 0..k {
-                    at[p * (m + 2) + i] = a[i * lda + p];
-                }
-            }
-            let b = values(k * n, 5);
-            let mut packed = vec![0.0; packed_len(k, n)];
-            pack(&b, k, n, n, 1, &mut packed);
-            let init = values(m * ldd, 6);
-            let mut want = init.clone();
-            gemm(m, n, k, &a, lda, &packed, &mut want, ldd, true);
-            let mut got = init.clone();
-            gemm_tn(m, n, k, &at, m + 2, &packed, &mut got, ldd, true);
-            assert!(got
-                .iter()
-                .zip(&want)
-                .all(|(x, y)| x.to_bits() == y.to_bits()));
-            for threads in [1, 2, 3, 4] {
-                let pool = rayon::ThreadPoolBuilder::new()
-                    .num_threads(threads)
-                    .build()
-                    .unwrap();
-                for tn in [false, true] {
-                    let mut got = init.clone();
-                    pool.install(|| {
-                        if tn {
-                            gemm_threads(
-                                m,
-                                n,
-                                k,
-                                &at,
-                                m + 2,
-                                true,
-                                &packed,
-                                &mut got,
-                                ldd,
-                                true,
-                                threads,
-                            )
-                        } else {
-                            gemm_threads(
-                                m, n, k, &a, lda, false, &packed, &mut got, ldd, true, threads,
-                            )
-                        }
-                    });
-                    let same = got
-                        .iter()
-                        .zip(&want)
-                        .all(|(x, y)| x.to_bits() == y.to_bits());
-                    assert!(same, "{m}×{n}×{k}, {threads} threads, transposed {tn}");
                 }
             }
         }

@@ -178,9 +178,6 @@ struct LayerWork {
     /// backward's), packed for [`fedpace_kernels::small_gemm`].
     w_fwd: Vec<f32>,
     w_bwd: Vec<f32>,
-    /// `W_ihᵀ` (`in × 4H`, the input projections' `B`), packed likewise (layers above
-    /// the first).
-    wi_fwd: Vec<f32>,
     /// `b_ih + b_hh`.
     bias: Vec<f32>,
 }
@@ -205,9 +202,6 @@ struct Work {
     /// Recurrent gradients `dh_{t−1}` and `dc_{t−1}`, `[n, H]`.
     dh_rec: Vec<f32>,
     dc: Vec<f32>,
-    /// A layer's input (`[T·n, in]`) or its previous outputs packed as the weight
-    /// gradients' `B`, then `W_ih` (`4H × in`) as the input gradient's.
-    packed_x: Vec<f32>,
 }
 
 /// Indices of one layer's tensors in the spec.
@@ -309,21 +303,11 @@ impl CharLstm {
                     dst.copy_from_slice(&w.token_proj[id * g4..][..g4]);
                 }
             } else {
-                // Input projections of every step: G = X·W_ihᵀ, through the same
-                // register tiles as the recurrent products (`W_ihᵀ` packed once per call).
-                grow(&mut lw.wi_fwd, small_gemm::packed_len(in_dim, g4));
-                let w_ih = &p[e[iw].range()];
-                small_gemm::pack(w_ih, in_dim, g4, 1, in_dim, &mut lw.wi_fwd);
-                small_gemm::gemm_threads(
-                    rows,
-                    g4,
-                    in_dim,
-                    &below[l - 1].y[..rows * in_dim],
-                    in_dim,
-                    false,
-                    &lw.wi_fwd,
-                    &mut lw.gates[..rows * g4],
-                    g4,
+                // Input projections of every step: G = X·W_ihᵀ.
+                sgemm(
+                    MatMut::row_major(&mut lw.gates[..rows * g4], rows, g4, g4),
+                    MatRef::row_major(&below[l - 1].y[..rows * h], rows, in_dim, in_dim),
+                    MatRef::transposed(&p[e[iw].range()], in_dim, g4, in_dim),
                     false,
                     threads,
                 );
@@ -447,40 +431,21 @@ impl CharLstm {
                 }
             }
             let dgates = &w.dgates[..rows * 4 * h];
-            let g4 = 4 * h;
             if l > 0 {
-                // dW_ih = dGᵀ·X over every step (`dG` read in place as `Aᵀ`).
-                let x = &w.layers[l - 1].y[..rows * in_dim];
-                grow(&mut w.packed_x, small_gemm::packed_len(rows, in_dim));
-                small_gemm::pack(x, rows, in_dim, in_dim, 1, &mut w.packed_x);
-                small_gemm::gemm_threads(
-                    g4,
-                    in_dim,
-                    rows,
-                    dgates,
-                    g4,
-                    true,
-                    &w.packed_x,
-                    &mut grad[e[iw].range()],
-                    in_dim,
+                // dW_ih = dGᵀ·X over every step.
+                sgemm(
+                    MatMut::row_major(&mut grad[e[iw].range()], 4 * h, in_dim, in_dim),
+                    MatRef::transposed(dgates, 4 * h, rows, 4 * h),
+                    MatRef::row_major(&w.layers[l - 1].y[..rows * h], rows, in_dim, in_dim),
                     false,
                     threads,
                 );
             }
             // dW_hh = Σ_{t ≥ 1} dG_tᵀ·h_{t−1}.
-            let hp = &lw.y[..(rows - n) * h];
-            grow(&mut w.packed_x, small_gemm::packed_len(rows - n, h));
-            small_gemm::pack(hp, rows - n, h, h, 1, &mut w.packed_x);
-            small_gemm::gemm_threads(
-                g4,
-                h,
-                rows - n,
-                &dgates[n * g4..],
-                g4,
-                true,
-                &w.packed_x,
-                &mut grad[e[hw].range()],
-                h,
+            sgemm(
+                MatMut::row_major(&mut grad[e[hw].range()], 4 * h, h, h),
+                MatRef::transposed(&dgates[n * 4 * h..], 4 * h, rows - n, 4 * h),
+                MatRef::row_major(&lw.y[..(rows - n) * h], rows - n, h, h),
                 false,
                 threads,
             );
@@ -491,18 +456,10 @@ impl CharLstm {
             hi[..4 * h].copy_from_slice(&lo[e[ib].range()]);
             if l > 0 {
                 // dX = dG·W_ih: the output gradient of the layer below.
-                grow(&mut w.packed_x, small_gemm::packed_len(g4, in_dim));
-                small_gemm::pack(&p[e[iw].range()], g4, in_dim, in_dim, 1, &mut w.packed_x);
-                small_gemm::gemm_threads(
-                    rows,
-                    in_dim,
-                    g4,
-                    dgates,
-                    g4,
-                    false,
-                    &w.packed_x,
-                    &mut w.dx[..rows * in_dim],
-                    in_dim,
+                sgemm(
+                    MatMut::row_major(&mut w.dx[..rows * in_dim], rows, in_dim, in_dim),
+                    MatRef::row_major(dgates, rows, 4 * h, 4 * h),
+                    MatRef::row_major(&p[e[iw].range()], 4 * h, in_dim, in_dim),
                     false,
                     threads,
                 );
