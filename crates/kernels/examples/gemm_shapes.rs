@@ -403,6 +403,25 @@ fn main() {
             false,
             false,
         ),
+        // Layer 1's two weight gradients as one product against [X | H_{t−1}].
+        case(
+            "lstm dW both: dGᵀ·[X|H] (all steps)",
+            1024,
+            512,
+            t * n,
+            true,
+            false,
+            false,
+        ),
+        case(
+            "lstm dWᵗ both: [X|H]ᵀ·dG (all steps)",
+            512,
+            1024,
+            t * n,
+            true,
+            false,
+            false,
+        ),
         case(
             "lstm rec fwd: h·W_hhᵀ, C col",
             n,
@@ -432,6 +451,10 @@ fn main() {
     for (name, m, n, k) in [
         ("lstm rec fwd: h·W_hhᵗ, small_gemm  [used]", n, 1024, 256),
         ("lstm rec bwd: dG·W_hh, small_gemm  [used]", n, 256, 1024),
+        // The all-steps products through the same 10-row tiles (6 Dec 2026: no faster
+        // than the `gemm` crate's, so not used; docs/benchmarks.md).
+        ("lstm in fwd: X·W_ihᵗ, small_gemm", t * n, 1024, 256),
+        ("lstm dX: dG·W_ih, small_gemm", t * n, 256, 1024),
     ] {
         if name.contains(filter.as_str()) {
             small(name, m, n, k);
