@@ -53,6 +53,7 @@ mod sgemm;
 mod simd;
 pub mod small_gemm;
 pub mod winograd;
+pub mod winograd4;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 

@@ -66,7 +66,7 @@ use crate::init::{self, Init};
 use crate::{check_spec, BODY, HEAD};
 use fedpace_core::{Batch, EvalStats, Inputs, Model};
 use fedpace_kernels::pointwise::transpose;
-use fedpace_kernels::winograd::{Winograd5, POSITIONS};
+use fedpace_kernels::winograd4::{Winograd4x5, POSITIONS};
 use fedpace_kernels::{
     im2row, sgemm, to_padded_nhwc, zero_border, MatMut, MatRef, Pool2x2, PoolLayout, SameConv,
 };
@@ -308,8 +308,8 @@ struct Geometry {
     pool2: Pool2x2,
     /// fc1's input width: `64·H/4·W/4`.
     flat: usize,
-    /// conv2 by Winograd F(2×2, 5×5).
-    wino: Winograd5,
+    /// conv2 by Winograd F(4×4, 5×5).
+    wino: Winograd4x5,
     /// Samples per convolution group.
     group: usize,
 }
@@ -331,7 +331,7 @@ impl Geometry {
             channels: C2,
             layout: PoolLayout::Chw,
         };
-        let wino = Winograd5::new(h / 2, w / 2, C1, C2);
+        let wino = Winograd4x5::new(h / 2, w / 2, C1, C2);
         // conv2's transformed input and output of one sample.
         let wino_bytes = POSITIONS * wino.tiles() * (C1 + C2) * size_of::<f32>();
         Self {
@@ -356,8 +356,8 @@ impl Geometry {
 #[derive(Debug, Clone, Default)]
 struct Permuted {
     w1t: Vec<f32>,
-    /// conv2's filters transformed for Winograd, `[36][C1][C2]`, and each of the 36
-    /// matrices transposed, `[36][C2][C1]` (the orientation the `gemm` crate runs
+    /// conv2's filters transformed for Winograd, `[64][C1][C2]`, and each of the 64
+    /// matrices transposed, `[64][C2][C1]` (the orientation the `gemm` crate runs
     /// `dV = dM·Uᵀ` fastest in: 141 against 96 GFLOP/s, `gemm_shapes wino`).
     u2: Vec<f32>,
     u2t: Vec<f32>,
@@ -448,10 +448,10 @@ struct ChunkWork {
     p1: Vec<f32>,
     /// pool1's winner codes of the chunk.
     arg1: Vec<u8>,
-    /// conv2's transformed input `V` of one group (`[36][tiles][C1]`); in backward,
+    /// conv2's transformed input `V` of one group (`[64][tiles][C1]`); in backward,
     /// its gradient.
     v: Vec<f32>,
-    /// conv2's transformed output `M` of one group (`[36][tiles][C2]`); in backward,
+    /// conv2's transformed output `M` of one group (`[64][tiles][C2]`); in backward,
     /// its gradient.
     m: Vec<f32>,
     /// conv2's output for one group; in backward, its gradient.
@@ -461,7 +461,7 @@ struct ChunkWork {
     /// Gradient of one padded pooled conv1 image.
     dp1: Vec<f32>,
     /// Partial gradients of the chunk (conv1's weights in `[(ki, kj, c), o]` layout,
-    /// conv2's transformed, `[36][C1][C2]`).
+    /// conv2's transformed, `[64][C1][C2]`).
     dw1t: Vec<f32>,
     db1: Vec<f32>,
     du2: Vec<f32>,
@@ -625,13 +625,14 @@ fn forward_convs(g: &Geometry, v: &View, x: &[f32], cw: &mut ChunkWork, a: &mut 
                 p1,
                 &mut cw.arg1[s * out1..][..out1],
             );
-            g.wino.transform_input(p1, &mut cw.v, rows2, i * tiles);
+            g.wino.transform_input(p1, &mut cw.v, i * tiles);
         }
-        // conv2: M_k = V_k · U_k for the 36 positions of a Winograd tile.
+        // conv2: M_k = V_k · U_k for the 64 positions of a Winograd tile (V and M
+        // tile-major: row stride 64·C).
         for k in 0..POSITIONS {
             sgemm(
-                MatMut::row_major(&mut cw.m[k * rows2 * C2..][..rows2 * C2], rows2, C2, C2),
-                MatRef::row_major(&cw.v[k * rows2 * C1..][..rows2 * C1], rows2, C1, C1),
+                MatMut::row_major(&mut cw.m[k * C2..], rows2, C2, POSITIONS * C2),
+                MatRef::row_major(&cw.v[k * C1..], rows2, C1, POSITIONS * C1),
                 MatRef::row_major(&v.u2[k * C1 * C2..][..C1 * C2], C1, C2, C2),
                 false,
                 1,
@@ -640,7 +641,7 @@ fn forward_convs(g: &Geometry, v: &View, x: &[f32], cw: &mut ChunkWork, a: &mut 
         for i in 0..gs {
             let s = s0 + i;
             let y2 = &mut cw.y2[i * pix2 * C2..][..pix2 * C2];
-            g.wino.transform_output(&cw.m, rows2, i * tiles, y2);
+            g.wino.transform_output(&cw.m, i * tiles, y2);
             g.pool2.forward(
                 y2,
                 v.b2,
@@ -767,25 +768,25 @@ fn backward_convs(g: &Geometry, v: &View, cw: &mut ChunkWork, da: &[f32]) {
                 dy2,
                 db2,
             );
-            g.wino.output_grad(dy2, rows2, i * tiles, &mut cw.m);
+            g.wino.output_grad(dy2, i * tiles, &mut cw.m);
             // conv2's transformed input again, from the stored pooled conv1 output.
             g.wino
-                .transform_input(&cw.p1[s * plen2..][..plen2], &mut cw.v, rows2, i * tiles);
+                .transform_input(&cw.p1[s * plen2..][..plen2], &mut cw.v, i * tiles);
         }
-        // dU_k += V_kᵀ · dM_k for the 36 positions, then dV_k = dM_k · U_kᵀ into V.
+        // dU_k += V_kᵀ · dM_k for the 64 positions, then dV_k = dM_k · U_kᵀ into V.
         for k in 0..POSITIONS {
             sgemm(
                 MatMut::row_major(&mut du2[k * C1 * C2..][..C1 * C2], C1, C2, C2),
-                MatRef::transposed(&cw.v[k * rows2 * C1..][..rows2 * C1], C1, rows2, C1),
-                MatRef::row_major(&cw.m[k * rows2 * C2..][..rows2 * C2], rows2, C2, C2),
+                MatRef::transposed(&cw.v[k * C1..], C1, rows2, POSITIONS * C1),
+                MatRef::row_major(&cw.m[k * C2..], rows2, C2, POSITIONS * C2),
                 true,
                 1,
             );
         }
         for k in 0..POSITIONS {
             sgemm(
-                MatMut::row_major(&mut cw.v[k * rows2 * C1..][..rows2 * C1], rows2, C1, C1),
-                MatRef::row_major(&cw.m[k * rows2 * C2..][..rows2 * C2], rows2, C2, C2),
+                MatMut::row_major(&mut cw.v[k * C1..], rows2, C1, POSITIONS * C1),
+                MatRef::row_major(&cw.m[k * C2..], rows2, C2, POSITIONS * C2),
                 MatRef::row_major(&v.u2t[k * C1 * C2..][..C1 * C2], C2, C1, C1),
                 false,
                 1,
@@ -794,7 +795,7 @@ fn backward_convs(g: &Geometry, v: &View, cw: &mut ChunkWork, da: &[f32]) {
         for i in 0..gs {
             let dp1 = &mut cw.dp1[..plen2];
             dp1.fill(0.0);
-            g.wino.input_grad_add(&cw.v, rows2, i * tiles, dp1);
+            g.wino.input_grad_add(&cw.v, i * tiles, dp1);
             g.pool1.backward(
                 dp1,
                 &cw.arg1[(s0 + i) * out1..][..out1],
