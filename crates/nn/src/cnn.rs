@@ -21,13 +21,15 @@
 //!   HWC again; its weights are permuted into that `[(ki, kj, c), O]` layout once per
 //!   step, and their gradient, which the GEMM `dWᵗ = colsᵀ·dY` produces in the same
 //!   layout, is permuted back.
-//! - conv2 (83 % of the network's arithmetic) runs by **Winograd F(2×2, 5×5)**
-//!   ([`fedpace_kernels::winograd`], docs/arch/0014-fast-layers.md): each 2×2 output
-//!   tile is 36 elementwise products of transformed 6×6 input tiles and transformed
-//!   filters, summed over channels as 36 small GEMMs `M_k = V_k·U_k` — 2.8× fewer
-//!   multiplications than the direct convolution — and backward applies the adjoints
-//!   of the same transforms (`dU_k = V_kᵀ·dM_k`, `dV_k = dM_k·U_kᵀ`). Its error against
-//!   the exact convolution is ≈ 1.5e-6 relative (the direct f32 sum's ≈ 5e-7).
+//! - conv2 (83 % of the network's arithmetic) runs by **Winograd F(4×4, 5×5)**
+//!   ([`fedpace_kernels::winograd4`], docs/arch/0027-winograd-f4x4.md): each 4×4 output
+//!   tile is 64 elementwise products of transformed 8×8 input tiles and transformed
+//!   filters, summed over channels as 64 small GEMMs `M_k = V_k·U_k` — 4.8× fewer
+//!   multiplications than the direct convolution on a 14×14 image (whose 4×4 tiles
+//!   cover 16×16) — and backward applies the adjoints of the same transforms
+//!   (`dU_k = V_kᵀ·dM_k`, `dV_k = dM_k·U_kᵀ`). Its error against the exact convolution
+//!   is ≈ 2.4e-6 relative (the direct f32 sum's ≈ 5e-7; F(2×2, 5×5), used before,
+//!   ≈ 1.5e-6).
 //! - Samples go through the convolutions in **groups** small enough that a group's
 //!   transformed data stay in the core's L2 cache: [`GROUP_BYTES`]. Backward
 //!   recomputes conv2's transformed input from the stored pooled activations instead of
@@ -81,11 +83,11 @@ const FC: usize = 512;
 const K: usize = 5;
 
 /// Upper bound on conv2's transformed input and output (Winograd `V` and `M`) of one
-/// group of samples (at least one sample per group): 676 KB per 28×28 sample, so one
-/// sample a group. Measured W-CNN epoch, thread CPU, load ≈ 14 (`cnn_epoch` example,
-/// 4 Dec 2026): 1 sample per group 397–401 ms, 2: 405–421, 4: 454–466, 8: 538–548. A
-/// constant, so the grouping (which orders the weight-gradient sums) never depends on
-/// the machine.
+/// group of samples (at least one sample per group): 393 KB per 28×28 sample, so two
+/// samples a group. Measured W-CNN epoch, thread CPU, load ≈ 6–7, Zen 4 (`cnn_epoch`
+/// example, 6 Dec 2026, two alternating runs each): 1 sample per group 290–300 ms, 2:
+/// 275–295, 3: 302–316, 10: 335–350. A constant, so the grouping (which orders the
+/// weight-gradient sums) never depends on the machine.
 pub const GROUP_BYTES: usize = 1 << 20;
 
 /// Rows of fc1's weight per product of its input gradient. Measured W-CNN epoch,
