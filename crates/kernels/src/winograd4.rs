@@ -1,5 +1,5 @@
 //! Winograd minimal filtering F(4×4, 5×5) for a stride-1 "same" 5×5 convolution on
-//! channels-last images (docs/arch/0027-winograd-f4.md): the transforms around the 64
+//! channels-last images (docs/arch/0027-winograd-f4x4.md): the transforms around the 64
 //! small GEMMs that replace the convolution's one large one. The larger-tile sibling
 //! of [`crate::winograd`] (F(2×2, 5×5)): 64 multiplications per 16 outputs instead of
 //! 36 per 4, 1.72× fewer on a 14×14 image (whose 4×4 tiles cover 16×16).
