@@ -21,13 +21,15 @@
 //!   HWC again; its weights are permuted into that `[(ki, kj, c), O]` layout once per
 //!   step, and their gradient, which the GEMM `dWᵗ = colsᵀ·dY` produces in the same
 //!   layout, is permuted back.
-//! - conv2 (83 % of the network's arithmetic) runs by **Winograd F(2×2, 5×5)**
-//!   ([`fedpace_kernels::winograd`], docs/arch/0014-fast-layers.md): each 2×2 output
-//!   tile is 36 elementwise products of transformed 6×6 input tiles and transformed
-//!   filters, summed over channels as 36 small GEMMs `M_k = V_k·U_k` — 2.8× fewer
-//!   multiplications than the direct convolution — and backward applies the adjoints
-//!   of the same transforms (`dU_k = V_kᵀ·dM_k`, `dV_k = dM_k·U_kᵀ`). Its error against
-//!   the exact convolution is ≈ 1.5e-6 relative (the direct f32 sum's ≈ 5e-7).
+//! - conv2 (83 % of the network's arithmetic) runs by **Winograd F(4×4, 5×5)**
+//!   ([`fedpace_kernels::winograd4`], docs/arch/0027-winograd-f4x4.md): each 4×4 output
+//!   tile is 64 elementwise products of transformed 8×8 input tiles and transformed
+//!   filters, summed over channels as 64 small GEMMs `M_k = V_k·U_k` — 4.8× fewer
+//!   multiplications than the direct convolution on a 14×14 image (whose 4×4 tiles
+//!   cover 16×16) — and backward applies the adjoints of the same transforms
+//!   (`dU_k = V_kᵀ·dM_k`, `dV_k = dM_k·U_kᵀ`). Its error against the exact convolution
+//!   is ≈ 2.4e-6 relative (the direct f32 sum's ≈ 5e-7; F(2×2, 5×5), used before,
+//!   ≈ 1.5e-6).
 //! - Samples go through the convolutions in **groups** small enough that a group's
 //!   transformed data stay in the core's L2 cache: [`GROUP_BYTES`]. Backward
 //!   recomputes conv2's transformed input from the stored pooled activations instead of
@@ -66,7 +68,7 @@ use crate::init::{self, Init};
 use crate::{check_spec, BODY, HEAD};
 use fedpace_core::{Batch, EvalStats, Inputs, Model};
 use fedpace_kernels::pointwise::transpose;
-use fedpace_kernels::winograd::{Winograd5, POSITIONS};
+use fedpace_kernels::winograd4::{Winograd4x5, POSITIONS};
 use fedpace_kernels::{
     im2row, sgemm, to_padded_nhwc, zero_border, MatMut, MatRef, Pool2x2, PoolLayout, SameConv,
 };
@@ -81,11 +83,11 @@ const FC: usize = 512;
 const K: usize = 5;
 
 /// Upper bound on conv2's transformed input and output (Winograd `V` and `M`) of one
-/// group of samples (at least one sample per group): 676 KB per 28×28 sample, so one
-/// sample a group. Measured W-CNN epoch, thread CPU, load ≈ 14 (`cnn_epoch` example,
-/// 4 Dec 2026): 1 sample per group 397–401 ms, 2: 405–421, 4: 454–466, 8: 538–548. A
-/// constant, so the grouping (which orders the weight-gradient sums) never depends on
-/// the machine.
+/// group of samples (at least one sample per group): 393 KB per 28×28 sample, so two
+/// samples a group. Measured W-CNN epoch, thread CPU, load ≈ 6–7, Zen 4 (`cnn_epoch`
+/// example, 6 Dec 2026, two alternating runs each): 1 sample per group 290–300 ms, 2:
+/// 275–295, 3: 302–316, 10: 335–350. A constant, so the grouping (which orders the
+/// weight-gradient sums) never depends on the machine.
 pub const GROUP_BYTES: usize = 1 << 20;
 
 /// Rows of fc1's weight per product of its input gradient. Measured W-CNN epoch,
@@ -308,8 +310,8 @@ struct Geometry {
     pool2: Pool2x2,
     /// fc1's input width: `64·H/4·W/4`.
     flat: usize,
-    /// conv2 by Winograd F(2×2, 5×5).
-    wino: Winograd5,
+    /// conv2 by Winograd F(4×4, 5×5).
+    wino: Winograd4x5,
     /// Samples per convolution group.
     group: usize,
 }
@@ -331,7 +333,7 @@ impl Geometry {
             channels: C2,
             layout: PoolLayout::Chw,
         };
-        let wino = Winograd5::new(h / 2, w / 2, C1, C2);
+        let wino = Winograd4x5::new(h / 2, w / 2, C1, C2);
         // conv2's transformed input and output of one sample.
         let wino_bytes = POSITIONS * wino.tiles() * (C1 + C2) * size_of::<f32>();
         Self {
@@ -356,8 +358,8 @@ impl Geometry {
 #[derive(Debug, Clone, Default)]
 struct Permuted {
     w1t: Vec<f32>,
-    /// conv2's filters transformed for Winograd, `[36][C1][C2]`, and each of the 36
-    /// matrices transposed, `[36][C2][C1]` (the orientation the `gemm` crate runs
+    /// conv2's filters transformed for Winograd, `[64][C1][C2]`, and each of the 64
+    /// matrices transposed, `[64][C2][C1]` (the orientation the `gemm` crate runs
     /// `dV = dM·Uᵀ` fastest in: 141 against 96 GFLOP/s, `gemm_shapes wino`).
     u2: Vec<f32>,
     u2t: Vec<f32>,
@@ -448,10 +450,10 @@ struct ChunkWork {
     p1: Vec<f32>,
     /// pool1's winner codes of the chunk.
     arg1: Vec<u8>,
-    /// conv2's transformed input `V` of one group (`[36][tiles][C1]`); in backward,
+    /// conv2's transformed input `V` of one group (`[64][tiles][C1]`); in backward,
     /// its gradient.
     v: Vec<f32>,
-    /// conv2's transformed output `M` of one group (`[36][tiles][C2]`); in backward,
+    /// conv2's transformed output `M` of one group (`[64][tiles][C2]`); in backward,
     /// its gradient.
     m: Vec<f32>,
     /// conv2's output for one group; in backward, its gradient.
@@ -461,7 +463,7 @@ struct ChunkWork {
     /// Gradient of one padded pooled conv1 image.
     dp1: Vec<f32>,
     /// Partial gradients of the chunk (conv1's weights in `[(ki, kj, c), o]` layout,
-    /// conv2's transformed, `[36][C1][C2]`).
+    /// conv2's transformed, `[64][C1][C2]`).
     dw1t: Vec<f32>,
     db1: Vec<f32>,
     du2: Vec<f32>,
@@ -625,13 +627,14 @@ fn forward_convs(g: &Geometry, v: &View, x: &[f32], cw: &mut ChunkWork, a: &mut 
                 p1,
                 &mut cw.arg1[s * out1..][..out1],
             );
-            g.wino.transform_input(p1, &mut cw.v, rows2, i * tiles);
+            g.wino.transform_input(p1, &mut cw.v, i * tiles);
         }
-        // conv2: M_k = V_k · U_k for the 36 positions of a Winograd tile.
+        // conv2: M_k = V_k · U_k for the 64 positions of a Winograd tile (V and M
+        // tile-major: row stride 64·C).
         for k in 0..POSITIONS {
             sgemm(
-                MatMut::row_major(&mut cw.m[k * rows2 * C2..][..rows2 * C2], rows2, C2, C2),
-                MatRef::row_major(&cw.v[k * rows2 * C1..][..rows2 * C1], rows2, C1, C1),
+                MatMut::row_major(&mut cw.m[k * C2..], rows2, C2, POSITIONS * C2),
+                MatRef::row_major(&cw.v[k * C1..], rows2, C1, POSITIONS * C1),
                 MatRef::row_major(&v.u2[k * C1 * C2..][..C1 * C2], C1, C2, C2),
                 false,
                 1,
@@ -640,7 +643,7 @@ fn forward_convs(g: &Geometry, v: &View, x: &[f32], cw: &mut ChunkWork, a: &mut 
         for i in 0..gs {
             let s = s0 + i;
             let y2 = &mut cw.y2[i * pix2 * C2..][..pix2 * C2];
-            g.wino.transform_output(&cw.m, rows2, i * tiles, y2);
+            g.wino.transform_output(&cw.m, i * tiles, y2);
             g.pool2.forward(
                 y2,
                 v.b2,
@@ -767,25 +770,25 @@ fn backward_convs(g: &Geometry, v: &View, cw: &mut ChunkWork, da: &[f32]) {
                 dy2,
                 db2,
             );
-            g.wino.output_grad(dy2, rows2, i * tiles, &mut cw.m);
+            g.wino.output_grad(dy2, i * tiles, &mut cw.m);
             // conv2's transformed input again, from the stored pooled conv1 output.
             g.wino
-                .transform_input(&cw.p1[s * plen2..][..plen2], &mut cw.v, rows2, i * tiles);
+                .transform_input(&cw.p1[s * plen2..][..plen2], &mut cw.v, i * tiles);
         }
-        // dU_k += V_kᵀ · dM_k for the 36 positions, then dV_k = dM_k · U_kᵀ into V.
+        // dU_k += V_kᵀ · dM_k for the 64 positions, then dV_k = dM_k · U_kᵀ into V.
         for k in 0..POSITIONS {
             sgemm(
                 MatMut::row_major(&mut du2[k * C1 * C2..][..C1 * C2], C1, C2, C2),
-                MatRef::transposed(&cw.v[k * rows2 * C1..][..rows2 * C1], C1, rows2, C1),
-                MatRef::row_major(&cw.m[k * rows2 * C2..][..rows2 * C2], rows2, C2, C2),
+                MatRef::transposed(&cw.v[k * C1..], C1, rows2, POSITIONS * C1),
+                MatRef::row_major(&cw.m[k * C2..], rows2, C2, POSITIONS * C2),
                 true,
                 1,
             );
         }
         for k in 0..POSITIONS {
             sgemm(
-                MatMut::row_major(&mut cw.v[k * rows2 * C1..][..rows2 * C1], rows2, C1, C1),
-                MatRef::row_major(&cw.m[k * rows2 * C2..][..rows2 * C2], rows2, C2, C2),
+                MatMut::row_major(&mut cw.v[k * C1..], rows2, C1, POSITIONS * C1),
+                MatRef::row_major(&cw.m[k * C2..], rows2, C2, POSITIONS * C2),
                 MatRef::row_major(&v.u2t[k * C1 * C2..][..C1 * C2], C2, C1, C1),
                 false,
                 1,
@@ -794,7 +797,7 @@ fn backward_convs(g: &Geometry, v: &View, cw: &mut ChunkWork, da: &[f32]) {
         for i in 0..gs {
             let dp1 = &mut cw.dp1[..plen2];
             dp1.fill(0.0);
-            g.wino.input_grad_add(&cw.v, rows2, i * tiles, dp1);
+            g.wino.input_grad_add(&cw.v, i * tiles, dp1);
             g.pool1.backward(
                 dp1,
                 &cw.arg1[(s0 + i) * out1..][..out1],
