@@ -7,7 +7,8 @@
 //! - backward: pool2's backward + the output transform's adjoint (the reference for the
 //!   fused backward tried and not kept, docs/arch/0028-cnn-fused-passes.md);
 //! - the backward position products: all 64 `dU_k += V_kᵀ·dM_k`, then all 64
-//!   `dV_k = dM_k·U_kᵀ`, against the two products of each position in turn.
+//!   `dV_k = dM_k·U_kᵀ`, against the two products of each position in turn;
+//! - for scale, the input transform, its adjoint and the forward products.
 //!
 //! ```text
 //! cargo run --release -p fedpace-kernels --example wino_passes -- [rounds]
@@ -75,6 +76,9 @@ fn main() {
     let u = values(POSITIONS * C1 * C2, 4);
     let mut v = values(POSITIONS * rows * C1, 5);
     let mut du = vec![0.0f32; POSITIONS * C1 * C2];
+    let xp = values(SAMPLES * 18 * 18 * C1, 8);
+    let mut dxp = vec![0.0f32; 18 * 18 * C1];
+    let mut mf = vec![0.0f32; POSITIONS * rows * C2];
 
     let fwd_two = |a: &mut [f32], arg: &mut [u8], y: &mut [f32]| {
         for s0 in (0..SAMPLES).step_by(GROUP) {
@@ -133,7 +137,7 @@ fn main() {
             1,
         )
     };
-    let mut t = [(); 5].map(|_| Vec::new());
+    let mut t = [(); 8].map(|_| Vec::new());
     for _ in 0..rounds {
         let c = thread_cpu();
         fwd_two(&mut a, &mut arg, &mut y);
@@ -158,9 +162,43 @@ fn main() {
             }
         }
         let c6 = thread_cpu();
-        for (i, d) in [c1 - c, c2 - c1, c4 - c2, c5 - c4, c6 - c5]
-            .into_iter()
-            .enumerate()
+        for s in 0..SAMPLES {
+            g.transform_input(
+                &xp[s * 18 * 18 * C1..][..18 * 18 * C1],
+                &mut v,
+                s % GROUP * tiles,
+            );
+        }
+        let c7 = thread_cpu();
+        for s in 0..SAMPLES {
+            dxp.fill(0.0);
+            g.input_grad_add(&v, s % GROUP * tiles, &mut dxp);
+        }
+        let c8 = thread_cpu();
+        for _ in 0..SAMPLES / GROUP {
+            for k in 0..POSITIONS {
+                sgemm(
+                    MatMut::row_major(&mut mf[k * C2..], rows, C2, POSITIONS * C2),
+                    MatRef::row_major(&v[k * C1..], rows, C1, POSITIONS * C1),
+                    MatRef::row_major(&u[k * C1 * C2..][..C1 * C2], C1, C2, C2),
+                    false,
+                    1,
+                );
+            }
+        }
+        let c9 = thread_cpu();
+        for (i, d) in [
+            c1 - c,
+            c2 - c1,
+            c4 - c2,
+            c5 - c4,
+            c6 - c5,
+            c7 - c6,
+            c8 - c7,
+            c9 - c8,
+        ]
+        .into_iter()
+        .enumerate()
         {
             t[i].push(d * 1e3);
         }
@@ -171,6 +209,9 @@ fn main() {
         "backward: unpool, then output adjoint (two passes, kept)",
         "backward products: 64 dU, then 64 dV",
         "backward products: dU and dV position by position",
+        "input transform (once forward, again backward)",
+        "input transform's adjoint (zeroing the padded gradient first)",
+        "forward products: 64 M = V·U",
     ];
     // The 1-thread sgemm rate in the same process, for the products' share of it.
     let n = 512;
@@ -194,8 +235,8 @@ fn main() {
     println!("one batch of {SAMPLES} samples, thread CPU, median of {rounds} rounds:");
     for (i, (name, v)) in names.iter().zip(t).enumerate() {
         let ms = median(v);
-        if i >= 3 {
-            let r = products / (ms * 1e-3);
+        if i == 3 || i == 4 || i == 7 {
+            let r = products / if i == 7 { 2.0 } else { 1.0 } / (ms * 1e-3);
             println!(
                 "  {name}: {ms:.3} ms ({r:.1} GFLOP/s, {:.0}% of sgemm 512³ at {rate:.1})",
                 100.0 * r / rate
