@@ -137,7 +137,7 @@ fn main() {
             1,
         )
     };
-    let mut t = [(); 8].map(|_| Vec::new());
+    let mut t = [(); 10].map(|_| Vec::new());
     for _ in 0..rounds {
         let c = thread_cpu();
         fwd_two(&mut a, &mut arg, &mut y);
@@ -187,6 +187,26 @@ fn main() {
             }
         }
         let c9 = thread_cpu();
+        for s0 in (0..SAMPLES).step_by(GROUP) {
+            for i in 0..GROUP {
+                let s = s0 + i;
+                let yi = &mut y[i * 14 * 14 * C2..][..14 * 14 * C2];
+                pool.backward(
+                    &da[s * flat..][..flat],
+                    &arg[s * flat..][..flat],
+                    yi,
+                    &mut db,
+                );
+            }
+        }
+        let c10 = thread_cpu();
+        for _ in (0..SAMPLES).step_by(GROUP) {
+            for i in 0..GROUP {
+                let yi = &y[i * 14 * 14 * C2..][..14 * 14 * C2];
+                g.output_grad(yi, i * tiles, &mut dm);
+            }
+        }
+        let c11 = thread_cpu();
         for (i, d) in [
             c1 - c,
             c2 - c1,
@@ -196,6 +216,8 @@ fn main() {
             c7 - c6,
             c8 - c7,
             c9 - c8,
+            c10 - c9,
+            c11 - c10,
         ]
         .into_iter()
         .enumerate()
@@ -212,6 +234,8 @@ fn main() {
         "input transform (once forward, again backward)",
         "input transform's adjoint (zeroing the padded gradient first)",
         "forward products: 64 M = V·U",
+        "  of which pool2 backward alone",
+        "  of which the output transform's adjoint alone",
     ];
     // The 1-thread sgemm rate in the same process, for the products' share of it.
     let n = 512;
