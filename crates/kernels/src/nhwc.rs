@@ -186,7 +186,7 @@ pub enum PoolLayout {
 }
 
 /// Winner code of a window whose maximum is ≤ 0 (ReLU cut it: no gradient).
-const CUT: u8 = 4;
+pub(crate) const CUT: u8 = 4;
 
 /// Bias + ReLU + 2×2 max-pooling with stride 2 on one HWC sample of `h × w` pixels
 /// (both even) and `channels` channels: `out = max(0, max over the window of y + b)`.
@@ -335,7 +335,7 @@ const BLOCK: usize = 64;
 
 /// One window, `len` channels: `dst = max(0, max_k win[k] + b)`, winner codes in `arg`.
 #[inline(always)]
-fn pool_window(win: [&[f32]; 4], bias: &[f32], dst: &mut [f32], arg: &mut [u8]) {
+pub(crate) fn pool_window(win: [&[f32]; 4], bias: &[f32], dst: &mut [f32], arg: &mut [u8]) {
     let n = dst.len();
     let (w0, w1, w2, w3) = (&win[0][..n], &win[1][..n], &win[2][..n], &win[3][..n]);
     let (bias, arg) = (&bias[..n], &mut arg[..n]);

@@ -48,6 +48,7 @@
 //! input gradient) and `dg = Gᵀ dU G`. Every transform runs a fixed sequence of
 //! operations on chunks of channels, so results do not depend on the vector width.
 
+use crate::nhwc::pool_window;
 use crate::simd::simd;
 use pulp::Simd;
 
@@ -259,6 +260,35 @@ impl Winograd4x5 {
             dy,
             dm,
             t0,
+        })
+    }
+
+    /// [`Winograd4x5::transform_output`] fused with [`crate::Pool2x2`]'s bias + ReLU +
+    /// 2×2 max-pooling in its CHW layout: `out[c][i][j] = max(0, max over the window of
+    /// y + bias[c])` (`out`: `outputs × h/2 × w/2`, the fully connected layer's input)
+    /// and the winner codes `arg` (`[h/2][w/2][outputs]`, the codes of
+    /// [`crate::Pool2x2::forward`]) — the same values, bit for bit, as the two passes,
+    /// without writing the convolution's output image: each 4×4 output tile holds
+    /// exactly four pooling windows (or two, or one, where it reaches past the image).
+    pub fn transform_output_pool(
+        &self,
+        m: &[f32],
+        t0: usize,
+        bias: &[f32],
+        out: &mut [f32],
+        arg: &mut [u8],
+    ) {
+        let o_n = self.outputs;
+        let pooled = (self.h / 2) * (self.w / 2) * o_n;
+        assert!(bias.len() == o_n && out.len() >= pooled && arg.len() >= pooled);
+        assert!(m.len() >= POSITIONS * (t0 + self.tiles()) * o_n);
+        dispatch(OutputPool {
+            g: self,
+            m,
+            t0,
+            bias,
+            out,
+            arg,
         })
     }
 }
@@ -482,6 +512,97 @@ impl Kernel for OutputGrad<'_> {
                 for (xi, x) in col.into_iter().enumerate() {
                     let at = ((t0 + t) * POSITIONS + xi * A + nu) * o_n + o0;
                     vstore(s, &mut dm[at..], len, x);
+                }
+            }
+        })
+    }
+}
+
+/// Channels of one chunk at most (`pulp`'s widest vector, AVX-512).
+const MAX_LANES: usize = 16;
+
+struct OutputPool<'a> {
+    g: &'a Winograd4x5,
+    m: &'a [f32],
+    t0: usize,
+    bias: &'a [f32],
+    out: &'a mut [f32],
+    arg: &'a mut [u8],
+}
+
+// Tiles are indexed by row and by column: index loops read better here.
+#[allow(clippy::needless_range_loop)]
+impl Kernel for OutputPool<'_> {
+    #[inline(always)]
+    fn run<S: Simd>(self, s: S) {
+        let Self {
+            g,
+            m,
+            t0,
+            bias,
+            out,
+            arg,
+        } = self;
+        let (o_n, h, w) = (g.outputs, g.h, g.w);
+        let (oh, ow) = (h / 2, w / 2);
+        assert!(S::F32_LANES <= MAX_LANES);
+        for_chunks(g, o_n, S::F32_LANES, |t, ti, tj, o0, len| {
+            let (r0, q0) = (4 * ti, 4 * tj);
+            let mut tmp = [[s.splat_f32s(0.0); 4]; A];
+            for (xi, row) in tmp.iter_mut().enumerate() {
+                *row = at(
+                    s,
+                    eight(|nu| {
+                        vload(
+                            s,
+                            &m[((t0 + t) * POSITIONS + xi * A + nu) * o_n + o0..],
+                            len,
+                        )
+                    }),
+                );
+            }
+            // The output tile, `y[i·4 + j]` the chunk's values at row r0 + i, column q0 + j.
+            let mut y = [[0.0f32; MAX_LANES]; 16];
+            for j in 0..4 {
+                if q0 + j >= w {
+                    break;
+                }
+                let col = at(s, eight(|xi| tmp[xi][j]));
+                for (i, x) in col.into_iter().enumerate() {
+                    if r0 + i >= h {
+                        break;
+                    }
+                    vstore(s, &mut y[i * 4 + j], len, x);
+                }
+            }
+            for pi in 0..2 {
+                let pr = 2 * ti + pi;
+                if pr >= oh {
+                    break;
+                }
+                for pj in 0..2 {
+                    let pc = 2 * tj + pj;
+                    if pc >= ow {
+                        break;
+                    }
+                    let (a0, a1) = (2 * pi * 4 + 2 * pj, (2 * pi + 1) * 4 + 2 * pj);
+                    let win = [
+                        &y[a0][..len],
+                        &y[a0 + 1][..len],
+                        &y[a1][..len],
+                        &y[a1 + 1][..len],
+                    ];
+                    let p = pr * ow + pc;
+                    let mut dst = [0.0f32; MAX_LANES];
+                    pool_window(
+                        win,
+                        &bias[o0..][..len],
+                        &mut dst[..len],
+                        &mut arg[p * o_n + o0..][..len],
+                    );
+                    for (c, v) in dst[..len].iter().enumerate() {
+                        out[(o0 + c) * oh * ow + p] = *v;
+                    }
                 }
             }
         })
@@ -829,5 +950,37 @@ mod tests {
         g.output_grad(&dy, 1, &mut dm);
         let (l, r) = (dot(&y, &dy), dot(&m, &dm));
         assert!((l - r).abs() < 1e-3 * (1.0 + l.abs()), "output {l} vs {r}");
+    }
+
+    /// The fused output transform + bias + ReLU + max-pool gives the same bits as the
+    /// two passes, on images whose last tiles are whole, half or cut in both directions
+    /// (and with a channel count that is not a multiple of the vector width).
+    #[test]
+    fn the_fused_output_pool_is_the_two_passes() {
+        use crate::{Pool2x2, PoolLayout};
+        for (h, w, o_n) in [(14, 14, 64), (12, 8, 16), (6, 10, 20)] {
+            let g = Winograd4x5::new(h, w, 3, o_n);
+            let pool = Pool2x2 {
+                h,
+                w,
+                channels: o_n,
+                layout: PoolLayout::Chw,
+            };
+            let n = pool.out_len();
+            let m = values(POSITIONS * (1 + g.tiles()) * o_n, 7);
+            // Channel 0 cut by ReLU everywhere.
+            let mut bias = values(o_n, 8);
+            bias[0] = -100.0;
+            let mut y = vec![0.0f32; h * w * o_n];
+            g.transform_output(&m, 1, &mut y);
+            let (mut out, mut arg) = (vec![0.0f32; n], vec![0u8; n]);
+            pool.forward(&y, &bias, &mut out, &mut arg);
+            let (mut out2, mut arg2) = (vec![1.0f32; n], vec![9u8; n]);
+            g.transform_output_pool(&m, 1, &bias, &mut out2, &mut arg2);
+            assert_eq!(arg, arg2, "{h}×{w}×{o_n}: codes");
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&out), bits(&out2), "{h}×{w}×{o_n}: outputs");
+            assert!(arg.contains(&4) && arg.iter().any(|&k| k < 4));
+        }
     }
 }

@@ -35,10 +35,12 @@
 //!   recomputes conv2's transformed input from the stored pooled activations instead of
 //!   keeping it.
 //! - Bias, ReLU and 2×2 max-pooling are one pass ([`fedpace_kernels::Pool2x2`]) that
-//!   writes the pooled output straight into the next layer's padded input (or, after
-//!   conv2, in PyTorch's CHW flatten order for fc1) and a one-byte winner code per
-//!   output; backward is one pass that writes the whole input gradient and the bias
-//!   gradient.
+//!   writes the pooled output straight into the next layer's padded input and a
+//!   one-byte winner code per output; backward is one pass that writes the whole input
+//!   gradient and the bias gradient. After conv2 the forward pass is fused
+//!   into Winograd's output transform ([`Winograd4x5::transform_output_pool`], writing
+//!   fc1's input in PyTorch's CHW flatten order): conv2's output image is never written
+//!   (docs/arch/0028-cnn-fused-passes.md).
 //! - fc1 runs as `(W·Aᵀ)ᵀ` (the fast orientation for a batch of 32), its weight gradient
 //!   `dHᵀ·A` is written by the GEMM straight into the caller's gradient buffer, and its
 //!   input gradient `dH·W1` is accumulated over chunks of [`FC1_ROWS`] rows of W1 (read
@@ -456,7 +458,8 @@ struct ChunkWork {
     /// conv2's transformed output `M` of one group (`[64][tiles][C2]`); in backward,
     /// its gradient.
     m: Vec<f32>,
-    /// conv2's output for one group; in backward, its gradient.
+    /// conv2's output gradient for one group (backward only: forward pools straight
+    /// from Winograd's output transform).
     y2: Vec<f32>,
     /// pool2's winner codes of the chunk.
     arg2: Vec<u8>,
@@ -597,7 +600,7 @@ fn forward(g: &Geometry, v: &View, x: &[f32], tasks: usize, gemm_threads: usize,
 /// rows of fc1's input `a` and its stored activations.
 fn forward_convs(g: &Geometry, v: &View, x: &[f32], cw: &mut ChunkWork, a: &mut [f32]) {
     let (c1, c2, in_len, flat) = (g.conv1, g.conv2, g.in_len(), g.flat);
-    let (pix1, taps1, pix2) = (c1.pixels(), c1.taps(), c2.pixels());
+    let (pix1, taps1) = (c1.pixels(), c1.taps());
     let (plen2, out1, out2) = (c2.padded_len(), g.pool1.out_len(), g.pool2.out_len());
     let n = x.len() / in_len;
     for s0 in (0..n).step_by(g.group) {
@@ -640,12 +643,12 @@ fn forward_convs(g: &Geometry, v: &View, x: &[f32], cw: &mut ChunkWork, a: &mut 
                 1,
             );
         }
+        // Output transform, bias, ReLU and pool2 in one pass, into fc1's input.
         for i in 0..gs {
             let s = s0 + i;
-            let y2 = &mut cw.y2[i * pix2 * C2..][..pix2 * C2];
-            g.wino.transform_output(&cw.m, i * tiles, y2);
-            g.pool2.forward(
-                y2,
+            g.wino.transform_output_pool(
+                &cw.m,
+                i * tiles,
                 v.b2,
                 &mut a[s * flat..][..flat],
                 &mut cw.arg2[s * out2..][..out2],
@@ -775,7 +778,8 @@ fn backward_convs(g: &Geometry, v: &View, cw: &mut ChunkWork, da: &[f32]) {
             g.wino
                 .transform_input(&cw.p1[s * plen2..][..plen2], &mut cw.v, i * tiles);
         }
-        // dU_k += V_kᵀ · dM_k for the 64 positions, then dV_k = dM_k · U_kᵀ into V.
+        // For each of the 64 positions: dU_k += V_kᵀ · dM_k, then dV_k = dM_k · U_kᵀ
+        // into V_k (consumed by then), while V_k and dM_k are still in the L1 cache.
         for k in 0..POSITIONS {
             sgemm(
                 MatMut::row_major(&mut du2[k * C1 * C2..][..C1 * C2], C1, C2, C2),
@@ -784,8 +788,6 @@ fn backward_convs(g: &Geometry, v: &View, cw: &mut ChunkWork, da: &[f32]) {
                 true,
                 1,
             );
-        }
-        for k in 0..POSITIONS {
             sgemm(
                 MatMut::row_major(&mut cw.v[k * C1..], rows2, C1, POSITIONS * C1),
                 MatRef::row_major(&cw.m[k * C2..], rows2, C2, POSITIONS * C2),
