@@ -11,31 +11,11 @@
 //! The play is the data crate's fixture `the_lantern.md` (written for the tests in the
 //! fetched plays' markup), so nothing needs fetching.
 
-use std::io::{BufRead, BufReader};
+mod common;
+
+use common::{fedpace, Kill, Server, BIN};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-
-const BIN: &str = env!("CARGO_BIN_EXE_fedpace");
-
-fn fedpace(args: &[&str]) -> std::process::Output {
-    let out = Command::new(BIN).args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "fedpace {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-struct Kill(Vec<Child>);
-impl Drop for Kill {
-    fn drop(&mut self) {
-        for c in &mut self.0 {
-            c.kill().ok();
-            c.wait().ok();
-        }
-    }
-}
+use std::process::{Command, Stdio};
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/tests/fixtures")
@@ -47,22 +27,14 @@ fn play() -> PathBuf {
 
 /// A CA, a key ring and a credential for each of clients `0..n`, under `tmp/keys`.
 fn keys(tmp: &Path, n: usize) {
-    let d = |p: &str| tmp.join(p).to_str().unwrap().to_string();
-    fedpace(&["keys", "ca", "--dir", &d("keys")]);
-    for i in 0..n {
-        fedpace(&[
-            "keys",
-            "generate",
-            "--ring",
-            &d("keys/ring.toml"),
-            "--name",
-            &format!("client-{i}"),
-            "--clients",
-            &format!("{i}..{}", i + 1),
-            "--out",
-            &d(&format!("keys/client-{i}.key")),
-        ]);
-    }
+    let names: Vec<(String, String)> = (0..n)
+        .map(|i| (format!("client-{i}"), format!("{i}..{}", i + 1)))
+        .collect();
+    let pairs: Vec<(&str, &str)> = names
+        .iter()
+        .map(|(a, b)| (a.as_str(), b.as_str()))
+        .collect();
+    common::make_keys(&tmp.join("keys"), &pairs);
 }
 
 /// Runs a server (`server_args` after CONFIG) and one client process per entry of
@@ -75,56 +47,27 @@ fn federation(
     run: &str,
 ) -> String {
     let d = |p: &str| tmp.join(p).to_str().unwrap().to_string();
+    let keys = tmp.join("keys");
+    let mut args: Vec<String> = vec![cfg.to_string()];
+    args.extend(server_args.iter().map(|a| a.to_string()));
+    args.extend(["--out".to_string(), d(run)]);
+    let server = Server::start(&args, "127.0.0.1:0", &keys);
     let mut children = Kill(Vec::new());
-    let mut server = Command::new(BIN)
-        .args(["server", cfg])
-        .args(server_args)
-        .args(["--listen", "127.0.0.1:0", "--keys", &d("keys/ring.toml")])
-        .args(["--tls-cert", &d("keys/server.pem")])
-        .args(["--tls-key", &d("keys/server-key.pem")])
-        .args(["--out", &d(run), "--wait", "60"])
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut err = BufReader::new(server.stderr.take().unwrap());
-    let (mut addr, mut seen) = (String::new(), String::new());
-    while addr.is_empty() {
-        let mut line = String::new();
-        assert!(
-            err.read_line(&mut line).unwrap() > 0,
-            "server ended: {seen}"
-        );
-        seen.push_str(&line);
-        if let Some(rest) = line.split("listening on ").nth(1) {
-            addr = rest.split(',').next().unwrap().to_string();
-        }
-    }
-    let drain = std::thread::spawn(move || {
-        let mut rest = String::new();
-        for l in err.lines() {
-            rest.push_str(&l.unwrap_or_default());
-            rest.push('\n');
-        }
-        rest
-    });
-    for (i, args) in clients.iter().enumerate() {
+    for (i, extra) in clients.iter().enumerate() {
+        let mut args: Vec<String> = vec!["client".into(), cfg.into()];
+        args.extend(extra.iter().cloned());
+        args.extend(["--id".into(), i.to_string()]);
+        args.extend(["--state-dir".into(), d(&format!("{run}-state/{i}"))]);
+        args.extend(["--give-up".into(), "60".into()]);
         children.0.push(
-            Command::new(BIN)
-                .args(["client", cfg])
-                .args(args)
-                .args(["--id", &i.to_string(), "--server", &addr])
-                .args(["--key", &d(&format!("keys/client-{i}.key"))])
-                .args(["--ca", &d("keys/ca.pem")])
-                .args(["--state-dir", &d(&format!("{run}-state/{i}"))])
-                .stdout(Stdio::null())
+            server
+                .node(&args, &keys, &format!("client-{i}"))
                 .stderr(Stdio::null())
                 .spawn()
                 .unwrap(),
         );
     }
-    let status = server.wait().unwrap();
-    let log = seen + &drain.join().unwrap();
+    let (status, log) = server.wait();
     assert!(status.success(), "server: {log}");
     log
 }
@@ -449,8 +392,6 @@ fn a_bad_test_set_or_role_is_one_line_before_listening() {
         "{err}"
     );
 }
-
-mod common;
 
 /// `fedpace server --resume` evaluates on the test set the run was started with (recorded
 /// in the run directory as `server-test-set.json`), so the resumed run's central
