@@ -534,10 +534,14 @@ fn later_rounds(cumulative: &[f64]) -> Vec<f64> {
 }
 
 /// W-MLP over loopback against W-MLP in simulation, alternating runs in one process.
+/// Loopback runs two layouts: one node whose workers take the round's clients from one
+/// queue, as the simulation's threads do (the target's comparison: only the transport
+/// differs), and two nodes holding half the clients each (a round waits for the node
+/// that drew more of its clients).
 fn loopback(opts: &BenchOptions) -> Result<()> {
     let cfg = workload_config(Workload::Mlp)?;
     let pairs = if opts.quick { 2 } else { 5 };
-    let (mut sim, mut net) = (Vec::new(), Vec::new());
+    let (mut sim, mut one, mut two) = (Vec::new(), Vec::new(), Vec::new());
     let mut identical = true;
     let mut parallel = 0;
     for _ in 0..pairs {
@@ -547,31 +551,39 @@ fn loopback(opts: &BenchOptions) -> Result<()> {
             .run(RunOptions::default().keep(false, false))?
             .outcome;
         sim.extend(later_rounds(&a.round_wall_seconds));
-        let prepared = runner::prepare(&cfg, opts.threads)?;
-        let lb_opts = fedpace_deploy::LoopbackOptions {
-            nodes: 2,
-            workers_per_node: parallel.div_ceil(2),
-            model_bytes: Some(fedpace_core::codec::encode_params(prepared.initial_model()).len()),
-            ..Default::default()
-        };
-        let mut lb = fedpace_deploy::Loopback::start(
-            prepared.shared_pool(),
-            prepared.client_factory(),
-            fedpace_algos::builtin().codecs.clone(),
-            &lb_opts,
-        )
-        .map_err(anyhow::Error::msg)?;
-        let b = prepared
-            .run_on(lb.grid(), RunOptions::default().keep(false, false))?
-            .outcome;
-        lb.finish().map_err(anyhow::Error::msg)?;
-        net.extend(later_rounds(&b.round_wall_seconds));
-        identical &= a.global == b.global;
+        for (nodes, times) in [(1usize, &mut one), (2, &mut two)] {
+            let prepared = runner::prepare(&cfg, opts.threads)?;
+            let lb_opts = fedpace_deploy::LoopbackOptions {
+                nodes,
+                workers_per_node: parallel.div_ceil(nodes),
+                model_bytes: Some(
+                    fedpace_core::codec::encode_params(prepared.initial_model()).len(),
+                ),
+                ..Default::default()
+            };
+            let mut lb = fedpace_deploy::Loopback::start(
+                prepared.shared_pool(),
+                prepared.client_factory(),
+                fedpace_algos::builtin().codecs.clone(),
+                &lb_opts,
+            )
+            .map_err(anyhow::Error::msg)?;
+            let b = prepared
+                .run_on(lb.grid(), RunOptions::default().keep(false, false))?
+                .outcome;
+            lb.finish().map_err(anyhow::Error::msg)?;
+            times.extend(later_rounds(&b.round_wall_seconds));
+            identical &= a.global == b.global;
+        }
     }
-    let (s, n) = (median(sim.clone()), median(net.clone()));
+    let (s, n1, n2) = (
+        median(sim.clone()),
+        median(one.clone()),
+        median(two.clone()),
+    );
     println!(
         "loopback ({}): {} rounds × {pairs} runs each way, alternating; {} clients/round; \
-         {parallel} clients at once (loopback: 2 node threads, TLS)",
+         {parallel} clients at once (TLS on 127.0.0.1)",
         describe(Workload::Mlp),
         cfg.rounds,
         cfg.strategy.round.clients_per_round
@@ -582,13 +594,17 @@ fn loopback(opts: &BenchOptions) -> Result<()> {
         sim.len()
     );
     println!(
-        "  round, loopback      {:>9.3} s   median of {} rounds after the first",
-        n,
-        net.len()
+        "  round, loopback      {:>9.3} s   1 node, {parallel} workers on one queue (as the simulation's threads)",
+        n1
     );
     println!(
-        "  loopback / sim       {:>9.2}×    (target ≤ 1.3×); final models bit-identical: {}",
-        n / s,
+        "  round, loopback      {:>9.3} s   2 nodes, half the clients each",
+        n2
+    );
+    println!(
+        "  loopback / sim       {:>9.2}×    1 node (target ≤ 1.3×); 2 nodes {:.2}×; final models bit-identical: {}",
+        n1 / s,
+        n2 / s,
         if identical { "yes" } else { "NO" }
     );
     println!("  load average at the end: {}", load_average());
