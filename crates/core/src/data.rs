@@ -127,6 +127,13 @@ pub trait FederatedDataset: Send + Sync {
     fn test_len(&self, id: usize) -> Result<usize> {
         Ok(self.client(id)?.test.len())
     }
+    /// Client `id`'s training and test sizes and training-label histogram (one count per
+    /// class), cheaply if possible: what a pool describes its clients with, without their
+    /// features. By default from [`FederatedDataset::client`], built once.
+    fn describe_client(&self, id: usize) -> Result<(usize, usize, Vec<u64>)> {
+        let c = self.client(id)?;
+        Ok((c.train.len(), c.test.len(), c.train.label_histogram()))
+    }
 }
 
 /// A view of some samples of another data set.

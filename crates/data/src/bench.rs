@@ -167,17 +167,25 @@ impl BenchData {
         &self.shape
     }
 
-    /// All samples of client `c`: features row-major, then labels.
+    /// All samples of client `c`: features row-major, then labels. Features come from
+    /// stream 0 of ChaCha8 seeded `1000 + c`, labels from its stream 1, so that the labels
+    /// alone ([`BenchData::labels`]) cost no feature generation.
     pub fn generate(&self, c: usize) -> (Vec<f32>, Vec<u32>) {
         let mut rng = ChaCha8Rng::seed_from_u64(SEED_OFFSET + c as u64);
         let d: usize = self.shape.iter().product();
         let x: Vec<f32> = (0..self.samples * d)
             .map(|_| rng.sample::<f32, _>(StandardNormal))
             .collect();
-        let y: Vec<u32> = (0..self.samples)
+        (x, self.labels(c))
+    }
+
+    /// Client `c`'s labels, training then test (as [`BenchData::generate`] gives them).
+    pub fn labels(&self, c: usize) -> Vec<u32> {
+        let mut rng = ChaCha8Rng::seed_from_u64(SEED_OFFSET + c as u64);
+        rng.set_stream(1);
+        (0..self.samples)
             .map(|_| rng.gen_range(0..CLASSES as u32))
-            .collect();
-        (x, y)
+            .collect()
     }
 }
 
@@ -223,6 +231,14 @@ impl FederatedDataset for BenchData {
     fn test_len(&self, id: usize) -> fedpace_core::Result<usize> {
         self.train_len(id).map(|_| self.test_samples)
     }
+    fn describe_client(&self, id: usize) -> fedpace_core::Result<(usize, usize, Vec<u64>)> {
+        let n_train = self.train_len(id)?;
+        let mut h = vec![0u64; CLASSES];
+        for &l in &self.labels(id)[..n_train] {
+            h[l as usize] += 1;
+        }
+        Ok((n_train, self.test_samples, h))
+    }
 }
 
 #[cfg(test)]
@@ -249,6 +265,19 @@ mod tests {
         assert_eq!(h.len(), 10);
         assert!(h.iter().all(|&k| (30..=90).contains(&k)), "{h:?}");
         assert!(y.iter().all(|&l| l < 10));
+        // The pool's histogram, from the labels alone, is the training split's.
+        let b = BenchData::new(3, vec![4], 50, 0.2).unwrap();
+        for c in 0..3 {
+            let built = b.client(c).unwrap();
+            assert_eq!(
+                b.describe_client(c).unwrap(),
+                (
+                    built.train.len(),
+                    built.test.len(),
+                    built.train.label_histogram()
+                )
+            );
+        }
     }
 
     #[test]

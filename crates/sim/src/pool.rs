@@ -151,12 +151,10 @@ impl DataPool {
             Some(
                 (0..n)
                     .map(|id| {
-                        let c = data.client(id)?;
-                        let mut info =
-                            ClientInfo::new(id as u64, c.train.len() as u64, c.test.len() as u64);
+                        let (train, test, histogram) = data.describe_client(id)?;
+                        let mut info = ClientInfo::new(id as u64, train as u64, test as u64);
                         info.device = devices.class_of(id as u64).map(str::to_string);
-                        info.metadata
-                            .insert(LabelHistogram(c.train.label_histogram()));
+                        info.metadata.insert(LabelHistogram(histogram));
                         Ok(info)
                     })
                     .collect::<Result<Vec<_>>>()?,
