@@ -6,8 +6,8 @@
 //! product on strided views ([`MatRef`], [`MatMut`]); in [`nhwc`], channels-last
 //! convolution helpers ([`im2row`], [`row2im_add`] on zero-padded images, [`SameConv`])
 //! and fused bias + ReLU + 2×2 max-pooling with its backward ([`Pool2x2`]); in
-//! [`winograd`] and [`winograd4`], the transforms of a 5×5 convolution by Winograd
-//! F(2×2, 5×5) and F(4×4, 5×5) (the one the FedAvg CNN uses) and their adjoints; in [`pointwise`], vectorised `exp`/σ/tanh, the LSTM cell's pointwise
+//! [`winograd4`], the transforms of a 5×5 convolution by Winograd F(4×4, 5×5) (the
+//! FedAvg CNN's conv2) and their adjoints; in [`pointwise`], vectorised `exp`/σ/tanh, the LSTM cell's pointwise
 //! forward and backward, bias + ReLU epilogues, sums and a blocked transpose. They run
 //! compiled for AVX-512 or AVX2 chosen at run time (through `pulp`), with the same
 //! results on every vector width.
@@ -52,7 +52,6 @@ pub mod pointwise;
 mod sgemm;
 mod simd;
 pub mod small_gemm;
-pub mod winograd;
 pub mod winograd4;
 
 use std::sync::atomic::{AtomicUsize, Ordering};

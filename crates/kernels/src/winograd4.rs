@@ -1,8 +1,8 @@
 //! Winograd minimal filtering F(4×4, 5×5) for a stride-1 "same" 5×5 convolution on
 //! channels-last images (docs/arch/0027-winograd-f4x4.md): the transforms around the 64
-//! small GEMMs that replace the convolution's one large one. The larger-tile sibling
-//! of [`crate::winograd`] (F(2×2, 5×5)): 64 multiplications per 16 outputs instead of
-//! 36 per 4, 1.72× fewer on a 14×14 image (whose 4×4 tiles cover 16×16).
+//! small GEMMs that replace the convolution's one large one. It replaced F(2×2, 5×5)
+//! (docs/arch/0014-fast-layers.md): 64 multiplications per 16 outputs instead of 36 per
+//! 4, 1.72× fewer on a 14×14 image (whose 4×4 tiles cover 16×16).
 //!
 //! For an 8×8 input tile `d` and a 5×5 filter `g`, the 4×4 output tile of the
 //! correlation is `Y = Aᵀ [(G g Gᵀ) ⊙ (Bᵀ d B)] A` (Lavin & Gray 2016), with the points
@@ -30,7 +30,7 @@
 //! for each of the 64 positions `ξν` of a tile, one GEMM
 //! `M_ξν[tiles, O] = V_ξν[tiles, C] · U_ξν[C, O]`.
 //!
-//! Layouts are those of [`crate::winograd`]: an image is HWC (`h × w × C`, h and w
+//! Layouts: an image is HWC (`h × w × C`, h and w
 //! even) and its padded form has 2 zeros on each side (`(h+4) × (w+4) × C`, as
 //! [`crate::nhwc::SameConv`]). Tile `(i, j)` reads padded rows `4i..4i+8` and columns
 //! `4j..4j+8` and produces output rows `4i..4i+4`, columns `4j..4j+4`; where `h` or `w`
