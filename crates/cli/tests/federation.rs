@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{fedpace, make_keys, Kill, Server, BIN};
+use common::{fedpace, lines, make_keys, metrics_without_times, write_config, Kill, Server, BIN};
 use std::path::Path;
 use std::process::{Command, Stdio};
 
@@ -137,28 +137,6 @@ every = 3
 every = 2
 "#;
 
-fn lines(p: &Path) -> usize {
-    std::fs::read_to_string(p).map_or(0, |t| t.lines().count())
-}
-
-/// metrics.jsonl without wall times (which differ from run to run).
-fn metrics(dir: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(dir.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| {
-            let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
-            v["wall_seconds"] = serde_json::Value::Null;
-            // Bytes on the wire are the network run's own (a plain `fedpace run` counts
-            // none, and rounds sent again after a restart are sent twice); the traffic
-            // figures are held equal to the simulation's in
-            // `server_and_node_processes_over_tls_equal_the_simulation`.
-            v["traffic"] = serde_json::Value::Null;
-            v
-        })
-        .collect()
-}
-
 /// Issue 13: the server killed with SIGKILL at a seeded round and restarted with
 /// `fedpace server --resume`; the node processes (TLS, client states on disk) ride the
 /// outage out, reconnect by themselves, and exit when the run is over. The final model,
@@ -197,18 +175,8 @@ fn a_server_killed_with_sigkill_and_resumed_ends_as_the_uninterrupted_run() {
     for (name, extra) in cases {
         let case = tmp.path().join(name);
         std::fs::create_dir_all(&case).unwrap();
-        let mut table: toml::Table = KILLED.parse().unwrap();
-        for (k, v) in extra.parse::<toml::Table>().unwrap() {
-            match (table.get_mut(&k), v) {
-                (Some(toml::Value::Table(a)), toml::Value::Table(b)) => a.extend(b),
-                (_, v) => {
-                    table.insert(k, v);
-                }
-            }
-        }
-        let cfg = case.join("exp.toml");
-        std::fs::write(&cfg, toml::to_string(&table).unwrap()).unwrap();
-        let cfg = cfg.to_str().unwrap();
+        let cfg = write_config(&case, KILLED, extra);
+        let cfg = cfg.as_str();
         let straight = case.join("straight");
         fedpace(&["run", cfg, "--out", straight.to_str().unwrap()]);
 
@@ -295,7 +263,10 @@ fn a_server_killed_with_sigkill_and_resumed_ends_as_the_uninterrupted_run() {
             model(&straight) == model(&net),
             "{what}: the final model differs"
         );
-        let (a, b) = (metrics(&straight), metrics(&net));
+        let (a, b) = (
+            metrics_without_times(&straight),
+            metrics_without_times(&net),
+        );
         assert_eq!(a.len(), b.len(), "{what}: metrics.jsonl lines");
         for (i, (x, y)) in a.iter().zip(&b).enumerate() {
             assert_eq!(x, y, "{what}: metrics.jsonl line {}", i + 1);

@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{fedpace, make_keys, Kill, Server};
+use common::{fedpace, lines, make_keys, metrics_without_times, write_config, Kill, Server};
 use std::path::Path;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
@@ -32,25 +32,6 @@ epochs = 2
 [eval]
 every = 3
 "#;
-
-fn lines(p: &Path) -> usize {
-    std::fs::read_to_string(p).map_or(0, |t| t.lines().count())
-}
-
-/// metrics.jsonl without wall times and wire traffic (the restarted node's instructions
-/// are sent twice; traffic parity is `federation.rs`'s).
-fn metrics(dir: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(dir.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| {
-            let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
-            v["wall_seconds"] = serde_json::Value::Null;
-            v["traffic"] = serde_json::Value::Null;
-            v
-        })
-        .collect()
-}
 
 fn node(server: &Server, cfg: &str, range: &str, keys: &Path, i: usize, state: &Path) -> Child {
     server
@@ -96,18 +77,8 @@ fn a_node_killed_with_sigkill_and_restarted_ends_as_the_uninterrupted_run() {
     for (name, extra, at) in cases {
         let case = tmp.path().join(name);
         std::fs::create_dir_all(&case).unwrap();
-        let mut table: toml::Table = RUN.parse().unwrap();
-        for (key, v) in extra.parse::<toml::Table>().unwrap() {
-            match (table.get_mut(&key), v) {
-                (Some(toml::Value::Table(a)), toml::Value::Table(b)) => a.extend(b),
-                (_, v) => {
-                    table.insert(key, v);
-                }
-            }
-        }
-        let cfg = case.join("exp.toml");
-        std::fs::write(&cfg, toml::to_string(&table).unwrap()).unwrap();
-        let cfg = cfg.to_str().unwrap();
+        let cfg = write_config(&case, RUN, extra);
+        let cfg = cfg.as_str();
         let straight = case.join("straight");
         fedpace(&["run", cfg, "--out", straight.to_str().unwrap()]);
 
@@ -187,7 +158,10 @@ fn a_node_killed_with_sigkill_and_restarted_ends_as_the_uninterrupted_run() {
             model(&straight) == model(&net),
             "{what}: the final model differs; server log:\n{log}"
         );
-        let (a, b) = (metrics(&straight), metrics(&net));
+        let (a, b) = (
+            metrics_without_times(&straight),
+            metrics_without_times(&net),
+        );
         assert_eq!(a.len(), b.len(), "{what}: metrics.jsonl lines");
         for (i, (x, y)) in a.iter().zip(&b).enumerate() {
             assert_eq!(x, y, "{what}: metrics.jsonl line {}", i + 1);

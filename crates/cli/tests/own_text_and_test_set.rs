@@ -476,10 +476,9 @@ fn a_resumed_server_keeps_its_test_set() {
             })
             .collect(),
     );
-    let lines =
-        || std::fs::read_to_string(net.join("metrics.jsonl")).map_or(0, |t| t.lines().count());
     let start = std::time::Instant::now();
-    while !(net.join("checkpoint.fdpc").exists() && lines() >= 3) {
+    while !(net.join("checkpoint.fdpc").exists() && common::lines(&net.join("metrics.jsonl")) >= 3)
+    {
         assert!(
             start.elapsed() < std::time::Duration::from_secs(60),
             "no progress"

@@ -158,3 +158,42 @@ pub fn node_command<S: AsRef<OsStr>>(args: &[S], addr: &str, keys: &Path, name: 
         .stdout(Stdio::null());
     c
 }
+
+/// Lines of a file (0 when it does not exist yet).
+pub fn lines(p: &Path) -> usize {
+    std::fs::read_to_string(p).map_or(0, |t| t.lines().count())
+}
+
+/// A run's metrics.jsonl without wall times and wire traffic: what a networked run that
+/// was interrupted shares with an uninterrupted `fedpace run` (instructions sent again
+/// after a restart are sent twice, and a plain run counts no wire bytes; traffic parity
+/// is `federation.rs`'s `server_and_node_processes_over_tls_equal_the_simulation`).
+pub fn metrics_without_times(dir: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(dir.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
+            v["wall_seconds"] = serde_json::Value::Null;
+            v["traffic"] = serde_json::Value::Null;
+            v
+        })
+        .collect()
+}
+
+/// Writes `dir/exp.toml`: the config `base` with the tables of `extra` merged in (a
+/// table's keys added to the base's table of that name), and returns its path.
+pub fn write_config(dir: &Path, base: &str, extra: &str) -> String {
+    let mut table: toml::Table = base.parse().unwrap();
+    for (k, v) in extra.parse::<toml::Table>().unwrap() {
+        match (table.get_mut(&k), v) {
+            (Some(toml::Value::Table(a)), toml::Value::Table(b)) => a.extend(b),
+            (_, v) => {
+                table.insert(k, v);
+            }
+        }
+    }
+    let cfg = dir.join("exp.toml");
+    std::fs::write(&cfg, toml::to_string(&table).unwrap()).unwrap();
+    cfg.to_str().unwrap().to_string()
+}
