@@ -201,10 +201,12 @@ fn label(x: &[f32]) -> usize {
     }
 }
 
-#[test]
-fn a_server_without_data_evaluates_its_own_test_set_as_the_simulation_does() {
-    let tmp = tempfile::tempdir().unwrap();
-    let d = |p: &str| tmp.path().join(p).to_str().unwrap().to_string();
+/// A 4-client CSV federation in `tmp` (240 training rows, a held-out `test.csv` of 90):
+/// writes the data and `csv.toml` (`top`: its first keys, `lr`, then `extra` tables), runs
+/// it in simulation into `tmp/sim`, exports the clients' parts, and returns the config's
+/// path and the parts' paths in client order.
+fn csv_federation(tmp: &Path, top: &str, lr: f64, extra: &str) -> (String, Vec<String>) {
+    let d = |p: &str| tmp.join(p).to_str().unwrap().to_string();
     let header = "a,b,c,d,label\n";
     let train: String = (0..240).map(|i| row(i, label)).collect();
     let test: String = (1000..1090).map(|i| row(i, label)).collect();
@@ -214,14 +216,13 @@ fn a_server_without_data_evaluates_its_own_test_set_as_the_simulation_does() {
     std::fs::write(
         &cfg,
         format!(
-            "name = \"own-test-set\"\nseed = 2\nrounds = 3\n\
-             [data]\nsource = \"csv\"\nnum_clients = 4\n\
+            "{top}\n[data]\nsource = \"csv\"\nnum_clients = 4\n\
              [data.csv]\npath = {:?}\ntest_path = {:?}\n\
              [input]\nsample_shape = [4]\nnum_classes = 3\n\
              [model]\nname = \"logistic-regression\"\n\
-             [client]\nlr = 0.1\nbatch_size = 8\nepochs = 1\n\
+             [client]\nlr = {lr}\nbatch_size = 8\nepochs = 1\n\
              [strategy]\nname = \"fedavg\"\nclients_per_round = 4\n\
-             [eval]\nevery = 1\n",
+             [eval]\nevery = 1\n{extra}",
             d("train.csv"),
             d("test.csv")
         ),
@@ -229,12 +230,25 @@ fn a_server_without_data_evaluates_its_own_test_set_as_the_simulation_does() {
     .unwrap();
     fedpace(&["run", &cfg, "--out", &d("sim")]);
     fedpace(&["datasets", "export", &cfg, "--out", &d("parts")]);
-    let mut files: Vec<String> = std::fs::read_dir(d("parts"))
+    let mut parts: Vec<String> = std::fs::read_dir(d("parts"))
         .unwrap()
         .map(|e| e.unwrap().path().to_str().unwrap().to_string())
         .collect();
-    files.sort();
-    assert_eq!(files.len(), 4);
+    parts.sort();
+    assert_eq!(parts.len(), 4);
+    (cfg, parts)
+}
+
+#[test]
+fn a_server_without_data_evaluates_its_own_test_set_as_the_simulation_does() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = |p: &str| tmp.path().join(p).to_str().unwrap().to_string();
+    let (cfg, files) = csv_federation(
+        tmp.path(),
+        "name = \"own-test-set\"\nseed = 2\nrounds = 3",
+        0.1,
+        "",
+    );
     keys(tmp.path(), 4);
     let clients: Vec<Vec<String>> = files
         .into_iter()
@@ -401,48 +415,16 @@ fn a_bad_test_set_or_role_is_one_line_before_listening() {
 fn a_resumed_server_keeps_its_test_set() {
     let tmp = tempfile::tempdir().unwrap();
     let d = |p: &str| tmp.path().join(p).to_str().unwrap().to_string();
-    let header = "a,b,c,d,label\n";
-    let train: String = (0..240).map(|i| row(i, label)).collect();
-    let test: String = (1000..1090).map(|i| row(i, label)).collect();
-    std::fs::write(d("train.csv"), format!("{header}{train}")).unwrap();
-    std::fs::write(d("test.csv"), format!("{header}{test}")).unwrap();
-    std::fs::write(d("other.csv"), format!("{header}{train}")).unwrap();
-    let cfg = d("csv.toml");
     // Enough rounds (a few ms each) for the kill to land inside the run.
-    std::fs::write(
-        &cfg,
-        format!(
-            "name = \"resume-test-set\"\nseed = 4\nrounds = 400\n\
-             [data]\nsource = \"csv\"\nnum_clients = 4\n\
-             [data.csv]\npath = {:?}\ntest_path = {:?}\n\
-             [input]\nsample_shape = [4]\nnum_classes = 3\n\
-             [model]\nname = \"logistic-regression\"\n\
-             [client]\nlr = 0.05\nbatch_size = 8\nepochs = 1\n\
-             [strategy]\nname = \"fedavg\"\nclients_per_round = 4\n\
-             [eval]\nevery = 1\n[checkpoint]\nevery = 1\n",
-            d("train.csv"),
-            d("test.csv")
-        ),
-    )
-    .unwrap();
-    fedpace(&["run", &cfg, "--out", &d("sim")]);
-    fedpace(&["datasets", "export", &cfg, "--out", &d("parts")]);
-    let mut parts: Vec<String> = std::fs::read_dir(d("parts"))
-        .unwrap()
-        .map(|e| e.unwrap().path().to_str().unwrap().to_string())
-        .collect();
-    parts.sort();
-    let keys = tmp.path().join("keys");
-    let names: Vec<(String, String)> = (0..4)
-        .map(|i| (format!("client-{i}"), format!("{i}..{}", i + 1)))
-        .collect();
-    common::make_keys(
-        &keys,
-        &names
-            .iter()
-            .map(|(n, r)| (n.as_str(), r.as_str()))
-            .collect::<Vec<_>>(),
+    let (cfg, parts) = csv_federation(
+        tmp.path(),
+        "name = \"resume-test-set\"\nseed = 4\nrounds = 400",
+        0.05,
+        "[checkpoint]\nevery = 1\n",
     );
+    std::fs::copy(d("train.csv"), d("other.csv")).unwrap();
+    keys(tmp.path(), 4);
+    let keys = tmp.path().join("keys");
     let net = tmp.path().join("net");
     let server = common::Server::start(
         &[&cfg, "--test-data", &d("test.csv"), "--out", &d("net")],
