@@ -32,6 +32,10 @@ use crate::wire::{self, Failure, FailureKind, Instruction, Outcome};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+/// The largest HTTP/2 frame either side accepts (the protocol's default is 16 KiB): a
+/// model of 800 KB then crosses in one DATA frame instead of fifty.
+pub(crate) const MAX_FRAME_SIZE: u32 = 1 << 20;
+
 /// Most bytes of instructions [`Node::serve`] asks for in one Pull: a large model's
 /// instructions then come one or a few at a time, so the first worker starts on the first
 /// one while the next are in transit, instead of after the whole batch has arrived; small
@@ -92,7 +96,8 @@ pub fn endpoint(
         .connect_timeout(timeout)
         .tcp_nodelay(true)
         .initial_stream_window_size(1 << 20)
-        .initial_connection_window_size(4 << 20);
+        .initial_connection_window_size(4 << 20)
+        .max_frame_size(MAX_FRAME_SIZE);
     if let Some(tls) = tls {
         let config = ClientTlsConfig::new()
             .ca_certificate(Certificate::from_pem(&tls.ca_pem))
