@@ -83,7 +83,12 @@ struct Writer {
 
 impl Writer {
     fn frame(kind: Kind) -> Self {
-        let mut out = Vec::new();
+        Self::frame_for(kind, 0)
+    }
+    /// A frame with room for `values` f32s besides a few KB of layout and fields, so a
+    /// large model or update is not copied by the buffer growing.
+    fn frame_for(kind: Kind, values: usize) -> Self {
+        let mut out = Vec::with_capacity(4096 + 4 * values);
         out.extend_from_slice(&MAGIC);
         out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
         out.push(kind as u8);
@@ -114,9 +119,12 @@ impl Writer {
     }
     fn f32s(&mut self, v: &[f32]) {
         self.u64(v.len() as u64);
-        self.out.reserve(4 * v.len());
-        for x in v {
-            self.out.extend_from_slice(&x.to_le_bytes());
+        // Sized once, then filled by fixed-size chunks (a loop the compiler vectorises;
+        // pushing value by value checked the capacity every 4 bytes).
+        let at = self.out.len();
+        self.out.resize(at + 4 * v.len(), 0);
+        for (d, x) in self.out[at..].chunks_exact_mut(4).zip(v) {
+            d.copy_from_slice(&x.to_le_bytes());
         }
     }
     fn cbor<T: Serialize>(&mut self, what: &str, v: &T) -> crate::Result<()> {
@@ -430,7 +438,7 @@ impl<'a> Reader<'a> {
 
 /// Encodes a parameter tree (layout and values).
 pub fn encode_params(t: &ParamTree) -> Vec<u8> {
-    let mut w = Writer::frame(Kind::ParamTree);
+    let mut w = Writer::frame_for(Kind::ParamTree, t.as_slice().len());
     w.tree(t);
     w.out
 }
@@ -478,7 +486,7 @@ fn read_report(r: &mut Reader<'_>, reg: &Registry) -> crate::Result<TrainReport>
 
 /// Encodes a train instruction.
 pub fn encode_train_ins(i: &TrainIns) -> crate::Result<Vec<u8>> {
-    let mut w = Writer::frame(Kind::TrainIns);
+    let mut w = Writer::frame_for(Kind::TrainIns, i.params.as_slice().len());
     w.u32(i.round);
     w.u64(i.seed);
     w.cbor("plan", &i.plan)?;
@@ -552,7 +560,7 @@ pub fn decode_train_ins(b: &[u8], reg: &Registry) -> crate::Result<TrainIns> {
 
 /// Encodes a client's reply to a train instruction.
 pub fn encode_train_res(res: &TrainRes) -> crate::Result<Vec<u8>> {
-    let mut w = Writer::frame(Kind::TrainRes);
+    let mut w = Writer::frame_for(Kind::TrainRes, res.delta.as_slice().len());
     w.u64(res.num_examples);
     w.tree_or_zero(&res.delta);
     write_report(&mut w, &res.report)?;
@@ -605,7 +613,7 @@ pub fn decode_train_res(b: &[u8], reg: &Registry) -> crate::Result<TrainRes> {
 
 /// Encodes an evaluation instruction.
 pub fn encode_eval_ins(i: &EvalIns) -> crate::Result<Vec<u8>> {
-    let mut w = Writer::frame(Kind::EvalIns);
+    let mut w = Writer::frame_for(Kind::EvalIns, i.params.as_slice().len());
     w.u32(i.round);
     w.u64(i.seed);
     w.u32(i.finetune_steps);

@@ -151,15 +151,17 @@ impl NetGrid {
         crate::accounting::merged(std::mem::take(&mut self.traffic))
     }
 
-    /// Sends one instruction per item and waits for every one to settle. Results are in
-    /// item order.
-    fn exchange(
+    /// Sends one instruction per item and waits for every one to settle, decoding and
+    /// checking each reply with `check` as it arrives (while other clients still train).
+    /// Results are in item order.
+    fn exchange<T>(
         &mut self,
         kind: Kind,
         items: Vec<(ClientId, u32, Result<Bytes, ClientFailure>)>,
         deadline: Duration,
         progress: &dyn Progress,
-    ) -> Vec<(ClientId, Result<Bytes, ClientFailure>)> {
+        check: impl Fn(ClientId, &[u8]) -> Result<T, ClientFailure>,
+    ) -> Vec<(ClientId, Result<T, ClientFailure>)> {
         let mut batch = self.server.batch();
         // Which kept client state each instruction uses (docs/checkpoints.md, "Over the
         // network"): training its round's predecessor, evaluation the newest so far.
@@ -176,7 +178,7 @@ impl NetGrid {
             // host picks it from the instruction's round).
             Kind::Exchange => {}
         }
-        let mut out: Vec<(ClientId, Option<Result<Bytes, ClientFailure>>)> =
+        let mut out: Vec<(ClientId, Option<Result<T, ClientFailure>>)> =
             Vec::with_capacity(items.len());
         // This call's traffic rows, found by (round, client); instruction id → index in
         // `out` and in `rows`.
@@ -230,7 +232,12 @@ impl NetGrid {
             if let Ok(b) = &a.result {
                 rows[row].received += b.len() as u64;
             }
-            out[i].1 = Some(a.result.map_err(|f| from_wire(&f)));
+            let client = out[i].0;
+            out[i].1 = Some(
+                a.result
+                    .map_err(|f| from_wire(&f))
+                    .and_then(|b| check(client, &b)),
+            );
         }
         for &round in row_of.keys().map(|(r, _)| r).collect::<BTreeSet<_>>() {
             for w in self.server.take_traffic_of(u64::from(round), kind) {
@@ -273,15 +280,6 @@ impl NetGrid {
             }
         }
         replies
-    }
-
-    fn check_train(
-        &self,
-        client: ClientId,
-        bytes: &[u8],
-        spec: &ParamSpec,
-    ) -> Result<TrainRes, ClientFailure> {
-        check_train(self.pool.as_ref(), &self.registry, client, bytes, spec)
     }
 
     /// A source of asynchronous arrivals on the real clock over this grid's server
@@ -335,28 +333,72 @@ pub(crate) fn check_train(
 }
 
 /// Encodes every instruction; clients whose bytes equal the previous client's share its
-/// buffer (the common case: one model and one plan for all).
+/// buffer (the common case: one model and one plan for all). An instruction that `same`
+/// finds equal to the previous one (the same model buffer, every other field equal) is
+/// not encoded again.
 fn encode_all<I>(
     ins: &[(ClientId, I)],
     round: impl Fn(&I) -> u32,
+    same: impl Fn(&I, &I) -> bool,
     encode: impl Fn(&I) -> fedpace_core::Result<Vec<u8>>,
 ) -> Vec<(ClientId, u32, Result<Bytes, ClientFailure>)> {
-    let mut last: Option<Bytes> = None;
+    let mut last: Option<(&I, Bytes)> = None;
     ins.iter()
         .map(|(c, i)| {
-            let b = encode(i)
-                .map(|v| match &last {
-                    Some(l) if l[..] == v[..] => l.clone(),
-                    _ => {
-                        let b = Bytes::from(v);
-                        last = Some(b.clone());
-                        b
-                    }
-                })
-                .map_err(|e| ClientFailure::Error(format!("encoding the instruction: {e}")));
+            let b = match &last {
+                Some((prev, l)) if same(prev, i) => Ok(l.clone()),
+                _ => encode(i)
+                    .map(|v| match &last {
+                        Some((_, l)) if l[..] == v[..] => l.clone(),
+                        _ => Bytes::from(v),
+                    })
+                    .map_err(|e| ClientFailure::Error(format!("encoding the instruction: {e}"))),
+            };
+            if let Ok(b) = &b {
+                last = Some((i, b.clone()));
+            }
             (*c, round(i), b)
         })
         .collect()
+}
+
+/// Whether two training instructions encode to the same bytes without encoding them:
+/// one model buffer and every other field equal.
+fn same_train(a: &TrainIns, b: &TrainIns) -> bool {
+    let TrainIns {
+        round,
+        params,
+        plan,
+        seed,
+        ext,
+    } = a;
+    Arc::ptr_eq(params, &b.params)
+        && *round == b.round
+        && *seed == b.seed
+        && *plan == b.plan
+        && *ext == b.ext
+}
+
+/// [`same_train`] for evaluation instructions.
+fn same_eval(a: &EvalIns, b: &EvalIns) -> bool {
+    let EvalIns {
+        round,
+        params,
+        finetune_steps,
+        max_test_samples,
+        plan,
+        seed,
+        personalized,
+        ext,
+    } = a;
+    Arc::ptr_eq(params, &b.params)
+        && *round == b.round
+        && *finetune_steps == b.finetune_steps
+        && *max_test_samples == b.max_test_samples
+        && *plan == b.plan
+        && *seed == b.seed
+        && *personalized == b.personalized
+        && *ext == b.ext
 }
 
 fn check_eval(bytes: &[u8]) -> Result<EvalRes, ClientFailure> {
@@ -408,20 +450,24 @@ impl Grid for NetGrid {
             return Vec::new();
         };
         let (round, spec) = (first.1.round, first.1.params.spec().clone());
-        let items = encode_all(&ins, |i| i.round, codec::encode_train_ins);
+        let items = encode_all(&ins, |i| i.round, same_train, codec::encode_train_ins);
         for ((_, i), item) in ins.iter().zip(&items) {
             if item.2.is_ok() {
                 self.round.add_instruction(i);
             }
         }
         drop(ins);
-        let arrivals = self.exchange(Kind::Train, items, self.config.train_deadline, progress);
-        let replies: Vec<Reply<TrainRes>> = arrivals
+        let (pool, registry) = (self.pool.clone(), self.registry.clone());
+        let replies: Vec<Reply<TrainRes>> = self
+            .exchange(
+                Kind::Train,
+                items,
+                self.config.train_deadline,
+                progress,
+                |client, b| check_train(pool.as_ref(), &registry, client, b, &spec),
+            )
             .into_iter()
-            .map(|(client, r)| Reply {
-                client,
-                result: r.and_then(|b| self.check_train(client, &b, &spec)),
-            })
+            .map(|(client, result)| Reply { client, result })
             .collect();
         for r in &replies {
             if let Ok(res) = &r.result {
@@ -439,15 +485,18 @@ impl Grid for NetGrid {
         let Some(round) = ins.first().map(|i| i.1.round) else {
             return Vec::new();
         };
-        let items = encode_all(&ins, |i| i.round, codec::encode_eval_ins);
+        let items = encode_all(&ins, |i| i.round, same_eval, codec::encode_eval_ins);
         drop(ins);
-        let arrivals = self.exchange(Kind::Evaluate, items, self.config.eval_deadline, progress);
-        let replies = arrivals
+        let replies = self
+            .exchange(
+                Kind::Evaluate,
+                items,
+                self.config.eval_deadline,
+                progress,
+                |_, b| check_eval(b),
+            )
             .into_iter()
-            .map(|(client, r)| Reply {
-                client,
-                result: r.and_then(|b| check_eval(&b)),
-            })
+            .map(|(client, result)| Reply { client, result })
             .collect();
         self.settle("evaluation", round, replies)
     }
@@ -461,18 +510,22 @@ impl Grid for NetGrid {
         ins: Vec<(ClientId, ExchangeIns)>,
         progress: &dyn Progress,
     ) -> Vec<Reply<Extensions>> {
-        let items = encode_all(&ins, |i| i.round, codec::encode_exchange_ins);
+        let items = encode_all(&ins, |i| i.round, |_, _| false, codec::encode_exchange_ins);
         drop(ins);
-        let arrivals = self.exchange(Kind::Exchange, items, self.config.train_deadline, progress);
-        let mut replies: Vec<Reply<Extensions>> = arrivals
-            .into_iter()
-            .map(|(client, r)| Reply {
-                client,
-                result: r.and_then(|b| {
-                    codec::decode_exchange_res(&b, &self.registry)
+        let registry = self.registry.clone();
+        let mut replies: Vec<Reply<Extensions>> = self
+            .exchange(
+                Kind::Exchange,
+                items,
+                self.config.train_deadline,
+                progress,
+                |_, b| {
+                    codec::decode_exchange_res(b, &registry)
                         .map_err(|e| ClientFailure::BadReport(format!("rejected: {e}")))
-                }),
-            })
+                },
+            )
+            .into_iter()
+            .map(|(client, result)| Reply { client, result })
             .collect();
         replies.sort_by_key(|r| r.client);
         replies

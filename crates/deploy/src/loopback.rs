@@ -200,6 +200,11 @@ impl Loopback {
 
     fn stop_nodes(&mut self) -> Result<Vec<ServeStats>, String> {
         self.stop.store(true, Ordering::Relaxed);
+        if !self.nodes.is_empty() {
+            // Pulls answer "finished" at once, so the nodes need not wait out their pull
+            // (`pull_wait`) to see `stop`; they leave, and this returns when all have.
+            self.grid.server().finish(Duration::from_secs(5));
+        }
         let mut out = Vec::new();
         for h in self.nodes.drain(..) {
             out.push(

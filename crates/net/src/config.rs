@@ -236,7 +236,8 @@ pub struct NodeConfig {
     pub clients: Vec<Range<ClientId>>,
     /// How long one Pull waits for work.
     pub pull_wait: Duration,
-    /// Most bytes asked for in one Pull.
+    /// Most bytes asked for in one Pull ([`crate::Node::serve`] asks for at most 1 MiB
+    /// at a time; the server always sends at least one instruction).
     pub pull_max_bytes: usize,
     /// Largest instruction payload accepted from the server.
     pub max_instruction_payload: usize,

@@ -42,7 +42,7 @@
 /// Test support: signing raw requests (replay and tamper tests). Not a stable API.
 #[doc(hidden)]
 pub mod testing {
-    pub use crate::auth::sign_headers;
+    pub use crate::auth::{sign_headers, sign_headers_with, BodyDigest};
     pub use crate::node::endpoint;
 }
 

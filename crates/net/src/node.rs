@@ -32,6 +32,16 @@ use crate::wire::{self, Failure, FailureKind, Instruction, Outcome};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+/// The largest HTTP/2 frame either side accepts (the protocol's default is 16 KiB): a
+/// model of 800 KB then crosses in one DATA frame instead of fifty.
+pub(crate) const MAX_FRAME_SIZE: u32 = 1 << 20;
+
+/// Most bytes of instructions [`Node::serve`] asks for in one Pull: a large model's
+/// instructions then come one or a few at a time, so the first worker starts on the first
+/// one while the next are in transit, instead of after the whole batch has arrived; small
+/// instructions still come hundreds to a Pull.
+const SERVE_PULL_BYTES: usize = 1 << 20;
+
 /// A channel that signs every request with the node's key (docs/network.md, "Authentication").
 #[derive(Clone)]
 pub(crate) struct Signed {
@@ -86,7 +96,8 @@ pub fn endpoint(
         .connect_timeout(timeout)
         .tcp_nodelay(true)
         .initial_stream_window_size(1 << 20)
-        .initial_connection_window_size(4 << 20);
+        .initial_connection_window_size(4 << 20)
+        .max_frame_size(MAX_FRAME_SIZE);
     if let Some(tls) = tls {
         let config = ClientTlsConfig::new()
             .ca_certificate(Certificate::from_pem(&tls.ca_pem))
@@ -314,10 +325,16 @@ impl Node {
     /// [`Node::pull`], and whether the server said its run is over (then the list is
     /// empty and no instruction will follow).
     pub fn pull_or_finished(&self) -> Result<(Vec<Instruction>, bool)> {
+        self.pull_upto(self.link.config.pull_max_bytes)
+    }
+
+    /// [`Node::pull_or_finished`] asking for at most `max_bytes` of instructions (the
+    /// server always sends at least one).
+    fn pull_upto(&self, max_bytes: usize) -> Result<(Vec<Instruction>, bool)> {
         let config = &self.link.config;
         let wait = config.pull_wait;
         let wait_ms = u32::try_from(wait.as_millis()).unwrap_or(u32::MAX);
-        let max_bytes = config.pull_max_bytes as u64;
+        let max_bytes = max_bytes.min(config.pull_max_bytes) as u64;
         let timeout = wait + config.request_timeout;
         let reply =
             self.runtime
@@ -480,7 +497,7 @@ impl Node {
             let give_up = self.link.config.give_up;
             let mut answered = Instant::now();
             while !stop.load(Ordering::Relaxed) {
-                match self.pull_or_finished() {
+                match self.pull_upto(SERVE_PULL_BYTES) {
                     Ok((_, true)) => {
                         stats.finished = true;
                         break;

@@ -1368,6 +1368,7 @@ async fn serve_connection<I>(
         .max_header_list_size(16 * 1024)
         .initial_stream_window_size(1 << 20)
         .initial_connection_window_size(4 << 20)
+        .max_frame_size(crate::node::MAX_FRAME_SIZE)
         .max_send_buf_size(1 << 20)
         .serve_connection(io, gate);
     tokio::pin!(conn);

@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use common::{echo, framed, Fixture};
 use fedpace_net::proto::{self, fleet_client::FleetClient};
-use fedpace_net::testing::{endpoint, sign_headers};
+use fedpace_net::testing::{endpoint, sign_headers, sign_headers_with, BodyDigest};
 use fedpace_net::{keys, Credential, Error, Kind, Node, Server};
 use tonic::metadata::MetadataValue;
 use tonic::Code;
@@ -121,6 +121,48 @@ fn unauthenticated_tampered_replayed_and_stale_requests_are_refused() {
     // The real node's session was never disturbed.
     assert!(node.pull().unwrap().is_empty());
     assert_eq!(node.session(), session);
+}
+
+#[test]
+fn the_body_digest_is_blake3_or_for_older_nodes_sha256_and_nothing_else() {
+    let fx = Fixture::new("digest", 1, 2);
+    let server = fx.start();
+    let node = Node::connect(fx.node_config(server.local_addr(), 0)).unwrap();
+    let mut raw = Raw::new(&fx, &server);
+    let cred = fx.credential(0);
+    let msg = proto::HeartbeatRequest {
+        session: node.session(),
+    };
+    let sign = |digest| {
+        sign_headers_with(&cred, HEARTBEAT, &framed(&msg), SystemTime::now(), digest).unwrap()
+    };
+    // What nodes send: BLAKE3, named in `fedpace-digest`.
+    let blake3 = sign(BodyDigest::Blake3);
+    assert!(blake3.contains(&("fedpace-digest", "blake3".to_string())));
+    assert_eq!(raw.heartbeat(msg, &blake3), Code::Ok);
+    // A node built before the header: SHA-256, no header.
+    let sha = sign(BodyDigest::Sha256);
+    assert!(sha.iter().all(|(k, _)| *k != "fedpace-digest"));
+    assert_eq!(raw.heartbeat(msg, &sha), Code::Ok);
+    // A BLAKE3 signature with the header taken away is checked against SHA-256: refused.
+    let stripped: Vec<_> = sign(BodyDigest::Blake3)
+        .into_iter()
+        .filter(|(k, _)| *k != "fedpace-digest")
+        .collect();
+    assert_eq!(raw.heartbeat(msg, &stripped), Code::Unauthenticated);
+    // A SHA-256 signature claimed as BLAKE3: refused.
+    let mut claimed = sign(BodyDigest::Sha256);
+    claimed.push(("fedpace-digest", "blake3".to_string()));
+    assert_eq!(raw.heartbeat(msg, &claimed), Code::Unauthenticated);
+    // Any other digest name: refused.
+    let mut other = sign(BodyDigest::Blake3);
+    for (k, v) in &mut other {
+        if *k == "fedpace-digest" {
+            *v = "md5".to_string();
+        }
+    }
+    assert_eq!(raw.heartbeat(msg, &other), Code::Unauthenticated);
+    assert_eq!(server.stats().refused_requests, 3);
 }
 
 #[test]
