@@ -137,7 +137,7 @@ pub fn backward(
                     true,
                 );
                 // dV_k[r, c] = Σ_j dM_k[r, j] · U_k[c, j], over V_k in place.
-                avx512::product::<8, 2>(
+                avx512::product::<4, 2>(
                     rows,
                     o,
                     c,
