@@ -37,7 +37,7 @@ fn has_avx512() -> bool {
 /// Whether the dedicated kernel runs channel counts `c` and `o` on this CPU (its
 /// column blocks are 64 wide for `o` and 32 for `c`).
 fn dedicated(c: usize, o: usize) -> bool {
-    c % 32 == 0 && o % 64 == 0 && has_avx512()
+    c.is_multiple_of(32) && o.is_multiple_of(64) && has_avx512()
 }
 
 /// Forward: `M_k = V_k·U_k` for the 64 positions `k`. `v` is `[rows][64][c]`, `u` is
@@ -199,7 +199,7 @@ mod avx512 {
         c_rs: usize,
         acc: bool,
     ) {
-        debug_assert!(n % (16 * NV) == 0);
+        debug_assert!(n.is_multiple_of(16 * NV));
         for j0 in (0..n).step_by(16 * NV) {
             let mut i0 = 0;
             while i0 + R <= m {
