@@ -45,11 +45,20 @@ fn dedicated(c: usize, o: usize) -> bool {
 ///
 /// Panics if a buffer is shorter than its shape.
 pub fn forward(rows: usize, c: usize, o: usize, v: &[f32], u: &[f32], m: &mut [f32]) {
+    forward_on(dedicated(c, o), rows, c, o, v, u, m)
+}
+
+/// [`forward`] by the dedicated kernel (`fast`, which needs AVX-512F) or the `gemm` crate.
+fn forward_on(fast: bool, rows: usize, c: usize, o: usize, v: &[f32], u: &[f32], m: &mut [f32]) {
     assert!(v.len() >= rows * P * c && u.len() >= P * c * o && m.len() >= rows * P * o);
     if rows == 0 {
         return;
     }
-    if dedicated(c, o) {
+    if fast {
+        assert!(
+            has_avx512(),
+            "wino_products: the dedicated kernel needs AVX-512F"
+        );
         #[cfg(target_arch = "x86_64")]
         // SAFETY: AVX-512F is present (checked above) and every index the kernel forms
         // is inside the slices (asserted above: rows·64·c, 64·c·o, rows·64·o).
@@ -105,13 +114,33 @@ pub fn backward(
     du: &mut [f32],
     scratch: &mut [f32],
 ) {
+    backward_on(dedicated(c, o), rows, c, o, v, dm, ut, du, scratch)
+}
+
+/// [`backward`] by the dedicated kernel (`fast`, which needs AVX-512F) or the `gemm` crate.
+#[allow(clippy::too_many_arguments)]
+fn backward_on(
+    fast: bool,
+    rows: usize,
+    c: usize,
+    o: usize,
+    v: &mut [f32],
+    dm: &[f32],
+    ut: &[f32],
+    du: &mut [f32],
+    scratch: &mut [f32],
+) {
     assert!(v.len() >= rows * P * c && dm.len() >= rows * P * o);
     assert!(ut.len() >= P * c * o && du.len() >= P * c * o);
     assert!(scratch.len() >= scratch_len(rows, c, o));
     if rows == 0 {
         return;
     }
-    if dedicated(c, o) {
+    if fast {
+        assert!(
+            has_avx512(),
+            "wino_products: the dedicated kernel needs AVX-512F"
+        );
         let (vs, ms) = scratch.split_at_mut(rows * c);
         for k in 0..P {
             #[cfg(target_arch = "x86_64")]
@@ -385,6 +414,53 @@ mod tests {
             close(&m, &wm);
             close(&du, &wdu);
             close(&dv, &wdv);
+            // The `gemm` crate's path (the fallback without AVX-512): the same values.
+            let mut m2 = vec![0.0; rows * P * o];
+            forward_on(false, rows, c, o, &v, &u, &mut m2);
+            let (mut dv2, mut du2) = (v.clone(), du0.clone());
+            backward_on(
+                false,
+                rows,
+                c,
+                o,
+                &mut dv2,
+                &dm,
+                &ut,
+                &mut du2,
+                &mut scratch,
+            );
+            close(&m2, &wm);
+            close(&du2, &wdu);
+            close(&dv2, &wdv);
+        }
+    }
+
+    /// Both paths sum each output in the same order with fused multiply-adds (the
+    /// `gemm` crate's kernels for inner dimensions ≤ 64): the same bits, which is why
+    /// the CNN's results did not move (docs/arch/0033-winograd-position-kernel.md).
+    #[test]
+    fn the_kernel_gives_the_gemm_crates_bits() {
+        if !has_avx512() {
+            return;
+        }
+        let bits = |x: &[f32]| x.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        for (rows, c, o) in [(32, 32, 64), (17, 32, 64), (16, 32, 64)] {
+            let v = data(rows * P * c, 5);
+            let u = data(P * c * o, 6);
+            let ut = data(P * c * o, 7);
+            let dm = data(rows * P * o, 8);
+            let du0 = data(P * c * o, 9);
+            let mut scratch = vec![0.0; scratch_len(rows, c, o)];
+            let (mut m1, mut m2) = (vec![0.0; rows * P * o], vec![0.0; rows * P * o]);
+            forward_on(true, rows, c, o, &v, &u, &mut m1);
+            forward_on(false, rows, c, o, &v, &u, &mut m2);
+            assert_eq!(bits(&m1), bits(&m2), "forward, {rows} rows");
+            let (mut v1, mut du1) = (v.clone(), du0.clone());
+            let (mut v2, mut du2) = (v.clone(), du0.clone());
+            backward_on(true, rows, c, o, &mut v1, &dm, &ut, &mut du1, &mut scratch);
+            backward_on(false, rows, c, o, &mut v2, &dm, &ut, &mut du2, &mut scratch);
+            assert_eq!(bits(&du1), bits(&du2), "dU, {rows} rows");
+            assert_eq!(bits(&v1), bits(&v2), "dV, {rows} rows");
         }
     }
 }
