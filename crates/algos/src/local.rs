@@ -187,6 +187,9 @@ pub fn local_train_controlled(
     }
     let mut order = BatchOrder::new(data.len(), plan.batch_size as usize, rng);
     let mut grad = vec![0f32; spec.total_len()];
+    // Models that write every gradient value need no zeroing first (a pass over all
+    // parameters a step).
+    let overwrites = model.overwrites_grad();
     let mut rates = Vec::with_capacity(groups);
     let mut report = TrainReport {
         rate_sum: vec![0.0; groups],
@@ -204,7 +207,9 @@ pub fn local_train_controlled(
     for s in 0..steps {
         let idx = order.next_batch();
         let batch = data.batch(&idx);
-        grad.iter_mut().for_each(|g| *g = 0.0);
+        if !overwrites {
+            grad.iter_mut().for_each(|g| *g = 0.0);
+        }
         let loss = model.loss_and_grad(params, &batch, &mut grad)?;
         if s == 0 {
             report.loss_before = loss;
@@ -242,8 +247,7 @@ pub fn local_train_controlled(
         if let Some(c) = clip.as_ref() {
             c.update(&mut grad, &mut clip_state, params.as_slice(), &ctx)?;
         }
-        tx.update(&mut grad, opt_state, params.as_slice(), &ctx)?;
-        apply_updates(params.as_mut_slice(), &grad);
+        tx.update_and_apply(&mut grad, opt_state, params.as_mut_slice(), &ctx)?;
         // The rates this step really used: a layer-wise trust ratio scales each tensor.
         used.clear();
         used.extend(rates.iter().map(|&r| r as f64));

@@ -51,6 +51,12 @@ pub trait Model: Send {
     /// Mean loss over the batch; writes ∂loss/∂params into `grad` (same layout).
     fn loss_and_grad(&mut self, params: &ParamTree, batch: &Batch, grad: &mut [f32])
         -> Result<f32>;
+    /// Whether [`loss_and_grad`](Model::loss_and_grad) writes every value of `grad`
+    /// whatever it held before (so a caller need not zero it first). `false` by default:
+    /// callers then zero `grad` before every call.
+    fn overwrites_grad(&self) -> bool {
+        false
+    }
     /// Loss sum and correct count over the batch, without gradients.
     fn evaluate(&mut self, params: &ParamTree, batch: &Batch) -> Result<EvalStats>;
 }

@@ -15,7 +15,7 @@
 //! ```
 
 use fedpace_kernels::winograd4::{Winograd4x5, POSITIONS};
-use fedpace_kernels::{sgemm, MatMut, MatRef, Pool2x2, PoolLayout};
+use fedpace_kernels::{sgemm, wino_products, MatMut, MatRef, Pool2x2, PoolLayout};
 
 const C1: usize = 32;
 const C2: usize = 64;
@@ -79,22 +79,8 @@ fn main() {
     let xp = values(SAMPLES * 18 * 18 * C1, 8);
     let mut dxp = vec![0.0f32; 18 * 18 * C1];
     let mut mf = vec![0.0f32; POSITIONS * rows * C2];
+    let mut ws = vec![0.0f32; wino_products::scratch_len(rows, C1, C2)];
 
-    let fwd_two = |a: &mut [f32], arg: &mut [u8], y: &mut [f32]| {
-        for s0 in (0..SAMPLES).step_by(GROUP) {
-            for i in 0..GROUP {
-                let s = s0 + i;
-                let yi = &mut y[i * 14 * 14 * C2..][..14 * 14 * C2];
-                g.transform_output(&m, i * tiles, yi);
-                pool.forward(
-                    yi,
-                    &bias,
-                    &mut a[s * flat..][..flat],
-                    &mut arg[s * flat..][..flat],
-                );
-            }
-        }
-    };
     let fwd_fused = |a: &mut [f32], arg: &mut [u8]| {
         for s0 in (0..SAMPLES).step_by(GROUP) {
             for i in 0..GROUP {
@@ -140,19 +126,16 @@ fn main() {
     let mut t = [(); 10].map(|_| Vec::new());
     for _ in 0..rounds {
         let c = thread_cpu();
-        fwd_two(&mut a, &mut arg, &mut y);
+        for _ in 0..SAMPLES / GROUP {
+            wino_products::forward(rows, C1, C2, &v, &u, &mut mf);
+        }
         let c1 = thread_cpu();
         fwd_fused(&mut a, &mut arg);
         let c2 = thread_cpu();
         bwd_two(&arg, &mut y, &mut dm, &mut db);
         let c4 = thread_cpu();
         for _ in 0..SAMPLES / GROUP {
-            for k in 0..POSITIONS {
-                du_k(k, &mut du, &v, &m);
-            }
-            for k in 0..POSITIONS {
-                dv_k(k, &mut v, &m);
-            }
+            wino_products::backward(rows, C1, C2, &mut v, &m, &u, &mut du, &mut ws);
         }
         let c5 = thread_cpu();
         for _ in 0..SAMPLES / GROUP {
@@ -226,10 +209,10 @@ fn main() {
         }
     }
     let names = [
-        "forward: output transform, then pool (two passes)",
+        "forward products: wino_products::forward (dedicated kernel)",
         "forward: transform_output_pool (fused)",
         "backward: unpool, then output adjoint (two passes, kept)",
-        "backward products: 64 dU, then 64 dV",
+        "backward products: wino_products::backward (dedicated kernel)",
         "backward products: dU and dV position by position",
         "input transform (once forward, again backward)",
         "input transform's adjoint (zeroing the padded gradient first)",
@@ -259,8 +242,8 @@ fn main() {
     println!("one batch of {SAMPLES} samples, thread CPU, median of {rounds} rounds:");
     for (i, (name, v)) in names.iter().zip(t).enumerate() {
         let ms = median(v);
-        if i == 3 || i == 4 || i == 7 {
-            let r = products / if i == 7 { 2.0 } else { 1.0 } / (ms * 1e-3);
+        if i == 0 || i == 3 || i == 4 || i == 7 {
+            let r = products / if i == 7 || i == 0 { 2.0 } else { 1.0 } / (ms * 1e-3);
             println!(
                 "  {name}: {ms:.3} ms ({r:.1} GFLOP/s, {:.0}% of sgemm 512³ at {rate:.1})",
                 100.0 * r / rate

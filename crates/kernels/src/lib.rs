@@ -52,6 +52,7 @@ pub mod pointwise;
 mod sgemm;
 mod simd;
 pub mod small_gemm;
+pub mod wino_products;
 pub mod winograd4;
 
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -217,3 +217,23 @@ fn an_sgd_epoch_ends_where_the_candle_reference_ends() {
         assert!(err < 1e-2, "parameters {} differ by {err:e}", e.name);
     }
 }
+
+/// [`Model::overwrites_grad`]: the CNN writes every gradient value, so a gradient buffer
+/// full of NaN before the call gives the same bits as a zeroed one (a local step skips
+/// the zeroing for this model). Shapes with one and several blocks, and an empty batch.
+#[test]
+fn cnn_overwrites_its_gradient() {
+    for (shape, n) in [([1, 8, 8], 3), ([2, 12, 8], 19), ([1, 28, 28], 0)] {
+        let b = random_batch(shape, n, 4, 20 + n as u64);
+        let mut m = Cnn::new(shape, 4).unwrap();
+        assert!(m.overwrites_grad());
+        let p = random_params(&m, 21);
+        let len = p.as_slice().len();
+        let (mut zeros, mut nans) = (vec![0.0f32; len], vec![f32::NAN; len]);
+        let lz = m.loss_and_grad(&p, &b, &mut zeros).unwrap();
+        let ln = m.loss_and_grad(&p, &b, &mut nans).unwrap();
+        assert_eq!(lz.to_bits(), ln.to_bits());
+        let bits = |g: &[f32]| g.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&zeros), bits(&nans), "shape {shape:?}, {n} samples");
+    }
+}

@@ -87,6 +87,30 @@ impl Transform for Chain {
             .zip(&state.children)
             .find_map(|(t, s)| t.tensor_scales(s))
     }
+    fn update_and_apply(
+        &self,
+        updates: &mut [f32],
+        state: &mut State,
+        params: &mut [f32],
+        ctx: &StepContext<'_>,
+    ) -> Result<()> {
+        check_children(state, self.0.len(), "chain")?;
+        match self.0.split_last() {
+            Some((last, rest)) => {
+                for (t, s) in rest.iter().zip(state.children.iter_mut()) {
+                    t.update(updates, s, params, ctx)?;
+                }
+                let s = state
+                    .children
+                    .last_mut()
+                    .expect("checked: one state a child");
+                last.update_and_apply(updates, s, params, ctx)?;
+            }
+            None => crate::apply_updates(params, updates),
+        }
+        state.count += 1;
+        Ok(())
+    }
 }
 
 // ---------------------------------------------------------------------------------------

@@ -83,6 +83,27 @@ impl Transform for ScaleByRate {
         state.count += 1;
         Ok(())
     }
+    /// `p ← p + u·(−η_g)` in one pass: the same two roundings as `update` then
+    /// [`apply_updates`](crate::apply_updates).
+    fn update_and_apply(
+        &self,
+        updates: &mut [f32],
+        state: &mut State,
+        params: &mut [f32],
+        ctx: &StepContext<'_>,
+    ) -> Result<()> {
+        check_rates(ctx)?;
+        check_updates(updates, ctx)?;
+        crate::check_len("parameters", params.len(), updates.len())?;
+        for e in ctx.spec.entries() {
+            let r = -ctx.group_rates[e.group];
+            for (p, u) in params[e.range()].iter_mut().zip(&updates[e.range()]) {
+                *p += *u * r;
+            }
+        }
+        state.count += 1;
+        Ok(())
+    }
 }
 
 // ---------------------------------------------------------------------------------------
