@@ -596,7 +596,11 @@ fn serve(
     if let Some(dir) = &args.state_dir {
         host = host.with_state_dir(StateDir::new(dir, registry).map_err(UsageError)?);
     }
-    let node = Node::connect(config).with_context(|| format!("connecting to {}", args.server))?;
+    eprintln!(
+        "{what}: waiting up to {} s for {} to answer (--give-up)",
+        args.give_up, args.server
+    );
+    let node = Node::connect(config).with_context(|| format!("{what}: connecting"))?;
     eprintln!("{what} connected to {}", args.server);
     let stop = AtomicBool::new(false);
     let stats = std::thread::scope(|s| {
