@@ -434,6 +434,19 @@ impl std::error::Error for Interrupted {}
 
 /// After a run: the exit for a signal received during it (none: `Ok`).
 fn check_stopped(summary: &serde_json::Value, dir: &std::path::Path) -> Result<()> {
+    check_stopped_with(
+        summary,
+        dir,
+        &format!("continue it with `fedpace resume {}`", dir.display()),
+    )
+}
+
+/// [`check_stopped`] with `resume` saying how to continue a resumable run.
+fn check_stopped_with(
+    summary: &serde_json::Value,
+    dir: &std::path::Path,
+    resume: &str,
+) -> Result<()> {
     let Some(stop) = signals::requested() else {
         return Ok(());
     };
@@ -445,7 +458,7 @@ fn check_stopped(summary: &serde_json::Value, dir: &std::path::Path) -> Result<(
             summary["rounds"],
             dir.display(),
             if summary["resumable"].as_bool() == Some(true) {
-                format!("continue it with `fedpace resume {}`", dir.display())
+                resume.to_string()
             } else {
                 "no checkpoint was written, so it cannot be resumed".to_string()
             }
@@ -651,7 +664,16 @@ fn dispatch(cli: Cli) -> Result<()> {
             let summary = deploy::server(experiment, &server, test, &net, &dir, &cfg.name, loaded)?;
             print_table(&[(cfg.name.clone(), summary.clone())]);
             println!("results in {}", dir.display());
-            check_stopped(&summary, &dir)
+            let resume = format!(
+                "continue it with `fedpace server --resume {} --listen {} --keys {} --tls-cert {} \
+                 --tls-key {}` (the nodes wait for it up to their --give-up)",
+                dir.display(),
+                server.listen,
+                server.keys.display(),
+                server.tls_cert.display(),
+                server.tls_key.display()
+            );
+            check_stopped_with(&summary, &dir, &resume)
         }
         Command::Node {
             config,
@@ -660,6 +682,8 @@ fn dispatch(cli: Cli) -> Result<()> {
             node,
         } => {
             signals::install().context("installing the SIGINT/SIGTERM handlers")?;
+            signals::node_mode();
+            node.check()?;
             let range = deploy::parse_range(&clients, "--clients")?;
             fedpace_privacy::rng::enter_deployment();
             let cfg = ExperimentConfig::load(&config, &set)?;
@@ -679,6 +703,8 @@ fn dispatch(cli: Cli) -> Result<()> {
             node,
         } => {
             signals::install().context("installing the SIGINT/SIGTERM handlers")?;
+            signals::node_mode();
+            node.check()?;
             fedpace_privacy::rng::enter_deployment();
             let node = deploy::NodeArgs {
                 state_dir: Some(
