@@ -1,0 +1,250 @@
+//! A new user's mistakes with `fedpace server`, `node`, `client` and `datasets export`
+//! (docs/network.md, "Commands"): each is refused with one `error:` line naming the flag
+//! or field, the value and what was expected — before anything runs, never a panic — and
+//! a signal ends a server still waiting for its clients at once.
+
+mod common;
+
+use common::{make_keys, node_command, write_config, BIN};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const RUN: &str = r#"
+name = "mistakes"
+seed = 1
+rounds = 2
+[data]
+source = "synthetic"
+num_clients = 4
+[input]
+sample_shape = [60]
+num_classes = 10
+[model]
+name = "logistic-regression"
+[strategy]
+name = "fedavg"
+clients_per_round = 4
+"#;
+
+/// Runs `cmd`; asserts the exit code and that stderr has exactly one `error:` line,
+/// containing every one of `want`.
+fn refused(mut cmd: Command, code: i32, want: &[&str]) {
+    let out = cmd.stdin(Stdio::null()).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(code), "{cmd:?}: {err}");
+    let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(errors.len(), 1, "{cmd:?}: {err}");
+    for w in want {
+        assert!(errors[0].contains(w), "{cmd:?}: want {w:?} in: {err}");
+    }
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+fn server(cfg: &str, keys: &Path, listen: &str, swap: Option<(&str, &Path)>) -> Command {
+    let mut c = Command::new(BIN);
+    c.args(["server", cfg, "--listen", listen, "--wait", "1"]);
+    for (flag, path) in [
+        ("--keys", keys.join("ring.toml")),
+        ("--tls-cert", keys.join("server.pem")),
+        ("--tls-key", keys.join("server-key.pem")),
+    ] {
+        let path = match swap {
+            Some((f, p)) if f == flag => p.to_path_buf(),
+            _ => path,
+        };
+        c.arg(flag).arg(path);
+    }
+    c.stdout(Stdio::null());
+    c
+}
+
+#[test]
+fn server_flag_mistakes_are_one_line_naming_the_flag() {
+    let tmp = tempfile::tempdir().unwrap();
+    let keys = tmp.path().join("keys");
+    make_keys(&keys, &[("a", "0..4")]);
+    let cfg = write_config(tmp.path(), RUN, "");
+    let cfg = cfg.as_str();
+    let missing = keys.join("servr.pem");
+    let cases: [(Option<(&str, &Path)>, &[&str]); 4] = [
+        (
+            Some(("--tls-cert", &missing)),
+            &["--tls-cert ", "servr.pem: No such file"],
+        ),
+        (
+            Some(("--tls-cert", &keys.join("server-key.pem"))),
+            &["--tls-cert ", "no CERTIFICATE block", "server certificate"],
+        ),
+        (
+            Some(("--tls-key", &keys.join("server.pem"))),
+            &["--tls-key ", "no PRIVATE KEY block"],
+        ),
+        (
+            Some(("--keys", &keys.join("a.key"))),
+            &["--keys ", "a.key", "expected the key ring"],
+        ),
+    ];
+    for (swap, want) in cases {
+        refused(server(cfg, &keys, "127.0.0.1:0", swap), 2, want);
+    }
+    for listen in ["7150", "127.0.0.1:99999", "nosuchhost.invalid:7150"] {
+        refused(
+            server(cfg, &keys, listen, None),
+            2,
+            &[&format!("--listen = {listen}: "), "expected HOST:PORT"],
+        );
+    }
+    // A port already in use names --listen.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    refused(
+        server(cfg, &keys, &addr, None),
+        2,
+        &["--listen: listen on ", &addr, "in use"],
+    );
+    drop(taken);
+    // A host name is resolved: the server listens (and, with no client, gives up).
+    let out = server(cfg, &keys, "localhost:0", None).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("listening on 127.0.0.1:") || err.contains("listening on [::1]:"),
+        "{err}"
+    );
+    assert!(
+        err.contains("0 of 4 clients connected within 1 s (--wait)"),
+        "{err}"
+    );
+}
+
+#[test]
+fn node_flag_mistakes_are_one_line_naming_the_flag_before_any_connection() {
+    let tmp = tempfile::tempdir().unwrap();
+    let keys = tmp.path().join("keys");
+    make_keys(&keys, &[("a", "0..4")]);
+    let cfg = write_config(tmp.path(), RUN, "");
+    let cfg = cfg.as_str();
+    let node = |server: &str, name: &str| {
+        let mut c = node_command(&["node", cfg, "--clients", "0..4"], server, &keys, name);
+        c.args(["--give-up", "1"]);
+        c
+    };
+    // Files: a missing key, a CA certificate given as the key, a private key as the CA.
+    refused(
+        node("127.0.0.1:7150", "nobody"),
+        2,
+        &[
+            "--key ",
+            "nobody.key: No such file",
+            "fedpace keys generate --out",
+        ],
+    );
+    std::fs::copy(keys.join("ca.pem"), keys.join("ca.key")).unwrap();
+    refused(
+        node("127.0.0.1:7150", "ca"),
+        2,
+        &["--key ", "ca.key", "expected the node credential"],
+    );
+    let mut c = Command::new(BIN);
+    c.args([
+        "node",
+        cfg,
+        "--clients",
+        "0..4",
+        "--server",
+        "127.0.0.1:7150",
+    ])
+    .arg("--key")
+    .arg(keys.join("a.key"))
+    .arg("--ca")
+    .arg(keys.join("server-key.pem"));
+    refused(c, 2, &["--ca ", "server-key.pem: no CERTIFICATE block"]);
+    // Addresses: no port, a scheme.
+    refused(
+        node("127.0.0.1", "a"),
+        2,
+        &["--server = 127.0.0.1: expected HOST:PORT"],
+    );
+    refused(
+        node("https://127.0.0.1:7150", "a"),
+        2,
+        &["--server = https://127.0.0.1:7150: expected HOST:PORT without a scheme"],
+    );
+    let mut c = node("127.0.0.1:7150", "a");
+    c.args(["--workers", "0"]);
+    refused(c, 2, &["--workers = 0: expected at least 1"]);
+    let mut c = node_command(
+        &["client", "--partition-of", cfg, "--id", "0"],
+        "127.0.0.1",
+        &keys,
+        "a",
+    );
+    c.args(["--state-dir"]).arg(tmp.path().join("state"));
+    refused(c, 2, &["--server = 127.0.0.1: expected HOST:PORT"]);
+}
+
+/// SIGTERM while the server waits for its clients ends it at once (exit 143), saying
+/// that nothing ran; the run directory is not created.
+#[test]
+fn a_signal_ends_a_server_waiting_for_its_clients() {
+    let tmp = tempfile::tempdir().unwrap();
+    let keys = tmp.path().join("keys");
+    make_keys(&keys, &[("a", "0..4")]);
+    let cfg = write_config(tmp.path(), RUN, "");
+    let out = tmp.path().join("run");
+    let mut c = Command::new(BIN);
+    c.args(["server", &cfg, "--listen", "127.0.0.1:0", "--wait", "600"])
+        .arg("--keys")
+        .arg(keys.join("ring.toml"))
+        .arg("--tls-cert")
+        .arg(keys.join("server.pem"))
+        .arg("--tls-key")
+        .arg(keys.join("server-key.pem"))
+        .arg("--out")
+        .arg(&out)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let child = c.spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(700));
+    let sent = Instant::now();
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let o = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(sent.elapsed() < Duration::from_secs(5), "{err}");
+    assert_eq!(o.status.code(), Some(143), "{err}");
+    assert!(
+        err.lines().last().unwrap_or_default().contains(
+            "stopped by SIGTERM while waiting for clients (0 of 4 registered): no round ran"
+        ),
+        "{err}"
+    );
+    assert!(!out.exists());
+}
+
+/// `fedpace datasets export` of a Shakespeare config writes nothing and says what a
+/// client does instead (no data needed to say it).
+#[test]
+fn exporting_shakespeare_says_how_a_client_brings_its_role() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = write_config(
+        tmp.path(),
+        "name = \"s\"\n[data]\nsource = \"shakespeare\"\n[model]\nname = \"char-lstm\"\n",
+        "",
+    );
+    let mut c = Command::new(BIN);
+    c.args(["datasets", "--data-dir"])
+        .arg(tmp.path().join("no-data"))
+        .args(["export", &cfg, "--out"])
+        .arg(tmp.path().join("out"));
+    refused(
+        c,
+        2,
+        &[
+            "data.source = shakespeare",
+            "--data PLAY.md --role NAME",
+            "--data LINES.txt",
+        ],
+    );
+    assert!(!tmp.path().join("out").exists());
+}
