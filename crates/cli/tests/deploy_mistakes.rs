@@ -248,3 +248,86 @@ fn exporting_shakespeare_says_how_a_client_brings_its_role() {
     );
     assert!(!tmp.path().join("out").exists());
 }
+
+/// SIGTERM to a server mid-run: it stops after the round, checkpoints, exits 143 and
+/// prints the exact `fedpace server --resume …` command; the nodes wait, the command
+/// continues the run, and it ends with the uninterrupted run's model.
+#[test]
+fn a_server_stopped_by_sigterm_prints_the_resume_command_that_finishes_the_run() {
+    use common::{fedpace, lines, Kill, Server};
+    let tmp = tempfile::tempdir().unwrap();
+    let keys = tmp.path().join("keys");
+    make_keys(&keys, &[("a", "0..4")]);
+    let cfg = write_config(
+        tmp.path(),
+        RUN,
+        "rounds = 300\n[model]\nname = \"mlp\"\nhidden = [32]\n[client]\nepochs = 3\n\
+         [checkpoint]\nevery = 50\n",
+    );
+    let straight = tmp.path().join("straight");
+    fedpace(&["run", &cfg, "--out", straight.to_str().unwrap()]);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let net = tmp.path().join("net");
+    let server = Server::start(
+        &[cfg.as_str(), "--out", net.to_str().unwrap()],
+        &listen,
+        &keys,
+    );
+    let node = server
+        .node(&["node", &cfg, "--clients", "0..4"], &keys, "a")
+        .args(["--give-up", "60"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut node = Kill(vec![node]);
+    let start = Instant::now();
+    while lines(&net.join("metrics.jsonl")) < 10 {
+        assert!(start.elapsed() < Duration::from_secs(120), "no progress");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(server.child.id() as i32, libc::SIGTERM) };
+    let (status, log) = server.wait();
+    assert_eq!(status.code(), Some(143), "{log}");
+    let last = log.lines().last().unwrap_or_default();
+    assert!(
+        last.contains("(the nodes wait for it up to their --give-up)"),
+        "{log}"
+    );
+    let command = last
+        .split('`')
+        .nth(1)
+        .unwrap_or_else(|| panic!("no command in: {log}"));
+    assert!(
+        command.starts_with(&format!("fedpace server --resume {}", net.display())),
+        "{log}"
+    );
+    // The printed command, as a user would paste it (no path holds a space here).
+    let args: Vec<&str> = command.split(' ').skip(1).collect();
+    let stopped_at = lines(&net.join("metrics.jsonl"));
+    assert!(
+        stopped_at < 300,
+        "the run finished before the signal: {log}"
+    );
+    let resumed = Command::new(BIN)
+        .args(&args)
+        .stdout(Stdio::null())
+        .output()
+        .unwrap();
+    let rlog = String::from_utf8_lossy(&resumed.stderr);
+    assert!(resumed.status.success(), "{rlog}");
+    let n = node.0.pop().unwrap().wait_with_output().unwrap();
+    let nlog = String::from_utf8_lossy(&n.stderr);
+    assert!(n.status.success(), "{nlog}");
+    assert!(nlog.contains("the server's run is over"), "{nlog}");
+    let model = |d: &Path| std::fs::read(d.join("model.safetensors")).unwrap();
+    assert!(
+        model(&straight) == model(&net),
+        "stopped after {stopped_at} rounds: the resumed model differs\n{log}\n{rlog}"
+    );
+}
