@@ -211,6 +211,9 @@ pub fn run_loopback(
 ) -> Result<serde_json::Value> {
     grid.check_clock(prepared.config())?;
     check_networked(prepared.config(), "--grid loopback")?;
+    if nodes == 0 {
+        return Err(UsageError("--nodes = 0: expected at least 1".into()).into());
+    }
     let opts = LoopbackOptions {
         nodes,
         workers_per_node: prepared.threads().div_ceil(nodes.max(1)).max(1),
@@ -821,6 +824,14 @@ pub fn keys_command(action: KeysAction) -> Result<()> {
                 .iter()
                 .map(|c| parse_range(c, "--clients"))
                 .collect::<Result<Vec<_>>>()?;
+            if out.exists() {
+                // Never over another node's credential (its key would be lost).
+                return Err(UsageError(format!(
+                    "--out {}: exists; expected a new file (remove it first to replace it)",
+                    out.display()
+                ))
+                .into());
+            }
             keys::generate(&ring, &name, ranges, &out).map_err(usage)?;
             println!(
                 "{name}: added to {}, credential in {}",

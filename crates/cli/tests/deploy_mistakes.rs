@@ -331,3 +331,35 @@ fn a_server_stopped_by_sigterm_prints_the_resume_command_that_finishes_the_run()
         "stopped after {stopped_at} rounds: the resumed model differs\n{log}\n{rlog}"
     );
 }
+
+/// `fedpace keys generate --out` an existing file is refused (it may be another node's
+/// credential) and the ring is left as it was; `run --grid loopback --nodes 0` is refused.
+#[test]
+fn keys_never_overwrite_a_credential_and_nodes_zero_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let keys = tmp.path().join("keys");
+    make_keys(&keys, &[("a", "0..4")]);
+    let (ring, cred) = (keys.join("ring.toml"), keys.join("a.key"));
+    let before = (std::fs::read(&ring).unwrap(), std::fs::read(&cred).unwrap());
+    let mut c = Command::new(BIN);
+    c.args([
+        "keys",
+        "generate",
+        "--name",
+        "b",
+        "--clients",
+        "10..20",
+        "--ring",
+    ])
+    .arg(&ring)
+    .arg("--out")
+    .arg(&cred);
+    refused(c, 2, &["--out ", "a.key: exists; expected a new file"]);
+    assert!(before == (std::fs::read(&ring).unwrap(), std::fs::read(&cred).unwrap()));
+
+    let cfg = write_config(tmp.path(), RUN, "");
+    let mut c = Command::new(BIN);
+    c.args(["run", &cfg, "--grid", "loopback", "--nodes", "0", "--out"])
+        .arg(tmp.path().join("run"));
+    refused(c, 2, &["--nodes = 0: expected at least 1"]);
+}
