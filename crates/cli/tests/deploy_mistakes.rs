@@ -41,7 +41,10 @@ fn refused(mut cmd: Command, code: i32, want: &[&str]) {
     assert!(!err.contains("panicked"), "{err}");
 }
 
-fn server(cfg: &str, keys: &Path, listen: &str, swap: Option<(&str, &Path)>) -> Command {
+/// A flag of `server` given another file.
+type Swap<'a> = Option<(&'a str, &'a Path)>;
+
+fn server(cfg: &str, keys: &Path, listen: &str, swap: Swap) -> Command {
     let mut c = Command::new(BIN);
     c.args(["server", cfg, "--listen", listen, "--wait", "1"]);
     for (flag, path) in [
@@ -67,7 +70,7 @@ fn server_flag_mistakes_are_one_line_naming_the_flag() {
     let cfg = write_config(tmp.path(), RUN, "");
     let cfg = cfg.as_str();
     let missing = keys.join("servr.pem");
-    let cases: [(Option<(&str, &Path)>, &[&str]); 4] = [
+    let cases: [(Swap, &[&str]); 4] = [
         (
             Some(("--tls-cert", &missing)),
             &["--tls-cert ", "servr.pem: No such file"],
