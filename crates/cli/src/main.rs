@@ -88,6 +88,10 @@ enum Command {
         /// `kill -9`, a stop): nodes reconnect by themselves (docs/checkpoints.md).
         #[arg(long, conflicts_with_all = ["config", "out", "force", "set"])]
         resume: Option<PathBuf>,
+        /// With --resume: run to this many rounds in all (default: the config's
+        /// `rounds`); continues a finished run that has a checkpoint at its last round.
+        #[arg(long, requires = "resume")]
+        rounds: Option<u32>,
         /// Output directory (default runs/<name>-<timestamp>).
         #[arg(long)]
         out: Option<PathBuf>,
@@ -630,6 +634,7 @@ fn dispatch(cli: Cli) -> Result<()> {
         Command::Server {
             config,
             resume,
+            rounds,
             out,
             force,
             set,
@@ -643,7 +648,8 @@ fn dispatch(cli: Cli) -> Result<()> {
             fedpace_privacy::rng::enter_deployment();
             let (cfg, dir, loaded) = match (resume, config) {
                 (Some(run), _) => {
-                    let (cfg, loaded) = fedpace_experiment::checkpoint::prepare_resume(&run, None)?;
+                    let (cfg, loaded) =
+                        fedpace_experiment::checkpoint::prepare_resume(&run, rounds)?;
                     (cfg, run, Some(loaded))
                 }
                 (None, Some(config)) => {

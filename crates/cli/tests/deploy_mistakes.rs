@@ -366,3 +366,70 @@ fn keys_never_overwrite_a_credential_and_nodes_zero_is_refused() {
         .arg(tmp.path().join("run"));
     refused(c, 2, &["--nodes = 0: expected at least 1"]);
 }
+
+/// `fedpace server --resume RUN_DIR` of a finished run says to pass `--rounds M`; the
+/// server takes it (as `fedpace resume` does): the run continues to M rounds with a new
+/// node and ends with the model of a straight M-round `fedpace run`.
+#[test]
+fn a_finished_server_run_continues_with_resume_and_rounds() {
+    use common::{fedpace, Server};
+    let tmp = tempfile::tempdir().unwrap();
+    let keys = tmp.path().join("keys");
+    make_keys(&keys, &[("a", "0..4")]);
+    let cfg = write_config(tmp.path(), RUN, "rounds = 3\n[checkpoint]\nevery = 1\n");
+    let straight = tmp.path().join("straight");
+    fedpace(&[
+        "run",
+        &cfg,
+        "--set",
+        "rounds=5",
+        "--out",
+        straight.to_str().unwrap(),
+    ]);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let net = tmp.path().join("net");
+    let serve = |args: &[&str]| {
+        let server = Server::start(args, &listen, &keys);
+        let node = server
+            .node(&["node", &cfg, "--clients", "0..4"], &keys, "a")
+            .args(["--give-up", "60"])
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (status, log) = server.wait();
+        let n = node.wait_with_output().unwrap();
+        (status, log, String::from_utf8_lossy(&n.stderr).into_owned())
+    };
+    let (status, log, _) = serve(&[cfg.as_str(), "--out", net.to_str().unwrap()]);
+    assert!(status.success(), "{log}");
+    let mut c = Command::new(BIN);
+    c.args([
+        "server",
+        "--resume",
+        net.to_str().unwrap(),
+        "--listen",
+        &listen,
+    ])
+    .arg("--keys")
+    .arg(keys.join("ring.toml"))
+    .arg("--tls-cert")
+    .arg(keys.join("server.pem"))
+    .arg("--tls-key")
+    .arg(keys.join("server-key.pem"));
+    refused(c, 2, &["nothing to run; pass --rounds M (more than 3)"]);
+    let (status, log, nlog) = serve(&["--resume", net.to_str().unwrap(), "--rounds", "5"]);
+    assert!(status.success(), "{log}\nnode: {nlog}");
+    assert!(nlog.contains("the server's run is over"), "{nlog}");
+    let model = |d: &Path| std::fs::read(d.join("model.safetensors")).unwrap();
+    assert!(model(&straight) == model(&net), "{log}");
+    let mut c = Command::new(BIN);
+    c.args(["server", &cfg, "--rounds", "5", "--listen", &listen]);
+    let o = c.output().unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--resume"));
+}
