@@ -278,6 +278,7 @@ fn short(e: &Error) -> String {
         (Error::Rpc { rpc, status }, Some(cause)) => {
             format!("{rpc}: {}: {cause}", status.message())
         }
+        (Error::Rpc { rpc, status }, None) => format!("{rpc}: {}", status.message()),
         _ => e.to_string(),
     }
 }
@@ -332,7 +333,22 @@ impl Node {
         let give_up = link.config.give_up;
         let mut backoff = link.config.reconnect_backoff.0;
         loop {
-            match runtime.block_on(link.register(0)) {
+            // One attempt may not outlast `give_up` (a silent address holds a connection
+            // attempt for the whole `request_timeout`).
+            let left = give_up.saturating_sub(started.elapsed());
+            let attempt = runtime.block_on(async {
+                tokio::time::timeout(left.max(Duration::from_millis(1)), link.register(0)).await
+            });
+            let attempt = attempt.unwrap_or_else(|_| {
+                Err(Error::rpc(
+                    "Register",
+                    Status::deadline_exceeded(format!(
+                        "no answer within {:.1}s",
+                        left.as_secs_f64()
+                    )),
+                ))
+            });
+            match attempt {
                 Ok(_) => break,
                 Err(e) if is_retriable(&e) => {
                     let waited = started.elapsed();

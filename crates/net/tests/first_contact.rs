@@ -102,3 +102,25 @@ fn refusals_at_first_contact_end_at_once() {
         assert!(took < Duration::from_secs(5), "{what}: {took:?}: {e}");
     }
 }
+
+/// An address that takes the TCP connection but never answers (a listener that never
+/// accepts): one attempt would last the whole `request_timeout`; `give_up` still ends it.
+#[test]
+fn give_up_bounds_an_attempt_at_a_silent_address() {
+    let fx = Fixture::new("first-silent", 1, 1);
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut config = fx.node_config(silent.local_addr().unwrap(), 0);
+    config.request_timeout = Duration::from_secs(30);
+    config.give_up = Duration::from_secs(1);
+    let start = Instant::now();
+    let e = Node::connect(config).err().expect("nobody answers");
+    let took = start.elapsed();
+    assert!(matches!(e, Error::Unreachable { .. }), "{e}");
+    assert!(
+        e.to_string()
+            .ends_with("last error: Register: no answer within 1.0s"),
+        "{e}"
+    );
+    assert!(took < Duration::from_secs(5), "{took:?}: {e}");
+    drop(silent);
+}
