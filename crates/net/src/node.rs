@@ -251,11 +251,15 @@ fn causes(e: &Error) -> Vec<&(dyn std::error::Error + 'static)> {
     out
 }
 
-/// The TLS error under a failed call, if the handshake failed.
+/// The TLS error under a failed call, if the handshake failed because the node does
+/// not trust the server's certificate (unknown CA, wrong name, expired) — a refusal
+/// that retrying cannot cure. Other TLS trouble (a connection cut mid-handshake) is
+/// connection trouble.
 fn tls_failure(e: &Error) -> Option<&tokio_rustls::rustls::Error> {
-    causes(e)
-        .into_iter()
-        .find_map(|c| c.downcast_ref::<tokio_rustls::rustls::Error>())
+    causes(e).into_iter().find_map(|c| {
+        c.downcast_ref::<tokio_rustls::rustls::Error>()
+            .filter(|t| matches!(t, tokio_rustls::rustls::Error::InvalidCertificate(_)))
+    })
 }
 
 /// `e` on one line for a user: a failed TLS handshake as [`Error::Tls`] naming the
