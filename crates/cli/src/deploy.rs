@@ -211,6 +211,9 @@ pub fn run_loopback(
 ) -> Result<serde_json::Value> {
     grid.check_clock(prepared.config())?;
     check_networked(prepared.config(), "--grid loopback")?;
+    if nodes == 0 {
+        return Err(UsageError("--nodes = 0: expected at least 1".into()).into());
+    }
     let opts = LoopbackOptions {
         nodes,
         workers_per_node: prepared.threads().div_ceil(nodes.max(1)).max(1),
@@ -251,6 +254,55 @@ pub struct ServerArgs {
     /// Seconds to wait for them.
     #[arg(long, default_value_t = 600)]
     pub wait: u64,
+}
+
+/// `--listen`: HOST:PORT, the host an address or a name (`localhost:7150`).
+fn listen_address(listen: &str) -> Result<std::net::SocketAddr> {
+    use std::net::ToSocketAddrs;
+    let bad = |e: &dyn std::fmt::Display| -> anyhow::Error {
+        UsageError(format!(
+            "--listen = {listen}: {e}; expected HOST:PORT, e.g. 127.0.0.1:7150 or 0.0.0.0:7150"
+        ))
+        .into()
+    };
+    if let Ok(addr) = listen.parse() {
+        return Ok(addr);
+    }
+    match listen.to_socket_addrs() {
+        Ok(mut addrs) => addrs.next().ok_or_else(|| bad(&"the name has no address")),
+        Err(e) => Err(bad(&e)),
+    }
+}
+
+/// `--tls-cert` and `--tls-key`, read and checked to be what they say (each error names
+/// its flag).
+fn server_tls(args: &ServerArgs) -> Result<ServerTls> {
+    let read = |flag: &str, path: &Path, kind: &str, what: &str| -> Result<Vec<u8>> {
+        let pem = std::fs::read(path)
+            .map_err(|e| UsageError(format!("{flag} {}: {e}", path.display())))?;
+        if !contains_pem(&pem, kind) {
+            return Err(UsageError(format!(
+                "{flag} {}: no {kind} block; expected {what} in PEM, e.g. from `fedpace keys ca`",
+                path.display()
+            ))
+            .into());
+        }
+        Ok(pem)
+    };
+    Ok(ServerTls {
+        cert_pem: read(
+            "--tls-cert",
+            &args.tls_cert,
+            "CERTIFICATE",
+            "the server certificate (server.pem)",
+        )?,
+        key_pem: read(
+            "--tls-key",
+            &args.tls_key,
+            "PRIVATE KEY",
+            "the server's private key (server-key.pem)",
+        )?,
+    })
 }
 
 /// Seconds a finished server waits for every node to hear that the run is over (and
@@ -371,14 +423,8 @@ pub fn server(
     if let Some(cp) = &resume {
         check_resume_clock(cp, clock, "fedpace server --resume")?;
     }
-    let listen = args.listen.parse().map_err(|e| {
-        UsageError(format!(
-            "--listen = {}: {e}; expected HOST:PORT, e.g. 127.0.0.1:7150",
-            args.listen
-        ))
-    })?;
-    let tls = ServerTls::from_files(&args.tls_cert, &args.tls_key)
-        .map_err(|e| UsageError(e.to_string()))?;
+    let listen = listen_address(&args.listen)?;
+    let tls = server_tls(args)?;
     if !args.keys.is_file() {
         return Err(UsageError(format!(
             "--keys {}: no such key ring; expected the file `fedpace keys generate` writes",
@@ -386,6 +432,11 @@ pub fn server(
         ))
         .into());
     }
+    keys::list(&args.keys).map_err(|e| {
+        UsageError(format!(
+            "--keys {e}; expected the key ring `fedpace keys generate --ring` writes"
+        ))
+    })?;
     let cfg = experiment.config().clone();
     let test = recorded_test_set(out, test, resume.is_some())?;
     let test = match test {
@@ -423,12 +474,33 @@ pub fn server(
     };
     let mut scfg = ServerConfig::new(listen, Some(tls), KeySource::File(args.keys.clone()));
     scfg.limits = Limits::for_model(bytes);
-    let server = Arc::new(Server::start(scfg).map_err(|e| UsageError(e.to_string()))?);
+    let server = Arc::new(Server::start(scfg).map_err(|e| match e {
+        fedpace_net::Error::Listen { .. } => {
+            UsageError(format!("--listen: {e} (another server on that port?)"))
+        }
+        e => UsageError(e.to_string()),
+    })?);
     eprintln!(
         "{label}: listening on {}, waiting for {want} clients",
         server.local_addr()
     );
-    let got = server.wait_for_clients(want, Duration::from_secs(args.wait));
+    // In slices, so that SIGINT/SIGTERM ends the wait (nothing has run: nothing to write).
+    let until = std::time::Instant::now() + Duration::from_secs(args.wait);
+    let got = loop {
+        let left = until.saturating_duration_since(std::time::Instant::now());
+        let got = server.wait_for_clients(want, left.min(Duration::from_millis(100)));
+        if got >= want || left.is_zero() {
+            break got;
+        }
+        if let Some(stop) = crate::signals::requested() {
+            let message = format!(
+                "stopped by {} while waiting for clients ({got} of {want} registered): no round \
+                 ran, nothing written",
+                stop.name()
+            );
+            return Err(crate::Interrupted { stop, message }.into());
+        }
+    };
     if got < want {
         anyhow::bail!(
             "{got} of {want} clients connected within {} s (--wait)",
@@ -514,6 +586,46 @@ pub struct NodeArgs {
     pub give_up: u64,
 }
 
+impl NodeArgs {
+    /// Refuses flag values that cannot work, before any data is read: `--server` must be
+    /// HOST:PORT (no scheme: the node always speaks TLS), `--workers` and `--give-up`
+    /// positive.
+    pub fn check(&self) -> Result<()> {
+        let bad = |expected: &str| -> anyhow::Error {
+            UsageError(format!("--server = {}: expected {expected}", self.server)).into()
+        };
+        if self.server.contains("://") {
+            return Err(bad(
+                "HOST:PORT without a scheme, e.g. 127.0.0.1:7150 (the node always uses TLS)",
+            ));
+        }
+        match self.server.rsplit_once(':') {
+            Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0) => {}
+            _ => {
+                return Err(bad(
+                    "HOST:PORT with a port in 1..=65535, e.g. 127.0.0.1:7150",
+                ))
+            }
+        }
+        if self.workers == 0 {
+            return Err(UsageError("--workers = 0: expected at least 1".into()).into());
+        }
+        if self.give_up == 0 {
+            return Err(
+                UsageError("--give-up = 0: expected a positive number of seconds".into()).into(),
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Whether PEM text holds a `-----BEGIN …KIND-----` block.
+fn contains_pem(pem: &[u8], kind: &str) -> bool {
+    String::from_utf8_lossy(pem)
+        .lines()
+        .any(|l| l.starts_with("-----BEGIN ") && l.trim_end().ends_with(&format!("{kind}-----")))
+}
+
 /// `fedpace node` / `fedpace client --partition-of`: hosts `clients` of the experiment
 /// (their partitions of its data set) until the server ends the session or the process
 /// is stopped. Each client reports what the experiment's pool says of it (sizes, shared
@@ -577,26 +689,38 @@ fn serve(
     args: &NodeArgs,
     what: &str,
 ) -> Result<()> {
-    let tls =
-        ClientTls::from_file(&args.ca, &args.server_name).map_err(|e| UsageError(e.to_string()))?;
-    let credential = Credential::load(&args.key).map_err(|e| UsageError(e.to_string()))?;
+    args.check()?;
+    let tls = ClientTls::from_file(&args.ca, &args.server_name)
+        .map_err(|e| UsageError(format!("--ca {e}")))?;
+    if !contains_pem(&tls.ca_pem, "CERTIFICATE") {
+        return Err(UsageError(format!(
+            "--ca {}: no CERTIFICATE block; expected the CA certificate (PEM) that signed the \
+             server's, e.g. ca.pem from `fedpace keys ca`",
+            args.ca.display()
+        ))
+        .into());
+    }
+    let credential = Credential::load(&args.key).map_err(|e| {
+        UsageError(format!(
+            "--key {e}; expected the node credential `fedpace keys generate --out` writes"
+        ))
+    })?;
     let mut config = NodeConfig::new(args.server.clone(), Some(tls), credential, vec![clients]);
     let limits = Limits::for_model(model_bytes);
     config.max_instruction_payload = limits.max_instruction_payload;
     config.pull_max_bytes = limits.max_pull_bytes;
     config.metadata = metadata;
-    if args.give_up == 0 {
-        return Err(
-            UsageError("--give-up = 0: expected a positive number of seconds".into()).into(),
-        );
-    }
     config.give_up = Duration::from_secs(args.give_up);
     let registry = fedpace_algos::builtin().codecs.clone();
     let mut host = ClientHost::new(factory, registry.clone());
     if let Some(dir) = &args.state_dir {
         host = host.with_state_dir(StateDir::new(dir, registry).map_err(UsageError)?);
     }
-    let node = Node::connect(config).with_context(|| format!("connecting to {}", args.server))?;
+    eprintln!(
+        "{what}: waiting up to {} s for {} to answer (--give-up)",
+        args.give_up, args.server
+    );
+    let node = Node::connect(config).with_context(|| format!("{what}: connecting"))?;
     eprintln!("{what} connected to {}", args.server);
     let stop = AtomicBool::new(false);
     let stats = std::thread::scope(|s| {
@@ -700,6 +824,14 @@ pub fn keys_command(action: KeysAction) -> Result<()> {
                 .iter()
                 .map(|c| parse_range(c, "--clients"))
                 .collect::<Result<Vec<_>>>()?;
+            if out.exists() {
+                // Never over another node's credential (its key would be lost).
+                return Err(UsageError(format!(
+                    "--out {}: exists; expected a new file (remove it first to replace it)",
+                    out.display()
+                ))
+                .into());
+            }
             keys::generate(&ring, &name, ranges, &out).map_err(usage)?;
             println!(
                 "{name}: added to {}, credential in {}",

@@ -88,6 +88,10 @@ enum Command {
         /// `kill -9`, a stop): nodes reconnect by themselves (docs/checkpoints.md).
         #[arg(long, conflicts_with_all = ["config", "out", "force", "set"])]
         resume: Option<PathBuf>,
+        /// With --resume: run to this many rounds in all (default: the config's
+        /// `rounds`); continues a finished run that has a checkpoint at its last round.
+        #[arg(long, requires = "resume")]
+        rounds: Option<u32>,
         /// Output directory (default runs/<name>-<timestamp>).
         #[arg(long)]
         out: Option<PathBuf>,
@@ -434,6 +438,19 @@ impl std::error::Error for Interrupted {}
 
 /// After a run: the exit for a signal received during it (none: `Ok`).
 fn check_stopped(summary: &serde_json::Value, dir: &std::path::Path) -> Result<()> {
+    check_stopped_with(
+        summary,
+        dir,
+        &format!("continue it with `fedpace resume {}`", dir.display()),
+    )
+}
+
+/// [`check_stopped`] with `resume` saying how to continue a resumable run.
+fn check_stopped_with(
+    summary: &serde_json::Value,
+    dir: &std::path::Path,
+    resume: &str,
+) -> Result<()> {
     let Some(stop) = signals::requested() else {
         return Ok(());
     };
@@ -445,7 +462,7 @@ fn check_stopped(summary: &serde_json::Value, dir: &std::path::Path) -> Result<(
             summary["rounds"],
             dir.display(),
             if summary["resumable"].as_bool() == Some(true) {
-                format!("continue it with `fedpace resume {}`", dir.display())
+                resume.to_string()
             } else {
                 "no checkpoint was written, so it cannot be resumed".to_string()
             }
@@ -617,6 +634,7 @@ fn dispatch(cli: Cli) -> Result<()> {
         Command::Server {
             config,
             resume,
+            rounds,
             out,
             force,
             set,
@@ -630,7 +648,8 @@ fn dispatch(cli: Cli) -> Result<()> {
             fedpace_privacy::rng::enter_deployment();
             let (cfg, dir, loaded) = match (resume, config) {
                 (Some(run), _) => {
-                    let (cfg, loaded) = fedpace_experiment::checkpoint::prepare_resume(&run, None)?;
+                    let (cfg, loaded) =
+                        fedpace_experiment::checkpoint::prepare_resume(&run, rounds)?;
                     (cfg, run, Some(loaded))
                 }
                 (None, Some(config)) => {
@@ -651,7 +670,16 @@ fn dispatch(cli: Cli) -> Result<()> {
             let summary = deploy::server(experiment, &server, test, &net, &dir, &cfg.name, loaded)?;
             print_table(&[(cfg.name.clone(), summary.clone())]);
             println!("results in {}", dir.display());
-            check_stopped(&summary, &dir)
+            let resume = format!(
+                "continue it with `fedpace server --resume {} --listen {} --keys {} --tls-cert {} \
+                 --tls-key {}` (the nodes wait for it up to their --give-up)",
+                dir.display(),
+                server.listen,
+                server.keys.display(),
+                server.tls_cert.display(),
+                server.tls_key.display()
+            );
+            check_stopped_with(&summary, &dir, &resume)
         }
         Command::Node {
             config,
@@ -660,6 +688,8 @@ fn dispatch(cli: Cli) -> Result<()> {
             node,
         } => {
             signals::install().context("installing the SIGINT/SIGTERM handlers")?;
+            signals::node_mode();
+            node.check()?;
             let range = deploy::parse_range(&clients, "--clients")?;
             fedpace_privacy::rng::enter_deployment();
             let cfg = ExperimentConfig::load(&config, &set)?;
@@ -679,6 +709,8 @@ fn dispatch(cli: Cli) -> Result<()> {
             node,
         } => {
             signals::install().context("installing the SIGINT/SIGTERM handlers")?;
+            signals::node_mode();
+            node.check()?;
             fedpace_privacy::rng::enter_deployment();
             let node = deploy::NodeArgs {
                 state_dir: Some(

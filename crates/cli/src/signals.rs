@@ -10,10 +10,19 @@
 //! The handler only stores the signal number and writes a fixed line to stderr (both
 //! async-signal-safe); the round loops read it through `Observer::should_stop`.
 
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
 /// The first signal received (0: none).
 static RECEIVED: AtomicI32 = AtomicI32::new(0);
+
+/// The process is a node (`fedpace node`/`client`): it has no run to stop and write.
+static NODE: AtomicBool = AtomicBool::new(false);
+
+/// Says that this process is a node, for the lines a signal prints: it leaves the server
+/// and exits, it does not stop a run.
+pub fn node_mode() {
+    NODE.store(true, Ordering::SeqCst);
+}
 
 /// A stop request by signal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,7 +75,19 @@ fn on_signal(signal: i32) {
         // SAFETY: write(2) on stderr with a static buffer.
         unsafe { libc::write(2, msg.as_ptr().cast(), msg.len()) };
     };
-    if first {
+    let node = NODE.load(Ordering::SeqCst);
+    if first && node {
+        say(match signal {
+            libc::SIGINT => b"\nfedpace: SIGINT: the node leaves the server after its current pull (at most 10 s) and exits (send it again to stop at once)\n",
+            _ => b"\nfedpace: SIGTERM: the node leaves the server after its current pull (at most 10 s) and exits (send it again to stop at once)\n",
+        });
+    } else if node {
+        say(match signal {
+            libc::SIGINT => b"\nfedpace: SIGINT again: stopped at once; the server counts this node gone after its heartbeat timeout\n",
+            _ => b"\nfedpace: SIGTERM again: stopped at once; the server counts this node gone after its heartbeat timeout\n",
+        });
+        signal_hook::low_level::exit(128 + signal);
+    } else if first {
         say(match signal {
             libc::SIGINT => b"\nfedpace: SIGINT: stopping after the current round and writing the results (send it again to stop at once)\n",
             _ => b"\nfedpace: SIGTERM: stopping after the current round and writing the results (send it again to stop at once)\n",

@@ -333,17 +333,16 @@ pub fn export(
     data_dir: &Path,
     out: &Path,
 ) -> Result<Vec<PathBuf>> {
+    if base.source().name() == "shakespeare" {
+        return Err(shakespeare_not_exported());
+    }
     let fed = crate::build(
         &base.clone().with_validation_fraction(0.0),
         run_seed,
         data_dir,
     )?;
     let InputShape::Dense(shape) = &fed.sample_shape else {
-        return Err(Error::invalid(
-            "data.source",
-            base.source().name(),
-            "a source of dense samples (token windows are not exported)",
-        ));
+        return Err(shakespeare_not_exported());
     };
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
     let seed = base.data_seed(run_seed);
@@ -400,6 +399,18 @@ pub fn export(
         files.push(path);
     }
     Ok(files)
+}
+
+/// Why [`export`] writes no files for Shakespeare, and what a client does instead.
+fn shakespeare_not_exported() -> Error {
+    Error::invalid(
+        "data.source",
+        "shakespeare",
+        "a source of dense samples: Shakespeare's clients are speaking roles, not sample \
+         files; give a client its role as it is, `fedpace client CONFIG --data PLAY.md \
+         --role NAME` (a play file under the data directory's shakespeare/plays, its role as \
+         clients.csv names it), or its own lines, `--data LINES.txt`",
+    )
 }
 
 /// An `.npy` file (format 1.0, C order) of `data` (already little-endian `descr`).

@@ -77,7 +77,7 @@ pub enum Error {
         missing: usize,
     },
     /// The server answered nothing for longer than the node's `give_up`.
-    #[error("server {server}: unreachable for {waited:?} (give_up = {give_up:?}; expected the server back within it); last error: {last}")]
+    #[error("server {server}: unreachable for {waited:.1?} (give_up = {give_up:?}; expected it to answer within that); last error: {last}")]
     Unreachable {
         /// The server's address.
         server: String,

@@ -223,24 +223,87 @@ pub struct Node {
     runtime: tokio::runtime::Runtime,
 }
 
-/// Whether an error is worth retrying (connection trouble) rather than fatal (refused).
+/// Whether an error is worth retrying (connection trouble) rather than fatal (refused;
+/// a TLS handshake that failed — a server certificate the node does not trust, or not
+/// for the name it expects — is a refusal too).
 pub fn is_retriable(e: &Error) -> bool {
-    matches!(
-        e.code(),
-        Some(
-            Code::Unavailable
-                | Code::Unknown
-                | Code::Cancelled
-                | Code::DeadlineExceeded
-                | Code::Internal
-                | Code::NotFound
+    tls_failure(e).is_none()
+        && matches!(
+            e.code(),
+            Some(
+                Code::Unavailable
+                    | Code::Unknown
+                    | Code::Cancelled
+                    | Code::DeadlineExceeded
+                    | Code::Internal
+                    | Code::NotFound
+            )
         )
-    )
+}
+
+/// The errors under an RPC error's status, outermost first; an I/O error's wrapped
+/// error is included (`io::Error::source` skips it).
+fn causes(e: &Error) -> Vec<&(dyn std::error::Error + 'static)> {
+    let mut out = Vec::new();
+    let Error::Rpc { status, .. } = e else {
+        return out;
+    };
+    let mut next = std::error::Error::source(status.as_ref());
+    while let Some(cause) = next {
+        out.push(cause);
+        if let Some(inner) = cause
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
+            out.push(inner);
+        }
+        next = cause.source();
+    }
+    out
+}
+
+/// The TLS error under a failed call, if the handshake failed because the node does
+/// not trust the server's certificate (unknown CA, wrong name, expired) — a refusal
+/// that retrying cannot cure. Other TLS trouble (a connection cut mid-handshake) is
+/// connection trouble.
+fn tls_failure(e: &Error) -> Option<&tokio_rustls::rustls::Error> {
+    causes(e).into_iter().find_map(|c| {
+        c.downcast_ref::<tokio_rustls::rustls::Error>()
+            .filter(|t| matches!(t, tokio_rustls::rustls::Error::InvalidCertificate(_)))
+    })
+}
+
+/// `e` on one line for a user: a failed TLS handshake as [`Error::Tls`] naming the
+/// server and what to check; a status from the transport as the call, the status's
+/// message and its innermost cause (`Register: tcp connect error: Connection refused`).
+fn explained(e: Error, server: &str, domain: Option<&str>) -> Error {
+    if let Some(tls) = tls_failure(&e) {
+        return Error::Tls(format!(
+            "server {server}: {tls} (expected a certificate signed by the CA given to the node, \
+             for the name {:?})",
+            domain.unwrap_or("?")
+        ));
+    }
+    e
+}
+
+/// A short form of a retriable error for [`Error::Unreachable`]'s `last`.
+fn short(e: &Error) -> String {
+    match (e, causes(e).last()) {
+        (Error::Rpc { rpc, status }, Some(cause)) => {
+            format!("{rpc}: {}: {cause}", status.message())
+        }
+        (Error::Rpc { rpc, status }, None) => format!("{rpc}: {}", status.message()),
+        _ => e.to_string(),
+    }
 }
 
 impl Node {
-    /// Connects and registers, retrying with backoff for up to `config.request_timeout`
-    /// while the server is unreachable; starts the heartbeat.
+    /// Connects and registers, retrying with backoff while the server is unreachable (not
+    /// started yet, restarting) for up to `config.give_up`, then
+    /// [`Error::Unreachable`]; a refusal (unknown or revoked key, clients held by another
+    /// node, a server certificate the node does not trust) ends at once. Starts the
+    /// heartbeat.
     pub fn connect(config: NodeConfig) -> Result<Node> {
         if config.clients.is_empty() || config.clients.iter().any(|r| r.start >= r.end) {
             return Err(Error::Config {
@@ -279,16 +342,46 @@ impl Node {
             registrations: AtomicU64::new(0),
             config,
         });
-        let give_up = Instant::now() + link.config.request_timeout;
+        // The first registration waits like a reconnection: a node started before its
+        // server keeps trying until `give_up`; a refusal ends it at once.
+        let started = Instant::now();
+        let give_up = link.config.give_up;
         let mut backoff = link.config.reconnect_backoff.0;
         loop {
-            match runtime.block_on(link.register(0)) {
+            // One attempt may not outlast `give_up` (a silent address holds a connection
+            // attempt for the whole `request_timeout`).
+            let left = give_up.saturating_sub(started.elapsed());
+            let attempt = runtime.block_on(async {
+                tokio::time::timeout(left.max(Duration::from_millis(1)), link.register(0)).await
+            });
+            let attempt = attempt.unwrap_or_else(|_| {
+                Err(Error::rpc(
+                    "Register",
+                    Status::deadline_exceeded(format!(
+                        "no answer within {:.1}s",
+                        left.as_secs_f64()
+                    )),
+                ))
+            });
+            match attempt {
                 Ok(_) => break,
-                Err(e) if is_retriable(&e) && Instant::now() + backoff < give_up => {
-                    std::thread::sleep(backoff);
+                Err(e) if is_retriable(&e) => {
+                    let waited = started.elapsed();
+                    if waited >= give_up {
+                        return Err(Error::Unreachable {
+                            server: link.config.server.clone(),
+                            waited,
+                            give_up,
+                            last: short(&e),
+                        });
+                    }
+                    std::thread::sleep(backoff.min(give_up - waited));
                     backoff = (backoff * 2).min(link.config.reconnect_backoff.1);
                 }
-                Err(e) => return Err(e),
+                Err(e) => {
+                    let domain = link.config.tls.as_ref().map(|t| t.domain.as_str());
+                    return Err(explained(e, &link.config.server, domain));
+                }
             }
         }
         let beat = Arc::downgrade(&link);
@@ -522,12 +615,14 @@ impl Node {
                             server: self.link.config.server.clone(),
                             waited: answered.elapsed(),
                             give_up,
-                            last: e.to_string(),
+                            last: short(&e),
                         });
                         break;
                     }
                     Err(e) => {
-                        *lock(&fatal) = Some(e);
+                        let config = &self.link.config;
+                        let domain = config.tls.as_ref().map(|t| t.domain.as_str());
+                        *lock(&fatal) = Some(explained(e, &config.server, domain));
                         break;
                     }
                 }
