@@ -20,6 +20,7 @@ use fedpace_core::{
 };
 use fedpace_params::ParamTree;
 use serde::{Deserialize, Serialize};
+use rayon::prelude::*;
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -840,7 +841,11 @@ impl Observer for RunRecorder<'_> {
             }
         }
         let groups = &self.opts.groups;
-        let clients: Vec<serde_json::Value> = rec
+        // The per-client table first (in client order, one thread), then each client's
+        // entry of the metrics line, built in parallel (a thousand small JSON maps a
+        // round otherwise run on one thread while the client threads wait); `collect`
+        // keeps client order, so the line is the same on any thread count.
+        let group_rates: Vec<Vec<f32>> = rec
             .clients
             .iter()
             .map(|c| {
@@ -864,10 +869,18 @@ impl Observer for RunRecorder<'_> {
                     line.loss_before_sum += r.loss_before as f64;
                     line.loss_after_sum += r.loss_after as f64;
                 }
+                line.last_group_rates.clone()
+            })
+            .collect();
+        let clients: Vec<serde_json::Value> = rec
+            .clients
+            .par_iter()
+            .zip(group_rates)
+            .map(|(c, group_rates)| {
                 json!({
                     "id": c.client,
                     "lr": c.plan.base_lr,
-                    "group_rates": line.last_group_rates,
+                    "group_rates": group_rates,
                     "work": c.plan.work,
                     "max_steps": c.plan.max_steps,
                     "steps": c.report.as_ref().map(|r| r.steps),
