@@ -589,6 +589,9 @@ impl Strategy for Pipeline {
             // Stage 7: aggregate.
             let agg = self.aggregate(global, &used, &weights)?;
             let sq_norms: Vec<f64> = match self.settings.aggregation {
+                // Only FedExP's server step reads the clients' norms; the others skip a
+                // pass over every update.
+                _ if !self.server.uses_client_norms() => Vec::new(),
                 // One norm per client, each computed whole on one thread (the same
                 // value on any thread count); in parallel because a pass over every
                 // update otherwise runs on one thread while the others wait.
