@@ -19,8 +19,8 @@ use fedpace_core::{
     Progress, Reply, TrainIns, TrainRes,
 };
 use fedpace_params::ParamTree;
-use serde::{Deserialize, Serialize};
 use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::fs::File;

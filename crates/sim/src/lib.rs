@@ -309,9 +309,7 @@ impl Grid for SimGrid {
             .into_iter()
             .map(|r| Reply {
                 client: r.client,
-                result: r
-                    .result
-                    .and_then(|(res, verdict)| verdict.map(|()| res)),
+                result: r.result.and_then(|(res, verdict)| verdict.map(|()| res)),
             })
             .collect()
     }
