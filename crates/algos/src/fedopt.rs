@@ -70,8 +70,9 @@ impl ServerStep {
 
     /// Applies the step to `params` given the aggregate `delta`, the clients' squared
     /// update norms ‖Δ_k‖² (after any aggregation-side scaling; read by FedExP only, see
-    /// [`ServerStep::uses_client_norms`]) and their normalised weights, plus an additive `correction` of the model from the post-aggregate hooks
-    /// (FedDyn's −h/α; added in f64 with the step). Returns the server rate used.
+    /// [`ServerStep::uses_client_norms`]) and their normalised weights, plus an additive
+    /// `correction` of the model from the post-aggregate hooks (FedDyn's −h/α; added in
+    /// f64 with the step). Returns the server rate used.
     #[allow(clippy::too_many_arguments)]
     pub fn apply(
         &mut self,
