@@ -62,10 +62,17 @@ impl ServerStep {
         }
     }
 
+    /// Whether [`ServerStep::apply`] reads the clients' squared update norms (FedExP
+    /// only; the others may be given an empty slice).
+    pub fn uses_client_norms(&self) -> bool {
+        matches!(self, ServerStep::FedExp { .. })
+    }
+
     /// Applies the step to `params` given the aggregate `delta`, the clients' squared
-    /// update norms ‖Δ_k‖² (after any aggregation-side scaling) and their normalised
-    /// weights, plus an additive `correction` of the model from the post-aggregate hooks
-    /// (FedDyn's −h/α; added in f64 with the step). Returns the server rate used.
+    /// update norms ‖Δ_k‖² (after any aggregation-side scaling; read by FedExP only, see
+    /// [`ServerStep::uses_client_norms`]) and their normalised weights, plus an additive
+    /// `correction` of the model from the post-aggregate hooks (FedDyn's −h/α; added in
+    /// f64 with the step). Returns the server rate used.
     #[allow(clippy::too_many_arguments)]
     pub fn apply(
         &mut self,

@@ -41,6 +41,7 @@ use fedpace_core::{
 };
 use fedpace_optim::{State, StateMode};
 use fedpace_params::{l2_norm, ParamTree};
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::any::Any;
 use std::sync::Arc;
@@ -588,8 +589,14 @@ impl Strategy for Pipeline {
             // Stage 7: aggregate.
             let agg = self.aggregate(global, &used, &weights)?;
             let sq_norms: Vec<f64> = match self.settings.aggregation {
+                // Only FedExP's server step reads the clients' norms; the others skip a
+                // pass over every update.
+                _ if !self.server.uses_client_norms() => Vec::new(),
+                // One norm per client, each computed whole on one thread (the same
+                // value on any thread count); in parallel because a pass over every
+                // update otherwise runs on one thread while the others wait.
                 AggregationPath::PerClient => used
-                    .iter()
+                    .par_iter()
                     .map(|(_, r)| l2_norm(r.delta.as_slice()).powi(2))
                     .collect(),
                 AggregationPath::Linear => used

@@ -19,6 +19,7 @@ use fedpace_core::{
     Progress, Reply, TrainIns, TrainRes,
 };
 use fedpace_params::ParamTree;
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::collections::BTreeMap;
@@ -840,7 +841,11 @@ impl Observer for RunRecorder<'_> {
             }
         }
         let groups = &self.opts.groups;
-        let clients: Vec<serde_json::Value> = rec
+        // The per-client table first (in client order, one thread), then each client's
+        // entry of the metrics line, built in parallel (a thousand small JSON maps a
+        // round otherwise run on one thread while the client threads wait); `collect`
+        // keeps client order, so the line is the same on any thread count.
+        let group_rates: Vec<Vec<f32>> = rec
             .clients
             .iter()
             .map(|c| {
@@ -864,10 +869,18 @@ impl Observer for RunRecorder<'_> {
                     line.loss_before_sum += r.loss_before as f64;
                     line.loss_after_sum += r.loss_after as f64;
                 }
+                line.last_group_rates.clone()
+            })
+            .collect();
+        let clients: Vec<serde_json::Value> = rec
+            .clients
+            .par_iter()
+            .zip(group_rates)
+            .map(|(c, group_rates)| {
                 json!({
                     "id": c.client,
                     "lr": c.plan.base_lr,
-                    "group_rates": line.last_group_rates,
+                    "group_rates": group_rates,
                     "work": c.plan.work,
                     "max_steps": c.plan.max_steps,
                     "steps": c.report.as_ref().map(|r| r.steps),
@@ -907,7 +920,6 @@ impl Observer for RunRecorder<'_> {
             "groups": groups,
             "rates": { "min": lo, "mean": mean, "max": hi },
             "eval": rec.eval,
-            "clients": clients,
             "wall_seconds": rec.wall_seconds,
             "sim_seconds": rec.timing.as_ref().map(|t| t.sim_seconds),
             "timing": rec.timing,
@@ -916,6 +928,9 @@ impl Observer for RunRecorder<'_> {
             "upload_bytes": rec.aggregate.upload_bytes,
             "traffic": rec.traffic,
         });
+        // Moved in, not through `json!` (which would copy every client's map); the keys
+        // of a line are kept in name order, so where it is inserted changes nothing.
+        line["clients"] = serde_json::Value::Array(clients);
         if let Some(t) = &rec.traffic {
             let (sum, n) = self.traffic.get_or_insert_with(Default::default);
             sum.add(t);
@@ -958,6 +973,9 @@ impl Observer for RunRecorder<'_> {
         self.monitor.round_finished(rec, &line);
         if self.opts.keep_metrics {
             self.metrics.push(line);
+        } else if let serde_json::Value::Array(clients) = line["clients"].take() {
+            // Freed in parallel too (a thousand maps a round).
+            clients.into_par_iter().for_each(drop);
         }
         Ok(())
     }

@@ -217,7 +217,15 @@ impl SimGrid {
         let factory = &self.factory;
         type Done<O> = (ClientId, Result<O, ClientFailure>, LocalState, Session);
         let done: Vec<Done<O>> = self.pool.install(|| {
+            // One client per piece of work (`with_max_len(1)`): an idle thread can steal
+            // any client not yet started, so a round ends at most one client after the
+            // last thread has run out of work. Rayon's default cuts the clients into
+            // runs of about a quarter of the round (on two threads) and cuts only runs
+            // that get stolen, so a thread that finishes early can wait while the other
+            // works through a run it cannot take. Each client's result lands at its
+            // own index whatever thread ran it, so the order of `done` is unchanged.
             work.into_par_iter()
+                .with_max_len(1)
                 .map(|(id, i, state, mut session)| {
                     let mut local = state.clone();
                     let out = catch_unwind(AssertUnwindSafe(|| {
@@ -285,17 +293,25 @@ impl Grid for SimGrid {
         let spec = ins.first().map(|i| i.1.params.spec().clone());
         // A new round: what clients kept from the last round's protocol is dropped.
         self.sessions.clear();
-        let mut replies = self.run_all(ins, progress, |c, i, s, _| c.train(i, s));
-        if let Some(spec) = spec {
-            for r in &mut replies {
-                if let Ok(res) = &r.result {
-                    if let Err(f) = validate_train_res(res, &spec) {
-                        r.result = Err(f);
-                    }
-                }
-            }
-        }
-        replies
+        // Each reply is checked on the thread that trained the client (a pass over its
+        // whole update, which would otherwise run on one thread while the others wait);
+        // a reply that fails the check becomes that failure, as before, and the
+        // client's state is kept as trained.
+        let checked = self.run_all(ins, progress, |c, i, s, _| {
+            let res = c.train(i, s)?;
+            let verdict = match &spec {
+                Some(spec) => validate_train_res(&res, spec),
+                None => Ok(()),
+            };
+            Ok((res, verdict))
+        });
+        checked
+            .into_iter()
+            .map(|r| Reply {
+                client: r.client,
+                result: r.result.and_then(|(res, verdict)| verdict.map(|()| res)),
+            })
+            .collect()
     }
 
     fn evaluate(
