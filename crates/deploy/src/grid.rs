@@ -23,7 +23,7 @@ use bytes::Bytes;
 use fedpace_core::protocol::validate_train_res;
 use fedpace_core::{
     codec, ClientFailure, ClientId, ClientPool, EvalIns, EvalRes, ExchangeIns, Extensions, Grid,
-    Progress, Registry, Reply, RoundTraffic, TrainIns, TrainRes,
+    Progress, RatePlan, Registry, Reply, RoundTraffic, TrainIns, TrainRes,
 };
 use fedpace_net::{Kind, Server};
 use fedpace_params::ParamSpec;
@@ -362,8 +362,9 @@ fn encode_all<I>(
         .collect()
 }
 
-/// Whether two training instructions encode to the same bytes without encoding them:
-/// one model buffer and every other field equal.
+/// Whether two training instructions encode to the same bytes, told without encoding
+/// them: one model buffer, no payloads, every other field equal. `false` only costs an
+/// encoding (and a comparison of the bytes).
 fn same_train(a: &TrainIns, b: &TrainIns) -> bool {
     let TrainIns {
         round,
@@ -375,8 +376,15 @@ fn same_train(a: &TrainIns, b: &TrainIns) -> bool {
     Arc::ptr_eq(params, &b.params)
         && *round == b.round
         && *seed == b.seed
-        && *plan == b.plan
-        && *ext == b.ext
+        && ext.is_empty()
+        && b.ext.is_empty()
+        && same_plan(plan, &b.plan)
+}
+
+/// Equal plans with equal bits: `==` alone takes −0.0 for +0.0, which encode differently;
+/// `{:?}` prints every float so that it reads back to the same bits.
+fn same_plan(a: &RatePlan, b: &RatePlan) -> bool {
+    a == b && format!("{a:?}") == format!("{b:?}")
 }
 
 /// [`same_train`] for evaluation instructions.
@@ -395,10 +403,11 @@ fn same_eval(a: &EvalIns, b: &EvalIns) -> bool {
         && *round == b.round
         && *finetune_steps == b.finetune_steps
         && *max_test_samples == b.max_test_samples
-        && *plan == b.plan
         && *seed == b.seed
         && *personalized == b.personalized
-        && *ext == b.ext
+        && ext.is_empty()
+        && b.ext.is_empty()
+        && same_plan(plan, &b.plan)
 }
 
 fn check_eval(bytes: &[u8]) -> Result<EvalRes, ClientFailure> {
@@ -555,6 +564,51 @@ mod tests {
             e.contains("grid.quorum_fraction") && e.contains("1.5"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn instructions_share_bytes_only_when_they_would_encode_alike() {
+        use fedpace_core::LocalWork;
+        use fedpace_params::{ParamSpec, ParamTree};
+        let spec = Arc::new(ParamSpec::builder().add("w", &[3], "body").build().unwrap());
+        let model = Arc::new(ParamTree::from_vec(spec, vec![0.5, -1.0, 2.0]).unwrap());
+        let plan = RatePlan {
+            base_lr: 0.1,
+            group_multipliers: vec![1.0],
+            schedule: Default::default(),
+            work: LocalWork::Steps(3),
+            max_steps: None,
+            batch_size: 4,
+            optimizer: Default::default(),
+            state_mode: Default::default(),
+            prox_mu: 0.0,
+        };
+        let ins = |plan: RatePlan| TrainIns::new(2, model.clone(), plan, 7);
+        let mut negative_zero = plan.clone();
+        negative_zero.base_lr = -0.0;
+        let mut zero = plan.clone();
+        zero.base_lr = 0.0;
+        let list = vec![
+            (0, ins(plan.clone())),
+            (1, ins(plan.clone())),
+            (2, ins(zero)),
+            (3, ins(negative_zero)),
+            (
+                4,
+                TrainIns::new(2, Arc::new((*model).clone()), plan.clone(), 7),
+            ),
+        ];
+        let out = encode_all(&list, |i| i.round, same_train, codec::encode_train_ins);
+        let bytes: Vec<Bytes> = out.into_iter().map(|(_, _, b)| b.unwrap()).collect();
+        for (b, (_, i)) in bytes.iter().zip(&list) {
+            assert_eq!(b[..], codec::encode_train_ins(i).unwrap()[..]);
+        }
+        // The second shares the first's buffer; ±0.0 rates do not share; an equal model
+        // in another buffer is encoded and, found equal, shares too.
+        assert_eq!(bytes[0].as_ptr(), bytes[1].as_ptr());
+        assert_ne!(bytes[2][..], bytes[3][..]);
+        assert_ne!(bytes[3].as_ptr(), bytes[4].as_ptr());
+        assert_eq!(bytes[0][..], bytes[4][..]);
     }
 
     #[test]
