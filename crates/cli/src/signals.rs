@@ -78,8 +78,8 @@ fn on_signal(signal: i32) {
     let node = NODE.load(Ordering::SeqCst);
     if first && node {
         say(match signal {
-            libc::SIGINT => b"\nfedpace: SIGINT: the node leaves the server after its current pull (at most 10 s) and exits (send it again to stop at once)\n",
-            _ => b"\nfedpace: SIGTERM: the node leaves the server after its current pull (at most 10 s) and exits (send it again to stop at once)\n",
+            libc::SIGINT => b"\nfedpace: SIGINT: the node finishes the clients it is training, leaves the server and exits (send it again to stop at once)\n",
+            _ => b"\nfedpace: SIGTERM: the node finishes the clients it is training, leaves the server and exits (send it again to stop at once)\n",
         });
     } else if node {
         say(match signal {

@@ -433,3 +433,48 @@ fn a_finished_server_run_continues_with_resume_and_rounds() {
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("--resume"));
 }
+
+/// SIGTERM to a node whose Pull is waiting for work: it leaves at once, not after the
+/// Pull's wait (10 s), and the server sees it go.
+#[test]
+fn a_signal_ends_a_waiting_node_at_once() {
+    use common::Server;
+    use std::io::{BufRead, BufReader};
+    let tmp = tempfile::tempdir().unwrap();
+    let keys = tmp.path().join("keys");
+    make_keys(&keys, &[("a", "0..2"), ("b", "2..4")]);
+    let cfg = write_config(tmp.path(), RUN, "");
+    let out = tmp.path().join("run");
+    // The server waits for all 4 clients; node a brings 2, so its Pull only waits.
+    let server = Server::start(
+        &[cfg.as_str(), "--out", out.to_str().unwrap()],
+        "127.0.0.1:0",
+        &keys,
+    );
+    let mut node = server
+        .node(&["node", &cfg, "--clients", "0..2"], &keys, "a")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = BufReader::new(node.stderr.take().unwrap());
+    let mut seen = String::new();
+    while !seen.contains("connected") {
+        let mut line = String::new();
+        assert!(err.read_line(&mut line).unwrap() > 0, "node ended: {seen}");
+        seen.push_str(&line);
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let sent = Instant::now();
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(node.id() as i32, libc::SIGTERM) };
+    let status = node.wait().unwrap();
+    let took = sent.elapsed();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut err, &mut rest).unwrap();
+    assert!(took < Duration::from_secs(3), "took {took:?}: {seen}{rest}");
+    assert!(!rest.contains("panicked"), "{rest}");
+    assert!(status.success(), "{status:?}: {seen}{rest}");
+    assert!(rest.contains("0 instructions answered"), "{rest}");
+    drop(server);
+}

@@ -418,28 +418,47 @@ impl Node {
     /// [`Node::pull`], and whether the server said its run is over (then the list is
     /// empty and no instruction will follow).
     pub fn pull_or_finished(&self) -> Result<(Vec<Instruction>, bool)> {
-        self.pull_upto(self.link.config.pull_max_bytes)
+        self.pull_upto(self.link.config.pull_max_bytes, None)
     }
 
     /// [`Node::pull_or_finished`] asking for at most `max_bytes` of instructions (the
     /// server always sends at least one).
-    fn pull_upto(&self, max_bytes: usize) -> Result<(Vec<Instruction>, bool)> {
+    fn pull_upto(
+        &self,
+        max_bytes: usize,
+        stop: Option<&AtomicBool>,
+    ) -> Result<(Vec<Instruction>, bool)> {
         let config = &self.link.config;
         let wait = config.pull_wait;
         let wait_ms = u32::try_from(wait.as_millis()).unwrap_or(u32::MAX);
         let max_bytes = max_bytes.min(config.pull_max_bytes) as u64;
         let timeout = wait + config.request_timeout;
-        let reply =
-            self.runtime
-                .block_on(self.link.with_session("Pull", |mut c, session| async move {
-                    let mut req = tonic::Request::new(proto::PullRequest {
-                        session,
-                        wait_ms,
-                        max_bytes,
-                    });
-                    req.set_timeout(timeout);
-                    c.pull(req).await
-                }))?;
+        let pull = self.link.with_session("Pull", |mut c, session| async move {
+            let mut req = tonic::Request::new(proto::PullRequest {
+                session,
+                wait_ms,
+                max_bytes,
+            });
+            req.set_timeout(timeout);
+            c.pull(req).await
+        });
+        // A waiting Pull is given up when `stop` is set (looked at every 50 ms), so a
+        // stopped node need not wait out `pull_wait`. Instructions the server handed
+        // out in a reply given up this way are failed when the node leaves.
+        let stopped = async {
+            while !stop.is_some_and(|s| s.load(Ordering::Relaxed)) {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        };
+        let Some(reply) = self.runtime.block_on(async {
+            tokio::select! {
+                r = pull => r.map(Some),
+                () = stopped => Ok(None),
+            }
+        })?
+        else {
+            return Ok((Vec::new(), false));
+        };
         let finished = reply.finished && reply.instructions.is_empty();
         let list = reply
             .instructions
@@ -590,7 +609,7 @@ impl Node {
             let give_up = self.link.config.give_up;
             let mut answered = Instant::now();
             while !stop.load(Ordering::Relaxed) {
-                match self.pull_upto(SERVE_PULL_BYTES) {
+                match self.pull_upto(SERVE_PULL_BYTES, Some(stop)) {
                     Ok((_, true)) => {
                         stats.finished = true;
                         break;
