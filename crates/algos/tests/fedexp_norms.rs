@@ -5,24 +5,11 @@
 
 use fedpace_algos::fedopt::FedExpConfig;
 use fedpace_algos::{Normalize, PolicyConfig, StrategyConfig};
-use fedpace_core::{ClientInfo, LocalWork, RatePlan, Reply, Strategy, TrainReport, TrainRes};
-use fedpace_optim::{OptimizerSpec, Schedule, StateMode};
+use fedpace_core::{ClientInfo, Reply, Strategy, TrainReport, TrainRes};
 use fedpace_params::{ParamSpec, ParamTree};
 use std::sync::Arc;
 
-fn plan() -> RatePlan {
-    RatePlan {
-        base_lr: 0.1,
-        group_multipliers: vec![],
-        schedule: Schedule::default(),
-        work: LocalWork::Steps(1),
-        max_steps: None,
-        batch_size: 10,
-        optimizer: OptimizerSpec::default(),
-        state_mode: StateMode::Reset,
-        prox_mu: 0.0,
-    }
-}
+use fedpace_core::testing::plan;
 
 #[test]
 fn fedexp_server_rate_reads_every_clients_update_norm() {

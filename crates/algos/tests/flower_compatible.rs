@@ -8,8 +8,7 @@
 
 use fedpace_algos::fedopt::{FedAdagradConfig, FedAdamConfig, FedYogiConfig};
 use fedpace_algos::{AlgorithmConfig, Normalize, PolicyConfig, StrategyConfig};
-use fedpace_core::{ClientInfo, LocalWork, RatePlan, Reply, Strategy, TrainReport, TrainRes};
-use fedpace_optim::{OptimizerSpec, Schedule, StateMode};
+use fedpace_core::{ClientInfo, Reply, Strategy, TrainReport, TrainRes};
 use fedpace_params::{ParamSpec, ParamTree};
 use serde_json::Value;
 use std::sync::Arc;
@@ -22,19 +21,7 @@ fn floats(v: &Value) -> Vec<f32> {
         .collect()
 }
 
-fn plan() -> RatePlan {
-    RatePlan {
-        base_lr: 0.1,
-        group_multipliers: vec![],
-        schedule: Schedule::default(),
-        work: LocalWork::Steps(1),
-        max_steps: None,
-        batch_size: 10,
-        optimizer: OptimizerSpec::default(),
-        state_mode: StateMode::Reset,
-        prox_mu: 0.0,
-    }
-}
+use fedpace_core::testing::plan;
 
 fn reply(
     client: u64,

@@ -11,6 +11,8 @@
 //! through plans, reports, aggregation-side scaling and whole-round observations. The
 //! strategy-level check (a grid, client states included) is
 //! `fedpace_sim::testing::check_strategy_resumes`.
+//!
+//! [`plan`] is the plain rate plan tests build instructions with.
 
 use crate::summary::{AggregateSummary, ClientAggregate, EvalSummary};
 use crate::traits::{RatePolicy, RoundSummary};
@@ -18,6 +20,22 @@ use crate::{ClientInfo, RatePlan, Result, TrainReport};
 use fedpace_params::{ParamSpec, ParamTree};
 use std::fmt::Debug;
 use std::sync::Arc;
+
+/// A plain plan for tests: rate 0.1 for every group, one local SGD step on batches of
+/// 10, optimiser state reset each round, no proximal term.
+pub fn plan() -> RatePlan {
+    RatePlan {
+        base_lr: 0.1,
+        group_multipliers: vec![],
+        schedule: fedpace_optim::Schedule::default(),
+        work: crate::LocalWork::Steps(1),
+        max_steps: None,
+        batch_size: 10,
+        optimizer: fedpace_optim::OptimizerSpec::default(),
+        state_mode: fedpace_optim::StateMode::Reset,
+        prox_mu: 0.0,
+    }
+}
 
 /// Checks the save/restore contract of a part built by `make` and driven one round at
 /// a time by `drive(part, round)` (which returns what the round produced):

@@ -568,21 +568,10 @@ mod tests {
 
     #[test]
     fn instructions_share_bytes_only_when_they_would_encode_alike() {
-        use fedpace_core::LocalWork;
         use fedpace_params::{ParamSpec, ParamTree};
         let spec = Arc::new(ParamSpec::builder().add("w", &[3], "body").build().unwrap());
         let model = Arc::new(ParamTree::from_vec(spec, vec![0.5, -1.0, 2.0]).unwrap());
-        let plan = RatePlan {
-            base_lr: 0.1,
-            group_multipliers: vec![1.0],
-            schedule: Default::default(),
-            work: LocalWork::Steps(3),
-            max_steps: None,
-            batch_size: 4,
-            optimizer: Default::default(),
-            state_mode: Default::default(),
-            prox_mu: 0.0,
-        };
+        let plan = fedpace_core::testing::plan();
         let ins = |plan: RatePlan| TrainIns::new(2, model.clone(), plan, 7);
         let mut negative_zero = plan.clone();
         negative_zero.base_lr = -0.0;

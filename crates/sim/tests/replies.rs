@@ -5,9 +5,8 @@
 
 use fedpace_core::{
     Client, ClientFactory, ClientFailure, ClientId, ClientInfo, EvalIns, EvalRes, Grid, LocalState,
-    LocalWork, Progress, RatePlan, Reply, TrainIns, TrainReport, TrainRes,
+    Progress, Reply, TrainIns, TrainReport, TrainRes,
 };
-use fedpace_optim::{OptimizerSpec, Schedule, StateMode};
 use fedpace_params::{ParamSpec, ParamTree};
 use fedpace_sim::SimGrid;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -64,19 +63,7 @@ impl Progress for Count {
     }
 }
 
-fn plan() -> RatePlan {
-    RatePlan {
-        base_lr: 0.1,
-        group_multipliers: vec![],
-        schedule: Schedule::default(),
-        work: LocalWork::Steps(1),
-        max_steps: None,
-        batch_size: 10,
-        optimizer: OptimizerSpec::default(),
-        state_mode: StateMode::Reset,
-        prox_mu: 0.0,
-    }
-}
+use fedpace_core::testing::plan;
 
 /// One round of `n` clients (sent in reverse id order) on `threads` threads: the
 /// replies (delta or failure) and every client's rounds trained afterwards.
