@@ -446,7 +446,10 @@ impl Node {
         // stopped node need not wait out `pull_wait`. Instructions the server handed
         // out in a reply given up this way are failed when the node leaves.
         let stopped = async {
-            while !stop.is_some_and(|s| s.load(Ordering::Relaxed)) {
+            let Some(stop) = stop else {
+                return std::future::pending().await;
+            };
+            while !stop.load(Ordering::Relaxed) {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         };
