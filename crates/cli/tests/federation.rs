@@ -346,7 +346,9 @@ fn the_real_clock_runs_fedbuff_and_refuses_what_it_cannot_do() {
         let [sent, received, wire_sent, wire_received] = wire(l)[..] else {
             panic!("{l}")
         };
-        assert!(wire_sent > sent, "{l}");
+        // An instruction carries its payload, or names the one its node holds from
+        // another of its clients (the field headers alone).
+        assert!(wire_sent > sent || wire_sent <= 64, "{l}");
         assert!(wire_received > received || received == 0, "{l}");
     }
     let cfg = config();

@@ -14,6 +14,11 @@
 //! directory (one file per client and round, written atomically) so that a client keeps
 //! them across restarts of its node too.
 //!
+//! Instructions whose payload is the same buffer — a model the node received once and its
+//! other clients named (docs/network.md, "One model per node") — are decoded once: the
+//! host keeps the latest decoded train and evaluate instruction with the buffer it came
+//! from, and its clients share the decoded model as the simulation's clients share theirs.
+//!
 //! An exchange instruction (one step of secure aggregation, [`Client::exchange`]) runs the
 //! same way with the client's [`Session`]: what it keeps between the steps of one round
 //! (its secret keys). Sessions live in memory only, are never written with the state, and
@@ -21,7 +26,8 @@
 
 use bytes::Bytes;
 use fedpace_core::{
-    codec, Client, ClientFactory, ClientFailure, ClientId, LocalState, Registry, Session,
+    codec, Client, ClientFactory, ClientFailure, ClientId, EvalIns, LocalState, Registry, Session,
+    TrainIns,
 };
 use fedpace_net::{Failure, FailureKind, Instruction, Kind};
 use std::collections::{BTreeMap, HashMap};
@@ -192,6 +198,39 @@ pub struct ClientHost {
     registry: Registry,
     states: States,
     sessions: Mutex<HashMap<ClientId, Session>>,
+    /// The latest decoded instructions, with the payload they came from.
+    decoded: Mutex<Decoded>,
+}
+
+#[derive(Default)]
+struct Decoded {
+    train: Option<(Bytes, TrainIns)>,
+    eval: Option<(Bytes, EvalIns)>,
+}
+
+/// Whether `b` is the buffer `a` holds (a held buffer cannot be reused, so the same
+/// address means the same bytes).
+fn same_buffer(a: &Bytes, b: &Bytes) -> bool {
+    a.as_ptr() == b.as_ptr() && a.len() == b.len()
+}
+
+/// `slot`'s instruction if it came from `payload`'s buffer, else `decode(payload)`, kept
+/// in `slot`. Decoding is done outside the lock, so that workers decoding different
+/// payloads do not wait on each other.
+fn decode_shared<T: Clone>(
+    decoded: &Mutex<Decoded>,
+    slot: fn(&mut Decoded) -> &mut Option<(Bytes, T)>,
+    payload: &Bytes,
+    decode: impl FnOnce(&[u8]) -> fedpace_core::Result<T>,
+) -> fedpace_core::Result<T> {
+    if let Some((b, t)) = slot(&mut lock(decoded)) {
+        if same_buffer(b, payload) {
+            return Ok(t.clone());
+        }
+    }
+    let t = decode(payload)?;
+    *slot(&mut lock(decoded)) = Some((payload.clone(), t.clone()));
+    Ok(t)
 }
 
 impl ClientHost {
@@ -203,6 +242,7 @@ impl ClientHost {
             registry,
             states: States::Memory(Mutex::new(HashMap::new())),
             sessions: Mutex::new(HashMap::new()),
+            decoded: Mutex::new(Decoded::default()),
         }
     }
 
@@ -288,7 +328,13 @@ impl ClientHost {
         let set = (ins.state_round > 0).then_some(ins.state_round);
         let encoded = match ins.kind {
             Kind::Train => {
-                let t = codec::decode_train_ins(&ins.payload, &self.registry).map_err(bad)?;
+                let t = decode_shared(
+                    &self.decoded,
+                    |d| &mut d.train,
+                    &ins.payload,
+                    |b| codec::decode_train_ins(b, &self.registry),
+                )
+                .map_err(bad)?;
                 // A new round: what the client kept from the last round's protocol goes.
                 lock(&self.sessions).remove(&ins.client);
                 let before = set.unwrap_or(ins.round);
@@ -296,7 +342,13 @@ impl ClientHost {
                 codec::encode_train_res(&res)
             }
             Kind::Evaluate => {
-                let e = codec::decode_eval_ins(&ins.payload, &self.registry).map_err(bad)?;
+                let e = decode_shared(
+                    &self.decoded,
+                    |d| &mut d.eval,
+                    &ins.payload,
+                    |b| codec::decode_eval_ins(b, &self.registry),
+                )
+                .map_err(bad)?;
                 let res = self.run(ins, set, u64::MAX, |c, s| c.evaluate(&e, s))?;
                 Ok(codec::encode_eval_res(&res))
             }
@@ -402,6 +454,69 @@ pub(crate) fn from_wire(f: &Failure) -> ClientFailure {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
+
+    /// A client that fails, naming the address of the model it was given.
+    struct Pointer;
+
+    impl Client for Pointer {
+        fn train(
+            &mut self,
+            ins: &TrainIns,
+            _: &mut LocalState,
+        ) -> fedpace_core::Result<fedpace_core::TrainRes> {
+            Err(fedpace_core::Error::Backend(format!(
+                "{:p}",
+                Arc::as_ptr(&ins.params)
+            )))
+        }
+        fn evaluate(
+            &mut self,
+            ins: &EvalIns,
+            _: &mut LocalState,
+        ) -> fedpace_core::Result<fedpace_core::EvalRes> {
+            Err(fedpace_core::Error::Backend(format!(
+                "{:p}",
+                Arc::as_ptr(&ins.params)
+            )))
+        }
+    }
+
+    #[test]
+    fn a_payload_buffer_named_by_several_clients_is_decoded_once() {
+        use fedpace_params::{ParamSpec, ParamTree};
+        let spec = Arc::new(ParamSpec::builder().add("w", &[3], "body").build().unwrap());
+        let model = Arc::new(ParamTree::from_vec(spec, vec![0.5, -1.0, 2.0]).unwrap());
+        let ins = TrainIns::new(2, model, fedpace_core::testing::plan(), 7);
+        let bytes = Bytes::from(codec::encode_train_ins(&ins).unwrap());
+        let copy = Bytes::from(bytes.to_vec());
+        let host = ClientHost::new(
+            Arc::new(|_| Ok(Box::new(Pointer) as Box<dyn Client>)),
+            Registry::new(),
+        );
+        let run = |client: ClientId, payload: &Bytes| {
+            host.handle(&Instruction {
+                id: client,
+                client,
+                round: 2,
+                kind: Kind::Train,
+                deadline: std::time::SystemTime::now() + std::time::Duration::from_secs(60),
+                payload: payload.clone(),
+                state_round: 0,
+                durable_round: 0,
+            })
+            .unwrap_err()
+            .reason
+        };
+        // Clients 1 and 2 got the node's one buffer: one decoded model, shared.
+        let (a, b) = (run(1, &bytes), run(2, &bytes.clone()));
+        assert_eq!(a, b);
+        // The same bytes in another buffer are decoded on their own.
+        let c = run(3, &copy);
+        assert_ne!(a, c);
+        // And a new buffer replaces the kept one.
+        assert_ne!(run(4, &bytes), c);
+    }
 
     #[test]
     fn client_failures_cross_the_wire_unchanged() {

@@ -221,6 +221,8 @@ pub struct ServeStats {
 pub struct Node {
     link: Arc<Link>,
     runtime: tokio::runtime::Runtime,
+    /// The payload later instructions may name instead of carrying it.
+    held: Mutex<Option<wire::HeldPayload>>,
 }
 
 /// Whether an error is worth retrying (connection trouble) rather than fatal (refused;
@@ -402,7 +404,11 @@ impl Node {
                     .await;
             }
         });
-        Ok(Node { link, runtime })
+        Ok(Node {
+            link,
+            runtime,
+            held: Mutex::new(None),
+        })
     }
 
     /// The current session id (changes when the node registers again).
@@ -433,14 +439,18 @@ impl Node {
         let wait_ms = u32::try_from(wait.as_millis()).unwrap_or(u32::MAX);
         let max_bytes = max_bytes.min(config.pull_max_bytes) as u64;
         let timeout = wait + config.request_timeout;
+        let held = lock(&self.held).clone();
+        let held = &held;
         let pull = self.link.with_session("Pull", |mut c, session| async move {
             let mut req = tonic::Request::new(proto::PullRequest {
                 session,
                 wait_ms,
                 max_bytes,
+                holding: Some(wire::HeldPayload::holding(held.as_ref(), session)),
             });
             req.set_timeout(timeout);
-            c.pull(req).await
+            let reply = c.pull(req).await?;
+            Ok(reply.map(|r| (session, r)))
         });
         // A waiting Pull is given up when `stop` is set (looked at every 50 ms), so a
         // stopped node need not wait out `pull_wait`. Instructions the server handed
@@ -453,7 +463,7 @@ impl Node {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         };
-        let Some(reply) = self.runtime.block_on(async {
+        let Some((session, reply)) = self.runtime.block_on(async {
             tokio::select! {
                 r = pull => r.map(Some),
                 () = stopped => Ok(None),
@@ -463,11 +473,13 @@ impl Node {
             return Ok((Vec::new(), false));
         };
         let finished = reply.finished && reply.instructions.is_empty();
-        let list = reply
-            .instructions
-            .into_iter()
-            .map(|i| wire::instruction_from_proto(i, config.max_instruction_payload))
-            .collect::<Result<Vec<_>>>()?;
+        let (list, now_held) = wire::instructions_from_proto(
+            reply.instructions,
+            session,
+            held.clone(),
+            config.max_instruction_payload,
+        )?;
+        *lock(&self.held) = now_held;
         Ok((list, finished))
     }
 

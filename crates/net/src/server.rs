@@ -141,6 +141,10 @@ struct Session {
     last_seen: Instant,
     notify: Arc<Notify>,
     conn: Option<Arc<ConnStats>>,
+    /// The latest instruction this session was sent with its payload in full, kept while
+    /// the session has instructions outstanding: a Pull that says it holds it gets later
+    /// instructions with the same payload by name (`Instruction.payload_of`).
+    last_full: Option<(u64, Bytes)>,
 }
 
 #[derive(Default)]
@@ -187,6 +191,12 @@ struct Shared {
     start: Instant,
 }
 
+/// Whether two payloads are the same bytes (the same buffer, as a batch shares one model
+/// among its clients, is told without reading it).
+fn same(a: &Bytes, b: &Bytes) -> bool {
+    (a.as_ptr() == b.as_ptr() && a.len() == b.len()) || a == b
+}
+
 /// Encoded size of a message inside a repeated field: tag byte, length, body.
 fn field_len(body: usize) -> u64 {
     (1 + prost::length_delimiter_len(body) + body) as u64
@@ -216,6 +226,9 @@ impl State {
         };
         if let Some(s) = self.sessions.get_mut(&p.session) {
             s.leased.remove(&id);
+            if s.leased.is_empty() && s.ready.is_empty() {
+                s.last_full = None; // its memory is not held for a node with nothing to do
+            }
         }
         // A server-decided failure leaves a tombstone until `late.grace` after the
         // deadline, so that a reply arriving later is recognised (and accounted) as late.
@@ -623,6 +636,7 @@ impl Fleet for FleetService {
                 last_seen: now,
                 notify: Arc::new(Notify::new()),
                 conn: req.extensions().get::<Arc<ConnStats>>().cloned(),
+                last_full: None,
             },
         );
         st.session_of_key.insert(who.name.clone(), session);
@@ -669,6 +683,13 @@ impl Fleet for FleetService {
                 let s = self.touch(&mut st, &req, &who, session)?;
                 let notify = s.notify.clone();
                 let mut ready = std::mem::take(&mut s.ready);
+                // Payloads by name (`Instruction.payload_of`): only to a node that says
+                // which one it holds, and only the latest full one it was sent.
+                let names = body.holding.is_some();
+                let mut named = match (body.holding, s.last_full.take()) {
+                    (Some(h), Some(last)) if h != 0 && h == last.0 => Some(last),
+                    _ => None,
+                };
                 let durable_round = st.durable_round;
                 let mut out = Vec::new();
                 let mut total = 0usize;
@@ -680,15 +701,23 @@ impl Fleet for FleetService {
                     if p.deadline <= now {
                         continue; // the tick settles it as late
                     }
+                    let by_name = named
+                        .as_ref()
+                        .and_then(|(of, b)| same(b, &p.payload).then_some(*of));
                     let instruction = proto::Instruction {
                         id,
                         client: p.client,
                         round: p.round,
                         kind: p.kind.to_proto() as i32,
                         deadline_unix_ms: p.deadline_unix_ms,
-                        payload: p.payload.clone(),
+                        payload: if by_name.is_some() {
+                            Bytes::new()
+                        } else {
+                            p.payload.clone()
+                        },
                         state_round: p.state_round,
                         durable_round,
+                        payload_of: by_name.unwrap_or(0),
                     };
                     let size = field_len(instruction.encoded_len());
                     if !out.is_empty() && total + size as usize > max_bytes {
@@ -696,6 +725,9 @@ impl Fleet for FleetService {
                         break;
                     }
                     total += size as usize;
+                    if names && by_name.is_none() {
+                        named = Some((id, p.payload.clone()));
+                    }
                     let (round, client, kind) = (p.round, p.client, p.kind);
                     let t = st.ledger(round, client, kind);
                     t.sent_bytes += size;
@@ -706,6 +738,9 @@ impl Fleet for FleetService {
                 let s = st.sessions.get_mut(&session).expect("touched above");
                 s.ready = ready;
                 s.leased.extend(leased);
+                if !(s.ready.is_empty() && s.leased.is_empty()) {
+                    s.last_full = named;
+                }
                 if !out.is_empty() || st.finished {
                     let finished = out.is_empty();
                     return Ok(Response::new(proto::PullReply {

@@ -251,6 +251,84 @@ pub fn instruction_from_proto(p: proto::Instruction, max_payload: usize) -> Resu
     })
 }
 
+/// The one payload a node keeps so that later instructions of the same session may name it
+/// instead of carrying it (`Instruction.payload_of`, protocol 1.2; docs/network.md, "One
+/// model per node"): the payload of the latest instruction the node received in full.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HeldPayload {
+    /// The session it arrived in; instruction ids name payloads only within one.
+    pub session: u64,
+    /// The instruction it came with.
+    pub instruction: u64,
+    /// The payload.
+    pub payload: Bytes,
+}
+
+impl HeldPayload {
+    /// What a Pull in `session` says it holds (`PullRequest.holding`): the instruction id,
+    /// or 0 when the payload is from another session or there is none.
+    pub fn holding(held: Option<&HeldPayload>, session: u64) -> u64 {
+        held.filter(|h| h.session == session)
+            .map_or(0, |h| h.instruction)
+    }
+}
+
+/// Checks the instructions of one Pull reply received in `session`, whose request said it
+/// held `held` (see [`HeldPayload::holding`]), and fills in the payloads they name by
+/// `payload_of`. Returns them and the payload the node holds afterwards. A name that is
+/// neither the held payload nor the latest full payload before it in the reply, or that
+/// comes with payload bytes of its own, refuses the whole reply, naming the field.
+pub fn instructions_from_proto(
+    list: Vec<proto::Instruction>,
+    session: u64,
+    held: Option<HeldPayload>,
+    max_payload: usize,
+) -> Result<(Vec<Instruction>, Option<HeldPayload>)> {
+    let mut last = held.filter(|h| h.session == session);
+    let mut out = Vec::with_capacity(list.len());
+    for mut p in list {
+        if p.payload_of == 0 {
+            last = Some(HeldPayload {
+                session,
+                instruction: p.id,
+                payload: p.payload.clone(),
+            });
+        } else {
+            if !p.payload.is_empty() {
+                return Err(invalid(
+                    "Instruction",
+                    "payload_of",
+                    format!(
+                        "{} with a payload of {} bytes: a named payload comes alone",
+                        p.payload_of,
+                        p.payload.len()
+                    ),
+                ));
+            }
+            match &last {
+                Some(h) if h.instruction == p.payload_of => p.payload = h.payload.clone(),
+                _ => {
+                    return Err(invalid(
+                        "Instruction",
+                        "payload_of",
+                        format!(
+                            "{}: this node holds the payload of {}",
+                            p.payload_of,
+                            last.as_ref()
+                                .map_or("no instruction".to_string(), |h| format!(
+                                    "instruction {}",
+                                    h.instruction
+                                ))
+                        ),
+                    ))
+                }
+            }
+        }
+        out.push(instruction_from_proto(p, max_payload)?);
+    }
+    Ok((out, last))
+}
+
 /// Checks a reply received by the server. A reply that breaks a rule (missing outcome,
 /// payload over the limit, unknown failure code, overlong reason) becomes a
 /// [`FailureKind::Rejected`] failure of its instruction, naming the field.
@@ -390,4 +468,94 @@ pub fn metadata_from_proto(
         ));
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ins(id: u64, payload: &'static [u8], payload_of: u64) -> proto::Instruction {
+        proto::Instruction {
+            id,
+            client: id,
+            round: 1,
+            kind: proto::Kind::Train as i32,
+            deadline_unix_ms: 1_800_000_000_000,
+            payload: Bytes::from_static(payload),
+            state_round: 1,
+            durable_round: 0,
+            payload_of,
+        }
+    }
+
+    fn held(session: u64, instruction: u64, payload: &'static [u8]) -> Option<HeldPayload> {
+        Some(HeldPayload {
+            session,
+            instruction,
+            payload: Bytes::from_static(payload),
+        })
+    }
+
+    #[test]
+    fn named_payloads_are_the_held_one_or_the_latest_full_one_of_the_reply() {
+        let list = vec![
+            ins(10, b"", 7),  // the held payload
+            ins(11, b"b", 0), // a new one, held from here on
+            ins(12, b"", 11),
+            ins(13, b"", 11),
+        ];
+        let (out, now) = instructions_from_proto(list, 3, held(3, 7, b"a"), 64).unwrap();
+        let payloads: Vec<&[u8]> = out.iter().map(|i| i.payload.as_ref()).collect();
+        assert_eq!(payloads, [&b"a"[..], b"b", b"b", b"b"]);
+        assert_eq!(now, held(3, 11, b"b"));
+        // What the next Pull says it holds: only within the session it came in.
+        assert_eq!(HeldPayload::holding(now.as_ref(), 3), 11);
+        assert_eq!(HeldPayload::holding(now.as_ref(), 4), 0);
+        assert_eq!(HeldPayload::holding(None, 3), 0);
+    }
+
+    #[test]
+    fn a_name_the_node_cannot_resolve_refuses_the_reply_naming_the_field() {
+        let refused = |list: Vec<proto::Instruction>, held: Option<HeldPayload>| {
+            instructions_from_proto(list, 3, held, 64)
+                .unwrap_err()
+                .to_string()
+        };
+        // Not the held one.
+        let e = refused(vec![ins(10, b"", 6)], held(3, 7, b"a"));
+        assert!(
+            e.contains("payload_of")
+                && e.contains("6: this node holds the payload of instruction 7"),
+            "{e}"
+        );
+        // Held from another session (a server restart reuses instruction ids).
+        let e = refused(vec![ins(10, b"", 7)], held(2, 7, b"a"));
+        assert!(
+            e.contains("7: this node holds the payload of no instruction"),
+            "{e}"
+        );
+        // An earlier full one that a later full one replaced.
+        let e = refused(
+            vec![ins(10, b"x", 0), ins(11, b"y", 0), ins(12, b"", 10)],
+            None,
+        );
+        assert!(
+            e.contains("10: this node holds the payload of instruction 11"),
+            "{e}"
+        );
+        // A name with bytes of its own.
+        let e = refused(vec![ins(10, b"z", 7)], held(3, 7, b"a"));
+        assert!(
+            e.contains("payload_of") && e.contains("a named payload comes alone"),
+            "{e}"
+        );
+        // A named payload is checked against the size limit like a carried one.
+        let e = instructions_from_proto(vec![ins(10, b"", 7)], 3, held(3, 7, b"abcdef"), 4)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("payload") && e.contains("6 bytes: at most 4"),
+            "{e}"
+        );
+    }
 }

@@ -105,6 +105,7 @@ fn seeds() -> Vec<(usize, Vec<u8>)> {
                 session: 3,
                 wait_ms: 1000,
                 max_bytes: 1 << 20,
+                holding: Some(1 << 40),
             }),
         ),
         (
@@ -252,9 +253,11 @@ fn node_side_instruction_decoding_survives_random_and_mutated_pull_replies() {
                 round: 3,
                 kind: 1 + (i % 2) as i32,
                 deadline_unix_ms: 1_800_000_000_000,
-                payload: Bytes::from(vec![7u8; 30]),
+                payload: Bytes::from(if i % 2 == 1 { vec![] } else { vec![7u8; 30] }),
                 state_round: 3,
                 durable_round: 2,
+                // Two of the four name the payload of the one before them.
+                payload_of: if i % 2 == 1 { 1 << 40 | (i - 1) } else { 0 },
             })
             .collect(),
         finished: false,
@@ -272,10 +275,15 @@ fn node_side_instruction_decoding_survives_random_and_mutated_pull_replies() {
         mutate(&mut rng, &mut body);
         let (n, peak) = peak_of(|| {
             proto::PullReply::decode(body.as_slice()).map_or(0, |r| {
-                r.instructions
-                    .into_iter()
-                    .filter(|i| wire::instruction_from_proto(i.clone(), 1024).is_ok())
-                    .count()
+                // Resolved against a held payload whose id a mutation may hit, as a node
+                // does (`Instruction.payload_of`).
+                let held = wire::HeldPayload {
+                    session: 5,
+                    instruction: 1 << 40,
+                    payload: Bytes::from_static(b"held"),
+                };
+                wire::instructions_from_proto(r.instructions, 5, Some(held), 1024)
+                    .map_or(0, |(list, _)| list.len())
             })
         });
         valid += n as u64;

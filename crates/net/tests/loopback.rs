@@ -81,19 +81,28 @@ fn round_trip_over_tls_with_three_nodes_and_wire_accounting() {
             assert_eq!(a.result.as_ref().unwrap().as_ref(), want.as_slice());
         }
         // Accounting: the encoded Instruction and Reply of each client, field header
-        // included, recomputed here from the arrival's fields.
+        // included, recomputed here from the arrival's fields. Each node (4 clients) gets
+        // the shared payload once, with its first client's instruction; its other three
+        // name that instruction instead (`payload_of`).
         let traffic = server.take_traffic(round);
         assert_eq!(traffic.len(), 12);
         for (t, a) in traffic.iter().zip(&replies) {
+            let first = &replies[a.client as usize / 4 * 4];
+            let by_name = a.client % 4 != 0;
             let ins = proto::Instruction {
                 id: a.instruction,
                 client: a.client,
                 round,
                 kind: proto::Kind::Train as i32,
                 deadline_unix_ms: 0,
-                payload: payload.clone(),
+                payload: if by_name {
+                    Bytes::new()
+                } else {
+                    payload.clone()
+                },
                 state_round: round,
                 durable_round: 0,
+                payload_of: if by_name { first.instruction } else { 0 },
             };
             // The deadline is a 6-byte varint of unix milliseconds (years 2004–2527).
             let ins_len = ins.encoded_len() + 1 + 6;
@@ -118,7 +127,8 @@ fn round_trip_over_tls_with_three_nodes_and_wire_accounting() {
     assert_eq!(status.len(), 3);
     for n in &status {
         assert_eq!(n.clients, 4);
-        assert!(n.wire_written > 2 * 4 * 1000, "{n:?}");
+        // Two rounds: the payload went to the node once a round; four replies came back.
+        assert!((2 * 1000..2 * 2 * 1000).contains(&n.wire_written), "{n:?}");
         assert!(n.wire_read > 2 * 4 * 1000, "{n:?}");
     }
     let stats = stop_all(&stop, nodes);
