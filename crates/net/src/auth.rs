@@ -161,7 +161,7 @@ struct Nonces {
 pub(crate) struct Verifier {
     source: KeySource,
     known: RwLock<HashMap<String, Known>>,
-    file_stamp: Mutex<Option<SystemTime>>,
+    file_stamp: Mutex<Option<FileStamp>>,
     last_check_ms: AtomicU64,
     reload_every: Duration,
     window: Duration,
@@ -366,6 +366,16 @@ impl Verifier {
     }
 }
 
-fn modified(path: &PathBuf) -> Option<SystemTime> {
-    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+/// What tells a changed key ring file: its modification time, length and inode. The time
+/// alone can miss a change: file systems stamp with a coarse clock (a tick of several
+/// milliseconds), and `fedpace keys revoke` replaces the file by renaming a new one over it.
+type FileStamp = (SystemTime, u64, u64);
+
+fn modified(path: &PathBuf) -> Option<FileStamp> {
+    let m = std::fs::metadata(path).ok()?;
+    #[cfg(unix)]
+    let inode = std::os::unix::fs::MetadataExt::ino(&m);
+    #[cfg(not(unix))]
+    let inode = 0;
+    Some((m.modified().ok()?, m.len(), inode))
 }

@@ -42,8 +42,10 @@ pub enum Error {
         /// What the OS said.
         source: std::io::Error,
     },
-    /// The server could not be reached or answered with an error.
-    #[error("{rpc}: {status}")]
+    /// The server could not be reached or answered with an error. Shown in one line: the
+    /// call, the server's message and the status code (not tonic's debug form of the
+    /// status with its metadata).
+    #[error("{rpc}: {} (gRPC status {:?})", if status.message().is_empty() { "no message" } else { status.message() }, status.code())]
     Rpc {
         /// The call (`Register`, `Pull`, …).
         rpc: &'static str,

@@ -178,6 +178,15 @@ fn revoked_key_is_refused_and_ends_the_node_loop() {
     let err = node.serve(1, &stop, |i| Ok(echo(i))).unwrap_err();
     assert_eq!(err.code(), Some(Code::PermissionDenied), "{err}");
     assert!(err.to_string().contains("revoked"), "{err}");
+    // One line: the call, the server's words and the code, not tonic's debug form.
+    let line = err.to_string();
+    assert!(
+        line.starts_with("Pull: ")
+            && line.ends_with("(gRPC status PermissionDenied)")
+            && !line.contains('\n')
+            && !line.contains("MetadataMap"),
+        "{line}"
+    );
     // The other node is unaffected; the revoked one's clients go once its session lapses.
     assert!(other.pull().is_ok());
     let listed = keys::list(&fx.ring).unwrap();
