@@ -110,6 +110,28 @@ pub fn gemm(
     ldd: usize,
     accumulate: bool,
 ) {
+    gemm_prefetching(m, n, k, a, lda, packed, dst, ldd, accumulate, &[])
+}
+
+/// [`gemm`], which also asks for the cache lines of the slices in `ahead` while it runs
+/// (a hint only; the result is the same bits as [`gemm`]'s): one line every few `k` steps
+/// of its full register tiles, in order, so that a caller's next pass over those slices
+/// finds them in cache. The char-LSTM names the buffers of the next time step's pointwise
+/// pass — tens of kilobytes in 4 KB pages scattered over megabytes, which the hardware
+/// prefetchers (which stop at page boundaries) leave to be missed one page at a time.
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_prefetching(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: &[f32],
+    lda: usize,
+    packed: &[f32],
+    dst: &mut [f32],
+    ldd: usize,
+    accumulate: bool,
+    ahead: &[&[f32]],
+) {
     if m == 0 || n == 0 {
         return;
     }
@@ -132,7 +154,40 @@ pub fn gemm(
         dst,
         ldd,
         accumulate,
+        ahead,
     })
+}
+
+/// Cache lines of a list of slices, handed out one at a time.
+struct Lines<'a> {
+    slices: &'a [&'a [f32]],
+    /// The current slice and the next value of it to ask for.
+    at: usize,
+    next: usize,
+}
+
+/// `f32` values per 64-byte cache line.
+const LINE: usize = 16;
+
+impl Lines<'_> {
+    /// Lines left (from a slice's start, one per [`LINE`] values, plus its last value's).
+    fn count(&self) -> usize {
+        self.slices.iter().map(|s| s.len().div_ceil(LINE) + 1).sum()
+    }
+
+    /// Prefetches the next line, if any.
+    #[inline(always)]
+    fn fetch_next(&mut self) {
+        while let Some(s) = self.slices.get(self.at) {
+            if self.next < s.len() + LINE {
+                prefetch(s, self.next.min(s.len().saturating_sub(1)));
+                self.next += LINE;
+                return;
+            }
+            self.at += 1;
+            self.next = 0;
+        }
+    }
 }
 
 struct Product<'a> {
@@ -145,6 +200,7 @@ struct Product<'a> {
     dst: &'a mut [f32],
     ldd: usize,
     accumulate: bool,
+    ahead: &'a [&'a [f32]],
 }
 
 impl pulp::WithSimd for Product<'_> {
@@ -175,9 +231,23 @@ impl Product<'_> {
             dst,
             ldd,
             accumulate,
+            ahead,
         } = self;
         let lanes = S::F32_LANES;
         assert!(V * lanes == PANEL);
+        let mut lines = Lines {
+            slices: ahead,
+            at: 0,
+            next: 0,
+        };
+        // One line every `every` k steps of the full tiles: spread over the product.
+        let full_tiles = n.div_ceil(PANEL) * (m / R);
+        let steps = (full_tiles * k).max(1);
+        let every = match lines.count() {
+            0 => usize::MAX,
+            c => (steps / c).max(1),
+        };
+        let mut countdown = every;
         for (p, panel) in packed[..packed_len(k, n)]
             .chunks_exact(k * PANEL)
             .enumerate()
@@ -186,6 +256,17 @@ impl Product<'_> {
             for i0 in (0..m).step_by(R) {
                 let rows = R.min(m - i0);
                 let mut acc = [[s.splat_f32s(0.0); V]; R];
+                if accumulate {
+                    // The tile's rows of `dst`, read at its end, may be anywhere in
+                    // memory (the char-LSTM's gate buffers are megabytes): ask for them
+                    // now, while the tile's k steps run.
+                    for i in 0..rows {
+                        let out = &dst[(i0 + i) * ldd + j0..][..width];
+                        for off in [0, width / 2, width - 1] {
+                            prefetch(out, off);
+                        }
+                    }
+                }
                 if rows == R {
                     // A full tile: constant loop bounds, accumulators in registers.
                     let mut arows: [&[f32]; R] = [&[]; R];
@@ -196,6 +277,11 @@ impl Product<'_> {
                     // (`acc` is indexed by the run-time row count below).
                     let mut t = acc;
                     for (q, brow) in panel.chunks_exact(PANEL).enumerate() {
+                        countdown -= 1;
+                        if countdown == 0 {
+                            countdown = every;
+                            lines.fetch_next();
+                        }
                         let bv: [S::f32s; V] = vectors::<S, V>(brow);
                         for i in 0..R {
                             let x = s.splat_f32s(arows[i][q]);
@@ -235,6 +321,23 @@ impl Product<'_> {
             }
         }
     }
+}
+
+/// Asks for the cache line of `row[ahead]` (a hint only: an address past the end of the
+/// buffer is never read).
+#[inline(always)]
+fn prefetch(row: &[f32], ahead: usize) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        let p = row.as_ptr().wrapping_add(ahead) as *const i8;
+        // SAFETY: prefetching never faults and reads nothing the program sees.
+        unsafe {
+            _mm_prefetch::<_MM_HINT_T0>(p);
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (row, ahead);
 }
 
 /// The `V` vectors of one packed panel row (`PANEL` values).
@@ -319,6 +422,12 @@ mod tests {
                 let init = values(m * ldd, 3);
                 let mut got = init.clone();
                 gemm(m, n, k, &a, lda, &p1, &mut got, ldd, accumulate);
+                // Prefetching other slices meanwhile changes nothing.
+                let mut again = init.clone();
+                let (x, y) = (values(100, 4), values(3, 5));
+                let ahead: [&[f32]; 4] = [&x, &[], &y, &a];
+                gemm_prefetching(m, n, k, &a, lda, &p1, &mut again, ldd, accumulate, &ahead);
+                assert!(got.iter().zip(&again).all(|(g, a)| g.to_bits() == a.to_bits()));
                 for i in 0..m {
                     for j in 0..n {
                         let mut s = 0.0f32;

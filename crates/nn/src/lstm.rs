@@ -315,11 +315,19 @@ impl CharLstm {
             for t in 0..t_len {
                 let (prev_c, cur_c) = lw.c.split_at_mut(t * n * h);
                 let (prev_y, cur_y) = lw.y.split_at_mut(t * n * h);
-                let g = &mut lw.gates[t * n * 4 * h..][..n * 4 * h];
+                let (g, next_g) = lw.gates[t * n * 4 * h..].split_at_mut(n * 4 * h);
                 let c_prev = (t > 0).then(|| &prev_c[(t - 1) * n * h..]);
                 if t > 0 {
-                    // G_t += h_{t−1}·W_hhᵀ.
-                    small_gemm::gemm(
+                    // G_t += h_{t−1}·W_hhᵀ, asking meanwhile for this step's outputs
+                    // and the next step's gate rows.
+                    let next = &next_g[..next_g.len().min(n * 4 * h)];
+                    let ahead = [
+                        &cur_c[..n * h],
+                        &lw.tanh_c[t * n * h..][..n * h],
+                        &cur_y[..n * h],
+                        next,
+                    ];
+                    small_gemm::gemm_prefetching(
                         n,
                         4 * h,
                         h,
@@ -329,6 +337,7 @@ impl CharLstm {
                         g,
                         4 * h,
                         true,
+                        &ahead,
                     );
                 }
                 lstm_cell_forward(
@@ -426,8 +435,31 @@ impl CharLstm {
                     dg,
                 );
                 if t > 0 {
-                    // dh_{t−1} = dG_t·W_hh.
-                    small_gemm::gemm(n, h, 4 * h, dg, 4 * h, &lw.w_bwd, dh_rec, h, false);
+                    // dh_{t−1} = dG_t·W_hh, asking meanwhile for what step t − 1's
+                    // pointwise pass reads and writes.
+                    let (before, _) = dgates.split_at(t * n * 4 * h);
+                    fn rows_of(v: &[f32], step: usize, n: usize, width: usize) -> &[f32] {
+                        &v[step * n * width..][..n * width]
+                    }
+                    let ahead = [
+                        rows_of(&lw.gates, t - 1, n, 4 * h),
+                        rows_of(&lw.tanh_c, t - 1, n, h),
+                        if t > 1 { rows_of(&lw.c, t - 2, n, h) } else { &[] },
+                        if top { &[] } else { rows_of(&w.dy, t - 1, n, h) },
+                        rows_of(before, t - 1, n, 4 * h),
+                    ];
+                    small_gemm::gemm_prefetching(
+                        n,
+                        h,
+                        4 * h,
+                        &dgates[t * n * 4 * h..][..n * 4 * h],
+                        4 * h,
+                        &lw.w_bwd,
+                        dh_rec,
+                        h,
+                        false,
+                        &ahead,
+                    );
                 }
             }
             let dgates = &w.dgates[..rows * 4 * h];
