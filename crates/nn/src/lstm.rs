@@ -295,14 +295,7 @@ impl CharLstm {
             {
                 *b = bi + bh;
             }
-            if l == 0 {
-                // Time-major: row t·n + s is token ids[s, t]'s projection.
-                for (r, dst) in lw.gates[..rows * g4].chunks_exact_mut(g4).enumerate() {
-                    let (t, smp) = (r / n, r % n);
-                    let id = ids[smp * t_len + t] as usize;
-                    dst.copy_from_slice(&w.token_proj[id * g4..][..g4]);
-                }
-            } else {
+            if l > 0 {
                 // Input projections of every step: G = X·W_ihᵀ.
                 sgemm(
                     MatMut::row_major(&mut lw.gates[..rows * g4], rows, g4, g4),
@@ -316,6 +309,16 @@ impl CharLstm {
                 let (prev_c, cur_c) = lw.c.split_at_mut(t * n * h);
                 let (prev_y, cur_y) = lw.y.split_at_mut(t * n * h);
                 let (g, next_g) = lw.gates[t * n * 4 * h..].split_at_mut(n * 4 * h);
+                if l == 0 {
+                    // Layer 0's input projections, time-major: row s of step t is token
+                    // ids[s, t]'s row of P, gathered step by step from the 320 KB table
+                    // (in cache) into rows the step's product and cell pass then find
+                    // in cache too.
+                    for (smp, dst) in g.chunks_exact_mut(g4).enumerate() {
+                        let id = ids[smp * t_len + t] as usize;
+                        dst.copy_from_slice(&w.token_proj[id * g4..][..g4]);
+                    }
+                }
                 let c_prev = (t > 0).then(|| &prev_c[(t - 1) * n * h..]);
                 if t > 0 {
                     // G_t += h_{t−1}·W_hhᵀ, asking meanwhile for this step's outputs
@@ -481,11 +484,15 @@ impl CharLstm {
                 false,
                 threads,
             );
+            // The biases' gradients: the column sums of dG, rows in order (layer 0's in
+            // the same pass as its per-token sums, below).
             let gbi = &mut grad[e[ib].range()];
             gbi.fill(0.0);
-            add_column_sums(dgates, gbi);
-            let (lo, hi) = grad.split_at_mut(e[hb].range().start);
-            hi[..4 * h].copy_from_slice(&lo[e[ib].range()]);
+            if l > 0 {
+                add_column_sums(dgates, gbi);
+                let (lo, hi) = grad.split_at_mut(e[hb].range().start);
+                hi[..4 * h].copy_from_slice(&lo[e[ib].range()]);
+            }
             if l > 0 {
                 // dX = dG·W_ih: the output gradient of the layer below.
                 sgemm(
@@ -507,11 +514,16 @@ impl CharLstm {
         grow(&mut w.token_grad, vocab * g4);
         let sums = &mut w.token_grad[..vocab * g4];
         sums.fill(0.0);
+        let (ib0, hb0) = (layer_entries(0).2, layer_entries(0).3);
+        let (lo, hi) = grad.split_at_mut(e[hb0].range().start);
+        let gbi = &mut lo[e[ib0].range()];
         for (r, dg) in w.dgates[..rows * g4].chunks_exact(g4).enumerate() {
             let (t, smp) = (r / n, r % n);
             let id = ids[smp * t_len + t] as usize;
             add_to(&mut sums[id * g4..][..g4], dg);
+            add_to(gbi, dg);
         }
+        hi[..g4].copy_from_slice(gbi);
         let sums = &w.token_grad[..vocab * g4];
         sgemm(
             MatMut::row_major(&mut grad[e[1].range()], g4, e_dim, e_dim),
