@@ -585,6 +585,12 @@ impl Model for CharLstm {
         Ok((loss_sum / n as f64) as f32)
     }
 
+    /// Every gradient value is written (products that overwrite, bias sums from a
+    /// zeroed start, zeros for an empty batch), so a local step skips zeroing `grad`.
+    fn overwrites_grad(&self) -> bool {
+        true
+    }
+
     fn evaluate(&mut self, params: &ParamTree, batch: &Batch) -> fedpace_core::Result<EvalStats> {
         check_spec(NAME, &self.spec, params)?;
         let ids = self.ids(batch)?;
