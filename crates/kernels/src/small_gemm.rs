@@ -33,6 +33,16 @@ pub fn pack(b: &[f32], k: usize, n: usize, row_stride: usize, col_stride: usize,
         k == 0 || n == 0 || (k - 1) * row_stride + (n - 1) * col_stride < b.len(),
         "small_gemm::pack: B out of bounds"
     );
+    // Compiled for the CPU's widest vectors; full rows and tiles copied with constant
+    // lengths (vector moves, not calls to memcpy per row).
+    crate::simd::simd(
+        #[inline(always)]
+        || pack_panels(b, k, n, row_stride, col_stride, out),
+    )
+}
+
+#[inline(always)]
+fn pack_panels(b: &[f32], k: usize, n: usize, row_stride: usize, col_stride: usize, out: &mut [f32]) {
     for (p, panel) in out[..packed_len(k, n)]
         .chunks_exact_mut(k * PANEL)
         .enumerate()
@@ -40,8 +50,12 @@ pub fn pack(b: &[f32], k: usize, n: usize, row_stride: usize, col_stride: usize,
         let (j0, width) = (p * PANEL, PANEL.min(n - p * PANEL));
         if col_stride == 1 {
             for (i, row) in panel.chunks_exact_mut(PANEL).enumerate() {
-                row[..width].copy_from_slice(&b[i * row_stride + j0..][..width]);
-                row[width..].fill(0.0);
+                if width == PANEL {
+                    row.copy_from_slice(&b[i * row_stride + j0..][..PANEL]);
+                } else {
+                    row[..width].copy_from_slice(&b[i * row_stride + j0..][..width]);
+                    row[width..].fill(0.0);
+                }
             }
         } else if row_stride == 1 {
             // B is the transpose of a row-major matrix (each column of B contiguous):
@@ -53,7 +67,9 @@ pub fn pack(b: &[f32], k: usize, n: usize, row_stride: usize, col_stride: usize,
                 let ni = T.min(k - i0);
                 for c0 in (0..PANEL).step_by(T) {
                     for (c, t) in tile.iter_mut().enumerate() {
-                        if c0 + c < width {
+                        if c0 + c < width && ni == T {
+                            t.copy_from_slice(&b[i0 + (j0 + c0 + c) * col_stride..][..T]);
+                        } else if c0 + c < width {
                             t[..ni].copy_from_slice(&b[i0 + (j0 + c0 + c) * col_stride..][..ni]);
                         } else {
                             t[..ni].fill(0.0);
