@@ -196,7 +196,7 @@ impl Lines<'_> {
     fn fetch_next(&mut self) {
         while let Some(s) = self.slices.get(self.at) {
             if self.next < s.len() + LINE {
-                prefetch::<true>(s, self.next.min(s.len().saturating_sub(1)));
+                prefetch(s, self.next.min(s.len().saturating_sub(1)));
                 self.next += LINE;
                 return;
             }
@@ -279,7 +279,7 @@ impl Product<'_> {
                     for i in 0..rows {
                         let out = &dst[(i0 + i) * ldd + j0..][..width];
                         for off in [0, width / 2, width - 1] {
-                            prefetch::<false>(out, off);
+                            prefetch(out, off);
                         }
                     }
                 }
@@ -340,21 +340,18 @@ impl Product<'_> {
 }
 
 /// Asks for the cache line of `row[ahead]` (a hint only: an address past the end of the
-/// buffer is never read), into L1 (`L2 == false`) or only into L2 (`L2 == true`: lines
-/// for a later pass, which must not push the product's own operands out of L1).
+/// buffer is never read). Into L1: asking for the look-ahead lines only into L2 made
+/// the recurrent products slower in place (6 Dec 2026, docs/benchmarks.md), as they
+/// then pushed `W_hh`'s panels out of L2.
 #[inline(always)]
-fn prefetch<const L2: bool>(row: &[f32], ahead: usize) {
+fn prefetch(row: &[f32], ahead: usize) {
     #[cfg(target_arch = "x86_64")]
     {
-        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0, _MM_HINT_T1};
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
         let p = row.as_ptr().wrapping_add(ahead) as *const i8;
         // SAFETY: prefetching never faults and reads nothing the program sees.
         unsafe {
-            if L2 {
-                _mm_prefetch::<_MM_HINT_T1>(p);
-            } else {
-                _mm_prefetch::<_MM_HINT_T0>(p);
-            }
+            _mm_prefetch::<_MM_HINT_T0>(p);
         }
     }
     #[cfg(not(target_arch = "x86_64"))]
