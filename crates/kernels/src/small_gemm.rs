@@ -340,9 +340,8 @@ impl Product<'_> {
 }
 
 /// Asks for the cache line of `row[ahead]` (a hint only: an address past the end of the
-/// buffer is never read). Into L1: asking for the look-ahead lines only into L2 made
-/// the recurrent products slower in place (6 Dec 2026, docs/benchmarks.md), as they
-/// then pushed `W_hh`'s panels out of L2.
+/// buffer is never read). Into L1: asking for the look-ahead lines only into L2 was
+/// tried and read no faster (docs/benchmarks.md, 6 Dec 2026).
 #[inline(always)]
 fn prefetch(row: &[f32], ahead: usize) {
     #[cfg(target_arch = "x86_64")]
