@@ -555,8 +555,9 @@ mod tests {
                 &mut hh,
             );
             // NaN payloads may differ (which operand a NaN came from); NaN must stay NaN.
-            let same =
-                |got: f32, want: f32| got.to_bits() == want.to_bits() || got.is_nan() && want.is_nan();
+            let same = |got: f32, want: f32| {
+                got.to_bits() == want.to_bits() || got.is_nan() && want.is_nan()
+            };
             for s in 0..n {
                 for j in 0..h {
                     let g = |k: usize| pre[s * 4 * h + k * h + j] + bias[k * h + j];
@@ -569,8 +570,14 @@ mod tests {
                         "gates of ({s}, {j}), h = {h}"
                     );
                     assert!(same(c[s * h + j], cv), "c of ({s}, {j}), h = {h}");
-                    assert!(same(tc[s * h + j], tanh(cv)), "tanh c of ({s}, {j}), h = {h}");
-                    assert!(same(hh[s * h + j], o * tanh(cv)), "h of ({s}, {j}), h = {h}");
+                    assert!(
+                        same(tc[s * h + j], tanh(cv)),
+                        "tanh c of ({s}, {j}), h = {h}"
+                    );
+                    assert!(
+                        same(hh[s * h + j], o * tanh(cv)),
+                        "h of ({s}, {j}), h = {h}"
+                    );
                 }
             }
         }

@@ -42,7 +42,14 @@ pub fn pack(b: &[f32], k: usize, n: usize, row_stride: usize, col_stride: usize,
 }
 
 #[inline(always)]
-fn pack_panels(b: &[f32], k: usize, n: usize, row_stride: usize, col_stride: usize, out: &mut [f32]) {
+fn pack_panels(
+    b: &[f32],
+    k: usize,
+    n: usize,
+    row_stride: usize,
+    col_stride: usize,
+    out: &mut [f32],
+) {
     for (p, panel) in out[..packed_len(k, n)]
         .chunks_exact_mut(k * PANEL)
         .enumerate()
@@ -444,7 +451,10 @@ mod tests {
                 let (x, y) = (values(100, 4), values(3, 5));
                 let ahead: [&[f32]; 4] = [&x, &[], &y, &a];
                 gemm_prefetching(m, n, k, &a, lda, &p1, &mut again, ldd, accumulate, &ahead);
-                assert!(got.iter().zip(&again).all(|(g, a)| g.to_bits() == a.to_bits()));
+                assert!(got
+                    .iter()
+                    .zip(&again)
+                    .all(|(g, a)| g.to_bits() == a.to_bits()));
                 for i in 0..m {
                     for j in 0..n {
                         let mut s = 0.0f32;

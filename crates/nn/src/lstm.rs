@@ -447,8 +447,16 @@ impl CharLstm {
                     let ahead = [
                         rows_of(&lw.gates, t - 1, n, 4 * h),
                         rows_of(&lw.tanh_c, t - 1, n, h),
-                        if t > 1 { rows_of(&lw.c, t - 2, n, h) } else { &[] },
-                        if top { &[] } else { rows_of(&w.dy, t - 1, n, h) },
+                        if t > 1 {
+                            rows_of(&lw.c, t - 2, n, h)
+                        } else {
+                            &[]
+                        },
+                        if top {
+                            &[]
+                        } else {
+                            rows_of(&w.dy, t - 1, n, h)
+                        },
                         rows_of(before, t - 1, n, 4 * h),
                     ];
                     small_gemm::gemm_prefetching(

@@ -320,6 +320,10 @@ fn char_lstm_overwrites_its_gradient() {
         let ln = m.loss_and_grad(&p, &b, &mut nans).unwrap();
         assert_eq!(lz.to_bits(), ln.to_bits());
         let bits = |g: &[f32]| g.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-        assert_eq!(bits(&zeros), bits(&nans), "{layers} layers, {t} steps, {n} samples");
+        assert_eq!(
+            bits(&zeros),
+            bits(&nans),
+            "{layers} layers, {t} steps, {n} samples"
+        );
     }
 }
