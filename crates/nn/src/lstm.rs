@@ -38,6 +38,11 @@
 //!   `dW_ih0 = Sᵀ·emb`, `d emb = S·W_ih0` — products over the `vocab` rows instead of
 //!   all `T·n`, whose `E = 8` columns made them slow passes over the gates.
 //!
+//! - while each recurrent product runs it asks for the cache lines of the next pointwise
+//!   pass's rows ([`fedpace_kernels::small_gemm::gemm_prefetching`]): those rows lie in
+//!   megabyte buffers, one 4 KB page after another, which the hardware prefetchers do
+//!   not follow across pages (the backward cell pass was ≈ 5× slower in place than alone).
+//!
 //! The sequential per-step products always run on the calling thread; the all-steps
 //! products may use up to [`CharLstm::with_threads`] threads of the caller's rayon pool,
 //! splitting their outputs, never a sum, so results do not depend on it.
