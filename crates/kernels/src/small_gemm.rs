@@ -41,6 +41,54 @@ pub fn pack(b: &[f32], k: usize, n: usize, row_stride: usize, col_stride: usize,
     )
 }
 
+/// Packs a row-major `rows × cols` matrix `W` both ways in one pass over it: `wt` as
+/// [`pack`] packs `Wᵀ` (`k = cols`, `n = rows`) and `w_out` as [`pack`] packs `W` itself
+/// (`k = rows`, `n = cols`) — the same values, so the same bits, as the two calls, but
+/// `W` is read once (the char-LSTM packs its `W_hh` right after the update has written
+/// it, when it is out of the nearer caches). When `rows` or `cols` is not a multiple of
+/// [`PANEL`] it is the two calls.
+pub fn pack_both(w: &[f32], rows: usize, cols: usize, wt: &mut [f32], w_out: &mut [f32]) {
+    assert!(
+        w.len() >= rows * cols,
+        "small_gemm::pack_both: W out of bounds"
+    );
+    if rows % PANEL != 0 || cols % PANEL != 0 {
+        pack(w, cols, rows, 1, cols, wt);
+        pack(w, rows, cols, cols, 1, w_out);
+        return;
+    }
+    assert!(wt.len() >= packed_len(cols, rows) && w_out.len() >= packed_len(rows, cols));
+    crate::simd::simd(
+        #[inline(always)]
+        || pack_both_tiles(w, rows, cols, wt, w_out),
+    )
+}
+
+#[inline(always)]
+fn pack_both_tiles(w: &[f32], rows: usize, cols: usize, wt: &mut [f32], w_out: &mut [f32]) {
+    // 16 × 16 tiles of W, read row by row once: each row goes to `w_out` as it is, and
+    // the tile's columns go to `wt` through a local transpose.
+    const T: usize = 16;
+    let mut tile = [[0.0f32; T]; T];
+    for i0 in (0..rows).step_by(T) {
+        for j0 in (0..cols).step_by(T) {
+            let (p, c) = (j0 / PANEL, j0 % PANEL);
+            for (i, t) in tile.iter_mut().enumerate() {
+                t.copy_from_slice(&w[(i0 + i) * cols + j0..][..T]);
+                w_out[(p * rows + i0 + i) * PANEL + c..][..T].copy_from_slice(t);
+            }
+            // `wt`: B = Wᵀ, so B[j, i] = W[i, j] sits in panel i / PANEL, row j.
+            let (q, ci) = (i0 / PANEL, i0 % PANEL);
+            for j in 0..T {
+                let row = &mut wt[(q * cols + j0 + j) * PANEL + ci..][..T];
+                for (i, v) in row.iter_mut().enumerate() {
+                    *v = tile[i][j];
+                }
+            }
+        }
+    }
+}
+
 #[inline(always)]
 fn pack_panels(
     b: &[f32],
@@ -407,6 +455,29 @@ mod tests {
                 ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
             })
             .collect()
+    }
+
+    /// One pass packing `W` and `Wᵀ` gives what the two [`pack`] calls give, for
+    /// panel-multiple shapes (the tiled path) and ragged ones (the two calls).
+    #[test]
+    fn pack_both_is_the_two_packs() {
+        for (rows, cols) in [(1024, 256), (64, 32), (32, 96), (12, 40), (5, 3)] {
+            let w = values(rows * cols, 7);
+            let (mut t1, mut b1) = (
+                vec![1.0; packed_len(cols, rows)],
+                vec![1.0; packed_len(rows, cols)],
+            );
+            pack(&w, cols, rows, 1, cols, &mut t1);
+            pack(&w, rows, cols, cols, 1, &mut b1);
+            let (mut t2, mut b2) = (
+                vec![f32::NAN; packed_len(cols, rows)],
+                vec![f32::NAN; packed_len(rows, cols)],
+            );
+            pack_both(&w, rows, cols, &mut t2, &mut b2);
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&t1), bits(&t2), "Wᵀ {rows}×{cols}");
+            assert_eq!(bits(&b1), bits(&b2), "W {rows}×{cols}");
+        }
     }
 
     /// Every output is the in-order sum over `k` of fused multiply-adds, so a scalar loop

@@ -290,8 +290,8 @@ impl CharLstm {
             grow(&mut lw.w_bwd, small_gemm::packed_len(4 * h, h));
             grow(&mut lw.bias, 4 * h);
             let w_hh = &p[e[hw].range()];
-            small_gemm::pack(w_hh, h, 4 * h, 1, h, &mut lw.w_fwd);
-            small_gemm::pack(w_hh, 4 * h, h, h, 1, &mut lw.w_bwd);
+            // Both packs in one pass over W_hh (cold: the update just wrote it).
+            small_gemm::pack_both(w_hh, 4 * h, h, &mut lw.w_fwd, &mut lw.w_bwd);
             for ((b, &bi), &bh) in lw
                 .bias
                 .iter_mut()
