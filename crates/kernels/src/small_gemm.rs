@@ -52,7 +52,7 @@ pub fn pack_both(w: &[f32], rows: usize, cols: usize, wt: &mut [f32], w_out: &mu
         w.len() >= rows * cols,
         "small_gemm::pack_both: W out of bounds"
     );
-    if rows % PANEL != 0 || cols % PANEL != 0 {
+    if !rows.is_multiple_of(PANEL) || !cols.is_multiple_of(PANEL) {
         pack(w, cols, rows, 1, cols, wt);
         pack(w, rows, cols, cols, 1, w_out);
         return;
