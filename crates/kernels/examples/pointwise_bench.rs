@@ -1,5 +1,5 @@
-//! Diagnostic: thread-CPU time per value of the LSTM cell's pointwise kernels and the
-//! transpose, at the LEAF char-LSTM's sizes (10 rows × hidden 256).
+//! Diagnostic: thread-CPU time per value of the LSTM cell's pointwise kernels, the
+//! transpose and `small_gemm::pack`, at the LEAF char-LSTM's sizes (10 rows × hidden 256).
 //!
 //! ```text
 //! cargo run --release -p fedpace-kernels --example pointwise_bench
@@ -75,4 +75,20 @@ fn main() {
     time("transpose 1024×256", 4 * h * h, 200, || {
         transpose(&w, 4 * h, h, &mut wt)
     });
+    // The char-LSTM packs W_hh both ways a layer and call (small_gemm), now in one pass.
+    use fedpace_kernels::small_gemm::{pack, packed_len};
+    let mut packed = vec![0.0; packed_len(h, 4 * h)];
+    time("small_gemm::pack W_hhᵀ (forward)", 4 * h * h, 200, || {
+        pack(&w, h, 4 * h, 1, h, &mut packed)
+    });
+    time("small_gemm::pack W_hh (backward)", 4 * h * h, 200, || {
+        pack(&w, 4 * h, h, h, 1, &mut packed)
+    });
+    let mut packed2 = vec![0.0; packed_len(4 * h, h)];
+    time(
+        "small_gemm::pack_both W_hhᵀ and W_hh",
+        4 * h * h,
+        200,
+        || fedpace_kernels::small_gemm::pack_both(&w, 4 * h, h, &mut packed, &mut packed2),
+    );
 }

@@ -91,108 +91,172 @@ pub fn lstm_cell_forward(
     assert!(bias.len() == 4 * h && gates.len() == 4 * h * n);
     assert!(c.len() == n * h && tanh_c.len() == n * h && h_out.len() == n * h);
     assert!(c_prev.is_none_or(|p| p.len() == n * h));
-    simd(
-        #[inline(always)]
-        || {
-            let (bi, rest) = bias.split_at(h);
-            let (bf, rest) = rest.split_at(h);
-            let (bg, bo) = rest.split_at(h);
-            for s in 0..n {
-                let g_row = &mut gates[s * 4 * h..][..4 * h];
-                let (gi, rest) = g_row.split_at_mut(h);
-                let (gf, rest) = rest.split_at_mut(h);
-                let (gg, go) = rest.split_at_mut(h);
-                let c_row = &mut c[s * h..][..h];
-                let t_row = &mut tanh_c[s * h..][..h];
-                let h_row = &mut h_out[s * h..][..h];
-                let cp_row = c_prev.map(|cp| &cp[s * h..][..h]);
-                // Lanes of one chunk are computed into local arrays (which alias
-                // nothing, so the loop vectorises without run-time alias checks) and
-                // copied out.
-                // A macro, not a closure: a closure that is not inlined would be compiled
-                // without the vector instruction set `simd` enables.
-                macro_rules! chunk {
-                    ($j0:expr, $len:expr) => {{
-                        let (j0, len): (usize, usize) = ($j0, $len);
-                        let r = j0..j0 + len;
-                        let mut out = [[0.0f32; LANES]; 7];
-                        cell_forward_chunk(
-                            [
-                                &gi[r.clone()],
-                                &gf[r.clone()],
-                                &gg[r.clone()],
-                                &go[r.clone()],
-                            ],
-                            [
-                                &bi[r.clone()],
-                                &bf[r.clone()],
-                                &bg[r.clone()],
-                                &bo[r.clone()],
-                            ],
-                            cp_row.map(|cp| &cp[r.clone()]),
-                            &mut out,
-                        );
-                        let [oi, of, og, oo, oc, ot, oh] = &out;
-                        gi[r.clone()].copy_from_slice(&oi[..len]);
-                        gf[r.clone()].copy_from_slice(&of[..len]);
-                        gg[r.clone()].copy_from_slice(&og[..len]);
-                        go[r.clone()].copy_from_slice(&oo[..len]);
-                        c_row[r.clone()].copy_from_slice(&oc[..len]);
-                        t_row[r.clone()].copy_from_slice(&ot[..len]);
-                        h_row[r].copy_from_slice(&oh[..len]);
-                    }};
-                }
-                for j0 in (0..h).step_by(LANES) {
-                    // A full chunk with the length as a constant: the copies in and out
-                    // become vector moves (with a run-time length, calls to memmove).
-                    if h - j0 >= LANES {
-                        chunk!(j0, LANES);
-                    } else {
-                        chunk!(j0, h - j0);
-                    }
-                }
-            }
-        },
-    )
+    pulp::Arch::new().dispatch(CellForward {
+        h,
+        bias,
+        gates,
+        c_prev,
+        c,
+        tanh_c,
+        h_out,
+    })
 }
 
-/// Values per chunk of the pointwise LSTM kernels: one AVX-512 register.
-const LANES: usize = 16;
+/// [`lstm_cell_forward`] on explicit vectors: each value goes through the same IEEE
+/// operations, in the same order, as [`sigmoid`], [`tanh`] and the scalar cell formulas
+/// (tested bit for bit below), with every intermediate in registers.
+struct CellForward<'a> {
+    h: usize,
+    bias: &'a [f32],
+    gates: &'a mut [f32],
+    c_prev: Option<&'a [f32]>,
+    c: &'a mut [f32],
+    tanh_c: &'a mut [f32],
+    h_out: &'a mut [f32],
+}
 
-/// One chunk (≤ [`LANES`] values) of [`lstm_cell_forward`]: writes `i, f, g, o, c,
-/// tanh c, h` into `out`. The inputs are copied into full-width local arrays (zeros
-/// past the chunk) so that the arithmetic is one loop of constant length [`LANES`],
-/// which the compiler turns into straight vector code without a scalar remainder.
-#[inline(always)]
-fn cell_forward_chunk(
-    pre: [&[f32]; 4],
-    bias: [&[f32]; 4],
-    c_prev: Option<&[f32]>,
-    out: &mut [[f32; LANES]; 7],
-) {
-    let len = pre[0].len();
-    let mut x = [[0.0f32; LANES]; 4];
-    for (x, (p, b)) in x.iter_mut().zip(pre.iter().zip(&bias)) {
-        for ((x, p), b) in x[..len].iter_mut().zip(&p[..len]).zip(&b[..len]) {
-            *x = p + b;
+impl pulp::WithSimd for CellForward<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, s: S) {
+        let Self {
+            h,
+            bias,
+            gates,
+            c_prev,
+            c,
+            tanh_c,
+            h_out,
+        } = self;
+        let lanes = S::F32_LANES;
+        let n = c.len() / h.max(1);
+        let zero = s.splat_f32s(0.0);
+        for r in 0..n {
+            let g_row = &mut gates[r * 4 * h..][..4 * h];
+            let c_row = &mut c[r * h..][..h];
+            let t_row = &mut tanh_c[r * h..][..h];
+            let h_row = &mut h_out[r * h..][..h];
+            let cp_row = c_prev.map(|cp| &cp[r * h..][..h]);
+            let mut j0 = 0;
+            while j0 < h {
+                let len = lanes.min(h - j0);
+                // A macro, not a closure: a closure that is not inlined would be compiled
+                // without the vector instruction set of the dispatch.
+                macro_rules! pre {
+                    ($q:expr) => {
+                        s.add_f32s(
+                            vload(s, &g_row[$q * h + j0..], len),
+                            vload(s, &bias[$q * h + j0..], len),
+                        )
+                    };
+                }
+                let (xi, xf, xg, xo) = (pre!(0), pre!(1), pre!(2), pre!(3));
+                let cp = match cp_row {
+                    Some(cp) => vload(s, &cp[j0..], len),
+                    None => zero,
+                };
+                let i = sigmoid_v(s, xi);
+                let f = sigmoid_v(s, xf);
+                let g = tanh_v(s, xg);
+                let o = sigmoid_v(s, xo);
+                let cv = s.mul_add_f32s(f, cp, s.mul_f32s(i, g));
+                let tc = tanh_v(s, cv);
+                for (q, v) in [i, f, g, o].into_iter().enumerate() {
+                    vstore(s, &mut g_row[q * h + j0..], len, v);
+                }
+                vstore(s, &mut c_row[j0..], len, cv);
+                vstore(s, &mut t_row[j0..], len, tc);
+                vstore(s, &mut h_row[j0..], len, s.mul_f32s(o, tc));
+                j0 += len;
+            }
         }
     }
-    // A missing previous state is zeros: σ(f)·0 + σ(i)·tanh(g) is σ(i)·tanh(g).
-    let mut cp = [0.0f32; LANES];
-    if let Some(p) = c_prev {
-        cp[..len].copy_from_slice(&p[..len]);
+}
+
+/// The first `len` (≤ one vector) values of `src`, zeros past them.
+#[inline(always)]
+fn vload<S: pulp::Simd>(s: S, src: &[f32], len: usize) -> S::f32s {
+    if len == S::F32_LANES {
+        S::as_simd_f32s(&src[..len]).0[0]
+    } else {
+        s.partial_load_f32s(&src[..len])
     }
-    let [oi, of, og, oo, oc, ot, oh] = out;
-    for j in 0..LANES {
-        let i = sigmoid(x[0][j]);
-        let f = sigmoid(x[1][j]);
-        let g = tanh(x[2][j]);
-        let o = sigmoid(x[3][j]);
-        let cv = f.mul_add(cp[j], i * g);
-        let tc = tanh(cv);
-        (oi[j], of[j], og[j], oo[j]) = (i, f, g, o);
-        (oc[j], ot[j], oh[j]) = (cv, tc, o * tc);
+}
+
+/// Writes the first `len` lanes of `x` to the start of `dst`.
+#[inline(always)]
+fn vstore<S: pulp::Simd>(s: S, dst: &mut [f32], len: usize, x: S::f32s) {
+    if len == S::F32_LANES {
+        S::as_mut_simd_f32s(&mut dst[..len]).0[0] = x;
+    } else {
+        s.partial_store_f32s(&mut dst[..len], x);
     }
+}
+
+/// [`exp`] on a vector: the same operations lane by lane.
+#[inline(always)]
+fn exp_v<S: pulp::Simd>(s: S, x: S::f32s) -> S::f32s {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    const MAGIC: f32 = 12_582_912.0;
+    macro_rules! sp {
+        ($v:expr) => {
+            s.splat_f32s($v)
+        };
+    }
+    // `clamp`: NaN stays NaN (both comparisons false).
+    let x = s.select_f32s(s.less_than_f32s(x, sp!(-87.0)), sp!(-87.0), x);
+    let x = s.select_f32s(s.greater_than_f32s(x, sp!(88.0)), sp!(88.0), x);
+    let t = s.mul_add_f32s(x, sp!(LOG2E), sp!(MAGIC));
+    let n = s.sub_f32s(t, sp!(MAGIC));
+    let k = s.sub_u32s(s.transmute_u32s_f32s(t), s.splat_u32s(MAGIC.to_bits()));
+    let r = s.mul_add_f32s(n, sp!(-LN2_HI), x);
+    let r = s.mul_add_f32s(n, sp!(-LN2_LO), r);
+    let mut p = sp!(1.987_569_1e-4);
+    p = s.mul_add_f32s(p, r, sp!(1.398_199_9e-3));
+    p = s.mul_add_f32s(p, r, sp!(8.333_452e-3));
+    p = s.mul_add_f32s(p, r, sp!(4.166_579_6e-2));
+    p = s.mul_add_f32s(p, r, sp!(1.666_666_5e-1));
+    p = s.mul_add_f32s(p, r, sp!(0.5));
+    let er = s.add_f32s(s.mul_add_f32s(p, s.mul_f32s(r, r), r), sp!(1.0));
+    let scale = s.wrapping_dyn_shl_u32s(s.add_u32s(k, s.splat_u32s(127)), s.splat_u32s(23));
+    s.mul_f32s(er, s.transmute_f32s_u32s(scale))
+}
+
+/// [`sigmoid`] on a vector.
+#[inline(always)]
+fn sigmoid_v<S: pulp::Simd>(s: S, x: S::f32s) -> S::f32s {
+    let one = s.splat_f32s(1.0);
+    s.div_f32s(one, s.add_f32s(one, exp_v(s, s.neg_f32s(x))))
+}
+
+/// [`tanh`] on a vector.
+#[inline(always)]
+fn tanh_v<S: pulp::Simd>(s: S, x: S::f32s) -> S::f32s {
+    macro_rules! sp {
+        ($v:expr) => {
+            s.splat_f32s($v)
+        };
+    }
+    let a = s.abs_f32s(x);
+    let z = s.mul_f32s(x, x);
+    let mut p = sp!(-5.704_988_7e-3);
+    p = s.mul_add_f32s(p, z, sp!(2.063_909e-2));
+    p = s.mul_add_f32s(p, z, sp!(-5.373_971_6e-2));
+    p = s.mul_add_f32s(p, z, sp!(1.333_144_2e-1));
+    p = s.mul_add_f32s(p, z, sp!(-3.333_328e-1));
+    let small = s.mul_add_f32s(s.mul_f32s(p, z), x, x);
+    let e = exp_v(s, s.mul_f32s(sp!(-2.0), a));
+    let q = s.div_f32s(s.sub_f32s(sp!(1.0), e), s.add_f32s(sp!(1.0), e));
+    // copysign(q, x): q's magnitude, x's sign bit.
+    let sign = s.splat_u32s(0x8000_0000);
+    let large = s.transmute_f32s_u32s(s.or_u32s(
+        s.and_u32s(s.transmute_u32s_f32s(q), s.not_u32s(sign)),
+        s.and_u32s(s.transmute_u32s_f32s(x), sign),
+    ));
+    s.select_f32s(s.less_than_f32s(a, sp!(0.625)), small, large)
 }
 
 /// The pointwise backward of one LSTM time step (see [`lstm_cell_forward`]), `n` rows:
@@ -456,35 +520,65 @@ mod tests {
         assert_eq!(sigmoid(-100.0).max(0.0), sigmoid(-100.0));
     }
 
-    /// The vectorised kernels compute every value exactly as the scalar functions do.
+    /// The vectorised kernels compute every value exactly as the scalar functions do:
+    /// full vectors and a ragged tail, with and without a previous state, over inputs
+    /// that reach both sides of `tanh`'s branch, `exp`'s clamp, zeros and NaN.
     #[test]
     fn lstm_cell_forward_matches_the_scalar_formula_bit_for_bit() {
-        let (n, h) = (3, 37);
-        let vals = |len: usize, k: f32| -> Vec<f32> {
-            (0..len).map(|i| ((i as f32) * k).sin() * 3.0).collect()
+        let vals = |len: usize, k: f32, scale: f32| -> Vec<f32> {
+            (0..len)
+                .map(|i| match i % 97 {
+                    0 => f32::NAN,
+                    1 => 0.0,
+                    2 => -0.0,
+                    3 => 0.625,
+                    4 => -0.625,
+                    5 => 200.0,
+                    6 => -200.0,
+                    _ => ((i as f32) * k).sin() * scale,
+                })
+                .collect()
         };
-        let bias = vals(4 * h, 0.37);
-        let pre = vals(4 * n * h, 0.11);
-        let c_prev = vals(n * h, 0.23);
-        let mut gates = pre.clone();
-        let (mut c, mut tc, mut hh) = (vec![0.0; n * h], vec![0.0; n * h], vec![0.0; n * h]);
-        lstm_cell_forward(
-            h,
-            &bias,
-            &mut gates,
-            Some(&c_prev),
-            &mut c,
-            &mut tc,
-            &mut hh,
-        );
-        for s in 0..n {
-            for j in 0..h {
-                let g = |k: usize| pre[s * 4 * h + k * h + j] + bias[k * h + j];
-                let (i, f, gg, o) = (sigmoid(g(0)), sigmoid(g(1)), tanh(g(2)), sigmoid(g(3)));
-                let cv = f.mul_add(c_prev[s * h + j], i * gg);
-                assert_eq!(c[s * h + j].to_bits(), cv.to_bits());
-                assert_eq!(hh[s * h + j].to_bits(), (o * tanh(cv)).to_bits());
-                assert_eq!(gates[s * 4 * h + 2 * h + j].to_bits(), gg.to_bits());
+        for (n, h, with_prev) in [(3, 37, true), (3, 37, false), (10, 256, true), (2, 5, true)] {
+            let bias = vals(4 * h, 0.37, 1.0);
+            let pre = vals(4 * n * h, 0.11, 40.0);
+            let c_prev = vals(n * h, 0.23, 3.0);
+            let mut gates = pre.clone();
+            let (mut c, mut tc, mut hh) = (vec![0.0; n * h], vec![0.0; n * h], vec![0.0; n * h]);
+            lstm_cell_forward(
+                h,
+                &bias,
+                &mut gates,
+                with_prev.then_some(&c_prev[..]),
+                &mut c,
+                &mut tc,
+                &mut hh,
+            );
+            // NaN payloads may differ (which operand a NaN came from); NaN must stay NaN.
+            let same = |got: f32, want: f32| {
+                got.to_bits() == want.to_bits() || got.is_nan() && want.is_nan()
+            };
+            for s in 0..n {
+                for j in 0..h {
+                    let g = |k: usize| pre[s * 4 * h + k * h + j] + bias[k * h + j];
+                    let (i, f, gg, o) = (sigmoid(g(0)), sigmoid(g(1)), tanh(g(2)), sigmoid(g(3)));
+                    let cp = if with_prev { c_prev[s * h + j] } else { 0.0 };
+                    let cv = f.mul_add(cp, i * gg);
+                    let at = |k: usize| gates[s * 4 * h + k * h + j];
+                    assert!(
+                        same(at(0), i) && same(at(1), f) && same(at(2), gg) && same(at(3), o),
+                        "gates of ({s}, {j}), h = {h}"
+                    );
+                    assert!(same(c[s * h + j], cv), "c of ({s}, {j}), h = {h}");
+                    assert!(
+                        same(tc[s * h + j], tanh(cv)),
+                        "tanh c of ({s}, {j}), h = {h}"
+                    );
+                    assert!(
+                        same(hh[s * h + j], o * tanh(cv)),
+                        "h of ({s}, {j}), h = {h}"
+                    );
+                }
             }
         }
     }

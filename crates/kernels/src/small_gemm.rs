@@ -33,6 +33,71 @@ pub fn pack(b: &[f32], k: usize, n: usize, row_stride: usize, col_stride: usize,
         k == 0 || n == 0 || (k - 1) * row_stride + (n - 1) * col_stride < b.len(),
         "small_gemm::pack: B out of bounds"
     );
+    // Compiled for the CPU's widest vectors; full rows and tiles copied with constant
+    // lengths (vector moves, not calls to memcpy per row).
+    crate::simd::simd(
+        #[inline(always)]
+        || pack_panels(b, k, n, row_stride, col_stride, out),
+    )
+}
+
+/// Packs a row-major `rows × cols` matrix `W` both ways in one pass over it: `wt` as
+/// [`pack`] packs `Wᵀ` (`k = cols`, `n = rows`) and `w_out` as [`pack`] packs `W` itself
+/// (`k = rows`, `n = cols`) — the same values, so the same bits, as the two calls, but
+/// `W` is read once (the char-LSTM packs its `W_hh` right after the update has written
+/// it, when it is out of the nearer caches). When `rows` or `cols` is not a multiple of
+/// [`PANEL`] it is the two calls.
+pub fn pack_both(w: &[f32], rows: usize, cols: usize, wt: &mut [f32], w_out: &mut [f32]) {
+    assert!(
+        w.len() >= rows * cols,
+        "small_gemm::pack_both: W out of bounds"
+    );
+    if !rows.is_multiple_of(PANEL) || !cols.is_multiple_of(PANEL) {
+        pack(w, cols, rows, 1, cols, wt);
+        pack(w, rows, cols, cols, 1, w_out);
+        return;
+    }
+    assert!(wt.len() >= packed_len(cols, rows) && w_out.len() >= packed_len(rows, cols));
+    crate::simd::simd(
+        #[inline(always)]
+        || pack_both_tiles(w, rows, cols, wt, w_out),
+    )
+}
+
+#[inline(always)]
+fn pack_both_tiles(w: &[f32], rows: usize, cols: usize, wt: &mut [f32], w_out: &mut [f32]) {
+    // 16 × 16 tiles of W, read row by row once: each row goes to `w_out` as it is, and
+    // the tile's columns go to `wt` through a local transpose.
+    const T: usize = 16;
+    let mut tile = [[0.0f32; T]; T];
+    for i0 in (0..rows).step_by(T) {
+        for j0 in (0..cols).step_by(T) {
+            let (p, c) = (j0 / PANEL, j0 % PANEL);
+            for (i, t) in tile.iter_mut().enumerate() {
+                t.copy_from_slice(&w[(i0 + i) * cols + j0..][..T]);
+                w_out[(p * rows + i0 + i) * PANEL + c..][..T].copy_from_slice(t);
+            }
+            // `wt`: B = Wᵀ, so B[j, i] = W[i, j] sits in panel i / PANEL, row j.
+            let (q, ci) = (i0 / PANEL, i0 % PANEL);
+            for j in 0..T {
+                let row = &mut wt[(q * cols + j0 + j) * PANEL + ci..][..T];
+                for (i, v) in row.iter_mut().enumerate() {
+                    *v = tile[i][j];
+                }
+            }
+        }
+    }
+}
+
+#[inline(always)]
+fn pack_panels(
+    b: &[f32],
+    k: usize,
+    n: usize,
+    row_stride: usize,
+    col_stride: usize,
+    out: &mut [f32],
+) {
     for (p, panel) in out[..packed_len(k, n)]
         .chunks_exact_mut(k * PANEL)
         .enumerate()
@@ -40,8 +105,12 @@ pub fn pack(b: &[f32], k: usize, n: usize, row_stride: usize, col_stride: usize,
         let (j0, width) = (p * PANEL, PANEL.min(n - p * PANEL));
         if col_stride == 1 {
             for (i, row) in panel.chunks_exact_mut(PANEL).enumerate() {
-                row[..width].copy_from_slice(&b[i * row_stride + j0..][..width]);
-                row[width..].fill(0.0);
+                if width == PANEL {
+                    row.copy_from_slice(&b[i * row_stride + j0..][..PANEL]);
+                } else {
+                    row[..width].copy_from_slice(&b[i * row_stride + j0..][..width]);
+                    row[width..].fill(0.0);
+                }
             }
         } else if row_stride == 1 {
             // B is the transpose of a row-major matrix (each column of B contiguous):
@@ -53,7 +122,9 @@ pub fn pack(b: &[f32], k: usize, n: usize, row_stride: usize, col_stride: usize,
                 let ni = T.min(k - i0);
                 for c0 in (0..PANEL).step_by(T) {
                     for (c, t) in tile.iter_mut().enumerate() {
-                        if c0 + c < width {
+                        if c0 + c < width && ni == T {
+                            t.copy_from_slice(&b[i0 + (j0 + c0 + c) * col_stride..][..T]);
+                        } else if c0 + c < width {
                             t[..ni].copy_from_slice(&b[i0 + (j0 + c0 + c) * col_stride..][..ni]);
                         } else {
                             t[..ni].fill(0.0);
@@ -110,6 +181,28 @@ pub fn gemm(
     ldd: usize,
     accumulate: bool,
 ) {
+    gemm_prefetching(m, n, k, a, lda, packed, dst, ldd, accumulate, &[])
+}
+
+/// [`gemm`], which also asks for the cache lines of the slices in `ahead` while it runs
+/// (a hint only; the result is the same bits as [`gemm`]'s): one line every few `k` steps
+/// of its full register tiles, in order, so that a caller's next pass over those slices
+/// finds them in cache. The char-LSTM names the buffers of the next time step's pointwise
+/// pass — tens of kilobytes in 4 KB pages scattered over megabytes, which the hardware
+/// prefetchers (which stop at page boundaries) leave to be missed one page at a time.
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_prefetching(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: &[f32],
+    lda: usize,
+    packed: &[f32],
+    dst: &mut [f32],
+    ldd: usize,
+    accumulate: bool,
+    ahead: &[&[f32]],
+) {
     if m == 0 || n == 0 {
         return;
     }
@@ -132,7 +225,40 @@ pub fn gemm(
         dst,
         ldd,
         accumulate,
+        ahead,
     })
+}
+
+/// Cache lines of a list of slices, handed out one at a time.
+struct Lines<'a> {
+    slices: &'a [&'a [f32]],
+    /// The current slice and the next value of it to ask for.
+    at: usize,
+    next: usize,
+}
+
+/// `f32` values per 64-byte cache line.
+const LINE: usize = 16;
+
+impl Lines<'_> {
+    /// Lines left (from a slice's start, one per [`LINE`] values, plus its last value's).
+    fn count(&self) -> usize {
+        self.slices.iter().map(|s| s.len().div_ceil(LINE) + 1).sum()
+    }
+
+    /// Prefetches the next line, if any.
+    #[inline(always)]
+    fn fetch_next(&mut self) {
+        while let Some(s) = self.slices.get(self.at) {
+            if self.next < s.len() + LINE {
+                prefetch(s, self.next.min(s.len().saturating_sub(1)));
+                self.next += LINE;
+                return;
+            }
+            self.at += 1;
+            self.next = 0;
+        }
+    }
 }
 
 struct Product<'a> {
@@ -145,6 +271,7 @@ struct Product<'a> {
     dst: &'a mut [f32],
     ldd: usize,
     accumulate: bool,
+    ahead: &'a [&'a [f32]],
 }
 
 impl pulp::WithSimd for Product<'_> {
@@ -175,9 +302,23 @@ impl Product<'_> {
             dst,
             ldd,
             accumulate,
+            ahead,
         } = self;
         let lanes = S::F32_LANES;
         assert!(V * lanes == PANEL);
+        let mut lines = Lines {
+            slices: ahead,
+            at: 0,
+            next: 0,
+        };
+        // One line every `every` k steps of the full tiles: spread over the product.
+        let full_tiles = n.div_ceil(PANEL) * (m / R);
+        let steps = (full_tiles * k).max(1);
+        let every = match lines.count() {
+            0 => usize::MAX,
+            c => (steps / c).max(1),
+        };
+        let mut countdown = every;
         for (p, panel) in packed[..packed_len(k, n)]
             .chunks_exact(k * PANEL)
             .enumerate()
@@ -186,6 +327,17 @@ impl Product<'_> {
             for i0 in (0..m).step_by(R) {
                 let rows = R.min(m - i0);
                 let mut acc = [[s.splat_f32s(0.0); V]; R];
+                if accumulate {
+                    // The tile's rows of `dst`, read at its end, may be anywhere in
+                    // memory (the char-LSTM's gate buffers are megabytes): ask for them
+                    // now, while the tile's k steps run.
+                    for i in 0..rows {
+                        let out = &dst[(i0 + i) * ldd + j0..][..width];
+                        for off in [0, width / 2, width - 1] {
+                            prefetch(out, off);
+                        }
+                    }
+                }
                 if rows == R {
                     // A full tile: constant loop bounds, accumulators in registers.
                     let mut arows: [&[f32]; R] = [&[]; R];
@@ -196,6 +348,11 @@ impl Product<'_> {
                     // (`acc` is indexed by the run-time row count below).
                     let mut t = acc;
                     for (q, brow) in panel.chunks_exact(PANEL).enumerate() {
+                        countdown -= 1;
+                        if countdown == 0 {
+                            countdown = every;
+                            lines.fetch_next();
+                        }
                         let bv: [S::f32s; V] = vectors::<S, V>(brow);
                         for i in 0..R {
                             let x = s.splat_f32s(arows[i][q]);
@@ -235,6 +392,24 @@ impl Product<'_> {
             }
         }
     }
+}
+
+/// Asks for the cache line of `row[ahead]` (a hint only: an address past the end of the
+/// buffer is never read). Into L1: asking for the look-ahead lines only into L2 was
+/// tried and read no faster (docs/benchmarks.md, 6 Dec 2026).
+#[inline(always)]
+fn prefetch(row: &[f32], ahead: usize) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        let p = row.as_ptr().wrapping_add(ahead) as *const i8;
+        // SAFETY: prefetching never faults and reads nothing the program sees.
+        unsafe {
+            _mm_prefetch::<_MM_HINT_T0>(p);
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (row, ahead);
 }
 
 /// The `V` vectors of one packed panel row (`PANEL` values).
@@ -282,6 +457,29 @@ mod tests {
             .collect()
     }
 
+    /// One pass packing `W` and `Wᵀ` gives what the two [`pack`] calls give, for
+    /// panel-multiple shapes (the tiled path) and ragged ones (the two calls).
+    #[test]
+    fn pack_both_is_the_two_packs() {
+        for (rows, cols) in [(1024, 256), (64, 32), (32, 96), (12, 40), (5, 3)] {
+            let w = values(rows * cols, 7);
+            let (mut t1, mut b1) = (
+                vec![1.0; packed_len(cols, rows)],
+                vec![1.0; packed_len(rows, cols)],
+            );
+            pack(&w, cols, rows, 1, cols, &mut t1);
+            pack(&w, rows, cols, cols, 1, &mut b1);
+            let (mut t2, mut b2) = (
+                vec![f32::NAN; packed_len(cols, rows)],
+                vec![f32::NAN; packed_len(rows, cols)],
+            );
+            pack_both(&w, rows, cols, &mut t2, &mut b2);
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&t1), bits(&t2), "Wᵀ {rows}×{cols}");
+            assert_eq!(bits(&b1), bits(&b2), "W {rows}×{cols}");
+        }
+    }
+
     /// Every output is the in-order sum over `k` of fused multiply-adds, so a scalar loop
     /// with `mul_add` gives the same bits — for row counts around the tile size, ragged
     /// panels and padded leading dimensions, accumulating or not, `B` packed from itself
@@ -319,6 +517,15 @@ mod tests {
                 let init = values(m * ldd, 3);
                 let mut got = init.clone();
                 gemm(m, n, k, &a, lda, &p1, &mut got, ldd, accumulate);
+                // Prefetching other slices meanwhile changes nothing.
+                let mut again = init.clone();
+                let (x, y) = (values(100, 4), values(3, 5));
+                let ahead: [&[f32]; 4] = [&x, &[], &y, &a];
+                gemm_prefetching(m, n, k, &a, lda, &p1, &mut again, ldd, accumulate, &ahead);
+                assert!(got
+                    .iter()
+                    .zip(&again)
+                    .all(|(g, a)| g.to_bits() == a.to_bits()));
                 for i in 0..m {
                     for j in 0..n {
                         let mut s = 0.0f32;

@@ -38,6 +38,11 @@
 //!   `dW_ih0 = Sᵀ·emb`, `d emb = S·W_ih0` — products over the `vocab` rows instead of
 //!   all `T·n`, whose `E = 8` columns made them slow passes over the gates.
 //!
+//! - while each recurrent product runs it asks for the cache lines of the next pointwise
+//!   pass's rows ([`fedpace_kernels::small_gemm::gemm_prefetching`]): those rows lie in
+//!   megabyte buffers, one 4 KB page after another, which the hardware prefetchers do
+//!   not follow across pages (the backward cell pass was ≈ 5× slower in place than alone).
+//!
 //! The sequential per-step products always run on the calling thread; the all-steps
 //! products may use up to [`CharLstm::with_threads`] threads of the caller's rayon pool,
 //! splitting their outputs, never a sum, so results do not depend on it.
@@ -285,8 +290,8 @@ impl CharLstm {
             grow(&mut lw.w_bwd, small_gemm::packed_len(4 * h, h));
             grow(&mut lw.bias, 4 * h);
             let w_hh = &p[e[hw].range()];
-            small_gemm::pack(w_hh, h, 4 * h, 1, h, &mut lw.w_fwd);
-            small_gemm::pack(w_hh, 4 * h, h, h, 1, &mut lw.w_bwd);
+            // Both packs in one pass over W_hh (cold: the update just wrote it).
+            small_gemm::pack_both(w_hh, 4 * h, h, &mut lw.w_fwd, &mut lw.w_bwd);
             for ((b, &bi), &bh) in lw
                 .bias
                 .iter_mut()
@@ -295,14 +300,7 @@ impl CharLstm {
             {
                 *b = bi + bh;
             }
-            if l == 0 {
-                // Time-major: row t·n + s is token ids[s, t]'s projection.
-                for (r, dst) in lw.gates[..rows * g4].chunks_exact_mut(g4).enumerate() {
-                    let (t, smp) = (r / n, r % n);
-                    let id = ids[smp * t_len + t] as usize;
-                    dst.copy_from_slice(&w.token_proj[id * g4..][..g4]);
-                }
-            } else {
+            if l > 0 {
                 // Input projections of every step: G = X·W_ihᵀ.
                 sgemm(
                     MatMut::row_major(&mut lw.gates[..rows * g4], rows, g4, g4),
@@ -315,11 +313,29 @@ impl CharLstm {
             for t in 0..t_len {
                 let (prev_c, cur_c) = lw.c.split_at_mut(t * n * h);
                 let (prev_y, cur_y) = lw.y.split_at_mut(t * n * h);
-                let g = &mut lw.gates[t * n * 4 * h..][..n * 4 * h];
+                let (g, next_g) = lw.gates[t * n * 4 * h..].split_at_mut(n * 4 * h);
+                if l == 0 {
+                    // Layer 0's input projections, time-major: row s of step t is token
+                    // ids[s, t]'s row of P, gathered step by step from the 320 KB table
+                    // (in cache) into rows the step's product and cell pass then find
+                    // in cache too.
+                    for (smp, dst) in g.chunks_exact_mut(g4).enumerate() {
+                        let id = ids[smp * t_len + t] as usize;
+                        dst.copy_from_slice(&w.token_proj[id * g4..][..g4]);
+                    }
+                }
                 let c_prev = (t > 0).then(|| &prev_c[(t - 1) * n * h..]);
                 if t > 0 {
-                    // G_t += h_{t−1}·W_hhᵀ.
-                    small_gemm::gemm(
+                    // G_t += h_{t−1}·W_hhᵀ, asking meanwhile for this step's outputs
+                    // and the next step's gate rows.
+                    let next = &next_g[..next_g.len().min(n * 4 * h)];
+                    let ahead = [
+                        &cur_c[..n * h],
+                        &lw.tanh_c[t * n * h..][..n * h],
+                        &cur_y[..n * h],
+                        next,
+                    ];
+                    small_gemm::gemm_prefetching(
                         n,
                         4 * h,
                         h,
@@ -329,6 +345,7 @@ impl CharLstm {
                         g,
                         4 * h,
                         true,
+                        &ahead,
                     );
                 }
                 lstm_cell_forward(
@@ -426,8 +443,39 @@ impl CharLstm {
                     dg,
                 );
                 if t > 0 {
-                    // dh_{t−1} = dG_t·W_hh.
-                    small_gemm::gemm(n, h, 4 * h, dg, 4 * h, &lw.w_bwd, dh_rec, h, false);
+                    // dh_{t−1} = dG_t·W_hh, asking meanwhile for what step t − 1's
+                    // pointwise pass reads and writes.
+                    let (before, _) = dgates.split_at(t * n * 4 * h);
+                    fn rows_of(v: &[f32], step: usize, n: usize, width: usize) -> &[f32] {
+                        &v[step * n * width..][..n * width]
+                    }
+                    let ahead = [
+                        rows_of(&lw.gates, t - 1, n, 4 * h),
+                        rows_of(&lw.tanh_c, t - 1, n, h),
+                        if t > 1 {
+                            rows_of(&lw.c, t - 2, n, h)
+                        } else {
+                            &[]
+                        },
+                        if top {
+                            &[]
+                        } else {
+                            rows_of(&w.dy, t - 1, n, h)
+                        },
+                        rows_of(before, t - 1, n, 4 * h),
+                    ];
+                    small_gemm::gemm_prefetching(
+                        n,
+                        h,
+                        4 * h,
+                        &dgates[t * n * 4 * h..][..n * 4 * h],
+                        4 * h,
+                        &lw.w_bwd,
+                        dh_rec,
+                        h,
+                        false,
+                        &ahead,
+                    );
                 }
             }
             let dgates = &w.dgates[..rows * 4 * h];
@@ -449,11 +497,15 @@ impl CharLstm {
                 false,
                 threads,
             );
+            // The biases' gradients: the column sums of dG, rows in order (layer 0's in
+            // the same pass as its per-token sums, below).
             let gbi = &mut grad[e[ib].range()];
             gbi.fill(0.0);
-            add_column_sums(dgates, gbi);
-            let (lo, hi) = grad.split_at_mut(e[hb].range().start);
-            hi[..4 * h].copy_from_slice(&lo[e[ib].range()]);
+            if l > 0 {
+                add_column_sums(dgates, gbi);
+                let (lo, hi) = grad.split_at_mut(e[hb].range().start);
+                hi[..4 * h].copy_from_slice(&lo[e[ib].range()]);
+            }
             if l > 0 {
                 // dX = dG·W_ih: the output gradient of the layer below.
                 sgemm(
@@ -475,11 +527,16 @@ impl CharLstm {
         grow(&mut w.token_grad, vocab * g4);
         let sums = &mut w.token_grad[..vocab * g4];
         sums.fill(0.0);
+        let (ib0, hb0) = (layer_entries(0).2, layer_entries(0).3);
+        let (lo, hi) = grad.split_at_mut(e[hb0].range().start);
+        let gbi = &mut lo[e[ib0].range()];
         for (r, dg) in w.dgates[..rows * g4].chunks_exact(g4).enumerate() {
             let (t, smp) = (r / n, r % n);
             let id = ids[smp * t_len + t] as usize;
             add_to(&mut sums[id * g4..][..g4], dg);
+            add_to(gbi, dg);
         }
+        hi[..g4].copy_from_slice(gbi);
         let sums = &w.token_grad[..vocab * g4];
         sgemm(
             MatMut::row_major(&mut grad[e[1].range()], g4, e_dim, e_dim),
@@ -539,6 +596,12 @@ impl Model for CharLstm {
         );
         self.backward(p, ids, n, grad);
         Ok((loss_sum / n as f64) as f32)
+    }
+
+    /// Every gradient value is written (products that overwrite, bias sums from a
+    /// zeroed start, zeros for an empty batch), so a local step skips zeroing `grad`.
+    fn overwrites_grad(&self) -> bool {
+        true
     }
 
     fn evaluate(&mut self, params: &ParamTree, batch: &Batch) -> fedpace_core::Result<EvalStats> {

@@ -296,3 +296,34 @@ fn single_threaded_gives_the_same_gradient() {
     assert_eq!(l1, l2);
     assert_eq!(g1, g2);
 }
+
+/// [`Model::overwrites_grad`]: the char-LSTM writes every gradient value, so a gradient
+/// buffer full of NaN before the call gives the same bits as a zeroed one (a local step
+/// skips the zeroing for this model) — one and several layers, one step (no recurrent
+/// product), a batch that is not a multiple of the 10-row tile, and an empty batch.
+#[test]
+fn char_lstm_overwrites_its_gradient() {
+    // (vocab, embedding, hidden, layers, seq_len, n)
+    for (vocab, e, h, layers, t, n) in [
+        (7, 3, 5, 1, 4, 3),
+        (9, 4, 16, 2, 6, 13),
+        (6, 2, 4, 3, 1, 2),
+        (5, 2, 3, 2, 3, 0),
+    ] {
+        let mut m = CharLstm::new(vocab, e, h, layers, t, vocab).unwrap();
+        assert!(m.overwrites_grad());
+        let p = m.init(5).unwrap();
+        let b = tokens_batch(n, t, vocab, 11 + n as u64);
+        let len = p.as_slice().len();
+        let (mut zeros, mut nans) = (vec![0.0f32; len], vec![f32::NAN; len]);
+        let lz = m.loss_and_grad(&p, &b, &mut zeros).unwrap();
+        let ln = m.loss_and_grad(&p, &b, &mut nans).unwrap();
+        assert_eq!(lz.to_bits(), ln.to_bits());
+        let bits = |g: &[f32]| g.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(
+            bits(&zeros),
+            bits(&nans),
+            "{layers} layers, {t} steps, {n} samples"
+        );
+    }
+}
