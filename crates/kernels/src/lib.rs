@@ -45,6 +45,7 @@
 //! non-CPU devices and dtypes other than f32 (these fall back to candle's kernels).
 
 mod conv2d;
+pub mod dense_backward;
 mod im2col;
 mod max_pool;
 pub mod nhwc;
@@ -58,6 +59,7 @@ pub mod winograd4;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 pub use conv2d::{conv2d, conv2d_with, Conv2dConfig, DEFAULT_IM2COL_BUDGET_BYTES};
+pub use dense_backward::dense_backward_sgd;
 pub use max_pool::{max_pool2x2, relu_max_pool2x2};
 pub use nhwc::{im2row, row2im_add, to_padded_nhwc, zero_border, Pool2x2, PoolLayout, SameConv};
 pub use sgemm::{sgemm, MatMut, MatRef};
