@@ -8,7 +8,10 @@
 //! and fused bias + ReLU + 2×2 max-pooling with its backward ([`Pool2x2`]); in
 //! [`winograd4`], the transforms of a 5×5 convolution by Winograd F(4×4, 5×5) (the
 //! FedAvg CNN's conv2) and their adjoints; in [`pointwise`], vectorised `exp`/σ/tanh, the LSTM cell's pointwise
-//! forward and backward, bias + ReLU epilogues, sums and a blocked transpose. They run
+//! forward and backward, bias + ReLU epilogues, sums and a blocked transpose; in
+//! [`wino_products`] and [`dense_backward`], AVX-512 register-tile kernels for conv2's
+//! position products and for a fully connected layer's backward pass with its SGD step
+//! (the `gemm` crate's bits; docs/arch/0033, docs/arch/0038). The other slice kernels run
 //! compiled for AVX-512 or AVX2 chosen at run time (through `pulp`), with the same
 //! results on every vector width.
 //!

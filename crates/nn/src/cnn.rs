@@ -48,6 +48,11 @@
 //!   `dHᵀ·A` is written by the GEMM straight into the caller's gradient buffer, and its
 //!   input gradient `dH·W1` is accumulated over chunks of [`FC1_ROWS`] rows of W1 (read
 //!   in place; as one product, the `gemm` crate packs all 6.4 MB of W1 first).
+//!   Under plain SGD with nothing else reading the gradient
+//!   ([`Model::loss_and_grad_sgd`], called by the local loop), the input gradient and
+//!   W1's step are instead one pass over W1 ([`fedpace_kernels::dense_backward_sgd`]):
+//!   the weight gradient is never written, the bits are the same
+//!   (docs/arch/0038-fc1-backward-sgd-step.md).
 //! - Loss and ∂loss/∂logits come from [`crate::xent::softmax_xent`], as for every model.
 //!
 //! The same network on candle ([`crate::CandleCnn`], golden-tested against PyTorch) is

@@ -259,7 +259,9 @@ fn cnn_fused_fc1_step_gives_the_unfused_bits() {
         for step in 0..3u64 {
             let b = random_batch(shape, n, 4, 40 + step);
             let (mut g1, mut g2) = (vec![f32::NAN; len], vec![0.0f32; len]);
-            let l1 = fused.loss_and_grad_sgd(&mut p1, &b, &mut g1, &rates).unwrap();
+            let l1 = fused
+                .loss_and_grad_sgd(&mut p1, &b, &mut g1, &rates)
+                .unwrap();
             let l2 = plain.loss_and_grad(&p2, &b, &mut g2).unwrap();
             assert_eq!(l1.to_bits(), l2.to_bits(), "loss, {shape:?} {n}");
             for e in spec.entries() {
@@ -284,10 +286,17 @@ fn cnn_fused_fc1_step_gives_the_unfused_bits() {
         let before = p1.clone();
         let empty = random_batch(shape, 0, 4, 1);
         let mut g = vec![f32::NAN; len];
-        assert_eq!(fused.loss_and_grad_sgd(&mut p1, &empty, &mut g, &rates).unwrap(), 0.0);
+        assert_eq!(
+            fused
+                .loss_and_grad_sgd(&mut p1, &empty, &mut g, &rates)
+                .unwrap(),
+            0.0
+        );
         assert_eq!(bits(p1.as_slice()), bits(before.as_slice()));
         let b = random_batch(shape, n, 4, 9);
-        let e = fused.loss_and_grad_sgd(&mut p1, &b, &mut g, &rates[..1]).unwrap_err();
+        let e = fused
+            .loss_and_grad_sgd(&mut p1, &b, &mut g, &rates[..1])
+            .unwrap_err();
         assert!(e.to_string().contains("group rates"), "{e}");
         assert_eq!(bits(p1.as_slice()), bits(before.as_slice()));
     }
