@@ -190,6 +190,30 @@ pub fn local_train_controlled(
     // Models that write every gradient value need no zeroing first (a pass over all
     // parameters a step).
     let overwrites = model.overwrites_grad();
+    // Plain SGD whose gradient nothing else reads (no step controller, linear
+    // correction, proximal term or clipping): the model may step some tensors itself
+    // inside its backward pass, never writing their gradient (`Model::loss_and_grad_sgd`;
+    // the same bits, docs/arch/0038-fc1-backward-sgd-step.md). Not on the first step,
+    // whose gradient norm is reported.
+    let mut fused = vec![false; spec.entries().len()];
+    if controller.is_none()
+        && correction.linear.is_none()
+        && prox.is_none()
+        && clip.is_none()
+        && tx.plain_sgd()
+    {
+        for i in model.fused_sgd_tensors() {
+            let n = fused.len();
+            *fused.get_mut(i).ok_or_else(|| {
+                Error::invalid(
+                    "model fused_sgd_tensors",
+                    i,
+                    format!("indices of the model's {n} tensors"),
+                )
+            })? = true;
+        }
+    }
+    let fuse = fused.contains(&true);
     let mut rates = Vec::with_capacity(groups);
     let mut report = TrainReport {
         rate_sum: vec![0.0; groups],
@@ -210,7 +234,14 @@ pub fn local_train_controlled(
         if !overwrites {
             grad.iter_mut().for_each(|g| *g = 0.0);
         }
-        let loss = model.loss_and_grad(params, &batch, &mut grad)?;
+        let step = step_offset + s as u64;
+        let fuse_now = fuse && s > 0;
+        let loss = if fuse_now {
+            plan.group_rates(groups, step, &mut rates);
+            model.loss_and_grad_sgd(params, &batch, &mut grad, &rates)?
+        } else {
+            model.loss_and_grad(params, &batch, &mut grad)?
+        };
         if s == 0 {
             report.loss_before = loss;
             report.grad_norm = l2_norm(&grad);
@@ -224,7 +255,6 @@ pub fn local_train_controlled(
             loss_tail += loss as f64;
             n_tail += 1;
         }
-        let step = step_offset + s as u64;
         plan.group_rates(groups, step, &mut rates);
         if factor != 1.0 {
             rates
@@ -247,7 +277,11 @@ pub fn local_train_controlled(
         if let Some(c) = clip.as_ref() {
             c.update(&mut grad, &mut clip_state, params.as_slice(), &ctx)?;
         }
-        tx.update_and_apply(&mut grad, opt_state, params.as_mut_slice(), &ctx)?;
+        if fuse_now {
+            tx.update_and_apply_except(&mut grad, opt_state, params.as_mut_slice(), &ctx, &fused)?;
+        } else {
+            tx.update_and_apply(&mut grad, opt_state, params.as_mut_slice(), &ctx)?;
+        }
         // The rates this step really used: a layer-wise trust ratio scales each tensor.
         used.clear();
         used.extend(rates.iter().map(|&r| r as f64));

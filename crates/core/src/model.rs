@@ -57,6 +57,28 @@ pub trait Model: Send {
     fn overwrites_grad(&self) -> bool {
         false
     }
+    /// The tensors (indices into the spec) whose plain-SGD step
+    /// [`loss_and_grad_sgd`](Model::loss_and_grad_sgd) takes itself. Empty by default.
+    fn fused_sgd_tensors(&self) -> Vec<usize> {
+        Vec::new()
+    }
+    /// [`loss_and_grad`](Model::loss_and_grad), except that each tensor of
+    /// [`fused_sgd_tensors`](Model::fused_sgd_tensors) is stepped in `params` at once,
+    /// `p ← p + g·(−η)` with `η = group_rates[its group]` (an f32 product, then an f32
+    /// sum: the bits of writing `g` and stepping after), instead of its gradient being
+    /// written (those values of `grad` are left unspecified). Only for a step whose
+    /// gradient nothing but plain SGD reads; the caller decides that
+    /// (docs/arch/0038-fc1-backward-sgd-step.md). Default: `loss_and_grad`.
+    fn loss_and_grad_sgd(
+        &mut self,
+        params: &mut ParamTree,
+        batch: &Batch,
+        grad: &mut [f32],
+        group_rates: &[f32],
+    ) -> Result<f32> {
+        let _ = group_rates;
+        self.loss_and_grad(params, batch, grad)
+    }
     /// Loss sum and correct count over the batch, without gradients.
     fn evaluate(&mut self, params: &ParamTree, batch: &Batch) -> Result<EvalStats>;
 }

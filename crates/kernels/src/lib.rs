@@ -8,7 +8,10 @@
 //! and fused bias + ReLU + 2×2 max-pooling with its backward ([`Pool2x2`]); in
 //! [`winograd4`], the transforms of a 5×5 convolution by Winograd F(4×4, 5×5) (the
 //! FedAvg CNN's conv2) and their adjoints; in [`pointwise`], vectorised `exp`/σ/tanh, the LSTM cell's pointwise
-//! forward and backward, bias + ReLU epilogues, sums and a blocked transpose. They run
+//! forward and backward, bias + ReLU epilogues, sums and a blocked transpose; in
+//! [`wino_products`] and [`dense_backward`], AVX-512 register-tile kernels for conv2's
+//! position products and for a fully connected layer's backward pass with its SGD step
+//! (the `gemm` crate's bits; docs/arch/0033, docs/arch/0038). The other slice kernels run
 //! compiled for AVX-512 or AVX2 chosen at run time (through `pulp`), with the same
 //! results on every vector width.
 //!
@@ -45,6 +48,7 @@
 //! non-CPU devices and dtypes other than f32 (these fall back to candle's kernels).
 
 mod conv2d;
+pub mod dense_backward;
 mod im2col;
 mod max_pool;
 pub mod nhwc;
@@ -58,6 +62,7 @@ pub mod winograd4;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 pub use conv2d::{conv2d, conv2d_with, Conv2dConfig, DEFAULT_IM2COL_BUDGET_BYTES};
+pub use dense_backward::dense_backward_sgd;
 pub use max_pool::{max_pool2x2, relu_max_pool2x2};
 pub use nhwc::{im2row, row2im_add, to_padded_nhwc, zero_border, Pool2x2, PoolLayout, SameConv};
 pub use sgemm::{sgemm, MatMut, MatRef};

@@ -48,6 +48,11 @@
 //!   `dHᵀ·A` is written by the GEMM straight into the caller's gradient buffer, and its
 //!   input gradient `dH·W1` is accumulated over chunks of [`FC1_ROWS`] rows of W1 (read
 //!   in place; as one product, the `gemm` crate packs all 6.4 MB of W1 first).
+//!   Under plain SGD with nothing else reading the gradient
+//!   ([`Model::loss_and_grad_sgd`], called by the local loop), the input gradient and
+//!   W1's step are instead one pass over W1 ([`fedpace_kernels::dense_backward_sgd`]):
+//!   the weight gradient is never written, the bits are the same
+//!   (docs/arch/0038-fc1-backward-sgd-step.md).
 //! - Loss and ∂loss/∂logits come from [`crate::xent::softmax_xent`], as for every model.
 //!
 //! The same network on candle ([`crate::CandleCnn`], golden-tested against PyTorch) is
@@ -72,6 +77,7 @@ use crate::error::{Error, Result};
 use crate::init::{self, Init};
 use crate::{check_spec, BODY, HEAD};
 use fedpace_core::{Batch, EvalStats, Inputs, Model};
+use fedpace_kernels::dense_backward_sgd;
 use fedpace_kernels::pointwise::transpose;
 use fedpace_kernels::wino_products;
 use fedpace_kernels::winograd4::{Winograd4x5, POSITIONS};
@@ -87,6 +93,8 @@ const C1: usize = 32;
 const C2: usize = 64;
 const FC: usize = 512;
 const K: usize = 5;
+/// fc1's weight's index in the spec.
+const FC1_WEIGHT: usize = 4;
 
 /// Upper bound on conv2's transformed input and output (Winograd `V` and `M`) of one
 /// group of samples (at least one sample per group): 393 KB per 28×28 sample, so two
@@ -221,14 +229,14 @@ impl Cnn {
         check_spec(NAME, &self.spec, params)?;
         let x = images(self.geo.input, self.geo.classes, batch)?;
         let g = &self.geo;
-        self.weights.load(g, &self.spec, params);
-        let v = View::new(&self.spec, params.as_slice(), &self.weights);
+        self.weights.load(g, &self.spec, params.as_slice());
+        let (v, fc1w) = View::whole(&self.spec, params.as_slice(), &self.weights);
         let mut out = Vec::with_capacity(batch.len() * g.classes);
         let (tasks, gt) = (self.threads, self.gemm_threads());
         for xb in x.chunks(EVAL_BLOCK * g.in_len()) {
             let nb = xb.len() / g.in_len();
             self.work.ensure(g, nb);
-            forward(g, &v, xb, tasks, gt, &mut self.work);
+            forward(g, &v, fc1w, xb, tasks, gt, &mut self.work);
             out.extend_from_slice(&self.work.logits[..nb * g.classes]);
         }
         Ok(out)
@@ -258,21 +266,72 @@ impl Model for Cnn {
             grad.fill(0.0);
             return Ok(0.0);
         }
-        let (tasks, gt) = (self.threads, self.gemm_threads());
         let g = &self.geo;
-        self.weights.load(g, &self.spec, params);
-        let v = View::new(&self.spec, params.as_slice(), &self.weights);
-        self.work.ensure(g, n);
-        forward(g, &v, x, tasks, gt, &mut self.work);
+        self.weights.load(g, &self.spec, params.as_slice());
+        let (v, fc1w) = View::whole(&self.spec, params.as_slice(), &self.weights);
+        let (tasks, gt) = (self.threads, self.gemm_threads());
         let w = &mut self.work;
-        let (loss_sum, _) = crate::xent::softmax_xent(
-            &w.logits[..n * g.classes],
-            &batch.labels,
-            g.classes,
-            Some(&mut w.dlogits[..n * g.classes]),
+        let loss = forward_loss(g, &v, fc1w, x, &batch.labels, tasks, gt, w);
+        backward(g, &v, &self.spec, tasks, gt, w, n, grad, Fc1::Grad(fc1w));
+        Ok(loss)
+    }
+
+    /// fc1's weight (tensor 4): its plain-SGD step is taken inside the backward pass,
+    /// tile by tile from the gradient values the GEMM would have stored
+    /// ([`fedpace_kernels::dense_backward_sgd`]), so the 6.4 MB gradient is never written
+    /// and read back (docs/arch/0038-fc1-backward-sgd-step.md).
+    fn fused_sgd_tensors(&self) -> Vec<usize> {
+        vec![FC1_WEIGHT]
+    }
+
+    fn loss_and_grad_sgd(
+        &mut self,
+        params: &mut ParamTree,
+        batch: &Batch,
+        grad: &mut [f32],
+        group_rates: &[f32],
+    ) -> fedpace_core::Result<f32> {
+        check_spec(NAME, &self.spec, params)?;
+        batch::grad_len(NAME, grad, self.spec.total_len())?;
+        let entry = &self.spec.entries()[FC1_WEIGHT];
+        if group_rates.len() != self.spec.num_groups() {
+            return Err(Error::InvalidConfig {
+                model: NAME.into(),
+                field: "group rates".into(),
+                value: format!("{} values", group_rates.len()),
+                expected: format!("one per parameter group ({})", self.spec.num_groups()),
+            }
+            .into());
+        }
+        let rate = group_rates[entry.group];
+        let x = images(self.geo.input, self.geo.classes, batch)?;
+        let n = batch.len();
+        if n == 0 {
+            // A zero gradient: the step leaves the parameters as they are.
+            grad.fill(0.0);
+            return Ok(0.0);
+        }
+        let g = &self.geo;
+        self.weights.load(g, &self.spec, params.as_slice());
+        let r = entry.range();
+        let (lo, rest) = params.as_mut_slice().split_at_mut(r.start);
+        let (fc1w, hi) = rest.split_at_mut(r.len());
+        let v = View::new(&self.spec, lo, hi, &self.weights);
+        let (tasks, gt) = (self.threads, self.gemm_threads());
+        let w = &mut self.work;
+        let loss = forward_loss(g, &v, fc1w, x, &batch.labels, tasks, gt, w);
+        backward(
+            g,
+            &v,
+            &self.spec,
+            tasks,
+            gt,
+            w,
+            n,
+            grad,
+            Fc1::Sgd(fc1w, rate),
         );
-        backward(g, &v, &self.spec, tasks, gt, w, n, grad);
-        Ok((loss_sum / n as f64) as f32)
+        Ok(loss)
     }
 
     /// Every gradient tensor is written, never accumulated (the GEMMs with no prior
@@ -290,8 +349,8 @@ impl Model for Cnn {
             return Ok(EvalStats::default());
         }
         let g = &self.geo;
-        self.weights.load(g, &self.spec, params);
-        let v = View::new(&self.spec, params.as_slice(), &self.weights);
+        self.weights.load(g, &self.spec, params.as_slice());
+        let (v, fc1w) = View::whole(&self.spec, params.as_slice(), &self.weights);
         let mut stats = EvalStats::default();
         let in_len = g.in_len();
         let (tasks, gt) = (self.threads, self.gemm_threads());
@@ -301,7 +360,7 @@ impl Model for Cnn {
         {
             let nb = yb.len();
             self.work.ensure(g, nb);
-            forward(g, &v, xb, tasks, gt, &mut self.work);
+            forward(g, &v, fc1w, xb, tasks, gt, &mut self.work);
             let (loss_sum, correct) =
                 crate::xent::softmax_xent(&self.work.logits[..nb * g.classes], yb, g.classes, None);
             stats.loss_sum += loss_sum;
@@ -379,8 +438,7 @@ struct Permuted {
 }
 
 impl Permuted {
-    fn load(&mut self, g: &Geometry, spec: &ParamSpec, params: &ParamTree) {
-        let p = params.as_slice();
+    fn load(&mut self, g: &Geometry, spec: &ParamSpec, p: &[f32]) {
         let e = spec.entries();
         self.w1t.resize(g.conv1.taps() * C1, 0.0);
         self.u2.resize(g.wino.filter_len(), 0.0);
@@ -427,27 +485,45 @@ struct View<'a> {
     u2: &'a [f32],
     u2t: &'a [f32],
     b2: &'a [f32],
-    fc1w: &'a [f32],
     fc1b: &'a [f32],
     fc2w: &'a [f32],
     fc2b: &'a [f32],
 }
 
 impl<'a> View<'a> {
-    fn new(spec: &ParamSpec, p: &'a [f32], perm: &'a Permuted) -> Self {
+    /// The view of every tensor but fc1's weight from the parameters before it (`lo`)
+    /// and after it (`hi`).
+    fn new(spec: &ParamSpec, lo: &'a [f32], hi: &'a [f32], perm: &'a Permuted) -> Self {
         let e = spec.entries();
+        let at = e[FC1_WEIGHT].range().end;
+        let hi_range = |i: usize| {
+            let r = e[i].range();
+            &hi[r.start - at..r.end - at]
+        };
         Self {
             w1t: &perm.w1t,
-            b1: &p[e[1].range()],
+            b1: &lo[e[1].range()],
             u2: &perm.u2,
             u2t: &perm.u2t,
-            b2: &p[e[3].range()],
-            fc1w: &p[e[4].range()],
-            fc1b: &p[e[5].range()],
-            fc2w: &p[e[6].range()],
-            fc2b: &p[e[7].range()],
+            b2: &lo[e[3].range()],
+            fc1b: hi_range(5),
+            fc2w: hi_range(6),
+            fc2b: hi_range(7),
         }
     }
+
+    /// The view and fc1's weight, from all the parameters.
+    fn whole(spec: &ParamSpec, p: &'a [f32], perm: &'a Permuted) -> (Self, &'a [f32]) {
+        let r = spec.entries()[FC1_WEIGHT].range();
+        (Self::new(spec, &p[..r.start], &p[r.end..], perm), &p[r])
+    }
+}
+
+/// fc1's weight in backward: read (its gradient written), or stepped by plain SGD at
+/// this rate.
+enum Fc1<'a> {
+    Grad(&'a [f32]),
+    Sgd(&'a mut [f32], f32),
 }
 
 /// Buffers of one chunk of samples, kept between calls (grown, never shrunk).
@@ -531,7 +607,7 @@ struct Work {
     dlogits: Vec<f32>,
     dh1: Vec<f32>,
     da: Vec<f32>,
-    /// fc1's input gradient feature-major, `[flat, n]`.
+    /// fc1's input gradient feature-major, `[flat, n]` (when its gradient is written).
     da_t: Vec<f32>,
 }
 
@@ -572,7 +648,15 @@ fn run_tasks<T: Send>(tasks: Vec<T>, threads: usize, f: impl Fn(T) + Sync + Send
 /// Forward pass of `x` (`n` samples): the convolutions block by block (at most `tasks`
 /// threads), then the fully connected layers over the whole batch (`gemm_threads`);
 /// fills `w.a`, `w.h1` and `w.logits` (and every block's stored activations).
-fn forward(g: &Geometry, v: &View, x: &[f32], tasks: usize, gemm_threads: usize, w: &mut Work) {
+fn forward(
+    g: &Geometry,
+    v: &View,
+    fc1w: &[f32],
+    x: &[f32],
+    tasks: usize,
+    gemm_threads: usize,
+    w: &mut Work,
+) {
     let n = x.len() / g.in_len();
     let blocks: Vec<_> = x
         .chunks(BLOCK * g.in_len())
@@ -586,7 +670,7 @@ fn forward(g: &Geometry, v: &View, x: &[f32], tasks: usize, gemm_threads: usize,
     let h1t = &mut w.h1t[..FC * n];
     sgemm(
         MatMut::row_major(h1t, FC, n, n),
-        MatRef::row_major(v.fc1w, FC, flat, flat),
+        MatRef::row_major(fc1w, FC, flat, flat),
         MatRef::transposed(a, flat, n, flat),
         false,
         gemm_threads,
@@ -666,8 +750,34 @@ fn forward_convs(g: &Geometry, v: &View, x: &[f32], cw: &mut ChunkWork, a: &mut 
     }
 }
 
+/// Forward pass of the samples `x` and the loss's gradient at the logits (into `w`);
+/// returns the mean loss over `labels` (one per sample).
+#[allow(clippy::too_many_arguments)]
+fn forward_loss(
+    g: &Geometry,
+    v: &View,
+    fc1w: &[f32],
+    x: &[f32],
+    labels: &[u32],
+    tasks: usize,
+    gemm_threads: usize,
+    w: &mut Work,
+) -> f32 {
+    let n = labels.len();
+    w.ensure(g, n);
+    forward(g, v, fc1w, x, tasks, gemm_threads, w);
+    let (loss_sum, _) = crate::xent::softmax_xent(
+        &w.logits[..n * g.classes],
+        labels,
+        g.classes,
+        Some(&mut w.dlogits[..n * g.classes]),
+    );
+    (loss_sum / n as f64) as f32
+}
+
 /// Backward pass from `w.dlogits` (after [`forward`] of the same `n` samples): writes the
-/// gradient of every parameter into `grad` (spec order).
+/// gradient of every parameter into `grad` (spec order), except fc1's weight's when `fc1`
+/// steps it instead (those values of `grad` are then left as they were).
 #[allow(clippy::too_many_arguments)]
 fn backward(
     g: &Geometry,
@@ -678,6 +788,7 @@ fn backward(
     w: &mut Work,
     n: usize,
     grad: &mut [f32],
+    fc1: Fc1,
 ) {
     let (classes, flat) = (g.classes, g.flat);
     let [gw1, gb1, gw2, gb2, gfc1w, gfc1b, gfc2w, gfc2b] = split_grad(spec, grad);
@@ -706,32 +817,50 @@ fn backward(
             *d = 0.0;
         }
     }
-    // fc1: dW = dHᵀ·A straight into the gradient buffer, db = Σ dH.
     let dh1 = &w.dh1[..n * FC];
-    sgemm(
-        MatMut::row_major(gfc1w, FC, flat, flat),
-        MatRef::transposed(dh1, FC, n, FC),
-        MatRef::row_major(a, n, flat, flat),
-        false,
-        gemm_threads,
-    );
     column_sums(dh1, FC, gfc1b);
-    // dA = dH · W1 (fc1's input gradient), [n, flat], over the whole batch: W1 is read in
-    // chunks of FC1_ROWS rows (contiguous, 200 KB), each product accumulated into dA
-    // stored column-major (so the `gemm` crate reads the chunk in place instead of
-    // packing all of W1), then transposed.
-    let da_t = &mut w.da_t[..flat * n];
-    for (c, j0) in (0..FC).step_by(FC1_ROWS).enumerate() {
-        let rows = FC1_ROWS.min(FC - j0);
-        sgemm(
-            MatMut::transposed(&mut *da_t, n, flat, n),
-            MatRef::row_major(&dh1[j0..], n, rows, FC),
-            MatRef::row_major(&v.fc1w[j0 * flat..], rows, flat, flat),
-            c > 0,
+    match fc1 {
+        Fc1::Grad(w1) => {
+            // fc1: dW = dHᵀ·A straight into the gradient buffer.
+            sgemm(
+                MatMut::row_major(gfc1w, FC, flat, flat),
+                MatRef::transposed(dh1, FC, n, FC),
+                MatRef::row_major(a, n, flat, flat),
+                false,
+                gemm_threads,
+            );
+            // dA = dH · W1 (fc1's input gradient), [n, flat], over the whole batch: W1
+            // is read in chunks of FC1_ROWS rows (contiguous, 200 KB), each product
+            // accumulated into dA stored column-major (so the `gemm` crate reads the
+            // chunk in place instead of packing all of W1), then transposed.
+            let da_t = &mut w.da_t[..flat * n];
+            for (c, j0) in (0..FC).step_by(FC1_ROWS).enumerate() {
+                let rows = FC1_ROWS.min(FC - j0);
+                sgemm(
+                    MatMut::transposed(&mut *da_t, n, flat, n),
+                    MatRef::row_major(&dh1[j0..], n, rows, FC),
+                    MatRef::row_major(&w1[j0 * flat..], rows, flat, flat),
+                    c > 0,
+                    gemm_threads,
+                );
+            }
+            transpose(da_t, flat, n, &mut w.da[..n * flat]);
+        }
+        // The same dA (same chunks, same bits) and the step W1 ← W1 + dW·(−η) in one
+        // pass over W1, dW never stored (docs/arch/0038-fc1-backward-sgd-step.md).
+        Fc1::Sgd(w1, rate) => dense_backward_sgd(
+            n,
+            FC,
+            flat,
+            dh1,
+            a,
+            &mut w.da[..n * flat],
+            w1,
+            rate,
+            FC1_ROWS,
             gemm_threads,
-        );
+        ),
     }
-    transpose(da_t, flat, n, &mut w.da[..n * flat]);
     // Per block: the convolutions.
     let blocks: Vec<_> = w
         .chunks

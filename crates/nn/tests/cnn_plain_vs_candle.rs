@@ -237,3 +237,67 @@ fn cnn_overwrites_its_gradient() {
         assert_eq!(bits(&zeros), bits(&nans), "shape {shape:?}, {n} samples");
     }
 }
+
+/// [`Model::loss_and_grad_sgd`]: the CNN steps fc1's weight inside its backward pass
+/// (docs/arch/0038-fc1-backward-sgd-step.md). The loss, every other tensor's gradient and
+/// the stepped fc1 weight are the bits of `loss_and_grad` followed by `p + g·(−η)`, over
+/// several steps with per-group rates, for a full batch of 28×28 images and batches
+/// with samples left over after the kernel's 4-row blocks; an empty batch leaves the
+/// parameters, and a wrong number of rates is an error that leaves them too.
+#[test]
+fn cnn_fused_fc1_step_gives_the_unfused_bits() {
+    let bits = |g: &[f32]| g.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    for (shape, n) in [([1, 28, 28], 32), ([1, 28, 28], 19), ([2, 12, 8], 5)] {
+        let mut fused = Cnn::new(shape, 4).unwrap();
+        let mut plain = Cnn::new(shape, 4).unwrap();
+        assert_eq!(fused.fused_sgd_tensors(), vec![4]);
+        let spec = fused.spec();
+        let rates = [0.05f32, 0.11];
+        let fc1 = spec.entries()[4].range();
+        let (mut p1, mut p2) = (random_params(&fused, 31), random_params(&fused, 31));
+        let len = p1.as_slice().len();
+        for step in 0..3u64 {
+            let b = random_batch(shape, n, 4, 40 + step);
+            let (mut g1, mut g2) = (vec![f32::NAN; len], vec![0.0f32; len]);
+            let l1 = fused
+                .loss_and_grad_sgd(&mut p1, &b, &mut g1, &rates)
+                .unwrap();
+            let l2 = plain.loss_and_grad(&p2, &b, &mut g2).unwrap();
+            assert_eq!(l1.to_bits(), l2.to_bits(), "loss, {shape:?} {n}");
+            for e in spec.entries() {
+                let r = -rates[e.group];
+                for (p, &g) in p2.as_mut_slice()[e.range()].iter_mut().zip(&g2[e.range()]) {
+                    *p += g * r;
+                }
+                if e.range() != fc1 {
+                    let (a, b) = (&g1[e.range()], &g2[e.range()]);
+                    assert_eq!(bits(a), bits(b), "{} gradient, {shape:?} {n}", e.name);
+                    for (p, &g) in p1.as_mut_slice()[e.range()].iter_mut().zip(a) {
+                        *p += g * r;
+                    }
+                }
+            }
+            assert_eq!(
+                bits(p1.as_slice()),
+                bits(p2.as_slice()),
+                "parameters after step {step}, {shape:?} {n}"
+            );
+        }
+        let before = p1.clone();
+        let empty = random_batch(shape, 0, 4, 1);
+        let mut g = vec![f32::NAN; len];
+        assert_eq!(
+            fused
+                .loss_and_grad_sgd(&mut p1, &empty, &mut g, &rates)
+                .unwrap(),
+            0.0
+        );
+        assert_eq!(bits(p1.as_slice()), bits(before.as_slice()));
+        let b = random_batch(shape, n, 4, 9);
+        let e = fused
+            .loss_and_grad_sgd(&mut p1, &b, &mut g, &rates[..1])
+            .unwrap_err();
+        assert!(e.to_string().contains("group rates"), "{e}");
+        assert_eq!(bits(p1.as_slice()), bits(before.as_slice()));
+    }
+}

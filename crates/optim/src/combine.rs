@@ -111,6 +111,32 @@ impl Transform for Chain {
         state.count += 1;
         Ok(())
     }
+    /// A chain of one plain-SGD transform.
+    fn plain_sgd(&self) -> bool {
+        matches!(self.0.as_slice(), [t] if t.plain_sgd())
+    }
+    fn update_and_apply_except(
+        &self,
+        updates: &mut [f32],
+        state: &mut State,
+        params: &mut [f32],
+        ctx: &StepContext<'_>,
+        done: &[bool],
+    ) -> Result<()> {
+        check_children(state, self.0.len(), "chain")?;
+        check_len("tensor flags", done.len(), ctx.spec.entries().len())?;
+        if !done.iter().any(|&d| d) {
+            return self.update_and_apply(updates, state, params, ctx);
+        }
+        match self.0.as_slice() {
+            [t] if t.plain_sgd() => {
+                t.update_and_apply_except(updates, &mut state.children[0], params, ctx, done)?
+            }
+            _ => return Err(Error::NotPlainSgd(format!("{self:?}"))),
+        }
+        state.count += 1;
+        Ok(())
+    }
 }
 
 // ---------------------------------------------------------------------------------------

@@ -114,6 +114,10 @@ pub enum Error {
     /// A [`Partition`] has no transform for a group and no default, or names a group twice.
     #[error("partition: {0}")]
     Partition(String),
+    /// [`Transform::update_and_apply_except`] with tensors marked done on a transform
+    /// that is not plain SGD.
+    #[error("{0} is not plain SGD: no tensor's step may be taken outside it")]
+    NotPlainSgd(String),
 }
 
 /// Result alias for this crate.
@@ -196,6 +200,35 @@ pub trait Transform: Send + Sync + std::fmt::Debug {
         apply_updates(params, updates);
         Ok(())
     }
+    /// Whether [`update_and_apply`](Transform::update_and_apply) is plain SGD:
+    /// `p ← p + u·(−η_g)` on every tensor (an f32 product, then an f32 sum), with no
+    /// state but the step count — [`ScaleByRate`](transforms::ScaleByRate) and a
+    /// [`Chain`](combine::Chain) of it alone. A model may then take the step of some
+    /// tensors itself inside its backward pass (see
+    /// [`update_and_apply_except`](Transform::update_and_apply_except)). `false` by
+    /// default.
+    fn plain_sgd(&self) -> bool {
+        false
+    }
+    /// [`update_and_apply`](Transform::update_and_apply) on every tensor but those with
+    /// `done[i]` (one flag per entry of the spec), whose plain-SGD step at `ctx`'s rates
+    /// the caller has already taken: parameters and state end as `update_and_apply`
+    /// would leave them. With any tensor marked, an error unless
+    /// [`plain_sgd`](Transform::plain_sgd); with none, `update_and_apply`.
+    fn update_and_apply_except(
+        &self,
+        updates: &mut [f32],
+        state: &mut State,
+        params: &mut [f32],
+        ctx: &StepContext<'_>,
+        done: &[bool],
+    ) -> Result<()> {
+        check_len("tensor flags", done.len(), ctx.spec.entries().len())?;
+        if done.iter().any(|&d| d) {
+            return Err(Error::NotPlainSgd(format!("{self:?}")));
+        }
+        self.update_and_apply(updates, state, params, ctx)
+    }
 }
 
 impl<T: Transform + ?Sized> Transform for Box<T> {
@@ -225,6 +258,19 @@ impl<T: Transform + ?Sized> Transform for Box<T> {
         ctx: &StepContext<'_>,
     ) -> Result<()> {
         (**self).update_and_apply(updates, state, params, ctx)
+    }
+    fn plain_sgd(&self) -> bool {
+        (**self).plain_sgd()
+    }
+    fn update_and_apply_except(
+        &self,
+        updates: &mut [f32],
+        state: &mut State,
+        params: &mut [f32],
+        ctx: &StepContext<'_>,
+        done: &[bool],
+    ) -> Result<()> {
+        (**self).update_and_apply_except(updates, state, params, ctx, done)
     }
 }
 

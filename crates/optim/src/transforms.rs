@@ -104,6 +104,32 @@ impl Transform for ScaleByRate {
         state.count += 1;
         Ok(())
     }
+    fn plain_sgd(&self) -> bool {
+        true
+    }
+    /// The step of [`update_and_apply`](Transform::update_and_apply) on the tensors not
+    /// marked done.
+    fn update_and_apply_except(
+        &self,
+        updates: &mut [f32],
+        state: &mut State,
+        params: &mut [f32],
+        ctx: &StepContext<'_>,
+        done: &[bool],
+    ) -> Result<()> {
+        check_rates(ctx)?;
+        check_updates(updates, ctx)?;
+        crate::check_len("parameters", params.len(), updates.len())?;
+        crate::check_len("tensor flags", done.len(), ctx.spec.entries().len())?;
+        for (e, _) in ctx.spec.entries().iter().zip(done).filter(|(_, &d)| !d) {
+            let r = -ctx.group_rates[e.group];
+            for (p, u) in params[e.range()].iter_mut().zip(&updates[e.range()]) {
+                *p += *u * r;
+            }
+        }
+        state.count += 1;
+        Ok(())
+    }
 }
 
 // ---------------------------------------------------------------------------------------

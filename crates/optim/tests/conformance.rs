@@ -665,3 +665,82 @@ fn update_and_apply_is_update_then_apply() {
         );
     }
 }
+
+/// [`Transform::plain_sgd`] holds for plain SGD alone (`sgd()`, the built `sgd` spec
+/// without weight decay, a chain of `sgd()` alone) and for no other optimiser of the
+/// table. For those, a step split between the caller (tensors marked done, stepped by
+/// `p + g·(−η_g)` outside) and `update_and_apply_except` leaves the parameters and state
+/// of `update_and_apply`, bit for bit, over 9 steps with per-group rates
+/// (docs/arch/0038-fc1-backward-sgd-step.md). Every other optimiser refuses marked
+/// tensors, leaving the parameters, and with none marked is `update_and_apply`.
+#[test]
+fn a_step_split_with_the_model_is_plain_sgds_step() {
+    let spec = spec();
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    let plain = |name: &str| name == "sgd";
+    let mut extra: Vec<(&str, Box<dyn Transform>)> = vec![
+        ("spec-sgd", spec_build(r#"{"name":"sgd"}"#)),
+        ("chain-sgd", b(chain(vec![b(sgd())]))),
+        ("chain-sgd-sgd", b(chain(vec![b(sgd()), b(sgd())]))),
+        ("empty-chain", b(chain(vec![]))),
+    ];
+    let mut all_cases: Vec<(String, Box<dyn Transform>)> = cases()
+        .into_iter()
+        .map(|c| (c.name.to_string(), (c.build)()))
+        .collect();
+    all_cases.extend(extra.drain(..).map(|(n, t)| (n.to_string(), t)));
+    let done = [true, false, true];
+    let none = [false; 3];
+    for (name, tx) in &all_cases {
+        let want = plain(name) || name == "spec-sgd" || name == "chain-sgd";
+        assert_eq!(tx.plain_sgd(), want, "{name}");
+        let (mut p1, mut p2) = (start(), start());
+        let mut s1 = fresh(tx.as_ref(), &spec, &p1);
+        let mut s2 = fresh(tx.as_ref(), &spec, &p2);
+        let r = [0.07f32, 0.13];
+        for s in 0..9u64 {
+            let ctx = StepContext {
+                spec: &spec,
+                group_rates: &r,
+                step: s + 1,
+            };
+            let mut g1 = grad(&p1, &all());
+            tx.update_and_apply(&mut g1, &mut s1, &mut p1, &ctx).unwrap();
+            let mut g2 = grad(&p2, &all());
+            if want {
+                for (e, _) in spec.entries().iter().zip(&done).filter(|(_, &d)| d) {
+                    let rate = -r[e.group];
+                    for i in e.range() {
+                        p2[i] += g2[i] * rate;
+                        g2[i] = f32::NAN;
+                    }
+                }
+                tx.update_and_apply_except(&mut g2, &mut s2, &mut p2, &ctx, &done)
+                    .unwrap();
+            } else {
+                let before = p2.clone();
+                let e = tx
+                    .update_and_apply_except(&mut g2, &mut s2, &mut p2, &ctx, &done)
+                    .unwrap_err();
+                assert!(e.to_string().contains("not plain SGD"), "{name}: {e}");
+                assert_eq!(bits(&p2), bits(&before), "{name}");
+                tx.update_and_apply_except(&mut g2, &mut s2, &mut p2, &ctx, &none)
+                    .unwrap();
+            }
+            assert_eq!(bits(&p1), bits(&p2), "{name} step {s}");
+            assert_eq!(s1, s2, "{name} step {s}");
+        }
+        // One flag per tensor, or an error.
+        let ctx = StepContext {
+            spec: &spec,
+            group_rates: &r,
+            step: 1,
+        };
+        let mut g = grad(&p2, &all());
+        assert!(
+            tx.update_and_apply_except(&mut g, &mut s2, &mut p2, &ctx, &done[..2])
+                .is_err(),
+            "{name}"
+        );
+    }
+}
