@@ -23,7 +23,7 @@
 //! - forward, per layer: the input projection `X·W_ihᵀ` of every step in one GEMM
 //!   (`T·n` rows); then per step only the recurrent product `h_{t−1}·W_hhᵀ`, by
 //!   [`fedpace_kernels::small_gemm`] against `W_hh` packed once per call into column
-//!   panels (one register tile for the batch's 10 rows; 12 % of a step faster than the
+//!   panels (both ways, for forward and backward, in one pass over `W_hh`) (one register tile for the batch's 10 rows; 12 % of a step faster than the
 //!   `gemm` crate's 6 + 4 row tiles on a transposed copy), and one fused pointwise pass
 //!   ([`fedpace_kernels::pointwise::lstm_cell_forward`]) that keeps the activated gates,
 //!   `c_t` and `tanh(c_t)` for backward;
