@@ -705,7 +705,8 @@ fn a_step_split_with_the_model_is_plain_sgds_step() {
                 step: s + 1,
             };
             let mut g1 = grad(&p1, &all());
-            tx.update_and_apply(&mut g1, &mut s1, &mut p1, &ctx).unwrap();
+            tx.update_and_apply(&mut g1, &mut s1, &mut p1, &ctx)
+                .unwrap();
             let mut g2 = grad(&p2, &all());
             if want {
                 for (e, _) in spec.entries().iter().zip(&done).filter(|(_, &d)| d) {
