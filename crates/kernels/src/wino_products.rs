@@ -68,7 +68,6 @@ pub fn forward_in(
 fn strides(layout: TileLayout) -> (usize, usize) {
     match layout {
         TileLayout::TileMajor => (P, 1),
-        TileLayout::TileMajorPadded { pad } => (P + pad, 1),
         TileLayout::PositionMajor { rows } => (1, rows),
     }
 }
@@ -158,12 +157,12 @@ pub fn backward(
     backward_on(fast, layout, rows, c, o, v, dm, ut, du, true, scratch)
 }
 
-/// [`backward`] on `v` and `dm` in a padded tile-major or a position-major `layout`
-/// (read in place: nothing is copied and no scratch is needed), with `dU_k` added to `du`
+/// [`backward`] on `v` and `dm` in a position-major `layout` (each `V_k`, `dM_k`
+/// contiguous, so nothing is copied and no scratch is needed), with `dU_k` added to `du`
 /// when `accumulate`, else written over it (the same values as adding to zeros, up to
 /// the sign of a zero sum).
 ///
-/// Panics if a buffer is shorter than its shape or `layout` is the unpadded tile-major.
+/// Panics if a buffer is shorter than its shape or `layout` is tile-major.
 #[allow(clippy::too_many_arguments)]
 pub fn backward_in(
     layout: TileLayout,
@@ -177,8 +176,8 @@ pub fn backward_in(
     accumulate: bool,
 ) {
     assert!(
-        layout != TileLayout::TileMajor,
-        "wino_products::backward_in: a padded or position-major layout (the unpadded one needs scratch)"
+        matches!(layout, TileLayout::PositionMajor { .. }),
+        "wino_products::backward_in: a position-major layout (a tile-major one needs scratch)"
     );
     let fast = dedicated(c, o);
     backward_on(fast, layout, rows, c, o, v, dm, ut, du, accumulate, &mut [])
@@ -207,9 +206,8 @@ fn backward_on(
     assert!(v.len() >= need * c && dm.len() >= need * o);
     assert!(ut.len() >= P * c * o && du.len() >= P * c * o);
     let (rs, ps) = strides(layout);
-    // Unpadded tile-major rows are 64·c apart (8 or 16 KB, the L1 cache's set stride):
-    // copied to contiguous scratch first.
-    let gather = layout == TileLayout::TileMajor;
+    // Tile-major rows are 64·c apart: copied to contiguous scratch first.
+    let gather = rs != 1;
     if fast {
         assert!(
             has_avx512(),
@@ -226,14 +224,12 @@ fn backward_on(
             // 64·c·o (k < 64), `v` and `dm` the layout's rows × c and × o (asserted
             // above), and every index the kernel forms is inside those.
             unsafe {
-                // V_k and dM_k with their row strides (in scratch: contiguous).
-                let (vk, mk, vr, mr) = if gather {
+                let (vk, mk) = if gather {
                     avx512::gather_rows(rows, c, v.as_ptr().add(k * c), P * c, vs.as_mut_ptr());
                     avx512::gather_rows(rows, o, dm.as_ptr().add(k * o), P * o, ms.as_mut_ptr());
-                    (vs.as_ptr(), ms.as_ptr(), c, o)
+                    (vs.as_ptr(), ms.as_ptr())
                 } else {
-                    let (vk, mk) = (v.as_ptr().add(k * ps * c), dm.as_ptr().add(k * ps * o));
-                    (vk, mk, rs * c, rs * o)
+                    (v.as_ptr().add(k * ps * c), dm.as_ptr().add(k * ps * o))
                 };
                 // dU_k[c, o] += Σ_r V_k[r, c] · dM_k[r, o]: left operand V_kᵀ.
                 avx512::product::<4, 4>(
@@ -242,9 +238,9 @@ fn backward_on(
                     o,
                     vk,
                     1,
-                    vr,
+                    c,
                     mk,
-                    mr,
+                    o,
                     du.as_mut_ptr().add(k * c * o),
                     o,
                     accumulate,
@@ -255,7 +251,7 @@ fn backward_on(
                     o,
                     c,
                     mk,
-                    mr,
+                    o,
                     1,
                     ut.as_ptr().add(k * c * o),
                     c,
@@ -574,17 +570,17 @@ mod tests {
         }
     }
 
-    /// On position-major and padded buffers (the CNN's layout) both paths give the tile-major
+    /// On position-major buffers (the CNN's layout) both paths give the tile-major
     /// products' bits; `dU` written instead of added gives what adding to zeros gives.
     #[test]
-    fn the_other_layouts_give_the_tile_major_bits() {
+    fn the_position_major_layout_gives_the_tile_major_bits() {
         let bits = |x: &[f32]| x.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
-        // Tile-major `[rows][64][c]` to `layout`, spare rows 0.25.
-        let to_pm = |tm: &[f32], rows: usize, layout: TileLayout, c: usize| {
-            let mut pm = vec![0.25; layout.rows_needed(rows) * c];
+        // Tile-major `[rows][64][c]` to position-major `[64][stride][c]`, spare rows 0.25.
+        let to_pm = |tm: &[f32], rows: usize, stride: usize, c: usize| {
+            let mut pm = vec![0.25; P * stride * c];
             for r in 0..rows {
                 for k in 0..P {
-                    pm[layout.row(r, k) * c..][..c].copy_from_slice(&tm[(r * P + k) * c..][..c]);
+                    pm[(k * stride + r) * c..][..c].copy_from_slice(&tm[(r * P + k) * c..][..c]);
                 }
             }
             pm
@@ -597,60 +593,56 @@ mod tests {
         for &fast in fasts {
             for (rows, c, o) in [(32, 32, 64), (17, 32, 64)] {
                 let stride = rows + 3;
-                for pm in [
-                    TileLayout::PositionMajor { rows: stride },
-                    TileLayout::TileMajorPadded { pad: 1 },
-                ] {
-                    let tm = TileLayout::TileMajor;
-                    let v = data(rows * P * c, 21);
-                    let u = data(P * c * o, 22);
-                    let ut = data(P * c * o, 23);
-                    let dm = data(rows * P * o, 24);
-                    let du0 = data(P * c * o, 25);
-                    let mut scratch = vec![0.0; scratch_len(rows, c, o)];
-                    let mut m_tm = vec![0.0; rows * P * o];
-                    forward_on(fast, tm, rows, c, o, &v, &u, &mut m_tm);
-                    let (v_pm, dm_pm) = (to_pm(&v, rows, pm, c), to_pm(&dm, rows, pm, o));
-                    let mut m_pm = vec![0.25; pm.rows_needed(rows) * o];
-                    forward_on(fast, pm, rows, c, o, &v_pm, &u, &mut m_pm);
-                    assert_eq!(bits(&m_pm), bits(&to_pm(&m_tm, rows, pm, o)), "M");
-                    for accumulate in [true, false] {
-                        let start = if accumulate {
-                            du0.clone()
-                        } else {
-                            vec![0.0; P * c * o]
-                        };
-                        let (mut v1, mut du1) = (v.clone(), start);
-                        backward_on(
-                            fast,
-                            tm,
-                            rows,
-                            c,
-                            o,
-                            &mut v1,
-                            &dm,
-                            &ut,
-                            &mut du1,
-                            true,
-                            &mut scratch,
-                        );
-                        let (mut v2, mut du2) = (v_pm.clone(), du0.clone());
-                        backward_on(
-                            fast,
-                            pm,
-                            rows,
-                            c,
-                            o,
-                            &mut v2,
-                            &dm_pm,
-                            &ut,
-                            &mut du2,
-                            accumulate,
-                            &mut [],
-                        );
-                        assert_eq!(bits(&du2), bits(&du1), "dU, accumulate {accumulate}");
-                        assert_eq!(bits(&v2), bits(&to_pm(&v1, rows, pm, c)), "dV");
-                    }
+                let pm = TileLayout::PositionMajor { rows: stride };
+                let tm = TileLayout::TileMajor;
+                let v = data(rows * P * c, 21);
+                let u = data(P * c * o, 22);
+                let ut = data(P * c * o, 23);
+                let dm = data(rows * P * o, 24);
+                let du0 = data(P * c * o, 25);
+                let mut scratch = vec![0.0; scratch_len(rows, c, o)];
+                let mut m_tm = vec![0.0; rows * P * o];
+                forward_on(fast, tm, rows, c, o, &v, &u, &mut m_tm);
+                let (v_pm, dm_pm) = (to_pm(&v, rows, stride, c), to_pm(&dm, rows, stride, o));
+                let mut m_pm = vec![0.25; P * stride * o];
+                forward_on(fast, pm, rows, c, o, &v_pm, &u, &mut m_pm);
+                assert_eq!(bits(&m_pm), bits(&to_pm(&m_tm, rows, stride, o)), "M");
+                for accumulate in [true, false] {
+                    let start = if accumulate {
+                        du0.clone()
+                    } else {
+                        vec![0.0; P * c * o]
+                    };
+                    let (mut v1, mut du1) = (v.clone(), start);
+                    backward_on(
+                        fast,
+                        tm,
+                        rows,
+                        c,
+                        o,
+                        &mut v1,
+                        &dm,
+                        &ut,
+                        &mut du1,
+                        true,
+                        &mut scratch,
+                    );
+                    let (mut v2, mut du2) = (v_pm.clone(), du0.clone());
+                    backward_on(
+                        fast,
+                        pm,
+                        rows,
+                        c,
+                        o,
+                        &mut v2,
+                        &dm_pm,
+                        &ut,
+                        &mut du2,
+                        accumulate,
+                        &mut [],
+                    );
+                    assert_eq!(bits(&du2), bits(&du1), "dU, accumulate {accumulate}");
+                    assert_eq!(bits(&v2), bits(&to_pm(&v1, rows, stride, c)), "dV");
                 }
             }
         }

@@ -344,14 +344,6 @@ pub enum TileLayout {
     /// `[tiles][64][C]`: row `t·64 + k`, each tile's 64 positions together (what the
     /// transforms read and write fastest).
     TileMajor,
-    /// `[tiles][64 + pad][C]`: row `t·(64 + pad) + k`, tile-major with `pad` spare rows
-    /// after each tile, so that a position's rows are not a multiple of 4 KB apart (with
-    /// 32 or 64 channels, 64 rows are 8 or 16 KB: read down a position, every tile
-    /// would fall in the same sets of the L1 cache).
-    TileMajorPadded {
-        /// Spare rows after each tile.
-        pad: usize,
-    },
     /// `[64][rows][C]`: row `k·rows + t`, each position's tiles together (contiguous
     /// operands for the position products, [`crate::wino_products`]); tiles `< rows`.
     PositionMajor {
@@ -366,7 +358,6 @@ impl TileLayout {
     pub fn row(self, t: usize, k: usize) -> usize {
         match self {
             TileLayout::TileMajor => t * POSITIONS + k,
-            TileLayout::TileMajorPadded { pad } => t * (POSITIONS + pad) + k,
             TileLayout::PositionMajor { rows } => k * rows + t,
         }
     }
@@ -376,7 +367,6 @@ impl TileLayout {
     pub fn rows_needed(self, tiles: usize) -> usize {
         match self {
             TileLayout::TileMajor => POSITIONS * tiles,
-            TileLayout::TileMajorPadded { pad } => (POSITIONS + pad) * tiles,
             TileLayout::PositionMajor { rows } => {
                 assert!(
                     tiles <= rows,
@@ -1091,75 +1081,70 @@ mod tests {
         }
     }
 
-    /// A tile-major buffer of `tiles` tiles of `c` values rewritten in `layout` (the
-    /// spare rows hold `fill`).
-    fn relayout(tm: &[f32], tiles: usize, layout: TileLayout, c: usize, fill: f32) -> Vec<f32> {
-        let mut pm = vec![fill; layout.rows_needed(tiles) * c];
+    /// A tile-major buffer of `tiles` tiles of `c` values rewritten position-major with
+    /// `rows` tiles a position (the rows past `tiles` hold `fill`).
+    fn to_position_major(tm: &[f32], tiles: usize, rows: usize, c: usize, fill: f32) -> Vec<f32> {
+        let mut pm = vec![fill; POSITIONS * rows * c];
         for t in 0..tiles {
             for k in 0..POSITIONS {
-                pm[layout.row(t, k) * c..][..c]
-                    .copy_from_slice(&tm[(t * POSITIONS + k) * c..][..c]);
+                pm[(k * rows + t) * c..][..c].copy_from_slice(&tm[(t * POSITIONS + k) * c..][..c]);
             }
         }
         pm
     }
 
-    /// Every transform on a position-major or padded buffer gives the tile-major one's values, bit
+    /// Every transform on a position-major buffer gives the tile-major one's values, bit
     /// for bit, moved to their rows (tiles from `t0 = 1`, spare rows left as they were).
     #[test]
-    fn the_other_layouts_move_only_the_rows() {
+    fn the_position_major_layout_moves_only_the_rows() {
         use crate::{Pool2x2, PoolLayout};
         let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
         for (h, w, c_n, o_n) in [(14, 14, 32, 64), (6, 10, 20, 12)] {
             let g = Winograd4x5::new(h, w, c_n, o_n);
             let (tiles, rows) = (1 + g.tiles(), 3 + g.tiles());
-            for pm in [
-                TileLayout::PositionMajor { rows },
-                TileLayout::TileMajorPadded { pad: 3 },
-            ] {
-                // Input transform.
-                let xp = padded(&g, 11);
-                let mut v_tm = vec![0.5; POSITIONS * tiles * c_n];
-                g.transform_input(&xp, &mut v_tm, 1);
-                let mut v_pm = vec![0.5; pm.rows_needed(tiles) * c_n];
-                g.transform_input_in(pm, &xp, &mut v_pm, 1);
-                let want = relayout(&v_tm, tiles, pm, c_n, 0.5);
-                assert_eq!(bits(&v_pm), bits(&want), "{h}×{w}: V");
-                // Its adjoint.
-                let dv = values(POSITIONS * tiles * c_n, 12);
-                let (ph, pw) = g.padded();
-                let mut dxp_tm = values(ph * pw * c_n, 13);
-                let mut dxp_pm = dxp_tm.clone();
-                g.input_grad_add(&dv, 1, &mut dxp_tm);
-                let dv_pm = relayout(&dv, tiles, pm, c_n, 0.0);
-                g.input_grad_add_in(pm, &dv_pm, 1, &mut dxp_pm);
-                assert_eq!(bits(&dxp_pm), bits(&dxp_tm), "{h}×{w}: dxp");
-                // Output gradient.
-                let dy = values(h * w * o_n, 14);
-                let mut dm_tm = vec![0.5; POSITIONS * tiles * o_n];
-                g.output_grad(&dy, 1, &mut dm_tm);
-                let mut dm_pm = vec![0.5; pm.rows_needed(tiles) * o_n];
-                g.output_grad_in(pm, &dy, 1, &mut dm_pm);
-                let want = relayout(&dm_tm, tiles, pm, o_n, 0.5);
-                assert_eq!(bits(&dm_pm), bits(&want), "{h}×{w}: dM");
-                // Output transform with bias, ReLU and pooling.
-                let pool = Pool2x2 {
-                    h,
-                    w,
-                    channels: o_n,
-                    layout: PoolLayout::Chw,
-                };
-                let n = pool.out_len();
-                let m = values(POSITIONS * tiles * o_n, 15);
-                let bias = values(o_n, 16);
-                let (mut out, mut arg) = (vec![0.0f32; n], vec![0u8; n]);
-                g.transform_output_pool(&m, 1, &bias, &mut out, &mut arg);
-                let m_pm = relayout(&m, tiles, pm, o_n, 0.0);
-                let (mut out2, mut arg2) = (vec![1.0f32; n], vec![9u8; n]);
-                g.transform_output_pool_in(pm, &m_pm, 1, &bias, &mut out2, &mut arg2);
-                assert_eq!(arg, arg2, "{h}×{w}: codes");
-                assert_eq!(bits(&out), bits(&out2), "{h}×{w}: pooled");
-            }
+            let pm = TileLayout::PositionMajor { rows };
+            // Input transform.
+            let xp = padded(&g, 11);
+            let mut v_tm = vec![0.5; POSITIONS * tiles * c_n];
+            g.transform_input(&xp, &mut v_tm, 1);
+            let mut v_pm = vec![0.5; POSITIONS * rows * c_n];
+            g.transform_input_in(pm, &xp, &mut v_pm, 1);
+            let want = to_position_major(&v_tm, tiles, rows, c_n, 0.5);
+            assert_eq!(bits(&v_pm), bits(&want), "{h}×{w}: V");
+            // Its adjoint.
+            let dv = values(POSITIONS * tiles * c_n, 12);
+            let (ph, pw) = g.padded();
+            let mut dxp_tm = values(ph * pw * c_n, 13);
+            let mut dxp_pm = dxp_tm.clone();
+            g.input_grad_add(&dv, 1, &mut dxp_tm);
+            let dv_pm = to_position_major(&dv, tiles, rows, c_n, 0.0);
+            g.input_grad_add_in(pm, &dv_pm, 1, &mut dxp_pm);
+            assert_eq!(bits(&dxp_pm), bits(&dxp_tm), "{h}×{w}: dxp");
+            // Output gradient.
+            let dy = values(h * w * o_n, 14);
+            let mut dm_tm = vec![0.5; POSITIONS * tiles * o_n];
+            g.output_grad(&dy, 1, &mut dm_tm);
+            let mut dm_pm = vec![0.5; POSITIONS * rows * o_n];
+            g.output_grad_in(pm, &dy, 1, &mut dm_pm);
+            let want = to_position_major(&dm_tm, tiles, rows, o_n, 0.5);
+            assert_eq!(bits(&dm_pm), bits(&want), "{h}×{w}: dM");
+            // Output transform with bias, ReLU and pooling.
+            let pool = Pool2x2 {
+                h,
+                w,
+                channels: o_n,
+                layout: PoolLayout::Chw,
+            };
+            let n = pool.out_len();
+            let m = values(POSITIONS * tiles * o_n, 15);
+            let bias = values(o_n, 16);
+            let (mut out, mut arg) = (vec![0.0f32; n], vec![0u8; n]);
+            g.transform_output_pool(&m, 1, &bias, &mut out, &mut arg);
+            let m_pm = to_position_major(&m, tiles, rows, o_n, 0.0);
+            let (mut out2, mut arg2) = (vec![1.0f32; n], vec![9u8; n]);
+            g.transform_output_pool_in(pm, &m_pm, 1, &bias, &mut out2, &mut arg2);
+            assert_eq!(arg, arg2, "{h}×{w}: codes");
+            assert_eq!(bits(&out), bits(&out2), "{h}×{w}: pooled");
         }
     }
 

@@ -539,10 +539,10 @@ struct ChunkWork {
     p1: Vec<f32>,
     /// pool1's winner codes of the chunk.
     arg1: Vec<u8>,
-    /// conv2's transformed input `V` of one group ([`conv2_layout`]); in backward,
+    /// conv2's transformed input `V` of one group (position-major, [`conv2_layout`]); in backward,
     /// its gradient.
     v: Vec<f32>,
-    /// conv2's transformed output `M` of one group ([`conv2_layout`]); in backward,
+    /// conv2's transformed output `M` of one group (position-major); in backward,
     /// its gradient.
     m: Vec<f32>,
     /// conv2's output gradient for one group (backward only: forward pools straight
@@ -569,9 +569,8 @@ impl ChunkWork {
         grow(&mut self.y1, gs * c1.pixels() * C1);
         grow(&mut self.p1, n * c2.padded_len());
         grow(&mut self.arg1, n * g.pool1.out_len());
-        let rows = conv2_layout(g, n).rows_needed(gs * g.wino.tiles());
-        grow(&mut self.v, rows * C1);
-        grow(&mut self.m, rows * C2);
+        grow(&mut self.v, POSITIONS * gs * g.wino.tiles() * C1);
+        grow(&mut self.m, POSITIONS * gs * g.wino.tiles() * C2);
         grow(&mut self.y2, gs * c2.pixels() * C2);
         grow(&mut self.arg2, n * g.pool2.out_len());
         grow(&mut self.dp1, c2.padded_len());
@@ -944,14 +943,13 @@ fn backward_convs(g: &Geometry, v: &View, cw: &mut ChunkWork, da: &[f32]) {
     }
 }
 
-/// The layout of conv2's transformed buffers (`V`, `M` and their gradients): tile-major
-/// with one spare row after each tile, so that the position products read a position's
-/// rows in place (8 or 16 KB apart unpadded, the L1 cache's set stride, they would have
-/// to be copied out first); the transforms keep writing and reading each tile's 64 rows
-/// together. (Position-major buffers, tried, made the transforms slower than the copies
-/// they save.)
-fn conv2_layout(_g: &Geometry, _n: usize) -> TileLayout {
-    TileLayout::TileMajorPadded { pad: 1 }
+/// The position-major layout of conv2's transformed buffers (`V`, `M` and their
+/// gradients) for a block of `n` samples: each position holds the tiles of a whole group,
+/// so each position product's operands are contiguous.
+fn conv2_layout(g: &Geometry, n: usize) -> TileLayout {
+    TileLayout::PositionMajor {
+        rows: g.group.min(n) * g.wino.tiles(),
+    }
 }
 
 /// `out[j] = Σ_i m[i, j]` over the rows of a row-major `[_, cols]` matrix, in row order.
