@@ -17,7 +17,6 @@
 //! zero (then added to the destination for `dU`); no sum is split, so the result depends
 //! on no thread count. Without AVX-512 the products go through [`crate::sgemm`].
 
-use crate::winograd4::TileLayout;
 use crate::{sgemm, MatMut, MatRef};
 
 /// The positions of an F(4×4, 5×5) tile.
@@ -46,51 +45,15 @@ fn dedicated(c: usize, o: usize) -> bool {
 ///
 /// Panics if a buffer is shorter than its shape.
 pub fn forward(rows: usize, c: usize, o: usize, v: &[f32], u: &[f32], m: &mut [f32]) {
-    forward_in(TileLayout::TileMajor, rows, c, o, v, u, m)
+    forward_on(dedicated(c, o), rows, c, o, v, u, m)
 }
 
-/// [`forward`] on `v` and `m` in `layout` (tiles `0..rows` of each position).
-///
-/// Panics if a buffer is shorter than its shape.
-pub fn forward_in(
-    layout: TileLayout,
-    rows: usize,
-    c: usize,
-    o: usize,
-    v: &[f32],
-    u: &[f32],
-    m: &mut [f32],
-) {
-    forward_on(dedicated(c, o), layout, rows, c, o, v, u, m)
-}
-
-/// `(row stride, position stride)` of a `layout` buffer, in rows of its values.
-fn strides(layout: TileLayout) -> (usize, usize) {
-    match layout {
-        TileLayout::TileMajor => (P, 1),
-        TileLayout::PositionMajor { rows } => (1, rows),
-    }
-}
-
-/// [`forward_in`] by the dedicated kernel (`fast`, which needs AVX-512F) or the `gemm`
-/// crate.
-#[allow(clippy::too_many_arguments)]
-fn forward_on(
-    fast: bool,
-    layout: TileLayout,
-    rows: usize,
-    c: usize,
-    o: usize,
-    v: &[f32],
-    u: &[f32],
-    m: &mut [f32],
-) {
+/// [`forward`] by the dedicated kernel (`fast`, which needs AVX-512F) or the `gemm` crate.
+fn forward_on(fast: bool, rows: usize, c: usize, o: usize, v: &[f32], u: &[f32], m: &mut [f32]) {
+    assert!(v.len() >= rows * P * c && u.len() >= P * c * o && m.len() >= rows * P * o);
     if rows == 0 {
         return;
     }
-    let need = layout.rows_needed(rows);
-    assert!(v.len() >= need * c && u.len() >= P * c * o && m.len() >= need * o);
-    let (rs, ps) = strides(layout);
     if fast {
         assert!(
             has_avx512(),
@@ -98,21 +61,20 @@ fn forward_on(
         );
         #[cfg(target_arch = "x86_64")]
         // SAFETY: AVX-512F is present (checked above) and every index the kernel forms
-        // is inside the slices (asserted above: the layout's rows × c, 64·c·o, the
-        // layout's rows × o).
+        // is inside the slices (asserted above: rows·64·c, 64·c·o, rows·64·o).
         unsafe {
             for k in 0..P {
                 avx512::product::<4, 4>(
                     rows,
                     c,
                     o,
-                    v.as_ptr().add(k * ps * c),
-                    rs * c,
+                    v.as_ptr().add(k * c),
+                    P * c,
                     1,
                     u.as_ptr().add(k * c * o),
                     o,
-                    m.as_mut_ptr().add(k * ps * o),
-                    rs * o,
+                    m.as_mut_ptr().add(k * o),
+                    P * o,
                     false,
                 );
             }
@@ -121,8 +83,8 @@ fn forward_on(
     }
     for k in 0..P {
         sgemm(
-            MatMut::row_major(&mut m[k * ps * o..], rows, o, rs * o),
-            MatRef::row_major(&v[k * ps * c..], rows, c, rs * c),
+            MatMut::row_major(&mut m[k * o..], rows, o, P * o),
+            MatRef::row_major(&v[k * c..], rows, c, P * c),
             MatRef::row_major(&u[k * c * o..][..c * o], c, o, o),
             false,
             1,
@@ -152,43 +114,13 @@ pub fn backward(
     du: &mut [f32],
     scratch: &mut [f32],
 ) {
-    let fast = dedicated(c, o);
-    let layout = TileLayout::TileMajor;
-    backward_on(fast, layout, rows, c, o, v, dm, ut, du, true, scratch)
+    backward_on(dedicated(c, o), rows, c, o, v, dm, ut, du, scratch)
 }
 
-/// [`backward`] on `v` and `dm` in a position-major `layout` (each `V_k`, `dM_k`
-/// contiguous, so nothing is copied and no scratch is needed), with `dU_k` added to `du`
-/// when `accumulate`, else written over it (the same values as adding to zeros, up to
-/// the sign of a zero sum).
-///
-/// Panics if a buffer is shorter than its shape or `layout` is tile-major.
-#[allow(clippy::too_many_arguments)]
-pub fn backward_in(
-    layout: TileLayout,
-    rows: usize,
-    c: usize,
-    o: usize,
-    v: &mut [f32],
-    dm: &[f32],
-    ut: &[f32],
-    du: &mut [f32],
-    accumulate: bool,
-) {
-    assert!(
-        matches!(layout, TileLayout::PositionMajor { .. }),
-        "wino_products::backward_in: a position-major layout (a tile-major one needs scratch)"
-    );
-    let fast = dedicated(c, o);
-    backward_on(fast, layout, rows, c, o, v, dm, ut, du, accumulate, &mut [])
-}
-
-/// [`backward_in`] by the dedicated kernel (`fast`, which needs AVX-512F) or the `gemm`
-/// crate; a tile-major layout's rows are copied to `scratch` for the dedicated kernel.
+/// [`backward`] by the dedicated kernel (`fast`, which needs AVX-512F) or the `gemm` crate.
 #[allow(clippy::too_many_arguments)]
 fn backward_on(
     fast: bool,
-    layout: TileLayout,
     rows: usize,
     c: usize,
     o: usize,
@@ -196,67 +128,55 @@ fn backward_on(
     dm: &[f32],
     ut: &[f32],
     du: &mut [f32],
-    accumulate: bool,
     scratch: &mut [f32],
 ) {
+    assert!(v.len() >= rows * P * c && dm.len() >= rows * P * o);
+    assert!(ut.len() >= P * c * o && du.len() >= P * c * o);
+    assert!(scratch.len() >= scratch_len(rows, c, o));
     if rows == 0 {
         return;
     }
-    let need = layout.rows_needed(rows);
-    assert!(v.len() >= need * c && dm.len() >= need * o);
-    assert!(ut.len() >= P * c * o && du.len() >= P * c * o);
-    let (rs, ps) = strides(layout);
-    // Tile-major rows are 64·c apart: copied to contiguous scratch first.
-    let gather = rs != 1;
     if fast {
         assert!(
             has_avx512(),
             "wino_products: the dedicated kernel needs AVX-512F"
         );
-        if gather {
-            assert!(scratch.len() >= scratch_len(rows, c, o));
-        }
-        let (vs, ms) = scratch.split_at_mut(if gather { rows * c } else { 0 });
+        let (vs, ms) = scratch.split_at_mut(rows * c);
         for k in 0..P {
             #[cfg(target_arch = "x86_64")]
-            // SAFETY: AVX-512F is present (checked above); when gathering, the scratch
-            // holds rows × c and rows × o values (asserted above); `du` and `ut` hold
-            // 64·c·o (k < 64), `v` and `dm` the layout's rows × c and × o (asserted
-            // above), and every index the kernel forms is inside those.
+            // SAFETY: AVX-512F is present (checked above); the scratch holds rows × c
+            // and rows × o values, `du` and `ut` 64·c·o (k < 64), `v` rows·64·c,
+            // `dm` rows·64·o (asserted above), and every index the kernel forms is
+            // inside those.
             unsafe {
-                let (vk, mk) = if gather {
-                    avx512::gather_rows(rows, c, v.as_ptr().add(k * c), P * c, vs.as_mut_ptr());
-                    avx512::gather_rows(rows, o, dm.as_ptr().add(k * o), P * o, ms.as_mut_ptr());
-                    (vs.as_ptr(), ms.as_ptr())
-                } else {
-                    (v.as_ptr().add(k * ps * c), dm.as_ptr().add(k * ps * o))
-                };
+                avx512::gather_rows(rows, c, v.as_ptr().add(k * c), P * c, vs.as_mut_ptr());
+                avx512::gather_rows(rows, o, dm.as_ptr().add(k * o), P * o, ms.as_mut_ptr());
                 // dU_k[c, o] += Σ_r V_k[r, c] · dM_k[r, o]: left operand V_kᵀ.
                 avx512::product::<4, 4>(
                     c,
                     rows,
                     o,
-                    vk,
+                    vs.as_ptr(),
                     1,
                     c,
-                    mk,
+                    ms.as_ptr(),
                     o,
                     du.as_mut_ptr().add(k * c * o),
                     o,
-                    accumulate,
+                    true,
                 );
                 // dV_k[r, c] = Σ_j dM_k[r, j] · U_k[c, j], over V_k in place.
                 avx512::product::<4, 2>(
                     rows,
                     o,
                     c,
-                    mk,
+                    ms.as_ptr(),
                     o,
                     1,
                     ut.as_ptr().add(k * c * o),
                     c,
-                    v.as_mut_ptr().add(k * ps * c),
-                    rs * c,
+                    v.as_mut_ptr().add(k * c),
+                    P * c,
                     false,
                 );
             }
@@ -266,14 +186,14 @@ fn backward_on(
     for k in 0..P {
         sgemm(
             MatMut::row_major(&mut du[k * c * o..][..c * o], c, o, o),
-            MatRef::transposed(&v[k * ps * c..], c, rows, rs * c),
-            MatRef::row_major(&dm[k * ps * o..], rows, o, rs * o),
-            accumulate,
+            MatRef::transposed(&v[k * c..], c, rows, P * c),
+            MatRef::row_major(&dm[k * o..], rows, o, P * o),
+            true,
             1,
         );
         sgemm(
-            MatMut::row_major(&mut v[k * ps * c..], rows, c, rs * c),
-            MatRef::row_major(&dm[k * ps * o..], rows, o, rs * o),
+            MatMut::row_major(&mut v[k * c..], rows, c, P * c),
+            MatRef::row_major(&dm[k * o..], rows, o, P * o),
             MatRef::row_major(&ut[k * c * o..][..c * o], o, c, c),
             false,
             1,
@@ -496,11 +416,10 @@ mod tests {
             close(&dv, &wdv);
             // The `gemm` crate's path (the fallback without AVX-512): the same values.
             let mut m2 = vec![0.0; rows * P * o];
-            forward_on(false, TileLayout::TileMajor, rows, c, o, &v, &u, &mut m2);
+            forward_on(false, rows, c, o, &v, &u, &mut m2);
             let (mut dv2, mut du2) = (v.clone(), du0.clone());
             backward_on(
                 false,
-                TileLayout::TileMajor,
                 rows,
                 c,
                 o,
@@ -508,7 +427,6 @@ mod tests {
                 &dm,
                 &ut,
                 &mut du2,
-                true,
                 &mut scratch,
             );
             close(&m2, &wm);
@@ -534,143 +452,15 @@ mod tests {
             let du0 = data(P * c * o, 9);
             let mut scratch = vec![0.0; scratch_len(rows, c, o)];
             let (mut m1, mut m2) = (vec![0.0; rows * P * o], vec![0.0; rows * P * o]);
-            forward_on(true, TileLayout::TileMajor, rows, c, o, &v, &u, &mut m1);
-            forward_on(false, TileLayout::TileMajor, rows, c, o, &v, &u, &mut m2);
+            forward_on(true, rows, c, o, &v, &u, &mut m1);
+            forward_on(false, rows, c, o, &v, &u, &mut m2);
             assert_eq!(bits(&m1), bits(&m2), "forward, {rows} rows");
             let (mut v1, mut du1) = (v.clone(), du0.clone());
             let (mut v2, mut du2) = (v.clone(), du0.clone());
-            backward_on(
-                true,
-                TileLayout::TileMajor,
-                rows,
-                c,
-                o,
-                &mut v1,
-                &dm,
-                &ut,
-                &mut du1,
-                true,
-                &mut scratch,
-            );
-            backward_on(
-                false,
-                TileLayout::TileMajor,
-                rows,
-                c,
-                o,
-                &mut v2,
-                &dm,
-                &ut,
-                &mut du2,
-                true,
-                &mut scratch,
-            );
+            backward_on(true, rows, c, o, &mut v1, &dm, &ut, &mut du1, &mut scratch);
+            backward_on(false, rows, c, o, &mut v2, &dm, &ut, &mut du2, &mut scratch);
             assert_eq!(bits(&du1), bits(&du2), "dU, {rows} rows");
             assert_eq!(bits(&v1), bits(&v2), "dV, {rows} rows");
         }
-    }
-
-    /// On position-major buffers (the CNN's layout) both paths give the tile-major
-    /// products' bits; `dU` written instead of added gives what adding to zeros gives.
-    #[test]
-    fn the_position_major_layout_gives_the_tile_major_bits() {
-        let bits = |x: &[f32]| x.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
-        // Tile-major `[rows][64][c]` to position-major `[64][stride][c]`, spare rows 0.25.
-        let to_pm = |tm: &[f32], rows: usize, stride: usize, c: usize| {
-            let mut pm = vec![0.25; P * stride * c];
-            for r in 0..rows {
-                for k in 0..P {
-                    pm[(k * stride + r) * c..][..c].copy_from_slice(&tm[(r * P + k) * c..][..c]);
-                }
-            }
-            pm
-        };
-        let fasts: &[bool] = if has_avx512() {
-            &[true, false]
-        } else {
-            &[false]
-        };
-        for &fast in fasts {
-            for (rows, c, o) in [(32, 32, 64), (17, 32, 64)] {
-                let stride = rows + 3;
-                let pm = TileLayout::PositionMajor { rows: stride };
-                let tm = TileLayout::TileMajor;
-                let v = data(rows * P * c, 21);
-                let u = data(P * c * o, 22);
-                let ut = data(P * c * o, 23);
-                let dm = data(rows * P * o, 24);
-                let du0 = data(P * c * o, 25);
-                let mut scratch = vec![0.0; scratch_len(rows, c, o)];
-                let mut m_tm = vec![0.0; rows * P * o];
-                forward_on(fast, tm, rows, c, o, &v, &u, &mut m_tm);
-                let (v_pm, dm_pm) = (to_pm(&v, rows, stride, c), to_pm(&dm, rows, stride, o));
-                let mut m_pm = vec![0.25; P * stride * o];
-                forward_on(fast, pm, rows, c, o, &v_pm, &u, &mut m_pm);
-                assert_eq!(bits(&m_pm), bits(&to_pm(&m_tm, rows, stride, o)), "M");
-                for accumulate in [true, false] {
-                    let start = if accumulate {
-                        du0.clone()
-                    } else {
-                        vec![0.0; P * c * o]
-                    };
-                    let (mut v1, mut du1) = (v.clone(), start);
-                    backward_on(
-                        fast,
-                        tm,
-                        rows,
-                        c,
-                        o,
-                        &mut v1,
-                        &dm,
-                        &ut,
-                        &mut du1,
-                        true,
-                        &mut scratch,
-                    );
-                    let (mut v2, mut du2) = (v_pm.clone(), du0.clone());
-                    backward_on(
-                        fast,
-                        pm,
-                        rows,
-                        c,
-                        o,
-                        &mut v2,
-                        &dm_pm,
-                        &ut,
-                        &mut du2,
-                        accumulate,
-                        &mut [],
-                    );
-                    assert_eq!(bits(&du2), bits(&du1), "dU, accumulate {accumulate}");
-                    assert_eq!(bits(&v2), bits(&to_pm(&v1, rows, stride, c)), "dV");
-                }
-            }
-        }
-        // The public entry point: the same as the dedicated path chosen by the CPU.
-        let (rows, c, o) = (16, 32, 64);
-        let pm = TileLayout::PositionMajor { rows };
-        let (mut v, dm, ut) = (
-            data(P * rows * c, 31),
-            data(P * rows * o, 32),
-            data(P * c * o, 33),
-        );
-        let mut du = data(P * c * o, 34);
-        let (mut v2, mut du2) = (v.clone(), du.clone());
-        backward_in(pm, rows, c, o, &mut v, &dm, &ut, &mut du, true);
-        backward_on(
-            dedicated(c, o),
-            pm,
-            rows,
-            c,
-            o,
-            &mut v2,
-            &dm,
-            &ut,
-            &mut du2,
-            true,
-            &mut [],
-        );
-        assert_eq!(bits(&du), bits(&du2));
-        assert_eq!(bits(&v), bits(&v2));
     }
 }

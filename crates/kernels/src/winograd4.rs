@@ -216,22 +216,11 @@ impl Winograd4x5 {
     /// `V = Bᵀ d B` of every tile of the padded HWC image `xp` (`(h+4) × (w+4) × C`)
     /// into tiles `t0..t0 + tiles()` of `v` (`[tiles][64][C]`).
     pub fn transform_input(&self, xp: &[f32], v: &mut [f32], t0: usize) {
-        self.transform_input_in(TileLayout::TileMajor, xp, v, t0)
-    }
-
-    /// [`Winograd4x5::transform_input`] into a buffer of the given layout.
-    pub fn transform_input_in(&self, layout: TileLayout, xp: &[f32], v: &mut [f32], t0: usize) {
         let (ph, pw) = self.padded();
         let c_n = self.channels;
         assert!(xp.len() >= ph * pw * c_n);
-        assert!(v.len() >= layout.rows_needed(t0 + self.tiles()) * c_n);
-        dispatch(InputTransform {
-            g: self,
-            layout,
-            xp,
-            v,
-            t0,
-        })
+        assert!(v.len() >= POSITIONS * (t0 + self.tiles()) * c_n);
+        dispatch(InputTransform { g: self, xp, v, t0 })
     }
 
     /// The adjoint of [`Winograd4x5::transform_input`]: adds `B dV Bᵀ` of tiles
@@ -239,18 +228,12 @@ impl Winograd4x5 {
     /// padded image gradient `dxp` (its border collects the padding's gradient; what
     /// falls past the padded image is dropped).
     pub fn input_grad_add(&self, dv: &[f32], t0: usize, dxp: &mut [f32]) {
-        self.input_grad_add_in(TileLayout::TileMajor, dv, t0, dxp)
-    }
-
-    /// [`Winograd4x5::input_grad_add`] from a buffer of the given layout.
-    pub fn input_grad_add_in(&self, layout: TileLayout, dv: &[f32], t0: usize, dxp: &mut [f32]) {
         let (ph, pw) = self.padded();
         let c_n = self.channels;
         assert!(dxp.len() >= ph * pw * c_n);
-        assert!(dv.len() >= layout.rows_needed(t0 + self.tiles()) * c_n);
+        assert!(dv.len() >= POSITIONS * (t0 + self.tiles()) * c_n);
         dispatch(InputGrad {
             g: self,
-            layout,
             dv,
             dxp,
             t0,
@@ -261,32 +244,19 @@ impl Winograd4x5 {
     /// image `y` (`h × w × O`, every value written).
     pub fn transform_output(&self, m: &[f32], t0: usize, y: &mut [f32]) {
         let o_n = self.outputs;
-        let layout = TileLayout::TileMajor;
         assert!(y.len() >= self.h * self.w * o_n);
-        assert!(m.len() >= layout.rows_needed(t0 + self.tiles()) * o_n);
-        dispatch(OutputTransform {
-            g: self,
-            layout,
-            m,
-            y,
-            t0,
-        })
+        assert!(m.len() >= POSITIONS * (t0 + self.tiles()) * o_n);
+        dispatch(OutputTransform { g: self, m, y, t0 })
     }
 
     /// The adjoint of [`Winograd4x5::transform_output`]: `dM = A dY Aᵀ` of the HWC image
     /// gradient `dy` into tiles `t0..t0 + tiles()` of `dm` (`[tiles][64][O]`).
     pub fn output_grad(&self, dy: &[f32], t0: usize, dm: &mut [f32]) {
-        self.output_grad_in(TileLayout::TileMajor, dy, t0, dm)
-    }
-
-    /// [`Winograd4x5::output_grad`] into a buffer of the given layout.
-    pub fn output_grad_in(&self, layout: TileLayout, dy: &[f32], t0: usize, dm: &mut [f32]) {
         let o_n = self.outputs;
         assert!(dy.len() >= self.h * self.w * o_n);
-        assert!(dm.len() >= layout.rows_needed(t0 + self.tiles()) * o_n);
+        assert!(dm.len() >= POSITIONS * (t0 + self.tiles()) * o_n);
         dispatch(OutputGrad {
             g: self,
-            layout,
             dy,
             dm,
             t0,
@@ -308,73 +278,18 @@ impl Winograd4x5 {
         out: &mut [f32],
         arg: &mut [u8],
     ) {
-        self.transform_output_pool_in(TileLayout::TileMajor, m, t0, bias, out, arg)
-    }
-
-    /// [`Winograd4x5::transform_output_pool`] from a buffer of the given layout.
-    pub fn transform_output_pool_in(
-        &self,
-        layout: TileLayout,
-        m: &[f32],
-        t0: usize,
-        bias: &[f32],
-        out: &mut [f32],
-        arg: &mut [u8],
-    ) {
         let o_n = self.outputs;
         let pooled = (self.h / 2) * (self.w / 2) * o_n;
         assert!(bias.len() == o_n && out.len() >= pooled && arg.len() >= pooled);
-        assert!(m.len() >= layout.rows_needed(t0 + self.tiles()) * o_n);
+        assert!(m.len() >= POSITIONS * (t0 + self.tiles()) * o_n);
         dispatch(OutputPool {
             g: self,
-            layout,
             m,
             t0,
             bias,
             out,
             arg,
         })
-    }
-}
-
-/// How a buffer of transformed tiles (`V`, `M` and their gradients) is laid out: which
-/// row of `C` (or `O`) values holds tile `t`'s position `k`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TileLayout {
-    /// `[tiles][64][C]`: row `t·64 + k`, each tile's 64 positions together (what the
-    /// transforms read and write fastest).
-    TileMajor,
-    /// `[64][rows][C]`: row `k·rows + t`, each position's tiles together (contiguous
-    /// operands for the position products, [`crate::wino_products`]); tiles `< rows`.
-    PositionMajor {
-        /// Tiles a position holds (the buffer's rows are `64 · rows`).
-        rows: usize,
-    },
-}
-
-impl TileLayout {
-    /// The row of tile `t`'s position `k`.
-    #[inline(always)]
-    pub fn row(self, t: usize, k: usize) -> usize {
-        match self {
-            TileLayout::TileMajor => t * POSITIONS + k,
-            TileLayout::PositionMajor { rows } => k * rows + t,
-        }
-    }
-
-    /// Rows a buffer needs to hold tiles `0..tiles`; panics if a position-major layout
-    /// holds fewer than `tiles`.
-    pub fn rows_needed(self, tiles: usize) -> usize {
-        match self {
-            TileLayout::TileMajor => POSITIONS * tiles,
-            TileLayout::PositionMajor { rows } => {
-                assert!(
-                    tiles <= rows,
-                    "TileLayout: tile {tiles} past the {rows} a position holds"
-                );
-                POSITIONS * rows
-            }
-        }
     }
 }
 
@@ -422,7 +337,6 @@ fn for_chunks(
 
 struct InputTransform<'a> {
     g: &'a Winograd4x5,
-    layout: TileLayout,
     xp: &'a [f32],
     v: &'a mut [f32],
     t0: usize,
@@ -433,13 +347,7 @@ struct InputTransform<'a> {
 impl Kernel for InputTransform<'_> {
     #[inline(always)]
     fn run<S: Simd>(self, s: S) {
-        let Self {
-            g,
-            layout,
-            xp,
-            v,
-            t0,
-        } = self;
+        let Self { g, xp, v, t0 } = self;
         let ((ph, pw), c_n) = (g.padded(), g.channels);
         let zero = s.splat_f32s(0.0);
         for_chunks(g, c_n, S::F32_LANES, |t, ti, tj, c0, len| {
@@ -463,7 +371,7 @@ impl Kernel for InputTransform<'_> {
             for nu in 0..A {
                 let out = bt(s, eight(|a| tmp[a][nu]));
                 for (xi, x) in out.into_iter().enumerate() {
-                    let at = layout.row(t0 + t, xi * A + nu) * c_n + c0;
+                    let at = ((t0 + t) * POSITIONS + xi * A + nu) * c_n + c0;
                     vstore(s, &mut v[at..], len, x);
                 }
             }
@@ -473,7 +381,6 @@ impl Kernel for InputTransform<'_> {
 
 struct InputGrad<'a> {
     g: &'a Winograd4x5,
-    layout: TileLayout,
     dv: &'a [f32],
     dxp: &'a mut [f32],
     t0: usize,
@@ -484,13 +391,7 @@ struct InputGrad<'a> {
 impl Kernel for InputGrad<'_> {
     #[inline(always)]
     fn run<S: Simd>(self, s: S) {
-        let Self {
-            g,
-            layout,
-            dv,
-            dxp,
-            t0,
-        } = self;
+        let Self { g, dv, dxp, t0 } = self;
         let ((ph, pw), c_n) = (g.padded(), g.channels);
         for_chunks(g, c_n, S::F32_LANES, |t, ti, tj, c0, len| {
             let (r0, q0) = (4 * ti, 4 * tj);
@@ -499,7 +400,13 @@ impl Kernel for InputGrad<'_> {
             for (xi, row) in tmp.iter_mut().enumerate() {
                 *row = b(
                     s,
-                    eight(|nu| vload(s, &dv[layout.row(t0 + t, xi * A + nu) * c_n + c0..], len)),
+                    eight(|nu| {
+                        vload(
+                            s,
+                            &dv[((t0 + t) * POSITIONS + xi * A + nu) * c_n + c0..],
+                            len,
+                        )
+                    }),
                 );
             }
             for bc in 0..A {
@@ -522,7 +429,6 @@ impl Kernel for InputGrad<'_> {
 
 struct OutputTransform<'a> {
     g: &'a Winograd4x5,
-    layout: TileLayout,
     m: &'a [f32],
     y: &'a mut [f32],
     t0: usize,
@@ -533,13 +439,7 @@ struct OutputTransform<'a> {
 impl Kernel for OutputTransform<'_> {
     #[inline(always)]
     fn run<S: Simd>(self, s: S) {
-        let Self {
-            g,
-            layout,
-            m,
-            y,
-            t0,
-        } = self;
+        let Self { g, m, y, t0 } = self;
         let (o_n, h, w) = (g.outputs, g.h, g.w);
         for_chunks(g, o_n, S::F32_LANES, |t, ti, tj, o0, len| {
             let (r0, q0) = (4 * ti, 4 * tj);
@@ -547,7 +447,13 @@ impl Kernel for OutputTransform<'_> {
             for (xi, row) in tmp.iter_mut().enumerate() {
                 *row = at(
                     s,
-                    eight(|nu| vload(s, &m[layout.row(t0 + t, xi * A + nu) * o_n + o0..], len)),
+                    eight(|nu| {
+                        vload(
+                            s,
+                            &m[((t0 + t) * POSITIONS + xi * A + nu) * o_n + o0..],
+                            len,
+                        )
+                    }),
                 );
             }
             for j in 0..4 {
@@ -569,7 +475,6 @@ impl Kernel for OutputTransform<'_> {
 
 struct OutputGrad<'a> {
     g: &'a Winograd4x5,
-    layout: TileLayout,
     dy: &'a [f32],
     dm: &'a mut [f32],
     t0: usize,
@@ -580,13 +485,7 @@ struct OutputGrad<'a> {
 impl Kernel for OutputGrad<'_> {
     #[inline(always)]
     fn run<S: Simd>(self, s: S) {
-        let Self {
-            g,
-            layout,
-            dy,
-            dm,
-            t0,
-        } = self;
+        let Self { g, dy, dm, t0 } = self;
         let (o_n, h, w) = (g.outputs, g.h, g.w);
         let zero = s.splat_f32s(0.0);
         for_chunks(g, o_n, S::F32_LANES, |t, ti, tj, o0, len| {
@@ -611,7 +510,7 @@ impl Kernel for OutputGrad<'_> {
             for nu in 0..A {
                 let col = a(s, [e[0][nu], e[1][nu], e[2][nu], e[3][nu]]);
                 for (xi, x) in col.into_iter().enumerate() {
-                    let at = layout.row(t0 + t, xi * A + nu) * o_n + o0;
+                    let at = ((t0 + t) * POSITIONS + xi * A + nu) * o_n + o0;
                     vstore(s, &mut dm[at..], len, x);
                 }
             }
@@ -624,7 +523,6 @@ const MAX_LANES: usize = 16;
 
 struct OutputPool<'a> {
     g: &'a Winograd4x5,
-    layout: TileLayout,
     m: &'a [f32],
     t0: usize,
     bias: &'a [f32],
@@ -639,7 +537,6 @@ impl Kernel for OutputPool<'_> {
     fn run<S: Simd>(self, s: S) {
         let Self {
             g,
-            layout,
             m,
             t0,
             bias,
@@ -655,7 +552,13 @@ impl Kernel for OutputPool<'_> {
             for (xi, row) in tmp.iter_mut().enumerate() {
                 *row = at(
                     s,
-                    eight(|nu| vload(s, &m[layout.row(t0 + t, xi * A + nu) * o_n + o0..], len)),
+                    eight(|nu| {
+                        vload(
+                            s,
+                            &m[((t0 + t) * POSITIONS + xi * A + nu) * o_n + o0..],
+                            len,
+                        )
+                    }),
                 );
             }
             // The output tile, `y[i·4 + j]` the chunk's values at row r0 + i, column q0 + j.
@@ -1079,83 +982,5 @@ mod tests {
             assert_eq!(bits(&out), bits(&out2), "{h}×{w}×{o_n}: outputs");
             assert!(arg.contains(&4) && arg.iter().any(|&k| k < 4));
         }
-    }
-
-    /// A tile-major buffer of `tiles` tiles of `c` values rewritten position-major with
-    /// `rows` tiles a position (the rows past `tiles` hold `fill`).
-    fn to_position_major(tm: &[f32], tiles: usize, rows: usize, c: usize, fill: f32) -> Vec<f32> {
-        let mut pm = vec![fill; POSITIONS * rows * c];
-        for t in 0..tiles {
-            for k in 0..POSITIONS {
-                pm[(k * rows + t) * c..][..c].copy_from_slice(&tm[(t * POSITIONS + k) * c..][..c]);
-            }
-        }
-        pm
-    }
-
-    /// Every transform on a position-major buffer gives the tile-major one's values, bit
-    /// for bit, moved to their rows (tiles from `t0 = 1`, spare rows left as they were).
-    #[test]
-    fn the_position_major_layout_moves_only_the_rows() {
-        use crate::{Pool2x2, PoolLayout};
-        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-        for (h, w, c_n, o_n) in [(14, 14, 32, 64), (6, 10, 20, 12)] {
-            let g = Winograd4x5::new(h, w, c_n, o_n);
-            let (tiles, rows) = (1 + g.tiles(), 3 + g.tiles());
-            let pm = TileLayout::PositionMajor { rows };
-            // Input transform.
-            let xp = padded(&g, 11);
-            let mut v_tm = vec![0.5; POSITIONS * tiles * c_n];
-            g.transform_input(&xp, &mut v_tm, 1);
-            let mut v_pm = vec![0.5; POSITIONS * rows * c_n];
-            g.transform_input_in(pm, &xp, &mut v_pm, 1);
-            let want = to_position_major(&v_tm, tiles, rows, c_n, 0.5);
-            assert_eq!(bits(&v_pm), bits(&want), "{h}×{w}: V");
-            // Its adjoint.
-            let dv = values(POSITIONS * tiles * c_n, 12);
-            let (ph, pw) = g.padded();
-            let mut dxp_tm = values(ph * pw * c_n, 13);
-            let mut dxp_pm = dxp_tm.clone();
-            g.input_grad_add(&dv, 1, &mut dxp_tm);
-            let dv_pm = to_position_major(&dv, tiles, rows, c_n, 0.0);
-            g.input_grad_add_in(pm, &dv_pm, 1, &mut dxp_pm);
-            assert_eq!(bits(&dxp_pm), bits(&dxp_tm), "{h}×{w}: dxp");
-            // Output gradient.
-            let dy = values(h * w * o_n, 14);
-            let mut dm_tm = vec![0.5; POSITIONS * tiles * o_n];
-            g.output_grad(&dy, 1, &mut dm_tm);
-            let mut dm_pm = vec![0.5; POSITIONS * rows * o_n];
-            g.output_grad_in(pm, &dy, 1, &mut dm_pm);
-            let want = to_position_major(&dm_tm, tiles, rows, o_n, 0.5);
-            assert_eq!(bits(&dm_pm), bits(&want), "{h}×{w}: dM");
-            // Output transform with bias, ReLU and pooling.
-            let pool = Pool2x2 {
-                h,
-                w,
-                channels: o_n,
-                layout: PoolLayout::Chw,
-            };
-            let n = pool.out_len();
-            let m = values(POSITIONS * tiles * o_n, 15);
-            let bias = values(o_n, 16);
-            let (mut out, mut arg) = (vec![0.0f32; n], vec![0u8; n]);
-            g.transform_output_pool(&m, 1, &bias, &mut out, &mut arg);
-            let m_pm = to_position_major(&m, tiles, rows, o_n, 0.0);
-            let (mut out2, mut arg2) = (vec![1.0f32; n], vec![9u8; n]);
-            g.transform_output_pool_in(pm, &m_pm, 1, &bias, &mut out2, &mut arg2);
-            assert_eq!(arg, arg2, "{h}×{w}: codes");
-            assert_eq!(bits(&out), bits(&out2), "{h}×{w}: pooled");
-        }
-    }
-
-    #[test]
-    #[should_panic(expected = "past the")]
-    fn a_position_major_buffer_too_few_rows_is_refused() {
-        let g = Winograd4x5::new(14, 14, 32, 64);
-        let pm = TileLayout::PositionMajor {
-            rows: g.tiles() - 1,
-        };
-        let mut v = vec![0.0; POSITIONS * g.tiles() * 32];
-        g.transform_input_in(pm, &padded(&g, 1), &mut v, 0);
     }
 }

@@ -80,7 +80,7 @@ use fedpace_core::{Batch, EvalStats, Inputs, Model};
 use fedpace_kernels::dense_backward_sgd;
 use fedpace_kernels::pointwise::transpose;
 use fedpace_kernels::wino_products;
-use fedpace_kernels::winograd4::{TileLayout, Winograd4x5, POSITIONS};
+use fedpace_kernels::winograd4::{Winograd4x5, POSITIONS};
 use fedpace_kernels::{
     im2row, sgemm, to_padded_nhwc, zero_border, MatMut, MatRef, Pool2x2, PoolLayout, SameConv,
 };
@@ -539,10 +539,10 @@ struct ChunkWork {
     p1: Vec<f32>,
     /// pool1's winner codes of the chunk.
     arg1: Vec<u8>,
-    /// conv2's transformed input `V` of one group (position-major, [`conv2_layout`]); in backward,
+    /// conv2's transformed input `V` of one group (`[64][tiles][C1]`); in backward,
     /// its gradient.
     v: Vec<f32>,
-    /// conv2's transformed output `M` of one group (position-major); in backward,
+    /// conv2's transformed output `M` of one group (`[64][tiles][C2]`); in backward,
     /// its gradient.
     m: Vec<f32>,
     /// conv2's output gradient for one group (backward only: forward pools straight
@@ -550,6 +550,8 @@ struct ChunkWork {
     y2: Vec<f32>,
     /// pool2's winner codes of the chunk.
     arg2: Vec<u8>,
+    /// Scratch of conv2's backward position products.
+    ws: Vec<f32>,
     /// Gradient of one padded pooled conv1 image.
     dp1: Vec<f32>,
     /// Partial gradients of the chunk (conv1's weights in `[(ki, kj, c), o]` layout,
@@ -573,6 +575,10 @@ impl ChunkWork {
         grow(&mut self.m, POSITIONS * gs * g.wino.tiles() * C2);
         grow(&mut self.y2, gs * c2.pixels() * C2);
         grow(&mut self.arg2, n * g.pool2.out_len());
+        grow(
+            &mut self.ws,
+            wino_products::scratch_len(gs * g.wino.tiles(), C1, C2),
+        );
         grow(&mut self.dp1, c2.padded_len());
         grow(&mut self.dw1t, c1.taps() * C1);
         grow(&mut self.db1, C1);
@@ -698,7 +704,6 @@ fn forward_convs(g: &Geometry, v: &View, x: &[f32], cw: &mut ChunkWork, a: &mut 
     let (pix1, taps1) = (c1.pixels(), c1.taps());
     let (plen2, out1, out2) = (c2.padded_len(), g.pool1.out_len(), g.pool2.out_len());
     let n = x.len() / in_len;
-    let layout = conv2_layout(g, n);
     for s0 in (0..n).step_by(g.group) {
         let gs = g.group.min(n - s0);
         let cols1 = &mut cw.cols1[s0 * pix1 * taps1..][..gs * pix1 * taps1];
@@ -726,16 +731,15 @@ fn forward_convs(g: &Geometry, v: &View, x: &[f32], cw: &mut ChunkWork, a: &mut 
                 p1,
                 &mut cw.arg1[s * out1..][..out1],
             );
-            g.wino.transform_input_in(layout, p1, &mut cw.v, i * tiles);
+            g.wino.transform_input(p1, &mut cw.v, i * tiles);
         }
         // conv2: M_k = V_k · U_k for the 64 positions of a Winograd tile (V and M
-        // position-major: each V_k, M_k contiguous).
-        wino_products::forward_in(layout, rows2, C1, C2, &cw.v, v.u2, &mut cw.m);
+        // tile-major: row stride 64·C).
+        wino_products::forward(rows2, C1, C2, &cw.v, v.u2, &mut cw.m);
         // Output transform, bias, ReLU and pool2 in one pass, into fc1's input.
         for i in 0..gs {
             let s = s0 + i;
-            g.wino.transform_output_pool_in(
-                layout,
+            g.wino.transform_output_pool(
                 &cw.m,
                 i * tiles,
                 v.b2,
@@ -891,8 +895,8 @@ fn backward_convs(g: &Geometry, v: &View, cw: &mut ChunkWork, da: &[f32]) {
     let dw1t = &mut cw.dw1t[..taps1 * C1];
     let du2 = &mut cw.du2[..g.wino.filter_len()];
     let (db1, db2) = (&mut cw.db1[..C1], &mut cw.db2[..C2]);
-    let layout = conv2_layout(g, n);
     dw1t.fill(0.0);
+    du2.fill(0.0);
     db1.fill(0.0);
     db2.fill(0.0);
     for s0 in (0..n).step_by(g.group) {
@@ -907,19 +911,18 @@ fn backward_convs(g: &Geometry, v: &View, cw: &mut ChunkWork, da: &[f32]) {
                 dy2,
                 db2,
             );
-            g.wino.output_grad_in(layout, dy2, i * tiles, &mut cw.m);
+            g.wino.output_grad(dy2, i * tiles, &mut cw.m);
             // conv2's transformed input again, from the stored pooled conv1 output.
             g.wino
-                .transform_input_in(layout, &cw.p1[s * plen2..][..plen2], &mut cw.v, i * tiles);
+                .transform_input(&cw.p1[s * plen2..][..plen2], &mut cw.v, i * tiles);
         }
-        // For each of the 64 positions: dU_k += V_kᵀ · dM_k (written over the block's
-        // partial by its first group, so it needs no zeroing), then dV_k = dM_k · U_kᵀ
+        // For each of the 64 positions: dU_k += V_kᵀ · dM_k, then dV_k = dM_k · U_kᵀ
         // into V_k (consumed by then), while V_k and dM_k are still in the L1 cache.
-        wino_products::backward_in(layout, rows2, C1, C2, &mut cw.v, &cw.m, v.u2t, du2, s0 > 0);
+        wino_products::backward(rows2, C1, C2, &mut cw.v, &cw.m, v.u2t, du2, &mut cw.ws);
         for i in 0..gs {
             let dp1 = &mut cw.dp1[..plen2];
             dp1.fill(0.0);
-            g.wino.input_grad_add_in(layout, &cw.v, i * tiles, dp1);
+            g.wino.input_grad_add(&cw.v, i * tiles, dp1);
             g.pool1.backward(
                 dp1,
                 &cw.arg1[(s0 + i) * out1..][..out1],
@@ -940,15 +943,6 @@ fn backward_convs(g: &Geometry, v: &View, cw: &mut ChunkWork, da: &[f32]) {
             true,
             1,
         );
-    }
-}
-
-/// The position-major layout of conv2's transformed buffers (`V`, `M` and their
-/// gradients) for a block of `n` samples: each position holds the tiles of a whole group,
-/// so each position product's operands are contiguous.
-fn conv2_layout(g: &Geometry, n: usize) -> TileLayout {
-    TileLayout::PositionMajor {
-        rows: g.group.min(n) * g.wino.tiles(),
     }
 }
 
