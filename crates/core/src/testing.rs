@@ -12,14 +12,29 @@
 //! strategy-level check (a grid, client states included) is
 //! `fedpace_sim::testing::check_strategy_resumes`.
 //!
-//! [`plan`] is the plain rate plan tests build instructions with.
+//! [`plan`] is the plain rate plan tests build instructions with;
+//! [`check_overwrites_grad`] checks a model's [`Model::overwrites_grad`] claim.
 
 use crate::summary::{AggregateSummary, ClientAggregate, EvalSummary};
 use crate::traits::{RatePolicy, RoundSummary};
-use crate::{ClientInfo, RatePlan, Result, TrainReport};
+use crate::{Batch, ClientInfo, Model, RatePlan, Result, TrainReport};
 use fedpace_params::{ParamSpec, ParamTree};
 use std::fmt::Debug;
 use std::sync::Arc;
+
+/// Checks [`Model::overwrites_grad`] on one batch: the model claims it, and a gradient
+/// buffer full of NaN before `loss_and_grad` gives the same loss and gradient bits as a
+/// zeroed one (so a local step may skip the zeroing). Panics naming `what` otherwise.
+pub fn check_overwrites_grad(m: &mut dyn Model, params: &ParamTree, batch: &Batch, what: &str) {
+    assert!(m.overwrites_grad(), "{what}: the model does not claim it");
+    let len = params.as_slice().len();
+    let (mut zeros, mut nans) = (vec![0.0f32; len], vec![f32::NAN; len]);
+    let lz = m.loss_and_grad(params, batch, &mut zeros).unwrap();
+    let ln = m.loss_and_grad(params, batch, &mut nans).unwrap();
+    assert_eq!(lz.to_bits(), ln.to_bits(), "{what}: loss");
+    let bits = |g: &[f32]| g.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    assert_eq!(bits(&zeros), bits(&nans), "{what}: gradient");
+}
 
 /// A plain plan for tests: rate 0.1 for every group, one local SGD step on batches of
 /// 10, optimiser state reset each round, no proximal term.

@@ -32,23 +32,12 @@
 //! after, `fc1_pass` example, 6 Dec 2026), so models that must write the gradient keep
 //! their products.
 
+use crate::tile512::has_avx512;
 use crate::{sgemm, MatMut, MatRef};
 use rayon::prelude::*;
 
 /// Columns of `W` per strip (4 vectors of 16).
 const STRIP: usize = 64;
-
-/// Whether this CPU has AVX-512F, detected at run time.
-fn has_avx512() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx512f")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
-}
 
 /// The backward pass of `Y = X·Wᵀ` with the plain-SGD step of `W` (module doc): writes
 /// `dx` (`[n, inp]`) from the old `w` (`[out, inp]`), then steps `w` by `rate`. `chunk`
@@ -188,21 +177,13 @@ unsafe impl Sync for Pass {}
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
     use super::{Pass, STRIP};
+    use crate::tile512::{block, Out};
     use std::arch::x86_64::*;
 
     /// Vectors per block row (a strip).
     const NV: usize = STRIP / 16;
     /// Rows per register block.
     const R: usize = 4;
-
-    /// What a block does with its sums.
-    #[derive(Clone, Copy)]
-    enum Out {
-        Store,
-        Add,
-        /// `c ← c + s·r`.
-        Step(__m512),
-    }
 
     /// Strips `a..b` of the pass: for each strip, chunk by chunk of rows, the chunk's
     /// part of `dX` from the old weights, then the chunk's step.
@@ -237,10 +218,10 @@ mod avx512 {
                         p.dx.add(s0 * inp + f0),
                     );
                     if s0 + R <= n {
-                        block::<R>(rows, a, out, 1, b, inp, d, inp, o);
+                        block::<R, NV>(rows, a, out, 1, b, inp, d, inp, o);
                         s0 += R;
                     } else {
-                        block::<1>(rows, a, out, 1, b, inp, d, inp, o);
+                        block::<1, NV>(rows, a, out, 1, b, inp, d, inp, o);
                         s0 += 1;
                     }
                 }
@@ -249,62 +230,13 @@ mod avx512 {
                 while j < j0 + rows {
                     let (a, b, d) = (p.dy.add(j), p.x.add(f0), p.w.add(j * inp + f0));
                     if j + R <= j0 + rows {
-                        block::<R>(n, a, 1, out, b, inp, d, inp, step);
+                        block::<R, NV>(n, a, 1, out, b, inp, d, inp, step);
                         j += R;
                     } else {
-                        block::<1>(n, a, 1, out, b, inp, d, inp, step);
+                        block::<1, NV>(n, a, 1, out, b, inp, d, inp, step);
                         j += 1;
                     }
                 }
-            }
-        }
-    }
-
-    /// `M` rows × 64 columns of `A·B` (`A`'s element `(i, p)` at `a[i·a_rs + p·a_cs]`,
-    /// `B` row-major with row stride `b_rs`), each an in-order sum of fused
-    /// multiply-adds from zero over `p = 0..k`, then stored at `c` (row stride `c_rs`),
-    /// added to it, or stepped into it.
-    ///
-    /// # Safety
-    /// AVX-512F must be available and every index formed inside its buffer.
-    #[allow(clippy::too_many_arguments)]
-    #[inline]
-    #[target_feature(enable = "avx512f")]
-    unsafe fn block<const M: usize>(
-        k: usize,
-        a: *const f32,
-        a_rs: usize,
-        a_cs: usize,
-        b: *const f32,
-        b_rs: usize,
-        c: *mut f32,
-        c_rs: usize,
-        o: Out,
-    ) {
-        let mut s = [[_mm512_setzero_ps(); NV]; M];
-        for q in 0..k {
-            let bq = b.add(q * b_rs);
-            let mut bv = [_mm512_setzero_ps(); NV];
-            for (j, v) in bv.iter_mut().enumerate() {
-                *v = _mm512_loadu_ps(bq.add(16 * j));
-            }
-            let aq = a.add(q * a_cs);
-            for (i, si) in s.iter_mut().enumerate() {
-                let x = _mm512_set1_ps(*aq.add(i * a_rs));
-                for (sij, &bj) in si.iter_mut().zip(&bv) {
-                    *sij = _mm512_fmadd_ps(x, bj, *sij);
-                }
-            }
-        }
-        for (i, si) in s.iter().enumerate() {
-            for (j, &sij) in si.iter().enumerate() {
-                let d = c.add(i * c_rs + 16 * j);
-                let v = match o {
-                    Out::Store => sij,
-                    Out::Add => _mm512_add_ps(_mm512_loadu_ps(d), sij),
-                    Out::Step(r) => _mm512_add_ps(_mm512_loadu_ps(d), _mm512_mul_ps(sij, r)),
-                };
-                _mm512_storeu_ps(d, v);
             }
         }
     }

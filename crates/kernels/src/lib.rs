@@ -56,6 +56,7 @@ pub mod pointwise;
 mod sgemm;
 mod simd;
 pub mod small_gemm;
+mod tile512;
 pub mod wino_products;
 pub mod winograd4;
 

@@ -17,22 +17,11 @@
 //! zero (then added to the destination for `dU`); no sum is split, so the result depends
 //! on no thread count. Without AVX-512 the products go through [`crate::sgemm`].
 
+use crate::tile512::has_avx512;
 use crate::{sgemm, MatMut, MatRef};
 
 /// The positions of an F(4×4, 5×5) tile.
 const P: usize = crate::winograd4::POSITIONS;
-
-/// Whether this CPU runs the dedicated kernel (AVX-512F), detected once.
-fn has_avx512() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx512f")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
-}
 
 /// Whether the dedicated kernel runs channel counts `c` and `o` on this CPU (its
 /// column blocks are 64 wide for `o` and 32 for `c`).
@@ -203,6 +192,7 @@ fn backward_on(
 
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
+    use crate::tile512::{block, Out};
     use std::arch::x86_64::*;
 
     /// `C (+)= A·B` for `A: m × k` (element `(i, p)` at `a[i·a_rs + p·a_cs]`), `B: k × n`
@@ -229,6 +219,7 @@ mod avx512 {
         acc: bool,
     ) {
         debug_assert!(n.is_multiple_of(16 * NV));
+        let o = if acc { Out::Add } else { Out::Store };
         for j0 in (0..n).step_by(16 * NV) {
             let mut i0 = 0;
             while i0 + R <= m {
@@ -241,7 +232,7 @@ mod avx512 {
                     b_rs,
                     c.add(i0 * c_rs + j0),
                     c_rs,
-                    acc,
+                    o,
                 );
                 i0 += R;
             }
@@ -255,7 +246,7 @@ mod avx512 {
                     b_rs,
                     c.add(i0 * c_rs + j0),
                     c_rs,
-                    acc,
+                    o,
                 );
                 i0 += 1;
             }
@@ -279,48 +270,6 @@ mod avx512 {
             let (s, d) = (src.add(r * src_rs), dst.add(r * len));
             for j in (0..len).step_by(16) {
                 _mm512_storeu_ps(d.add(j), _mm512_loadu_ps(s.add(j)));
-            }
-        }
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    #[inline]
-    #[target_feature(enable = "avx512f")]
-    unsafe fn block<const R: usize, const NV: usize>(
-        k: usize,
-        a: *const f32,
-        a_rs: usize,
-        a_cs: usize,
-        b: *const f32,
-        b_rs: usize,
-        c: *mut f32,
-        c_rs: usize,
-        acc: bool,
-    ) {
-        let mut s = [[_mm512_setzero_ps(); NV]; R];
-        for p in 0..k {
-            let bp = b.add(p * b_rs);
-            let mut bv = [_mm512_setzero_ps(); NV];
-            for (j, x) in bv.iter_mut().enumerate() {
-                *x = _mm512_loadu_ps(bp.add(16 * j));
-            }
-            let ap = a.add(p * a_cs);
-            for (i, si) in s.iter_mut().enumerate() {
-                let x = _mm512_set1_ps(*ap.add(i * a_rs));
-                for (sij, &bj) in si.iter_mut().zip(&bv) {
-                    *sij = _mm512_fmadd_ps(x, bj, *sij);
-                }
-            }
-        }
-        for (i, si) in s.iter().enumerate() {
-            for (j, &sij) in si.iter().enumerate() {
-                let d = c.add(i * c_rs + 16 * j);
-                let out = if acc {
-                    _mm512_add_ps(_mm512_loadu_ps(d), sij)
-                } else {
-                    sij
-                };
-                _mm512_storeu_ps(d, out);
             }
         }
     }

@@ -311,19 +311,9 @@ fn char_lstm_overwrites_its_gradient() {
         (5, 2, 3, 2, 3, 0),
     ] {
         let mut m = CharLstm::new(vocab, e, h, layers, t, vocab).unwrap();
-        assert!(m.overwrites_grad());
         let p = m.init(5).unwrap();
         let b = tokens_batch(n, t, vocab, 11 + n as u64);
-        let len = p.as_slice().len();
-        let (mut zeros, mut nans) = (vec![0.0f32; len], vec![f32::NAN; len]);
-        let lz = m.loss_and_grad(&p, &b, &mut zeros).unwrap();
-        let ln = m.loss_and_grad(&p, &b, &mut nans).unwrap();
-        assert_eq!(lz.to_bits(), ln.to_bits());
-        let bits = |g: &[f32]| g.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-        assert_eq!(
-            bits(&zeros),
-            bits(&nans),
-            "{layers} layers, {t} steps, {n} samples"
-        );
+        let what = format!("{layers} layers, {t} steps, {n} samples");
+        fedpace_core::testing::check_overwrites_grad(&mut m, &p, &b, &what);
     }
 }

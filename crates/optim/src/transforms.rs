@@ -61,6 +61,31 @@ pub fn scale_by_rate() -> ScaleByRate {
     ScaleByRate
 }
 
+/// `p ← p + u·(−η_g)` on the tensors `take` selects (by index in the spec), in one pass:
+/// the same two roundings as [`ScaleByRate::update`] then [`apply_updates`](crate::apply_updates).
+fn sgd_step(
+    updates: &[f32],
+    state: &mut State,
+    params: &mut [f32],
+    ctx: &StepContext<'_>,
+    take: impl Fn(usize) -> bool,
+) -> Result<()> {
+    check_rates(ctx)?;
+    check_updates(updates, ctx)?;
+    crate::check_len("parameters", params.len(), updates.len())?;
+    for (i, e) in ctx.spec.entries().iter().enumerate() {
+        if !take(i) {
+            continue;
+        }
+        let r = -ctx.group_rates[e.group];
+        for (p, u) in params[e.range()].iter_mut().zip(&updates[e.range()]) {
+            *p += *u * r;
+        }
+    }
+    state.count += 1;
+    Ok(())
+}
+
 impl Transform for ScaleByRate {
     fn init(&self, _spec: &ParamSpec) -> State {
         State::default()
@@ -92,17 +117,7 @@ impl Transform for ScaleByRate {
         params: &mut [f32],
         ctx: &StepContext<'_>,
     ) -> Result<()> {
-        check_rates(ctx)?;
-        check_updates(updates, ctx)?;
-        crate::check_len("parameters", params.len(), updates.len())?;
-        for e in ctx.spec.entries() {
-            let r = -ctx.group_rates[e.group];
-            for (p, u) in params[e.range()].iter_mut().zip(&updates[e.range()]) {
-                *p += *u * r;
-            }
-        }
-        state.count += 1;
-        Ok(())
+        sgd_step(updates, state, params, ctx, |_| true)
     }
     fn plain_sgd(&self) -> bool {
         true
@@ -117,18 +132,8 @@ impl Transform for ScaleByRate {
         ctx: &StepContext<'_>,
         done: &[bool],
     ) -> Result<()> {
-        check_rates(ctx)?;
-        check_updates(updates, ctx)?;
-        crate::check_len("parameters", params.len(), updates.len())?;
         crate::check_len("tensor flags", done.len(), ctx.spec.entries().len())?;
-        for (e, _) in ctx.spec.entries().iter().zip(done).filter(|(_, &d)| !d) {
-            let r = -ctx.group_rates[e.group];
-            for (p, u) in params[e.range()].iter_mut().zip(&updates[e.range()]) {
-                *p += *u * r;
-            }
-        }
-        state.count += 1;
-        Ok(())
+        sgd_step(updates, state, params, ctx, |i| !done[i])
     }
 }
 
