@@ -206,10 +206,13 @@ pub struct ClientHost {
 /// wait for that result instead of decoding the same bytes again.
 type Once<T> = Arc<OnceLock<Result<T, String>>>;
 
+/// A payload buffer and its (one) decoding.
+type Slot<T> = Option<(Bytes, Once<T>)>;
+
 #[derive(Default)]
 struct Decoded {
-    train: Option<(Bytes, Once<TrainIns>)>,
-    eval: Option<(Bytes, Once<EvalIns>)>,
+    train: Slot<TrainIns>,
+    eval: Slot<EvalIns>,
 }
 
 /// Whether `b` is the buffer `a` holds (a held buffer cannot be reused, so the same
@@ -225,7 +228,7 @@ fn same_buffer(a: &Bytes, b: &Bytes) -> bool {
 /// workers decoding different payloads do not wait on each other.
 fn decode_shared<T: Clone>(
     decoded: &Mutex<Decoded>,
-    slot: fn(&mut Decoded) -> &mut Option<(Bytes, Once<T>)>,
+    slot: fn(&mut Decoded) -> &mut Slot<T>,
     payload: &Bytes,
     decode: impl FnOnce(&[u8]) -> fedpace_core::Result<T>,
 ) -> Result<T, String> {
