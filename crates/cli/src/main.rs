@@ -397,10 +397,45 @@ enum DatasetsAction {
     },
 }
 
+/// Clap's message for a number that does not parse says what was wrong ("invalid digit
+/// found in string"), not what was expected: this adds it, keeping the argument and the
+/// value clap names.
+fn explained(e: clap::Error) -> clap::Error {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    use std::num::{IntErrorKind, ParseFloatError, ParseIntError};
+    if e.kind() != ErrorKind::ValueValidation {
+        return e;
+    }
+    let Some(source) = std::error::Error::source(&e) else {
+        return e;
+    };
+    let expected = if let Some(p) = source.downcast_ref::<ParseIntError>() {
+        match p.kind() {
+            IntErrorKind::PosOverflow => "a smaller whole number (this one is too large)",
+            _ => "a whole number (0, 1, 2, …)",
+        }
+    } else if source.downcast_ref::<ParseFloatError>().is_some() {
+        "a number (e.g. 0.5)"
+    } else {
+        return e;
+    };
+    let (Some(ContextValue::String(arg)), Some(ContextValue::String(value))) = (
+        e.get(ContextKind::InvalidArg),
+        e.get(ContextKind::InvalidValue),
+    ) else {
+        return e;
+    };
+    clap::Error::raw(
+        ErrorKind::ValueValidation,
+        format!("invalid value '{value}' for '{arg}': expected {expected}\n"),
+    )
+    .with_cmd(&<Cli as clap::CommandFactory>::command())
+}
+
 fn main() -> ExitCode {
     alloc::tune();
     alloc::single_threaded_candle();
-    let cli = Cli::parse();
+    let cli = Cli::try_parse().unwrap_or_else(|e| explained(e).exit());
     match dispatch(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

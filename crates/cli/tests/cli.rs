@@ -729,3 +729,31 @@ fn eval_max_clients_evaluates_a_fixed_sample() {
     assert_eq!(two.len(), 3, "{two:?}");
     assert_eq!(evaluated("4"), two, "the same clients in a longer run");
 }
+
+/// A number that does not parse names the option, the value and what was expected.
+#[test]
+fn unparsable_numbers_say_what_was_expected() {
+    for (args, line) in [
+        (
+            &["run", "--threads", "abc"][..],
+            "error: invalid value 'abc' for '--threads <THREADS>': expected a whole number (0, 1, 2, …)",
+        ),
+        (
+            &["run", "--threads", "-1"],
+            "error: invalid value '-1' for '--threads <THREADS>': expected a whole number (0, 1, 2, …)",
+        ),
+        (
+            &["run", "--threads", "99999999999999999999999"],
+            "expected a smaller whole number (this one is too large)",
+        ),
+        (
+            &["server", "x.toml", "--deadline", "soon"],
+            "error: invalid value 'soon' for '--deadline <DEADLINE>': expected a number (e.g. 0.5)",
+        ),
+    ] {
+        let out = fedpace().args(args).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(line), "{args:?}: missing {line:?} in:\n{err}");
+    }
+}

@@ -119,12 +119,23 @@ impl Writer {
     }
     fn f32s(&mut self, v: &[f32]) {
         self.u64(v.len() as u64);
-        // Sized once, then filled by fixed-size chunks (a loop the compiler vectorises;
-        // pushing value by value checked the capacity every 4 bytes).
-        let at = self.out.len();
-        self.out.resize(at + 4 * v.len(), 0);
-        for (d, x) in self.out[at..].chunks_exact_mut(4).zip(v) {
-            d.copy_from_slice(&x.to_le_bytes());
+        // Little-endian f32s are their own encoding: one copy (a model update is written
+        // once per client and round, docs/network.md).
+        #[cfg(target_endian = "little")]
+        {
+            // SAFETY: the slice covers exactly `v`'s memory; f32 has no padding bytes and
+            // any byte may be read as a u8.
+            let bytes =
+                unsafe { std::slice::from_raw_parts(v.as_ptr().cast::<u8>(), size_of_val(v)) };
+            self.out.extend_from_slice(bytes);
+        }
+        #[cfg(not(target_endian = "little"))]
+        {
+            let at = self.out.len();
+            self.out.resize(at + 4 * v.len(), 0);
+            for (d, x) in self.out[at..].chunks_exact_mut(4).zip(v) {
+                d.copy_from_slice(&x.to_le_bytes());
+            }
         }
     }
     fn cbor<T: Serialize>(&mut self, what: &str, v: &T) -> crate::Result<()> {
@@ -305,6 +316,19 @@ impl<'a> Reader<'a> {
     fn f32s(&mut self, what: &str) -> crate::Result<Vec<f32>> {
         let n = self.len(4, what)?;
         let b = self.take(4 * n, what)?;
+        #[cfg(target_endian = "little")]
+        {
+            let mut out: Vec<f32> = Vec::with_capacity(n);
+            // SAFETY: `b` holds exactly 4 × n bytes and `out` has room for n f32s (4 × n
+            // bytes, not overlapping `b`); every bit pattern is a valid f32, so after the
+            // copy the first n elements are initialised.
+            unsafe {
+                std::ptr::copy_nonoverlapping(b.as_ptr(), out.as_mut_ptr().cast::<u8>(), b.len());
+                out.set_len(n);
+            }
+            Ok(out)
+        }
+        #[cfg(not(target_endian = "little"))]
         Ok(b.chunks_exact(4)
             .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
             .collect())

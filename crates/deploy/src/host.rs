@@ -34,7 +34,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, OnceLock};
 
 /// Where a host keeps its clients' states between instructions: per client, one state
 /// per round it trained in (docs/checkpoints.md, "Over the network").
@@ -202,10 +202,17 @@ pub struct ClientHost {
     decoded: Mutex<Decoded>,
 }
 
+/// One decoding of a shared payload: the first worker to need it decodes, the others
+/// wait for that result instead of decoding the same bytes again.
+type Once<T> = Arc<OnceLock<Result<T, String>>>;
+
+/// A payload buffer and its (one) decoding.
+type Slot<T> = Option<(Bytes, Once<T>)>;
+
 #[derive(Default)]
 struct Decoded {
-    train: Option<(Bytes, TrainIns)>,
-    eval: Option<(Bytes, EvalIns)>,
+    train: Slot<TrainIns>,
+    eval: Slot<EvalIns>,
 }
 
 /// Whether `b` is the buffer `a` holds (a held buffer cannot be reused, so the same
@@ -214,23 +221,31 @@ fn same_buffer(a: &Bytes, b: &Bytes) -> bool {
     a.as_ptr() == b.as_ptr() && a.len() == b.len()
 }
 
-/// `slot`'s instruction if it came from `payload`'s buffer, else `decode(payload)`, kept
-/// in `slot`. Decoding is done outside the lock, so that workers decoding different
-/// payloads do not wait on each other.
+/// The instruction decoded from `payload`, decoded once per buffer: `slot` keeps the
+/// latest buffer's decoding, which workers handed the same buffer share (at a round's
+/// start both take their first instruction at once; the second waits for the first's
+/// decoding rather than doing it again). Decoding itself runs outside the lock, so
+/// workers decoding different payloads do not wait on each other.
 fn decode_shared<T: Clone>(
     decoded: &Mutex<Decoded>,
-    slot: fn(&mut Decoded) -> &mut Option<(Bytes, T)>,
+    slot: fn(&mut Decoded) -> &mut Slot<T>,
     payload: &Bytes,
     decode: impl FnOnce(&[u8]) -> fedpace_core::Result<T>,
-) -> fedpace_core::Result<T> {
-    if let Some((b, t)) = slot(&mut lock(decoded)) {
-        if same_buffer(b, payload) {
-            return Ok(t.clone());
+) -> Result<T, String> {
+    // The decoding replaced is dropped only after the new one is made (so the two
+    // never share an address).
+    let (once, _replaced) = {
+        let mut d = lock(decoded);
+        match slot(&mut d) {
+            Some((b, once)) if same_buffer(b, payload) => (once.clone(), None),
+            s => {
+                let once = Once::default();
+                (once.clone(), s.replace((payload.clone(), once)))
+            }
         }
-    }
-    let t = decode(payload)?;
-    *slot(&mut lock(decoded)) = Some((payload.clone(), t.clone()));
-    Ok(t)
+    };
+    once.get_or_init(|| decode(payload).map_err(|e| e.to_string()))
+        .clone()
 }
 
 impl ClientHost {
@@ -324,7 +339,7 @@ impl ClientHost {
     /// newest when unset). So an instruction sent again after a server restarted from
     /// a checkpoint sees exactly the state it saw the first time.
     pub fn handle(&self, ins: &Instruction) -> Result<Bytes, Failure> {
-        let bad = |e: fedpace_core::Error| Failure::new(FailureKind::BadInstruction, e.to_string());
+        let bad = |e: String| Failure::new(FailureKind::BadInstruction, e);
         let set = (ins.state_round > 0).then_some(ins.state_round);
         let encoded = match ins.kind {
             Kind::Train => {
@@ -353,7 +368,8 @@ impl ClientHost {
                 Ok(codec::encode_eval_res(&res))
             }
             Kind::Exchange => {
-                let x = codec::decode_exchange_ins(&ins.payload, &self.registry).map_err(bad)?;
+                let x = codec::decode_exchange_ins(&ins.payload, &self.registry)
+                    .map_err(|e| bad(e.to_string()))?;
                 let mut session = lock(&self.sessions).remove(&ins.client).unwrap_or_default();
                 // One step of round `ins.round`'s protocol: it reads (and keeps) the state that
                 // round's training left.
@@ -515,7 +531,25 @@ mod tests {
         let c = run(3, &copy);
         assert_ne!(a, c);
         // And a new buffer replaces the kept one.
-        assert_ne!(run(4, &bytes), c);
+        let d = run(4, &bytes);
+        assert_ne!(d, c);
+        // Workers handed a new buffer at the same moment share one decoding too.
+        let fresh = Bytes::from(bytes.to_vec());
+        let start = std::sync::Barrier::new(4);
+        let seen: Vec<String> = std::thread::scope(|s| {
+            let all: Vec<_> = (0..4)
+                .map(|i| {
+                    let (run, start, fresh) = (&run, &start, &fresh);
+                    s.spawn(move || {
+                        start.wait();
+                        run(10 + i, fresh)
+                    })
+                })
+                .collect();
+            all.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        assert!(seen.iter().all(|r| *r == seen[0]), "{seen:?}");
+        assert_ne!(seen[0], d);
     }
 
     #[test]

@@ -569,8 +569,9 @@ impl Node {
         let fatal: Mutex<Option<Error>> = Mutex::new(None);
         let (work_tx, work_rx) = mpsc::sync_channel::<Instruction>(workers * 2);
         let work_rx = Mutex::new(work_rx);
+        let (done_tx, done_rx) = mpsc::channel::<Outcome>();
+        let done_rx = Mutex::new(done_rx);
         std::thread::scope(|scope| {
-            let (done_tx, done_rx) = mpsc::channel::<Outcome>();
             for _ in 0..workers {
                 let done_tx = done_tx.clone();
                 let (work_rx, handler) = (&work_rx, &handler);
@@ -599,10 +600,22 @@ impl Node {
             }
             drop(done_tx);
             let (accepted, retries) = (&accepted, &retries);
-            scope.spawn(move || {
-                while let Ok(first) = done_rx.recv() {
-                    let mut batch = vec![first];
-                    batch.extend(done_rx.try_iter().take(4095));
+            // As many pushers as workers (up to 4): outcomes that finish together go up
+            // side by side on the connection instead of one waiting for the other's reply
+            // (at a round's end the round waits for the last of them). Each takes what
+            // has finished so far as one batch.
+            let done_rx = &done_rx;
+            for _ in 0..workers.min(4) {
+                scope.spawn(move || loop {
+                    let batch: Vec<Outcome> = {
+                        let rx = lock(done_rx);
+                        let Ok(first) = rx.recv() else {
+                            return;
+                        };
+                        std::iter::once(first)
+                            .chain(rx.try_iter().take(4095))
+                            .collect()
+                    };
                     let mut backoff = self.link.config.reconnect_backoff.0;
                     for _ in 0..8 {
                         match self.push(&batch) {
@@ -618,8 +631,8 @@ impl Node {
                             Err(_) => break,
                         }
                     }
-                }
-            });
+                });
+            }
             let mut backoff = self.link.config.reconnect_backoff.0;
             let give_up = self.link.config.give_up;
             let mut answered = Instant::now();

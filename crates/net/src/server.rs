@@ -441,18 +441,49 @@ impl hyper::service::Service<http::Request<Incoming>> for Gate {
 impl Gate {
     async fn handle(mut self, req: http::Request<Incoming>) -> http::Response<tonic::body::Body> {
         match self.admit(req).await {
-            Ok(req) => match self.fleet.call(req).await {
-                Ok(response) => response,
-                Err(never) => match never {},
-            },
+            Ok((parts, body)) if parts.uri.path() == PUSH_PATH => self.push(parts, body).await,
+            Ok((parts, body)) => {
+                let req = http::Request::from_parts(parts, tonic::body::Body::new(Full::new(body)));
+                match self.fleet.call(req).await {
+                    Ok(response) => response,
+                    Err(never) => match never {},
+                }
+            }
             Err(status) => self.shared.refuse(status),
+        }
+    }
+
+    /// Push, decoded here rather than by tonic: the body is already whole and its frame
+    /// checked ([`Gate::admit`]), so prost decodes it where it lies and the replies'
+    /// payloads stay slices of the received buffer (tonic's decoder would first copy the
+    /// body into its own: one model-sized copy per update). The reply is the gRPC
+    /// response tonic would send.
+    async fn push(
+        &self,
+        parts: http::request::Parts,
+        body: Bytes,
+    ) -> http::Response<tonic::body::Body> {
+        let message = match proto::PushRequest::decode(body.slice(5..)) {
+            Ok(m) => m,
+            Err(e) => {
+                return Status::internal(format!("failed to decode Protobuf message: {e}"))
+                    .into_http()
+            }
+        };
+        let service = FleetService {
+            shared: self.shared.clone(),
+        };
+        let req = Request::from_http(http::Request::from_parts(parts, message));
+        match Fleet::push(&service, req).await {
+            Ok(reply) => grpc_response(&reply.into_inner()),
+            Err(status) => status.into_http(),
         }
     }
 
     async fn admit(
         &self,
         req: http::Request<Incoming>,
-    ) -> Result<http::Request<tonic::body::Body>, Status> {
+    ) -> Result<(http::request::Parts, Bytes), Status> {
         let config = &self.shared.config;
         let limits = &config.limits;
         let path = req.uri().path().to_string();
@@ -487,11 +518,33 @@ impl Gate {
         let identity = self.shared.verifier.verify(&parts.headers, &path, &body)?;
         parts.extensions.insert(identity);
         parts.extensions.insert(self.conn.clone());
-        Ok(http::Request::from_parts(
-            parts,
-            tonic::body::Body::new(Full::new(body)),
-        ))
+        Ok((parts, body))
     }
+}
+
+/// The path of the Push RPC, which [`Gate`] serves itself.
+const PUSH_PATH: &str = "/fedpace.v1.Fleet/Push";
+
+/// A successful unary gRPC response carrying `message`: one uncompressed frame, then the
+/// `grpc-status: 0` trailer.
+fn grpc_response<M: Message>(message: &M) -> http::Response<tonic::body::Body> {
+    let len = message.encoded_len();
+    let mut frame = Vec::with_capacity(5 + len);
+    frame.push(0);
+    frame.extend_from_slice(&(len as u32).to_be_bytes());
+    message
+        .encode(&mut frame)
+        .expect("a Vec grows to fit the message");
+    let mut trailers = http::HeaderMap::new();
+    trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
+    let body = Full::new(Bytes::from(frame))
+        .with_trailers(async move { Some(Ok::<_, Infallible>(trailers)) });
+    let mut response = http::Response::new(tonic::body::Body::new(body));
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/grpc"),
+    );
+    response
 }
 
 #[derive(Clone)]

@@ -53,6 +53,112 @@ fn signed_push(fx: &Fixture, server: &Server, session: u64, replies: Vec<proto::
     })
 }
 
+/// A Push look-alike whose one reply fails with a reason that is not UTF-8: its frame and
+/// top-level fields pass the server's envelope checks, protobuf decoding then fails.
+#[derive(Clone, PartialEq, prost::Message)]
+struct LooseFailure {
+    #[prost(int32, tag = "1")]
+    code: i32,
+    #[prost(bytes = "vec", tag = "2")]
+    reason: Vec<u8>,
+}
+#[derive(Clone, PartialEq, prost::Message)]
+struct LooseReply {
+    #[prost(uint64, tag = "1")]
+    instruction: u64,
+    #[prost(uint64, tag = "2")]
+    client: u64,
+    #[prost(message, optional, tag = "4")]
+    failure: Option<LooseFailure>,
+}
+#[derive(Clone, PartialEq, prost::Message)]
+struct LoosePush {
+    #[prost(uint64, tag = "1")]
+    session: u64,
+    #[prost(message, repeated, tag = "2")]
+    replies: Vec<LooseReply>,
+}
+
+/// Sends `msg` to Push, signed; the answer's status (code and message).
+fn signed_loose_push(fx: &Fixture, server: &Server, msg: LoosePush) -> (Code, String) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let addr = format!("127.0.0.1:{}", server.local_addr().port());
+    let tls = fx.client_tls();
+    runtime.block_on(async {
+        let channel = endpoint(&addr, Some(&tls), Duration::from_secs(5))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let mut grpc = tonic::client::Grpc::new(channel);
+        grpc.ready().await.unwrap();
+        let headers = sign_headers(
+            &fx.credential(0),
+            "/fedpace.v1.Fleet/Push",
+            &framed(&msg),
+            SystemTime::now(),
+        )
+        .unwrap();
+        let mut req = tonic::Request::new(msg);
+        for (k, v) in headers {
+            req.metadata_mut()
+                .insert(k, MetadataValue::try_from(v.as_str()).unwrap());
+        }
+        let codec = tonic_prost::ProstCodec::<LoosePush, proto::PushReply>::default();
+        let path = http::uri::PathAndQuery::from_static("/fedpace.v1.Fleet/Push");
+        match grpc.unary(req, path, codec).await {
+            Ok(r) => (Code::Ok, format!("accepted {}", r.into_inner().accepted)),
+            Err(s) => (s.code(), s.message().to_string()),
+        }
+    })
+}
+
+#[test]
+fn a_push_that_does_not_decode_is_refused_and_a_good_one_still_counts() {
+    let fx = Fixture::new("undecodable", 1, 2);
+    let server = fx.start();
+    let node = Node::connect(fx.node_config(server.local_addr(), 0)).unwrap();
+    let session = node.session();
+    let push = |reason: &[u8]| LoosePush {
+        session,
+        replies: vec![LooseReply {
+            instruction: 1,
+            client: 0,
+            failure: Some(LooseFailure {
+                code: 1,
+                reason: reason.to_vec(),
+            }),
+        }],
+    };
+    let (code, message) = signed_loose_push(&fx, &server, push(b"\xff\xfe"));
+    assert_eq!(code, Code::Internal, "{message}");
+    assert!(
+        message.starts_with("failed to decode Protobuf message"),
+        "{message}"
+    );
+    // The same look-alike with a UTF-8 reason is a well-formed Push (of an instruction
+    // the server never sent: nothing is accepted, nothing breaks).
+    assert_eq!(
+        signed_loose_push(&fx, &server, push(b"disk full")),
+        (Code::Ok, "accepted 0".to_string())
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let serving = {
+        let stop = stop.clone();
+        std::thread::spawn(move || node.serve(1, &stop, |i| Ok(echo(i))).unwrap())
+    };
+    let items: Vec<_> = (0..2).map(|c| (c, Bytes::from_static(b"ok"))).collect();
+    let replies = server
+        .dispatch(1, Kind::Train, items, Duration::from_secs(10), 2)
+        .unwrap();
+    assert!(replies.iter().all(|a| a.result.is_ok()));
+    stop.store(true, Ordering::Relaxed);
+    serving.join().unwrap();
+}
+
 #[test]
 fn oversized_and_overfull_requests_are_refused_and_the_server_keeps_serving() {
     let fx = Fixture::new("limits", 1, 4);
