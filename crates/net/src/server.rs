@@ -528,13 +528,11 @@ const PUSH_PATH: &str = "/fedpace.v1.Fleet/Push";
 /// A successful unary gRPC response carrying `message`: one uncompressed frame, then the
 /// `grpc-status: 0` trailer.
 fn grpc_response<M: Message>(message: &M) -> http::Response<tonic::body::Body> {
-    let len = message.encoded_len();
-    let mut frame = Vec::with_capacity(5 + len);
+    let encoded = message.encode_to_vec();
+    let mut frame = Vec::with_capacity(5 + encoded.len());
     frame.push(0);
-    frame.extend_from_slice(&(len as u32).to_be_bytes());
-    message
-        .encode(&mut frame)
-        .expect("a Vec grows to fit the message");
+    frame.extend_from_slice(&(encoded.len() as u32).to_be_bytes());
+    frame.extend_from_slice(&encoded);
     let mut trailers = http::HeaderMap::new();
     trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
     let body = Full::new(Bytes::from(frame))
