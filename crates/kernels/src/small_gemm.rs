@@ -394,6 +394,152 @@ impl Product<'_> {
     }
 }
 
+/// `dst[i, j] (+)= Σ_p A[i, p] · B[p, j]` for `i < m`, `j < n`, `p < k`, with `A` given
+/// transposed — `A[i, p] = at[p·ld_at + i]` (a row-major `k × m` matrix read down its
+/// columns, as the char-LSTM's gate gradients `dG` in `dW = dGᵀ·X`) — and `B` packed by
+/// [`pack`]; `dst` row-major with `ldd`. Every output is one in-order sum over `k` of
+/// fused multiply-adds from zero, added to `dst` when `accumulate` (one rounding), as in
+/// [`gemm`].
+///
+/// The loop runs tile by tile of `A`'s rows: each tile's `k × rows` values are copied
+/// once into a local buffer (step by step, 10 values a step, where `at` has them a row
+/// of `ld_at` apart) and multiply every panel of `B` in turn, so `B` (all panels) should
+/// fit the L2 cache.
+///
+/// Panics if a matrix does not fit its slice (a bug in the caller).
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_at(
+    m: usize,
+    n: usize,
+    k: usize,
+    at: &[f32],
+    ld_at: usize,
+    packed: &[f32],
+    dst: &mut [f32],
+    ldd: usize,
+    accumulate: bool,
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    assert!(
+        (k == 0 || (m <= ld_at && (k - 1) * ld_at + m <= at.len()))
+            && packed.len() >= packed_len(k, n)
+            && n <= ldd
+            && (m - 1) * ldd + n <= dst.len(),
+        "small_gemm::gemm_at: matrix out of bounds"
+    );
+    pulp::Arch::new().dispatch(ProductAt {
+        m,
+        n,
+        k,
+        at,
+        ld_at,
+        packed,
+        dst,
+        ldd,
+        accumulate,
+    })
+}
+
+struct ProductAt<'a> {
+    m: usize,
+    n: usize,
+    k: usize,
+    at: &'a [f32],
+    ld_at: usize,
+    packed: &'a [f32],
+    dst: &'a mut [f32],
+    ldd: usize,
+    accumulate: bool,
+}
+
+impl pulp::WithSimd for ProductAt<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, s: S) {
+        match S::F32_LANES {
+            16 => self.run::<S, 10, 2>(s),
+            8 => self.run::<S, 3, 4>(s),
+            _ => self.run::<S, 1, PANEL>(s),
+        }
+    }
+}
+
+impl ProductAt<'_> {
+    #[inline(always)]
+    fn run<S: Simd, const R: usize, const V: usize>(self, s: S) {
+        let Self {
+            m,
+            n,
+            k,
+            at,
+            ld_at,
+            packed,
+            dst,
+            ldd,
+            accumulate,
+        } = self;
+        let lanes = S::F32_LANES;
+        assert!(V * lanes == PANEL);
+        // The tile's rows of A, step-major: `a[q·R + i] = A[i0 + i, q]`.
+        let mut a = vec![0.0f32; k * R];
+        for i0 in (0..m).step_by(R) {
+            let rows = R.min(m - i0);
+            for (q, dst_q) in a.chunks_exact_mut(R).enumerate() {
+                dst_q[..rows].copy_from_slice(&at[q * ld_at + i0..][..rows]);
+            }
+            for (p, panel) in packed[..packed_len(k, n)]
+                .chunks_exact(k * PANEL)
+                .enumerate()
+            {
+                let (j0, width) = (p * PANEL, PANEL.min(n - p * PANEL));
+                let mut acc = [[s.splat_f32s(0.0); V]; R];
+                if rows == R {
+                    let mut t = acc;
+                    for (brow, aq) in panel.chunks_exact(PANEL).zip(a.chunks_exact(R)) {
+                        let bv: [S::f32s; V] = vectors::<S, V>(brow);
+                        for i in 0..R {
+                            let x = s.splat_f32s(aq[i]);
+                            for v in 0..V {
+                                t[i][v] = s.mul_add_f32s(x, bv[v], t[i][v]);
+                            }
+                        }
+                    }
+                    acc = t;
+                } else {
+                    for (brow, aq) in panel.chunks_exact(PANEL).zip(a.chunks_exact(R)) {
+                        let bv: [S::f32s; V] = vectors::<S, V>(brow);
+                        for (i, acc) in acc.iter_mut().enumerate().take(rows) {
+                            let x = s.splat_f32s(aq[i]);
+                            for v in 0..V {
+                                acc[v] = s.mul_add_f32s(x, bv[v], acc[v]);
+                            }
+                        }
+                    }
+                }
+                for (i, acc) in acc.iter().enumerate().take(rows) {
+                    let out = &mut dst[(i0 + i) * ldd + j0..];
+                    for (v, x) in acc.iter().enumerate() {
+                        let off = v * lanes;
+                        if off >= width {
+                            break;
+                        }
+                        let len = lanes.min(width - off);
+                        let y = if accumulate {
+                            s.add_f32s(load(s, &out[off..], len), *x)
+                        } else {
+                            *x
+                        };
+                        store(s, &mut out[off..], len, y);
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// Asks for the cache line of `row[ahead]` (a hint only: an address past the end of the
 /// buffer is never read). Into L1: asking for the look-ahead lines only into L2 was
 /// tried and read no faster (docs/benchmarks.md, 6 Dec 2026).
