@@ -481,59 +481,15 @@ impl ProductAt<'_> {
             ldd,
             accumulate,
         } = self;
-        assert!(V * S::F32_LANES == PANEL);
-        // Every tile's rows of A, step-major, copied in one pass down `at` (row by row,
-        // in order, which the hardware prefetchers follow; tile by tile, the copy read
-        // `k` rows a page apart for each tile): `a[(t·k + q)·R + i] = A[t·R + i, q]`.
-        let tiles = m.div_ceil(R);
-        // Taken out of the thread-local (and put back) rather than used in a closure,
-        // which would not be compiled for this vector width.
-        let mut a = A_TILES.with_borrow_mut(std::mem::take);
-        {
-            if a.len() < tiles * k * R {
-                a.resize(tiles * k * R, 0.0);
-            }
-            let full = m / R;
-            for q in 0..k {
-                let row = &at[q * ld_at..][..m];
-                for t in 0..full {
-                    a[(t * k + q) * R..][..R].copy_from_slice(&row[t * R..][..R]);
-                }
-                if full < tiles {
-                    let rows = m - full * R;
-                    a[(full * k + q) * R..][..rows].copy_from_slice(&row[full * R..]);
-                }
-            }
-        }
-        self_run_tiles::<S, R, V>(s, m, n, k, &a, packed, dst, ldd, accumulate);
-        A_TILES.with_borrow_mut(|b| *b = a);
-    }
-}
-
-thread_local! {
-    /// [`gemm_at`]'s copy of `A`, kept for the next call.
-    static A_TILES: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
-}
-
-/// [`gemm_at`]'s register tiles over `A` as copied (`a`, tile-major, step-major).
-#[allow(clippy::too_many_arguments)]
-#[inline(always)]
-fn self_run_tiles<S: Simd, const R: usize, const V: usize>(
-    s: S,
-    m: usize,
-    n: usize,
-    k: usize,
-    a_all: &[f32],
-    packed: &[f32],
-    dst: &mut [f32],
-    ldd: usize,
-    accumulate: bool,
-) {
-    {
         let lanes = S::F32_LANES;
+        assert!(V * lanes == PANEL);
+        // The tile's rows of A, step-major: `a[q·R + i] = A[i0 + i, q]`.
+        let mut a = vec![0.0f32; k * R];
         for i0 in (0..m).step_by(R) {
             let rows = R.min(m - i0);
-            let a = &a_all[i0 / R * k * R..][..k * R];
+            for (q, dst_q) in a.chunks_exact_mut(R).enumerate() {
+                dst_q[..rows].copy_from_slice(&at[q * ld_at + i0..][..rows]);
+            }
             for (p, panel) in packed[..packed_len(k, n)]
                 .chunks_exact(k * PANEL)
                 .enumerate()
