@@ -603,36 +603,6 @@ mod tests {
             .collect()
     }
 
-    /// `gemm_at` (A read down the columns of a row-major `k × m` matrix) is the in-order
-    /// fused sum over `k` from zero, added to `dst` when accumulating: full and ragged
-    /// row tiles and panels, padded leading dimensions.
-    #[test]
-    fn gemm_at_matches_an_in_order_fused_sum_bit_for_bit() {
-        for (m, n, k) in [(1024, 256, 40), (13, 70, 9), (10, 32, 1), (3, 5, 7)] {
-            let (ld_at, ldb, ldd) = (m + 3, n + 5, n + 1);
-            let at = values(k * ld_at, 1);
-            let b = values(k * ldb, 2);
-            let mut packed = vec![0.0; packed_len(k, n)];
-            pack(&b, k, n, ldb, 1, &mut packed);
-            for accumulate in [false, true] {
-                let init = values(m * ldd, 3);
-                let mut got = init.clone();
-                gemm_at(m, n, k, &at, ld_at, &packed, &mut got, ldd, accumulate);
-                for i in 0..m {
-                    for j in 0..n {
-                        let mut s = 0.0f32;
-                        for p in 0..k {
-                            s = at[p * ld_at + i].mul_add(b[p * ldb + j], s);
-                        }
-                        let want = if accumulate { init[i * ldd + j] + s } else { s };
-                        assert_eq!(got[i * ldd + j].to_bits(), want.to_bits(), "{m}×{n}×{k}");
-                    }
-                    assert_eq!(got[i * ldd + n].to_bits(), init[i * ldd + n].to_bits());
-                }
-            }
-        }
-    }
-
     /// One pass packing `W` and `Wᵀ` gives what the two [`pack`] calls give, for
     /// panel-multiple shapes (the tiled path) and ragged ones (the two calls).
     #[test]
