@@ -207,51 +207,6 @@ struct Work {
     /// Recurrent gradients `dh_{t−1}` and `dc_{t−1}`, `[n, H]`.
     dh_rec: Vec<f32>,
     dc: Vec<f32>,
-    /// One block of a weight gradient's `X`, packed for [`weight_grad`].
-    wg_pack: Vec<f32>,
-}
-
-/// Rows of `X` per block of [`weight_grad`]: the `gemm` crate's depth blocks, `k` split
-/// into `⌈k/512⌉` blocks of `⌈k/⌈k/512⌉⌉` rows (its `kernel_params` for f32 on the x86
-/// caches it is built for).
-const GEMM_DEPTH: usize = 512;
-
-/// A weight gradient `dW = dGᵀ·X` (`dG`: `[k, g]`, `X`: `[k, c]`, `dW`: `[g, c]`, all
-/// row-major) with the bits of the `gemm` crate's product (what [`sgemm`] computes): every
-/// value the in-order fused sum over each depth block of `X`'s rows, the blocks' sums
-/// added in order. On one thread by [`small_gemm::gemm_at`] (each block of `X` packed
-/// once, `dG` read down its columns in place; 5–12 % faster than the `gemm` crate on the
-/// char-LSTM's shapes, docs/benchmarks.md); on more threads, the `gemm` crate, which
-/// splits the outputs among them, and on shapes where the `gemm` crate takes its
-/// small-matrix paths (other depth blocks), the `gemm` crate too.
-fn weight_grad(
-    dw: &mut [f32],
-    dg: &[f32],
-    x: &[f32],
-    (k, g, c): (usize, usize, usize),
-    threads: usize,
-    pack: &mut Vec<f32>,
-) {
-    // The `gemm` crate's blocked path (not its vector-vector, matrix-vector or small
-    // `m, n ≤ 64` / `m·n ≤ 256` ones) on one thread.
-    let own = threads <= 1 && k > 2 && g.min(c) > 1 && g * c > 256 && g.max(c) > 64;
-    if !own {
-        sgemm(
-            MatMut::row_major(dw, g, c, c),
-            MatRef::transposed(dg, g, k, g),
-            MatRef::row_major(x, k, c, c),
-            false,
-            threads,
-        );
-        return;
-    }
-    let kc = k.div_ceil(k.div_ceil(GEMM_DEPTH));
-    grow(pack, small_gemm::packed_len(kc, c));
-    for (b, k0) in (0..k).step_by(kc).enumerate() {
-        let kb = kc.min(k - k0);
-        small_gemm::pack(&x[k0 * c..], kb, c, c, 1, pack);
-        small_gemm::gemm_at(g, c, kb, &dg[k0 * g..], g, pack, dw, c, b > 0);
-    }
 }
 
 /// Indices of one layer's tensors in the spec.
@@ -526,23 +481,21 @@ impl CharLstm {
             let dgates = &w.dgates[..rows * 4 * h];
             if l > 0 {
                 // dW_ih = dGᵀ·X over every step.
-                weight_grad(
-                    &mut grad[e[iw].range()],
-                    dgates,
-                    &w.layers[l - 1].y[..rows * h],
-                    (rows, 4 * h, in_dim),
+                sgemm(
+                    MatMut::row_major(&mut grad[e[iw].range()], 4 * h, in_dim, in_dim),
+                    MatRef::transposed(dgates, 4 * h, rows, 4 * h),
+                    MatRef::row_major(&w.layers[l - 1].y[..rows * h], rows, in_dim, in_dim),
+                    false,
                     threads,
-                    &mut w.wg_pack,
                 );
             }
             // dW_hh = Σ_{t ≥ 1} dG_tᵀ·h_{t−1}.
-            weight_grad(
-                &mut grad[e[hw].range()],
-                &dgates[n * 4 * h..],
-                &lw.y[..(rows - n) * h],
-                (rows - n, 4 * h, h),
+            sgemm(
+                MatMut::row_major(&mut grad[e[hw].range()], 4 * h, h, h),
+                MatRef::transposed(&dgates[n * 4 * h..], 4 * h, rows - n, 4 * h),
+                MatRef::row_major(&lw.y[..(rows - n) * h], rows - n, h, h),
+                false,
                 threads,
-                &mut w.wg_pack,
             );
             // The biases' gradients: the column sums of dG, rows in order (layer 0's in
             // the same pass as its per-token sums, below).
@@ -669,62 +622,5 @@ impl Model for CharLstm {
             stats.count += nb as u64;
         }
         Ok(stats)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn values(len: usize, seed: u64) -> Vec<f32> {
-        let mut s = seed.wrapping_mul(6364136223846793005) | 1;
-        (0..len)
-            .map(|_| {
-                s = s
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-            })
-            .collect()
-    }
-
-    /// `weight_grad` on one thread gives the `gemm` crate's bits (what `sgemm` computes
-    /// on any thread count): the char-LSTM's shapes (800 and 790 rows: two depth blocks;
-    /// 1600: four), one block, ragged tiles and panels, and shapes at the edges of the
-    /// `gemm` crate's small-matrix paths.
-    #[test]
-    fn weight_grad_gives_the_gemm_crates_bits() {
-        for (k, g, c) in [
-            (800, 1024, 256),
-            (790, 1024, 256),
-            (1600, 1024, 256),
-            (300, 1024, 256),
-            (1030, 70, 45),
-            (700, 64, 64),
-            (700, 65, 4),
-            (700, 300, 1),
-            (2, 100, 100),
-            (3, 100, 100),
-        ] {
-            let dg = values(k * g, 1);
-            let x = values(k * c, 2);
-            let mut want = vec![0.0f32; g * c];
-            sgemm(
-                MatMut::row_major(&mut want, g, c, c),
-                MatRef::transposed(&dg, g, k, g),
-                MatRef::row_major(&x, k, c, c),
-                false,
-                1,
-            );
-            let mut got = vec![f32::NAN; g * c];
-            let mut pack = Vec::new();
-            weight_grad(&mut got, &dg, &x, (k, g, c), 1, &mut pack);
-            let differ = want
-                .iter()
-                .zip(&got)
-                .filter(|(a, b)| a.to_bits() != b.to_bits())
-                .count();
-            assert_eq!(differ, 0, "k {k}, {g} × {c}");
-        }
     }
 }
