@@ -166,6 +166,7 @@ pub struct CharLstm {
     shape: Shape,
     threads: usize,
     work: Work,
+    infer: InferWork,
 }
 
 /// One layer's stored forward pass, time-major (`[T·n, ·]`).
@@ -209,6 +210,65 @@ struct Work {
     dc: Vec<f32>,
 }
 
+/// Buffers of the inference-only forward ([`CharLstm::infer`], used by
+/// [`Model::evaluate`]): nothing is kept for a backward pass. Per step only the state the
+/// next step reads (`c`, and `h` of the top layer) is kept; a lower layer's outputs are
+/// kept for all steps because the next layer's input projection is one product over
+/// them, as in training (the same calls, so the same bits).
+#[derive(Debug, Clone, Default)]
+struct InferWork {
+    /// `P = emb·W_ih0ᵀ`, `[vocab, 4H]`, computed once per [`Model::evaluate`] call.
+    token_proj: Vec<f32>,
+    /// Per layer: `W_hhᵀ` packed for [`fedpace_kernels::small_gemm`] and `b_ih + b_hh`,
+    /// once per [`Model::evaluate`] call.
+    w_fwd: Vec<Vec<f32>>,
+    bias: Vec<Vec<f32>>,
+    /// Gates: `[T·n, 4H]` of a layer above the first (its input projections of every
+    /// step); layer 0 uses the first `[n, 4H]` rows step by step.
+    gates: Vec<f32>,
+    /// Outputs of every step of a layer below the top, `[T·n, H]`: the layer being run
+    /// and the one below it, alternately.
+    y: [Vec<f32>; 2],
+    /// The top layer's `h_{t−1}` and `h_t`, and any layer's `c_{t−1}` and `c_t` (`[2, n, H]`,
+    /// slot `t mod 2`); `tanh(c_t)`, `[n, H]`, overwritten every step.
+    h_top: Vec<f32>,
+    c: Vec<f32>,
+    tanh_c: Vec<f32>,
+}
+
+/// Slot `prev` of `buf` to read and slot `cur` to write (slots of `len` values; distinct).
+fn two_slots(buf: &mut [f32], prev: usize, cur: usize, len: usize) -> (&[f32], &mut [f32]) {
+    debug_assert!(prev != cur);
+    if prev < cur {
+        let (a, b) = buf.split_at_mut(cur * len);
+        (&a[prev * len..][..len], &mut b[..len])
+    } else {
+        let (a, b) = buf.split_at_mut(prev * len);
+        (&b[..len], &mut a[cur * len..][..len])
+    }
+}
+
+/// The logits `z = h_T·W_fcᵀ + b` of `n` last outputs `last` (`[n, H]`) into `z`
+/// (`[n, classes]`); `p`'s last two tensors are `fc.weight` and `fc.bias`.
+fn fc_logits(spec: &ParamSpec, p: &[f32], last: &[f32], n: usize, h: usize, z: &mut [f32]) {
+    let e = spec.entries();
+    let nt = e.len();
+    let c = z.len() / n;
+    sgemm(
+        MatMut::row_major(z, n, c, c),
+        MatRef::row_major(last, n, h, h),
+        MatRef::transposed(&p[e[nt - 2].range()], h, c, h),
+        false,
+        1,
+    );
+    let fc_b = &p[e[nt - 1].range()];
+    for row in z.chunks_exact_mut(c) {
+        for (v, b) in row.iter_mut().zip(fc_b) {
+            *v += b;
+        }
+    }
+}
+
 /// Indices of one layer's tensors in the spec.
 fn layer_entries(l: usize) -> (usize, usize, usize, usize) {
     (1 + 4 * l, 2 + 4 * l, 3 + 4 * l, 4 + 4 * l)
@@ -237,6 +297,7 @@ impl CharLstm {
             shape,
             threads: 1,
             work: Work::default(),
+            infer: InferWork::default(),
         })
     }
 
@@ -361,23 +422,122 @@ impl CharLstm {
         }
         // Logits from the top layer's last output: z = h_T·W_fcᵀ + b.
         let c = s.classes;
-        let nt = e.len();
         let last = &w.layers[s.layers - 1].y[(t_len - 1) * n * h..][..n * h];
         grow(&mut w.logits, n * c);
-        let z = &mut w.logits[..n * c];
+        fc_logits(&self.spec, p, last, n, h, &mut w.logits[..n * c]);
+    }
+
+    /// What [`CharLstm::infer`] needs of the parameters whatever the batch: `P`, and per
+    /// layer `W_hhᵀ` packed and the summed biases (the values [`CharLstm::forward`] makes
+    /// every call).
+    fn prepare_inference(&mut self, p: &[f32]) {
+        let s = self.shape;
+        let (h, e_dim, g4) = (s.hidden, s.embedding, 4 * s.hidden);
+        let e = self.spec.entries();
+        let iw = &mut self.infer;
+        grow(&mut iw.token_proj, s.vocab * g4);
         sgemm(
-            MatMut::row_major(z, n, c, c),
-            MatRef::row_major(last, n, h, h),
-            MatRef::transposed(&p[e[nt - 2].range()], h, c, h),
+            MatMut::row_major(&mut iw.token_proj[..s.vocab * g4], s.vocab, g4, g4),
+            MatRef::row_major(&p[e[0].range()], s.vocab, e_dim, e_dim),
+            MatRef::transposed(&p[e[1].range()], e_dim, g4, e_dim),
             false,
             1,
         );
-        let fc_b = &p[e[nt - 1].range()];
-        for row in z.chunks_exact_mut(c) {
-            for (v, b) in row.iter_mut().zip(fc_b) {
-                *v += b;
+        iw.w_fwd.resize_with(s.layers, Vec::new);
+        iw.bias.resize_with(s.layers, Vec::new);
+        for l in 0..s.layers {
+            let (_, hw, ib, hb) = layer_entries(l);
+            grow(&mut iw.w_fwd[l], small_gemm::packed_len(h, g4));
+            // W_hhᵀ as `pack_both` packs it (the same values).
+            small_gemm::pack(&p[e[hw].range()], h, g4, 1, h, &mut iw.w_fwd[l]);
+            grow(&mut iw.bias[l], g4);
+            for ((b, &bi), &bh) in iw.bias[l]
+                .iter_mut()
+                .zip(&p[e[ib].range()])
+                .zip(&p[e[hb].range()])
+            {
+                *b = bi + bh;
             }
         }
+    }
+
+    /// Inference-only forward of the `n` sequences `ids` (`[n, T]`) into
+    /// `work.logits[..n·classes]`, after [`CharLstm::prepare_inference`] with the same
+    /// `p`: the same kernels on the same values in the same order as
+    /// [`CharLstm::forward`], so the same logits bit for bit, but nothing is stored for
+    /// a backward pass (no `c`, `tanh(c)` or gates of past steps, no top-layer outputs
+    /// but the last, no backward packing of `W_hh`).
+    fn infer(&mut self, p: &[f32], ids: &[u32], n: usize) {
+        let s = self.shape;
+        let (t_len, h) = (s.seq_len, s.hidden);
+        let (rows, g4, nh) = (t_len * n, 4 * s.hidden, n * s.hidden);
+        let threads = self.gemm_threads();
+        let e = self.spec.entries();
+        let iw = &mut self.infer;
+        grow(&mut iw.gates, if s.layers > 1 { rows * g4 } else { n * g4 });
+        grow(&mut iw.c, 2 * nh);
+        grow(&mut iw.tanh_c, nh);
+        grow(&mut iw.h_top, 2 * nh);
+        if s.layers > 1 {
+            for y in &mut iw.y {
+                grow(y, rows * h);
+            }
+        }
+        for l in 0..s.layers {
+            let top = l + 1 == s.layers;
+            let (y0, y1) = iw.y.split_at_mut(1);
+            let (below, out) = if l % 2 == 0 {
+                (&y1[0], &mut y0[0])
+            } else {
+                (&y0[0], &mut y1[0])
+            };
+            if l > 0 {
+                let (iw_entry, ..) = layer_entries(l);
+                sgemm(
+                    MatMut::row_major(&mut iw.gates[..rows * g4], rows, g4, g4),
+                    MatRef::row_major(&below[..rows * h], rows, h, h),
+                    MatRef::transposed(&p[e[iw_entry].range()], h, g4, h),
+                    false,
+                    threads,
+                );
+            }
+            // The top layer's outputs go to two slots, the others' to one per step.
+            let out: &mut [f32] = if top { &mut iw.h_top } else { out };
+            let slot = |t: usize| if top { t % 2 } else { t };
+            for t in 0..t_len {
+                let g = if l == 0 {
+                    let g = &mut iw.gates[..n * g4];
+                    for (smp, dst) in g.chunks_exact_mut(g4).enumerate() {
+                        let id = ids[smp * t_len + t] as usize;
+                        dst.copy_from_slice(&iw.token_proj[id * g4..][..g4]);
+                    }
+                    g
+                } else {
+                    &mut iw.gates[t * n * g4..][..n * g4]
+                };
+                let tanh_c = &mut iw.tanh_c[..nh];
+                if t == 0 {
+                    lstm_cell_forward(
+                        h,
+                        &iw.bias[l][..g4],
+                        g,
+                        None,
+                        &mut iw.c[..nh],
+                        tanh_c,
+                        &mut out[..nh],
+                    );
+                    continue;
+                }
+                let (h_prev, h_cur) = two_slots(out, slot(t - 1), slot(t), nh);
+                small_gemm::gemm(n, g4, h, h_prev, h, &iw.w_fwd[l], g, g4, true);
+                let (c_prev, c_cur) = two_slots(&mut iw.c[..2 * nh], (t - 1) % 2, t % 2, nh);
+                lstm_cell_forward(h, &iw.bias[l][..g4], g, Some(c_prev), c_cur, tanh_c, h_cur);
+            }
+        }
+        let c = s.classes;
+        let last = &iw.h_top[((t_len - 1) % 2) * nh..][..nh];
+        grow(&mut self.work.logits, n * c);
+        fc_logits(&self.spec, p, last, n, h, &mut self.work.logits[..n * c]);
     }
 
     /// Backward pass from `work.dlogits` (after [`CharLstm::forward`] of the same
@@ -609,12 +769,16 @@ impl Model for CharLstm {
         let ids = self.ids(batch)?;
         let (t_len, c) = (self.shape.seq_len, self.shape.classes);
         let mut stats = EvalStats::default();
+        if batch.is_empty() {
+            return Ok(stats);
+        }
+        self.prepare_inference(params.as_slice());
         for (xb, yb) in ids
             .chunks(EVAL_BLOCK * t_len)
             .zip(batch.labels.chunks(EVAL_BLOCK))
         {
             let nb = yb.len();
-            self.forward(params.as_slice(), xb, nb);
+            self.infer(params.as_slice(), xb, nb);
             let (loss_sum, correct) =
                 crate::xent::softmax_xent(&self.work.logits[..nb * c], yb, c, None);
             stats.loss_sum += loss_sum;
@@ -622,5 +786,103 @@ impl Model for CharLstm {
             stats.count += nb as u64;
         }
         Ok(stats)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fedpace_core::Inputs;
+    use rand::{Rng, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+
+    /// The model's initialisation with every bias redrawn from ±0.2 (gates away from ½),
+    /// and `n` random sequences with random labels.
+    fn case(m: &CharLstm, n: usize, seed: u64) -> (ParamTree, Batch) {
+        let s = m.shape;
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let mut p = m.init(seed).unwrap();
+        for e in m.spec.entries() {
+            if e.name.contains("bias") {
+                for v in &mut p.as_mut_slice()[e.range()] {
+                    *v = rng.gen_range(-0.2..0.2);
+                }
+            }
+        }
+        let data = (0..n * s.seq_len)
+            .map(|_| rng.gen_range(0..s.vocab as u32))
+            .collect();
+        let labels = (0..n).map(|_| rng.gen_range(0..s.classes as u32)).collect();
+        let batch = Batch {
+            inputs: Inputs::Tokens {
+                data,
+                seq_len: s.seq_len,
+            },
+            labels,
+        };
+        (p, batch)
+    }
+
+    /// Per block of [`EVAL_BLOCK`] samples, the logits of the training forward and of
+    /// the inference forward, and [`Model::evaluate`]'s counts.
+    fn run(m: &mut CharLstm, p: &ParamTree, batch: &Batch) -> (Vec<u32>, Vec<u32>, EvalStats) {
+        let ids = m.ids(batch).unwrap().to_vec();
+        let (t_len, c) = (m.shape.seq_len, m.shape.classes);
+        let (mut train, mut infer) = (Vec::new(), Vec::new());
+        let mut reference = EvalStats::default();
+        m.prepare_inference(p.as_slice());
+        for (xb, yb) in ids
+            .chunks(EVAL_BLOCK * t_len)
+            .zip(batch.labels.chunks(EVAL_BLOCK))
+        {
+            let nb = yb.len();
+            m.forward(p.as_slice(), xb, nb);
+            let z = &m.work.logits[..nb * c];
+            train.extend(z.iter().map(|v| v.to_bits()));
+            let (loss_sum, correct) = crate::xent::softmax_xent(z, yb, c, None);
+            reference.merge(&EvalStats {
+                loss_sum,
+                correct,
+                count: nb as u64,
+            });
+            m.infer(p.as_slice(), xb, nb);
+            infer.extend(m.work.logits[..nb * c].iter().map(|v| v.to_bits()));
+        }
+        let stats = m.evaluate(p, batch).unwrap();
+        assert_eq!(stats.loss_sum.to_bits(), reference.loss_sum.to_bits());
+        assert_eq!(
+            (stats.correct, stats.count),
+            (reference.correct, reference.count)
+        );
+        (train, infer, stats)
+    }
+
+    /// The inference-only forward gives the training forward's logits, loss sum and
+    /// correct count bit for bit — one, two and three layers, a last block shorter than
+    /// [`EVAL_BLOCK`], and with the all-steps products on one thread or split over two.
+    #[test]
+    fn inference_forward_gives_the_training_forwards_bits() {
+        for (shape, n) in [
+            ((13, 4, 16, 1, 7, 13), 9),
+            ((13, 4, 16, 3, 7, 11), 45),
+            ((80, 8, 256, 2, 20, 80), 45),
+        ] {
+            let model = |threads| {
+                CharLstm::new(shape.0, shape.1, shape.2, shape.3, shape.4, shape.5)
+                    .unwrap()
+                    .with_threads(threads)
+            };
+            let (p, batch) = case(&model(1), n, 5);
+            let (train, infer, one) = run(&mut model(1), &p, &batch);
+            assert!(train == infer, "logits, {shape:?}");
+            assert_eq!(one.count, n as u64);
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(2)
+                .build()
+                .unwrap();
+            let (train2, infer2, two) = pool.install(|| run(&mut model(2), &p, &batch));
+            assert!(train2 == train && infer2 == infer, "threads, {shape:?}");
+            assert_eq!(one, two);
+        }
     }
 }
