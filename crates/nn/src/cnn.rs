@@ -82,7 +82,7 @@ use fedpace_kernels::pointwise::transpose;
 use fedpace_kernels::wino_products;
 use fedpace_kernels::winograd4::{Winograd4x5, POSITIONS};
 use fedpace_kernels::{
-    im2row, sgemm, to_padded_nhwc, zero_border, MatMut, MatRef, Pool2x2, PoolLayout, SameConv,
+    im2row, sgemm, to_padded_nhwc, MatMut, MatRef, Pool2x2, PoolLayout, SameConv,
 };
 use fedpace_params::{ParamSpec, ParamTree};
 use rayon::prelude::*;
@@ -723,8 +723,10 @@ fn forward_convs(g: &Geometry, v: &View, x: &[f32], cw: &mut ChunkWork, a: &mut 
         let rows2 = gs * tiles;
         for i in 0..gs {
             let s = s0 + i;
+            // Its border (conv2's padding) is zero: `p1` grows with zeros and only the
+            // interiors are ever written (pool1 here), so it is not zeroed again.
             let p1 = &mut cw.p1[s * plen2..][..plen2];
-            zero_border(&c2, p1);
+            debug_assert!(border_is_zero(&c2, p1), "conv2's padded input has a border");
             g.pool1.forward(
                 &cw.y1[i * pix1 * C1..][..pix1 * C1],
                 v.b1,
@@ -748,6 +750,13 @@ fn forward_convs(g: &Geometry, v: &View, x: &[f32], cw: &mut ChunkWork, a: &mut 
             );
         }
     }
+}
+
+/// Whether the border (the padding) of the padded HWC image `xp` is all zeros.
+fn border_is_zero(g: &SameConv, xp: &[f32]) -> bool {
+    let mut copy = xp[..g.padded_len()].to_vec();
+    fedpace_kernels::zero_border(g, &mut copy);
+    copy.iter().zip(xp).all(|(a, b)| a.to_bits() == b.to_bits())
 }
 
 /// Forward pass of the samples `x` and the loss's gradient at the logits (into `w`);
@@ -920,9 +929,9 @@ fn backward_convs(g: &Geometry, v: &View, cw: &mut ChunkWork, da: &[f32]) {
         // into V_k (consumed by then), while V_k and dM_k are still in the L1 cache.
         wino_products::backward(rows2, C1, C2, &mut cw.v, &cw.m, v.u2t, du2, &mut cw.ws);
         for i in 0..gs {
+            // Written, not zeroed then added to (the same sums).
             let dp1 = &mut cw.dp1[..plen2];
-            dp1.fill(0.0);
-            g.wino.input_grad_add(&cw.v, i * tiles, dp1);
+            g.wino.input_grad(&cw.v, i * tiles, dp1);
             g.pool1.backward(
                 dp1,
                 &cw.arg1[(s0 + i) * out1..][..out1],
