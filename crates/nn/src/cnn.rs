@@ -905,7 +905,6 @@ fn backward_convs(g: &Geometry, v: &View, cw: &mut ChunkWork, da: &[f32]) {
     let du2 = &mut cw.du2[..g.wino.filter_len()];
     let (db1, db2) = (&mut cw.db1[..C1], &mut cw.db2[..C2]);
     dw1t.fill(0.0);
-    du2.fill(0.0);
     db1.fill(0.0);
     db2.fill(0.0);
     for s0 in (0..n).step_by(g.group) {
@@ -927,7 +926,12 @@ fn backward_convs(g: &Geometry, v: &View, cw: &mut ChunkWork, da: &[f32]) {
         }
         // For each of the 64 positions: dU_k += V_kᵀ · dM_k, then dV_k = dM_k · U_kᵀ
         // into V_k (consumed by then), while V_k and dM_k are still in the L1 cache.
-        wino_products::backward(rows2, C1, C2, &mut cw.v, &cw.m, v.u2t, du2, &mut cw.ws);
+        // The block's first group writes `du2` (not zeroed, then added to: the same sums).
+        let products = match s0 {
+            0 => wino_products::backward_first,
+            _ => wino_products::backward,
+        };
+        products(rows2, C1, C2, &mut cw.v, &cw.m, v.u2t, du2, &mut cw.ws);
         for i in 0..gs {
             // Written, not zeroed then added to (the same sums).
             let dp1 = &mut cw.dp1[..plen2];
