@@ -186,6 +186,40 @@ pub struct Cnn {
     work: Work,
 }
 
+/// The buffers of one CNN (weights permuted for the step, work buffers) and the
+/// `(input, classes)` shape they were grown for.
+type Buffers = ([usize; 3], usize, Permuted, Work);
+
+thread_local! {
+    /// The buffers of the last CNN dropped on this thread, for the next CNN of the same
+    /// shape to start from. A simulation builds a client's model for each local run and
+    /// drops it after, and growing ≈ 6 MB of zeroed buffers each time (and faulting
+    /// their pages in) was ≈ 0.5–1 % of the W-CNN run. Every step writes what it reads
+    /// of them (conv2's padded input: its interiors; their zero borders are never
+    /// written), so what a previous model left there changes no result.
+    static SPARE: std::cell::RefCell<Option<Buffers>> = const { std::cell::RefCell::new(None) };
+}
+
+impl Drop for Cnn {
+    fn drop(&mut self) {
+        if self.work.chunks.is_empty() {
+            return;
+        }
+        let spare = (
+            self.geo.input,
+            self.geo.classes,
+            std::mem::take(&mut self.weights),
+            std::mem::take(&mut self.work),
+        );
+        // During thread teardown the slot may be gone: the buffers are then just freed.
+        let _ = SPARE.try_with(|s| {
+            if let Ok(mut s) = s.try_borrow_mut() {
+                *s = Some(spare);
+            }
+        });
+    }
+}
+
 impl Cnn {
     /// A CNN for samples of shape `[channels, height, width]` (height and width
     /// divisible by 4) and `classes` outputs.
@@ -215,6 +249,29 @@ impl Cnn {
         self
     }
 
+    /// Takes this thread's spare buffers ([`SPARE`]) if this model has none yet and
+    /// they were grown for its shape.
+    fn adopt_spare(&mut self) {
+        if !self.work.chunks.is_empty() {
+            return;
+        }
+        let key = (self.geo.input, self.geo.classes);
+        let spare = SPARE
+            .try_with(|s| {
+                let mut s = s.try_borrow_mut().ok()?;
+                match &*s {
+                    Some((input, classes, ..)) if (*input, *classes) == key => s.take(),
+                    _ => None,
+                }
+            })
+            .ok()
+            .flatten();
+        if let Some((_, _, weights, work)) = spare {
+            self.weights = weights;
+            self.work = work;
+        }
+    }
+
     /// Threads for the whole-batch GEMMs.
     fn gemm_threads(&self) -> usize {
         match self.threads {
@@ -228,6 +285,7 @@ impl Cnn {
     pub fn logits(&mut self, params: &ParamTree, batch: &Batch) -> Result<Vec<f32>> {
         check_spec(NAME, &self.spec, params)?;
         let x = images(self.geo.input, self.geo.classes, batch)?;
+        self.adopt_spare();
         let g = &self.geo;
         self.weights.load(g, &self.spec, params.as_slice());
         let (v, fc1w) = View::whole(&self.spec, params.as_slice(), &self.weights);
@@ -266,6 +324,7 @@ impl Model for Cnn {
             grad.fill(0.0);
             return Ok(0.0);
         }
+        self.adopt_spare();
         let g = &self.geo;
         self.weights.load(g, &self.spec, params.as_slice());
         let (v, fc1w) = View::whole(&self.spec, params.as_slice(), &self.weights);
@@ -293,6 +352,7 @@ impl Model for Cnn {
     ) -> fedpace_core::Result<f32> {
         check_spec(NAME, &self.spec, params)?;
         batch::grad_len(NAME, grad, self.spec.total_len())?;
+        self.adopt_spare();
         let entry = &self.spec.entries()[FC1_WEIGHT];
         if group_rates.len() != self.spec.num_groups() {
             return Err(Error::InvalidConfig {
@@ -348,6 +408,7 @@ impl Model for Cnn {
         if n == 0 {
             return Ok(EvalStats::default());
         }
+        self.adopt_spare();
         let g = &self.geo;
         self.weights.load(g, &self.spec, params.as_slice());
         let (v, fc1w) = View::whole(&self.spec, params.as_slice(), &self.weights);
