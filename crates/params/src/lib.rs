@@ -479,7 +479,12 @@ mod tests {
     /// Every non-finite value is found, wherever it falls among the chunks checked.
     #[test]
     fn all_finite_finds_every_non_finite_value() {
-        let spec = Arc::new(ParamSpec::builder().add("w", &[3000], "body").build().unwrap());
+        let spec = Arc::new(
+            ParamSpec::builder()
+                .add("w", &[3000], "body")
+                .build()
+                .unwrap(),
+        );
         let finite = ParamTree::from_vec(spec.clone(), vec![1.5; 3000]).unwrap();
         assert!(finite.all_finite());
         for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
