@@ -237,27 +237,6 @@ impl Winograd4x5 {
             dv,
             dxp,
             t0,
-            add: true,
-        })
-    }
-
-    /// [`Winograd4x5::input_grad_add`] into a gradient that starts at zero: writes
-    /// **every** value of `dxp` (`(h+4) × (w+4) × C`) with `B dV Bᵀ` summed over the
-    /// tiles that overlap it, without reading it first. Each value's first tile (in tile
-    /// order) stores its term and later tiles add theirs, so the sums are those of
-    /// zeroing `dxp` and calling [`Winograd4x5::input_grad_add`] (a value whose first
-    /// term is −0 starts at −0 here, at +0 there; equal as numbers).
-    pub fn input_grad(&self, dv: &[f32], t0: usize, dxp: &mut [f32]) {
-        let (ph, pw) = self.padded();
-        let c_n = self.channels;
-        assert!(dxp.len() >= ph * pw * c_n);
-        assert!(dv.len() >= POSITIONS * (t0 + self.tiles()) * c_n);
-        dispatch(InputGrad {
-            g: self,
-            dv,
-            dxp,
-            t0,
-            add: false,
         })
     }
 
@@ -371,44 +350,32 @@ impl Kernel for InputTransform<'_> {
         let Self { g, xp, v, t0 } = self;
         let ((ph, pw), c_n) = (g.padded(), g.channels);
         let zero = s.splat_f32s(0.0);
-        for_chunks(
-            g,
-            c_n,
-            S::F32_LANES,
-            #[inline(always)]
-            |t, ti, tj, c0, len| {
-                let (r0, q0) = (4 * ti, 4 * tj);
-                // Built row by row, not zeroed first: a zeroed 4 KB array per tile and
-                // chunk was a `memset` call each (≈ 0.6 % of the W-CNN run).
-                let tmp: [[S::f32s; A]; A] = eight(
-                    #[inline(always)]
-                    |a| {
-                        if r0 + a < ph {
-                            let base = ((r0 + a) * pw + q0) * c_n + c0;
-                            bt(
-                                s,
-                                eight(|b| {
-                                    if q0 + b < pw {
-                                        vload(s, &xp[base + b * c_n..], len)
-                                    } else {
-                                        zero
-                                    }
-                                }),
-                            )
-                        } else {
-                            [zero; A]
-                        }
-                    },
-                );
-                for nu in 0..A {
-                    let out = bt(s, eight(|a| tmp[a][nu]));
-                    for (xi, x) in out.into_iter().enumerate() {
-                        let at = ((t0 + t) * POSITIONS + xi * A + nu) * c_n + c0;
-                        vstore(s, &mut v[at..], len, x);
-                    }
+        for_chunks(g, c_n, S::F32_LANES, |t, ti, tj, c0, len| {
+            let (r0, q0) = (4 * ti, 4 * tj);
+            let mut tmp = [[zero; A]; A];
+            for (a, row) in tmp.iter_mut().enumerate() {
+                if r0 + a < ph {
+                    let base = ((r0 + a) * pw + q0) * c_n + c0;
+                    *row = bt(
+                        s,
+                        eight(|b| {
+                            if q0 + b < pw {
+                                vload(s, &xp[base + b * c_n..], len)
+                            } else {
+                                zero
+                            }
+                        }),
+                    );
                 }
-            },
-        )
+            }
+            for nu in 0..A {
+                let out = bt(s, eight(|a| tmp[a][nu]));
+                for (xi, x) in out.into_iter().enumerate() {
+                    let at = ((t0 + t) * POSITIONS + xi * A + nu) * c_n + c0;
+                    vstore(s, &mut v[at..], len, x);
+                }
+            }
+        })
     }
 }
 
@@ -417,8 +384,6 @@ struct InputGrad<'a> {
     dv: &'a [f32],
     dxp: &'a mut [f32],
     t0: usize,
-    /// Add into every value (`false`: store into each value's first tile's, add after).
-    add: bool,
 }
 
 // Tiles are indexed by row and by column: index loops read better here.
@@ -426,62 +391,39 @@ struct InputGrad<'a> {
 impl Kernel for InputGrad<'_> {
     #[inline(always)]
     fn run<S: Simd>(self, s: S) {
-        let Self {
-            g,
-            dv,
-            dxp,
-            t0,
-            add,
-        } = self;
+        let Self { g, dv, dxp, t0 } = self;
         let ((ph, pw), c_n) = (g.padded(), g.channels);
-        // Tiles overlap by 4 rows and 4 columns and run in row-major order, so a value at
-        // local row `a`, column `bc` of tile (ti, tj) was first reached by an earlier
-        // tile unless (ti = 0 or a ≥ 4) and (tj = 0 or bc ≥ 4); the tiles cover the whole
-        // padded image (4·⌈h/4⌉ + 4 ≥ h + 4 rows, the same for columns).
-        for_chunks(
-            g,
-            c_n,
-            S::F32_LANES,
-            #[inline(always)]
-            |t, ti, tj, c0, len| {
-                let (r0, q0) = (4 * ti, 4 * tj);
-                // tmp[ξ][b] = Σ_ν Bᵀ[ν][b] dV[ξ][ν]; dd[a][b] = Σ_ξ Bᵀ[ξ][a] tmp[ξ][b].
-                let tmp: [[S::f32s; A]; A] = eight(
-                    #[inline(always)]
-                    |xi| {
-                        b(
+        for_chunks(g, c_n, S::F32_LANES, |t, ti, tj, c0, len| {
+            let (r0, q0) = (4 * ti, 4 * tj);
+            // tmp[ξ][b] = Σ_ν Bᵀ[ν][b] dV[ξ][ν]; dd[a][b] = Σ_ξ Bᵀ[ξ][a] tmp[ξ][b].
+            let mut tmp = [[s.splat_f32s(0.0); A]; A];
+            for (xi, row) in tmp.iter_mut().enumerate() {
+                *row = b(
+                    s,
+                    eight(|nu| {
+                        vload(
                             s,
-                            eight(|nu| {
-                                vload(
-                                    s,
-                                    &dv[((t0 + t) * POSITIONS + xi * A + nu) * c_n + c0..],
-                                    len,
-                                )
-                            }),
+                            &dv[((t0 + t) * POSITIONS + xi * A + nu) * c_n + c0..],
+                            len,
                         )
-                    },
+                    }),
                 );
-                for bc in 0..A {
-                    if q0 + bc >= pw {
+            }
+            for bc in 0..A {
+                if q0 + bc >= pw {
+                    break;
+                }
+                let col = b(s, eight(|xi| tmp[xi][bc]));
+                for (a, x) in col.into_iter().enumerate() {
+                    if r0 + a >= ph {
                         break;
                     }
-                    let col = b(s, eight(|xi| tmp[xi][bc]));
-                    let first_col = !add && (tj == 0 || bc >= 4);
-                    for (a, x) in col.into_iter().enumerate() {
-                        if r0 + a >= ph {
-                            break;
-                        }
-                        let at = ((r0 + a) * pw + q0 + bc) * c_n + c0;
-                        if first_col && (ti == 0 || a >= 4) {
-                            vstore(s, &mut dxp[at..], len, x);
-                        } else {
-                            let sum = s.add_f32s(vload(s, &dxp[at..], len), x);
-                            vstore(s, &mut dxp[at..], len, sum);
-                        }
-                    }
+                    let at = ((r0 + a) * pw + q0 + bc) * c_n + c0;
+                    let sum = s.add_f32s(vload(s, &dxp[at..], len), x);
+                    vstore(s, &mut dxp[at..], len, sum);
                 }
-            },
-        )
+            }
+        })
     }
 }
 
@@ -499,43 +441,35 @@ impl Kernel for OutputTransform<'_> {
     fn run<S: Simd>(self, s: S) {
         let Self { g, m, y, t0 } = self;
         let (o_n, h, w) = (g.outputs, g.h, g.w);
-        for_chunks(
-            g,
-            o_n,
-            S::F32_LANES,
-            #[inline(always)]
-            |t, ti, tj, o0, len| {
-                let (r0, q0) = (4 * ti, 4 * tj);
-                let tmp: [[S::f32s; 4]; A] = eight(
-                    #[inline(always)]
-                    |xi| {
-                        at(
+        for_chunks(g, o_n, S::F32_LANES, |t, ti, tj, o0, len| {
+            let (r0, q0) = (4 * ti, 4 * tj);
+            let mut tmp = [[s.splat_f32s(0.0); 4]; A];
+            for (xi, row) in tmp.iter_mut().enumerate() {
+                *row = at(
+                    s,
+                    eight(|nu| {
+                        vload(
                             s,
-                            eight(|nu| {
-                                vload(
-                                    s,
-                                    &m[((t0 + t) * POSITIONS + xi * A + nu) * o_n + o0..],
-                                    len,
-                                )
-                            }),
+                            &m[((t0 + t) * POSITIONS + xi * A + nu) * o_n + o0..],
+                            len,
                         )
-                    },
+                    }),
                 );
-                for j in 0..4 {
-                    if q0 + j >= w {
+            }
+            for j in 0..4 {
+                if q0 + j >= w {
+                    break;
+                }
+                let col = at(s, eight(|xi| tmp[xi][j]));
+                for (i, x) in col.into_iter().enumerate() {
+                    if r0 + i >= h {
                         break;
                     }
-                    let col = at(s, eight(|xi| tmp[xi][j]));
-                    for (i, x) in col.into_iter().enumerate() {
-                        if r0 + i >= h {
-                            break;
-                        }
-                        let dst = ((r0 + i) * w + q0 + j) * o_n + o0;
-                        vstore(s, &mut y[dst..], len, x);
-                    }
+                    let dst = ((r0 + i) * w + q0 + j) * o_n + o0;
+                    vstore(s, &mut y[dst..], len, x);
                 }
-            },
-        )
+            }
+        })
     }
 }
 
@@ -554,43 +488,33 @@ impl Kernel for OutputGrad<'_> {
         let Self { g, dy, dm, t0 } = self;
         let (o_n, h, w) = (g.outputs, g.h, g.w);
         let zero = s.splat_f32s(0.0);
-        for_chunks(
-            g,
-            o_n,
-            S::F32_LANES,
-            #[inline(always)]
-            |t, ti, tj, o0, len| {
-                let (r0, q0) = (4 * ti, 4 * tj);
-                // e[i][ν] = Σ_j A[ν][j] dY[i][j]; dM[ξ][ν] = Σ_i A[ξ][i] e[i][ν].
-                let e: [[S::f32s; A]; 4] = four(
-                    #[inline(always)]
-                    |i| {
-                        if r0 + i < h {
-                            let base = ((r0 + i) * w + q0) * o_n + o0;
-                            a(
-                                s,
-                                [0, 1, 2, 3].map(|j| {
-                                    if q0 + j < w {
-                                        vload(s, &dy[base + j * o_n..], len)
-                                    } else {
-                                        zero
-                                    }
-                                }),
-                            )
-                        } else {
-                            [zero; A]
-                        }
-                    },
-                );
-                for nu in 0..A {
-                    let col = a(s, [e[0][nu], e[1][nu], e[2][nu], e[3][nu]]);
-                    for (xi, x) in col.into_iter().enumerate() {
-                        let at = ((t0 + t) * POSITIONS + xi * A + nu) * o_n + o0;
-                        vstore(s, &mut dm[at..], len, x);
-                    }
+        for_chunks(g, o_n, S::F32_LANES, |t, ti, tj, o0, len| {
+            let (r0, q0) = (4 * ti, 4 * tj);
+            // e[i][ν] = Σ_j A[ν][j] dY[i][j]; dM[ξ][ν] = Σ_i A[ξ][i] e[i][ν].
+            let mut e = [[zero; A]; 4];
+            for (i, row) in e.iter_mut().enumerate() {
+                if r0 + i < h {
+                    let base = ((r0 + i) * w + q0) * o_n + o0;
+                    *row = a(
+                        s,
+                        [0, 1, 2, 3].map(|j| {
+                            if q0 + j < w {
+                                vload(s, &dy[base + j * o_n..], len)
+                            } else {
+                                zero
+                            }
+                        }),
+                    );
                 }
-            },
-        )
+            }
+            for nu in 0..A {
+                let col = a(s, [e[0][nu], e[1][nu], e[2][nu], e[3][nu]]);
+                for (xi, x) in col.into_iter().enumerate() {
+                    let at = ((t0 + t) * POSITIONS + xi * A + nu) * o_n + o0;
+                    vstore(s, &mut dm[at..], len, x);
+                }
+            }
+        })
     }
 }
 
@@ -626,79 +550,65 @@ impl Kernel for OutputPool<'_> {
         // one buffer for every tile (zeroed per tile it cost a 1 KB `memset` each, 0.65 %
         // of the W-CNN run); a pooling window reads only values its tile wrote.
         let mut y = [[0.0f32; MAX_LANES]; 16];
-        for_chunks(
-            g,
-            o_n,
-            S::F32_LANES,
-            #[inline(always)]
-            |t, ti, tj, o0, len| {
-                let (r0, q0) = (4 * ti, 4 * tj);
-                let tmp: [[S::f32s; 4]; A] = eight(
-                    #[inline(always)]
-                    |xi| {
-                        at(
+        for_chunks(g, o_n, S::F32_LANES, |t, ti, tj, o0, len| {
+            let (r0, q0) = (4 * ti, 4 * tj);
+            let mut tmp = [[s.splat_f32s(0.0); 4]; A];
+            for (xi, row) in tmp.iter_mut().enumerate() {
+                *row = at(
+                    s,
+                    eight(|nu| {
+                        vload(
                             s,
-                            eight(|nu| {
-                                vload(
-                                    s,
-                                    &m[((t0 + t) * POSITIONS + xi * A + nu) * o_n + o0..],
-                                    len,
-                                )
-                            }),
+                            &m[((t0 + t) * POSITIONS + xi * A + nu) * o_n + o0..],
+                            len,
                         )
-                    },
+                    }),
                 );
-                for j in 0..4 {
-                    if q0 + j >= w {
+            }
+            for j in 0..4 {
+                if q0 + j >= w {
+                    break;
+                }
+                let col = at(s, eight(|xi| tmp[xi][j]));
+                for (i, x) in col.into_iter().enumerate() {
+                    if r0 + i >= h {
                         break;
                     }
-                    let col = at(s, eight(|xi| tmp[xi][j]));
-                    for (i, x) in col.into_iter().enumerate() {
-                        if r0 + i >= h {
-                            break;
-                        }
-                        vstore(s, &mut y[i * 4 + j], len, x);
-                    }
+                    vstore(s, &mut y[i * 4 + j], len, x);
                 }
-                for pi in 0..2 {
-                    let pr = 2 * ti + pi;
-                    if pr >= oh {
+            }
+            for pi in 0..2 {
+                let pr = 2 * ti + pi;
+                if pr >= oh {
+                    break;
+                }
+                for pj in 0..2 {
+                    let pc = 2 * tj + pj;
+                    if pc >= ow {
                         break;
                     }
-                    for pj in 0..2 {
-                        let pc = 2 * tj + pj;
-                        if pc >= ow {
-                            break;
-                        }
-                        let (a0, a1) = (2 * pi * 4 + 2 * pj, (2 * pi + 1) * 4 + 2 * pj);
-                        let win = [
-                            &y[a0][..len],
-                            &y[a0 + 1][..len],
-                            &y[a1][..len],
-                            &y[a1 + 1][..len],
-                        ];
-                        let p = pr * ow + pc;
-                        let mut dst = [0.0f32; MAX_LANES];
-                        pool_window(
-                            win,
-                            &bias[o0..][..len],
-                            &mut dst[..len],
-                            &mut arg[p * o_n + o0..][..len],
-                        );
-                        for (c, v) in dst[..len].iter().enumerate() {
-                            out[(o0 + c) * oh * ow + p] = *v;
-                        }
+                    let (a0, a1) = (2 * pi * 4 + 2 * pj, (2 * pi + 1) * 4 + 2 * pj);
+                    let win = [
+                        &y[a0][..len],
+                        &y[a0 + 1][..len],
+                        &y[a1][..len],
+                        &y[a1 + 1][..len],
+                    ];
+                    let p = pr * ow + pc;
+                    let mut dst = [0.0f32; MAX_LANES];
+                    pool_window(
+                        win,
+                        &bias[o0..][..len],
+                        &mut dst[..len],
+                        &mut arg[p * o_n + o0..][..len],
+                    );
+                    for (c, v) in dst[..len].iter().enumerate() {
+                        out[(o0 + c) * oh * ow + p] = *v;
                     }
                 }
-            },
-        )
+            }
+        })
     }
-}
-
-/// `[f(0), …, f(3)]`.
-#[inline(always)]
-fn four<T>(mut f: impl FnMut(usize) -> T) -> [T; 4] {
-    [f(0), f(1), f(2), f(3)]
 }
 
 /// `[f(0), …, f(7)]`.
@@ -1076,27 +986,6 @@ mod tests {
             let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
             assert_eq!(bits(&out), bits(&out2), "{h}×{w}×{o_n}: outputs");
             assert!(arg.contains(&4) && arg.iter().any(|&k| k < 4));
-        }
-    }
-
-    /// The written input adjoint gives the values of zeroing the gradient and adding
-    /// into it, bit for bit (as numbers: ±0 compare equal), and writes every value, on
-    /// images whose last tiles are whole, half or cut and channel counts that are not a
-    /// multiple of the vector width.
-    #[test]
-    fn the_written_input_adjoint_is_zero_then_add() {
-        for (h, w, c) in [(14, 14, 32), (12, 8, 16), (6, 10, 19), (2, 2, 3)] {
-            let g = Winograd4x5::new(h, w, c, 5);
-            let dv = values(POSITIONS * (2 + g.tiles()) * c, 9);
-            let len = (h + 4) * (w + 4) * c;
-            let mut added = vec![0.0f32; len];
-            g.input_grad_add(&dv, 2, &mut added);
-            // NaN everywhere first: a value not written stays NaN.
-            let mut written = vec![f32::NAN; len];
-            g.input_grad(&dv, 2, &mut written);
-            for (i, (a, b)) in added.iter().zip(&written).enumerate() {
-                assert!(a == b, "{h}×{w}×{c}: value {i}: {a} added, {b} written");
-            }
         }
     }
 

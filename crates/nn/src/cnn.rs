@@ -994,9 +994,9 @@ fn backward_convs(g: &Geometry, v: &View, cw: &mut ChunkWork, da: &[f32]) {
         };
         products(rows2, C1, C2, &mut cw.v, &cw.m, v.u2t, du2, &mut cw.ws);
         for i in 0..gs {
-            // Written, not zeroed then added to (the same sums).
             let dp1 = &mut cw.dp1[..plen2];
-            g.wino.input_grad(&cw.v, i * tiles, dp1);
+            dp1.fill(0.0);
+            g.wino.input_grad_add(&cw.v, i * tiles, dp1);
             g.pool1.backward(
                 dp1,
                 &cw.arg1[(s0 + i) * out1..][..out1],
