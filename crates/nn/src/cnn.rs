@@ -12,8 +12,10 @@
 //!
 //! Forward and backward are written out by hand (no autograd, no tensors), on buffers
 //! the model keeps between calls (nothing is allocated per step once the batch size has
-//! been seen), with every product a call to the `gemm` crate through
-//! [`fedpace_kernels::sgemm`] in the orientation that crate runs fastest:
+//! been seen, and a dropped model leaves them to the next one built on its thread:
+//! docs/arch/0043-cnn-buffers-written-and-kept.md), with every product a call to the
+//! `gemm` crate through [`fedpace_kernels::sgemm`] in the orientation that crate runs
+//! fastest:
 //!
 //! - Activations are **channels-last** (HWC). conv1 (one or few input channels) is
 //!   `im2row` of a zero-padded HWC image (each row `k` contiguous copies of `5·C`
