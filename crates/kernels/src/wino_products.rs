@@ -103,13 +103,34 @@ pub fn backward(
     du: &mut [f32],
     scratch: &mut [f32],
 ) {
-    backward_on(dedicated(c, o), rows, c, o, v, dm, ut, du, scratch)
+    backward_on(dedicated(c, o), true, rows, c, o, v, dm, ut, du, scratch)
 }
 
-/// [`backward`] by the dedicated kernel (`fast`, which needs AVX-512F) or the `gemm` crate.
+/// [`backward`] with `dU_k = V_kᵀ·dM_k` **written** into `du` (every value), not added:
+/// for the first group of a sum, instead of zeroing `du` first (the same sums; a value
+/// whose sum is −0 is −0 here, +0 after zero-then-add; equal as numbers).
+///
+/// Panics if a buffer is shorter than its shape.
+#[allow(clippy::too_many_arguments)]
+pub fn backward_first(
+    rows: usize,
+    c: usize,
+    o: usize,
+    v: &mut [f32],
+    dm: &[f32],
+    ut: &[f32],
+    du: &mut [f32],
+    scratch: &mut [f32],
+) {
+    backward_on(dedicated(c, o), false, rows, c, o, v, dm, ut, du, scratch)
+}
+
+/// [`backward`] (`acc`: `dU` added to) or [`backward_first`] (`dU` written) by the
+/// dedicated kernel (`fast`, which needs AVX-512F) or the `gemm` crate.
 #[allow(clippy::too_many_arguments)]
 fn backward_on(
     fast: bool,
+    acc: bool,
     rows: usize,
     c: usize,
     o: usize,
@@ -152,7 +173,7 @@ fn backward_on(
                     o,
                     du.as_mut_ptr().add(k * c * o),
                     o,
-                    true,
+                    acc,
                 );
                 // dV_k[r, c] = Σ_j dM_k[r, j] · U_k[c, j], over V_k in place.
                 avx512::product::<4, 2>(
@@ -177,7 +198,7 @@ fn backward_on(
             MatMut::row_major(&mut du[k * c * o..][..c * o], c, o, o),
             MatRef::transposed(&v[k * c..], c, rows, P * c),
             MatRef::row_major(&dm[k * o..], rows, o, P * o),
-            true,
+            acc,
             1,
         );
         sgemm(
@@ -369,6 +390,7 @@ mod tests {
             let (mut dv2, mut du2) = (v.clone(), du0.clone());
             backward_on(
                 false,
+                true,
                 rows,
                 c,
                 o,
@@ -406,10 +428,80 @@ mod tests {
             assert_eq!(bits(&m1), bits(&m2), "forward, {rows} rows");
             let (mut v1, mut du1) = (v.clone(), du0.clone());
             let (mut v2, mut du2) = (v.clone(), du0.clone());
-            backward_on(true, rows, c, o, &mut v1, &dm, &ut, &mut du1, &mut scratch);
-            backward_on(false, rows, c, o, &mut v2, &dm, &ut, &mut du2, &mut scratch);
+            backward_on(
+                true,
+                true,
+                rows,
+                c,
+                o,
+                &mut v1,
+                &dm,
+                &ut,
+                &mut du1,
+                &mut scratch,
+            );
+            backward_on(
+                false,
+                true,
+                rows,
+                c,
+                o,
+                &mut v2,
+                &dm,
+                &ut,
+                &mut du2,
+                &mut scratch,
+            );
             assert_eq!(bits(&du1), bits(&du2), "dU, {rows} rows");
             assert_eq!(bits(&v1), bits(&v2), "dV, {rows} rows");
+        }
+    }
+
+    /// `backward_first` is `backward` into a zeroed `dU` (the same numbers; both paths),
+    /// writes every value of `dU`, and the same `dV`.
+    #[test]
+    fn the_first_group_writes_what_zero_then_add_gives() {
+        for fast in [false, has_avx512()] {
+            for (rows, c, o) in [(32, 32, 64), (17, 32, 64)] {
+                let v = data(rows * P * c, 10);
+                let ut = data(P * c * o, 11);
+                let dm = data(rows * P * o, 12);
+                let mut scratch = vec![0.0; scratch_len(rows, c, o)];
+                let (mut v1, mut du1) = (v.clone(), vec![0.0; P * c * o]);
+                let (mut v2, mut du2) = (v.clone(), vec![f32::NAN; P * c * o]);
+                backward_on(
+                    fast,
+                    true,
+                    rows,
+                    c,
+                    o,
+                    &mut v1,
+                    &dm,
+                    &ut,
+                    &mut du1,
+                    &mut scratch,
+                );
+                backward_on(
+                    fast,
+                    false,
+                    rows,
+                    c,
+                    o,
+                    &mut v2,
+                    &dm,
+                    &ut,
+                    &mut du2,
+                    &mut scratch,
+                );
+                for (i, (a, b)) in du1.iter().zip(&du2).enumerate() {
+                    assert!(
+                        a == b,
+                        "fast {fast}, {rows} rows: dU {i}: {a} added, {b} written"
+                    );
+                }
+                let bits = |x: &[f32]| x.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&v1), bits(&v2), "fast {fast}, {rows} rows: dV");
+            }
         }
     }
 }

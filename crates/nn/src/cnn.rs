@@ -12,8 +12,10 @@
 //!
 //! Forward and backward are written out by hand (no autograd, no tensors), on buffers
 //! the model keeps between calls (nothing is allocated per step once the batch size has
-//! been seen), with every product a call to the `gemm` crate through
-//! [`fedpace_kernels::sgemm`] in the orientation that crate runs fastest:
+//! been seen, and a dropped model leaves them to the next one built on its thread:
+//! docs/arch/0043-cnn-buffers-written-and-kept.md), with every product a call to the
+//! `gemm` crate through [`fedpace_kernels::sgemm`] in the orientation that crate runs
+//! fastest:
 //!
 //! - Activations are **channels-last** (HWC). conv1 (one or few input channels) is
 //!   `im2row` of a zero-padded HWC image (each row `k` contiguous copies of `5·C`
@@ -82,7 +84,7 @@ use fedpace_kernels::pointwise::transpose;
 use fedpace_kernels::wino_products;
 use fedpace_kernels::winograd4::{Winograd4x5, POSITIONS};
 use fedpace_kernels::{
-    im2row, sgemm, to_padded_nhwc, zero_border, MatMut, MatRef, Pool2x2, PoolLayout, SameConv,
+    im2row, sgemm, to_padded_nhwc, MatMut, MatRef, Pool2x2, PoolLayout, SameConv,
 };
 use fedpace_params::{ParamSpec, ParamTree};
 use rayon::prelude::*;
@@ -186,6 +188,40 @@ pub struct Cnn {
     work: Work,
 }
 
+/// The buffers of one CNN (weights permuted for the step, work buffers) and the
+/// `(input, classes)` shape they were grown for.
+type Buffers = ([usize; 3], usize, Permuted, Work);
+
+thread_local! {
+    /// The buffers of the last CNN dropped on this thread, for the next CNN of the same
+    /// shape to start from. A simulation builds a client's model for each local run and
+    /// drops it after, and growing ≈ 6 MB of zeroed buffers each time (and faulting
+    /// their pages in) was ≈ 0.5–1 % of the W-CNN run. Every step writes what it reads
+    /// of them (conv2's padded input: its interiors; their zero borders are never
+    /// written), so what a previous model left there changes no result.
+    static SPARE: std::cell::RefCell<Option<Buffers>> = const { std::cell::RefCell::new(None) };
+}
+
+impl Drop for Cnn {
+    fn drop(&mut self) {
+        if self.work.chunks.is_empty() {
+            return;
+        }
+        let spare = (
+            self.geo.input,
+            self.geo.classes,
+            std::mem::take(&mut self.weights),
+            std::mem::take(&mut self.work),
+        );
+        // During thread teardown the slot may be gone: the buffers are then just freed.
+        let _ = SPARE.try_with(|s| {
+            if let Ok(mut s) = s.try_borrow_mut() {
+                *s = Some(spare);
+            }
+        });
+    }
+}
+
 impl Cnn {
     /// A CNN for samples of shape `[channels, height, width]` (height and width
     /// divisible by 4) and `classes` outputs.
@@ -215,6 +251,29 @@ impl Cnn {
         self
     }
 
+    /// Takes this thread's spare buffers ([`SPARE`]) if this model has none yet and
+    /// they were grown for its shape.
+    fn adopt_spare(&mut self) {
+        if !self.work.chunks.is_empty() {
+            return;
+        }
+        let key = (self.geo.input, self.geo.classes);
+        let spare = SPARE
+            .try_with(|s| {
+                let mut s = s.try_borrow_mut().ok()?;
+                match &*s {
+                    Some((input, classes, ..)) if (*input, *classes) == key => s.take(),
+                    _ => None,
+                }
+            })
+            .ok()
+            .flatten();
+        if let Some((_, _, weights, work)) = spare {
+            self.weights = weights;
+            self.work = work;
+        }
+    }
+
     /// Threads for the whole-batch GEMMs.
     fn gemm_threads(&self) -> usize {
         match self.threads {
@@ -228,6 +287,7 @@ impl Cnn {
     pub fn logits(&mut self, params: &ParamTree, batch: &Batch) -> Result<Vec<f32>> {
         check_spec(NAME, &self.spec, params)?;
         let x = images(self.geo.input, self.geo.classes, batch)?;
+        self.adopt_spare();
         let g = &self.geo;
         self.weights.load(g, &self.spec, params.as_slice());
         let (v, fc1w) = View::whole(&self.spec, params.as_slice(), &self.weights);
@@ -266,6 +326,7 @@ impl Model for Cnn {
             grad.fill(0.0);
             return Ok(0.0);
         }
+        self.adopt_spare();
         let g = &self.geo;
         self.weights.load(g, &self.spec, params.as_slice());
         let (v, fc1w) = View::whole(&self.spec, params.as_slice(), &self.weights);
@@ -293,6 +354,7 @@ impl Model for Cnn {
     ) -> fedpace_core::Result<f32> {
         check_spec(NAME, &self.spec, params)?;
         batch::grad_len(NAME, grad, self.spec.total_len())?;
+        self.adopt_spare();
         let entry = &self.spec.entries()[FC1_WEIGHT];
         if group_rates.len() != self.spec.num_groups() {
             return Err(Error::InvalidConfig {
@@ -348,6 +410,7 @@ impl Model for Cnn {
         if n == 0 {
             return Ok(EvalStats::default());
         }
+        self.adopt_spare();
         let g = &self.geo;
         self.weights.load(g, &self.spec, params.as_slice());
         let (v, fc1w) = View::whole(&self.spec, params.as_slice(), &self.weights);
@@ -723,8 +786,10 @@ fn forward_convs(g: &Geometry, v: &View, x: &[f32], cw: &mut ChunkWork, a: &mut 
         let rows2 = gs * tiles;
         for i in 0..gs {
             let s = s0 + i;
+            // Its border (conv2's padding) is zero: `p1` grows with zeros and only the
+            // interiors are ever written (pool1 here), so it is not zeroed again.
             let p1 = &mut cw.p1[s * plen2..][..plen2];
-            zero_border(&c2, p1);
+            debug_assert!(border_is_zero(&c2, p1), "conv2's padded input has a border");
             g.pool1.forward(
                 &cw.y1[i * pix1 * C1..][..pix1 * C1],
                 v.b1,
@@ -748,6 +813,13 @@ fn forward_convs(g: &Geometry, v: &View, x: &[f32], cw: &mut ChunkWork, a: &mut 
             );
         }
     }
+}
+
+/// Whether the border (the padding) of the padded HWC image `xp` is all zeros.
+fn border_is_zero(g: &SameConv, xp: &[f32]) -> bool {
+    let mut copy = xp[..g.padded_len()].to_vec();
+    fedpace_kernels::zero_border(g, &mut copy);
+    copy.iter().zip(xp).all(|(a, b)| a.to_bits() == b.to_bits())
 }
 
 /// Forward pass of the samples `x` and the loss's gradient at the logits (into `w`);
@@ -896,7 +968,6 @@ fn backward_convs(g: &Geometry, v: &View, cw: &mut ChunkWork, da: &[f32]) {
     let du2 = &mut cw.du2[..g.wino.filter_len()];
     let (db1, db2) = (&mut cw.db1[..C1], &mut cw.db2[..C2]);
     dw1t.fill(0.0);
-    du2.fill(0.0);
     db1.fill(0.0);
     db2.fill(0.0);
     for s0 in (0..n).step_by(g.group) {
@@ -918,7 +989,12 @@ fn backward_convs(g: &Geometry, v: &View, cw: &mut ChunkWork, da: &[f32]) {
         }
         // For each of the 64 positions: dU_k += V_kᵀ · dM_k, then dV_k = dM_k · U_kᵀ
         // into V_k (consumed by then), while V_k and dM_k are still in the L1 cache.
-        wino_products::backward(rows2, C1, C2, &mut cw.v, &cw.m, v.u2t, du2, &mut cw.ws);
+        // The block's first group writes `du2` (not zeroed, then added to: the same sums).
+        let products = match s0 {
+            0 => wino_products::backward_first,
+            _ => wino_products::backward,
+        };
+        products(rows2, C1, C2, &mut cw.v, &cw.m, v.u2t, du2, &mut cw.ws);
         for i in 0..gs {
             let dp1 = &mut cw.dp1[..plen2];
             dp1.fill(0.0);

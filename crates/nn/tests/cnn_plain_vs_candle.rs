@@ -175,6 +175,42 @@ fn repeated_calls_reuse_buffers_without_leaking_state() {
     assert_eq!(run(&mut m, &big), first);
 }
 
+#[test]
+fn a_model_built_after_another_is_dropped_gives_a_fresh_models_bits() {
+    // A dropped CNN leaves its buffers to the next one built on the same thread (of the
+    // same shape): the next model's results are those of a model on a thread that never
+    // ran one, whatever the previous model computed (other parameters, a larger batch,
+    // another shape in between).
+    let shape = [1, 8, 8];
+    let batch = random_batch(shape, 5, 3, 20);
+    let run = |m: &mut Cnn, p: &ParamTree, b: &Batch| {
+        let mut g = vec![f32::NAN; p.as_slice().len()];
+        let l = m.loss_and_grad(p, b, &mut g).unwrap();
+        let bits: Vec<u32> = g.iter().map(|v| v.to_bits()).collect();
+        (l.to_bits(), bits)
+    };
+    let p = random_params(&Cnn::new(shape, 3).unwrap(), 21);
+    let fresh = std::thread::spawn({
+        let (p, batch) = (p.clone(), batch.clone());
+        move || run(&mut Cnn::new(shape, 3).unwrap(), &p, &batch)
+    })
+    .join()
+    .unwrap();
+    {
+        let mut before = Cnn::new(shape, 3).unwrap();
+        let q = random_params(&before, 22);
+        run(&mut before, &q, &random_batch(shape, 19, 3, 23));
+    }
+    assert_eq!(run(&mut Cnn::new(shape, 3).unwrap(), &p, &batch), fresh);
+    {
+        let other = [2, 12, 4];
+        let mut before = Cnn::new(other, 4).unwrap();
+        let q = random_params(&before, 24);
+        run(&mut before, &q, &random_batch(other, 7, 4, 25));
+    }
+    assert_eq!(run(&mut Cnn::new(shape, 3).unwrap(), &p, &batch), fresh);
+}
+
 /// A W-CNN local epoch ends at the reference's parameters. At equal parameters the two
 /// gradients agree to ≈ 1.3e-6, except on a batch where a max-pool window's two largest
 /// values lie within the implementations' rounding of each other (conv2 runs by

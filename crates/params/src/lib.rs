@@ -433,7 +433,11 @@ impl ParamTree {
     }
     /// Whether every value is finite.
     pub fn all_finite(&self) -> bool {
-        self.data.iter().all(|v| v.is_finite())
+        // Chunks checked without an early exit inside (so the check vectorises; one
+        // value at a time it was 0.5 % of the W-CNN run), an early exit between them.
+        self.data
+            .chunks(1024)
+            .all(|c| c.iter().fold(true, |ok, v| ok & v.is_finite()))
     }
 }
 
@@ -470,6 +474,27 @@ mod tests {
                 .build()
                 .unwrap(),
         )
+    }
+
+    /// Every non-finite value is found, wherever it falls among the chunks checked.
+    #[test]
+    fn all_finite_finds_every_non_finite_value() {
+        let spec = Arc::new(
+            ParamSpec::builder()
+                .add("w", &[3000], "body")
+                .build()
+                .unwrap(),
+        );
+        let finite = ParamTree::from_vec(spec.clone(), vec![1.5; 3000]).unwrap();
+        assert!(finite.all_finite());
+        for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+            for at in [0, 1023, 1024, 2047, 2999] {
+                let mut v = vec![1.5; 3000];
+                v[at] = bad;
+                let t = ParamTree::from_vec(spec.clone(), v).unwrap();
+                assert!(!t.all_finite(), "{bad} at {at}");
+            }
+        }
     }
 
     #[test]
