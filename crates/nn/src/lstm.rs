@@ -43,6 +43,12 @@
 //!   megabyte buffers, one 4 KB page after another, which the hardware prefetchers do
 //!   not follow across pages (the backward cell pass was ≈ 5× slower in place than alone).
 //!
+//! [`Model::evaluate`] runs an inference-only forward: the same kernels on the same
+//! values in the same order (so the same logits, loss and accuracy, bit for bit; test
+//! `inference_forward_gives_the_training_forwards_bits`), with `P` and `W_hh`'s forward
+//! packing made once per call and nothing kept for a backward pass (no past steps' gates,
+//! `c` or `tanh(c)`, no top-layer outputs but the last, no backward packing).
+//!
 //! The sequential per-step products always run on the calling thread; the all-steps
 //! products may use up to [`CharLstm::with_threads`] threads of the caller's rayon pool,
 //! splitting their outputs, never a sum, so results do not depend on it.
@@ -64,8 +70,8 @@ use std::sync::Arc;
 
 pub(crate) const NAME: &str = "char-lstm";
 
-/// Samples per forward pass in [`Model::evaluate`] (≈ 1.1 MB of buffers per sample of
-/// 80 characters with the LEAF sizes): two full register tiles of
+/// Samples per forward pass in [`Model::evaluate`] (≈ 0.4 MB of buffers per sample of
+/// 80 characters with the LEAF sizes: layer 1's gates and layer 0's outputs of every step): two full register tiles of
 /// [`fedpace_kernels::small_gemm`]'s 10 rows (16 left a tile of 6 rows, whose
 /// accumulators the compiler keeps in memory).
 const EVAL_BLOCK: usize = 20;
@@ -478,8 +484,9 @@ impl CharLstm {
         grow(&mut iw.c, 2 * nh);
         grow(&mut iw.tanh_c, nh);
         grow(&mut iw.h_top, 2 * nh);
-        if s.layers > 1 {
-            for y in &mut iw.y {
+        // Layer l > 0 reads y[(l − 1) mod 2]; the top layer writes only `h_top`.
+        for (k, y) in iw.y.iter_mut().enumerate() {
+            if s.layers > k + 1 {
                 grow(y, rows * h);
             }
         }
