@@ -199,12 +199,15 @@ impl Loopback {
     }
 
     fn stop_nodes(&mut self) -> Result<Vec<ServeStats>, String> {
-        self.stop.store(true, Ordering::Relaxed);
         if !self.nodes.is_empty() {
             // Pulls answer "finished" at once, so the nodes need not wait out their pull
-            // (`pull_wait`) to see `stop`; they leave, and this returns when all have.
+            // (`pull_wait`); they leave, and this returns when all have. `stop` comes
+            // after: a node that saw `stop` first would end its loop without leaving, and
+            // the server would wait out the whole linger for it (5 s added to about one
+            // run in 25).
             self.grid.server().finish(Duration::from_secs(5));
         }
+        self.stop.store(true, Ordering::Relaxed);
         let mut out = Vec::new();
         for h in self.nodes.drain(..) {
             out.push(
