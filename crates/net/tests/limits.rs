@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use common::{echo, framed, Fixture};
-use fedpace_net::proto::{self, fleet_client::FleetClient};
+use fedpace_net::proto;
 use fedpace_net::testing::{endpoint, sign_headers};
 use fedpace_net::{FailureKind, Kind, Node, Server};
 use tonic::metadata::MetadataValue;
@@ -20,37 +20,7 @@ use tonic::Code;
 
 /// Pushes `replies` with a correct signature; the answer's code.
 fn signed_push(fx: &Fixture, server: &Server, session: u64, replies: Vec<proto::Reply>) -> Code {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let addr = format!("127.0.0.1:{}", server.local_addr().port());
-    let tls = fx.client_tls();
-    runtime.block_on(async {
-        let channel = endpoint(&addr, Some(&tls), Duration::from_secs(5))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
-        let mut client = FleetClient::new(channel).max_encoding_message_size(64 << 20);
-        let msg = proto::PushRequest { session, replies };
-        let headers = sign_headers(
-            &fx.credential(0),
-            "/fedpace.v1.Fleet/Push",
-            &framed(&msg),
-            SystemTime::now(),
-        )
-        .unwrap();
-        let mut req = tonic::Request::new(msg);
-        for (k, v) in headers {
-            req.metadata_mut()
-                .insert(k, MetadataValue::try_from(v.as_str()).unwrap());
-        }
-        match client.push(req).await {
-            Ok(_) => Code::Ok,
-            Err(s) => s.code(),
-        }
-    })
+    signed_push_of(fx, server, proto::PushRequest { session, replies }).0
 }
 
 /// A Push look-alike whose one reply fails with a reason that is not UTF-8: its frame and
@@ -79,8 +49,12 @@ struct LoosePush {
     replies: Vec<LooseReply>,
 }
 
-/// Sends `msg` to Push, signed; the answer's status (code and message).
-fn signed_loose_push(fx: &Fixture, server: &Server, msg: LoosePush) -> (Code, String) {
+/// Sends `msg` (any message, as the Push RPC's body) with a correct signature; the
+/// answer's code and message (`accepted N` when it was taken).
+fn signed_push_of<M>(fx: &Fixture, server: &Server, msg: M) -> (Code, String)
+where
+    M: prost::Message + Send + Sync + 'static,
+{
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -93,7 +67,7 @@ fn signed_loose_push(fx: &Fixture, server: &Server, msg: LoosePush) -> (Code, St
             .connect()
             .await
             .unwrap();
-        let mut grpc = tonic::client::Grpc::new(channel);
+        let mut grpc = tonic::client::Grpc::new(channel).max_encoding_message_size(64 << 20);
         grpc.ready().await.unwrap();
         let headers = sign_headers(
             &fx.credential(0),
@@ -107,7 +81,7 @@ fn signed_loose_push(fx: &Fixture, server: &Server, msg: LoosePush) -> (Code, St
             req.metadata_mut()
                 .insert(k, MetadataValue::try_from(v.as_str()).unwrap());
         }
-        let codec = tonic_prost::ProstCodec::<LoosePush, proto::PushReply>::default();
+        let codec = tonic_prost::ProstCodec::<M, proto::PushReply>::default();
         let path = http::uri::PathAndQuery::from_static("/fedpace.v1.Fleet/Push");
         match grpc.unary(req, path, codec).await {
             Ok(r) => (Code::Ok, format!("accepted {}", r.into_inner().accepted)),
@@ -133,7 +107,7 @@ fn a_push_that_does_not_decode_is_refused_and_a_good_one_still_counts() {
             }),
         }],
     };
-    let (code, message) = signed_loose_push(&fx, &server, push(b"\xff\xfe"));
+    let (code, message) = signed_push_of(&fx, &server, push(b"\xff\xfe"));
     assert_eq!(code, Code::Internal, "{message}");
     assert!(
         message.starts_with("failed to decode Protobuf message"),
@@ -142,7 +116,7 @@ fn a_push_that_does_not_decode_is_refused_and_a_good_one_still_counts() {
     // The same look-alike with a UTF-8 reason is a well-formed Push (of an instruction
     // the server never sent: nothing is accepted, nothing breaks).
     assert_eq!(
-        signed_loose_push(&fx, &server, push(b"disk full")),
+        signed_push_of(&fx, &server, push(b"disk full")),
         (Code::Ok, "accepted 0".to_string())
     );
     let stop = Arc::new(AtomicBool::new(false));
