@@ -1458,8 +1458,7 @@ async fn accept_loop(
             ),
             conn: stats.clone(),
             bodies: bodies.clone(),
-            tokens: acceptor
-                .is_some()
+            tokens: (acceptor.is_some() && shared.config.connection_tokens)
                 .then(|| Arc::new(ConnectionTokens::default())),
         };
         let io = Counted {

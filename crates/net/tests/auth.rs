@@ -231,21 +231,29 @@ fn a_node_signs_once_per_connection_and_again_after_reconnecting() {
 }
 
 #[test]
-fn without_tls_every_request_is_signed() {
-    let fx = Fixture::new("token-plain", 1, 2);
-    let mut config = fx.server_config("127.0.0.1:0".parse().unwrap());
-    config.tls = None;
-    let server = Server::start(config).unwrap();
-    let mut node_config = fx.node_config(server.local_addr(), 0);
-    node_config.tls = None;
-    let node = Node::connect(node_config).unwrap();
-    for _ in 0..5 {
-        assert!(node.pull().unwrap().is_empty());
+fn without_tls_or_with_tokens_off_every_request_is_signed() {
+    let fx = Fixture::new("token-off", 1, 2);
+    for tls in [false, true] {
+        let mut config = fx.server_config("127.0.0.1:0".parse().unwrap());
+        if tls {
+            config.connection_tokens = false;
+        } else {
+            config.tls = None;
+        }
+        let server = Server::start(config).unwrap();
+        let mut node_config = fx.node_config(server.local_addr(), 0);
+        if !tls {
+            node_config.tls = None;
+        }
+        let node = Node::connect(node_config).unwrap();
+        for _ in 0..5 {
+            assert!(node.pull().unwrap().is_empty());
+        }
+        let stats = server.stats();
+        assert_eq!(stats.token_requests, 0, "tls {tls}: {stats:?}");
+        assert!(stats.signed_requests >= 6, "tls {tls}: {stats:?}");
+        assert_eq!(stats.refused_requests, 0, "tls {tls}: {stats:?}");
     }
-    let stats = server.stats();
-    assert_eq!(stats.token_requests, 0, "{stats:?}");
-    assert!(stats.signed_requests >= 6, "{stats:?}");
-    assert_eq!(stats.refused_requests, 0, "{stats:?}");
 }
 
 #[test]
