@@ -254,6 +254,11 @@ pub struct ServerArgs {
     /// Seconds to wait for them.
     #[arg(long, default_value_t = 600)]
     pub wait: u64,
+    /// Check a signature on every request, instead of once per connection and a token after
+    /// it (for a TLS-terminating proxy that is not trusted with the nodes' bodies;
+    /// docs/network.md, "Authentication").
+    #[arg(long)]
+    pub sign_every_request: bool,
 }
 
 /// `--listen`: HOST:PORT, the host an address or a name (`localhost:7150`).
@@ -474,6 +479,7 @@ pub fn server(
     };
     let mut scfg = ServerConfig::new(listen, Some(tls), KeySource::File(args.keys.clone()));
     scfg.limits = Limits::for_model(bytes);
+    scfg.connection_tokens = !args.sign_every_request;
     let server = Arc::new(Server::start(scfg).map_err(|e| match e {
         fedpace_net::Error::Listen { .. } => {
             UsageError(format!("--listen: {e} (another server on that port?)"))

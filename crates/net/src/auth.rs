@@ -10,6 +10,14 @@
 //! signature covers exactly the bytes sent and a newer node's unknown fields do not break
 //! it. The server refuses a timestamp outside its window and a nonce already seen within
 //! the window.
+//!
+//! Over TLS a key is proven once per connection (docs/arch/0048-auth-once-per-connection.md):
+//! the server answers a connection's first verified request from a key with
+//! `fedpace-token` (32 random bytes, hex), and a later request on the same connection may
+//! carry `fedpace-key` and that token instead of a signature. The token is worth nothing on
+//! another connection; the key is still looked up (unknown or revoked: refused) on every
+//! request. TLS keeps the connection's bytes from being replayed or altered, which the
+//! timestamp, nonce and body digest do for a signed request.
 
 use std::collections::{HashMap, VecDeque};
 use std::ops::Range;
@@ -33,6 +41,49 @@ pub(crate) const TIMESTAMP_HEADER: &str = "fedpace-timestamp";
 pub(crate) const NONCE_HEADER: &str = "fedpace-nonce";
 pub(crate) const SIGNATURE_HEADER: &str = "fedpace-signature";
 pub(crate) const DIGEST_HEADER: &str = "fedpace-digest";
+pub(crate) const TOKEN_HEADER: &str = "fedpace-token";
+
+/// The tokens one TLS connection's signed requests earned, one per key
+/// (docs/arch/0048-auth-once-per-connection.md). Dropped with the connection.
+#[derive(Default)]
+pub(crate) struct ConnectionTokens {
+    by_key: Mutex<HashMap<String, [u8; 32]>>,
+}
+
+impl ConnectionTokens {
+    /// Most keys one connection holds tokens for (a proxy may carry several nodes); beyond
+    /// it a connection's requests stay signed.
+    pub(crate) const MAX_KEYS: usize = 16;
+
+    /// The token of `key` on this connection (hex), made at its first verified request;
+    /// `None` when the connection already holds [`Self::MAX_KEYS`] others or the system
+    /// random generator fails (the node then keeps signing).
+    pub(crate) fn issue(&self, key: &str) -> Option<String> {
+        let mut by_key = self.by_key.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(t) = by_key.get(key) {
+            return Some(hex(t));
+        }
+        if by_key.len() >= Self::MAX_KEYS {
+            return None;
+        }
+        let mut token = [0u8; 32];
+        SystemRandom::new().fill(&mut token).ok()?;
+        by_key.insert(key.to_string(), token);
+        Some(hex(&token))
+    }
+
+    /// Whether `token` (hex) is the one issued to `key` on this connection; compared in
+    /// constant time.
+    fn holds(&self, key: &str, token: &str) -> bool {
+        let Some(given) = unhex::<32>(token) else {
+            return false;
+        };
+        let by_key = self.by_key.lock().unwrap_or_else(|p| p.into_inner());
+        by_key
+            .get(key)
+            .is_some_and(|issued| issued.iter().zip(&given).fold(0u8, |d, (a, b)| d | (a ^ b)) == 0)
+    }
+}
 
 /// The hash of the request body that a signature covers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -278,6 +329,25 @@ impl Verifier {
         self.known_key(name)?;
         self.check_timestamp(headers, now_ms)?;
         Ok(())
+    }
+
+    /// Checks a request that carries a connection token instead of a signature: a known,
+    /// unrevoked key, and the token this connection issued to it.
+    pub(crate) fn verify_token(
+        &self,
+        headers: &HeaderMap,
+        tokens: &ConnectionTokens,
+    ) -> Result<Arc<Identity>, Status> {
+        self.maybe_reload(unix_ms(SystemTime::now()));
+        let name = header(headers, KEY_HEADER, 64)?;
+        let (_, identity) = self.known_key(name)?;
+        let token = header(headers, TOKEN_HEADER, 64)?;
+        if !tokens.holds(name, token) {
+            return Err(Status::unauthenticated(format!(
+                "{TOKEN_HEADER}: not issued to key {name:?} on this connection; sign the request"
+            )));
+        }
+        Ok(identity)
     }
 
     fn known_key(&self, name: &str) -> Result<([u8; 32], Arc<Identity>), Status> {

@@ -144,6 +144,11 @@ pub struct ServerConfig {
     pub keys_reload: Duration,
     /// Most nonces remembered within `auth_window`.
     pub max_nonces: usize,
+    /// Over TLS, answer a key's first verified request on a connection with a token that
+    /// later requests on that connection may carry instead of a signature
+    /// (docs/arch/0048-auth-once-per-connection.md). Off: every request is signed, as
+    /// behind a TLS-terminating proxy that is not trusted with the nodes' bodies.
+    pub connection_tokens: bool,
     /// Late replies: dropped or kept for asynchronous strategies.
     pub late: LateReplies,
     /// Deadlines and heartbeats are checked this often.
@@ -171,6 +176,7 @@ impl ServerConfig {
             auth_window: Duration::from_secs(60),
             keys_reload: Duration::from_secs(2),
             max_nonces: 1_000_000,
+            connection_tokens: true,
             late: LateReplies::default(),
             tick: Duration::from_millis(20),
             worker_threads: 2,

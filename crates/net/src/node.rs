@@ -21,7 +21,7 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 use tonic::{Code, Status};
 use tower_service::Service;
 
-use crate::auth::sign_headers;
+use crate::auth::{sign_headers, KEY_HEADER, TOKEN_HEADER};
 use crate::config::NodeConfig;
 use crate::error::{Error, Result};
 use crate::keys::Credential;
@@ -42,11 +42,35 @@ pub(crate) const MAX_FRAME_SIZE: u32 = 1 << 20;
 /// instructions still come hundreds to a Pull.
 const SERVE_PULL_BYTES: usize = 1 << 20;
 
-/// A channel that signs every request with the node's key (docs/network.md, "Authentication").
+/// A channel that signs the node's requests with its key (docs/network.md,
+/// "Authentication"): each request until the server hands back a token for the connection,
+/// then that token instead (docs/arch/0048-auth-once-per-connection.md). A request the
+/// server refuses as unauthenticated while a token stood in for its signature is sent
+/// again, signed: the channel may have reconnected, and a token is good for one connection.
 #[derive(Clone)]
 pub(crate) struct Signed {
     inner: Channel,
     credential: Credential,
+    token: Arc<Mutex<Option<http::HeaderValue>>>,
+}
+
+impl Signed {
+    pub(crate) fn new(inner: Channel, credential: Credential) -> Signed {
+        Signed {
+            inner,
+            credential,
+            token: Arc::default(),
+        }
+    }
+}
+
+/// Whether a response is a refusal with gRPC status UNAUTHENTICATED (a trailers-only
+/// response carries its status in the headers).
+fn unauthenticated(response: &http::Response<tonic::body::Body>) -> bool {
+    response
+        .headers()
+        .get("grpc-status")
+        .is_some_and(|v| v.as_bytes() == b"16")
 }
 
 impl Service<http::Request<tonic::body::Body>> for Signed {
@@ -62,9 +86,33 @@ impl Service<http::Request<tonic::body::Body>> for Signed {
         let ready = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, ready);
         let credential = self.credential.clone();
+        let token_slot = self.token.clone();
         Box::pin(async move {
             let (mut parts, body) = req.into_parts();
             let body = body.collect().await?.to_bytes();
+            let token = lock(&token_slot).clone();
+            if let Some(token) = token {
+                let mut headers = parts.headers.clone();
+                headers.insert(KEY_HEADER, http::HeaderValue::from_str(&credential.name)?);
+                headers.insert(TOKEN_HEADER, token.clone());
+                let mut req = http::Request::new(tonic::body::Body::new(Full::new(body.clone())));
+                *req.method_mut() = parts.method.clone();
+                *req.uri_mut() = parts.uri.clone();
+                *req.version_mut() = parts.version;
+                *req.headers_mut() = headers;
+                let response = inner.call(req).await.map_err(Into::<BoxError>::into)?;
+                if !unauthenticated(&response) {
+                    return Ok(response);
+                }
+                // Not this connection's token (the channel reconnected): sign this one.
+                {
+                    let mut slot = lock(&token_slot);
+                    if slot.as_ref() == Some(&token) {
+                        *slot = None;
+                    }
+                }
+                std::future::poll_fn(|cx| inner.poll_ready(cx)).await?;
+            }
             for (name, value) in
                 sign_headers(&credential, parts.uri.path(), &body, SystemTime::now())?
             {
@@ -73,7 +121,11 @@ impl Service<http::Request<tonic::body::Body>> for Signed {
                     .insert(name, http::HeaderValue::from_str(&value)?);
             }
             let req = http::Request::from_parts(parts, tonic::body::Body::new(Full::new(body)));
-            inner.call(req).await.map_err(Into::into)
+            let response = inner.call(req).await.map_err(Into::<BoxError>::into)?;
+            if let Some(token) = response.headers().get(TOKEN_HEADER) {
+                *lock(&token_slot) = Some(token.clone());
+            }
+            Ok(response)
         })
     }
 }
@@ -325,15 +377,12 @@ impl Node {
             endpoint(&config.server, config.tls.as_ref(), config.request_timeout)?.connect_lazy()
         };
         let link = Arc::new(Link {
-            client: FleetClient::new(Signed {
-                inner: channel,
-                credential: config.credential.clone(),
-            })
-            .max_decoding_message_size(
-                config
-                    .pull_max_bytes
-                    .saturating_add(config.max_instruction_payload),
-            ),
+            client: FleetClient::new(Signed::new(channel, config.credential.clone()))
+                .max_decoding_message_size(
+                    config
+                        .pull_max_bytes
+                        .saturating_add(config.max_instruction_payload),
+                ),
             terms: Mutex::new(Terms {
                 session: 0,
                 heartbeat: Duration::from_secs(2),

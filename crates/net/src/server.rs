@@ -31,7 +31,9 @@ use tokio::sync::{watch, Notify, Semaphore};
 use tonic::{Request, Response, Status};
 use tower_service::Service;
 
-use crate::auth::{Identity, Verifier};
+use crate::auth::{
+    ConnectionTokens, Identity, Verifier, KEY_HEADER, SIGNATURE_HEADER, TOKEN_HEADER,
+};
 use crate::config::ServerConfig;
 use crate::envelope;
 use crate::error::{Error, Result};
@@ -111,6 +113,11 @@ pub struct ServerStats {
     pub idle_closed: u64,
     /// Connections accepted so far.
     pub connections: u64,
+    /// Requests admitted by their signature.
+    pub signed_requests: u64,
+    /// Requests admitted by their connection's token (TLS only;
+    /// docs/arch/0048-auth-once-per-connection.md).
+    pub token_requests: u64,
 }
 
 struct Pending {
@@ -178,6 +185,8 @@ struct Counters {
     unknown: AtomicU64,
     idle_closed: AtomicU64,
     connections: AtomicU64,
+    signed: AtomicU64,
+    by_token: AtomicU64,
 }
 
 struct Shared {
@@ -416,13 +425,16 @@ impl AsyncWrite for Counted {
 }
 
 /// Per-connection front door: buffers a bounded body, checks framing and sizes,
-/// verifies the signature, then hands the request to the generated service.
+/// verifies the signature or the connection's token, then hands the request to the
+/// generated service.
 #[derive(Clone)]
 struct Gate {
     shared: Arc<Shared>,
     fleet: FleetServer<FleetService>,
     conn: Arc<ConnStats>,
     bodies: Arc<Semaphore>,
+    /// The tokens this connection issued; `None` without TLS, where every request is signed.
+    tokens: Option<Arc<ConnectionTokens>>,
 }
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
@@ -440,17 +452,23 @@ impl hyper::service::Service<http::Request<Incoming>> for Gate {
 
 impl Gate {
     async fn handle(mut self, req: http::Request<Incoming>) -> http::Response<tonic::body::Body> {
-        match self.admit(req).await {
-            Ok((parts, body)) if parts.uri.path() == PUSH_PATH => self.push(parts, body).await,
-            Ok((parts, body)) => {
-                let req = http::Request::from_parts(parts, tonic::body::Body::new(Full::new(body)));
-                match self.fleet.call(req).await {
-                    Ok(response) => response,
-                    Err(never) => match never {},
-                }
+        let (parts, body, token) = match self.admit(req).await {
+            Ok(admitted) => admitted,
+            Err(status) => return self.shared.refuse(status),
+        };
+        let mut response = if parts.uri.path() == PUSH_PATH {
+            self.push(parts, body).await
+        } else {
+            let req = http::Request::from_parts(parts, tonic::body::Body::new(Full::new(body)));
+            match self.fleet.call(req).await {
+                Ok(response) => response,
+                Err(never) => match never {},
             }
-            Err(status) => self.shared.refuse(status),
+        };
+        if let Some(value) = token.and_then(|t| http::HeaderValue::from_str(&t).ok()) {
+            response.headers_mut().insert(TOKEN_HEADER, value);
         }
+        response
     }
 
     /// Push, decoded here rather than by tonic: the body is already whole and its frame
@@ -480,10 +498,12 @@ impl Gate {
         }
     }
 
+    /// The request's parts and whole body once admitted, with the connection's token for
+    /// its key when a signature admitted it over TLS (sent back in `fedpace-token`).
     async fn admit(
         &self,
         req: http::Request<Incoming>,
-    ) -> Result<(http::request::Parts, Bytes), Status> {
+    ) -> Result<(http::request::Parts, Bytes, Option<String>), Status> {
         let config = &self.shared.config;
         let limits = &config.limits;
         let path = req.uri().path().to_string();
@@ -492,8 +512,20 @@ impl Gate {
                 "{path}: no such RPC in fedpace.v1"
             )));
         }
-        // Unknown or revoked keys and stale timestamps are refused before any body is read.
-        self.shared.verifier.precheck(req.headers())?;
+        // A request with a token and no signature is checked by the token alone; unknown
+        // or revoked keys and stale timestamps are refused before any body is read.
+        let by_token = match &self.tokens {
+            Some(tokens)
+                if req.headers().contains_key(TOKEN_HEADER)
+                    && !req.headers().contains_key(SIGNATURE_HEADER) =>
+            {
+                Some(self.shared.verifier.verify_token(req.headers(), tokens)?)
+            }
+            _ => {
+                self.shared.verifier.precheck(req.headers())?;
+                None
+            }
+        };
         let (mut parts, body) = req.into_parts();
         let body = {
             let _permit = self
@@ -515,10 +547,23 @@ impl Gate {
         };
         envelope::check_body(&path, &body, limits)
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
-        let identity = self.shared.verifier.verify(&parts.headers, &path, &body)?;
+        let counters = &self.shared.counters;
+        let (identity, token) = match by_token {
+            Some(identity) => {
+                counters.by_token.fetch_add(1, Ordering::Relaxed);
+                (identity, None)
+            }
+            None => {
+                let identity = self.shared.verifier.verify(&parts.headers, &path, &body)?;
+                counters.signed.fetch_add(1, Ordering::Relaxed);
+                let key = parts.headers.get(KEY_HEADER).and_then(|v| v.to_str().ok());
+                let token = self.tokens.as_ref().zip(key).and_then(|(t, k)| t.issue(k));
+                (identity, token)
+            }
+        };
         parts.extensions.insert(identity);
         parts.extensions.insert(self.conn.clone());
-        Ok((parts, body))
+        Ok((parts, body, token))
     }
 }
 
@@ -1327,6 +1372,8 @@ impl Server {
             unknown_replies: c.unknown.load(Ordering::Relaxed),
             idle_closed: c.idle_closed.load(Ordering::Relaxed),
             connections: c.connections.load(Ordering::Relaxed),
+            signed_requests: c.signed.load(Ordering::Relaxed),
+            token_requests: c.by_token.load(Ordering::Relaxed),
         }
     }
 
@@ -1411,6 +1458,8 @@ async fn accept_loop(
             ),
             conn: stats.clone(),
             bodies: bodies.clone(),
+            tokens: (acceptor.is_some() && shared.config.connection_tokens)
+                .then(|| Arc::new(ConnectionTokens::default())),
         };
         let io = Counted {
             inner: tcp,

@@ -48,15 +48,28 @@ impl Raw {
         message: proto::HeartbeatRequest,
         headers: &[(&'static str, String)],
     ) -> Code {
+        self.heartbeat_token(message, headers).0
+    }
+
+    /// [`Raw::heartbeat`], with the `fedpace-token` header of the answer.
+    fn heartbeat_token(
+        &mut self,
+        message: proto::HeartbeatRequest,
+        headers: &[(&'static str, String)],
+    ) -> (Code, Option<String>) {
         let mut req = tonic::Request::new(message);
         for (k, v) in headers {
             req.metadata_mut()
                 .insert(*k, MetadataValue::try_from(v.as_str()).unwrap());
         }
-        match self.runtime.block_on(self.client.heartbeat(req)) {
-            Ok(_) => Code::Ok,
-            Err(s) => s.code(),
-        }
+        let (code, metadata) = match self.runtime.block_on(self.client.heartbeat(req)) {
+            Ok(r) => (Code::Ok, r.metadata().clone()),
+            Err(s) => (s.code(), s.metadata().clone()),
+        };
+        let token = metadata
+            .get("fedpace-token")
+            .map(|v| v.to_str().unwrap().to_string());
+        (code, token)
     }
 }
 
@@ -121,6 +134,126 @@ fn unauthenticated_tampered_replayed_and_stale_requests_are_refused() {
     // The real node's session was never disturbed.
     assert!(node.pull().unwrap().is_empty());
     assert_eq!(node.session(), session);
+}
+
+/// A token and a key name, without a signature (docs/arch/0048-auth-once-per-connection.md).
+fn by_token(token: &str, key: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("fedpace-key", key.to_string()),
+        ("fedpace-token", token.to_string()),
+    ]
+}
+
+#[test]
+fn a_connection_token_stands_for_the_signature_on_that_connection_only() {
+    let fx = Fixture::new("token", 2, 2);
+    let server = fx.start();
+    let node = Node::connect(fx.node_config(server.local_addr(), 0)).unwrap();
+    let msg = proto::HeartbeatRequest {
+        session: node.session(),
+    };
+    let cred = fx.credential(0);
+    let mut raw = Raw::new(&fx, &server);
+
+    // No token is good before a signed request earned one.
+    let made_up = "00".repeat(32);
+    assert_eq!(
+        raw.heartbeat(msg, &by_token(&made_up, "node-0")),
+        Code::Unauthenticated
+    );
+    // A signed request is answered with the connection's token for its key...
+    let headers = sign_headers(&cred, HEARTBEAT, &framed(&msg), SystemTime::now()).unwrap();
+    let (code, token) = raw.heartbeat_token(msg, &headers);
+    assert_eq!(code, Code::Ok);
+    let token = token.expect("a signed request over TLS is answered with a token");
+    assert_eq!(token.len(), 64, "{token}");
+    // ...which then stands for the signature, as long as the connection lives.
+    for _ in 0..3 {
+        assert_eq!(raw.heartbeat(msg, &by_token(&token, "node-0")), Code::Ok);
+    }
+    // Not for another key, not altered, not on another connection.
+    assert_eq!(
+        raw.heartbeat(msg, &by_token(&token, "node-1")),
+        Code::Unauthenticated
+    );
+    let last = if token.ends_with('0') { "1" } else { "0" };
+    let altered = format!("{}{last}", &token[..63]);
+    assert_eq!(
+        raw.heartbeat(msg, &by_token(&altered, "node-0")),
+        Code::Unauthenticated
+    );
+    assert_eq!(
+        raw.heartbeat(msg, &by_token("not hex", "node-0")),
+        Code::Unauthenticated
+    );
+    let mut other = Raw::new(&fx, &server);
+    assert_eq!(
+        other.heartbeat(msg, &by_token(&token, "node-0")),
+        Code::Unauthenticated
+    );
+    // The key is looked up on every request: revoked, its token is refused too.
+    keys::revoke(&fx.ring, "node-0").unwrap();
+    server.reload_keys().unwrap();
+    assert_eq!(
+        raw.heartbeat(msg, &by_token(&token, "node-0")),
+        Code::PermissionDenied
+    );
+    assert_eq!(server.stats().token_requests, 3);
+}
+
+#[test]
+fn a_node_signs_once_per_connection_and_again_after_reconnecting() {
+    let fx = Fixture::new("token-node", 1, 2);
+    let server = fx.start();
+    let addr = server.local_addr();
+    let node = Node::connect(fx.node_config(addr, 0)).unwrap();
+    for _ in 0..5 {
+        assert!(node.pull().unwrap().is_empty());
+    }
+    let stats = server.stats();
+    assert!(stats.token_requests >= 5, "{stats:?}");
+    assert!(stats.signed_requests <= 2, "{stats:?}");
+    // A new server on the same address knows no token: the node's next request is
+    // refused there, sent again signed, and later ones use the new connection's token.
+    server.shutdown();
+    let server = Server::start(fx.server_config(addr)).unwrap();
+    let t = std::time::Instant::now();
+    while node.pull().is_err() {
+        assert!(t.elapsed() < Duration::from_secs(10), "no reconnection");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for _ in 0..3 {
+        assert!(node.pull().unwrap().is_empty());
+    }
+    let stats = server.stats();
+    assert!(stats.signed_requests >= 1, "{stats:?}");
+    assert!(stats.token_requests >= 3, "{stats:?}");
+}
+
+#[test]
+fn without_tls_or_with_tokens_off_every_request_is_signed() {
+    let fx = Fixture::new("token-off", 1, 2);
+    for tls in [false, true] {
+        let mut config = fx.server_config("127.0.0.1:0".parse().unwrap());
+        if tls {
+            config.connection_tokens = false;
+        } else {
+            config.tls = None;
+        }
+        let server = Server::start(config).unwrap();
+        let mut node_config = fx.node_config(server.local_addr(), 0);
+        if !tls {
+            node_config.tls = None;
+        }
+        let node = Node::connect(node_config).unwrap();
+        for _ in 0..5 {
+            assert!(node.pull().unwrap().is_empty());
+        }
+        let stats = server.stats();
+        assert_eq!(stats.token_requests, 0, "tls {tls}: {stats:?}");
+        assert!(stats.signed_requests >= 6, "tls {tls}: {stats:?}");
+        assert_eq!(stats.refused_requests, 0, "tls {tls}: {stats:?}");
+    }
 }
 
 #[test]
