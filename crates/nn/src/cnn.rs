@@ -594,8 +594,9 @@ enum Fc1<'a> {
 /// lives only within one group's pass is in the thread's [`Scratch`].
 #[derive(Debug, Clone, Default)]
 struct ChunkWork {
-    /// conv1's column matrices of the chunk, `n × pixels × taps`, kept for backward.
-    cols1: Vec<f32>,
+    /// The chunk's input samples as padded HWC images (`n ×` conv1's padded length),
+    /// kept for backward, which rebuilds conv1's column matrices from them.
+    xp1: Vec<f32>,
     /// Pooled conv1 output of the chunk, as padded HWC images (conv2's input).
     p1: Vec<f32>,
     /// pool1's winner codes of the chunk.
@@ -613,7 +614,7 @@ struct ChunkWork {
 impl ChunkWork {
     fn ensure(&mut self, g: &Geometry, n: usize) {
         let (c1, c2) = (g.conv1, g.conv2);
-        grow(&mut self.cols1, n * c1.pixels() * c1.taps());
+        grow(&mut self.xp1, n * c1.padded_len());
         grow(&mut self.p1, n * c2.padded_len());
         grow(&mut self.arg1, n * g.pool1.out_len());
         grow(&mut self.arg2, n * g.pool2.out_len());
@@ -630,8 +631,9 @@ impl ChunkWork {
 /// in the core's L2 cache, instead of four sets that each come back from L3 or memory.
 #[derive(Debug, Default)]
 struct Scratch {
-    /// One padded HWC input sample.
-    xp: Vec<f32>,
+    /// conv1's column matrices of one group, `gs × pixels × taps` (rebuilt in backward
+    /// from the stored padded inputs: 78 KB a 28×28 sample, against 4 KB stored).
+    cols1: Vec<f32>,
     /// conv1's output for one group; in backward, its gradient.
     y1: Vec<f32>,
     /// conv2's transformed input `V` of one group (`[tiles][64][C1]`); in backward,
@@ -653,7 +655,7 @@ impl Scratch {
     fn ensure(&mut self, g: &Geometry) {
         let gs = g.group;
         let (c1, c2) = (g.conv1, g.conv2);
-        grow(&mut self.xp, c1.padded_len());
+        grow(&mut self.cols1, gs * c1.pixels() * c1.taps());
         grow(&mut self.y1, gs * c1.pixels() * C1);
         grow(&mut self.v, POSITIONS * gs * g.wino.tiles() * C1);
         grow(&mut self.m, POSITIONS * gs * g.wino.tiles() * C2);
@@ -670,7 +672,7 @@ thread_local! {
     /// This thread's [`Scratch`], grown to the largest geometry it has run.
     static SCRATCH: std::cell::RefCell<Scratch> = const {
         std::cell::RefCell::new(Scratch {
-            xp: Vec::new(),
+            cols1: Vec::new(),
             y1: Vec::new(),
             v: Vec::new(),
             m: Vec::new(),
@@ -830,15 +832,16 @@ fn forward_convs_in(
     a: &mut [f32],
 ) {
     let (c1, c2, in_len, flat) = (g.conv1, g.conv2, g.in_len(), g.flat);
-    let (pix1, taps1) = (c1.pixels(), c1.taps());
+    let (pix1, taps1, plen1) = (c1.pixels(), c1.taps(), c1.padded_len());
     let (plen2, out1, out2) = (c2.padded_len(), g.pool1.out_len(), g.pool2.out_len());
     let n = x.len() / in_len;
     for s0 in (0..n).step_by(g.group) {
         let gs = g.group.min(n - s0);
-        let cols1 = &mut cw.cols1[s0 * pix1 * taps1..][..gs * pix1 * taps1];
+        let cols1 = &mut sc.cols1[..gs * pix1 * taps1];
         for (i, cols) in cols1.chunks_exact_mut(pix1 * taps1).enumerate() {
-            to_padded_nhwc(&c1, &x[(s0 + i) * in_len..][..in_len], &mut sc.xp);
-            im2row(&c1, &sc.xp, cols);
+            let xp = &mut cw.xp1[(s0 + i) * plen1..][..plen1];
+            to_padded_nhwc(&c1, &x[(s0 + i) * in_len..][..in_len], xp);
+            im2row(&c1, xp, cols);
         }
         let rows1 = gs * pix1;
         sgemm(
@@ -1032,6 +1035,7 @@ fn backward_convs(g: &Geometry, v: &View, cw: &mut ChunkWork, da: &[f32]) {
 fn backward_convs_in(g: &Geometry, v: &View, cw: &mut ChunkWork, sc: &mut Scratch, da: &[f32]) {
     let (c1, c2, flat) = (g.conv1, g.conv2, g.flat);
     let (pix1, taps1, pix2) = (c1.pixels(), c1.taps(), c2.pixels());
+    let plen1 = c1.padded_len();
     let (plen2, out1, out2) = (c2.padded_len(), g.pool1.out_len(), g.pool2.out_len());
     let tiles = g.wino.tiles();
     let n = da.len() / flat;
@@ -1077,15 +1081,14 @@ fn backward_convs_in(g: &Geometry, v: &View, cw: &mut ChunkWork, sc: &mut Scratc
                 db1,
             );
         }
-        // dW1ᵗ += cols1ᵀ · dY1.
+        // dW1ᵗ += cols1ᵀ · dY1, the group's columns rebuilt from its padded inputs.
+        let cols1 = &mut sc.cols1[..rows1 * taps1];
+        for (i, cols) in cols1.chunks_exact_mut(pix1 * taps1).enumerate() {
+            im2row(&c1, &cw.xp1[(s0 + i) * plen1..][..plen1], cols);
+        }
         sgemm(
             MatMut::row_major(dw1t, taps1, C1, C1),
-            MatRef::transposed(
-                &cw.cols1[s0 * pix1 * taps1..][..rows1 * taps1],
-                taps1,
-                rows1,
-                taps1,
-            ),
+            MatRef::transposed(&sc.cols1[..rows1 * taps1], taps1, rows1, taps1),
             MatRef::row_major(&sc.y1[..rows1 * C1], rows1, C1, C1),
             true,
             1,
