@@ -835,8 +835,13 @@ fn forward_convs_in(
     let (pix1, taps1, plen1) = (c1.pixels(), c1.taps(), c1.padded_len());
     let (plen2, out1, out2) = (c2.padded_len(), g.pool1.out_len(), g.pool2.out_len());
     let n = x.len() / in_len;
-    for s0 in (0..n).step_by(g.group) {
-        let gs = g.group.min(n - s0);
+    // One sample at a time: no forward product sums over samples (each output row is
+    // its own sum), so the grouping that orders backward's weight-gradient sums does not
+    // apply here, and one sample's V and M (393 KB for 28×28) stay in the L2 cache with
+    // the transformed filters where a group's do not.
+    let group = 1;
+    for s0 in (0..n).step_by(group) {
+        let gs = group.min(n - s0);
         let cols1 = &mut sc.cols1[..gs * pix1 * taps1];
         for (i, cols) in cols1.chunks_exact_mut(pix1 * taps1).enumerate() {
             let xp = &mut cw.xp1[(s0 + i) * plen1..][..plen1];
