@@ -35,10 +35,16 @@
 //!   docs/arch/0033-winograd-position-kernel.md). Its error against the exact convolution
 //!   is ≈ 2.4e-6 relative (the direct f32 sum's ≈ 5e-7; F(2×2, 5×5), used before,
 //!   ≈ 1.5e-6).
-//! - Samples go through the convolutions in **groups** small enough that a group's
-//!   transformed data stay in the core's L2 cache: [`GROUP_BYTES`]. Backward
-//!   recomputes conv2's transformed input from the stored pooled activations instead of
-//!   keeping it.
+//! - Backward takes samples through the convolutions in **groups** small enough that a
+//!   group's transformed data stay in the core's L2 cache: [`GROUP_BYTES`] (the group
+//!   orders the weight-gradient sums). Forward, where no product sums over samples,
+//!   takes them one at a time. Backward recomputes conv2's transformed input and
+//!   conv1's column matrices from the stored padded images instead of keeping them.
+//! - What lives only within one group's pass (Winograd's `V` and `M`, conv1's columns
+//!   and output, the gradients between them) is one scratch set per **thread**, shared
+//!   by the blocks and models that run on it, so on one thread the blocks of a batch
+//!   reuse the same ≈ 1.3 MB instead of four sets coming back from L3 or memory; a
+//!   block keeps only what its backward pass reads (docs/arch/0044-cnn-thread-scratch.md).
 //! - Bias, ReLU and 2×2 max-pooling are one pass ([`fedpace_kernels::Pool2x2`]) that
 //!   writes the pooled output straight into the next layer's padded input and a
 //!   one-byte winner code per output; backward is one pass that writes the whole input
