@@ -211,6 +211,51 @@ fn a_model_built_after_another_is_dropped_gives_a_fresh_models_bits() {
     assert_eq!(run(&mut Cnn::new(shape, 3).unwrap(), &p, &batch), fresh);
 }
 
+#[test]
+fn live_models_sharing_a_threads_scratch_give_their_own_bits() {
+    // The passes of one group of samples (Winograd's V and M, conv1's columns and
+    // output, the gradients in between) use one scratch set per thread, shared by every
+    // model on it: two live models of different shapes whose steps interleave on one
+    // thread give the bits each gives alone on a thread of its own.
+    let run = |m: &mut Cnn, p: &ParamTree, b: &Batch| {
+        let mut g = vec![f32::NAN; p.as_slice().len()];
+        let l = m.loss_and_grad(p, b, &mut g).unwrap();
+        let bits: Vec<u32> = g.iter().map(|v| v.to_bits()).collect();
+        (l.to_bits(), bits)
+    };
+    let (a, b) = (([1, 8, 8], 3), ([2, 12, 4], 4));
+    let setup = |(shape, classes): ([usize; 3], usize), seed: u64| {
+        let m = Cnn::new(shape, classes).unwrap().with_threads(1);
+        let p = random_params(&m, seed);
+        let batches = [
+            random_batch(shape, 11, classes as u32, seed + 1),
+            random_batch(shape, 5, classes as u32, seed + 2),
+        ];
+        (m, p, batches)
+    };
+    let alone = |spec, seed| {
+        std::thread::spawn(move || {
+            let (mut m, p, batches) = setup(spec, seed);
+            batches
+                .iter()
+                .map(|x| run(&mut m, &p, x))
+                .collect::<Vec<_>>()
+        })
+        .join()
+        .unwrap()
+    };
+    let (want_a, want_b) = (alone(a, 30), alone(b, 40));
+    let (mut ma, pa, ba) = setup(a, 30);
+    let (mut mb, pb, bb) = setup(b, 40);
+    let (mut got_a, mut got_b) = (vec![], vec![]);
+    for i in 0..2 {
+        got_b.push(run(&mut mb, &pb, &bb[i]));
+        got_a.push(run(&mut ma, &pa, &ba[i]));
+    }
+    assert_eq!(got_a, want_a);
+    assert_eq!(got_b, want_b);
+}
+
 /// A W-CNN local epoch ends at the reference's parameters. At equal parameters the two
 /// gradients agree to ≈ 1.3e-6, except on a batch where a max-pool window's two largest
 /// values lie within the implementations' rounding of each other (conv2 runs by
