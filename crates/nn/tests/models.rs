@@ -317,3 +317,92 @@ fn char_lstm_overwrites_its_gradient() {
         fedpace_core::testing::check_overwrites_grad(&mut m, &p, &b, &what);
     }
 }
+
+/// [`Model::loss_and_grad_sgd`]: the char-LSTM steps every `W_hh` and every `W_ih` above
+/// the first itself, from their gradients computed transposed
+/// (docs/arch/0046-char-lstm-fused-sgd-step.md). The loss, every other tensor's gradient
+/// and the stepped weights are the bits of `loss_and_grad` followed by `p + g·(−η)`,
+/// over several steps with per-group rates — the LEAF shape, one and three layers,
+/// batches that are not a multiple of the 10-row tile, one time step (no recurrent
+/// gradient), with the all-steps products on one thread and on two; an empty batch
+/// leaves the parameters, and a wrong number of rates is an error that leaves them too.
+#[test]
+fn char_lstm_fused_step_gives_the_unfused_bits() {
+    let bits = |g: &[f32]| g.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    // (vocab, embedding, hidden, layers, seq_len, n, threads)
+    for (vocab, e, h, layers, t, n, threads) in [
+        (80, 8, 256, 2, 80, 10, 1),
+        (80, 8, 256, 2, 20, 7, 2),
+        (9, 4, 16, 3, 6, 13, 1),
+        (7, 3, 5, 1, 4, 3, 2),
+        (6, 2, 4, 2, 1, 2, 1),
+    ] {
+        let what = format!("{layers} × {h}, {t} steps, {n} samples, {threads} threads");
+        let model = || {
+            CharLstm::new(vocab, e, h, layers, t, vocab)
+                .unwrap()
+                .with_threads(threads)
+        };
+        let (mut fused, mut plain) = (model(), model());
+        let want: Vec<usize> = (0..layers)
+            .flat_map(|l| [1 + 4 * l, 2 + 4 * l])
+            .filter(|&i| i != 1)
+            .collect();
+        assert_eq!(fused.fused_sgd_tensors(), want, "{what}");
+        let spec = fused.spec();
+        let rates: Vec<f32> = (0..spec.num_groups())
+            .map(|g| [0.8f32, 0.13][g % 2])
+            .collect();
+        let (mut p1, mut p2) = (fused.init(3).unwrap(), fused.init(3).unwrap());
+        let len = p1.as_slice().len();
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        for step in 0..3u64 {
+            let b = tokens_batch(n, t, vocab, 40 + step);
+            let (mut g1, mut g2) = (vec![f32::NAN; len], vec![0.0f32; len]);
+            let l1 = pool
+                .install(|| fused.loss_and_grad_sgd(&mut p1, &b, &mut g1, &rates))
+                .unwrap();
+            let l2 = pool
+                .install(|| plain.loss_and_grad(&p2, &b, &mut g2))
+                .unwrap();
+            assert_eq!(l1.to_bits(), l2.to_bits(), "loss, {what}");
+            for (i, e) in spec.entries().iter().enumerate() {
+                let r = -rates[e.group];
+                for (p, &g) in p2.as_mut_slice()[e.range()].iter_mut().zip(&g2[e.range()]) {
+                    *p += g * r;
+                }
+                if !want.contains(&i) {
+                    let (a, b) = (&g1[e.range()], &g2[e.range()]);
+                    assert_eq!(bits(a), bits(b), "{} gradient, {what}", e.name);
+                    for (p, &g) in p1.as_mut_slice()[e.range()].iter_mut().zip(a) {
+                        *p += g * r;
+                    }
+                }
+            }
+            assert_eq!(
+                bits(p1.as_slice()),
+                bits(p2.as_slice()),
+                "parameters after step {step}, {what}"
+            );
+        }
+        let before = p1.clone();
+        let mut g = vec![f32::NAN; len];
+        let empty = tokens_batch(0, t, vocab, 1);
+        assert_eq!(
+            fused
+                .loss_and_grad_sgd(&mut p1, &empty, &mut g, &rates)
+                .unwrap(),
+            0.0
+        );
+        assert_eq!(bits(p1.as_slice()), bits(before.as_slice()));
+        let b = tokens_batch(n, t, vocab, 9);
+        let err = fused
+            .loss_and_grad_sgd(&mut p1, &b, &mut g, &rates[..1])
+            .unwrap_err();
+        assert!(err.to_string().contains("group rates"), "{err}");
+        assert_eq!(bits(p1.as_slice()), bits(before.as_slice()));
+    }
+}
