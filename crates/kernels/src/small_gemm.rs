@@ -64,61 +64,6 @@ pub fn pack_both(w: &[f32], rows: usize, cols: usize, wt: &mut [f32], w_out: &mu
     )
 }
 
-/// The plain-SGD step `W ← W + Gᵀ·s` of a row-major `rows × cols` weight `w` from its
-/// gradient stored transposed (`gt`, row-major `cols × rows`), `s` the negated rate: per
-/// value the f32 product then the f32 sum (no fused multiply-add), so the same bits as
-/// transposing `gt` and stepping as `ScaleByRate` does. The char-LSTM computes its
-/// weight gradients transposed in a fused step (docs/arch/0046-char-lstm-fused-sgd-step.md).
-///
-/// Panics if `w` or `gt` does not hold `rows · cols` values.
-pub fn step_transposed(w: &mut [f32], gt: &[f32], rows: usize, cols: usize, s: f32) {
-    assert!(
-        w.len() == rows * cols && gt.len() == rows * cols,
-        "small_gemm::step_transposed: {} and {} values for {rows} × {cols}",
-        w.len(),
-        gt.len()
-    );
-    crate::simd::simd(
-        #[inline(always)]
-        || step_transposed_tiles(w, gt, rows, cols, s),
-    )
-}
-
-#[inline(always)]
-fn step_transposed_tiles(w: &mut [f32], gt: &[f32], rows: usize, cols: usize, s: f32) {
-    // 16 × 16 tiles: the tile of `gt` read row by row, transposed through a local tile,
-    // then added to `w`'s rows; constant lengths for full tiles.
-    const T: usize = 16;
-    let mut tile = [[0.0f32; T]; T];
-    for i0 in (0..rows).step_by(T) {
-        let ni = T.min(rows - i0);
-        for j0 in (0..cols).step_by(T) {
-            let nj = T.min(cols - j0);
-            if ni == T && nj == T {
-                for j in 0..T {
-                    let src: &[f32; T] = gt[(j0 + j) * rows + i0..][..T].try_into().unwrap();
-                    for i in 0..T {
-                        tile[i][j] = src[i];
-                    }
-                }
-                for (i, t) in tile.iter().enumerate() {
-                    let row: &mut [f32; T] =
-                        (&mut w[(i0 + i) * cols + j0..][..T]).try_into().unwrap();
-                    for j in 0..T {
-                        row[j] += t[j] * s;
-                    }
-                }
-            } else {
-                for i in 0..ni {
-                    for j in 0..nj {
-                        w[(i0 + i) * cols + j0 + j] += gt[(j0 + j) * rows + i0 + i] * s;
-                    }
-                }
-            }
-        }
-    }
-}
-
 #[inline(always)]
 fn pack_both_tiles(w: &[f32], rows: usize, cols: usize, wt: &mut [f32], w_out: &mut [f32]) {
     // 16 × 16 tiles of W, read row by row once: each row goes to `w_out` as it is, and
@@ -532,29 +477,6 @@ mod tests {
             let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
             assert_eq!(bits(&t1), bits(&t2), "Wᵀ {rows}×{cols}");
             assert_eq!(bits(&b1), bits(&b2), "W {rows}×{cols}");
-        }
-    }
-
-    /// The transposed step is, value by value, `w + g·s` with `g` read from the transpose
-    /// — full tiles and ragged edges, including a −0 step and a NaN.
-    #[test]
-    fn step_transposed_is_the_plain_step_of_the_transpose() {
-        for (rows, cols) in [(1024, 256), (48, 16), (37, 21), (5, 3), (1, 1)] {
-            let mut gt = values(rows * cols, 11);
-            gt[0] = -0.0;
-            if rows * cols > 3 {
-                gt[3] = f32::NAN;
-            }
-            let w0 = values(rows * cols, 12);
-            let s = -0.8f32;
-            let mut got = w0.clone();
-            step_transposed(&mut got, &gt, rows, cols, s);
-            for i in 0..rows {
-                for j in 0..cols {
-                    let want = w0[i * cols + j] + gt[j * rows + i] * s;
-                    assert_eq!(got[i * cols + j].to_bits(), want.to_bits(), "{rows}×{cols}");
-                }
-            }
         }
     }
 

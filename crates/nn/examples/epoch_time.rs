@@ -3,10 +3,9 @@
 //! LEAF Shakespeare shape (batch 10 × 80 characters). Reports, does not assert.
 //!
 //! ```text
-//! RAYON_NUM_THREADS=1 cargo run -p fedpace-nn --release --example epoch_time [lr] [mlp] [cnn] [lstm] [lstm-sgd] [--candle]
+//! RAYON_NUM_THREADS=1 cargo run -p fedpace-nn --release --example epoch_time [lr] [mlp] [cnn] [lstm] [--candle]
 //! ```
-//! With no model named, all five; `--candle` adds the candle references. `lstm-sgd`
-//! alternates the char-LSTM's plain and fused (`loss_and_grad_sgd`) steps.
+//! With no model named, all four; `--candle` adds the candle references.
 //! (`RAYON_NUM_THREADS=1` also keeps `gemm` from splitting work; every epoch runs inside
 //! `fedpace_nn::threads::single_threaded` regardless.)
 
@@ -108,78 +107,6 @@ fn time_epochs(name: &str, model: &mut dyn Model, batches: &[Batch], reps: usize
     );
 }
 
-/// The char-LSTM's 20 steps two ways, alternating epoch by epoch in this process:
-/// `loss_and_grad` and a plain-SGD step of every tensor, and `loss_and_grad_sgd` (the
-/// model steps its `fused_sgd_tensors` itself) and the step of the others — the two
-/// paths `local_train` takes on a step (the fused one after the first step).
-fn time_lstm_fused(batches: &[Batch], reps: usize) {
-    let mut plain = CharLstm::new(80, 8, 256, 2, 80, 80).unwrap();
-    let mut fused = CharLstm::new(80, 8, 256, 2, 80, 80).unwrap();
-    let spec = plain.spec();
-    let done = {
-        let mut d = vec![false; spec.entries().len()];
-        for i in fused.fused_sgd_tensors() {
-            d[i] = true;
-        }
-        d
-    };
-    let rate = 0.05f32;
-    let (mut p1, mut p2) = (plain.init(0).unwrap(), fused.init(0).unwrap());
-    let mut grad = vec![0.0; p1.as_slice().len()];
-    let (mut t_plain, mut t_fused) = (Vec::new(), Vec::new());
-    for rep in 0..reps + 1 {
-        let c = thread_cpu();
-        for b in batches {
-            plain.loss_and_grad(&p1, b, &mut grad).unwrap();
-            for (p, g) in p1.as_mut_slice().iter_mut().zip(&grad) {
-                *p += *g * -rate;
-            }
-        }
-        let mid = thread_cpu();
-        for b in batches {
-            fused
-                .loss_and_grad_sgd(&mut p2, b, &mut grad, &[rate, rate])
-                .unwrap();
-            for (e, &d) in spec.entries().iter().zip(&done) {
-                if !d {
-                    for (p, g) in p2.as_mut_slice()[e.range()]
-                        .iter_mut()
-                        .zip(&grad[e.range()])
-                    {
-                        *p += *g * -rate;
-                    }
-                }
-            }
-        }
-        let end = thread_cpu();
-        if rep > 0 {
-            t_plain.push(mid - c);
-            t_fused.push(end - mid);
-        }
-    }
-    let same = p1
-        .as_slice()
-        .iter()
-        .zip(p2.as_slice())
-        .all(|(a, b)| a.to_bits() == b.to_bits());
-    let ratios: Vec<f64> = {
-        let mut r: Vec<f64> = t_fused.iter().zip(&t_plain).map(|(f, p)| f / p).collect();
-        r.sort_by(f64::total_cmp);
-        r
-    };
-    t_plain.sort_by(f64::total_cmp);
-    t_fused.sort_by(f64::total_cmp);
-    let m = |v: &[f64]| v[v.len() / 2] * 1e3;
-    println!(
-        "char-lstm 20 steps, alternating: loss_and_grad + step {:.3} ms, loss_and_grad_sgd + step {:.3} ms thread CPU (medians of {reps}); fused/plain per pair median {:.4} (quartiles {:.4}–{:.4}); same parameters: {same}",
-        m(&t_plain),
-        m(&t_fused),
-        ratios[ratios.len() / 2],
-        ratios[ratios.len() / 4],
-        ratios[3 * ratios.len() / 4]
-    );
-}
-
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let candle = args.iter().any(|a| a == "--candle");
@@ -234,9 +161,6 @@ fn main() {
                     3,
                 );
             }
-        }
-        if want("lstm-sgd") {
-            time_lstm_fused(&token_batches(80, 80, 200, 10), 20);
         }
         if want("lstm") {
             // 20 steps of batch 10 (one client's round in examples/shakespeare.toml).

@@ -214,9 +214,6 @@ struct Work {
     /// Recurrent gradients `dh_{t−1}` and `dc_{t−1}`, `[n, H]`.
     dh_rec: Vec<f32>,
     dc: Vec<f32>,
-    /// The weight gradients a fused step takes itself, transposed (`[in, 4H]`), one
-    /// buffer per tensor of [`CharLstm::fused_tensors`] in that order.
-    dwt: Vec<Vec<f32>>,
 }
 
 /// Buffers of the inference-only forward ([`CharLstm::infer`], used by
@@ -552,11 +549,7 @@ impl CharLstm {
 
     /// Backward pass from `work.dlogits` (after [`CharLstm::forward`] of the same
     /// sequences): writes every parameter's gradient into `grad`.
-    ///
-    /// With `fused`, the weight gradients of [`CharLstm::fused_tensors`] are not written
-    /// to `grad` but, transposed, to `work.dwt` (the `gemm` crate then packs the layer's
-    /// input, not the 4×-wider gate gradients; the same sums, so the same values).
-    fn backward(&mut self, p: &[f32], ids: &[u32], n: usize, grad: &mut [f32], fused: bool) {
+    fn backward(&mut self, p: &[f32], ids: &[u32], n: usize, grad: &mut [f32]) {
         let s = self.shape;
         let (t_len, h, c) = (s.seq_len, s.hidden, s.classes);
         let rows = t_len * n;
@@ -590,9 +583,6 @@ impl CharLstm {
         grow(&mut w.dx, rows * h);
         grow(&mut w.dh_rec, n * h);
         grow(&mut w.dc, n * h);
-        if fused {
-            w.dwt.resize_with(2 * s.layers - 1, Vec::new);
-        }
         for l in (0..s.layers).rev() {
             let (iw, hw, ib, hb) = layer_entries(l);
             let in_dim = s.input(l);
@@ -656,50 +646,23 @@ impl CharLstm {
                 }
             }
             let dgates = &w.dgates[..rows * 4 * h];
-            // dW = dGᵀ·X, or with `fused` dWᵀ = Xᵀ·dG into the step's buffer.
-            // (`k` rows of `dG` and of `X`, which has `cols` columns.)
-            let weight_grad =
-                |dst: &mut [f32], dwt: &mut Vec<f32>, dg: &[f32], x: &[f32], k, cols| {
-                    if fused {
-                        grow(dwt, cols * 4 * h);
-                        sgemm(
-                            MatMut::row_major(&mut dwt[..cols * 4 * h], cols, 4 * h, 4 * h),
-                            MatRef::transposed(x, cols, k, cols),
-                            MatRef::row_major(dg, k, 4 * h, 4 * h),
-                            false,
-                            threads,
-                        );
-                    } else {
-                        sgemm(
-                            MatMut::row_major(dst, 4 * h, cols, cols),
-                            MatRef::transposed(dg, 4 * h, k, 4 * h),
-                            MatRef::row_major(x, k, cols, cols),
-                            false,
-                            threads,
-                        );
-                    }
-                };
-            let (slot_ih, slot_hh) = (2 * l - usize::from(l > 0), 2 * l);
-            let mut spare = Vec::new();
             if l > 0 {
                 // dW_ih = dGᵀ·X over every step.
-                weight_grad(
-                    &mut grad[e[iw].range()],
-                    w.dwt.get_mut(slot_ih).unwrap_or(&mut spare),
-                    dgates,
-                    &w.layers[l - 1].y[..rows * in_dim],
-                    rows,
-                    in_dim,
+                sgemm(
+                    MatMut::row_major(&mut grad[e[iw].range()], 4 * h, in_dim, in_dim),
+                    MatRef::transposed(dgates, 4 * h, rows, 4 * h),
+                    MatRef::row_major(&w.layers[l - 1].y[..rows * h], rows, in_dim, in_dim),
+                    false,
+                    threads,
                 );
             }
             // dW_hh = Σ_{t ≥ 1} dG_tᵀ·h_{t−1}.
-            weight_grad(
-                &mut grad[e[hw].range()],
-                w.dwt.get_mut(slot_hh).unwrap_or(&mut spare),
-                &dgates[n * 4 * h..],
-                &lw.y[..(rows - n) * h],
-                rows - n,
-                h,
+            sgemm(
+                MatMut::row_major(&mut grad[e[hw].range()], 4 * h, h, h),
+                MatRef::transposed(&dgates[n * 4 * h..], 4 * h, rows - n, 4 * h),
+                MatRef::row_major(&lw.y[..(rows - n) * h], rows - n, h, h),
+                false,
+                threads,
             );
             // The biases' gradients: the column sums of dG, rows in order (layer 0's in
             // the same pass as its per-token sums, below).
@@ -758,20 +721,6 @@ impl CharLstm {
         );
     }
 
-    /// The tensors whose plain-SGD step [`Model::loss_and_grad_sgd`] takes itself, in
-    /// the order of `work.dwt`: per layer `W_ih` (above the first), then `W_hh`.
-    fn fused_tensors(&self) -> Vec<usize> {
-        let mut v = Vec::with_capacity(2 * self.shape.layers);
-        for l in 0..self.shape.layers {
-            let (iw, hw, ..) = layer_entries(l);
-            if l > 0 {
-                v.push(iw);
-            }
-            v.push(hw);
-        }
-        v
-    }
-
     fn ids<'a>(&self, batch: &'a Batch) -> Result<&'a [u32]> {
         let s = &self.shape;
         batch::tokens(NAME, batch, s.seq_len, s.vocab, s.classes)
@@ -812,72 +761,7 @@ impl Model for CharLstm {
             c,
             Some(&mut w.dlogits[..n * c]),
         );
-        self.backward(p, ids, n, grad, false);
-        Ok((loss_sum / n as f64) as f32)
-    }
-
-    /// Every layer's `W_hh` and every `W_ih` above the first (layer 0's comes from the
-    /// per-token sums): their weight gradients are the step's largest products, and
-    /// computed transposed they run faster (the `gemm` crate packs the layer's input
-    /// instead of the 4×-wider gate gradients; docs/arch/0046-char-lstm-fused-sgd-step.md).
-    fn fused_sgd_tensors(&self) -> Vec<usize> {
-        self.fused_tensors()
-    }
-
-    /// [`Model::loss_and_grad`] with the weight gradients of
-    /// [`fused_sgd_tensors`](Model::fused_sgd_tensors) computed transposed and applied
-    /// at once, `p ← p + g·(−η)` (the products, then the sums, as `ScaleByRate`); their
-    /// values of `grad` are left as they were.
-    fn loss_and_grad_sgd(
-        &mut self,
-        params: &mut ParamTree,
-        batch: &Batch,
-        grad: &mut [f32],
-        group_rates: &[f32],
-    ) -> fedpace_core::Result<f32> {
-        check_spec(NAME, &self.spec, params)?;
-        batch::grad_len(NAME, grad, self.spec.total_len())?;
-        if group_rates.len() != self.spec.num_groups() {
-            return Err(crate::Error::InvalidConfig {
-                model: NAME.into(),
-                field: "group rates".into(),
-                value: format!("{} values", group_rates.len()),
-                expected: format!("one per parameter group ({})", self.spec.num_groups()),
-            }
-            .into());
-        }
-        let ids = self.ids(batch)?;
-        let n = batch.len();
-        if n == 0 {
-            // A zero gradient: the step leaves the parameters as they are.
-            grad.fill(0.0);
-            return Ok(0.0);
-        }
-        let p = params.as_slice();
-        self.forward(p, ids, n);
-        let c = self.shape.classes;
-        let w = &mut self.work;
-        grow(&mut w.dlogits, n * c);
-        let (loss_sum, _) = crate::xent::softmax_xent(
-            &w.logits[..n * c],
-            &batch.labels,
-            c,
-            Some(&mut w.dlogits[..n * c]),
-        );
-        self.backward(p, ids, n, grad, true);
-        let entries = self.spec.entries();
-        let p = params.as_mut_slice();
-        for (i, dwt) in self.fused_tensors().into_iter().zip(&self.work.dwt) {
-            let e = &entries[i];
-            let (rows, cols) = (e.shape[0], e.shape[1]);
-            small_gemm::step_transposed(
-                &mut p[e.range()],
-                &dwt[..rows * cols],
-                rows,
-                cols,
-                -group_rates[e.group],
-            );
-        }
+        self.backward(p, ids, n, grad);
         Ok((loss_sum / n as f64) as f32)
     }
 
