@@ -242,6 +242,40 @@ struct InferWork {
     tanh_c: Vec<f32>,
 }
 
+/// The buffers of one char-LSTM (training and inference work) and the shape they were
+/// grown for.
+type Buffers = (Shape, Work, InferWork);
+
+thread_local! {
+    /// The buffers of the last char-LSTM dropped on this thread, for the next one of the
+    /// same shape to start from (docs/arch/0046-char-lstm-buffers-kept.md, as the CNN's).
+    /// A simulation builds a client's model for each local run and drops it after, and
+    /// growing ≈ 20 MB of zeroed buffers each time and writing them for the first time
+    /// cost ≈ 1 % of a client's 20 steps. Every call writes what it reads
+    /// of them (they are reused across steps and batch sizes already), so what a previous
+    /// model left there changes no result.
+    static SPARE: std::cell::RefCell<Option<Buffers>> = const { std::cell::RefCell::new(None) };
+}
+
+impl Drop for CharLstm {
+    fn drop(&mut self) {
+        if self.work.layers.is_empty() && self.infer.w_fwd.is_empty() {
+            return;
+        }
+        let spare = (
+            self.shape,
+            std::mem::take(&mut self.work),
+            std::mem::take(&mut self.infer),
+        );
+        // During thread teardown the slot may be gone: the buffers are then just freed.
+        let _ = SPARE.try_with(|s| {
+            if let Ok(mut s) = s.try_borrow_mut() {
+                *s = Some(spare);
+            }
+        });
+    }
+}
+
 /// Slot `prev` of `buf` to read and slot `cur` to write (slots of `len` values; distinct).
 fn two_slots(buf: &mut [f32], prev: usize, cur: usize, len: usize) -> (&[f32], &mut [f32]) {
     debug_assert!(prev != cur);
@@ -313,6 +347,28 @@ impl CharLstm {
     pub fn with_threads(mut self, threads: usize) -> Self {
         self.threads = threads;
         self
+    }
+
+    /// Takes this thread's spare buffers ([`SPARE`]) if this model has none yet and
+    /// they were grown for its shape.
+    fn adopt_spare(&mut self) {
+        if !self.work.layers.is_empty() || !self.infer.w_fwd.is_empty() {
+            return;
+        }
+        let spare = SPARE
+            .try_with(|s| {
+                let mut s = s.try_borrow_mut().ok()?;
+                match &*s {
+                    Some((shape, ..)) if *shape == self.shape => s.take(),
+                    _ => None,
+                }
+            })
+            .ok()
+            .flatten();
+        if let Some((_, work, infer)) = spare {
+            self.work = work;
+            self.infer = infer;
+        }
     }
 
     fn gemm_threads(&self) -> usize {
@@ -751,6 +807,7 @@ impl Model for CharLstm {
             return Ok(0.0);
         }
         let p = params.as_slice();
+        self.adopt_spare();
         self.forward(p, ids, n);
         let c = self.shape.classes;
         let w = &mut self.work;
@@ -779,6 +836,7 @@ impl Model for CharLstm {
         if batch.is_empty() {
             return Ok(stats);
         }
+        self.adopt_spare();
         self.prepare_inference(params.as_slice());
         for (xb, yb) in ids
             .chunks(EVAL_BLOCK * t_len)
@@ -828,6 +886,57 @@ mod tests {
             labels,
         };
         (p, batch)
+    }
+
+    /// The loss, gradient bits and evaluation of `p` on `batch` by `m`.
+    fn step_bits(m: &mut CharLstm, p: &ParamTree, batch: &Batch) -> (u32, Vec<u32>, EvalStats) {
+        let mut grad = vec![f32::NAN; m.spec.total_len()];
+        let loss = m.loss_and_grad(p, batch, &mut grad).unwrap();
+        let stats = m.evaluate(p, batch).unwrap();
+        (
+            loss.to_bits(),
+            grad.iter().map(|g| g.to_bits()).collect(),
+            stats,
+        )
+    }
+
+    /// A model that starts from the buffers a dropped model left on its thread (one of
+    /// the same shape that ran other parameters on a larger batch, and after one of
+    /// another shape) gives the bits of a model on a thread that never ran one.
+    #[test]
+    fn a_model_built_after_another_is_dropped_gives_a_fresh_models_bits() {
+        let shape = (13, 4, 16, 2, 7, 11);
+        let model =
+            move || CharLstm::new(shape.0, shape.1, shape.2, shape.3, shape.4, shape.5).unwrap();
+        let (p, batch) = case(&model(), 10, 3);
+        let fresh = std::thread::spawn({
+            let (p, batch) = (p.clone(), batch.clone());
+            move || step_bits(&mut model(), &p, &batch)
+        })
+        .join()
+        .unwrap();
+        let reused = std::thread::spawn(move || {
+            let (p_other, big) = case(&model(), 25, 9);
+            let mut first = model();
+            step_bits(&mut first, &p_other, &big);
+            drop(first);
+            let got = step_bits(&mut model(), &p, &batch);
+            // The spare is taken (and left again on drop) by the next model of this shape.
+            assert!(SPARE.with(|s| s.borrow().is_some()));
+            // A model of another shape in between replaces the spare; the next model
+            // of the first shape starts from nothing and still gives the same bits.
+            let other = CharLstm::new(13, 4, 8, 1, 5, 13).unwrap();
+            let (po, bo) = case(&other, 4, 2);
+            let mut other = other;
+            step_bits(&mut other, &po, &bo);
+            drop(other);
+            let again = step_bits(&mut model(), &p, &batch);
+            (got, again)
+        })
+        .join()
+        .unwrap();
+        assert!(reused.0 == fresh, "after a model of the same shape");
+        assert!(reused.1 == fresh, "after a model of another shape");
     }
 
     /// Per block of [`EVAL_BLOCK`] samples, the logits of the training forward and of
