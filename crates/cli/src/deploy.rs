@@ -561,6 +561,11 @@ pub fn server(
         let told = server.finish(FINISH_LINGER);
         eprintln!("{label}: the run is over; {told} node(s) told");
     }
+    let s = server.stats();
+    eprintln!(
+        "{label}: requests admitted: {} signed, {} by connection token; {} refused",
+        s.signed_requests, s.token_requests, s.refused_requests
+    );
     Ok(summary)
 }
 

@@ -66,6 +66,20 @@ fn server_and_node_processes_over_tls_equal_the_simulation() {
     }
     let (status, log) = server.wait();
     assert!(status.success(), "server: {log}");
+    // Each node signed its connection's first request; the rest carried its token.
+    let admitted = log
+        .lines()
+        .find_map(|l| l.split_once("requests admitted: "))
+        .map(|(_, rest)| rest.to_string())
+        .unwrap_or_else(|| panic!("no requests line: {log}"));
+    let counts: Vec<u64> = admitted
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|n| n.parse().ok())
+        .collect();
+    assert!(
+        counts.len() == 3 && counts[0] >= 3 && counts[1] > counts[0] && counts[2] == 0,
+        "{admitted}"
+    );
 
     let model = |run: &str| std::fs::read(tmp.path().join(run).join("model.safetensors")).unwrap();
     assert_eq!(model("sim"), model("lb"), "loopback model");
@@ -226,10 +240,17 @@ fn a_server_killed_with_sigkill_and_resumed_ends_as_the_uninterrupted_run() {
         );
         let killed_after = lines(&net.join("metrics.jsonl"));
 
-        // The same address: the nodes are still retrying it.
-        let server = Server::start(&["--resume", net.to_str().unwrap()], &addr, &keys);
+        // The same address: the nodes are still retrying it. The nodes hold tokens of the
+        // killed server's connections; this one issues none (--sign-every-request), so
+        // each node's first request with its old token is refused and sent again signed.
+        let server = Server::start(
+            &["--resume", net.to_str().unwrap(), "--sign-every-request"],
+            &addr,
+            &keys,
+        );
         let (status, log) = server.wait();
         assert!(status.success(), "{name}: resumed server: {log}");
+        assert!(log.contains(", 0 by connection token;"), "{name}: {log}");
         for (i, node) in std::mem::take(&mut nodes.0).into_iter().enumerate() {
             let out = node.wait_with_output().unwrap();
             let err = String::from_utf8_lossy(&out.stderr);

@@ -1,7 +1,7 @@
 //! Request signing (node side) and verification with replay protection (server side);
 //! docs/network.md, "Authentication".
 //!
-//! Every request carries `fedpace-key` (node name), `fedpace-timestamp` (unix ms),
+//! A signed request carries `fedpace-key` (node name), `fedpace-timestamp` (unix ms),
 //! `fedpace-nonce` (16 random bytes, hex), `fedpace-digest` (`blake3`) and
 //! `fedpace-signature` (Ed25519, hex) over `"fedpace.v1" 0 path 0 key 0 timestamp 0
 //! nonce 0 BLAKE3(body)`. A request without `fedpace-digest` (a node built before it)

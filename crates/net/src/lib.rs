@@ -3,9 +3,10 @@
 //!
 //! A server holds the round loop; *nodes* (one process, one connection each) host one or
 //! more logical clients and pull instructions for them over gRPC with TLS, in the manner
-//! of Flower's Fleet API. Payloads are opaque bytes at this layer. Every request is
-//! signed with the node's Ed25519 key ([`keys`]); everything received is size-limited
-//! and checked before use ([`wire`], [`envelope`]).
+//! of Flower's Fleet API. Payloads are opaque bytes at this layer. Requests are signed
+//! with the node's Ed25519 key ([`keys`]) — over TLS the first of each connection, the
+//! later ones carrying the token it earned (docs/arch/0048-auth-once-per-connection.md);
+//! everything received is size-limited and checked before use ([`wire`], [`envelope`]).
 //!
 //! ```
 //! use std::time::Duration;
