@@ -707,12 +707,17 @@ fn dispatch(cli: Cli) -> Result<()> {
             println!("results in {}", dir.display());
             let resume = format!(
                 "continue it with `fedpace server --resume {} --listen {} --keys {} --tls-cert {} \
-                 --tls-key {}` (the nodes wait for it up to their --give-up)",
+                 --tls-key {}{}` (the nodes wait for it up to their --give-up)",
                 dir.display(),
                 server.listen,
                 server.keys.display(),
                 server.tls_cert.display(),
-                server.tls_key.display()
+                server.tls_key.display(),
+                if server.sign_every_request {
+                    " --sign-every-request"
+                } else {
+                    ""
+                }
             );
             check_stopped_with(&summary, &dir, &resume)
         }

@@ -276,8 +276,14 @@ fn a_server_stopped_by_sigterm_prints_the_resume_command_that_finishes_the_run()
         .port();
     let listen = format!("127.0.0.1:{port}");
     let net = tmp.path().join("net");
+    // With a setting the resumed server must keep: the printed command repeats it.
     let server = Server::start(
-        &[cfg.as_str(), "--out", net.to_str().unwrap()],
+        &[
+            cfg.as_str(),
+            "--out",
+            net.to_str().unwrap(),
+            "--sign-every-request",
+        ],
         &listen,
         &keys,
     );
@@ -307,7 +313,8 @@ fn a_server_stopped_by_sigterm_prints_the_resume_command_that_finishes_the_run()
         .nth(1)
         .unwrap_or_else(|| panic!("no command in: {log}"));
     assert!(
-        command.starts_with(&format!("fedpace server --resume {}", net.display())),
+        command.starts_with(&format!("fedpace server --resume {}", net.display()))
+            && command.ends_with(" --sign-every-request"),
         "{log}"
     );
     // The printed command, as a user would paste it (no path holds a space here).
@@ -324,6 +331,7 @@ fn a_server_stopped_by_sigterm_prints_the_resume_command_that_finishes_the_run()
         .unwrap();
     let rlog = String::from_utf8_lossy(&resumed.stderr);
     assert!(resumed.status.success(), "{rlog}");
+    assert!(rlog.contains(", 0 by connection token;"), "{rlog}");
     let n = node.0.pop().unwrap().wait_with_output().unwrap();
     let nlog = String::from_utf8_lossy(&n.stderr);
     assert!(n.status.success(), "{nlog}");
