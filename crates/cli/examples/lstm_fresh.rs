@@ -10,42 +10,13 @@
 //! ```
 
 use fedpace_core::rng::{derive_seed, stream, Purpose};
-use fedpace_core::{Batch, Dataset, Inputs};
 use fedpace_experiment::ExperimentConfig;
 
+#[path = "../src/synthetic_text.rs"]
+mod synthetic_text;
+use synthetic_text::SyntheticText;
+
 const SHAKESPEARE: &str = include_str!("../../../examples/shakespeare.toml");
-
-/// Seeded character ids below `vocab` as windows of `seq_len` labelled with the next one.
-struct Synthetic {
-    text: Vec<u32>,
-    seq_len: usize,
-    vocab: usize,
-}
-
-impl Dataset for Synthetic {
-    fn len(&self) -> usize {
-        self.text.len() - self.seq_len
-    }
-    fn num_classes(&self) -> usize {
-        self.vocab
-    }
-    fn label(&self, i: usize) -> u32 {
-        self.text[i + self.seq_len]
-    }
-    fn batch(&self, indices: &[usize]) -> Batch {
-        let mut data = Vec::with_capacity(indices.len() * self.seq_len);
-        for &i in indices {
-            data.extend_from_slice(&self.text[i..i + self.seq_len]);
-        }
-        Batch {
-            inputs: Inputs::Tokens {
-                data,
-                seq_len: self.seq_len,
-            },
-            labels: indices.iter().map(|&i| self.label(i)).collect(),
-        }
-    }
-}
 
 /// CPU seconds used by the calling thread so far.
 fn thread_cpu() -> f64 {
@@ -68,20 +39,7 @@ fn main() -> anyhow::Result<()> {
     let plan = cfg
         .base_plan(init.spec().groups())
         .map_err(anyhow::Error::msg)?;
-    let mut s = 7u64;
-    let text = (0..4000)
-        .map(|_| {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((s >> 33) % vocab as u64) as u32
-        })
-        .collect();
-    let data = Synthetic {
-        text,
-        seq_len,
-        vocab,
-    };
+    let data = SyntheticText::new(4000, seq_len, vocab, 7);
     let (mut t_kept, mut t_fresh) = (Vec::new(), Vec::new());
     fedpace_nn::threads::single_threaded(|| -> anyhow::Result<()> {
         // Pair 0 warms up; the order within a pair alternates.
@@ -91,31 +49,23 @@ fn main() -> anyhow::Result<()> {
                 let mut state = None;
                 let rng = stream(cfg.seed, rep, 0, Purpose::Shuffle);
                 let c = thread_cpu();
-                if fresh {
-                    let mut m = factory()?;
-                    fedpace_algos::client::local_train(
-                        m.as_mut(),
-                        &data,
-                        &mut params,
-                        &plan,
-                        20,
-                        0,
-                        rng,
-                        &mut state,
-                    )?;
-                    drop(m);
-                } else {
-                    fedpace_algos::client::local_train(
-                        kept.as_mut(),
-                        &data,
-                        &mut params,
-                        &plan,
-                        20,
-                        0,
-                        rng,
-                        &mut state,
-                    )?;
-                }
+                // A fresh model is built, trained and dropped inside the timed span.
+                let mut built = if fresh { Some(factory()?) } else { None };
+                let model = match built.as_mut() {
+                    Some(m) => m.as_mut(),
+                    None => kept.as_mut(),
+                };
+                fedpace_algos::client::local_train(
+                    model,
+                    &data,
+                    &mut params,
+                    &plan,
+                    20,
+                    0,
+                    rng,
+                    &mut state,
+                )?;
+                drop(built);
                 let dt = thread_cpu() - c;
                 if rep > 0 {
                     if fresh { &mut t_fresh } else { &mut t_kept }.push(dt);

@@ -18,66 +18,15 @@ use crate::runner;
 use anyhow::Result;
 use fedpace_core::rng::{derive_seed, stream, Purpose};
 use fedpace_core::round::RoundRecord;
-use fedpace_core::{Batch, Dataset, Inputs};
 use fedpace_experiment::{ExperimentConfig, Monitor, RunOptions};
 use std::time::Instant;
+
+use crate::synthetic_text::SyntheticText;
 
 const SHAKESPEARE: &str = include_str!("../../../examples/shakespeare.toml");
 
 /// Characters of the synthetic text the char-LSTM trains on.
 const TEXT_LEN: usize = 4_000;
-
-/// A seeded stream of character ids below `vocab`, as 80-character windows whose
-/// label is the next character (the shape of the Shakespeare data).
-struct SyntheticText {
-    text: Vec<u32>,
-    seq_len: usize,
-    vocab: usize,
-}
-
-impl SyntheticText {
-    fn new(len: usize, seq_len: usize, vocab: usize, seed: u64) -> Self {
-        let mut s = seed.wrapping_mul(6364136223846793005) | 1;
-        let text = (0..len)
-            .map(|_| {
-                s = s
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                ((s >> 33) % vocab as u64) as u32
-            })
-            .collect();
-        Self {
-            text,
-            seq_len,
-            vocab,
-        }
-    }
-}
-
-impl Dataset for SyntheticText {
-    fn len(&self) -> usize {
-        self.text.len() - self.seq_len
-    }
-    fn num_classes(&self) -> usize {
-        self.vocab
-    }
-    fn label(&self, i: usize) -> u32 {
-        self.text[i + self.seq_len]
-    }
-    fn batch(&self, indices: &[usize]) -> Batch {
-        let mut data = Vec::with_capacity(indices.len() * self.seq_len);
-        for &i in indices {
-            data.extend_from_slice(&self.text[i..i + self.seq_len]);
-        }
-        Batch {
-            inputs: Inputs::Tokens {
-                data,
-                seq_len: self.seq_len,
-            },
-            labels: indices.iter().map(|&i| self.label(i)).collect(),
-        }
-    }
-}
 
 /// GFLOP of one training step (forward + backward) of a char-LSTM: products only.
 pub fn char_lstm_step_gflop(
@@ -306,14 +255,5 @@ mod tests {
         // The LEAF model: ≈ 3.8 GFLOP a step of batch 10.
         let leaf = char_lstm_step_gflop(10, 80, 8, 256, 2, 80);
         assert!((3.7..3.9).contains(&leaf), "{leaf}");
-    }
-
-    #[test]
-    fn synthetic_text_windows_have_next_character_labels() {
-        let d = SyntheticText::new(100, 80, 80, 1);
-        assert_eq!(d.len(), 20);
-        let b = d.batch(&[0, 19]);
-        assert_eq!(b.labels, vec![d.text[80], d.text[99]]);
-        assert!(d.text.iter().all(|&c| c < 80));
     }
 }

@@ -11,6 +11,7 @@ mod report;
 mod runner;
 mod signals;
 mod study;
+mod synthetic_text;
 mod tune;
 
 use anyhow::{Context, Result};

@@ -31,9 +31,7 @@ use tokio::sync::{watch, Notify, Semaphore};
 use tonic::{Request, Response, Status};
 use tower_service::Service;
 
-use crate::auth::{
-    ConnectionTokens, Identity, Verifier, KEY_HEADER, SIGNATURE_HEADER, TOKEN_HEADER,
-};
+use crate::auth::{ConnectionTokens, Identity, Verifier, SIGNATURE_HEADER, TOKEN_HEADER};
 use crate::config::ServerConfig;
 use crate::envelope;
 use crate::error::{Error, Result};
@@ -556,8 +554,7 @@ impl Gate {
             None => {
                 let identity = self.shared.verifier.verify(&parts.headers, &path, &body)?;
                 counters.signed.fetch_add(1, Ordering::Relaxed);
-                let key = parts.headers.get(KEY_HEADER).and_then(|v| v.to_str().ok());
-                let token = self.tokens.as_ref().zip(key).and_then(|(t, k)| t.issue(k));
+                let token = self.tokens.as_ref().and_then(|t| t.issue(&identity.name));
                 (identity, token)
             }
         };
@@ -573,11 +570,11 @@ const PUSH_PATH: &str = "/fedpace.v1.Fleet/Push";
 /// A successful unary gRPC response carrying `message`: one uncompressed frame, then the
 /// `grpc-status: 0` trailer.
 fn grpc_response<M: Message>(message: &M) -> http::Response<tonic::body::Body> {
-    let encoded = message.encode_to_vec();
-    let mut frame = Vec::with_capacity(5 + encoded.len());
+    let len = message.encoded_len();
+    let mut frame = Vec::with_capacity(5 + len);
     frame.push(0);
-    frame.extend_from_slice(&(encoded.len() as u32).to_be_bytes());
-    frame.extend_from_slice(&encoded);
+    frame.extend_from_slice(&(len as u32).to_be_bytes());
+    message.encode_raw(&mut frame);
     let mut trailers = http::HeaderMap::new();
     trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
     let body = Full::new(Bytes::from(frame))
