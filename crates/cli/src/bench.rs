@@ -540,8 +540,12 @@ fn later_rounds(cumulative: &[f64]) -> Vec<f64> {
 /// that drew more of its clients).
 fn loopback(opts: &BenchOptions) -> Result<()> {
     let cfg = workload_config(Workload::Mlp)?;
-    let pairs = if opts.quick { 2 } else { 5 };
+    // Ten pairs: one invocation's ratio moved by ±0.1 with five (docs/network.md).
+    let pairs = if opts.quick { 2 } else { 10 };
     let (mut sim, mut one, mut two) = (Vec::new(), Vec::new(), Vec::new());
+    // Each pair's own ratio (1 node): its loopback run's median round over its
+    // simulation run's.
+    let mut paired = Vec::with_capacity(pairs);
     let mut identical = true;
     let mut parallel = 0;
     for _ in 0..pairs {
@@ -550,7 +554,8 @@ fn loopback(opts: &BenchOptions) -> Result<()> {
         let a = prepared
             .run(RunOptions::default().keep(false, false))?
             .outcome;
-        sim.extend(later_rounds(&a.round_wall_seconds));
+        let sim_rounds = later_rounds(&a.round_wall_seconds);
+        sim.extend_from_slice(&sim_rounds);
         for (nodes, times) in [(1usize, &mut one), (2, &mut two)] {
             let prepared = runner::prepare(&cfg, opts.threads)?;
             let lb_opts = fedpace_deploy::LoopbackOptions {
@@ -572,7 +577,11 @@ fn loopback(opts: &BenchOptions) -> Result<()> {
                 .run_on(lb.grid(), RunOptions::default().keep(false, false))?
                 .outcome;
             lb.finish().map_err(anyhow::Error::msg)?;
-            times.extend(later_rounds(&b.round_wall_seconds));
+            let rounds = later_rounds(&b.round_wall_seconds);
+            if nodes == 1 {
+                paired.push(median(rounds.clone()) / median(sim_rounds.clone()));
+            }
+            times.extend(rounds);
             identical &= a.global == b.global;
         }
     }
@@ -606,6 +615,17 @@ fn loopback(opts: &BenchOptions) -> Result<()> {
         n1 / s,
         n2 / s,
         if identical { "yes" } else { "NO" }
+    );
+    paired.sort_by(f64::total_cmp);
+    let q = |f: f64| paired[((paired.len() - 1) as f64 * f).round() as usize];
+    println!(
+        "  pair by pair         {:>9.2}×    median of the {} pairs' own ratios (1 node); quartiles {:.2}–{:.2}×, range {:.2}–{:.2}×",
+        q(0.5),
+        paired.len(),
+        q(0.25),
+        q(0.75),
+        paired[0],
+        paired[paired.len() - 1]
     );
     println!("  load average at the end: {}", load_average());
     Ok(())

@@ -53,6 +53,7 @@ pub mod envelope;
 pub mod error;
 pub mod keys;
 pub mod node;
+mod read_ahead;
 pub mod server;
 pub mod tls;
 pub mod wire;

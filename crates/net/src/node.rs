@@ -28,6 +28,7 @@ use crate::keys::Credential;
 use crate::lock;
 use crate::proto;
 use crate::proto::fleet_client::FleetClient;
+use crate::read_ahead::ReadAhead;
 use crate::wire::{self, Failure, FailureKind, Instruction, Outcome};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -126,6 +127,43 @@ impl Service<http::Request<tonic::body::Body>> for Signed {
                 *lock(&token_slot) = Some(token.clone());
             }
             Ok(response)
+        })
+    }
+}
+
+/// Opens a node's TCP connections (TLS goes on top, from the endpoint): `TCP_NODELAY`,
+/// and reads ahead of TLS ([`ReadAhead`]) so that a large Pull reply arrives in 64 KB
+/// reads rather than 4 KB ones. The endpoint's connect timeout still applies.
+#[derive(Clone, Copy)]
+struct Connect;
+
+impl Service<http::Uri> for Connect {
+    type Response = hyper_util::rt::TokioIo<ReadAhead<tokio::net::TcpStream>>;
+    type Error = std::io::Error;
+    type Future = Pin<Box<dyn Future<Output = std::io::Result<Self::Response>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, uri: http::Uri) -> Self::Future {
+        Box::pin(async move {
+            let bad = || {
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    format!("no host:port in {uri}"),
+                )
+            };
+            // An IPv6 literal keeps its brackets in a URI's host.
+            let host = uri
+                .host()
+                .ok_or_else(bad)?
+                .trim_start_matches('[')
+                .trim_end_matches(']');
+            let port = uri.port_u16().ok_or_else(bad)?;
+            let tcp = tokio::net::TcpStream::connect((host, port)).await?;
+            tcp.set_nodelay(true)?;
+            Ok(hyper_util::rt::TokioIo::new(ReadAhead::new(tcp)))
         })
     }
 }
@@ -374,7 +412,8 @@ impl Node {
             .map_err(|e| Error::io("tokio runtime", e))?;
         let channel = {
             let _inside = runtime.enter();
-            endpoint(&config.server, config.tls.as_ref(), config.request_timeout)?.connect_lazy()
+            endpoint(&config.server, config.tls.as_ref(), config.request_timeout)?
+                .connect_with_connector_lazy(Connect)
         };
         let link = Arc::new(Link {
             client: FleetClient::new(Signed::new(channel, config.credential.clone()))

@@ -38,6 +38,7 @@ use crate::error::{Error, Result};
 use crate::lock;
 use crate::proto;
 use crate::proto::fleet_server::{Fleet, FleetServer};
+use crate::read_ahead::ReadAhead;
 use crate::wire::{self, unix_ms, ClientId, Failure, FailureKind, Kind, Outcome};
 
 /// One settled instruction, as the round loop sees it.
@@ -361,9 +362,10 @@ impl ConnStats {
     }
 }
 
-/// A TCP stream that counts the bytes crossing it and when the peer last sent any.
+/// A TCP stream that counts the bytes crossing it and when the peer last sent any (read
+/// ahead of TLS: [`ReadAhead`]).
 struct Counted {
-    inner: TcpStream,
+    inner: ReadAhead<TcpStream>,
     stats: Arc<ConnStats>,
 }
 
@@ -1459,7 +1461,7 @@ async fn accept_loop(
                 .then(|| Arc::new(ConnectionTokens::default())),
         };
         let io = Counted {
-            inner: tcp,
+            inner: ReadAhead::new(tcp),
             stats: stats.clone(),
         };
         let acceptor = acceptor.clone();
