@@ -54,7 +54,7 @@ use pulp::Simd;
 
 /// Runs the body for every tile `t` (row `ti`, column `tj`) and every chunk
 /// `c0..c0 + len` of `channels` channels, `len` ≤ `lanes` — a macro, not a function
-/// taking a closure, for the reason given at [`four!`].
+/// taking a closure, for the reason given at `four!`.
 macro_rules! for_chunks {
     ($g:expr, $channels:expr, $lanes:expr, |$t:ident, $ti:ident, $tj:ident, $c0:ident, $len:ident| $body:block) => {{
         let g: &Winograd4x5 = $g;
@@ -96,7 +96,7 @@ macro_rules! four {
     };
 }
 
-/// `[e(0), …, e(7)]`, as [`four!`].
+/// `[e(0), …, e(7)]`, as `four!`.
 macro_rules! eight {
     ($i:ident => $e:expr) => {{
         let [x0, x1, x2, x3] = four!($i => $e);
