@@ -52,6 +52,62 @@ use crate::nhwc::pool_window;
 use crate::simd::simd;
 use pulp::Simd;
 
+/// Runs the body for every tile `t` (row `ti`, column `tj`) and every chunk
+/// `c0..c0 + len` of `channels` channels, `len` ≤ `lanes` — a macro, not a function
+/// taking a closure, for the reason given at `four!`.
+macro_rules! for_chunks {
+    ($g:expr, $channels:expr, $lanes:expr, |$t:ident, $ti:ident, $tj:ident, $c0:ident, $len:ident| $body:block) => {{
+        let g: &Winograd4x5 = $g;
+        let (channels, lanes) = ($channels, $lanes);
+        let (_, tw) = g.tile_grid();
+        for $t in 0..g.tiles() {
+            let ($ti, $tj) = ($t / tw, $t % tw);
+            for $c0 in (0..channels).step_by(lanes) {
+                let $len = lanes.min(channels - $c0);
+                $body
+            }
+        }
+    }};
+}
+
+/// `[e(0), …, e(3)]`, the index bound to `$i` in each copy of the expression — a macro,
+/// not a closure: a closure does not inherit the vector code's target features, and a
+/// large one was called (with a `vzeroupper`) instead of inlined.
+macro_rules! four {
+    ($i:ident => $e:expr) => {
+        [
+            {
+                let $i = 0usize;
+                $e
+            },
+            {
+                let $i = 1usize;
+                $e
+            },
+            {
+                let $i = 2usize;
+                $e
+            },
+            {
+                let $i = 3usize;
+                $e
+            },
+        ]
+    };
+}
+
+/// `[e(0), …, e(7)]`, as `four!`.
+macro_rules! eight {
+    ($i:ident => $e:expr) => {{
+        let [x0, x1, x2, x3] = four!($i => $e);
+        let [x4, x5, x6, x7] = four!(j => {
+            let $i = j + 4;
+            $e
+        });
+        [x0, x1, x2, x3, x4, x5, x6, x7]
+    }};
+}
+
 /// Lanes of one chunk of channels in the filter transforms.
 const L: usize = 16;
 type Lanes = [f32; L];
@@ -318,23 +374,6 @@ fn dispatch<K: Kernel>(k: K) {
     pulp::Arch::new().dispatch(Dispatch(k))
 }
 
-/// Calls `f(t, ti, tj, c0, len)` for every tile `t` (row `ti`, column `tj`) and every
-/// chunk `c0..c0 + len` of `channels` channels, `len` ≤ `lanes`.
-#[inline(always)]
-fn for_chunks(
-    g: &Winograd4x5,
-    channels: usize,
-    lanes: usize,
-    mut f: impl FnMut(usize, usize, usize, usize, usize),
-) {
-    let (_, tw) = g.tile_grid();
-    for t in 0..g.tiles() {
-        for c0 in (0..channels).step_by(lanes) {
-            f(t, t / tw, t % tw, c0, lanes.min(channels - c0));
-        }
-    }
-}
-
 struct InputTransform<'a> {
     g: &'a Winograd4x5,
     xp: &'a [f32],
@@ -350,29 +389,32 @@ impl Kernel for InputTransform<'_> {
         let Self { g, xp, v, t0 } = self;
         let ((ph, pw), c_n) = (g.padded(), g.channels);
         let zero = s.splat_f32s(0.0);
-        for_chunks(g, c_n, S::F32_LANES, |t, ti, tj, c0, len| {
+        for_chunks!(g, c_n, S::F32_LANES, |t, ti, tj, c0, len| {
             let (r0, q0) = (4 * ti, 4 * tj);
-            let mut tmp = [[zero; A]; A];
-            for (a, row) in tmp.iter_mut().enumerate() {
+            // Built row by row (rows past the padded image are zeros), not zeroed first:
+            // a zeroed 8×8 array of vectors was a 4 KB `memset` per tile and chunk.
+            let tmp = eight!(a => {
                 if r0 + a < ph {
                     let base = ((r0 + a) * pw + q0) * c_n + c0;
-                    *row = bt(
+                    bt(
                         s,
-                        eight(|b| {
+                        eight!(b => {
                             if q0 + b < pw {
                                 vload(s, &xp[base + b * c_n..], len)
                             } else {
                                 zero
                             }
                         }),
-                    );
+                    )
+                } else {
+                    [zero; A]
                 }
-            }
+            });
+            let vt = &mut v[(t0 + t) * POSITIONS * c_n..][..POSITIONS * c_n];
             for nu in 0..A {
-                let out = bt(s, eight(|a| tmp[a][nu]));
+                let out = bt(s, eight!(a => tmp[a][nu]));
                 for (xi, x) in out.into_iter().enumerate() {
-                    let at = ((t0 + t) * POSITIONS + xi * A + nu) * c_n + c0;
-                    vstore(s, &mut v[at..], len, x);
+                    vstore(s, &mut vt[(xi * A + nu) * c_n + c0..], len, x);
                 }
             }
         })
@@ -393,27 +435,21 @@ impl Kernel for InputGrad<'_> {
     fn run<S: Simd>(self, s: S) {
         let Self { g, dv, dxp, t0 } = self;
         let ((ph, pw), c_n) = (g.padded(), g.channels);
-        for_chunks(g, c_n, S::F32_LANES, |t, ti, tj, c0, len| {
+        for_chunks!(g, c_n, S::F32_LANES, |t, ti, tj, c0, len| {
             let (r0, q0) = (4 * ti, 4 * tj);
             // tmp[ξ][b] = Σ_ν Bᵀ[ν][b] dV[ξ][ν]; dd[a][b] = Σ_ξ Bᵀ[ξ][a] tmp[ξ][b].
-            let mut tmp = [[s.splat_f32s(0.0); A]; A];
-            for (xi, row) in tmp.iter_mut().enumerate() {
-                *row = b(
+            let dvt = &dv[(t0 + t) * POSITIONS * c_n..][..POSITIONS * c_n];
+            let tmp = eight!(xi => {
+                b(
                     s,
-                    eight(|nu| {
-                        vload(
-                            s,
-                            &dv[((t0 + t) * POSITIONS + xi * A + nu) * c_n + c0..],
-                            len,
-                        )
-                    }),
-                );
-            }
+                    eight!(nu => vload(s, &dvt[(xi * A + nu) * c_n + c0..], len)),
+                )
+            });
             for bc in 0..A {
                 if q0 + bc >= pw {
                     break;
                 }
-                let col = b(s, eight(|xi| tmp[xi][bc]));
+                let col = b(s, eight!(xi => tmp[xi][bc]));
                 for (a, x) in col.into_iter().enumerate() {
                     if r0 + a >= ph {
                         break;
@@ -441,26 +477,20 @@ impl Kernel for OutputTransform<'_> {
     fn run<S: Simd>(self, s: S) {
         let Self { g, m, y, t0 } = self;
         let (o_n, h, w) = (g.outputs, g.h, g.w);
-        for_chunks(g, o_n, S::F32_LANES, |t, ti, tj, o0, len| {
+        for_chunks!(g, o_n, S::F32_LANES, |t, ti, tj, o0, len| {
             let (r0, q0) = (4 * ti, 4 * tj);
-            let mut tmp = [[s.splat_f32s(0.0); 4]; A];
-            for (xi, row) in tmp.iter_mut().enumerate() {
-                *row = at(
+            let mt = &m[(t0 + t) * POSITIONS * o_n..][..POSITIONS * o_n];
+            let tmp = eight!(xi => {
+                at(
                     s,
-                    eight(|nu| {
-                        vload(
-                            s,
-                            &m[((t0 + t) * POSITIONS + xi * A + nu) * o_n + o0..],
-                            len,
-                        )
-                    }),
-                );
-            }
+                    eight!(nu => vload(s, &mt[(xi * A + nu) * o_n + o0..], len)),
+                )
+            });
             for j in 0..4 {
                 if q0 + j >= w {
                     break;
                 }
-                let col = at(s, eight(|xi| tmp[xi][j]));
+                let col = at(s, eight!(xi => tmp[xi][j]));
                 for (i, x) in col.into_iter().enumerate() {
                     if r0 + i >= h {
                         break;
@@ -488,30 +518,34 @@ impl Kernel for OutputGrad<'_> {
         let Self { g, dy, dm, t0 } = self;
         let (o_n, h, w) = (g.outputs, g.h, g.w);
         let zero = s.splat_f32s(0.0);
-        for_chunks(g, o_n, S::F32_LANES, |t, ti, tj, o0, len| {
+        for_chunks!(g, o_n, S::F32_LANES, |t, ti, tj, o0, len| {
             let (r0, q0) = (4 * ti, 4 * tj);
             // e[i][ν] = Σ_j A[ν][j] dY[i][j]; dM[ξ][ν] = Σ_i A[ξ][i] e[i][ν].
-            let mut e = [[zero; A]; 4];
-            for (i, row) in e.iter_mut().enumerate() {
+            // Built row by row (rows past the image are zeros), not zeroed first; the
+            // loads by `four`, not `[_; 4].map` (whose closure was not inlined into the
+            // vector code: a call and a `vzeroupper` per load).
+            let e = four!(i => {
                 if r0 + i < h {
                     let base = ((r0 + i) * w + q0) * o_n + o0;
-                    *row = a(
+                    a(
                         s,
-                        [0, 1, 2, 3].map(|j| {
+                        four!(j => {
                             if q0 + j < w {
                                 vload(s, &dy[base + j * o_n..], len)
                             } else {
                                 zero
                             }
                         }),
-                    );
+                    )
+                } else {
+                    [zero; A]
                 }
-            }
+            });
+            let dmt = &mut dm[(t0 + t) * POSITIONS * o_n..][..POSITIONS * o_n];
             for nu in 0..A {
-                let col = a(s, [e[0][nu], e[1][nu], e[2][nu], e[3][nu]]);
+                let col = a(s, four!(i => e[i][nu]));
                 for (xi, x) in col.into_iter().enumerate() {
-                    let at = ((t0 + t) * POSITIONS + xi * A + nu) * o_n + o0;
-                    vstore(s, &mut dm[at..], len, x);
+                    vstore(s, &mut dmt[(xi * A + nu) * o_n + o0..], len, x);
                 }
             }
         })
@@ -550,26 +584,20 @@ impl Kernel for OutputPool<'_> {
         // one buffer for every tile (zeroed per tile it cost a 1 KB `memset` each, 0.65 %
         // of the W-CNN run); a pooling window reads only values its tile wrote.
         let mut y = [[0.0f32; MAX_LANES]; 16];
-        for_chunks(g, o_n, S::F32_LANES, |t, ti, tj, o0, len| {
+        for_chunks!(g, o_n, S::F32_LANES, |t, ti, tj, o0, len| {
             let (r0, q0) = (4 * ti, 4 * tj);
-            let mut tmp = [[s.splat_f32s(0.0); 4]; A];
-            for (xi, row) in tmp.iter_mut().enumerate() {
-                *row = at(
+            let mt = &m[(t0 + t) * POSITIONS * o_n..][..POSITIONS * o_n];
+            let tmp = eight!(xi => {
+                at(
                     s,
-                    eight(|nu| {
-                        vload(
-                            s,
-                            &m[((t0 + t) * POSITIONS + xi * A + nu) * o_n + o0..],
-                            len,
-                        )
-                    }),
-                );
-            }
+                    eight!(nu => vload(s, &mt[(xi * A + nu) * o_n + o0..], len)),
+                )
+            });
             for j in 0..4 {
                 if q0 + j >= w {
                     break;
                 }
-                let col = at(s, eight(|xi| tmp[xi][j]));
+                let col = at(s, eight!(xi => tmp[xi][j]));
                 for (i, x) in col.into_iter().enumerate() {
                     if r0 + i >= h {
                         break;
@@ -609,12 +637,6 @@ impl Kernel for OutputPool<'_> {
             }
         })
     }
-}
-
-/// `[f(0), …, f(7)]`.
-#[inline(always)]
-fn eight<T>(mut f: impl FnMut(usize) -> T) -> [T; A] {
-    [f(0), f(1), f(2), f(3), f(4), f(5), f(6), f(7)]
 }
 
 /// The `len` (≤ one vector) values at the start of `src` as a vector (a plain load for a
