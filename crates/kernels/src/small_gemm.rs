@@ -60,12 +60,58 @@ pub fn pack_both(w: &[f32], rows: usize, cols: usize, wt: &mut [f32], w_out: &mu
     assert!(wt.len() >= packed_len(cols, rows) && w_out.len() >= packed_len(rows, cols));
     crate::simd::simd(
         #[inline(always)]
-        || pack_both_tiles(w, rows, cols, wt, w_out),
+        || pack_both_tiles(w, rows, cols, wt, w_out, false),
     )
 }
 
+/// Hidden units of one gate per half of a gate-interleaved panel ([`pack_both_gates`]).
+pub const GATE_UNITS: usize = PANEL / 2;
+
+/// Column `j` of `Wᵀ` (row `j` of `W_hh`, `4h × h`, gates i, f, g, o) in
+/// [`pack_both_gates`]'s `wt`: panel `2q + s` holds units `16q..16q + 16` of gates
+/// `2s` and `2s + 1`, one after the other.
+fn gate_column(j: usize, h: usize) -> (usize, usize) {
+    let (gate, unit) = (j / h, j % h);
+    (
+        2 * (unit / GATE_UNITS) + gate / 2,
+        (gate % 2) * GATE_UNITS + unit % GATE_UNITS,
+    )
+}
+
+/// [`pack_both`] of an LSTM's `W_hh` (`4h × h`, `h` a multiple of [`PANEL`]) for
+/// [`lstm_step`]: `w_out` as [`pack_both`] packs `W_hh`, and `wt` packs `W_hhᵀ` with its
+/// columns in gate pairs — panel `2q` holds units `16q..16q + 16` of gates i and f,
+/// panel `2q + 1` the same units of gates g and o — so that one unit group's four
+/// gates come out of two consecutive register tiles.
+///
+/// Panics unless `h` is a multiple of [`PANEL`] (the caller checks: [`lstm_step_fits`]).
+pub fn pack_both_gates(w: &[f32], h: usize, wt: &mut [f32], w_out: &mut [f32]) {
+    assert!(lstm_step_fits(h), "small_gemm::pack_both_gates: h = {h}");
+    assert!(
+        w.len() >= 4 * h * h,
+        "small_gemm::pack_both_gates: W out of bounds"
+    );
+    assert!(wt.len() >= packed_len(h, 4 * h) && w_out.len() >= packed_len(4 * h, h));
+    crate::simd::simd(
+        #[inline(always)]
+        || pack_both_tiles(w, 4 * h, h, wt, w_out, true),
+    )
+}
+
+/// Whether [`pack_both_gates`] and [`lstm_step`] take hidden width `h`.
+pub fn lstm_step_fits(h: usize) -> bool {
+    h > 0 && h.is_multiple_of(PANEL)
+}
+
 #[inline(always)]
-fn pack_both_tiles(w: &[f32], rows: usize, cols: usize, wt: &mut [f32], w_out: &mut [f32]) {
+fn pack_both_tiles(
+    w: &[f32],
+    rows: usize,
+    cols: usize,
+    wt: &mut [f32],
+    w_out: &mut [f32],
+    gates: bool,
+) {
     // 16 × 16 tiles of W, read row by row once: each row goes to `w_out` as it is, and
     // the tile's columns go to `wt` through a local transpose.
     const T: usize = 16;
@@ -77,8 +123,13 @@ fn pack_both_tiles(w: &[f32], rows: usize, cols: usize, wt: &mut [f32], w_out: &
                 t.copy_from_slice(&w[(i0 + i) * cols + j0..][..T]);
                 w_out[(p * rows + i0 + i) * PANEL + c..][..T].copy_from_slice(t);
             }
-            // `wt`: B = Wᵀ, so B[j, i] = W[i, j] sits in panel i / PANEL, row j.
-            let (q, ci) = (i0 / PANEL, i0 % PANEL);
+            // `wt`: B = Wᵀ, so B[j, i] = W[i, j] sits in panel i / PANEL, row j (a
+            // tile's 16 rows of W are 16 units of one gate, together in one panel).
+            let (q, ci) = if gates {
+                gate_column(i0, rows / 4)
+            } else {
+                (i0 / PANEL, i0 % PANEL)
+            };
             for j in 0..T {
                 let row = &mut wt[(q * cols + j0 + j) * PANEL + ci..][..T];
                 for (i, v) in row.iter_mut().enumerate() {
@@ -227,6 +278,279 @@ pub fn gemm_prefetching(
         accumulate,
         ahead,
     })
+}
+
+/// One LSTM time step's recurrent product and pointwise pass fused: the same bits as
+/// [`gemm_prefetching`]`(m, 4h, h, a, lda, W_hhᵀ packed by `[`pack`]`, gates, 4h, true,
+/// ahead)` followed by [`crate::pointwise::lstm_cell_forward_strided`]`(h, bias, gates,
+/// Some(c_prev), c, tanh_c, h_out, h_ld)`, with `packed` from [`pack_both_gates`].
+///
+/// Each unit group's four gates come out of two consecutive register tiles (i and f,
+/// then g and o), so the cell runs on the g and o sums still in registers and the i
+/// and f sums just written, while the next tiles' products follow — instead of a
+/// separate pass over the step's rows after the product.
+///
+/// Panics unless [`lstm_step_fits`]`(h)` and every matrix fits its slice (a bug in the
+/// caller).
+#[allow(clippy::too_many_arguments)]
+pub fn lstm_step(
+    m: usize,
+    h: usize,
+    a: &[f32],
+    lda: usize,
+    packed: &[f32],
+    bias: &[f32],
+    gates: &mut [f32],
+    c_prev: &[f32],
+    c: &mut [f32],
+    tanh_c: &mut [f32],
+    h_out: &mut [f32],
+    h_ld: usize,
+    ahead: &[&[f32]],
+) {
+    if m == 0 {
+        return;
+    }
+    assert!(lstm_step_fits(h), "small_gemm::lstm_step: h = {h}");
+    assert!(
+        h <= lda
+            && (m - 1) * lda + h <= a.len()
+            && packed.len() >= packed_len(h, 4 * h)
+            && bias.len() >= 4 * h
+            && gates.len() >= m * 4 * h
+            && c_prev.len() >= m * h
+            && c.len() >= m * h
+            && tanh_c.len() >= m * h
+            && h <= h_ld
+            && (m - 1) * h_ld + h <= h_out.len(),
+        "small_gemm::lstm_step: matrix out of bounds"
+    );
+    pulp::Arch::new().dispatch(Step {
+        m,
+        h,
+        a,
+        lda,
+        packed,
+        bias,
+        gates,
+        c_prev,
+        c,
+        tanh_c,
+        h_out,
+        h_ld,
+        ahead,
+    })
+}
+
+struct Step<'a> {
+    m: usize,
+    h: usize,
+    a: &'a [f32],
+    lda: usize,
+    packed: &'a [f32],
+    bias: &'a [f32],
+    gates: &'a mut [f32],
+    c_prev: &'a [f32],
+    c: &'a mut [f32],
+    tanh_c: &'a mut [f32],
+    h_out: &'a mut [f32],
+    h_ld: usize,
+    ahead: &'a [&'a [f32]],
+}
+
+impl pulp::WithSimd for Step<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, s: S) {
+        match S::F32_LANES {
+            16 => self.run::<S, 10, 2>(s),
+            8 => self.run::<S, 3, 4>(s),
+            _ => self.run::<S, 1, PANEL>(s),
+        }
+    }
+}
+
+impl Step<'_> {
+    #[inline(always)]
+    fn run<S: Simd, const R: usize, const V: usize>(self, s: S) {
+        let Self {
+            m,
+            h,
+            a,
+            lda,
+            packed,
+            bias,
+            gates,
+            c_prev,
+            c,
+            tanh_c,
+            h_out,
+            h_ld,
+            ahead,
+        } = self;
+        let lanes = S::F32_LANES;
+        assert!(V * lanes == PANEL && GATE_UNITS.is_multiple_of(lanes));
+        // Vectors per gate in a panel.
+        const fn half(v: usize) -> usize {
+            v / 2
+        }
+        let k = h;
+        let mut lines = Lines {
+            slices: ahead,
+            at: 0,
+            next: 0,
+        };
+        let steps = ((4 * h / PANEL) * (m / R) * k).max(1);
+        let every = match lines.count() {
+            0 => usize::MAX,
+            cnt => (steps / cnt).max(1),
+        };
+        let mut countdown = every;
+        for q in 0..h / GATE_UNITS {
+            let u0 = q * GATE_UNITS;
+            for i0 in (0..m).step_by(R) {
+                let rows = R.min(m - i0);
+                // The lines this group's cell pass reads and writes, asked for now.
+                for i in 0..rows {
+                    let r = i0 + i;
+                    for gate in 0..4 {
+                        prefetch(gates, r * 4 * h + gate * h + u0);
+                    }
+                    prefetch(c_prev, r * h + u0);
+                    prefetch(c, r * h + u0);
+                    prefetch(tanh_c, r * h + u0);
+                    prefetch(h_out, r * h_ld + u0);
+                }
+                for half_p in 0..2 {
+                    let panel = &packed[(2 * q + half_p) * k * PANEL..][..k * PANEL];
+                    let mut acc = [[s.splat_f32s(0.0); V]; R];
+                    if rows == R {
+                        let mut arows: [&[f32]; R] = [&[]; R];
+                        for (i, r) in arows.iter_mut().enumerate() {
+                            *r = &a[(i0 + i) * lda..][..k];
+                        }
+                        let mut t = acc;
+                        for (kk, brow) in panel.chunks_exact(PANEL).enumerate() {
+                            countdown -= 1;
+                            if countdown == 0 {
+                                countdown = every;
+                                lines.fetch_next();
+                            }
+                            let bv: [S::f32s; V] = vectors::<S, V>(brow);
+                            for i in 0..R {
+                                let x = s.splat_f32s(arows[i][kk]);
+                                for v in 0..V {
+                                    t[i][v] = s.mul_add_f32s(x, bv[v], t[i][v]);
+                                }
+                            }
+                        }
+                        acc = t;
+                    } else {
+                        for (kk, brow) in panel.chunks_exact(PANEL).enumerate() {
+                            let bv: [S::f32s; V] = vectors::<S, V>(brow);
+                            for (i, acc) in acc.iter_mut().enumerate().take(rows) {
+                                let x = s.splat_f32s(a[(i0 + i) * lda + kk]);
+                                for v in 0..V {
+                                    acc[v] = s.mul_add_f32s(x, bv[v], acc[v]);
+                                }
+                            }
+                        }
+                    }
+                    // dst + sum, as `gemm` adds.
+                    for (i, acc) in acc.iter().enumerate().take(rows) {
+                        let g_row = &mut gates[(i0 + i) * 4 * h..][..4 * h];
+                        for (v, x) in acc.iter().enumerate() {
+                            let gate = 2 * half_p + v / half(V);
+                            let col = gate * h + u0 + (v % half(V)) * lanes;
+                            let y = s.add_f32s(load(s, &g_row[col..], lanes), *x);
+                            store(s, &mut g_row[col..], lanes, y);
+                        }
+                    }
+                }
+                // The cell of these rows' units u0..u0 + 16, on the sums just written
+                // (in L1), compiled apart so that its constants do not take the
+                // product's registers.
+                s.vectorize(CellWindow {
+                    h,
+                    u0,
+                    rows: i0..i0 + rows,
+                    bias,
+                    gates: &mut *gates,
+                    c_prev,
+                    c: &mut *c,
+                    tanh_c: &mut *tanh_c,
+                    h_out: &mut *h_out,
+                    h_ld,
+                });
+            }
+        }
+    }
+}
+
+/// [`lstm_step`]'s cell pass over rows `rows`, units `u0..u0 + GATE_UNITS`: the
+/// operations of `pointwise::lstm_cell_forward`, in its order.
+struct CellWindow<'a> {
+    h: usize,
+    u0: usize,
+    rows: std::ops::Range<usize>,
+    bias: &'a [f32],
+    gates: &'a mut [f32],
+    c_prev: &'a [f32],
+    c: &'a mut [f32],
+    tanh_c: &'a mut [f32],
+    h_out: &'a mut [f32],
+    h_ld: usize,
+}
+
+impl pulp::WithSimd for CellWindow<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, s: S) {
+        use crate::pointwise::{sigmoid_v, tanh_v};
+        let Self {
+            h,
+            u0,
+            rows,
+            bias,
+            gates,
+            c_prev,
+            c,
+            tanh_c,
+            h_out,
+            h_ld,
+        } = self;
+        let lanes = S::F32_LANES;
+        for r in rows {
+            let g_row = &mut gates[r * 4 * h..][..4 * h];
+            for j in (u0..u0 + GATE_UNITS).step_by(lanes) {
+                let len = lanes.min(u0 + GATE_UNITS - j);
+                macro_rules! pre {
+                    ($q:expr) => {
+                        s.add_f32s(
+                            load(s, &g_row[$q * h + j..], len),
+                            load(s, &bias[$q * h + j..], len),
+                        )
+                    };
+                }
+                let (xi, xf, xg, xo) = (pre!(0), pre!(1), pre!(2), pre!(3));
+                let cp = load(s, &c_prev[r * h + j..], len);
+                let iv = sigmoid_v(s, xi);
+                let fv = sigmoid_v(s, xf);
+                let gv = tanh_v(s, xg);
+                let ov = sigmoid_v(s, xo);
+                let cv = s.mul_add_f32s(fv, cp, s.mul_f32s(iv, gv));
+                let tc = tanh_v(s, cv);
+                for (q, v) in [iv, fv, gv, ov].into_iter().enumerate() {
+                    store(s, &mut g_row[q * h + j..], len, v);
+                }
+                store(s, &mut c[r * h + j..], len, cv);
+                store(s, &mut tanh_c[r * h + j..], len, tc);
+                store(s, &mut h_out[r * h_ld + j..], len, s.mul_f32s(ov, tc));
+            }
+        }
+    }
 }
 
 /// Cache lines of a list of slices, handed out one at a time.
@@ -477,6 +801,76 @@ mod tests {
             let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
             assert_eq!(bits(&t1), bits(&t2), "Wᵀ {rows}×{cols}");
             assert_eq!(bits(&b1), bits(&b2), "W {rows}×{cols}");
+        }
+    }
+
+    /// The fused step gives the bits of the product on the plain packing followed by
+    /// the cell pass — full and partial register tiles, padded leading dimensions — and
+    /// its packing of `W_hh` for the backward is [`pack_both`]'s.
+    #[test]
+    fn lstm_step_is_the_product_then_the_cell_bit_for_bit() {
+        use crate::pointwise::lstm_cell_forward_strided;
+        for (m, h) in [(10, 256), (10, 32), (3, 64), (13, 32), (1, 32), (20, 64)] {
+            let (lda, h_ld) = (h + 7, 2 * h);
+            let w = values(4 * h * h, 11);
+            let (mut wt, mut wb) = (
+                vec![0.0; packed_len(h, 4 * h)],
+                vec![0.0; packed_len(4 * h, h)],
+            );
+            pack_both(&w, 4 * h, h, &mut wt, &mut wb);
+            let (mut gt, mut gb) = (
+                vec![0.0; packed_len(h, 4 * h)],
+                vec![1.0; packed_len(4 * h, h)],
+            );
+            pack_both_gates(&w, h, &mut gt, &mut gb);
+            assert!(gb == wb, "W_hh's backward pack, h = {h}");
+            let a = values(m * lda, 12);
+            let bias: Vec<f32> = values(4 * h, 13).iter().map(|v| v * 2.0).collect();
+            let pre: Vec<f32> = values(m * 4 * h, 14).iter().map(|v| v * 8.0).collect();
+            let c_prev: Vec<f32> = values(m * h, 15).iter().map(|v| v * 3.0).collect();
+            // The plain way.
+            let mut g1 = pre.clone();
+            gemm(m, 4 * h, h, &a, lda, &wt, &mut g1, 4 * h, true);
+            let (mut c1, mut t1, mut h1) =
+                (vec![0.0; m * h], vec![0.0; m * h], vec![5.0; m * h_ld]);
+            lstm_cell_forward_strided(
+                h,
+                &bias,
+                &mut g1,
+                Some(&c_prev),
+                &mut c1,
+                &mut t1,
+                &mut h1,
+                h_ld,
+            );
+            // Fused.
+            let mut g2 = pre.clone();
+            let (mut c2, mut t2, mut h2) =
+                (vec![0.0; m * h], vec![0.0; m * h], vec![5.0; m * h_ld]);
+            let extra = values(50, 16);
+            lstm_step(
+                m,
+                h,
+                &a,
+                lda,
+                &gt,
+                &bias,
+                &mut g2,
+                &c_prev,
+                &mut c2,
+                &mut t2,
+                &mut h2,
+                h_ld,
+                &[&extra],
+            );
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert!(bits(&g1) == bits(&g2), "gates, {m}×{h}");
+            assert!(bits(&c1) == bits(&c2), "c, {m}×{h}");
+            assert!(bits(&t1) == bits(&t2), "tanh c, {m}×{h}");
+            assert!(
+                bits(&h1) == bits(&h2),
+                "h (and the gaps between rows), {m}×{h}"
+            );
         }
     }
 
