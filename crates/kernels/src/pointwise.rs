@@ -250,14 +250,14 @@ fn exp_v<S: pulp::Simd>(s: S, x: S::f32s) -> S::f32s {
 
 /// [`sigmoid`] on a vector.
 #[inline(always)]
-pub(crate) fn sigmoid_v<S: pulp::Simd>(s: S, x: S::f32s) -> S::f32s {
+fn sigmoid_v<S: pulp::Simd>(s: S, x: S::f32s) -> S::f32s {
     let one = s.splat_f32s(1.0);
     s.div_f32s(one, s.add_f32s(one, exp_v(s, s.neg_f32s(x))))
 }
 
 /// [`tanh`] on a vector.
 #[inline(always)]
-pub(crate) fn tanh_v<S: pulp::Simd>(s: S, x: S::f32s) -> S::f32s {
+fn tanh_v<S: pulp::Simd>(s: S, x: S::f32s) -> S::f32s {
     macro_rules! sp {
         ($v:expr) => {
             s.splat_f32s($v)

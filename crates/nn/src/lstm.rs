@@ -70,7 +70,6 @@ use fedpace_kernels::pointwise::{
 };
 
 use fedpace_kernels::small_gemm;
-
 use fedpace_kernels::{sgemm, MatMut, MatRef};
 use fedpace_params::{ParamSpec, ParamTree};
 use std::sync::Arc;
@@ -453,14 +452,8 @@ impl CharLstm {
             grow(&mut lw.w_bwd, small_gemm::packed_len(4 * h, h));
             grow(&mut lw.bias, 4 * h);
             let w_hh = &p[e[hw].range()];
-            // Both packs in one pass over W_hh (cold: the update just wrote it); the
-            // forward's with its columns in gate pairs where the fused step takes it.
-            let fused = small_gemm::lstm_step_fits(h);
-            if fused {
-                small_gemm::pack_both_gates(w_hh, h, &mut lw.w_fwd, &mut lw.w_bwd);
-            } else {
-                small_gemm::pack_both(w_hh, 4 * h, h, &mut lw.w_fwd, &mut lw.w_bwd);
-            }
+            // Both packs in one pass over W_hh (cold: the update just wrote it).
+            small_gemm::pack_both(w_hh, 4 * h, h, &mut lw.w_fwd, &mut lw.w_bwd);
             for ((b, &bi), &bh) in lw
                 .bias
                 .iter_mut()
@@ -495,27 +488,6 @@ impl CharLstm {
                     }
                 }
                 let c_prev = (t > 0).then(|| &prev_c[(t - 1) * n * h..]);
-                if t > 0 && fused {
-                    // G_t += h_{t−1}·W_hhᵀ and the cell, fused: the same bits as the
-                    // product and `lstm_cell_forward_strided` below.
-                    let next = &next_g[..next_g.len().min(n * 4 * h)];
-                    small_gemm::lstm_step(
-                        n,
-                        h,
-                        &prev_y[y_at(l, (t - 1) * n)..],
-                        ld,
-                        &lw.w_fwd,
-                        &lw.bias[..4 * h],
-                        g,
-                        &prev_c[(t - 1) * n * h..][..n * h],
-                        &mut cur_c[..n * h],
-                        &mut lw.tanh_c[t * n * h..][..n * h],
-                        cur_y,
-                        ld,
-                        &[next],
-                    );
-                    continue;
-                }
                 if t > 0 {
                     // G_t += h_{t−1}·W_hhᵀ, asking meanwhile for this step's outputs
                     // and the next step's gate rows.
