@@ -68,7 +68,6 @@ use fedpace_core::{Batch, EvalStats, Model};
 use fedpace_kernels::pointwise::{
     add_column_sums, add_to, lstm_cell_backward, lstm_cell_forward, lstm_cell_forward_strided,
 };
-
 use fedpace_kernels::small_gemm;
 use fedpace_kernels::{sgemm, MatMut, MatRef};
 use fedpace_params::{ParamSpec, ParamTree};
@@ -432,7 +431,7 @@ impl CharLstm {
         w.layers.resize_with(s.layers, LayerWork::default);
         let ld = s.layers * h;
         let y_at = |l: usize, r: usize| y_at(l, r, n, h, s.layers);
-        // Whole rows of the last layer's step: (n − 1)·ld + h values from a y_at.
+        // The span of one step's n output rows of a layer, from its y_at: (n − 1)·ld + h.
         let step_len = (n - 1) * ld + h;
         grow(&mut w.ys, (rows + (s.layers - 1) * n) * ld);
         for l in 0..s.layers {
