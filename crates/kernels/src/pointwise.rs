@@ -87,9 +87,29 @@ pub fn lstm_cell_forward(
     tanh_c: &mut [f32],
     h_out: &mut [f32],
 ) {
+    assert!(h_out.len() == c.len());
+    lstm_cell_forward_strided(h, bias, gates, c_prev, c, tanh_c, h_out, h);
+}
+
+/// [`lstm_cell_forward`] writing row `s` of `h_out` at `h_out[s·h_ld..][..h]` (`h_ld ≥ h`;
+/// the values between rows are left as they are): the char-LSTM keeps its layers'
+/// outputs side by side in one buffer, so that a layer's input and its own previous
+/// outputs form one matrix for its weight gradients.
+#[allow(clippy::too_many_arguments)]
+pub fn lstm_cell_forward_strided(
+    h: usize,
+    bias: &[f32],
+    gates: &mut [f32],
+    c_prev: Option<&[f32]>,
+    c: &mut [f32],
+    tanh_c: &mut [f32],
+    h_out: &mut [f32],
+    h_ld: usize,
+) {
     let n = c.len() / h.max(1);
     assert!(bias.len() == 4 * h && gates.len() == 4 * h * n);
-    assert!(c.len() == n * h && tanh_c.len() == n * h && h_out.len() == n * h);
+    assert!(c.len() == n * h && tanh_c.len() == n * h);
+    assert!(h_ld >= h && (n == 0 || h_out.len() >= (n - 1) * h_ld + h));
     assert!(c_prev.is_none_or(|p| p.len() == n * h));
     pulp::Arch::new().dispatch(CellForward {
         h,
@@ -99,6 +119,7 @@ pub fn lstm_cell_forward(
         c,
         tanh_c,
         h_out,
+        h_ld,
     })
 }
 
@@ -113,6 +134,7 @@ struct CellForward<'a> {
     c: &'a mut [f32],
     tanh_c: &'a mut [f32],
     h_out: &'a mut [f32],
+    h_ld: usize,
 }
 
 impl pulp::WithSimd for CellForward<'_> {
@@ -128,6 +150,7 @@ impl pulp::WithSimd for CellForward<'_> {
             c,
             tanh_c,
             h_out,
+            h_ld,
         } = self;
         let lanes = S::F32_LANES;
         let n = c.len() / h.max(1);
@@ -136,7 +159,7 @@ impl pulp::WithSimd for CellForward<'_> {
             let g_row = &mut gates[r * 4 * h..][..4 * h];
             let c_row = &mut c[r * h..][..h];
             let t_row = &mut tanh_c[r * h..][..h];
-            let h_row = &mut h_out[r * h..][..h];
+            let h_row = &mut h_out[r * h_ld..][..h];
             let cp_row = c_prev.map(|cp| &cp[r * h..][..h]);
             let mut j0 = 0;
             while j0 < h {
@@ -554,6 +577,27 @@ mod tests {
                 &mut tc,
                 &mut hh,
             );
+            // Rows of `h` written `h + 5` apart: the same values, the gaps untouched.
+            let ld = h + 5;
+            let mut g2 = pre.clone();
+            let (mut c2, mut tc2) = (vec![0.0; n * h], vec![0.0; n * h]);
+            let mut h2 = vec![7.0f32; n * ld];
+            lstm_cell_forward_strided(
+                h,
+                &bias,
+                &mut g2,
+                with_prev.then_some(&c_prev[..]),
+                &mut c2,
+                &mut tc2,
+                &mut h2,
+                ld,
+            );
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert!(bits(&g2) == bits(&gates) && bits(&c2) == bits(&c) && bits(&tc2) == bits(&tc));
+            for s in 0..n {
+                assert_eq!(bits(&h2[s * ld..][..h]), bits(&hh[s * h..][..h]));
+                assert!(h2[s * ld + h..][..ld - h].iter().all(|&v| v == 7.0));
+            }
             // NaN payloads may differ (which operand a NaN came from); NaN must stay NaN.
             let same = |got: f32, want: f32| {
                 got.to_bits() == want.to_bits() || got.is_nan() && want.is_nan()

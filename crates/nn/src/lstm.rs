@@ -29,8 +29,11 @@
 //!   `c_t` and `tanh(c_t)` for backward;
 //! - backward, per layer, steps in reverse: the pointwise pass
 //!   ([`fedpace_kernels::pointwise::lstm_cell_backward`]) and the recurrent product
-//!   `dh_{t−1} = dG_t·W_hh` (again by `small_gemm`, `W_hh` packed); then, over all steps at once, `dW_ih = dGᵀ·X`,
-//!   `dW_hh = dGᵀ·H_{t−1}`, the biases' column sums and the input gradient `dX = dG·W_ih`
+//!   `dh_{t−1} = dG_t·W_hh` (again by `small_gemm`, `W_hh` packed); then, over all steps at once,
+//!   `[dW_ih | dW_hh] = dGᵀ·[X | H_{t−1}]` (one product, so that the `gemm` crate packs
+//!   `dG` once for both: every layer's outputs live side by side in one buffer, each
+//!   layer's one step down, so that `[X | H_{t−1}]` is a strided view of it; layer 0's
+//!   `dW_hh` alone), the biases' column sums and the input gradient `dX = dG·W_ih`
 //!   (the next layer down's output gradient).
 //! - layer 0's input is a token's embedding, so its input projection is a row of
 //!   `P = emb·W_ih0ᵀ` (`[vocab, 4H]`, computed once per call), gathered per step; in
@@ -62,7 +65,9 @@ use crate::init::{self, Init};
 use crate::mlp::grow;
 use crate::{check_positive, check_spec, BODY, HEAD};
 use fedpace_core::{Batch, EvalStats, Model};
-use fedpace_kernels::pointwise::{add_column_sums, add_to, lstm_cell_backward, lstm_cell_forward};
+use fedpace_kernels::pointwise::{
+    add_column_sums, add_to, lstm_cell_backward, lstm_cell_forward, lstm_cell_forward_strided,
+};
 use fedpace_kernels::small_gemm;
 use fedpace_kernels::{sgemm, MatMut, MatRef};
 use fedpace_params::{ParamSpec, ParamTree};
@@ -184,8 +189,6 @@ struct LayerWork {
     c: Vec<f32>,
     /// `tanh(c_t)`, `[T·n, H]`.
     tanh_c: Vec<f32>,
-    /// Outputs `h_t`, `[T·n, H]` (the next layer's input).
-    y: Vec<f32>,
     /// `W_hhᵀ` (`H × 4H`, the forward recurrent product's `B`) and `W_hh` (`4H × H`, the
     /// backward's), packed for [`fedpace_kernels::small_gemm`].
     w_fwd: Vec<f32>,
@@ -202,6 +205,16 @@ struct Work {
     /// Layer 0's gate gradients summed per token, `[vocab, 4H]`.
     token_grad: Vec<f32>,
     layers: Vec<LayerWork>,
+    /// Every layer's outputs `h_t`, side by side and shifted by one step a layer:
+    /// `[(T + L − 1)·n, L·H]`, layer l's output of row r (time-major) in row `r + l·n`,
+    /// columns `l·H..(l+1)·H` ([`y_at`]); rows `(l−1)·n..l·n` of layer l's columns are
+    /// zeros (its `h_{−1}`). So rows `r` of columns `(l−1)·H..(l+1)·H` from row `(l−1)·n`
+    /// on are `[x_t, h_{t−1}]` of layer l, the right operand of both its weight
+    /// gradients in one product (docs/arch/0052-char-lstm-weight-gradients-in-one-product.md).
+    ys: Vec<f32>,
+    /// Layer l's two weight gradients `[dW_ih | dW_hh]`, `[4H, in + H]`, before they
+    /// are copied to their tensors.
+    dw: Vec<f32>,
     logits: Vec<f32>,
     dlogits: Vec<f32>,
     /// Gradient of the gates' pre-activations, `[T·n, 4H]`.
@@ -288,15 +301,31 @@ fn two_slots(buf: &mut [f32], prev: usize, cur: usize, len: usize) -> (&[f32], &
     }
 }
 
-/// The logits `z = h_T·W_fcᵀ + b` of `n` last outputs `last` (`[n, H]`) into `z`
-/// (`[n, classes]`); `p`'s last two tensors are `fc.weight` and `fc.bias`.
-fn fc_logits(spec: &ParamSpec, p: &[f32], last: &[f32], n: usize, h: usize, z: &mut [f32]) {
+/// Where layer `l`'s output of time-major row `r` starts in [`Work::ys`] (`n` rows a
+/// step, `layers` layers of width `h`): row `r + l·n`, column `l·h`.
+fn y_at(l: usize, r: usize, n: usize, h: usize, layers: usize) -> usize {
+    (r + l * n) * layers * h + l * h
+}
+
+/// The logits `z = h_T·W_fcᵀ + b` of `n` last outputs `last` (`[n, H]`, rows `ld`
+/// apart) into `z` (`[n, classes]`); `p`'s last two tensors are `fc.weight` and
+/// `fc.bias`.
+#[allow(clippy::too_many_arguments)]
+fn fc_logits(
+    spec: &ParamSpec,
+    p: &[f32],
+    last: &[f32],
+    n: usize,
+    h: usize,
+    ld: usize,
+    z: &mut [f32],
+) {
     let e = spec.entries();
     let nt = e.len();
     let c = z.len() / n;
     sgemm(
         MatMut::row_major(z, n, c, c),
-        MatRef::row_major(last, n, h, h),
+        MatRef::row_major(last, n, h, ld),
         MatRef::transposed(&p[e[nt - 2].range()], h, c, h),
         false,
         1,
@@ -400,15 +429,24 @@ impl CharLstm {
             1,
         );
         w.layers.resize_with(s.layers, LayerWork::default);
+        let ld = s.layers * h;
+        let y_at = |l: usize, r: usize| y_at(l, r, n, h, s.layers);
+        // The span of one step's n output rows of a layer, from its y_at: (n − 1)·ld + h.
+        let step_len = (n - 1) * ld + h;
+        grow(&mut w.ys, (rows + (s.layers - 1) * n) * ld);
         for l in 0..s.layers {
             let (iw, hw, ib, hb) = layer_entries(l);
             let in_dim = s.input(l);
-            let (below, rest) = w.layers.split_at_mut(l);
-            let lw = &mut rest[0];
+            let lw = &mut w.layers[l];
             grow(&mut lw.gates, rows * 4 * h);
             grow(&mut lw.c, rows * h);
             grow(&mut lw.tanh_c, rows * h);
-            grow(&mut lw.y, rows * h);
+            if l > 0 {
+                // Layer l's h_{−1}: zeros, next to the first step's input.
+                for r in 0..n {
+                    w.ys[((l - 1) * n + r) * ld + l * h..][..h].fill(0.0);
+                }
+            }
             grow(&mut lw.w_fwd, small_gemm::packed_len(h, 4 * h));
             grow(&mut lw.w_bwd, small_gemm::packed_len(4 * h, h));
             grow(&mut lw.bias, 4 * h);
@@ -427,7 +465,7 @@ impl CharLstm {
                 // Input projections of every step: G = X·W_ihᵀ.
                 sgemm(
                     MatMut::row_major(&mut lw.gates[..rows * g4], rows, g4, g4),
-                    MatRef::row_major(&below[l - 1].y[..rows * h], rows, in_dim, in_dim),
+                    MatRef::row_major(&w.ys[y_at(l - 1, 0)..], rows, in_dim, ld),
                     MatRef::transposed(&p[e[iw].range()], in_dim, g4, in_dim),
                     false,
                     threads,
@@ -435,7 +473,8 @@ impl CharLstm {
             }
             for t in 0..t_len {
                 let (prev_c, cur_c) = lw.c.split_at_mut(t * n * h);
-                let (prev_y, cur_y) = lw.y.split_at_mut(t * n * h);
+                let (prev_y, cur_y) = w.ys.split_at_mut(y_at(l, t * n));
+                let cur_y = &mut cur_y[..step_len];
                 let (g, next_g) = lw.gates[t * n * 4 * h..].split_at_mut(n * 4 * h);
                 if l == 0 {
                     // Layer 0's input projections, time-major: row s of step t is token
@@ -455,15 +494,15 @@ impl CharLstm {
                     let ahead = [
                         &cur_c[..n * h],
                         &lw.tanh_c[t * n * h..][..n * h],
-                        &cur_y[..n * h],
+                        &cur_y[..],
                         next,
                     ];
                     small_gemm::gemm_prefetching(
                         n,
                         4 * h,
                         h,
-                        &prev_y[(t - 1) * n * h..],
-                        h,
+                        &prev_y[y_at(l, (t - 1) * n)..],
+                        ld,
                         &lw.w_fwd,
                         g,
                         4 * h,
@@ -471,22 +510,23 @@ impl CharLstm {
                         &ahead,
                     );
                 }
-                lstm_cell_forward(
+                lstm_cell_forward_strided(
                     h,
                     &lw.bias[..4 * h],
                     g,
                     c_prev,
                     &mut cur_c[..n * h],
                     &mut lw.tanh_c[t * n * h..][..n * h],
-                    &mut cur_y[..n * h],
+                    cur_y,
+                    ld,
                 );
             }
         }
         // Logits from the top layer's last output: z = h_T·W_fcᵀ + b.
         let c = s.classes;
-        let last = &w.layers[s.layers - 1].y[(t_len - 1) * n * h..][..n * h];
+        let last = &w.ys[y_at(s.layers - 1, (t_len - 1) * n)..][..step_len];
         grow(&mut w.logits, n * c);
-        fc_logits(&self.spec, p, last, n, h, &mut w.logits[..n * c]);
+        fc_logits(&self.spec, p, last, n, h, ld, &mut w.logits[..n * c]);
     }
 
     /// What [`CharLstm::infer`] needs of the parameters whatever the batch: `P`, and per
@@ -600,7 +640,7 @@ impl CharLstm {
         let c = s.classes;
         let last = &iw.h_top[((t_len - 1) % 2) * nh..][..nh];
         grow(&mut self.work.logits, n * c);
-        fc_logits(&self.spec, p, last, n, h, &mut self.work.logits[..n * c]);
+        fc_logits(&self.spec, p, last, n, h, h, &mut self.work.logits[..n * c]);
     }
 
     /// Backward pass from `work.dlogits` (after [`CharLstm::forward`] of the same
@@ -614,12 +654,14 @@ impl CharLstm {
         let nt = e.len();
         let w = &mut self.work;
         let dz = &w.dlogits[..n * c];
-        let last = &w.layers[s.layers - 1].y[(t_len - 1) * n * h..][..n * h];
+        let ld = s.layers * h;
+        let y_at = |l: usize, r: usize| y_at(l, r, n, h, s.layers);
+        let last = &w.ys[y_at(s.layers - 1, (t_len - 1) * n)..][..(n - 1) * ld + h];
         // fc: dW = dZᵀ·h_T, db = Σ dZ, dh_T = dZ·W_fc.
         sgemm(
             MatMut::row_major(&mut grad[e[nt - 2].range()], c, h, h),
             MatRef::transposed(dz, c, n, c),
-            MatRef::row_major(last, n, h, h),
+            MatRef::row_major(last, n, h, ld),
             false,
             1,
         );
@@ -703,23 +745,38 @@ impl CharLstm {
             }
             let dgates = &w.dgates[..rows * 4 * h];
             if l > 0 {
-                // dW_ih = dGᵀ·X over every step.
+                // [dW_ih | dW_hh] = dGᵀ·[X | H_{t−1}] over every step (h_{−1} = 0): one
+                // product, so the `gemm` crate packs dG once for both.
+                let wc = in_dim + h;
+                grow(&mut w.dw, 4 * h * wc);
                 sgemm(
-                    MatMut::row_major(&mut grad[e[iw].range()], 4 * h, in_dim, in_dim),
+                    MatMut::row_major(&mut w.dw[..4 * h * wc], 4 * h, wc, wc),
                     MatRef::transposed(dgates, 4 * h, rows, 4 * h),
-                    MatRef::row_major(&w.layers[l - 1].y[..rows * h], rows, in_dim, in_dim),
+                    MatRef::row_major(&w.ys[y_at(l - 1, 0)..], rows, wc, ld),
+                    false,
+                    threads,
+                );
+                let (lo, hi) = grad.split_at_mut(e[hw].range().start);
+                let (gih, ghh) = (&mut lo[e[iw].range()], &mut hi[..4 * h * h]);
+                for ((row, ih), hh) in w.dw[..4 * h * wc]
+                    .chunks_exact(wc)
+                    .zip(gih.chunks_exact_mut(in_dim))
+                    .zip(ghh.chunks_exact_mut(h))
+                {
+                    ih.copy_from_slice(&row[..in_dim]);
+                    hh.copy_from_slice(&row[in_dim..]);
+                }
+            } else {
+                // Layer 0 (its dW_ih comes from the per-token sums below):
+                // dW_hh = Σ_{t ≥ 1} dG_tᵀ·h_{t−1}.
+                sgemm(
+                    MatMut::row_major(&mut grad[e[hw].range()], 4 * h, h, h),
+                    MatRef::transposed(&dgates[n * 4 * h..], 4 * h, rows - n, 4 * h),
+                    MatRef::row_major(&w.ys[y_at(l, 0)..], rows - n, h, ld),
                     false,
                     threads,
                 );
             }
-            // dW_hh = Σ_{t ≥ 1} dG_tᵀ·h_{t−1}.
-            sgemm(
-                MatMut::row_major(&mut grad[e[hw].range()], 4 * h, h, h),
-                MatRef::transposed(&dgates[n * 4 * h..], 4 * h, rows - n, 4 * h),
-                MatRef::row_major(&lw.y[..(rows - n) * h], rows - n, h, h),
-                false,
-                threads,
-            );
             // The biases' gradients: the column sums of dG, rows in order (layer 0's in
             // the same pass as its per-token sums, below).
             let gbi = &mut grad[e[ib].range()];
