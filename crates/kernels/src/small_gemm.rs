@@ -326,7 +326,6 @@ impl Product<'_> {
             let (j0, width) = (p * PANEL, PANEL.min(n - p * PANEL));
             for i0 in (0..m).step_by(R) {
                 let rows = R.min(m - i0);
-                let mut acc = [[s.splat_f32s(0.0); V]; R];
                 if accumulate {
                     // The tile's rows of `dst`, read at its end, may be anywhere in
                     // memory (the char-LSTM's gate buffers are megabytes): ask for them
@@ -338,15 +337,19 @@ impl Product<'_> {
                         }
                     }
                 }
+                let zero = s.splat_f32s(0.0);
+                // Assigned whole by either branch, never zeroed first: built before the
+                // branch, this array (indexed by the run-time row count at the end, so on
+                // the stack) was cleared by a call to `memset` every tile.
+                let acc: [[S::f32s; V]; R];
                 if rows == R {
                     // A full tile: constant loop bounds, accumulators in registers.
                     let mut arows: [&[f32]; R] = [&[]; R];
                     for (i, r) in arows.iter_mut().enumerate() {
                         *r = &a[(i0 + i) * lda..][..k];
                     }
-                    // Accumulators indexed by constants only, so they live in registers
-                    // (`acc` is indexed by the run-time row count below).
-                    let mut t = acc;
+                    // Accumulators indexed by constants only, so they live in registers.
+                    let mut t = [[zero; V]; R];
                     for (q, brow) in panel.chunks_exact(PANEL).enumerate() {
                         countdown -= 1;
                         if countdown == 0 {
@@ -363,34 +366,49 @@ impl Product<'_> {
                     }
                     acc = t;
                 } else {
+                    let mut p = [[zero; V]; R];
                     for (q, brow) in panel.chunks_exact(PANEL).enumerate() {
                         let bv: [S::f32s; V] = vectors::<S, V>(brow);
-                        for (i, acc) in acc.iter_mut().enumerate().take(rows) {
+                        for (i, acc) in p.iter_mut().enumerate().take(rows) {
                             let x = s.splat_f32s(a[(i0 + i) * lda + q]);
                             for v in 0..V {
                                 acc[v] = s.mul_add_f32s(x, bv[v], acc[v]);
                             }
                         }
                     }
+                    acc = p;
                 }
                 for (i, acc) in acc.iter().enumerate().take(rows) {
-                    let out = &mut dst[(i0 + i) * ldd + j0..];
-                    for (v, x) in acc.iter().enumerate() {
-                        let off = v * lanes;
-                        if off >= width {
-                            break;
-                        }
-                        let len = lanes.min(width - off);
-                        let y = if accumulate {
-                            s.add_f32s(load(s, &out[off..], len), *x)
-                        } else {
-                            *x
-                        };
-                        store(s, &mut out[off..], len, y);
-                    }
+                    store_row(s, &mut dst[(i0 + i) * ldd + j0..], width, acc, accumulate);
                 }
             }
         }
+    }
+}
+
+/// One row of a tile into `out` (its first `width` values): added to what is there
+/// when `accumulate`, else written.
+#[inline(always)]
+fn store_row<S: Simd, const V: usize>(
+    s: S,
+    out: &mut [f32],
+    width: usize,
+    acc: &[S::f32s; V],
+    accumulate: bool,
+) {
+    let lanes = S::F32_LANES;
+    for (v, x) in acc.iter().enumerate() {
+        let off = v * lanes;
+        if off >= width {
+            break;
+        }
+        let len = lanes.min(width - off);
+        let y = if accumulate {
+            s.add_f32s(load(s, &out[off..], len), *x)
+        } else {
+            *x
+        };
+        store(s, &mut out[off..], len, y);
     }
 }
 
