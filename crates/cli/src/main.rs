@@ -39,7 +39,7 @@ enum Command {
     Run {
         /// Experiment file (TOML). Every key has a default.
         config: Option<PathBuf>,
-        /// Output directory (default runs/<name>-<timestamp>).
+        /// Output directory (default `runs/<name>-<timestamp>`).
         #[arg(long)]
         out: Option<PathBuf>,
         /// Run seed (overrides the file's `seed`; 0 to 2^63 − 1, as a TOML integer).
@@ -93,7 +93,7 @@ enum Command {
         /// `rounds`); continues a finished run that has a checkpoint at its last round.
         #[arg(long, requires = "resume")]
         rounds: Option<u32>,
-        /// Output directory (default runs/<name>-<timestamp>).
+        /// Output directory (default `runs/<name>-<timestamp>`).
         #[arg(long)]
         out: Option<PathBuf>,
         /// Replace the run in a non-empty output directory.
@@ -126,8 +126,8 @@ enum Command {
     /// partition of an experiment's data set (`--partition-of CONFIG`, for demos); its
     /// state kept on disk across rounds and restarts (docs/network.md).
     Client {
-        /// Experiment file (TOML), the server's: its [model] and [input] say the model,
-        /// its [data] the test and validation fractions and the seed of the split.
+        /// Experiment file (TOML), the server's: its `[model]` and `[input]` say the model,
+        /// its `[data]` the test and validation fractions and the seed of the split.
         config: Option<PathBuf>,
         /// This client's own data: a file or folder in any format fedpace reads.
         #[arg(long, requires = "config")]
@@ -267,7 +267,7 @@ enum Command {
 /// Flags shared by `tune` and `study`.
 #[derive(clap::Args)]
 struct TuneArgs {
-    /// Output directory (default runs/<name>-<timestamp>); must be new or empty.
+    /// Output directory (default `runs/<name>-<timestamp>`); must be new or empty.
     #[arg(long)]
     out: Option<PathBuf>,
     /// Replace the results of a previous search or study in --out.
@@ -337,7 +337,7 @@ impl OwnFormatArg {
 #[derive(clap::Args, Debug, Clone)]
 struct TestSetArgs {
     /// A test set of the server's own, for the central evaluation of a server that holds
-    /// no data ([input]): a file or folder in any format `fedpace client --data` reads,
+    /// no data (`[input]`): a file or folder in any format `fedpace client --data` reads,
     /// every sample of it a test sample. Recorded in the run directory: --resume uses it again.
     #[arg(long)]
     test_data: Option<PathBuf>,

@@ -12,7 +12,7 @@
 //!
 //! Decoding never panics and never allocates more than the input can fill: every length
 //! prefix is checked against the bytes that remain before anything is reserved. A
-//! malformed, truncated or foreign-version input is an [`Error::Decode`] that says what
+//! malformed, truncated or foreign-version input is an [`crate::Error::Decode`] that says what
 //! was being read and why it failed. See `docs/arch/0008-extensions-and-codec.md`.
 
 use crate::ext::{Extensions, Registry};

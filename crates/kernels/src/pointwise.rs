@@ -2,7 +2,7 @@
 //! layers): activation functions, the LSTM cell's pointwise forward and backward, bias +
 //! ReLU epilogues, row and column sums, and a blocked transpose.
 //!
-//! Every kernel runs inside [`crate::simd::simd`] (AVX-512 or AVX2 chosen at run time) as
+//! Every kernel runs inside `crate::simd::simd` (AVX-512 or AVX2 chosen at run time) as
 //! loops the compiler vectorises; each output value is computed by the same sequence of
 //! IEEE operations on every path and sums run in a fixed order, so the results are the
 //! same bits whatever the vector width or thread count.

@@ -7,7 +7,7 @@
 //! splits the `m` columns into register tiles of 6 and 4 — a third of the second tile
 //! idle for `m = 10`. Here [`pack`] lays `B` out as panels of [`PANEL`] columns, each
 //! `k × PANEL` contiguous (so `B` streams through the cache without the 4 KB-stride
-//! conflicts of reading a wide row-major matrix down its columns), and [`gemm`] runs every
+//! conflicts of reading a wide row-major matrix down its columns), and [`gemm()`] runs every
 //! block of up to 10 rows of `A` as one register tile: for each panel, `rows × PANEL`
 //! accumulators go down `k` with one broadcast of `A` per row and one load of the panel
 //! row per step. Every output is one in-order sum over `k` of fused multiply-adds, so
@@ -23,7 +23,7 @@ pub fn packed_len(k: usize, n: usize) -> usize {
     n.div_ceil(PANEL) * k * PANEL
 }
 
-/// Packs `B` (`k × n`) into column panels for [`gemm`]: `out[(p·k + i)·PANEL + c] =
+/// Packs `B` (`k × n`) into column panels for [`gemm()`]: `out[(p·k + i)·PANEL + c] =
 /// B[i, p·PANEL + c]` (zero past column `n`). `B[i, j]` is `b[i·row_stride +
 /// j·col_stride]` — `(ld, 1)` for a row-major `B`, `(1, ld)` for the transpose of a
 /// row-major `n × k` matrix.
@@ -184,8 +184,8 @@ pub fn gemm(
     gemm_prefetching(m, n, k, a, lda, packed, dst, ldd, accumulate, &[])
 }
 
-/// [`gemm`], which also asks for the cache lines of the slices in `ahead` while it runs
-/// (a hint only; the result is the same bits as [`gemm`]'s): one line every few `k` steps
+/// [`gemm()`], which also asks for the cache lines of the slices in `ahead` while it runs
+/// (a hint only; the result is the same bits as [`gemm()`]'s): one line every few `k` steps
 /// of its full register tiles, in order, so that a caller's next pass over those slices
 /// finds them in cache. The char-LSTM names the buffers of the next time step's pointwise
 /// pass — tens of kilobytes in 4 KB pages scattered over megabytes, which the hardware

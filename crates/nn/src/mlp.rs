@@ -6,7 +6,7 @@
 //!
 //! # Implementation: plain Rust on flat buffers (docs/arch/0014-fast-layers.md)
 //!
-//! A stack of [`crate::dense`] layers with hand-written backward, on buffers the model
+//! A stack of `dense` layers with hand-written backward, on buffers the model
 //! keeps between calls. Activations are **feature-major** (`Hᵀ`, one row per feature,
 //! one column per sample), the orientation in which the `gemm` crate runs a batch of 32
 //! fastest (`cargo run --release -p fedpace-kernels --example gemm_shapes mlp`): the

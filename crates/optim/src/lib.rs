@@ -175,7 +175,7 @@ pub trait Transform: Send + Sync + std::fmt::Debug {
     }
     /// The per-tensor factors (one per entry of the spec, in order) by which this
     /// transform scaled the updates at its last `update` — a layer-wise trust ratio —
-    /// when it applies any; [`Chain`](combine::Chain) passes the question down. A client
+    /// when it applies any; [`Chain`] passes the question down. A client
     /// multiplies its rates by them to report the rates it really used. `None` for
     /// transforms that scale every tensor alike.
     fn tensor_scales<'s>(&self, state: &'s State) -> Option<&'s [f32]> {
@@ -184,8 +184,8 @@ pub trait Transform: Send + Sync + std::fmt::Debug {
     }
     /// [`update`](Transform::update), then `params ← params + updates`
     /// ([`apply_updates`]); `updates` holds unspecified values afterwards. A transform
-    /// that ends in a plain scaling ([`ScaleByRate`](transforms::ScaleByRate), and a
-    /// [`Chain`](combine::Chain) ending in one) does both in one pass over the
+    /// that ends in a plain scaling ([`ScaleByRate`], and a
+    /// [`Chain`] ending in one) does both in one pass over the
     /// parameters, with the same operations, so the same bits, as the two steps: for
     /// plain SGD a step reads and writes the 1.7 M values of the CNN once instead of
     /// twice (docs/arch/0033-winograd-position-kernel.md).
@@ -202,8 +202,8 @@ pub trait Transform: Send + Sync + std::fmt::Debug {
     }
     /// Whether [`update_and_apply`](Transform::update_and_apply) is plain SGD:
     /// `p ← p + u·(−η_g)` on every tensor (an f32 product, then an f32 sum), with no
-    /// state but the step count — [`ScaleByRate`](transforms::ScaleByRate) and a
-    /// [`Chain`](combine::Chain) of it alone. A model may then take the step of some
+    /// state but the step count — [`ScaleByRate`] and a
+    /// [`Chain`] of it alone. A model may then take the step of some
     /// tensors itself inside its backward pass (see
     /// [`update_and_apply_except`](Transform::update_and_apply_except)). `false` by
     /// default.

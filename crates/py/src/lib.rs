@@ -3,12 +3,12 @@
 //!
 //! The Python half (`crates/py/python/fedpace`) shapes arguments and results; this
 //! module runs an experiment through [`fedpace_experiment`] with the GIL released,
-//! registers NumPy data ([`data`]) and Python rate policies ([`policy`]) in a
-//! [`Registry`], and raises fedpace's one-line errors as the package's exceptions
+//! registers NumPy data (`data`) and Python rate policies (`policy`) in a
+//! `Registry`, and raises fedpace's one-line errors as the package's exceptions
 //! (`fedpace.ConfigError`, …, defined in `fedpace/_errors.py`).
 //!
 //! Memory: arrays come in by one copy (read through NumPy's `__array_interface__`, no
-//! NumPy crate); the final model goes out by none ([`Weights`]).
+//! NumPy crate); the final model goes out by none (`Weights`).
 //!
 //! Everything is behind the `python` feature (maturin turns it on): without it the crate
 //! is empty, so `cargo build --workspace` needs no Python (docs/arch/0016).

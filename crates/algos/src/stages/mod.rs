@@ -4,7 +4,7 @@
 //! compression ([`compress`]). The building blocks are `fedpace_privacy`'s; this module
 //! decides where each runs and what it composes with.
 //!
-//! A client finishes its update in one fixed order ([`finish_client`]): an attacker's
+//! A client finishes its update in one fixed order (`finish_client`): an attacker's
 //! change (simulation) → its rate statistic (`rates = "local"`) → its noised statistics
 //! (`rates = "noised"`) → the linear path's scaling (weights and rate normalisation, or
 //! DP's normalise-clip-weight-noise) → compression → secure aggregation's packing. The
