@@ -190,7 +190,13 @@ pub fn throughput(quick: bool, cores: usize) -> Result<()> {
         let mut cfg = workload_config(w)?;
         cfg.data = cfg.data.clone().with_num_clients(registered);
         cfg.strategy.round.clients_per_round = per_round;
-        cfg.rounds = if quick { 3 } else { 5 };
+        // W-LR's rounds are short (≈ 0.2 s at 2 threads): ten timed rounds, not three, so
+        // that one slow round on a shared machine does not set the scaling figure.
+        cfg.rounds = match (quick, w) {
+            (true, _) => 3,
+            (false, Workload::Lr) => 12,
+            (false, _) => 5,
+        };
         cfg.validate().map_err(anyhow::Error::msg)?;
         let (mut rates, mut per_cpu) = (Vec::new(), Vec::new());
         for &threads in &counts {
