@@ -151,7 +151,7 @@ impl Service<http::Uri> for Connect {
             let bad = || {
                 std::io::Error::new(
                     std::io::ErrorKind::InvalidInput,
-                    format!("no host:port in {uri}"),
+                    format!("no host in {uri}"),
                 )
             };
             // An IPv6 literal keeps its brackets in a URI's host.
@@ -160,7 +160,13 @@ impl Service<http::Uri> for Connect {
                 .ok_or_else(bad)?
                 .trim_start_matches('[')
                 .trim_end_matches(']');
-            let port = uri.port_u16().ok_or_else(bad)?;
+            // No port: the scheme's, as tonic's own connector does.
+            let port = match (uri.port_u16(), uri.scheme_str()) {
+                (Some(p), _) => p,
+                (None, Some("https")) => 443,
+                (None, Some("http")) => 80,
+                (None, _) => return Err(bad()),
+            };
             let tcp = tokio::net::TcpStream::connect((host, port)).await?;
             tcp.set_nodelay(true)?;
             Ok(hyper_util::rt::TokioIo::new(ReadAhead::new(tcp)))
