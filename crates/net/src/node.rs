@@ -148,30 +148,31 @@ impl Service<http::Uri> for Connect {
 
     fn call(&mut self, uri: http::Uri) -> Self::Future {
         Box::pin(async move {
-            let bad = || {
+            let (host, port) = host_port(&uri).ok_or_else(|| {
                 std::io::Error::new(
                     std::io::ErrorKind::InvalidInput,
                     format!("no host in {uri}"),
                 )
-            };
-            // An IPv6 literal keeps its brackets in a URI's host.
-            let host = uri
-                .host()
-                .ok_or_else(bad)?
-                .trim_start_matches('[')
-                .trim_end_matches(']');
-            // No port: the scheme's, as tonic's own connector does.
-            let port = match (uri.port_u16(), uri.scheme_str()) {
-                (Some(p), _) => p,
-                (None, Some("https")) => 443,
-                (None, Some("http")) => 80,
-                (None, _) => return Err(bad()),
-            };
+            })?;
             let tcp = tokio::net::TcpStream::connect((host, port)).await?;
             tcp.set_nodelay(true)?;
             Ok(hyper_util::rt::TokioIo::new(ReadAhead::new(tcp)))
         })
     }
+}
+
+/// The host and port [`Connect`] dials for `uri`: an IPv6 literal without its brackets,
+/// and without a port the scheme's (443 for `https`, 80 for `http`), as tonic's own
+/// connector does.
+fn host_port(uri: &http::Uri) -> Option<(&str, u16)> {
+    let host = uri.host()?.trim_start_matches('[').trim_end_matches(']');
+    let port = match (uri.port_u16(), uri.scheme_str()) {
+        (Some(p), _) => p,
+        (None, Some("https")) => 443,
+        (None, Some("http")) => 80,
+        (None, _) => return None,
+    };
+    Some((host, port))
 }
 
 /// An endpoint for `config.server` with its TLS settings (shared with the tests' raw clients).
@@ -784,5 +785,25 @@ impl Node {
         stats.reregistrations =
             self.link.registrations.load(Ordering::Relaxed) - registrations_before;
         Ok(stats)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::host_port;
+
+    #[test]
+    fn a_server_address_gives_the_host_and_port_tonic_would_dial() {
+        let hp = |u: &str| host_port(&u.parse().unwrap()).map(|(h, p)| (h.to_string(), p));
+        assert_eq!(
+            hp("https://127.0.0.1:8443"),
+            Some(("127.0.0.1".into(), 8443))
+        );
+        assert_eq!(
+            hp("https://fl.example.org"),
+            Some(("fl.example.org".into(), 443))
+        );
+        assert_eq!(hp("http://localhost"), Some(("localhost".into(), 80)));
+        assert_eq!(hp("https://[::1]:9000"), Some(("::1".into(), 9000)));
     }
 }

@@ -7,7 +7,9 @@
 //! TCP stream and TLS on both sides of a connection and reads up to [`READ_AHEAD`] bytes
 //! per call, handing them to TLS from memory. Its buffer exists only while the peer is
 //! sending: it is dropped when it is empty and the socket has nothing more, so an idle
-//! connection (a server holding thousands of them) keeps none.
+//! connection (a server holding thousands of them) keeps none. That is the difference
+//! from `tokio::io::BufReader`, which holds its buffer for the connection's whole life
+//! (64 MB for the server's default 1024 connections, idle or not).
 
 use std::io;
 use std::pin::Pin;
