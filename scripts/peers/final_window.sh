@@ -14,10 +14,11 @@
 #               (`run_simulation`, 2 actors of 1 CPU) → the plain PyTorch loop, REPS
 #               repetitions (WORKLOADS="lr mlp cnn" adds W-LR: ≈ +25 s a repetition).
 #   throughput  `fedpace bench --workload throughput` REPS times: client-epochs per second
-#               per core for W-LR and W-MLP at 10,000 registered clients, 1 and 2 threads.
+#               per core for W-LR and W-MLP at 10,000 registered clients, 1 and 2 threads
+#               (each invocation alternates 5 pairs of 1- and 2-thread runs, ≈ 70 s).
 #
 # Expected duration on an idle 2-core machine with REPS=3: ≈ 12–14 min (epoch ≈ 6 min,
-# whole ≈ 5 min, throughput ≈ 1 min); under a load average of 15–20 everything takes
+# whole ≈ 5 min, throughput ≈ 3.5 min); under a load average of 15–20 everything takes
 # several times longer (wall clock) — read the load columns before the ratios.
 #
 # Environment: REPS (3), VENV (target/peers-venv; made by run.sh from

@@ -31,7 +31,8 @@ pub enum Workload {
     Agg,
     /// The LEAF Shakespeare char-LSTM: local step on one thread, and the example's round.
     Lstm,
-    /// Client-epochs per second per core, W-LR and W-MLP, 10,000 registered clients.
+    /// Client-epochs per second per core, W-LR and W-MLP, 10,000 registered clients; the
+    /// scaling from 1 to 2 threads as the median of 5 alternating pairs of runs.
     Throughput,
     /// Secure aggregation against plain summation in the same run: 100 clients × 100 k
     /// parameters (SecAgg, SecAgg+, with 10 % dropped), time and bytes (docs/privacy.md,

@@ -180,11 +180,18 @@ fn process_cpu_seconds() -> f64 {
 
 /// `--workload throughput`: client-epochs per second per core for W-LR and W-MLP with
 /// 10,000 registered clients, on 1 thread and on `cores` (at most 2) threads.
+///
+/// With 2 cores the 1- and 2-thread runs alternate in pairs (5, or 1 with `quick`; the
+/// order swapped every pair), and the scaling is the median of the pairs' own ratios: one
+/// 1-thread run followed by one 2-thread run moved by ±0.1 between invocations, because
+/// whatever else the machine did in one run's seconds fell on one side of the ratio only.
 pub fn throughput(quick: bool, cores: usize) -> Result<()> {
     let registered = 10_000;
     let counts: Vec<usize> = if cores >= 2 { vec![1, 2] } else { vec![1] };
+    let pairs = if quick || counts.len() == 1 { 1 } else { 5 };
     println!(
-        "throughput: client-epochs per second per core, {registered} registered clients (whole rounds: sampling, data, local epoch, aggregation; rounds 2 to the second-last timed, by wall clock and by process CPU)"
+        "throughput: client-epochs per second per core, {registered} registered clients (whole rounds: sampling, data, local epoch, aggregation; rounds 2 to the second-last timed, by wall clock and by process CPU; {pairs} run{} per thread count, alternating, medians)",
+        if pairs == 1 { "" } else { "s" }
     );
     for (w, per_round) in [(Workload::Lr, 1000), (Workload::Mlp, 100)] {
         let mut cfg = workload_config(w)?;
@@ -198,49 +205,79 @@ pub fn throughput(quick: bool, cores: usize) -> Result<()> {
             (false, _) => 5,
         };
         cfg.validate().map_err(anyhow::Error::msg)?;
-        let (mut rates, mut per_cpu) = (Vec::new(), Vec::new());
-        for &threads in &counts {
-            let prepared = runner::prepare(&cfg, threads)?;
-            let mut clock = RoundClock {
-                start: Some(Instant::now()),
-                ..Default::default()
-            };
-            prepared.run(
-                RunOptions::default()
-                    .keep(false, false)
-                    .with_monitor(&mut clock),
-            )?;
-            let (w, c) = (&clock.wall, &clock.cpu);
-            let last = w.len() - 2;
-            let epochs = (last * per_round) as f64;
-            let (secs, cpu) = (w[last] - w[0], c[last] - c[0]);
-            let rate = epochs / secs;
-            rates.push(rate);
-            per_cpu.push(epochs / cpu);
+        // Per thread count: client-epochs per second by wall, per CPU-second, seconds a
+        // round; one entry per pair.
+        let mut runs: Vec<[Vec<f64>; 3]> = counts.iter().map(|_| Default::default()).collect();
+        for pair in 0..pairs {
+            let mut order: Vec<usize> = (0..counts.len()).collect();
+            if pair % 2 == 1 {
+                order.reverse();
+            }
+            for i in order {
+                let (rate, per_cpu, round) = throughput_run(&cfg, counts[i], per_round)?;
+                runs[i][0].push(rate);
+                runs[i][1].push(per_cpu);
+                runs[i][2].push(round);
+            }
+        }
+        for (i, &threads) in counts.iter().enumerate() {
+            let rate = median(runs[i][0].clone());
             println!(
                 "  {:<9} {threads} thread{}  {:>8.0} client-epochs/s = {:>7.0} per core by wall, {:>7.0} per CPU-second  ({per_round} clients a round, {:.3} s a round)",
                 cfg.name,
                 if threads == 1 { " " } else { "s" },
                 rate,
                 rate / threads as f64,
-                epochs / cpu,
-                secs / last as f64
+                median(runs[i][1].clone()),
+                median(runs[i][2].clone())
             );
         }
-        if let ([one, two], [cpu_one, cpu_two]) = (&rates[..], &per_cpu[..]) {
+        if let [one, two] = &runs[..] {
+            let ratios =
+                |k: usize| -> Vec<f64> { one[k].iter().zip(&two[k]).map(|(a, b)| b / a).collect() };
+            let (wall, cpu) = (ratios(0), ratios(1));
+            let each = wall
+                .iter()
+                .map(|r| format!("{r:.2}"))
+                .collect::<Vec<_>>()
+                .join(", ");
             // By wall this needs two idle cores; per CPU-second it is the cost of running
             // clients in parallel (1.0 = none), which the machine's load does not change.
             println!(
-                "  {:<8} scaling 1 → 2 threads: {:.2}× by wall (target ≥ 1.9×; needs 2 idle cores, load average now {}), {:.2}× per CPU-second (1.0 = parallelism costs nothing)",
+                "  {:<8} scaling 1 → 2 threads: {:.2}× by wall (pair by pair: {each}; target ≥ 1.9×; needs 2 idle cores, load average now {}), {:.2}× per CPU-second (1.0 = parallelism costs nothing)",
                 cfg.name,
-                two / one,
+                median(wall),
                 load_average(),
-                cpu_two / cpu_one
+                median(cpu)
             );
         }
     }
     println!("  load average at the end: {}", load_average());
     Ok(())
+}
+
+/// One run of `cfg` on `threads` threads: client-epochs per second by wall and per
+/// CPU-second of the process, and seconds a round, over rounds 2 to the second-last.
+fn throughput_run(
+    cfg: &ExperimentConfig,
+    threads: usize,
+    per_round: usize,
+) -> Result<(f64, f64, f64)> {
+    let prepared = runner::prepare(cfg, threads)?;
+    let mut clock = RoundClock {
+        start: Some(Instant::now()),
+        ..Default::default()
+    };
+    prepared.run(
+        RunOptions::default()
+            .keep(false, false)
+            .with_monitor(&mut clock),
+    )?;
+    let (w, c) = (&clock.wall, &clock.cpu);
+    let last = w.len() - 2;
+    let epochs = (last * per_round) as f64;
+    let (secs, cpu) = (w[last] - w[0], c[last] - c[0]);
+    Ok((epochs / secs, epochs / cpu, secs / last as f64))
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
