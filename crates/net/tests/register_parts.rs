@@ -45,7 +45,8 @@ fn register(
             req.metadata_mut()
                 .insert(k, MetadataValue::try_from(v.as_str()).unwrap());
         }
-        let codec = tonic_prost::ProstCodec::<proto::RegisterRequest, proto::RegisterReply>::default();
+        let codec =
+            tonic_prost::ProstCodec::<proto::RegisterRequest, proto::RegisterReply>::default();
         grpc.unary(req, http::uri::PathAndQuery::from_static(path), codec)
             .await
             .map(tonic::Response::into_inner)
@@ -104,9 +105,15 @@ fn a_node_of_30000_clients_registers_in_parts_under_a_1_mib_limit() {
         .map(|(k, info)| entry(*k, info).encoded_len() + 3)
         .sum();
     let limit = Limits::for_model(0).max_request_bytes;
-    assert!(whole > 2 * limit, "{whole} bytes against a limit of {limit}");
+    assert!(
+        whole > 2 * limit,
+        "{whole} bytes against a limit of {limit}"
+    );
     let node = Node::connect(c.clone()).unwrap();
-    assert_eq!(server.wait_for_clients(n as usize, Duration::from_secs(20)), n as usize);
+    assert_eq!(
+        server.wait_for_clients(n as usize, Duration::from_secs(20)),
+        n as usize
+    );
     assert_eq!(server.client_count(), n as usize);
     for k in [0, 1, 4_999, 15_000, n - 1] {
         let want = &c.metadata[k as usize].1;
@@ -147,7 +154,12 @@ fn a_registration_in_progress_counts_for_nothing_and_only_its_own_parts_continue
         &fx,
         &server,
         0,
-        part(vec![(0, 10)], vec![entry(1, b"one"), entry(2, b"two")], true, 0),
+        part(
+            vec![(0, 10)],
+            vec![entry(1, b"one"), entry(2, b"two")],
+            true,
+            0,
+        ),
     )
     .unwrap();
     assert_ne!(first.session, 0);
@@ -157,7 +169,12 @@ fn a_registration_in_progress_counts_for_nothing_and_only_its_own_parts_continue
     // Parts that do not continue it: another number, another key, ranges again, a client
     // outside its ranges.
     refused(
-        register(&fx, &server, 0, part(vec![], vec![], false, first.session ^ 1)),
+        register(
+            &fx,
+            &server,
+            0,
+            part(vec![], vec![], false, first.session ^ 1),
+        ),
         Code::FailedPrecondition,
         &format!("RegisterRequest.part_of = {}", first.session ^ 1),
     );
@@ -167,12 +184,22 @@ fn a_registration_in_progress_counts_for_nothing_and_only_its_own_parts_continue
         "no registration in progress by that number for key \"node-1\"",
     );
     refused(
-        register(&fx, &server, 0, part(vec![(0, 10)], vec![], false, first.session)),
+        register(
+            &fx,
+            &server,
+            0,
+            part(vec![(0, 10)], vec![], false, first.session),
+        ),
         Code::InvalidArgument,
         "RegisterRequest.clients: a later part (part_of set) carries metadata only",
     );
     refused(
-        register(&fx, &server, 0, part(vec![], vec![entry(12, b"x")], true, first.session)),
+        register(
+            &fx,
+            &server,
+            0,
+            part(vec![], vec![entry(12, b"x")], true, first.session),
+        ),
         Code::InvalidArgument,
         "ClientMetadata.client: 12: not in the registered ranges",
     );
@@ -198,7 +225,11 @@ fn a_registration_in_progress_counts_for_nothing_and_only_its_own_parts_continue
     assert_ne!(last.session, first.session);
     assert_eq!(server.client_count(), 10);
     for (k, want) in [(1, &b"one"[..]), (2, b"two"), (5, b"five"), (9, b"nine")] {
-        assert_eq!(server.client_metadata(k).as_deref(), Some(want), "client {k}");
+        assert_eq!(
+            server.client_metadata(k).as_deref(),
+            Some(want),
+            "client {k}"
+        );
     }
     assert_eq!(server.client_metadata(3), None);
     // Finished means gone: its number continues nothing.
@@ -217,7 +248,12 @@ fn a_registration_in_progress_counts_for_nothing_and_only_its_own_parts_continue
     )
     .unwrap();
     refused(
-        register(&fx, &server, 1, part(vec![], vec![entry(11, b"b")], false, first.session)),
+        register(
+            &fx,
+            &server,
+            1,
+            part(vec![], vec![entry(11, b"b")], false, first.session),
+        ),
         Code::InvalidArgument,
         "ClientMetadata.client: 11: more than one entry",
     );
