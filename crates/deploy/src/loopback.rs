@@ -124,15 +124,33 @@ impl Loopback {
             );
         }
         let want = pool.len();
-        let got = lb
-            .grid
-            .server()
-            .wait_for_clients(want, opts.connect_timeout);
-        if got < want {
-            return Err(format!(
-                "loopback: {got} of {want} clients connected within {:?}",
-                opts.connect_timeout
-            ));
+        let deadline = std::time::Instant::now() + opts.connect_timeout;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let got = lb
+                .grid
+                .server()
+                .wait_for_clients(want, left.min(Duration::from_millis(50)));
+            if got >= want {
+                break;
+            }
+            // A node that could not join has ended: its error says why, now.
+            if let Some(i) = lb.nodes.iter().position(JoinHandle::is_finished) {
+                let why = match lb.nodes.swap_remove(i).join() {
+                    Ok(Err(e)) => e,
+                    Ok(Ok(_)) => "it stopped".into(),
+                    Err(_) => "its thread panicked".into(),
+                };
+                return Err(format!(
+                    "loopback: {got} of {want} clients connected; a node could not join: {why}"
+                ));
+            }
+            if left.is_zero() {
+                return Err(format!(
+                    "loopback: {got} of {want} clients connected within {:?}",
+                    opts.connect_timeout
+                ));
+            }
         }
         let registered = crate::meta::registered_pool(&server, pool.ids(), &registry, None)
             .map_err(|e| format!("loopback: {e}"))?;

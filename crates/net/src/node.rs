@@ -206,6 +206,12 @@ pub fn endpoint(
     Ok(endpoint)
 }
 
+/// The largest Register request sent before the server has said its limit: below the
+/// smallest limit [`crate::Limits::for_model`] gives (1 MiB + 64 KiB). A node's
+/// registration larger than this (its clients' metadata: ≈ 45 bytes a client, more with
+/// shared statistics) goes in parts.
+pub const FIRST_PART_BYTES: usize = 512 * 1024;
+
 /// What the server said at registration.
 #[derive(Clone, Copy, Debug)]
 struct Terms {
@@ -244,7 +250,7 @@ impl Link {
                 end: r.end,
             })
             .collect();
-        let metadata = self
+        let metadata: Vec<proto::ClientMetadata> = self
             .config
             .metadata
             .iter()
@@ -253,19 +259,57 @@ impl Link {
                 info: info.clone(),
             })
             .collect();
-        let mut req = tonic::Request::new(proto::RegisterRequest {
+        let whole = proto::RegisterRequest {
             protocol: wire::PROTOCOL,
             clients,
             metadata,
-        });
-        req.set_timeout(self.config.request_timeout);
-        let reply = self
-            .client
-            .clone()
-            .register(req)
-            .await
-            .map_err(|s| Error::rpc("Register", s))?
-            .into_inner();
+            more: false,
+            part_of: 0,
+        };
+        // One request when it fits any server's limit; else in parts (protocol 1.3), the
+        // first within that limit and the others within the limit its reply gives.
+        let reply = if whole.encoded_len() <= FIRST_PART_BYTES {
+            self.register_part(whole).await?
+        } else {
+            let mut entries = whole.metadata.into_iter().peekable();
+            let mut part = proto::RegisterRequest {
+                protocol: wire::PROTOCOL_PARTS,
+                clients: whole.clients,
+                metadata: Vec::new(),
+                more: true,
+                part_of: 0,
+            };
+            let mut budget = FIRST_PART_BYTES;
+            loop {
+                let mut size = part.encoded_len() + 16;
+                while let Some(e) = entries.peek() {
+                    let len = e.encoded_len();
+                    let len = 1 + prost::length_delimiter_len(len) + len;
+                    if size + len > budget && !part.metadata.is_empty() {
+                        break;
+                    }
+                    size += len;
+                    part.metadata.push(entries.next().expect("peeked"));
+                }
+                part.more = entries.peek().is_some();
+                let more = part.more;
+                let reply = self.register_part(part).await?;
+                if !more {
+                    break reply;
+                }
+                budget = usize::try_from(reply.max_request_bytes)
+                    .unwrap_or(usize::MAX)
+                    .saturating_sub(1024)
+                    .max(FIRST_PART_BYTES);
+                part = proto::RegisterRequest {
+                    protocol: wire::PROTOCOL_PARTS,
+                    clients: Vec::new(),
+                    metadata: Vec::new(),
+                    more: true,
+                    part_of: reply.session,
+                };
+            }
+        };
         let terms = Terms {
             session: reply.session,
             heartbeat: Duration::from_millis(u64::from(reply.heartbeat_interval_ms.max(10))),
@@ -275,6 +319,19 @@ impl Link {
         *lock(&self.terms) = terms;
         self.registrations.fetch_add(1, Ordering::Relaxed);
         Ok(terms)
+    }
+
+    /// Sends one Register request (a whole registration or one part of it).
+    async fn register_part(&self, body: proto::RegisterRequest) -> Result<proto::RegisterReply> {
+        let mut req = tonic::Request::new(body);
+        req.set_timeout(self.config.request_timeout);
+        Ok(self
+            .client
+            .clone()
+            .register(req)
+            .await
+            .map_err(|s| Error::rpc("Register", s))?
+            .into_inner())
     }
 
     /// Runs `call` with the current session; when the server no longer knows it (the

@@ -153,8 +153,22 @@ struct Session {
     last_full: Option<(u64, Bytes)>,
 }
 
+/// A registration arriving in parts (`RegisterRequest.more`, protocol 1.3): kept per key
+/// until its last part, which registers it whole; nothing of it counts before then.
+struct Partial {
+    /// The number the first part's reply gave it (`RegisterRequest.part_of`).
+    id: u64,
+    clients: Vec<Range<ClientId>>,
+    metadata: Vec<(ClientId, Bytes)>,
+    /// The latest part's arrival: a registration left unfinished for the heartbeat
+    /// timeout is dropped.
+    last_seen: Instant,
+}
+
 #[derive(Default)]
 struct State {
+    /// Registrations in parts not finished yet, by key name (one per key).
+    partial: HashMap<String, Partial>,
     sessions: HashMap<u64, Session>,
     session_of_key: HashMap<String, u64>,
     client_session: HashMap<ClientId, u64>,
@@ -316,6 +330,8 @@ impl Shared {
             let reason = format!("missed its heartbeats for {timeout:?}");
             st.end_session(self, id, &reason, now);
         }
+        st.partial
+            .retain(|_, p| now.saturating_duration_since(p.last_seen) <= timeout);
         while let Some(&(until, id)) = st.tombstone_order.front() {
             if until > now {
                 break;
@@ -602,66 +618,31 @@ fn identity<T>(req: &Request<T>) -> Result<Arc<Identity>, Status> {
 }
 
 impl FleetService {
-    /// Checks that `session` is the caller's live session and marks it seen.
-    fn touch<'a, T>(
-        &self,
-        st: &'a mut State,
-        req: &Request<T>,
-        who: &Identity,
-        session: u64,
-    ) -> Result<&'a mut Session, Status> {
-        let s = st
-            .sessions
-            .get_mut(&session)
-            .filter(|s| s.key == who.name)
-            .ok_or_else(|| {
-                Status::not_found(format!("session {session} unknown: register again"))
-            })?;
-        s.last_seen = Instant::now();
-        if let Some(conn) = req.extensions().get::<Arc<ConnStats>>() {
-            s.conn = Some(conn.clone());
-        }
-        Ok(s)
-    }
-}
-
-#[tonic::async_trait]
-impl Fleet for FleetService {
-    async fn register(
-        &self,
-        req: Request<proto::RegisterRequest>,
-    ) -> Result<Response<proto::RegisterReply>, Status> {
-        let who = identity(&req)?;
+    /// The reply to a Register: `session` and the server's terms.
+    fn register_reply(&self, session: u64) -> proto::RegisterReply {
         let config = &self.shared.config;
-        let body = req.get_ref();
-        if body.protocol != wire::PROTOCOL {
-            return Err(Status::failed_precondition(format!(
-                "RegisterRequest.protocol = {}: this server speaks {}",
-                body.protocol,
-                wire::PROTOCOL
-            )));
+        let ms = |d: Duration| u32::try_from(d.as_millis()).unwrap_or(u32::MAX);
+        proto::RegisterReply {
+            session,
+            heartbeat_interval_ms: ms(config.heartbeat_interval),
+            heartbeat_timeout_ms: ms(config.heartbeat_timeout),
+            max_pull_wait_ms: ms(config.max_pull_wait),
+            max_request_bytes: config.limits.max_request_bytes as u64,
+            max_replies_per_push: u32::try_from(config.limits.max_replies_per_push)
+                .unwrap_or(u32::MAX),
         }
-        let limits = &config.limits;
-        let ranges = wire::ranges_from_proto(
-            &body.clients,
-            limits.max_ranges,
-            limits.max_clients_per_node,
-        )
-        .map_err(|e| Status::invalid_argument(e.to_string()))?;
-        let metadata = wire::metadata_from_proto(body.metadata.clone(), &ranges)
-            .map_err(|e| Status::invalid_argument(e.to_string()))?;
-        for r in &ranges {
-            if !who
-                .clients
-                .iter()
-                .any(|a| a.start <= r.start && r.end <= a.end)
-            {
-                return Err(Status::permission_denied(format!(
-                    "key {:?} may not host clients {}..{}",
-                    who.name, r.start, r.end
-                )));
-            }
-        }
+    }
+
+    /// Opens a session for a whole, checked registration (`metadata` sorted by client,
+    /// each in `ranges`): the clients count from now on, and a session the key held
+    /// before hands over the instructions of the clients it still hosts.
+    fn open_session(
+        &self,
+        who: &Identity,
+        ranges: Vec<Range<ClientId>>,
+        metadata: Vec<(ClientId, Bytes)>,
+        conn: Option<Arc<ConnStats>>,
+    ) -> Result<Response<proto::RegisterReply>, Status> {
         let now = Instant::now();
         let mut st = lock(&self.shared.state);
         if st.stopped {
@@ -730,22 +711,146 @@ impl Fleet for FleetService {
                 leased: HashSet::new(),
                 last_seen: now,
                 notify: Arc::new(Notify::new()),
-                conn: req.extensions().get::<Arc<ConnStats>>().cloned(),
+                conn,
                 last_full: None,
             },
         );
         st.session_of_key.insert(who.name.clone(), session);
         drop(st);
         self.shared.changed.notify_all();
-        let ms = |d: Duration| u32::try_from(d.as_millis()).unwrap_or(u32::MAX);
-        Ok(Response::new(proto::RegisterReply {
-            session,
-            heartbeat_interval_ms: ms(config.heartbeat_interval),
-            heartbeat_timeout_ms: ms(config.heartbeat_timeout),
-            max_pull_wait_ms: ms(config.max_pull_wait),
-            max_request_bytes: limits.max_request_bytes as u64,
-            max_replies_per_push: u32::try_from(limits.max_replies_per_push).unwrap_or(u32::MAX),
-        }))
+        Ok(Response::new(self.register_reply(session)))
+    }
+
+    /// Checks that `session` is the caller's live session and marks it seen.
+    fn touch<'a, T>(
+        &self,
+        st: &'a mut State,
+        req: &Request<T>,
+        who: &Identity,
+        session: u64,
+    ) -> Result<&'a mut Session, Status> {
+        let s = st
+            .sessions
+            .get_mut(&session)
+            .filter(|s| s.key == who.name)
+            .ok_or_else(|| {
+                Status::not_found(format!("session {session} unknown: register again"))
+            })?;
+        s.last_seen = Instant::now();
+        if let Some(conn) = req.extensions().get::<Arc<ConnStats>>() {
+            s.conn = Some(conn.clone());
+        }
+        Ok(s)
+    }
+}
+
+#[tonic::async_trait]
+impl Fleet for FleetService {
+    async fn register(
+        &self,
+        req: Request<proto::RegisterRequest>,
+    ) -> Result<Response<proto::RegisterReply>, Status> {
+        let who = identity(&req)?;
+        let config = &self.shared.config;
+        let body = req.get_ref();
+        let parts = body.more || body.part_of != 0;
+        if !(wire::PROTOCOL..=wire::PROTOCOL_PARTS).contains(&body.protocol) {
+            return Err(Status::failed_precondition(format!(
+                "RegisterRequest.protocol = {}: this server speaks {}..={}",
+                body.protocol,
+                wire::PROTOCOL,
+                wire::PROTOCOL_PARTS
+            )));
+        }
+        if parts && body.protocol < wire::PROTOCOL_PARTS {
+            return Err(Status::invalid_argument(format!(
+                "RegisterRequest.protocol = {}: a registration in parts (more, part_of) needs {}",
+                body.protocol,
+                wire::PROTOCOL_PARTS
+            )));
+        }
+        let limits = &config.limits;
+        let conn = req.extensions().get::<Arc<ConnStats>>().cloned();
+        if body.part_of != 0 {
+            // A later part: more metadata for the registration its first part opened.
+            if !body.clients.is_empty() {
+                return Err(Status::invalid_argument(
+                    "RegisterRequest.clients: a later part (part_of set) carries metadata only",
+                ));
+            }
+            let now = Instant::now();
+            let mut st = lock(&self.shared.state);
+            let Some(p) = st
+                .partial
+                .get_mut(&who.name)
+                .filter(|p| p.id == body.part_of)
+            else {
+                return Err(Status::failed_precondition(format!(
+                    "RegisterRequest.part_of = {}: no registration in progress by that number \
+                     for key {:?} (replaced by a newer one, or unfinished for {:?}); register again",
+                    body.part_of, who.name, config.heartbeat_timeout
+                )));
+            };
+            let entries = wire::metadata_from_proto(body.metadata.clone(), &p.clients)
+                .map_err(|e| Status::invalid_argument(e.to_string()))?;
+            let hosted: u64 = p.clients.iter().map(|r| r.end - r.start).sum();
+            if (p.metadata.len() + entries.len()) as u64 > hosted {
+                return Err(Status::invalid_argument(format!(
+                    "RegisterRequest.metadata: {} entries so far for {hosted} clients",
+                    p.metadata.len() + entries.len()
+                )));
+            }
+            p.metadata.extend(entries);
+            p.last_seen = now;
+            if body.more {
+                return Ok(Response::new(self.register_reply(body.part_of)));
+            }
+            let p = st.partial.remove(&who.name).expect("looked up above");
+            drop(st);
+            let metadata = wire::sorted_metadata(p.metadata)
+                .map_err(|e| Status::invalid_argument(e.to_string()))?;
+            return self.open_session(&who, p.clients, metadata, conn);
+        }
+        let ranges = wire::ranges_from_proto(
+            &body.clients,
+            limits.max_ranges,
+            limits.max_clients_per_node,
+        )
+        .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let metadata = wire::metadata_from_proto(body.metadata.clone(), &ranges)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        for r in &ranges {
+            if !who
+                .clients
+                .iter()
+                .any(|a| a.start <= r.start && r.end <= a.end)
+            {
+                return Err(Status::permission_denied(format!(
+                    "key {:?} may not host clients {}..{}",
+                    who.name, r.start, r.end
+                )));
+            }
+        }
+        if body.more {
+            // The first of several parts: kept aside (replacing any unfinished one of
+            // this key) until the last.
+            let mut st = lock(&self.shared.state);
+            if st.stopped {
+                return Err(Status::unavailable("server shutting down"));
+            }
+            let id = (u64::from(rand_u32()) << 32 | u64::from(rand_u32())).max(1);
+            st.partial.insert(
+                who.name.clone(),
+                Partial {
+                    id,
+                    clients: ranges,
+                    metadata,
+                    last_seen: Instant::now(),
+                },
+            );
+            return Ok(Response::new(self.register_reply(id)));
+        }
+        self.open_session(&who, ranges, metadata, conn)
     }
 
     async fn heartbeat(

@@ -15,8 +15,12 @@ use crate::proto;
 /// A logical client's id (the same as `fedpace_core::ClientId`).
 pub type ClientId = u64;
 
-/// Protocol revision spoken by this crate (`RegisterRequest.protocol`).
+/// Protocol revision of a registration in one request (`RegisterRequest.protocol`).
 pub const PROTOCOL: u32 = 1;
+
+/// Protocol revision of a registration in parts (`RegisterRequest.more`, `part_of`;
+/// protocol 1.3): a server that predates parts refuses it, naming both revisions.
+pub const PROTOCOL_PARTS: u32 = 2;
 
 /// What an instruction asks a client to do; phase 2 of issue 13 gives each its payload type.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -459,6 +463,12 @@ pub fn metadata_from_proto(
         }
         out.push((m.client, m.info));
     }
+    sorted_metadata(out)
+}
+
+/// Sorts metadata entries by client and refuses a client named more than once (the
+/// parts of a registration together, as one request's entries).
+pub fn sorted_metadata(mut out: Vec<(ClientId, Bytes)>) -> Result<Vec<(ClientId, Bytes)>> {
     out.sort_by_key(|m| m.0);
     if let Some(w) = out.windows(2).find(|w| w[0].0 == w[1].0) {
         return Err(invalid(

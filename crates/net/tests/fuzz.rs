@@ -82,7 +82,7 @@ fn seeds() -> Vec<(usize, Vec<u8>)> {
         (
             0,
             framed(&proto::RegisterRequest {
-                protocol: 1,
+                protocol: 2,
                 clients: vec![
                     proto::ClientRange { start: 0, end: 10 },
                     proto::ClientRange { start: 20, end: 25 },
@@ -91,6 +91,8 @@ fn seeds() -> Vec<(usize, Vec<u8>)> {
                     client: 3,
                     info: vec![7u8; 40].into(),
                 }],
+                more: true,
+                part_of: 0x1234_5678_9abc,
             }),
         ),
         (

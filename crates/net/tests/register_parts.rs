@@ -1,0 +1,271 @@
+//! A registration too large for one request goes in parts (protocol 1.3,
+//! docs/network.md "Registration in parts"): a node of 30,000 clients registers whole
+//! against a server whose requests are limited to 1 MiB + 64 KiB; a registration in
+//! progress counts for nothing, and a part that does not continue it is refused, naming
+//! the field.
+
+mod common;
+
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use common::{framed, Fixture};
+use fedpace_net::testing::{endpoint, sign_headers};
+use fedpace_net::{proto, Limits, Node, Server};
+use prost::Message;
+use tonic::metadata::MetadataValue;
+use tonic::Code;
+
+/// Sends `msg` as node `node`'s signed Register; the reply or the refusal's code and text.
+fn register(
+    fx: &Fixture,
+    server: &Server,
+    node: usize,
+    msg: proto::RegisterRequest,
+) -> Result<proto::RegisterReply, (Code, String)> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let addr = format!("127.0.0.1:{}", server.local_addr().port());
+    let tls = fx.client_tls();
+    runtime.block_on(async {
+        let channel = endpoint(&addr, Some(&tls), Duration::from_secs(5))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let mut grpc = tonic::client::Grpc::new(channel);
+        grpc.ready().await.unwrap();
+        let path = "/fedpace.v1.Fleet/Register";
+        let headers =
+            sign_headers(&fx.credential(node), path, &framed(&msg), SystemTime::now()).unwrap();
+        let mut req = tonic::Request::new(msg);
+        for (k, v) in headers {
+            req.metadata_mut()
+                .insert(k, MetadataValue::try_from(v.as_str()).unwrap());
+        }
+        let codec =
+            tonic_prost::ProstCodec::<proto::RegisterRequest, proto::RegisterReply>::default();
+        grpc.unary(req, http::uri::PathAndQuery::from_static(path), codec)
+            .await
+            .map(tonic::Response::into_inner)
+            .map_err(|s| (s.code(), s.message().to_string()))
+    })
+}
+
+fn entry(client: u64, info: &[u8]) -> proto::ClientMetadata {
+    proto::ClientMetadata {
+        client,
+        info: Bytes::copy_from_slice(info),
+    }
+}
+
+fn part(
+    clients: Vec<(u64, u64)>,
+    metadata: Vec<proto::ClientMetadata>,
+    more: bool,
+    part_of: u64,
+) -> proto::RegisterRequest {
+    proto::RegisterRequest {
+        protocol: 2,
+        clients: clients
+            .into_iter()
+            .map(|(start, end)| proto::ClientRange { start, end })
+            .collect(),
+        metadata,
+        more,
+        part_of,
+    }
+}
+
+fn small_server(fx: &Fixture) -> Server {
+    let mut c = fx.server_config("127.0.0.1:0".parse().unwrap());
+    c.limits = Limits::for_model(0);
+    Server::start(c).unwrap()
+}
+
+#[test]
+fn a_node_of_30000_clients_registers_in_parts_under_a_1_mib_limit() {
+    let n = 30_000u64;
+    let fx = Fixture::new("parts", 1, n);
+    let server = small_server(&fx);
+    let mut c = fx.node_config(server.local_addr(), 0);
+    // 100 bytes a client, each client's own: 3 MB of metadata in all.
+    c.metadata = (0..n)
+        .map(|k| {
+            let mut info = vec![(k % 251) as u8; 100];
+            info[..8].copy_from_slice(&k.to_le_bytes());
+            (k, Bytes::from(info))
+        })
+        .collect();
+    let whole: usize = c
+        .metadata
+        .iter()
+        .map(|(k, info)| entry(*k, info).encoded_len() + 3)
+        .sum();
+    let limit = Limits::for_model(0).max_request_bytes;
+    assert!(
+        whole > 2 * limit,
+        "{whole} bytes against a limit of {limit}"
+    );
+    let node = Node::connect(c.clone()).unwrap();
+    assert_eq!(
+        server.wait_for_clients(n as usize, Duration::from_secs(20)),
+        n as usize
+    );
+    assert_eq!(server.client_count(), n as usize);
+    for k in [0, 1, 4_999, 15_000, n - 1] {
+        let want = &c.metadata[k as usize].1;
+        assert_eq!(server.client_metadata(k).as_ref(), Some(want), "client {k}");
+    }
+    node.leave().unwrap();
+    server.shutdown();
+}
+
+#[test]
+fn a_registration_in_progress_counts_for_nothing_and_only_its_own_parts_continue_it() {
+    let fx = Fixture::new("parts-checks", 2, 10);
+    let server = small_server(&fx);
+    let refused = |r: Result<proto::RegisterReply, (Code, String)>, code: Code, want: &str| {
+        let (got, text) = r.expect_err("refused");
+        assert_eq!(got, code, "{text}");
+        assert!(text.contains(want), "{text:?} lacks {want:?}");
+    };
+
+    // Parts need protocol 2; a revision the server does not speak is refused, naming both.
+    let mut p = part(vec![(0, 10)], vec![], true, 0);
+    p.protocol = 1;
+    refused(
+        register(&fx, &server, 0, p),
+        Code::InvalidArgument,
+        "RegisterRequest.protocol = 1: a registration in parts (more, part_of) needs 2",
+    );
+    let mut p = part(vec![(0, 10)], vec![], false, 0);
+    p.protocol = 3;
+    refused(
+        register(&fx, &server, 0, p),
+        Code::FailedPrecondition,
+        "RegisterRequest.protocol = 3: this server speaks 1..=2",
+    );
+
+    // A first part is answered with its number and counts for nothing.
+    let first = register(
+        &fx,
+        &server,
+        0,
+        part(
+            vec![(0, 10)],
+            vec![entry(1, b"one"), entry(2, b"two")],
+            true,
+            0,
+        ),
+    )
+    .unwrap();
+    assert_ne!(first.session, 0);
+    assert_eq!(server.client_count(), 0);
+    assert_eq!(server.client_metadata(1), None);
+
+    // Parts that do not continue it: another number, another key, ranges again, a client
+    // outside its ranges.
+    refused(
+        register(
+            &fx,
+            &server,
+            0,
+            part(vec![], vec![], false, first.session ^ 1),
+        ),
+        Code::FailedPrecondition,
+        &format!("RegisterRequest.part_of = {}", first.session ^ 1),
+    );
+    refused(
+        register(&fx, &server, 1, part(vec![], vec![], false, first.session)),
+        Code::FailedPrecondition,
+        "no registration in progress by that number for key \"node-1\"",
+    );
+    refused(
+        register(
+            &fx,
+            &server,
+            0,
+            part(vec![(0, 10)], vec![], false, first.session),
+        ),
+        Code::InvalidArgument,
+        "RegisterRequest.clients: a later part (part_of set) carries metadata only",
+    );
+    refused(
+        register(
+            &fx,
+            &server,
+            0,
+            part(vec![], vec![entry(12, b"x")], true, first.session),
+        ),
+        Code::InvalidArgument,
+        "ClientMetadata.client: 12: not in the registered ranges",
+    );
+    assert_eq!(server.client_count(), 0);
+
+    // The right parts finish it: every entry of every part is kept.
+    let mid = register(
+        &fx,
+        &server,
+        0,
+        part(vec![], vec![entry(5, b"five")], true, first.session),
+    )
+    .unwrap();
+    assert_eq!(mid.session, first.session);
+    assert_eq!(server.client_count(), 0);
+    let last = register(
+        &fx,
+        &server,
+        0,
+        part(vec![], vec![entry(9, b"nine")], false, first.session),
+    )
+    .unwrap();
+    assert_ne!(last.session, first.session);
+    assert_eq!(server.client_count(), 10);
+    for (k, want) in [(1, &b"one"[..]), (2, b"two"), (5, b"five"), (9, b"nine")] {
+        assert_eq!(
+            server.client_metadata(k).as_deref(),
+            Some(want),
+            "client {k}"
+        );
+    }
+    assert_eq!(server.client_metadata(3), None);
+    // Finished means gone: its number continues nothing.
+    refused(
+        register(&fx, &server, 0, part(vec![], vec![], false, first.session)),
+        Code::FailedPrecondition,
+        "no registration in progress",
+    );
+
+    // A client named in two parts refuses the whole registration at its last part.
+    let first = register(
+        &fx,
+        &server,
+        1,
+        part(vec![(10, 20)], vec![entry(11, b"a")], true, 0),
+    )
+    .unwrap();
+    refused(
+        register(
+            &fx,
+            &server,
+            1,
+            part(vec![], vec![entry(11, b"b")], false, first.session),
+        ),
+        Code::InvalidArgument,
+        "ClientMetadata.client: 11: more than one entry",
+    );
+    assert_eq!(server.client_count(), 10);
+
+    // One left unfinished for the heartbeat timeout (1 s here) is dropped.
+    let first = register(&fx, &server, 1, part(vec![(10, 20)], vec![], true, 0)).unwrap();
+    std::thread::sleep(Duration::from_millis(1_300));
+    refused(
+        register(&fx, &server, 1, part(vec![], vec![], false, first.session)),
+        Code::FailedPrecondition,
+        "no registration in progress",
+    );
+    server.shutdown();
+}
