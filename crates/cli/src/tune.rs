@@ -2,15 +2,19 @@
 //! [`TrialRunner`] the search and `fedpace study` use (docs/tuning.md).
 //!
 //! A trial is the base experiment with the search file's and the point's `--set`
-//! overrides, a seed and a number of rounds, run through [`run_experiment`] — the one call
-//! into the experiment runner — into its own run directory, whose `summary.json`,
+//! overrides, a seed and a number of rounds, run through `CliRunner::execute` — the one
+//! call into the experiment runner — into its own run directory, whose `summary.json`,
 //! `metrics.jsonl` and `clients.csv` give the metrics, the per-round curve, the cost in
 //! client-epochs and the per-client scores.
 //!
 //! The `val_*` metrics are read from the validation splits when the experiment has them
 //! (`data.validation_fraction > 0`, docs/learned-rates.md); without them they are the
-//! test-split numbers and say so ([`MetricSource::StandIn`]). Trials cannot yet continue
-//! from a saved state, so PBT is refused and halving re-runs promoted trials from round 0.
+//! test-split numbers and say so ([`MetricSource::StandIn`]).
+//!
+//! For the methods that continue trials (halving, Hyperband, PBT) a trial writes a
+//! checkpoint after its last round, and a continued trial starts from a copy of its
+//! source's run directory and checkpoint, with the new point's values of the searched keys
+//! (docs/tuning.md, "Continuing a trial"; docs/checkpoints.md).
 
 use crate::runner::{self, UsageError};
 use anyhow::Result;
@@ -23,16 +27,6 @@ use fedpace_tune::{plan_search, run_search, space};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-
-/// Runs one experiment into `dir` and returns its `summary.json`: the only call into
-/// the experiment library.
-pub fn run_experiment(cfg: &ExperimentConfig, dir: &Path) -> Result<serde_json::Value> {
-    let label = dir
-        .file_name()
-        .map_or_else(|| cfg.name.clone(), |n| n.to_string_lossy().into_owned());
-    let prepared = Experiment::from_config(cfg.clone())?.prepare()?;
-    runner::execute(prepared, dir, &label)
-}
 
 /// The metrics a trial reports: (name, higher is better, key in `summary.json`, key in a
 /// `metrics.jsonl` evaluation, what it is). The global ones come from the central
@@ -135,6 +129,8 @@ pub struct CliRunner {
     threads: Option<usize>,
     /// Reuse a finished run found in a trial's directory (`--resume`).
     resume: bool,
+    /// Trials end with a checkpoint and can be continued ([`TrialRunner::resume`]).
+    continues: bool,
     /// Training-set sizes per (data config, seed), for the nominal cost.
     sizes: Mutex<HashMap<String, Arc<PoolSizes>>>,
 }
@@ -159,6 +155,7 @@ impl CliRunner {
             base,
             threads,
             resume: false,
+            continues: false,
             sizes: Mutex::new(HashMap::new()),
         })
     }
@@ -173,7 +170,69 @@ impl CliRunner {
         self
     }
 
+    /// With `continues`, every trial writes a checkpoint after its last round, and a
+    /// trial can be continued from it with another point ([`TrialRunner::resume`]): for
+    /// the methods that continue trials (halving, Hyperband, PBT). The checkpoints are
+    /// removed when the search ends ([`remove_checkpoints`]).
+    pub fn continuing(mut self, continues: bool) -> Self {
+        self.continues = continues;
+        self
+    }
+
+    /// A trial's configuration, ending with a checkpoint when trials are continued.
+    fn trial_config(
+        &self,
+        trial: &Trial,
+        rounds: u32,
+    ) -> Result<ExperimentConfig, fedpace_experiment::Error> {
+        let mut cfg = self.config(trial, Some(rounds))?;
+        if self.continues {
+            cfg.checkpoint.every = Some(rounds);
+        }
+        Ok(cfg)
+    }
+
+    /// The trial's state for [`TrialRunner::resume`]: its run directory, when it ended
+    /// with a checkpoint.
+    fn state_of(&self, dir: &Path) -> Option<PathBuf> {
+        (self.continues && dir.join(fedpace_core::checkpoint::FILE_NAME).is_file())
+            .then(|| dir.to_path_buf())
+    }
+
+    /// Runs `cfg` into `dir` (continuing from `resume`) and returns its `summary.json`,
+    /// its errors as trial errors: the one call into the experiment library.
+    fn execute(
+        &self,
+        cfg: &ExperimentConfig,
+        dir: &Path,
+        resume: Option<fedpace_core::checkpoint::Loaded>,
+    ) -> Result<serde_json::Value, TrialError> {
+        let label = dir
+            .file_name()
+            .map_or_else(|| cfg.name.clone(), |n| n.to_string_lossy().into_owned());
+        let run = || -> Result<serde_json::Value> {
+            let prepared = Experiment::from_config(cfg.clone())?.prepare()?;
+            runner::execute_from(prepared, dir, &label, resume)
+        };
+        run().map_err(|e| {
+            if e.downcast_ref::<UsageError>().is_some()
+                || e.downcast_ref::<fedpace_experiment::Error>()
+                    .is_some_and(|e| e.is_usage())
+            {
+                TrialError::Fatal(format!("{e}"))
+            } else {
+                TrialError::Failed(format!("{e:#}"))
+            }
+        })
+    }
+
     /// The `summary.json` of a finished run of `cfg` in `dir`, or `None`.
+    fn finished_trial(&self, cfg: &ExperimentConfig, dir: &Path) -> Option<serde_json::Value> {
+        let summary = Self::finished_run(cfg, dir)?;
+        // A trial to be continued must still have its checkpoint.
+        (!self.continues || self.state_of(dir).is_some()).then_some(summary)
+    }
+
     fn finished_run(cfg: &ExperimentConfig, dir: &Path) -> Option<serde_json::Value> {
         let summary: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).ok()?).ok()?;
@@ -246,12 +305,15 @@ impl CliRunner {
     }
 
     /// Reads a finished run directory into a trial output.
+    /// Rounds up to `from` (a continued trial's source's) are neither charged nor in
+    /// the curve.
     fn read_outputs(
         &self,
         cfg: &ExperimentConfig,
         summary: &serde_json::Value,
         dir: &Path,
-    ) -> Result<TrialOutput<()>, String> {
+        from: u32,
+    ) -> Result<TrialOutput<PathBuf>, String> {
         let from_summary = |root: &serde_json::Value| -> BTreeMap<&'static str, f64> {
             METRICS
                 .iter()
@@ -273,6 +335,9 @@ impl CliRunner {
         for line in text.lines().filter(|l| !l.trim().is_empty()) {
             let v: serde_json::Value =
                 serde_json::from_str(line).map_err(|e| format!("metrics.jsonl: {e}"))?;
+            if v["round"].as_u64().unwrap_or(0) <= u64::from(from) {
+                continue;
+            }
             for c in v["clients"].as_array().into_iter().flatten() {
                 if let (Some(steps), Some(n)) = (c["steps"].as_u64(), c["num_examples"].as_u64()) {
                     cost += steps as f64 / n.div_ceil(batch).max(1) as f64;
@@ -296,7 +361,7 @@ impl CliRunner {
             cost,
             curve,
             units: read_units(cfg, dir)?,
-            state: None,
+            state: self.state_of(dir),
         })
     }
 }
@@ -342,7 +407,8 @@ fn read_units(cfg: &ExperimentConfig, dir: &Path) -> Result<Vec<UnitScore>, Stri
 }
 
 impl TrialRunner for CliRunner {
-    type State = ();
+    /// The run directory of the trial to continue from (its checkpoint and files).
+    type State = PathBuf;
 
     fn max_rounds(&self) -> u32 {
         self.base.rounds
@@ -425,14 +491,19 @@ impl TrialRunner for CliRunner {
         Ok(clients as f64 * epochs)
     }
 
-    fn run(&self, trial: &Trial, rounds: u32, dir: &Path) -> Result<TrialOutput<()>, TrialError> {
+    fn run(
+        &self,
+        trial: &Trial,
+        rounds: u32,
+        dir: &Path,
+    ) -> Result<TrialOutput<PathBuf>, TrialError> {
         let cfg = self
-            .config(trial, Some(rounds))
+            .trial_config(trial, rounds)
             .map_err(|e| TrialError::Fatal(e.to_string()))?;
         if self.resume {
-            if let Some(summary) = Self::finished_run(&cfg, dir) {
+            if let Some(summary) = self.finished_trial(&cfg, dir) {
                 return self
-                    .read_outputs(&cfg, &summary, dir)
+                    .read_outputs(&cfg, &summary, dir, 0)
                     .map_err(TrialError::Failed);
             }
             if dir.exists() {
@@ -440,18 +511,97 @@ impl TrialRunner for CliRunner {
                     .map_err(|e| TrialError::Fatal(e.to_string()))?;
             }
         }
-        let summary = run_experiment(&cfg, dir).map_err(|e| {
-            if e.downcast_ref::<UsageError>().is_some()
-                || e.downcast_ref::<fedpace_experiment::Error>()
-                    .is_some_and(|e| e.is_usage())
-            {
-                TrialError::Fatal(format!("{e}"))
-            } else {
-                TrialError::Failed(format!("{e:#}"))
-            }
-        })?;
-        self.read_outputs(&cfg, &summary, dir)
+        let summary = self.execute(&cfg, dir, None)?;
+        self.read_outputs(&cfg, &summary, dir, 0)
             .map_err(TrialError::Failed)
+    }
+
+    fn can_continue(&self) -> bool {
+        self.continues
+    }
+
+    /// Continues the trial whose run directory is `state` (`done` rounds, ended with a
+    /// checkpoint) with `trial`'s point until `rounds` rounds: `dir` starts as a copy of
+    /// that directory, `config.toml` becomes the new point's, and the run resumes from
+    /// the checkpoint ([`fedpace_experiment::checkpoint`]). Only the searched keys may
+    /// differ from the configuration the checkpoint was written with; the new rounds
+    /// alone are charged.
+    fn resume(
+        &self,
+        trial: &Trial,
+        state: &PathBuf,
+        done: u32,
+        rounds: u32,
+        dir: &Path,
+    ) -> Result<TrialOutput<PathBuf>, TrialError> {
+        let cfg = self
+            .trial_config(trial, rounds)
+            .map_err(|e| TrialError::Fatal(e.to_string()))?;
+        if self.resume {
+            if let Some(summary) = self.finished_trial(&cfg, dir) {
+                return self
+                    .read_outputs(&cfg, &summary, dir, done)
+                    .map_err(TrialError::Failed);
+            }
+        }
+        if dir.exists() {
+            fedpace_experiment::files::claim_out_dir(dir, true, "trial directory")
+                .map_err(|e| TrialError::Fatal(e.to_string()))?;
+        }
+        copy_run_dir(state, dir).map_err(TrialError::Failed)?;
+        let loaded = fedpace_experiment::checkpoint::load(dir)
+            .map_err(|e| TrialError::Failed(e.to_string()))?;
+        if loaded.meta.round != done {
+            return Err(TrialError::Failed(format!(
+                "{}: the checkpoint is at round {}, the trial continued from round {done}",
+                state.display(),
+                loaded.meta.round
+            )));
+        }
+        let searched: Vec<String> = trial.point.keys().cloned().collect();
+        let difference = fedpace_experiment::checkpoint::config_difference_except(
+            &loaded.meta.config,
+            &cfg.to_toml(),
+            &searched,
+        )
+        .map_err(|e| TrialError::Failed(e.to_string()))?;
+        if let Some(d) = difference {
+            return Err(TrialError::Fatal(format!(
+                "{}: continuing it: {d}; only the searched keys may change",
+                state.display()
+            )));
+        }
+        std::fs::write(dir.join("config.toml"), cfg.to_toml())
+            .map_err(|e| TrialError::Failed(format!("{}: {e}", dir.display())))?;
+        let summary = self.execute(&cfg, dir, Some(loaded))?;
+        self.read_outputs(&cfg, &summary, dir, done)
+            .map_err(TrialError::Failed)
+    }
+}
+
+/// Copies the files of the run directory `from` (not its subdirectories: TensorBoard's
+/// events, which a resumed run writes anew) into the new directory `to`.
+fn copy_run_dir(from: &Path, to: &Path) -> Result<(), String> {
+    std::fs::create_dir_all(to).map_err(|e| format!("{}: {e}", to.display()))?;
+    let entries = std::fs::read_dir(from).map_err(|e| format!("{}: {e}", from.display()))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| format!("{}: {e}", from.display()))?;
+        if entry.file_type().is_ok_and(|t| t.is_file()) {
+            std::fs::copy(entry.path(), to.join(entry.file_name()))
+                .map_err(|e| format!("copying {}: {e}", entry.path().display()))?;
+        }
+    }
+    Ok(())
+}
+
+/// Removes the checkpoints trials wrote to be continued (`trials/*/checkpoint.fdpc`
+/// under `out`), once the search no longer needs them.
+pub fn remove_checkpoints(out: &Path) {
+    let Ok(trials) = std::fs::read_dir(out.join("trials")) else {
+        return;
+    };
+    for t in trials.flatten() {
+        let _ = std::fs::remove_file(t.path().join(fedpace_core::checkpoint::FILE_NAME));
     }
 }
 
@@ -531,6 +681,7 @@ pub fn command(path: &Path, opts: &Options) -> Result<()> {
         .spec(&path.display().to_string(), runner.max_rounds())
         .map_err(usage)?;
     spec.parallel = parallel;
+    let runner = runner.continuing(spec.method.continues_trials());
     // Everything is checked before the output directory exists.
     let plan = plan_search(&spec, &runner).map_err(usage)?;
     if opts.dry_run {
@@ -547,6 +698,11 @@ pub fn command(path: &Path, opts: &Options) -> Result<()> {
     let report =
         run_search(&spec, &runner, &dir, &mut |line| eprintln!("{line}")).map_err(usage)?;
     report.write(&dir, &file.name).map_err(usage)?;
+    // The search is over: the trials' checkpoints served only to continue them (a
+    // search stopped by a signal keeps them, for --resume).
+    if runner.can_continue() && crate::signals::requested().is_none() {
+        remove_checkpoints(&dir);
+    }
     println!();
     print!("{}", report.table(10));
     println!("results in {}", dir.display());
@@ -600,7 +756,7 @@ mod tests {
         let r = runner(&["data.validation_fraction=0.2"]);
         let info = r.metric("val_personalized_mean").unwrap();
         assert_eq!(info.source, MetricSource::Validation);
-        let out = r.read_outputs(&r.base, &summary, dir.path()).unwrap();
+        let out = r.read_outputs(&r.base, &summary, dir.path(), 0).unwrap();
         for (name, v) in out.metrics.iter().chain(&out.curve[0].metrics) {
             let want = if name.starts_with("val_") { 0.75 } else { 0.25 };
             assert_eq!(*v, want, "{name}");
@@ -619,7 +775,7 @@ mod tests {
                 if actual.contains("set data.validation_fraction")),
             "{info:?}"
         );
-        let out = r.read_outputs(&r.base, &summary, dir.path()).unwrap();
+        let out = r.read_outputs(&r.base, &summary, dir.path(), 0).unwrap();
         assert_eq!(out.metrics["val_personalized_mean"], 0.25);
     }
 }

@@ -180,6 +180,141 @@ fn tune_results_do_not_depend_on_how_many_trials_run_at_once() {
     assert_eq!(run("1", "a"), run("3", "b"));
 }
 
+/// The rows of `trials.csv` as column → value maps.
+fn trial_rows(out: &Path) -> Vec<std::collections::HashMap<String, String>> {
+    let text = std::fs::read_to_string(out.join("trials.csv")).unwrap();
+    let mut lines = text.lines();
+    let header: Vec<String> = lines.next().unwrap().split(',').map(String::from).collect();
+    lines
+        .map(|l| {
+            header
+                .iter()
+                .cloned()
+                .zip(l.split(',').map(String::from))
+                .collect()
+        })
+        .collect()
+}
+
+/// Halving continues a promoted trial from the checkpoint its shorter run ended with:
+/// the same model as a straight run of its point to the longer rung, the new rounds alone
+/// charged, and no checkpoint left when the search is over.
+#[test]
+fn tune_halving_continues_promoted_trials_as_a_straight_run_would() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = search_file(
+        dir.path(),
+        "name = \"halving\"\nmin_rounds = 2\ntrials = 3\neta = 2",
+        "client.lr = { log = [0.001, 0.1] }",
+        1000.0,
+    );
+    let out_dir = dir.path().join("out");
+    let o = fedpace()
+        .arg("tune")
+        .arg(&file)
+        .arg("--out")
+        .arg(&out_dir)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let rows = trial_rows(&out_dir);
+    let continued: Vec<_> = rows.iter().filter(|r| r["from_rounds"] == "2").collect();
+    assert_eq!(continued.len(), 2, "one promotion × 2 seeds");
+    for r in continued {
+        assert_eq!(r["rounds"], "4");
+        // 2 new rounds × 10 clients × 1 epoch, not 4 rounds' 40.
+        assert_eq!(r["cost"], "20", "{r:?}");
+        let trial = out_dir.join(&r["dir"]);
+        let straight = dir.path().join(format!("straight-{}", r["seed"]));
+        let lr = format!("client.lr={}", r["client.lr"]);
+        let seed = format!("seed={}", r["seed"]);
+        let s = fedpace()
+            .arg("run")
+            .arg(quickstart())
+            .arg("--out")
+            .arg(&straight)
+            .args(["--set", "rounds=4", "--set", "policy={name=\"constant\"}"])
+            .args(["--set", "client.epochs=1", "--set", "eval.every=2"])
+            .args(["--set", &lr, "--set", &seed])
+            .output()
+            .unwrap();
+        assert!(s.status.success(), "{}", text(&s));
+        let model = |d: &Path| std::fs::read(d.join("model.safetensors")).unwrap();
+        assert!(model(&trial) == model(&straight), "{}", trial.display());
+        let lines = |d: &Path| {
+            std::fs::read_to_string(d.join("metrics.jsonl"))
+                .unwrap()
+                .lines()
+                .count()
+        };
+        assert_eq!(lines(&trial), 4);
+    }
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out_dir.join("summary.json")).unwrap())
+            .unwrap();
+    // 3 configurations × 2 seeds × 2 rounds, then 1 × 2 seeds × 2 more rounds.
+    assert_eq!(summary["spent"], 160.0);
+    assert_eq!(summary["continued"], true);
+    for t in std::fs::read_dir(out_dir.join("trials")).unwrap() {
+        assert!(!t.unwrap().path().join("checkpoint.fdpc").exists());
+    }
+}
+
+/// Population-based training runs on `fedpace run` trials: each generation continues
+/// its members from the previous one's checkpoints with their new points, is charged its
+/// own rounds, and the search gives the same results however many trials run at once.
+#[test]
+fn tune_pbt_continues_its_members_from_their_checkpoints() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = search_file_with(
+        dir.path(),
+        "name = \"pbt\"\npopulation = 3\ninterval = 2",
+        "client.lr = { log = [0.001, 0.1] }",
+        1000.0,
+        ", \"rounds=6\"",
+    );
+    let run = |parallel: &str, out: &str| {
+        let o = fedpace()
+            .arg("tune")
+            .arg(&file)
+            .arg("--out")
+            .arg(dir.path().join(out))
+            .args(["--parallel", parallel])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", text(&o));
+        assert!(
+            text(&o).contains("its schedule: rounds 1–2: client.lr="),
+            "{}",
+            text(&o)
+        );
+        std::fs::read_to_string(dir.path().join(out).join("evaluations.csv")).unwrap()
+    };
+    assert_eq!(run("1", "a"), run("3", "b"));
+    let out_dir = dir.path().join("a");
+    let rows = trial_rows(&out_dir);
+    assert_eq!(rows.len(), 18, "3 members × 2 seeds × 3 generations");
+    for r in &rows {
+        let rounds: usize = r["rounds"].parse().unwrap();
+        let from: usize = r["from_rounds"].parse().unwrap();
+        assert_eq!(rounds - from, 2, "{r:?}");
+        assert_eq!(r["cost"], "20", "{r:?}");
+        // The run directory holds the whole line's rounds, and the point it continued with.
+        let trial = out_dir.join(&r["dir"]);
+        let metrics = std::fs::read_to_string(trial.join("metrics.jsonl")).unwrap();
+        assert_eq!(metrics.lines().count(), rounds, "{}", trial.display());
+        let config = std::fs::read_to_string(trial.join("config.toml")).unwrap();
+        assert!(
+            config.contains(&format!("lr = {}", r["client.lr"])),
+            "{config}"
+        );
+    }
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out_dir.join("summary.json")).unwrap())
+            .unwrap();
+    assert_eq!(summary["spent"], 360.0);
+}
+
 #[test]
 fn tune_refuses_bad_searches_before_training() {
     let dir = tempfile::tempdir().unwrap();
@@ -190,8 +325,6 @@ fn tune_refuses_bad_searches_before_training() {
         ("name = \"grid\"", "client.lrr = { log = [0.003, 0.03], grid = 2 }", 1000.0, "client.lrr"),
         // The search sets seeds and rounds itself.
         ("name = \"grid\"", "seed = { int = [1, 2] }", 1000.0, "seed: set by the search"),
-        // PBT needs checkpoints.
-        ("name = \"pbt\"\npopulation = 2\ninterval = 2", "client.lr = { log = [0.003, 0.03] }", 1000.0, "method pbt: needs a runner that continues a trial from its saved state"),
     ];
     for (method, space, budget, want) in cases {
         let file = search_file(dir.path(), method, space, budget);

@@ -149,6 +149,13 @@ pub fn prepare_resume(dir: &Path, rounds: Option<u32>) -> Result<(ExperimentConf
 /// checkpoint was written by (`saved`) and the one to resume with (`now`), ignoring
 /// [`MAY_DIFFER`], as `key = now-value (the checkpoint's run had saved-value)`.
 pub fn config_difference(saved: &str, now: &str) -> Result<Option<String>> {
+    config_difference_except(saved, now, &[])
+}
+
+/// [`config_difference`], ignoring also the dotted keys in `also` (and what lies under
+/// them): a tuning trial continued with other values of its searched keys
+/// (docs/tuning.md, "Continuing a trial").
+pub fn config_difference_except(saved: &str, now: &str, also: &[String]) -> Result<Option<String>> {
     let parse = |s: &str, what: &str| -> Result<toml::Table> {
         s.parse::<toml::Table>()
             .map_err(|e| Error::Setup(format!("{what}: {e}")))
@@ -164,21 +171,29 @@ pub fn config_difference(saved: &str, now: &str) -> Result<Option<String>> {
         if MAY_DIFFER.contains(&k.as_str()) {
             continue;
         }
-        if let Some(d) = differ(k, a.get(k), b.get(k)) {
+        if let Some(d) = differ(k, a.get(k), b.get(k), also) {
             return Ok(Some(d));
         }
     }
     Ok(None)
 }
 
-fn differ(key: &str, a: Option<&toml::Value>, b: Option<&toml::Value>) -> Option<String> {
+fn differ(
+    key: &str,
+    a: Option<&toml::Value>,
+    b: Option<&toml::Value>,
+    also: &[String],
+) -> Option<String> {
+    if also.iter().any(|k| k == key) {
+        return None;
+    }
     if let (Some(toml::Value::Table(x)), Some(toml::Value::Table(y))) = (a, b) {
         let mut keys: Vec<&String> = x.keys().chain(y.keys()).collect();
         keys.sort();
         keys.dedup();
         return keys
             .into_iter()
-            .find_map(|k| differ(&format!("{key}.{k}"), x.get(k), y.get(k)));
+            .find_map(|k| differ(&format!("{key}.{k}"), x.get(k), y.get(k), also));
     }
     let show = |v: Option<&toml::Value>| v.map_or("unset".to_string(), |v| v.to_string());
     (a != b).then(|| format!("{key} = {} (the checkpoint's run had {})", show(b), show(a)))
@@ -198,6 +213,8 @@ mod tests {
             config_difference(saved, other).unwrap().unwrap(),
             "strategy.server_lr = 0.5 (the checkpoint's run had 1.0)"
         );
+        let also = ["strategy.server_lr".to_string()];
+        assert_eq!(config_difference_except(saved, other, &also).unwrap(), None);
         let unset = "rounds = 10\n[strategy]\nname = \"fedavg\"\nserver_lr = 1.0\n";
         assert_eq!(
             config_difference(saved, unset).unwrap().unwrap(),

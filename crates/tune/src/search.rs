@@ -284,7 +284,7 @@ fn planned<R: TrialRunner>(
     let mut method = spec.method.build(spec.search_seed, ctx.max_rounds)?;
     if method.needs_continue() && !runner.can_continue() {
         return Err(Error::Runner(format!(
-            "method {}: needs a runner that continues a trial from its saved state with a changed configuration; this one cannot yet (checkpoint/resume of runs)",
+            "method {}: needs a runner that continues a trial from its saved state with a changed configuration; this one cannot",
             spec.method.name()
         )));
     }

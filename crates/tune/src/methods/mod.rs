@@ -239,6 +239,18 @@ pub(crate) enum Resource {
 }
 
 impl MethodConfig {
+    /// Whether the method continues trials when the runner can (halving and Hyperband
+    /// promote them, PBT changes their points mid-line), so that trials should keep
+    /// what continuing needs.
+    pub fn continues_trials(&self) -> bool {
+        matches!(
+            self,
+            MethodConfig::Halving { .. }
+                | MethodConfig::Hyperband { .. }
+                | MethodConfig::Pbt { .. }
+        )
+    }
+
     /// The method's name as written.
     pub fn name(&self) -> &'static str {
         match self {
