@@ -201,19 +201,36 @@ fn run_with(
     crate::runner::execute_on(prepared, Some(grid), None, out, label, resume)
 }
 
+/// `--nodes` of `--grid loopback` for `clients` clients: as given, or 2 and more when
+/// the clients need more (a node hosts at most `Limits::max_clients_per_node`); a
+/// number given that is too small is refused, saying how many are needed.
+fn loopback_nodes(given: Option<usize>, clients: usize) -> Result<usize> {
+    let per_node = fedpace_net::Limits::default().max_clients_per_node;
+    let per_node = usize::try_from(per_node).unwrap_or(usize::MAX);
+    let need = clients.div_ceil(per_node).max(1);
+    match given {
+        Some(0) => Err(UsageError("--nodes = 0: expected at least 1".into()).into()),
+        Some(n) if n < need => Err(UsageError(format!(
+            "--nodes = {n}: {clients} clients need at least {need} nodes (a node hosts at \
+             most {per_node}); pass --nodes {need} or more, or leave it out"
+        ))
+        .into()),
+        Some(n) => Ok(n),
+        None => Ok(need.max(2)),
+    }
+}
+
 /// `fedpace run --grid loopback`: a TLS server and node threads on this machine.
 pub fn run_loopback(
     prepared: Prepared,
     out: &Path,
     label: &str,
-    nodes: usize,
+    nodes: Option<usize>,
     grid: &GridArgs,
 ) -> Result<serde_json::Value> {
     grid.check_clock(prepared.config())?;
     check_networked(prepared.config(), "--grid loopback")?;
-    if nodes == 0 {
-        return Err(UsageError("--nodes = 0: expected at least 1".into()).into());
-    }
+    let nodes = loopback_nodes(nodes, prepared.shared_pool().len())?;
     let opts = LoopbackOptions {
         nodes,
         workers_per_node: prepared.threads().div_ceil(nodes.max(1)).max(1),

@@ -68,9 +68,10 @@ enum Command {
         /// node threads on 127.0.0.1, over real sockets; same results).
         #[arg(long, value_enum, default_value = "sim")]
         grid: GridKind,
-        /// `--grid loopback`: node threads (connections) the clients are split between.
-        #[arg(long, default_value_t = 2)]
-        nodes: usize,
+        /// `--grid loopback`: node threads (connections) the clients are split between
+        /// (default 2, or as many as the clients need: a node hosts at most 100,000).
+        #[arg(long)]
+        nodes: Option<usize>,
         /// Write `traffic.csv`: bytes per client and round (instructions sent, replies
         /// received). Over loopback they are measured on the wire; in simulation they are
         /// computed by encoding every message (about one model copy per client).

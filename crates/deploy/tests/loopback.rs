@@ -265,3 +265,34 @@ fn fedbuff_on_the_real_clock_folds_every_arrival_once() {
     assert!(e.contains("real-clock"), "{e}");
     lb.finish().unwrap();
 }
+
+/// A node that cannot join (here: more clients than a node may host) ends the wait for
+/// the clients at once with its error, not after the connect timeout.
+#[test]
+fn a_node_that_cannot_join_ends_the_wait_with_its_error() {
+    let x = experiment_with("fedavg", 100_001);
+    let opts = fedpace_deploy::LoopbackOptions {
+        nodes: 1,
+        workers_per_node: 1,
+        ..Default::default()
+    };
+    let start = std::time::Instant::now();
+    let e = fedpace_deploy::Loopback::start(
+        x.pool(),
+        x.factory(),
+        fedpace_algos::builtin().codecs.clone(),
+        &opts,
+    )
+    .err()
+    .expect("refused");
+    assert!(
+        e.contains("0 of 100001 clients connected; a node could not join")
+            && e.contains("more than 100000 clients on one node"),
+        "{e}"
+    );
+    assert!(
+        start.elapsed() < opts.connect_timeout / 2,
+        "{:?}",
+        start.elapsed()
+    );
+}
