@@ -785,7 +785,9 @@ impl Fleet for FleetService {
                 .get_mut(&who.name)
                 .filter(|p| p.id == body.part_of)
             else {
-                return Err(Status::failed_precondition(format!(
+                // NotFound, as for an unknown session: a node retries it by registering
+                // again from the first part (a server restarted between two parts).
+                return Err(Status::not_found(format!(
                     "RegisterRequest.part_of = {}: no registration in progress by that number \
                      for key {:?} (replaced by a newer one, or unfinished for {:?}); register again",
                     body.part_of, who.name, config.heartbeat_timeout

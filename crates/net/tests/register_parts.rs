@@ -175,12 +175,12 @@ fn a_registration_in_progress_counts_for_nothing_and_only_its_own_parts_continue
             0,
             part(vec![], vec![], false, first.session ^ 1),
         ),
-        Code::FailedPrecondition,
+        Code::NotFound,
         &format!("RegisterRequest.part_of = {}", first.session ^ 1),
     );
     refused(
         register(&fx, &server, 1, part(vec![], vec![], false, first.session)),
-        Code::FailedPrecondition,
+        Code::NotFound,
         "no registration in progress by that number for key \"node-1\"",
     );
     refused(
@@ -235,7 +235,7 @@ fn a_registration_in_progress_counts_for_nothing_and_only_its_own_parts_continue
     // Finished means gone: its number continues nothing.
     refused(
         register(&fx, &server, 0, part(vec![], vec![], false, first.session)),
-        Code::FailedPrecondition,
+        Code::NotFound,
         "no registration in progress",
     );
 
@@ -264,7 +264,7 @@ fn a_registration_in_progress_counts_for_nothing_and_only_its_own_parts_continue
     std::thread::sleep(Duration::from_millis(1_300));
     refused(
         register(&fx, &server, 1, part(vec![], vec![], false, first.session)),
-        Code::FailedPrecondition,
+        Code::NotFound,
         "no registration in progress",
     );
     server.shutdown();
