@@ -64,7 +64,12 @@ impl Checkpointer {
     /// complete and on disk); `recorder` is the recorder's own state.
     pub fn write(&self, cp: Checkpoint<'_>, recorder: Vec<u8>) -> fedpace_core::Result<()> {
         let meta = FileMeta::new(&self.config, cp.round, recorder);
-        let io = std::io::Error::other;
+        // The writer's own errors without their "observer:" prefix: the message below
+        // gets one, after the file's name.
+        let io = |e: fedpace_core::Error| match e {
+            fedpace_core::Error::Observer(m) => std::io::Error::other(m),
+            e => std::io::Error::other(e),
+        };
         replace_with(&self.path, |tmp| {
             let out = BufWriter::new(std::fs::File::create(tmp)?);
             let mut w = FileWriter::begin(out, &meta, cp.global, &cp.server).map_err(io)?;

@@ -271,14 +271,16 @@ impl Link {
         let reply = if whole.encoded_len() <= FIRST_PART_BYTES {
             self.register_part(whole).await?
         } else {
-            let mut entries = whole.metadata.into_iter().peekable();
+            // (The entries' bytes are shared, not copied, by this clone.)
+            let mut entries = whole.metadata.clone().into_iter().peekable();
             let mut part = proto::RegisterRequest {
                 protocol: wire::PROTOCOL_PARTS,
-                clients: whole.clients,
+                clients: whole.clients.clone(),
                 metadata: Vec::new(),
                 more: true,
                 part_of: 0,
             };
+            let mut first = true;
             let mut budget = FIRST_PART_BYTES;
             loop {
                 let mut size = part.encoded_len() + 16;
@@ -293,7 +295,15 @@ impl Link {
                 }
                 part.more = entries.peek().is_some();
                 let more = part.more;
-                let reply = self.register_part(part).await?;
+                let reply = match self.register_part(part).await {
+                    // A server from before 1.3 refuses protocol 2: it gets the
+                    // registration in one request, as before (within its limit or not).
+                    Err(e) if first && e.code() == Some(Code::FailedPrecondition) => {
+                        break self.register_part(whole).await?;
+                    }
+                    r => r?,
+                };
+                first = false;
                 if !more {
                     break reply;
                 }

@@ -6,6 +6,7 @@
 
 mod common;
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
@@ -268,4 +269,111 @@ fn a_registration_in_progress_counts_for_nothing_and_only_its_own_parts_continue
         "no registration in progress",
     );
     server.shutdown();
+}
+
+/// A server from before 1.3: it speaks protocol 1 only and takes a registration of any
+/// size in one request (the other RPCs are not needed here).
+/// What it was sent: each Register's protocol and number of metadata entries.
+type Seen = Arc<std::sync::Mutex<Vec<(u32, usize)>>>;
+
+struct OldServer {
+    seen: Seen,
+}
+
+#[tonic::async_trait]
+impl proto::fleet_server::Fleet for OldServer {
+    async fn register(
+        &self,
+        req: tonic::Request<proto::RegisterRequest>,
+    ) -> Result<tonic::Response<proto::RegisterReply>, tonic::Status> {
+        let r = req.into_inner();
+        self.seen
+            .lock()
+            .unwrap()
+            .push((r.protocol, r.metadata.len()));
+        if r.protocol != 1 {
+            return Err(tonic::Status::failed_precondition(format!(
+                "RegisterRequest.protocol = {}: this server speaks 1",
+                r.protocol
+            )));
+        }
+        Ok(tonic::Response::new(proto::RegisterReply {
+            session: 7,
+            heartbeat_interval_ms: 60_000,
+            heartbeat_timeout_ms: 600_000,
+            max_pull_wait_ms: 1_000,
+            max_request_bytes: 64 << 20,
+            max_replies_per_push: 16,
+        }))
+    }
+    async fn heartbeat(
+        &self,
+        _: tonic::Request<proto::HeartbeatRequest>,
+    ) -> Result<tonic::Response<proto::HeartbeatReply>, tonic::Status> {
+        Ok(tonic::Response::new(proto::HeartbeatReply {}))
+    }
+    async fn pull(
+        &self,
+        _: tonic::Request<proto::PullRequest>,
+    ) -> Result<tonic::Response<proto::PullReply>, tonic::Status> {
+        Err(tonic::Status::unimplemented("not in this test"))
+    }
+    async fn push(
+        &self,
+        _: tonic::Request<proto::PushRequest>,
+    ) -> Result<tonic::Response<proto::PushReply>, tonic::Status> {
+        Err(tonic::Status::unimplemented("not in this test"))
+    }
+    async fn leave(
+        &self,
+        _: tonic::Request<proto::LeaveRequest>,
+    ) -> Result<tonic::Response<proto::LeaveReply>, tonic::Status> {
+        Ok(tonic::Response::new(proto::LeaveReply {}))
+    }
+}
+
+/// Against a server that refuses protocol 2, a node whose registration would go in parts
+/// sends it in one request, as before 1.3.
+#[test]
+fn a_server_from_before_parts_gets_the_registration_in_one_request() {
+    let seen = Seen::default();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    let service = proto::fleet_server::FleetServer::new(OldServer { seen: seen.clone() })
+        .max_decoding_message_size(64 << 20);
+    runtime.spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
+            let service = hyper_util::service::TowerToHyperService::new(service.clone());
+            tokio::spawn(async move {
+                let _ =
+                    hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                        .serve_connection(hyper_util::rt::TokioIo::new(tcp), service)
+                        .await;
+            });
+        }
+    });
+    let n = 30_000u64;
+    let fx = Fixture::new("parts-old-server", 1, n);
+    let mut c = fx.node_config(addr, 0);
+    c.tls = None;
+    c.metadata = (0..n).map(|k| (k, Bytes::from(vec![7u8; 100]))).collect();
+    let node = Node::connect(c).unwrap();
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    assert!(
+        seen[0].0 == 2 && seen[0].1 < n as usize,
+        "a first part: {seen:?}"
+    );
+    assert_eq!(seen[1], (1, n as usize), "then the whole registration");
+    drop(node);
 }

@@ -185,6 +185,10 @@ def test_ctrl_c_stops_after_the_round_and_keeps_the_run(tmp_path: Path) -> None:
     # round boundary, writes its directory marked interrupted, then raises.
     cfg = dict(SMALL_DICT, rounds=1_000_000, eval={"every": 1_000_000})
     out = tmp_path / "run"
+    # Python's own SIGINT handler, as in a terminal or a notebook: a process started in
+    # the background by a non-interactive shell (`cmd &`, nohup) inherits SIGINT ignored,
+    # and Python then installs none, so the run would never hear the signal.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     timer = threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT))
     timer.start()
     try:
@@ -192,6 +196,7 @@ def test_ctrl_c_stops_after_the_round_and_keeps_the_run(tmp_path: Path) -> None:
             fedpace.run(cfg, out=out, progress=False)
     finally:
         timer.cancel()
+        signal.signal(signal.SIGINT, previous)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["interrupted"] is True
     assert summary["interrupted_by"] == "KeyboardInterrupt"
