@@ -396,15 +396,18 @@ max_clients = {per_round}
 }
 
 /// `--workload federation-10k`: this process is the server; 4 `fedpace node` child
-/// processes (this binary) host the clients over TLS on 127.0.0.1, so the memory figures
-/// are the server's alone.
+/// processes (this binary; more when `--clients` needs them, a node hosting at most
+/// 100,000) host the clients over TLS on 127.0.0.1, so the memory figures are the
+/// server's alone.
 fn federation(opts: &BenchOptions) -> Result<()> {
     let clients = opts
         .clients
         .unwrap_or(if opts.quick { 1_000 } else { 10_000 });
     let per_round = (clients / 10).max(1);
     let rounds = opts.rounds.unwrap_or(5);
-    let nodes = 4usize;
+    let per_node =
+        usize::try_from(fedpace_net::Limits::default().max_clients_per_node).unwrap_or(usize::MAX);
+    let nodes = clients.div_ceil(per_node).max(4);
     let dir = TempDir(
         std::env::temp_dir().join(format!("fedpace-bench-federation-{}", std::process::id())),
     );
