@@ -405,9 +405,7 @@ fn federation(opts: &BenchOptions) -> Result<()> {
         .unwrap_or(if opts.quick { 1_000 } else { 10_000 });
     let per_round = (clients / 10).max(1);
     let rounds = opts.rounds.unwrap_or(5);
-    let per_node =
-        usize::try_from(fedpace_net::Limits::default().max_clients_per_node).unwrap_or(usize::MAX);
-    let nodes = clients.div_ceil(per_node).max(4);
+    let nodes = fedpace_net::Limits::default().nodes_for(clients).max(4);
     let dir = TempDir(
         std::env::temp_dir().join(format!("fedpace-bench-federation-{}", std::process::id())),
     );

@@ -205,9 +205,9 @@ fn run_with(
 /// the clients need more (a node hosts at most `Limits::max_clients_per_node`); a
 /// number given that is too small is refused, saying how many are needed.
 fn loopback_nodes(given: Option<usize>, clients: usize) -> Result<usize> {
-    let per_node = fedpace_net::Limits::default().max_clients_per_node;
-    let per_node = usize::try_from(per_node).unwrap_or(usize::MAX);
-    let need = clients.div_ceil(per_node).max(1);
+    let limits = fedpace_net::Limits::default();
+    let need = limits.nodes_for(clients);
+    let per_node = limits.max_clients_per_node;
     match given {
         Some(0) => Err(UsageError("--nodes = 0: expected at least 1".into()).into()),
         Some(n) if n < need => Err(UsageError(format!(

@@ -226,14 +226,32 @@ impl CliRunner {
         })
     }
 
-    /// The `summary.json` of a finished run of `cfg` in `dir`, or `None`.
-    fn finished_trial(&self, cfg: &ExperimentConfig, dir: &Path) -> Option<serde_json::Value> {
-        let summary = Self::finished_run(cfg, dir)?;
-        // A trial to be continued must still have its checkpoint.
-        (!self.continues || self.state_of(dir).is_some()).then_some(summary)
+    /// With `--resume`, a finished trial of `cfg` in `dir` read back (rounds after `from`
+    /// charged); otherwise `None`, and whatever an interrupted run left in `dir` removed.
+    fn read_back_or_clear(
+        &self,
+        cfg: &ExperimentConfig,
+        dir: &Path,
+        from: u32,
+    ) -> Result<Option<TrialOutput<PathBuf>>, TrialError> {
+        if self.resume {
+            if let Some(summary) = self.finished_trial(cfg, dir) {
+                return self
+                    .read_outputs(cfg, &summary, dir, from)
+                    .map(Some)
+                    .map_err(TrialError::Failed);
+            }
+        }
+        if dir.exists() {
+            fedpace_experiment::files::claim_out_dir(dir, true, "trial directory")
+                .map_err(|e| TrialError::Fatal(e.to_string()))?;
+        }
+        Ok(None)
     }
 
-    fn finished_run(cfg: &ExperimentConfig, dir: &Path) -> Option<serde_json::Value> {
+    /// The `summary.json` of a finished run of `cfg` in `dir`, or `None`; a trial to be
+    /// continued must also still have its checkpoint.
+    fn finished_trial(&self, cfg: &ExperimentConfig, dir: &Path) -> Option<serde_json::Value> {
         let summary: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).ok()?).ok()?;
         let complete = summary.get("interrupted") == Some(&serde_json::json!(false))
@@ -244,7 +262,8 @@ impl CliRunner {
             fedpace_experiment::checkpoint::config_difference(&saved, &cfg.to_toml()),
             Ok(None)
         );
-        (complete && same).then_some(summary)
+        let resumable = !self.continues || self.state_of(dir).is_some();
+        (complete && same && resumable).then_some(summary)
     }
 
     /// The configuration of a trial.
@@ -500,16 +519,8 @@ impl TrialRunner for CliRunner {
         let cfg = self
             .trial_config(trial, rounds)
             .map_err(|e| TrialError::Fatal(e.to_string()))?;
-        if self.resume {
-            if let Some(summary) = self.finished_trial(&cfg, dir) {
-                return self
-                    .read_outputs(&cfg, &summary, dir, 0)
-                    .map_err(TrialError::Failed);
-            }
-            if dir.exists() {
-                fedpace_experiment::files::claim_out_dir(dir, true, "trial directory")
-                    .map_err(|e| TrialError::Fatal(e.to_string()))?;
-            }
+        if let Some(out) = self.read_back_or_clear(&cfg, dir, 0)? {
+            return Ok(out);
         }
         let summary = self.execute(&cfg, dir, None)?;
         self.read_outputs(&cfg, &summary, dir, 0)
@@ -537,16 +548,8 @@ impl TrialRunner for CliRunner {
         let cfg = self
             .trial_config(trial, rounds)
             .map_err(|e| TrialError::Fatal(e.to_string()))?;
-        if self.resume {
-            if let Some(summary) = self.finished_trial(&cfg, dir) {
-                return self
-                    .read_outputs(&cfg, &summary, dir, done)
-                    .map_err(TrialError::Failed);
-            }
-        }
-        if dir.exists() {
-            fedpace_experiment::files::claim_out_dir(dir, true, "trial directory")
-                .map_err(|e| TrialError::Fatal(e.to_string()))?;
+        if let Some(out) = self.read_back_or_clear(&cfg, dir, done)? {
+            return Ok(out);
         }
         copy_run_dir(state, dir).map_err(TrialError::Failed)?;
         let loaded = fedpace_experiment::checkpoint::load(dir)

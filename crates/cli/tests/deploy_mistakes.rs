@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{make_keys, node_command, write_config, BIN};
+use common::{make_keys, node_command, refused, write_config, BIN};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -26,20 +26,6 @@ name = "logistic-regression"
 name = "fedavg"
 clients_per_round = 4
 "#;
-
-/// Runs `cmd`; asserts the exit code and that stderr has exactly one `error:` line,
-/// containing every one of `want`.
-fn refused(mut cmd: Command, code: i32, want: &[&str]) {
-    let out = cmd.stdin(Stdio::null()).output().unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(code), "{cmd:?}: {err}");
-    let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("error:")).collect();
-    assert_eq!(errors.len(), 1, "{cmd:?}: {err}");
-    for w in want {
-        assert!(errors[0].contains(w), "{cmd:?}: want {w:?} in: {err}");
-    }
-    assert!(!err.contains("panicked"), "{err}");
-}
 
 /// A flag of `server` given another file.
 type Swap<'a> = Option<(&'a str, &'a Path)>;

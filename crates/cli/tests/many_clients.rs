@@ -5,8 +5,9 @@
 
 mod common;
 
-use common::{fedpace, write_config, BIN};
-use std::process::{Command, Stdio};
+use common::{fedpace, refused, write_config, BIN};
+use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 const RUN: &str = r#"
@@ -32,24 +33,31 @@ every = 0
 finetune_steps = 0
 "#;
 
+/// Runs `cfg` in simulation and over loopback (with `args` more); asserts the same
+/// model; the loopback's run directory.
+fn loopback_equals_simulation(dir: &Path, cfg: &str, args: &[&str]) -> PathBuf {
+    let (sim, net) = (dir.join("sim"), dir.join("net"));
+    fedpace(&["run", cfg, "--out", sim.to_str().unwrap()]);
+    let mut a = vec![
+        "run",
+        cfg,
+        "--grid",
+        "loopback",
+        "--out",
+        net.to_str().unwrap(),
+    ];
+    a.extend_from_slice(args);
+    fedpace(&a);
+    let model = |d: &Path| std::fs::read(d.join("model.safetensors")).unwrap();
+    assert!(model(&sim) == model(&net), "the models differ");
+    net
+}
+
 #[test]
 fn a_node_of_30000_clients_sharing_label_histograms_runs_over_loopback_as_in_simulation() {
     let tmp = tempfile::tempdir().unwrap();
     let cfg = write_config(tmp.path(), RUN, "");
-    let (sim, net) = (tmp.path().join("sim"), tmp.path().join("net"));
-    fedpace(&["run", &cfg, "--out", sim.to_str().unwrap()]);
-    fedpace(&[
-        "run",
-        &cfg,
-        "--grid",
-        "loopback",
-        "--nodes",
-        "1",
-        "--out",
-        net.to_str().unwrap(),
-    ]);
-    let model = |d: &std::path::Path| std::fs::read(d.join("model.safetensors")).unwrap();
-    assert!(model(&sim) == model(&net), "the models differ");
+    let net = loopback_equals_simulation(tmp.path(), &cfg, &["--nodes", "1"]);
     assert!(net.join("traffic.csv").exists());
 }
 
@@ -60,36 +68,19 @@ fn a_node_of_30000_clients_sharing_label_histograms_runs_over_loopback_as_in_sim
 fn loopback_takes_as_many_nodes_as_the_clients_need() {
     let tmp = tempfile::tempdir().unwrap();
     let cfg = write_config(tmp.path(), RUN, "[data]\nnum_clients = 200001\n");
-    let (sim, net) = (tmp.path().join("sim"), tmp.path().join("net"));
-    fedpace(&["run", &cfg, "--out", sim.to_str().unwrap()]);
-    fedpace(&[
-        "run",
-        &cfg,
-        "--grid",
-        "loopback",
-        "--out",
-        net.to_str().unwrap(),
-    ]);
-    let model = |d: &std::path::Path| std::fs::read(d.join("model.safetensors")).unwrap();
-    assert!(model(&sim) == model(&net), "the models differ");
+    loopback_equals_simulation(tmp.path(), &cfg, &[]);
 
     let start = Instant::now();
-    let out = Command::new(BIN)
-        .args(["run", &cfg, "--grid", "loopback", "--nodes", "2", "--out"])
-        .arg(tmp.path().join("two"))
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
-    let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("error:")).collect();
-    assert_eq!(errors.len(), 1, "{err}");
-    assert!(
-        errors[0].contains(
+    let mut two = Command::new(BIN);
+    two.args(["run", &cfg, "--grid", "loopback", "--nodes", "2", "--out"])
+        .arg(tmp.path().join("two"));
+    refused(
+        two,
+        2,
+        &[
             "--nodes = 2: 200001 clients need at least 3 nodes (a node hosts at most 100000); \
-             pass --nodes 3 or more, or leave it out"
-        ),
-        "{err}"
+           pass --nodes 3 or more, or leave it out",
+        ],
     );
     assert!(
         start.elapsed() < Duration::from_secs(30),

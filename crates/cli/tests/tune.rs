@@ -16,6 +16,18 @@ fn text(out: &Output) -> String {
     )
 }
 
+/// `fedpace tune FILE --out OUT ARGS…`, run to its end.
+fn tune(file: &Path, out: &Path, args: &[&str]) -> Output {
+    fedpace()
+        .arg("tune")
+        .arg(file)
+        .arg("--out")
+        .arg(out)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
 fn quickstart() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/quickstart.toml")
 }
@@ -51,13 +63,7 @@ fn tune_with_validation_splits_selects_on_them() {
         ", \"data.validation_fraction=0.25\"",
     );
     let out_dir = dir.path().join("out");
-    let out = fedpace()
-        .arg("tune")
-        .arg(&file)
-        .arg("--out")
-        .arg(&out_dir)
-        .output()
-        .unwrap();
+    let out = tune(&file, &out_dir, &[]);
     let t = text(&out);
     assert!(out.status.success(), "{t}");
     assert!(!t.contains("WARNING"), "{t}");
@@ -100,14 +106,7 @@ fn tune_runs_a_tiny_grid_and_writes_its_outputs() {
         160.0,
     );
     let out_dir = dir.path().join("out");
-    let out = fedpace()
-        .arg("tune")
-        .arg(&file)
-        .arg("--out")
-        .arg(&out_dir)
-        .args(["--parallel", "2"])
-        .output()
-        .unwrap();
+    let out = tune(&file, &out_dir, &["--parallel", "2"]);
     let t = text(&out);
     assert!(out.status.success(), "{t}");
     assert!(t.contains("chosen: client.lr="), "{t}");
@@ -141,13 +140,7 @@ fn tune_runs_a_tiny_grid_and_writes_its_outputs() {
         );
     }
     // Refuses to write over it.
-    let again = fedpace()
-        .arg("tune")
-        .arg(&file)
-        .arg("--out")
-        .arg(&out_dir)
-        .output()
-        .unwrap();
+    let again = tune(&file, &out_dir, &[]);
     assert_eq!(again.status.code(), Some(2));
     assert!(
         text(&again).contains("not empty; choose a new --out, or add --force"),
@@ -166,14 +159,7 @@ fn tune_results_do_not_depend_on_how_many_trials_run_at_once() {
         1000.0,
     );
     let run = |parallel: &str, out: &str| {
-        let o = fedpace()
-            .arg("tune")
-            .arg(&file)
-            .arg("--out")
-            .arg(dir.path().join(out))
-            .args(["--parallel", parallel])
-            .output()
-            .unwrap();
+        let o = tune(&file, &dir.path().join(out), &["--parallel", parallel]);
         assert!(o.status.success(), "{}", text(&o));
         std::fs::read_to_string(dir.path().join(out).join("evaluations.csv")).unwrap()
     };
@@ -209,13 +195,7 @@ fn tune_halving_continues_promoted_trials_as_a_straight_run_would() {
         1000.0,
     );
     let out_dir = dir.path().join("out");
-    let o = fedpace()
-        .arg("tune")
-        .arg(&file)
-        .arg("--out")
-        .arg(&out_dir)
-        .output()
-        .unwrap();
+    let o = tune(&file, &out_dir, &[]);
     assert!(o.status.success(), "{}", text(&o));
     let rows = trial_rows(&out_dir);
     let continued: Vec<_> = rows.iter().filter(|r| r["from_rounds"] == "2").collect();
@@ -274,14 +254,7 @@ fn tune_pbt_continues_its_members_from_their_checkpoints() {
         ", \"rounds=6\"",
     );
     let run = |parallel: &str, out: &str| {
-        let o = fedpace()
-            .arg("tune")
-            .arg(&file)
-            .arg("--out")
-            .arg(dir.path().join(out))
-            .args(["--parallel", parallel])
-            .output()
-            .unwrap();
+        let o = tune(&file, &dir.path().join(out), &["--parallel", parallel]);
         assert!(o.status.success(), "{}", text(&o));
         assert!(
             text(&o).contains("its schedule: rounds 1–2: client.lr="),
@@ -329,13 +302,7 @@ fn tune_refuses_bad_searches_before_training() {
     for (method, space, budget, want) in cases {
         let file = search_file(dir.path(), method, space, budget);
         let out_dir = dir.path().join("never");
-        let o = fedpace()
-            .arg("tune")
-            .arg(&file)
-            .arg("--out")
-            .arg(&out_dir)
-            .output()
-            .unwrap();
+        let o = tune(&file, &out_dir, &[]);
         assert_eq!(o.status.code(), Some(2), "{}", text(&o));
         assert!(text(&o).contains(want), "{want:?} not in {}", text(&o));
         assert!(!out_dir.exists(), "created {}", out_dir.display());

@@ -49,6 +49,13 @@ impl Limits {
         }
     }
 
+    /// The fewest nodes that can host `clients` clients under `max_clients_per_node`
+    /// (at least 1).
+    pub fn nodes_for(&self, clients: usize) -> usize {
+        let per_node = usize::try_from(self.max_clients_per_node.max(1)).unwrap_or(usize::MAX);
+        clients.div_ceil(per_node).max(1)
+    }
+
     /// Refuses limits that cannot work together.
     pub fn validate(&self) -> Result<()> {
         let bad = |field, value: usize, expected: &str| Error::Config {

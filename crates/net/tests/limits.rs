@@ -8,14 +8,12 @@ mod common;
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use bytes::Bytes;
-use common::{echo, framed, Fixture};
+use common::{echo, signed_unary, Fixture};
 use fedpace_net::proto;
-use fedpace_net::testing::{endpoint, sign_headers};
 use fedpace_net::{FailureKind, Kind, Node, Server};
-use tonic::metadata::MetadataValue;
 use tonic::Code;
 
 /// Pushes `replies` with a correct signature; the answer's code.
@@ -55,39 +53,10 @@ fn signed_push_of<M>(fx: &Fixture, server: &Server, msg: M) -> (Code, String)
 where
     M: prost::Message + Send + Sync + 'static,
 {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let addr = format!("127.0.0.1:{}", server.local_addr().port());
-    let tls = fx.client_tls();
-    runtime.block_on(async {
-        let channel = endpoint(&addr, Some(&tls), Duration::from_secs(5))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
-        let mut grpc = tonic::client::Grpc::new(channel).max_encoding_message_size(64 << 20);
-        grpc.ready().await.unwrap();
-        let headers = sign_headers(
-            &fx.credential(0),
-            "/fedpace.v1.Fleet/Push",
-            &framed(&msg),
-            SystemTime::now(),
-        )
-        .unwrap();
-        let mut req = tonic::Request::new(msg);
-        for (k, v) in headers {
-            req.metadata_mut()
-                .insert(k, MetadataValue::try_from(v.as_str()).unwrap());
-        }
-        let codec = tonic_prost::ProstCodec::<M, proto::PushReply>::default();
-        let path = http::uri::PathAndQuery::from_static("/fedpace.v1.Fleet/Push");
-        match grpc.unary(req, path, codec).await {
-            Ok(r) => (Code::Ok, format!("accepted {}", r.into_inner().accepted)),
-            Err(s) => (s.code(), s.message().to_string()),
-        }
-    })
+    match signed_unary::<M, proto::PushReply>(fx, server, 0, "/fedpace.v1.Fleet/Push", msg) {
+        Ok(r) => (Code::Ok, format!("accepted {}", r.accepted)),
+        Err(e) => e,
+    }
 }
 
 #[test]

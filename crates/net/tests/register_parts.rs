@@ -7,14 +7,12 @@
 mod common;
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use bytes::Bytes;
-use common::{framed, Fixture};
-use fedpace_net::testing::{endpoint, sign_headers};
+use common::{signed_unary, Fixture};
 use fedpace_net::{proto, Limits, Node, Server};
 use prost::Message;
-use tonic::metadata::MetadataValue;
 use tonic::Code;
 
 /// Sends `msg` as node `node`'s signed Register; the reply or the refusal's code and text.
@@ -24,35 +22,7 @@ fn register(
     node: usize,
     msg: proto::RegisterRequest,
 ) -> Result<proto::RegisterReply, (Code, String)> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let addr = format!("127.0.0.1:{}", server.local_addr().port());
-    let tls = fx.client_tls();
-    runtime.block_on(async {
-        let channel = endpoint(&addr, Some(&tls), Duration::from_secs(5))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
-        let mut grpc = tonic::client::Grpc::new(channel);
-        grpc.ready().await.unwrap();
-        let path = "/fedpace.v1.Fleet/Register";
-        let headers =
-            sign_headers(&fx.credential(node), path, &framed(&msg), SystemTime::now()).unwrap();
-        let mut req = tonic::Request::new(msg);
-        for (k, v) in headers {
-            req.metadata_mut()
-                .insert(k, MetadataValue::try_from(v.as_str()).unwrap());
-        }
-        let codec =
-            tonic_prost::ProstCodec::<proto::RegisterRequest, proto::RegisterReply>::default();
-        grpc.unary(req, http::uri::PathAndQuery::from_static(path), codec)
-            .await
-            .map(tonic::Response::into_inner)
-            .map_err(|s| (s.code(), s.message().to_string()))
-    })
+    signed_unary(fx, server, node, "/fedpace.v1.Fleet/Register", msg)
 }
 
 fn entry(client: u64, info: &[u8]) -> proto::ClientMetadata {

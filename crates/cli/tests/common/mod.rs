@@ -197,3 +197,17 @@ pub fn write_config(dir: &Path, base: &str, extra: &str) -> String {
     std::fs::write(&cfg, toml::to_string(&table).unwrap()).unwrap();
     cfg.to_str().unwrap().to_string()
 }
+
+/// Runs `cmd`; asserts the exit code and that stderr has exactly one `error:` line,
+/// containing every one of `want`.
+pub fn refused(mut cmd: Command, code: i32, want: &[&str]) {
+    let out = cmd.stdin(Stdio::null()).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(code), "{cmd:?}: {err}");
+    let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(errors.len(), 1, "{cmd:?}: {err}");
+    for w in want {
+        assert!(errors[0].contains(w), "{cmd:?}: want {w:?} in: {err}");
+    }
+    assert!(!err.contains("panicked"), "{err}");
+}

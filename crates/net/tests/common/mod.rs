@@ -124,3 +124,53 @@ pub fn framed(m: &impl prost::Message) -> Vec<u8> {
     out.extend_from_slice(&bytes);
     out
 }
+
+/// Sends `msg` as the body of the RPC at `path` (e.g. `/fedpace.v1.Fleet/Push`), signed
+/// with node `node`'s key, on a connection of its own; the reply, or the refusal's code
+/// and message.
+pub fn signed_unary<M, R>(
+    fx: &Fixture,
+    server: &Server,
+    node: usize,
+    path: &'static str,
+    msg: M,
+) -> Result<R, (tonic::Code, String)>
+where
+    M: prost::Message + Send + Sync + 'static,
+    R: prost::Message + Default + Send + Sync + 'static,
+{
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let addr = format!("127.0.0.1:{}", server.local_addr().port());
+    let tls = fx.client_tls();
+    runtime.block_on(async {
+        let channel = fedpace_net::testing::endpoint(&addr, Some(&tls), Duration::from_secs(5))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let mut grpc = tonic::client::Grpc::new(channel).max_encoding_message_size(64 << 20);
+        grpc.ready().await.unwrap();
+        let headers = fedpace_net::testing::sign_headers(
+            &fx.credential(node),
+            path,
+            &framed(&msg),
+            std::time::SystemTime::now(),
+        )
+        .unwrap();
+        let mut req = tonic::Request::new(msg);
+        for (k, v) in headers {
+            req.metadata_mut().insert(
+                k,
+                tonic::metadata::MetadataValue::try_from(v.as_str()).unwrap(),
+            );
+        }
+        let codec = tonic_prost::ProstCodec::<M, R>::default();
+        grpc.unary(req, http::uri::PathAndQuery::from_static(path), codec)
+            .await
+            .map(tonic::Response::into_inner)
+            .map_err(|s| (s.code(), s.message().to_string()))
+    })
+}
