@@ -758,7 +758,9 @@ fn dispatch(cli: Cli) -> Result<()> {
             let summary = hint_resume(
                 deploy::server(experiment, &server, test, &net, &dir, &cfg.name, loaded),
                 &dir,
-                &format!("{command} continues the run (the nodes wait for it up to their --give-up)"),
+                &format!(
+                    "{command} continues the run (the nodes wait for it up to their --give-up)"
+                ),
             )?;
             print_table(&[(cfg.name.clone(), summary.clone())]);
             println!("results in {}", dir.display());

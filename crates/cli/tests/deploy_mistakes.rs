@@ -345,7 +345,12 @@ fn a_server_whose_writes_fail_prints_the_resume_command_that_finishes_the_run() 
     let straight = tmp.path().join("straight");
     fedpace(&["run", &cfg, "--out", straight.to_str().unwrap()]);
     let limit = 30_000;
-    assert!(std::fs::metadata(straight.join("metrics.jsonl")).unwrap().len() > 2 * limit);
+    assert!(
+        std::fs::metadata(straight.join("metrics.jsonl"))
+            .unwrap()
+            .len()
+            > 2 * limit
+    );
     // A fixed port: the printed command listens where the node looks for the server.
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()

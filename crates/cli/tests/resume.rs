@@ -432,7 +432,12 @@ fn a_run_whose_writes_fail_says_how_to_resume_and_then_ends_as_the_straight_run(
     run(&cfg, &straight);
     // ≈ 2.2 KB of metrics.jsonl a round: the limit falls after several checkpoints.
     let limit = 40_000;
-    assert!(std::fs::metadata(straight.join("metrics.jsonl")).unwrap().len() > 2 * limit);
+    assert!(
+        std::fs::metadata(straight.join("metrics.jsonl"))
+            .unwrap()
+            .len()
+            > 2 * limit
+    );
 
     let limited = tmp.path().join("limited");
     let mut cmd = fedpace();
