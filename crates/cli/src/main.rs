@@ -473,6 +473,34 @@ impl std::fmt::Display for Interrupted {
 }
 impl std::error::Error for Interrupted {}
 
+/// A run that failed after its last checkpoint was written (a full disk, a lost data
+/// file): the error, and that `resume` continues it from that checkpoint once the cause
+/// is fixed. Errors of usage and signals pass unchanged, as does a run with no checkpoint.
+fn hint_resume<T>(result: Result<T>, dir: &std::path::Path, resume: &str) -> Result<T> {
+    result.map_err(|e| {
+        if e.downcast_ref::<Interrupted>().is_some()
+            || e.downcast_ref::<UsageError>().is_some()
+            || e
+                .downcast_ref::<fedpace_experiment::Error>()
+                .is_some_and(|e| e.is_usage())
+        {
+            return e;
+        }
+        let path = dir.join(fedpace_core::checkpoint::FILE_NAME);
+        match std::fs::read(&path)
+            .ok()
+            .and_then(|b| fedpace_core::checkpoint::read_meta(&b).ok())
+        {
+            Some(meta) => anyhow::anyhow!(
+                "{e:#}; the checkpoint after round {} is kept in {}: once that is fixed, {resume} (it ends as the uninterrupted run would have)",
+                meta.round,
+                dir.display()
+            ),
+            None => e,
+        }
+    })
+}
+
 /// After a run: the exit for a signal received during it (none: `Ok`).
 fn check_stopped(summary: &serde_json::Value, dir: &std::path::Path) -> Result<()> {
     check_stopped_with(
@@ -570,13 +598,19 @@ fn dispatch(cli: Cli) -> Result<()> {
                     }
                     let prepared = Experiment::from_config(cfg.clone())?.prepare()?;
                     files::claim_out_dir(&dir, force, what)?;
-                    let summary = match grid {
-                        GridKind::Sim if traffic => deploy::run_counted(prepared, &dir, &cfg.name)?,
-                        GridKind::Sim => runner::execute(prepared, &dir, &cfg.name)?,
-                        GridKind::Loopback => {
-                            deploy::run_loopback(prepared, &dir, &cfg.name, nodes, &net)?
-                        }
-                    };
+                    let summary = hint_resume(
+                        match grid {
+                            GridKind::Sim if traffic => {
+                                deploy::run_counted(prepared, &dir, &cfg.name)
+                            }
+                            GridKind::Sim => runner::execute(prepared, &dir, &cfg.name),
+                            GridKind::Loopback => {
+                                deploy::run_loopback(prepared, &dir, &cfg.name, nodes, &net)
+                            }
+                        },
+                        &dir,
+                        &format!("`fedpace resume {}` continues the run", dir.display()),
+                    )?;
                     print_table(&[(cfg.name.clone(), summary.clone())]);
                     println!("results in {}", dir.display());
                     check_stopped(&summary, &dir)?;
@@ -616,7 +650,11 @@ fn dispatch(cli: Cli) -> Result<()> {
                 cfg.data_dir = data_dir;
             }
             let prepared = Experiment::from_config(cfg.clone())?.prepare()?;
-            let summary = runner::execute_from(prepared, &run, &cfg.name, Some(loaded))?;
+            let summary = hint_resume(
+                runner::execute_from(prepared, &run, &cfg.name, Some(loaded)),
+                &run,
+                &format!("`fedpace resume {}` continues the run", run.display()),
+            )?;
             print_table(&[(cfg.name.clone(), summary.clone())]);
             println!("results in {}", run.display());
             check_stopped(&summary, &run)?;
@@ -704,12 +742,8 @@ fn dispatch(cli: Cli) -> Result<()> {
             };
             let experiment = Experiment::from_config(cfg.clone())?;
             let test = test.own();
-            let summary = deploy::server(experiment, &server, test, &net, &dir, &cfg.name, loaded)?;
-            print_table(&[(cfg.name.clone(), summary.clone())]);
-            println!("results in {}", dir.display());
-            let resume = format!(
-                "continue it with `fedpace server --resume {} --listen {} --keys {} --tls-cert {} \
-                 --tls-key {}{}` (the nodes wait for it up to their --give-up)",
+            let command = format!(
+                "`fedpace server --resume {} --listen {} --keys {} --tls-cert {} --tls-key {}{}`",
                 dir.display(),
                 server.listen,
                 server.keys.display(),
@@ -721,6 +755,17 @@ fn dispatch(cli: Cli) -> Result<()> {
                     ""
                 }
             );
+            let summary = hint_resume(
+                deploy::server(experiment, &server, test, &net, &dir, &cfg.name, loaded),
+                &dir,
+                &format!(
+                    "{command} continues the run (the nodes wait for it up to their --give-up)"
+                ),
+            )?;
+            print_table(&[(cfg.name.clone(), summary.clone())]);
+            println!("results in {}", dir.display());
+            let resume =
+                format!("continue it with {command} (the nodes wait for it up to their --give-up)");
             check_stopped_with(&summary, &dir, &resume)
         }
         Command::Node {

@@ -329,6 +329,99 @@ fn a_server_stopped_by_sigterm_prints_the_resume_command_that_finishes_the_run()
     );
 }
 
+/// A server whose writes fail part-way (a full disk; here a file-size limit, which fails
+/// a write with EFBIG as a full disk fails it with ENOSPC) exits 1 with the write's error,
+/// the round of the checkpoint it keeps and the `fedpace server --resume …` command; the
+/// node waits, the command continues the run, and it ends with the uninterrupted run's
+/// model.
+#[test]
+fn a_server_whose_writes_fail_prints_the_resume_command_that_finishes_the_run() {
+    use common::{fedpace, Kill, Server};
+    use std::os::unix::process::CommandExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let keys = tmp.path().join("keys");
+    make_keys(&keys, &[("a", "0..4")]);
+    let cfg = write_config(tmp.path(), RUN, "rounds = 60\n[checkpoint]\nevery = 4\n");
+    let straight = tmp.path().join("straight");
+    fedpace(&["run", &cfg, "--out", straight.to_str().unwrap()]);
+    let limit = 30_000;
+    assert!(
+        std::fs::metadata(straight.join("metrics.jsonl"))
+            .unwrap()
+            .len()
+            > 2 * limit
+    );
+    // A fixed port: the printed command listens where the node looks for the server.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let net = tmp.path().join("net");
+    let server = Server::start_with(
+        &[cfg.as_str(), "--out", net.to_str().unwrap()],
+        &listen,
+        &keys,
+        |c| {
+            // SAFETY: between fork and exec only async-signal-safe calls.
+            unsafe {
+                c.pre_exec(move || {
+                    libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+                    let lim = libc::rlimit {
+                        rlim_cur: limit,
+                        rlim_max: limit,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_FSIZE, &lim) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        },
+    );
+    let node = server
+        .node(&["node", &cfg, "--clients", "0..4"], &keys, "a")
+        .args(["--give-up", "60"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut node = Kill(vec![node]);
+    let (status, log) = server.wait();
+    assert_eq!(status.code(), Some(1), "{log}");
+    let last = log.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("error: recording the run: ")
+            && last.contains("(os error 27)")
+            && last.contains("the checkpoint after round ")
+            && last.contains("continues the run (the nodes wait for it up to their --give-up)"),
+        "{log}"
+    );
+    let command = last
+        .split('`')
+        .nth(1)
+        .unwrap_or_else(|| panic!("no command in: {log}"));
+    assert!(
+        command.starts_with(&format!("fedpace server --resume {}", net.display())),
+        "{log}"
+    );
+    assert!(!net.join("summary.json").exists(), "{log}");
+    // The printed command, as a user would paste it (no path holds a space here).
+    let args: Vec<&str> = command.split(' ').skip(1).collect();
+    let resumed = Command::new(BIN)
+        .args(&args)
+        .stdout(Stdio::null())
+        .output()
+        .unwrap();
+    let rlog = String::from_utf8_lossy(&resumed.stderr);
+    assert!(resumed.status.success(), "{rlog}");
+    let n = node.0.pop().unwrap().wait_with_output().unwrap();
+    let nlog = String::from_utf8_lossy(&n.stderr);
+    assert!(n.status.success(), "{nlog}");
+    let model = |d: &Path| std::fs::read(d.join("model.safetensors")).unwrap();
+    assert!(model(&straight) == model(&net), "{log}\n{rlog}");
+}
+
 /// `fedpace keys generate --out` an existing file is refused (it may be another node's
 /// credential) and the ring is left as it was; `run --grid loopback --nodes 0` is refused.
 #[test]

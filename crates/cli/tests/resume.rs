@@ -418,3 +418,60 @@ fn a_truncated_or_corrupt_checkpoint_is_an_error_never_a_panic() {
     let e = one_line_error(&resume(&out, &["--rounds", "6"]));
     assert!(e.contains("no checkpoint"), "{e}");
 }
+
+/// A run whose writes fail part-way (a full disk; here a file-size limit, which fails a
+/// write with EFBIG where a full disk fails it with ENOSPC) stops with the write's error
+/// and how to continue; resumed where writes succeed, it ends as the uninterrupted run.
+#[test]
+fn a_run_whose_writes_fail_says_how_to_resume_and_then_ends_as_the_straight_run() {
+    use std::os::unix::process::CommandExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = tmp.path().join("long.toml");
+    std::fs::write(&cfg, FEDAVG.replace("rounds = 4", "rounds = 40")).unwrap();
+    let straight = tmp.path().join("straight");
+    run(&cfg, &straight);
+    // ≈ 2.2 KB of metrics.jsonl a round: the limit falls after several checkpoints.
+    let limit = 40_000;
+    assert!(
+        std::fs::metadata(straight.join("metrics.jsonl"))
+            .unwrap()
+            .len()
+            > 2 * limit
+    );
+
+    let limited = tmp.path().join("limited");
+    let mut cmd = fedpace();
+    cmd.arg("run").arg(&cfg).arg("--out").arg(&limited);
+    // SAFETY: between fork and exec only async-signal-safe calls (signal, setrlimit).
+    unsafe {
+        cmd.pre_exec(move || {
+            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+            let lim = libc::rlimit {
+                rlim_cur: limit,
+                rlim_max: limit,
+            };
+            if libc::setrlimit(libc::RLIMIT_FSIZE, &lim) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let o = cmd.output().unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    // The run's description line, then the error in one line.
+    let e = stderr.trim().lines().last().unwrap().to_string();
+    assert!(
+        e.starts_with("error: recording the run: ") && e.contains("metrics.jsonl"),
+        "{e}"
+    );
+    assert!(e.contains("(os error 27)"), "the write's own error: {e}");
+    assert!(e.contains("the checkpoint after round "), "{e}");
+    let command = format!("`fedpace resume {}` continues the run", limited.display());
+    assert!(e.contains(&command), "{e}");
+    assert!(!limited.join("summary.json").exists());
+
+    let o = resume(&limited, &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_same_run(&straight, &limited, "resumed after failed writes");
+}

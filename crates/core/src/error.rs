@@ -37,8 +37,8 @@ pub enum Error {
     /// Bytes that do not decode (see [`crate::codec`]): what was read and why it failed.
     #[error("{0}")]
     Decode(String),
-    /// The observer asked to stop or failed to record.
-    #[error("observer: {0}")]
+    /// The observer failed to record the run (its files, its checkpoint).
+    #[error("recording the run: {0}")]
     Observer(String),
     /// No client trained for `rounds` rounds in a row: the run cannot learn.
     #[error(

@@ -70,7 +70,19 @@ impl Server {
     /// `keys` (see [`make_keys`]) and `--wait 60`; returns once it printed the address it
     /// bound.
     pub fn start<S: AsRef<OsStr>>(args: &[S], listen: &str, keys: &Path) -> Server {
-        let mut child = Command::new(BIN)
+        Server::start_with(args, listen, keys, |_| {})
+    }
+
+    /// [`Server::start`] with `adjust` applied to the command before it starts.
+    pub fn start_with<S: AsRef<OsStr>>(
+        args: &[S],
+        listen: &str,
+        keys: &Path,
+        adjust: impl FnOnce(&mut Command),
+    ) -> Server {
+        let mut command = Command::new(BIN);
+        adjust(&mut command);
+        let mut child = command
             .arg("server")
             .args(args)
             .arg("--listen")
