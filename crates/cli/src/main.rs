@@ -473,17 +473,25 @@ impl std::fmt::Display for Interrupted {
 }
 impl std::error::Error for Interrupted {}
 
-/// A run that failed after its last checkpoint was written (a full disk, a lost data
-/// file): the error, and that `resume` continues it from that checkpoint once the cause
-/// is fixed. Errors of usage and signals pass unchanged, as does a run with no checkpoint.
+/// A run whose writes or reads failed after its last checkpoint was written (a full disk,
+/// a lost file): the error, and that `resume` continues it from that checkpoint once the
+/// cause is fixed. Other errors pass unchanged (a resumed run would meet them again), as
+/// does a run with no checkpoint.
 fn hint_resume<T>(result: Result<T>, dir: &std::path::Path, resume: &str) -> Result<T> {
     result.map_err(|e| {
-        if e.downcast_ref::<Interrupted>().is_some()
-            || e.downcast_ref::<UsageError>().is_some()
-            || e
-                .downcast_ref::<fedpace_experiment::Error>()
-                .is_some_and(|e| e.is_usage())
-        {
+        let observer = |c: &(dyn std::error::Error + 'static)| {
+            matches!(
+                c.downcast_ref::<fedpace_core::Error>(),
+                Some(fedpace_core::Error::Observer(_))
+            ) || matches!(
+                c.downcast_ref::<fedpace_experiment::Error>(),
+                Some(fedpace_experiment::Error::Run(fedpace_core::Error::Observer(_)))
+            )
+        };
+        let environmental = e
+            .chain()
+            .any(|c| c.is::<std::io::Error>() || observer(c));
+        if !environmental {
             return e;
         }
         let path = dir.join(fedpace_core::checkpoint::FILE_NAME);
