@@ -212,6 +212,24 @@ fn a_run_that_never_trains_stops_with_an_error_naming_the_cause() {
             && err.contains("10 selected client(s) dropped out (devices.dropout)"),
         "{err}"
     );
+    // With a checkpoint written before it, the error still says no more: a resumed run
+    // would replay the same rounds (the resume line is for failed writes and reads).
+    let out = tmp.path().join("checkpointed");
+    let o = run(
+        QUICKSTART,
+        &out,
+        &[
+            "devices.dropout={dist=\"log-normal\",mu=10.0,sigma=0.1}",
+            "checkpoint.every=1",
+        ],
+    );
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(out.join("checkpoint.fdpc").exists(), "{err}");
+    assert!(
+        err.contains("no client trained") && !err.contains("fedpace resume"),
+        "{err}"
+    );
 }
 
 #[test]
