@@ -8,6 +8,7 @@ mod bench_training;
 mod deploy;
 mod quickstart;
 mod report;
+mod run_lock;
 mod runner;
 mod signals;
 mod study;
@@ -605,6 +606,8 @@ fn dispatch(cli: Cli) -> Result<()> {
                         files::claim_out_dir(&dir, false, what)?;
                     }
                     let prepared = Experiment::from_config(cfg.clone())?.prepare()?;
+                    // Held until the run ends: no second process writes this directory.
+                    let _lock = run_lock::lock(&dir, true)?;
                     files::claim_out_dir(&dir, force, what)?;
                     let summary = hint_resume(
                         match grid {
@@ -649,6 +652,8 @@ fn dispatch(cli: Cli) -> Result<()> {
             if let Some(t) = threads {
                 config::check_threads(t, "--threads").map_err(fedpace_experiment::Error::Config)?;
             }
+            // Before the checkpoint is read and the metrics cut back to it.
+            let _lock = run_lock::lock(&run, false)?;
             let (mut cfg, loaded) = fedpace_experiment::checkpoint::prepare_resume(&run, rounds)?;
             deploy::check_resume_clock(&loaded, deploy::Clock::Simulated, "fedpace resume")?;
             if let Some(t) = threads {
@@ -729,17 +734,20 @@ fn dispatch(cli: Cli) -> Result<()> {
             net.config()?;
             // A deployment: noise, masks and keys from the operating system.
             fedpace_privacy::rng::enter_deployment();
-            let (cfg, dir, loaded) = match (resume, config) {
+            // The lock is held until the run ends: no second process writes the directory.
+            let (cfg, dir, loaded, _lock) = match (resume, config) {
                 (Some(run), _) => {
+                    let lock = run_lock::lock(&run, false)?;
                     let (cfg, loaded) =
                         fedpace_experiment::checkpoint::prepare_resume(&run, rounds)?;
-                    (cfg, run, Some(loaded))
+                    (cfg, run, Some(loaded), lock)
                 }
                 (None, Some(config)) => {
                     let cfg = ExperimentConfig::load(&config, &set)?;
                     let dir = out.unwrap_or_else(|| runner::default_out_dir(&cfg.name));
+                    let lock = run_lock::lock(&dir, true)?;
                     files::claim_out_dir(&dir, force, "--out")?;
-                    (cfg, dir, None)
+                    (cfg, dir, None, lock)
                 }
                 (None, None) => {
                     return Err(UsageError(

@@ -475,3 +475,59 @@ fn a_run_whose_writes_fail_says_how_to_resume_and_then_ends_as_the_straight_run(
     assert!(o.status.success(), "{}", text(&o));
     assert_same_run(&straight, &limited, "resumed after failed writes");
 }
+
+/// While a run writes its directory, a second command on it — `resume`, `run --force` —
+/// is refused with one line and exit code 2, touching nothing; once the run is killed
+/// (SIGKILL: no handler runs) the kernel has dropped its lock and `resume` finishes it,
+/// every round recorded once.
+#[test]
+fn a_second_command_on_a_running_directory_is_refused_and_a_killed_runs_lock_is_gone() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = config(tmp.path(), "locked", "rounds = 200\n", None);
+    let out = tmp.path().join("run");
+    let mut child = fedpace()
+        .arg("run")
+        .arg(&cfg)
+        .arg("--out")
+        .arg(&out)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while !out.join("checkpoint.fdpc").exists() {
+        assert!(start.elapsed() < Duration::from_secs(60), "no checkpoint");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let second = [
+        resume(&out, &[]),
+        fedpace()
+            .arg("run")
+            .arg(&cfg)
+            .arg("--out")
+            .arg(&out)
+            .arg("--force")
+            .output()
+            .unwrap(),
+    ];
+    for o in &second {
+        let e = one_line_error(o);
+        assert!(
+            e.contains(&format!("{}: another fedpace process", out.display())),
+            "{e}"
+        );
+    }
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the run ended before the second commands; make it longer"
+    );
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let o = resume(&out, &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    let rounds: Vec<u64> = metrics(&out)
+        .iter()
+        .map(|m| m["round"].as_u64().unwrap())
+        .collect();
+    assert_eq!(rounds, (1..=200).collect::<Vec<_>>());
+}
