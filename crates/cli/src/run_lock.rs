@@ -32,8 +32,13 @@ impl Drop for RunLock {
 
 /// Locks `dir` for this process (creating it when `create`). Refused, as a usage error
 /// naming the directory, when another process holds it. A directory that does not exist
-/// (and is not to be created) is not locked: the command's own check reports it.
+/// (and is not to be created), or a path that is not a directory, is not locked: the
+/// command's own check reports it.
 pub fn lock(dir: &Path, create: bool) -> Result<Option<RunLock>> {
+    if dir.exists() && !dir.is_dir() {
+        // Not a directory: the command's own check says so, naming the flag.
+        return Ok(None);
+    }
     let created = (create && !dir.exists()).then(|| dir.to_path_buf());
     if create {
         std::fs::create_dir_all(dir)
@@ -86,5 +91,9 @@ mod tests {
         assert!(dir.join("metrics.jsonl").exists());
         assert!(lock(&dir, false).unwrap().is_some());
         assert!(lock(&tmp.path().join("absent"), false).unwrap().is_none());
+        // A file where the directory should be: left to the command's own check.
+        let file = tmp.path().join("a-file");
+        std::fs::write(&file, "").unwrap();
+        assert!(lock(&file, true).unwrap().is_none());
     }
 }
