@@ -238,6 +238,29 @@ fn exporting_shakespeare_says_how_a_client_brings_its_role() {
     assert!(!tmp.path().join("out").exists());
 }
 
+/// The `fedpace server --resume RUN_DIR …` command in the server's last line, run as a
+/// user would paste it (no path here holds a space); asserts that it succeeded. Returns
+/// the command and the resumed server's stderr.
+fn run_printed_resume(log: &str, net: &Path) -> (String, String) {
+    let last = log.lines().last().unwrap_or_default();
+    let command = last
+        .split('`')
+        .nth(1)
+        .unwrap_or_else(|| panic!("no command in: {log}"));
+    assert!(
+        command.starts_with(&format!("fedpace server --resume {}", net.display())),
+        "{log}"
+    );
+    let resumed = Command::new(BIN)
+        .args(command.split(' ').skip(1))
+        .stdout(Stdio::null())
+        .output()
+        .unwrap();
+    let rlog = String::from_utf8_lossy(&resumed.stderr).into_owned();
+    assert!(resumed.status.success(), "{rlog}");
+    (command.to_string(), rlog)
+}
+
 /// SIGTERM to a server mid-run: it stops after the round, checkpoints, exits 143 and
 /// prints the exact `fedpace server --resume …` command; the nodes wait, the command
 /// continues the run, and it ends with the uninterrupted run's model.
@@ -255,12 +278,7 @@ fn a_server_stopped_by_sigterm_prints_the_resume_command_that_finishes_the_run()
     );
     let straight = tmp.path().join("straight");
     fedpace(&["run", &cfg, "--out", straight.to_str().unwrap()]);
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let listen = format!("127.0.0.1:{port}");
+    let listen = format!("127.0.0.1:{}", common::free_port());
     let net = tmp.path().join("net");
     // With a setting the resumed server must keep: the printed command repeats it.
     let server = Server::start(
@@ -294,29 +312,13 @@ fn a_server_stopped_by_sigterm_prints_the_resume_command_that_finishes_the_run()
         last.contains("(the nodes wait for it up to their --give-up)"),
         "{log}"
     );
-    let command = last
-        .split('`')
-        .nth(1)
-        .unwrap_or_else(|| panic!("no command in: {log}"));
-    assert!(
-        command.starts_with(&format!("fedpace server --resume {}", net.display()))
-            && command.ends_with(" --sign-every-request"),
-        "{log}"
-    );
-    // The printed command, as a user would paste it (no path holds a space here).
-    let args: Vec<&str> = command.split(' ').skip(1).collect();
     let stopped_at = lines(&net.join("metrics.jsonl"));
     assert!(
         stopped_at < 300,
         "the run finished before the signal: {log}"
     );
-    let resumed = Command::new(BIN)
-        .args(&args)
-        .stdout(Stdio::null())
-        .output()
-        .unwrap();
-    let rlog = String::from_utf8_lossy(&resumed.stderr);
-    assert!(resumed.status.success(), "{rlog}");
+    let (command, rlog) = run_printed_resume(&log, &net);
+    assert!(command.ends_with(" --sign-every-request"), "{log}");
     assert!(rlog.contains(", 0 by connection token;"), "{rlog}");
     let n = node.0.pop().unwrap().wait_with_output().unwrap();
     let nlog = String::from_utf8_lossy(&n.stderr);
@@ -337,7 +339,6 @@ fn a_server_stopped_by_sigterm_prints_the_resume_command_that_finishes_the_run()
 #[test]
 fn a_server_whose_writes_fail_prints_the_resume_command_that_finishes_the_run() {
     use common::{fedpace, Kill, Server};
-    use std::os::unix::process::CommandExt;
     let tmp = tempfile::tempdir().unwrap();
     let keys = tmp.path().join("keys");
     make_keys(&keys, &[("a", "0..4")]);
@@ -352,33 +353,13 @@ fn a_server_whose_writes_fail_prints_the_resume_command_that_finishes_the_run() 
             > 2 * limit
     );
     // A fixed port: the printed command listens where the node looks for the server.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let listen = format!("127.0.0.1:{port}");
+    let listen = format!("127.0.0.1:{}", common::free_port());
     let net = tmp.path().join("net");
     let server = Server::start_with(
         &[cfg.as_str(), "--out", net.to_str().unwrap()],
         &listen,
         &keys,
-        |c| {
-            // SAFETY: between fork and exec only async-signal-safe calls.
-            unsafe {
-                c.pre_exec(move || {
-                    libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
-                    let lim = libc::rlimit {
-                        rlim_cur: limit,
-                        rlim_max: limit,
-                    };
-                    if libc::setrlimit(libc::RLIMIT_FSIZE, &lim) != 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                    Ok(())
-                });
-            }
-        },
+        |c| common::limit_file_size(c, limit),
     );
     let node = server
         .node(&["node", &cfg, "--clients", "0..4"], &keys, "a")
@@ -397,24 +378,8 @@ fn a_server_whose_writes_fail_prints_the_resume_command_that_finishes_the_run() 
             && last.contains("continues the run (the nodes wait for it up to their --give-up)"),
         "{log}"
     );
-    let command = last
-        .split('`')
-        .nth(1)
-        .unwrap_or_else(|| panic!("no command in: {log}"));
-    assert!(
-        command.starts_with(&format!("fedpace server --resume {}", net.display())),
-        "{log}"
-    );
     assert!(!net.join("summary.json").exists(), "{log}");
-    // The printed command, as a user would paste it (no path holds a space here).
-    let args: Vec<&str> = command.split(' ').skip(1).collect();
-    let resumed = Command::new(BIN)
-        .args(&args)
-        .stdout(Stdio::null())
-        .output()
-        .unwrap();
-    let rlog = String::from_utf8_lossy(&resumed.stderr);
-    assert!(resumed.status.success(), "{rlog}");
+    let (_, rlog) = run_printed_resume(&log, &net);
     let n = node.0.pop().unwrap().wait_with_output().unwrap();
     let nlog = String::from_utf8_lossy(&n.stderr);
     assert!(n.status.success(), "{nlog}");
@@ -473,12 +438,7 @@ fn a_finished_server_run_continues_with_resume_and_rounds() {
         "--out",
         straight.to_str().unwrap(),
     ]);
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let listen = format!("127.0.0.1:{port}");
+    let listen = format!("127.0.0.1:{}", common::free_port());
     let net = tmp.path().join("net");
     let serve = |args: &[&str]| {
         let server = Server::start(args, &listen, &keys);

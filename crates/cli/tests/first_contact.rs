@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{fedpace, make_keys, node_command, write_config, Kill, Server};
+use common::{fedpace, free_port, make_keys, node_command, write_config, Kill, Server};
 use std::path::Path;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
@@ -30,15 +30,6 @@ batch_size = 8
 name = "fedavg"
 clients_per_round = 6
 "#;
-
-/// A port nobody listens on (bound, then released).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// Waits up to `limit` for `child` to exit; its exit code and stderr (killed if hung).
 fn finish(mut child: Child, limit: Duration) -> (Option<i32>, String, Duration) {

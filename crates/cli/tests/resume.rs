@@ -7,6 +7,8 @@
 //! be refused is refused with one line: another config, a damaged checkpoint, nothing
 //! left to run.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -424,7 +426,6 @@ fn a_truncated_or_corrupt_checkpoint_is_an_error_never_a_panic() {
 /// and how to continue; resumed where writes succeed, it ends as the uninterrupted run.
 #[test]
 fn a_run_whose_writes_fail_says_how_to_resume_and_then_ends_as_the_straight_run() {
-    use std::os::unix::process::CommandExt;
     let tmp = tempfile::tempdir().unwrap();
     let cfg = tmp.path().join("long.toml");
     std::fs::write(&cfg, FEDAVG.replace("rounds = 4", "rounds = 40")).unwrap();
@@ -442,20 +443,7 @@ fn a_run_whose_writes_fail_says_how_to_resume_and_then_ends_as_the_straight_run(
     let limited = tmp.path().join("limited");
     let mut cmd = fedpace();
     cmd.arg("run").arg(&cfg).arg("--out").arg(&limited);
-    // SAFETY: between fork and exec only async-signal-safe calls (signal, setrlimit).
-    unsafe {
-        cmd.pre_exec(move || {
-            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
-            let lim = libc::rlimit {
-                rlim_cur: limit,
-                rlim_max: limit,
-            };
-            if libc::setrlimit(libc::RLIMIT_FSIZE, &lim) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
+    common::limit_file_size(&mut cmd, limit);
     let o = cmd.output().unwrap();
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     let stderr = String::from_utf8_lossy(&o.stderr);

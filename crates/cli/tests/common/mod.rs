@@ -12,6 +12,36 @@ use std::thread::JoinHandle;
 /// The binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_fedpace");
 
+/// A port nobody listens on (bound, then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Makes `command`'s process unable to write files past `bytes` (`RLIMIT_FSIZE`, with
+/// SIGXFSZ ignored): a write past it fails with EFBIG, as a full disk fails one with
+/// ENOSPC — a full disk for tests, without root or a mount.
+pub fn limit_file_size(command: &mut Command, bytes: u64) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: between fork and exec only async-signal-safe calls (signal, setrlimit).
+    unsafe {
+        command.pre_exec(move || {
+            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+            let lim = libc::rlimit {
+                rlim_cur: bytes,
+                rlim_max: bytes,
+            };
+            if libc::setrlimit(libc::RLIMIT_FSIZE, &lim) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
 /// Runs `fedpace ARGS` and asserts that it succeeded.
 pub fn fedpace(args: &[&str]) -> std::process::Output {
     let out = Command::new(BIN).args(args).output().unwrap();
