@@ -1,8 +1,8 @@
 //! One process at a time in a run directory (docs/outputs.md, "One process per run
 //! directory").
 //!
-//! `fedpace run`, `resume` and `server` hold an exclusive `flock(2)` on the run directory
-//! itself while they write it. A second command on the same directory — a `resume` typed
+//! `fedpace run`, `resume`, `server`, `tune` and `study` hold an exclusive `flock(2)` on
+//! the output directory itself while they write it. A second command on the same directory — a `resume` typed
 //! while the run still goes, a `run --force` over it — is refused before it touches a
 //! file, instead of both writing `metrics.jsonl` and leaving interleaved and duplicated
 //! lines. The kernel drops the lock when the process ends, however it ends (`kill -9`
@@ -59,9 +59,9 @@ pub fn lock(dir: &Path, create: bool) -> Result<Option<RunLock>> {
     let e = std::io::Error::last_os_error();
     if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
         return Err(crate::runner::UsageError(format!(
-            "{}: another fedpace process (a run, a resume or a server) is writing this run \
-             directory; wait for it to end, or stop it first (Ctrl-C leaves a checkpoint to \
-             resume from)",
+            "{}: another fedpace process (a run, a resume, a server, a search or a study) is \
+             writing this directory; wait for it to end, or stop it first (Ctrl-C leaves what \
+             it finished, to resume from)",
             dir.display()
         ))
         .into());

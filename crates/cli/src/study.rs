@@ -39,7 +39,7 @@ pub fn command(path: &Path, opts: &Options) -> Result<()> {
         println!("nothing trained (--dry-run)");
         return Ok(());
     }
-    let dir = opts.out_dir(&study.name)?;
+    let (dir, _lock) = opts.out_dir(&study.name)?;
     std::fs::copy(path, dir.join("study.toml"))?;
     let report =
         run_study(&study, make_runner, &dir, &mut |line| eprintln!("{line}")).map_err(usage)?;

@@ -628,7 +628,7 @@ pub struct Options {
 
 impl Options {
     /// The output directory, checked (never overwritten without `--force`).
-    pub fn out_dir(&self, name: &str) -> Result<PathBuf> {
+    pub fn out_dir(&self, name: &str) -> Result<(PathBuf, Option<crate::run_lock::RunLock>)> {
         let dir = self
             .out
             .clone()
@@ -640,6 +640,9 @@ impl Options {
             )
             .into());
         }
+        // Held until the search or study ends: a `--resume` or `--force` typed while it
+        // still runs is refused before it reads or removes anything (docs/outputs.md).
+        let lock = crate::run_lock::lock(&dir, true)?;
         if self.resume && dir.is_dir() {
             // Nothing is removed: finished runs are read back, the rest replaced one by one.
             let marker = dir.join("search.toml").exists() || dir.join("study.toml").exists();
@@ -651,10 +654,10 @@ impl Options {
                 ))
                 .into());
             }
-            return Ok(dir);
+            return Ok((dir, lock));
         }
         files::prepare_dir(&dir, self.force).map_err(usage)?;
-        Ok(dir)
+        Ok((dir, lock))
     }
 
     /// Per-trial client threads for `parallel` trials at once.
@@ -696,7 +699,7 @@ pub fn command(path: &Path, opts: &Options) -> Result<()> {
         );
         return Ok(());
     }
-    let dir = opts.out_dir(&file.name)?;
+    let (dir, _lock) = opts.out_dir(&file.name)?;
     std::fs::copy(path, dir.join("search.toml"))?;
     let report =
         run_search(&spec, &runner, &dir, &mut |line| eprintln!("{line}")).map_err(usage)?;

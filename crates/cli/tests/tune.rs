@@ -506,3 +506,59 @@ fn the_example_search_and_study_files_plan_within_their_budgets() {
         );
     }
 }
+
+/// While a search runs, `--resume` or `--force` on its directory is refused in one line
+/// before it reads or removes anything; once the search is killed its lock is gone and
+/// `--resume` finishes it.
+#[test]
+fn a_second_search_on_a_running_output_directory_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = search_file_with(
+        dir.path(),
+        "name = \"grid\"",
+        "client.lr = { log = [0.003, 0.03], grid = 2 }",
+        1e6,
+        ", \"rounds=300\"",
+    );
+    let out_dir = dir.path().join("out");
+    let mut child = fedpace()
+        .arg("tune")
+        .arg(&file)
+        .arg("--out")
+        .arg(&out_dir)
+        .args(["--parallel", "1"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    while !out_dir.join("search.toml").exists() {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(60),
+            "the search never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    for args in [&["--resume"][..], &["--force"][..]] {
+        let o = tune(&file, &out_dir, args);
+        let t = text(&o);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {t}");
+        let e: Vec<&str> = t.lines().filter(|l| l.starts_with("error")).collect();
+        assert_eq!(e.len(), 1, "{t}");
+        assert!(
+            e[0].contains(&format!("{}: another fedpace process", out_dir.display())),
+            "{t}"
+        );
+    }
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the search ended before the second commands; make it longer"
+    );
+    // `--force` removed nothing.
+    assert!(out_dir.join("search.toml").exists());
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let o = tune(&file, &out_dir, &["--resume"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(trial_rows(&out_dir).len(), 4);
+}

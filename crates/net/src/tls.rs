@@ -44,15 +44,37 @@ impl ServerTls {
         // ring keeps the build light (aws-lc builds a large C library); it lacks post-quantum key
         // exchange, which rustls therefore marks deprecated (docs/arch/0010).
         #[allow(deprecated)]
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        let mut provider = rustls::crypto::ring::default_provider();
+        // AES-128-GCM first: about 1.5 times AES-256-GCM's speed here (ring, 16 KB records:
+        // 9.7 against 6.5 GB/s), and every update and model passes through it twice. The
+        // server's order decides, whatever the node lists first (docs/network.md, "TLS").
+        provider
+            .cipher_suites
+            .sort_by_key(|s| suite_rank(s.suite()));
+        let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(provider))
             .with_safe_default_protocol_versions()
             .map_err(|e| Error::Tls(e.to_string()))?
             .with_no_client_auth()
             .with_single_cert(certs, key)
             .map_err(|e| Error::Tls(format!("server certificate and key: {e}")))?;
         config.alpn_protocols = vec![b"h2".to_vec()];
+        config.ignore_client_order = true;
         Ok(Arc::new(config))
+    }
+}
+
+/// The server's preference among the provider's cipher suites: AES-128-GCM, then
+/// AES-256-GCM, then the rest in the provider's order (the sort is stable).
+fn suite_rank(suite: rustls::CipherSuite) -> u8 {
+    use rustls::CipherSuite as S;
+    match suite {
+        S::TLS13_AES_128_GCM_SHA256
+        | S::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256
+        | S::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256 => 0,
+        S::TLS13_AES_256_GCM_SHA384
+        | S::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384
+        | S::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384 => 1,
+        _ => 2,
     }
 }
 
@@ -150,4 +172,67 @@ pub fn generate_local_ca(dir: &Path, names: &[String]) -> Result<LocalCa> {
         true,
     )?;
     Ok(files)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rustls::pki_types::ServerName;
+
+    /// A client that lists AES-256-GCM first (rustls's default order, which tonic's
+    /// connector uses) still gets AES-128-GCM: the server's order decides.
+    #[test]
+    fn the_server_picks_aes_128_gcm_whatever_the_client_lists_first() {
+        let dir = std::env::temp_dir().join(format!("fedpace-tls-suite-{}", std::process::id()));
+        let ca = generate_local_ca(&dir, &["localhost".to_string()]).unwrap();
+        let server_config = ca.server_tls().unwrap().rustls_config().unwrap();
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_file_iter(&ca.ca_cert).unwrap() {
+            roots.add(cert.unwrap()).unwrap();
+        }
+        // The provider the server uses too (docs/arch/0010).
+        #[allow(deprecated)]
+        let client_provider = rustls::crypto::ring::default_provider();
+        assert_eq!(
+            client_provider.cipher_suites[0].suite(),
+            rustls::CipherSuite::TLS13_AES_256_GCM_SHA384,
+            "the client of this test lists AES-256-GCM first"
+        );
+        let client_config = rustls::ClientConfig::builder_with_provider(Arc::new(client_provider))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let mut client = rustls::ClientConnection::new(
+            Arc::new(client_config),
+            ServerName::try_from("localhost").unwrap(),
+        )
+        .unwrap();
+        let mut server = rustls::ServerConnection::new(server_config).unwrap();
+        // The handshake in memory: each side's records handed to the other until both rest.
+        for _ in 0..10 {
+            let mut to_server = Vec::new();
+            client.write_tls(&mut to_server).unwrap();
+            server.read_tls(&mut to_server.as_slice()).unwrap();
+            server.process_new_packets().unwrap();
+            let mut to_client = Vec::new();
+            server.write_tls(&mut to_client).unwrap();
+            client.read_tls(&mut to_client.as_slice()).unwrap();
+            client.process_new_packets().unwrap();
+            if !client.is_handshaking() && !server.is_handshaking() {
+                break;
+            }
+        }
+        assert!(!client.is_handshaking() && !server.is_handshaking());
+        for suite in [
+            client.negotiated_cipher_suite(),
+            server.negotiated_cipher_suite(),
+        ] {
+            assert_eq!(
+                suite.map(|s| s.suite()),
+                Some(rustls::CipherSuite::TLS13_AES_128_GCM_SHA256)
+            );
+        }
+        fs::remove_dir_all(&dir).unwrap();
+    }
 }
