@@ -8,7 +8,7 @@ mod bench_training;
 mod deploy;
 mod quickstart;
 mod report;
-mod run_lock;
+use fedpace_experiment::lock as run_lock;
 mod runner;
 mod signals;
 mod study;

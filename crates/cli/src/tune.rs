@@ -628,7 +628,10 @@ pub struct Options {
 
 impl Options {
     /// The output directory, checked (never overwritten without `--force`).
-    pub fn out_dir(&self, name: &str) -> Result<(PathBuf, Option<crate::run_lock::RunLock>)> {
+    pub fn out_dir(
+        &self,
+        name: &str,
+    ) -> Result<(PathBuf, Option<fedpace_experiment::lock::RunLock>)> {
         let dir = self
             .out
             .clone()
@@ -642,7 +645,7 @@ impl Options {
         }
         // Held until the search or study ends: a `--resume` or `--force` typed while it
         // still runs is refused before it reads or removes anything (docs/outputs.md).
-        let lock = crate::run_lock::lock(&dir, true)?;
+        let lock = fedpace_experiment::lock::lock(&dir, true)?;
         if self.resume && dir.is_dir() {
             // Nothing is removed: finished runs are read back, the rest replaced one by one.
             let marker = dir.join("search.toml").exists() || dir.join("study.toml").exists();

@@ -501,7 +501,10 @@ fn a_second_command_on_a_running_directory_is_refused_and_a_killed_runs_lock_is_
     for o in &second {
         let e = one_line_error(o);
         assert!(
-            e.contains(&format!("{}: another fedpace process", out.display())),
+            e.contains(&format!(
+                "{}: another fedpace run is writing",
+                out.display()
+            )),
             "{e}"
         );
     }

@@ -546,7 +546,10 @@ fn a_second_search_on_a_running_output_directory_is_refused() {
         let e: Vec<&str> = t.lines().filter(|l| l.starts_with("error")).collect();
         assert_eq!(e.len(), 1, "{t}");
         assert!(
-            e[0].contains(&format!("{}: another fedpace process", out_dir.display())),
+            e[0].contains(&format!(
+                "{}: another fedpace run is writing",
+                out_dir.display()
+            )),
             "{t}"
         );
     }

@@ -23,6 +23,7 @@ pub mod budget;
 pub mod checkpoint;
 pub mod config;
 pub mod files;
+pub mod lock;
 pub mod output;
 pub mod tensorboard;
 

@@ -156,6 +156,12 @@ fn run<'py>(
     let mut monitor = Progress::new(progress, shared.clone());
     let outcome = py.detach(|| {
         let exp = parse(&registry, &kind, text, &overrides)?;
+        // Held until the run ends: a second `fedpace.run` (or a `fedpace` command) on the
+        // same directory is refused before it touches a file (docs/outputs.md).
+        let _lock = match &out {
+            Some(dir) => fedpace_experiment::lock::lock(dir, true)?,
+            None => None,
+        };
         if let Some(dir) = &out {
             fedpace_experiment::files::claim_out_dir(dir, force, "out")?;
         }

@@ -158,6 +158,29 @@ def test_a_progress_callback_that_raises_stops_the_run(tmp_path) -> None:  # typ
     assert s["interrupted"] is True and s["rounds_completed"] == 1
 
 
+def test_a_second_run_on_a_running_directory_is_refused(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    seen = []
+
+    def second(rnd, metrics):  # type: ignore[no-untyped-def]
+        # Called while the first run holds its directory: a second run there is refused
+        # before it touches a file, even with force.
+        if rnd == 1:
+            for force in (False, True):
+                with pytest.raises(
+                    fedpace.SetupError, match="another fedpace run is writing this directory"
+                ):
+                    fedpace.run(OK, out=tmp_path / "r", force=force, progress=False)
+            seen.append(rnd)
+
+    r = fedpace.run(dict(OK, rounds=3), out=tmp_path / "r", progress=second)
+    assert seen == [1]
+    assert r.summary["rounds_completed"] == 3
+    # The lock went with the run.
+    assert fedpace.run(OK, out=tmp_path / "r", force=True, progress=False).summary[
+        "rounds_completed"
+    ] == 2
+
+
 def test_bad_arrays() -> None:
     x = np.zeros((10, 3))
     y = np.arange(10) % 2
