@@ -8,7 +8,6 @@ mod bench_training;
 mod deploy;
 mod quickstart;
 mod report;
-use fedpace_experiment::lock as run_lock;
 mod runner;
 mod signals;
 mod study;
@@ -607,7 +606,7 @@ fn dispatch(cli: Cli) -> Result<()> {
                     }
                     let prepared = Experiment::from_config(cfg.clone())?.prepare()?;
                     // Held until the run ends: no second process writes this directory.
-                    let _lock = run_lock::lock(&dir, true)?;
+                    let _lock = fedpace_experiment::lock::lock(&dir, true)?;
                     files::claim_out_dir(&dir, force, what)?;
                     let summary = hint_resume(
                         match grid {
@@ -653,7 +652,7 @@ fn dispatch(cli: Cli) -> Result<()> {
                 config::check_threads(t, "--threads").map_err(fedpace_experiment::Error::Config)?;
             }
             // Before the checkpoint is read and the metrics cut back to it.
-            let _lock = run_lock::lock(&run, false)?;
+            let _lock = fedpace_experiment::lock::lock(&run, false)?;
             let (mut cfg, loaded) = fedpace_experiment::checkpoint::prepare_resume(&run, rounds)?;
             deploy::check_resume_clock(&loaded, deploy::Clock::Simulated, "fedpace resume")?;
             if let Some(t) = threads {
@@ -737,7 +736,7 @@ fn dispatch(cli: Cli) -> Result<()> {
             // The lock is held until the run ends: no second process writes the directory.
             let (cfg, dir, loaded, _lock) = match (resume, config) {
                 (Some(run), _) => {
-                    let lock = run_lock::lock(&run, false)?;
+                    let lock = fedpace_experiment::lock::lock(&run, false)?;
                     let (cfg, loaded) =
                         fedpace_experiment::checkpoint::prepare_resume(&run, rounds)?;
                     (cfg, run, Some(loaded), lock)
@@ -745,7 +744,7 @@ fn dispatch(cli: Cli) -> Result<()> {
                 (None, Some(config)) => {
                     let cfg = ExperimentConfig::load(&config, &set)?;
                     let dir = out.unwrap_or_else(|| runner::default_out_dir(&cfg.name));
-                    let lock = run_lock::lock(&dir, true)?;
+                    let lock = fedpace_experiment::lock::lock(&dir, true)?;
                     files::claim_out_dir(&dir, force, "--out")?;
                     (cfg, dir, None, lock)
                 }
