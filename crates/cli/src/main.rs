@@ -606,8 +606,7 @@ fn dispatch(cli: Cli) -> Result<()> {
                     }
                     let prepared = Experiment::from_config(cfg.clone())?.prepare()?;
                     // Held until the run ends: no second process writes this directory.
-                    let _lock = fedpace_experiment::lock::lock(&dir, true)?;
-                    files::claim_out_dir(&dir, force, what)?;
+                    let _lock = fedpace_experiment::lock::claim(&dir, force, what)?;
                     let summary = hint_resume(
                         match grid {
                             GridKind::Sim if traffic => {
@@ -744,8 +743,7 @@ fn dispatch(cli: Cli) -> Result<()> {
                 (None, Some(config)) => {
                     let cfg = ExperimentConfig::load(&config, &set)?;
                     let dir = out.unwrap_or_else(|| runner::default_out_dir(&cfg.name));
-                    let lock = fedpace_experiment::lock::lock(&dir, true)?;
-                    files::claim_out_dir(&dir, force, "--out")?;
+                    let lock = fedpace_experiment::lock::claim(&dir, force, "--out")?;
                     (cfg, dir, None, lock)
                 }
                 (None, None) => {

@@ -90,8 +90,7 @@ pub fn run(
         ))
     })?;
     let root = out.unwrap_or_else(|| runner::default_out_dir(&base.name));
-    let _lock = fedpace_experiment::lock::lock(&root, true)?;
-    files::claim_out_dir(&root, force, "--out")?;
+    let _lock = fedpace_experiment::lock::claim(&root, force, "--out")?;
     let mut uniform = base.clone();
     uniform.policy = fedpace_algos::PolicyConfig::Constant;
     let policy = base.policy.name().to_string();

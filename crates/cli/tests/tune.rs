@@ -1,6 +1,8 @@
 //! End-to-end tests of `fedpace tune` and `fedpace study` on the embedded Synthetic(1,1)
 //! data: tiny but real searches and studies, what they write, print and refuse.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -539,19 +541,15 @@ fn a_second_search_on_a_running_output_directory_is_refused() {
         );
         std::thread::sleep(std::time::Duration::from_millis(2));
     }
+    let refusal = format!("{}: another fedpace run is writing", out_dir.display());
     for args in [&["--resume"][..], &["--force"][..]] {
-        let o = tune(&file, &out_dir, args);
-        let t = text(&o);
-        assert_eq!(o.status.code(), Some(2), "{args:?}: {t}");
-        let e: Vec<&str> = t.lines().filter(|l| l.starts_with("error")).collect();
-        assert_eq!(e.len(), 1, "{t}");
-        assert!(
-            e[0].contains(&format!(
-                "{}: another fedpace run is writing",
-                out_dir.display()
-            )),
-            "{t}"
-        );
+        let mut c = fedpace();
+        c.arg("tune")
+            .arg(&file)
+            .arg("--out")
+            .arg(&out_dir)
+            .args(args);
+        common::refused(c, 2, &[&refusal]);
     }
     assert!(
         child.try_wait().unwrap().is_none(),

@@ -66,6 +66,16 @@ pub fn lock(dir: &Path, create: bool) -> Result<Option<RunLock>> {
     }
 }
 
+/// Takes `dir` for a new run: locks it ([`lock`], creating it), then claims it
+/// ([`crate::files::claim_out_dir`]: empty, or an earlier run there replaced with
+/// `force`). The lock comes first, so a directory another writer holds is refused before
+/// anything in it is read or removed.
+pub fn claim(dir: &Path, force: bool, what: &str) -> Result<Option<RunLock>> {
+    let lock = lock(dir, true)?;
+    crate::files::claim_out_dir(dir, force, what)?;
+    Ok(lock)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

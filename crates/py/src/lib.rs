@@ -159,12 +159,9 @@ fn run<'py>(
         // Held until the run ends: a second `fedpace.run` (or a `fedpace` command) on the
         // same directory is refused before it touches a file (docs/outputs.md).
         let _lock = match &out {
-            Some(dir) => fedpace_experiment::lock::lock(dir, true)?,
+            Some(dir) => fedpace_experiment::lock::claim(dir, force, "out")?,
             None => None,
         };
-        if let Some(dir) = &out {
-            fedpace_experiment::files::claim_out_dir(dir, force, "out")?;
-        }
         let prepared = exp.prepare()?;
         let resolved = prepared.config().to_toml();
         let mut options = RunOptions::default().with_monitor(&mut monitor);
