@@ -1124,3 +1124,48 @@ fn status_kb(key: &str) -> u64 {
         })
         .unwrap_or(0)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Turns;
+    use std::sync::Mutex;
+
+    /// Three runs of 4 rounds take turns in order, one round at a time; a run that ends
+    /// before its first round (an error) holds no one up.
+    #[test]
+    fn runs_take_turns_round_by_round_and_an_early_end_blocks_no_one() {
+        for failing in [None, Some(0), Some(1), Some(2)] {
+            let turns = Turns::new(3);
+            let order = Mutex::new(Vec::new());
+            std::thread::scope(|scope| {
+                for me in 0..3usize {
+                    let (turns, order) = (&turns, &order);
+                    scope.spawn(move || {
+                        if Some(me) == failing {
+                            turns.pass(me, true);
+                            return;
+                        }
+                        turns.arrive(me);
+                        for round in 1..=4u32 {
+                            order.lock().unwrap().push(me);
+                            // Give the others every chance to run out of turn.
+                            std::thread::sleep(std::time::Duration::from_millis(2));
+                            let last = round == 4;
+                            turns.pass(me, last);
+                            if !last {
+                                turns.wait_for(me);
+                            }
+                        }
+                    });
+                }
+            });
+            let running: Vec<usize> = (0..3).filter(|&r| Some(r) != failing).collect();
+            let want: Vec<usize> = (0..4).flat_map(|_| running.iter().copied()).collect();
+            assert_eq!(
+                order.into_inner().unwrap(),
+                want,
+                "failing run: {failing:?}"
+            );
+        }
+    }
+}

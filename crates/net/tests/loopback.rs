@@ -586,7 +586,11 @@ fn an_established_connection_is_closed_after_idle_timeout_and_an_active_one_is_k
         assert!(n > 0, "the server closed a connection that kept sending");
         seen.extend_from_slice(&buf[..n]);
     }
-    assert_eq!(server.stats().idle_closed, before + 1, "the active one was not closed");
+    assert_eq!(
+        server.stats().idle_closed,
+        before + 1,
+        "the active one was not closed"
+    );
     // Then silent: closed too.
     let waited = wait_for_close(&mut active);
     assert!(waited < Duration::from_secs(4), "{waited:?}");
