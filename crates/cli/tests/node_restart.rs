@@ -3,7 +3,8 @@
 //! middle of a run and started again with the same key and state directory re-registers,
 //! is given its unanswered instructions again (docs/network.md, "Faults"), trains them from
 //! the client states on its disk, and the run ends exactly as an uninterrupted one — for
-//! clients that keep Adam moments and for scaffold's control variates.
+//! clients that keep Adam moments and for scaffold's control variates. A single
+//! `fedpace client` process keeps its Ditto personal model the same way.
 
 mod common;
 
