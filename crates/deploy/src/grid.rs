@@ -304,7 +304,9 @@ pub(crate) fn check_train(
     bytes: &[u8],
     spec: &ParamSpec,
 ) -> Result<TrainRes, ClientFailure> {
-    let res = codec::decode_train_res(bytes, registry)
+    // A layout-only delta (a compressed or masked update) larger than the model is refused
+    // before its zero tree is allocated.
+    let res = codec::decode_train_res_within(bytes, registry, spec.total_len())
         .map_err(|e| ClientFailure::BadReport(format!("rejected: {e}")))?;
     let got = res.delta.as_slice().len();
     if got != spec.total_len() {
