@@ -467,7 +467,9 @@ impl Grid for NetGrid {
                 self.round.add_instruction(i);
             }
         }
+        let parts = crate::accounting::instruction_parts(&ins);
         drop(ins);
+        let start = self.traffic.len();
         let (pool, registry) = (self.pool.clone(), self.registry.clone());
         let replies: Vec<Reply<TrainRes>> = self
             .exchange(
@@ -485,6 +487,8 @@ impl Grid for NetGrid {
                 self.round.add_reply(res);
             }
         }
+        // This call's rows (the instructions sent): their parts.
+        crate::accounting::add_parts(&mut self.traffic[start..], &parts, &replies);
         self.settle("training", round, replies)
     }
 
