@@ -39,7 +39,8 @@ pub enum Workload {
     /// "Cost").
     Secagg,
     /// W-MLP's rounds over loopback (TLS server and node threads, real sockets) against
-    /// the same rounds in simulation, interleaved in one run: the ratio of round times.
+    /// the same rounds in simulation, the runs taking turns round by round in one
+    /// process: the ratio of round times.
     Loopback,
     /// LR, MLP, CNN, Agg, Lstm, Throughput and Loopback.
     All,
@@ -529,63 +530,188 @@ fn federation(opts: &BenchOptions) -> Result<()> {
     Ok(())
 }
 
-/// Each round's wall time from the cumulative times of a run, the first round left out
-/// (it warms allocators and, over loopback, the connections).
-fn later_rounds(cumulative: &[f64]) -> Vec<f64> {
-    cumulative.windows(2).map(|w| w[1] - w[0]).collect()
+/// Runs that take turns round by round ([`loopback`]): each, after its round, hands the
+/// machine to the next run still going and waits for its turn again, so the rounds
+/// compared are seconds apart at most, not a run apart (the host's own speed moved a
+/// simulated run's median round by ±15 % between runs two seconds apart).
+struct Turns {
+    state: std::sync::Mutex<TurnState>,
+    wake: std::sync::Condvar,
 }
 
-/// W-MLP over loopback against W-MLP in simulation, alternating runs in one process.
-/// Loopback runs two layouts: one node whose workers take the round's clients from one
-/// queue, as the simulation's threads do (the target's comparison: only the transport
-/// differs), and two nodes holding half the clients each (a round waits for the node
-/// that drew more of its clients).
+struct TurnState {
+    /// Whose round it is.
+    turn: usize,
+    /// Runs that reached their first round (or ended before it).
+    ready: usize,
+    /// Runs that ended.
+    done: Vec<bool>,
+}
+
+impl Turns {
+    fn new(runs: usize) -> Turns {
+        Turns {
+            state: std::sync::Mutex::new(TurnState {
+                turn: 0,
+                ready: 0,
+                done: vec![false; runs],
+            }),
+            wake: std::sync::Condvar::new(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, TurnState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Run `me` is built and about to start its first round.
+    fn arrive(&self, me: usize) {
+        self.lock().ready += 1;
+        self.wake.notify_all();
+        self.wait_for(me);
+    }
+
+    /// Blocks until every run arrived and it is `me`'s turn.
+    fn wait_for(&self, me: usize) {
+        let mut s = self.lock();
+        while s.turn != me || s.ready < s.done.len() {
+            s = self.wake.wait(s).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    /// Run `me` finished a round (`ended`: its last, or it stopped): the next run still
+    /// going takes its turn.
+    fn pass(&self, me: usize, ended: bool) {
+        let mut s = self.lock();
+        let n = s.done.len();
+        if ended && !s.done[me] {
+            s.done[me] = true;
+            if s.ready < n {
+                // Ended before its first round (an error): count it as arrived.
+                s.ready += 1;
+            }
+        }
+        if s.turn == me {
+            s.turn = (1..=n)
+                .map(|k| (me + k) % n)
+                .find(|&i| !s.done[i])
+                .unwrap_or(me);
+        }
+        drop(s);
+        self.wake.notify_all();
+    }
+}
+
+/// A run's side of [`Turns`]: its rounds' wall times, each from the moment it got the
+/// machine back to the round's end.
+struct TakeTurns<'a> {
+    me: usize,
+    turns: &'a Turns,
+    rounds: u32,
+    resumed: Instant,
+    times: Vec<f64>,
+    started: bool,
+}
+
+impl<'a> TakeTurns<'a> {
+    fn new(me: usize, turns: &'a Turns, rounds: u32) -> Self {
+        TakeTurns {
+            me,
+            turns,
+            rounds,
+            resumed: Instant::now(),
+            times: Vec::new(),
+            started: false,
+        }
+    }
+}
+
+impl fedpace_experiment::Monitor for TakeTurns<'_> {
+    fn started(&mut self, _run: &fedpace_experiment::RunInfo<'_>) {
+        self.started = true;
+        self.turns.arrive(self.me);
+        self.resumed = Instant::now();
+    }
+
+    fn round_finished(
+        &mut self,
+        record: &fedpace_core::round::RoundRecord,
+        _metrics: &serde_json::Value,
+    ) {
+        self.times.push(self.resumed.elapsed().as_secs_f64());
+        let last = record.round >= self.rounds;
+        self.turns.pass(self.me, last);
+        if !last {
+            self.turns.wait_for(self.me);
+        }
+        self.resumed = Instant::now();
+    }
+}
+
+/// W-MLP over loopback against W-MLP in simulation, in one process: three runs at once
+/// that take turns round by round (simulation, then loopback with one node, then with
+/// two, then the simulation's next round; [`Turns`]), repeated in fresh sets (new
+/// server, nodes and connections). Loopback runs two layouts: one node whose workers
+/// take the round's clients from one queue, as the simulation's threads do (the
+/// target's comparison: only the transport differs), and two nodes holding half the
+/// clients each (a round waits for the node that drew more of its clients).
 fn loopback(opts: &BenchOptions) -> Result<()> {
-    let cfg = workload_config(Workload::Mlp)?;
-    // Ten pairs: one invocation's ratio moved by ±0.1 with five (docs/network.md).
-    let pairs = if opts.quick { 2 } else { 10 };
+    let mut cfg = workload_config(Workload::Mlp)?;
+    if let Some(r) = opts.rounds {
+        cfg.rounds = r.max(2);
+    } else if !opts.quick {
+        cfg.rounds = 20;
+    }
+    let sets = if opts.quick { 2 } else { 5 };
+    let rounds = cfg.rounds;
     let (mut sim, mut one, mut two) = (Vec::new(), Vec::new(), Vec::new());
-    // Each pair's own ratio (1 node): its loopback run's median round over its
-    // simulation run's.
-    let mut paired = Vec::with_capacity(pairs);
+    // Round by round, loopback (1 node) over the simulation's round just before it.
+    let mut per_round = Vec::new();
+    // Each set's own ratio of medians (1 node).
+    let mut per_set = Vec::with_capacity(sets);
     let mut identical = true;
     let mut parallel = 0;
-    for _ in 0..pairs {
-        let prepared = runner::prepare(&cfg, opts.threads)?;
-        parallel = prepared.threads();
-        let a = prepared
-            .run(RunOptions::default().keep(false, false))?
-            .outcome;
-        let sim_rounds = later_rounds(&a.round_wall_seconds);
-        sim.extend_from_slice(&sim_rounds);
-        for (nodes, times) in [(1usize, &mut one), (2, &mut two)] {
-            let prepared = runner::prepare(&cfg, opts.threads)?;
-            let lb_opts = fedpace_deploy::LoopbackOptions {
-                nodes,
-                workers_per_node: parallel.div_ceil(nodes),
-                model_bytes: Some(
-                    fedpace_core::codec::encode_params(prepared.initial_model()).len(),
-                ),
-                ..Default::default()
-            };
-            let mut lb = fedpace_deploy::Loopback::start(
-                prepared.shared_pool(),
-                prepared.client_factory(),
-                fedpace_algos::builtin().codecs.clone(),
-                &lb_opts,
-            )
-            .map_err(anyhow::Error::msg)?;
-            let b = prepared
-                .run_on(lb.grid(), RunOptions::default().keep(false, false))?
-                .outcome;
-            lb.finish().map_err(anyhow::Error::msg)?;
-            let rounds = later_rounds(&b.round_wall_seconds);
-            if nodes == 1 {
-                paired.push(median(rounds.clone()) / median(sim_rounds.clone()));
-            }
-            times.extend(rounds);
-            identical &= a.global == b.global;
-        }
+    for _ in 0..sets {
+        let turns = Turns::new(3);
+        let results: Vec<Result<(fedpace_params::ParamTree, Vec<f64>)>> =
+            std::thread::scope(|scope| {
+                let handles: Vec<_> = (0..3usize)
+                    .map(|me| {
+                        let (cfg, turns) = (&cfg, &turns);
+                        scope.spawn(move || {
+                            let mut monitor = TakeTurns::new(me, turns, rounds);
+                            let out = run_one_way(cfg, opts.threads, me, &mut monitor);
+                            turns.pass(me, true);
+                            out.map(|(global, threads)| {
+                                (global, threads, std::mem::take(&mut monitor.times))
+                            })
+                        })
+                    })
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| {
+                        h.join()
+                            .map_err(|_| anyhow::anyhow!("a bench run panicked"))?
+                            .map(|(global, threads, times)| {
+                                parallel = parallel.max(threads);
+                                (global, times)
+                            })
+                    })
+                    .collect()
+            });
+        let mut results = results.into_iter().collect::<Result<Vec<_>>>()?;
+        let (g2, t2) = results.pop().expect("three runs");
+        let (g1, t1) = results.pop().expect("three runs");
+        let (g0, t0) = results.pop().expect("three runs");
+        identical &= g0 == g1 && g0 == g2;
+        // The first round is left out (it warms allocators and the connections).
+        let (t0, t1, t2) = (&t0[1..], &t1[1..], &t2[1..]);
+        per_round.extend(t1.iter().zip(t0).map(|(l, s)| l / s));
+        per_set.push(median(t1.to_vec()) / median(t0.to_vec()));
+        sim.extend_from_slice(t0);
+        one.extend_from_slice(t1);
+        two.extend_from_slice(t2);
     }
     let (s, n1, n2) = (
         median(sim.clone()),
@@ -593,14 +719,13 @@ fn loopback(opts: &BenchOptions) -> Result<()> {
         median(two.clone()),
     );
     println!(
-        "loopback ({}): {} rounds × {pairs} runs each way, alternating; {} clients/round; \
-         {parallel} clients at once (TLS on 127.0.0.1)",
+        "loopback ({}): {sets} sets of {rounds} rounds, the three runs of a set taking turns \
+         round by round; {} clients/round; {parallel} clients at once (TLS on 127.0.0.1)",
         describe(Workload::Mlp),
-        cfg.rounds,
         cfg.strategy.round.clients_per_round
     );
     println!(
-        "  round, simulation    {:>9.3} s   median of {} rounds after the first",
+        "  round, simulation    {:>9.3} s   median of {} rounds (each set's first left out)",
         s,
         sim.len()
     );
@@ -618,19 +743,70 @@ fn loopback(opts: &BenchOptions) -> Result<()> {
         n2 / s,
         if identical { "yes" } else { "NO" }
     );
-    paired.sort_by(f64::total_cmp);
-    let q = |f: f64| paired[((paired.len() - 1) as f64 * f).round() as usize];
+    per_round.sort_by(f64::total_cmp);
+    per_set.sort_by(f64::total_cmp);
+    let q = |v: &[f64], f: f64| v[((v.len() - 1) as f64 * f).round() as usize];
     println!(
-        "  pair by pair         {:>9.2}×    median of the {} pairs' own ratios (1 node); quartiles {:.2}–{:.2}×, range {:.2}–{:.2}×",
-        q(0.5),
-        paired.len(),
-        q(0.25),
-        q(0.75),
-        paired[0],
-        paired[paired.len() - 1]
+        "  round by round       {:>9.2}×    median of {} rounds' own ratios (1 node); quartiles {:.2}–{:.2}×",
+        q(&per_round, 0.5),
+        per_round.len(),
+        q(&per_round, 0.25),
+        q(&per_round, 0.75),
     );
+    println!(
+        "  set by set           {:>9.2}×    median of the {sets} sets' ratios (1 node); range {:.2}–{:.2}×",
+        q(&per_set, 0.5),
+        per_set[0],
+        per_set[per_set.len() - 1]
+    );
+    if let Some(path) = std::env::var_os("FEDPACE_BENCH_ROUNDS") {
+        // Every round's time, for a closer look (docs/network.md, "Speed").
+        let text = format!(
+            "{{\"simulation\":{sim:?},\"loopback_1_node\":{one:?},\"loopback_2_nodes\":{two:?}}}\n"
+        );
+        if let Err(e) = std::fs::write(&path, text) {
+            anyhow::bail!(
+                "FEDPACE_BENCH_ROUNDS {}: {e}",
+                std::path::Path::new(&path).display()
+            );
+        }
+    }
     println!("  load average at the end: {}", load_average());
     Ok(())
+}
+
+/// One of [`loopback`]'s three runs: `which` 0 is the simulation, 1 and 2 loopback
+/// with that many nodes. Returns the final model and the clients trained at once.
+fn run_one_way(
+    cfg: &ExperimentConfig,
+    threads: usize,
+    which: usize,
+    monitor: &mut TakeTurns<'_>,
+) -> Result<(ParamTree, usize)> {
+    let prepared = runner::prepare(cfg, threads)?;
+    let parallel = prepared.threads();
+    let options = RunOptions::default()
+        .keep(false, false)
+        .with_monitor(monitor);
+    if which == 0 {
+        return Ok((prepared.run(options)?.outcome.global, parallel));
+    }
+    let lb_opts = fedpace_deploy::LoopbackOptions {
+        nodes: which,
+        workers_per_node: parallel.div_ceil(which),
+        model_bytes: Some(fedpace_core::codec::encode_params(prepared.initial_model()).len()),
+        ..Default::default()
+    };
+    let mut lb = fedpace_deploy::Loopback::start(
+        prepared.shared_pool(),
+        prepared.client_factory(),
+        fedpace_algos::builtin().codecs.clone(),
+        &lb_opts,
+    )
+    .map_err(anyhow::Error::msg)?;
+    let outcome = prepared.run_on(lb.grid(), options);
+    lb.finish().map_err(anyhow::Error::msg)?;
+    Ok((outcome?.outcome.global, parallel))
 }
 
 fn describe(w: Workload) -> &'static str {
@@ -947,4 +1123,49 @@ fn status_kb(key: &str) -> u64 {
                 .and_then(|v| v.parse().ok())
         })
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Turns;
+    use std::sync::Mutex;
+
+    /// Three runs of 4 rounds take turns in order, one round at a time; a run that ends
+    /// before its first round (an error) holds no one up.
+    #[test]
+    fn runs_take_turns_round_by_round_and_an_early_end_blocks_no_one() {
+        for failing in [None, Some(0), Some(1), Some(2)] {
+            let turns = Turns::new(3);
+            let order = Mutex::new(Vec::new());
+            std::thread::scope(|scope| {
+                for me in 0..3usize {
+                    let (turns, order) = (&turns, &order);
+                    scope.spawn(move || {
+                        if Some(me) == failing {
+                            turns.pass(me, true);
+                            return;
+                        }
+                        turns.arrive(me);
+                        for round in 1..=4u32 {
+                            order.lock().unwrap().push(me);
+                            // Give the others every chance to run out of turn.
+                            std::thread::sleep(std::time::Duration::from_millis(2));
+                            let last = round == 4;
+                            turns.pass(me, last);
+                            if !last {
+                                turns.wait_for(me);
+                            }
+                        }
+                    });
+                }
+            });
+            let running: Vec<usize> = (0..3).filter(|&r| Some(r) != failing).collect();
+            let want: Vec<usize> = (0..4).flat_map(|_| running.iter().copied()).collect();
+            assert_eq!(
+                order.into_inner().unwrap(),
+                want,
+                "failing run: {failing:?}"
+            );
+        }
+    }
 }

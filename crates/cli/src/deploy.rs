@@ -123,17 +123,25 @@ fn model_bytes(p: &Prepared) -> usize {
 
 /// Writes `traffic.csv`: bytes per client, round and kind (docs/network.md).
 fn write_traffic(dir: &Path, rows: &[ClientTraffic]) -> Result<()> {
-    let mut s = String::from("round,client,kind,sent,received,wire_sent,wire_received\n");
+    let mut s = String::from(
+        "round,client,kind,sent,received,wire_sent,wire_received,\
+         model,plan,instruction_payloads,update,reply_payloads\n",
+    );
     for t in rows {
         s.push_str(&format!(
-            "{},{},{},{},{},{},{}\n",
+            "{},{},{},{},{},{},{},{},{},{},{},{}\n",
             t.round,
             t.client,
             t.kind.name(),
             t.sent,
             t.received,
             t.wire_sent,
-            t.wire_received
+            t.wire_received,
+            t.model,
+            t.plan,
+            t.instruction_payloads,
+            t.update,
+            t.reply_payloads
         ));
     }
     Ok(write_bytes_atomic(&dir.join("traffic.csv"), s.as_bytes())?)

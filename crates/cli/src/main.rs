@@ -199,7 +199,8 @@ enum Command {
         /// connected clients (default 10000).
         #[arg(long)]
         clients: Option<usize>,
-        /// `--workload scale` and `federation-10k`: rounds (default 5).
+        /// `--workload scale` and `federation-10k`: rounds (default 5); `loopback`: rounds
+        /// of each run (default 20, `--quick` 5).
         #[arg(long)]
         rounds: Option<u32>,
         /// `--workload scale`: MiB of client states kept in memory before spilling (default 8).

@@ -287,3 +287,47 @@ fn neither_client_threads_nor_the_pool_size_changes_the_numerics() {
     assert_eq!(one, run("auto", "3", "0"));
     assert_eq!(one, run("own", "2", "1"));
 }
+
+/// The loopback workload runs its three runs (simulation, one node, two nodes) taking
+/// turns, and their final models are bit-identical; `FEDPACE_BENCH_ROUNDS` gets every
+/// round's time of each run (each set's first round left out).
+#[test]
+fn bench_loopback_quick_keeps_the_models_identical_and_writes_its_rounds() {
+    let dir = std::env::temp_dir().join(format!("fedpace-bench-lb-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let rounds = dir.join("rounds.json");
+    let out = ok(&fedpace()
+        .args([
+            "bench",
+            "--workload",
+            "loopback",
+            "--quick",
+            "--rounds",
+            "3",
+        ])
+        .env("FEDPACE_BENCH_ROUNDS", &rounds)
+        .output()
+        .unwrap());
+    for want in [
+        "2 sets of 3 rounds, the three runs of a set taking turns round by round",
+        "round, simulation",
+        "1 node, ",
+        "2 nodes, half the clients each",
+        "loopback / sim",
+        "final models bit-identical: yes",
+        "round by round",
+        "median of the 2 sets' ratios",
+    ] {
+        assert!(out.contains(want), "missing {want:?} in\n{out}");
+    }
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&rounds).unwrap()).unwrap();
+    for run in ["simulation", "loopback_1_node", "loopback_2_nodes"] {
+        let times = json[run]
+            .as_array()
+            .unwrap_or_else(|| panic!("{run} in {json}"));
+        assert_eq!(times.len(), 4, "2 sets × (3 rounds − the first): {json}");
+        assert!(times.iter().all(|t| t.as_f64().unwrap() > 0.0), "{json}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -84,14 +84,32 @@ fn server_and_node_processes_over_tls_equal_the_simulation() {
     let model = |run: &str| std::fs::read(tmp.path().join(run).join("model.safetensors")).unwrap();
     assert_eq!(model("sim"), model("lb"), "loopback model");
     assert_eq!(model("sim"), model("net"), "server + node processes model");
+    // Per client and round: computed in simulation, measured over loopback and between
+    // the processes — the same bytes, part by part (the wire columns aside).
+    let rows = |run: &str| -> Vec<String> {
+        std::fs::read_to_string(tmp.path().join(run).join("traffic.csv"))
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let f: Vec<&str> = l.split(',').collect();
+                [&f[..5], &f[7..]].concat().join(",")
+            })
+            .collect()
+    };
+    let computed = rows("sim");
+    assert!(
+        computed[0] == "round,client,kind,sent,received,model,plan,instruction_payloads,update,reply_payloads",
+        "{computed:?}"
+    );
     for run in ["lb", "net"] {
-        let t = std::fs::read_to_string(tmp.path().join(run).join("traffic.csv")).unwrap();
+        let t = rows(run);
         // 3 rounds × 10 clients trained, evaluations at round 3 (eval.every = 5: last round).
         assert_eq!(
-            t.lines().filter(|l| l.contains(",train,")).count(),
+            t.iter().filter(|l| l.contains(",train,")).count(),
             30,
-            "{run}: {t}"
+            "{run}: {t:?}"
         );
+        assert_eq!(computed, t, "{run}: traffic.csv against the simulation's");
     }
     // The same figures per round in metrics.jsonl and in all in summary.json: computed
     // in simulation (--traffic), measured over loopback and between the processes.
@@ -364,9 +382,16 @@ fn the_real_clock_runs_fedbuff_and_refuses_what_it_cannot_do() {
     // round has its dispatch number (the evaluation used to take them).
     let wire = |l: &str| -> Vec<u64> { l.split(',').skip(3).map(|v| v.parse().unwrap()).collect() };
     for l in t.lines().skip(1) {
-        let [sent, received, wire_sent, wire_received] = wire(l)[..] else {
+        let [sent, received, wire_sent, wire_received, model, plan, ins_payloads, update, reply_payloads] =
+            wire(l)[..]
+        else {
             panic!("{l}")
         };
+        if l.contains(",train,") {
+            // The parts of a training row, within its totals.
+            assert!(model > 0 && model + plan + ins_payloads <= sent, "{l}");
+            assert!(update + reply_payloads <= received, "{l}");
+        }
         // An instruction carries its payload, or names the one its node holds from
         // another of its clients (the field headers alone).
         assert!(wire_sent > sent || wire_sent <= 64, "{l}");

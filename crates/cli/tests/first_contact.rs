@@ -9,7 +9,7 @@ mod common;
 
 use common::{fedpace, free_port, make_keys, node_command, write_config, Kill, Server};
 use std::path::Path;
-use std::process::{Child, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 const RUN: &str = r#"
@@ -169,4 +169,59 @@ fn a_node_that_does_not_trust_the_server_certificate_exits_at_once() {
     );
     assert!(took < Duration::from_secs(10), "{took:?}: {err}");
     drop(server);
+}
+
+/// `fedpace keys revoke` on the ring a running server reads: the server refuses the node
+/// within seconds, without a restart, and the node exits 1 with one line saying so;
+/// `keys list` shows it revoked; an unknown name is one line naming it.
+#[test]
+fn a_node_revoked_with_fedpace_keys_revoke_is_refused_by_the_running_server() {
+    let tmp = tempfile::tempdir().unwrap();
+    let keys = tmp.path().join("keys");
+    make_keys(&keys, &[("node-0", "0..3"), ("node-1", "3..6")]);
+    let ring = keys.join("ring.toml");
+    let ring = ring.to_str().unwrap();
+    let cfg = write_config(tmp.path(), RUN, "");
+    let net = tmp.path().join("net");
+    let server = Server::start(
+        &[cfg.as_str(), "--out", net.to_str().unwrap()],
+        "127.0.0.1:0",
+        &keys,
+    );
+    let out = fedpace(&["keys", "revoke", "--ring", ring, "--name", "node-1"]);
+    assert!(out.status.success());
+    let listed = fedpace(&["keys", "list", "--ring", ring]);
+    let listed = String::from_utf8_lossy(&listed.stdout).into_owned();
+    // NAME REVOKED CLIENTS PUBLIC-KEY
+    let revoked = |name: &str| {
+        let line = listed
+            .lines()
+            .find(|l| l.starts_with(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("{name} not listed: {listed}"));
+        line.split_whitespace().nth(1).unwrap().to_string()
+    };
+    assert_eq!(revoked("node-1"), "yes", "{listed}");
+    assert_eq!(revoked("node-0"), "no", "{listed}");
+    let child = server
+        .node(
+            &["node", cfg.as_str(), "--clients", "3..6"],
+            &keys,
+            "node-1",
+        )
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (code, err, took) = finish(child, Duration::from_secs(30));
+    assert_eq!(code, Some(1), "{err}");
+    let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(errors.len(), 1, "{err}");
+    assert!(errors[0].contains("revoked"), "{err}");
+    // Refused at its next request, or its waiting Pull ends within the server's ring
+    // reload period (2 s): well before a Pull's 10 s wait.
+    assert!(took < Duration::from_secs(8), "{took:?}: {err}");
+    // The server never counted it.
+    drop(server);
+    let mut unknown = Command::new(env!("CARGO_BIN_EXE_fedpace"));
+    unknown.args(["keys", "revoke", "--ring", ring, "--name", "node-9"]);
+    common::refused(unknown, 2, &["node-9"]);
 }

@@ -3,7 +3,8 @@
 //! middle of a run and started again with the same key and state directory re-registers,
 //! is given its unanswered instructions again (docs/network.md, "Faults"), trains them from
 //! the client states on its disk, and the run ends exactly as an uninterrupted one — for
-//! clients that keep Adam moments and for scaffold's control variates.
+//! clients that keep Adam moments and for scaffold's control variates. A single
+//! `fedpace client` process keeps its Ditto personal model the same way.
 
 mod common;
 
@@ -165,6 +166,113 @@ fn a_node_killed_with_sigkill_and_restarted_ends_as_the_uninterrupted_run() {
         assert_eq!(a.len(), b.len(), "{what}: metrics.jsonl lines");
         for (i, (x, y)) in a.iter().zip(&b).enumerate() {
             assert_eq!(x, y, "{what}: metrics.jsonl line {}", i + 1);
+        }
+    }
+}
+
+/// The same for one `fedpace client` process (`--partition-of`: client K's share of the
+/// experiment's data) of a Ditto run: killed with SIGKILL mid-run and started again with
+/// its state directory, it resumes its personal model from disk. Its final state file
+/// (personal model included) is byte for byte the one of an uninterrupted federation, and
+/// every round's record and the final model equal the simulation's. (Ditto's global model
+/// does not depend on the personal ones, and accuracies on a small test set are too
+/// coarse to show one reset: the state file is the check.)
+#[test]
+fn a_client_killed_with_sigkill_and_restarted_keeps_its_personal_model() {
+    let tmp = tempfile::tempdir().unwrap();
+    let keys = tmp.path().join("keys");
+    let names: Vec<(String, String)> = (0..4)
+        .map(|k| (format!("client-{k}"), format!("{k}..{}", k + 1)))
+        .collect();
+    let pairs: Vec<(&str, &str)> = names
+        .iter()
+        .map(|(n, r)| (n.as_str(), r.as_str()))
+        .collect();
+    make_keys(&keys, &pairs);
+    let cfg = write_config(
+        tmp.path(),
+        RUN,
+        "[data]\nnum_clients = 4\n[client]\nepochs = 6\n\
+         [strategy]\nname = \"ditto\"\nlambda = 1.0\nclients_per_round = 4\n\
+         [eval]\npersonalized = \"personal-model\"\nfinetune_steps = 0\n",
+    );
+    let cfg = cfg.as_str();
+    let straight = tmp.path().join("straight");
+    fedpace(&["run", cfg, "--out", straight.to_str().unwrap()]);
+
+    // A federation of four client processes; with `kill`, client 2 is killed after 5
+    // rounds and started again. Returns the run directory and client 2's last state file.
+    let federation = |name: &str, kill: bool| {
+        let net = tmp.path().join(name);
+        let server = Server::start(&[cfg, "--out", net.to_str().unwrap()], "127.0.0.1:0", &keys);
+        let state = tmp.path().join(format!("{name}-states"));
+        let client = |k: usize| {
+            server
+                .node(
+                    &["client", "--partition-of", cfg, "--id", &k.to_string()],
+                    &keys,
+                    &format!("client-{k}"),
+                )
+                .arg("--state-dir")
+                .arg(state.join(k.to_string()))
+                .args(["--give-up", "60"])
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        };
+        let mut clients = Kill((0..4).map(client).collect());
+        if kill {
+            let start = Instant::now();
+            while lines(&net.join("metrics.jsonl")) < 5 {
+                assert!(
+                    !net.join("summary.json").exists(),
+                    "the server ended before the kill"
+                );
+                assert!(start.elapsed() < Duration::from_secs(120), "no progress");
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            clients.0[2].kill().unwrap(); // SIGKILL
+            clients.0[2].wait().unwrap();
+            assert!(
+                !net.join("summary.json").exists(),
+                "the run finished before the kill; make its rounds slower"
+            );
+            clients.0[2] = client(2);
+        }
+        let (status, log) = server.wait();
+        assert!(status.success(), "{name}: server: {log}");
+        for (k, c) in std::mem::take(&mut clients.0).into_iter().enumerate() {
+            let out = c.wait_with_output().unwrap();
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(out.status.success(), "{name}: client {k}: {err}");
+            assert!(
+                err.contains("the server's run is over"),
+                "{name}: client {k}: {err}"
+            );
+        }
+        let last = state.join("2/client-2/12.state");
+        (
+            net,
+            std::fs::read(&last).unwrap_or_else(|e| panic!("{}: {e}", last.display())),
+        )
+    };
+    let (whole, whole_state) = federation("whole", false);
+    let (net, state) = federation("killed", true);
+    assert!(
+        state == whole_state,
+        "client 2's final state (its personal model) differs from the uninterrupted run's"
+    );
+    let model = |d: &Path| std::fs::read(d.join("model.safetensors")).unwrap();
+    for run in [&whole, &net] {
+        assert!(
+            model(&straight) == model(run),
+            "{}: models differ",
+            run.display()
+        );
+        let (a, b) = (metrics_without_times(&straight), metrics_without_times(run));
+        assert_eq!(a.len(), b.len(), "{}: metrics.jsonl lines", run.display());
+        for (i, (x, y)) in a.iter().zip(&b).enumerate() {
+            assert_eq!(x, y, "{}: metrics.jsonl line {}", run.display(), i + 1);
         }
     }
 }

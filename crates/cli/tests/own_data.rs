@@ -4,7 +4,8 @@
 //! rounds. Rate policies that read client metadata (`by-data-size`: the sizes every
 //! client reports; `by-label-skew`: the label histograms clients share) give the same
 //! plans as the simulation of the same partition — and, because the exported files make
-//! each client's own split the simulation's, the same model byte for byte.
+//! each client's own split the simulation's, the same model byte for byte; also with two
+//! of the clients reading the same samples from CSV files.
 
 mod common;
 
@@ -134,7 +135,50 @@ fn own_data_clients_get_the_simulation_plans_from_the_metadata_they_register() {
             std::fs::read(net.join("model.safetensors")).unwrap(),
             "{policy}: models differ"
         );
+        if policy == "by-data-size" {
+            // The same samples as CSV for two of the clients (`--data client-K.csv`, the
+            // format guessed from the name): the same run, byte for byte.
+            let mut mixed = files.clone();
+            for f in mixed.iter_mut().take(2) {
+                let csv = f.replace(".npz", ".csv");
+                write_csv(Path::new(f), Path::new(&csv));
+                *f = csv;
+            }
+            let run = "net-csv";
+            let log = federation(tmp.path(), cfg, &sets, &mixed, run);
+            assert!(log.contains("4 clients registered"), "{log}");
+            let csv = tmp.path().join(run);
+            assert_eq!(plans(sim), plans(&csv), "CSV clients: plans differ");
+            assert!(
+                std::fs::read(sim.join("model.safetensors")).unwrap()
+                    == std::fs::read(csv.join("model.safetensors")).unwrap(),
+                "CSV clients: models differ"
+            );
+        }
     }
+}
+
+/// Writes the samples of an exported `.npz` (arrays x, y) as a CSV file with a header and
+/// the label last; each value printed as the shortest text that reads back to the same f32.
+fn write_csv(npz: &Path, csv: &Path) {
+    use fedpace_core::{Dataset, Inputs};
+    let data = fedpace_data::NpyConfig::new(npz).load(npz, None).unwrap();
+    let mut text = String::new();
+    for i in 0..data.len() {
+        let Inputs::Dense { data: x, .. } = data.batch(&[i]).inputs else {
+            panic!("dense samples expected");
+        };
+        if i == 0 {
+            let names: Vec<String> = (0..x.len()).map(|j| format!("x{j}")).collect();
+            text.push_str(&names.join(","));
+            text.push_str(",label\n");
+        }
+        for v in &x {
+            text.push_str(&format!("{v},"));
+        }
+        text.push_str(&format!("{}\n", data.label(i)));
+    }
+    std::fs::write(csv, text).unwrap();
 }
 
 /// Bad input to `fedpace client --data` is one line naming the file and the problem.

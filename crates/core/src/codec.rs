@@ -10,10 +10,16 @@
 //! extension payload are CBOR byte strings. Extensions are written as `(name, bytes)`
 //! pairs in name order and decoded through a [`Registry`].
 //!
-//! Decoding never panics and never allocates more than the input can fill: every length
-//! prefix is checked against the bytes that remain before anything is reserved. A
-//! malformed, truncated or foreign-version input is an [`crate::Error::Decode`] that says what
-//! was being read and why it failed. See `docs/arch/0008-extensions-and-codec.md`.
+//! Decoding never panics and never allocates more than a bounded multiple of the input:
+//! every length prefix is checked against the bytes that remain before anything is
+//! reserved, and every CBOR byte string is checked to hold each item its arrays and maps
+//! claim before serde reserves room for them. The one exception is a reply's layout-only
+//! delta, decoded to a zero tree as large as its layout: [`decode_train_res_within`]
+//! bounds it by the model's size. A malformed, truncated or foreign-version input is an
+//! [`crate::Error::Decode`] that says what was being read and why it failed. Every
+//! decoder is fuzzed with a million random and mutated inputs, with the built-in payloads,
+//! in `crates/algos/tests/codec_fuzz.rs` (docs/network.md, "Fuzzing"). See
+//! `docs/arch/0008-extensions-and-codec.md`.
 
 use crate::ext::{Extensions, Registry};
 use crate::protocol::{
@@ -354,6 +360,7 @@ impl<'a> Reader<'a> {
     fn cbor<T: DeserializeOwned>(&mut self, what: &str) -> crate::Result<T> {
         let at = self.pos;
         let b = self.bytes(what)?;
+        check_cbor(b).map_err(|e| err(format!("{}: {what} at byte {at}: CBOR {e}", self.kind)))?;
         ciborium::from_reader(b)
             .map_err(|e| err(format!("{}: {what} at byte {at}: {e}", self.kind)))
     }
@@ -372,6 +379,12 @@ impl<'a> Reader<'a> {
             }
             last = Some(name);
             let b = self.bytes(what)?;
+            check_cbor(b).map_err(|e| {
+                err(format!(
+                    "{}: {what} at byte {at}: extension {name:?}: CBOR {e}",
+                    self.kind
+                ))
+            })?;
             let p = registry
                 .decode(name, b)
                 .map_err(|e| err(format!("{}: {what} at byte {at}: {e}", self.kind)))?;
@@ -431,9 +444,18 @@ impl<'a> Reader<'a> {
         let v = self.f32s("values")?;
         ParamTree::from_vec(spec, v).map_err(|e| err(format!("{}: {e}", self.kind)))
     }
-    /// What [`Writer::tree_or_zero`] wrote: no values stand for all zeros.
-    fn tree_or_zero(&mut self) -> crate::Result<ParamTree> {
+    /// What [`Writer::tree_or_zero`] wrote: no values stand for all zeros. A layout of
+    /// more than `max_values` values is refused before anything is allocated for them:
+    /// the zero tree is the one value this codec builds larger than its input.
+    fn tree_or_zero(&mut self, max_values: usize) -> crate::Result<ParamTree> {
         let spec = self.spec()?;
+        if spec.total_len() > max_values {
+            return Err(err(format!(
+                "{}: the layout has {} values, more than the {max_values} expected",
+                self.kind,
+                spec.total_len()
+            )));
+        }
         let v = self.f32s("values")?;
         if v.is_empty() {
             return Ok(ParamTree::zeros(spec));
@@ -457,6 +479,112 @@ impl<'a> Reader<'a> {
                 self.left()
             )))
         }
+    }
+}
+
+/// The deepest nesting of CBOR arrays and maps [`check_cbor`] reads (ciborium's own
+/// recursion limit).
+const CBOR_DEPTH: usize = 256;
+
+/// Checks, without allocating, that `b` starts with one well-formed CBOR item whose
+/// arrays and maps hold every item they claim.
+///
+/// serde reserves room for as many elements as a sequence's head claims (up to 1 MiB a
+/// sequence, at every level of nesting), so a few bytes claiming 2³² elements would make
+/// decoding reserve megabytes. Once every claimed item is known to be present, each
+/// reservation is at most one element per item actually in the input.
+fn check_cbor(b: &[u8]) -> Result<(), String> {
+    cbor_item(b, &mut 0, 0)
+}
+
+/// Reads a CBOR head at `pos`, skipping tags: the major type and its argument (`None`
+/// for an indefinite length or a break).
+fn cbor_head(b: &[u8], pos: &mut usize) -> Result<(u8, Option<u64>), String> {
+    loop {
+        let at = *pos;
+        let first = *b.get(at).ok_or_else(|| format!("truncated at byte {at}"))?;
+        *pos += 1;
+        let (major, info) = (first >> 5, first & 0x1f);
+        let arg = match info {
+            0..=23 => Some(u64::from(info)),
+            24..=27 => {
+                let n = 1usize << (info - 24);
+                let v = b
+                    .get(*pos..*pos + n)
+                    .ok_or_else(|| format!("truncated at byte {at}"))?;
+                *pos += n;
+                Some(v.iter().fold(0u64, |a, &x| a << 8 | u64::from(x)))
+            }
+            31 => None,
+            _ => return Err(format!("reserved head {first:#04x} at byte {at}")),
+        };
+        match (major, arg) {
+            (6, Some(_)) => continue,
+            (0 | 1 | 6, None) => return Err(format!("indefinite head {first:#04x} at byte {at}")),
+            _ => return Ok((major, arg)),
+        }
+    }
+}
+
+/// Reads one CBOR item at `pos`, inside `depth` arrays and maps.
+fn cbor_item(b: &[u8], pos: &mut usize, depth: usize) -> Result<(), String> {
+    let at = *pos;
+    let (major, arg) = cbor_head(b, pos)?;
+    let left = (b.len() - *pos) as u64;
+    match (major, arg) {
+        (0 | 1 | 7, Some(_)) => Ok(()),
+        (7, None) => Err(format!("break outside a container at byte {at}")),
+        (2 | 3, Some(n)) if n <= left => {
+            *pos += n as usize;
+            Ok(())
+        }
+        (2 | 3, None) => loop {
+            // Chunks of definite length and the same major type, then a break.
+            if b.get(*pos) == Some(&0xff) {
+                *pos += 1;
+                return Ok(());
+            }
+            let chunk = *pos;
+            match cbor_head(b, pos)? {
+                (m, Some(n)) if m == major && n <= (b.len() - *pos) as u64 => *pos += n as usize,
+                _ => return Err(format!("bad string chunk at byte {chunk}")),
+            }
+        },
+        (4 | 5, _) if depth >= CBOR_DEPTH => {
+            Err(format!("nested more than {CBOR_DEPTH} deep at byte {at}"))
+        }
+        (4 | 5, Some(n)) => {
+            // Every item takes at least a byte.
+            let items = if major == 5 {
+                n.checked_mul(2)
+            } else {
+                Some(n)
+            };
+            match items {
+                Some(k) if k <= left => {
+                    for _ in 0..k {
+                        cbor_item(b, pos, depth + 1)?;
+                    }
+                    Ok(())
+                }
+                _ => Err(format!(
+                    "container at byte {at} claims {n} entries, only {left} bytes left"
+                )),
+            }
+        }
+        (4 | 5, None) => loop {
+            if b.get(*pos) == Some(&0xff) {
+                *pos += 1;
+                return Ok(());
+            }
+            for _ in 0..=(major - 4) {
+                cbor_item(b, pos, depth + 1)?;
+            }
+        },
+        _ => Err(format!(
+            "string at byte {at} claims {} bytes, only {left} left",
+            arg.unwrap_or(0)
+        )),
     }
 }
 
@@ -619,11 +747,32 @@ pub fn train_res_len(res: &TrainRes) -> crate::Result<usize> {
     Ok(train_res_parts(res)?.total)
 }
 
+/// The most values a decoded tree may have: 4 bytes each must fit in `isize::MAX`.
+const MAX_TREE_VALUES: usize = isize::MAX as usize / 4;
+
 /// Decodes a client's reply to a train instruction.
+///
+/// A reply whose update travels in a payload (compressed, or masked) carries its delta as
+/// a layout alone, decoded to a zero tree as large as the layout says: the one
+/// allocation that the input's length does not bound. Here only a layout beyond
+/// `isize::MAX` bytes is refused; a smaller one that memory cannot hold aborts the
+/// process. Whoever decodes replies from clients it does not trust should use
+/// [`decode_train_res_within`] with its model's size.
 pub fn decode_train_res(b: &[u8], reg: &Registry) -> crate::Result<TrainRes> {
+    decode_train_res_within(b, reg, MAX_TREE_VALUES)
+}
+
+/// [`decode_train_res`] for a model of `max_values` parameters: a delta whose layout has
+/// more values is refused before they are allocated, so decoding allocates at most
+/// `4 × max_values` bytes beyond a bounded multiple of the input.
+pub fn decode_train_res_within(
+    b: &[u8],
+    reg: &Registry,
+    max_values: usize,
+) -> crate::Result<TrainRes> {
     let mut r = Reader::frame(b, Kind::TrainRes, "TrainRes")?;
     let num_examples = r.u64("num_examples")?;
-    let delta = r.tree_or_zero()?;
+    let delta = r.tree_or_zero(max_values)?;
     let report = read_report(&mut r, reg)?;
     let ext = r.ext("ext", reg)?;
     r.finish()?;
@@ -1250,6 +1399,113 @@ mod tests {
         w.f32s(&[]);
         let e = decode_params(&w.out).unwrap_err().to_string();
         assert!(e.contains("shape overflows"), "{e}");
+    }
+
+    /// A layout-only delta is decoded to a zero tree as large as its layout: one claiming
+    /// more values than memory holds is refused (it made `ParamTree::zeros` abort), and
+    /// `decode_train_res_within` refuses one larger than the model before allocating.
+    #[test]
+    fn layout_only_deltas_larger_than_expected_are_refused_before_allocating() {
+        let r = registry();
+        let layout_only = |shape: &[usize]| {
+            let mut w = Writer::frame(Kind::TrainRes);
+            w.u64(1);
+            let spec = ParamSpec::builder()
+                .add("w", shape, "body")
+                .build()
+                .unwrap();
+            w.spec(&spec);
+            w.u64(0);
+            write_report(&mut w, &res().report).unwrap();
+            w.ext("ext", &Extensions::new()).unwrap();
+            w.out
+        };
+        let e = decode_train_res(&layout_only(&[1 << 31, 1 << 31]), &r)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("the layout has 4611686018427387904 values"),
+            "{e}"
+        );
+        let b = layout_only(&[1 << 20]);
+        let e = decode_train_res_within(&b, &r, 8).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "TrainRes: the layout has 1048576 values, more than the 8 expected"
+        );
+        assert_eq!(
+            decode_train_res_within(&b, &r, 1 << 20)
+                .unwrap()
+                .delta
+                .as_slice()
+                .len(),
+            1 << 20
+        );
+        let mut z = res();
+        z.delta = ParamTree::zeros(tree().spec().clone());
+        let b = encode_train_res(&z).unwrap();
+        assert_eq!(decode_train_res_within(&b, &r, 8).unwrap().delta, z.delta);
+        assert!(decode_train_res_within(&b, &r, 7).is_err());
+    }
+
+    /// CBOR is checked before serde sees it: every container must hold the items it
+    /// claims (serde reserves room for as many as claimed), heads must be well formed,
+    /// nesting is bounded; indefinite lengths, tags and floats are read.
+    #[test]
+    fn cbor_is_checked_before_serde_reserves_what_it_claims() {
+        for ok in [
+            &[0x00][..],
+            &[0x83, 0x01, 0xf9, 0x3c, 0x00, 0x62, b'h', b'i'],
+            &[0x9f, 0x01, 0x9f, 0xff, 0xff],
+            &[0xbf, 0x61, b'a', 0x5f, 0x41, 0x00, 0x40, 0xff, 0xff],
+            &[0xc2, 0x42, 0x01, 0x00],
+            &[0xa1, 0x01, 0xfb, 0, 0, 0, 0, 0, 0, 0, 0, 0xee],
+        ] {
+            check_cbor(ok).unwrap_or_else(|e| panic!("{ok:02x?}: {e}"));
+        }
+        for (bad, why) in [
+            (&[][..], "truncated at byte 0"),
+            (
+                &[0x9a, 0xff, 0xff, 0xff, 0xff, 0x00],
+                "claims 4294967295 entries",
+            ),
+            (
+                &[0xa2, 0x01, 0x02, 0x03],
+                "claims 2 entries, only 3 bytes left",
+            ),
+            (
+                &[0x5b, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff],
+                "string at byte 0",
+            ),
+            (&[0x82, 0x01, 0x19, 0x01], "truncated at byte 2"),
+            (&[0x1c], "reserved head 0x1c"),
+            (&[0xff], "break outside a container"),
+            (&[0x1f], "indefinite head"),
+            (&[0x5f, 0x61, b'a', 0xff], "bad string chunk at byte 1"),
+            (&[0x9f, 0x01], "truncated at byte 2"),
+        ] {
+            let e = check_cbor(bad).unwrap_err();
+            assert!(e.contains(why), "{bad:02x?}: {e}");
+        }
+        let deep = vec![0x81; 300];
+        assert!(check_cbor(&deep)
+            .unwrap_err()
+            .contains("nested more than 256"));
+        // Through a decoder: the frame, the extension and the offset are named.
+        let mut w = Writer::frame(Kind::ExchangeRes);
+        w.u32(1);
+        w.str("test-down");
+        w.bytes(&[
+            0xa1, 0x67, b'c', b'o', b'n', b't', b'r', b'o', b'l', 0x9a, 0, 1, 0, 0,
+        ]);
+        let e = decode_exchange_res(&w.out, &registry())
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "ExchangeRes: msg at byte 12: extension \"test-down\": CBOR container at byte 9 \
+             claims 65536 entries, only 0 bytes left"
+        );
     }
 
     #[test]

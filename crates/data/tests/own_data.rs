@@ -536,3 +536,137 @@ fn exported_client_files_split_back_into_the_simulation_splits() {
     }
     std::fs::remove_dir_all(&d).ok();
 }
+
+/// One client's samples written three ways — an IDX image file and its label file
+/// (u8 pixels, read as p/255), a CSV file of those values with a header and the label
+/// last, and an `.npz` — give that client the same training, validation and test
+/// samples in the same order: the split depends on the samples' order and number, not
+/// on the format. A CSV row with a field missing, and IDX labels for fewer images than
+/// there are, are one-line errors naming the file.
+#[test]
+fn idx_csv_and_npz_files_of_the_same_samples_split_alike() {
+    use fedpace_data::own::{npy_bytes, write_npz};
+    use fedpace_data::{own_federation, OwnData, OwnFormat};
+    let d = tmp("formats");
+    let (n, rows, cols, classes) = (40usize, 2usize, 3usize, 4usize);
+    let pixels: Vec<u8> = (0..n * rows * cols).map(|i| (i * 37 % 256) as u8).collect();
+    let labels: Vec<u8> = (0..n).map(|i| (i * 7 % classes) as u8).collect();
+    // IDX: magic (0, 0, type 0x08 = u8, dimensions), big-endian sizes, then the data.
+    let idx = |dims: &[usize], data: &[u8]| {
+        let mut out = vec![0, 0, 0x08, dims.len() as u8];
+        for &x in dims {
+            out.extend_from_slice(&(x as u32).to_be_bytes());
+        }
+        out.extend_from_slice(data);
+        out
+    };
+    std::fs::write(
+        d.join("train-images-idx3-ubyte"),
+        idx(&[n, rows, cols], &pixels),
+    )
+    .unwrap();
+    std::fs::write(d.join("train-labels-idx1-ubyte"), idx(&[n], &labels)).unwrap();
+    let values: Vec<f32> = pixels.iter().map(|&p| p as f32 / 255.0).collect();
+    let mut csv = (0..rows * cols)
+        .map(|j| format!("p{j}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    csv.push_str(",label\n");
+    for i in 0..n {
+        for v in &values[i * rows * cols..(i + 1) * rows * cols] {
+            csv.push_str(&format!("{v},"));
+        }
+        csv.push_str(&format!("{}\n", labels[i]));
+    }
+    std::fs::write(d.join("own.csv"), &csv).unwrap();
+    let x: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let y: Vec<u8> = labels
+        .iter()
+        .flat_map(|&l| (l as i64).to_le_bytes())
+        .collect();
+    write_npz(
+        &d.join("own.npz"),
+        &[
+            ("x", npy_bytes("<f4", &[n, rows * cols], &x)),
+            ("y", npy_bytes("<i8", &[n], &y)),
+        ],
+    )
+    .unwrap();
+
+    let base = DataConfig::synthetic(1.0, 1.0)
+        .with_test_fraction(0.2)
+        .with_validation_fraction(0.25);
+    let own = |format, path: &str, labels: Option<&str>| OwnData {
+        format,
+        path: d.join(path),
+        labels: labels.map(|l| d.join(l)),
+        role: None,
+    };
+    let all = |dset: &dyn Dataset| -> Vec<(Vec<f32>, u32)> {
+        (0..dset.len())
+            .map(|i| (dense(dset, i), dset.label(i)))
+            .collect()
+    };
+    let client = 3;
+    let splits = |o: &OwnData| {
+        let fed = own_federation(o, &base, client, classes, 9).unwrap();
+        let c = fed.data.client(client).unwrap();
+        let v = c.validation.clone().unwrap();
+        (all(c.train.as_ref()), all(v.as_ref()), all(c.test.as_ref()))
+    };
+    let from_npz = splits(&own(OwnFormat::Npy, "own.npz", None));
+    let from_csv = splits(&own(OwnFormat::Csv, "own.csv", None));
+    let from_idx = splits(&own(
+        OwnFormat::Idx,
+        "train-images-idx3-ubyte",
+        Some("train-labels-idx1-ubyte"),
+    ));
+    // ⌊0.8 · 40⌋ = 32 training samples before validation takes its quarter.
+    assert_eq!(from_npz.0.len() + from_npz.1.len(), 32);
+    assert_eq!(from_npz.2.len(), 8);
+    assert!(!from_npz.1.is_empty());
+    assert_eq!(from_csv, from_npz, "CSV against npz");
+    assert_eq!(from_idx, from_npz, "IDX against npz");
+    // Every sample is there once, with its label.
+    let mut seen: Vec<(Vec<f32>, u32)> = [&from_idx.0, &from_idx.1, &from_idx.2]
+        .into_iter()
+        .flatten()
+        .cloned()
+        .collect();
+    seen.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let mut want: Vec<(Vec<f32>, u32)> = (0..n)
+        .map(|i| {
+            (
+                values[i * rows * cols..(i + 1) * rows * cols].to_vec(),
+                labels[i] as u32,
+            )
+        })
+        .collect();
+    want.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    assert_eq!(seen, want);
+
+    // Bad files: one line naming the file.
+    // A row of two fields after the header.
+    let short = csv.replacen("\n", "\n1,2\n", 1);
+    std::fs::write(d.join("short.csv"), short).unwrap();
+    std::fs::write(d.join("few-labels-idx1-ubyte"), idx(&[n - 1], &labels[1..])).unwrap();
+    for (o, file) in [
+        (own(OwnFormat::Csv, "short.csv", None), "short.csv"),
+        (
+            own(
+                OwnFormat::Idx,
+                "train-images-idx3-ubyte",
+                Some("few-labels-idx1-ubyte"),
+            ),
+            "few-labels-idx1-ubyte",
+        ),
+    ] {
+        let e = own_federation(&o, &base, client, classes, 9)
+            .map(|_| ())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(file), "{e}");
+        assert_eq!(e.lines().count(), 1, "{e}");
+    }
+    std::fs::remove_dir_all(&d).ok();
+}

@@ -15,6 +15,7 @@ use fedpace_core::{
     RoundTraffic, TrainIns, TrainRes,
 };
 use fedpace_net::Kind;
+use std::collections::HashMap;
 use std::sync::Arc;
 
 /// One client's messages of one kind in one round.
@@ -36,6 +37,18 @@ pub struct ClientTraffic {
     /// Bytes of the protobuf `Reply` messages as the transport counted them (0 in a
     /// simulation).
     pub wire_received: u64,
+    /// Of `sent`, training only: the model's values and layout.
+    pub model: u64,
+    /// Of `sent`, training only: the rate plan (rates, group multipliers, schedule).
+    pub plan: u64,
+    /// Of `sent`, training only: the payloads the strategy or policy attached (SCAFFOLD's
+    /// control variate, a learned-rate controller's state, …).
+    pub instruction_payloads: u64,
+    /// Of `received`, training only: the update's values and layout.
+    pub update: u64,
+    /// Of `received`, training only: the reply's payloads (auxiliary statistics the
+    /// policy asked for, a control-variate update, …).
+    pub reply_payloads: u64,
 }
 
 /// What the parts of training messages add to a round's figures.
@@ -44,6 +57,23 @@ pub(crate) trait AddParts {
     fn add_instruction(&mut self, i: &TrainIns);
     /// A training reply's update and payloads.
     fn add_reply(&mut self, r: &TrainRes);
+}
+
+/// The same parts for one client's row.
+impl AddParts for ClientTraffic {
+    fn add_instruction(&mut self, i: &TrainIns) {
+        if let Ok(p) = codec::train_ins_parts(i) {
+            self.model += p.params as u64;
+            self.plan += p.plan as u64;
+            self.instruction_payloads += p.payloads as u64;
+        }
+    }
+    fn add_reply(&mut self, r: &TrainRes) {
+        if let Ok(p) = codec::train_res_parts(r) {
+            self.update += p.params as u64;
+            self.reply_payloads += p.payloads as u64;
+        }
+    }
 }
 
 impl AddParts for RoundTraffic {
@@ -85,6 +115,11 @@ impl ClientTraffic {
             received: 0,
             wire_sent: 0,
             wire_received: 0,
+            model: 0,
+            plan: 0,
+            instruction_payloads: 0,
+            update: 0,
+            reply_payloads: 0,
         }
     }
 }
@@ -151,11 +186,50 @@ pub(crate) fn merged(mut rows: Vec<ClientTraffic>) -> Vec<ClientTraffic> {
                 l.received += r.received;
                 l.wire_sent += r.wire_sent;
                 l.wire_received += r.wire_received;
+                l.model += r.model;
+                l.plan += r.plan;
+                l.instruction_payloads += r.instruction_payloads;
+                l.update += r.update;
+                l.reply_payloads += r.reply_payloads;
             }
             _ => out.push(r),
         }
     }
     out
+}
+
+/// Each client's training-instruction parts, taken before the instructions are dropped:
+/// `(model, plan, payloads)` bytes.
+pub(crate) fn instruction_parts(ins: &[(ClientId, TrainIns)]) -> HashMap<ClientId, [u64; 3]> {
+    ins.iter()
+        .filter_map(|(c, i)| {
+            let p = codec::train_ins_parts(i).ok()?;
+            Some((*c, [p.params as u64, p.plan as u64, p.payloads as u64]))
+        })
+        .collect()
+}
+
+/// Adds each training row's parts: its client's instruction (from [`instruction_parts`])
+/// and its reply when it succeeded.
+pub(crate) fn add_parts(
+    rows: &mut [ClientTraffic],
+    ins: &HashMap<ClientId, [u64; 3]>,
+    replies: &[Reply<TrainRes>],
+) {
+    let res: HashMap<ClientId, &TrainRes> = replies
+        .iter()
+        .filter_map(|r| r.result.as_ref().ok().map(|o| (r.client, o)))
+        .collect();
+    for row in rows {
+        if let Some([model, plan, payloads]) = ins.get(&row.client) {
+            row.model += model;
+            row.plan += plan;
+            row.instruction_payloads += payloads;
+        }
+        if let Some(r) = res.get(&row.client) {
+            row.add_reply(r);
+        }
+    }
 }
 
 fn len_or_zero(b: fedpace_core::Result<Vec<u8>>) -> usize {
@@ -186,6 +260,7 @@ impl<G: Grid> Grid for CountingGrid<G> {
                 self.round.add_reply(res);
             }
         }
+        let start = self.traffic.len();
         self.count(
             Kind::Train,
             &keep,
@@ -193,6 +268,11 @@ impl<G: Grid> Grid for CountingGrid<G> {
             |i| i.round,
             |i| codec::train_ins_len(i).unwrap_or(0),
             |r| codec::train_res_len(r).unwrap_or(0),
+        );
+        add_parts(
+            &mut self.traffic[start..],
+            &instruction_parts(&keep),
+            &replies,
         );
         replies
     }

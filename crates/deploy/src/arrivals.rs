@@ -13,7 +13,7 @@
 //! failure, `gone`, `not connected`, or `deadline` at its deadline), so every dispatch
 //! arrives exactly once. Replies are checked as [`crate::NetGrid`] checks them.
 
-use crate::accounting::ClientTraffic;
+use crate::accounting::{AddParts, ClientTraffic};
 use crate::grid::check_train;
 use crate::host::from_wire;
 use bytes::Bytes;
@@ -134,7 +134,9 @@ impl ArrivalSource for NetArrivals {
                     match self.batch.send(key, Kind::Train, items, self.deadline) {
                         Ok(ids) => {
                             for id in ids {
-                                let row = ClientTraffic::sent(ins.round, client, Kind::Train, len);
+                                let mut row =
+                                    ClientTraffic::sent(ins.round, client, Kind::Train, len);
+                                row.add_instruction(&ins);
                                 self.rows.insert(id, row);
                             }
                             None
@@ -161,7 +163,8 @@ impl ArrivalSource for NetArrivals {
         let a = self
             .batch
             .recv_timeout(self.deadline + Duration::from_secs(30))?;
-        if let Some(mut row) = self.rows.remove(&a.instruction) {
+        let mut row = self.rows.remove(&a.instruction);
+        if let Some(row) = row.as_mut() {
             if let Ok(b) = &a.result {
                 row.received = b.len() as u64;
             }
@@ -173,7 +176,6 @@ impl ArrivalSource for NetArrivals {
                     row.wire_received += w.received_bytes;
                 }
             }
-            self.traffic.push(row);
         }
         let outcome = match a.result {
             Ok(bytes) => match &self.spec {
@@ -188,6 +190,12 @@ impl ArrivalSource for NetArrivals {
             Err(f) if f.kind == FailureKind::Deadline => Outcome::NoReply,
             Err(f) => Outcome::Failed(from_wire(&f)),
         };
+        if let Some(mut row) = row {
+            if let Outcome::Update(res) = &outcome {
+                row.add_reply(res);
+            }
+            self.traffic.push(row);
+        }
         Some(self.arrival(a.client, outcome))
     }
 

@@ -304,7 +304,9 @@ pub(crate) fn check_train(
     bytes: &[u8],
     spec: &ParamSpec,
 ) -> Result<TrainRes, ClientFailure> {
-    let res = codec::decode_train_res(bytes, registry)
+    // A layout-only delta (a compressed or masked update) larger than the model is refused
+    // before its zero tree is allocated.
+    let res = codec::decode_train_res_within(bytes, registry, spec.total_len())
         .map_err(|e| ClientFailure::BadReport(format!("rejected: {e}")))?;
     let got = res.delta.as_slice().len();
     if got != spec.total_len() {
@@ -465,7 +467,9 @@ impl Grid for NetGrid {
                 self.round.add_instruction(i);
             }
         }
+        let parts = crate::accounting::instruction_parts(&ins);
         drop(ins);
+        let start = self.traffic.len();
         let (pool, registry) = (self.pool.clone(), self.registry.clone());
         let replies: Vec<Reply<TrainRes>> = self
             .exchange(
@@ -483,6 +487,8 @@ impl Grid for NetGrid {
                 self.round.add_reply(res);
             }
         }
+        // This call's rows (the instructions sent): their parts.
+        crate::accounting::add_parts(&mut self.traffic[start..], &parts, &replies);
         self.settle("training", round, replies)
     }
 

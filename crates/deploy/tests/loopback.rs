@@ -64,6 +64,30 @@ fn parity(name: &str) {
             (n.sent, n.received),
             "{name}: {key:?}"
         );
+        // The parts (training rows): the same computed and measured, within the totals.
+        let parts = |t: &fedpace_deploy::ClientTraffic| {
+            [
+                t.model,
+                t.plan,
+                t.instruction_payloads,
+                t.update,
+                t.reply_payloads,
+            ]
+        };
+        assert_eq!(parts(s), parts(n), "{name}: {key:?}");
+        if n.kind == fedpace_net::Kind::Train {
+            assert!(n.model > 0 && n.plan > 0, "{name}: {key:?}: {n:?}");
+            assert!(
+                n.model + n.plan + n.instruction_payloads <= n.sent,
+                "{name}: {key:?}: {n:?}"
+            );
+            assert!(
+                n.update + n.reply_payloads <= n.received,
+                "{name}: {key:?}: {n:?}"
+            );
+        } else {
+            assert_eq!(parts(n), [0; 5], "{name}: {key:?}");
+        }
         assert!(
             s.sent > 4 * x.init.as_slice().len() as u64,
             "{name}: the model went"

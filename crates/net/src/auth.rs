@@ -350,6 +350,14 @@ impl Verifier {
         Ok(identity)
     }
 
+    /// Whether key `name` may still be served (known, not revoked), the ring reread if it
+    /// is due: a long request that began before a revocation checks again before it
+    /// answers (a Pull woken by instructions).
+    pub(crate) fn still_allowed(&self, name: &str) -> Result<(), Status> {
+        self.maybe_reload(unix_ms(SystemTime::now()));
+        self.known_key(name).map(|_| ())
+    }
+
     fn known_key(&self, name: &str) -> Result<([u8; 32], Arc<Identity>), Status> {
         let known = self.known.read().unwrap_or_else(|p| p.into_inner());
         let k = known

@@ -878,6 +878,8 @@ impl Fleet for FleetService {
             .min(config.limits.max_pull_bytes);
         let until = tokio::time::Instant::now() + wait;
         loop {
+            // A key revoked while this Pull waited gets no instructions.
+            self.shared.verifier.still_allowed(&who.name)?;
             let notify = {
                 let mut st = lock(&self.shared.state);
                 let now = Instant::now();
@@ -952,9 +954,14 @@ impl Fleet for FleetService {
                 }
                 notify
             };
-            if tokio::time::timeout_at(until, notify.notified())
+            // Woken by instructions, or every `keys_reload` to look at the key again (a
+            // revoked node's waiting Pull ends within about that, not at `until`).
+            let slice =
+                tokio::time::Instant::now() + config.keys_reload.max(Duration::from_millis(100));
+            if tokio::time::timeout_at(until.min(slice), notify.notified())
                 .await
                 .is_err()
+                && tokio::time::Instant::now() >= until
             {
                 return Ok(Response::new(proto::PullReply {
                     instructions: Vec::new(),

@@ -347,6 +347,49 @@ fn revocation_is_picked_up_from_the_file_without_a_reload_call() {
     }
 }
 
+/// A Pull that began before its key was revoked gets no instructions once the server has
+/// reread the ring (every `keys_reload`): it looks at the key again each time it wakes —
+/// for instructions, or every `keys_reload` — and is refused; it does not wait out its
+/// `max_pull_wait`, and the instructions sent meanwhile stay with the server.
+#[test]
+fn a_pull_waiting_when_its_key_is_revoked_gets_no_instructions() {
+    let fx = Fixture::new("revoke-waiting", 1, 2);
+    let mut config = fx.server_config("127.0.0.1:0".parse().unwrap());
+    config.keys_reload = Duration::from_millis(300);
+    config.max_pull_wait = Duration::from_secs(4);
+    let server = Server::start(config).unwrap();
+    let mut node_config = fx.node_config(server.local_addr(), 0);
+    node_config.pull_wait = Duration::from_secs(4);
+    let node = Node::connect(node_config).unwrap();
+    let waiting = std::thread::spawn(move || node.pull());
+    std::thread::sleep(Duration::from_millis(200));
+    keys::revoke(&fx.ring, "node-0").unwrap();
+    let revoked = std::time::Instant::now();
+    // Once the server may have reread the ring, a round's instructions.
+    std::thread::sleep(Duration::from_millis(400));
+    let mut batch = server.batch();
+    batch
+        .send(
+            1,
+            Kind::Train,
+            vec![
+                (0, Bytes::from_static(b"model")),
+                (1, Bytes::from_static(b"model")),
+            ],
+            Duration::from_secs(20),
+        )
+        .unwrap();
+    match waiting.join().unwrap() {
+        Err(e) => assert_eq!(e.code(), Some(Code::PermissionDenied), "{e}"),
+        Ok(ins) => panic!("a revoked key was sent {} instructions", ins.len()),
+    }
+    assert!(
+        revoked.elapsed() < Duration::from_secs(2),
+        "{:?}: the Pull waited for its max_pull_wait",
+        revoked.elapsed()
+    );
+}
+
 #[test]
 fn a_key_may_only_register_its_own_clients() {
     let fx = Fixture::new("ranges", 2, 10);

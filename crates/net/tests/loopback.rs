@@ -499,6 +499,104 @@ fn silent_node_is_declared_gone_and_idle_connections_are_closed() {
     assert!(server.stats().idle_closed >= 1);
 }
 
+/// A connection that finished its TLS handshake and then falls silent is closed after
+/// `idle_timeout` (not `handshake_timeout`), and one that keeps sending — HTTP/2 PINGs,
+/// no request — is not: idle means nothing read from the peer.
+#[test]
+fn an_established_connection_is_closed_after_idle_timeout_and_an_active_one_is_kept() {
+    use std::io::{Read, Write};
+    use tokio_rustls::rustls;
+    use tokio_rustls::rustls::pki_types::{pem::PemObject, CertificateDer, ServerName};
+
+    let fx = Fixture::new("idle", 1, 1);
+    let mut config = fx.server_config("127.0.0.1:0".parse().unwrap());
+    config.idle_timeout = Duration::from_millis(1200);
+    config.handshake_timeout = Duration::from_millis(300);
+    let server = Server::start(config).unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(&fx.client_tls().ca_pem) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    #[allow(deprecated)]
+    let provider = rustls::crypto::ring::default_provider();
+    let mut tls = rustls::ClientConfig::builder_with_provider(Arc::new(provider))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    tls.alpn_protocols = vec![b"h2".to_vec()];
+    let tls = Arc::new(tls);
+    // A TLS stream with its handshake done.
+    let connect = || {
+        let tcp = std::net::TcpStream::connect(server.local_addr()).unwrap();
+        tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let conn =
+            rustls::ClientConnection::new(tls.clone(), ServerName::try_from("localhost").unwrap())
+                .unwrap();
+        let mut stream = rustls::StreamOwned::new(conn, tcp);
+        while stream.conn.is_handshaking() {
+            stream.conn.complete_io(&mut stream.sock).unwrap();
+        }
+        stream
+    };
+    // Reads until the server closes (EOF or reset): how long that took.
+    let wait_for_close = |stream: &mut rustls::StreamOwned<rustls::ClientConnection, _>| {
+        let t = Instant::now();
+        let mut buf = [0u8; 4096];
+        loop {
+            match stream.read(&mut buf) {
+                Ok(0) | Err(_) => return t.elapsed(),
+                Ok(_) => {}
+            }
+        }
+    };
+    let before = server.stats().idle_closed;
+
+    // Silent after the handshake: closed after the idle timeout, checked every 300 ms.
+    let mut silent = connect();
+    let waited = wait_for_close(&mut silent);
+    assert!(
+        waited >= Duration::from_millis(1100) && waited < Duration::from_secs(4),
+        "closed after {waited:?}; idle_timeout is 1.2 s, handshake_timeout 0.3 s"
+    );
+    assert_eq!(server.stats().idle_closed, before + 1);
+
+    // Active: the HTTP/2 preface and settings, then a PING every 200 ms for 2.4 s (twice
+    // the idle timeout); the server answers each, and the connection stays open.
+    let mut active = connect();
+    active
+        .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+        .unwrap();
+    let ping = |n: u8| {
+        let mut frame = vec![0, 0, 8, 6, 0, 0, 0, 0, 0];
+        frame.extend_from_slice(&[n; 8]);
+        frame
+    };
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    for n in 1..=12u8 {
+        active.write_all(&ping(n)).unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // The answer to the last PING: a PING frame with the ACK flag and its payload.
+    let mut ack = vec![0, 0, 8, 6, 1, 0, 0, 0, 0];
+    ack.extend_from_slice(&[12u8; 8]);
+    while !seen.windows(ack.len()).any(|w| w == ack.as_slice()) {
+        let n = active.read(&mut buf).unwrap();
+        assert!(n > 0, "the server closed a connection that kept sending");
+        seen.extend_from_slice(&buf[..n]);
+    }
+    assert_eq!(
+        server.stats().idle_closed,
+        before + 1,
+        "the active one was not closed"
+    );
+    // Then silent: closed too.
+    let waited = wait_for_close(&mut active);
+    assert!(waited < Duration::from_secs(4), "{waited:?}");
+    assert_eq!(server.stats().idle_closed, before + 2);
+}
+
 /// Registration carries each client's self-description (opaque bytes): the server keeps
 /// it per client; an entry for a client outside the node's ranges, a second entry for
 /// one client, or one over the size limit refuses the registration, naming the field.
