@@ -51,44 +51,60 @@ pub struct ClientTraffic {
     pub reply_payloads: u64,
 }
 
-/// What the parts of training messages add to a round's figures.
-pub(crate) trait AddParts {
-    /// A training instruction's model, plan and payloads.
-    fn add_instruction(&mut self, i: &TrainIns);
-    /// A training reply's update and payloads.
-    fn add_reply(&mut self, r: &TrainRes);
+/// A training instruction's parts, in bytes: model, plan, payloads.
+fn ins_parts(i: &TrainIns) -> Option<[u64; 3]> {
+    let p = codec::train_ins_parts(i).ok()?;
+    Some([p.params as u64, p.plan as u64, p.payloads as u64])
 }
 
-/// The same parts for one client's row.
-impl AddParts for ClientTraffic {
+/// What the parts of training messages add to a round's figures, or to one client's row.
+pub(crate) trait AddParts {
+    /// The counters: model, plan, instruction payloads, update, reply payloads.
+    fn parts(&mut self) -> [&mut u64; 5];
+    /// An instruction's parts as [`ins_parts`] gives them.
+    fn add_instruction_parts(&mut self, [model, plan, payloads]: [u64; 3]) {
+        let [m, p, x, _, _] = self.parts();
+        *m += model;
+        *p += plan;
+        *x += payloads;
+    }
+    /// A training instruction's model, plan and payloads.
     fn add_instruction(&mut self, i: &TrainIns) {
-        if let Ok(p) = codec::train_ins_parts(i) {
-            self.model += p.params as u64;
-            self.plan += p.plan as u64;
-            self.instruction_payloads += p.payloads as u64;
+        if let Some(p) = ins_parts(i) {
+            self.add_instruction_parts(p);
         }
     }
+    /// A training reply's update and payloads.
     fn add_reply(&mut self, r: &TrainRes) {
         if let Ok(p) = codec::train_res_parts(r) {
-            self.update += p.params as u64;
-            self.reply_payloads += p.payloads as u64;
+            let [_, _, _, u, x] = self.parts();
+            *u += p.params as u64;
+            *x += p.payloads as u64;
         }
+    }
+}
+
+impl AddParts for ClientTraffic {
+    fn parts(&mut self) -> [&mut u64; 5] {
+        [
+            &mut self.model,
+            &mut self.plan,
+            &mut self.instruction_payloads,
+            &mut self.update,
+            &mut self.reply_payloads,
+        ]
     }
 }
 
 impl AddParts for RoundTraffic {
-    fn add_instruction(&mut self, i: &TrainIns) {
-        if let Ok(p) = codec::train_ins_parts(i) {
-            self.model += p.params as u64;
-            self.plan += p.plan as u64;
-            self.instruction_payloads += p.payloads as u64;
-        }
-    }
-    fn add_reply(&mut self, r: &TrainRes) {
-        if let Ok(p) = codec::train_res_parts(r) {
-            self.update += p.params as u64;
-            self.reply_payloads += p.payloads as u64;
-        }
+    fn parts(&mut self) -> [&mut u64; 5] {
+        [
+            &mut self.model,
+            &mut self.plan,
+            &mut self.instruction_payloads,
+            &mut self.update,
+            &mut self.reply_payloads,
+        ]
     }
 }
 
@@ -179,18 +195,16 @@ impl<G: Grid> CountingGrid<G> {
 pub(crate) fn merged(mut rows: Vec<ClientTraffic>) -> Vec<ClientTraffic> {
     rows.sort_by_key(|r| (r.round, r.client, r.kind));
     let mut out: Vec<ClientTraffic> = Vec::with_capacity(rows.len());
-    for r in rows {
+    for mut r in rows {
         match out.last_mut() {
             Some(l) if (l.round, l.client, l.kind) == (r.round, r.client, r.kind) => {
                 l.sent += r.sent;
                 l.received += r.received;
                 l.wire_sent += r.wire_sent;
                 l.wire_received += r.wire_received;
-                l.model += r.model;
-                l.plan += r.plan;
-                l.instruction_payloads += r.instruction_payloads;
-                l.update += r.update;
-                l.reply_payloads += r.reply_payloads;
+                for (a, b) in l.parts().into_iter().zip(r.parts()) {
+                    *a += *b;
+                }
             }
             _ => out.push(r),
         }
@@ -198,14 +212,11 @@ pub(crate) fn merged(mut rows: Vec<ClientTraffic>) -> Vec<ClientTraffic> {
     out
 }
 
-/// Each client's training-instruction parts, taken before the instructions are dropped:
-/// `(model, plan, payloads)` bytes.
+/// Each client's training-instruction parts ([`ins_parts`]), taken before the
+/// instructions are dropped.
 pub(crate) fn instruction_parts(ins: &[(ClientId, TrainIns)]) -> HashMap<ClientId, [u64; 3]> {
     ins.iter()
-        .filter_map(|(c, i)| {
-            let p = codec::train_ins_parts(i).ok()?;
-            Some((*c, [p.params as u64, p.plan as u64, p.payloads as u64]))
-        })
+        .filter_map(|(c, i)| Some((*c, ins_parts(i)?)))
         .collect()
 }
 
@@ -221,10 +232,8 @@ pub(crate) fn add_parts(
         .filter_map(|r| r.result.as_ref().ok().map(|o| (r.client, o)))
         .collect();
     for row in rows {
-        if let Some([model, plan, payloads]) = ins.get(&row.client) {
-            row.model += model;
-            row.plan += plan;
-            row.instruction_payloads += payloads;
+        if let Some(&p) = ins.get(&row.client) {
+            row.add_instruction_parts(p);
         }
         if let Some(r) = res.get(&row.client) {
             row.add_reply(r);
