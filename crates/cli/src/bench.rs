@@ -167,6 +167,15 @@ pub fn workload_config(w: Workload) -> Result<ExperimentConfig> {
 
 /// Runs `fedpace bench`.
 pub fn run(opts: &BenchOptions) -> Result<()> {
+    if let (Workload::Loopback | Workload::All, Some(r)) = (opts.workload, opts.rounds) {
+        if r < 2 {
+            return Err(runner::UsageError(format!(
+                "--rounds {r}: the loopback workload needs at least 2 (each set's first round \
+                 is left out)"
+            ))
+            .into());
+        }
+    }
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     println!(
         "fedpace bench — docs/benchmarks.md workloads; medians; every ratio printed is measured in \
@@ -658,7 +667,7 @@ impl fedpace_experiment::Monitor for TakeTurns<'_> {
 fn loopback(opts: &BenchOptions) -> Result<()> {
     let mut cfg = workload_config(Workload::Mlp)?;
     if let Some(r) = opts.rounds {
-        cfg.rounds = r.max(2);
+        cfg.rounds = r;
     } else if !opts.quick {
         cfg.rounds = 20;
     }

@@ -330,4 +330,20 @@ fn bench_loopback_quick_keeps_the_models_identical_and_writes_its_rounds() {
         assert!(times.iter().all(|t| t.as_f64().unwrap() > 0.0), "{json}");
     }
     std::fs::remove_dir_all(&dir).unwrap();
+    // Fewer than 2 rounds leave nothing to measure: one line, before any work.
+    let out = fedpace()
+        .args(["bench", "--workload", "loopback", "--rounds", "1"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert_eq!(
+        err.trim(),
+        "error: --rounds 1: the loopback workload needs at least 2 (each set's first round is left out)"
+    );
+    assert!(
+        out.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
 }
