@@ -48,6 +48,16 @@ fn finish(mut child: Child, limit: Duration) -> (Option<i32>, String, Duration) 
     (out.status.code(), err, took)
 }
 
+/// Waits for `child` (see [`finish`]) and asserts it exited 1 with exactly one `error:`
+/// line; that line, all of stderr, and how long it took.
+fn fails_with_one_line(child: Child) -> (String, String, Duration) {
+    let (code, err, took) = finish(child, Duration::from_secs(30));
+    assert_eq!(code, Some(1), "{err}");
+    let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(errors.len(), 1, "{err}");
+    (errors[0].to_string(), err, took)
+}
+
 #[test]
 fn nodes_started_before_the_server_wait_for_it_and_the_run_ends_as_fedpace_run() {
     let tmp = tempfile::tempdir().unwrap();
@@ -117,14 +127,11 @@ fn a_node_with_no_server_exits_after_give_up_with_one_line() {
     .stderr(Stdio::piped())
     .spawn()
     .unwrap();
-    let (code, err, took) = finish(child, Duration::from_secs(30));
-    assert_eq!(code, Some(1), "{err}");
-    let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("error:")).collect();
-    assert_eq!(errors.len(), 1, "{err}");
+    let (error, err, took) = fails_with_one_line(child);
     assert!(
-        errors[0].contains(&format!("server {addr}: unreachable for"))
-            && errors[0].contains("give_up = 2s")
-            && errors[0].contains("Connection refused"),
+        error.contains(&format!("server {addr}: unreachable for"))
+            && error.contains("give_up = 2s")
+            && error.contains("Connection refused"),
         "{err}"
     );
     assert!(took >= Duration::from_secs(2), "{took:?}");
@@ -158,13 +165,10 @@ fn a_node_that_does_not_trust_the_server_certificate_exits_at_once() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let (code, err, took) = finish(child, Duration::from_secs(30));
-    assert_eq!(code, Some(1), "{err}");
-    let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("error:")).collect();
-    assert_eq!(errors.len(), 1, "{err}");
+    let (error, err, took) = fails_with_one_line(child);
     assert!(
-        errors[0].contains(&format!("tls: server {}", server.addr))
-            && errors[0].contains("invalid peer certificate"),
+        error.contains(&format!("tls: server {}", server.addr))
+            && error.contains("invalid peer certificate"),
         "{err}"
     );
     assert!(took < Duration::from_secs(10), "{took:?}: {err}");
@@ -211,15 +215,11 @@ fn a_node_revoked_with_fedpace_keys_revoke_is_refused_by_the_running_server() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let (code, err, took) = finish(child, Duration::from_secs(30));
-    assert_eq!(code, Some(1), "{err}");
-    let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("error:")).collect();
-    assert_eq!(errors.len(), 1, "{err}");
-    assert!(errors[0].contains("revoked"), "{err}");
+    let (error, err, took) = fails_with_one_line(child);
+    assert!(error.contains("revoked"), "{err}");
     // Refused at its next request, or its waiting Pull ends within the server's ring
     // reload period (2 s): well before a Pull's 10 s wait.
     assert!(took < Duration::from_secs(8), "{took:?}: {err}");
-    // The server never counted it.
     drop(server);
     let mut unknown = Command::new(env!("CARGO_BIN_EXE_fedpace"));
     unknown.args(["keys", "revoke", "--ring", ring, "--name", "node-9"]);
