@@ -8,10 +8,8 @@
 //! case, and `FEDPACE_FUZZ_CASE=N` replays that case alone. `FEDPACE_FUZZ_CASES=N`
 //! changes the count (default 1,000,000).
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use fedpace_algos::apfl::{Apfl, ApflState};
 use fedpace_algos::ditto::{Ditto, DittoPersonalOptimizer};
@@ -52,48 +50,10 @@ use fedpace_privacy::secagg::{Quantization, SecAggConfig};
 use fedpace_privacy::Randomness;
 use rand::SeedableRng;
 
-/// Counts live bytes and their peak, so each case's allocation can be bounded.
-struct Counting;
+#[path = "../../../test-support/counting_alloc.rs"]
+mod counting_alloc;
 
-static LIVE: AtomicUsize = AtomicUsize::new(0);
-static PEAK: AtomicUsize = AtomicUsize::new(0);
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let p = unsafe { System.alloc(layout) };
-        if !p.is_null() {
-            let now = LIVE.fetch_add(layout.size(), Ordering::Relaxed) + layout.size();
-            PEAK.fetch_max(now, Ordering::Relaxed);
-        }
-        p
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        let p = unsafe { System.alloc_zeroed(layout) };
-        if !p.is_null() {
-            let now = LIVE.fetch_add(layout.size(), Ordering::Relaxed) + layout.size();
-            PEAK.fetch_max(now, Ordering::Relaxed);
-        }
-        p
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) };
-        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
-    }
-}
-
-#[global_allocator]
-static ALLOCATOR: Counting = Counting;
-
-/// Held by each test while it measures: the counts are the whole process's.
-static MEASURING: Mutex<()> = Mutex::new(());
-
-/// Peak bytes allocated while running `f`, above what was live before.
-fn peak_of<T>(f: impl FnOnce() -> T) -> (T, usize) {
-    let base = LIVE.load(Ordering::Relaxed);
-    PEAK.store(base, Ordering::Relaxed);
-    let out = f();
-    (out, PEAK.load(Ordering::Relaxed).saturating_sub(base))
-}
+use counting_alloc::{peak_of, MEASURING};
 
 /// xorshift64*: small, seeded, good enough to drive mutations.
 struct Rng(u64);

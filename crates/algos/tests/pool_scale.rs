@@ -13,44 +13,13 @@ use fedpace_core::round::{Observer, RoundRecord, RunOptions};
 use fedpace_core::{ClientData, ClientInfo, ClientPool, Dataset, FederatedDataset, Grid, Progress};
 use fedpace_params::ParamTree;
 use fedpace_sim::{DataPool, DeviceClasses, SimGrid};
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-/// Counts live heap bytes and their peak.
-struct Counting;
-static LIVE: AtomicUsize = AtomicUsize::new(0);
-static PEAK: AtomicUsize = AtomicUsize::new(0);
+#[path = "../../../test-support/counting_alloc.rs"]
+mod counting_alloc;
 
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        let p = System.alloc(l);
-        if !p.is_null() {
-            let now = LIVE.fetch_add(l.size(), Relaxed) + l.size();
-            PEAK.fetch_max(now, Relaxed);
-        }
-        p
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        System.dealloc(p, l);
-        LIVE.fetch_sub(l.size(), Relaxed);
-    }
-}
-
-#[global_allocator]
-static ALLOC: Counting = Counting;
-
-/// Heap measurements need the process to themselves.
-static SERIAL: Mutex<()> = Mutex::new(());
-
-/// Peak heap growth (bytes above the live bytes at the start) while running `f`.
-fn peak_growth<T>(f: impl FnOnce() -> T) -> (T, usize) {
-    let base = LIVE.load(Relaxed);
-    PEAK.store(base, Relaxed);
-    let out = f();
-    (out, PEAK.load(Relaxed).saturating_sub(base))
-}
+use counting_alloc::{peak_of, MEASURING};
 
 /// `n` clients; client k holds `20 + k % 5` points (the quadratic of tests/common),
 /// generated when asked.
@@ -148,12 +117,12 @@ fn run(grid: &mut SimGrid, per_round: usize, rounds: u32) -> fedpace_core::round
 
 #[test]
 fn issue6_a_pool_of_ten_million_clients_allocates_nothing_per_client() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = MEASURING.lock().unwrap_or_else(|e| e.into_inner());
     const N: usize = 10_000_000;
     let data = Arc::new(Generated { n: N });
     let classes: BTreeMap<String, f64> = [("slow".to_string(), 0.3)].into_iter().collect();
     // Building the pool and the grid.
-    let (mut grid, built) = peak_growth(|| {
+    let (mut grid, built) = peak_of(|| {
         let pool = DataPool::new(data.clone(), DeviceClasses::new(&classes, N, 1)).unwrap();
         SimGrid::new(pool, factory_of(data.clone()), 2).unwrap()
     });
@@ -172,7 +141,7 @@ fn issue6_a_pool_of_ten_million_clients_allocates_nothing_per_client() {
         .count();
     assert!((2_700..3_300).contains(&slow), "{slow} of 10,000 slow");
     // The pool-wide total: a pass over ten million sizes, holding nothing.
-    let (total, summed) = peak_growth(|| pool.total_train().unwrap());
+    let (total, summed) = peak_of(|| pool.total_train().unwrap());
     assert_eq!(total, 22 * N as u64); // sizes 20..24 in equal shares
                                       // (A few KB of slack: the test harness allocates on its own thread.)
     assert!(summed < 64 << 10, "the pass allocated {summed} bytes");
@@ -180,7 +149,7 @@ fn issue6_a_pool_of_ten_million_clients_allocates_nothing_per_client() {
     // Two rounds of 1,000 clients: memory follows the clients in flight (their data,
     // models, states, replies), not the ten million registered (a row each would be
     // ≥ 720 MB; the grid keeps 1,000 SCAFFOLD states per round).
-    let (out, ran) = peak_growth(|| run(&mut grid, 1000, 2));
+    let (out, ran) = peak_of(|| run(&mut grid, 1000, 2));
     assert_eq!(out.rounds.len(), 2);
     assert_eq!(out.rounds[0].sampled.len(), 1000);
     assert!(out
@@ -193,7 +162,7 @@ fn issue6_a_pool_of_ten_million_clients_allocates_nothing_per_client() {
 
 #[test]
 fn a_lazy_pool_runs_like_the_same_rows_listed() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = MEASURING.lock().unwrap_or_else(|e| e.into_inner());
     // Above the histogram limit, so the pool computes rows on demand.
     let n = 5000;
     let data = Arc::new(Generated { n });

@@ -6,9 +6,6 @@
 
 mod common;
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicUsize, Ordering};
-
 use bytes::Bytes;
 use common::framed;
 use fedpace_net::envelope::{decode_request, Decoded};
@@ -16,29 +13,10 @@ use fedpace_net::proto;
 use fedpace_net::{wire, Limits};
 use prost::Message;
 
-/// Counts live bytes and their peak, so each case's allocation can be bounded.
-struct Counting;
+#[path = "../../../test-support/counting_alloc.rs"]
+mod counting_alloc;
 
-static LIVE: AtomicUsize = AtomicUsize::new(0);
-static PEAK: AtomicUsize = AtomicUsize::new(0);
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let p = unsafe { System.alloc(layout) };
-        if !p.is_null() {
-            let now = LIVE.fetch_add(layout.size(), Ordering::Relaxed) + layout.size();
-            PEAK.fetch_max(now, Ordering::Relaxed);
-        }
-        p
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) };
-        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
-    }
-}
-
-#[global_allocator]
-static ALLOCATOR: Counting = Counting;
+use counting_alloc::peak_of;
 
 /// xorshift64*: small, seeded, good enough to drive mutations.
 struct Rng(u64);
@@ -166,14 +144,6 @@ fn mutate(rng: &mut Rng, body: &mut Vec<u8>) {
         body[0] = 0;
         body[1..5].copy_from_slice(&len.to_be_bytes());
     }
-}
-
-/// Peak bytes allocated while running `f`, above what was live before.
-fn peak_of<T>(f: impl FnOnce() -> T) -> (T, usize) {
-    let base = LIVE.load(Ordering::Relaxed);
-    PEAK.store(base, Ordering::Relaxed);
-    let out = f();
-    (out, PEAK.load(Ordering::Relaxed).saturating_sub(base))
 }
 
 #[test]
