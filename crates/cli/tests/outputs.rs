@@ -336,6 +336,9 @@ fn children_of(parent: u32) -> Vec<u32> {
         .collect()
 }
 
+/// Rounds long enough (about 1.8 s on one thread here) that the second signal, sent
+/// 200 ms after the first, lands inside a round: with 40 epochs a round took about 0.3 s
+/// and a fresh-clone CI run saw the round end, and the run stop, before the second signal.
 const SLOW_ROUNDS: &str = r#"
 name = "slow"
 rounds = 1000
@@ -346,7 +349,7 @@ num_clients = 10
 name = "mlp"
 hidden = [256, 256]
 [client]
-epochs = 40
+epochs = 200
 [strategy]
 clients_per_round = 10
 [eval]
